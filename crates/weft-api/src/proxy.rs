@@ -1,0 +1,517 @@
+//! The proxy's configuration file. Every field is documented in docs/proxy.md; defaults are the
+//! `DEFAULT_*` constants below.
+//!
+//! ```yaml
+//! mode: sidecar
+//! identity: { cert: web.pem, key: web-key.pem, bundle: bundle.pem }
+//! inbound:  { listen: 127.0.0.1:15006, ports: [{ port: 8080 }] }
+//! outbound: { upstreams: [{ listen: 127.0.0.1:9001, service: api.default, port: 8080 }] }
+//! services:
+//!   - name: api
+//!     namespace: default
+//!     endpoints:
+//!       - { address: 127.0.0.1:8081, proxy: 127.0.0.1:16006, identity: spiffe://cluster.local/ns/default/sa/api }
+//! ```
+
+use crate::{ConfigError, Duration};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
+pub const DEFAULT_INBOUND: &str = "0.0.0.0:15006";
+pub const DEFAULT_TRANSPARENT_OUTBOUND: &str = "127.0.0.1:15001";
+pub const DEFAULT_GATEWAY: &str = "0.0.0.0:15443";
+pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MARK: u32 = 1337;
+pub const DEFAULT_CLUSTER: &str = "local";
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The whole proxy config file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// `sidecar` (inbound + outbound beside one workload) or `gateway` (east-west SNI passthrough).
+    #[serde(default)]
+    pub mode: Mode,
+    /// The cluster this proxy runs in; names the SNI it answers to.
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    /// Where this proxy's certificate, key and trust bundle are read from.
+    pub identity: IdentityFiles,
+    #[serde(default)]
+    pub admin: Admin,
+    /// Sidecar mode: the mTLS listener in front of the local app.
+    #[serde(default)]
+    pub inbound: Option<Inbound>,
+    /// Sidecar mode: how the app's outgoing calls enter the proxy.
+    #[serde(default)]
+    pub outbound: Option<Outbound>,
+    /// Gateway mode: the SNI-routing listener.
+    #[serde(default)]
+    pub gateway: Option<Gateway>,
+    /// Services this proxy can reach (sidecar) or route to (gateway).
+    #[serde(default)]
+    pub services: Vec<Service>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Limits that protect the proxy from misbehaving clients.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Sidecar,
+    Gateway,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityFiles {
+    /// PEM certificate chain, leaf first. The leaf's URI SAN is this proxy's SPIFFE ID.
+    pub cert: String,
+    /// PEM private key of the leaf.
+    pub key: String,
+    /// PEM trust bundle: one or more roots.
+    pub bundle: String,
+    /// How often the files are checked for a rotated certificate.
+    #[serde(default = "default_reload")]
+    pub reload_interval: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Address of `/live`, `/ready`, `/metrics`, `/config_dump`. Port 0 picks a free port.
+    #[serde(default = "default_admin")]
+    pub listen: SocketAddr,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: default_admin(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inbound {
+    /// The mTLS listener peers connect to (and where transparent interception sends inbound traffic).
+    #[serde(default = "default_inbound")]
+    pub listen: SocketAddr,
+    /// The address the local app listens on (ports come from `ports`).
+    #[serde(default = "default_app_host")]
+    pub app_host: std::net::IpAddr,
+    /// The app's ports that the mesh may reach.
+    #[serde(default)]
+    pub ports: Vec<AppPort>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppPort {
+    pub port: u16,
+    /// `auto` detects HTTP/1, HTTP/2 or opaque TCP per connection; `http1`, `http2` and `tcp` skip
+    /// detection (use `tcp` for server-speaks-first protocols such as MySQL or SMTP).
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Auto,
+    Http1,
+    Http2,
+    Tcp,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbound {
+    /// Transparent listener: where iptables REDIRECTs the app's outgoing TCP (see `weft-proxy init`).
+    #[serde(default)]
+    pub transparent: Option<SocketAddr>,
+    /// SO_MARK set on the proxy's own upstream sockets so interception rules let them through.
+    /// Needs CAP_NET_ADMIN; 0 disables.
+    #[serde(default)]
+    pub mark: u32,
+    /// Explicit listeners, one per upstream (for running without root, as Consul's upstreams).
+    #[serde(default)]
+    pub upstreams: Vec<Upstream>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub listen: SocketAddr,
+    /// `name` or `name.namespace` of a service in `services`.
+    pub service: String,
+    /// The service port to reach.
+    pub port: u16,
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    #[serde(default = "default_gateway")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// The workload's own address (what apps dial; matched on transparent interception).
+    pub address: SocketAddr,
+    /// Where to open the mTLS connection: the endpoint's sidecar inbound listener, or a gateway
+    /// in front of it. Defaults to `address`'s IP with the inbound port 15006.
+    #[serde(default)]
+    pub proxy: Option<SocketAddr>,
+    /// The SPIFFE ID the endpoint's sidecar must present.
+    pub identity: String,
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    #[serde(default)]
+    pub network: String,
+    /// `region/zone/subzone`, any prefix.
+    #[serde(default)]
+    pub locality: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// How long to wait for a client's first bytes before treating the connection as opaque TCP.
+    #[serde(default = "d_detect")]
+    pub detect: Duration,
+    /// TCP + TLS connect to a peer proxy or the local app.
+    #[serde(default = "d_connect")]
+    pub connect: Duration,
+    /// On SIGTERM: how long open connections may finish before the proxy exits.
+    #[serde(default = "d_drain")]
+    pub drain: Duration,
+    /// A client must send a complete request head within this time (slowloris guard).
+    #[serde(default = "d_header")]
+    pub header_read: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            detect: d_detect(),
+            connect: d_connect(),
+            drain: d_drain(),
+            header_read: d_header(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request head accepted (HTTP/1 header block, HTTP/2 header list); larger gets 431.
+    #[serde(default = "d_max_header")]
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+        }
+    }
+}
+
+fn default_cluster() -> String {
+    DEFAULT_CLUSTER.into()
+}
+fn default_namespace() -> String {
+    DEFAULT_NAMESPACE.into()
+}
+fn default_admin() -> SocketAddr {
+    DEFAULT_ADMIN.parse().expect("constant")
+}
+fn default_inbound() -> SocketAddr {
+    DEFAULT_INBOUND.parse().expect("constant")
+}
+fn default_gateway() -> SocketAddr {
+    DEFAULT_GATEWAY.parse().expect("constant")
+}
+fn default_app_host() -> std::net::IpAddr {
+    std::net::Ipv4Addr::LOCALHOST.into()
+}
+fn default_reload() -> Duration {
+    DEFAULT_RELOAD_INTERVAL
+}
+fn d_detect() -> Duration {
+    DEFAULT_DETECT_TIMEOUT
+}
+fn d_connect() -> Duration {
+    DEFAULT_CONNECT_TIMEOUT
+}
+fn d_drain() -> Duration {
+    DEFAULT_DRAIN_TIMEOUT
+}
+fn d_header() -> Duration {
+    DEFAULT_HEADER_READ_TIMEOUT
+}
+fn d_max_header() -> usize {
+    DEFAULT_MAX_HEADER_BYTES
+}
+
+/// A DNS-label-like name: lowercase letters, digits and '-', 1..=63 chars.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+impl Service {
+    /// `name.namespace`, the key upstreams use.
+    pub fn key(&self) -> String {
+        format!("{}.{}", self.name, self.namespace)
+    }
+}
+
+impl ProxyConfig {
+    /// Parses and validates a YAML config. Nothing is returned unless the whole file is valid.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: ProxyConfig =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Finds a service by `name` (namespace `default`) or `name.namespace`.
+    pub fn service(&self, key: &str) -> Option<&Service> {
+        let (name, ns) = key.split_once('.').unwrap_or((key, DEFAULT_NAMESPACE));
+        self.services
+            .iter()
+            .find(|s| s.name == name && s.namespace == ns)
+    }
+
+    /// Rules that span fields.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !valid_name(&self.cluster) {
+            return Err(ConfigError::invalid(
+                "cluster",
+                format!("{:?} must be a DNS label (a-z, 0-9, '-')", self.cluster),
+            ));
+        }
+        match self.mode {
+            Mode::Sidecar => {
+                if self.inbound.is_none() && self.outbound.is_none() {
+                    return Err(ConfigError::invalid(
+                        "inbound",
+                        "a sidecar needs `inbound`, `outbound` or both; add `inbound: { ports: [{ port: 8080 }] }`",
+                    ));
+                }
+                if self.gateway.is_some() {
+                    return Err(ConfigError::invalid(
+                        "gateway",
+                        "only valid with `mode: gateway`",
+                    ));
+                }
+            }
+            Mode::Gateway => {
+                if self.gateway.is_none() {
+                    return Err(ConfigError::invalid(
+                        "gateway",
+                        "`mode: gateway` needs `gateway: { listen: 0.0.0.0:15443 }`",
+                    ));
+                }
+                if self.inbound.is_some() || self.outbound.is_some() {
+                    return Err(ConfigError::invalid(
+                        "inbound",
+                        "a gateway has no `inbound`/`outbound`; remove them",
+                    ));
+                }
+            }
+        }
+        let mut seen = HashSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let f = format!("services[{i}]");
+            if !valid_name(&s.name) {
+                return Err(ConfigError::invalid(
+                    format!("{f}.name"),
+                    format!("{:?} must be a DNS label (a-z, 0-9, '-')", s.name),
+                ));
+            }
+            if !valid_name(&s.namespace) {
+                return Err(ConfigError::invalid(
+                    format!("{f}.namespace"),
+                    format!("{:?} must be a DNS label", s.namespace),
+                ));
+            }
+            if !seen.insert(s.key()) {
+                return Err(ConfigError::invalid(
+                    format!("{f}.name"),
+                    format!("service {} is listed twice; merge the entries", s.key()),
+                ));
+            }
+            for (j, e) in s.endpoints.iter().enumerate() {
+                if !e.identity.starts_with("spiffe://") {
+                    return Err(ConfigError::invalid(
+                        format!("{f}.endpoints[{j}].identity"),
+                        format!("{:?} is not a SPIFFE ID; expected spiffe://<trust-domain>/ns/<ns>/sa/<sa>", e.identity),
+                    ));
+                }
+                if !valid_name(&e.cluster) {
+                    return Err(ConfigError::invalid(
+                        format!("{f}.endpoints[{j}].cluster"),
+                        "must be a DNS label",
+                    ));
+                }
+            }
+        }
+        if let Some(inb) = &self.inbound {
+            let mut ports = HashSet::new();
+            for (i, p) in inb.ports.iter().enumerate() {
+                if p.port == 0 {
+                    return Err(ConfigError::invalid(
+                        format!("inbound.ports[{i}].port"),
+                        "must be 1-65535",
+                    ));
+                }
+                if !ports.insert(p.port) {
+                    return Err(ConfigError::invalid(
+                        format!("inbound.ports[{i}].port"),
+                        format!("port {} is listed twice", p.port),
+                    ));
+                }
+            }
+        }
+        if let Some(out) = &self.outbound {
+            let mut listens = HashSet::new();
+            for (i, u) in out.upstreams.iter().enumerate() {
+                let f = format!("outbound.upstreams[{i}]");
+                if self.service(&u.service).is_none() {
+                    let known: Vec<String> = self.services.iter().map(Service::key).collect();
+                    return Err(ConfigError::invalid(
+                        format!("{f}.service"),
+                        format!(
+                            "no service {:?} in `services` (known: {}); add it or fix the name",
+                            u.service,
+                            known.join(", ")
+                        ),
+                    ));
+                }
+                if u.listen.port() != 0 && !listens.insert(u.listen) {
+                    return Err(ConfigError::invalid(
+                        format!("{f}.listen"),
+                        format!("{} is used by two upstreams", u.listen),
+                    ));
+                }
+                if u.port == 0 {
+                    return Err(ConfigError::invalid(format!("{f}.port"), "must be 1-65535"));
+                }
+            }
+        }
+        if self.limits.max_header_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "limits.max_header_bytes",
+                "must be at least 1024",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+identity: { cert: c.pem, key: k.pem, bundle: b.pem }
+inbound: { listen: "127.0.0.1:0", ports: [{ port: 8080, protocol: http1 }] }
+outbound:
+  upstreams: [{ listen: "127.0.0.1:0", service: api.prod, port: 80 }]
+services:
+  - name: api
+    namespace: prod
+    endpoints:
+      - { address: "127.0.0.1:8081", identity: "spiffe://td/ns/prod/sa/api", labels: { version: v1 } }
+"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = ProxyConfig::from_yaml(GOOD).unwrap();
+        assert_eq!(c.mode, Mode::Sidecar);
+        assert_eq!(c.cluster, "local");
+        assert_eq!(c.timeouts.detect, DEFAULT_DETECT_TIMEOUT);
+        assert_eq!(
+            c.service("api.prod").unwrap().endpoints[0].labels["version"],
+            "v1"
+        );
+        assert!(
+            c.service("api").is_none(),
+            "bare name means namespace default"
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err =
+            ProxyConfig::from_yaml(&GOOD.replace("protocol: http1", "protocl: http1")).unwrap_err();
+        assert!(err.to_string().contains("unknown field `protocl`"), "{err}");
+    }
+
+    #[test]
+    fn dangling_upstream_is_refused_with_field_path() {
+        let err = ProxyConfig::from_yaml(&GOOD.replace("service: api.prod", "service: nope"))
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("outbound.upstreams[0].service"), "{msg}");
+        assert!(msg.contains("api.prod"), "lists known services: {msg}");
+    }
+
+    #[test]
+    fn bad_identity_and_names_refused() {
+        let err = ProxyConfig::from_yaml(&GOOD.replace("spiffe://td", "https://td")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("services[0].endpoints[0].identity"),
+            "{err}"
+        );
+        let err = ProxyConfig::from_yaml(&GOOD.replace("name: api", "name: API")).unwrap_err();
+        assert!(err.to_string().contains("services[0].name"), "{err}");
+        assert!(ProxyConfig::from_yaml("identity: [").is_err());
+        assert!(ProxyConfig::from_yaml("").is_err());
+    }
+
+    #[test]
+    fn mode_rules() {
+        let gw = "mode: gateway\nidentity: { cert: c, key: k, bundle: b }\n";
+        let err = ProxyConfig::from_yaml(gw).unwrap_err();
+        assert!(err.to_string().starts_with("gateway:"), "{err}");
+        assert!(ProxyConfig::from_yaml(&format!("{gw}gateway: {{}}\n")).is_ok());
+    }
+}

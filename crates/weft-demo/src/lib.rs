@@ -1,0 +1,204 @@
+//! Demo workloads: what `weft up` runs behind its sidecars, what the tests and benchmarks use as
+//! the app. Real servers on real sockets.
+//!
+//! HTTP echo (HTTP/1.1 and HTTP/2 on one port):
+//! - `GET /anything` → JSON: app name, method, path, HTTP version, the caller's
+//!   `x-weft-peer-identity`, request body length
+//! - `GET /bytes/<n>` → `n` bytes (benchmarks)
+//! - `GET /status/<code>` → that status
+//! - `GET /delay/<ms>` → answers after `ms` milliseconds
+//! - `POST /stream` → streams each request body chunk back as it arrives, then trailers
+//!   (`grpc-status: 0`, `x-echo-chunks: <n>`), as a bidirectional gRPC stream does
+//! - `Upgrade:` any → `101 Switching Protocols`, then echoes raw bytes (WebSocket-style)
+#![forbid(unsafe_code)]
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Header the destination sidecar sets to the caller's verified SPIFFE ID.
+pub const PEER_IDENTITY: &str = "x-weft-peer-identity";
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+fn with_status(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r
+}
+
+/// Serves the HTTP echo on `listener` until the task is dropped. `name` appears in every answer.
+pub async fn serve_http_echo(listener: TcpListener, name: &str) {
+    let name: Arc<str> = name.into();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let name = name.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let name = name.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&name, req).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn handle(name: &str, mut req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if req.headers().contains_key(header::UPGRADE) {
+        return upgrade_echo(&mut req);
+    }
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        let n: usize = n.parse().unwrap_or(0).min(16 << 20);
+        return with_status(StatusCode::OK, vec![b'x'; n]);
+    }
+    if let Some(code) = path.strip_prefix("/status/") {
+        let status = code
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::BAD_REQUEST);
+        return with_status(status, format!("{status}\n"));
+    }
+    if let Some(ms) = path.strip_prefix("/delay/") {
+        let ms: u64 = ms.parse().unwrap_or(0).min(60_000);
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    if path == "/stream" {
+        return stream_echo(req);
+    }
+    let method = req.method().to_string();
+    let version = format!("{:?}", req.version());
+    let peer = header_str(req.headers(), PEER_IDENTITY);
+    let host =
+        header_str(req.headers(), "host").or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let forged_count = req.headers().get_all(PEER_IDENTITY).iter().count();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return with_status(StatusCode::BAD_REQUEST, format!("body: {e}\n")),
+    };
+    let json = serde_json::json!({
+        "app": name, "method": method, "path": path, "version": version, "host": host,
+        "peer_identity": peer, "peer_identity_headers": forged_count, "body_len": body.len(),
+        "body": String::from_utf8_lossy(&body[..body.len().min(4096)]),
+    });
+    let mut r = with_status(StatusCode::OK, json.to_string());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn upgrade_echo(req: &mut Request<Incoming>) -> Response<Body> {
+    let proto = req
+        .headers()
+        .get(header::UPGRADE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("websocket"));
+    let on = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        if let Ok(up) = on.await {
+            let mut io = TokioIo::new(up);
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match io.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if io.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    let mut r = with_status(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+    r.headers_mut().insert(header::UPGRADE, proto);
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    r
+}
+
+fn stream_echo(req: Request<Incoming>) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, hyper::Error>>(16);
+    tokio::spawn(async move {
+        let mut body = req.into_body();
+        let mut chunks = 0u64;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Ok(data) = f.into_data() {
+                        chunks += 1;
+                        if tx.send(Ok(Frame::data(data))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        if let Ok(v) = HeaderValue::from_str(&chunks.to_string()) {
+            trailers.insert("x-echo-chunks", v);
+        }
+        let _ = tx.send(Ok(Frame::trailers(trailers))).await;
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    r
+}
+
+/// TCP echo: echoes bytes as they arrive; when the client half-closes, writes `bye\n` and closes.
+pub async fn serve_tcp_echo(listener: TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) => {
+                        let _ = stream.write_all(b"bye\n").await;
+                        let _ = stream.shutdown().await;
+                        return;
+                    }
+                    Ok(n) => {
+                        if stream.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,289 @@
+//! The mesh certificate authority: a root, an intermediate per cluster, and leaf signing from CSRs.
+//!
+//! The CA never sees a workload's private key: [`Authority::sign_csr`] takes the CSR a proxy made
+//! and the identity the caller has proved, and puts *that* identity (not whatever the CSR asked
+//! for) in the certificate.
+
+use crate::{Error, LeafKey, SpiffeId, TrustBundle};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// Default lifetime of a workload (leaf) certificate: 24 hours, as Istio and Linkerd use.
+pub const DEFAULT_LEAF_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Default lifetime of a generated root or intermediate: one year.
+pub const DEFAULT_CA_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Clock skew allowance: certificates are valid from a minute before they are made.
+const BACKDATE: Duration = Duration::from_secs(60);
+
+/// A certificate authority: its certificate, its key (which never leaves this struct), and the
+/// chain from it up to (not including) the root.
+pub struct Authority {
+    cert: CertificateDer<'static>,
+    key: KeyPair,
+    /// Certificates between this CA and the root, nearest first. Empty for a root.
+    parents: Vec<CertificateDer<'static>>,
+    /// The root that anchors this CA.
+    root: CertificateDer<'static>,
+    trust_domain: String,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ca_params(common_name: &str, lifetime: Duration, path_len: Option<u8>) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "weft");
+    dn.push(DnType::CommonName, common_name);
+    p.distinguished_name = dn;
+    p.is_ca = match path_len {
+        None => IsCa::Ca(BasicConstraints::Unconstrained),
+        Some(n) => IsCa::Ca(BasicConstraints::Constrained(n)),
+    };
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - BACKDATE;
+    p.not_after = now + lifetime;
+    p
+}
+
+fn parse_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Pem {
+            what,
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(Error::Empty { what });
+    }
+    Ok(certs)
+}
+
+impl Authority {
+    /// Creates a new self-signed root for `trust_domain`.
+    pub fn new_root(trust_domain: &str, lifetime: Duration) -> Result<Self, Error> {
+        let key = KeyPair::generate()?;
+        let cert = ca_params(&format!("weft root CA ({trust_domain})"), lifetime, None)
+            .self_signed(&key)?;
+        let der: CertificateDer<'static> = cert.into();
+        Ok(Authority {
+            cert: der.clone(),
+            key,
+            parents: vec![],
+            root: der,
+            trust_domain: trust_domain.to_string(),
+        })
+    }
+
+    /// Creates an intermediate CA under this one, e.g. one per cluster.
+    pub fn new_intermediate(&self, name: &str, lifetime: Duration) -> Result<Self, Error> {
+        let key = KeyPair::generate()?;
+        let params = ca_params(&format!("weft intermediate CA ({name})"), lifetime, Some(0));
+        let cert = params.signed_by(&key, &self.issuer()?)?;
+        let mut parents = vec![];
+        if !self.is_root() {
+            parents.push(self.cert.clone());
+            parents.extend(self.parents.iter().cloned());
+        }
+        Ok(Authority {
+            cert: cert.into(),
+            key,
+            parents,
+            root: self.root.clone(),
+            trust_domain: self.trust_domain.clone(),
+        })
+    }
+
+    /// Loads a CA from files in Istio's plug-in model: this CA's certificate, its key, and the chain
+    /// up to and including the root (the last certificate of `chain_pem` is taken as the root).
+    pub fn from_pem(
+        trust_domain: &str,
+        cert_pem: &str,
+        key_pem: &str,
+        chain_pem: &str,
+    ) -> Result<Self, Error> {
+        let cert = parse_certs(cert_pem, "CA certificate")?.remove(0);
+        let key = KeyPair::from_pem(key_pem).map_err(|e| Error::Pem {
+            what: "CA key",
+            reason: e.to_string(),
+        })?;
+        let mut chain = if chain_pem.trim().is_empty() {
+            vec![]
+        } else {
+            parse_certs(chain_pem, "CA chain")?
+        };
+        let root = chain.pop().unwrap_or_else(|| cert.clone());
+        let ca = Authority {
+            cert,
+            key,
+            parents: chain,
+            root,
+            trust_domain: trust_domain.to_string(),
+        };
+        ca.issuer()?; // proves the certificate parses as an issuer
+        Ok(ca)
+    }
+
+    fn is_root(&self) -> bool {
+        self.cert == self.root
+    }
+
+    fn issuer(&self) -> Result<Issuer<'static, &KeyPair>, Error> {
+        Ok(Issuer::from_ca_cert_der(&self.cert, &self.key)?)
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// This CA's own certificate.
+    pub fn cert(&self) -> &CertificateDer<'static> {
+        &self.cert
+    }
+
+    /// This CA's certificate in PEM.
+    pub fn cert_pem(&self) -> String {
+        crate::bundle::to_pem(std::slice::from_ref(&self.cert))
+    }
+
+    /// This CA's private key in PEM, for writing a generated CA to the control plane's own data
+    /// directory. Never send it anywhere else.
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    /// The root certificate that anchors this CA.
+    pub fn root(&self) -> &CertificateDer<'static> {
+        &self.root
+    }
+
+    /// A trust bundle holding this CA's root.
+    pub fn bundle(&self) -> TrustBundle {
+        TrustBundle::new(vec![self.root.clone()])
+    }
+
+    /// Signs a leaf certificate for `authorised` from a DER-encoded CSR. The identity placed in the
+    /// certificate is always `authorised`; a CSR that asks for any other URI is refused.
+    /// Returns the chain to present: leaf first, then the intermediates (not the root).
+    pub fn sign_csr(
+        &self,
+        csr_der: &[u8],
+        authorised: &SpiffeId,
+        lifetime: Duration,
+    ) -> Result<Vec<CertificateDer<'static>>, Error> {
+        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(
+            csr_der,
+        ))?;
+        for san in &csr.params.subject_alt_names {
+            if let SanType::URI(uri) = san {
+                if uri.as_str() != authorised.uri() {
+                    return Err(Error::IdentityMismatch {
+                        requested: uri.as_str().to_string(),
+                        authorised: authorised.uri(),
+                    });
+                }
+            }
+        }
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "weft");
+        params.distinguished_name = dn;
+        params.subject_alt_names = vec![SanType::URI(authorised.uri().try_into()?)];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - BACKDATE;
+        params.not_after = now + lifetime;
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&csr.public_key, &self.issuer()?)?;
+        let mut chain = vec![cert.into()];
+        if !self.is_root() {
+            chain.push(self.cert.clone());
+            chain.extend(self.parents.iter().cloned());
+        }
+        Ok(chain)
+    }
+
+    /// Convenience for tests and single-process tools: generates a key *in the calling process*,
+    /// makes a CSR, signs it, and returns the ready leaf.
+    pub fn issue(&self, id: &SpiffeId, lifetime: Duration) -> Result<crate::Leaf, Error> {
+        let key = LeafKey::generate(id)?;
+        let chain = self.sign_csr(&key.csr_der()?, id, lifetime)?;
+        key.into_leaf(chain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_only_the_authorised_identity() {
+        let root = Authority::new_root("td", DEFAULT_CA_LIFETIME).unwrap();
+        let inter = root.new_intermediate("east", DEFAULT_CA_LIFETIME).unwrap();
+        let a = SpiffeId::workload("td", "ns", "a").unwrap();
+        let b = SpiffeId::workload("td", "ns", "b").unwrap();
+        let key = LeafKey::generate(&a).unwrap();
+        let err = inter
+            .sign_csr(&key.csr_der().unwrap(), &b, DEFAULT_LEAF_LIFETIME)
+            .unwrap_err();
+        assert!(matches!(err, Error::IdentityMismatch { .. }), "{err}");
+        let chain = inter
+            .sign_csr(&key.csr_der().unwrap(), &a, DEFAULT_LEAF_LIFETIME)
+            .unwrap();
+        assert_eq!(chain.len(), 2, "leaf + intermediate");
+        let leaf = key.into_leaf(chain).unwrap();
+        assert_eq!(leaf.id(), &a);
+        let remaining = leaf
+            .not_after()
+            .duration_since(std::time::SystemTime::now())
+            .unwrap();
+        assert!(remaining > Duration::from_secs(23 * 3600) && remaining <= DEFAULT_LEAF_LIFETIME);
+    }
+
+    #[test]
+    fn rejects_garbage_csr() {
+        let root = Authority::new_root("td", DEFAULT_CA_LIFETIME).unwrap();
+        let a = SpiffeId::workload("td", "ns", "a").unwrap();
+        assert!(root
+            .sign_csr(b"not a csr", &a, DEFAULT_LEAF_LIFETIME)
+            .is_err());
+    }
+
+    #[test]
+    fn plug_in_ca_round_trips_through_pem() {
+        let root = Authority::new_root("td", DEFAULT_CA_LIFETIME).unwrap();
+        let inter = root.new_intermediate("east", DEFAULT_CA_LIFETIME).unwrap();
+        let loaded =
+            Authority::from_pem("td", &inter.cert_pem(), &inter.key_pem(), &root.cert_pem())
+                .unwrap();
+        assert_eq!(loaded.root(), root.root());
+        let a = SpiffeId::workload("td", "ns", "a").unwrap();
+        let leaf = loaded.issue(&a, DEFAULT_LEAF_LIFETIME).unwrap();
+        assert_eq!(leaf.chain().len(), 2);
+        assert!(Authority::from_pem("td", "garbage", &inter.key_pem(), "").is_err());
+    }
+}

@@ -1,0 +1,28 @@
+use thiserror::Error;
+
+/// Errors from identity handling. Each says what was wrong and, where there is one, the fix.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("invalid SPIFFE ID {id:?}: {reason} (expected spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>)")]
+    InvalidSpiffeId { id: String, reason: &'static str },
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("invalid PEM in {what}: {reason}")]
+    Pem { what: &'static str, reason: String },
+    #[error("{what} holds no certificate")]
+    Empty { what: &'static str },
+    #[error("certificate is not usable: {0}")]
+    BadCert(String),
+    #[error("the CSR asks for {requested} but the caller is authorised only for {authorised}")]
+    IdentityMismatch {
+        requested: String,
+        authorised: String,
+    },
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("io on {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,104 @@
+//! The admin port: `/live`, `/ready`, `/metrics` (Prometheus text), `/config_dump` (JSON).
+//! Runs beside the data plane and keeps answering during drain (`/ready` turns 503).
+
+use crate::httputil::{full, Body};
+use crate::Ctx;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub fn encode_metrics(ctx: &Ctx) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &ctx.registry).is_err() {
+        out.clear();
+    }
+    out
+}
+
+fn config_dump(ctx: &Ctx) -> serde_json::Value {
+    let leaf = ctx.certs.leaf();
+    let routes = ctx.routes.load();
+    let mut services: Vec<_> = routes
+        .services()
+        .map(|s| {
+            json!({
+                "name": s.name, "namespace": s.namespace,
+                "endpoints": s.endpoints.iter().map(|e| json!({
+                    "address": e.address.to_string(), "proxy": e.proxy.to_string(),
+                    "identity": e.identity.to_string(), "cluster": e.cluster, "network": e.network,
+                    "locality": e.locality, "labels": e.labels,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    services.sort_by_key(|s| s["name"].as_str().unwrap_or_default().to_string());
+    json!({
+        "identity": leaf.id().to_string(),
+        "certificate": { "expires_in_seconds": leaf.remaining().as_secs(), "chain_length": leaf.chain().len() },
+        "trust_bundle_roots": ctx.certs.bundle().roots().len(),
+        "draining": ctx.drain.is_draining(),
+        "open_connections": ctx.drain.open_connections(),
+        "config": ctx.cfg,
+        "routes": services,
+    })
+}
+
+fn handle(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
+    let text = |status: StatusCode, body: String, ctype: &'static str| {
+        let mut r = Response::new(full(body));
+        *r.status_mut() = status;
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+        r
+    };
+    match req.uri().path() {
+        "/live" => text(StatusCode::OK, "live\n".into(), "text/plain"),
+        "/ready" => {
+            if ctx.ready.load(Ordering::Acquire) && !ctx.drain.is_draining() {
+                text(StatusCode::OK, "ready\n".into(), "text/plain")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready\n".into(),
+                    "text/plain",
+                )
+            }
+        }
+        "/metrics" => text(
+            StatusCode::OK,
+            encode_metrics(ctx),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        "/config_dump" => {
+            let body = serde_json::to_string_pretty(&config_dump(ctx)).unwrap_or_default();
+            text(StatusCode::OK, body, "application/json")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "try /live /ready /metrics /config_dump\n".into(),
+            "text/plain",
+        ),
+    }
+}
+
+pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let resp = handle(&ctx, &req);
+                async move { Ok::<_, std::convert::Infallible>(resp) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

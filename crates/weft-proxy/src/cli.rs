@@ -1,0 +1,180 @@
+//! The `weft-proxy` command line, shared by the `weft-proxy` binary and `weft proxy`.
+
+use crate::iptables::{self, InitOptions};
+use crate::Proxy;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use weft_api::proxy::ProxyConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "weft-proxy",
+    version,
+    about = "weft's data plane: an mTLS sidecar and east-west gateway proxy"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run the proxy from a YAML config file (see docs/proxy.md). SIGTERM/SIGINT drain it gracefully.
+    Run {
+        #[arg(short, long, env = "WEFT_PROXY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a config file and the identity files it names, then exit.
+    Validate {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Install transparent-interception iptables rules in this network namespace (needs root /
+    /// CAP_NET_ADMIN). Run it in the workload's namespace before the app starts.
+    Init {
+        /// Port of the proxy's inbound listener; inbound TCP is redirected here.
+        #[arg(long, default_value_t = 15006)]
+        inbound_port: u16,
+        /// Port of the proxy's transparent outbound listener; the app's outgoing TCP goes here.
+        #[arg(long, default_value_t = 15001)]
+        outbound_port: u16,
+        /// SO_MARK the proxy sets on its own connections (config `outbound.mark`); never redirected.
+        #[arg(long, default_value_t = weft_api::proxy::DEFAULT_MARK)]
+        proxy_mark: u32,
+        /// Uid the proxy runs as, if it has its own user; its traffic is never redirected.
+        #[arg(long)]
+        proxy_uid: Option<u32>,
+        /// Inbound ports not to redirect (comma-separated), e.g. the admin port.
+        #[arg(long, value_delimiter = ',', default_value = "15000")]
+        exclude_inbound_ports: Vec<u16>,
+        /// Print the rules instead of installing them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove weft's rules and chains instead.
+        #[arg(long)]
+        remove: bool,
+    },
+}
+
+fn load(path: &PathBuf) -> anyhow::Result<ProxyConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    ProxyConfig::from_yaml(&text).with_context(|| format!("invalid config {}", path.display()))
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Entry point of the `weft-proxy` binary.
+pub fn main() -> anyhow::Result<()> {
+    init_logging();
+    run(Cli::parse().cmd)
+}
+
+/// Runs one command.
+pub fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Validate { config } => {
+            let cfg = load(&config)?;
+            let store = crate::load_identity(&cfg.identity)?;
+            crate::Routes::try_from(&cfg)?;
+            println!(
+                "{}: valid; identity {} (expires in {}s)",
+                config.display(),
+                store.id(),
+                store.leaf().remaining().as_secs()
+            );
+            Ok(())
+        }
+        Cmd::Init {
+            inbound_port,
+            outbound_port,
+            proxy_mark,
+            proxy_uid,
+            exclude_inbound_ports,
+            dry_run,
+            remove,
+        } => {
+            if remove {
+                iptables::remove()?;
+                println!("removed weft interception rules");
+                return Ok(());
+            }
+            let o = InitOptions {
+                inbound_port,
+                outbound_port,
+                proxy_mark,
+                proxy_uid,
+                exclude_inbound_ports,
+            };
+            if dry_run {
+                for r in iptables::rules(&o) {
+                    println!("iptables {}", r.join(" "));
+                }
+                return Ok(());
+            }
+            for line in iptables::apply(&o)? {
+                println!("iptables {line}");
+            }
+            Ok(())
+        }
+        Cmd::Run { config } => {
+            let cfg = load(&config)?;
+            let store = crate::load_identity(&cfg.identity)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let mut proxy = Proxy::start(cfg, store).await?;
+                proxy.watch_identity_files();
+                if let Some(a) = proxy.addrs.admin {
+                    // One line on stdout per bound address, for scripts and tests.
+                    println!("admin {a}");
+                }
+                for (name, a) in [
+                    ("inbound", proxy.addrs.inbound),
+                    ("transparent", proxy.addrs.transparent),
+                    ("gateway", proxy.addrs.gateway),
+                ] {
+                    if let Some(a) = a {
+                        println!("{name} {a}");
+                    }
+                }
+                for a in &proxy.addrs.upstreams {
+                    println!("upstream {a}");
+                }
+                println!("ready");
+                shutdown_signal().await;
+                tracing::info!("draining");
+                let left = proxy.shutdown().await;
+                tracing::info!(left, "stopped");
+                anyhow::Ok(())
+            })
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

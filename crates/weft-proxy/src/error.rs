@@ -1,0 +1,56 @@
+//! Errors of the data path, classified so that metrics, logs and responses treat them alike.
+
+use http::StatusCode;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    #[error("no endpoint available for service {0}")]
+    NoEndpoint(String),
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("connect to {0} timed out; is the peer proxy running and reachable?")]
+    ConnectTimeout(std::net::SocketAddr),
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("peer at {addr} is {got}, expected {expected}")]
+    WrongIdentity {
+        addr: std::net::SocketAddr,
+        expected: String,
+        got: String,
+    },
+    #[error("upstream: {0}")]
+    Upstream(#[source] hyper::Error),
+    #[error("local app: {0}")]
+    App(String),
+}
+
+impl ProxyError {
+    /// The HTTP status a client sees for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// A short stable name, used as a metric label and in the `x-weft-error` header.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::NoEndpoint(_) => "no-endpoint",
+            ProxyError::Connect { .. } => "connect",
+            ProxyError::ConnectTimeout(_) => "connect-timeout",
+            ProxyError::Tls { .. } => "tls",
+            ProxyError::WrongIdentity { .. } => "wrong-identity",
+            ProxyError::Upstream(_) => "upstream",
+            ProxyError::App(_) => "app",
+        }
+    }
+}

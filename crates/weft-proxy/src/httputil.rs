@@ -1,0 +1,162 @@
+//! HTTP helpers shared by inbound and outbound: hop-by-hop headers (RFC 9110 §7.6.1), the one
+//! place errors become responses, and upgrade (WebSocket, CONNECT) tunnelling.
+
+use crate::error::ProxyError;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Set by the destination sidecar: the caller's verified SPIFFE ID. Any copy arriving from
+/// elsewhere is removed first, so the app can trust it.
+pub const PEER_IDENTITY: HeaderName = HeaderName::from_static("x-weft-peer-identity");
+/// Between proxies: the HTTP version the calling app spoke, so the destination speaks it to its
+/// app (absent: HTTP/2).
+pub const ORIG_PROTO: HeaderName = HeaderName::from_static("x-weft-orig-proto");
+/// Set on responses the proxy itself generated, naming the reason.
+pub const PROXY_ERROR: HeaderName = HeaderName::from_static("x-weft-error");
+
+pub fn boxed(b: Incoming) -> Body {
+    b.boxed()
+}
+
+pub fn full(text: impl Into<Bytes>) -> Body {
+    Full::new(text.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Removes hop-by-hop headers: those named by `Connection`, and the fixed list of RFC 9110.
+/// `TE: trailers` survives (gRPC needs it).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        if n != header::TE {
+            headers.remove(&n);
+        }
+    }
+    for n in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(n);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// A request that switches protocols (WebSocket, h2c) or tunnels (CONNECT).
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.method() == http::Method::CONNECT || req.headers().contains_key(header::UPGRADE)
+}
+
+/// The response for a proxy-side failure.
+pub fn rescue(err: &ProxyError) -> Response<Body> {
+    let status = err.status();
+    tracing::debug!(%err, %status, "proxy error response");
+    let mut resp = Response::new(full(format!("weft-proxy: {err}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if let Ok(v) = HeaderValue::from_str(err.kind()) {
+        resp.headers_mut().insert(PROXY_ERROR, v);
+    }
+    resp
+}
+
+pub fn status_only(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+/// Sends an upgrade request over a fresh HTTP/1.1 connection on `io` and, when the server agrees
+/// (101, or 2xx to CONNECT), joins the two upgraded streams byte for byte.
+pub async fn forward_upgrade<IO>(
+    mut req: Request<Incoming>,
+    io: IO,
+) -> Result<Response<Body>, ProxyError>
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let downstream = hyper::upgrade::on(&mut req);
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake::<_, Body>(TokioIo::new(io))
+        .await
+        .map_err(ProxyError::Upstream)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upgrade connection ended");
+        }
+    });
+    *req.version_mut() = http::Version::HTTP_11;
+    let mut resp = sender
+        .send_request(req.map(boxed))
+        .await
+        .map_err(ProxyError::Upstream)?;
+    let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS || resp.status().is_success();
+    if switched {
+        let upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::try_join!(downstream, upstream) {
+                Ok((down, up)) => {
+                    let _ = tokio::io::copy_bidirectional(
+                        &mut TokioIo::new(down),
+                        &mut TokioIo::new(up),
+                    )
+                    .await;
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+        });
+    }
+    Ok(resp.map(boxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_but_keeps_te_trailers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h[header::TE], "trailers");
+        assert_eq!(h["x-kept"], "yes");
+    }
+}

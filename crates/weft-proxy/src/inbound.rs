@@ -1,0 +1,210 @@
+//! Inbound: mTLS from peer proxies (and, in transparent mode, everything redirected to this port)
+//! is terminated here and delivered to the local app.
+//!
+//! ```text
+//! accept ─► must be TLS ─► mTLS handshake (peer SPIFFE ID) ─► SNI names the app port ─┬─ ALPN h2/http1 ─► HTTP to app
+//!                                                                                      └─ ALPN weft-tcp ─► TCP to app
+//! ```
+//! Plaintext, an untrusted or expired peer certificate, or an unknown port: refused, counted.
+
+use crate::detect::{detect, Detected, Prefixed};
+use crate::error::ProxyError;
+use crate::httputil::{self as h, Body};
+use crate::metrics::{Direction, Peer, Proto};
+use crate::net;
+use crate::sni::SniTarget;
+use crate::Ctx;
+use http::{HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::{TcpListener, TcpStream};
+use weft_api::proxy::Protocol;
+use weft_identity::{tls, SpiffeId};
+
+pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
+    crate::accept_loop(&ctx, listener, |ctx, stream, peer| {
+        handle(ctx, stream, peer)
+    })
+    .await;
+}
+
+/// Why a handshake failed, as a metric label.
+fn tls_reason(e: &std::io::Error) -> &'static str {
+    let s = e.to_string();
+    if s.contains("Expired") || s.contains("expired") {
+        "expired-cert"
+    } else if s.contains("UnknownIssuer")
+        || s.contains("unknown issuer")
+        || s.contains("BadSignature")
+    {
+        "untrusted-cert"
+    } else if s.contains("peer sent no certificates") || s.contains("NoCertificatesPresented") {
+        "no-client-cert"
+    } else if s.contains("spiffe") {
+        "no-spiffe-id"
+    } else {
+        "handshake"
+    }
+}
+
+async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
+    let detect_timeout = ctx.cfg.timeouts.detect.into();
+    let (proto, prefix) = match detect(&mut stream, detect_timeout).await {
+        Ok(d) => d,
+        Err(_) => return,
+    };
+    if proto != Detected::Tls {
+        // Strict mTLS: the mesh never accepts plaintext from outside.
+        ctx.metrics.protocol_error(Direction::inbound, "plaintext");
+        tracing::debug!(%remote, detected = proto.as_str(), "refused non-mTLS inbound connection");
+        return;
+    }
+    let accept = ctx.tls.acceptor.accept(Prefixed::new(prefix, stream));
+    let tls = match tokio::time::timeout(detect_timeout, accept).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            ctx.metrics.tls_error(Direction::inbound, tls_reason(&e));
+            tracing::info!(%remote, error = %e, "inbound TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            ctx.metrics.tls_error(Direction::inbound, "timeout");
+            return;
+        }
+    };
+    let (_, conn) = tls.get_ref();
+    let Some(peer_id) = tls::peer_identity(conn.peer_certificates()) else {
+        ctx.metrics.tls_error(Direction::inbound, "no-spiffe-id");
+        return;
+    };
+    let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
+    let target = conn.server_name().and_then(SniTarget::parse);
+    let port = match (&target, &ctx.cfg.inbound) {
+        (Some(t), Some(inb)) => inb
+            .ports
+            .iter()
+            .find(|p| p.port == t.port)
+            .map(|p| (p.port, p.protocol)),
+        _ => None,
+    };
+    let Some((port, protocol)) = port else {
+        ctx.metrics
+            .protocol_error(Direction::inbound, "unknown-port");
+        tracing::info!(%remote, sni = ?conn.server_name(), "inbound: SNI names no configured app port");
+        return;
+    };
+    let app = SocketAddr::new(ctx.app_host(), port);
+    let label = Peer {
+        direction: Direction::inbound,
+        src: peer_id.to_string(),
+        dst: ctx.id_label.clone(),
+    };
+    if alpn.as_deref() == Some(net::ALPN_TCP) {
+        ctx.metrics
+            .detected
+            .get_or_create(&Proto {
+                direction: Direction::inbound,
+                protocol: "tcp",
+            })
+            .inc();
+        let mut guard = ctx.metrics.tcp_conn(label);
+        let mut tls = tls;
+        match net::tcp_connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await {
+            Ok(mut up) => {
+                if let Ok((rx, tx)) = tokio::io::copy_bidirectional(&mut tls, &mut up).await {
+                    (guard.rx, guard.tx) = (rx, tx);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "inbound: local app not reachable"),
+        }
+        return;
+    }
+    ctx.metrics
+        .detected
+        .get_or_create(&Proto {
+            direction: Direction::inbound,
+            protocol: "http",
+        })
+        .inc();
+    let svc_ctx = ctx.clone();
+    let peer_id = Arc::new(peer_id);
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = svc_ctx.clone();
+        let peer_id = peer_id.clone();
+        let label = label.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                request(ctx, &peer_id, label, app, protocol, req).await,
+            )
+        }
+    });
+    crate::serve_http(&ctx, tls, service).await;
+}
+
+async fn request(
+    ctx: Arc<Ctx>,
+    peer_id: &SpiffeId,
+    label: Peer,
+    app: SocketAddr,
+    protocol: Protocol,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    // The app may trust this header: any copy from outside is replaced by the verified identity.
+    req.headers_mut().remove(h::PEER_IDENTITY);
+    if let Ok(v) = HeaderValue::from_str(&peer_id.to_string()) {
+        req.headers_mut().insert(h::PEER_IDENTITY, v);
+    }
+    let orig_h1 =
+        req.headers_mut().remove(h::ORIG_PROTO).is_some() || req.version() != http::Version::HTTP_2;
+    let use_h2 = match protocol {
+        Protocol::Http2 => true,
+        Protocol::Http1 => false,
+        _ => !orig_h1,
+    };
+    let resp = match forward(&ctx, app, use_h2, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, %app, "inbound: app request failed");
+            h::rescue(&e)
+        }
+    };
+    ctx.metrics.http(&label, resp.status().as_u16(), started);
+    resp
+}
+
+async fn forward(
+    ctx: &Ctx,
+    app: SocketAddr,
+    use_h2: bool,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, ProxyError> {
+    if h::is_upgrade(&req) {
+        let tcp = net::tcp_connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
+        return h::forward_upgrade(req, tcp).await;
+    }
+    h::strip_hop_by_hop(req.headers_mut());
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    *req.uri_mut() = format!("http://{app}{path}")
+        .parse::<Uri>()
+        .map_err(|e| ProxyError::App(e.to_string()))?;
+    let client = if use_h2 {
+        *req.version_mut() = http::Version::HTTP_2;
+        &ctx.app_h2
+    } else {
+        *req.version_mut() = http::Version::HTTP_11;
+        &ctx.app_h1
+    };
+    let mut resp = client
+        .request(req.map(h::boxed))
+        .await
+        .map_err(|e| ProxyError::App(format!("{app}: {e}")))?;
+    h::strip_hop_by_hop(resp.headers_mut());
+    Ok(resp.map(h::boxed))
+}

@@ -1,0 +1,327 @@
+//! weft-proxy: the data plane. One binary, two modes.
+//!
+//! ```text
+//!  sidecar:   app ──► outbound (explicit 127.0.0.1:<port> | transparent :15001) ══mTLS══► peer inbound :15006 ──► app
+//!  gateway:   peer ══mTLS (SNI)══► gateway :15443 ══same TLS, not terminated══► local sidecar inbound
+//!  admin:     :15000  /live /ready /metrics /config_dump
+//! ```
+//!
+//! [`Proxy::start`] binds every listener (port 0 works and reports what it bound) and runs them on
+//! the current tokio runtime. Routes and certificates are swapped atomically while it runs.
+#![forbid(unsafe_code)]
+
+mod admin;
+pub mod cli;
+pub mod detect;
+mod drain;
+pub mod error;
+mod gateway;
+pub mod httputil;
+mod identity;
+mod inbound;
+pub mod iptables;
+pub mod metrics;
+pub mod net;
+mod outbound;
+mod pool;
+pub mod routes;
+pub mod sni;
+
+use arc_swap::ArcSwap;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use weft_api::proxy::{Mode, ProxyConfig};
+use weft_identity::CertStore;
+
+pub use identity::{load_identity, IdentityError};
+pub use routes::Routes;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("config: {0}")]
+    Config(#[from] weft_api::ConfigError),
+    #[error("cannot listen for {what} on {addr}: {source} (is another process using the port?)")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("identity: {0}")]
+    Identity(#[from] weft_identity::Error),
+}
+
+/// Everything the data path shares. One per proxy.
+pub struct Ctx {
+    pub cfg: ProxyConfig,
+    pub routes: ArcSwap<Routes>,
+    pub certs: CertStore,
+    pub tls: net::Tls,
+    pub metrics: metrics::Metrics,
+    registry: Registry,
+    pool: pool::Pool,
+    drain: drain::Drain,
+    server: auto::Builder<TokioExecutor>,
+    app_h1: Client<HttpConnector, httputil::Body>,
+    app_h2: Client<HttpConnector, httputil::Body>,
+    /// This proxy's SPIFFE ID, as a metric label.
+    id_label: String,
+    ready: AtomicBool,
+}
+
+impl Ctx {
+    fn mark(&self) -> u32 {
+        self.cfg.outbound.as_ref().map(|o| o.mark).unwrap_or(0)
+    }
+
+    fn app_host(&self) -> std::net::IpAddr {
+        self.cfg
+            .inbound
+            .as_ref()
+            .map(|i| i.app_host)
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    fn pool_settings(&self) -> pool::Settings<'_> {
+        pool::Settings {
+            tls: &self.tls,
+            mark: self.mark(),
+            connect_timeout: self.cfg.timeouts.connect.into(),
+            metrics: &self.metrics,
+        }
+    }
+}
+
+/// The addresses a started proxy listens on.
+#[derive(Clone, Debug, Default)]
+pub struct Addrs {
+    pub admin: Option<SocketAddr>,
+    pub inbound: Option<SocketAddr>,
+    pub transparent: Option<SocketAddr>,
+    /// In the order of `outbound.upstreams`.
+    pub upstreams: Vec<SocketAddr>,
+    pub gateway: Option<SocketAddr>,
+}
+
+/// A running proxy.
+pub struct Proxy {
+    pub addrs: Addrs,
+    ctx: Arc<Ctx>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn local(l: &TcpListener) -> Option<SocketAddr> {
+    l.local_addr().ok()
+}
+
+fn app_client(h2: bool, connect_timeout: Duration) -> Client<HttpConnector, httputil::Body> {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    conn.set_connect_timeout(Some(connect_timeout));
+    let mut b = Client::builder(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90));
+    if h2 {
+        b.http2_only(true);
+    }
+    b.build(conn)
+}
+
+impl Proxy {
+    /// Validates `cfg`, binds every listener and starts serving.
+    pub async fn start(cfg: ProxyConfig, certs: CertStore) -> Result<Proxy, StartError> {
+        cfg.validate()?;
+        let routes = Routes::try_from(&cfg)?;
+        let mut registry = Registry::default();
+        let metrics = metrics::Metrics::new(&mut registry);
+        metrics
+            .cert_expiry
+            .set(identity::expiry_secs(&certs.leaf()));
+        let mut server = auto::Builder::new(TokioExecutor::new());
+        server
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from(cfg.timeouts.header_read))
+            .max_buf_size(cfg.limits.max_header_bytes.max(8192));
+        server
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(cfg.limits.max_header_bytes as u32)
+            .adaptive_window(true)
+            .enable_connect_protocol();
+        let connect_timeout = cfg.timeouts.connect.into();
+        let ctx = Arc::new(Ctx {
+            routes: ArcSwap::from_pointee(routes),
+            tls: net::Tls::new(&certs)?,
+            id_label: certs.id().to_string(),
+            certs,
+            metrics,
+            registry,
+            pool: pool::Pool::default(),
+            drain: drain::Drain::default(),
+            server,
+            app_h1: app_client(false, connect_timeout),
+            app_h2: app_client(true, connect_timeout),
+            ready: AtomicBool::new(false),
+            cfg,
+        });
+
+        let mut addrs = Addrs::default();
+        let mut tasks = vec![];
+        let admin = bind("admin", ctx.cfg.admin.listen).await?;
+        addrs.admin = local(&admin);
+        match ctx.cfg.mode {
+            Mode::Sidecar => {
+                if let Some(inb) = &ctx.cfg.inbound {
+                    let l = bind("inbound", inb.listen).await?;
+                    addrs.inbound = local(&l);
+                    tasks.push(tokio::spawn(inbound::serve(ctx.clone(), l)));
+                }
+                if let Some(out) = &ctx.cfg.outbound {
+                    if let Some(t) = out.transparent {
+                        let l = bind("transparent outbound", t).await?;
+                        addrs.transparent = local(&l);
+                        tasks.push(tokio::spawn(outbound::serve_transparent(ctx.clone(), l)));
+                    }
+                    for up in &out.upstreams {
+                        let l = bind("upstream", up.listen).await?;
+                        addrs.upstreams.extend(local(&l));
+                        tasks.push(tokio::spawn(outbound::serve_upstream(
+                            ctx.clone(),
+                            l,
+                            up.clone(),
+                        )));
+                    }
+                }
+            }
+            Mode::Gateway => {
+                if let Some(gw) = &ctx.cfg.gateway {
+                    let l = bind("gateway", gw.listen).await?;
+                    addrs.gateway = local(&l);
+                    tasks.push(tokio::spawn(gateway::serve(ctx.clone(), l)));
+                }
+            }
+        }
+        tasks.push(tokio::spawn(admin::serve(ctx.clone(), admin)));
+        ctx.ready.store(true, Ordering::Release);
+        tracing::info!(id = %ctx.certs.id(), mode = ?ctx.cfg.mode, ?addrs, "weft-proxy ready");
+        Ok(Proxy { addrs, ctx, tasks })
+    }
+
+    pub fn ctx(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
+    pub fn certs(&self) -> &CertStore {
+        &self.ctx.certs
+    }
+
+    /// Replaces the routing table (e.g. after a config reload); connections in flight keep theirs.
+    pub fn set_routes(&self, routes: Routes) {
+        self.ctx.routes.store(Arc::new(routes));
+    }
+
+    /// The Prometheus text exposition, as `/metrics` serves it.
+    pub fn metrics_text(&self) -> String {
+        admin::encode_metrics(&self.ctx)
+    }
+
+    /// Watches the identity files and installs rotated certificates (see `identity.reload_interval`).
+    pub fn watch_identity_files(&mut self) {
+        self.tasks
+            .push(tokio::spawn(identity::reload_loop(self.ctx.clone())));
+    }
+
+    /// Graceful drain: stop accepting, let open connections finish (up to `timeouts.drain`), stop.
+    /// Returns how many connections were still open when it gave up.
+    pub async fn shutdown(self) -> usize {
+        self.ctx.ready.store(false, Ordering::Release);
+        let left = self
+            .ctx
+            .drain
+            .drain(self.ctx.cfg.timeouts.drain.into())
+            .await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        left
+    }
+}
+
+/// Accepts until drain starts; each connection runs on its own task and holds a drain guard.
+pub(crate) async fn accept_loop<F, Fut>(ctx: &Arc<Ctx>, listener: TcpListener, handler: F)
+where
+    F: Fn(Arc<Ctx>, TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let guard = ctx.drain.conn();
+                    let fut = handler(ctx.clone(), stream, peer);
+                    tokio::spawn(async move {
+                        fut.await;
+                        drop(guard);
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = ctx.drain.signaled() => break,
+        }
+    }
+}
+
+/// Serves HTTP/1 or HTTP/2 (auto-detected) on `io` until it closes or drain starts, then closes
+/// it gracefully (GOAWAY / `Connection: close`).
+pub(crate) async fn serve_http<I, S>(ctx: &Arc<Ctx>, io: I, service: S)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<httputil::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = ctx
+        .server
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "http connection ended with error");
+            }
+        }
+        _ = ctx.drain.signaled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

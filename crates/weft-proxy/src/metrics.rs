@@ -1,0 +1,228 @@
+//! The proxy's Prometheus metrics, served as text on the admin port's `/metrics`.
+//!
+//! Labels: `direction` (inbound/outbound/gateway), `src` and `dst` (SPIFFE IDs, or a service name
+//! where no identity is known), `status` (HTTP status code). Unknown values are `"unknown"`.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Direction {
+    inbound,
+    outbound,
+    gateway,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Peer {
+    pub direction: Direction,
+    pub src: String,
+    pub dst: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Response {
+    pub direction: Direction,
+    pub src: String,
+    pub dst: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Bytes {
+    pub direction: Direction,
+    pub src: String,
+    pub dst: String,
+    /// `rx`: from the connection's client; `tx`: to it.
+    pub flow: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub direction: Direction,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Proto {
+    pub direction: Direction,
+    pub protocol: &'static str,
+}
+
+/// Every metric the proxy records.
+#[derive(Clone)]
+pub struct Metrics {
+    pub requests: Family<Peer, Counter>,
+    pub responses: Family<Response, Counter>,
+    pub latency: Family<Peer, Histogram>,
+    pub tcp_open: Family<Peer, Counter>,
+    pub tcp_close: Family<Peer, Counter>,
+    pub tcp_active: Family<Peer, Gauge>,
+    pub tcp_bytes: Family<Bytes, Counter>,
+    pub tls_errors: Family<Reason, Counter>,
+    pub protocol_errors: Family<Reason, Counter>,
+    pub detected: Family<Proto, Counter>,
+    /// New mTLS HTTP/2 connections opened to peer proxies (pool misses).
+    pub peer_connects: Counter,
+    /// Requests sent over an already-open pooled connection (pool hits).
+    pub peer_reuses: Counter,
+    pub cert_expiry: Gauge,
+    pub cert_rotations: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~13 s
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 18,
+    ))
+}
+
+impl Metrics {
+    pub fn new(reg: &mut Registry) -> Self {
+        let m = Metrics {
+            requests: Family::default(),
+            responses: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            tcp_open: Family::default(),
+            tcp_close: Family::default(),
+            tcp_active: Family::default(),
+            tcp_bytes: Family::default(),
+            tls_errors: Family::default(),
+            protocol_errors: Family::default(),
+            detected: Family::default(),
+            peer_connects: Counter::default(),
+            peer_reuses: Counter::default(),
+            cert_expiry: Gauge::default(),
+            cert_rotations: Counter::default(),
+        };
+        let r = reg.sub_registry_with_prefix("weft");
+        r.register("http_requests", "HTTP requests proxied", m.requests.clone());
+        r.register(
+            "http_responses",
+            "HTTP responses proxied, by status",
+            m.responses.clone(),
+        );
+        r.register(
+            "http_response_latency_seconds",
+            "Time to response headers",
+            m.latency.clone(),
+        );
+        r.register("tcp_open", "TCP connections opened", m.tcp_open.clone());
+        r.register("tcp_close", "TCP connections closed", m.tcp_close.clone());
+        r.register(
+            "tcp_active_connections",
+            "TCP connections open now",
+            m.tcp_active.clone(),
+        );
+        r.register(
+            "tcp_bytes",
+            "Bytes proxied on opaque TCP connections",
+            m.tcp_bytes.clone(),
+        );
+        r.register(
+            "tls_handshake_errors",
+            "Failed TLS handshakes, by reason",
+            m.tls_errors.clone(),
+        );
+        r.register(
+            "protocol_errors",
+            "Connections refused for protocol reasons",
+            m.protocol_errors.clone(),
+        );
+        r.register(
+            "protocol_detected",
+            "Connections by detected protocol",
+            m.detected.clone(),
+        );
+        r.register(
+            "peer_connections",
+            "mTLS HTTP/2 connections opened to peer proxies",
+            m.peer_connects.clone(),
+        );
+        r.register(
+            "peer_connection_reuses",
+            "Requests sent on an already-open peer connection",
+            m.peer_reuses.clone(),
+        );
+        r.register(
+            "cert_expiry_timestamp_seconds",
+            "Expiry of the current workload certificate",
+            m.cert_expiry.clone(),
+        );
+        r.register(
+            "cert_rotations",
+            "Workload certificates installed after start",
+            m.cert_rotations.clone(),
+        );
+        m
+    }
+
+    pub fn tls_error(&self, direction: Direction, reason: &'static str) {
+        self.tls_errors
+            .get_or_create(&Reason { direction, reason })
+            .inc();
+    }
+
+    pub fn protocol_error(&self, direction: Direction, reason: &'static str) {
+        self.protocol_errors
+            .get_or_create(&Reason { direction, reason })
+            .inc();
+    }
+
+    /// Starts recording one TCP connection; the guard records the close, even on early return.
+    pub fn tcp_conn(&self, peer: Peer) -> TcpGuard {
+        self.tcp_open.get_or_create(&peer).inc();
+        self.tcp_active.get_or_create(&peer).inc();
+        TcpGuard {
+            metrics: self.clone(),
+            peer,
+            rx: 0,
+            tx: 0,
+        }
+    }
+
+    /// Records one HTTP exchange.
+    pub fn http(&self, peer: &Peer, status: u16, started: Instant) {
+        self.requests.get_or_create(peer).inc();
+        self.latency
+            .get_or_create(peer)
+            .observe(started.elapsed().as_secs_f64());
+        let r = Response {
+            direction: peer.direction,
+            src: peer.src.clone(),
+            dst: peer.dst.clone(),
+            status,
+        };
+        self.responses.get_or_create(&r).inc();
+    }
+}
+
+pub struct TcpGuard {
+    metrics: Metrics,
+    peer: Peer,
+    pub rx: u64,
+    pub tx: u64,
+}
+
+impl Drop for TcpGuard {
+    fn drop(&mut self) {
+        let m = &self.metrics;
+        m.tcp_close.get_or_create(&self.peer).inc();
+        m.tcp_active.get_or_create(&self.peer).dec();
+        for (flow, n) in [("rx", self.rx), ("tx", self.tx)] {
+            let l = Bytes {
+                direction: self.peer.direction,
+                src: self.peer.src.clone(),
+                dst: self.peer.dst.clone(),
+                flow,
+            };
+            m.tcp_bytes.get_or_create(&l).inc_by(n);
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Outbound: the app's calls enter here, on an explicit per-upstream listener or on the
+//! transparent listener that iptables redirects to, and leave as mTLS to the destination's proxy.
+//!
+//! ```text
+//! accept ─► target (upstream config | SO_ORIGINAL_DST) ─► detect ─┬─ HTTP ─► h2 pool (one mTLS conn per peer)
+//!                                                                 └─ TCP  ─► mTLS stream (ALPN weft-tcp)
+//! ```
+
+use crate::detect::{detect, Detected, Prefixed};
+use crate::error::ProxyError;
+use crate::httputil::{self as h, Body};
+use crate::metrics::{Direction, Peer, Proto};
+use crate::net::{self, Alpn};
+use crate::routes::{Endpoint, Service};
+use crate::sni::SniTarget;
+use crate::Ctx;
+use http::{HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::{TcpListener, TcpStream};
+use weft_api::proxy::{Protocol, Upstream};
+
+/// Where an app connection goes.
+#[derive(Clone)]
+pub struct Target {
+    pub service: Arc<Service>,
+    /// Transparent mode: the app dialled this endpoint itself.
+    pub pinned: Option<Arc<Endpoint>>,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+impl Target {
+    fn endpoint(&self) -> Result<Arc<Endpoint>, ProxyError> {
+        match &self.pinned {
+            Some(ep) => Ok(ep.clone()),
+            None => self
+                .service
+                .pick()
+                .cloned()
+                .ok_or_else(|| ProxyError::NoEndpoint(self.service.key())),
+        }
+    }
+
+    fn sni(&self, ep: &Endpoint) -> String {
+        SniTarget {
+            port: self.port,
+            service: self.service.name.clone(),
+            namespace: self.service.namespace.clone(),
+            cluster: ep.cluster.clone(),
+        }
+        .to_sni()
+    }
+}
+
+/// Accept loop of one explicit upstream listener.
+pub async fn serve_upstream(ctx: Arc<Ctx>, listener: TcpListener, up: Upstream) {
+    let (name, ns) = up
+        .service
+        .split_once('.')
+        .unwrap_or((up.service.as_str(), weft_api::proxy::DEFAULT_NAMESPACE));
+    let (name, ns) = (name.to_string(), ns.to_string());
+    crate::accept_loop(&ctx, listener, move |ctx, stream, _peer| {
+        let service = ctx.routes.load().service(&name, &ns).cloned();
+        let up = up.clone();
+        async move {
+            let Some(service) = service else {
+                tracing::warn!(service = %up.service, "upstream service has no routes");
+                return;
+            };
+            let target = Target {
+                service,
+                pinned: None,
+                port: up.port,
+                protocol: up.protocol,
+            };
+            handle(ctx, stream, target).await;
+        }
+    })
+    .await;
+}
+
+/// Accept loop of the transparent listener: the destination is the connection's original one.
+pub async fn serve_transparent(ctx: Arc<Ctx>, listener: TcpListener) {
+    let own = listener.local_addr().ok();
+    crate::accept_loop(&ctx, listener, move |ctx, stream, _peer| async move {
+        let dst = match original_dst(&stream) {
+            Ok(d) if Some(d) != own => d,
+            Ok(_) => {
+                ctx.metrics.protocol_error(Direction::outbound, "loop");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "no original destination; was the connection redirected?");
+                ctx.metrics.protocol_error(Direction::outbound, "no-original-dst");
+                return;
+            }
+        };
+        let found = ctx.routes.load().by_address(&dst).cloned();
+        match found {
+            Some((service, ep)) => {
+                let target = Target { service, pinned: Some(ep), port: dst.port(), protocol: Protocol::Auto };
+                handle(ctx, stream, target).await;
+            }
+            None => passthrough(ctx, stream, dst).await,
+        }
+    })
+    .await;
+}
+
+fn original_dst(stream: &TcpStream) -> std::io::Result<SocketAddr> {
+    let sock = socket2::SockRef::from(stream);
+    let addr = if stream.local_addr()?.is_ipv4() {
+        sock.original_dst_v4()?
+    } else {
+        sock.original_dst_v6()?
+    };
+    addr.as_socket()
+        .ok_or_else(|| std::io::Error::other("original destination is not an IP address"))
+}
+
+/// A destination outside the mesh: forwarded as it is (Istio's PassthroughCluster).
+async fn passthrough(ctx: Arc<Ctx>, mut stream: TcpStream, dst: SocketAddr) {
+    let mut guard = ctx.metrics.tcp_conn(Peer {
+        direction: Direction::outbound,
+        src: ctx.id_label.clone(),
+        dst: dst.to_string(),
+    });
+    match net::tcp_connect(dst, ctx.mark(), ctx.cfg.timeouts.connect.into()).await {
+        Ok(mut up) => {
+            if let Ok((rx, tx)) = tokio::io::copy_bidirectional(&mut stream, &mut up).await {
+                (guard.rx, guard.tx) = (rx, tx);
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "passthrough connect failed"),
+    }
+}
+
+async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, target: Target) {
+    let (proto, prefix) = match target.protocol {
+        Protocol::Http1 => (Detected::Http1, vec![]),
+        Protocol::Http2 => (Detected::Http2, vec![]),
+        Protocol::Tcp => (Detected::Tcp, vec![]),
+        Protocol::Auto => match detect(&mut stream, ctx.cfg.timeouts.detect.into()).await {
+            Ok(d) => d,
+            Err(_) => return,
+        },
+    };
+    ctx.metrics
+        .detected
+        .get_or_create(&Proto {
+            direction: Direction::outbound,
+            protocol: proto.as_str(),
+        })
+        .inc();
+    let io = Prefixed::new(prefix, stream);
+    match proto {
+        Detected::Http1 | Detected::Http2 => {
+            let svc_ctx = ctx.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let ctx = svc_ctx.clone();
+                let target = target.clone();
+                async move { Ok::<_, std::convert::Infallible>(request(ctx, target, req).await) }
+            });
+            crate::serve_http(&ctx, io, service).await;
+        }
+        Detected::Tcp | Detected::Tls => tcp(ctx, io, target).await,
+    }
+}
+
+async fn tcp(ctx: Arc<Ctx>, mut io: Prefixed<TcpStream>, target: Target) {
+    let ep = match target.endpoint() {
+        Ok(ep) => ep,
+        Err(e) => {
+            tracing::debug!(error = %e, "tcp: no endpoint");
+            return;
+        }
+    };
+    let mut guard = ctx.metrics.tcp_conn(Peer {
+        direction: Direction::outbound,
+        src: ctx.id_label.clone(),
+        dst: ep.identity.to_string(),
+    });
+    let sni = target.sni(&ep);
+    match net::connect_peer(
+        &ctx.tls,
+        &ep,
+        &sni,
+        Alpn::Tcp,
+        ctx.mark(),
+        ctx.cfg.timeouts.connect.into(),
+    )
+    .await
+    {
+        Ok(mut up) => {
+            if let Ok((rx, tx)) = tokio::io::copy_bidirectional(&mut io, &mut up).await {
+                (guard.rx, guard.tx) = (rx, tx);
+            }
+        }
+        Err(e) => {
+            record_connect_error(&ctx, &e);
+            tracing::warn!(error = %e, "tcp: cannot reach peer");
+        }
+    }
+}
+
+fn record_connect_error(ctx: &Ctx, e: &ProxyError) {
+    if matches!(e, ProxyError::Tls { .. } | ProxyError::WrongIdentity { .. }) {
+        ctx.metrics.tls_error(Direction::outbound, e.kind());
+    }
+}
+
+/// Absolute `http://authority/path` for the HTTP/2 hop.
+fn absolute_uri(req: &Request<Incoming>, fallback: &str) -> Uri {
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| fallback.to_string());
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    format!("http://{authority}{path}")
+        .parse()
+        .unwrap_or_else(|_| Uri::from_static("http://invalid/"))
+}
+
+async fn request(ctx: Arc<Ctx>, target: Target, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let ep = match target.endpoint() {
+        Ok(ep) => ep,
+        Err(e) => return h::rescue(&e),
+    };
+    let peer = Peer {
+        direction: Direction::outbound,
+        src: ctx.id_label.clone(),
+        dst: ep.identity.to_string(),
+    };
+    let result = forward(&ctx, &target, &ep, req).await;
+    let resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            record_connect_error(&ctx, &e);
+            tracing::debug!(error = %e, dst = %ep.identity, "outbound request failed");
+            h::rescue(&e)
+        }
+    };
+    ctx.metrics.http(&peer, resp.status().as_u16(), started);
+    resp
+}
+
+async fn forward(
+    ctx: &Ctx,
+    target: &Target,
+    ep: &Endpoint,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, ProxyError> {
+    let sni = target.sni(ep);
+    if h::is_upgrade(&req) {
+        let tls = net::connect_peer(
+            &ctx.tls,
+            ep,
+            &sni,
+            Alpn::Http1,
+            ctx.mark(),
+            ctx.cfg.timeouts.connect.into(),
+        )
+        .await?;
+        return h::forward_upgrade(req, tls).await;
+    }
+    let orig_h1 = req.version() != http::Version::HTTP_2;
+    *req.uri_mut() = absolute_uri(&req, &target.service.key());
+    h::strip_hop_by_hop(req.headers_mut());
+    if orig_h1 {
+        req.headers_mut()
+            .insert(h::ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+    }
+    *req.version_mut() = http::Version::HTTP_2;
+    let mut req = req.map(h::boxed);
+    let settings = ctx.pool_settings();
+    // A pooled connection can close between the check and the send; the request is then handed
+    // back unsent and goes out once more on a fresh connection.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut sender = ctx.pool.get(ep, &sni, &settings).await?;
+        match sender.try_send_request(req).await {
+            Ok(mut resp) => {
+                h::strip_hop_by_hop(resp.headers_mut());
+                return Ok(resp.map(h::boxed));
+            }
+            Err(mut e) => {
+                ctx.pool.evict(ep, &sni);
+                match e.take_message() {
+                    Some(unsent) if attempts < 2 => req = unsent,
+                    _ => return Err(ProxyError::Upstream(e.into_error())),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The proxy's routing table in domain form: services and endpoints with parsed identities,
+//! indexed by name and by address. Built from the config file (or, later, the control plane) and
+//! swapped atomically as a whole.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use weft_api::proxy::ProxyConfig;
+use weft_api::ConfigError;
+use weft_identity::SpiffeId;
+
+/// The port peer sidecars listen on for mTLS when an endpoint does not name its `proxy`.
+pub const DEFAULT_INBOUND_PORT: u16 = 15006;
+
+#[derive(Debug)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    /// Where the mTLS connection goes: the endpoint's sidecar, or a gateway in front of it.
+    pub proxy: SocketAddr,
+    pub identity: SpiffeId,
+    pub cluster: String,
+    pub network: String,
+    pub locality: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug)]
+pub struct Service {
+    pub name: String,
+    pub namespace: String,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    next: AtomicUsize,
+}
+
+impl Service {
+    /// `name.namespace`.
+    pub fn key(&self) -> String {
+        format!("{}.{}", self.name, self.namespace)
+    }
+
+    /// Round robin over the endpoints (one atomic add; no lock).
+    pub fn pick(&self) -> Option<&Arc<Endpoint>> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        self.endpoints.get(i)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Routes {
+    by_name: HashMap<(String, String), Arc<Service>>,
+    by_addr: HashMap<SocketAddr, (Arc<Service>, Arc<Endpoint>)>,
+}
+
+impl Routes {
+    pub fn service(&self, name: &str, namespace: &str) -> Option<&Arc<Service>> {
+        self.by_name.get(&(name.to_string(), namespace.to_string()))
+    }
+
+    /// The service and endpoint whose workload address is `addr` (transparent interception).
+    pub fn by_address(&self, addr: &SocketAddr) -> Option<&(Arc<Service>, Arc<Endpoint>)> {
+        self.by_addr.get(addr)
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
+        self.by_name.values()
+    }
+}
+
+impl TryFrom<&ProxyConfig> for Routes {
+    type Error = ConfigError;
+
+    fn try_from(cfg: &ProxyConfig) -> Result<Self, ConfigError> {
+        let mut routes = Routes::default();
+        for (i, s) in cfg.services.iter().enumerate() {
+            let mut endpoints = Vec::with_capacity(s.endpoints.len());
+            for (j, e) in s.endpoints.iter().enumerate() {
+                let identity: SpiffeId =
+                    e.identity.parse().map_err(|err: weft_identity::Error| {
+                        ConfigError::invalid(
+                            format!("services[{i}].endpoints[{j}].identity"),
+                            err.to_string(),
+                        )
+                    })?;
+                endpoints.push(Arc::new(Endpoint {
+                    address: e.address,
+                    proxy: e
+                        .proxy
+                        .unwrap_or_else(|| SocketAddr::new(e.address.ip(), DEFAULT_INBOUND_PORT)),
+                    identity,
+                    cluster: e.cluster.clone(),
+                    network: e.network.clone(),
+                    locality: e.locality.clone(),
+                    labels: e.labels.clone(),
+                }));
+            }
+            let svc = Arc::new(Service {
+                name: s.name.clone(),
+                namespace: s.namespace.clone(),
+                endpoints,
+                next: AtomicUsize::new(0),
+            });
+            for ep in &svc.endpoints {
+                routes.by_addr.insert(ep.address, (svc.clone(), ep.clone()));
+            }
+            routes
+                .by_name
+                .insert((s.name.clone(), s.namespace.clone()), svc);
+        }
+        Ok(routes)
+    }
+}
