@@ -150,6 +150,9 @@ fn stream_echo(req: Request<Incoming>) -> Response<Body> {
             match frame {
                 Ok(f) => {
                     if let Ok(data) = f.into_data() {
+                        if data.is_empty() {
+                            continue;
+                        }
                         chunks += 1;
                         if tx.send(Ok(Frame::data(data))).await.is_err() {
                             return;

@@ -187,6 +187,19 @@ impl Authority {
         authorised: &SpiffeId,
         lifetime: Duration,
     ) -> Result<Vec<CertificateDer<'static>>, Error> {
+        let now = OffsetDateTime::now_utc();
+        self.sign_csr_between(csr_der, authorised, now - BACKDATE, now + lifetime)
+    }
+
+    /// As [`Authority::sign_csr`], with an explicit validity window (tests of expiry use a window
+    /// in the past).
+    pub fn sign_csr_between(
+        &self,
+        csr_der: &[u8],
+        authorised: &SpiffeId,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Vec<CertificateDer<'static>>, Error> {
         let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(
             csr_der,
         ))?;
@@ -214,9 +227,8 @@ impl Authority {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - BACKDATE;
-        params.not_after = now + lifetime;
+        params.not_before = not_before;
+        params.not_after = not_after;
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&csr.public_key, &self.issuer()?)?;
         let mut chain = vec![cert.into()];

@@ -27,6 +27,8 @@ pub use csr::LeafKey;
 pub use error::Error;
 pub use spiffe::SpiffeId;
 pub use store::{CertStore, Leaf};
+/// Re-exported for [`Authority::sign_csr_between`].
+pub use time;
 
 /// The crypto provider every weft TLS config uses (aws-lc-rs), so that no process-wide default is
 /// needed and a second provider compiled in by another crate can never be picked by accident.

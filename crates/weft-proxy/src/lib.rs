@@ -239,6 +239,11 @@ impl Proxy {
         self.ctx.routes.store(Arc::new(routes));
     }
 
+    /// Connections open now on the data-plane listeners.
+    pub fn open_connections(&self) -> usize {
+        self.ctx.drain.open_connections()
+    }
+
     /// The Prometheus text exposition, as `/metrics` serves it.
     pub fn metrics_text(&self) -> String {
         admin::encode_metrics(&self.ctx)

@@ -1,0 +1,167 @@
+//! Certificate rotation under load, graceful drain, the admin port, identity from files.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use weft_testkit::{eventually, http1_get};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_under_load_drops_nothing() {
+    let p = pair().await;
+    // A long-lived TCP stream opened before the rotation must survive it.
+    let mut long = TcpStream::connect(p.tcp).await.unwrap();
+    long.write_all(b"before").await.unwrap();
+    let mut b = [0u8; 6];
+    long.read_exact(&mut b).await.unwrap();
+
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = vec![];
+    for _ in 0..4 {
+        let (ok, failed, stop, addr) = (ok.clone(), failed.clone(), stop.clone(), p.http);
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match http1_get(addr, "/load").await {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    eventually("load running", Duration::from_secs(10), || {
+        let n = ok.load(Ordering::Relaxed);
+        async move { (n >= 20).then_some(()) }
+    })
+    .await;
+    // Rotate both sides, several times, while requests flow.
+    let mut new_server_leaf = None;
+    for _ in 0..3 {
+        p.client
+            .certs()
+            .set_leaf(p.pki.leaf("default", "web"))
+            .unwrap();
+        let leaf = p.pki.leaf("default", "api");
+        p.server.certs().set_leaf(leaf.clone()).unwrap();
+        new_server_leaf = Some(leaf);
+        let before = ok.load(Ordering::Relaxed);
+        eventually("requests after rotation", Duration::from_secs(10), || {
+            let n = ok.load(Ordering::Relaxed);
+            async move { (n >= before + 20).then_some(()) }
+        })
+        .await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during rotation ({} ok)",
+        ok.load(Ordering::Relaxed)
+    );
+
+    long.write_all(b"after!").await.unwrap();
+    long.read_exact(&mut b).await.unwrap();
+    assert_eq!(
+        &b, b"after!",
+        "the connection opened before rotation still works"
+    );
+
+    // New handshakes present the new certificate.
+    let cfg = weft_identity::tls::client_config(&p.pki.store("default", "web"), &[b"h2"]).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let name = rustls_pki_types::ServerName::try_from(format!(
+        "{}.api.default.local.weft",
+        p.app_http.port()
+    ))
+    .unwrap();
+    let tls = connector
+        .connect(
+            name,
+            TcpStream::connect(p.server.addrs.inbound.unwrap())
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    assert_eq!(presented, new_server_leaf.unwrap().chain()[0]);
+}
+
+#[tokio::test]
+async fn rotation_refuses_a_different_identity() {
+    let p = pair().await;
+    let err = p
+        .server
+        .certs()
+        .set_leaf(p.pki.leaf("default", "other"))
+        .unwrap_err();
+    assert!(err.to_string().contains("authorised only for"), "{err}");
+    assert_eq!(p.server.certs().id().to_string(), api_id());
+}
+
+#[tokio::test]
+async fn drain_finishes_in_flight_requests_then_stops() {
+    let p = pair().await;
+    let addr = p.http;
+    let inflight = tokio::spawn(async move { http1_get(addr, "/delay/300").await });
+    eventually(
+        "request in flight at the server sidecar",
+        Duration::from_secs(10),
+        || {
+            let n = p.server.open_connections();
+            async move { (n >= 1).then_some(()) }
+        },
+    )
+    .await;
+    let inbound = p.server.addrs.inbound.unwrap();
+    let left = p.server.shutdown().await;
+    assert_eq!(left, 0, "all connections finished within the drain timeout");
+    let resp = inflight.await.unwrap().unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "the in-flight request completed during drain"
+    );
+    assert!(
+        TcpStream::connect(inbound).await.is_err(),
+        "a drained proxy accepts nothing new"
+    );
+}
+
+#[tokio::test]
+async fn admin_endpoints() {
+    let p = pair().await;
+    let admin = p.client.addrs.admin.unwrap();
+    let _ = http1_get(p.http, "/warm").await.unwrap();
+    assert_eq!(http1_get(admin, "/live").await.unwrap().status(), 200);
+    assert_eq!(http1_get(admin, "/ready").await.unwrap().status(), 200);
+    let metrics = http1_get(admin, "/metrics").await.unwrap();
+    let text = String::from_utf8_lossy(metrics.body()).to_string();
+    assert!(
+        text.contains("weft_http_requests_total{direction=\"outbound\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("src=\"{}\"", web_id())),
+        "identity labels: {text}"
+    );
+    assert!(
+        text.contains("weft_cert_expiry_timestamp_seconds"),
+        "{text}"
+    );
+    let dump = http1_get(admin, "/config_dump").await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(dump.body()).unwrap();
+    assert_eq!(v["identity"], web_id());
+    assert_eq!(v["routes"][0]["name"], "api");
+    assert_eq!(v["routes"][0]["endpoints"][0]["identity"], api_id());
+    assert!(v["certificate"]["expires_in_seconds"].as_u64().unwrap() > 23 * 3600);
+    assert_eq!(http1_get(admin, "/nope").await.unwrap().status(), 404);
+}
