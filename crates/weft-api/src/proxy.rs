@@ -158,8 +158,11 @@ pub struct Upstream {
     pub listen: SocketAddr,
     /// `name` or `name.namespace` of a service in `services`.
     pub service: String,
-    /// The service port to reach.
-    pub port: u16,
+    /// The destination port. Unset: each endpoint's own `address` port (endpoints may differ,
+    /// e.g. two versions of an app on one host). Set: this port on every endpoint's host, for
+    /// workloads that serve several ports.
+    #[serde(default)]
+    pub port: Option<u16>,
     #[serde(default)]
     pub protocol: Protocol,
 }
@@ -430,7 +433,7 @@ impl ProxyConfig {
                         format!("{} is used by two upstreams", u.listen),
                     ));
                 }
-                if u.port == 0 {
+                if u.port == Some(0) {
                     return Err(ConfigError::invalid(format!("{f}.port"), "must be 1-65535"));
                 }
             }

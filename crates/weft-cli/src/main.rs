@@ -1,1 +1,81 @@
-fn main() {}
+//! `weft`: the mesh's command line. `weft up` runs a local mesh; the other verbs are the tools
+//! around it.
+
+mod tls;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "weft", version, about = "weft: a multi-cluster service mesh", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a complete local mesh: a CA, demo apps (a web frontend calling two versions of an api)
+    /// and their sidecars, with traffic flowing over mTLS. Ctrl-C stops everything.
+    Up(up::UpArgs),
+    /// The data-plane proxy (same as the `weft-proxy` binary).
+    Proxy {
+        #[command(subcommand)]
+        cmd: weft_proxy::cli::Cmd,
+    },
+    /// Create a mesh CA and workload certificates as files (like `consul tls`).
+    Tls {
+        #[command(subcommand)]
+        cmd: tls::TlsCmd,
+    },
+    /// Run a demo workload: the HTTP/1.1+HTTP/2 echo (default), a TCP echo, or the web frontend.
+    DemoApp {
+        /// Name reported in every answer.
+        #[arg(long, default_value = "demo")]
+        name: String,
+        /// Address to listen on; port 0 picks one. The bound address is printed as `listening <addr>`.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Run the TCP echo instead of HTTP.
+        #[arg(long)]
+        tcp: bool,
+        /// Run the web frontend, calling this upstream address (its sidecar's upstream listener).
+        #[arg(long)]
+        upstream: Option<std::net::SocketAddr>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The proxy logs at info like the weft-proxy binary; the demo and tools only warn.
+    weft_proxy::cli::init_logging(if matches!(cli.cmd, Cmd::Proxy { .. }) {
+        "info"
+    } else {
+        "warn"
+    });
+    match cli.cmd {
+        Cmd::Proxy { cmd } => weft_proxy::cli::run(cmd),
+        Cmd::Tls { cmd } => tls::run(cmd),
+        Cmd::Up(args) => up::run(args),
+        Cmd::DemoApp {
+            name,
+            listen,
+            tcp,
+            upstream,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::bind(listen).await?;
+                println!("listening {}", l.local_addr()?);
+                match (tcp, upstream) {
+                    (true, _) => weft_demo::serve_tcp_echo(l).await,
+                    (false, Some(up)) => weft_demo::serve_frontend(l, &name, up).await,
+                    (false, None) => weft_demo::serve_http_echo(l, &name).await,
+                }
+                anyhow::Ok(())
+            })
+        }
+    }
+}

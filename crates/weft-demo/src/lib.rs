@@ -205,3 +205,60 @@ pub async fn serve_tcp_echo(listener: TcpListener) {
         });
     }
 }
+
+/// The demo frontend: `GET /` calls `upstream` (through its sidecar) and answers with what the
+/// backend said, so one request shows the whole mesh path.
+pub async fn serve_frontend(listener: TcpListener, name: &str, upstream: std::net::SocketAddr) {
+    use hyper_util::client::legacy::Client;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let name: Arc<str> = name.into();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (client, name) = (client.clone(), name.clone());
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (client, name) = (client.clone(), name.clone());
+                async move {
+                    let uri = format!("http://{upstream}{}", req.uri().path());
+                    let call = Request::get(uri)
+                        .header("host", "api")
+                        .body(Full::new(Bytes::new()));
+                    let answer = match call {
+                        Ok(call) => match client.request(call).await {
+                            Ok(resp) => {
+                                let status = resp.status().as_u16();
+                                let body = resp
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let backend: serde_json::Value = serde_json::from_slice(&body)
+                                    .unwrap_or_else(|_| {
+                                        serde_json::Value::String(
+                                            String::from_utf8_lossy(&body).into(),
+                                        )
+                                    });
+                                serde_json::json!({ "app": &*name, "upstream_status": status, "upstream": backend })
+                            }
+                            Err(e) => serde_json::json!({ "app": &*name, "error": e.to_string() }),
+                        },
+                        Err(e) => serde_json::json!({ "app": &*name, "error": e.to_string() }),
+                    };
+                    let mut r = with_status(StatusCode::OK, answer.to_string());
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    Ok::<_, std::convert::Infallible>(r)
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

@@ -75,7 +75,7 @@ pub fn init_logging() {
 
 /// Entry point of the `weft-proxy` binary.
 pub fn main() -> anyhow::Result<()> {
-    init_logging();
+    init_logging("info");
     run(Cli::parse().cmd)
 }
 

@@ -28,7 +28,8 @@ pub struct Target {
     pub service: Arc<Service>,
     /// Transparent mode: the app dialled this endpoint itself.
     pub pinned: Option<Arc<Endpoint>>,
-    pub port: u16,
+    /// Destination port; `None`: the endpoint's own port.
+    pub port: Option<u16>,
     pub protocol: Protocol,
 }
 
@@ -46,7 +47,7 @@ impl Target {
 
     fn sni(&self, ep: &Endpoint) -> String {
         SniTarget {
-            port: self.port,
+            port: self.port.unwrap_or(ep.address.port()),
             service: self.service.name.clone(),
             namespace: self.service.namespace.clone(),
             cluster: ep.cluster.clone(),
@@ -101,7 +102,7 @@ pub async fn serve_transparent(ctx: Arc<Ctx>, listener: TcpListener) {
         let found = ctx.routes.load().by_address(&dst).cloned();
         match found {
             Some((service, ep)) => {
-                let target = Target { service, pinned: Some(ep), port: dst.port(), protocol: Protocol::Auto };
+                let target = Target { service, pinned: Some(ep), port: Some(dst.port()), protocol: Protocol::Auto };
                 handle(ctx, stream, target).await;
             }
             None => passthrough(ctx, stream, dst).await,
