@@ -63,11 +63,12 @@ fn load(path: &PathBuf) -> anyhow::Result<ProxyConfig> {
     ProxyConfig::from_yaml(&text).with_context(|| format!("invalid config {}", path.display()))
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging() {
+/// Logs to stderr, filtered by `RUST_LOG` (default: `default_level`, e.g. `info`).
+pub fn init_logging(default_level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .try_init();
