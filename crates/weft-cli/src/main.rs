@@ -1,6 +1,7 @@
 //! `weft`: the mesh's command line. `weft up` runs a local mesh; the other verbs are the tools
 //! around it.
 
+mod call;
 mod tls;
 mod up;
 
@@ -43,6 +44,16 @@ enum Cmd {
         #[arg(long)]
         upstream: Option<std::net::SocketAddr>,
     },
+    /// Call a service the way an unmodified app does: a plain HTTP/1.1 GET (or, with --tcp, send
+    /// bytes, half-close and read the answer) to an address. Prints what came back.
+    DemoCall {
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Send these bytes over plain TCP instead of HTTP.
+        #[arg(long)]
+        tcp: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +68,22 @@ fn main() -> anyhow::Result<()> {
         Cmd::Proxy { cmd } => weft_proxy::cli::run(cmd),
         Cmd::Tls { cmd } => tls::run(cmd),
         Cmd::Up(args) => up::run(args),
+        Cmd::DemoCall { addr, path, tcp } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                match tcp {
+                    Some(data) => print!("{}", call::tcp_exchange(addr, data.as_bytes()).await?),
+                    None => {
+                        let (status, body) = call::http_get(addr, &path).await?;
+                        println!("{status}");
+                        println!("{body}");
+                    }
+                }
+                anyhow::Ok(())
+            })
+        }
         Cmd::DemoApp {
             name,
             listen,

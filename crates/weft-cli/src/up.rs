@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use weft_api::proxy::ProxyConfig;
 use weft_identity::{Authority, CertStore, SpiffeId, DEFAULT_CA_LIFETIME, DEFAULT_LEAF_LIFETIME};
@@ -83,21 +83,6 @@ inbound: {{ listen: "127.0.0.1:0", ports: [{{ port: {} }}] }}
         app.port()
     ))?;
     Ok(Proxy::start(cfg, store(ca, "default", "api")?).await?)
-}
-
-/// One request to the frontend with a bare HTTP/1.1 client; returns the JSON body.
-async fn call(addr: SocketAddr) -> anyhow::Result<serde_json::Value> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await??;
-    let text = String::from_utf8_lossy(&buf);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    Ok(serde_json::from_str(body)?)
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -196,7 +181,10 @@ services:
             break;
         }
         sent += 1;
-        match call(web.addr).await {
+        match crate::call::http_get(web.addr, "/")
+            .await
+            .and_then(|(_, body)| Ok(serde_json::from_str::<serde_json::Value>(&body)?))
+        {
             Ok(v) if v["upstream_status"] == 200 => println!(
                 "    web -> {} over mTLS: 200; api saw caller {}",
                 v["upstream"]["app"].as_str().unwrap_or("?"),
