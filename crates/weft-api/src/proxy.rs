@@ -180,6 +180,11 @@ pub struct Service {
     pub name: String,
     #[serde(default = "default_namespace")]
     pub namespace: String,
+    /// Protocol per destination port, for callers of this service: `tcp` for server-speaks-first
+    /// protocols (MySQL, SMTP...) so the caller's sidecar does not wait for the client to speak.
+    /// Ports not listed are detected (`auto`).
+    #[serde(default)]
+    pub ports: Vec<AppPort>,
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
 }
@@ -373,6 +378,15 @@ impl ProxyConfig {
                     format!("{f}.namespace"),
                     format!("{:?} must be a DNS label", s.namespace),
                 ));
+            }
+            let mut ports = HashSet::new();
+            for (j, p) in s.ports.iter().enumerate() {
+                if p.port == 0 || !ports.insert(p.port) {
+                    return Err(ConfigError::invalid(
+                        format!("{f}.ports[{j}].port"),
+                        "must be 1-65535 and listed once",
+                    ));
+                }
             }
             if !seen.insert(s.key()) {
                 return Err(ConfigError::invalid(

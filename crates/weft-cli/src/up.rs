@@ -14,11 +14,12 @@
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use weft_api::proxy::ProxyConfig;
-use weft_identity::{Authority, CertStore, SpiffeId, DEFAULT_CA_LIFETIME, DEFAULT_LEAF_LIFETIME};
+use weft_identity::{Authority, CertStore, SpiffeId, DEFAULT_CA_LIFETIME};
 use weft_proxy::Proxy;
 
 const TRUST_DOMAIN: &str = "cluster.local";
@@ -34,6 +35,37 @@ pub struct UpArgs {
     /// Time between demo requests, e.g. 1s, 500ms.
     #[arg(long, default_value = "1s")]
     interval: weft_api::Duration,
+    /// Lifetime of workload certificates. Each sidecar gets a new one at half-life, without
+    /// dropping connections; try `--cert-lifetime 1m` to watch rotations.
+    #[arg(long, default_value = "24h")]
+    cert_lifetime: weft_api::Duration,
+}
+
+/// Issues each sidecar a new certificate at half its lifetime, as the control plane will.
+fn rotate_at_half_life(
+    ca: Arc<Authority>,
+    name: &'static str,
+    store: CertStore,
+    lifetime: Duration,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(store.leaf().remaining() / 2).await;
+            match ca
+                .issue(&store.id(), lifetime)
+                .map(|leaf| store.set_leaf(leaf))
+            {
+                Ok(Ok(())) => println!(
+                    "    rotated the certificate of {name} (new one valid {}s)",
+                    store.leaf().remaining().as_secs()
+                ),
+                Ok(Err(e)) | Err(e) => {
+                    eprintln!("    certificate rotation for {name} failed: {e}; retrying in 10s");
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+            }
+        }
+    });
 }
 
 struct App {
@@ -65,15 +97,12 @@ async fn spawn_app(args: &[&str]) -> anyhow::Result<App> {
     Ok(App { child, addr })
 }
 
-fn store(ca: &Authority, ns: &str, sa: &str) -> anyhow::Result<CertStore> {
+fn store(ca: &Authority, ns: &str, sa: &str, lifetime: Duration) -> anyhow::Result<CertStore> {
     let id = SpiffeId::workload(TRUST_DOMAIN, ns, sa)?;
-    Ok(CertStore::new(
-        ca.issue(&id, DEFAULT_LEAF_LIFETIME)?,
-        ca.bundle(),
-    )?)
+    Ok(CertStore::new(ca.issue(&id, lifetime)?, ca.bundle())?)
 }
 
-async fn api_sidecar(ca: &Authority, app: SocketAddr) -> anyhow::Result<Proxy> {
+async fn api_sidecar(ca: &Authority, app: SocketAddr, lifetime: Duration) -> anyhow::Result<Proxy> {
     let cfg = ProxyConfig::from_yaml(&format!(
         r#"
 identity: {{ cert: in-memory, key: in-memory, bundle: in-memory }}
@@ -82,7 +111,7 @@ inbound: {{ listen: "127.0.0.1:0", ports: [{{ port: {} }}] }}
 "#,
         app.port()
     ))?;
-    Ok(Proxy::start(cfg, store(ca, "default", "api")?).await?)
+    Ok(Proxy::start(cfg, store(ca, "default", "api", lifetime)?).await?)
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -95,13 +124,20 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("==> weft up: starting a local mesh (trust domain {TRUST_DOMAIN}, cluster local)");
     let root = Authority::new_root(TRUST_DOMAIN, DEFAULT_CA_LIFETIME)?;
-    let ca = root.new_intermediate("local", DEFAULT_CA_LIFETIME)?;
-    println!("    CA: root + intermediate for cluster local; workload certificates last 24h");
+    let ca = Arc::new(root.new_intermediate("local", DEFAULT_CA_LIFETIME)?);
+    let lifetime: Duration = args.cert_lifetime.into();
+    if lifetime < Duration::from_secs(1) {
+        bail!("--cert-lifetime must be at least 1s");
+    }
+    println!(
+        "    CA: root + intermediate for cluster local; workload certificates last {}, renewed at half-life",
+        args.cert_lifetime
+    );
 
     let v1 = spawn_app(&["--name", "api-v1"]).await?;
     let v2 = spawn_app(&["--name", "api-v2"]).await?;
-    let s1 = api_sidecar(&ca, v1.addr).await?;
-    let s2 = api_sidecar(&ca, v2.addr).await?;
+    let s1 = api_sidecar(&ca, v1.addr, lifetime).await?;
+    let s2 = api_sidecar(&ca, v2.addr, lifetime).await?;
     let api_id = SpiffeId::workload(TRUST_DOMAIN, "default", "api")?;
     let web_cfg = ProxyConfig::from_yaml(&format!(
         r#"
@@ -120,7 +156,10 @@ services:
         p1 = s1.addrs.inbound.context("inbound")?,
         p2 = s2.addrs.inbound.context("inbound")?,
     ))?;
-    let web_sidecar = Proxy::start(web_cfg, store(&ca, "default", "web")?).await?;
+    let web_sidecar = Proxy::start(web_cfg, store(&ca, "default", "web", lifetime)?).await?;
+    for (name, p) in [("web", &web_sidecar), ("api-v1", &s1), ("api-v2", &s2)] {
+        rotate_at_half_life(ca.clone(), name, p.certs().clone(), lifetime);
+    }
     let upstream = web_sidecar.addrs.upstreams[0];
     let listen = format!("127.0.0.1:{}", args.web_port);
     let web = spawn_app(&[

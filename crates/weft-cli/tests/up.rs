@@ -90,3 +90,31 @@ fn tls_commands_refuse_to_clobber_and_explain() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid SPIFFE ID"));
 }
+
+#[test]
+fn weft_up_rotates_certificates_without_failing_requests() {
+    let out = Command::new(WEFT)
+        .args([
+            "up",
+            "--requests",
+            "8",
+            "--interval",
+            "400ms",
+            "--cert-lifetime",
+            "2s",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("rotated the certificate of web"), "{text}");
+    assert!(text.contains("rotated the certificate of api-v1"), "{text}");
+    assert!(
+        text.contains("stopped after 8 requests (0 failed)"),
+        "{text}"
+    );
+}

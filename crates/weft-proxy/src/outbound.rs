@@ -71,11 +71,16 @@ pub async fn serve_upstream(ctx: Arc<Ctx>, listener: TcpListener, up: Upstream) 
                 tracing::warn!(service = %up.service, "upstream service has no routes");
                 return;
             };
+            // The upstream's own setting wins; otherwise what the service declares for the port.
+            let protocol = match (up.protocol, up.port) {
+                (Protocol::Auto, Some(port)) => service.protocol(port),
+                (p, _) => p,
+            };
             let target = Target {
                 service,
                 pinned: None,
                 port: up.port,
-                protocol: up.protocol,
+                protocol,
             };
             handle(ctx, stream, target).await;
         }
@@ -102,7 +107,8 @@ pub async fn serve_transparent(ctx: Arc<Ctx>, listener: TcpListener) {
         let found = ctx.routes.load().by_address(&dst).cloned();
         match found {
             Some((service, ep)) => {
-                let target = Target { service, pinned: Some(ep), port: Some(dst.port()), protocol: Protocol::Auto };
+                let protocol = service.protocol(dst.port());
+                let target = Target { service, pinned: Some(ep), port: Some(dst.port()), protocol };
                 handle(ctx, stream, target).await;
             }
             None => passthrough(ctx, stream, dst).await,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use weft_api::proxy::ProxyConfig;
+use weft_api::proxy::{Protocol, ProxyConfig};
 use weft_api::ConfigError;
 use weft_identity::SpiffeId;
 
@@ -29,6 +29,8 @@ pub struct Endpoint {
 pub struct Service {
     pub name: String,
     pub namespace: String,
+    /// Declared protocol per port; other ports are detected.
+    pub protocols: HashMap<u16, Protocol>,
     pub endpoints: Vec<Arc<Endpoint>>,
     next: AtomicUsize,
 }
@@ -37,6 +39,11 @@ impl Service {
     /// `name.namespace`.
     pub fn key(&self) -> String {
         format!("{}.{}", self.name, self.namespace)
+    }
+
+    /// The protocol to assume for connections to `port` (`Auto`: detect).
+    pub fn protocol(&self, port: u16) -> Protocol {
+        self.protocols.get(&port).copied().unwrap_or_default()
     }
 
     /// Round robin over the endpoints (one atomic add; no lock).
@@ -100,6 +107,7 @@ impl TryFrom<&ProxyConfig> for Routes {
             let svc = Arc::new(Service {
                 name: s.name.clone(),
                 namespace: s.namespace.clone(),
+                protocols: s.ports.iter().map(|p| (p.port, p.protocol)).collect(),
                 endpoints,
                 next: AtomicUsize::new(0),
             });

@@ -281,3 +281,71 @@ async fn wire_between_proxies_is_tls_not_plaintext() {
     assert!(!tap.saw(secret.as_bytes()), "payload visible on the wire");
     assert!(!tap.saw(b"HTTP/1.1"), "HTTP visible on the wire");
 }
+
+#[tokio::test]
+async fn server_speaks_first_port_declared_tcp_skips_detection() {
+    weft_testkit::init_tracing();
+    // An SMTP-like app: it greets first and the client only listens.
+    let banner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let banner_addr = banner.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = banner.accept().await.unwrap();
+            tokio::spawn(async move {
+                let _ = s.write_all(b"220 ready\r\n").await;
+                let mut sink = vec![0u8; 64];
+                let _ = s.read(&mut sink).await;
+            });
+        }
+    });
+    let pki = weft_testkit::Pki::new();
+    let app_http = weft_testkit::http_echo("api").await;
+    let server = start_server(&pki, app_http, banner_addr, "").await;
+    // Detection would wait an hour for the client to speak; the declared port must not wait.
+    let client = start_client(
+        pki.store(CLIENT.0, CLIENT.1),
+        app_http,
+        banner_addr,
+        server.addrs.inbound.unwrap(),
+        &api_id(),
+        "timeouts: { detect: 1h }",
+    )
+    .await;
+    // upstreams[1] is declared `protocol: tcp` by the upstream itself; check the service-level
+    // declaration too by adding it to a second client whose upstream says nothing.
+    let mut s = TcpStream::connect(client.addrs.upstreams[1]).await.unwrap();
+    let mut greet = [0u8; 11];
+    tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut greet))
+        .await
+        .expect("banner without waiting for detection")
+        .unwrap();
+    assert_eq!(&greet, b"220 ready\r\n");
+
+    let cfg = weft_api::proxy::ProxyConfig::from_yaml(&format!(
+        r#"
+identity: {{ cert: u, key: u, bundle: u }}
+admin: {{ listen: "127.0.0.1:0" }}
+timeouts: {{ detect: 1h }}
+outbound: {{ upstreams: [{{ listen: "127.0.0.1:0", service: api, port: {port} }}] }}
+services:
+  - name: api
+    ports: [{{ port: {port}, protocol: tcp }}]
+    endpoints: [{{ address: "{app_http}", proxy: "{inbound}", identity: "{id}" }}]
+"#,
+        port = banner_addr.port(),
+        inbound = server.addrs.inbound.unwrap(),
+        id = api_id()
+    ))
+    .unwrap();
+    let client2 = weft_proxy::Proxy::start(cfg, pki.store(CLIENT.0, CLIENT.1))
+        .await
+        .unwrap();
+    let mut s = TcpStream::connect(client2.addrs.upstreams[0])
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut greet))
+        .await
+        .expect("service-declared tcp port")
+        .unwrap();
+    assert_eq!(&greet, b"220 ready\r\n");
+}
