@@ -37,13 +37,22 @@ fn with_status(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     r
 }
 
+/// Accepts the next connection; on errors such as running out of file descriptors it backs off
+/// briefly instead of spinning.
+async fn accept(listener: &TcpListener) -> tokio::net::TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((s, _)) => return s,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}
+
 /// Serves the HTTP echo on `listener` until the task is dropped. `name` appears in every answer.
 pub async fn serve_http_echo(listener: TcpListener, name: &str) {
     let name: Arc<str> = name.into();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+        let stream = accept(&listener).await;
         let _ = stream.set_nodelay(true);
         let name = name.clone();
         tokio::spawn(async move {
@@ -182,9 +191,7 @@ fn stream_echo(req: Request<Incoming>) -> Response<Body> {
 /// TCP echo: echoes bytes as they arrive; when the client half-closes, writes `bye\n` and closes.
 pub async fn serve_tcp_echo(listener: TcpListener) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
+        let mut stream = accept(&listener).await;
         tokio::spawn(async move {
             let mut buf = vec![0u8; 16 * 1024];
             loop {
@@ -214,9 +221,7 @@ pub async fn serve_frontend(listener: TcpListener, name: &str, upstream: std::ne
         .build(hyper_util::client::legacy::connect::HttpConnector::new());
     let name: Arc<str> = name.into();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+        let stream = accept(&listener).await;
         let (client, name) = (client.clone(), name.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {

@@ -88,6 +88,8 @@ fn handle(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors and the like: back off rather than spin.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         let ctx = ctx.clone();

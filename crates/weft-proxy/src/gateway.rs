@@ -7,7 +7,7 @@
 //! ```
 
 use crate::detect::Prefixed;
-use crate::metrics::{Direction, Peer};
+use crate::metrics::{Direction, Name, Peer};
 use crate::net;
 use crate::sni::{peek_sni, Peek, SniTarget};
 use crate::Ctx;
@@ -86,8 +86,8 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     drop(routes);
     let mut guard = ctx.metrics.tcp_conn(Peer {
         direction: Direction::gateway,
-        src: "unknown".into(),
-        dst: format!("{}.{}", target.service, target.namespace),
+        src: Name::new("unknown"),
+        dst: Name::new(format!("{}.{}", target.service, target.namespace)),
     });
     match net::tcp_connect(ep.proxy, ctx.mark(), ctx.cfg.timeouts.connect.into()).await {
         Ok(mut up) => {

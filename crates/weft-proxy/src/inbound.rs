@@ -10,7 +10,7 @@
 use crate::detect::{detect, Detected, Prefixed};
 use crate::error::ProxyError;
 use crate::httputil::{self as h, Body};
-use crate::metrics::{Direction, Peer, Proto};
+use crate::metrics::{Direction, Name, Peer, Proto};
 use crate::net;
 use crate::sni::SniTarget;
 use crate::Ctx;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::{TcpListener, TcpStream};
 use weft_api::proxy::Protocol;
-use weft_identity::{tls, SpiffeId};
+use weft_identity::tls;
 
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
     crate::accept_loop(&ctx, listener, |ctx, stream, peer| {
@@ -98,7 +98,7 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     let app = SocketAddr::new(ctx.app_host(), port);
     let label = Peer {
         direction: Direction::inbound,
-        src: peer_id.to_string(),
+        src: Name::new(peer_id.to_string()),
         dst: ctx.id_label.clone(),
     };
     if alpn.as_deref() == Some(net::ALPN_TCP) {
@@ -129,14 +129,17 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
         })
         .inc();
     let svc_ctx = ctx.clone();
-    let peer_id = Arc::new(peer_id);
+    // Built once per connection: every request on it carries the same verified identity.
+    let Ok(peer_header) = HeaderValue::from_str(&peer_id.to_string()) else {
+        return;
+    };
     let service = hyper::service::service_fn(move |req| {
         let ctx = svc_ctx.clone();
-        let peer_id = peer_id.clone();
+        let peer_header = peer_header.clone();
         let label = label.clone();
         async move {
             Ok::<_, std::convert::Infallible>(
-                request(ctx, &peer_id, label, app, protocol, req).await,
+                request(ctx, peer_header, label, app, protocol, req).await,
             )
         }
     });
@@ -145,7 +148,7 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
 
 async fn request(
     ctx: Arc<Ctx>,
-    peer_id: &SpiffeId,
+    peer_header: HeaderValue,
     label: Peer,
     app: SocketAddr,
     protocol: Protocol,
@@ -153,10 +156,7 @@ async fn request(
 ) -> Response<Body> {
     let started = Instant::now();
     // The app may trust this header: any copy from outside is replaced by the verified identity.
-    req.headers_mut().remove(h::PEER_IDENTITY);
-    if let Ok(v) = HeaderValue::from_str(&peer_id.to_string()) {
-        req.headers_mut().insert(h::PEER_IDENTITY, v);
-    }
+    req.headers_mut().insert(h::PEER_IDENTITY, peer_header);
     let orig_h1 =
         req.headers_mut().remove(h::ORIG_PROTO).is_some() || req.version() != http::Version::HTTP_2;
     let use_h2 = match protocol {

@@ -76,7 +76,7 @@ pub struct Ctx {
     app_h1: Client<HttpConnector, httputil::Body>,
     app_h2: Client<HttpConnector, httputil::Body>,
     /// This proxy's SPIFFE ID, as a metric label.
-    id_label: String,
+    id_label: metrics::Name,
     ready: AtomicBool,
 }
 
@@ -171,7 +171,7 @@ impl Proxy {
         let ctx = Arc::new(Ctx {
             routes: ArcSwap::from_pointee(routes),
             tls: net::Tls::new(&certs)?,
-            id_label: certs.id().to_string(),
+            id_label: metrics::Name::new(certs.id().to_string()),
             certs,
             metrics,
             registry,

@@ -3,13 +3,32 @@
 //! Labels: `direction` (inbound/outbound/gateway), `src` and `dst` (SPIFFE IDs, or a service name
 //! where no identity is known), `status` (HTTP status code). Unknown values are `"unknown"`.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::fmt::Write;
+use std::sync::Arc;
 use std::time::Instant;
+
+/// A label value shared by reference: cloning it on the request path costs a refcount, not an
+/// allocation. Built once per identity (proxy, endpoint, peer connection).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Name(pub Arc<str>);
+
+impl Name {
+    pub fn new(s: impl AsRef<str>) -> Self {
+        Name(Arc::from(s.as_ref()))
+    }
+}
+
+impl EncodeLabelValue for Name {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -22,23 +41,23 @@ pub enum Direction {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Peer {
     pub direction: Direction,
-    pub src: String,
-    pub dst: String,
+    pub src: Name,
+    pub dst: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Response {
     pub direction: Direction,
-    pub src: String,
-    pub dst: String,
+    pub src: Name,
+    pub dst: Name,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Bytes {
     pub direction: Direction,
-    pub src: String,
-    pub dst: String,
+    pub src: Name,
+    pub dst: Name,
     /// `rx`: from the connection's client; `tx`: to it.
     pub flow: &'static str,
 }

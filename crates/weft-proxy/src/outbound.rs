@@ -9,13 +9,14 @@
 use crate::detect::{detect, Detected, Prefixed};
 use crate::error::ProxyError;
 use crate::httputil::{self as h, Body};
-use crate::metrics::{Direction, Peer, Proto};
+use crate::metrics::{Direction, Name, Peer, Proto};
 use crate::net::{self, Alpn};
 use crate::routes::{Endpoint, Service};
 use crate::sni::SniTarget;
 use crate::Ctx;
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,14 +46,20 @@ impl Target {
         }
     }
 
-    fn sni(&self, ep: &Endpoint) -> String {
-        SniTarget {
-            port: self.port.unwrap_or(ep.address.port()),
-            service: self.service.name.clone(),
-            namespace: self.service.namespace.clone(),
-            cluster: ep.cluster.clone(),
+    /// The SNI naming this target on `ep`; precomputed unless the port differs from the endpoint's.
+    fn sni<'a>(&self, ep: &'a Endpoint) -> Cow<'a, str> {
+        match self.port {
+            Some(port) if port != ep.address.port() => Cow::Owned(
+                SniTarget {
+                    port,
+                    service: self.service.name.clone(),
+                    namespace: self.service.namespace.clone(),
+                    cluster: ep.cluster.clone(),
+                }
+                .to_sni(),
+            ),
+            _ => Cow::Borrowed(&ep.sni),
         }
-        .to_sni()
     }
 }
 
@@ -133,7 +140,7 @@ async fn passthrough(ctx: Arc<Ctx>, mut stream: TcpStream, dst: SocketAddr) {
     let mut guard = ctx.metrics.tcp_conn(Peer {
         direction: Direction::outbound,
         src: ctx.id_label.clone(),
-        dst: dst.to_string(),
+        dst: Name::new(dst.to_string()),
     });
     match net::tcp_connect(dst, ctx.mark(), ctx.cfg.timeouts.connect.into()).await {
         Ok(mut up) => {
@@ -188,7 +195,7 @@ async fn tcp(ctx: Arc<Ctx>, mut io: Prefixed<TcpStream>, target: Target) {
     let mut guard = ctx.metrics.tcp_conn(Peer {
         direction: Direction::outbound,
         src: ctx.id_label.clone(),
-        dst: ep.identity.to_string(),
+        dst: ep.label.clone(),
     });
     let sni = target.sni(&ep);
     match net::connect_peer(
@@ -251,7 +258,7 @@ async fn request(ctx: Arc<Ctx>, target: Target, req: Request<Incoming>) -> Respo
     let peer = Peer {
         direction: Direction::outbound,
         src: ctx.id_label.clone(),
-        dst: ep.identity.to_string(),
+        dst: ep.label.clone(),
     };
     let result = forward(&ctx, &target, &ep, req).await;
     let resp = match result {

@@ -1,7 +1,8 @@
 //! One multiplexed mTLS HTTP/2 connection per (peer proxy, SNI), shared by every request to it.
 //!
-//! Fast path: one short std mutex lock and a clone of the sender. A miss takes a per-key async
-//! lock so that a burst of first requests opens one connection, not one each.
+//! Fast path: one short std mutex lock, two map lookups by reference (no allocation) and a clone
+//! of the sender. A miss takes a per-key async lock so that a burst of first requests opens one
+//! connection, not one each.
 
 use crate::error::ProxyError;
 use crate::httputil::Body;
@@ -14,12 +15,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-type Key = (SocketAddr, String);
+/// Peer proxy address → SNI → connection.
+type Map<T> = HashMap<SocketAddr, HashMap<String, T>>;
 
 #[derive(Default)]
 pub struct Pool {
-    ready: Mutex<HashMap<Key, SendRequest<Body>>>,
-    connecting: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    ready: Mutex<Map<SendRequest<Body>>>,
+    connecting: Mutex<Map<Arc<tokio::sync::Mutex<()>>>>,
 }
 
 pub struct Settings<'a> {
@@ -30,12 +32,13 @@ pub struct Settings<'a> {
 }
 
 impl Pool {
-    fn cached(&self, key: &Key) -> Option<SendRequest<Body>> {
+    fn cached(&self, peer: SocketAddr, sni: &str) -> Option<SendRequest<Body>> {
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-        match ready.get(key) {
+        let by_sni = ready.get_mut(&peer)?;
+        match by_sni.get(sni) {
             Some(s) if !s.is_closed() => Some(s.clone()),
             Some(_) => {
-                ready.remove(key);
+                by_sni.remove(sni);
                 None
             }
             None => None,
@@ -44,10 +47,10 @@ impl Pool {
 
     /// Drops a connection that failed, so the next request opens a new one.
     pub fn evict(&self, ep: &Endpoint, sni: &str) {
-        self.ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(ep.proxy, sni.to_string()));
+        let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(by_sni) = ready.get_mut(&ep.proxy) {
+            by_sni.remove(sni);
+        }
     }
 
     pub async fn get(
@@ -56,17 +59,20 @@ impl Pool {
         sni: &str,
         s: &Settings<'_>,
     ) -> Result<SendRequest<Body>, ProxyError> {
-        let key = (ep.proxy, sni.to_string());
-        if let Some(sender) = self.cached(&key) {
+        if let Some(sender) = self.cached(ep.proxy, sni) {
             s.metrics.peer_reuses.inc();
             return Ok(sender);
         }
         let gate = {
             let mut c = self.connecting.lock().unwrap_or_else(|p| p.into_inner());
-            c.entry(key.clone()).or_default().clone()
+            c.entry(ep.proxy)
+                .or_default()
+                .entry(sni.to_string())
+                .or_default()
+                .clone()
         };
         let _g = gate.lock().await;
-        if let Some(sender) = self.cached(&key) {
+        if let Some(sender) = self.cached(ep.proxy, sni) {
             s.metrics.peer_reuses.inc();
             return Ok(sender);
         }
@@ -86,10 +92,11 @@ impl Pool {
             }
         });
         s.metrics.peer_connects.inc();
-        self.ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, sender.clone());
+        let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        ready
+            .entry(ep.proxy)
+            .or_default()
+            .insert(sni.to_string(), sender.clone());
         Ok(sender)
     }
 }

@@ -23,6 +23,10 @@ pub struct Endpoint {
     pub network: String,
     pub locality: String,
     pub labels: BTreeMap<String, String>,
+    /// `identity` as a metric label.
+    pub label: crate::metrics::Name,
+    /// The SNI for this endpoint's own port (see [`crate::sni`]).
+    pub sni: String,
 }
 
 #[derive(Debug)]
@@ -92,7 +96,16 @@ impl TryFrom<&ProxyConfig> for Routes {
                             err.to_string(),
                         )
                     })?;
+                let sni = crate::sni::SniTarget {
+                    port: e.address.port(),
+                    service: s.name.clone(),
+                    namespace: s.namespace.clone(),
+                    cluster: e.cluster.clone(),
+                }
+                .to_sni();
                 endpoints.push(Arc::new(Endpoint {
+                    label: crate::metrics::Name::new(identity.to_string()),
+                    sni,
                     address: e.address,
                     proxy: e
                         .proxy
