@@ -10,6 +10,7 @@
 //! - `POST /stream` → streams each request body chunk back as it arrives, then trailers
 //!   (`grpc-status: 0`, `x-echo-chunks: <n>`), as a bidirectional gRPC stream does
 //! - `Upgrade:` any → `101 Switching Protocols`, then echoes raw bytes (WebSocket-style)
+//! - `CONNECT host:port` → `200`, then echoes raw bytes (a tunnel)
 #![forbid(unsafe_code)]
 
 use bytes::Bytes;
@@ -69,7 +70,7 @@ pub async fn serve_http_echo(listener: TcpListener, name: &str) {
 
 async fn handle(name: &str, mut req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
-    if req.headers().contains_key(header::UPGRADE) {
+    if req.headers().contains_key(header::UPGRADE) || req.method() == http::Method::CONNECT {
         return upgrade_echo(&mut req);
     }
     if let Some(n) = path.strip_prefix("/bytes/") {
@@ -126,6 +127,7 @@ fn upgrade_echo(req: &mut Request<Incoming>) -> Response<Body> {
         .get(header::UPGRADE)
         .cloned()
         .unwrap_or(HeaderValue::from_static("websocket"));
+    let is_connect = req.method() == http::Method::CONNECT;
     let on = hyper::upgrade::on(req);
     tokio::spawn(async move {
         if let Ok(up) = on.await {
@@ -143,6 +145,10 @@ fn upgrade_echo(req: &mut Request<Incoming>) -> Response<Body> {
             }
         }
     });
+    if is_connect {
+        // A tunnel: 200, then the echo.
+        return with_status(StatusCode::OK, Bytes::new());
+    }
     let mut r = with_status(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
     r.headers_mut().insert(header::UPGRADE, proto);
     r.headers_mut()

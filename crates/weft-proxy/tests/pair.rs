@@ -349,3 +349,32 @@ services:
         .unwrap();
     assert_eq!(&greet, b"220 ready\r\n");
 }
+
+#[tokio::test]
+async fn connect_tunnel_is_passed_through() {
+    let p = pair().await;
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(
+            s.read(&mut b).await.unwrap(),
+            1,
+            "closed: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s.write_all(b"tunnelled bytes").await.unwrap();
+    let mut back = [0u8; 15];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"tunnelled bytes");
+}
