@@ -5,18 +5,21 @@ use std::process::Command;
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
-#[test]
-fn weft_up_runs_the_demo_mesh_and_stops_cleanly() {
-    let out = Command::new(WEFT)
-        .args(["up", "--requests", "4", "--interval", "100ms"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+/// Runs `weft up <args>`, asserts it succeeded, returns its stdout.
+fn up(args: &[&str]) -> String {
+    let out = Command::new(WEFT).arg("up").args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    text
+}
+
+#[test]
+fn weft_up_runs_the_demo_mesh_and_stops_cleanly() {
+    let text = up(&["--requests", "4", "--interval", "100ms"]);
     assert!(text.contains("==> mesh is up"), "{text}");
     let ok = text
         .lines()
@@ -93,24 +96,14 @@ fn tls_commands_refuse_to_clobber_and_explain() {
 
 #[test]
 fn weft_up_rotates_certificates_without_failing_requests() {
-    let out = Command::new(WEFT)
-        .args([
-            "up",
-            "--requests",
-            "8",
-            "--interval",
-            "400ms",
-            "--cert-lifetime",
-            "2s",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = up(&[
+        "--requests",
+        "8",
+        "--interval",
+        "400ms",
+        "--cert-lifetime",
+        "2s",
+    ]);
     assert!(text.contains("rotated the certificate of web"), "{text}");
     assert!(text.contains("rotated the certificate of api-v1"), "{text}");
     assert!(
