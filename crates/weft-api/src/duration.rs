@@ -77,6 +77,20 @@ impl Serialize for Duration {
     }
 }
 
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration: a number with a unit (500ms, 10s, 5m, 1h), or a number of seconds",
+            "type": ["string", "integer"],
+            "pattern": "^[0-9]+(ms|s|m|h)?$"
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,11 +1,16 @@
-//! weft's typed configuration. Today: the proxy's config file ([`proxy::ProxyConfig`]), read from
-//! YAML with unknown fields refused and every cross-field rule checked by `validate()`. The
-//! control plane's resources join this crate later, behind the same conventions: wire types here,
-//! domain types in the crates that use them, `TryFrom` between them.
+//! weft's typed configuration:
+//! - the proxy's config file ([`proxy::ProxyConfig`]);
+//! - the control plane's declarative resources ([`resource::Resource`]: MeshConfig, Service,
+//!   Workload with its health checks), Kubernetes-shaped, with JSON Schema from the Rust types.
+//!
+//! Everything is read with unknown fields refused and checked by `validate()`; errors name the
+//! field path and the fix. Wire types live here; domain types in the crates that use them.
 #![forbid(unsafe_code)]
 
 mod duration;
+pub mod kinds;
 pub mod proxy;
+pub mod resource;
 
 pub use duration::Duration;
 
@@ -18,6 +23,17 @@ pub enum ConfigError {
     /// A rule across fields was broken.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+}
+
+/// A DNS-label-like name: lowercase letters, digits and '-', 1..=63 chars, no leading or
+/// trailing '-'. Names of resources, namespaces, clusters, tags.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 impl ConfigError {

@@ -13,7 +13,7 @@
 //!       - { address: 127.0.0.1:8081, proxy: 127.0.0.1:16006, identity: spiffe://cluster.local/ns/default/sa/api }
 //! ```
 
-use crate::{ConfigError, Duration};
+use crate::{valid_name, ConfigError, Duration};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -127,7 +127,9 @@ pub struct AppPort {
     pub protocol: Protocol,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
@@ -290,16 +292,6 @@ fn d_header() -> Duration {
 }
 fn d_max_header() -> usize {
     DEFAULT_MAX_HEADER_BYTES
-}
-
-/// A DNS-label-like name: lowercase letters, digits and '-', 1..=63 chars.
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 impl Service {

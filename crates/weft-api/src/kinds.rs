@@ -1,0 +1,421 @@
+//! The specs of each resource kind. Every field is documented in docs/resources.md.
+
+use crate::proxy::Protocol;
+use crate::resource::Validate;
+use crate::{valid_name, ConfigError, Duration};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+/// Port of a sidecar's inbound mTLS listener when a workload does not say.
+pub const DEFAULT_SIDECAR_PORT: u16 = 15006;
+
+// ---------------------------------------------------------------- MeshConfig
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MeshConfigSpec {
+    /// The SPIFFE trust domain of every identity in this mesh.
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+    #[serde(default)]
+    pub cluster: ClusterSpec,
+    /// Lifetime of workload certificates (rotated at half-life).
+    #[serde(default = "default_leaf_lifetime")]
+    pub leaf_lifetime: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterSpec {
+    #[serde(default = "default_cluster")]
+    pub name: String,
+    /// Clusters on the same network reach each other's endpoints directly.
+    #[serde(default)]
+    pub network: String,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub zone: String,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            name: default_cluster(),
+            network: String::new(),
+            region: String::new(),
+            zone: String::new(),
+        }
+    }
+}
+
+impl Default for MeshConfigSpec {
+    fn default() -> Self {
+        MeshConfigSpec {
+            trust_domain: default_trust_domain(),
+            cluster: ClusterSpec::default(),
+            leaf_lifetime: default_leaf_lifetime(),
+        }
+    }
+}
+
+fn default_trust_domain() -> String {
+    DEFAULT_TRUST_DOMAIN.into()
+}
+fn default_cluster() -> String {
+    crate::proxy::DEFAULT_CLUSTER.into()
+}
+fn default_leaf_lifetime() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+impl Validate for MeshConfigSpec {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let td = &self.trust_domain;
+        if td.is_empty()
+            || !td
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+        {
+            return Err(ConfigError::invalid(
+                "trustDomain",
+                format!("{td:?} must be lowercase letters, digits, '.', '-', '_'"),
+            ));
+        }
+        if !valid_name(&self.cluster.name) {
+            return Err(ConfigError::invalid("cluster.name", "must be a DNS label"));
+        }
+        if self.leaf_lifetime < Duration::from_secs(60) {
+            return Err(ConfigError::invalid("leafLifetime", "must be at least 1m"));
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- Service
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceSpec {
+    #[serde(default)]
+    pub ports: Vec<ServicePort>,
+    /// Consul-style tags; `<tag>.<service>.service.consul` resolves to the instances with the tag.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServicePort {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub port: u16,
+    /// `auto` (detect), `http1`, `http2` or `tcp` (server-speaks-first).
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+impl Validate for ServiceSpec {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            if p.port == 0 {
+                return Err(ConfigError::invalid(
+                    format!("ports[{i}].port"),
+                    "must be 1-65535",
+                ));
+            }
+            if !seen.insert(p.port) {
+                return Err(ConfigError::invalid(
+                    format!("ports[{i}].port"),
+                    format!("port {} is listed twice", p.port),
+                ));
+            }
+        }
+        for (i, t) in self.tags.iter().enumerate() {
+            if !valid_name(t) {
+                return Err(ConfigError::invalid(
+                    format!("tags[{i}]"),
+                    "must be a DNS label (it becomes part of DNS names)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- Workload
+
+/// One registered instance of a service (Consul's service registration, Istio's WorkloadEntry).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkloadSpec {
+    /// The Service this is an instance of (same namespace).
+    pub service: String,
+    pub address: IpAddr,
+    pub port: u16,
+    /// The identity's service account; defaults to the service name.
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// The workload's sidecar inbound (mTLS) address; defaults to `address:15006`.
+    #[serde(default)]
+    pub sidecar: Option<SocketAddr>,
+    /// Defaults to the MeshConfig's cluster.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub network: Option<String>,
+    /// `region/zone/subzone`, any prefix.
+    #[serde(default)]
+    pub locality: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub checks: Vec<CheckSpec>,
+}
+
+impl WorkloadSpec {
+    pub fn service_account(&self) -> &str {
+        self.service_account.as_deref().unwrap_or(&self.service)
+    }
+
+    pub fn sidecar(&self) -> SocketAddr {
+        self.sidecar
+            .unwrap_or(SocketAddr::new(self.address, DEFAULT_SIDECAR_PORT))
+    }
+}
+
+impl Validate for WorkloadSpec {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !valid_name(&self.service) {
+            return Err(ConfigError::invalid(
+                "service",
+                "must name a Service (a DNS label)",
+            ));
+        }
+        if self.port == 0 {
+            return Err(ConfigError::invalid("port", "must be 1-65535"));
+        }
+        if let Some(sa) = &self.service_account {
+            if !valid_name(sa) {
+                return Err(ConfigError::invalid(
+                    "serviceAccount",
+                    "must be a DNS label",
+                ));
+            }
+        }
+        if let Some(c) = &self.cluster {
+            if !valid_name(c) {
+                return Err(ConfigError::invalid("cluster", "must be a DNS label"));
+            }
+        }
+        for (i, t) in self.tags.iter().enumerate() {
+            if !valid_name(t) {
+                return Err(ConfigError::invalid(
+                    format!("tags[{i}]"),
+                    "must be a DNS label",
+                ));
+            }
+        }
+        let mut names = HashSet::new();
+        for (i, c) in self.checks.iter().enumerate() {
+            c.validate().map_err(|e| match e {
+                ConfigError::Invalid { field, message } => {
+                    ConfigError::invalid(format!("checks[{i}].{field}"), message)
+                }
+                other => other,
+            })?;
+            if !names.insert(c.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("checks[{i}].name"),
+                    format!("check {:?} is listed twice", c.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- health checks
+
+/// A health check, shaped like Consul's: exactly one probe (`http`, `tcp`, `grpc`, `h2ping`,
+/// `script`, `ttl`, `alias`, `docker`) and its timing.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CheckSpec {
+    pub name: String,
+    /// URL to GET; 2xx is passing, 429 warning, anything else critical.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// `host:port` that must accept a TCP connection.
+    #[serde(default)]
+    pub tcp: Option<SocketAddr>,
+    /// `host:port` of a grpc.health.v1 server; `grpcService` picks the service (default: server).
+    #[serde(default)]
+    pub grpc: Option<SocketAddr>,
+    #[serde(default)]
+    pub grpc_service: Option<String>,
+    /// `host:port` of an HTTP/2 server (prior knowledge) that must answer a PING.
+    #[serde(default)]
+    pub h2ping: Option<SocketAddr>,
+    /// Command and arguments; exit 0 passing, 1 warning, other critical.
+    #[serde(default)]
+    pub script: Option<Vec<String>>,
+    /// The workload reports itself (`PUT /v1/agent/check/pass/<id>`); critical if silent this long.
+    #[serde(default)]
+    pub ttl: Option<Duration>,
+    /// Mirrors the health of another workload (its name, same namespace).
+    #[serde(default)]
+    pub alias: Option<String>,
+    /// Runs a command in a container through the Docker Engine API (needs a Docker engine).
+    #[serde(default)]
+    pub docker: Option<DockerCheck>,
+    /// Defaults: gRPC, H2 ping and TCP 10s; HTTP and script 30s.
+    #[serde(default)]
+    pub interval: Option<Duration>,
+    /// Defaults to 10s, capped at the interval.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Consecutive passes before a critical check turns passing.
+    #[serde(default = "one")]
+    pub success_threshold: u32,
+    /// Consecutive failures before a passing check turns critical.
+    #[serde(default = "one")]
+    pub failure_threshold: u32,
+    /// Opt-in: deregister the workload after the check has been critical this long.
+    #[serde(default)]
+    pub deregister_critical_after: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DockerCheck {
+    pub container: String,
+    pub args: Vec<String>,
+    /// Docker Engine API socket.
+    #[serde(default = "docker_socket")]
+    pub socket: String,
+}
+
+fn one() -> u32 {
+    1
+}
+fn docker_socket() -> String {
+    "/var/run/docker.sock".into()
+}
+
+/// The probe kinds, for defaults and display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    Http,
+    Tcp,
+    Grpc,
+    H2Ping,
+    Script,
+    Ttl,
+    Alias,
+    Docker,
+}
+
+impl CheckSpec {
+    /// Which probe is set (validation guarantees exactly one).
+    pub fn probe(&self) -> Option<ProbeKind> {
+        let set = [
+            (self.http.is_some(), ProbeKind::Http),
+            (self.tcp.is_some(), ProbeKind::Tcp),
+            (self.grpc.is_some(), ProbeKind::Grpc),
+            (self.h2ping.is_some(), ProbeKind::H2Ping),
+            (self.script.is_some(), ProbeKind::Script),
+            (self.ttl.is_some(), ProbeKind::Ttl),
+            (self.alias.is_some(), ProbeKind::Alias),
+            (self.docker.is_some(), ProbeKind::Docker),
+        ];
+        let mut found = set.iter().filter(|(on, _)| *on).map(|(_, k)| *k);
+        let first = found.next();
+        if found.next().is_some() {
+            None
+        } else {
+            first
+        }
+    }
+
+    /// The interval in force: the configured one or the probe's default (Consul's).
+    pub fn interval(&self) -> Duration {
+        self.interval.unwrap_or(match self.probe() {
+            Some(ProbeKind::Http | ProbeKind::Script | ProbeKind::Docker) => {
+                Duration::from_secs(30)
+            }
+            _ => Duration::from_secs(10),
+        })
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+            .unwrap_or(Duration::from_secs(10))
+            .min(self.interval())
+    }
+}
+
+impl Validate for CheckSpec {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.name.is_empty() {
+            return Err(ConfigError::invalid("name", "every check needs a name"));
+        }
+        if self.probe().is_none() {
+            return Err(ConfigError::invalid(
+                "http",
+                "set exactly one of http, tcp, grpc, h2ping, script, ttl, alias, docker",
+            ));
+        }
+        if let Some(url) = &self.http {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::invalid(
+                    "http",
+                    format!("{url:?} must be an http:// or https:// URL"),
+                ));
+            }
+        }
+        if let Some(script) = &self.script {
+            if script.is_empty() || script[0].is_empty() {
+                return Err(ConfigError::invalid(
+                    "script",
+                    "give the command and its arguments, e.g. [\"/bin/check\", \"--quick\"]",
+                ));
+            }
+        }
+        if self.grpc_service.is_some() && self.grpc.is_none() {
+            return Err(ConfigError::invalid(
+                "grpcService",
+                "only valid with `grpc`",
+            ));
+        }
+        if self.success_threshold == 0 || self.failure_threshold == 0 {
+            return Err(ConfigError::invalid(
+                "failureThreshold",
+                "thresholds must be at least 1",
+            ));
+        }
+        if let Some(i) = self.interval {
+            if i < Duration::from_millis(100) {
+                return Err(ConfigError::invalid("interval", "must be at least 100ms"));
+            }
+        }
+        if let Some(t) = self.ttl {
+            if t < Duration::from_secs(1) {
+                return Err(ConfigError::invalid("ttl", "must be at least 1s"));
+            }
+        }
+        if let Some(a) = &self.alias {
+            if !valid_name(a) {
+                return Err(ConfigError::invalid(
+                    "alias",
+                    "must name a Workload (a DNS label)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,270 @@
+//! Declarative resources in Kubernetes shape: `apiVersion`, `kind`, `metadata`, `spec`.
+//!
+//! Reading is two-step so that errors name the exact field: the envelope ([`Object`]) is read
+//! from YAML/JSON (line and column on error), then its `spec` is read into the kind's typed spec
+//! ([`Resource`]) with the path of any bad field (`spec.ports[0].port`), then validated.
+
+use crate::kinds::{MeshConfigSpec, ServiceSpec, WorkloadSpec};
+use crate::{valid_name, ConfigError};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub const API_VERSION: &str = "weft.io/v1alpha1";
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The kinds of resource weft knows.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum Kind {
+    /// Mesh-wide settings: trust domain, this cluster's name, network and locality.
+    MeshConfig,
+    /// A named service: its ports and tags. Workloads register instances of it.
+    Service,
+    /// One instance of a service (a registration): address, port, identity, health checks.
+    Workload,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::MeshConfig, Kind::Service, Kind::Workload];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::MeshConfig => "MeshConfig",
+            Kind::Service => "Service",
+            Kind::Workload => "Workload",
+        }
+    }
+
+    /// Accepts `Service`, `service`, `services`, `svc`... as `kubectl` does.
+    pub fn parse_loose(s: &str) -> Option<Kind> {
+        match s.to_ascii_lowercase().as_str() {
+            "meshconfig" | "meshconfigs" | "mc" => Some(Kind::MeshConfig),
+            "service" | "services" | "svc" => Some(Kind::Service),
+            "workload" | "workloads" | "wl" => Some(Kind::Workload),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn default_namespace() -> String {
+    DEFAULT_NAMESPACE.into()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Set by the store on every write. Send it back on update to make the write conditional
+    /// (optimistic concurrency); omit it to overwrite unconditionally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+}
+
+/// A resource with its spec still untyped, as read from a file or the API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Object {
+    pub api_version: String,
+    pub kind: Kind,
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub spec: serde_json::Value,
+}
+
+/// Identifies a resource: kind, namespace, name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Key {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// A resource with its typed, validated spec.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resource {
+    MeshConfig(Typed<MeshConfigSpec>),
+    Service(Typed<ServiceSpec>),
+    Workload(Typed<WorkloadSpec>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Typed<S> {
+    pub metadata: Metadata,
+    pub spec: S,
+}
+
+/// Implemented by every spec: rules that span its fields. Errors carry the path below `spec`.
+pub trait Validate {
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
+fn typed<S: DeserializeOwned + Validate>(
+    meta: Metadata,
+    spec: serde_json::Value,
+) -> Result<Typed<S>, ConfigError> {
+    let spec = if spec.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        spec
+    };
+    let spec: S = serde_path_to_error::deserialize(spec).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "spec".to_string()
+        } else {
+            format!("spec.{path}")
+        };
+        ConfigError::invalid(field, e.into_inner().to_string())
+    })?;
+    spec.validate().map_err(|e| match e {
+        ConfigError::Invalid { field, message } => {
+            ConfigError::invalid(format!("spec.{field}"), message)
+        }
+        other => other,
+    })?;
+    Ok(Typed {
+        metadata: meta,
+        spec,
+    })
+}
+
+impl TryFrom<Object> for Resource {
+    type Error = ConfigError;
+
+    fn try_from(o: Object) -> Result<Self, ConfigError> {
+        let what = format!("{} {}/{}", o.kind, o.metadata.namespace, o.metadata.name);
+        let within = |e: ConfigError| match e {
+            ConfigError::Invalid { field, message } => {
+                ConfigError::invalid(format!("{what}: {field}"), message)
+            }
+            other => other,
+        };
+        if o.api_version != API_VERSION {
+            return Err(within(ConfigError::invalid(
+                "apiVersion",
+                format!("{:?} is not supported; use {API_VERSION}", o.api_version),
+            )));
+        }
+        if !valid_name(&o.metadata.name) {
+            return Err(within(ConfigError::invalid(
+                "metadata.name",
+                "must be a DNS label: lowercase letters, digits and '-', at most 63 characters",
+            )));
+        }
+        if !valid_name(&o.metadata.namespace) {
+            return Err(within(ConfigError::invalid(
+                "metadata.namespace",
+                "must be a DNS label",
+            )));
+        }
+        let r = match o.kind {
+            Kind::MeshConfig => Resource::MeshConfig(typed(o.metadata, o.spec).map_err(within)?),
+            Kind::Service => Resource::Service(typed(o.metadata, o.spec).map_err(within)?),
+            Kind::Workload => Resource::Workload(typed(o.metadata, o.spec).map_err(within)?),
+        };
+        Ok(r)
+    }
+}
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::MeshConfig(_) => Kind::MeshConfig,
+            Resource::Service(_) => Kind::Service,
+            Resource::Workload(_) => Kind::Workload,
+        }
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        match self {
+            Resource::MeshConfig(t) => &t.metadata,
+            Resource::Service(t) => &t.metadata,
+            Resource::Workload(t) => &t.metadata,
+        }
+    }
+
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        match self {
+            Resource::MeshConfig(t) => &mut t.metadata,
+            Resource::Service(t) => &mut t.metadata,
+            Resource::Workload(t) => &mut t.metadata,
+        }
+    }
+
+    pub fn key(&self) -> Key {
+        let m = self.metadata();
+        Key {
+            kind: self.kind(),
+            namespace: m.namespace.clone(),
+            name: m.name.clone(),
+        }
+    }
+
+    /// Back to the untyped envelope (for storage and the API).
+    pub fn to_object(&self) -> Object {
+        let spec = match self {
+            Resource::MeshConfig(t) => serde_json::to_value(&t.spec),
+            Resource::Service(t) => serde_json::to_value(&t.spec),
+            Resource::Workload(t) => serde_json::to_value(&t.spec),
+        }
+        .unwrap_or_default();
+        Object {
+            api_version: API_VERSION.into(),
+            kind: self.kind(),
+            metadata: self.metadata().clone(),
+            spec,
+        }
+    }
+}
+
+/// Parses one or more resources from YAML (documents separated by `---`) or JSON (one object,
+/// or an array). All are checked; the first error is returned and nothing is accepted.
+pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ConfigError> {
+    let trimmed = text.trim_start();
+    let objects: Vec<Object> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| ConfigError::Parse(format!("JSON: {e}")))?;
+        let items = match v {
+            serde_json::Value::Array(items) => items,
+            one => vec![one],
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                serde_path_to_error::deserialize(v).map_err(|e| {
+                    let path = e.path().to_string();
+                    ConfigError::Parse(format!("document {}: {path}: {}", i + 1, e.into_inner()))
+                })
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        serde_saphyr::from_multiple(text).map_err(|e| ConfigError::Parse(e.to_string()))?
+    };
+    if objects.is_empty() {
+        return Err(ConfigError::Parse(
+            "no resources found: the input is empty".into(),
+        ));
+    }
+    objects.into_iter().map(Resource::try_from).collect()
+}
