@@ -20,14 +20,18 @@ use std::net::SocketAddr;
 
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
 pub const DEFAULT_INBOUND: &str = "0.0.0.0:15006";
-pub const DEFAULT_TRANSPARENT_OUTBOUND: &str = "127.0.0.1:15001";
+/// Port of the inbound listener (and of `weft-proxy init`'s inbound redirect).
+pub const DEFAULT_INBOUND_PORT: u16 = 15006;
+/// Port of the transparent outbound listener (and of `weft-proxy init`'s outbound redirect).
+pub const DEFAULT_TRANSPARENT_PORT: u16 = 15001;
 pub const DEFAULT_GATEWAY: &str = "0.0.0.0:15443";
 pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Also bounds how long an idle HTTP/1 keep-alive connection from an app stays open.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MARK: u32 = 1337;
 pub const DEFAULT_CLUSTER: &str = "local";
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -121,8 +125,12 @@ pub struct Inbound {
 #[serde(deny_unknown_fields)]
 pub struct AppPort {
     pub port: u16,
-    /// `auto` detects HTTP/1, HTTP/2 or opaque TCP per connection; `http1`, `http2` and `tcp` skip
-    /// detection (use `tcp` for server-speaks-first protocols such as MySQL or SMTP).
+    /// Inbound (`inbound.ports`): the HTTP version spoken to the app. `auto` speaks the caller's
+    /// version; `http1`/`http2` force one. HTTP vs opaque TCP is decided by the calling sidecar
+    /// (ALPN), so `tcp` here is the same as `auto`.
+    /// Outbound (`upstreams`, `services[].ports`): `auto` detects HTTP/1, HTTP/2 or opaque TCP on
+    /// each connection; `http1` and `http2` skip detection as HTTP (either version is then
+    /// accepted); `tcp` skips it as opaque TCP, for server-speaks-first protocols (MySQL, SMTP).
     #[serde(default)]
     pub protocol: Protocol,
 }
@@ -145,13 +153,26 @@ pub struct Outbound {
     /// Transparent listener: where iptables REDIRECTs the app's outgoing TCP (see `weft-proxy init`).
     #[serde(default)]
     pub transparent: Option<SocketAddr>,
-    /// SO_MARK set on the proxy's own upstream sockets so interception rules let them through.
-    /// Needs CAP_NET_ADMIN; 0 disables.
+    /// SO_MARK set on the proxy's own connections so interception rules let them through.
+    /// Needs CAP_NET_ADMIN. Default: 1337 (`DEFAULT_MARK`, what `weft-proxy init` excludes) when
+    /// `transparent` is set, otherwise none. Set 0 only when `init --proxy-uid` excludes the
+    /// proxy's user instead; otherwise the proxy's own traffic loops back into it.
     #[serde(default)]
-    pub mark: u32,
+    pub mark: Option<u32>,
     /// Explicit listeners, one per upstream (for running without root, as Consul's upstreams).
     #[serde(default)]
     pub upstreams: Vec<Upstream>,
+}
+
+impl Outbound {
+    /// The SO_MARK in force (0: none).
+    pub fn effective_mark(&self) -> u32 {
+        self.mark.unwrap_or(if self.transparent.is_some() {
+            DEFAULT_MARK
+        } else {
+            0
+        })
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -418,7 +439,27 @@ impl ProxyConfig {
                 }
             }
         }
+        let mut addresses = std::collections::HashMap::new();
+        for (i, s) in self.services.iter().enumerate() {
+            for (j, e) in s.endpoints.iter().enumerate() {
+                if let Some(other) = addresses.insert(e.address, s.key()) {
+                    return Err(ConfigError::invalid(
+                        format!("services[{i}].endpoints[{j}].address"),
+                        format!(
+                            "{} is also an endpoint of {other}; an address belongs to one endpoint (transparent mode routes by it)",
+                            e.address
+                        ),
+                    ));
+                }
+            }
+        }
         if let Some(out) = &self.outbound {
+            if out.transparent.is_none() && out.upstreams.is_empty() {
+                return Err(ConfigError::invalid(
+                    "outbound",
+                    "has neither `transparent` nor `upstreams`: add one, or remove `outbound`",
+                ));
+            }
             let mut listens = HashSet::new();
             for (i, u) in out.upstreams.iter().enumerate() {
                 let f = format!("outbound.upstreams[{i}]");
@@ -444,11 +485,40 @@ impl ProxyConfig {
                 }
             }
         }
-        if self.limits.max_header_bytes < 1024 {
+        if self.limits.max_header_bytes < 8192 {
             return Err(ConfigError::invalid(
                 "limits.max_header_bytes",
-                "must be at least 1024",
+                "must be at least 8192 (the smallest HTTP/1 read buffer)",
             ));
+        }
+        for (field, d, min) in [
+            (
+                "identity.reload_interval",
+                self.identity.reload_interval,
+                Duration::from_millis(100),
+            ),
+            (
+                "timeouts.detect",
+                self.timeouts.detect,
+                Duration::from_millis(1),
+            ),
+            (
+                "timeouts.connect",
+                self.timeouts.connect,
+                Duration::from_millis(1),
+            ),
+            (
+                "timeouts.header_read",
+                self.timeouts.header_read,
+                Duration::from_millis(1),
+            ),
+        ] {
+            if d < min {
+                return Err(ConfigError::invalid(
+                    field,
+                    format!("{d} is too short: must be at least {min}"),
+                ));
+            }
         }
         Ok(())
     }
@@ -514,6 +584,68 @@ services:
         assert!(err.to_string().contains("services[0].name"), "{err}");
         assert!(ProxyConfig::from_yaml("identity: [").is_err());
         assert!(ProxyConfig::from_yaml("").is_err());
+    }
+
+    #[test]
+    fn transparent_mode_marks_by_default() {
+        let base = "identity: { cert: c, key: k, bundle: b }\n";
+        let c = ProxyConfig::from_yaml(&format!(
+            "{base}outbound: {{ transparent: '127.0.0.1:15001' }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.outbound.unwrap().effective_mark(),
+            DEFAULT_MARK,
+            "matches what `init` excludes"
+        );
+        let c = ProxyConfig::from_yaml(&format!(
+            "{base}outbound: {{ transparent: '127.0.0.1:15001', mark: 0 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.outbound.unwrap().effective_mark(),
+            0,
+            "explicit 0: the uid is excluded instead"
+        );
+        let c = ProxyConfig::from_yaml(&format!(
+            "{base}{}",
+            GOOD.trim_start()
+                .trim_start_matches("identity: { cert: c.pem, key: k.pem, bundle: b.pem }\n")
+        ))
+        .unwrap();
+        assert_eq!(
+            c.outbound.unwrap().effective_mark(),
+            0,
+            "explicit mode needs no privilege"
+        );
+    }
+
+    #[test]
+    fn durations_empty_outbound_and_shared_addresses_are_refused() {
+        let err = ProxyConfig::from_yaml(
+            &GOOD.replace("bundle: b.pem }", "bundle: b.pem, reload_interval: 0 }"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("identity.reload_interval"),
+            "{err}"
+        );
+        let err =
+            ProxyConfig::from_yaml(&format!("{GOOD}timeouts: {{ connect: 0 }}\n")).unwrap_err();
+        assert!(err.to_string().starts_with("timeouts.connect"), "{err}");
+        let err =
+            ProxyConfig::from_yaml("identity: { cert: c, key: k, bundle: b }\noutbound: {}\n")
+                .unwrap_err();
+        assert!(err.to_string().starts_with("outbound:"), "{err}");
+        let dup = format!(
+            "{GOOD}  - name: db\n    endpoints: [{{ address: \"127.0.0.1:8081\", identity: \"spiffe://td/ns/default/sa/db\" }}]\n"
+        );
+        let err = ProxyConfig::from_yaml(&dup).unwrap_err();
+        assert!(
+            err.to_string().contains("services[1].endpoints[0].address")
+                && err.to_string().contains("api.prod"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -176,10 +176,18 @@ services:
         "listening",
     )
     .await;
+    // A server outside the mesh on B (its port is excluded from B's interception).
+    let _outside = spawn_in(
+        &b,
+        WEFT,
+        &["demo-app", "--name", "outside", "--listen", "0.0.0.0:7000"],
+        "listening",
+    )
+    .await;
     let _sb = spawn_in(&b, WEFT, &["proxy", "run", "--config", &b_cfg], "ready").await;
     let _sa = spawn_in(&a, WEFT, &["proxy", "run", "--config", &a_cfg], "ready").await;
-    for ns in [&a, &b] {
-        let out = ns.exec(&[WEFT, "proxy", "init"]);
+    for (ns, exclude) in [(&a, "15000"), (&b, "15000,7000")] {
+        let out = ns.exec(&[WEFT, "proxy", "init", "--exclude-inbound-ports", exclude]);
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("REDIRECT"),
             "rules installed"
@@ -249,6 +257,17 @@ services:
     );
     assert!(!has(b"tcp-secret-91c2"), "TCP payload visible on the wire");
     assert!(!has(b"HTTP/1.1"), "plaintext HTTP on the wire");
+
+    // A destination outside the mesh is passed through as it is (Istio's PassthroughCluster).
+    let out = a.exec(&[WEFT, "demo-call", &format!("{B_IP}:7000")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(body["app"], "outside");
+    assert!(
+        body["peer_identity"].is_null(),
+        "no mesh identity outside the mesh"
+    );
 }
 
 #[tokio::test]

@@ -18,6 +18,12 @@ pub enum Error {
         requested: String,
         authorised: String,
     },
+    #[error(
+        "a certificate for {new} cannot replace the one for {current}: rotation keeps the identity"
+    )]
+    RotationIdentity { new: String, current: String },
+    #[error("the certificate for {id} does not chain to the trust bundle ({reason}); issue it from a CA whose root is in the bundle")]
+    NotTrusted { id: String, reason: String },
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
     #[error("io on {path}: {source}")]

@@ -80,6 +80,40 @@ impl Leaf {
             .unwrap_or_default()
     }
 
+    /// Checks that this leaf chains to a root of `bundle`. Validity dates are not judged here
+    /// (an expired leaf still "chains"; peers refuse it at handshake).
+    pub fn verify_chain(&self, bundle: &TrustBundle) -> Result<(), Error> {
+        let chain = self.chain();
+        let not_trusted = |reason: String| Error::NotTrusted {
+            id: self.id.uri(),
+            reason,
+        };
+        let leaf = chain
+            .first()
+            .ok_or_else(|| not_trusted("empty chain".into()))?;
+        let parsed = rustls::server::ParsedCertificate::try_from(leaf)
+            .map_err(|e| not_trusted(e.to_string()))?;
+        let result = rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &bundle.root_store(),
+            &chain[1..],
+            rustls_pki_types::UnixTime::now(),
+            crate::provider().signature_verification_algorithms.all,
+        );
+        use rustls::CertificateError as C;
+        match result {
+            Ok(()) => Ok(()),
+            // Only trust is judged here: dates are the handshake's business.
+            Err(rustls::Error::InvalidCertificate(
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. },
+            )) => Ok(()),
+            Err(e) => Err(not_trusted(e.to_string())),
+        }
+    }
+
     pub fn chain(&self) -> &[CertificateDer<'static>] {
         &self.certified.cert
     }
@@ -104,7 +138,9 @@ struct Inner {
 }
 
 impl CertStore {
+    /// A store for `leaf`, which must chain to `bundle`.
     pub fn new(leaf: Leaf, bundle: TrustBundle) -> Result<Self, Error> {
+        leaf.verify_chain(&bundle)?;
         let verifier = tls::webpki_client_verifier(&bundle)?;
         Ok(CertStore {
             inner: Arc::new(Inner {
@@ -117,20 +153,42 @@ impl CertStore {
 
     /// Installs a new leaf (rotation). It must be for the same identity.
     pub fn set_leaf(&self, leaf: Leaf) -> Result<(), Error> {
+        self.replace(leaf, None)
+    }
+
+    /// Installs a new leaf and, optionally, a new bundle, as one change: both are checked (same
+    /// identity; the leaf chains to the bundle in force afterwards) before either is swapped in.
+    pub fn replace(&self, leaf: Leaf, bundle: Option<TrustBundle>) -> Result<(), Error> {
         let current = self.inner.leaf.load();
         if leaf.id() != current.id() {
-            return Err(Error::IdentityMismatch {
-                requested: leaf.id().uri(),
-                authorised: current.id().uri(),
+            return Err(Error::RotationIdentity {
+                new: leaf.id().uri(),
+                current: current.id().uri(),
             });
+        }
+        let verifier = match &bundle {
+            Some(b) => {
+                leaf.verify_chain(b)?;
+                Some(tls::webpki_client_verifier(b)?)
+            }
+            None => {
+                leaf.verify_chain(&self.bundle())?;
+                None
+            }
+        };
+        if let (Some(b), Some(v)) = (bundle, verifier) {
+            self.inner.client_verifier.store(Arc::new(v));
+            self.inner.bundle.store(Arc::new(b));
         }
         tracing::info!(id = %leaf.id(), remaining_s = leaf.remaining().as_secs(), "installed new workload certificate");
         self.inner.leaf.store(Arc::new(leaf));
         Ok(())
     }
 
-    /// Installs a new trust bundle (root rotation, federation).
+    /// Installs a new trust bundle (root rotation, federation). The current leaf must still chain
+    /// to it: add a new root first, rotate leaves, then drop the old root.
     pub fn set_bundle(&self, bundle: TrustBundle) -> Result<(), Error> {
+        self.leaf().verify_chain(&bundle)?;
         let verifier = tls::webpki_client_verifier(&bundle)?;
         self.inner.client_verifier.store(Arc::new(verifier));
         self.inner.bundle.store(Arc::new(bundle));

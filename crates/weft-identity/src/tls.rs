@@ -127,6 +127,20 @@ fn no_spiffe(e: Error) -> rustls::Error {
     )))
 }
 
+/// A root in the bundle vouches only for identities of this proxy's own trust domain.
+/// (Federation with other trust domains comes with multi-cluster linking.)
+fn same_trust_domain(store: &CertStore, peer: SpiffeId) -> Result<(), rustls::Error> {
+    let own = store.id();
+    if peer.trust_domain() == own.trust_domain() {
+        Ok(())
+    } else {
+        Err(no_spiffe(Error::BadCert(format!(
+            "peer {peer} is outside trust domain {}",
+            own.trust_domain()
+        ))))
+    }
+}
+
 #[derive(Debug)]
 struct SpiffeClientVerifier {
     store: CertStore,
@@ -146,7 +160,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         self.store
             .client_verifier()
             .verify_client_cert(end_entity, intermediates, now)?;
-        identity_of(end_entity).map_err(no_spiffe)?;
+        same_trust_domain(&self.store, identity_of(end_entity).map_err(no_spiffe)?)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -200,7 +214,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
-        identity_of(end_entity).map_err(no_spiffe)?;
+        same_trust_domain(&self.store, identity_of(end_entity).map_err(no_spiffe)?)?;
         Ok(ServerCertVerified::assertion())
     }
 

@@ -97,6 +97,43 @@ async fn foreign_root_refused_until_bundles_are_federated() {
 }
 
 #[tokio::test]
+async fn other_trust_domain_refused_even_under_a_trusted_root() {
+    let (root, inter) = mesh();
+    let other = SpiffeId::workload("other.domain", "default", "web").unwrap();
+    let web = CertStore::new(
+        inter.issue(&other, DEFAULT_LEAF_LIFETIME).unwrap(),
+        root.bundle(),
+    )
+    .unwrap();
+    let api = CertStore::new(
+        inter.issue(&id("api"), DEFAULT_LEAF_LIFETIME).unwrap(),
+        root.bundle(),
+    )
+    .unwrap();
+    let err = handshake(&web, &api).await.unwrap_err();
+    assert!(
+        err.contains("outside trust domain") || err.contains("closed") || err.contains("alert"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_store_refuses_a_leaf_its_bundle_does_not_trust() {
+    let (_, inter) = mesh();
+    let (stranger_root, _) = mesh();
+    let err = CertStore::new(
+        inter.issue(&id("web"), DEFAULT_LEAF_LIFETIME).unwrap(),
+        stranger_root.bundle(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not chain to the trust bundle"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn expired_leaf_refused_and_rotation_fixes_it() {
     let (root, inter) = mesh();
     let key = weft_identity::LeafKey::generate(&id("web")).unwrap();

@@ -42,6 +42,7 @@ fn config_dump(ctx: &Ctx) -> serde_json::Value {
         "trust_bundle_roots": ctx.certs.bundle().roots().len(),
         "draining": ctx.drain.is_draining(),
         "open_connections": ctx.drain.open_connections(),
+        "listeners": ctx.bound.get(),
         "config": ctx.cfg,
         "routes": services,
     })

@@ -27,17 +27,17 @@ pub enum Cmd {
     },
     /// Check a config file and the identity files it names, then exit.
     Validate {
-        #[arg(short, long)]
+        #[arg(short, long, env = "WEFT_PROXY_CONFIG")]
         config: PathBuf,
     },
     /// Install transparent-interception iptables rules in this network namespace (needs root /
     /// CAP_NET_ADMIN). Run it in the workload's namespace before the app starts.
     Init {
         /// Port of the proxy's inbound listener; inbound TCP is redirected here.
-        #[arg(long, default_value_t = 15006)]
+        #[arg(long, default_value_t = weft_api::proxy::DEFAULT_INBOUND_PORT)]
         inbound_port: u16,
         /// Port of the proxy's transparent outbound listener; the app's outgoing TCP goes here.
-        #[arg(long, default_value_t = 15001)]
+        #[arg(long, default_value_t = weft_api::proxy::DEFAULT_TRANSPARENT_PORT)]
         outbound_port: u16,
         /// SO_MARK the proxy sets on its own connections (config `outbound.mark`); never redirected.
         #[arg(long, default_value_t = weft_api::proxy::DEFAULT_MARK)]
@@ -117,7 +117,10 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
                 exclude_inbound_ports,
             };
             if dry_run {
-                for r in iptables::rules(&o) {
+                for r in iptables::chain_setup()
+                    .into_iter()
+                    .chain(iptables::rules(&o))
+                {
                     println!("iptables {}", r.join(" "));
                 }
                 return Ok(());
@@ -133,7 +136,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(async move {
+            let result = rt.block_on(async move {
                 let mut proxy = Proxy::start(cfg, store).await?;
                 proxy.watch_identity_files();
                 if let Some(a) = proxy.addrs.admin {
@@ -158,7 +161,10 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
                 let left = proxy.shutdown().await;
                 tracing::info!(left, "stopped");
                 anyhow::Ok(())
-            })
+            });
+            // Drain has finished: do not wait on idle background work (pool timers and the like).
+            rt.shutdown_timeout(std::time::Duration::from_millis(100));
+            result
         }
     }
 }

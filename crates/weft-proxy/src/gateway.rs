@@ -74,11 +74,14 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
         return;
     };
     let routes = ctx.routes.load();
+    // Only this cluster's services are routed here (a later issue forwards to other gateways).
+    let local = target.cluster == ctx.cfg.cluster;
     let ep = routes
         .service(&target.service, &target.namespace)
+        .filter(|_| local)
         .and_then(|s| s.pick())
         .cloned();
-    let Some(ep) = ep.filter(|_| target.cluster == ctx.cfg.cluster) else {
+    let Some(ep) = ep else {
         ctx.metrics.protocol_error(Direction::gateway, "no-route");
         tracing::info!(%remote, %sni, "gateway: no local endpoint for this SNI");
         return;

@@ -1,6 +1,7 @@
 //! HTTP helpers shared by inbound and outbound: hop-by-hop headers (RFC 9110 §7.6.1), the one
 //! place errors become responses, and upgrade (WebSocket, CONNECT) tunnelling.
 
+use crate::drain::ConnGuard;
 use crate::error::ProxyError;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -19,6 +20,8 @@ pub const PEER_IDENTITY: HeaderName = HeaderName::from_static("x-weft-peer-ident
 /// Between proxies: the HTTP version the calling app spoke, so the destination speaks it to its
 /// app (absent: HTTP/2).
 pub const ORIG_PROTO: HeaderName = HeaderName::from_static("x-weft-orig-proto");
+/// The one value of [`ORIG_PROTO`].
+pub const ORIG_PROTO_HTTP1: &str = "HTTP/1.1";
 /// Set on responses the proxy itself generated, naming the reason.
 pub const PROXY_ERROR: HeaderName = HeaderName::from_static("x-weft-error");
 
@@ -60,7 +63,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let te_trailers = headers
         .get_all(header::TE)
         .iter()
-        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        });
     headers.remove(header::TE);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -86,17 +97,12 @@ pub fn rescue(err: &ProxyError) -> Response<Body> {
     resp
 }
 
-pub fn status_only(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(full(Bytes::new()));
-    *r.status_mut() = status;
-    r
-}
-
 /// Sends an upgrade request over a fresh HTTP/1.1 connection on `io` and, when the server agrees
 /// (101, or 2xx to CONNECT), joins the two upgraded streams byte for byte.
 pub async fn forward_upgrade<IO>(
     mut req: Request<Incoming>,
     io: IO,
+    guard: ConnGuard,
 ) -> Result<Response<Body>, ProxyError>
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -119,7 +125,9 @@ where
     let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS || resp.status().is_success();
     if switched {
         let upstream = hyper::upgrade::on(&mut resp);
+        // The tunnel holds a drain guard: a draining proxy waits for it like any connection.
         tokio::spawn(async move {
+            let _guard = guard;
             match tokio::try_join!(downstream, upstream) {
                 Ok((down, up)) => {
                     let _ = tokio::io::copy_bidirectional(
@@ -138,6 +146,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn te_trailers_survives_among_other_codings() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::TE,
+            HeaderValue::from_static("deflate;q=0.5, Trailers"),
+        );
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h[header::TE], "trailers");
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get(header::TE).is_none());
+    }
 
     #[test]
     fn strips_hop_by_hop_but_keeps_te_trailers() {

@@ -99,15 +99,18 @@ pub(crate) async fn reload_loop(ctx: Arc<Ctx>) {
         }
         match parse(&paths, &files) {
             Ok((leaf, bundle)) => {
-                let bundle_res = ctx.certs.set_bundle(bundle);
-                let leaf_res = ctx.certs.set_leaf(leaf);
-                match bundle_res.and(leaf_res) {
+                // Both checked, then both swapped: never half a change.
+                match ctx.certs.replace(leaf, Some(bundle)) {
                     Ok(()) => {
                         ctx.metrics.cert_rotations.inc();
                         ctx.metrics.cert_expiry.set(expiry_secs(&ctx.certs.leaf()));
                         last = Some(key);
                     }
-                    Err(e) => tracing::error!(error = %e, "identity reload refused"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "identity reload refused; keeping the current certificate");
+                        // Report a bad pair once, not on every tick.
+                        last = Some(key);
+                    }
                 }
             }
             // Files may be caught half-written; the next tick tries again.

@@ -125,7 +125,11 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
         .detected
         .get_or_create(&Proto {
             direction: Direction::inbound,
-            protocol: "http",
+            protocol: if alpn.as_deref() == Some(net::ALPN_H2) {
+                "http2"
+            } else {
+                "http1"
+            },
         })
         .inc();
     let svc_ctx = ctx.clone();
@@ -157,8 +161,12 @@ async fn request(
     let started = Instant::now();
     // The app may trust this header: any copy from outside is replaced by the verified identity.
     req.headers_mut().insert(h::PEER_IDENTITY, peer_header);
-    let orig_h1 =
-        req.headers_mut().remove(h::ORIG_PROTO).is_some() || req.version() != http::Version::HTTP_2;
+    // Only the exact value the client sidecar sets counts; anything else is dropped.
+    let orig_h1 = req
+        .headers_mut()
+        .remove(h::ORIG_PROTO)
+        .is_some_and(|v| v == h::ORIG_PROTO_HTTP1)
+        || req.version() != http::Version::HTTP_2;
     let use_h2 = match protocol {
         Protocol::Http2 => true,
         Protocol::Http1 => false,
@@ -183,28 +191,36 @@ async fn forward(
 ) -> Result<Response<Body>, ProxyError> {
     if h::is_upgrade(&req) {
         let tcp = net::tcp_connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
-        return h::forward_upgrade(req, tcp).await;
+        return h::forward_upgrade(req, tcp, ctx.drain.conn()).await;
     }
     h::strip_hop_by_hop(req.headers_mut());
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    *req.uri_mut() = format!("http://{app}{path}")
-        .parse::<Uri>()
-        .map_err(|e| ProxyError::App(e.to_string()))?;
-    let client = if use_h2 {
-        *req.version_mut() = http::Version::HTTP_2;
-        &ctx.app_h2
+    // The client sidecar sends an absolute URI carrying the caller's authority; keep it (the
+    // connector dials the app whatever it says). Otherwise name the app.
+    if req.uri().authority().is_none() {
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        *req.uri_mut() = format!("http://{app}{path}")
+            .parse::<Uri>()
+            .map_err(|e| ProxyError::App(e.to_string()))?;
+    }
+    *req.version_mut() = if use_h2 {
+        http::Version::HTTP_2
     } else {
-        *req.version_mut() = http::Version::HTTP_11;
-        &ctx.app_h1
+        http::Version::HTTP_11
     };
+    let client = ctx
+        .apps
+        .get(app.port(), use_h2)
+        .ok_or_else(|| ProxyError::App(format!("port {} is not an app port", app.port())))?;
     let mut resp = client
         .request(req.map(h::boxed))
         .await
         .map_err(|e| ProxyError::App(format!("{app}: {e}")))?;
     h::strip_hop_by_hop(resp.headers_mut());
+    // Only proxies speak in this header.
+    resp.headers_mut().remove(h::PROXY_ERROR);
     Ok(resp.map(h::boxed))
 }

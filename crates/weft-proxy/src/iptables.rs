@@ -164,6 +164,16 @@ fn ok(args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
+/// The chains and the jumps into them (`apply` adds only those missing).
+pub fn chain_setup() -> Vec<Vec<String>> {
+    let mut r = vec![];
+    for (chain, hook) in [(INBOUND_CHAIN, "PREROUTING"), (OUTPUT_CHAIN, "OUTPUT")] {
+        r.push(strs(&["-t", "nat", "-N", chain]));
+        r.push(strs(&["-t", "nat", "-A", hook, "-p", "tcp", "-j", chain]));
+    }
+    r
+}
+
 /// Installs the rules (creating the chains and their jumps if missing). Returns the commands run.
 pub fn apply(o: &InitOptions) -> Result<Vec<String>, InitError> {
     let mut done = vec![];

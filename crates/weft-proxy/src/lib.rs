@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod app;
 pub mod cli;
 pub mod detect;
 mod drain;
@@ -28,8 +29,6 @@ pub mod routes;
 pub mod sni;
 
 use arc_swap::ArcSwap;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus_client::registry::Registry;
@@ -73,16 +72,26 @@ pub struct Ctx {
     pool: pool::Pool,
     drain: drain::Drain,
     server: auto::Builder<TokioExecutor>,
-    app_h1: Client<HttpConnector, httputil::Body>,
-    app_h2: Client<HttpConnector, httputil::Body>,
+    apps: app::AppClients,
     /// This proxy's SPIFFE ID, as a metric label.
     id_label: metrics::Name,
     ready: AtomicBool,
+    /// What the listeners actually bound (ports 0 resolved), for `/config_dump`.
+    bound: std::sync::OnceLock<Addrs>,
 }
 
 impl Ctx {
+    /// Serving and not draining (what `/ready` reports).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.drain.is_draining()
+    }
+
     fn mark(&self) -> u32 {
-        self.cfg.outbound.as_ref().map(|o| o.mark).unwrap_or(0)
+        self.cfg
+            .outbound
+            .as_ref()
+            .map(|o| o.effective_mark())
+            .unwrap_or(0)
     }
 
     fn app_host(&self) -> std::net::IpAddr {
@@ -104,7 +113,7 @@ impl Ctx {
 }
 
 /// The addresses a started proxy listens on.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Addrs {
     pub admin: Option<SocketAddr>,
     pub inbound: Option<SocketAddr>,
@@ -131,20 +140,6 @@ fn local(l: &TcpListener) -> Option<SocketAddr> {
     l.local_addr().ok()
 }
 
-fn app_client(h2: bool, connect_timeout: Duration) -> Client<HttpConnector, httputil::Body> {
-    let mut conn = HttpConnector::new();
-    conn.set_nodelay(true);
-    conn.set_connect_timeout(Some(connect_timeout));
-    let mut b = Client::builder(TokioExecutor::new());
-    b.timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90));
-    if h2 {
-        b.http2_only(true);
-    }
-    b.build(conn)
-}
-
 impl Proxy {
     /// Validates `cfg`, binds every listener and starts serving.
     pub async fn start(cfg: ProxyConfig, certs: CertStore) -> Result<Proxy, StartError> {
@@ -166,7 +161,8 @@ impl Proxy {
             .timer(TokioTimer::new())
             .max_header_list_size(cfg.limits.max_header_bytes as u32)
             .adaptive_window(true)
-            .enable_connect_protocol();
+            // Many app requests share one connection between proxies.
+            .max_concurrent_streams(1024);
         let connect_timeout = cfg.timeouts.connect.into();
         let ctx = Arc::new(Ctx {
             routes: ArcSwap::from_pointee(routes),
@@ -178,9 +174,20 @@ impl Proxy {
             pool: pool::Pool::default(),
             drain: drain::Drain::default(),
             server,
-            app_h1: app_client(false, connect_timeout),
-            app_h2: app_client(true, connect_timeout),
+            apps: match &cfg.inbound {
+                Some(inb) => app::AppClients::new(
+                    inb.app_host,
+                    inb.ports.iter().map(|p| p.port),
+                    cfg.outbound
+                        .as_ref()
+                        .map(|o| o.effective_mark())
+                        .unwrap_or(0),
+                    connect_timeout,
+                ),
+                None => app::AppClients::default(),
+            },
             ready: AtomicBool::new(false),
+            bound: std::sync::OnceLock::new(),
             cfg,
         });
 
@@ -221,6 +228,7 @@ impl Proxy {
             }
         }
         tasks.push(tokio::spawn(admin::serve(ctx.clone(), admin)));
+        let _ = ctx.bound.set(addrs.clone());
         ctx.ready.store(true, Ordering::Release);
         tracing::info!(id = %ctx.certs.id(), mode = ?ctx.cfg.mode, ?addrs, "weft-proxy ready");
         Ok(Proxy { addrs, ctx, tasks })

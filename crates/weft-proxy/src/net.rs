@@ -66,9 +66,13 @@ pub async fn tcp_connect(
     }
     .map_err(|source| ProxyError::Connect { addr, source })?;
     if mark != 0 {
-        socket2::SockRef::from(&sock)
-            .set_mark(mark)
-            .map_err(|source| ProxyError::Connect { addr, source })?;
+        socket2::SockRef::from(&sock).set_mark(mark).map_err(|e| ProxyError::Connect {
+            addr,
+            source: std::io::Error::new(
+                e.kind(),
+                format!("setting SO_MARK {mark} failed ({e}): it needs CAP_NET_ADMIN; run the proxy with it, or set `outbound.mark: 0` and exclude the proxy's user with `weft-proxy init --proxy-uid`"),
+            ),
+        })?;
     }
     let stream = tokio::time::timeout(timeout, sock.connect(addr))
         .await

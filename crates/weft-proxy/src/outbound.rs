@@ -140,7 +140,8 @@ async fn passthrough(ctx: Arc<Ctx>, mut stream: TcpStream, dst: SocketAddr) {
     let mut guard = ctx.metrics.tcp_conn(Peer {
         direction: Direction::outbound,
         src: ctx.id_label.clone(),
-        dst: Name::new(dst.to_string()),
+        // One label for all non-mesh destinations: raw addresses would grow without bound.
+        dst: Name::new("passthrough"),
     });
     match net::tcp_connect(dst, ctx.mark(), ctx.cfg.timeouts.connect.into()).await {
         Ok(mut up) => {
@@ -253,7 +254,16 @@ async fn request(ctx: Arc<Ctx>, target: Target, req: Request<Incoming>) -> Respo
     let started = Instant::now();
     let ep = match target.endpoint() {
         Ok(ep) => ep,
-        Err(e) => return h::rescue(&e),
+        Err(e) => {
+            let resp = h::rescue(&e);
+            let peer = Peer {
+                direction: Direction::outbound,
+                src: ctx.id_label.clone(),
+                dst: target.service.label.clone(),
+            };
+            ctx.metrics.http(&peer, resp.status().as_u16(), started);
+            return resp;
+        }
     };
     let peer = Peer {
         direction: Direction::outbound,
@@ -290,14 +300,16 @@ async fn forward(
             ctx.cfg.timeouts.connect.into(),
         )
         .await?;
-        return h::forward_upgrade(req, tls).await;
+        return h::forward_upgrade(req, tls, ctx.drain.conn()).await;
     }
     let orig_h1 = req.version() != http::Version::HTTP_2;
     *req.uri_mut() = absolute_uri(&req, &target.service.key());
     h::strip_hop_by_hop(req.headers_mut());
+    // Set by this proxy only: an app's own copy is dropped.
+    req.headers_mut().remove(h::ORIG_PROTO);
     if orig_h1 {
         req.headers_mut()
-            .insert(h::ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+            .insert(h::ORIG_PROTO, HeaderValue::from_static(h::ORIG_PROTO_HTTP1));
     }
     *req.version_mut() = http::Version::HTTP_2;
     let mut req = req.map(h::boxed);

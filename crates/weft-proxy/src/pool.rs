@@ -76,6 +76,24 @@ impl Pool {
             s.metrics.peer_reuses.inc();
             return Ok(sender);
         }
+        let result = self.connect(ep, sni, s).await;
+        // The gate has done its job; drop it so the map does not grow with every peer ever seen.
+        let mut c = self.connecting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(by_sni) = c.get_mut(&ep.proxy) {
+            by_sni.remove(sni);
+            if by_sni.is_empty() {
+                c.remove(&ep.proxy);
+            }
+        }
+        result
+    }
+
+    async fn connect(
+        &self,
+        ep: &Endpoint,
+        sni: &str,
+        s: &Settings<'_>,
+    ) -> Result<SendRequest<Body>, ProxyError> {
         let tls = connect_peer(s.tls, ep, sni, Alpn::H2, s.mark, s.connect_timeout).await?;
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())

@@ -10,9 +10,6 @@ use weft_api::proxy::{Protocol, ProxyConfig};
 use weft_api::ConfigError;
 use weft_identity::SpiffeId;
 
-/// The port peer sidecars listen on for mTLS when an endpoint does not name its `proxy`.
-pub const DEFAULT_INBOUND_PORT: u16 = 15006;
-
 #[derive(Debug)]
 pub struct Endpoint {
     pub address: SocketAddr,
@@ -33,6 +30,8 @@ pub struct Endpoint {
 pub struct Service {
     pub name: String,
     pub namespace: String,
+    /// `name.namespace` as a metric label (used when no endpoint is known).
+    pub label: crate::metrics::Name,
     /// Declared protocol per port; other ports are detected.
     pub protocols: HashMap<u16, Protocol>,
     pub endpoints: Vec<Arc<Endpoint>>,
@@ -107,9 +106,9 @@ impl TryFrom<&ProxyConfig> for Routes {
                     label: crate::metrics::Name::new(identity.to_string()),
                     sni,
                     address: e.address,
-                    proxy: e
-                        .proxy
-                        .unwrap_or_else(|| SocketAddr::new(e.address.ip(), DEFAULT_INBOUND_PORT)),
+                    proxy: e.proxy.unwrap_or_else(|| {
+                        SocketAddr::new(e.address.ip(), weft_api::proxy::DEFAULT_INBOUND_PORT)
+                    }),
                     identity,
                     cluster: e.cluster.clone(),
                     network: e.network.clone(),
@@ -120,6 +119,7 @@ impl TryFrom<&ProxyConfig> for Routes {
             let svc = Arc::new(Service {
                 name: s.name.clone(),
                 namespace: s.namespace.clone(),
+                label: crate::metrics::Name::new(s.key()),
                 protocols: s.ports.iter().map(|p| (p.port, p.protocol)).collect(),
                 endpoints,
                 next: AtomicUsize::new(0),

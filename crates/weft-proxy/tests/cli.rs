@@ -40,7 +40,10 @@ fn validate_names_the_field_and_the_fix() {
     let (c, k, b) = pki.write_files(&dir, "default", "web");
     let ident = format!("identity: {{ cert: {c}, key: {k}, bundle: {b} }}\n");
 
-    let (ok, out) = validate(&dir, &format!("{ident}outbound: {{ upstreams: [] }}\n"));
+    let (ok, out) = validate(
+        &dir,
+        &format!("{ident}inbound: {{ ports: [{{ port: 80 }}] }}\n"),
+    );
     assert!(ok, "{out}");
     assert!(
         out.contains("valid; identity spiffe://cluster.local/ns/default/sa/web"),

@@ -1,4 +1,5 @@
-//! Certificate rotation under load, graceful drain, the admin port, identity from files.
+//! Certificate rotation under load, graceful drain, the admin port. (Identity from files and its
+//! reload: `cli.rs`.)
 
 mod support;
 
@@ -103,7 +104,10 @@ async fn rotation_refuses_a_different_identity() {
         .certs()
         .set_leaf(p.pki.leaf("default", "other"))
         .unwrap_err();
-    assert!(err.to_string().contains("authorised only for"), "{err}");
+    assert!(
+        err.to_string().contains("rotation keeps the identity"),
+        "{err}"
+    );
     assert_eq!(p.server.certs().id().to_string(), api_id());
 }
 
@@ -137,6 +141,47 @@ async fn drain_finishes_in_flight_requests_then_stops() {
 }
 
 #[tokio::test]
+async fn drain_waits_for_open_websocket_tunnels() {
+    let p = pair().await;
+    let mut ws = TcpStream::connect(p.http).await.unwrap();
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(ws.read(&mut b).await.unwrap(), 1);
+        head.push(b[0]);
+    }
+    let server = p.server;
+    let ctx = server.ctx().clone();
+    let draining = tokio::spawn(server.shutdown());
+    eventually("drain started", Duration::from_secs(10), || {
+        let ctx = ctx.clone();
+        async move { ctx_is_draining(&ctx).then_some(()) }
+    })
+    .await;
+    // The tunnel still works while the proxy drains, and the drain waits for it.
+    ws.write_all(b"still here").await.unwrap();
+    let mut back = [0u8; 10];
+    ws.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"still here");
+    assert!(!draining.is_finished());
+    drop(ws);
+    assert_eq!(
+        draining.await.unwrap(),
+        0,
+        "drain ended when the tunnel closed"
+    );
+}
+
+fn ctx_is_draining(ctx: &weft_proxy::Ctx) -> bool {
+    !ctx.is_ready()
+}
+
+#[tokio::test]
 async fn admin_endpoints() {
     let p = pair().await;
     let admin = p.client.addrs.admin.unwrap();
@@ -161,6 +206,11 @@ async fn admin_endpoints() {
     let v: serde_json::Value = serde_json::from_slice(dump.body()).unwrap();
     assert_eq!(v["identity"], web_id());
     assert_eq!(v["routes"][0]["name"], "api");
+    let up = v["listeners"]["upstreams"][0].as_str().unwrap();
+    assert!(
+        !up.ends_with(":0"),
+        "bound ports, not configured ones: {up}"
+    );
     assert_eq!(v["routes"][0]["endpoints"][0]["identity"], api_id());
     assert!(v["certificate"]["expires_in_seconds"].as_u64().unwrap() > 23 * 3600);
     assert_eq!(http1_get(admin, "/nope").await.unwrap().status(), 404);

@@ -125,6 +125,27 @@ async fn http2_and_grpc_style_streaming_with_trailers() {
     );
     assert_eq!(v["peer_identity"], web_id());
 
+    // The caller's :authority reaches the app, and an app cannot fake the protocol marker.
+    let req = http::Request::get("http://api.example:8080/authority")
+        .header("x-weft-orig-proto", "HTTP/1.1")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let v = json(
+        &h2.send_request(req)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes(),
+    );
+    assert_eq!(v["host"], "api.example:8080");
+    assert_eq!(
+        v["version"], "HTTP/2.0",
+        "a spoofed x-weft-orig-proto is dropped"
+    );
+
     // Bidirectional streaming: each chunk comes back before the next is sent; trailers arrive.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
     let body = StreamBody::new(Box::pin(futures_util::stream::unfold(

@@ -288,6 +288,8 @@ services: [{ name: api }]
     let resp = http1_get(client.addrs.upstreams[0], "/").await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["x-weft-error"], "no-endpoint");
+    let m = client.metrics_text();
+    assert_eq!(metric(&m, "weft_http_responses_total{direction=\"outbound\",src=\"spiffe://cluster.local/ns/default/sa/web\",dst=\"api.default\",status=\"503\"}"), 1.0, "{m}");
 }
 
 #[tokio::test]
