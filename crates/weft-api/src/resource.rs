@@ -268,3 +268,163 @@ pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ConfigError> {
     }
     objects.into_iter().map(Resource::try_from).collect()
 }
+
+/// Rules across resources, checked on the whole set that a write would leave behind: a Workload
+/// names an existing Service in its namespace; an alias check names an existing Workload; there
+/// is at most one MeshConfig. `all` is every resource after the write.
+pub fn check_references<'a>(
+    all: impl IntoIterator<Item = &'a Resource> + Clone,
+) -> Result<(), ConfigError> {
+    use std::collections::HashSet;
+    let mut services = HashSet::new();
+    let mut workloads = HashSet::new();
+    let mut mesh = None;
+    for r in all.clone() {
+        let m = r.metadata();
+        match r {
+            Resource::Service(_) => {
+                services.insert((m.namespace.as_str(), m.name.as_str()));
+            }
+            Resource::Workload(_) => {
+                workloads.insert((m.namespace.as_str(), m.name.as_str()));
+            }
+            Resource::MeshConfig(_) => {
+                if let Some(first) = mesh.replace(r.key()) {
+                    return Err(ConfigError::invalid(
+                        format!("{}: metadata.name", r.key()),
+                        format!(
+                            "a mesh has one MeshConfig and {first} exists; edit that one instead"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    for r in all {
+        if let Resource::Workload(w) = r {
+            let ns = w.metadata.namespace.as_str();
+            if !services.contains(&(ns, w.spec.service.as_str())) {
+                return Err(ConfigError::invalid(
+                    format!("{}: spec.service", r.key()),
+                    format!(
+                        "no Service {ns}/{} exists; apply the Service first (or in the same file)",
+                        w.spec.service
+                    ),
+                ));
+            }
+            for (i, c) in w.spec.checks.iter().enumerate() {
+                if let Some(alias) = &c.alias {
+                    if !workloads.contains(&(ns, alias.as_str())) {
+                        return Err(ConfigError::invalid(
+                            format!("{}: spec.checks[{i}].alias", r.key()),
+                            format!("no Workload {ns}/{alias} to mirror"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+apiVersion: weft.io/v1alpha1
+kind: Service
+metadata: { name: api }
+spec:
+  ports: [{ port: 8080, protocol: http1 }]
+  tags: [v1]
+---
+apiVersion: weft.io/v1alpha1
+kind: Workload
+metadata: { name: api-1, labels: { version: v1 } }
+spec:
+  service: api
+  address: 10.0.0.5
+  port: 8080
+  checks:
+    - { name: http, http: "http://10.0.0.5:8080/health", interval: 5s }
+    - { name: ttl, ttl: 30s }
+"#;
+
+    #[test]
+    fn parses_multi_document_yaml_and_json() {
+        let rs = parse_documents(GOOD).unwrap();
+        assert_eq!(rs.len(), 2);
+        assert_eq!(rs[0].key().to_string(), "Service default/api");
+        let Resource::Workload(w) = &rs[1] else {
+            panic!("workload")
+        };
+        assert_eq!(w.spec.service_account(), "api");
+        assert_eq!(w.spec.checks[0].interval(), crate::Duration::from_secs(5));
+        assert_eq!(w.spec.checks[1].interval(), crate::Duration::from_secs(10));
+        check_references(rs.iter()).unwrap();
+        let json =
+            serde_json::to_string(&rs.iter().map(Resource::to_object).collect::<Vec<_>>()).unwrap();
+        assert_eq!(parse_documents(&json).unwrap(), rs, "JSON round trip");
+    }
+
+    #[test]
+    fn errors_name_the_resource_and_field() {
+        let err = parse_documents(&GOOD.replace("port: 8080, protocol", "port: 0, protocol"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Service default/api: spec.ports[0].port: must be 1-65535"
+        );
+        let err = parse_documents(&GOOD.replace("tags: [v1]", "tagz: [v1]")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("Service default/api: spec.tagz: unknown field `tagz`"),
+            "{err}"
+        );
+        let err = parse_documents(&GOOD.replace("address: 10.0.0.5", "address: ten")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("Workload default/api-1: spec.address"),
+            "{err}"
+        );
+        let err = parse_documents(&GOOD.replace(
+            "{ name: ttl, ttl: 30s }",
+            "{ name: ttl, ttl: 30s, tcp: \"1.2.3.4:5\" }",
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("spec.checks[1].http: set exactly one of"),
+            "{err}"
+        );
+        let err = parse_documents(&GOOD.replace(
+            "weft.io/v1alpha1\nkind: Service",
+            "weft.io/v2\nkind: Service",
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("apiVersion"), "{err}");
+        let err = parse_documents(&GOOD.replace("kind: Service", "kind: Servise")).unwrap_err();
+        assert!(err.to_string().contains("Servise"), "{err}");
+        assert!(parse_documents("").is_err());
+        assert!(parse_documents("{").is_err());
+    }
+
+    #[test]
+    fn references_are_checked_across_the_set() {
+        let rs = parse_documents(&GOOD.replace("service: api", "service: nope")).unwrap();
+        let err = check_references(rs.iter()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("Workload default/api-1: spec.service: no Service default/nope"),
+            "{err}"
+        );
+        let rs =
+            parse_documents(&GOOD.replace("{ name: ttl, ttl: 30s }", "{ name: a, alias: ghost }"))
+                .unwrap();
+        assert!(check_references(rs.iter())
+            .unwrap_err()
+            .to_string()
+            .contains("no Workload default/ghost"));
+    }
+}
