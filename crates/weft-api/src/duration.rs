@@ -30,9 +30,7 @@ impl FromStr for Duration {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 10s, 5m, 1h"))?;
+        let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 10s, 5m, 1h"))?;
         let ms = match unit {
             "ms" => Some(n),
             "" | "s" => n.checked_mul(1000),
@@ -97,10 +95,7 @@ mod tests {
 
     #[test]
     fn parses_units() {
-        assert_eq!(
-            "250ms".parse::<Duration>().unwrap(),
-            Duration::from_millis(250)
-        );
+        assert_eq!("250ms".parse::<Duration>().unwrap(), Duration::from_millis(250));
         assert_eq!("10s".parse::<Duration>().unwrap(), Duration::from_secs(10));
         assert_eq!("10".parse::<Duration>().unwrap(), Duration::from_secs(10));
         assert_eq!("2m".parse::<Duration>().unwrap(), Duration::from_secs(120));

@@ -43,12 +43,7 @@ pub struct ClusterSpec {
 
 impl Default for ClusterSpec {
     fn default() -> Self {
-        ClusterSpec {
-            name: default_cluster(),
-            network: String::new(),
-            region: String::new(),
-            zone: String::new(),
-        }
+        ClusterSpec { name: default_cluster(), network: String::new(), region: String::new(), zone: String::new() }
     }
 }
 
@@ -75,11 +70,7 @@ fn default_leaf_lifetime() -> Duration {
 impl Validate for MeshConfigSpec {
     fn validate(&self) -> Result<(), ConfigError> {
         let td = &self.trust_domain;
-        if td.is_empty()
-            || !td
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
-        {
+        if td.is_empty() || !td.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b)) {
             return Err(ConfigError::invalid(
                 "trustDomain",
                 format!("{td:?} must be lowercase letters, digits, '.', '-', '_'"),
@@ -123,10 +114,7 @@ impl Validate for ServiceSpec {
         let mut seen = HashSet::new();
         for (i, p) in self.ports.iter().enumerate() {
             if p.port == 0 {
-                return Err(ConfigError::invalid(
-                    format!("ports[{i}].port"),
-                    "must be 1-65535",
-                ));
+                return Err(ConfigError::invalid(format!("ports[{i}].port"), "must be 1-65535"));
             }
             if !seen.insert(p.port) {
                 return Err(ConfigError::invalid(
@@ -183,28 +171,21 @@ impl WorkloadSpec {
     }
 
     pub fn sidecar(&self) -> SocketAddr {
-        self.sidecar
-            .unwrap_or(SocketAddr::new(self.address, DEFAULT_SIDECAR_PORT))
+        self.sidecar.unwrap_or(SocketAddr::new(self.address, DEFAULT_SIDECAR_PORT))
     }
 }
 
 impl Validate for WorkloadSpec {
     fn validate(&self) -> Result<(), ConfigError> {
         if !valid_name(&self.service) {
-            return Err(ConfigError::invalid(
-                "service",
-                "must name a Service (a DNS label)",
-            ));
+            return Err(ConfigError::invalid("service", "must name a Service (a DNS label)"));
         }
         if self.port == 0 {
             return Err(ConfigError::invalid("port", "must be 1-65535"));
         }
         if let Some(sa) = &self.service_account {
             if !valid_name(sa) {
-                return Err(ConfigError::invalid(
-                    "serviceAccount",
-                    "must be a DNS label",
-                ));
+                return Err(ConfigError::invalid("serviceAccount", "must be a DNS label"));
             }
         }
         if let Some(c) = &self.cluster {
@@ -214,10 +195,7 @@ impl Validate for WorkloadSpec {
         }
         for (i, t) in self.tags.iter().enumerate() {
             if !valid_name(t) {
-                return Err(ConfigError::invalid(
-                    format!("tags[{i}]"),
-                    "must be a DNS label",
-                ));
+                return Err(ConfigError::invalid(format!("tags[{i}]"), "must be a DNS label"));
             }
         }
         let mut names = HashSet::new();
@@ -345,17 +323,13 @@ impl CheckSpec {
     /// The interval in force: the configured one or the probe's default (Consul's).
     pub fn interval(&self) -> Duration {
         self.interval.unwrap_or(match self.probe() {
-            Some(ProbeKind::Http | ProbeKind::Script | ProbeKind::Docker) => {
-                Duration::from_secs(30)
-            }
+            Some(ProbeKind::Http | ProbeKind::Script | ProbeKind::Docker) => Duration::from_secs(30),
             _ => Duration::from_secs(10),
         })
     }
 
     pub fn timeout(&self) -> Duration {
-        self.timeout
-            .unwrap_or(Duration::from_secs(10))
-            .min(self.interval())
+        self.timeout.unwrap_or(Duration::from_secs(10)).min(self.interval())
     }
 }
 
@@ -372,10 +346,7 @@ impl Validate for CheckSpec {
         }
         if let Some(url) = &self.http {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::invalid(
-                    "http",
-                    format!("{url:?} must be an http:// or https:// URL"),
-                ));
+                return Err(ConfigError::invalid("http", format!("{url:?} must be an http:// or https:// URL")));
             }
         }
         if let Some(script) = &self.script {
@@ -387,16 +358,10 @@ impl Validate for CheckSpec {
             }
         }
         if self.grpc_service.is_some() && self.grpc.is_none() {
-            return Err(ConfigError::invalid(
-                "grpcService",
-                "only valid with `grpc`",
-            ));
+            return Err(ConfigError::invalid("grpcService", "only valid with `grpc`"));
         }
         if self.success_threshold == 0 || self.failure_threshold == 0 {
-            return Err(ConfigError::invalid(
-                "failureThreshold",
-                "thresholds must be at least 1",
-            ));
+            return Err(ConfigError::invalid("failureThreshold", "thresholds must be at least 1"));
         }
         if let Some(i) = self.interval {
             if i < Duration::from_millis(100) {
@@ -410,10 +375,7 @@ impl Validate for CheckSpec {
         }
         if let Some(a) = &self.alias {
             if !valid_name(a) {
-                return Err(ConfigError::invalid(
-                    "alias",
-                    "must name a Workload (a DNS label)",
-                ));
+                return Err(ConfigError::invalid("alias", "must name a Workload (a DNS label)"));
             }
         }
         Ok(())

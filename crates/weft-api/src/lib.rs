@@ -8,6 +8,11 @@
 #![forbid(unsafe_code)]
 
 mod duration;
+/// gRPC types of `proto/weft/mesh/v1/mesh.proto`: the proxy ↔ control plane API.
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("weft.mesh.v1");
+}
 pub mod kinds;
 pub mod proxy;
 pub mod resource;
@@ -30,17 +35,13 @@ pub enum ConfigError {
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
 
 impl ConfigError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            field: field.into(),
-            message: message.into(),
-        }
+        ConfigError::Invalid { field: field.into(), message: message.into() }
     }
 }

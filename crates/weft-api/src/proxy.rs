@@ -46,8 +46,12 @@ pub struct ProxyConfig {
     /// The cluster this proxy runs in; names the SNI it answers to.
     #[serde(default = "default_cluster")]
     pub cluster: String,
-    /// Where this proxy's certificate, key and trust bundle are read from.
-    pub identity: IdentityFiles,
+    /// Where this proxy's certificate, key and trust bundle are read from. Omit with `control`.
+    #[serde(default)]
+    pub identity: Option<IdentityFiles>,
+    /// Get identity (a certificate for a key made here) and routes from a control plane.
+    #[serde(default)]
+    pub control: Option<Control>,
     #[serde(default)]
     pub admin: Admin,
     /// Sidecar mode: the mTLS listener in front of the local app.
@@ -91,6 +95,38 @@ pub struct IdentityFiles {
     pub reload_interval: Duration,
 }
 
+/// Connection to the control plane (`weft control`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    /// The control plane's gRPC address.
+    pub address: SocketAddr,
+    /// A bootstrap token (`weft token create --identity <ns>/<sa>`), or `token_file`.
+    #[serde(default, skip_serializing)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<String>,
+    /// This proxy's name in `weft proxy-status` (default: the service account and the process id).
+    #[serde(default)]
+    pub proxy_id: Option<String>,
+    /// `name.namespace` of the services this proxy calls; empty: all of them.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+}
+
+impl Control {
+    /// The token, from `token` or read from `token_file`.
+    pub fn read_token(&self) -> Result<String, ConfigError> {
+        match (&self.token, &self.token_file) {
+            (Some(t), None) => Ok(t.trim().to_string()),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map(|t| t.trim().to_string())
+                .map_err(|e| ConfigError::invalid("control.token_file", format!("cannot read {f}: {e}"))),
+            _ => Err(ConfigError::invalid("control.token", "set exactly one of `token` and `token_file`")),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
@@ -101,9 +137,7 @@ pub struct Admin {
 
 impl Default for Admin {
     fn default() -> Self {
-        Admin {
-            listen: default_admin(),
-        }
+        Admin { listen: default_admin() }
     }
 }
 
@@ -135,9 +169,7 @@ pub struct AppPort {
     pub protocol: Protocol,
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
@@ -167,11 +199,7 @@ pub struct Outbound {
 impl Outbound {
     /// The SO_MARK in force (0: none).
     pub fn effective_mark(&self) -> u32 {
-        self.mark.unwrap_or(if self.transparent.is_some() {
-            DEFAULT_MARK
-        } else {
-            0
-        })
+        self.mark.unwrap_or(if self.transparent.is_some() { DEFAULT_MARK } else { 0 })
     }
 }
 
@@ -253,12 +281,7 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts {
-            detect: d_detect(),
-            connect: d_connect(),
-            drain: d_drain(),
-            header_read: d_header(),
-        }
+        Timeouts { detect: d_detect(), connect: d_connect(), drain: d_drain(), header_read: d_header() }
     }
 }
 
@@ -272,9 +295,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
-        }
+        Limits { max_header_bytes: DEFAULT_MAX_HEADER_BYTES }
     }
 }
 
@@ -325,8 +346,7 @@ impl Service {
 impl ProxyConfig {
     /// Parses and validates a YAML config. Nothing is returned unless the whole file is valid.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let cfg: ProxyConfig =
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let cfg: ProxyConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -334,9 +354,7 @@ impl ProxyConfig {
     /// Finds a service by `name` (namespace `default`) or `name.namespace`.
     pub fn service(&self, key: &str) -> Option<&Service> {
         let (name, ns) = key.split_once('.').unwrap_or((key, DEFAULT_NAMESPACE));
-        self.services
-            .iter()
-            .find(|s| s.name == name && s.namespace == ns)
+        self.services.iter().find(|s| s.name == name && s.namespace == ns)
     }
 
     /// Rules that span fields.
@@ -347,6 +365,23 @@ impl ProxyConfig {
                 format!("{:?} must be a DNS label (a-z, 0-9, '-')", self.cluster),
             ));
         }
+        match (&self.identity, &self.control) {
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    "identity",
+                    "set `identity` (certificate files) or `control` (a control plane issues it)",
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid("identity", "set `identity` or `control`, not both"))
+            }
+            (None, Some(c)) => {
+                if c.token.is_some() == c.token_file.is_some() {
+                    return Err(ConfigError::invalid("control.token", "set exactly one of `token` and `token_file`"));
+                }
+            }
+            (Some(_), None) => {}
+        }
         match self.mode {
             Mode::Sidecar => {
                 if self.inbound.is_none() && self.outbound.is_none() {
@@ -356,10 +391,7 @@ impl ProxyConfig {
                     ));
                 }
                 if self.gateway.is_some() {
-                    return Err(ConfigError::invalid(
-                        "gateway",
-                        "only valid with `mode: gateway`",
-                    ));
+                    return Err(ConfigError::invalid("gateway", "only valid with `mode: gateway`"));
                 }
             }
             Mode::Gateway => {
@@ -370,10 +402,7 @@ impl ProxyConfig {
                     ));
                 }
                 if self.inbound.is_some() || self.outbound.is_some() {
-                    return Err(ConfigError::invalid(
-                        "inbound",
-                        "a gateway has no `inbound`/`outbound`; remove them",
-                    ));
+                    return Err(ConfigError::invalid("inbound", "a gateway has no `inbound`/`outbound`; remove them"));
                 }
             }
         }
@@ -411,14 +440,14 @@ impl ProxyConfig {
                 if !e.identity.starts_with("spiffe://") {
                     return Err(ConfigError::invalid(
                         format!("{f}.endpoints[{j}].identity"),
-                        format!("{:?} is not a SPIFFE ID; expected spiffe://<trust-domain>/ns/<ns>/sa/<sa>", e.identity),
+                        format!(
+                            "{:?} is not a SPIFFE ID; expected spiffe://<trust-domain>/ns/<ns>/sa/<sa>",
+                            e.identity
+                        ),
                     ));
                 }
                 if !valid_name(&e.cluster) {
-                    return Err(ConfigError::invalid(
-                        format!("{f}.endpoints[{j}].cluster"),
-                        "must be a DNS label",
-                    ));
+                    return Err(ConfigError::invalid(format!("{f}.endpoints[{j}].cluster"), "must be a DNS label"));
                 }
             }
         }
@@ -426,10 +455,7 @@ impl ProxyConfig {
             let mut ports = HashSet::new();
             for (i, p) in inb.ports.iter().enumerate() {
                 if p.port == 0 {
-                    return Err(ConfigError::invalid(
-                        format!("inbound.ports[{i}].port"),
-                        "must be 1-65535",
-                    ));
+                    return Err(ConfigError::invalid(format!("inbound.ports[{i}].port"), "must be 1-65535"));
                 }
                 if !ports.insert(p.port) {
                     return Err(ConfigError::invalid(
@@ -463,7 +489,8 @@ impl ProxyConfig {
             let mut listens = HashSet::new();
             for (i, u) in out.upstreams.iter().enumerate() {
                 let f = format!("outbound.upstreams[{i}]");
-                if self.service(&u.service).is_none() {
+                // With a control plane, services arrive over the discovery stream.
+                if self.control.is_none() && self.service(&u.service).is_none() {
                     let known: Vec<String> = self.services.iter().map(Service::key).collect();
                     return Err(ConfigError::invalid(
                         format!("{f}.service"),
@@ -494,30 +521,15 @@ impl ProxyConfig {
         for (field, d, min) in [
             (
                 "identity.reload_interval",
-                self.identity.reload_interval,
+                self.identity.as_ref().map(|i| i.reload_interval).unwrap_or(DEFAULT_RELOAD_INTERVAL),
                 Duration::from_millis(100),
             ),
-            (
-                "timeouts.detect",
-                self.timeouts.detect,
-                Duration::from_millis(1),
-            ),
-            (
-                "timeouts.connect",
-                self.timeouts.connect,
-                Duration::from_millis(1),
-            ),
-            (
-                "timeouts.header_read",
-                self.timeouts.header_read,
-                Duration::from_millis(1),
-            ),
+            ("timeouts.detect", self.timeouts.detect, Duration::from_millis(1)),
+            ("timeouts.connect", self.timeouts.connect, Duration::from_millis(1)),
+            ("timeouts.header_read", self.timeouts.header_read, Duration::from_millis(1)),
         ] {
             if d < min {
-                return Err(ConfigError::invalid(
-                    field,
-                    format!("{d} is too short: must be at least {min}"),
-                ));
+                return Err(ConfigError::invalid(field, format!("{d} is too short: must be at least {min}")));
             }
         }
         Ok(())
@@ -546,27 +558,19 @@ services:
         assert_eq!(c.mode, Mode::Sidecar);
         assert_eq!(c.cluster, "local");
         assert_eq!(c.timeouts.detect, DEFAULT_DETECT_TIMEOUT);
-        assert_eq!(
-            c.service("api.prod").unwrap().endpoints[0].labels["version"],
-            "v1"
-        );
-        assert!(
-            c.service("api").is_none(),
-            "bare name means namespace default"
-        );
+        assert_eq!(c.service("api.prod").unwrap().endpoints[0].labels["version"], "v1");
+        assert!(c.service("api").is_none(), "bare name means namespace default");
     }
 
     #[test]
     fn unknown_field_is_named() {
-        let err =
-            ProxyConfig::from_yaml(&GOOD.replace("protocol: http1", "protocl: http1")).unwrap_err();
+        let err = ProxyConfig::from_yaml(&GOOD.replace("protocol: http1", "protocl: http1")).unwrap_err();
         assert!(err.to_string().contains("unknown field `protocl`"), "{err}");
     }
 
     #[test]
     fn dangling_upstream_is_refused_with_field_path() {
-        let err = ProxyConfig::from_yaml(&GOOD.replace("service: api.prod", "service: nope"))
-            .unwrap_err();
+        let err = ProxyConfig::from_yaml(&GOOD.replace("service: api.prod", "service: nope")).unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("outbound.upstreams[0].service"), "{msg}");
         assert!(msg.contains("api.prod"), "lists known services: {msg}");
@@ -575,11 +579,7 @@ services:
     #[test]
     fn bad_identity_and_names_refused() {
         let err = ProxyConfig::from_yaml(&GOOD.replace("spiffe://td", "https://td")).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("services[0].endpoints[0].identity"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("services[0].endpoints[0].identity"), "{err}");
         let err = ProxyConfig::from_yaml(&GOOD.replace("name: api", "name: API")).unwrap_err();
         assert!(err.to_string().contains("services[0].name"), "{err}");
         assert!(ProxyConfig::from_yaml("identity: [").is_err());
@@ -589,61 +589,34 @@ services:
     #[test]
     fn transparent_mode_marks_by_default() {
         let base = "identity: { cert: c, key: k, bundle: b }\n";
-        let c = ProxyConfig::from_yaml(&format!(
-            "{base}outbound: {{ transparent: '127.0.0.1:15001' }}\n"
-        ))
-        .unwrap();
-        assert_eq!(
-            c.outbound.unwrap().effective_mark(),
-            DEFAULT_MARK,
-            "matches what `init` excludes"
-        );
-        let c = ProxyConfig::from_yaml(&format!(
-            "{base}outbound: {{ transparent: '127.0.0.1:15001', mark: 0 }}\n"
-        ))
-        .unwrap();
-        assert_eq!(
-            c.outbound.unwrap().effective_mark(),
-            0,
-            "explicit 0: the uid is excluded instead"
-        );
+        let c = ProxyConfig::from_yaml(&format!("{base}outbound: {{ transparent: '127.0.0.1:15001' }}\n")).unwrap();
+        assert_eq!(c.outbound.unwrap().effective_mark(), DEFAULT_MARK, "matches what `init` excludes");
+        let c = ProxyConfig::from_yaml(&format!("{base}outbound: {{ transparent: '127.0.0.1:15001', mark: 0 }}\n"))
+            .unwrap();
+        assert_eq!(c.outbound.unwrap().effective_mark(), 0, "explicit 0: the uid is excluded instead");
         let c = ProxyConfig::from_yaml(&format!(
             "{base}{}",
-            GOOD.trim_start()
-                .trim_start_matches("identity: { cert: c.pem, key: k.pem, bundle: b.pem }\n")
+            GOOD.trim_start().trim_start_matches("identity: { cert: c.pem, key: k.pem, bundle: b.pem }\n")
         ))
         .unwrap();
-        assert_eq!(
-            c.outbound.unwrap().effective_mark(),
-            0,
-            "explicit mode needs no privilege"
-        );
+        assert_eq!(c.outbound.unwrap().effective_mark(), 0, "explicit mode needs no privilege");
     }
 
     #[test]
     fn durations_empty_outbound_and_shared_addresses_are_refused() {
-        let err = ProxyConfig::from_yaml(
-            &GOOD.replace("bundle: b.pem }", "bundle: b.pem, reload_interval: 0 }"),
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string().starts_with("identity.reload_interval"),
-            "{err}"
-        );
-        let err =
-            ProxyConfig::from_yaml(&format!("{GOOD}timeouts: {{ connect: 0 }}\n")).unwrap_err();
+        let err = ProxyConfig::from_yaml(&GOOD.replace("bundle: b.pem }", "bundle: b.pem, reload_interval: 0 }"))
+            .unwrap_err();
+        assert!(err.to_string().starts_with("identity.reload_interval"), "{err}");
+        let err = ProxyConfig::from_yaml(&format!("{GOOD}timeouts: {{ connect: 0 }}\n")).unwrap_err();
         assert!(err.to_string().starts_with("timeouts.connect"), "{err}");
-        let err =
-            ProxyConfig::from_yaml("identity: { cert: c, key: k, bundle: b }\noutbound: {}\n")
-                .unwrap_err();
+        let err = ProxyConfig::from_yaml("identity: { cert: c, key: k, bundle: b }\noutbound: {}\n").unwrap_err();
         assert!(err.to_string().starts_with("outbound:"), "{err}");
         let dup = format!(
             "{GOOD}  - name: db\n    endpoints: [{{ address: \"127.0.0.1:8081\", identity: \"spiffe://td/ns/default/sa/db\" }}]\n"
         );
         let err = ProxyConfig::from_yaml(&dup).unwrap_err();
         assert!(
-            err.to_string().contains("services[1].endpoints[0].address")
-                && err.to_string().contains("api.prod"),
+            err.to_string().contains("services[1].endpoints[0].address") && err.to_string().contains("api.prod"),
             "{err}"
         );
     }

@@ -16,9 +16,7 @@ pub const API_VERSION: &str = "weft.io/v1alpha1";
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// The kinds of resource weft knows.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 pub enum Kind {
     /// Mesh-wide settings: trust domain, this cluster's name, network and locality.
     MeshConfig,
@@ -118,34 +116,18 @@ pub trait Validate {
     fn validate(&self) -> Result<(), ConfigError>;
 }
 
-fn typed<S: DeserializeOwned + Validate>(
-    meta: Metadata,
-    spec: serde_json::Value,
-) -> Result<Typed<S>, ConfigError> {
-    let spec = if spec.is_null() {
-        serde_json::Value::Object(Default::default())
-    } else {
-        spec
-    };
+fn typed<S: DeserializeOwned + Validate>(meta: Metadata, spec: serde_json::Value) -> Result<Typed<S>, ConfigError> {
+    let spec = if spec.is_null() { serde_json::Value::Object(Default::default()) } else { spec };
     let spec: S = serde_path_to_error::deserialize(spec).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." {
-            "spec".to_string()
-        } else {
-            format!("spec.{path}")
-        };
+        let field = if path == "." { "spec".to_string() } else { format!("spec.{path}") };
         ConfigError::invalid(field, e.into_inner().to_string())
     })?;
     spec.validate().map_err(|e| match e {
-        ConfigError::Invalid { field, message } => {
-            ConfigError::invalid(format!("spec.{field}"), message)
-        }
+        ConfigError::Invalid { field, message } => ConfigError::invalid(format!("spec.{field}"), message),
         other => other,
     })?;
-    Ok(Typed {
-        metadata: meta,
-        spec,
-    })
+    Ok(Typed { metadata: meta, spec })
 }
 
 impl TryFrom<Object> for Resource {
@@ -154,9 +136,7 @@ impl TryFrom<Object> for Resource {
     fn try_from(o: Object) -> Result<Self, ConfigError> {
         let what = format!("{} {}/{}", o.kind, o.metadata.namespace, o.metadata.name);
         let within = |e: ConfigError| match e {
-            ConfigError::Invalid { field, message } => {
-                ConfigError::invalid(format!("{what}: {field}"), message)
-            }
+            ConfigError::Invalid { field, message } => ConfigError::invalid(format!("{what}: {field}"), message),
             other => other,
         };
         if o.api_version != API_VERSION {
@@ -172,10 +152,7 @@ impl TryFrom<Object> for Resource {
             )));
         }
         if !valid_name(&o.metadata.namespace) {
-            return Err(within(ConfigError::invalid(
-                "metadata.namespace",
-                "must be a DNS label",
-            )));
+            return Err(within(ConfigError::invalid("metadata.namespace", "must be a DNS label")));
         }
         let r = match o.kind {
             Kind::MeshConfig => Resource::MeshConfig(typed(o.metadata, o.spec).map_err(within)?),
@@ -213,11 +190,7 @@ impl Resource {
 
     pub fn key(&self) -> Key {
         let m = self.metadata();
-        Key {
-            kind: self.kind(),
-            namespace: m.namespace.clone(),
-            name: m.name.clone(),
-        }
+        Key { kind: self.kind(), namespace: m.namespace.clone(), name: m.name.clone() }
     }
 
     /// Back to the untyped envelope (for storage and the API).
@@ -228,12 +201,7 @@ impl Resource {
             Resource::Workload(t) => serde_json::to_value(&t.spec),
         }
         .unwrap_or_default();
-        Object {
-            api_version: API_VERSION.into(),
-            kind: self.kind(),
-            metadata: self.metadata().clone(),
-            spec,
-        }
+        Object { api_version: API_VERSION.into(), kind: self.kind(), metadata: self.metadata().clone(), spec }
     }
 }
 
@@ -242,8 +210,7 @@ impl Resource {
 pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ConfigError> {
     let trimmed = text.trim_start();
     let objects: Vec<Object> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| ConfigError::Parse(format!("JSON: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| ConfigError::Parse(format!("JSON: {e}")))?;
         let items = match v {
             serde_json::Value::Array(items) => items,
             one => vec![one],
@@ -262,9 +229,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ConfigError> {
         serde_saphyr::from_multiple(text).map_err(|e| ConfigError::Parse(e.to_string()))?
     };
     if objects.is_empty() {
-        return Err(ConfigError::Parse(
-            "no resources found: the input is empty".into(),
-        ));
+        return Err(ConfigError::Parse("no resources found: the input is empty".into()));
     }
     objects.into_iter().map(Resource::try_from).collect()
 }
@@ -272,9 +237,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ConfigError> {
 /// Rules across resources, checked on the whole set that a write would leave behind: a Workload
 /// names an existing Service in its namespace; an alias check names an existing Workload; there
 /// is at most one MeshConfig. `all` is every resource after the write.
-pub fn check_references<'a>(
-    all: impl IntoIterator<Item = &'a Resource> + Clone,
-) -> Result<(), ConfigError> {
+pub fn check_references<'a>(all: impl IntoIterator<Item = &'a Resource> + Clone) -> Result<(), ConfigError> {
     use std::collections::HashSet;
     let mut services = HashSet::new();
     let mut workloads = HashSet::new();
@@ -292,9 +255,7 @@ pub fn check_references<'a>(
                 if let Some(first) = mesh.replace(r.key()) {
                     return Err(ConfigError::invalid(
                         format!("{}: metadata.name", r.key()),
-                        format!(
-                            "a mesh has one MeshConfig and {first} exists; edit that one instead"
-                        ),
+                        format!("a mesh has one MeshConfig and {first} exists; edit that one instead"),
                     ));
                 }
             }
@@ -306,10 +267,7 @@ pub fn check_references<'a>(
             if !services.contains(&(ns, w.spec.service.as_str())) {
                 return Err(ConfigError::invalid(
                     format!("{}: spec.service", r.key()),
-                    format!(
-                        "no Service {ns}/{} exists; apply the Service first (or in the same file)",
-                        w.spec.service
-                    ),
+                    format!("no Service {ns}/{} exists; apply the Service first (or in the same file)", w.spec.service),
                 ));
             }
             for (i, c) in w.spec.checks.iter().enumerate() {
@@ -356,53 +314,29 @@ spec:
         let rs = parse_documents(GOOD).unwrap();
         assert_eq!(rs.len(), 2);
         assert_eq!(rs[0].key().to_string(), "Service default/api");
-        let Resource::Workload(w) = &rs[1] else {
-            panic!("workload")
-        };
+        let Resource::Workload(w) = &rs[1] else { panic!("workload") };
         assert_eq!(w.spec.service_account(), "api");
         assert_eq!(w.spec.checks[0].interval(), crate::Duration::from_secs(5));
         assert_eq!(w.spec.checks[1].interval(), crate::Duration::from_secs(10));
         check_references(rs.iter()).unwrap();
-        let json =
-            serde_json::to_string(&rs.iter().map(Resource::to_object).collect::<Vec<_>>()).unwrap();
+        let json = serde_json::to_string(&rs.iter().map(Resource::to_object).collect::<Vec<_>>()).unwrap();
         assert_eq!(parse_documents(&json).unwrap(), rs, "JSON round trip");
     }
 
     #[test]
     fn errors_name_the_resource_and_field() {
-        let err = parse_documents(&GOOD.replace("port: 8080, protocol", "port: 0, protocol"))
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "Service default/api: spec.ports[0].port: must be 1-65535"
-        );
+        let err = parse_documents(&GOOD.replace("port: 8080, protocol", "port: 0, protocol")).unwrap_err();
+        assert_eq!(err.to_string(), "Service default/api: spec.ports[0].port: must be 1-65535");
         let err = parse_documents(&GOOD.replace("tags: [v1]", "tagz: [v1]")).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("Service default/api: spec.tagz: unknown field `tagz`"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("Service default/api: spec.tagz: unknown field `tagz`"), "{err}");
         let err = parse_documents(&GOOD.replace("address: 10.0.0.5", "address: ten")).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("Workload default/api-1: spec.address"),
-            "{err}"
-        );
-        let err = parse_documents(&GOOD.replace(
-            "{ name: ttl, ttl: 30s }",
-            "{ name: ttl, ttl: 30s, tcp: \"1.2.3.4:5\" }",
-        ))
-        .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("spec.checks[1].http: set exactly one of"),
-            "{err}"
-        );
-        let err = parse_documents(&GOOD.replace(
-            "weft.io/v1alpha1\nkind: Service",
-            "weft.io/v2\nkind: Service",
-        ))
-        .unwrap_err();
+        assert!(err.to_string().starts_with("Workload default/api-1: spec.address"), "{err}");
+        let err =
+            parse_documents(&GOOD.replace("{ name: ttl, ttl: 30s }", "{ name: ttl, ttl: 30s, tcp: \"1.2.3.4:5\" }"))
+                .unwrap_err();
+        assert!(err.to_string().contains("spec.checks[1].http: set exactly one of"), "{err}");
+        let err =
+            parse_documents(&GOOD.replace("weft.io/v1alpha1\nkind: Service", "weft.io/v2\nkind: Service")).unwrap_err();
         assert!(err.to_string().contains("apiVersion"), "{err}");
         let err = parse_documents(&GOOD.replace("kind: Service", "kind: Servise")).unwrap_err();
         assert!(err.to_string().contains("Servise"), "{err}");
@@ -414,17 +348,8 @@ spec:
     fn references_are_checked_across_the_set() {
         let rs = parse_documents(&GOOD.replace("service: api", "service: nope")).unwrap();
         let err = check_references(rs.iter()).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("Workload default/api-1: spec.service: no Service default/nope"),
-            "{err}"
-        );
-        let rs =
-            parse_documents(&GOOD.replace("{ name: ttl, ttl: 30s }", "{ name: a, alias: ghost }"))
-                .unwrap();
-        assert!(check_references(rs.iter())
-            .unwrap_err()
-            .to_string()
-            .contains("no Workload default/ghost"));
+        assert!(err.to_string().starts_with("Workload default/api-1: spec.service: no Service default/nope"), "{err}");
+        let rs = parse_documents(&GOOD.replace("{ name: ttl, ttl: 30s }", "{ name: a, alias: ghost }")).unwrap();
+        assert!(check_references(rs.iter()).unwrap_err().to_string().contains("no Workload default/ghost"));
     }
 }

@@ -11,35 +11,22 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `GET path`; returns the status line and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(String, String)> {
-    let mut s = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
-        .await
-        .context("connect timed out")??;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
+    let mut s = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr)).await.context("connect timed out")??;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
     let mut buf = Vec::new();
-    tokio::time::timeout(TIMEOUT, s.read_to_end(&mut buf))
-        .await
-        .context("no answer within 10s")??;
+    tokio::time::timeout(TIMEOUT, s.read_to_end(&mut buf)).await.context("no answer within 10s")??;
     let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("not an HTTP response")?;
+    let (head, body) = text.split_once("\r\n\r\n").context("not an HTTP response")?;
     let status = head.lines().next().unwrap_or_default().to_string();
     Ok((status, body.to_string()))
 }
 
 /// Sends `data`, half-closes, and returns everything the peer sent until it closed.
 pub async fn tcp_exchange(addr: SocketAddr, data: &[u8]) -> anyhow::Result<String> {
-    let mut s = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
-        .await
-        .context("connect timed out")??;
+    let mut s = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr)).await.context("connect timed out")??;
     s.write_all(data).await?;
     s.shutdown().await?;
     let mut buf = Vec::new();
-    tokio::time::timeout(TIMEOUT, s.read_to_end(&mut buf))
-        .await
-        .context("no answer within 10s")??;
+    tokio::time::timeout(TIMEOUT, s.read_to_end(&mut buf)).await.context("no answer within 10s")??;
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }

@@ -59,19 +59,13 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The proxy logs at info like the weft-proxy binary; the demo and tools only warn.
-    weft_proxy::cli::init_logging(if matches!(cli.cmd, Cmd::Proxy { .. }) {
-        "info"
-    } else {
-        "warn"
-    });
+    weft_proxy::cli::init_logging(if matches!(cli.cmd, Cmd::Proxy { .. }) { "info" } else { "warn" });
     match cli.cmd {
         Cmd::Proxy { cmd } => weft_proxy::cli::run(cmd),
         Cmd::Tls { cmd } => tls::run(cmd),
         Cmd::Up(args) => up::run(args),
         Cmd::DemoCall { addr, path, tcp } => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
                 match tcp {
                     Some(data) => print!("{}", call::tcp_exchange(addr, data.as_bytes()).await?),
@@ -84,15 +78,8 @@ fn main() -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
-        Cmd::DemoApp {
-            name,
-            listen,
-            tcp,
-            upstream,
-        } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+        Cmd::DemoApp { name, listen, tcp, upstream } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async move {
                 let l = tokio::net::TcpListener::bind(listen).await?;
                 println!("listening {}", l.local_addr()?);

@@ -4,9 +4,7 @@
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
-use weft_identity::{
-    Authority, LeafKey, SpiffeId, TrustBundle, DEFAULT_CA_LIFETIME, DEFAULT_LEAF_LIFETIME,
-};
+use weft_identity::{Authority, LeafKey, SpiffeId, TrustBundle, DEFAULT_CA_LIFETIME, DEFAULT_LEAF_LIFETIME};
 
 #[derive(Subcommand)]
 pub enum TlsCmd {
@@ -55,34 +53,23 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 
 pub fn run(cmd: TlsCmd) -> anyhow::Result<()> {
     match cmd {
-        TlsCmd::CaCreate {
-            dir,
-            trust_domain,
-            force,
-        } => {
+        TlsCmd::CaCreate { dir, trust_domain, force } => {
             std::fs::create_dir_all(&dir)?;
             let (cert, key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
             if cert.exists() && !force {
-                bail!("{} exists; pass --force to replace the CA (every workload certificate will need reissuing)", cert.display());
+                bail!(
+                    "{} exists; pass --force to replace the CA (every workload certificate will need reissuing)",
+                    cert.display()
+                );
             }
             let ca = Authority::new_root(&trust_domain, DEFAULT_CA_LIFETIME)?;
             std::fs::write(&cert, ca.cert_pem())?;
             write_private(&key, &ca.key_pem())?;
             std::fs::write(dir.join("trust-domain"), &trust_domain)?;
-            println!(
-                "==> CA for trust domain {trust_domain}: {} and {}",
-                cert.display(),
-                key.display()
-            );
+            println!("==> CA for trust domain {trust_domain}: {} and {}", cert.display(), key.display());
             Ok(())
         }
-        TlsCmd::CertCreate {
-            ca_dir,
-            namespace,
-            service_account,
-            out,
-            lifetime,
-        } => {
+        TlsCmd::CertCreate { ca_dir, namespace, service_account, out, lifetime } => {
             let read = |f: &str| {
                 std::fs::read_to_string(ca_dir.join(f)).with_context(|| {
                     format!(
@@ -97,15 +84,8 @@ pub fn run(cmd: TlsCmd) -> anyhow::Result<()> {
             let id = SpiffeId::workload(ca.trust_domain(), &namespace, &service_account)?;
             let key = LeafKey::generate(&id)?;
             let lifetime: std::time::Duration = lifetime.into();
-            let chain = ca.sign_csr(
-                &key.csr_der()?,
-                &id,
-                if lifetime.is_zero() {
-                    DEFAULT_LEAF_LIFETIME
-                } else {
-                    lifetime
-                },
-            )?;
+            let chain =
+                ca.sign_csr(&key.csr_der()?, &id, if lifetime.is_zero() { DEFAULT_LEAF_LIFETIME } else { lifetime })?;
             std::fs::create_dir_all(&out)?;
             let cert = out.join(format!("{service_account}.pem"));
             let key_path = out.join(format!("{service_account}-key.pem"));

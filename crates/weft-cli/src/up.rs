@@ -42,19 +42,11 @@ pub struct UpArgs {
 }
 
 /// Issues each sidecar a new certificate at half its lifetime, as the control plane will.
-fn rotate_at_half_life(
-    ca: Arc<Authority>,
-    name: &'static str,
-    store: CertStore,
-    lifetime: Duration,
-) {
+fn rotate_at_half_life(ca: Arc<Authority>, name: &'static str, store: CertStore, lifetime: Duration) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(store.leaf().remaining() / 2).await;
-            match ca
-                .issue(&store.id(), lifetime)
-                .map(|leaf| store.set_leaf(leaf))
-            {
+            match ca.issue(&store.id(), lifetime).map(|leaf| store.set_leaf(leaf)) {
                 Ok(Ok(())) => println!(
                     "    rotated the certificate of {name} (new one valid {}s)",
                     store.leaf().remaining().as_secs()
@@ -90,10 +82,7 @@ async fn spawn_app(args: &[&str]) -> anyhow::Result<App> {
         .await
         .context("demo app did not start within 20s")??
         .context("demo app exited at start")?;
-    let addr = line
-        .strip_prefix("listening ")
-        .context("unexpected demo app output")?
-        .parse()?;
+    let addr = line.strip_prefix("listening ").context("unexpected demo app output")?.parse()?;
     Ok(App { child, addr })
 }
 
@@ -115,9 +104,7 @@ inbound: {{ listen: "127.0.0.1:0", ports: [{{ port: {} }}] }}
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(up(args))
 }
 
@@ -162,30 +149,13 @@ services:
     }
     let upstream = web_sidecar.addrs.upstreams[0];
     let listen = format!("127.0.0.1:{}", args.web_port);
-    let web = spawn_app(&[
-        "--name",
-        "web",
-        "--listen",
-        &listen,
-        "--upstream",
-        &upstream.to_string(),
-    ])
-    .await
-    .with_context(|| {
-        format!("cannot start the web frontend on {listen}; pick another --web-port")
-    })?;
+    let web = spawn_app(&["--name", "web", "--listen", &listen, "--upstream", &upstream.to_string()])
+        .await
+        .with_context(|| format!("cannot start the web frontend on {listen}; pick another --web-port"))?;
 
-    let admin = |p: &Proxy| {
-        p.addrs
-            .admin
-            .map(|a| format!("http://{a}/metrics"))
-            .unwrap_or_default()
-    };
+    let admin = |p: &Proxy| p.addrs.admin.map(|a| format!("http://{a}/metrics")).unwrap_or_default();
     println!("==> mesh is up");
-    println!(
-        "    web      http://{}/   frontend; calls api through its sidecar ({upstream})",
-        web.addr
-    );
+    println!("    web      http://{}/   frontend; calls api through its sidecar ({upstream})", web.addr);
     println!(
         "    api-v1   app {}  sidecar mTLS {}  metrics {}",
         v1.addr,

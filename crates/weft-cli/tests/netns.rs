@@ -29,10 +29,7 @@ async fn spawn_in(ns: &Netns, program: &str, args: &[&str], ready_marker: &str) 
     let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
     let marker = ready_marker.to_string();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(64);
-    for stream in [
-        Box::new(out) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-        Box::new(err),
-    ] {
+    for stream in [Box::new(out) as Box<dyn tokio::io::AsyncRead + Unpin + Send>, Box::new(err)] {
         let tx = tx.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stream).lines();
@@ -54,11 +51,7 @@ async fn spawn_in(ns: &Netns, program: &str, args: &[&str], ready_marker: &str) 
     };
     match tokio::time::timeout(Duration::from_secs(30), wait).await {
         Ok(Ok(())) => {}
-        Ok(Err(seen)) => panic!(
-            "{program} {args:?} in {} exited before `{marker}`:\n{}",
-            ns.name,
-            seen.join("\n")
-        ),
+        Ok(Err(seen)) => panic!("{program} {args:?} in {} exited before `{marker}`:\n{}", ns.name, seen.join("\n")),
         Err(_) => panic!("{program} {args:?} in {} not ready within 30s", ns.name),
     }
     // Keep draining output so the child never blocks on a full pipe.
@@ -73,15 +66,8 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 }
 
 fn weft(args: &[&str]) -> String {
-    let out = std::process::Command::new(WEFT)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "weft {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = std::process::Command::new(WEFT).args(args).output().unwrap();
+    assert!(out.status.success(), "weft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -90,47 +76,20 @@ async fn transparent_interception_between_two_pods_is_mtls_on_the_wire() {
     if skip_unless_root("transparent_interception_between_two_pods_is_mtls_on_the_wire") {
         return;
     }
-    if std::process::Command::new("tcpdump")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!(
-            "SKIPPED: tcpdump is not installed (apt-get install tcpdump; .ci/run installs it)"
-        );
+    if std::process::Command::new("tcpdump").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: tcpdump is not installed (apt-get install tcpdump; .ci/run installs it)");
         return;
     }
     let tag = std::process::id() % 100_000;
-    let (a, b) = (
-        Netns::new(&format!("wfa{tag}")),
-        Netns::new(&format!("wfb{tag}")),
-    );
+    let (a, b) = (Netns::new(&format!("wfa{tag}")), Netns::new(&format!("wfb{tag}")));
     link(&a, &format!("{A_IP}/24"), &b, &format!("{B_IP}/24"));
     let veth_a = format!("vwfa{tag}");
 
     let dir = tempdir();
     let d = dir.to_str().unwrap();
     weft(&["tls", "ca-create", "--dir", d]);
-    weft(&[
-        "tls",
-        "cert-create",
-        "--ca-dir",
-        d,
-        "--service-account",
-        "web",
-        "--out",
-        d,
-    ]);
-    weft(&[
-        "tls",
-        "cert-create",
-        "--ca-dir",
-        d,
-        "--service-account",
-        "api",
-        "--out",
-        d,
-    ]);
+    weft(&["tls", "cert-create", "--ca-dir", d, "--service-account", "web", "--out", d]);
+    weft(&["tls", "cert-create", "--ca-dir", d, "--service-account", "api", "--out", d]);
     let api_id = "spiffe://cluster.local/ns/default/sa/api";
 
     // Pod B: the api app (HTTP on 8080, TCP echo on 9000) behind its sidecar.
@@ -162,74 +121,33 @@ services:
 "#
         ),
     );
-    let _api = spawn_in(
-        &b,
-        WEFT,
-        &["demo-app", "--name", "api", "--listen", "0.0.0.0:8080"],
-        "listening",
-    )
-    .await;
-    let _api_tcp = spawn_in(
-        &b,
-        WEFT,
-        &["demo-app", "--tcp", "--listen", "0.0.0.0:9000"],
-        "listening",
-    )
-    .await;
+    let _api = spawn_in(&b, WEFT, &["demo-app", "--name", "api", "--listen", "0.0.0.0:8080"], "listening").await;
+    let _api_tcp = spawn_in(&b, WEFT, &["demo-app", "--tcp", "--listen", "0.0.0.0:9000"], "listening").await;
     // A server outside the mesh on B (its port is excluded from B's interception).
-    let _outside = spawn_in(
-        &b,
-        WEFT,
-        &["demo-app", "--name", "outside", "--listen", "0.0.0.0:7000"],
-        "listening",
-    )
-    .await;
+    let _outside =
+        spawn_in(&b, WEFT, &["demo-app", "--name", "outside", "--listen", "0.0.0.0:7000"], "listening").await;
     let _sb = spawn_in(&b, WEFT, &["proxy", "run", "--config", &b_cfg], "ready").await;
     let _sa = spawn_in(&a, WEFT, &["proxy", "run", "--config", &a_cfg], "ready").await;
     for (ns, exclude) in [(&a, "15000"), (&b, "15000,7000")] {
         let out = ns.exec(&[WEFT, "proxy", "init", "--exclude-inbound-ports", exclude]);
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("REDIRECT"),
-            "rules installed"
-        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("REDIRECT"), "rules installed");
     }
 
     let pcap = dir.join("wire.pcap");
     let pcap_s = pcap.to_string_lossy().into_owned();
-    let mut dump = spawn_in(
-        &a,
-        "tcpdump",
-        &[
-            "-Z", "root", "-i", &veth_a, "-U", "-s", "0", "-w", &pcap_s, "tcp",
-        ],
-        "listening on",
-    )
-    .await;
+    let mut dump =
+        spawn_in(&a, "tcpdump", &["-Z", "root", "-i", &veth_a, "-U", "-s", "0", "-w", &pcap_s, "tcp"], "listening on")
+            .await;
 
     // The unmodified client calls the api by IP and port.
-    let out = a.exec(&[
-        WEFT,
-        "demo-call",
-        &format!("{B_IP}:8080"),
-        "--path",
-        "/secret-marker-7f3a",
-    ]);
+    let out = a.exec(&[WEFT, "demo-call", &format!("{B_IP}:8080"), "--path", "/secret-marker-7f3a"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     let body: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
     assert_eq!(body["path"], "/secret-marker-7f3a");
-    assert_eq!(
-        body["peer_identity"], "spiffe://cluster.local/ns/default/sa/web",
-        "B's app sees A's verified identity"
-    );
+    assert_eq!(body["peer_identity"], "spiffe://cluster.local/ns/default/sa/web", "B's app sees A's verified identity");
 
-    let out = a.exec(&[
-        WEFT,
-        "demo-call",
-        &format!("{B_IP}:9000"),
-        "--tcp",
-        "tcp-secret-91c2",
-    ]);
+    let out = a.exec(&[WEFT, "demo-call", &format!("{B_IP}:9000"), "--tcp", "tcp-secret-91c2"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "tcp-secret-91c2bye\n");
 
     // The capture is written packet by packet (-U): wait until it holds the exchange, then close it.
@@ -239,10 +157,7 @@ services:
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Close the capture and read it.
-    let _ = std::process::Command::new("kill")
-        .arg("-INT")
-        .arg(dump.id().unwrap().to_string())
-        .status();
+    let _ = std::process::Command::new("kill").arg("-INT").arg(dump.id().unwrap().to_string()).status();
     let _ = tokio::time::timeout(Duration::from_secs(10), dump.wait()).await;
     let wire = std::fs::read(&pcap).unwrap();
     let has = |needle: &[u8]| wire.windows(needle.len()).any(|w| w == needle);
@@ -251,10 +166,7 @@ services:
         "the capture holds the TLS handshake (SNI visible): {} bytes",
         wire.len()
     );
-    assert!(
-        !has(b"secret-marker-7f3a"),
-        "HTTP payload visible on the wire"
-    );
+    assert!(!has(b"secret-marker-7f3a"), "HTTP payload visible on the wire");
     assert!(!has(b"tcp-secret-91c2"), "TCP payload visible on the wire");
     assert!(!has(b"HTTP/1.1"), "plaintext HTTP on the wire");
 
@@ -264,10 +176,7 @@ services:
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     let body: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
     assert_eq!(body["app"], "outside");
-    assert!(
-        body["peer_identity"].is_null(),
-        "no mesh identity outside the mesh"
-    );
+    assert!(body["peer_identity"].is_null(), "no mesh identity outside the mesh");
 }
 
 #[tokio::test]
@@ -276,24 +185,12 @@ async fn plaintext_from_outside_the_mesh_is_refused() {
         return;
     }
     let tag = std::process::id() % 100_000;
-    let (a, b) = (
-        Netns::new(&format!("wpa{tag}")),
-        Netns::new(&format!("wpb{tag}")),
-    );
+    let (a, b) = (Netns::new(&format!("wpa{tag}")), Netns::new(&format!("wpb{tag}")));
     link(&a, "10.77.1.1/24", &b, "10.77.1.2/24");
     let dir = tempdir();
     let d = dir.to_str().unwrap();
     weft(&["tls", "ca-create", "--dir", d]);
-    weft(&[
-        "tls",
-        "cert-create",
-        "--ca-dir",
-        d,
-        "--service-account",
-        "api",
-        "--out",
-        d,
-    ]);
+    weft(&["tls", "cert-create", "--ca-dir", d, "--service-account", "api", "--out", d]);
     let b_cfg = write(
         &dir,
         "b.yaml",
@@ -305,41 +202,20 @@ outbound: {{ transparent: "127.0.0.1:15001", mark: 1337 }}
 "#
         ),
     );
-    let _api = spawn_in(
-        &b,
-        WEFT,
-        &["demo-app", "--listen", "0.0.0.0:8080"],
-        "listening",
-    )
-    .await;
+    let _api = spawn_in(&b, WEFT, &["demo-app", "--listen", "0.0.0.0:8080"], "listening").await;
     let _sb = spawn_in(&b, WEFT, &["proxy", "run", "--config", &b_cfg], "ready").await;
     b.exec(&[WEFT, "proxy", "init"]);
     // Pod A has no sidecar: its plaintext call is redirected to B's inbound and refused there.
-    let out = a
-        .command(WEFT)
-        .args(["demo-call", "10.77.1.2:8080"])
-        .output()
-        .unwrap();
-    assert!(
-        !out.status.success(),
-        "plaintext reached the app: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let out = a.command(WEFT).args(["demo-call", "10.77.1.2:8080"]).output().unwrap();
+    assert!(!out.status.success(), "plaintext reached the app: {}", String::from_utf8_lossy(&out.stdout));
 }
 
 fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "weft-netns-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
+    let d = std::env::temp_dir().join(format!("weft-netns-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }

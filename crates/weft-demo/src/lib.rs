@@ -78,11 +78,8 @@ async fn handle(name: &str, mut req: Request<Incoming>) -> Response<Body> {
         return with_status(StatusCode::OK, vec![b'x'; n]);
     }
     if let Some(code) = path.strip_prefix("/status/") {
-        let status = code
-            .parse::<u16>()
-            .ok()
-            .and_then(|c| StatusCode::from_u16(c).ok())
-            .unwrap_or(StatusCode::BAD_REQUEST);
+        let status =
+            code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);
         return with_status(status, format!("{status}\n"));
     }
     if let Some(ms) = path.strip_prefix("/delay/") {
@@ -95,8 +92,7 @@ async fn handle(name: &str, mut req: Request<Incoming>) -> Response<Body> {
     let method = req.method().to_string();
     let version = format!("{:?}", req.version());
     let peer = header_str(req.headers(), PEER_IDENTITY);
-    let host =
-        header_str(req.headers(), "host").or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let host = header_str(req.headers(), "host").or_else(|| req.uri().authority().map(|a| a.to_string()));
     let forged_count = req.headers().get_all(PEER_IDENTITY).iter().count();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
@@ -108,25 +104,16 @@ async fn handle(name: &str, mut req: Request<Incoming>) -> Response<Body> {
         "body": String::from_utf8_lossy(&body[..body.len().min(4096)]),
     });
     let mut r = with_status(StatusCode::OK, json.to_string());
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
 fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
 fn upgrade_echo(req: &mut Request<Incoming>) -> Response<Body> {
-    let proto = req
-        .headers()
-        .get(header::UPGRADE)
-        .cloned()
-        .unwrap_or(HeaderValue::from_static("websocket"));
+    let proto = req.headers().get(header::UPGRADE).cloned().unwrap_or(HeaderValue::from_static("websocket"));
     let is_connect = req.method() == http::Method::CONNECT;
     let on = hyper::upgrade::on(req);
     tokio::spawn(async move {
@@ -151,8 +138,7 @@ fn upgrade_echo(req: &mut Request<Incoming>) -> Response<Body> {
     }
     let mut r = with_status(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
     r.headers_mut().insert(header::UPGRADE, proto);
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     r
 }
 
@@ -184,13 +170,9 @@ fn stream_echo(req: Request<Incoming>) -> Response<Body> {
         }
         let _ = tx.send(Ok(Frame::trailers(trailers))).await;
     });
-    let stream =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     r
 }
 
@@ -223,8 +205,8 @@ pub async fn serve_tcp_echo(listener: TcpListener) {
 /// backend said, so one request shows the whole mesh path.
 pub async fn serve_frontend(listener: TcpListener, name: &str, upstream: std::net::SocketAddr) {
     use hyper_util::client::legacy::Client;
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let client: Client<_, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(hyper_util::client::legacy::connect::HttpConnector::new());
     let name: Arc<str> = name.into();
     loop {
         let stream = accept(&listener).await;
@@ -234,25 +216,15 @@ pub async fn serve_frontend(listener: TcpListener, name: &str, upstream: std::ne
                 let (client, name) = (client.clone(), name.clone());
                 async move {
                     let uri = format!("http://{upstream}{}", req.uri().path());
-                    let call = Request::get(uri)
-                        .header("host", "api")
-                        .body(Full::new(Bytes::new()));
+                    let call = Request::get(uri).header("host", "api").body(Full::new(Bytes::new()));
                     let answer = match call {
                         Ok(call) => match client.request(call).await {
                             Ok(resp) => {
                                 let status = resp.status().as_u16();
-                                let body = resp
-                                    .into_body()
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
-                                let backend: serde_json::Value = serde_json::from_slice(&body)
-                                    .unwrap_or_else(|_| {
-                                        serde_json::Value::String(
-                                            String::from_utf8_lossy(&body).into(),
-                                        )
-                                    });
+                                let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                                let backend: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|_| {
+                                    serde_json::Value::String(String::from_utf8_lossy(&body).into())
+                                });
                                 serde_json::json!({ "app": &*name, "upstream_status": status, "upstream": backend })
                             }
                             Err(e) => serde_json::json!({ "app": &*name, "error": e.to_string() }),
@@ -260,10 +232,7 @@ pub async fn serve_frontend(listener: TcpListener, name: &str, upstream: std::ne
                         Err(e) => serde_json::json!({ "app": &*name, "error": e.to_string() }),
                     };
                     let mut r = with_status(StatusCode::OK, answer.to_string());
-                    r.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/json"),
-                    );
+                    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                     Ok::<_, std::convert::Infallible>(r)
                 }
             });

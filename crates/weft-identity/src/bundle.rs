@@ -32,11 +32,7 @@ fn base64_encode(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -56,40 +52,24 @@ impl TrustBundle {
         let mut store = RootCertStore::empty();
         let (_, ignored) = store.add_parsable_certificates(roots.iter().cloned());
         if ignored > 0 {
-            tracing::warn!(
-                ignored,
-                "trust bundle: skipped certificates that are not valid roots"
-            );
+            tracing::warn!(ignored, "trust bundle: skipped certificates that are not valid roots");
         }
-        TrustBundle {
-            roots,
-            store: Arc::new(store),
-        }
+        TrustBundle { roots, store: Arc::new(store) }
     }
 
     /// Parses a PEM bundle (one or more certificates), refusing it whole if any is malformed.
     pub fn from_pem(pem: &str) -> Result<Self, Error> {
         let roots = CertificateDer::pem_slice_iter(pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::Pem {
-                what: "trust bundle",
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Error::Pem { what: "trust bundle", reason: e.to_string() })?;
         if roots.is_empty() {
-            return Err(Error::Empty {
-                what: "trust bundle",
-            });
+            return Err(Error::Empty { what: "trust bundle" });
         }
         let mut store = RootCertStore::empty();
         for r in &roots {
-            store
-                .add(r.clone())
-                .map_err(|e| Error::BadCert(format!("trust bundle root: {e}")))?;
+            store.add(r.clone()).map_err(|e| Error::BadCert(format!("trust bundle root: {e}")))?;
         }
-        Ok(TrustBundle {
-            roots,
-            store: Arc::new(store),
-        })
+        Ok(TrustBundle { roots, store: Arc::new(store) })
     }
 
     /// This bundle plus the roots of `other` (duplicates removed): for rotation or federation.
@@ -131,20 +111,13 @@ mod tests {
 
     #[test]
     fn pem_round_trip_and_merge() {
-        let a = crate::Authority::new_root("td", crate::DEFAULT_CA_LIFETIME)
-            .unwrap()
-            .bundle();
-        let b = crate::Authority::new_root("td", crate::DEFAULT_CA_LIFETIME)
-            .unwrap()
-            .bundle();
+        let a = crate::Authority::new_root("td", crate::DEFAULT_CA_LIFETIME).unwrap().bundle();
+        let b = crate::Authority::new_root("td", crate::DEFAULT_CA_LIFETIME).unwrap().bundle();
         let parsed = TrustBundle::from_pem(&a.to_pem()).unwrap();
         assert_eq!(parsed.roots(), a.roots());
         let both = a.merged(&b).merged(&a);
         assert_eq!(both.roots().len(), 2);
         assert!(TrustBundle::from_pem("").is_err());
-        assert!(TrustBundle::from_pem(
-            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
-        )
-        .is_err());
+        assert!(TrustBundle::from_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err());
     }
 }

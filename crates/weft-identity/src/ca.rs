@@ -6,8 +6,8 @@
 
 use crate::{Error, LeafKey, SpiffeId, TrustBundle};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
@@ -35,9 +35,7 @@ pub struct Authority {
 
 impl std::fmt::Debug for Authority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authority")
-            .field("trust_domain", &self.trust_domain)
-            .finish_non_exhaustive()
+        f.debug_struct("Authority").field("trust_domain", &self.trust_domain).finish_non_exhaustive()
     }
 }
 
@@ -51,11 +49,7 @@ fn ca_params(common_name: &str, lifetime: Duration, path_len: Option<u8>) -> Cer
         None => IsCa::Ca(BasicConstraints::Unconstrained),
         Some(n) => IsCa::Ca(BasicConstraints::Constrained(n)),
     };
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let now = OffsetDateTime::now_utc();
     p.not_before = now - BACKDATE;
     p.not_after = now + lifetime;
@@ -65,10 +59,7 @@ fn ca_params(common_name: &str, lifetime: Duration, path_len: Option<u8>) -> Cer
 fn parse_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Pem {
-            what,
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| Error::Pem { what, reason: e.to_string() })?;
     if certs.is_empty() {
         return Err(Error::Empty { what });
     }
@@ -79,16 +70,9 @@ impl Authority {
     /// Creates a new self-signed root for `trust_domain`.
     pub fn new_root(trust_domain: &str, lifetime: Duration) -> Result<Self, Error> {
         let key = KeyPair::generate()?;
-        let cert = ca_params(&format!("weft root CA ({trust_domain})"), lifetime, None)
-            .self_signed(&key)?;
+        let cert = ca_params(&format!("weft root CA ({trust_domain})"), lifetime, None).self_signed(&key)?;
         let der: CertificateDer<'static> = cert.into();
-        Ok(Authority {
-            cert: der.clone(),
-            key,
-            parents: vec![],
-            root: der,
-            trust_domain: trust_domain.to_string(),
-        })
+        Ok(Authority { cert: der.clone(), key, parents: vec![], root: der, trust_domain: trust_domain.to_string() })
     }
 
     /// Creates an intermediate CA under this one, e.g. one per cluster.
@@ -112,30 +96,12 @@ impl Authority {
 
     /// Loads a CA from files in Istio's plug-in model: this CA's certificate, its key, and the chain
     /// up to and including the root (the last certificate of `chain_pem` is taken as the root).
-    pub fn from_pem(
-        trust_domain: &str,
-        cert_pem: &str,
-        key_pem: &str,
-        chain_pem: &str,
-    ) -> Result<Self, Error> {
+    pub fn from_pem(trust_domain: &str, cert_pem: &str, key_pem: &str, chain_pem: &str) -> Result<Self, Error> {
         let cert = parse_certs(cert_pem, "CA certificate")?.remove(0);
-        let key = KeyPair::from_pem(key_pem).map_err(|e| Error::Pem {
-            what: "CA key",
-            reason: e.to_string(),
-        })?;
-        let mut chain = if chain_pem.trim().is_empty() {
-            vec![]
-        } else {
-            parse_certs(chain_pem, "CA chain")?
-        };
+        let key = KeyPair::from_pem(key_pem).map_err(|e| Error::Pem { what: "CA key", reason: e.to_string() })?;
+        let mut chain = if chain_pem.trim().is_empty() { vec![] } else { parse_certs(chain_pem, "CA chain")? };
         let root = chain.pop().unwrap_or_else(|| cert.clone());
-        let ca = Authority {
-            cert,
-            key,
-            parents: chain,
-            root,
-            trust_domain: trust_domain.to_string(),
-        };
+        let ca = Authority { cert, key, parents: chain, root, trust_domain: trust_domain.to_string() };
         ca.issuer()?; // proves the certificate parses as an issuer
         Ok(ca)
     }
@@ -200,9 +166,7 @@ impl Authority {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Result<Vec<CertificateDer<'static>>, Error> {
-        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(
-            csr_der,
-        ))?;
+        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))?;
         for san in &csr.params.subject_alt_names {
             if let SanType::URI(uri) = san {
                 if uri.as_str() != authorised.uri() {
@@ -219,14 +183,8 @@ impl Authority {
         params.distinguished_name = dn;
         params.subject_alt_names = vec![SanType::URI(authorised.uri().try_into()?)];
         params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.not_before = not_before;
         params.not_after = not_after;
         params.use_authority_key_identifier_extension = true;
@@ -259,20 +217,13 @@ mod tests {
         let a = SpiffeId::workload("td", "ns", "a").unwrap();
         let b = SpiffeId::workload("td", "ns", "b").unwrap();
         let key = LeafKey::generate(&a).unwrap();
-        let err = inter
-            .sign_csr(&key.csr_der().unwrap(), &b, DEFAULT_LEAF_LIFETIME)
-            .unwrap_err();
+        let err = inter.sign_csr(&key.csr_der().unwrap(), &b, DEFAULT_LEAF_LIFETIME).unwrap_err();
         assert!(matches!(err, Error::IdentityMismatch { .. }), "{err}");
-        let chain = inter
-            .sign_csr(&key.csr_der().unwrap(), &a, DEFAULT_LEAF_LIFETIME)
-            .unwrap();
+        let chain = inter.sign_csr(&key.csr_der().unwrap(), &a, DEFAULT_LEAF_LIFETIME).unwrap();
         assert_eq!(chain.len(), 2, "leaf + intermediate");
         let leaf = key.into_leaf(chain).unwrap();
         assert_eq!(leaf.id(), &a);
-        let remaining = leaf
-            .not_after()
-            .duration_since(std::time::SystemTime::now())
-            .unwrap();
+        let remaining = leaf.not_after().duration_since(std::time::SystemTime::now()).unwrap();
         assert!(remaining > Duration::from_secs(23 * 3600) && remaining <= DEFAULT_LEAF_LIFETIME);
     }
 
@@ -280,18 +231,14 @@ mod tests {
     fn rejects_garbage_csr() {
         let root = Authority::new_root("td", DEFAULT_CA_LIFETIME).unwrap();
         let a = SpiffeId::workload("td", "ns", "a").unwrap();
-        assert!(root
-            .sign_csr(b"not a csr", &a, DEFAULT_LEAF_LIFETIME)
-            .is_err());
+        assert!(root.sign_csr(b"not a csr", &a, DEFAULT_LEAF_LIFETIME).is_err());
     }
 
     #[test]
     fn plug_in_ca_round_trips_through_pem() {
         let root = Authority::new_root("td", DEFAULT_CA_LIFETIME).unwrap();
         let inter = root.new_intermediate("east", DEFAULT_CA_LIFETIME).unwrap();
-        let loaded =
-            Authority::from_pem("td", &inter.cert_pem(), &inter.key_pem(), &root.cert_pem())
-                .unwrap();
+        let loaded = Authority::from_pem("td", &inter.cert_pem(), &inter.key_pem(), &root.cert_pem()).unwrap();
         assert_eq!(loaded.root(), root.root());
         let a = SpiffeId::workload("td", "ns", "a").unwrap();
         let leaf = loaded.issue(&a, DEFAULT_LEAF_LIFETIME).unwrap();

@@ -7,28 +7,34 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 /// A freshly generated key pair for one workload identity. Only [`LeafKey::csr_der`] leaves the
 /// process; the key itself goes into the [`Leaf`] once the CA answers.
 pub struct LeafKey {
-    id: SpiffeId,
+    /// `None`: the CA decides (it signs whatever identity the caller's credentials prove).
+    id: Option<SpiffeId>,
     key: KeyPair,
 }
 
 impl LeafKey {
     /// Generates an ECDSA P-256 key for `id`.
     pub fn generate(id: &SpiffeId) -> Result<Self, Error> {
-        Ok(LeafKey {
-            id: id.clone(),
-            key: KeyPair::generate()?,
-        })
+        Ok(LeafKey { id: Some(id.clone()), key: KeyPair::generate()? })
     }
 
-    pub fn id(&self) -> &SpiffeId {
-        &self.id
+    /// Generates a key whose CSR names no identity: for a proxy that learns its identity from
+    /// its bootstrap token, which the CA checks.
+    pub fn generate_unnamed() -> Result<Self, Error> {
+        Ok(LeafKey { id: None, key: KeyPair::generate()? })
+    }
+
+    pub fn id(&self) -> Option<&SpiffeId> {
+        self.id.as_ref()
     }
 
     /// The certificate signing request (DER) asking for this key's identity.
     pub fn csr_der(&self) -> Result<Vec<u8>, Error> {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(self.id.uri().try_into()?)];
+        if let Some(id) = &self.id {
+            params.subject_alt_names = vec![SanType::URI(id.uri().try_into()?)];
+        }
         Ok(params.serialize_request(&self.key)?.der().to_vec())
     }
 
@@ -41,23 +47,17 @@ impl LeafKey {
     /// Combines the key with the chain the CA returned, checking that the leaf certifies this very
     /// key and identity.
     pub fn into_leaf(self, chain: Vec<CertificateDer<'static>>) -> Result<Leaf, Error> {
-        let first = chain.first().ok_or(Error::Empty {
-            what: "issued chain",
-        })?;
-        let (_, cert) = x509_parser::parse_x509_certificate(first)
-            .map_err(|e| Error::BadCert(e.to_string()))?;
+        let first = chain.first().ok_or(Error::Empty { what: "issued chain" })?;
+        let (_, cert) = x509_parser::parse_x509_certificate(first).map_err(|e| Error::BadCert(e.to_string()))?;
         if cert.public_key().raw != self.key.subject_public_key_info().as_slice() {
-            return Err(Error::BadCert(
-                "the issued certificate is for a different key".into(),
-            ));
+            return Err(Error::BadCert("the issued certificate is for a different key".into()));
         }
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()));
         let leaf = Leaf::new(chain, key)?;
-        if leaf.id() != &self.id {
-            return Err(Error::IdentityMismatch {
-                requested: self.id.uri(),
-                authorised: leaf.id().uri(),
-            });
+        if let Some(id) = &self.id {
+            if leaf.id() != id {
+                return Err(Error::IdentityMismatch { requested: id.uri(), authorised: leaf.id().uri() });
+            }
         }
         Ok(leaf)
     }

@@ -14,11 +14,7 @@ pub struct SpiffeId {
 
 impl SpiffeId {
     /// Builds the ID of a workload, validating each part.
-    pub fn workload(
-        trust_domain: &str,
-        namespace: &str,
-        service_account: &str,
-    ) -> Result<Self, Error> {
+    pub fn workload(trust_domain: &str, namespace: &str, service_account: &str) -> Result<Self, Error> {
         let id = format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}");
         id.parse()
     }
@@ -42,19 +38,14 @@ impl SpiffeId {
 }
 
 fn bad(id: &str, reason: &'static str) -> Error {
-    Error::InvalidSpiffeId {
-        id: id.to_string(),
-        reason,
-    }
+    Error::InvalidSpiffeId { id: id.to_string(), reason }
 }
 
 /// Trust domains are lowercase DNS-like names (SPIFFE spec: letters, digits, `.`, `-`, `_`).
 fn valid_trust_domain(td: &str) -> bool {
     !td.is_empty()
         && td.len() <= 255
-        && td
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+        && td.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
 }
 
 /// Path segments: SPIFFE allows letters, digits, `.`, `-`, `_`; not `.` or `..` alone.
@@ -63,32 +54,23 @@ fn valid_segment(s: &str) -> bool {
         && s != "."
         && s != ".."
         && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
 }
 
 impl FromStr for SpiffeId {
     type Err = Error;
 
     fn from_str(id: &str) -> Result<Self, Error> {
-        let rest = id
-            .strip_prefix("spiffe://")
-            .ok_or_else(|| bad(id, "must start with spiffe://"))?;
+        let rest = id.strip_prefix("spiffe://").ok_or_else(|| bad(id, "must start with spiffe://"))?;
         let (td, path) = rest.split_once('/').ok_or_else(|| bad(id, "has no path"))?;
         if !valid_trust_domain(td) {
-            return Err(bad(
-                id,
-                "trust domain must be lowercase letters, digits, '.', '-', '_'",
-            ));
+            return Err(bad(id, "trust domain must be lowercase letters, digits, '.', '-', '_'"));
         }
         let parts: Vec<&str> = path.split('/').collect();
         match parts.as_slice() {
             ["ns", ns, "sa", sa] => {
                 if !valid_segment(ns) || !valid_segment(sa) {
-                    return Err(bad(
-                        id,
-                        "namespace and service account must be letters, digits, '.', '-', '_'",
-                    ));
+                    return Err(bad(id, "namespace and service account must be letters, digits, '.', '-', '_'"));
                 }
                 Ok(SpiffeId {
                     trust_domain: td.to_string(),
@@ -103,11 +85,7 @@ impl FromStr for SpiffeId {
 
 impl fmt::Display for SpiffeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "spiffe://{}/ns/{}/sa/{}",
-            self.trust_domain, self.namespace, self.service_account
-        )
+        write!(f, "spiffe://{}/ns/{}/sa/{}", self.trust_domain, self.namespace, self.service_account)
     }
 }
 
@@ -138,10 +116,7 @@ mod tests {
             "spiffe:///ns/a/sa/b",
         ] {
             let err = bad.parse::<SpiffeId>().unwrap_err();
-            assert!(
-                err.to_string().contains("invalid SPIFFE ID"),
-                "{bad}: {err}"
-            );
+            assert!(err.to_string().contains("invalid SPIFFE ID"), "{bad}: {err}");
         }
     }
 }

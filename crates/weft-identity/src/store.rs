@@ -19,49 +19,30 @@ pub struct Leaf {
 
 impl std::fmt::Debug for Leaf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Leaf")
-            .field("id", &self.id)
-            .field("not_after", &self.not_after)
-            .finish_non_exhaustive()
+        f.debug_struct("Leaf").field("id", &self.id).field("not_after", &self.not_after).finish_non_exhaustive()
     }
 }
 
 impl Leaf {
     /// Builds a leaf from its chain (leaf first) and key; the identity is read from the leaf's
     /// URI SAN.
-    pub fn new(
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-    ) -> Result<Self, Error> {
-        let first = chain.first().ok_or(Error::Empty {
-            what: "certificate chain",
-        })?;
+    pub fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Self, Error> {
+        let first = chain.first().ok_or(Error::Empty { what: "certificate chain" })?;
         let id = tls::identity_of(first)?;
         let not_after = tls::not_after(first)?;
         let signing = crate::provider().key_provider.load_private_key(key)?;
         let certified = Arc::new(CertifiedKey::new(chain, signing));
-        certified
-            .keys_match()
-            .map_err(|e| Error::BadCert(format!("certificate and key do not match: {e}")))?;
-        Ok(Leaf {
-            id,
-            not_after,
-            certified,
-        })
+        certified.keys_match().map_err(|e| Error::BadCert(format!("certificate and key do not match: {e}")))?;
+        Ok(Leaf { id, not_after, certified })
     }
 
     /// Loads a leaf from PEM files' contents: the chain (leaf first) and a PKCS#8/SEC1 key.
     pub fn from_pem(chain_pem: &str, key_pem: &str) -> Result<Self, Error> {
         let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::Pem {
-                what: "certificate chain",
-                reason: e.to_string(),
-            })?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| Error::Pem {
-            what: "private key",
-            reason: e.to_string(),
-        })?;
+            .map_err(|e| Error::Pem { what: "certificate chain", reason: e.to_string() })?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| Error::Pem { what: "private key", reason: e.to_string() })?;
         Leaf::new(chain, key)
     }
 
@@ -75,24 +56,16 @@ impl Leaf {
 
     /// Time left before expiry (zero when expired).
     pub fn remaining(&self) -> Duration {
-        self.not_after
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
+        self.not_after.duration_since(SystemTime::now()).unwrap_or_default()
     }
 
     /// Checks that this leaf chains to a root of `bundle`. Validity dates are not judged here
     /// (an expired leaf still "chains"; peers refuse it at handshake).
     pub fn verify_chain(&self, bundle: &TrustBundle) -> Result<(), Error> {
         let chain = self.chain();
-        let not_trusted = |reason: String| Error::NotTrusted {
-            id: self.id.uri(),
-            reason,
-        };
-        let leaf = chain
-            .first()
-            .ok_or_else(|| not_trusted("empty chain".into()))?;
-        let parsed = rustls::server::ParsedCertificate::try_from(leaf)
-            .map_err(|e| not_trusted(e.to_string()))?;
+        let not_trusted = |reason: String| Error::NotTrusted { id: self.id.uri(), reason };
+        let leaf = chain.first().ok_or_else(|| not_trusted("empty chain".into()))?;
+        let parsed = rustls::server::ParsedCertificate::try_from(leaf).map_err(|e| not_trusted(e.to_string()))?;
         let result = rustls::client::verify_server_cert_signed_by_trust_anchor(
             &parsed,
             &bundle.root_store(),
@@ -105,10 +78,7 @@ impl Leaf {
             Ok(()) => Ok(()),
             // Only trust is judged here: dates are the handshake's business.
             Err(rustls::Error::InvalidCertificate(
-                C::Expired
-                | C::ExpiredContext { .. }
-                | C::NotValidYet
-                | C::NotValidYetContext { .. },
+                C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
             )) => Ok(()),
             Err(e) => Err(not_trusted(e.to_string())),
         }
@@ -161,10 +131,7 @@ impl CertStore {
     pub fn replace(&self, leaf: Leaf, bundle: Option<TrustBundle>) -> Result<(), Error> {
         let current = self.inner.leaf.load();
         if leaf.id() != current.id() {
-            return Err(Error::RotationIdentity {
-                new: leaf.id().uri(),
-                current: current.id().uri(),
-            });
+            return Err(Error::RotationIdentity { new: leaf.id().uri(), current: current.id().uri() });
         }
         let verifier = match &bundle {
             Some(b) => {

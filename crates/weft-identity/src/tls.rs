@@ -12,17 +12,14 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{
-    ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
-};
+use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Reads the SPIFFE ID from a certificate's URI SAN.
 pub fn identity_of(der: &CertificateDer<'_>) -> Result<SpiffeId, Error> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| Error::BadCert(e.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| Error::BadCert(e.to_string()))?;
     let san = cert
         .subject_alternative_name()
         .map_err(|e| Error::BadCert(e.to_string()))?
@@ -34,17 +31,20 @@ pub fn identity_of(der: &CertificateDer<'_>) -> Result<SpiffeId, Error> {
             }
         }
     }
-    Err(Error::BadCert(
-        "certificate has no spiffe:// URI SAN".into(),
-    ))
+    Err(Error::BadCert("certificate has no spiffe:// URI SAN".into()))
 }
 
 /// The certificate's notAfter.
 pub fn not_after(der: &CertificateDer<'_>) -> Result<SystemTime, Error> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| Error::BadCert(e.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| Error::BadCert(e.to_string()))?;
     let ts = cert.validity().not_after.timestamp();
     Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(ts.max(0) as u64))
+}
+
+/// A certificate's subject and notAfter (RFC 3339-ish), for display.
+pub fn describe(der: &[u8]) -> Result<(String, String), Error> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| Error::BadCert(e.to_string()))?;
+    Ok((cert.subject().to_string(), cert.validity().not_after.to_string()))
 }
 
 /// The verified SPIFFE ID of the peer of an established connection.
@@ -52,9 +52,7 @@ pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<SpiffeId> {
     identity_of(certs?.first()?).ok()
 }
 
-pub(crate) fn webpki_client_verifier(
-    bundle: &TrustBundle,
-) -> Result<Arc<dyn ClientCertVerifier>, Error> {
+pub(crate) fn webpki_client_verifier(bundle: &TrustBundle) -> Result<Arc<dyn ClientCertVerifier>, Error> {
     WebPkiClientVerifier::builder_with_provider(bundle.root_store(), crate::provider())
         .build()
         .map_err(|e| Error::BadCert(format!("trust bundle: {e}")))
@@ -64,12 +62,8 @@ pub(crate) fn webpki_client_verifier(
 pub fn server_config(store: &CertStore, alpn: &[&[u8]]) -> Result<ServerConfig, Error> {
     let mut cfg = ServerConfig::builder_with_provider(crate::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(SpiffeClientVerifier {
-            store: store.clone(),
-        }))
-        .with_cert_resolver(Arc::new(Resolver {
-            store: store.clone(),
-        }));
+        .with_client_cert_verifier(Arc::new(SpiffeClientVerifier { store: store.clone() }))
+        .with_cert_resolver(Arc::new(Resolver { store: store.clone() }));
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(cfg)
 }
@@ -80,13 +74,8 @@ pub fn client_config(store: &CertStore, alpn: &[&[u8]]) -> Result<ClientConfig, 
     let mut cfg = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier {
-            store: store.clone(),
-            provider,
-        }))
-        .with_client_cert_resolver(Arc::new(Resolver {
-            store: store.clone(),
-        }));
+        .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier { store: store.clone(), provider }))
+        .with_client_cert_resolver(Arc::new(Resolver { store: store.clone() }));
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(cfg)
 }
@@ -99,9 +88,7 @@ struct Resolver {
 
 impl std::fmt::Debug for CertStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertStore")
-            .field("id", &self.id())
-            .finish_non_exhaustive()
+        f.debug_struct("CertStore").field("id", &self.id()).finish_non_exhaustive()
     }
 }
 
@@ -122,9 +109,7 @@ impl ResolvesClientCert for Resolver {
 }
 
 fn no_spiffe(e: Error) -> rustls::Error {
-    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
-        Arc::new(e),
-    )))
+    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(e))))
 }
 
 /// A root in the bundle vouches only for identities of this proxy's own trust domain.
@@ -134,10 +119,7 @@ fn same_trust_domain(store: &CertStore, peer: SpiffeId) -> Result<(), rustls::Er
     if peer.trust_domain() == own.trust_domain() {
         Ok(())
     } else {
-        Err(no_spiffe(Error::BadCert(format!(
-            "peer {peer} is outside trust domain {}",
-            own.trust_domain()
-        ))))
+        Err(no_spiffe(Error::BadCert(format!("peer {peer} is outside trust domain {}", own.trust_domain()))))
     }
 }
 
@@ -157,9 +139,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.store
-            .client_verifier()
-            .verify_client_cert(end_entity, intermediates, now)?;
+        self.store.client_verifier().verify_client_cert(end_entity, intermediates, now)?;
         same_trust_domain(&self.store, identity_of(end_entity).map_err(no_spiffe)?)?;
         Ok(ClientCertVerified::assertion())
     }
@@ -170,9 +150,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.store
-            .client_verifier()
-            .verify_tls12_signature(message, cert, dss)
+        self.store.client_verifier().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -181,9 +159,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.store
-            .client_verifier()
-            .verify_tls13_signature(message, cert, dss)
+        self.store.client_verifier().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -224,12 +200,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -238,17 +209,10 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }

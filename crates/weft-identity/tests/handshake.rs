@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-use weft_identity::{
-    tls, Authority, CertStore, SpiffeId, DEFAULT_CA_LIFETIME, DEFAULT_LEAF_LIFETIME,
-};
+use weft_identity::{tls, Authority, CertStore, SpiffeId, DEFAULT_CA_LIFETIME, DEFAULT_LEAF_LIFETIME};
 
 fn id(sa: &str) -> SpiffeId {
     SpiffeId::workload("cluster.local", "default", sa).unwrap()
@@ -35,19 +33,14 @@ async fn handshake(client: &CertStore, server: &CertStore) -> Result<(SpiffeId, 
     });
     let name = rustls_pki_types::ServerName::try_from("8080.api.default.east.weft").unwrap();
     let cli = async {
-        let mut t = connector
-            .connect(name, c)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut t = connector.connect(name, c).await.map_err(|e| e.to_string())?;
         let peer = tls::peer_identity(t.get_ref().1.peer_certificates()).ok_or("no peer id")?;
         t.write_all(b"?").await.map_err(|e| e.to_string())?;
         let mut b = [0u8; 1];
         t.read_exact(&mut b).await.map_err(|e| e.to_string())?;
         Ok::<_, String>(peer)
     };
-    let cli = tokio::time::timeout(Duration::from_secs(10), cli)
-        .await
-        .map_err(|_| "timeout".to_string())?;
+    let cli = tokio::time::timeout(Duration::from_secs(10), cli).await.map_err(|_| "timeout".to_string())?;
     let srv = srv.await.map_err(|e| e.to_string())?;
     Ok((srv?, cli?))
 }
@@ -55,16 +48,8 @@ async fn handshake(client: &CertStore, server: &CertStore) -> Result<(SpiffeId, 
 #[tokio::test]
 async fn same_mesh_mutual_identities() {
     let (root, inter) = mesh();
-    let web = CertStore::new(
-        inter.issue(&id("web"), DEFAULT_LEAF_LIFETIME).unwrap(),
-        root.bundle(),
-    )
-    .unwrap();
-    let api = CertStore::new(
-        inter.issue(&id("api"), DEFAULT_LEAF_LIFETIME).unwrap(),
-        root.bundle(),
-    )
-    .unwrap();
+    let web = CertStore::new(inter.issue(&id("web"), DEFAULT_LEAF_LIFETIME).unwrap(), root.bundle()).unwrap();
+    let api = CertStore::new(inter.issue(&id("api"), DEFAULT_LEAF_LIFETIME).unwrap(), root.bundle()).unwrap();
     let (server_saw, client_saw) = handshake(&web, &api).await.unwrap();
     assert_eq!(server_saw, id("web"));
     assert_eq!(client_saw, id("api"));
@@ -74,20 +59,9 @@ async fn same_mesh_mutual_identities() {
 async fn foreign_root_refused_until_bundles_are_federated() {
     let (root_a, inter_a) = mesh();
     let (root_b, inter_b) = mesh();
-    let web = CertStore::new(
-        inter_a.issue(&id("web"), DEFAULT_LEAF_LIFETIME).unwrap(),
-        root_a.bundle(),
-    )
-    .unwrap();
-    let api = CertStore::new(
-        inter_b.issue(&id("api"), DEFAULT_LEAF_LIFETIME).unwrap(),
-        root_b.bundle(),
-    )
-    .unwrap();
-    assert!(
-        handshake(&web, &api).await.is_err(),
-        "independent roots do not trust each other"
-    );
+    let web = CertStore::new(inter_a.issue(&id("web"), DEFAULT_LEAF_LIFETIME).unwrap(), root_a.bundle()).unwrap();
+    let api = CertStore::new(inter_b.issue(&id("api"), DEFAULT_LEAF_LIFETIME).unwrap(), root_b.bundle()).unwrap();
+    assert!(handshake(&web, &api).await.is_err(), "independent roots do not trust each other");
     // Federation (or root rotation): each side's bundle holds both roots.
     let both = root_a.bundle().merged(&root_b.bundle());
     web.set_bundle(both.clone()).unwrap();
@@ -100,37 +74,19 @@ async fn foreign_root_refused_until_bundles_are_federated() {
 async fn other_trust_domain_refused_even_under_a_trusted_root() {
     let (root, inter) = mesh();
     let other = SpiffeId::workload("other.domain", "default", "web").unwrap();
-    let web = CertStore::new(
-        inter.issue(&other, DEFAULT_LEAF_LIFETIME).unwrap(),
-        root.bundle(),
-    )
-    .unwrap();
-    let api = CertStore::new(
-        inter.issue(&id("api"), DEFAULT_LEAF_LIFETIME).unwrap(),
-        root.bundle(),
-    )
-    .unwrap();
+    let web = CertStore::new(inter.issue(&other, DEFAULT_LEAF_LIFETIME).unwrap(), root.bundle()).unwrap();
+    let api = CertStore::new(inter.issue(&id("api"), DEFAULT_LEAF_LIFETIME).unwrap(), root.bundle()).unwrap();
     let err = handshake(&web, &api).await.unwrap_err();
-    assert!(
-        err.contains("outside trust domain") || err.contains("closed") || err.contains("alert"),
-        "{err}"
-    );
+    assert!(err.contains("outside trust domain") || err.contains("closed") || err.contains("alert"), "{err}");
 }
 
 #[test]
 fn a_store_refuses_a_leaf_its_bundle_does_not_trust() {
     let (_, inter) = mesh();
     let (stranger_root, _) = mesh();
-    let err = CertStore::new(
-        inter.issue(&id("web"), DEFAULT_LEAF_LIFETIME).unwrap(),
-        stranger_root.bundle(),
-    )
-    .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("does not chain to the trust bundle"),
-        "{err}"
-    );
+    let err =
+        CertStore::new(inter.issue(&id("web"), DEFAULT_LEAF_LIFETIME).unwrap(), stranger_root.bundle()).unwrap_err();
+    assert!(err.to_string().contains("does not chain to the trust bundle"), "{err}");
 }
 
 #[tokio::test]
@@ -147,17 +103,9 @@ async fn expired_leaf_refused_and_rotation_fixes_it() {
         )
         .unwrap();
     let web = CertStore::new(key.into_leaf(chain).unwrap(), root.bundle()).unwrap();
-    let api = CertStore::new(
-        inter.issue(&id("api"), DEFAULT_LEAF_LIFETIME).unwrap(),
-        root.bundle(),
-    )
-    .unwrap();
+    let api = CertStore::new(inter.issue(&id("api"), DEFAULT_LEAF_LIFETIME).unwrap(), root.bundle()).unwrap();
     let err = handshake(&web, &api).await.unwrap_err();
-    assert!(
-        err.to_lowercase().contains("expired") || err.contains("closed") || err.contains("alert"),
-        "{err}"
-    );
-    web.set_leaf(inter.issue(&id("web"), DEFAULT_LEAF_LIFETIME).unwrap())
-        .unwrap();
+    assert!(err.to_lowercase().contains("expired") || err.contains("closed") || err.contains("alert"), "{err}");
+    web.set_leaf(inter.issue(&id("web"), DEFAULT_LEAF_LIFETIME).unwrap()).unwrap();
     handshake(&web, &api).await.unwrap();
 }

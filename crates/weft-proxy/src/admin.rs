@@ -52,8 +52,7 @@ fn handle(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
     let text = |status: StatusCode, body: String, ctype: &'static str| {
         let mut r = Response::new(full(body));
         *r.status_mut() = status;
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
         r
     };
     match req.uri().path() {
@@ -62,27 +61,17 @@ fn handle(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
             if ctx.ready.load(Ordering::Acquire) && !ctx.drain.is_draining() {
                 text(StatusCode::OK, "ready\n".into(), "text/plain")
             } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready\n".into(),
-                    "text/plain",
-                )
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into(), "text/plain")
             }
         }
-        "/metrics" => text(
-            StatusCode::OK,
-            encode_metrics(ctx),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
+        "/metrics" => {
+            text(StatusCode::OK, encode_metrics(ctx), "application/openmetrics-text; version=1.0.0; charset=utf-8")
+        }
         "/config_dump" => {
             let body = serde_json::to_string_pretty(&config_dump(ctx)).unwrap_or_default();
             text(StatusCode::OK, body, "application/json")
         }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "try /live /ready /metrics /config_dump\n".into(),
-            "text/plain",
-        ),
+        _ => text(StatusCode::NOT_FOUND, "try /live /ready /metrics /config_dump\n".into(), "text/plain"),
     }
 }
 
@@ -99,9 +88,7 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
                 let resp = handle(&ctx, &req);
                 async move { Ok::<_, std::convert::Infallible>(resp) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }

@@ -35,11 +35,7 @@ impl tower_service::Service<Uri> for AppConnector {
 
     fn call(&mut self, _: Uri) -> Self::Future {
         let (addr, mark, timeout) = (self.addr, self.mark, self.timeout);
-        Box::pin(async move {
-            net::tcp_connect(addr, mark, timeout)
-                .await
-                .map(TokioIo::new)
-        })
+        Box::pin(async move { net::tcp_connect(addr, mark, timeout).await.map(TokioIo::new) })
     }
 }
 
@@ -52,38 +48,20 @@ pub struct AppClients {
 }
 
 impl AppClients {
-    pub fn new(
-        host: IpAddr,
-        ports: impl IntoIterator<Item = u16>,
-        mark: u32,
-        timeout: Duration,
-    ) -> Self {
+    pub fn new(host: IpAddr, ports: impl IntoIterator<Item = u16>, mark: u32, timeout: Duration) -> Self {
         let client = |port: u16, h2: bool| {
-            let connector = AppConnector {
-                addr: SocketAddr::new(host, port),
-                mark,
-                timeout,
-            };
+            let connector = AppConnector { addr: SocketAddr::new(host, port), mark, timeout };
             let mut b = Client::builder(TokioExecutor::new());
-            b.timer(TokioTimer::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(Duration::from_secs(90));
+            b.timer(TokioTimer::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90));
             if h2 {
                 b.http2_only(true);
             }
             b.build(connector)
         };
-        AppClients {
-            by_port: ports
-                .into_iter()
-                .map(|p| (p, (client(p, false), client(p, true))))
-                .collect(),
-        }
+        AppClients { by_port: ports.into_iter().map(|p| (p, (client(p, false), client(p, true)))).collect() }
     }
 
     pub fn get(&self, port: u16, h2: bool) -> Option<&AppClient> {
-        self.by_port
-            .get(&port)
-            .map(|(h1, h2c)| if h2 { h2c } else { h1 })
+        self.by_port.get(&port).map(|(h1, h2c)| if h2 { h2c } else { h1 })
     }
 }

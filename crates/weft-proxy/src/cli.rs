@@ -8,11 +8,7 @@ use std::path::PathBuf;
 use weft_api::proxy::ProxyConfig;
 
 #[derive(Parser)]
-#[command(
-    name = "weft-proxy",
-    version,
-    about = "weft's data plane: an mTLS sidecar and east-west gateway proxy"
-)]
+#[command(name = "weft-proxy", version, about = "weft's data plane: an mTLS sidecar and east-west gateway proxy")]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -58,18 +54,14 @@ pub enum Cmd {
 }
 
 fn load(path: &PathBuf) -> anyhow::Result<ProxyConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
     ProxyConfig::from_yaml(&text).with_context(|| format!("invalid config {}", path.display()))
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: `default_level`, e.g. `info`).
 pub fn init_logging(default_level: &str) {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_level.into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -85,42 +77,30 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Validate { config } => {
             let cfg = load(&config)?;
-            let store = crate::load_identity(&cfg.identity)?;
             crate::Routes::try_from(&cfg)?;
-            println!(
-                "{}: valid; identity {} (expires in {}s)",
-                config.display(),
-                store.id(),
-                store.leaf().remaining().as_secs()
-            );
+            match (&cfg.identity, &cfg.control) {
+                (Some(files), _) => {
+                    let store = crate::load_identity(files)?;
+                    let left = store.leaf().remaining().as_secs();
+                    println!("{}: valid; identity {} (expires in {left}s)", config.display(), store.id());
+                }
+                (None, Some(control)) => {
+                    control.read_token()?;
+                    println!("{}: valid; identity from the control plane at {}", config.display(), control.address);
+                }
+                (None, None) => anyhow::bail!("set `identity` or `control` in the config"),
+            }
             Ok(())
         }
-        Cmd::Init {
-            inbound_port,
-            outbound_port,
-            proxy_mark,
-            proxy_uid,
-            exclude_inbound_ports,
-            dry_run,
-            remove,
-        } => {
+        Cmd::Init { inbound_port, outbound_port, proxy_mark, proxy_uid, exclude_inbound_ports, dry_run, remove } => {
             if remove {
                 iptables::remove()?;
                 println!("removed weft interception rules");
                 return Ok(());
             }
-            let o = InitOptions {
-                inbound_port,
-                outbound_port,
-                proxy_mark,
-                proxy_uid,
-                exclude_inbound_ports,
-            };
+            let o = InitOptions { inbound_port, outbound_port, proxy_mark, proxy_uid, exclude_inbound_ports };
             if dry_run {
-                for r in iptables::chain_setup()
-                    .into_iter()
-                    .chain(iptables::rules(&o))
-                {
+                for r in iptables::chain_setup().into_iter().chain(iptables::rules(&o)) {
                     println!("iptables {}", r.join(" "));
                 }
                 return Ok(());
@@ -132,13 +112,22 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Run { config } => {
             let cfg = load(&config)?;
-            let store = crate::load_identity(&cfg.identity)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let result = rt.block_on(async move {
+                let control = cfg.control.clone();
+                let store = match (&cfg.identity, &control) {
+                    (Some(files), _) => crate::load_identity(files)?,
+                    (None, Some(control)) => crate::control::bootstrap(control).await?,
+                    (None, None) => anyhow::bail!("set `identity` or `control` in the config"),
+                };
                 let mut proxy = Proxy::start(cfg, store).await?;
-                proxy.watch_identity_files();
+                match control {
+                    Some(control) => {
+                        let id = proxy.follow_control_plane(control);
+                        println!("proxy-id {id}");
+                    }
+                    None => proxy.watch_identity_files(),
+                }
                 if let Some(a) = proxy.addrs.admin {
                     // One line on stdout per bound address, for scripts and tests.
                     println!("admin {a}");

@@ -28,17 +28,8 @@ impl Detected {
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const METHODS: &[&[u8]] = &[
-    b"GET ",
-    b"HEAD ",
-    b"POST ",
-    b"PUT ",
-    b"DELETE ",
-    b"CONNECT ",
-    b"OPTIONS ",
-    b"TRACE ",
-    b"PATCH ",
-];
+const METHODS: &[&[u8]] =
+    &[b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"CONNECT ", b"OPTIONS ", b"TRACE ", b"PATCH "];
 /// Enough to decide in every case.
 const DETECT_BUF: usize = 64;
 
@@ -52,11 +43,7 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
     }
     let n = buf.len().min(H2_PREFACE.len());
     if buf[..n] == H2_PREFACE[..n] {
-        return if n == H2_PREFACE.len() {
-            Some(Detected::Http2)
-        } else {
-            None
-        };
+        return if n == H2_PREFACE.len() { Some(Detected::Http2) } else { None };
     }
     let mut undecided = false;
     for m in METHODS {
@@ -77,10 +64,7 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
 
 /// Reads until the protocol is known or `timeout` passes. A client that sends nothing in time
 /// (a server-speaks-first protocol) is opaque TCP.
-pub async fn detect<S: AsyncRead + Unpin>(
-    io: &mut S,
-    timeout: Duration,
-) -> io::Result<(Detected, Vec<u8>)> {
+pub async fn detect<S: AsyncRead + Unpin>(io: &mut S, timeout: Duration) -> io::Result<(Detected, Vec<u8>)> {
     let mut buf = Vec::with_capacity(DETECT_BUF);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -109,11 +93,7 @@ pub struct Prefixed<S> {
 
 impl<S> Prefixed<S> {
     pub fn new(prefix: Vec<u8>, inner: S) -> Self {
-        Prefixed {
-            prefix,
-            pos: 0,
-            inner,
-        }
+        Prefixed { prefix, pos: 0, inner }
     }
 
     pub fn get_ref(&self) -> &S {
@@ -122,11 +102,7 @@ impl<S> Prefixed<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if self.pos < self.prefix.len() {
             let n = (self.prefix.len() - self.pos).min(buf.remaining());
             let start = self.pos;
@@ -143,11 +119,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -25,10 +25,7 @@ impl Drop for ConnGuard {
 
 impl Default for Drain {
     fn default() -> Self {
-        Drain {
-            signal: watch::channel(false).0,
-            open: Arc::new((AtomicUsize::new(0), Notify::new())),
-        }
+        Drain { signal: watch::channel(false).0, open: Arc::new((AtomicUsize::new(0), Notify::new())) }
     }
 }
 

@@ -8,23 +8,13 @@ pub enum ProxyError {
     #[error("no endpoint available for service {0}")]
     NoEndpoint(String),
     #[error("connect to {addr} failed: {source}")]
-    Connect {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Connect { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("connect to {0} timed out; is the peer proxy running and reachable?")]
     ConnectTimeout(std::net::SocketAddr),
     #[error("TLS handshake with {addr} failed: {source}")]
-    Tls {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Tls { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("peer at {addr} is {got}, expected {expected}")]
-    WrongIdentity {
-        addr: std::net::SocketAddr,
-        expected: String,
-        got: String,
-    },
+    WrongIdentity { addr: std::net::SocketAddr, expected: String, got: String },
     #[error("upstream: {0}")]
     Upstream(#[source] hyper::Error),
     #[error("local app: {0}")]

@@ -20,16 +20,10 @@ use tokio::net::{TcpListener, TcpStream};
 const MAX_HELLO: usize = 16 * 1024 + 2048 + 5;
 
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
-    crate::accept_loop(&ctx, listener, |ctx, stream, peer| {
-        handle(ctx, stream, peer)
-    })
-    .await;
+    crate::accept_loop(&ctx, listener, handle).await;
 }
 
-async fn read_sni(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-) -> Result<Option<String>, &'static str> {
+async fn read_sni(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<String>, &'static str> {
     loop {
         match peek_sni(buf) {
             Peek::Sni(sni) => return Ok(sni),
@@ -47,12 +41,7 @@ async fn read_sni(
 
 async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     let mut buf = Vec::with_capacity(1024);
-    let sni = match tokio::time::timeout(
-        ctx.cfg.timeouts.detect.into(),
-        read_sni(&mut stream, &mut buf),
-    )
-    .await
-    {
+    let sni = match tokio::time::timeout(ctx.cfg.timeouts.detect.into(), read_sni(&mut stream, &mut buf)).await {
         Ok(Ok(Some(sni))) => sni,
         Ok(Ok(None)) => {
             ctx.metrics.protocol_error(Direction::gateway, "no-sni");
@@ -68,19 +57,14 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
         }
     };
     let Some(target) = SniTarget::parse(&sni) else {
-        ctx.metrics
-            .protocol_error(Direction::gateway, "unknown-sni");
+        ctx.metrics.protocol_error(Direction::gateway, "unknown-sni");
         tracing::info!(%remote, %sni, "gateway: SNI is not a mesh name");
         return;
     };
     let routes = ctx.routes.load();
     // Only this cluster's services are routed here (a later issue forwards to other gateways).
     let local = target.cluster == ctx.cfg.cluster;
-    let ep = routes
-        .service(&target.service, &target.namespace)
-        .filter(|_| local)
-        .and_then(|s| s.pick())
-        .cloned();
+    let ep = routes.service(&target.service, &target.namespace).filter(|_| local).and_then(|s| s.pick()).cloned();
     let Some(ep) = ep else {
         ctx.metrics.protocol_error(Direction::gateway, "no-route");
         tracing::info!(%remote, %sni, "gateway: no local endpoint for this SNI");

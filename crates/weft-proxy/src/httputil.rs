@@ -30,9 +30,7 @@ pub fn boxed(b: Incoming) -> Body {
 }
 
 pub fn full(text: impl Into<Bytes>) -> Body {
-    Full::new(text.into())
-        .map_err(|never| match never {})
-        .boxed()
+    Full::new(text.into()).map_err(|never| match never {}).boxed()
 }
 
 /// Removes hop-by-hop headers: those named by `Connection`, and the fixed list of RFC 9110.
@@ -50,12 +48,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(&n);
         }
     }
-    for n in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHENTICATE,
-    ] {
+    for n in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::PROXY_AUTHENTICATE] {
         headers.remove(n);
     }
     headers.remove("keep-alive");
@@ -65,13 +58,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| {
-            t.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .eq_ignore_ascii_case("trailers")
-        });
+        .any(|t| t.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("trailers"));
     headers.remove(header::TE);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -89,8 +76,7 @@ pub fn rescue(err: &ProxyError) -> Response<Body> {
     tracing::debug!(%err, %status, "proxy error response");
     let mut resp = Response::new(full(format!("weft-proxy: {err}\n")));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     if let Ok(v) = HeaderValue::from_str(err.kind()) {
         resp.headers_mut().insert(PROXY_ERROR, v);
     }
@@ -118,10 +104,7 @@ where
         }
     });
     *req.version_mut() = http::Version::HTTP_11;
-    let mut resp = sender
-        .send_request(req.map(boxed))
-        .await
-        .map_err(ProxyError::Upstream)?;
+    let mut resp = sender.send_request(req.map(boxed)).await.map_err(ProxyError::Upstream)?;
     let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS || resp.status().is_success();
     if switched {
         let upstream = hyper::upgrade::on(&mut resp);
@@ -130,11 +113,7 @@ where
             let _guard = guard;
             match tokio::try_join!(downstream, upstream) {
                 Ok((down, up)) => {
-                    let _ = tokio::io::copy_bidirectional(
-                        &mut TokioIo::new(down),
-                        &mut TokioIo::new(up),
-                    )
-                    .await;
+                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }
@@ -150,10 +129,7 @@ mod tests {
     #[test]
     fn te_trailers_survives_among_other_codings() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::TE,
-            HeaderValue::from_static("deflate;q=0.5, Trailers"),
-        );
+        h.insert(header::TE, HeaderValue::from_static("deflate;q=0.5, Trailers"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h[header::TE], "trailers");
         let mut h = HeaderMap::new();
@@ -165,16 +141,10 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_but_keeps_te_trailers() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert("x-kept", HeaderValue::from_static("yes"));
         strip_hop_by_hop(&mut h);

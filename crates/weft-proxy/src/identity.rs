@@ -11,17 +11,9 @@ use weft_identity::{CertStore, Leaf, TrustBundle};
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("identity.{field}: cannot read {path}: {source}")]
-    Read {
-        field: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
+    Read { field: &'static str, path: String, source: std::io::Error },
     #[error("identity.{field} ({path}): {source}")]
-    Parse {
-        field: &'static str,
-        path: String,
-        source: weft_identity::Error,
-    },
+    Parse { field: &'static str, path: String, source: weft_identity::Error },
 }
 
 struct Files {
@@ -32,17 +24,9 @@ struct Files {
 
 fn read(files: &IdentityFiles) -> Result<Files, IdentityError> {
     let r = |field, path: &String| {
-        std::fs::read_to_string(path).map_err(|source| IdentityError::Read {
-            field,
-            path: path.clone(),
-            source,
-        })
+        std::fs::read_to_string(path).map_err(|source| IdentityError::Read { field, path: path.clone(), source })
     };
-    Ok(Files {
-        cert: r("cert", &files.cert)?,
-        key: r("key", &files.key)?,
-        bundle: r("bundle", &files.bundle)?,
-    })
+    Ok(Files { cert: r("cert", &files.cert)?, key: r("key", &files.key)?, bundle: r("bundle", &files.bundle)? })
 }
 
 fn parse(paths: &IdentityFiles, f: &Files) -> Result<(Leaf, TrustBundle), IdentityError> {
@@ -73,14 +57,11 @@ pub fn load_identity(files: &IdentityFiles) -> Result<CertStore, IdentityError> 
 }
 
 pub(crate) fn expiry_secs(leaf: &Leaf) -> i64 {
-    leaf.not_after()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    leaf.not_after().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 pub(crate) async fn reload_loop(ctx: Arc<Ctx>) {
-    let paths = ctx.cfg.identity.clone();
+    let Some(paths) = ctx.cfg.identity.clone() else { return };
     let mut last = read(&paths).ok().map(|f| (f.cert, f.key, f.bundle));
     let mut tick = tokio::time::interval(paths.reload_interval.into());
     tick.tick().await;

@@ -24,10 +24,7 @@ use weft_api::proxy::Protocol;
 use weft_identity::tls;
 
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
-    crate::accept_loop(&ctx, listener, |ctx, stream, peer| {
-        handle(ctx, stream, peer)
-    })
-    .await;
+    crate::accept_loop(&ctx, listener, handle).await;
 }
 
 /// Why a handshake failed, as a metric label.
@@ -35,10 +32,7 @@ fn tls_reason(e: &std::io::Error) -> &'static str {
     let s = e.to_string();
     if s.contains("Expired") || s.contains("expired") {
         "expired-cert"
-    } else if s.contains("UnknownIssuer")
-        || s.contains("unknown issuer")
-        || s.contains("BadSignature")
-    {
+    } else if s.contains("UnknownIssuer") || s.contains("unknown issuer") || s.contains("BadSignature") {
         "untrusted-cert"
     } else if s.contains("peer sent no certificates") || s.contains("NoCertificatesPresented") {
         "no-client-cert"
@@ -82,33 +76,18 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
     let target = conn.server_name().and_then(SniTarget::parse);
     let port = match (&target, &ctx.cfg.inbound) {
-        (Some(t), Some(inb)) => inb
-            .ports
-            .iter()
-            .find(|p| p.port == t.port)
-            .map(|p| (p.port, p.protocol)),
+        (Some(t), Some(inb)) => inb.ports.iter().find(|p| p.port == t.port).map(|p| (p.port, p.protocol)),
         _ => None,
     };
     let Some((port, protocol)) = port else {
-        ctx.metrics
-            .protocol_error(Direction::inbound, "unknown-port");
+        ctx.metrics.protocol_error(Direction::inbound, "unknown-port");
         tracing::info!(%remote, sni = ?conn.server_name(), "inbound: SNI names no configured app port");
         return;
     };
     let app = SocketAddr::new(ctx.app_host(), port);
-    let label = Peer {
-        direction: Direction::inbound,
-        src: Name::new(peer_id.to_string()),
-        dst: ctx.id_label.clone(),
-    };
+    let label = Peer { direction: Direction::inbound, src: Name::new(peer_id.to_string()), dst: ctx.id_label.clone() };
     if alpn.as_deref() == Some(net::ALPN_TCP) {
-        ctx.metrics
-            .detected
-            .get_or_create(&Proto {
-                direction: Direction::inbound,
-                protocol: "tcp",
-            })
-            .inc();
+        ctx.metrics.detected.get_or_create(&Proto { direction: Direction::inbound, protocol: "tcp" }).inc();
         let mut guard = ctx.metrics.tcp_conn(label);
         let mut tls = tls;
         match net::tcp_connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await {
@@ -125,11 +104,7 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
         .detected
         .get_or_create(&Proto {
             direction: Direction::inbound,
-            protocol: if alpn.as_deref() == Some(net::ALPN_H2) {
-                "http2"
-            } else {
-                "http1"
-            },
+            protocol: if alpn.as_deref() == Some(net::ALPN_H2) { "http2" } else { "http1" },
         })
         .inc();
     let svc_ctx = ctx.clone();
@@ -141,11 +116,7 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
         let ctx = svc_ctx.clone();
         let peer_header = peer_header.clone();
         let label = label.clone();
-        async move {
-            Ok::<_, std::convert::Infallible>(
-                request(ctx, peer_header, label, app, protocol, req).await,
-            )
-        }
+        async move { Ok::<_, std::convert::Infallible>(request(ctx, peer_header, label, app, protocol, req).await) }
     });
     crate::serve_http(&ctx, tls, service).await;
 }
@@ -162,10 +133,7 @@ async fn request(
     // The app may trust this header: any copy from outside is replaced by the verified identity.
     req.headers_mut().insert(h::PEER_IDENTITY, peer_header);
     // Only the exact value the client sidecar sets counts; anything else is dropped.
-    let orig_h1 = req
-        .headers_mut()
-        .remove(h::ORIG_PROTO)
-        .is_some_and(|v| v == h::ORIG_PROTO_HTTP1)
+    let orig_h1 = req.headers_mut().remove(h::ORIG_PROTO).is_some_and(|v| v == h::ORIG_PROTO_HTTP1)
         || req.version() != http::Version::HTTP_2;
     let use_h2 = match protocol {
         Protocol::Http2 => true,
@@ -197,28 +165,15 @@ async fn forward(
     // The client sidecar sends an absolute URI carrying the caller's authority; keep it (the
     // connector dials the app whatever it says). Otherwise name the app.
     if req.uri().authority().is_none() {
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        *req.uri_mut() = format!("http://{app}{path}")
-            .parse::<Uri>()
-            .map_err(|e| ProxyError::App(e.to_string()))?;
+        let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        *req.uri_mut() = format!("http://{app}{path}").parse::<Uri>().map_err(|e| ProxyError::App(e.to_string()))?;
     }
-    *req.version_mut() = if use_h2 {
-        http::Version::HTTP_2
-    } else {
-        http::Version::HTTP_11
-    };
+    *req.version_mut() = if use_h2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
     let client = ctx
         .apps
         .get(app.port(), use_h2)
         .ok_or_else(|| ProxyError::App(format!("port {} is not an app port", app.port())))?;
-    let mut resp = client
-        .request(req.map(h::boxed))
-        .await
-        .map_err(|e| ProxyError::App(format!("{app}: {e}")))?;
+    let mut resp = client.request(req.map(h::boxed)).await.map_err(|e| ProxyError::App(format!("{app}: {e}")))?;
     h::strip_hop_by_hop(resp.headers_mut());
     // Only proxies speak in this header.
     resp.headers_mut().remove(h::PROXY_ERROR);

@@ -45,123 +45,36 @@ pub fn rules(o: &InitOptions) -> Vec<Vec<String>> {
     for chain in [INBOUND_CHAIN, OUTPUT_CHAIN] {
         r.push(strs(&["-t", "nat", "-F", chain]));
     }
-    r.push(strs(&[
-        "-t",
-        "nat",
-        "-A",
-        INBOUND_CHAIN,
-        "-p",
-        "tcp",
-        "--dport",
-        &inbound,
-        "-j",
-        "RETURN",
-    ]));
+    r.push(strs(&["-t", "nat", "-A", INBOUND_CHAIN, "-p", "tcp", "--dport", &inbound, "-j", "RETURN"]));
     for p in &o.exclude_inbound_ports {
-        r.push(strs(&[
-            "-t",
-            "nat",
-            "-A",
-            INBOUND_CHAIN,
-            "-p",
-            "tcp",
-            "--dport",
-            &p.to_string(),
-            "-j",
-            "RETURN",
-        ]));
+        r.push(strs(&["-t", "nat", "-A", INBOUND_CHAIN, "-p", "tcp", "--dport", &p.to_string(), "-j", "RETURN"]));
     }
-    r.push(strs(&[
-        "-t",
-        "nat",
-        "-A",
-        INBOUND_CHAIN,
-        "-p",
-        "tcp",
-        "-j",
-        "REDIRECT",
-        "--to-ports",
-        &inbound,
-    ]));
+    r.push(strs(&["-t", "nat", "-A", INBOUND_CHAIN, "-p", "tcp", "-j", "REDIRECT", "--to-ports", &inbound]));
     if o.proxy_mark != 0 {
         let mark = o.proxy_mark.to_string();
-        r.push(strs(&[
-            "-t",
-            "nat",
-            "-A",
-            OUTPUT_CHAIN,
-            "-m",
-            "mark",
-            "--mark",
-            &mark,
-            "-j",
-            "RETURN",
-        ]));
+        r.push(strs(&["-t", "nat", "-A", OUTPUT_CHAIN, "-m", "mark", "--mark", &mark, "-j", "RETURN"]));
     }
     if let Some(uid) = o.proxy_uid {
         let uid = uid.to_string();
-        r.push(strs(&[
-            "-t",
-            "nat",
-            "-A",
-            OUTPUT_CHAIN,
-            "-m",
-            "owner",
-            "--uid-owner",
-            &uid,
-            "-j",
-            "RETURN",
-        ]));
+        r.push(strs(&["-t", "nat", "-A", OUTPUT_CHAIN, "-m", "owner", "--uid-owner", &uid, "-j", "RETURN"]));
     }
-    r.push(strs(&[
-        "-t",
-        "nat",
-        "-A",
-        OUTPUT_CHAIN,
-        "-d",
-        "127.0.0.0/8",
-        "-j",
-        "RETURN",
-    ]));
-    r.push(strs(&[
-        "-t",
-        "nat",
-        "-A",
-        OUTPUT_CHAIN,
-        "-p",
-        "tcp",
-        "-j",
-        "REDIRECT",
-        "--to-ports",
-        &outbound,
-    ]));
+    r.push(strs(&["-t", "nat", "-A", OUTPUT_CHAIN, "-d", "127.0.0.0/8", "-j", "RETURN"]));
+    r.push(strs(&["-t", "nat", "-A", OUTPUT_CHAIN, "-p", "tcp", "-j", "REDIRECT", "--to-ports", &outbound]));
     r
 }
 
 fn run(args: &[String]) -> Result<(), InitError> {
     let cmd = format!("iptables {}", args.join(" "));
-    let out = Command::new("iptables")
-        .args(args)
-        .output()
-        .map_err(|source| InitError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
+    let out =
+        Command::new("iptables").args(args).output().map_err(|source| InitError::Spawn { cmd: cmd.clone(), source })?;
     if !out.status.success() {
-        return Err(InitError::Failed {
-            cmd,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+        return Err(InitError::Failed { cmd, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
     }
     Ok(())
 }
 
 fn ok(args: &[&str]) -> bool {
-    Command::new("iptables")
-        .args(args)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    Command::new("iptables").args(args).output().map(|o| o.status.success()).unwrap_or(false)
 }
 
 /// The chains and the jumps into them (`apply` adds only those missing).

@@ -13,6 +13,7 @@
 mod admin;
 mod app;
 pub mod cli;
+pub mod control;
 pub mod detect;
 mod drain;
 pub mod error;
@@ -52,11 +53,7 @@ pub enum StartError {
     #[error("config: {0}")]
     Config(#[from] weft_api::ConfigError),
     #[error("cannot listen for {what} on {addr}: {source} (is another process using the port?)")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("identity: {0}")]
     Identity(#[from] weft_identity::Error),
 }
@@ -87,19 +84,11 @@ impl Ctx {
     }
 
     fn mark(&self) -> u32 {
-        self.cfg
-            .outbound
-            .as_ref()
-            .map(|o| o.effective_mark())
-            .unwrap_or(0)
+        self.cfg.outbound.as_ref().map(|o| o.effective_mark()).unwrap_or(0)
     }
 
     fn app_host(&self) -> std::net::IpAddr {
-        self.cfg
-            .inbound
-            .as_ref()
-            .map(|i| i.app_host)
-            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())
+        self.cfg.inbound.as_ref().map(|i| i.app_host).unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())
     }
 
     fn pool_settings(&self) -> pool::Settings<'_> {
@@ -131,9 +120,7 @@ pub struct Proxy {
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { what, addr, source })
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
 }
 
 fn local(l: &TcpListener) -> Option<SocketAddr> {
@@ -147,9 +134,7 @@ impl Proxy {
         let routes = Routes::try_from(&cfg)?;
         let mut registry = Registry::default();
         let metrics = metrics::Metrics::new(&mut registry);
-        metrics
-            .cert_expiry
-            .set(identity::expiry_secs(&certs.leaf()));
+        metrics.cert_expiry.set(identity::expiry_secs(&certs.leaf()));
         let mut server = auto::Builder::new(TokioExecutor::new());
         server
             .http1()
@@ -178,10 +163,7 @@ impl Proxy {
                 Some(inb) => app::AppClients::new(
                     inb.app_host,
                     inb.ports.iter().map(|p| p.port),
-                    cfg.outbound
-                        .as_ref()
-                        .map(|o| o.effective_mark())
-                        .unwrap_or(0),
+                    cfg.outbound.as_ref().map(|o| o.effective_mark()).unwrap_or(0),
                     connect_timeout,
                 ),
                 None => app::AppClients::default(),
@@ -211,11 +193,7 @@ impl Proxy {
                     for up in &out.upstreams {
                         let l = bind("upstream", up.listen).await?;
                         addrs.upstreams.extend(local(&l));
-                        tasks.push(tokio::spawn(outbound::serve_upstream(
-                            ctx.clone(),
-                            l,
-                            up.clone(),
-                        )));
+                        tasks.push(tokio::spawn(outbound::serve_upstream(ctx.clone(), l, up.clone())));
                     }
                 }
             }
@@ -259,19 +237,41 @@ impl Proxy {
 
     /// Watches the identity files and installs rotated certificates (see `identity.reload_interval`).
     pub fn watch_identity_files(&mut self) {
-        self.tasks
-            .push(tokio::spawn(identity::reload_loop(self.ctx.clone())));
+        self.tasks.push(tokio::spawn(identity::reload_loop(self.ctx.clone())));
+    }
+
+    /// Follows the control plane: routes from the discovery stream, certificate renewal at
+    /// half-life. Returns the proxy id it reports as.
+    pub fn follow_control_plane(&mut self, mut control: weft_api::proxy::Control) -> String {
+        // Ask only for what the upstream listeners call, unless transparent mode needs everything.
+        if let Some(out) =
+            self.ctx.cfg.outbound.as_ref().filter(|o| o.transparent.is_none() && control.upstreams.is_empty())
+        {
+            control.upstreams = out
+                .upstreams
+                .iter()
+                .map(|u| {
+                    if u.service.contains('.') {
+                        u.service.clone()
+                    } else {
+                        format!("{}.{}", u.service, weft_api::proxy::DEFAULT_NAMESPACE)
+                    }
+                })
+                .collect();
+        }
+        let id = self.ctx.certs.id();
+        let proxy_id =
+            control.proxy_id.clone().unwrap_or_else(|| format!("{}-{}", id.service_account(), std::process::id()));
+        self.tasks.push(tokio::spawn(control::discovery_loop(self.ctx.clone(), control.clone(), proxy_id.clone())));
+        self.tasks.push(tokio::spawn(control::rotation_loop(self.ctx.clone(), control)));
+        proxy_id
     }
 
     /// Graceful drain: stop accepting, let open connections finish (up to `timeouts.drain`), stop.
     /// Returns how many connections were still open when it gave up.
     pub async fn shutdown(self) -> usize {
         self.ctx.ready.store(false, Ordering::Release);
-        let left = self
-            .ctx
-            .drain
-            .drain(self.ctx.cfg.timeouts.drain.into())
-            .await;
+        let left = self.ctx.drain.drain(self.ctx.cfg.timeouts.drain.into()).await;
         for t in &self.tasks {
             t.abort();
         }
@@ -322,9 +322,7 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let conn = ctx
-        .server
-        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    let conn = ctx.server.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {

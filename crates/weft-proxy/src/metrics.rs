@@ -93,13 +93,15 @@ pub struct Metrics {
     pub peer_reuses: Counter,
     pub cert_expiry: Gauge,
     pub cert_rotations: Counter,
+    /// 1 while the discovery stream is up.
+    pub control_connected: Gauge,
+    /// Version of the config last applied from the control plane.
+    pub config_version: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
     // 100 µs .. ~13 s
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-        0.0001, 2.0, 18,
-    ))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 18))
 }
 
 impl Metrics {
@@ -119,105 +121,61 @@ impl Metrics {
             peer_reuses: Counter::default(),
             cert_expiry: Gauge::default(),
             cert_rotations: Counter::default(),
+            control_connected: Gauge::default(),
+            config_version: Gauge::default(),
         };
         let r = reg.sub_registry_with_prefix("weft");
         r.register("http_requests", "HTTP requests proxied", m.requests.clone());
-        r.register(
-            "http_responses",
-            "HTTP responses proxied, by status",
-            m.responses.clone(),
-        );
-        r.register(
-            "http_response_latency_seconds",
-            "Time to response headers",
-            m.latency.clone(),
-        );
+        r.register("http_responses", "HTTP responses proxied, by status", m.responses.clone());
+        r.register("http_response_latency_seconds", "Time to response headers", m.latency.clone());
         r.register("tcp_open", "TCP connections opened", m.tcp_open.clone());
         r.register("tcp_close", "TCP connections closed", m.tcp_close.clone());
-        r.register(
-            "tcp_active_connections",
-            "TCP connections open now",
-            m.tcp_active.clone(),
-        );
-        r.register(
-            "tcp_bytes",
-            "Bytes proxied on opaque TCP connections",
-            m.tcp_bytes.clone(),
-        );
-        r.register(
-            "tls_handshake_errors",
-            "Failed TLS handshakes, by reason",
-            m.tls_errors.clone(),
-        );
-        r.register(
-            "protocol_errors",
-            "Connections refused for protocol reasons",
-            m.protocol_errors.clone(),
-        );
-        r.register(
-            "protocol_detected",
-            "Connections by detected protocol",
-            m.detected.clone(),
-        );
-        r.register(
-            "peer_connections",
-            "mTLS HTTP/2 connections opened to peer proxies",
-            m.peer_connects.clone(),
-        );
-        r.register(
-            "peer_connection_reuses",
-            "Requests sent on an already-open peer connection",
-            m.peer_reuses.clone(),
-        );
+        r.register("tcp_active_connections", "TCP connections open now", m.tcp_active.clone());
+        r.register("tcp_bytes", "Bytes proxied on opaque TCP connections", m.tcp_bytes.clone());
+        r.register("tls_handshake_errors", "Failed TLS handshakes, by reason", m.tls_errors.clone());
+        r.register("protocol_errors", "Connections refused for protocol reasons", m.protocol_errors.clone());
+        r.register("protocol_detected", "Connections by detected protocol", m.detected.clone());
+        r.register("peer_connections", "mTLS HTTP/2 connections opened to peer proxies", m.peer_connects.clone());
+        r.register("peer_connection_reuses", "Requests sent on an already-open peer connection", m.peer_reuses.clone());
         r.register(
             "cert_expiry_timestamp_seconds",
             "Expiry of the current workload certificate",
             m.cert_expiry.clone(),
         );
+        r.register("cert_rotations", "Workload certificates installed after start", m.cert_rotations.clone());
         r.register(
-            "cert_rotations",
-            "Workload certificates installed after start",
-            m.cert_rotations.clone(),
+            "control_connected",
+            "1 while the discovery stream to the control plane is up",
+            m.control_connected.clone(),
+        );
+        r.register(
+            "config_version",
+            "Version of the config last applied from the control plane",
+            m.config_version.clone(),
         );
         m
     }
 
     pub fn tls_error(&self, direction: Direction, reason: &'static str) {
-        self.tls_errors
-            .get_or_create(&Reason { direction, reason })
-            .inc();
+        self.tls_errors.get_or_create(&Reason { direction, reason }).inc();
     }
 
     pub fn protocol_error(&self, direction: Direction, reason: &'static str) {
-        self.protocol_errors
-            .get_or_create(&Reason { direction, reason })
-            .inc();
+        self.protocol_errors.get_or_create(&Reason { direction, reason }).inc();
     }
 
     /// Starts recording one TCP connection; the guard records the close, even on early return.
     pub fn tcp_conn(&self, peer: Peer) -> TcpGuard {
         self.tcp_open.get_or_create(&peer).inc();
         self.tcp_active.get_or_create(&peer).inc();
-        TcpGuard {
-            metrics: self.clone(),
-            peer,
-            rx: 0,
-            tx: 0,
-        }
+        TcpGuard { metrics: self.clone(), peer, rx: 0, tx: 0 }
     }
 
     /// Records one HTTP exchange.
     pub fn http(&self, peer: &Peer, status: u16, started: Instant) {
         self.requests.get_or_create(peer).inc();
-        self.latency
-            .get_or_create(peer)
-            .observe(started.elapsed().as_secs_f64());
-        let r = Response {
-            direction: peer.direction,
-            src: peer.src.clone(),
-            dst: peer.dst.clone(),
-            status,
-        };
+        self.latency.get_or_create(peer).observe(started.elapsed().as_secs_f64());
+        let r = Response { direction: peer.direction, src: peer.src.clone(), dst: peer.dst.clone(), status };
         self.responses.get_or_create(&r).inc();
     }
 }
@@ -235,12 +193,8 @@ impl Drop for TcpGuard {
         m.tcp_close.get_or_create(&self.peer).inc();
         m.tcp_active.get_or_create(&self.peer).dec();
         for (flow, n) in [("rx", self.rx), ("tx", self.tx)] {
-            let l = Bytes {
-                direction: self.peer.direction,
-                src: self.peer.src.clone(),
-                dst: self.peer.dst.clone(),
-                flow,
-            };
+            let l =
+                Bytes { direction: self.peer.direction, src: self.peer.src.clone(), dst: self.peer.dst.clone(), flow };
             m.tcp_bytes.get_or_create(&l).inc_by(n);
         }
     }

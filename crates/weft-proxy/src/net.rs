@@ -38,10 +38,7 @@ pub enum Alpn {
 impl Tls {
     pub fn new(store: &CertStore) -> Result<Self, weft_identity::Error> {
         let client = |alpn: &[u8]| -> Result<TlsConnector, weft_identity::Error> {
-            Ok(TlsConnector::from(Arc::new(tls::client_config(
-                store,
-                &[alpn],
-            )?)))
+            Ok(TlsConnector::from(Arc::new(tls::client_config(store, &[alpn])?)))
         };
         let server = tls::server_config(store, &[ALPN_H2, ALPN_HTTP1, ALPN_TCP])?;
         Ok(Tls {
@@ -54,17 +51,9 @@ impl Tls {
 }
 
 /// Connects with `SO_MARK = mark` (when non-zero) so the proxy's own traffic skips interception.
-pub async fn tcp_connect(
-    addr: SocketAddr,
-    mark: u32,
-    timeout: Duration,
-) -> Result<TcpStream, ProxyError> {
-    let sock = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(|source| ProxyError::Connect { addr, source })?;
+pub async fn tcp_connect(addr: SocketAddr, mark: u32, timeout: Duration) -> Result<TcpStream, ProxyError> {
+    let sock = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+        .map_err(|source| ProxyError::Connect { addr, source })?;
     if mark != 0 {
         socket2::SockRef::from(&sock).set_mark(mark).map_err(|e| ProxyError::Connect {
             addr,
@@ -93,10 +82,8 @@ pub async fn connect_peer(
 ) -> Result<TlsStream<TcpStream>, ProxyError> {
     let addr = ep.proxy;
     let tcp = tcp_connect(addr, mark, timeout).await?;
-    let name = ServerName::try_from(sni.to_string()).map_err(|e| ProxyError::Tls {
-        addr,
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-    })?;
+    let name = ServerName::try_from(sni.to_string())
+        .map_err(|e| ProxyError::Tls { addr, source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e) })?;
     let connector = match alpn {
         Alpn::H2 => &tls_cfg.h2,
         Alpn::Http1 => &tls_cfg.http1,
@@ -112,9 +99,7 @@ pub async fn connect_peer(
         other => Err(ProxyError::WrongIdentity {
             addr,
             expected: ep.identity.to_string(),
-            got: other
-                .map(|i| i.to_string())
-                .unwrap_or_else(|| "unknown".into()),
+            got: other.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into()),
         }),
     }
 }

@@ -38,11 +38,7 @@ impl Target {
     fn endpoint(&self) -> Result<Arc<Endpoint>, ProxyError> {
         match &self.pinned {
             Some(ep) => Ok(ep.clone()),
-            None => self
-                .service
-                .pick()
-                .cloned()
-                .ok_or_else(|| ProxyError::NoEndpoint(self.service.key())),
+            None => self.service.pick().cloned().ok_or_else(|| ProxyError::NoEndpoint(self.service.key())),
         }
     }
 
@@ -65,10 +61,7 @@ impl Target {
 
 /// Accept loop of one explicit upstream listener.
 pub async fn serve_upstream(ctx: Arc<Ctx>, listener: TcpListener, up: Upstream) {
-    let (name, ns) = up
-        .service
-        .split_once('.')
-        .unwrap_or((up.service.as_str(), weft_api::proxy::DEFAULT_NAMESPACE));
+    let (name, ns) = up.service.split_once('.').unwrap_or((up.service.as_str(), weft_api::proxy::DEFAULT_NAMESPACE));
     let (name, ns) = (name.to_string(), ns.to_string());
     crate::accept_loop(&ctx, listener, move |ctx, stream, _peer| {
         let service = ctx.routes.load().service(&name, &ns).cloned();
@@ -83,12 +76,7 @@ pub async fn serve_upstream(ctx: Arc<Ctx>, listener: TcpListener, up: Upstream) 
                 (Protocol::Auto, Some(port)) => service.protocol(port),
                 (p, _) => p,
             };
-            let target = Target {
-                service,
-                pinned: None,
-                port: up.port,
-                protocol,
-            };
+            let target = Target { service, pinned: None, port: up.port, protocol };
             handle(ctx, stream, target).await;
         }
     })
@@ -126,13 +114,8 @@ pub async fn serve_transparent(ctx: Arc<Ctx>, listener: TcpListener) {
 
 fn original_dst(stream: &TcpStream) -> std::io::Result<SocketAddr> {
     let sock = socket2::SockRef::from(stream);
-    let addr = if stream.local_addr()?.is_ipv4() {
-        sock.original_dst_v4()?
-    } else {
-        sock.original_dst_v6()?
-    };
-    addr.as_socket()
-        .ok_or_else(|| std::io::Error::other("original destination is not an IP address"))
+    let addr = if stream.local_addr()?.is_ipv4() { sock.original_dst_v4()? } else { sock.original_dst_v6()? };
+    addr.as_socket().ok_or_else(|| std::io::Error::other("original destination is not an IP address"))
 }
 
 /// A destination outside the mesh: forwarded as it is (Istio's PassthroughCluster).
@@ -163,13 +146,7 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, target: Target) {
             Err(_) => return,
         },
     };
-    ctx.metrics
-        .detected
-        .get_or_create(&Proto {
-            direction: Direction::outbound,
-            protocol: proto.as_str(),
-        })
-        .inc();
+    ctx.metrics.detected.get_or_create(&Proto { direction: Direction::outbound, protocol: proto.as_str() }).inc();
     let io = Prefixed::new(prefix, stream);
     match proto {
         Detected::Http1 | Detected::Http2 => {
@@ -193,22 +170,10 @@ async fn tcp(ctx: Arc<Ctx>, mut io: Prefixed<TcpStream>, target: Target) {
             return;
         }
     };
-    let mut guard = ctx.metrics.tcp_conn(Peer {
-        direction: Direction::outbound,
-        src: ctx.id_label.clone(),
-        dst: ep.label.clone(),
-    });
+    let mut guard =
+        ctx.metrics.tcp_conn(Peer { direction: Direction::outbound, src: ctx.id_label.clone(), dst: ep.label.clone() });
     let sni = target.sni(&ep);
-    match net::connect_peer(
-        &ctx.tls,
-        &ep,
-        &sni,
-        Alpn::Tcp,
-        ctx.mark(),
-        ctx.cfg.timeouts.connect.into(),
-    )
-    .await
-    {
+    match net::connect_peer(&ctx.tls, &ep, &sni, Alpn::Tcp, ctx.mark(), ctx.cfg.timeouts.connect.into()).await {
         Ok(mut up) => {
             if let Ok((rx, tx)) = tokio::io::copy_bidirectional(&mut io, &mut up).await {
                 (guard.rx, guard.tx) = (rx, tx);
@@ -233,21 +198,10 @@ fn absolute_uri(req: &Request<Incoming>, fallback: &str) -> Uri {
         .uri()
         .authority()
         .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
+        .or_else(|| req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
         .unwrap_or_else(|| fallback.to_string());
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    format!("http://{authority}{path}")
-        .parse()
-        .unwrap_or_else(|_| Uri::from_static("http://invalid/"))
+    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    format!("http://{authority}{path}").parse().unwrap_or_else(|_| Uri::from_static("http://invalid/"))
 }
 
 async fn request(ctx: Arc<Ctx>, target: Target, req: Request<Incoming>) -> Response<Body> {
@@ -256,20 +210,13 @@ async fn request(ctx: Arc<Ctx>, target: Target, req: Request<Incoming>) -> Respo
         Ok(ep) => ep,
         Err(e) => {
             let resp = h::rescue(&e);
-            let peer = Peer {
-                direction: Direction::outbound,
-                src: ctx.id_label.clone(),
-                dst: target.service.label.clone(),
-            };
+            let peer =
+                Peer { direction: Direction::outbound, src: ctx.id_label.clone(), dst: target.service.label.clone() };
             ctx.metrics.http(&peer, resp.status().as_u16(), started);
             return resp;
         }
     };
-    let peer = Peer {
-        direction: Direction::outbound,
-        src: ctx.id_label.clone(),
-        dst: ep.label.clone(),
-    };
+    let peer = Peer { direction: Direction::outbound, src: ctx.id_label.clone(), dst: ep.label.clone() };
     let result = forward(&ctx, &target, &ep, req).await;
     let resp = match result {
         Ok(r) => r,
@@ -291,15 +238,8 @@ async fn forward(
 ) -> Result<Response<Body>, ProxyError> {
     let sni = target.sni(ep);
     if h::is_upgrade(&req) {
-        let tls = net::connect_peer(
-            &ctx.tls,
-            ep,
-            &sni,
-            Alpn::Http1,
-            ctx.mark(),
-            ctx.cfg.timeouts.connect.into(),
-        )
-        .await?;
+        let tls =
+            net::connect_peer(&ctx.tls, ep, &sni, Alpn::Http1, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
         return h::forward_upgrade(req, tls, ctx.drain.conn()).await;
     }
     let orig_h1 = req.version() != http::Version::HTTP_2;
@@ -308,8 +248,7 @@ async fn forward(
     // Set by this proxy only: an app's own copy is dropped.
     req.headers_mut().remove(h::ORIG_PROTO);
     if orig_h1 {
-        req.headers_mut()
-            .insert(h::ORIG_PROTO, HeaderValue::from_static(h::ORIG_PROTO_HTTP1));
+        req.headers_mut().insert(h::ORIG_PROTO, HeaderValue::from_static(h::ORIG_PROTO_HTTP1));
     }
     *req.version_mut() = http::Version::HTTP_2;
     let mut req = req.map(h::boxed);

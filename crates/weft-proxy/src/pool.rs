@@ -53,23 +53,14 @@ impl Pool {
         }
     }
 
-    pub async fn get(
-        &self,
-        ep: &Endpoint,
-        sni: &str,
-        s: &Settings<'_>,
-    ) -> Result<SendRequest<Body>, ProxyError> {
+    pub async fn get(&self, ep: &Endpoint, sni: &str, s: &Settings<'_>) -> Result<SendRequest<Body>, ProxyError> {
         if let Some(sender) = self.cached(ep.proxy, sni) {
             s.metrics.peer_reuses.inc();
             return Ok(sender);
         }
         let gate = {
             let mut c = self.connecting.lock().unwrap_or_else(|p| p.into_inner());
-            c.entry(ep.proxy)
-                .or_default()
-                .entry(sni.to_string())
-                .or_default()
-                .clone()
+            c.entry(ep.proxy).or_default().entry(sni.to_string()).or_default().clone()
         };
         let _g = gate.lock().await;
         if let Some(sender) = self.cached(ep.proxy, sni) {
@@ -88,12 +79,7 @@ impl Pool {
         result
     }
 
-    async fn connect(
-        &self,
-        ep: &Endpoint,
-        sni: &str,
-        s: &Settings<'_>,
-    ) -> Result<SendRequest<Body>, ProxyError> {
+    async fn connect(&self, ep: &Endpoint, sni: &str, s: &Settings<'_>) -> Result<SendRequest<Body>, ProxyError> {
         let tls = connect_peer(s.tls, ep, sni, Alpn::H2, s.mark, s.connect_timeout).await?;
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -111,10 +97,7 @@ impl Pool {
         });
         s.metrics.peer_connects.inc();
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-        ready
-            .entry(ep.proxy)
-            .or_default()
-            .insert(sni.to_string(), sender.clone());
+        ready.entry(ep.proxy).or_default().insert(sni.to_string(), sender.clone());
         Ok(sender)
     }
 }

@@ -84,17 +84,21 @@ impl TryFrom<&ProxyConfig> for Routes {
     type Error = ConfigError;
 
     fn try_from(cfg: &ProxyConfig) -> Result<Self, ConfigError> {
+        Routes::from_services(&cfg.services)
+    }
+}
+
+impl Routes {
+    /// Builds the table from services in config form (the file's, or the control plane's after
+    /// conversion). Errors name the field (`services[i].endpoints[j].identity`).
+    pub fn from_services(services: &[weft_api::proxy::Service]) -> Result<Self, ConfigError> {
         let mut routes = Routes::default();
-        for (i, s) in cfg.services.iter().enumerate() {
+        for (i, s) in services.iter().enumerate() {
             let mut endpoints = Vec::with_capacity(s.endpoints.len());
             for (j, e) in s.endpoints.iter().enumerate() {
-                let identity: SpiffeId =
-                    e.identity.parse().map_err(|err: weft_identity::Error| {
-                        ConfigError::invalid(
-                            format!("services[{i}].endpoints[{j}].identity"),
-                            err.to_string(),
-                        )
-                    })?;
+                let identity: SpiffeId = e.identity.parse().map_err(|err: weft_identity::Error| {
+                    ConfigError::invalid(format!("services[{i}].endpoints[{j}].identity"), err.to_string())
+                })?;
                 let sni = crate::sni::SniTarget {
                     port: e.address.port(),
                     service: s.name.clone(),
@@ -106,9 +110,9 @@ impl TryFrom<&ProxyConfig> for Routes {
                     label: crate::metrics::Name::new(identity.to_string()),
                     sni,
                     address: e.address,
-                    proxy: e.proxy.unwrap_or_else(|| {
-                        SocketAddr::new(e.address.ip(), weft_api::proxy::DEFAULT_INBOUND_PORT)
-                    }),
+                    proxy: e
+                        .proxy
+                        .unwrap_or_else(|| SocketAddr::new(e.address.ip(), weft_api::proxy::DEFAULT_INBOUND_PORT)),
                     identity,
                     cluster: e.cluster.clone(),
                     network: e.network.clone(),
@@ -127,9 +131,7 @@ impl TryFrom<&ProxyConfig> for Routes {
             for ep in &svc.endpoints {
                 routes.by_addr.insert(ep.address, (svc.clone(), ep.clone()));
             }
-            routes
-                .by_name
-                .insert((s.name.clone(), s.namespace.clone()), svc);
+            routes.by_name.insert((s.name.clone(), s.namespace.clone()), svc);
         }
         Ok(routes)
     }

@@ -24,10 +24,7 @@ pub struct SniTarget {
 
 impl SniTarget {
     pub fn to_sni(&self) -> String {
-        format!(
-            "{}.{}.{}.{}.{SNI_SUFFIX}",
-            self.port, self.service, self.namespace, self.cluster
-        )
+        format!("{}.{}.{}.{}.{SNI_SUFFIX}", self.port, self.service, self.namespace, self.cluster)
     }
 
     /// Parses `<port>.<service>.<namespace>.<cluster>.weft`.
@@ -40,18 +37,10 @@ impl SniTarget {
         if parts.next()? != SNI_SUFFIX || parts.next().is_some() {
             return None;
         }
-        if [&service, &namespace, &cluster]
-            .iter()
-            .any(|s| s.is_empty())
-        {
+        if [&service, &namespace, &cluster].iter().any(|s| s.is_empty()) {
             return None;
         }
-        Some(SniTarget {
-            port,
-            service,
-            namespace,
-            cluster,
-        })
+        Some(SniTarget { port, service, namespace, cluster })
     }
 }
 
@@ -86,8 +75,7 @@ impl<'a> Cursor<'a> {
         self.take(2).map(|b| ((b[0] as usize) << 8) | b[1] as usize)
     }
     fn u24(&mut self) -> Option<usize> {
-        self.take(3)
-            .map(|b| ((b[0] as usize) << 16) | ((b[1] as usize) << 8) | b[2] as usize)
+        self.take(3).map(|b| ((b[0] as usize) << 16) | ((b[1] as usize) << 8) | b[2] as usize)
     }
 }
 
@@ -125,9 +113,7 @@ fn parse_client_hello(body: &[u8]) -> Option<Peek> {
         return None; // not a ClientHello
     }
     let hs_len = c.u24()?;
-    let mut c = Cursor {
-        buf: c.take(hs_len)?,
-    };
+    let mut c = Cursor { buf: c.take(hs_len)? };
     c.take(2 + 32)?; // legacy_version, random
     let sid = c.u8()?;
     c.take(sid)?;
@@ -139,9 +125,7 @@ fn parse_client_hello(body: &[u8]) -> Option<Peek> {
         return Some(Peek::Sni(None));
     }
     let ext_len = c.u16()?;
-    let mut exts = Cursor {
-        buf: c.take(ext_len)?,
-    };
+    let mut exts = Cursor { buf: c.take(ext_len)? };
     while !exts.buf.is_empty() {
         let ty = exts.u16()?;
         let len = exts.u16()?;
@@ -149,9 +133,7 @@ fn parse_client_hello(body: &[u8]) -> Option<Peek> {
         if ty == 0 {
             let mut d = Cursor { buf: data };
             let list_len = d.u16()?;
-            let mut list = Cursor {
-                buf: d.take(list_len)?,
-            };
+            let mut list = Cursor { buf: d.take(list_len)? };
             while !list.buf.is_empty() {
                 let name_type = list.u8()?;
                 let name_len = list.u16()?;
@@ -172,12 +154,7 @@ mod tests {
 
     #[test]
     fn sni_round_trip() {
-        let t = SniTarget {
-            port: 8080,
-            service: "api".into(),
-            namespace: "default".into(),
-            cluster: "east".into(),
-        };
+        let t = SniTarget { port: 8080, service: "api".into(), namespace: "default".into(), cluster: "east".into() };
         assert_eq!(t.to_sni(), "8080.api.default.east.weft");
         assert_eq!(SniTarget::parse(&t.to_sni()), Some(t));
         for bad in [
@@ -212,10 +189,7 @@ mod tests {
     #[test]
     fn reads_sni_from_real_client_hello() {
         let hello = client_hello("8080.api.default.east.weft");
-        assert_eq!(
-            peek_sni(&hello),
-            Peek::Sni(Some("8080.api.default.east.weft".into()))
-        );
+        assert_eq!(peek_sni(&hello), Peek::Sni(Some("8080.api.default.east.weft".into())));
         for cut in [0, 1, 5, 40, hello.len() - 1] {
             assert_eq!(peek_sni(&hello[..cut]), Peek::NeedMore, "cut at {cut}");
         }

@@ -18,19 +18,8 @@ fn tempdir(name: &str) -> std::path::PathBuf {
 fn validate(dir: &std::path::Path, yaml: &str) -> (bool, String) {
     let p = dir.join("c.yaml");
     std::fs::write(&p, yaml).unwrap();
-    let out = Command::new(BIN)
-        .args(["validate", "--config"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let out = Command::new(BIN).args(["validate", "--config"]).arg(&p).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 #[test]
@@ -40,56 +29,29 @@ fn validate_names_the_field_and_the_fix() {
     let (c, k, b) = pki.write_files(&dir, "default", "web");
     let ident = format!("identity: {{ cert: {c}, key: {k}, bundle: {b} }}\n");
 
-    let (ok, out) = validate(
-        &dir,
-        &format!("{ident}inbound: {{ ports: [{{ port: 80 }}] }}\n"),
-    );
+    let (ok, out) = validate(&dir, &format!("{ident}inbound: {{ ports: [{{ port: 80 }}] }}\n"));
     assert!(ok, "{out}");
-    assert!(
-        out.contains("valid; identity spiffe://cluster.local/ns/default/sa/web"),
-        "{out}"
-    );
+    assert!(out.contains("valid; identity spiffe://cluster.local/ns/default/sa/web"), "{out}");
 
-    let (ok, out) = validate(
-        &dir,
-        &format!("{ident}inbound:\n  ports: [{{ port: 80 }}]\n  lsiten: 1.2.3.4:5\n"),
-    );
+    let (ok, out) = validate(&dir, &format!("{ident}inbound:\n  ports: [{{ port: 80 }}]\n  lsiten: 1.2.3.4:5\n"));
     assert!(!ok);
-    assert!(
-        out.contains("unknown field `lsiten`") && out.contains("line 4"),
-        "{out}"
-    );
+    assert!(out.contains("unknown field `lsiten`") && out.contains("line 4"), "{out}");
 
-    let (ok, out) = validate(
-        &dir,
-        &format!("{ident}outbound: {{ upstreams: [{{ listen: '127.0.0.1:0', service: db }}] }}\n"),
-    );
+    let (ok, out) =
+        validate(&dir, &format!("{ident}outbound: {{ upstreams: [{{ listen: '127.0.0.1:0', service: db }}] }}\n"));
     assert!(!ok);
-    assert!(
-        out.contains("outbound.upstreams[0].service") && out.contains("add it or fix the name"),
-        "{out}"
-    );
+    assert!(out.contains("outbound.upstreams[0].service") && out.contains("add it or fix the name"), "{out}");
 
-    let (ok, out) = validate(
-        &dir,
-        "identity: { cert: /nonexistent.pem, key: k, bundle: b }\ninbound: {}\n",
-    );
+    let (ok, out) = validate(&dir, "identity: { cert: /nonexistent.pem, key: k, bundle: b }\ninbound: {}\n");
     assert!(!ok);
-    assert!(
-        out.contains("identity.cert") && out.contains("/nonexistent.pem"),
-        "{out}"
-    );
+    assert!(out.contains("identity.cert") && out.contains("/nonexistent.pem"), "{out}");
 
     let (ok, out) = validate(&dir, ": : :\n\t- [");
     assert!(!ok);
     assert!(out.contains("invalid config"), "{out}");
 
     // A certificate file with garbage in it.
-    std::fs::write(
-        &c,
-        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
-    )
-    .unwrap();
+    std::fs::write(&c, "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n").unwrap();
     let (ok, out) = validate(&dir, &format!("{ident}inbound: {{}}\n"));
     assert!(!ok);
     assert!(out.contains("identity.cert"), "{out}");
@@ -132,27 +94,14 @@ async fn runs_from_files_rotates_on_file_change_and_drains_on_sigterm() {
 
     // Rotate: new key and certificate written over the old files.
     pki.write_files(&dir, "default", "api");
-    eventually(
-        "rotated certificate installed",
-        Duration::from_secs(20),
-        || async move {
-            let m = http1_get(admin, "/metrics").await.ok()?;
-            String::from_utf8_lossy(m.body())
-                .contains("weft_cert_rotations_total 1")
-                .then_some(())
-        },
-    )
+    eventually("rotated certificate installed", Duration::from_secs(20), || async move {
+        let m = http1_get(admin, "/metrics").await.ok()?;
+        String::from_utf8_lossy(m.body()).contains("weft_cert_rotations_total 1").then_some(())
+    })
     .await;
 
     let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "exit after drain: {status}");
 }

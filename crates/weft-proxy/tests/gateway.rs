@@ -13,11 +13,7 @@ use weft_api::proxy::ProxyConfig;
 use weft_proxy::Proxy;
 use weft_testkit::{http1_request, Pki, Tap};
 
-async fn gateway(
-    pki: &Pki,
-    server_inbound: std::net::SocketAddr,
-    app: std::net::SocketAddr,
-) -> Proxy {
+async fn gateway(pki: &Pki, server_inbound: std::net::SocketAddr, app: std::net::SocketAddr) -> Proxy {
     let cfg = ProxyConfig::from_yaml(&format!(
         r#"
 mode: gateway
@@ -31,9 +27,7 @@ services:
         id = api_id()
     ))
     .unwrap();
-    Proxy::start(cfg, pki.store("istio-system", "gateway"))
-        .await
-        .unwrap()
+    Proxy::start(cfg, pki.store("istio-system", "gateway")).await.unwrap()
 }
 
 #[tokio::test]
@@ -47,30 +41,16 @@ async fn client_reaches_server_through_gateway_without_it_seeing_plaintext() {
     // exactly what it received, so the tap shows whether the gateway ever had plaintext.
     let tap = Tap::start(server.addrs.inbound.unwrap()).await;
     let gw = gateway(&pki, tap.addr, app_http).await;
-    let client = start_client(
-        pki.store("default", "web"),
-        app_http,
-        app_tcp,
-        gw.addrs.gateway.unwrap(),
-        &api_id(),
-        "",
-    )
-    .await;
+    let client =
+        start_client(pki.store("default", "web"), app_http, app_tcp, gw.addrs.gateway.unwrap(), &api_id(), "").await;
 
     let secret = "gateway-must-not-see-this";
-    let req = http::Request::post("/via-gw")
-        .header("host", "t")
-        .body(Full::new(Bytes::from(secret)))
-        .unwrap();
+    let req = http::Request::post("/via-gw").header("host", "t").body(Full::new(Bytes::from(secret))).unwrap();
     let resp = http1_request(client.addrs.upstreams[0], req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let v: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
     assert_eq!(v["body"], secret);
-    assert_eq!(
-        v["peer_identity"],
-        web_id(),
-        "the caller's identity survives the gateway hop"
-    );
+    assert_eq!(v["peer_identity"], web_id(), "the caller's identity survives the gateway hop");
 
     let mut s = TcpStream::connect(client.addrs.upstreams[1]).await.unwrap();
     s.write_all(b"tcp-through-gateway").await.unwrap();
@@ -82,10 +62,7 @@ async fn client_reaches_server_through_gateway_without_it_seeing_plaintext() {
     assert!(!tap.saw(b"tcp-through-gateway"));
     assert_eq!(tap.seen()[0], 0x16);
     let m = gw.metrics_text();
-    assert!(
-        metric(&m, "weft_tcp_open_total{direction=\"gateway\"") >= 2.0,
-        "{m}"
-    );
+    assert!(metric(&m, "weft_tcp_open_total{direction=\"gateway\"") >= 2.0, "{m}");
 }
 
 #[tokio::test]
@@ -109,25 +86,9 @@ async fn gateway_refuses_unknown_sni_and_plaintext() {
     let cfg = weft_identity::tls::client_config(&store, &[b"h2"]).unwrap();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
     let name = rustls_pki_types::ServerName::try_from("80.nope.default.local.weft").unwrap();
-    let res = connector
-        .connect(name, TcpStream::connect(gw_addr).await.unwrap())
-        .await;
+    let res = connector.connect(name, TcpStream::connect(gw_addr).await.unwrap()).await;
     assert!(res.is_err());
     let m = gw.metrics_text();
-    assert_eq!(
-        metric(
-            &m,
-            "weft_protocol_errors_total{direction=\"gateway\",reason=\"not-tls\"}"
-        ),
-        1.0,
-        "{m}"
-    );
-    assert_eq!(
-        metric(
-            &m,
-            "weft_protocol_errors_total{direction=\"gateway\",reason=\"no-route\"}"
-        ),
-        1.0,
-        "{m}"
-    );
+    assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"gateway\",reason=\"not-tls\"}"), 1.0, "{m}");
+    assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"gateway\",reason=\"no-route\"}"), 1.0, "{m}");
 }

@@ -43,10 +43,7 @@ async fn rotation_under_load_drops_nothing() {
     // Rotate both sides, several times, while requests flow.
     let mut new_server_leaf = None;
     for _ in 0..3 {
-        p.client
-            .certs()
-            .set_leaf(p.pki.leaf("default", "web"))
-            .unwrap();
+        p.client.certs().set_leaf(p.pki.leaf("default", "web")).unwrap();
         let leaf = p.pki.leaf("default", "api");
         p.server.certs().set_leaf(leaf.clone()).unwrap();
         new_server_leaf = Some(leaf);
@@ -70,28 +67,14 @@ async fn rotation_under_load_drops_nothing() {
 
     long.write_all(b"after!").await.unwrap();
     long.read_exact(&mut b).await.unwrap();
-    assert_eq!(
-        &b, b"after!",
-        "the connection opened before rotation still works"
-    );
+    assert_eq!(&b, b"after!", "the connection opened before rotation still works");
 
     // New handshakes present the new certificate.
     let cfg = weft_identity::tls::client_config(&p.pki.store("default", "web"), &[b"h2"]).unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let name = rustls_pki_types::ServerName::try_from(format!(
-        "{}.api.default.local.weft",
-        p.app_http.port()
-    ))
-    .unwrap();
-    let tls = connector
-        .connect(
-            name,
-            TcpStream::connect(p.server.addrs.inbound.unwrap())
-                .await
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from(format!("{}.api.default.local.weft", p.app_http.port())).unwrap();
+    let tls =
+        connector.connect(name, TcpStream::connect(p.server.addrs.inbound.unwrap()).await.unwrap()).await.unwrap();
     let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
     assert_eq!(presented, new_server_leaf.unwrap().chain()[0]);
 }
@@ -99,15 +82,8 @@ async fn rotation_under_load_drops_nothing() {
 #[tokio::test]
 async fn rotation_refuses_a_different_identity() {
     let p = pair().await;
-    let err = p
-        .server
-        .certs()
-        .set_leaf(p.pki.leaf("default", "other"))
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("rotation keeps the identity"),
-        "{err}"
-    );
+    let err = p.server.certs().set_leaf(p.pki.leaf("default", "other")).unwrap_err();
+    assert!(err.to_string().contains("rotation keeps the identity"), "{err}");
     assert_eq!(p.server.certs().id().to_string(), api_id());
 }
 
@@ -116,39 +92,24 @@ async fn drain_finishes_in_flight_requests_then_stops() {
     let p = pair().await;
     let addr = p.http;
     let inflight = tokio::spawn(async move { http1_get(addr, "/delay/300").await });
-    eventually(
-        "request in flight at the server sidecar",
-        Duration::from_secs(10),
-        || {
-            let n = p.server.open_connections();
-            async move { (n >= 1).then_some(()) }
-        },
-    )
+    eventually("request in flight at the server sidecar", Duration::from_secs(10), || {
+        let n = p.server.open_connections();
+        async move { (n >= 1).then_some(()) }
+    })
     .await;
     let inbound = p.server.addrs.inbound.unwrap();
     let left = p.server.shutdown().await;
     assert_eq!(left, 0, "all connections finished within the drain timeout");
     let resp = inflight.await.unwrap().unwrap();
-    assert_eq!(
-        resp.status(),
-        200,
-        "the in-flight request completed during drain"
-    );
-    assert!(
-        TcpStream::connect(inbound).await.is_err(),
-        "a drained proxy accepts nothing new"
-    );
+    assert_eq!(resp.status(), 200, "the in-flight request completed during drain");
+    assert!(TcpStream::connect(inbound).await.is_err(), "a drained proxy accepts nothing new");
 }
 
 #[tokio::test]
 async fn drain_waits_for_open_websocket_tunnels() {
     let p = pair().await;
     let mut ws = TcpStream::connect(p.http).await.unwrap();
-    ws.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    ws.write_all(b"GET /ws HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut b = [0u8; 1];
@@ -170,11 +131,7 @@ async fn drain_waits_for_open_websocket_tunnels() {
     assert_eq!(&back, b"still here");
     assert!(!draining.is_finished());
     drop(ws);
-    assert_eq!(
-        draining.await.unwrap(),
-        0,
-        "drain ended when the tunnel closed"
-    );
+    assert_eq!(draining.await.unwrap(), 0, "drain ended when the tunnel closed");
 }
 
 fn ctx_is_draining(ctx: &weft_proxy::Ctx) -> bool {
@@ -190,27 +147,15 @@ async fn admin_endpoints() {
     assert_eq!(http1_get(admin, "/ready").await.unwrap().status(), 200);
     let metrics = http1_get(admin, "/metrics").await.unwrap();
     let text = String::from_utf8_lossy(metrics.body()).to_string();
-    assert!(
-        text.contains("weft_http_requests_total{direction=\"outbound\""),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!("src=\"{}\"", web_id())),
-        "identity labels: {text}"
-    );
-    assert!(
-        text.contains("weft_cert_expiry_timestamp_seconds"),
-        "{text}"
-    );
+    assert!(text.contains("weft_http_requests_total{direction=\"outbound\""), "{text}");
+    assert!(text.contains(&format!("src=\"{}\"", web_id())), "identity labels: {text}");
+    assert!(text.contains("weft_cert_expiry_timestamp_seconds"), "{text}");
     let dump = http1_get(admin, "/config_dump").await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(dump.body()).unwrap();
     assert_eq!(v["identity"], web_id());
     assert_eq!(v["routes"][0]["name"], "api");
     let up = v["listeners"]["upstreams"][0].as_str().unwrap();
-    assert!(
-        !up.ends_with(":0"),
-        "bound ports, not configured ones: {up}"
-    );
+    assert!(!up.ends_with(":0"), "bound ports, not configured ones: {up}");
     assert_eq!(v["routes"][0]["endpoints"][0]["identity"], api_id());
     assert!(v["certificate"]["expires_in_seconds"].as_u64().unwrap() > 23 * 3600);
     assert_eq!(http1_get(admin, "/nope").await.unwrap().status(), 404);

@@ -18,20 +18,14 @@ async fn read_head(s: &mut TcpStream) -> String {
     while !head.ends_with(b"\r\n\r\n") {
         let mut b = [0u8; 1];
         let n = s.read(&mut b).await.unwrap();
-        assert_eq!(
-            n,
-            1,
-            "closed before the end of the head: {}",
-            String::from_utf8_lossy(&head)
-        );
+        assert_eq!(n, 1, "closed before the end of the head: {}", String::from_utf8_lossy(&head));
         head.push(b[0]);
     }
     String::from_utf8_lossy(&head).into_owned()
 }
 
 fn json(b: &Bytes) -> serde_json::Value {
-    serde_json::from_slice(b)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
+    serde_json::from_slice(b).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
 }
 
 #[tokio::test]
@@ -42,20 +36,14 @@ async fn http1_reaches_app_with_verified_caller_identity() {
     let v = json(resp.body());
     assert_eq!(v["app"], "api");
     assert_eq!(v["path"], "/hello");
-    assert_eq!(
-        v["version"], "HTTP/1.1",
-        "the server app is spoken to in the caller's HTTP version"
-    );
+    assert_eq!(v["version"], "HTTP/1.1", "the server app is spoken to in the caller's HTTP version");
     assert_eq!(v["peer_identity"], web_id());
     assert_eq!(v["host"], "test", "Host header preserved");
 
     // A forged identity header from the calling app is replaced, not appended.
     let req = http::Request::post("/forge")
         .header("host", "test")
-        .header(
-            "x-weft-peer-identity",
-            "spiffe://cluster.local/ns/default/sa/admin",
-        )
+        .header("x-weft-peer-identity", "spiffe://cluster.local/ns/default/sa/admin")
         .header("connection", "x-hop")
         .header("x-hop", "must not pass")
         .body(Full::new(Bytes::from_static(b"payload")))
@@ -70,59 +58,35 @@ async fn http1_reaches_app_with_verified_caller_identity() {
 async fn chunked_bodies_and_keepalive_reuse_one_peer_connection() {
     let p = pair().await;
     let stream = TcpStream::connect(p.http).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     for i in 0..50 {
         // A streaming body of unknown length goes out chunked.
         let chunks: Vec<_> = (0..3)
-            .map(|_| {
-                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(format!("chunk-{i}-"))))
-            })
+            .map(|_| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(format!("chunk-{i}-")))))
             .collect();
         let body = StreamBody::new(futures_util::stream::iter(chunks));
-        let req = http::Request::post("/echo")
-            .header("host", "t")
-            .body(body)
-            .unwrap();
+        let req = http::Request::post("/echo").header("host", "t").body(body).unwrap();
         let resp = send.send_request(req).await.unwrap();
         assert_eq!(resp.status(), 200);
         let v = json(&resp.into_body().collect().await.unwrap().to_bytes());
         assert_eq!(v["body"], format!("chunk-{i}-").repeat(3));
     }
     let m = p.client.metrics_text();
-    assert_eq!(
-        metric(&m, "weft_peer_connections_total"),
-        1.0,
-        "one mTLS connection carries everything:\n{m}"
-    );
-    assert!(
-        metric(&m, "weft_peer_connection_reuses_total") >= 49.0,
-        "{m}"
-    );
-    assert_eq!(
-        metric(&m, "weft_http_responses_total{direction=\"outbound\""),
-        50.0,
-        "{m}"
-    );
+    assert_eq!(metric(&m, "weft_peer_connections_total"), 1.0, "one mTLS connection carries everything:\n{m}");
+    assert!(metric(&m, "weft_peer_connection_reuses_total") >= 49.0, "{m}");
+    assert_eq!(metric(&m, "weft_http_responses_total{direction=\"outbound\""), 50.0, "{m}");
 }
 
 #[tokio::test]
 async fn http2_and_grpc_style_streaming_with_trailers() {
     let p = pair().await;
     let mut h2 = http2_client(p.http).await.unwrap();
-    let req = http::Request::get("http://api/unary")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let req = http::Request::get("http://api/unary").body(Full::new(Bytes::new())).unwrap();
     let resp = h2.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let v = json(&resp.into_body().collect().await.unwrap().to_bytes());
-    assert_eq!(
-        v["version"], "HTTP/2.0",
-        "HTTP/2 from the caller stays HTTP/2 to the app"
-    );
+    assert_eq!(v["version"], "HTTP/2.0", "HTTP/2 from the caller stays HTTP/2 to the app");
     assert_eq!(v["peer_identity"], web_id());
 
     // The caller's :authority reaches the app, and an app cannot fake the protocol marker.
@@ -130,33 +94,18 @@ async fn http2_and_grpc_style_streaming_with_trailers() {
         .header("x-weft-orig-proto", "HTTP/1.1")
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let v = json(
-        &h2.send_request(req)
-            .await
-            .unwrap()
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes(),
-    );
+    let v = json(&h2.send_request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes());
     assert_eq!(v["host"], "api.example:8080");
-    assert_eq!(
-        v["version"], "HTTP/2.0",
-        "a spoofed x-weft-orig-proto is dropped"
-    );
+    assert_eq!(v["version"], "HTTP/2.0", "a spoofed x-weft-orig-proto is dropped");
 
     // Bidirectional streaming: each chunk comes back before the next is sent; trailers arrive.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
-    let body = StreamBody::new(Box::pin(futures_util::stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
-    )));
+    let body = StreamBody::new(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|f| (f, rx))
+    })));
     let io = hyper_util::rt::TokioIo::new(TcpStream::connect(p.http).await.unwrap());
     let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-            .await
-            .unwrap();
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
     tokio::spawn(conn);
     let req = http::Request::post("http://api/stream")
         .header("content-type", "application/grpc")
@@ -165,17 +114,13 @@ async fn http2_and_grpc_style_streaming_with_trailers() {
         .unwrap();
     let resp_fut = tokio::spawn(async move { sender.send_request(req).await.unwrap() });
     let mut received = Vec::new();
-    tx.send(Ok(Frame::data(Bytes::from_static(b"one"))))
-        .await
-        .unwrap();
+    tx.send(Ok(Frame::data(Bytes::from_static(b"one")))).await.unwrap();
     let resp = resp_fut.await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     received.push(first);
-    tx.send(Ok(Frame::data(Bytes::from_static(b"two"))))
-        .await
-        .unwrap();
+    tx.send(Ok(Frame::data(Bytes::from_static(b"two")))).await.unwrap();
     let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
     received.push(second);
     drop(tx);
@@ -186,10 +131,7 @@ async fn http2_and_grpc_style_streaming_with_trailers() {
             trailers = f.into_trailers().ok();
         }
     }
-    assert_eq!(
-        received,
-        vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")]
-    );
+    assert_eq!(received, vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")]);
     let trailers = trailers.expect("trailers reach the client");
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers["x-echo-chunks"], "2");
@@ -232,10 +174,7 @@ async fn opaque_tcp_with_half_close() {
         async move { (metric(&m, "weft_tcp_close_total{direction=\"outbound\"") >= 1.0).then_some(()) }
     })
     .await;
-    assert!(
-        metric(&m, "weft_tcp_open_total{direction=\"outbound\"") >= 1.0,
-        "{m}"
-    );
+    assert!(metric(&m, "weft_tcp_open_total{direction=\"outbound\"") >= 1.0, "{m}");
 }
 
 #[tokio::test]
@@ -246,19 +185,10 @@ async fn auto_detects_opaque_tcp_on_an_http_port() {
     s.write_all(b"\x16\x03 not really tls").await.unwrap();
     s.shutdown().await.unwrap();
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.unwrap().unwrap();
     // The HTTP echo app rejects garbage with 400; either way the bytes travelled as TCP.
     let m = p.server.metrics_text();
-    assert!(
-        metric(
-            &m,
-            "weft_protocol_detected_total{direction=\"inbound\",protocol=\"tcp\""
-        ) >= 1.0,
-        "{m}"
-    );
+    assert!(metric(&m, "weft_protocol_detected_total{direction=\"inbound\",protocol=\"tcp\"") >= 1.0, "{m}");
 }
 
 #[tokio::test]
@@ -272,23 +202,12 @@ async fn wire_between_proxies_is_tls_not_plaintext() {
         let server = start_server(&pki, app_http, app_tcp, "").await;
         let tap = Tap::start(server.addrs.inbound.unwrap()).await;
         *tapped.lock().unwrap() = Some(tap.clone());
-        let client = start_client(
-            pki.store(CLIENT.0, CLIENT.1),
-            app_http,
-            app_tcp,
-            tap.addr,
-            &api_id(),
-            "",
-        )
-        .await;
+        let client = start_client(pki.store(CLIENT.0, CLIENT.1), app_http, app_tcp, tap.addr, &api_id(), "").await;
         (client, server, tap)
     };
     let (client, _server, tap) = p;
     let secret = "top-secret-payload-8d1f";
-    let req = http::Request::post("/x")
-        .header("host", "t")
-        .body(Full::new(Bytes::from(secret)))
-        .unwrap();
+    let req = http::Request::post("/x").header("host", "t").body(Full::new(Bytes::from(secret))).unwrap();
     let resp = http1_request(client.addrs.upstreams[0], req).await.unwrap();
     assert_eq!(json(resp.body())["body"], secret);
     let mut s = TcpStream::connect(client.addrs.upstreams[1]).await.unwrap();
@@ -296,15 +215,8 @@ async fn wire_between_proxies_is_tls_not_plaintext() {
     let mut back = vec![0u8; secret.len()];
     s.read_exact(&mut back).await.unwrap();
     let seen = tap.seen();
-    assert!(
-        seen.len() > 1000,
-        "the tap carried the traffic ({} bytes)",
-        seen.len()
-    );
-    assert_eq!(
-        seen[0], 0x16,
-        "first byte on the wire is a TLS handshake record"
-    );
+    assert!(seen.len() > 1000, "the tap carried the traffic ({} bytes)", seen.len());
+    assert_eq!(seen[0], 0x16, "first byte on the wire is a TLS handshake record");
     assert!(!tap.saw(secret.as_bytes()), "payload visible on the wire");
     assert!(!tap.saw(b"HTTP/1.1"), "HTTP visible on the wire");
 }
@@ -364,12 +276,8 @@ services:
         id = api_id()
     ))
     .unwrap();
-    let client2 = weft_proxy::Proxy::start(cfg, pki.store(CLIENT.0, CLIENT.1))
-        .await
-        .unwrap();
-    let mut s = TcpStream::connect(client2.addrs.upstreams[0])
-        .await
-        .unwrap();
+    let client2 = weft_proxy::Proxy::start(cfg, pki.store(CLIENT.0, CLIENT.1)).await.unwrap();
+    let mut s = TcpStream::connect(client2.addrs.upstreams[0]).await.unwrap();
     tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut greet))
         .await
         .expect("service-declared tcp port")
@@ -381,9 +289,7 @@ services:
 async fn connect_tunnel_is_passed_through() {
     let p = pair().await;
     let mut s = TcpStream::connect(p.http).await.unwrap();
-    s.write_all(b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n")
-        .await
-        .unwrap();
+    s.write_all(b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n").await.unwrap();
     let head = read_head(&mut s).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     s.write_all(b"tunnelled bytes").await.unwrap();

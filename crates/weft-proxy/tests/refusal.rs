@@ -16,25 +16,13 @@ use weft_testkit::{eventually, http1_get, http1_request, Pki};
 
 /// Opens mTLS to `inbound` as `store`, sends an HTTP/2-less raw request; Ok(bytes) if anything
 /// came back, Err if the server refused.
-async fn raw_mtls_exchange(
-    store: &CertStore,
-    inbound: std::net::SocketAddr,
-    port: u16,
-) -> Result<Vec<u8>, String> {
+async fn raw_mtls_exchange(store: &CertStore, inbound: std::net::SocketAddr, port: u16) -> Result<Vec<u8>, String> {
     let cfg = tls::client_config(store, &[b"http/1.1"]).map_err(|e| e.to_string())?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = TcpStream::connect(inbound)
-        .await
-        .map_err(|e| e.to_string())?;
-    let name =
-        rustls_pki_types::ServerName::try_from(format!("{port}.api.default.local.weft")).unwrap();
-    let mut s = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect(inbound).await.map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from(format!("{port}.api.default.local.weft")).unwrap();
+    let mut s = connector.connect(name, tcp).await.map_err(|e| format!("handshake: {e}"))?;
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     match tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await {
         Ok(Ok(_)) if !out.is_empty() => Ok(out),
@@ -52,12 +40,8 @@ async fn still_serves(p: &Pair) {
 #[tokio::test]
 async fn mesh_member_is_accepted_directly() {
     let p = pair().await;
-    let ok = raw_mtls_exchange(
-        &p.pki.store("default", "web"),
-        p.server.addrs.inbound.unwrap(),
-        p.app_http.port(),
-    )
-    .await;
+    let ok =
+        raw_mtls_exchange(&p.pki.store("default", "web"), p.server.addrs.inbound.unwrap(), p.app_http.port()).await;
     let body = String::from_utf8_lossy(&ok.expect("a mesh identity is accepted")).to_string();
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
 }
@@ -65,28 +49,13 @@ async fn mesh_member_is_accepted_directly() {
 #[tokio::test]
 async fn plaintext_client_is_refused() {
     let p = pair().await;
-    let mut s = TcpStream::connect(p.server.addrs.inbound.unwrap())
-        .await
-        .unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut s = TcpStream::connect(p.server.addrs.inbound.unwrap()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf).await;
-    assert!(
-        buf.is_empty(),
-        "plaintext got an answer: {}",
-        String::from_utf8_lossy(&buf)
-    );
+    assert!(buf.is_empty(), "plaintext got an answer: {}", String::from_utf8_lossy(&buf));
     let m = p.server.metrics_text();
-    assert_eq!(
-        metric(
-            &m,
-            "weft_protocol_errors_total{direction=\"inbound\",reason=\"plaintext\"}"
-        ),
-        1.0,
-        "{m}"
-    );
+    assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"inbound\",reason=\"plaintext\"}"), 1.0, "{m}");
     still_serves(&p).await;
 }
 
@@ -94,20 +63,13 @@ async fn plaintext_client_is_refused() {
 async fn other_trust_domain_root_is_refused() {
     let p = pair().await;
     let stranger = Pki::new(); // same names, different root: not trusted
-    let res = raw_mtls_exchange(
-        &stranger.store("default", "web"),
-        p.server.addrs.inbound.unwrap(),
-        p.app_http.port(),
-    )
-    .await;
+    let res =
+        raw_mtls_exchange(&stranger.store("default", "web"), p.server.addrs.inbound.unwrap(), p.app_http.port()).await;
     assert!(res.is_err(), "untrusted client was served: {res:?}");
     let m = p.server.metrics_text();
     eventually("handshake error counted", Duration::from_secs(5), || {
         let m = p.server.metrics_text();
-        async move {
-            (metric(&m, "weft_tls_handshake_errors_total{direction=\"inbound\"") >= 1.0)
-                .then_some(())
-        }
+        async move { (metric(&m, "weft_tls_handshake_errors_total{direction=\"inbound\"") >= 1.0).then_some(()) }
     })
     .await;
     assert!(!m.is_empty());
@@ -136,10 +98,7 @@ async fn expired_client_certificate_is_refused() {
     eventually("expired cert counted", Duration::from_secs(5), || {
         let m = p.server.metrics_text();
         async move {
-            (metric(
-                &m,
-                "weft_tls_handshake_errors_total{direction=\"inbound\",reason=\"expired-cert\"}",
-            ) == 1.0)
+            (metric(&m, "weft_tls_handshake_errors_total{direction=\"inbound\",reason=\"expired-cert\"}") == 1.0)
                 .then_some(())
         }
     })
@@ -156,24 +115,14 @@ async fn server_with_unexpected_identity_is_refused_by_the_client() {
     let server = start_server(&pki, app_http, app_tcp, "").await;
     // The client expects `db`, but the server is `api`: an impostor as far as the client knows.
     let db = Pki::id("default", "db").to_string();
-    let client = start_client(
-        pki.store("default", "web"),
-        app_http,
-        app_tcp,
-        server.addrs.inbound.unwrap(),
-        &db,
-        "",
-    )
-    .await;
+    let client =
+        start_client(pki.store("default", "web"), app_http, app_tcp, server.addrs.inbound.unwrap(), &db, "").await;
     let resp = http1_get(client.addrs.upstreams[0], "/").await.unwrap();
     assert_eq!(resp.status(), 502);
     assert_eq!(resp.headers()["x-weft-error"], "wrong-identity");
     let m = client.metrics_text();
     assert_eq!(
-        metric(
-            &m,
-            "weft_tls_handshake_errors_total{direction=\"outbound\",reason=\"wrong-identity\"}"
-        ),
+        metric(&m, "weft_tls_handshake_errors_total{direction=\"outbound\",reason=\"wrong-identity\"}"),
         1.0,
         "{m}"
     );
@@ -182,22 +131,10 @@ async fn server_with_unexpected_identity_is_refused_by_the_client() {
 #[tokio::test]
 async fn unknown_app_port_in_sni_is_refused() {
     let p = pair().await;
-    let res = raw_mtls_exchange(
-        &p.pki.store("default", "web"),
-        p.server.addrs.inbound.unwrap(),
-        1,
-    )
-    .await;
+    let res = raw_mtls_exchange(&p.pki.store("default", "web"), p.server.addrs.inbound.unwrap(), 1).await;
     assert!(res.is_err(), "{res:?}");
     let m = p.server.metrics_text();
-    assert_eq!(
-        metric(
-            &m,
-            "weft_protocol_errors_total{direction=\"inbound\",reason=\"unknown-port\"}"
-        ),
-        1.0,
-        "{m}"
-    );
+    assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"inbound\",reason=\"unknown-port\"}"), 1.0, "{m}");
 }
 
 #[tokio::test]
@@ -205,11 +142,7 @@ async fn garbage_and_resets_do_not_disturb_the_proxy() {
     let p = pair().await;
     let inbound = p.server.addrs.inbound.unwrap();
     // TLS-looking garbage at the inbound port.
-    for junk in [
-        &b"\x16\x03\x01\x00\x05hello"[..],
-        b"\x16\x03\x03\xff\xff",
-        b"\x16",
-    ] {
+    for junk in [&b"\x16\x03\x01\x00\x05hello"[..], b"\x16\x03\x03\xff\xff", b"\x16"] {
         let mut s = TcpStream::connect(inbound).await.unwrap();
         let _ = s.write_all(junk).await;
         let _ = s.shutdown().await;
@@ -218,31 +151,20 @@ async fn garbage_and_resets_do_not_disturb_the_proxy() {
     }
     // Abrupt reset in the middle of a request head, on the outbound side.
     let s = TcpStream::connect(p.http).await.unwrap();
-    socket2::SockRef::from(&s)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
+    socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
     let mut s = s;
-    s.write_all(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nparti")
-        .await
-        .unwrap();
+    s.write_all(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nparti").await.unwrap();
     drop(s);
     still_serves(&p).await;
     let m = p.server.metrics_text();
-    assert!(
-        metric(&m, "weft_tls_handshake_errors_total{direction=\"inbound\"") >= 1.0,
-        "{m}"
-    );
+    assert!(metric(&m, "weft_tls_handshake_errors_total{direction=\"inbound\"") >= 1.0, "{m}");
 }
 
 #[tokio::test]
 async fn oversized_headers_get_431() {
     let p = pair().await;
     let big = "a".repeat(100 * 1024);
-    let req = http::Request::get("/")
-        .header("host", "t")
-        .header("x-big", big)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let req = http::Request::get("/").header("host", "t").header("x-big", big).body(Full::new(Bytes::new())).unwrap();
     match http1_request(p.http, req).await {
         Ok(resp) => assert_eq!(resp.status(), 431),
         Err(e) => panic!("expected a 431 answer, got {e}"),
@@ -255,15 +177,10 @@ async fn slowloris_request_head_is_cut_off() {
     let p = pair_with("timeouts: { header_read: 1s }", None).await;
     let mut s = TcpStream::connect(p.http).await.unwrap();
     // A request head that never ends.
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")
-        .await
-        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ").await.unwrap();
     let mut buf = Vec::new();
     let n = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf)).await;
-    assert!(
-        n.is_ok(),
-        "the proxy must close a connection whose head never completes"
-    );
+    assert!(n.is_ok(), "the proxy must close a connection whose head never completes");
     let text = String::from_utf8_lossy(&buf);
     assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
     still_serves(&p).await;
@@ -282,9 +199,7 @@ services: [{ name: api }]
 "#,
     )
     .unwrap();
-    let client = weft_proxy::Proxy::start(cfg, pki.store("default", "web"))
-        .await
-        .unwrap();
+    let client = weft_proxy::Proxy::start(cfg, pki.store("default", "web")).await.unwrap();
     let resp = http1_get(client.addrs.upstreams[0], "/").await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["x-weft-error"], "no-endpoint");
@@ -298,10 +213,7 @@ async fn unreachable_peer_is_502_not_a_hang() {
     let pki = Pki::new();
     let app = weft_testkit::http_echo("api").await;
     // A port nobody listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let client = start_client(pki.store("default", "web"), app, app, dead, &api_id(), "").await;
     let resp = http1_get(client.addrs.upstreams[0], "/").await.unwrap();
     assert_eq!(resp.status(), 502);

@@ -17,18 +17,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use weft_identity::{
-    Authority, CertStore, Leaf, SpiffeId, TrustBundle, DEFAULT_CA_LIFETIME, DEFAULT_LEAF_LIFETIME,
-};
+use weft_identity::{Authority, CertStore, Leaf, SpiffeId, TrustBundle, DEFAULT_CA_LIFETIME, DEFAULT_LEAF_LIFETIME};
 
 pub const TRUST_DOMAIN: &str = "cluster.local";
 
 /// Logs for tests, once; `RUST_LOG` picks the level.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
         .try_init();
 }
@@ -66,9 +62,7 @@ impl Default for Pki {
 impl Pki {
     pub fn new() -> Self {
         let root = Authority::new_root(TRUST_DOMAIN, DEFAULT_CA_LIFETIME).expect("root");
-        let intermediate = root
-            .new_intermediate("test", DEFAULT_CA_LIFETIME)
-            .expect("intermediate");
+        let intermediate = root.new_intermediate("test", DEFAULT_CA_LIFETIME).expect("intermediate");
         Pki { root, intermediate }
     }
 
@@ -77,9 +71,7 @@ impl Pki {
     }
 
     pub fn leaf(&self, ns: &str, sa: &str) -> Leaf {
-        self.intermediate
-            .issue(&Self::id(ns, sa), DEFAULT_LEAF_LIFETIME)
-            .expect("leaf")
+        self.intermediate.issue(&Self::id(ns, sa), DEFAULT_LEAF_LIFETIME).expect("leaf")
     }
 
     pub fn bundle(&self) -> TrustBundle {
@@ -97,19 +89,11 @@ impl Pki {
         let key_pem = key_pem_of(&key);
         let chain = self
             .intermediate
-            .sign_csr(
-                &key.csr_der().expect("csr"),
-                &Self::id(ns, sa),
-                DEFAULT_LEAF_LIFETIME,
-            )
+            .sign_csr(&key.csr_der().expect("csr"), &Self::id(ns, sa), DEFAULT_LEAF_LIFETIME)
             .expect("sign");
         let chain_pem = TrustBundle::new(chain).to_pem();
         let p = |f: String| dir.join(f).to_string_lossy().into_owned();
-        let (c, k, b) = (
-            p(format!("{sa}.pem")),
-            p(format!("{sa}-key.pem")),
-            p("bundle.pem".into()),
-        );
+        let (c, k, b) = (p(format!("{sa}.pem")), p(format!("{sa}-key.pem")), p("bundle.pem".into()));
         std::fs::write(&c, chain_pem).expect("write cert");
         std::fs::write(&k, key_pem).expect("write key");
         std::fs::write(&b, self.bundle().to_pem()).expect("write bundle");
@@ -139,36 +123,25 @@ pub async fn tcp_echo() -> SocketAddr {
 }
 
 /// A plain HTTP/1.1 request on a fresh connection; returns status, headers and body.
-pub async fn http1_request(
-    addr: SocketAddr,
-    req: http::Request<Full<Bytes>>,
-) -> anyhow::Result<http::Response<Bytes>> {
+pub async fn http1_request(addr: SocketAddr, req: http::Request<Full<Bytes>>) -> anyhow::Result<http::Response<Bytes>> {
     let stream = TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let resp = sender.send_request(req).await?;
     let (parts, body) = resp.into_parts();
-    Ok(http::Response::from_parts(
-        parts,
-        body.collect().await?.to_bytes(),
-    ))
+    Ok(http::Response::from_parts(parts, body.collect().await?.to_bytes()))
 }
 
 /// `GET path` over HTTP/1.1.
 pub async fn http1_get(addr: SocketAddr, path: &str) -> anyhow::Result<http::Response<Bytes>> {
-    let req = http::Request::get(path)
-        .header("host", "test")
-        .body(Full::new(Bytes::new()))?;
+    let req = http::Request::get(path).header("host", "test").body(Full::new(Bytes::new()))?;
     http1_request(addr, req).await
 }
 
 /// An HTTP/2 (prior knowledge) client connection.
-pub async fn http2_client(
-    addr: SocketAddr,
-) -> anyhow::Result<hyper::client::conn::http2::SendRequest<Full<Bytes>>> {
+pub async fn http2_client(addr: SocketAddr) -> anyhow::Result<hyper::client::conn::http2::SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(addr).await?;
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     Ok(sender)
 }
@@ -184,10 +157,7 @@ impl Tap {
     /// Listens on 127.0.0.1:0 and relays each connection to `to`.
     pub async fn start(to: SocketAddr) -> Tap {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let tap = Tap {
-            addr: l.local_addr().expect("addr"),
-            seen: Arc::default(),
-        };
+        let tap = Tap { addr: l.local_addr().expect("addr"), seen: Arc::default() };
         let seen = tap.seen.clone();
         tokio::spawn(async move {
             loop {

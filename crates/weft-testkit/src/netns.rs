@@ -7,11 +7,7 @@ use std::process::{Command, Output};
 
 /// True when the test can create namespaces; otherwise prints why it is skipped.
 pub fn skip_unless_root(test: &str) -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false);
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
     let ip = Command::new("ip").arg("-V").output().is_ok();
     let ipt = Command::new("iptables").arg("-V").output().is_ok();
     if !(root && ip && ipt) {
@@ -22,15 +18,8 @@ pub fn skip_unless_root(test: &str) -> bool {
 }
 
 fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
@@ -44,9 +33,7 @@ impl Netns {
         let _ = Command::new("ip").args(["netns", "del", name]).output();
         run(&["ip", "netns", "add", name]);
         run(&["ip", "-n", name, "link", "set", "lo", "up"]);
-        Netns {
-            name: name.to_string(),
-        }
+        Netns { name: name.to_string() }
     }
 
     /// A command to run inside this namespace.
@@ -66,9 +53,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
 }
 
@@ -76,10 +61,7 @@ impl Drop for Netns {
 pub fn link(a: &Netns, a_ip: &str, b: &Netns, b_ip: &str) {
     let (va, vb) = (format!("v{}", &a.name), format!("v{}", &b.name));
     let (va, vb) = (&va[..va.len().min(15)], &vb[..vb.len().min(15)]);
-    run(&[
-        "ip", "link", "add", va, "netns", &a.name, "type", "veth", "peer", "name", vb, "netns",
-        &b.name,
-    ]);
+    run(&["ip", "link", "add", va, "netns", &a.name, "type", "veth", "peer", "name", vb, "netns", &b.name]);
     run(&["ip", "-n", &a.name, "addr", "add", a_ip, "dev", va]);
     run(&["ip", "-n", &b.name, "addr", "add", b_ip, "dev", vb]);
     run(&["ip", "-n", &a.name, "link", "set", va, "up"]);

@@ -38,13 +38,7 @@ inbound:
 
 /// A client sidecar config whose `api` endpoint's mTLS goes to `via` (the server sidecar, a tap or
 /// a gateway), expecting `identity`.
-pub fn client_config(
-    app_http: SocketAddr,
-    app_tcp: u16,
-    via: SocketAddr,
-    identity: &str,
-    extra: &str,
-) -> ProxyConfig {
+pub fn client_config(app_http: SocketAddr, app_tcp: u16, via: SocketAddr, identity: &str, extra: &str) -> ProxyConfig {
     ProxyConfig::from_yaml(&format!(
         r#"
 identity: {{ cert: unused, key: unused, bundle: unused }}
@@ -72,18 +66,10 @@ pub fn web_id() -> String {
     Pki::id(CLIENT.0, CLIENT.1).to_string()
 }
 
-pub async fn start_server(
-    pki: &Pki,
-    app_http: SocketAddr,
-    app_tcp: SocketAddr,
-    extra: &str,
-) -> Proxy {
-    Proxy::start(
-        server_config(app_http.port(), app_tcp.port(), extra),
-        pki.store(SERVER.0, SERVER.1),
-    )
-    .await
-    .expect("server sidecar")
+pub async fn start_server(pki: &Pki, app_http: SocketAddr, app_tcp: SocketAddr, extra: &str) -> Proxy {
+    Proxy::start(server_config(app_http.port(), app_tcp.port(), extra), pki.store(SERVER.0, SERVER.1))
+        .await
+        .expect("server sidecar")
 }
 
 pub async fn start_client(
@@ -94,12 +80,7 @@ pub async fn start_client(
     identity: &str,
     extra: &str,
 ) -> Proxy {
-    Proxy::start(
-        client_config(app_http, app_tcp.port(), via, identity, extra),
-        store,
-    )
-    .await
-    .expect("client sidecar")
+    Proxy::start(client_config(app_http, app_tcp.port(), via, identity, extra), store).await.expect("client sidecar")
 }
 
 /// app ← server sidecar ← (optional tap) ← client sidecar, all on 127.0.0.1.
@@ -111,25 +92,9 @@ pub async fn pair_with(extra_client: &str, through: Option<fn(SocketAddr) -> Soc
     let server = start_server(&pki, app_http, app_tcp, "").await;
     let inbound = server.addrs.inbound.expect("inbound");
     let via = through.map(|f| f(inbound)).unwrap_or(inbound);
-    let client = start_client(
-        pki.store(CLIENT.0, CLIENT.1),
-        app_http,
-        app_tcp,
-        via,
-        &api_id(),
-        extra_client,
-    )
-    .await;
+    let client = start_client(pki.store(CLIENT.0, CLIENT.1), app_http, app_tcp, via, &api_id(), extra_client).await;
     let (http, tcp) = (client.addrs.upstreams[0], client.addrs.upstreams[1]);
-    Pair {
-        pki,
-        client,
-        server,
-        http,
-        tcp,
-        app_http,
-        app_tcp,
-    }
+    Pair { pki, client, server, http, tcp, app_http, app_tcp }
 }
 
 pub async fn pair() -> Pair {
@@ -138,8 +103,5 @@ pub async fn pair() -> Pair {
 
 /// The value of one metric sample line, e.g. `weft_peer_connections_total`.
 pub fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }

@@ -1,0 +1,224 @@
+//! The HTTP API (JSON) that the CLI uses; documented in docs/api.md. Every call needs a token:
+//! `read` tokens may read, `admin` tokens may do everything. Errors are JSON `{"error": "..."}`
+//! with the field path and the fix, and the right status (400 invalid, 401/403 token, 404, 409
+//! conflict).
+
+use crate::consul;
+use crate::discovery::Proxies;
+use crate::tokens::{Grant, TokenError, Tokens};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use weft_api::resource::{parse_documents, Key, Kind};
+use weft_identity::Authority;
+use weft_store::{Store, StoreError};
+
+pub struct ApiState {
+    pub store: Store,
+    pub tokens: Arc<Tokens>,
+    pub proxies: Proxies,
+    pub ca: Arc<Authority>,
+    pub catalog: tokio::sync::watch::Receiver<Arc<crate::catalog::Catalog>>,
+}
+
+type S = State<Arc<ApiState>>;
+
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let status = match &e {
+            StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
+            StoreError::Conflict { .. } => StatusCode::CONFLICT,
+            StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        let status =
+            if matches!(e, TokenError::Forbidden(_)) { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+        ApiError(status, e.to_string())
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn grant(st: &ApiState, headers: &HeaderMap) -> Result<Grant, ApiError> {
+    let h = headers.get("authorization").and_then(|v| v.to_str().ok());
+    Ok(st.tokens.verify_header(h)?)
+}
+
+pub fn require_read(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match grant(st, headers)? {
+        Grant::Admin | Grant::Read => Ok(()),
+        Grant::Bootstrap { .. } => {
+            Err(TokenError::Forbidden("a bootstrap token is for proxies; use a read or admin token").into())
+        }
+    }
+}
+
+pub fn require_write(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match grant(st, headers)? {
+        Grant::Admin => Ok(()),
+        _ => Err(TokenError::Forbidden("writing needs an admin token").into()),
+    }
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/v1/apply", post(apply))
+        .route("/v1/resources", get(list))
+        .route("/v1/resources/{kind}/{namespace}/{name}", get(get_one).delete(delete_one))
+        .route("/v1/proxies", get(proxies))
+        .route("/v1/tokens", post(create_token))
+        .route("/v1/ca", get(ca))
+        .route("/v1/catalog", get(catalog))
+        .route("/v1/agent/service/register", put(consul::register))
+        .route("/v1/agent/service/deregister/{id}", put(consul::deregister))
+        .route("/v1/catalog/services", get(consul::services))
+        .route("/v1/catalog/service/{name}", get(consul::service))
+        .route("/live", get(|| async { "live\n" }))
+        .with_state(state)
+}
+
+async fn apply(State(st): S, headers: HeaderMap, body: String) -> Result<Json<Value>, ApiError> {
+    require_write(&st, &headers)?;
+    let resources = parse_documents(&body).map_err(|e| bad(e.to_string()))?;
+    let applied = st.store.apply(resources)?;
+    Ok(Json(json!({ "results": applied.iter().map(|a| a.to_string()).collect::<Vec<_>>() })))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    kind: Option<String>,
+    namespace: Option<String>,
+}
+
+fn kind(s: &str) -> Result<Kind, ApiError> {
+    Kind::parse_loose(s).ok_or_else(|| bad(format!("unknown kind {s:?}: use MeshConfig, Service or Workload")))
+}
+
+async fn list(State(st): S, headers: HeaderMap, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+    require_read(&st, &headers)?;
+    let k = q.kind.as_deref().map(kind).transpose()?;
+    let items: Vec<_> = st.store.list(k, q.namespace.as_deref())?.iter().map(|r| r.to_object()).collect();
+    Ok(Json(json!({ "revision": st.store.revision(), "items": items })))
+}
+
+async fn get_one(
+    State(st): S,
+    headers: HeaderMap,
+    Path((k, namespace, name)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    require_read(&st, &headers)?;
+    let key = Key { kind: kind(&k)?, namespace, name };
+    match st.store.get(&key)? {
+        Some(r) => Ok(Json(serde_json::to_value(r.to_object()).unwrap_or_default())),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("{key} not found"))),
+    }
+}
+
+async fn delete_one(
+    State(st): S,
+    headers: HeaderMap,
+    Path((k, namespace, name)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    require_write(&st, &headers)?;
+    let key = Key { kind: kind(&k)?, namespace, name };
+    st.store.delete(std::slice::from_ref(&key))?;
+    Ok(Json(json!({ "results": [format!("{key} deleted")] })))
+}
+
+async fn proxies(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    require_read(&st, &headers)?;
+    Ok(Json(json!({ "proxies": st.proxies.list() })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    /// admin, read or bootstrap.
+    kind: String,
+    /// `<namespace>/<service-account>`, for bootstrap tokens.
+    identity: Option<String>,
+    /// e.g. 24h; absent: no expiry.
+    ttl: Option<weft_api::Duration>,
+}
+
+async fn create_token(State(st): S, headers: HeaderMap, body: String) -> Result<Json<Value>, ApiError> {
+    require_write(&st, &headers)?;
+    // Any content type: curl users forget the header.
+    let req: TokenRequest = serde_json::from_str(&body).map_err(|e| bad(format!("token request: {e}")))?;
+    let grant = match (req.kind.as_str(), req.identity) {
+        ("admin", None) => Grant::Admin,
+        ("read", None) => Grant::Read,
+        ("bootstrap", Some(id)) => {
+            let (ns, sa) =
+                id.split_once('/').ok_or_else(|| bad("identity: write it as <namespace>/<service-account>"))?;
+            if !weft_api::valid_name(ns) || !weft_api::valid_name(sa) {
+                return Err(bad("identity: namespace and service account must be DNS labels"));
+            }
+            Grant::Bootstrap { namespace: ns.into(), service_account: sa.into() }
+        }
+        ("bootstrap", None) => {
+            return Err(bad("identity: a bootstrap token names an identity: <namespace>/<service-account>"))
+        }
+        (k @ ("admin" | "read"), Some(_)) => {
+            return Err(bad(format!("identity: only bootstrap tokens name an identity, not {k}")))
+        }
+        (other, _) => return Err(bad(format!("kind: {other:?} is not admin, read or bootstrap"))),
+    };
+    Ok(Json(json!({ "token": st.tokens.issue(grant, req.ttl.map(Into::into)) })))
+}
+
+async fn ca(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    require_read(&st, &headers)?;
+    let describe = |der: &[u8]| -> Value {
+        let fp = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+        let fingerprint = fp.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
+        let (subject, not_after) = weft_identity::tls::describe(der).unwrap_or_default();
+        json!({ "subject": subject, "not_after": not_after, "sha256_fingerprint": fingerprint })
+    };
+    Ok(Json(json!({
+        "trust_domain": st.ca.trust_domain(),
+        "root": describe(st.ca.root()),
+        "intermediate": describe(st.ca.cert()),
+        "root_pem": weft_identity::TrustBundle::new(vec![st.ca.root().clone()]).to_pem(),
+    })))
+}
+
+async fn catalog(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    require_read(&st, &headers)?;
+    let cat = st.catalog.borrow().clone();
+    let services: Vec<Value> = cat
+        .services
+        .values()
+        .map(|s| {
+            json!({
+                "name": s.name, "namespace": s.namespace, "tags": s.tags,
+                "instances": s.instances.iter().map(|i| json!({
+                    "name": i.name, "address": i.address.to_string(), "sidecar": i.sidecar.to_string(),
+                    "identity": i.identity, "cluster": i.cluster, "healthy": i.healthy, "tags": i.tags,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "revision": cat.revision, "services": services })))
+}

@@ -1,0 +1,113 @@
+//! The cluster's CA and the Identity gRPC service that signs proxies' CSRs.
+//!
+//! At first start the control plane creates a root and an intermediate for its cluster in
+//! `<data-dir>/ca/` (keys 0600). Or, Istio's plug-in model: give it the intermediate's certificate
+//! and key and the chain up to the root, and it signs with those.
+
+use crate::tokens::{write_private, Grant, TokenError, Tokens};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+use weft_api::pb;
+use weft_identity::{Authority, SpiffeId, DEFAULT_CA_LIFETIME};
+
+/// Istio-style plug-in CA files.
+#[derive(Clone, Debug)]
+pub struct PluginCa {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// From the intermediate's issuer up to and including the root.
+    pub chain: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("CA file {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("CA in {path}: {source}")]
+    Bad { path: String, source: weft_identity::Error },
+}
+
+fn read(path: &Path) -> Result<String, CaError> {
+    std::fs::read_to_string(path).map_err(|source| CaError::Io { path: path.display().to_string(), source })
+}
+
+/// Loads the CA (plug-in files, or the one in `dir/ca`), creating a root + intermediate there on
+/// first start.
+pub fn load_or_create(
+    dir: &Path,
+    trust_domain: &str,
+    cluster: &str,
+    plugin: Option<&PluginCa>,
+) -> Result<Authority, CaError> {
+    if let Some(p) = plugin {
+        let bad = |source| CaError::Bad { path: p.cert.display().to_string(), source };
+        return Authority::from_pem(trust_domain, &read(&p.cert)?, &read(&p.key)?, &read(&p.chain)?).map_err(bad);
+    }
+    let ca_dir = dir.join("ca");
+    let (cert, key, chain) =
+        (ca_dir.join("intermediate.pem"), ca_dir.join("intermediate-key.pem"), ca_dir.join("root.pem"));
+    if cert.exists() {
+        let bad = |source| CaError::Bad { path: ca_dir.display().to_string(), source };
+        return Authority::from_pem(trust_domain, &read(&cert)?, &read(&key)?, &read(&chain)?).map_err(bad);
+    }
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| CaError::Io { path, source }
+    };
+    let bad = |source| CaError::Bad { path: ca_dir.display().to_string(), source };
+    std::fs::create_dir_all(&ca_dir).map_err(io(&ca_dir))?;
+    let root = Authority::new_root(trust_domain, DEFAULT_CA_LIFETIME * 10).map_err(bad)?;
+    let inter = root.new_intermediate(cluster, DEFAULT_CA_LIFETIME).map_err(bad)?;
+    write_private(&ca_dir.join("root-key.pem"), root.key_pem().as_bytes()).map_err(io(&ca_dir))?;
+    std::fs::write(&chain, root.cert_pem()).map_err(io(&chain))?;
+    write_private(&key, inter.key_pem().as_bytes()).map_err(io(&key))?;
+    // The certificate last: its presence marks a complete CA.
+    std::fs::write(&cert, inter.cert_pem()).map_err(io(&cert))?;
+    tracing::info!(dir = %ca_dir.display(), %trust_domain, %cluster, "created a root and an intermediate CA");
+    Ok(inter)
+}
+
+pub(crate) fn token_status(e: TokenError) -> Status {
+    match e {
+        TokenError::Missing | TokenError::Invalid | TokenError::Expired => Status::unauthenticated(e.to_string()),
+        TokenError::Forbidden(_) => Status::permission_denied(e.to_string()),
+    }
+}
+
+/// The bootstrap identity a gRPC request's token names.
+pub(crate) fn bootstrap_identity<T>(tokens: &Tokens, trust_domain: &str, req: &Request<T>) -> Result<SpiffeId, Status> {
+    let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+    match tokens.verify_header(header).map_err(token_status)? {
+        Grant::Bootstrap { namespace, service_account } => {
+            SpiffeId::workload(trust_domain, &namespace, &service_account)
+                .map_err(|e| Status::invalid_argument(e.to_string()))
+        }
+        _ => {
+            Err(Status::permission_denied("a proxy needs a bootstrap token: `weft token create --identity <ns>/<sa>`"))
+        }
+    }
+}
+
+pub struct IdentityService {
+    pub ca: Arc<Authority>,
+    pub tokens: Arc<Tokens>,
+    pub leaf_lifetime: Duration,
+}
+
+#[tonic::async_trait]
+impl pb::identity_server::Identity for IdentityService {
+    async fn sign(&self, req: Request<pb::SignRequest>) -> Result<Response<pb::SignResponse>, Status> {
+        let id = bootstrap_identity(&self.tokens, self.ca.trust_domain(), &req)?;
+        let chain = self.ca.sign_csr(&req.get_ref().csr_der, &id, self.leaf_lifetime).map_err(|e| match e {
+            weft_identity::Error::IdentityMismatch { .. } => Status::permission_denied(e.to_string()),
+            other => Status::invalid_argument(format!("cannot sign this CSR: {other}")),
+        })?;
+        tracing::info!(%id, "signed a workload certificate");
+        Ok(Response::new(pb::SignResponse {
+            chain_der: chain.iter().map(|c| c.to_vec()).collect(),
+            bundle_der: vec![self.ca.root().to_vec()],
+        }))
+    }
+}

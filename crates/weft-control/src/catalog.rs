@@ -1,0 +1,102 @@
+//! The catalog: every service and its instances, as the registry sees them right now, in the form
+//! discovery and DNS consume. Built from resources (whatever their source) and health.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use weft_api::kinds::MeshConfigSpec;
+use weft_api::proxy::Protocol;
+use weft_api::resource::Resource;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Catalog {
+    /// Changes whenever anything in the catalog may have changed.
+    pub revision: u64,
+    pub mesh: MeshConfigSpec,
+    pub services: BTreeMap<(String, String), CatalogService>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CatalogService {
+    pub name: String,
+    pub namespace: String,
+    pub ports: Vec<(u16, Protocol)>,
+    pub tags: Vec<String>,
+    pub instances: Vec<Instance>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instance {
+    /// The Workload's name.
+    pub name: String,
+    pub address: SocketAddr,
+    pub sidecar: SocketAddr,
+    /// SPIFFE ID URI.
+    pub identity: String,
+    pub cluster: String,
+    pub network: String,
+    pub locality: String,
+    pub labels: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub healthy: bool,
+}
+
+/// Health of a workload (`namespace/name`): true when passing or without checks.
+pub type HealthFn<'a> = &'a dyn Fn(&str) -> bool;
+
+/// Builds the catalog from the merged resources.
+pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource>, healthy: HealthFn<'_>) -> Catalog {
+    let resources: Vec<&Resource> = resources.into_iter().collect();
+    let mesh = resources
+        .iter()
+        .find_map(|r| match r {
+            Resource::MeshConfig(m) => Some(m.spec.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let mut services: BTreeMap<(String, String), CatalogService> = BTreeMap::new();
+    for r in &resources {
+        if let Resource::Service(s) = r {
+            let spec = &s.spec;
+            services.insert(
+                (s.metadata.namespace.clone(), s.metadata.name.clone()),
+                CatalogService {
+                    name: s.metadata.name.clone(),
+                    namespace: s.metadata.namespace.clone(),
+                    ports: spec.ports.iter().map(|p| (p.port, p.protocol)).collect(),
+                    tags: spec.tags.clone(),
+                    instances: vec![],
+                },
+            );
+        }
+    }
+    for r in &resources {
+        if let Resource::Workload(w) = r {
+            let m = &w.metadata;
+            let Some(svc) = services.get_mut(&(m.namespace.clone(), w.spec.service.clone())) else { continue };
+            let identity = format!("spiffe://{}/ns/{}/sa/{}", mesh.trust_domain, m.namespace, w.spec.service_account());
+            svc.instances.push(Instance {
+                name: m.name.clone(),
+                address: SocketAddr::new(w.spec.address, w.spec.port),
+                sidecar: w.spec.sidecar(),
+                identity,
+                cluster: w.spec.cluster.clone().unwrap_or_else(|| mesh.cluster.name.clone()),
+                network: w.spec.network.clone().unwrap_or_else(|| mesh.cluster.network.clone()),
+                locality: w.spec.locality.clone().unwrap_or_else(|| {
+                    [mesh.cluster.region.as_str(), mesh.cluster.zone.as_str()]
+                        .iter()
+                        .filter(|s| !s.is_empty())
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join("/")
+                }),
+                labels: m.labels.clone(),
+                tags: w.spec.tags.clone(),
+                healthy: healthy(&format!("{}/{}", m.namespace, m.name)),
+            });
+        }
+    }
+    for s in services.values_mut() {
+        s.instances.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    Catalog { revision, mesh, services }
+}

@@ -1,0 +1,200 @@
+//! Discovery: one gRPC stream per proxy. The proxy says who it is (bootstrap token) and what it
+//! calls (Hello); the control plane pushes a versioned snapshot of exactly that, and a new one
+//! whenever it changes; the proxy acknowledges each version. `weft proxy-status` reads the
+//! acknowledgements: SYNCED when the proxy has acked the latest version sent, STALE otherwise.
+
+use crate::ca::bootstrap_identity;
+use crate::catalog::Catalog;
+use crate::tokens::Tokens;
+use futures_util::Stream;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Response, Status, Streaming};
+use weft_api::pb;
+use weft_api::pb::proxy_message::Kind;
+
+/// What the control plane knows of one connected proxy.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProxyStatus {
+    pub proxy_id: String,
+    pub identity: String,
+    pub upstreams: Vec<String>,
+    pub connected_at_unix: u64,
+    /// Latest version sent / acknowledged.
+    pub sent: u64,
+    pub acked: u64,
+    /// The proxy's reason for rejecting its latest update, if it did.
+    pub error: Option<String>,
+    /// `SYNCED` or `STALE`.
+    pub status: &'static str,
+}
+
+/// The connected proxies, by connection.
+#[derive(Clone, Default)]
+pub struct Proxies(Arc<Mutex<HashMap<u64, ProxyStatus>>>);
+
+impl Proxies {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<u64, ProxyStatus>) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn update(&self, conn: u64, f: impl FnOnce(&mut ProxyStatus)) {
+        self.with(|m| {
+            if let Some(p) = m.get_mut(&conn) {
+                f(p);
+                p.status = if p.acked == p.sent && p.error.is_none() { "SYNCED" } else { "STALE" };
+            }
+        });
+    }
+
+    /// Every connected proxy, sorted by id.
+    pub fn list(&self) -> Vec<ProxyStatus> {
+        let mut v: Vec<ProxyStatus> = self.with(|m| m.values().cloned().collect());
+        v.sort_by(|a, b| a.proxy_id.cmp(&b.proxy_id));
+        v
+    }
+}
+
+pub struct DiscoveryService {
+    pub catalog: watch::Receiver<Arc<Catalog>>,
+    pub tokens: Arc<Tokens>,
+    pub trust_domain: String,
+    pub bundle: Vec<Vec<u8>>,
+    pub proxies: Proxies,
+    pub next_conn: AtomicU64,
+    /// Turns true when the control plane stops: every stream ends.
+    pub stop: watch::Receiver<bool>,
+}
+
+type UpdateStream = Pin<Box<dyn Stream<Item = Result<pb::ProxyUpdate, Status>> + Send>>;
+
+/// The part of the catalog a proxy needs, as sent on the wire (without its version).
+pub fn render(cat: &Catalog, upstreams: &[String], bundle: &[Vec<u8>]) -> pb::ProxyUpdate {
+    let wanted = |name: &str, ns: &str| upstreams.is_empty() || upstreams.iter().any(|u| u == &format!("{name}.{ns}"));
+    let services = cat
+        .services
+        .values()
+        .filter(|s| wanted(&s.name, &s.namespace))
+        .map(|s| pb::Service {
+            name: s.name.clone(),
+            namespace: s.namespace.clone(),
+            ports: s
+                .ports
+                .iter()
+                .map(|(port, proto)| pb::Port {
+                    port: u32::from(*port),
+                    protocol: serde_json::to_value(proto)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                })
+                .collect(),
+            // Unhealthy instances leave the proxies' load balancers.
+            endpoints: s
+                .instances
+                .iter()
+                .filter(|i| i.healthy)
+                .map(|i| pb::Endpoint {
+                    address: i.address.to_string(),
+                    proxy: i.sidecar.to_string(),
+                    identity: i.identity.clone(),
+                    cluster: i.cluster.clone(),
+                    network: i.network.clone(),
+                    locality: i.locality.clone(),
+                    labels: i.labels.clone().into_iter().collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    pb::ProxyUpdate { version: 0, services, bundle_der: bundle.to_vec(), cluster: cat.mesh.cluster.name.clone() }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[tonic::async_trait]
+impl pb::discovery_server::Discovery for DiscoveryService {
+    type StreamStream = UpdateStream;
+
+    async fn stream(&self, req: Request<Streaming<pb::ProxyMessage>>) -> Result<Response<UpdateStream>, Status> {
+        let id = bootstrap_identity(&self.tokens, &self.trust_domain, &req)?;
+        let mut inbound = req.into_inner();
+        let hello = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
+            Ok(Ok(Some(pb::ProxyMessage { kind: Some(Kind::Hello(h)) }))) => h,
+            _ => return Err(Status::invalid_argument("the first message on the stream must be Hello")),
+        };
+        if hello.proxy_id.is_empty() {
+            return Err(Status::invalid_argument("Hello.proxy_id is empty"));
+        }
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        self.proxies.with(|m| {
+            m.insert(
+                conn,
+                ProxyStatus {
+                    proxy_id: hello.proxy_id.clone(),
+                    identity: id.to_string(),
+                    upstreams: hello.upstreams.clone(),
+                    connected_at_unix: unix(SystemTime::now()),
+                    sent: 0,
+                    acked: 0,
+                    error: None,
+                    status: "STALE",
+                },
+            )
+        });
+        tracing::info!(proxy = %hello.proxy_id, %id, "proxy connected");
+
+        let (tx, rx) = mpsc::channel::<Result<pb::ProxyUpdate, Status>>(4);
+        let (mut catalog, proxies, bundle) = (self.catalog.clone(), self.proxies.clone(), self.bundle.clone());
+        let mut stop = self.stop.clone();
+        let upstreams = hello.upstreams.clone();
+        tokio::spawn(async move {
+            let mut version = 0u64;
+            let mut last: Option<pb::ProxyUpdate> = None;
+            loop {
+                let cat = catalog.borrow_and_update().clone();
+                let update = render(&cat, &upstreams, &bundle);
+                if last.as_ref() != Some(&update) {
+                    version += 1;
+                    let mut out = update.clone();
+                    out.version = version;
+                    if tx.send(Ok(out)).await.is_err() {
+                        break;
+                    }
+                    proxies.update(conn, |p| p.sent = version);
+                    last = Some(update);
+                }
+                tokio::select! {
+                    changed = catalog.changed() => if changed.is_err() { break },
+                    _ = tx.closed() => break,
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        });
+        let (proxies, proxy_id) = (self.proxies.clone(), hello.proxy_id);
+        tokio::spawn(async move {
+            while let Ok(Some(msg)) = inbound.message().await {
+                if let Some(Kind::Ack(a)) = msg.kind {
+                    let error = (!a.error.is_empty()).then_some(a.error);
+                    if let Some(e) = &error {
+                        tracing::warn!(proxy = %proxy_id, version = a.version, error = %e, "proxy rejected its update");
+                    }
+                    proxies.update(conn, |p| {
+                        p.acked = a.version;
+                        p.error = error;
+                    });
+                }
+            }
+            tracing::info!(proxy = %proxy_id, "proxy disconnected");
+            proxies.with(|m| m.remove(&conn));
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

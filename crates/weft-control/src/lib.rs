@@ -1,0 +1,21 @@
+//! The weft control plane.
+//!
+//! ```text
+//!   sources (file, HTTP registrations, applied resources) ──► registry ──► catalog (watch)
+//!                                                                           │
+//!        proxies ◄── Discovery.Stream (gRPC, versioned pushes, acks) ◄──────┤
+//!        proxies ──► Identity.Sign (CSR + bootstrap token) ──► CA            │
+//!        CLI/UI  ──► HTTP API (tokens)                                       └─► DNS
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod ca;
+pub mod catalog;
+pub mod consul;
+pub mod discovery;
+pub mod registry;
+pub mod server;
+pub mod tokens;
+
+pub use server::{ControlConfig, ControlError, ControlPlane};

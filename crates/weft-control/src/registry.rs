@@ -1,0 +1,160 @@
+//! The registry: services and endpoints from several sources behind one trait, merged by
+//! precedence, published as a [`Catalog`] that changes whenever a source does.
+//!
+//! Precedence (first wins for the same resource key):
+//! 1. the registry file (`--registry-file`, Consul's "service definitions in a config file",
+//!    Istio's manual entries for external workloads);
+//! 2. the store: resources applied through the API or CLI, and HTTP registrations (which the API
+//!    writes to the store as Workloads, labelled `weft.io/source: api`).
+//!
+//! Later sources (Kubernetes, linked clusters) implement the same trait.
+
+use crate::catalog::{self, Catalog};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use weft_api::resource::{Key, Resource};
+use weft_store::Store;
+
+/// A source of resources.
+pub trait Source: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Everything this source holds now.
+    fn resources(&self) -> Vec<Resource>;
+    /// Changes whenever `resources` may have changed.
+    fn subscribe(&self) -> watch::Receiver<u64>;
+}
+
+impl Source for Store {
+    fn name(&self) -> &'static str {
+        "store"
+    }
+    fn resources(&self) -> Vec<Resource> {
+        self.snapshot().resources.into_values().collect()
+    }
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        Store::subscribe(self)
+    }
+}
+
+/// Resources from a YAML/JSON file, re-read when it changes. A file that does not parse is
+/// reported and its last good contents kept.
+pub struct FileSource {
+    tx: watch::Sender<u64>,
+    current: Arc<std::sync::RwLock<Vec<Resource>>>,
+}
+
+impl FileSource {
+    pub fn start(path: PathBuf) -> Result<FileSource, String> {
+        let read = |path: &PathBuf| -> Result<Vec<Resource>, String> {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            weft_api::resource::parse_documents(&text).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        let initial = read(&path)?;
+        let (tx, _) = watch::channel(0);
+        let current = Arc::new(std::sync::RwLock::new(initial));
+        let (tx2, cur2) = (tx.clone(), current.clone());
+        tokio::spawn(async move {
+            let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let mut seen: Option<SystemTime> = mtime(&path);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let now = mtime(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                match read(&path) {
+                    Ok(rs) => {
+                        *cur2.write().unwrap_or_else(|p| p.into_inner()) = rs;
+                        tx2.send_modify(|v| *v += 1);
+                        tracing::info!(file = %path.display(), "registry file reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %e, "registry file rejected; keeping its last good contents"),
+                }
+            }
+        });
+        Ok(FileSource { tx, current })
+    }
+}
+
+impl Source for FileSource {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+    fn resources(&self) -> Vec<Resource> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+}
+
+/// Merges `sources` (first wins per key).
+pub fn merge(sources: &[Arc<dyn Source>]) -> Vec<Resource> {
+    let mut by_key: BTreeMap<Key, Resource> = BTreeMap::new();
+    for s in sources {
+        for r in s.resources() {
+            by_key.entry(r.key()).or_insert(r);
+        }
+    }
+    by_key.into_values().collect()
+}
+
+/// Health of a workload (`namespace/name`): true when it may receive traffic.
+pub type Health = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Recomputes the catalog whenever a source (or `extra`, e.g. health) changes, and publishes it.
+/// Stops (releasing the sources) when `stop` turns true.
+pub fn run(
+    sources: Vec<Arc<dyn Source>>,
+    health: Health,
+    mut extra: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) -> watch::Receiver<Arc<Catalog>> {
+    let build = |revision: u64, sources: &[Arc<dyn Source>], health: &Health| {
+        let merged = merge(sources);
+        Arc::new(catalog::build(revision, merged.iter(), &|w| health(w)))
+    };
+    let (tx, rx) = watch::channel(build(0, &sources, &health));
+    let mut subs: Vec<watch::Receiver<u64>> = sources.iter().map(|s| s.subscribe()).collect();
+    tokio::spawn(async move {
+        let mut revision = 0u64;
+        loop {
+            // A closed `extra` (no health source) simply never fires again.
+            let extra_changed = async {
+                if extra.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let stopped = stop.wait_for(|s| *s);
+            if subs.is_empty() {
+                tokio::select! {
+                    () = extra_changed => {}
+                    _ = stopped => break,
+                }
+            } else {
+                let changed = futures_util::future::select_all(subs.iter_mut().map(|r| Box::pin(r.changed())));
+                tokio::select! {
+                    (res, _, _) = changed => if res.is_err() { break },
+                    () = extra_changed => {}
+                    _ = stopped => break,
+                }
+            }
+            revision += 1;
+            let cat = build(revision, &sources, &health);
+            // Publish only real changes: proxies get a push per change, not per write.
+            tx.send_if_modified(|old| {
+                let same = old.services == cat.services && old.mesh == cat.mesh;
+                if !same {
+                    *old = cat;
+                }
+                !same
+            });
+        }
+    });
+    rx
+}

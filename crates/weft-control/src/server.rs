@@ -1,0 +1,191 @@
+//! Assembles and runs a control plane: store, tokens, CA, registry, gRPC (Identity, Discovery),
+//! HTTP API.
+
+use crate::api::{self, ApiState};
+use crate::ca::{self, PluginCa};
+use crate::discovery::{DiscoveryService, Proxies};
+use crate::registry::{self, FileSource, Health, Source};
+use crate::tokens::{write_private, Grant, Tokens};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use weft_api::kinds::MeshConfigSpec;
+use weft_api::pb;
+use weft_api::resource::{Kind, Metadata, Resource, Typed};
+use weft_store::Store;
+
+pub const DEFAULT_GRPC: &str = "127.0.0.1:15012";
+pub const DEFAULT_API: &str = "127.0.0.1:15080";
+
+#[derive(Clone, Debug)]
+pub struct ControlConfig {
+    pub data_dir: PathBuf,
+    pub grpc: SocketAddr,
+    pub api: SocketAddr,
+    pub plugin_ca: Option<PluginCa>,
+    /// Resources read from a file (the registry's first source).
+    pub registry_file: Option<PathBuf>,
+    /// Used when the store holds no MeshConfig yet (first start).
+    pub mesh: MeshConfigSpec,
+}
+
+impl ControlConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        ControlConfig {
+            data_dir,
+            grpc: DEFAULT_GRPC.parse().expect("constant"),
+            api: DEFAULT_API.parse().expect("constant"),
+            plugin_ca: None,
+            registry_file: None,
+            mesh: MeshConfigSpec::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("store: {0}")]
+    Store(#[from] weft_store::StoreError),
+    #[error("CA: {0}")]
+    Ca(#[from] ca::CaError),
+    #[error("registry file: {0}")]
+    RegistryFile(String),
+    #[error("cannot listen for {what} on {addr}: {source} (is another control plane running?)")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    pub grpc_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    pub store: Store,
+    pub tokens: Arc<Tokens>,
+    pub proxies: Proxies,
+    /// The admin token (also in `<data-dir>/admin.token`, 0600).
+    pub admin_token: String,
+    tasks: Vec<JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    _health: tokio::sync::watch::Sender<u64>,
+}
+
+impl Drop for ControlPlane {
+    /// Stops listening and ends every discovery stream (proxies keep their config and reconnect).
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ControlError> {
+    TcpListener::bind(addr).await.map_err(|source| ControlError::Bind { what, addr, source })
+}
+
+impl ControlPlane {
+    pub async fn start(cfg: ControlConfig) -> Result<ControlPlane, ControlError> {
+        let dir_err = |source| ControlError::DataDir { path: cfg.data_dir.display().to_string(), source };
+        std::fs::create_dir_all(&cfg.data_dir).map_err(dir_err)?;
+        let store = Store::open(&cfg.data_dir.join("store"))?;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let tokens = Arc::new(Tokens::open(&cfg.data_dir).map_err(dir_err)?);
+        let admin_path = cfg.data_dir.join("admin.token");
+        let admin_token = match std::fs::read_to_string(&admin_path) {
+            Ok(t) if tokens.verify(&t) == Ok(Grant::Admin) => t.trim().to_string(),
+            _ => {
+                let t = tokens.issue(Grant::Admin, None);
+                write_private(&admin_path, t.as_bytes()).map_err(dir_err)?;
+                t
+            }
+        };
+
+        // The mesh's settings: stored on first start so that every later start agrees.
+        let mesh = match store.list(Some(Kind::MeshConfig), None)?.into_iter().next() {
+            Some(Resource::MeshConfig(m)) => m.spec,
+            _ => {
+                let r = Resource::MeshConfig(Typed {
+                    metadata: Metadata {
+                        name: "mesh".into(),
+                        namespace: "default".into(),
+                        labels: Default::default(),
+                        resource_version: None,
+                    },
+                    spec: cfg.mesh.clone(),
+                });
+                store.apply(vec![r])?;
+                cfg.mesh.clone()
+            }
+        };
+        let authority = Arc::new(ca::load_or_create(
+            &cfg.data_dir,
+            &mesh.trust_domain,
+            &mesh.cluster.name,
+            cfg.plugin_ca.as_ref(),
+        )?);
+
+        let mut sources: Vec<Arc<dyn Source>> = vec![];
+        if let Some(f) = &cfg.registry_file {
+            sources.push(Arc::new(FileSource::start(f.clone()).map_err(ControlError::RegistryFile)?));
+        }
+        sources.push(Arc::new(store.clone()));
+        let health: Health = Arc::new(|_| true);
+        let (health_tx, health_rx) = tokio::sync::watch::channel(0u64);
+        let catalog = registry::run(sources, health, health_rx, stop_rx.clone());
+
+        let proxies = Proxies::default();
+        let bundle = vec![authority.root().to_vec()];
+        let discovery = DiscoveryService {
+            catalog: catalog.clone(),
+            tokens: tokens.clone(),
+            trust_domain: mesh.trust_domain.clone(),
+            bundle,
+            proxies: proxies.clone(),
+            next_conn: AtomicU64::new(1),
+            stop: stop_rx.clone(),
+        };
+        let identity = ca::IdentityService {
+            ca: authority.clone(),
+            tokens: tokens.clone(),
+            leaf_lifetime: mesh.leaf_lifetime.into(),
+        };
+        let grpc = bind("gRPC", cfg.grpc).await?;
+        let grpc_addr = grpc.local_addr().map_err(dir_err)?;
+        let mut tasks = vec![];
+        tasks.push(tokio::spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .add_service(pb::identity_server::IdentityServer::new(identity))
+                .add_service(pb::discovery_server::DiscoveryServer::new(discovery))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc))
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "gRPC server stopped");
+            }
+        }));
+        let api_listener = bind("the HTTP API", cfg.api).await?;
+        let api_stop = stop_rx.clone();
+        let api_addr = api_listener.local_addr().map_err(dir_err)?;
+        let state = Arc::new(ApiState {
+            store: store.clone(),
+            tokens: tokens.clone(),
+            proxies: proxies.clone(),
+            ca: authority,
+            catalog,
+        });
+        tasks.push(tokio::spawn(async move {
+            let mut stop = api_stop;
+            let serve = axum::serve(api_listener, api::router(state)).with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP API stopped");
+            }
+        }));
+        tracing::info!(%grpc_addr, %api_addr, trust_domain = %mesh.trust_domain, cluster = %mesh.cluster.name, "control plane ready");
+        Ok(ControlPlane { grpc_addr, api_addr, store, tokens, proxies, admin_token, tasks, stop, _health: health_tx })
+    }
+}

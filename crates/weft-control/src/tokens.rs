@@ -1,0 +1,165 @@
+//! Control-plane tokens: signed, self-describing, verified without a database.
+//!
+//! `wft_<hex(payload JSON)>.<hex(HMAC-SHA256(key, payload))>`; the key is generated at first start
+//! and kept in the data directory (0600). Kinds:
+//! - `admin`: every API call;
+//! - `read`: read-only API calls;
+//! - `bootstrap`: names one workload identity (`<namespace>/<service-account>`); a proxy holding it
+//!   may get a certificate for that identity only, and open its discovery stream.
+
+use aws_lc_rs::hmac;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Grant {
+    Admin,
+    Read,
+    Bootstrap { namespace: String, service_account: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Payload {
+    #[serde(flatten)]
+    grant: Grant,
+    /// Unix seconds; absent: no expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exp: Option<u64>,
+    /// Random, so two tokens with the same grant differ.
+    nonce: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("no token: send `authorization: Bearer <token>` (create one with `weft token create`)")]
+    Missing,
+    #[error("the token is malformed or was not issued by this control plane")]
+    Invalid,
+    #[error("the token has expired; create a new one with `weft token create`")]
+    Expired,
+    #[error("this token may not do that: {0}")]
+    Forbidden(&'static str),
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn random(n: usize) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    // aws-lc's RNG; failure would mean the OS has no entropy source at all.
+    aws_lc_rs::rand::fill(&mut b).expect("system random source");
+    b
+}
+
+/// Issues and verifies tokens with one key.
+pub struct Tokens {
+    key: hmac::Key,
+}
+
+impl Tokens {
+    /// Loads the key from `dir/token.key`, creating it (0600) on first start.
+    pub fn open(dir: &Path) -> std::io::Result<Tokens> {
+        let path = dir.join("token.key");
+        let secret = match std::fs::read(&path) {
+            Ok(s) if s.len() >= 32 => s,
+            _ => {
+                let s = random(32);
+                write_private(&path, &s)?;
+                s
+            }
+        };
+        Ok(Tokens { key: hmac::Key::new(hmac::HMAC_SHA256, &secret) })
+    }
+
+    pub fn issue(&self, grant: Grant, ttl: Option<std::time::Duration>) -> String {
+        let exp = ttl.map(|t| now() + t.as_secs());
+        let payload = serde_json::to_vec(&Payload { grant, exp, nonce: hex(&random(8)) }).unwrap_or_default();
+        let mac = hmac::sign(&self.key, &payload);
+        format!("wft_{}.{}", hex(&payload), hex(mac.as_ref()))
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Grant, TokenError> {
+        let body = token.trim().strip_prefix("wft_").ok_or(TokenError::Invalid)?;
+        let (p, m) = body.split_once('.').ok_or(TokenError::Invalid)?;
+        let (payload, mac) = (unhex(p).ok_or(TokenError::Invalid)?, unhex(m).ok_or(TokenError::Invalid)?);
+        hmac::verify(&self.key, &payload, &mac).map_err(|_| TokenError::Invalid)?;
+        let payload: Payload = serde_json::from_slice(&payload).map_err(|_| TokenError::Invalid)?;
+        if payload.exp.is_some_and(|e| e < now()) {
+            return Err(TokenError::Expired);
+        }
+        Ok(payload.grant)
+    }
+
+    /// The grant of an `authorization: Bearer <token>` header value.
+    pub fn verify_header(&self, value: Option<&str>) -> Result<Grant, TokenError> {
+        let v = value.ok_or(TokenError::Missing)?;
+        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).ok_or(TokenError::Missing)?;
+        self.verify(token)
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Writes a file only its owner can read.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens() -> Tokens {
+        let dir =
+            std::env::temp_dir().join(format!("weft-tokens-{}-{:?}", std::process::id(), std::thread::current().id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Tokens::open(&dir).unwrap()
+    }
+
+    #[test]
+    fn round_trip_and_tamper() {
+        let t = tokens();
+        let g = Grant::Bootstrap { namespace: "default".into(), service_account: "web".into() };
+        let tok = t.issue(g.clone(), None);
+        assert_eq!(t.verify(&tok).unwrap(), g);
+        assert_eq!(t.verify_header(Some(&format!("Bearer {tok}"))).unwrap(), g);
+        // Flip one payload nibble: the MAC no longer matches.
+        let mut bad = tok.clone().into_bytes();
+        bad[6] = if bad[6] == b'0' { b'1' } else { b'0' };
+        assert_eq!(t.verify(std::str::from_utf8(&bad).unwrap()), Err(TokenError::Invalid));
+        for junk in ["", "wft_", "wft_zz.zz", "wft_00.", "Bearer", "wft_0.0"] {
+            assert!(t.verify(junk).is_err(), "{junk}");
+        }
+        assert_eq!(t.verify_header(None), Err(TokenError::Missing));
+        // Another control plane's key does not verify ours.
+        let other = Tokens { key: hmac::Key::new(hmac::HMAC_SHA256, &random(32)) };
+        assert_eq!(other.verify(&tok), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn expiry() {
+        let t = tokens();
+        let tok = t.issue(Grant::Read, Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(t.verify(&tok).unwrap(), Grant::Read);
+        let payload = Payload { grant: Grant::Read, exp: Some(1), nonce: "x".into() };
+        let p = serde_json::to_vec(&payload).unwrap();
+        let expired = format!("wft_{}.{}", hex(&p), hex(hmac::sign(&t.key, &p).as_ref()));
+        assert_eq!(t.verify(&expired), Err(TokenError::Expired));
+    }
+}

@@ -1,0 +1,254 @@
+//! End to end on 127.0.0.1: a control plane, sidecars that get their certificates and routes from
+//! it, registration over the Consul-shaped HTTP API, and what happens when things go wrong.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use std::net::SocketAddr;
+use std::time::Duration;
+use weft_api::proxy::ProxyConfig;
+use weft_control::{ControlConfig, ControlPlane};
+use weft_proxy::Proxy;
+use weft_testkit::{eventually, http1_get, http1_request};
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("weft-cp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+async fn control(dir: &std::path::Path, grpc: Option<SocketAddr>) -> ControlPlane {
+    let mut cfg = ControlConfig::new(dir.to_path_buf());
+    cfg.grpc = grpc.unwrap_or("127.0.0.1:0".parse().unwrap());
+    cfg.api = "127.0.0.1:0".parse().unwrap();
+    ControlPlane::start(cfg).await.expect("control plane")
+}
+
+/// Calls the control plane's HTTP API.
+async fn api(cp: &ControlPlane, method: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "cp")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let resp = http1_request(cp.api_addr, req).await.unwrap();
+    let v = serde_json::from_slice(resp.body()).unwrap_or(serde_json::Value::Null);
+    (resp.status().as_u16(), v)
+}
+
+async fn bootstrap_token(cp: &ControlPlane, identity: &str) -> String {
+    let (status, v) =
+        api(cp, "POST", "/v1/tokens", &cp.admin_token, &format!(r#"{{"kind":"bootstrap","identity":"{identity}"}}"#))
+            .await;
+    assert_eq!(status, 200, "{v}");
+    v["token"].as_str().unwrap().to_string()
+}
+
+async fn sidecar(cp: &ControlPlane, identity: &str, extra: &str) -> Proxy {
+    let token = bootstrap_token(cp, identity).await;
+    let cfg = ProxyConfig::from_yaml(&format!(
+        "control: {{ address: \"{}\", token: \"{token}\", proxy_id: \"{}\" }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\n{extra}",
+        cp.grpc_addr,
+        identity.replace('/', "-")
+    ))
+    .unwrap();
+    let control = cfg.control.clone().unwrap();
+    let store = weft_proxy::control::bootstrap(&control).await.expect("certificate from the control plane");
+    let mut p = Proxy::start(cfg, store).await.unwrap();
+    p.follow_control_plane(control);
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_over_http_and_the_proxy_routes_to_it() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("register");
+    let cp = control(&dir, None).await;
+    let app = weft_testkit::http_echo("api").await;
+    let server = sidecar(
+        &cp,
+        "default/api",
+        &format!("inbound: {{ listen: \"127.0.0.1:0\", ports: [{{ port: {} }}] }}\n", app.port()),
+    )
+    .await;
+    let client =
+        sidecar(&cp, "default/web", "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n").await;
+    let upstream = client.addrs.upstreams[0];
+    assert_eq!(client.certs().id().to_string(), "spiffe://cluster.local/ns/default/sa/web", "identity from the token");
+
+    // Consul-shaped registration.
+    let reg = format!(
+        r#"{{"ID":"api-1","Name":"api","Address":"127.0.0.1","Port":{},"Tags":["v1"],"Connect":{{"SidecarService":{{"Port":{}}}}}}}"#,
+        app.port(),
+        server.addrs.inbound.unwrap().port()
+    );
+    let (status, v) = api(&cp, "PUT", "/v1/agent/service/register", &cp.admin_token, &reg).await;
+    assert_eq!(status, 200, "{v}");
+    let body =
+        eventually("the client sidecar routes to the registered instance", Duration::from_secs(10), || async move {
+            let r = http1_get(upstream, "/hello").await.ok()?;
+            (r.status() == 200).then(|| r.into_body())
+        })
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["peer_identity"], "spiffe://cluster.local/ns/default/sa/web");
+
+    // Consul-shaped catalog reads.
+    let (_, services) = api(&cp, "GET", "/v1/catalog/services", &cp.admin_token, "").await;
+    assert_eq!(services["api"], serde_json::json!(["v1"]));
+
+    // Every connected proxy acknowledged the latest config.
+    let statuses = eventually("both proxies SYNCED", Duration::from_secs(10), || async {
+        let (_, v) = api(&cp, "GET", "/v1/proxies", &cp.admin_token, "").await;
+        let list = v["proxies"].as_array()?.clone();
+        (list.len() == 2 && list.iter().all(|p| p["status"] == "SYNCED")).then_some(list)
+    })
+    .await;
+    assert_eq!(statuses[0]["proxy_id"], "default-api");
+
+    // Deregistration: the endpoint leaves the client's routes.
+    let (status, _) = api(&cp, "PUT", "/v1/agent/service/deregister/api-1", &cp.admin_token, "").await;
+    assert_eq!(status, 200);
+    eventually("no endpoints after deregistration", Duration::from_secs(10), || async move {
+        let r = http1_get(upstream, "/").await.ok()?;
+        (r.status() == 503).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_keep_serving_while_the_control_plane_is_down_and_resync() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("down");
+    let cp = control(&dir, None).await;
+    let grpc = cp.grpc_addr;
+    let app = weft_testkit::http_echo("api").await;
+    let server = sidecar(
+        &cp,
+        "default/api",
+        &format!("inbound: {{ listen: \"127.0.0.1:0\", ports: [{{ port: {} }}] }}\n", app.port()),
+    )
+    .await;
+    let client =
+        sidecar(&cp, "default/web", "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n").await;
+    let upstream = client.addrs.upstreams[0];
+    let apply = |port: u16, inbound: u16| {
+        format!(
+            "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-1 }}\nspec: {{ service: api, address: 127.0.0.1, port: {port}, sidecar: \"127.0.0.1:{inbound}\" }}\n"
+        )
+    };
+    let (status, v) =
+        api(&cp, "POST", "/v1/apply", &cp.admin_token, &apply(app.port(), server.addrs.inbound.unwrap().port())).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["results"][1], "Workload default/api-1 created");
+    eventually("routes arrive", Duration::from_secs(10), || async move {
+        (http1_get(upstream, "/").await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    let admin_token = cp.admin_token.clone();
+    drop(cp);
+    // The control plane is gone: traffic keeps flowing on the last good config.
+    eventually("the client notices the control plane is gone", Duration::from_secs(10), || {
+        let m = client.metrics_text();
+        async move { m.contains("weft_control_connected 0").then_some(()) }
+    })
+    .await;
+    assert_eq!(http1_get(upstream, "/still").await.unwrap().status(), 200);
+
+    // Back on the same data directory and port: state intact, proxies reconnect and resync.
+    let cp = control(&dir, Some(grpc)).await;
+    assert_eq!(cp.admin_token, admin_token, "same data directory, same admin token");
+    let (status, v) = api(&cp, "GET", "/v1/resources/workload/default/api-1", &cp.admin_token, "").await;
+    assert_eq!(status, 200, "{v}");
+    eventually("proxies resync", Duration::from_secs(20), || async {
+        let (_, v) = api(&cp, "GET", "/v1/proxies", &cp.admin_token, "").await;
+        let list = v["proxies"].as_array()?.clone();
+        (list.len() == 2 && list.iter().all(|p| p["status"] == "SYNCED")).then_some(())
+    })
+    .await;
+    assert_eq!(http1_get(upstream, "/after").await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_whole_and_changes_nothing() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("bad");
+    let cp = control(&dir, None).await;
+    let t = cp.admin_token.clone();
+    let before = cp.store.revision();
+    let svc =
+        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\nspec: { ports: [{ port: 8080 }] }\n";
+    // A bad field in the second document: neither is written.
+    let two = format!("{svc}---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: w }}\nspec: {{ service: api, address: 1.2.3.4, port: 0 }}\n");
+    let (status, v) = api(&cp, "POST", "/v1/apply", &t, &two).await;
+    assert_eq!(status, 400);
+    assert_eq!(v["error"], "Workload default/w: spec.port: must be 1-65535");
+    // A dangling reference.
+    let dangling = "apiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: w }\nspec: { service: nope, address: 1.2.3.4, port: 80 }\n";
+    let (status, v) = api(&cp, "POST", "/v1/apply", &t, dangling).await;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("no Service default/nope"), "{v}");
+    for garbage in ["", ": : :", "{\"apiVersion\": 3}", "\u{0}\u{1}"] {
+        let (status, _) = api(&cp, "POST", "/v1/apply", &t, garbage).await;
+        assert_eq!(status, 400, "{garbage:?}");
+    }
+    assert_eq!(cp.store.revision(), before, "nothing was written");
+
+    // Optimistic concurrency: a stale resourceVersion is refused with 409.
+    let (status, v) = api(&cp, "POST", "/v1/apply", &t, svc).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, obj) = api(&cp, "GET", "/v1/resources/service/default/api", &t, "").await;
+    let version = obj["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let with_version = svc.replace("{ name: api }", &format!("{{ name: api, resourceVersion: \"{version}\" }}"));
+    assert_eq!(api(&cp, "POST", "/v1/apply", &t, &with_version.replace("8080", "8081")).await.0, 200);
+    let (status, v) = api(&cp, "POST", "/v1/apply", &t, &with_version.replace("8080", "8082")).await;
+    assert_eq!(status, 409, "{v}");
+
+    // Tokens: none, garbage, read-only writing, bootstrap reading.
+    assert_eq!(api(&cp, "GET", "/v1/resources", "", "").await.0, 401);
+    assert_eq!(api(&cp, "GET", "/v1/resources", "wft_00.00", "").await.0, 401);
+    let (_, v) = api(&cp, "POST", "/v1/tokens", &t, r#"{"kind":"read"}"#).await;
+    let read = v["token"].as_str().unwrap().to_string();
+    assert_eq!(api(&cp, "GET", "/v1/resources", &read, "").await.0, 200);
+    assert_eq!(api(&cp, "POST", "/v1/apply", &read, svc).await.0, 403);
+    let boot = bootstrap_token(&cp, "default/web").await;
+    assert_eq!(api(&cp, "GET", "/v1/resources", &boot, "").await.0, 403);
+    let (status, v) = api(&cp, "POST", "/v1/tokens", &t, r#"{"kind":"bootstrap","identity":"nope"}"#).await;
+    assert_eq!(status, 400, "{v}");
+}
+
+#[tokio::test]
+async fn a_token_for_one_identity_cannot_get_a_certificate_for_another() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("identity");
+    let cp = control(&dir, None).await;
+    let token = bootstrap_token(&cp, "default/web").await;
+    // A CSR asking for `api` with a token for `web`.
+    let api_id = weft_identity::SpiffeId::workload("cluster.local", "default", "api").unwrap();
+    let key = weft_identity::LeafKey::generate(&api_id).unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cp.grpc_addr)).unwrap().connect().await.unwrap();
+    let mut client = weft_api::pb::identity_client::IdentityClient::new(channel);
+    let mut req = tonic::Request::new(weft_api::pb::SignRequest { csr_der: key.csr_der().unwrap() });
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let err = client.sign(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    // An admin token is not a proxy's credential either.
+    let mut req = tonic::Request::new(weft_api::pb::SignRequest { csr_der: key.csr_der().unwrap() });
+    req.metadata_mut().insert("authorization", format!("Bearer {}", cp.admin_token).parse().unwrap());
+    assert_eq!(client.sign(req).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    // No token at all.
+    let req = tonic::Request::new(weft_api::pb::SignRequest { csr_der: key.csr_der().unwrap() });
+    assert_eq!(client.sign(req).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    // The right token, an unnamed CSR: the certificate names the token's identity.
+    let control = weft_api::proxy::Control {
+        address: cp.grpc_addr,
+        token: Some(token),
+        token_file: None,
+        proxy_id: None,
+        upstreams: vec![],
+    };
+    let (leaf, _) = weft_proxy::control::sign(&control).await.unwrap();
+    assert_eq!(leaf.id().to_string(), "spiffe://cluster.local/ns/default/sa/web");
+}

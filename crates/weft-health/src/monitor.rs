@@ -1,0 +1,428 @@
+//! [`Monitor`]: runs every workload's checks on their own tasks and keeps per-check and
+//! per-workload status.
+//!
+//! ```text
+//!   set_checks("default/api-1", [http, ttl, alias])
+//!     ├── task: probe(http) every interval ─┐
+//!     ├── task: TTL timer ◄── ttl_update ───┼──► record() ── one short write lock ──► State
+//!     └── task: alias, woken by changes ────┘                 (thresholds, aggregate)
+//!                        ▲                                          │ status changed
+//!                        └──────────── watch<u64> generation ◄──────┘──► subscribe()
+//! ```
+//!
+//! Tasks hold a weak reference: dropping the last `Monitor` handle drops the state, which aborts
+//! every task. A task's writes carry the *epoch* of the `set_checks` call that started it, so a
+//! task replaced while it was mid-probe cannot write into its successor's state.
+
+mod thresholds;
+
+use crate::probe::{output_text, probe, resolve_alias, ProbeContext};
+use crate::{CheckResult, HealthError, Status};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::time::Duration;
+use thresholds::Counts;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use weft_api::kinds::{CheckSpec, ProbeKind};
+
+/// The shortest interval a check runs at, whatever its spec says (the API validates the same).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A handle on the health of every registered workload; clones share the same state.
+#[derive(Clone)]
+pub struct Monitor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: RwLock<State>,
+    /// Bumped whenever a workload's aggregate status changes, or a workload comes or goes.
+    changes: watch::Sender<u64>,
+    epochs: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    workloads: HashMap<String, Workload>,
+}
+
+struct Workload {
+    epoch: u64,
+    checks: Vec<Check>,
+    /// The worst of `checks`; `Passing` when there are none.
+    status: Status,
+    tasks: Vec<AbortHandle>,
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+struct Check {
+    spec: Arc<CheckSpec>,
+    result: CheckResult,
+    counts: Counts,
+    /// Since when the check has shown `Critical`, for `deregister_critical_after`.
+    critical_since: Option<Instant>,
+    /// TTL checks: each update restarts the TTL timer.
+    ttl: Option<watch::Sender<()>>,
+}
+
+/// How a result is applied: probes go through the thresholds; TTL reports and alias mirrors apply
+/// as they are (as in Consul).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Apply {
+    Thresholds,
+    Direct,
+}
+
+impl Check {
+    fn apply(&mut self, mut result: CheckResult, how: Apply) {
+        let before = self.result.status;
+        if how == Apply::Thresholds {
+            let (shows, note) =
+                self.counts.next(before, result.status, self.spec.success_threshold, self.spec.failure_threshold);
+            result.status = shows;
+            if let Some(note) = note {
+                result.output = format!("{} ({note})", result.output);
+            }
+        }
+        match (before, result.status) {
+            (Status::Critical, Status::Critical) => {}
+            (_, Status::Critical) => self.critical_since = Some(Instant::now()),
+            _ => self.critical_since = None,
+        }
+        if before != result.status {
+            tracing::info!(check = %self.spec.name, from = %before, to = %result.status, output = %result.output, "health check changed");
+        }
+        self.result = result;
+    }
+}
+
+fn aggregate(checks: &[Check]) -> Status {
+    checks.iter().map(|c| c.result.status).max().unwrap_or(Status::Passing)
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor").field("workloads", &self.read().workloads.len()).finish()
+    }
+}
+
+impl Monitor {
+    pub fn new() -> Self {
+        Monitor {
+            inner: Arc::new(Inner {
+                state: RwLock::default(),
+                changes: watch::Sender::new(0),
+                epochs: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.inner.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.inner.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn bump(&self) {
+        self.inner.changes.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Starts the checks of `workload` (an id such as `default/api-1`), replacing and stopping any
+    /// it had. Every check starts `Critical` (Consul's default) until its first
+    /// `success_threshold` passes; TTL checks until the workload first reports.
+    ///
+    /// Must be called within a Tokio runtime; outside one, the checks are recorded as `Critical`
+    /// saying so, and never run.
+    pub fn set_checks(&self, workload: &str, checks: Vec<CheckSpec>) {
+        let epoch = self.inner.epochs.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = Instant::now();
+        let mut entries = Vec::with_capacity(checks.len());
+        let mut starts = Vec::with_capacity(checks.len());
+        for spec in checks {
+            let spec = Arc::new(spec);
+            let kind = spec.probe();
+            let (ttl_tx, ttl_rx) = match kind {
+                Some(ProbeKind::Ttl) => {
+                    let (tx, rx) = watch::channel(());
+                    (Some(tx), Some(rx))
+                }
+                _ => (None, None),
+            };
+            let output = match kind {
+                Some(ProbeKind::Ttl) => "TTL check: no update received yet",
+                _ => "not run yet",
+            };
+            entries.push(Check {
+                spec: spec.clone(),
+                result: CheckResult::critical(output),
+                counts: Counts::default(),
+                critical_since: Some(now),
+                ttl: ttl_tx,
+            });
+            starts.push((spec, ttl_rx));
+        }
+        let runtime = tokio::runtime::Handle::try_current();
+        let mut w = Workload { epoch, status: aggregate(&entries), checks: entries, tasks: Vec::new() };
+        let workload: Arc<str> = workload.into();
+        let replaced = {
+            let mut state = self.write();
+            match &runtime {
+                Ok(rt) => {
+                    // Spawned under the lock: a task's first write waits for the entry to exist.
+                    for (index, (spec, ttl_rx)) in starts.into_iter().enumerate() {
+                        let slot =
+                            Slot { monitor: Arc::downgrade(&self.inner), workload: workload.clone(), epoch, index };
+                        w.tasks.push(rt.spawn(run(slot, spec, ttl_rx)).abort_handle());
+                    }
+                }
+                Err(_) => {
+                    for c in &mut w.checks {
+                        c.result = CheckResult::critical(
+                            "not running: Monitor::set_checks was called outside a Tokio runtime",
+                        );
+                    }
+                }
+            }
+            state.workloads.insert(workload.to_string(), w)
+        };
+        // Dropping the old entry aborts its tasks; outside the lock.
+        drop(replaced);
+        self.bump();
+    }
+
+    /// Stops and forgets the checks of `workload`.
+    pub fn remove(&self, workload: &str) {
+        let removed = self.write().workloads.remove(workload);
+        if removed.is_some() {
+            drop(removed);
+            self.bump();
+        }
+    }
+
+    /// A TTL check's report, as Consul's `/v1/agent/check/pass|warn|fail/<check-id>`, where
+    /// `check_id` is `<workload>/<check name>` (e.g. `default/api-1/heartbeat`). The status applies
+    /// at once and the TTL timer restarts.
+    pub fn ttl_update(&self, check_id: &str, status: Status, output: &str) -> Result<(), HealthError> {
+        let changed = {
+            let mut state = self.write();
+            let found = check_id.match_indices('/').find_map(|(i, _)| {
+                let (workload, name) = (&check_id[..i], &check_id[i + 1..]);
+                let w = state.workloads.get(workload)?;
+                let index = w.checks.iter().position(|c| c.spec.name == name)?;
+                Some((workload, index))
+            });
+            let Some((workload, index)) = found else {
+                return Err(HealthError::NotFound(check_id.to_string()));
+            };
+            let Some(w) = state.workloads.get_mut(workload) else {
+                return Err(HealthError::NotFound(check_id.to_string()));
+            };
+            let Some(check) = w.checks.get_mut(index) else {
+                return Err(HealthError::NotFound(check_id.to_string()));
+            };
+            let Some(timer) = &check.ttl else {
+                return Err(HealthError::NotTtl(check_id.to_string()));
+            };
+            timer.send_replace(());
+            let output = output_text(output.as_bytes());
+            check.apply(CheckResult::new(status, output), Apply::Direct);
+            let now = aggregate(&w.checks);
+            std::mem::replace(&mut w.status, now) != now
+        };
+        if changed {
+            self.bump();
+        }
+        Ok(())
+    }
+
+    /// The worst status of the workload's checks (`Passing` if it has none); `None` if the
+    /// workload is not registered.
+    pub fn workload_status(&self, workload: &str) -> Option<Status> {
+        self.read().workloads.get(workload).map(|w| w.status)
+    }
+
+    /// Every registered workload and its status, sorted by id.
+    pub fn workloads(&self) -> Vec<(String, Status)> {
+        let mut all: Vec<_> = self.read().workloads.iter().map(|(id, w)| (id.clone(), w.status)).collect();
+        all.sort();
+        all
+    }
+
+    /// The latest result of each of the workload's checks, by check name, in the order they
+    /// were given; empty if the workload is not registered.
+    pub fn checks(&self, workload: &str) -> Vec<(String, CheckResult)> {
+        self.read()
+            .workloads
+            .get(workload)
+            .map(|w| w.checks.iter().map(|c| (c.spec.name.clone(), c.result.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// A generation counter that increases whenever a workload's aggregate status changes, or a
+    /// workload is set or removed. Await `changed()`, then read what you need with
+    /// [`workload_status`](Self::workload_status) or [`workloads`](Self::workloads); a watch
+    /// never lags, and several changes may arrive as one.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Workloads with a check that has `deregister_critical_after` and has been `Critical` at
+    /// least that long (counted from registration when it never passed), sorted. The caller
+    /// deregisters them; the monitor keeps running their checks until [`remove`](Self::remove).
+    pub fn expired(&self) -> Vec<String> {
+        let now = Instant::now();
+        let mut out: Vec<String> = self
+            .read()
+            .workloads
+            .iter()
+            .filter(|(_, w)| {
+                w.checks.iter().any(|c| match (c.spec.deregister_critical_after, c.critical_since) {
+                    (Some(after), Some(since)) => now.duration_since(since) >= after.into(),
+                    _ => false,
+                })
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Applies a task's result; `false` when the task should stop (its workload was replaced or
+    /// removed).
+    fn record(&self, slot: &Slot, result: CheckResult, how: Apply) -> bool {
+        let changed = {
+            let mut state = self.write();
+            let Some(w) = state.workloads.get_mut(&*slot.workload) else {
+                return false;
+            };
+            if w.epoch != slot.epoch {
+                return false;
+            }
+            let Some(check) = w.checks.get_mut(slot.index) else {
+                return false;
+            };
+            check.apply(result, how);
+            let now = aggregate(&w.checks);
+            let before = std::mem::replace(&mut w.status, now);
+            if before != now {
+                tracing::info!(workload = %slot.workload, from = %before, to = %now, "workload health changed");
+            }
+            before != now
+        };
+        if changed {
+            self.bump();
+        }
+        true
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The workloads' own Drop aborts their tasks.
+        self.state.get_mut().unwrap_or_else(PoisonError::into_inner).workloads.clear();
+    }
+}
+
+/// Where a task writes: its monitor (weakly), workload, epoch and check index.
+struct Slot {
+    monitor: Weak<Inner>,
+    workload: Arc<str>,
+    epoch: u64,
+    index: usize,
+}
+
+impl Slot {
+    fn monitor(&self) -> Option<Monitor> {
+        self.monitor.upgrade().map(|inner| Monitor { inner })
+    }
+
+    fn record(&self, result: CheckResult, how: Apply) -> bool {
+        self.monitor().is_some_and(|m| m.record(self, result, how))
+    }
+}
+
+fn every(spec: &CheckSpec) -> Duration {
+    Duration::from(spec.interval()).max(MIN_INTERVAL)
+}
+
+/// One check's task.
+async fn run(slot: Slot, spec: Arc<CheckSpec>, ttl: Option<watch::Receiver<()>>) {
+    match (spec.probe(), ttl) {
+        (Some(ProbeKind::Ttl), Some(updates)) => run_ttl(slot, &spec, updates).await,
+        (Some(ProbeKind::Alias), _) => run_alias(slot, &spec).await,
+        _ => run_probe(slot, &spec).await,
+    }
+}
+
+async fn run_probe(slot: Slot, spec: &CheckSpec) {
+    let ctx = ProbeContext::new(&*slot.workload);
+    loop {
+        let result = probe(spec, &ctx).await;
+        if !slot.record(result, Apply::Thresholds) {
+            return;
+        }
+        tokio::time::sleep(every(spec)).await;
+    }
+}
+
+/// Critical when no update came for the TTL; each update restarts the timer.
+async fn run_ttl(slot: Slot, spec: &CheckSpec, mut updates: watch::Receiver<()>) {
+    let ttl: Duration = spec.ttl.unwrap_or_default().into();
+    loop {
+        match tokio::time::timeout(ttl, updates.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) => return,
+            Err(_) => {
+                let expired =
+                    CheckResult::critical(format!("TTL expired: no update in {}", spec.ttl.unwrap_or_default()));
+                if !slot.record(expired, Apply::Direct) || updates.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Re-evaluated whenever any workload's status changes, and on the interval.
+async fn run_alias(slot: Slot, spec: &CheckSpec) {
+    let Some(mut changes) = slot.monitor().map(|m| m.subscribe()) else {
+        return;
+    };
+    let target = resolve_alias(&slot.workload, spec.alias.as_deref().unwrap_or_default());
+    tracing::debug!(workload = %slot.workload, %target, "alias check started");
+    loop {
+        changes.borrow_and_update();
+        let Some(monitor) = slot.monitor() else {
+            return;
+        };
+        let ctx = ProbeContext::new(&*slot.workload).with_monitor(monitor);
+        let result = probe(spec, &ctx).await;
+        drop(ctx);
+        if !slot.record(result, Apply::Direct) {
+            return;
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(every(spec)) => {}
+        }
+    }
+}

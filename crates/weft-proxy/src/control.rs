@@ -1,0 +1,205 @@
+//! The proxy's side of the control plane: get a certificate for a key made here (bootstrap token
+//! → CSR → Identity.Sign), renew it at half-life, and follow Discovery.Stream — applying each
+//! versioned update atomically and acknowledging it. While the control plane is away the proxy
+//! keeps serving with its last good config and certificate, and reconnects with backoff.
+
+use crate::Ctx;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Request;
+use weft_api::pb;
+use weft_api::proxy::{Control, Protocol, Service};
+use weft_api::ConfigError;
+use weft_identity::{CertStore, Leaf, LeafKey, TrustBundle};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control plane at {addr} unreachable: {source} (is `weft control` running?)")]
+    Connect { addr: SocketAddr, source: tonic::transport::Error },
+    #[error("control plane refused: {}", .0.message())]
+    Refused(tonic::Status),
+    #[error("config: {0}")]
+    Config(#[from] ConfigError),
+    #[error("identity: {0}")]
+    Identity(#[from] weft_identity::Error),
+}
+
+impl From<tonic::Status> for ControlError {
+    fn from(s: tonic::Status) -> Self {
+        ControlError::Refused(s)
+    }
+}
+
+async fn channel(addr: SocketAddr) -> Result<Channel, ControlError> {
+    let ep = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|source| ControlError::Connect { addr, source })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    ep.connect().await.map_err(|source| ControlError::Connect { addr, source })
+}
+
+fn with_token<T>(msg: T, token: &str) -> Result<Request<T>, ControlError> {
+    let mut req = Request::new(msg);
+    let value = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| ConfigError::invalid("control.token", "contains characters not allowed in a header"))?;
+    req.metadata_mut().insert("authorization", value);
+    Ok(req)
+}
+
+/// Gets a new certificate: key made here, CSR sent, chain and bundle back.
+pub async fn sign(control: &Control) -> Result<(Leaf, TrustBundle), ControlError> {
+    let token = control.read_token()?;
+    let key = LeafKey::generate_unnamed()?;
+    let mut client = pb::identity_client::IdentityClient::new(channel(control.address).await?);
+    let resp = client.sign(with_token(pb::SignRequest { csr_der: key.csr_der()? }, &token)?).await?.into_inner();
+    let chain = resp.chain_der.into_iter().map(Into::into).collect();
+    let bundle = TrustBundle::new(resp.bundle_der.into_iter().map(Into::into).collect());
+    Ok((key.into_leaf(chain)?, bundle))
+}
+
+/// The first certificate, retried with backoff until the control plane answers (a proxy without
+/// an identity cannot serve). A refusal (bad token) is final.
+pub async fn bootstrap(control: &Control) -> Result<CertStore, ControlError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match sign(control).await {
+            Ok((leaf, bundle)) => return Ok(CertStore::new(leaf, bundle)?),
+            Err(e @ ControlError::Connect { .. }) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "waiting for the control plane");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Converts an update into config-form services, naming the bad field on error.
+pub fn services_from(update: &pb::ProxyUpdate) -> Result<Vec<Service>, ConfigError> {
+    let mut out = Vec::with_capacity(update.services.len());
+    for (i, s) in update.services.iter().enumerate() {
+        let mut endpoints = Vec::with_capacity(s.endpoints.len());
+        for (j, e) in s.endpoints.iter().enumerate() {
+            let f = |k: &str| format!("services[{i}].endpoints[{j}].{k}");
+            let addr = |k: &str, v: &str| {
+                v.parse::<SocketAddr>().map_err(|_| ConfigError::invalid(f(k), format!("{v:?} is not ip:port")))
+            };
+            endpoints.push(weft_api::proxy::Endpoint {
+                address: addr("address", &e.address)?,
+                proxy: Some(addr("proxy", &e.proxy)?),
+                identity: e.identity.clone(),
+                cluster: e.cluster.clone(),
+                network: e.network.clone(),
+                locality: e.locality.clone(),
+                labels: e.labels.clone().into_iter().collect::<BTreeMap<_, _>>(),
+            });
+        }
+        let mut ports = Vec::with_capacity(s.ports.len());
+        for (j, p) in s.ports.iter().enumerate() {
+            let protocol: Protocol =
+                serde_json::from_value(serde_json::Value::String(p.protocol.clone())).map_err(|_| {
+                    ConfigError::invalid(
+                        format!("services[{i}].ports[{j}].protocol"),
+                        format!("unknown protocol {:?}", p.protocol),
+                    )
+                })?;
+            let port = u16::try_from(p.port)
+                .map_err(|_| ConfigError::invalid(format!("services[{i}].ports[{j}].port"), "out of range"))?;
+            ports.push(weft_api::proxy::AppPort { port, protocol });
+        }
+        out.push(Service { name: s.name.clone(), namespace: s.namespace.clone(), ports, endpoints });
+    }
+    Ok(out)
+}
+
+/// Applies one update: all of it or none of it.
+fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
+    let services = services_from(update).map_err(|e| e.to_string())?;
+    let routes = crate::Routes::from_services(&services).map_err(|e| e.to_string())?;
+    if !update.bundle_der.is_empty() {
+        let bundle = TrustBundle::new(update.bundle_der.iter().cloned().map(Into::into).collect());
+        if bundle.roots() != ctx.certs.bundle().roots() {
+            ctx.certs.set_bundle(bundle).map_err(|e| e.to_string())?;
+        }
+    }
+    ctx.routes.store(Arc::new(routes));
+    Ok(())
+}
+
+async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(), ControlError> {
+    let token = control.read_token()?;
+    let mut client = pb::discovery_client::DiscoveryClient::new(channel(control.address).await?);
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::ProxyMessage>(8);
+    let hello = pb::Hello { proxy_id: proxy_id.to_string(), upstreams: control.upstreams.clone() };
+    let _ = tx.send(pb::ProxyMessage { kind: Some(pb::proxy_message::Kind::Hello(hello)) }).await;
+    let outbound = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut updates = client.stream(with_token(outbound, &token)?).await?.into_inner();
+    ctx.metrics.control_connected.set(1);
+    let result = async {
+        while let Some(update) = updates.message().await? {
+            let error = match apply(ctx, &update) {
+                Ok(()) => {
+                    ctx.metrics.config_version.set(update.version as i64);
+                    tracing::info!(version = update.version, services = update.services.len(), "applied config from the control plane");
+                    String::new()
+                }
+                Err(e) => {
+                    tracing::error!(version = update.version, error = %e, "rejected config from the control plane; keeping the previous one");
+                    e
+                }
+            };
+            let ack = pb::Ack { version: update.version, error };
+            if tx.send(pb::ProxyMessage { kind: Some(pb::proxy_message::Kind::Ack(ack)) }).await.is_err() {
+                break;
+            }
+        }
+        Ok::<_, ControlError>(())
+    }
+    .await;
+    ctx.metrics.control_connected.set(0);
+    result
+}
+
+/// Follows the discovery stream for as long as the proxy runs.
+pub async fn discovery_loop(ctx: Arc<Ctx>, control: Control, proxy_id: String) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let started = tokio::time::Instant::now();
+        match follow(&ctx, &control, &proxy_id).await {
+            Ok(()) => tracing::warn!("control plane closed the discovery stream; reconnecting"),
+            Err(e) => tracing::warn!(error = %e, "discovery stream lost; serving the last good config"),
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(100);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Renews the certificate at half its remaining life, with no dropped connection.
+pub async fn rotation_loop(ctx: Arc<Ctx>, control: Control) {
+    loop {
+        tokio::time::sleep(ctx.certs.leaf().remaining() / 2).await;
+        match sign(&control).await {
+            Ok((leaf, bundle)) => match ctx.certs.replace(leaf, Some(bundle)) {
+                Ok(()) => {
+                    ctx.metrics.cert_rotations.inc();
+                    ctx.metrics.cert_expiry.set(crate::identity::expiry_secs(&ctx.certs.leaf()));
+                }
+                Err(e) => tracing::error!(error = %e, "renewed certificate refused"),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "certificate renewal failed; retrying in 5s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+}
