@@ -24,6 +24,7 @@ pub struct ApiState {
     pub proxies: Proxies,
     pub ca: Arc<Authority>,
     pub catalog: tokio::sync::watch::Receiver<Arc<crate::catalog::Catalog>>,
+    pub monitor: weft_health::Monitor,
 }
 
 type S = State<Arc<ApiState>>;
@@ -94,6 +95,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/agent/service/deregister/{id}", put(consul::deregister))
         .route("/v1/catalog/services", get(consul::services))
         .route("/v1/catalog/service/{name}", get(consul::service))
+        .route("/v1/agent/check/{verdict}/{*check_id}", put(consul::ttl))
+        .route("/v1/health/workload/{namespace}/{name}", get(workload_health))
         .route("/live", get(|| async { "live\n" }))
         .with_state(state)
 }
@@ -202,6 +205,23 @@ async fn ca(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
         "intermediate": describe(st.ca.cert()),
         "root_pem": weft_identity::TrustBundle::new(vec![st.ca.root().clone()]).to_pem(),
     })))
+}
+
+async fn workload_health(
+    State(st): S,
+    headers: HeaderMap,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    require_read(&st, &headers)?;
+    let w = format!("{namespace}/{name}");
+    let checks: Vec<Value> = st
+        .monitor
+        .checks(&w)
+        .into_iter()
+        .map(|(name, r)| json!({ "name": name, "status": r.status.to_string(), "output": r.output }))
+        .collect();
+    let status = st.monitor.workload_status(&w).map(|s| s.to_string());
+    Ok(Json(json!({ "workload": w, "status": status, "checks": checks })))
 }
 
 async fn catalog(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {

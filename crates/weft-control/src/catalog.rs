@@ -40,6 +40,32 @@ pub struct Instance {
     pub healthy: bool,
 }
 
+/// The DNS server's view of the catalog.
+pub fn dns_table(cat: &Catalog) -> weft_dns::Table {
+    weft_dns::Table {
+        cluster: cat.mesh.cluster.name.clone(),
+        services: cat
+            .services
+            .values()
+            .map(|s| weft_dns::ServiceEntry {
+                name: s.name.clone(),
+                namespace: s.namespace.clone(),
+                instances: s
+                    .instances
+                    .iter()
+                    .map(|i| weft_dns::Instance {
+                        address: i.address.ip(),
+                        port: i.address.port(),
+                        tags: s.tags.iter().chain(&i.tags).cloned().collect(),
+                        healthy: i.healthy,
+                        node: i.name.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
 /// Health of a workload (`namespace/name`): true when passing or without checks.
 pub type HealthFn<'a> = &'a dyn Fn(&str) -> bool;
 

@@ -239,3 +239,23 @@ pub async fn service(
         .collect();
     Ok(Json(Value::Array(items)))
 }
+
+/// Consul's TTL updates: `PUT /v1/agent/check/pass|warn|fail/<namespace>/<workload>/<check name>`.
+pub async fn ttl(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((verdict, check_id)): Path<(String, String)>,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    crate::api::require_write(&st, &headers)?;
+    let status = match verdict.as_str() {
+        "pass" => weft_health::Status::Passing,
+        "warn" => weft_health::Status::Warning,
+        "fail" => weft_health::Status::Critical,
+        other => return Err(bad(format!("{other:?}: use pass, warn or fail"))),
+    };
+    st.monitor
+        .ttl_update(&check_id, status, body.trim())
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
+    Ok(Json(json!({ "check": check_id, "status": status.to_string() })))
+}

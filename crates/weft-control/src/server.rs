@@ -30,6 +30,10 @@ pub struct ControlConfig {
     pub registry_file: Option<PathBuf>,
     /// Used when the store holds no MeshConfig yet (first start).
     pub mesh: MeshConfigSpec,
+    /// Serve DNS for mesh names here (UDP and TCP).
+    pub dns: Option<SocketAddr>,
+    /// Where DNS forwards names it does not know; none: NXDOMAIN/REFUSED.
+    pub dns_upstream: Option<SocketAddr>,
 }
 
 impl ControlConfig {
@@ -41,6 +45,8 @@ impl ControlConfig {
             plugin_ca: None,
             registry_file: None,
             mesh: MeshConfigSpec::default(),
+            dns: None,
+            dns_upstream: None,
         }
     }
 }
@@ -55,6 +61,8 @@ pub enum ControlError {
     Ca(#[from] ca::CaError),
     #[error("registry file: {0}")]
     RegistryFile(String),
+    #[error("DNS: {0}")]
+    Dns(#[from] weft_dns::DnsError),
     #[error("cannot listen for {what} on {addr}: {source} (is another control plane running?)")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
 }
@@ -68,9 +76,10 @@ pub struct ControlPlane {
     pub proxies: Proxies,
     /// The admin token (also in `<data-dir>/admin.token`, 0600).
     pub admin_token: String,
+    pub dns_addr: Option<SocketAddr>,
+    pub monitor: weft_health::Monitor,
     tasks: Vec<JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
-    _health: tokio::sync::watch::Sender<u64>,
 }
 
 impl Drop for ControlPlane {
@@ -133,9 +142,11 @@ impl ControlPlane {
             sources.push(Arc::new(FileSource::start(f.clone()).map_err(ControlError::RegistryFile)?));
         }
         sources.push(Arc::new(store.clone()));
-        let health: Health = Arc::new(|_| true);
-        let (health_tx, health_rx) = tokio::sync::watch::channel(0u64);
-        let catalog = registry::run(sources, health, health_rx, stop_rx.clone());
+        let monitor = weft_health::Monitor::new();
+        crate::health::sync_checks(sources.clone(), monitor.clone(), store.clone(), stop_rx.clone());
+        let m = monitor.clone();
+        let health: Health = Arc::new(move |w| crate::health::healthy(&m, w));
+        let catalog = registry::run(sources, health, monitor.subscribe(), stop_rx.clone());
 
         let proxies = Proxies::default();
         let bundle = vec![authority.root().to_vec()];
@@ -169,12 +180,32 @@ impl ControlPlane {
         let api_listener = bind("the HTTP API", cfg.api).await?;
         let api_stop = stop_rx.clone();
         let api_addr = api_listener.local_addr().map_err(dir_err)?;
+        let mut dns_addr = None;
+        if let Some(listen) = cfg.dns {
+            let mut dns_cfg = weft_dns::DnsConfig::new(listen);
+            dns_cfg.upstream = cfg.dns_upstream;
+            let server = weft_dns::DnsServer::start(dns_cfg, crate::catalog::dns_table(&catalog.borrow())).await?;
+            dns_addr = Some(server.local_addr());
+            let (mut cat, mut stop) = (catalog.clone(), stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        r = cat.changed() => if r.is_err() { break },
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                    let table = crate::catalog::dns_table(&cat.borrow_and_update());
+                    server.set_table(table);
+                }
+                server.shutdown().await;
+            }));
+        }
         let state = Arc::new(ApiState {
             store: store.clone(),
             tokens: tokens.clone(),
             proxies: proxies.clone(),
             ca: authority,
             catalog,
+            monitor: monitor.clone(),
         });
         tasks.push(tokio::spawn(async move {
             let mut stop = api_stop;
@@ -186,6 +217,6 @@ impl ControlPlane {
             }
         }));
         tracing::info!(%grpc_addr, %api_addr, trust_domain = %mesh.trust_domain, cluster = %mesh.cluster.name, "control plane ready");
-        Ok(ControlPlane { grpc_addr, api_addr, store, tokens, proxies, admin_token, tasks, stop, _health: health_tx })
+        Ok(ControlPlane { grpc_addr, api_addr, store, tokens, proxies, admin_token, dns_addr, monitor, tasks, stop })
     }
 }

@@ -252,3 +252,136 @@ async fn a_token_for_one_identity_cannot_get_a_certificate_for_another() {
     let (leaf, _) = weft_proxy::control::sign(&control).await.unwrap();
     assert_eq!(leaf.id().to_string(), "spiffe://cluster.local/ns/default/sa/web");
 }
+
+/// A Workload with one health check, through the API.
+async fn register_checked(cp: &ControlPlane, app: SocketAddr, sidecar: SocketAddr, check: &str) {
+    let yaml = format!(
+        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api }}\nspec: {{ tags: [primary] }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-1 }}\nspec:\n  service: api\n  address: 127.0.0.1\n  port: {}\n  sidecar: \"{sidecar}\"\n  checks: [{check}]\n",
+        app.port()
+    );
+    let (status, v) = api(cp, "POST", "/v1/apply", &cp.admin_token, &yaml).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_check_removes_the_endpoint_and_recovery_restores_it() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("health");
+    let cp = control(&dir, None).await;
+    let app = weft_testkit::http_echo("api").await;
+    let server = sidecar(
+        &cp,
+        "default/api",
+        &format!("inbound: {{ listen: \"127.0.0.1:0\", ports: [{{ port: {} }}] }}\n", app.port()),
+    )
+    .await;
+    let client =
+        sidecar(&cp, "default/web", "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n").await;
+    let upstream = client.addrs.upstreams[0];
+    // The TCP check probes a port this test opens and closes.
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let probe_addr = probe.local_addr().unwrap();
+    let check = format!("{{ name: tcp, tcp: \"{probe_addr}\", interval: 100ms, timeout: 100ms }}");
+    register_checked(&cp, app, server.addrs.inbound.unwrap(), &check).await;
+    let status = |want: u16| async move {
+        eventually(&format!("client sees {want}"), Duration::from_secs(15), || async move {
+            (http1_get(upstream, "/").await.ok()?.status() == want).then_some(())
+        })
+        .await
+    };
+    status(200).await;
+    drop(probe);
+    status(503).await;
+    let (_, v) = api(&cp, "GET", "/v1/health/workload/default/api-1", &cp.admin_token, "").await;
+    assert_eq!(v["status"], "critical", "{v}");
+    let _probe = tokio::net::TcpListener::bind(probe_addr).await.unwrap();
+    status(200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_check_passes_when_reported_and_expires_when_silent() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("ttl");
+    let cp = control(&dir, None).await;
+    let app = weft_testkit::http_echo("api").await;
+    register_checked(&cp, app, "127.0.0.1:1".parse().unwrap(), "{ name: alive, ttl: 1s }").await;
+    let cp = &cp;
+    let healthy = |want: bool| async move {
+        eventually(&format!("catalog healthy={want}"), Duration::from_secs(15), || async move {
+            let (_, v) = api(cp, "GET", "/v1/catalog", &cp.admin_token, "").await;
+            (v["services"][0]["instances"][0]["healthy"] == want).then_some(())
+        })
+        .await
+    };
+    healthy(false).await;
+    let (status, v) = api(cp, "PUT", "/v1/agent/check/pass/default/api-1/alive", &cp.admin_token, "all good").await;
+    assert_eq!(status, 200, "{v}");
+    healthy(true).await;
+    // Silent for longer than the TTL: critical again.
+    healthy(false).await;
+    let (status, _) = api(cp, "PUT", "/v1/agent/check/pass/default/api-1/nope", &cp.admin_token, "").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn dns_answers_registered_services() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("dns");
+    let mut cfg = ControlConfig::new(dir.clone());
+    cfg.grpc = "127.0.0.1:0".parse().unwrap();
+    cfg.api = "127.0.0.1:0".parse().unwrap();
+    cfg.dns = Some("127.0.0.1:0".parse().unwrap());
+    let cp = ControlPlane::start(cfg).await.unwrap();
+    let dns = cp.dns_addr.unwrap();
+    let app = weft_testkit::http_echo("api").await;
+    register_checked(&cp, app, "127.0.0.1:1".parse().unwrap(), "{ name: tcp, tcp: \"127.0.0.1:1\", interval: 1h }")
+        .await;
+    // The check fails (nothing on port 1): no address yet. Then a passing registration.
+    let reg = r#"{"ID":"api-2","Name":"api","Address":"127.0.0.7","Port":8080,"Tags":["v2"]}"#;
+    assert_eq!(api(&cp, "PUT", "/v1/agent/service/register", &cp.admin_token, reg).await.0, 200);
+    for name in
+        ["api.default.svc.cluster.local.", "api.service.consul.", "api.service.local.consul.", "v2.api.service.consul."]
+    {
+        let addrs = eventually(name, Duration::from_secs(10), || async move {
+            let a = query_a(dns, name).await;
+            (!a.is_empty()).then_some(a)
+        })
+        .await;
+        assert_eq!(addrs, vec!["127.0.0.7".to_string()], "{name}: only the healthy instance");
+    }
+    assert!(query_a(dns, "nope.service.consul.").await.is_empty());
+}
+
+/// A minimal DNS A query over UDP, answered addresses as strings.
+async fn query_a(dns: SocketAddr, name: &str) -> Vec<String> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(&q, dns).await.unwrap();
+    let mut buf = [0u8; 1500];
+    let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf)).await.unwrap().unwrap();
+    let resp = &buf[..n];
+    // Skip the header and the echoed question, then read the A records.
+    let ancount = u16::from_be_bytes([resp[6], resp[7]]) as usize;
+    let mut i = q.len();
+    let mut out = vec![];
+    for _ in 0..ancount {
+        // The owner name: labels ending in a zero byte, or a 2-byte compression pointer.
+        while resp[i] != 0 && resp[i] & 0xc0 != 0xc0 {
+            i += 1 + resp[i] as usize;
+        }
+        i += if resp[i] == 0 { 1 } else { 2 };
+        let (ty, len) =
+            (u16::from_be_bytes([resp[i], resp[i + 1]]), u16::from_be_bytes([resp[i + 8], resp[i + 9]]) as usize);
+        i += 10;
+        if ty == 1 && len == 4 {
+            out.push(format!("{}.{}.{}.{}", resp[i], resp[i + 1], resp[i + 2], resp[i + 3]));
+        }
+        i += len;
+    }
+    out
+}

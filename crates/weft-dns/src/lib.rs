@@ -1,0 +1,78 @@
+//! DNS for mesh names, so that unmodified applications find services by name.
+//!
+//! A [`DnsServer`] listens on one address over UDP and TCP and answers Kubernetes-style and
+//! Consul-style names from a [`Table`] of services, which the registry watcher replaces whole
+//! with [`DnsServer::set_table`] (an atomic swap: the next query sees the new table). Names it
+//! does not know go to an optional upstream resolver.
+//!
+//! ```text
+//!   app ──UDP/TCP──▶ DnsServer ──▶ handler ──▶ Index (ArcSwap, rebuilt by set_table)
+//!                                     │
+//!                                     └── unknown names ──UDP (TCP if truncated)──▶ upstream
+//! ```
+//!
+//! # Names
+//!
+//! All names are case-insensitive. `<dc>` is [`Table::cluster`]. Only healthy instances are
+//! answered.
+//!
+//! | name | types | answer |
+//! |------|-------|--------|
+//! | `<svc>.<ns>.svc.cluster.local` | A, AAAA | addresses of the service's instances |
+//! | `_<port>._<proto>.<svc>.<ns>.svc.cluster.local` | SRV | one per instance: priority 1, weight 1, the instance port, target `<node>.<svc>.<ns>.svc.cluster.local.`, with A/AAAA additionals. Any port name is accepted (instances carry no port names) |
+//! | `<node>.<svc>.<ns>.svc.cluster.local` | A, AAAA | that instance's address (the SRV targets above) |
+//! | `<svc>.service.consul`, `<svc>.service.<dc>.consul` | A, AAAA, SRV | addresses; for SRV as below |
+//! | `<tag>.<svc>.service.consul`, `<tag>.<svc>.service.<dc>.consul` | A, AAAA, SRV | only instances carrying the tag |
+//! | `_<svc>._tcp.service.consul`, `_<svc>._tcp.service.<dc>.consul` | SRV | RFC 2782: priority 1, weight 1, the instance port, target `<node>.node.<dc>.consul.`, with A/AAAA additionals for the targets. As in Consul, `_<svc>._<tag>` filters by tag |
+//! | `<node>.node.<dc>.consul`, `<node>.node.consul` | A, AAAA | addresses of the node's healthy instances |
+//! | `cluster.local`, `consul` | SOA | the synthesized zone SOA; other types NODATA |
+//!
+//! Choices, for the cases the name forms leave open:
+//! - **No healthy instance.** A service in the table whose instances are all unhealthy exists
+//!   with no records: NOERROR with an empty answer (NODATA) and the zone SOA, for A, AAAA and SRV
+//!   alike. Consul answers such a name with no records too. The same holds for a tag nobody
+//!   carries and for an address family the service has no instance of.
+//! - **Consul names see namespace [`CONSUL_NAMESPACE`] (`"default"`) only**, as Consul's DNS has
+//!   no namespace label; services of other namespaces have Kubernetes names only.
+//! - **Node names** (`<node>.node.<dc>.consul`) exist while the node backs at least one healthy
+//!   instance in that namespace. SRV targets of instances whose node is no valid DNS name are left
+//!   out.
+//! - **Parents of our names** (`svc.cluster.local`, `<ns>.svc.cluster.local` for a namespace with
+//!   services, `service.consul`, `<dc>.consul`, …) are NODATA, not NXDOMAIN (RFC 8020).
+//! - **Other record types** for our names are NODATA; zone transfers (AXFR, IXFR) and classes
+//!   other than IN are REFUSED.
+//! - Answers rotate from one query to the next, so clients that take the first record spread
+//!   over the instances. Records carry [`DnsConfig::ttl`]; negative answers carry the zone SOA
+//!   whose minimum is the same TTL (RFC 2308).
+//!
+//! # Names not in the table
+//!
+//! | name | with [`DnsConfig::upstream`] | without |
+//! |------|------------------------------|---------|
+//! | in our zones (`cluster.local.`, `consul.`), not in the table | forwarded | NXDOMAIN |
+//! | outside our zones | forwarded | REFUSED |
+//!
+//! With an upstream, unknown names in our zones are forwarded too: the upstream may know them (a
+//! peer cluster's `<svc>.service.<other-dc>.consul`, kube-dns for Kubernetes services outside the
+//! mesh, a Consul agent). The query goes upstream unchanged over UDP; if the upstream does not
+//! answer within [`DnsConfig::forward_timeout`] the client gets SERVFAIL. When the answer is
+//! truncated and the client asked over TCP, the query is repeated over TCP. Two servers must not
+//! name each other as upstream: unknown names would go round between them.
+//!
+//! # Bad input
+//!
+//! Packets shorter than a DNS header, and responses sent as queries, are dropped; unparsable
+//! queries and queries without exactly one question get FORMERR; opcodes other than QUERY get
+//! NOTIMP. Nothing a client sends stops the server. hickory-server logs every request at `info`
+//! under the `hickory_server` target; filter it there if that is too much.
+#![forbid(unsafe_code)]
+
+mod forward;
+mod handler;
+mod index;
+mod names;
+mod server;
+mod table;
+
+pub use server::{DnsConfig, DnsError, DnsServer, DEFAULT_FORWARD_TIMEOUT, DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TTL};
+pub use table::{Instance, ServiceEntry, Table, CONSUL_NAMESPACE};

@@ -1,0 +1,195 @@
+//! The server: configuration, sockets, and the atomically swapped table.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hickory_server::Server;
+use tokio::net::{TcpListener, UdpSocket};
+use tracing::{info, warn};
+
+use crate::forward::Forwarder;
+use crate::handler::Handler;
+use crate::index::Index;
+use crate::table::Table;
+
+/// Default record TTL (seconds): short, so that registry changes reach clients quickly.
+pub const DEFAULT_TTL: u32 = 5;
+/// Default time to wait for the upstream's answer before answering SERVFAIL.
+pub const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+/// A TCP connection that sends no query for this long is closed.
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Responses queued per TCP connection before the sender waits.
+const TCP_RESPONSE_BUFFER: usize = 32;
+/// With port 0, how often to pick a new port when UDP got one that TCP cannot have.
+const BIND_ATTEMPTS: usize = 16;
+
+/// How the DNS server listens and answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// UDP and TCP address (same port for both). Port 0 picks a free one; see
+    /// [`DnsServer::local_addr`].
+    pub listen: SocketAddr,
+    /// Names outside `cluster.local.` and `consul.` are forwarded here over UDP (TCP when the
+    /// client is on TCP and the UDP answer is truncated). `None`: such names are REFUSED.
+    pub upstream: Option<SocketAddr>,
+    /// TTL of every record we answer, and the negative-caching TTL (SOA minimum).
+    pub ttl: u32,
+    /// How long to wait for the upstream before answering SERVFAIL.
+    pub forward_timeout: Duration,
+}
+
+impl DnsConfig {
+    /// `listen` with no upstream, [`DEFAULT_TTL`] and [`DEFAULT_FORWARD_TIMEOUT`].
+    pub fn new(listen: SocketAddr) -> Self {
+        DnsConfig { listen, upstream: None, ttl: DEFAULT_TTL, forward_timeout: DEFAULT_FORWARD_TIMEOUT }
+    }
+
+    /// Checks the rules [`DnsServer::start`] relies on.
+    pub fn validate(&self) -> Result<(), DnsError> {
+        // RFC 2181 §8: TTLs above 2^31 - 1 are read as 0.
+        if self.ttl > i32::MAX as u32 {
+            return Err(DnsError::InvalidConfig {
+                setting: "ttl",
+                value: self.ttl.to_string(),
+                fix: "use at most 2147483647 seconds (RFC 2181); a few seconds suits a mesh",
+            });
+        }
+        if self.upstream.is_some() && self.forward_timeout.is_zero() {
+            return Err(DnsError::InvalidConfig {
+                setting: "forward_timeout",
+                value: format!("{:?}", self.forward_timeout),
+                fix: "use a positive duration such as 2s",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// A setting breaks a rule.
+    #[error("dns: setting `{setting}` = {value} is invalid: {fix}")]
+    InvalidConfig { setting: &'static str, value: String, fix: &'static str },
+    /// The UDP socket could not be bound.
+    #[error("dns: cannot bind UDP {addr} (setting `listen`): {source}; is another DNS server there? port 53 needs CAP_NET_BIND_SERVICE; port 0 picks a free port")]
+    BindUdp { addr: SocketAddr, source: io::Error },
+    /// The TCP listener could not be bound.
+    #[error("dns: cannot bind TCP {addr} (setting `listen`): {source}; UDP and TCP share the port, so it must be free for both")]
+    BindTcp { addr: SocketAddr, source: io::Error },
+    /// The upstream is this server.
+    #[error("dns: setting `upstream` = {upstream} is this server's own address ({local}); forwarding would loop. Point it at another resolver or set it to None")]
+    UpstreamLoop { upstream: SocketAddr, local: SocketAddr },
+}
+
+/// A DNS server for mesh names on one UDP and TCP address. Dropping it stops it too; prefer
+/// [`DnsServer::shutdown`], which waits for the sockets to close.
+pub struct DnsServer {
+    local_addr: SocketAddr,
+    index: Arc<ArcSwap<Index>>,
+    ttl: u32,
+    /// Serial of the newest table built (SOA serial).
+    next_serial: AtomicU32,
+    /// Serial of the table published; a table built earlier never replaces a newer one.
+    published: Mutex<u32>,
+    server: Server<Handler>,
+}
+
+impl fmt::Debug for DnsServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DnsServer")
+            .field("local_addr", &self.local_addr)
+            .field("serial", &*self.published.lock().unwrap_or_else(|e| e.into_inner()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl DnsServer {
+    /// Binds UDP and TCP on `cfg.listen` and starts answering from `table`.
+    pub async fn start(cfg: DnsConfig, table: Table) -> Result<DnsServer, DnsError> {
+        cfg.validate()?;
+        let (udp, tcp) = bind(cfg.listen).await?;
+        let local_addr = udp.local_addr().map_err(|source| DnsError::BindUdp { addr: cfg.listen, source })?;
+        if let Some(upstream) = cfg.upstream.filter(|u| is_self(local_addr, *u)) {
+            return Err(DnsError::UpstreamLoop { upstream, local: local_addr });
+        }
+
+        let index = Arc::new(ArcSwap::from_pointee(Index::new(&table, cfg.ttl, 1)));
+        let handler = Handler {
+            index: index.clone(),
+            forwarder: cfg.upstream.map(|upstream| Forwarder::new(upstream, cfg.forward_timeout)),
+            rotation: AtomicUsize::new(0),
+        };
+        let mut server = Server::new(handler);
+        server.register_socket(udp);
+        server.register_listener(tcp, DEFAULT_TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+        info!(%local_addr, upstream = ?cfg.upstream, cluster = %table.cluster, "DNS server listening (UDP and TCP)");
+        Ok(DnsServer {
+            local_addr,
+            index,
+            ttl: cfg.ttl,
+            next_serial: AtomicU32::new(2),
+            published: Mutex::new(1),
+            server,
+        })
+    }
+
+    /// The bound address (UDP and TCP), with the real port when `listen` had port 0.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Replaces the table; the next query sees the new one. Indexing happens before the swap,
+    /// outside any lock, so queries are never held up.
+    pub fn set_table(&self, table: Table) {
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        self.publish(serial, Index::new(&table, self.ttl, serial));
+    }
+
+    /// Swaps `index` in unless a table built later (higher serial, RFC 1982 arithmetic) already
+    /// was: with concurrent `set_table` calls, the last one called wins, not the last to finish.
+    fn publish(&self, serial: u32, index: Index) {
+        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        if (serial.wrapping_sub(*published) as i32) > 0 {
+            self.index.store(Arc::new(index));
+            *published = serial;
+        }
+    }
+
+    /// Stops accepting queries and waits for the sockets to close.
+    pub async fn shutdown(mut self) {
+        if let Err(error) = self.server.shutdown_gracefully().await {
+            warn!(%error, local_addr = %self.local_addr, "DNS server stopped with an error");
+        }
+    }
+}
+
+/// Binds UDP and then TCP on the same port. With port 0 the UDP port may be taken for TCP; then
+/// both are bound again on a new port.
+async fn bind(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp = UdpSocket::bind(listen).await.map_err(|source| DnsError::BindUdp { addr: listen, source })?;
+        let addr = udp.local_addr().map_err(|source| DnsError::BindUdp { addr: listen, source })?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if listen.port() == 0 && e.kind() == io::ErrorKind::AddrInUse && attempt < BIND_ATTEMPTS => continue,
+            Err(source) => return Err(DnsError::BindTcp { addr, source }),
+        }
+    }
+}
+
+/// Whether `upstream` is the server bound at `local` (which may be a wildcard address).
+fn is_self(local: SocketAddr, upstream: SocketAddr) -> bool {
+    upstream.port() == local.port()
+        && (upstream.ip() == local.ip() || (local.ip().is_unspecified() && upstream.ip().is_loopback()))
+}
+
+#[cfg(test)]
+mod tests;
