@@ -101,7 +101,7 @@ pub struct ServiceSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServicePort {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub port: u16,
     /// `auto` (detect), `http1`, `http2` or `tcp` (server-speaks-first).
@@ -146,18 +146,18 @@ pub struct WorkloadSpec {
     pub address: IpAddr,
     pub port: u16,
     /// The identity's service account; defaults to the service name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
     /// The workload's sidecar inbound (mTLS) address; defaults to `address:15006`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sidecar: Option<SocketAddr>,
     /// Defaults to the MeshConfig's cluster.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
     /// `region/zone/subzone`, any prefix.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
@@ -226,36 +226,36 @@ impl Validate for WorkloadSpec {
 pub struct CheckSpec {
     pub name: String,
     /// URL to GET; 2xx is passing, 429 warning, anything else critical.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
     /// `host:port` that must accept a TCP connection.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<SocketAddr>,
     /// `host:port` of a grpc.health.v1 server; `grpcService` picks the service (default: server).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc: Option<SocketAddr>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc_service: Option<String>,
     /// `host:port` of an HTTP/2 server (prior knowledge) that must answer a PING.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub h2ping: Option<SocketAddr>,
     /// Command and arguments; exit 0 passing, 1 warning, other critical.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<Vec<String>>,
     /// The workload reports itself (`PUT /v1/agent/check/pass/<id>`); critical if silent this long.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Duration>,
     /// Mirrors the health of another workload (its name, same namespace).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
     /// Runs a command in a container through the Docker Engine API (needs a Docker engine).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerCheck>,
     /// Defaults: gRPC, H2 ping and TCP 10s; HTTP and script 30s.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<Duration>,
     /// Defaults to 10s, capped at the interval.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     /// Consecutive passes before a critical check turns passing.
     #[serde(default = "one")]
@@ -264,7 +264,7 @@ pub struct CheckSpec {
     #[serde(default = "one")]
     pub failure_threshold: u32,
     /// Opt-in: deregister the workload after the check has been critical this long.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deregister_critical_after: Option<Duration>,
 }
 

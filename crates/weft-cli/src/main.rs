@@ -2,8 +2,11 @@
 //! around it.
 
 mod call;
+mod client;
+mod control;
 mod tls;
 mod up;
+mod verbs;
 
 use clap::{Parser, Subcommand};
 
@@ -12,6 +15,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    #[command(flatten)]
+    conn: client::Conn,
 }
 
 #[derive(Subcommand)]
@@ -19,6 +24,10 @@ enum Cmd {
     /// Run a complete local mesh: a CA, demo apps (a web frontend calling two versions of an api)
     /// and their sidecars, with traffic flowing over mTLS. Ctrl-C stops everything.
     Up(up::UpArgs),
+    /// Run a control plane: registry, store, CA, discovery for proxies, health checks, DNS, API.
+    Control(control::ControlArgs),
+    #[command(flatten)]
+    Verb(verbs::Verb),
     /// The data-plane proxy (same as the `weft-proxy` binary).
     Proxy {
         #[command(subcommand)]
@@ -56,7 +65,18 @@ enum Cmd {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    // Errors as one readable line (with causes), not a debug dump.
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The proxy logs at info like the weft-proxy binary; the demo and tools only warn.
     weft_proxy::cli::init_logging(if matches!(cli.cmd, Cmd::Proxy { .. }) { "info" } else { "warn" });
@@ -64,6 +84,11 @@ fn main() -> anyhow::Result<()> {
         Cmd::Proxy { cmd } => weft_proxy::cli::run(cmd),
         Cmd::Tls { cmd } => tls::run(cmd),
         Cmd::Up(args) => up::run(args),
+        Cmd::Control(args) => control::run(args),
+        Cmd::Verb(verb) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(verbs::run(&cli.conn, verb))
+        }
         Cmd::DemoCall { addr, path, tcp } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {

@@ -1,0 +1,92 @@
+//! The CLI's client for the control plane's HTTP API. Server and token come from flags, then
+//! `WEFT_SERVER` / `WEFT_TOKEN`, then the defaults (127.0.0.1:15080 and the admin token that
+//! `weft control` wrote in its data directory).
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use std::path::PathBuf;
+
+pub const DEFAULT_SERVER: &str = "127.0.0.1:15080";
+
+/// The default data directory of `weft control`: `$WEFT_DATA_DIR`, else `$HOME/.weft`.
+pub fn default_data_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("WEFT_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    std::env::var("HOME").map(|h| PathBuf::from(h).join(".weft")).unwrap_or_else(|_| PathBuf::from(".weft"))
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Conn {
+    /// Control plane HTTP API address.
+    #[arg(long, global = true, env = "WEFT_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// API token (default: the admin token in the control plane's data directory on this host).
+    #[arg(long, global = true, env = "WEFT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl Conn {
+    fn token(&self) -> anyhow::Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        let path = default_data_dir().join("admin.token");
+        std::fs::read_to_string(&path).map(|t| t.trim().to_string()).with_context(|| {
+            format!(
+                "no token: pass --token or set WEFT_TOKEN (a local `weft control` writes its admin token to {})",
+                path.display()
+            )
+        })
+    }
+
+    /// Calls the API; returns the JSON body of a 2xx answer, or the API's error message.
+    pub async fn call(&self, method: &str, path: &str, body: String) -> anyhow::Result<Value> {
+        let addr = self.server.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let token = self.token()?;
+        let stream = tokio::net::TcpStream::connect(&addr).await.with_context(|| {
+            format!("cannot reach the control plane at {addr} (is `weft control` running? set --server)")
+        })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &addr)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::from(body)))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        let v: Value =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        if !status.is_success() {
+            let msg = v.get("error").and_then(|e| e.as_str()).map(str::to_string).unwrap_or_else(|| v.to_string());
+            bail!("{msg} (HTTP {})", status.as_u16());
+        }
+        Ok(v)
+    }
+}
+
+/// Prints rows as aligned columns.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.len());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        println!("{}", parts.join("   ").trim_end());
+    };
+    line(header.iter().map(|s| s.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}

@@ -1,0 +1,79 @@
+//! `weft control`: runs a control plane until Ctrl-C / SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use weft_control::ca::PluginCa;
+use weft_control::{ControlConfig, ControlPlane};
+
+#[derive(clap::Args)]
+pub struct ControlArgs {
+    /// Where the store, the CA and the tokens live (created on first start).
+    #[arg(long, env = "WEFT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// gRPC for proxies (certificates, discovery).
+    #[arg(long, default_value = weft_control::server::DEFAULT_GRPC)]
+    grpc: SocketAddr,
+    /// HTTP API for the CLI and registrations.
+    #[arg(long, default_value = weft_control::server::DEFAULT_API)]
+    api: SocketAddr,
+    /// DNS for mesh names (UDP and TCP); `off` disables it.
+    #[arg(long, default_value = "127.0.0.1:15053")]
+    dns: String,
+    /// Resolver that DNS forwards other names to.
+    #[arg(long)]
+    dns_upstream: Option<SocketAddr>,
+    /// Resources (YAML/JSON) to serve from a file, reloaded when it changes.
+    #[arg(long)]
+    registry_file: Option<PathBuf>,
+    /// Trust domain, used at first start (later starts keep the stored MeshConfig).
+    #[arg(long, default_value = weft_api::kinds::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    /// This cluster's name, at first start.
+    #[arg(long, default_value = weft_api::proxy::DEFAULT_CLUSTER)]
+    cluster: String,
+    /// Plug-in CA (Istio's model): the intermediate's certificate...
+    #[arg(long, requires_all = ["ca_key", "ca_chain"])]
+    ca_cert: Option<PathBuf>,
+    /// ...its key...
+    #[arg(long)]
+    ca_key: Option<PathBuf>,
+    /// ...and the chain up to and including the root.
+    #[arg(long)]
+    ca_chain: Option<PathBuf>,
+}
+
+pub fn run(args: ControlArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.unwrap_or_else(crate::client::default_data_dir);
+    let mut cfg = ControlConfig::new(data_dir.clone());
+    cfg.grpc = args.grpc;
+    cfg.api = args.api;
+    cfg.dns = if args.dns == "off" {
+        None
+    } else {
+        Some(args.dns.parse().map_err(|_| anyhow::anyhow!("--dns: {:?} is not ip:port or `off`", args.dns))?)
+    };
+    cfg.dns_upstream = args.dns_upstream;
+    cfg.registry_file = args.registry_file;
+    cfg.mesh.trust_domain = args.trust_domain;
+    cfg.mesh.cluster.name = args.cluster;
+    if let (Some(cert), Some(key), Some(chain)) = (args.ca_cert, args.ca_key, args.ca_chain) {
+        cfg.plugin_ca = Some(PluginCa { cert, key, chain });
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let cp = ControlPlane::start(cfg).await?;
+        println!("==> weft control plane ready");
+        println!("    data       {}", data_dir.display());
+        println!("    gRPC       {}   (proxies: certificates and discovery)", cp.grpc_addr);
+        println!("    HTTP API   http://{}   (admin token in {})", cp.api_addr, data_dir.join("admin.token").display());
+        if let Some(d) = cp.dns_addr {
+            println!("    DNS        {d}   (try: dig @{} -p {} api.service.consul)", d.ip(), d.port());
+        }
+        println!("    next: weft token create --identity default/web   |   weft apply -f mesh.yaml   |   weft check");
+        println!("ready");
+        tokio::signal::ctrl_c().await?;
+        println!("==> stopping");
+        drop(cp);
+        anyhow::Ok(())
+    })
+}

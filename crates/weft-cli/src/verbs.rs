@@ -1,0 +1,352 @@
+//! The verbs that talk to a control plane: apply, get, describe, delete, register, deregister,
+//! proxy-status, token create, ca, check. Each is one HTTP API call (docs/api.md) and a readable
+//! print of the answer.
+
+use crate::client::{table, Conn};
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum Verb {
+    /// Create or update resources from a YAML or JSON file (`-` for stdin). All or nothing.
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// List resources of a kind (services, workloads, meshconfig), or show one.
+    Get {
+        kind: String,
+        name: Option<String>,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// All namespaces.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// `table` or `json`.
+        #[arg(short = 'o', long, default_value = "table")]
+        output: String,
+    },
+    /// Show one resource in full, with the health of a workload's checks.
+    Describe {
+        kind: String,
+        name: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Delete a resource.
+    Delete {
+        kind: String,
+        name: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Register a service instance (like `consul services register`).
+    Register {
+        /// Service name.
+        #[arg(long)]
+        name: String,
+        /// Instance id (default: the name).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Port of the instance's sidecar inbound listener (mTLS), on the same address.
+        #[arg(long)]
+        sidecar_port: Option<u16>,
+        /// An HTTP check URL.
+        #[arg(long)]
+        http_check: Option<String>,
+        /// A TCP check address (ip:port).
+        #[arg(long)]
+        tcp_check: Option<String>,
+        /// A TTL check (the instance reports with `PUT /v1/agent/check/pass/...`).
+        #[arg(long)]
+        ttl: Option<String>,
+        #[arg(long)]
+        interval: Option<String>,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Deregister a service instance by id.
+    Deregister {
+        id: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Every connected proxy, with its config version and SYNCED or STALE.
+    ProxyStatus,
+    /// Tokens for the API and for proxies.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+    /// The mesh CA: root and intermediate, expiry, fingerprints.
+    Ca,
+    /// Is the control plane healthy, are certificates valid, are proxies in sync? One line per
+    /// check; exits non-zero if any fails.
+    Check,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Create a token. With --identity: a bootstrap token for a proxy of that identity.
+    Create {
+        /// `<namespace>/<service-account>`: the identity a proxy with this token may have.
+        #[arg(long)]
+        identity: Option<String>,
+        /// admin, read or bootstrap (default: bootstrap with --identity, else read).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Lifetime, e.g. 24h; default: no expiry.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+}
+
+fn kind_path(kind: &str) -> anyhow::Result<&'static str> {
+    weft_api::resource::Kind::parse_loose(kind)
+        .map(|k| k.as_str())
+        .with_context(|| format!("unknown kind {kind:?}: use services, workloads or meshconfig"))
+}
+
+pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
+    match verb {
+        Verb::Apply { file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let v = conn.call("POST", "/v1/apply", text).await?;
+            for r in v["results"].as_array().into_iter().flatten() {
+                println!("{}", r.as_str().unwrap_or_default());
+            }
+        }
+        Verb::Get { kind, name, namespace, all_namespaces, output } => {
+            let k = kind_path(&kind)?;
+            let items: Vec<Value> = match &name {
+                Some(n) => vec![conn.call("GET", &format!("/v1/resources/{k}/{namespace}/{n}"), String::new()).await?],
+                None => {
+                    let ns = if all_namespaces { String::new() } else { format!("&namespace={namespace}") };
+                    let v = conn.call("GET", &format!("/v1/resources?kind={k}{ns}"), String::new()).await?;
+                    v["items"].as_array().cloned().unwrap_or_default()
+                }
+            };
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+                return Ok(());
+            }
+            if items.is_empty() {
+                println!("No {k} resources found.");
+                return Ok(());
+            }
+            let s = |v: &Value| {
+                v.as_str().map(str::to_string).unwrap_or_else(|| if v.is_null() { "-".into() } else { v.to_string() })
+            };
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|o| {
+                    let m = &o["metadata"];
+                    let spec = &o["spec"];
+                    let detail = match k {
+                        "Workload" => format!("{}  {}:{}", s(&spec["service"]), s(&spec["address"]), s(&spec["port"])),
+                        "Service" => format!("ports {}  tags {}", spec["ports"], spec["tags"]),
+                        _ => {
+                            format!("trust domain {}  cluster {}", s(&spec["trustDomain"]), s(&spec["cluster"]["name"]))
+                        }
+                    };
+                    vec![s(&m["namespace"]), s(&m["name"]), s(&m["resourceVersion"]), detail]
+                })
+                .collect();
+            table(&["NAMESPACE", "NAME", "VERSION", "DETAIL"], rows);
+        }
+        Verb::Describe { kind, name, namespace } => {
+            let k = kind_path(&kind)?;
+            let v = conn.call("GET", &format!("/v1/resources/{k}/{namespace}/{name}"), String::new()).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            if k == "Workload" {
+                let h = conn.call("GET", &format!("/v1/health/workload/{namespace}/{name}"), String::new()).await?;
+                println!("health: {}", h["status"].as_str().unwrap_or("no checks"));
+                for c in h["checks"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {:<20} {:<9} {}",
+                        c["name"].as_str().unwrap_or(""),
+                        c["status"].as_str().unwrap_or(""),
+                        c["output"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Verb::Delete { kind, name, namespace } => {
+            let k = kind_path(&kind)?;
+            let v = conn.call("DELETE", &format!("/v1/resources/{k}/{namespace}/{name}"), String::new()).await?;
+            for r in v["results"].as_array().into_iter().flatten() {
+                println!("{}", r.as_str().unwrap_or_default());
+            }
+        }
+        Verb::Register {
+            name,
+            id,
+            address,
+            port,
+            tags,
+            sidecar_port,
+            http_check,
+            tcp_check,
+            ttl,
+            interval,
+            namespace,
+        } => {
+            let mut checks = vec![];
+            if let Some(u) = http_check {
+                checks.push(json!({ "Name": "http", "HTTP": u, "Interval": interval }));
+            }
+            if let Some(t) = tcp_check {
+                checks.push(json!({ "Name": "tcp", "TCP": t, "Interval": interval }));
+            }
+            if let Some(t) = ttl {
+                checks.push(json!({ "Name": "ttl", "TTL": t }));
+            }
+            let mut reg = json!({ "ID": id, "Name": name, "Address": address, "Port": port, "Tags": tags, "Namespace": namespace, "Checks": checks });
+            if let Some(p) = sidecar_port {
+                reg["Connect"] = json!({ "SidecarService": { "Port": p } });
+            }
+            let v = conn.call("PUT", "/v1/agent/service/register", reg.to_string()).await?;
+            for r in v["results"].as_array().into_iter().flatten() {
+                println!("{}", r.as_str().unwrap_or_default());
+            }
+        }
+        Verb::Deregister { id, namespace } => {
+            let v =
+                conn.call("PUT", &format!("/v1/agent/service/deregister/{id}?ns={namespace}"), String::new()).await?;
+            for r in v["results"].as_array().into_iter().flatten() {
+                println!("{}", r.as_str().unwrap_or_default());
+            }
+        }
+        Verb::ProxyStatus => {
+            let v = conn.call("GET", "/v1/proxies", String::new()).await?;
+            let rows: Vec<Vec<String>> = v["proxies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    vec![
+                        p["proxy_id"].as_str().unwrap_or("").into(),
+                        p["identity"].as_str().unwrap_or("").into(),
+                        format!("{}/{}", p["acked"], p["sent"]),
+                        p["status"].as_str().unwrap_or("").into(),
+                        p["error"].as_str().unwrap_or("").into(),
+                    ]
+                })
+                .collect();
+            if rows.is_empty() {
+                println!("No proxies connected.");
+            } else {
+                table(&["PROXY", "IDENTITY", "ACKED/SENT", "STATUS", "ERROR"], rows);
+            }
+        }
+        Verb::Token { cmd: TokenCmd::Create { identity, kind, ttl } } => {
+            let kind = kind.unwrap_or_else(|| if identity.is_some() { "bootstrap".into() } else { "read".into() });
+            let req = json!({ "kind": kind, "identity": identity, "ttl": ttl });
+            let v = conn.call("POST", "/v1/tokens", req.to_string()).await?;
+            println!("{}", v["token"].as_str().unwrap_or_default());
+        }
+        Verb::Ca => {
+            let v = conn.call("GET", "/v1/ca", String::new()).await?;
+            println!("trust domain  {}", v["trust_domain"].as_str().unwrap_or(""));
+            for which in ["root", "intermediate"] {
+                let c = &v[which];
+                println!("{which:<13} {}", c["subject"].as_str().unwrap_or(""));
+                println!("{:<13} expires {}", "", c["not_after"].as_str().unwrap_or(""));
+                println!("{:<13} sha256 {}", "", c["sha256_fingerprint"].as_str().unwrap_or(""));
+            }
+        }
+        Verb::Check => check(conn).await?,
+    }
+    Ok(())
+}
+
+/// `linkerd check`-style: one line per item, non-zero exit if any failed.
+async fn check(conn: &Conn) -> anyhow::Result<()> {
+    let mut failed = 0;
+    let mut report = |ok: bool, what: &str, detail: String| {
+        println!(
+            "{} {what}{}",
+            if ok { "√" } else { "×" },
+            if detail.is_empty() { String::new() } else { format!(": {detail}") }
+        );
+        if !ok {
+            failed += 1;
+        }
+    };
+    match conn.call("GET", "/v1/resources?kind=MeshConfig", String::new()).await {
+        Ok(v) => {
+            report(true, "control plane API reachable and token accepted", format!("store revision {}", v["revision"]))
+        }
+        Err(e) => {
+            report(false, "control plane API reachable and token accepted", e.to_string());
+            bail!("1 check failed");
+        }
+    }
+    match conn.call("GET", "/v1/ca", String::new()).await {
+        Ok(v) => {
+            for which in ["root", "intermediate"] {
+                let not_after = v[which]["not_after"].as_str().unwrap_or("");
+                report(
+                    !not_after.is_empty(),
+                    &format!("{which} CA certificate is valid"),
+                    format!("expires {not_after}"),
+                );
+            }
+        }
+        Err(e) => report(false, "CA readable", e.to_string()),
+    }
+    match conn.call("GET", "/v1/proxies", String::new()).await {
+        Ok(v) => {
+            let list = v["proxies"].as_array().cloned().unwrap_or_default();
+            let stale: Vec<String> = list
+                .iter()
+                .filter(|p| p["status"] != "SYNCED")
+                .map(|p| p["proxy_id"].as_str().unwrap_or("?").to_string())
+                .collect();
+            report(
+                stale.is_empty(),
+                "proxies are in sync",
+                if stale.is_empty() {
+                    format!("{} connected", list.len())
+                } else {
+                    format!("STALE: {}", stale.join(", "))
+                },
+            );
+        }
+        Err(e) => report(false, "proxies are in sync", e.to_string()),
+    }
+    match conn.call("GET", "/v1/catalog", String::new()).await {
+        Ok(v) => {
+            let mut unhealthy = vec![];
+            for s in v["services"].as_array().into_iter().flatten() {
+                for i in s["instances"].as_array().into_iter().flatten() {
+                    if i["healthy"] != true {
+                        unhealthy.push(format!(
+                            "{}/{}",
+                            s["name"].as_str().unwrap_or(""),
+                            i["name"].as_str().unwrap_or("")
+                        ));
+                    }
+                }
+            }
+            report(unhealthy.is_empty(), "all registered instances are healthy", unhealthy.join(", "));
+        }
+        Err(e) => report(false, "catalog readable", e.to_string()),
+    }
+    if failed > 0 {
+        bail!("{failed} check(s) failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! The control plane as a process: `weft control`, proxies as processes following it, the CLI
+//! verbs, and a kill -9 in the middle of an apply. After a restart on the same data directory
+//! the state is intact (the apply is all there or not at all) and the proxies resync.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use weft_testkit::{eventually, http1_get};
+
+const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+/// A child process killed (SIGKILL) on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `weft <args>` and waits for a stdout line equal to `ready`; returns the lines before it.
+fn start(args: &[&str], env: &[(&str, &str)]) -> (Proc, Vec<String>) {
+    let mut child = Command::new(WEFT)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = vec![];
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
+    loop {
+        let mut l = String::new();
+        if reader.read_line(&mut l).unwrap() == 0 {
+            panic!("weft {args:?} exited before it was ready: {lines:?}");
+        }
+        let l = l.trim_end().to_string();
+        if l == "ready" {
+            break;
+        }
+        lines.push(l);
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in reader.lines() {});
+    (Proc(child), lines)
+}
+
+struct Cp {
+    dir: std::path::PathBuf,
+    grpc: SocketAddr,
+    api: String,
+}
+
+impl Cp {
+    fn run(&self) -> Proc {
+        let grpc = self.grpc.to_string();
+        start(
+            &["control", "--data-dir", self.dir.to_str().unwrap(), "--grpc", &grpc, "--api", &self.api, "--dns", "off"],
+            &[],
+        )
+        .0
+    }
+
+    /// Runs a CLI verb against this control plane.
+    fn weft(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(WEFT)
+            .args(args)
+            .env("WEFT_SERVER", &self.api)
+            .env("WEFT_DATA_DIR", &self.dir)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    }
+}
+
+fn proxy(cp: &Cp, identity: &str, extra: &str) -> (Proc, Vec<String>) {
+    let (ok, token) = cp.weft(&["token", "create", "--identity", identity]);
+    assert!(ok, "{token}");
+    let cfg = cp.dir.join(format!("{}.yaml", identity.replace('/', "-")));
+    std::fs::write(
+        &cfg,
+        format!("control: {{ address: \"{}\", token: \"{}\", proxy_id: \"{}\" }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\n{extra}", cp.grpc, token.trim(), identity.replace('/', "-")),
+    )
+    .unwrap();
+    start(&["proxy", "run", "--config", cfg.to_str().unwrap()], &[("RUST_LOG", "warn")])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_apply_then_restart_keeps_state_and_proxies_resync() {
+    let dir = std::env::temp_dir().join(format!("weft-control-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cp = Cp {
+        dir: dir.clone(),
+        grpc: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        api: format!("127.0.0.1:{}", free_port()),
+    };
+    let mut control = cp.run();
+
+    let app = weft_testkit::http_echo("api").await;
+    let inbound_port = free_port();
+    let (_server, _) = proxy(
+        &cp,
+        "default/api",
+        &format!("inbound: {{ listen: \"127.0.0.1:{inbound_port}\", ports: [{{ port: {} }}] }}\n", app.port()),
+    );
+    let (_client, lines) =
+        proxy(&cp, "default/web", "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n");
+    let upstream: SocketAddr = lines.iter().find_map(|l| l.strip_prefix("upstream ")).unwrap().parse().unwrap();
+
+    let mesh = dir.join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        format!(
+            "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-1 }}\nspec: {{ service: api, address: 127.0.0.1, port: {}, sidecar: \"127.0.0.1:{inbound_port}\" }}\n",
+            app.port()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = cp.weft(&["apply", "-f", mesh.to_str().unwrap()]);
+    assert!(ok && out.contains("Workload default/api-1 created"), "{out}");
+    eventually("traffic flows through the sidecars", Duration::from_secs(15), || async move {
+        (http1_get(upstream, "/").await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+
+    // A large apply (one transaction), and kill -9 while it may be in flight.
+    let mut big = String::new();
+    for i in 0..300 {
+        big.push_str(&format!("---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: bulk-{i} }}\nspec: {{ service: api, address: 10.9.{}.{}, port: 80 }}\n", i / 250, i % 250 + 1));
+    }
+    let bulk = dir.join("bulk.yaml");
+    std::fs::write(&bulk, big).unwrap();
+    let mut apply = Command::new(WEFT)
+        .args(["apply", "-f", bulk.to_str().unwrap()])
+        .env("WEFT_SERVER", &cp.api)
+        .env("WEFT_DATA_DIR", &dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    control.0.kill().unwrap(); // SIGKILL
+    let _ = control.0.wait();
+    let _ = apply.wait();
+
+    // The mesh keeps working without its control plane.
+    assert_eq!(http1_get(upstream, "/while-down").await.unwrap().status(), 200);
+
+    let _control = cp.run();
+    let (ok, out) = cp.weft(&["get", "workloads", "-o", "json"]);
+    assert!(ok, "{out}");
+    let items: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = items.as_array().unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"api-1"), "state from before the crash is intact: {names:?}");
+    let bulk_count = names.iter().filter(|n| n.starts_with("bulk-")).count();
+    assert!(bulk_count == 0 || bulk_count == 300, "an apply is all or nothing, found {bulk_count} of 300");
+
+    let out = eventually("both proxies SYNCED again", Duration::from_secs(20), || {
+        let r = cp.weft(&["proxy-status"]);
+        async move { (r.0 && r.1.matches("SYNCED").count() == 2).then_some(r.1) }
+    })
+    .await;
+    assert!(out.contains("default-web") && out.contains("spiffe://cluster.local/ns/default/sa/web"), "{out}");
+    assert_eq!(http1_get(upstream, "/after").await.unwrap().status(), 200);
+
+    let (ok, out) = cp.weft(&["check"]);
+    assert!(out.contains("√ proxies are in sync"), "{out}");
+    let _ = ok;
+}
+
+#[test]
+fn cli_verbs_explain_their_errors() {
+    let dir = std::env::temp_dir().join(format!("weft-control-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cp = Cp {
+        dir: dir.clone(),
+        grpc: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        api: format!("127.0.0.1:{}", free_port()),
+    };
+    // No control plane yet.
+    let (ok, out) = cp.weft(&["get", "services"]);
+    assert!(!ok && out.contains("error:"), "{out}");
+    let _control = cp.run();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: Bad_Name }\n").unwrap();
+    let (ok, out) = cp.weft(&["apply", "-f", bad.to_str().unwrap()]);
+    assert!(!ok && out.contains("metadata.name") && out.contains("DNS label"), "{out}");
+    assert!(!out.contains("Stack backtrace"), "errors are one readable line: {out}");
+    let (ok, out) = cp.weft(&["get", "gizmos"]);
+    assert!(!ok && out.contains("unknown kind"), "{out}");
+    let (ok, out) =
+        cp.weft(&["register", "--name", "db", "--address", "10.1.2.3", "--port", "5432", "--tag", "primary"]);
+    assert!(ok && out.contains("Workload default/db created"), "{out}");
+    let (ok, out) = cp.weft(&["get", "services"]);
+    assert!(ok && out.contains("db"), "{out}");
+    let (ok, out) = cp.weft(&["token", "create", "--identity", "not-an-identity"]);
+    assert!(!ok && out.contains("<namespace>/<service-account>"), "{out}");
+    let (ok, out) = cp.weft(&["ca"]);
+    assert!(ok && out.contains("sha256"), "{out}");
+}
