@@ -79,8 +79,8 @@ impl Validate for MeshConfigSpec {
         if !valid_name(&self.cluster.name) {
             return Err(ConfigError::invalid("cluster.name", "must be a DNS label"));
         }
-        if self.leaf_lifetime < Duration::from_secs(60) {
-            return Err(ConfigError::invalid("leafLifetime", "must be at least 1m"));
+        if self.leaf_lifetime < Duration::from_secs(1) {
+            return Err(ConfigError::invalid("leafLifetime", "must be at least 1s"));
         }
         Ok(())
     }

@@ -1,28 +1,30 @@
 //! `weft up`: a complete local mesh on this machine, from embedded defaults.
 //!
 //! ```text
-//!  weft up (this process: CA + sidecars)          child processes (demo apps)
-//!  ┌──────────────────────────────────────┐
-//!  │ CA: root ─► intermediate "local"      │
-//!  │ web sidecar  :upstream ══mTLS══╗     │       web  (frontend) ─► web sidecar upstream
-//!  │ api-v1 sidecar :inbound ◄══════╣     │ ───►  api-v1 (echo)
-//!  │ api-v2 sidecar :inbound ◄══════╝     │ ───►  api-v2 (echo)
-//!  └──────────────────────────────────────┘
+//!  weft up (this process)                                      child processes (demo apps)
+//!  ┌──────────────────────────────────────────────────────┐
+//!  │ control plane: store · CA · registry · health · DNS   │
+//!  │   ▲ certificates (CSR) and discovery (gRPC)           │
+//!  │ web sidecar    :upstream ══mTLS══╗                    │    web (frontend) ─► web sidecar
+//!  │ api-v1 sidecar :inbound ◄════════╣  round robin       │ ─► api-v1 (echo)
+//!  │ api-v2 sidecar :inbound ◄════════╝                    │ ─► api-v2 (echo)
+//!  └──────────────────────────────────────────────────────┘
 //! ```
-//! Each sidecar's key is generated in this process, which is the process that uses it.
+//! The sidecars get their keys made here, their certificates from the control plane's CA (with
+//! bootstrap tokens) and their routes from its discovery stream, exactly as `weft proxy run`
+//! processes do. The api workloads are registered with HTTP health checks.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use weft_api::proxy::ProxyConfig;
-use weft_identity::{Authority, CertStore, SpiffeId, DEFAULT_CA_LIFETIME};
+use weft_api::proxy::{Control, ProxyConfig};
+use weft_api::resource::parse_documents;
+use weft_control::tokens::Grant;
+use weft_control::{ControlConfig, ControlPlane};
 use weft_proxy::Proxy;
-
-const TRUST_DOMAIN: &str = "cluster.local";
 
 #[derive(clap::Args)]
 pub struct UpArgs {
@@ -35,29 +37,13 @@ pub struct UpArgs {
     /// Time between demo requests, e.g. 1s, 500ms.
     #[arg(long, default_value = "1s")]
     interval: weft_api::Duration,
-    /// Lifetime of workload certificates. Each sidecar gets a new one at half-life, without
-    /// dropping connections; try `--cert-lifetime 1m` to watch rotations.
+    /// Lifetime of workload certificates. Each sidecar renews at half-life without dropping
+    /// connections; try `--cert-lifetime 1m` to watch rotations.
     #[arg(long, default_value = "24h")]
     cert_lifetime: weft_api::Duration,
-}
-
-/// Issues each sidecar a new certificate at half its lifetime, as the control plane will.
-fn rotate_at_half_life(ca: Arc<Authority>, name: &'static str, store: CertStore, lifetime: Duration) {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(store.leaf().remaining() / 2).await;
-            match ca.issue(&store.id(), lifetime).map(|leaf| store.set_leaf(leaf)) {
-                Ok(Ok(())) => println!(
-                    "    rotated the certificate of {name} (new one valid {}s)",
-                    store.leaf().remaining().as_secs()
-                ),
-                Ok(Err(e)) | Err(e) => {
-                    eprintln!("    certificate rotation for {name} failed: {e}; retrying in 10s");
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                }
-            }
-        }
-    });
+    /// Keep the control plane's state here (default: a fresh temporary directory).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
 }
 
 struct App {
@@ -86,99 +72,126 @@ async fn spawn_app(args: &[&str]) -> anyhow::Result<App> {
     Ok(App { child, addr })
 }
 
-fn store(ca: &Authority, ns: &str, sa: &str, lifetime: Duration) -> anyhow::Result<CertStore> {
-    let id = SpiffeId::workload(TRUST_DOMAIN, ns, sa)?;
-    Ok(CertStore::new(ca.issue(&id, lifetime)?, ca.bundle())?)
+/// A sidecar in this process that follows the control plane like a `weft proxy run` would.
+async fn sidecar(cp: &ControlPlane, sa: &str, proxy_id: &str, yaml: &str) -> anyhow::Result<Proxy> {
+    let token = cp.tokens.issue(Grant::Bootstrap { namespace: "default".into(), service_account: sa.into() }, None);
+    let control = Control {
+        address: cp.grpc_addr,
+        token: Some(token),
+        token_file: None,
+        proxy_id: Some(proxy_id.into()),
+        upstreams: vec![],
+    };
+    let mut cfg = ProxyConfig::from_yaml(&format!(
+        "control: {{ address: \"{}\", token: t }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\n{yaml}",
+        cp.grpc_addr
+    ))?;
+    cfg.control = Some(control.clone());
+    let store = weft_proxy::control::bootstrap(&control).await?;
+    let mut p = Proxy::start(cfg, store).await?;
+    p.follow_control_plane(control);
+    Ok(p)
 }
 
-async fn api_sidecar(ca: &Authority, app: SocketAddr, lifetime: Duration) -> anyhow::Result<Proxy> {
-    let cfg = ProxyConfig::from_yaml(&format!(
-        r#"
-identity: {{ cert: in-memory, key: in-memory, bundle: in-memory }}
-admin: {{ listen: "127.0.0.1:0" }}
-inbound: {{ listen: "127.0.0.1:0", ports: [{{ port: {} }}] }}
-"#,
-        app.port()
-    ))?;
-    Ok(Proxy::start(cfg, store(ca, "default", "api", lifetime)?).await?)
+/// The demo's resources: the api Service and its two versions, each with an HTTP health check.
+fn demo_resources(v1: SocketAddr, s1: SocketAddr, v2: SocketAddr, s2: SocketAddr) -> String {
+    let workload = |name: &str, version: &str, app: SocketAddr, sidecar: SocketAddr| {
+        format!(
+            "---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {name}, labels: {{ version: {version} }} }}\nspec:\n  service: api\n  address: {}\n  port: {}\n  sidecar: \"{sidecar}\"\n  tags: [{version}]\n  checks: [{{ name: http, http: \"http://{app}/health\", interval: 2s, timeout: 1s }}]\n",
+            app.ip(),
+            app.port()
+        )
+    };
+    format!(
+        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api }}\nspec: {{ ports: [{{ port: {}, protocol: auto }}] }}\n{}{}",
+        v1.port(),
+        workload("api-v1", "v1", v1, s1),
+        workload("api-v2", "v2", v2, s2)
+    )
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(up(args))
+    let result = rt.block_on(up(args));
+    rt.shutdown_timeout(Duration::from_millis(200));
+    result
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
-    println!("==> weft up: starting a local mesh (trust domain {TRUST_DOMAIN}, cluster local)");
-    let root = Authority::new_root(TRUST_DOMAIN, DEFAULT_CA_LIFETIME)?;
-    let ca = Arc::new(root.new_intermediate("local", DEFAULT_CA_LIFETIME)?);
-    let lifetime: Duration = args.cert_lifetime.into();
-    if lifetime < Duration::from_secs(1) {
-        bail!("--cert-lifetime must be at least 1s");
-    }
+    println!("==> weft up: starting a local mesh (trust domain cluster.local, cluster local)");
+    let data_dir =
+        args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("weft-up-{}", std::process::id())));
+    let mut cfg = ControlConfig::new(data_dir.clone());
+    cfg.grpc = "127.0.0.1:0".parse()?;
+    cfg.api = "127.0.0.1:0".parse()?;
+    cfg.dns = Some("127.0.0.1:0".parse()?);
+    cfg.mesh.leaf_lifetime = args.cert_lifetime;
+    let cp = ControlPlane::start(cfg).await?;
     println!(
-        "    CA: root + intermediate for cluster local; workload certificates last {}, renewed at half-life",
+        "    control plane: CA (root + intermediate), store in {}; certificates last {}, renewed at half-life",
+        data_dir.display(),
         args.cert_lifetime
     );
 
     let v1 = spawn_app(&["--name", "api-v1"]).await?;
     let v2 = spawn_app(&["--name", "api-v2"]).await?;
-    let s1 = api_sidecar(&ca, v1.addr, lifetime).await?;
-    let s2 = api_sidecar(&ca, v2.addr, lifetime).await?;
-    let api_id = SpiffeId::workload(TRUST_DOMAIN, "default", "api")?;
-    let web_cfg = ProxyConfig::from_yaml(&format!(
-        r#"
-identity: {{ cert: in-memory, key: in-memory, bundle: in-memory }}
-admin: {{ listen: "127.0.0.1:0" }}
-outbound:
-  upstreams: [{{ listen: "127.0.0.1:0", service: api }}]
-services:
-  - name: api
-    endpoints:
-      - {{ address: "{a1}", proxy: "{p1}", identity: "{api_id}", labels: {{ version: v1 }} }}
-      - {{ address: "{a2}", proxy: "{p2}", identity: "{api_id}", labels: {{ version: v2 }} }}
-"#,
-        a1 = v1.addr,
-        a2 = v2.addr,
-        p1 = s1.addrs.inbound.context("inbound")?,
-        p2 = s2.addrs.inbound.context("inbound")?,
-    ))?;
-    let web_sidecar = Proxy::start(web_cfg, store(&ca, "default", "web", lifetime)?).await?;
-    for (name, p) in [("web", &web_sidecar), ("api-v1", &s1), ("api-v2", &s2)] {
-        rotate_at_half_life(ca.clone(), name, p.certs().clone(), lifetime);
-    }
+    let inbound =
+        |app: SocketAddr| format!("inbound: {{ listen: \"127.0.0.1:0\", ports: [{{ port: {} }}] }}\n", app.port());
+    let s1 = sidecar(&cp, "api", "api-v1", &inbound(v1.addr)).await?;
+    let s2 = sidecar(&cp, "api", "api-v2", &inbound(v2.addr)).await?;
+    let (i1, i2) = (s1.addrs.inbound.context("inbound")?, s2.addrs.inbound.context("inbound")?);
+    cp.store.apply(parse_documents(&demo_resources(v1.addr, i1, v2.addr, i2))?)?;
+    let web_sidecar =
+        sidecar(&cp, "web", "web", "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n").await?;
     let upstream = web_sidecar.addrs.upstreams[0];
     let listen = format!("127.0.0.1:{}", args.web_port);
     let web = spawn_app(&["--name", "web", "--listen", &listen, "--upstream", &upstream.to_string()])
         .await
         .with_context(|| format!("cannot start the web frontend on {listen}; pick another --web-port"))?;
 
+    // Wait (bounded) until discovery and the health checks have put both versions in web's routes.
+    let ready = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let n = web_sidecar.ctx().routes.load().service("api", "default").map(|s| s.endpoints.len()).unwrap_or(0);
+            if n == 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if ready.is_err() {
+        println!(
+            "    (api is not routable yet: its health checks may be failing; see `weft describe workload api-v1`)"
+        );
+    }
+
     let admin = |p: &Proxy| p.addrs.admin.map(|a| format!("http://{a}/metrics")).unwrap_or_default();
     println!("==> mesh is up");
     println!("    web      http://{}/   frontend; calls api through its sidecar ({upstream})", web.addr);
-    println!(
-        "    api-v1   app {}  sidecar mTLS {}  metrics {}",
-        v1.addr,
-        s1.addrs.inbound.unwrap_or(v1.addr),
-        admin(&s1)
-    );
-    println!(
-        "    api-v2   app {}  sidecar mTLS {}  metrics {}",
-        v2.addr,
-        s2.addrs.inbound.unwrap_or(v2.addr),
-        admin(&s2)
-    );
+    println!("    api-v1   app {}  sidecar mTLS {i1}  metrics {}", v1.addr, admin(&s1));
+    println!("    api-v2   app {}  sidecar mTLS {i2}  metrics {}", v2.addr, admin(&s2));
     println!(
         "    web sidecar metrics {}   config {}",
         admin(&web_sidecar),
         admin(&web_sidecar).replace("/metrics", "/config_dump")
     );
-    println!("    try: curl http://{}/", web.addr);
+    if let Some(d) = cp.dns_addr {
+        println!(
+            "    DNS      dig @{} -p {} api.service.consul   (also api.default.svc.cluster.local)",
+            d.ip(),
+            d.port()
+        );
+    }
+    println!("    try:     curl http://{}/", web.addr);
+    println!("    and:     export WEFT_SERVER={} WEFT_TOKEN={}", cp.api_addr, cp.admin_token);
+    println!("             weft get workloads; weft proxy-status; weft check");
     println!("==> demo traffic (Ctrl-C stops everything)");
 
+    let sidecars = [("web", &web_sidecar), ("api-v1", &s1), ("api-v2", &s2)];
+    let mut expiry: Vec<_> = sidecars.iter().map(|(_, p)| p.certs().leaf().not_after()).collect();
     let mut tick = tokio::time::interval(args.interval.into());
-    let mut sent = 0u64;
-    let mut failures = 0u64;
+    let (mut sent, mut failures) = (0u64, 0u64);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
@@ -186,14 +199,24 @@ services:
             _ = &mut ctrl_c => break,
             _ = tick.tick() => {}
         }
+        for (i, (name, p)) in sidecars.iter().enumerate() {
+            let now = p.certs().leaf().not_after();
+            if now != expiry[i] {
+                expiry[i] = now;
+                println!(
+                    "    rotated the certificate of {name} (new one valid {}s)",
+                    p.certs().leaf().remaining().as_secs()
+                );
+            }
+        }
         if args.requests.is_some_and(|n| sent >= n) {
             break;
         }
         sent += 1;
-        match crate::call::http_get(web.addr, "/")
+        let answer = crate::call::http_get(web.addr, "/")
             .await
-            .and_then(|(_, body)| Ok(serde_json::from_str::<serde_json::Value>(&body)?))
-        {
+            .and_then(|(_, body)| Ok(serde_json::from_str::<serde_json::Value>(&body)?));
+        match answer {
             Ok(v) if v["upstream_status"] == 200 => println!(
                 "    web -> {} over mTLS: 200; api saw caller {}",
                 v["upstream"]["app"].as_str().unwrap_or("?"),
@@ -216,9 +239,13 @@ services:
     for mut app in [web, v1, v2] {
         let _ = app.child.kill().await;
     }
+    drop(cp);
+    if args.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
     println!("==> stopped after {sent} requests ({failures} failed)");
     if failures > 0 {
-        bail!("{failures} of {sent} demo requests failed");
+        anyhow::bail!("{failures} of {sent} demo requests failed");
     }
     Ok(())
 }
