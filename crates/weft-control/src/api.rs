@@ -57,6 +57,18 @@ impl From<TokenError> for ApiError {
     }
 }
 
+/// Runs a store write off the async threads: it waits for a durable commit on disk.
+pub async fn blocking<T: Send + 'static>(
+    store: &Store,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("store write: {e}")))?
+        .map_err(ApiError::from)
+}
+
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
@@ -104,7 +116,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
 async fn apply(State(st): S, headers: HeaderMap, body: String) -> Result<Json<Value>, ApiError> {
     require_write(&st, &headers)?;
     let resources = parse_documents(&body).map_err(|e| bad(e.to_string()))?;
-    let applied = st.store.apply(resources)?;
+    let applied = blocking(&st.store, move |s| s.apply(resources)).await?;
     Ok(Json(json!({ "results": applied.iter().map(|a| a.to_string()).collect::<Vec<_>>() })))
 }
 
@@ -145,7 +157,8 @@ async fn delete_one(
 ) -> Result<Json<Value>, ApiError> {
     require_write(&st, &headers)?;
     let key = Key { kind: kind(&k)?, namespace, name };
-    st.store.delete(std::slice::from_ref(&key))?;
+    let k = key.clone();
+    blocking(&st.store, move |s| s.delete(std::slice::from_ref(&k))).await?;
     Ok(Json(json!({ "results": [format!("{key} deleted")] })))
 }
 

@@ -172,7 +172,7 @@ pub async fn register(
         metadata: Metadata { name: id, namespace, labels: labels(reg.meta), resource_version: None },
         spec,
     }));
-    let applied = st.store.apply(write)?;
+    let applied = crate::api::blocking(&st.store, move |s| s.apply(write)).await?;
     Ok(Json(json!({ "results": applied.iter().map(|a| a.to_string()).collect::<Vec<_>>() })))
 }
 
@@ -189,7 +189,8 @@ pub async fn deregister(
 ) -> Result<Json<Value>, ApiError> {
     crate::api::require_write(&st, &headers)?;
     let key = Key { kind: Kind::Workload, namespace: q.ns.unwrap_or_else(|| "default".into()), name: id };
-    st.store.delete(std::slice::from_ref(&key))?;
+    let k = key.clone();
+    crate::api::blocking(&st.store, move |s| s.delete(std::slice::from_ref(&k))).await?;
     Ok(Json(json!({ "results": [format!("{key} deleted")] })))
 }
 

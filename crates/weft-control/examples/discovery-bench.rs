@@ -1,0 +1,177 @@
+//! Discovery propagation benchmark: how long an endpoint change takes to reach N connected
+//! proxies, and the control plane's memory with them connected.
+//!
+//! It starts `weft control` as a separate process (so its memory is its own), connects N
+//! simulated proxies (real gRPC discovery streams with bootstrap tokens, one HTTP/2 connection
+//! each, as real proxies have), then registers endpoints one at a time and measures, for every
+//! proxy, the time from the registration being acknowledged by the API to the update carrying it
+//! arriving on that proxy's stream.
+//!
+//! ```sh
+//! cargo run --release -p weft-control --example discovery-bench -- --weft target/release/weft --proxies 1000 --changes 20
+//! ```
+//! `bench/discovery.sh` runs it and prints the summary that goes into bench/RESULTS.md.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+use weft_api::pb;
+
+struct Args {
+    weft: String,
+    proxies: usize,
+    changes: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args { weft: "target/release/weft".into(), proxies: 1000, changes: 20 };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().unwrap_or_default();
+        match k.as_str() {
+            "--weft" => a.weft = v,
+            "--proxies" => a.proxies = v.parse().expect("--proxies N"),
+            "--changes" => a.changes = v.parse().expect("--changes N"),
+            other => panic!("unknown flag {other}; use --weft PATH --proxies N --changes N"),
+        }
+    }
+    a
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+async fn api(api: &str, token: &str, method: &str, path: &str, body: String) -> String {
+    let mut s = tokio::net::TcpStream::connect(api).await.expect("api");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: cp\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let dir = std::env::temp_dir().join(format!("weft-discovery-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (grpc, api_addr) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let mut cp = Command::new(&a.weft)
+        .args(["control", "--data-dir", dir.to_str().unwrap(), "--grpc", &grpc, "--api", &api_addr, "--dns", "off"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start weft control (build it: cargo build --release -p weft-cli)");
+    let token_file = dir.join("admin.token");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let admin = loop {
+        if let Ok(t) = std::fs::read_to_string(&token_file) {
+            if tokio::net::TcpStream::connect(&api_addr).await.is_ok() {
+                break t.trim().to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "control plane did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let base_rss = rss_kib(cp.id());
+    let svc = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\n".to_string();
+    api(&api_addr, &admin, "POST", "/v1/apply", svc).await;
+    let resp = api(&api_addr, &admin, "POST", "/v1/tokens", r#"{"kind":"bootstrap","identity":"default/web"}"#.into()).await;
+    let token = resp.split("\"token\":\"").nth(1).and_then(|s| s.split('"').next()).expect("token").to_string();
+
+    // N proxies, each with its own connection and stream; each records when it sees each version.
+    let grpc_addr: SocketAddr = grpc.parse().unwrap();
+    let seen: Arc<Mutex<Vec<Vec<(usize, Instant)>>>> = Arc::new(Mutex::new(vec![vec![]; a.proxies]));
+    let connected = Arc::new(tokio::sync::Semaphore::new(0));
+    for i in 0..a.proxies {
+        let (token, seen, connected) = (token.clone(), seen.clone(), connected.clone());
+        tokio::spawn(async move {
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}")).unwrap().connect().await.expect("connect");
+            let mut client = pb::discovery_client::DiscoveryClient::new(ch);
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tx.send(pb::ProxyMessage {
+                kind: Some(pb::proxy_message::Kind::Hello(pb::Hello { proxy_id: format!("sim-{i}"), upstreams: vec!["api.default".into()] })),
+            })
+            .await
+            .unwrap();
+            let out = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+            let mut req = tonic::Request::new(out);
+            req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+            let mut updates = client.stream(req).await.expect("stream").into_inner();
+            let mut first = true;
+            while let Ok(Some(u)) = updates.message().await {
+                let endpoints = u.services.iter().map(|s| s.endpoints.len()).sum::<usize>();
+                seen.lock().await[i].push((endpoints, Instant::now()));
+                let _ = tx.send(pb::ProxyMessage { kind: Some(pb::proxy_message::Kind::Ack(pb::Ack { version: u.version, error: String::new() })) }).await;
+                if first {
+                    connected.add_permits(1);
+                    first = false;
+                }
+            }
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(120), connected.acquire_many(a.proxies as u32)).await.expect("all proxies connected");
+    let connected_rss = rss_kib(cp.id());
+
+    // One endpoint change at a time; measure each proxy's delay.
+    let mut delays_ms = vec![];
+    for c in 1..=a.changes {
+        let w = format!(
+            "apiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-{c} }}\nspec: {{ service: api, address: 10.1.{}.{}, port: 8080 }}\n",
+            c / 250,
+            c % 250 + 1
+        );
+        let t0 = Instant::now();
+        let r = api(&api_addr, &admin, "POST", "/v1/apply", w).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = seen.lock().await;
+            let arrived: Vec<f64> = s.iter().filter_map(|v| v.iter().find(|(n, _)| *n == c).map(|(_, t)| t.duration_since(t0).as_secs_f64() * 1000.0)).collect();
+            if arrived.len() == a.proxies {
+                delays_ms.extend(arrived);
+                break;
+            }
+            drop(s);
+            assert!(Instant::now() < deadline, "change {c} did not reach every proxy in 30s");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let peak_rss = rss_kib(cp.id());
+    delays_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("proxies {}  changes {}  samples {}", a.proxies, a.changes, delays_ms.len());
+    println!(
+        "propagation ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+        percentile(&delays_ms, 50.0),
+        percentile(&delays_ms, 90.0),
+        percentile(&delays_ms, 99.0),
+        percentile(&delays_ms, 100.0)
+    );
+    println!("control plane RSS MiB: idle {:.1}  with proxies {:.1}  after changes {:.1}", base_rss as f64 / 1024.0, connected_rss as f64 / 1024.0, peak_rss as f64 / 1024.0);
+    let _ = cp.kill();
+    let _ = cp.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
