@@ -31,6 +31,9 @@ pub struct ControlArgs {
     /// This cluster's name, at first start.
     #[arg(long, default_value = weft_api::proxy::DEFAULT_CLUSTER)]
     cluster: String,
+    /// Allow script and Docker health checks (they run commands on this host).
+    #[arg(long)]
+    enable_script_checks: bool,
     /// Plug-in CA (Istio's model): the intermediate's certificate...
     #[arg(long, requires_all = ["ca_key", "ca_chain"])]
     ca_cert: Option<PathBuf>,
@@ -54,6 +57,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     };
     cfg.dns_upstream = args.dns_upstream;
     cfg.registry_file = args.registry_file;
+    cfg.enable_script_checks = args.enable_script_checks;
     cfg.mesh.trust_domain = args.trust_domain;
     cfg.mesh.cluster.name = args.cluster;
     if let (Some(cert), Some(key), Some(chain)) = (args.ca_cert, args.ca_key, args.ca_chain) {

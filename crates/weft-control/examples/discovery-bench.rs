@@ -47,7 +47,9 @@ fn free_port() -> u16 {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -99,7 +101,8 @@ async fn main() {
     let base_rss = rss_kib(cp.id());
     let svc = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\n".to_string();
     api(&api_addr, &admin, "POST", "/v1/apply", svc).await;
-    let resp = api(&api_addr, &admin, "POST", "/v1/tokens", r#"{"kind":"bootstrap","identity":"default/web"}"#.into()).await;
+    let resp =
+        api(&api_addr, &admin, "POST", "/v1/tokens", r#"{"kind":"bootstrap","identity":"default/web"}"#.into()).await;
     let token = resp.split("\"token\":\"").nth(1).and_then(|s| s.split('"').next()).expect("token").to_string();
 
     // N proxies, each with its own connection and stream; each records when it sees each version.
@@ -109,11 +112,18 @@ async fn main() {
     for i in 0..a.proxies {
         let (token, seen, connected) = (token.clone(), seen.clone(), connected.clone());
         tokio::spawn(async move {
-            let ch = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}")).unwrap().connect().await.expect("connect");
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .expect("connect");
             let mut client = pb::discovery_client::DiscoveryClient::new(ch);
             let (tx, rx) = tokio::sync::mpsc::channel(4);
             tx.send(pb::ProxyMessage {
-                kind: Some(pb::proxy_message::Kind::Hello(pb::Hello { proxy_id: format!("sim-{i}"), upstreams: vec!["api.default".into()] })),
+                kind: Some(pb::proxy_message::Kind::Hello(pb::Hello {
+                    proxy_id: format!("sim-{i}"),
+                    upstreams: vec!["api.default".into()],
+                })),
             })
             .await
             .unwrap();
@@ -125,7 +135,11 @@ async fn main() {
             while let Ok(Some(u)) = updates.message().await {
                 let endpoints = u.services.iter().map(|s| s.endpoints.len()).sum::<usize>();
                 seen.lock().await[i].push((endpoints, Instant::now()));
-                let _ = tx.send(pb::ProxyMessage { kind: Some(pb::proxy_message::Kind::Ack(pb::Ack { version: u.version, error: String::new() })) }).await;
+                let _ = tx
+                    .send(pb::ProxyMessage {
+                        kind: Some(pb::proxy_message::Kind::Ack(pb::Ack { version: u.version, error: String::new() })),
+                    })
+                    .await;
                 if first {
                     connected.add_permits(1);
                     first = false;
@@ -133,7 +147,9 @@ async fn main() {
             }
         });
     }
-    let _ = tokio::time::timeout(Duration::from_secs(120), connected.acquire_many(a.proxies as u32)).await.expect("all proxies connected");
+    let _ = tokio::time::timeout(Duration::from_secs(120), connected.acquire_many(a.proxies as u32))
+        .await
+        .expect("all proxies connected");
     let connected_rss = rss_kib(cp.id());
 
     // One endpoint change at a time; measure each proxy's delay.
@@ -150,7 +166,12 @@ async fn main() {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let s = seen.lock().await;
-            let arrived: Vec<f64> = s.iter().filter_map(|v| v.iter().find(|(n, _)| *n == c).map(|(_, t)| t.duration_since(t0).as_secs_f64() * 1000.0)).collect();
+            let arrived: Vec<f64> = s
+                .iter()
+                .filter_map(|v| {
+                    v.iter().find(|(n, _)| *n == c).map(|(_, t)| t.duration_since(t0).as_secs_f64() * 1000.0)
+                })
+                .collect();
             if arrived.len() == a.proxies {
                 delays_ms.extend(arrived);
                 break;
@@ -170,7 +191,12 @@ async fn main() {
         percentile(&delays_ms, 99.0),
         percentile(&delays_ms, 100.0)
     );
-    println!("control plane RSS MiB: idle {:.1}  with proxies {:.1}  after changes {:.1}", base_rss as f64 / 1024.0, connected_rss as f64 / 1024.0, peak_rss as f64 / 1024.0);
+    println!(
+        "control plane RSS MiB: idle {:.1}  with proxies {:.1}  after changes {:.1}",
+        base_rss as f64 / 1024.0,
+        connected_rss as f64 / 1024.0,
+        peak_rss as f64 / 1024.0
+    );
     let _ = cp.kill();
     let _ = cp.wait();
     let _ = std::fs::remove_dir_all(&dir);

@@ -25,6 +25,39 @@ pub struct ApiState {
     pub ca: Arc<Authority>,
     pub catalog: tokio::sync::watch::Receiver<Arc<crate::catalog::Catalog>>,
     pub monitor: weft_health::Monitor,
+    pub enable_script_checks: bool,
+    /// The MeshConfig the CA and identities were set up with.
+    pub mesh: weft_api::kinds::MeshConfigSpec,
+}
+
+/// Rules the control plane adds to a write: script/Docker checks only when enabled; the trust
+/// domain and cluster name fixed after first start (certificates and identities depend on them).
+pub fn admit(st: &ApiState, resources: &[weft_api::resource::Resource]) -> Result<(), ApiError> {
+    use weft_api::resource::Resource;
+    for r in resources {
+        match r {
+            Resource::Workload(w) if !st.enable_script_checks => {
+                if let Some(i) = w.spec.checks.iter().position(|c| c.script.is_some() || c.docker.is_some()) {
+                    return Err(bad(format!(
+                        "{}: spec.checks[{i}]: script and Docker checks run commands on the control plane's host and are off; start `weft control --enable-script-checks` to allow them",
+                        r.key()
+                    )));
+                }
+            }
+            Resource::MeshConfig(m)
+                if m.spec.trust_domain != st.mesh.trust_domain || m.spec.cluster.name != st.mesh.cluster.name =>
+            {
+                return Err(bad(format!(
+                    "{}: spec.trustDomain / spec.cluster.name cannot change after first start (certificates and identities depend on them); they are {:?} / {:?}",
+                    r.key(),
+                    st.mesh.trust_domain,
+                    st.mesh.cluster.name
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 type S = State<Arc<ApiState>>;
@@ -116,6 +149,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
 async fn apply(State(st): S, headers: HeaderMap, body: String) -> Result<Json<Value>, ApiError> {
     require_write(&st, &headers)?;
     let resources = parse_documents(&body).map_err(|e| bad(e.to_string()))?;
+    admit(&st, &resources)?;
     let applied = blocking(&st.store, move |s| s.apply(resources)).await?;
     Ok(Json(json!({ "results": applied.iter().map(|a| a.to_string()).collect::<Vec<_>>() })))
 }

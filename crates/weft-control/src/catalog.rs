@@ -117,7 +117,9 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                 }),
                 labels: m.labels.clone(),
                 tags: w.spec.tags.clone(),
-                healthy: healthy(&format!("{}/{}", m.namespace, m.name)),
+                // No checks: always routable. With checks: only once they pass (a workload the
+                // monitor has not probed yet is not routed).
+                healthy: w.spec.checks.is_empty() || healthy(&format!("{}/{}", m.namespace, m.name)),
             });
         }
     }

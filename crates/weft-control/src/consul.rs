@@ -40,6 +40,9 @@ pub struct ConsulCheck {
     args: Option<Vec<String>>,
     #[serde(rename = "TTL")]
     ttl: Option<String>,
+    /// With `Args`: Consul's Docker check.
+    #[serde(rename = "DockerContainerID")]
+    docker_container_id: Option<String>,
     alias_service: Option<String>,
     interval: Option<String>,
     timeout: Option<String>,
@@ -99,10 +102,17 @@ fn check(i: usize, c: ConsulCheck) -> Result<CheckSpec, ApiError> {
         grpc: addr("GRPC", c.grpc)?,
         grpc_service: None,
         h2ping: addr("H2PING", c.h2ping)?,
-        script: c.args,
+        docker: match (&c.docker_container_id, &c.args) {
+            (Some(container), Some(args)) => Some(weft_api::kinds::DockerCheck {
+                container: container.clone(),
+                args: args.clone(),
+                socket: "/var/run/docker.sock".into(),
+            }),
+            _ => None,
+        },
+        script: if c.docker_container_id.is_some() { None } else { c.args },
         ttl: duration(&f("TTL"), &c.ttl)?,
         alias: c.alias_service,
-        docker: None,
         interval: duration(&f("Interval"), &c.interval)?,
         timeout: duration(&f("Timeout"), &c.timeout)?,
         success_threshold: c.success_before_passing.unwrap_or(1).max(1),
@@ -172,6 +182,7 @@ pub async fn register(
         metadata: Metadata { name: id, namespace, labels: labels(reg.meta), resource_version: None },
         spec,
     }));
+    crate::api::admit(&st, &write)?;
     let applied = crate::api::blocking(&st.store, move |s| s.apply(write)).await?;
     Ok(Json(json!({ "results": applied.iter().map(|a| a.to_string()).collect::<Vec<_>>() })))
 }

@@ -12,10 +12,10 @@ use weft_api::resource::{Key, Kind, Resource};
 use weft_health::{Monitor, Status};
 use weft_store::Store;
 
-/// True when the workload (`namespace/name`) may receive traffic: not critical. (Warning still
-/// serves, as in Consul.)
+/// True when the workload (`namespace/name`) may receive traffic: its checks are known and not
+/// critical. (Warning still serves, as in Consul.)
 pub fn healthy(monitor: &Monitor, workload: &str) -> bool {
-    monitor.workload_status(workload).map(|s| s != Status::Critical).unwrap_or(true)
+    monitor.workload_status(workload).is_some_and(|s| s != Status::Critical)
 }
 
 /// Keeps the monitor's checks equal to the Workloads' `checks`, until `stop`.

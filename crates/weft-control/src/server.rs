@@ -34,6 +34,9 @@ pub struct ControlConfig {
     pub dns: Option<SocketAddr>,
     /// Where DNS forwards names it does not know; none: NXDOMAIN/REFUSED.
     pub dns_upstream: Option<SocketAddr>,
+    /// Allow script and Docker checks, which run commands on the control plane's host (Consul's
+    /// `enable_script_checks`). Off by default.
+    pub enable_script_checks: bool,
 }
 
 impl ControlConfig {
@@ -47,6 +50,7 @@ impl ControlConfig {
             mesh: MeshConfigSpec::default(),
             dns: None,
             dns_upstream: None,
+            enable_script_checks: false,
         }
     }
 }
@@ -206,6 +210,8 @@ impl ControlPlane {
             ca: authority,
             catalog,
             monitor: monitor.clone(),
+            enable_script_checks: cfg.enable_script_checks,
+            mesh: mesh.clone(),
         });
         tasks.push(tokio::spawn(async move {
             let mut stop = api_stop;

@@ -385,3 +385,22 @@ async fn query_a(dns: SocketAddr, name: &str) -> Vec<String> {
     }
     out
 }
+
+#[tokio::test]
+async fn script_checks_are_opt_in_and_the_trust_domain_is_fixed() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("admit");
+    let cp = control(&dir, None).await;
+    let t = cp.admin_token.clone();
+    let with_script = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: w }\nspec: { service: api, address: 1.2.3.4, port: 80, checks: [{ name: s, script: [\"/bin/true\"] }] }\n";
+    let (status, v) = api(&cp, "POST", "/v1/apply", &t, with_script).await;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("--enable-script-checks"), "{v}");
+    let docker = r#"{"ID":"d","Name":"api","Address":"1.2.3.4","Port":80,"Check":{"DockerContainerID":"c1","Args":["/bin/true"],"Interval":"10s"}}"#;
+    assert_eq!(api(&cp, "PUT", "/v1/agent/service/register", &t, docker).await.0, 400);
+    let mesh =
+        "apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: { name: mesh }\nspec: { trustDomain: other.org }\n";
+    let (status, v) = api(&cp, "POST", "/v1/apply", &t, mesh).await;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("cannot change after first start"), "{v}");
+}
