@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use weft_api::pb;
 
+/// Per proxy: (endpoint count of an update, when it arrived).
+type Seen = Vec<Vec<(usize, Instant)>>;
+
 struct Args {
     weft: String,
     proxies: usize,
@@ -107,7 +110,7 @@ async fn main() {
 
     // N proxies, each with its own connection and stream; each records when it sees each version.
     let grpc_addr: SocketAddr = grpc.parse().unwrap();
-    let seen: Arc<Mutex<Vec<Vec<(usize, Instant)>>>> = Arc::new(Mutex::new(vec![vec![]; a.proxies]));
+    let seen: Arc<Mutex<Seen>> = Arc::new(Mutex::new(vec![vec![]; a.proxies]));
     let connected = Arc::new(tokio::sync::Semaphore::new(0));
     for i in 0..a.proxies {
         let (token, seen, connected) = (token.clone(), seen.clone(), connected.clone());
