@@ -75,7 +75,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         }
         println!("    next: weft token create --identity default/web   |   weft apply -f mesh.yaml   |   weft check");
         println!("ready");
-        tokio::signal::ctrl_c().await?;
+        weft_proxy::cli::shutdown_signal().await;
         println!("==> stopping");
         drop(cp);
         anyhow::Ok(())

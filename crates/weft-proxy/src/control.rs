@@ -147,6 +147,7 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
             let error = match apply(ctx, &update) {
                 Ok(()) => {
                     ctx.metrics.config_version.set(update.version as i64);
+                    ctx.ready.store(true, std::sync::atomic::Ordering::Release);
                     tracing::info!(version = update.version, services = update.services.len(), "applied config from the control plane");
                     String::new()
                 }

@@ -207,7 +207,8 @@ impl Proxy {
         }
         tasks.push(tokio::spawn(admin::serve(ctx.clone(), admin)));
         let _ = ctx.bound.set(addrs.clone());
-        ctx.ready.store(true, Ordering::Release);
+        // With a control plane, ready means "has its first config" (set by the discovery loop).
+        ctx.ready.store(ctx.cfg.control.is_none(), Ordering::Release);
         tracing::info!(id = %ctx.certs.id(), mode = ?ctx.cfg.mode, ?addrs, "weft-proxy ready");
         Ok(Proxy { addrs, ctx, tasks })
     }

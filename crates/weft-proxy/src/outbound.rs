@@ -38,7 +38,7 @@ impl Target {
     fn endpoint(&self) -> Result<Arc<Endpoint>, ProxyError> {
         match &self.pinned {
             Some(ep) => Ok(ep.clone()),
-            None => self.service.pick().cloned().ok_or_else(|| ProxyError::NoEndpoint(self.service.key())),
+            None => self.service.pick().cloned().ok_or_else(|| ProxyError::NoEndpoint(self.service.key().to_string())),
         }
     }
 
@@ -204,9 +204,20 @@ fn absolute_uri(req: &Request<Incoming>, fallback: &str) -> Uri {
     format!("http://{authority}{path}").parse().unwrap_or_else(|_| Uri::from_static("http://invalid/"))
 }
 
-async fn request(ctx: Arc<Ctx>, target: Target, req: Request<Incoming>) -> Response<Body> {
+async fn request(ctx: Arc<Ctx>, mut target: Target, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
-    let ep = match target.endpoint() {
+    // Balance over the endpoints in force now, not those of when the app connected: a
+    // keep-alive connection must not keep sending to a deregistered or unhealthy endpoint.
+    let mut gone = false;
+    if target.pinned.is_none() {
+        match ctx.routes.load().service_by_key(target.service.key()) {
+            Some(current) if !Arc::ptr_eq(current, &target.service) => target.service = current.clone(),
+            Some(_) => {}
+            None => gone = true,
+        }
+    }
+    let ep = match if gone { Err(ProxyError::NoEndpoint(target.service.key().to_string())) } else { target.endpoint() }
+    {
         Ok(ep) => ep,
         Err(e) => {
             let resp = h::rescue(&e);
@@ -243,7 +254,7 @@ async fn forward(
         return h::forward_upgrade(req, tls, ctx.drain.conn()).await;
     }
     let orig_h1 = req.version() != http::Version::HTTP_2;
-    *req.uri_mut() = absolute_uri(&req, &target.service.key());
+    *req.uri_mut() = absolute_uri(&req, target.service.key());
     h::strip_hop_by_hop(req.headers_mut());
     // Set by this proxy only: an app's own copy is dropped.
     req.headers_mut().remove(h::ORIG_PROTO);

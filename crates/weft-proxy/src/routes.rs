@@ -30,6 +30,7 @@ pub struct Endpoint {
 pub struct Service {
     pub name: String,
     pub namespace: String,
+    key: String,
     /// `name.namespace` as a metric label (used when no endpoint is known).
     pub label: crate::metrics::Name,
     /// Declared protocol per port; other ports are detected.
@@ -40,8 +41,8 @@ pub struct Service {
 
 impl Service {
     /// `name.namespace`.
-    pub fn key(&self) -> String {
-        format!("{}.{}", self.name, self.namespace)
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// The protocol to assume for connections to `port` (`Auto`: detect).
@@ -61,13 +62,19 @@ impl Service {
 
 #[derive(Debug, Default)]
 pub struct Routes {
-    by_name: HashMap<(String, String), Arc<Service>>,
+    /// By `name.namespace`.
+    by_name: HashMap<String, Arc<Service>>,
     by_addr: HashMap<SocketAddr, (Arc<Service>, Arc<Endpoint>)>,
 }
 
 impl Routes {
     pub fn service(&self, name: &str, namespace: &str) -> Option<&Arc<Service>> {
-        self.by_name.get(&(name.to_string(), namespace.to_string()))
+        self.by_name.get(&format!("{name}.{namespace}"))
+    }
+
+    /// By `name.namespace`, without allocating (the request path uses it).
+    pub fn service_by_key(&self, key: &str) -> Option<&Arc<Service>> {
+        self.by_name.get(key)
     }
 
     /// The service and endpoint whose workload address is `addr` (transparent interception).
@@ -123,6 +130,7 @@ impl Routes {
             let svc = Arc::new(Service {
                 name: s.name.clone(),
                 namespace: s.namespace.clone(),
+                key: s.key(),
                 label: crate::metrics::Name::new(s.key()),
                 protocols: s.ports.iter().map(|p| (p.port, p.protocol)).collect(),
                 endpoints,
@@ -131,7 +139,7 @@ impl Routes {
             for ep in &svc.endpoints {
                 routes.by_addr.insert(ep.address, (svc.clone(), ep.clone()));
             }
-            routes.by_name.insert((s.name.clone(), s.namespace.clone()), svc);
+            routes.by_name.insert(svc.key.clone(), svc);
         }
         Ok(routes)
     }

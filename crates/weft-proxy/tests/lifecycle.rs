@@ -160,3 +160,20 @@ async fn admin_endpoints() {
     assert!(v["certificate"]["expires_in_seconds"].as_u64().unwrap() > 23 * 3600);
     assert_eq!(http1_get(admin, "/nope").await.unwrap().status(), 404);
 }
+
+#[tokio::test]
+async fn route_changes_apply_to_open_keep_alive_connections() {
+    let p = pair().await;
+    let stream = TcpStream::connect(p.http).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let get =
+        || http::Request::get("/").header("host", "t").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+    assert_eq!(send.send_request(get()).await.unwrap().status(), 200);
+    // The endpoint leaves the routes (deregistered, or its health checks failed).
+    let empty =
+        weft_api::proxy::Service { name: "api".into(), namespace: "default".into(), ports: vec![], endpoints: vec![] };
+    p.client.set_routes(weft_proxy::Routes::from_services(&[empty]).unwrap());
+    let resp = send.send_request(get()).await.unwrap();
+    assert_eq!(resp.status(), 503, "the same keep-alive connection sees the new routes");
+}
