@@ -194,6 +194,10 @@ pub struct Outbound {
     /// Explicit listeners, one per upstream (for running without root, as Consul's upstreams).
     #[serde(default)]
     pub upstreams: Vec<Upstream>,
+    /// Multiplexed HTTP/2 connections kept to each peer proxy (requests are spread over them).
+    /// Default: one per CPU core, at most 8; 1 gives a single connection per peer.
+    #[serde(default)]
+    pub connections_per_peer: Option<usize>,
 }
 
 impl Outbound {
@@ -480,6 +484,9 @@ impl ProxyConfig {
             }
         }
         if let Some(out) = &self.outbound {
+            if out.connections_per_peer.is_some_and(|n| n == 0 || n > 64) {
+                return Err(ConfigError::invalid("outbound.connections_per_peer", "must be 1-64"));
+            }
             if out.transparent.is_none() && out.upstreams.is_empty() {
                 return Err(ConfigError::invalid(
                     "outbound",

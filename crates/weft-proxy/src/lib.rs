@@ -127,6 +127,11 @@ fn local(l: &TcpListener) -> Option<SocketAddr> {
     l.local_addr().ok()
 }
 
+/// One multiplexed connection per core to each peer (at most 8).
+fn default_connections_per_peer() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8)
+}
+
 impl Proxy {
     /// Validates `cfg`, binds every listener and starts serving.
     pub async fn start(cfg: ProxyConfig, certs: CertStore) -> Result<Proxy, StartError> {
@@ -145,7 +150,8 @@ impl Proxy {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(cfg.limits.max_header_bytes as u32)
-            .adaptive_window(true)
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(4 << 20)
             // Many app requests share one connection between proxies.
             .max_concurrent_streams(1024);
         let connect_timeout = cfg.timeouts.connect.into();
@@ -156,7 +162,9 @@ impl Proxy {
             certs,
             metrics,
             registry,
-            pool: pool::Pool::default(),
+            pool: pool::Pool::new(
+                cfg.outbound.as_ref().and_then(|o| o.connections_per_peer).unwrap_or_else(default_connections_per_peer),
+            ),
             drain: drain::Drain::default(),
             server,
             apps: match &cfg.inbound {

@@ -269,14 +269,14 @@ async fn forward(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let mut sender = ctx.pool.get(ep, &sni, &settings).await?;
+        let (mut sender, slot) = ctx.pool.get(ep, &sni, &settings).await?;
         match sender.try_send_request(req).await {
             Ok(mut resp) => {
                 h::strip_hop_by_hop(resp.headers_mut());
                 return Ok(resp.map(h::boxed));
             }
             Err(mut e) => {
-                ctx.pool.evict(ep, &sni);
+                ctx.pool.evict(ep, &sni, slot);
                 match e.take_message() {
                     Some(unsent) if attempts < 2 => req = unsent,
                     _ => return Err(ProxyError::Upstream(e.into_error())),

@@ -12,16 +12,20 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Peer proxy address → SNI → connection.
-type Map<T> = HashMap<SocketAddr, HashMap<String, T>>;
+/// Peer proxy address → SNI → connections (one per slot).
+type Map<T> = HashMap<SocketAddr, HashMap<String, Vec<Option<T>>>>;
 
-#[derive(Default)]
+/// A small fixed set of multiplexed connections per (peer, SNI): one per core by default, so
+/// that framing and TLS for one peer are not serialised on one task.
 pub struct Pool {
+    slots: usize,
+    next: AtomicUsize,
     ready: Mutex<Map<SendRequest<Body>>>,
-    connecting: Mutex<Map<Arc<tokio::sync::Mutex<()>>>>,
+    connecting: Mutex<HashMap<(SocketAddr, String, usize), Arc<tokio::sync::Mutex<()>>>>,
 }
 
 pub struct Settings<'a> {
@@ -32,60 +36,70 @@ pub struct Settings<'a> {
 }
 
 impl Pool {
-    fn cached(&self, peer: SocketAddr, sni: &str) -> Option<SendRequest<Body>> {
+    pub fn new(slots: usize) -> Self {
+        Pool { slots: slots.max(1), next: AtomicUsize::new(0), ready: Mutex::default(), connecting: Mutex::default() }
+    }
+
+    fn cached(&self, peer: SocketAddr, sni: &str, slot: usize) -> Option<SendRequest<Body>> {
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-        let by_sni = ready.get_mut(&peer)?;
-        match by_sni.get(sni) {
+        let entry = ready.get_mut(&peer)?.get_mut(sni)?.get_mut(slot)?;
+        match entry {
             Some(s) if !s.is_closed() => Some(s.clone()),
             Some(_) => {
-                by_sni.remove(sni);
+                *entry = None;
                 None
             }
             None => None,
         }
     }
 
-    /// Drops a connection that failed, so the next request opens a new one.
-    pub fn evict(&self, ep: &Endpoint, sni: &str) {
+    /// Drops a connection that failed, so the next request on its slot opens a new one.
+    pub fn evict(&self, ep: &Endpoint, sni: &str, slot: usize) {
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(by_sni) = ready.get_mut(&ep.proxy) {
-            by_sni.remove(sni);
+        if let Some(entry) = ready.get_mut(&ep.proxy).and_then(|m| m.get_mut(sni)).and_then(|v| v.get_mut(slot)) {
+            *entry = None;
         }
     }
 
-    pub async fn get(&self, ep: &Endpoint, sni: &str, s: &Settings<'_>) -> Result<SendRequest<Body>, ProxyError> {
-        if let Some(sender) = self.cached(ep.proxy, sni) {
+    /// A sender for `ep`/`sni`, and the slot it came from (for [`Pool::evict`]).
+    pub async fn get(
+        &self,
+        ep: &Endpoint,
+        sni: &str,
+        s: &Settings<'_>,
+    ) -> Result<(SendRequest<Body>, usize), ProxyError> {
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots;
+        if let Some(sender) = self.cached(ep.proxy, sni, slot) {
             s.metrics.peer_reuses.inc();
-            return Ok(sender);
+            return Ok((sender, slot));
         }
-        let gate = {
-            let mut c = self.connecting.lock().unwrap_or_else(|p| p.into_inner());
-            c.entry(ep.proxy).or_default().entry(sni.to_string()).or_default().clone()
-        };
+        let key = (ep.proxy, sni.to_string(), slot);
+        let gate = self.connecting.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().clone();
         let _g = gate.lock().await;
-        if let Some(sender) = self.cached(ep.proxy, sni) {
+        if let Some(sender) = self.cached(ep.proxy, sni, slot) {
             s.metrics.peer_reuses.inc();
-            return Ok(sender);
+            return Ok((sender, slot));
         }
-        let result = self.connect(ep, sni, s).await;
+        let result = self.connect(ep, sni, slot, s).await;
         // The gate has done its job; drop it so the map does not grow with every peer ever seen.
-        let mut c = self.connecting.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(by_sni) = c.get_mut(&ep.proxy) {
-            by_sni.remove(sni);
-            if by_sni.is_empty() {
-                c.remove(&ep.proxy);
-            }
-        }
-        result
+        self.connecting.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        result.map(|sender| (sender, slot))
     }
 
-    async fn connect(&self, ep: &Endpoint, sni: &str, s: &Settings<'_>) -> Result<SendRequest<Body>, ProxyError> {
+    async fn connect(
+        &self,
+        ep: &Endpoint,
+        sni: &str,
+        slot: usize,
+        s: &Settings<'_>,
+    ) -> Result<SendRequest<Body>, ProxyError> {
         let tls = connect_peer(s.tls, ep, sni, Alpn::H2, s.mark, s.connect_timeout).await?;
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
-            .adaptive_window(true)
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(4 << 20)
             .handshake::<_, Body>(TokioIo::new(tls))
             .await
             .map_err(ProxyError::Upstream)?;
@@ -97,7 +111,10 @@ impl Pool {
         });
         s.metrics.peer_connects.inc();
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-        ready.entry(ep.proxy).or_default().insert(sni.to_string(), sender.clone());
+        let slots = ready.entry(ep.proxy).or_default().entry(sni.to_string()).or_insert_with(|| vec![None; self.slots]);
+        if let Some(entry) = slots.get_mut(slot) {
+            *entry = Some(sender.clone());
+        }
         Ok(sender)
     }
 }

@@ -73,8 +73,11 @@ async fn chunked_bodies_and_keepalive_reuse_one_peer_connection() {
         assert_eq!(v["body"], format!("chunk-{i}-").repeat(3));
     }
     let m = p.client.metrics_text();
-    assert_eq!(metric(&m, "weft_peer_connections_total"), 1.0, "one mTLS connection carries everything:\n{m}");
-    assert!(metric(&m, "weft_peer_connection_reuses_total") >= 49.0, "{m}");
+    // A small fixed set of multiplexed connections (one per core) carries everything.
+    let slots = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8) as f64;
+    let opened = metric(&m, "weft_peer_connections_total");
+    assert!(opened >= 1.0 && opened <= slots, "{opened} connections for {slots} slots:\n{m}");
+    assert!(metric(&m, "weft_peer_connection_reuses_total") >= 50.0 - slots, "{m}");
     assert_eq!(metric(&m, "weft_http_responses_total{direction=\"outbound\""), 50.0, "{m}");
 }
 
@@ -296,4 +299,22 @@ async fn connect_tunnel_is_passed_through() {
     let mut back = [0u8; 15];
     s.read_exact(&mut back).await.unwrap();
     assert_eq!(&back, b"tunnelled bytes");
+}
+
+#[tokio::test]
+async fn one_connection_per_peer_when_configured() {
+    weft_testkit::init_tracing();
+    let pki = weft_testkit::Pki::new();
+    let app_http = weft_testkit::http_echo("api").await;
+    let app_tcp = weft_testkit::tcp_echo().await;
+    let server = start_server(&pki, app_http, app_tcp, "").await;
+    let mut cfg = client_config(app_http, app_tcp.port(), server.addrs.inbound.unwrap(), &api_id(), "");
+    cfg.outbound.as_mut().unwrap().connections_per_peer = Some(1);
+    let client = weft_proxy::Proxy::start(cfg, pki.store(CLIENT.0, CLIENT.1)).await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(weft_testkit::http1_get(client.addrs.upstreams[0], "/").await.unwrap().status(), 200);
+    }
+    let m = client.metrics_text();
+    assert_eq!(metric(&m, "weft_peer_connections_total"), 1.0, "{m}");
+    assert_eq!(metric(&m, "weft_peer_connection_reuses_total"), 19.0, "{m}");
 }
