@@ -19,13 +19,16 @@ use std::time::Duration;
 /// Peer proxy address → SNI → connections (one per slot).
 type Map<T> = HashMap<SocketAddr, HashMap<String, Vec<Option<T>>>>;
 
+type Gate = Arc<tokio::sync::Mutex<()>>;
+
 /// A small fixed set of multiplexed connections per (peer, SNI): one per core by default, so
 /// that framing and TLS for one peer are not serialised on one task.
 pub struct Pool {
     slots: usize,
     next: AtomicUsize,
     ready: Mutex<Map<SendRequest<Body>>>,
-    connecting: Mutex<HashMap<(SocketAddr, String, usize), Arc<tokio::sync::Mutex<()>>>>,
+    /// One gate per (peer, SNI, slot) being connected, so a burst opens one connection.
+    connecting: Mutex<HashMap<(SocketAddr, String, usize), Gate>>,
 }
 
 pub struct Settings<'a> {
