@@ -69,6 +69,22 @@ pub struct DiscoveryService {
     pub next_conn: AtomicU64,
     /// Turns true when the control plane stops: every stream ends.
     pub stop: watch::Receiver<bool>,
+    pub renders: Renders,
+}
+
+/// Rendered updates, one per (catalog revision, set of upstreams): a change is rendered once,
+/// not once per connected proxy.
+#[derive(Clone, Default)]
+pub struct Renders(Arc<Mutex<(u64, HashMap<Vec<String>, Arc<pb::ProxyUpdate>>)>>);
+
+impl Renders {
+    fn get(&self, cat: &Catalog, upstreams: &[String], bundle: &[Vec<u8>]) -> Arc<pb::ProxyUpdate> {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0 != cat.revision {
+            *g = (cat.revision, HashMap::new());
+        }
+        g.1.entry(upstreams.to_vec()).or_insert_with(|| Arc::new(render(cat, upstreams, bundle))).clone()
+    }
 }
 
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<pb::ProxyUpdate, Status>> + Send>>;
@@ -153,16 +169,21 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         let (tx, rx) = mpsc::channel::<Result<pb::ProxyUpdate, Status>>(4);
         let (mut catalog, proxies, bundle) = (self.catalog.clone(), self.proxies.clone(), self.bundle.clone());
         let mut stop = self.stop.clone();
+        let renders = self.renders.clone();
         let upstreams = hello.upstreams.clone();
         tokio::spawn(async move {
             let mut version = 0u64;
-            let mut last: Option<pb::ProxyUpdate> = None;
+            let mut last: Option<Arc<pb::ProxyUpdate>> = None;
             loop {
                 let cat = catalog.borrow_and_update().clone();
-                let update = render(&cat, &upstreams, &bundle);
-                if last.as_ref() != Some(&update) {
+                let update = renders.get(&cat, &upstreams, &bundle);
+                let changed = match &last {
+                    Some(l) => !Arc::ptr_eq(l, &update) && **l != *update,
+                    None => true,
+                };
+                if changed {
                     version += 1;
-                    let mut out = update.clone();
+                    let mut out = (*update).clone();
                     out.version = version;
                     if tx.send(Ok(out)).await.is_err() {
                         break;

@@ -162,6 +162,7 @@ impl ControlPlane {
             proxies: proxies.clone(),
             next_conn: AtomicU64::new(1),
             stop: stop_rx.clone(),
+            renders: Default::default(),
         };
         let identity = ca::IdentityService {
             ca: authority.clone(),
