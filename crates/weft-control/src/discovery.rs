@@ -75,7 +75,10 @@ pub struct DiscoveryService {
 /// Rendered updates, one per (catalog revision, set of upstreams): a change is rendered once,
 /// not once per connected proxy.
 #[derive(Clone, Default)]
-pub struct Renders(Arc<Mutex<(u64, HashMap<Vec<String>, Arc<pb::ProxyUpdate>>)>>);
+pub struct Renders(Arc<Mutex<RenderCache>>);
+
+/// The catalog revision the cache is for, and the updates rendered for it by upstream set.
+type RenderCache = (u64, HashMap<Vec<String>, Arc<pb::ProxyUpdate>>);
 
 impl Renders {
     fn get(&self, cat: &Catalog, upstreams: &[String], bundle: &[Vec<u8>]) -> Arc<pb::ProxyUpdate> {
