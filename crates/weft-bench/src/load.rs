@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     /// HTTP/1.1 with keep-alive, one request at a time per connection.
@@ -93,9 +93,7 @@ enum Sender {
 }
 
 async fn tcp(addr: SocketAddr) -> anyhow::Result<TokioIo<TcpStream>> {
-    let s = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connect {addr}"))?;
+    let s = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
     s.set_nodelay(true)?;
     Ok(TokioIo::new(s))
 }
@@ -184,9 +182,7 @@ impl Plan {
     fn request(&self) -> Request<Empty<Bytes>> {
         let b = match self.spec.proto {
             // HTTP/1.1: origin-form target plus Host.
-            Proto::H1 => {
-                Request::get(self.spec.path.as_str()).header(header::HOST, &self.authority)
-            }
+            Proto::H1 => Request::get(self.spec.path.as_str()).header(header::HOST, &self.authority),
             // HTTP/2: the authority travels as :authority.
             Proto::H2 => Request::get(self.uri.clone()),
         };
@@ -272,16 +268,25 @@ async fn worker(plan: std::sync::Arc<Plan>, w: usize, mut sender: Sender) -> Wor
 
 /// Runs one load test on the current tokio runtime.
 pub async fn run(spec: Spec) -> anyhow::Result<Report> {
+    Ok(run_with(spec, |_, _| async {}).await?.0)
+}
+
+/// Runs one load test; `probe(measure_from, end)` runs beside it as its own task (the benchmark
+/// suite samples the proxies' CPU and memory there) and its output is returned with the report.
+pub async fn run_with<F, Fut>(spec: Spec, probe: F) -> anyhow::Result<(Report, Fut::Output)>
+where
+    F: FnOnce(Instant, Instant) -> Fut,
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
     if spec.concurrency == 0 {
         bail!("concurrency must be at least 1");
     }
-    if matches!(spec.rate, Some(r) if !(r > 0.0)) {
+    if matches!(spec.rate, Some(r) if r.is_nan() || r <= 0.0) {
         bail!("rate must be positive");
     }
     let authority = spec.addr.to_string();
-    let uri: Uri = format!("http://{authority}{}", spec.path)
-        .parse()
-        .context("path")?;
+    let uri: Uri = format!("http://{authority}{}", spec.path).parse().context("path")?;
     // Connect everything before the clock starts.
     let mut senders = Vec::with_capacity(spec.concurrency);
     match spec.proto {
@@ -310,6 +315,7 @@ pub async fn run(spec: Spec) -> anyhow::Result<Report> {
         authority,
         spec,
     });
+    let probe = tokio::spawn(probe(plan.measure_from, plan.end));
     let mut tasks = Vec::with_capacity(senders.len());
     for (w, s) in senders.into_iter().enumerate() {
         tasks.push(tokio::spawn(worker(plan.clone(), w, s)));
@@ -331,7 +337,8 @@ pub async fn run(spec: Spec) -> anyhow::Result<Report> {
     report.seconds = plan.spec.duration.as_secs_f64();
     report.rps = report.requests as f64 / report.seconds;
     report.latency = Latency::from_nanos(&mut all);
-    Ok(report)
+    let probed = probe.await.map_err(|e| anyhow!("probe panicked: {e}"))?;
+    Ok((report, probed))
 }
 
 impl Report {

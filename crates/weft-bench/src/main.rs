@@ -1,9 +1,13 @@
 //! `weft-bench`: the data-plane benchmark (see bench/README.md).
 //!
 //! - `weft-bench load`: the load generator alone, against any HTTP/1.1 or h2c address.
+//! - `weft-bench suite`: direct vs weft vs HAProxy vs nginx pairs, written up as Markdown.
 
 mod load;
+mod procstat;
+mod report;
 mod stats;
+mod suite;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -87,6 +91,9 @@ impl LoadArgs {
 enum Cmd {
     /// Send load to one address and report throughput and latency percentiles.
     Load(LoadArgs),
+    /// Run the whole comparison (needs the release `weft` and `weft-proxy`, haproxy, nginx and
+    /// openssl) and print the Markdown report.
+    Suite(suite::SuiteArgs),
 }
 
 fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -109,6 +116,21 @@ fn main() -> anyhow::Result<()> {
                     println!("error: {e}");
                 }
             }
+            Ok(())
+        }
+        Cmd::Suite(a) => {
+            let outcome = suite::run(&a)?;
+            let machine = report::Machine::detect(&a);
+            let previous = a.out.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+            let md = report::markdown_with_notes(&a, &outcome, &machine, &previous);
+            if let Some(p) = &a.json {
+                std::fs::write(p, serde_json::to_string_pretty(&outcome)?)?;
+            }
+            if let Some(p) = &a.out {
+                std::fs::write(p, &md)?;
+                eprintln!("==> wrote {}", p.display());
+            }
+            println!("{md}");
             Ok(())
         }
     }

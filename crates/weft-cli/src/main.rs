@@ -6,6 +6,7 @@ mod client;
 mod control;
 mod tls;
 mod up;
+mod upfile;
 mod verbs;
 
 use clap::{Parser, Subcommand};

@@ -44,6 +44,10 @@ pub struct UpArgs {
     /// Keep the control plane's state here (default: a fresh temporary directory).
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// Run the services and workloads (commands) of this file instead of the built-in demo; see
+    /// docs/getting-started.md for its format.
+    #[arg(short = 'f', long = "file")]
+    file: Option<std::path::PathBuf>,
 }
 
 struct App {
@@ -126,7 +130,16 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     cfg.api = "127.0.0.1:0".parse()?;
     cfg.dns = Some("127.0.0.1:0".parse()?);
     cfg.mesh.leaf_lifetime = args.cert_lifetime;
+    let file = args.file.as_deref().map(crate::upfile::UpFile::read).transpose()?;
     let cp = ControlPlane::start(cfg).await?;
+    if let Some(file) = file {
+        let result = from_file(&cp, file, &args).await;
+        drop(cp);
+        if args.data_dir.is_none() {
+            let _ = std::fs::remove_dir_all(&data_dir);
+        }
+        return result;
+    }
     println!(
         "    control plane: CA (root + intermediate), store in {}; certificates last {}, renewed at half-life",
         data_dir.display(),
@@ -192,7 +205,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut expiry: Vec<_> = sidecars.iter().map(|(_, p)| p.certs().leaf().not_after()).collect();
     let mut tick = tokio::time::interval(args.interval.into());
     let (mut sent, mut failures) = (0u64, 0u64);
-    let ctrl_c = tokio::signal::ctrl_c();
+    let ctrl_c = weft_proxy::cli::shutdown_signal();
     tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
@@ -247,5 +260,92 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     if failures > 0 {
         anyhow::bail!("{failures} of {sent} demo requests failed");
     }
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `weft up -f`: the file's workloads, each with its sidecar, registered and health-checked.
+async fn from_file(cp: &ControlPlane, file: crate::upfile::UpFile, args: &UpArgs) -> anyhow::Result<()> {
+    use std::collections::BTreeMap;
+    let mut resources = String::new();
+    let mut running = vec![];
+    for svc in &file.services {
+        resources.push_str(&format!(
+            "---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {} }}\n",
+            svc.name
+        ));
+        for w in &svc.workloads {
+            let port = match w.port {
+                Some(p) => p,
+                None => free_port()?,
+            };
+            let ups: String =
+                w.upstreams.iter().map(|u| format!("{{ listen: \"127.0.0.1:0\", service: {u} }},")).collect();
+            let mut yaml = format!("inbound: {{ listen: \"127.0.0.1:0\", ports: [{{ port: {port} }}] }}\n");
+            if !ups.is_empty() {
+                yaml.push_str(&format!("outbound: {{ upstreams: [{}] }}\n", ups.trim_end_matches(',')));
+            }
+            let proxy = sidecar(cp, &svc.name, &w.name, &yaml).await?;
+            let upstreams: BTreeMap<String, SocketAddr> =
+                w.upstreams.iter().cloned().zip(proxy.addrs.upstreams.iter().copied()).collect();
+            let argv = w
+                .command
+                .iter()
+                .map(|a| crate::upfile::expand(a, port, &upstreams))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let child = crate::upfile::spawn(&argv)?;
+            let inbound = proxy.addrs.inbound.context("inbound")?;
+            let check = match &w.check {
+                Some(c) if c.http.is_some() => format!(
+                    "  checks: [{{ name: http, http: \"http://127.0.0.1:{port}{}\", interval: {} }}]\n",
+                    c.http.as_deref().unwrap_or("/"),
+                    c.interval.unwrap_or(weft_api::Duration::from_secs(2))
+                ),
+                Some(c) if c.tcp => format!(
+                    "  checks: [{{ name: tcp, tcp: \"127.0.0.1:{port}\", interval: {} }}]\n",
+                    c.interval.unwrap_or(weft_api::Duration::from_secs(2))
+                ),
+                _ => String::new(),
+            };
+            let labels: String = w.labels.iter().map(|(k, v)| format!("{k}: \"{v}\", ")).collect();
+            resources.push_str(&format!(
+                "---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {}, labels: {{ {} }} }}\nspec:\n  service: {}\n  address: 127.0.0.1\n  port: {port}\n  sidecar: \"{inbound}\"\n{check}",
+                w.name,
+                labels.trim_end_matches(", "),
+                svc.name
+            ));
+            println!(
+                "    {:<12} app 127.0.0.1:{port}  sidecar mTLS {inbound}  upstreams {:?}  command {}",
+                w.name,
+                upstreams,
+                argv.join(" ")
+            );
+            running.push((proxy, child));
+        }
+    }
+    cp.store.apply(parse_documents(&resources)?)?;
+    println!("==> mesh is up ({} workloads)", running.len());
+    println!("    and:     export WEFT_SERVER={} WEFT_TOKEN={}", cp.api_addr, cp.admin_token);
+    println!("             weft get workloads; weft proxy-status; weft check   (Ctrl-C stops everything)");
+    let ctrl_c = weft_proxy::cli::shutdown_signal();
+    match args.requests {
+        // For scripts and tests: run for `requests` intervals.
+        Some(n) => tokio::select! {
+            _ = ctrl_c => {}
+            _ = tokio::time::sleep(Duration::from(args.interval) * n as u32) => {}
+        },
+        None => {
+            ctrl_c.await;
+        }
+    }
+    println!("==> stopping");
+    for (proxy, mut child) in running {
+        proxy.shutdown().await;
+        let _ = child.kill().await;
+    }
+    println!("==> stopped");
     Ok(())
 }

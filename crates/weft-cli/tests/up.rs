@@ -57,3 +57,74 @@ fn weft_up_rotates_certificates_without_failing_requests() {
     assert!(text.contains("rotated the certificate of api-v1"), "{text}");
     assert!(text.contains("stopped after 8 requests (0 failed)"), "{text}");
 }
+
+#[test]
+fn weft_up_from_a_file_runs_its_commands_behind_sidecars() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("weft-upfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mesh.yaml");
+    std::fs::write(
+        &file,
+        r#"
+services:
+  - name: api
+    workloads:
+      - name: api-v1
+        command: [weft, demo-app, --name, api-v1, --listen, "127.0.0.1:{port}"]
+        check: { http: /health, interval: 1s }
+  - name: web
+    workloads:
+      - name: web
+        command: [weft, demo-app, --name, web, --listen, "127.0.0.1:{port}", --upstream, "{upstream.api}"]
+        upstreams: [api]
+"#,
+    )
+    .unwrap();
+    let mut child = Command::new(WEFT)
+        .args(["up", "-f", file.to_str().unwrap(), "--requests", "60", "--interval", "500ms"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut web = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.trim_start().starts_with("web ") {
+            web = line.split_whitespace().nth(2).map(str::to_string);
+        }
+        if line.starts_with("==> mesh is up") {
+            break;
+        }
+    }
+    let web = web.expect("the web workload's app address is printed");
+    // The web command calls api through its sidecar, over mTLS, once the health check passes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let body = loop {
+        let out = Command::new(WEFT).args(["demo-call", &web]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains("\"upstream_status\":200") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "web never reached api: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(body.contains("spiffe://cluster.local/ns/default/sa/web"), "{body}");
+    // SIGTERM: weft up stops its sidecars and commands (SIGKILL would orphan them).
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean stop: {status}");
+    // A bad file is refused with the field named.
+    std::fs::write(
+        &file,
+        "services:\n  - name: api\n    workloads:\n      - name: w\n        command: [x]\n        upstreams: [nope]\n",
+    )
+    .unwrap();
+    let out = Command::new(WEFT).args(["up", "-f", file.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("services[0].workloads[0].upstreams"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,566 @@
+//! The suite's Markdown report (bench/RESULTS.md).
+
+use crate::load::{Proto, Report};
+use crate::suite::{Mode, Outcome, Point, Setup, SuiteArgs};
+use std::fmt::Write;
+use std::process::Command;
+
+/// The per-proxy memory target, bytes.
+pub const RSS_TARGET: f64 = 15e6;
+/// Peak rps of the weft pair over the HAProxy pair's.
+pub const PEAK_TARGET: f64 = 1.5;
+
+pub const NOTES_BEGIN: &str = "<!-- notes -->";
+pub const NOTES_END: &str = "<!-- /notes -->";
+
+/// Where and with what the suite ran.
+pub struct Machine {
+    pub date: String,
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub mem: String,
+    pub kernel: String,
+    pub weft: String,
+    pub haproxy: String,
+    pub nginx: String,
+    pub rustc: String,
+}
+
+fn first_line(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            text.lines().next().unwrap_or("").trim().to_string()
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("({cmd} not found)"))
+}
+
+impl Machine {
+    pub fn detect(args: &SuiteArgs) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, m)| m.trim().to_string())
+            .unwrap_or_else(|| "unknown CPU".into());
+        let mem = std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|kb| format!("{:.0} GiB RAM", kb / 1024.0 / 1024.0))
+            .unwrap_or_default();
+        let mut commit = first_line("git", &["rev-parse", "--short", "HEAD"]);
+        // The binaries are built from the working tree: say so when the data plane differs from
+        // the commit.
+        let dirty = Command::new("git")
+            .args(["status", "--porcelain", "--", "crates/weft-proxy", "crates/weft-identity"])
+            .args(["crates/weft-api", "crates/weft-demo"])
+            .output()
+            .map(|o| !o.stdout.is_empty())
+            .unwrap_or(false);
+        if dirty {
+            commit.push_str(" + uncommitted changes to the data plane");
+        }
+        let proxy = args.bin_dir.join("weft-proxy");
+        Machine {
+            date: first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            cpu_model,
+            mem,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+            weft: format!(
+                "{} (commit {commit}, release build)",
+                first_line(&proxy.display().to_string(), &["--version"])
+            ),
+            haproxy: first_line("haproxy", &["-v"]),
+            nginx: first_line("nginx", &["-v"]),
+            rustc: first_line("rustc", &["--version"]),
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// One point per (setup, protocol, mode) from the rounds: rps and latency percentiles are the
+/// median of the rounds (max: the largest), CPU adds up over the rounds (so CPU per request is
+/// over all of them), RSS is the largest seen in any round. `round` becomes the number of rounds.
+pub fn aggregate(points: &[Point]) -> Vec<Point> {
+    let mut keys: Vec<(Setup, Proto, Mode)> = vec![];
+    for p in points {
+        let k = (p.setup, p.proto, p.mode);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys.into_iter()
+        .map(|(s, pr, m)| {
+            let group: Vec<&Point> = points.iter().filter(|p| p.setup == s && p.proto == pr && p.mode == m).collect();
+            let mut agg = group[0].clone();
+            agg.round = group.len() as u32;
+            let reports: Vec<&Report> = group.iter().filter_map(|p| p.report.as_ref()).collect();
+            if reports.len() != group.len() {
+                return agg;
+            }
+            let med = |f: &dyn Fn(&Report) -> f64| median(reports.iter().map(|r| f(r)).collect());
+            let mut r = reports[0].clone();
+            r.rps = med(&|r| r.rps);
+            r.latency.mean = med(&|r| r.latency.mean);
+            r.latency.p50 = med(&|r| r.latency.p50);
+            r.latency.p90 = med(&|r| r.latency.p90);
+            r.latency.p99 = med(&|r| r.latency.p99);
+            r.latency.p999 = med(&|r| r.latency.p999);
+            r.latency.max = reports.iter().map(|r| r.latency.max).fold(0.0, f64::max);
+            r.requests = reports.iter().map(|r| r.requests).sum();
+            r.errors = reports.iter().map(|r| r.errors).sum();
+            r.seconds = reports.iter().map(|r| r.seconds).sum();
+            r.body_bytes = reports.iter().map(|r| r.body_bytes).sum();
+            r.error_samples = reports.iter().flat_map(|r| r.error_samples.iter().cloned()).take(5).collect();
+            agg.report = Some(r);
+            for u in agg.usage.iter_mut() {
+                let same: Vec<_> = group.iter().flat_map(|p| p.usage.iter().filter(|x| x.role == u.role)).collect();
+                u.cpu_ms = same.iter().map(|x| x.cpu_ms).sum();
+                u.rss_max_kb = same.iter().map(|x| x.rss_max_kb).max().unwrap_or(0);
+                u.anon_max_kb = same.iter().map(|x| x.anon_max_kb).max().unwrap_or(0);
+                u.rss_mean_kb = same.iter().map(|x| x.rss_mean_kb).sum::<u64>() / same.len().max(1) as u64;
+            }
+            agg.app_cpu_ms = group.iter().map(|p| p.app_cpu_ms).sum();
+            agg.generator_cpu_ms = group.iter().map(|p| p.generator_cpu_ms).sum();
+            agg.other_cpu_ms = group.iter().map(|p| p.other_cpu_ms).sum();
+            agg.waited_s = group.iter().map(|p| p.waited_s).sum();
+            agg.attempts = group.iter().map(|p| p.attempts).max().unwrap_or(1);
+            agg
+        })
+        .collect()
+}
+
+/// `min–max` of `f` over the rounds of one point.
+fn spread(
+    raw: &[Point],
+    s: Setup,
+    p: Proto,
+    m: Mode,
+    f: &dyn Fn(&Report) -> f64,
+    fmt: &dyn Fn(f64) -> String,
+) -> String {
+    let v: Vec<f64> = raw
+        .iter()
+        .filter(|x| x.setup == s && x.proto == p && x.mode == m)
+        .filter_map(|x| x.report.as_ref().map(f))
+        .collect();
+    if v.len() < 2 {
+        return "–".into();
+    }
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{}–{}", fmt(lo), fmt(hi))
+}
+
+fn find(o: &Outcome, s: Setup, p: Proto, m: Mode) -> Option<&Point> {
+    o.points.iter().find(|x| x.setup == s && x.proto == p && x.mode == m)
+}
+
+fn rep(o: &Outcome, s: Setup, p: Proto, m: Mode) -> Option<&Report> {
+    find(o, s, p, m)?.report.as_ref()
+}
+
+fn ms(v: f64) -> String {
+    format!("{v:.3}")
+}
+
+fn added(v: f64, base: Option<f64>) -> String {
+    match base {
+        Some(b) => format!("{:+.3}", v - b),
+        None => "–".into(),
+    }
+}
+
+fn mb(kb: u64) -> f64 {
+    kb as f64 * 1024.0 / 1e6
+}
+
+fn thousands(v: f64) -> String {
+    let n = v.round() as i64;
+    let s = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "**met**"
+    } else {
+        "**not met**"
+    }
+}
+
+/// The four targets of the issue, per protocol, as table rows.
+fn targets(o: &Outcome, protos: &[Proto], out: &mut String) {
+    let _ = writeln!(out, "| target | {} |", protos.iter().map(|p| p.label()).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(out, "|---|{}", "---|".repeat(protos.len()));
+    let row = |name: &str, f: &dyn Fn(Proto) -> String| {
+        let cells: Vec<String> = protos.iter().map(|&p| f(p)).collect();
+        format!("| {name} | {} |\n", cells.join(" | "))
+    };
+    let missing = "not measured".to_string();
+    out.push_str(&row("peak rps through weft ≥ 1.5 × HAProxy pair's", &|p| match (
+        rep(o, Setup::Weft, p, Mode::Peak),
+        rep(o, Setup::Haproxy, p, Mode::Peak),
+    ) {
+        (Some(w), Some(h)) if h.rps > 0.0 => format!(
+            "{}: {:.2} × ({} vs {} rps)",
+            verdict(w.rps >= PEAK_TARGET * h.rps),
+            w.rps / h.rps,
+            thousands(w.rps),
+            thousands(h.rps)
+        ),
+        _ => missing.clone(),
+    }));
+    out.push_str(&row("p99 at the fixed rate ≤ HAProxy pair's", &|p| match (
+        rep(o, Setup::Weft, p, Mode::Fixed),
+        rep(o, Setup::Haproxy, p, Mode::Fixed),
+    ) {
+        (Some(w), Some(h)) => {
+            format!("{}: {} vs {} ms", verdict(w.latency.p99 <= h.latency.p99), ms(w.latency.p99), ms(h.latency.p99))
+        }
+        _ => missing.clone(),
+    }));
+    out.push_str(&row("RSS ≤ 15 MB per weft proxy at the fixed rate", &|p| match find(o, Setup::Weft, p, Mode::Fixed)
+    {
+        Some(pt) if !pt.usage.is_empty() => {
+            let ok = pt.usage.iter().all(|u| mb(u.rss_max_kb) * 1e6 <= RSS_TARGET);
+            let parts: Vec<String> =
+                pt.usage.iter().map(|u| format!("{} {:.1} MB", u.role, mb(u.rss_max_kb))).collect();
+            format!("{}: {}", verdict(ok), parts.join(", "))
+        }
+        _ => missing.clone(),
+    }));
+    out.push_str(&row("CPU per 1,000 requests at the fixed rate ≤ HAProxy pair's", &|p| match (
+        find(o, Setup::Weft, p, Mode::Fixed).and_then(Point::cpu_per_1k),
+        find(o, Setup::Haproxy, p, Mode::Fixed).and_then(Point::cpu_per_1k),
+    ) {
+        (Some(w), Some(h)) => format!("{}: {w:.0} vs {h:.0} CPU-ms", verdict(w <= h)),
+        _ => missing.clone(),
+    }));
+}
+
+/// CPU used by processes outside the benchmark during the window, in % of one CPU.
+/// Above this (% of one CPU) a point is flagged as disturbed.
+pub const DISTURBED_PCT: f64 = 10.0;
+
+fn other_load(pt: &Point, r: &Report) -> String {
+    let pct = pt.other_cpu_ms / (r.seconds * 10.0);
+    if pct > DISTURBED_PCT {
+        format!("{pct:.0} % ⚠")
+    } else {
+        format!("{pct:.0} %")
+    }
+}
+
+fn fixed_table(o: &Outcome, raw: &[Point], args: &SuiteArgs, p: Proto, out: &mut String) {
+    let base = rep(o, Setup::Direct, p, Mode::Fixed).map(|r| r.latency);
+    let _ = writeln!(
+        out,
+        "| setup | rps | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | added p50 | added p99 | added p99.9 | p99 over rounds | errors | other load |"
+    );
+    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for &s in &args.setups {
+        match find(o, s, p, Mode::Fixed) {
+            Some(pt @ Point { report: Some(r), .. }) => {
+                let l = r.latency;
+                let (a50, a99, a999) = if s == Setup::Direct {
+                    ("–".to_string(), "–".to_string(), "–".to_string())
+                } else {
+                    (
+                        added(l.p50, base.map(|b| b.p50)),
+                        added(l.p99, base.map(|b| b.p99)),
+                        added(l.p999, base.map(|b| b.p999)),
+                    )
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {a50} | {a99} | {a999} | {} | {} | {} |",
+                    s.label(),
+                    thousands(r.rps),
+                    ms(l.p50),
+                    ms(l.p90),
+                    ms(l.p99),
+                    ms(l.p999),
+                    ms(l.max),
+                    spread(raw, s, p, Mode::Fixed, &|r| r.latency.p99, &|v| format!("{v:.2}")),
+                    r.errors,
+                    other_load(pt, r)
+                );
+            }
+            Some(Point { skipped: Some(why), .. }) => {
+                let _ = writeln!(out, "| {} | not possible: {} |||||||||| ", s.label(), why);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn peak_table(o: &Outcome, raw: &[Point], args: &SuiteArgs, p: Proto, out: &mut String) {
+    let base = rep(o, Setup::Direct, p, Mode::Peak).map(|r| r.rps);
+    let _ = writeln!(
+        out,
+        "| setup | peak rps | × direct | rps over rounds | p50 ms | p99 ms | p99.9 ms | errors | generator CPU | other load |"
+    );
+    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for &s in &args.setups {
+        match find(o, s, p, Mode::Peak) {
+            Some(pt @ Point { report: Some(r), .. }) => {
+                let ratio = match base {
+                    Some(b) if b > 0.0 => format!("{:.2}", r.rps / b),
+                    _ => "–".into(),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {ratio} | {} | {} | {} | {} | {} | {:.0} % | {} |",
+                    s.label(),
+                    thousands(r.rps),
+                    spread(raw, s, p, Mode::Peak, &|r| r.rps, &thousands),
+                    ms(r.latency.p50),
+                    ms(r.latency.p99),
+                    ms(r.latency.p999),
+                    r.errors,
+                    pt.generator_cpu_ms / (r.seconds * 10.0),
+                    other_load(pt, r)
+                );
+            }
+            Some(Point { skipped: Some(why), .. }) => {
+                let _ = writeln!(out, "| {} | not possible: {} |||||| ", s.label(), why);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn resource_table(o: &Outcome, args: &SuiteArgs, p: Proto, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "| setup | process | RSS max at {} rps (anon) | CPU-ms / 1k req at {} rps | RSS max at peak (anon) | CPU-ms / 1k req at peak |",
+        thousands(args.rate),
+        thousands(args.rate)
+    );
+    let _ = writeln!(out, "|---|---|--:|--:|--:|--:|");
+    for &s in &args.setups {
+        if s == Setup::Direct {
+            continue;
+        }
+        let (Some(fixed), Some(peak)) = (find(o, s, p, Mode::Fixed), find(o, s, p, Mode::Peak)) else {
+            continue;
+        };
+        if fixed.report.is_none() {
+            continue;
+        }
+        let per_1k = |pt: &Point, cpu: f64| {
+            pt.report
+                .as_ref()
+                .filter(|r| r.requests > 0)
+                .map(|r| format!("{:.0}", cpu * 1000.0 / r.requests as f64))
+                .unwrap_or_else(|| "–".into())
+        };
+        for u in &fixed.usage {
+            let pu = peak.usage.iter().find(|x| x.role == u.role);
+            let _ = writeln!(
+                out,
+                "| {} | {} ({} process{}) | {:.1} MB ({:.1}) | {} | {} | {} |",
+                s.label(),
+                u.role,
+                u.pids.len(),
+                if u.pids.len() == 1 { "" } else { "es" },
+                mb(u.rss_max_kb),
+                mb(u.anon_max_kb),
+                per_1k(fixed, u.cpu_ms),
+                pu.map(|x| format!("{:.1} MB ({:.1})", mb(x.rss_max_kb), mb(x.anon_max_kb)))
+                    .unwrap_or_else(|| "–".into()),
+                pu.map(|x| per_1k(peak, x.cpu_ms)).unwrap_or_else(|| "–".into()),
+            );
+        }
+        let fmt = |v: Option<f64>| v.map(|v| format!("**{v:.0}**")).unwrap_or_else(|| "–".into());
+        let _ = writeln!(
+            out,
+            "| {} | **pair** | | {} | | {} |",
+            s.label(),
+            fmt(fixed.cpu_per_1k()),
+            fmt(peak.cpu_per_1k())
+        );
+    }
+}
+
+/// The whole report. `previous`: the existing file, whose notes block is carried over.
+pub fn markdown_with_notes(args: &SuiteArgs, o: &Outcome, m: &Machine, previous: &str) -> String {
+    let mut out = markdown(args, o, m);
+    if let (Some(b), Some(e)) = (previous.find(NOTES_BEGIN), previous.find(NOTES_END)) {
+        if b < e {
+            let notes = &previous[b..e + NOTES_END.len()];
+            out = out.replace(&format!("{NOTES_BEGIN}\n{NOTES_END}"), notes);
+        }
+    }
+    out
+}
+
+pub fn markdown(args: &SuiteArgs, raw: &Outcome, m: &Machine) -> String {
+    let agg = Outcome { points: aggregate(&raw.points), ..raw.clone() };
+    let o = &agg;
+    let mut out = String::new();
+    let _ = writeln!(out, "# weft data-plane benchmark: results\n");
+    let _ = writeln!(
+        out,
+        "Generated by `weft-bench suite` (see [README.md](README.md) for the method and what each number means). \
+         Everything below the notes is regenerated on every run.\n"
+    );
+    let _ = writeln!(out, "- **Date:** {}", m.date);
+    let _ = writeln!(out, "- **Machine:** {} CPUs (`nproc`), {}, {}; Linux {}", m.cpus, m.cpu_model, m.mem, m.kernel);
+    let _ = writeln!(out, "- **Software:** {}; {}; {}; {}", m.weft, m.haproxy, m.nginx, m.rustc);
+    let _ = writeln!(out, "- **Command:** `{}`", args.command);
+    let _ = writeln!(
+        out,
+        "- **Load:** `GET /bytes/1024` (1 KiB bodies) from `weft-bench load`, on the same cores as everything else. \
+         Fixed rate: {} rps open loop, latency corrected for coordinated omission. Peak: closed loop. \
+         {} requests in flight: HTTP/1.1 over {} keep-alive connections; HTTP/2 (h2c, prior knowledge) over {} connections. \
+         Each point: {} s warm-up, then {} s measured, in {} round(s) (all fixed-rate rounds, then all peak rounds; \
+         setups interleaved). Tables show the median of the rounds; CPU is over all rounds; RSS is the largest of any round.",
+        thousands(args.rate),
+        args.concurrency,
+        args.concurrency,
+        args.h2_connections,
+        args.warmup.as_secs_f64(),
+        args.duration.as_secs_f64(),
+        args.repeat.max(1)
+    );
+    let _ = writeln!(
+        out,
+        "- **Setups:** one demo app (`weft demo-app`) behind all of them. weft: client sidecar → mTLS HTTP/2 hop → server sidecar. \
+         HAProxy: client → mTLS {} hop (idle connections reused) → server. nginx: client → mTLS HTTP/1.1 hop (upstream keepalive) → server. \
+         All hops TLS 1.3 with client certificates from the same CA; {} threads/workers per proxy.",
+        if args.haproxy_hop == "h2" { "HTTP/2" } else { "HTTP/1.1" },
+        args.proxy_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+    );
+    let retried = o.points.iter().filter(|p| p.attempts > 1).count();
+    let _ = writeln!(
+        out,
+        "- **Noise control:** before each point the suite waits until processes outside the benchmark use < {:.0} % of a CPU; \
+         a point during which they used > {DISTURBED_PCT:.0} % of a CPU is measured again (up to {} more times; {retried} point(s) were). \
+         \"other load\" is what they used during the measured window; ⚠ marks a point still above {DISTURBED_PCT:.0} %.",
+        args.quiet_cores * 100.0,
+        args.retries
+    );
+    for (s, r) in &o.started {
+        if let Err(e) = r {
+            let _ = writeln!(out, "- **{} did not start:** {}", s.label(), e.replace('\n', " "));
+        }
+    }
+    let _ = writeln!(out, "\n{NOTES_BEGIN}\n{NOTES_END}\n");
+    let _ = writeln!(out, "## Targets (issue), same run\n");
+    targets(o, &args.protos, &mut out);
+    for &p in &args.protos {
+        let _ = writeln!(out, "\n## {}\n", p.label());
+        let _ = writeln!(out, "### {} rps, open loop\n", thousands(args.rate));
+        fixed_table(o, &raw.points, args, p, &mut out);
+        let _ = writeln!(out, "\n### Peak, closed loop\n");
+        peak_table(o, &raw.points, args, p, &mut out);
+        let _ = writeln!(out, "\n### Proxy memory and CPU\n");
+        resource_table(o, args, p, &mut out);
+    }
+    if !o.cross.is_empty() {
+        let _ = writeln!(out, "\n## Cross-check: peak with wrk / h2load\n");
+        let _ = writeln!(
+            out,
+            "The same peak points measured by independent generators (wrk after a discarded warm-up run; h2load with `--warm-up-time`), \
+             to show the ratios do not depend on `weft-bench load`.\n"
+        );
+        let _ = writeln!(out, "| setup | protocol | tool rps | × direct (same tool) | weft-bench rps |");
+        let _ = writeln!(out, "|---|---|--:|--:|--:|");
+        for c in &o.cross {
+            let base = o
+                .cross
+                .iter()
+                .find(|d| d.setup == Setup::Direct && d.proto == c.proto)
+                .and_then(|d| d.rps.as_ref().ok().copied());
+            let ours = rep(o, c.setup, c.proto, Mode::Peak).map(|r| thousands(r.rps)).unwrap_or_else(|| "–".into());
+            let (rps, ratio) = match (&c.rps, base) {
+                (Ok(r), Some(b)) if b > 0.0 => (thousands(*r), format!("{:.2}", r / b)),
+                (Ok(r), _) => (thousands(*r), "–".into()),
+                (Err(e), _) => (format!("failed: {e}"), "–".into()),
+            };
+            let _ = writeln!(out, "| {} | {} | {rps} | {ratio} | {ours} |", c.setup.label(), c.proto.label());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let _ = writeln!(out);
+        for c in &o.cross {
+            if seen.insert(c.command.clone()) {
+                let _ = writeln!(out, "- `{}`", c.command);
+            }
+        }
+    }
+    if args.repeat > 1 {
+        let _ = writeln!(out, "\n## Every round\n");
+        let _ = writeln!(
+            out,
+            "| setup | protocol | point | round | rps | p50 ms | p99 ms | p99.9 ms | proxies' CPU-ms / 1k req | other load |"
+        );
+        let _ = writeln!(out, "|---|---|---|--:|--:|--:|--:|--:|--:|--:|");
+        let mut rows: Vec<&Point> = raw.points.iter().filter(|p| p.report.is_some()).collect();
+        rows.sort_by_key(|p| (p.proto, p.mode, p.setup, p.round));
+        for pt in rows {
+            let r = pt.report.as_ref().expect("filtered");
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                pt.setup.label(),
+                pt.proto.label(),
+                match pt.mode {
+                    Mode::Fixed => format!("{} rps", thousands(args.rate)),
+                    Mode::Peak => "peak".into(),
+                },
+                pt.round,
+                thousands(r.rps),
+                ms(r.latency.p50),
+                ms(r.latency.p99),
+                ms(r.latency.p999),
+                pt.cpu_per_1k().map(|c| format!("{c:.0}")).unwrap_or_else(|| "–".into()),
+                other_load(pt, r)
+            );
+        }
+    }
+    let _ = writeln!(out, "\n## Generator commands\n");
+    let _ = writeln!(out, "Each point is equivalent to this stand-alone run against the setup's entry address:\n");
+    let mut seen = std::collections::BTreeSet::new();
+    for pt in &o.points {
+        if seen.insert(pt.command.clone()) {
+            let _ = writeln!(out, "- `{}`", pt.command);
+        }
+    }
+    out
+}

@@ -1,0 +1,153 @@
+//! `weft up -f mesh.yaml`: a local mesh from a small file of services whose workloads are
+//! commands. For each workload weft picks a free port for the app (`{port}` in its command), starts
+//! a sidecar beside it (following the in-process control plane), gives it upstream listeners for
+//! the services it calls (`{upstream.<service>}` in its command is that listener's address),
+//! registers it with its health check, and runs the command.
+//!
+//! ```yaml
+//! services:
+//!   - name: api
+//!     workloads:
+//!       - name: api-v1
+//!         command: [weft, demo-app, --name, api-v1, --listen, "127.0.0.1:{port}"]
+//!         labels: { version: v1 }
+//!         check: { http: /health, interval: 2s }
+//!   - name: web
+//!     workloads:
+//!       - name: web
+//!         command: [weft, demo-app, --name, web, --listen, "127.0.0.1:8080", --upstream, "{upstream.api}"]
+//!         port: 8080
+//!         upstreams: [api]
+//! ```
+//! `weft` as the command's program means this very binary.
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use weft_api::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpFile {
+    pub services: Vec<FileService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileService {
+    pub name: String,
+    #[serde(default)]
+    pub workloads: Vec<FileWorkload>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileWorkload {
+    pub name: String,
+    /// Program and arguments; `{port}` and `{upstream.<service>}` are filled in.
+    pub command: Vec<String>,
+    /// The app's port, when the command fixes it (default: a free port, given as `{port}`).
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Services this workload calls: each gets an upstream listener on its sidecar.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    #[serde(default)]
+    pub check: Option<FileCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCheck {
+    /// Path on the app for an HTTP check, e.g. `/health`.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// A TCP check on the app's port.
+    #[serde(default)]
+    pub tcp: bool,
+    #[serde(default)]
+    pub interval: Option<Duration>,
+}
+
+impl UpFile {
+    pub fn read(path: &std::path::Path) -> anyhow::Result<UpFile> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let f: UpFile = serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        f.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(f)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let names: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+        if self.services.is_empty() {
+            return Err("services: list at least one service".into());
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            if !weft_api::valid_name(&s.name) {
+                return Err(format!("services[{i}].name: {:?} must be a DNS label", s.name));
+            }
+            for (j, w) in s.workloads.iter().enumerate() {
+                let f = format!("services[{i}].workloads[{j}]");
+                if !weft_api::valid_name(&w.name) {
+                    return Err(format!("{f}.name: {:?} must be a DNS label", w.name));
+                }
+                if w.command.is_empty() {
+                    return Err(format!("{f}.command: give the program and its arguments"));
+                }
+                for u in &w.upstreams {
+                    if !names.contains(&u.as_str()) {
+                        return Err(format!(
+                            "{f}.upstreams: no service {u:?} in this file (known: {})",
+                            names.join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fills `{port}` and `{upstream.<svc>}` in a command.
+pub fn expand(arg: &str, port: u16, upstreams: &BTreeMap<String, SocketAddr>) -> anyhow::Result<String> {
+    let mut out = arg.replace("{port}", &port.to_string());
+    while let Some(i) = out.find("{upstream.") {
+        let end = out[i..].find('}').map(|e| i + e).context("unclosed {upstream.<service>}")?;
+        let svc = &out[i + "{upstream.".len()..end];
+        let Some(addr) = upstreams.get(svc) else {
+            bail!("{arg}: {{upstream.{svc}}} needs `upstreams: [{svc}]` on this workload");
+        };
+        out = format!("{}{addr}{}", &out[..i], &out[end + 1..]);
+    }
+    Ok(out)
+}
+
+/// Starts a workload's command.
+pub fn spawn(argv: &[String]) -> anyhow::Result<tokio::process::Child> {
+    let program = if argv[0] == "weft" { std::env::current_exe()?.display().to_string() } else { argv[0].clone() };
+    tokio::process::Command::new(&program)
+        .args(&argv[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {program}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_placeholders() {
+        let ups = BTreeMap::from([("api".to_string(), "127.0.0.1:9000".parse().unwrap())]);
+        assert_eq!(expand("127.0.0.1:{port}", 8080, &ups).unwrap(), "127.0.0.1:8080");
+        assert_eq!(expand("http://{upstream.api}/x", 1, &ups).unwrap(), "http://127.0.0.1:9000/x");
+        assert!(expand("{upstream.db}", 1, &ups).unwrap_err().to_string().contains("upstreams: [db]"));
+        assert!(expand("{upstream.api", 1, &ups).is_err());
+    }
+}
