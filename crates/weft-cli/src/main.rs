@@ -67,14 +67,7 @@ enum Cmd {
 }
 
 fn main() -> std::process::ExitCode {
-    // Errors as one readable line (with causes), not a debug dump.
-    match real_main() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    weft_proxy::cli::exit(real_main())
 }
 
 fn real_main() -> anyhow::Result<()> {

@@ -66,6 +66,18 @@ pub fn init_logging(default_level: &str) {
         .try_init();
 }
 
+/// A command's result as the process exit: errors as one readable line (with their causes),
+/// not a debug dump. Shared by `weft-proxy` and `weft`.
+pub fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Entry point of the `weft-proxy` binary.
 pub fn main() -> anyhow::Result<()> {
     init_logging("info");
