@@ -298,9 +298,11 @@ async fn check(conn: &Conn) -> anyhow::Result<()> {
         Ok(v) => {
             for which in ["root", "intermediate"] {
                 let not_after = v[which]["not_after"].as_str().unwrap_or("");
+                // Expired, or under 30 days left: time to rotate the CA.
+                let left = v[which]["expires_in_seconds"].as_u64().unwrap_or(0);
                 report(
-                    !not_after.is_empty(),
-                    &format!("{which} CA certificate is valid"),
+                    left > 30 * 24 * 3600,
+                    &format!("{which} CA certificate is valid for more than 30 days"),
                     format!("expires {not_after}"),
                 );
             }

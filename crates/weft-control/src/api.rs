@@ -244,7 +244,12 @@ async fn ca(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
         let fp = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
         let fingerprint = fp.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
         let (subject, not_after) = weft_identity::tls::describe(der).unwrap_or_default();
-        json!({ "subject": subject, "not_after": not_after, "sha256_fingerprint": fingerprint })
+        let expires_in = weft_identity::tls::not_after(&der.to_vec().into())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        json!({ "subject": subject, "not_after": not_after, "expires_in_seconds": expires_in, "sha256_fingerprint": fingerprint })
     };
     Ok(Json(json!({
         "trust_domain": st.ca.trust_domain(),

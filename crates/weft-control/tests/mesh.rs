@@ -60,21 +60,34 @@ async fn sidecar(cp: &ControlPlane, identity: &str, extra: &str) -> Proxy {
     p
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn register_over_http_and_the_proxy_routes_to_it() {
-    weft_testkit::init_tracing();
-    let dir = tempdir("register");
-    let cp = control(&dir, None).await;
+/// The api app with its sidecar, and a web sidecar with an upstream listener for api.
+struct Mesh {
+    app: SocketAddr,
+    server: Proxy,
+    client: Proxy,
+    upstream: SocketAddr,
+}
+
+async fn mesh(cp: &ControlPlane) -> Mesh {
     let app = weft_testkit::http_echo("api").await;
     let server = sidecar(
-        &cp,
+        cp,
         "default/api",
         &format!("inbound: {{ listen: \"127.0.0.1:0\", ports: [{{ port: {} }}] }}\n", app.port()),
     )
     .await;
     let client =
-        sidecar(&cp, "default/web", "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n").await;
+        sidecar(cp, "default/web", "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n").await;
     let upstream = client.addrs.upstreams[0];
+    Mesh { app, server, client, upstream }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_over_http_and_the_proxy_routes_to_it() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("register");
+    let cp = control(&dir, None).await;
+    let Mesh { app, server, client, upstream } = mesh(&cp).await;
     assert_eq!(client.certs().id().to_string(), "spiffe://cluster.local/ns/default/sa/web", "identity from the token");
 
     // Consul-shaped registration.
@@ -123,16 +136,7 @@ async fn proxies_keep_serving_while_the_control_plane_is_down_and_resync() {
     let dir = tempdir("down");
     let cp = control(&dir, None).await;
     let grpc = cp.grpc_addr;
-    let app = weft_testkit::http_echo("api").await;
-    let server = sidecar(
-        &cp,
-        "default/api",
-        &format!("inbound: {{ listen: \"127.0.0.1:0\", ports: [{{ port: {} }}] }}\n", app.port()),
-    )
-    .await;
-    let client =
-        sidecar(&cp, "default/web", "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n").await;
-    let upstream = client.addrs.upstreams[0];
+    let Mesh { app, server, client, upstream } = mesh(&cp).await;
     let apply = |port: u16, inbound: u16| {
         format!(
             "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-1 }}\nspec: {{ service: api, address: 127.0.0.1, port: {port}, sidecar: \"127.0.0.1:{inbound}\" }}\n"
@@ -268,16 +272,7 @@ async fn failing_check_removes_the_endpoint_and_recovery_restores_it() {
     weft_testkit::init_tracing();
     let dir = tempdir("health");
     let cp = control(&dir, None).await;
-    let app = weft_testkit::http_echo("api").await;
-    let server = sidecar(
-        &cp,
-        "default/api",
-        &format!("inbound: {{ listen: \"127.0.0.1:0\", ports: [{{ port: {} }}] }}\n", app.port()),
-    )
-    .await;
-    let client =
-        sidecar(&cp, "default/web", "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n").await;
-    let upstream = client.addrs.upstreams[0];
+    let Mesh { app, server, client: _client, upstream } = mesh(&cp).await;
     // The TCP check probes a port this test opens and closes.
     let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let probe_addr = probe.local_addr().unwrap();
