@@ -33,26 +33,35 @@ pub struct ApiState {
 /// Rules the control plane adds to a write: script/Docker checks only when enabled; the trust
 /// domain and cluster name fixed after first start (certificates and identities depend on them).
 pub fn admit(st: &ApiState, resources: &[weft_api::resource::Resource]) -> Result<(), ApiError> {
+    admit_rules(st.enable_script_checks, &st.mesh, resources).map_err(bad)
+}
+
+/// [`admit`]'s rules, also applied to the registry file's contents.
+pub fn admit_rules(
+    enable_script_checks: bool,
+    mesh: &weft_api::kinds::MeshConfigSpec,
+    resources: &[weft_api::resource::Resource],
+) -> Result<(), String> {
     use weft_api::resource::Resource;
     for r in resources {
         match r {
-            Resource::Workload(w) if !st.enable_script_checks => {
+            Resource::Workload(w) if !enable_script_checks => {
                 if let Some(i) = w.spec.checks.iter().position(|c| c.script.is_some() || c.docker.is_some()) {
-                    return Err(bad(format!(
+                    return Err(format!(
                         "{}: spec.checks[{i}]: script and Docker checks run commands on the control plane's host and are off; start `weft control --enable-script-checks` to allow them",
                         r.key()
-                    )));
+                    ));
                 }
             }
             Resource::MeshConfig(m)
-                if m.spec.trust_domain != st.mesh.trust_domain || m.spec.cluster.name != st.mesh.cluster.name =>
+                if m.spec.trust_domain != mesh.trust_domain || m.spec.cluster.name != mesh.cluster.name =>
             {
-                return Err(bad(format!(
+                return Err(format!(
                     "{}: spec.trustDomain / spec.cluster.name cannot change after first start (certificates and identities depend on them); they are {:?} / {:?}",
                     r.key(),
-                    st.mesh.trust_domain,
-                    st.mesh.cluster.name
-                )));
+                    mesh.trust_domain,
+                    mesh.cluster.name
+                ));
             }
             _ => {}
         }

@@ -10,6 +10,7 @@
 //! `weft.io/source: api`; deregistration deletes the Workload.
 
 use crate::api::{ApiError, ApiState};
+use crate::tokens::{Grant, TokenError};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -259,7 +260,7 @@ pub async fn ttl(
     Path((verdict, check_id)): Path<(String, String)>,
     body: String,
 ) -> Result<Json<Value>, ApiError> {
-    crate::api::require_write(&st, &headers)?;
+    may_report(&st, &headers, &check_id)?;
     let status = match verdict.as_str() {
         "pass" => weft_health::Status::Passing,
         "warn" => weft_health::Status::Warning,
@@ -270,4 +271,36 @@ pub async fn ttl(
         .ttl_update(&check_id, status, body.trim())
         .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
     Ok(Json(json!({ "check": check_id, "status": status.to_string() })))
+}
+
+/// TTL reports come from an admin, or from the workload itself: a bootstrap token may report the
+/// checks of workloads that run as its identity (`<namespace>/<workload>/<check>`), and only those.
+fn may_report(st: &ApiState, headers: &HeaderMap, check_id: &str) -> Result<(), ApiError> {
+    let h = headers.get("authorization").and_then(|v| v.to_str().ok());
+    let (namespace, service_account) = match st.tokens.verify_header(h)? {
+        Grant::Admin => return Ok(()),
+        Grant::Read => {
+            return Err(TokenError::Forbidden(
+                "reporting a TTL check needs an admin token or the workload's bootstrap token",
+            )
+            .into())
+        }
+        Grant::Bootstrap { namespace, service_account } => (namespace, service_account),
+    };
+    let mut parts = check_id.splitn(3, '/');
+    let (ns, workload) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let identity = format!("spiffe://{}/ns/{namespace}/sa/{service_account}", st.mesh.trust_domain);
+    let cat = st.catalog.borrow().clone();
+    let own = cat
+        .services
+        .values()
+        .filter(|s| s.namespace == ns)
+        .flat_map(|s| &s.instances)
+        .any(|i| i.name == workload && i.identity == identity);
+    if own {
+        Ok(())
+    } else {
+        Err(TokenError::Forbidden("a bootstrap token may only report the checks of workloads that run as its identity")
+            .into())
+    }
 }

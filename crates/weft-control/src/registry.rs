@@ -13,7 +13,7 @@ use crate::catalog::{self, Catalog};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::watch;
 use weft_api::resource::{Key, Resource};
 use weft_store::Store;
@@ -39,6 +39,9 @@ impl Source for Store {
     }
 }
 
+/// Extra rules a source's resources must pass (see [`crate::api::admit_rules`]).
+pub type Admit = Box<dyn Fn(&[Resource]) -> Result<(), String> + Send + Sync>;
+
 /// Resources from a YAML/JSON file, re-read when it changes. A file that does not parse is
 /// reported and its last good contents kept.
 pub struct FileSource {
@@ -47,34 +50,46 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    pub fn start(path: PathBuf) -> Result<FileSource, String> {
-        let read = |path: &PathBuf| -> Result<Vec<Resource>, String> {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            weft_api::resource::parse_documents(&text).map_err(|e| format!("{}: {e}", path.display()))
+    /// Reads `path` now (an error here stops the start) and again whenever it changes. `admit`
+    /// holds the file to the same rules as a write through the API.
+    pub fn start(path: PathBuf, admit: Admit) -> Result<FileSource, String> {
+        let parse = move |text: &str| -> Result<Vec<Resource>, String> {
+            let rs = weft_api::resource::parse_documents(text).map_err(|e| e.to_string())?;
+            admit(&rs)?;
+            Ok(rs)
         };
-        let initial = read(&path)?;
+        let read = |path: &PathBuf| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
+        let mut seen = read(&path)?;
+        let initial = parse(&seen).map_err(|e| format!("{}: {e}", path.display()))?;
         let (tx, _) = watch::channel(0);
         let current = Arc::new(std::sync::RwLock::new(initial));
         let (tx2, cur2) = (tx.clone(), current.clone());
         tokio::spawn(async move {
-            let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-            let mut seen: Option<SystemTime> = mtime(&path);
+            // Compared by contents, not mtime: two writes within the clock's granularity count.
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let now = mtime(&path);
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-                match read(&path) {
+                let text = match read(&path) {
+                    Ok(t) if t == seen => continue,
+                    Ok(t) => t,
+                    Err(e) => {
+                        if !std::mem::take(&mut seen).is_empty() {
+                            tracing::error!(error = %e, "registry file unreadable; keeping its last good contents");
+                        }
+                        continue;
+                    }
+                };
+                match parse(&text) {
                     Ok(rs) => {
                         *cur2.write().unwrap_or_else(|p| p.into_inner()) = rs;
                         tx2.send_modify(|v| *v += 1);
                         tracing::info!(file = %path.display(), "registry file reloaded");
                     }
-                    Err(e) => tracing::error!(error = %e, "registry file rejected; keeping its last good contents"),
+                    Err(e) => {
+                        tracing::error!(file = %path.display(), error = %e, "registry file rejected; keeping its last good contents")
+                    }
                 }
+                seen = text;
             }
         });
         Ok(FileSource { tx, current })

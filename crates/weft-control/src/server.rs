@@ -82,6 +82,8 @@ pub struct ControlPlane {
     pub admin_token: String,
     pub dns_addr: Option<SocketAddr>,
     pub monitor: weft_health::Monitor,
+    /// The catalog as discovery and DNS see it, updated on every change.
+    pub catalog: tokio::sync::watch::Receiver<Arc<crate::catalog::Catalog>>,
     tasks: Vec<JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -101,6 +103,20 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Contr
 }
 
 impl ControlPlane {
+    /// Stops everything and waits (up to 5 s) until the store is closed, so that a new control
+    /// plane can open the same data directory right away. Dropping stops too, without waiting.
+    pub async fn shutdown(mut self) {
+        self.stop.send_replace(true);
+        for t in std::mem::take(&mut self.tasks) {
+            t.abort();
+            let _ = t.await;
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.store.handles() > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn start(cfg: ControlConfig) -> Result<ControlPlane, ControlError> {
         let dir_err = |source| ControlError::DataDir { path: cfg.data_dir.display().to_string(), source };
         std::fs::create_dir_all(&cfg.data_dir).map_err(dir_err)?;
@@ -143,7 +159,9 @@ impl ControlPlane {
 
         let mut sources: Vec<Arc<dyn Source>> = vec![];
         if let Some(f) = &cfg.registry_file {
-            sources.push(Arc::new(FileSource::start(f.clone()).map_err(ControlError::RegistryFile)?));
+            let (scripts, mesh) = (cfg.enable_script_checks, mesh.clone());
+            let admit: registry::Admit = Box::new(move |rs| crate::api::admit_rules(scripts, &mesh, rs));
+            sources.push(Arc::new(FileSource::start(f.clone(), admit).map_err(ControlError::RegistryFile)?));
         }
         sources.push(Arc::new(store.clone()));
         let monitor = weft_health::Monitor::new();
@@ -209,7 +227,7 @@ impl ControlPlane {
             tokens: tokens.clone(),
             proxies: proxies.clone(),
             ca: authority,
-            catalog,
+            catalog: catalog.clone(),
             monitor: monitor.clone(),
             enable_script_checks: cfg.enable_script_checks,
             mesh: mesh.clone(),
@@ -224,6 +242,18 @@ impl ControlPlane {
             }
         }));
         tracing::info!(%grpc_addr, %api_addr, trust_domain = %mesh.trust_domain, cluster = %mesh.cluster.name, "control plane ready");
-        Ok(ControlPlane { grpc_addr, api_addr, store, tokens, proxies, admin_token, dns_addr, monitor, tasks, stop })
+        Ok(ControlPlane {
+            grpc_addr,
+            api_addr,
+            store,
+            tokens,
+            proxies,
+            admin_token,
+            dns_addr,
+            monitor,
+            catalog,
+            tasks,
+            stop,
+        })
     }
 }

@@ -4,6 +4,8 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use weft_api::proxy::ProxyConfig;
 use weft_control::{ControlConfig, ControlPlane};
@@ -151,7 +153,7 @@ async fn proxies_keep_serving_while_the_control_plane_is_down_and_resync() {
     })
     .await;
     let admin_token = cp.admin_token.clone();
-    drop(cp);
+    cp.shutdown().await;
     // The control plane is gone: traffic keeps flowing on the last good config.
     eventually("the client notices the control plane is gone", Duration::from_secs(10), || {
         let m = client.metrics_text();
@@ -267,30 +269,112 @@ async fn register_checked(cp: &ControlPlane, app: SocketAddr, sidecar: SocketAdd
     assert_eq!(status, 200, "{v}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_check_removes_the_endpoint_and_recovery_restores_it() {
+/// Something a health check probes, that the test can make healthy or not: a TCP port that is
+/// open or closed, an HTTP `/health` that answers 200 or 503, a grpc.health.v1 server that says
+/// SERVING or NOT_SERVING.
+enum Probed {
+    Tcp(SocketAddr, Option<tokio::net::TcpListener>),
+    Http(SocketAddr, Arc<AtomicBool>),
+    Grpc(SocketAddr, tonic_health::server::HealthReporter),
+}
+
+impl Probed {
+    async fn start(kind: &str) -> Probed {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        match kind {
+            "tcp" => Probed::Tcp(addr, Some(l)),
+            "http" => {
+                let healthy = Arc::new(AtomicBool::new(true));
+                let flag = healthy.clone();
+                tokio::spawn(async move {
+                    while let Ok((mut s, _)) = l.accept().await {
+                        let status = if flag.load(Ordering::SeqCst) { "200 OK" } else { "503 Service Unavailable" };
+                        tokio::spawn(async move {
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            let mut buf = [0u8; 2048];
+                            let _ = s.read(&mut buf).await;
+                            let resp = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                            let _ = s.write_all(resp.as_bytes()).await;
+                        });
+                    }
+                });
+                Probed::Http(addr, healthy)
+            }
+            "grpc" => {
+                let (reporter, health) = tonic_health::server::health_reporter();
+                tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .add_service(health)
+                        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(l)),
+                );
+                Probed::Grpc(addr, reporter)
+            }
+            _ => unreachable!("unknown probe kind {kind}"),
+        }
+    }
+
+    /// The check, as it goes in the Workload.
+    fn check(&self) -> String {
+        let timing = "interval: 100ms, timeout: 500ms";
+        match self {
+            Probed::Tcp(a, _) => format!("{{ name: tcp, tcp: \"{a}\", {timing} }}"),
+            Probed::Http(a, _) => format!("{{ name: http, http: \"http://{a}/health\", {timing} }}"),
+            Probed::Grpc(a, _) => format!("{{ name: grpc, grpc: \"{a}\", {timing} }}"),
+        }
+    }
+
+    async fn set_healthy(&mut self, healthy: bool) {
+        match self {
+            Probed::Tcp(addr, l) if healthy => *l = Some(tokio::net::TcpListener::bind(*addr).await.unwrap()),
+            Probed::Tcp(_, l) => *l = None,
+            Probed::Http(_, flag) => flag.store(healthy, Ordering::SeqCst),
+            // The check asks about the whole server (service "").
+            Probed::Grpc(_, r) => {
+                use tonic_health::ServingStatus::{NotServing, Serving};
+                r.set_service_status("", if healthy { Serving } else { NotServing }).await
+            }
+        }
+    }
+}
+
+/// A workload with a `kind` check: routed while it passes, out of the client's load balancer
+/// (503 from its sidecar, "critical" in the API) while it fails, back when it recovers.
+async fn check_flips_the_endpoint(kind: &str) {
     weft_testkit::init_tracing();
-    let dir = tempdir("health");
+    let dir = tempdir(&format!("health-{kind}"));
     let cp = control(&dir, None).await;
     let Mesh { app, server, client: _client, upstream } = mesh(&cp).await;
-    // The TCP check probes a port this test opens and closes.
-    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let probe_addr = probe.local_addr().unwrap();
-    let check = format!("{{ name: tcp, tcp: \"{probe_addr}\", interval: 100ms, timeout: 100ms }}");
-    register_checked(&cp, app, server.addrs.inbound.unwrap(), &check).await;
+    let mut probed = Probed::start(kind).await;
+    register_checked(&cp, app, server.addrs.inbound.unwrap(), &probed.check()).await;
     let status = |want: u16| async move {
-        eventually(&format!("client sees {want}"), Duration::from_secs(15), || async move {
+        eventually(&format!("{kind}: client sees {want}"), Duration::from_secs(15), || async move {
             (http1_get(upstream, "/").await.ok()?.status() == want).then_some(())
         })
         .await
     };
     status(200).await;
-    drop(probe);
+    probed.set_healthy(false).await;
     status(503).await;
     let (_, v) = api(&cp, "GET", "/v1/health/workload/default/api-1", &cp.admin_token, "").await;
-    assert_eq!(v["status"], "critical", "{v}");
-    let _probe = tokio::net::TcpListener::bind(probe_addr).await.unwrap();
+    assert_eq!(v["status"], "critical", "{kind}: {v}");
+    probed.set_healthy(true).await;
     status(200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_tcp_check_removes_the_endpoint_and_recovery_restores_it() {
+    check_flips_the_endpoint("tcp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_http_check_removes_the_endpoint_and_recovery_restores_it() {
+    check_flips_the_endpoint("http").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_grpc_check_removes_the_endpoint_and_recovery_restores_it() {
+    check_flips_the_endpoint("grpc").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,7 +393,12 @@ async fn ttl_check_passes_when_reported_and_expires_when_silent() {
         .await
     };
     healthy(false).await;
-    let (status, v) = api(cp, "PUT", "/v1/agent/check/pass/default/api-1/alive", &cp.admin_token, "all good").await;
+    // The workload reports with its own bootstrap token; another identity's token may not.
+    let other = bootstrap_token(cp, "default/web").await;
+    let (status, v) = api(cp, "PUT", "/v1/agent/check/pass/default/api-1/alive", &other, "").await;
+    assert_eq!(status, 403, "{v}");
+    let own = bootstrap_token(cp, "default/api").await;
+    let (status, v) = api(cp, "PUT", "/v1/agent/check/pass/default/api-1/alive", &own, "all good").await;
     assert_eq!(status, 200, "{v}");
     healthy(true).await;
     // Silent for longer than the TTL: critical again.
@@ -398,4 +487,50 @@ async fn script_checks_are_opt_in_and_the_trust_domain_is_fixed() {
     let (status, v) = api(&cp, "POST", "/v1/apply", &t, mesh).await;
     assert_eq!(status, 400);
     assert!(v["error"].as_str().unwrap().contains("cannot change after first start"), "{v}");
+}
+
+/// Consul's "services from a configuration file": the registry file's workloads reach the catalog,
+/// a changed file is picked up, a broken one keeps its last good contents, and the file is held
+/// to the API's rules (no script checks unless enabled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_file_entries_are_served_and_held_to_the_api_rules() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("regfile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("registry.yaml");
+    let entries = |port: u16, extra: &str| {
+        format!(
+            "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: legacy }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: legacy-vm }}\nspec: {{ service: legacy, address: 10.0.0.7, port: {port}{extra} }}\n"
+        )
+    };
+    let start = |file: &std::path::Path| {
+        let mut cfg = ControlConfig::new(dir.join("data"));
+        cfg.grpc = "127.0.0.1:0".parse().unwrap();
+        cfg.api = "127.0.0.1:0".parse().unwrap();
+        cfg.registry_file = Some(file.to_path_buf());
+        ControlPlane::start(cfg)
+    };
+
+    std::fs::write(&file, entries(8080, ", checks: [{ name: s, script: [/bin/true] }]")).unwrap();
+    let err = start(&file).await.err().expect("a script check in the file is refused");
+    assert!(err.to_string().contains("enable-script-checks"), "{err}");
+
+    std::fs::write(&file, entries(8080, "")).unwrap();
+    let cp = start(&file).await.expect("control plane");
+    let port = |cp: &ControlPlane| {
+        cp.catalog.borrow().services.values().flat_map(|s| &s.instances).map(|i| i.address.port()).next()
+    };
+    assert_eq!(port(&cp), Some(8080));
+    // A change is picked up (the file is polled every second); mtime must move.
+    std::fs::write(&file, entries(9090, "")).unwrap();
+    let cp = &cp;
+    eventually("file change reaches the catalog", Duration::from_secs(10), || async move {
+        (port(cp) == Some(9090)).then_some(())
+    })
+    .await;
+    // A broken file is reported and its last good contents kept.
+    std::fs::write(&file, "kind: Workload\nspec: [").unwrap();
+    let (_, v) = api(cp, "GET", "/v1/catalog", &cp.admin_token, "").await;
+    assert_eq!(v["services"][0]["name"], "legacy", "{v}");
+    assert_eq!(port(cp), Some(9090));
 }

@@ -119,6 +119,13 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
+    /// How many handles share this store (this one included); the database closes with the last.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+}
+
+impl Store {
     /// Opens the store in `dir`, creating the directory and `weft.redb` if needed, and loads it.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let (backend, loaded) = Backend::open(dir)?;
