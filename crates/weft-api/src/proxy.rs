@@ -112,6 +112,10 @@ pub struct Control {
     /// `name.namespace` of the services this proxy calls; empty: all of them.
     #[serde(default)]
     pub upstreams: Vec<String>,
+    /// The Workload this proxy fronts (its name, in the identity's namespace): the control plane
+    /// sends its ports as inbound ports. Default: every Workload running as this identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
 }
 
 impl Control {
@@ -382,6 +386,12 @@ impl ProxyConfig {
             (None, Some(c)) => {
                 if c.token.is_some() == c.token_file.is_some() {
                     return Err(ConfigError::invalid("control.token", "set exactly one of `token` and `token_file`"));
+                }
+                if let Some(w) = c.workload.as_deref().filter(|w| !crate::valid_name(w)) {
+                    return Err(ConfigError::invalid(
+                        "control.workload",
+                        format!("{w:?} must be a Workload's name (a DNS label)"),
+                    ));
                 }
             }
             (Some(_), None) => {}

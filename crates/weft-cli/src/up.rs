@@ -85,6 +85,8 @@ async fn sidecar(cp: &ControlPlane, sa: &str, proxy_id: &str, yaml: &str) -> any
         token_file: None,
         proxy_id: Some(proxy_id.into()),
         upstreams: vec![],
+        // The control plane sends this workload's ports as the sidecar's inbound ports.
+        workload: Some(proxy_id.into()),
     };
     let mut cfg = ProxyConfig::from_yaml(&format!(
         "control: {{ address: \"{}\", token: t }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\n{yaml}",
@@ -148,10 +150,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let v1 = spawn_app(&["--name", "api-v1"]).await?;
     let v2 = spawn_app(&["--name", "api-v2"]).await?;
-    let inbound =
-        |app: SocketAddr| format!("inbound: {{ listen: \"127.0.0.1:0\", ports: [{{ port: {} }}] }}\n", app.port());
-    let s1 = sidecar(&cp, "api", "api-v1", &inbound(v1.addr)).await?;
-    let s2 = sidecar(&cp, "api", "api-v2", &inbound(v2.addr)).await?;
+    // No app ports here: the control plane sends each sidecar its Workload's port.
+    let inbound = "inbound: { listen: \"127.0.0.1:0\" }\n";
+    let s1 = sidecar(&cp, "api", "api-v1", inbound).await?;
+    let s2 = sidecar(&cp, "api", "api-v2", inbound).await?;
     let (i1, i2) = (s1.addrs.inbound.context("inbound")?, s2.addrs.inbound.context("inbound")?);
     cp.store.apply(parse_documents(&demo_resources(v1.addr, i1, v2.addr, i2))?)?;
     let web_sidecar =
@@ -284,7 +286,7 @@ async fn from_file(cp: &ControlPlane, file: crate::upfile::UpFile, args: &UpArgs
             };
             let ups: String =
                 w.upstreams.iter().map(|u| format!("{{ listen: \"127.0.0.1:0\", service: {u} }},")).collect();
-            let mut yaml = format!("inbound: {{ listen: \"127.0.0.1:0\", ports: [{{ port: {port} }}] }}\n");
+            let mut yaml = "inbound: { listen: \"127.0.0.1:0\" }\n".to_string();
             if !ups.is_empty() {
                 yaml.push_str(&format!("outbound: {{ upstreams: [{}] }}\n", ups.trim_end_matches(',')));
             }

@@ -102,17 +102,7 @@ pub fn render(cat: &Catalog, upstreams: &[String], bundle: &[Vec<u8>]) -> pb::Pr
         .map(|s| pb::Service {
             name: s.name.clone(),
             namespace: s.namespace.clone(),
-            ports: s
-                .ports
-                .iter()
-                .map(|(port, proto)| pb::Port {
-                    port: u32::from(*port),
-                    protocol: serde_json::to_value(proto)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                })
-                .collect(),
+            ports: s.ports.iter().map(|(port, proto)| wire_port(*port, *proto)).collect(),
             // Unhealthy instances leave the proxies' load balancers.
             endpoints: s
                 .instances
@@ -130,7 +120,39 @@ pub fn render(cat: &Catalog, upstreams: &[String], bundle: &[Vec<u8>]) -> pb::Pr
                 .collect(),
         })
         .collect();
-    pb::ProxyUpdate { version: 0, services, bundle_der: bundle.to_vec(), cluster: cat.mesh.cluster.name.clone() }
+    pb::ProxyUpdate {
+        version: 0,
+        services,
+        bundle_der: bundle.to_vec(),
+        cluster: cat.mesh.cluster.name.clone(),
+        inbound: None,
+    }
+}
+
+fn wire_port(port: u16, proto: weft_api::proxy::Protocol) -> pb::Port {
+    pb::Port {
+        port: u32::from(port),
+        protocol: serde_json::to_value(proto).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+    }
+}
+
+/// The inbound side of one proxy: the ports of the Workload it fronts (`workload`, in the
+/// identity's namespace) or, without a name, of every Workload that runs as its `identity`; each
+/// with the protocol its Service declares for that port.
+pub fn inbound_for(cat: &Catalog, identity: &str, namespace: &str, workload: &str) -> pb::Inbound {
+    let mut ports: Vec<pb::Port> = vec![];
+    for s in cat.services.values().filter(|s| s.namespace == namespace) {
+        let mine = s.instances.iter().filter(|i| i.identity == identity && (workload.is_empty() || i.name == workload));
+        for i in mine {
+            let port = i.address.port();
+            let proto = s.ports.iter().find(|(p, _)| *p == port).map(|(_, proto)| *proto).unwrap_or_default();
+            if !ports.iter().any(|p| p.port == u32::from(port)) {
+                ports.push(wire_port(port, proto));
+            }
+        }
+    }
+    ports.sort_by_key(|p| p.port);
+    pb::Inbound { ports }
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -150,6 +172,12 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         };
         if hello.proxy_id.is_empty() {
             return Err(Status::invalid_argument("Hello.proxy_id is empty"));
+        }
+        if !hello.workload.is_empty() && !weft_api::valid_name(&hello.workload) {
+            return Err(Status::invalid_argument(format!(
+                "Hello.workload {:?} must be a Workload's name (a DNS label)",
+                hello.workload
+            )));
         }
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         self.proxies.with(|m| {
@@ -174,25 +202,28 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         let mut stop = self.stop.clone();
         let renders = self.renders.clone();
         let upstreams = hello.upstreams.clone();
+        let (identity, namespace, workload) = (id.to_string(), id.namespace().to_string(), hello.workload.clone());
         tokio::spawn(async move {
             let mut version = 0u64;
-            let mut last: Option<Arc<pb::ProxyUpdate>> = None;
+            let mut last: Option<(Arc<pb::ProxyUpdate>, pb::Inbound)> = None;
             loop {
                 let cat = catalog.borrow_and_update().clone();
                 let update = renders.get(&cat, &upstreams, &bundle);
+                let inbound = inbound_for(&cat, &identity, &namespace, &workload);
                 let changed = match &last {
-                    Some(l) => !Arc::ptr_eq(l, &update) && **l != *update,
+                    Some((l, i)) => (!Arc::ptr_eq(l, &update) && **l != *update) || *i != inbound,
                     None => true,
                 };
                 if changed {
                     version += 1;
                     let mut out = (*update).clone();
                     out.version = version;
+                    out.inbound = Some(inbound.clone());
                     if tx.send(Ok(out)).await.is_err() {
                         break;
                     }
                     proxies.update(conn, |p| p.sent = version);
-                    last = Some(update);
+                    last = Some((update, inbound));
                 }
                 tokio::select! {
                     changed = catalog.changed() => if changed.is_err() { break },

@@ -47,10 +47,13 @@ async fn bootstrap_token(cp: &ControlPlane, identity: &str) -> String {
     v["token"].as_str().unwrap().to_string()
 }
 
-async fn sidecar(cp: &ControlPlane, identity: &str, extra: &str) -> Proxy {
+/// A sidecar following `cp`; `workload` names the Workload it fronts (its inbound ports then come
+/// from the control plane).
+async fn sidecar(cp: &ControlPlane, identity: &str, workload: Option<&str>, extra: &str) -> Proxy {
     let token = bootstrap_token(cp, identity).await;
+    let workload = workload.map(|w| format!(", workload: {w}")).unwrap_or_default();
     let cfg = ProxyConfig::from_yaml(&format!(
-        "control: {{ address: \"{}\", token: \"{token}\", proxy_id: \"{}\" }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\n{extra}",
+        "control: {{ address: \"{}\", token: \"{token}\", proxy_id: \"{}\"{workload} }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\n{extra}",
         cp.grpc_addr,
         identity.replace('/', "-")
     ))
@@ -72,14 +75,11 @@ struct Mesh {
 
 async fn mesh(cp: &ControlPlane) -> Mesh {
     let app = weft_testkit::http_echo("api").await;
-    let server = sidecar(
-        cp,
-        "default/api",
-        &format!("inbound: {{ listen: \"127.0.0.1:0\", ports: [{{ port: {} }}] }}\n", app.port()),
-    )
-    .await;
+    // No local app ports: the control plane sends api-1's port once it is registered.
+    let server = sidecar(cp, "default/api", Some("api-1"), "inbound: { listen: \"127.0.0.1:0\" }\n").await;
     let client =
-        sidecar(cp, "default/web", "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n").await;
+        sidecar(cp, "default/web", None, "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n")
+            .await;
     let upstream = client.addrs.upstreams[0];
     Mesh { app, server, client, upstream }
 }
@@ -108,6 +108,8 @@ async fn register_over_http_and_the_proxy_routes_to_it() {
         .await;
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["peer_identity"], "spiffe://cluster.local/ns/default/sa/web");
+    // The server sidecar has no local app ports: it got api-1's from the control plane.
+    assert_eq!(server.ctx().routes.load().inbound_ports(), vec![(app.port(), weft_api::proxy::Protocol::Auto)]);
 
     // Consul-shaped catalog reads.
     let (_, services) = api(&cp, "GET", "/v1/catalog/services", &cp.admin_token, "").await;
@@ -128,6 +130,11 @@ async fn register_over_http_and_the_proxy_routes_to_it() {
     eventually("no endpoints after deregistration", Duration::from_secs(10), || async move {
         let r = http1_get(upstream, "/").await.ok()?;
         (r.status() == 503).then_some(())
+    })
+    .await;
+    let server = &server;
+    eventually("the server sidecar drops the app port", Duration::from_secs(10), || async move {
+        server.ctx().routes.load().inbound_ports().is_empty().then_some(())
     })
     .await;
 }
@@ -254,6 +261,7 @@ async fn a_token_for_one_identity_cannot_get_a_certificate_for_another() {
         token_file: None,
         proxy_id: None,
         upstreams: vec![],
+        workload: None,
     };
     let (leaf, _) = weft_proxy::control::sign(&control).await.unwrap();
     assert_eq!(leaf.id().to_string(), "spiffe://cluster.local/ns/default/sa/web");

@@ -45,6 +45,9 @@ fn config_dump(ctx: &Ctx) -> serde_json::Value {
         "listeners": ctx.bound.get(),
         "config": ctx.cfg,
         "routes": services,
+        "inbound_ports_from_control_plane": routes.inbound_ports().iter()
+            .map(|(port, proto)| json!({ "port": port, "protocol": proto }))
+            .collect::<Vec<_>>(),
     })
 }
 

@@ -119,10 +119,29 @@ pub fn services_from(update: &pb::ProxyUpdate) -> Result<Vec<Service>, ConfigErr
     Ok(out)
 }
 
+/// The inbound ports an update carries, naming the bad field on error.
+pub fn inbound_from(update: &pb::ProxyUpdate) -> Result<Vec<weft_api::proxy::AppPort>, ConfigError> {
+    let ports = update.inbound.as_ref().map(|i| i.ports.as_slice()).unwrap_or_default();
+    ports
+        .iter()
+        .enumerate()
+        .map(|(j, p)| {
+            let f = |k: &str| format!("inbound.ports[{j}].{k}");
+            let protocol: Protocol = serde_json::from_value(serde_json::Value::String(p.protocol.clone()))
+                .map_err(|_| ConfigError::invalid(f("protocol"), format!("unknown protocol {:?}", p.protocol)))?;
+            let port = u16::try_from(p.port).ok().filter(|p| *p != 0);
+            let port = port.ok_or_else(|| ConfigError::invalid(f("port"), "must be 1-65535"))?;
+            Ok(weft_api::proxy::AppPort { port, protocol })
+        })
+        .collect()
+}
+
 /// Applies one update: all of it or none of it.
 fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
     let services = services_from(update).map_err(|e| e.to_string())?;
-    let routes = crate::Routes::from_services(&services).map_err(|e| e.to_string())?;
+    let inbound = inbound_from(update).map_err(|e| e.to_string())?;
+    ctx.apps.add_ports(inbound.iter().map(|p| p.port));
+    let routes = crate::Routes::from_services(&services).map_err(|e| e.to_string())?.with_inbound(&inbound);
     if !update.bundle_der.is_empty() {
         let bundle = TrustBundle::new(update.bundle_der.iter().cloned().map(Into::into).collect());
         if bundle.roots() != ctx.certs.bundle().roots() {
@@ -137,7 +156,11 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
     let token = control.read_token()?;
     let mut client = pb::discovery_client::DiscoveryClient::new(channel(control.address).await?);
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::ProxyMessage>(8);
-    let hello = pb::Hello { proxy_id: proxy_id.to_string(), upstreams: control.upstreams.clone() };
+    let hello = pb::Hello {
+        proxy_id: proxy_id.to_string(),
+        upstreams: control.upstreams.clone(),
+        workload: control.workload.clone().unwrap_or_default(),
+    };
     let _ = tx.send(pb::ProxyMessage { kind: Some(pb::proxy_message::Kind::Hello(hello)) }).await;
     let outbound = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     let mut updates = client.stream(with_token(outbound, &token)?).await?.into_inner();

@@ -65,6 +65,8 @@ pub struct Routes {
     /// By `name.namespace`.
     by_name: HashMap<String, Arc<Service>>,
     by_addr: HashMap<SocketAddr, (Arc<Service>, Arc<Endpoint>)>,
+    /// App ports from the control plane (the local config's `inbound.ports` come first).
+    inbound: HashMap<u16, Protocol>,
 }
 
 impl Routes {
@@ -84,6 +86,24 @@ impl Routes {
 
     pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
         self.by_name.values()
+    }
+
+    /// Adds the inbound app ports the control plane sent.
+    pub fn with_inbound(mut self, ports: &[weft_api::proxy::AppPort]) -> Self {
+        self.inbound = ports.iter().map(|p| (p.port, p.protocol)).collect();
+        self
+    }
+
+    /// The protocol of an inbound app port the control plane sent, if it sent that port.
+    pub fn inbound_port(&self, port: u16) -> Option<Protocol> {
+        self.inbound.get(&port).copied()
+    }
+
+    /// The inbound app ports the control plane sent, sorted.
+    pub fn inbound_ports(&self) -> Vec<(u16, Protocol)> {
+        let mut v: Vec<_> = self.inbound.iter().map(|(p, proto)| (*p, *proto)).collect();
+        v.sort_unstable_by_key(|(p, _)| *p);
+        v
     }
 }
 
