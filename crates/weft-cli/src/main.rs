@@ -50,9 +50,11 @@ enum Cmd {
         /// Run the TCP echo instead of HTTP.
         #[arg(long)]
         tcp: bool,
-        /// Run the web frontend, calling this upstream address (its sidecar's upstream listener).
+        /// Run the web frontend, calling this upstream: `host:port`, an address (its sidecar's
+        /// upstream listener) or a name resolved through the system resolver (for example
+        /// `api.default.svc.cluster.local:8080` with weft's DNS, in transparent mode).
         #[arg(long)]
-        upstream: Option<std::net::SocketAddr>,
+        upstream: Option<String>,
     },
     /// Call a service the way an unmodified app does: a plain HTTP/1.1 GET (or, with --tcp, send
     /// bytes, half-close and read the answer) to an address. Prints what came back.
@@ -104,7 +106,7 @@ fn real_main() -> anyhow::Result<()> {
                 println!("listening {}", l.local_addr()?);
                 match (tcp, upstream) {
                     (true, _) => weft_demo::serve_tcp_echo(l).await,
-                    (false, Some(up)) => weft_demo::serve_frontend(l, &name, up).await,
+                    (false, Some(up)) => weft_demo::serve_frontend(l, &name, &up).await,
                     (false, None) => weft_demo::serve_http_echo(l, &name).await,
                 }
                 anyhow::Ok(())

@@ -201,22 +201,24 @@ pub async fn serve_tcp_echo(listener: TcpListener) {
     }
 }
 
-/// The demo frontend: `GET /` calls `upstream` (through its sidecar) and answers with what the
-/// backend said, so one request shows the whole mesh path.
-pub async fn serve_frontend(listener: TcpListener, name: &str, upstream: std::net::SocketAddr) {
+/// The demo frontend: `GET /` calls `upstream` (`host:port`, through its sidecar) and answers with
+/// what the backend said, so one request shows the whole mesh path. A name in `upstream` is
+/// resolved by the system resolver and sent as the `Host`.
+pub async fn serve_frontend(listener: TcpListener, name: &str, upstream: &str) {
     use hyper_util::client::legacy::Client;
     let client: Client<_, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build(hyper_util::client::legacy::connect::HttpConnector::new());
     let name: Arc<str> = name.into();
+    let upstream: Arc<str> = upstream.into();
     loop {
         let stream = accept(&listener).await;
-        let (client, name) = (client.clone(), name.clone());
+        let (client, name, upstream) = (client.clone(), name.clone(), upstream.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let (client, name) = (client.clone(), name.clone());
+                let (client, name, upstream) = (client.clone(), name.clone(), upstream.clone());
                 async move {
                     let uri = format!("http://{upstream}{}", req.uri().path());
-                    let call = Request::get(uri).header("host", "api").body(Full::new(Bytes::new()));
+                    let call = Request::get(uri).body(Full::new(Bytes::new()));
                     let answer = match call {
                         Ok(call) => match client.request(call).await {
                             Ok(resp) => {

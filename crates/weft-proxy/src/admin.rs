@@ -1,5 +1,8 @@
-//! The admin port: `/live`, `/ready`, `/metrics` (Prometheus text), `/config_dump` (JSON).
-//! Runs beside the data plane and keeps answering during drain (`/ready` turns 503).
+//! The admin port: `/live`, `/ready`, `/metrics` (Prometheus text), `/config_dump` (JSON, to
+//! loopback callers only) and `/app-health/<port>/<path>` (a GET to the local app, for health
+//! checks from outside the pod: with transparent interception the app port itself only takes
+//! mTLS, as Istio's probe rewrite). Runs beside the data plane and keeps answering during drain
+//! (`/ready` turns 503).
 
 use crate::httputil::{full, Body};
 use crate::Ctx;
@@ -51,13 +54,54 @@ fn config_dump(ctx: &Ctx) -> serde_json::Value {
     })
 }
 
-fn handle(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
-    let text = |status: StatusCode, body: String, ctype: &'static str| {
-        let mut r = Response::new(full(body));
-        *r.status_mut() = status;
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-        r
+fn text(status: StatusCode, body: String, ctype: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
+}
+
+/// `GET /app-health/<port>/<path>`: the app's answer to `GET /<path>` on one of its inbound ports,
+/// as a status (the body is not relayed). 503 when the app cannot be reached or does not answer
+/// within the connect timeout plus 5 s.
+async fn app_health(ctx: &Ctx, rest: &str) -> Response<Body> {
+    let (port, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Ok(port) = port.parse::<u16>() else {
+        return text(StatusCode::BAD_REQUEST, "use /app-health/<app port>/<path>\n".into(), "text/plain");
     };
+    let known = ctx.cfg.inbound.as_ref().is_some_and(|i| i.ports.iter().any(|p| p.port == port))
+        || ctx.routes.load().inbound_port(port).is_some();
+    if !known {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("{port} is not an inbound app port of this sidecar\n"),
+            "text/plain",
+        );
+    }
+    let addr = std::net::SocketAddr::new(ctx.app_host(), port);
+    let probe = async {
+        let tcp = crate::net::tcp_connect(addr, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| crate::error::ProxyError::App(e.to_string()))?;
+        tokio::spawn(conn);
+        let req = Request::get(format!("/{path}"))
+            .header(header::HOST, addr.to_string())
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| crate::error::ProxyError::App(e.to_string()))?;
+        send.send_request(req).await.map_err(|e| crate::error::ProxyError::App(e.to_string()))
+    };
+    let limit = std::time::Duration::from(ctx.cfg.timeouts.connect) + std::time::Duration::from_secs(5);
+    match tokio::time::timeout(limit, probe).await {
+        Ok(Ok(resp)) => text(resp.status(), format!("app {addr} answered {}\n", resp.status()), "text/plain"),
+        Ok(Err(e)) => text(StatusCode::SERVICE_UNAVAILABLE, format!("app {addr}: {e}\n"), "text/plain"),
+        Err(_) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, format!("app {addr}: no answer within {limit:?}\n"), "text/plain")
+        }
+    }
+}
+
+fn handle(ctx: &Ctx, req: &Request<Incoming>, local_caller: bool) -> Response<Body> {
     match req.uri().path() {
         "/live" => text(StatusCode::OK, "live\n".into(), "text/plain"),
         "/ready" => {
@@ -70,26 +114,42 @@ fn handle(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
         "/metrics" => {
             text(StatusCode::OK, encode_metrics(ctx), "application/openmetrics-text; version=1.0.0; charset=utf-8")
         }
+        "/config_dump" if !local_caller => text(
+            StatusCode::FORBIDDEN,
+            "/config_dump is only served to callers on this host (loopback)\n".into(),
+            "text/plain",
+        ),
         "/config_dump" => {
             let body = serde_json::to_string_pretty(&config_dump(ctx)).unwrap_or_default();
             text(StatusCode::OK, body, "application/json")
         }
-        _ => text(StatusCode::NOT_FOUND, "try /live /ready /metrics /config_dump\n".into(), "text/plain"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "try /live /ready /metrics /config_dump /app-health/<port>/<path>\n".into(),
+            "text/plain",
+        ),
     }
 }
 
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             // Out of file descriptors and the like: back off rather than spin.
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let resp = handle(&ctx, &req);
-                async move { Ok::<_, std::convert::Infallible>(resp) }
+            let local_caller = peer.ip().is_loopback();
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let ctx = ctx.clone();
+                async move {
+                    let resp = match req.uri().path().strip_prefix("/app-health/") {
+                        Some(rest) => app_health(&ctx, rest).await,
+                        None => handle(&ctx, &req, local_caller),
+                    };
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
         });

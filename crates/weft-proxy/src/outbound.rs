@@ -192,6 +192,15 @@ fn record_connect_error(ctx: &Ctx, e: &ProxyError) {
     }
 }
 
+/// The request's host (authority or `Host` header), without the port.
+fn host_of<B>(req: &Request<B>) -> Option<&str> {
+    let host = match req.uri().authority() {
+        Some(a) => a.host(),
+        None => req.headers().get(http::header::HOST)?.to_str().ok()?,
+    };
+    Some(host.rsplit_once(':').map_or(host, |(h, port)| if port.parse::<u16>().is_ok() { h } else { host }))
+}
+
 /// Absolute `http://authority/path` for the HTTP/2 hop.
 fn absolute_uri(req: &Request<Incoming>, fallback: &str) -> Uri {
     let authority = req
@@ -209,6 +218,12 @@ async fn request(ctx: Arc<Ctx>, mut target: Target, req: Request<Incoming>) -> R
     // Balance over the endpoints in force now, not those of when the app connected: a
     // keep-alive connection must not keep sending to a deregistered or unhealthy endpoint.
     let mut gone = false;
+    // Transparent mode: the app dialled one endpoint's IP, but a request whose Host names the
+    // service (`api`, `api.default.svc.cluster.local`, `api.service.consul`...) is balanced over
+    // the whole service, as Linkerd does. One addressed by IP stays where it was sent.
+    if target.pinned.is_some() && host_of(&req).is_some_and(|h| target.service.is_named_by(h)) {
+        (target.pinned, target.port) = (None, None);
+    }
     if target.pinned.is_none() {
         match ctx.routes.load().service_by_key(target.service.key()) {
             Some(current) if !Arc::ptr_eq(current, &target.service) => target.service = current.clone(),

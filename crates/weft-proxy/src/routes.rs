@@ -50,6 +50,29 @@ impl Service {
         self.protocols.get(&port).copied().unwrap_or_default()
     }
 
+    /// Whether `host` is one of this service's DNS names: `name`, `name.namespace`,
+    /// `name.namespace.svc[.<domain>]`, `[tag.]name.service[.<dc>].consul` (case-insensitive).
+    pub fn is_named_by(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.');
+        // `service[.<dc>].consul`
+        let consul = |r: &str| {
+            strip_label(r, "service").is_some_and(|dc| {
+                let dc = dc.to_ascii_lowercase();
+                dc == "consul" || dc.ends_with(".consul")
+            })
+        };
+        if let Some(rest) = strip_label(host, &self.name) {
+            if rest.is_empty() || consul(rest) {
+                return true;
+            }
+            if let Some(after_ns) = strip_label(rest, &self.namespace) {
+                return after_ns.is_empty() || strip_label(after_ns, "svc").is_some();
+            }
+        }
+        // A Consul tag in front of the name.
+        host.split_once('.').and_then(|(_, h)| strip_label(h, &self.name)).is_some_and(consul)
+    }
+
     /// Round robin over the endpoints (one atomic add; no lock).
     pub fn pick(&self) -> Option<&Arc<Endpoint>> {
         if self.endpoints.is_empty() {
@@ -58,6 +81,13 @@ impl Service {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
         self.endpoints.get(i)
     }
+}
+
+/// `s` without its first label when that label is `label` (case-insensitive): `Some(rest)`, where
+/// `rest` is empty or what follows the dot.
+fn strip_label<'a>(s: &'a str, label: &str) -> Option<&'a str> {
+    let (first, rest) = s.split_once('.').unwrap_or((s, ""));
+    first.eq_ignore_ascii_case(label).then_some(rest)
 }
 
 #[derive(Debug, Default)]
@@ -162,5 +192,43 @@ impl Routes {
             routes.by_name.insert(svc.key.clone(), svc);
         }
         Ok(routes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api() -> Service {
+        Service {
+            name: "api".into(),
+            namespace: "shop".into(),
+            key: "api.shop".into(),
+            label: crate::metrics::Name::new("api.shop".to_string()),
+            protocols: HashMap::new(),
+            endpoints: vec![],
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    #[test]
+    fn service_names_that_balance_in_transparent_mode() {
+        let s = api();
+        for yes in [
+            "api",
+            "API",
+            "api.shop",
+            "api.shop.svc",
+            "api.shop.svc.cluster.local",
+            "api.shop.svc.cluster.local.",
+            "api.service.consul",
+            "api.service.dc1.consul",
+            "v1.api.service.consul",
+        ] {
+            assert!(s.is_named_by(yes), "{yes}");
+        }
+        for no in ["10.0.0.3", "apix", "web.shop", "api.other", "api.shop.x", "api.service.consulx", "", "shop.api"] {
+            assert!(!s.is_named_by(no), "{no}");
+        }
     }
 }

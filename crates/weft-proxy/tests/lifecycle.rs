@@ -159,6 +159,17 @@ async fn admin_endpoints() {
     assert_eq!(v["routes"][0]["endpoints"][0]["identity"], api_id());
     assert!(v["certificate"]["expires_in_seconds"].as_u64().unwrap() > 23 * 3600);
     assert_eq!(http1_get(admin, "/nope").await.unwrap().status(), 404);
+
+    // Health checks from outside the pod go through the server's admin port to its app.
+    let admin = p.server.addrs.admin.unwrap();
+    let probe = |path: String| async move { http1_get(admin, &path).await.unwrap() };
+    let ok = probe(format!("/app-health/{}/health", p.app_http.port())).await;
+    assert_eq!(ok.status(), 200, "{:?}", ok.body());
+    let not_http = probe(format!("/app-health/{}/", p.app_tcp.port())).await;
+    assert_eq!(not_http.status(), 503, "a TCP echo is not an HTTP app: {:?}", not_http.body());
+    let not_app = probe("/app-health/1/health".into()).await;
+    assert_eq!(not_app.status(), 404, "only the sidecar's app ports: {:?}", not_app.body());
+    assert_eq!(probe("/app-health/x".into()).await.status(), 400);
 }
 
 #[tokio::test]
