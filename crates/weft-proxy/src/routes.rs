@@ -204,7 +204,7 @@ mod tests {
             name: "api".into(),
             namespace: "shop".into(),
             key: "api.shop".into(),
-            label: crate::metrics::Name::new("api.shop".to_string()),
+            label: crate::metrics::Name::new("api.shop"),
             protocols: HashMap::new(),
             endpoints: vec![],
             next: AtomicUsize::new(0),
