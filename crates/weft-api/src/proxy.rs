@@ -366,6 +366,12 @@ impl ProxyConfig {
     }
 
     /// Rules that span fields.
+    /// The SO_MARK the proxy puts on its own connections (peers, apps, the control plane), which
+    /// interception rules never redirect; 0 for none. See [`Outbound::effective_mark`].
+    pub fn mark(&self) -> u32 {
+        self.outbound.as_ref().map(|o| o.effective_mark()).unwrap_or(0)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !valid_name(&self.cluster) {
             return Err(ConfigError::invalid(

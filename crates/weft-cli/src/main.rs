@@ -4,8 +4,10 @@
 mod call;
 mod client;
 mod control;
+mod netns;
 mod tls;
 mod up;
+mod up_netns;
 mod upfile;
 mod verbs;
 

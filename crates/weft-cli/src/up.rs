@@ -33,21 +33,26 @@ pub struct UpArgs {
     web_port: u16,
     /// Stop after this many demo requests (default: run until Ctrl-C).
     #[arg(long)]
-    requests: Option<u64>,
+    pub(crate) requests: Option<u64>,
     /// Time between demo requests, e.g. 1s, 500ms.
     #[arg(long, default_value = "1s")]
-    interval: weft_api::Duration,
+    pub(crate) interval: weft_api::Duration,
     /// Lifetime of workload certificates. Each sidecar renews at half-life without dropping
     /// connections; try `--cert-lifetime 1m` to watch rotations.
     #[arg(long, default_value = "24h")]
-    cert_lifetime: weft_api::Duration,
+    pub(crate) cert_lifetime: weft_api::Duration,
     /// Keep the control plane's state here (default: a fresh temporary directory).
     #[arg(long)]
-    data_dir: Option<std::path::PathBuf>,
+    pub(crate) data_dir: Option<std::path::PathBuf>,
     /// Run the services and workloads (commands) of this file instead of the built-in demo; see
     /// docs/getting-started.md for its format.
-    #[arg(short = 'f', long = "file")]
+    #[arg(short = 'f', long = "file", conflicts_with = "netns")]
     file: Option<std::path::PathBuf>,
+    /// As root: run each workload in its own network namespace (a "pod" on a bridge), with its
+    /// sidecar as a separate process and iptables interception, as in Kubernetes. Apps call each
+    /// other by mesh DNS name; nothing in them knows about the mesh. Everything is removed on exit.
+    #[arg(long)]
+    netns: bool,
 }
 
 struct App {
@@ -93,7 +98,7 @@ async fn sidecar(cp: &ControlPlane, sa: &str, proxy_id: &str, yaml: &str) -> any
         cp.grpc_addr
     ))?;
     cfg.control = Some(control.clone());
-    let store = weft_proxy::control::bootstrap(&control).await?;
+    let store = weft_proxy::control::bootstrap(&control, 0).await?;
     let mut p = Proxy::start(cfg, store).await?;
     p.follow_control_plane(control);
     Ok(p)
@@ -118,13 +123,16 @@ fn demo_resources(v1: SocketAddr, s1: SocketAddr, v2: SocketAddr, s2: SocketAddr
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let result = rt.block_on(up(args));
+    let result = if args.netns { rt.block_on(crate::up_netns::up(args)) } else { rt.block_on(up(args)) };
     rt.shutdown_timeout(Duration::from_millis(200));
     result
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("==> weft up: starting a local mesh (trust domain cluster.local, cluster local)");
+    if crate::netns::unavailable().is_none() {
+        println!("    (running as root: `weft up --netns` puts each workload in its own network namespace)");
+    }
     let data_dir =
         args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("weft-up-{}", std::process::id())));
     let mut cfg = ControlConfig::new(data_dir.clone());
@@ -205,15 +213,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let sidecars = [("web", &web_sidecar), ("api-v1", &s1), ("api-v2", &s2)];
     let mut expiry: Vec<_> = sidecars.iter().map(|(_, p)| p.certs().leaf().not_after()).collect();
-    let mut tick = tokio::time::interval(args.interval.into());
-    let (mut sent, mut failures) = (0u64, 0u64);
-    let ctrl_c = weft_proxy::cli::shutdown_signal();
-    tokio::pin!(ctrl_c);
-    loop {
-        tokio::select! {
-            _ = &mut ctrl_c => break,
-            _ = tick.tick() => {}
-        }
+    let (sent, failures) = demo_traffic(web.addr, &args, || {
         for (i, (name, p)) in sidecars.iter().enumerate() {
             let now = p.certs().leaf().not_after();
             if now != expiry[i] {
@@ -224,11 +224,49 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 );
             }
         }
+    })
+    .await;
+    println!("==> stopping");
+    for p in [web_sidecar, s1, s2] {
+        p.shutdown().await;
+    }
+    for mut app in [web, v1, v2] {
+        let _ = app.child.kill().await;
+    }
+    drop(cp);
+    if args.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    stopped(sent, failures)
+}
+
+/// The last line of a demo run, and its verdict.
+pub(crate) fn stopped(sent: u64, failures: u64) -> anyhow::Result<()> {
+    println!("==> stopped after {sent} requests ({failures} failed)");
+    if failures > 0 {
+        anyhow::bail!("{failures} of {sent} demo requests failed");
+    }
+    Ok(())
+}
+
+/// Calls the web frontend every `--interval` until Ctrl-C/SIGTERM or `--requests`, printing what
+/// each call shows of the mesh path; `each` runs before every call. Returns (sent, failed).
+pub(crate) async fn demo_traffic(web: SocketAddr, args: &UpArgs, mut each: impl FnMut()) -> (u64, u64) {
+    let mut tick = tokio::time::interval(args.interval.into());
+    let (mut sent, mut failures) = (0u64, 0u64);
+    let ctrl_c = weft_proxy::cli::shutdown_signal();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => break,
+            _ = tick.tick() => {}
+        }
+        each();
         if args.requests.is_some_and(|n| sent >= n) {
             break;
         }
         sent += 1;
-        let answer = crate::call::http_get(web.addr, "/")
+        let answer = crate::call::http_get(web, "/")
             .await
             .and_then(|(_, body)| Ok(serde_json::from_str::<serde_json::Value>(&body)?));
         match answer {
@@ -247,22 +285,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             }
         }
     }
-    println!("==> stopping");
-    for p in [web_sidecar, s1, s2] {
-        p.shutdown().await;
-    }
-    for mut app in [web, v1, v2] {
-        let _ = app.child.kill().await;
-    }
-    drop(cp);
-    if args.data_dir.is_none() {
-        let _ = std::fs::remove_dir_all(&data_dir);
-    }
-    println!("==> stopped after {sent} requests ({failures} failed)");
-    if failures > 0 {
-        anyhow::bail!("{failures} of {sent} demo requests failed");
-    }
-    Ok(())
+    (sent, failures)
 }
 
 fn free_port() -> anyhow::Result<u16> {

@@ -59,7 +59,7 @@ async fn sidecar(cp: &ControlPlane, identity: &str, workload: Option<&str>, extr
     ))
     .unwrap();
     let control = cfg.control.clone().unwrap();
-    let store = weft_proxy::control::bootstrap(&control).await.expect("certificate from the control plane");
+    let store = weft_proxy::control::bootstrap(&control, 0).await.expect("certificate from the control plane");
     let mut p = Proxy::start(cfg, store).await.unwrap();
     p.follow_control_plane(control);
     p
@@ -263,7 +263,7 @@ async fn a_token_for_one_identity_cannot_get_a_certificate_for_another() {
         upstreams: vec![],
         workload: None,
     };
-    let (leaf, _) = weft_proxy::control::sign(&control).await.unwrap();
+    let (leaf, _) = weft_proxy::control::sign(&control, 0).await.unwrap();
     assert_eq!(leaf.id().to_string(), "spiffe://cluster.local/ns/default/sa/web");
 }
 

@@ -129,7 +129,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
                 let control = cfg.control.clone();
                 let store = match (&cfg.identity, &control) {
                     (Some(files), _) => crate::load_identity(files)?,
-                    (None, Some(control)) => crate::control::bootstrap(control).await?,
+                    (None, Some(control)) => crate::control::bootstrap(control, cfg.mark()).await?,
                     (None, None) => anyhow::bail!("set `identity` or `control` in the config"),
                 };
                 let mut proxy = Proxy::start(cfg, store).await?;

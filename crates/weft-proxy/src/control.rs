@@ -36,12 +36,40 @@ impl From<tonic::Status> for ControlError {
     }
 }
 
-async fn channel(addr: SocketAddr) -> Result<Channel, ControlError> {
+/// Dials the control plane with the proxy's SO_MARK, so that in transparent mode its own
+/// connection is not redirected back into its outbound listener by the interception rules.
+#[derive(Clone, Copy)]
+struct MarkedConnector {
+    addr: SocketAddr,
+    mark: u32,
+}
+
+impl tower_service::Service<http::Uri> for MarkedConnector {
+    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Error = crate::error::ProxyError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let MarkedConnector { addr, mark } = *self;
+        Box::pin(async move {
+            let tcp = crate::net::tcp_connect(addr, mark, CONNECT_TIMEOUT).await?;
+            let _ = tcp.set_nodelay(true);
+            Ok(hyper_util::rt::TokioIo::new(tcp))
+        })
+    }
+}
+
+async fn channel(addr: SocketAddr, mark: u32) -> Result<Channel, ControlError> {
     let ep = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|source| ControlError::Connect { addr, source })?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
-    ep.connect().await.map_err(|source| ControlError::Connect { addr, source })
+        .connect_timeout(CONNECT_TIMEOUT);
+    ep.connect_with_connector(MarkedConnector { addr, mark })
+        .await
+        .map_err(|source| ControlError::Connect { addr, source })
 }
 
 fn with_token<T>(msg: T, token: &str) -> Result<Request<T>, ControlError> {
@@ -53,11 +81,12 @@ fn with_token<T>(msg: T, token: &str) -> Result<Request<T>, ControlError> {
     Ok(req)
 }
 
-/// Gets a new certificate: key made here, CSR sent, chain and bundle back.
-pub async fn sign(control: &Control) -> Result<(Leaf, TrustBundle), ControlError> {
+/// Gets a new certificate: key made here, CSR sent, chain and bundle back. `mark` is the
+/// proxy's SO_MARK (`outbound.mark`; 0 for none), so interception rules let the call through.
+pub async fn sign(control: &Control, mark: u32) -> Result<(Leaf, TrustBundle), ControlError> {
     let token = control.read_token()?;
     let key = LeafKey::generate_unnamed()?;
-    let mut client = pb::identity_client::IdentityClient::new(channel(control.address).await?);
+    let mut client = pb::identity_client::IdentityClient::new(channel(control.address, mark).await?);
     let resp = client.sign(with_token(pb::SignRequest { csr_der: key.csr_der()? }, &token)?).await?.into_inner();
     let chain = resp.chain_der.into_iter().map(Into::into).collect();
     let bundle = TrustBundle::new(resp.bundle_der.into_iter().map(Into::into).collect());
@@ -66,10 +95,10 @@ pub async fn sign(control: &Control) -> Result<(Leaf, TrustBundle), ControlError
 
 /// The first certificate, retried with backoff until the control plane answers (a proxy without
 /// an identity cannot serve). A refusal (bad token) is final.
-pub async fn bootstrap(control: &Control) -> Result<CertStore, ControlError> {
+pub async fn bootstrap(control: &Control, mark: u32) -> Result<CertStore, ControlError> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match sign(control).await {
+        match sign(control, mark).await {
             Ok((leaf, bundle)) => return Ok(CertStore::new(leaf, bundle)?),
             Err(e @ ControlError::Connect { .. }) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "waiting for the control plane");
@@ -154,7 +183,7 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
 
 async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(), ControlError> {
     let token = control.read_token()?;
-    let mut client = pb::discovery_client::DiscoveryClient::new(channel(control.address).await?);
+    let mut client = pb::discovery_client::DiscoveryClient::new(channel(control.address, ctx.mark()).await?);
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::ProxyMessage>(8);
     let hello = pb::Hello {
         proxy_id: proxy_id.to_string(),
@@ -212,7 +241,7 @@ pub async fn discovery_loop(ctx: Arc<Ctx>, control: Control, proxy_id: String) {
 pub async fn rotation_loop(ctx: Arc<Ctx>, control: Control) {
     loop {
         tokio::time::sleep(ctx.certs.leaf().remaining() / 2).await;
-        match sign(&control).await {
+        match sign(&control, ctx.mark()).await {
             Ok((leaf, bundle)) => match ctx.certs.replace(leaf, Some(bundle)) {
                 Ok(()) => {
                     ctx.metrics.cert_rotations.inc();

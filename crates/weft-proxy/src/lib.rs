@@ -84,7 +84,7 @@ impl Ctx {
     }
 
     fn mark(&self) -> u32 {
-        self.cfg.outbound.as_ref().map(|o| o.effective_mark()).unwrap_or(0)
+        self.cfg.mark()
     }
 
     fn app_host(&self) -> std::net::IpAddr {
