@@ -46,13 +46,13 @@ pub struct UpArgs {
     pub(crate) data_dir: Option<std::path::PathBuf>,
     /// Run the services and workloads (commands) of this file instead of the built-in demo; see
     /// docs/getting-started.md for its format.
-    #[arg(short = 'f', long = "file", conflicts_with = "netns")]
-    file: Option<std::path::PathBuf>,
+    #[arg(short = 'f', long = "file")]
+    pub(crate) file: Option<std::path::PathBuf>,
     /// As root: run each workload in its own network namespace (a "pod" on a bridge), with its
     /// sidecar as a separate process and iptables interception, as in Kubernetes. Apps call each
     /// other by mesh DNS name; nothing in them knows about the mesh. Everything is removed on exit.
     #[arg(long)]
-    netns: bool,
+    pub(crate) netns: bool,
 }
 
 struct App {
@@ -123,7 +123,17 @@ fn demo_resources(v1: SocketAddr, s1: SocketAddr, v2: SocketAddr, s2: SocketAddr
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let result = if args.netns { rt.block_on(crate::up_netns::up(args)) } else { rt.block_on(up(args)) };
+    let result = if args.netns {
+        rt.block_on(async move {
+            let plan = match &args.file {
+                Some(f) => crate::up_netns::Plan::from_file(crate::upfile::UpFile::read(f)?)?,
+                None => crate::up_netns::Plan::demo(),
+            };
+            crate::up_netns::up(plan, &args).await
+        })
+    } else {
+        rt.block_on(up(args))
+    };
     rt.shutdown_timeout(Duration::from_millis(200));
     result
 }
@@ -240,6 +250,18 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     stopped(sent, failures)
 }
 
+/// Waits for Ctrl-C/SIGTERM or, with `--requests n`, for n intervals (for scripts and tests).
+pub(crate) async fn run_until_stopped(args: &UpArgs) {
+    let ctrl_c = weft_proxy::cli::shutdown_signal();
+    match args.requests {
+        Some(n) => tokio::select! {
+            _ = ctrl_c => {}
+            _ = tokio::time::sleep(Duration::from(args.interval) * n as u32) => {}
+        },
+        None => ctrl_c.await,
+    }
+}
+
 /// The last line of a demo run, and its verdict.
 pub(crate) fn stopped(sent: u64, failures: u64) -> anyhow::Result<()> {
     println!("==> stopped after {sent} requests ({failures} failed)");
@@ -314,8 +336,8 @@ async fn from_file(cp: &ControlPlane, file: crate::upfile::UpFile, args: &UpArgs
                 yaml.push_str(&format!("outbound: {{ upstreams: [{}] }}\n", ups.trim_end_matches(',')));
             }
             let proxy = sidecar(cp, &svc.name, &w.name, &yaml).await?;
-            let upstreams: BTreeMap<String, SocketAddr> =
-                w.upstreams.iter().cloned().zip(proxy.addrs.upstreams.iter().copied()).collect();
+            let upstreams: BTreeMap<String, String> =
+                w.upstreams.iter().cloned().zip(proxy.addrs.upstreams.iter().map(|a| a.to_string())).collect();
             let argv = w
                 .command
                 .iter()
@@ -355,17 +377,7 @@ async fn from_file(cp: &ControlPlane, file: crate::upfile::UpFile, args: &UpArgs
     println!("==> mesh is up ({} workloads)", running.len());
     println!("    and:     export WEFT_SERVER={} WEFT_TOKEN={}", cp.api_addr, cp.admin_token);
     println!("             weft get workloads; weft proxy-status; weft check   (Ctrl-C stops everything)");
-    let ctrl_c = weft_proxy::cli::shutdown_signal();
-    match args.requests {
-        // For scripts and tests: run for `requests` intervals.
-        Some(n) => tokio::select! {
-            _ = ctrl_c => {}
-            _ = tokio::time::sleep(Duration::from(args.interval) * n as u32) => {}
-        },
-        None => {
-            ctrl_c.await;
-        }
-    }
+    run_until_stopped(args).await;
     println!("==> stopping");
     for (proxy, mut child) in running {
         proxy.shutdown().await;

@@ -25,9 +25,145 @@ use weft_api::resource::parse_documents;
 use weft_control::tokens::Grant;
 use weft_control::{ControlConfig, ControlPlane};
 
+/// The app port of a pod when the file does not fix one (every pod has its own IP).
 const APP_PORT: u16 = 8080;
-/// How web calls api: a mesh DNS name, as an unmodified app would.
+/// How the demo's web calls api: a mesh DNS name, as an unmodified app would.
 const API_NAME: &str = "api.default.svc.cluster.local";
+
+/// What to run: pods, each with one workload of a service.
+pub struct Plan {
+    pods: Vec<PodPlan>,
+    /// The built-in demo (web → api-v1/api-v2, with demo traffic) or the user's file.
+    demo: bool,
+}
+
+struct PodPlan {
+    service: String,
+    name: String,
+    port: u16,
+    /// Program and arguments, placeholders filled in; `weft` means this binary.
+    argv: Vec<String>,
+    /// Path for an HTTP health check through the sidecar's `/app-health`.
+    http_check: Option<(String, weft_api::Duration)>,
+    labels: std::collections::BTreeMap<String, String>,
+    tags: Vec<String>,
+    /// The app port stays reachable from the host without mTLS.
+    expose: bool,
+}
+
+impl Plan {
+    /// The built-in demo: api-v1 and api-v2 (echo, HTTP checks) and the web frontend calling
+    /// `api.default.svc.cluster.local:8080`.
+    pub fn demo() -> Plan {
+        let demo_app = |name: &str, extra: &[&str]| {
+            let mut argv: Vec<String> =
+                ["weft", "demo-app", "--name", name, "--listen", "0.0.0.0:8080"].map(String::from).to_vec();
+            argv.extend(extra.iter().map(|s| s.to_string()));
+            argv
+        };
+        let api = |name: &str, version: &str| PodPlan {
+            service: "api".into(),
+            name: name.into(),
+            port: APP_PORT,
+            argv: demo_app(name, &[]),
+            http_check: Some(("/health".into(), weft_api::Duration::from_secs(2))),
+            labels: [("version".to_string(), version.to_string())].into(),
+            tags: vec![version.into()],
+            expose: false,
+        };
+        let upstream = format!("{API_NAME}:{APP_PORT}");
+        let web = PodPlan {
+            service: "web".into(),
+            name: "web".into(),
+            port: APP_PORT,
+            argv: demo_app("web", &["--upstream", &upstream]),
+            http_check: None,
+            labels: Default::default(),
+            tags: vec![],
+            expose: true,
+        };
+        Plan { pods: vec![api("api-v1", "v1"), api("api-v2", "v2"), web], demo: true }
+    }
+
+    /// The pods of a `weft up -f` file.
+    pub fn from_file(file: crate::upfile::UpFile) -> anyhow::Result<Plan> {
+        let port_of = |svc: &crate::upfile::FileService| svc.workloads.first().and_then(|w| w.port).unwrap_or(APP_PORT);
+        let upstreams: std::collections::BTreeMap<String, String> = file
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), format!("{}.default.svc.cluster.local:{}", s.name, port_of(s))))
+            .collect();
+        let mut pods = vec![];
+        for (i, svc) in file.services.iter().enumerate() {
+            for (j, w) in svc.workloads.iter().enumerate() {
+                let port = w.port.unwrap_or(APP_PORT);
+                let argv = w
+                    .command
+                    .iter()
+                    .map(|a| crate::upfile::expand(a, port, &upstreams))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let http_check = match &w.check {
+                    Some(c) if c.tcp => anyhow::bail!(
+                        "services[{i}].workloads[{j}].check.tcp: with --netns the app port takes mTLS only, so a TCP check from the control plane would always pass; use `check: {{ http: /path }}` (it goes through the sidecar's /app-health)"
+                    ),
+                    Some(c) => c.http.clone().map(|p| (p, c.interval.unwrap_or(weft_api::Duration::from_secs(2)))),
+                    None => None,
+                };
+                pods.push(PodPlan {
+                    service: svc.name.clone(),
+                    name: w.name.clone(),
+                    port,
+                    argv,
+                    http_check,
+                    labels: w.labels.clone(),
+                    tags: vec![],
+                    expose: w.expose,
+                });
+            }
+        }
+        anyhow::ensure!(!pods.is_empty(), "services: no workloads to run");
+        anyhow::ensure!(pods.len() <= 250, "services: at most 250 workloads fit on the pods' /24");
+        Ok(Plan { pods, demo: false })
+    }
+
+    /// Service and Workload resources for the pods, at their addresses.
+    fn resources(&self, pods: &[Pod]) -> String {
+        let mut out = String::new();
+        let mut services: Vec<&str> = self.pods.iter().map(|p| p.service.as_str()).collect();
+        services.dedup();
+        for svc in services {
+            let mut ports: Vec<u16> = self.pods.iter().filter(|p| p.service == svc).map(|p| p.port).collect();
+            ports.sort_unstable();
+            ports.dedup();
+            let ports: Vec<String> = ports.iter().map(|p| format!("{{ port: {p}, protocol: auto }}")).collect();
+            out.push_str(&format!(
+                "---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {svc} }}\nspec: {{ ports: [{}] }}\n",
+                ports.join(", ")
+            ));
+        }
+        for (plan, pod) in self.pods.iter().zip(pods) {
+            let labels: Vec<String> = plan.labels.iter().map(|(k, v)| format!("{k}: \"{v}\"")).collect();
+            let check = match &plan.http_check {
+                Some((path, interval)) => format!(
+                    "  checks: [{{ name: http, http: \"http://{}:15000/app-health/{}{path}\", interval: {interval}, timeout: 1s }}]\n",
+                    pod.ip, plan.port
+                ),
+                None => String::new(),
+            };
+            out.push_str(&format!(
+                "---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {}, labels: {{ {} }} }}\nspec:\n  service: {}\n  address: {}\n  port: {}\n  sidecar: \"{}:15006\"\n  tags: [{}]\n{check}",
+                plan.name,
+                labels.join(", "),
+                plan.service,
+                pod.ip,
+                plan.port,
+                pod.ip,
+                plan.tags.join(", ")
+            ));
+        }
+        out
+    }
+}
 
 /// Starts `program args` in `pod` and waits (at most 30 s) for a stdout line containing `marker`;
 /// later output is drained so the child never blocks on a full pipe.
@@ -91,27 +227,14 @@ fn sidecar_config(cp: &ControlPlane, token_file: &std::path::Path, workload: &st
     )
 }
 
-fn resources(api: &[&Pod]) -> String {
-    let mut out = format!(
-        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api }}\nspec: {{ ports: [{{ port: {APP_PORT}, protocol: auto }}] }}\n"
-    );
-    for (pod, version) in api.iter().zip(["v1", "v2"]) {
-        out.push_str(&format!(
-            "---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {}, labels: {{ version: {version} }} }}\nspec:\n  service: api\n  address: {}\n  port: {APP_PORT}\n  sidecar: \"{}:15006\"\n  tags: [{version}]\n  checks: [{{ name: http, http: \"http://{}:15000/app-health/{APP_PORT}/health\", interval: 2s, timeout: 1s }}]\n",
-            pod.name, pod.ip, pod.ip, pod.ip
-        ));
-    }
-    out
-}
-
-pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+pub async fn up(plan: Plan, args: &UpArgs) -> anyhow::Result<()> {
     println!("==> weft up --netns: pods in network namespaces, traffic intercepted by iptables");
     let mut net = PodNetwork::create()?;
     println!("    removing the pods (network namespaces) and the bridge on exit");
     let data_dir =
         args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("weft-up-{}", std::process::id())));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let result = run(&mut net, &data_dir, &args).await;
+    let result = run(&plan, &mut net, &data_dir, args).await;
     if args.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&data_dir);
     }
@@ -119,7 +242,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn run(net: &mut PodNetwork, data_dir: &std::path::Path, args: &UpArgs) -> anyhow::Result<()> {
+async fn run(plan: &Plan, net: &mut PodNetwork, data_dir: &std::path::Path, args: &UpArgs) -> anyhow::Result<()> {
     let gw = net.gateway();
     let mut cfg = ControlConfig::new(data_dir.to_path_buf());
     cfg.grpc = SocketAddr::new(gw.into(), 15012);
@@ -135,33 +258,48 @@ async fn run(net: &mut PodNetwork, data_dir: &std::path::Path, args: &UpArgs) ->
         cp.api_addr
     );
     let mut children = vec![];
-    let result = pods_and_demo(net, data_dir, args, &cp, &mut children).await;
+    let result = start_pods(plan, net, data_dir, &cp, &mut children).await;
+    let result = match result {
+        Ok(pods) if plan.demo => demo(&cp, net, &pods, args).await.map(Some),
+        Ok(pods) => {
+            file_mesh_up(&cp, net, plan, &pods);
+            crate::up::run_until_stopped(args).await;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    };
     println!("==> stopping");
     stop(children).await;
     cp.shutdown().await;
-    let (sent, failures) = result?;
-    crate::up::stopped(sent, failures)
+    match result? {
+        Some((sent, failures)) => crate::up::stopped(sent, failures),
+        None => {
+            println!("==> stopped");
+            Ok(())
+        }
+    }
 }
 
-async fn pods_and_demo(
+/// Every pod: namespace, interception rules, sidecar process, app process; then the resources.
+async fn start_pods(
+    plan: &Plan,
     net: &mut PodNetwork,
     data_dir: &std::path::Path,
-    args: &UpArgs,
     cp: &ControlPlane,
     children: &mut Vec<Child>,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<Vec<Pod>> {
     let exe = std::env::current_exe().context("cannot find the weft binary")?;
     let mut pods = vec![];
-    for (name, sa) in [("api-v1", "api"), ("api-v2", "api"), ("web", "web")] {
+    for p in &plan.pods {
+        let name = p.name.as_str();
         let pod = net.pod(name, net.gateway())?;
-        let token = cp.tokens.issue(Grant::Bootstrap { namespace: "default".into(), service_account: sa.into() }, None);
+        let grant = Grant::Bootstrap { namespace: "default".into(), service_account: p.service.clone() };
         let token_file = data_dir.join(format!("{name}.token"));
-        crate::tls::write_private(&token_file, &token)?;
+        crate::tls::write_private(&token_file, &cp.tokens.issue(grant, None))?;
         let config = data_dir.join(format!("{name}-proxy.yaml"));
         std::fs::write(&config, sidecar_config(cp, &token_file, name))?;
-        // web's app port stays reachable from the host: it is the demo's front door (in Kubernetes,
-        // an ingress would sit there). Every other inbound port takes mTLS only.
-        let exclude = if name == "web" { format!("15000,{APP_PORT}") } else { "15000".into() };
+        // Every inbound port takes mTLS only, except the sidecar's admin port and an exposed app.
+        let exclude = if p.expose { format!("15000,{}", p.port) } else { "15000".into() };
         let init = pod.command(&exe).args(["proxy", "init", "--exclude-inbound-ports", &exclude]).output().await?;
         anyhow::ensure!(
             init.status.success(),
@@ -170,26 +308,37 @@ async fn pods_and_demo(
         );
         let config = config.to_string_lossy().into_owned();
         children.push(spawn_in(&pod, &["proxy", "run", "--config", &config], "ready").await?);
-        let (listen, upstream) = (format!("0.0.0.0:{APP_PORT}"), format!("{API_NAME}:{APP_PORT}"));
-        let mut app = vec!["demo-app", "--name", name, "--listen", &listen];
-        if name == "web" {
-            app.extend(["--upstream", upstream.as_str()]);
-        }
-        children.push(spawn_in(&pod, &app, "listening").await?);
-        println!(
-            "    pod {:<7} {:<15} netns {}  app :{APP_PORT} behind `weft proxy` (iptables)",
-            name, pod.ip, pod.netns
-        );
+        let program = if p.argv[0] == "weft" { exe.clone() } else { std::path::PathBuf::from(&p.argv[0]) };
+        let mut cmd = pod.command(&program);
+        cmd.args(&p.argv[1..]).stdout(Stdio::null()).stderr(Stdio::inherit()).kill_on_drop(true);
+        children.push(cmd.spawn().with_context(|| format!("cannot start {} in pod {name}", p.argv.join(" ")))?);
+        println!("    pod {:<10} {:<15} netns {}  app :{}  {}", name, pod.ip, pod.netns, p.port, p.argv.join(" "));
         pods.push(pod);
     }
-    cp.store.apply(parse_documents(&resources(&[&pods[0], &pods[1]]))?)?;
+    cp.store.apply(parse_documents(&plan.resources(&pods))?)?;
+    Ok(pods)
+}
 
+fn file_mesh_up(cp: &ControlPlane, net: &PodNetwork, plan: &Plan, pods: &[Pod]) {
+    println!("==> mesh is up ({} workloads)", pods.len());
+    for (p, pod) in plan.pods.iter().zip(pods) {
+        let how = if p.expose { "reachable from the host" } else { "mTLS only" };
+        println!("    {:<10} http://{}:{}/ ({how})   ip netns exec {} <command>", p.name, pod.ip, p.port, pod.netns);
+    }
+    println!("    DNS      dig @{} <service>.default.svc.cluster.local", net.gateway());
+    println!("    and:     export WEFT_SERVER={} WEFT_TOKEN={}", cp.api_addr, cp.admin_token);
+    println!("             weft get workloads; weft proxy-status; weft check   (Ctrl-C stops everything)");
+}
+
+/// The demo: waits for the api pods, prints where to look, sends demo traffic.
+async fn demo(cp: &ControlPlane, net: &PodNetwork, pods: &[Pod], args: &UpArgs) -> anyhow::Result<(u64, u64)> {
     // Wait (bounded) until both api versions pass their health checks and every sidecar has the
     // latest config.
     let ready = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            let healthy =
-                cp.catalog.borrow().services.values().flat_map(|s| &s.instances).filter(|i| i.healthy).count();
+            let cat = cp.catalog.borrow().clone();
+            let healthy = cat.services.values().filter(|s| s.name == "api").flat_map(|s| &s.instances);
+            let healthy = healthy.filter(|i| i.healthy).count();
             let proxies = cp.proxies.list();
             if healthy == 2 && proxies.len() == 3 && proxies.iter().all(|p| p.status == "SYNCED") {
                 return;
@@ -210,12 +359,52 @@ async fn pods_and_demo(
         web.ip
     );
     println!("    metrics  http://{}:15000/metrics (each pod's sidecar admin port)", api1.ip);
-    println!("    DNS      dig @{gw} {API_NAME}   (also api.service.consul)", gw = net.gateway());
+    println!("    DNS      dig @{} {API_NAME}   (also api.service.consul)", net.gateway());
     println!("    try:     curl http://{}:{APP_PORT}/", web.ip);
     println!("             curl http://{}:{APP_PORT}/   (refused: plaintext into the mesh)", api1.ip);
     println!("             ip netns exec {} curl -s http://{API_NAME}:{APP_PORT}/", web.netns);
     println!("    and:     export WEFT_SERVER={} WEFT_TOKEN={}", cp.api_addr, cp.admin_token);
     println!("             weft get workloads; weft proxy-status; weft check");
+    // web's app may still be starting: its port answers before the first demo call.
+    let web_addr = SocketAddr::new(web.ip.into(), APP_PORT);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while tokio::net::TcpStream::connect(web_addr).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
     println!("==> demo traffic (Ctrl-C stops everything)");
-    Ok(crate::up::demo_traffic(SocketAddr::new(web.ip.into(), APP_PORT), args, || {}).await)
+    Ok(crate::up::demo_traffic(web_addr, args, || {}).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(yaml: &str) -> anyhow::Result<Plan> {
+        Plan::from_file(serde_saphyr::from_str(yaml)?)
+    }
+
+    #[test]
+    fn a_file_becomes_pods_with_mesh_names_for_upstreams() {
+        let plan = file(
+            "services:\n  - name: api\n    workloads:\n      - { name: a1, port: 9000, command: [x, \"{port}\"] }\n  - name: web\n    workloads:\n      - { name: w, command: [y, \"{upstream.api}\"], expose: true }\n",
+        )
+        .unwrap();
+        assert_eq!(plan.pods[0].argv, ["x", "9000"]);
+        assert_eq!(plan.pods[1].argv, ["y", "api.default.svc.cluster.local:9000"]);
+        assert_eq!(plan.pods[1].port, APP_PORT);
+        assert!(plan.pods[1].expose && !plan.pods[0].expose);
+    }
+
+    #[test]
+    fn tcp_checks_are_refused_with_netns() {
+        let err = file(
+            "services:\n  - name: api\n    workloads:\n      - { name: a1, command: [x], check: { tcp: true } }\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("services[0].workloads[0].check.tcp") && err.contains("http"), "{err}");
+    }
 }

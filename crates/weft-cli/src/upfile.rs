@@ -20,11 +20,15 @@
 //!         upstreams: [api]
 //! ```
 //! `weft` as the command's program means this very binary.
+//!
+//! With `--netns` (root) each workload runs in its own network namespace instead (see
+//! `up_netns.rs`): `{port}` defaults to 8080, `{upstream.<service>}` becomes the service's mesh DNS
+//! name and port (`api.default.svc.cluster.local:8080`), and `expose: true` leaves a workload's
+//! port reachable from the host.
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::process::Stdio;
 use weft_api::Duration;
 
@@ -58,6 +62,10 @@ pub struct FileWorkload {
     pub upstreams: Vec<String>,
     #[serde(default)]
     pub check: Option<FileCheck>,
+    /// With `--netns`: leave the app's port reachable from the host without mTLS (a front door,
+    /// where Kubernetes would put an ingress). The app must listen on `0.0.0.0:{port}` for it.
+    #[serde(default)]
+    pub expose: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,7 +121,7 @@ impl UpFile {
 }
 
 /// Fills `{port}` and `{upstream.<svc>}` in a command.
-pub fn expand(arg: &str, port: u16, upstreams: &BTreeMap<String, SocketAddr>) -> anyhow::Result<String> {
+pub fn expand(arg: &str, port: u16, upstreams: &BTreeMap<String, String>) -> anyhow::Result<String> {
     let mut out = arg.replace("{port}", &port.to_string());
     while let Some(i) = out.find("{upstream.") {
         let end = out[i..].find('}').map(|e| i + e).context("unclosed {upstream.<service>}")?;
@@ -144,7 +152,7 @@ mod tests {
 
     #[test]
     fn expands_placeholders() {
-        let ups = BTreeMap::from([("api".to_string(), "127.0.0.1:9000".parse().unwrap())]);
+        let ups = BTreeMap::from([("api".to_string(), "127.0.0.1:9000".to_string())]);
         assert_eq!(expand("127.0.0.1:{port}", 8080, &ups).unwrap(), "127.0.0.1:8080");
         assert_eq!(expand("http://{upstream.api}/x", 1, &ups).unwrap(), "http://127.0.0.1:9000/x");
         assert!(expand("{upstream.db}", 1, &ups).unwrap_err().to_string().contains("upstreams: [db]"));

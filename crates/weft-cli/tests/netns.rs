@@ -270,10 +270,74 @@ async fn weft_up_netns_runs_the_demo_in_pods_with_interception() {
     assert_eq!(ok.count(), 6, "{text}");
     assert!(text.contains("web -> api-v1") && text.contains("web -> api-v2"), "balanced over both pods: {text}");
     assert!(text.contains("stopped after 6 requests (0 failed)"), "{text}");
+    assert!(!text.contains("not routable yet"), "the health checks passed through /app-health: {text}");
     // Nothing left behind.
     let netns = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&netns.stdout).contains(&format!("weft{tag}-")), "namespaces removed");
     let bridge = std::process::Command::new("ip").args(["link", "show", &format!("wft{tag}")]).output().unwrap();
     assert!(!bridge.status.success(), "bridge removed");
     assert!(!std::path::Path::new(&format!("/etc/netns/weft{tag}-web")).exists(), "resolv.conf removed");
+}
+
+/// `weft up --netns -f`: the file's workloads in pods; `{upstream.api}` becomes api's mesh DNS name,
+/// an `expose`d workload is reachable from the host, the rest take mTLS only.
+#[tokio::test]
+async fn weft_up_netns_runs_a_file_of_workloads_in_pods() {
+    if skip_unless_root("weft_up_netns_runs_a_file_of_workloads_in_pods") {
+        return;
+    }
+    let dir = tempdir();
+    let file = write(
+        &dir,
+        "mesh.yaml",
+        r#"
+services:
+  - name: api
+    workloads:
+      - name: api-1
+        command: [weft, demo-app, --name, api-1, --listen, "127.0.0.1:{port}"]
+        check: { http: /health, interval: 1s }
+  - name: web
+    workloads:
+      - name: web
+        command: [weft, demo-app, --name, web, --listen, "0.0.0.0:{port}", --upstream, "{upstream.api}"]
+        expose: true
+"#,
+    );
+    let mut child = Command::new(WEFT)
+        .args(["up", "--netns", "-f", &file, "--requests", "120", "--interval", "500ms"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut web = None;
+    while let Ok(Some(l)) = lines.next_line().await {
+        if let Some(rest) = l.trim().strip_prefix("pod web") {
+            web = rest.split_whitespace().next().map(|ip| format!("{ip}:8080"));
+        }
+        if l.starts_with("==> mesh is up") {
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let web = web.expect("the web pod's IP is printed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let out = std::process::Command::new(WEFT).args(["demo-call", &web]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains("\"upstream_status\":200") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "web never reached api: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(body.contains("\"peer_identity\":\"spiffe://cluster.local/ns/default/sa/web\""), "{body}");
+    assert!(body.contains("\"host\":\"api.default.svc.cluster.local:8080\""), "called by name: {body}");
+    let pid = child.id().unwrap();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "clean stop: {status}");
+    let netns = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&netns.stdout).contains(&format!("weft{}-", pid % 1_000_000)));
 }
