@@ -191,7 +191,11 @@ impl ControlPlane {
         let grpc_addr = grpc.local_addr().map_err(dir_err)?;
         let mut tasks = vec![];
         tasks.push(tokio::spawn(async move {
+            // HTTP/2 PINGs find proxies that vanished without closing their stream, so
+            // `proxy-status` stops listing them within ~40 s.
             let r = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+                .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
                 .add_service(pb::identity_server::IdentityServer::new(identity))
                 .add_service(pb::discovery_server::DiscoveryServer::new(discovery))
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc))

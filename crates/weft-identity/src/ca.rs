@@ -145,7 +145,9 @@ impl Authority {
     }
 
     /// Signs a leaf certificate for `authorised` from a DER-encoded CSR. The identity placed in the
-    /// certificate is always `authorised`; a CSR that asks for any other URI is refused.
+    /// certificate is always `authorised`; a CSR that asks for any other URI is refused. The leaf
+    /// never outlives the CAs above it: its lifetime is cut at the earliest of their expiries
+    /// (a leaf that outlived its intermediate would fail verification before its renewal time).
     /// Returns the chain to present: leaf first, then the intermediates (not the root).
     pub fn sign_csr(
         &self,
@@ -154,7 +156,22 @@ impl Authority {
         lifetime: Duration,
     ) -> Result<Vec<CertificateDer<'static>>, Error> {
         let now = OffsetDateTime::now_utc();
-        self.sign_csr_between(csr_der, authorised, now - BACKDATE, now + lifetime)
+        let ca_expiry = self.expires_at()?;
+        if ca_expiry <= now {
+            return Err(Error::CaExpired { expired: ca_expiry.to_string() });
+        }
+        self.sign_csr_between(csr_der, authorised, now - BACKDATE, (now + lifetime).min(ca_expiry))
+    }
+
+    /// When the first of this CA and the CAs above it expires.
+    pub fn expires_at(&self) -> Result<OffsetDateTime, Error> {
+        let mut earliest: Option<OffsetDateTime> = None;
+        for der in std::iter::once(&self.cert).chain(&self.parents).chain(std::iter::once(&self.root)) {
+            let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| Error::BadCert(e.to_string()))?;
+            let t = cert.validity().not_after.to_datetime();
+            earliest = Some(earliest.map_or(t, |e| e.min(t)));
+        }
+        earliest.ok_or(Error::Empty { what: "CA" })
     }
 
     /// As [`Authority::sign_csr`], with an explicit validity window (tests of expiry use a window
@@ -225,6 +242,17 @@ mod tests {
         assert_eq!(leaf.id(), &a);
         let remaining = leaf.not_after().duration_since(std::time::SystemTime::now()).unwrap();
         assert!(remaining > Duration::from_secs(23 * 3600) && remaining <= DEFAULT_LEAF_LIFETIME);
+    }
+
+    #[test]
+    fn a_leaf_never_outlives_its_intermediate() {
+        let root = Authority::new_root("td", DEFAULT_CA_LIFETIME).unwrap();
+        let inter = root.new_intermediate("east", Duration::from_secs(3600)).unwrap();
+        let a = SpiffeId::workload("td", "ns", "a").unwrap();
+        let leaf = inter.issue(&a, DEFAULT_LEAF_LIFETIME).unwrap();
+        let inter_end = crate::tls::not_after(&inter.cert).unwrap();
+        assert!(leaf.not_after() <= inter_end, "cut at the intermediate's expiry");
+        assert!(leaf.remaining() > Duration::from_secs(3000));
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub enum Error {
     NotTrusted { id: String, reason: String },
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("the signing CA expired at {expired}; rotate it (a new intermediate, or a plug-in CA) before issuing more certificates")]
+    CaExpired { expired: String },
     #[error("io on {path}: {source}")]
     Io { path: String, source: std::io::Error },
 }

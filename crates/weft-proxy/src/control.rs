@@ -17,6 +17,8 @@ use weft_identity::{CertStore, Leaf, LeafKey, TrustBundle};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -66,7 +68,12 @@ impl tower_service::Service<http::Uri> for MarkedConnector {
 async fn channel(addr: SocketAddr, mark: u32) -> Result<Channel, ControlError> {
     let ep = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|source| ControlError::Connect { addr, source })?
-        .connect_timeout(CONNECT_TIMEOUT);
+        .connect_timeout(CONNECT_TIMEOUT)
+        // A control plane that vanished without closing (host down, partition) is noticed within
+        // ~40 s by HTTP/2 PINGs, and the proxy reconnects, instead of waiting forever on a dead stream.
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
     ep.connect_with_connector(MarkedConnector { addr, mark })
         .await
         .map_err(|source| ControlError::Connect { addr, source })
