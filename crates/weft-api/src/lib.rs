@@ -16,6 +16,7 @@ pub mod pb {
 pub mod kinds;
 pub mod proxy;
 pub mod resource;
+pub mod token;
 
 pub use duration::Duration;
 

@@ -112,6 +112,10 @@ pub struct Control {
     /// `name.namespace` of the services this proxy calls; empty: all of them.
     #[serde(default)]
     pub upstreams: Vec<String>,
+    /// PEM file with the mesh's root certificate(s) (`weft ca --pem`), to verify the control plane's
+    /// TLS certificate. Default: the root fingerprint that bootstrap tokens carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
     /// The Workload this proxy fronts (its name, in the identity's namespace): the control plane
     /// sends its ports as inbound ports. Default: every Workload running as this identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -90,6 +90,7 @@ async fn sidecar(cp: &ControlPlane, sa: &str, proxy_id: &str, yaml: &str) -> any
         token_file: None,
         proxy_id: Some(proxy_id.into()),
         upstreams: vec![],
+        ca_file: None,
         // The control plane sends this workload's ports as the sidecar's inbound ports.
         workload: Some(proxy_id.into()),
     };

@@ -87,7 +87,11 @@ pub enum Verb {
         cmd: TokenCmd,
     },
     /// The mesh CA: root and intermediate, expiry, fingerprints.
-    Ca,
+    Ca {
+        /// Print only the root certificate (PEM), e.g. for a proxy's `control.ca_file`.
+        #[arg(long)]
+        pem: bool,
+    },
     /// Is the control plane healthy, are certificates valid, are proxies in sync? One line per
     /// check; exits non-zero if any fails.
     Check,
@@ -257,7 +261,11 @@ pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
             let v = conn.call("POST", "/v1/tokens", req.to_string()).await?;
             println!("{}", v["token"].as_str().unwrap_or_default());
         }
-        Verb::Ca => {
+        Verb::Ca { pem: true } => {
+            let v = conn.call("GET", "/v1/ca", String::new()).await?;
+            print!("{}", v["root_pem"].as_str().unwrap_or_default());
+        }
+        Verb::Ca { pem: false } => {
             let v = conn.call("GET", "/v1/ca", String::new()).await?;
             println!("trust domain  {}", v["trust_domain"].as_str().unwrap_or(""));
             for which in ["root", "intermediate"] {

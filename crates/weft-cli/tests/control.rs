@@ -207,4 +207,6 @@ fn cli_verbs_explain_their_errors() {
     assert!(!ok && out.contains("<namespace>/<service-account>"), "{out}");
     let (ok, out) = cp.weft(&["ca"]);
     assert!(ok && out.contains("sha256"), "{out}");
+    let (ok, out) = cp.weft(&["ca", "--pem"]);
+    assert!(ok && out.starts_with("-----BEGIN CERTIFICATE-----"), "{out}");
 }

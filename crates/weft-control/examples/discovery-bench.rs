@@ -117,11 +117,17 @@ async fn main() {
     for i in 0..a.proxies {
         let (token, seen, connected) = (token.clone(), seen.clone(), connected.clone());
         tokio::spawn(async move {
-            let ch = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))
-                .unwrap()
-                .connect()
-                .await
-                .expect("connect");
+            // TLS, verified against the root fingerprint in the token, as a proxy connects.
+            let control = weft_api::proxy::Control {
+                address: grpc_addr,
+                token: Some(token.clone()),
+                token_file: None,
+                proxy_id: None,
+                upstreams: vec![],
+                ca_file: None,
+                workload: None,
+            };
+            let ch = weft_proxy::control::connect(&control, 0).await.expect("connect");
             let mut client = pb::discovery_client::DiscoveryClient::new(ch);
             let (tx, rx) = tokio::sync::mpsc::channel(4);
             tx.send(pb::ProxyMessage {

@@ -14,6 +14,7 @@ pub mod ca;
 pub mod catalog;
 pub mod consul;
 pub mod discovery;
+pub mod grpc_tls;
 pub mod health;
 pub mod registry;
 pub mod server;

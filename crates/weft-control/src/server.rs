@@ -67,6 +67,8 @@ pub enum ControlError {
     RegistryFile(String),
     #[error("DNS: {0}")]
     Dns(#[from] weft_dns::DnsError),
+    #[error("the control plane's serving certificate: {0}")]
+    Serving(#[from] weft_identity::Error),
     #[error("cannot listen for {what} on {addr}: {source} (is another control plane running?)")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
 }
@@ -172,6 +174,8 @@ impl ControlPlane {
 
         let proxies = Proxies::default();
         let bundle = vec![authority.root().to_vec()];
+        // Bootstrap tokens carry the root's SHA-256: proxies check the gRPC listener against it.
+        tokens.set_ca_pin(&weft_identity::control::sha256(authority.root()));
         let discovery = DiscoveryService {
             catalog: catalog.clone(),
             tokens: tokens.clone(),
@@ -190,6 +194,9 @@ impl ControlPlane {
         let grpc = bind("gRPC", cfg.grpc).await?;
         let grpc_addr = grpc.local_addr().map_err(dir_err)?;
         let mut tasks = vec![];
+        let serving = crate::grpc_tls::serving_identity(&authority, &mesh.trust_domain)?;
+        let grpc_tls = weft_identity::control::server_config(&serving)?;
+        tasks.push(tokio::spawn(crate::grpc_tls::renew(authority.clone(), serving, stop_rx.clone())));
         tasks.push(tokio::spawn(async move {
             // HTTP/2 PINGs find proxies that vanished without closing their stream, so
             // `proxy-status` stops listing them within ~40 s.
@@ -198,7 +205,7 @@ impl ControlPlane {
                 .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
                 .add_service(pb::identity_server::IdentityServer::new(identity))
                 .add_service(pb::discovery_server::DiscoveryServer::new(discovery))
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc))
+                .serve_with_incoming(crate::grpc_tls::incoming(grpc, grpc_tls))
                 .await;
             if let Err(e) = r {
                 tracing::error!(error = %e, "gRPC server stopped");

@@ -29,6 +29,10 @@ struct Payload {
     exp: Option<u64>,
     /// Random, so two tokens with the same grant differ.
     nonce: String,
+    /// Bootstrap tokens: hex SHA-256 of the root CA, for the proxy to verify this control plane
+    /// before it has a certificate (see `weft_api::token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -64,6 +68,8 @@ fn random(n: usize) -> Vec<u8> {
 /// Issues and verifies tokens with one key.
 pub struct Tokens {
     key: hmac::Key,
+    /// Put in every bootstrap token once the CA is known (`set_ca_pin`).
+    ca_pin: std::sync::OnceLock<String>,
 }
 
 impl Tokens {
@@ -78,12 +84,18 @@ impl Tokens {
                 s
             }
         };
-        Ok(Tokens { key: hmac::Key::new(hmac::HMAC_SHA256, &secret) })
+        Ok(Tokens { key: hmac::Key::new(hmac::HMAC_SHA256, &secret), ca_pin: Default::default() })
+    }
+
+    /// The root CA's SHA-256, for bootstrap tokens issued from now on.
+    pub fn set_ca_pin(&self, pin: &[u8; 32]) {
+        let _ = self.ca_pin.set(hex(pin));
     }
 
     pub fn issue(&self, grant: Grant, ttl: Option<std::time::Duration>) -> String {
         let exp = ttl.map(|t| now() + t.as_secs());
-        let payload = serde_json::to_vec(&Payload { grant, exp, nonce: hex(&random(8)) }).unwrap_or_default();
+        let ca = matches!(grant, Grant::Bootstrap { .. }).then(|| self.ca_pin.get().cloned()).flatten();
+        let payload = serde_json::to_vec(&Payload { grant, exp, nonce: hex(&random(8)), ca }).unwrap_or_default();
         let mac = hmac::sign(&self.key, &payload);
         format!("wft_{}.{}", hex(&payload), hex(mac.as_ref()))
     }
@@ -136,8 +148,12 @@ mod tests {
     fn round_trip_and_tamper() {
         let t = tokens();
         let g = Grant::Bootstrap { namespace: "default".into(), service_account: "web".into() };
+        assert_eq!(weft_api::token::ca_pin(&t.issue(g.clone(), None)), None, "no CA yet, no pin");
+        t.set_ca_pin(&[9; 32]);
         let tok = t.issue(g.clone(), None);
         assert_eq!(t.verify(&tok).unwrap(), g);
+        assert_eq!(weft_api::token::ca_pin(&tok), Some([9; 32]), "bootstrap tokens carry the CA pin");
+        assert_eq!(weft_api::token::ca_pin(&t.issue(Grant::Admin, None)), None, "others do not");
         assert_eq!(t.verify_header(Some(&format!("Bearer {tok}"))).unwrap(), g);
         // Flip one payload nibble: the MAC no longer matches.
         let mut bad = tok.clone().into_bytes();
@@ -148,7 +164,7 @@ mod tests {
         }
         assert_eq!(t.verify_header(None), Err(TokenError::Missing));
         // Another control plane's key does not verify ours.
-        let other = Tokens { key: hmac::Key::new(hmac::HMAC_SHA256, &random(32)) };
+        let other = Tokens { key: hmac::Key::new(hmac::HMAC_SHA256, &random(32)), ca_pin: Default::default() };
         assert_eq!(other.verify(&tok), Err(TokenError::Invalid));
     }
 
@@ -157,7 +173,7 @@ mod tests {
         let t = tokens();
         let tok = t.issue(Grant::Read, Some(std::time::Duration::from_secs(3600)));
         assert_eq!(t.verify(&tok).unwrap(), Grant::Read);
-        let payload = Payload { grant: Grant::Read, exp: Some(1), nonce: "x".into() };
+        let payload = Payload { grant: Grant::Read, exp: Some(1), nonce: "x".into(), ca: None };
         let p = serde_json::to_vec(&payload).unwrap();
         let expired = format!("wft_{}.{}", hex(&p), hex(hmac::sign(&t.key, &p).as_ref()));
         assert_eq!(t.verify(&expired), Err(TokenError::Expired));

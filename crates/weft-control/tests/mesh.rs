@@ -240,8 +240,33 @@ async fn a_token_for_one_identity_cannot_get_a_certificate_for_another() {
     // A CSR asking for `api` with a token for `web`.
     let api_id = weft_identity::SpiffeId::workload("cluster.local", "default", "api").unwrap();
     let key = weft_identity::LeafKey::generate(&api_id).unwrap();
-    let channel =
+    let control = weft_api::proxy::Control {
+        address: cp.grpc_addr,
+        token: Some(token.clone()),
+        token_file: None,
+        proxy_id: None,
+        upstreams: vec![],
+        ca_file: None,
+        workload: None,
+    };
+    // The gRPC listener takes TLS only.
+    let plain =
         tonic::transport::Endpoint::from_shared(format!("http://{}", cp.grpc_addr)).unwrap().connect().await.unwrap();
+    let mut req = tonic::Request::new(weft_api::pb::SignRequest { csr_der: key.csr_der().unwrap() });
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let err = weft_api::pb::identity_client::IdentityClient::new(plain).sign(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unknown, "plaintext gets no answer: {err:?}");
+    // Trust from a root file instead of the token's pin: the mesh's root works, another does not.
+    let (_, ca) = api(&cp, "GET", "/v1/ca", &cp.admin_token, "").await;
+    let root_file = dir.join("root.pem");
+    std::fs::write(&root_file, ca["root_pem"].as_str().unwrap()).unwrap();
+    let with_file = weft_api::proxy::Control { ca_file: Some(root_file.display().to_string()), ..control.clone() };
+    weft_proxy::control::connect(&with_file, 0).await.expect("verified with the root file");
+    let other = weft_identity::Authority::new_root("cluster.local", weft_identity::DEFAULT_CA_LIFETIME).unwrap();
+    std::fs::write(&root_file, other.cert_pem()).unwrap();
+    let err = weft_proxy::control::connect(&with_file, 0).await.unwrap_err().to_string();
+    assert!(err.contains("TLS with the control plane"), "{err}");
+    let channel = weft_proxy::control::connect(&control, 0).await.unwrap();
     let mut client = weft_api::pb::identity_client::IdentityClient::new(channel);
     let mut req = tonic::Request::new(weft_api::pb::SignRequest { csr_der: key.csr_der().unwrap() });
     req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
@@ -255,14 +280,6 @@ async fn a_token_for_one_identity_cannot_get_a_certificate_for_another() {
     let req = tonic::Request::new(weft_api::pb::SignRequest { csr_der: key.csr_der().unwrap() });
     assert_eq!(client.sign(req).await.unwrap_err().code(), tonic::Code::Unauthenticated);
     // The right token, an unnamed CSR: the certificate names the token's identity.
-    let control = weft_api::proxy::Control {
-        address: cp.grpc_addr,
-        token: Some(token),
-        token_file: None,
-        proxy_id: None,
-        upstreams: vec![],
-        workload: None,
-    };
     let (leaf, _) = weft_proxy::control::sign(&control, 0).await.unwrap();
     assert_eq!(leaf.id().to_string(), "spiffe://cluster.local/ns/default/sa/web");
 }

@@ -221,6 +221,18 @@ impl Authority {
         let chain = self.sign_csr(&key.csr_der()?, id, lifetime)?;
         key.into_leaf(chain)
     }
+
+    /// The control plane's own serving certificate: key made here (in the control plane's
+    /// process), and the root appended to the chain so that a proxy holding only the root's
+    /// SHA-256 (from its token) can verify it.
+    pub fn issue_with_root(&self, id: &SpiffeId, lifetime: Duration) -> Result<crate::Leaf, Error> {
+        let key = LeafKey::generate(id)?;
+        let mut chain = self.sign_csr(&key.csr_der()?, id, lifetime)?;
+        if !self.is_root() {
+            chain.push(self.root.clone());
+        }
+        key.into_leaf(chain)
+    }
 }
 
 #[cfg(test)]

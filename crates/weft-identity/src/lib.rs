@@ -15,6 +15,7 @@
 
 mod bundle;
 mod ca;
+pub mod control;
 mod csr;
 mod error;
 mod spiffe;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-use weft_identity::{tls, Authority, CertStore, SpiffeId, DEFAULT_CA_LIFETIME, DEFAULT_LEAF_LIFETIME};
+use weft_identity::{control, tls, Authority, CertStore, SpiffeId, DEFAULT_CA_LIFETIME, DEFAULT_LEAF_LIFETIME};
 
 fn id(sa: &str) -> SpiffeId {
     SpiffeId::workload("cluster.local", "default", sa).unwrap()
@@ -108,4 +108,46 @@ async fn expired_leaf_refused_and_rotation_fixes_it() {
     assert!(err.to_lowercase().contains("expired") || err.contains("closed") || err.contains("alert"), "{err}");
     web.set_leaf(inter.issue(&id("web"), DEFAULT_LEAF_LIFETIME).unwrap()).unwrap();
     handshake(&web, &api).await.unwrap();
+}
+
+/// A proxy reaching its control plane: server identity `.../ns/weft-system/sa/control`, no client
+/// certificate, trust from the root (file) or from the root's SHA-256 (the token's pin).
+async fn control_handshake(server: &CertStore, trust: control::ControlTrust) -> Result<(), String> {
+    let (c, s) = tokio::io::duplex(64 * 1024);
+    let acceptor = TlsAcceptor::from(Arc::new(control::server_config(server).unwrap()));
+    let connector = TlsConnector::from(Arc::new(control::client_config(trust).unwrap()));
+    let srv = tokio::spawn(async move {
+        let mut t = acceptor.accept(s).await.map_err(|e| e.to_string())?;
+        t.write_all(b"!").await.map_err(|e| e.to_string())?;
+        t.flush().await.map_err(|e| e.to_string())
+    });
+    let name = rustls_pki_types::ServerName::try_from("control.weft").unwrap();
+    let mut t = connector.connect(name, c).await.map_err(|e| e.to_string())?;
+    let mut b = [0u8; 1];
+    t.read_exact(&mut b).await.map_err(|e| e.to_string())?;
+    let _ = srv.await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn control_plane_is_verified_by_root_or_by_pin() {
+    use control::ControlTrust::{Pin, Roots};
+    let (root, inter) = mesh();
+    let cp_id = control::control_identity("cluster.local").unwrap();
+    let cp = CertStore::new(inter.issue_with_root(&cp_id, DEFAULT_LEAF_LIFETIME).unwrap(), root.bundle()).unwrap();
+    let pin = control::sha256(root.root());
+    control_handshake(&cp, Roots(root.bundle())).await.unwrap();
+    control_handshake(&cp, Pin(pin)).await.unwrap();
+
+    // Another mesh's root, or its pin: refused.
+    let (other, _) = mesh();
+    let err = control_handshake(&cp, Pin(control::sha256(other.root()))).await.unwrap_err();
+    assert!(err.contains("not the one the token names"), "{err}");
+    assert!(control_handshake(&cp, Roots(other.bundle())).await.is_err());
+
+    // A workload of the same mesh posing as the control plane: refused.
+    let imposter =
+        CertStore::new(inter.issue_with_root(&id("web"), DEFAULT_LEAF_LIFETIME).unwrap(), root.bundle()).unwrap();
+    let err = control_handshake(&imposter, Pin(pin)).await.unwrap_err();
+    assert!(err.contains("not a weft control plane"), "{err}");
 }

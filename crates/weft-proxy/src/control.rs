@@ -13,6 +13,7 @@ use tonic::Request;
 use weft_api::pb;
 use weft_api::proxy::{Control, Protocol, Service};
 use weft_api::ConfigError;
+use weft_identity::control::ControlTrust;
 use weft_identity::{CertStore, Leaf, LeafKey, TrustBundle};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,7 +23,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("control plane at {addr} unreachable: {source} (is `weft control` running?)")]
+    #[error("control plane at {addr} unreachable: {} (is `weft control` running?)", causes(.source))]
     Connect { addr: SocketAddr, source: tonic::transport::Error },
     #[error("control plane refused: {}", .0.message())]
     Refused(tonic::Status),
@@ -32,23 +33,61 @@ pub enum ControlError {
     Identity(#[from] weft_identity::Error),
 }
 
+/// An error with its causes, `a: b: c` (tonic's transport error alone says only "transport error").
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
+}
+
 impl From<tonic::Status> for ControlError {
     fn from(s: tonic::Status) -> Self {
         ControlError::Refused(s)
     }
 }
 
-/// Dials the control plane with the proxy's SO_MARK, so that in transparent mode its own
-/// connection is not redirected back into its outbound listener by the interception rules.
-#[derive(Clone, Copy)]
-struct MarkedConnector {
-    addr: SocketAddr,
-    mark: u32,
+/// How this proxy verifies the control plane's TLS certificate: the roots in `control.ca_file`,
+/// else the root fingerprint its bootstrap token carries.
+fn trust(control: &Control, token: &str) -> Result<ControlTrust, ControlError> {
+    if let Some(f) = &control.ca_file {
+        let pem = std::fs::read_to_string(f)
+            .map_err(|e| ConfigError::invalid("control.ca_file", format!("cannot read {f}: {e}")))?;
+        let bundle =
+            TrustBundle::from_pem(&pem).map_err(|e| ConfigError::invalid("control.ca_file", format!("{f}: {e}")))?;
+        return Ok(ControlTrust::Roots(bundle));
+    }
+    match weft_api::token::ca_pin(token) {
+        Some(pin) => Ok(ControlTrust::Pin(pin)),
+        None => Err(ConfigError::invalid(
+            "control.ca_file",
+            "the bootstrap token carries no CA fingerprint, so the control plane cannot be verified: set `ca_file` to the mesh's root (`weft ca --pem > root.pem`), or use a token from `weft token create`",
+        )
+        .into()),
+    }
 }
 
-impl tower_service::Service<http::Uri> for MarkedConnector {
-    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
-    type Error = crate::error::ProxyError;
+/// Dials the control plane over TLS (verified per [`trust`]) with the proxy's SO_MARK, so that in
+/// transparent mode its own connection is not redirected back into its outbound listener.
+#[derive(Clone)]
+struct ControlConnector {
+    addr: SocketAddr,
+    mark: u32,
+    tls: tokio_rustls::TlsConnector,
+}
+
+type ControlIo = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+impl tower_service::Service<http::Uri> for ControlConnector {
+    type Response = ControlIo;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
     type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
@@ -56,16 +95,23 @@ impl tower_service::Service<http::Uri> for MarkedConnector {
     }
 
     fn call(&mut self, _: http::Uri) -> Self::Future {
-        let MarkedConnector { addr, mark } = *self;
+        let ControlConnector { addr, mark, tls } = self.clone();
         Box::pin(async move {
             let tcp = crate::net::tcp_connect(addr, mark, CONNECT_TIMEOUT).await?;
             let _ = tcp.set_nodelay(true);
-            Ok(hyper_util::rt::TokioIo::new(tcp))
+            let name = rustls_pki_types::ServerName::try_from("control.weft").expect("a valid DNS name");
+            let handshake = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, tcp));
+            match handshake.await {
+                Ok(Ok(s)) => Ok(hyper_util::rt::TokioIo::new(s)),
+                Ok(Err(e)) => Err(format!("TLS with the control plane: {e}").into()),
+                Err(_) => Err("TLS with the control plane: timed out".into()),
+            }
         })
     }
 }
 
-async fn channel(addr: SocketAddr, mark: u32) -> Result<Channel, ControlError> {
+async fn channel(addr: SocketAddr, mark: u32, trust: ControlTrust) -> Result<Channel, ControlError> {
+    let tls = weft_identity::control::client_config(trust)?;
     let ep = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|source| ControlError::Connect { addr, source })?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -74,7 +120,7 @@ async fn channel(addr: SocketAddr, mark: u32) -> Result<Channel, ControlError> {
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true);
-    ep.connect_with_connector(MarkedConnector { addr, mark })
+    ep.connect_with_connector(ControlConnector { addr, mark, tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) })
         .await
         .map_err(|source| ControlError::Connect { addr, source })
 }
@@ -88,12 +134,20 @@ fn with_token<T>(msg: T, token: &str) -> Result<Request<T>, ControlError> {
     Ok(req)
 }
 
+/// A gRPC channel to the control plane, TLS verified as the proxy does it (`control.ca_file`, else
+/// the pin in `control`'s token), for tools and tests that speak the protocol themselves.
+pub async fn connect(control: &Control, mark: u32) -> Result<Channel, ControlError> {
+    let token = control.read_token()?;
+    channel(control.address, mark, trust(control, &token)?).await
+}
+
 /// Gets a new certificate: key made here, CSR sent, chain and bundle back. `mark` is the
 /// proxy's SO_MARK (`outbound.mark`; 0 for none), so interception rules let the call through.
 pub async fn sign(control: &Control, mark: u32) -> Result<(Leaf, TrustBundle), ControlError> {
     let token = control.read_token()?;
     let key = LeafKey::generate_unnamed()?;
-    let mut client = pb::identity_client::IdentityClient::new(channel(control.address, mark).await?);
+    let mut client =
+        pb::identity_client::IdentityClient::new(channel(control.address, mark, trust(control, &token)?).await?);
     let resp = client.sign(with_token(pb::SignRequest { csr_der: key.csr_der()? }, &token)?).await?.into_inner();
     let chain = resp.chain_der.into_iter().map(Into::into).collect();
     let bundle = TrustBundle::new(resp.bundle_der.into_iter().map(Into::into).collect());
@@ -190,7 +244,8 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
 
 async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(), ControlError> {
     let token = control.read_token()?;
-    let mut client = pb::discovery_client::DiscoveryClient::new(channel(control.address, ctx.mark()).await?);
+    let channel = channel(control.address, ctx.mark(), trust(control, &token)?).await?;
+    let mut client = pb::discovery_client::DiscoveryClient::new(channel);
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::ProxyMessage>(8);
     let hello = pb::Hello {
         proxy_id: proxy_id.to_string(),

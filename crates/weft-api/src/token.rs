@@ -1,0 +1,53 @@
+//! What a proxy may read from a control-plane token without the control plane's key.
+//!
+//! Tokens are `wft_<hex(payload JSON)>.<hex(HMAC-SHA256)>` (issued and verified by `weft control`,
+//! see `weft_control::tokens`). A bootstrap token's payload carries `ca`: the hex SHA-256 of the
+//! issuing control plane's root certificate, so that the proxy holding it can verify that control
+//! plane's TLS certificate before it has any certificate of its own. Reading it needs no secret,
+//! and changing it gains nothing: the token's MAC no longer verifies.
+
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Payload {
+    #[serde(default)]
+    ca: Option<String>,
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// The root CA pin (`ca`) in a `wft_` token, if it has one.
+pub fn ca_pin(token: &str) -> Option<[u8; 32]> {
+    let body = token.trim().strip_prefix("wft_")?;
+    let (payload, _mac) = body.split_once('.')?;
+    let payload: Payload = serde_json::from_slice(&unhex(payload)?).ok()?;
+    unhex(&payload.ca?)?.try_into().ok()
+}
+
+/// The hex form of a pin, as tokens carry it.
+pub fn pin_hex(pin: &[u8; 32]) -> String {
+    pin.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_pin_and_nothing_else() {
+        let pin = [7u8; 32];
+        let payload = format!(r#"{{"kind":"bootstrap","ca":"{}","nonce":"x"}}"#, pin_hex(&pin));
+        let hex: String = payload.bytes().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(ca_pin(&format!("wft_{hex}.00")), Some(pin));
+        let no_ca: String = br#"{"kind":"admin"}"#.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(ca_pin(&format!("wft_{no_ca}.00")), None);
+        for bad in ["", "wft_", "wft_zz.00", "token", "wft_7b7d"] {
+            assert_eq!(ca_pin(bad), None, "{bad}");
+        }
+    }
+}
