@@ -39,8 +39,9 @@ pub struct UpArgs {
     pub(crate) interval: weft_api::Duration,
     /// Lifetime of workload certificates. Each sidecar renews at half-life without dropping
     /// connections; try `--cert-lifetime 1m` to watch rotations.
-    #[arg(long, default_value = "24h")]
-    pub(crate) cert_lifetime: weft_api::Duration,
+    /// Default: 24h, or the file's `mesh.leafLifetime`.
+    #[arg(long)]
+    pub(crate) cert_lifetime: Option<weft_api::Duration>,
     /// Keep the control plane's state here (default: a fresh temporary directory).
     #[arg(long)]
     pub(crate) data_dir: Option<std::path::PathBuf>,
@@ -139,8 +140,23 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     result
 }
 
+/// The mesh settings for the control plane: the file's `mesh`, or the defaults; `--cert-lifetime`
+/// wins over both.
+pub(crate) fn mesh_config(
+    args: &UpArgs,
+    file: Option<&weft_api::kinds::MeshConfigSpec>,
+) -> weft_api::kinds::MeshConfigSpec {
+    let mut mesh = file.cloned().unwrap_or_default();
+    if let Some(l) = args.cert_lifetime {
+        mesh.leaf_lifetime = l;
+    }
+    println!("==> weft up: starting a local mesh (trust domain {}, cluster {})", mesh.trust_domain, mesh.cluster.name);
+    mesh
+}
+
 async fn up(args: UpArgs) -> anyhow::Result<()> {
-    println!("==> weft up: starting a local mesh (trust domain cluster.local, cluster local)");
+    let file = args.file.as_deref().map(crate::upfile::UpFile::read).transpose()?;
+    let mesh = mesh_config(&args, file.as_ref().and_then(|f| f.mesh.as_ref()));
     if crate::netns::unavailable().is_none() {
         println!("    (running as root: `weft up --netns` puts each workload in its own network namespace)");
     }
@@ -150,8 +166,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     cfg.grpc = "127.0.0.1:0".parse()?;
     cfg.api = "127.0.0.1:0".parse()?;
     cfg.dns = Some("127.0.0.1:0".parse()?);
-    cfg.mesh.leaf_lifetime = args.cert_lifetime;
-    let file = args.file.as_deref().map(crate::upfile::UpFile::read).transpose()?;
+    let leaf_lifetime = mesh.leaf_lifetime;
+    cfg.mesh = mesh;
     let cp = ControlPlane::start(cfg).await?;
     if let Some(file) = file {
         let result = from_file(&cp, file, &args).await;
@@ -164,7 +180,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!(
         "    control plane: CA (root + intermediate), store in {}; certificates last {}, renewed at half-life",
         data_dir.display(),
-        args.cert_lifetime
+        leaf_lifetime
     );
 
     let v1 = spawn_app(&["--name", "api-v1"]).await?;

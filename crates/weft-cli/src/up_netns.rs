@@ -33,6 +33,8 @@ const API_NAME: &str = "api.default.svc.cluster.local";
 /// What to run: pods, each with one workload of a service.
 pub struct Plan {
     pods: Vec<PodPlan>,
+    /// The file's `mesh`, if it has one.
+    mesh: Option<weft_api::kinds::MeshConfigSpec>,
     /// The built-in demo (web → api-v1/api-v2, with demo traffic) or the user's file.
     demo: bool,
 }
@@ -82,7 +84,7 @@ impl Plan {
             tags: vec![],
             expose: true,
         };
-        Plan { pods: vec![api("api-v1", "v1"), api("api-v2", "v2"), web], demo: true }
+        Plan { pods: vec![api("api-v1", "v1"), api("api-v2", "v2"), web], mesh: None, demo: true }
     }
 
     /// The pods of a `weft up -f` file.
@@ -123,7 +125,7 @@ impl Plan {
         }
         anyhow::ensure!(!pods.is_empty(), "services: no workloads to run");
         anyhow::ensure!(pods.len() <= 250, "services: at most 250 workloads fit on the pods' /24");
-        Ok(Plan { pods, demo: false })
+        Ok(Plan { pods, mesh: file.mesh, demo: false })
     }
 
     /// Service and Workload resources for the pods, at their addresses.
@@ -228,13 +230,14 @@ fn sidecar_config(cp: &ControlPlane, token_file: &std::path::Path, workload: &st
 }
 
 pub async fn up(plan: Plan, args: &UpArgs) -> anyhow::Result<()> {
-    println!("==> weft up --netns: pods in network namespaces, traffic intercepted by iptables");
+    let mesh = crate::up::mesh_config(args, plan.mesh.as_ref());
+    println!("    --netns: pods in network namespaces, traffic intercepted by iptables");
     let mut net = PodNetwork::create()?;
     println!("    removing the pods (network namespaces) and the bridge on exit");
     let data_dir =
         args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("weft-up-{}", std::process::id())));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let result = run(&plan, &mut net, &data_dir, args).await;
+    let result = run(&plan, mesh, &mut net, &data_dir, args).await;
     if args.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&data_dir);
     }
@@ -242,14 +245,20 @@ pub async fn up(plan: Plan, args: &UpArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn run(plan: &Plan, net: &mut PodNetwork, data_dir: &std::path::Path, args: &UpArgs) -> anyhow::Result<()> {
+async fn run(
+    plan: &Plan,
+    mesh: weft_api::kinds::MeshConfigSpec,
+    net: &mut PodNetwork,
+    data_dir: &std::path::Path,
+    args: &UpArgs,
+) -> anyhow::Result<()> {
     let gw = net.gateway();
     let mut cfg = ControlConfig::new(data_dir.to_path_buf());
     cfg.grpc = SocketAddr::new(gw.into(), 15012);
     cfg.api = "127.0.0.1:0".parse()?;
     cfg.dns = Some(SocketAddr::new(gw.into(), 53));
     cfg.dns_upstream = host_resolver();
-    cfg.mesh.leaf_lifetime = args.cert_lifetime;
+    cfg.mesh = mesh;
     let cp = ControlPlane::start(cfg).await.context("cannot start the control plane on the bridge")?;
     println!(
         "    bridge {} ({gw}/24): control plane gRPC {} and DNS {gw}:53 for the pods; HTTP API {}",

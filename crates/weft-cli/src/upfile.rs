@@ -5,6 +5,7 @@
 //! registers it with its health check, and runs the command.
 //!
 //! ```yaml
+//! mesh: { trustDomain: example.org, cluster: { name: east, region: eu, zone: eu-1 } }   # optional
 //! services:
 //!   - name: api
 //!     workloads:
@@ -35,6 +36,10 @@ use weft_api::Duration;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpFile {
+    /// The mesh and its cluster, as a MeshConfig's spec: `trustDomain`, `cluster: { name,
+    /// network, region, zone }`, `leafLifetime`. Default: `cluster.local`, cluster `local`.
+    #[serde(default)]
+    pub mesh: Option<weft_api::kinds::MeshConfigSpec>,
     pub services: Vec<FileService>,
 }
 
@@ -93,6 +98,9 @@ impl UpFile {
         let names: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
         if self.services.is_empty() {
             return Err("services: list at least one service".into());
+        }
+        if let Some(m) = &self.mesh {
+            weft_api::resource::Validate::validate(m).map_err(|e| format!("mesh.{e}"))?;
         }
         for (i, s) in self.services.iter().enumerate() {
             if !weft_api::valid_name(&s.name) {

@@ -67,6 +67,7 @@ fn weft_up_from_a_file_runs_its_commands_behind_sidecars() {
     std::fs::write(
         &file,
         r#"
+mesh: { trustDomain: example.org, cluster: { name: east, region: eu } }
 services:
   - name: api
     workloads:
@@ -109,12 +110,20 @@ services:
         assert!(std::time::Instant::now() < deadline, "web never reached api: {text}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
-    assert!(body.contains("spiffe://cluster.local/ns/default/sa/web"), "{body}");
+    assert!(body.contains("spiffe://example.org/ns/default/sa/web"), "the file's trust domain: {body}");
     // SIGTERM: weft up stops its sidecars and commands (SIGKILL would orphan them).
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let status = child.wait().unwrap();
     assert!(status.success(), "clean stop: {status}");
     // A bad file is refused with the field named.
+    std::fs::write(&file, "mesh: { trustDomain: \"Not Valid\" }\nservices:\n  - name: api\n").unwrap();
+    let out = Command::new(WEFT).args(["up", "-f", file.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mesh.trustDomain"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(
         &file,
         "services:\n  - name: api\n    workloads:\n      - name: w\n        command: [x]\n        upstreams: [nope]\n",
