@@ -261,6 +261,24 @@ pub fn check_references<'a>(all: impl IntoIterator<Item = &'a Resource> + Clone)
             }
         }
     }
+    // Two workloads at one address and port (on one network) would be one endpoint twice: a
+    // proxy intercepting a connection to it could not tell which identity to expect.
+    let mut at: std::collections::HashMap<(&str, std::net::IpAddr, u16), Key> = Default::default();
+    for r in all.clone() {
+        if let Resource::Workload(w) = r {
+            let network = w.spec.network.as_deref().unwrap_or("");
+            if let Some(first) = at.insert((network, w.spec.address, w.spec.port), r.key()) {
+                let (a, b) = if first < r.key() { (first, r.key()) } else { (r.key(), first) };
+                return Err(ConfigError::invalid(
+                    format!("{b}: spec.address"),
+                    format!(
+                        "{}:{} is already the address and port of {a}; two workloads cannot share one (change one, or delete {a})",
+                        w.spec.address, w.spec.port
+                    ),
+                ));
+            }
+        }
+    }
     for r in all {
         if let Resource::Workload(w) = r {
             let ns = w.metadata.namespace.as_str();

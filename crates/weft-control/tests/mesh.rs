@@ -206,6 +206,14 @@ async fn bad_input_is_refused_whole_and_changes_nothing() {
         let (status, _) = api(&cp, "POST", "/v1/apply", &t, garbage).await;
         assert_eq!(status, 400, "{garbage:?}");
     }
+    // Two workloads at one address and port conflict.
+    let two_at_once = format!("{svc}---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: a }}\nspec: {{ service: api, address: 1.2.3.4, port: 80 }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: b }}\nspec: {{ service: api, address: 1.2.3.4, port: 80 }}\n");
+    let (status, v) = api(&cp, "POST", "/v1/apply", &t, &two_at_once).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        v["error"],
+        "Workload default/b: spec.address: 1.2.3.4:80 is already the address and port of Workload default/a; two workloads cannot share one (change one, or delete Workload default/a)"
+    );
     assert_eq!(cp.store.revision(), before, "nothing was written");
 
     // Optimistic concurrency: a stale resourceVersion is refused with 409.
