@@ -20,6 +20,10 @@ pub enum Cmd {
     Run {
         #[arg(short, long, env = "WEFT_PROXY_CONFIG")]
         config: PathBuf,
+        /// Worker threads, each with its own single-threaded runtime; connections are spread over
+        /// them at accept and stay on theirs (default: one per CPU).
+        #[arg(long, env = "WEFT_PROXY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: Option<u16>,
     },
     /// Check a config file and the identity files it names, then exit.
     Validate {
@@ -122,9 +126,14 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Run { config } => {
+        Cmd::Run { config, workers } => {
             let cfg = load(&config)?;
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let n = workers
+                .map(usize::from)
+                .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            // Thread-per-core: this thread drives worker 0, see `crate::workers`.
+            let (rt, threads) = crate::workers::Threads::start(n)?;
+            let workers = threads.workers();
             let result = rt.block_on(async move {
                 let control = cfg.control.clone();
                 let store = match (&cfg.identity, &control) {
@@ -132,7 +141,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
                     (None, Some(control)) => crate::control::bootstrap(control).await?,
                     (None, None) => anyhow::bail!("set `identity` or `control` in the config"),
                 };
-                let mut proxy = Proxy::start(cfg, store).await?;
+                let mut proxy = Proxy::start_on(cfg, store, workers).await?;
                 match control {
                     Some(control) => {
                         let id = proxy.follow_control_plane(control);
@@ -165,6 +174,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
             });
             // Drain has finished: do not wait on idle background work (pool timers and the like).
             rt.shutdown_timeout(std::time::Duration::from_millis(100));
+            drop(threads);
             result
         }
     }

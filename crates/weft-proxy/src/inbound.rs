@@ -169,13 +169,9 @@ async fn forward(
         *req.uri_mut() = format!("http://{app}{path}").parse::<Uri>().map_err(|e| ProxyError::App(e.to_string()))?;
     }
     *req.version_mut() = if use_h2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
-    let client = ctx
-        .apps
-        .get(app.port(), use_h2)
-        .ok_or_else(|| ProxyError::App(format!("port {} is not an app port", app.port())))?;
-    let mut resp = client.request(req.map(h::boxed)).await.map_err(|e| ProxyError::App(format!("{app}: {e}")))?;
+    let mut resp = ctx.apps.send(app.port(), use_h2, req.map(h::boxed)).await?;
     h::strip_hop_by_hop(resp.headers_mut());
     // Only proxies speak in this header.
     resp.headers_mut().remove(h::PROXY_ERROR);
-    Ok(resp.map(h::boxed))
+    Ok(resp)
 }

@@ -25,6 +25,8 @@ type Gate = Arc<tokio::sync::Mutex<()>>;
 /// that framing and TLS for one peer are not serialised on one task.
 pub struct Pool {
     slots: usize,
+    /// Thread-per-core workers (1 without): each keeps to its own slots, see [`Pool::slot`].
+    workers: usize,
     next: AtomicUsize,
     ready: Mutex<Map<SendRequest<Body>>>,
     /// One gate per (peer, SNI, slot) being connected, so a burst opens one connection.
@@ -39,8 +41,26 @@ pub struct Settings<'a> {
 }
 
 impl Pool {
-    pub fn new(slots: usize) -> Self {
-        Pool { slots: slots.max(1), next: AtomicUsize::new(0), ready: Mutex::default(), connecting: Mutex::default() }
+    pub fn new(slots: usize, workers: usize) -> Self {
+        Pool {
+            slots: slots.max(1),
+            workers: workers.max(1),
+            next: AtomicUsize::new(0),
+            ready: Mutex::default(),
+            connecting: Mutex::default(),
+        }
+    }
+
+    /// The slot for the next request. A connection's task runs on the worker that opened it, so
+    /// with `n` workers, worker `w` uses slots `w, w + n, w + 2n, ...` (round robin among them):
+    /// its requests then never wake another thread. With fewer slots than workers, workers share.
+    fn slot(&self) -> usize {
+        let (n, w) = (self.workers, crate::workers::current() % self.workers);
+        if self.slots >= n {
+            w + n * (self.next.fetch_add(1, Ordering::Relaxed) % (self.slots / n))
+        } else {
+            w % self.slots
+        }
     }
 
     fn cached(&self, peer: SocketAddr, sni: &str, slot: usize) -> Option<SendRequest<Body>> {
@@ -71,7 +91,7 @@ impl Pool {
         sni: &str,
         s: &Settings<'_>,
     ) -> Result<(SendRequest<Body>, usize), ProxyError> {
-        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots;
+        let slot = self.slot();
         if let Some(sender) = self.cached(ep.proxy, sni, slot) {
             s.metrics.peer_reuses.inc();
             return Ok((sender, slot));
