@@ -9,11 +9,12 @@
 use crate::detect::{detect, Detected, Prefixed};
 use crate::error::ProxyError;
 use crate::httputil::{self as h, Body};
-use crate::metrics::{Direction, Name, Peer, Proto};
+use crate::metrics::{Direction, HttpSeries, Name, Peer, Proto};
 use crate::net::{self, Alpn};
 use crate::routes::{Endpoint, Service};
 use crate::sni::SniTarget;
 use crate::Ctx;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use std::borrow::Cow;
@@ -192,16 +193,27 @@ fn record_connect_error(ctx: &Ctx, e: &ProxyError) {
     }
 }
 
-/// Absolute `http://authority/path` for the HTTP/2 hop.
-fn absolute_uri(req: &Request<Incoming>, fallback: &str) -> Uri {
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
-        .unwrap_or_else(|| fallback.to_string());
-    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    format!("http://{authority}{path}").parse().unwrap_or_else(|_| Uri::from_static("http://invalid/"))
+/// Absolute `http://authority/path` for the HTTP/2 hop. Built from the parts of the request's
+/// URI (reference-counted, no copy) rather than formatted and parsed again: an HTTP/2 request
+/// already carries both; HTTP/1.1 takes its authority from `Host`.
+fn absolute_uri<B>(req: &Request<B>, fallback: &str) -> Uri {
+    let uri = req.uri();
+    if uri.scheme() == Some(&Scheme::HTTP) && uri.authority().is_some() {
+        return uri.clone();
+    }
+    let authority = match (uri.authority(), req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok())) {
+        (Some(a), _) => Ok(a.clone()),
+        (None, Some(host)) => Authority::try_from(host),
+        (None, None) => Authority::try_from(fallback),
+    };
+    let Ok(authority) = authority else {
+        return Uri::from_static("http://invalid/");
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("http://invalid/"))
 }
 
 async fn request(ctx: Arc<Ctx>, mut target: Target, req: Request<Incoming>) -> Response<Body> {
@@ -227,7 +239,6 @@ async fn request(ctx: Arc<Ctx>, mut target: Target, req: Request<Incoming>) -> R
             return resp;
         }
     };
-    let peer = Peer { direction: Direction::outbound, src: ctx.id_label.clone(), dst: ep.label.clone() };
     let result = forward(&ctx, &target, &ep, req).await;
     let resp = match result {
         Ok(r) => r,
@@ -237,7 +248,12 @@ async fn request(ctx: Arc<Ctx>, mut target: Target, req: Request<Incoming>) -> R
             h::rescue(&e)
         }
     };
-    ctx.metrics.http(&peer, resp.status().as_u16(), started);
+    ep.http_series
+        .get_or_init(|| {
+            let peer = Peer { direction: Direction::outbound, src: ctx.id_label.clone(), dst: ep.label.clone() };
+            HttpSeries::new(&ctx.metrics, peer)
+        })
+        .record(resp.status().as_u16(), started);
     resp
 }
 
@@ -283,5 +299,30 @@ async fn forward(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri_of(req: Request<()>) -> String {
+        absolute_uri(&req, "api.default").to_string()
+    }
+
+    #[test]
+    fn absolute_uri_for_the_h2_hop() {
+        let r = |uri: &str, host: Option<&str>| {
+            let mut b = Request::builder().uri(uri);
+            if let Some(h) = host {
+                b = b.header("host", h);
+            }
+            uri_of(b.body(()).unwrap())
+        };
+        assert_eq!(r("/a?b=1", Some("api:8080")), "http://api:8080/a?b=1");
+        assert_eq!(r("http://x:1/p", Some("other")), "http://x:1/p");
+        assert_eq!(r("https://x/p", None), "http://x/p");
+        assert_eq!(r("/p", None), "http://api.default/p");
+        assert_eq!(r("/p", Some("bad host")), "http://invalid/");
     }
 }
