@@ -10,7 +10,7 @@
 //! the same thread as the requests that use it (see [`crate::workers`]).
 
 use crate::error::ProxyError;
-use crate::httputil::Body;
+use crate::httputil::{Body, BoxError};
 use crate::net;
 use bytes::Bytes;
 use http::header::HOST;
@@ -273,9 +273,9 @@ impl PooledBody {
 
 impl http_body::Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.inner).poll_frame(cx);
         match &res {
@@ -286,7 +286,7 @@ impl http_body::Body for PooledBody {
             Poll::Ready(Some(Err(_))) => this.back = None,
             _ => {}
         }
-        res
+        res.map_err(BoxError::from)
     }
 
     fn is_end_stream(&self) -> bool {

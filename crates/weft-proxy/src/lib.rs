@@ -25,6 +25,7 @@ pub mod iptables;
 pub mod metrics;
 pub mod net;
 mod outbound;
+mod peer;
 mod pool;
 pub mod routes;
 pub mod sni;

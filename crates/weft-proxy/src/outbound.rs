@@ -11,6 +11,7 @@ use crate::error::ProxyError;
 use crate::httputil::{self as h, Body};
 use crate::metrics::{Direction, HttpSeries, Name, Peer, Proto};
 use crate::net::{self, Alpn};
+use crate::peer::SendError;
 use crate::routes::{Endpoint, Service};
 use crate::sni::SniTarget;
 use crate::Ctx;
@@ -285,18 +286,24 @@ async fn forward(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (mut sender, slot) = ctx.pool.get(ep, &sni, &settings).await?;
-        match sender.try_send_request(req).await {
+        let (conn, slot) = ctx.pool.get(ep, &sni, &settings).await?;
+        match conn.send(req).await {
             Ok(mut resp) => {
                 h::strip_hop_by_hop(resp.headers_mut());
-                return Ok(resp.map(h::boxed));
+                return Ok(resp);
             }
-            Err(mut e) => {
+            Err(SendError::Unsent(unsent, e)) => {
                 ctx.pool.evict(ep, &sni, slot);
-                match e.take_message() {
-                    Some(unsent) if attempts < 2 => req = unsent,
-                    _ => return Err(ProxyError::Upstream(e.into_error())),
+                if attempts >= 2 {
+                    return Err(ProxyError::Upstream(e.into()));
                 }
+                req = unsent;
+            }
+            Err(SendError::Failed(e)) => {
+                if e.is_io() || e.is_go_away() {
+                    ctx.pool.evict(ep, &sni, slot);
+                }
+                return Err(ProxyError::Upstream(e.into()));
             }
         }
     }

@@ -5,11 +5,9 @@
 //! connection, not one each.
 
 use crate::error::ProxyError;
-use crate::httputil::Body;
 use crate::net::{connect_peer, Alpn, Tls};
+use crate::peer::PeerConn;
 use crate::routes::Endpoint;
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,7 +26,7 @@ pub struct Pool {
     /// Thread-per-core workers (1 without): each keeps to its own slots, see [`Pool::slot`].
     workers: usize,
     next: AtomicUsize,
-    ready: Mutex<Map<SendRequest<Body>>>,
+    ready: Mutex<Map<PeerConn>>,
     /// One gate per (peer, SNI, slot) being connected, so a burst opens one connection.
     connecting: Mutex<HashMap<(SocketAddr, String, usize), Gate>>,
 }
@@ -63,7 +61,7 @@ impl Pool {
         }
     }
 
-    fn cached(&self, peer: SocketAddr, sni: &str, slot: usize) -> Option<SendRequest<Body>> {
+    fn cached(&self, peer: SocketAddr, sni: &str, slot: usize) -> Option<PeerConn> {
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         let entry = ready.get_mut(&peer)?.get_mut(sni)?.get_mut(slot)?;
         match entry {
@@ -90,7 +88,7 @@ impl Pool {
         ep: &Endpoint,
         sni: &str,
         s: &Settings<'_>,
-    ) -> Result<(SendRequest<Body>, usize), ProxyError> {
+    ) -> Result<(PeerConn, usize), ProxyError> {
         let slot = self.slot();
         if let Some(sender) = self.cached(ep.proxy, sni, slot) {
             s.metrics.peer_reuses.inc();
@@ -115,23 +113,9 @@ impl Pool {
         sni: &str,
         slot: usize,
         s: &Settings<'_>,
-    ) -> Result<SendRequest<Body>, ProxyError> {
+    ) -> Result<PeerConn, ProxyError> {
         let tls = connect_peer(s.tls, ep, sni, Alpn::H2, s.mark, s.connect_timeout).await?;
-        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .initial_stream_window_size(1 << 20)
-            .initial_connection_window_size(4 << 20)
-            .handshake::<_, Body>(TokioIo::new(tls))
-            .await
-            .map_err(ProxyError::Upstream)?;
-        let peer = ep.proxy;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "peer connection closed");
-            }
-        });
+        let sender = PeerConn::handshake(tls).await.map_err(|e| ProxyError::Upstream(e.into()))?;
         s.metrics.peer_connects.inc();
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         let slots = ready.entry(ep.proxy).or_default().entry(sni.to_string()).or_insert_with(|| vec![None; self.slots]);
