@@ -1,95 +1,351 @@
-//! Connections from the inbound side to the local app: one pooled HTTP/1.1 and one HTTP/2 client
-//! per app port. The connector ignores the request's authority and always dials the app's port
-//! (with the bypass mark), so the request keeps the `Host`/`:authority` its caller sent.
+//! Connections from the inbound side to the local app: per app port and per worker, a pool of
+//! HTTP/1.1 connections and one multiplexed HTTP/2 connection, made with `hyper::client::conn`.
+//! They always dial the app's port (with the bypass mark), whatever the request's authority, so
+//! the request keeps the `Host`/`:authority` its caller sent.
+//!
+//! Why not hyper-util's pooled `Client`: per request it boxes a connector call, locks a shared
+//! pool, and for HTTP/1.1 spawns a task that waits for the connection to become idle again. Here
+//! an HTTP/1.1 connection goes back to its pool when the response body has been read (see
+//! [`PooledBody`]), and each worker has its own pools, so the task driving a connection runs on
+//! the same thread as the requests that use it (see [`crate::workers`]).
 
 use crate::error::ProxyError;
-use crate::httputil::Body;
+use crate::httputil::{Body, BoxError};
 use crate::net;
-use arc_swap::ArcSwap;
-use http::Uri;
-use hyper_util::client::legacy::Client;
+use bytes::Bytes;
+use http::header::HOST;
+use http::{HeaderValue, Request, Response, Uri};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::collections::HashMap;
-use std::future::Future;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
-use tokio::net::TcpStream;
+use std::time::{Duration, Instant};
 
-/// Dials one fixed address, whatever the URI says.
-#[derive(Clone)]
-pub struct AppConnector {
-    addr: SocketAddr,
-    mark: u32,
-    timeout: Duration,
-}
+/// Idle HTTP/1.1 connections kept per app port and worker; beyond that, finished ones close.
+const MAX_IDLE: usize = 256;
+/// An idle HTTP/1.1 connection older than this is closed rather than reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-impl tower_service::Service<Uri> for AppConnector {
-    type Response = TokioIo<TcpStream>;
-    type Error = ProxyError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
+type Pools = Arc<[Arc<AppPool>]>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let (addr, mark, timeout) = (self.addr, self.mark, self.timeout);
-        Box::pin(async move { net::tcp_connect(addr, mark, timeout).await.map(TokioIo::new) })
-    }
-}
-
-pub type AppClient = Client<AppConnector, Body>;
-
-type ByPort = HashMap<u16, (AppClient, AppClient)>;
-
-/// Clients for every app port: (HTTP/1.1, HTTP/2). Ports the control plane sends later are added
-/// with [`AppClients::add_ports`]; readers never lock.
+/// Clients for every app port. Ports the control plane sends later are added with
+/// [`AppClients::add_ports`]; the request path never locks to find its pool.
 pub struct AppClients {
     host: IpAddr,
     mark: u32,
     timeout: Duration,
-    by_port: ArcSwap<ByPort>,
+    workers: usize,
+    /// App port → one pool per worker.
+    by_port: arc_swap::ArcSwap<HashMap<u16, Pools>>,
 }
 
 impl Default for AppClients {
     fn default() -> Self {
-        AppClients::new(std::net::Ipv4Addr::LOCALHOST.into(), [], 0, Duration::from_secs(1))
+        AppClients::new(std::net::Ipv4Addr::LOCALHOST.into(), [], 0, Duration::from_secs(1), 1)
     }
 }
 
+/// The connections of one worker to one app port.
+struct AppPool {
+    addr: SocketAddr,
+    mark: u32,
+    timeout: Duration,
+    /// Idle HTTP/1.1 connections, most recently used at the back.
+    h1: Mutex<VecDeque<(Instant, http1::SendRequest<Body>)>>,
+    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    /// Held while an HTTP/2 connection is being opened, so a burst opens one.
+    h2_connecting: tokio::sync::Mutex<()>,
+}
+
 impl AppClients {
-    pub fn new(host: IpAddr, ports: impl IntoIterator<Item = u16>, mark: u32, timeout: Duration) -> Self {
-        let clients = AppClients { host, mark, timeout, by_port: ArcSwap::from_pointee(HashMap::new()) };
+    pub fn new(
+        host: IpAddr,
+        ports: impl IntoIterator<Item = u16>,
+        mark: u32,
+        timeout: Duration,
+        workers: usize,
+    ) -> Self {
+        let clients = AppClients { host, mark, timeout, workers: workers.max(1), by_port: Default::default() };
         clients.add_ports(ports);
         clients
     }
 
-    fn client(&self, port: u16, h2: bool) -> AppClient {
-        let connector = AppConnector { addr: SocketAddr::new(self.host, port), mark: self.mark, timeout: self.timeout };
-        let mut b = Client::builder(TokioExecutor::new());
-        b.timer(TokioTimer::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90));
-        if h2 {
-            b.http2_only(true);
-        }
-        b.build(connector)
-    }
-
-    /// Makes clients for the ports that have none yet (existing ones keep their pools).
+    /// Makes pools for the ports that have none yet (existing ones keep their connections).
     pub fn add_ports(&self, ports: impl IntoIterator<Item = u16>) {
         let missing: Vec<u16> = ports.into_iter().filter(|p| !self.by_port.load().contains_key(p)).collect();
         if missing.is_empty() {
             return;
         }
-        let mut next: ByPort = (**self.by_port.load()).clone();
-        for p in missing {
-            next.entry(p).or_insert_with(|| (self.client(p, false), self.client(p, true)));
+        let mut next = (**self.by_port.load()).clone();
+        for port in missing {
+            next.entry(port).or_insert_with(|| {
+                (0..self.workers)
+                    .map(|_| {
+                        Arc::new(AppPool {
+                            addr: SocketAddr::new(self.host, port),
+                            mark: self.mark,
+                            timeout: self.timeout,
+                            h1: Mutex::default(),
+                            h2: Mutex::default(),
+                            h2_connecting: tokio::sync::Mutex::default(),
+                        })
+                    })
+                    .collect()
+            });
         }
-        self.by_port.store(std::sync::Arc::new(next));
+        self.by_port.store(Arc::new(next));
     }
 
-    pub fn get(&self, port: u16, h2: bool) -> Option<AppClient> {
-        self.by_port.load().get(&port).map(|(h1, h2c)| if h2 { h2c.clone() } else { h1.clone() })
+    /// Sends `req` to the app on `port` over HTTP/2 or HTTP/1.1. A request that could not be
+    /// sent on a reused connection (the app closed it meanwhile) is sent again on another.
+    pub async fn send(&self, port: u16, h2: bool, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        let pool = {
+            let by_port = self.by_port.load();
+            let pools = by_port.get(&port).ok_or_else(|| ProxyError::App(format!("port {port} is not an app port")))?;
+            pools[crate::workers::current() % pools.len()].clone()
+        };
+        if h2 {
+            pool.send_h2(req).await
+        } else {
+            pool.send_h1(req).await
+        }
+    }
+}
+
+impl AppPool {
+    fn error(&self, e: impl std::fmt::Display) -> ProxyError {
+        ProxyError::App(format!("{}: {e}", self.addr))
+    }
+
+    async fn send_h1(self: &Arc<Self>, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        to_origin_form(&mut req);
+        loop {
+            let (mut sender, reused) = match self.idle_h1() {
+                Some(s) => (s, true),
+                None => (self.connect_h1().await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let back = Some((sender, self.clone()));
+                    return Ok(resp.map(|inner| PooledBody::new(inner, back).boxed()));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(self.error(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection that can take a request now.
+    fn idle_h1(&self) -> Option<http1::SendRequest<Body>> {
+        let mut idle = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+        // A connection still finishing its previous exchange (its request body, say) is skipped
+        // but kept; closed ones are dropped. Look at a few only: the rest are older.
+        let mut busy = vec![];
+        let mut found = None;
+        while let Some((at, s)) = idle.pop_back() {
+            if s.is_ready() {
+                found = Some(s);
+                break;
+            }
+            if s.is_closed() {
+                continue;
+            }
+            if busy.len() >= 4 {
+                idle.push_back((at, s));
+                break;
+            }
+            busy.push((at, s));
+        }
+        for b in busy.into_iter().rev() {
+            idle.push_front(b);
+        }
+        found
+    }
+
+    fn checkin_h1(&self, sender: http1::SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+        while idle.front().is_some_and(|(at, _)| now.duration_since(*at) > IDLE_TIMEOUT) || idle.len() >= MAX_IDLE {
+            idle.pop_front();
+        }
+        idle.push_back((now, sender));
+    }
+
+    async fn connect_h1(&self) -> Result<http1::SendRequest<Body>, ProxyError> {
+        let tcp = net::tcp_connect(self.addr, self.mark, self.timeout).await?;
+        let (mut sender, conn) =
+            http1::Builder::new().handshake::<_, Body>(TokioIo::new(tcp)).await.map_err(|e| self.error(e))?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "app connection ended with error");
+            }
+        });
+        sender.ready().await.map_err(|e| self.error(e))?;
+        Ok(sender)
+    }
+
+    async fn send_h2(&self, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        loop {
+            let (mut sender, reused) = match self.cached_h2() {
+                Some(s) => (s, true),
+                None => (self.connect_h2().await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp.map(crate::httputil::boxed)),
+                Err(mut e) => {
+                    self.h2.lock().unwrap_or_else(|p| p.into_inner()).take_if(|s| s.is_closed());
+                    match e.take_message() {
+                        Some(unsent) if reused => req = unsent,
+                        _ => return Err(self.error(e.into_error())),
+                    }
+                }
+            }
+        }
+    }
+
+    fn cached_h2(&self) -> Option<http2::SendRequest<Body>> {
+        let mut cached = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        match &*cached {
+            Some(s) if s.is_ready() => Some(s.clone()),
+            Some(_) => {
+                *cached = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn connect_h2(&self) -> Result<http2::SendRequest<Body>, ProxyError> {
+        let _gate = self.h2_connecting.lock().await;
+        if let Some(s) = self.cached_h2() {
+            return Ok(s);
+        }
+        let tcp = net::tcp_connect(self.addr, self.mark, self.timeout).await?;
+        let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake::<_, Body>(TokioIo::new(tcp))
+            .await
+            .map_err(|e| self.error(e))?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "app connection ended with error");
+            }
+        });
+        sender.ready().await.map_err(|e| self.error(e))?;
+        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+        Ok(sender)
+    }
+}
+
+/// HTTP/1.1 to the app: `Host` from the URI's authority unless the request has one (the
+/// authority without a default port), then the origin-form request target (`/path?query`).
+fn to_origin_form(req: &mut Request<Body>) {
+    if !req.headers().contains_key(HOST) {
+        if let Some(auth) = req.uri().authority() {
+            let default_port = if matches!(req.uri().scheme_str(), Some("https" | "wss")) { 443 } else { 80 };
+            let value = match auth.port_u16() {
+                Some(p) if p != default_port => HeaderValue::from_str(auth.as_str().rsplit('@').next().unwrap_or("")),
+                _ => HeaderValue::from_str(auth.host()),
+            };
+            if let Ok(v) = value {
+                req.headers_mut().insert(HOST, v);
+            }
+        }
+    }
+    let uri = match req.uri().path_and_query() {
+        Some(pq) if pq.as_str() != "/" => {
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(pq.clone());
+            Uri::from_parts(parts).unwrap_or_default()
+        }
+        _ => Uri::default(),
+    };
+    *req.uri_mut() = uri;
+}
+
+/// A response body from a pooled HTTP/1.1 connection: when its end has been read, the
+/// connection goes back to the pool (it can then take the next request).
+struct PooledBody {
+    inner: Incoming,
+    back: Option<(http1::SendRequest<Body>, Arc<AppPool>)>,
+}
+
+impl PooledBody {
+    fn new(inner: Incoming, back: Option<(http1::SendRequest<Body>, Arc<AppPool>)>) -> Self {
+        let mut b = PooledBody { inner, back };
+        // No body at all (204, HEAD, 304): nobody polls it, so release now.
+        if b.inner.is_end_stream() {
+            b.release();
+        }
+        b
+    }
+
+    fn release(&mut self) {
+        if let Some((sender, pool)) = self.back.take() {
+            pool.checkin_h1(sender);
+        }
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_frame(cx);
+        match &res {
+            // Servers (hyper's among them) stop polling once `is_end_stream` says so.
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            // A broken exchange: the connection is not reused.
+            Poll::Ready(Some(Err(_))) => this.back = None,
+            _ => {}
+        }
+        res.map_err(BoxError::from)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(uri: &str, host: Option<&str>) -> (String, Option<String>) {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header(HOST, h);
+        }
+        let mut req = b.body(crate::httputil::full("")).unwrap();
+        to_origin_form(&mut req);
+        (req.uri().to_string(), req.headers().get(HOST).map(|h| h.to_str().unwrap().to_string()))
+    }
+
+    #[test]
+    fn origin_form_and_host_like_hyper_util_client() {
+        assert_eq!(origin("http://api:8080/a?b=1", None), ("/a?b=1".into(), Some("api:8080".into())));
+        assert_eq!(origin("http://api:80/", None), ("/".into(), Some("api".into())));
+        assert_eq!(origin("http://api/x", Some("caller.example")), ("/x".into(), Some("caller.example".into())));
+        assert_eq!(origin("/only/path", None), ("/only/path".into(), None));
     }
 }

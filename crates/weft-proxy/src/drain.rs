@@ -1,15 +1,30 @@
 //! Graceful drain: a shutdown signal every accept loop and connection watches, and a count of open
 //! connections to wait on.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use futures_util::task::AtomicWaker;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 #[derive(Clone)]
 pub struct Drain {
-    signal: watch::Sender<bool>,
+    signal: Arc<Signal>,
     open: Arc<(AtomicUsize, Notify)>,
+}
+
+/// The drain signal. A connection task polls its [`Signaled`] future on every wake-up (it sits in
+/// a `select!` beside the connection), so polling must not touch shared locks: a `watch` or
+/// `Notify` takes a process-wide mutex on each such poll, which the worker threads then contend
+/// for on every request. Here each waiter owns an `AtomicWaker` and registers it once; the
+/// shared list is locked only when a waiter starts and when drain begins.
+#[derive(Default)]
+struct Signal {
+    draining: AtomicBool,
+    waiters: Mutex<Vec<Weak<AtomicWaker>>>,
 }
 
 /// Held by each open connection.
@@ -25,7 +40,7 @@ impl Drop for ConnGuard {
 
 impl Default for Drain {
     fn default() -> Self {
-        Drain { signal: watch::channel(false).0, open: Arc::new((AtomicUsize::new(0), Notify::new())) }
+        Drain { signal: Arc::default(), open: Arc::new((AtomicUsize::new(0), Notify::new())) }
     }
 }
 
@@ -40,18 +55,21 @@ impl Drain {
     }
 
     pub fn is_draining(&self) -> bool {
-        *self.signal.borrow()
+        self.signal.draining.load(Ordering::Acquire)
     }
 
     /// Resolves once drain has started.
-    pub async fn signaled(&self) {
-        let mut rx = self.signal.subscribe();
-        let _ = rx.wait_for(|d| *d).await;
+    pub fn signaled(&self) -> Signaled {
+        Signaled { signal: self.signal.clone(), waker: None }
     }
 
     /// Starts the drain and waits (up to `timeout`) for open connections to finish.
     pub async fn drain(&self, timeout: Duration) -> usize {
-        self.signal.send_replace(true);
+        self.signal.draining.store(true, Ordering::Release);
+        let waiters = std::mem::take(&mut *self.signal.waiters.lock().unwrap_or_else(|p| p.into_inner()));
+        for w in waiters.iter().filter_map(Weak::upgrade) {
+            w.wake();
+        }
         let wait = async {
             loop {
                 let notified = self.open.1.notified();
@@ -63,5 +81,55 @@ impl Drain {
         };
         let _ = tokio::time::timeout(timeout, wait).await;
         self.open_connections()
+    }
+}
+
+/// See [`Signal`].
+pub struct Signaled {
+    signal: Arc<Signal>,
+    waker: Option<Arc<AtomicWaker>>,
+}
+
+impl Future for Signaled {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let signal = self.signal.clone();
+        let waker = self.waker.get_or_insert_with(|| {
+            let w = Arc::new(AtomicWaker::new());
+            let mut waiters = signal.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            // Forget waiters whose connection has ended, now and then (amortised O(1) per push).
+            if waiters.len() >= 64 && waiters.len().is_power_of_two() {
+                waiters.retain(|w| w.strong_count() > 0);
+            }
+            waiters.push(Arc::downgrade(&w));
+            w
+        });
+        // Register before checking the flag, so a drain starting in between still wakes us.
+        // (`AtomicWaker::register` does not clone the waker again when it would wake the same task.)
+        waker.register(cx.waker());
+        if signal.draining.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waiters_wake_on_drain_and_late_ones_resolve_at_once() {
+        let d = Drain::default();
+        let waiting: Vec<_> = (0..100).map(|_| tokio::spawn(d.signaled())).collect();
+        tokio::task::yield_now().await;
+        assert!(!d.is_draining());
+        assert_eq!(d.drain(Duration::from_secs(1)).await, 0);
+        for w in waiting {
+            w.await.unwrap();
+        }
+        d.signaled().await;
     }
 }

@@ -16,7 +16,7 @@ pub enum ProxyError {
     #[error("peer at {addr} is {got}, expected {expected}")]
     WrongIdentity { addr: std::net::SocketAddr, expected: String, got: String },
     #[error("upstream: {0}")]
-    Upstream(#[source] hyper::Error),
+    Upstream(#[source] crate::httputil::BoxError),
     #[error("local app: {0}")]
     App(String),
 }

@@ -12,7 +12,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = BoxBody<Bytes, BoxError>;
 
 /// Set by the destination sidecar: the caller's verified SPIFFE ID. Any copy arriving from
 /// elsewhere is removed first, so the app can trust it.
@@ -25,8 +26,11 @@ pub const ORIG_PROTO_HTTP1: &str = "HTTP/1.1";
 /// Set on responses the proxy itself generated, naming the reason.
 pub const PROXY_ERROR: HeaderName = HeaderName::from_static("x-weft-error");
 
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 pub fn boxed(b: Incoming) -> Body {
-    b.boxed()
+    b.map_err(BoxError::from).boxed()
 }
 
 pub fn full(text: impl Into<Bytes>) -> Body {
@@ -51,8 +55,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for n in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::PROXY_AUTHENTICATE] {
         headers.remove(n);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    // Named constants, not strings: `remove("keep-alive")` parses the name on every call.
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
     let te_trailers = headers
         .get_all(header::TE)
         .iter()
@@ -97,14 +102,14 @@ where
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, Body>(TokioIo::new(io))
         .await
-        .map_err(ProxyError::Upstream)?;
+        .map_err(|e| ProxyError::Upstream(e.into()))?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upgrade connection ended");
         }
     });
     *req.version_mut() = http::Version::HTTP_11;
-    let mut resp = sender.send_request(req.map(boxed)).await.map_err(ProxyError::Upstream)?;
+    let mut resp = sender.send_request(req.map(boxed)).await.map_err(|e| ProxyError::Upstream(e.into()))?;
     let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS || resp.status().is_success();
     if switched {
         let upstream = hyper::upgrade::on(&mut resp);

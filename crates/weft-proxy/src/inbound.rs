@@ -10,14 +10,14 @@
 use crate::detect::{detect, Detected, Prefixed};
 use crate::error::ProxyError;
 use crate::httputil::{self as h, Body};
-use crate::metrics::{Direction, Name, Peer, Proto};
+use crate::metrics::{Direction, HttpSeries, Name, Peer, Proto};
 use crate::net;
 use crate::sni::SniTarget;
 use crate::Ctx;
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio::net::{TcpListener, TcpStream};
 use weft_api::proxy::Protocol;
@@ -113,47 +113,53 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
             protocol: if alpn.as_deref() == Some(net::ALPN_H2) { "http2" } else { "http1" },
         })
         .inc();
-    let svc_ctx = ctx.clone();
-    // Built once per connection: every request on it carries the same verified identity.
+    // Built once per connection: every request on it carries the same verified identity and
+    // counts in the same metric series (a service call clones one `Arc`).
     let Ok(peer_header) = HeaderValue::from_str(&peer_id.to_string()) else {
         return;
     };
+    let conn = Arc::new(Conn { ctx: ctx.clone(), peer_header, label, series: OnceLock::new(), app, protocol });
     let service = hyper::service::service_fn(move |req| {
-        let ctx = svc_ctx.clone();
-        let peer_header = peer_header.clone();
-        let label = label.clone();
-        async move { Ok::<_, std::convert::Infallible>(request(ctx, peer_header, label, app, protocol, req).await) }
+        let conn = conn.clone();
+        async move { Ok::<_, std::convert::Infallible>(request(&conn, req).await) }
     });
     crate::serve_http(&ctx, tls, service).await;
 }
 
-async fn request(
+/// What every request of one inbound HTTP connection shares.
+struct Conn {
     ctx: Arc<Ctx>,
+    /// The verified peer identity, as the `x-weft-peer-identity` value.
     peer_header: HeaderValue,
     label: Peer,
+    series: OnceLock<HttpSeries>,
     app: SocketAddr,
     protocol: Protocol,
-    mut req: Request<Incoming>,
-) -> Response<Body> {
+}
+
+async fn request(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
+    let (ctx, app) = (&conn.ctx, conn.app);
     // The app may trust this header: any copy from outside is replaced by the verified identity.
-    req.headers_mut().insert(h::PEER_IDENTITY, peer_header);
+    req.headers_mut().insert(h::PEER_IDENTITY, conn.peer_header.clone());
     // Only the exact value the client sidecar sets counts; anything else is dropped.
     let orig_h1 = req.headers_mut().remove(h::ORIG_PROTO).is_some_and(|v| v == h::ORIG_PROTO_HTTP1)
         || req.version() != http::Version::HTTP_2;
-    let use_h2 = match protocol {
+    let use_h2 = match conn.protocol {
         Protocol::Http2 => true,
         Protocol::Http1 => false,
         _ => !orig_h1,
     };
-    let resp = match forward(&ctx, app, use_h2, req).await {
+    let resp = match forward(ctx, app, use_h2, req).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, %app, "inbound: app request failed");
             h::rescue(&e)
         }
     };
-    ctx.metrics.http(&label, resp.status().as_u16(), started);
+    conn.series
+        .get_or_init(|| HttpSeries::new(&ctx.metrics, conn.label.clone()))
+        .record(resp.status().as_u16(), started);
     resp
 }
 
@@ -175,13 +181,9 @@ async fn forward(
         *req.uri_mut() = format!("http://{app}{path}").parse::<Uri>().map_err(|e| ProxyError::App(e.to_string()))?;
     }
     *req.version_mut() = if use_h2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
-    let client = ctx
-        .apps
-        .get(app.port(), use_h2)
-        .ok_or_else(|| ProxyError::App(format!("port {} is not an app port", app.port())))?;
-    let mut resp = client.request(req.map(h::boxed)).await.map_err(|e| ProxyError::App(format!("{app}: {e}")))?;
+    let mut resp = ctx.apps.send(app.port(), use_h2, req.map(h::boxed)).await?;
     h::strip_hop_by_hop(resp.headers_mut());
     // Only proxies speak in this header.
     resp.headers_mut().remove(h::PROXY_ERROR);
-    Ok(resp.map(h::boxed))
+    Ok(resp)
 }

@@ -25,9 +25,11 @@ pub mod iptables;
 pub mod metrics;
 pub mod net;
 mod outbound;
+mod peer;
 mod pool;
 pub mod routes;
 pub mod sni;
+pub mod workers;
 
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -70,6 +72,8 @@ pub struct Ctx {
     drain: drain::Drain,
     server: auto::Builder<TokioExecutor>,
     apps: app::AppClients,
+    /// Where accepted connections run (see [`workers`]).
+    workers: workers::Workers,
     /// This proxy's SPIFFE ID, as a metric label.
     id_label: metrics::Name,
     ready: AtomicBool,
@@ -127,14 +131,21 @@ fn local(l: &TcpListener) -> Option<SocketAddr> {
     l.local_addr().ok()
 }
 
-/// One multiplexed connection per core to each peer (at most 8).
-fn default_connections_per_peer() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8)
+/// One multiplexed connection per core to each peer (at most 8), and at least one per worker so
+/// that no worker drives another's connection.
+fn default_connections_per_peer(workers: usize) -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8).max(workers)
 }
 
 impl Proxy {
-    /// Validates `cfg`, binds every listener and starts serving.
+    /// Validates `cfg`, binds every listener and starts serving on the current runtime.
     pub async fn start(cfg: ProxyConfig, certs: CertStore) -> Result<Proxy, StartError> {
+        Proxy::start_on(cfg, certs, workers::Workers::default()).await
+    }
+
+    /// Like [`Proxy::start`], but accepted connections are spread over `workers` (thread-per-core,
+    /// see [`workers`]); listeners, admin and control-plane tasks run on the current runtime.
+    pub async fn start_on(cfg: ProxyConfig, certs: CertStore, workers: workers::Workers) -> Result<Proxy, StartError> {
         cfg.validate()?;
         let routes = Routes::try_from(&cfg)?;
         let mut registry = Registry::default();
@@ -163,7 +174,11 @@ impl Proxy {
             metrics,
             registry,
             pool: pool::Pool::new(
-                cfg.outbound.as_ref().and_then(|o| o.connections_per_peer).unwrap_or_else(default_connections_per_peer),
+                cfg.outbound
+                    .as_ref()
+                    .and_then(|o| o.connections_per_peer)
+                    .unwrap_or_else(|| default_connections_per_peer(workers.count())),
+                workers.count(),
             ),
             drain: drain::Drain::default(),
             server,
@@ -173,9 +188,11 @@ impl Proxy {
                     inb.ports.iter().map(|p| p.port),
                     cfg.outbound.as_ref().map(|o| o.effective_mark()).unwrap_or(0),
                     connect_timeout,
+                    workers.count(),
                 ),
                 None => app::AppClients::default(),
             },
+            workers,
             ready: AtomicBool::new(false),
             bound: std::sync::OnceLock::new(),
             cfg,
@@ -289,9 +306,11 @@ impl Proxy {
 }
 
 /// Accepts until drain starts; each connection runs on its own task and holds a drain guard.
+/// With workers, the task runs on the next worker (round robin) and the socket is registered with
+/// that worker's reactor, so its readiness events wake that thread only.
 pub(crate) async fn accept_loop<F, Fut>(ctx: &Arc<Ctx>, listener: TcpListener, handler: F)
 where
-    F: Fn(Arc<Ctx>, TcpStream, SocketAddr) -> Fut,
+    F: Fn(Arc<Ctx>, TcpStream, SocketAddr) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     loop {
@@ -300,11 +319,32 @@ where
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let guard = ctx.drain.conn();
-                    let fut = handler(ctx.clone(), stream, peer);
-                    tokio::spawn(async move {
-                        fut.await;
-                        drop(guard);
-                    });
+                    match ctx.workers.next() {
+                        None => {
+                            let fut = handler(ctx.clone(), stream, peer);
+                            tokio::spawn(async move {
+                                fut.await;
+                                drop(guard);
+                            });
+                        }
+                        Some(worker) => {
+                            let std = match stream.into_std() {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "cannot hand over an accepted connection");
+                                    continue;
+                                }
+                            };
+                            let (ctx, handler) = (ctx.clone(), handler.clone());
+                            worker.spawn(async move {
+                                match TcpStream::from_std(std) {
+                                    Ok(stream) => handler(ctx, stream, peer).await,
+                                    Err(e) => tracing::debug!(error = %e, "cannot register an accepted connection"),
+                                }
+                                drop(guard);
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly rather than spin.

@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::fmt::Write;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 /// A label value shared by reference: cloning it on the request path costs a refcount, not an
@@ -171,12 +171,62 @@ impl Metrics {
         TcpGuard { metrics: self.clone(), peer, rx: 0, tx: 0 }
     }
 
-    /// Records one HTTP exchange.
+    /// Records one HTTP exchange. On the request path, prefer a cached [`HttpSeries`].
     pub fn http(&self, peer: &Peer, status: u16, started: Instant) {
         self.requests.get_or_create(peer).inc();
         self.latency.get_or_create(peer).observe(started.elapsed().as_secs_f64());
         let r = Response { direction: peer.direction, src: peer.src.clone(), dst: peer.dst.clone(), status };
         self.responses.get_or_create(&r).inc();
+    }
+}
+
+/// Statuses whose `responses` series an [`HttpSeries`] keeps resolved; others are looked up.
+const CACHED_STATUSES: [u16; 10] = [200, 201, 204, 301, 302, 304, 400, 404, 500, 503];
+
+/// The HTTP series of one label set (a peer connection's, an endpoint's), resolved once.
+/// [`Metrics::http`] finds three series per request in `Family` maps, hashing the label set
+/// (two SPIFFE IDs) each time under a lock; this keeps the handles instead. Built lazily, at the
+/// first request, so `/metrics` shows a series only once it has counted something, as before.
+pub struct HttpSeries {
+    metrics: Metrics,
+    peer: Peer,
+    requests: Counter,
+    latency: Histogram,
+    responses: [OnceLock<Counter>; CACHED_STATUSES.len()],
+}
+
+impl std::fmt::Debug for HttpSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSeries").field("peer", &self.peer).finish_non_exhaustive()
+    }
+}
+
+impl HttpSeries {
+    pub fn new(metrics: &Metrics, peer: Peer) -> Self {
+        HttpSeries {
+            requests: metrics.requests.get_or_create(&peer).clone(),
+            latency: metrics.latency.get_or_create(&peer).clone(),
+            metrics: metrics.clone(),
+            peer,
+            responses: Default::default(),
+        }
+    }
+
+    /// Records one HTTP exchange, as [`Metrics::http`] does.
+    pub fn record(&self, status: u16, started: Instant) {
+        self.requests.inc();
+        self.latency.observe(started.elapsed().as_secs_f64());
+        let family = &self.metrics.responses;
+        let label = || Response {
+            direction: self.peer.direction,
+            src: self.peer.src.clone(),
+            dst: self.peer.dst.clone(),
+            status,
+        };
+        match CACHED_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => self.responses[i].get_or_init(|| family.get_or_create(&label()).clone()).inc(),
+            None => family.get_or_create(&label()).inc(),
+        };
     }
 }
 

@@ -9,11 +9,13 @@
 use crate::detect::{detect, Detected, Prefixed};
 use crate::error::ProxyError;
 use crate::httputil::{self as h, Body};
-use crate::metrics::{Direction, Name, Peer, Proto};
+use crate::metrics::{Direction, HttpSeries, Name, Peer, Proto};
 use crate::net::{self, Alpn};
+use crate::peer::SendError;
 use crate::routes::{Endpoint, Service};
 use crate::sni::SniTarget;
 use crate::Ctx;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use std::borrow::Cow;
@@ -201,16 +203,27 @@ fn host_of<B>(req: &Request<B>) -> Option<&str> {
     Some(host.rsplit_once(':').map_or(host, |(h, port)| if port.parse::<u16>().is_ok() { h } else { host }))
 }
 
-/// Absolute `http://authority/path` for the HTTP/2 hop.
-fn absolute_uri(req: &Request<Incoming>, fallback: &str) -> Uri {
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
-        .unwrap_or_else(|| fallback.to_string());
-    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    format!("http://{authority}{path}").parse().unwrap_or_else(|_| Uri::from_static("http://invalid/"))
+/// Absolute `http://authority/path` for the HTTP/2 hop. Built from the parts of the request's
+/// URI (reference-counted, no copy) rather than formatted and parsed again: an HTTP/2 request
+/// already carries both; HTTP/1.1 takes its authority from `Host`.
+fn absolute_uri<B>(req: &Request<B>, fallback: &str) -> Uri {
+    let uri = req.uri();
+    if uri.scheme() == Some(&Scheme::HTTP) && uri.authority().is_some() {
+        return uri.clone();
+    }
+    let authority = match (uri.authority(), req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok())) {
+        (Some(a), _) => Ok(a.clone()),
+        (None, Some(host)) => Authority::try_from(host),
+        (None, None) => Authority::try_from(fallback),
+    };
+    let Ok(authority) = authority else {
+        return Uri::from_static("http://invalid/");
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("http://invalid/"))
 }
 
 async fn request(ctx: Arc<Ctx>, mut target: Target, req: Request<Incoming>) -> Response<Body> {
@@ -242,7 +255,6 @@ async fn request(ctx: Arc<Ctx>, mut target: Target, req: Request<Incoming>) -> R
             return resp;
         }
     };
-    let peer = Peer { direction: Direction::outbound, src: ctx.id_label.clone(), dst: ep.label.clone() };
     let result = forward(&ctx, &target, &ep, req).await;
     let resp = match result {
         Ok(r) => r,
@@ -252,7 +264,12 @@ async fn request(ctx: Arc<Ctx>, mut target: Target, req: Request<Incoming>) -> R
             h::rescue(&e)
         }
     };
-    ctx.metrics.http(&peer, resp.status().as_u16(), started);
+    ep.http_series
+        .get_or_init(|| {
+            let peer = Peer { direction: Direction::outbound, src: ctx.id_label.clone(), dst: ep.label.clone() };
+            HttpSeries::new(&ctx.metrics, peer)
+        })
+        .record(resp.status().as_u16(), started);
     resp
 }
 
@@ -284,19 +301,50 @@ async fn forward(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (mut sender, slot) = ctx.pool.get(ep, &sni, &settings).await?;
-        match sender.try_send_request(req).await {
+        let (conn, slot) = ctx.pool.get(ep, &sni, &settings).await?;
+        match conn.send(req).await {
             Ok(mut resp) => {
                 h::strip_hop_by_hop(resp.headers_mut());
-                return Ok(resp.map(h::boxed));
+                return Ok(resp);
             }
-            Err(mut e) => {
+            Err(SendError::Unsent(unsent, e)) => {
                 ctx.pool.evict(ep, &sni, slot);
-                match e.take_message() {
-                    Some(unsent) if attempts < 2 => req = unsent,
-                    _ => return Err(ProxyError::Upstream(e.into_error())),
+                if attempts >= 2 {
+                    return Err(ProxyError::Upstream(e.into()));
                 }
+                req = unsent;
+            }
+            Err(SendError::Failed(e)) => {
+                if e.is_io() || e.is_go_away() {
+                    ctx.pool.evict(ep, &sni, slot);
+                }
+                return Err(ProxyError::Upstream(e.into()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri_of(req: Request<()>) -> String {
+        absolute_uri(&req, "api.default").to_string()
+    }
+
+    #[test]
+    fn absolute_uri_for_the_h2_hop() {
+        let r = |uri: &str, host: Option<&str>| {
+            let mut b = Request::builder().uri(uri);
+            if let Some(h) = host {
+                b = b.header("host", h);
+            }
+            uri_of(b.body(()).unwrap())
+        };
+        assert_eq!(r("/a?b=1", Some("api:8080")), "http://api:8080/a?b=1");
+        assert_eq!(r("http://x:1/p", Some("other")), "http://x:1/p");
+        assert_eq!(r("https://x/p", None), "http://x/p");
+        assert_eq!(r("/p", None), "http://api.default/p");
+        assert_eq!(r("/p", Some("bad host")), "http://invalid/");
     }
 }

@@ -5,11 +5,9 @@
 //! connection, not one each.
 
 use crate::error::ProxyError;
-use crate::httputil::Body;
 use crate::net::{connect_peer, Alpn, Tls};
+use crate::peer::PeerConn;
 use crate::routes::Endpoint;
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,8 +23,10 @@ type Gate = Arc<tokio::sync::Mutex<()>>;
 /// that framing and TLS for one peer are not serialised on one task.
 pub struct Pool {
     slots: usize,
+    /// Thread-per-core workers (1 without): each keeps to its own slots, see [`Pool::slot`].
+    workers: usize,
     next: AtomicUsize,
-    ready: Mutex<Map<SendRequest<Body>>>,
+    ready: Mutex<Map<PeerConn>>,
     /// One gate per (peer, SNI, slot) being connected, so a burst opens one connection.
     connecting: Mutex<HashMap<(SocketAddr, String, usize), Gate>>,
 }
@@ -39,11 +39,29 @@ pub struct Settings<'a> {
 }
 
 impl Pool {
-    pub fn new(slots: usize) -> Self {
-        Pool { slots: slots.max(1), next: AtomicUsize::new(0), ready: Mutex::default(), connecting: Mutex::default() }
+    pub fn new(slots: usize, workers: usize) -> Self {
+        Pool {
+            slots: slots.max(1),
+            workers: workers.max(1),
+            next: AtomicUsize::new(0),
+            ready: Mutex::default(),
+            connecting: Mutex::default(),
+        }
     }
 
-    fn cached(&self, peer: SocketAddr, sni: &str, slot: usize) -> Option<SendRequest<Body>> {
+    /// The slot for the next request. A connection's task runs on the worker that opened it, so
+    /// with `n` workers, worker `w` uses slots `w, w + n, w + 2n, ...` (round robin among them):
+    /// its requests then never wake another thread. With fewer slots than workers, workers share.
+    fn slot(&self) -> usize {
+        let (n, w) = (self.workers, crate::workers::current() % self.workers);
+        if self.slots >= n {
+            w + n * (self.next.fetch_add(1, Ordering::Relaxed) % (self.slots / n))
+        } else {
+            w % self.slots
+        }
+    }
+
+    fn cached(&self, peer: SocketAddr, sni: &str, slot: usize) -> Option<PeerConn> {
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         let entry = ready.get_mut(&peer)?.get_mut(sni)?.get_mut(slot)?;
         match entry {
@@ -65,13 +83,8 @@ impl Pool {
     }
 
     /// A sender for `ep`/`sni`, and the slot it came from (for [`Pool::evict`]).
-    pub async fn get(
-        &self,
-        ep: &Endpoint,
-        sni: &str,
-        s: &Settings<'_>,
-    ) -> Result<(SendRequest<Body>, usize), ProxyError> {
-        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots;
+    pub async fn get(&self, ep: &Endpoint, sni: &str, s: &Settings<'_>) -> Result<(PeerConn, usize), ProxyError> {
+        let slot = self.slot();
         if let Some(sender) = self.cached(ep.proxy, sni, slot) {
             s.metrics.peer_reuses.inc();
             return Ok((sender, slot));
@@ -89,29 +102,9 @@ impl Pool {
         result.map(|sender| (sender, slot))
     }
 
-    async fn connect(
-        &self,
-        ep: &Endpoint,
-        sni: &str,
-        slot: usize,
-        s: &Settings<'_>,
-    ) -> Result<SendRequest<Body>, ProxyError> {
+    async fn connect(&self, ep: &Endpoint, sni: &str, slot: usize, s: &Settings<'_>) -> Result<PeerConn, ProxyError> {
         let tls = connect_peer(s.tls, ep, sni, Alpn::H2, s.mark, s.connect_timeout).await?;
-        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .initial_stream_window_size(1 << 20)
-            .initial_connection_window_size(4 << 20)
-            .handshake::<_, Body>(TokioIo::new(tls))
-            .await
-            .map_err(ProxyError::Upstream)?;
-        let peer = ep.proxy;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "peer connection closed");
-            }
-        });
+        let sender = PeerConn::handshake(tls).await.map_err(|e| ProxyError::Upstream(e.into()))?;
         s.metrics.peer_connects.inc();
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         let slots = ready.entry(ep.proxy).or_default().entry(sni.to_string()).or_insert_with(|| vec![None; self.slots]);

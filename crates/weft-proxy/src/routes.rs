@@ -24,6 +24,8 @@ pub struct Endpoint {
     pub label: crate::metrics::Name,
     /// The SNI for this endpoint's own port (see [`crate::sni`]).
     pub sni: String,
+    /// Outbound HTTP metrics towards this endpoint, resolved at its first request.
+    pub http_series: std::sync::OnceLock<crate::metrics::HttpSeries>,
 }
 
 #[derive(Debug)]
@@ -166,6 +168,7 @@ impl Routes {
                 endpoints.push(Arc::new(Endpoint {
                     label: crate::metrics::Name::new(identity.to_string()),
                     sni,
+                    http_series: std::sync::OnceLock::new(),
                     address: e.address,
                     proxy: e
                         .proxy

@@ -1,0 +1,220 @@
+//! The mTLS HTTP/2 hop to a peer proxy, on the `h2` crate directly.
+//!
+//! ```text
+//! request task ──send_request──► h2 streams (shared state) ◄──I/O── connection task (one per connection)
+//!      ▲                                                                 │
+//!      └────────────── response head + body, polled by the request task ─┘
+//! ```
+//!
+//! Why not `hyper::client::conn::http2`: for every request it sends the request through a channel
+//! to its connection task, spawns one more task that awaits the response, and hands the response
+//! back through a oneshot channel: two extra task hops and allocations per request on the hot path
+//! of every outbound call. Here the task serving the caller opens the stream and awaits the
+//! response itself; only a request body still streaming gets a task of its own (as with hyper).
+
+use crate::httputil::{Body, BoxError};
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Between peers: large windows, so one connection carries many concurrent streams.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 4 << 20;
+/// A PING every `KEEP_ALIVE_INTERVAL`; no PONG within `KEEP_ALIVE_TIMEOUT` closes the connection.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A handle on one multiplexed connection to a peer proxy; cheap to clone.
+#[derive(Clone)]
+pub struct PeerConn {
+    sender: h2::client::SendRequest<Bytes>,
+    /// Set when the connection task has ended (closed, failed, or keep-alive timed out).
+    closed: Arc<AtomicBool>,
+}
+
+/// Why a request could not be sent on a connection.
+pub enum SendError {
+    /// The connection is unusable and the request was not sent: it can go out on another.
+    Unsent(Request<Body>, h2::Error),
+    Failed(h2::Error),
+}
+
+impl PeerConn {
+    /// HTTP/2 handshake on `io`; the connection is driven by a task of its own from then on.
+    pub async fn handshake<T>(io: T) -> Result<PeerConn, h2::Error>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, mut conn) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .handshake::<_, Bytes>(io)
+            .await?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let done = closed.clone();
+        let mut ping_pong = conn.ping_pong();
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE_INTERVAL, KEEP_ALIVE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut deadline: Option<tokio::time::Instant> = None;
+            loop {
+                tokio::select! {
+                    biased;
+                    res = &mut conn => {
+                        if let Err(e) = res {
+                            tracing::debug!(error = %e, "peer connection closed");
+                        }
+                        break;
+                    }
+                    _ = tick.tick(), if deadline.is_none() => {
+                        if let Some(pp) = ping_pong.as_mut() {
+                            if pp.send_ping(h2::Ping::opaque()).is_ok() {
+                                deadline = Some(tokio::time::Instant::now() + KEEP_ALIVE_TIMEOUT);
+                            }
+                        }
+                    }
+                    pong = std::future::poll_fn(|cx| match ping_pong.as_mut() {
+                        Some(pp) => pp.poll_pong(cx),
+                        None => Poll::Pending,
+                    }), if deadline.is_some() => {
+                        deadline = None;
+                        if pong.is_err() {
+                            break;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                        tracing::debug!("peer connection: no PONG in time, closing");
+                        break;
+                    }
+                }
+            }
+            done.store(true, Ordering::Release);
+        });
+        Ok(PeerConn { sender, closed })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends `req` (an absolute URI, no connection-specific headers) and waits for the response
+    /// head; the response body streams from the connection as the caller polls it.
+    pub async fn send(self, req: Request<Body>) -> Result<Response<Body>, SendError> {
+        // Waits while the peer's concurrent-stream limit is reached; fails on a closed connection,
+        // before the request is consumed.
+        let mut sender = match self.sender.ready().await {
+            Ok(s) => s,
+            Err(e) => return Err(SendError::Unsent(req, e)),
+        };
+        let (mut head, body) = req.into_parts();
+        // As hyper's HTTP/2 client does: a body of known length declares it (also 0 for methods
+        // whose requests carry a payload).
+        if let Some(len) = body.size_hint().exact() {
+            if (len != 0 || !matches!(head.method, Method::GET | Method::HEAD | Method::DELETE | Method::CONNECT))
+                && !head.headers.contains_key(http::header::CONTENT_LENGTH)
+            {
+                head.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+            }
+        }
+        let eos = body.is_end_stream();
+        let (response, send) = sender.send_request(Request::from_parts(head, ()), eos).map_err(SendError::Failed)?;
+        if !eos {
+            tokio::spawn(pipe(body, send));
+        }
+        let resp = response.await.map_err(SendError::Failed)?;
+        let (parts, recv) = resp.into_parts();
+        Ok(Response::from_parts(parts, RecvBody { recv, data_done: false }.boxed()))
+    }
+}
+
+/// Streams a request body to the peer, respecting its flow-control window; stops when the peer
+/// resets the stream.
+async fn pipe(mut body: Body, mut send: h2::SendStream<Bytes>) {
+    loop {
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            _ = std::future::poll_fn(|cx| send.poll_reset(cx)) => return,
+        };
+        let frame = match frame {
+            None => {
+                let _ = send.send_data(Bytes::new(), true);
+                return;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "request body failed; resetting the stream");
+                send.send_reset(h2::Reason::CANCEL);
+                return;
+            }
+            Some(Ok(f)) => f,
+        };
+        let frame = match frame.into_data() {
+            Ok(mut data) => {
+                while !data.is_empty() {
+                    send.reserve_capacity(data.len());
+                    let granted = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+                        Some(Ok(n)) if n > 0 => n,
+                        Some(Ok(_)) => continue,
+                        _ => return,
+                    };
+                    let chunk = data.split_to(granted.min(data.len()));
+                    let eos = data.is_empty() && body.is_end_stream();
+                    if send.send_data(chunk, eos).is_err() || eos {
+                        return;
+                    }
+                }
+                continue;
+            }
+            Err(frame) => frame,
+        };
+        if let Ok(trailers) = frame.into_trailers() {
+            let _ = send.send_trailers(trailers);
+            return;
+        }
+    }
+}
+
+/// A response body read from the peer: data (returning flow-control capacity as it is taken),
+/// then trailers.
+struct RecvBody {
+    recv: h2::RecvStream,
+    data_done: bool,
+}
+
+impl http_body::Body for RecvBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.data_done {
+            match std::task::ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                None => self.data_done = true,
+            }
+        }
+        match std::task::ready!(self.recv.poll_trailers(cx)) {
+            Ok(Some(t)) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e.into()))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
