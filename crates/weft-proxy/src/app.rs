@@ -79,7 +79,8 @@ impl AppClients {
     /// Sends `req` to the app on `port` over HTTP/2 or HTTP/1.1. A request that could not be
     /// sent on a reused connection (the app closed it meanwhile) is sent again on another.
     pub async fn send(&self, port: u16, h2: bool, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
-        let pools = self.by_port.get(&port).ok_or_else(|| ProxyError::App(format!("port {port} is not an app port")))?;
+        let pools =
+            self.by_port.get(&port).ok_or_else(|| ProxyError::App(format!("port {port} is not an app port")))?;
         let pool = &pools[crate::workers::current() % pools.len()];
         if h2 {
             pool.send_h2(req).await

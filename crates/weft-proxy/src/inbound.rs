@@ -112,8 +112,7 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     let Ok(peer_header) = HeaderValue::from_str(&peer_id.to_string()) else {
         return;
     };
-    let conn =
-        Arc::new(Conn { ctx: ctx.clone(), peer_header, label, series: OnceLock::new(), app, protocol });
+    let conn = Arc::new(Conn { ctx: ctx.clone(), peer_header, label, series: OnceLock::new(), app, protocol });
     let service = hyper::service::service_fn(move |req| {
         let conn = conn.clone();
         async move { Ok::<_, std::convert::Infallible>(request(&conn, req).await) }

@@ -217,7 +217,12 @@ impl HttpSeries {
         self.requests.inc();
         self.latency.observe(started.elapsed().as_secs_f64());
         let family = &self.metrics.responses;
-        let label = || Response { direction: self.peer.direction, src: self.peer.src.clone(), dst: self.peer.dst.clone(), status };
+        let label = || Response {
+            direction: self.peer.direction,
+            src: self.peer.src.clone(),
+            dst: self.peer.dst.clone(),
+            status,
+        };
         match CACHED_STATUSES.iter().position(|s| *s == status) {
             Some(i) => self.responses[i].get_or_init(|| family.get_or_create(&label()).clone()).inc(),
             None => family.get_or_create(&label()).inc(),

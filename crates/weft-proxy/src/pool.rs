@@ -83,12 +83,7 @@ impl Pool {
     }
 
     /// A sender for `ep`/`sni`, and the slot it came from (for [`Pool::evict`]).
-    pub async fn get(
-        &self,
-        ep: &Endpoint,
-        sni: &str,
-        s: &Settings<'_>,
-    ) -> Result<(PeerConn, usize), ProxyError> {
+    pub async fn get(&self, ep: &Endpoint, sni: &str, s: &Settings<'_>) -> Result<(PeerConn, usize), ProxyError> {
         let slot = self.slot();
         if let Some(sender) = self.cached(ep.proxy, sni, slot) {
             s.metrics.peer_reuses.inc();
@@ -107,13 +102,7 @@ impl Pool {
         result.map(|sender| (sender, slot))
     }
 
-    async fn connect(
-        &self,
-        ep: &Endpoint,
-        sni: &str,
-        slot: usize,
-        s: &Settings<'_>,
-    ) -> Result<PeerConn, ProxyError> {
+    async fn connect(&self, ep: &Endpoint, sni: &str, slot: usize, s: &Settings<'_>) -> Result<PeerConn, ProxyError> {
         let tls = connect_peer(s.tls, ep, sni, Alpn::H2, s.mark, s.connect_timeout).await?;
         let sender = PeerConn::handshake(tls).await.map_err(|e| ProxyError::Upstream(e.into()))?;
         s.metrics.peer_connects.inc();
