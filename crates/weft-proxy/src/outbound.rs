@@ -312,7 +312,7 @@ async fn forward(
                 if attempts >= 2 {
                     return Err(ProxyError::Upstream(e.into()));
                 }
-                req = unsent;
+                req = *unsent;
             }
             Err(SendError::Failed(e)) => {
                 if e.is_io() || e.is_go_away() {

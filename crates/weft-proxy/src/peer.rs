@@ -42,7 +42,7 @@ pub struct PeerConn {
 /// Why a request could not be sent on a connection.
 pub enum SendError {
     /// The connection is unusable and the request was not sent: it can go out on another.
-    Unsent(Request<Body>, h2::Error),
+    Unsent(Box<Request<Body>>, h2::Error),
     Failed(h2::Error),
 }
 
@@ -112,7 +112,7 @@ impl PeerConn {
         // before the request is consumed.
         let mut sender = match self.sender.ready().await {
             Ok(s) => s,
-            Err(e) => return Err(SendError::Unsent(req, e)),
+            Err(e) => return Err(SendError::Unsent(Box::new(req), e)),
         };
         let (mut head, body) = req.into_parts();
         // As hyper's HTTP/2 client does: a body of known length declares it (also 0 for methods
