@@ -31,12 +31,20 @@ if ((${#missing[@]})); then
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 fi
 
-echo "==> building release binaries (weft-proxy, weft, weft-bench)" >&2
-nice -n 10 cargo build --release --quiet -p weft-proxy -p weft-cli -p weft-bench
+echo "==> building release binaries (weft, weft-bench; weft-proxy with the release-proxy profile)" >&2
+nice -n 10 cargo build --release --quiet -p weft-cli -p weft-bench
+# The proxy as deployed: whole-program LTO, see [profile.release-proxy] in Cargo.toml. (Its first
+# build compiles the dependencies once more, for that profile.)
+nice -n 10 cargo build --profile release-proxy --quiet -p weft-proxy
 target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-bin="${target:-$root/target}/release"
+target="${target:-$root/target}"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/weft-bench.XXXXXX")
+# The suite takes one directory with `weft` and `weft-proxy`.
+bin="$work/bin"
+mkdir "$bin"
+ln -s "$target/release/weft" "$target/release/weft-bench" "$bin/"
+ln -s "$target/release-proxy/weft-proxy" "$bin/weft-proxy"
 suite_pid=
 cleanup() {
     # The suite stops its own processes; this covers it being killed before it could.

@@ -77,7 +77,7 @@ impl Machine {
                 .map(|s| s.trim().to_string())
                 .unwrap_or_default(),
             weft: format!(
-                "{} (commit {commit}, release build)",
+                "{} (commit {commit}, release-proxy build)",
                 first_line(&proxy.display().to_string(), &["--version"])
             ),
             haproxy: first_line("haproxy", &["-v"]),

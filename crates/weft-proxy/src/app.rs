@@ -23,7 +23,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,8 @@ struct AppPool {
     h2: Mutex<Option<http2::SendRequest<Body>>>,
     /// Held while an HTTP/2 connection is being opened, so a burst opens one.
     h2_connecting: tokio::sync::Mutex<()>,
+    /// Whether the task closing idle HTTP/1.1 connections has been started (at the first check-in).
+    sweeping: AtomicBool,
 }
 
 impl AppClients {
@@ -94,6 +97,7 @@ impl AppClients {
                             h1: Mutex::default(),
                             h2: Mutex::default(),
                             h2_connecting: tokio::sync::Mutex::default(),
+                            sweeping: AtomicBool::new(false),
                         })
                     })
                     .collect()
@@ -170,9 +174,12 @@ impl AppPool {
         found
     }
 
-    fn checkin_h1(&self, sender: http1::SendRequest<Body>) {
+    fn checkin_h1(self: &Arc<Self>, sender: http1::SendRequest<Body>) {
         if sender.is_closed() {
             return;
+        }
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(self)));
         }
         let now = Instant::now();
         let mut idle = self.h1.lock().unwrap_or_else(|p| p.into_inner());
@@ -247,6 +254,21 @@ impl AppPool {
         sender.ready().await.map_err(|e| self.error(e))?;
         *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
         Ok(sender)
+    }
+}
+
+/// Closes idle HTTP/1.1 connections older than [`IDLE_TIMEOUT`] also when no request comes to
+/// find them, as hyper-util's pool did; ends with the pool.
+async fn sweep(pool: Weak<AppPool>) {
+    let mut tick = tokio::time::interval(IDLE_TIMEOUT / 3);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let now = Instant::now();
+        pool.h1
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(at, s)| now.duration_since(*at) <= IDLE_TIMEOUT && !s.is_closed());
     }
 }
 

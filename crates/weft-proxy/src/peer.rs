@@ -161,7 +161,11 @@ async fn pipe(mut body: Body, mut send: h2::SendStream<Bytes>) {
                     send.reserve_capacity(data.len());
                     let granted = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
                         Some(Ok(n)) if n > 0 => n,
-                        Some(Ok(_)) => continue,
+                        // Not expected (h2 answers Pending rather than 0), but never spin on it.
+                        Some(Ok(_)) => {
+                            tokio::task::yield_now().await;
+                            continue;
+                        }
                         _ => return,
                     };
                     let chunk = data.split_to(granted.min(data.len()));
