@@ -123,6 +123,19 @@ pub struct Control {
 }
 
 impl Control {
+    /// A control plane at `address`, joined with a bootstrap `token`; everything else default.
+    pub fn new(address: SocketAddr, token: String) -> Control {
+        Control {
+            address,
+            token: Some(token),
+            token_file: None,
+            proxy_id: None,
+            upstreams: vec![],
+            ca_file: None,
+            workload: None,
+        }
+    }
+
     /// The token, from `token` or read from `token_file`.
     pub fn read_token(&self) -> Result<String, ConfigError> {
         match (&self.token, &self.token_file) {

@@ -72,28 +72,41 @@ async fn spawn_app(args: &[&str]) -> anyhow::Result<App> {
         .kill_on_drop(true)
         .spawn()
         .context("cannot start demo app")?;
-    let stdout = child.stdout.take().context("demo app stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .context("demo app did not start within 20s")??
-        .context("demo app exited at start")?;
+    let line = wait_for_line(&mut child, "listening ", "demo app").await?;
     let addr = line.strip_prefix("listening ").context("unexpected demo app output")?.parse()?;
     Ok(App { child, addr })
+}
+
+/// Reads `child`'s stdout until a line containing `marker` (at most 30 s) and returns that line;
+/// the rest of its output is drained in the background so it never blocks on a full pipe.
+pub(crate) async fn wait_for_line(child: &mut Child, marker: &str, what: &str) -> anyhow::Result<String> {
+    let mut lines = BufReader::new(child.stdout.take().context("stdout not piped")?).lines();
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if l.contains(marker) {
+                return Some(l);
+            }
+        }
+        None
+    })
+    .await;
+    let line = match found {
+        Ok(Some(l)) => l,
+        Ok(None) => anyhow::bail!("{what} exited at start"),
+        Err(_) => anyhow::bail!("{what} not ready within 30s"),
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(line)
 }
 
 /// A sidecar in this process that follows the control plane like a `weft proxy run` would.
 async fn sidecar(cp: &ControlPlane, sa: &str, proxy_id: &str, yaml: &str) -> anyhow::Result<Proxy> {
     let token = cp.tokens.issue(Grant::Bootstrap { namespace: "default".into(), service_account: sa.into() }, None);
     let control = Control {
-        address: cp.grpc_addr,
-        token: Some(token),
-        token_file: None,
         proxy_id: Some(proxy_id.into()),
-        upstreams: vec![],
-        ca_file: None,
         // The control plane sends this workload's ports as the sidecar's inbound ports.
         workload: Some(proxy_id.into()),
+        ..Control::new(cp.grpc_addr, token)
     };
     let mut cfg = ProxyConfig::from_yaml(&format!(
         "control: {{ address: \"{}\", token: t }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\n{yaml}",

@@ -19,7 +19,6 @@ use anyhow::Context;
 use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 use weft_api::resource::parse_documents;
 use weft_control::tokens::Grant;
@@ -176,23 +175,9 @@ async fn spawn_in(pod: &Pod, args: &[&str], marker: &str) -> anyhow::Result<Chil
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "warn");
     }
-    let mut child = cmd.spawn().with_context(|| format!("cannot start `weft {}` in {}", args.join(" "), pod.netns))?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let found = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(l)) = lines.next_line().await {
-            if l.contains(marker) {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    match found {
-        Ok(true) => {}
-        Ok(false) => anyhow::bail!("`weft {}` in pod {} exited at start", args.join(" "), pod.name),
-        Err(_) => anyhow::bail!("`weft {}` in pod {} not ready within 30s", args.join(" "), pod.name),
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let what = format!("`weft {}` in pod {}", args.join(" "), pod.name);
+    let mut child = cmd.spawn().with_context(|| format!("cannot start {what}"))?;
+    crate::up::wait_for_line(&mut child, marker, &what).await?;
     Ok(child)
 }
 

@@ -248,6 +248,17 @@ async fn weft_up_netns_runs_the_demo_in_pods_with_interception() {
                     .and_then(|rest| rest.split_whitespace().next())
                     .expect("api-v1's IP in the output")
                     .to_string();
+                // The pod itself is reachable from the host (its sidecar's admin port answers)...
+                let admin = std::process::Command::new(WEFT)
+                    .args(["demo-call", &format!("{api_ip}:15000"), "--path", "/ready"])
+                    .output()
+                    .unwrap();
+                assert!(
+                    String::from_utf8_lossy(&admin.stdout).starts_with("HTTP/1.1 200"),
+                    "the api pod's admin port answers: {}",
+                    String::from_utf8_lossy(&admin.stdout)
+                );
+                // ...but its app port takes mTLS only.
                 let plain = std::process::Command::new(WEFT).args(["demo-call", &format!("{api_ip}:8080")]).output();
                 let plain = plain.unwrap();
                 assert!(

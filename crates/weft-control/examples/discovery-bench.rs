@@ -118,15 +118,7 @@ async fn main() {
         let (token, seen, connected) = (token.clone(), seen.clone(), connected.clone());
         tokio::spawn(async move {
             // TLS, verified against the root fingerprint in the token, as a proxy connects.
-            let control = weft_api::proxy::Control {
-                address: grpc_addr,
-                token: Some(token.clone()),
-                token_file: None,
-                proxy_id: None,
-                upstreams: vec![],
-                ca_file: None,
-                workload: None,
-            };
+            let control = weft_api::proxy::Control::new(grpc_addr, token.clone());
             let ch = weft_proxy::control::connect(&control, 0).await.expect("connect");
             let mut client = pb::discovery_client::DiscoveryClient::new(ch);
             let (tx, rx) = tokio::sync::mpsc::channel(4);

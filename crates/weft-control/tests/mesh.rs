@@ -248,15 +248,7 @@ async fn a_token_for_one_identity_cannot_get_a_certificate_for_another() {
     // A CSR asking for `api` with a token for `web`.
     let api_id = weft_identity::SpiffeId::workload("cluster.local", "default", "api").unwrap();
     let key = weft_identity::LeafKey::generate(&api_id).unwrap();
-    let control = weft_api::proxy::Control {
-        address: cp.grpc_addr,
-        token: Some(token.clone()),
-        token_file: None,
-        proxy_id: None,
-        upstreams: vec![],
-        ca_file: None,
-        workload: None,
-    };
+    let control = weft_api::proxy::Control::new(cp.grpc_addr, token.clone());
     // The gRPC listener takes TLS only.
     let plain =
         tonic::transport::Endpoint::from_shared(format!("http://{}", cp.grpc_addr)).unwrap().connect().await.unwrap();

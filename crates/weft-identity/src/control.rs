@@ -16,7 +16,7 @@
 use crate::{CertStore, Error, SpiffeId, TrustBundle};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
@@ -110,14 +110,7 @@ impl ServerCertVerifier for ControlVerifier {
                 TrustBundle::new(vec![root.clone().into_owned()])
             }
         };
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &roots.root_store(),
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        crate::tls::verify_server_chain(&self.provider, &roots, end_entity, intermediates, now)?;
         let id = crate::tls::identity_of(end_entity).map_err(|e| refuse(e.to_string()))?;
         let want = control_identity(id.trust_domain()).map_err(|e| refuse(e.to_string()))?;
         if id != want {

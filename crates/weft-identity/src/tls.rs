@@ -167,6 +167,25 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 }
 
+/// A server's chain must end at one of `roots` (shared by the mesh and control-plane verifiers).
+pub(crate) fn verify_server_chain(
+    provider: &CryptoProvider,
+    roots: &TrustBundle,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<(), rustls::Error> {
+    let cert = ParsedCertificate::try_from(end_entity)?;
+    rustls::client::verify_server_cert_signed_by_trust_anchor(
+        &cert,
+        &roots.root_store(),
+        intermediates,
+        now,
+        provider.signature_verification_algorithms.all,
+    )?;
+    Ok(())
+}
+
 #[derive(Debug)]
 struct SpiffeServerVerifier {
     store: CertStore,
@@ -182,14 +201,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.store.bundle().root_store(),
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        verify_server_chain(&self.provider, &self.store.bundle(), end_entity, intermediates, now)?;
         same_trust_domain(&self.store, identity_of(end_entity).map_err(no_spiffe)?)?;
         Ok(ServerCertVerified::assertion())
     }

@@ -69,9 +69,7 @@ async fn app_health(ctx: &Ctx, rest: &str) -> Response<Body> {
     let Ok(port) = port.parse::<u16>() else {
         return text(StatusCode::BAD_REQUEST, "use /app-health/<app port>/<path>\n".into(), "text/plain");
     };
-    let known = ctx.cfg.inbound.as_ref().is_some_and(|i| i.ports.iter().any(|p| p.port == port))
-        || ctx.routes.load().inbound_port(port).is_some();
-    if !known {
+    if ctx.app_port(port).is_none() {
         return text(
             StatusCode::NOT_FOUND,
             format!("{port} is not an inbound app port of this sidecar\n"),
@@ -79,17 +77,13 @@ async fn app_health(ctx: &Ctx, rest: &str) -> Response<Body> {
         );
     }
     let addr = std::net::SocketAddr::new(ctx.app_host(), port);
+    // Through the same app connection pools as proxied requests (HTTP/1.1).
     let probe = async {
-        let tcp = crate::net::tcp_connect(addr, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| crate::error::ProxyError::App(e.to_string()))?;
-        tokio::spawn(conn);
         let req = Request::get(format!("/{path}"))
             .header(header::HOST, addr.to_string())
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .body(full(""))
             .map_err(|e| crate::error::ProxyError::App(e.to_string()))?;
-        send.send_request(req).await.map_err(|e| crate::error::ProxyError::App(e.to_string()))
+        ctx.apps.send(port, false, req).await
     };
     let limit = std::time::Duration::from(ctx.cfg.timeouts.connect) + std::time::Duration::from_secs(5);
     match tokio::time::timeout(limit, probe).await {

@@ -193,12 +193,7 @@ impl AppPool {
         let tcp = net::tcp_connect(self.addr, self.mark, self.timeout).await?;
         let (mut sender, conn) =
             http1::Builder::new().handshake::<_, Body>(TokioIo::new(tcp)).await.map_err(|e| self.error(e))?;
-        let addr = self.addr;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%addr, error = %e, "app connection ended with error");
-            }
-        });
+        drive(self.addr, conn);
         sender.ready().await.map_err(|e| self.error(e))?;
         Ok(sender)
     }
@@ -245,16 +240,20 @@ impl AppPool {
             .handshake::<_, Body>(TokioIo::new(tcp))
             .await
             .map_err(|e| self.error(e))?;
-        let addr = self.addr;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%addr, error = %e, "app connection ended with error");
-            }
-        });
+        drive(self.addr, conn);
         sender.ready().await.map_err(|e| self.error(e))?;
         *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
         Ok(sender)
     }
+}
+
+/// Runs a connection to the app until it ends (its requests go through the sender).
+fn drive(addr: SocketAddr, conn: impl std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static) {
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, error = %e, "app connection ended with error");
+        }
+    });
 }
 
 /// Closes idle HTTP/1.1 connections older than [`IDLE_TIMEOUT`] also when no request comes to

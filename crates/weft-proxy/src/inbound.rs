@@ -75,14 +75,8 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     };
     let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
     let target = conn.server_name().and_then(SniTarget::parse);
-    // The local config's ports first, then those the control plane sent for this workload.
     let port = match (&target, &ctx.cfg.inbound) {
-        (Some(t), Some(inb)) => inb
-            .ports
-            .iter()
-            .find(|p| p.port == t.port)
-            .map(|p| (p.port, p.protocol))
-            .or_else(|| ctx.routes.load().inbound_port(t.port).map(|proto| (t.port, proto))),
+        (Some(t), Some(_)) => ctx.app_port(t.port).map(|proto| (t.port, proto)),
         _ => None,
     };
     let Some((port, protocol)) = port else {

@@ -91,6 +91,13 @@ impl Ctx {
         self.cfg.mark()
     }
 
+    /// The protocol of an inbound app port: the local `inbound.ports` first, then the ports the
+    /// control plane sent for this proxy's workload. `None`: not an app port of this sidecar.
+    fn app_port(&self, port: u16) -> Option<weft_api::proxy::Protocol> {
+        let local = self.cfg.inbound.as_ref().and_then(|i| i.ports.iter().find(|p| p.port == port));
+        local.map(|p| p.protocol).or_else(|| self.routes.load().inbound_port(port))
+    }
+
     fn app_host(&self) -> std::net::IpAddr {
         self.cfg.inbound.as_ref().map(|i| i.app_host).unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())
     }
