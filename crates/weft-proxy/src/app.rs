@@ -132,7 +132,8 @@ impl AppPool {
         loop {
             let (mut sender, reused) = match self.idle_h1() {
                 Some(s) => (s, true),
-                None => (self.connect_h1().await?, false),
+                // Boxed: connecting is rare, and would otherwise grow every request's future.
+                None => (Box::pin(self.connect_h1()).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -202,7 +203,7 @@ impl AppPool {
         loop {
             let (mut sender, reused) = match self.cached_h2() {
                 Some(s) => (s, true),
-                None => (self.connect_h2().await?, false),
+                None => (Box::pin(self.connect_h2()).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(resp.map(crate::httputil::boxed)),

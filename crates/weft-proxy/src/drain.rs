@@ -93,9 +93,15 @@ pub struct Signaled {
 impl Future for Signaled {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let signal = self.signal.clone();
-        let waker = self.waker.get_or_insert_with(|| {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Polled at every wake-up of every connection's task: no `Arc` clone here (a shared
+        // counter written from every worker thread), and nothing to do once draining.
+        let this = self.get_mut();
+        let signal = &this.signal;
+        if signal.draining.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        let waker = this.waker.get_or_insert_with(|| {
             let w = Arc::new(AtomicWaker::new());
             let mut waiters = signal.waiters.lock().unwrap_or_else(|p| p.into_inner());
             // Forget waiters whose connection has ended, now and then (amortised O(1) per push).

@@ -117,7 +117,8 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
         let conn = conn.clone();
         async move { Ok::<_, std::convert::Infallible>(request(&conn, req).await) }
     });
-    crate::serve_http(&ctx, tls, service).await;
+    // Corked: responses to many requests on one connection leave in one write (see `cork`).
+    crate::serve_http(&ctx, crate::cork::Corked::new(tls), service).await;
 }
 
 /// What every request of one inbound HTTP connection shares.
@@ -164,8 +165,12 @@ async fn forward(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, ProxyError> {
     if h::is_upgrade(&req) {
-        let tcp = net::tcp_connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
-        return h::forward_upgrade(req, tcp, ctx.drain.conn()).await;
+        // Boxed: a rare path that would otherwise grow every request's future.
+        return Box::pin(async move {
+            let tcp = net::tcp_connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
+            h::forward_upgrade(req, tcp, ctx.drain.conn()).await
+        })
+        .await;
     }
     h::strip_hop_by_hop(req.headers_mut());
     // The client sidecar sends an absolute URI carrying the caller's authority; keep it (the

@@ -14,6 +14,7 @@ mod admin;
 mod app;
 pub mod cli;
 pub mod control;
+mod cork;
 pub mod detect;
 mod drain;
 pub mod error;

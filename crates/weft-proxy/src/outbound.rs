@@ -281,9 +281,14 @@ async fn forward(
 ) -> Result<Response<Body>, ProxyError> {
     let sni = target.sni(ep);
     if h::is_upgrade(&req) {
-        let tls =
-            net::connect_peer(&ctx.tls, ep, &sni, Alpn::Http1, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
-        return h::forward_upgrade(req, tls, ctx.drain.conn()).await;
+        // Boxed, here and on other rare paths: the request future stays small, and it is moved
+        // into place for every request.
+        return Box::pin(async move {
+            let tls =
+                net::connect_peer(&ctx.tls, ep, &sni, Alpn::Http1, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
+            h::forward_upgrade(req, tls, ctx.drain.conn()).await
+        })
+        .await;
     }
     let orig_h1 = req.version() != http::Version::HTTP_2;
     *req.uri_mut() = absolute_uri(&req, target.service.key());

@@ -96,7 +96,8 @@ impl Pool {
             s.metrics.peer_reuses.inc();
             return Ok((sender, slot));
         }
-        let result = self.connect(ep, sni, slot, s).await;
+        // Boxed: rare, and it would otherwise grow every request's future.
+        let result = Box::pin(self.connect(ep, sni, slot, s)).await;
         // The gate has done its job; drop it so the map does not grow with every peer ever seen.
         self.connecting.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
         result.map(|sender| (sender, slot))
@@ -104,7 +105,8 @@ impl Pool {
 
     async fn connect(&self, ep: &Endpoint, sni: &str, slot: usize, s: &Settings<'_>) -> Result<PeerConn, ProxyError> {
         let tls = connect_peer(s.tls, ep, sni, Alpn::H2, s.mark, s.connect_timeout).await?;
-        let sender = PeerConn::handshake(tls).await.map_err(|e| ProxyError::Upstream(e.into()))?;
+        let sender =
+            PeerConn::handshake(crate::cork::Corked::new(tls)).await.map_err(|e| ProxyError::Upstream(e.into()))?;
         s.metrics.peer_connects.inc();
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         let slots = ready.entry(ep.proxy).or_default().entry(sni.to_string()).or_insert_with(|| vec![None; self.slots]);

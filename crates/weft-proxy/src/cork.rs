@@ -1,0 +1,189 @@
+//! TLS between proxies with writes held until flush ("corked"), so that the frames of many
+//! requests leave in one `writev` instead of one system call (and one TLS record) each.
+//!
+//! ```text
+//! h2 codec ─write─► Corked: encrypt into the session's send queue (no syscall)
+//!          ─write─► ...
+//!          ─flush─► one writev of every queued record ─► socket
+//! ```
+//!
+//! Why: `tokio-rustls` sends each write at once. The HTTP/2 codec writes its frame buffer, and
+//! with vectored I/O it also flushes after every DATA frame of 256 bytes or more, so at load each
+//! response paid a system call and a TLS record of its own on the hop between proxies. Through
+//! this wrapper the codec sees a non-vectored stream (it then copies DATA frames up to 1 KiB into
+//! its 16 KiB frame buffer and writes that once per turn), and what it writes is encrypted at
+//! once but sent only at `poll_flush`, which every user of a stream must call (hyper and h2 do
+//! after each batch). The session's own limit on queued bytes (64 KiB by default) bounds what
+//! waits: when it is reached, the queue is sent before more is taken.
+
+use std::io::{self, Write};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A TLS stream whose session can take plaintext without sending it yet.
+pub trait Session: AsyncRead + AsyncWrite + Unpin {
+    fn plaintext(&mut self) -> rustls::Writer<'_>;
+    /// Whether records wait in the send queue.
+    fn queued(&self) -> bool;
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Session for tokio_rustls::client::TlsStream<IO> {
+    fn plaintext(&mut self) -> rustls::Writer<'_> {
+        self.get_mut().1.writer()
+    }
+    fn queued(&self) -> bool {
+        self.get_ref().1.wants_write()
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Session for tokio_rustls::server::TlsStream<IO> {
+    fn plaintext(&mut self) -> rustls::Writer<'_> {
+        self.get_mut().1.writer()
+    }
+    fn queued(&self) -> bool {
+        self.get_ref().1.wants_write()
+    }
+}
+
+/// See the module documentation. Wrap a stream only after its handshake.
+pub struct Corked<S> {
+    inner: S,
+    /// The last `poll_flush` yielded instead of sending; the next one sends.
+    yielded: bool,
+}
+
+impl<S: Session> Corked<S> {
+    pub fn new(inner: S) -> Self {
+        Corked { inner, yielded: false }
+    }
+}
+
+impl<S: Session> AsyncRead for Corked<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: Session> AsyncWrite for Corked<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            // Encrypted into the send queue now; on the wire at the next flush.
+            let n = this.inner.plaintext().write(buf)?;
+            if n > 0 {
+                return Poll::Ready(Ok(n));
+            }
+            // The queue is full: send it, then take more.
+            ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.yielded && this.inner.queued() {
+            // Once per flush, let the tasks already queued on this thread run first: the
+            // responses they finish join this write instead of each taking one of their own.
+            this.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        this.yielded = false;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Queued records go first, then close_notify.
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    /// Not vectored: the HTTP/2 codec then batches small DATA frames instead of flushing after
+    /// each (see the module documentation).
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use weft_testkit::Pki;
+
+    type Server = tokio_rustls::server::TlsStream<TcpStream>;
+
+    /// A real mTLS connection on 127.0.0.1: the client side corked, the server side plain.
+    async fn pair() -> (Corked<tokio_rustls::client::TlsStream<TcpStream>>, Server) {
+        let pki = Pki::new();
+        let (client_store, server_store) = (pki.store("default", "web"), pki.store("default", "api"));
+        let server_cfg = weft_identity::tls::server_config(&server_store, &[b"h2"]).unwrap();
+        let client_cfg = weft_identity::tls::client_config(&client_store, &[b"h2"]).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg)).accept(tcp).await.unwrap()
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("8080.api.default.local.weft").unwrap();
+        let client = tokio_rustls::TlsConnector::from(Arc::new(client_cfg)).connect(name, tcp).await.unwrap();
+        (Corked::new(client), accept.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn writes_wait_in_the_session_until_flush() {
+        let (mut client, mut server) = pair().await;
+        assert!(!client.inner.queued());
+        client.write_all(b"first ").await.unwrap();
+        client.write_all(b"second").await.unwrap();
+        assert!(client.inner.queued(), "written records must wait for the flush");
+        client.flush().await.unwrap();
+        assert!(!client.inner.queued(), "flush sends everything queued");
+        let mut got = [0u8; 12];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"first second");
+    }
+
+    #[tokio::test]
+    async fn flush_yields_once_then_sends() {
+        let (mut client, _server) = pair().await;
+        client.write_all(b"x").await.unwrap();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut client).poll_flush(&mut cx).is_pending(), "the first flush lets other tasks run");
+        assert!(matches!(Pin::new(&mut client).poll_flush(&mut cx), Poll::Ready(Ok(()))));
+        assert!(!client.inner.queued());
+        // Nothing queued: no yield.
+        assert!(matches!(Pin::new(&mut client).poll_flush(&mut cx), Poll::Ready(Ok(()))));
+    }
+
+    #[tokio::test]
+    async fn more_than_the_queue_limit_goes_through_in_order() {
+        let (mut client, mut server) = pair().await;
+        // 1 MiB: far past the session's 64 KiB queue, so writes must send on their own.
+        let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let expected = data.clone();
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 1 << 20];
+            server.read_exact(&mut got).await.unwrap();
+            got
+        });
+        client.write_all(&data).await.unwrap();
+        client.flush().await.unwrap();
+        assert!(reader.await.unwrap() == expected, "bytes lost or reordered");
+    }
+
+    #[tokio::test]
+    async fn shutdown_sends_what_is_queued_then_closes() {
+        let (mut client, mut server) = pair().await;
+        client.write_all(b"last words").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = vec![];
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"last words");
+    }
+}
