@@ -1,6 +1,6 @@
 //! Connections from the inbound side to the local app: per app port and per worker, a pool of
-//! HTTP/1.1 connections and one multiplexed HTTP/2 connection, made with `hyper::client::conn`.
-//! They always dial the app's port (with the bypass mark), whatever the request's authority, so
+//! HTTP/1.1 connections (`hyper::client::conn`) and one multiplexed HTTP/2 connection (the `h2`
+//! crate, driven as the hop between proxies is: [`crate::peer`]). They always dial the app's port (with the bypass mark), whatever the request's authority, so
 //! the request keeps the `Host`/`:authority` its caller sent.
 //!
 //! Why not hyper-util's pooled `Client`: per request it boxes a connector call, locks a shared
@@ -12,14 +12,15 @@
 use crate::error::ProxyError;
 use crate::httputil::{Body, BoxError};
 use crate::net;
+use crate::peer::{PeerConn, SendError};
 use bytes::Bytes;
 use http::header::HOST;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -59,7 +60,8 @@ struct AppPool {
     timeout: Duration,
     /// Idle HTTP/1.1 connections, most recently used at the back.
     h1: Mutex<VecDeque<(Instant, http1::SendRequest<Body>)>>,
-    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    /// The HTTP/2 connection, driven like the hop between proxies (see [`crate::peer`]).
+    h2: Mutex<Option<PeerConn>>,
     /// Held while an HTTP/2 connection is being opened, so a burst opens one.
     h2_connecting: tokio::sync::Mutex<()>,
     /// Whether the task closing idle HTTP/1.1 connections has been started (at the first check-in).
@@ -199,29 +201,38 @@ impl AppPool {
         Ok(sender)
     }
 
+    /// Over the `h2` crate as the hop between proxies is: the request's own task opens the
+    /// stream and awaits the response (hyper's HTTP/2 client adds a task and two channel hops
+    /// per request).
     async fn send_h2(&self, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         loop {
-            let (mut sender, reused) = match self.cached_h2() {
-                Some(s) => (s, true),
+            let (conn, reused) = match self.cached_h2() {
+                Some(c) => (c, true),
                 None => (Box::pin(self.connect_h2()).await?, false),
             };
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(resp.map(crate::httputil::boxed)),
-                Err(mut e) => {
-                    self.h2.lock().unwrap_or_else(|p| p.into_inner()).take_if(|s| s.is_closed());
-                    match e.take_message() {
-                        Some(unsent) if reused => req = unsent,
-                        _ => return Err(self.error(e.into_error())),
+            match conn.send(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(SendError::Unsent(unsent, e)) => {
+                    self.h2.lock().unwrap_or_else(|p| p.into_inner()).take_if(|c| c.is_closed());
+                    if !reused {
+                        return Err(self.error(e));
                     }
+                    req = *unsent;
+                }
+                Err(SendError::Failed(e)) => {
+                    if e.is_io() || e.is_go_away() {
+                        self.h2.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    }
+                    return Err(self.error(e));
                 }
             }
         }
     }
 
-    fn cached_h2(&self) -> Option<http2::SendRequest<Body>> {
+    fn cached_h2(&self) -> Option<PeerConn> {
         let mut cached = self.h2.lock().unwrap_or_else(|p| p.into_inner());
         match &*cached {
-            Some(s) if s.is_ready() => Some(s.clone()),
+            Some(c) if !c.is_closed() => Some(c.clone()),
             Some(_) => {
                 *cached = None;
                 None
@@ -230,21 +241,15 @@ impl AppPool {
         }
     }
 
-    async fn connect_h2(&self) -> Result<http2::SendRequest<Body>, ProxyError> {
+    async fn connect_h2(&self) -> Result<PeerConn, ProxyError> {
         let _gate = self.h2_connecting.lock().await;
-        if let Some(s) = self.cached_h2() {
-            return Ok(s);
+        if let Some(c) = self.cached_h2() {
+            return Ok(c);
         }
         let tcp = net::tcp_connect(self.addr, self.mark, self.timeout).await?;
-        let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake::<_, Body>(TokioIo::new(tcp))
-            .await
-            .map_err(|e| self.error(e))?;
-        drive(self.addr, conn);
-        sender.ready().await.map_err(|e| self.error(e))?;
-        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
-        Ok(sender)
+        let conn = PeerConn::handshake(tcp).await.map_err(|e| self.error(e))?;
+        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
+        Ok(conn)
     }
 }
 

@@ -115,7 +115,9 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     let conn = Arc::new(Conn { ctx: ctx.clone(), peer_header, label, series: OnceLock::new(), app, protocol });
     let service = hyper::service::service_fn(move |req| {
         let conn = conn.clone();
-        async move { Ok::<_, std::convert::Infallible>(request(&conn, req).await) }
+        // Boxed: hyper moves a task per HTTP/2 stream around (spawn, completion) at the size of
+        // this future; a box keeps that a pointer, for one allocation.
+        Box::pin(async move { Ok::<_, std::convert::Infallible>(request(&conn, req).await) })
     });
     // Corked: responses to many requests on one connection leave in one write (see `cork`).
     crate::serve_http(&ctx, crate::cork::Corked::new(tls), service).await;

@@ -156,7 +156,7 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, target: Target) {
             let service = hyper::service::service_fn(move |req| {
                 let ctx = svc_ctx.clone();
                 let target = target.clone();
-                async move { Ok::<_, std::convert::Infallible>(request(ctx, target, req).await) }
+                Box::pin(async move { Ok::<_, std::convert::Infallible>(request(ctx, target, req).await) })
             });
             crate::serve_http(&ctx, io, service).await;
         }
