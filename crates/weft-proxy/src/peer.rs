@@ -1,4 +1,5 @@
-//! The mTLS HTTP/2 hop to a peer proxy, on the `h2` crate directly.
+//! HTTP/2 client connections on the `h2` crate directly: the mTLS hop to a peer proxy, and the
+//! HTTP/2 connection from the inbound side to an app that speaks it (see [`crate::app`]).
 //!
 //! ```text
 //! request task ──send_request──► h2 streams (shared state) ◄──I/O── connection task (one per connection)
