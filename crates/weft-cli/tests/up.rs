@@ -116,24 +116,16 @@ services:
     let status = child.wait().unwrap();
     assert!(status.success(), "clean stop: {status}");
     // A bad file is refused with the field named.
-    std::fs::write(&file, "mesh: { trustDomain: \"Not Valid\" }\nservices:\n  - name: api\n").unwrap();
-    let out = Command::new(WEFT).args(["up", "-f", file.to_str().unwrap()]).output().unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("mesh.trustDomain"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(
-        &file,
+    let refused = |yaml: &str, field: &str| {
+        std::fs::write(&file, yaml).unwrap();
+        let out = Command::new(WEFT).args(["up", "-f", file.to_str().unwrap()]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted a file with a bad {field}");
+        assert!(stderr.contains(field), "the error names {field}: {stderr}");
+    };
+    refused("mesh: { trustDomain: \"Not Valid\" }\nservices:\n  - name: api\n", "mesh.trustDomain");
+    refused(
         "services:\n  - name: api\n    workloads:\n      - name: w\n        command: [x]\n        upstreams: [nope]\n",
-    )
-    .unwrap();
-    let out = Command::new(WEFT).args(["up", "-f", file.to_str().unwrap()]).output().unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("services[0].workloads[0].upstreams"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "services[0].workloads[0].upstreams",
     );
 }

@@ -204,26 +204,26 @@ impl AppPool {
     /// Over the `h2` crate as the hop between proxies is: the request's own task opens the
     /// stream and awaits the response (hyper's HTTP/2 client adds a task and two channel hops
     /// per request).
+    /// A request handed back unsent (the cached connection closed meanwhile) goes out once more
+    /// on a fresh connection, as on the hop between proxies (`outbound::forward`).
     async fn send_h2(&self, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        let mut attempts = 0;
         loop {
-            let (conn, reused) = match self.cached_h2() {
-                Some(c) => (c, true),
-                None => (Box::pin(self.connect_h2()).await?, false),
+            attempts += 1;
+            let conn = match self.cached_h2() {
+                Some(c) => c,
+                None => Box::pin(self.connect_h2()).await?,
             };
             match conn.send(req).await {
                 Ok(resp) => return Ok(resp),
-                Err(SendError::Unsent(unsent, e)) => {
-                    self.h2.lock().unwrap_or_else(|p| p.into_inner()).take_if(|c| c.is_closed());
-                    if !reused {
-                        return Err(self.error(e));
-                    }
-                    req = *unsent;
-                }
-                Err(SendError::Failed(e)) => {
-                    if e.is_io() || e.is_go_away() {
+                Err(e) => {
+                    if e.broke_connection() {
                         self.h2.lock().unwrap_or_else(|p| p.into_inner()).take();
                     }
-                    return Err(self.error(e));
+                    match e {
+                        SendError::Unsent(unsent, _) if attempts < 2 => req = *unsent,
+                        e => return Err(self.error(e.into_error())),
+                    }
                 }
             }
         }

@@ -98,7 +98,6 @@ impl tower_service::Service<http::Uri> for ControlConnector {
         let ControlConnector { addr, mark, tls } = self.clone();
         Box::pin(async move {
             let tcp = crate::net::tcp_connect(addr, mark, CONNECT_TIMEOUT).await?;
-            let _ = tcp.set_nodelay(true);
             let name = rustls_pki_types::ServerName::try_from("control.weft").expect("a valid DNS name");
             let handshake = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, tcp));
             match handshake.await {
@@ -110,8 +109,10 @@ impl tower_service::Service<http::Uri> for ControlConnector {
     }
 }
 
-async fn channel(addr: SocketAddr, mark: u32, trust: ControlTrust) -> Result<Channel, ControlError> {
-    let tls = weft_identity::control::client_config(trust)?;
+/// A channel to `control.address`, verified per [`trust`] for this `token`.
+async fn channel(control: &Control, token: &str, mark: u32) -> Result<Channel, ControlError> {
+    let addr = control.address;
+    let tls = weft_identity::control::client_config(trust(control, token)?)?;
     let ep = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|source| ControlError::Connect { addr, source })?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -137,8 +138,7 @@ fn with_token<T>(msg: T, token: &str) -> Result<Request<T>, ControlError> {
 /// A gRPC channel to the control plane, TLS verified as the proxy does it (`control.ca_file`, else
 /// the pin in `control`'s token), for tools and tests that speak the protocol themselves.
 pub async fn connect(control: &Control, mark: u32) -> Result<Channel, ControlError> {
-    let token = control.read_token()?;
-    channel(control.address, mark, trust(control, &token)?).await
+    channel(control, &control.read_token()?, mark).await
 }
 
 /// Gets a new certificate: key made here, CSR sent, chain and bundle back. `mark` is the
@@ -146,8 +146,7 @@ pub async fn connect(control: &Control, mark: u32) -> Result<Channel, ControlErr
 pub async fn sign(control: &Control, mark: u32) -> Result<(Leaf, TrustBundle), ControlError> {
     let token = control.read_token()?;
     let key = LeafKey::generate_unnamed()?;
-    let mut client =
-        pb::identity_client::IdentityClient::new(channel(control.address, mark, trust(control, &token)?).await?);
+    let mut client = pb::identity_client::IdentityClient::new(channel(control, &token, mark).await?);
     let resp = client.sign(with_token(pb::SignRequest { csr_der: key.csr_der()? }, &token)?).await?.into_inner();
     let chain = resp.chain_der.into_iter().map(Into::into).collect();
     let bundle = TrustBundle::new(resp.bundle_der.into_iter().map(Into::into).collect());
@@ -244,8 +243,7 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
 
 async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(), ControlError> {
     let token = control.read_token()?;
-    let channel = channel(control.address, ctx.mark(), trust(control, &token)?).await?;
-    let mut client = pb::discovery_client::DiscoveryClient::new(channel);
+    let mut client = pb::discovery_client::DiscoveryClient::new(channel(control, &token, ctx.mark()).await?);
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::ProxyMessage>(8);
     let hello = pb::Hello {
         proxy_id: proxy_id.to_string(),

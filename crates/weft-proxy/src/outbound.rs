@@ -312,18 +312,14 @@ async fn forward(
                 h::strip_hop_by_hop(resp.headers_mut());
                 return Ok(resp);
             }
-            Err(SendError::Unsent(unsent, e)) => {
-                ctx.pool.evict(ep, &sni, slot);
-                if attempts >= 2 {
-                    return Err(ProxyError::Upstream(e.into()));
-                }
-                req = *unsent;
-            }
-            Err(SendError::Failed(e)) => {
-                if e.is_io() || e.is_go_away() {
+            Err(e) => {
+                if e.broke_connection() {
                     ctx.pool.evict(ep, &sni, slot);
                 }
-                return Err(ProxyError::Upstream(e.into()));
+                match e {
+                    SendError::Unsent(unsent, _) if attempts < 2 => req = *unsent,
+                    e => return Err(ProxyError::Upstream(e.into_error().into())),
+                }
             }
         }
     }

@@ -47,6 +47,22 @@ pub enum SendError {
     Failed(h2::Error),
 }
 
+impl SendError {
+    /// Whether the connection is unusable from now on, so its pool should drop it.
+    pub fn broke_connection(&self) -> bool {
+        match self {
+            SendError::Unsent(..) => true,
+            SendError::Failed(e) => e.is_io() || e.is_go_away(),
+        }
+    }
+
+    pub fn into_error(self) -> h2::Error {
+        match self {
+            SendError::Unsent(_, e) | SendError::Failed(e) => e,
+        }
+    }
+}
+
 impl PeerConn {
     /// HTTP/2 handshake on `io`; the connection is driven by a task of its own from then on.
     pub async fn handshake<T>(io: T) -> Result<PeerConn, h2::Error>
