@@ -1,7 +1,10 @@
 //! Connections from the inbound side to the local app: per app port and per worker, a pool of
-//! HTTP/1.1 connections (`hyper::client::conn`) and one multiplexed HTTP/2 connection (the `h2`
-//! crate, driven as the hop between proxies is: [`crate::peer`]). They always dial the app's port (with the bypass mark), whatever the request's authority, so
-//! the request keeps the `Host`/`:authority` its caller sent.
+//! HTTP/1.1 connections for requests without a body, written and read in the request's own task
+//! ([`crate::h1`]); a pool of HTTP/1.1 connections for the rest (`hyper::client::conn`, which
+//! writes a request body while reading the response); and one multiplexed HTTP/2 connection
+//! (the `h2` crate, driven as the hop between proxies is: [`crate::peer`]). They always dial the
+//! app's port (with the bypass mark), whatever the request's authority, so the request keeps the
+//! `Host`/`:authority` its caller sent.
 //!
 //! Why not hyper-util's pooled `Client`: per request it boxes a connector call, locks a shared
 //! pool, and for HTTP/1.1 spawns a task that waits for the connection to become idle again. Here
@@ -10,6 +13,7 @@
 //! the same thread as the requests that use it (see [`crate::workers`]).
 
 use crate::error::ProxyError;
+use crate::h1;
 use crate::httputil::{Body, BoxError};
 use crate::net;
 use crate::peer::{PeerConn, SendError};
@@ -58,7 +62,9 @@ struct AppPool {
     addr: SocketAddr,
     mark: u32,
     timeout: Duration,
-    /// Idle HTTP/1.1 connections, most recently used at the back.
+    /// Idle HTTP/1.1 connections for requests without a body, most recently used at the back.
+    direct: Mutex<VecDeque<(Instant, h1::Conn)>>,
+    /// Idle HTTP/1.1 connections (hyper's) for the other requests, most recently used at the back.
     h1: Mutex<VecDeque<(Instant, http1::SendRequest<Body>)>>,
     /// The HTTP/2 connection, driven like the hop between proxies (see [`crate::peer`]).
     h2: Mutex<Option<PeerConn>>,
@@ -96,6 +102,7 @@ impl AppClients {
                             addr: SocketAddr::new(self.host, port),
                             mark: self.mark,
                             timeout: self.timeout,
+                            direct: Mutex::default(),
                             h1: Mutex::default(),
                             h2: Mutex::default(),
                             h2_connecting: tokio::sync::Mutex::default(),
@@ -131,6 +138,9 @@ impl AppPool {
 
     async fn send_h1(self: &Arc<Self>, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         to_origin_form(&mut req);
+        if h1::eligible(&req) {
+            return self.send_direct(req).await;
+        }
         loop {
             let (mut sender, reused) = match self.idle_h1() {
                 Some(s) => (s, true),
@@ -148,6 +158,38 @@ impl AppPool {
                 },
             }
         }
+    }
+
+    /// A request without a body, on a connection of [`AppPool::direct`]. One handed back unsent
+    /// (the app had closed a reused connection) goes out again on another.
+    async fn send_direct(self: &Arc<Self>, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        loop {
+            let (conn, reused) = match self.idle_direct() {
+                Some(c) => (c, true),
+                None => (Box::pin(self.connect_direct()).await?, false),
+            };
+            let pool = self.clone();
+            match conn.send(req, move |c| pool.checkin(&pool.direct, c)).await {
+                Ok(resp) => return Ok(resp),
+                Err(h1::Failed { retry: Some(unsent), .. }) if reused => req = unsent,
+                Err(failed) => return Err(self.error(failed.error)),
+            }
+        }
+    }
+
+    /// The most recently used idle direct connection the app has not closed meanwhile.
+    fn idle_direct(&self) -> Option<h1::Conn> {
+        let mut idle = self.direct.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((_, conn)) = idle.pop_back() {
+            if conn.is_usable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    async fn connect_direct(&self) -> Result<h1::Conn, ProxyError> {
+        Ok(h1::Conn::new(net::tcp_connect(self.addr, self.mark, self.timeout).await?))
     }
 
     /// The most recently used idle connection that can take a request now.
@@ -177,25 +219,26 @@ impl AppPool {
         found
     }
 
-    fn checkin_h1(self: &Arc<Self>, sender: http1::SendRequest<Body>) {
-        if sender.is_closed() {
-            return;
-        }
+    /// Puts a connection that finished its exchange back into `idle` (one of this pool's).
+    fn checkin<C>(self: &Arc<Self>, idle: &Mutex<VecDeque<(Instant, C)>>, conn: C) {
         if !self.sweeping.swap(true, Ordering::Relaxed) {
             tokio::spawn(sweep(Arc::downgrade(self)));
         }
         let now = Instant::now();
-        let mut idle = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
         while idle.front().is_some_and(|(at, _)| now.duration_since(*at) > IDLE_TIMEOUT) || idle.len() >= MAX_IDLE {
             idle.pop_front();
         }
-        idle.push_back((now, sender));
+        idle.push_back((now, conn));
     }
 
     async fn connect_h1(&self) -> Result<http1::SendRequest<Body>, ProxyError> {
         let tcp = net::tcp_connect(self.addr, self.mark, self.timeout).await?;
-        let (mut sender, conn) =
-            http1::Builder::new().handshake::<_, Body>(TokioIo::new(tcp)).await.map_err(|e| self.error(e))?;
+        let (mut sender, conn) = http1::Builder::new()
+            .max_buf_size(h1::MAX_HEAD)
+            .handshake::<_, Body>(TokioIo::new(tcp))
+            .await
+            .map_err(|e| self.error(e))?;
         drive(self.addr, conn);
         sender.ready().await.map_err(|e| self.error(e))?;
         Ok(sender)
@@ -274,6 +317,10 @@ async fn sweep(pool: Weak<AppPool>) {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(at, s)| now.duration_since(*at) <= IDLE_TIMEOUT && !s.is_closed());
+        pool.direct
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(at, c)| now.duration_since(*at) <= IDLE_TIMEOUT && c.is_usable());
     }
 }
 
@@ -322,7 +369,9 @@ impl PooledBody {
 
     fn release(&mut self) {
         if let Some((sender, pool)) = self.back.take() {
-            pool.checkin_h1(sender);
+            if !sender.is_closed() {
+                pool.checkin(&pool.h1, sender);
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod detect;
 mod drain;
 pub mod error;
 mod gateway;
+mod h1;
 pub mod httputil;
 mod identity;
 mod inbound;

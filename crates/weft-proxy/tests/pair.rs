@@ -54,6 +54,54 @@ async fn http1_reaches_app_with_verified_caller_identity() {
     assert_eq!(v["body"], "payload");
 }
 
+/// An HTTP/1.1 app that answers one request per connection and then closes it without saying so
+/// (no `Connection: close`), as servers with a short keep-alive timeout do: the server sidecar
+/// notices (or, having sent an idempotent request into a closed connection, sends it again) and
+/// every request is answered, each on a connection of its own.
+#[tokio::test]
+async fn app_closing_its_keep_alive_connections_costs_no_request() {
+    weft_testkit::init_tracing();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_http = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let _ = read_request_head(&mut s).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+            });
+        }
+    });
+    let pki = weft_testkit::Pki::new();
+    let app_tcp = weft_testkit::tcp_echo().await;
+    let server = start_server(&pki, app_http, app_tcp, "").await;
+    let inbound = server.addrs.inbound.unwrap();
+    let client = start_client(pki.store(CLIENT.0, CLIENT.1), app_http, app_tcp, inbound, &api_id(), "").await;
+    for i in 0..20 {
+        let method = if i % 2 == 0 { http::Method::GET } else { http::Method::DELETE };
+        let req = http::Request::builder().method(method).uri(format!("/{i}")).header("host", "t");
+        let resp = http1_request(client.addrs.upstreams[0], req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+        assert_eq!((resp.status(), resp.body().as_ref()), (http::StatusCode::OK, &b"ok"[..]), "request {i}: {resp:?}");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 20);
+}
+
+/// Reads a request head (and nothing after it) from `s`.
+async fn read_request_head(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        if s.read(&mut b).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(b[0]);
+    }
+    Ok(head)
+}
+
 #[tokio::test]
 async fn chunked_bodies_and_keepalive_reuse_one_peer_connection() {
     let p = pair().await;
