@@ -40,6 +40,19 @@ pub fn full(text: impl Into<Bytes>) -> Body {
 /// Removes hop-by-hop headers: those named by `Connection`, and the fixed list of RFC 9110.
 /// `TE: trailers` survives (gRPC needs it).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names instead of a hashed lookup per name.
+    let hop_by_hop = [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::TE,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+    ];
+    if !headers.keys().any(|n| hop_by_hop.contains(n)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -156,5 +169,18 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h[header::TE], "trailers");
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_goes_also_alone() {
+        for name in
+            ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "proxy-authenticate", "te"]
+        {
+            let mut h = HeaderMap::new();
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("gzip"));
+            h.insert("x-kept", HeaderValue::from_static("yes"));
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.keys().map(|n| n.as_str()).collect::<Vec<_>>(), ["x-kept"], "{name}");
+        }
     }
 }
