@@ -1,5 +1,7 @@
 //! TLS between proxies with writes held until flush ("corked"), so that the frames of many
-//! requests leave in one `writev` instead of one system call (and one TLS record) each.
+//! requests leave in one `writev` instead of one system call (and one TLS record) each. The
+//! HTTP/2 connections from apps (h2c, plain TCP) are corked too, through an in-memory queue
+//! ([`Buffered`]).
 //!
 //! ```text
 //! h2 codec ─write─► Corked: encrypt into the session's send queue (no syscall)
@@ -21,16 +23,18 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A TLS stream whose session can take plaintext without sending it yet.
+/// A stream that can take bytes into a send queue without sending them yet; its `poll_flush`
+/// sends the queue.
 pub trait Session: AsyncRead + AsyncWrite + Unpin {
-    fn plaintext(&mut self) -> rustls::Writer<'_>;
-    /// Whether records wait in the send queue.
+    /// Takes what fits of `buf` into the send queue; `Ok(0)` when the queue is full.
+    fn queue(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// Whether bytes wait in the send queue.
     fn queued(&self) -> bool;
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Session for tokio_rustls::client::TlsStream<IO> {
-    fn plaintext(&mut self) -> rustls::Writer<'_> {
-        self.get_mut().1.writer()
+    fn queue(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.get_mut().1.writer().write(buf)
     }
     fn queued(&self) -> bool {
         self.get_ref().1.wants_write()
@@ -38,11 +42,92 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Session for tokio_rustls::client::TlsSt
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Session for tokio_rustls::server::TlsStream<IO> {
-    fn plaintext(&mut self) -> rustls::Writer<'_> {
-        self.get_mut().1.writer()
+    fn queue(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.get_mut().1.writer().write(buf)
     }
     fn queued(&self) -> bool {
         self.get_ref().1.wants_write()
+    }
+}
+
+/// Most bytes a [`Buffered`] stream queues before it sends (rustls's default limit too).
+const BUFFER_LIMIT: usize = 64 * 1024;
+
+/// A plain stream with a send queue in memory, so that [`Corked`] can hold its writes until
+/// flush too: the HTTP/2 connections from apps (h2c), where the codec would otherwise send each
+/// response's frames in a system call of their own.
+pub struct Buffered<T> {
+    inner: T,
+    queue: Vec<u8>,
+    /// How much of `queue` has been sent.
+    sent: usize,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Buffered<T> {
+    pub fn new(inner: T) -> Self {
+        Buffered { inner, queue: Vec::new(), sent: 0 }
+    }
+
+    /// Sends the whole queue.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.queue.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.queue[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.sent = 0;
+        self.queue.clear();
+        // A burst does not keep its memory while the connection idles.
+        if self.queue.capacity() > 2 * BUFFER_LIMIT {
+            self.queue = Vec::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Session for Buffered<T> {
+    fn queue(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = BUFFER_LIMIT.saturating_sub(self.queue.len());
+        let n = buf.len().min(room);
+        self.queue.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Buffered<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Buffered<T> {
+    /// Through the queue, so bytes stay in order.
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            let n = this.queue(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Poll::Ready(Ok(n));
+            }
+            ready!(this.poll_send(cx))?;
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -73,7 +158,7 @@ impl<S: Session> AsyncWrite for Corked<S> {
         }
         loop {
             // Encrypted into the send queue now; on the wire at the next flush.
-            let n = this.inner.plaintext().write(buf)?;
+            let n = this.inner.queue(buf)?;
             if n > 0 {
                 return Poll::Ready(Ok(n));
             }
@@ -175,6 +260,49 @@ mod tests {
         client.write_all(&data).await.unwrap();
         client.flush().await.unwrap();
         assert!(reader.await.unwrap() == expected, "bytes lost or reordered");
+    }
+
+    /// A plain TCP connection on 127.0.0.1, the client side corked through a [`Buffered`] queue.
+    async fn plain_pair() -> (Corked<Buffered<TcpStream>>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Corked::new(Buffered::new(client)), server)
+    }
+
+    #[tokio::test]
+    async fn plain_streams_queue_in_memory_until_flush() {
+        let (mut client, mut server) = plain_pair().await;
+        client.write_all(b"first ").await.unwrap();
+        client.write_all(b"second").await.unwrap();
+        assert!(client.inner.queued(), "writes must wait for the flush");
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut client).poll_flush(&mut cx).is_pending(), "the first flush lets other tasks run");
+        assert!(matches!(Pin::new(&mut client).poll_flush(&mut cx), Poll::Ready(Ok(()))));
+        assert!(!client.inner.queued(), "flush sends everything queued");
+        let mut got = [0u8; 12];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"first second");
+    }
+
+    #[tokio::test]
+    async fn plain_streams_pass_a_megabyte_in_order_then_shut_down_after_the_queue() {
+        let (mut client, mut server) = plain_pair().await;
+        // Past the 64 KiB queue, and more than the socket buffers hold: writes must wait for the
+        // reader and then go on.
+        let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let expected = data.clone();
+        let reader = tokio::spawn(async move {
+            let mut got = vec![];
+            server.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        client.write_all(&data).await.unwrap();
+        client.write_all(b"last words").await.unwrap();
+        client.shutdown().await.unwrap();
+        let got = reader.await.unwrap();
+        assert!(got[..1 << 20] == expected[..], "bytes lost or reordered");
+        assert_eq!(&got[1 << 20..], b"last words");
     }
 
     #[tokio::test]

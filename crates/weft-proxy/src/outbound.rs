@@ -6,6 +6,7 @@
 //!                                                                 └─ TCP  ─► mTLS stream (ALPN weft-tcp)
 //! ```
 
+use crate::cork::{Buffered, Corked};
 use crate::detect::{detect, Detected, Prefixed};
 use crate::error::ProxyError;
 use crate::httputil::{self as h, Body};
@@ -158,7 +159,12 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, target: Target) {
                 let target = target.clone();
                 Box::pin(async move { Ok::<_, std::convert::Infallible>(request(ctx, target, req).await) })
             });
-            crate::serve_http(&ctx, io, service).await;
+            if matches!(proto, Detected::Http2) {
+                // Corked: the frames of many responses leave in one write (see `cork`).
+                crate::serve_http(&ctx, Corked::new(Buffered::new(io)), service).await;
+            } else {
+                crate::serve_http(&ctx, io, service).await;
+            }
         }
         Detected::Tcp | Detected::Tls => tcp(ctx, io, target).await,
     }
