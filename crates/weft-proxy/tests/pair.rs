@@ -89,6 +89,68 @@ async fn app_closing_its_keep_alive_connections_costs_no_request() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 20);
 }
 
+/// An HTTP/1.1 app (`protocol: http1`) answering in chunks with trailers, called over HTTP/2:
+/// the body and the trailers reach the caller; a HEAD gets the head only; the app's keep-alive
+/// connection is reused throughout.
+#[tokio::test]
+async fn chunked_response_with_trailers_from_an_http1_app_reaches_an_http2_caller() {
+    weft_testkit::init_tracing();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_http = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                while let Ok(head) = read_request_head(&mut s).await {
+                    let reply: &[u8] = if head.starts_with(b"HEAD ") {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: 42\r\n\r\n"
+                    };
+                    if s.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let pki = weft_testkit::Pki::new();
+    let app_tcp = weft_testkit::tcp_echo().await;
+    let cfg = weft_api::proxy::ProxyConfig::from_yaml(&format!(
+        r#"
+identity: {{ cert: unused, key: unused, bundle: unused }}
+admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  ports: [{{ port: {}, protocol: http1 }}, {{ port: {}, protocol: tcp }}]
+"#,
+        app_http.port(),
+        app_tcp.port()
+    ))
+    .unwrap();
+    let server = weft_proxy::Proxy::start(cfg, pki.store(SERVER.0, SERVER.1)).await.unwrap();
+    let inbound = server.addrs.inbound.unwrap();
+    let client = start_client(pki.store(CLIENT.0, CLIENT.1), app_http, app_tcp, inbound, &api_id(), "").await;
+    let mut h2 = http2_client(client.addrs.upstreams[0]).await.unwrap();
+    for _ in 0..3 {
+        let req = http::Request::get("http://api/chunks").header("te", "trailers").body(Full::new(Bytes::new()));
+        let resp = h2.send_request(req.unwrap()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap();
+        assert_eq!(body.trailers().map(|t| t["x-checksum"].clone()), Some(http::HeaderValue::from_static("42")));
+        assert_eq!(body.to_bytes(), "hello world");
+
+        let req = http::Request::head("http://api/chunks").body(Full::new(Bytes::new())).unwrap();
+        let resp = h2.send_request(req).await.unwrap();
+        assert_eq!((resp.status(), resp.headers()["content-length"].to_str().unwrap()), (http::StatusCode::OK, "11"));
+        assert!(resp.into_body().collect().await.unwrap().to_bytes().is_empty());
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "one keep-alive connection to the app");
+}
+
 /// Reads a request head (and nothing after it) from `s`.
 async fn read_request_head(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::new();
