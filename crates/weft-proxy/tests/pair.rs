@@ -61,20 +61,11 @@ async fn http1_reaches_app_with_verified_caller_identity() {
 #[tokio::test]
 async fn app_closing_its_keep_alive_connections_costs_no_request() {
     weft_testkit::init_tracing();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app_http = listener.local_addr().unwrap();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                let _ = read_request_head(&mut s).await;
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-            });
-        }
-    });
+    let (app_http, accepted) = raw_app(|mut s| async move {
+        let _ = read_request_head(&mut s).await;
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+    })
+    .await;
     let pki = weft_testkit::Pki::new();
     let app_tcp = weft_testkit::tcp_echo().await;
     let server = start_server(&pki, app_http, app_tcp, "").await;
@@ -95,28 +86,19 @@ async fn app_closing_its_keep_alive_connections_costs_no_request() {
 #[tokio::test]
 async fn chunked_response_with_trailers_from_an_http1_app_reaches_an_http2_caller() {
     weft_testkit::init_tracing();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app_http = listener.local_addr().unwrap();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                while let Ok(head) = read_request_head(&mut s).await {
-                    let reply: &[u8] = if head.starts_with(b"HEAD ") {
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n"
-                    } else {
-                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: 42\r\n\r\n"
-                    };
-                    if s.write_all(reply).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    let (app_http, accepted) = raw_app(|mut s| async move {
+        while let Ok(head) = read_request_head(&mut s).await {
+            let reply: &[u8] = if head.starts_with(b"HEAD ") {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: 42\r\n\r\n"
+            };
+            if s.write_all(reply).await.is_err() {
+                return;
+            }
         }
-    });
+    })
+    .await;
     let pki = weft_testkit::Pki::new();
     let app_tcp = weft_testkit::tcp_echo().await;
     let cfg = weft_api::proxy::ProxyConfig::from_yaml(&format!(
@@ -149,6 +131,27 @@ inbound:
         assert!(resp.into_body().collect().await.unwrap().to_bytes().is_empty());
     }
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "one keep-alive connection to the app");
+}
+
+/// A hand-written app on 127.0.0.1 that runs `serve` on each connection it accepts; its address,
+/// and how many connections it has accepted.
+async fn raw_app<F, Fut>(serve: F) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(serve(s));
+        }
+    });
+    (addr, accepted)
 }
 
 /// Reads a request head (and nothing after it) from `s`.
