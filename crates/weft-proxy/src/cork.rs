@@ -220,48 +220,6 @@ mod tests {
         (Corked::new(client), accept.await.unwrap())
     }
 
-    #[tokio::test]
-    async fn writes_wait_in_the_session_until_flush() {
-        let (mut client, mut server) = pair().await;
-        assert!(!client.inner.queued());
-        client.write_all(b"first ").await.unwrap();
-        client.write_all(b"second").await.unwrap();
-        assert!(client.inner.queued(), "written records must wait for the flush");
-        client.flush().await.unwrap();
-        assert!(!client.inner.queued(), "flush sends everything queued");
-        let mut got = [0u8; 12];
-        server.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"first second");
-    }
-
-    #[tokio::test]
-    async fn flush_yields_once_then_sends() {
-        let (mut client, _server) = pair().await;
-        client.write_all(b"x").await.unwrap();
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(Pin::new(&mut client).poll_flush(&mut cx).is_pending(), "the first flush lets other tasks run");
-        assert!(matches!(Pin::new(&mut client).poll_flush(&mut cx), Poll::Ready(Ok(()))));
-        assert!(!client.inner.queued());
-        // Nothing queued: no yield.
-        assert!(matches!(Pin::new(&mut client).poll_flush(&mut cx), Poll::Ready(Ok(()))));
-    }
-
-    #[tokio::test]
-    async fn more_than_the_queue_limit_goes_through_in_order() {
-        let (mut client, mut server) = pair().await;
-        // 1 MiB: far past the session's 64 KiB queue, so writes must send on their own.
-        let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
-        let expected = data.clone();
-        let reader = tokio::spawn(async move {
-            let mut got = vec![0u8; 1 << 20];
-            server.read_exact(&mut got).await.unwrap();
-            got
-        });
-        client.write_all(&data).await.unwrap();
-        client.flush().await.unwrap();
-        assert!(reader.await.unwrap() == expected, "bytes lost or reordered");
-    }
-
     /// A plain TCP connection on 127.0.0.1, the client side corked through a [`Buffered`] queue.
     async fn plain_pair() -> (Corked<Buffered<TcpStream>>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -270,9 +228,13 @@ mod tests {
         (Corked::new(Buffered::new(client)), server)
     }
 
-    #[tokio::test]
-    async fn plain_streams_queue_in_memory_until_flush() {
-        let (mut client, mut server) = plain_pair().await;
+    /// Written bytes wait in the send queue; the first flush yields, the next sends all of them;
+    /// with nothing queued a flush does not yield.
+    async fn writes_wait_for_a_flush_that_yields_once<S: Session>(
+        mut client: Corked<S>,
+        mut server: impl AsyncRead + Unpin,
+    ) {
+        assert!(!client.inner.queued());
         client.write_all(b"first ").await.unwrap();
         client.write_all(b"second").await.unwrap();
         assert!(client.inner.queued(), "writes must wait for the flush");
@@ -280,16 +242,19 @@ mod tests {
         assert!(Pin::new(&mut client).poll_flush(&mut cx).is_pending(), "the first flush lets other tasks run");
         assert!(matches!(Pin::new(&mut client).poll_flush(&mut cx), Poll::Ready(Ok(()))));
         assert!(!client.inner.queued(), "flush sends everything queued");
+        assert!(matches!(Pin::new(&mut client).poll_flush(&mut cx), Poll::Ready(Ok(()))), "nothing queued: no yield");
         let mut got = [0u8; 12];
         server.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"first second");
     }
 
-    #[tokio::test]
-    async fn plain_streams_pass_a_megabyte_in_order_then_shut_down_after_the_queue() {
-        let (mut client, mut server) = plain_pair().await;
-        // Past the 64 KiB queue, and more than the socket buffers hold: writes must wait for the
-        // reader and then go on.
+    /// 1 MiB, far past the 64 KiB queue and more than the socket buffers hold (writes must send
+    /// on their own and wait for the reader), then a last write: shutdown sends the queue, then
+    /// closes. Everything arrives in order.
+    async fn a_megabyte_then_shutdown<S: Session>(
+        mut client: Corked<S>,
+        mut server: impl AsyncRead + Unpin + Send + 'static,
+    ) {
         let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
         let expected = data.clone();
         let reader = tokio::spawn(async move {
@@ -306,12 +271,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn shutdown_sends_what_is_queued_then_closes() {
-        let (mut client, mut server) = pair().await;
-        client.write_all(b"last words").await.unwrap();
-        client.shutdown().await.unwrap();
-        let mut got = vec![];
-        server.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"last words");
+    async fn tls_writes_wait_for_a_flush_that_yields_once() {
+        let (client, server) = pair().await;
+        writes_wait_for_a_flush_that_yields_once(client, server).await;
+    }
+
+    #[tokio::test]
+    async fn plain_writes_wait_for_a_flush_that_yields_once() {
+        let (client, server) = plain_pair().await;
+        writes_wait_for_a_flush_that_yields_once(client, server).await;
+    }
+
+    #[tokio::test]
+    async fn tls_passes_a_megabyte_in_order_then_shuts_down_after_the_queue() {
+        let (client, server) = pair().await;
+        a_megabyte_then_shutdown(client, server).await;
+    }
+
+    #[tokio::test]
+    async fn plain_passes_a_megabyte_in_order_then_shuts_down_after_the_queue() {
+        let (client, server) = plain_pair().await;
+        a_megabyte_then_shutdown(client, server).await;
     }
 }

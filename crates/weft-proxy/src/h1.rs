@@ -184,18 +184,27 @@ impl Conn {
             _ => None,
         };
         if let Some(data) = whole {
-            if keep_alive && self.rbuf.is_empty() {
-                self.quiet();
-                release(self);
-            }
+            self.give_back(keep_alive, release);
             return crate::httputil::full(data);
         }
         Streaming { conn: Some(self), framing, keep_alive, release: Some(release) }.boxed()
     }
 
+    /// After a response has been read whole: hands the connection to `release` if it can take
+    /// another request (the response allowed it and nothing unasked followed), else closes it.
+    fn give_back(self, keep_alive: bool, release: impl FnOnce(Conn)) {
+        if keep_alive && self.rbuf.is_empty() {
+            self.quiet();
+            release(self);
+        }
+    }
+
     /// Forgets readiness the last read left behind (it read a whole response without seeing
     /// "would block"), so that [`Conn::is_usable`] costs no system call unless the socket has
-    /// news since: the app closing the connection or writing to it wakes it again.
+    /// news since: the app closing the connection or writing to it wakes it again. (On a
+    /// multi-threaded runtime, news that another thread's driver took in between our last read
+    /// and this is forgotten too; the next request then finds the connection closed and, if
+    /// idempotent, is sent again.)
     fn quiet(&self) {
         let _ = self.io.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
     }
@@ -281,19 +290,13 @@ fn to_header_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, Error> {
 
 /// The body's framing and whether the connection can take another request after it.
 fn framing(method: &Method, head: &Head) -> Result<(Framing, bool), Error> {
+    // The comma-separated tokens of a header field, without allocating (this runs per response).
     let tokens = |name| {
-        head.headers
-            .get_all(name)
-            .into_iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|t| t.trim().to_ascii_lowercase())
-            .collect::<Vec<_>>()
+        head.headers.get_all(name).into_iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
     };
-    let connection = tokens(CONNECTION);
     let mut keep_alive = match head.version {
-        Version::HTTP_10 => connection.iter().any(|t| t == "keep-alive"),
-        _ => !connection.iter().any(|t| t == "close"),
+        Version::HTTP_10 => tokens(CONNECTION).any(|t| t.eq_ignore_ascii_case("keep-alive")),
+        _ => !tokens(CONNECTION).any(|t| t.eq_ignore_ascii_case("close")),
     };
     let status = head.status;
     if method == Method::HEAD
@@ -306,8 +309,8 @@ fn framing(method: &Method, head: &Head) -> Result<(Framing, bool), Error> {
     if head.headers.contains_key(TRANSFER_ENCODING) {
         // With a Content-Length as well, the message is suspect: read it as chunked, never reuse.
         keep_alive &= !head.headers.contains_key(CONTENT_LENGTH);
-        return Ok(match tokens(TRANSFER_ENCODING).last().map(String::as_str) {
-            Some("chunked") => (Framing::Chunked(Chunk::Size), keep_alive),
+        return Ok(match tokens(TRANSFER_ENCODING).next_back() {
+            Some(t) if t.eq_ignore_ascii_case("chunked") => (Framing::Chunked(Chunk::Size), keep_alive),
             _ => (Framing::Close, false),
         });
     }
@@ -344,10 +347,7 @@ impl<R: FnOnce(Conn)> Streaming<R> {
     /// The body has ended: the connection goes back if it can take another request.
     fn finish(&mut self) {
         if let (Some(conn), Some(release)) = (self.conn.take(), self.release.take()) {
-            if self.keep_alive && conn.rbuf.is_empty() {
-                conn.quiet();
-                release(conn);
-            }
+            conn.give_back(self.keep_alive, release);
         }
     }
 
@@ -522,50 +522,29 @@ mod tests {
 
     #[test]
     fn framing_follows_rfc_9112() {
-        let get = &Method::GET;
-        assert_eq!(
-            framing(get, &head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")).unwrap(),
-            (Framing::Length(5), true)
-        );
-        assert_eq!(
-            framing(&Method::HEAD, &head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")).unwrap(),
-            (Framing::Length(0), true)
-        );
-        assert_eq!(framing(get, &head("HTTP/1.1 204 No Content\r\n\r\n")).unwrap(), (Framing::Length(0), true));
-        assert_eq!(
-            framing(get, &head("HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n")).unwrap(),
-            (Framing::Length(0), true)
-        );
-        assert_eq!(
-            framing(get, &head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n")).unwrap(),
-            (Framing::Chunked(Chunk::Size), true)
-        );
-        assert_eq!(
-            framing(get, &head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n")).unwrap(),
-            (Framing::Close, false)
-        );
-        // Both: chunked wins and the connection is not reused.
-        assert_eq!(
-            framing(get, &head("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n")).unwrap(),
-            (Framing::Chunked(Chunk::Size), false)
-        );
-        assert_eq!(framing(get, &head("HTTP/1.1 200 OK\r\n\r\n")).unwrap(), (Framing::Close, false));
-        assert_eq!(
-            framing(get, &head("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n")).unwrap(),
-            (Framing::Length(2), false)
-        );
-        assert_eq!(
-            framing(get, &head("HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n")).unwrap(),
-            (Framing::Length(2), false)
-        );
-        assert_eq!(
-            framing(get, &head("HTTP/1.0 200 OK\r\ncontent-length: 2\r\nConnection: Keep-Alive\r\n\r\n")).unwrap(),
-            (Framing::Length(2), true)
-        );
-        assert_eq!(
-            framing(get, &head("HTTP/1.1 200 OK\r\ncontent-length: 4, 4\r\n\r\n")).unwrap(),
-            (Framing::Length(4), true)
-        );
+        use Framing::*;
+        let (get, chunked) = (&Method::GET, Chunked(Chunk::Size));
+        // (method, response head, framing, keep-alive)
+        let cases = [
+            (get, "HTTP/1.1 200 OK\r\ncontent-length: 5", Length(5), true),
+            (&Method::HEAD, "HTTP/1.1 200 OK\r\ncontent-length: 5", Length(0), true),
+            (get, "HTTP/1.1 204 No Content", Length(0), true),
+            (get, "HTTP/1.1 304 Not Modified\r\ncontent-length: 9", Length(0), true),
+            (get, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked", chunked, true),
+            (get, "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip", Close, false),
+            // Both: chunked wins and the connection is not reused.
+            (get, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3", chunked, false),
+            (get, "HTTP/1.1 200 OK", Close, false),
+            (get, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close", Length(2), false),
+            (get, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nConnection: Keep-Alive, Close", Length(2), false),
+            (get, "HTTP/1.0 200 OK\r\ncontent-length: 2", Length(2), false),
+            (get, "HTTP/1.0 200 OK\r\ncontent-length: 2\r\nConnection: Keep-Alive", Length(2), true),
+            (get, "HTTP/1.1 200 OK\r\ncontent-length: 4, 4", Length(4), true),
+        ];
+        for (method, text, expected, keep_alive) in cases {
+            let got = framing(method, &head(&format!("{text}\r\n\r\n"))).unwrap();
+            assert_eq!(got, (expected, keep_alive), "{method} -> {text:?}");
+        }
         for bad in [
             "content-length: 4\r\ncontent-length: 5",
             "content-length: -1",
