@@ -13,7 +13,7 @@ use crate::httputil::{self as h, Body};
 use crate::metrics::{Direction, HttpSeries, Name, Peer, Proto};
 use crate::net;
 use crate::sni::SniTarget;
-use crate::Ctx;
+use crate::{Ctx, Handler};
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
@@ -112,15 +112,14 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     let Ok(peer_header) = HeaderValue::from_str(&peer_id.to_string()) else {
         return;
     };
-    let conn = Arc::new(Conn { ctx: ctx.clone(), peer_header, label, series: OnceLock::new(), app, protocol });
-    let service = hyper::service::service_fn(move |req| {
-        let conn = conn.clone();
-        // Boxed: hyper moves a task per HTTP/2 stream around (spawn, completion) at the size of
-        // this future; a box keeps that a pointer, for one allocation.
-        Box::pin(async move { Ok::<_, std::convert::Infallible>(request(&conn, req).await) })
-    });
+    let conn = Conn { ctx: ctx.clone(), peer_header, label, series: OnceLock::new(), app, protocol };
     // Corked: responses to many requests on one connection leave in one write (see `cork`).
-    crate::serve_http(&ctx, crate::cork::Corked::new(tls), service).await;
+    let io = crate::cork::Corked::new(tls);
+    if alpn.as_deref() == Some(net::ALPN_H2) {
+        crate::h2server::serve(io, ctx.h2_settings(), &ctx.drain, &conn).await;
+    } else {
+        crate::serve_http(&ctx, io, Arc::new(conn)).await;
+    }
 }
 
 /// What every request of one inbound HTTP connection shares.
@@ -134,46 +133,64 @@ struct Conn {
     protocol: Protocol,
 }
 
-async fn request(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
-    let started = Instant::now();
-    let (ctx, app) = (&conn.ctx, conn.app);
-    // The app may trust this header: any copy from outside is replaced by the verified identity.
-    req.headers_mut().insert(h::PEER_IDENTITY, conn.peer_header.clone());
-    // Only the exact value the client sidecar sets counts; anything else is dropped.
-    let orig_h1 = req.headers_mut().remove(h::ORIG_PROTO).is_some_and(|v| v == h::ORIG_PROTO_HTTP1)
-        || req.version() != http::Version::HTTP_2;
-    let use_h2 = match conn.protocol {
-        Protocol::Http2 => true,
-        Protocol::Http1 => false,
-        _ => !orig_h1,
-    };
-    let resp = match forward(ctx, app, use_h2, req).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(error = %e, %app, "inbound: app request failed");
-            h::rescue(&e)
+impl Conn {
+    /// Sets the identity header and drops the client sidecar's own; whether the app gets the
+    /// request over HTTP/2.
+    fn prepare<B>(&self, req: &mut Request<B>) -> bool {
+        // The app may trust this header: any copy from outside is replaced by the verified identity.
+        req.headers_mut().insert(h::PEER_IDENTITY, self.peer_header.clone());
+        // Only the exact value the client sidecar sets counts; anything else is dropped.
+        let orig_h1 = req.headers_mut().remove(h::ORIG_PROTO).is_some_and(|v| v == h::ORIG_PROTO_HTTP1)
+            || req.version() != http::Version::HTTP_2;
+        match self.protocol {
+            Protocol::Http2 => true,
+            Protocol::Http1 => false,
+            _ => !orig_h1,
         }
-    };
-    conn.series
-        .get_or_init(|| HttpSeries::new(&ctx.metrics, conn.label.clone()))
-        .record(resp.status().as_u16(), started);
-    resp
+    }
+
+    /// The response to send back (a failure answered by the proxy), counted.
+    fn finish(&self, result: Result<Response<Body>, ProxyError>, started: Instant) -> Response<Body> {
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, app = %self.app, "inbound: app request failed");
+                h::rescue(&e)
+            }
+        };
+        self.series
+            .get_or_init(|| HttpSeries::new(&self.ctx.metrics, self.label.clone()))
+            .record(resp.status().as_u16(), started);
+        resp
+    }
+}
+
+impl Handler for Conn {
+    async fn request(&self, mut req: Request<Body>) -> Response<Body> {
+        let started = Instant::now();
+        let use_h2 = self.prepare(&mut req);
+        self.finish(forward(&self.ctx, self.app, use_h2, req).await, started)
+    }
+
+    /// Joined to the app over a fresh connection.
+    async fn upgrade(&self, mut req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        self.prepare(&mut req);
+        let (ctx, app) = (&self.ctx, self.app);
+        let result = async {
+            let tcp = net::tcp_connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
+            h::forward_upgrade(req, tcp, ctx.drain.conn()).await
+        };
+        self.finish(result.await, started)
+    }
 }
 
 async fn forward(
     ctx: &Ctx,
     app: SocketAddr,
     use_h2: bool,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
 ) -> Result<Response<Body>, ProxyError> {
-    if h::is_upgrade(&req) {
-        // Boxed: a rare path that would otherwise grow every request's future.
-        return Box::pin(async move {
-            let tcp = net::tcp_connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
-            h::forward_upgrade(req, tcp, ctx.drain.conn()).await
-        })
-        .await;
-    }
     h::strip_hop_by_hop(req.headers_mut());
     // The client sidecar sends an absolute URI carrying the caller's authority; keep it (the
     // connector dials the app whatever it says). Otherwise name the app.
@@ -182,7 +199,7 @@ async fn forward(
         *req.uri_mut() = format!("http://{app}{path}").parse::<Uri>().map_err(|e| ProxyError::App(e.to_string()))?;
     }
     *req.version_mut() = if use_h2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
-    let mut resp = ctx.apps.send(app.port(), use_h2, req.map(h::boxed)).await?;
+    let mut resp = ctx.apps.send(app.port(), use_h2, req).await?;
     h::strip_hop_by_hop(resp.headers_mut());
     // Only proxies speak in this header.
     resp.headers_mut().remove(h::PROXY_ERROR);

@@ -20,6 +20,8 @@ mod drain;
 pub mod error;
 mod gateway;
 mod h1;
+mod h2body;
+mod h2server;
 pub mod httputil;
 mod identity;
 mod inbound;
@@ -98,6 +100,10 @@ impl Ctx {
     fn app_port(&self, port: u16) -> Option<weft_api::proxy::Protocol> {
         let local = self.cfg.inbound.as_ref().and_then(|i| i.ports.iter().find(|p| p.port == port));
         local.map(|p| p.protocol).or_else(|| self.routes.load().inbound_port(port))
+    }
+
+    fn h2_settings(&self) -> h2server::Settings {
+        h2server::Settings { max_header_list_size: self.cfg.limits.max_header_bytes as u32 }
     }
 
     fn app_host(&self) -> std::net::IpAddr {
@@ -366,20 +372,40 @@ where
     }
 }
 
-/// Serves HTTP/1 or HTTP/2 (auto-detected) on `io` until it closes or drain starts, then closes
-/// it gracefully (GOAWAY / `Connection: close`).
-pub(crate) async fn serve_http<I, S>(ctx: &Arc<Ctx>, io: I, service: S)
+/// What serves the requests of one accepted HTTP connection: a peer's (inbound) or an app's
+/// (outbound). [`serve_http`] and [`h2server::serve`] call it.
+pub(crate) trait Handler: Send + Sync + 'static {
+    /// A request to forward.
+    fn request(
+        &self,
+        req: http::Request<httputil::Body>,
+    ) -> impl Future<Output = http::Response<httputil::Body>> + Send;
+    /// An HTTP/1.1 upgrade (WebSocket) or CONNECT, joined to a tunnel; only hyper's HTTP/1 server
+    /// hands these over.
+    fn upgrade(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> impl Future<Output = http::Response<httputil::Body>> + Send;
+}
+
+/// Serves HTTP/1 (or HTTP/2 with prior knowledge, auto-detected) on `io` with hyper until it
+/// closes or drain starts, then closes it gracefully (GOAWAY / `Connection: close`).
+pub(crate) async fn serve_http<I, H: Handler>(ctx: &Arc<Ctx>, io: I, handler: Arc<H>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<httputil::Body>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
 {
+    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let handler = handler.clone();
+        // Boxed: a pointer's size for hyper to move around, for one allocation; the rare upgrade
+        // path boxed again so that it does not grow every request's future.
+        Box::pin(async move {
+            Ok::<_, std::convert::Infallible>(if httputil::is_upgrade(&req) {
+                Box::pin(handler.upgrade(req)).await
+            } else {
+                handler.request(req.map(httputil::boxed)).await
+            })
+        })
+    });
     let conn = ctx.server.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {

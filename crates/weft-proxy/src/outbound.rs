@@ -15,11 +15,12 @@ use crate::net::{self, Alpn};
 use crate::peer::SendError;
 use crate::routes::{Endpoint, Service};
 use crate::sni::SniTarget;
-use crate::Ctx;
+use crate::{Ctx, Handler};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -152,20 +153,12 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, target: Target) {
     ctx.metrics.detected.get_or_create(&Proto { direction: Direction::outbound, protocol: proto.as_str() }).inc();
     let io = Prefixed::new(prefix, stream);
     match proto {
-        Detected::Http1 | Detected::Http2 => {
-            let svc_ctx = ctx.clone();
-            let service = hyper::service::service_fn(move |req| {
-                let ctx = svc_ctx.clone();
-                let target = target.clone();
-                Box::pin(async move { Ok::<_, std::convert::Infallible>(request(ctx, target, req).await) })
-            });
-            if matches!(proto, Detected::Http2) {
-                // Corked: the frames of many responses leave in one write (see `cork`).
-                crate::serve_http(&ctx, Corked::new(Buffered::new(io)), service).await;
-            } else {
-                crate::serve_http(&ctx, io, service).await;
-            }
+        Detected::Http2 => {
+            // Corked: the frames of many responses leave in one write (see `cork`).
+            let io = Corked::new(Buffered::new(io));
+            crate::h2server::serve(io, ctx.h2_settings(), &ctx.drain, &AppConn { ctx: ctx.clone(), target }).await;
         }
+        Detected::Http1 => crate::serve_http(&ctx.clone(), io, Arc::new(AppConn { ctx, target })).await,
         Detected::Tcp | Detected::Tls => tcp(ctx, io, target).await,
     }
 }
@@ -232,40 +225,40 @@ fn absolute_uri<B>(req: &Request<B>, fallback: &str) -> Uri {
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("http://invalid/"))
 }
 
-async fn request(ctx: Arc<Ctx>, mut target: Target, req: Request<Incoming>) -> Response<Body> {
-    let started = Instant::now();
+/// Picks the endpoint for a request whose host is `host`.
+fn route(ctx: &Ctx, target: &mut Target, host: Option<&str>) -> Result<Arc<Endpoint>, ProxyError> {
     // Balance over the endpoints in force now, not those of when the app connected: a
     // keep-alive connection must not keep sending to a deregistered or unhealthy endpoint.
-    let mut gone = false;
     // Transparent mode: the app dialled one endpoint's IP, but a request whose Host names the
     // service (`api`, `api.default.svc.cluster.local`, `api.service.consul`...) is balanced over
     // the whole service, as Linkerd does. One addressed by IP stays where it was sent.
-    if target.pinned.is_some() && host_of(&req).is_some_and(|h| target.service.is_named_by(h)) {
+    if target.pinned.is_some() && host.is_some_and(|h| target.service.is_named_by(h)) {
         (target.pinned, target.port) = (None, None);
     }
     if target.pinned.is_none() {
         match ctx.routes.load().service_by_key(target.service.key()) {
             Some(current) if !Arc::ptr_eq(current, &target.service) => target.service = current.clone(),
             Some(_) => {}
-            None => gone = true,
+            None => return Err(ProxyError::NoEndpoint(target.service.key().to_string())),
         }
     }
-    let ep = match if gone { Err(ProxyError::NoEndpoint(target.service.key().to_string())) } else { target.endpoint() }
-    {
-        Ok(ep) => ep,
-        Err(e) => {
-            let resp = h::rescue(&e);
-            let peer =
-                Peer { direction: Direction::outbound, src: ctx.id_label.clone(), dst: target.service.label.clone() };
-            ctx.metrics.http(&peer, resp.status().as_u16(), started);
-            return resp;
-        }
-    };
-    let result = forward(&ctx, &target, &ep, req).await;
+    target.endpoint()
+}
+
+/// The answer to a request no endpoint can take, counted against the service.
+fn unrouted(ctx: &Ctx, target: &Target, e: &ProxyError, started: Instant) -> Response<Body> {
+    let resp = h::rescue(e);
+    let peer = Peer { direction: Direction::outbound, src: ctx.id_label.clone(), dst: target.service.label.clone() };
+    ctx.metrics.http(&peer, resp.status().as_u16(), started);
+    resp
+}
+
+/// The response to send back to the app (a failure answered by the proxy), counted.
+fn finish(ctx: &Ctx, ep: &Endpoint, result: Result<Response<Body>, ProxyError>, started: Instant) -> Response<Body> {
     let resp = match result {
         Ok(r) => r,
         Err(e) => {
-            record_connect_error(&ctx, &e);
+            record_connect_error(ctx, &e);
             tracing::debug!(error = %e, dst = %ep.identity, "outbound request failed");
             h::rescue(&e)
         }
@@ -279,23 +272,56 @@ async fn request(ctx: Arc<Ctx>, mut target: Target, req: Request<Incoming>) -> R
     resp
 }
 
+/// One HTTP connection from the app, and where its requests go.
+struct AppConn {
+    ctx: Arc<Ctx>,
+    target: Target,
+}
+
+impl Handler for AppConn {
+    fn request(&self, req: Request<Body>) -> impl Future<Output = Response<Body>> + Send {
+        request(&self.ctx, self.target.clone(), req)
+    }
+
+    fn upgrade(&self, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send {
+        upgrade(&self.ctx, self.target.clone(), req)
+    }
+}
+
+async fn request(ctx: &Ctx, mut target: Target, req: Request<Body>) -> Response<Body> {
+    let started = Instant::now();
+    let ep = match route(ctx, &mut target, host_of(&req)) {
+        Ok(ep) => ep,
+        Err(e) => return unrouted(ctx, &target, &e, started),
+    };
+    let result = forward(ctx, &target, &ep, req).await;
+    finish(ctx, &ep, result, started)
+}
+
+/// An HTTP/1.1 upgrade (WebSocket) or CONNECT: carried to the peer over a TLS connection of its
+/// own (ALPN http/1.1), then joined byte for byte.
+async fn upgrade(ctx: &Ctx, mut target: Target, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let ep = match route(ctx, &mut target, host_of(&req)) {
+        Ok(ep) => ep,
+        Err(e) => return unrouted(ctx, &target, &e, started),
+    };
+    let sni = target.sni(&ep);
+    let result = async {
+        let tls =
+            net::connect_peer(&ctx.tls, &ep, &sni, Alpn::Http1, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
+        h::forward_upgrade(req, tls, ctx.drain.conn()).await
+    };
+    finish(ctx, &ep, result.await, started)
+}
+
 async fn forward(
     ctx: &Ctx,
     target: &Target,
     ep: &Endpoint,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
 ) -> Result<Response<Body>, ProxyError> {
     let sni = target.sni(ep);
-    if h::is_upgrade(&req) {
-        // Boxed, here and on other rare paths: the request future stays small, and it is moved
-        // into place for every request.
-        return Box::pin(async move {
-            let tls =
-                net::connect_peer(&ctx.tls, ep, &sni, Alpn::Http1, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
-            h::forward_upgrade(req, tls, ctx.drain.conn()).await
-        })
-        .await;
-    }
     let orig_h1 = req.version() != http::Version::HTTP_2;
     *req.uri_mut() = absolute_uri(&req, target.service.key());
     h::strip_hop_by_hop(req.headers_mut());
@@ -305,7 +331,6 @@ async fn forward(
         req.headers_mut().insert(h::ORIG_PROTO, HeaderValue::from_static(h::ORIG_PROTO_HTTP1));
     }
     *req.version_mut() = http::Version::HTTP_2;
-    let mut req = req.map(h::boxed);
     let settings = ctx.pool_settings();
     // A pooled connection can close between the check and the send; the request is then handed
     // back unsent and goes out once more on a fresh connection.

@@ -13,15 +13,15 @@
 //! of every outbound call. Here the task serving the caller opens the stream and awaits the
 //! response itself; only a request body still streaming gets a task of its own (as with hyper).
 
-use crate::httputil::{Body, BoxError};
+use crate::h2body::{pipe, RecvBody};
+use crate::httputil::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response};
-use http_body::{Body as _, Frame, SizeHint};
+use http_body::Body as _;
 use http_body_util::BodyExt;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -148,94 +148,6 @@ impl PeerConn {
         }
         let resp = response.await.map_err(SendError::Failed)?;
         let (parts, recv) = resp.into_parts();
-        Ok(Response::from_parts(parts, RecvBody { recv, data_done: false }.boxed()))
-    }
-}
-
-/// Streams a request body to the peer, respecting its flow-control window; stops when the peer
-/// resets the stream.
-async fn pipe(mut body: Body, mut send: h2::SendStream<Bytes>) {
-    loop {
-        let frame = tokio::select! {
-            f = body.frame() => f,
-            _ = std::future::poll_fn(|cx| send.poll_reset(cx)) => return,
-        };
-        let frame = match frame {
-            None => {
-                let _ = send.send_data(Bytes::new(), true);
-                return;
-            }
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "request body failed; resetting the stream");
-                send.send_reset(h2::Reason::CANCEL);
-                return;
-            }
-            Some(Ok(f)) => f,
-        };
-        let frame = match frame.into_data() {
-            Ok(mut data) => {
-                while !data.is_empty() {
-                    send.reserve_capacity(data.len());
-                    let granted = match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
-                        Some(Ok(n)) if n > 0 => n,
-                        // Not expected (h2 answers Pending rather than 0), but never spin on it.
-                        Some(Ok(_)) => {
-                            tokio::task::yield_now().await;
-                            continue;
-                        }
-                        _ => return,
-                    };
-                    let chunk = data.split_to(granted.min(data.len()));
-                    let eos = data.is_empty() && body.is_end_stream();
-                    if send.send_data(chunk, eos).is_err() || eos {
-                        return;
-                    }
-                }
-                continue;
-            }
-            Err(frame) => frame,
-        };
-        if let Ok(trailers) = frame.into_trailers() {
-            let _ = send.send_trailers(trailers);
-            return;
-        }
-    }
-}
-
-/// A response body read from the peer: data (returning flow-control capacity as it is taken),
-/// then trailers.
-struct RecvBody {
-    recv: h2::RecvStream,
-    data_done: bool,
-}
-
-impl http_body::Body for RecvBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if !self.data_done {
-            match std::task::ready!(self.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = self.recv.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
-                None => self.data_done = true,
-            }
-        }
-        match std::task::ready!(self.recv.poll_trailers(cx)) {
-            Ok(Some(t)) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
-            Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e.into()))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+        Ok(Response::from_parts(parts, RecvBody::new(recv).boxed()))
     }
 }

@@ -1,0 +1,333 @@
+//! HTTP/2 server connections on the `h2` crate directly: the mTLS hop from peer proxies, and the
+//! h2c connections from apps. Every stream's request is served inside the connection's own task.
+//!
+//! ```text
+//! connection task: ┌─ accept ─► stream future (handler ─► send response ─► pipe body) ─┐
+//!                  └────────── all in one FuturesUnordered, polled when woken ◄────────┘
+//! ```
+//!
+//! Why not hyper's HTTP/2 server: it spawns a task per stream, so each request costs a task
+//! allocation, a trip through the scheduler and a wake-up of the connection task to send the
+//! response. Here a stream is a future in the connection task, polled only when woken; the
+//! responses of one turn leave together at the connection's next flush (see [`crate::cork`]).
+//!
+//! What this server does not do (hyper's did): CONNECT over HTTP/2 (answered 501; clients tunnel
+//! with HTTP/1.1 CONNECT, which the HTTP/1.1 server takes), and the `Date` header (a proxy passes
+//! the app's on).
+
+use crate::drain::Drain;
+use crate::h2body::{pipe, RecvBody};
+use crate::httputil::{self as h, Body};
+use crate::Handler;
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use http::{header, HeaderValue, Method, Response, StatusCode};
+use http_body::Body as _;
+use std::future::Future;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Settings of the connections this server takes.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Largest request header block, decoded (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`).
+    pub max_header_list_size: u32,
+}
+
+/// Many requests from one peer proxy share one connection.
+const MAX_CONCURRENT_STREAMS: u32 = 1024;
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 4 << 20;
+
+/// Serves HTTP/2 on `io` until the connection closes, or, once drain starts, until the requests
+/// in flight are answered (GOAWAY first, so the peer sends new ones elsewhere).
+pub async fn serve<T, H>(io: T, settings: Settings, drain: &Drain, handler: &H)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
+    let handshake = h2::server::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(settings.max_header_list_size)
+        .handshake::<_, Bytes>(io);
+    let signaled = drain.signaled();
+    tokio::pin!(signaled);
+    let mut conn = tokio::select! {
+        res = handshake => match res {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::debug!(error = %e, "http/2 handshake failed");
+                return;
+            }
+        },
+        _ = &mut signaled => return,
+    };
+    let mut streams = FuturesUnordered::new();
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            // Streams first: the responses they finish leave together when the connection is
+            // polled next, in the same turn.
+            biased;
+            Some(()) = streams.next(), if !streams.is_empty() => {}
+            accepted = conn.accept() => match accepted {
+                Some(Ok((req, respond))) => {
+                    if req.method() == Method::CONNECT {
+                        refuse_connect(respond);
+                        continue;
+                    }
+                    let head = req.method() == Method::HEAD;
+                    let req = req.map(|recv| h::Body::new(RecvBody::new(recv)));
+                    streams.push(stream(handler.request(req), respond, head));
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "http/2 connection ended with error");
+                    break;
+                }
+                None => break,
+            },
+            _ = &mut signaled, if !draining => {
+                draining = true;
+                conn.graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// One stream: the handler's response, then its body. A stream the caller resets stops at once
+/// (the request to the app is dropped with it), as with hyper.
+async fn stream<Fut>(response: Fut, mut respond: h2::server::SendResponse<Bytes>, head: bool)
+where
+    Fut: Future<Output = Response<Body>>,
+{
+    let resp = tokio::select! {
+        biased;
+        resp = response => resp,
+        _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
+    };
+    let (mut parts, body) = resp.into_parts();
+    // As hyper's server does: a body of known length declares it, where a body may be sent.
+    if let Some(len) = body.size_hint().exact() {
+        let bodiless = head || parts.status.is_informational() || matches!(parts.status.as_u16(), 204 | 304);
+        if !bodiless && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+    }
+    let eos = body.is_end_stream();
+    match respond.send_response(Response::from_parts(parts, ()), eos) {
+        Ok(send) if !eos => pipe(body, send).await,
+        Ok(_) => {}
+        Err(e) => {
+            // A header HTTP/2 forbids (connection-specific) that got past the proxy's filter.
+            tracing::debug!(error = %e, "response refused by the HTTP/2 codec");
+            respond.send_reset(h2::Reason::INTERNAL_ERROR);
+        }
+    }
+}
+
+fn refuse_connect(mut respond: h2::server::SendResponse<Bytes>) {
+    let body = "weft-proxy: CONNECT over HTTP/2 is not supported; tunnel with HTTP/1.1 CONNECT\n";
+    let mut resp = Response::new(());
+    *resp.status_mut() = StatusCode::NOT_IMPLEMENTED;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if let Ok(mut send) = respond.send_response(resp, false) {
+        let _ = send.send_data(Bytes::from_static(body.as_bytes()), true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+    use http_body_util::{BodyExt, StreamBody};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// What the test handler saw; shared with the test.
+    #[derive(Default)]
+    struct Seen {
+        started: AtomicUsize,
+        dropped: AtomicBool,
+    }
+
+    /// Sets `dropped` when the handler's future is dropped before it answered.
+    struct OnDrop<'a>(&'a Seen, bool);
+    impl Drop for OnDrop<'_> {
+        fn drop(&mut self) {
+            if !self.1 {
+                self.0.dropped.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    impl Handler for Seen {
+        fn request(&self, req: Request<Body>) -> impl Future<Output = Response<Body>> + Send {
+            answer(self, req)
+        }
+        async fn upgrade(&self, _: Request<hyper::body::Incoming>) -> Response<Body> {
+            unreachable!("HTTP/2 has no upgrades")
+        }
+    }
+
+    /// `/wait/N` answers after N ms with its path; `/stream` sends three chunks and a trailer;
+    /// `/hang` never answers; `/sized` has a body of known length and no Content-Length.
+    async fn answer(seen: &Seen, req: Request<Body>) -> Response<Body> {
+        seen.started.fetch_add(1, Ordering::SeqCst);
+        let mut guard = OnDrop(seen, false);
+        let path = req.uri().path().to_string();
+        let resp = if let Some(ms) = path.strip_prefix("/wait/") {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+            Response::new(h::full(path))
+        } else if path == "/stream" {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            let frames = vec![
+                Ok(http_body::Frame::data(Bytes::from_static(b"one "))),
+                Ok(http_body::Frame::data(Bytes::from_static(b"two "))),
+                Ok(http_body::Frame::data(Bytes::from_static(b"three"))),
+                Ok(http_body::Frame::trailers(trailers)),
+            ];
+            Response::new(Body::new(StreamBody::new(futures_util::stream::iter(frames))))
+        } else if path == "/hang" {
+            std::future::pending::<()>().await;
+            unreachable!()
+        } else if path == "/echo" {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            Response::new(h::full(body))
+        } else {
+            Response::new(h::full("sized"))
+        };
+        guard.1 = true;
+        resp
+    }
+
+    /// A server on 127.0.0.1 serving one connection, and an h2 client on it.
+    async fn start(
+        drain: Arc<Drain>,
+        seen: Arc<Seen>,
+    ) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let settings = Settings { max_header_list_size: 16 * 1024 };
+            serve(tcp, settings, &drain, &*seen).await;
+        });
+        let (client, conn) = h2::client::handshake(TcpStream::connect(addr).await.unwrap()).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        (client, server)
+    }
+
+    fn get(path: &str) -> Request<()> {
+        Request::get(format!("http://test{path}")).body(()).unwrap()
+    }
+
+    async fn body_of(resp: Response<h2::RecvStream>) -> (Bytes, Option<http::HeaderMap>) {
+        let collected = Body::new(RecvBody::new(resp.into_body())).collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        (collected.to_bytes(), trailers)
+    }
+
+    #[tokio::test]
+    async fn streams_are_answered_as_they_finish_not_in_order() {
+        let (client, _server) = start(Arc::default(), Arc::default()).await;
+        let mut client = client.ready().await.unwrap();
+        let (_hang, _) = client.send_request(get("/hang"), true).unwrap();
+        let (slow, _) = client.send_request(get("/wait/200"), true).unwrap();
+        let (fast, _) = client.send_request(get("/wait/1"), true).unwrap();
+        // Later streams are answered while an earlier one still waits: one task, no head-of-line.
+        let fast = tokio::time::timeout(Duration::from_secs(10), fast).await.expect("not blocked by /hang").unwrap();
+        assert_eq!(body_of(fast).await.0, "/wait/1");
+        assert_eq!(body_of(slow.await.unwrap()).await.0, "/wait/200");
+    }
+
+    #[tokio::test]
+    async fn streaming_response_with_trailers_and_request_body() {
+        let (client, _server) = start(Arc::default(), Arc::default()).await;
+        let mut client = client.ready().await.unwrap();
+        let (resp, _) = client.send_request(get("/stream"), true).unwrap();
+        let (body, trailers) = body_of(resp.await.unwrap()).await;
+        assert_eq!(body, "one two three");
+        assert_eq!(trailers.unwrap()["grpc-status"], "0");
+
+        let (resp, mut send) = client.send_request(Request::post("http://test/echo").body(()).unwrap(), false).unwrap();
+        send.send_data(Bytes::from_static(b"ping "), false).unwrap();
+        send.send_data(Bytes::from_static(b"pong"), true).unwrap();
+        assert_eq!(body_of(resp.await.unwrap()).await.0, "ping pong");
+    }
+
+    #[tokio::test]
+    async fn content_length_is_declared_for_a_known_body_but_not_for_head() {
+        let (client, _server) = start(Arc::default(), Arc::default()).await;
+        let mut client = client.ready().await.unwrap();
+        let (resp, _) = client.send_request(get("/sized"), true).unwrap();
+        assert_eq!(resp.await.unwrap().headers()[header::CONTENT_LENGTH], "5");
+        let (resp, _) = client.send_request(Request::head("http://test/sized").body(()).unwrap(), true).unwrap();
+        assert!(!resp.await.unwrap().headers().contains_key(header::CONTENT_LENGTH));
+    }
+
+    #[tokio::test]
+    async fn connect_is_answered_501() {
+        let seen = Arc::new(Seen::default());
+        let (client, _server) = start(Arc::default(), seen.clone()).await;
+        let mut client = client.ready().await.unwrap();
+        let req = Request::connect("db.internal:5432").body(()).unwrap();
+        let (resp, _) = client.send_request(req, false).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_IMPLEMENTED);
+        let (body, _) = body_of(resp).await;
+        assert!(String::from_utf8_lossy(&body).contains("HTTP/1.1 CONNECT"), "{body:?}");
+        assert_eq!(seen.started.load(Ordering::SeqCst), 0, "the handler never saw it");
+    }
+
+    #[tokio::test]
+    async fn a_stream_reset_by_the_caller_drops_its_request() {
+        let seen = Arc::new(Seen::default());
+        let (client, _server) = start(Arc::default(), seen.clone()).await;
+        let mut client = client.ready().await.unwrap();
+        let (_resp, mut send) = client.send_request(get("/hang"), false).unwrap();
+        weft_testkit::eventually("handler started", Duration::from_secs(10), || {
+            let n = seen.started.load(Ordering::SeqCst);
+            async move { (n == 1).then_some(()) }
+        })
+        .await;
+        send.send_reset(h2::Reason::CANCEL);
+        weft_testkit::eventually("handler dropped", Duration::from_secs(10), || {
+            let dropped = seen.dropped.load(Ordering::SeqCst);
+            async move { dropped.then_some(()) }
+        })
+        .await;
+        // The connection still serves.
+        let (resp, _) = client.send_request(get("/wait/1"), true).unwrap();
+        assert_eq!(resp.await.unwrap().status(), 200);
+    }
+
+    #[tokio::test]
+    async fn drain_sends_goaway_and_finishes_the_streams_in_flight() {
+        let (drain, seen) = (Arc::new(Drain::default()), Arc::new(Seen::default()));
+        let (client, server) = start(drain.clone(), seen.clone()).await;
+        let mut client = client.ready().await.unwrap();
+        let (inflight, _) = client.send_request(get("/wait/300"), true).unwrap();
+        weft_testkit::eventually("request in flight", Duration::from_secs(10), || {
+            let n = seen.started.load(Ordering::SeqCst);
+            async move { (n == 1).then_some(()) }
+        })
+        .await;
+        drain.drain(Duration::from_secs(1)).await;
+        let resp = inflight.await.expect("the request in flight is answered");
+        assert_eq!(body_of(resp).await.0, "/wait/300");
+        // GOAWAY: the connection closes, and the server's task ends.
+        tokio::time::timeout(Duration::from_secs(10), server).await.expect("server done").unwrap();
+        let refused = match client.ready().await {
+            Ok(mut c) => c.send_request(get("/late"), true).map(|_| ()).err(),
+            Err(e) => Some(e),
+        };
+        assert!(refused.is_some(), "no new streams after GOAWAY");
+    }
+}
