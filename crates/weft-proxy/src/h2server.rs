@@ -21,9 +21,8 @@ use crate::httputil::{self as h, Body};
 use crate::Handler;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use http::{header, HeaderValue, Method, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as _;
-use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Settings of the connections this server takes.
@@ -79,7 +78,7 @@ where
                     }
                     let head = req.method() == Method::HEAD;
                     let req = req.map(|recv| h::Body::new(RecvBody::new(recv)));
-                    streams.push(stream(handler.request(req), respond, head));
+                    streams.push(stream(handler, req, respond, head));
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "http/2 connection ended with error");
@@ -97,13 +96,13 @@ where
 
 /// One stream: the handler's response, then its body. A stream the caller resets stops at once
 /// (the request to the app is dropped with it), as with hyper.
-async fn stream<Fut>(response: Fut, mut respond: h2::server::SendResponse<Bytes>, head: bool)
-where
-    Fut: Future<Output = Response<Body>>,
-{
+///
+/// The handler's future is made here, in this future's own state, rather than passed in: a
+/// future argument would take its size twice over (the argument, and the awaited copy).
+async fn stream<H: Handler>(handler: &H, req: Request<Body>, mut respond: h2::server::SendResponse<Bytes>, head: bool) {
     let resp = tokio::select! {
         biased;
-        resp = response => resp,
+        resp = handler.request(req) => resp,
         _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
     };
     let (mut parts, body) = resp.into_parts();
@@ -140,8 +139,8 @@ fn refuse_connect(mut respond: h2::server::SendResponse<Bytes>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::Request;
     use http_body_util::{BodyExt, StreamBody};
+    use std::future::Future;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
