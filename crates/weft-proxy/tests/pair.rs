@@ -415,6 +415,23 @@ async fn connect_tunnel_is_passed_through() {
 }
 
 #[tokio::test]
+async fn connect_over_http2_is_answered_501_and_the_connection_goes_on() {
+    let p = pair().await;
+    let (client, conn) = h2::client::handshake(TcpStream::connect(p.http).await.unwrap()).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client.send_request(http::Request::connect("db.internal:5432").body(()).unwrap(), false).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 501);
+    let mut body = resp.into_body();
+    let text = body.data().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&text).contains("HTTP/1.1 CONNECT"), "{text:?}");
+    // Other streams on the same connection are served.
+    let (resp, _) = client.send_request(http::Request::get("http://api/after").body(()).unwrap(), true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+}
+
+#[tokio::test]
 async fn one_connection_per_peer_when_configured() {
     weft_testkit::init_tracing();
     let pki = weft_testkit::Pki::new();
