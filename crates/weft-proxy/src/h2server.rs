@@ -30,6 +30,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub struct Settings {
     /// Largest request header block, decoded (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`).
     pub max_header_list_size: u32,
+    /// The client's connection preface must arrive within this (`timeouts.header_read`).
+    pub handshake_timeout: std::time::Duration,
 }
 
 /// Many requests from one peer proxy share one connection.
@@ -53,10 +55,14 @@ where
     let signaled = drain.signaled();
     tokio::pin!(signaled);
     let mut conn = tokio::select! {
-        res = handshake => match res {
-            Ok(conn) => conn,
-            Err(e) => {
+        res = tokio::time::timeout(settings.handshake_timeout, handshake) => match res {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
                 tracing::debug!(error = %e, "http/2 handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("http/2: no connection preface in time, closing");
                 return;
             }
         },
@@ -213,7 +219,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let settings = Settings { max_header_list_size: 16 * 1024 };
+            let settings = Settings { max_header_list_size: 16 * 1024, handshake_timeout: Duration::from_millis(200) };
             serve(tcp, settings, &drain, &*seen).await;
         });
         let (client, conn) = h2::client::handshake(TcpStream::connect(addr).await.unwrap()).await.unwrap();
@@ -221,6 +227,22 @@ mod tests {
             let _ = conn.await;
         });
         (client, server)
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_sends_the_preface_is_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let settings = Settings { max_header_list_size: 16 * 1024, handshake_timeout: Duration::from_millis(200) };
+            serve(tcp, settings, &Drain::default(), &Seen::default()).await;
+        });
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        // The server gives up on the connection: its task ends and the socket reads EOF.
+        tokio::time::timeout(Duration::from_secs(10), server).await.expect("connection closed").unwrap();
+        let mut rest = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut silent, &mut rest).await;
     }
 
     fn get(path: &str) -> Request<()> {

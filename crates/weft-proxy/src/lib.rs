@@ -103,7 +103,10 @@ impl Ctx {
     }
 
     fn h2_settings(&self) -> h2server::Settings {
-        h2server::Settings { max_header_list_size: self.cfg.limits.max_header_bytes as u32 }
+        h2server::Settings {
+            max_header_list_size: self.cfg.limits.max_header_bytes as u32,
+            handshake_timeout: self.cfg.timeouts.header_read.into(),
+        }
     }
 
     fn app_host(&self) -> std::net::IpAddr {
