@@ -1,5 +1,6 @@
-//! Bodies on HTTP/2 streams of the `h2` crate, for both directions of both kinds of connection
-//! ([`crate::peer`] as client, [`crate::h2server`] as server): [`RecvBody`] reads one as an
+//! What the proxy's HTTP/2 connections share, client ([`crate::peer`]) and server
+//! ([`crate::h2server`], and hyper's for the rare HTTP/2 connection it takes): the flow-control
+//! windows and stream limit, and bodies on `h2` streams: [`RecvBody`] reads one as an
 //! `http_body::Body`, [`pipe`] sends one.
 
 use crate::httputil::{Body, BoxError};
@@ -8,6 +9,13 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+
+/// Large windows, so that one connection carries many concurrent streams at full speed.
+pub const STREAM_WINDOW: u32 = 1 << 20;
+pub const CONNECTION_WINDOW: u32 = 4 << 20;
+/// Streams a served connection allows at once: many app requests share one connection between
+/// proxies; a client sidecar queues further requests until a stream frees up.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
 /// Streams `body` out on an HTTP/2 stream (a request to a peer, or a response to a caller),
 /// respecting the peer's flow-control window; stops when the peer resets the stream.
@@ -23,7 +31,7 @@ pub async fn pipe(mut body: Body, mut send: h2::SendStream<Bytes>) {
                 return;
             }
             Some(Err(e)) => {
-                tracing::debug!(error = %e, "request body failed; resetting the stream");
+                tracing::debug!(error = %e, "body failed; resetting the stream");
                 send.send_reset(h2::Reason::CANCEL);
                 return;
             }

@@ -16,7 +16,7 @@
 //! the app's on).
 
 use crate::drain::Drain;
-use crate::h2body::{pipe, RecvBody};
+use crate::h2body::{pipe, RecvBody, CONNECTION_WINDOW, MAX_CONCURRENT_STREAMS, STREAM_WINDOW};
 use crate::httputil::{self as h, Body};
 use crate::Handler;
 use bytes::Bytes;
@@ -33,11 +33,6 @@ pub struct Settings {
     /// The client's connection preface must arrive within this (`timeouts.header_read`).
     pub handshake_timeout: std::time::Duration,
 }
-
-/// Many requests from one peer proxy share one connection.
-const MAX_CONCURRENT_STREAMS: u32 = 1024;
-const STREAM_WINDOW: u32 = 1 << 20;
-const CONNECTION_WINDOW: u32 = 4 << 20;
 
 /// Serves HTTP/2 on `io` until the connection closes, or, once drain starts, until the requests
 /// in flight are answered (GOAWAY first, so the peer sends new ones elsewhere).
@@ -210,6 +205,11 @@ mod tests {
         resp
     }
 
+    /// A 200 ms preface deadline, so the test of it is quick.
+    fn settings() -> Settings {
+        Settings { max_header_list_size: 16 * 1024, handshake_timeout: Duration::from_millis(200) }
+    }
+
     /// A server on 127.0.0.1 serving one connection, and an h2 client on it.
     async fn start(
         drain: Arc<Drain>,
@@ -219,8 +219,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let settings = Settings { max_header_list_size: 16 * 1024, handshake_timeout: Duration::from_millis(200) };
-            serve(tcp, settings, &drain, &*seen).await;
+            serve(tcp, settings(), &drain, &*seen).await;
         });
         let (client, conn) = h2::client::handshake(TcpStream::connect(addr).await.unwrap()).await.unwrap();
         tokio::spawn(async move {
@@ -235,14 +234,15 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let settings = Settings { max_header_list_size: 16 * 1024, handshake_timeout: Duration::from_millis(200) };
-            serve(tcp, settings, &Drain::default(), &Seen::default()).await;
+            serve(tcp, settings(), &Drain::default(), &Seen::default()).await;
         });
         let mut silent = TcpStream::connect(addr).await.unwrap();
-        // The server gives up on the connection: its task ends and the socket reads EOF.
-        tokio::time::timeout(Duration::from_secs(10), server).await.expect("connection closed").unwrap();
+        // The server gives up on the connection: its task ends and the socket is closed (after
+        // the server's own SETTINGS frame, which it sends first).
+        tokio::time::timeout(Duration::from_secs(10), server).await.expect("server task ended").unwrap();
         let mut rest = Vec::new();
-        let _ = tokio::io::AsyncReadExt::read_to_end(&mut silent, &mut rest).await;
+        let read = tokio::io::AsyncReadExt::read_to_end(&mut silent, &mut rest);
+        let _ = tokio::time::timeout(Duration::from_secs(10), read).await.expect("socket closed by the server");
     }
 
     fn get(path: &str) -> Request<()> {

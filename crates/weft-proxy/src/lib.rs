@@ -179,10 +179,9 @@ impl Proxy {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(cfg.limits.max_header_bytes as u32)
-            .initial_stream_window_size(1 << 20)
-            .initial_connection_window_size(4 << 20)
-            // Many app requests share one connection between proxies.
-            .max_concurrent_streams(1024);
+            .initial_stream_window_size(h2body::STREAM_WINDOW)
+            .initial_connection_window_size(h2body::CONNECTION_WINDOW)
+            .max_concurrent_streams(h2body::MAX_CONCURRENT_STREAMS);
         let connect_timeout = cfg.timeouts.connect.into();
         let ctx = Arc::new(Ctx {
             routes: ArcSwap::from_pointee(routes),

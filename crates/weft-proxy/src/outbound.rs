@@ -158,7 +158,10 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, target: Target) {
             let io = Corked::new(Buffered::new(io));
             crate::h2server::serve(io, ctx.h2_settings(), &ctx.drain, &AppConn { ctx: ctx.clone(), target }).await;
         }
-        Detected::Http1 => crate::serve_http(&ctx.clone(), io, Arc::new(AppConn { ctx, target })).await,
+        Detected::Http1 => {
+            let conn = Arc::new(AppConn { ctx: ctx.clone(), target });
+            crate::serve_http(&ctx, io, conn).await;
+        }
         Detected::Tcp | Detected::Tls => tcp(ctx, io, target).await,
     }
 }

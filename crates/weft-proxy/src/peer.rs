@@ -13,7 +13,7 @@
 //! of every outbound call. Here the task serving the caller opens the stream and awaits the
 //! response itself; only a request body still streaming gets a task of its own (as with hyper).
 
-use crate::h2body::{pipe, RecvBody};
+use crate::h2body::{pipe, RecvBody, CONNECTION_WINDOW, STREAM_WINDOW};
 use crate::httputil::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response};
@@ -25,9 +25,6 @@ use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Between peers: large windows, so one connection carries many concurrent streams.
-const STREAM_WINDOW: u32 = 1 << 20;
-const CONNECTION_WINDOW: u32 = 4 << 20;
 /// A PING every `KEEP_ALIVE_INTERVAL`; no PONG within `KEEP_ALIVE_TIMEOUT` closes the connection.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -101,18 +101,8 @@ async fn chunked_response_with_trailers_from_an_http1_app_reaches_an_http2_calle
     .await;
     let pki = weft_testkit::Pki::new();
     let app_tcp = weft_testkit::tcp_echo().await;
-    let cfg = weft_api::proxy::ProxyConfig::from_yaml(&format!(
-        r#"
-identity: {{ cert: unused, key: unused, bundle: unused }}
-admin: {{ listen: "127.0.0.1:0" }}
-inbound:
-  listen: "127.0.0.1:0"
-  ports: [{{ port: {}, protocol: http1 }}, {{ port: {}, protocol: tcp }}]
-"#,
-        app_http.port(),
-        app_tcp.port()
-    ))
-    .unwrap();
+    let mut cfg = server_config(app_http.port(), app_tcp.port(), "");
+    cfg.inbound.as_mut().unwrap().ports[0].protocol = weft_api::proxy::Protocol::Http1;
     let server = weft_proxy::Proxy::start(cfg, pki.store(SERVER.0, SERVER.1)).await.unwrap();
     let inbound = server.addrs.inbound.unwrap();
     let client = start_client(pki.store(CLIENT.0, CLIENT.1), app_http, app_tcp, inbound, &api_id(), "").await;
