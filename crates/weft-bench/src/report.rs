@@ -270,6 +270,18 @@ fn targets(o: &Outcome, protos: &[Proto], out: &mut String) {
         (Some(w), Some(h)) => format!("{}: {w:.0} vs {h:.0} CPU-ms", verdict(w <= h)),
         _ => missing.clone(),
     }));
+    // Not a target: how far above HAProxy's peak two proxies get that do no TLS and no HTTP.
+    if o.points.iter().any(|pt| pt.setup == Setup::Relay) {
+        out.push_str(&row("(reference, not a target) TCP relay pair's peak ÷ HAProxy pair's", &|p| match (
+            rep(o, Setup::Relay, p, Mode::Peak),
+            rep(o, Setup::Haproxy, p, Mode::Peak),
+        ) {
+            (Some(r), Some(h)) if h.rps > 0.0 => {
+                format!("{:.2} × ({} vs {} rps)", r.rps / h.rps, thousands(r.rps), thousands(h.rps))
+            }
+            _ => missing.clone(),
+        }));
+    }
 }
 
 /// CPU used by processes outside the benchmark during the window, in % of one CPU.
@@ -462,7 +474,9 @@ pub fn markdown(args: &SuiteArgs, raw: &Outcome, m: &Machine) -> String {
         out,
         "- **Setups:** one demo app (`weft demo-app`) behind all of them. weft: client sidecar → mTLS HTTP/2 hop → server sidecar. \
          HAProxy: client → mTLS {} hop (idle connections reused) → server. nginx: client → mTLS HTTP/1.1 hop (upstream keepalive) → server. \
-         All hops TLS 1.3 with client certificates from the same CA; {} threads/workers per proxy.",
+         All hops TLS 1.3 with client certificates from the same CA; {} threads/workers per proxy. \
+         TCP relay pair (a reference, not a mesh setup): two HAProxy processes in `mode tcp` that only copy bytes, no TLS, no HTTP, \
+         one plain hop connection per generator connection (so, unlike the mesh pairs, no hop writes shared by several requests).",
         if args.haproxy_hop == "h2" { "HTTP/2" } else { "HTTP/1.1" },
         args.proxy_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))

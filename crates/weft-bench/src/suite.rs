@@ -4,11 +4,16 @@
 //!
 //! ```text
 //! direct:   generator ─────────────────────────────────────────────────────► demo app
+//! relay:    generator ─► haproxy mode tcp    ──plain TCP──► haproxy mode tcp  ─► demo app
 //! weft:     generator ─► weft-proxy (client) ══mTLS h2══► weft-proxy (server) ─► demo app
 //! haproxy:  generator ─► haproxy (client)    ══mTLS h2══► haproxy (server)    ─► demo app
 //! nginx:    generator ─► nginx (client)      ══mTLS h1══► nginx (server)      ─► demo app
 //! ```
 //! (HAProxy's hop is HTTP/1.1 with `--haproxy-hop http/1.1`; nginx cannot proxy upstream in h2.)
+//! The relay pair is a reference, not a competitor: two proxies that only copy bytes (no TLS, no
+//! HTTP), so what two proxy processes on the path cost in system calls and loopback traffic alone
+//! shows in the same run. It has one hop connection per client connection: the mesh pairs, which
+//! multiplex the hop, can share hop writes between requests that it cannot.
 //! Every process started here is stopped (SIGTERM, then SIGKILL) when the suite ends, also when
 //! it fails or is killed (the children get SIGTERM as their parent-death signal).
 
@@ -30,6 +35,7 @@ use std::time::{Duration, Instant};
 #[serde(rename_all = "lowercase")]
 pub enum Setup {
     Direct,
+    Relay,
     Weft,
     Haproxy,
     Nginx,
@@ -39,6 +45,7 @@ impl Setup {
     pub fn label(self) -> &'static str {
         match self {
             Setup::Direct => "direct (no proxy)",
+            Setup::Relay => "TCP relay pair (reference)",
             Setup::Weft => "weft pair",
             Setup::Haproxy => "HAProxy pair",
             Setup::Nginx => "nginx pair",
@@ -47,6 +54,7 @@ impl Setup {
     fn short(self) -> &'static str {
         match self {
             Setup::Direct => "direct",
+            Setup::Relay => "relay",
             Setup::Weft => "weft",
             Setup::Haproxy => "haproxy",
             Setup::Nginx => "nginx",
@@ -83,7 +91,7 @@ pub struct SuiteArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Setups to measure.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "direct,weft,haproxy,nginx")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "direct,relay,weft,haproxy,nginx")]
     pub setups: Vec<Setup>,
     #[arg(long, value_enum, value_delimiter = ',', default_value = "h1,h2")]
     pub protos: Vec<Proto>,
@@ -455,8 +463,9 @@ impl Env {
         Ok(Started { setup, addrs: BTreeMap::from([(Proto::H1, at(h1)), (Proto::H2, at(h2))]), proxies: pids })
     }
 
-    fn start_haproxy(&mut self) -> anyhow::Result<Started> {
-        self.start_pair(Setup::Haproxy, "cfg", |cfg, _log| {
+    /// HAProxy pairs: the mTLS HTTP pair, or the TCP relay (`relay-*.cfg`, `mode tcp`).
+    fn start_haproxy(&mut self, setup: Setup) -> anyhow::Result<Started> {
+        self.start_pair(setup, "cfg", |cfg, _log| {
             let mut c = Command::new("haproxy");
             // -db: foreground, no master process: one process (with its threads) to measure.
             c.arg("-db").arg("-f").arg(cfg);
@@ -821,7 +830,7 @@ fn run_in(args: &SuiteArgs, rt: &tokio::runtime::Runtime, work: &Path, cpus: usi
                 proxies: vec![],
             }),
             Setup::Weft => env.start_weft(),
-            Setup::Haproxy => env.start_haproxy(),
+            Setup::Relay | Setup::Haproxy => env.start_haproxy(s),
             Setup::Nginx => env.start_nginx(),
         };
         match res {
