@@ -1,7 +1,8 @@
 //! `weft-bench`: the data-plane benchmark (see bench/README.md).
 //!
 //! - `weft-bench load`: the load generator alone, against any HTTP/1.1 or h2c address.
-//! - `weft-bench suite`: direct vs weft vs HAProxy vs nginx pairs, written up as Markdown.
+//! - `weft-bench suite`: direct vs weft vs HAProxy vs nginx pairs (and a TCP relay pair as a
+//!   reference), written up as Markdown.
 
 mod load;
 mod procstat;
