@@ -997,3 +997,50 @@ fn run_in(args: &SuiteArgs, rt: &tokio::runtime::Runtime, work: &Path, cpus: usi
     }
     Ok(Outcome { points, cross, started })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        suite: SuiteArgs,
+    }
+
+    /// Every template in bench/conf renders with what the suite fills in: a placeholder the
+    /// suite does not know would stop a benchmark run only once it reached that setup.
+    #[test]
+    fn every_template_renders_with_the_suite_variables() {
+        let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/conf");
+        let mut args = Cli::parse_from(["weft-bench"]).suite;
+        args.conf_dir = conf.clone();
+        let env = Env {
+            args,
+            work: PathBuf::from("/run/w"),
+            tls: PathBuf::from("/run/w/tls"),
+            app: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            threads: 2,
+            procs: vec![],
+            app_pid: 0,
+        };
+        let mut names: Vec<String> =
+            std::fs::read_dir(&conf).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert!(names.iter().any(|n| n == "relay-client.cfg"), "templates found: {names:?}");
+        for name in &names {
+            let text = render(&env.template(name).unwrap(), &env.vars(9001, 9002, 9003))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!text.contains("{{"), "{name}");
+        }
+        let relay = render(&env.template("relay-client.cfg").unwrap(), &env.vars(9001, 9002, 9003)).unwrap();
+        assert!(relay.contains("bind 127.0.0.1:9002") && relay.contains("server hop 127.0.0.1:9001"), "{relay}");
+    }
+
+    #[test]
+    fn an_unknown_placeholder_is_an_error() {
+        let err = render("bind {{NOPE}}", &BTreeMap::from([("HOP_PORT", "1".to_string())])).unwrap_err();
+        assert!(err.to_string().contains("{{NOPE}}"), "{err}");
+    }
+}
