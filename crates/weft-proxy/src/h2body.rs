@@ -5,7 +5,7 @@
 
 use crate::httputil::{Body, BoxError};
 use bytes::Bytes;
-use http_body::{Body as _, Frame, SizeHint};
+use http_body::{Body as _, Frame};
 use http_body_util::BodyExt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -104,9 +104,5 @@ impl http_body::Body for RecvBody {
 
     fn is_end_stream(&self) -> bool {
         self.recv.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
