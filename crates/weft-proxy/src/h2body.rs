@@ -1,14 +1,16 @@
 //! What the proxy's HTTP/2 connections share, client ([`crate::peer`]) and server
 //! ([`crate::h2server`], and hyper's for the rare HTTP/2 connection it takes): the flow-control
 //! windows and stream limit, and bodies on `h2` streams: [`RecvBody`] reads one as an
-//! `http_body::Body`, [`pipe`] sends one.
+//! `http_body::Body`, [`pipe`] sends one; [`Tunnel`] is a CONNECT stream as a byte stream.
 
 use crate::httputil::{Body, BoxError};
 use bytes::Bytes;
 use http_body::{Body as _, Frame};
 use http_body_util::BodyExt;
+use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Large windows, so that one connection carries many concurrent streams at full speed.
 pub const STREAM_WINDOW: u32 = 1 << 20;
@@ -104,5 +106,85 @@ impl http_body::Body for RecvBody {
 
     fn is_end_stream(&self) -> bool {
         self.recv.is_end_stream()
+    }
+}
+
+/// An HTTP/2 stream opened by CONNECT (RFC 9113 §8.5) as a byte stream: what the caller sends in
+/// DATA frames is read, what is written goes out in DATA frames within the caller's window, and
+/// shutdown ends the stream (a half-close, as TCP's FIN). A reset stream is an I/O error.
+pub struct Tunnel {
+    recv: h2::RecvStream,
+    send: h2::SendStream<Bytes>,
+    /// The rest of a DATA frame a read did not take.
+    pending: Bytes,
+    shut: bool,
+}
+
+impl Tunnel {
+    pub fn new(recv: h2::RecvStream, send: h2::SendStream<Bytes>) -> Tunnel {
+        Tunnel { recv, send, pending: Bytes::new(), shut: false }
+    }
+}
+
+fn io_error(e: h2::Error) -> io::Error {
+    if e.is_io() {
+        e.into_io().unwrap_or_else(|| io::ErrorKind::BrokenPipe.into())
+    } else {
+        io::Error::new(io::ErrorKind::ConnectionReset, e)
+    }
+}
+
+impl AsyncRead for Tunnel {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        // An empty DATA frame is not the end of the stream: read on.
+        while self.pending.is_empty() {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    self.pending = data;
+                }
+                Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
+                None => return Poll::Ready(Ok(())),
+            }
+        }
+        let n = self.pending.len().min(out.remaining());
+        let taken = self.pending.split_to(n);
+        out.put_slice(&taken);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Tunnel {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        self.send.reserve_capacity(buf.len());
+        let granted = match ready!(self.send.poll_capacity(cx)) {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
+            None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+        };
+        if granted == 0 {
+            // Not expected (h2 answers Pending rather than 0), but never spin on it.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let n = granted.min(buf.len());
+        self.send.send_data(Bytes::copy_from_slice(&buf[..n]), false).map_err(io_error)?;
+        Poll::Ready(Ok(n))
+    }
+
+    /// The connection's task sends what the stream queued; nothing to do here.
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.shut {
+            self.shut = true;
+            self.send.send_data(Bytes::new(), true).map_err(io_error)?;
+        }
+        Poll::Ready(Ok(()))
     }
 }

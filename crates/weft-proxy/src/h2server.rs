@@ -11,17 +11,18 @@
 //! response. Here a stream is a future in the connection task, polled only when woken; the
 //! responses of one turn leave together at the connection's next flush (see [`crate::cork`]).
 //!
-//! What this server does not do (hyper's did): CONNECT over HTTP/2 (answered 501; clients tunnel
-//! with HTTP/1.1 CONNECT, which the HTTP/1.1 server takes), and the `Date` header (a proxy passes
-//! the app's on).
+//! CONNECT (RFC 9113 §8.5) goes to [`Handler::upgrade`]: when it answers 2xx, the stream's DATA
+//! frames become the tunnel ([`Tunnel`]). Extended CONNECT (RFC 8441, WebSocket over HTTP/2) is
+//! not offered, so clients use HTTP/1.1 for WebSocket. What this server does not do (hyper's
+//! did): the `Date` header (a proxy passes the app's on).
 
 use crate::drain::Drain;
-use crate::h2body::{pipe, RecvBody, CONNECTION_WINDOW, MAX_CONCURRENT_STREAMS, STREAM_WINDOW};
+use crate::h2body::{pipe, RecvBody, Tunnel, CONNECTION_WINDOW, MAX_CONCURRENT_STREAMS, STREAM_WINDOW};
 use crate::httputil::{self as h, Body};
 use crate::Handler;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -72,15 +73,7 @@ where
             biased;
             Some(()) = streams.next(), if !streams.is_empty() => {}
             accepted = conn.accept() => match accepted {
-                Some(Ok((req, respond))) => {
-                    if req.method() == Method::CONNECT {
-                        refuse_connect(respond);
-                        continue;
-                    }
-                    let head = req.method() == Method::HEAD;
-                    let req = req.map(|recv| h::Body::new(RecvBody::new(recv)));
-                    streams.push(stream(handler, req, respond, head));
-                }
+                Some(Ok((req, respond))) => streams.push(stream(handler, req, respond)),
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "http/2 connection ended with error");
                     break;
@@ -100,12 +93,23 @@ where
 ///
 /// The handler's future is made here, in this future's own state, rather than passed in: a
 /// future argument would take its size twice over (the argument, and the awaited copy).
-async fn stream<H: Handler>(handler: &H, req: Request<Body>, mut respond: h2::server::SendResponse<Bytes>, head: bool) {
+async fn stream<H: Handler>(handler: &H, req: Request<h2::RecvStream>, mut respond: h2::server::SendResponse<Bytes>) {
+    if req.method() == Method::CONNECT {
+        // Boxed: the rare tunnel does not grow every stream's future.
+        return Box::pin(tunnel(handler, req, respond)).await;
+    }
+    let head = req.method() == Method::HEAD;
+    let req = req.map(|recv| h::Body::new(RecvBody::new(recv)));
     let resp = tokio::select! {
         biased;
         resp = handler.request(req) => resp,
         _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
     };
+    send(resp, respond, head).await
+}
+
+/// Sends a response on the stream, then its body.
+async fn send(resp: Response<Body>, mut respond: h2::server::SendResponse<Bytes>, head: bool) {
     let (mut parts, body) = resp.into_parts();
     // As hyper's server does: a body of known length declares it, where a body may be sent.
     if let Some(len) = body.size_hint().exact() {
@@ -126,25 +130,50 @@ async fn stream<H: Handler>(handler: &H, req: Request<Body>, mut respond: h2::se
     }
 }
 
-fn refuse_connect(mut respond: h2::server::SendResponse<Bytes>) {
-    let body = "weft-proxy: CONNECT over HTTP/2 is not supported; tunnel with HTTP/1.1 CONNECT\n";
-    let mut resp = Response::new(());
-    *resp.status_mut() = StatusCode::NOT_IMPLEMENTED;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    if let Ok(mut send) = respond.send_response(resp, false) {
-        let _ = send.send_data(Bytes::from_static(body.as_bytes()), true);
+/// A CONNECT stream: the handler's answer, and when it is 2xx, the stream handed to the tunnel
+/// the handler set up. A refusal is sent as an ordinary response.
+async fn tunnel<H: Handler>(handler: &H, req: Request<h2::RecvStream>, mut respond: h2::server::SendResponse<Bytes>) {
+    let (parts, recv) = req.into_parts();
+    let (opened, downstream) = tokio::sync::oneshot::channel::<Tunnel>();
+    let downstream: h::Downstream = Box::pin(async move {
+        match downstream.await {
+            Ok(tunnel) => Ok(Box::new(tunnel) as Box<dyn h::TunnelIo>),
+            Err(_) => Err(std::io::Error::other("the CONNECT stream closed before the tunnel opened")),
+        }
+    });
+    let resp = tokio::select! {
+        biased;
+        resp = handler.upgrade(Request::from_parts(parts, h::full(Bytes::new())), downstream) => resp,
+        _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
+    };
+    if !resp.status().is_success() {
+        return send(resp, respond, false).await;
+    }
+    let (mut parts, _) = resp.into_parts();
+    // A 2xx to CONNECT has no content (RFC 9110 §9.3.6): the tunnel is the stream.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    match respond.send_response(Response::from_parts(parts, ()), false) {
+        Ok(send) => {
+            let _ = opened.send(Tunnel::new(recv, send));
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "CONNECT response refused by the HTTP/2 codec");
+            respond.send_reset(h2::Reason::INTERNAL_ERROR);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
     use http_body_util::{BodyExt, StreamBody};
     use std::future::Future;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
     /// What the test handler saw; shared with the test.
@@ -168,8 +197,20 @@ mod tests {
         fn request(&self, req: Request<Body>) -> impl Future<Output = Response<Body>> + Send {
             answer(self, req)
         }
-        async fn upgrade(&self, _: Request<hyper::body::Incoming>) -> Response<Body> {
-            unreachable!("HTTP/2 has no upgrades")
+        /// CONNECT to `refused:1` gets a 403 with a body; any other target is an echo tunnel.
+        async fn upgrade(&self, req: Request<Body>, downstream: h::Downstream) -> Response<Body> {
+            if req.uri().host() == Some("refused") {
+                let mut resp = Response::new(h::full("no"));
+                *resp.status_mut() = StatusCode::FORBIDDEN;
+                return resp;
+            }
+            tokio::spawn(async move {
+                let io = downstream.await.unwrap();
+                let (mut r, mut w) = tokio::io::split(io);
+                tokio::io::copy(&mut r, &mut w).await.unwrap();
+                w.shutdown().await.unwrap();
+            });
+            Response::new(h::full(Bytes::new()))
         }
     }
 
@@ -294,17 +335,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connect_is_answered_501() {
-        let seen = Arc::new(Seen::default());
-        let (client, _server) = start(Arc::default(), seen.clone()).await;
+    async fn connect_opens_a_tunnel_on_the_stream_and_a_refusal_is_a_response() {
+        let (client, _server) = start(Arc::default(), Arc::default()).await;
         let mut client = client.ready().await.unwrap();
-        let req = Request::connect("db.internal:5432").body(()).unwrap();
-        let (resp, _) = client.send_request(req, false).unwrap();
+        let (resp, mut up) =
+            client.send_request(Request::connect("db.internal:5432").body(()).unwrap(), false).unwrap();
         let resp = resp.await.unwrap();
-        assert_eq!(resp.status(), StatusCode::NOT_IMPLEMENTED);
-        let (body, _) = body_of(resp).await;
-        assert!(String::from_utf8_lossy(&body).contains("HTTP/1.1 CONNECT"), "{body:?}");
-        assert_eq!(seen.started.load(Ordering::SeqCst), 0, "the handler never saw it");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(!resp.headers().contains_key(header::CONTENT_LENGTH), "{:?}", resp.headers());
+        // More than both sides' stream windows (64 KiB for this client, 1 MiB for the server),
+        // each way at once: the tunnel waits for capacity, returns it as it reads, and echoes.
+        let sent: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let writer = {
+            let sent = Bytes::from(sent.clone());
+            tokio::spawn(async move {
+                for chunk in sent.chunks(16 * 1024) {
+                    up.reserve_capacity(chunk.len());
+                    let mut left = Bytes::copy_from_slice(chunk);
+                    while !left.is_empty() {
+                        let n = std::future::poll_fn(|cx| up.poll_capacity(cx)).await.unwrap().unwrap();
+                        up.send_data(left.split_to(n.min(left.len())), false).unwrap();
+                    }
+                }
+                // The caller's half-close: the echo ends and so does the server's half.
+                up.send_data(Bytes::new(), true).unwrap();
+            })
+        };
+        let (back, _) = tokio::time::timeout(Duration::from_secs(60), body_of(resp)).await.expect("tunnel stalled");
+        writer.await.unwrap();
+        assert_eq!(back.len(), sent.len());
+        assert!(back == sent, "the tunnel returned other bytes");
+
+        let (resp, _) = client.send_request(Request::connect("refused:1").body(()).unwrap(), false).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert_eq!(body_of(resp).await.0, "no");
+        // The connection goes on.
+        let (resp, _) = client.send_request(get("/sized"), true).unwrap();
+        assert_eq!(resp.await.unwrap().status(), StatusCode::OK);
     }
 
     #[tokio::test]

@@ -10,6 +10,9 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -101,17 +104,35 @@ pub fn rescue(err: &ProxyError) -> Response<Body> {
     resp
 }
 
+/// A tunnel's bytes on the caller's side: hyper's upgraded HTTP/1.1 connection, or the DATA
+/// frames of an HTTP/2 CONNECT stream ([`crate::h2body::Tunnel`]).
+pub trait TunnelIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> TunnelIo for T {}
+
+/// The caller's side of a tunnel, ready once the response that opens it (101, or 2xx to
+/// CONNECT) has gone out; an error if it never does.
+pub type Downstream = Pin<Box<dyn Future<Output = io::Result<Box<dyn TunnelIo>>> + Send>>;
+
+/// The caller's side of an HTTP/1.1 upgrade or CONNECT taken by hyper's server.
+pub fn hyper_downstream(req: &mut Request<Incoming>) -> Downstream {
+    let on = hyper::upgrade::on(req);
+    Box::pin(async move {
+        let upgraded = on.await.map_err(io::Error::other)?;
+        Ok(Box::new(TokioIo::new(upgraded)) as Box<dyn TunnelIo>)
+    })
+}
+
 /// Sends an upgrade request over a fresh HTTP/1.1 connection on `io` and, when the server agrees
-/// (101, or 2xx to CONNECT), joins the two upgraded streams byte for byte.
+/// (101, or 2xx to CONNECT), joins the upgraded upstream to `downstream` byte for byte.
 pub async fn forward_upgrade<IO>(
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
+    downstream: Downstream,
     io: IO,
     guard: ConnGuard,
 ) -> Result<Response<Body>, ProxyError>
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let downstream = hyper::upgrade::on(&mut req);
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, Body>(TokioIo::new(io))
         .await
@@ -122,16 +143,22 @@ where
         }
     });
     *req.version_mut() = http::Version::HTTP_11;
-    let mut resp = sender.send_request(req.map(boxed)).await.map_err(|e| ProxyError::Upstream(e.into()))?;
+    // HTTP/1.1 needs `Host`; an HTTP/2 CONNECT names its target in `:authority` only.
+    if !req.headers().contains_key(header::HOST) {
+        if let Some(v) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    let mut resp = sender.send_request(req).await.map_err(|e| ProxyError::Upstream(e.into()))?;
     let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS || resp.status().is_success();
     if switched {
         let upstream = hyper::upgrade::on(&mut resp);
         // The tunnel holds a drain guard: a draining proxy waits for it like any connection.
         tokio::spawn(async move {
             let _guard = guard;
-            match tokio::try_join!(downstream, upstream) {
-                Ok((down, up)) => {
-                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
+            match tokio::try_join!(downstream, async { upstream.await.map_err(io::Error::other) }) {
+                Ok((mut down, up)) => {
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut TokioIo::new(up)).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }

@@ -15,7 +15,6 @@ use crate::net;
 use crate::sni::SniTarget;
 use crate::{Ctx, Handler};
 use http::{HeaderValue, Request, Response, Uri};
-use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -173,13 +172,13 @@ impl Handler for Conn {
     }
 
     /// Joined to the app over a fresh connection.
-    async fn upgrade(&self, mut req: Request<Incoming>) -> Response<Body> {
+    async fn upgrade(&self, mut req: Request<Body>, downstream: h::Downstream) -> Response<Body> {
         let started = Instant::now();
         self.prepare(&mut req);
         let (ctx, app) = (&self.ctx, self.app);
         let result = async {
             let tcp = net::tcp_connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
-            h::forward_upgrade(req, tcp, ctx.drain.conn()).await
+            h::forward_upgrade(req, downstream, tcp, ctx.drain.conn()).await
         };
         self.finish(result.await, started)
     }

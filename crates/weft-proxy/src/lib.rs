@@ -382,11 +382,12 @@ pub(crate) trait Handler: Send + Sync + 'static {
         &self,
         req: http::Request<httputil::Body>,
     ) -> impl Future<Output = http::Response<httputil::Body>> + Send;
-    /// An HTTP/1.1 upgrade (WebSocket) or CONNECT, joined to a tunnel; only hyper's HTTP/1 server
-    /// hands these over.
+    /// An HTTP/1.1 upgrade (WebSocket) or a CONNECT (HTTP/1.1 or HTTP/2), to be joined to a
+    /// tunnel: `downstream` yields the caller's side once the response that opens it is sent.
     fn upgrade(
         &self,
-        req: http::Request<hyper::body::Incoming>,
+        req: http::Request<httputil::Body>,
+        downstream: httputil::Downstream,
     ) -> impl Future<Output = http::Response<httputil::Body>> + Send;
 }
 
@@ -396,13 +397,14 @@ pub(crate) async fn serve_http<I, H: Handler>(ctx: &Arc<Ctx>, io: I, handler: Ar
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let handler = handler.clone();
         // Boxed: a pointer's size for hyper to move around, for one allocation; the rare upgrade
         // path boxed again so that it does not grow every request's future.
         Box::pin(async move {
             Ok::<_, std::convert::Infallible>(if httputil::is_upgrade(&req) {
-                Box::pin(handler.upgrade(req)).await
+                let downstream = httputil::hyper_downstream(&mut req);
+                Box::pin(handler.upgrade(req.map(httputil::boxed), downstream)).await
             } else {
                 handler.request(req.map(httputil::boxed)).await
             })

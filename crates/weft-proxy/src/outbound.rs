@@ -18,7 +18,6 @@ use crate::sni::SniTarget;
 use crate::{Ctx, Handler};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
-use hyper::body::Incoming;
 use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -286,8 +285,8 @@ impl Handler for AppConn {
         request(&self.ctx, self.target.clone(), req)
     }
 
-    fn upgrade(&self, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send {
-        upgrade(&self.ctx, self.target.clone(), req)
+    fn upgrade(&self, req: Request<Body>, downstream: h::Downstream) -> impl Future<Output = Response<Body>> + Send {
+        upgrade(&self.ctx, self.target.clone(), req, downstream)
     }
 }
 
@@ -301,9 +300,9 @@ async fn request(ctx: &Ctx, mut target: Target, req: Request<Body>) -> Response<
     finish(ctx, &ep, result, started)
 }
 
-/// An HTTP/1.1 upgrade (WebSocket) or CONNECT: carried to the peer over a TLS connection of its
-/// own (ALPN http/1.1), then joined byte for byte.
-async fn upgrade(ctx: &Ctx, mut target: Target, req: Request<Incoming>) -> Response<Body> {
+/// An HTTP/1.1 upgrade (WebSocket) or a CONNECT (HTTP/1.1 or HTTP/2): carried to the peer as an
+/// HTTP/1.1 upgrade over a TLS connection of its own (ALPN http/1.1), then joined byte for byte.
+async fn upgrade(ctx: &Ctx, mut target: Target, req: Request<Body>, downstream: h::Downstream) -> Response<Body> {
     let started = Instant::now();
     let ep = match route(ctx, &mut target, host_of(&req)) {
         Ok(ep) => ep,
@@ -313,7 +312,7 @@ async fn upgrade(ctx: &Ctx, mut target: Target, req: Request<Incoming>) -> Respo
     let result = async {
         let tls =
             net::connect_peer(&ctx.tls, &ep, &sni, Alpn::Http1, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
-        h::forward_upgrade(req, tls, ctx.drain.conn()).await
+        h::forward_upgrade(req, downstream, tls, ctx.drain.conn()).await
     };
     finish(ctx, &ep, result.await, started)
 }
