@@ -65,6 +65,7 @@ where
         _ = &mut signaled => return,
     };
     let mut streams = FuturesUnordered::new();
+    let mut tunnels = FuturesUnordered::new();
     let mut draining = false;
     loop {
         tokio::select! {
@@ -72,8 +73,18 @@ where
             // polled next, in the same turn.
             biased;
             Some(()) = streams.next(), if !streams.is_empty() => {}
+            Some(()) = tunnels.next(), if !tunnels.is_empty() => {}
             accepted = conn.accept() => match accepted {
-                Some(Ok((req, respond))) => streams.push(stream(handler, req, respond)),
+                Some(Ok((req, respond))) => {
+                    if req.method() == Method::CONNECT {
+                        // A set of their own: the rare tunnel's future does not size every stream's.
+                        tunnels.push(tunnel(handler, req, respond));
+                        continue;
+                    }
+                    let head = req.method() == Method::HEAD;
+                    let req = req.map(|recv| h::Body::new(RecvBody::new(recv)));
+                    streams.push(stream(handler, req, respond, head));
+                }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "http/2 connection ended with error");
                     break;
@@ -93,13 +104,7 @@ where
 ///
 /// The handler's future is made here, in this future's own state, rather than passed in: a
 /// future argument would take its size twice over (the argument, and the awaited copy).
-async fn stream<H: Handler>(handler: &H, req: Request<h2::RecvStream>, mut respond: h2::server::SendResponse<Bytes>) {
-    if req.method() == Method::CONNECT {
-        // Boxed: the rare tunnel does not grow every stream's future.
-        return Box::pin(tunnel(handler, req, respond)).await;
-    }
-    let head = req.method() == Method::HEAD;
-    let req = req.map(|recv| h::Body::new(RecvBody::new(recv)));
+async fn stream<H: Handler>(handler: &H, req: Request<Body>, mut respond: h2::server::SendResponse<Bytes>, head: bool) {
     let resp = tokio::select! {
         biased;
         resp = handler.request(req) => resp,
@@ -131,7 +136,7 @@ async fn send(resp: Response<Body>, mut respond: h2::server::SendResponse<Bytes>
 }
 
 /// A CONNECT stream: the handler's answer, and when it is 2xx, the stream handed to the tunnel
-/// the handler set up. A refusal is sent as an ordinary response.
+/// the handler set up. Any other answer is sent as an ordinary response.
 async fn tunnel<H: Handler>(handler: &H, req: Request<h2::RecvStream>, mut respond: h2::server::SendResponse<Bytes>) {
     let (parts, recv) = req.into_parts();
     let (opened, downstream) = tokio::sync::oneshot::channel::<Tunnel>();
