@@ -5,6 +5,7 @@
 //!   reference), written up as Markdown.
 
 mod load;
+mod pool;
 mod procstat;
 mod report;
 mod stats;

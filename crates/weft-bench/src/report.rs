@@ -1,6 +1,7 @@
 //! The suite's Markdown report (bench/RESULTS.md).
 
 use crate::load::{Proto, Report};
+use crate::pool::PoolUse;
 use crate::suite::{Mode, Outcome, Point, Setup, SuiteArgs};
 use std::fmt::Write;
 use std::process::Command;
@@ -9,6 +10,8 @@ use std::process::Command;
 pub const RSS_TARGET: f64 = 15e6;
 /// Peak rps of the weft pair over the HAProxy pair's.
 pub const PEAK_TARGET: f64 = 1.5;
+/// Share of requests sent on an already-open peer connection at steady state.
+pub const POOL_REUSE_TARGET: f64 = 0.99;
 
 pub const NOTES_BEGIN: &str = "<!-- notes -->";
 pub const NOTES_END: &str = "<!-- /notes -->";
@@ -147,6 +150,7 @@ pub fn aggregate(points: &[Point]) -> Vec<Point> {
             agg.other_cpu_ms = group.iter().map(|p| p.other_cpu_ms).sum();
             agg.waited_s = group.iter().map(|p| p.waited_s).sum();
             agg.attempts = group.iter().map(|p| p.attempts).max().unwrap_or(1);
+            agg.pool = group.iter().map(|p| p.pool).sum();
             agg
         })
         .collect()
@@ -269,6 +273,23 @@ fn targets(o: &Outcome, protos: &[Proto], out: &mut String) {
     ) {
         (Some(w), Some(h)) => format!("{}: {w:.0} vs {h:.0} CPU-ms", verdict(w <= h)),
         _ => missing.clone(),
+    }));
+    out.push_str(&row("weft hop: requests on an already-open peer connection ≥ 99 % at steady state", &|p| {
+        // Every measured window of the weft pair (fixed rate and peak, all rounds): the load was
+        // already running for the warm-up when each began.
+        let pools: Option<PoolUse> =
+            [Mode::Fixed, Mode::Peak].iter().map(|&m| find(o, Setup::Weft, p, m).and_then(|pt| pt.pool)).sum();
+        match pools.and_then(|u| Some((u, u.ratio()?))) {
+            Some((u, r)) => format!(
+                "{}: {:.3} % ({} of {} requests; {} connection(s) opened)",
+                verdict(r >= POOL_REUSE_TARGET),
+                r * 100.0,
+                thousands(u.reused as f64),
+                thousands((u.reused + u.opened) as f64),
+                u.opened
+            ),
+            None => missing.clone(),
+        }
     }));
     // Not a target: how far above HAProxy's peak two proxies get that do no TLS and no HTTP.
     if o.points.iter().any(|pt| pt.setup == Setup::Relay) {

@@ -18,6 +18,7 @@
 //! it fails or is killed (the children get SIGTERM as their parent-death signal).
 
 use crate::load::{self, Proto, Report, Spec};
+use crate::pool::{self, PoolUse};
 use crate::procstat;
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
@@ -174,6 +175,8 @@ pub struct Point {
     pub attempts: u32,
     /// 1..=`--repeat`.
     pub round: u32,
+    /// weft only: the client sidecar's peer-connection pool over the measured window.
+    pub pool: Option<PoolUse>,
 }
 
 impl Point {
@@ -354,6 +357,8 @@ struct Started {
     addrs: BTreeMap<Proto, Result<SocketAddr, String>>,
     /// (role, root pid): nginx's workers are found under the master at measurement time.
     proxies: Vec<(String, u32)>,
+    /// weft only: the client sidecar's admin address, for its pool counters.
+    admin: Option<SocketAddr>,
 }
 
 /// SNI the client side sends on the mTLS hop (weft's naming: `<port>.<svc>.<ns>.<cluster>.weft`).
@@ -421,6 +426,7 @@ impl Env {
         let (mut client, rx) = spawn("weft-proxy (client)", cmd, &log)?;
         let addrs = read_addrs(&mut client, &rx, "ready", &log)?;
         let up = *addrs.get("upstream").ok_or_else(|| anyhow!("client sidecar printed no upstream address"))?;
+        let admin = addrs.get("admin").copied();
         let client_pid = client.pid();
         self.procs.push(client);
         Ok(Started {
@@ -428,6 +434,7 @@ impl Env {
             // One listener; HTTP/1.1 and h2c are detected per connection.
             addrs: BTreeMap::from([(Proto::H1, Ok(up)), (Proto::H2, Ok(up))]),
             proxies: vec![("client".into(), client_pid), ("server".into(), server_pid)],
+            admin,
         })
     }
 
@@ -460,7 +467,12 @@ impl Env {
         }
         pids.reverse();
         let at = |port: u16| Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-        Ok(Started { setup, addrs: BTreeMap::from([(Proto::H1, at(h1)), (Proto::H2, at(h2))]), proxies: pids })
+        Ok(Started {
+            setup,
+            addrs: BTreeMap::from([(Proto::H1, at(h1)), (Proto::H2, at(h2))]),
+            proxies: pids,
+            admin: None,
+        })
     }
 
     /// HAProxy pairs: the mTLS HTTP pair, or the TCP relay (`relay-*.cfg`, `mode tcp`).
@@ -556,6 +568,7 @@ pub struct Probed {
     app_cpu_ms: f64,
     generator_cpu_ms: f64,
     other_cpu_ms: f64,
+    pool: Option<PoolUse>,
 }
 
 /// CPU time of every known process (each proxy's family, the app, this process) and of the
@@ -576,16 +589,20 @@ fn cpu_snapshot(families: &[(String, Vec<u32>)], app: u32, others: &[u32]) -> Cp
     }
 }
 
-/// Samples every proxy's RSS from `from` to `end` and everyone's CPU time across that window.
-/// `idle` are the other setups' proxies (not under load, but not "other load" either).
+/// Samples every proxy's RSS from `from` to `end` and everyone's CPU time across that window,
+/// and (weft) the pool counters at the client sidecar's `admin` address. `idle` are the other
+/// setups' proxies (not under load, but not "other load" either).
 async fn probe(
     proxies: Vec<(String, u32)>,
     app: u32,
     idle: Vec<u32>,
+    admin: Option<SocketAddr>,
     from: tokio::time::Instant,
     end: tokio::time::Instant,
 ) -> Probed {
     tokio::time::sleep_until(from).await;
+    // Read outside the CPU window: answering costs the proxy a little.
+    let pool0 = admin.map(pool::read);
     let families: Vec<(String, Vec<u32>)> =
         proxies.into_iter().map(|(role, pid)| (role, procstat::family(pid))).collect();
     let idle: Vec<u32> = idle.into_iter().flat_map(procstat::family).collect();
@@ -606,6 +623,14 @@ async fn probe(
         tokio::time::sleep_until(next.min(end)).await;
     }
     let c1 = cpu_snapshot(&families, app, &idle);
+    let pool = match (pool0, admin.map(pool::read)) {
+        (Some(Ok(before)), Some(Ok(after))) => Some(after.since(&before)),
+        (Some(Err(e)), _) | (_, Some(Err(e))) => {
+            eprintln!("    (pool counters not read: {e})");
+            None
+        }
+        _ => None,
+    };
     let proxies_ms: f64 = c1.proxies.iter().zip(&c0.proxies).map(|(a, b)| a - b).sum();
     let app_cpu_ms = c1.app - c0.app;
     let generator_cpu_ms = c1.me - c0.me;
@@ -622,7 +647,7 @@ async fn probe(
             pids,
         })
         .collect();
-    Probed { usage, app_cpu_ms, generator_cpu_ms, other_cpu_ms }
+    Probed { usage, app_cpu_ms, generator_cpu_ms, other_cpu_ms, pool }
 }
 
 /// Waits (up to `max`) until processes other than ours use less than `cores` CPUs in two
@@ -828,6 +853,7 @@ fn run_in(args: &SuiteArgs, rt: &tokio::runtime::Runtime, work: &Path, cpus: usi
                 setup: s,
                 addrs: BTreeMap::from([(Proto::H1, Ok(env.app)), (Proto::H2, Ok(env.app))]),
                 proxies: vec![],
+                admin: None,
             }),
             Setup::Weft => env.start_weft(),
             Setup::Relay | Setup::Haproxy => env.start_haproxy(s),
@@ -896,12 +922,14 @@ fn run_in(args: &SuiteArgs, rt: &tokio::runtime::Runtime, work: &Path, cpus: usi
                             waited_s: 0.0,
                             attempts: 0,
                             round,
+                            pool: None,
                         });
                         continue;
                     }
                 };
                 let spec = Spec { addr, ..spec };
                 let proxies = st.proxies.clone();
+                let admin = st.admin;
                 let app_pid = env.app_pid;
                 let idle: Vec<u32> =
                     all_proxies.iter().copied().filter(|p| !proxies.iter().any(|(_, q)| q == p)).collect();
@@ -916,7 +944,7 @@ fn run_in(args: &SuiteArgs, rt: &tokio::runtime::Runtime, work: &Path, cpus: usi
                     }
                     let (proxies, idle) = (proxies.clone(), idle.clone());
                     let (report, probed) = rt.block_on(load::run_with(spec.clone(), move |from, end| {
-                        probe(proxies, app_pid, idle, from, end)
+                        probe(proxies, app_pid, idle, admin, from, end)
                     }))?;
                     let other_pct = probed.other_cpu_ms / (report.seconds * 10.0);
                     if other_pct <= crate::report::DISTURBED_PCT || attempt > args.retries {
@@ -949,6 +977,12 @@ fn run_in(args: &SuiteArgs, rt: &tokio::runtime::Runtime, work: &Path, cpus: usi
                         u.cpu_ms
                     );
                 }
+                if let Some(p) = &probed.pool {
+                    eprintln!(
+                        "                         pool   {} requests on an open peer connection, {} opened",
+                        p.reused, p.opened
+                    );
+                }
                 points.push(Point {
                     setup: st.setup,
                     proto,
@@ -963,6 +997,7 @@ fn run_in(args: &SuiteArgs, rt: &tokio::runtime::Runtime, work: &Path, cpus: usi
                     waited_s: waited.as_secs_f64(),
                     attempts: attempt,
                     round,
+                    pool: probed.pool,
                 });
             }
         }
