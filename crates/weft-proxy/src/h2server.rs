@@ -186,6 +186,9 @@ mod tests {
     struct Seen {
         started: AtomicUsize,
         dropped: AtomicBool,
+        /// How each echo tunnel's copy ended: `Ok(bytes)` at the caller's END_STREAM, or the
+        /// error kind of its read or write.
+        tunnel_ends: Arc<std::sync::Mutex<Vec<Result<u64, std::io::ErrorKind>>>>,
     }
 
     /// Sets `dropped` when the handler's future is dropped before it answered.
@@ -209,11 +212,15 @@ mod tests {
                 *resp.status_mut() = StatusCode::FORBIDDEN;
                 return resp;
             }
+            let ends = self.tunnel_ends.clone();
             tokio::spawn(async move {
                 let io = downstream.await.unwrap();
                 let (mut r, mut w) = tokio::io::split(io);
-                tokio::io::copy(&mut r, &mut w).await.unwrap();
-                w.shutdown().await.unwrap();
+                let copied = tokio::io::copy(&mut r, &mut w).await;
+                if copied.is_ok() {
+                    w.shutdown().await.unwrap();
+                }
+                ends.lock().unwrap().push(copied.map_err(|e| e.kind()));
             });
             Response::new(h::full(Bytes::new()))
         }
@@ -376,6 +383,33 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
         assert_eq!(body_of(resp).await.0, "no");
         // The connection goes on.
+        let (resp, _) = client.send_request(get("/sized"), true).unwrap();
+        assert_eq!(resp.await.unwrap().status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_the_caller_resets_is_an_error_on_the_far_side() {
+        let seen = Arc::new(Seen::default());
+        let (client, _server) = start(Arc::default(), seen.clone()).await;
+        let mut client = client.ready().await.unwrap();
+        let (resp, mut up) =
+            client.send_request(Request::connect("db.internal:5432").body(()).unwrap(), false).unwrap();
+        let mut down = resp.await.unwrap().into_body();
+        up.send_data(Bytes::from_static(b"x"), false).unwrap();
+        assert_eq!(down.data().await.unwrap().unwrap(), "x");
+        up.send_reset(h2::Reason::CANCEL);
+        // Not a clean end of stream: whoever reads the tunnel gets an error, and can drop its
+        // connection to the app at once.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let end = loop {
+            if let Some(end) = seen.tunnel_ends.lock().unwrap().first().cloned() {
+                break end;
+            }
+            assert!(std::time::Instant::now() < deadline, "the tunnel did not end after the reset");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
+        // The connection serves on.
         let (resp, _) = client.send_request(get("/sized"), true).unwrap();
         assert_eq!(resp.await.unwrap().status(), StatusCode::OK);
     }
