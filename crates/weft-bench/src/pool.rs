@@ -40,6 +40,11 @@ impl std::iter::Sum for PoolUse {
     }
 }
 
+/// [`read`] on tokio's blocking pool, so that the runtime driving the load is never held up.
+pub async fn read_async(admin: SocketAddr) -> Result<PoolUse, String> {
+    tokio::task::spawn_blocking(move || read(admin)).await.map_err(|e| format!("pool counters: {e}"))?
+}
+
 /// Reads the counters from a weft proxy's admin address.
 pub fn read(admin: SocketAddr) -> Result<PoolUse, String> {
     let fetch = || -> std::io::Result<String> {
