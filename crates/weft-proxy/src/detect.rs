@@ -84,6 +84,31 @@ pub async fn detect<S: AsyncRead + Unpin>(io: &mut S, timeout: Duration) -> io::
     }
 }
 
+/// For a connection already known to be HTTP (a port declared `http1` or `http2`): HTTP/2 with
+/// prior knowledge if its first bytes are the connection preface, HTTP/1.x otherwise. Never opaque
+/// TCP; a client that sends nothing in time, or closes, is handed to the HTTP/1 server, which
+/// closes it.
+pub async fn detect_http<S: AsyncRead + Unpin>(io: &mut S, timeout: Duration) -> io::Result<(Detected, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(H2_PREFACE.len());
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let n = buf.len().min(H2_PREFACE.len());
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok((Detected::Http1, buf));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok((Detected::Http2, buf));
+        }
+        let mut chunk = [0u8; 24];
+        let want = H2_PREFACE.len() - buf.len();
+        match tokio::time::timeout_at(deadline, io.read(&mut chunk[..want])).await {
+            Ok(Ok(0)) | Err(_) => return Ok((Detected::Http1, buf)),
+            Ok(Ok(k)) => buf.extend_from_slice(&chunk[..k]),
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+}
+
 /// A stream that first yields `prefix`, then reads from `inner`.
 pub struct Prefixed<S> {
     prefix: Vec<u8>,
@@ -182,5 +207,35 @@ mod tests {
         p.read_exact(&mut all).await.unwrap();
         assert_eq!(&all[..H2_PREFACE.len()], H2_PREFACE);
         assert_eq!(&all[H2_PREFACE.len()..], b"rest");
+    }
+
+    /// A declared HTTP port: the preface (even split) is HTTP/2; anything else, including a
+    /// start of the preface that then differs, a silent client and one that closes, is HTTP/1.x
+    /// with its bytes kept for the server.
+    #[tokio::test(start_paused = true)]
+    async fn declared_http_reads_only_the_version() {
+        for (sent, want) in [
+            (H2_PREFACE, Detected::Http2),
+            (&b"GET / HTTP/1.1\r\n"[..], Detected::Http1),
+            (&b"PRI * HTTP/1.1\r\n"[..], Detected::Http1),
+            (&b"\x00binary"[..], Detected::Http1),
+        ] {
+            let (mut a, mut b) = tokio::io::duplex(64);
+            tokio::spawn(async move {
+                for part in sent.chunks(5) {
+                    b.write_all(part).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+                std::future::pending::<()>().await;
+            });
+            let (d, buf) = detect_http(&mut a, Duration::from_secs(5)).await.unwrap();
+            assert_eq!(d, want, "{sent:?}");
+            assert!(sent.starts_with(&buf) && !buf.is_empty(), "{sent:?}: kept {buf:?}");
+        }
+        let (mut silent, _b) = tokio::io::duplex(64);
+        assert_eq!(detect_http(&mut silent, Duration::from_secs(5)).await.unwrap(), (Detected::Http1, vec![]));
+        let (mut closed, b) = tokio::io::duplex(64);
+        drop(b);
+        assert_eq!(detect_http(&mut closed, Duration::from_secs(5)).await.unwrap(), (Detected::Http1, vec![]));
     }
 }

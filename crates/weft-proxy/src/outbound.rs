@@ -7,7 +7,7 @@
 //! ```
 
 use crate::cork::{Buffered, Corked};
-use crate::detect::{detect, Detected, Prefixed};
+use crate::detect::{detect, detect_http, Detected, Prefixed};
 use crate::error::ProxyError;
 use crate::httputil::{self as h, Body};
 use crate::metrics::{Direction, HttpSeries, Name, Peer, Proto};
@@ -140,15 +140,14 @@ async fn passthrough(ctx: Arc<Ctx>, mut stream: TcpStream, dst: SocketAddr) {
 }
 
 async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, target: Target) {
-    let (proto, prefix) = match target.protocol {
-        Protocol::Http1 => (Detected::Http1, vec![]),
-        Protocol::Http2 => (Detected::Http2, vec![]),
-        Protocol::Tcp => (Detected::Tcp, vec![]),
-        Protocol::Auto => match detect(&mut stream, ctx.cfg.timeouts.detect.into()).await {
-            Ok(d) => d,
-            Err(_) => return,
-        },
+    let detected = match target.protocol {
+        Protocol::Tcp => Ok((Detected::Tcp, vec![])),
+        // Declared HTTP: only the version is read, from the preface, within the time an HTTP
+        // client has for its request head.
+        Protocol::Http1 | Protocol::Http2 => detect_http(&mut stream, ctx.cfg.timeouts.header_read.into()).await,
+        Protocol::Auto => detect(&mut stream, ctx.cfg.timeouts.detect.into()).await,
     };
+    let Ok((proto, prefix)) = detected else { return };
     ctx.metrics.detected.get_or_create(&Proto { direction: Direction::outbound, protocol: proto.as_str() }).inc();
     let io = Prefixed::new(prefix, stream);
     match proto {

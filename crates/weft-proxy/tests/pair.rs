@@ -438,6 +438,33 @@ async fn connect_over_http2_is_tunnelled_and_the_connection_goes_on() {
     }
 }
 
+/// Upstreams declared `http1` and `http2` skip detection but read the HTTP version from the
+/// preface: each serves an HTTP/1.1 client and an HTTP/2 (prior knowledge) client alike.
+#[tokio::test]
+async fn declared_http_upstreams_take_either_http_version() {
+    let pki = weft_testkit::Pki::new();
+    let app_http = weft_testkit::http_echo("api").await;
+    let app_tcp = weft_testkit::tcp_echo().await;
+    let server = start_server(&pki, app_http, app_tcp, "").await;
+    let mut cfg = client_config(app_http, app_tcp.port(), server.addrs.inbound.unwrap(), &api_id(), "");
+    let upstreams = &mut cfg.outbound.as_mut().unwrap().upstreams;
+    let declared = upstreams.len();
+    for protocol in [weft_api::proxy::Protocol::Http1, weft_api::proxy::Protocol::Http2] {
+        let mut up = upstreams[0].clone();
+        up.listen = "127.0.0.1:0".parse().unwrap();
+        up.protocol = protocol;
+        upstreams.push(up);
+    }
+    let client = weft_proxy::Proxy::start(cfg, pki.store(CLIENT.0, CLIENT.1)).await.unwrap();
+    for (i, addr) in client.addrs.upstreams[declared..].iter().enumerate() {
+        let resp = http1_get(*addr, "/h1").await.unwrap();
+        assert_eq!(resp.status(), 200, "upstream {i}, HTTP/1.1");
+        let mut h2 = http2_client(*addr).await.unwrap();
+        let req = http::Request::get("http://api/h2").body(Full::new(Bytes::new())).unwrap();
+        assert_eq!(h2.send_request(req).await.unwrap().status(), 200, "upstream {i}, HTTP/2");
+    }
+}
+
 #[tokio::test]
 async fn one_connection_per_peer_when_configured() {
     weft_testkit::init_tracing();
