@@ -1,5 +1,5 @@
 //! What the proxy's HTTP/2 connections share, client ([`crate::peer`]) and server
-//! ([`crate::h2server`], and hyper's for the rare HTTP/2 connection it takes): the flow-control
+//! ([`crate::h2server`]): the flow-control
 //! windows and stream limit, and bodies on `h2` streams: [`RecvBody`] reads one as an
 //! `http_body::Body`, [`pipe`] sends one; [`Tunnel`] is a CONNECT stream as a byte stream.
 

@@ -36,8 +36,7 @@ pub mod sni;
 pub mod workers;
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -74,7 +73,9 @@ pub struct Ctx {
     registry: Registry,
     pool: pool::Pool,
     drain: drain::Drain,
-    server: auto::Builder<TokioExecutor>,
+    /// HTTP/1 connections: from apps (HTTP/2 goes to [`h2server`]), and `http/1.1` ones from
+    /// peers (upgrades).
+    server: hyper::server::conn::http1::Builder,
     apps: app::AppClients,
     /// Where accepted connections run (see [`workers`]).
     workers: workers::Workers,
@@ -169,19 +170,11 @@ impl Proxy {
         let mut registry = Registry::default();
         let metrics = metrics::Metrics::new(&mut registry);
         metrics.cert_expiry.set(identity::expiry_secs(&certs.leaf()));
-        let mut server = auto::Builder::new(TokioExecutor::new());
+        let mut server = hyper::server::conn::http1::Builder::new();
         server
-            .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from(cfg.timeouts.header_read))
             .max_buf_size(cfg.limits.max_header_bytes.max(8192));
-        server
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(cfg.limits.max_header_bytes as u32)
-            .initial_stream_window_size(h2body::STREAM_WINDOW)
-            .initial_connection_window_size(h2body::CONNECTION_WINDOW)
-            .max_concurrent_streams(h2body::MAX_CONCURRENT_STREAMS);
         let connect_timeout = cfg.timeouts.connect.into();
         let ctx = Arc::new(Ctx {
             routes: ArcSwap::from_pointee(routes),
@@ -391,8 +384,9 @@ pub(crate) trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = http::Response<httputil::Body>> + Send;
 }
 
-/// Serves HTTP/1 (or HTTP/2 with prior knowledge, auto-detected) on `io` with hyper until it
-/// closes or drain starts, then closes it gracefully (GOAWAY / `Connection: close`).
+/// Serves HTTP/1.x on `io` with hyper until it closes or drain starts, then closes it gracefully
+/// (`Connection: close` after the response in flight). HTTP/2 never comes here: detection and
+/// ALPN send it to [`h2server::serve`].
 pub(crate) async fn serve_http<I, H: Handler>(ctx: &Arc<Ctx>, io: I, handler: Arc<H>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -410,7 +404,7 @@ where
             })
         })
     });
-    let conn = ctx.server.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let conn = ctx.server.serve_connection(TokioIo::new(io), service).with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {
