@@ -99,7 +99,7 @@ pub async fn detect_http<S: AsyncRead + Unpin>(io: &mut S, timeout: Duration) ->
         if n == H2_PREFACE.len() {
             return Ok((Detected::Http2, buf));
         }
-        let mut chunk = [0u8; 24];
+        let mut chunk = [0u8; H2_PREFACE.len()];
         let want = H2_PREFACE.len() - buf.len();
         match tokio::time::timeout_at(deadline, io.read(&mut chunk[..want])).await {
             Ok(Ok(0)) | Err(_) => return Ok((Detected::Http1, buf)),
