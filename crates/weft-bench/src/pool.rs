@@ -40,9 +40,11 @@ impl std::iter::Sum for PoolUse {
     }
 }
 
-/// [`read`] on tokio's blocking pool, so that the runtime driving the load is never held up.
-pub async fn read_async(admin: SocketAddr) -> Result<PoolUse, String> {
-    tokio::task::spawn_blocking(move || read(admin)).await.map_err(|e| format!("pool counters: {e}"))?
+/// [`read`] on tokio's blocking pool, so that the runtime driving the load is never held up;
+/// `None` without an admin address (setups other than weft).
+pub async fn read_async(admin: Option<SocketAddr>) -> Option<Result<PoolUse, String>> {
+    let admin = admin?;
+    Some(tokio::task::spawn_blocking(move || read(admin)).await.unwrap_or_else(|e| Err(format!("pool counters: {e}"))))
 }
 
 /// Reads the counters from a weft proxy's admin address.

@@ -602,10 +602,7 @@ async fn probe(
 ) -> Probed {
     tokio::time::sleep_until(from).await;
     // Read outside the CPU window: answering costs the proxy a little.
-    let pool0 = match admin {
-        Some(a) => Some(pool::read_async(a).await),
-        None => None,
-    };
+    let pool0 = pool::read_async(admin).await;
     let families: Vec<(String, Vec<u32>)> =
         proxies.into_iter().map(|(role, pid)| (role, procstat::family(pid))).collect();
     let idle: Vec<u32> = idle.into_iter().flat_map(procstat::family).collect();
@@ -626,11 +623,7 @@ async fn probe(
         tokio::time::sleep_until(next.min(end)).await;
     }
     let c1 = cpu_snapshot(&families, app, &idle);
-    let pool1 = match admin {
-        Some(a) => Some(pool::read_async(a).await),
-        None => None,
-    };
-    let pool = match (pool0, pool1) {
+    let pool = match (pool0, pool::read_async(admin).await) {
         (Some(Ok(before)), Some(Ok(after))) => Some(after.since(&before)),
         (Some(Err(e)), _) | (_, Some(Err(e))) => {
             eprintln!("    (pool counters not read: {e})");

@@ -1,7 +1,7 @@
 //! What the proxy's HTTP/2 connections share, client ([`crate::peer`]) and server
-//! ([`crate::h2server`]): the flow-control
-//! windows and stream limit, and bodies on `h2` streams: [`RecvBody`] reads one as an
-//! `http_body::Body`, [`pipe`] sends one; [`Tunnel`] is a CONNECT stream as a byte stream.
+//! ([`crate::h2server`]): the flow-control windows and stream limit, and bodies on `h2` streams:
+//! [`RecvBody`] reads one as an `http_body::Body`, [`pipe`] sends one; [`Tunnel`] is a CONNECT
+//! stream as a byte stream.
 
 use crate::httputil::{Body, BoxError};
 use bytes::Bytes;
