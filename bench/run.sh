@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# weft data-plane benchmark: direct vs the weft sidecar pair vs an HAProxy pair vs an nginx pair,
+# weft data-plane benchmark: direct vs the weft sidecar pair vs HAProxy pairs vs an nginx pair,
 # every pair doing the same mTLS hop, HTTP/1.1 and HTTP/2, 1 KiB bodies, 1,000 rps and peak, in
 # one run on this machine with one load generator. Writes bench/RESULTS.md; see bench/README.md.
 #
-#   bench/run.sh                      # the whole suite (~5 minutes on 2 cores)
+#   bench/run.sh                      # the whole suite (~25 minutes on 2 cores)
 #   bench/run.sh --duration 5s        # any `weft-bench suite` option is passed through
 #   bench/run.sh --setups direct,weft --protos h1 --out /tmp/r.md
 #

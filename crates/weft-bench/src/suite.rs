@@ -6,10 +6,13 @@
 //! direct:   generator ─────────────────────────────────────────────────────► demo app
 //! relay:    generator ─► haproxy mode tcp    ──plain TCP──► haproxy mode tcp  ─► demo app
 //! weft:     generator ─► weft-proxy (client) ══mTLS h2══► weft-proxy (server) ─► demo app
-//! haproxy:  generator ─► haproxy (client)    ══mTLS h2══► haproxy (server)    ─► demo app
-//! nginx:    generator ─► nginx (client)      ══mTLS h1══► nginx (server)      ─► demo app
+//! haproxy:    generator ─► haproxy (client)  ══mTLS h2══► haproxy (server)  ─► demo app
+//! haproxy-h1: generator ─► haproxy (client)  ══mTLS h1══► haproxy (server)  ─► demo app
+//! nginx:      generator ─► nginx (client)    ══mTLS h1══► nginx (server)    ─► demo app
 //! ```
-//! (HAProxy's hop is HTTP/1.1 with `--haproxy-hop http/1.1`; nginx cannot proxy upstream in h2.)
+//! HAProxy runs twice: with an HTTP/2 hop (multiplexed, as weft's; its fastest configuration
+//! here) and with an HTTP/1.1 hop (pooled keep-alive connections; what HAProxy does unless told
+//! otherwise, and what nginx can do at all), so a run compares weft with both.
 //! The relay pair is a reference, not a competitor: two proxies that only copy bytes (no TLS, no
 //! HTTP), so what two proxy processes on the path cost in system calls and loopback traffic alone
 //! shows in the same run. It has one hop connection per client connection: the mesh pairs, which
@@ -33,12 +36,13 @@ use std::time::{Duration, Instant};
 
 /// The thing under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Setup {
     Direct,
     Relay,
     Weft,
     Haproxy,
+    HaproxyH1,
     Nginx,
 }
 
@@ -48,7 +52,8 @@ impl Setup {
             Setup::Direct => "direct (no proxy)",
             Setup::Relay => "TCP relay pair (reference)",
             Setup::Weft => "weft pair",
-            Setup::Haproxy => "HAProxy pair",
+            Setup::Haproxy => "HAProxy pair (HTTP/2 hop)",
+            Setup::HaproxyH1 => "HAProxy pair (HTTP/1.1 hop)",
             Setup::Nginx => "nginx pair",
         }
     }
@@ -58,7 +63,22 @@ impl Setup {
             Setup::Relay => "relay",
             Setup::Weft => "weft",
             Setup::Haproxy => "haproxy",
+            Setup::HaproxyH1 => "haproxy-h1",
             Setup::Nginx => "nginx",
+        }
+    }
+    /// The config templates' name: `<kind>-client.*` and `<kind>-server.*` in `--conf-dir`.
+    fn template_kind(self) -> &'static str {
+        match self {
+            Setup::HaproxyH1 => "haproxy",
+            s => s.short(),
+        }
+    }
+    /// ALPN of the HAProxy pair's mTLS hop (`{{HOP_ALPN}}` in its templates).
+    fn hop_alpn(self) -> &'static str {
+        match self {
+            Setup::HaproxyH1 => "http/1.1",
+            _ => "h2",
         }
     }
 }
@@ -92,7 +112,7 @@ pub struct SuiteArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Setups to measure.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "direct,relay,weft,haproxy,nginx")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "direct,relay,weft,haproxy,haproxy-h1,nginx")]
     pub setups: Vec<Setup>,
     #[arg(long, value_enum, value_delimiter = ',', default_value = "h1,h2")]
     pub protos: Vec<Proto>,
@@ -116,10 +136,6 @@ pub struct SuiteArgs {
     /// HAProxy, nginx `auto` and weft's runtime pick by themselves).
     #[arg(long)]
     pub proxy_threads: Option<usize>,
-    /// The mTLS hop protocol of the HAProxy pair: `h2` (multiplexed, as weft does; HAProxy's
-    /// faster option here) or `http/1.1` (pooled, reused connections).
-    #[arg(long, default_value = "h2")]
-    pub haproxy_hop: String,
     /// Also measure each setup's peak with wrk (HTTP/1.1) and h2load (HTTP/2).
     #[arg(long)]
     pub cross_check: bool,
@@ -386,7 +402,7 @@ impl Env {
         std::fs::read_to_string(&p).with_context(|| format!("cannot read template {}", p.display()))
     }
 
-    fn vars(&self, hop: u16, h1: u16, h2: u16) -> BTreeMap<&'static str, String> {
+    fn vars(&self, setup: Setup, hop: u16, h1: u16, h2: u16) -> BTreeMap<&'static str, String> {
         BTreeMap::from([
             ("TLS", self.tls.display().to_string()),
             ("RUN", self.work.display().to_string()),
@@ -396,7 +412,7 @@ impl Env {
             ("H2_PORT", h2.to_string()),
             ("SNI", sni(self.app.port())),
             ("THREADS", self.threads.to_string()),
-            ("HOP_ALPN", self.args.haproxy_hop.clone()),
+            ("HOP_ALPN", setup.hop_alpn().to_string()),
         ])
     }
 
@@ -407,7 +423,7 @@ impl Env {
     }
 
     fn start_weft(&mut self) -> anyhow::Result<Started> {
-        let server_cfg = render(&self.template("weft-server.yaml")?, &self.vars(0, 0, 0))?;
+        let server_cfg = render(&self.template("weft-server.yaml")?, &self.vars(Setup::Weft, 0, 0, 0))?;
         let server_cfg = self.write("weft-server.yaml", &server_cfg)?;
         let log = self.work.join("weft-server.log");
         let mut cmd = Command::new(self.bin("weft-proxy"));
@@ -418,7 +434,7 @@ impl Env {
         let server_pid = server.pid();
         self.procs.push(server);
 
-        let client_cfg = render(&self.template("weft-client.yaml")?, &self.vars(hop, 0, 0))?;
+        let client_cfg = render(&self.template("weft-client.yaml")?, &self.vars(Setup::Weft, hop, 0, 0))?;
         let client_cfg = self.write("weft-client.yaml", &client_cfg)?;
         let log = self.work.join("weft-client.log");
         let mut cmd = Command::new(self.bin("weft-proxy"));
@@ -446,16 +462,16 @@ impl Env {
         ext: &str,
         command: impl Fn(&Path, &Path) -> Command,
     ) -> anyhow::Result<Started> {
-        let kind = setup.short();
+        let (kind, template) = (setup.short(), setup.template_kind());
         let ports = free_ports(3)?;
         let (hop, h1, h2) = (ports[0], ports[1], ports[2]);
-        let vars = self.vars(hop, h1, h2);
+        let vars = self.vars(setup, hop, h1, h2);
         let mut pids = vec![];
         for (role, wait_port) in [("server", hop), ("client", h1)] {
             for d in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
                 std::fs::create_dir_all(self.work.join(format!("{kind}-{role}-tmp")).join(d))?;
             }
-            let text = render(&self.template(&format!("{kind}-{role}.{ext}"))?, &vars)?;
+            let text = render(&self.template(&format!("{template}-{role}.{ext}"))?, &vars)?;
             let cfg = self.write(&format!("{kind}-{role}.{ext}"), &text)?;
             let log = self.work.join(format!("{kind}-{role}.log"));
             let (mut p, _rx) = spawn(&format!("{kind} ({role})"), command(&cfg, &log), &log)?;
@@ -475,7 +491,8 @@ impl Env {
         })
     }
 
-    /// HAProxy pairs: the mTLS HTTP pair, or the TCP relay (`relay-*.cfg`, `mode tcp`).
+    /// HAProxy pairs: the mTLS HTTP pair (HTTP/2 or HTTP/1.1 hop), or the TCP relay
+    /// (`relay-*.cfg`, `mode tcp`).
     fn start_haproxy(&mut self, setup: Setup) -> anyhow::Result<Started> {
         self.start_pair(setup, "cfg", |cfg, _log| {
             let mut c = Command::new("haproxy");
@@ -856,7 +873,7 @@ fn run_in(args: &SuiteArgs, rt: &tokio::runtime::Runtime, work: &Path, cpus: usi
                 admin: None,
             }),
             Setup::Weft => env.start_weft(),
-            Setup::Relay | Setup::Haproxy => env.start_haproxy(s),
+            Setup::Relay | Setup::Haproxy | Setup::HaproxyH1 => env.start_haproxy(s),
             Setup::Nginx => env.start_nginx(),
         };
         match res {
@@ -1065,10 +1082,18 @@ mod tests {
         names.sort();
         assert!(names.iter().any(|n| n == "relay-client.cfg"), "templates found: {names:?}");
         for name in &names {
-            render(&env.template(name).unwrap(), &env.vars(9001, 9002, 9003)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            render(&env.template(name).unwrap(), &env.vars(Setup::Haproxy, 9001, 9002, 9003))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
-        let relay = render(&env.template("relay-client.cfg").unwrap(), &env.vars(9001, 9002, 9003)).unwrap();
+        let relay =
+            render(&env.template("relay-client.cfg").unwrap(), &env.vars(Setup::Relay, 9001, 9002, 9003)).unwrap();
         assert!(relay.contains("bind 127.0.0.1:9002") && relay.contains("server hop 127.0.0.1:9001"), "{relay}");
+        // The two HAProxy pairs differ only in the hop's ALPN.
+        for (setup, alpn) in [(Setup::Haproxy, "alpn h2 "), (Setup::HaproxyH1, "alpn http/1.1 ")] {
+            let name = format!("{}-client.cfg", setup.template_kind());
+            let cfg = render(&env.template(&name).unwrap(), &env.vars(setup, 9001, 9002, 9003)).unwrap();
+            assert!(cfg.contains(alpn), "{setup:?}: {cfg}");
+        }
     }
 
     #[test]
