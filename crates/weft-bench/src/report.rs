@@ -235,8 +235,9 @@ fn targets(o: &Outcome, protos: &[Proto], out: &mut String) {
         format!("| {name} | {} |\n", cells.join(" | "))
     };
     let missing = "not measured".to_string();
-    // Each HAProxy configuration that ran is a baseline of its own: the issue's targets name "the
-    // HAProxy pair", and both are one (see suite.rs).
+    // The issue's targets compare with "the HAProxy pair". Both HAProxy configurations of the
+    // suite (HTTP/2 and HTTP/1.1 hop, see suite.rs) are such a pair, so each that ran gets its
+    // own rows.
     let baselines: Vec<Setup> = [Setup::Haproxy, Setup::HaproxyH1]
         .into_iter()
         .filter(|&b| o.points.iter().any(|pt| pt.setup == b && pt.report.is_some()))
