@@ -524,11 +524,13 @@ pub fn markdown(args: &SuiteArgs, raw: &Outcome, m: &Machine) -> String {
         args.proxy_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
     );
-    let retried = o.points.iter().filter(|p| p.attempts > 1).count();
+    // Over every round's measurement, not the per-point medians.
+    let retried = raw.points.iter().filter(|p| p.attempts > 1).count();
+    let measured = raw.points.iter().filter(|p| p.report.is_some()).count();
     let _ = writeln!(
         out,
         "- **Noise control:** before each point the suite waits until processes outside the benchmark use < {:.0} % of a CPU; \
-         a point during which they used > {DISTURBED_PCT:.0} % of a CPU is measured again (up to {} more times; {retried} point(s) were). \
+         a point during which they used > {DISTURBED_PCT:.0} % of a CPU is measured again (up to {} more times; {retried} of {measured} measurements were). \
          \"other load\" is what they used during the measured window; ⚠ marks a point still above {DISTURBED_PCT:.0} %.",
         args.quiet_cores * 100.0,
         args.retries
@@ -620,4 +622,58 @@ pub fn markdown(args: &SuiteArgs, raw: &Outcome, m: &Machine) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        suite: SuiteArgs,
+    }
+
+    fn point(round: u32, attempts: u32) -> Point {
+        Point {
+            setup: Setup::Weft,
+            proto: Proto::H1,
+            mode: Mode::Peak,
+            report: Some(Report { requests: 1000, seconds: 1.0, rps: 1000.0, ..Default::default() }),
+            usage: vec![],
+            skipped: None,
+            command: String::new(),
+            app_cpu_ms: 0.0,
+            generator_cpu_ms: 0.0,
+            other_cpu_ms: 0.0,
+            waited_s: 0.0,
+            attempts,
+            round,
+            pool: None,
+        }
+    }
+
+    /// The noise line counts the measurements of every round that were taken again, not the
+    /// per-point medians the tables show.
+    #[test]
+    fn retried_measurements_are_counted_per_round() {
+        let args = Cli::parse_from(["weft-bench"]).suite;
+        let o =
+            Outcome { points: vec![point(1, 2), point(2, 4), point(3, 1)], cross: vec![], started: Default::default() };
+        let s = String::new;
+        let m = Machine {
+            date: s(),
+            cpus: 2,
+            cpu_model: s(),
+            mem: s(),
+            kernel: s(),
+            weft: s(),
+            haproxy: s(),
+            nginx: s(),
+            rustc: s(),
+        };
+        let md = markdown(&args, &o, &m);
+        assert!(md.contains("2 of 3 measurements were"), "{md}");
+    }
 }
