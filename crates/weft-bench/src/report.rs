@@ -242,9 +242,8 @@ fn targets(o: &Outcome, protos: &[Proto], out: &mut String) {
         .into_iter()
         .filter(|&b| o.points.iter().any(|pt| pt.setup == b && pt.report.is_some()))
         .collect();
-    let hop = |b: Setup| if b == Setup::HaproxyH1 { "HTTP/1.1 hop" } else { "HTTP/2 hop" };
     for &b in &baselines {
-        out.push_str(&row(&format!("peak rps through weft ≥ 1.5 × HAProxy pair's ({})", hop(b)), &|p| match (
+        out.push_str(&row(&format!("peak rps through weft ≥ 1.5 × HAProxy pair's ({})", b.hop_label()), &|p| match (
             rep(o, Setup::Weft, p, Mode::Peak),
             rep(o, b, p, Mode::Peak),
         ) {
@@ -259,7 +258,7 @@ fn targets(o: &Outcome, protos: &[Proto], out: &mut String) {
         }));
     }
     for &b in &baselines {
-        out.push_str(&row(&format!("p99 at the fixed rate ≤ HAProxy pair's ({})", hop(b)), &|p| match (
+        out.push_str(&row(&format!("p99 at the fixed rate ≤ HAProxy pair's ({})", b.hop_label()), &|p| match (
             rep(o, Setup::Weft, p, Mode::Fixed),
             rep(o, b, p, Mode::Fixed),
         ) {
@@ -286,7 +285,7 @@ fn targets(o: &Outcome, protos: &[Proto], out: &mut String) {
     }));
     for &b in &baselines {
         out.push_str(&row(
-            &format!("CPU per 1,000 requests at the fixed rate ≤ HAProxy pair's ({})", hop(b)),
+            &format!("CPU per 1,000 requests at the fixed rate ≤ HAProxy pair's ({})", b.hop_label()),
             &|p| match (
                 find(o, Setup::Weft, p, Mode::Fixed).and_then(Point::cpu_per_1k),
                 find(o, b, p, Mode::Fixed).and_then(Point::cpu_per_1k),
@@ -627,13 +626,6 @@ pub fn markdown(args: &SuiteArgs, raw: &Outcome, m: &Machine) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        suite: SuiteArgs,
-    }
 
     fn point(round: u32, attempts: u32) -> Point {
         Point {
@@ -658,7 +650,7 @@ mod tests {
     /// per-point medians the tables show.
     #[test]
     fn retried_measurements_are_counted_per_round() {
-        let args = Cli::parse_from(["weft-bench"]).suite;
+        let args = crate::suite::default_args();
         let o =
             Outcome { points: vec![point(1, 2), point(2, 4), point(3, 1)], cross: vec![], started: Default::default() };
         let s = String::new;

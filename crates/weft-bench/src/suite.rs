@@ -81,6 +81,13 @@ impl Setup {
             _ => "h2",
         }
     }
+    /// The HAProxy pair's hop, as the targets table names it.
+    pub fn hop_label(self) -> &'static str {
+        match self.hop_alpn() {
+            "h2" => "HTTP/2 hop",
+            _ => "HTTP/1.1 hop",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -1050,23 +1057,28 @@ fn run_in(args: &SuiteArgs, rt: &tokio::runtime::Runtime, work: &Path, cpus: usi
     Ok(Outcome { points, cross, started })
 }
 
+/// The suite's options at their defaults, as `weft-bench suite` with no flags parses them.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) fn default_args() -> SuiteArgs {
     use clap::Parser;
-
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
         suite: SuiteArgs,
     }
+    Cli::parse_from(["weft-bench"]).suite
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     /// Every template in bench/conf renders with what the suite fills in: a placeholder the
     /// suite does not know would stop a benchmark run only once it reached that setup.
     #[test]
     fn every_template_renders_with_the_suite_variables() {
         let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/conf");
-        let mut args = Cli::parse_from(["weft-bench"]).suite;
+        let mut args = default_args();
         args.conf_dir = conf.clone();
         let env = Env {
             args,
