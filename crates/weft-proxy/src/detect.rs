@@ -65,23 +65,7 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
 /// Reads until the protocol is known or `timeout` passes. A client that sends nothing in time
 /// (a server-speaks-first protocol) is opaque TCP.
 pub async fn detect<S: AsyncRead + Unpin>(io: &mut S, timeout: Duration) -> io::Result<(Detected, Vec<u8>)> {
-    let mut buf = Vec::with_capacity(DETECT_BUF);
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(d) = classify(&buf) {
-            return Ok((d, buf));
-        }
-        if buf.len() >= DETECT_BUF {
-            return Ok((Detected::Tcp, buf));
-        }
-        let mut chunk = [0u8; DETECT_BUF];
-        let want = DETECT_BUF - buf.len();
-        match tokio::time::timeout_at(deadline, io.read(&mut chunk[..want])).await {
-            Ok(Ok(0)) | Err(_) => return Ok((Detected::Tcp, buf)),
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Ok(Err(e)) => return Err(e),
-        }
-    }
+    read_until_known(io, timeout, DETECT_BUF, classify, Detected::Tcp).await
 }
 
 /// For a connection already known to be HTTP (a port declared `http1` or `http2`): HTTP/2 with
@@ -89,21 +73,40 @@ pub async fn detect<S: AsyncRead + Unpin>(io: &mut S, timeout: Duration) -> io::
 /// TCP; a client that sends nothing in time, or closes, is handed to the HTTP/1 server, which
 /// closes it.
 pub async fn detect_http<S: AsyncRead + Unpin>(io: &mut S, timeout: Duration) -> io::Result<(Detected, Vec<u8>)> {
-    let mut buf = Vec::with_capacity(H2_PREFACE.len());
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
+    let version = |buf: &[u8]| {
         let n = buf.len().min(H2_PREFACE.len());
         if buf[..n] != H2_PREFACE[..n] {
-            return Ok((Detected::Http1, buf));
+            Some(Detected::Http1)
+        } else {
+            (n == H2_PREFACE.len()).then_some(Detected::Http2)
         }
-        if n == H2_PREFACE.len() {
-            return Ok((Detected::Http2, buf));
+    };
+    read_until_known(io, timeout, H2_PREFACE.len(), version, Detected::Http1).await
+}
+
+/// Reads up to `limit` bytes until `decide` knows the protocol; `otherwise` when the limit, the
+/// deadline or the end of the stream comes first. The bytes read are returned for replay.
+async fn read_until_known<S: AsyncRead + Unpin>(
+    io: &mut S,
+    timeout: Duration,
+    limit: usize,
+    decide: impl Fn(&[u8]) -> Option<Detected>,
+    otherwise: Detected,
+) -> io::Result<(Detected, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(limit);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(d) = decide(&buf) {
+            return Ok((d, buf));
         }
-        let mut chunk = [0u8; H2_PREFACE.len()];
-        let want = H2_PREFACE.len() - buf.len();
+        if buf.len() >= limit {
+            return Ok((otherwise, buf));
+        }
+        let mut chunk = [0u8; DETECT_BUF];
+        let want = (limit - buf.len()).min(DETECT_BUF);
         match tokio::time::timeout_at(deadline, io.read(&mut chunk[..want])).await {
-            Ok(Ok(0)) | Err(_) => return Ok((Detected::Http1, buf)),
-            Ok(Ok(k)) => buf.extend_from_slice(&chunk[..k]),
+            Ok(Ok(0)) | Err(_) => return Ok((otherwise, buf)),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             Ok(Err(e)) => return Err(e),
         }
     }
