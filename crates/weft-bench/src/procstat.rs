@@ -37,17 +37,24 @@ pub fn family(pid: u32) -> Vec<u32> {
     pids
 }
 
-/// User + system CPU time of the processes (all their threads), in milliseconds.
-pub fn cpu_ms(pids: &[u32]) -> f64 {
-    let ticks: u64 = pids
+/// User and system (kernel) CPU time of the processes (all their threads), in milliseconds.
+pub fn cpu_times_ms(pids: &[u32]) -> (f64, f64) {
+    let (user, sys) = pids
         .iter()
         .filter_map(|&p| {
             let f = stat_fields(p)?;
             // utime and stime are fields 14 and 15 of stat: indexes 11 and 12 here.
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            Some((f.get(11)?.parse::<u64>().ok()?, f.get(12)?.parse::<u64>().ok()?))
         })
-        .sum();
-    ticks as f64 * 1000.0 / ticks_per_sec()
+        .fold((0u64, 0u64), |(u, s), (du, ds)| (u + du, s + ds));
+    let ms = |ticks: u64| ticks as f64 * 1000.0 / ticks_per_sec();
+    (ms(user), ms(sys))
+}
+
+/// User + system CPU time of the processes (all their threads), in milliseconds.
+pub fn cpu_ms(pids: &[u32]) -> f64 {
+    let (user, sys) = cpu_times_ms(pids);
+    user + sys
 }
 
 /// Busy CPU time of the whole machine (all CPUs: user, nice, system, irq, softirq, steal), ms.
@@ -96,6 +103,14 @@ mod tests {
         }
         assert!(x > 0);
         assert!(cpu_ms(&[me]) >= 0.0);
+        // User time grows in clock ticks: burn until it shows, within a deadline.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while cpu_times_ms(&[me]).0 == 0.0 && std::time::Instant::now() < deadline {
+            x = (0..1_000_000u64).fold(x, |a, i| a.wrapping_add(i ^ a));
+        }
+        let (user, sys) = cpu_times_ms(&[me]);
+        assert!(user > 0.0 && sys >= 0.0, "user {user} sys {sys} ({x})");
+        assert!((cpu_ms(&[me]) - (user + sys)).abs() <= 1000.0, "cpu_ms is user + sys");
         assert_eq!(cpu_ms(&[u32::MAX]), 0.0);
         assert!(machine_busy_ms() > 0.0);
     }

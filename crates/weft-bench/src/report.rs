@@ -141,6 +141,7 @@ pub fn aggregate(points: &[Point]) -> Vec<Point> {
             for u in agg.usage.iter_mut() {
                 let same: Vec<_> = group.iter().flat_map(|p| p.usage.iter().filter(|x| x.role == u.role)).collect();
                 u.cpu_ms = same.iter().map(|x| x.cpu_ms).sum();
+                u.sys_ms = same.iter().map(|x| x.sys_ms).sum();
                 u.rss_max_kb = same.iter().map(|x| x.rss_max_kb).max().unwrap_or(0);
                 u.anon_max_kb = same.iter().map(|x| x.anon_max_kb).max().unwrap_or(0);
                 u.rss_mean_kb = same.iter().map(|x| x.rss_mean_kb).sum::<u64>() / same.len().max(1) as u64;
@@ -224,6 +225,40 @@ fn verdict(ok: bool) -> &'static str {
     } else {
         "**not met**"
     }
+}
+
+/// The setups that terminate TLS and HTTP on both sides of their hop, as weft's pair does.
+const MESH_PAIRS: [Setup; 4] = [Setup::Weft, Setup::Haproxy, Setup::HaproxyH1, Setup::Nginx];
+
+/// How far weft's peak could go over a baseline's on this machine, whatever weft did in user
+/// space. At peak the cores are saturated, so rps is inversely proportional to the CPU that
+/// everyone spends per request: the generator and the app (`rest`), and weft's pair. If the
+/// pair did no user-space work at all (no TLS, no HTTP) and spent only `kernel` per request,
+/// the least kernel time of any mesh pair in the run, weft's rps would grow by
+/// `(rest + pair) / (rest + kernel)`. Below the target, the target is out of reach here.
+#[derive(Debug, PartialEq)]
+struct Ceiling {
+    ratio: f64,
+    /// CPU-ms per 1,000 requests.
+    kernel: f64,
+    rest: f64,
+}
+
+fn ceiling(o: &Outcome, b: Setup, p: Proto) -> Option<Ceiling> {
+    let w = find(o, Setup::Weft, p, Mode::Peak)?;
+    let wr = w.report.as_ref()?;
+    let hr = rep(o, b, p, Mode::Peak)?;
+    if wr.requests == 0 || hr.rps <= 0.0 {
+        return None;
+    }
+    let rest = (w.generator_cpu_ms + w.app_cpu_ms) * 1000.0 / wr.requests as f64;
+    let pair = w.cpu_per_1k()?;
+    let kernel =
+        MESH_PAIRS.iter().filter_map(|&s| find(o, s, p, Mode::Peak)?.sys_per_1k()).fold(f64::INFINITY, f64::min);
+    if !kernel.is_finite() || rest + kernel <= 0.0 {
+        return None;
+    }
+    Some(Ceiling { ratio: wr.rps / hr.rps * (rest + pair) / (rest + kernel), kernel, rest })
 }
 
 /// The four targets of the issue, per protocol, as table rows.
@@ -312,6 +347,26 @@ fn targets(o: &Outcome, protos: &[Proto], out: &mut String) {
             None => missing.clone(),
         }
     }));
+    // Not a target: what this machine allows at all (see `Ceiling`).
+    for &b in &baselines {
+        out.push_str(&row(
+            &format!(
+                "(reference, not a target) highest peak ÷ HAProxy pair's ({}) weft's pair could reach here: \
+                 no user-space work, and the least kernel time per request of any pair in the run",
+                b.hop_label()
+            ),
+            &|p| match ceiling(o, b, p) {
+                Some(c) => format!(
+                    "{:.2} ×{} (generator + app {:.0}, kernel {:.0} CPU-ms per 1k)",
+                    c.ratio,
+                    if c.ratio < PEAK_TARGET { ", below 1.5: out of reach here" } else { "" },
+                    c.rest,
+                    c.kernel
+                ),
+                None => missing.clone(),
+            },
+        ));
+    }
     // Not a target: how far above HAProxy's peak two proxies get that do no TLS and no HTTP.
     if o.points.iter().any(|pt| pt.setup == Setup::Relay) {
         out.push_str(&row(
@@ -644,6 +699,58 @@ mod tests {
             round,
             pool: None,
         }
+    }
+
+    /// A peak point of `setup` over HTTP/1.1: 1,000 requests at `rps`, its pair using `cpu_ms`
+    /// of which `sys_ms` in the kernel, and 20 ms each for the generator and the app.
+    fn peak(setup: Setup, rps: f64, cpu_ms: f64, sys_ms: f64) -> Point {
+        let usage = ["client", "server"]
+            .iter()
+            .map(|role| crate::suite::Usage {
+                role: role.to_string(),
+                pids: vec![],
+                rss_max_kb: 0,
+                rss_mean_kb: 0,
+                anon_max_kb: 0,
+                cpu_ms: cpu_ms / 2.0,
+                sys_ms: sys_ms / 2.0,
+            })
+            .collect();
+        let mut pt = point(1, 1);
+        pt.setup = setup;
+        pt.report = Some(Report { requests: 1000, seconds: 1.0, rps, ..Default::default() });
+        pt.usage = usage;
+        pt.generator_cpu_ms = 20.0;
+        pt.app_cpu_ms = 20.0;
+        pt
+    }
+
+    /// The ceiling scales weft's measured ratio by what removing its pair's user-space work would
+    /// save, with the least kernel time of any mesh pair in the run; the relay is no mesh pair.
+    #[test]
+    fn ceiling_takes_the_leanest_kernel_of_the_mesh_pairs() {
+        let o = Outcome {
+            points: vec![
+                peak(Setup::Weft, 20_000.0, 60.0, 30.0),
+                peak(Setup::Haproxy, 20_000.0, 50.0, 25.0),
+                peak(Setup::HaproxyH1, 12_000.0, 100.0, 40.0),
+                peak(Setup::Relay, 30_000.0, 20.0, 10.0),
+            ],
+            cross: vec![],
+            started: Default::default(),
+        };
+        // Generator and app: 40 CPU-ms per 1k; weft's pair 60; leanest kernel 25 (HAProxy's).
+        let c = ceiling(&o, Setup::Haproxy, Proto::H1).unwrap();
+        assert_eq!((c.rest, c.kernel), (40.0, 25.0));
+        assert!((c.ratio - 100.0 / 65.0).abs() < 1e-9, "{c:?}");
+        let c = ceiling(&o, Setup::HaproxyH1, Proto::H1).unwrap();
+        assert!((c.ratio - 20.0 / 12.0 * 100.0 / 65.0).abs() < 1e-9, "{c:?}");
+        assert_eq!(ceiling(&o, Setup::Nginx, Proto::H1), None, "no nginx point");
+        assert_eq!(ceiling(&o, Setup::Haproxy, Proto::H2), None, "no HTTP/2 points");
+
+        let mut md = String::new();
+        targets(&o, &[Proto::H1], &mut md);
+        assert!(md.contains("1.54 × (generator + app 40, kernel 25 CPU-ms per 1k)"), "{md}");
     }
 
     /// The noise line counts the measurements of every round that were taken again, not the

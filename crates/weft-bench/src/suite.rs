@@ -174,6 +174,8 @@ pub struct Usage {
     /// Largest RssAnon sample (heap and stacks, without file-backed pages).
     pub anon_max_kb: u64,
     pub cpu_ms: f64,
+    /// The system (kernel) part of `cpu_ms`: system calls, the TCP stack, wake-ups.
+    pub sys_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -210,6 +212,15 @@ impl Point {
             return None;
         }
         Some(self.usage.iter().map(|u| u.cpu_ms).sum::<f64>() * 1000.0 / r.requests as f64)
+    }
+
+    /// The kernel part of [`Point::cpu_per_1k`].
+    pub fn sys_per_1k(&self) -> Option<f64> {
+        let r = self.report.as_ref()?;
+        if r.requests == 0 || self.usage.is_empty() {
+            return None;
+        }
+        Some(self.usage.iter().map(|u| u.sys_ms).sum::<f64>() * 1000.0 / r.requests as f64)
     }
 }
 
@@ -598,7 +609,8 @@ pub struct Probed {
 /// CPU time of every known process (each proxy's family, the app, this process) and of the
 /// whole machine.
 struct CpuSnapshot {
-    proxies: Vec<f64>,
+    /// (user + system, system) per proxy family.
+    proxies: Vec<(f64, f64)>,
     app: f64,
     me: f64,
     machine: f64,
@@ -606,7 +618,13 @@ struct CpuSnapshot {
 
 fn cpu_snapshot(families: &[(String, Vec<u32>)], app: u32, others: &[u32]) -> CpuSnapshot {
     CpuSnapshot {
-        proxies: families.iter().map(|(_, p)| procstat::cpu_ms(p)).collect(),
+        proxies: families
+            .iter()
+            .map(|(_, p)| {
+                let (user, sys) = procstat::cpu_times_ms(p);
+                (user + sys, sys)
+            })
+            .collect(),
         app: procstat::cpu_ms(&[app]) + procstat::cpu_ms(others),
         me: procstat::cpu_ms(&[std::process::id()]),
         machine: procstat::machine_busy_ms(),
@@ -655,7 +673,7 @@ async fn probe(
         }
         _ => None,
     };
-    let proxies_ms: f64 = c1.proxies.iter().zip(&c0.proxies).map(|(a, b)| a - b).sum();
+    let proxies_ms: f64 = c1.proxies.iter().zip(&c0.proxies).map(|(a, b)| a.0 - b.0).sum();
     let app_cpu_ms = c1.app - c0.app;
     let generator_cpu_ms = c1.me - c0.me;
     let other_cpu_ms = ((c1.machine - c0.machine) - proxies_ms - app_cpu_ms - generator_cpu_ms).max(0.0);
@@ -663,7 +681,8 @@ async fn probe(
         .into_iter()
         .enumerate()
         .map(|(i, (role, pids))| Usage {
-            cpu_ms: c1.proxies[i] - c0.proxies[i],
+            cpu_ms: c1.proxies[i].0 - c0.proxies[i].0,
+            sys_ms: c1.proxies[i].1 - c0.proxies[i].1,
             rss_max_kb: max[i],
             rss_mean_kb: sum[i] / samples.max(1),
             anon_max_kb: anon[i],
@@ -995,10 +1014,11 @@ fn run_in(args: &SuiteArgs, rt: &tokio::runtime::Runtime, work: &Path, cpus: usi
                 );
                 for u in &usage {
                     eprintln!(
-                        "                         {:<6} rss max {:.1} MB  cpu {:.0} ms",
+                        "                         {:<6} rss max {:.1} MB  cpu {:.0} ms ({:.0} ms kernel)",
                         u.role,
                         u.rss_max_kb as f64 / 1024.0,
-                        u.cpu_ms
+                        u.cpu_ms,
+                        u.sys_ms
                     );
                 }
                 if let Some(p) = &probed.pool {
