@@ -261,8 +261,34 @@ fn ceiling(o: &Outcome, b: Setup, p: Proto) -> Option<Ceiling> {
     Some(Ceiling { ratio: wr.rps / hr.rps * (rest + pair) / (rest + kernel), kernel, rest })
 }
 
-/// The four targets of the issue, per protocol, as table rows.
-fn targets(o: &Outcome, protos: &[Proto], out: &mut String) {
+/// weft's peak rps over `b`'s, round by round (each pair of points measured minutes apart at
+/// most, so a change in the machine's speed between rounds cancels out): `min–max`, or `None`
+/// with fewer than two rounds.
+fn round_ratios(raw: &Outcome, b: Setup, p: Proto) -> Option<String> {
+    let rps = |s: Setup, round: u32| {
+        raw.points
+            .iter()
+            .find(|x| x.setup == s && x.proto == p && x.mode == Mode::Peak && x.round == round)
+            .and_then(|x| x.report.as_ref())
+            .map(|r| r.rps)
+    };
+    let ratios: Vec<f64> = raw
+        .points
+        .iter()
+        .filter(|x| x.setup == Setup::Weft && x.proto == p && x.mode == Mode::Peak)
+        .filter_map(|x| Some(rps(Setup::Weft, x.round)? / rps(b, x.round).filter(|&h| h > 0.0)?))
+        .collect();
+    if ratios.len() < 2 {
+        return None;
+    }
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some(format!("{lo:.2}–{hi:.2}"))
+}
+
+/// The four targets of the issue, per protocol, as table rows: `o` aggregated over the rounds,
+/// `raw` round by round.
+fn targets(o: &Outcome, raw: &Outcome, protos: &[Proto], out: &mut String) {
     let _ = writeln!(out, "| target | {} |", protos.iter().map(|p| p.label()).collect::<Vec<_>>().join(" | "));
     let _ = writeln!(out, "|---|{}", "---|".repeat(protos.len()));
     let row = |name: &str, f: &dyn Fn(Proto) -> String| {
@@ -283,11 +309,12 @@ fn targets(o: &Outcome, protos: &[Proto], out: &mut String) {
             rep(o, b, p, Mode::Peak),
         ) {
             (Some(w), Some(h)) if h.rps > 0.0 => format!(
-                "{}: {:.2} × ({} vs {} rps)",
+                "{}: {:.2} × ({} vs {} rps{})",
                 verdict(w.rps >= PEAK_TARGET * h.rps),
                 w.rps / h.rps,
                 thousands(w.rps),
-                thousands(h.rps)
+                thousands(h.rps),
+                round_ratios(raw, b, p).map(|r| format!("; {r} × round by round")).unwrap_or_default()
             ),
             _ => missing.clone(),
         }));
@@ -596,7 +623,7 @@ pub fn markdown(args: &SuiteArgs, raw: &Outcome, m: &Machine) -> String {
     }
     let _ = writeln!(out, "\n{NOTES_BEGIN}\n{NOTES_END}\n");
     let _ = writeln!(out, "## Targets (issue), same run\n");
-    targets(o, &args.protos, &mut out);
+    targets(o, raw, &args.protos, &mut out);
     for &p in &args.protos {
         let _ = writeln!(out, "\n## {}\n", p.label());
         let _ = writeln!(out, "### {} rps, open loop\n", thousands(args.rate));
@@ -749,8 +776,38 @@ mod tests {
         assert_eq!(ceiling(&o, Setup::Haproxy, Proto::H2), None, "no HTTP/2 points");
 
         let mut md = String::new();
-        targets(&o, &[Proto::H1], &mut md);
+        targets(&o, &o, &[Proto::H1], &mut md);
         assert!(md.contains("1.54 × (generator + app 40, kernel 25 CPU-ms per 1k)"), "{md}");
+    }
+
+    /// Each round's weft point is divided by the same round's baseline point, not by another
+    /// round's; the aggregated cell gives the ratio of the medians and the rounds' range.
+    #[test]
+    fn peak_ratios_pair_the_points_of_each_round() {
+        let at = |setup, round, rps| {
+            let mut pt = peak(setup, rps, 60.0, 30.0);
+            pt.round = round;
+            pt
+        };
+        let raw = Outcome {
+            points: vec![
+                at(Setup::Weft, 1, 30_000.0),
+                at(Setup::Haproxy, 1, 20_000.0),
+                at(Setup::Weft, 2, 15_000.0),
+                at(Setup::Haproxy, 2, 12_500.0),
+                at(Setup::Weft, 3, 18_000.0),
+                at(Setup::Haproxy, 3, 16_000.0),
+            ],
+            cross: vec![],
+            started: Default::default(),
+        };
+        // Round by round: 1.50, 1.20, 1.125. Across rounds (30k over 12.5k) it would be 2.4.
+        assert_eq!(round_ratios(&raw, Setup::Haproxy, Proto::H1).as_deref(), Some("1.12–1.50"));
+        assert_eq!(round_ratios(&raw, Setup::HaproxyH1, Proto::H1), None, "no such baseline");
+        let agg = Outcome { points: aggregate(&raw.points), ..raw.clone() };
+        let mut md = String::new();
+        targets(&agg, &raw, &[Proto::H1], &mut md);
+        assert!(md.contains("**not met**: 1.12 × (18,000 vs 16,000 rps; 1.12–1.50 × round by round)"), "{md}");
     }
 
     /// The noise line counts the measurements of every round that were taken again, not the
