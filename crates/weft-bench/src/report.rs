@@ -276,7 +276,7 @@ fn round_ratios(raw: &Outcome, b: Setup, p: Proto) -> Option<String> {
         .points
         .iter()
         .filter(|x| x.setup == Setup::Weft && x.proto == p && x.mode == Mode::Peak)
-        .filter_map(|x| Some(rps(Setup::Weft, x.round)? / rps(b, x.round).filter(|&h| h > 0.0)?))
+        .filter_map(|x| Some(x.report.as_ref()?.rps / rps(b, x.round).filter(|&h| h > 0.0)?))
         .collect();
     if ratios.len() < 2 {
         return None;
