@@ -157,6 +157,16 @@ pub fn aggregate(points: &[Point]) -> Vec<Point> {
         .collect()
 }
 
+/// `min–max` of values over rounds, or `None` with fewer than two.
+fn range(v: &[f64], fmt: &dyn Fn(f64) -> String) -> Option<String> {
+    if v.len() < 2 {
+        return None;
+    }
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some(format!("{}–{}", fmt(lo), fmt(hi)))
+}
+
 /// `min–max` of `f` over the rounds of one point.
 fn spread(
     raw: &[Point],
@@ -171,12 +181,7 @@ fn spread(
         .filter(|x| x.setup == s && x.proto == p && x.mode == m)
         .filter_map(|x| x.report.as_ref().map(f))
         .collect();
-    if v.len() < 2 {
-        return "–".into();
-    }
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{}–{}", fmt(lo), fmt(hi))
+    range(&v, fmt).unwrap_or_else(|| "–".into())
 }
 
 fn find(o: &Outcome, s: Setup, p: Proto, m: Mode) -> Option<&Point> {
@@ -278,12 +283,7 @@ fn round_ratios(raw: &Outcome, b: Setup, p: Proto) -> Option<String> {
         .filter(|x| x.setup == Setup::Weft && x.proto == p && x.mode == Mode::Peak)
         .filter_map(|x| Some(x.report.as_ref()?.rps / rps(b, x.round).filter(|&h| h > 0.0)?))
         .collect();
-    if ratios.len() < 2 {
-        return None;
-    }
-    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    Some(format!("{lo:.2}–{hi:.2}"))
+    range(&ratios, &|v| format!("{v:.2}"))
 }
 
 /// The four targets of the issue, per protocol, as table rows: `o` aggregated over the rounds,
