@@ -252,11 +252,8 @@ struct Ceiling {
 fn ceiling(o: &Outcome, b: Setup, p: Proto) -> Option<Ceiling> {
     let w = find(o, Setup::Weft, p, Mode::Peak)?;
     let wr = w.report.as_ref()?;
-    let hr = rep(o, b, p, Mode::Peak)?;
-    if wr.requests == 0 || hr.rps <= 0.0 {
-        return None;
-    }
-    let rest = (w.generator_cpu_ms + w.app_cpu_ms) * 1000.0 / wr.requests as f64;
+    let hr = rep(o, b, p, Mode::Peak).filter(|h| h.rps > 0.0)?;
+    let rest = w.per_1k(w.generator_cpu_ms + w.app_cpu_ms)?;
     let pair = w.cpu_per_1k()?;
     let kernel =
         MESH_PAIRS.iter().filter_map(|&s| find(o, s, p, Mode::Peak)?.sys_per_1k()).fold(f64::INFINITY, f64::min);
@@ -518,13 +515,7 @@ fn resource_table(o: &Outcome, args: &SuiteArgs, p: Proto, out: &mut String) {
         if fixed.report.is_none() {
             continue;
         }
-        let per_1k = |pt: &Point, cpu: f64| {
-            pt.report
-                .as_ref()
-                .filter(|r| r.requests > 0)
-                .map(|r| format!("{:.0}", cpu * 1000.0 / r.requests as f64))
-                .unwrap_or_else(|| "–".into())
-        };
+        let per_1k = |pt: &Point, cpu: f64| pt.per_1k(cpu).map(|c| format!("{c:.0}")).unwrap_or_else(|| "–".into());
         for u in &fixed.usage {
             let pu = peak.usage.iter().find(|x| x.role == u.role);
             let _ = writeln!(

@@ -207,20 +207,25 @@ pub struct Point {
 impl Point {
     /// CPU milliseconds of all the setup's proxies per 1,000 successful requests.
     pub fn cpu_per_1k(&self) -> Option<f64> {
-        let r = self.report.as_ref()?;
-        if r.requests == 0 || self.usage.is_empty() {
-            return None;
-        }
-        Some(self.usage.iter().map(|u| u.cpu_ms).sum::<f64>() * 1000.0 / r.requests as f64)
+        self.proxies_per_1k(|u| u.cpu_ms)
     }
 
     /// The kernel part of [`Point::cpu_per_1k`].
     pub fn sys_per_1k(&self) -> Option<f64> {
-        let r = self.report.as_ref()?;
-        if r.requests == 0 || self.usage.is_empty() {
+        self.proxies_per_1k(|u| u.sys_ms)
+    }
+
+    fn proxies_per_1k(&self, ms: impl Fn(&Usage) -> f64) -> Option<f64> {
+        if self.usage.is_empty() {
             return None;
         }
-        Some(self.usage.iter().map(|u| u.sys_ms).sum::<f64>() * 1000.0 / r.requests as f64)
+        self.per_1k(self.usage.iter().map(ms).sum())
+    }
+
+    /// `ms` of CPU spent over this point's window, per 1,000 successful requests.
+    pub fn per_1k(&self, ms: f64) -> Option<f64> {
+        let r = self.report.as_ref().filter(|r| r.requests > 0)?;
+        Some(ms * 1000.0 / r.requests as f64)
     }
 }
 
