@@ -12,6 +12,8 @@ use serde::Deserialize;
 struct Payload {
     #[serde(default)]
     ca: Option<String>,
+    #[serde(default)]
+    td: Option<String>,
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -29,6 +31,15 @@ pub fn ca_pin(token: &str) -> Option<[u8; 32]> {
     unhex(&payload.ca?)?.try_into().ok()
 }
 
+/// The trust domain (`td`) a bootstrap token names: the proxy expects the control identity of this
+/// domain. Tokens issued before weft carried it have none.
+pub fn trust_domain(token: &str) -> Option<String> {
+    let body = token.trim().strip_prefix("wft_")?;
+    let (payload, _mac) = body.split_once('.')?;
+    let payload: Payload = serde_json::from_slice(&unhex(payload)?).ok()?;
+    payload.td.filter(|t| !t.is_empty())
+}
+
 /// The hex form of a pin, as tokens carry it.
 pub fn pin_hex(pin: &[u8; 32]) -> String {
     pin.iter().map(|b| format!("{b:02x}")).collect()
@@ -41,11 +52,13 @@ mod tests {
     #[test]
     fn reads_the_pin_and_nothing_else() {
         let pin = [7u8; 32];
-        let payload = format!(r#"{{"kind":"bootstrap","ca":"{}","nonce":"x"}}"#, pin_hex(&pin));
+        let payload = format!(r#"{{"kind":"bootstrap","ca":"{}","td":"td.example","nonce":"x"}}"#, pin_hex(&pin));
         let hex: String = payload.bytes().map(|b| format!("{b:02x}")).collect();
         assert_eq!(ca_pin(&format!("wft_{hex}.00")), Some(pin));
+        assert_eq!(trust_domain(&format!("wft_{hex}.00")).as_deref(), Some("td.example"));
         let no_ca: String = br#"{"kind":"admin"}"#.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(ca_pin(&format!("wft_{no_ca}.00")), None);
+        assert_eq!(trust_domain(&format!("wft_{no_ca}.00")), None);
         for bad in ["", "wft_", "wft_zz.00", "token", "wft_7b7d"] {
             assert_eq!(ca_pin(bad), None, "{bad}");
         }

@@ -44,6 +44,15 @@ pub fn admit_rules(
 ) -> Result<(), String> {
     use weft_api::resource::Resource;
     for r in resources {
+        if let Resource::Workload(w) = r {
+            if weft_identity::control::is_reserved_namespace(&w.metadata.namespace) {
+                return Err(format!(
+                    "{}: metadata.namespace: {:?} is reserved for the control plane's own identity (a Workload there would run as it); pick another namespace",
+                    r.key(),
+                    w.metadata.namespace
+                ));
+            }
+        }
         match r {
             Resource::Workload(w) if !enable_script_checks => {
                 if let Some(i) = w.spec.checks.iter().position(|c| c.script.is_some() || c.docker.is_some()) {
@@ -233,6 +242,11 @@ async fn create_token(State(st): S, headers: HeaderMap, body: String) -> Result<
                 id.split_once('/').ok_or_else(|| bad("identity: write it as <namespace>/<service-account>"))?;
             if !weft_api::valid_name(ns) || !weft_api::valid_name(sa) {
                 return Err(bad("identity: namespace and service account must be DNS labels"));
+            }
+            if weft_identity::control::is_reserved_namespace(ns) {
+                return Err(bad(format!(
+                    "identity: the namespace {ns:?} is reserved for the control plane's own identity; pick another namespace"
+                )));
             }
             Grant::Bootstrap { namespace: ns.into(), service_account: sa.into() }
         }

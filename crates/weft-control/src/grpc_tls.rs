@@ -23,10 +23,10 @@ use weft_identity::{Authority, CertStore};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const SERVING_LIFETIME: Duration = weft_identity::DEFAULT_LEAF_LIFETIME;
 
-/// The control plane's serving certificate, kept fresh by [`renew`].
-pub fn serving_identity(ca: &Authority, trust_domain: &str) -> Result<CertStore, weft_identity::Error> {
-    let id = weft_identity::control::control_identity(trust_domain)?;
-    CertStore::new(ca.issue_with_root(&id, SERVING_LIFETIME)?, ca.bundle())
+/// The control plane's serving certificate (with the marker only it carries), kept fresh by
+/// [`renew`].
+pub fn serving_identity(ca: &Authority) -> Result<CertStore, weft_identity::Error> {
+    CertStore::new(ca.issue_control_plane(SERVING_LIFETIME)?, ca.bundle())
 }
 
 /// Renews the serving certificate at half its remaining life until `stop`.
@@ -37,7 +37,7 @@ pub async fn renew(ca: Arc<Authority>, store: CertStore, mut stop: watch::Receiv
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let next = ca.issue_with_root(&store.id(), SERVING_LIFETIME).and_then(|leaf| store.replace(leaf, None));
+        let next = ca.issue_control_plane(SERVING_LIFETIME).and_then(|leaf| store.replace(leaf, None));
         match next {
             Ok(()) => tracing::info!("renewed the control plane's serving certificate"),
             Err(e) => {

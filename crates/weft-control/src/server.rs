@@ -175,7 +175,8 @@ impl ControlPlane {
         let proxies = Proxies::default();
         let bundle = vec![authority.root().to_vec()];
         // Bootstrap tokens carry the root's SHA-256: proxies check the gRPC listener against it.
-        tokens.set_ca_pin(&weft_identity::control::sha256(authority.root()));
+        // and the trust domain: proxies expect that domain's control identity.
+        tokens.set_ca(&weft_identity::control::sha256(authority.root()), &mesh.trust_domain);
         let discovery = DiscoveryService {
             catalog: catalog.clone(),
             tokens: tokens.clone(),
@@ -194,7 +195,7 @@ impl ControlPlane {
         let grpc = bind("gRPC", cfg.grpc).await?;
         let grpc_addr = grpc.local_addr().map_err(dir_err)?;
         let mut tasks = vec![];
-        let serving = crate::grpc_tls::serving_identity(&authority, &mesh.trust_domain)?;
+        let serving = crate::grpc_tls::serving_identity(&authority)?;
         let grpc_tls = weft_identity::control::server_config(&serving)?;
         tasks.push(tokio::spawn(crate::grpc_tls::renew(authority.clone(), serving, stop_rx.clone())));
         tasks.push(tokio::spawn(async move {

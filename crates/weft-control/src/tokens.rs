@@ -33,6 +33,10 @@ struct Payload {
     /// before it has a certificate (see `weft_api::token`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ca: Option<String>,
+    /// Bootstrap tokens: the mesh's trust domain, so that the proxy knows which control identity
+    /// to expect (see `weft_api::token::trust_domain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    td: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -68,8 +72,9 @@ fn random(n: usize) -> Vec<u8> {
 /// Issues and verifies tokens with one key.
 pub struct Tokens {
     key: hmac::Key,
-    /// Put in every bootstrap token once the CA is known (`set_ca_pin`).
-    ca_pin: std::sync::OnceLock<String>,
+    /// Put in every bootstrap token once the CA is known (`set_ca`): the root's pin and the
+    /// trust domain.
+    ca: std::sync::OnceLock<(String, String)>,
 }
 
 impl Tokens {
@@ -84,18 +89,19 @@ impl Tokens {
                 s
             }
         };
-        Ok(Tokens { key: hmac::Key::new(hmac::HMAC_SHA256, &secret), ca_pin: Default::default() })
+        Ok(Tokens { key: hmac::Key::new(hmac::HMAC_SHA256, &secret), ca: Default::default() })
     }
 
-    /// The root CA's SHA-256, for bootstrap tokens issued from now on.
-    pub fn set_ca_pin(&self, pin: &[u8; 32]) {
-        let _ = self.ca_pin.set(hex(pin));
+    /// The root CA's SHA-256 and the trust domain, for bootstrap tokens issued from now on.
+    pub fn set_ca(&self, pin: &[u8; 32], trust_domain: &str) {
+        let _ = self.ca.set((hex(pin), trust_domain.to_string()));
     }
 
     pub fn issue(&self, grant: Grant, ttl: Option<std::time::Duration>) -> String {
         let exp = ttl.map(|t| now() + t.as_secs());
-        let ca = matches!(grant, Grant::Bootstrap { .. }).then(|| self.ca_pin.get().cloned()).flatten();
-        let payload = serde_json::to_vec(&Payload { grant, exp, nonce: hex(&random(8)), ca }).unwrap_or_default();
+        let ca = matches!(grant, Grant::Bootstrap { .. }).then(|| self.ca.get().cloned()).flatten();
+        let (ca, td) = ca.map_or((None, None), |(pin, td)| (Some(pin), Some(td)));
+        let payload = serde_json::to_vec(&Payload { grant, exp, nonce: hex(&random(8)), ca, td }).unwrap_or_default();
         let mac = hmac::sign(&self.key, &payload);
         format!("wft_{}.{}", hex(&payload), hex(mac.as_ref()))
     }
@@ -108,6 +114,13 @@ impl Tokens {
         let payload: Payload = serde_json::from_slice(&payload).map_err(|_| TokenError::Invalid)?;
         if payload.exp.is_some_and(|e| e < now()) {
             return Err(TokenError::Expired);
+        }
+        if let Grant::Bootstrap { namespace, .. } = &payload.grant {
+            if weft_identity::control::is_reserved_namespace(namespace) {
+                return Err(TokenError::Forbidden(
+                    "the namespace weft-system is reserved for the control plane's own identity",
+                ));
+            }
         }
         Ok(payload.grant)
     }
@@ -149,10 +162,11 @@ mod tests {
         let t = tokens();
         let g = Grant::Bootstrap { namespace: "default".into(), service_account: "web".into() };
         assert_eq!(weft_api::token::ca_pin(&t.issue(g.clone(), None)), None, "no CA yet, no pin");
-        t.set_ca_pin(&[9; 32]);
+        t.set_ca(&[9; 32], "td.example");
         let tok = t.issue(g.clone(), None);
         assert_eq!(t.verify(&tok).unwrap(), g);
         assert_eq!(weft_api::token::ca_pin(&tok), Some([9; 32]), "bootstrap tokens carry the CA pin");
+        assert_eq!(weft_api::token::trust_domain(&tok).as_deref(), Some("td.example"), "and the trust domain");
         assert_eq!(weft_api::token::ca_pin(&t.issue(Grant::Admin, None)), None, "others do not");
         assert_eq!(t.verify_header(Some(&format!("Bearer {tok}"))).unwrap(), g);
         // Flip one payload nibble: the MAC no longer matches.
@@ -164,8 +178,16 @@ mod tests {
         }
         assert_eq!(t.verify_header(None), Err(TokenError::Missing));
         // Another control plane's key does not verify ours.
-        let other = Tokens { key: hmac::Key::new(hmac::HMAC_SHA256, &random(32)), ca_pin: Default::default() };
+        let other = Tokens { key: hmac::Key::new(hmac::HMAC_SHA256, &random(32)), ca: Default::default() };
         assert_eq!(other.verify(&tok), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn a_token_for_the_control_planes_namespace_never_verifies() {
+        let t = tokens();
+        let g = Grant::Bootstrap { namespace: "weft-system".into(), service_account: "control".into() };
+        let tok = t.issue(g, None);
+        assert!(matches!(t.verify(&tok), Err(TokenError::Forbidden(m)) if m.contains("weft-system")));
     }
 
     #[test]
@@ -173,7 +195,7 @@ mod tests {
         let t = tokens();
         let tok = t.issue(Grant::Read, Some(std::time::Duration::from_secs(3600)));
         assert_eq!(t.verify(&tok).unwrap(), Grant::Read);
-        let payload = Payload { grant: Grant::Read, exp: Some(1), nonce: "x".into(), ca: None };
+        let payload = Payload { grant: Grant::Read, exp: Some(1), nonce: "x".into(), ca: None, td: None };
         let p = serde_json::to_vec(&payload).unwrap();
         let expired = format!("wft_{}.{}", hex(&p), hex(hmac::sign(&t.key, &p).as_ref()));
         assert_eq!(t.verify(&expired), Err(TokenError::Expired));

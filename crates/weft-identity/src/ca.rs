@@ -163,6 +163,13 @@ impl Authority {
         self.sign_csr_between(csr_der, authorised, now - BACKDATE, (now + lifetime).min(ca_expiry))
     }
 
+    fn check_not_reserved(authorised: &SpiffeId) -> Result<(), Error> {
+        if crate::control::is_reserved(authorised) {
+            return Err(Error::Reserved { id: authorised.uri() });
+        }
+        Ok(())
+    }
+
     /// When the first of this CA and the CAs above it expires.
     pub fn expires_at(&self) -> Result<OffsetDateTime, Error> {
         let mut earliest: Option<OffsetDateTime> = None;
@@ -183,6 +190,20 @@ impl Authority {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Result<Vec<CertificateDer<'static>>, Error> {
+        Self::check_not_reserved(authorised)?;
+        self.sign_leaf(csr_der, authorised, not_before, not_after, false)
+    }
+
+    /// Signs a leaf; `control_plane` adds the marker only the control plane's certificate carries
+    /// (the DNS SAN [`crate::control::CONTROL_SERVER_NAME`]); workload leaves carry the URI SAN alone.
+    fn sign_leaf(
+        &self,
+        csr_der: &[u8],
+        authorised: &SpiffeId,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+        control_plane: bool,
+    ) -> Result<Vec<CertificateDer<'static>>, Error> {
         let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))?;
         for san in &csr.params.subject_alt_names {
             if let SanType::URI(uri) = san {
@@ -199,6 +220,9 @@ impl Authority {
         dn.push(DnType::OrganizationName, "weft");
         params.distinguished_name = dn;
         params.subject_alt_names = vec![SanType::URI(authorised.uri().try_into()?)];
+        if control_plane {
+            params.subject_alt_names.push(SanType::DnsName(crate::control::CONTROL_SERVER_NAME.try_into()?));
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
@@ -222,12 +246,20 @@ impl Authority {
         key.into_leaf(chain)
     }
 
-    /// The control plane's own serving certificate: key made here (in the control plane's
-    /// process), and the root appended to the chain so that a proxy holding only the root's
-    /// SHA-256 (from its token) can verify it.
-    pub fn issue_with_root(&self, id: &SpiffeId, lifetime: Duration) -> Result<crate::Leaf, Error> {
-        let key = LeafKey::generate(id)?;
-        let mut chain = self.sign_csr(&key.csr_der()?, id, lifetime)?;
+    /// The control plane's own serving certificate, for `spiffe://<td>/ns/weft-system/sa/control`
+    /// with the DNS SAN `control.weft` that no workload certificate carries (and that
+    /// [`crate::control`]'s verifier requires): key made here (in the control plane's process),
+    /// and the root appended to the chain so that a proxy holding only the root's SHA-256 (from
+    /// its token) can verify it.
+    pub fn issue_control_plane(&self, lifetime: Duration) -> Result<crate::Leaf, Error> {
+        let id = crate::control::control_identity(&self.trust_domain)?;
+        let key = LeafKey::generate(&id)?;
+        let now = OffsetDateTime::now_utc();
+        let ca_expiry = self.expires_at()?;
+        if ca_expiry <= now {
+            return Err(Error::CaExpired { expired: ca_expiry.to_string() });
+        }
+        let mut chain = self.sign_leaf(&key.csr_der()?, &id, now - BACKDATE, (now + lifetime).min(ca_expiry), true)?;
         if !self.is_root() {
             chain.push(self.root.clone());
         }
@@ -265,6 +297,20 @@ mod tests {
         let inter_end = crate::tls::not_after(&inter.cert).unwrap();
         assert!(leaf.not_after() <= inter_end, "cut at the intermediate's expiry");
         assert!(leaf.remaining() > Duration::from_secs(3000));
+    }
+
+    #[test]
+    fn never_signs_the_control_planes_namespace_for_a_caller() {
+        let root = Authority::new_root("td", DEFAULT_CA_LIFETIME).unwrap();
+        let inter = root.new_intermediate("east", DEFAULT_CA_LIFETIME).unwrap();
+        let cp = crate::control::control_identity("td").unwrap();
+        let err = inter.issue(&cp, DEFAULT_LEAF_LIFETIME).unwrap_err();
+        assert!(matches!(err, Error::Reserved { .. }), "{err}");
+        let other = SpiffeId::workload("td", "weft-system", "anything").unwrap();
+        assert!(matches!(inter.issue(&other, DEFAULT_LEAF_LIFETIME), Err(Error::Reserved { .. })));
+        let leaf = inter.issue_control_plane(DEFAULT_LEAF_LIFETIME).unwrap();
+        assert_eq!(leaf.id(), &cp);
+        assert_eq!(leaf.chain().len(), 3, "leaf, intermediate, root");
     }
 
     #[test]

@@ -11,7 +11,11 @@
 //!   carry the pin of the root of the control plane that issued them (kubeadm's
 //!   `discovery-token-ca-cert-hash`), so a token alone is enough to join safely.
 //!
-//! Either way the leaf must carry the control identity of the root's trust domain.
+//! Either way the leaf must carry the control identity of the trust domain the proxy expects (its
+//! token's `td`), never one derived from the server's own certificate, and the DNS SAN
+//! [`CONTROL_SERVER_NAME`], which only [`crate::Authority::issue_control_plane`] puts in a
+//! certificate: workload certificates carry their URI SAN alone, and the CA refuses to sign any
+//! identity in [`CONTROL_NAMESPACE`] for a caller.
 
 use crate::{CertStore, Error, SpiffeId, TrustBundle};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -25,6 +29,18 @@ use std::sync::Arc;
 /// The namespace and service account of the control plane's own identity.
 pub const CONTROL_NAMESPACE: &str = "weft-system";
 pub const CONTROL_SERVICE_ACCOUNT: &str = "control";
+/// The DNS SAN only the control plane's serving certificate carries (and the name proxies dial).
+pub const CONTROL_SERVER_NAME: &str = "control.weft";
+
+/// Whether `id` is in the namespace reserved for the control plane.
+pub fn is_reserved(id: &SpiffeId) -> bool {
+    is_reserved_namespace(id.namespace())
+}
+
+/// Whether `namespace` is reserved for the control plane (`weft-system`).
+pub fn is_reserved_namespace(namespace: &str) -> bool {
+    namespace == CONTROL_NAMESPACE
+}
 
 /// `spiffe://<trust_domain>/ns/weft-system/sa/control`.
 pub fn control_identity(trust_domain: &str) -> Result<SpiffeId, Error> {
@@ -68,13 +84,15 @@ impl ResolvesServerCert for Current {
     }
 }
 
-/// A proxy's client config for its control plane (no client certificate; tokens authenticate).
-pub fn client_config(trust: ControlTrust) -> Result<ClientConfig, Error> {
+/// A proxy's client config for its control plane of `trust_domain` (no client certificate;
+/// tokens authenticate).
+pub fn client_config(trust: ControlTrust, trust_domain: &str) -> Result<ClientConfig, Error> {
+    let want = control_identity(trust_domain)?;
     let provider = crate::provider();
     let mut cfg = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ControlVerifier { trust, provider }))
+        .with_custom_certificate_verifier(Arc::new(ControlVerifier { trust, want, provider }))
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(cfg)
@@ -83,6 +101,8 @@ pub fn client_config(trust: ControlTrust) -> Result<ClientConfig, Error> {
 #[derive(Debug)]
 struct ControlVerifier {
     trust: ControlTrust,
+    /// The control identity of the trust domain the proxy expects.
+    want: SpiffeId,
     provider: Arc<CryptoProvider>,
 }
 
@@ -90,6 +110,12 @@ fn refuse(reason: String) -> rustls::Error {
     rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(Error::BadCert(
         reason,
     )))))
+}
+
+fn has_dns_name(der: &CertificateDer<'_>, name: &str) -> bool {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return false };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return false };
+    san.value.general_names.iter().any(|n| matches!(n, x509_parser::extensions::GeneralName::DNSName(d) if *d == name))
 }
 
 impl ServerCertVerifier for ControlVerifier {
@@ -112,9 +138,14 @@ impl ServerCertVerifier for ControlVerifier {
         };
         crate::tls::verify_server_chain(&self.provider, &roots, end_entity, intermediates, now)?;
         let id = crate::tls::identity_of(end_entity).map_err(|e| refuse(e.to_string()))?;
-        let want = control_identity(id.trust_domain()).map_err(|e| refuse(e.to_string()))?;
-        if id != want {
+        let want = &self.want;
+        if id != *want {
             return Err(refuse(format!("the server is {id}, not a weft control plane ({want})")));
+        }
+        if !has_dns_name(end_entity, CONTROL_SERVER_NAME) {
+            return Err(refuse(format!(
+                "the server's certificate names {id} but lacks the DNS name {CONTROL_SERVER_NAME} that only the control plane's own certificate carries: not a weft control plane"
+            )));
         }
         Ok(ServerCertVerified::assertion())
     }

@@ -25,6 +25,10 @@ pub enum Error {
     Tls(#[from] rustls::Error),
     #[error("the signing CA expired at {expired}; rotate it (a new intermediate, or a plug-in CA) before issuing more certificates")]
     CaExpired { expired: String },
+    #[error(
+        "{id} is in the namespace `weft-system`, reserved for the control plane's own identity; pick another namespace"
+    )]
+    Reserved { id: String },
     #[error("io on {path}: {source}")]
     Io { path: String, source: std::io::Error },
 }

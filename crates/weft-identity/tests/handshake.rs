@@ -113,9 +113,18 @@ async fn expired_leaf_refused_and_rotation_fixes_it() {
 /// A proxy reaching its control plane: server identity `.../ns/weft-system/sa/control`, no client
 /// certificate, trust from the root (file) or from the root's SHA-256 (the token's pin).
 async fn control_handshake(server: &CertStore, trust: control::ControlTrust) -> Result<(), String> {
+    control_handshake_in(server, trust, "cluster.local").await
+}
+
+/// As [`control_handshake`], for a proxy that expects the control plane of `trust_domain`.
+async fn control_handshake_in(
+    server: &CertStore,
+    trust: control::ControlTrust,
+    trust_domain: &str,
+) -> Result<(), String> {
     let (c, s) = tokio::io::duplex(64 * 1024);
     let acceptor = TlsAcceptor::from(Arc::new(control::server_config(server).unwrap()));
-    let connector = TlsConnector::from(Arc::new(control::client_config(trust).unwrap()));
+    let connector = TlsConnector::from(Arc::new(control::client_config(trust, trust_domain).unwrap()));
     let srv = tokio::spawn(async move {
         let mut t = acceptor.accept(s).await.map_err(|e| e.to_string())?;
         t.write_all(b"!").await.map_err(|e| e.to_string())?;
@@ -133,8 +142,7 @@ async fn control_handshake(server: &CertStore, trust: control::ControlTrust) -> 
 async fn control_plane_is_verified_by_root_or_by_pin() {
     use control::ControlTrust::{Pin, Roots};
     let (root, inter) = mesh();
-    let cp_id = control::control_identity("cluster.local").unwrap();
-    let cp = CertStore::new(inter.issue_with_root(&cp_id, DEFAULT_LEAF_LIFETIME).unwrap(), root.bundle()).unwrap();
+    let cp = CertStore::new(inter.issue_control_plane(DEFAULT_LEAF_LIFETIME).unwrap(), root.bundle()).unwrap();
     let pin = control::sha256(root.root());
     control_handshake(&cp, Roots(root.bundle())).await.unwrap();
     control_handshake(&cp, Pin(pin)).await.unwrap();
@@ -146,8 +154,56 @@ async fn control_plane_is_verified_by_root_or_by_pin() {
     assert!(control_handshake(&cp, Roots(other.bundle())).await.is_err());
 
     // A workload of the same mesh posing as the control plane: refused.
-    let imposter =
-        CertStore::new(inter.issue_with_root(&id("web"), DEFAULT_LEAF_LIFETIME).unwrap(), root.bundle()).unwrap();
+    let imposter = CertStore::new(leaf_with_chain(&inter, &id("web"), true), root.bundle()).unwrap();
     let err = control_handshake(&imposter, Pin(pin)).await.unwrap_err();
     assert!(err.contains("not a weft control plane"), "{err}");
+}
+
+/// A leaf for `id` signed by `ca` the way a workload's is (URI SAN only), with the root appended
+/// when `with_root`: what a workload could hold if the CA signed anything it was asked for.
+fn leaf_with_chain(ca: &Authority, id: &SpiffeId, with_root: bool) -> weft_identity::Leaf {
+    let issuer_key = rcgen::KeyPair::from_pem(&ca.key_pem()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_der(ca.cert(), issuer_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(id.uri().try_into().unwrap())];
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let mut chain = vec![cert.der().clone(), ca.cert().clone()];
+    if with_root {
+        chain.push(ca.root().clone());
+    }
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    weft_identity::Leaf::new(chain, key).unwrap()
+}
+
+#[tokio::test]
+async fn a_workload_certificate_never_passes_for_the_control_plane() {
+    use control::ControlTrust::{Pin, Roots};
+    let (root, inter) = mesh();
+    let pin = control::sha256(root.root());
+    let cp_id = control::control_identity("cluster.local").unwrap();
+
+    // The CA refuses to sign the control plane's identity (or any in its namespace) for a caller.
+    let err = inter.issue(&cp_id, DEFAULT_LEAF_LIFETIME).unwrap_err();
+    assert!(err.to_string().contains("reserved for the control plane"), "{err}");
+
+    // A certificate for the control identity signed like a workload's (no control-plane marker):
+    // refused by root and by pin.
+    let forged = CertStore::new(leaf_with_chain(&inter, &cp_id, true), root.bundle()).unwrap();
+    for trust in [Pin(pin), Roots(root.bundle())] {
+        let err = control_handshake(&forged, trust).await.unwrap_err();
+        assert!(err.contains("lacks the DNS name control.weft"), "{err}");
+    }
+
+    // The expected trust domain is the proxy's, not the server's: the real control plane of
+    // another trust domain whose root the proxy also trusts is refused.
+    let other_root = Authority::new_root("other.mesh", DEFAULT_CA_LIFETIME).unwrap();
+    let other_cp = other_root.new_intermediate("x", DEFAULT_CA_LIFETIME).unwrap();
+    let other =
+        CertStore::new(other_cp.issue_control_plane(DEFAULT_LEAF_LIFETIME).unwrap(), other_root.bundle()).unwrap();
+    let both = root.bundle().merged(&other_root.bundle());
+    let err = control_handshake(&other, Roots(both)).await.unwrap_err();
+    assert!(err.contains("not a weft control plane"), "{err}");
+    control_handshake_in(&other, Roots(other_root.bundle()), "other.mesh").await.unwrap();
 }

@@ -98,7 +98,8 @@ impl tower_service::Service<http::Uri> for ControlConnector {
         let ControlConnector { addr, mark, tls } = self.clone();
         Box::pin(async move {
             let tcp = crate::net::tcp_connect(addr, mark, CONNECT_TIMEOUT).await?;
-            let name = rustls_pki_types::ServerName::try_from("control.weft").expect("a valid DNS name");
+            let name = rustls_pki_types::ServerName::try_from(weft_identity::control::CONTROL_SERVER_NAME)
+                .expect("a valid DNS name");
             let handshake = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, tcp));
             match handshake.await {
                 Ok(Ok(s)) => Ok(hyper_util::rt::TokioIo::new(s)),
@@ -109,10 +110,21 @@ impl tower_service::Service<http::Uri> for ControlConnector {
     }
 }
 
+/// The trust domain whose control identity this proxy expects: the one its bootstrap token names.
+fn trust_domain(token: &str) -> Result<String, ControlError> {
+    weft_api::token::trust_domain(token).ok_or_else(|| {
+        ConfigError::invalid(
+            "control.token",
+            "the bootstrap token names no trust domain (`td`; tokens made before weft reserved the control plane's identity), so the proxy cannot tell which control plane to expect: create a new one with `weft token create --identity <ns>/<sa>`",
+        )
+        .into()
+    })
+}
+
 /// A channel to `control.address`, verified per [`trust`] for this `token`.
 async fn channel(control: &Control, token: &str, mark: u32) -> Result<Channel, ControlError> {
     let addr = control.address;
-    let tls = weft_identity::control::client_config(trust(control, token)?)?;
+    let tls = weft_identity::control::client_config(trust(control, token)?, &trust_domain(token)?)?;
     let ep = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|source| ControlError::Connect { addr, source })?
         .connect_timeout(CONNECT_TIMEOUT)

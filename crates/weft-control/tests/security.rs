@@ -1,0 +1,105 @@
+//! The control plane's trust boundaries, attacked as a token holder, a workload or a peer would:
+//! real control planes and proxies on 127.0.0.1, real TLS.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use weft_api::proxy::Control;
+use weft_control::{ControlConfig, ControlPlane};
+use weft_testkit::http1_request;
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("weft-sec-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn config(dir: &std::path::Path) -> ControlConfig {
+    let mut cfg = ControlConfig::new(dir.to_path_buf());
+    cfg.grpc = "127.0.0.1:0".parse().unwrap();
+    cfg.api = "127.0.0.1:0".parse().unwrap();
+    cfg
+}
+
+async fn control(dir: &std::path::Path) -> ControlPlane {
+    ControlPlane::start(config(dir)).await.expect("control plane")
+}
+
+/// Calls the control plane's HTTP API.
+async fn api(cp: &ControlPlane, method: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "cp")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let resp = http1_request(cp.api_addr, req).await.unwrap();
+    let v = serde_json::from_slice(resp.body()).unwrap_or(serde_json::Value::Null);
+    (resp.status().as_u16(), v)
+}
+
+async fn bootstrap_token(cp: &ControlPlane, identity: &str) -> String {
+    let body = format!(r#"{{"kind":"bootstrap","identity":"{identity}"}}"#);
+    let (status, v) = api(cp, "POST", "/v1/tokens", &cp.admin_token, &body).await;
+    assert_eq!(status, 200, "{v}");
+    v["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn the_control_planes_identity_is_reserved() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("reserved");
+    let cp = control(&dir).await;
+
+    // No token for it.
+    let body = r#"{"kind":"bootstrap","identity":"weft-system/control"}"#;
+    let (status, v) = api(&cp, "POST", "/v1/tokens", &cp.admin_token, body).await;
+    assert_eq!(status, 400, "{v}");
+    let err = v["error"].as_str().unwrap();
+    assert!(err.starts_with("identity:") && err.contains("reserved for the control plane"), "{err}");
+
+    // No Workload that would run as it.
+    let yaml = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: control, namespace: weft-system }\nspec: {}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: c, namespace: weft-system }\nspec: { service: control, address: 127.0.0.1, port: 80 }\n";
+    let (status, v) = api(&cp, "POST", "/v1/apply", &cp.admin_token, yaml).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("metadata.namespace: \"weft-system\" is reserved"), "{v}");
+
+    // A token for it made with the control plane's key (as one issued before the fix was): it
+    // never gets a certificate.
+    let key_holder = weft_control::tokens::Tokens::open(&dir).unwrap();
+    key_holder.set_ca(&weft_identity::control::sha256(&pem_root(&cp).await), "cluster.local");
+    let grant =
+        weft_control::tokens::Grant::Bootstrap { namespace: "weft-system".into(), service_account: "control".into() };
+    let forged = key_holder.issue(grant, None);
+    let err = weft_proxy::control::sign(&Control::new(cp.grpc_addr, forged), 0).await.unwrap_err().to_string();
+    assert!(err.contains("reserved for the control plane"), "{err}");
+
+    // The real control plane is still accepted by a proxy with a new token.
+    let token = bootstrap_token(&cp, "default/web").await;
+    let (leaf, _) = weft_proxy::control::sign(&Control::new(cp.grpc_addr, token), 0).await.unwrap();
+    assert_eq!(leaf.id().to_string(), "spiffe://cluster.local/ns/default/sa/web");
+}
+
+/// The mesh's root, DER, from `GET /v1/ca`.
+async fn pem_root(cp: &ControlPlane) -> Vec<u8> {
+    let (_, ca) = api(cp, "GET", "/v1/ca", &cp.admin_token, "").await;
+    let bundle = weft_identity::TrustBundle::from_pem(ca["root_pem"].as_str().unwrap()).unwrap();
+    bundle.roots()[0].to_vec()
+}
+
+#[tokio::test]
+async fn a_token_without_a_trust_domain_is_refused_with_the_fix() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("old-token");
+    let cp = control(&dir).await;
+    // A token as issued before tokens named the trust domain (the same key, no `td`).
+    let old = weft_control::tokens::Tokens::open(&dir).unwrap();
+    let grant = weft_control::tokens::Grant::Bootstrap { namespace: "default".into(), service_account: "web".into() };
+    let token = old.issue(grant, None);
+    let (_, ca) = api(&cp, "GET", "/v1/ca", &cp.admin_token, "").await;
+    let root_file = dir.join("root.pem");
+    std::fs::write(&root_file, ca["root_pem"].as_str().unwrap()).unwrap();
+    let control = Control { ca_file: Some(root_file.display().to_string()), ..Control::new(cp.grpc_addr, token) };
+    let err = weft_proxy::control::sign(&control, 0).await.unwrap_err().to_string();
+    assert!(err.contains("control.token") && err.contains("weft token create"), "{err}");
+}
