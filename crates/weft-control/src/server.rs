@@ -166,7 +166,8 @@ impl ControlPlane {
             sources.push(Arc::new(FileSource::start(f.clone(), admit).map_err(ControlError::RegistryFile)?));
         }
         sources.push(Arc::new(store.clone()));
-        let monitor = weft_health::Monitor::new();
+        // Stored script and Docker checks run only while the flag is on (not just when written).
+        let monitor = weft_health::Monitor::with_script_checks(cfg.enable_script_checks);
         crate::health::sync_checks(sources.clone(), monitor.clone(), store.clone(), stop_rx.clone());
         let m = monitor.clone();
         let health: Health = Arc::new(move |w| crate::health::healthy(&m, w));

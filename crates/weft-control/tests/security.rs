@@ -3,9 +3,12 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
+use std::time::Duration;
 use weft_api::proxy::Control;
 use weft_control::{ControlConfig, ControlPlane};
-use weft_testkit::http1_request;
+use weft_testkit::{eventually, http1_request};
+
+const DEADLINE: Duration = Duration::from_secs(10);
 
 fn tempdir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("weft-sec-{name}-{}", std::process::id()));
@@ -102,4 +105,49 @@ async fn a_token_without_a_trust_domain_is_refused_with_the_fix() {
     let control = Control { ca_file: Some(root_file.display().to_string()), ..Control::new(cp.grpc_addr, token) };
     let err = weft_proxy::control::sign(&control, 0).await.unwrap_err().to_string();
     assert!(err.contains("control.token") && err.contains("weft token create"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_script_checks_stop_when_the_flag_is_off_after_a_restart() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("scripts");
+    let mark = dir.join("ran");
+    let mut cfg = config(&dir);
+    cfg.enable_script_checks = true;
+    let cp = ControlPlane::start(cfg).await.unwrap();
+    let yaml = format!(
+        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: w }}\nspec: {{ service: api, address: 127.0.0.1, port: 80, checks: [{{ name: s, interval: 100ms, script: [sh, -c, \"echo ran > {}\"] }}] }}\n",
+        mark.display()
+    );
+    let (status, v) = api(&cp, "POST", "/v1/apply", &cp.admin_token, &yaml).await;
+    assert_eq!(status, 200, "{v}");
+    let health = |cp: &ControlPlane| {
+        let (addr, token) = (cp.api_addr, cp.admin_token.clone());
+        async move {
+            let req = http::Request::builder()
+                .uri("/v1/health/workload/default/w")
+                .header("host", "cp")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = http1_request(addr, req).await.ok()?;
+            serde_json::from_slice::<serde_json::Value>(resp.body()).ok()
+        }
+    };
+    eventually("the script check passes while allowed", DEADLINE, || async {
+        health(&cp).await.filter(|v| v["status"] == "passing")
+    })
+    .await;
+    assert!(mark.exists());
+    cp.shutdown().await;
+    std::fs::remove_file(&mark).unwrap();
+
+    // Restarted without the flag: the stored check is skipped and critical, saying why.
+    let cp = ControlPlane::start(config(&dir)).await.unwrap();
+    let v = eventually("the stored script check is reported off", DEADLINE, || async {
+        health(&cp).await.filter(|v| v["status"] == "critical")
+    })
+    .await;
+    assert_eq!(v["checks"][0]["output"], weft_health::SCRIPT_CHECKS_OFF, "{v}");
+    assert!(!mark.exists(), "the script did not run");
 }

@@ -58,6 +58,6 @@ mod monitor;
 mod probe;
 mod status;
 
-pub use monitor::{Monitor, MIN_INTERVAL};
+pub use monitor::{Monitor, MIN_INTERVAL, SCRIPT_CHECKS_OFF};
 pub use probe::{kind_name, probe, resolve_alias, ProbeContext, OUTPUT_MAX, USER_AGENT};
 pub use status::{CheckResult, HealthError, Status};

@@ -43,7 +43,12 @@ struct Inner {
     /// Bumped whenever a workload's aggregate status changes, or a workload comes or goes.
     changes: watch::Sender<u64>,
     epochs: AtomicU64,
+    /// Whether script and Docker checks may run (they run commands on this host).
+    script_checks: bool,
 }
+
+/// The output of a script or Docker check while they are not allowed.
+pub const SCRIPT_CHECKS_OFF: &str = "not run: script and Docker checks are off on this control plane (they run commands on its host); start `weft control --enable-script-checks` to run them";
 
 #[derive(Default)]
 struct State {
@@ -124,12 +129,20 @@ impl fmt::Debug for Monitor {
 }
 
 impl Monitor {
+    /// A monitor that never runs script or Docker checks: they stay `Critical`, saying so.
     pub fn new() -> Self {
+        Self::with_script_checks(false)
+    }
+
+    /// A monitor that runs script and Docker checks only when `enabled` (Consul's
+    /// `enable_script_checks`); otherwise they stay `Critical` with [`SCRIPT_CHECKS_OFF`].
+    pub fn with_script_checks(enabled: bool) -> Self {
         Monitor {
             inner: Arc::new(Inner {
                 state: RwLock::default(),
                 changes: watch::Sender::new(0),
                 epochs: AtomicU64::new(0),
+                script_checks: enabled,
             }),
         }
     }
@@ -167,7 +180,9 @@ impl Monitor {
                 }
                 _ => (None, None),
             };
+            let refused = matches!(kind, Some(ProbeKind::Script | ProbeKind::Docker)) && !self.inner.script_checks;
             let output = match kind {
+                _ if refused => SCRIPT_CHECKS_OFF,
                 Some(ProbeKind::Ttl) => "TTL check: no update received yet",
                 _ => "not run yet",
             };
@@ -178,7 +193,8 @@ impl Monitor {
                 critical_since: Some(now),
                 ttl: ttl_tx,
             });
-            starts.push((spec, ttl_rx));
+            // A refused check gets no task: it stays critical, saying why.
+            starts.push((!refused).then_some((spec, ttl_rx)));
         }
         let runtime = tokio::runtime::Handle::try_current();
         let mut w = Workload { epoch, status: aggregate(&entries), checks: entries, tasks: Vec::new() };
@@ -188,7 +204,8 @@ impl Monitor {
             match &runtime {
                 Ok(rt) => {
                     // Spawned under the lock: a task's first write waits for the entry to exist.
-                    for (index, (spec, ttl_rx)) in starts.into_iter().enumerate() {
+                    for (index, start) in starts.into_iter().enumerate() {
+                        let Some((spec, ttl_rx)) = start else { continue };
                         let slot =
                             Slot { monitor: Arc::downgrade(&self.inner), workload: workload.clone(), epoch, index };
                         w.tasks.push(rt.spawn(run(slot, spec, ttl_rx)).abort_handle());

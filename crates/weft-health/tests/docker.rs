@@ -182,7 +182,7 @@ async fn docker_exec_exit_codes_against_a_stand_in_engine() {
 #[tokio::test]
 async fn docker_check_runs_in_the_monitor() {
     let (_engine, socket) = fake_engine().await;
-    let m = Monitor::new();
+    let m = Monitor::with_script_checks(true);
     let mut spec = docker(&socket, "web", &["/bin/check", "0"]);
     spec.interval = ms(200);
     m.set_checks("default/web-1", vec![spec]);

@@ -285,6 +285,30 @@ async fn bad_specs_never_panic() {
     assert!(m.ttl_update("", Status::Passing, "").is_err());
 }
 
+#[tokio::test]
+async fn script_checks_run_only_when_allowed() {
+    let dir = std::env::temp_dir().join(format!("weft-health-scripts-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = |name: &str| {
+        let mark = dir.join(name);
+        let cmd = format!("echo ran > {}", mark.display());
+        CheckSpec { script: Some(vec!["sh".into(), "-c".into(), cmd]), interval: ms(100), ..check(name) }
+    };
+    let off = Monitor::new();
+    off.set_checks("default/off", vec![script("off")]);
+    let on = Monitor::with_script_checks(true);
+    on.set_checks("default/on", vec![script("on")]);
+    until_status(&on, "default/on", Status::Passing).await;
+    assert!(dir.join("on").exists());
+    // By now the refused check would have run too: it has no task, and says why.
+    let checks = off.checks("default/off");
+    assert_eq!(checks[0].1.status, Status::Critical);
+    assert_eq!(checks[0].1.output, weft_health::SCRIPT_CHECKS_OFF);
+    assert!(!dir.join("off").exists(), "a refused script never runs");
+    assert_eq!(off.workload_status("default/off"), Some(Status::Critical));
+}
+
 #[test]
 fn outside_a_runtime_checks_are_critical_and_say_why() {
     let m = Monitor::new();
