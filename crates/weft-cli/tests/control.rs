@@ -208,5 +208,5 @@ fn cli_verbs_explain_their_errors() {
     let (ok, out) = cp.weft(&["ca"]);
     assert!(ok && out.contains("sha256"), "{out}");
     let (ok, out) = cp.weft(&["ca", "--pem"]);
-    assert!(ok && out.starts_with("-----BEGIN CERTIFICATE-----"), "{out}");
+    assert!(ok && out.starts_with("# trust_domain: cluster.local\n-----BEGIN CERTIFICATE-----"), "{out}");
 }

@@ -278,8 +278,18 @@ async fn ca(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
         "trust_domain": st.ca.trust_domain(),
         "root": describe(st.ca.root()),
         "intermediate": describe(st.ca.cert()),
-        "root_pem": weft_identity::TrustBundle::new(vec![st.ca.root().clone()]).to_pem(),
+        // Labelled with the trust domain it signs for (`# trust_domain: <td>`).
+        "root_pem": root_pem(&st.ca),
     })))
+}
+
+/// The root in PEM, bound to the CA's trust domain; a plug-in root whose own SAN names another
+/// domain is shown as it is.
+fn root_pem(ca: &Authority) -> String {
+    let root = ca.root().clone();
+    weft_identity::TrustBundle::labelled(vec![(Some(ca.trust_domain().to_string()), root.clone())])
+        .unwrap_or_else(|_| weft_identity::TrustBundle::new(vec![root]))
+        .to_pem()
 }
 
 async fn workload_health(

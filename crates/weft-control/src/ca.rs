@@ -108,6 +108,10 @@ impl pb::identity_server::Identity for IdentityService {
         Ok(Response::new(pb::SignResponse {
             chain_der: chain.iter().map(|c| c.to_vec()).collect(),
             bundle_der: vec![self.ca.root().to_vec()],
+            bundles: vec![pb::TrustDomainBundle {
+                trust_domain: self.ca.trust_domain().to_string(),
+                roots_der: vec![self.ca.root().to_vec()],
+            }],
         }))
     }
 }

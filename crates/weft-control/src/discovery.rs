@@ -126,6 +126,11 @@ pub fn render(cat: &Catalog, upstreams: &[String], bundle: &[Vec<u8>]) -> pb::Pr
         bundle_der: bundle.to_vec(),
         cluster: cat.mesh.cluster.name.clone(),
         inbound: None,
+        // The mesh's roots, bound to its trust domain.
+        bundles: vec![pb::TrustDomainBundle {
+            trust_domain: cat.mesh.trust_domain.clone(),
+            roots_der: bundle.to_vec(),
+        }],
     }
 }
 

@@ -151,3 +151,35 @@ async fn stored_script_checks_stop_when_the_flag_is_off_after_a_restart() {
     assert_eq!(v["checks"][0]["output"], weft_health::SCRIPT_CHECKS_OFF, "{v}");
     assert!(!mark.exists(), "the script did not run");
 }
+
+#[tokio::test]
+async fn a_ca_file_with_several_meshes_roots_accepts_only_the_tokens_control_plane() {
+    weft_testkit::init_tracing();
+    let (dir_a, dir_b) = (tempdir("td-a"), tempdir("td-b"));
+    let a = control(&dir_a).await;
+    let mut cfg = config(&dir_b);
+    cfg.mesh.trust_domain = "other.mesh".into();
+    let b = ControlPlane::start(cfg).await.unwrap();
+    // One file with both meshes' roots, each labelled with its trust domain by `GET /v1/ca`.
+    let mut pem = String::new();
+    for cp in [&a, &b] {
+        let (_, ca) = api(cp, "GET", "/v1/ca", &cp.admin_token, "").await;
+        let root_pem = ca["root_pem"].as_str().unwrap();
+        assert!(root_pem.starts_with(weft_identity::PEM_LABEL), "{root_pem}");
+        pem.push_str(root_pem);
+    }
+    let file = dir_a.join("roots.pem");
+    std::fs::write(&file, &pem).unwrap();
+    let token = bootstrap_token(&a, "default/web").await;
+    let at = |addr| Control { ca_file: Some(file.display().to_string()), ..Control::new(addr, token.clone()) };
+    weft_proxy::control::connect(&at(a.grpc_addr), 0).await.expect("the token's own control plane");
+    let err = weft_proxy::control::connect(&at(b.grpc_addr), 0).await.unwrap_err().to_string();
+    assert!(err.contains("TLS with the control plane") && err.contains("UnknownIssuer"), "{err}");
+    // The certificate it gets is bound the same way: its bundle holds a's root for cluster.local.
+    let (leaf, bundle) = weft_proxy::control::sign(&at(a.grpc_addr), 0).await.unwrap();
+    assert_eq!(
+        bundle.domains().map(|(d, _)| d.map(str::to_string)).collect::<Vec<_>>(),
+        vec![Some("cluster.local".to_string())]
+    );
+    assert_eq!(leaf.id().trust_domain(), "cluster.local");
+}

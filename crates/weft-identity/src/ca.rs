@@ -39,8 +39,16 @@ impl std::fmt::Debug for Authority {
     }
 }
 
-fn ca_params(common_name: &str, lifetime: Duration, path_len: Option<u8>) -> CertificateParams {
+/// A CA certificate's parameters. It names the trust domain it signs for as a URI SAN
+/// `spiffe://<td>` (as SPIFFE's CA certificates do), which binds it to that domain in bundles.
+fn ca_params(
+    common_name: &str,
+    trust_domain: &str,
+    lifetime: Duration,
+    path_len: Option<u8>,
+) -> Result<CertificateParams, Error> {
     let mut p = CertificateParams::default();
+    p.subject_alt_names = vec![SanType::URI(format!("spiffe://{trust_domain}").try_into()?)];
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "weft");
     dn.push(DnType::CommonName, common_name);
@@ -53,7 +61,7 @@ fn ca_params(common_name: &str, lifetime: Duration, path_len: Option<u8>) -> Cer
     let now = OffsetDateTime::now_utc();
     p.not_before = now - BACKDATE;
     p.not_after = now + lifetime;
-    p
+    Ok(p)
 }
 
 fn parse_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, Error> {
@@ -70,7 +78,8 @@ impl Authority {
     /// Creates a new self-signed root for `trust_domain`.
     pub fn new_root(trust_domain: &str, lifetime: Duration) -> Result<Self, Error> {
         let key = KeyPair::generate()?;
-        let cert = ca_params(&format!("weft root CA ({trust_domain})"), lifetime, None).self_signed(&key)?;
+        let cert =
+            ca_params(&format!("weft root CA ({trust_domain})"), trust_domain, lifetime, None)?.self_signed(&key)?;
         let der: CertificateDer<'static> = cert.into();
         Ok(Authority { cert: der.clone(), key, parents: vec![], root: der, trust_domain: trust_domain.to_string() })
     }
@@ -78,7 +87,7 @@ impl Authority {
     /// Creates an intermediate CA under this one, e.g. one per cluster.
     pub fn new_intermediate(&self, name: &str, lifetime: Duration) -> Result<Self, Error> {
         let key = KeyPair::generate()?;
-        let params = ca_params(&format!("weft intermediate CA ({name})"), lifetime, Some(0));
+        let params = ca_params(&format!("weft intermediate CA ({name})"), &self.trust_domain, lifetime, Some(0))?;
         let cert = params.signed_by(&key, &self.issuer()?)?;
         let mut parents = vec![];
         if !self.is_root() {

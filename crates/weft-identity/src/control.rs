@@ -136,7 +136,16 @@ impl ServerCertVerifier for ControlVerifier {
                 TrustBundle::new(vec![root.clone().into_owned()])
             }
         };
-        crate::tls::verify_server_chain(&self.provider, &roots, end_entity, intermediates, now)?;
+        // Only roots bound to the expected trust domain may vouch for its control plane.
+        let td = self.want.trust_domain();
+        let anchors = roots.store_for(td, td);
+        if anchors.is_empty() {
+            return Err(refuse(format!(
+                "no trusted root may sign for trust domain {td} (each root is bound to the trust domain in its `spiffe://` URI SAN or `{}` label)",
+                crate::bundle::PEM_LABEL
+            )));
+        }
+        crate::tls::verify_server_chain(&self.provider, &anchors, end_entity, intermediates, now)?;
         let id = crate::tls::identity_of(end_entity).map_err(|e| refuse(e.to_string()))?;
         let want = &self.want;
         if id != *want {

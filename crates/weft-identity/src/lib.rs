@@ -22,7 +22,7 @@ mod spiffe;
 mod store;
 pub mod tls;
 
-pub use bundle::TrustBundle;
+pub use bundle::{trust_domain_of_ca, TrustBundle, PEM_LABEL};
 pub use ca::{Authority, DEFAULT_CA_LIFETIME, DEFAULT_LEAF_LIFETIME};
 pub use csr::LeafKey;
 pub use error::Error;

@@ -4,6 +4,7 @@ use crate::{tls, Error, SpiffeId, TrustBundle};
 use arc_swap::ArcSwap;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::CertifiedKey;
+use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
@@ -68,7 +69,7 @@ impl Leaf {
         let parsed = rustls::server::ParsedCertificate::try_from(leaf).map_err(|e| not_trusted(e.to_string()))?;
         let result = rustls::client::verify_server_cert_signed_by_trust_anchor(
             &parsed,
-            &bundle.root_store(),
+            &bundle.store_for(self.id.trust_domain(), self.id.trust_domain()),
             &chain[1..],
             rustls_pki_types::UnixTime::now(),
             crate::provider().signature_verification_algorithms.all,
@@ -105,18 +106,23 @@ struct Inner {
     leaf: ArcSwap<Leaf>,
     bundle: ArcSwap<TrustBundle>,
     client_verifier: ArcSwap<Arc<dyn ClientCertVerifier>>,
+    /// The bundle's roots that may sign for the leaf's trust domain (peers must be in it).
+    own_roots: ArcSwap<RootCertStore>,
 }
 
 impl CertStore {
     /// A store for `leaf`, which must chain to `bundle`.
     pub fn new(leaf: Leaf, bundle: TrustBundle) -> Result<Self, Error> {
         leaf.verify_chain(&bundle)?;
-        let verifier = tls::webpki_client_verifier(&bundle)?;
+        let td = leaf.id().trust_domain().to_string();
+        let own_roots = bundle.store_for(&td, &td);
+        let verifier = tls::webpki_client_verifier(own_roots.clone())?;
         Ok(CertStore {
             inner: Arc::new(Inner {
                 leaf: ArcSwap::from_pointee(leaf),
                 bundle: ArcSwap::from_pointee(bundle),
                 client_verifier: ArcSwap::from_pointee(verifier),
+                own_roots: ArcSwap::new(own_roots),
             }),
         })
     }
@@ -133,18 +139,21 @@ impl CertStore {
         if leaf.id() != current.id() {
             return Err(Error::RotationIdentity { new: leaf.id().uri(), current: current.id().uri() });
         }
+        let td = leaf.id().trust_domain().to_string();
         let verifier = match &bundle {
             Some(b) => {
                 leaf.verify_chain(b)?;
-                Some(tls::webpki_client_verifier(b)?)
+                let own = b.store_for(&td, &td);
+                Some((tls::webpki_client_verifier(own.clone())?, own))
             }
             None => {
                 leaf.verify_chain(&self.bundle())?;
                 None
             }
         };
-        if let (Some(b), Some(v)) = (bundle, verifier) {
+        if let (Some(b), Some((v, own))) = (bundle, verifier) {
             self.inner.client_verifier.store(Arc::new(v));
+            self.inner.own_roots.store(own);
             self.inner.bundle.store(Arc::new(b));
         }
         tracing::info!(id = %leaf.id(), remaining_s = leaf.remaining().as_secs(), "installed new workload certificate");
@@ -155,9 +164,13 @@ impl CertStore {
     /// Installs a new trust bundle (root rotation, federation). The current leaf must still chain
     /// to it: add a new root first, rotate leaves, then drop the old root.
     pub fn set_bundle(&self, bundle: TrustBundle) -> Result<(), Error> {
-        self.leaf().verify_chain(&bundle)?;
-        let verifier = tls::webpki_client_verifier(&bundle)?;
+        let leaf = self.leaf();
+        leaf.verify_chain(&bundle)?;
+        let td = leaf.id().trust_domain();
+        let own = bundle.store_for(td, td);
+        let verifier = tls::webpki_client_verifier(own.clone())?;
         self.inner.client_verifier.store(Arc::new(verifier));
+        self.inner.own_roots.store(own);
         self.inner.bundle.store(Arc::new(bundle));
         Ok(())
     }
@@ -176,6 +189,11 @@ impl CertStore {
 
     pub(crate) fn certified(&self) -> Arc<CertifiedKey> {
         self.inner.leaf.load().certified()
+    }
+
+    /// The roots that may sign for this store's own trust domain.
+    pub(crate) fn own_roots(&self) -> Arc<RootCertStore> {
+        self.inner.own_roots.load_full()
     }
 
     pub(crate) fn client_verifier(&self) -> Arc<dyn ClientCertVerifier> {

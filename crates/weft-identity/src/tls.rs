@@ -5,14 +5,14 @@
 //!   identity is compared after the handshake with [`peer_identity`] (before any byte is sent),
 //!   so one client config serves every destination.
 
-use crate::{CertStore, Error, SpiffeId, TrustBundle};
+use crate::{CertStore, Error, SpiffeId};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -52,10 +52,11 @@ pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<SpiffeId> {
     identity_of(certs?.first()?).ok()
 }
 
-pub(crate) fn webpki_client_verifier(bundle: &TrustBundle) -> Result<Arc<dyn ClientCertVerifier>, Error> {
-    WebPkiClientVerifier::builder_with_provider(bundle.root_store(), crate::provider())
+/// A client verifier over `roots`; with no root, one that refuses every client (saying why).
+pub(crate) fn webpki_client_verifier(roots: Arc<RootCertStore>) -> Result<Arc<dyn ClientCertVerifier>, Error> {
+    WebPkiClientVerifier::builder_with_provider(roots, crate::provider())
         .build()
-        .map_err(|e| Error::BadCert(format!("trust bundle: {e}")))
+        .map_err(|e| Error::BadCert(format!("trust bundle: no root may sign for this proxy's trust domain ({e})")))
 }
 
 /// A server config for a mesh listener: mTLS required, client must present a SPIFFE SVID.
@@ -112,8 +113,9 @@ fn no_spiffe(e: Error) -> rustls::Error {
     rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(e))))
 }
 
-/// A root in the bundle vouches only for identities of this proxy's own trust domain.
-/// (Federation with other trust domains comes with multi-cluster linking.)
+/// Peers must be of this proxy's own trust domain, and their chain must end at a root bound to it
+/// (see [`crate::TrustBundle`]): a root of another domain in the bundle never vouches for ours.
+/// (Accepting peers of other trust domains comes with multi-cluster federation.)
 fn same_trust_domain(store: &CertStore, peer: SpiffeId) -> Result<(), rustls::Error> {
     let own = store.id();
     if peer.trust_domain() == own.trust_domain() {
@@ -139,8 +141,8 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.store.client_verifier().verify_client_cert(end_entity, intermediates, now)?;
         same_trust_domain(&self.store, identity_of(end_entity).map_err(no_spiffe)?)?;
+        self.store.client_verifier().verify_client_cert(end_entity, intermediates, now)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -170,7 +172,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
 /// A server's chain must end at one of `roots` (shared by the mesh and control-plane verifiers).
 pub(crate) fn verify_server_chain(
     provider: &CryptoProvider,
-    roots: &TrustBundle,
+    roots: &RootCertStore,
     end_entity: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
     now: UnixTime,
@@ -178,7 +180,7 @@ pub(crate) fn verify_server_chain(
     let cert = ParsedCertificate::try_from(end_entity)?;
     rustls::client::verify_server_cert_signed_by_trust_anchor(
         &cert,
-        &roots.root_store(),
+        roots,
         intermediates,
         now,
         provider.signature_verification_algorithms.all,
@@ -201,8 +203,8 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        verify_server_chain(&self.provider, &self.store.bundle(), end_entity, intermediates, now)?;
         same_trust_domain(&self.store, identity_of(end_entity).map_err(no_spiffe)?)?;
+        verify_server_chain(&self.provider, &self.store.own_roots(), end_entity, intermediates, now)?;
         Ok(ServerCertVerified::assertion())
     }
 

@@ -73,11 +73,45 @@ async fn foreign_root_refused_until_bundles_are_federated() {
 #[tokio::test]
 async fn other_trust_domain_refused_even_under_a_trusted_root() {
     let (root, inter) = mesh();
+    let other_root = Authority::new_root("other.domain", DEFAULT_CA_LIFETIME).unwrap();
+    let both = root.bundle().merged(&other_root.bundle());
     let other = SpiffeId::workload("other.domain", "default", "web").unwrap();
-    let web = CertStore::new(inter.issue(&other, DEFAULT_LEAF_LIFETIME).unwrap(), root.bundle()).unwrap();
-    let api = CertStore::new(inter.issue(&id("api"), DEFAULT_LEAF_LIFETIME).unwrap(), root.bundle()).unwrap();
+    let web = CertStore::new(other_root.issue(&other, DEFAULT_LEAF_LIFETIME).unwrap(), both.clone()).unwrap();
+    let api = CertStore::new(inter.issue(&id("api"), DEFAULT_LEAF_LIFETIME).unwrap(), both).unwrap();
     let err = handshake(&web, &api).await.unwrap_err();
     assert!(err.contains("outside trust domain") || err.contains("closed") || err.contains("alert"), "{err}");
+}
+
+/// A CA whose root names no trust domain (no URI SAN), as other CAs make them.
+fn plain_ca(trust_domain: &str) -> Authority {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = p.self_signed(&key).unwrap();
+    Authority::from_pem(trust_domain, &cert.pem(), &key.serialize_pem(), "").unwrap()
+}
+
+#[tokio::test]
+async fn a_root_of_another_trust_domain_cannot_mint_ours() {
+    let (root, inter) = mesh();
+    let api = CertStore::new(inter.issue(&id("api"), DEFAULT_LEAF_LIFETIME).unwrap(), root.bundle()).unwrap();
+    // Another mesh's root, labelled as such in the bundle file, and a leaf it minted for *our*
+    // trust domain.
+    let other = plain_ca("cluster.local");
+    let evil = CertStore::new(other.issue(&id("admin"), DEFAULT_LEAF_LIFETIME).unwrap(), other.bundle()).unwrap();
+    let pem = format!("{}{} other.mesh\n{}", root.bundle().to_pem(), weft_identity::PEM_LABEL, other.cert_pem());
+    let federated = weft_identity::TrustBundle::from_pem(&pem).unwrap();
+    assert_eq!(federated.roots().len(), 2);
+    api.set_bundle(federated).unwrap();
+    // Refused on both sides of the handshake.
+    let err = handshake(&evil, &api).await.unwrap_err();
+    assert!(err.contains("UnknownIssuer") || err.contains("alert") || err.contains("closed"), "{err}");
+    evil.set_bundle(evil.bundle().merged(&root.bundle())).unwrap();
+    let err = handshake(&api, &evil).await.unwrap_err();
+    assert!(err.contains("UnknownIssuer") || err.contains("alert") || err.contains("closed"), "{err}");
+    // The same root unlabelled vouches for the local trust domain (rotation): accepted.
+    api.set_bundle(root.bundle().merged(&other.bundle())).unwrap();
+    handshake(&evil, &api).await.unwrap();
 }
 
 #[test]
@@ -204,6 +238,11 @@ async fn a_workload_certificate_never_passes_for_the_control_plane() {
         CertStore::new(other_cp.issue_control_plane(DEFAULT_LEAF_LIFETIME).unwrap(), other_root.bundle()).unwrap();
     let both = root.bundle().merged(&other_root.bundle());
     let err = control_handshake(&other, Roots(both)).await.unwrap_err();
-    assert!(err.contains("not a weft control plane"), "{err}");
+    assert!(err.contains("UnknownIssuer"), "only cluster.local's roots vouch for its control plane: {err}");
     control_handshake_in(&other, Roots(other_root.bundle()), "other.mesh").await.unwrap();
+    // Even with a root bound to no trust domain, the identity is checked against the expected one.
+    let plain = plain_ca("other.mesh");
+    let other = CertStore::new(plain.issue_control_plane(DEFAULT_LEAF_LIFETIME).unwrap(), plain.bundle()).unwrap();
+    let err = control_handshake(&other, Roots(root.bundle().merged(&plain.bundle()))).await.unwrap_err();
+    assert!(err.contains("not a weft control plane"), "{err}");
 }

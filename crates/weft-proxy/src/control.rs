@@ -160,8 +160,8 @@ pub async fn sign(control: &Control, mark: u32) -> Result<(Leaf, TrustBundle), C
     let key = LeafKey::generate_unnamed()?;
     let mut client = pb::identity_client::IdentityClient::new(channel(control, &token, mark).await?);
     let resp = client.sign(with_token(pb::SignRequest { csr_der: key.csr_der()? }, &token)?).await?.into_inner();
+    let bundle = bundle_from(&resp.bundles, &resp.bundle_der).map_err(ControlError::Config)?;
     let chain = resp.chain_der.into_iter().map(Into::into).collect();
-    let bundle = TrustBundle::new(resp.bundle_der.into_iter().map(Into::into).collect());
     Ok((key.into_leaf(chain)?, bundle))
 }
 
@@ -180,6 +180,24 @@ pub async fn bootstrap(control: &Control, mark: u32) -> Result<CertStore, Contro
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The trust bundle the control plane sent: per trust domain when it sends `bundles` (each root
+/// bound to its domain), else the plain roots (bound by their own SAN, or to the local domain).
+pub fn bundle_from(bundles: &[pb::TrustDomainBundle], plain: &[Vec<u8>]) -> Result<TrustBundle, ConfigError> {
+    if bundles.is_empty() {
+        return Ok(TrustBundle::new(plain.iter().cloned().map(Into::into).collect()));
+    }
+    let mut roots = vec![];
+    for (i, b) in bundles.iter().enumerate() {
+        for r in &b.roots_der {
+            roots.push((Some(b.trust_domain.clone()), r.clone().into()));
+        }
+        if b.roots_der.is_empty() {
+            return Err(ConfigError::invalid(format!("bundles[{i}].roots_der"), "is empty"));
+        }
+    }
+    TrustBundle::labelled(roots).map_err(|e| ConfigError::invalid("bundles", e.to_string()))
 }
 
 /// Converts an update into config-form services, naming the bad field on error.
@@ -243,9 +261,10 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
     let inbound = inbound_from(update).map_err(|e| e.to_string())?;
     ctx.apps.add_ports(inbound.iter().map(|p| p.port));
     let routes = crate::Routes::from_services(&services).map_err(|e| e.to_string())?.with_inbound(&inbound);
-    if !update.bundle_der.is_empty() {
-        let bundle = TrustBundle::new(update.bundle_der.iter().cloned().map(Into::into).collect());
-        if bundle.roots() != ctx.certs.bundle().roots() {
+    if !update.bundle_der.is_empty() || !update.bundles.is_empty() {
+        let bundle = bundle_from(&update.bundles, &update.bundle_der).map_err(|e| e.to_string())?;
+        let now = ctx.certs.bundle();
+        if bundle.roots() != now.roots() || !bundle.domains().eq(now.domains()) {
             ctx.certs.set_bundle(bundle).map_err(|e| e.to_string())?;
         }
     }
