@@ -163,6 +163,11 @@ pub struct WorkloadSpec {
     pub tags: Vec<String>,
     #[serde(default)]
     pub checks: Vec<CheckSpec>,
+    /// The namespaces whose services this workload's proxy receives on its discovery stream (as
+    /// Istio's Sidecar egress hosts); its own namespace always. Absent: every namespace
+    /// (mesh-wide). It narrows what the proxy learns, not who may call whom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<Vec<String>>,
 }
 
 impl WorkloadSpec {
@@ -196,6 +201,14 @@ impl Validate for WorkloadSpec {
         for (i, t) in self.tags.iter().enumerate() {
             if !valid_name(t) {
                 return Err(ConfigError::invalid(format!("tags[{i}]"), "must be a DNS label"));
+            }
+        }
+        for (i, ns) in self.visibility.iter().flatten().enumerate() {
+            if !valid_name(ns) {
+                return Err(ConfigError::invalid(
+                    format!("visibility[{i}]"),
+                    format!("{ns:?} must be a namespace (a DNS label); leave visibility out for every namespace"),
+                ));
             }
         }
         let mut names = HashSet::new();

@@ -38,6 +38,8 @@ pub struct Instance {
     pub labels: BTreeMap<String, String>,
     pub tags: Vec<String>,
     pub healthy: bool,
+    /// The namespaces whose services its proxy receives; `None`: every namespace.
+    pub visibility: Option<Vec<String>>,
 }
 
 /// The DNS server's view of the catalog.
@@ -120,6 +122,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                 // No checks: always routable. With checks: only once they pass (a workload the
                 // monitor has not probed yet is not routed).
                 healthy: w.spec.checks.is_empty() || healthy(&format!("{}/{}", m.namespace, m.name)),
+                visibility: w.spec.visibility.clone(),
             });
         }
     }

@@ -177,6 +177,7 @@ pub async fn register(
         locality: None,
         tags: reg.tags,
         checks,
+        visibility: None,
     };
     spec.validate().map_err(|e| bad(e.to_string()))?;
     write.push(Resource::Workload(Typed {

@@ -72,29 +72,59 @@ pub struct DiscoveryService {
     pub renders: Renders,
 }
 
-/// Rendered updates, one per (catalog revision, set of upstreams): a change is rendered once,
-/// not once per connected proxy.
+/// Rendered updates, one per (catalog revision, set of upstreams, visibility): a change is
+/// rendered once, not once per connected proxy.
 #[derive(Clone, Default)]
 pub struct Renders(Arc<Mutex<RenderCache>>);
 
-/// The catalog revision the cache is for, and the updates rendered for it by upstream set.
-type RenderCache = (u64, HashMap<Vec<String>, Arc<pb::ProxyUpdate>>);
+/// What a proxy may see: the services it asked for (`upstreams`, empty: all), within the
+/// namespaces its Workload's `visibility` names (`None`: every namespace).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct View {
+    pub upstreams: Vec<String>,
+    pub visibility: Option<Vec<String>>,
+}
+
+/// The catalog revision the cache is for, and the updates rendered for it by view.
+type RenderCache = (u64, HashMap<View, Arc<pb::ProxyUpdate>>);
 
 impl Renders {
-    fn get(&self, cat: &Catalog, upstreams: &[String], bundle: &[Vec<u8>]) -> Arc<pb::ProxyUpdate> {
+    fn get(&self, cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> Arc<pb::ProxyUpdate> {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if g.0 != cat.revision {
             *g = (cat.revision, HashMap::new());
         }
-        g.1.entry(upstreams.to_vec()).or_insert_with(|| Arc::new(render(cat, upstreams, bundle))).clone()
+        g.1.entry(view.clone()).or_insert_with(|| Arc::new(render(cat, view, bundle))).clone()
     }
+}
+
+/// The namespaces the proxy of `identity` (fronting `workload`, or every Workload running as it)
+/// may see: the union of those Workloads' `visibility` plus their own namespace; `None` (every
+/// namespace) when one of them sets none, or when no Workload matches (a client-only proxy).
+pub fn visibility_for(cat: &Catalog, identity: &str, namespace: &str, workload: &str) -> Option<Vec<String>> {
+    let mut out = vec![namespace.to_string()];
+    let mut any = false;
+    for s in cat.services.values().filter(|s| s.namespace == namespace) {
+        for i in s.instances.iter().filter(|i| i.identity == identity && (workload.is_empty() || i.name == workload)) {
+            any = true;
+            out.extend(i.visibility.clone()?);
+        }
+    }
+    out.sort();
+    out.dedup();
+    any.then_some(out)
 }
 
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<pb::ProxyUpdate, Status>> + Send>>;
 
-/// The part of the catalog a proxy needs, as sent on the wire (without its version).
-pub fn render(cat: &Catalog, upstreams: &[String], bundle: &[Vec<u8>]) -> pb::ProxyUpdate {
-    let wanted = |name: &str, ns: &str| upstreams.is_empty() || upstreams.iter().any(|u| u == &format!("{name}.{ns}"));
+/// The part of the catalog a proxy needs, as sent on the wire (without its version): only what
+/// proxies use (no labels, tags or health details), and only the services `view` allows.
+pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate {
+    let upstreams = &view.upstreams;
+    let visible = |ns: &str| view.visibility.as_ref().is_none_or(|v| v.iter().any(|n| n == ns));
+    let wanted = |name: &str, ns: &str| {
+        visible(ns) && (upstreams.is_empty() || upstreams.iter().any(|u| u == &format!("{name}.{ns}")))
+    };
     let services = cat
         .services
         .values()
@@ -115,7 +145,9 @@ pub fn render(cat: &Catalog, upstreams: &[String], bundle: &[Vec<u8>]) -> pb::Pr
                     cluster: i.cluster.clone(),
                     network: i.network.clone(),
                     locality: i.locality.clone(),
-                    labels: i.labels.clone().into_iter().collect(),
+                    // Not sent: proxies do not route on labels, and they may say more than a
+                    // proxy needs to know.
+                    labels: Default::default(),
                 })
                 .collect(),
         })
@@ -213,7 +245,11 @@ impl pb::discovery_server::Discovery for DiscoveryService {
             let mut last: Option<(Arc<pb::ProxyUpdate>, pb::Inbound)> = None;
             loop {
                 let cat = catalog.borrow_and_update().clone();
-                let update = renders.get(&cat, &upstreams, &bundle);
+                let view = View {
+                    upstreams: upstreams.clone(),
+                    visibility: visibility_for(&cat, &identity, &namespace, &workload),
+                };
+                let update = renders.get(&cat, &view, &bundle);
                 let inbound = inbound_for(&cat, &identity, &namespace, &workload);
                 let changed = match &last {
                     Some((l, i)) => (!Arc::ptr_eq(l, &update) && **l != *update) || *i != inbound,

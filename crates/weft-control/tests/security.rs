@@ -2,6 +2,7 @@
 //! real control planes and proxies on 127.0.0.1, real TLS.
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::Full;
 use std::time::Duration;
 use weft_api::proxy::Control;
@@ -182,4 +183,53 @@ async fn a_ca_file_with_several_meshes_roots_accepts_only_the_tokens_control_pla
         vec![Some("cluster.local".to_string())]
     );
     assert_eq!(leaf.id().trust_domain(), "cluster.local");
+}
+
+/// Opens a discovery stream as `token`'s proxy (fronting `workload`, if named) and returns the
+/// first update.
+async fn first_update(cp: &ControlPlane, token: &str, workload: &str) -> weft_api::pb::ProxyUpdate {
+    let control = Control::new(cp.grpc_addr, token.to_string());
+    let channel = weft_proxy::control::connect(&control, 0).await.unwrap();
+    let mut client = weft_api::pb::discovery_client::DiscoveryClient::new(channel);
+    let hello = weft_api::pb::Hello { proxy_id: "probe".into(), upstreams: vec![], workload: workload.into() };
+    let msg = weft_api::pb::ProxyMessage { kind: Some(weft_api::pb::proxy_message::Kind::Hello(hello)) };
+    let mut req = tonic::Request::new(futures_util::stream::iter(vec![msg]).chain(futures_util::stream::pending()));
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut updates = client.stream(req).await.unwrap().into_inner();
+    updates.message().await.unwrap().unwrap()
+}
+
+fn names(u: &weft_api::pb::ProxyUpdate) -> Vec<String> {
+    let mut v: Vec<String> = u.services.iter().map(|s| format!("{}/{}", s.namespace, s.name)).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn discovery_sends_only_what_proxies_use_and_visibility_narrows_it() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("visibility");
+    let cp = control(&dir).await;
+    let yaml = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: db, namespace: secret }\nspec: {}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: db-1, namespace: secret, labels: { password-hint: hunter2 } }\nspec: { service: db, address: 127.0.0.1, port: 5432 }\n---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: web }\nspec: {}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: web-1 }\nspec: { service: web, address: 127.0.0.1, port: 8080 }\n";
+    let (status, v) = api(&cp, "POST", "/v1/apply", &cp.admin_token, yaml).await;
+    assert_eq!(status, 200, "{v}");
+    let token = bootstrap_token(&cp, "default/web").await;
+    // Mesh-wide by default (cross-namespace calls keep working), without labels.
+    let u = first_update(&cp, &token, "web-1").await;
+    assert_eq!(names(&u), ["default/web", "secret/db"]);
+    assert!(u.services.iter().flat_map(|s| &s.endpoints).all(|e| e.labels.is_empty()), "{u:?}");
+    // Narrowed to its own namespace.
+    let narrowed = yaml.replace("port: 8080 }", "port: 8080, visibility: [] }");
+    let (status, v) = api(&cp, "POST", "/v1/apply", &cp.admin_token, &narrowed).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(names(&first_update(&cp, &token, "web-1").await), ["default/web"]);
+    assert_eq!(names(&first_update(&cp, &token, "").await), ["default/web"], "every Workload of the identity");
+    let listed = yaml.replace("port: 8080 }", "port: 8080, visibility: [secret] }");
+    assert_eq!(api(&cp, "POST", "/v1/apply", &cp.admin_token, &listed).await.0, 200);
+    assert_eq!(names(&first_update(&cp, &token, "web-1").await), ["default/web", "secret/db"]);
+    // A bad entry names the field.
+    let bad = yaml.replace("port: 8080 }", "port: 8080, visibility: [\"Not A Namespace\"] }");
+    let (status, v) = api(&cp, "POST", "/v1/apply", &cp.admin_token, &bad).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("spec.visibility[0]"), "{v}");
 }
