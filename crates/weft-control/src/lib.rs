@@ -13,6 +13,7 @@ pub mod api;
 pub mod ca;
 pub mod catalog;
 pub mod consul;
+pub mod datadir;
 pub mod discovery;
 pub mod grpc_tls;
 pub mod health;

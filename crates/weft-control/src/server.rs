@@ -121,7 +121,9 @@ impl ControlPlane {
 
     pub async fn start(cfg: ControlConfig) -> Result<ControlPlane, ControlError> {
         let dir_err = |source| ControlError::DataDir { path: cfg.data_dir.display().to_string(), source };
-        std::fs::create_dir_all(&cfg.data_dir).map_err(dir_err)?;
+        // Only its owner may read the data directory (CA keys, token key): 0700 before anything
+        // is written into it.
+        crate::datadir::create_private(&cfg.data_dir).map_err(dir_err)?;
         let store = Store::open(&cfg.data_dir.join("store"))?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let tokens = Arc::new(Tokens::open(&cfg.data_dir).map_err(dir_err)?);
@@ -158,6 +160,9 @@ impl ControlPlane {
             &mesh.cluster.name,
             cfg.plugin_ca.as_ref(),
         )?);
+
+        // Everything weft keeps there, made now or by an older version: 0700 / 0600.
+        crate::datadir::secure(&cfg.data_dir).map_err(dir_err)?;
 
         let mut sources: Vec<Arc<dyn Source>> = vec![];
         if let Some(f) = &cfg.registry_file {

@@ -78,11 +78,31 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    /// Loads the key from `dir/token.key`, creating it (0600) on first start.
+    /// Loads the key from `dir/token.key`, creating it (0600) when there is none (or an empty
+    /// one, left by a crash during the first start). Any other read error, or a key too short to
+    /// be one, is an error: replacing the key would silently invalidate every token.
     pub fn open(dir: &Path) -> std::io::Result<Tokens> {
         let path = dir.join("token.key");
+        let fail = |kind, what: String| {
+            std::io::Error::new(
+                kind,
+                format!(
+                    "{}: {what}; fix it or restore it from a backup (deleting it makes a new key, which invalidates every token issued so far)",
+                    path.display()
+                ),
+            )
+        };
         let secret = match std::fs::read(&path) {
             Ok(s) if s.len() >= 32 => s,
+            Ok(s) if !s.is_empty() => {
+                return Err(fail(
+                    std::io::ErrorKind::InvalidData,
+                    format!("the token key is {} bytes, not 32", s.len()),
+                ))
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(fail(e.kind(), format!("cannot read the token key: {e}")))
+            }
             _ => {
                 let s = random(32);
                 write_private(&path, &s)?;
@@ -137,11 +157,12 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Writes a file only its owner can read.
+/// Writes a file only its owner can read (0600, also when it existed with another mode).
 pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     f.write_all(data)?;
     f.sync_all()
 }
@@ -188,6 +209,32 @@ mod tests {
         let g = Grant::Bootstrap { namespace: "weft-system".into(), service_account: "control".into() };
         let tok = t.issue(g, None);
         assert!(matches!(t.verify(&tok), Err(TokenError::Forbidden(m)) if m.contains("weft-system")));
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_read_is_an_error_not_a_new_key() {
+        let dir = std::env::temp_dir().join(format!("weft-tokens-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A short (damaged) key.
+        std::fs::write(dir.join("token.key"), b"short").unwrap();
+        let err = Tokens::open(&dir).err().expect("refused").to_string();
+        assert!(
+            err.contains("token.key") && err.contains("5 bytes") && err.contains("invalidates every token"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(dir.join("token.key")).unwrap(), b"short", "left as it was");
+        // A read error other than not-found (here: a directory where the key should be).
+        std::fs::remove_file(dir.join("token.key")).unwrap();
+        std::fs::create_dir(dir.join("token.key")).unwrap();
+        let err = Tokens::open(&dir).err().expect("refused").to_string();
+        assert!(err.contains("cannot read the token key"), "{err}");
+        // Not found, or empty (a crash during the first start): a new key.
+        std::fs::remove_dir(dir.join("token.key")).unwrap();
+        let first = Tokens::open(&dir).unwrap().issue(Grant::Read, None);
+        assert_eq!(Tokens::open(&dir).unwrap().verify(&first), Ok(Grant::Read), "the same key on reopening");
+        std::fs::write(dir.join("token.key"), b"").unwrap();
+        assert!(Tokens::open(&dir).is_ok());
     }
 
     #[test]

@@ -233,3 +233,48 @@ async fn discovery_sends_only_what_proxies_use_and_visibility_narrows_it() {
     assert_eq!(status, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("spec.visibility[0]"), "{v}");
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn chmod(path: &std::path::Path, m: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap();
+}
+
+#[tokio::test]
+async fn the_data_dir_is_private_and_a_damaged_key_stops_the_start() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("datadir");
+    let cp = control(&dir).await;
+    cp.shutdown().await;
+    // As an older version left it: world-readable directories and files.
+    let weft_files =
+        ["token.key", "admin.token", "ca/root-key.pem", "ca/intermediate-key.pem", "ca/root.pem", "store/weft.redb"];
+    for d in ["", "ca", "store"] {
+        chmod(&dir.join(d), 0o755);
+    }
+    for f in weft_files {
+        chmod(&dir.join(f), 0o644);
+    }
+    let other = dir.join("notes.txt");
+    std::fs::write(&other, "not weft's").unwrap();
+    chmod(&other, 0o644);
+    let cp = control(&dir).await;
+    for d in ["", "ca", "store"] {
+        assert_eq!(mode(&dir.join(d)), 0o700, "{d}/");
+    }
+    for f in weft_files {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(mode(&other), 0o644, "only weft's own entries are touched");
+    cp.shutdown().await;
+
+    // A damaged token key: the start fails, naming the file, and the key is kept.
+    std::fs::write(dir.join("token.key"), b"tiny").unwrap();
+    let err = ControlPlane::start(config(&dir)).await.err().expect("refused").to_string();
+    assert!(err.contains("token.key") && err.contains("4 bytes"), "{err}");
+    assert_eq!(std::fs::read(dir.join("token.key")).unwrap(), b"tiny");
+}
