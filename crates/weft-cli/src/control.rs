@@ -34,6 +34,9 @@ pub struct ControlArgs {
     /// Allow script and Docker health checks (they run commands on this host).
     #[arg(long)]
     enable_script_checks: bool,
+    /// The most discovery streams one token may hold open at once (each proxy holds one).
+    #[arg(long, default_value_t = weft_control::discovery::DEFAULT_MAX_STREAMS_PER_TOKEN)]
+    max_streams_per_token: usize,
     /// Plug-in CA (Istio's model): the intermediate's certificate...
     #[arg(long, requires_all = ["ca_key", "ca_chain"])]
     ca_cert: Option<PathBuf>,
@@ -58,6 +61,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     cfg.dns_upstream = args.dns_upstream;
     cfg.registry_file = args.registry_file;
     cfg.enable_script_checks = args.enable_script_checks;
+    cfg.max_streams_per_token = args.max_streams_per_token;
     cfg.mesh.trust_domain = args.trust_domain;
     cfg.mesh.cluster.name = args.cluster;
     if let (Some(cert), Some(key), Some(chain)) = (args.ca_cert, args.ca_key, args.ca_chain) {

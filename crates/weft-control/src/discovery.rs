@@ -18,11 +18,26 @@ use tonic::{Request, Response, Status, Streaming};
 use weft_api::pb;
 use weft_api::pb::proxy_message::Kind;
 
+/// The longest `Hello.proxy_id` accepted.
+pub const MAX_PROXY_ID: usize = 128;
+/// The most `Hello.upstreams` accepted.
+pub const MAX_UPSTREAMS: usize = 1024;
+/// The longest `Hello.upstreams` entry accepted (`<service>.<namespace>`, two DNS labels).
+pub const MAX_UPSTREAM_NAME: usize = 253;
+/// `Ack.error` is kept up to this many bytes.
+pub const MAX_ACK_ERROR: usize = 1024;
+/// Default for the discovery streams one token may hold open at once.
+pub const DEFAULT_MAX_STREAMS_PER_TOKEN: usize = 100;
+
 /// What the control plane knows of one connected proxy.
 #[derive(Clone, Debug, Serialize)]
 pub struct ProxyStatus {
     pub proxy_id: String,
     pub identity: String,
+    /// `certificate`: `identity` is the one of the client certificate the proxy presented (and
+    /// TLS verified); `token`: the proxy presented none (a first start, or an older proxy) and
+    /// `identity` is the one its token names.
+    pub identity_from: &'static str,
     pub upstreams: Vec<String>,
     pub connected_at_unix: u64,
     /// Latest version sent / acknowledged.
@@ -61,6 +76,9 @@ impl Proxies {
 }
 
 pub struct DiscoveryService {
+    /// Open streams per token, at most `max_streams_per_token` each.
+    pub streams: Arc<Mutex<HashMap<String, usize>>>,
+    pub max_streams_per_token: usize,
     pub catalog: watch::Receiver<Arc<Catalog>>,
     pub tokens: Arc<Tokens>,
     pub trust_domain: String,
@@ -192,6 +210,66 @@ pub fn inbound_for(cat: &Catalog, identity: &str, namespace: &str, workload: &st
     pb::Inbound { ports }
 }
 
+/// Checks what a proxy reports about itself before it is stored or shown.
+fn check_hello(hello: &pb::Hello) -> Result<(), Status> {
+    let id_ok = |c: char| c.is_ascii_alphanumeric() || "._:-".contains(c);
+    if hello.proxy_id.is_empty() || hello.proxy_id.len() > MAX_PROXY_ID || !hello.proxy_id.chars().all(id_ok) {
+        return Err(Status::invalid_argument(format!(
+            "Hello.proxy_id must be 1-{MAX_PROXY_ID} letters, digits, '.', '_', ':' or '-' (set control.proxy_id)"
+        )));
+    }
+    if hello.upstreams.len() > MAX_UPSTREAMS {
+        return Err(Status::invalid_argument(format!(
+            "Hello.upstreams lists {} services; at most {MAX_UPSTREAMS} (leave it empty for all)",
+            hello.upstreams.len()
+        )));
+    }
+    // Names that match no service are harmless (they select nothing); only their size is bounded.
+    if let Some(i) = hello.upstreams.iter().position(|u| u.len() > MAX_UPSTREAM_NAME) {
+        return Err(Status::invalid_argument(format!(
+            "Hello.upstreams[{i}] is longer than {MAX_UPSTREAM_NAME} bytes; write <service>.<namespace>"
+        )));
+    }
+    if !hello.workload.is_empty() && !weft_api::valid_name(&hello.workload) {
+        return Err(Status::invalid_argument(format!(
+            "Hello.workload {:?} must be a Workload's name (a DNS label)",
+            hello.workload.chars().take(64).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+/// `Ack.error` as kept: at most [`MAX_ACK_ERROR`] bytes.
+fn bounded_error(mut e: String) -> String {
+    if e.len() > MAX_ACK_ERROR {
+        let mut cut = MAX_ACK_ERROR;
+        while !e.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        e.truncate(cut);
+        e.push_str(" … (truncated)");
+    }
+    e
+}
+
+/// Releases a token's stream slot when the stream ends.
+struct StreamSlot {
+    streams: Arc<Mutex<HashMap<String, usize>>>,
+    token: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut m = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.token) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.token);
+            }
+        }
+    }
+}
+
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -202,20 +280,35 @@ impl pb::discovery_server::Discovery for DiscoveryService {
 
     async fn stream(&self, req: Request<Streaming<pb::ProxyMessage>>) -> Result<Response<UpdateStream>, Status> {
         let id = bootstrap_identity(&self.tokens, &self.trust_domain, &req)?;
+        // The identity of the client certificate, when the proxy presented one: it must be the
+        // token's, and it is what `/v1/proxies` shows.
+        let certified = req.extensions().get::<crate::grpc_tls::ConnInfo>().and_then(|c| c.identity.clone());
+        if let Some(cert) = &certified {
+            if *cert != id {
+                return Err(Status::permission_denied(format!(
+                    "the client certificate is for {cert} but the token is for {id}"
+                )));
+            }
+        }
+        let token = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let slot = {
+            let mut m = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            let n = m.entry(token.clone()).or_default();
+            if *n >= self.max_streams_per_token {
+                return Err(Status::resource_exhausted(format!(
+                    "this token already holds {} discovery streams, the most one token may (`weft control --max-streams-per-token`); give each proxy its own token",
+                    self.max_streams_per_token
+                )));
+            }
+            *n += 1;
+            StreamSlot { streams: self.streams.clone(), token }
+        };
         let mut inbound = req.into_inner();
         let hello = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
             Ok(Ok(Some(pb::ProxyMessage { kind: Some(Kind::Hello(h)) }))) => h,
             _ => return Err(Status::invalid_argument("the first message on the stream must be Hello")),
         };
-        if hello.proxy_id.is_empty() {
-            return Err(Status::invalid_argument("Hello.proxy_id is empty"));
-        }
-        if !hello.workload.is_empty() && !weft_api::valid_name(&hello.workload) {
-            return Err(Status::invalid_argument(format!(
-                "Hello.workload {:?} must be a Workload's name (a DNS label)",
-                hello.workload
-            )));
-        }
+        check_hello(&hello)?;
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         self.proxies.with(|m| {
             m.insert(
@@ -223,6 +316,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                 ProxyStatus {
                     proxy_id: hello.proxy_id.clone(),
                     identity: id.to_string(),
+                    identity_from: if certified.is_some() { "certificate" } else { "token" },
                     upstreams: hello.upstreams.clone(),
                     connected_at_unix: unix(SystemTime::now()),
                     sent: 0,
@@ -275,9 +369,11 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         });
         let (proxies, proxy_id) = (self.proxies.clone(), hello.proxy_id);
         tokio::spawn(async move {
+            // Held for as long as the proxy's side of the stream is open.
+            let _slot = slot;
             while let Ok(Some(msg)) = inbound.message().await {
                 if let Some(Kind::Ack(a)) = msg.kind {
-                    let error = (!a.error.is_empty()).then_some(a.error);
+                    let error = (!a.error.is_empty()).then(|| bounded_error(a.error));
                     if let Some(e) = &error {
                         tracing::warn!(proxy = %proxy_id, version = a.version, error = %e, "proxy rejected its update");
                     }

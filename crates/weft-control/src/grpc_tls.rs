@@ -7,7 +7,11 @@
 //! intermediate from a key made in this process, with the root in the chain (so that a token's
 //! pin can be checked against it; see `weft_identity::control`). The certificate lasts 24 h and is
 //! renewed at half-life in place; open streams keep their connection. Callers are authenticated by
-//! their tokens, not by client certificates.
+//! their tokens; a proxy that already has its certificate also presents it, and the verified
+//! identity travels with each request ([`ConnInfo`]).
+//!
+//! Each connection must complete its TLS handshake and then send the HTTP/2 connection preface
+//! within [`HANDSHAKE_TIMEOUT`], or it is closed before tonic sees it.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,7 +24,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::server::TlsStream;
 use weft_identity::{Authority, CertStore};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The TLS handshake plus the HTTP/2 preface must arrive within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const SERVING_LIFETIME: Duration = weft_identity::DEFAULT_LEAF_LIFETIME;
 
 /// The control plane's serving certificate (with the marker only it carries), kept fresh by
@@ -50,20 +56,49 @@ pub async fn renew(ca: Arc<Authority>, store: CertStore, mut stop: watch::Receiv
     }
 }
 
-/// One accepted, handshaken connection, as tonic takes it.
-pub struct TlsConn(TlsStream<TcpStream>);
+/// One accepted, handshaken connection, as tonic takes it; `preface` is replayed first.
+pub struct TlsConn(TlsStream<TcpStream>, Option<&'static [u8]>);
+
+/// What a request knows of its connection (in the request's extensions).
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub peer: Option<SocketAddr>,
+    /// The SPIFFE ID of the client certificate the peer presented and the handshake verified
+    /// (against this control plane's roots); `None` when it presented none.
+    pub identity: Option<weft_identity::SpiffeId>,
+}
 
 impl tonic::transport::server::Connected for TlsConn {
-    type ConnectInfo = Option<SocketAddr>;
+    type ConnectInfo = ConnInfo;
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.get_ref().0.peer_addr().ok()
+        let (tcp, tls) = self.0.get_ref();
+        ConnInfo { peer: tcp.peer_addr().ok(), identity: weft_identity::tls::peer_identity(tls.peer_certificates()) }
     }
 }
 
 impl AsyncRead for TlsConn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if let Some(rest) = self.1 {
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            self.1 = (n < rest.len()).then_some(&rest[n..]);
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
+}
+
+/// The handshake, then the HTTP/2 preface (read here and replayed to tonic).
+async fn accept(acceptor: &tokio_rustls::TlsAcceptor, tcp: TcpStream) -> Result<TlsConn, String> {
+    use tokio::io::AsyncReadExt;
+    let mut tls =
+        acceptor.accept(tcp).await.map_err(|e| format!("TLS handshake failed (proxies connect with TLS): {e}"))?;
+    let mut preface = [0u8; 24];
+    tls.read_exact(&mut preface).await.map_err(|e| format!("no HTTP/2 preface after the handshake: {e}"))?;
+    if &preface != PREFACE {
+        return Err("not HTTP/2 after the handshake (gRPC needs it)".into());
+    }
+    Ok(TlsConn(tls, Some(PREFACE)))
 }
 
 impl AsyncWrite for TlsConn {
@@ -115,14 +150,12 @@ pub fn incoming(
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(TlsConn(tls)).await;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept(&acceptor, tcp)).await {
+                    Ok(Ok(conn)) => {
+                        let _ = tx.send(conn).await;
                     }
-                    Ok(Err(e)) => {
-                        tracing::info!(%peer, error = %e, "gRPC: TLS handshake failed (proxies connect with TLS)")
-                    }
-                    Err(_) => tracing::info!(%peer, "gRPC: TLS handshake timed out"),
+                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "gRPC: connection refused"),
+                    Err(_) => tracing::info!(%peer, "gRPC: TLS handshake and HTTP/2 preface not done in time; closed"),
                 }
             });
         }

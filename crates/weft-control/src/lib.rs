@@ -17,6 +17,7 @@ pub mod datadir;
 pub mod discovery;
 pub mod grpc_tls;
 pub mod health;
+pub mod http_serve;
 pub mod registry;
 pub mod server;
 pub mod tokens;

@@ -37,6 +37,10 @@ pub struct ControlConfig {
     /// Allow script and Docker checks, which run commands on the control plane's host (Consul's
     /// `enable_script_checks`). Off by default.
     pub enable_script_checks: bool,
+    /// The most discovery streams one token may hold open at once.
+    pub max_streams_per_token: usize,
+    /// The HTTP API's header-read and request timeouts and connection cap.
+    pub api_limits: crate::http_serve::Limits,
 }
 
 impl ControlConfig {
@@ -51,6 +55,8 @@ impl ControlConfig {
             dns: None,
             dns_upstream: None,
             enable_script_checks: false,
+            max_streams_per_token: crate::discovery::DEFAULT_MAX_STREAMS_PER_TOKEN,
+            api_limits: crate::http_serve::DEFAULT_LIMITS,
         }
     }
 }
@@ -184,6 +190,8 @@ impl ControlPlane {
         // and the trust domain: proxies expect that domain's control identity.
         tokens.set_ca(&weft_identity::control::sha256(authority.root()), &mesh.trust_domain);
         let discovery = DiscoveryService {
+            streams: Default::default(),
+            max_streams_per_token: cfg.max_streams_per_token,
             catalog: catalog.clone(),
             tokens: tokens.clone(),
             trust_domain: mesh.trust_domain.clone(),
@@ -250,15 +258,7 @@ impl ControlPlane {
             enable_script_checks: cfg.enable_script_checks,
             mesh: mesh.clone(),
         });
-        tasks.push(tokio::spawn(async move {
-            let mut stop = api_stop;
-            let serve = axum::serve(api_listener, api::router(state)).with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP API stopped");
-            }
-        }));
+        tasks.push(tokio::spawn(crate::http_serve::serve(api_listener, api::router(state), cfg.api_limits, api_stop)));
         tracing::info!(%grpc_addr, %api_addr, trust_domain = %mesh.trust_domain, cluster = %mesh.cluster.name, "control plane ready");
         Ok(ControlPlane {
             grpc_addr,

@@ -278,3 +278,171 @@ async fn the_data_dir_is_private_and_a_damaged_key_stops_the_start() {
     assert!(err.contains("token.key") && err.contains("4 bytes"), "{err}");
     assert_eq!(std::fs::read(dir.join("token.key")).unwrap(), b"tiny");
 }
+
+type Opened = (
+    tokio::sync::mpsc::Sender<weft_api::pb::ProxyMessage>,
+    Result<tonic::Streaming<weft_api::pb::ProxyUpdate>, tonic::Status>,
+);
+
+/// Opens a discovery stream with `hello`, presenting `certs` if given; the sender stays open
+/// for acks.
+async fn open_stream(
+    cp: &ControlPlane,
+    token: &str,
+    hello: weft_api::pb::Hello,
+    certs: Option<&weft_identity::CertStore>,
+) -> Opened {
+    let control = Control::new(cp.grpc_addr, token.to_string());
+    let channel = match certs {
+        Some(c) => weft_proxy::control::connect_presenting(&control, 0, c).await.unwrap(),
+        None => weft_proxy::control::connect(&control, 0).await.unwrap(),
+    };
+    let mut client = weft_api::pb::discovery_client::DiscoveryClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let msg = weft_api::pb::ProxyMessage { kind: Some(weft_api::pb::proxy_message::Kind::Hello(hello)) };
+    tx.send(msg).await.unwrap();
+    let outbound = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut req = tonic::Request::new(outbound);
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    (tx, client.stream(req).await.map(|r| r.into_inner()))
+}
+
+fn hello(proxy_id: &str) -> weft_api::pb::Hello {
+    weft_api::pb::Hello { proxy_id: proxy_id.into(), upstreams: vec![], workload: String::new() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_reported_fields_are_bounded_and_the_listed_identity_is_verified() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("reported");
+    let mut cfg = config(&dir);
+    cfg.max_streams_per_token = 2;
+    let cp = ControlPlane::start(cfg).await.unwrap();
+    let token = bootstrap_token(&cp, "default/web").await;
+
+    // Bounded, well-formed self-reports only.
+    let refused = |o: Opened| o.1.expect_err("refused");
+    let s = refused(open_stream(&cp, &token, hello(&"x".repeat(10_000)), None).await);
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    assert!(s.message().contains("Hello.proxy_id"), "{s:?}");
+    let s = refused(open_stream(&cp, &token, hello("a\",\"identity\":\"spiffe://x"), None).await);
+    assert!(s.message().contains("Hello.proxy_id"), "{s:?}");
+    let many = weft_api::pb::Hello { upstreams: vec!["api.default".into(); 5000], ..hello("p") };
+    let s = refused(open_stream(&cp, &token, many, None).await);
+    assert!(s.message().contains("Hello.upstreams"), "{s:?}");
+
+    // A proxy with its certificate: listed with the identity TLS verified; its Ack.error is cut.
+    let (leaf, bundle) = weft_proxy::control::sign(&Control::new(cp.grpc_addr, token.clone()), 0).await.unwrap();
+    let certs = weft_identity::CertStore::new(leaf, bundle).unwrap();
+    let (tx, updates) = open_stream(&cp, &token, hello("web-1"), Some(&certs)).await;
+    let mut updates = updates.unwrap();
+    let first = updates.message().await.unwrap().unwrap();
+    let ack = weft_api::pb::Ack { version: first.version, error: "e".repeat(1 << 20) };
+    tx.send(weft_api::pb::ProxyMessage { kind: Some(weft_api::pb::proxy_message::Kind::Ack(ack)) }).await.unwrap();
+    let cp_ref = &cp;
+    let listed = eventually("web-1 listed with its error", DEADLINE, || async move {
+        let (_, v) = api(cp_ref, "GET", "/v1/proxies", &cp_ref.admin_token, "").await;
+        v["proxies"].as_array()?.iter().find(|p| p["proxy_id"] == "web-1" && p["error"].is_string()).cloned()
+    })
+    .await;
+    assert_eq!(listed["identity"], "spiffe://cluster.local/ns/default/sa/web");
+    assert_eq!(listed["identity_from"], "certificate");
+    assert!(listed["error"].as_str().unwrap().len() <= 1100, "Ack.error is bounded");
+
+    // A certificate that is not the token's identity: refused.
+    let api_token = bootstrap_token(&cp, "default/api").await;
+    let s = refused(open_stream(&cp, &api_token, hello("api-1"), Some(&certs)).await);
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+
+    // Streams per token: the second is allowed (no certificate: listed from the token), the
+    // third is not, and a slot comes back when a stream ends.
+    let (tx2, second) = open_stream(&cp, &token, hello("web-2"), None).await;
+    let mut second = second.unwrap();
+    second.message().await.unwrap().unwrap();
+    let (_, v) = api(&cp, "GET", "/v1/proxies", &cp.admin_token, "").await;
+    let web2 = v["proxies"].as_array().unwrap().iter().find(|p| p["proxy_id"] == "web-2").unwrap().clone();
+    assert_eq!(web2["identity_from"], "token");
+    let s = refused(open_stream(&cp, &token, hello("web-3"), None).await);
+    assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+    assert!(s.message().contains("--max-streams-per-token"), "{s:?}");
+    drop((tx2, second));
+    eventually("a slot is free again", DEADLINE, || async {
+        let (tx, r) = open_stream(&cp, &token, hello("web-3"), None).await;
+        r.ok().map(|s| (tx, s))
+    })
+    .await;
+    drop((tx, updates));
+}
+
+#[tokio::test]
+async fn the_grpc_listener_closes_a_connection_that_never_sends_the_http2_preface() {
+    use tokio::io::AsyncReadExt;
+    weft_testkit::init_tracing();
+    let dir = tempdir("preface");
+    let cp = control(&dir).await;
+    let pin = weft_identity::control::sha256(&pem_root(&cp).await);
+    let tls =
+        weft_identity::control::client_config(weft_identity::control::ControlTrust::Pin(pin), "cluster.local", None)
+            .unwrap();
+    let tcp = tokio::net::TcpStream::connect(cp.grpc_addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("control.weft").unwrap();
+    let mut conn = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls)).connect(name, tcp).await.unwrap();
+    // Handshake done; nothing more sent. The server closes within its handshake + preface limit.
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(weft_control::grpc_tls::HANDSHAKE_TIMEOUT * 3, async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection was still open");
+}
+
+#[tokio::test]
+async fn the_http_api_closes_slow_heads_and_caps_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    weft_testkit::init_tracing();
+    let dir = tempdir("api-limits");
+    let mut cfg = config(&dir);
+    cfg.api_limits.header_read = Duration::from_secs(1);
+    cfg.api_limits.max_connections = 2;
+    let cp = ControlPlane::start(cfg).await.unwrap();
+
+    // A head that never completes: closed after header_read.
+    let mut slow = tokio::net::TcpStream::connect(cp.api_addr).await.unwrap();
+    slow.write_all(b"GET /v1/resources HTTP/1.1\r\nhost: cp\r\n").await.unwrap();
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a slow request head held its connection");
+
+    // Two connections held open (each sending its head slowly): a third waits for a slot.
+    let idle1 = tokio::net::TcpStream::connect(cp.api_addr).await.unwrap();
+    let idle2 = tokio::net::TcpStream::connect(cp.api_addr).await.unwrap();
+    let mut third = tokio::spawn({
+        let (addr, token) = (cp.api_addr, cp.admin_token.clone());
+        async move {
+            let req = http::Request::builder()
+                .uri("/v1/proxies")
+                .header("host", "cp")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            http1_request(addr, req).await.map(|r| r.status().as_u16())
+        }
+    });
+    assert!(tokio::time::timeout(Duration::from_millis(300), &mut third).await.is_err(), "served beyond the cap");
+    drop((idle1, idle2));
+    let status = tokio::time::timeout(DEADLINE, third).await.expect("served once a slot was free").unwrap().unwrap();
+    assert_eq!(status, 200);
+}

@@ -64,12 +64,18 @@ pub enum ControlTrust {
     Pin([u8; 32]),
 }
 
-/// The control plane's gRPC server: presents `store`'s current leaf (renewed in place), asks for
-/// no client certificate, TLS 1.3, ALPN h2.
+/// The control plane's gRPC server: presents `store`'s current leaf (renewed in place), TLS 1.3,
+/// ALPN h2. A client certificate is optional (a proxy has none before its first `Identity.Sign`);
+/// one that is sent must chain to the roots of `store`'s trust domain, and
+/// [`tls::peer_identity`](crate::tls::peer_identity) then names the proxy.
 pub fn server_config(store: &CertStore) -> Result<ServerConfig, Error> {
+    let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(store.own_roots(), crate::provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| Error::BadCert(format!("control plane trust bundle: {e}")))?;
     let mut cfg = ServerConfig::builder_with_provider(crate::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
+        .with_client_cert_verifier(clients)
         .with_cert_resolver(Arc::new(Current(store.clone())));
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(cfg)
@@ -84,16 +90,24 @@ impl ResolvesServerCert for Current {
     }
 }
 
-/// A proxy's client config for its control plane of `trust_domain` (no client certificate;
-/// tokens authenticate).
-pub fn client_config(trust: ControlTrust, trust_domain: &str) -> Result<ClientConfig, Error> {
+/// A proxy's client config for its control plane of `trust_domain`. Tokens authenticate; with
+/// `presenting`, the proxy also shows its current certificate, so that the control plane lists the
+/// identity it verified (a proxy has no certificate before its first `Identity.Sign`).
+pub fn client_config(
+    trust: ControlTrust,
+    trust_domain: &str,
+    presenting: Option<&CertStore>,
+) -> Result<ClientConfig, Error> {
     let want = control_identity(trust_domain)?;
     let provider = crate::provider();
-    let mut cfg = ClientConfig::builder_with_provider(provider.clone())
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ControlVerifier { trust, want, provider }))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(ControlVerifier { trust, want, provider }));
+    let mut cfg = match presenting {
+        Some(store) => builder.with_client_cert_resolver(Arc::new(crate::tls::Resolver { store: store.clone() })),
+        None => builder.with_no_client_auth(),
+    };
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(cfg)
 }

@@ -83,8 +83,8 @@ pub fn client_config(store: &CertStore, alpn: &[&[u8]]) -> Result<ClientConfig, 
 
 /// Serves the store's current leaf on both sides of the handshake.
 #[derive(Debug)]
-struct Resolver {
-    store: CertStore,
+pub(crate) struct Resolver {
+    pub(crate) store: CertStore,
 }
 
 impl std::fmt::Debug for CertStore {

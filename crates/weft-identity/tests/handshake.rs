@@ -158,7 +158,7 @@ async fn control_handshake_in(
 ) -> Result<(), String> {
     let (c, s) = tokio::io::duplex(64 * 1024);
     let acceptor = TlsAcceptor::from(Arc::new(control::server_config(server).unwrap()));
-    let connector = TlsConnector::from(Arc::new(control::client_config(trust, trust_domain).unwrap()));
+    let connector = TlsConnector::from(Arc::new(control::client_config(trust, trust_domain, None).unwrap()));
     let srv = tokio::spawn(async move {
         let mut t = acceptor.accept(s).await.map_err(|e| e.to_string())?;
         t.write_all(b"!").await.map_err(|e| e.to_string())?;

@@ -121,10 +121,16 @@ fn trust_domain(token: &str) -> Result<String, ControlError> {
     })
 }
 
-/// A channel to `control.address`, verified per [`trust`] for this `token`.
-async fn channel(control: &Control, token: &str, mark: u32) -> Result<Channel, ControlError> {
+/// A channel to `control.address`, verified per [`trust`] for this `token`; presenting the
+/// proxy's certificate once it has one (`certs`), so the control plane lists the verified identity.
+async fn channel(
+    control: &Control,
+    token: &str,
+    mark: u32,
+    certs: Option<&CertStore>,
+) -> Result<Channel, ControlError> {
     let addr = control.address;
-    let tls = weft_identity::control::client_config(trust(control, token)?, &trust_domain(token)?)?;
+    let tls = weft_identity::control::client_config(trust(control, token)?, &trust_domain(token)?, certs)?;
     let ep = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|source| ControlError::Connect { addr, source })?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -150,7 +156,12 @@ fn with_token<T>(msg: T, token: &str) -> Result<Request<T>, ControlError> {
 /// A gRPC channel to the control plane, TLS verified as the proxy does it (`control.ca_file`, else
 /// the pin in `control`'s token), for tools and tests that speak the protocol themselves.
 pub async fn connect(control: &Control, mark: u32) -> Result<Channel, ControlError> {
-    channel(control, &control.read_token()?, mark).await
+    channel(control, &control.read_token()?, mark, None).await
+}
+
+/// As [`connect`], presenting `certs` (this proxy's certificate) as the discovery stream does.
+pub async fn connect_presenting(control: &Control, mark: u32, certs: &CertStore) -> Result<Channel, ControlError> {
+    channel(control, &control.read_token()?, mark, Some(certs)).await
 }
 
 /// Gets a new certificate: key made here, CSR sent, chain and bundle back. `mark` is the
@@ -158,7 +169,7 @@ pub async fn connect(control: &Control, mark: u32) -> Result<Channel, ControlErr
 pub async fn sign(control: &Control, mark: u32) -> Result<(Leaf, TrustBundle), ControlError> {
     let token = control.read_token()?;
     let key = LeafKey::generate_unnamed()?;
-    let mut client = pb::identity_client::IdentityClient::new(channel(control, &token, mark).await?);
+    let mut client = pb::identity_client::IdentityClient::new(channel(control, &token, mark, None).await?);
     let resp = client.sign(with_token(pb::SignRequest { csr_der: key.csr_der()? }, &token)?).await?.into_inner();
     let bundle = bundle_from(&resp.bundles, &resp.bundle_der).map_err(ControlError::Config)?;
     let chain = resp.chain_der.into_iter().map(Into::into).collect();
@@ -274,7 +285,8 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
 
 async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(), ControlError> {
     let token = control.read_token()?;
-    let mut client = pb::discovery_client::DiscoveryClient::new(channel(control, &token, ctx.mark()).await?);
+    let mut client =
+        pb::discovery_client::DiscoveryClient::new(channel(control, &token, ctx.mark(), Some(&ctx.certs)).await?);
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::ProxyMessage>(8);
     let hello = pb::Hello {
         proxy_id: proxy_id.to_string(),
