@@ -72,6 +72,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         let cp = ControlPlane::start(cfg).await?;
         println!("==> weft control plane ready");
         println!("    data       {}", data_dir.display());
+        println!("    root key   {}", cp.root_key);
         println!("    gRPC       {}   (proxies: certificates and discovery)", cp.grpc_addr);
         println!("    HTTP API   http://{}   (admin token in {})", cp.api_addr, data_dir.join("admin.token").display());
         if let Some(d) = cp.dns_addr {

@@ -210,3 +210,56 @@ fn cli_verbs_explain_their_errors() {
     let (ok, out) = cp.weft(&["ca", "--pem"]);
     assert!(ok && out.starts_with("# trust_domain: cluster.local\n-----BEGIN CERTIFICATE-----"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_with_the_root_key_offline() {
+    let dir = std::env::temp_dir().join(format!("weft-control-offline-root-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cp = Cp {
+        dir: dir.clone(),
+        grpc: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        api: format!("127.0.0.1:{}", free_port()),
+    };
+    let args = |cp: &Cp| {
+        let (grpc, api, data) = (cp.grpc.to_string(), cp.api.clone(), cp.dir.display().to_string());
+        ["control", "--data-dir", &data, "--grpc", &grpc, "--api", &api, "--dns", "off"].map(String::from)
+    };
+    let first = args(&cp);
+    let (control, lines) = start(&first.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let root_key = dir.join("ca/root-key.pem");
+    assert!(lines.iter().any(|l| l.contains("root key") && l.contains("on this host")), "{lines:?}");
+    drop(control);
+
+    // The root key moved offline: the control plane runs on the intermediate alone and says so.
+    let offline = dir.join("offline-root-key.pem");
+    std::fs::rename(&root_key, &offline).unwrap();
+    let (_control, lines) = start(&first.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(lines.iter().any(|l| l.contains("root key   offline")), "{lines:?}");
+    // Proxies still get certificates and talk through each other.
+    let app = weft_testkit::http_echo("api").await;
+    let inbound_port = free_port();
+    let (_server, _) = proxy(
+        &cp,
+        "default/api",
+        &format!("inbound: {{ listen: \"127.0.0.1:{inbound_port}\", ports: [{{ port: {} }}] }}\n", app.port()),
+    );
+    let (_client, lines) =
+        proxy(&cp, "default/web", "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n");
+    let upstream: SocketAddr = lines.iter().find_map(|l| l.strip_prefix("upstream ")).unwrap().parse().unwrap();
+    let mesh = dir.join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        format!(
+            "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-1 }}\nspec: {{ service: api, address: 127.0.0.1, port: {}, sidecar: \"127.0.0.1:{inbound_port}\" }}\n",
+            app.port()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = cp.weft(&["apply", "-f", mesh.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    eventually("traffic flows with the root key offline", Duration::from_secs(15), || async move {
+        (http1_get(upstream, "/").await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    assert!(!root_key.exists(), "nothing recreated the root key");
+}

@@ -3,6 +3,10 @@
 //! At first start the control plane creates a root and an intermediate for its cluster in
 //! `<data-dir>/ca/` (keys 0600). Or, Istio's plug-in model: give it the intermediate's certificate
 //! and key and the chain up to the root, and it signs with those.
+//!
+//! Only the intermediate signs. The root's key (`ca/root-key.pem`) is needed only to make a new
+//! intermediate, so it can be kept offline: without it the control plane runs as before, with
+//! the root's certificate (`ca/root.pem`) as the trust anchor ([`RootKey::Offline`]).
 
 use crate::tokens::{write_private, Grant, TokenError, Tokens};
 use std::path::{Path, PathBuf};
@@ -19,6 +23,45 @@ pub struct PluginCa {
     pub key: PathBuf,
     /// From the intermediate's issuer up to and including the root.
     pub chain: PathBuf,
+}
+
+/// Where the root's private key is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RootKey {
+    /// In the data directory: move it offline once the intermediate exists (docs/operations.md).
+    OnHost(PathBuf),
+    /// Not in the data directory: only the intermediate's key is on this host.
+    Offline,
+    /// A plug-in CA: weft never had the root's key.
+    PlugIn,
+}
+
+impl std::fmt::Display for RootKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RootKey::OnHost(p) => write!(f, "on this host ({}); keep it offline: docs/operations.md", p.display()),
+            RootKey::Offline => write!(f, "offline (only the intermediate's key is on this host)"),
+            RootKey::PlugIn => write!(f, "not on this host (plug-in CA)"),
+        }
+    }
+}
+
+/// Where the root key of the CA in `dir` is (see [`RootKey`]).
+pub fn root_key(dir: &Path, plugin: Option<&PluginCa>) -> RootKey {
+    let path = dir.join("ca").join("root-key.pem");
+    match (plugin, path.exists()) {
+        (Some(_), _) => RootKey::PlugIn,
+        (None, true) => RootKey::OnHost(path),
+        (None, false) => RootKey::Offline,
+    }
+}
+
+/// The intermediate must chain to the root it is loaded with: checked by issuing (and then
+/// dropping) a certificate, as proxies would verify one.
+fn check_chain(ca: &Authority, path: &Path) -> Result<(), CaError> {
+    let bad = |source| CaError::Bad { path: path.display().to_string(), source };
+    let probe = SpiffeId::workload(ca.trust_domain(), "weft-ca-check", "probe").map_err(bad)?;
+    ca.issue(&probe, Duration::from_secs(60)).and_then(|leaf| leaf.verify_chain(&ca.bundle())).map_err(bad)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,14 +86,19 @@ pub fn load_or_create(
 ) -> Result<Authority, CaError> {
     if let Some(p) = plugin {
         let bad = |source| CaError::Bad { path: p.cert.display().to_string(), source };
-        return Authority::from_pem(trust_domain, &read(&p.cert)?, &read(&p.key)?, &read(&p.chain)?).map_err(bad);
+        let ca = Authority::from_pem(trust_domain, &read(&p.cert)?, &read(&p.key)?, &read(&p.chain)?).map_err(bad)?;
+        check_chain(&ca, &p.chain)?;
+        return Ok(ca);
     }
     let ca_dir = dir.join("ca");
     let (cert, key, chain) =
         (ca_dir.join("intermediate.pem"), ca_dir.join("intermediate-key.pem"), ca_dir.join("root.pem"));
     if cert.exists() {
+        // The root's key is not read: the intermediate alone signs, and root.pem anchors it.
         let bad = |source| CaError::Bad { path: ca_dir.display().to_string(), source };
-        return Authority::from_pem(trust_domain, &read(&cert)?, &read(&key)?, &read(&chain)?).map_err(bad);
+        let ca = Authority::from_pem(trust_domain, &read(&cert)?, &read(&key)?, &read(&chain)?).map_err(bad)?;
+        check_chain(&ca, &chain)?;
+        return Ok(ca);
     }
     let io = |path: &Path| {
         let path = path.display().to_string();

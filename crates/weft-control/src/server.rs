@@ -89,6 +89,8 @@ pub struct ControlPlane {
     /// The admin token (also in `<data-dir>/admin.token`, 0600).
     pub admin_token: String,
     pub dns_addr: Option<SocketAddr>,
+    /// Where the root CA's key is (on this host, offline, or a plug-in CA's).
+    pub root_key: crate::ca::RootKey,
     pub monitor: weft_health::Monitor,
     /// The catalog as discovery and DNS see it, updated on every change.
     pub catalog: tokio::sync::watch::Receiver<Arc<crate::catalog::Catalog>>,
@@ -268,6 +270,7 @@ impl ControlPlane {
             proxies,
             admin_token,
             dns_addr,
+            root_key: ca::root_key(&cfg.data_dir, cfg.plugin_ca.as_ref()),
             monitor,
             catalog,
             tasks,

@@ -446,3 +446,21 @@ async fn the_http_api_closes_slow_heads_and_caps_connections() {
     let status = tokio::time::timeout(DEADLINE, third).await.expect("served once a slot was free").unwrap().unwrap();
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_root_that_does_not_anchor_the_intermediate_stops_the_start() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("wrong-root");
+    let cp = control(&dir).await;
+    assert!(matches!(cp.root_key, weft_control::ca::RootKey::OnHost(_)), "{}", cp.root_key);
+    cp.shutdown().await;
+    std::fs::remove_file(dir.join("ca/root-key.pem")).unwrap();
+    let cp = control(&dir).await;
+    assert_eq!(cp.root_key, weft_control::ca::RootKey::Offline);
+    cp.shutdown().await;
+    // Another root in place of root.pem: refused, naming the file.
+    let other = weft_identity::Authority::new_root("cluster.local", weft_identity::DEFAULT_CA_LIFETIME).unwrap();
+    std::fs::write(dir.join("ca/root.pem"), other.cert_pem()).unwrap();
+    let err = ControlPlane::start(config(&dir)).await.err().expect("refused").to_string();
+    assert!(err.contains("root.pem") && err.contains("does not chain"), "{err}");
+}
