@@ -149,7 +149,9 @@ impl pb::identity_server::Identity for IdentityService {
     async fn sign(&self, req: Request<pb::SignRequest>) -> Result<Response<pb::SignResponse>, Status> {
         let id = bootstrap_identity(&self.tokens, self.ca.trust_domain(), &req)?;
         let chain = self.ca.sign_csr(&req.get_ref().csr_der, &id, self.leaf_lifetime).map_err(|e| match e {
-            weft_identity::Error::IdentityMismatch { .. } => Status::permission_denied(e.to_string()),
+            weft_identity::Error::IdentityMismatch { .. }
+            | weft_identity::Error::Reserved { .. }
+            | weft_identity::Error::OutsideTrustDomain { .. } => Status::permission_denied(e.to_string()),
             other => Status::invalid_argument(format!("cannot sign this CSR: {other}")),
         })?;
         tracing::info!(%id, "signed a workload certificate");

@@ -179,6 +179,14 @@ impl Authority {
         Ok(())
     }
 
+    /// A CA signs only for its own trust domain (its root is bound to it in every bundle).
+    fn check_own_domain(&self, authorised: &SpiffeId) -> Result<(), Error> {
+        if authorised.trust_domain() != self.trust_domain {
+            return Err(Error::OutsideTrustDomain { id: authorised.uri(), trust_domain: self.trust_domain.clone() });
+        }
+        Ok(())
+    }
+
     /// When the first of this CA and the CAs above it expires.
     pub fn expires_at(&self) -> Result<OffsetDateTime, Error> {
         let mut earliest: Option<OffsetDateTime> = None;
@@ -200,6 +208,7 @@ impl Authority {
         not_after: OffsetDateTime,
     ) -> Result<Vec<CertificateDer<'static>>, Error> {
         Self::check_not_reserved(authorised)?;
+        self.check_own_domain(authorised)?;
         self.sign_leaf(csr_der, authorised, not_before, not_after, false)
     }
 
@@ -316,6 +325,8 @@ mod tests {
         let err = inter.issue(&cp, DEFAULT_LEAF_LIFETIME).unwrap_err();
         assert!(matches!(err, Error::Reserved { .. }), "{err}");
         let other = SpiffeId::workload("td", "weft-system", "anything").unwrap();
+        let foreign = SpiffeId::workload("other.td", "ns", "a").unwrap();
+        assert!(matches!(inter.issue(&foreign, DEFAULT_LEAF_LIFETIME), Err(Error::OutsideTrustDomain { .. })));
         assert!(matches!(inter.issue(&other, DEFAULT_LEAF_LIFETIME), Err(Error::Reserved { .. })));
         let leaf = inter.issue_control_plane(DEFAULT_LEAF_LIFETIME).unwrap();
         assert_eq!(leaf.id(), &cp);

@@ -29,6 +29,8 @@ pub enum Error {
         "{id} is in the namespace `weft-system`, reserved for the control plane's own identity; pick another namespace"
     )]
     Reserved { id: String },
+    #[error("{id} is outside this CA's trust domain {trust_domain}; a CA signs only for its own")]
+    OutsideTrustDomain { id: String, trust_domain: String },
     #[error("io on {path}: {source}")]
     Io { path: String, source: std::io::Error },
 }
