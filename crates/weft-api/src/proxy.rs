@@ -122,6 +122,14 @@ pub struct Control {
     pub workload: Option<String>,
 }
 
+/// The longest proxy id (`control.proxy_id`, `Hello.proxy_id`) a control plane accepts.
+pub const MAX_PROXY_ID: usize = 128;
+
+/// A proxy id is 1-[`MAX_PROXY_ID`] letters, digits, `.`, `_`, `:` or `-`.
+pub fn valid_proxy_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_PROXY_ID && id.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+}
+
 impl Control {
     /// A control plane at `address`, joined with a bootstrap `token`; everything else default.
     pub fn new(address: SocketAddr, token: String) -> Control {
@@ -410,6 +418,15 @@ impl ProxyConfig {
                 if c.token.is_some() == c.token_file.is_some() {
                     return Err(ConfigError::invalid("control.token", "set exactly one of `token` and `token_file`"));
                 }
+                if let Some(id) = c.proxy_id.as_deref().filter(|id| !valid_proxy_id(id)) {
+                    return Err(ConfigError::invalid(
+                        "control.proxy_id",
+                        format!(
+                            "{:?} must be 1-{MAX_PROXY_ID} letters, digits, '.', '_', ':' or '-'",
+                            id.chars().take(64).collect::<String>()
+                        ),
+                    ));
+                }
                 if let Some(w) = c.workload.as_deref().filter(|w| !crate::valid_name(w)) {
                     return Err(ConfigError::invalid(
                         "control.workload",
@@ -600,6 +617,20 @@ services:
         assert_eq!(c.timeouts.detect, DEFAULT_DETECT_TIMEOUT);
         assert_eq!(c.service("api.prod").unwrap().endpoints[0].labels["version"], "v1");
         assert!(c.service("api").is_none(), "bare name means namespace default");
+    }
+
+    #[test]
+    fn a_proxy_id_the_control_plane_would_refuse_is_refused_here() {
+        let with = |id: &str| {
+            ProxyConfig::from_yaml(&format!(
+                "control: {{ address: \"127.0.0.1:1\", token: t, proxy_id: {id:?} }}\noutbound: {{ transparent: \"127.0.0.1:0\" }}\n"
+            ))
+        };
+        assert!(with("web-1.pod:7").is_ok());
+        for bad in ["", "a b", "a\nb", &"x".repeat(129)] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.starts_with("control.proxy_id"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -18,8 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use weft_api::pb;
 use weft_api::pb::proxy_message::Kind;
 
-/// The longest `Hello.proxy_id` accepted.
-pub const MAX_PROXY_ID: usize = 128;
+pub use weft_api::proxy::MAX_PROXY_ID;
 /// The most `Hello.upstreams` accepted.
 pub const MAX_UPSTREAMS: usize = 1024;
 /// The longest `Hello.upstreams` entry accepted (`<service>.<namespace>`, two DNS labels).
@@ -212,8 +211,7 @@ pub fn inbound_for(cat: &Catalog, identity: &str, namespace: &str, workload: &st
 
 /// Checks what a proxy reports about itself before it is stored or shown.
 fn check_hello(hello: &pb::Hello) -> Result<(), Status> {
-    let id_ok = |c: char| c.is_ascii_alphanumeric() || "._:-".contains(c);
-    if hello.proxy_id.is_empty() || hello.proxy_id.len() > MAX_PROXY_ID || !hello.proxy_id.chars().all(id_ok) {
+    if !weft_api::proxy::valid_proxy_id(&hello.proxy_id) {
         return Err(Status::invalid_argument(format!(
             "Hello.proxy_id must be 1-{MAX_PROXY_ID} letters, digits, '.', '_', ':' or '-' (set control.proxy_id)"
         )));
