@@ -159,6 +159,12 @@ pub async fn connect(control: &Control, mark: u32) -> Result<Channel, ControlErr
     channel(control, &control.read_token()?, mark, None).await
 }
 
+/// The certificate to present to the control plane, unless it has expired (the control plane
+/// would refuse the handshake; the token alone still opens the stream while renewal catches up).
+fn presentable(certs: &CertStore) -> Option<&CertStore> {
+    (!certs.leaf().remaining().is_zero()).then_some(certs)
+}
+
 /// As [`connect`], presenting `certs` (this proxy's certificate) as the discovery stream does.
 pub async fn connect_presenting(control: &Control, mark: u32, certs: &CertStore) -> Result<Channel, ControlError> {
     channel(control, &control.read_token()?, mark, Some(certs)).await
@@ -285,8 +291,9 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
 
 async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(), ControlError> {
     let token = control.read_token()?;
-    let mut client =
-        pb::discovery_client::DiscoveryClient::new(channel(control, &token, ctx.mark(), Some(&ctx.certs)).await?);
+    let mut client = pb::discovery_client::DiscoveryClient::new(
+        channel(control, &token, ctx.mark(), presentable(&ctx.certs)).await?,
+    );
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::ProxyMessage>(8);
     let hello = pb::Hello {
         proxy_id: proxy_id.to_string(),
