@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -29,30 +29,44 @@ const MIB: usize = 1 << 20;
 /// The app behind the attacked sidecar. `/endless`: a body that never ends (16 KiB chunks of one
 /// static buffer, so the app itself holds nothing); `/hold`: never answers; anything else: `ok`.
 async fn app() -> SocketAddr {
+    app_counting().await.0
+}
+
+/// [`app`], and how many `/hold` requests it has received.
+async fn app_counting() -> (SocketAddr, Arc<AtomicUsize>) {
     static CHUNK: [u8; 16384] = [b'x'; 16384];
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let holds = Arc::new(AtomicUsize::new(0));
+    let counter = holds.clone();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { return };
+            let holds = counter.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    type Frames = Pin<
-                        Box<dyn futures_util::Stream<Item = Result<http_body::Frame<Bytes>, std::io::Error>> + Send>,
-                    >;
-                    let body: Frames = match req.uri().path() {
-                        "/endless" => Box::pin(futures_util::stream::repeat_with(|| {
-                            Ok(http_body::Frame::data(Bytes::from_static(&CHUNK)))
-                        })),
-                        "/hold" => {
-                            std::future::pending::<()>().await;
-                            unreachable!()
-                        }
-                        _ => Box::pin(futures_util::stream::once(async {
-                            Ok(http_body::Frame::data(Bytes::from_static(b"ok")))
-                        })),
-                    };
-                    Ok::<_, std::convert::Infallible>(Response::new(StreamBody::new(body)))
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let holds = holds.clone();
+                    async move {
+                        type Frames = Pin<
+                            Box<
+                                dyn futures_util::Stream<Item = Result<http_body::Frame<Bytes>, std::io::Error>> + Send,
+                            >,
+                        >;
+                        let body: Frames = match req.uri().path() {
+                            "/endless" => Box::pin(futures_util::stream::repeat_with(|| {
+                                Ok(http_body::Frame::data(Bytes::from_static(&CHUNK)))
+                            })),
+                            "/hold" => {
+                                holds.fetch_add(1, Ordering::SeqCst);
+                                std::future::pending::<()>().await;
+                                unreachable!()
+                            }
+                            _ => Box::pin(futures_util::stream::once(async {
+                                Ok(http_body::Frame::data(Bytes::from_static(b"ok")))
+                            })),
+                        };
+                        Ok::<_, std::convert::Infallible>(Response::new(StreamBody::new(body)))
+                    }
                 });
                 let io = hyper_util::rt::TokioIo::new(tcp);
                 let server = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -60,7 +74,7 @@ async fn app() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, holds)
 }
 
 /// A server sidecar running as its own process, in front of `app`.
@@ -270,4 +284,153 @@ async fn a_peer_with_huge_windows_that_never_reads_cannot_take_the_sidecars_memo
     eprintln!("sidecar RSS grew by {} KiB; buffered {buffered}", (rss - baseline) / 1024);
     assert!(rss < baseline + bound, "sidecar RSS grew by {} MiB (bound {} MiB)", (rss - baseline) / MIB, bound / MIB);
     drop((held, senders));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_held_streams_with_60_kb_header_lists_are_bounded() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    let (app, holds) = app_counting().await;
+    let sidecar = Sidecar::start(&pki, app, LIMITS, "headers");
+    normal_caller_completes(&pki, app, sidecar.inbound, 5).await;
+    let baseline = sidecar.rss();
+
+    // 12 connections × 120 streams that the app holds, each with 15 copies of one 4,000-byte
+    // header: about 60 KB decoded, a few bytes on the wire once HPACK has indexed it. Unbounded,
+    // the sidecar would hold them all (about 190 MB here).
+    let (conns, streams) = (12, 120);
+    let pad = "p".repeat(4000);
+    let refused = Arc::new(AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..conns {
+        let send = peer_connection(&pki, &sidecar, app.port(), Arc::default()).await;
+        let mut send = send.ready().await.unwrap();
+        for _ in 0..streams {
+            let mut req = Request::get(format!("http://api:{}/hold", app.port()))
+                .header("x-weft-orig-proto", "HTTP/1.1")
+                .body(())
+                .unwrap();
+            for _ in 0..15 {
+                req.headers_mut().append("x-pad", pad.parse().unwrap());
+            }
+            let (resp, _) = send.send_request(req, true).unwrap();
+            let refused = refused.clone();
+            tokio::spawn(async move {
+                if let Ok(resp) = resp.await {
+                    assert_eq!(resp.status(), 503, "only refusals are answered: the app holds the rest");
+                    assert_eq!(resp.headers()["x-weft-error"], "overloaded");
+                    refused.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            send = send.ready().await.unwrap();
+        }
+        senders.push(send);
+    }
+
+    // Bounds: 1 MiB of headers per connection, 4 MiB for the proxy (plus one stream per
+    // connection). Each held stream also costs its decoded copy, an app connection and the
+    // request written to it, which the count does not include: allow for that.
+    let bound = 48 * MIB;
+    let total = conns * streams;
+    eventually("every stream held by the app or refused", Duration::from_secs(60), || {
+        let rss = sidecar.rss();
+        assert!(
+            rss < baseline + bound,
+            "sidecar RSS grew by {} MiB (bound {} MiB)",
+            (rss - baseline) / MIB,
+            bound / MIB
+        );
+        let done = holds.load(Ordering::SeqCst) + refused.load(Ordering::SeqCst);
+        async move { (done == total).then_some(()) }
+    })
+    .await;
+    let held = holds.load(Ordering::SeqCst);
+    assert!(held <= 4 * MIB / 60_000 + conns, "{held} streams held");
+    let m = sidecar.metrics().await;
+    assert!(metric(&m, "weft_http2_held_header_bytes") <= (4 * MIB + conns * 64 * 1024) as f64, "{m}");
+    assert_eq!(metric(&m, "weft_http2_streams_refused_total") as usize, total - held, "{m}");
+    // A normal caller on its own connection is still served.
+    normal_caller_completes(&pki, app, sidecar.inbound, 20).await;
+    let rss = sidecar.rss();
+    eprintln!("sidecar RSS grew by {} KiB with {held} streams held", (rss - baseline) / 1024);
+    assert!(rss < baseline + bound, "sidecar RSS grew by {} MiB (bound {} MiB)", (rss - baseline) / MIB, bound / MIB);
+    drop(senders);
+}
+
+/// Callers that never read, through a client sidecar: HTTP/1 with a 4 KiB receive buffer.
+async fn slow_reader(addr: SocketAddr, path: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nhost: api\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, req.as_bytes()).await.unwrap();
+    tcp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_never_read_do_not_stall_the_others() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    let app = app().await;
+    let tcp = weft_testkit::tcp_echo().await;
+    let server = start_server(&pki, app, tcp, "").await;
+    let client =
+        start_client(pki.store(CLIENT.0, CLIENT.1), app, app, server.addrs.inbound.unwrap(), &api_id(), "").await;
+    let upstream = client.addrs.upstreams[0];
+    assert_eq!(http1_get(upstream, "/ok").await.unwrap().status(), 200);
+    // 10 callers whose endless responses are never read. They share the pooled connection with
+    // everyone else; each can hold its own stream's window, never the connection's.
+    let mut slow = Vec::new();
+    for _ in 0..10 {
+        slow.push(slow_reader(upstream, "/endless").await);
+    }
+    // Their streams fill: wait until the client sidecar's pipes have stopped for them.
+    eventually("slow callers' streams are full", Duration::from_secs(60), || async {
+        let m =
+            String::from_utf8_lossy(http1_get(server.addrs.admin.unwrap(), "/metrics").await.ok()?.body()).into_owned();
+        (metric(&m, "weft_http_requests_total{direction=\"inbound\"") >= 11.0).then_some(())
+    })
+    .await;
+    for i in 0..20 {
+        let resp = tokio::time::timeout(Duration::from_secs(60), http1_get(upstream, "/ok"))
+            .await
+            .unwrap_or_else(|_| panic!("request {i} stalled behind the slow callers"))
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_a_full_pooled_connection_go_out_on_another() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    let (app, holds) = app_counting().await;
+    let limits = "limits: { max_concurrent_streams: 4 }";
+    let tcp = weft_testkit::tcp_echo().await;
+    let server = start_server(&pki, app, tcp, limits).await;
+    // One pooled connection per peer, so that the held requests all land on it.
+    let mut cfg = client_config(app, tcp.port(), server.addrs.inbound.unwrap(), &api_id(), limits);
+    cfg.outbound.as_mut().unwrap().connections_per_peer = Some(1);
+    let client = weft_proxy::Proxy::start(cfg, pki.store(CLIENT.0, CLIENT.1)).await.unwrap();
+    let upstream = client.addrs.upstreams[0];
+    // 6 requests the app holds: more than one connection's 4 streams.
+    let held: Vec<_> = (0..6).map(|_| tokio::spawn(http1_get(upstream, "/hold"))).collect();
+    eventually("the app holds all six", Duration::from_secs(30), || {
+        let n = holds.load(Ordering::SeqCst);
+        async move { (n == 6).then_some(()) }
+    })
+    .await;
+    for i in 0..10 {
+        let resp = tokio::time::timeout(Duration::from_secs(30), http1_get(upstream, "/ok"))
+            .await
+            .unwrap_or_else(|_| panic!("request {i} queued behind the held ones"))
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let m = client.metrics_text();
+    assert!(metric(&m, "weft_peer_connections_total") >= 2.0, "{m}");
+    for h in held {
+        h.abort();
+    }
 }
