@@ -44,6 +44,9 @@ struct Shared {
     /// Requests sent and not yet done with (their response body not dropped): the pool opens
     /// another connection rather than queue past `limits.max_concurrent_streams`.
     open: AtomicUsize,
+    /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS as last read from `h2` (which locks to tell):
+    /// read at the first requests and whenever the connection is half full by it.
+    peer_max: AtomicUsize,
     /// What request bodies sent on it may queue.
     budget: Arc<ConnBudget>,
 }
@@ -93,8 +96,12 @@ impl PeerConn {
             .max_send_buffer_size(limits.stream_buffer_bytes)
             .handshake::<_, Bytes>(io)
             .await?;
-        let shared =
-            Arc::new(Shared { closed: AtomicBool::new(false), open: AtomicUsize::new(0), budget: budget.connection() });
+        let shared = Arc::new(Shared {
+            closed: AtomicBool::new(false),
+            open: AtomicUsize::new(0),
+            peer_max: AtomicUsize::new(sender.current_max_send_streams()),
+            budget: budget.connection(),
+        });
         let done = shared.clone();
         let mut ping_pong = conn.ping_pong();
         tokio::spawn(async move {
@@ -147,10 +154,21 @@ impl PeerConn {
         self.shared.open.load(Ordering::Relaxed)
     }
 
+    /// How many requests the peer lets this connection carry at once, as last seen.
+    pub fn peer_max_streams(&self) -> usize {
+        self.shared.peer_max.load(Ordering::Relaxed)
+    }
+
     /// Sends `req` (an absolute URI, no connection-specific headers) and waits for the response
     /// head; the response body streams from the connection as the caller polls it.
     pub async fn send(self, req: Request<Body>) -> Result<Response<Body>, SendError> {
-        self.shared.open.fetch_add(1, Ordering::Relaxed);
+        let before = self.shared.open.fetch_add(1, Ordering::Relaxed);
+        // The peer's SETTINGS arrive after the handshake and may change: look again at the first
+        // requests and when the connection fills up, not on every request.
+        let peer_max = self.shared.peer_max.load(Ordering::Relaxed);
+        if before < 8 || before + 1 >= peer_max / 2 {
+            self.shared.peer_max.store(self.sender.current_max_send_streams(), Ordering::Relaxed);
+        }
         let open = Open(self.shared);
         // Waits while the peer's concurrent-stream limit is reached; fails on a closed connection,
         // before the request is consumed.

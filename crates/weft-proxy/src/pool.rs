@@ -4,7 +4,8 @@
 //! of the sender. A miss takes a per-key async lock so that a burst of first requests opens one
 //! connection, not one each.
 //!
-//! A connection carries at most `limits.max_concurrent_streams` requests at once. When a slot's
+//! A connection carries at most `limits.max_concurrent_streams` requests at once (or fewer, if the
+//! peer allows fewer). When a slot's
 //! connection is full (requests held by slow apps or callers), the request goes out on an
 //! overflow connection to the same peer, opened on demand and dropped once idle, instead of
 //! queueing behind the held ones.
@@ -87,7 +88,7 @@ impl Pool {
         let entry = conns.slots.get_mut(slot).ok_or(false)?;
         match entry {
             Some(s) if !s.is_closed() => {
-                if s.open_streams() < max {
+                if s.open_streams() < max.min(s.peer_max_streams()) {
                     let conn = s.clone();
                     if !conns.overflow.is_empty() {
                         // The slot has room again: overflow connections go once they are idle.
@@ -103,7 +104,8 @@ impl Pool {
             None => return Err(false),
         }
         conns.overflow.retain(|c| !c.is_closed());
-        conns.overflow.iter().find(|c| c.open_streams() < max).map(|c| (c.clone(), OVERFLOW)).ok_or(true)
+        let room = |c: &&PeerConn| c.open_streams() < max.min(c.peer_max_streams());
+        conns.overflow.iter().find(room).map(|c| (c.clone(), OVERFLOW)).ok_or(true)
     }
 
     /// Drops a connection that failed, so the next request on its slot opens a new one.
