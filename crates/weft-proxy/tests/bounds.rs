@@ -32,6 +32,9 @@ async fn app() -> SocketAddr {
     app_counting().await.0
 }
 
+/// 16 KiB chunks of `/endless` produced so far (nextest runs each test in a process of its own).
+static ENDLESS_CHUNKS: AtomicUsize = AtomicUsize::new(0);
+
 /// [`app`], and how many `/hold` requests it has received.
 async fn app_counting() -> (SocketAddr, Arc<AtomicUsize>) {
     static CHUNK: [u8; 16384] = [b'x'; 16384];
@@ -54,6 +57,7 @@ async fn app_counting() -> (SocketAddr, Arc<AtomicUsize>) {
                         >;
                         let body: Frames = match req.uri().path() {
                             "/endless" => Box::pin(futures_util::stream::repeat_with(|| {
+                                ENDLESS_CHUNKS.fetch_add(1, Ordering::Relaxed);
                                 Ok(http_body::Frame::data(Bytes::from_static(&CHUNK)))
                             })),
                             "/hold" => {
@@ -378,17 +382,40 @@ async fn callers_that_never_read_do_not_stall_the_others() {
         start_client(pki.store(CLIENT.0, CLIENT.1), app, app, server.addrs.inbound.unwrap(), &api_id(), "").await;
     let upstream = client.addrs.upstreams[0];
     assert_eq!(http1_get(upstream, "/ok").await.unwrap().status(), 200);
-    // 10 callers whose endless responses are never read. They share the pooled connection with
-    // everyone else; each can hold its own stream's window, never the connection's.
+    // 10 HTTP/1 callers whose endless responses are never read. They share the pooled connection
+    // with everyone else; each can hold its own stream's window, never the connection's.
     let mut slow = Vec::new();
     for _ in 0..10 {
         slow.push(slow_reader(upstream, "/endless").await);
     }
-    // Their streams fill: wait until the client sidecar's pipes have stopped for them.
-    eventually("slow callers' streams are full", Duration::from_secs(60), || async {
+    // And 10 HTTP/2 callers that advertise a zero window.
+    let (h2, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(TcpStream::connect(upstream).await.unwrap())
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut h2 = h2.ready().await.unwrap();
+    let mut slow_h2 = Vec::new();
+    for _ in 0..10 {
+        let req = Request::get(format!("http://api:{}/endless", app.port())).body(()).unwrap();
+        slow_h2.push(h2.send_request(req, true).unwrap().0);
+        h2 = h2.ready().await.unwrap();
+    }
+    // Every one of them reached the server sidecar, and their responses flow until the windows
+    // of their streams are full.
+    eventually("slow callers' requests are in", Duration::from_secs(60), || async {
         let m =
             String::from_utf8_lossy(http1_get(server.addrs.admin.unwrap(), "/metrics").await.ok()?.body()).into_owned();
-        (metric(&m, "weft_http_requests_total{direction=\"inbound\"") >= 11.0).then_some(())
+        (metric(&m, "weft_http_requests_total{direction=\"inbound\"") >= 21.0).then_some(())
+    })
+    .await;
+    // And their responses have flowed: more than all 20 stream windows (5 MiB) could take.
+    eventually("slow callers' responses flowed", Duration::from_secs(60), || {
+        let produced = ENDLESS_CHUNKS.load(Ordering::Relaxed) * 16384;
+        async move { (produced >= 8 * MIB).then_some(()) }
     })
     .await;
     for i in 0..20 {
@@ -398,7 +425,7 @@ async fn callers_that_never_read_do_not_stall_the_others() {
             .unwrap();
         assert_eq!(resp.status(), 200);
     }
-    drop(slow);
+    drop((slow, slow_h2, h2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
