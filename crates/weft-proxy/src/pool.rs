@@ -5,10 +5,9 @@
 //! connection, not one each.
 //!
 //! A connection carries at most `limits.max_concurrent_streams` requests at once (or fewer, if the
-//! peer allows fewer). When a slot's
-//! connection is full (requests held by slow apps or callers), the request goes out on an
-//! overflow connection to the same peer, opened on demand and dropped once idle, instead of
-//! queueing behind the held ones.
+//! peer allows fewer). When a slot's connection is full (requests held by slow apps or callers),
+//! the request goes out on an overflow connection to the same peer, opened on demand and dropped
+//! once idle, instead of queueing behind the held ones.
 
 use crate::error::ProxyError;
 use crate::net::{connect_peer, Alpn, Tls};
