@@ -30,6 +30,17 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Streams one HTTP/2 connection the proxy serves may have open at once.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Body bytes one HTTP/2 stream may have buffered in the proxy, each way.
+pub const DEFAULT_STREAM_BUFFER_BYTES: usize = 256 * 1024;
+/// Body bytes one HTTP/2 connection may have waiting to be sent, and what a peer may have in
+/// flight to it.
+pub const DEFAULT_CONNECTION_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// Body bytes waiting to be sent plus request headers held, across the whole proxy.
+pub const DEFAULT_PROXY_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+/// Request header bytes held across the open streams of one HTTP/2 connection.
+pub const DEFAULT_CONNECTION_HEADER_BYTES: usize = 1024 * 1024;
 /// Also bounds how long an idle HTTP/1 keep-alive connection from an app stays open.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MARK: u32 = 1337;
@@ -318,17 +329,89 @@ impl Default for Timeouts {
     }
 }
 
+/// What one client, peer or connection may make the proxy hold (docs/proxy.md, `limits`).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Largest request head accepted (HTTP/1 header block, HTTP/2 header list); larger gets 431.
     #[serde(default = "d_max_header")]
     pub max_header_bytes: usize,
+    /// Concurrent streams per HTTP/2 connection the proxy serves (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[serde(default = "d_max_streams")]
+    pub max_concurrent_streams: u32,
+    /// Body bytes one HTTP/2 stream may hold in the proxy, each way (its receive window, and its
+    /// send buffer).
+    #[serde(default = "d_stream_buffer")]
+    pub stream_buffer_bytes: usize,
+    /// Body bytes one HTTP/2 connection may have waiting to be sent, and the receive window of
+    /// a connection the proxy serves.
+    #[serde(default = "d_connection_buffer")]
+    pub connection_buffer_bytes: usize,
+    /// Body bytes waiting to be sent plus request headers held, across the proxy.
+    #[serde(default = "d_proxy_buffer")]
+    pub proxy_buffer_bytes: usize,
+    /// Request header bytes held across the open streams of one HTTP/2 connection the proxy serves.
+    #[serde(default = "d_connection_header")]
+    pub connection_header_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_header_bytes: DEFAULT_MAX_HEADER_BYTES }
+        Limits {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            stream_buffer_bytes: DEFAULT_STREAM_BUFFER_BYTES,
+            connection_buffer_bytes: DEFAULT_CONNECTION_BUFFER_BYTES,
+            proxy_buffer_bytes: DEFAULT_PROXY_BUFFER_BYTES,
+            connection_header_bytes: DEFAULT_CONNECTION_HEADER_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// The rules between the fields; `validate` reports the first one broken.
+    fn check(&self) -> Result<(), ConfigError> {
+        // HTTP/2 windows are at most 2^31 - 1; the smallest a stream window may be is one frame.
+        const MAX_WINDOW: usize = (1 << 31) - 1;
+        if !(1..=65_535).contains(&self.max_concurrent_streams) {
+            return Err(ConfigError::invalid("limits.max_concurrent_streams", "must be 1-65535"));
+        }
+        if !(16_384..=MAX_WINDOW).contains(&self.stream_buffer_bytes) {
+            return Err(ConfigError::invalid(
+                "limits.stream_buffer_bytes",
+                "must be at least 16384 (one HTTP/2 frame) and below 2^31",
+            ));
+        }
+        if self.connection_buffer_bytes < self.stream_buffer_bytes || self.connection_buffer_bytes > MAX_WINDOW {
+            return Err(ConfigError::invalid(
+                "limits.connection_buffer_bytes",
+                format!(
+                    "{} must be at least limits.stream_buffer_bytes ({}) and below 2^31",
+                    self.connection_buffer_bytes, self.stream_buffer_bytes
+                ),
+            ));
+        }
+        if self.proxy_buffer_bytes < self.connection_buffer_bytes {
+            return Err(ConfigError::invalid(
+                "limits.proxy_buffer_bytes",
+                format!(
+                    "{} must be at least limits.connection_buffer_bytes ({})",
+                    self.proxy_buffer_bytes, self.connection_buffer_bytes
+                ),
+            ));
+        }
+        if self.connection_header_bytes < self.max_header_bytes
+            || self.connection_header_bytes > self.proxy_buffer_bytes
+        {
+            return Err(ConfigError::invalid(
+                "limits.connection_header_bytes",
+                format!(
+                    "{} must be at least limits.max_header_bytes ({}) and at most limits.proxy_buffer_bytes ({})",
+                    self.connection_header_bytes, self.max_header_bytes, self.proxy_buffer_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -364,6 +447,21 @@ fn d_drain() -> Duration {
 }
 fn d_header() -> Duration {
     DEFAULT_HEADER_READ_TIMEOUT
+}
+fn d_max_streams() -> u32 {
+    DEFAULT_MAX_CONCURRENT_STREAMS
+}
+fn d_stream_buffer() -> usize {
+    DEFAULT_STREAM_BUFFER_BYTES
+}
+fn d_connection_buffer() -> usize {
+    DEFAULT_CONNECTION_BUFFER_BYTES
+}
+fn d_proxy_buffer() -> usize {
+    DEFAULT_PROXY_BUFFER_BYTES
+}
+fn d_connection_header() -> usize {
+    DEFAULT_CONNECTION_HEADER_BYTES
 }
 fn d_max_header() -> usize {
     DEFAULT_MAX_HEADER_BYTES
@@ -575,6 +673,7 @@ impl ProxyConfig {
                 "must be at least 8192 (the smallest HTTP/1 read buffer)",
             ));
         }
+        self.limits.check()?;
         for (field, d, min) in [
             (
                 "identity.reload_interval",
@@ -630,6 +729,25 @@ services:
         for bad in ["", "a b", "a\nb", &"x".repeat(129)] {
             let err = with(bad).unwrap_err().to_string();
             assert!(err.starts_with("control.proxy_id"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn limits_default_and_inconsistent_ones_are_named() {
+        let c = ProxyConfig::from_yaml(GOOD).unwrap();
+        assert_eq!(c.limits.max_concurrent_streams, DEFAULT_MAX_CONCURRENT_STREAMS);
+        assert_eq!(c.limits.proxy_buffer_bytes, DEFAULT_PROXY_BUFFER_BYTES);
+        let with = |limits: &str| ProxyConfig::from_yaml(&format!("{GOOD}limits: {{ {limits} }}\n"));
+        assert!(with("stream_buffer_bytes: 65536, connection_buffer_bytes: 1048576").is_ok());
+        for (limits, field) in [
+            ("max_concurrent_streams: 0", "limits.max_concurrent_streams"),
+            ("stream_buffer_bytes: 1000", "limits.stream_buffer_bytes"),
+            ("connection_buffer_bytes: 100000", "limits.connection_buffer_bytes"),
+            ("proxy_buffer_bytes: 1048576", "limits.proxy_buffer_bytes"),
+            ("connection_header_bytes: 1000", "limits.connection_header_bytes"),
+        ] {
+            let err = with(limits).unwrap_err().to_string();
+            assert!(err.starts_with(field), "{limits}: {err}");
         }
     }
 

@@ -12,6 +12,7 @@
 //! [`PooledBody`]), and each worker has its own pools, so the task driving a connection runs on
 //! the same thread as the requests that use it (see [`crate::workers`]).
 
+use crate::budget::Budget;
 use crate::error::ProxyError;
 use crate::h1;
 use crate::httputil::{Body, BoxError};
@@ -45,6 +46,8 @@ type Pools = Arc<[Arc<AppPool>]>;
 pub struct AppClients {
     host: IpAddr,
     mark: u32,
+    /// What HTTP/2 connections to the app may buffer.
+    budget: Arc<Budget>,
     timeout: Duration,
     workers: usize,
     /// App port → one pool per worker.
@@ -53,7 +56,8 @@ pub struct AppClients {
 
 impl Default for AppClients {
     fn default() -> Self {
-        AppClients::new(std::net::Ipv4Addr::LOCALHOST.into(), [], 0, Duration::from_secs(1), 1)
+        let budget = Budget::unregistered(weft_api::proxy::Limits::default());
+        AppClients::new(std::net::Ipv4Addr::LOCALHOST.into(), [], 0, Duration::from_secs(1), 1, budget)
     }
 }
 
@@ -61,6 +65,7 @@ impl Default for AppClients {
 struct AppPool {
     addr: SocketAddr,
     mark: u32,
+    budget: Arc<Budget>,
     timeout: Duration,
     /// Idle HTTP/1.1 connections for requests without a body, most recently used at the back.
     direct: Mutex<VecDeque<(Instant, h1::Conn)>>,
@@ -81,8 +86,9 @@ impl AppClients {
         mark: u32,
         timeout: Duration,
         workers: usize,
+        budget: Arc<Budget>,
     ) -> Self {
-        let clients = AppClients { host, mark, timeout, workers: workers.max(1), by_port: Default::default() };
+        let clients = AppClients { host, mark, budget, timeout, workers: workers.max(1), by_port: Default::default() };
         clients.add_ports(ports);
         clients
     }
@@ -101,6 +107,7 @@ impl AppClients {
                         Arc::new(AppPool {
                             addr: SocketAddr::new(self.host, port),
                             mark: self.mark,
+                            budget: self.budget.clone(),
                             timeout: self.timeout,
                             direct: Mutex::default(),
                             h1: Mutex::default(),
@@ -290,7 +297,7 @@ impl AppPool {
             return Ok(c);
         }
         let tcp = net::tcp_connect(self.addr, self.mark, self.timeout).await?;
-        let conn = PeerConn::handshake(tcp).await.map_err(|e| self.error(e))?;
+        let conn = PeerConn::handshake(tcp, &self.budget).await.map_err(|e| self.error(e))?;
         *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
         Ok(conn)
     }

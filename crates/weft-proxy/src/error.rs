@@ -19,13 +19,16 @@ pub enum ProxyError {
     Upstream(#[source] crate::httputil::BoxError),
     #[error("local app: {0}")]
     App(String),
+    /// A bound in `limits` was reached; the request was not forwarded and may be retried.
+    #[error("overloaded: {0}; retry later")]
+    Overloaded(&'static str),
 }
 
 impl ProxyError {
     /// The HTTP status a client sees for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoint(_) | ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
         }
@@ -41,6 +44,7 @@ impl ProxyError {
             ProxyError::WrongIdentity { .. } => "wrong-identity",
             ProxyError::Upstream(_) => "upstream",
             ProxyError::App(_) => "app",
+            ProxyError::Overloaded(_) => "overloaded",
         }
     }
 }

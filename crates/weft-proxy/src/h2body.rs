@@ -3,25 +3,44 @@
 //! [`RecvBody`] reads one as an `http_body::Body`, [`pipe`] sends one; [`Tunnel`] is a CONNECT
 //! stream as a byte stream.
 
+use crate::budget::ConnBudget;
 use crate::httputil::{Body, BoxError};
 use bytes::Bytes;
 use http_body::{Body as _, Frame};
 use http_body_util::BodyExt;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use weft_api::proxy::Limits;
 
-/// Large windows, so that one connection carries many concurrent streams at full speed.
-pub const STREAM_WINDOW: u32 = 1 << 20;
-pub const CONNECTION_WINDOW: u32 = 4 << 20;
-/// Streams a served connection allows at once: many app requests share one connection between
-/// proxies; a client sidecar queues further requests until a stream frees up.
-pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// The largest HTTP/2 window (RFC 9113 §6.9.1).
+const MAX_WINDOW: usize = (1 << 31) - 1;
+
+/// A stream's receive window and send buffer: `limits.stream_buffer_bytes`.
+pub fn stream_window(limits: &Limits) -> u32 {
+    limits.stream_buffer_bytes.min(MAX_WINDOW) as u32
+}
+
+/// The receive window of a connection the proxy serves: `limits.connection_buffer_bytes`, what
+/// one peer may have in flight to it.
+pub fn served_connection_window(limits: &Limits) -> u32 {
+    limits.connection_buffer_bytes.min(MAX_WINDOW) as u32
+}
+
+/// The receive window of a connection the proxy opens (to a peer proxy, or an app): room for
+/// every stream the pool puts on it ([`crate::pool`] opens another connection beyond
+/// `max_concurrent_streams`) to hold its full stream window, so callers that stop reading hold
+/// their own streams' windows and never the connection's.
+pub fn client_connection_window(limits: &Limits) -> u32 {
+    (limits.max_concurrent_streams as usize).saturating_mul(limits.stream_buffer_bytes).min(MAX_WINDOW) as u32
+}
 
 /// Streams `body` out on an HTTP/2 stream (a request to a peer, or a response to a caller),
-/// respecting the peer's flow-control window; stops when the peer resets the stream.
-pub async fn pipe(mut body: Body, mut send: h2::SendStream<Bytes>) {
+/// respecting the peer's flow-control window and the connection's buffer budget (each chunk is
+/// charged until `h2` has written it); stops when the peer resets the stream.
+pub async fn pipe(mut body: Body, mut send: h2::SendStream<Bytes>, budget: &Arc<ConnBudget>) {
     loop {
         let frame = tokio::select! {
             f = body.frame() => f,
@@ -52,7 +71,14 @@ pub async fn pipe(mut body: Body, mut send: h2::SendStream<Bytes>) {
                         }
                         _ => return,
                     };
-                    let chunk = data.split_to(granted.min(data.len()));
+                    let chunk = match budget.try_charge_now(data.split_to(granted.min(data.len()))) {
+                        Ok(charged) => charged,
+                        // The connection or the proxy is full: wait for room, or the reset.
+                        Err(chunk) => tokio::select! {
+                            charged = budget.charge(chunk) => charged,
+                            _ = std::future::poll_fn(|cx| send.poll_reset(cx)) => return,
+                        },
+                    };
                     let eos = data.is_empty() && body.is_end_stream();
                     if send.send_data(chunk, eos).is_err() || eos {
                         return;

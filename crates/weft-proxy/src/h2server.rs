@@ -16,23 +16,28 @@
 //! not offered, so clients use HTTP/1.1 for WebSocket. What this server does not do (hyper's
 //! did): the `Date` header (a proxy passes the app's on).
 
+use crate::budget::{Budget, ConnBudget, HeldHeaders, Overload};
 use crate::drain::Drain;
-use crate::h2body::{pipe, RecvBody, Tunnel, CONNECTION_WINDOW, MAX_CONCURRENT_STREAMS, STREAM_WINDOW};
+use crate::error::ProxyError;
+use crate::h2body::{pipe, served_connection_window, stream_window, RecvBody, Tunnel};
 use crate::httputil::{self as h, Body};
 use crate::Handler;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body::Body as _;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Settings of the connections this server takes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct Settings {
     /// Largest request header block, decoded (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`).
     pub max_header_list_size: u32,
     /// The client's connection preface must arrive within this (`timeouts.header_read`).
     pub handshake_timeout: std::time::Duration,
+    /// The proxy's buffer budget, with the `limits` (streams, windows, buffers) it enforces.
+    pub budget: std::sync::Arc<Budget>,
 }
 
 /// Serves HTTP/2 on `io` until the connection closes, or, once drain starts, until the requests
@@ -42,12 +47,17 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
+    let limits = &settings.budget.limits;
+    // Each stream buffers at most its window of what the peer sends, and `stream_buffer_bytes`
+    // of what it is sent; the connection window bounds what the peer has in flight to it.
     let handshake = h2::server::Builder::new()
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .initial_window_size(stream_window(limits))
+        .initial_connection_window_size(served_connection_window(limits))
+        .max_send_buffer_size(limits.stream_buffer_bytes)
+        .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(settings.max_header_list_size)
         .handshake::<_, Bytes>(io);
+    let budget = settings.budget.connection();
     let signaled = drain.signaled();
     tokio::pin!(signaled);
     let mut conn = tokio::select! {
@@ -78,12 +88,15 @@ where
                 Some(Ok((req, respond))) => {
                     if req.method() == Method::CONNECT {
                         // A set of their own: the rare tunnel's future does not size every stream's.
-                        tunnels.push(tunnel(handler, req, respond));
+                        tunnels.push(tunnel(handler, req, respond, &budget));
                         continue;
                     }
                     let head = req.method() == Method::HEAD;
+                    // Its headers count against the connection's and the proxy's bounds while
+                    // it is open; past them it is answered 503 at once.
+                    let held = budget.admit(&req);
                     let req = req.map(|recv| h::Body::new(RecvBody::new(recv)));
-                    streams.push(stream(handler, req, respond, head));
+                    streams.push(stream(handler, req, respond, head, &budget, held));
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "http/2 connection ended with error");
@@ -104,17 +117,36 @@ where
 ///
 /// The handler's future is made here, in this future's own state, rather than passed in: a
 /// future argument would take its size twice over (the argument, and the awaited copy).
-async fn stream<H: Handler>(handler: &H, req: Request<Body>, mut respond: h2::server::SendResponse<Bytes>, head: bool) {
+async fn stream<'a, H: Handler>(
+    handler: &'a H,
+    req: Request<Body>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    head: bool,
+    budget: &'a Arc<ConnBudget>,
+    held: Result<HeldHeaders<'a>, Overload>,
+) {
+    let _held = match held {
+        Ok(held) => held,
+        Err(why) => {
+            tracing::debug!(bound = why.as_str(), "stream refused");
+            return send(h::rescue(&ProxyError::Overloaded(why.as_str())), respond, head, budget).await;
+        }
+    };
     let resp = tokio::select! {
         biased;
         resp = handler.request(req) => resp,
         _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
     };
-    send(resp, respond, head).await
+    send(resp, respond, head, budget).await
 }
 
 /// Sends a response on the stream, then its body.
-async fn send(resp: Response<Body>, mut respond: h2::server::SendResponse<Bytes>, head: bool) {
+async fn send(
+    resp: Response<Body>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    head: bool,
+    budget: &Arc<ConnBudget>,
+) {
     let (mut parts, body) = resp.into_parts();
     // As hyper's server does: a body of known length declares it, where a body may be sent.
     if let Some(len) = body.size_hint().exact() {
@@ -125,7 +157,7 @@ async fn send(resp: Response<Body>, mut respond: h2::server::SendResponse<Bytes>
     }
     let eos = body.is_end_stream();
     match respond.send_response(Response::from_parts(parts, ()), eos) {
-        Ok(send) if !eos => pipe(body, send).await,
+        Ok(send) if !eos => pipe(body, send, budget).await,
         Ok(_) => {}
         Err(e) => {
             // A header HTTP/2 forbids (connection-specific) that got past the proxy's filter.
@@ -137,7 +169,12 @@ async fn send(resp: Response<Body>, mut respond: h2::server::SendResponse<Bytes>
 
 /// A CONNECT stream: the handler's answer, and when it is 2xx, the stream handed to the tunnel
 /// the handler set up. Any other answer is sent as an ordinary response.
-async fn tunnel<H: Handler>(handler: &H, req: Request<h2::RecvStream>, mut respond: h2::server::SendResponse<Bytes>) {
+async fn tunnel<H: Handler>(
+    handler: &H,
+    req: Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    budget: &Arc<ConnBudget>,
+) {
     let (parts, recv) = req.into_parts();
     let (opened, downstream) = tokio::sync::oneshot::channel::<Tunnel>();
     let downstream: h::Downstream = Box::pin(async move {
@@ -152,7 +189,7 @@ async fn tunnel<H: Handler>(handler: &H, req: Request<h2::RecvStream>, mut respo
         _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return,
     };
     if !resp.status().is_success() {
-        return send(resp, respond, false).await;
+        return send(resp, respond, false, budget).await;
     }
     let (mut parts, _) = resp.into_parts();
     // A 2xx to CONNECT has no content (RFC 9110 §9.3.6): the tunnel is the stream.
@@ -260,7 +297,10 @@ mod tests {
 
     /// A 200 ms preface deadline, so the test of it is quick.
     fn settings() -> Settings {
-        Settings { max_header_list_size: 16 * 1024, handshake_timeout: Duration::from_millis(200) }
+        let mut reg = prometheus_client::registry::Registry::default();
+        let metrics = crate::metrics::Metrics::new(&mut reg);
+        let budget = Budget::new(weft_api::proxy::Limits::default(), &metrics);
+        Settings { max_header_list_size: 16 * 1024, handshake_timeout: Duration::from_millis(200), budget }
     }
 
     /// A server on 127.0.0.1 serving one connection, and an h2 client on it.

@@ -12,6 +12,7 @@
 
 mod admin;
 mod app;
+mod budget;
 pub mod cli;
 pub mod control;
 mod cork;
@@ -71,6 +72,8 @@ pub struct Ctx {
     pub tls: net::Tls,
     pub metrics: metrics::Metrics,
     registry: Registry,
+    /// What HTTP/2 streams and connections may buffer (`limits`), see [`budget`].
+    budget: Arc<budget::Budget>,
     pool: pool::Pool,
     drain: drain::Drain,
     /// HTTP/1 connections: from apps (HTTP/2 goes to [`h2server`]), and `http/1.1` ones from
@@ -107,6 +110,7 @@ impl Ctx {
         h2server::Settings {
             max_header_list_size: self.cfg.limits.max_header_bytes as u32,
             handshake_timeout: self.cfg.timeouts.header_read.into(),
+            budget: self.budget.clone(),
         }
     }
 
@@ -120,6 +124,7 @@ impl Ctx {
             mark: self.mark(),
             connect_timeout: self.cfg.timeouts.connect.into(),
             metrics: &self.metrics,
+            budget: &self.budget,
         }
     }
 }
@@ -176,6 +181,7 @@ impl Proxy {
             .header_read_timeout(Duration::from(cfg.timeouts.header_read))
             .max_buf_size(cfg.limits.max_header_bytes.max(8192));
         let connect_timeout = cfg.timeouts.connect.into();
+        let budget = budget::Budget::new(cfg.limits.clone(), &metrics);
         let ctx = Arc::new(Ctx {
             routes: ArcSwap::from_pointee(routes),
             tls: net::Tls::new(&certs)?,
@@ -199,10 +205,12 @@ impl Proxy {
                     cfg.outbound.as_ref().map(|o| o.effective_mark()).unwrap_or(0),
                     connect_timeout,
                     workers.count(),
+                    budget.clone(),
                 ),
                 None => app::AppClients::default(),
             },
             workers,
+            budget,
             ready: AtomicBool::new(false),
             bound: std::sync::OnceLock::new(),
             cfg,

@@ -74,6 +74,12 @@ pub struct Proto {
     pub protocol: &'static str,
 }
 
+/// Why an HTTP/2 stream was refused (see [`crate::budget`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Refused {
+    pub reason: &'static str,
+}
+
 /// Every metric the proxy records.
 #[derive(Clone)]
 pub struct Metrics {
@@ -97,6 +103,13 @@ pub struct Metrics {
     pub control_connected: Gauge,
     /// Version of the config last applied from the control plane.
     pub config_version: Gauge,
+    /// Body bytes queued to send on HTTP/2 streams (see `budget`).
+    pub http2_buffered: Gauge,
+    /// Request header bytes held by open HTTP/2 streams the proxy serves.
+    pub http2_held_headers: Gauge,
+    /// Times a stream's body waited for room in its connection's or the proxy's buffer.
+    pub http2_buffer_waits: Counter,
+    pub http2_streams_refused: Family<Refused, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -123,6 +136,10 @@ impl Metrics {
             cert_rotations: Counter::default(),
             control_connected: Gauge::default(),
             config_version: Gauge::default(),
+            http2_buffered: Gauge::default(),
+            http2_held_headers: Gauge::default(),
+            http2_buffer_waits: Counter::default(),
+            http2_streams_refused: Family::default(),
         };
         let r = reg.sub_registry_with_prefix("weft");
         r.register("http_requests", "HTTP requests proxied", m.requests.clone());
@@ -152,6 +169,26 @@ impl Metrics {
             "config_version",
             "Version of the config last applied from the control plane",
             m.config_version.clone(),
+        );
+        r.register(
+            "http2_buffered_bytes",
+            "HTTP/2 body bytes waiting to be sent (bounded by limits.proxy_buffer_bytes)",
+            m.http2_buffered.clone(),
+        );
+        r.register(
+            "http2_held_header_bytes",
+            "Request header bytes held by open HTTP/2 streams (bounded by limits.proxy_buffer_bytes)",
+            m.http2_held_headers.clone(),
+        );
+        r.register(
+            "http2_buffer_waits",
+            "Times an HTTP/2 body waited for room in its connection's or the proxy's buffer",
+            m.http2_buffer_waits.clone(),
+        );
+        r.register(
+            "http2_streams_refused",
+            "HTTP/2 streams refused with 503 overloaded, by the bound they would have passed",
+            m.http2_streams_refused.clone(),
         );
         m
     }

@@ -13,13 +13,14 @@
 //! of every outbound call. Here the task serving the caller opens the stream and awaits the
 //! response itself; only a request body still streaming gets a task of its own (as with hyper).
 
-use crate::h2body::{pipe, RecvBody, CONNECTION_WINDOW, STREAM_WINDOW};
+use crate::budget::{Budget, ConnBudget};
+use crate::h2body::{client_connection_window, pipe, stream_window, RecvBody};
 use crate::httputil::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -33,8 +34,30 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct PeerConn {
     sender: h2::client::SendRequest<Bytes>,
+    shared: Arc<Shared>,
+}
+
+/// What every handle on one connection shares.
+struct Shared {
     /// Set when the connection task has ended (closed, failed, or keep-alive timed out).
-    closed: Arc<AtomicBool>,
+    closed: AtomicBool,
+    /// Requests sent and not yet done with (their response body not dropped): the pool opens
+    /// another connection rather than queue past `limits.max_concurrent_streams`.
+    open: AtomicUsize,
+    /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS as last read from `h2` (which locks to tell):
+    /// read at the first requests and whenever the connection is half full by it.
+    peer_max: AtomicUsize,
+    /// What request bodies sent on it may queue.
+    budget: Arc<ConnBudget>,
+}
+
+/// One request counted in [`Shared::open`] until dropped (with the response body, or on error).
+struct Open(Arc<Shared>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Why a request could not be sent on a connection.
@@ -62,17 +85,24 @@ impl SendError {
 
 impl PeerConn {
     /// HTTP/2 handshake on `io`; the connection is driven by a task of its own from then on.
-    pub async fn handshake<T>(io: T) -> Result<PeerConn, h2::Error>
+    pub async fn handshake<T>(io: T, budget: &Arc<Budget>) -> Result<PeerConn, h2::Error>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let limits = &budget.limits;
         let (sender, mut conn) = h2::client::Builder::new()
-            .initial_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
+            .initial_window_size(stream_window(limits))
+            .initial_connection_window_size(client_connection_window(limits))
+            .max_send_buffer_size(limits.stream_buffer_bytes)
             .handshake::<_, Bytes>(io)
             .await?;
-        let closed = Arc::new(AtomicBool::new(false));
-        let done = closed.clone();
+        let shared = Arc::new(Shared {
+            closed: AtomicBool::new(false),
+            open: AtomicUsize::new(0),
+            peer_max: AtomicUsize::new(sender.current_max_send_streams()),
+            budget: budget.connection(),
+        });
+        let done = shared.clone();
         let mut ping_pong = conn.ping_pong();
         tokio::spawn(async move {
             let mut tick =
@@ -110,18 +140,36 @@ impl PeerConn {
                     }
                 }
             }
-            done.store(true, Ordering::Release);
+            done.closed.store(true, Ordering::Release);
         });
-        Ok(PeerConn { sender, closed })
+        Ok(PeerConn { sender, shared })
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Requests in flight on this connection (see [`Shared::open`]).
+    pub fn open_streams(&self) -> usize {
+        self.shared.open.load(Ordering::Relaxed)
+    }
+
+    /// How many requests the peer lets this connection carry at once, as last seen.
+    pub fn peer_max_streams(&self) -> usize {
+        self.shared.peer_max.load(Ordering::Relaxed)
     }
 
     /// Sends `req` (an absolute URI, no connection-specific headers) and waits for the response
     /// head; the response body streams from the connection as the caller polls it.
     pub async fn send(self, req: Request<Body>) -> Result<Response<Body>, SendError> {
+        let before = self.shared.open.fetch_add(1, Ordering::Relaxed);
+        // The peer's SETTINGS arrive after the handshake and may change: look again at the first
+        // requests and when the connection fills up, not on every request.
+        let peer_max = self.shared.peer_max.load(Ordering::Relaxed);
+        if before < 8 || before + 1 >= peer_max / 2 {
+            self.shared.peer_max.store(self.sender.current_max_send_streams(), Ordering::Relaxed);
+        }
+        let open = Open(self.shared);
         // Waits while the peer's concurrent-stream limit is reached; fails on a closed connection,
         // before the request is consumed.
         let mut sender = match self.sender.ready().await {
@@ -141,10 +189,37 @@ impl PeerConn {
         let eos = body.is_end_stream();
         let (response, send) = sender.send_request(Request::from_parts(head, ()), eos).map_err(SendError::Failed)?;
         if !eos {
-            tokio::spawn(pipe(body, send));
+            let budget = open.0.budget.clone();
+            tokio::spawn(async move { pipe(body, send, &budget).await });
         }
         let resp = response.await.map_err(SendError::Failed)?;
         let (parts, recv) = resp.into_parts();
-        Ok(Response::from_parts(parts, RecvBody::new(recv).boxed()))
+        Ok(Response::from_parts(parts, OpenBody { body: RecvBody::new(recv), _open: open }.boxed()))
+    }
+}
+
+/// A response body that keeps its request counted as open on its connection until dropped.
+struct OpenBody {
+    body: RecvBody,
+    _open: Open,
+}
+
+impl http_body::Body for OpenBody {
+    type Data = Bytes;
+    type Error = crate::httputil::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

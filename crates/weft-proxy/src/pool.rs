@@ -3,6 +3,11 @@
 //! Fast path: one short std mutex lock, two map lookups by reference (no allocation) and a clone
 //! of the sender. A miss takes a per-key async lock so that a burst of first requests opens one
 //! connection, not one each.
+//!
+//! A connection carries at most `limits.max_concurrent_streams` requests at once (or fewer, if the
+//! peer allows fewer). When a slot's connection is full (requests held by slow apps or callers),
+//! the request goes out on an overflow connection to the same peer, opened on demand and dropped
+//! once idle, instead of queueing behind the held ones.
 
 use crate::error::ProxyError;
 use crate::net::{connect_peer, Alpn, Tls};
@@ -14,8 +19,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Peer proxy address → SNI → connections (one per slot).
-type Map<T> = HashMap<SocketAddr, HashMap<String, Vec<Option<T>>>>;
+/// Peer proxy address → SNI → connections.
+type Map = HashMap<SocketAddr, HashMap<String, Conns>>;
+
+/// The connections to one (peer, SNI).
+struct Conns {
+    /// One per slot.
+    slots: Vec<Option<PeerConn>>,
+    /// Opened when a slot's connection was full.
+    overflow: Vec<PeerConn>,
+}
+
+/// The slot [`Pool::get`] returns for an overflow connection.
+const OVERFLOW: usize = usize::MAX;
 
 type Gate = Arc<tokio::sync::Mutex<()>>;
 
@@ -26,7 +42,7 @@ pub struct Pool {
     /// Thread-per-core workers (1 without): each keeps to its own slots, see [`Pool::slot`].
     workers: usize,
     next: AtomicUsize,
-    ready: Mutex<Map<PeerConn>>,
+    ready: Mutex<Map>,
     /// One gate per (peer, SNI, slot) being connected, so a burst opens one connection.
     connecting: Mutex<HashMap<(SocketAddr, String, usize), Gate>>,
 }
@@ -36,6 +52,7 @@ pub struct Settings<'a> {
     pub mark: u32,
     pub connect_timeout: Duration,
     pub metrics: &'a crate::metrics::Metrics,
+    pub budget: &'a Arc<crate::budget::Budget>,
 }
 
 impl Pool {
@@ -61,23 +78,42 @@ impl Pool {
         }
     }
 
-    fn cached(&self, peer: SocketAddr, sni: &str, slot: usize) -> Option<PeerConn> {
+    /// The open connection of `slot`, or, when it is full, an overflow connection with room;
+    /// `Err(true)` when every one is full (open an overflow one), `Err(false)` when the slot has
+    /// no connection.
+    fn cached(&self, peer: SocketAddr, sni: &str, slot: usize, max: usize) -> Result<(PeerConn, usize), bool> {
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = ready.get_mut(&peer)?.get_mut(sni)?.get_mut(slot)?;
+        let conns = ready.get_mut(&peer).and_then(|m| m.get_mut(sni)).ok_or(false)?;
+        let entry = conns.slots.get_mut(slot).ok_or(false)?;
         match entry {
-            Some(s) if !s.is_closed() => Some(s.clone()),
+            Some(s) if !s.is_closed() => {
+                if s.open_streams() < max.min(s.peer_max_streams()) {
+                    let conn = s.clone();
+                    if !conns.overflow.is_empty() {
+                        // The slot has room again: overflow connections go once they are idle.
+                        conns.overflow.retain(|c| !c.is_closed() && c.open_streams() > 0);
+                    }
+                    return Ok((conn, slot));
+                }
+            }
             Some(_) => {
                 *entry = None;
-                None
+                return Err(false);
             }
-            None => None,
+            None => return Err(false),
         }
+        conns.overflow.retain(|c| !c.is_closed());
+        let room = |c: &&PeerConn| c.open_streams() < max.min(c.peer_max_streams());
+        conns.overflow.iter().find(room).map(|c| (c.clone(), OVERFLOW)).ok_or(true)
     }
 
     /// Drops a connection that failed, so the next request on its slot opens a new one.
     pub fn evict(&self, ep: &Endpoint, sni: &str, slot: usize) {
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = ready.get_mut(&ep.proxy).and_then(|m| m.get_mut(sni)).and_then(|v| v.get_mut(slot)) {
+        let Some(conns) = ready.get_mut(&ep.proxy).and_then(|m| m.get_mut(sni)) else { return };
+        if slot == OVERFLOW {
+            conns.overflow.retain(|c| !c.is_closed());
+        } else if let Some(entry) = conns.slots.get_mut(slot) {
             *entry = None;
         }
     }
@@ -85,17 +121,25 @@ impl Pool {
     /// A sender for `ep`/`sni`, and the slot it came from (for [`Pool::evict`]).
     pub async fn get(&self, ep: &Endpoint, sni: &str, s: &Settings<'_>) -> Result<(PeerConn, usize), ProxyError> {
         let slot = self.slot();
-        if let Some(sender) = self.cached(ep.proxy, sni, slot) {
-            s.metrics.peer_reuses.inc();
-            return Ok((sender, slot));
-        }
-        let key = (ep.proxy, sni.to_string(), slot);
+        let max = s.budget.limits.max_concurrent_streams as usize;
+        let full = match self.cached(ep.proxy, sni, slot, max) {
+            Ok(found) => {
+                s.metrics.peer_reuses.inc();
+                return Ok(found);
+            }
+            Err(full) => full,
+        };
+        let key = (ep.proxy, sni.to_string(), if full { OVERFLOW } else { slot });
         let gate = self.connecting.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().clone();
         let _g = gate.lock().await;
-        if let Some(sender) = self.cached(ep.proxy, sni, slot) {
-            s.metrics.peer_reuses.inc();
-            return Ok((sender, slot));
-        }
+        let full = match self.cached(ep.proxy, sni, slot, max) {
+            Ok(found) => {
+                s.metrics.peer_reuses.inc();
+                return Ok(found);
+            }
+            Err(full) => full,
+        };
+        let slot = if full { OVERFLOW } else { slot };
         // Boxed: rare, and it would otherwise grow every request's future.
         let result = Box::pin(self.connect(ep, sni, slot, s)).await;
         // The gate has done its job; drop it so the map does not grow with every peer ever seen.
@@ -105,12 +149,19 @@ impl Pool {
 
     async fn connect(&self, ep: &Endpoint, sni: &str, slot: usize, s: &Settings<'_>) -> Result<PeerConn, ProxyError> {
         let tls = connect_peer(s.tls, ep, sni, Alpn::H2, s.mark, s.connect_timeout).await?;
-        let sender =
-            PeerConn::handshake(crate::cork::Corked::new(tls)).await.map_err(|e| ProxyError::Upstream(e.into()))?;
+        let sender = PeerConn::handshake(crate::cork::Corked::new(tls), s.budget)
+            .await
+            .map_err(|e| ProxyError::Upstream(e.into()))?;
         s.metrics.peer_connects.inc();
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-        let slots = ready.entry(ep.proxy).or_default().entry(sni.to_string()).or_insert_with(|| vec![None; self.slots]);
-        if let Some(entry) = slots.get_mut(slot) {
+        let conns = ready
+            .entry(ep.proxy)
+            .or_default()
+            .entry(sni.to_string())
+            .or_insert_with(|| Conns { slots: vec![None; self.slots], overflow: Vec::new() });
+        if slot == OVERFLOW {
+            conns.overflow.push(sender.clone());
+        } else if let Some(entry) = conns.slots.get_mut(slot) {
             *entry = Some(sender.clone());
         }
         Ok(sender)
