@@ -49,15 +49,17 @@
 //!
 //! | name | with [`DnsConfig::upstream`] | without |
 //! |------|------------------------------|---------|
-//! | in our zones (`cluster.local.`, `consul.`), not in the table | forwarded | NXDOMAIN |
+//! | in our zones (`cluster.local.`, `consul.`), not in the table | NXDOMAIN | NXDOMAIN |
+//! | another Consul datacenter's (`….service.<dc>.consul`, `….node.<dc>.consul`, `<dc>` not ours) | forwarded | NXDOMAIN |
 //! | outside our zones | forwarded | REFUSED |
 //!
-//! With an upstream, unknown names in our zones are forwarded too: the upstream may know them (a
-//! peer cluster's `<svc>.service.<other-dc>.consul`, kube-dns for Kubernetes services outside the
-//! mesh, a Consul agent). The query goes upstream unchanged over UDP; if the upstream does not
-//! answer within [`DnsConfig::forward_timeout`] the client gets SERVFAIL. When the answer is
-//! truncated and the client asked over TCP, the query is repeated over TCP. Two servers must not
-//! name each other as upstream: unknown names would go round between them.
+//! We are authoritative for our zones: a name there that the table lacks does not exist, and the
+//! upstream is never asked (it could otherwise answer for names the mesh does not have). The one
+//! exception is a Consul name of another datacenter, which a peer owns and the upstream (a Consul
+//! agent, a peer cluster's weft) may know. Forwarded queries go upstream unchanged over UDP; if
+//! the upstream does not answer within [`DnsConfig::forward_timeout`] the client gets SERVFAIL.
+//! When the answer is truncated and the client asked over TCP, the query is repeated over TCP.
+//! Two servers must not name each other as upstream: unknown names would go round between them.
 //!
 //! # Bad input
 //!
