@@ -11,6 +11,11 @@
 //!                                     └── unknown names ──UDP (TCP if truncated)──▶ upstream
 //! ```
 //!
+//! UDP queries are received by one task per runtime worker thread (at most [`MAX_UDP_TASKS`];
+//! [`DnsConfig::udp_tasks`]) sharing one socket, whose receive buffer is
+//! [`DnsConfig::udp_receive_buffer`] (4 MiB by default; the kernel caps it at
+//! `net.core.rmem_max`). Each query is answered in its own task.
+//!
 //! # Names
 //!
 //! All names are case-insensitive. `<dc>` is [`Table::cluster`]. Only healthy instances are
@@ -76,5 +81,8 @@ mod names;
 mod server;
 mod table;
 
-pub use server::{DnsConfig, DnsError, DnsServer, DEFAULT_FORWARD_TIMEOUT, DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TTL};
+pub use server::{
+    DnsConfig, DnsError, DnsServer, DEFAULT_FORWARD_TIMEOUT, DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TTL,
+    DEFAULT_UDP_RECEIVE_BUFFER, MAX_UDP_TASKS,
+};
 pub use table::{Instance, ServiceEntry, Table, CONSUL_NAMESPACE};
