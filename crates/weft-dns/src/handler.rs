@@ -38,6 +38,16 @@ pub(crate) struct Handler {
     pub(crate) rotation: AtomicUsize,
 }
 
+/// The handler shared between the UDP tasks (`udp.rs`) and hickory-server's TCP listener.
+pub(crate) struct Shared(pub(crate) Arc<Handler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for Shared {
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response_handle: R) -> ResponseInfo {
+        self.0.handle_request::<R, T>(request, response_handle).await
+    }
+}
+
 /// What to send back, before it is encoded.
 struct Reply {
     metadata: Metadata,

@@ -14,7 +14,9 @@
 //! UDP queries are received by one task per runtime worker thread (at most [`MAX_UDP_TASKS`];
 //! [`DnsConfig::udp_tasks`]) sharing one socket, whose receive buffer is
 //! [`DnsConfig::udp_receive_buffer`] (4 MiB by default; the kernel caps it at
-//! `net.core.rmem_max`). Each query is answered in its own task.
+//! `net.core.rmem_max`). Each task answers a query where it received it and sends the answer
+//! itself; only a query that must wait (forwarded upstream) moves to a task of its own. TCP is
+//! hickory-server's listener.
 //!
 //! # Names
 //!
@@ -70,8 +72,9 @@
 //!
 //! Packets shorter than a DNS header, and responses sent as queries, are dropped; unparsable
 //! queries and queries without exactly one question get FORMERR; opcodes other than QUERY get
-//! NOTIMP. Nothing a client sends stops the server. hickory-server logs every request at `info`
-//! under the `hickory_server` target; filter it there if that is too much.
+//! NOTIMP. Nothing a client sends stops the server. hickory-server, which serves TCP, logs every
+//! TCP request at `info` under the `hickory_server` target; filter it there if that is too much.
+//! UDP queries are not logged one by one.
 #![forbid(unsafe_code)]
 
 mod forward;
@@ -80,6 +83,7 @@ mod index;
 mod names;
 mod server;
 mod table;
+mod udp;
 
 pub use server::{
     DnsConfig, DnsError, DnsServer, DEFAULT_FORWARD_TIMEOUT, DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TTL,

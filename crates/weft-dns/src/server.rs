@@ -13,9 +13,10 @@ use tokio::net::{TcpListener, UdpSocket};
 use tracing::{info, warn};
 
 use crate::forward::Forwarder;
-use crate::handler::Handler;
+use crate::handler::{Handler, Shared};
 use crate::index::Index;
 use crate::table::Table;
+use crate::udp::UdpTasks;
 
 /// Default record TTL (seconds): short, so that registry changes reach clients quickly.
 pub const DEFAULT_TTL: u32 = 5;
@@ -137,7 +138,10 @@ pub struct DnsServer {
     next_serial: AtomicU32,
     /// Serial of the table published; a table built earlier never replaces a newer one.
     published: Mutex<u32>,
-    server: Server<Handler>,
+    /// TCP (hickory-server's listener).
+    server: Server<Shared>,
+    /// UDP (ours, see `udp.rs`).
+    udp: UdpTasks,
 }
 
 impl fmt::Debug for DnsServer {
@@ -161,16 +165,14 @@ impl DnsServer {
         }
 
         let index = Arc::new(ArcSwap::from_pointee(Index::new(&table, cfg.ttl, 1)));
-        let handler = Handler {
+        let handler = Arc::new(Handler {
             index: index.clone(),
             forwarder: cfg.upstream.map(|upstream| Forwarder::new(upstream, cfg.forward_timeout)),
             rotation: AtomicUsize::new(0),
-        };
-        let mut server = Server::new(handler);
+        });
         let udp_tasks = udp.len();
-        for socket in udp {
-            server.register_socket(socket);
-        }
+        let udp = UdpTasks::spawn(udp, handler.clone());
+        let mut server = Server::new(Shared(handler));
         server.register_listener(tcp, DEFAULT_TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
         info!(%local_addr, upstream = ?cfg.upstream, cluster = %table.cluster, udp_tasks, "DNS server listening (UDP and TCP)");
         Ok(DnsServer {
@@ -180,6 +182,7 @@ impl DnsServer {
             next_serial: AtomicU32::new(2),
             published: Mutex::new(1),
             server,
+            udp,
         })
     }
 
@@ -207,6 +210,7 @@ impl DnsServer {
 
     /// Stops accepting queries and waits for the sockets to close.
     pub async fn shutdown(mut self) {
+        self.udp.stop().await;
         if let Err(error) = self.server.shutdown_gracefully().await {
             warn!(%error, local_addr = %self.local_addr, "DNS server stopped with an error");
         }
