@@ -18,8 +18,6 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
-    #[command(flatten)]
-    conn: client::Conn,
 }
 
 #[derive(Subcommand)]
@@ -85,7 +83,7 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::Control(args) => control::run(args),
         Cmd::Verb(verb) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(verbs::run(&cli.conn, verb))
+            rt.block_on(verbs::run(verb))
         }
         Cmd::DemoCall { addr, path, tcp } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

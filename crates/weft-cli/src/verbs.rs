@@ -14,6 +14,8 @@ pub enum Verb {
     Apply {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// List resources of a kind (services, workloads, meshconfig), or show one.
     Get {
@@ -27,6 +29,8 @@ pub enum Verb {
         /// `table` or `json`.
         #[arg(short = 'o', long, default_value = "table")]
         output: String,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Show one resource in full, with the health of a workload's checks.
     Describe {
@@ -34,6 +38,8 @@ pub enum Verb {
         name: String,
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Delete a resource.
     Delete {
@@ -41,6 +47,8 @@ pub enum Verb {
         name: String,
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Register a service instance (like `consul services register`).
     Register {
@@ -72,29 +80,43 @@ pub enum Verb {
         interval: Option<String>,
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Deregister a service instance by id.
     Deregister {
         id: String,
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Every connected proxy, with its config version and SYNCED or STALE.
-    ProxyStatus,
+    ProxyStatus {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Tokens for the API and for proxies.
     Token {
         #[command(subcommand)]
         cmd: TokenCmd,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// The mesh CA: root and intermediate, expiry, fingerprints.
     Ca {
         /// Print only the root certificate (PEM), e.g. for a proxy's `control.ca_file`.
         #[arg(long)]
         pem: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Is the control plane healthy, are certificates valid, are proxies in sync? One line per
     /// check; exits non-zero if any fails.
-    Check,
+    Check {
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Subcommand)]
@@ -119,9 +141,28 @@ fn kind_path(kind: &str) -> anyhow::Result<&'static str> {
         .with_context(|| format!("unknown kind {kind:?}: use services, workloads or meshconfig"))
 }
 
-pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
+impl Verb {
+    /// Where the control plane is and the token to call it with.
+    fn conn(&self) -> &Conn {
+        match self {
+            Verb::Apply { conn, .. }
+            | Verb::Get { conn, .. }
+            | Verb::Describe { conn, .. }
+            | Verb::Delete { conn, .. }
+            | Verb::Register { conn, .. }
+            | Verb::Deregister { conn, .. }
+            | Verb::ProxyStatus { conn }
+            | Verb::Token { conn, .. }
+            | Verb::Ca { conn, .. }
+            | Verb::Check { conn } => conn,
+        }
+    }
+}
+
+pub async fn run(verb: Verb) -> anyhow::Result<()> {
+    let conn = &verb.conn().clone();
     match verb {
-        Verb::Apply { file } => {
+        Verb::Apply { file, .. } => {
             let text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())?
             } else {
@@ -132,7 +173,7 @@ pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
                 println!("{}", r.as_str().unwrap_or_default());
             }
         }
-        Verb::Get { kind, name, namespace, all_namespaces, output } => {
+        Verb::Get { kind, name, namespace, all_namespaces, output, .. } => {
             let k = kind_path(&kind)?;
             let items: Vec<Value> = match &name {
                 Some(n) => vec![conn.call("GET", &format!("/v1/resources/{k}/{namespace}/{n}"), String::new()).await?],
@@ -170,7 +211,7 @@ pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
                 .collect();
             table(&["NAMESPACE", "NAME", "VERSION", "DETAIL"], rows);
         }
-        Verb::Describe { kind, name, namespace } => {
+        Verb::Describe { kind, name, namespace, .. } => {
             let k = kind_path(&kind)?;
             let v = conn.call("GET", &format!("/v1/resources/{k}/{namespace}/{name}"), String::new()).await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
@@ -187,7 +228,7 @@ pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
                 }
             }
         }
-        Verb::Delete { kind, name, namespace } => {
+        Verb::Delete { kind, name, namespace, .. } => {
             let k = kind_path(&kind)?;
             let v = conn.call("DELETE", &format!("/v1/resources/{k}/{namespace}/{name}"), String::new()).await?;
             for r in v["results"].as_array().into_iter().flatten() {
@@ -206,6 +247,7 @@ pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
             ttl,
             interval,
             namespace,
+            ..
         } => {
             let mut checks = vec![];
             if let Some(u) = http_check {
@@ -226,14 +268,14 @@ pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
                 println!("{}", r.as_str().unwrap_or_default());
             }
         }
-        Verb::Deregister { id, namespace } => {
+        Verb::Deregister { id, namespace, .. } => {
             let v =
                 conn.call("PUT", &format!("/v1/agent/service/deregister/{id}?ns={namespace}"), String::new()).await?;
             for r in v["results"].as_array().into_iter().flatten() {
                 println!("{}", r.as_str().unwrap_or_default());
             }
         }
-        Verb::ProxyStatus => {
+        Verb::ProxyStatus { .. } => {
             let v = conn.call("GET", "/v1/proxies", String::new()).await?;
             let rows: Vec<Vec<String>> = v["proxies"]
                 .as_array()
@@ -255,17 +297,17 @@ pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
                 table(&["PROXY", "IDENTITY", "ACKED/SENT", "STATUS", "ERROR"], rows);
             }
         }
-        Verb::Token { cmd: TokenCmd::Create { identity, kind, ttl } } => {
+        Verb::Token { cmd: TokenCmd::Create { identity, kind, ttl }, .. } => {
             let kind = kind.unwrap_or_else(|| if identity.is_some() { "bootstrap".into() } else { "read".into() });
             let req = json!({ "kind": kind, "identity": identity, "ttl": ttl });
             let v = conn.call("POST", "/v1/tokens", req.to_string()).await?;
             println!("{}", v["token"].as_str().unwrap_or_default());
         }
-        Verb::Ca { pem: true } => {
+        Verb::Ca { pem: true, .. } => {
             let v = conn.call("GET", "/v1/ca", String::new()).await?;
             print!("{}", v["root_pem"].as_str().unwrap_or_default());
         }
-        Verb::Ca { pem: false } => {
+        Verb::Ca { pem: false, .. } => {
             let v = conn.call("GET", "/v1/ca", String::new()).await?;
             println!("trust domain  {}", v["trust_domain"].as_str().unwrap_or(""));
             for which in ["root", "intermediate"] {
@@ -275,7 +317,7 @@ pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
                 println!("{:<13} sha256 {}", "", c["sha256_fingerprint"].as_str().unwrap_or(""));
             }
         }
-        Verb::Check => check(conn).await?,
+        Verb::Check { .. } => check(conn).await?,
     }
     Ok(())
 }
