@@ -205,6 +205,15 @@ impl Resource {
     }
 }
 
+/// A YAML error as one line with its line and column, without the
+/// source snippet serde-saphyr can draw below it (the position says where) and without the
+/// `error: ` it starts with (the CLI and the API add their own).
+pub(crate) fn yaml_error(e: serde_saphyr::Error) -> ConfigError {
+    let e = e.without_snippet();
+    let text = e.to_string();
+    ConfigError::Parse(text.trim().strip_prefix("error: ").unwrap_or(text.trim()).to_string())
+}
+
 /// Parses one or more resources from YAML (documents separated by `---`) or JSON (one object,
 /// or an array). All are checked; the first error is returned and nothing is accepted.
 pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ConfigError> {
@@ -226,7 +235,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ConfigError> {
             })
             .collect::<Result<_, _>>()?
     } else {
-        serde_saphyr::from_multiple(text).map_err(|e| ConfigError::Parse(e.to_string()))?
+        serde_saphyr::from_multiple(text).map_err(yaml_error)?
     };
     if objects.is_empty() {
         return Err(ConfigError::Parse("no resources found: the input is empty".into()));

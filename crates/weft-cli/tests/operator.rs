@@ -3,10 +3,21 @@
 //! output into a closed pipe, the apply size limit, and logs without colour codes off a terminal.
 //! Every test runs the real binary; the ones that need a control plane start `weft control`.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+/// A child process killed (SIGKILL) on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// A fresh directory under the system's temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -57,6 +68,72 @@ fn assert_error_once(out: &Output, needle: &str) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// A control plane on free ports in `dir`, started and ready.
+struct Control {
+    _proc: Proc,
+    api: String,
+    dir: PathBuf,
+}
+
+impl Control {
+    fn start(dir: &Path, env: &[(&str, &str)], stderr: Stdio) -> Control {
+        let api = format!("127.0.0.1:{}", free_port());
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let mut child = Command::new(WEFT)
+            .args(["control", "--data-dir", dir.to_str().unwrap(), "--grpc", &grpc, "--api", &api, "--dns", "off"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut seen = vec![];
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                panic!("weft control exited before it was ready: {seen:?}");
+            }
+            if line.trim_end() == "ready" {
+                break;
+            }
+            seen.push(line);
+        }
+        std::thread::spawn(move || for _ in reader.lines() {});
+        Control { _proc: Proc(child), api, dir: dir.to_path_buf() }
+    }
+
+    /// `weft <args>` against this control plane, the token found through `--data-dir`.
+    fn weft(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--server", &self.api, "--data-dir", self.dir.to_str().unwrap()]);
+        weft(&all, &[])
+    }
+}
+
+#[test]
+fn a_port_in_use_is_reported_once() {
+    let dir = TempDir::new("bind");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = taken.local_addr().unwrap().to_string();
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let out =
+        weft(&["control", "--data-dir", dir.0.to_str().unwrap(), "--grpc", &grpc, "--api", &api, "--dns", "off"], &[]);
+    assert_error_once(&out, "Address already in use");
+    assert!(stderr(&out).contains(&api), "{}", stderr(&out));
+}
+
+#[test]
+fn an_invalid_proxy_config_is_reported_once() {
+    let dir = TempDir::new("typo");
+    let config = dir.0.join("typo.yaml");
+    std::fs::write(&config, "admin:\n  listen: \"127.0.0.1:0\"\ninbound:\n  lisen: \"127.0.0.1:0\"\n").unwrap();
+    let out = weft(&["proxy", "validate", "--config", config.to_str().unwrap()], &[]);
+    assert_error_once(&out, "typo.yaml");
+    assert!(stderr(&out).contains("lisen"), "{}", stderr(&out));
+}
+
 #[test]
 fn control_help_lists_only_its_own_flags() {
     let help = String::from_utf8(weft(&["control", "--help"], &[]).stdout).unwrap();
@@ -92,4 +169,16 @@ fn a_missing_admin_token_says_where_the_cli_looked() {
     assert!(stderr(&out).contains(looked.to_str().unwrap()), "{}", stderr(&out));
     let out = weft(&["get", "workloads", "--server", &server], &[("WEFT_DATA_DIR", elsewhere.to_str().unwrap())]);
     assert!(stderr(&out).contains(looked.to_str().unwrap()), "{}", stderr(&out));
+}
+
+#[test]
+fn an_apply_error_reads_once() {
+    let dir = TempDir::new("apply-error");
+    let cp = Control::start(&dir.0, &[], Stdio::null());
+    // A YAML error from the API: one `error:`, the line named, no source snippet.
+    let bad = dir.0.join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api\n").unwrap();
+    let out = cp.weft(&["apply", "-f", bad.to_str().unwrap()]);
+    assert_error_once(&out, "unclosed bracket");
+    assert!(stderr(&out).contains("line 3"), "{}", stderr(&out));
 }

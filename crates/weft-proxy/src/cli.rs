@@ -85,13 +85,36 @@ pub fn init_logging(default_level: &str) {
         .try_init();
 }
 
-/// A command's result as the process exit: errors as one readable line (with their causes),
-/// not a debug dump. Shared by `weft-proxy` and `weft`.
+/// An error and its causes as one line, `outer: cause: root`, each message once: a cause whose
+/// text its parent already carries (`cannot listen on …: Address already in use (os error 98)`
+/// over the io::Error itself) is left out, and so is a leading `error: ` inside a message (the
+/// line already starts with one).
+pub fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let mut text = text.trim();
+        while let Some(rest) = text.strip_prefix("error: ") {
+            text = rest.trim_start();
+        }
+        if text.is_empty() || line.contains(text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text);
+    }
+    line
+}
+
+/// A command's result as the process exit: errors as one readable line (with their causes, each
+/// once; see [`error_line`]), not a debug dump. Shared by `weft-proxy` and `weft`.
 pub fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_line(&e));
             std::process::ExitCode::FAILURE
         }
     }
