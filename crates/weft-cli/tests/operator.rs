@@ -112,6 +112,18 @@ impl Control {
     }
 }
 
+fn workloads_yaml(n: usize) -> String {
+    let mut text = String::from("apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-{i} }}\nspec: {{ service: api, address: 10.1.{}.{}, port: 8080 }}\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    text
+}
+
 #[test]
 fn a_port_in_use_is_reported_once() {
     let dir = TempDir::new("bind");
@@ -181,4 +193,25 @@ fn an_apply_error_reads_once() {
     let out = cp.weft(&["apply", "-f", bad.to_str().unwrap()]);
     assert_error_once(&out, "unclosed bracket");
     assert!(stderr(&out).contains("line 3"), "{}", stderr(&out));
+}
+
+#[test]
+fn applying_more_than_1024_documents_is_a_clear_error() {
+    let dir = TempDir::new("apply-limit");
+    let cp = Control::start(&dir.0, &[], Stdio::null());
+    // Past the limit: a sentence with the count, the limit and the fix; nothing written.
+    let many = dir.0.join("many.yaml");
+    std::fs::write(&many, workloads_yaml(1_024)).unwrap();
+    let out = cp.weft(&["apply", "-f", many.to_str().unwrap()]);
+    assert_error_once(&out, "1025");
+    let err = stderr(&out);
+    assert!(err.contains("1024") && err.contains("split"), "{err}");
+    assert!(!err.contains("budget") && !err.contains("Documents {"), "{err}");
+    let out = cp.weft(&["get", "services"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No Service resources"), "{out:?}");
+
+    // At the limit, it applies.
+    std::fs::write(&many, workloads_yaml(1_023)).unwrap();
+    let out = cp.weft(&["apply", "-f", many.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
