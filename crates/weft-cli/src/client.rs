@@ -89,7 +89,7 @@ impl Conn {
 }
 
 /// Prints rows as aligned columns.
-pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> std::io::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -100,10 +100,11 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
     }
     let line = |cells: Vec<String>| {
         let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
-        println!("{}", parts.join("   ").trim_end());
+        crate::outln!("{}", parts.join("   ").trim_end())
     };
-    line(header.iter().map(|s| s.to_string()).collect());
+    line(header.iter().map(|s| s.to_string()).collect())?;
     for r in rows {
-        line(r);
+        line(r)?;
     }
+    Ok(())
 }

@@ -1,6 +1,26 @@
 //! `weft`: the mesh's command line. `weft up` runs a local mesh; the other verbs are the tools
 //! around it.
 
+/// `println!` for command output, returning the write's `io::Result` instead of panicking: when
+/// stdout is a pipe whose reader has gone (`weft get workloads | head -3`), the command stops with
+/// a `BrokenPipe` error, which `main` turns into a quiet exit.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` as [`outln!`] is `println!`.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod call;
 mod client;
 mod control;

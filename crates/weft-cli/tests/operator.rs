@@ -3,7 +3,7 @@
 //! output into a closed pipe, the apply size limit, and logs without colour codes off a terminal.
 //! Every test runs the real binary; the ones that need a control plane start `weft control`.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -214,4 +214,32 @@ fn applying_more_than_1024_documents_is_a_clear_error() {
     std::fs::write(&many, workloads_yaml(1_023)).unwrap();
     let out = cp.weft(&["apply", "-f", many.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn output_into_a_closed_pipe_stops_quietly() {
+    let dir = TempDir::new("pipe");
+    let cp = Control::start(&dir.0, &[], Stdio::null());
+    let many = dir.0.join("many.yaml");
+    std::fs::write(&many, workloads_yaml(600)).unwrap();
+    let out = cp.weft(&["apply", "-f", many.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // `weft get ... | head -1`: far more output than a pipe holds; the reader leaves after one
+    // line, and the CLI stops without a word and with success.
+    let mut get = Command::new(WEFT)
+        .args(["get", "workloads", "-o", "json", "--server", &cp.api, "--data-dir", dir.0.to_str().unwrap()])
+        .env_clear()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(get.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert_eq!(first.trim(), "[");
+    let mut err = String::new();
+    get.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = get.wait().unwrap();
+    assert!(err.is_empty(), "nothing on stderr: {err}");
+    assert!(status.success(), "{status:?}");
 }

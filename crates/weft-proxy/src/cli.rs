@@ -108,11 +108,19 @@ pub fn error_line(error: &anyhow::Error) -> String {
     line
 }
 
+/// Whether `error` comes from writing to a pipe whose reader has gone (`weft get | head -3`).
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
 /// A command's result as the process exit: errors as one readable line (with their causes, each
-/// once; see [`error_line`]), not a debug dump. Shared by `weft-proxy` and `weft`.
+/// once; see [`error_line`]), not a debug dump. Output cut short because the reader of stdout has
+/// gone (`| head`) is no error: the command exits quietly, with success. Shared by `weft-proxy`
+/// and `weft`.
 pub fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", error_line(&e));
             std::process::ExitCode::FAILURE
