@@ -243,3 +243,56 @@ fn output_into_a_closed_pipe_stops_quietly() {
     assert!(err.is_empty(), "nothing on stderr: {err}");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn logs_into_a_file_have_no_colour_codes() {
+    let dir = TempDir::new("colour");
+    let log = dir.0.join("control.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let cp = Control::start(&dir.0.join("data"), &[("RUST_LOG", "info")], Stdio::from(file));
+    drop(cp);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("INFO"), "the control plane logged at info: {text}");
+    assert!(!text.contains('\u{1b}'), "ANSI escape codes in a log file: {text:?}");
+}
+
+/// On a terminal (`script` gives the command one), logs are coloured unless NO_COLOR is set.
+#[test]
+fn logs_on_a_terminal_are_coloured_unless_no_color() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return;
+    }
+    let run = |no_color: Option<&str>| {
+        let dir = TempDir::new(&format!("tty-{}", no_color.is_some()));
+        let typescript = dir.0.join("typescript");
+        // `weft proxy validate` on a missing file logs nothing; `weft control` with a taken port
+        // logs its start at info before failing, on the terminal.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let command = format!(
+            "{WEFT} control --data-dir {} --grpc 127.0.0.1:{} --api {} --dns off",
+            dir.0.join("data").display(),
+            free_port(),
+            taken.local_addr().unwrap()
+        );
+        let mut script = Command::new("script");
+        script
+            .args(["-q", "-e", "-c", &command, typescript.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(v) = no_color {
+            script.env("NO_COLOR", v);
+        }
+        script.status().unwrap();
+        std::fs::read_to_string(&typescript).unwrap_or_default()
+    };
+    let coloured = run(None);
+    assert!(coloured.contains("INFO"), "{coloured}");
+    assert!(coloured.contains('\u{1b}'), "colour on a terminal: {coloured:?}");
+    let plain = run(Some("1"));
+    assert!(plain.contains("INFO"), "{plain}");
+    assert!(!plain.contains('\u{1b}'), "NO_COLOR: {plain:?}");
+}

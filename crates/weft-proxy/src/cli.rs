@@ -80,9 +80,16 @@ pub fn init_logging(default_level: &str) {
         .or_else(|| default_level.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(log_colour()))
         .with(filter)
         .try_init();
+}
+
+/// Colour in logs only when stderr is a terminal and `NO_COLOR` is unset or empty
+/// (<https://no-color.org>): files, pipes and journald get plain text.
+fn log_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// An error and its causes as one line, `outer: cause: root`, each message once: a cause whose
