@@ -13,6 +13,7 @@
 //! a query that does not parse gets FORMERR.
 
 use std::future::Future;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::Poll;
@@ -27,7 +28,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::handler::Handler;
 
@@ -68,6 +69,11 @@ async fn serve(socket: Arc<UdpSocket>, handler: Arc<Handler>) {
     loop {
         let (len, src) = match socket.recv_from(&mut buf).await {
             Ok(received) => received,
+            // The socket is gone (as hickory-server judges it): stop rather than spin.
+            Err(error) if matches!(error.kind(), io::ErrorKind::NotConnected | io::ErrorKind::ConnectionAborted) => {
+                error!(%error, "DNS: the UDP socket failed; UDP queries are no longer answered");
+                return;
+            }
             // ICMP errors for earlier answers (ECONNREFUSED) and the like: the socket is fine.
             Err(error) => {
                 debug!(%error, "receiving a UDP query");
