@@ -19,6 +19,18 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# weft's DNS asks for a 4 MiB UDP receive buffer, which the kernel caps at net.core.rmem_max
+# (often 208 KiB); the DNS burst test needs it. Raise it when root and it is lower.
+rmem_max=$(cat /proc/sys/net/core/rmem_max 2>/dev/null || echo 0)
+if [ "$rmem_max" -lt 4194304 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "==> raising net.core.rmem_max from $rmem_max to 4194304 (DNS UDP receive buffer)"
+    sysctl -q -w net.core.rmem_max=4194304 || echo "==> could not raise net.core.rmem_max"
+  else
+    echo "==> net.core.rmem_max is $rmem_max (< 4 MiB) and not root: the DNS burst test may lose queries"
+  fi
+fi
+
 if cargo nextest --version >/dev/null 2>&1; then
   exec cargo nextest run --workspace --no-fail-fast "$@"
 else

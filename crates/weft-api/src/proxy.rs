@@ -477,7 +477,7 @@ impl Service {
 impl ProxyConfig {
     /// Parses and validates a YAML config. Nothing is returned unless the whole file is valid.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let cfg: ProxyConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let cfg: ProxyConfig = serde_saphyr::from_str(text).map_err(crate::resource::yaml_error)?;
         cfg.validate()?;
         Ok(cfg)
     }

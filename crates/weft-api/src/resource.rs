@@ -205,8 +205,33 @@ impl Resource {
     }
 }
 
+/// Most resources one apply (one request, one file) may hold: YAML documents or JSON array items.
+/// It bounds the work one request can cause; a bigger set goes in several applies.
+pub const MAX_DOCUMENTS: usize = 1024;
+
+fn too_many(what: String) -> ConfigError {
+    ConfigError::Parse(format!(
+        "too many resources: {what}, and one apply takes at most {MAX_DOCUMENTS}; split the file and apply \
+         the parts one after another (each part is all or nothing by itself)"
+    ))
+}
+
+/// A YAML error as one line with its line and column: the document limit in words, without the
+/// source snippet serde-saphyr can draw below it (the position says where) and without the
+/// `error: ` it starts with (the CLI and the API add their own).
+pub(crate) fn yaml_error(e: serde_saphyr::Error) -> ConfigError {
+    use serde_saphyr::budget::BudgetBreach;
+    let e = e.without_snippet();
+    if let serde_saphyr::Error::Budget { breach: BudgetBreach::Documents { documents }, .. } = e {
+        return too_many(format!("document {documents} is past the limit"));
+    }
+    let text = e.to_string();
+    ConfigError::Parse(text.trim().strip_prefix("error: ").unwrap_or(text.trim()).to_string())
+}
+
 /// Parses one or more resources from YAML (documents separated by `---`) or JSON (one object,
-/// or an array). All are checked; the first error is returned and nothing is accepted.
+/// or an array), at most [`MAX_DOCUMENTS`]. All are checked; the first error is returned and
+/// nothing is accepted.
 pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ConfigError> {
     let trimmed = text.trim_start();
     let objects: Vec<Object> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
@@ -215,6 +240,9 @@ pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ConfigError> {
             serde_json::Value::Array(items) => items,
             one => vec![one],
         };
+        if items.len() > MAX_DOCUMENTS {
+            return Err(too_many(format!("{} items in the JSON array", items.len())));
+        }
         items
             .into_iter()
             .enumerate()
@@ -226,7 +254,11 @@ pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ConfigError> {
             })
             .collect::<Result<_, _>>()?
     } else {
-        serde_saphyr::from_multiple(text).map_err(|e| ConfigError::Parse(e.to_string()))?
+        let mut budget = serde_saphyr::Budget::default();
+        budget.max_documents = MAX_DOCUMENTS;
+        let mut options = serde_saphyr::Options::default();
+        options.budget = Some(budget);
+        serde_saphyr::from_multiple_with_options(text, options).map_err(yaml_error)?
     };
     if objects.is_empty() {
         return Err(ConfigError::Parse("no resources found: the input is empty".into()));
@@ -360,6 +392,19 @@ spec:
         assert!(err.to_string().contains("Servise"), "{err}");
         assert!(parse_documents("").is_err());
         assert!(parse_documents("{").is_err());
+    }
+
+    #[test]
+    fn more_than_max_documents_is_refused_in_words() {
+        let one = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\n";
+        let yaml = vec![one; MAX_DOCUMENTS + 1].join("---\n");
+        let err = parse_documents(&yaml).unwrap_err().to_string();
+        assert!(err.starts_with("too many resources: document 1025") && err.contains("at most 1024"), "{err}");
+        let json =
+            serde_json::json!({ "apiVersion": "weft.io/v1alpha1", "kind": "Service", "metadata": { "name": "api" } });
+        let array = serde_json::Value::Array(vec![json; MAX_DOCUMENTS + 1]).to_string();
+        let err = parse_documents(&array).unwrap_err().to_string();
+        assert!(err.starts_with("too many resources: 1025 items") && err.contains("split"), "{err}");
     }
 
     #[test]

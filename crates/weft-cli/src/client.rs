@@ -27,6 +27,10 @@ pub struct Conn {
     /// API token (default: the admin token in the control plane's data directory on this host).
     #[arg(long, global = true, env = "WEFT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Data directory of a `weft control` on this host, whose admin token to use when there is
+    /// no --token (default: ~/.weft).
+    #[arg(long, global = true, env = "WEFT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Conn {
@@ -34,13 +38,26 @@ impl Conn {
         if let Some(t) = &self.token {
             return Ok(t.clone());
         }
-        let path = default_data_dir().join("admin.token");
-        std::fs::read_to_string(&path).map(|t| t.trim().to_string()).with_context(|| {
-            format!(
-                "no token: pass --token or set WEFT_TOKEN (a local `weft control` writes its admin token to {})",
+        let (dir, from) = match &self.data_dir {
+            Some(dir) => (dir.clone(), "--data-dir / WEFT_DATA_DIR"),
+            None => (default_data_dir(), "the default data directory"),
+        };
+        let path = dir.join("admin.token");
+        match std::fs::read_to_string(&path) {
+            Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+            Ok(_) => bail!("the admin token file {} ({from}) is empty; pass --token or set WEFT_TOKEN", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "no API token: looked for the admin token in {} ({from}) and found none. `weft control` writes \
+                 admin.token into its data directory: if it runs with --data-dir DIR, pass --data-dir DIR or set \
+                 WEFT_DATA_DIR=DIR; on another host, pass --token or set WEFT_TOKEN (see `weft token create`)",
                 path.display()
-            )
-        })
+            ),
+            Err(e) => bail!(
+                "cannot read the admin token {} ({from}): {e}; pass --token or set WEFT_TOKEN, or --data-dir for \
+                 another data directory",
+                path.display()
+            ),
+        }
     }
 
     /// Calls the API; returns the JSON body of a 2xx answer, or the API's error message.
@@ -72,7 +89,7 @@ impl Conn {
 }
 
 /// Prints rows as aligned columns.
-pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> std::io::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -83,10 +100,11 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
     }
     let line = |cells: Vec<String>| {
         let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
-        println!("{}", parts.join("   ").trim_end());
+        crate::outln!("{}", parts.join("   ").trim_end())
     };
-    line(header.iter().map(|s| s.to_string()).collect());
+    line(header.iter().map(|s| s.to_string()).collect())?;
     for r in rows {
-        line(r);
+        line(r)?;
     }
+    Ok(())
 }

@@ -22,6 +22,9 @@ pub struct ControlArgs {
     /// Resolver that DNS forwards other names to.
     #[arg(long)]
     dns_upstream: Option<SocketAddr>,
+    /// DNS's UDP receive buffer in bytes (SO_RCVBUF); the kernel caps it at net.core.rmem_max.
+    #[arg(long, default_value_t = weft_dns::DEFAULT_UDP_RECEIVE_BUFFER)]
+    dns_udp_buffer: usize,
     /// Resources (YAML/JSON) to serve from a file, reloaded when it changes.
     #[arg(long)]
     registry_file: Option<PathBuf>,
@@ -59,6 +62,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         Some(args.dns.parse().map_err(|_| anyhow::anyhow!("--dns: {:?} is not ip:port or `off`", args.dns))?)
     };
     cfg.dns_upstream = args.dns_upstream;
+    cfg.dns_udp_receive_buffer = args.dns_udp_buffer;
     cfg.registry_file = args.registry_file;
     cfg.enable_script_checks = args.enable_script_checks;
     cfg.max_streams_per_token = args.max_streams_per_token;

@@ -1,6 +1,26 @@
 //! `weft`: the mesh's command line. `weft up` runs a local mesh; the other verbs are the tools
 //! around it.
 
+/// `println!` for command output, returning the write's `io::Result` instead of panicking: when
+/// stdout is a pipe whose reader has gone (`weft get workloads | head -3`), the command stops with
+/// a `BrokenPipe` error, which `main` turns into a quiet exit.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` as [`outln!`] is `println!`.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod call;
 mod client;
 mod control;
@@ -18,8 +38,6 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
-    #[command(flatten)]
-    conn: client::Conn,
 }
 
 #[derive(Subcommand)]
@@ -85,7 +103,7 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::Control(args) => control::run(args),
         Cmd::Verb(verb) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(verbs::run(&cli.conn, verb))
+            rt.block_on(verbs::run(verb))
         }
         Cmd::DemoCall { addr, path, tcp } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -14,6 +14,8 @@ pub enum Verb {
     Apply {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// List resources of a kind (services, workloads, meshconfig), or show one.
     Get {
@@ -27,6 +29,8 @@ pub enum Verb {
         /// `table` or `json`.
         #[arg(short = 'o', long, default_value = "table")]
         output: String,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Show one resource in full, with the health of a workload's checks.
     Describe {
@@ -34,6 +38,8 @@ pub enum Verb {
         name: String,
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Delete a resource.
     Delete {
@@ -41,6 +47,8 @@ pub enum Verb {
         name: String,
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Register a service instance (like `consul services register`).
     Register {
@@ -72,29 +80,43 @@ pub enum Verb {
         interval: Option<String>,
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Deregister a service instance by id.
     Deregister {
         id: String,
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Every connected proxy, with its config version and SYNCED or STALE.
-    ProxyStatus,
+    ProxyStatus {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Tokens for the API and for proxies.
     Token {
         #[command(subcommand)]
         cmd: TokenCmd,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// The mesh CA: root and intermediate, expiry, fingerprints.
     Ca {
         /// Print only the root certificate (PEM), e.g. for a proxy's `control.ca_file`.
         #[arg(long)]
         pem: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Is the control plane healthy, are certificates valid, are proxies in sync? One line per
     /// check; exits non-zero if any fails.
-    Check,
+    Check {
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Subcommand)]
@@ -119,9 +141,28 @@ fn kind_path(kind: &str) -> anyhow::Result<&'static str> {
         .with_context(|| format!("unknown kind {kind:?}: use services, workloads or meshconfig"))
 }
 
-pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
+impl Verb {
+    /// Where the control plane is and the token to call it with.
+    fn conn(&self) -> &Conn {
+        match self {
+            Verb::Apply { conn, .. }
+            | Verb::Get { conn, .. }
+            | Verb::Describe { conn, .. }
+            | Verb::Delete { conn, .. }
+            | Verb::Register { conn, .. }
+            | Verb::Deregister { conn, .. }
+            | Verb::ProxyStatus { conn }
+            | Verb::Token { conn, .. }
+            | Verb::Ca { conn, .. }
+            | Verb::Check { conn } => conn,
+        }
+    }
+}
+
+pub async fn run(verb: Verb) -> anyhow::Result<()> {
+    let conn = &verb.conn().clone();
     match verb {
-        Verb::Apply { file } => {
+        Verb::Apply { file, .. } => {
             let text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())?
             } else {
@@ -129,10 +170,10 @@ pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
             };
             let v = conn.call("POST", "/v1/apply", text).await?;
             for r in v["results"].as_array().into_iter().flatten() {
-                println!("{}", r.as_str().unwrap_or_default());
+                outln!("{}", r.as_str().unwrap_or_default())?;
             }
         }
-        Verb::Get { kind, name, namespace, all_namespaces, output } => {
+        Verb::Get { kind, name, namespace, all_namespaces, output, .. } => {
             let k = kind_path(&kind)?;
             let items: Vec<Value> = match &name {
                 Some(n) => vec![conn.call("GET", &format!("/v1/resources/{k}/{namespace}/{n}"), String::new()).await?],
@@ -143,11 +184,11 @@ pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
                 }
             };
             if output == "json" {
-                println!("{}", serde_json::to_string_pretty(&items)?);
+                outln!("{}", serde_json::to_string_pretty(&items)?)?;
                 return Ok(());
             }
             if items.is_empty() {
-                println!("No {k} resources found.");
+                outln!("No {k} resources found.")?;
                 return Ok(());
             }
             let s = |v: &Value| {
@@ -168,30 +209,30 @@ pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
                     vec![s(&m["namespace"]), s(&m["name"]), s(&m["resourceVersion"]), detail]
                 })
                 .collect();
-            table(&["NAMESPACE", "NAME", "VERSION", "DETAIL"], rows);
+            table(&["NAMESPACE", "NAME", "VERSION", "DETAIL"], rows)?;
         }
-        Verb::Describe { kind, name, namespace } => {
+        Verb::Describe { kind, name, namespace, .. } => {
             let k = kind_path(&kind)?;
             let v = conn.call("GET", &format!("/v1/resources/{k}/{namespace}/{name}"), String::new()).await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            outln!("{}", serde_json::to_string_pretty(&v)?)?;
             if k == "Workload" {
                 let h = conn.call("GET", &format!("/v1/health/workload/{namespace}/{name}"), String::new()).await?;
-                println!("health: {}", h["status"].as_str().unwrap_or("no checks"));
+                outln!("health: {}", h["status"].as_str().unwrap_or("no checks"))?;
                 for c in h["checks"].as_array().into_iter().flatten() {
-                    println!(
+                    outln!(
                         "  {:<20} {:<9} {}",
                         c["name"].as_str().unwrap_or(""),
                         c["status"].as_str().unwrap_or(""),
                         c["output"].as_str().unwrap_or("")
-                    );
+                    )?;
                 }
             }
         }
-        Verb::Delete { kind, name, namespace } => {
+        Verb::Delete { kind, name, namespace, .. } => {
             let k = kind_path(&kind)?;
             let v = conn.call("DELETE", &format!("/v1/resources/{k}/{namespace}/{name}"), String::new()).await?;
             for r in v["results"].as_array().into_iter().flatten() {
-                println!("{}", r.as_str().unwrap_or_default());
+                outln!("{}", r.as_str().unwrap_or_default())?;
             }
         }
         Verb::Register {
@@ -206,6 +247,7 @@ pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
             ttl,
             interval,
             namespace,
+            ..
         } => {
             let mut checks = vec![];
             if let Some(u) = http_check {
@@ -223,17 +265,17 @@ pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
             }
             let v = conn.call("PUT", "/v1/agent/service/register", reg.to_string()).await?;
             for r in v["results"].as_array().into_iter().flatten() {
-                println!("{}", r.as_str().unwrap_or_default());
+                outln!("{}", r.as_str().unwrap_or_default())?;
             }
         }
-        Verb::Deregister { id, namespace } => {
+        Verb::Deregister { id, namespace, .. } => {
             let v =
                 conn.call("PUT", &format!("/v1/agent/service/deregister/{id}?ns={namespace}"), String::new()).await?;
             for r in v["results"].as_array().into_iter().flatten() {
-                println!("{}", r.as_str().unwrap_or_default());
+                outln!("{}", r.as_str().unwrap_or_default())?;
             }
         }
-        Verb::ProxyStatus => {
+        Verb::ProxyStatus { .. } => {
             let v = conn.call("GET", "/v1/proxies", String::new()).await?;
             let rows: Vec<Vec<String>> = v["proxies"]
                 .as_array()
@@ -250,32 +292,32 @@ pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
                 })
                 .collect();
             if rows.is_empty() {
-                println!("No proxies connected.");
+                outln!("No proxies connected.")?;
             } else {
-                table(&["PROXY", "IDENTITY", "ACKED/SENT", "STATUS", "ERROR"], rows);
+                table(&["PROXY", "IDENTITY", "ACKED/SENT", "STATUS", "ERROR"], rows)?;
             }
         }
-        Verb::Token { cmd: TokenCmd::Create { identity, kind, ttl } } => {
+        Verb::Token { cmd: TokenCmd::Create { identity, kind, ttl }, .. } => {
             let kind = kind.unwrap_or_else(|| if identity.is_some() { "bootstrap".into() } else { "read".into() });
             let req = json!({ "kind": kind, "identity": identity, "ttl": ttl });
             let v = conn.call("POST", "/v1/tokens", req.to_string()).await?;
-            println!("{}", v["token"].as_str().unwrap_or_default());
+            outln!("{}", v["token"].as_str().unwrap_or_default())?;
         }
-        Verb::Ca { pem: true } => {
+        Verb::Ca { pem: true, .. } => {
             let v = conn.call("GET", "/v1/ca", String::new()).await?;
-            print!("{}", v["root_pem"].as_str().unwrap_or_default());
+            out!("{}", v["root_pem"].as_str().unwrap_or_default())?;
         }
-        Verb::Ca { pem: false } => {
+        Verb::Ca { pem: false, .. } => {
             let v = conn.call("GET", "/v1/ca", String::new()).await?;
-            println!("trust domain  {}", v["trust_domain"].as_str().unwrap_or(""));
+            outln!("trust domain  {}", v["trust_domain"].as_str().unwrap_or(""))?;
             for which in ["root", "intermediate"] {
                 let c = &v[which];
-                println!("{which:<13} {}", c["subject"].as_str().unwrap_or(""));
-                println!("{:<13} expires {}", "", c["not_after"].as_str().unwrap_or(""));
-                println!("{:<13} sha256 {}", "", c["sha256_fingerprint"].as_str().unwrap_or(""));
+                outln!("{which:<13} {}", c["subject"].as_str().unwrap_or(""))?;
+                outln!("{:<13} expires {}", "", c["not_after"].as_str().unwrap_or(""))?;
+                outln!("{:<13} sha256 {}", "", c["sha256_fingerprint"].as_str().unwrap_or(""))?;
             }
         }
-        Verb::Check => check(conn).await?,
+        Verb::Check { .. } => check(conn).await?,
     }
     Ok(())
 }
@@ -283,12 +325,17 @@ pub async fn run(conn: &Conn, verb: Verb) -> anyhow::Result<()> {
 /// `linkerd check`-style: one line per item, non-zero exit if any failed.
 async fn check(conn: &Conn) -> anyhow::Result<()> {
     let mut failed = 0;
+    // The first error writing to stdout (a closed pipe), returned once every check has run.
+    let mut write_error = None;
     let mut report = |ok: bool, what: &str, detail: String| {
-        println!(
+        let written = outln!(
             "{} {what}{}",
             if ok { "√" } else { "×" },
             if detail.is_empty() { String::new() } else { format!(": {detail}") }
         );
+        if let Err(e) = written {
+            write_error.get_or_insert(e);
+        }
         if !ok {
             failed += 1;
         }
@@ -354,6 +401,9 @@ async fn check(conn: &Conn) -> anyhow::Result<()> {
             report(unhealthy.is_empty(), "all registered instances are healthy", unhealthy.join(", "));
         }
         Err(e) => report(false, "catalog readable", e.to_string()),
+    }
+    if let Some(e) = write_error {
+        return Err(e.into());
     }
     if failed > 0 {
         bail!("{failed} check(s) failed");

@@ -34,6 +34,8 @@ pub struct ControlConfig {
     pub dns: Option<SocketAddr>,
     /// Where DNS forwards names it does not know; none: NXDOMAIN/REFUSED.
     pub dns_upstream: Option<SocketAddr>,
+    /// DNS's UDP receive buffer in bytes (`weft_dns::DnsConfig::udp_receive_buffer`).
+    pub dns_udp_receive_buffer: usize,
     /// Allow script and Docker checks, which run commands on the control plane's host (Consul's
     /// `enable_script_checks`). Off by default.
     pub enable_script_checks: bool,
@@ -54,6 +56,7 @@ impl ControlConfig {
             mesh: MeshConfigSpec::default(),
             dns: None,
             dns_upstream: None,
+            dns_udp_receive_buffer: weft_dns::DEFAULT_UDP_RECEIVE_BUFFER,
             enable_script_checks: false,
             max_streams_per_token: crate::discovery::DEFAULT_MAX_STREAMS_PER_TOKEN,
             api_limits: crate::http_serve::DEFAULT_LIMITS,
@@ -235,6 +238,7 @@ impl ControlPlane {
         if let Some(listen) = cfg.dns {
             let mut dns_cfg = weft_dns::DnsConfig::new(listen);
             dns_cfg.upstream = cfg.dns_upstream;
+            dns_cfg.udp_receive_buffer = cfg.dns_udp_receive_buffer;
             let server = weft_dns::DnsServer::start(dns_cfg, crate::catalog::dns_table(&catalog.borrow())).await?;
             dns_addr = Some(server.local_addr());
             let (mut cat, mut stop) = (catalog.clone(), stop_rx.clone());

@@ -3,7 +3,8 @@
 //! | name                                   | upstream set      | no upstream |
 //! |----------------------------------------|-------------------|-------------|
 //! | in the table (even with no healthy instance) | answered here | answered here |
-//! | in our zones, not in the table         | forwarded         | NXDOMAIN    |
+//! | in our zones, not in the table         | NXDOMAIN          | NXDOMAIN    |
+//! | another Consul datacenter's (`*.service.<dc>.consul`) | forwarded | NXDOMAIN |
 //! | outside our zones                      | forwarded         | REFUSED     |
 //!
 //! hickory-server owns the sockets, framing, truncation and FORMERR for unparsable messages; this
@@ -23,6 +24,7 @@ use tracing::{debug, warn};
 
 use crate::forward::Forwarder;
 use crate::index::{Index, Resolution};
+use crate::names::Zone;
 
 /// The EDNS version we speak (RFC 6891).
 const EDNS_VERSION: u8 = 0;
@@ -34,6 +36,16 @@ pub(crate) struct Handler {
     pub(crate) forwarder: Option<Forwarder>,
     /// Turns the order of answers from one query to the next (round robin for first-pick clients).
     pub(crate) rotation: AtomicUsize,
+}
+
+/// The handler shared between the UDP tasks (`udp.rs`) and hickory-server's TCP listener.
+pub(crate) struct Shared(pub(crate) Arc<Handler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for Shared {
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response_handle: R) -> ResponseInfo {
+        self.0.handle_request::<R, T>(request, response_handle).await
+    }
 }
 
 /// What to send back, before it is encoded.
@@ -120,8 +132,15 @@ impl Handler {
                 let authorities = if answers.is_empty() { vec![index.soa(zone)] } else { Vec::new() };
                 Reply { metadata, answers, authorities, additionals }
             }
-            // Unknown here, perhaps known upstream (a peer cluster, kube-dns, a Consul agent).
-            Resolution::NxDomain { .. } if self.forwarder.is_some() => self.forward(request).await,
+            // A peer datacenter's name, perhaps known upstream (a Consul agent, a peer weft).
+            Resolution::OtherDatacenter if self.forwarder.is_some() => self.forward(request).await,
+            Resolution::OtherDatacenter => {
+                metadata.response_code = ResponseCode::NXDomain;
+                let authorities = vec![index.soa(Zone::Consul)];
+                Reply { metadata, answers: Vec::new(), authorities, additionals: Vec::new() }
+            }
+            // We are authoritative for our zones: a name the table lacks does not exist, upstream
+            // or not. Forwarding it would let the upstream invent mesh names.
             Resolution::NxDomain { zone } => {
                 metadata.response_code = ResponseCode::NXDomain;
                 Reply { metadata, answers: Vec::new(), authorities: vec![index.soa(zone)], additionals: Vec::new() }

@@ -35,6 +35,8 @@ pub(crate) enum Resolution {
     Found { zone: Zone, answers: Vec<Record>, additionals: Vec<Record> },
     /// In our zone, no such name.
     NxDomain { zone: Zone },
+    /// Another Consul datacenter's name: forwarded when there is an upstream, else NXDOMAIN.
+    OtherDatacenter,
     /// Not in our zones.
     Outside,
 }
@@ -119,6 +121,7 @@ impl Index {
         match names::parse(&labels, &self.dc) {
             MeshName::Outside => Resolution::Outside,
             MeshName::Unknown(zone) => Resolution::NxDomain { zone },
+            MeshName::OtherDatacenter => Resolution::OtherDatacenter,
             MeshName::Structural { zone, apex } => {
                 let answers = if apex && matches!(qtype, RecordType::SOA | RecordType::ANY) {
                     vec![self.soa(zone)]

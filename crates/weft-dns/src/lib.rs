@@ -11,6 +11,13 @@
 //!                                     └── unknown names ──UDP (TCP if truncated)──▶ upstream
 //! ```
 //!
+//! UDP queries are received by one task per runtime worker thread (at most [`MAX_UDP_TASKS`];
+//! [`DnsConfig::udp_tasks`]) sharing one socket, whose receive buffer is
+//! [`DnsConfig::udp_receive_buffer`] (4 MiB by default; the kernel caps it at
+//! `net.core.rmem_max`). Each task answers a query where it received it and sends the answer
+//! itself; only a query that must wait (forwarded upstream) moves to a task of its own. TCP is
+//! hickory-server's listener.
+//!
 //! # Names
 //!
 //! All names are case-insensitive. `<dc>` is [`Table::cluster`]. Only healthy instances are
@@ -49,22 +56,25 @@
 //!
 //! | name | with [`DnsConfig::upstream`] | without |
 //! |------|------------------------------|---------|
-//! | in our zones (`cluster.local.`, `consul.`), not in the table | forwarded | NXDOMAIN |
+//! | in our zones (`cluster.local.`, `consul.`), not in the table | NXDOMAIN | NXDOMAIN |
+//! | another Consul datacenter's (`….service.<dc>.consul`, `….node.<dc>.consul`, `<dc>` not ours) | forwarded | NXDOMAIN |
 //! | outside our zones | forwarded | REFUSED |
 //!
-//! With an upstream, unknown names in our zones are forwarded too: the upstream may know them (a
-//! peer cluster's `<svc>.service.<other-dc>.consul`, kube-dns for Kubernetes services outside the
-//! mesh, a Consul agent). The query goes upstream unchanged over UDP; if the upstream does not
-//! answer within [`DnsConfig::forward_timeout`] the client gets SERVFAIL. When the answer is
-//! truncated and the client asked over TCP, the query is repeated over TCP. Two servers must not
-//! name each other as upstream: unknown names would go round between them.
+//! We are authoritative for our zones: a name there that the table lacks does not exist, and the
+//! upstream is never asked (it could otherwise answer for names the mesh does not have). The one
+//! exception is a Consul name of another datacenter, which a peer owns and the upstream (a Consul
+//! agent, a peer cluster's weft) may know. Forwarded queries go upstream unchanged over UDP; if
+//! the upstream does not answer within [`DnsConfig::forward_timeout`] the client gets SERVFAIL.
+//! When the answer is truncated and the client asked over TCP, the query is repeated over TCP.
+//! Two servers must not name each other as upstream: unknown names would go round between them.
 //!
 //! # Bad input
 //!
 //! Packets shorter than a DNS header, and responses sent as queries, are dropped; unparsable
 //! queries and queries without exactly one question get FORMERR; opcodes other than QUERY get
-//! NOTIMP. Nothing a client sends stops the server. hickory-server logs every request at `info`
-//! under the `hickory_server` target; filter it there if that is too much.
+//! NOTIMP. Nothing a client sends stops the server. hickory-server, which serves TCP, logs every
+//! TCP request at `info` under the `hickory_server` target; filter it there if that is too much.
+//! UDP queries are not logged one by one.
 #![forbid(unsafe_code)]
 
 mod forward;
@@ -73,6 +83,10 @@ mod index;
 mod names;
 mod server;
 mod table;
+mod udp;
 
-pub use server::{DnsConfig, DnsError, DnsServer, DEFAULT_FORWARD_TIMEOUT, DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TTL};
+pub use server::{
+    DnsConfig, DnsError, DnsServer, DEFAULT_FORWARD_TIMEOUT, DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TTL,
+    DEFAULT_UDP_RECEIVE_BUFFER, MAX_UDP_TASKS,
+};
 pub use table::{Instance, ServiceEntry, Table, CONSUL_NAMESPACE};

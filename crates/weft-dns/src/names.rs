@@ -32,6 +32,9 @@ pub(crate) enum MeshName<'a> {
     Structural { zone: Zone, apex: bool },
     /// In one of our zones, but no such name can exist.
     Unknown(Zone),
+    /// A Consul name of another datacenter (`….service.<other-dc>.consul`,
+    /// `….node.<other-dc>.consul`): its owner is a peer, which the upstream may reach.
+    OtherDatacenter,
     /// Not in our zones.
     Outside,
 }
@@ -75,6 +78,7 @@ fn parse_consul<'a>(rest: &[&'a str], dc: &str) -> MeshName<'a> {
             [prefix @ .., "node"] => parse_consul_node(prefix),
             _ => MeshName::Unknown(Zone::Consul),
         },
+        [.., "service" | "node", _other_dc] => MeshName::OtherDatacenter,
         _ => MeshName::Unknown(Zone::Consul),
     }
 }

@@ -80,18 +80,56 @@ pub fn init_logging(default_level: &str) {
         .or_else(|| default_level.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(log_colour()))
         .with(filter)
         .try_init();
 }
 
-/// A command's result as the process exit: errors as one readable line (with their causes),
-/// not a debug dump. Shared by `weft-proxy` and `weft`.
+/// Colour in logs only when stderr is a terminal and `NO_COLOR` is unset or empty
+/// (<https://no-color.org>): files, pipes and journald get plain text.
+fn log_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// An error and its causes as one line, `outer: cause: root`, each message once: a cause whose
+/// text its parent already carries (`cannot listen on …: Address already in use (os error 98)`
+/// over the io::Error itself) is left out, and so is a leading `error: ` inside a message (the
+/// line already starts with one).
+pub fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let mut text = text.trim();
+        while let Some(rest) = text.strip_prefix("error: ") {
+            text = rest.trim_start();
+        }
+        if text.is_empty() || line.contains(text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text);
+    }
+    line
+}
+
+/// Whether `error` comes from writing to a pipe whose reader has gone (`weft get | head -3`).
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// A command's result as the process exit: errors as one readable line (with their causes, each
+/// once; see [`error_line`]), not a debug dump. Output cut short because the reader of stdout has
+/// gone (`| head`) is no error: the command exits quietly, with success. Shared by `weft-proxy`
+/// and `weft`.
 pub fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_line(&e));
             std::process::ExitCode::FAILURE
         }
     }

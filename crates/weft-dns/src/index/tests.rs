@@ -128,7 +128,8 @@ fn negative_answers() {
         Resolution::NxDomain { zone: Zone::Kube }
     ));
     assert!(matches!(q(&i, "nope.svc.cluster.local.", RecordType::A), Resolution::NxDomain { zone: Zone::Kube }));
-    assert!(matches!(q(&i, "web.service.west.consul.", RecordType::A), Resolution::NxDomain { zone: Zone::Consul }));
+    assert!(matches!(q(&i, "web.service.west.consul.", RecordType::A), Resolution::OtherDatacenter));
+    assert!(matches!(q(&i, "nope.service.consul.", RecordType::A), Resolution::NxDomain { zone: Zone::Consul }));
     assert!(matches!(q(&i, "example.com.", RecordType::A), Resolution::Outside));
     assert_eq!(addrs(&q(&i, "shop.svc.cluster.local.", RecordType::A)), Vec::<IpAddr>::new());
     let Resolution::Found { answers, .. } = q(&i, "consul.", RecordType::SOA) else { panic!() };

@@ -30,7 +30,8 @@ fn consul_names() {
     assert_eq!(p("_web._tcp.service.east.consul"), web);
     assert_eq!(p("v2.web.service.consul"), MeshName::ConsulService { service: "web", tag: Some("v2") });
     assert_eq!(p("_web._v2.service.consul"), MeshName::ConsulService { service: "web", tag: Some("v2") });
-    assert_eq!(p("web.service.west.consul"), MeshName::Unknown(Zone::Consul));
+    assert_eq!(p("web.service.west.consul"), MeshName::OtherDatacenter);
+    assert_eq!(p("n1.node.west.consul"), MeshName::OtherDatacenter);
     assert_eq!(p("n1.node.east.consul"), MeshName::ConsulNode { node: "n1".into() });
     assert_eq!(p("n1.node.consul"), MeshName::ConsulNode { node: "n1".into() });
     assert_eq!(p("ip-10-0-0-1.ec2.node.consul"), MeshName::ConsulNode { node: "ip-10-0-0-1.ec2".into() });

@@ -42,3 +42,16 @@ async fn newer_tables_are_never_replaced_by_older_ones() {
     assert_eq!(server.index.load().serial(), newer);
     server.shutdown().await;
 }
+
+#[test]
+fn validate_names_the_udp_settings() {
+    let mut cfg = DnsConfig::new(addr("127.0.0.1:0"));
+    assert_eq!(cfg.udp_receive_buffer, DEFAULT_UDP_RECEIVE_BUFFER);
+    cfg.udp_receive_buffer = usize::MAX;
+    assert!(cfg.validate().unwrap_err().to_string().contains("`udp_receive_buffer`"));
+    cfg.udp_receive_buffer = 0;
+    cfg.udp_tasks = 1000;
+    assert!(cfg.validate().unwrap_err().to_string().contains("`udp_tasks`"));
+    cfg.udp_tasks = 2;
+    assert!(cfg.validate().is_ok());
+}

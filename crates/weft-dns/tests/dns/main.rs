@@ -2,5 +2,6 @@
 
 mod answers;
 mod forwarding;
+mod load;
 mod robustness;
 mod support;
