@@ -5,6 +5,7 @@
 //! accept ─► must be TLS ─► mTLS handshake (peer SPIFFE ID) ─► SNI names the app port ─┬─ ALPN h2/http1 ─► HTTP to app
 //!                                                                                      └─ ALPN weft-tcp ─► TCP to app
 //! ```
+//! (opaque TCP never carries HTTP: see [`crate::opaque`])
 //! Plaintext, an untrusted or expired peer certificate, or an unknown port: refused, counted.
 
 use crate::detect::{detect, Detected, Prefixed};
@@ -86,17 +87,8 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     let app = SocketAddr::new(ctx.app_host(), port);
     let label = Peer { direction: Direction::inbound, src: Name::new(peer_id.to_string()), dst: ctx.id_label.clone() };
     if alpn.as_deref() == Some(net::ALPN_TCP) {
-        ctx.metrics.detected.get_or_create(&Proto { direction: Direction::inbound, protocol: "tcp" }).inc();
-        let mut guard = ctx.metrics.tcp_conn(label);
-        let mut tls = tls;
-        match net::tcp_connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await {
-            Ok(mut up) => {
-                if let Ok((rx, tx)) = tokio::io::copy_bidirectional(&mut tls, &mut up).await {
-                    (guard.rx, guard.tx) = (rx, tx);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "inbound: local app not reachable"),
-        }
+        // Opaque TCP only where no HTTP can pass (see `opaque`).
+        crate::opaque::serve(ctx, tls, app, protocol, label).await;
         return;
     }
     ctx.metrics

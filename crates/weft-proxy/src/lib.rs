@@ -28,6 +28,7 @@ mod inbound;
 pub mod iptables;
 pub mod metrics;
 pub mod net;
+mod opaque;
 mod outbound;
 mod peer;
 mod pool;

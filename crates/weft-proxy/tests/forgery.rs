@@ -1,0 +1,151 @@
+//! The caller identity header (`x-weft-peer-identity`) cannot be forged: on every path into the
+//! server sidecar, what the app reads as that header is the verified caller, or the request does
+//! not reach the app. Real sidecars, real mTLS, and the demo echo app, which reports every field
+//! that reads as the identity header (`identity_like`).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use weft_testkit::Pki;
+
+const FORGED: &str = "spiffe://cluster.local/ns/admin/sa/root";
+
+/// Sends `raw` on `s` and reads until the other side closes (every request says
+/// `Connection: close`, or the connection is refused).
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S, raw: &[u8]) -> String {
+    s.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await.expect("closed in time");
+    // A refused connection may end in a reset rather than a clean close.
+    let _ = read;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn body_json(resp: &str) -> serde_json::Value {
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not a JSON answer ({e}): {resp}"))
+}
+
+fn forged_request(prefix: &str, method: &str) -> String {
+    format!(
+        "{prefix}{method} /who HTTP/1.1\r\nHost: api\r\nx-weft-peer-identity: {FORGED}\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// A local app, through its client sidecar on an `auto` port: empty lines before the request
+/// line (which HTTP servers skip, RFC 9112 §2.2) and methods outside the usual list do not make
+/// the request opaque TCP; it is HTTP, and the app sees the verified caller.
+#[tokio::test]
+async fn requests_that_look_opaque_are_still_http_with_the_verified_identity() {
+    let p = pair().await;
+    for (prefix, method) in [("\r\n", "GET"), ("\n", "GET"), ("\r\n\r\n\n", "POST"), ("", "PROPFIND"), ("\r\n", "get")]
+    {
+        let mut s = TcpStream::connect(p.http).await.unwrap();
+        let resp = exchange(&mut s, forged_request(prefix, method).as_bytes()).await;
+        assert!(!resp.contains(FORGED), "{prefix:?} {method}: the forged identity reached the app: {resp}");
+        assert!(resp.starts_with("HTTP/1.1 200"), "{prefix:?} {method}: {resp}");
+        let v = body_json(&resp);
+        assert_eq!(v["peer_identity"], web_id(), "{resp}");
+        assert_eq!(v["identity_like"].as_array().unwrap().len(), 1, "{resp}");
+    }
+    let m = p.server.metrics_text();
+    assert_eq!(metric(&m, "weft_protocol_detected_total{direction=\"inbound\",protocol=\"tcp\""), 0.0, "{m}");
+}
+
+/// A local app that stays silent past `timeouts.detect` is taken as opaque TCP by its client
+/// sidecar; when it then sends an HTTP request, the server sidecar sees HTTP arriving over
+/// `weft-tcp` and refuses it: nothing reaches the app.
+#[tokio::test]
+async fn a_request_sent_after_the_detection_deadline_is_refused() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    let app_http = weft_testkit::http_echo("api").await;
+    let app_tcp = weft_testkit::tcp_echo().await;
+    let server = start_server(&pki, app_http, app_tcp, "").await;
+    let inbound = server.addrs.inbound.unwrap();
+    let client = start_client(
+        pki.store(CLIENT.0, CLIENT.1),
+        app_http,
+        app_tcp,
+        inbound,
+        &api_id(),
+        "timeouts: { detect: 50ms }",
+    )
+    .await;
+    let mut s = TcpStream::connect(client.addrs.upstreams[0]).await.unwrap();
+    // Wait (polling, no sleep) until the client sidecar has given up and opened opaque TCP.
+    weft_testkit::eventually("the client sidecar chose opaque TCP", Duration::from_secs(10), || {
+        let m = server.metrics_text();
+        async move { (metric(&m, "weft_tcp_open_total{direction=\"inbound\"") >= 1.0).then_some(()) }
+    })
+    .await;
+    let resp = exchange(&mut s, forged_request("", "GET").as_bytes()).await;
+    assert!(resp.is_empty(), "the request reached the app over opaque TCP: {resp}");
+    let m = server.metrics_text();
+    assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"inbound\",reason=\"http-over-tcp\"}"), 1.0, "{m}");
+}
+
+/// A TLS client holding a mesh certificate (any peer), speaking straight to the server sidecar
+/// with ALPN `weft-tcp` for the app port `port`.
+async fn weft_tcp(pki: &Pki, inbound: std::net::SocketAddr, port: u16) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let store = pki.store(CLIENT.0, CLIENT.1);
+    let cfg = weft_identity::tls::client_config(&store, &[b"weft-tcp"]).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let name = rustls_pki_types::ServerName::try_from(format!("{port}.api.default.local.weft")).unwrap();
+    connector.connect(name, TcpStream::connect(inbound).await.unwrap()).await.expect("mTLS handshake")
+}
+
+/// A mesh peer that asks for `weft-tcp` on a port declared `http1` is refused before anything
+/// reaches the app; on an `auto` port, HTTP over `weft-tcp` is refused (even after empty lines),
+/// while other bytes are carried.
+#[tokio::test]
+async fn a_peer_cannot_splice_http_to_the_app_over_weft_tcp() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    let app_http = weft_testkit::http_echo("api").await;
+    let app_auto = weft_testkit::http_echo("api-auto").await;
+    let app_tcp = weft_testkit::tcp_echo().await;
+    let cfg = weft_api::proxy::ProxyConfig::from_yaml(&format!(
+        r#"
+identity: {{ cert: u, key: u, bundle: u }}
+admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  ports: [{{ port: {}, protocol: http1 }}, {{ port: {} }}, {{ port: {}, protocol: tcp }}]
+"#,
+        app_http.port(),
+        app_auto.port(),
+        app_tcp.port()
+    ))
+    .unwrap();
+    let server = weft_proxy::Proxy::start(cfg, pki.store(SERVER.0, SERVER.1)).await.unwrap();
+    let inbound = server.addrs.inbound.unwrap();
+
+    let mut tls = weft_tcp(&pki, inbound, app_http.port()).await;
+    let resp = exchange(&mut tls, forged_request("", "GET").as_bytes()).await;
+    assert!(resp.is_empty(), "http1 port: {resp}");
+
+    for prefix in ["", "\r\n", "\n\n"] {
+        let mut tls = weft_tcp(&pki, inbound, app_auto.port()).await;
+        let resp = exchange(&mut tls, forged_request(prefix, "GET").as_bytes()).await;
+        assert!(resp.is_empty(), "auto port, {prefix:?}: {resp}");
+    }
+    // The HTTP/2 preface too.
+    let mut tls = weft_tcp(&pki, inbound, app_auto.port()).await;
+    assert!(exchange(&mut tls, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.is_empty());
+
+    // Opaque bytes are still carried, on the `auto` port and the `tcp` one.
+    let mut tls = weft_tcp(&pki, inbound, app_tcp.port()).await;
+    tls.write_all(b"\x00\x01opaque").await.unwrap();
+    let mut back = [0u8; 8];
+    tls.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"\x00\x01opaque");
+
+    let m = server.metrics_text();
+    assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"inbound\",reason=\"tcp-on-http-port\"}"), 1.0, "{m}");
+    assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"inbound\",reason=\"http-over-tcp\"}"), 4.0, "{m}");
+}
