@@ -21,6 +21,37 @@ pub type Body = BoxBody<Bytes, BoxError>;
 /// Set by the destination sidecar: the caller's verified SPIFFE ID. Any copy arriving from
 /// elsewhere is removed first, so the app can trust it.
 pub const PEER_IDENTITY: HeaderName = HeaderName::from_static("x-weft-peer-identity");
+/// Removes every field an app could read as [`PEER_IDENTITY`]: the name in any case, and with `_`
+/// for any `-` (`x_weft_peer_identity`), which CGI-style frameworks (WSGI, Rack, PHP) fold into
+/// the same variable. Names in a `HeaderMap` are already lowercase.
+pub fn strip_peer_identity(headers: &mut HeaderMap) {
+    fn reads_as_identity(name: &HeaderName) -> bool {
+        const WANT: &[u8] = b"x-weft-peer-identity";
+        let (n, want) = (name.as_str().as_bytes(), WANT);
+        n.len() == want.len() && n.iter().zip(want).all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
+    }
+    if !headers.keys().any(reads_as_identity) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| reads_as_identity(n)).cloned().collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
+/// A request body whose trailers (HTTP/1 chunked trailers, HTTP/2 trailers) lose every field
+/// that reads as [`PEER_IDENTITY`], so that a caller cannot add one after the headers.
+pub fn strip_identity_trailers(body: Body) -> Body {
+    body.map_frame(|frame| match frame.into_trailers() {
+        Ok(mut trailers) => {
+            strip_peer_identity(&mut trailers);
+            http_body::Frame::trailers(trailers)
+        }
+        Err(frame) => frame,
+    })
+    .boxed()
+}
+
 /// Between proxies: the HTTP version the calling app spoke, so the destination speaks it to its
 /// app (absent: HTTP/2).
 pub const ORIG_PROTO: HeaderName = HeaderName::from_static("x-weft-orig-proto");
@@ -170,6 +201,18 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_spelling_of_the_identity_header_is_stripped() {
+        let mut h = HeaderMap::new();
+        for name in ["x-weft-peer-identity", "x_weft_peer_identity", "x-weft_peer-identity", "X_WEFT_PEER_IDENTITY"] {
+            h.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("forged"));
+        }
+        h.insert("x-weft-peer-identityx", HeaderValue::from_static("kept"));
+        h.insert("x-weft-peer", HeaderValue::from_static("kept"));
+        strip_peer_identity(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+    }
 
     #[test]
     fn te_trailers_survives_among_other_codings() {

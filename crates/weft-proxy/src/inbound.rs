@@ -16,6 +16,7 @@ use crate::net;
 use crate::sni::SniTarget;
 use crate::{Ctx, Handler};
 use http::{HeaderValue, Request, Response, Uri};
+use http_body::Body as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -127,8 +128,15 @@ struct Conn {
 impl Conn {
     /// Sets the identity header and drops the client sidecar's own; whether the app gets the
     /// request over HTTP/2.
-    fn prepare<B>(&self, req: &mut Request<B>) -> bool {
-        // The app may trust this header: any copy from outside is replaced by the verified identity.
+    fn prepare(&self, req: &mut Request<Body>) -> bool {
+        // Nor in trailers, which come after the headers (a body that has ended has none).
+        if !req.body().is_end_stream() {
+            let body = std::mem::replace(req.body_mut(), h::full(bytes::Bytes::new()));
+            *req.body_mut() = h::strip_identity_trailers(body);
+        }
+        // The app may trust this header: any copy from outside, in any spelling an app could
+        // read as it, is replaced by the verified identity.
+        h::strip_peer_identity(req.headers_mut());
         req.headers_mut().insert(h::PEER_IDENTITY, self.peer_header.clone());
         // Only the exact value the client sidecar sets counts; anything else is dropped.
         let orig_h1 = req.headers_mut().remove(h::ORIG_PROTO).is_some_and(|v| v == h::ORIG_PROTO_HTTP1)

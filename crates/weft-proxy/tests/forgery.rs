@@ -149,3 +149,46 @@ inbound:
     assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"inbound\",reason=\"tcp-on-http-port\"}"), 1.0, "{m}");
     assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"inbound\",reason=\"http-over-tcp\"}"), 4.0, "{m}");
 }
+
+/// Only the verified header reaches the app: copies in CGI spellings (`x_weft_peer_identity`, any
+/// case) and in trailers (HTTP/1 chunked, HTTP/2) are removed.
+#[tokio::test]
+async fn no_other_spelling_and_no_trailer_carries_an_identity_to_the_app() {
+    let p = pair().await;
+    let verified = vec![serde_json::Value::from(format!("header x-weft-peer-identity: {}", web_id()))];
+    let raw = format!(
+        "POST /who HTTP/1.1\r\nHost: api\r\nx_weft_peer_identity: {FORGED}\r\nX-Weft-Peer_Identity: {FORGED}\r\n\
+         Trailer: x-weft-peer-identity, x_weft_peer_identity\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         4\r\nbody\r\n0\r\nx-weft-peer-identity: {FORGED}\r\nx_weft_peer_identity: {FORGED}\r\n\r\n"
+    );
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    let resp = exchange(&mut s, raw.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let v = body_json(&resp);
+    assert_eq!(v["body"], "body");
+    assert_eq!(v["identity_like"].as_array().unwrap(), &verified, "{resp}");
+
+    // HTTP/2 (h2c from the app), the forged copies in the trailers.
+    let (client, conn) = h2::client::handshake(TcpStream::connect(p.http).await.unwrap()).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::post("http://api/who").header("x_weft_peer_identity", FORGED).body(()).unwrap();
+    let (resp, mut send) = client.send_request(req, false).unwrap();
+    send.send_data(bytes::Bytes::from_static(b"body"), false).unwrap();
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-weft-peer-identity", http::HeaderValue::from_static(FORGED));
+    trailers.insert("x_weft_peer_identity", http::HeaderValue::from_static(FORGED));
+    send.send_trailers(trailers).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["body"], "body");
+    assert_eq!(v["identity_like"].as_array().unwrap(), &verified, "{v}");
+}
