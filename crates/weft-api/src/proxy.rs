@@ -189,6 +189,11 @@ pub struct AppPort {
     /// accepted); `tcp` skips it as opaque TCP, for server-speaks-first protocols (MySQL, SMTP).
     #[serde(default)]
     pub protocol: Protocol,
+    /// Inbound only: whether callers may open `CONNECT` tunnels to the app on this port. Off by
+    /// default: a tunnel's bytes reach the app raw, past the HTTP handling that sets
+    /// `x-weft-peer-identity`, so only a port whose app is a forward proxy should allow it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_connect: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]

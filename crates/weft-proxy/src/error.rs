@@ -19,6 +19,8 @@ pub enum ProxyError {
     Upstream(#[source] crate::httputil::BoxError),
     #[error("local app: {0}")]
     App(String),
+    #[error("CONNECT to app port {0} is not allowed; set `allow_connect: true` on the port (inbound.ports, or `allowConnect` on the Service port) if its app is a forward proxy")]
+    ConnectNotAllowed(u16),
 }
 
 impl ProxyError {
@@ -27,6 +29,7 @@ impl ProxyError {
         match self {
             ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ConnectNotAllowed(_) => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -41,6 +44,7 @@ impl ProxyError {
             ProxyError::WrongIdentity { .. } => "wrong-identity",
             ProxyError::Upstream(_) => "upstream",
             ProxyError::App(_) => "app",
+            ProxyError::ConnectNotAllowed(_) => "connect-not-allowed",
         }
     }
 }

@@ -104,7 +104,8 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     let Ok(peer_header) = HeaderValue::from_str(&peer_id.to_string()) else {
         return;
     };
-    let conn = Conn { ctx: ctx.clone(), peer_header, label, series: OnceLock::new(), app, protocol };
+    let allow_connect = ctx.allows_connect(port);
+    let conn = Conn { ctx: ctx.clone(), peer_header, label, series: OnceLock::new(), app, protocol, allow_connect };
     // Corked: responses to many requests on one connection leave in one write (see `cork`).
     let io = crate::cork::Corked::new(tls);
     if alpn.as_deref() == Some(net::ALPN_H2) {
@@ -123,6 +124,8 @@ struct Conn {
     series: OnceLock<HttpSeries>,
     app: SocketAddr,
     protocol: Protocol,
+    /// CONNECT tunnels to the app are allowed (`allow_connect`).
+    allow_connect: bool,
 }
 
 impl Conn {
@@ -174,6 +177,11 @@ impl Handler for Conn {
     /// Joined to the app over a fresh connection.
     async fn upgrade(&self, mut req: Request<Body>, downstream: h::Downstream) -> Response<Body> {
         let started = Instant::now();
+        // A tunnel's bytes reach the app raw, past the identity header: only where allowed.
+        if req.method() == http::Method::CONNECT && !self.allow_connect {
+            tracing::info!(src = %self.label.src.0, port = self.app.port(), "inbound: CONNECT refused (allow_connect is off)");
+            return self.finish(Err(ProxyError::ConnectNotAllowed(self.app.port())), started);
+        }
         self.prepare(&mut req);
         let (ctx, app) = (&self.ctx, self.app);
         let result = async {

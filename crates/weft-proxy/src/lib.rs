@@ -104,6 +104,13 @@ impl Ctx {
         local.map(|p| p.protocol).or_else(|| self.routes.load().inbound_port(port))
     }
 
+    /// Whether CONNECT tunnels may reach the app on `port` (`allow_connect`, from the same place
+    /// as [`Ctx::app_port`]'s protocol).
+    fn allows_connect(&self, port: u16) -> bool {
+        let local = self.cfg.inbound.as_ref().and_then(|i| i.ports.iter().find(|p| p.port == port));
+        local.map(|p| p.allow_connect).unwrap_or_else(|| self.routes.load().inbound_allows_connect(port))
+    }
+
     fn h2_settings(&self) -> h2server::Settings {
         h2server::Settings {
             max_header_list_size: self.cfg.limits.max_header_bytes as u32,

@@ -192,3 +192,29 @@ async fn no_other_spelling_and_no_trailer_carries_an_identity_to_the_app() {
     assert_eq!(v["body"], "body");
     assert_eq!(v["identity_like"].as_array().unwrap(), &verified, "{v}");
 }
+
+/// A CONNECT tunnel's bytes reach the app raw, past the identity header: the server sidecar
+/// refuses CONNECT (`403 connect-not-allowed`) on a port that does not set `allow_connect`,
+/// over HTTP/1.1 and HTTP/2 alike, and nothing reaches the app. (`pair.rs` has the tunnels on a
+/// port that allows them.)
+#[tokio::test]
+async fn connect_is_refused_unless_the_port_allows_it() {
+    let p = pair().await;
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    let resp =
+        exchange(&mut s, b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\nConnection: close\r\n\r\n")
+            .await;
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+    assert!(resp.to_lowercase().contains("x-weft-error: connect-not-allowed"), "{resp}");
+
+    let (client, conn) = h2::client::handshake(TcpStream::connect(p.http).await.unwrap()).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let (resp, _up) = client.send_request(http::Request::connect("db.internal:5432").body(()).unwrap(), false).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-weft-error"], "connect-not-allowed");
+    // The connection goes on.
+    let (resp, _) = client.send_request(http::Request::get("http://api/after").body(()).unwrap(), true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+}
