@@ -21,6 +21,8 @@ pub enum ProxyError {
     App(String),
     #[error("CONNECT to app port {0} is not allowed; set `allow_connect: true` on the port (inbound.ports, or `allowConnect` on the Service port) if its app is a forward proxy")]
     ConnectNotAllowed(u16),
+    #[error("bad request: {0}")]
+    BadRequest(String),
 }
 
 impl ProxyError {
@@ -30,6 +32,7 @@ impl ProxyError {
             ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ConnectNotAllowed(_) => StatusCode::FORBIDDEN,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -45,6 +48,7 @@ impl ProxyError {
             ProxyError::Upstream(_) => "upstream",
             ProxyError::App(_) => "app",
             ProxyError::ConnectNotAllowed(_) => "connect-not-allowed",
+            ProxyError::BadRequest(_) => "bad-request",
         }
     }
 }

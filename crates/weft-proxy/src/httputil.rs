@@ -117,6 +117,38 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Checks the request's `Host` against its target, and makes them one (RFC 9110 §7.2):
+/// - more than one `Host` header: refused (RFC 9112 §3.2 requires a 400);
+/// - a `Host` that is not an authority (other than empty): refused;
+/// - HTTP/1 in absolute form (`GET http://a/ HTTP/1.1`): the target's authority wins and `Host`
+///   is replaced by it (RFC 9112 §3.2.2), so everyone downstream reads the same host;
+/// - HTTP/2 whose `host` names another authority than `:authority`: refused (RFC 9113 §8.3.1:
+///   malformed), rather than guessing which one the app will read.
+///
+/// Hosts compare without case and without the target's userinfo.
+pub fn check_host<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next().cloned();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header".into()));
+    }
+    let Some(host) = host else { return Ok(()) };
+    if !host.is_empty() && http::uri::Authority::try_from(host.as_bytes()).is_err() {
+        return Err(ProxyError::BadRequest("the Host header is not a valid authority".into()));
+    }
+    let Some(target) = req.uri().authority() else { return Ok(()) };
+    let target = target.as_str().rsplit('@').next().unwrap_or_default();
+    if target.as_bytes().eq_ignore_ascii_case(host.as_bytes()) {
+        return Ok(());
+    }
+    if req.version() == http::Version::HTTP_2 {
+        return Err(ProxyError::BadRequest(":authority and the host header name different hosts".into()));
+    }
+    let target = HeaderValue::from_str(target).map_err(|_| ProxyError::BadRequest("bad request target".into()))?;
+    req.headers_mut().insert(header::HOST, target);
+    Ok(())
+}
+
 /// A request that switches protocols (WebSocket, h2c) or tunnels (CONNECT).
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.method() == http::Method::CONNECT || req.headers().contains_key(header::UPGRADE)

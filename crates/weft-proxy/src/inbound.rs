@@ -170,6 +170,9 @@ impl Conn {
 impl Handler for Conn {
     async fn request(&self, mut req: Request<Body>) -> Response<Body> {
         let started = Instant::now();
+        if let Err(e) = h::check_host(&mut req) {
+            return self.finish(Err(e), started);
+        }
         let use_h2 = self.prepare(&mut req);
         self.finish(forward(&self.ctx, self.app, use_h2, req).await, started)
     }
@@ -181,6 +184,9 @@ impl Handler for Conn {
         if req.method() == http::Method::CONNECT && !self.allow_connect {
             tracing::info!(src = %self.label.src.0, port = self.app.port(), "inbound: CONNECT refused (allow_connect is off)");
             return self.finish(Err(ProxyError::ConnectNotAllowed(self.app.port())), started);
+        }
+        if let Err(e) = h::check_host(&mut req) {
+            return self.finish(Err(e), started);
         }
         self.prepare(&mut req);
         let (ctx, app) = (&self.ctx, self.app);
