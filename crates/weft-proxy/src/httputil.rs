@@ -149,6 +149,28 @@ pub fn check_host<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// A request body from a client whose first error is kept in `failed`: a body the client
+/// framed wrongly (a malformed chunk size) fails the request on the client's side, and
+/// [`blame_client`] then answers 400, not 502.
+pub fn watch_errors(body: Incoming, failed: std::sync::Arc<std::sync::OnceLock<String>>) -> Body {
+    body.map_err(move |e| {
+        let _ = failed.set(e.to_string());
+        BoxError::from(e)
+    })
+    .boxed()
+}
+
+/// A failure answered by a proxy (`x-weft-error`) while the client's own request body was
+/// malformed (see [`watch_errors`]) is the client's: `400 bad-request`.
+pub fn blame_client(resp: Response<Body>, failed: &std::sync::OnceLock<String>) -> Response<Body> {
+    match failed.get() {
+        Some(e) if resp.headers().contains_key(PROXY_ERROR) => {
+            rescue(&ProxyError::BadRequest(format!("malformed request body: {e}")))
+        }
+        _ => resp,
+    }
+}
+
 /// A request that switches protocols (WebSocket, h2c) or tunnels (CONNECT).
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.method() == http::Method::CONNECT || req.headers().contains_key(header::UPGRADE)

@@ -407,8 +407,13 @@ where
             Ok::<_, std::convert::Infallible>(if httputil::is_upgrade(&req) {
                 let downstream = httputil::hyper_downstream(&mut req);
                 Box::pin(handler.upgrade(req.map(httputil::boxed), downstream)).await
-            } else {
+            } else if hyper::body::Body::is_end_stream(req.body()) {
                 handler.request(req.map(httputil::boxed)).await
+            } else {
+                // A body the client framed wrongly is the client's error (400), not the peer's.
+                let failed = Arc::new(std::sync::OnceLock::new());
+                let req = req.map(|b| httputil::watch_errors(b, failed.clone()));
+                httputil::blame_client(handler.request(req).await, &failed)
             })
         })
     });

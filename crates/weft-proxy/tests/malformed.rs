@@ -1,6 +1,6 @@
 //! Malformed requests from an app, through its client sidecar to the server sidecar and the demo
 //! echo: `Host` ambiguities are settled as RFC 9110/9112/9113 say (one host reaches the app, or
-//! `400`).
+//! `400`), and a body the client framed wrongly is the client's error (`400`), not the peer's.
 
 mod support;
 
@@ -79,4 +79,19 @@ async fn the_target_authority_and_host_are_one() {
         let (resp, _) = client.send_request(req, true).unwrap();
         assert_eq!(resp.await.unwrap().status(), 200);
     }
+}
+
+/// A chunk size that does not parse is the client's error: 400, not 502 `upstream`.
+#[tokio::test]
+async fn a_malformed_chunk_size_is_a_bad_request() {
+    let p = pair().await;
+    let resp = exchange(
+        p.http,
+        "POST /upload HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nffffffffffffffff1\r\nxx\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_bad_request(&resp);
+    // The sidecar serves on.
+    let resp = exchange(p.http, "GET /after HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }
