@@ -171,6 +171,18 @@ pub fn blame_client(resp: Response<Body>, failed: &std::sync::OnceLock<String>) 
     }
 }
 
+/// An `Upgrade` to HTTP itself (`h2c`, `HTTP/2.0`, ...): after the switch the app would read
+/// further requests from the raw stream, with headers no sidecar looked at.
+pub fn upgrades_to_http<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().split('/').next().unwrap_or_default())
+        .any(|name| name.eq_ignore_ascii_case("h2c") || name.eq_ignore_ascii_case("http"))
+}
+
 /// A request that switches protocols (WebSocket, h2c) or tunnels (CONNECT).
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.method() == http::Method::CONNECT || req.headers().contains_key(header::UPGRADE)

@@ -185,6 +185,14 @@ impl Handler for Conn {
             tracing::info!(src = %self.label.src.0, port = self.app.port(), "inbound: CONNECT refused (allow_connect is off)");
             return self.finish(Err(ProxyError::ConnectNotAllowed(self.app.port())), started);
         }
+        // An upgrade to HTTP (h2c) would hand the app a raw stream of requests the sidecar never
+        // sees: it is served as the ordinary request it also is (a server may ignore Upgrade,
+        // RFC 9110 §7.8).
+        if h::upgrades_to_http(&req) {
+            h::strip_hop_by_hop(req.headers_mut());
+            req.headers_mut().remove("http2-settings");
+            return self.request(req).await;
+        }
         if let Err(e) = h::check_host(&mut req) {
             return self.finish(Err(e), started);
         }

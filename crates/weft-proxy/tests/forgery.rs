@@ -218,3 +218,30 @@ async fn connect_is_refused_unless_the_port_allows_it() {
     let (resp, _) = client.send_request(http::Request::get("http://api/after").body(()).unwrap(), true).unwrap();
     assert_eq!(resp.await.unwrap().status(), 200);
 }
+
+/// An upgrade to h2c would hand the app a raw HTTP/2 stream whose requests no sidecar sees: the
+/// server sidecar serves it as the ordinary request it also is (the app answers it, with the
+/// verified identity, and nothing switches); WebSocket upgrades still switch (`pair.rs`).
+#[tokio::test]
+async fn an_upgrade_to_h2c_is_served_as_an_ordinary_request() {
+    let p = pair().await;
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    let raw = format!(
+        "GET /who HTTP/1.1\r\nHost: api\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+         HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nx-weft-peer-identity: {FORGED}\r\n\r\n"
+    );
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "closed: {}", String::from_utf8_lossy(&head));
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "the upgrade switched: {head}");
+    let len: usize = head.split("content-length: ").nth(1).and_then(|r| r.split("\r\n").next()?.parse().ok()).unwrap();
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["peer_identity"], web_id());
+}
