@@ -5,7 +5,7 @@
 //!                 │ no (auto, tcp)
 //!                 ▼
 //!   connect app; app ─► caller flows at once (server-speaks-first protocols)
-//!   caller's first bytes ─► HTTP (detect::classify)? ── yes ─► refused (`http-over-tcp`)
+//!   caller's first bytes ─► HTTP (detect::classify_any_method)? ── yes ─► refused (`http-over-tcp`)
 //!                 │ no
 //!                 ▼
 //!               splice both ways
@@ -16,7 +16,7 @@
 //! whatever headers the caller wrote, so HTTP never takes this path. A peer's ALPN is the
 //! caller's word, not a fact: the port's declared protocol and the bytes themselves decide.
 
-use crate::detect::{classify, Detected, MAX_DETECT};
+use crate::detect::{classify_any_method, Detected, MAX_DETECT};
 use crate::metrics::{Direction, Peer, Proto};
 use crate::Ctx;
 use std::net::SocketAddr;
@@ -70,7 +70,7 @@ enum First {
     Opaque { rest: Vec<u8>, sent: u64, relayed: u64 },
 }
 
-/// Reads the caller's first bytes until [`classify`] decides (or [`MAX_DETECT`] bytes of a
+/// Reads the caller's first bytes until [`classify_any_method`] decides (or [`MAX_DETECT`] bytes of a
 /// possible request line: HTTP), relaying what the app sends meanwhile. No deadline: the caller
 /// of a server-speaks-first protocol may stay silent as long as it likes, and whatever it sends
 /// first is still looked at.
@@ -97,7 +97,7 @@ where
                     return Ok(First::Opaque { rest: buf.split_off(sent), sent: sent as u64, relayed });
                 }
                 buf.extend_from_slice(&from_caller[..n]);
-                match classify(&buf) {
+                match classify_any_method(&buf) {
                     Some(d @ (Detected::Http1 | Detected::Http2)) => return Ok(First::Http(d)),
                     Some(Detected::Tcp | Detected::Tls) => {
                         return Ok(First::Opaque { rest: buf.split_off(sent), sent: sent as u64, relayed })

@@ -38,11 +38,12 @@ fn forged_request(prefix: &str, method: &str) -> String {
 
 /// A local app, through its client sidecar on an `auto` port: empty lines before the request
 /// line (which HTTP servers skip, RFC 9112 §2.2) and methods outside the usual list do not make
-/// the request opaque TCP; it is HTTP, and the app sees the verified caller.
+/// the request opaque TCP; it is HTTP, and the app sees the verified caller. A lowercase method
+/// is refused by the server sidecar.
 #[tokio::test]
 async fn requests_that_look_opaque_are_still_http_with_the_verified_identity() {
     let p = pair().await;
-    for (prefix, method) in [("\r\n", "GET"), ("\n", "GET"), ("\r\n\r\n\n", "POST"), ("", "PROPFIND"), ("\r\n", "get")]
+    for (prefix, method) in [("\r\n", "GET"), ("\n", "GET"), ("\r\n\r\n\n", "POST"), ("", "PROPFIND"), ("\n", "MKCOL")]
     {
         let mut s = TcpStream::connect(p.http).await.unwrap();
         let resp = exchange(&mut s, forged_request(prefix, method).as_bytes()).await;
@@ -54,6 +55,13 @@ async fn requests_that_look_opaque_are_still_http_with_the_verified_identity() {
     }
     let m = p.server.metrics_text();
     assert_eq!(metric(&m, "weft_protocol_detected_total{direction=\"inbound\",protocol=\"tcp\""), 0.0, "{m}");
+    // A lowercase method (which some servers take) is opaque to the client sidecar, so a text
+    // protocol's `hello` is not held up; the server sidecar refuses it as HTTP over opaque TCP.
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    let resp = exchange(&mut s, forged_request("\r\n", "get").as_bytes()).await;
+    assert!(resp.is_empty(), "{resp}");
+    let m = p.server.metrics_text();
+    assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"inbound\",reason=\"http-over-tcp\"}"), 1.0, "{m}");
 }
 
 /// A local app that stays silent past `timeouts.detect` is taken as opaque TCP by its client
