@@ -173,6 +173,8 @@ impl Handler for Conn {
         if let Err(e) = h::check_host(&mut req) {
             return self.finish(Err(e), started);
         }
+        // Before the identity is set: a `Connection` header must not name it away.
+        h::strip_hop_by_hop(req.headers_mut());
         let use_h2 = self.prepare(&mut req);
         self.finish(forward(&self.ctx, self.app, use_h2, req).await, started)
     }

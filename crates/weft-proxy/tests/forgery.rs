@@ -253,3 +253,23 @@ async fn an_upgrade_to_h2c_is_served_as_an_ordinary_request() {
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["peer_identity"], web_id());
 }
+
+/// A peer speaking HTTP/1.1 straight to the server sidecar (ALPN `http/1.1`, as used for
+/// upgrades) cannot make the sidecar drop the verified header by naming it in `Connection`.
+#[tokio::test]
+async fn connection_cannot_name_the_identity_header_away() {
+    let p = pair().await;
+    let store = p.pki.store(CLIENT.0, CLIENT.1);
+    let cfg = weft_identity::tls::client_config(&store, &[b"http/1.1"]).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let name = rustls_pki_types::ServerName::try_from(format!("{}.api.default.local.weft", p.app_http.port())).unwrap();
+    let tcp = TcpStream::connect(p.server.addrs.inbound.unwrap()).await.unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("mTLS handshake");
+    let resp = exchange(
+        &mut tls,
+        b"GET /who HTTP/1.1\r\nHost: api\r\nConnection: close, x-weft-peer-identity, x_weft_peer_identity\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(body_json(&resp)["peer_identity"], web_id(), "{resp}");
+}
