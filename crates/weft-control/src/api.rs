@@ -124,9 +124,38 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-fn grant(st: &ApiState, headers: &HeaderMap) -> Result<Grant, ApiError> {
-    let h = headers.get("authorization").and_then(|v| v.to_str().ok());
-    Ok(st.tokens.verify_header(h)?)
+/// Consul's token header.
+pub const CONSUL_TOKEN: &str = "x-consul-token";
+
+/// The grant of the token a request carries, in any of the forms Consul clients send:
+/// `authorization: Bearer <token>` (the scheme in any case), `X-Consul-Token: <token>`, or
+/// `?token=<token>` (which [`token_from_query`] moves into `X-Consul-Token`).
+pub fn grant(st: &ApiState, headers: &HeaderMap) -> Result<Grant, ApiError> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
+        return Ok(st.tokens.verify_header(Some(v.to_str().map_err(|_| TokenError::Invalid)?))?);
+    }
+    match headers.get(CONSUL_TOKEN) {
+        Some(v) => Ok(st.tokens.verify(v.to_str().map_err(|_| TokenError::Invalid)?.trim())?),
+        None => Err(TokenError::Missing.into()),
+    }
+}
+
+/// Consul's `?token=<token>`: carried on as `X-Consul-Token` when the request has no token
+/// header, so every guard reads one place.
+async fn token_from_query(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let headers = req.headers();
+    if !headers.contains_key(axum::http::header::AUTHORIZATION) && !headers.contains_key(CONSUL_TOKEN) {
+        let token = query_pairs(req.uri()).into_iter().find_map(|(k, v)| (k == "token").then_some(v));
+        if let Some(v) = token.and_then(|t| axum::http::HeaderValue::from_str(&t).ok()) {
+            req.headers_mut().insert(CONSUL_TOKEN, v);
+        }
+    }
+    next.run(req).await
+}
+
+/// The pairs of a request's query string, percent-decoded (none if it does not parse).
+pub fn query_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {
+    Query::<Vec<(String, String)>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default()
 }
 
 pub fn require_read(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -161,6 +190,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/agent/check/{verdict}/{*check_id}", put(consul::ttl))
         .route("/v1/health/workload/{namespace}/{name}", get(workload_health))
         .route("/live", get(|| async { "live\n" }))
+        .layer(axum::middleware::from_fn(token_from_query))
         .with_state(state)
 }
 

@@ -277,8 +277,7 @@ pub async fn ttl(
 /// TTL reports come from an admin, or from the workload itself: a bootstrap token may report the
 /// checks of workloads that run as its identity (`<namespace>/<workload>/<check>`), and only those.
 fn may_report(st: &ApiState, headers: &HeaderMap, check_id: &str) -> Result<(), ApiError> {
-    let h = headers.get("authorization").and_then(|v| v.to_str().ok());
-    let (namespace, service_account) = match st.tokens.verify_header(h)? {
+    let (namespace, service_account) = match crate::api::grant(st, headers)? {
         Grant::Admin => return Ok(()),
         Grant::Read => {
             return Err(TokenError::Forbidden(
