@@ -9,7 +9,7 @@ use crate::tokens::{Grant, TokenError, Tokens};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -28,6 +28,8 @@ pub struct ApiState {
     pub enable_script_checks: bool,
     /// The MeshConfig the CA and identities were set up with.
     pub mesh: weft_api::kinds::MeshConfigSpec,
+    /// Where this API listens (Consul's `/v1/agent/self` names it).
+    pub api_addr: std::net::SocketAddr,
 }
 
 /// Rules the control plane adds to a write: script/Docker checks only when enabled; the trust
@@ -183,13 +185,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/tokens", post(create_token))
         .route("/v1/ca", get(ca))
         .route("/v1/catalog", get(catalog))
-        .route("/v1/agent/service/register", put(consul::register))
-        .route("/v1/agent/service/deregister/{id}", put(consul::deregister))
-        .route("/v1/catalog/services", get(consul::services))
-        .route("/v1/catalog/service/{name}", get(consul::service))
-        .route("/v1/agent/check/{verdict}/{*check_id}", put(consul::ttl))
         .route("/v1/health/workload/{namespace}/{name}", get(workload_health))
+        .merge(consul::routes())
         .route("/live", get(|| async { "live\n" }))
+        .fallback(consul::fallback)
+        .method_not_allowed_fallback(consul::method_not_allowed)
         .layer(axum::middleware::from_fn(token_from_query))
         .with_state(state)
 }
