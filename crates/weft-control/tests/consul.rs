@@ -181,7 +181,8 @@ async fn agent_health_and_catalog_reads_answer_as_consul_does() {
     let checks = consul(&cp, "GET", "/v1/agent/checks", "").await;
     assert_eq!(checks.body["service:api-1"]["Status"], "passing", "{}", checks.body);
     assert_eq!(checks.body["service:api-2"]["Status"], "critical", "{}", checks.body);
-    let me = consul(&cp, "GET", "/v1/agent/self", "").await;
+    // No token needed (py-consul's agent.self() sends none).
+    let me = call(&cp, "GET", "/v1/agent/self", &[], "").await;
     assert_eq!(me.body["Config"]["Datacenter"], "local", "{}", me.body);
     assert!(me.body["Config"]["NodeName"].is_string() && me.body["Member"]["Name"].is_string(), "{}", me.body);
 

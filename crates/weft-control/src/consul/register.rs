@@ -12,6 +12,7 @@
 
 use super::keys::{canonical, Fields, Shape};
 use crate::api::{ApiError, ApiState};
+use crate::catalog::Instance;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +20,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use weft_api::kinds::{CheckSpec, ServiceSpec, WorkloadSpec};
 use weft_api::resource::{Key, Kind, Metadata, Resource, Typed, Validate};
@@ -247,14 +249,32 @@ pub async fn register(State(st): State<Arc<ApiState>>, headers: HeaderMap, body:
         visibility: None,
     };
     spec.validate().map_err(|e| bad(e.to_string()))?;
+    let (wanted, wl_ns, wl_id) =
+        ((SocketAddr::new(spec.address, spec.port), spec.tags.clone()), namespace.clone(), id.clone());
     write.push(Resource::Workload(Typed {
         metadata: Metadata { name: id, namespace, labels, resource_version: None },
         spec,
     }));
     crate::api::admit(&st, &write)?;
     let applied = crate::api::blocking(&st.store, move |s| s.apply(write)).await?;
+    settle(&st, &wl_ns, &wl_id, |i| i.is_some_and(|i| (i.address, &i.tags) == (wanted.0, &wanted.1))).await;
     let results: Vec<String> = applied.iter().map(|a| a.to_string()).collect();
     Ok(with_ignored(json!({ "results": results }), &ignored))
+}
+
+/// How long a registration waits for the catalog to show it.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits (at most [`SETTLE`], on the catalog's watch) until the instance `ns/id` is as `done`
+/// wants it: a Consul agent's catalog shows a registration when the call returns, and clients
+/// read their own writes right after. (A registry-file entry of the same name wins over a
+/// registration; then the wait runs out and the call still succeeds.)
+async fn settle(st: &ApiState, ns: &str, id: &str, done: impl Fn(Option<&Instance>) -> bool) {
+    let mut rx = st.catalog.clone();
+    let find = |c: &crate::catalog::Catalog| {
+        done(c.services.values().filter(|s| s.namespace == ns).flat_map(|s| &s.instances).find(|i| i.name == id))
+    };
+    let _ = tokio::time::timeout(SETTLE, rx.wait_for(|c| find(c))).await;
 }
 
 #[derive(Deserialize)]
@@ -272,5 +292,6 @@ pub async fn deregister(
     let key = Key { kind: Kind::Workload, namespace: q.ns.unwrap_or_else(|| "default".into()), name: id };
     let k = key.clone();
     crate::api::blocking(&st.store, move |s| s.delete(std::slice::from_ref(&k))).await?;
+    settle(&st, &key.namespace, &key.name, |i| i.is_none()).await;
     Ok(Json(json!({ "results": [format!("{key} deleted")] })))
 }
