@@ -351,3 +351,16 @@ async fn query_a(dns: SocketAddr, name: &str) -> Vec<String> {
     }
     out
 }
+
+#[tokio::test]
+async fn a_blocking_query_may_outlast_the_request_limit_by_its_wait() {
+    let mut cfg = ControlConfig::new(tempdir("limit"));
+    cfg.grpc = "127.0.0.1:0".parse().unwrap();
+    cfg.api = "127.0.0.1:0".parse().unwrap();
+    cfg.api_limits.request = Duration::from_millis(200);
+    let cp = ControlPlane::start(cfg).await.expect("control plane");
+    let n = index(&consul(&cp, "GET", "/v1/catalog/services", "").await);
+    // Nothing changes: the query waits out its 1 s, past the 200 ms limit, and answers 200.
+    let r = consul(&cp, "GET", &format!("/v1/catalog/services?index={n}&wait=1s"), "").await;
+    assert_eq!((r.status, index(&r)), (200, n), "{}", r.body);
+}
