@@ -36,8 +36,12 @@ fn params(uri: &Uri) -> Params {
 
 /// An instance's tags: its own, and its Service's if the Service declares some.
 fn tags(s: &CatalogService, i: &Instance) -> Vec<String> {
-    let mut t: Vec<String> = s.tags.iter().chain(&i.tags).cloned().collect();
-    t.dedup();
+    let mut t: Vec<String> = Vec::with_capacity(s.tags.len() + i.tags.len());
+    for tag in s.tags.iter().chain(&i.tags) {
+        if !t.contains(tag) {
+            t.push(tag.clone());
+        }
+    }
     t
 }
 
