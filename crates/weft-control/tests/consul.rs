@@ -364,3 +364,17 @@ async fn a_blocking_query_may_outlast_the_request_limit_by_its_wait() {
     let r = consul(&cp, "GET", &format!("/v1/catalog/services?index={n}&wait=1s"), "").await;
     assert_eq!((r.status, index(&r)), (200, n), "{}", r.body);
 }
+
+#[tokio::test]
+async fn an_applied_services_tags_join_each_instances_own_once() {
+    let cp = control("svc-tags").await;
+    let yaml = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: db }\nspec: { tags: [primary] }\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: db-1 }\nspec: { service: db, address: 127.0.0.21, port: 5432, tags: [green, primary] }\n";
+    let r = call(&cp, "POST", "/v1/apply", &[("authorization", &format!("Bearer {}", cp.admin_token))], yaml).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = eventually("db listed", DEADLINE, || async {
+        let r = consul(&cp, "GET", "/v1/catalog/service/db?tag=primary", "").await;
+        (r.body.as_array()?.len() == 1).then_some(r.body)
+    })
+    .await;
+    assert_eq!(r[0]["ServiceTags"], json!(["primary", "green"]));
+}
