@@ -94,7 +94,13 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                     namespace: s.metadata.namespace.clone(),
                     ports: spec.ports.iter().map(|p| (p.port, p.protocol)).collect(),
                     connect_ports: spec.ports.iter().filter(|p| p.allow_connect).map(|p| p.port).collect(),
-                    tags: spec.tags.clone(),
+                    // A Service a Consul registration created has no tags of its own: tags are
+                    // per instance. (Older versions copied the first registration's tags here.)
+                    tags: if s.metadata.labels.get(crate::consul::SOURCE_LABEL).is_some_and(|v| v == "api") {
+                        vec![]
+                    } else {
+                        spec.tags.clone()
+                    },
                     instances: vec![],
                 },
             );
