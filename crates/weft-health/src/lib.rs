@@ -50,9 +50,10 @@
 //!   output, time, threshold counts, critical-since time and TTL deadline, and a new monitor on
 //!   the same store resumes them for checks whose definition did not change: a passing check stays
 //!   passing, a critical one critical, a TTL runs on to its saved deadline (critical at once if
-//!   that passed). Changed status or output is saved within a second (the writer batches), a TTL
-//!   report that changes status or output before `ttl_update` returns, repeated identical TTL
-//!   reports at most once per [`TTL_SAVE_EVERY`]; unchanged probe results are not written.
+//!   that passed). A probe's status change is saved at once (by a writer task), output or count
+//!   changes at most once a second, batched; a TTL report that changes status or output before
+//!   `ttl_update` returns, repeated identical TTL reports at most once per [`TTL_SAVE_EVERY`];
+//!   unchanged probe results are not written.
 //!
 //! Nothing here panics on any spec: an invalid one (no probe, two probes, a bad URL, an empty
 //! command) is a critical check whose output says what is wrong.

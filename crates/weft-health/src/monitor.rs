@@ -321,7 +321,7 @@ impl Monitor {
         if let Some(p) = persist {
             // Checks that start fresh, and the replaced ones (gone, or now fresh), are saved again.
             let old = replaced.iter().flat_map(|w| &w.checks).map(|c| (workload.to_string(), c.spec.name.clone()));
-            p.mark(fresh.into_iter().chain(old));
+            p.mark(fresh.into_iter().chain(old), true);
         }
         // Dropping the old entry aborts its tasks; outside the lock.
         drop(replaced);
@@ -333,7 +333,7 @@ impl Monitor {
         let removed = self.write().workloads.remove(workload);
         if let Some(w) = removed {
             if let Some(p) = &self.inner.persist {
-                p.mark(w.checks.iter().map(|c| (workload.to_string(), c.spec.name.clone())));
+                p.mark(w.checks.iter().map(|c| (workload.to_string(), c.spec.name.clone())), true);
             }
             drop(w);
             self.bump();
@@ -386,7 +386,7 @@ impl Monitor {
                         check.saved_at = Some(now);
                         Some((key, check.saved()))
                     } else {
-                        p.mark([key]);
+                        p.mark([key], false);
                         None
                     }
                 }
@@ -398,7 +398,7 @@ impl Monitor {
         if let (Some(p), Some((key, saved))) = (persist, save) {
             if let Err(e) = p.write_now(&key, &saved) {
                 tracing::warn!(check = %check_id, error = %e, "cannot save the TTL report; will retry with the next change");
-                p.mark([key]);
+                p.mark([key], false);
             }
         }
         drop(writing);
@@ -479,7 +479,7 @@ impl Monitor {
             if let Some(p) = &self.inner.persist {
                 let (status, output, counts) = check.lasting();
                 if before != (status, output.to_string(), counts) {
-                    p.mark([(slot.workload.to_string(), check.spec.name.clone())]);
+                    p.mark([(slot.workload.to_string(), check.spec.name.clone())], before.0 != status);
                 }
             }
             let now = aggregate(&w.checks);
@@ -502,6 +502,7 @@ impl Drop for Inner {
             // What is not saved yet, then let the writer task see that the monitor is gone.
             flush(self);
             p.wake.notify_one();
+            p.urgent.notify_one();
         }
         // The workloads' own Drop aborts their tasks.
         self.state.get_mut().unwrap_or_else(PoisonError::into_inner).workloads.clear();
@@ -522,8 +523,8 @@ fn flush(inner: &Inner) {
     });
 }
 
-/// Saves dirty checks: at once after a quiet spell, then at most once per [`persist::WRITE_GAP`].
-/// Ends when the monitor is dropped.
+/// Saves dirty checks: at once after a quiet spell or when a status changed, otherwise at most
+/// once per [`persist::WRITE_GAP`]. Ends when the monitor is dropped.
 async fn write_loop(monitor: Weak<Inner>, p: Arc<Persistence>) {
     loop {
         p.wake.notified().await;
@@ -532,7 +533,10 @@ async fn write_loop(monitor: Weak<Inner>, p: Arc<Persistence>) {
         if tokio::task::spawn_blocking(move || m.flush()).await.is_err() {
             return;
         }
-        tokio::time::sleep(persist::WRITE_GAP).await;
+        tokio::select! {
+            () = tokio::time::sleep(persist::WRITE_GAP) => {}
+            () = p.urgent.notified() => {}
+        }
     }
 }
 

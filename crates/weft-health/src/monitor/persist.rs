@@ -2,8 +2,9 @@
 //! check, its threshold counts, since when it has been critical, and a TTL check's deadline.
 //!
 //! ```text
-//!   probe results ──► record() ── changed? ──► dirty ──► writer task (at most one write a second,
-//!                                                        all dirty checks in one transaction)
+//!   probe results ──► record() ── status changed ────────► dirty, urgent ──► writer task: all dirty
+//!                             └─ output/counts changed ──► dirty ─────────►  checks in one
+//!                                                         (urgent: at once; else ≤ 1 write/s)
 //!   ttl_update() ── changed, or last save ≥ 1 s ago ──► written before it returns
 //!                └─ otherwise ──────────────────────► dirty
 //!   Monitor::with_store ──► load() ──► restored; set_checks takes a check's record if its spec
@@ -35,8 +36,8 @@ pub trait CheckStateStore: Send + Sync + 'static {
 /// Repeated TTL reports that change nothing are written at most this often per check (the saved
 /// deadline may then be up to this much earlier than the real one).
 pub const TTL_SAVE_EVERY: Duration = Duration::from_secs(1);
-/// The writer task waits this long after a write before the next: changes that come faster are
-/// written together.
+/// After a write, the writer task waits this long before the next, unless a status changes:
+/// output-only changes that come faster are written together.
 pub(crate) const WRITE_GAP: Duration = Duration::from_secs(1);
 
 /// One check's saved state.
@@ -174,7 +175,10 @@ pub(crate) struct Persistence {
     /// Held from taking state to the end of its write.
     writing: Mutex<()>,
     dirty: Mutex<BTreeSet<CheckKey>>,
+    /// Some check is dirty.
     pub wake: Notify,
+    /// A status changed, a check started fresh or went: the writer skips its wait.
+    pub urgent: Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -212,6 +216,7 @@ impl Persistence {
             writing: Mutex::new(()),
             dirty: Mutex::default(),
             wake: Notify::new(),
+            urgent: Notify::new(),
         };
         if !unreadable.is_empty() {
             let removes: Vec<(String, Option<Vec<u8>>)> = unreadable.into_iter().map(|id| (id, None)).collect();
@@ -246,12 +251,16 @@ impl Persistence {
         }
     }
 
-    pub(crate) fn mark(&self, keys: impl IntoIterator<Item = CheckKey>) {
+    /// Marks checks dirty; `urgent` ones are written without waiting out [`WRITE_GAP`].
+    pub(crate) fn mark(&self, keys: impl IntoIterator<Item = CheckKey>, urgent: bool) {
         let mut dirty = lock(&self.dirty);
         let before = dirty.len();
         dirty.extend(keys);
-        if dirty.len() != before {
+        if dirty.len() != before || urgent {
             self.wake.notify_one();
+        }
+        if urgent {
+            self.urgent.notify_one();
         }
     }
 
