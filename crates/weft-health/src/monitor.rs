@@ -268,8 +268,16 @@ impl Monitor {
                     check.result = r.result;
                     check.counts = r.counts;
                     check.critical_since = r.critical_since;
-                    check.ttl_deadline = r.ttl_deadline;
+                    // Never later than a report made now would set (a clock set back, a damaged
+                    // record).
+                    let ttl = Duration::from(spec.ttl.unwrap_or_default());
+                    check.ttl_deadline = r.ttl_deadline.map(|d| d.min(now + ttl));
                     let expired = check.ttl_deadline.filter(|d| *d <= now);
+                    let ttl_start = match (expired, check.ttl_deadline) {
+                        (Some(_), _) => TtlStart::Expired,
+                        (None, Some(d)) => TtlStart::Until(d),
+                        (None, None) => TtlStart::Fresh,
+                    };
                     if let Some(deadline) = expired.filter(|_| check.result.status != Status::Critical) {
                         let ttl = spec.ttl.unwrap_or_default();
                         check.apply(
@@ -282,11 +290,11 @@ impl Monitor {
                         check.critical_since = Some(deadline);
                         fresh.push(key);
                     }
-                    Start { restored: true, ttl_deadline: check.ttl_deadline }
+                    Start { restored: true, ttl: ttl_start }
                 }
                 None => {
                     fresh.push(key);
-                    Start { restored: false, ttl_deadline: None }
+                    Start { restored: false, ttl: TtlStart::Fresh }
                 }
             };
             entries.push(check);
@@ -567,14 +575,24 @@ fn every(spec: &CheckSpec) -> Duration {
 struct Start {
     /// The check resumed saved state.
     restored: bool,
-    /// TTL checks resumed with a deadline: that deadline (perhaps past).
-    ttl_deadline: Option<Instant>,
+    ttl: TtlStart,
+}
+
+/// Where a TTL check's timer starts.
+#[derive(Clone, Copy)]
+enum TtlStart {
+    /// A whole TTL from now.
+    Fresh,
+    /// Resumed: its saved deadline.
+    Until(Instant),
+    /// Resumed with its deadline passed: critical already; it waits for a report.
+    Expired,
 }
 
 /// One check's task.
 async fn run(slot: Slot, spec: Arc<CheckSpec>, ttl: Option<watch::Receiver<()>>, start: Start) {
     match (spec.probe(), ttl) {
-        (Some(ProbeKind::Ttl), Some(updates)) => run_ttl(slot, &spec, updates, start.ttl_deadline).await,
+        (Some(ProbeKind::Ttl), Some(updates)) => run_ttl(slot, &spec, updates, start.ttl).await,
         (Some(ProbeKind::Alias), _) => run_alias(slot, &spec, start.restored).await,
         _ => run_probe(slot, &spec).await,
     }
@@ -594,16 +612,17 @@ async fn run_probe(slot: Slot, spec: &CheckSpec) {
 /// Critical when no update came for the TTL; each update restarts the timer. A resumed check
 /// first runs only to its saved deadline (if that passed, it is critical already and waits for a
 /// report).
-async fn run_ttl(slot: Slot, spec: &CheckSpec, mut updates: watch::Receiver<()>, resumed: Option<Instant>) {
+async fn run_ttl(slot: Slot, spec: &CheckSpec, mut updates: watch::Receiver<()>, start: TtlStart) {
     let ttl: Duration = spec.ttl.unwrap_or_default().into();
-    let mut deadline = match resumed {
-        Some(d) if d <= Instant::now() => {
+    let mut deadline = match start {
+        TtlStart::Fresh => None,
+        TtlStart::Until(d) => Some(d),
+        TtlStart::Expired => {
             if updates.changed().await.is_err() {
                 return;
             }
             None
         }
-        other => other,
     };
     loop {
         let until = deadline.take().unwrap_or_else(|| Instant::now() + ttl);

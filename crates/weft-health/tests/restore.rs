@@ -242,3 +242,23 @@ async fn unchanged_results_are_not_written_again() {
     assert!(store.writes("default/api-1/heartbeat") <= 3, "{}", store.writes("default/api-1/heartbeat"));
     assert_eq!(store.record("default/api-1/heartbeat").unwrap()["status"], "passing");
 }
+
+#[tokio::test(start_paused = true)]
+async fn damaged_records_start_fresh_and_a_deadline_past_the_ttl_is_capped() {
+    let store = Arc::new(MemStore::default());
+    store.rows.lock().unwrap().insert("default/api-1/port".into(), b"not json".to_vec());
+    let m = restart(&store);
+    m.set_checks("default/api-1", vec![ttl("heartbeat", 60)]);
+    m.ttl_update("default/api-1/heartbeat", Status::Passing, "ok").unwrap();
+    drop(m);
+    assert!(store.record("default/api-1/port").is_none(), "the unreadable record was removed");
+    // A deadline a year away (a clock set back, or a damaged file) counts as at most one TTL.
+    let mut saved = store.record("default/api-1/heartbeat").unwrap();
+    saved["ttlDeadlineMs"] = (unix_ms_now() + 365 * 86_400_000).into();
+    store.set_record("default/api-1/heartbeat", &saved);
+    let m = restart(&store);
+    m.set_checks("default/api-1", vec![ttl("heartbeat", 60)]);
+    assert_eq!(m.workload_status("default/api-1"), Some(Status::Passing));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    until_status(&m, "default/api-1", Status::Critical).await;
+}

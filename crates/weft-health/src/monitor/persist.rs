@@ -157,7 +157,8 @@ fn ms_instant(ms: u64) -> Instant {
     if ms <= wall {
         now.checked_sub(Duration::from_millis(wall - ms)).unwrap_or(now)
     } else {
-        now + Duration::from_millis(ms - wall)
+        // A damaged record must not panic: an unrepresentable time counts as now.
+        now.checked_add(Duration::from_millis(ms - wall)).unwrap_or(now)
     }
 }
 
