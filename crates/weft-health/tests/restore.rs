@@ -262,3 +262,29 @@ async fn damaged_records_start_fresh_and_a_deadline_past_the_ttl_is_capped() {
     tokio::time::advance(Duration::from_secs(61)).await;
     until_status(&m, "default/api-1", Status::Critical).await;
 }
+
+#[tokio::test]
+async fn a_resumed_alias_does_not_flap_while_its_target_is_not_set_yet() {
+    let alias = CheckSpec { alias: Some("db-1".into()), ..check("db") };
+    let store = Arc::new(MemStore::default());
+    let m = restart(&store);
+    m.set_checks("default/db-1", vec![ttl("alive", 300)]);
+    m.set_checks("default/api-1", vec![alias.clone()]);
+    m.ttl_update("default/db-1/alive", Status::Passing, "").unwrap();
+    until_status(&m, "default/api-1", Status::Passing).await;
+    drop(m);
+
+    // At start, workloads are set one by one: here the alias before its target.
+    let m = restart(&store);
+    m.set_checks("default/api-1", vec![alias]);
+    // Let the alias task run its first evaluation (current-thread runtime: it runs on a yield).
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(m.workload_status("default/api-1"), Some(Status::Passing), "{:?}", m.checks("default/api-1"));
+    m.set_checks("default/db-1", vec![ttl("alive", 300)]);
+    until_status(&m, "default/api-1", Status::Passing).await;
+    // And it still follows its target.
+    m.ttl_update("default/db-1/alive", Status::Critical, "down").unwrap();
+    until_status(&m, "default/api-1", Status::Critical).await;
+}
