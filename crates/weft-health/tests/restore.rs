@@ -256,8 +256,15 @@ async fn damaged_records_start_fresh_and_a_deadline_past_the_ttl_is_capped() {
     let mut saved = store.record("default/api-1/heartbeat").unwrap();
     saved["ttlDeadlineMs"] = (unix_ms_now() + 365 * 86_400_000).into();
     store.set_record("default/api-1/heartbeat", &saved);
+    // Times no clock can show: no panic, and the check still resumes.
+    let mut extreme = saved.clone();
+    extreme["spec"]["name"] = "extreme".into();
+    for field in ["atMs", "criticalSinceMs", "ttlDeadlineMs"] {
+        extreme[field] = u64::MAX.into();
+    }
+    store.set_record("default/api-1/extreme", &extreme);
     let m = restart(&store);
-    m.set_checks("default/api-1", vec![ttl("heartbeat", 60)]);
+    m.set_checks("default/api-1", vec![ttl("heartbeat", 60), ttl("extreme", 60)]);
     assert_eq!(m.workload_status("default/api-1"), Some(Status::Passing));
     tokio::time::advance(Duration::from_secs(61)).await;
     until_status(&m, "default/api-1", Status::Critical).await;

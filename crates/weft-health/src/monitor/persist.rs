@@ -124,7 +124,7 @@ impl Saved {
             result: CheckResult {
                 status: self.status.into(),
                 output: self.output.clone(),
-                at: UNIX_EPOCH + Duration::from_millis(self.at_ms),
+                at: UNIX_EPOCH.checked_add(Duration::from_millis(self.at_ms)).unwrap_or(UNIX_EPOCH),
             },
             counts: Counts { successes: self.successes, failures: self.failures },
             critical_since: self.critical_since_ms.map(ms_instant),
