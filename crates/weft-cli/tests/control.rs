@@ -1,12 +1,13 @@
 //! The control plane as a process: `weft control`, proxies as processes following it, the CLI
 //! verbs, and a kill -9 in the middle of an apply. After a restart on the same data directory
-//! the state is intact (the apply is all there or not at all) and the proxies resync.
+//! the state is intact (the apply is all there or not at all) and the proxies resync. Health-check
+//! state survives kill -9 and SIGTERM too: traffic through the sidecars never fails.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use weft_testkit::{eventually, http1_get};
+use weft_testkit::{eventually, http1_get, http1_request};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
@@ -262,4 +263,151 @@ async fn runs_with_the_root_key_offline() {
     })
     .await;
     assert!(!root_key.exists(), "nothing recreated the root key");
+}
+
+/// `PUT /v1/agent/check/pass/<check>` with the admin token; the HTTP status.
+async fn ttl_pass(cp: &Cp, check: &str, note: &str) -> u16 {
+    let token = std::fs::read_to_string(cp.dir.join("admin.token")).unwrap();
+    let req = http::Request::put(format!("/v1/agent/check/pass/{check}"))
+        .header("host", "cp")
+        .header("authorization", format!("Bearer {}", token.trim()))
+        .body(http_body_util::Full::new(bytes::Bytes::from(note.to_string())))
+        .unwrap();
+    match http1_request(cp.api.parse().unwrap(), req).await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Requests through `upstream` every 20 ms until stopped: how many succeeded, and every failure.
+struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Traffic {
+    fn start(upstream: SocketAddr) -> Traffic {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, o) = (stop.clone(), ok.clone());
+        let task = tokio::spawn(async move {
+            let mut failures = vec![];
+            let mut pace = tokio::time::interval(Duration::from_millis(20));
+            while !s.load(Ordering::SeqCst) {
+                pace.tick().await;
+                match http1_get(upstream, "/").await {
+                    Ok(r) if r.status() == 200 => {
+                        o.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => failures.push(format!(
+                        "{} {:?} {}",
+                        r.status(),
+                        r.headers().get("x-weft-error"),
+                        String::from_utf8_lossy(r.body())
+                    )),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            failures
+        });
+        Traffic { stop, ok, task }
+    }
+
+    fn ok(&self) -> usize {
+        self.ok.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until `n` more requests have succeeded.
+    async fn more(&self, what: &str, n: usize) {
+        let start = self.ok();
+        eventually(what, Duration::from_secs(30), || async move { (self.ok() >= start + n).then_some(()) }).await;
+    }
+
+    async fn stop(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.unwrap()
+    }
+}
+
+/// The issue-15 repro: a Workload with an HTTP check and a TTL check (`ttl: 5m`) reported
+/// passing, traffic through a real sidecar pair, then `weft control` killed (SIGKILL, later
+/// SIGTERM) and started again on the same data directory. Not one request fails, and the
+/// TTL-checked endpoint stays routed after the proxies have resynced with the new process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_state_survives_kill_9_and_sigterm_under_traffic() {
+    let dir = std::env::temp_dir().join(format!("weft-control-health-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cp = Cp {
+        dir: dir.clone(),
+        grpc: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        api: format!("127.0.0.1:{}", free_port()),
+    };
+    let mut control = cp.run();
+    let app = weft_testkit::http_echo("api").await;
+    let inbound_port = free_port();
+    let (_server, _) = proxy(
+        &cp,
+        "default/api",
+        &format!("inbound: {{ listen: \"127.0.0.1:{inbound_port}\", ports: [{{ port: {} }}] }}\n", app.port()),
+    );
+    let (_client, lines) =
+        proxy(&cp, "default/web", "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n");
+    let upstream: SocketAddr = lines.iter().find_map(|l| l.strip_prefix("upstream ")).unwrap().parse().unwrap();
+    let mesh = dir.join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        format!(
+            "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-1 }}\nspec:\n  service: api\n  address: 127.0.0.1\n  port: {port}\n  sidecar: \"127.0.0.1:{inbound_port}\"\n  checks:\n  - {{ name: http, http: \"http://127.0.0.1:{port}/health\", interval: 1s, successThreshold: 2 }}\n  - {{ name: heartbeat, ttl: 5m }}\n",
+            port = app.port()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = cp.weft(&["apply", "-f", mesh.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    eventually("the TTL report is taken", Duration::from_secs(15), || async {
+        (ttl_pass(&cp, "default/api-1/heartbeat", "all good").await == 200).then_some(())
+    })
+    .await;
+    eventually("traffic flows through the sidecars", Duration::from_secs(15), || async move {
+        (http1_get(upstream, "/").await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+
+    let traffic = Traffic::start(upstream);
+    traffic.more("traffic before the restart", 10).await;
+    for signal in ["-KILL", "-TERM"] {
+        let pid = control.0.id().to_string();
+        let killed = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(killed.success());
+        let _ = control.0.wait();
+        traffic.more(&format!("traffic while the control plane is down ({signal})"), 5).await;
+        control = cp.run();
+        eventually(
+            &format!("both proxies SYNCED with the new control plane ({signal})"),
+            Duration::from_secs(20),
+            || {
+                let r = cp.weft(&["proxy-status"]);
+                async move { (r.0 && r.1.matches("SYNCED").count() == 2).then_some(()) }
+            },
+        )
+        .await;
+        // The proxies run on what the new process sent them.
+        traffic.more(&format!("traffic after the restart ({signal})"), 25).await;
+        let (ok, out) = cp.weft(&["get", "workloads"]);
+        assert!(ok && out.contains("api-1"), "{out}");
+        let health = eventually("the workload's health", Duration::from_secs(10), || {
+            let r = cp.weft(&["describe", "workload", "api-1"]);
+            async move { r.0.then_some(r.1) }
+        })
+        .await;
+        assert!(
+            health.contains("health: passing") && health.contains("all good"),
+            "the TTL check kept its report ({signal}): {health}"
+        );
+    }
+    let total = traffic.ok();
+    let failures = traffic.stop().await;
+    assert!(failures.is_empty(), "{} of {} requests failed: {failures:?}", failures.len(), total + failures.len());
 }

@@ -102,12 +102,14 @@ pub struct ControlPlane {
 }
 
 impl Drop for ControlPlane {
-    /// Stops listening and ends every discovery stream (proxies keep their config and reconnect).
+    /// Stops listening and ends every discovery stream (proxies keep their config and reconnect),
+    /// and saves the health-check state not saved yet (blocks on disk I/O).
     fn drop(&mut self) {
         self.stop.send_replace(true);
         for t in &self.tasks {
             t.abort();
         }
+        self.monitor.flush();
     }
 }
 
@@ -183,7 +185,9 @@ impl ControlPlane {
         }
         sources.push(Arc::new(store.clone()));
         // Stored script and Docker checks run only while the flag is on (not just when written).
-        let monitor = weft_health::Monitor::with_script_checks(cfg.enable_script_checks);
+        // Check state is saved in the store and resumed from it.
+        let saved = Arc::new(crate::health::StoreCheckState(store.downgrade()));
+        let monitor = weft_health::Monitor::with_store(cfg.enable_script_checks, saved);
         crate::health::sync_checks(sources.clone(), monitor.clone(), store.clone(), stop_rx.clone());
         let m = monitor.clone();
         let health: Health = Arc::new(move |w| crate::health::healthy(&m, w));

@@ -46,6 +46,14 @@
 //!   `deregisterCriticalAfter` and has been critical that long (from registration if it never
 //!   passed); the caller deregisters them.
 //! - **Output** keeps at most [`OUTPUT_MAX`] (4 KiB) of what a probe saw.
+//! - **Restarts**: a monitor made with [`Monitor::with_store`] saves every check's status,
+//!   output, time, threshold counts, critical-since time and TTL deadline, and a new monitor on
+//!   the same store resumes them for checks whose definition did not change: a passing check stays
+//!   passing, a critical one critical, a TTL runs on to its saved deadline (critical at once if
+//!   that passed). A probe's status change is saved at once (by a writer task), output or count
+//!   changes at most once a second, batched; a TTL report that changes status or output before
+//!   `ttl_update` returns, repeated identical TTL reports at most once per [`TTL_SAVE_EVERY`];
+//!   unchanged probe results are not written.
 //!
 //! Nothing here panics on any spec: an invalid one (no probe, two probes, a bad URL, an empty
 //! command) is a critical check whose output says what is wrong.
@@ -58,6 +66,6 @@ mod monitor;
 mod probe;
 mod status;
 
-pub use monitor::{Monitor, MIN_INTERVAL, SCRIPT_CHECKS_OFF};
+pub use monitor::{CheckStateStore, Monitor, MIN_INTERVAL, SCRIPT_CHECKS_OFF, TTL_SAVE_EVERY};
 pub use probe::{kind_name, probe, resolve_alias, ProbeContext, OUTPUT_MAX, USER_AGENT};
 pub use status::{CheckResult, HealthError, Status};

@@ -27,6 +27,11 @@
 //!   deleting that resource clears it. A file that is not a redb database, or is locked by
 //!   another process, fails `open` with a [`StoreError::Storage`] naming the file.
 //!
+//! - **Health state.** Beside the resources, a `health` table keeps each health check's last
+//!   state as opaque bytes (weft-health's records), so that a restart resumes it:
+//!   [`Store::check_states`], [`Store::save_check_states`]. Those writes are durable too, but use
+//!   no revision and wake no subscriber: they are not resources.
+//!
 //! Operations block on disk I/O; from async code, call `apply` and `delete` in
 //! `tokio::task::spawn_blocking`.
 #![forbid(unsafe_code)]
@@ -43,7 +48,7 @@ use redb_backend::Backend;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, Weak};
 use tokio::sync::watch;
 use weft_api::resource::{check_references, Key, Kind, Resource};
 use weft_api::ConfigError;
@@ -122,6 +127,36 @@ impl Store {
     /// How many handles share this store (this one included); the database closes with the last.
     pub fn handles(&self) -> usize {
         Arc::strong_count(&self.inner)
+    }
+
+    /// A handle that does not keep the store open (for writers that must not outlive it).
+    pub fn downgrade(&self) -> WeakStore {
+        WeakStore(Arc::downgrade(&self.inner))
+    }
+
+    /// Every saved health-check state: (check id, bytes), sorted by id.
+    pub fn check_states(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.inner.backend.health()
+    }
+
+    /// Saves (`Some`) and removes (`None`) health-check states in one durable transaction: on
+    /// disk when this returns `Ok`. It does not change the revision.
+    pub fn save_check_states(&self, changes: &[(String, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.inner.backend.commit_health(changes)
+    }
+}
+
+/// A [`Store`] handle that does not keep it open; see [`Store::downgrade`].
+#[derive(Clone, Debug)]
+pub struct WeakStore(Weak<Inner>);
+
+impl WeakStore {
+    /// The store, if some [`Store`] handle still holds it open.
+    pub fn upgrade(&self) -> Option<Store> {
+        self.0.upgrade().map(|inner| Store { inner })
     }
 }
 

@@ -1,8 +1,9 @@
-//! The on-disk side: one redb file, `weft.redb`, with two tables.
+//! The on-disk side: one redb file, `weft.redb`, with three tables.
 //!
 //! ```text
 //!   resources: "Kind/namespace/name" -> JSON of the Object
 //!   meta:      "revision"            -> u64, the revision of the last commit
+//!   health:    "<ns>/<workload>/<check>" -> a health check's last state (weft-health's record)
 //! ```
 //!
 //! Every change is one write transaction with immediate durability and two-phase commit: when
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const HEALTH: TableDefinition<&str, &[u8]> = TableDefinition::new("health");
 const REVISION: &str = "revision";
 
 /// The database file inside the data directory.
@@ -91,6 +93,49 @@ impl Backend {
             meta.insert(REVISION, revision)?;
         }
         // Dropping the transaction on an error above aborts it.
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every row of the health table.
+    pub(crate) fn health(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.try_health().map_err(|e| StoreError::storage(Op::Load, &self.path, e))
+    }
+
+    fn try_health(&self) -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
+        let txn = self.db.begin_read()?;
+        let mut rows = Vec::new();
+        match txn.open_table(HEALTH) {
+            Ok(table) => {
+                for row in table.iter()? {
+                    let (key, value) = row?;
+                    rows.push((key.value().to_string(), value.value().to_vec()));
+                }
+            }
+            Err(TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(rows)
+    }
+
+    /// Writes (`Some`) and removes (`None`) health rows in one durable transaction; the revision
+    /// is not touched.
+    pub(crate) fn commit_health(&self, changes: &[(String, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+        self.try_commit_health(changes).map_err(|e| StoreError::storage(Op::Commit, &self.path, e))
+    }
+
+    fn try_commit_health(&self, changes: &[(String, Option<Vec<u8>>)]) -> Result<(), redb::Error> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_two_phase_commit(true);
+        {
+            let mut table = txn.open_table(HEALTH)?;
+            for (key, value) in changes {
+                match value {
+                    Some(v) => table.insert(key.as_str(), v.as_slice())?,
+                    None => table.remove(key.as_str())?,
+                };
+            }
+        }
         txn.commit()?;
         Ok(())
     }

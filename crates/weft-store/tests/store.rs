@@ -312,3 +312,31 @@ fn store_handles_are_shared_between_threads() {
     fn shareable<T: Send + Sync + Clone + 'static>() {}
     shareable::<Store>();
 }
+
+#[test]
+fn check_states_persist_beside_the_resources_without_a_revision() {
+    let dir = TestDir::new("check-states");
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.check_states().unwrap().is_empty());
+    store.apply(docs(API)).unwrap();
+    let revision = store.revision();
+    let mut revisions = store.subscribe();
+    revisions.borrow_and_update();
+    store
+        .save_check_states(&[
+            ("default/api-1/http".into(), Some(b"one".to_vec())),
+            ("default/api-1/ttl".into(), Some(b"two".to_vec())),
+        ])
+        .unwrap();
+    store.save_check_states(&[("default/api-1/http".into(), None)]).unwrap();
+    assert_eq!(store.revision(), revision, "health state is no resource change");
+    assert!(!revisions.has_changed().unwrap());
+    let weak = store.downgrade();
+    drop(store);
+    assert!(weak.upgrade().is_none(), "a weak handle does not keep the store open");
+
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.check_states().unwrap(), vec![("default/api-1/ttl".to_string(), b"two".to_vec())]);
+    assert_eq!(store.revision(), revision);
+    assert_eq!(store.list(None, None).unwrap().len(), 2);
+}

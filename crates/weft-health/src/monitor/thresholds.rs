@@ -7,8 +7,8 @@ use std::cmp::Ordering;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Counts {
-    successes: u32,
-    failures: u32,
+    pub(crate) successes: u32,
+    pub(crate) failures: u32,
 }
 
 impl Counts {
