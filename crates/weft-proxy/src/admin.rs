@@ -83,7 +83,7 @@ async fn app_health(ctx: &Ctx, rest: &str) -> Response<Body> {
             .header(header::HOST, addr.to_string())
             .body(full(""))
             .map_err(|e| crate::error::ProxyError::App(e.to_string()))?;
-        ctx.apps.send(port, false, req).await
+        ctx.apps.send(port, crate::app::AppProto::Http1, req).await
     };
     let limit = std::time::Duration::from(ctx.cfg.timeouts.connect) + std::time::Duration::from_secs(5);
     match tokio::time::timeout(limit, probe).await {

@@ -29,7 +29,7 @@ use hyper_util::rt::TokioIo;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -40,6 +40,22 @@ const MAX_IDLE: usize = 256;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 type Pools = Arc<[Arc<AppPool>]>;
+
+/// How a request goes to the app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppProto {
+    Http1,
+    Http2,
+    /// HTTP/2 if the app speaks it (prior knowledge), else HTTP/1.1: `protocol: auto` for a
+    /// caller that spoke HTTP/2. What the app speaks is learned once per app port (see
+    /// [`AppPool::send_learning`]).
+    Learn,
+}
+
+/// [`AppPool::speaks`]: not known yet, HTTP/2 (prior knowledge), only HTTP/1.1.
+const SPEAKS_UNKNOWN: u8 = 0;
+const SPEAKS_H2: u8 = 1;
+const SPEAKS_H1: u8 = 2;
 
 /// Clients for every app port. Ports the control plane sends later are added with
 /// [`AppClients::add_ports`]; the request path never locks to find its pool.
@@ -77,6 +93,8 @@ struct AppPool {
     h2_connecting: tokio::sync::Mutex<()>,
     /// Whether the task closing idle HTTP/1.1 connections has been started (at the first check-in).
     sweeping: AtomicBool,
+    /// What the app on this port speaks (`SPEAKS_*`), shared by the port's worker pools.
+    speaks: Arc<AtomicU8>,
 }
 
 impl AppClients {
@@ -101,6 +119,7 @@ impl AppClients {
         }
         let mut next = (**self.by_port.load()).clone();
         for port in missing {
+            let speaks = Arc::new(AtomicU8::new(SPEAKS_UNKNOWN));
             next.entry(port).or_insert_with(|| {
                 (0..self.workers)
                     .map(|_| {
@@ -114,6 +133,7 @@ impl AppClients {
                             h2: Mutex::default(),
                             h2_connecting: tokio::sync::Mutex::default(),
                             sweeping: AtomicBool::new(false),
+                            speaks: speaks.clone(),
                         })
                     })
                     .collect()
@@ -124,16 +144,16 @@ impl AppClients {
 
     /// Sends `req` to the app on `port` over HTTP/2 or HTTP/1.1. A request that could not be
     /// sent on a reused connection (the app closed it meanwhile) is sent again on another.
-    pub async fn send(&self, port: u16, h2: bool, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+    pub async fn send(&self, port: u16, proto: AppProto, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         let pool = {
             let by_port = self.by_port.load();
             let pools = by_port.get(&port).ok_or_else(|| ProxyError::App(format!("port {port} is not an app port")))?;
             pools[crate::workers::current() % pools.len()].clone()
         };
-        if h2 {
-            pool.send_h2(req).await
-        } else {
-            pool.send_h1(req).await
+        match proto {
+            AppProto::Http2 => pool.send_h2(req).await,
+            AppProto::Http1 => pool.send_h1(req).await,
+            AppProto::Learn => pool.send_learning(req).await,
         }
     }
 }
@@ -141,6 +161,64 @@ impl AppClients {
 impl AppPool {
     fn error(&self, e: impl std::fmt::Display) -> ProxyError {
         ProxyError::App(format!("{}: {e}", self.addr))
+    }
+
+    /// An HTTP/2 exchange with the app failed. When the app broke the protocol itself (it
+    /// answered something that is not HTTP/2), say so, log it and name the fix.
+    fn h2_error(&self, e: h2::Error) -> ProxyError {
+        // A GOAWAY of our own: what came from the app broke the protocol (an HTTP/1.1 answer
+        // reads as a frame with an invalid size, say); or the app dropped the connection (as an
+        // HTTP/1.1 server does on the HTTP/2 preface).
+        if !(e.is_io() || e.is_go_away() && e.is_library()) {
+            return self.error(e);
+        }
+        tracing::warn!(
+            app = %self.addr,
+            error = %e,
+            "the app broke an HTTP/2 exchange: if it speaks only HTTP/1.1, set protocol: http1 on this inbound port"
+        );
+        ProxyError::App(format!(
+            "{}: {e} ({NOT_H2}; if it speaks only HTTP/1.1, set protocol: http1 on inbound port {})",
+            self.addr,
+            self.addr.port()
+        ))
+    }
+
+    /// `protocol: auto` for a caller that spoke HTTP/2: HTTP/2 to an app that speaks it, else
+    /// HTTP/1.1. The first such request to the port asks the app on a connection of its own
+    /// ([`probe_h2`]); the answer holds for the port until an HTTP/2 exchange with it breaks.
+    async fn send_learning(self: &Arc<Self>, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        let mut speaks = self.speaks.load(Ordering::Relaxed);
+        if speaks == SPEAKS_UNKNOWN {
+            speaks = match Box::pin(probe_h2(self.addr, self.mark, self.timeout)).await {
+                Some(true) => SPEAKS_H2,
+                Some(false) => {
+                    tracing::info!(
+                        app = %self.addr,
+                        "the app does not speak HTTP/2 (prior knowledge): requests from HTTP/2 callers go to it \
+                         over HTTP/1.1 (set protocol: http1 on this port to skip this check)"
+                    );
+                    SPEAKS_H1
+                }
+                // Not reachable now: the exchange below reports why, and the next request asks again.
+                None => SPEAKS_UNKNOWN,
+            };
+            if speaks != SPEAKS_UNKNOWN {
+                self.speaks.store(speaks, Ordering::Relaxed);
+            }
+        }
+        if speaks == SPEAKS_H1 {
+            *req.version_mut() = http::Version::HTTP_11;
+            return self.send_h1(req).await;
+        }
+        let result = self.send_h2(req).await;
+        if let Err(ProxyError::App(e)) = &result {
+            if speaks == SPEAKS_H2 && e.contains(NOT_H2) {
+                // The app changed (restarted as another server, say): ask again next time.
+                self.speaks.store(SPEAKS_UNKNOWN, Ordering::Relaxed);
+            }
+        }
+        result
     }
 
     async fn send_h1(self: &Arc<Self>, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
@@ -272,7 +350,7 @@ impl AppPool {
                     }
                     match e {
                         SendError::Unsent(unsent, _) if attempts < 2 => req = *unsent,
-                        e => return Err(self.error(e.into_error())),
+                        e => return Err(self.h2_error(e.into_error())),
                     }
                 }
             }
@@ -297,9 +375,41 @@ impl AppPool {
             return Ok(c);
         }
         let tcp = net::tcp_connect(self.addr, self.mark, self.timeout).await?;
-        let conn = PeerConn::handshake(tcp, &self.budget).await.map_err(|e| self.error(e))?;
+        let conn = PeerConn::handshake(tcp, &self.budget).await.map_err(|e| self.h2_error(e))?;
         *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
         Ok(conn)
+    }
+}
+
+/// Part of the error for an app that broke an HTTP/2 exchange.
+const NOT_H2: &str = "the app broke off or garbled the HTTP/2 exchange";
+
+/// Whether the app at `addr` speaks HTTP/2 with prior knowledge, asked on a connection of its
+/// own (closed after): the client preface and an empty SETTINGS frame, to which an HTTP/2
+/// server answers with its SETTINGS frame. An HTTP/1.1 server answers `400`, or closes. `None`:
+/// no answer either way (not reachable, or silent for the connect timeout).
+async fn probe_h2(addr: SocketAddr, mark: u32, timeout: Duration) -> Option<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    let mut tcp = net::tcp_connect(addr, mark, timeout).await.ok()?;
+    let exchange = async {
+        tcp.write_all(PREFACE).await?;
+        let mut head = [0u8; 9];
+        let mut got = 0;
+        while got < head.len() {
+            match tcp.read(&mut head[got..]).await? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        Ok::<_, std::io::Error>((head, got))
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        // A frame header: type SETTINGS (4) on stream 0.
+        Ok(Ok((head, 9))) => Some(head[3] == 4 && head[5..9] == [0, 0, 0, 0]),
+        // Closed early, reset, or answered something shorter than a frame header.
+        Ok(_) => Some(false),
+        Err(_) => None,
     }
 }
 

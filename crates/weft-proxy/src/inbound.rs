@@ -8,6 +8,7 @@
 //! (opaque TCP never carries HTTP: see [`crate::opaque`])
 //! Plaintext, an untrusted or expired peer certificate, or an unknown port: refused, counted.
 
+use crate::app::AppProto;
 use crate::detect::{detect, Detected, Prefixed};
 use crate::error::ProxyError;
 use crate::httputil::{self as h, Body};
@@ -129,9 +130,9 @@ struct Conn {
 }
 
 impl Conn {
-    /// Sets the identity header and drops the client sidecar's own; whether the app gets the
-    /// request over HTTP/2.
-    fn prepare(&self, req: &mut Request<Body>) -> bool {
+    /// Sets the identity header and drops the client sidecar's own; how the app gets the
+    /// request (under `auto`, an HTTP/2 caller's request goes over HTTP/2 if the app speaks it).
+    fn prepare(&self, req: &mut Request<Body>) -> AppProto {
         // Nor in trailers, which come after the headers (a body that has ended has none).
         if !req.body().is_end_stream() {
             let body = std::mem::replace(req.body_mut(), h::full(bytes::Bytes::new()));
@@ -145,9 +146,10 @@ impl Conn {
         let orig_h1 = req.headers_mut().remove(h::ORIG_PROTO).is_some_and(|v| v == h::ORIG_PROTO_HTTP1)
             || req.version() != http::Version::HTTP_2;
         match self.protocol {
-            Protocol::Http2 => true,
-            Protocol::Http1 => false,
-            _ => !orig_h1,
+            Protocol::Http2 => AppProto::Http2,
+            Protocol::Http1 => AppProto::Http1,
+            _ if orig_h1 => AppProto::Http1,
+            _ => AppProto::Learn,
         }
     }
 
@@ -175,8 +177,8 @@ impl Handler for Conn {
         }
         // Before the identity is set: a `Connection` header must not name it away.
         h::strip_hop_by_hop(req.headers_mut());
-        let use_h2 = self.prepare(&mut req);
-        self.finish(forward(&self.ctx, self.app, use_h2, req).await, started)
+        let proto = self.prepare(&mut req);
+        self.finish(forward(&self.ctx, self.app, proto, req).await, started)
     }
 
     /// Joined to the app over a fresh connection.
@@ -211,7 +213,7 @@ impl Handler for Conn {
 async fn forward(
     ctx: &Ctx,
     app: SocketAddr,
-    use_h2: bool,
+    proto: AppProto,
     mut req: Request<Body>,
 ) -> Result<Response<Body>, ProxyError> {
     h::strip_hop_by_hop(req.headers_mut());
@@ -221,8 +223,8 @@ async fn forward(
         let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
         *req.uri_mut() = format!("http://{app}{path}").parse::<Uri>().map_err(|e| ProxyError::App(e.to_string()))?;
     }
-    *req.version_mut() = if use_h2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
-    let mut resp = ctx.apps.send(app.port(), use_h2, req).await?;
+    *req.version_mut() = if proto == AppProto::Http1 { http::Version::HTTP_11 } else { http::Version::HTTP_2 };
+    let mut resp = ctx.apps.send(app.port(), proto, req).await?;
     h::strip_hop_by_hop(resp.headers_mut());
     // Only proxies speak in this header.
     resp.headers_mut().remove(h::PROXY_ERROR);
