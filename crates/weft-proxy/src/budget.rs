@@ -222,7 +222,7 @@ impl Drop for HeldHeaders<'_> {
 
 /// The size of a request head as HPACK counts it (RFC 7541 §4.1: name, value and 32 bytes per
 /// field), with the pseudo-header fields.
-fn header_bytes<B>(req: &Request<B>) -> usize {
+pub(crate) fn header_bytes<B>(req: &Request<B>) -> usize {
     let fields: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
     let uri = req.uri();
     let pseudo = req.method().as_str().len()

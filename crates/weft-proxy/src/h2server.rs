@@ -32,7 +32,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// Settings of the connections this server takes.
 #[derive(Clone)]
 pub struct Settings {
-    /// Largest request header block, decoded (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`).
+    /// Largest request header block, decoded (`limits.max_header_bytes`): past it a stream is
+    /// answered `431` and the connection's other streams carry on, for blocks up to
+    /// [`DECODE_FACTOR`] times this (advertised as HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`, see
+    /// [`decode_limit`]).
     pub max_header_list_size: u32,
     /// The client's connection preface must arrive within this (`timeouts.header_read`).
     pub handshake_timeout: std::time::Duration,
@@ -55,7 +58,7 @@ where
         .initial_connection_window_size(served_connection_window(limits))
         .max_send_buffer_size(limits.stream_buffer_bytes)
         .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_header_list_size(settings.max_header_list_size)
+        .max_header_list_size(decode_limit(settings.max_header_list_size))
         .handshake::<_, Bytes>(io);
     let budget = settings.budget.connection();
     let signaled = drain.signaled();
@@ -85,7 +88,15 @@ where
             Some(()) = streams.next(), if !streams.is_empty() => {}
             Some(()) = tunnels.next(), if !tunnels.is_empty() => {}
             accepted = conn.accept() => match accepted {
-                Some(Ok((req, respond))) => {
+                Some(Ok((req, mut respond))) => {
+                    if crate::budget::header_bytes(&req) > settings.max_header_list_size as usize {
+                        tracing::debug!("http/2: request header block over limits.max_header_bytes, answered 431");
+                        let resp = Response::builder().status(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).body(());
+                        if let Ok(resp) = resp {
+                            let _ = respond.send_response(resp, true);
+                        }
+                        continue;
+                    }
                     if req.method() == Method::CONNECT {
                         // A set of their own: the rare tunnel's future does not size every stream's.
                         tunnels.push(tunnel(handler, req, respond, &budget));
@@ -110,6 +121,21 @@ where
             }
         }
     }
+}
+
+/// How far past `limits.max_header_bytes` a header block is still decoded, so that its stream
+/// can be answered `431` while the connection's other streams carry on. HPACK state is shared by
+/// the connection: a block must be decoded whole, or the connection dropped. `h2` drops it
+/// (GOAWAY `ENHANCE_YOUR_CALM`) for a block of more CONTINUATION frames than its
+/// `SETTINGS_MAX_HEADER_LIST_SIZE` needs (1.25 times, at the 16 KB frame size) or that decodes
+/// to more than 4 times it; past that setting and below those it answers `431` itself, and
+/// below the setting the request reaches [`serve`], which answers `431` past the limit. At 4
+/// times the limit, what one stream holds before it is answered stays at 256 KB by default.
+pub const DECODE_FACTOR: u32 = 4;
+
+/// The `SETTINGS_MAX_HEADER_LIST_SIZE` given to `h2` for a header limit of `max`.
+pub fn decode_limit(max: u32) -> u32 {
+    max.saturating_mul(DECODE_FACTOR)
 }
 
 /// One stream: the handler's response, then its body. A stream the caller resets stops at once
