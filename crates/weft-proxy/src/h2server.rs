@@ -43,9 +43,17 @@ pub struct Settings {
     pub budget: std::sync::Arc<Budget>,
 }
 
+/// How a connection ended, for the caller to count.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    Closed,
+    /// No connection preface within `handshake_timeout` (`timeouts.header_read`).
+    NoPreface,
+}
+
 /// Serves HTTP/2 on `io` until the connection closes, or, once drain starts, until the requests
 /// in flight are answered (GOAWAY first, so the peer sends new ones elsewhere).
-pub async fn serve<T, H>(io: T, settings: Settings, drain: &Drain, handler: &H)
+pub async fn serve<T, H>(io: T, settings: Settings, drain: &Drain, handler: &H) -> Ended
 where
     T: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
@@ -68,14 +76,11 @@ where
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "http/2 handshake failed");
-                return;
+                return Ended::Closed;
             }
-            Err(_) => {
-                tracing::debug!("http/2: no connection preface in time, closing");
-                return;
-            }
+            Err(_) => return Ended::NoPreface,
         },
-        _ = &mut signaled => return,
+        _ = &mut signaled => return Ended::Closed,
     };
     let mut streams = FuturesUnordered::new();
     let mut tunnels = FuturesUnordered::new();
@@ -121,6 +126,7 @@ where
             }
         }
     }
+    Ended::Closed
 }
 
 /// How far past `limits.max_header_bytes` a header block is still decoded, so that its stream

@@ -12,6 +12,7 @@ use crate::app::AppProto;
 use crate::detect::{detect, Detected, Prefixed};
 use crate::error::ProxyError;
 use crate::httputil::{self as h, Body};
+use crate::loglimit::{warn_limited, Kind};
 use crate::metrics::{Direction, HttpSeries, Name, Peer, Proto};
 use crate::net;
 use crate::sni::SniTarget;
@@ -61,12 +62,14 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     let tls = match tokio::time::timeout(detect_timeout, accept).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            ctx.metrics.tls_error(Direction::inbound, tls_reason(&e));
-            tracing::info!(%remote, error = %e, "inbound TLS handshake failed");
+            let reason = tls_reason(&e);
+            ctx.metrics.tls_error(Direction::inbound, reason);
+            warn_limited!(ctx.logs, Kind::Handshake, remote.ip(), %remote, reason, error = %e, "inbound TLS handshake failed");
             return;
         }
         Err(_) => {
             ctx.metrics.tls_error(Direction::inbound, "timeout");
+            warn_limited!(ctx.logs, Kind::Handshake, remote.ip(), %remote, reason = "timeout", "inbound TLS handshake not done within timeouts.detect");
             return;
         }
     };
@@ -106,13 +109,16 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
         return;
     };
     let allow_connect = ctx.allows_connect(port);
-    let conn = Conn { ctx: ctx.clone(), peer_header, label, series: OnceLock::new(), app, protocol, allow_connect };
+    let conn =
+        Conn { ctx: ctx.clone(), peer_header, label, series: OnceLock::new(), app, protocol, allow_connect, remote };
     // Corked: responses to many requests on one connection leave in one write (see `cork`).
     let io = crate::cork::Corked::new(tls);
     if alpn.as_deref() == Some(net::ALPN_H2) {
-        crate::h2server::serve(io, ctx.h2_settings(), &ctx.drain, &conn).await;
+        if crate::h2server::serve(io, ctx.h2_settings(), &ctx.drain, &conn).await == crate::h2server::Ended::NoPreface {
+            crate::header_read_timeout(&ctx, remote, Direction::inbound);
+        }
     } else {
-        crate::serve_http(&ctx, io, Arc::new(conn)).await;
+        crate::serve_http(&ctx, io, Arc::new(conn), remote, Direction::inbound).await;
     }
 }
 
@@ -127,6 +133,8 @@ struct Conn {
     protocol: Protocol,
     /// CONNECT tunnels to the app are allowed (`allow_connect`).
     allow_connect: bool,
+    /// The peer proxy's address, for rate-limited warnings.
+    remote: SocketAddr,
 }
 
 impl Conn {
@@ -158,8 +166,18 @@ impl Conn {
         let resp = match result {
             Ok(r) => r,
             Err(e) => {
-                tracing::debug!(error = %e, app = %self.app, "inbound: app request failed");
-                h::rescue(&e)
+                let resp = h::rescue(&e);
+                let (src, app) = (self.remote.ip(), self.app);
+                if is_app_refused(&e) {
+                    warn_limited!(self.ctx.logs, Kind::AppRefused, src, %app, error = %e, "inbound: the app refused the connection (502)");
+                } else if resp.status() == http::StatusCode::BAD_GATEWAY {
+                    let code =
+                        resp.headers().get(h::PROXY_ERROR).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    warn_limited!(self.ctx.logs, Kind::BadGateway, src, %app, peer = %self.remote, code, error = %e, "inbound: answered 502");
+                } else {
+                    tracing::debug!(error = %e, app = %self.app, "inbound: app request failed");
+                }
+                resp
             }
         };
         self.series
@@ -207,6 +225,15 @@ impl Handler for Conn {
             h::forward_upgrade(req, downstream, tcp, ctx.drain.conn()).await
         };
         self.finish(result.await, started)
+    }
+}
+
+/// A failed connection to the local app (the app is down or not listening).
+fn is_app_refused(e: &ProxyError) -> bool {
+    match e {
+        ProxyError::Connect { .. } | ProxyError::ConnectTimeout(_) => true,
+        ProxyError::App(m) => m.starts_with("connect to "),
+        _ => false,
     }
 }
 

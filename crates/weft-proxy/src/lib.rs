@@ -27,6 +27,7 @@ pub mod httputil;
 mod identity;
 mod inbound;
 pub mod iptables;
+mod loglimit;
 pub mod metrics;
 pub mod net;
 mod opaque;
@@ -88,6 +89,8 @@ pub struct Ctx {
     ready: AtomicBool,
     /// What the listeners actually bound (ports 0 resolved), for `/config_dump`.
     bound: std::sync::OnceLock<Addrs>,
+    /// Rate limits of the warnings a remote party can trigger (see [`loglimit`]).
+    logs: loglimit::LogLimits,
 }
 
 impl Ctx {
@@ -221,6 +224,7 @@ impl Proxy {
             budget,
             ready: AtomicBool::new(false),
             bound: std::sync::OnceLock::new(),
+            logs: loglimit::LogLimits::default(),
             cfg,
         });
 
@@ -257,6 +261,7 @@ impl Proxy {
             }
         }
         tasks.push(tokio::spawn(admin::serve(ctx.clone(), admin)));
+        tasks.push(tokio::spawn(flush_logs(Arc::downgrade(&ctx))));
         let _ = ctx.bound.set(addrs.clone());
         // With a control plane, ready means "has its first config" (set by the discovery loop).
         ctx.ready.store(ctx.cfg.control.is_none(), Ordering::Release);
@@ -403,11 +408,21 @@ pub(crate) trait Handler: Send + Sync + 'static {
 /// Serves HTTP/1.x on `io` with hyper until it closes or drain starts, then closes it gracefully
 /// (`Connection: close` after the response in flight). HTTP/2 never comes here: detection and
 /// ALPN send it to [`h2server::serve`].
-pub(crate) async fn serve_http<I, H: Handler>(ctx: &Arc<Ctx>, io: I, handler: Arc<H>)
-where
+pub(crate) async fn serve_http<I, H: Handler>(
+    ctx: &Arc<Ctx>,
+    io: I,
+    handler: Arc<H>,
+    src: SocketAddr,
+    direction: metrics::Direction,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Whether a request head arrived: a header-read timeout after one closes an idle
+    // keep-alive connection, not a client too slow to send its head.
+    let served = Arc::new(AtomicBool::new(false));
+    let seen = served.clone();
     let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        seen.store(true, Ordering::Relaxed);
         let handler = handler.clone();
         // Boxed: a pointer's size for hyper to move around, for one allocation; the rare upgrade
         // path boxed again so that it does not grow every request's future.
@@ -430,12 +445,42 @@ where
     tokio::select! {
         res = conn.as_mut() => {
             if let Err(e) = res {
-                tracing::debug!(error = %e, "http connection ended with error");
+                if e.is_timeout() && !served.load(Ordering::Relaxed) {
+                    header_read_timeout(ctx, src, direction);
+                } else {
+                    tracing::debug!(error = %e, "http connection ended with error");
+                }
             }
         }
         _ = ctx.drain.signaled() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// A client that sent no complete request head (HTTP/1) or connection preface (HTTP/2) within
+/// `timeouts.header_read`: counted (`weft_protocol_errors_total{reason="header_read"}`) and
+/// logged, rate limited.
+pub(crate) fn header_read_timeout(ctx: &Ctx, src: SocketAddr, direction: metrics::Direction) {
+    ctx.metrics.protocol_error(direction, "header_read");
+    loglimit::warn_limited!(
+        ctx.logs,
+        loglimit::Kind::HeaderRead,
+        src.ip(),
+        %src,
+        direction = ?direction,
+        "no complete request head within timeouts.header_read ({:?}), connection closed",
+        Duration::from(ctx.cfg.timeouts.header_read)
+    );
+}
+
+/// Writes the counts of rate-limited warnings that no later line reported (see [`loglimit`]).
+async fn flush_logs(ctx: std::sync::Weak<Ctx>) {
+    let mut tick = tokio::time::interval(loglimit::EVERY);
+    loop {
+        tick.tick().await;
+        let Some(ctx) = ctx.upgrade() else { return };
+        ctx.logs.flush(std::time::Instant::now());
     }
 }

@@ -148,17 +148,23 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, target: Target) {
         Protocol::Auto => detect(&mut stream, ctx.cfg.timeouts.detect.into()).await,
     };
     let Ok((proto, prefix)) = detected else { return };
+    let src = stream.peer_addr().unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     ctx.metrics.detected.get_or_create(&Proto { direction: Direction::outbound, protocol: proto.as_str() }).inc();
     let io = Prefixed::new(prefix, stream);
     match proto {
         Detected::Http2 => {
             // Corked: the frames of many responses leave in one write (see `cork`).
             let io = Corked::new(Buffered::new(io));
-            crate::h2server::serve(io, ctx.h2_settings(), &ctx.drain, &AppConn { ctx: ctx.clone(), target }).await;
+            let conn = AppConn { ctx: ctx.clone(), target };
+            if crate::h2server::serve(io, ctx.h2_settings(), &ctx.drain, &conn).await
+                == crate::h2server::Ended::NoPreface
+            {
+                crate::header_read_timeout(&ctx, src, Direction::outbound);
+            }
         }
         Detected::Http1 => {
             let conn = Arc::new(AppConn { ctx: ctx.clone(), target });
-            crate::serve_http(&ctx, io, conn).await;
+            crate::serve_http(&ctx, io, conn, src, Direction::outbound).await;
         }
         Detected::Tcp | Detected::Tls => tcp(ctx, io, target).await,
     }
@@ -260,8 +266,23 @@ fn finish(ctx: &Ctx, ep: &Endpoint, result: Result<Response<Body>, ProxyError>, 
         Ok(r) => r,
         Err(e) => {
             record_connect_error(ctx, &e);
-            tracing::debug!(error = %e, dst = %ep.identity, "outbound request failed");
-            h::rescue(&e)
+            let resp = h::rescue(&e);
+            if resp.status() == http::StatusCode::BAD_GATEWAY {
+                let code = resp.headers().get(h::PROXY_ERROR).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                crate::loglimit::warn_limited!(
+                    ctx.logs,
+                    crate::loglimit::Kind::BadGateway,
+                    ep.address.ip(),
+                    endpoint = %ep.address,
+                    dst = %ep.identity,
+                    code,
+                    error = %e,
+                    "outbound: answered 502"
+                );
+            } else {
+                tracing::debug!(error = %e, dst = %ep.identity, "outbound request failed");
+            }
+            resp
         }
     };
     ep.http_series

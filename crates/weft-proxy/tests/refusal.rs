@@ -184,6 +184,12 @@ async fn slowloris_request_head_is_cut_off() {
     let text = String::from_utf8_lossy(&buf);
     assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
     still_serves(&p).await;
+    let m = p.client.metrics_text();
+    assert_eq!(
+        metric(&m, "weft_protocol_errors_total{direction=\"outbound\",reason=\"header_read\"}"),
+        1.0,
+        "the header-read timeout is counted: {m}"
+    );
 }
 
 #[tokio::test]
