@@ -375,9 +375,37 @@ impl AppPool {
             return Ok(c);
         }
         let tcp = net::tcp_connect(self.addr, self.mark, self.timeout).await?;
-        let conn = PeerConn::handshake(tcp, &self.budget).await.map_err(|e| self.h2_error(e))?;
+        let conn = PeerConn::handshake(tcp, &self.budget).await.map_err(|e| self.error(e))?;
         *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
         Ok(conn)
+    }
+}
+
+/// Runs a connection to the app until it ends (its requests go through the sender).
+fn drive(addr: SocketAddr, conn: impl std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static) {
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, error = %e, "app connection ended with error");
+        }
+    });
+}
+
+/// Closes idle HTTP/1.1 connections older than [`IDLE_TIMEOUT`] also when no request comes to
+/// find them, as hyper-util's pool did; ends with the pool.
+async fn sweep(pool: Weak<AppPool>) {
+    let mut tick = tokio::time::interval(IDLE_TIMEOUT / 3);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let now = Instant::now();
+        pool.h1
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(at, s)| now.duration_since(*at) <= IDLE_TIMEOUT && !s.is_closed());
+        pool.direct
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(at, c)| now.duration_since(*at) <= IDLE_TIMEOUT && c.is_usable());
     }
 }
 
@@ -410,34 +438,6 @@ async fn probe_h2(addr: SocketAddr, mark: u32, timeout: Duration) -> Option<bool
         // Closed early, reset, or answered something shorter than a frame header.
         Ok(_) => Some(false),
         Err(_) => None,
-    }
-}
-
-/// Runs a connection to the app until it ends (its requests go through the sender).
-fn drive(addr: SocketAddr, conn: impl std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static) {
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%addr, error = %e, "app connection ended with error");
-        }
-    });
-}
-
-/// Closes idle HTTP/1.1 connections older than [`IDLE_TIMEOUT`] also when no request comes to
-/// find them, as hyper-util's pool did; ends with the pool.
-async fn sweep(pool: Weak<AppPool>) {
-    let mut tick = tokio::time::interval(IDLE_TIMEOUT / 3);
-    loop {
-        tick.tick().await;
-        let Some(pool) = pool.upgrade() else { return };
-        let now = Instant::now();
-        pool.h1
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(at, s)| now.duration_since(*at) <= IDLE_TIMEOUT && !s.is_closed());
-        pool.direct
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(at, c)| now.duration_since(*at) <= IDLE_TIMEOUT && c.is_usable());
     }
 }
 
