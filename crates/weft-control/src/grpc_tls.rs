@@ -68,6 +68,12 @@ pub struct ConnInfo {
     pub identity: Option<weft_identity::SpiffeId>,
 }
 
+/// The peer address of a gRPC request, for log lines: `ip:port`, or `unknown`.
+pub fn peer_of<T>(req: &tonic::Request<T>) -> String {
+    let peer = req.extensions().get::<ConnInfo>().and_then(|c| c.peer).or_else(|| req.remote_addr());
+    peer.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+}
+
 impl tonic::transport::server::Connected for TlsConn {
     type ConnectInfo = ConnInfo;
     fn connect_info(&self) -> Self::ConnectInfo {

@@ -90,7 +90,7 @@ enum Apply {
 }
 
 impl Check {
-    fn apply(&mut self, mut result: CheckResult, how: Apply) {
+    fn apply(&mut self, workload: &str, mut result: CheckResult, how: Apply) {
         let before = self.result.status;
         if how == Apply::Thresholds {
             let (shows, note) =
@@ -106,7 +106,7 @@ impl Check {
             _ => self.critical_since = None,
         }
         if before != result.status {
-            tracing::info!(check = %self.spec.name, from = %before, to = %result.status, output = %result.output, "health check changed");
+            tracing::info!(%workload, check = %self.spec.name, from = %before, to = %result.status, output = ?result.short_output(), "health check changed");
         }
         self.result = result;
     }
@@ -261,7 +261,7 @@ impl Monitor {
             };
             timer.send_replace(());
             let output = output_text(output.as_bytes());
-            check.apply(CheckResult::new(status, output), Apply::Direct);
+            check.apply(workload, CheckResult::new(status, output), Apply::Direct);
             let now = aggregate(&w.checks);
             std::mem::replace(&mut w.status, now) != now
         };
@@ -337,7 +337,7 @@ impl Monitor {
             let Some(check) = w.checks.get_mut(slot.index) else {
                 return false;
             };
-            check.apply(result, how);
+            check.apply(&slot.workload, result, how);
             let now = aggregate(&w.checks);
             let before = std::mem::replace(&mut w.status, now);
             if before != now {
