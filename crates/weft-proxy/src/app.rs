@@ -322,6 +322,22 @@ pub(crate) async fn connect(
     })
 }
 
+/// The app's answer to an upgrade, as for every other request: a failure talking to it is `app`
+/// naming its address, and its own `x-weft-error` is dropped (only proxies speak in that header).
+pub(crate) fn upgraded(
+    addr: SocketAddr,
+    result: Result<Response<Body>, ProxyError>,
+) -> Result<Response<Body>, ProxyError> {
+    match result {
+        Ok(mut resp) => {
+            resp.headers_mut().remove(crate::httputil::PROXY_ERROR);
+            Ok(resp)
+        }
+        Err(ProxyError::Upstream(e)) => Err(ProxyError::App(format!("{addr}: {e}"))),
+        Err(e) => Err(e),
+    }
+}
+
 /// Runs a connection to the app until it ends (its requests go through the sender).
 fn drive(addr: SocketAddr, conn: impl std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static) {
     tokio::spawn(async move {

@@ -178,7 +178,7 @@ impl Handler for Conn {
         let (ctx, app) = (&self.ctx, self.app);
         let result = async {
             let tcp = crate::app::connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
-            h::forward_upgrade(req, downstream, tcp, ctx.drain.conn()).await
+            crate::app::upgraded(app, h::forward_upgrade(req, downstream, tcp, ctx.drain.conn()).await)
         };
         self.finish(result.await, started)
     }

@@ -52,11 +52,69 @@ async fn a_refused_app_connection_is_502_app_with_the_app_address() {
     let body = http_body_util::BodyExt::collect(body).await.unwrap().to_bytes();
     assert_app_error("HTTP/2 GET", &http::Response::from_parts(parts, body), app);
     // An upgrade (WebSocket) is joined to the app over a connection of its own.
-    let upgrade = http::Request::get("/ws")
+    assert_app_error("upgrade", &http1_request(upstream, upgrade_request()).await.unwrap(), app);
+}
+
+/// An app on 127.0.0.1:0 that reads a request head and answers `answer`, then closes.
+async fn raw_app(answer: &'static [u8]) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(answer).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+fn upgrade_request() -> http::Request<Full<Bytes>> {
+    http::Request::get("/ws")
         .header("host", "api")
         .header("connection", "upgrade")
         .header("upgrade", "websocket")
         .body(Full::new(Bytes::new()))
-        .unwrap();
-    assert_app_error("upgrade", &http1_request(upstream, upgrade).await.unwrap(), app);
+        .unwrap()
+}
+
+/// Through an upgrade (its own connection to the app), as for every other request: an app that
+/// answers something that is not HTTP is `app`, naming it, and an app's own `x-weft-error` does
+/// not reach the caller (only proxies speak in that header).
+#[tokio::test]
+async fn upgrades_report_app_failures_as_app_and_drop_the_apps_own_error_header() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    let app_tcp = weft_testkit::tcp_echo().await;
+    for (answer, want) in [
+        (&b"garbage\r\n\r\n"[..], None),
+        (
+            &b"HTTP/1.1 400 Bad Request\r\nx-weft-error: connect\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"[..],
+            Some(400),
+        ),
+    ] {
+        let app = raw_app(answer).await;
+        let server = start_server(&pki, app, app_tcp, "").await;
+        let client =
+            start_client(pki.store(CLIENT.0, CLIENT.1), app, app_tcp, server.addrs.inbound.unwrap(), &api_id(), "")
+                .await;
+        let resp = http1_request(client.addrs.upstreams[0], upgrade_request()).await.unwrap();
+        match want {
+            None => assert_app_error("upgrade to an app answering garbage", &resp, app),
+            Some(status) => {
+                assert_eq!(resp.status(), status);
+                assert!(resp.headers().get("x-weft-error").is_none(), "the app's own header: {:?}", resp.headers());
+            }
+        }
+    }
 }
