@@ -9,13 +9,16 @@ need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+# The py-consul test (crates/weft-cli/tests/consul_client.rs) makes a venv and pip-installs
+# py-consul from PyPI into target/: it needs python3 with its venv module.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "==> installing ${need[*]} for the network-namespace tests"
+    echo "==> installing ${need[*]} for the network-namespace and py-consul tests"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "==> ${need[*]} missing and not root: network-namespace tests will be skipped"
+    echo "==> ${need[*]} missing and not root: network-namespace tests will be skipped (and the py-consul test fails without python3-venv)"
   fi
 fi
 

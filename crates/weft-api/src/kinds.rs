@@ -107,6 +107,11 @@ pub struct ServicePort {
     /// `auto` (detect), `http1`, `http2` or `tcp` (server-speaks-first).
     #[serde(default)]
     pub protocol: Protocol,
+    /// Whether callers may open `CONNECT` tunnels to this port (default: no, answered `403
+    /// connect-not-allowed`). A tunnel's bytes reach the app raw, without the caller identity
+    /// header: allow it only for an app that is a forward proxy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_connect: bool,
 }
 
 impl Validate for ServiceSpec {

@@ -201,12 +201,18 @@ pub struct AppPort {
     pub port: u16,
     /// Inbound (`inbound.ports`): the HTTP version spoken to the app. `auto` speaks the caller's
     /// version; `http1`/`http2` force one. HTTP vs opaque TCP is decided by the calling sidecar
-    /// (ALPN), so `tcp` here is the same as `auto`.
+    /// (ALPN); `http1`/`http2` ports refuse opaque TCP, and `auto`/`tcp` ports refuse HTTP sent
+    /// over opaque TCP.
     /// Outbound (`upstreams`, `services[].ports`): `auto` detects HTTP/1, HTTP/2 or opaque TCP on
     /// each connection; `http1` and `http2` skip detection as HTTP (either version is then
     /// accepted); `tcp` skips it as opaque TCP, for server-speaks-first protocols (MySQL, SMTP).
     #[serde(default)]
     pub protocol: Protocol,
+    /// Inbound only: whether callers may open `CONNECT` tunnels to the app on this port. Off by
+    /// default: a tunnel's bytes reach the app raw, past the HTTP handling that sets
+    /// `x-weft-peer-identity`, so only a port whose app is a forward proxy should allow it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_connect: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]

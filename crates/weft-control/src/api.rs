@@ -9,7 +9,7 @@ use crate::tokens::{Grant, TokenError, Tokens};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -28,6 +28,8 @@ pub struct ApiState {
     pub enable_script_checks: bool,
     /// The MeshConfig the CA and identities were set up with.
     pub mesh: weft_api::kinds::MeshConfigSpec,
+    /// Where this API listens (Consul's `/v1/agent/self` names it).
+    pub api_addr: std::net::SocketAddr,
 }
 
 /// Rules the control plane adds to a write: script/Docker checks only when enabled; the trust
@@ -124,9 +126,38 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-fn grant(st: &ApiState, headers: &HeaderMap) -> Result<Grant, ApiError> {
-    let h = headers.get("authorization").and_then(|v| v.to_str().ok());
-    Ok(st.tokens.verify_header(h)?)
+/// Consul's token header.
+pub const CONSUL_TOKEN: &str = "x-consul-token";
+
+/// The grant of the token a request carries, in any of the forms Consul clients send:
+/// `authorization: Bearer <token>` (the scheme in any case), `X-Consul-Token: <token>`, or
+/// `?token=<token>` (which [`token_from_query`] moves into `X-Consul-Token`).
+pub fn grant(st: &ApiState, headers: &HeaderMap) -> Result<Grant, ApiError> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
+        return Ok(st.tokens.verify_header(Some(v.to_str().map_err(|_| TokenError::Invalid)?))?);
+    }
+    match headers.get(CONSUL_TOKEN) {
+        Some(v) => Ok(st.tokens.verify(v.to_str().map_err(|_| TokenError::Invalid)?.trim())?),
+        None => Err(TokenError::Missing.into()),
+    }
+}
+
+/// Consul's `?token=<token>`: carried on as `X-Consul-Token` when the request has no token
+/// header, so every guard reads one place.
+async fn token_from_query(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let headers = req.headers();
+    if !headers.contains_key(axum::http::header::AUTHORIZATION) && !headers.contains_key(CONSUL_TOKEN) {
+        let token = query_pairs(req.uri()).into_iter().find_map(|(k, v)| (k == "token").then_some(v));
+        if let Some(v) = token.and_then(|t| axum::http::HeaderValue::from_str(&t).ok()) {
+            req.headers_mut().insert(CONSUL_TOKEN, v);
+        }
+    }
+    next.run(req).await
+}
+
+/// The pairs of a request's query string, percent-decoded (none if it does not parse).
+pub fn query_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {
+    Query::<Vec<(String, String)>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default()
 }
 
 pub fn require_read(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -154,13 +185,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/tokens", post(create_token))
         .route("/v1/ca", get(ca))
         .route("/v1/catalog", get(catalog))
-        .route("/v1/agent/service/register", put(consul::register))
-        .route("/v1/agent/service/deregister/{id}", put(consul::deregister))
-        .route("/v1/catalog/services", get(consul::services))
-        .route("/v1/catalog/service/{name}", get(consul::service))
-        .route("/v1/agent/check/{verdict}/{*check_id}", put(consul::ttl))
         .route("/v1/health/workload/{namespace}/{name}", get(workload_health))
+        .merge(consul::routes())
         .route("/live", get(|| async { "live\n" }))
+        .fallback(consul::fallback)
+        .method_not_allowed_fallback(consul::method_not_allowed)
+        .layer(axum::middleware::from_fn(token_from_query))
         .with_state(state)
 }
 

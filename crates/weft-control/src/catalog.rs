@@ -20,6 +20,8 @@ pub struct CatalogService {
     pub name: String,
     pub namespace: String,
     pub ports: Vec<(u16, Protocol)>,
+    /// The ports declared `allowConnect`.
+    pub connect_ports: Vec<u16>,
     pub tags: Vec<String>,
     pub instances: Vec<Instance>,
 }
@@ -91,7 +93,14 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                     name: s.metadata.name.clone(),
                     namespace: s.metadata.namespace.clone(),
                     ports: spec.ports.iter().map(|p| (p.port, p.protocol)).collect(),
-                    tags: spec.tags.clone(),
+                    connect_ports: spec.ports.iter().filter(|p| p.allow_connect).map(|p| p.port).collect(),
+                    // A Service a Consul registration created has no tags of its own: tags are
+                    // per instance. (Older versions copied the first registration's tags here.)
+                    tags: if s.metadata.labels.get(crate::consul::SOURCE_LABEL).is_some_and(|v| v == "api") {
+                        vec![]
+                    } else {
+                        spec.tags.clone()
+                    },
                     instances: vec![],
                 },
             );

@@ -149,7 +149,11 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
         .map(|s| pb::Service {
             name: s.name.clone(),
             namespace: s.namespace.clone(),
-            ports: s.ports.iter().map(|(port, proto)| wire_port(*port, *proto)).collect(),
+            ports: s
+                .ports
+                .iter()
+                .map(|(port, proto)| wire_port(*port, *proto, s.connect_ports.contains(port)))
+                .collect(),
             // Unhealthy instances leave the proxies' load balancers.
             endpoints: s
                 .instances
@@ -183,9 +187,10 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
     }
 }
 
-fn wire_port(port: u16, proto: weft_api::proxy::Protocol) -> pb::Port {
+fn wire_port(port: u16, proto: weft_api::proxy::Protocol, allow_connect: bool) -> pb::Port {
     pb::Port {
         port: u32::from(port),
+        allow_connect,
         protocol: serde_json::to_value(proto).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
     }
 }
@@ -201,7 +206,7 @@ pub fn inbound_for(cat: &Catalog, identity: &str, namespace: &str, workload: &st
             let port = i.address.port();
             let proto = s.ports.iter().find(|(p, _)| *p == port).map(|(_, proto)| *proto).unwrap_or_default();
             if !ports.iter().any(|p| p.port == u32::from(port)) {
-                ports.push(wire_port(port, proto));
+                ports.push(wire_port(port, proto, s.connect_ports.contains(&port)));
             }
         }
     }

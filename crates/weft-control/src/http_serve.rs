@@ -8,7 +8,8 @@
 //! - **`header_read`** (10 s): a request head (the first one, and each one after on a kept-alive
 //!   connection) must arrive whole in time, or the connection is closed (a slowloris holds
 //!   nothing).
-//! - **`request`** (30 s): a handler that takes longer is answered `503` with a JSON error.
+//! - **`request`** (30 s): a handler that takes longer is answered `503` with a JSON error. A
+//!   Consul blocking query (`?index=`) gets its `?wait` (at most 10 min) on top.
 //! - **`max_connections`** (1,024): connections beyond it are not accepted until one closes.
 
 use axum::Router;
@@ -41,6 +42,8 @@ pub fn with_request_timeout(router: Router, limit: Duration) -> Router {
     router.layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| async move {
             use axum::response::IntoResponse;
+            // A Consul blocking query may wait its `?wait` on top.
+            let limit = limit + crate::consul::extra_time(req.uri());
             match tokio::time::timeout(limit, next.run(req)).await {
                 Ok(resp) => resp,
                 Err(_) => crate::api::ApiError(

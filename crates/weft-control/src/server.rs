@@ -263,6 +263,7 @@ impl ControlPlane {
             monitor: monitor.clone(),
             enable_script_checks: cfg.enable_script_checks,
             mesh: mesh.clone(),
+            api_addr,
         });
         tasks.push(tokio::spawn(crate::http_serve::serve(api_listener, api::router(state), cfg.api_limits, api_stop)));
         tracing::info!(%grpc_addr, %api_addr, trust_domain = %mesh.trust_domain, cluster = %mesh.cluster.name, "control plane ready");

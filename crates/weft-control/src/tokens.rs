@@ -41,7 +41,7 @@ struct Payload {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
-    #[error("no token: send `authorization: Bearer <token>` (create one with `weft token create`)")]
+    #[error("no token: send `authorization: Bearer <token>` (Consul clients: `X-Consul-Token: <token>` or `?token=<token>`); create one with `weft token create`")]
     Missing,
     #[error("the token is malformed or was not issued by this control plane")]
     Invalid,
@@ -147,9 +147,13 @@ impl Tokens {
 
     /// The grant of an `authorization: Bearer <token>` header value.
     pub fn verify_header(&self, value: Option<&str>) -> Result<Grant, TokenError> {
-        let v = value.ok_or(TokenError::Missing)?;
-        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).ok_or(TokenError::Missing)?;
-        self.verify(token)
+        let v = value.ok_or(TokenError::Missing)?.trim();
+        // The scheme is case-insensitive (RFC 9110 §11.1): `Bearer`, `bearer`, `BEARER`.
+        let (scheme, token) = v.split_once(' ').ok_or(TokenError::Missing)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(TokenError::Missing);
+        }
+        self.verify(token.trim())
     }
 }
 
@@ -189,7 +193,10 @@ mod tests {
         assert_eq!(weft_api::token::ca_pin(&tok), Some([9; 32]), "bootstrap tokens carry the CA pin");
         assert_eq!(weft_api::token::trust_domain(&tok).as_deref(), Some("td.example"), "and the trust domain");
         assert_eq!(weft_api::token::ca_pin(&t.issue(Grant::Admin, None)), None, "others do not");
-        assert_eq!(t.verify_header(Some(&format!("Bearer {tok}"))).unwrap(), g);
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            assert_eq!(t.verify_header(Some(&format!("{scheme} {tok}"))).unwrap(), g, "{scheme}");
+        }
+        assert_eq!(t.verify_header(Some(&format!("Basic {tok}"))), Err(TokenError::Missing));
         // Flip one payload nibble: the MAC no longer matches.
         let mut bad = tok.clone().into_bytes();
         bad[6] = if bad[6] == b'0' { b'1' } else { b'0' };

@@ -559,3 +559,50 @@ async fn registry_file_entries_are_served_and_held_to_the_api_rules() {
     assert_eq!(v["services"][0]["name"], "legacy", "{v}");
     assert_eq!(port(cp), Some(9090));
 }
+
+/// `allowConnect` on a Service port travels to the server sidecar: CONNECT to the app is refused
+/// (`403 connect-not-allowed`) until the port allows it, and then tunnelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_connect_on_a_service_port_reaches_the_server_sidecar() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    weft_testkit::init_tracing();
+    let dir = tempdir("connect");
+    let cp = control(&dir, None).await;
+    let Mesh { app, server, client: _client, upstream } = mesh(&cp).await;
+    let apply = |allow: bool| {
+        format!(
+            "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api }}\nspec: {{ ports: [{{ port: {port}, allowConnect: {allow} }}] }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-1 }}\nspec: {{ service: api, address: 127.0.0.1, port: {port}, sidecar: \"127.0.0.1:{inbound}\" }}\n",
+            port = app.port(),
+            inbound = server.addrs.inbound.unwrap().port()
+        )
+    };
+    let connect = || async move {
+        let mut s = tokio::net::TcpStream::connect(upstream).await.ok()?;
+        s.write_all(b"CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n\r\n").await.ok()?;
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            (s.read(&mut b).await.ok()? == 1).then_some(())?;
+            head.push(b[0]);
+        }
+        Some((String::from_utf8_lossy(&head).into_owned(), s))
+    };
+    let (status, v) = api(&cp, "POST", "/v1/apply", &cp.admin_token, &apply(false)).await;
+    assert_eq!(status, 200, "{v}");
+    eventually("CONNECT refused by the server sidecar", Duration::from_secs(10), || async move {
+        let (head, _) = connect().await?;
+        (head.starts_with("HTTP/1.1 403") && head.contains("connect-not-allowed")).then_some(())
+    })
+    .await;
+    let (status, v) = api(&cp, "POST", "/v1/apply", &cp.admin_token, &apply(true)).await;
+    assert_eq!(status, 200, "{v}");
+    let mut tunnel = eventually("CONNECT allowed", Duration::from_secs(10), || async move {
+        let (head, s) = connect().await?;
+        head.starts_with("HTTP/1.1 200").then_some(s)
+    })
+    .await;
+    tunnel.write_all(b"through").await.unwrap();
+    let mut back = [0u8; 7];
+    tunnel.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"through");
+}

@@ -3,7 +3,9 @@
 //!
 //! HTTP echo (HTTP/1.1 and HTTP/2 on one port):
 //! - `GET /anything` → JSON: app name, method, path, HTTP version, the caller's
-//!   `x-weft-peer-identity`, request body length
+//!   `x-weft-peer-identity`, request body length, and every header or trailer that a framework
+//!   could read as that header (`identity_like`: any case, `_` for `-`, as CGI-style servers fold
+//!   them)
 //! - `GET /bytes/<n>` → `n` bytes (benchmarks)
 //! - `GET /status/<code>` → that status
 //! - `GET /delay/<ms>` → answers after `ms` milliseconds
@@ -94,18 +96,34 @@ async fn handle(name: &str, mut req: Request<Incoming>) -> Response<Body> {
     let peer = header_str(req.headers(), PEER_IDENTITY);
     let host = header_str(req.headers(), "host").or_else(|| req.uri().authority().map(|a| a.to_string()));
     let forged_count = req.headers().get_all(PEER_IDENTITY).iter().count();
+    let mut identity_like = identity_like_in(req.headers(), "header");
     let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
+        Ok(b) => {
+            if let Some(t) = b.trailers() {
+                identity_like.extend(identity_like_in(t, "trailer"));
+            }
+            b.to_bytes()
+        }
         Err(e) => return with_status(StatusCode::BAD_REQUEST, format!("body: {e}\n")),
     };
     let json = serde_json::json!({
         "app": name, "method": method, "path": path, "version": version, "host": host,
-        "peer_identity": peer, "peer_identity_headers": forged_count, "body_len": body.len(),
+        "peer_identity": peer, "peer_identity_headers": forged_count, "identity_like": identity_like,
+        "body_len": body.len(),
         "body": String::from_utf8_lossy(&body[..body.len().min(4096)]),
     });
     let mut r = with_status(StatusCode::OK, json.to_string());
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
+}
+
+/// `"<where> <name>: <value>"` for every field that reads as `x-weft-peer-identity` once case and
+/// `_`/`-` are folded.
+fn identity_like_in(h: &HeaderMap, place: &str) -> Vec<String> {
+    h.iter()
+        .filter(|(n, _)| n.as_str().replace('_', "-").eq_ignore_ascii_case(PEER_IDENTITY))
+        .map(|(n, v)| format!("{place} {n}: {}", String::from_utf8_lossy(v.as_bytes())))
+        .collect()
 }
 
 fn header_str(h: &HeaderMap, name: &str) -> Option<String> {

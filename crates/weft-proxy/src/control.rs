@@ -248,7 +248,7 @@ pub fn services_from(update: &pb::ProxyUpdate) -> Result<Vec<Service>, ConfigErr
                 })?;
             let port = u16::try_from(p.port)
                 .map_err(|_| ConfigError::invalid(format!("services[{i}].ports[{j}].port"), "out of range"))?;
-            ports.push(weft_api::proxy::AppPort { port, protocol });
+            ports.push(weft_api::proxy::AppPort { port, protocol, allow_connect: p.allow_connect });
         }
         out.push(Service { name: s.name.clone(), namespace: s.namespace.clone(), ports, endpoints });
     }
@@ -267,7 +267,7 @@ pub fn inbound_from(update: &pb::ProxyUpdate) -> Result<Vec<weft_api::proxy::App
                 .map_err(|_| ConfigError::invalid(f("protocol"), format!("unknown protocol {:?}", p.protocol)))?;
             let port = u16::try_from(p.port).ok().filter(|p| *p != 0);
             let port = port.ok_or_else(|| ConfigError::invalid(f("port"), "must be 1-65535"))?;
-            Ok(weft_api::proxy::AppPort { port, protocol })
+            Ok(weft_api::proxy::AppPort { port, protocol, allow_connect: p.allow_connect })
         })
         .collect()
 }

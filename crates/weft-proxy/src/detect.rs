@@ -28,13 +28,35 @@ impl Detected {
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Methods decided on at once, without waiting for the end of the request line.
 const METHODS: &[&[u8]] =
     &[b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"CONNECT ", b"OPTIONS ", b"TRACE ", b"PATCH "];
-/// Enough to decide in every case.
-const DETECT_BUF: usize = 64;
+/// The most a client may send before detection decides. An HTTP/1 request line (after any empty
+/// lines) that has not ended by then is taken as HTTP, never as opaque TCP.
+pub const MAX_DETECT: usize = 8 * 1024;
+/// Longest method token read before deciding the bytes are not HTTP.
+const MAX_METHOD: usize = 32;
 
-/// Classifies a prefix; `None` means more bytes are needed to decide.
+/// Classifies a prefix from an app (the client sidecar's detection); `None` means more bytes are
+/// needed to decide.
+///
+/// HTTP/1: after leading empty lines (CRLF or a bare LF, which servers skip, RFC 9112 §2.2), a
+/// method in capitals (`A-Z`, `-`, `_`: the registered methods, `PROPFIND` as well as `GET`), a
+/// space, and a line ending in `HTTP/<d>.<d>`. Any other first byte decides TCP at once, so a
+/// text protocol's `hello` is not held up. The server sidecar checks opaque TCP with the wider
+/// [`classify_any_method`], so a request with a lowercase method that passes here as TCP is
+/// refused there, never spliced to the app.
 pub fn classify(buf: &[u8]) -> Option<Detected> {
+    classify_with(buf, |b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+}
+
+/// Like [`classify`], with any method token (`tchar`s, RFC 9110 §5.6.2: some servers take `get`
+/// or `x-custom`): what the server sidecar refuses over opaque TCP.
+pub fn classify_any_method(buf: &[u8]) -> Option<Detected> {
+    classify_with(buf, is_tchar)
+}
+
+fn classify_with(buf: &[u8], method_char: fn(u8) -> bool) -> Option<Detected> {
     if buf.is_empty() {
         return None;
     }
@@ -43,29 +65,66 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
     }
     let n = buf.len().min(H2_PREFACE.len());
     if buf[..n] == H2_PREFACE[..n] {
-        return if n == H2_PREFACE.len() { Some(Detected::Http2) } else { None };
-    }
-    let mut undecided = false;
-    for m in METHODS {
-        let k = buf.len().min(m.len());
-        if buf[..k] == m[..k] {
-            if k == m.len() {
-                return Some(Detected::Http1);
-            }
-            undecided = true;
+        if n == H2_PREFACE.len() {
+            return Some(Detected::Http2);
         }
+        return None;
     }
-    if undecided {
-        None
-    } else {
-        Some(Detected::Tcp)
+    match http1_request_line(buf, method_char) {
+        Some(true) => Some(Detected::Http1),
+        Some(false) => Some(Detected::Tcp),
+        None => None,
     }
 }
 
+/// Whether `buf` starts as an HTTP/1 request (see [`classify`]); `None`: not known yet.
+fn http1_request_line(buf: &[u8], method_char: fn(u8) -> bool) -> Option<bool> {
+    let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'))?;
+    let line = &buf[start..];
+    if METHODS.iter().any(|m| line.starts_with(m)) {
+        return Some(true);
+    }
+    let token = line.iter().take_while(|b| method_char(**b)).count();
+    if token == 0 || token > MAX_METHOD {
+        return Some(false);
+    }
+    if token == line.len() {
+        return None;
+    }
+    if line[token] != b' ' {
+        return Some(false);
+    }
+    let end = line.iter().position(|b| *b == b'\n')?;
+    let line = line[..end].strip_suffix(b"\r").unwrap_or(&line[..end]);
+    Some(ends_with_http_version(line))
+}
+
+/// `... HTTP/<digit>.<digit>` (RFC 9112 §2.3), as parsers read it.
+fn ends_with_http_version(line: &[u8]) -> bool {
+    match line.len().checked_sub(9).map(|i| &line[i..]) {
+        Some([b' ', b'H', b'T', b'T', b'P', b'/', major, b'.', minor]) => {
+            major.is_ascii_digit() && minor.is_ascii_digit()
+        }
+        _ => false,
+    }
+}
+
+/// RFC 9110 §5.6.2.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// Reads until the protocol is known or `timeout` passes. A client that sends nothing in time
-/// (a server-speaks-first protocol) is opaque TCP.
+/// (a server-speaks-first protocol) is opaque TCP. One that has started what may be an HTTP
+/// request (empty lines, a method) and then stalls past `timeout` or sends more than
+/// [`MAX_DETECT`] bytes is HTTP. One that ends the connection first is TCP: without the end of
+/// a request line, no server reads a request.
 pub async fn detect<S: AsyncRead + Unpin>(io: &mut S, timeout: Duration) -> io::Result<(Detected, Vec<u8>)> {
-    read_until_known(io, timeout, DETECT_BUF, classify, Detected::Tcp).await
+    let (d, buf, eof) = read_until_known(io, timeout, MAX_DETECT, classify, Detected::Tcp).await?;
+    if d == Detected::Tcp && !eof && !buf.is_empty() && classify(&buf).is_none() {
+        return Ok((Detected::Http1, buf));
+    }
+    Ok((d, buf))
 }
 
 /// For a connection already known to be HTTP (a port declared `http1` or `http2`): HTTP/2 with
@@ -81,31 +140,34 @@ pub async fn detect_http<S: AsyncRead + Unpin>(io: &mut S, timeout: Duration) ->
             (n == H2_PREFACE.len()).then_some(Detected::Http2)
         }
     };
-    read_until_known(io, timeout, H2_PREFACE.len(), version, Detected::Http1).await
+    let (d, buf, _) = read_until_known(io, timeout, H2_PREFACE.len(), version, Detected::Http1).await?;
+    Ok((d, buf))
 }
 
 /// Reads up to `limit` bytes until `decide` knows the protocol; `otherwise` when the limit, the
-/// deadline or the end of the stream comes first. The bytes read are returned for replay.
+/// deadline or the end of the stream comes first. The bytes read are returned for replay, and
+/// whether the stream ended.
 async fn read_until_known<S: AsyncRead + Unpin>(
     io: &mut S,
     timeout: Duration,
     limit: usize,
     decide: impl Fn(&[u8]) -> Option<Detected>,
     otherwise: Detected,
-) -> io::Result<(Detected, Vec<u8>)> {
-    let mut buf = Vec::with_capacity(limit);
+) -> io::Result<(Detected, Vec<u8>, bool)> {
+    let mut buf = Vec::with_capacity(limit.min(1024));
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(d) = decide(&buf) {
-            return Ok((d, buf));
+            return Ok((d, buf, false));
         }
         if buf.len() >= limit {
-            return Ok((otherwise, buf));
+            return Ok((otherwise, buf, false));
         }
-        let mut chunk = [0u8; DETECT_BUF];
-        let want = (limit - buf.len()).min(DETECT_BUF);
+        let mut chunk = [0u8; 1024];
+        let want = (limit - buf.len()).min(chunk.len());
         match tokio::time::timeout_at(deadline, io.read(&mut chunk[..want])).await {
-            Ok(Ok(0)) | Err(_) => return Ok((otherwise, buf)),
+            Ok(Ok(0)) => return Ok((otherwise, buf, true)),
+            Err(_) => return Ok((otherwise, buf, false)),
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             Ok(Err(e)) => return Err(e),
         }
@@ -181,10 +243,50 @@ mod tests {
         assert_eq!(classify(b"DELETE /x"), Some(Detected::Http1));
         assert_eq!(classify(b"PRI * HTTP/2.0"), None);
         assert_eq!(classify(H2_PREFACE), Some(Detected::Http2));
-        assert_eq!(classify(b"PRIX"), Some(Detected::Tcp));
+        assert_eq!(classify(b"PRIX"), None);
+        assert_eq!(classify(b"PRIX\x00"), Some(Detected::Tcp));
+        assert_eq!(classify(b"tcp-secret"), Some(Detected::Tcp));
+        assert_eq!(classify(b"hello"), Some(Detected::Tcp));
         assert_eq!(classify(&[0x16, 3, 1]), Some(Detected::Tls));
         assert_eq!(classify(b"\x00\x01binary"), Some(Detected::Tcp));
-        assert_eq!(classify(b"get / HTTP/1.1"), Some(Detected::Tcp));
+        // Servers skip empty lines before the request line (RFC 9112 §2.2), so must detection.
+        assert_eq!(classify(b"\r\n"), None);
+        assert_eq!(classify(b"\n\n\r\n"), None);
+        assert_eq!(classify(b"\r\nGET / HTTP/1.1\r\n"), Some(Detected::Http1));
+        assert_eq!(classify(b"\nPOST /"), Some(Detected::Http1));
+        // Methods in capitals other than the usual ones, once the line shows an HTTP version;
+        // lowercase ones only for the server sidecar's check of opaque TCP.
+        assert_eq!(classify(b"get / HTTP/1.1\r\n"), Some(Detected::Tcp));
+        assert_eq!(classify_any_method(b"get / HTTP/1.1"), None);
+        assert_eq!(classify_any_method(b"get / HTTP/1.1\r\n"), Some(Detected::Http1));
+        assert_eq!(classify_any_method(b"tcp-secret"), None);
+        assert_eq!(classify_any_method(b"get key\r\n"), Some(Detected::Tcp));
+        assert_eq!(classify(b"PROPFIND /a HTTP/1.0\n"), Some(Detected::Http1));
+        assert_eq!(classify(b"\r\nMKCOL / HTTP/1.1\r\n"), Some(Detected::Http1));
+        // Text protocols whose lines are not HTTP requests stay opaque.
+        assert_eq!(classify(b"SET key value\r\n"), Some(Detected::Tcp));
+        assert_eq!(classify(b"PING\r\n"), Some(Detected::Tcp));
+        assert_eq!(classify(b"EHLO:x"), Some(Detected::Tcp));
+        assert_eq!(classify(&[b'A'; 40]), Some(Detected::Tcp));
+    }
+
+    /// A request preceded by empty lines, or one that starts and then stalls past the deadline,
+    /// is HTTP, never opaque TCP; one that ends the connection first is TCP.
+    #[tokio::test(start_paused = true)]
+    async fn empty_lines_and_stalled_request_lines_are_http() {
+        let cases: [&[u8]; 4] = [b"\r\n", b"\n\n", b"PROPFIND /x", &[b'\n'; MAX_DETECT + 10]];
+        for sent in cases {
+            let (mut a, mut b) = tokio::io::duplex(MAX_DETECT * 2);
+            b.write_all(sent).await.unwrap();
+            let (d, buf) = detect(&mut a, Duration::from_secs(5)).await.unwrap();
+            assert_eq!(d, Detected::Http1, "{:?}", String::from_utf8_lossy(sent));
+            assert!(sent.starts_with(&buf));
+            drop(b);
+        }
+        let (mut a, mut b) = tokio::io::duplex(64);
+        b.write_all(b"PROPF").await.unwrap();
+        drop(b);
+        assert_eq!(detect(&mut a, Duration::from_secs(5)).await.unwrap(), (Detected::Tcp, b"PROPF".to_vec()));
     }
 
     #[tokio::test(start_paused = true)]

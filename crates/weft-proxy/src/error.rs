@@ -22,6 +22,10 @@ pub enum ProxyError {
     /// A bound in `limits` was reached; the request was not forwarded and may be retried.
     #[error("overloaded: {0}; retry later")]
     Overloaded(&'static str),
+    #[error("CONNECT to app port {0} is not allowed; set `allow_connect: true` on the port (inbound.ports, or `allowConnect` on the Service port) if its app is a forward proxy")]
+    ConnectNotAllowed(u16),
+    #[error("bad request: {0}")]
+    BadRequest(String),
 }
 
 impl ProxyError {
@@ -30,6 +34,8 @@ impl ProxyError {
         match self {
             ProxyError::NoEndpoint(_) | ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ConnectNotAllowed(_) => StatusCode::FORBIDDEN,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -45,6 +51,8 @@ impl ProxyError {
             ProxyError::Upstream(_) => "upstream",
             ProxyError::App(_) => "app",
             ProxyError::Overloaded(_) => "overloaded",
+            ProxyError::ConnectNotAllowed(_) => "connect-not-allowed",
+            ProxyError::BadRequest(_) => "bad-request",
         }
     }
 }

@@ -5,16 +5,28 @@
 //! ```text
 //! accept ─► read ClientHello ─► SNI <port>.<svc>.<ns>.<cluster>.weft ─► endpoint of svc.ns ─► replay bytes, splice
 //! ```
+//! Forwarded only when the SNI names this gateway's cluster and the endpoint picked is in this
+//! cluster and not on this host (loopback), unless the gateway itself listens on loopback.
 
 use crate::detect::Prefixed;
 use crate::metrics::{Direction, Name, Peer};
 use crate::net;
+use crate::routes::Endpoint;
 use crate::sni::{peek_sni, Peek, SniTarget};
 use crate::Ctx;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
+
+/// An address that reaches this host itself: loopback, or unspecified (`0.0.0.0` and `::`
+/// connect to the local host). A gateway never forwards there, unless it listens on loopback
+/// itself (a local mesh: everything is on 127.0.0.1), so a caller cannot use it to reach the
+/// gateway host's own services.
+fn is_local_host(ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    ip.is_loopback() || ip.is_unspecified()
+}
 
 /// Largest ClientHello the gateway buffers.
 const MAX_HELLO: usize = 16 * 1024 + 2048 + 5;
@@ -64,10 +76,20 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     let routes = ctx.routes.load();
     // Only this cluster's services are routed here (a later issue forwards to other gateways).
     let local = target.cluster == ctx.cfg.cluster;
-    let ep = routes.service(&target.service, &target.namespace).filter(|_| local).and_then(|s| s.pick()).cloned();
-    let Some(ep) = ep else {
+    let Some(service) = routes.service(&target.service, &target.namespace).filter(|s| local && !s.endpoints.is_empty())
+    else {
         ctx.metrics.protocol_error(Direction::gateway, "no-route");
         tracing::info!(%remote, %sni, "gateway: no local endpoint for this SNI");
+        return;
+    };
+    // The SNI is the caller's word: the endpoint picked must itself be one the gateway may reach.
+    let loopback_ok = ctx.cfg.gateway.as_ref().is_some_and(|g| g.listen.ip().to_canonical().is_loopback());
+    let allowed = |ep: &Endpoint| ep.cluster == ctx.cfg.cluster && (loopback_ok || !is_local_host(ep.proxy.ip()));
+    let ep = (0..service.endpoints.len()).filter_map(|_| service.pick()).find(|ep| allowed(ep)).cloned();
+    let Some(ep) = ep else {
+        ctx.metrics.protocol_error(Direction::gateway, "endpoint-not-allowed");
+        tracing::warn!(%remote, %sni, cluster = %ctx.cfg.cluster,
+            "gateway: every endpoint of the service is in another cluster or on this host (loopback); not forwarded");
         return;
     };
     drop(routes);

@@ -21,6 +21,37 @@ pub type Body = BoxBody<Bytes, BoxError>;
 /// Set by the destination sidecar: the caller's verified SPIFFE ID. Any copy arriving from
 /// elsewhere is removed first, so the app can trust it.
 pub const PEER_IDENTITY: HeaderName = HeaderName::from_static("x-weft-peer-identity");
+/// Removes every field an app could read as [`PEER_IDENTITY`]: the name in any case, and with `_`
+/// for any `-` (`x_weft_peer_identity`), which CGI-style frameworks (WSGI, Rack, PHP) fold into
+/// the same variable. Names in a `HeaderMap` are already lowercase.
+pub fn strip_peer_identity(headers: &mut HeaderMap) {
+    fn reads_as_identity(name: &HeaderName) -> bool {
+        const WANT: &[u8] = b"x-weft-peer-identity";
+        let (n, want) = (name.as_str().as_bytes(), WANT);
+        n.len() == want.len() && n.iter().zip(want).all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
+    }
+    if !headers.keys().any(reads_as_identity) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| reads_as_identity(n)).cloned().collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
+/// A request body whose trailers (HTTP/1 chunked trailers, HTTP/2 trailers) lose every field
+/// that reads as [`PEER_IDENTITY`], so that a caller cannot add one after the headers.
+pub fn strip_identity_trailers(body: Body) -> Body {
+    body.map_frame(|frame| match frame.into_trailers() {
+        Ok(mut trailers) => {
+            strip_peer_identity(&mut trailers);
+            http_body::Frame::trailers(trailers)
+        }
+        Err(frame) => frame,
+    })
+    .boxed()
+}
+
 /// Between proxies: the HTTP version the calling app spoke, so the destination speaks it to its
 /// app (absent: HTTP/2).
 pub const ORIG_PROTO: HeaderName = HeaderName::from_static("x-weft-orig-proto");
@@ -84,6 +115,72 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// Checks the request's `Host` against its target, and makes them one (RFC 9110 §7.2):
+/// - more than one `Host` header: refused (RFC 9112 §3.2 requires a 400);
+/// - a `Host` that is not an authority (other than empty): refused;
+/// - HTTP/1 in absolute form (`GET http://a/ HTTP/1.1`): the target's authority wins and `Host`
+///   is replaced by it (RFC 9112 §3.2.2), so everyone downstream reads the same host;
+/// - HTTP/2 whose `host` names another authority than `:authority`: refused (RFC 9113 §8.3.1:
+///   malformed), rather than guessing which one the app will read.
+///
+/// Hosts compare without case and without the target's userinfo.
+pub fn check_host<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next().cloned();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header".into()));
+    }
+    let Some(host) = host else { return Ok(()) };
+    if !host.is_empty() && http::uri::Authority::try_from(host.as_bytes()).is_err() {
+        return Err(ProxyError::BadRequest("the Host header is not a valid authority".into()));
+    }
+    let Some(target) = req.uri().authority() else { return Ok(()) };
+    let target = target.as_str().rsplit('@').next().unwrap_or_default();
+    if target.as_bytes().eq_ignore_ascii_case(host.as_bytes()) {
+        return Ok(());
+    }
+    if req.version() == http::Version::HTTP_2 {
+        return Err(ProxyError::BadRequest(":authority and the host header name different hosts".into()));
+    }
+    let target = HeaderValue::from_str(target).map_err(|_| ProxyError::BadRequest("bad request target".into()))?;
+    req.headers_mut().insert(header::HOST, target);
+    Ok(())
+}
+
+/// A request body from a client whose first error is kept in `failed`: a body the client
+/// framed wrongly (a malformed chunk size) fails the request on the client's side, and
+/// [`blame_client`] then answers 400, not 502.
+pub fn watch_errors(body: Incoming, failed: std::sync::Arc<std::sync::OnceLock<String>>) -> Body {
+    body.map_err(move |e| {
+        let _ = failed.set(e.to_string());
+        BoxError::from(e)
+    })
+    .boxed()
+}
+
+/// A failure answered by a proxy (`x-weft-error`) while the client's own request body was
+/// malformed (see [`watch_errors`]) is the client's: `400 bad-request`.
+pub fn blame_client(resp: Response<Body>, failed: &std::sync::OnceLock<String>) -> Response<Body> {
+    match failed.get() {
+        Some(e) if resp.headers().contains_key(PROXY_ERROR) => {
+            rescue(&ProxyError::BadRequest(format!("malformed request body: {e}")))
+        }
+        _ => resp,
+    }
+}
+
+/// An `Upgrade` to HTTP itself (`h2c`, `HTTP/2.0`, ...): after the switch the app would read
+/// further requests from the raw stream, with headers no sidecar looked at.
+pub fn upgrades_to_http<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().split('/').next().unwrap_or_default())
+        .any(|name| name.eq_ignore_ascii_case("h2c") || name.eq_ignore_ascii_case("http"))
 }
 
 /// A request that switches protocols (WebSocket, h2c) or tunnels (CONNECT).
@@ -170,6 +267,18 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_spelling_of_the_identity_header_is_stripped() {
+        let mut h = HeaderMap::new();
+        for name in ["x-weft-peer-identity", "x_weft_peer_identity", "x-weft_peer-identity", "X_WEFT_PEER_IDENTITY"] {
+            h.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("forged"));
+        }
+        h.insert("x-weft-peer-identityx", HeaderValue::from_static("kept"));
+        h.insert("x-weft-peer", HeaderValue::from_static("kept"));
+        strip_peer_identity(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+    }
 
     #[test]
     fn te_trailers_survives_among_other_codings() {

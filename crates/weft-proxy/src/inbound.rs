@@ -5,6 +5,7 @@
 //! accept ─► must be TLS ─► mTLS handshake (peer SPIFFE ID) ─► SNI names the app port ─┬─ ALPN h2/http1 ─► HTTP to app
 //!                                                                                      └─ ALPN weft-tcp ─► TCP to app
 //! ```
+//! (opaque TCP never carries HTTP: see [`crate::opaque`])
 //! Plaintext, an untrusted or expired peer certificate, or an unknown port: refused, counted.
 
 use crate::detect::{detect, Detected, Prefixed};
@@ -15,6 +16,7 @@ use crate::net;
 use crate::sni::SniTarget;
 use crate::{Ctx, Handler};
 use http::{HeaderValue, Request, Response, Uri};
+use http_body::Body as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -86,17 +88,8 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     let app = SocketAddr::new(ctx.app_host(), port);
     let label = Peer { direction: Direction::inbound, src: Name::new(peer_id.to_string()), dst: ctx.id_label.clone() };
     if alpn.as_deref() == Some(net::ALPN_TCP) {
-        ctx.metrics.detected.get_or_create(&Proto { direction: Direction::inbound, protocol: "tcp" }).inc();
-        let mut guard = ctx.metrics.tcp_conn(label);
-        let mut tls = tls;
-        match net::tcp_connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await {
-            Ok(mut up) => {
-                if let Ok((rx, tx)) = tokio::io::copy_bidirectional(&mut tls, &mut up).await {
-                    (guard.rx, guard.tx) = (rx, tx);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "inbound: local app not reachable"),
-        }
+        // Opaque TCP only where no HTTP can pass (see `opaque`).
+        crate::opaque::serve(ctx, tls, app, protocol, label).await;
         return;
     }
     ctx.metrics
@@ -111,7 +104,8 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     let Ok(peer_header) = HeaderValue::from_str(&peer_id.to_string()) else {
         return;
     };
-    let conn = Conn { ctx: ctx.clone(), peer_header, label, series: OnceLock::new(), app, protocol };
+    let allow_connect = ctx.allows_connect(port);
+    let conn = Conn { ctx: ctx.clone(), peer_header, label, series: OnceLock::new(), app, protocol, allow_connect };
     // Corked: responses to many requests on one connection leave in one write (see `cork`).
     let io = crate::cork::Corked::new(tls);
     if alpn.as_deref() == Some(net::ALPN_H2) {
@@ -130,13 +124,22 @@ struct Conn {
     series: OnceLock<HttpSeries>,
     app: SocketAddr,
     protocol: Protocol,
+    /// CONNECT tunnels to the app are allowed (`allow_connect`).
+    allow_connect: bool,
 }
 
 impl Conn {
     /// Sets the identity header and drops the client sidecar's own; whether the app gets the
     /// request over HTTP/2.
-    fn prepare<B>(&self, req: &mut Request<B>) -> bool {
-        // The app may trust this header: any copy from outside is replaced by the verified identity.
+    fn prepare(&self, req: &mut Request<Body>) -> bool {
+        // Nor in trailers, which come after the headers (a body that has ended has none).
+        if !req.body().is_end_stream() {
+            let body = std::mem::replace(req.body_mut(), h::full(bytes::Bytes::new()));
+            *req.body_mut() = h::strip_identity_trailers(body);
+        }
+        // The app may trust this header: any copy from outside, in any spelling an app could
+        // read as it, is replaced by the verified identity.
+        h::strip_peer_identity(req.headers_mut());
         req.headers_mut().insert(h::PEER_IDENTITY, self.peer_header.clone());
         // Only the exact value the client sidecar sets counts; anything else is dropped.
         let orig_h1 = req.headers_mut().remove(h::ORIG_PROTO).is_some_and(|v| v == h::ORIG_PROTO_HTTP1)
@@ -167,6 +170,11 @@ impl Conn {
 impl Handler for Conn {
     async fn request(&self, mut req: Request<Body>) -> Response<Body> {
         let started = Instant::now();
+        if let Err(e) = h::check_host(&mut req) {
+            return self.finish(Err(e), started);
+        }
+        // Before the identity is set: a `Connection` header must not name it away.
+        h::strip_hop_by_hop(req.headers_mut());
         let use_h2 = self.prepare(&mut req);
         self.finish(forward(&self.ctx, self.app, use_h2, req).await, started)
     }
@@ -174,6 +182,22 @@ impl Handler for Conn {
     /// Joined to the app over a fresh connection.
     async fn upgrade(&self, mut req: Request<Body>, downstream: h::Downstream) -> Response<Body> {
         let started = Instant::now();
+        // A tunnel's bytes reach the app raw, past the identity header: only where allowed.
+        if req.method() == http::Method::CONNECT && !self.allow_connect {
+            tracing::info!(src = %self.label.src.0, port = self.app.port(), "inbound: CONNECT refused (allow_connect is off)");
+            return self.finish(Err(ProxyError::ConnectNotAllowed(self.app.port())), started);
+        }
+        // An upgrade to HTTP (h2c) would hand the app a raw stream of requests the sidecar never
+        // sees: it is served as the ordinary request it also is (a server may ignore Upgrade,
+        // RFC 9110 §7.8).
+        if h::upgrades_to_http(&req) {
+            h::strip_hop_by_hop(req.headers_mut());
+            req.headers_mut().remove("http2-settings");
+            return self.request(req).await;
+        }
+        if let Err(e) = h::check_host(&mut req) {
+            return self.finish(Err(e), started);
+        }
         self.prepare(&mut req);
         let (ctx, app) = (&self.ctx, self.app);
         let result = async {

@@ -29,6 +29,7 @@ mod inbound;
 pub mod iptables;
 pub mod metrics;
 pub mod net;
+mod opaque;
 mod outbound;
 mod peer;
 mod pool;
@@ -104,6 +105,13 @@ impl Ctx {
     fn app_port(&self, port: u16) -> Option<weft_api::proxy::Protocol> {
         let local = self.cfg.inbound.as_ref().and_then(|i| i.ports.iter().find(|p| p.port == port));
         local.map(|p| p.protocol).or_else(|| self.routes.load().inbound_port(port))
+    }
+
+    /// Whether CONNECT tunnels may reach the app on `port` (`allow_connect`, from the same place
+    /// as [`Ctx::app_port`]'s protocol).
+    fn allows_connect(&self, port: u16) -> bool {
+        let local = self.cfg.inbound.as_ref().and_then(|i| i.ports.iter().find(|p| p.port == port));
+        local.map(|p| p.allow_connect).unwrap_or_else(|| self.routes.load().inbound_allows_connect(port))
     }
 
     fn h2_settings(&self) -> h2server::Settings {
@@ -407,8 +415,13 @@ where
             Ok::<_, std::convert::Infallible>(if httputil::is_upgrade(&req) {
                 let downstream = httputil::hyper_downstream(&mut req);
                 Box::pin(handler.upgrade(req.map(httputil::boxed), downstream)).await
-            } else {
+            } else if hyper::body::Body::is_end_stream(req.body()) {
                 handler.request(req.map(httputil::boxed)).await
+            } else {
+                // A body the client framed wrongly is the client's error (400), not the peer's.
+                let failed = Arc::new(std::sync::OnceLock::new());
+                let req = req.map(|b| httputil::watch_errors(b, failed.clone()));
+                httputil::blame_client(handler.request(req).await, &failed)
             })
         })
     });

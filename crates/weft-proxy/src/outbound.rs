@@ -289,8 +289,11 @@ impl Handler for AppConn {
     }
 }
 
-async fn request(ctx: &Ctx, mut target: Target, req: Request<Body>) -> Response<Body> {
+async fn request(ctx: &Ctx, mut target: Target, mut req: Request<Body>) -> Response<Body> {
     let started = Instant::now();
+    if let Err(e) = h::check_host(&mut req) {
+        return unrouted(ctx, &target, &e, started);
+    }
     let ep = match route(ctx, &mut target, host_of(&req)) {
         Ok(ep) => ep,
         Err(e) => return unrouted(ctx, &target, &e, started),
@@ -301,8 +304,11 @@ async fn request(ctx: &Ctx, mut target: Target, req: Request<Body>) -> Response<
 
 /// An HTTP/1.1 upgrade (WebSocket) or a CONNECT (HTTP/1.1 or HTTP/2): carried to the peer as an
 /// HTTP/1.1 upgrade over a TLS connection of its own (ALPN http/1.1), then joined byte for byte.
-async fn upgrade(ctx: &Ctx, mut target: Target, req: Request<Body>, downstream: h::Downstream) -> Response<Body> {
+async fn upgrade(ctx: &Ctx, mut target: Target, mut req: Request<Body>, downstream: h::Downstream) -> Response<Body> {
     let started = Instant::now();
+    if let Err(e) = h::check_host(&mut req) {
+        return unrouted(ctx, &target, &e, started);
+    }
     let ep = match route(ctx, &mut target, host_of(&req)) {
         Ok(ep) => ep,
         Err(e) => return unrouted(ctx, &target, &e, started),

@@ -99,6 +99,8 @@ pub struct Routes {
     by_addr: HashMap<SocketAddr, (Arc<Service>, Arc<Endpoint>)>,
     /// App ports from the control plane (the local config's `inbound.ports` come first).
     inbound: HashMap<u16, Protocol>,
+    /// Those of them that allow CONNECT tunnels.
+    inbound_connect: std::collections::HashSet<u16>,
 }
 
 impl Routes {
@@ -123,12 +125,18 @@ impl Routes {
     /// Adds the inbound app ports the control plane sent.
     pub fn with_inbound(mut self, ports: &[weft_api::proxy::AppPort]) -> Self {
         self.inbound = ports.iter().map(|p| (p.port, p.protocol)).collect();
+        self.inbound_connect = ports.iter().filter(|p| p.allow_connect).map(|p| p.port).collect();
         self
     }
 
     /// The protocol of an inbound app port the control plane sent, if it sent that port.
     pub fn inbound_port(&self, port: u16) -> Option<Protocol> {
         self.inbound.get(&port).copied()
+    }
+
+    /// Whether the control plane allows CONNECT tunnels to this inbound app port.
+    pub fn inbound_allows_connect(&self, port: u16) -> bool {
+        self.inbound_connect.contains(&port)
     }
 
     /// The inbound app ports the control plane sent, sorted.

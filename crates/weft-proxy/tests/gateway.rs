@@ -92,3 +92,67 @@ async fn gateway_refuses_unknown_sni_and_plaintext() {
     assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"gateway\",reason=\"not-tls\"}"), 1.0, "{m}");
     assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"gateway\",reason=\"no-route\"}"), 1.0, "{m}");
 }
+
+/// A gateway forwards only to endpoints in its own cluster, and never to its own host
+/// (loopback) unless it listens on loopback itself: the endpoint it picks is checked, not only
+/// the cluster the caller's SNI names.
+#[tokio::test]
+async fn gateway_forwards_only_to_endpoints_it_may_reach() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    let app = weft_testkit::http_echo("api").await;
+    let app_tcp = weft_testkit::tcp_echo().await;
+    let server = start_server(&pki, app, app_tcp, "").await;
+    let inbound = server.addrs.inbound.unwrap();
+    let start = |listen: &str, cluster: &str| {
+        let cfg = ProxyConfig::from_yaml(&format!(
+            r#"
+mode: gateway
+identity: {{ cert: u, key: u, bundle: u }}
+admin: {{ listen: "127.0.0.1:0" }}
+gateway: {{ listen: "{listen}" }}
+services:
+  - name: api
+    endpoints: [{{ address: "{app}", proxy: "{inbound}", identity: "{id}", cluster: {cluster} }}]
+"#,
+            id = api_id()
+        ))
+        .unwrap();
+        Proxy::start(cfg, pki.store("istio-system", "gateway"))
+    };
+    // A real ClientHello naming the gateway's own cluster (`local`) through `gw`.
+    let hello = |gw: std::net::SocketAddr| {
+        let store = pki.store("default", "web");
+        async move {
+            let cfg = weft_identity::tls::client_config(&store, &[b"h2"]).unwrap();
+            let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+            let name =
+                rustls_pki_types::ServerName::try_from(format!("{}.api.default.local.weft", app.port())).unwrap();
+            connector.connect(name, TcpStream::connect(gw).await.unwrap()).await.map(|_| ())
+        }
+    };
+    // The endpoint is in another cluster, though the SNI names this one.
+    let other = start("127.0.0.1:0", "west").await.unwrap();
+    assert!(hello(other.addrs.gateway.unwrap()).await.is_err(), "forwarded to another cluster's endpoint");
+    let m = other.metrics_text();
+    assert_eq!(
+        metric(&m, "weft_protocol_errors_total{direction=\"gateway\",reason=\"endpoint-not-allowed\"}"),
+        1.0,
+        "{m}"
+    );
+
+    // A gateway listening on all addresses does not forward to a loopback endpoint.
+    let wide = start("0.0.0.0:0", "local").await.unwrap();
+    let port = wide.addrs.gateway.unwrap().port();
+    assert!(hello(([127, 0, 0, 1], port).into()).await.is_err(), "forwarded to a loopback endpoint");
+    let m = wide.metrics_text();
+    assert_eq!(
+        metric(&m, "weft_protocol_errors_total{direction=\"gateway\",reason=\"endpoint-not-allowed\"}"),
+        1.0,
+        "{m}"
+    );
+
+    // The same endpoint through a gateway on loopback (a local mesh) is reached.
+    let local = start("127.0.0.1:0", "local").await.unwrap();
+    hello(local.addrs.gateway.unwrap()).await.expect("a loopback gateway reaches loopback endpoints");
+}

@@ -393,7 +393,7 @@ services:
 
 #[tokio::test]
 async fn connect_tunnel_is_passed_through() {
-    let p = pair().await;
+    let p = pair_allowing_connect().await;
     let mut s = TcpStream::connect(p.http).await.unwrap();
     s.write_all(b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n").await.unwrap();
     let head = read_head(&mut s).await;
@@ -406,7 +406,7 @@ async fn connect_tunnel_is_passed_through() {
 
 #[tokio::test]
 async fn connect_over_http2_is_tunnelled_and_the_connection_goes_on() {
-    let p = pair().await;
+    let p = pair_allowing_connect().await;
     let (client, conn) = h2::client::handshake(TcpStream::connect(p.http).await.unwrap()).await.unwrap();
     tokio::spawn(conn);
     let mut client = client.ready().await.unwrap();

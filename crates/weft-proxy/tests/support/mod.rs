@@ -101,6 +101,21 @@ pub async fn pair() -> Pair {
     pair_with("", None).await
 }
 
+/// Like [`pair`], with CONNECT tunnels allowed to the server app's HTTP port (`allow_connect`).
+pub async fn pair_allowing_connect() -> Pair {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    let app_http = weft_testkit::http_echo("api").await;
+    let app_tcp = weft_testkit::tcp_echo().await;
+    let mut cfg = server_config(app_http.port(), app_tcp.port(), "");
+    cfg.inbound.as_mut().expect("inbound").ports[0].allow_connect = true;
+    let server = Proxy::start(cfg, pki.store(SERVER.0, SERVER.1)).await.expect("server sidecar");
+    let inbound = server.addrs.inbound.expect("inbound");
+    let client = start_client(pki.store(CLIENT.0, CLIENT.1), app_http, app_tcp, inbound, &api_id(), "").await;
+    let (http, tcp) = (client.addrs.upstreams[0], client.addrs.upstreams[1]);
+    Pair { pki, client, server, http, tcp, app_http, app_tcp }
+}
+
 /// The value of one metric sample line, e.g. `weft_peer_connections_total`.
 pub fn metric(text: &str, prefix: &str) -> f64 {
     text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()

@@ -1,28 +1,96 @@
-//! Consul-shaped registration endpoints, so that what a Consul user already does works:
+//! Consul's service registration, so that what a Consul user already does works:
 //!
 //! ```sh
-//! curl -X PUT -H "authorization: Bearer $TOKEN" localhost:15080/v1/agent/service/register -d '{
+//! curl -X PUT -H "X-Consul-Token: $TOKEN" localhost:15080/v1/agent/service/register -d '{
 //!   "ID": "api-1", "Name": "api", "Address": "10.0.0.5", "Port": 8080, "Tags": ["v1"],
 //!   "Check": { "HTTP": "http://10.0.0.5:8080/health", "Interval": "10s" } }'
 //! ```
 //!
 //! A registration becomes a Workload (and its Service, if new) in the store, labelled
-//! `weft.io/source: api`; deregistration deletes the Workload.
+//! `weft.io/source: api`; deregistration deletes the Workload. Tags are the Workload's own: a
+//! Service a registration creates carries none, so each instance answers with its own tags.
 
+use super::keys::{canonical, Fields, Shape};
 use crate::api::{ApiError, ApiState};
-use crate::tokens::{Grant, TokenError};
+use crate::catalog::Instance;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use weft_api::kinds::{CheckSpec, ServiceSpec, WorkloadSpec};
 use weft_api::resource::{Key, Kind, Metadata, Resource, Typed, Validate};
 use weft_api::Duration;
 
 pub const SOURCE_LABEL: &str = "weft.io/source";
+
+/// A Workload label that keeps the `CheckID` a registration gave its check `<n>` (0-based), so
+/// the check answers to it: `weft.io/check-id.0: redis-alive`.
+pub const CHECK_ID_LABEL: &str = "weft.io/check-id.";
+
+const CHECK: Fields = &[
+    ("CheckID", Shape::Any),
+    ("Name", Shape::Any),
+    ("HTTP", Shape::Any),
+    ("TCP", Shape::Any),
+    ("GRPC", Shape::Any),
+    ("H2PING", Shape::Any),
+    ("Args", Shape::Any),
+    ("TTL", Shape::Any),
+    ("DockerContainerID", Shape::Any),
+    ("AliasService", Shape::Any),
+    ("Interval", Shape::Any),
+    ("Timeout", Shape::Any),
+    ("SuccessBeforePassing", Shape::Any),
+    ("FailuresBeforeCritical", Shape::Any),
+    ("DeregisterCriticalServiceAfter", Shape::Any),
+];
+const SIDECAR: Fields = &[("Port", Shape::Any)];
+const CONNECT: Fields = &[("SidecarService", Shape::Struct(SIDECAR))];
+const REGISTRATION: Fields = &[
+    ("ID", Shape::Any),
+    ("Name", Shape::Any),
+    ("Tags", Shape::Any),
+    ("Address", Shape::Any),
+    ("Port", Shape::Any),
+    ("Meta", Shape::Any),
+    ("Namespace", Shape::Any),
+    ("Check", Shape::Struct(CHECK)),
+    ("Checks", Shape::List(CHECK)),
+    ("Connect", Shape::Struct(CONNECT)),
+];
+
+/// The header that names the fields of a request weft did not read.
+pub const IGNORED_HEADER: &str = "x-weft-ignored-fields";
+
+/// Parses a Consul request body as `T`, its keys matched in any case; also returns the fields
+/// that were ignored.
+pub fn parse_body<T: serde::de::DeserializeOwned>(
+    what: &str,
+    body: &str,
+    fields: Fields,
+) -> Result<(T, Vec<String>), ApiError> {
+    let v: Value = serde_json::from_str(body).map_err(|e| bad(format!("{what}: {e}")))?;
+    let mut ignored = vec![];
+    let v = canonical(v, Shape::Struct(fields), "", &mut ignored);
+    let t = serde_json::from_value(v).map_err(|e| bad(format!("{what}: {e}")))?;
+    Ok((t, ignored))
+}
+
+/// `body` as the answer, naming the ignored fields in [`IGNORED_HEADER`].
+pub fn with_ignored(body: Value, ignored: &[String]) -> Response {
+    let mut resp = Json(body).into_response();
+    if !ignored.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&ignored.join(", ")) {
+            resp.headers_mut().insert(IGNORED_HEADER, v);
+        }
+    }
+    resp
+}
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
@@ -79,7 +147,7 @@ pub struct Registration {
     namespace: Option<String>,
     check: Option<ConsulCheck>,
     #[serde(default)]
-    checks: Vec<ConsulCheck>,
+    checks: Option<Vec<ConsulCheck>>,
     connect: Option<Connect>,
 }
 
@@ -133,13 +201,9 @@ fn labels(meta: BTreeMap<String, String>) -> BTreeMap<String, String> {
     l
 }
 
-pub async fn register(
-    State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: String,
-) -> Result<Json<Value>, ApiError> {
+pub async fn register(State(st): State<Arc<ApiState>>, headers: HeaderMap, body: String) -> Result<Response, ApiError> {
     crate::api::require_write(&st, &headers)?;
-    let reg: Registration = serde_json::from_str(&body).map_err(|e| bad(format!("registration: {e}")))?;
+    let (reg, ignored): (Registration, _) = parse_body("registration", &body, REGISTRATION)?;
     let namespace = reg.namespace.unwrap_or_else(|| "default".into());
     let id = reg.id.unwrap_or_else(|| reg.name.clone());
     if !weft_api::valid_name(&id) {
@@ -149,7 +213,11 @@ pub async fn register(
     }
     let address = reg.address.parse().map_err(|_| bad(format!("Address: {:?} is not an IP address", reg.address)))?;
     let mut checks = Vec::new();
-    for (i, c) in reg.check.into_iter().chain(reg.checks).enumerate() {
+    let mut labels = labels(reg.meta);
+    for (i, c) in reg.check.into_iter().chain(reg.checks.unwrap_or_default()).enumerate() {
+        if let Some(id) = c.check_id.as_ref().filter(|id| !id.is_empty()) {
+            labels.insert(format!("{CHECK_ID_LABEL}{i}"), id.clone());
+        }
         checks.push(check(i, c)?);
     }
     let sidecar = reg.connect.and_then(|c| c.sidecar_service).map(|s| std::net::SocketAddr::new(address, s.port));
@@ -160,10 +228,11 @@ pub async fn register(
             metadata: Metadata {
                 name: reg.name.clone(),
                 namespace: namespace.clone(),
-                labels: labels(BTreeMap::new()),
+                labels: self::labels(BTreeMap::new()),
                 resource_version: None,
             },
-            spec: ServiceSpec { ports: vec![], tags: reg.tags.clone() },
+            // Tags are per instance (the Workload's); the Service has none of its own.
+            spec: ServiceSpec { ports: vec![], tags: vec![] },
         }));
     }
     let spec = WorkloadSpec {
@@ -180,13 +249,32 @@ pub async fn register(
         visibility: None,
     };
     spec.validate().map_err(|e| bad(e.to_string()))?;
+    let (wanted, wl_ns, wl_id) =
+        ((SocketAddr::new(spec.address, spec.port), spec.tags.clone()), namespace.clone(), id.clone());
     write.push(Resource::Workload(Typed {
-        metadata: Metadata { name: id, namespace, labels: labels(reg.meta), resource_version: None },
+        metadata: Metadata { name: id, namespace, labels, resource_version: None },
         spec,
     }));
     crate::api::admit(&st, &write)?;
     let applied = crate::api::blocking(&st.store, move |s| s.apply(write)).await?;
-    Ok(Json(json!({ "results": applied.iter().map(|a| a.to_string()).collect::<Vec<_>>() })))
+    settle(&st, &wl_ns, &wl_id, |i| i.is_some_and(|i| (i.address, &i.tags) == (wanted.0, &wanted.1))).await;
+    let results: Vec<String> = applied.iter().map(|a| a.to_string()).collect();
+    Ok(with_ignored(json!({ "results": results }), &ignored))
+}
+
+/// How long a registration waits for the catalog to show it.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits (at most [`SETTLE`], on the catalog's watch) until the instance `ns/id` is as `done`
+/// wants it: a Consul agent's catalog shows a registration when the call returns, and clients
+/// read their own writes right after. (A registry-file entry of the same name wins over a
+/// registration; then the wait runs out and the call still succeeds.)
+async fn settle(st: &ApiState, ns: &str, id: &str, done: impl Fn(Option<&Instance>) -> bool) {
+    let mut rx = st.catalog.clone();
+    let find = |c: &crate::catalog::Catalog| {
+        done(c.services.values().filter(|s| s.namespace == ns).flat_map(|s| &s.instances).find(|i| i.name == id))
+    };
+    let _ = tokio::time::timeout(SETTLE, rx.wait_for(|c| find(c))).await;
 }
 
 #[derive(Deserialize)]
@@ -204,104 +292,6 @@ pub async fn deregister(
     let key = Key { kind: Kind::Workload, namespace: q.ns.unwrap_or_else(|| "default".into()), name: id };
     let k = key.clone();
     crate::api::blocking(&st.store, move |s| s.delete(std::slice::from_ref(&k))).await?;
+    settle(&st, &key.namespace, &key.name, |i| i.is_none()).await;
     Ok(Json(json!({ "results": [format!("{key} deleted")] })))
-}
-
-/// `{"api": ["v1", "v2"], ...}` for one namespace, as Consul's catalog answers.
-pub async fn services(
-    State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    Query(q): Query<NsQuery>,
-) -> Result<Json<Value>, ApiError> {
-    crate::api::require_read(&st, &headers)?;
-    let ns = q.ns.unwrap_or_else(|| "default".into());
-    let cat = st.catalog.borrow().clone();
-    let mut out = serde_json::Map::new();
-    for s in cat.services.values().filter(|s| s.namespace == ns) {
-        let mut tags: Vec<String> =
-            s.tags.iter().chain(s.instances.iter().flat_map(|i| i.tags.iter())).cloned().collect();
-        tags.sort();
-        tags.dedup();
-        out.insert(s.name.clone(), json!(tags));
-    }
-    Ok(Json(Value::Object(out)))
-}
-
-/// The instances of one service, Consul-shaped.
-pub async fn service(
-    State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Query(q): Query<NsQuery>,
-) -> Result<Json<Value>, ApiError> {
-    crate::api::require_read(&st, &headers)?;
-    let ns = q.ns.unwrap_or_else(|| "default".into());
-    let cat = st.catalog.borrow().clone();
-    let Some(s) = cat.services.get(&(ns.clone(), name.clone())) else {
-        return Ok(Json(json!([])));
-    };
-    let items: Vec<Value> = s
-        .instances
-        .iter()
-        .map(|i| {
-            json!({
-                "ServiceID": i.name, "ServiceName": s.name, "ServiceAddress": i.address.ip().to_string(),
-                "ServicePort": i.address.port(), "ServiceTags": i.tags, "ServiceMeta": i.labels,
-                "Datacenter": i.cluster, "Namespace": ns, "Healthy": i.healthy, "Identity": i.identity,
-            })
-        })
-        .collect();
-    Ok(Json(Value::Array(items)))
-}
-
-/// Consul's TTL updates: `PUT /v1/agent/check/pass|warn|fail/<namespace>/<workload>/<check name>`.
-pub async fn ttl(
-    State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    Path((verdict, check_id)): Path<(String, String)>,
-    body: String,
-) -> Result<Json<Value>, ApiError> {
-    may_report(&st, &headers, &check_id)?;
-    let status = match verdict.as_str() {
-        "pass" => weft_health::Status::Passing,
-        "warn" => weft_health::Status::Warning,
-        "fail" => weft_health::Status::Critical,
-        other => return Err(bad(format!("{other:?}: use pass, warn or fail"))),
-    };
-    st.monitor
-        .ttl_update(&check_id, status, body.trim())
-        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
-    Ok(Json(json!({ "check": check_id, "status": status.to_string() })))
-}
-
-/// TTL reports come from an admin, or from the workload itself: a bootstrap token may report the
-/// checks of workloads that run as its identity (`<namespace>/<workload>/<check>`), and only those.
-fn may_report(st: &ApiState, headers: &HeaderMap, check_id: &str) -> Result<(), ApiError> {
-    let h = headers.get("authorization").and_then(|v| v.to_str().ok());
-    let (namespace, service_account) = match st.tokens.verify_header(h)? {
-        Grant::Admin => return Ok(()),
-        Grant::Read => {
-            return Err(TokenError::Forbidden(
-                "reporting a TTL check needs an admin token or the workload's bootstrap token",
-            )
-            .into())
-        }
-        Grant::Bootstrap { namespace, service_account } => (namespace, service_account),
-    };
-    let mut parts = check_id.splitn(3, '/');
-    let (ns, workload) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-    let identity = format!("spiffe://{}/ns/{namespace}/sa/{service_account}", st.mesh.trust_domain);
-    let cat = st.catalog.borrow().clone();
-    let own = cat
-        .services
-        .values()
-        .filter(|s| s.namespace == ns)
-        .flat_map(|s| &s.instances)
-        .any(|i| i.name == workload && i.identity == identity);
-    if own {
-        Ok(())
-    } else {
-        Err(TokenError::Forbidden("a bootstrap token may only report the checks of workloads that run as its identity")
-            .into())
-    }
 }
