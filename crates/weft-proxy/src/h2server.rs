@@ -58,22 +58,22 @@ where
         .max_header_list_size(settings.max_header_list_size)
         .handshake::<_, Bytes>(io);
     let budget = settings.budget.connection();
+    // A drain does not cut the handshake short: the caller may already have sent requests on
+    // this connection, so it is finished (bounded by its timeout), then told GOAWAY below and
+    // the streams it sent are served.
+    let mut conn = match tokio::time::timeout(settings.handshake_timeout, handshake).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "http/2 handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("http/2: no connection preface in time, closing");
+            return;
+        }
+    };
     let signaled = drain.signaled();
     tokio::pin!(signaled);
-    let mut conn = tokio::select! {
-        res = tokio::time::timeout(settings.handshake_timeout, handshake) => match res {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "http/2 handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("http/2: no connection preface in time, closing");
-                return;
-            }
-        },
-        _ = &mut signaled => return,
-    };
     let mut streams = FuturesUnordered::new();
     let mut tunnels = FuturesUnordered::new();
     let mut draining = false;
