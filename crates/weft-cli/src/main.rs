@@ -94,8 +94,10 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // The proxy logs at info like the weft-proxy binary; the demo and tools only warn.
-    weft_proxy::cli::init_logging(if matches!(cli.cmd, Cmd::Proxy { .. }) { "info" } else { "warn" });
+    // The proxy and the control plane log at info (connects, signings, health changes: what an
+    // operator follows); the demo and tools only warn.
+    let level = if matches!(cli.cmd, Cmd::Proxy { .. } | Cmd::Control(_)) { "info" } else { "warn" };
+    weft_proxy::cli::init_logging(level);
     match cli.cmd {
         Cmd::Proxy { cmd } => weft_proxy::cli::run(cmd),
         Cmd::Tls { cmd } => tls::run(cmd),

@@ -12,7 +12,8 @@
 //! ```
 //! The sidecars get their keys made here, their certificates from the control plane's CA (with
 //! bootstrap tokens) and their routes from its discovery stream, exactly as `weft proxy run`
-//! processes do. The api workloads are registered with HTTP health checks.
+//! processes do. The api workloads are registered with HTTP health checks, web without (the
+//! same Workloads as `weft up --netns`).
 
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -119,8 +120,10 @@ async fn sidecar(cp: &ControlPlane, sa: &str, proxy_id: &str, yaml: &str) -> any
     Ok(p)
 }
 
-/// The demo's resources: the api Service and its two versions, each with an HTTP health check.
-fn demo_resources(v1: SocketAddr, s1: SocketAddr, v2: SocketAddr, s2: SocketAddr) -> String {
+/// The demo's resources: the api Service and its two versions, each with an HTTP health check,
+/// and the web Service and its one Workload (no check), as `weft up --netns` registers them.
+/// `[api-v1, api-v2, web]`, each as (app, sidecar inbound).
+fn demo_resources([(v1, s1), (v2, s2), (web, sw)]: [(SocketAddr, SocketAddr); 3]) -> String {
     let workload = |name: &str, version: &str, app: SocketAddr, sidecar: SocketAddr| {
         format!(
             "---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {name}, labels: {{ version: {version} }} }}\nspec:\n  service: api\n  address: {}\n  port: {}\n  sidecar: \"{sidecar}\"\n  tags: [{version}]\n  checks: [{{ name: http, http: \"http://{app}/health\", interval: 2s, timeout: 1s }}]\n",
@@ -129,10 +132,13 @@ fn demo_resources(v1: SocketAddr, s1: SocketAddr, v2: SocketAddr, s2: SocketAddr
         )
     };
     format!(
-        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api }}\nspec: {{ ports: [{{ port: {}, protocol: auto }}] }}\n{}{}",
+        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api }}\nspec: {{ ports: [{{ port: {}, protocol: auto }}] }}\n{}{}---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: web }}\nspec: {{ ports: [{{ port: {}, protocol: auto }}] }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: web }}\nspec:\n  service: web\n  address: {}\n  port: {}\n  sidecar: \"{sw}\"\n",
         v1.port(),
         workload("api-v1", "v1", v1, s1),
-        workload("api-v2", "v2", v2, s2)
+        workload("api-v2", "v2", v2, s2),
+        web.port(),
+        web.ip(),
+        web.port()
     )
 }
 
@@ -203,14 +209,16 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let s1 = sidecar(&cp, "api", "api-v1", inbound).await?;
     let s2 = sidecar(&cp, "api", "api-v2", inbound).await?;
     let (i1, i2) = (s1.addrs.inbound.context("inbound")?, s2.addrs.inbound.context("inbound")?);
-    cp.store.apply(parse_documents(&demo_resources(v1.addr, i1, v2.addr, i2))?)?;
-    let web_sidecar =
-        sidecar(&cp, "web", "web", "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n").await?;
+    // web is a Workload too, as under `--netns`: its sidecar also has an inbound listener.
+    let outbound = "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n";
+    let web_sidecar = sidecar(&cp, "web", "web", &format!("{inbound}{outbound}")).await?;
     let upstream = web_sidecar.addrs.upstreams[0];
     let listen = format!("127.0.0.1:{}", args.web_port);
     let web = spawn_app(&["--name", "web", "--listen", &listen, "--upstream", &upstream.to_string()])
         .await
         .with_context(|| format!("cannot start the web frontend on {listen}; pick another --web-port"))?;
+    let iw = web_sidecar.addrs.inbound.context("inbound")?;
+    cp.store.apply(parse_documents(&demo_resources([(v1.addr, i1), (v2.addr, i2), (web.addr, iw)]))?)?;
 
     // Wait (bounded) until discovery and the health checks have put both versions in web's routes.
     let ready = tokio::time::timeout(Duration::from_secs(20), async {
@@ -235,7 +243,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("    api-v1   app {}  sidecar mTLS {i1}  metrics {}", v1.addr, admin(&s1));
     println!("    api-v2   app {}  sidecar mTLS {i2}  metrics {}", v2.addr, admin(&s2));
     println!(
-        "    web sidecar metrics {}   config {}",
+        "    web sidecar mTLS {iw}  metrics {}   config {}",
         admin(&web_sidecar),
         admin(&web_sidecar).replace("/metrics", "/config_dump")
     );

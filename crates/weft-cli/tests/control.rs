@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weft_testkit::{eventually, http1_get, http1_request};
 
@@ -27,15 +28,49 @@ fn free_port() -> u16 {
 
 /// Starts `weft <args>` and waits for a stdout line equal to `ready`; returns the lines before it.
 fn start(args: &[&str], env: &[(&str, &str)]) -> (Proc, Vec<String>) {
-    let mut child = Command::new(WEFT)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new(WEFT);
+    cmd.args(args).envs(env.iter().copied()).stderr(Stdio::null());
+    start_cmd(cmd, args)
+}
+
+/// What a process has written to stderr so far.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<String>>);
+
+impl Logs {
+    /// The first line that contains every one of `parts`.
+    fn line_with(&self, parts: &[&str]) -> Option<String> {
+        let text = self.0.lock().unwrap();
+        text.lines().find(|l| parts.iter().all(|p| l.contains(p))).map(str::to_string)
+    }
+}
+
+/// As [`start`], with stderr kept in [`Logs`], at the process's default log level (no `RUST_LOG`).
+fn start_logged(args: &[&str]) -> (Proc, Logs) {
+    let mut cmd = Command::new(WEFT);
+    cmd.args(args).env_remove("RUST_LOG").stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let logs = Logs::default();
+    let (stderr, sink) = (child.stderr.take().unwrap(), logs.clone());
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut text = sink.0.lock().unwrap();
+            text.push_str(&l);
+            text.push('\n');
+        }
+    });
+    let (proc, _) = wait_ready(child, args);
+    (proc, logs)
+}
+
+fn start_cmd(mut cmd: Command, args: &[&str]) -> (Proc, Vec<String>) {
+    wait_ready(cmd.stdout(Stdio::piped()).spawn().unwrap(), args)
+}
+
+/// Reads the child's stdout up to a line equal to `ready`; returns the lines before it.
+fn wait_ready(mut child: Child, args: &[&str]) -> (Proc, Vec<String>) {
     let mut lines = vec![];
-    let stdout = child.stdout.take().unwrap();
+    let Some(stdout) = child.stdout.take() else { panic!("weft {args:?}: stdout is not piped") };
     let mut reader = BufReader::new(stdout);
     loop {
         let mut l = String::new();
@@ -67,6 +102,17 @@ impl Cp {
             &[],
         )
         .0
+    }
+
+    fn args(&self) -> [String; 9] {
+        let (grpc, api, data) = (self.grpc.to_string(), self.api.clone(), self.dir.display().to_string());
+        ["control", "--data-dir", &data, "--grpc", &grpc, "--api", &api, "--dns", "off"].map(String::from)
+    }
+
+    /// Runs the control plane at its default log level, keeping its stderr.
+    fn run_logged(&self) -> (Proc, Logs) {
+        let args = self.args();
+        start_logged(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// Runs a CLI verb against this control plane.
@@ -410,4 +456,71 @@ async fn health_state_survives_kill_9_and_sigterm_under_traffic() {
     let total = traffic.ok();
     let failures = traffic.stop().await;
     assert!(failures.is_empty(), "{} of {} requests failed: {failures:?}", failures.len(), total + failures.len());
+}
+
+/// `weft control` at its default level logs what an operator follows, one line each at info:
+/// proxies connecting and disconnecting (id, identity, how it was verified, peer), certificates
+/// signed (identity, expiry) and check status changes (workload, check, old and new status,
+/// output). Logs to a pipe carry no colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_logs_connects_signings_and_check_changes_at_the_default_level() {
+    let dir = std::env::temp_dir().join(format!("weft-control-logs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cp = Cp {
+        dir: dir.clone(),
+        grpc: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        api: format!("127.0.0.1:{}", free_port()),
+    };
+    let (_control, logs) = cp.run_logged();
+    let app = weft_testkit::http_echo("api").await;
+    let inbound_port = free_port();
+    let (server, _) = proxy(
+        &cp,
+        "default/api",
+        &format!("inbound: {{ listen: \"127.0.0.1:{inbound_port}\", ports: [{{ port: {} }}] }}\n", app.port()),
+    );
+    let mesh = dir.join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        format!(
+            "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-1 }}\nspec: {{ service: api, address: 127.0.0.1, port: {port}, sidecar: \"127.0.0.1:{inbound_port}\", checks: [{{ name: ready, http: \"http://127.0.0.1:{port}/ready\", interval: 1s }}] }}\n",
+            port = app.port()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = cp.weft(&["apply", "-f", mesh.to_str().unwrap()]);
+    assert!(ok, "{out}");
+
+    let wait = |what: &'static str, parts: &'static [&'static str]| {
+        let logs = logs.clone();
+        eventually(what, Duration::from_secs(20), move || {
+            let line = logs.line_with(parts);
+            async move { line }
+        })
+    };
+    let id = "identity=spiffe://cluster.local/ns/default/sa/api";
+    let line =
+        wait("a connect line", &["INFO", "proxy connected", "proxy=default-api", "verified_by=", "peer=127.0.0.1:"])
+            .await;
+    assert!(line.contains(id), "{line}");
+    let line = wait("a signing line", &["INFO", "signed a workload certificate", "expires="]).await;
+    assert!(line.contains(id) && !line.contains("expires=unknown"), "{line}");
+    let line = wait(
+        "a check change line",
+        &[
+            "INFO",
+            "health check changed",
+            "workload=default/api-1",
+            "check=ready",
+            "from=critical",
+            "to=passing",
+            "output=\"",
+        ],
+    )
+    .await;
+    assert!(!line.contains("not run yet"), "the output is the new result's: {line}");
+    drop(server);
+    let line = wait("a disconnect line", &["INFO", "proxy disconnected", "proxy=default-api", "peer=127.0.0.1:"]).await;
+    assert!(line.contains(id), "{line}");
+    assert!(logs.line_with(&["\u{1b}["]).is_none(), "no colour codes in logs to a pipe");
 }

@@ -58,9 +58,12 @@ fn stderr(out: &Output) -> String {
 }
 
 /// Asserts the shape of an error line: `error: ` once, at the start, and `needle` exactly once.
+/// Log lines before it (`weft control` logs at info: `2026-01-02T03:04:05.678Z  INFO ...`) are
+/// not part of the error.
 #[track_caller]
 fn assert_error_once(out: &Output, needle: &str) {
-    let err = stderr(out);
+    let is_log = |l: &str| l.as_bytes().first().is_some_and(u8::is_ascii_digit) && l.get(10..11) == Some("T");
+    let err: String = stderr(out).lines().filter(|l| !is_log(l)).map(|l| format!("{l}\n")).collect();
     assert!(!out.status.success(), "expected a failure: {err}");
     assert!(err.starts_with("error: "), "{err}");
     assert_eq!(err.matches("error:").count(), 1, "`error:` more than once: {err}");

@@ -129,3 +129,51 @@ services:
         "services[0].workloads[0].upstreams",
     );
 }
+
+/// Plain `weft up` registers the same workloads as `weft up --netns`: api-v1, api-v2 and web
+/// (web used to be only a client there, so `weft get workloads` left it out).
+#[test]
+fn weft_up_registers_every_demo_workload() {
+    use std::io::BufRead;
+    let mut child = Command::new(WEFT)
+        .args(["up", "--interval", "200ms"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed (SIGTERM, then reaped) however the test ends.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+            let _ = self.0.wait();
+        }
+    }
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let stop = Stop(child);
+    let mut env = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.trim().strip_prefix("and:     export ") {
+            let vars: Vec<(String, String)> = rest
+                .split_whitespace()
+                .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                .collect();
+            env = Some(vars);
+        }
+        if line.starts_with("==> demo traffic") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let env = env.expect("weft up prints WEFT_SERVER and WEFT_TOKEN");
+    let out = Command::new(WEFT).args(["get", "workloads", "-o", "json"]).envs(env).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let items: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut names: Vec<&str> =
+        items.as_array().unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["api-v1", "api-v2", "web"], "the workloads weft up --netns registers");
+    drop(stop);
+}

@@ -154,7 +154,9 @@ impl pb::identity_server::Identity for IdentityService {
             | weft_identity::Error::OutsideTrustDomain { .. } => Status::permission_denied(e.to_string()),
             other => Status::invalid_argument(format!("cannot sign this CSR: {other}")),
         })?;
-        tracing::info!(%id, "signed a workload certificate");
+        let expires = chain.first().and_then(|c| weft_identity::tls::describe(c).ok()).map(|(_, t)| t);
+        let peer = crate::grpc_tls::peer_of(&req);
+        tracing::info!(identity = %id, expires = %expires.as_deref().unwrap_or("unknown"), %peer, "signed a workload certificate");
         Ok(Response::new(pb::SignResponse {
             chain_der: chain.iter().map(|c| c.to_vec()).collect(),
             bundle_der: vec![self.ca.root().to_vec()],

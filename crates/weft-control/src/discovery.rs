@@ -286,6 +286,9 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         // The identity of the client certificate, when the proxy presented one: it must be the
         // token's, and it is what `/v1/proxies` shows.
         let certified = req.extensions().get::<crate::grpc_tls::ConnInfo>().and_then(|c| c.identity.clone());
+        // For the connect and disconnect log lines: who, from where, and how we know who.
+        let peer = crate::grpc_tls::peer_of(&req);
+        let identity_from = if certified.is_some() { "certificate" } else { "token" };
         if let Some(cert) = &certified {
             if *cert != id {
                 return Err(Status::permission_denied(format!(
@@ -319,7 +322,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                 ProxyStatus {
                     proxy_id: hello.proxy_id.clone(),
                     identity: id.to_string(),
-                    identity_from: if certified.is_some() { "certificate" } else { "token" },
+                    identity_from,
                     upstreams: hello.upstreams.clone(),
                     connected_at_unix: unix(SystemTime::now()),
                     sent: 0,
@@ -329,7 +332,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                 },
             )
         });
-        tracing::info!(proxy = %hello.proxy_id, %id, "proxy connected");
+        tracing::info!(proxy = %hello.proxy_id, identity = %id, verified_by = %identity_from, %peer, "proxy connected");
 
         let (tx, rx) = mpsc::channel::<Result<pb::ProxyUpdate, Status>>(4);
         let (mut catalog, proxies, bundle) = (self.catalog.clone(), self.proxies.clone(), self.bundle.clone());
@@ -370,7 +373,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                 }
             }
         });
-        let (proxies, proxy_id) = (self.proxies.clone(), hello.proxy_id);
+        let (proxies, proxy_id, identity) = (self.proxies.clone(), hello.proxy_id, id.to_string());
         tokio::spawn(async move {
             // Held for as long as the proxy's side of the stream is open.
             let _slot = slot;
@@ -386,7 +389,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     });
                 }
             }
-            tracing::info!(proxy = %proxy_id, "proxy disconnected");
+            tracing::info!(proxy = %proxy_id, %identity, %peer, "proxy disconnected");
             proxies.with(|m| m.remove(&conn));
         });
         let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });

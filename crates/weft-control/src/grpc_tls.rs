@@ -11,13 +11,16 @@
 //! identity travels with each request ([`ConnInfo`]).
 //!
 //! Each connection must complete its TLS handshake and then send the HTTP/2 connection preface
-//! within [`HANDSHAKE_TIMEOUT`], or it is closed before tonic sees it.
+//! within [`HANDSHAKE_TIMEOUT`], or it is closed before tonic sees it. Refused and timed-out
+//! connections are logged at info, at most one line of each kind per
+//! [`crate::loglimit::DEFAULT_EVERY`], with the count of those left out.
 
+use crate::loglimit::{self, LogLimit};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -66,6 +69,12 @@ pub struct ConnInfo {
     /// The SPIFFE ID of the client certificate the peer presented and the handshake verified
     /// (against this control plane's roots); `None` when it presented none.
     pub identity: Option<weft_identity::SpiffeId>,
+}
+
+/// The peer address of a gRPC request, for log lines: `ip:port`, or `unknown`.
+pub fn peer_of<T>(req: &tonic::Request<T>) -> String {
+    let peer = req.extensions().get::<ConnInfo>().and_then(|c| c.peer).or_else(|| req.remote_addr());
+    peer.map_or_else(|| "unknown".to_string(), |p| p.to_string())
 }
 
 impl tonic::transport::server::Connected for TlsConn {
@@ -131,6 +140,8 @@ pub fn incoming(
 ) -> impl futures_util::Stream<Item = Result<TlsConn, std::io::Error>> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let (tx, rx) = mpsc::channel::<TlsConn>(64);
+    // Refusals are logged at most once per kind per interval: a scan must not flood the log.
+    let limits = Arc::new([LogLimit::new(loglimit::DEFAULT_EVERY), LogLimit::new(loglimit::DEFAULT_EVERY)]);
     tokio::spawn(async move {
         loop {
             // When tonic stops (the control plane shuts down), the receiver goes: close the
@@ -148,14 +159,23 @@ pub fn incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            let (acceptor, tx, limits) = (acceptor.clone(), tx.clone(), limits.clone());
             tokio::spawn(async move {
+                let [refused, slow] = &*limits;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept(&acceptor, tcp)).await {
                     Ok(Ok(conn)) => {
                         let _ = tx.send(conn).await;
                     }
-                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "gRPC: connection refused"),
-                    Err(_) => tracing::info!(%peer, "gRPC: TLS handshake and HTTP/2 preface not done in time; closed"),
+                    Ok(Err(e)) => {
+                        if let Some(suppressed) = refused.check(Instant::now()) {
+                            tracing::info!(%peer, error = %e, suppressed, "gRPC: connection refused");
+                        }
+                    }
+                    Err(_) => {
+                        if let Some(suppressed) = slow.check(Instant::now()) {
+                            tracing::info!(%peer, suppressed, "gRPC: TLS handshake and HTTP/2 preface not done in time; closed");
+                        }
+                    }
                 }
             });
         }

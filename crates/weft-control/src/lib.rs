@@ -18,6 +18,7 @@ pub mod discovery;
 pub mod grpc_tls;
 pub mod health;
 pub mod http_serve;
+pub mod loglimit;
 pub mod registry;
 pub mod server;
 pub mod tokens;

@@ -113,7 +113,7 @@ impl Check {
         (self.result.status, &self.result.output, self.counts)
     }
 
-    fn apply(&mut self, mut result: CheckResult, how: Apply) {
+    fn apply(&mut self, workload: &str, mut result: CheckResult, how: Apply) {
         let before = self.result.status;
         if how == Apply::Thresholds {
             let (shows, note) =
@@ -129,7 +129,7 @@ impl Check {
             _ => self.critical_since = None,
         }
         if before != result.status {
-            tracing::info!(check = %self.spec.name, from = %before, to = %result.status, output = %result.output, "health check changed");
+            tracing::info!(%workload, check = %self.spec.name, from = %before, to = %result.status, output = ?result.short_output(), "health check changed");
         }
         self.result = result;
     }
@@ -281,6 +281,7 @@ impl Monitor {
                     if let Some(deadline) = expired.filter(|_| check.result.status != Status::Critical) {
                         let ttl = spec.ttl.unwrap_or_default();
                         check.apply(
+                            workload,
                             CheckResult::critical(format!(
                                 "TTL expired: no update in {ttl} (its deadline passed while the control plane was down)"
                             )),
@@ -382,7 +383,7 @@ impl Monitor {
             timer.send_replace(());
             let output = output_text(output.as_bytes());
             let before = (check.result.status, check.result.output.clone());
-            check.apply(CheckResult::new(status, output), Apply::Direct);
+            check.apply(workload, CheckResult::new(status, output), Apply::Direct);
             let now = Instant::now();
             check.ttl_deadline = Some(now + Duration::from(check.spec.ttl.unwrap_or_default()));
             let key: CheckKey = (workload.to_string(), check.spec.name.clone());
@@ -483,7 +484,7 @@ impl Monitor {
                 return false;
             };
             let before = (check.result.status, check.result.output.clone(), check.counts);
-            check.apply(result, how);
+            check.apply(&slot.workload, result, how);
             if let Some(p) = &self.inner.persist {
                 let (status, output, counts) = check.lasting();
                 if before != (status, output.to_string(), counts) {

@@ -29,6 +29,9 @@ impl fmt::Display for Status {
     }
 }
 
+/// The most characters of a check's output that a log line shows.
+pub const SHORT_OUTPUT: usize = 120;
+
 /// One outcome of a check: its status, a human-readable explanation, and when it was recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckResult {
@@ -54,6 +57,16 @@ impl CheckResult {
 
     pub fn critical(output: impl Into<String>) -> Self {
         Self::new(Status::Critical, output)
+    }
+
+    /// The output's first line, cut at [`SHORT_OUTPUT`] characters: what a log line shows.
+    pub fn short_output(&self) -> String {
+        let line = self.output.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
+        let mut short: String = line.chars().take(SHORT_OUTPUT).collect();
+        if short.len() < line.len() || self.output.trim().len() > line.len() {
+            short.push('…');
+        }
+        short
     }
 }
 

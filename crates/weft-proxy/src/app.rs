@@ -274,7 +274,7 @@ impl AppPool {
     }
 
     async fn connect_direct(&self) -> Result<h1::Conn, ProxyError> {
-        Ok(h1::Conn::new(net::tcp_connect(self.addr, self.mark, self.timeout).await?))
+        Ok(h1::Conn::new(connect(self.addr, self.mark, self.timeout).await?))
     }
 
     /// The most recently used idle connection that can take a request now.
@@ -318,7 +318,7 @@ impl AppPool {
     }
 
     async fn connect_h1(&self) -> Result<http1::SendRequest<Body>, ProxyError> {
-        let tcp = net::tcp_connect(self.addr, self.mark, self.timeout).await?;
+        let tcp = connect(self.addr, self.mark, self.timeout).await?;
         let (mut sender, conn) = http1::Builder::new()
             .max_buf_size(h1::MAX_HEAD)
             .handshake::<_, Body>(TokioIo::new(tcp))
@@ -374,10 +374,45 @@ impl AppPool {
         if let Some(c) = self.cached_h2() {
             return Ok(c);
         }
-        let tcp = net::tcp_connect(self.addr, self.mark, self.timeout).await?;
+        let tcp = connect(self.addr, self.mark, self.timeout).await?;
         let conn = PeerConn::handshake(tcp, &self.budget).await.map_err(|e| self.error(e))?;
         *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
         Ok(conn)
+    }
+}
+
+/// Opens a TCP connection to the local app at `addr`. When that fails the app is down or not
+/// listening there, not the network between the sidecars: the caller gets `502 app` naming the
+/// address, never `connect` or `connect-timeout` (which send the operator to the peer proxy).
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    mark: u32,
+    timeout: Duration,
+) -> Result<tokio::net::TcpStream, ProxyError> {
+    net::tcp_connect(addr, mark, timeout).await.map_err(|e| match e {
+        ProxyError::Connect { source, .. } => {
+            ProxyError::App(format!("connect to {addr} failed: {source}; is the app listening on that address?"))
+        }
+        ProxyError::ConnectTimeout(_) => ProxyError::App(format!(
+            "connect to {addr} timed out after {timeout:?}; is the app listening on that address?"
+        )),
+        other => other,
+    })
+}
+
+/// The app's answer to an upgrade, as for every other request: a failure talking to it is `app`
+/// naming its address, and its own `x-weft-error` is dropped (only proxies speak in that header).
+pub(crate) fn upgraded(
+    addr: SocketAddr,
+    result: Result<Response<Body>, ProxyError>,
+) -> Result<Response<Body>, ProxyError> {
+    match result {
+        Ok(mut resp) => {
+            resp.headers_mut().remove(crate::httputil::PROXY_ERROR);
+            Ok(resp)
+        }
+        Err(ProxyError::Upstream(e)) => Err(ProxyError::App(format!("{addr}: {e}"))),
+        Err(e) => Err(e),
     }
 }
 

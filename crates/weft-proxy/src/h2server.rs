@@ -69,19 +69,19 @@ where
         .max_header_list_size(decode_limit(settings.max_header_list_size))
         .handshake::<_, Bytes>(io);
     let budget = settings.budget.connection();
+    // A drain does not cut the handshake short: the caller may already have sent requests on
+    // this connection, so it is finished (bounded by its timeout), then told GOAWAY below and
+    // the streams it sent are served.
+    let mut conn = match tokio::time::timeout(settings.handshake_timeout, handshake).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "http/2 handshake failed");
+            return Ended::Closed;
+        }
+        Err(_) => return Ended::NoPreface,
+    };
     let signaled = drain.signaled();
     tokio::pin!(signaled);
-    let mut conn = tokio::select! {
-        res = tokio::time::timeout(settings.handshake_timeout, handshake) => match res {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "http/2 handshake failed");
-                return Ended::Closed;
-            }
-            Err(_) => return Ended::NoPreface,
-        },
-        _ = &mut signaled => return Ended::Closed,
-    };
     let mut streams = FuturesUnordered::new();
     let mut tunnels = FuturesUnordered::new();
     let mut draining = false;

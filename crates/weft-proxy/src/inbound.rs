@@ -221,8 +221,8 @@ impl Handler for Conn {
         self.prepare(&mut req);
         let (ctx, app) = (&self.ctx, self.app);
         let result = async {
-            let tcp = net::tcp_connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
-            h::forward_upgrade(req, downstream, tcp, ctx.drain.conn()).await
+            let tcp = crate::app::connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
+            crate::app::upgraded(app, h::forward_upgrade(req, downstream, tcp, ctx.drain.conn()).await)
         };
         self.finish(result.await, started)
     }
