@@ -165,6 +165,14 @@ async fn gateway_logs_each_refusal_reason_once_with_the_sni() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Stops the child if an assertion fails before the clean stop below.
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+        }
+    }
+    let stop = KillOnDrop(child.id());
     let (mut admin, mut gw) = (None, None);
     for line in std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap())) {
         let line = line.unwrap();
@@ -195,6 +203,7 @@ async fn gateway_logs_each_refusal_reason_once_with_the_sni() {
     let mut log = String::new();
     child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
     child.wait().unwrap();
+    std::mem::forget(stop);
     let lines = |reason: &str| log.lines().filter(|l| l.contains(&format!("reason=\"{reason}\""))).count();
     assert_eq!(lines("wrong-cluster"), 1, "one line for three refusals: {log}");
     assert_eq!(lines("unknown-service"), 1, "{log}");
