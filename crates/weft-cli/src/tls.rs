@@ -20,7 +20,8 @@ pub enum TlsCmd {
     },
     /// Create a workload certificate signed by the CA in --ca-dir: writes <out>/<sa>.pem (chain),
     /// <out>/<sa>-key.pem (0600) and <out>/bundle.pem. The key is made here, on the host where
-    /// the proxy that uses it runs.
+    /// the proxy that uses it runs. An existing <out>/bundle.pem that holds other roots (a
+    /// combined bundle for federation or rotation) is kept, with this CA's root added if missing.
     CertCreate {
         #[arg(long, default_value = ".")]
         ca_dir: PathBuf,
@@ -34,7 +35,60 @@ pub enum TlsCmd {
         /// Lifetime, e.g. 24h, 90m.
         #[arg(long, default_value = "24h")]
         lifetime: weft_api::Duration,
+        /// Replace an existing <out>/bundle.pem with this CA's root alone, even when it holds
+        /// other roots.
+        #[arg(long)]
+        force: bool,
     },
+}
+
+/// What [`write_bundle`] did to `<out>/bundle.pem`.
+#[derive(Debug, PartialEq, Eq)]
+enum BundleWrite {
+    /// Written with this CA's root alone (it was absent, held only this root, or `--force`).
+    Written,
+    /// Kept as it was: it already holds this CA's root and `others` more.
+    Kept { others: usize },
+    /// This CA's root was appended to the `others` roots it held.
+    Added { others: usize },
+}
+
+/// Writes this CA's bundle to `path` without dropping roots someone put there: a hand-made
+/// bundle holding other roots (another cluster's, or an old root during rotation) is kept, and
+/// this CA's root is appended if it is missing. `force` replaces the file whatever it holds. A
+/// file that is not a trust bundle is refused (never overwritten) unless `force`.
+fn write_bundle(path: &Path, ca: &Authority, force: bool) -> anyhow::Result<BundleWrite> {
+    let ours = ca.bundle();
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) if !force => text,
+        _ => {
+            std::fs::write(path, ours.to_pem()).with_context(|| format!("cannot write {}", path.display()))?;
+            return Ok(BundleWrite::Written);
+        }
+    };
+    let held = TrustBundle::from_pem(&existing).map_err(|e| {
+        anyhow::anyhow!(
+            "{} exists but is not a trust bundle ({e}); fix it, or pass --force to replace it with this CA's root",
+            path.display()
+        )
+    })?;
+    let root = ca.root();
+    let others = held.roots().iter().filter(|r| *r != root).count();
+    if others == 0 {
+        std::fs::write(path, ours.to_pem()).with_context(|| format!("cannot write {}", path.display()))?;
+        return Ok(BundleWrite::Written);
+    }
+    if held.roots().contains(root) {
+        return Ok(BundleWrite::Kept { others });
+    }
+    let mut text = existing;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&ours.to_pem());
+    TrustBundle::from_pem(&text).with_context(|| format!("adding this CA's root to {}", path.display()))?;
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(BundleWrite::Added { others })
 }
 
 pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -69,7 +123,7 @@ pub fn run(cmd: TlsCmd) -> anyhow::Result<()> {
             println!("==> CA for trust domain {trust_domain}: {} and {}", cert.display(), key.display());
             Ok(())
         }
-        TlsCmd::CertCreate { ca_dir, namespace, service_account, out, lifetime } => {
+        TlsCmd::CertCreate { ca_dir, namespace, service_account, out, lifetime, force } => {
             let read = |f: &str| {
                 std::fs::read_to_string(ca_dir.join(f)).with_context(|| {
                     format!(
@@ -91,7 +145,20 @@ pub fn run(cmd: TlsCmd) -> anyhow::Result<()> {
             let key_path = out.join(format!("{service_account}-key.pem"));
             std::fs::write(&cert, TrustBundle::new(chain).to_pem())?;
             write_private(&key_path, &key.private_key_pem())?;
-            std::fs::write(out.join("bundle.pem"), ca.bundle().to_pem())?;
+            let bundle = out.join("bundle.pem");
+            match write_bundle(&bundle, &ca, force)? {
+                BundleWrite::Written => {}
+                BundleWrite::Kept { others } => println!(
+                    "==> kept {}: it holds this CA's root and {others} other root(s); pass --force to replace it \
+                     with this CA's root alone",
+                    bundle.display()
+                ),
+                BundleWrite::Added { others } => println!(
+                    "==> added this CA's root to {}, which held {others} other root(s) (kept); pass --force to \
+                     replace it with this CA's root alone",
+                    bundle.display()
+                ),
+            }
             println!("==> {id}: {} and {}", cert.display(), key_path.display());
             Ok(())
         }

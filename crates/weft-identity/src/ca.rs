@@ -64,6 +64,15 @@ fn ca_params(
     Ok(p)
 }
 
+/// A short tag unique to a CA's key (the first 8 bytes of its public key's SHA-256, in hex), put
+/// in the CA's common name. Every generated CA then has its own subject: a verifier that is shown
+/// a certificate from a root it does not hold finds no issuer by name and reports an unknown
+/// issuer, instead of trying another root of the same name and reporting a bad signature.
+fn key_tag(key: &KeyPair) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key_raw());
+    digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn parse_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
@@ -78,8 +87,8 @@ impl Authority {
     /// Creates a new self-signed root for `trust_domain`.
     pub fn new_root(trust_domain: &str, lifetime: Duration) -> Result<Self, Error> {
         let key = KeyPair::generate()?;
-        let cert =
-            ca_params(&format!("weft root CA ({trust_domain})"), trust_domain, lifetime, None)?.self_signed(&key)?;
+        let cn = format!("weft root CA ({trust_domain}) {}", key_tag(&key));
+        let cert = ca_params(&cn, trust_domain, lifetime, None)?.self_signed(&key)?;
         let der: CertificateDer<'static> = cert.into();
         Ok(Authority { cert: der.clone(), key, parents: vec![], root: der, trust_domain: trust_domain.to_string() })
     }
@@ -87,7 +96,8 @@ impl Authority {
     /// Creates an intermediate CA under this one, e.g. one per cluster.
     pub fn new_intermediate(&self, name: &str, lifetime: Duration) -> Result<Self, Error> {
         let key = KeyPair::generate()?;
-        let params = ca_params(&format!("weft intermediate CA ({name})"), &self.trust_domain, lifetime, Some(0))?;
+        let cn = format!("weft intermediate CA ({name}) {}", key_tag(&key));
+        let params = ca_params(&cn, &self.trust_domain, lifetime, Some(0))?;
         let cert = params.signed_by(&key, &self.issuer()?)?;
         let mut parents = vec![];
         if !self.is_root() {

@@ -97,6 +97,24 @@ impl Leaf {
 /// A cheaply clonable handle on a proxy's current credentials. Every TLS handshake reads the
 /// current leaf and bundle; [`CertStore::set_leaf`] and [`CertStore::set_bundle`] swap them without
 /// touching established connections.
+/// The same roots bound to the same trust domains, in the same order.
+fn same_bundle(a: &TrustBundle, b: &TrustBundle) -> bool {
+    a.domains().eq(b.domains())
+}
+
+/// Says what a bundle change installed: how many roots, for which trust domains (`local` is the
+/// proxy's own, `local_td`, for roots bound to none).
+fn log_bundle(bundle: &TrustBundle, local_td: &str) {
+    let mut domains: Vec<&str> = bundle.domains().map(|(d, _)| d.unwrap_or(local_td)).collect();
+    domains.sort_unstable();
+    domains.dedup();
+    tracing::info!(
+        roots = bundle.roots().len(),
+        trust_domains = %domains.join(", "),
+        "installed new trust bundle"
+    );
+}
+
 #[derive(Clone)]
 pub struct CertStore {
     inner: Arc<Inner>,
@@ -151,12 +169,19 @@ impl CertStore {
                 None
             }
         };
+        let leaf_changed = leaf.chain() != current.chain();
+        drop(current);
         if let (Some(b), Some((v, own))) = (bundle, verifier) {
+            if !same_bundle(&b, &self.bundle()) {
+                log_bundle(&b, &td);
+            }
             self.inner.client_verifier.store(Arc::new(v));
             self.inner.own_roots.store(own);
             self.inner.bundle.store(Arc::new(b));
         }
-        tracing::info!(id = %leaf.id(), remaining_s = leaf.remaining().as_secs(), "installed new workload certificate");
+        if leaf_changed {
+            tracing::info!(id = %leaf.id(), remaining_s = leaf.remaining().as_secs(), "installed new workload certificate");
+        }
         self.inner.leaf.store(Arc::new(leaf));
         Ok(())
     }
@@ -169,6 +194,9 @@ impl CertStore {
         let td = leaf.id().trust_domain();
         let own = bundle.store_for(td, td);
         let verifier = tls::webpki_client_verifier(own.clone())?;
+        if !same_bundle(&bundle, &self.bundle()) {
+            log_bundle(&bundle, td);
+        }
         self.inner.client_verifier.store(Arc::new(verifier));
         self.inner.own_roots.store(own);
         self.inner.bundle.store(Arc::new(bundle));

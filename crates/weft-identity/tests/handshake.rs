@@ -70,6 +70,30 @@ async fn foreign_root_refused_until_bundles_are_federated() {
     assert_eq!((server_saw, client_saw), (id("web"), id("api")));
 }
 
+/// Two roots made the same way (same trust domain, as two `weft tls ca-create` runs make them) have
+/// different subjects, so a leaf of one shown to a verifier that trusts only the other is reported
+/// as an unknown issuer (nothing in the bundle has its issuer's name), not a bad signature (a root
+/// of the same name whose key did not sign it), which sent operators looking for corruption.
+#[tokio::test]
+async fn a_leaf_of_another_root_is_an_unknown_issuer() {
+    let (root_a, inter_a) = mesh();
+    let (root_b, inter_b) = mesh();
+    let subject = |a: &Authority| weft_identity::tls::describe(a.cert()).unwrap().0;
+    assert_ne!(subject(&root_a), subject(&root_b), "each root has its own subject");
+    assert_ne!(subject(&inter_a), subject(&inter_b), "each intermediate has its own subject");
+    // The client trusts both roots (so the server's certificate passes); the server trusts only
+    // B's root and is shown a leaf of A's.
+    let web = CertStore::new(
+        inter_a.issue(&id("web"), DEFAULT_LEAF_LIFETIME).unwrap(),
+        root_a.bundle().merged(&root_b.bundle()),
+    )
+    .unwrap();
+    let api = CertStore::new(inter_b.issue(&id("api"), DEFAULT_LEAF_LIFETIME).unwrap(), root_b.bundle()).unwrap();
+    let err = handshake(&web, &api).await.unwrap_err();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    assert!(!err.contains("BadSignature"), "{err}");
+}
+
 #[tokio::test]
 async fn other_trust_domain_refused_even_under_a_trusted_root() {
     let (root, inter) = mesh();

@@ -60,11 +60,17 @@ pub(crate) fn expiry_secs(leaf: &Leaf) -> i64 {
     leaf.not_after().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// Whether `leaf` and `bundle` are exactly what `certs` holds now.
+fn in_force(certs: &CertStore, leaf: &Leaf, bundle: &TrustBundle) -> bool {
+    certs.leaf().chain() == leaf.chain() && certs.bundle().domains().eq(bundle.domains())
+}
+
 pub(crate) async fn reload_loop(ctx: Arc<Ctx>) {
     let Some(paths) = ctx.cfg.identity.clone() else { return };
-    let mut last = read(&paths).ok().map(|f| (f.cert, f.key, f.bundle));
+    // No text is taken as "already installed": the files may have changed between the load at
+    // start and this task's first read, so the first set read is compared with what is in force.
+    let mut last: Option<(String, String, String)> = None;
     let mut tick = tokio::time::interval(paths.reload_interval.into());
-    tick.tick().await;
     loop {
         tick.tick().await;
         let files = match read(&paths) {
@@ -79,6 +85,7 @@ pub(crate) async fn reload_loop(ctx: Arc<Ctx>) {
             continue;
         }
         match parse(&paths, &files) {
+            Ok((leaf, bundle)) if in_force(&ctx.certs, &leaf, &bundle) => last = Some(key),
             Ok((leaf, bundle)) => {
                 // Both checked, then both swapped: never half a change.
                 match ctx.certs.replace(leaf, Some(bundle)) {

@@ -105,3 +105,71 @@ async fn runs_from_files_rotates_on_file_change_and_drains_on_sigterm() {
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "exit after drain: {status}");
 }
+
+/// A change of the bundle file alone (a second root added, as when wiring a second cluster) is
+/// logged as what it is: a new trust bundle, with its roots and trust domains, not a new
+/// workload certificate.
+#[tokio::test]
+async fn a_bundle_only_change_is_logged_as_a_new_trust_bundle() {
+    use std::io::Read;
+    let dir = tempdir("bundle-log");
+    let pki = Pki::new();
+    let (c, k, b) = pki.write_files(&dir, "default", "api");
+    let other = tempdir("bundle-log-other");
+    let (_, _, other_bundle) = Pki::new().write_files(&other, "default", "api");
+    let app = weft_testkit::http_echo("api").await;
+    let cfg = dir.join("p.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "identity: {{ cert: {c}, key: {k}, bundle: {b}, reload_interval: 200ms }}\nadmin: {{ listen: '127.0.0.1:0' }}\ninbound: {{ listen: '127.0.0.1:0', ports: [{{ port: {} }}] }}\n",
+            app.port()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stops the child if an assertion fails before the clean stop below.
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+        }
+    }
+    let stop = KillOnDrop(child.id());
+    let mut admin = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(a) = line.strip_prefix("admin ") {
+            admin = Some(a.parse::<std::net::SocketAddr>().unwrap());
+        }
+        if line == "ready" {
+            break;
+        }
+    }
+    let admin = admin.expect("admin address printed");
+
+    // The bundle gains a second root; the certificate and key files are untouched.
+    let both = format!("{}{}", std::fs::read_to_string(&b).unwrap(), std::fs::read_to_string(&other_bundle).unwrap());
+    std::fs::write(&b, both).unwrap();
+    eventually("new bundle installed", Duration::from_secs(20), || async move {
+        let m = http1_get(admin, "/metrics").await.ok()?;
+        String::from_utf8_lossy(m.body()).contains("weft_cert_rotations_total 1").then_some(())
+    })
+    .await;
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    child.wait().unwrap();
+    std::mem::forget(stop);
+    let line = log.lines().find(|l| l.contains("installed new trust bundle")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("roots=2") && line.contains("trust_domains=cluster.local"), "{line}");
+    assert!(!log.contains("installed new workload certificate"), "the certificate did not change: {log}");
+}

@@ -5,6 +5,7 @@ mod support;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use std::net::SocketAddr;
 use std::time::Duration;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,8 +14,10 @@ use weft_api::proxy::ProxyConfig;
 use weft_proxy::Proxy;
 use weft_testkit::{http1_request, Pki, Tap};
 
-async fn gateway(pki: &Pki, server_inbound: std::net::SocketAddr, app: std::net::SocketAddr) -> Proxy {
-    let cfg = ProxyConfig::from_yaml(&format!(
+/// A gateway config routing `api` (the HTTP port of its endpoint `app`, and the TCP port
+/// `tcp_port` declared in `ports`) to `server_inbound`.
+fn gateway_yaml(server_inbound: SocketAddr, app: SocketAddr, tcp_port: u16) -> String {
+    format!(
         r#"
 mode: gateway
 identity: {{ cert: u, key: u, bundle: u }}
@@ -22,12 +25,27 @@ admin: {{ listen: "127.0.0.1:0" }}
 gateway: {{ listen: "127.0.0.1:0" }}
 services:
   - name: api
+    ports: [{{ port: {tcp_port}, protocol: tcp }}]
     endpoints: [{{ address: "{app}", proxy: "{server_inbound}", identity: "{id}" }}]
+  - name: empty
+    endpoints: []
 "#,
         id = api_id()
-    ))
-    .unwrap();
+    )
+}
+
+async fn gateway(pki: &Pki, server_inbound: SocketAddr, app: SocketAddr, tcp_port: u16) -> Proxy {
+    let cfg = ProxyConfig::from_yaml(&gateway_yaml(server_inbound, app, tcp_port)).unwrap();
     Proxy::start(cfg, pki.store("istio-system", "gateway")).await.unwrap()
+}
+
+/// Sends a real ClientHello for `sni` to `gw`; the handshake's result.
+async fn hello(pki: &Pki, gw: SocketAddr, sni: &str) -> std::io::Result<()> {
+    let store = pki.store("default", "web");
+    let cfg = weft_identity::tls::client_config(&store, &[b"h2"]).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    connector.connect(name, TcpStream::connect(gw).await?).await.map(|_| ())
 }
 
 #[tokio::test]
@@ -40,7 +58,7 @@ async fn client_reaches_server_through_gateway_without_it_seeing_plaintext() {
     // The gateway forwards to the server sidecar through a tap: what the gateway emits is
     // exactly what it received, so the tap shows whether the gateway ever had plaintext.
     let tap = Tap::start(server.addrs.inbound.unwrap()).await;
-    let gw = gateway(&pki, tap.addr, app_http).await;
+    let gw = gateway(&pki, tap.addr, app_http, app_tcp.port()).await;
     let client =
         start_client(pki.store("default", "web"), app_http, app_tcp, gw.addrs.gateway.unwrap(), &api_id(), "").await;
 
@@ -72,7 +90,7 @@ async fn gateway_refuses_unknown_sni_and_plaintext() {
     let app = weft_testkit::http_echo("api").await;
     let app_tcp = weft_testkit::tcp_echo().await;
     let server = start_server(&pki, app, app_tcp, "").await;
-    let gw = gateway(&pki, server.addrs.inbound.unwrap(), app).await;
+    let gw = gateway(&pki, server.addrs.inbound.unwrap(), app, app_tcp.port()).await;
     let gw_addr = gw.addrs.gateway.unwrap();
 
     let mut s = TcpStream::connect(gw_addr).await.unwrap();
@@ -82,15 +100,116 @@ async fn gateway_refuses_unknown_sni_and_plaintext() {
     assert!(buf.is_empty());
 
     // A real ClientHello for a service the gateway does not know.
-    let store = pki.store("default", "web");
-    let cfg = weft_identity::tls::client_config(&store, &[b"h2"]).unwrap();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
-    let name = rustls_pki_types::ServerName::try_from("80.nope.default.local.weft").unwrap();
-    let res = connector.connect(name, TcpStream::connect(gw_addr).await.unwrap()).await;
-    assert!(res.is_err());
+    assert!(hello(&pki, gw_addr, "80.nope.default.local.weft").await.is_err());
     let m = gw.metrics_text();
     assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"gateway\",reason=\"not-tls\"}"), 1.0, "{m}");
-    assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"gateway\",reason=\"no-route\"}"), 1.0, "{m}");
+    assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"gateway\",reason=\"unknown-service\"}"), 1.0, "{m}");
+}
+
+/// Each refusal has its own reason: another cluster, an unknown service, a service with no
+/// endpoint, and a port the service does not serve, which the gateway refuses itself (before,
+/// it passed to the destination sidecar, which refused it there). Nothing refused reaches the
+/// sidecar behind the gateway.
+#[tokio::test]
+async fn gateway_refusals_say_why_and_a_wrong_port_stops_at_the_gateway() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    let app = weft_testkit::http_echo("api").await;
+    let app_tcp = weft_testkit::tcp_echo().await;
+    let server = start_server(&pki, app, app_tcp, "").await;
+    let tap = Tap::start(server.addrs.inbound.unwrap()).await;
+    let gw = gateway(&pki, tap.addr, app, app_tcp.port()).await;
+    let gw_addr = gw.addrs.gateway.unwrap();
+    let refused = [
+        (format!("{}.api.default.west.weft", app.port()), "wrong-cluster"),
+        (format!("{}.nope.default.local.weft", app.port()), "unknown-service"),
+        (format!("{}.empty.default.local.weft", app.port()), "no-endpoint"),
+        ("1.api.default.local.weft".to_string(), "unknown-port"),
+    ];
+    for (sni, _) in &refused {
+        assert!(hello(&pki, gw_addr, sni).await.is_err(), "{sni} refused");
+    }
+    let m = gw.metrics_text();
+    for (sni, reason) in &refused {
+        let sample = format!("weft_protocol_errors_total{{direction=\"gateway\",reason=\"{reason}\"}}");
+        assert_eq!(metric(&m, &sample), 1.0, "{sni}: {m}");
+    }
+    assert!(tap.seen().is_empty(), "a refused connection reached the sidecar behind the gateway");
+    let sm = server.metrics_text();
+    assert_eq!(metric(&sm, "weft_protocol_errors_total{direction=\"inbound\",reason=\"unknown-port\"}"), 0.0);
+
+    // Both ports the gateway knows are forwarded: the endpoint's own and the declared TCP one.
+    hello(&pki, gw_addr, &format!("{}.api.default.local.weft", app.port())).await.expect("the endpoint's port");
+    hello(&pki, gw_addr, &format!("{}.api.default.local.weft", app_tcp.port())).await.expect("a declared port");
+}
+
+/// The refusal log names the SNI and the reason, once per reason per 10 s: a caller retrying in a
+/// loop gives one line, not one per attempt. Run as a child `weft-proxy` to read its real log.
+#[tokio::test]
+async fn gateway_logs_each_refusal_reason_once_with_the_sni() {
+    use std::io::Read;
+    let pki = Pki::new();
+    let dir = std::env::temp_dir().join(format!("weft-gw-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (c, k, b) = pki.write_files(&dir, "istio-system", "gateway");
+    let unused: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let yaml = gateway_yaml(unused, "127.0.0.1:8080".parse().unwrap(), 9090)
+        .replace("{ cert: u, key: u, bundle: u }", &format!("{{ cert: {c}, key: {k}, bundle: {b} }}"));
+    std::fs::write(dir.join("gw.yaml"), yaml).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft-proxy"))
+        .args(["run", "--config"])
+        .arg(dir.join("gw.yaml"))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stops the child if an assertion fails before the clean stop below.
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+        }
+    }
+    let stop = KillOnDrop(child.id());
+    let (mut admin, mut gw) = (None, None);
+    for line in std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap())) {
+        let line = line.unwrap();
+        if let Some(a) = line.strip_prefix("admin ") {
+            admin = Some(a.parse::<SocketAddr>().unwrap());
+        }
+        if let Some(a) = line.strip_prefix("gateway ") {
+            gw = Some(a.parse::<SocketAddr>().unwrap());
+        }
+        if line == "ready" {
+            break;
+        }
+    }
+    let (admin, gw) = (admin.expect("admin address printed"), gw.expect("gateway address printed"));
+    for _ in 0..3 {
+        assert!(hello(&pki, gw, "8080.api.default.west.weft").await.is_err());
+    }
+    assert!(hello(&pki, gw, "8080.nope.default.local.weft").await.is_err());
+    weft_testkit::eventually("the four refusals counted", Duration::from_secs(20), || async move {
+        let m = weft_testkit::http1_get(admin, "/metrics").await.ok()?;
+        let m = String::from_utf8_lossy(m.body()).into_owned();
+        let n = metric(&m, "weft_protocol_errors_total{direction=\"gateway\",reason=\"wrong-cluster\"}")
+            + metric(&m, "weft_protocol_errors_total{direction=\"gateway\",reason=\"unknown-service\"}");
+        (n == 4.0).then_some(())
+    })
+    .await;
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    child.wait().unwrap();
+    std::mem::forget(stop);
+    let lines = |reason: &str| log.lines().filter(|l| l.contains(&format!("reason=\"{reason}\""))).count();
+    assert_eq!(lines("wrong-cluster"), 1, "one line for three refusals: {log}");
+    assert_eq!(lines("unknown-service"), 1, "{log}");
+    assert!(log.contains("8080.api.default.west.weft") && log.contains("8080.nope.default.local.weft"), "{log}");
+    assert!(log.contains("this gateway routes only its own cluster"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A gateway forwards only to endpoints in its own cluster, and never to its own host
