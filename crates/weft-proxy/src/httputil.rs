@@ -128,25 +128,58 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Hosts compare without case and without the target's userinfo.
 pub fn check_host<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host = hosts.next().cloned();
+    let Some(host) = hosts.next() else { return Ok(()) };
     if hosts.next().is_some() {
         return Err(ProxyError::BadRequest("more than one Host header".into()));
     }
-    let Some(host) = host else { return Ok(()) };
-    if !host.is_empty() && http::uri::Authority::try_from(host.as_bytes()).is_err() {
-        return Err(ProxyError::BadRequest("the Host header is not a valid authority".into()));
-    }
-    let Some(target) = req.uri().authority() else { return Ok(()) };
-    let target = target.as_str().rsplit('@').next().unwrap_or_default();
-    if target.as_bytes().eq_ignore_ascii_case(host.as_bytes()) {
+    let target = req.uri().authority().map(|a| {
+        let a = a.as_str();
+        a.rfind('@').map_or(a, |at| &a[at + 1..])
+    });
+    // The usual case on the hop (`:authority` and `host` both sent) and in absolute form: the
+    // target was parsed as an authority already, so a `Host` equal to it is one too.
+    if target.is_some_and(|t| t.as_bytes().eq_ignore_ascii_case(host.as_bytes())) {
         return Ok(());
     }
+    if !host.is_empty() && !is_host(host.as_bytes()) {
+        return Err(ProxyError::BadRequest("the Host header is not a valid authority".into()));
+    }
+    let Some(target) = target else { return Ok(()) };
     if req.version() == http::Version::HTTP_2 {
         return Err(ProxyError::BadRequest(":authority and the host header name different hosts".into()));
     }
     let target = HeaderValue::from_str(target).map_err(|_| ProxyError::BadRequest("bad request target".into()))?;
     req.headers_mut().insert(header::HOST, target);
     Ok(())
+}
+
+/// Whether `b` is a `Host` value, `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2):
+/// a reg-name (unreserved, sub-delims, `%` escapes) or a bracketed IP literal, then digits after
+/// a colon. Checked in place on every request that carries no target authority, so without the
+/// copy `http::uri::Authority` parsing makes.
+pub fn is_host(b: &[u8]) -> bool {
+    let (host, port) = if b.first() == Some(&b'[') {
+        match b.iter().position(|&c| c == b']') {
+            Some(end) => (&b[1..end], &b[end + 1..]),
+            None => return false,
+        }
+    } else {
+        match b.iter().position(|&c| c == b':') {
+            Some(colon) => (&b[..colon], &b[colon..]),
+            None => (b, &b[b.len()..]),
+        }
+    };
+    let host_ok = if b.first() == Some(&b'[') {
+        !host.is_empty() && host.iter().all(|&c| c.is_ascii_alphanumeric() || b":.-_~!$&'()*+,;=".contains(&c))
+    } else {
+        host.iter().all(|&c| c.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&c))
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    host_ok && port_ok
 }
 
 /// A request body from a client whose first error is kept in `failed`: a body the client
@@ -267,6 +300,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_values_are_checked_in_place() {
+        for good in ["api", "api.default.svc:8080", "127.0.0.1:80", "[::1]:443", "[fe80::1]", "a-b_c~d%20", "api:"] {
+            assert!(is_host(good.as_bytes()), "{good}");
+        }
+        for bad in ["a b", "user@api", "api:80:80", "api:x", "[::1", "[]", "api/x", "a?b", "a#b", "\"x\""] {
+            assert!(!is_host(bad.as_bytes()), "{bad}");
+        }
+    }
 
     #[test]
     fn every_spelling_of_the_identity_header_is_stripped() {
