@@ -17,7 +17,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub enum Grant {
     Admin,
     Read,
-    Bootstrap { namespace: String, service_account: String },
+    Bootstrap {
+        namespace: String,
+        service_account: String,
+    },
+    /// A link secret (`weft link create`): lets another cluster's control plane open
+    /// `Federation.Export`, nothing else.
+    Link,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -1,0 +1,181 @@
+//! `weft link`, multi-primary on one network, on 127.0.0.1: two control planes with independent
+//! roots and trust domains; cluster east links to cluster west with west's credential and its
+//! sidecars call west's exported service directly, with mTLS, each side verifying the other
+//! against the other's own root only.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use std::net::SocketAddr;
+use std::time::Duration;
+use weft_api::kinds::MeshConfigSpec;
+use weft_api::proxy::ProxyConfig;
+use weft_control::{ControlConfig, ControlPlane};
+use weft_proxy::Proxy;
+use weft_testkit::{eventually, http1_get, http1_request};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("weft-link-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+async fn control(name: &str, trust_domain: &str) -> ControlPlane {
+    let mut cfg = ControlConfig::new(tempdir(name));
+    cfg.grpc = "127.0.0.1:0".parse().unwrap();
+    cfg.api = "127.0.0.1:0".parse().unwrap();
+    let mut mesh = MeshConfigSpec { trust_domain: trust_domain.into(), ..Default::default() };
+    mesh.cluster.name = name.into();
+    cfg.mesh = mesh;
+    ControlPlane::start(cfg).await.expect("control plane")
+}
+
+async fn api(cp: &ControlPlane, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "cp")
+        .header("authorization", format!("Bearer {}", cp.admin_token))
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let resp = http1_request(cp.api_addr, req).await.unwrap();
+    let v = serde_json::from_slice(resp.body()).unwrap_or(serde_json::Value::Null);
+    (resp.status().as_u16(), v)
+}
+
+async fn sidecar(cp: &ControlPlane, identity: &str, workload: Option<&str>, extra: &str) -> Proxy {
+    let (status, v) =
+        api(cp, "POST", "/v1/tokens", &format!(r#"{{"kind":"bootstrap","identity":"{identity}"}}"#)).await;
+    assert_eq!(status, 200, "{v}");
+    let token = v["token"].as_str().unwrap();
+    let workload = workload.map(|w| format!(", workload: {w}")).unwrap_or_default();
+    let cfg = ProxyConfig::from_yaml(&format!(
+        "control: {{ address: \"{}\", token: \"{token}\", proxy_id: \"{}\"{workload} }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\n{extra}",
+        cp.grpc_addr,
+        identity.replace('/', "-")
+    ))
+    .unwrap();
+    let control = cfg.control.clone().unwrap();
+    let store = weft_proxy::control::bootstrap(&control, 0).await.expect("certificate from the control plane");
+    let mut p = Proxy::start(cfg, store).await.unwrap();
+    p.follow_control_plane(control);
+    p
+}
+
+fn workload(app: SocketAddr, sidecar: SocketAddr) -> String {
+    format!(
+        "apiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-1 }}\nspec: {{ service: api, address: 127.0.0.1, port: {}, sidecar: \"{sidecar}\" }}\n",
+        app.port()
+    )
+}
+
+/// The status of `upstream`'s answer to GET /hello, and its body when 200.
+async fn call(upstream: SocketAddr) -> Option<(u16, serde_json::Value)> {
+    let r = http1_get(upstream, "/hello").await.ok()?;
+    let status = r.status().as_u16();
+    Some((status, serde_json::from_slice(r.body()).unwrap_or_default()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linked_clusters_call_each_other_with_their_own_roots() {
+    weft_testkit::init_tracing();
+    let west = control("west", "west.example").await;
+    let east = control("east", "east.example").await;
+
+    // West: api, exported, with a real app behind its server sidecar.
+    let app = weft_testkit::http_echo("api-in-west").await;
+    let server = sidecar(&west, "default/api", Some("api-1"), "inbound: { listen: \"127.0.0.1:0\" }\n").await;
+    let svc = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\nspec: { export: true }\n---\n";
+    let (status, v) =
+        api(&west, "POST", "/v1/apply", &format!("{svc}{}", workload(app, server.addrs.inbound.unwrap()))).await;
+    assert_eq!(status, 200, "{v}");
+    // And a service it does not export.
+    let hidden = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: secret }\nspec: {}\n";
+    assert_eq!(api(&west, "POST", "/v1/apply", hidden).await.0, 200);
+
+    // East: a client sidecar that calls api.
+    let client =
+        sidecar(&east, "default/web", None, "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n")
+            .await;
+    let upstream = client.addrs.upstreams[0];
+    assert_ne!(call(upstream).await.map(|c| c.0), Some(200), "no api in east before the link");
+
+    // West makes a credential; east applies it.
+    let (status, v) = api(&west, "POST", "/v1/links/credential", r#"{"expires":"1h"}"#).await;
+    assert_eq!(status, 200, "{v}");
+    let cred = v["credential"].as_str().unwrap().to_string();
+    assert!(!cred.contains('\n') && cred.starts_with("weftlink1."), "{cred}");
+    let (status, v) = api(&east, "POST", "/v1/links", &cred).await;
+    assert_eq!(status, 200, "{v}");
+
+    // East's client reaches west's app, with mTLS, and the app sees east's identity.
+    let body = eventually("east calls api in west", WAIT, || async move {
+        call(upstream).await.filter(|c| c.0 == 200).map(|c| c.1)
+    })
+    .await;
+    assert_eq!(body["peer_identity"], "spiffe://east.example/ns/default/sa/web", "{body}");
+    assert_eq!(body["app"], "api-in-west", "{body}");
+    let (_, v) = api(&east, "GET", "/v1/links", "").await;
+    let link = &v["links"][0];
+    assert_eq!((link["cluster"].as_str(), link["state"].as_str()), (Some("west"), Some("active")), "{v}");
+    assert_eq!((link["importedServices"].as_u64(), link["importedEndpoints"].as_u64()), (Some(1), Some(1)), "{v}");
+    assert!(link.get("secret").is_none() && link["lastSyncUnix"].as_u64().is_some(), "{v}");
+    // Only the exported service was imported.
+    let (_, cat) = api(&east, "GET", "/v1/catalog", "").await;
+    assert!(!cat.to_string().contains("\"secret\""), "unexported service imported: {cat}");
+
+    // Refused, with what is wrong and what to do; nothing stored.
+    let (status, v) = api(&east, "POST", "/v1/links", &cred).await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("weft link remove west"), "{v}");
+    let (status, v) = api(&west, "POST", "/v1/links", &cred).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("cannot link to itself"), "{v}");
+    let mut expired = weft_api::link::Credential::decode(&cred).unwrap();
+    expired.expires_unix = 1;
+    let third = control("third", "third.example").await;
+    let (status, v) = api(&third, "POST", "/v1/links", &expired.encode()).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("expired"), "{v}");
+    let (status, v) = api(&third, "POST", "/v1/links", "weftlink1.!!!").await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("damaged"), "{v}");
+    let (_, v) = api(&third, "GET", "/v1/links", "").await;
+    assert_eq!(v["links"], serde_json::json!([]), "nothing half-applied: {v}");
+    let link_yaml = "apiVersion: weft.io/v1alpha1\nkind: Link\nmetadata: { name: west }\nspec: { cluster: west, trustDomain: west.example, address: \"127.0.0.1:1\", rootPem: \"-----BEGIN CERTIFICATE-----\", secret: x, expiresUnix: 1 }\n";
+    let (status, v) = api(&third, "POST", "/v1/apply", link_yaml).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("weft link apply"), "{v}");
+
+    // An endpoint removed in west leaves east's proxies; back when it returns.
+    let (status, v) = api(&west, "DELETE", "/v1/resources/workload/default/api-1", "").await;
+    assert_eq!(status, 200, "{v}");
+    eventually("the removed endpoint leaves east", WAIT, || async move {
+        call(upstream).await.filter(|c| c.0 == 503).map(|_| ())
+    })
+    .await;
+    let (status, v) = api(&west, "POST", "/v1/apply", &workload(app, server.addrs.inbound.unwrap())).await;
+    assert_eq!(status, 200, "{v}");
+    eventually("the endpoint returns to east", WAIT, || async move {
+        call(upstream).await.filter(|c| c.0 == 200).map(|_| ())
+    })
+    .await;
+
+    // `weft link remove` withdraws everything it imported.
+    let (status, v) = api(&east, "DELETE", "/v1/links/west", "").await;
+    assert_eq!(status, 200, "{v}");
+    // The service is gone from east altogether: the sidecar has no route for it.
+    eventually("link removal withdraws api", WAIT, || async move {
+        match call(upstream).await {
+            Some((200, _)) => None,
+            _ => Some(()),
+        }
+    })
+    .await;
+    let (_, v) = api(&east, "GET", "/v1/links", "").await;
+    assert_eq!(v["links"], serde_json::json!([]), "{v}");
+    let (status, v) = api(&east, "DELETE", "/v1/links/west", "").await;
+    assert_eq!(status, 404, "{v}");
+    drop(server);
+}
