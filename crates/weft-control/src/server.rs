@@ -186,6 +186,13 @@ impl ControlPlane {
         sources.push(Arc::new(store.clone()));
         // Linked clusters' services and roots (`weft link`).
         let federation = Arc::new(crate::federation::Federation::default());
+        let link_local = crate::federation::import::Local {
+            cluster: mesh.cluster.name.clone(),
+            trust_domain: mesh.trust_domain.clone(),
+            roots: vec![authority.root().to_vec()],
+            dir: cfg.data_dir.join("links"),
+        };
+        crate::federation::import::restore(&store, &federation, &link_local);
         sources.push(federation.clone());
         // Stored script and Docker checks run only while the flag is on (not just when written).
         // Check state is saved in the store and resumed from it.
@@ -269,16 +276,7 @@ impl ControlPlane {
                 server.shutdown().await;
             }));
         }
-        tasks.push(crate::federation::import::run(
-            store.clone(),
-            federation.clone(),
-            crate::federation::import::Local {
-                cluster: mesh.cluster.name.clone(),
-                trust_domain: mesh.trust_domain.clone(),
-                roots: vec![authority.root().to_vec()],
-            },
-            stop_rx.clone(),
-        ));
+        tasks.push(crate::federation::import::run(store.clone(), federation.clone(), link_local, stop_rx.clone()));
         let state = Arc::new(ApiState {
             store: store.clone(),
             tokens: tokens.clone(),

@@ -22,7 +22,11 @@ fn tempdir(name: &str) -> std::path::PathBuf {
 }
 
 async fn control(name: &str, trust_domain: &str) -> ControlPlane {
-    let mut cfg = ControlConfig::new(tempdir(name));
+    control_in(tempdir(name), name, trust_domain).await
+}
+
+async fn control_in(dir: std::path::PathBuf, name: &str, trust_domain: &str) -> ControlPlane {
+    let mut cfg = ControlConfig::new(dir);
     cfg.grpc = "127.0.0.1:0".parse().unwrap();
     cfg.api = "127.0.0.1:0".parse().unwrap();
     let mut mesh = MeshConfigSpec { trust_domain: trust_domain.into(), ..Default::default() };
@@ -178,4 +182,55 @@ async fn linked_clusters_call_each_other_with_their_own_roots() {
     let (status, v) = api(&east, "DELETE", "/v1/links/west", "").await;
     assert_eq!(status, 404, "{v}");
     drop(server);
+}
+
+/// The last snapshot of a link is kept in the data directory: a restarted control plane routes
+/// to the peer's endpoints before the peer answers (here: never, it is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_survive_a_restart_before_the_peer_answers() {
+    weft_testkit::init_tracing();
+    let west = control("west-r", "west.example").await;
+    let east_dir = tempdir("east-r");
+    let east = control_in(east_dir.clone(), "east-r", "east.example").await;
+    let docs = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\nspec: { export: true }\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: api-1 }\nspec: { service: api, address: 127.0.0.1, port: 9, sidecar: \"127.0.0.1:10\" }\n";
+    assert_eq!(api(&west, "POST", "/v1/apply", docs).await.0, 200);
+    let (_, v) = api(&west, "POST", "/v1/links/credential", "").await;
+    let cred = v["credential"].as_str().unwrap().to_string();
+    let (status, v) = api(&east, "POST", "/v1/links", &cred).await;
+    assert_eq!(status, 200, "{v}");
+    let imported = |cp: &ControlPlane| {
+        let cat = cp.catalog.borrow().clone();
+        cat.services
+            .get(&("default".to_string(), "api".to_string()))
+            .map(|s| s.instances.iter().map(|i| (i.cluster.clone(), i.address.to_string())).collect::<Vec<_>>())
+    };
+    let east_ref = &east;
+    eventually("east imports api", WAIT, || async move { imported(east_ref).filter(|i| !i.is_empty()).map(|_| ()) })
+        .await;
+
+    // West goes away; east restarts on the same data directory.
+    west.shutdown().await;
+    east.shutdown().await;
+    let east_dir_links = east_dir.join("links");
+    assert!(east_dir_links.join("west-r.snapshot").exists());
+    let east = control_in(east_dir, "east-r", "east.example").await;
+    assert_eq!(imported(&east), Some(vec![("west-r".to_string(), "127.0.0.1:9".to_string())]), "restored at start");
+    let (_, v) = api(&east, "GET", "/v1/links", "").await;
+    assert_eq!(v["links"][0]["importedEndpoints"], 1, "{v}");
+    assert_ne!(v["links"][0]["state"], "active", "{v}");
+    // Removing the link withdraws the restored imports and forgets the snapshot.
+    assert_eq!(api(&east, "DELETE", "/v1/links/west-r", "").await.0, 200);
+    let east_ref = &east;
+    eventually(
+        "the restored imports are withdrawn",
+        WAIT,
+        || async move { imported(east_ref).is_none().then_some(()) },
+    )
+    .await;
+    let saved = east_dir_links.join("west-r.snapshot");
+    eventually("the snapshot is forgotten", WAIT, || {
+        let gone = !saved.exists();
+        async move { gone.then_some(()) }
+    })
+    .await;
 }

@@ -4,6 +4,10 @@
 //! bearer token) and feeds each snapshot into [`Federation`]. A dropped stream is retried with
 //! backoff and starts again with a full snapshot; what was imported stays until then. Removing
 //! the Link withdraws everything it imported.
+//!
+//! The last snapshot of each link is kept in `<data-dir>/links/<cluster>.snapshot` (0600, written
+//! to a temporary file and renamed), and loaded at start, so a restarted control plane routes to
+//! the peer's endpoints before the peer answers.
 
 use super::{unix_now, Federation};
 use crate::catalog::{CatalogService, Instance};
@@ -24,12 +28,68 @@ use weft_store::Store;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// This cluster, as it presents itself to the peers it links to.
+/// This cluster, as it presents itself to the peers it links to, and where it keeps the last
+/// snapshot of each link.
 #[derive(Clone)]
 pub struct Local {
     pub cluster: String,
     pub trust_domain: String,
     pub roots: Vec<Vec<u8>>,
+    /// `<data-dir>/links`.
+    pub dir: std::path::PathBuf,
+}
+
+impl Local {
+    fn snapshot_path(&self, cluster: &str) -> std::path::PathBuf {
+        self.dir.join(format!("{cluster}.snapshot"))
+    }
+
+    /// Saves a link's last snapshot (off the async threads: it syncs to disk).
+    async fn save(&self, cluster: &str, snap: &pb::ExportSnapshot) {
+        use prost::Message;
+        let (dir, path, bytes) = (self.dir.clone(), self.snapshot_path(cluster), snap.encode_to_vec());
+        let r = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            crate::datadir::create_private(&dir)?;
+            let tmp = path.with_extension("snapshot.tmp");
+            crate::tokens::write_private(&tmp, &bytes)?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = r.map_err(std::io::Error::other) {
+            tracing::warn!(%cluster, error = %e, "cannot save the link's snapshot; a restart re-imports when the peer answers");
+        }
+    }
+
+    /// The saved snapshot of a link, if any and readable.
+    fn load(&self, cluster: &str) -> Option<pb::ExportSnapshot> {
+        use prost::Message;
+        let bytes = std::fs::read(self.snapshot_path(cluster)).ok()?;
+        pb::ExportSnapshot::decode(bytes.as_slice())
+            .inspect_err(|e| tracing::warn!(%cluster, error = %e, "the link's saved snapshot is unreadable; ignored"))
+            .ok()
+    }
+
+    fn forget(&self, cluster: &str) {
+        let _ = std::fs::remove_file(self.snapshot_path(cluster));
+    }
+}
+
+/// Loads the saved snapshot of every stored Link into `federation` (before the first catalog is
+/// built, so proxies get the imports from their first update after a restart).
+pub fn restore(store: &Store, federation: &Federation, local: &Local) {
+    for r in store.list(Some(Kind::Link), None).unwrap_or_default() {
+        let Resource::Link(l) = r else { continue };
+        let name = &l.metadata.name;
+        let Some(saved) = local.load(name) else { continue };
+        match convert(name, &l.spec, saved) {
+            Ok((td, roots, services)) => {
+                federation.import(name, &td, roots, services);
+                federation.set_status(name, |s| s.state = "restored");
+                tracing::info!(cluster = %name, "link: restored its last snapshot until the peer answers");
+            }
+            Err(e) => tracing::warn!(cluster = %name, error = %e, "link: saved snapshot ignored"),
+        }
+    }
 }
 
 /// Follows the store's Link resources: a task per link, restarted when its spec changes, stopped
@@ -54,6 +114,9 @@ pub fn run(store: Store, federation: Arc<Federation>, local: Local, mut stop: wa
                 if !keep {
                     task.0.abort();
                     federation.withdraw(name);
+                    if !links.contains_key(name) {
+                        local.forget(name);
+                    }
                     tracing::info!(cluster = %name, "link removed: its services are withdrawn");
                 }
                 keep
@@ -141,8 +204,9 @@ async fn session(
                 Ok(None) => return Err("the peer closed the link stream".to_string()),
                 Err(s) => return Err(format!("link stream: {}", s.message())),
             };
-            let (td, roots, services) = convert(name, spec, snap)?;
+            let (td, roots, services) = convert(name, spec, snap.clone())?;
             federation.import(name, &td, roots, services);
+            local.save(name, &snap).await;
             got_snapshot.store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(cluster = %name, at = unix_now(), "link snapshot imported");
         }
