@@ -21,9 +21,15 @@ pub enum Grant {
         namespace: String,
         service_account: String,
     },
-    /// A link secret (`weft link create`): lets another cluster's control plane open
-    /// `Federation.Export`, nothing else.
+    /// A link secret (`weft link create`, with an expiry): lets another cluster's control plane
+    /// open `Federation.Export` once, nothing else; it is exchanged there for a `LinkStream`.
     Link,
+    /// The long-lived secret of one established link: `Federation.Export` for the importing
+    /// cluster named here only.
+    #[serde(rename = "link-stream")]
+    LinkStream {
+        cluster: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

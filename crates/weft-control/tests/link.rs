@@ -125,6 +125,31 @@ async fn linked_clusters_call_each_other_with_their_own_roots() {
     assert_eq!((link["cluster"].as_str(), link["state"].as_str()), (Some("west"), Some("active")), "{v}");
     assert_eq!((link["importedServices"].as_u64(), link["importedEndpoints"].as_u64()), (Some(1), Some(1)), "{v}");
     assert!(link.get("secret").is_none() && link["lastSyncUnix"].as_u64().is_some(), "{v}");
+    // The credential's expiring secret was exchanged for the link's own long-lived one, and
+    // the link runs on it.
+    let key = weft_api::resource::Key {
+        kind: weft_api::resource::Kind::Link,
+        namespace: "default".into(),
+        name: "west".into(),
+    };
+    let east_ref = &east;
+    let key_ref = &key;
+    let original = weft_api::link::Credential::decode(&cred).unwrap().secret;
+    let original_ref = &original;
+    let stream_secret = eventually("east stores the link's stream secret", WAIT, || async move {
+        match east_ref.store.get(key_ref).unwrap() {
+            Some(weft_api::resource::Resource::Link(l)) if l.spec.secret != *original_ref => Some(l.spec.secret),
+            _ => None,
+        }
+    })
+    .await;
+    eventually("the link is active on its stream secret", WAIT, || async move {
+        let (_, v) = api(east_ref, "GET", "/v1/links", "").await;
+        (v["links"][0]["state"] == "active").then_some(())
+    })
+    .await;
+    assert_eq!(call(upstream).await.map(|c| c.0), Some(200));
+
     // Only the exported service was imported.
     let (_, cat) = api(&east, "GET", "/v1/catalog", "").await;
     assert!(!cat.to_string().contains("\"secret\""), "unexported service imported: {cat}");
@@ -147,6 +172,19 @@ async fn linked_clusters_call_each_other_with_their_own_roots() {
     assert!(v["error"].as_str().unwrap().contains("damaged"), "{v}");
     let (_, v) = api(&third, "GET", "/v1/links", "").await;
     assert_eq!(v["links"], serde_json::json!([]), "nothing half-applied: {v}");
+    // Another cluster presenting east's stream secret is refused by west.
+    let mut stolen = weft_api::link::Credential::decode(&cred).unwrap();
+    stolen.secret = stream_secret;
+    let (status, v) = api(&third, "POST", "/v1/links", &stolen.encode()).await;
+    assert_eq!(status, 200, "{v}");
+    let third_ref = &third;
+    let err = eventually("west refuses a stream secret of another cluster", WAIT, || async move {
+        let (_, v) = api(third_ref, "GET", "/v1/links", "").await;
+        v["links"][0]["error"].as_str().filter(|e| e.contains("belongs to cluster")).map(str::to_string)
+    })
+    .await;
+    assert!(err.contains("\"east\""), "{err}");
+    assert_eq!(api(&third, "DELETE", "/v1/links/west", "").await.0, 200);
     let link_yaml = "apiVersion: weft.io/v1alpha1\nkind: Link\nmetadata: { name: west }\nspec: { cluster: west, trustDomain: west.example, address: \"127.0.0.1:1\", rootPem: \"-----BEGIN CERTIFICATE-----\", secret: x, expiresUnix: 1 }\n";
     let (status, v) = api(&third, "POST", "/v1/apply", link_yaml).await;
     assert_eq!(status, 400, "{v}");

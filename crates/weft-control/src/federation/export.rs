@@ -75,8 +75,16 @@ impl pb::federation_server::Federation for ExportService {
 
     async fn export(&self, req: Request<pb::ExportRequest>) -> Result<Response<SnapshotStream>, Status> {
         let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        match self.tokens.verify_header(header) {
-            Ok(Grant::Link) => {}
+        // An establishment secret (from a credential) or the stream secret of this very importer.
+        let establishing = match self.tokens.verify_header(header) {
+            Ok(Grant::Link) => true,
+            Ok(Grant::LinkStream { cluster }) if cluster == req.get_ref().cluster => false,
+            Ok(Grant::LinkStream { cluster }) => {
+                return Err(Status::permission_denied(format!(
+                    "this link secret belongs to cluster {cluster:?}, not to {:?}: each cluster links with its own credential",
+                    req.get_ref().cluster
+                )))
+            }
             Ok(_) => return Err(Status::permission_denied("Export needs a link secret (from `weft link create`)")),
             Err(TokenError::Expired) => {
                 return Err(Status::unauthenticated(
@@ -84,7 +92,7 @@ impl pb::federation_server::Federation for ExportService {
                 ))
             }
             Err(e) => return Err(Status::unauthenticated(format!("link secret: {e}"))),
-        }
+        };
         let peer = crate::grpc_tls::peer_of(&req);
         let r = req.into_inner();
         let (td, roots) = check_request(&self.catalog.borrow(), &r)?;
@@ -93,6 +101,11 @@ impl pb::federation_server::Federation for ExportService {
 
         let (tx, rx) = mpsc::channel::<Result<pb::ExportSnapshot, Status>>(2);
         let (mut catalog, mut stop, own_roots) = (self.catalog.clone(), self.stop.clone(), self.roots.clone());
+        let mut stream_secret = if establishing {
+            self.tokens.issue(Grant::LinkStream { cluster: r.cluster.clone() }, None)
+        } else {
+            String::new()
+        };
         let importer = r.cluster;
         tokio::spawn(async move {
             let mut version = 0u64;
@@ -110,6 +123,7 @@ impl pb::federation_server::Federation for ExportService {
                             roots_der: own_roots.clone(),
                         }),
                         services: services.clone(),
+                        stream_secret: std::mem::take(&mut stream_secret),
                     };
                     if tx.send(Ok(snap)).await.is_err() {
                         break;

@@ -113,17 +113,20 @@ pub fn run(store: Store, federation: Arc<Federation>, local: Local, mut stop: wa
                 let keep = links.get(name) == Some(spec);
                 if !keep {
                     task.0.abort();
-                    federation.withdraw(name);
+                    // A changed Link (e.g. its stream secret stored) reconnects and its next
+                    // snapshot replaces the imports; a removed one is withdrawn now.
                     if !links.contains_key(name) {
+                        federation.withdraw(name);
                         local.forget(name);
+                        tracing::info!(cluster = %name, "link removed: its services are withdrawn");
                     }
-                    tracing::info!(cluster = %name, "link removed: its services are withdrawn");
                 }
                 keep
             });
             for (name, spec) in links {
                 if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(name.clone()) {
-                    let task = tokio::spawn(follow(name, spec.clone(), federation.clone(), local.clone()));
+                    let task =
+                        tokio::spawn(follow(name, spec.clone(), federation.clone(), local.clone(), store.clone()));
                     slot.insert((spec, AbortOnDrop(task)));
                 }
             }
@@ -144,11 +147,11 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn follow(name: String, spec: LinkSpec, federation: Arc<Federation>, local: Local) {
+async fn follow(name: String, spec: LinkSpec, federation: Arc<Federation>, local: Local, store: Store) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let got_snapshot = std::sync::atomic::AtomicBool::new(false);
-        let err = session(&name, &spec, &federation, &local, &got_snapshot).await;
+        let err = session(&name, &spec, &federation, &local, &store, &got_snapshot).await;
         if got_snapshot.load(std::sync::atomic::Ordering::Relaxed) {
             backoff = Duration::from_millis(100);
         }
@@ -168,6 +171,7 @@ async fn session(
     spec: &LinkSpec,
     federation: &Federation,
     local: &Local,
+    store: &Store,
     got_snapshot: &std::sync::atomic::AtomicBool,
 ) -> String {
     let run = async {
@@ -199,14 +203,20 @@ async fn session(
         let mut stream =
             client.export(req).await.map_err(|s| format!("the peer refused the link: {}", s.message()))?.into_inner();
         loop {
-            let snap = match stream.message().await {
+            let mut snap = match stream.message().await {
                 Ok(Some(s)) => s,
                 Ok(None) => return Err("the peer closed the link stream".to_string()),
                 Err(s) => return Err(format!("link stream: {}", s.message())),
             };
+            let stream_secret = std::mem::take(&mut snap.stream_secret);
             let (td, roots, services) = convert(name, spec, snap.clone())?;
             federation.import(name, &td, roots, services);
             local.save(name, &snap).await;
+            if !stream_secret.is_empty() && stream_secret != spec.secret {
+                // The credential's expiring secret is exchanged for this link's long-lived one;
+                // storing it restarts this task with it.
+                keep_stream_secret(store, name, stream_secret).await?;
+            }
             got_snapshot.store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(cluster = %name, at = unix_now(), "link snapshot imported");
         }
@@ -215,6 +225,28 @@ async fn session(
         Ok(()) => "ended".to_string(),
         Err(e) => e,
     }
+}
+
+/// Stores the link's long-lived secret in its Link (all or nothing, like any write).
+async fn keep_stream_secret(store: &Store, name: &str, secret: String) -> Result<(), String> {
+    let (store, name) = (store.clone(), name.to_string());
+    tokio::task::spawn_blocking(move || {
+        let key = weft_api::resource::Key {
+            kind: Kind::Link,
+            namespace: weft_api::resource::DEFAULT_NAMESPACE.into(),
+            name: name.clone(),
+        };
+        let Some(Resource::Link(mut l)) = store.get(&key).map_err(|e| e.to_string())? else {
+            return Ok(()); // removed meanwhile
+        };
+        l.spec.secret = secret;
+        l.metadata.resource_version = None;
+        store.apply(vec![Resource::Link(l)]).map_err(|e| format!("cannot store the link's secret: {e}"))?;
+        tracing::info!(cluster = %name, "link established: its long-lived secret is stored");
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
