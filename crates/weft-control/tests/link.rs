@@ -272,3 +272,40 @@ async fn imports_survive_a_restart_before_the_peer_answers() {
     })
     .await;
 }
+
+/// Health travels with the link: an endpoint failing its check in its own cluster leaves the
+/// linked cluster's catalog (and so its proxies), and returns when it passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhealthy_endpoint_leaves_the_linked_cluster() {
+    weft_testkit::init_tracing();
+    let west = control("west-h", "west.example").await;
+    let east = control("east-h", "east.example").await;
+    let docs = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\nspec: { export: true }\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: api-1 }\nspec: { service: api, address: 127.0.0.1, port: 9, sidecar: \"127.0.0.1:10\", checks: [{ name: hb, ttl: 1m }] }\n";
+    assert_eq!(api(&west, "POST", "/v1/apply", docs).await.0, 200);
+    let (_, v) = api(&west, "POST", "/v1/links/credential", "").await;
+    let (status, v) = api(&east, "POST", "/v1/links", v["credential"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{v}");
+    let endpoints = |cp: &ControlPlane| {
+        let cat = cp.catalog.borrow().clone();
+        cat.services.get(&("default".to_string(), "api".to_string())).map(|s| s.instances.len())
+    };
+    let east_ref = &east;
+    eventually("api imported, without its unreported endpoint", WAIT, || async move {
+        (endpoints(east_ref) == Some(0)).then_some(())
+    })
+    .await;
+    assert_eq!(api(&west, "PUT", "/v1/agent/check/pass/default/api-1/hb", "").await.0, 200);
+    eventually(
+        "the passing endpoint reaches east",
+        WAIT,
+        || async move { (endpoints(east_ref) == Some(1)).then_some(()) },
+    )
+    .await;
+    assert_eq!(api(&west, "PUT", "/v1/agent/check/fail/default/api-1/hb", "").await.0, 200);
+    eventually(
+        "the failing endpoint leaves east",
+        WAIT,
+        || async move { (endpoints(east_ref) == Some(0)).then_some(()) },
+    )
+    .await;
+}

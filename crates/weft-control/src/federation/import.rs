@@ -306,7 +306,8 @@ fn convert(name: &str, spec: &LinkSpec, snap: pb::ExportSnapshot) -> Result<Snap
                 continue;
             }
             instances.push(Instance {
-                name: format!("{name}-{address}"),
+                // A DNS-safe name (DNS and the Consul reads use it as the node name).
+                name: format!("{name}-{}", address.to_string().replace(['.', ':', '[', ']'], "-")),
                 address,
                 sidecar,
                 identity: e.identity,
