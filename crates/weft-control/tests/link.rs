@@ -26,8 +26,12 @@ async fn control(name: &str, trust_domain: &str) -> ControlPlane {
 }
 
 async fn control_in(dir: std::path::PathBuf, name: &str, trust_domain: &str) -> ControlPlane {
+    control_at(dir, name, trust_domain, "127.0.0.1:0".parse().unwrap()).await
+}
+
+async fn control_at(dir: std::path::PathBuf, name: &str, trust_domain: &str, grpc: SocketAddr) -> ControlPlane {
     let mut cfg = ControlConfig::new(dir);
-    cfg.grpc = "127.0.0.1:0".parse().unwrap();
+    cfg.grpc = grpc;
     cfg.api = "127.0.0.1:0".parse().unwrap();
     let mut mesh = MeshConfigSpec { trust_domain: trust_domain.into(), ..Default::default() };
     mesh.cluster.name = name.into();
@@ -308,4 +312,67 @@ async fn an_unhealthy_endpoint_leaves_the_linked_cluster() {
         || async move { (endpoints(east_ref) == Some(0)).then_some(()) },
     )
     .await;
+}
+
+/// The exporting control plane restarts: the link reconnects on its stream secret (the
+/// credential's would do too, but the stream secret must survive the restart) and resyncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_resyncs_after_the_exporter_restarts() {
+    weft_testkit::init_tracing();
+    let west_dir = tempdir("west-x");
+    let west = control_in(west_dir.clone(), "west-x", "west.example").await;
+    let west_grpc = west.grpc_addr;
+    let east = control("east-x", "east.example").await;
+    let wl = |n: u16| {
+        format!("apiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-{n} }}\nspec: {{ service: api, address: 127.0.0.{n}, port: 9, sidecar: \"127.0.0.{n}:10\" }}\n")
+    };
+    let svc = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\nspec: { export: true }\n---\n";
+    assert_eq!(api(&west, "POST", "/v1/apply", &format!("{svc}{}", wl(1))).await.0, 200);
+    let (_, v) = api(&west, "POST", "/v1/links/credential", "").await;
+    let cred = v["credential"].as_str().unwrap().to_string();
+    let (status, v) = api(&east, "POST", "/v1/links", &cred).await;
+    assert_eq!(status, 200, "{v}");
+    let endpoints = |cp: &ControlPlane| {
+        let cat = cp.catalog.borrow().clone();
+        cat.services.get(&("default".to_string(), "api".to_string())).map(|s| s.instances.len())
+    };
+    let east_ref = &east;
+    eventually("one endpoint imported", WAIT, || async move { (endpoints(east_ref) == Some(1)).then_some(()) }).await;
+    // Wait until the link runs on its stream secret, so the restart tests that secret.
+    let original = weft_api::link::Credential::decode(&cred).unwrap().secret;
+    let original_ref = &original;
+    let key = weft_api::resource::Key {
+        kind: weft_api::resource::Kind::Link,
+        namespace: "default".into(),
+        name: "west-x".into(),
+    };
+    let key_ref = &key;
+    eventually("the stream secret is stored", WAIT, || async move {
+        match east_ref.store.get(key_ref).unwrap() {
+            Some(weft_api::resource::Resource::Link(l)) => (l.spec.secret != *original_ref).then_some(()),
+            _ => None,
+        }
+    })
+    .await;
+    eventually("the link is established", WAIT, || async move {
+        let (_, v) = api(east_ref, "GET", "/v1/links", "").await;
+        (v["links"][0]["state"] == "active").then_some(())
+    })
+    .await;
+
+    west.shutdown().await;
+    eventually("east notices west is gone", WAIT, || async move {
+        let (_, v) = api(east_ref, "GET", "/v1/links", "").await;
+        (v["links"][0]["state"] == "failing").then_some(())
+    })
+    .await;
+    assert_eq!(endpoints(&east), Some(1), "imports kept while the peer is away");
+    let west = control_at(west_dir, "west-x", "west.example", west_grpc).await;
+    assert_eq!(api(&west, "POST", "/v1/apply", &wl(2)).await.0, 200);
+    eventually("east resyncs with the restarted west", WAIT, || async move {
+        (endpoints(east_ref) == Some(2)).then_some(())
+    })
+    .await;
+    let (_, v) = api(&east, "GET", "/v1/links", "").await;
+    assert_eq!(v["links"][0]["state"], "active", "{v}");
 }
