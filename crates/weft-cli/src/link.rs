@@ -83,7 +83,10 @@ pub async fn run(cmd: LinkCmd, conn: &crate::client::Conn) -> anyhow::Result<()>
                     ]
                 })
                 .collect();
-            table(&["CLUSTER", "STATE", "LAST SYNC", "SERVICES/ENDPOINTS", "EXPIRES", "ADDRESS", "ERROR"], rows)?;
+            table(
+                &["CLUSTER", "STATE", "LAST SYNC", "SERVICES/ENDPOINTS", "CREDENTIAL EXPIRES", "ADDRESS", "ERROR"],
+                rows,
+            )?;
         }
         LinkCmd::Remove { cluster } => {
             let v = conn.call("DELETE", &format!("/v1/links/{cluster}"), String::new()).await?;
