@@ -31,6 +31,9 @@ pub enum LinkCmd {
     },
     /// Remove the link to a cluster; everything imported from it is withdrawn at once.
     Remove { cluster: String },
+    /// On the exporting cluster: stop a cluster from importing (its link is cut and its imports
+    /// withdrawn) and void every credential made before now.
+    Revoke { cluster: String },
 }
 
 fn ago(unix: Option<u64>) -> String {
@@ -87,6 +90,12 @@ pub async fn run(cmd: LinkCmd, conn: &crate::client::Conn) -> anyhow::Result<()>
                 &["CLUSTER", "STATE", "LAST SYNC", "SERVICES/ENDPOINTS", "CREDENTIAL EXPIRES", "ADDRESS", "ERROR"],
                 rows,
             )?;
+        }
+        LinkCmd::Revoke { cluster } => {
+            let v = conn.call("POST", &format!("/v1/links/{cluster}/revoke"), String::new()).await?;
+            for r in v["results"].as_array().into_iter().flatten() {
+                crate::outln!("{}", r.as_str().unwrap_or_default())?;
+            }
         }
         LinkCmd::Remove { cluster } => {
             let v = conn.call("DELETE", &format!("/v1/links/{cluster}"), String::new()).await?;

@@ -175,7 +175,7 @@ pub fn require_read(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> 
         Grant::Bootstrap { .. } => {
             Err(TokenError::Forbidden("a bootstrap token is for proxies; use a read or admin token").into())
         }
-        Grant::Link | Grant::LinkStream { .. } => {
+        Grant::Link { .. } | Grant::LinkStream { .. } => {
             Err(TokenError::Forbidden("a link secret is for linked control planes; use a read or admin token").into())
         }
     }

@@ -31,6 +31,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/v1/links/credential", post(create))
         .route("/v1/links", post(apply).get(list))
         .route("/v1/links/{cluster}", delete(remove))
+        .route("/v1/links/{cluster}/revoke", post(revoke))
 }
 
 #[derive(Deserialize, Default)]
@@ -71,7 +72,7 @@ async fn create(State(st): S, headers: HeaderMap, body: String) -> Result<Json<V
         trust_domain: st.mesh.trust_domain.clone(),
         address: st.grpc_addr.to_string(),
         root_pem: root.to_pem(),
-        secret: st.tokens.issue(Grant::Link, Some(ttl)),
+        secret: st.tokens.issue(Grant::Link { issued_ms: crate::federation::unix_now_ms() }, Some(ttl)),
         expires_unix: unix_now() + ttl.as_secs(),
     };
     tracing::info!(expires_unix = cred.expires_unix, "link credential created");
@@ -208,4 +209,24 @@ async fn remove(State(st): S, headers: HeaderMap, Path(cluster): Path<String>) -
     st.federation.withdraw(&cluster);
     tracing::info!(%cluster, "link removed");
     Ok(Json(json!({ "results": [format!("link to cluster {cluster} removed; its services are withdrawn")] })))
+}
+
+/// `weft link revoke <cluster>` on the exporting side: the cluster's link secret stops working
+/// (its open stream is cut, its roots leave this cluster's proxies), and every credential made
+/// before now is void too (an unused one could otherwise re-link it).
+async fn revoke(State(st): S, headers: HeaderMap, Path(cluster): Path<String>) -> Result<Json<Value>, ApiError> {
+    require_write(&st, &headers)?;
+    if !weft_api::valid_name(&cluster) {
+        return Err(bad("cluster: must be a cluster's name (a DNS label)"));
+    }
+    let fed = st.federation.clone();
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || fed.revoke(&c))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot save the revocation: {e}")))?;
+    tracing::info!(%cluster, "link revoked");
+    Ok(Json(json!({ "results": [format!(
+        "cluster {cluster} can no longer import from this cluster; credentials made before now are void (make a new one with `weft link create`)"
+    )] })))
 }

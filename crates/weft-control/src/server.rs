@@ -185,7 +185,7 @@ impl ControlPlane {
         }
         sources.push(Arc::new(store.clone()));
         // Linked clusters' services and roots (`weft link`).
-        let federation = Arc::new(crate::federation::Federation::default());
+        let federation = Arc::new(crate::federation::Federation::open(&cfg.data_dir.join("links")));
         let link_local = crate::federation::import::Local {
             cluster: mesh.cluster.name.clone(),
             trust_domain: mesh.trust_domain.clone(),

@@ -376,3 +376,50 @@ async fn the_link_resyncs_after_the_exporter_restarts() {
     let (_, v) = api(&east, "GET", "/v1/links", "").await;
     assert_eq!(v["links"][0]["state"], "active", "{v}");
 }
+
+/// `weft link revoke` on the exporting side cuts the link at once, the importer withdraws what
+/// it imported, and old credentials are void; a new credential links again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_link_is_cut_withdrawn_and_its_credentials_void() {
+    weft_testkit::init_tracing();
+    let west = control("west-v", "west.example").await;
+    let east = control("east-v", "east.example").await;
+    let docs = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\nspec: { export: true }\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: api-1 }\nspec: { service: api, address: 127.0.0.1, port: 9, sidecar: \"127.0.0.1:10\" }\n";
+    assert_eq!(api(&west, "POST", "/v1/apply", docs).await.0, 200);
+    let (_, v) = api(&west, "POST", "/v1/links/credential", "").await;
+    let old = v["credential"].as_str().unwrap().to_string();
+    assert_eq!(api(&east, "POST", "/v1/links", &old).await.0, 200);
+    let endpoints = |cp: &ControlPlane| {
+        let cat = cp.catalog.borrow().clone();
+        cat.services.get(&("default".to_string(), "api".to_string())).map(|s| s.instances.len())
+    };
+    let east_ref = &east;
+    eventually("api imported", WAIT, || async move { (endpoints(east_ref) == Some(1)).then_some(()) }).await;
+
+    let (status, v) = api(&west, "POST", "/v1/links/east-v/revoke", "").await;
+    assert_eq!(status, 200, "{v}");
+    eventually("the revoked link's imports are withdrawn", WAIT, || async move {
+        endpoints(east_ref).is_none().then_some(())
+    })
+    .await;
+    let err = eventually("east says the link was revoked", WAIT, || async move {
+        let (_, v) = api(east_ref, "GET", "/v1/links", "").await;
+        v["links"][0]["error"].as_str().filter(|e| e.contains("revoked")).map(str::to_string)
+    })
+    .await;
+    assert!(err.contains("weft link revoke"), "{err}");
+
+    // The old credential is void; a new one links again.
+    assert_eq!(api(&east, "DELETE", "/v1/links/west-v", "").await.0, 200);
+    assert_eq!(api(&east, "POST", "/v1/links", &old).await.0, 200);
+    eventually("the old credential is refused", WAIT, || async move {
+        let (_, v) = api(east_ref, "GET", "/v1/links", "").await;
+        v["links"][0]["error"].as_str().filter(|e| e.contains("credential was revoked")).map(|_| ())
+    })
+    .await;
+    assert_eq!(api(&east, "DELETE", "/v1/links/west-v", "").await.0, 200);
+    let (_, v) = api(&west, "POST", "/v1/links/credential", "").await;
+    assert_eq!(api(&east, "POST", "/v1/links", v["credential"].as_str().unwrap()).await.0, 200);
+    eventually("a new credential links again", WAIT, || async move { (endpoints(east_ref) == Some(1)).then_some(()) })
+        .await;
+}

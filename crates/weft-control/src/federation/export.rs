@@ -76,10 +76,10 @@ impl pb::federation_server::Federation for ExportService {
     async fn export(&self, req: Request<pb::ExportRequest>) -> Result<Response<SnapshotStream>, Status> {
         let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
         // An establishment secret (from a credential) or the stream secret of this very importer.
-        let establishing = match self.tokens.verify_header(header) {
-            Ok(Grant::Link) => true,
-            Ok(Grant::LinkStream { cluster }) if cluster == req.get_ref().cluster => false,
-            Ok(Grant::LinkStream { cluster }) => {
+        let (establishing, issued_ms) = match self.tokens.verify_header(header) {
+            Ok(Grant::Link { issued_ms }) => (true, issued_ms),
+            Ok(Grant::LinkStream { cluster, issued_ms }) if cluster == req.get_ref().cluster => (false, issued_ms),
+            Ok(Grant::LinkStream { cluster, .. }) => {
                 return Err(Status::permission_denied(format!(
                     "this link secret belongs to cluster {cluster:?}, not to {:?}: each cluster links with its own credential",
                     req.get_ref().cluster
@@ -96,21 +96,30 @@ impl pb::federation_server::Federation for ExportService {
         let peer = crate::grpc_tls::peer_of(&req);
         let r = req.into_inner();
         let (td, roots) = check_request(&self.catalog.borrow(), &r)?;
+        self.federation.check_revoked(&r.cluster, issued_ms, establishing).map_err(Status::permission_denied)?;
         self.federation.add_importer(&r.cluster, &td, roots);
         tracing::info!(importer = %r.cluster, trust_domain = %td, %peer, "linked cluster connected");
 
         let (tx, rx) = mpsc::channel::<Result<pb::ExportSnapshot, Status>>(2);
         let (mut catalog, mut stop, own_roots) = (self.catalog.clone(), self.stop.clone(), self.roots.clone());
         let mut stream_secret = if establishing {
-            self.tokens.issue(Grant::LinkStream { cluster: r.cluster.clone() }, None)
+            let grant = Grant::LinkStream { cluster: r.cluster.clone(), issued_ms: super::unix_now_ms() };
+            self.tokens.issue(grant, None)
         } else {
             String::new()
         };
         let importer = r.cluster;
+        let (federation, mut revocations) = (self.federation.clone(), self.federation.watch());
+        let stream_issued_ms = if establishing { super::unix_now_ms() } else { issued_ms };
         tokio::spawn(async move {
             let mut version = 0u64;
             let mut last: Option<Vec<pb::Service>> = None;
             loop {
+                // Revoked while open: the stream ends with the reason.
+                if let Err(e) = federation.check_revoked(&importer, stream_issued_ms, false) {
+                    let _ = tx.send(Err(Status::permission_denied(e))).await;
+                    break;
+                }
                 let cat = catalog.borrow_and_update().clone();
                 let services = render_export(&cat);
                 if last.as_ref() != Some(&services) {
@@ -132,6 +141,7 @@ impl pb::federation_server::Federation for ExportService {
                 }
                 tokio::select! {
                     changed = catalog.changed() => if changed.is_err() { break },
+                    changed = revocations.changed() => if changed.is_err() { break },
                     _ = tx.closed() => break,
                     _ = stop.wait_for(|s| *s) => break,
                     // Nothing to send: the stream stays open; HTTP/2 PINGs watch the connection.

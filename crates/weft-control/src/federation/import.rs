@@ -200,12 +200,22 @@ async fn session(
         let bearer =
             format!("Bearer {}", spec.secret).parse().map_err(|_| "the link secret is malformed".to_string())?;
         req.metadata_mut().insert("authorization", bearer);
-        let mut stream =
-            client.export(req).await.map_err(|s| format!("the peer refused the link: {}", s.message()))?.into_inner();
+        let refused = |s: tonic::Status| {
+            // The peer no longer shares with us (revoked, or the secret refused): withdraw.
+            if matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) {
+                federation.withdraw(name);
+                local.forget(name);
+            }
+            format!("the peer refused the link: {}", s.message())
+        };
+        let mut stream = client.export(req).await.map_err(refused)?.into_inner();
         loop {
             let mut snap = match stream.message().await {
                 Ok(Some(s)) => s,
                 Ok(None) => return Err("the peer closed the link stream".to_string()),
+                Err(s) if matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) => {
+                    return Err(refused(s))
+                }
                 Err(s) => return Err(format!("link stream: {}", s.message())),
             };
             let stream_secret = std::mem::take(&mut snap.stream_secret);

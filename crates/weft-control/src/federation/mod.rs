@@ -19,7 +19,7 @@ pub mod import;
 
 use crate::catalog::{CatalogService, Imported};
 use crate::registry::Source;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -47,8 +47,19 @@ struct LinkState {
     services: Vec<CatalogService>,
 }
 
+/// What `weft link revoke` voided, kept in `<data-dir>/links/revoked.json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Revocations {
+    /// Credentials issued before this (Unix ms) are void.
+    pub credentials_before_ms: u64,
+    /// Per importing cluster: its stream secrets issued before this (Unix ms) are void.
+    pub clusters: BTreeMap<String, u64>,
+}
+
 #[derive(Default)]
 struct State {
+    revoked: Revocations,
     /// Per peer cluster this cluster links to.
     links: BTreeMap<String, LinkState>,
     /// Clusters that import from this one: their trust domain and roots (from their Export call).
@@ -60,12 +71,18 @@ struct State {
 pub struct Federation {
     state: Mutex<State>,
     tx: watch::Sender<u64>,
+    /// Where revocations are saved (none: kept in memory).
+    revoked_path: Option<std::path::PathBuf>,
 }
 
 impl Default for Federation {
     fn default() -> Self {
-        Federation { state: Mutex::default(), tx: watch::channel(0).0 }
+        Federation { state: Mutex::default(), tx: watch::channel(0).0, revoked_path: None }
     }
+}
+
+pub(crate) fn unix_now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -73,6 +90,66 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 impl Federation {
+    /// A federation whose revocations live in `dir/revoked.json` (read now).
+    pub fn open(dir: &std::path::Path) -> Federation {
+        let path = dir.join("revoked.json");
+        let revoked = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::error!(file = %path.display(), error = %e, "link revocations unreadable: every credential and link secret is refused until fixed");
+                Revocations { credentials_before_ms: u64::MAX, clusters: BTreeMap::new() }
+            }),
+            Err(_) => Revocations::default(),
+        };
+        let f = Federation { revoked_path: Some(path), ..Default::default() };
+        f.with(|s| s.revoked = revoked);
+        f
+    }
+
+    /// Voids `cluster`'s link secrets and every credential made before now; forgets its roots
+    /// (saved before it takes effect; blocks on disk I/O).
+    pub fn revoke(&self, cluster: &str) -> std::io::Result<()> {
+        let now = unix_now_ms();
+        let mut r = self.with(|s| s.revoked.clone());
+        r.credentials_before_ms = r.credentials_before_ms.max(now);
+        r.clusters.insert(cluster.to_string(), now);
+        if let Some(path) = &self.revoked_path {
+            if let Some(dir) = path.parent() {
+                crate::datadir::create_private(dir)?;
+            }
+            let tmp = path.with_extension("json.tmp");
+            crate::tokens::write_private(&tmp, &serde_json::to_vec(&r).unwrap_or_default())?;
+            std::fs::rename(&tmp, path)?;
+        }
+        self.with(|s| {
+            s.revoked = r;
+            s.importers.remove(cluster);
+        });
+        self.changed();
+        Ok(())
+    }
+
+    /// Whether a link secret issued at `issued_ms` may still be used by importing `cluster`
+    /// (`establishing`: a credential's secret).
+    pub fn check_revoked(&self, cluster: &str, issued_ms: u64, establishing: bool) -> Result<(), String> {
+        self.with(|s| {
+            let r = &s.revoked;
+            if establishing && r.credentials_before_ms > 0 && issued_ms <= r.credentials_before_ms {
+                return Err("this link credential was revoked (`weft link revoke` on the exporting cluster); ask for a new one (`weft link create`)".to_string());
+            }
+            if r.clusters.get(cluster).is_some_and(|t| issued_ms <= *t) {
+                return Err(format!(
+                    "the link of cluster {cluster:?} was revoked (`weft link revoke {cluster}` on the exporting cluster); link again with a new credential"
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    /// Changes whenever imports, peers or revocations change.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
     }
