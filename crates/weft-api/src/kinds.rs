@@ -96,6 +96,10 @@ pub struct ServiceSpec {
     /// Consul-style tags; `<tag>.<service>.service.consul` resolves to the instances with the tag.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Share this service (and its healthy endpoints) with every linked cluster (`weft link`).
+    /// Default false: a service stays in its own cluster unless exported.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub export: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -395,6 +399,62 @@ impl Validate for CheckSpec {
             if !valid_name(a) {
                 return Err(ConfigError::invalid("alias", "must name a Workload (a DNS label)"));
             }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- Link
+
+/// A link to another cluster, stored by `weft link apply` from the credential the peer's
+/// `weft link create` printed. The resource's name is the peer cluster's name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LinkSpec {
+    /// The peer cluster's name (its MeshConfig `cluster.name`).
+    pub cluster: String,
+    /// The peer's SPIFFE trust domain; must differ from this mesh's.
+    pub trust_domain: String,
+    /// `host:port` of the peer control plane's gRPC listener (its federation endpoint).
+    pub address: String,
+    /// The peer's root certificate(s), PEM: its control plane is verified against them, and its
+    /// workloads' identities (of `trustDomain` only) too.
+    pub root_pem: String,
+    /// The link secret the peer issued (it verifies it on every connection).
+    pub secret: String,
+    /// When the credential expires (Unix seconds).
+    pub expires_unix: u64,
+}
+
+/// Whether `td` is a trust domain weft accepts (lowercase letters, digits, '.', '-', '_').
+pub fn valid_trust_domain(td: &str) -> bool {
+    !td.is_empty()
+        && td.len() <= 255
+        && td.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+}
+
+impl Validate for LinkSpec {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !valid_name(&self.cluster) {
+            return Err(ConfigError::invalid("cluster", "must be the peer cluster's name (a DNS label)"));
+        }
+        if !valid_trust_domain(&self.trust_domain) {
+            return Err(ConfigError::invalid(
+                "trustDomain",
+                format!("{:?} must be lowercase letters, digits, '.', '-', '_'", self.trust_domain),
+            ));
+        }
+        if self.address.parse::<SocketAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                "address",
+                format!("{:?} must be ip:port of the peer control plane's gRPC listener", self.address),
+            ));
+        }
+        if !self.root_pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(ConfigError::invalid("rootPem", "must hold the peer's root certificate in PEM"));
+        }
+        if self.secret.is_empty() {
+            return Err(ConfigError::invalid("secret", "must hold the link secret from `weft link create`"));
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! from YAML/JSON (line and column on error), then its `spec` is read into the kind's typed spec
 //! ([`Resource`]) with the path of any bad field (`spec.ports[0].port`), then validated.
 
-use crate::kinds::{MeshConfigSpec, ServiceSpec, WorkloadSpec};
+use crate::kinds::{LinkSpec, MeshConfigSpec, ServiceSpec, WorkloadSpec};
 use crate::{valid_name, ConfigError};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -24,16 +24,20 @@ pub enum Kind {
     Service,
     /// One instance of a service (a registration): address, port, identity, health checks.
     Workload,
+    /// A link to another cluster (`weft link apply`): its control plane's address, the root to
+    /// verify it with and the link secret it issued. The name is the peer cluster's.
+    Link,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::MeshConfig, Kind::Service, Kind::Workload];
+    pub const ALL: [Kind; 4] = [Kind::MeshConfig, Kind::Service, Kind::Workload, Kind::Link];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::MeshConfig => "MeshConfig",
             Kind::Service => "Service",
             Kind::Workload => "Workload",
+            Kind::Link => "Link",
         }
     }
 
@@ -43,6 +47,7 @@ impl Kind {
             "meshconfig" | "meshconfigs" | "mc" => Some(Kind::MeshConfig),
             "service" | "services" | "svc" => Some(Kind::Service),
             "workload" | "workloads" | "wl" => Some(Kind::Workload),
+            "link" | "links" => Some(Kind::Link),
             _ => None,
         }
     }
@@ -103,6 +108,7 @@ pub enum Resource {
     MeshConfig(Typed<MeshConfigSpec>),
     Service(Typed<ServiceSpec>),
     Workload(Typed<WorkloadSpec>),
+    Link(Typed<LinkSpec>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -158,6 +164,7 @@ impl TryFrom<Object> for Resource {
             Kind::MeshConfig => Resource::MeshConfig(typed(o.metadata, o.spec).map_err(within)?),
             Kind::Service => Resource::Service(typed(o.metadata, o.spec).map_err(within)?),
             Kind::Workload => Resource::Workload(typed(o.metadata, o.spec).map_err(within)?),
+            Kind::Link => Resource::Link(typed(o.metadata, o.spec).map_err(within)?),
         };
         Ok(r)
     }
@@ -169,6 +176,7 @@ impl Resource {
             Resource::MeshConfig(_) => Kind::MeshConfig,
             Resource::Service(_) => Kind::Service,
             Resource::Workload(_) => Kind::Workload,
+            Resource::Link(_) => Kind::Link,
         }
     }
 
@@ -177,6 +185,7 @@ impl Resource {
             Resource::MeshConfig(t) => &t.metadata,
             Resource::Service(t) => &t.metadata,
             Resource::Workload(t) => &t.metadata,
+            Resource::Link(t) => &t.metadata,
         }
     }
 
@@ -185,6 +194,7 @@ impl Resource {
             Resource::MeshConfig(t) => &mut t.metadata,
             Resource::Service(t) => &mut t.metadata,
             Resource::Workload(t) => &mut t.metadata,
+            Resource::Link(t) => &mut t.metadata,
         }
     }
 
@@ -199,6 +209,7 @@ impl Resource {
             Resource::MeshConfig(t) => serde_json::to_value(&t.spec),
             Resource::Service(t) => serde_json::to_value(&t.spec),
             Resource::Workload(t) => serde_json::to_value(&t.spec),
+            Resource::Link(t) => serde_json::to_value(&t.spec),
         }
         .unwrap_or_default();
         Object { api_version: API_VERSION.into(), kind: self.kind(), metadata: self.metadata().clone(), spec }
@@ -283,6 +294,7 @@ pub fn check_references<'a>(all: impl IntoIterator<Item = &'a Resource> + Clone)
             Resource::Workload(_) => {
                 workloads.insert((m.namespace.as_str(), m.name.as_str()));
             }
+            Resource::Link(_) => {}
             Resource::MeshConfig(_) => {
                 if let Some(first) = mesh.replace(r.key()) {
                     return Err(ConfigError::invalid(

@@ -1,7 +1,7 @@
 //! The JSON Schemas in `docs/schema/` are generated from the Rust types; this test keeps them in
 //! step. For each resource kind it checks two files:
 //!
-//! - `docs/schema/<kind>.json`: the kind's `spec` (`MeshConfigSpec`, `ServiceSpec`, `WorkloadSpec`);
+//! - `docs/schema/<kind>.json`: the kind's `spec` (`MeshConfigSpec`, `ServiceSpec`, `WorkloadSpec`, `LinkSpec`);
 //! - `docs/schema/<kind>-resource.json`: the whole document (`apiVersion`, `kind`, `metadata`,
 //!   `spec`), for editors (`# yaml-language-server: $schema=...`).
 //!
@@ -17,7 +17,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use weft_api::kinds::{MeshConfigSpec, ServiceSpec, WorkloadSpec};
+use weft_api::kinds::{LinkSpec, MeshConfigSpec, ServiceSpec, WorkloadSpec};
 use weft_api::resource::{check_references, parse_documents, Kind, Metadata, API_VERSION};
 
 const UPDATE_VAR: &str = "WEFT_UPDATE_SCHEMA";
@@ -92,6 +92,13 @@ fn expected() -> Vec<(String, Value)> {
                 resource_schema::<WorkloadSpec>(
                     kind,
                     "One instance of a service (a registration): address, port, identity, health checks.",
+                ),
+            ),
+            Kind::Link => (
+                spec_schema::<LinkSpec>(),
+                resource_schema::<LinkSpec>(
+                    kind,
+                    "A link to another cluster, stored by `weft link apply` from the peer's credential.",
                 ),
             ),
         };

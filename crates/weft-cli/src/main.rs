@@ -24,6 +24,7 @@ macro_rules! out {
 mod call;
 mod client;
 mod control;
+mod link;
 mod netns;
 mod tls;
 mod up;

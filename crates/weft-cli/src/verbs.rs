@@ -103,6 +103,13 @@ pub enum Verb {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Link clusters: `create` a credential on one, `apply` it on the other; `list`, `remove`.
+    Link {
+        #[command(subcommand)]
+        cmd: crate::link::LinkCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// The mesh CA: root and intermediate, expiry, fingerprints.
     Ca {
         /// Print only the root certificate (PEM), e.g. for a proxy's `control.ca_file`.
@@ -138,7 +145,7 @@ pub enum TokenCmd {
 fn kind_path(kind: &str) -> anyhow::Result<&'static str> {
     weft_api::resource::Kind::parse_loose(kind)
         .map(|k| k.as_str())
-        .with_context(|| format!("unknown kind {kind:?}: use services, workloads or meshconfig"))
+        .with_context(|| format!("unknown kind {kind:?}: use services, workloads, meshconfig or links"))
 }
 
 impl Verb {
@@ -153,6 +160,7 @@ impl Verb {
             | Verb::Deregister { conn, .. }
             | Verb::ProxyStatus { conn }
             | Verb::Token { conn, .. }
+            | Verb::Link { conn, .. }
             | Verb::Ca { conn, .. }
             | Verb::Check { conn } => conn,
         }
@@ -297,6 +305,7 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
                 table(&["PROXY", "IDENTITY", "ACKED/SENT", "STATUS", "ERROR"], rows)?;
             }
         }
+        Verb::Link { cmd, .. } => crate::link::run(cmd, conn).await?,
         Verb::Token { cmd: TokenCmd::Create { identity, kind, ttl }, .. } => {
             let kind = kind.unwrap_or_else(|| if identity.is_some() { "bootstrap".into() } else { "read".into() });
             let req = json!({ "kind": kind, "identity": identity, "ttl": ttl });

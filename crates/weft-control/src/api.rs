@@ -30,6 +30,9 @@ pub struct ApiState {
     pub mesh: weft_api::kinds::MeshConfigSpec,
     /// Where this API listens (Consul's `/v1/agent/self` names it).
     pub api_addr: std::net::SocketAddr,
+    /// Where the gRPC listener is (a link credential names it as the federation address).
+    pub grpc_addr: std::net::SocketAddr,
+    pub federation: Arc<crate::federation::Federation>,
 }
 
 /// Rules the control plane adds to a write: script/Docker checks only when enabled; the trust
@@ -46,6 +49,12 @@ pub fn admit_rules(
 ) -> Result<(), String> {
     use weft_api::resource::Resource;
     for r in resources {
+        if let Resource::Link(_) = r {
+            return Err(format!(
+                "{}: a Link is made with `weft link apply -f <credential>`, which checks the credential first; it cannot be applied as a resource",
+                r.key()
+            ));
+        }
         if let Resource::Workload(w) = r {
             if weft_identity::control::is_reserved_namespace(&w.metadata.namespace) {
                 return Err(format!(
@@ -122,7 +131,7 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
+pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
@@ -166,6 +175,9 @@ pub fn require_read(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> 
         Grant::Bootstrap { .. } => {
             Err(TokenError::Forbidden("a bootstrap token is for proxies; use a read or admin token").into())
         }
+        Grant::Link { .. } | Grant::LinkStream { .. } => {
+            Err(TokenError::Forbidden("a link secret is for linked control planes; use a read or admin token").into())
+        }
     }
 }
 
@@ -186,6 +198,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/ca", get(ca))
         .route("/v1/catalog", get(catalog))
         .route("/v1/health/workload/{namespace}/{name}", get(workload_health))
+        .merge(crate::links::routes())
         .merge(consul::routes())
         .route("/live", get(|| async { "live\n" }))
         .fallback(consul::fallback)
@@ -212,10 +225,22 @@ fn kind(s: &str) -> Result<Kind, ApiError> {
     Kind::parse_loose(s).ok_or_else(|| bad(format!("unknown kind {s:?}: use MeshConfig, Service or Workload")))
 }
 
+/// A resource as the API shows it: a Link's secret is never shown (it lets its holder read this
+/// cluster's exported services from the peer).
+fn shown(r: &weft_api::resource::Resource) -> weft_api::resource::Object {
+    let mut o = r.to_object();
+    if let Some(secret) = o.spec.get_mut("secret") {
+        if r.kind() == Kind::Link {
+            *secret = Value::String("(hidden)".into());
+        }
+    }
+    o
+}
+
 async fn list(State(st): S, headers: HeaderMap, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     require_read(&st, &headers)?;
     let k = q.kind.as_deref().map(kind).transpose()?;
-    let items: Vec<_> = st.store.list(k, q.namespace.as_deref())?.iter().map(|r| r.to_object()).collect();
+    let items: Vec<_> = st.store.list(k, q.namespace.as_deref())?.iter().map(shown).collect();
     Ok(Json(json!({ "revision": st.store.revision(), "items": items })))
 }
 
@@ -227,7 +252,7 @@ async fn get_one(
     require_read(&st, &headers)?;
     let key = Key { kind: kind(&k)?, namespace, name };
     match st.store.get(&key)? {
-        Some(r) => Ok(Json(serde_json::to_value(r.to_object()).unwrap_or_default())),
+        Some(r) => Ok(Json(serde_json::to_value(shown(&r)).unwrap_or_default())),
         None => Err(ApiError(StatusCode::NOT_FOUND, format!("{key} not found"))),
     }
 }

@@ -13,6 +13,17 @@ pub struct Catalog {
     pub revision: u64,
     pub mesh: MeshConfigSpec,
     pub services: BTreeMap<(String, String), CatalogService>,
+    /// The roots of linked clusters' trust domains (`weft link`), by trust domain: proxies
+    /// accept a peer of one of these domains only under that domain's roots.
+    pub peer_bundles: BTreeMap<String, Vec<Vec<u8>>>,
+}
+
+/// What linked clusters contribute to the catalog (see [`crate::federation`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Imported {
+    /// Services of other clusters with their instances (already marked with their cluster).
+    pub services: Vec<CatalogService>,
+    pub peer_bundles: BTreeMap<String, Vec<Vec<u8>>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +34,8 @@ pub struct CatalogService {
     /// The ports declared `allowConnect`.
     pub connect_ports: Vec<u16>,
     pub tags: Vec<String>,
+    /// Shared with linked clusters (`spec.export`).
+    pub export: bool,
     pub instances: Vec<Instance>,
 }
 
@@ -101,6 +114,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                     } else {
                         spec.tags.clone()
                     },
+                    export: spec.export,
                     instances: vec![],
                 },
             );
@@ -138,5 +152,32 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
     for s in services.values_mut() {
         s.instances.sort_by(|a, b| a.name.cmp(&b.name));
     }
-    Catalog { revision, mesh, services }
+    Catalog { revision, mesh, services, peer_bundles: BTreeMap::new() }
+}
+
+/// Adds what linked clusters export: a service of the same name and namespace as a local one
+/// gets the remote instances too (namespace sameness, local instances first); others are added
+/// as they are. Imported services are never exported again.
+pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
+    for s in &imported.services {
+        let key = (s.namespace.clone(), s.name.clone());
+        match cat.services.get_mut(&key) {
+            Some(local) => {
+                local.instances.extend(s.instances.iter().cloned());
+                for p in &s.ports {
+                    if !local.ports.iter().any(|(n, _)| *n == p.0) {
+                        local.ports.push(*p);
+                    }
+                }
+            }
+            None => {
+                let mut s = s.clone();
+                s.export = false;
+                cat.services.insert(key, s);
+            }
+        }
+    }
+    for (td, roots) in &imported.peer_bundles {
+        cat.peer_bundles.entry(td.clone()).or_default().extend(roots.iter().cloned());
+    }
 }

@@ -179,11 +179,19 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
         bundle_der: bundle.to_vec(),
         cluster: cat.mesh.cluster.name.clone(),
         inbound: None,
-        // The mesh's roots, bound to its trust domain.
-        bundles: vec![pb::TrustDomainBundle {
+        // The mesh's roots, bound to its trust domain; then each linked cluster's, bound to its
+        // own (a proxy verifies a peer only against the roots of the peer's trust domain).
+        bundles: std::iter::once(pb::TrustDomainBundle {
             trust_domain: cat.mesh.trust_domain.clone(),
             roots_der: bundle.to_vec(),
-        }],
+        })
+        .chain(
+            cat.peer_bundles
+                .iter()
+                .filter(|(td, _)| **td != cat.mesh.trust_domain)
+                .map(|(td, roots)| pb::TrustDomainBundle { trust_domain: td.clone(), roots_der: roots.clone() }),
+        )
+        .collect(),
     }
 }
 

@@ -25,6 +25,10 @@ pub trait Source: Send + Sync {
     fn resources(&self) -> Vec<Resource>;
     /// Changes whenever `resources` may have changed.
     fn subscribe(&self) -> watch::Receiver<u64>;
+    /// Services and trust bundles of linked clusters (only [`crate::federation::Federation`]).
+    fn imported(&self) -> Option<catalog::Imported> {
+        None
+    }
 }
 
 impl Source for Store {
@@ -132,7 +136,11 @@ pub fn run(
 ) -> watch::Receiver<Arc<Catalog>> {
     let build = |revision: u64, sources: &[Arc<dyn Source>], health: &Health| {
         let merged = merge(sources);
-        Arc::new(catalog::build(revision, merged.iter(), &|w| health(w)))
+        let mut cat = catalog::build(revision, merged.iter(), &|w| health(w));
+        for imported in sources.iter().filter_map(|s| s.imported()) {
+            catalog::merge_imported(&mut cat, &imported);
+        }
+        Arc::new(cat)
     };
     let (tx, rx) = watch::channel(build(0, &sources, &health));
     let mut subs: Vec<watch::Receiver<u64>> = sources.iter().map(|s| s.subscribe()).collect();
@@ -163,7 +171,7 @@ pub fn run(
             let cat = build(revision, &sources, &health);
             // Publish only real changes: proxies get a push per change, not per write.
             tx.send_if_modified(|old| {
-                let same = old.services == cat.services && old.mesh == cat.mesh;
+                let same = old.services == cat.services && old.mesh == cat.mesh && old.peer_bundles == cat.peer_bundles;
                 if !same {
                     *old = cat;
                 }

@@ -184,6 +184,16 @@ impl ControlPlane {
             sources.push(Arc::new(FileSource::start(f.clone(), admit).map_err(ControlError::RegistryFile)?));
         }
         sources.push(Arc::new(store.clone()));
+        // Linked clusters' services and roots (`weft link`).
+        let federation = Arc::new(crate::federation::Federation::open(&cfg.data_dir.join("links")));
+        let link_local = crate::federation::import::Local {
+            cluster: mesh.cluster.name.clone(),
+            trust_domain: mesh.trust_domain.clone(),
+            roots: vec![authority.root().to_vec()],
+            dir: cfg.data_dir.join("links"),
+        };
+        crate::federation::import::restore(&store, &federation, &link_local);
+        sources.push(federation.clone());
         // Stored script and Docker checks run only while the flag is on (not just when written).
         // Check state is saved in the store and resumed from it.
         let saved = Arc::new(crate::health::StoreCheckState(store.downgrade()));
@@ -210,6 +220,13 @@ impl ControlPlane {
             stop: stop_rx.clone(),
             renders: Default::default(),
         };
+        let export = crate::federation::export::ExportService {
+            tokens: tokens.clone(),
+            catalog: catalog.clone(),
+            federation: federation.clone(),
+            roots: vec![authority.root().to_vec()],
+            stop: stop_rx.clone(),
+        };
         let identity = ca::IdentityService {
             ca: authority.clone(),
             tokens: tokens.clone(),
@@ -229,6 +246,7 @@ impl ControlPlane {
                 .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
                 .add_service(pb::identity_server::IdentityServer::new(identity))
                 .add_service(pb::discovery_server::DiscoveryServer::new(discovery))
+                .add_service(pb::federation_server::FederationServer::new(export))
                 .serve_with_incoming(crate::grpc_tls::incoming(grpc, grpc_tls))
                 .await;
             if let Err(e) = r {
@@ -258,6 +276,7 @@ impl ControlPlane {
                 server.shutdown().await;
             }));
         }
+        tasks.push(crate::federation::import::run(store.clone(), federation.clone(), link_local, stop_rx.clone()));
         let state = Arc::new(ApiState {
             store: store.clone(),
             tokens: tokens.clone(),
@@ -268,6 +287,8 @@ impl ControlPlane {
             enable_script_checks: cfg.enable_script_checks,
             mesh: mesh.clone(),
             api_addr,
+            grpc_addr,
+            federation,
         });
         tasks.push(tokio::spawn(crate::http_serve::serve(api_listener, api::router(state), cfg.api_limits, api_stop)));
         tracing::info!(%grpc_addr, %api_addr, trust_domain = %mesh.trust_domain, cluster = %mesh.cluster.name, "control plane ready");

@@ -17,7 +17,25 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub enum Grant {
     Admin,
     Read,
-    Bootstrap { namespace: String, service_account: String },
+    Bootstrap {
+        namespace: String,
+        service_account: String,
+    },
+    /// A link secret (`weft link create`, with an expiry): lets another cluster's control plane
+    /// open `Federation.Export` once, nothing else; it is exchanged there for a `LinkStream`.
+    Link {
+        /// When it was issued (Unix milliseconds): `weft link revoke` voids older ones.
+        #[serde(default)]
+        issued_ms: u64,
+    },
+    /// The long-lived secret of one established link: `Federation.Export` for the importing
+    /// cluster named here only.
+    #[serde(rename = "link-stream")]
+    LinkStream {
+        cluster: String,
+        #[serde(default)]
+        issued_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -113,16 +113,24 @@ fn no_spiffe(e: Error) -> rustls::Error {
     rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(e))))
 }
 
-/// Peers must be of this proxy's own trust domain, and their chain must end at a root bound to it
-/// (see [`crate::TrustBundle`]): a root of another domain in the bundle never vouches for ours.
-/// (Accepting peers of other trust domains comes with multi-cluster federation.)
-fn same_trust_domain(store: &CertStore, peer: SpiffeId) -> Result<(), rustls::Error> {
+/// The roots a peer's chain must end at: those bound to the peer's own trust domain, never
+/// another's (SPIFFE federation). Peers of this proxy's trust domain use `own`; peers of another
+/// trust domain are accepted only when the bundle holds roots bound to it (a linked cluster's,
+/// `weft link`), and are verified against those roots only.
+fn roots_for_peer(store: &CertStore, peer: &SpiffeId) -> Result<Option<Arc<RootCertStore>>, rustls::Error> {
     let own = store.id();
     if peer.trust_domain() == own.trust_domain() {
-        Ok(())
-    } else {
-        Err(no_spiffe(Error::BadCert(format!("peer {peer} is outside trust domain {}", own.trust_domain()))))
+        return Ok(None);
     }
+    let roots = store.bundle().store_for(peer.trust_domain(), own.trust_domain());
+    if roots.is_empty() {
+        return Err(no_spiffe(Error::BadCert(format!(
+            "peer {peer} is outside trust domain {} and this proxy trusts no root for trust domain {} (link the clusters with `weft link`, or add that domain's root to the bundle)",
+            own.trust_domain(),
+            peer.trust_domain()
+        ))));
+    }
+    Ok(Some(roots))
 }
 
 #[derive(Debug)]
@@ -141,8 +149,13 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        same_trust_domain(&self.store, identity_of(end_entity).map_err(no_spiffe)?)?;
-        self.store.client_verifier().verify_client_cert(end_entity, intermediates, now)?;
+        let peer = identity_of(end_entity).map_err(no_spiffe)?;
+        match roots_for_peer(&self.store, &peer)? {
+            None => self.store.client_verifier().verify_client_cert(end_entity, intermediates, now)?,
+            Some(roots) => {
+                webpki_client_verifier(roots).map_err(no_spiffe)?.verify_client_cert(end_entity, intermediates, now)?
+            }
+        };
         Ok(ClientCertVerified::assertion())
     }
 
@@ -203,8 +216,9 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        same_trust_domain(&self.store, identity_of(end_entity).map_err(no_spiffe)?)?;
-        verify_server_chain(&self.provider, &self.store.own_roots(), end_entity, intermediates, now)?;
+        let peer = identity_of(end_entity).map_err(no_spiffe)?;
+        let roots = roots_for_peer(&self.store, &peer)?.unwrap_or_else(|| self.store.own_roots());
+        verify_server_chain(&self.provider, &roots, end_entity, intermediates, now)?;
         Ok(ServerCertVerified::assertion())
     }
 

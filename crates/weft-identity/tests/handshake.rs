@@ -94,16 +94,24 @@ async fn a_leaf_of_another_root_is_an_unknown_issuer() {
     assert!(!err.contains("BadSignature"), "{err}");
 }
 
+/// Federation (`weft link`): a peer of another trust domain is accepted only when the bundle holds
+/// a root bound to *that* domain, and is verified against those roots only.
 #[tokio::test]
-async fn other_trust_domain_refused_even_under_a_trusted_root() {
+async fn other_trust_domain_accepted_only_under_its_own_root() {
     let (root, inter) = mesh();
     let other_root = Authority::new_root("other.domain", DEFAULT_CA_LIFETIME).unwrap();
-    let both = root.bundle().merged(&other_root.bundle());
     let other = SpiffeId::workload("other.domain", "default", "web").unwrap();
-    let web = CertStore::new(other_root.issue(&other, DEFAULT_LEAF_LIFETIME).unwrap(), both.clone()).unwrap();
-    let api = CertStore::new(inter.issue(&id("api"), DEFAULT_LEAF_LIFETIME).unwrap(), both).unwrap();
+    let web = CertStore::new(other_root.issue(&other, DEFAULT_LEAF_LIFETIME).unwrap(), other_root.bundle()).unwrap();
+    let api = CertStore::new(inter.issue(&id("api"), DEFAULT_LEAF_LIFETIME).unwrap(), root.bundle()).unwrap();
+    // Without the other domain's root: refused, naming the domain.
     let err = handshake(&web, &api).await.unwrap_err();
     assert!(err.contains("outside trust domain") || err.contains("closed") || err.contains("alert"), "{err}");
+    // Each side trusts the other's root, bound to the other's domain: accepted both ways.
+    let both = root.bundle().merged(&other_root.bundle());
+    web.set_bundle(both.clone()).unwrap();
+    api.set_bundle(both.clone()).unwrap();
+    let (server_saw, client_saw) = handshake(&web, &api).await.unwrap();
+    assert_eq!((server_saw, client_saw), (other, id("api")));
 }
 
 /// A CA whose root names no trust domain (no URI SAN), as other CAs make them.

@@ -107,7 +107,7 @@ pub async fn update(
 fn may_report(st: &ApiState, cat: &Catalog, headers: &HeaderMap, check_id: &str) -> Result<(), ApiError> {
     let (namespace, service_account) = match crate::api::grant(st, headers)? {
         Grant::Admin => return Ok(()),
-        Grant::Read => {
+        Grant::Read | Grant::Link { .. } | Grant::LinkStream { .. } => {
             return Err(TokenError::Forbidden(
                 "reporting a TTL check needs an admin token or the workload's bootstrap token",
             )

@@ -1,0 +1,118 @@
+//! `weft link`: link this cluster to another (docs/multicluster.md, "Linking clusters").
+//! `create` runs on the cluster to be linked to and prints a credential; `apply`/`add` run on the
+//! cluster that links and store it; `list` and `remove` manage the links.
+
+use crate::client::table;
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum LinkCmd {
+    /// Print a link credential (one line) for another cluster to link to this one.
+    Create {
+        /// How long the credential may be applied, e.g. 24h, 30m, 7d (default 24h).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// Link to the cluster whose credential is in a file (`-` for stdin).
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Link to the cluster whose credential is given on the command line.
+    Add { credential: String },
+    /// Every link: state, last sync, imported services and endpoints, credential expiry.
+    List {
+        /// `table` or `json`.
+        #[arg(short = 'o', long, default_value = "table")]
+        output: String,
+    },
+    /// Remove the link to a cluster; everything imported from it is withdrawn at once.
+    Remove { cluster: String },
+    /// On the exporting cluster: stop a cluster from importing (its link is cut and its imports
+    /// withdrawn) and void every credential made before now.
+    Revoke { cluster: String },
+}
+
+fn ago(unix: Option<u64>) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    match unix {
+        Some(t) if t <= now => format!("{}s ago", now - t),
+        Some(t) => format!("in {}s", t - now),
+        None => "never".into(),
+    }
+}
+
+pub async fn run(cmd: LinkCmd, conn: &crate::client::Conn) -> anyhow::Result<()> {
+    match cmd {
+        LinkCmd::Create { expires } => {
+            let v = conn.call("POST", "/v1/links/credential", json!({ "expires": expires }).to_string()).await?;
+            crate::outln!("{}", v["credential"].as_str().unwrap_or_default())?;
+        }
+        LinkCmd::Apply { file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?
+            };
+            apply(conn, text).await?;
+        }
+        LinkCmd::Add { credential } => apply(conn, credential).await?,
+        LinkCmd::List { output } => {
+            let v = conn.call("GET", "/v1/links", String::new()).await?;
+            let links = v["links"].as_array().cloned().unwrap_or_default();
+            if output == "json" {
+                crate::outln!("{}", serde_json::to_string_pretty(&links)?)?;
+                return Ok(());
+            }
+            if links.is_empty() {
+                crate::outln!("No links. Link a cluster with `weft link apply -f <credential>`.")?;
+                return Ok(());
+            }
+            let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+            let rows = links
+                .iter()
+                .map(|l| {
+                    vec![
+                        s(&l["cluster"]),
+                        s(&l["state"]),
+                        ago(l["lastSyncUnix"].as_u64()),
+                        format!("{}/{}", l["importedServices"], l["importedEndpoints"]),
+                        ago(l["expiresUnix"].as_u64()),
+                        s(&l["address"]),
+                        l["error"].as_str().unwrap_or("").to_string(),
+                    ]
+                })
+                .collect();
+            table(
+                &["CLUSTER", "STATE", "LAST SYNC", "SERVICES/ENDPOINTS", "CREDENTIAL EXPIRES", "ADDRESS", "ERROR"],
+                rows,
+            )?;
+        }
+        LinkCmd::Revoke { cluster } => {
+            let v = conn.call("POST", &format!("/v1/links/{cluster}/revoke"), String::new()).await?;
+            for r in v["results"].as_array().into_iter().flatten() {
+                crate::outln!("{}", r.as_str().unwrap_or_default())?;
+            }
+        }
+        LinkCmd::Remove { cluster } => {
+            let v = conn.call("DELETE", &format!("/v1/links/{cluster}"), String::new()).await?;
+            for r in v["results"].as_array().into_iter().flatten() {
+                crate::outln!("{}", r.as_str().unwrap_or_default())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn apply(conn: &crate::client::Conn, credential: String) -> anyhow::Result<()> {
+    // Checked here first, so a damaged paste is named before anything is sent.
+    weft_api::link::Credential::decode(&credential).map_err(anyhow::Error::msg)?;
+    let v = conn.call("POST", "/v1/links", credential.trim().to_string()).await?;
+    for r in v["results"].as_array().into_iter().flatten() {
+        crate::outln!("{}", r.as_str().unwrap_or_default())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! `weft link` from the binary: two `weft control` processes with their own roots and trust
+//! domains; a credential made on one is applied on the other; the link becomes active; bad
+//! credentials are refused with one clear error; removal empties the list.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn weft(args: &[&str]) -> Output {
+    Command::new(WEFT)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .unwrap()
+}
+
+struct Control {
+    _proc: Proc,
+    api: String,
+    dir: PathBuf,
+}
+
+impl Control {
+    fn start(cluster: &str, trust_domain: &str) -> Control {
+        let dir = std::env::temp_dir().join(format!("weft-cli-link-{cluster}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let api = format!("127.0.0.1:{}", free_port());
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let mut child = Command::new(WEFT)
+            .args(["control", "--data-dir", dir.to_str().unwrap(), "--grpc", &grpc, "--api", &api, "--dns", "off"])
+            .args(["--cluster", cluster, "--trust-domain", trust_domain])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        loop {
+            let mut line = String::new();
+            assert_ne!(reader.read_line(&mut line).unwrap(), 0, "weft control exited before it was ready");
+            if line.trim_end() == "ready" {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in reader.lines() {});
+        Control { _proc: Proc(child), api, dir }
+    }
+
+    fn weft(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--server", &self.api, "--data-dir", self.dir.to_str().unwrap()]);
+        weft(&all)
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn link_create_apply_list_remove() {
+    let west = Control::start("west", "west.example");
+    let east = Control::start("east", "east.example");
+
+    let out = west.weft(&["link", "create", "--expires", "2h"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cred = text(&out.stdout);
+    assert_eq!(cred.lines().count(), 1, "one line: {cred}");
+    let file = west.dir.join("west.link");
+    std::fs::write(&file, &cred).unwrap();
+
+    let out = east.weft(&["link", "apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("link to cluster west created"), "{}", text(&out.stdout));
+
+    // The link becomes active (polled, with a deadline).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = east.weft(&["link", "list"]);
+        let list = text(&out.stdout);
+        if list.lines().any(|l| l.starts_with("west") && l.contains("active")) {
+            assert!(list.contains("0/0"), "nothing exported yet: {list}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the link never became active: {list}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Refusals: one `error:` line naming what is wrong and what to do.
+    let out = east.weft(&["link", "add", cred.trim()]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(err.contains("weft link remove west"), "{err}");
+    let out = west.weft(&["link", "add", cred.trim()]);
+    assert!(text(&out.stderr).contains("cannot link to itself"), "{}", text(&out.stderr));
+    let out = east.weft(&["link", "add", "not-a-credential"]);
+    assert!(text(&out.stderr).contains("starts with \"weftlink1.\""), "{}", text(&out.stderr));
+    // `weft get links` never shows the secret.
+    let out = east.weft(&["get", "links", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("(hidden)") && !text(&out.stdout).contains("wft_"), "{}", text(&out.stdout));
+
+    let out = east.weft(&["link", "remove", "west"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = east.weft(&["link", "list"]);
+    assert!(text(&out.stdout).starts_with("No links."), "{}", text(&out.stdout));
+    let out = east.weft(&["link", "remove", "west"]);
+    assert!(text(&out.stderr).contains("no link to cluster"), "{}", text(&out.stderr));
+}

@@ -1,0 +1,156 @@
+//! `Federation.Export`, the exporting side of a link: verifies the caller's link secret and what
+//! it says about itself, records its roots, and streams this cluster's exported services with
+//! their healthy local endpoints (a full snapshot at once and on every change).
+
+use super::Federation;
+use crate::catalog::Catalog;
+use crate::tokens::{Grant, TokenError, Tokens};
+use futures_util::Stream;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Response, Status};
+use weft_api::pb;
+
+pub struct ExportService {
+    pub tokens: Arc<Tokens>,
+    pub catalog: watch::Receiver<Arc<Catalog>>,
+    pub federation: Arc<Federation>,
+    /// This cluster's roots (DER).
+    pub roots: Vec<Vec<u8>>,
+    pub stop: watch::Receiver<bool>,
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::ExportSnapshot, Status>> + Send>>;
+
+/// The exported services of `cat` with their healthy endpoints of this cluster (imported
+/// endpoints are never passed on).
+pub fn render_export(cat: &Catalog) -> Vec<pb::Service> {
+    let view = crate::discovery::View::default();
+    let all = crate::discovery::render(cat, &view, &[]);
+    all.services
+        .into_iter()
+        .filter(|s| cat.services.get(&(s.namespace.clone(), s.name.clone())).is_some_and(|c| c.export))
+        .map(|mut s| {
+            s.endpoints.retain(|e| e.cluster == cat.mesh.cluster.name);
+            s
+        })
+        .collect()
+}
+
+fn check_request(cat: &Catalog, r: &pb::ExportRequest) -> Result<(String, Vec<Vec<u8>>), Status> {
+    let mesh = &cat.mesh;
+    if r.cluster == mesh.cluster.name {
+        return Err(Status::failed_precondition(format!(
+            "the linking cluster says it is {:?}, which is this cluster's name: a cluster cannot link to itself, and linked clusters need distinct names",
+            r.cluster
+        )));
+    }
+    if !weft_api::valid_name(&r.cluster) {
+        return Err(Status::invalid_argument("ExportRequest.cluster must be the linking cluster's name (a DNS label)"));
+    }
+    let b = r.bundle.as_ref().ok_or_else(|| Status::invalid_argument("ExportRequest.bundle is missing"))?;
+    if !weft_api::kinds::valid_trust_domain(&b.trust_domain) {
+        return Err(Status::invalid_argument("ExportRequest.bundle.trust_domain is not a valid trust domain"));
+    }
+    if b.trust_domain == mesh.trust_domain {
+        return Err(Status::failed_precondition(format!(
+            "the linking cluster {:?} uses trust domain {:?}, the same as this cluster: linked clusters need distinct trust domains (each root vouches only for its own)",
+            r.cluster, b.trust_domain
+        )));
+    }
+    if b.roots_der.is_empty() || b.roots_der.len() > 16 {
+        return Err(Status::invalid_argument("ExportRequest.bundle.roots_der must hold 1 to 16 roots"));
+    }
+    let labelled = b.roots_der.iter().map(|r| (Some(b.trust_domain.clone()), r.clone().into())).collect();
+    weft_identity::TrustBundle::labelled(labelled)
+        .map_err(|e| Status::invalid_argument(format!("ExportRequest.bundle: {e}")))?;
+    Ok((b.trust_domain.clone(), b.roots_der.clone()))
+}
+
+#[tonic::async_trait]
+impl pb::federation_server::Federation for ExportService {
+    type ExportStream = SnapshotStream;
+
+    async fn export(&self, req: Request<pb::ExportRequest>) -> Result<Response<SnapshotStream>, Status> {
+        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        // An establishment secret (from a credential) or the stream secret of this very importer.
+        let (establishing, issued_ms) = match self.tokens.verify_header(header) {
+            Ok(Grant::Link { issued_ms }) => (true, issued_ms),
+            Ok(Grant::LinkStream { cluster, issued_ms }) if cluster == req.get_ref().cluster => (false, issued_ms),
+            Ok(Grant::LinkStream { cluster, .. }) => {
+                return Err(Status::permission_denied(format!(
+                    "this link secret belongs to cluster {cluster:?}, not to {:?}: each cluster links with its own credential",
+                    req.get_ref().cluster
+                )))
+            }
+            Ok(_) => return Err(Status::permission_denied("Export needs a link secret (from `weft link create`)")),
+            Err(TokenError::Expired) => {
+                return Err(Status::unauthenticated(
+                    "the link secret has expired: run `weft link create` on the exporting cluster and apply the new credential",
+                ))
+            }
+            Err(e) => return Err(Status::unauthenticated(format!("link secret: {e}"))),
+        };
+        let peer = crate::grpc_tls::peer_of(&req);
+        let r = req.into_inner();
+        let (td, roots) = check_request(&self.catalog.borrow(), &r)?;
+        self.federation.check_revoked(&r.cluster, issued_ms, establishing).map_err(Status::permission_denied)?;
+        self.federation.add_importer(&r.cluster, &td, roots);
+        tracing::info!(importer = %r.cluster, trust_domain = %td, %peer, "linked cluster connected");
+
+        let (tx, rx) = mpsc::channel::<Result<pb::ExportSnapshot, Status>>(2);
+        let (mut catalog, mut stop, own_roots) = (self.catalog.clone(), self.stop.clone(), self.roots.clone());
+        let mut stream_secret = if establishing {
+            let grant = Grant::LinkStream { cluster: r.cluster.clone(), issued_ms: super::unix_now_ms() };
+            self.tokens.issue(grant, None)
+        } else {
+            String::new()
+        };
+        let importer = r.cluster;
+        let (federation, mut revocations) = (self.federation.clone(), self.federation.watch());
+        let stream_issued_ms = if establishing { super::unix_now_ms() } else { issued_ms };
+        tokio::spawn(async move {
+            let mut version = 0u64;
+            let mut last: Option<Vec<pb::Service>> = None;
+            loop {
+                // Revoked while open: the stream ends with the reason.
+                if let Err(e) = federation.check_revoked(&importer, stream_issued_ms, false) {
+                    let _ = tx.send(Err(Status::permission_denied(e))).await;
+                    break;
+                }
+                let cat = catalog.borrow_and_update().clone();
+                let services = render_export(&cat);
+                if last.as_ref() != Some(&services) {
+                    version += 1;
+                    let snap = pb::ExportSnapshot {
+                        version,
+                        cluster: cat.mesh.cluster.name.clone(),
+                        bundle: Some(pb::TrustDomainBundle {
+                            trust_domain: cat.mesh.trust_domain.clone(),
+                            roots_der: own_roots.clone(),
+                        }),
+                        services: services.clone(),
+                        stream_secret: std::mem::take(&mut stream_secret),
+                    };
+                    if tx.send(Ok(snap)).await.is_err() {
+                        break;
+                    }
+                    last = Some(services);
+                }
+                tokio::select! {
+                    changed = catalog.changed() => if changed.is_err() { break },
+                    changed = revocations.changed() => if changed.is_err() { break },
+                    _ = tx.closed() => break,
+                    _ = stop.wait_for(|s| *s) => break,
+                    // Nothing to send: the stream stays open; HTTP/2 PINGs watch the connection.
+                    () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                }
+            }
+            tracing::info!(%importer, "linked cluster disconnected");
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,386 @@
+//! The importing side of links: one task per `Link` resource holds a `Federation.Export` stream
+//! to the peer's control plane (TLS verified against the peer's root from the credential, as the
+//! peer trust domain's control identity with the `control.weft` marker; the link secret as the
+//! bearer token) and feeds each snapshot into [`Federation`]. A dropped stream is retried with
+//! backoff and starts again with a full snapshot; what was imported stays until then. Removing
+//! the Link withdraws everything it imported.
+//!
+//! The last snapshot of each link is kept in `<data-dir>/links/<cluster>.snapshot` (0600, written
+//! to a temporary file and renamed), and loaded at start, so a restarted control plane routes to
+//! the peer's endpoints before the peer answers.
+
+use super::{unix_now, Federation};
+use crate::catalog::{CatalogService, Instance};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::Endpoint;
+use weft_api::kinds::LinkSpec;
+use weft_api::pb;
+use weft_api::resource::{Kind, Resource};
+use weft_identity::control::ControlTrust;
+use weft_identity::TrustBundle;
+use weft_store::Store;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// This cluster, as it presents itself to the peers it links to, and where it keeps the last
+/// snapshot of each link.
+#[derive(Clone)]
+pub struct Local {
+    pub cluster: String,
+    pub trust_domain: String,
+    pub roots: Vec<Vec<u8>>,
+    /// `<data-dir>/links`.
+    pub dir: std::path::PathBuf,
+}
+
+impl Local {
+    fn snapshot_path(&self, cluster: &str) -> std::path::PathBuf {
+        self.dir.join(format!("{cluster}.snapshot"))
+    }
+
+    /// Saves a link's last snapshot (off the async threads: it syncs to disk).
+    async fn save(&self, cluster: &str, snap: &pb::ExportSnapshot) {
+        use prost::Message;
+        let (dir, path, bytes) = (self.dir.clone(), self.snapshot_path(cluster), snap.encode_to_vec());
+        let r = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            crate::datadir::create_private(&dir)?;
+            let tmp = path.with_extension("snapshot.tmp");
+            crate::tokens::write_private(&tmp, &bytes)?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = r.map_err(std::io::Error::other) {
+            tracing::warn!(%cluster, error = %e, "cannot save the link's snapshot; a restart re-imports when the peer answers");
+        }
+    }
+
+    /// The saved snapshot of a link, if any and readable.
+    fn load(&self, cluster: &str) -> Option<pb::ExportSnapshot> {
+        use prost::Message;
+        let bytes = std::fs::read(self.snapshot_path(cluster)).ok()?;
+        pb::ExportSnapshot::decode(bytes.as_slice())
+            .inspect_err(|e| tracing::warn!(%cluster, error = %e, "the link's saved snapshot is unreadable; ignored"))
+            .ok()
+    }
+
+    fn forget(&self, cluster: &str) {
+        let _ = std::fs::remove_file(self.snapshot_path(cluster));
+    }
+}
+
+/// Loads the saved snapshot of every stored Link into `federation` (before the first catalog is
+/// built, so proxies get the imports from their first update after a restart).
+pub fn restore(store: &Store, federation: &Federation, local: &Local) {
+    for r in store.list(Some(Kind::Link), None).unwrap_or_default() {
+        let Resource::Link(l) = r else { continue };
+        let name = &l.metadata.name;
+        let Some(saved) = local.load(name) else { continue };
+        match convert(name, &l.spec, saved) {
+            Ok((td, roots, services)) => {
+                federation.import(name, &td, roots, services);
+                federation.set_status(name, |s| s.state = "restored");
+                tracing::info!(cluster = %name, "link: restored its last snapshot until the peer answers");
+            }
+            Err(e) => tracing::warn!(cluster = %name, error = %e, "link: saved snapshot ignored"),
+        }
+    }
+}
+
+/// Follows the store's Link resources: a task per link, restarted when its spec changes, stopped
+/// (and its imports withdrawn) when it is removed.
+pub fn run(store: Store, federation: Arc<Federation>, local: Local, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut rev = store.subscribe();
+        // Aborted when dropped, so a stopped (or aborted) control plane leaves no link behind.
+        let mut tasks: HashMap<String, (LinkSpec, AbortOnDrop)> = HashMap::new();
+        loop {
+            let links: BTreeMap<String, LinkSpec> = store
+                .list(Some(Kind::Link), None)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|r| match r {
+                    Resource::Link(l) => Some((l.metadata.name, l.spec)),
+                    _ => None,
+                })
+                .collect();
+            tasks.retain(|name, (spec, task)| {
+                let keep = links.get(name) == Some(spec);
+                if !keep {
+                    task.0.abort();
+                    // A changed Link (e.g. its stream secret stored) reconnects and its next
+                    // snapshot replaces the imports; a removed one is withdrawn now.
+                    if !links.contains_key(name) {
+                        federation.withdraw(name);
+                        local.forget(name);
+                        tracing::info!(cluster = %name, "link removed: its services are withdrawn");
+                    }
+                }
+                keep
+            });
+            for (name, spec) in links {
+                if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(name.clone()) {
+                    let task =
+                        tokio::spawn(follow(name, spec.clone(), federation.clone(), local.clone(), store.clone()));
+                    slot.insert((spec, AbortOnDrop(task)));
+                }
+            }
+            tokio::select! {
+                r = rev.changed() => if r.is_err() { break },
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        drop(tasks);
+    })
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn follow(name: String, spec: LinkSpec, federation: Arc<Federation>, local: Local, store: Store) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let got_snapshot = std::sync::atomic::AtomicBool::new(false);
+        let err = session(&name, &spec, &federation, &local, &store, &got_snapshot).await;
+        if got_snapshot.load(std::sync::atomic::Ordering::Relaxed) {
+            backoff = Duration::from_millis(100);
+        }
+        tracing::warn!(cluster = %name, address = %spec.address, error = %err, retry_in = ?backoff, "link to cluster failing");
+        federation.set_status(&name, |s| {
+            s.state = "failing";
+            s.error = Some(err);
+        });
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One stream: returns why it ended.
+async fn session(
+    name: &str,
+    spec: &LinkSpec,
+    federation: &Federation,
+    local: &Local,
+    store: &Store,
+    got_snapshot: &std::sync::atomic::AtomicBool,
+) -> String {
+    let run = async {
+        let addr: SocketAddr =
+            spec.address.parse().map_err(|_| format!("address {:?} is not ip:port", spec.address))?;
+        let labelled = TrustBundle::from_pem(&spec.root_pem).map_err(|e| format!("the link's root: {e}"))?;
+        let tls = weft_identity::control::client_config(ControlTrust::Roots(labelled), &spec.trust_domain, None)
+            .map_err(|e| e.to_string())?;
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+            .connect_with_connector(Connector { addr, tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) })
+            .await
+            .map_err(|e| format!("cannot reach the peer control plane at {addr}: {}", source_chain(&e)))?;
+        let mut client = pb::federation_client::FederationClient::new(channel);
+        let mut req = tonic::Request::new(pb::ExportRequest {
+            cluster: local.cluster.clone(),
+            bundle: Some(pb::TrustDomainBundle {
+                trust_domain: local.trust_domain.clone(),
+                roots_der: local.roots.clone(),
+            }),
+        });
+        let bearer =
+            format!("Bearer {}", spec.secret).parse().map_err(|_| "the link secret is malformed".to_string())?;
+        req.metadata_mut().insert("authorization", bearer);
+        let refused = |s: tonic::Status| {
+            // The peer no longer shares with us (revoked, or the secret refused): withdraw.
+            if matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) {
+                federation.withdraw(name);
+                local.forget(name);
+            }
+            format!("the peer refused the link: {}", s.message())
+        };
+        let mut stream = client.export(req).await.map_err(refused)?.into_inner();
+        loop {
+            let mut snap = match stream.message().await {
+                Ok(Some(s)) => s,
+                Ok(None) => return Err("the peer closed the link stream".to_string()),
+                Err(s) if matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) => {
+                    return Err(refused(s))
+                }
+                Err(s) => return Err(format!("link stream: {}", s.message())),
+            };
+            let stream_secret = std::mem::take(&mut snap.stream_secret);
+            let (td, roots, services) = convert(name, spec, snap.clone())?;
+            federation.import(name, &td, roots, services);
+            local.save(name, &snap).await;
+            if !stream_secret.is_empty() && stream_secret != spec.secret {
+                // The credential's expiring secret is exchanged for this link's long-lived one;
+                // storing it restarts this task with it.
+                keep_stream_secret(store, name, stream_secret).await?;
+            }
+            got_snapshot.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(cluster = %name, at = unix_now(), "link snapshot imported");
+        }
+    };
+    match run.await {
+        Ok(()) => "ended".to_string(),
+        Err(e) => e,
+    }
+}
+
+/// Stores the link's long-lived secret in its Link (all or nothing, like any write).
+async fn keep_stream_secret(store: &Store, name: &str, secret: String) -> Result<(), String> {
+    let (store, name) = (store.clone(), name.to_string());
+    tokio::task::spawn_blocking(move || {
+        let key = weft_api::resource::Key {
+            kind: Kind::Link,
+            namespace: weft_api::resource::DEFAULT_NAMESPACE.into(),
+            name: name.clone(),
+        };
+        let Some(Resource::Link(mut l)) = store.get(&key).map_err(|e| e.to_string())? else {
+            return Ok(()); // removed meanwhile
+        };
+        l.spec.secret = secret;
+        l.metadata.resource_version = None;
+        store.apply(vec![Resource::Link(l)]).map_err(|e| format!("cannot store the link's secret: {e}"))?;
+        tracing::info!(cluster = %name, "link established: its long-lived secret is stored");
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut s = e.source();
+    while let Some(c) = s {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        s = c.source();
+    }
+    out
+}
+
+/// A peer's trust domain, its roots (DER) and its exported services.
+type Snapshot = (String, Vec<Vec<u8>>, Vec<CatalogService>);
+
+/// A snapshot in catalog form, checked: it must come from the linked cluster, and every endpoint
+/// must belong to it (its cluster and an identity of its trust domain); others are dropped.
+fn convert(name: &str, spec: &LinkSpec, snap: pb::ExportSnapshot) -> Result<Snapshot, String> {
+    if snap.cluster != name {
+        return Err(format!(
+            "the peer at {} says it is cluster {:?}, but this link is to {name:?}: the credential was made on another cluster",
+            spec.address, snap.cluster
+        ));
+    }
+    let bundle = snap.bundle.unwrap_or_default();
+    if bundle.trust_domain != spec.trust_domain || bundle.roots_der.is_empty() {
+        return Err(format!(
+            "the peer sent roots for trust domain {:?}, but the link is to trust domain {:?}",
+            bundle.trust_domain, spec.trust_domain
+        ));
+    }
+    let prefix = format!("spiffe://{}/", spec.trust_domain);
+    let mut dropped = 0usize;
+    let mut services = vec![];
+    for s in snap.services {
+        if !weft_api::valid_name(&s.name) || !weft_api::valid_name(&s.namespace) {
+            dropped += 1;
+            continue;
+        }
+        let ports = s
+            .ports
+            .iter()
+            .filter_map(|p| {
+                let proto = serde_json::from_value(serde_json::Value::String(p.protocol.clone())).unwrap_or_default();
+                u16::try_from(p.port).ok().filter(|p| *p != 0).map(|n| (n, proto))
+            })
+            .collect();
+        let mut instances = vec![];
+        for e in s.endpoints {
+            let (Ok(address), Ok(sidecar)) = (e.address.parse::<SocketAddr>(), e.proxy.parse::<SocketAddr>()) else {
+                dropped += 1;
+                continue;
+            };
+            if e.cluster != name || !e.identity.starts_with(&prefix) {
+                dropped += 1;
+                continue;
+            }
+            instances.push(Instance {
+                // A DNS-safe name (DNS and the Consul reads use it as the node name).
+                name: format!("{name}-{}", address.to_string().replace(['.', ':', '[', ']'], "-")),
+                address,
+                sidecar,
+                identity: e.identity,
+                cluster: e.cluster,
+                network: e.network,
+                locality: e.locality,
+                labels: Default::default(),
+                tags: vec![],
+                healthy: true,
+                visibility: None,
+            });
+        }
+        instances.sort_by(|a, b| a.name.cmp(&b.name));
+        services.push(CatalogService {
+            name: s.name,
+            namespace: s.namespace,
+            ports,
+            connect_ports: s
+                .ports
+                .iter()
+                .filter(|p| p.allow_connect)
+                .filter_map(|p| u16::try_from(p.port).ok())
+                .collect(),
+            tags: vec![],
+            export: false,
+            instances,
+        });
+    }
+    if dropped > 0 {
+        tracing::warn!(cluster = %name, dropped, "link snapshot: dropped services or endpoints that are not the peer's own");
+    }
+    Ok((bundle.trust_domain, bundle.roots_der, services))
+}
+
+#[derive(Clone)]
+struct Connector {
+    addr: SocketAddr,
+    tls: tokio_rustls::TlsConnector,
+}
+
+type Io = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = Io;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let Connector { addr, tls } = self.clone();
+        Box::pin(async move {
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+                .await
+                .map_err(|_| "connect timed out")??;
+            let name = rustls::pki_types::ServerName::try_from(weft_identity::control::CONTROL_SERVER_NAME)?;
+            match tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, tcp)).await {
+                Ok(Ok(s)) => Ok(hyper_util::rt::TokioIo::new(s)),
+                Ok(Err(e)) => Err(format!("TLS with the peer control plane: {e}").into()),
+                Err(_) => Err("TLS with the peer control plane: timed out".into()),
+            }
+        })
+    }
+}

@@ -1,0 +1,240 @@
+//! Federation between linked clusters (`weft link`), topology "multi-primary, one network":
+//! each control plane imports the exported services of the clusters it links to, and their
+//! endpoints are dialled directly.
+//!
+//! ```text
+//!   cluster A (importer)                               cluster B (exporter)
+//!   Link resource ──► import::run ── TLS (B's root, ───► Federation.Export (export.rs)
+//!   (store)           one task per link  control.weft)    verifies the link secret,
+//!        │                 ◄──── ExportSnapshot ─────      streams exported services + B's roots
+//!        ▼                                                 A's roots ──► B's Federation state
+//!   Federation state ──► registry (a Source) ──► catalog ──► discovery: endpoints + per-domain bundles
+//! ```
+//!
+//! [`Federation`] holds what links imported (per peer cluster) and the roots importers sent; it is
+//! a registry [`Source`] whose [`Source::imported`] the catalog merges.
+
+pub mod export;
+pub mod import;
+
+use crate::catalog::{CatalogService, Imported};
+use crate::registry::Source;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+use tokio::sync::watch;
+use weft_api::resource::Resource;
+
+/// What `weft link list` shows of one link.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkStatus {
+    /// `connecting`, `active` (stream open, snapshot received) or `failing` (see `error`).
+    pub state: &'static str,
+    /// When the last snapshot arrived (Unix seconds).
+    pub last_sync_unix: Option<u64>,
+    pub imported_services: usize,
+    pub imported_endpoints: usize,
+    pub error: Option<String>,
+}
+
+#[derive(Default)]
+struct LinkState {
+    status: LinkStatus,
+    trust_domain: String,
+    roots: Vec<Vec<u8>>,
+    services: Vec<CatalogService>,
+}
+
+/// What `weft link revoke` voided, kept in `<data-dir>/links/revoked.json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Revocations {
+    /// Credentials issued before this (Unix ms) are void.
+    pub credentials_before_ms: u64,
+    /// Per importing cluster: its stream secrets issued before this (Unix ms) are void.
+    pub clusters: BTreeMap<String, u64>,
+}
+
+#[derive(Default)]
+struct State {
+    revoked: Revocations,
+    /// Per peer cluster this cluster links to.
+    links: BTreeMap<String, LinkState>,
+    /// Clusters that import from this one: their trust domain and roots (from their Export call).
+    importers: BTreeMap<String, (String, Vec<Vec<u8>>)>,
+}
+
+/// Imported services and peer roots, shared by the link tasks, the Export service and the
+/// registry.
+pub struct Federation {
+    state: Mutex<State>,
+    tx: watch::Sender<u64>,
+    /// Where revocations are saved (none: kept in memory).
+    revoked_path: Option<std::path::PathBuf>,
+}
+
+impl Default for Federation {
+    fn default() -> Self {
+        Federation { state: Mutex::default(), tx: watch::channel(0).0, revoked_path: None }
+    }
+}
+
+pub(crate) fn unix_now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Federation {
+    /// A federation whose revocations live in `dir/revoked.json` (read now).
+    pub fn open(dir: &std::path::Path) -> Federation {
+        let path = dir.join("revoked.json");
+        let revoked = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::error!(file = %path.display(), error = %e, "link revocations unreadable: every credential and link secret is refused until fixed");
+                Revocations { credentials_before_ms: u64::MAX, clusters: BTreeMap::new() }
+            }),
+            Err(_) => Revocations::default(),
+        };
+        let f = Federation { revoked_path: Some(path), ..Default::default() };
+        f.with(|s| s.revoked = revoked);
+        f
+    }
+
+    /// Voids `cluster`'s link secrets and every credential made before now; forgets its roots
+    /// (saved before it takes effect; blocks on disk I/O).
+    pub fn revoke(&self, cluster: &str) -> std::io::Result<()> {
+        let now = unix_now_ms();
+        let mut r = self.with(|s| s.revoked.clone());
+        r.credentials_before_ms = r.credentials_before_ms.max(now);
+        r.clusters.insert(cluster.to_string(), now);
+        if let Some(path) = &self.revoked_path {
+            if let Some(dir) = path.parent() {
+                crate::datadir::create_private(dir)?;
+            }
+            let tmp = path.with_extension("json.tmp");
+            crate::tokens::write_private(&tmp, &serde_json::to_vec(&r).unwrap_or_default())?;
+            std::fs::rename(&tmp, path)?;
+        }
+        self.with(|s| {
+            s.revoked = r;
+            s.importers.remove(cluster);
+        });
+        self.changed();
+        Ok(())
+    }
+
+    /// Whether a link secret issued at `issued_ms` may still be used by importing `cluster`
+    /// (`establishing`: a credential's secret).
+    pub fn check_revoked(&self, cluster: &str, issued_ms: u64, establishing: bool) -> Result<(), String> {
+        self.with(|s| {
+            let r = &s.revoked;
+            if establishing && r.credentials_before_ms > 0 && issued_ms <= r.credentials_before_ms {
+                return Err("this link credential was revoked (`weft link revoke` on the exporting cluster); ask for a new one (`weft link create`)".to_string());
+            }
+            if r.clusters.get(cluster).is_some_and(|t| issued_ms <= *t) {
+                return Err(format!(
+                    "the link of cluster {cluster:?} was revoked (`weft link revoke {cluster}` on the exporting cluster); link again with a new credential"
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    /// Changes whenever imports, peers or revocations change.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn changed(&self) {
+        self.tx.send_modify(|v| *v += 1);
+    }
+
+    /// Updates a link's status (not its imports: no catalog change).
+    pub fn set_status(&self, cluster: &str, f: impl FnOnce(&mut LinkStatus)) {
+        self.with(|s| f(&mut s.links.entry(cluster.to_string()).or_default().status));
+    }
+
+    /// Replaces everything imported from `cluster` (a full snapshot).
+    pub fn import(&self, cluster: &str, trust_domain: &str, roots: Vec<Vec<u8>>, services: Vec<CatalogService>) {
+        let changed = self.with(|s| {
+            let l = s.links.entry(cluster.to_string()).or_default();
+            l.status.state = "active";
+            l.status.error = None;
+            l.status.last_sync_unix = Some(unix_now());
+            l.status.imported_services = services.len();
+            l.status.imported_endpoints = services.iter().map(|s| s.instances.len()).sum();
+            let changed = l.trust_domain != trust_domain || l.roots != roots || l.services != services;
+            l.trust_domain = trust_domain.to_string();
+            l.roots = roots;
+            l.services = services;
+            changed
+        });
+        if changed {
+            self.changed();
+        }
+    }
+
+    /// Forgets everything imported from `cluster`, at once (`weft link remove`).
+    pub fn withdraw(&self, cluster: &str) {
+        if self.with(|s| s.links.remove(cluster).is_some()) {
+            self.changed();
+        }
+    }
+
+    /// Records the roots of a cluster that imports from this one, so this cluster's proxies
+    /// accept its workloads (as its trust domain only).
+    pub fn add_importer(&self, cluster: &str, trust_domain: &str, roots: Vec<Vec<u8>>) {
+        let entry = (trust_domain.to_string(), roots);
+        let changed = self.with(|s| s.importers.insert(cluster.to_string(), entry.clone()) != Some(entry));
+        if changed {
+            self.changed();
+        }
+    }
+
+    /// The status of the link to `cluster` (`connecting` when its task has not reported yet).
+    pub fn status(&self, cluster: &str) -> LinkStatus {
+        self.with(|s| s.links.get(cluster).map(|l| l.status.clone()))
+            .unwrap_or(LinkStatus { state: "connecting", ..Default::default() })
+    }
+}
+
+impl Source for Federation {
+    fn name(&self) -> &'static str {
+        "federation"
+    }
+    fn resources(&self) -> Vec<Resource> {
+        vec![]
+    }
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+    fn imported(&self) -> Option<Imported> {
+        self.with(|s| {
+            let mut out = Imported::default();
+            for l in s.links.values() {
+                out.services.extend(l.services.iter().cloned());
+                if !l.trust_domain.is_empty() {
+                    out.peer_bundles.entry(l.trust_domain.clone()).or_default().extend(l.roots.iter().cloned());
+                }
+            }
+            for (td, roots) in s.importers.values() {
+                let b = out.peer_bundles.entry(td.clone()).or_default();
+                for r in roots {
+                    if !b.contains(r) {
+                        b.push(r.clone());
+                    }
+                }
+            }
+            Some(out)
+        })
+    }
+}
