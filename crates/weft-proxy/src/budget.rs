@@ -179,8 +179,8 @@ impl ConnBudget {
     /// Admits a new stream's request headers, held until the returned guard drops; refused when
     /// the connection's streams or the proxy's hold too many header bytes. A connection with no
     /// stream open is always admitted one. Queued body bytes do not refuse streams: they wait.
-    pub fn admit<B>(&self, req: &Request<B>) -> Result<HeldHeaders<'_>, Overload> {
-        let n = header_bytes(req);
+    /// `n` is the request's [`header_bytes`], which the caller has measured already.
+    pub fn admit(&self, n: usize) -> Result<HeldHeaders<'_>, Overload> {
         let limits = &self.proxy.limits;
         let before = self.headers.fetch_add(n, Ordering::Relaxed);
         let refused = if before == 0 {
@@ -314,14 +314,14 @@ mod tests {
         let b = budget(100, 200, 100_000, 1000);
         let c = b.connection();
         let req = |len: usize| Request::get("http://a/").header("x", "v".repeat(len)).body(()).unwrap();
-        let first = c.admit(&req(2000)).expect("a connection with no stream open is always admitted one");
-        assert_eq!(c.admit(&req(10)).err(), Some(Overload::Headers));
+        let first = c.admit(header_bytes(&req(2000))).expect("a connection with no stream open is always admitted one");
+        assert_eq!(c.admit(header_bytes(&req(10))).err(), Some(Overload::Headers));
         assert!(b.headers.get() > 2000);
         drop(first);
         assert_eq!(b.headers.get(), 0);
-        let _a = c.admit(&req(300)).unwrap();
-        let _b = c.admit(&req(300)).unwrap();
-        assert_eq!(c.admit(&req(300)).err(), Some(Overload::Headers));
+        let _a = c.admit(header_bytes(&req(300))).unwrap();
+        let _b = c.admit(header_bytes(&req(300))).unwrap();
+        assert_eq!(c.admit(header_bytes(&req(300))).err(), Some(Overload::Headers));
         let refused = b.refused.get_or_create(&Refused { reason: "connection-headers" }).get();
         assert_eq!(refused, 2);
     }

@@ -94,7 +94,8 @@ where
             Some(()) = tunnels.next(), if !tunnels.is_empty() => {}
             accepted = conn.accept() => match accepted {
                 Some(Ok((req, mut respond))) => {
-                    if crate::budget::header_bytes(&req) > settings.max_header_list_size as usize {
+                    let header_bytes = crate::budget::header_bytes(&req);
+                    if header_bytes > settings.max_header_list_size as usize {
                         tracing::debug!("http/2: request header block over limits.max_header_bytes, answered 431");
                         let resp = Response::builder().status(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).body(());
                         if let Ok(resp) = resp {
@@ -110,7 +111,7 @@ where
                     let head = req.method() == Method::HEAD;
                     // Its headers count against the connection's and the proxy's bounds while
                     // it is open; past them it is answered 503 at once.
-                    let held = budget.admit(&req);
+                    let held = budget.admit(header_bytes);
                     let req = req.map(|recv| h::Body::new(RecvBody::new(recv)));
                     streams.push(stream(handler, req, respond, head, &budget, held));
                 }

@@ -158,28 +158,42 @@ pub fn check_host<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
 /// a colon. Checked in place on every request that carries no target authority, so without the
 /// copy `http::uri::Authority` parsing makes.
 pub fn is_host(b: &[u8]) -> bool {
-    let (host, port) = if b.first() == Some(&b'[') {
+    let (host, port, table) = if b.first() == Some(&b'[') {
         match b.iter().position(|&c| c == b']') {
-            Some(end) => (&b[1..end], &b[end + 1..]),
-            None => return false,
+            Some(end) if end > 1 => (&b[1..end], &b[end + 1..], &IP_LITERAL),
+            _ => return false,
         }
     } else {
-        match b.iter().position(|&c| c == b':') {
-            Some(colon) => (&b[..colon], &b[colon..]),
-            None => (b, &b[b.len()..]),
-        }
-    };
-    let host_ok = if b.first() == Some(&b'[') {
-        !host.is_empty() && host.iter().all(|&c| c.is_ascii_alphanumeric() || b":.-_~!$&'()*+,;=".contains(&c))
-    } else {
-        host.iter().all(|&c| c.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&c))
+        let colon = b.iter().position(|&c| c == b':').unwrap_or(b.len());
+        (&b[..colon], &b[colon..], &REG_NAME)
     };
     let port_ok = match port.split_first() {
         None => true,
         Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
         Some(_) => false,
     };
-    host_ok && port_ok
+    port_ok && host.iter().all(|&c| table[c as usize])
+}
+
+/// Bytes of a reg-name (RFC 3986 §3.2.2: unreserved, sub-delims and `%` of pct-encoded).
+static REG_NAME: [bool; 256] = byte_set(b"-._~%!$&'()*+,;=");
+/// Bytes inside an IP literal's brackets (IPv6, IPvFuture).
+static IP_LITERAL: [bool; 256] = byte_set(b":.-_~!$&'()*+,;=");
+
+/// Letters, digits and `extra`.
+const fn byte_set(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = (c as u8).is_ascii_alphanumeric();
+        c += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
 }
 
 /// A request body from a client whose first error is kept in `failed`: a body the client
