@@ -40,6 +40,21 @@ pub fn trust_domain(token: &str) -> Option<String> {
     payload.td.filter(|t| !t.is_empty())
 }
 
+/// The kind (`link`, `link-stream`, ...) and expiry (Unix seconds, if any) a `wft_` token
+/// states; `None` when it is not a readable token. Unverified: for reports (`weft link check`).
+pub fn kind_and_expiry(token: &str) -> Option<(String, Option<u64>)> {
+    #[derive(Deserialize)]
+    struct Head {
+        kind: String,
+        #[serde(default)]
+        exp: Option<u64>,
+    }
+    let body = token.trim().strip_prefix("wft_")?;
+    let (payload, _mac) = body.split_once('.')?;
+    let head: Head = serde_json::from_slice(&unhex(payload)?).ok()?;
+    Some((head.kind, head.exp))
+}
+
 /// The hex form of a pin, as tokens carry it.
 pub fn pin_hex(pin: &[u8; 32]) -> String {
     pin.iter().map(|b| format!("{b:02x}")).collect()
@@ -61,6 +76,18 @@ mod tests {
         assert_eq!(trust_domain(&format!("wft_{no_ca}.00")), None);
         for bad in ["", "wft_", "wft_zz.00", "token", "wft_7b7d"] {
             assert_eq!(ca_pin(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn reads_the_kind_and_expiry() {
+        let hex = |s: &str| -> String { s.bytes().map(|b| format!("{b:02x}")).collect() };
+        let link = hex(r#"{"kind":"link","issued_ms":1,"exp":1700000000,"nonce":"x"}"#);
+        assert_eq!(kind_and_expiry(&format!("wft_{link}.00")), Some(("link".into(), Some(1_700_000_000))));
+        let stream = hex(r#"{"kind":"link-stream","cluster":"east","nonce":"x"}"#);
+        assert_eq!(kind_and_expiry(&format!("wft_{stream}.00")), Some(("link-stream".into(), None)));
+        for bad in ["", "wft_", "wft_zz.00", "(hidden)", "wft_7b7d.00"] {
+            assert_eq!(kind_and_expiry(bad), None, "{bad}");
         }
     }
 }

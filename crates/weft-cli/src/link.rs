@@ -34,6 +34,16 @@ pub enum LinkCmd {
     /// On the exporting cluster: stop a cluster from importing (its link is cut and its imports
     /// withdrawn) and void every credential made before now.
     Revoke { cluster: String },
+    /// Probe every link (or one) now: reachability of the peer, trust in its certificate, the
+    /// secret, the stream and the last sync, each with a verdict and the fix for a failure.
+    /// Exits non-zero when any check fails.
+    Check {
+        /// Only the link to this cluster.
+        cluster: Option<String>,
+        /// `text` or `json`.
+        #[arg(short = 'o', long, default_value = "text")]
+        output: String,
+    },
 }
 
 fn ago(unix: Option<u64>) -> String {
@@ -97,6 +107,7 @@ pub async fn run(cmd: LinkCmd, conn: &crate::client::Conn) -> anyhow::Result<()>
                 crate::outln!("{}", r.as_str().unwrap_or_default())?;
             }
         }
+        LinkCmd::Check { cluster, output } => check(conn, cluster, &output).await?,
         LinkCmd::Remove { cluster } => {
             let v = conn.call("DELETE", &format!("/v1/links/{cluster}"), String::new()).await?;
             for r in v["results"].as_array().into_iter().flatten() {
@@ -113,6 +124,90 @@ async fn apply(conn: &crate::client::Conn, credential: String) -> anyhow::Result
     let v = conn.call("POST", "/v1/links", credential.trim().to_string()).await?;
     for r in v["results"].as_array().into_iter().flatten() {
         crate::outln!("{}", r.as_str().unwrap_or_default())?;
+    }
+    Ok(())
+}
+
+/// `weft link check`: one block per link, a line per check (`✓`/`✗`/`-` on a terminal, `[ok]`,
+/// `[FAIL]`, `[skip]` otherwise) and the fix under each failure; an error (exit 1) naming the
+/// failed checks when any failed.
+async fn check(conn: &crate::client::Conn, cluster: Option<String>, output: &str) -> anyhow::Result<()> {
+    if output != "text" && output != "json" {
+        anyhow::bail!("--output: {output:?} is not a format; use text or json");
+    }
+    let clusters: Vec<String> = match cluster {
+        Some(c) => vec![c],
+        None => {
+            let v = conn.call("GET", "/v1/links", String::new()).await?;
+            v["links"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l["cluster"].as_str().map(String::from))
+                .collect()
+        }
+    };
+    if clusters.is_empty() {
+        if output == "json" {
+            crate::outln!("[]")?;
+        } else {
+            crate::outln!("No links. Link a cluster with `weft link apply -f <credential>`.")?;
+        }
+        return Ok(());
+    }
+    let mut reports = vec![];
+    for c in &clusters {
+        reports.push(conn.call("GET", &format!("/v1/links/{c}/check"), String::new()).await?);
+    }
+    let failed: Vec<String> = reports
+        .iter()
+        .filter_map(|r| {
+            let names: Vec<&str> = r["checks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["verdict"] == "fail")
+                .filter_map(|c| c["name"].as_str())
+                .collect();
+            (!names.is_empty()).then(|| format!("{} ({})", r["cluster"].as_str().unwrap_or("?"), names.join(", ")))
+        })
+        .collect();
+    if output == "json" {
+        crate::outln!("{}", serde_json::to_string_pretty(&reports)?)?;
+    } else {
+        use std::io::IsTerminal;
+        let tty = std::io::stdout().is_terminal();
+        for r in &reports {
+            crate::outln!(
+                "link to {} ({})",
+                r["cluster"].as_str().unwrap_or("?"),
+                r["address"].as_str().unwrap_or("?")
+            )?;
+            for c in r["checks"].as_array().into_iter().flatten() {
+                let mark = match (c["verdict"].as_str(), tty) {
+                    (Some("pass"), true) => "\u{1b}[32m✓\u{1b}[0m",
+                    (Some("fail"), true) => "\u{1b}[31m✗\u{1b}[0m",
+                    (_, true) => "-",
+                    (Some("pass"), false) => "[ok]",
+                    (Some("fail"), false) => "[FAIL]",
+                    (_, false) => "[skip]",
+                };
+                crate::outln!(
+                    "  {mark} {}: {}",
+                    c["name"].as_str().unwrap_or("?"),
+                    c["detail"].as_str().unwrap_or("")
+                )?;
+                if let Some(fix) = c["fix"].as_str() {
+                    crate::outln!("      fix: {fix}")?;
+                }
+            }
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("link check failed: {}", failed.join("; "));
+    }
+    if output == "text" {
+        crate::outln!("all link checks passed")?;
     }
     Ok(())
 }

@@ -126,3 +126,66 @@ fn link_create_apply_list_remove() {
     let out = east.weft(&["link", "remove", "west"]);
     assert!(text(&out.stderr).contains("no link to cluster"), "{}", text(&out.stderr));
 }
+
+/// Polls `weft link check` on `cp` until `done` holds of its (stdout, exit success), with a deadline.
+fn check_until(cp: &Control, args: &[&str], done: impl Fn(&str, bool) -> bool) -> (String, String, bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = cp.weft(args);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        if done(&stdout, out.status.success()) {
+            return (stdout, stderr, out.status.success());
+        }
+        assert!(Instant::now() < deadline, "weft {args:?} never got there:\n{stdout}\n{stderr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn link_check_passes_a_healthy_link_and_names_the_fix_when_the_peer_is_down() {
+    let west = Control::start("west-chk", "west-chk.example");
+    let east = Control::start("east-chk", "east-chk.example");
+    let west_grpc_dir = west.dir.clone();
+
+    // No links: nothing to check, exit 0.
+    let out = east.weft(&["link", "check"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("No links."), "{}", text(&out.stdout));
+
+    let out = west.weft(&["link", "create"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cred = text(&out.stdout);
+    let out = east.weft(&["link", "add", cred.trim()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Healthy: every check passes (stdout is not a terminal here: plain verdicts), exit 0.
+    let (stdout, _, ok) = check_until(&east, &["link", "check"], |_, ok| ok);
+    assert!(ok);
+    for name in ["reachable", "trusted", "secret", "stream", "synced"] {
+        assert!(stdout.lines().any(|l| l.trim_start().starts_with(&format!("[ok] {name}:"))), "{name}: {stdout}");
+    }
+    assert!(stdout.starts_with("link to west-chk (127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("control marker") && stdout.contains("established"), "{stdout}");
+    assert!(!stdout.contains('\u{1b}') && !stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("all link checks passed"), "{stdout}");
+    // One link by name, and as JSON.
+    let out = east.weft(&["link", "check", "west-chk", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["ok"], true, "{v}");
+    assert_eq!(v[0]["checks"].as_array().unwrap().len(), 5, "{v}");
+    // A link that does not exist: one error, exit 1.
+    let out = east.weft(&["link", "check", "nowhere"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no link to cluster \"nowhere\""), "{}", text(&out.stderr));
+
+    // The peer goes down: reachability fails with the fix named, trust is not checked, exit 1.
+    drop(west);
+    let (stdout, stderr, ok) = check_until(&east, &["link", "check"], |out, _| out.contains("[FAIL] reachable:"));
+    assert!(!ok, "a failed check exits non-zero: {stdout}");
+    assert!(stdout.contains("cannot connect to the peer control plane at 127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("fix: check that `weft control` runs on cluster west-chk"), "{stdout}");
+    assert!(stdout.contains("[skip] trusted: not checked: the peer is unreachable"), "{stdout}");
+    assert!(stderr.contains("error: link check failed: west-chk (reachable"), "{stderr}");
+    let _ = std::fs::remove_dir_all(west_grpc_dir);
+}

@@ -3,14 +3,15 @@
 //!   cluster to link to this one;
 //! - `POST /v1/links` (admin), body: the credential line: checks it and stores a `Link`;
 //! - `GET /v1/links` (read): every link with its state, last sync, imported counts and expiry;
-//! - `DELETE /v1/links/{cluster}` (admin): removes the link; its imports are withdrawn at once.
+//! - `DELETE /v1/links/{cluster}` (admin): removes the link; its imports are withdrawn at once;
+//! - `GET /v1/links/{cluster}/check` (read): probes the link now (`weft link check`).
 
 use crate::api::{bad, blocking, require_read, require_write, ApiError, ApiState};
 use crate::federation::unix_now;
 use crate::tokens::Grant;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{delete, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -32,6 +33,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/v1/links", post(apply).get(list))
         .route("/v1/links/{cluster}", delete(remove))
         .route("/v1/links/{cluster}/revoke", post(revoke))
+        .route("/v1/links/{cluster}/check", get(check_link))
 }
 
 #[derive(Deserialize, Default)]
@@ -229,4 +231,22 @@ async fn revoke(State(st): S, headers: HeaderMap, Path(cluster): Path<String>) -
     Ok(Json(json!({ "results": [format!(
         "cluster {cluster} can no longer import from this cluster; credentials made before now are void (make a new one with `weft link create`)"
     )] })))
+}
+
+/// `weft link check <cluster>`: probes the peer now, from this control plane (which holds the
+/// link's secret and root); see [`crate::federation::check`]. 200 whatever the verdicts: `ok` is
+/// false when any check failed.
+async fn check_link(State(st): S, headers: HeaderMap, Path(cluster): Path<String>) -> Result<Json<Value>, ApiError> {
+    require_read(&st, &headers)?;
+    let key = Key { kind: Kind::Link, namespace: DEFAULT_NAMESPACE.into(), name: cluster.clone() };
+    let Some(Resource::Link(l)) = st.store.get(&key)? else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no link to cluster {cluster:?}; `weft link list` shows the links"),
+        ));
+    };
+    let status = st.federation.status(&cluster);
+    let checks = crate::federation::check::check(&cluster, &l.spec, &status).await;
+    let ok = checks.iter().all(|c| c.verdict != crate::federation::check::Verdict::Fail);
+    Ok(Json(json!({ "cluster": cluster, "address": l.spec.address, "ok": ok, "checks": checks })))
 }

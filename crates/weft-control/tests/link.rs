@@ -423,3 +423,65 @@ async fn a_revoked_link_is_cut_withdrawn_and_its_credentials_void() {
     eventually("a new credential links again", WAIT, || async move { (endpoints(east_ref) == Some(1)).then_some(()) })
         .await;
 }
+
+/// The verdict and fix of check `name` in a `GET /v1/links/{cluster}/check` answer.
+fn check_line<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    v["checks"].as_array().and_then(|c| c.iter().find(|c| c["name"] == name)).unwrap_or(&serde_json::Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_check_names_an_untrusted_peer_and_a_revoked_link() {
+    weft_testkit::init_tracing();
+    let west = control("west-t", "west-t.example").await;
+    let east = control("east-t", "east-t.example").await;
+    let north = control("north-t", "north-t.example").await;
+    let east_ref = &east;
+
+    // A credential of west's whose address was changed to north's: the endpoint answers, but its
+    // certificate does not verify against west's root.
+    let (_, v) = api(&west, "POST", "/v1/links/credential", "").await;
+    let mut cred = weft_api::link::Credential::decode(v["credential"].as_str().unwrap()).unwrap();
+    cred.address = north.grpc_addr.to_string();
+    assert_eq!(api(&east, "POST", "/v1/links", &cred.encode()).await.0, 200);
+    let (status, v) = api(&east, "GET", "/v1/links/west-t/check", "").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(check_line(&v, "reachable")["verdict"], "pass", "{v}");
+    let trusted = check_line(&v, "trusted");
+    assert_eq!(trusted["verdict"], "fail", "{v}");
+    assert!(trusted["detail"].as_str().unwrap().contains("TLS with the peer control plane"), "{v}");
+    assert!(trusted["fix"].as_str().unwrap().contains("weft link remove west-t"), "{v}");
+    assert_eq!(check_line(&v, "synced")["verdict"], "fail", "{v}");
+    assert_eq!(api(&east, "DELETE", "/v1/links/west-t", "").await.0, 200);
+
+    // The real credential: every check passes once the first snapshot is in.
+    let (_, v) = api(&west, "POST", "/v1/links/credential", "").await;
+    assert_eq!(api(&east, "POST", "/v1/links", v["credential"].as_str().unwrap()).await.0, 200);
+    let v = eventually("the link checks pass", WAIT, || async move {
+        let (_, v) = api(east_ref, "GET", "/v1/links/west-t/check", "").await;
+        (v["ok"] == true).then_some(v)
+    })
+    .await;
+    for name in ["reachable", "trusted", "secret", "stream", "synced"] {
+        assert_eq!(check_line(&v, name)["verdict"], "pass", "{name}: {v}");
+        assert!(check_line(&v, name)["fix"].is_null(), "{v}");
+    }
+
+    // West revokes east: the stream check fails and names the fix (a new credential).
+    assert_eq!(api(&west, "POST", "/v1/links/east-t/revoke", "").await.0, 200);
+    let v = eventually("the check shows the revocation", WAIT, || async move {
+        let (_, v) = api(east_ref, "GET", "/v1/links/west-t/check", "").await;
+        (check_line(&v, "stream")["verdict"] == "fail").then_some(v)
+    })
+    .await;
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(check_line(&v, "reachable")["verdict"], "pass", "{v}");
+    assert_eq!(check_line(&v, "trusted")["verdict"], "pass", "{v}");
+    let stream = check_line(&v, "stream");
+    assert!(stream["detail"].as_str().unwrap().contains("revoked"), "{v}");
+    assert!(stream["fix"].as_str().unwrap().contains("weft link create` on cluster west-t"), "{v}");
+
+    // A link that does not exist.
+    let (status, _) = api(&east, "GET", "/v1/links/nowhere/check", "").await;
+    assert_eq!(status, 404);
+}

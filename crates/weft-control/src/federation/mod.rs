@@ -14,6 +14,7 @@
 //! [`Federation`] holds what links imported (per peer cluster) and the roots importers sent; it is
 //! a registry [`Source`] whose [`Source::imported`] the catalog merges.
 
+pub mod check;
 pub mod export;
 pub mod import;
 
