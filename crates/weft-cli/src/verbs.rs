@@ -103,7 +103,7 @@ pub enum Verb {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Link clusters: `create` a credential on one, `apply` it on the other; `list`, `remove`.
+    /// Link clusters: `create` a credential on one, `apply` it on the other; `list`, `check`, `remove`, `revoke`.
     Link {
         #[command(subcommand)]
         cmd: crate::link::LinkCmd,
