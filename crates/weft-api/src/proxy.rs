@@ -41,6 +41,11 @@ pub const DEFAULT_CONNECTION_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_PROXY_BUFFER_BYTES: usize = 64 * 1024 * 1024;
 /// Request header bytes held across the open streams of one HTTP/2 connection.
 pub const DEFAULT_CONNECTION_HEADER_BYTES: usize = 1024 * 1024;
+/// Default `limits.max_connections`: connections open at once from peers (inbound and gateway
+/// listeners) and, counted separately, from local apps (outbound listeners).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Largest `limits.max_connections` accepted.
+pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
 /// Also bounds how long an idle HTTP/1 keep-alive connection from an app stays open.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MARK: u32 = 1337;
@@ -359,6 +364,11 @@ pub struct Limits {
     /// Request header bytes held across the open streams of one HTTP/2 connection the proxy serves.
     #[serde(default = "d_connection_header")]
     pub connection_header_bytes: usize,
+    /// Connections open at once from peers (inbound and gateway listeners together) and, counted
+    /// separately, from local apps (outbound listeners together). At the cap the proxy stops
+    /// accepting: new connections wait in the kernel's listen backlog until one closes.
+    #[serde(default = "d_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -370,6 +380,7 @@ impl Default for Limits {
             connection_buffer_bytes: DEFAULT_CONNECTION_BUFFER_BYTES,
             proxy_buffer_bytes: DEFAULT_PROXY_BUFFER_BYTES,
             connection_header_bytes: DEFAULT_CONNECTION_HEADER_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -381,6 +392,12 @@ impl Limits {
         const MAX_WINDOW: usize = (1 << 31) - 1;
         if !(1..=65_535).contains(&self.max_concurrent_streams) {
             return Err(ConfigError::invalid("limits.max_concurrent_streams", "must be 1-65535"));
+        }
+        if !(1..=MAX_MAX_CONNECTIONS).contains(&self.max_connections) {
+            return Err(ConfigError::invalid(
+                "limits.max_connections",
+                format!("{} must be 1-{MAX_MAX_CONNECTIONS}", self.max_connections),
+            ));
         }
         if !(16_384..=MAX_WINDOW).contains(&self.stream_buffer_bytes) {
             return Err(ConfigError::invalid(
@@ -468,6 +485,10 @@ fn d_proxy_buffer() -> usize {
 }
 fn d_connection_header() -> usize {
     DEFAULT_CONNECTION_HEADER_BYTES
+}
+
+fn d_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
 }
 fn d_max_header() -> usize {
     DEFAULT_MAX_HEADER_BYTES
@@ -743,10 +764,13 @@ services:
         let c = ProxyConfig::from_yaml(GOOD).unwrap();
         assert_eq!(c.limits.max_concurrent_streams, DEFAULT_MAX_CONCURRENT_STREAMS);
         assert_eq!(c.limits.proxy_buffer_bytes, DEFAULT_PROXY_BUFFER_BYTES);
+        assert_eq!(c.limits.max_connections, DEFAULT_MAX_CONNECTIONS);
         let with = |limits: &str| ProxyConfig::from_yaml(&format!("{GOOD}limits: {{ {limits} }}\n"));
         assert!(with("stream_buffer_bytes: 65536, connection_buffer_bytes: 1048576").is_ok());
         for (limits, field) in [
             ("max_concurrent_streams: 0", "limits.max_concurrent_streams"),
+            ("max_connections: 0", "limits.max_connections"),
+            ("max_connections: 2000000", "limits.max_connections"),
             ("stream_buffer_bytes: 1000", "limits.stream_buffer_bytes"),
             ("connection_buffer_bytes: 100000", "limits.connection_buffer_bytes"),
             ("proxy_buffer_bytes: 1048576", "limits.proxy_buffer_bytes"),

@@ -2,13 +2,14 @@
 //! connections to wait on.
 
 use futures_util::task::AtomicWaker;
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 #[derive(Clone)]
 pub struct Drain {
@@ -81,6 +82,67 @@ impl Drain {
         };
         let _ = tokio::time::timeout(timeout, wait).await;
         self.open_connections()
+    }
+}
+
+/// The connections one kind of listener may have open at once (`limits.max_connections`): the
+/// peer-facing listeners (inbound, gateway) share one count, the app-facing (outbound) ones
+/// another. An accept loop takes a slot *before* it accepts, so at the cap it stops accepting
+/// and new connections wait in the kernel's listen backlog (as HAProxy's `maxconn`), rather than
+/// being accepted and closed. Each listener's loop holds the slot it waits to accept into, so
+/// with several listeners on one count a busy one may be held to a few fewer than the cap; the
+/// cap itself is never exceeded.
+pub struct Slots {
+    sem: Arc<Semaphore>,
+    open: Gauge,
+    at_limit: Counter,
+}
+
+/// Taken before an accept, then held by the accepted connection with its [`ConnGuard`]; frees
+/// the slot when dropped.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: Gauge,
+    counted: bool,
+}
+
+impl Slot {
+    /// A connection was accepted into this slot (counted in `weft_connections_open`).
+    pub fn opened(&mut self) {
+        self.open.inc();
+        self.counted = true;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.counted {
+            self.open.dec();
+        }
+    }
+}
+
+impl Slots {
+    pub fn new(max: usize, open: Gauge, at_limit: Counter) -> Self {
+        Slots { sem: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))), open, at_limit }
+    }
+
+    /// A free slot, waiting (and counting the wait in `weft_connections_at_limit_total`) while
+    /// all are taken. `at_limit` runs once per wait, for the caller's (rate-limited) warning.
+    pub async fn take(&self, at_limit: impl FnOnce()) -> Slot {
+        let permit = match self.sem.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                self.at_limit.inc();
+                at_limit();
+                match self.sem.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    // Never closed; should it be, stop accepting for good.
+                    Err(_) => std::future::pending().await,
+                }
+            }
+        };
+        Slot { _permit: permit, open: self.open.clone(), counted: false }
     }
 }
 

@@ -38,7 +38,10 @@ const MAX_HELLO: usize = 16 * 1024 + 2048 + 5;
 
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
     let log = Arc::new(RefusalLog::default());
-    crate::accept_loop(&ctx, listener, move |ctx, stream, remote| handle(ctx, log.clone(), stream, remote)).await;
+    crate::accept_loop(&ctx, listener, crate::Side::Peer, move |ctx, stream, remote| {
+        handle(ctx, log.clone(), stream, remote)
+    })
+    .await;
 }
 
 async fn read_sni(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<String>, &'static str> {

@@ -27,7 +27,7 @@ use weft_api::proxy::Protocol;
 use weft_identity::tls;
 
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
-    crate::accept_loop(&ctx, listener, handle).await;
+    crate::accept_loop(&ctx, listener, crate::Side::Peer, handle).await;
 }
 
 /// Why a handshake failed, as a metric label.

@@ -78,6 +78,10 @@ pub struct Ctx {
     budget: Arc<budget::Budget>,
     pool: pool::Pool,
     drain: drain::Drain,
+    /// Connections open from peers (inbound, gateway listeners), `limits.max_connections`.
+    peer_slots: drain::Slots,
+    /// Connections open from apps (outbound listeners), `limits.max_connections`.
+    app_slots: drain::Slots,
     /// HTTP/1 connections: from apps (HTTP/2 goes to [`h2server`]), and `http/1.1` ones from
     /// peers (upgrades).
     server: hyper::server::conn::http1::Builder,
@@ -193,6 +197,16 @@ impl Proxy {
             .max_buf_size(cfg.limits.max_header_bytes.max(8192));
         let connect_timeout = cfg.timeouts.connect.into();
         let budget = budget::Budget::new(cfg.limits.clone(), &metrics);
+        let slots = |cfg: &ProxyConfig, m: &metrics::Metrics, from: &'static str| {
+            let l = metrics::Listener { from };
+            drain::Slots::new(
+                cfg.limits.max_connections,
+                m.connections_open.get_or_create(&l).clone(),
+                m.connections_at_limit.get_or_create(&l).clone(),
+            )
+        };
+        let peer_slots = slots(&cfg, &metrics, "peer");
+        let app_slots = slots(&cfg, &metrics, "app");
         let ctx = Arc::new(Ctx {
             routes: ArcSwap::from_pointee(routes),
             tls: net::Tls::new(&certs)?,
@@ -208,6 +222,8 @@ impl Proxy {
                 workers.count(),
             ),
             drain: drain::Drain::default(),
+            peer_slots,
+            app_slots,
             server,
             apps: match &cfg.inbound {
                 Some(inb) => app::AppClients::new(
@@ -336,20 +352,50 @@ impl Proxy {
     }
 }
 
-/// Accepts until drain starts; each connection runs on its own task and holds a drain guard.
-/// With workers, the task runs on the next worker (round robin) and the socket is registered with
-/// that worker's reactor, so its readiness events wake that thread only.
-pub(crate) async fn accept_loop<F, Fut>(ctx: &Arc<Ctx>, listener: TcpListener, handler: F)
+/// Who opens a listener's connections: which `limits.max_connections` count it draws on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Side {
+    /// Peer proxies and remote clients (inbound, gateway).
+    Peer,
+    /// Local apps (outbound listeners).
+    App,
+}
+
+/// Accepts until drain starts; each connection runs on its own task and holds a drain guard and
+/// a connection slot. With no free slot (`limits.max_connections` open) it stops accepting until
+/// one closes: new connections wait in the listen backlog. With workers, the task runs on the next
+/// worker (round robin) and the socket is registered with that worker's reactor, so its readiness
+/// events wake that thread only.
+pub(crate) async fn accept_loop<F, Fut>(ctx: &Arc<Ctx>, listener: TcpListener, side: Side, handler: F)
 where
     F: Fn(Arc<Ctx>, TcpStream, SocketAddr) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let slots = match side {
+        Side::Peer => &ctx.peer_slots,
+        Side::App => &ctx.app_slots,
+    };
+    let at_limit = || {
+        loglimit::warn_limited!(
+            ctx.logs,
+            loglimit::Kind::ConnectionLimit,
+            std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            from = ?side,
+            max_connections = ctx.cfg.limits.max_connections,
+            "limits.max_connections connections are open; not accepting more until one closes"
+        );
+    };
     loop {
+        let mut slot = tokio::select! {
+            slot = slots.take(at_limit) => slot,
+            _ = ctx.drain.signaled() => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let guard = ctx.drain.conn();
+                    slot.opened();
+                    let guard = (ctx.drain.conn(), slot);
                     match ctx.workers.next() {
                         None => {
                             let fut = handler(ctx.clone(), stream, peer);

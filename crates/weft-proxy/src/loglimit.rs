@@ -32,6 +32,8 @@ pub enum Kind {
     /// A client that did not send its request head (HTTP/1) or preface (HTTP/2) within
     /// `timeouts.header_read`.
     HeaderRead,
+    /// A listener stopped accepting at `limits.max_connections`.
+    ConnectionLimit,
 }
 
 impl Kind {
@@ -41,6 +43,7 @@ impl Kind {
             Kind::BadGateway => "bad-gateway",
             Kind::AppRefused => "app-refused",
             Kind::HeaderRead => "header-read-timeout",
+            Kind::ConnectionLimit => "connection-limit",
         }
     }
 }

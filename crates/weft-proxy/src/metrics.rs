@@ -110,6 +110,18 @@ pub struct Metrics {
     /// Times a stream's body waited for room in its connection's or the proxy's buffer.
     pub http2_buffer_waits: Counter,
     pub http2_streams_refused: Family<Refused, Counter>,
+    /// Connections the proxy's listeners accepted that are open now, by who opened them
+    /// (`direction`: inbound/gateway from peers, outbound from apps).
+    pub connections_open: Family<Listener, Gauge>,
+    /// Times a listener stopped accepting because `limits.max_connections` were open.
+    pub connections_at_limit: Family<Listener, Counter>,
+}
+
+/// Which connection count of `limits.max_connections` a listener draws on.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Listener {
+    /// `peer` (inbound and gateway listeners) or `app` (outbound listeners).
+    pub from: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -140,6 +152,8 @@ impl Metrics {
             http2_held_headers: Gauge::default(),
             http2_buffer_waits: Counter::default(),
             http2_streams_refused: Family::default(),
+            connections_open: Family::default(),
+            connections_at_limit: Family::default(),
         };
         let r = reg.sub_registry_with_prefix("weft");
         r.register("http_requests", "HTTP requests proxied", m.requests.clone());
@@ -189,6 +203,16 @@ impl Metrics {
             "http2_streams_refused",
             "HTTP/2 streams refused with 503 overloaded, by the bound they would have passed",
             m.http2_streams_refused.clone(),
+        );
+        r.register(
+            "connections_open",
+            "Accepted connections open now, from peers or from apps (each bounded by limits.max_connections)",
+            m.connections_open.clone(),
+        );
+        r.register(
+            "connections_at_limit",
+            "Times a listener stopped accepting because limits.max_connections connections were open",
+            m.connections_at_limit.clone(),
         );
         m
     }

@@ -66,7 +66,7 @@ impl Target {
 pub async fn serve_upstream(ctx: Arc<Ctx>, listener: TcpListener, up: Upstream) {
     let (name, ns) = up.service.split_once('.').unwrap_or((up.service.as_str(), weft_api::proxy::DEFAULT_NAMESPACE));
     let (name, ns) = (name.to_string(), ns.to_string());
-    crate::accept_loop(&ctx, listener, move |ctx, stream, _peer| {
+    crate::accept_loop(&ctx, listener, crate::Side::App, move |ctx, stream, _peer| {
         let service = ctx.routes.load().service(&name, &ns).cloned();
         let up = up.clone();
         async move {
@@ -89,7 +89,7 @@ pub async fn serve_upstream(ctx: Arc<Ctx>, listener: TcpListener, up: Upstream) 
 /// Accept loop of the transparent listener: the destination is the connection's original one.
 pub async fn serve_transparent(ctx: Arc<Ctx>, listener: TcpListener) {
     let own = listener.local_addr().ok();
-    crate::accept_loop(&ctx, listener, move |ctx, stream, _peer| async move {
+    crate::accept_loop(&ctx, listener, crate::Side::App, move |ctx, stream, _peer| async move {
         let dst = match original_dst(&stream) {
             Ok(d) if Some(d) != own => d,
             Ok(_) => {
