@@ -6,18 +6,14 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::time::Duration;
 use weft_control::{ControlConfig, ControlPlane};
 use weft_testkit::{eventually, http1_request};
 
-const DEADLINE: Duration = Duration::from_secs(10);
+mod common;
+use common::{query_a, tempdir};
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("weft-consul-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+const DEADLINE: Duration = Duration::from_secs(10);
 
 async fn control(name: &str) -> ControlPlane {
     let mut cfg = ControlConfig::new(tempdir(name));
@@ -318,38 +314,6 @@ async fn other_v1_paths_answer_501_naming_the_call() {
     let r = consul(&cp, "POST", "/v1/catalog/services", "").await;
     assert_eq!(r.status, 405);
     assert!(r.body["error"].is_string(), "{}", r.body);
-}
-
-/// A minimal DNS A query over UDP, answered addresses as strings.
-async fn query_a(dns: SocketAddr, name: &str) -> Vec<String> {
-    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.trim_end_matches('.').split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    sock.send_to(&q, dns).await.unwrap();
-    let mut buf = [0u8; 1500];
-    let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf)).await.unwrap().unwrap();
-    let resp = &buf[..n];
-    let ancount = u16::from_be_bytes([resp[6], resp[7]]) as usize;
-    let mut i = q.len();
-    let mut out = vec![];
-    for _ in 0..ancount {
-        while resp[i] != 0 && resp[i] & 0xc0 != 0xc0 {
-            i += 1 + resp[i] as usize;
-        }
-        i += if resp[i] == 0 { 1 } else { 2 };
-        let (ty, len) =
-            (u16::from_be_bytes([resp[i], resp[i + 1]]), u16::from_be_bytes([resp[i + 8], resp[i + 9]]) as usize);
-        i += 10;
-        if ty == 1 && len == 4 {
-            out.push(format!("{}.{}.{}.{}", resp[i], resp[i + 1], resp[i + 2], resp[i + 3]));
-        }
-        i += len;
-    }
-    out
 }
 
 #[tokio::test]

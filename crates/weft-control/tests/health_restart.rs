@@ -3,36 +3,19 @@
 //! one stays critical with its output, and a Workload re-applied with a changed check starts it
 //! fresh. (weft-cli's `tests/control.rs` does the same with kill -9 under traffic.)
 
-use bytes::Bytes;
-use http_body_util::Full;
 use std::net::SocketAddr;
 use std::time::Duration;
 use weft_control::{ControlConfig, ControlPlane};
-use weft_testkit::{eventually, http1_request};
+use weft_testkit::eventually;
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("weft-cp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+mod common;
+use common::{admin_api as api, tempdir};
 
 async fn control(dir: &std::path::Path) -> ControlPlane {
     let mut cfg = ControlConfig::new(dir.to_path_buf());
     cfg.grpc = "127.0.0.1:0".parse().unwrap();
     cfg.api = "127.0.0.1:0".parse().unwrap();
     ControlPlane::start(cfg).await.expect("control plane")
-}
-
-async fn api(cp: &ControlPlane, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "cp")
-        .header("authorization", format!("Bearer {}", cp.admin_token))
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let resp = http1_request(cp.api_addr, req).await.unwrap();
-    (resp.status().as_u16(), serde_json::from_slice(resp.body()).unwrap_or(serde_json::Value::Null))
 }
 
 /// Service `api` and Workload `api-1` with an HTTP check on `app` and a TTL check of `ttl`.

@@ -3,23 +3,16 @@
 //! sidecars call west's exported service directly, with mTLS, each side verifying the other
 //! against the other's own root only.
 
-use bytes::Bytes;
-use http_body_util::Full;
 use std::net::SocketAddr;
 use std::time::Duration;
 use weft_api::kinds::MeshConfigSpec;
-use weft_api::proxy::ProxyConfig;
 use weft_control::{ControlConfig, ControlPlane};
-use weft_proxy::Proxy;
-use weft_testkit::{eventually, http1_get, http1_request};
+use weft_testkit::{eventually, http1_get};
+
+mod common;
+use common::{admin_api as api, sidecar, tempdir};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("weft-link-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
 
 async fn control(name: &str, trust_domain: &str) -> ControlPlane {
     control_in(tempdir(name), name, trust_domain).await
@@ -37,38 +30,6 @@ async fn control_at(dir: std::path::PathBuf, name: &str, trust_domain: &str, grp
     mesh.cluster.name = name.into();
     cfg.mesh = mesh;
     ControlPlane::start(cfg).await.expect("control plane")
-}
-
-async fn api(cp: &ControlPlane, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "cp")
-        .header("authorization", format!("Bearer {}", cp.admin_token))
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let resp = http1_request(cp.api_addr, req).await.unwrap();
-    let v = serde_json::from_slice(resp.body()).unwrap_or(serde_json::Value::Null);
-    (resp.status().as_u16(), v)
-}
-
-async fn sidecar(cp: &ControlPlane, identity: &str, workload: Option<&str>, extra: &str) -> Proxy {
-    let (status, v) =
-        api(cp, "POST", "/v1/tokens", &format!(r#"{{"kind":"bootstrap","identity":"{identity}"}}"#)).await;
-    assert_eq!(status, 200, "{v}");
-    let token = v["token"].as_str().unwrap();
-    let workload = workload.map(|w| format!(", workload: {w}")).unwrap_or_default();
-    let cfg = ProxyConfig::from_yaml(&format!(
-        "control: {{ address: \"{}\", token: \"{token}\", proxy_id: \"{}\"{workload} }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\n{extra}",
-        cp.grpc_addr,
-        identity.replace('/', "-")
-    ))
-    .unwrap();
-    let control = cfg.control.clone().unwrap();
-    let store = weft_proxy::control::bootstrap(&control, 0).await.expect("certificate from the control plane");
-    let mut p = Proxy::start(cfg, store).await.unwrap();
-    p.follow_control_plane(control);
-    p
 }
 
 fn workload(app: SocketAddr, sidecar: SocketAddr) -> String {

@@ -1,68 +1,22 @@
 //! End to end on 127.0.0.1: a control plane, sidecars that get their certificates and routes from
 //! it, registration over the Consul-shaped HTTP API, and what happens when things go wrong.
 
-use bytes::Bytes;
-use http_body_util::Full;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use weft_api::proxy::ProxyConfig;
 use weft_control::{ControlConfig, ControlPlane};
 use weft_proxy::Proxy;
-use weft_testkit::{eventually, http1_get, http1_request};
+use weft_testkit::{eventually, http1_get};
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("weft-cp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+mod common;
+use common::{api, bootstrap_token, query_a, sidecar, tempdir};
 
 async fn control(dir: &std::path::Path, grpc: Option<SocketAddr>) -> ControlPlane {
     let mut cfg = ControlConfig::new(dir.to_path_buf());
     cfg.grpc = grpc.unwrap_or("127.0.0.1:0".parse().unwrap());
     cfg.api = "127.0.0.1:0".parse().unwrap();
     ControlPlane::start(cfg).await.expect("control plane")
-}
-
-/// Calls the control plane's HTTP API.
-async fn api(cp: &ControlPlane, method: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "cp")
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let resp = http1_request(cp.api_addr, req).await.unwrap();
-    let v = serde_json::from_slice(resp.body()).unwrap_or(serde_json::Value::Null);
-    (resp.status().as_u16(), v)
-}
-
-async fn bootstrap_token(cp: &ControlPlane, identity: &str) -> String {
-    let (status, v) =
-        api(cp, "POST", "/v1/tokens", &cp.admin_token, &format!(r#"{{"kind":"bootstrap","identity":"{identity}"}}"#))
-            .await;
-    assert_eq!(status, 200, "{v}");
-    v["token"].as_str().unwrap().to_string()
-}
-
-/// A sidecar following `cp`; `workload` names the Workload it fronts (its inbound ports then come
-/// from the control plane).
-async fn sidecar(cp: &ControlPlane, identity: &str, workload: Option<&str>, extra: &str) -> Proxy {
-    let token = bootstrap_token(cp, identity).await;
-    let workload = workload.map(|w| format!(", workload: {w}")).unwrap_or_default();
-    let cfg = ProxyConfig::from_yaml(&format!(
-        "control: {{ address: \"{}\", token: \"{token}\", proxy_id: \"{}\"{workload} }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\n{extra}",
-        cp.grpc_addr,
-        identity.replace('/', "-")
-    ))
-    .unwrap();
-    let control = cfg.control.clone().unwrap();
-    let store = weft_proxy::control::bootstrap(&control, 0).await.expect("certificate from the control plane");
-    let mut p = Proxy::start(cfg, store).await.unwrap();
-    p.follow_control_plane(control);
-    p
 }
 
 /// The api app with its sidecar, and a web sidecar with an upstream listener for api.
@@ -459,40 +413,6 @@ async fn dns_answers_registered_services() {
         assert_eq!(addrs, vec!["127.0.0.7".to_string()], "{name}: only the healthy instance");
     }
     assert!(query_a(dns, "nope.service.consul.").await.is_empty());
-}
-
-/// A minimal DNS A query over UDP, answered addresses as strings.
-async fn query_a(dns: SocketAddr, name: &str) -> Vec<String> {
-    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.trim_end_matches('.').split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    sock.send_to(&q, dns).await.unwrap();
-    let mut buf = [0u8; 1500];
-    let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf)).await.unwrap().unwrap();
-    let resp = &buf[..n];
-    // Skip the header and the echoed question, then read the A records.
-    let ancount = u16::from_be_bytes([resp[6], resp[7]]) as usize;
-    let mut i = q.len();
-    let mut out = vec![];
-    for _ in 0..ancount {
-        // The owner name: labels ending in a zero byte, or a 2-byte compression pointer.
-        while resp[i] != 0 && resp[i] & 0xc0 != 0xc0 {
-            i += 1 + resp[i] as usize;
-        }
-        i += if resp[i] == 0 { 1 } else { 2 };
-        let (ty, len) =
-            (u16::from_be_bytes([resp[i], resp[i + 1]]), u16::from_be_bytes([resp[i + 8], resp[i + 9]]) as usize);
-        i += 10;
-        if ty == 1 && len == 4 {
-            out.push(format!("{}.{}.{}.{}", resp[i], resp[i + 1], resp[i + 2], resp[i + 3]));
-        }
-        i += len;
-    }
-    out
 }
 
 #[tokio::test]

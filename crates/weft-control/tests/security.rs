@@ -9,13 +9,10 @@ use weft_api::proxy::Control;
 use weft_control::{ControlConfig, ControlPlane};
 use weft_testkit::{eventually, http1_request};
 
-const DEADLINE: Duration = Duration::from_secs(10);
+mod common;
+use common::{api, bootstrap_token, tempdir};
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("weft-sec-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+const DEADLINE: Duration = Duration::from_secs(10);
 
 fn config(dir: &std::path::Path) -> ControlConfig {
     let mut cfg = ControlConfig::new(dir.to_path_buf());
@@ -26,27 +23,6 @@ fn config(dir: &std::path::Path) -> ControlConfig {
 
 async fn control(dir: &std::path::Path) -> ControlPlane {
     ControlPlane::start(config(dir)).await.expect("control plane")
-}
-
-/// Calls the control plane's HTTP API.
-async fn api(cp: &ControlPlane, method: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "cp")
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let resp = http1_request(cp.api_addr, req).await.unwrap();
-    let v = serde_json::from_slice(resp.body()).unwrap_or(serde_json::Value::Null);
-    (resp.status().as_u16(), v)
-}
-
-async fn bootstrap_token(cp: &ControlPlane, identity: &str) -> String {
-    let body = format!(r#"{{"kind":"bootstrap","identity":"{identity}"}}"#);
-    let (status, v) = api(cp, "POST", "/v1/tokens", &cp.admin_token, &body).await;
-    assert_eq!(status, 200, "{v}");
-    v["token"].as_str().unwrap().to_string()
 }
 
 #[tokio::test]
