@@ -28,6 +28,10 @@ pub const DEFAULT_GATEWAY: &str = "0.0.0.0:15443";
 pub const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A PING on every pooled peer connection this often...
+pub const DEFAULT_PEER_KEEPALIVE: Duration = Duration::from_secs(1);
+/// ...and no PONG within this long fails the connection: a partition is seen within about 2 s.
+pub const DEFAULT_PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Streams one HTTP/2 connection the proxy serves may have open at once.
@@ -332,11 +336,25 @@ pub struct Timeouts {
     /// A client must send a complete request head within this time (slowloris guard).
     #[serde(default = "d_header")]
     pub header_read: Duration,
+    /// How often an HTTP/2 PING goes out on each pooled connection to a peer proxy.
+    #[serde(default = "d_peer_keepalive")]
+    pub peer_keepalive: Duration,
+    /// No PONG within this long: the peer is unresponsive (a partition, a frozen host); the
+    /// connection leaves the pool and the requests on it fail at once (504 `peer-unresponsive`).
+    #[serde(default = "d_peer_keepalive_timeout")]
+    pub peer_keepalive_timeout: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { detect: d_detect(), connect: d_connect(), drain: d_drain(), header_read: d_header() }
+        Timeouts {
+            detect: d_detect(),
+            connect: d_connect(),
+            drain: d_drain(),
+            header_read: d_header(),
+            peer_keepalive: d_peer_keepalive(),
+            peer_keepalive_timeout: d_peer_keepalive_timeout(),
+        }
     }
 }
 
@@ -470,6 +488,12 @@ fn d_drain() -> Duration {
 }
 fn d_header() -> Duration {
     DEFAULT_HEADER_READ_TIMEOUT
+}
+fn d_peer_keepalive() -> Duration {
+    DEFAULT_PEER_KEEPALIVE
+}
+fn d_peer_keepalive_timeout() -> Duration {
+    DEFAULT_PEER_KEEPALIVE_TIMEOUT
 }
 fn d_max_streams() -> u32 {
     DEFAULT_MAX_CONCURRENT_STREAMS
@@ -710,6 +734,9 @@ impl ProxyConfig {
             ("timeouts.detect", self.timeouts.detect, Duration::from_millis(1)),
             ("timeouts.connect", self.timeouts.connect, Duration::from_millis(1)),
             ("timeouts.header_read", self.timeouts.header_read, Duration::from_millis(1)),
+            // Shorter would fail healthy connections whenever a PONG is a little late.
+            ("timeouts.peer_keepalive", self.timeouts.peer_keepalive, Duration::from_millis(100)),
+            ("timeouts.peer_keepalive_timeout", self.timeouts.peer_keepalive_timeout, Duration::from_millis(100)),
         ] {
             if d < min {
                 return Err(ConfigError::invalid(field, format!("{d} is too short: must be at least {min}")));
@@ -828,6 +855,12 @@ services:
         assert!(err.to_string().starts_with("identity.reload_interval"), "{err}");
         let err = ProxyConfig::from_yaml(&format!("{GOOD}timeouts: {{ connect: 0 }}\n")).unwrap_err();
         assert!(err.to_string().starts_with("timeouts.connect"), "{err}");
+        let err = ProxyConfig::from_yaml(&format!("{GOOD}timeouts: {{ peer_keepalive_timeout: 10ms }}\n")).unwrap_err();
+        assert!(err.to_string().starts_with("timeouts.peer_keepalive_timeout"), "{err}");
+        assert!(err.to_string().contains("at least 100ms"), "{err}");
+        let c = ProxyConfig::from_yaml(&format!("{GOOD}timeouts: {{ peer_keepalive: 5s }}\n")).unwrap();
+        assert_eq!(c.timeouts.peer_keepalive, Duration::from_secs(5));
+        assert_eq!(c.timeouts.peer_keepalive_timeout, DEFAULT_PEER_KEEPALIVE_TIMEOUT);
         let err = ProxyConfig::from_yaml("identity: { cert: c, key: k, bundle: b }\noutbound: {}\n").unwrap_err();
         assert!(err.to_string().starts_with("outbound:"), "{err}");
         let dup = format!(

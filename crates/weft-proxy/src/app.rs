@@ -375,7 +375,8 @@ impl AppPool {
             return Ok(c);
         }
         let tcp = connect(self.addr, self.mark, self.timeout).await?;
-        let conn = PeerConn::handshake(tcp, &self.budget).await.map_err(|e| self.error(e))?;
+        let conn =
+            PeerConn::handshake(tcp, &self.budget, crate::peer::KeepAlive::APP).await.map_err(|e| self.error(e))?;
         *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
         Ok(conn)
     }

@@ -11,6 +11,9 @@ pub enum ProxyError {
     Connect { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("connect to {0} timed out; is the peer proxy running and reachable?")]
     ConnectTimeout(std::net::SocketAddr),
+    /// A pooled connection's PING went unanswered (`timeouts.peer_keepalive_timeout`).
+    #[error("peer proxy at {0} stopped answering (no PONG within timeouts.peer_keepalive_timeout); is the network between the clusters partitioned?")]
+    PeerUnresponsive(std::net::SocketAddr),
     #[error("TLS handshake with {addr} failed: {source}")]
     Tls { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("peer at {addr} is {got}, expected {expected}")]
@@ -33,7 +36,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoEndpoint(_) | ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ConnectTimeout(_) | ProxyError::PeerUnresponsive(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ConnectNotAllowed(_) => StatusCode::FORBIDDEN,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
@@ -46,6 +49,7 @@ impl ProxyError {
             ProxyError::NoEndpoint(_) => "no-endpoint",
             ProxyError::Connect { .. } => "connect",
             ProxyError::ConnectTimeout(_) => "connect-timeout",
+            ProxyError::PeerUnresponsive(_) => "peer-unresponsive",
             ProxyError::Tls { .. } => "tls",
             ProxyError::WrongIdentity { .. } => "wrong-identity",
             ProxyError::Upstream(_) => "upstream",

@@ -140,6 +140,10 @@ impl Ctx {
             connect_timeout: self.cfg.timeouts.connect.into(),
             metrics: &self.metrics,
             budget: &self.budget,
+            keep_alive: peer::KeepAlive {
+                interval: self.cfg.timeouts.peer_keepalive.into(),
+                timeout: self.cfg.timeouts.peer_keepalive_timeout.into(),
+            },
         }
     }
 }

@@ -377,6 +377,7 @@ async fn forward(
                 }
                 match e {
                     SendError::Unsent(unsent, _) if attempts < 2 => req = *unsent,
+                    SendError::Unresponsive(_) => return Err(ProxyError::PeerUnresponsive(ep.proxy)),
                     e => return Err(ProxyError::Upstream(e.into_error().into())),
                 }
             }

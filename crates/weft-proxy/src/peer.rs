@@ -26,9 +26,18 @@ use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// A PING every `KEEP_ALIVE_INTERVAL`; no PONG within `KEEP_ALIVE_TIMEOUT` closes the connection.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A PING every `interval`; no PONG within `timeout` fails the connection, and with it every
+/// request on it, at once: on a partition (packets dropped, no RST) nothing else would tell.
+#[derive(Clone, Copy, Debug)]
+pub struct KeepAlive {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl KeepAlive {
+    /// For the HTTP/2 connection to the local app (loopback: no partition to detect).
+    pub const APP: KeepAlive = KeepAlive { interval: Duration::from_secs(30), timeout: Duration::from_secs(10) };
+}
 
 /// A handle on one multiplexed connection to a peer proxy; cheap to clone.
 #[derive(Clone)]
@@ -41,6 +50,8 @@ pub struct PeerConn {
 struct Shared {
     /// Set when the connection task has ended (closed, failed, or keep-alive timed out).
     closed: AtomicBool,
+    /// Set (before `closed`) when the peer did not answer a PING in time.
+    unresponsive: AtomicBool,
     /// Requests sent and not yet done with (their response body not dropped): the pool opens
     /// another connection rather than queue past `limits.max_concurrent_streams`.
     open: AtomicUsize,
@@ -65,27 +76,29 @@ pub enum SendError {
     /// The connection is unusable and the request was not sent: it can go out on another.
     Unsent(Box<Request<Body>>, h2::Error),
     Failed(h2::Error),
+    /// The peer stopped answering PINGs (see [`KeepAlive`]) while the request was on it.
+    Unresponsive(h2::Error),
 }
 
 impl SendError {
     /// Whether the connection is unusable from now on, so its pool should drop it.
     pub fn broke_connection(&self) -> bool {
         match self {
-            SendError::Unsent(..) => true,
+            SendError::Unsent(..) | SendError::Unresponsive(_) => true,
             SendError::Failed(e) => e.is_io() || e.is_go_away(),
         }
     }
 
     pub fn into_error(self) -> h2::Error {
         match self {
-            SendError::Unsent(_, e) | SendError::Failed(e) => e,
+            SendError::Unsent(_, e) | SendError::Failed(e) | SendError::Unresponsive(e) => e,
         }
     }
 }
 
 impl PeerConn {
     /// HTTP/2 handshake on `io`; the connection is driven by a task of its own from then on.
-    pub async fn handshake<T>(io: T, budget: &Arc<Budget>) -> Result<PeerConn, h2::Error>
+    pub async fn handshake<T>(io: T, budget: &Arc<Budget>, keep_alive: KeepAlive) -> Result<PeerConn, h2::Error>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -98,15 +111,16 @@ impl PeerConn {
             .await?;
         let shared = Arc::new(Shared {
             closed: AtomicBool::new(false),
+            unresponsive: AtomicBool::new(false),
             open: AtomicUsize::new(0),
             peer_max: AtomicUsize::new(sender.current_max_send_streams()),
             budget: budget.connection(),
         });
         let done = shared.clone();
         let mut ping_pong = conn.ping_pong();
+        let KeepAlive { interval, timeout } = keep_alive;
         tokio::spawn(async move {
-            let mut tick =
-                tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE_INTERVAL, KEEP_ALIVE_INTERVAL);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut deadline: Option<tokio::time::Instant> = None;
             loop {
@@ -121,7 +135,7 @@ impl PeerConn {
                     _ = tick.tick(), if deadline.is_none() => {
                         if let Some(pp) = ping_pong.as_mut() {
                             if pp.send_ping(h2::Ping::opaque()).is_ok() {
-                                deadline = Some(tokio::time::Instant::now() + KEEP_ALIVE_TIMEOUT);
+                                deadline = Some(tokio::time::Instant::now() + timeout);
                             }
                         }
                     }
@@ -135,12 +149,15 @@ impl PeerConn {
                         }
                     }
                     _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
-                        tracing::debug!("peer connection: no PONG in time, closing");
+                        tracing::debug!(?timeout, "peer connection: no PONG in time, closing");
+                        done.unresponsive.store(true, Ordering::Release);
                         break;
                     }
                 }
             }
             done.closed.store(true, Ordering::Release);
+            // Dropping `conn` here fails the streams still open on it (their callers get an
+            // error now, not when the OS gives up on the socket).
         });
         Ok(PeerConn { sender, shared })
     }
@@ -192,7 +209,13 @@ impl PeerConn {
             let budget = open.0.budget.clone();
             tokio::spawn(async move { pipe(body, send, &budget).await });
         }
-        let resp = response.await.map_err(SendError::Failed)?;
+        let resp = response.await.map_err(|e| {
+            if open.0.unresponsive.load(Ordering::Acquire) {
+                SendError::Unresponsive(e)
+            } else {
+                SendError::Failed(e)
+            }
+        })?;
         let (parts, recv) = resp.into_parts();
         Ok(Response::from_parts(parts, OpenBody { body: RecvBody::new(recv), _open: open }.boxed()))
     }

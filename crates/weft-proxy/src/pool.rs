@@ -53,6 +53,8 @@ pub struct Settings<'a> {
     pub connect_timeout: Duration,
     pub metrics: &'a crate::metrics::Metrics,
     pub budget: &'a Arc<crate::budget::Budget>,
+    /// `timeouts.peer_keepalive` / `peer_keepalive_timeout`.
+    pub keep_alive: crate::peer::KeepAlive,
 }
 
 impl Pool {
@@ -149,7 +151,7 @@ impl Pool {
 
     async fn connect(&self, ep: &Endpoint, sni: &str, slot: usize, s: &Settings<'_>) -> Result<PeerConn, ProxyError> {
         let tls = connect_peer(s.tls, ep, sni, Alpn::H2, s.mark, s.connect_timeout).await?;
-        let sender = PeerConn::handshake(crate::cork::Corked::new(tls), s.budget)
+        let sender = PeerConn::handshake(crate::cork::Corked::new(tls), s.budget, s.keep_alive)
             .await
             .map_err(|e| ProxyError::Upstream(e.into()))?;
         s.metrics.peer_connects.inc();
