@@ -432,7 +432,10 @@ async fn link_check_names_an_untrusted_peer_and_a_revoked_link() {
     assert_eq!(api(&west, "POST", "/v1/links/east-t/revoke", "").await.0, 200);
     let v = eventually("the check shows the revocation", WAIT, || async move {
         let (_, v) = api(east_ref, "GET", "/v1/links/west-t/check", "").await;
-        (check_line(&v, "stream")["verdict"] == "fail").then_some(v)
+        // Between the cut and the refusal the stream also fails, as `connecting`: wait for the
+        // refusal itself.
+        let stream = check_line(&v, "stream");
+        (stream["verdict"] == "fail" && stream["detail"].as_str().is_some_and(|d| d.contains("revoked"))).then_some(v)
     })
     .await;
     assert_eq!(v["ok"], false, "{v}");
