@@ -8,9 +8,7 @@
 //! Forwarded only when the SNI names this gateway's cluster, a service it knows and one of that
 //! service's ports, and the endpoint picked is in this cluster and not on this host (loopback),
 //! unless the gateway itself listens on loopback. Each refusal is counted under its own reason
-//! and logged with the SNI, at most once per reason per 10 s (see [`refusals`]).
-
-mod refusals;
+//! and logged with the SNI, at most once per reason and caller per 10 s (see [`crate::loglimit`]).
 
 use crate::detect::Prefixed;
 use crate::metrics::{Direction, Name, Peer};
@@ -18,7 +16,6 @@ use crate::net;
 use crate::routes::Endpoint;
 use crate::sni::{peek_sni, Peek, SniTarget};
 use crate::Ctx;
-use refusals::RefusalLog;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
@@ -37,11 +34,7 @@ fn is_local_host(ip: IpAddr) -> bool {
 const MAX_HELLO: usize = 16 * 1024 + 2048 + 5;
 
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
-    let log = Arc::new(RefusalLog::default());
-    crate::accept_loop(&ctx, listener, crate::Side::Peer, move |ctx, stream, remote| {
-        handle(ctx, log.clone(), stream, remote)
-    })
-    .await;
+    crate::accept_loop(&ctx, listener, crate::Side::Peer, move |ctx, stream, remote| handle(ctx, stream, remote)).await;
 }
 
 async fn read_sni(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<String>, &'static str> {
@@ -61,17 +54,12 @@ async fn read_sni(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<St
 }
 
 /// Counts a refusal under `reason` and logs it, naming the caller and the SNI it sent, at most
-/// once per reason per [`refusals::EVERY`] (the next line says how many were held back).
-fn refuse(
-    ctx: &Ctx,
-    log: &RefusalLog,
-    reason: &'static str,
-    remote: SocketAddr,
-    sni: &str,
-    why: std::fmt::Arguments<'_>,
-) {
+/// once per reason and caller per [`crate::loglimit::EVERY`] (the next line, or the proxy's
+/// periodic flush, says how many were held back).
+fn refuse(ctx: &Ctx, reason: &'static str, remote: SocketAddr, sni: &str, why: std::fmt::Arguments<'_>) {
     ctx.metrics.protocol_error(Direction::gateway, reason);
-    let Some(suppressed) = log.admit(reason, std::time::Instant::now()) else { return };
+    let kind = crate::loglimit::Kind::GatewayRefusal(reason);
+    let Some(suppressed) = ctx.logs.check(kind, remote.ip(), std::time::Instant::now()) else { return };
     if reason == "endpoint-not-allowed" {
         tracing::warn!(%remote, sni, reason, suppressed, "gateway refused a connection: {why}");
     } else {
@@ -79,25 +67,25 @@ fn refuse(
     }
 }
 
-async fn handle(ctx: Arc<Ctx>, log: Arc<RefusalLog>, mut stream: TcpStream, remote: SocketAddr) {
+async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     let mut buf = Vec::with_capacity(1024);
     let sni = match tokio::time::timeout(ctx.cfg.timeouts.detect.into(), read_sni(&mut stream, &mut buf)).await {
         Ok(Ok(Some(sni))) => sni,
         Ok(Ok(None)) => {
             let why = format_args!("the TLS ClientHello has no SNI; a gateway routes by SNI only");
-            return refuse(&ctx, &log, "no-sni", remote, "-", why);
+            return refuse(&ctx, "no-sni", remote, "-", why);
         }
         // A probe that connects and closes: counted, not logged.
         Ok(Err("eof")) => return ctx.metrics.protocol_error(Direction::gateway, "eof"),
         Ok(Err(reason)) => {
             let why = format_args!("not a TLS ClientHello the gateway can read ({reason})");
-            return refuse(&ctx, &log, reason, remote, "-", why);
+            return refuse(&ctx, reason, remote, "-", why);
         }
         Err(_) => return ctx.metrics.protocol_error(Direction::gateway, "timeout"),
     };
     let Some(target) = SniTarget::parse(&sni) else {
         let why = format_args!("the SNI is not a mesh name <port>.<service>.<namespace>.<cluster>.weft");
-        return refuse(&ctx, &log, "unknown-sni", remote, &sni, why);
+        return refuse(&ctx, "unknown-sni", remote, &sni, why);
     };
     // Only this cluster's services are routed here (a later issue forwards to other gateways).
     if target.cluster != ctx.cfg.cluster {
@@ -105,7 +93,7 @@ async fn handle(ctx: Arc<Ctx>, log: Arc<RefusalLog>, mut stream: TcpStream, remo
             "the SNI names cluster {:?}; this gateway routes only its own cluster {:?}",
             target.cluster, ctx.cfg.cluster
         );
-        return refuse(&ctx, &log, "wrong-cluster", remote, &sni, why);
+        return refuse(&ctx, "wrong-cluster", remote, &sni, why);
     }
     let routes = ctx.routes.load();
     let Some(service) = routes.service(&target.service, &target.namespace) else {
@@ -113,11 +101,11 @@ async fn handle(ctx: Arc<Ctx>, log: Arc<RefusalLog>, mut stream: TcpStream, remo
             "no service {}.{} in this gateway's services; add it (with its endpoints) to the gateway's `services`",
             target.service, target.namespace
         );
-        return refuse(&ctx, &log, "unknown-service", remote, &sni, why);
+        return refuse(&ctx, "unknown-service", remote, &sni, why);
     };
     if service.endpoints.is_empty() {
         let why = format_args!("service {} has no endpoint", service.key());
-        return refuse(&ctx, &log, "no-endpoint", remote, &sni, why);
+        return refuse(&ctx, "no-endpoint", remote, &sni, why);
     }
     // A port the service does not serve is refused here, not at the destination sidecar.
     let mut ports: Vec<u16> =
@@ -126,7 +114,7 @@ async fn handle(ctx: Arc<Ctx>, log: Arc<RefusalLog>, mut stream: TcpStream, remo
     ports.dedup();
     if !ports.contains(&target.port) {
         let why = format_args!("service {} has no port {} (its ports: {ports:?})", service.key(), target.port);
-        return refuse(&ctx, &log, "unknown-port", remote, &sni, why);
+        return refuse(&ctx, "unknown-port", remote, &sni, why);
     }
     // The SNI is the caller's word: the endpoint picked must itself be one the gateway may reach.
     let loopback_ok = ctx.cfg.gateway.as_ref().is_some_and(|g| g.listen.ip().to_canonical().is_loopback());
@@ -138,7 +126,7 @@ async fn handle(ctx: Arc<Ctx>, log: Arc<RefusalLog>, mut stream: TcpStream, remo
             service.key(),
             ctx.cfg.cluster
         );
-        return refuse(&ctx, &log, "endpoint-not-allowed", remote, &sni, why);
+        return refuse(&ctx, "endpoint-not-allowed", remote, &sni, why);
     };
     drop(routes);
     let mut guard = ctx.metrics.tcp_conn(Peer {

@@ -34,6 +34,8 @@ pub enum Kind {
     HeaderRead,
     /// A listener stopped accepting at `limits.max_connections`.
     ConnectionLimit,
+    /// The gateway refused a connection, for this reason (its metric label).
+    GatewayRefusal(&'static str),
 }
 
 impl Kind {
@@ -44,6 +46,7 @@ impl Kind {
             Kind::AppRefused => "app-refused",
             Kind::HeaderRead => "header-read-timeout",
             Kind::ConnectionLimit => "connection-limit",
+            Kind::GatewayRefusal(reason) => reason,
         }
     }
 }
