@@ -34,7 +34,7 @@ fn is_local_host(ip: IpAddr) -> bool {
 const MAX_HELLO: usize = 16 * 1024 + 2048 + 5;
 
 pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
-    crate::accept_loop(&ctx, listener, crate::Side::Peer, move |ctx, stream, remote| handle(ctx, stream, remote)).await;
+    crate::accept_loop(&ctx, listener, crate::Side::Peer, handle).await;
 }
 
 async fn read_sni(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<String>, &'static str> {
