@@ -39,12 +39,53 @@ pub struct ClusterSpec {
     pub region: String,
     #[serde(default)]
     pub zone: String,
+    /// `ip:port` of this cluster's east-west gateways, as other networks reach them
+    /// (multi-network): linked clusters on another network reach this cluster's endpoints, and
+    /// its control plane (reserved SNI), through them. Empty: dialled directly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
 }
 
 impl Default for ClusterSpec {
     fn default() -> Self {
-        ClusterSpec { name: default_cluster(), network: String::new(), region: String::new(), zone: String::new() }
+        ClusterSpec {
+            name: default_cluster(),
+            network: String::new(),
+            region: String::new(),
+            zone: String::new(),
+            gateways: vec![],
+        }
     }
+}
+
+/// The most gateway addresses a cluster (`cluster.gateways`) or a link may name.
+pub const MAX_GATEWAYS: usize = 16;
+
+/// Checks a list of east-west gateway addresses (`field`: where it was read, for the error):
+/// each `ip:port`, a real address (not `0.0.0.0`, not port 0), no repeats, at most
+/// [`MAX_GATEWAYS`].
+pub fn validate_gateways(field: &str, gateways: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+    if gateways.len() > MAX_GATEWAYS {
+        return Err(ConfigError::invalid(field, format!("at most {MAX_GATEWAYS} gateways")));
+    }
+    let mut out: Vec<SocketAddr> = Vec::with_capacity(gateways.len());
+    for (i, g) in gateways.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let a: SocketAddr = g.trim().parse().map_err(|_| {
+            ConfigError::invalid(&f, format!("{g:?} is not ip:port; write the gateway's address as other networks reach it, e.g. 203.0.113.7:15443"))
+        })?;
+        if a.ip().is_unspecified() || a.port() == 0 {
+            return Err(ConfigError::invalid(
+                &f,
+                format!("{g:?} cannot be dialled from another network; give the gateway's reachable ip and port"),
+            ));
+        }
+        if out.contains(&a) {
+            return Err(ConfigError::invalid(&f, format!("{a} is listed twice")));
+        }
+        out.push(a);
+    }
+    Ok(out)
 }
 
 impl Default for MeshConfigSpec {
@@ -79,6 +120,7 @@ impl Validate for MeshConfigSpec {
         if !valid_name(&self.cluster.name) {
             return Err(ConfigError::invalid("cluster.name", "must be a DNS label"));
         }
+        validate_gateways("cluster.gateways", &self.cluster.gateways)?;
         if self.leaf_lifetime < Duration::from_secs(1) {
             return Err(ConfigError::invalid("leafLifetime", "must be at least 1s"));
         }
@@ -424,6 +466,25 @@ pub struct LinkSpec {
     pub secret: String,
     /// When the credential expires (Unix seconds).
     pub expires_unix: u64,
+    /// The peer's network (its MeshConfig `cluster.network`; empty: the same as every network).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub network: String,
+    /// `ip:port` of the peer's east-west gateways. When set, `address` is one of them and the
+    /// link stream goes through them (reserved SNI `control.weft-system.<cluster>.weft`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
+}
+
+impl LinkSpec {
+    /// Where the link stream may be opened, in order: the peer's gateways when it has any, else
+    /// `address` (its control plane's gRPC listener).
+    pub fn dial_addresses(&self) -> Vec<String> {
+        if self.gateways.is_empty() {
+            vec![self.address.clone()]
+        } else {
+            self.gateways.clone()
+        }
+    }
 }
 
 /// Whether `td` is a trust domain weft accepts (lowercase letters, digits, '.', '-', '_').
@@ -456,6 +517,7 @@ impl Validate for LinkSpec {
         if self.secret.is_empty() {
             return Err(ConfigError::invalid("secret", "must hold the link secret from `weft link create`"));
         }
+        validate_gateways("gateways", &self.gateways)?;
         Ok(())
     }
 }

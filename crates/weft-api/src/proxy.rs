@@ -282,6 +282,18 @@ pub struct Upstream {
 pub struct Gateway {
     #[serde(default = "default_gateway")]
     pub listen: SocketAddr,
+    /// Where the reserved SNI `control.weft-system.<cluster>.weft` (linked clusters' link streams)
+    /// is forwarded: this cluster's control plane gRPC listener. Default: `control.address`, the
+    /// control plane the gateway follows; without either, that SNI is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<SocketAddr>,
+}
+
+impl Gateway {
+    /// The control plane the reserved SNI is forwarded to, if any (see [`Gateway::control_plane`]).
+    pub fn control_plane_addr(&self, control: Option<&Control>) -> Option<SocketAddr> {
+        self.control_plane.or(control.map(|c| c.address))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -607,6 +619,14 @@ impl ProxyConfig {
                 if self.inbound.is_some() || self.outbound.is_some() {
                     return Err(ConfigError::invalid("inbound", "a gateway has no `inbound`/`outbound`; remove them"));
                 }
+                if let Some(cp) = self.gateway.as_ref().and_then(|g| g.control_plane) {
+                    if cp.ip().is_unspecified() || cp.port() == 0 {
+                        return Err(ConfigError::invalid(
+                            "gateway.control_plane",
+                            format!("{cp} is not an address to connect to; give the control plane's gRPC listener (`weft control --grpc`), e.g. 10.0.0.5:15012"),
+                        ));
+                    }
+                }
             }
         }
         let mut seen = HashSet::new();
@@ -879,5 +899,13 @@ services:
         let err = ProxyConfig::from_yaml(gw).unwrap_err();
         assert!(err.to_string().starts_with("gateway:"), "{err}");
         assert!(ProxyConfig::from_yaml(&format!("{gw}gateway: {{}}\n")).is_ok());
+        let cfg = ProxyConfig::from_yaml(&format!("{gw}gateway: {{ control_plane: \"10.0.0.5:15012\" }}\n")).unwrap();
+        let g = cfg.gateway.unwrap();
+        assert_eq!(g.control_plane_addr(None), Some("10.0.0.5:15012".parse().unwrap()));
+        let err =
+            ProxyConfig::from_yaml(&format!("{gw}gateway: {{ control_plane: \"0.0.0.0:15012\" }}\n")).unwrap_err();
+        assert!(err.to_string().starts_with("gateway.control_plane:"), "{err}");
+        let err = ProxyConfig::from_yaml(&format!("{gw}gateway: {{ control_plane: \"cp:15012\" }}\n")).unwrap_err();
+        assert!(err.to_string().contains("socket address syntax at line 3"), "{err}");
     }
 }

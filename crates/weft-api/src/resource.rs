@@ -386,6 +386,27 @@ spec:
     }
 
     #[test]
+    fn mesh_gateways_are_checked_and_named() {
+        let mesh = |gws: &str| {
+            parse_documents(&format!(
+                "apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: {{ name: mesh }}\nspec: {{ cluster: {{ name: west, network: net-west, gateways: [{gws}] }} }}\n"
+            ))
+        };
+        let Resource::MeshConfig(m) = &mesh("\"203.0.113.7:15443\", \"[2001:db8::1]:15443\"").unwrap()[0] else {
+            panic!("mesh")
+        };
+        assert_eq!(m.spec.cluster.gateways.len(), 2);
+        let err = mesh("\"gw.example:15443\"").unwrap_err().to_string();
+        assert!(err.contains("spec.cluster.gateways[0]") && err.contains("not ip:port"), "{err}");
+        let err = mesh("\"203.0.113.7:15443\", \"0.0.0.0:15443\"").unwrap_err().to_string();
+        assert!(err.contains("spec.cluster.gateways[1]") && err.contains("another network"), "{err}");
+        let err = mesh("\"203.0.113.7:15443\", \"203.0.113.7:15443\"").unwrap_err().to_string();
+        assert!(err.contains("spec.cluster.gateways[1]") && err.contains("twice"), "{err}");
+        // Older MeshConfigs (no gateways) still read.
+        assert!(parse_documents("apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: { name: mesh }\nspec: { cluster: { name: west } }\n").is_ok());
+    }
+
+    #[test]
     fn errors_name_the_resource_and_field() {
         let err = parse_documents(&GOOD.replace("port: 8080, protocol", "port: 0, protocol")).unwrap_err();
         assert_eq!(err.to_string(), "Service default/api: spec.ports[0].port: must be 1-65535");

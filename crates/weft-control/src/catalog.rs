@@ -24,6 +24,48 @@ pub struct Imported {
     /// Services of other clusters with their instances (already marked with their cluster).
     pub services: Vec<CatalogService>,
     pub peer_bundles: BTreeMap<String, Vec<Vec<u8>>>,
+    /// Per linked cluster: its network and east-west gateways (multi-network).
+    pub networks: BTreeMap<String, PeerNetwork>,
+}
+
+/// A linked cluster's network and the `ip:port` of its east-west gateways.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PeerNetwork {
+    pub network: String,
+    pub gateways: Vec<SocketAddr>,
+}
+
+/// Istio's rule: two networks are the same when equal, and an empty network is the same as
+/// every network.
+pub fn same_network(a: &str, b: &str) -> bool {
+    a.is_empty() || b.is_empty() || a == b
+}
+
+/// An imported service as this cluster's proxies dial it: each instance on another network than
+/// `local_network` gets one of its cluster's gateways as its sidecar address (spread over them in
+/// turn; it keeps its SNI, which names its cluster, so that gateway routes it); an instance on
+/// another network whose cluster has no gateway is left out (it cannot be reached). Instances on
+/// the same network are dialled directly, as they are.
+fn through_gateways(
+    local_network: &str,
+    networks: &BTreeMap<String, PeerNetwork>,
+    s: &CatalogService,
+) -> CatalogService {
+    let mut s = s.clone();
+    let mut turn = 0usize;
+    s.instances.retain_mut(|i| {
+        let peer = networks.get(&i.cluster);
+        let network =
+            if i.network.is_empty() { peer.map(|p| p.network.clone()).unwrap_or_default() } else { i.network.clone() };
+        if same_network(local_network, &network) {
+            return true;
+        }
+        let Some(gateways) = peer.map(|p| &p.gateways).filter(|g| !g.is_empty()) else { return false };
+        i.sidecar = gateways[turn % gateways.len()];
+        turn += 1;
+        true
+    });
+    s
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -159,7 +201,9 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
 /// gets the remote instances too (namespace sameness, local instances first); others are added
 /// as they are. Imported services are never exported again.
 pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
+    let local_network = cat.mesh.cluster.network.clone();
     for s in &imported.services {
+        let s = &through_gateways(&local_network, &imported.networks, s);
         let key = (s.namespace.clone(), s.name.clone());
         match cat.services.get_mut(&key) {
             Some(local) => {
@@ -179,5 +223,59 @@ pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
     }
     for (td, roots) in &imported.peer_bundles {
         cat.peer_bundles.entry(td.clone()).or_default().extend(roots.iter().cloned());
+    }
+}
+
+#[cfg(test)]
+mod gateway_tests {
+    use super::*;
+
+    fn instance(n: u8, cluster: &str, network: &str) -> Instance {
+        Instance {
+            name: format!("api-{n}"),
+            address: format!("10.1.0.{n}:8080").parse().unwrap(),
+            sidecar: format!("10.1.0.{n}:15006").parse().unwrap(),
+            identity: "spiffe://west.example/ns/default/sa/api".into(),
+            cluster: cluster.into(),
+            network: network.into(),
+            locality: String::new(),
+            labels: BTreeMap::new(),
+            tags: vec![],
+            healthy: true,
+            visibility: None,
+        }
+    }
+
+    #[test]
+    fn other_networks_go_through_their_gateways_in_turn() {
+        let gws: Vec<SocketAddr> = vec!["203.0.113.1:15443".parse().unwrap(), "203.0.113.2:15443".parse().unwrap()];
+        let mut networks = BTreeMap::new();
+        networks.insert("west".to_string(), PeerNetwork { network: "net-west".into(), gateways: gws.clone() });
+        networks.insert("north".to_string(), PeerNetwork { network: "net-north".into(), gateways: vec![] });
+        let svc = CatalogService {
+            name: "api".into(),
+            namespace: "default".into(),
+            ports: vec![],
+            connect_ports: vec![],
+            tags: vec![],
+            export: false,
+            instances: vec![
+                instance(1, "west", "net-west"),
+                instance(2, "west", ""), // the cluster's network
+                instance(3, "west", "net-east"),
+                instance(4, "west", "net-west"),
+                instance(5, "north", "net-north"), // another network and no gateway: unreachable
+            ],
+        };
+        let got = through_gateways("net-east", &networks, &svc);
+        let sidecars: Vec<String> = got.instances.iter().map(|i| format!("{} {}", i.name, i.sidecar)).collect();
+        assert_eq!(
+            sidecars,
+            ["api-1 203.0.113.1:15443", "api-2 203.0.113.2:15443", "api-3 10.1.0.3:15006", "api-4 203.0.113.1:15443",]
+        );
+        // Addresses (what transparent interception and DNS use) are kept.
+        assert_eq!(got.instances[0].address, svc.instances[0].address);
+        // An importer with no network is on every network: everything is dialled directly.
+        assert_eq!(through_gateways("", &networks, &svc), svc);
     }
 }

@@ -62,20 +62,29 @@ async fn create(State(st): S, headers: HeaderMap, body: String) -> Result<Json<V
     if ttl < std::time::Duration::from_secs(60) || ttl > MAX_EXPIRES {
         return Err(bad("expires: must be between 1m and 365d"));
     }
-    if st.grpc_addr.ip().is_unspecified() {
-        return Err(bad(format!(
-            "this control plane's gRPC listener is {} (every address), which another cluster cannot dial: start `weft control --grpc <ip>:<port>` with a reachable address",
-            st.grpc_addr
-        )));
-    }
+    // This cluster's network and gateways as stored now (MeshConfig `cluster`).
+    let cluster = st.catalog.borrow().mesh.cluster.clone();
+    let address = match cluster.gateways.first() {
+        // Through a gateway: the control plane's own listener need not be reachable.
+        Some(gw) => gw.clone(),
+        None if st.grpc_addr.ip().is_unspecified() => {
+            return Err(bad(format!(
+                "this control plane's gRPC listener is {} (every address), which another cluster cannot dial: start `weft control --grpc <ip>:<port>` with a reachable address, or declare this cluster's east-west gateways (MeshConfig `cluster.gateways`)",
+                st.grpc_addr
+            )))
+        }
+        None => st.grpc_addr.to_string(),
+    };
     let root = weft_identity::TrustBundle::new(vec![st.ca.root().to_vec().into()]);
     let cred = Credential {
         cluster: st.mesh.cluster.name.clone(),
         trust_domain: st.mesh.trust_domain.clone(),
-        address: st.grpc_addr.to_string(),
+        address,
         root_pem: root.to_pem(),
         secret: st.tokens.issue(Grant::Link { issued_ms: crate::federation::unix_now_ms() }, Some(ttl)),
         expires_unix: unix_now() + ttl.as_secs(),
+        network: cluster.network,
+        gateways: cluster.gateways,
     };
     tracing::info!(expires_unix = cred.expires_unix, "link credential created");
     Ok(Json(json!({ "credential": cred.encode(), "cluster": cred.cluster, "expiresUnix": cred.expires_unix })))
@@ -110,6 +119,8 @@ fn check(st: &ApiState, cred: &Credential, existing: &[Resource]) -> Result<Link
         root_pem: cred.root_pem.clone(),
         secret: cred.secret.clone(),
         expires_unix: cred.expires_unix,
+        network: cred.network.clone(),
+        gateways: cred.gateways.clone(),
     };
     spec.validate().map_err(|e| bad(format!("the link credential: {e}")))?;
     let bundle = weft_identity::TrustBundle::from_pem(&spec.root_pem)
@@ -185,6 +196,8 @@ async fn list(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError>
                 "cluster": l.metadata.name,
                 "trustDomain": l.spec.trust_domain,
                 "address": l.spec.address,
+                "network": l.spec.network,
+                "gateways": l.spec.gateways,
                 "expiresUnix": l.spec.expires_unix,
                 "state": status.state,
                 "lastSyncUnix": status.last_sync_unix,

@@ -4,7 +4,13 @@
 //!
 //! ```text
 //! accept ─► read ClientHello ─► SNI <port>.<svc>.<ns>.<cluster>.weft ─► endpoint of svc.ns ─► replay bytes, splice
+//!                              └► SNI control.weft-system.<cluster>.weft ─► own control plane's gRPC listener
 //! ```
+//! The reserved SNI `control.weft-system.<cluster>.weft` ([`weft_api::link::control_sni`]) is how
+//! a linked cluster's control plane reaches this cluster's control plane (the link stream) when
+//! only the gateway faces other networks: forwarded, still encrypted, to `gateway.control_plane`
+//! (default: `control.address`), which the operator configured, so it may be on this host. Any
+//! other name in the `weft-system` namespace is refused (`reserved-sni`).
 //! Forwarded only when the SNI names this gateway's cluster, a service it knows and one of that
 //! service's ports, and the endpoint picked is in this cluster and not on this host (loopback),
 //! unless the gateway itself listens on loopback. Each refusal is counted under its own reason
@@ -83,6 +89,20 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
         }
         Err(_) => return ctx.metrics.protocol_error(Direction::gateway, "timeout"),
     };
+    match weft_api::link::reserved_sni(&sni) {
+        weft_api::link::Reserved::No => {}
+        weft_api::link::Reserved::ControlPlane(cluster) => {
+            return to_control_plane(&ctx, stream, buf, remote, &sni, cluster).await
+        }
+        weft_api::link::Reserved::Other => {
+            let why = format_args!(
+                "the namespace {} is reserved: the only name routed there is {} (this cluster's control plane)",
+                weft_api::link::RESERVED_NAMESPACE,
+                weft_api::link::control_sni(&ctx.cfg.cluster)
+            );
+            return refuse(&ctx, "reserved-sni", remote, &sni, why);
+        }
+    }
     let Some(target) = SniTarget::parse(&sni) else {
         let why = format_args!("the SNI is not a mesh name <port>.<service>.<namespace>.<cluster>.weft");
         return refuse(&ctx, "unknown-sni", remote, &sni, why);
@@ -142,5 +162,41 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
             }
         }
         Err(e) => tracing::warn!(error = %e, %sni, "gateway: endpoint unreachable"),
+    }
+}
+
+/// The reserved SNI of a control plane: forwarded to this cluster's own control plane only. The
+/// TLS session is between the linked control planes (the caller verifies this cluster's control
+/// identity against the root in its link credential); the gateway only splices.
+async fn to_control_plane(ctx: &Ctx, stream: TcpStream, hello: Vec<u8>, remote: SocketAddr, sni: &str, cluster: &str) {
+    if cluster != ctx.cfg.cluster {
+        let why = format_args!(
+            "the SNI asks for the control plane of cluster {cluster:?}; this gateway is cluster {:?}'s and routes only to its own control plane",
+            ctx.cfg.cluster
+        );
+        return refuse(ctx, "wrong-cluster", remote, sni, why);
+    }
+    let target = ctx.cfg.gateway.as_ref().and_then(|g| g.control_plane_addr(ctx.cfg.control.as_ref()));
+    let Some(target) = target else {
+        let why = format_args!(
+            "this gateway knows no control plane to route the control-plane SNI to; set `gateway.control_plane` (or run it with `control`)"
+        );
+        return refuse(ctx, "no-control-plane", remote, sni, why);
+    };
+    let mut guard = ctx.metrics.tcp_conn(Peer {
+        direction: Direction::gateway,
+        src: Name::new("unknown"),
+        dst: Name::new(format!("control.{}", weft_api::link::RESERVED_NAMESPACE)),
+    });
+    match net::tcp_connect(target, ctx.mark(), ctx.cfg.timeouts.connect.into()).await {
+        Ok(mut up) => {
+            let mut down = Prefixed::new(hello, stream);
+            if let Ok((rx, tx)) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+                (guard.rx, guard.tx) = (rx, tx);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, %sni, control_plane = %target, "gateway: the control plane is unreachable")
+        }
     }
 }

@@ -275,3 +275,64 @@ services:
     let local = start("127.0.0.1:0", "local").await.unwrap();
     hello(local.addrs.gateway.unwrap()).await.expect("a loopback gateway reaches loopback endpoints");
 }
+
+/// The reserved SNI `control.weft-system.<cluster>.weft` is forwarded, still encrypted, to the
+/// gateway's own control plane (`gateway.control_plane`), and only its own cluster's; any other
+/// name in the reserved namespace is refused, and so is the control-plane SNI when the gateway
+/// knows no control plane.
+#[tokio::test]
+async fn gateway_routes_the_reserved_control_plane_sni_to_its_own_control_plane_only() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    // Stands in for the control plane's gRPC listener: records what the gateway forwards.
+    let cp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cp_addr = cp.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = cp.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let _ = tx.send(buf[..n].to_vec());
+        }
+    });
+    let unused: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let yaml = gateway_yaml(unused, "127.0.0.1:8080".parse().unwrap(), 9090);
+    let with_cp = yaml.replace(
+        r#"gateway: { listen: "127.0.0.1:0" }"#,
+        &format!(r#"gateway: {{ listen: "127.0.0.1:0", control_plane: "{cp_addr}" }}"#),
+    );
+    assert_ne!(with_cp, yaml);
+    let gw =
+        Proxy::start(ProxyConfig::from_yaml(&with_cp).unwrap(), pki.store("istio-system", "gateway")).await.unwrap();
+    let gw_addr = gw.addrs.gateway.unwrap();
+
+    let _ = hello(&pki, gw_addr, "control.weft-system.local.weft").await;
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    assert!(got.windows(30).any(|w| w == b"control.weft-system.local.weft"), "the ClientHello is forwarded as it was");
+    let m = gw.metrics_text();
+    assert_eq!(
+        metric(&m, "weft_tcp_open_total{direction=\"gateway\",src=\"unknown\",dst=\"control.weft-system\"}"),
+        1.0,
+        "{m}"
+    );
+
+    for (sni, reason) in [
+        ("control.weft-system.west.weft", "wrong-cluster"),
+        ("15012.control.weft-system.local.weft", "reserved-sni"),
+        ("api.weft-system.local.weft", "reserved-sni"),
+    ] {
+        assert!(hello(&pki, gw_addr, sni).await.is_err(), "{sni} refused");
+        let m = gw.metrics_text();
+        assert!(
+            metric(&m, &format!("weft_protocol_errors_total{{direction=\"gateway\",reason=\"{reason}\"}}")) >= 1.0,
+            "{sni}: {m}"
+        );
+    }
+    assert!(rx.try_recv().is_err(), "a refused name reached the control plane");
+
+    // Without `control_plane` (and no `control`), the control-plane SNI has nowhere to go.
+    let gw = Proxy::start(ProxyConfig::from_yaml(&yaml).unwrap(), pki.store("istio-system", "gateway")).await.unwrap();
+    assert!(hello(&pki, gw.addrs.gateway.unwrap(), "control.weft-system.local.weft").await.is_err());
+    let m = gw.metrics_text();
+    assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"gateway\",reason=\"no-control-plane\"}"), 1.0, "{m}");
+}

@@ -2,10 +2,13 @@
 //! this control plane (it holds the link's secret and root), each with a verdict and, when it
 //! fails, the fix:
 //!
-//! 1. `reachable`: a TCP connection to the peer's federation address;
+//! 1. `reachable`: a TCP connection to the peer's federation address, or to each of its east-west
+//!    gateways when it has some (the link goes through them);
 //! 2. `trusted`: a TLS handshake in which the peer's certificate verifies against the root stored
 //!    for its trust domain, as that domain's control identity with the `control.weft` marker
-//!    (what the link stream itself requires);
+//!    (what the link stream itself requires), made with the reserved SNI
+//!    `control.weft-system.<cluster>.weft`, so through a gateway it also proves that the gateway
+//!    routes it to the peer's control plane;
 //! 3. `secret`: the stored secret: the link's own (established, no expiry) or still the
 //!    credential's (with its expiry; expired before the link was established fails);
 //! 4. `stream`: the link stream's state (the peer refusing the secret shows here);
@@ -65,54 +68,95 @@ pub async fn check(cluster: &str, spec: &LinkSpec, status: &LinkStatus) -> Vec<C
     );
     let mut out = vec![];
 
-    // 1. reachable
-    let addr = spec.address.parse::<SocketAddr>();
-    let tcp = match &addr {
-        Err(_) => Err(format!("the stored address {:?} is not ip:port", spec.address)),
-        Ok(a) => match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(a)).await {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err(format!("cannot connect to the peer control plane at {a}: {e}")),
-            Err(_) => Err(format!("connecting to the peer control plane at {a} timed out after {PROBE_TIMEOUT:?}")),
-        },
-    };
-    let tcp = match tcp {
-        Ok(s) => {
-            out.push(pass("reachable", format!("the federation endpoint {} accepts connections", spec.address)));
-            Some(s)
+    // 1. reachable: every address the link may dial (the peer's gateways, or its control plane).
+    let gateway = !spec.gateways.is_empty();
+    let what = |a: &str| {
+        if gateway {
+            format!("the peer's east-west gateway {a}")
+        } else {
+            format!("the peer control plane at {a}")
         }
-        Err(e) => {
-            out.push(fail(
-                "reachable",
-                e,
+    };
+    let mut open = vec![];
+    let mut unreachable = vec![];
+    for a in spec.dial_addresses() {
+        match a.parse::<SocketAddr>() {
+            Err(_) => unreachable.push(format!("the stored address {a:?} is not ip:port")),
+            Ok(sa) => match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(sa)).await {
+                Ok(Ok(s)) => open.push((a, s)),
+                Ok(Err(e)) => unreachable.push(format!("cannot connect to {}: {e}", what(&a))),
+                Err(_) => unreachable.push(format!("connecting to {} timed out after {PROBE_TIMEOUT:?}", what(&a))),
+            },
+        }
+    }
+    let opened: Vec<&str> = open.iter().map(|(a, _)| a.as_str()).collect();
+    if unreachable.is_empty() {
+        out.push(pass(
+            "reachable",
+            if gateway {
                 format!(
-                    "check that `weft control` runs on cluster {cluster} and that its gRPC listener {} (`weft control --grpc`) is reachable from this control plane (routes, firewall); if that cluster's address changed, {relink}",
-                    spec.address
-                ),
-            ));
-            None
+                    "the link goes through the peer's east-west gateway(s) {}, which accept connections",
+                    opened.join(", ")
+                )
+            } else {
+                format!("the federation endpoint {} accepts connections", spec.address)
+            },
+        ));
+    } else {
+        let fix = if gateway {
+            format!(
+                "check that cluster {cluster}'s east-west gateway runs and is reachable from this control plane at that address (routes, firewall); if its gateways changed, {relink}"
+            )
+        } else {
+            format!(
+                "check that `weft control` runs on cluster {cluster} and that its gRPC listener {} (`weft control --grpc`) is reachable from this control plane (routes, firewall); if that cluster's address changed, {relink}",
+                spec.address
+            )
+        };
+        let mut detail = unreachable.join("; ");
+        if !opened.is_empty() {
+            detail.push_str(&format!(" (reachable: {}; the link uses those meanwhile)", opened.join(", ")));
         }
-    };
+        out.push(fail("reachable", detail, fix));
+    }
 
-    // 2. trusted
-    match tcp {
-        None => out.push(skip("trusted", "the peer is unreachable")),
-        Some(tcp) => out.push(match handshake(spec, tcp).await {
-            Ok(()) => pass(
+    // 2. trusted: a handshake through each reachable address.
+    if open.is_empty() {
+        out.push(skip("trusted", "the peer is unreachable"));
+    } else {
+        let mut failed = vec![];
+        for (a, tcp) in open {
+            if let Err(e) = handshake(cluster, spec, tcp).await {
+                failed.push(format!("through {}: {e}", what(&a)));
+            }
+        }
+        out.push(if failed.is_empty() {
+            pass(
                 "trusted",
                 format!(
-                    "the peer's certificate verifies against the stored root of trust domain {:?} as its control plane (control marker present)",
-                    spec.trust_domain
+                    "the peer's certificate verifies against the stored root of trust domain {:?} as its control plane (control marker present){}",
+                    spec.trust_domain,
+                    if gateway { ", through its gateway (reserved SNI routed to the control plane)" } else { "" }
                 ),
-            ),
-            Err(e) => fail(
+            )
+        } else if gateway {
+            fail(
                 "trusted",
-                e,
+                failed.join("; "),
+                format!(
+                    "the gateway must be cluster {cluster}'s (gateway config `cluster: {cluster}`) and know its control plane (`control.address` or `gateway.control_plane`): its log names the refused SNI; if it does and this still fails, that cluster's root or trust domain changed since the credential was made: {relink}"
+                ),
+            )
+        } else {
+            fail(
+                "trusted",
+                failed.join("; "),
                 format!(
                     "the endpoint at {} is not cluster {cluster}'s control plane, or that cluster's root or trust domain changed since the credential was made (a new data directory?): {relink}",
                     spec.address
                 ),
-            ),
-        }),
+            )
+        });
     }
 
     // 3. secret
@@ -178,12 +222,12 @@ pub async fn check(cluster: &str, spec: &LinkSpec, status: &LinkStatus) -> Vec<C
 
 /// A TLS handshake as the link stream makes it: the peer must present its trust domain's control
 /// identity, chained to the stored root.
-async fn handshake(spec: &LinkSpec, tcp: tokio::net::TcpStream) -> Result<(), String> {
+async fn handshake(cluster: &str, spec: &LinkSpec, tcp: tokio::net::TcpStream) -> Result<(), String> {
     let roots = TrustBundle::from_pem(&spec.root_pem).map_err(|e| format!("the stored root of the link: {e}"))?;
     let tls = weft_identity::control::client_config(ControlTrust::Roots(roots), &spec.trust_domain, None)
         .map_err(|e| e.to_string())?;
-    let name = rustls::pki_types::ServerName::try_from(weft_identity::control::CONTROL_SERVER_NAME)
-        .map_err(|e| e.to_string())?;
+    let name =
+        rustls::pki_types::ServerName::try_from(weft_api::link::control_sni(cluster)).map_err(|e| e.to_string())?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     match tokio::time::timeout(PROBE_TIMEOUT, connector.connect(name, tcp)).await {
         Ok(Ok(mut s)) => {
@@ -191,7 +235,7 @@ async fn handshake(spec: &LinkSpec, tcp: tokio::net::TcpStream) -> Result<(), St
             let _ = s.shutdown().await;
             Ok(())
         }
-        Ok(Err(e)) => Err(format!("TLS with the peer control plane: {e}")),
+        Ok(Err(e)) => Err(super::import::tls_error(&e)),
         Err(_) => Err(format!("TLS with the peer control plane timed out after {PROBE_TIMEOUT:?}")),
     }
 }

@@ -113,7 +113,7 @@ impl pb::federation_server::Federation for ExportService {
         let stream_issued_ms = if establishing { super::unix_now_ms() } else { issued_ms };
         tokio::spawn(async move {
             let mut version = 0u64;
-            let mut last: Option<Vec<pb::Service>> = None;
+            let mut last: Option<(Vec<pb::Service>, String, Vec<String>)> = None;
             loop {
                 // Revoked while open: the stream ends with the reason.
                 if let Err(e) = federation.check_revoked(&importer, stream_issued_ms, false) {
@@ -121,8 +121,9 @@ impl pb::federation_server::Federation for ExportService {
                     break;
                 }
                 let cat = catalog.borrow_and_update().clone();
-                let services = render_export(&cat);
-                if last.as_ref() != Some(&services) {
+                // What the snapshot says; a change of this cluster's network or gateways is sent too.
+                let now = (render_export(&cat), cat.mesh.cluster.network.clone(), cat.mesh.cluster.gateways.clone());
+                if last.as_ref() != Some(&now) {
                     version += 1;
                     let snap = pb::ExportSnapshot {
                         version,
@@ -131,13 +132,15 @@ impl pb::federation_server::Federation for ExportService {
                             trust_domain: cat.mesh.trust_domain.clone(),
                             roots_der: own_roots.clone(),
                         }),
-                        services: services.clone(),
+                        services: now.0.clone(),
                         stream_secret: std::mem::take(&mut stream_secret),
+                        network: now.1.clone(),
+                        gateways: now.2.clone(),
                     };
                     if tx.send(Ok(snap)).await.is_err() {
                         break;
                     }
-                    last = Some(services);
+                    last = Some(now);
                 }
                 tokio::select! {
                     changed = catalog.changed() => if changed.is_err() { break },

@@ -1,7 +1,11 @@
 //! The importing side of links: one task per `Link` resource holds a `Federation.Export` stream
 //! to the peer's control plane (TLS verified against the peer's root from the credential, as the
 //! peer trust domain's control identity with the `control.weft` marker; the link secret as the
-//! bearer token) and feeds each snapshot into [`Federation`]. A dropped stream is retried with
+//! bearer token) and feeds each snapshot into [`Federation`]. When the peer has east-west
+//! gateways (`LinkSpec.gateways`), the stream is opened through one of them (the next one after
+//! each failure) with the reserved SNI `control.weft-system.<cluster>.weft`, which the gateway
+//! forwards, still encrypted, to its control plane; the TLS session and its checks are the same
+//! end to end. A dropped stream is retried with
 //! backoff and starts again with a full snapshot; what was imported stays until then. Removing
 //! the Link withdraws everything it imported.
 //!
@@ -10,7 +14,7 @@
 //! the peer's endpoints before the peer answers.
 
 use super::{unix_now, Federation};
-use crate::catalog::{CatalogService, Instance};
+use crate::catalog::{CatalogService, Instance, PeerNetwork};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -82,8 +86,8 @@ pub fn restore(store: &Store, federation: &Federation, local: &Local) {
         let name = &l.metadata.name;
         let Some(saved) = local.load(name) else { continue };
         match convert(name, &l.spec, saved) {
-            Ok((td, roots, services)) => {
-                federation.import(name, &td, roots, services);
+            Ok(Converted { trust_domain, roots, services, network }) => {
+                federation.import(name, &trust_domain, roots, services, network);
                 federation.set_status(name, |s| s.state = "restored");
                 tracing::info!(cluster = %name, "link: restored its last snapshot until the peer answers");
             }
@@ -149,13 +153,18 @@ impl Drop for AbortOnDrop {
 
 async fn follow(name: String, spec: LinkSpec, federation: Arc<Federation>, local: Local, store: Store) {
     let mut backoff = Duration::from_millis(100);
+    let addresses = spec.dial_addresses();
+    let mut attempt = 0usize;
     loop {
         let got_snapshot = std::sync::atomic::AtomicBool::new(false);
-        let err = session(&name, &spec, &federation, &local, &store, &got_snapshot).await;
+        let address = &addresses[attempt % addresses.len()];
+        let err = session(&name, &spec, address, &federation, &local, &store, &got_snapshot).await;
         if got_snapshot.load(std::sync::atomic::Ordering::Relaxed) {
             backoff = Duration::from_millis(100);
         }
-        tracing::warn!(cluster = %name, address = %spec.address, error = %err, retry_in = ?backoff, "link to cluster failing");
+        // The next try goes to the next gateway (when the peer has several).
+        attempt = attempt.wrapping_add(1);
+        tracing::warn!(cluster = %name, %address, error = %err, retry_in = ?backoff, "link to cluster failing");
         federation.set_status(&name, |s| {
             s.state = "failing";
             s.error = Some(err);
@@ -165,18 +174,24 @@ async fn follow(name: String, spec: LinkSpec, federation: Arc<Federation>, local
     }
 }
 
-/// One stream: returns why it ended.
+/// One stream, opened at `address` (the peer's control plane, or one of its gateways): returns
+/// why it ended.
 async fn session(
     name: &str,
     spec: &LinkSpec,
+    address: &str,
     federation: &Federation,
     local: &Local,
     store: &Store,
     got_snapshot: &std::sync::atomic::AtomicBool,
 ) -> String {
     let run = async {
-        let addr: SocketAddr =
-            spec.address.parse().map_err(|_| format!("address {:?} is not ip:port", spec.address))?;
+        let addr: SocketAddr = address.parse().map_err(|_| format!("address {address:?} is not ip:port"))?;
+        let via = if spec.gateways.is_empty() {
+            format!("at {addr}")
+        } else {
+            format!("through its east-west gateway {addr}")
+        };
         let labelled = TrustBundle::from_pem(&spec.root_pem).map_err(|e| format!("the link's root: {e}"))?;
         let tls = weft_identity::control::client_config(ControlTrust::Roots(labelled), &spec.trust_domain, None)
             .map_err(|e| e.to_string())?;
@@ -186,9 +201,13 @@ async fn session(
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true)
-            .connect_with_connector(Connector { addr, tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) })
+            .connect_with_connector(Connector {
+                addr,
+                sni: weft_api::link::control_sni(name),
+                tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            })
             .await
-            .map_err(|e| format!("cannot reach the peer control plane at {addr}: {}", source_chain(&e)))?;
+            .map_err(|e| format!("cannot reach the peer control plane {via}: {}", source_chain(&e)))?;
         let mut client = pb::federation_client::FederationClient::new(channel);
         let mut req = tonic::Request::new(pb::ExportRequest {
             cluster: local.cluster.clone(),
@@ -219,8 +238,8 @@ async fn session(
                 Err(s) => return Err(format!("link stream: {}", s.message())),
             };
             let stream_secret = std::mem::take(&mut snap.stream_secret);
-            let (td, roots, services) = convert(name, spec, snap.clone())?;
-            federation.import(name, &td, roots, services);
+            let c = convert(name, spec, snap.clone())?;
+            federation.import(name, &c.trust_domain, c.roots, c.services, c.network);
             local.save(name, &snap).await;
             if !stream_secret.is_empty() && stream_secret != spec.secret {
                 // The credential's expiring secret is exchanged for this link's long-lived one;
@@ -270,12 +289,30 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// A peer's trust domain, its roots (DER) and its exported services.
-type Snapshot = (String, Vec<Vec<u8>>, Vec<CatalogService>);
+/// A snapshot in catalog form.
+struct Converted {
+    trust_domain: String,
+    /// DER.
+    roots: Vec<Vec<u8>>,
+    services: Vec<CatalogService>,
+    /// The peer's network and gateways: the snapshot's, or the link's when the snapshot names no
+    /// gateway (an older peer).
+    network: PeerNetwork,
+}
+
+/// What a failed TLS handshake with the peer control plane means: a connection closed before
+/// the server answered is, through a gateway, the gateway refusing the control-plane SNI.
+pub(crate) fn tls_error(e: &std::io::Error) -> String {
+    if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) {
+        format!("TLS with the peer control plane: the connection was closed before the handshake ended ({e}); a gateway closes it when it does not route the control-plane SNI (wrong cluster, no control plane configured: see the gateway's log)")
+    } else {
+        format!("TLS with the peer control plane: {e}")
+    }
+}
 
 /// A snapshot in catalog form, checked: it must come from the linked cluster, and every endpoint
 /// must belong to it (its cluster and an identity of its trust domain); others are dropped.
-fn convert(name: &str, spec: &LinkSpec, snap: pb::ExportSnapshot) -> Result<Snapshot, String> {
+fn convert(name: &str, spec: &LinkSpec, snap: pb::ExportSnapshot) -> Result<Converted, String> {
     if snap.cluster != name {
         return Err(format!(
             "the peer at {} says it is cluster {:?}, but this link is to {name:?}: the credential was made on another cluster",
@@ -291,6 +328,15 @@ fn convert(name: &str, spec: &LinkSpec, snap: pb::ExportSnapshot) -> Result<Snap
     }
     let prefix = format!("spiffe://{}/", spec.trust_domain);
     let mut dropped = 0usize;
+    let gateways = if snap.gateways.is_empty() { &spec.gateways } else { &snap.gateways };
+    let network = PeerNetwork {
+        network: if snap.network.is_empty() { spec.network.clone() } else { snap.network.clone() },
+        gateways: gateways
+            .iter()
+            .filter_map(|g| g.parse::<SocketAddr>().inspect_err(|_| dropped += 1).ok())
+            .take(weft_api::kinds::MAX_GATEWAYS)
+            .collect(),
+    };
     let mut services = vec![];
     for s in snap.services {
         if !weft_api::valid_name(&s.name) || !weft_api::valid_name(&s.namespace) {
@@ -349,12 +395,15 @@ fn convert(name: &str, spec: &LinkSpec, snap: pb::ExportSnapshot) -> Result<Snap
     if dropped > 0 {
         tracing::warn!(cluster = %name, dropped, "link snapshot: dropped services or endpoints that are not the peer's own");
     }
-    Ok((bundle.trust_domain, bundle.roots_der, services))
+    Ok(Converted { trust_domain: bundle.trust_domain, roots: bundle.roots_der, services, network })
 }
 
 #[derive(Clone)]
 struct Connector {
     addr: SocketAddr,
+    /// The reserved SNI of the peer's control plane (what its gateway routes on; a control
+    /// plane dialled directly ignores it).
+    sni: String,
     tls: tokio_rustls::TlsConnector,
 }
 
@@ -370,15 +419,15 @@ impl tower_service::Service<http::Uri> for Connector {
     }
 
     fn call(&mut self, _: http::Uri) -> Self::Future {
-        let Connector { addr, tls } = self.clone();
+        let Connector { addr, sni, tls } = self.clone();
         Box::pin(async move {
             let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
                 .await
                 .map_err(|_| "connect timed out")??;
-            let name = rustls::pki_types::ServerName::try_from(weft_identity::control::CONTROL_SERVER_NAME)?;
+            let name = rustls::pki_types::ServerName::try_from(sni)?;
             match tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, tcp)).await {
                 Ok(Ok(s)) => Ok(hyper_util::rt::TokioIo::new(s)),
-                Ok(Err(e)) => Err(format!("TLS with the peer control plane: {e}").into()),
+                Ok(Err(e)) => Err(tls_error(&e).into()),
                 Err(_) => Err("TLS with the peer control plane: timed out".into()),
             }
         })

@@ -1,6 +1,8 @@
-//! Federation between linked clusters (`weft link`), topology "multi-primary, one network":
-//! each control plane imports the exported services of the clusters it links to, and their
-//! endpoints are dialled directly.
+//! Federation between linked clusters (`weft link`): each control plane imports the exported
+//! services of the clusters it links to. Endpoints on the importer's network are dialled
+//! directly; those of another network through their cluster's east-west gateways
+//! ([`crate::catalog::PeerNetwork`]), and the link stream itself goes through the peer's gateway
+//! (reserved SNI `control.weft-system.<cluster>.weft`) when the peer has one.
 //!
 //! ```text
 //!   cluster A (importer)                               cluster B (exporter)
@@ -18,7 +20,7 @@ pub mod check;
 pub mod export;
 pub mod import;
 
-use crate::catalog::{CatalogService, Imported};
+use crate::catalog::{CatalogService, Imported, PeerNetwork};
 use crate::registry::Source;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -46,6 +48,7 @@ struct LinkState {
     trust_domain: String,
     roots: Vec<Vec<u8>>,
     services: Vec<CatalogService>,
+    network: PeerNetwork,
 }
 
 /// What `weft link revoke` voided, kept in `<data-dir>/links/revoked.json`.
@@ -164,8 +167,16 @@ impl Federation {
         self.with(|s| f(&mut s.links.entry(cluster.to_string()).or_default().status));
     }
 
-    /// Replaces everything imported from `cluster` (a full snapshot).
-    pub fn import(&self, cluster: &str, trust_domain: &str, roots: Vec<Vec<u8>>, services: Vec<CatalogService>) {
+    /// Replaces everything imported from `cluster` (a full snapshot), with its network and
+    /// gateways.
+    pub fn import(
+        &self,
+        cluster: &str,
+        trust_domain: &str,
+        roots: Vec<Vec<u8>>,
+        services: Vec<CatalogService>,
+        network: PeerNetwork,
+    ) {
         let changed = self.with(|s| {
             let l = s.links.entry(cluster.to_string()).or_default();
             l.status.state = "active";
@@ -173,10 +184,12 @@ impl Federation {
             l.status.last_sync_unix = Some(unix_now());
             l.status.imported_services = services.len();
             l.status.imported_endpoints = services.iter().map(|s| s.instances.len()).sum();
-            let changed = l.trust_domain != trust_domain || l.roots != roots || l.services != services;
+            let changed =
+                l.trust_domain != trust_domain || l.roots != roots || l.services != services || l.network != network;
             l.trust_domain = trust_domain.to_string();
             l.roots = roots;
             l.services = services;
+            l.network = network;
             changed
         });
         if changed {
@@ -221,8 +234,9 @@ impl Source for Federation {
     fn imported(&self) -> Option<Imported> {
         self.with(|s| {
             let mut out = Imported::default();
-            for l in s.links.values() {
+            for (cluster, l) in &s.links {
                 out.services.extend(l.services.iter().cloned());
+                out.networks.insert(cluster.clone(), l.network.clone());
                 if !l.trust_domain.is_empty() {
                     out.peer_bundles.entry(l.trust_domain.clone()).or_default().extend(l.roots.iter().cloned());
                 }
