@@ -161,7 +161,7 @@ fn link_check_passes_a_healthy_link_and_names_the_fix_when_the_peer_is_down() {
     // Healthy: every check passes (stdout is not a terminal here: plain verdicts), exit 0.
     let (stdout, _, ok) = check_until(&east, &["link", "check"], |_, ok| ok);
     assert!(ok);
-    for name in ["reachable", "trusted", "secret", "stream", "synced"] {
+    for name in ["reachable", "trusted", "secret", "stream", "synced", "network"] {
         assert!(stdout.lines().any(|l| l.trim_start().starts_with(&format!("[ok] {name}:"))), "{name}: {stdout}");
     }
     assert!(stdout.starts_with("link to west-chk (127.0.0.1:"), "{stdout}");
@@ -173,7 +173,7 @@ fn link_check_passes_a_healthy_link_and_names_the_fix_when_the_peer_is_down() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["ok"], true, "{v}");
-    assert_eq!(v[0]["checks"].as_array().unwrap().len(), 5, "{v}");
+    assert_eq!(v[0]["checks"].as_array().unwrap().len(), 6, "{v}");
     // A link that does not exist: one error, exit 1.
     let out = east.weft(&["link", "check", "nowhere"]);
     assert!(!out.status.success());

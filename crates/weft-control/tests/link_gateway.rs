@@ -188,6 +188,8 @@ async fn separate_networks_link_and_call_through_the_peer_gateway() {
     let reachable = check_line(&v, "reachable")["detail"].as_str().unwrap().to_string();
     assert!(reachable.contains("east-west gateway") && reachable.contains(&gw_addr.to_string()), "{v}");
     assert!(check_line(&v, "trusted")["detail"].as_str().unwrap().contains("through its gateway"), "{v}");
+    let network = check_line(&v, "network")["detail"].as_str().unwrap().to_string();
+    assert!(network.contains("\"net-west\"") && network.contains(&format!("through its gateway(s) {gw_addr}")), "{v}");
 
     // (d) The gateway refuses, with its reason, the control-plane SNI of another cluster and any
     // other name in the reserved namespace; the right one passes (and verifies as west's control

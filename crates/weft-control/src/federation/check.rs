@@ -12,11 +12,15 @@
 //! 3. `secret`: the stored secret: the link's own (established, no expiry) or still the
 //!    credential's (with its expiry; expired before the link was established fails);
 //! 4. `stream`: the link stream's state (the peer refusing the secret shows here);
-//! 5. `synced`: a snapshot was received: when, and how many services and endpoints it imported.
+//! 5. `synced`: a snapshot was received: when, and how many services and endpoints it imported;
+//! 6. `network`: how the peer's endpoints are reached: directly (same network, Istio's rule: an
+//!    empty network is the same as every network) or through its gateways; fails when the peer
+//!    is on another network and declares no gateway (its endpoints cannot be reached).
 //!
 //! The probe opens no link stream: it changes nothing on either side.
 
 use super::{unix_now, LinkStatus};
+use crate::catalog::{same_network, PeerNetwork};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,7 +66,15 @@ fn skip(name: &'static str, why: &str) -> CheckLine {
 }
 
 /// Runs every check of the link to `cluster` (`status`: what its link task reports).
-pub async fn check(cluster: &str, spec: &LinkSpec, status: &LinkStatus) -> Vec<CheckLine> {
+/// `local_network`: this cluster's MeshConfig `cluster.network`; `peer`: the peer's network and
+/// gateways as its last snapshot said (`None` before one: the credential's are used).
+pub async fn check(
+    cluster: &str,
+    spec: &LinkSpec,
+    status: &LinkStatus,
+    local_network: &str,
+    peer: Option<PeerNetwork>,
+) -> Vec<CheckLine> {
     let relink = format!(
         "run `weft link create` on cluster {cluster}, then here `weft link remove {cluster}` and `weft link apply -f <the new credential>`"
     );
@@ -217,7 +229,57 @@ pub async fn check(cluster: &str, spec: &LinkSpec, status: &LinkStatus) -> Vec<C
             "fix the checks above; the first snapshot arrives as soon as the stream opens".into(),
         ),
     });
+
+    // 6. network
+    let peer = peer.unwrap_or_else(|| PeerNetwork {
+        network: spec.network.clone(),
+        gateways: spec.gateways.iter().filter_map(|g| g.parse().ok()).collect(),
+    });
+    out.push(network_line(cluster, local_network, &peer));
     out
+}
+
+fn network_line(cluster: &str, local: &str, peer: &PeerNetwork) -> CheckLine {
+    let name = |n: &str| {
+        if n.is_empty() {
+            "no network (the same as every network)".to_string()
+        } else {
+            format!("network {n:?}")
+        }
+    };
+    if same_network(local, &peer.network) {
+        return pass(
+            "network",
+            format!(
+                "cluster {cluster} is on {}, this cluster on {}: its endpoints are dialled directly (an endpoint whose Workload names another network goes through {cluster}'s gateways)",
+                name(&peer.network),
+                name(local)
+            ),
+        );
+    }
+    if peer.gateways.is_empty() {
+        return fail(
+            "network",
+            format!(
+                "cluster {cluster} is on {}, this cluster on {}, and {cluster} declares no east-west gateway: its endpoints cannot be reached and are not routed",
+                name(&peer.network),
+                name(local)
+            ),
+            format!(
+                "run a gateway on cluster {cluster} and declare it there (MeshConfig `cluster.gateways`); the next snapshot brings it here. If the networks do route to each other, give both clusters the same `cluster.network`"
+            ),
+        );
+    }
+    let gws: Vec<String> = peer.gateways.iter().map(ToString::to_string).collect();
+    pass(
+        "network",
+        format!(
+            "cluster {cluster} is on {}, this cluster on {}: its endpoints are reached through its gateway(s) {}",
+            name(&peer.network),
+            name(local),
+            gws.join(", ")
+        ),
+    )
 }
 
 /// A TLS handshake as the link stream makes it: the peer must present its trust domain's control
@@ -237,5 +299,28 @@ async fn handshake(cluster: &str, spec: &LinkSpec, tcp: tokio::net::TcpStream) -
         }
         Ok(Err(e)) => Err(super::import::tls_error(&e)),
         Err(_) => Err(format!("TLS with the peer control plane timed out after {PROBE_TIMEOUT:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_line_says_how_the_peer_is_reached() {
+        let gw = PeerNetwork { network: "net-west".into(), gateways: vec!["203.0.113.7:15443".parse().unwrap()] };
+        let none = PeerNetwork { network: "net-west".into(), gateways: vec![] };
+        let line = network_line("west", "net-east", &gw);
+        assert_eq!(line.verdict, Verdict::Pass);
+        assert!(line.detail.contains("through its gateway(s) 203.0.113.7:15443"), "{}", line.detail);
+        let line = network_line("west", "net-east", &none);
+        assert_eq!(line.verdict, Verdict::Fail);
+        assert!(line.detail.contains("cannot be reached"), "{}", line.detail);
+        assert!(line.fix.unwrap().contains("cluster.gateways"));
+        for local in ["net-west", ""] {
+            let line = network_line("west", local, &none);
+            assert_eq!(line.verdict, Verdict::Pass);
+            assert!(line.detail.contains("dialled directly"), "{}", line.detail);
+        }
     }
 }

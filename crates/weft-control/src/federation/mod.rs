@@ -214,6 +214,11 @@ impl Federation {
         }
     }
 
+    /// The network and gateways `cluster`'s last snapshot named (`None` before one).
+    pub fn peer_network(&self, cluster: &str) -> Option<PeerNetwork> {
+        self.with(|s| s.links.get(cluster).filter(|l| l.status.last_sync_unix.is_some()).map(|l| l.network.clone()))
+    }
+
     /// The status of the link to `cluster` (`connecting` when its task has not reported yet).
     pub fn status(&self, cluster: &str) -> LinkStatus {
         self.with(|s| s.links.get(cluster).map(|l| l.status.clone()))
