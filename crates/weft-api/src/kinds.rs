@@ -71,7 +71,7 @@ pub fn validate_gateways(field: &str, gateways: &[String]) -> Result<Vec<SocketA
     let mut out: Vec<SocketAddr> = Vec::with_capacity(gateways.len());
     for (i, g) in gateways.iter().enumerate() {
         let f = format!("{field}[{i}]");
-        let a: SocketAddr = g.trim().parse().map_err(|_| {
+        let a: SocketAddr = g.parse().map_err(|_| {
             ConfigError::invalid(&f, format!("{g:?} is not ip:port; write the gateway's address as other networks reach it, e.g. 203.0.113.7:15443"))
         })?;
         if a.ip().is_unspecified() || a.port() == 0 {

@@ -304,7 +304,7 @@ struct Converted {
 /// the server answered is, through a gateway, the gateway refusing the control-plane SNI.
 pub(crate) fn tls_error(e: &std::io::Error) -> String {
     if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) {
-        format!("TLS with the peer control plane: the connection was closed before the handshake ended ({e}); a gateway closes it when it does not route the control-plane SNI (wrong cluster, no control plane configured: see the gateway's log)")
+        format!("TLS with the peer control plane: the connection was closed before the handshake ended ({e}); a gateway closes it when it does not route the control-plane SNI (not that cluster's gateway, no control plane configured) or cannot reach its control plane: see the gateway's log")
     } else {
         format!("TLS with the peer control plane: {e}")
     }
