@@ -311,6 +311,7 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
                     ctx.metrics.config_version.set(update.version as i64);
                     ctx.ready.store(true, std::sync::atomic::Ordering::Release);
                     tracing::info!(version = update.version, services = update.services.len(), "applied config from the control plane");
+                    warn_gateway_cluster(ctx, &update);
                     String::new()
                 }
                 Err(e) => {
@@ -331,6 +332,27 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
 }
 
 /// Follows the discovery stream for as long as the proxy runs.
+/// A gateway routes only SNI names of its own `cluster` (and the control-plane SNI of it): said
+/// once per stream when that is not its control plane's cluster, since it then refuses every
+/// connection meant for this cluster.
+fn warn_gateway_cluster(ctx: &Ctx, update: &pb::ProxyUpdate) {
+    if ctx.cfg.gateway.is_some()
+        && update.version == 1
+        && !update.cluster.is_empty()
+        && update.cluster != ctx.cfg.cluster
+    {
+        tracing::warn!(
+            configured = %ctx.cfg.cluster,
+            control_plane = %update.cluster,
+            "this gateway's `cluster` is {:?} but its control plane's cluster is {:?}: it refuses every connection for {:?} (`wrong-cluster`); set `cluster: {}` in its config",
+            ctx.cfg.cluster,
+            update.cluster,
+            update.cluster,
+            update.cluster
+        );
+    }
+}
+
 pub async fn discovery_loop(ctx: Arc<Ctx>, control: Control, proxy_id: String) {
     let mut backoff = Duration::from_millis(100);
     loop {
