@@ -28,6 +28,7 @@ mod link;
 mod netns;
 mod tls;
 mod up;
+mod up_multi;
 mod up_netns;
 mod upfile;
 mod verbs;
