@@ -43,7 +43,8 @@ pub struct UpArgs {
     /// Default: 24h, or the file's `mesh.leafLifetime`.
     #[arg(long)]
     pub(crate) cert_lifetime: Option<weft_api::Duration>,
-    /// Keep the control plane's state here (default: a fresh temporary directory).
+    /// Keep the control plane's state here (default: a fresh temporary directory); with several
+    /// clusters, each cluster's in `<dir>/<cluster>`.
     #[arg(long)]
     pub(crate) data_dir: Option<std::path::PathBuf>,
     /// How many linked clusters the demo runs (1 to 8, default 2). Each cluster has its own
