@@ -154,12 +154,19 @@ async fn start_cluster(c: &FileCluster, base: &std::path::Path, args: &UpArgs) -
 }
 
 /// Links every pair both ways, as `weft link create` on one cluster and `weft link apply` on the
-/// other do.
+/// other do. A link kept in `--data-dir` from an earlier run points at that run's addresses: it is
+/// removed (`weft link remove`) and made again.
 async fn link_all(clusters: &[Cluster]) -> anyhow::Result<()> {
     let mut pairs = vec![];
     for (i, a) in clusters.iter().enumerate() {
         for b in &clusters[i + 1..] {
             for (from, to) in [(a, b), (b, a)] {
+                let links = from.conn().call("GET", "/v1/links", String::new()).await?;
+                if links["links"].as_array().into_iter().flatten().any(|l| l["cluster"] == to.name.as_str()) {
+                    from.conn().call("DELETE", &format!("/v1/links/{}", to.name), String::new()).await.with_context(
+                        || format!("weft link remove {} on {} (a link from an earlier run)", to.name, from.name),
+                    )?;
+                }
                 let cred = crate::link::create(&to.conn(), None)
                     .await
                     .with_context(|| format!("weft link create on {}", to.name))?;

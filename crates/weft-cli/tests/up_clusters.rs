@@ -221,3 +221,23 @@ fn weft_up_refuses_bad_cluster_layouts() {
     refused(&["-f", f], "mesh: describes one cluster");
     refused(&["-f", f, "--clusters", "2"], "lays out its own clusters");
 }
+
+/// `--data-dir` keeps each cluster's state in `<dir>/<cluster>`; a second run finds the links of
+/// the first (pointing at that run's ports), makes them again, and crosses between the clusters.
+#[test]
+fn weft_up_runs_again_on_its_data_dir() {
+    let dir = std::env::temp_dir().join(format!("weft-up-clusters-dd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for run in 0..2 {
+        let out = Command::new(WEFT)
+            .args(["up", "--data-dir", dir.to_str().unwrap(), "--requests", "4", "--interval", "100ms"])
+            .output()
+            .unwrap();
+        let t = text(&out.stdout);
+        assert!(out.status.success(), "run {run}: {t}{}", text(&out.stderr));
+        assert!(t.contains("web (east) -> api-v2 (west) over mTLS: 200"), "run {run}: {t}");
+        assert!(t.contains("stopped after 4 requests (0 failed)"), "run {run}: {t}");
+    }
+    assert!(dir.join("east").is_dir() && dir.join("west").is_dir(), "one directory per cluster");
+    let _ = std::fs::remove_dir_all(&dir);
+}
