@@ -31,7 +31,7 @@ use weft_proxy::Proxy;
 pub struct UpArgs {
     /// Port of the web frontend on 127.0.0.1 (0 picks a free port).
     #[arg(long, default_value_t = 0)]
-    web_port: u16,
+    pub(crate) web_port: u16,
     /// Stop after this many demo requests (default: run until Ctrl-C).
     #[arg(long)]
     pub(crate) requests: Option<u64>,

@@ -235,13 +235,28 @@ fn unrouted(clusters: &[Cluster], hosts: &BTreeMap<String, BTreeSet<String>>) ->
     out
 }
 
-async fn wait_listening(port: u16) {
-    let _ = tokio::time::timeout(READY_WITHIN, async {
+/// Waits (bounded) until the workload's app accepts connections on its port; an error if it
+/// exited first (e.g. the port was taken).
+async fn wait_listening(s: &mut Started, name: &str) -> anyhow::Result<()> {
+    let port = s.port;
+    let ready = tokio::time::timeout(READY_WITHIN, async {
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                return Err(status);
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        Ok(())
     })
     .await;
+    match ready {
+        Ok(Err(status)) => anyhow::bail!(
+            "{name} exited at start ({status}) instead of listening on 127.0.0.1:{port}; if that port is taken, pick another --web-port"
+        ),
+        Err(_) => println!("    ({name} is not listening on 127.0.0.1:{port} yet)"),
+        Ok(Ok(())) => {}
+    }
+    Ok(())
 }
 
 pub async fn up(file: UpFile, demo: bool, args: &UpArgs) -> anyhow::Result<()> {
@@ -261,6 +276,12 @@ pub async fn up(file: UpFile, demo: bool, args: &UpArgs) -> anyhow::Result<()> {
 }
 
 async fn run(file: &UpFile, demo: bool, args: &UpArgs, base: &std::path::Path) -> anyhow::Result<()> {
+    if demo && args.web_port != 0 {
+        // Checked first: web would exit on a taken port, but the port would still answer.
+        std::net::TcpListener::bind(("127.0.0.1", args.web_port)).with_context(|| {
+            format!("cannot start the web frontend on 127.0.0.1:{}; pick another --web-port", args.web_port)
+        })?;
+    }
     let mut clusters = vec![];
     for c in &file.clusters {
         let cl = start_cluster(c, base, args).await?;
@@ -331,11 +352,12 @@ async fn run(file: &UpFile, demo: bool, args: &UpArgs, base: &std::path::Path) -
         }
     }
 
-    let web = clusters
-        .iter()
-        .find_map(|c| c.running.iter().find(|(_, n, _)| demo && n == "web").map(|(_, _, s)| (c.name.clone(), s.port)));
-    if let Some((_, port)) = web {
-        wait_listening(port).await;
+    let mut web = None;
+    for c in clusters.iter_mut().filter(|_| demo) {
+        if let Some((_, name, s)) = c.running.iter_mut().find(|(_, n, _)| n == "web") {
+            wait_listening(s, name).await?;
+            web = Some((c.name.clone(), s.port));
+        }
     }
     print_up(&clusters, demo);
 
