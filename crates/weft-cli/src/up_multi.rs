@@ -185,6 +185,15 @@ async fn link_all(clusters: &[Cluster]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `weft link remove` of every link of every cluster (errors ignored: this is the way out).
+async fn unlink_all(clusters: &[Cluster]) {
+    for c in clusters {
+        for peer in clusters.iter().filter(|p| p.name != c.name) {
+            let _ = c.conn().call("DELETE", &format!("/v1/links/{}", peer.name), String::new()).await;
+        }
+    }
+}
+
 /// Links that are not active yet, as `cluster -> peer (state)`.
 async fn inactive_links(clusters: &[Cluster]) -> Vec<String> {
     let mut out = vec![];
@@ -398,7 +407,9 @@ async fn run(file: &UpFile, demo: bool, args: &UpArgs, base: &std::path::Path) -
         }
     };
     println!("==> stopping");
-    let mut cps = vec![];
+    // The links go first, so no link sees its peer stop and warns, and a later run on the same
+    // --data-dir starts without links to this run's addresses.
+    unlink_all(&clusters).await;
     for c in clusters {
         for (_, _, s) in c.running {
             s.proxy.shutdown().await;
@@ -406,10 +417,8 @@ async fn run(file: &UpFile, demo: bool, args: &UpArgs, base: &std::path::Path) -
             let _ = child.kill().await;
         }
         c.gateway.shutdown().await;
-        cps.push(c.cp);
+        c.cp.shutdown().await;
     }
-    // All at once (dropping stops each at once), so no link sees its peer go first and warns.
-    drop(cps);
     if demo {
         crate::up::stopped(sent, failures)
     } else {

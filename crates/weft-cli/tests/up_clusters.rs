@@ -225,8 +225,9 @@ fn weft_up_refuses_bad_cluster_layouts() {
     refused(&["-f", f, "--clusters", "2"], "lays out its own clusters");
 }
 
-/// `--data-dir` keeps each cluster's state in `<dir>/<cluster>`; a second run finds the links of
-/// the first (pointing at that run's ports), makes them again, and crosses between the clusters.
+/// `--data-dir` keeps each cluster's state in `<dir>/<cluster>`; the links (which point at one
+/// run's ports) are removed on exit, so a second run links again, quietly, and crosses between
+/// the clusters.
 #[test]
 fn weft_up_runs_again_on_its_data_dir() {
     let dir = std::env::temp_dir().join(format!("weft-up-clusters-dd-{}", std::process::id()));
@@ -240,6 +241,9 @@ fn weft_up_runs_again_on_its_data_dir() {
         assert!(out.status.success(), "run {run}: {t}{}", text(&out.stderr));
         assert!(t.contains("web (east) -> api-v2 (west) over mTLS: 200"), "run {run}: {t}");
         assert!(t.contains("stopped after 4 requests (0 failed)"), "run {run}: {t}");
+        // No link of this run is left to point at its ports, so the next run logs no failing link.
+        let err = text(&out.stderr);
+        assert!(!err.contains("link to cluster failing"), "run {run}: {err}");
     }
     assert!(dir.join("east").is_dir() && dir.join("west").is_dir(), "one directory per cluster");
     let _ = std::fs::remove_dir_all(&dir);
