@@ -121,16 +121,26 @@ fn weft_up_runs_east_and_west_linked_and_crosses_between_them() {
 
 #[test]
 fn weft_up_clusters_3_links_every_pair() {
-    let out =
-        Command::new(WEFT).args(["up", "--clusters", "3", "--requests", "6", "--interval", "100ms"]).output().unwrap();
-    let out_text = text(&out.stdout);
-    assert!(out.status.success(), "{out_text}{}", text(&out.stderr));
-    assert!(out_text.contains("east <-> west, east <-> c3, west <-> c3"), "{out_text}");
-    for (app, cluster) in [("api-v1", "east"), ("api-v2", "west"), ("api-v3", "c3")] {
-        let line = format!("web (east) -> {app} ({cluster}) over mTLS: 200; api saw caller spiffe://east.local/");
-        assert!(out_text.contains(&line), "round robin reaches {cluster}: {out_text}");
+    let mut up = Up::start(&["--clusters", "3", "--interval", "50ms"]);
+    up.until(200, |l| l.starts_with("==> demo traffic"));
+    assert!(up.seen.contains("east <-> west, east <-> c3, west <-> c3"), "{}", up.seen);
+    assert_eq!(cluster_envs(&up.seen).keys().collect::<Vec<_>>(), ["c3", "east", "west"], "{}", up.seen);
+    // Web's calls reach every cluster (lines read until each was seen, at most 100).
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..100 {
+        if answered.len() == 3 {
+            break;
+        }
+        let line = up.until(1, |l| l.contains(" over mTLS: 200; api saw caller spiffe://east.local/"));
+        for (app, cluster) in [("api-v1", "east"), ("api-v2", "west"), ("api-v3", "c3")] {
+            if line.contains(&format!("web (east) -> {app} ({cluster}) over")) {
+                answered.insert(cluster);
+            }
+        }
     }
-    assert!(out_text.contains("stopped after 6 requests (0 failed)"), "{out_text}");
+    assert_eq!(answered.len(), 3, "web's calls reach east, west and c3: {}", up.seen);
+    let (out, ok) = up.stop();
+    assert!(ok && out.contains("(0 failed)"), "{out}");
 }
 
 #[test]
