@@ -185,6 +185,12 @@ async fn link_all(clusters: &[Cluster]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Service resource for `s`, applied in every cluster: exported.
+fn service_resource(s: &FileService) -> String {
+    let spec = "export: true";
+    format!("---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {} }}\nspec: {{ {spec} }}\n", s.name)
+}
+
 /// `weft link remove` of every link of every cluster (errors ignored: this is the way out).
 async fn unlink_all(clusters: &[Cluster]) {
     for c in clusters {
@@ -307,16 +313,7 @@ async fn run(file: &UpFile, demo: bool, args: &UpArgs, base: &std::path::Path) -
     link_all(&clusters).await?;
 
     // Every service exists, exported, in every cluster; each workload runs in its own.
-    let services: String = file
-        .services
-        .iter()
-        .map(|s| {
-            format!(
-                "---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {} }}\nspec: {{ export: true }}\n",
-                s.name
-            )
-        })
-        .collect();
+    let services: String = file.services.iter().map(service_resource).collect();
     let mut hosts: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for c in &clusters {
         c.cp.store.apply(parse_documents(&services)?)?;
