@@ -117,6 +117,7 @@ pub(crate) fn cluster_net(_cluster: &str) -> ClusterNet {
 struct Cluster {
     name: String,
     trust_domain: String,
+    network: String,
     dir: std::path::PathBuf,
     cp: ControlPlane,
     gateway: Proxy,
@@ -150,7 +151,15 @@ async fn start_cluster(c: &FileCluster, base: &std::path::Path, args: &UpArgs) -
     let gateway = crate::up::follower(&cp, "east-west-gateway", &format!("{}-gateway", c.name), None, &gw_yaml)
         .await
         .with_context(|| format!("cluster {}: east-west gateway", c.name))?;
-    Ok(Cluster { name: c.name.clone(), trust_domain: c.trust_domain(), dir, cp, gateway, running: vec![] })
+    Ok(Cluster {
+        name: c.name.clone(),
+        trust_domain: c.trust_domain(),
+        network: net.network,
+        dir,
+        cp,
+        gateway,
+        running: vec![],
+    })
 }
 
 /// Links every pair both ways, as `weft link create` on one cluster and `weft link apply` on the
@@ -427,15 +436,21 @@ async fn run(file: &UpFile, demo: bool, args: &UpArgs, base: &std::path::Path) -
 /// The summary: per cluster its gateway, DNS, workloads and the line that points `weft` at it.
 fn print_up(clusters: &[Cluster], demo: bool) {
     let admin = |p: &Proxy| p.addrs.admin.map(|a| format!("http://{a}/metrics")).unwrap_or_default();
-    println!("==> mesh is up: {} clusters, every pair linked both ways, one network", clusters.len());
+    let networks: BTreeSet<&str> = clusters.iter().map(|c| c.network.as_str()).collect();
+    let topology = match networks.len() {
+        1 => "one network (remote endpoints dialled directly)",
+        _ => "each on its own network, joined only through the gateways",
+    };
+    println!("==> mesh is up: {} clusters, every pair linked both ways, {topology}", clusters.len());
     let mut web = None;
     let width = clusters.iter().map(|c| c.name.len()).max().unwrap_or(0);
     for c in clusters {
         let dns = c.cp.dns_addr.map(|d| format!("   DNS {d}")).unwrap_or_default();
         println!(
-            "    cluster {:<width$}   trust domain {}   gateway {}{dns}",
+            "    cluster {:<width$}   trust domain {}   network {}   gateway {}{dns}",
             c.name,
             c.trust_domain,
+            c.network,
             c.gateway.addrs.gateway.map(|a| a.to_string()).unwrap_or_default()
         );
         for (_, name, s) in &c.running {
