@@ -121,8 +121,8 @@ struct Cluster {
     dir: std::path::PathBuf,
     cp: ControlPlane,
     gateway: Proxy,
-    /// (service, workload name, running workload)
-    running: Vec<(String, String, Started)>,
+    /// (workload name, running workload)
+    running: Vec<(String, Started)>,
 }
 
 impl Cluster {
@@ -237,7 +237,7 @@ async fn inactive_links(clusters: &[Cluster]) -> Vec<String> {
 fn unrouted(clusters: &[Cluster], hosts: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
     let mut out = vec![];
     for c in clusters {
-        for (_, name, s) in &c.running {
+        for (name, s) in &c.running {
             for svc in s.upstreams.keys() {
                 let want = hosts.get(svc).cloned().unwrap_or_default();
                 let routes = s.proxy.ctx().routes.load();
@@ -336,11 +336,11 @@ async fn run(file: &UpFile, demo: bool, args: &UpArgs, base: &std::path::Path) -
                 .with_context(|| format!("workload {} in cluster {cluster}", w.name))?;
             c.cp.store.apply(parse_documents(&s.resource)?)?;
             hosts.entry(svc.name.clone()).or_default().insert(cluster.to_string());
-            c.running.push((svc.name.clone(), w.name.clone(), s));
+            c.running.push((w.name.clone(), s));
         }
     }
     for c in &clusters {
-        let ws: Vec<&str> = c.running.iter().map(|(_, n, _)| n.as_str()).collect();
+        let ws: Vec<&str> = c.running.iter().map(|(n, _)| n.as_str()).collect();
         println!(
             "    {:<8} started {} with sidecars",
             c.name,
@@ -369,7 +369,7 @@ async fn run(file: &UpFile, demo: bool, args: &UpArgs, base: &std::path::Path) -
 
     let mut web = None;
     for c in clusters.iter_mut().filter(|_| demo) {
-        if let Some((_, name, s)) = c.running.iter_mut().find(|(_, n, _)| n == "web") {
+        if let Some((name, s)) = c.running.iter_mut().find(|(n, _)| n == "web") {
             wait_listening(s, name).await?;
             web = Some((c.name.clone(), s.port));
         }
@@ -383,12 +383,12 @@ async fn run(file: &UpFile, demo: bool, args: &UpArgs, base: &std::path::Path) -
                 web: web_cluster,
                 apps: clusters
                     .iter()
-                    .flat_map(|c| c.running.iter().map(|(_, n, _)| (n.clone(), c.name.clone())))
+                    .flat_map(|c| c.running.iter().map(|(n, _)| (n.clone(), c.name.clone())))
                     .collect(),
             };
             let sidecars: Vec<(String, &Proxy)> = clusters
                 .iter()
-                .flat_map(|c| c.running.iter().map(move |(_, n, s)| (format!("{n} ({})", c.name), &s.proxy)))
+                .flat_map(|c| c.running.iter().map(move |(n, s)| (format!("{n} ({})", c.name), &s.proxy)))
                 .collect();
             let mut expiry: Vec<_> = sidecars.iter().map(|(_, p)| p.certs().leaf().not_after()).collect();
             let web_addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -417,7 +417,7 @@ async fn run(file: &UpFile, demo: bool, args: &UpArgs, base: &std::path::Path) -
     // --data-dir starts without links to this run's addresses.
     unlink_all(&clusters).await;
     for c in clusters {
-        for (_, _, s) in c.running {
+        for (_, s) in c.running {
             s.proxy.shutdown().await;
             let mut child = s.child;
             let _ = child.kill().await;
@@ -453,7 +453,7 @@ fn print_up(clusters: &[Cluster], demo: bool) {
             c.network,
             c.gateway.addrs.gateway.map(|a| a.to_string()).unwrap_or_default()
         );
-        for (_, name, s) in &c.running {
+        for (name, s) in &c.running {
             if demo && name == "web" {
                 web = Some(s.port);
                 let up = s.upstreams.get("api").cloned().unwrap_or_default();
