@@ -58,8 +58,7 @@ fn ago(unix: Option<u64>) -> String {
 pub async fn run(cmd: LinkCmd, conn: &crate::client::Conn) -> anyhow::Result<()> {
     match cmd {
         LinkCmd::Create { expires } => {
-            let v = conn.call("POST", "/v1/links/credential", json!({ "expires": expires }).to_string()).await?;
-            crate::outln!("{}", v["credential"].as_str().unwrap_or_default())?;
+            crate::outln!("{}", create(conn, expires).await?)?;
         }
         LinkCmd::Apply { file } => {
             let text = if file.as_os_str() == "-" {
@@ -119,13 +118,25 @@ pub async fn run(cmd: LinkCmd, conn: &crate::client::Conn) -> anyhow::Result<()>
 }
 
 async fn apply(conn: &crate::client::Conn, credential: String) -> anyhow::Result<()> {
-    // Checked here first, so a damaged paste is named before anything is sent.
-    weft_api::link::Credential::decode(&credential).map_err(anyhow::Error::msg)?;
-    let v = conn.call("POST", "/v1/links", credential.trim().to_string()).await?;
-    for r in v["results"].as_array().into_iter().flatten() {
-        crate::outln!("{}", r.as_str().unwrap_or_default())?;
+    for r in apply_credential(conn, &credential).await? {
+        crate::outln!("{r}")?;
     }
     Ok(())
+}
+
+/// `weft link create`: a credential (one line) for another cluster to link to `conn`'s cluster.
+/// `weft up` links its clusters with this too.
+pub async fn create(conn: &crate::client::Conn, expires: Option<String>) -> anyhow::Result<String> {
+    let v = conn.call("POST", "/v1/links/credential", json!({ "expires": expires }).to_string()).await?;
+    Ok(v["credential"].as_str().unwrap_or_default().to_string())
+}
+
+/// `weft link apply`: links `conn`'s cluster to the credential's; returns the API's result lines.
+pub async fn apply_credential(conn: &crate::client::Conn, credential: &str) -> anyhow::Result<Vec<String>> {
+    // Checked here first, so a damaged paste is named before anything is sent.
+    weft_api::link::Credential::decode(credential).map_err(anyhow::Error::msg)?;
+    let v = conn.call("POST", "/v1/links", credential.trim().to_string()).await?;
+    Ok(v["results"].as_array().into_iter().flatten().map(|r| r.as_str().unwrap_or_default().to_string()).collect())
 }
 
 /// `weft link check`: one block per link, a line per check (`✓`/`✗`/`-` on a terminal, `[ok]`,

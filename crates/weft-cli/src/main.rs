@@ -28,6 +28,7 @@ mod link;
 mod netns;
 mod tls;
 mod up;
+mod up_multi;
 mod up_netns;
 mod upfile;
 mod verbs;
@@ -43,8 +44,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a complete local mesh: a CA, demo apps (a web frontend calling two versions of an api)
-    /// and their sidecars, with traffic flowing over mTLS. Ctrl-C stops everything.
+    /// Run a complete local mesh: two linked clusters (east, west), each with its own control plane,
+    /// CA and east-west gateway; demo apps (a web frontend in east calling an api that runs in both)
+    /// and their sidecars, with traffic over mTLS crossing between the clusters. Ctrl-C stops
+    /// everything.
     Up(up::UpArgs),
     /// Run a control plane: registry, store, CA, discovery for proxies, health checks, DNS, API.
     Control(control::ControlArgs),

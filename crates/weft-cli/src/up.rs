@@ -31,7 +31,7 @@ use weft_proxy::Proxy;
 pub struct UpArgs {
     /// Port of the web frontend on 127.0.0.1 (0 picks a free port).
     #[arg(long, default_value_t = 0)]
-    web_port: u16,
+    pub(crate) web_port: u16,
     /// Stop after this many demo requests (default: run until Ctrl-C).
     #[arg(long)]
     pub(crate) requests: Option<u64>,
@@ -43,16 +43,26 @@ pub struct UpArgs {
     /// Default: 24h, or the file's `mesh.leafLifetime`.
     #[arg(long)]
     pub(crate) cert_lifetime: Option<weft_api::Duration>,
-    /// Keep the control plane's state here (default: a fresh temporary directory).
+    /// Keep the control plane's state here (default: a fresh temporary directory); with several
+    /// clusters, each cluster's in `<dir>/<cluster>`.
     #[arg(long)]
     pub(crate) data_dir: Option<std::path::PathBuf>,
+    /// How many linked clusters the demo runs (1 to 8, default 2). Each cluster has its own
+    /// control plane, root CA, trust domain (`<name>.local`) and east-west gateway, and every pair
+    /// is linked both ways (`weft link create` on one, `weft link apply` on the other). They are
+    /// named east, west, then c3, c4, ...; web and api-v1 run in east, api-v2 in west, api-vN in
+    /// cN, and web's calls to api cross between them. `--clusters 1` is a single cluster
+    /// (`local`, trust domain `cluster.local`). A file (-f) lays out its own clusters.
+    #[arg(long, value_name = "N")]
+    pub(crate) clusters: Option<usize>,
     /// Run the services and workloads (commands) of this file instead of the built-in demo; see
-    /// docs/getting-started.md for its format.
+    /// docs/getting-started.md for its format (`clusters:` in it lays out several clusters).
     #[arg(short = 'f', long = "file")]
     pub(crate) file: Option<std::path::PathBuf>,
     /// As root: run each workload in its own network namespace (a "pod" on a bridge), with its
     /// sidecar as a separate process and iptables interception, as in Kubernetes. Apps call each
     /// other by mesh DNS name; nothing in them knows about the mesh. Everything is removed on exit.
+    /// One cluster only for now (implies --clusters 1).
     #[arg(long)]
     pub(crate) netns: bool,
 }
@@ -102,11 +112,23 @@ pub(crate) async fn wait_for_line(child: &mut Child, marker: &str, what: &str) -
 
 /// A sidecar in this process that follows the control plane like a `weft proxy run` would.
 async fn sidecar(cp: &ControlPlane, sa: &str, proxy_id: &str, yaml: &str) -> anyhow::Result<Proxy> {
+    follower(cp, sa, proxy_id, Some(proxy_id), yaml).await
+}
+
+/// A proxy in this process (sidecar or gateway, as `yaml` says) with identity `default/<sa>`,
+/// following the control plane like a `weft proxy run` would; `workload` names the Workload whose
+/// ports the control plane sends it as inbound ports.
+pub(crate) async fn follower(
+    cp: &ControlPlane,
+    sa: &str,
+    proxy_id: &str,
+    workload: Option<&str>,
+    yaml: &str,
+) -> anyhow::Result<Proxy> {
     let token = cp.tokens.issue(Grant::Bootstrap { namespace: "default".into(), service_account: sa.into() }, None);
     let control = Control {
         proxy_id: Some(proxy_id.into()),
-        // The control plane sends this workload's ports as the sidecar's inbound ports.
-        workload: Some(proxy_id.into()),
+        workload: workload.map(String::from),
         ..Control::new(cp.grpc_addr, token)
     };
     let mut cfg = ProxyConfig::from_yaml(&format!(
@@ -142,19 +164,71 @@ fn demo_resources([(v1, s1), (v2, s2), (web, sw)]: [(SocketAddr, SocketAddr); 3]
     )
 }
 
+/// What `weft up` runs, from its flags and file: checked before anything starts.
+enum Layout {
+    /// One cluster: the built-in demo, or a file without `clusters`.
+    Single(Option<crate::upfile::UpFile>),
+    /// Several linked clusters: the built-in demo spread over them, or a file with `clusters`.
+    Multi {
+        file: crate::upfile::UpFile,
+        demo: bool,
+    },
+    Netns(crate::up_netns::Plan),
+}
+
+fn layout(args: &UpArgs) -> anyhow::Result<Layout> {
+    use crate::upfile::MAX_CLUSTERS;
+    if let Some(n) = args.clusters {
+        if n == 0 || n > MAX_CLUSTERS {
+            anyhow::bail!(
+                "--clusters: {n} is not a number of clusters weft up can run; give 1 (a single cluster) to {MAX_CLUSTERS} (default 2: east and west)"
+            );
+        }
+    }
+    if let (Some(n), Some(f)) = (args.clusters, &args.file) {
+        anyhow::bail!(
+            "--clusters {n}: {} lays out its own clusters (its `clusters:` list, or one cluster without it); drop --clusters",
+            f.display()
+        );
+    }
+    let file = args.file.as_deref().map(crate::upfile::UpFile::read).transpose()?;
+    let several = file.as_ref().map(|f| !f.clusters.is_empty()).unwrap_or(args.clusters != Some(1));
+    if args.netns {
+        if let Some(n) = args.clusters.filter(|&n| n > 1) {
+            anyhow::bail!("--clusters {n}: --netns runs a single cluster for now; drop --clusters or --netns");
+        }
+        if let (Some(f), Some(path)) = (&file, &args.file) {
+            if !f.clusters.is_empty() {
+                anyhow::bail!(
+                    "{}: clusters: --netns runs a single cluster for now; run this file without --netns",
+                    path.display()
+                );
+            }
+        }
+        return Ok(Layout::Netns(match file {
+            Some(f) => crate::up_netns::Plan::from_file(f)?,
+            None => crate::up_netns::Plan::demo(),
+        }));
+    }
+    Ok(match file {
+        Some(file) if several => Layout::Multi { file, demo: false },
+        None if several => {
+            Layout::Multi { file: crate::up_multi::demo(args.clusters.unwrap_or(2), args.web_port), demo: true }
+        }
+        file => Layout::Single(file),
+    })
+}
+
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    let layout = layout(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let result = if args.netns {
-        rt.block_on(async move {
-            let plan = match &args.file {
-                Some(f) => crate::up_netns::Plan::from_file(crate::upfile::UpFile::read(f)?)?,
-                None => crate::up_netns::Plan::demo(),
-            };
-            crate::up_netns::up(plan, &args).await
-        })
-    } else {
-        rt.block_on(up(args))
-    };
+    let result = rt.block_on(async move {
+        match layout {
+            Layout::Netns(plan) => crate::up_netns::up(plan, &args).await,
+            Layout::Multi { file, demo } => crate::up_multi::up(file, demo, &args).await,
+            Layout::Single(file) => up(args, file).await,
+        }
+    });
     rt.shutdown_timeout(Duration::from_millis(200));
     result
 }
@@ -173,8 +247,7 @@ pub(crate) fn mesh_config(
     mesh
 }
 
-async fn up(args: UpArgs) -> anyhow::Result<()> {
-    let file = args.file.as_deref().map(crate::upfile::UpFile::read).transpose()?;
+async fn up(args: UpArgs, file: Option<crate::upfile::UpFile>) -> anyhow::Result<()> {
     let mesh = mesh_config(&args, file.as_ref().and_then(|f| f.mesh.as_ref()));
     if crate::netns::unavailable().is_none() {
         println!("    (running as root: `weft up --netns` puts each workload in its own network namespace)");
@@ -261,7 +334,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let sidecars = [("web", &web_sidecar), ("api-v1", &s1), ("api-v2", &s2)];
     let mut expiry: Vec<_> = sidecars.iter().map(|(_, p)| p.certs().leaf().not_after()).collect();
-    let (sent, failures) = demo_traffic(web.addr, &args, || {
+    let (sent, failures) = demo_traffic(web.addr, &args, None, || {
         for (i, (name, p)) in sidecars.iter().enumerate() {
             let now = p.certs().leaf().not_after();
             if now != expiry[i] {
@@ -309,9 +382,21 @@ pub(crate) fn stopped(sent: u64, failures: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the demo's apps run, with several clusters: web's cluster, and each app's by name.
+pub(crate) struct Placement {
+    pub web: String,
+    pub apps: std::collections::BTreeMap<String, String>,
+}
+
 /// Calls the web frontend every `--interval` until Ctrl-C/SIGTERM or `--requests`, printing what
-/// each call shows of the mesh path; `each` runs before every call. Returns (sent, failed).
-pub(crate) async fn demo_traffic(web: SocketAddr, args: &UpArgs, mut each: impl FnMut()) -> (u64, u64) {
+/// each call shows of the mesh path (with `placement`, which cluster each side is in); `each` runs
+/// before every call. Returns (sent, failed).
+pub(crate) async fn demo_traffic(
+    web: SocketAddr,
+    args: &UpArgs,
+    placement: Option<&Placement>,
+    mut each: impl FnMut(),
+) -> (u64, u64) {
     let mut tick = tokio::time::interval(args.interval.into());
     let (mut sent, mut failures) = (0u64, 0u64);
     let ctrl_c = weft_proxy::cli::shutdown_signal();
@@ -330,11 +415,19 @@ pub(crate) async fn demo_traffic(web: SocketAddr, args: &UpArgs, mut each: impl 
             .await
             .and_then(|(_, body)| Ok(serde_json::from_str::<serde_json::Value>(&body)?));
         match answer {
-            Ok(v) if v["upstream_status"] == 200 => println!(
-                "    web -> {} over mTLS: 200; api saw caller {}",
-                v["upstream"]["app"].as_str().unwrap_or("?"),
-                v["upstream"]["peer_identity"].as_str().unwrap_or("?")
-            ),
+            Ok(v) if v["upstream_status"] == 200 => {
+                let app = v["upstream"]["app"].as_str().unwrap_or("?");
+                let path = match placement {
+                    None => format!("web -> {app}"),
+                    Some(p) => {
+                        format!("web ({}) -> {app} ({})", p.web, p.apps.get(app).map(String::as_str).unwrap_or("?"))
+                    }
+                };
+                println!(
+                    "    {path} over mTLS: 200; api saw caller {}",
+                    v["upstream"]["peer_identity"].as_str().unwrap_or("?")
+                )
+            }
             Ok(v) => {
                 failures += 1;
                 println!("    web -> api failed: {v}");
@@ -348,13 +441,71 @@ pub(crate) async fn demo_traffic(web: SocketAddr, args: &UpArgs, mut each: impl 
     (sent, failures)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A file's workload, running: its sidecar and its command.
+pub(crate) struct Started {
+    pub proxy: Proxy,
+    pub child: Child,
+    /// The app's port on 127.0.0.1.
+    pub port: u16,
+    pub inbound: SocketAddr,
+    /// Service name -> the sidecar's upstream listener for it.
+    pub upstreams: std::collections::BTreeMap<String, String>,
+    pub argv: Vec<String>,
+    /// The Workload to register (a YAML document).
+    pub resource: String,
+}
+
+/// Starts one workload of a file: its sidecar (following `cp`), then its command with `{port}`
+/// and `{upstream.<service>}` filled in. Registering it (`resource`) is the caller's.
+pub(crate) async fn start_workload(
+    cp: &ControlPlane,
+    service: &str,
+    w: &crate::upfile::FileWorkload,
+) -> anyhow::Result<Started> {
+    use std::collections::BTreeMap;
+    let port = match w.port {
+        Some(p) => p,
+        None => free_port()?,
+    };
+    let ups: String = w.upstreams.iter().map(|u| format!("{{ listen: \"127.0.0.1:0\", service: {u} }},")).collect();
+    let mut yaml = "inbound: { listen: \"127.0.0.1:0\" }\n".to_string();
+    if !ups.is_empty() {
+        yaml.push_str(&format!("outbound: {{ upstreams: [{}] }}\n", ups.trim_end_matches(',')));
+    }
+    let proxy = sidecar(cp, service, &w.name, &yaml).await?;
+    let upstreams: BTreeMap<String, String> =
+        w.upstreams.iter().cloned().zip(proxy.addrs.upstreams.iter().map(|a| a.to_string())).collect();
+    let argv =
+        w.command.iter().map(|a| crate::upfile::expand(a, port, &upstreams)).collect::<anyhow::Result<Vec<_>>>()?;
+    let child = crate::upfile::spawn(&argv)?;
+    let inbound = proxy.addrs.inbound.context("inbound")?;
+    let check = match &w.check {
+        Some(c) if c.http.is_some() => format!(
+            "  checks: [{{ name: http, http: \"http://127.0.0.1:{port}{}\", interval: {} }}]\n",
+            c.http.as_deref().unwrap_or("/"),
+            c.interval.unwrap_or(weft_api::Duration::from_secs(2))
+        ),
+        Some(c) if c.tcp => format!(
+            "  checks: [{{ name: tcp, tcp: \"127.0.0.1:{port}\", interval: {} }}]\n",
+            c.interval.unwrap_or(weft_api::Duration::from_secs(2))
+        ),
+        _ => String::new(),
+    };
+    let labels: String = w.labels.iter().map(|(k, v)| format!("{k}: \"{v}\", ")).collect();
+    let resource = format!(
+        "---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {}, labels: {{ {} }} }}\nspec:\n  service: {service}\n  address: 127.0.0.1\n  port: {port}\n  sidecar: \"{inbound}\"\n{check}",
+        w.name,
+        labels.trim_end_matches(", "),
+    );
+    Ok(Started { proxy, child, port, inbound, upstreams, argv, resource })
 }
 
 /// `weft up -f`: the file's workloads, each with its sidecar, registered and health-checked.
 async fn from_file(cp: &ControlPlane, file: crate::upfile::UpFile, args: &UpArgs) -> anyhow::Result<()> {
-    use std::collections::BTreeMap;
     let mut resources = String::new();
     let mut running = vec![];
     for svc in &file.services {
@@ -363,52 +514,17 @@ async fn from_file(cp: &ControlPlane, file: crate::upfile::UpFile, args: &UpArgs
             svc.name
         ));
         for w in &svc.workloads {
-            let port = match w.port {
-                Some(p) => p,
-                None => free_port()?,
-            };
-            let ups: String =
-                w.upstreams.iter().map(|u| format!("{{ listen: \"127.0.0.1:0\", service: {u} }},")).collect();
-            let mut yaml = "inbound: { listen: \"127.0.0.1:0\" }\n".to_string();
-            if !ups.is_empty() {
-                yaml.push_str(&format!("outbound: {{ upstreams: [{}] }}\n", ups.trim_end_matches(',')));
-            }
-            let proxy = sidecar(cp, &svc.name, &w.name, &yaml).await?;
-            let upstreams: BTreeMap<String, String> =
-                w.upstreams.iter().cloned().zip(proxy.addrs.upstreams.iter().map(|a| a.to_string())).collect();
-            let argv = w
-                .command
-                .iter()
-                .map(|a| crate::upfile::expand(a, port, &upstreams))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let child = crate::upfile::spawn(&argv)?;
-            let inbound = proxy.addrs.inbound.context("inbound")?;
-            let check = match &w.check {
-                Some(c) if c.http.is_some() => format!(
-                    "  checks: [{{ name: http, http: \"http://127.0.0.1:{port}{}\", interval: {} }}]\n",
-                    c.http.as_deref().unwrap_or("/"),
-                    c.interval.unwrap_or(weft_api::Duration::from_secs(2))
-                ),
-                Some(c) if c.tcp => format!(
-                    "  checks: [{{ name: tcp, tcp: \"127.0.0.1:{port}\", interval: {} }}]\n",
-                    c.interval.unwrap_or(weft_api::Duration::from_secs(2))
-                ),
-                _ => String::new(),
-            };
-            let labels: String = w.labels.iter().map(|(k, v)| format!("{k}: \"{v}\", ")).collect();
-            resources.push_str(&format!(
-                "---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {}, labels: {{ {} }} }}\nspec:\n  service: {}\n  address: 127.0.0.1\n  port: {port}\n  sidecar: \"{inbound}\"\n{check}",
-                w.name,
-                labels.trim_end_matches(", "),
-                svc.name
-            ));
+            let s = start_workload(cp, &svc.name, w).await?;
+            resources.push_str(&s.resource);
             println!(
-                "    {:<12} app 127.0.0.1:{port}  sidecar mTLS {inbound}  upstreams {:?}  command {}",
+                "    {:<12} app 127.0.0.1:{}  sidecar mTLS {}  upstreams {:?}  command {}",
                 w.name,
-                upstreams,
-                argv.join(" ")
+                s.port,
+                s.inbound,
+                s.upstreams,
+                s.argv.join(" ")
             );
-            running.push((proxy, child));
+            running.push((s.proxy, s.child));
         }
     }
     cp.store.apply(parse_documents(&resources)?)?;

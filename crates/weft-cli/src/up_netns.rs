@@ -368,7 +368,7 @@ async fn demo(cp: &ControlPlane, net: &PodNetwork, pods: &[Pod], args: &UpArgs) 
     })
     .await;
     println!("==> demo traffic (Ctrl-C stops everything)");
-    Ok(crate::up::demo_traffic(web_addr, args, || {}).await)
+    Ok(crate::up::demo_traffic(web_addr, args, None, || {}).await)
 }
 
 #[cfg(test)]

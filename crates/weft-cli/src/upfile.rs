@@ -22,6 +22,23 @@
 //! ```
 //! `weft` as the command's program means this very binary.
 //!
+//! Several linked clusters: list them under `clusters` and place each workload with `cluster`
+//! (default: the first cluster). Each cluster gets its own control plane, root CA, trust domain
+//! (default `<name>.local`) and east-west gateway; every pair is linked both ways and every
+//! service is exported, so a workload's `{upstream.<service>}` reaches that service's workloads in
+//! every cluster (see `up_multi.rs`). `mesh` describes one cluster and cannot be given with it.
+//!
+//! ```yaml
+//! clusters:
+//!   - { name: east, region: eu }
+//!   - { name: west, trustDomain: west.example.org, region: us }
+//! services:
+//!   - name: api
+//!     workloads:
+//!       - { name: api-east, cluster: east, command: [weft, demo-app, --name, api-east, --listen, "127.0.0.1:{port}"] }
+//!       - { name: api-west, cluster: west, command: [weft, demo-app, --name, api-west, --listen, "127.0.0.1:{port}"] }
+//! ```
+//!
 //! With `--netns` (root) each workload runs in its own network namespace instead (see
 //! `up_netns.rs`): `{port}` defaults to 8080, `{upstream.<service>}` becomes the service's mesh DNS
 //! name and port (`api.default.svc.cluster.local:8080`), and `expose: true` leaves a workload's
@@ -40,7 +57,33 @@ pub struct UpFile {
     /// network, region, zone }`, `leafLifetime`. Default: `cluster.local`, cluster `local`.
     #[serde(default)]
     pub mesh: Option<weft_api::kinds::MeshConfigSpec>,
+    /// Several linked clusters (default: one, described by `mesh`).
+    #[serde(default)]
+    pub clusters: Vec<FileCluster>,
     pub services: Vec<FileService>,
+}
+
+/// The most clusters `weft up` lays out (`--clusters` or a file's `clusters`): each is a control
+/// plane, a gateway and every pair a link both ways, all in one process on this machine.
+pub const MAX_CLUSTERS: usize = 8;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileCluster {
+    pub name: String,
+    /// Default `<name>.local`. Linked clusters need distinct trust domains.
+    #[serde(default)]
+    pub trust_domain: Option<String>,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub zone: String,
+}
+
+impl FileCluster {
+    pub fn trust_domain(&self) -> String {
+        self.trust_domain.clone().unwrap_or_else(|| format!("{}.local", self.name))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +98,9 @@ pub struct FileService {
 #[serde(deny_unknown_fields)]
 pub struct FileWorkload {
     pub name: String,
+    /// With `clusters`: the cluster this workload runs in (default: the first).
+    #[serde(default)]
+    pub cluster: Option<String>,
     /// Program and arguments; `{port}` and `{upstream.<service>}` are filled in.
     pub command: Vec<String>,
     /// The app's port, when the command fixes it (default: a free port, given as `{port}`).
@@ -102,6 +148,8 @@ impl UpFile {
         if let Some(m) = &self.mesh {
             weft_api::resource::Validate::validate(m).map_err(|e| format!("mesh.{e}"))?;
         }
+        self.validate_clusters()?;
+        let clusters: Vec<&str> = self.clusters.iter().map(|c| c.name.as_str()).collect();
         for (i, s) in self.services.iter().enumerate() {
             if !weft_api::valid_name(&s.name) {
                 return Err(format!("services[{i}].name: {:?} must be a DNS label", s.name));
@@ -114,6 +162,20 @@ impl UpFile {
                 if w.command.is_empty() {
                     return Err(format!("{f}.command: give the program and its arguments"));
                 }
+                match &w.cluster {
+                    Some(c) if clusters.is_empty() => {
+                        return Err(format!(
+                            "{f}.cluster: {c:?} names a cluster, but this file has no `clusters:` list; list the clusters (e.g. `clusters: [{{ name: {c} }}]`) or remove `cluster`"
+                        ))
+                    }
+                    Some(c) if !clusters.contains(&c.as_str()) => {
+                        return Err(format!(
+                            "{f}.cluster: no cluster {c:?} in this file's `clusters` (known: {})",
+                            clusters.join(", ")
+                        ))
+                    }
+                    _ => {}
+                }
                 for u in &w.upstreams {
                     if !names.contains(&u.as_str()) {
                         return Err(format!(
@@ -121,6 +183,45 @@ impl UpFile {
                             names.join(", ")
                         ));
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_clusters(&self) -> Result<(), String> {
+        if self.clusters.is_empty() {
+            return Ok(());
+        }
+        if self.mesh.is_some() {
+            return Err("mesh: describes one cluster; with `clusters`, give each cluster's trustDomain, region and zone in its entry (and the certificate lifetime with --cert-lifetime)".into());
+        }
+        if self.clusters.len() > MAX_CLUSTERS {
+            return Err(format!(
+                "clusters: {} clusters; weft up runs at most {MAX_CLUSTERS} on one machine",
+                self.clusters.len()
+            ));
+        }
+        for (i, c) in self.clusters.iter().enumerate() {
+            if !weft_api::valid_name(&c.name) {
+                return Err(format!("clusters[{i}].name: {:?} must be a DNS label (a-z, 0-9, '-')", c.name));
+            }
+            let mut mesh = weft_api::kinds::MeshConfigSpec { trust_domain: c.trust_domain(), ..Default::default() };
+            mesh.cluster.name = c.name.clone();
+            weft_api::resource::Validate::validate(&mesh).map_err(|e| format!("clusters[{i}].{e}"))?;
+            for (j, d) in self.clusters[..i].iter().enumerate() {
+                if d.name == c.name {
+                    return Err(format!(
+                        "clusters[{i}].name: {:?} is also clusters[{j}]; give each cluster its own name",
+                        c.name
+                    ));
+                }
+                if d.trust_domain() == c.trust_domain() {
+                    return Err(format!(
+                        "clusters[{i}].trustDomain: {:?} is also the trust domain of {:?}; linked clusters need distinct trust domains",
+                        c.trust_domain(),
+                        d.name
+                    ));
                 }
             }
         }

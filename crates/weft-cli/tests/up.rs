@@ -1,5 +1,6 @@
 //! `weft up`, the README's main command, end to end: a CA, three demo apps as child processes,
-//! three sidecars, and traffic over mTLS; then a clean stop.
+//! three sidecars, and traffic over mTLS; then a clean stop. These run the single cluster
+//! (`--clusters 1`); the default two linked clusters are tested in `up_clusters.rs`.
 
 use std::process::Command;
 
@@ -15,7 +16,7 @@ fn up(args: &[&str]) -> String {
 
 #[test]
 fn weft_up_runs_the_demo_mesh_and_stops_cleanly() {
-    let text = up(&["--requests", "4", "--interval", "100ms"]);
+    let text = up(&["--clusters", "1", "--requests", "4", "--interval", "100ms"]);
     assert!(text.contains("==> mesh is up"), "{text}");
     let ok = text
         .lines()
@@ -52,7 +53,7 @@ fn tls_commands_refuse_to_clobber_and_explain() {
 
 #[test]
 fn weft_up_rotates_certificates_without_failing_requests() {
-    let text = up(&["--requests", "8", "--interval", "400ms", "--cert-lifetime", "2s"]);
+    let text = up(&["--clusters", "1", "--requests", "8", "--interval", "400ms", "--cert-lifetime", "2s"]);
     assert!(text.contains("rotated the certificate of web"), "{text}");
     assert!(text.contains("rotated the certificate of api-v1"), "{text}");
     assert!(text.contains("stopped after 8 requests (0 failed)"), "{text}");
@@ -136,7 +137,7 @@ services:
 fn weft_up_registers_every_demo_workload() {
     use std::io::BufRead;
     let mut child = Command::new(WEFT)
-        .args(["up", "--interval", "200ms"])
+        .args(["up", "--clusters", "1", "--interval", "200ms"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
