@@ -7,9 +7,10 @@
 //!  │ control plane (root CA, east.local)    │◄═══════►│ control plane (root CA, west.local)    │
 //!  │ gateway :15443-like (SNI passthrough)  │ (both   │ gateway                                │
 //!  │ web ─► web sidecar ══mTLS══╗           │  ways)  │                                        │
-//!  │ api-v1 sidecar ◄═══════════╣ round    │         │                                        │
-//!  └────────────────────────────╫───robin───┘         │ api-v2 sidecar ◄── (east's web calls   │
-//!                               ╚═════════════════════►  it directly: one network)           │
+//!  │ api-v1 sidecar ◄═══════════╣          │         │                                        │
+//!  └────────────────────────────╫───────────┘         │ west's gateway ══► api-v2 sidecar      │
+//!                               ╚═════════════════════► (SNI names cluster west; each cluster  │
+//!                                                     │  on its own network)                   │
 //!                                                     └────────────────────────────────────────┘
 //! ```
 //! Each cluster is a real control plane of its own (data directory, trust domain `<name>.local`,
@@ -106,12 +107,13 @@ pub(crate) struct ClusterNet {
     pub gateway_listen: SocketAddr,
 }
 
-/// The one place that decides each cluster's network and gateway address. Today every cluster is
-/// on one network, `local` (multi-primary, one network: remote endpoints are dialled directly on
-/// 127.0.0.1); the gateways run but carry no demo traffic. For separate networks joined only
-/// through the gateways, give each cluster its own network here (e.g. its name).
-pub(crate) fn cluster_net(_cluster: &str) -> ClusterNet {
-    ClusterNet { network: "local".into(), gateway_listen: "127.0.0.1:0".parse().expect("constant") }
+/// The one place that decides each cluster's network and gateway address: every cluster on a
+/// network of its own, named after it (multi-primary, separate networks). Its gateway is declared
+/// as the cluster's (MeshConfig `cluster.gateways`), so the link streams from other clusters and
+/// their calls to this cluster's endpoints go through it; nothing is dialled directly across
+/// clusters. Give every cluster the same network here to dial remote endpoints directly (flat).
+pub(crate) fn cluster_net(cluster: &str) -> ClusterNet {
+    ClusterNet { network: cluster.into(), gateway_listen: "127.0.0.1:0".parse().expect("constant") }
 }
 
 struct Cluster {
@@ -151,6 +153,15 @@ async fn start_cluster(c: &FileCluster, base: &std::path::Path, args: &UpArgs) -
     let gateway = crate::up::follower(&cp, "east-west-gateway", &format!("{}-gateway", c.name), None, &gw_yaml)
         .await
         .with_context(|| format!("cluster {}: east-west gateway", c.name))?;
+    // Declared (as `weft apply` of the MeshConfig would): credentials made from now on name it.
+    let mut mesh = cp.catalog.borrow().mesh.clone();
+    mesh.cluster.network = net.network.clone();
+    mesh.cluster.gateways = gateway.addrs.gateway.iter().map(|a| a.to_string()).collect();
+    let doc = format!(
+        "apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: {{ name: mesh }}\nspec: {}\n",
+        serde_json::to_string(&mesh)?
+    );
+    cp.store.apply(parse_documents(&doc)?).with_context(|| format!("cluster {}: declaring its gateway", c.name))?;
     Ok(Cluster {
         name: c.name.clone(),
         trust_domain: c.trust_domain(),

@@ -94,7 +94,12 @@ fn weft_up_runs_east_and_west_linked_and_crosses_between_them() {
     assert_eq!(envs.keys().collect::<Vec<_>>(), ["east", "west"], "{}", up.seen);
     assert!(up.seen.contains("trust domain east.local") && up.seen.contains("trust domain west.local"), "{}", up.seen);
 
-    // Each cluster lists its link to the other as active, with west's api imported into east.
+    // Each cluster lists its link to the other as active, with west's api imported into east;
+    // the link goes through the peer's gateway (each cluster on its own network).
+    let gateway = |cluster: &str| {
+        let line = up.seen.lines().find(|l| l.trim().starts_with(&format!("cluster {cluster} "))).unwrap();
+        line.split_whitespace().skip_while(|w| *w != "gateway").nth(1).unwrap().to_string()
+    };
     for (me, peer) in [("east", "west"), ("west", "east")] {
         let out = weft(&envs[me], &["link", "list", "-o", "json"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
@@ -103,6 +108,8 @@ fn weft_up_runs_east_and_west_linked_and_crosses_between_them() {
         assert_eq!(links.len(), 1, "{links:?}");
         assert_eq!((links[0]["cluster"].as_str(), links[0]["state"].as_str()), (Some(peer), Some("active")));
         assert!(links[0]["importedServices"].as_u64() >= Some(1), "{me} imports {peer}'s api: {links:?}");
+        assert_eq!(links[0]["address"].as_str(), Some(gateway(peer).as_str()), "through {peer}'s gateway: {links:?}");
+        assert_eq!(links[0]["network"].as_str(), Some(peer), "{links:?}");
     }
     let out = weft(&envs["west"], &["get", "workloads", "-o", "json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
