@@ -76,10 +76,13 @@ pub fn dns_table(cat: &Catalog) -> weft_dns::Table {
                         tags: s.tags.iter().chain(&i.tags).cloned().collect(),
                         healthy: i.healthy,
                         node: i.name.clone(),
+                        cluster: i.cluster.clone(),
                     })
                     .collect(),
+                ..Default::default()
             })
             .collect(),
+        ..Default::default()
     }
 }
 
