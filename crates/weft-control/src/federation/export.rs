@@ -34,6 +34,14 @@ pub fn render_export(cat: &Catalog) -> Vec<pb::Service> {
         .filter(|s| cat.services.get(&(s.namespace.clone(), s.name.clone())).is_some_and(|c| c.export))
         .map(|mut s| {
             s.endpoints.retain(|e| e.cluster == cat.mesh.cluster.name);
+            // Consul tags travel with the link (`<tag>.<svc>.service.<dc>.consul` on the peer).
+            if let Some(c) = cat.services.get(&(s.namespace.clone(), s.name.clone())) {
+                for e in &mut s.endpoints {
+                    if let Some(i) = c.instances.iter().find(|i| i.address.to_string() == e.address) {
+                        e.tags = c.tags.iter().chain(&i.tags).cloned().collect();
+                    }
+                }
+            }
             s
         })
         .collect()

@@ -325,7 +325,7 @@ fn convert(name: &str, spec: &LinkSpec, snap: pb::ExportSnapshot) -> Result<Snap
                 network: e.network,
                 locality: e.locality,
                 labels: Default::default(),
-                tags: vec![],
+                tags: e.tags,
                 healthy: true,
                 visibility: None,
             });
@@ -344,6 +344,7 @@ fn convert(name: &str, spec: &LinkSpec, snap: pb::ExportSnapshot) -> Result<Snap
             tags: vec![],
             export: false,
             instances,
+            clusters: vec![name.to_string()],
         });
     }
     if dropped > 0 {
