@@ -86,6 +86,11 @@ pub struct ProxyConfig {
     /// Services this proxy can reach (sidecar) or route to (gateway).
     #[serde(default)]
     pub services: Vec<Service>,
+    /// Virtual IPs of `services` (and of their per-cluster mirrors): in transparent mode a
+    /// connection to one, on any port, goes to that service (or that cluster's endpoints). A
+    /// control plane sends its own (MeshConfig `virtualIps`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtual_ips: Vec<VirtualIp>,
     #[serde(default)]
     pub timeouts: Timeouts,
     /// Limits that protect the proxy from misbehaving clients.
@@ -275,6 +280,18 @@ pub struct Upstream {
     pub port: Option<u16>,
     #[serde(default)]
     pub protocol: Protocol,
+}
+
+/// A virtual IP naming a service, or one cluster's mirror of it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualIp {
+    /// `name` or `name.namespace` (namespace `default` when omitted), as in `services`.
+    pub service: String,
+    /// Set: only this cluster's endpoints of the service (its mirror).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    pub address: std::net::IpAddr,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -680,6 +697,28 @@ impl ProxyConfig {
                         ),
                     ));
                 }
+            }
+        }
+        let mut vips = HashSet::new();
+        for (i, v) in self.virtual_ips.iter().enumerate() {
+            let f = format!("virtual_ips[{i}]");
+            if self.service(&v.service).is_none() {
+                return Err(ConfigError::invalid(
+                    format!("{f}.service"),
+                    format!("no service {:?} in `services`; add it or fix the name", v.service),
+                ));
+            }
+            if v.address.is_loopback() || v.address.is_unspecified() {
+                return Err(ConfigError::invalid(
+                    format!("{f}.address"),
+                    format!(
+                        "{} is never intercepted; take one from a reserved range such as 240.240.0.0/16",
+                        v.address
+                    ),
+                ));
+            }
+            if !vips.insert(v.address) {
+                return Err(ConfigError::invalid(format!("{f}.address"), format!("{} names two services", v.address)));
             }
         }
         if let Some(out) = &self.outbound {
