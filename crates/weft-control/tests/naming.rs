@@ -107,6 +107,30 @@ async fn every_name_form_answers_the_peers_service_and_vips_survive_a_restart() 
         assert_eq!(dns(server, name, RecordType::A).await.0, ResponseCode::NXDomain, "{name}");
     }
 
+    // East's sidecars get the VIPs on the discovery stream and route them: the whole service
+    // and west's mirror.
+    let client = common::sidecar(&east, "default/web", None, "outbound: { transparent: \"127.0.0.1:0\" }\n").await;
+    let (whole_ip, mirror_ip) = (whole.parse().unwrap(), mirror[0].parse().unwrap());
+    let client_ref = &client;
+    let routed = eventually("the sidecar routes both VIPs", WAIT, || async move {
+        let routes = client_ref.ctx().routes.load();
+        let key = |ip| routes.by_vip(ip).map(|s| s.key().to_string());
+        Some((key(whole_ip)?, key(mirror_ip)?))
+    })
+    .await;
+    assert_eq!(routed, ("api.default".to_string(), "api.default@west".to_string()));
+    assert_eq!(
+        client
+            .ctx()
+            .routes
+            .load()
+            .by_host("api-west.default.svc.cluster.local")
+            .map(|s| s.key().to_string())
+            .as_deref(),
+        Some("api.default@west")
+    );
+    drop(client);
+
     // East restarts on the same data directory: the same addresses.
     let vips = east.catalog.borrow().vips.clone();
     assert_eq!(vips.len(), 4, "api, web and their west mirrors: {vips:?}");
