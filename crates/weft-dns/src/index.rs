@@ -85,6 +85,8 @@ pub(crate) struct Index {
     node_suffix: Name,
     /// Every cluster known (this one, linked ones, those instances name), lowercase: up or not.
     clusters: HashMap<String, bool>,
+    /// The same, longest name first (mirror names are matched by suffix).
+    clusters_by_length: Vec<(String, bool)>,
 }
 
 impl Index {
@@ -110,8 +112,11 @@ impl Index {
             namespaces: HashSet::new(),
             nodes: HashMap::new(),
             node_suffix,
+            clusters_by_length: Vec::new(),
             clusters,
         };
+        index.clusters_by_length = index.clusters.iter().map(|(c, up)| (c.clone(), *up)).collect();
+        index.clusters_by_length.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
         for service in &table.services {
             let namespace = service.namespace.to_ascii_lowercase();
             let name = service.name.to_ascii_lowercase();
@@ -345,12 +350,14 @@ impl Index {
     }
 
     /// `<svc>.<ns>.svc.cluster.local`: the service itself, or else `<base>-<cluster>` names the
-    /// mirror of a known cluster (Linkerd's service mirroring). A real service of that name wins.
+    /// mirror of a known cluster (Linkerd's service mirroring). A real service of that name wins;
+    /// when two mirrors share a name (`x` of cluster `a-b`, `x-a` of `b`) the shorter base does.
     fn kube_target(&self, service: &str, namespace: &str) -> Option<Target<'_>> {
         if let Some(svc) = self.service(namespace, service) {
             return Some(Target::Span(svc));
         }
-        for (cluster, up) in &self.clusters {
+        for (cluster, up) in &self.clusters_by_length {
+            let up = *up;
             let Some(base) = service.strip_suffix(cluster.as_str()).and_then(|b| b.strip_suffix('-')) else {
                 continue;
             };

@@ -77,7 +77,11 @@ impl Names {
                 names.by_name.insert(name.into(), s.clone());
             }
         }
-        for s in services {
+        // Two mirrors may share a name (`x` of cluster `a-b`, `x-a` of `b`): the shorter service
+        // name wins, as in DNS.
+        let mut ordered: Vec<&Arc<Service>> = services.collect();
+        ordered.sort_by(|a, b| a.name.len().cmp(&b.name.len()).then_with(|| a.key().cmp(b.key())));
+        for s in ordered {
             let (n, ns) = (lower(&s.name), lower(&s.namespace));
             for c in clusters.get(s.key()).into_iter().flatten() {
                 let view = Arc::new(s.view(c));

@@ -238,3 +238,19 @@ fn soa_of_the_new_zones() {
         assert_eq!(i.soa(zone).name.to_ascii(), apex);
     }
 }
+
+#[test]
+fn two_mirrors_of_one_name_resolve_to_the_shorter_service() {
+    let table = Table {
+        cluster: "east".into(),
+        links: vec![Link { cluster: "b".into(), up: true }, Link { cluster: "a-b".into(), up: true }],
+        services: vec![
+            svc("default", "x", vec![inst("10.1.0.1", "a-b", 80, &[])], &["a-b"], vec![]),
+            svc("default", "x-a", vec![inst("10.2.0.1", "b", 80, &[])], &["b"], vec![]),
+        ],
+    };
+    let i = Index::new(&table, 30, 1);
+    for _ in 0..8 {
+        assert_eq!(a(&i, "x-a-b.default.svc.cluster.local."), vec![ip("10.1.0.1")]);
+    }
+}

@@ -113,3 +113,22 @@ fn virtual_ips_route_to_a_service_or_a_mirror() {
         assert_eq!(m.pick().unwrap().cluster, "west");
     }
 }
+
+#[test]
+fn two_mirrors_of_one_name_route_to_the_shorter_service() {
+    let cfg = ProxyConfig::from_yaml(
+        r#"
+cluster: east
+identity: { cert: c.pem, key: k.pem, bundle: b.pem }
+outbound: { transparent: "127.0.0.1:15001" }
+services:
+  - name: x-a
+    endpoints: [{ address: "10.2.0.1:80", identity: "spiffe://b.example/ns/default/sa/x", cluster: b }]
+  - name: x
+    endpoints: [{ address: "10.1.0.1:80", identity: "spiffe://ab.example/ns/default/sa/x", cluster: a-b }]
+"#,
+    )
+    .expect("config");
+    let r = Routes::try_from(&cfg).expect("routes");
+    assert_eq!(key(&r, "x-a-b.default.svc.cluster.local").as_deref(), Some("x.default@a-b"));
+}
