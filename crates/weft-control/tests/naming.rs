@@ -161,4 +161,25 @@ async fn every_name_form_answers_the_peers_service_and_vips_survive_a_restart() 
     }
     assert_eq!(dns(server, "web.default.svc.cluster.local.", RecordType::A).await.1, web, "web: still its VIP");
     assert_eq!(dns(server, "nope.default.west.global.", RecordType::A).await.0, ResponseCode::NoError);
+
+    // Removing the link withdraws west's names from DNS: they no longer exist.
+    assert_eq!(api(&east, "DELETE", "/v1/links/west", "").await.0, 200);
+    eventually("west's names are gone", WAIT, || async move {
+        let r = dns(server, "api-west.default.svc.cluster.local.", RecordType::A).await;
+        (r.0 == ResponseCode::NXDomain).then_some(())
+    })
+    .await;
+    for name in ["api.default.svc.cluster.local.", "api.default.west.global.", "web-west.default.svc.cluster.local."] {
+        assert_eq!(dns(server, name, RecordType::A).await.0, ResponseCode::NXDomain, "{name}");
+    }
+    assert_eq!(
+        dns(server, "api.service.west.consul.", RecordType::A).await.0,
+        ResponseCode::NXDomain,
+        "not linked, no upstream"
+    );
+    assert_eq!(
+        dns(server, "web.default.svc.cluster.local.", RecordType::A).await.1,
+        vec!["127.0.0.3"],
+        "east's own, no VIP"
+    );
 }
