@@ -31,7 +31,8 @@ pub struct ServiceEntry {
     /// All instances, healthy or not.
     pub instances: Vec<Instance>,
     /// The clusters that have this service (define it, or export it to this one), besides those
-    /// its instances name; a mirror name (`<svc>-<cluster>…`) exists for each.
+    /// its instances name; a mirror name (`<svc>-<cluster>…`) exists for each. When neither
+    /// names any, the service is this cluster's.
     pub clusters: Vec<String>,
     /// Its virtual IPs: the whole service's and each mirror's (see the crate docs for which
     /// names answer them).
