@@ -216,7 +216,8 @@ impl Index {
                         },
                         |e| vec![e.address],
                     );
-                    found(Zone::Kube, answers, additionals)
+                    let lead = answers.iter().filter(|r| matches!(&r.data, RData::SRV(s) if s.priority == 1)).count();
+                    Resolution::Found { zone: Zone::Kube, answers, additionals, lead }
                 }
                 Some(target) => {
                     let base = qname.trim_to(qname.num_labels() as usize - 2);
@@ -472,7 +473,8 @@ impl Index {
             .collect()
     }
 
-    /// SRV records (priority 1, weight 1) for `eps`, targets from `target`, and A/AAAA additionals
+    /// SRV records (priority 1 for this cluster's instances, 2 for others'; weight 1) for `eps`,
+    /// targets from `target`, and A/AAAA additionals
     /// for each target from `target_addrs`. An endpoint without a valid target is skipped.
     fn srv_records(
         &self,
@@ -493,7 +495,9 @@ impl Index {
             if !seen_srv.insert((e.port, target_name.clone())) {
                 continue;
             }
-            let srv = SRV::new(1, 1, e.port, target_name.clone());
+            // Another cluster's instance comes after this cluster's (RFC 2782: lower first).
+            let priority = if e.cluster == self.dc { 1 } else { 2 };
+            let srv = SRV::new(priority, 1, e.port, target_name.clone());
             answers.push(Record::from_rdata(owner.clone(), self.ttl, RData::SRV(srv)));
             if seen_target.insert(target_name.clone()) {
                 additionals.extend(self.address_records(&target_name, target_addrs(e).into_iter(), RecordType::ANY));

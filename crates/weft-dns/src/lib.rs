@@ -26,7 +26,7 @@
 //! | name | types | answer |
 //! |------|-------|--------|
 //! | `<svc>.<ns>.svc.cluster.local` | A, AAAA | addresses of the service's instances |
-//! | `_<port>._<proto>.<svc>.<ns>.svc.cluster.local` | SRV | one per instance: priority 1, weight 1, the instance port, target `<node>.<svc>.<ns>.svc.cluster.local.`, with A/AAAA additionals. Any port name is accepted (instances carry no port names) |
+//! | `_<port>._<proto>.<svc>.<ns>.svc.cluster.local` | SRV | one per instance: priority 1 (2 for another cluster's instance), weight 1, the instance port, target `<node>.<svc>.<ns>.svc.cluster.local.`, with A/AAAA additionals. Any port name is accepted (instances carry no port names) |
 //! | `<node>.<svc>.<ns>.svc.cluster.local` | A, AAAA | that instance's address (the SRV targets above) |
 //! | `<svc>.service.consul`, `<svc>.service.<dc>.consul` | A, AAAA, SRV | addresses; for SRV as below |
 //! | `<tag>.<svc>.service.consul`, `<tag>.<svc>.service.<dc>.consul` | A, AAAA, SRV | only instances carrying the tag |

@@ -254,3 +254,28 @@ fn two_mirrors_of_one_name_resolve_to_the_shorter_service() {
         assert_eq!(a(&i, "x-a-b.default.svc.cluster.local."), vec![ip("10.1.0.1")]);
     }
 }
+
+#[test]
+fn kube_srv_without_vips_puts_other_clusters_after_this_one() {
+    let i = index();
+    let Resolution::Found { answers, lead, .. } = q(&i, "_http._tcp.flat.shop.svc.cluster.local.", RecordType::SRV)
+    else {
+        panic!()
+    };
+    let prio: Vec<(u16, String)> = answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(s) => Some((s.priority, s.target.to_ascii())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        prio,
+        vec![
+            (1, "east-10-0-6-1.flat.shop.svc.cluster.local.".to_string()),
+            (1, "east-fd00--6.flat.shop.svc.cluster.local.".to_string()),
+            (2, "west-10-9-6-1.flat.shop.svc.cluster.local.".to_string()),
+        ]
+    );
+    assert_eq!(lead, 2);
+}
