@@ -848,6 +848,27 @@ services:
     }
 
     #[test]
+    fn bad_virtual_ips_are_named() {
+        let with = |vips: &str| ProxyConfig::from_yaml(&format!("{GOOD}virtual_ips: {vips}\n"));
+        let ok = with(
+            "[{ service: api.prod, address: 240.240.0.1 }, { service: api.prod, cluster: west, address: 240.240.0.2 }]",
+        );
+        assert_eq!(ok.unwrap().virtual_ips.len(), 2);
+        for (vips, field) in [
+            ("[{ service: nope, address: 240.240.0.1 }]", "virtual_ips[0].service"),
+            ("[{ service: api.prod, address: 127.0.0.1 }]", "virtual_ips[0].address"),
+            (
+                "[{ service: api.prod, address: 240.240.0.1 }, { service: api.prod, address: 240.240.0.1 }]",
+                "virtual_ips[1].address",
+            ),
+        ] {
+            let err = with(vips).unwrap_err().to_string();
+            assert!(err.contains(field), "{vips}: {err}");
+        }
+        assert!(with("[{ service: api.prod, address: nope }]").is_err());
+    }
+
+    #[test]
     fn unknown_field_is_named() {
         let err = ProxyConfig::from_yaml(&GOOD.replace("protocol: http1", "protocl: http1")).unwrap_err();
         assert!(err.to_string().contains("unknown field `protocl`"), "{err}");

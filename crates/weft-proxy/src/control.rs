@@ -391,3 +391,25 @@ pub async fn rotation_loop(ctx: Arc<Ctx>, control: Control) {
         }
     }
 }
+
+#[cfg(test)]
+mod virtual_ip_tests {
+    use super::*;
+
+    #[test]
+    fn virtual_ips_of_an_update_are_checked_and_the_bad_one_named() {
+        let vip = |address: &str| pb::VirtualIp {
+            service: "api".into(),
+            namespace: "shop".into(),
+            cluster: "west".into(),
+            address: address.into(),
+        };
+        let update = pb::ProxyUpdate { virtual_ips: vec![vip("240.240.0.1")], ..Default::default() };
+        assert_eq!(
+            virtual_ips_from(&update).unwrap(),
+            vec![("api.shop".to_string(), "west".to_string(), "240.240.0.1".parse().unwrap())]
+        );
+        let update = pb::ProxyUpdate { virtual_ips: vec![vip("240.240.0.1"), vip("nope")], ..Default::default() };
+        assert!(virtual_ips_from(&update).unwrap_err().to_string().contains("virtual_ips[1].address"));
+    }
+}
