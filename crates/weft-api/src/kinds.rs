@@ -25,6 +25,70 @@ pub struct MeshConfigSpec {
     /// Lifetime of workload certificates (rotated at half-life).
     #[serde(default = "default_leaf_lifetime")]
     pub leaf_lifetime: Duration,
+    /// Per-service virtual IPs for names that reach other clusters (docs/multicluster.md,
+    /// "Naming across clusters").
+    #[serde(default, skip_serializing_if = "VirtualIps::is_default")]
+    pub virtual_ips: VirtualIps,
+}
+
+/// Where the control plane takes per-service virtual IPs from: one for each service and one for
+/// each cluster's mirror of it, stable across restarts; proxies intercept them (any port) and
+/// route to that service or mirror, so an app with no route to another cluster's network reaches
+/// a remote service by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VirtualIps {
+    /// An IPv4 CIDR, /8 to /24, that no workload uses (Istio allocates from the same reserved
+    /// class-E range); empty: no virtual IPs (names answer instance addresses).
+    #[serde(default = "default_vip_range")]
+    pub range: String,
+}
+
+/// The default [`VirtualIps::range`].
+pub const DEFAULT_VIP_RANGE: &str = "240.240.0.0/16";
+
+fn default_vip_range() -> String {
+    DEFAULT_VIP_RANGE.into()
+}
+
+impl Default for VirtualIps {
+    fn default() -> Self {
+        VirtualIps { range: default_vip_range() }
+    }
+}
+
+impl VirtualIps {
+    fn is_default(&self) -> bool {
+        *self == VirtualIps::default()
+    }
+
+    /// The range's first address and prefix length; `Ok(None)` when virtual IPs are off.
+    pub fn parse(&self) -> Result<Option<(std::net::Ipv4Addr, u8)>, ConfigError> {
+        let range = self.range.trim();
+        if range.is_empty() {
+            return Ok(None);
+        }
+        let bad = |why: &str| {
+            ConfigError::invalid(
+                "virtualIps.range",
+                format!("{range:?} {why}; write an IPv4 CIDR such as {DEFAULT_VIP_RANGE}, or \"\" for no virtual IPs"),
+            )
+        };
+        let (addr, prefix) = range.split_once('/').ok_or_else(|| bad("has no /prefix"))?;
+        let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad("does not start with an IPv4 address"))?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad("has a prefix that is not a number"))?;
+        if !(8..=24).contains(&prefix) {
+            return Err(bad("must have a prefix from /8 to /24"));
+        }
+        let mask = u32::MAX << (32 - prefix);
+        if u32::from(addr) & !mask != 0 {
+            return Err(bad("has host bits set"));
+        }
+        if addr.is_loopback() || addr.is_unspecified() {
+            return Err(bad("is loopback or unspecified (the proxy never intercepts those)"));
+        }
+        Ok(Some((addr, prefix)))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -94,6 +158,7 @@ impl Default for MeshConfigSpec {
             trust_domain: default_trust_domain(),
             cluster: ClusterSpec::default(),
             leaf_lifetime: default_leaf_lifetime(),
+            virtual_ips: VirtualIps::default(),
         }
     }
 }
@@ -124,6 +189,7 @@ impl Validate for MeshConfigSpec {
         if self.leaf_lifetime < Duration::from_secs(1) {
             return Err(ConfigError::invalid("leafLifetime", "must be at least 1s"));
         }
+        self.virtual_ips.parse()?;
         Ok(())
     }
 }
@@ -519,5 +585,24 @@ impl Validate for LinkSpec {
         }
         validate_gateways("gateways", &self.gateways)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod virtual_ip_tests {
+    use super::*;
+
+    #[test]
+    fn virtual_ip_range_is_checked_and_the_error_names_the_field() {
+        let range = |r: &str| VirtualIps { range: r.into() }.parse();
+        assert_eq!(range("240.240.0.0/16").unwrap(), Some(("240.240.0.0".parse().unwrap(), 16)));
+        assert_eq!(range("").unwrap(), None, "empty: off");
+        for bad in ["240.240.0.0", "240.240.0.1/16", "240.240.0.0/30", "fd00::/64", "127.0.0.0/8", "x/16"] {
+            let e = range(bad).unwrap_err().to_string();
+            assert!(e.contains("virtualIps.range"), "{bad}: {e}");
+        }
+        let mut m = MeshConfigSpec::default();
+        m.virtual_ips.range = "10.0.0.0/33".into();
+        assert!(m.validate().is_err());
     }
 }

@@ -86,6 +86,11 @@ pub struct ProxyConfig {
     /// Services this proxy can reach (sidecar) or route to (gateway).
     #[serde(default)]
     pub services: Vec<Service>,
+    /// Virtual IPs of `services` (and of their per-cluster mirrors): in transparent mode a
+    /// connection to one, on any port, goes to that service (or that cluster's endpoints). A
+    /// control plane sends its own (MeshConfig `virtualIps`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtual_ips: Vec<VirtualIp>,
     #[serde(default)]
     pub timeouts: Timeouts,
     /// Limits that protect the proxy from misbehaving clients.
@@ -275,6 +280,18 @@ pub struct Upstream {
     pub port: Option<u16>,
     #[serde(default)]
     pub protocol: Protocol,
+}
+
+/// A virtual IP naming a service, or one cluster's mirror of it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualIp {
+    /// `name` or `name.namespace` (namespace `default` when omitted), as in `services`.
+    pub service: String,
+    /// Set: only this cluster's endpoints of the service (its mirror).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    pub address: std::net::IpAddr,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -702,6 +719,28 @@ impl ProxyConfig {
                 }
             }
         }
+        let mut vips = HashSet::new();
+        for (i, v) in self.virtual_ips.iter().enumerate() {
+            let f = format!("virtual_ips[{i}]");
+            if self.service(&v.service).is_none() {
+                return Err(ConfigError::invalid(
+                    format!("{f}.service"),
+                    format!("no service {:?} in `services`; add it or fix the name", v.service),
+                ));
+            }
+            if v.address.is_loopback() || v.address.is_unspecified() {
+                return Err(ConfigError::invalid(
+                    format!("{f}.address"),
+                    format!(
+                        "{} is never intercepted; take one from a reserved range such as 240.240.0.0/16",
+                        v.address
+                    ),
+                ));
+            }
+            if !vips.insert(v.address) {
+                return Err(ConfigError::invalid(format!("{f}.address"), format!("{} names two services", v.address)));
+            }
+        }
         if let Some(out) = &self.outbound {
             if out.connections_per_peer.is_some_and(|n| n == 0 || n > 64) {
                 return Err(ConfigError::invalid("outbound.connections_per_peer", "must be 1-64"));
@@ -826,6 +865,27 @@ services:
             let err = with(limits).unwrap_err().to_string();
             assert!(err.starts_with(field), "{limits}: {err}");
         }
+    }
+
+    #[test]
+    fn bad_virtual_ips_are_named() {
+        let with = |vips: &str| ProxyConfig::from_yaml(&format!("{GOOD}virtual_ips: {vips}\n"));
+        let ok = with(
+            "[{ service: api.prod, address: 240.240.0.1 }, { service: api.prod, cluster: west, address: 240.240.0.2 }]",
+        );
+        assert_eq!(ok.unwrap().virtual_ips.len(), 2);
+        for (vips, field) in [
+            ("[{ service: nope, address: 240.240.0.1 }]", "virtual_ips[0].service"),
+            ("[{ service: api.prod, address: 127.0.0.1 }]", "virtual_ips[0].address"),
+            (
+                "[{ service: api.prod, address: 240.240.0.1 }, { service: api.prod, address: 240.240.0.1 }]",
+                "virtual_ips[1].address",
+            ),
+        ] {
+            let err = with(vips).unwrap_err().to_string();
+            assert!(err.contains(field), "{vips}: {err}");
+        }
+        assert!(with("[{ service: api.prod, address: nope }]").is_err());
     }
 
     #[test]

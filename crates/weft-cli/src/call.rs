@@ -11,8 +11,14 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `GET path`; returns the status line and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(String, String)> {
+    http_get_host(addr, path, None).await
+}
+
+/// [`http_get`] with this `Host` header (default: `addr`).
+pub async fn http_get_host(addr: SocketAddr, path: &str, host: Option<&str>) -> anyhow::Result<(String, String)> {
     let mut s = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr)).await.context("connect timed out")??;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let host = host.map_or_else(|| addr.to_string(), str::to_string);
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
     let mut buf = Vec::new();
     tokio::time::timeout(TIMEOUT, s.read_to_end(&mut buf)).await.context("no answer within 10s")??;
     let text = String::from_utf8_lossy(&buf);

@@ -89,6 +89,10 @@ enum Cmd {
         /// Send these bytes over plain TCP instead of HTTP.
         #[arg(long)]
         tcp: Option<String>,
+        /// The HTTP `Host` header (default: the address), e.g. a mesh name that transparent
+        /// mode routes by.
+        #[arg(long)]
+        host: Option<String>,
     },
 }
 
@@ -111,13 +115,13 @@ fn real_main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(verbs::run(verb))
         }
-        Cmd::DemoCall { addr, path, tcp } => {
+        Cmd::DemoCall { addr, path, tcp, host } => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
                 match tcp {
                     Some(data) => print!("{}", call::tcp_exchange(addr, data.as_bytes()).await?),
                     None => {
-                        let (status, body) = call::http_get(addr, &path).await?;
+                        let (status, body) = call::http_get_host(addr, &path, host.as_deref()).await?;
                         println!("{status}");
                         println!("{body}");
                     }

@@ -352,3 +352,116 @@ services:
     let netns = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&netns.stdout).contains(&format!("weft{}-", pid % 1_000_000)));
 }
+
+/// An unmodified app in a pod with no route beyond its own subnet reaches services of other
+/// clusters by virtual IP, and a request whose `Host` is a mesh name goes where that name says:
+/// the whole service, or only one cluster's endpoints (its mirror). Pod B stands for two
+/// remote clusters: `api` runs there as `west` (port 8080) and as `north` (port 8082).
+#[tokio::test]
+async fn virtual_ips_and_mesh_names_route_in_transparent_mode() {
+    if skip_unless_root("virtual_ips_and_mesh_names_route_in_transparent_mode") {
+        return;
+    }
+    let tag = std::process::id() % 100_000;
+    let (a, b) = (Netns::new(&format!("wva{tag}")), Netns::new(&format!("wvb{tag}")));
+    let b_ip = "10.77.3.2";
+    link(&a, "10.77.3.1/24", &b, &format!("{b_ip}/24"));
+    let dir = tempdir();
+    let d = dir.to_str().unwrap();
+    weft(&["tls", "ca-create", "--dir", d]);
+    weft(&["tls", "cert-create", "--ca-dir", d, "--service-account", "web", "--out", d]);
+    weft(&["tls", "cert-create", "--ca-dir", d, "--service-account", "api", "--out", d]);
+    let api_id = "spiffe://cluster.local/ns/default/sa/api";
+    let b_cfg = write(
+        &dir,
+        "b.yaml",
+        &format!(
+            r#"
+cluster: west
+identity: {{ cert: {d}/api.pem, key: {d}/api-key.pem, bundle: {d}/bundle.pem }}
+inbound: {{ listen: "0.0.0.0:15006", ports: [{{ port: 8080 }}, {{ port: 8081 }}, {{ port: 8082 }}] }}
+"#
+        ),
+    );
+    let a_cfg = write(
+        &dir,
+        "a.yaml",
+        &format!(
+            r#"
+cluster: east
+identity: {{ cert: {d}/web.pem, key: {d}/web-key.pem, bundle: {d}/bundle.pem }}
+inbound: {{ listen: "0.0.0.0:15006", ports: [] }}
+outbound: {{ transparent: "127.0.0.1:15001", mark: 1337 }}
+services:
+  - name: api
+    endpoints:
+      - {{ address: "{b_ip}:8080", proxy: "{b_ip}:15006", identity: "{api_id}", cluster: west }}
+      - {{ address: "{b_ip}:8082", proxy: "{b_ip}:15006", identity: "{api_id}", cluster: north }}
+  - name: web
+    endpoints:
+      - {{ address: "{b_ip}:8081", proxy: "{b_ip}:15006", identity: "{api_id}", cluster: west }}
+virtual_ips:
+  - {{ service: api, address: 240.240.0.1 }}
+  - {{ service: api, cluster: west, address: 240.240.0.2 }}
+  - {{ service: api, cluster: north, address: 240.240.0.3 }}
+"#
+        ),
+    );
+    let mut apps = vec![];
+    for (name, port) in [("api-west", 8080), ("web", 8081), ("api-north", 8082)] {
+        let listen = format!("0.0.0.0:{port}");
+        apps.push(spawn_in(&b, WEFT, &["demo-app", "--name", name, "--listen", &listen], "listening").await);
+    }
+    let _sb = spawn_in(&b, WEFT, &["proxy", "run", "--config", &b_cfg], "ready").await;
+    let _sa = spawn_in(&a, WEFT, &["proxy", "run", "--config", &a_cfg], "ready").await;
+    let out = a.exec(&[WEFT, "proxy", "init", "--exclude-inbound-ports", "15000"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("route replace local 240.240.0.0/16 dev lo"));
+
+    // The app named by what answered and what identity the app saw.
+    let call = |addr: &str, host: Option<&str>| {
+        let mut args = vec![WEFT, "demo-call", addr];
+        if let Some(h) = host {
+            args.extend(["--host", h]);
+        }
+        let out = a.command(args[0]).args(&args[1..]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.starts_with("HTTP/1.1 200"),
+            "{addr} host {host:?}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let body: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(body["peer_identity"], "spiffe://cluster.local/ns/default/sa/web", "mTLS, the caller's identity");
+        body["app"].as_str().unwrap().to_string()
+    };
+    // By virtual IP (the pod has no route to B's services but the VIP route): the service, or
+    // one cluster's endpoints only, each on its own port.
+    let whole: std::collections::BTreeSet<String> = (0..6).map(|_| call("240.240.0.1:8080", None)).collect();
+    assert!(whole.iter().all(|a| a == "api-west" || a == "api-north"), "{whole:?}");
+    for _ in 0..3 {
+        assert_eq!(call("240.240.0.2:8080", None), "api-west");
+        assert_eq!(call("240.240.0.3:9999", None), "api-north", "any port of a VIP");
+    }
+    // By mesh name in `Host`, whatever the address dialled.
+    for host in [
+        "web.default.svc.cluster.local",
+        "web-west.default.svc.cluster.local",
+        "web.default.global",
+        "web.default.west.global",
+        "web.service.west.consul",
+        "web.default.svc.clusterset.local",
+    ] {
+        assert_eq!(call("240.240.0.2:8080", Some(host)), "web", "{host}");
+    }
+    for host in ["api-north.default.svc.cluster.local", "api.default.north.global", "v1.api.service.north.consul"] {
+        for _ in 0..3 {
+            assert_eq!(call("240.240.0.2:8080", Some(host)), "api-north", "{host}: only north's endpoints");
+        }
+    }
+    // By endpoint IP, with a mirror name: re-routed to that mirror.
+    assert_eq!(call(&format!("{b_ip}:8080"), Some("api-north.default.svc.cluster.local:8080")), "api-north");
+    // Without the route `weft proxy init` installs, the pod could not even connect.
+    let out = a.command("ip").args(["route", "get", "240.240.7.7"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("local"), "{}", String::from_utf8_lossy(&out.stdout));
+    drop(apps);
+}

@@ -16,7 +16,15 @@ pub struct Catalog {
     /// The roots of linked clusters' trust domains (`weft link`), by trust domain: proxies
     /// accept a peer of one of these domains only under that domain's roots.
     pub peer_bundles: BTreeMap<String, Vec<Vec<u8>>>,
+    /// Linked clusters, and whether each link is up (`active` or `restored`).
+    pub links: BTreeMap<String, bool>,
+    /// Virtual IPs (see [`crate::vips`]) by (namespace, service, cluster); an empty cluster is
+    /// the whole service's, another one its mirror's.
+    pub vips: BTreeMap<VipKey, std::net::Ipv4Addr>,
 }
+
+/// (namespace, service, cluster): what a virtual IP names; cluster empty: the whole service.
+pub type VipKey = (String, String, String);
 
 /// What linked clusters contribute to the catalog (see [`crate::federation`]).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -26,6 +34,8 @@ pub struct Imported {
     pub peer_bundles: BTreeMap<String, Vec<Vec<u8>>>,
     /// Per linked cluster: its network and east-west gateways (multi-network).
     pub networks: BTreeMap<String, PeerNetwork>,
+    /// Every linked cluster, and whether its link is up.
+    pub links: BTreeMap<String, bool>,
 }
 
 /// A linked cluster's network and the `ip:port` of its east-west gateways.
@@ -79,6 +89,20 @@ pub struct CatalogService {
     /// Shared with linked clusters (`spec.export`).
     pub export: bool,
     pub instances: Vec<Instance>,
+    /// The clusters that have this service: this one when it is defined here, and each linked
+    /// cluster that exports it (whether or not it has endpoints now).
+    pub clusters: Vec<String>,
+}
+
+impl CatalogService {
+    /// `clusters` and the clusters its instances name (a primary's remote clusters), sorted.
+    pub fn all_clusters(&self) -> Vec<&str> {
+        let mut v: Vec<&str> =
+            self.clusters.iter().map(String::as_str).chain(self.instances.iter().map(|i| i.cluster.as_str())).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -99,14 +123,24 @@ pub struct Instance {
     pub visibility: Option<Vec<String>>,
 }
 
-/// The DNS server's view of the catalog.
+/// The DNS server's view of the catalog: services with their instances (and each instance's
+/// cluster), the clusters that have each, their virtual IPs, and which links are up.
 pub fn dns_table(cat: &Catalog) -> weft_dns::Table {
+    let mut vips: std::collections::HashMap<(&str, &str), Vec<weft_dns::VirtualIp>> = Default::default();
+    for ((ns, name, cluster), ip) in &cat.vips {
+        vips.entry((ns, name))
+            .or_default()
+            .push(weft_dns::VirtualIp { cluster: cluster.clone(), address: std::net::IpAddr::V4(*ip) });
+    }
     weft_dns::Table {
         cluster: cat.mesh.cluster.name.clone(),
+        links: cat.links.iter().map(|(c, up)| weft_dns::Link { cluster: c.clone(), up: *up }).collect(),
         services: cat
             .services
             .values()
             .map(|s| weft_dns::ServiceEntry {
+                clusters: s.clusters.clone(),
+                vips: vips.remove(&(s.namespace.as_str(), s.name.as_str())).unwrap_or_default(),
                 name: s.name.clone(),
                 namespace: s.namespace.clone(),
                 instances: s
@@ -118,6 +152,7 @@ pub fn dns_table(cat: &Catalog) -> weft_dns::Table {
                         tags: s.tags.iter().chain(&i.tags).cloned().collect(),
                         healthy: i.healthy,
                         node: i.name.clone(),
+                        cluster: i.cluster.clone(),
                     })
                     .collect(),
             })
@@ -158,6 +193,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                     },
                     export: spec.export,
                     instances: vec![],
+                    clusters: vec![mesh.cluster.name.clone()],
                 },
             );
         }
@@ -194,7 +230,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
     for s in services.values_mut() {
         s.instances.sort_by(|a, b| a.name.cmp(&b.name));
     }
-    Catalog { revision, mesh, services, peer_bundles: BTreeMap::new() }
+    Catalog { revision, mesh, services, peer_bundles: BTreeMap::new(), links: BTreeMap::new(), vips: BTreeMap::new() }
 }
 
 /// Adds what linked clusters export: a service of the same name and namespace as a local one
@@ -207,7 +243,13 @@ pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
         let key = (s.namespace.clone(), s.name.clone());
         match cat.services.get_mut(&key) {
             Some(local) => {
+                // This cluster's instances stay first (DNS answers them first).
                 local.instances.extend(s.instances.iter().cloned());
+                for c in &s.clusters {
+                    if !local.clusters.contains(c) {
+                        local.clusters.push(c.clone());
+                    }
+                }
                 for p in &s.ports {
                     if !local.ports.iter().any(|(n, _)| *n == p.0) {
                         local.ports.push(*p);
@@ -224,6 +266,7 @@ pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
     for (td, roots) in &imported.peer_bundles {
         cat.peer_bundles.entry(td.clone()).or_default().extend(roots.iter().cloned());
     }
+    cat.links.extend(imported.links.iter().map(|(c, up)| (c.clone(), *up)));
 }
 
 #[cfg(test)]
@@ -259,6 +302,7 @@ mod gateway_tests {
             connect_ports: vec![],
             tags: vec![],
             export: false,
+            clusters: vec![],
             instances: vec![
                 instance(1, "west", "net-west"),
                 instance(2, "west", ""), // the cluster's network

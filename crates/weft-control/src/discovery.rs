@@ -169,13 +169,27 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
                     // Not sent: proxies do not route on labels, and they may say more than a
                     // proxy needs to know.
                     labels: Default::default(),
+                    tags: vec![],
                 })
                 .collect(),
+        })
+        .collect();
+    // The virtual IPs of the services sent, and of their mirrors.
+    let virtual_ips = cat
+        .vips
+        .iter()
+        .filter(|((ns, name, _), _)| wanted(name, ns))
+        .map(|((ns, name, cluster), ip)| pb::VirtualIp {
+            service: name.clone(),
+            namespace: ns.clone(),
+            cluster: cluster.clone(),
+            address: ip.to_string(),
         })
         .collect();
     pb::ProxyUpdate {
         version: 0,
         services,
+        virtual_ips,
         bundle_der: bundle.to_vec(),
         cluster: cat.mesh.cluster.name.clone(),
         inbound: None,

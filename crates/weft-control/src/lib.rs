@@ -24,5 +24,6 @@ pub mod loglimit;
 pub mod registry;
 pub mod server;
 pub mod tokens;
+pub mod vips;
 
 pub use server::{ControlConfig, ControlError, ControlPlane};

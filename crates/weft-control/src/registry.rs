@@ -126,20 +126,22 @@ pub fn merge(sources: &[Arc<dyn Source>]) -> Vec<Resource> {
 /// Health of a workload (`namespace/name`): true when it may receive traffic.
 pub type Health = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
-/// Recomputes the catalog whenever a source (or `extra`, e.g. health) changes, and publishes it.
-/// Stops (releasing the sources) when `stop` turns true.
+/// Recomputes the catalog whenever a source (or `extra`, e.g. health) changes, and publishes it
+/// with its virtual IPs from `vips`. Stops (releasing the sources) when `stop` turns true.
 pub fn run(
     sources: Vec<Arc<dyn Source>>,
     health: Health,
     mut extra: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
+    vips: Arc<crate::vips::Vips>,
 ) -> watch::Receiver<Arc<Catalog>> {
-    let build = |revision: u64, sources: &[Arc<dyn Source>], health: &Health| {
+    let build = move |revision: u64, sources: &[Arc<dyn Source>], health: &Health| {
         let merged = merge(sources);
         let mut cat = catalog::build(revision, merged.iter(), &|w| health(w));
         for imported in sources.iter().filter_map(|s| s.imported()) {
             catalog::merge_imported(&mut cat, &imported);
         }
+        vips.assign(&mut cat);
         Arc::new(cat)
     };
     let (tx, rx) = watch::channel(build(0, &sources, &health));
@@ -171,7 +173,11 @@ pub fn run(
             let cat = build(revision, &sources, &health);
             // Publish only real changes: proxies get a push per change, not per write.
             tx.send_if_modified(|old| {
-                let same = old.services == cat.services && old.mesh == cat.mesh && old.peer_bundles == cat.peer_bundles;
+                let same = old.services == cat.services
+                    && old.mesh == cat.mesh
+                    && old.peer_bundles == cat.peer_bundles
+                    && old.links == cat.links
+                    && old.vips == cat.vips;
                 if !same {
                     *old = cat;
                 }

@@ -201,7 +201,9 @@ impl ControlPlane {
         crate::health::sync_checks(sources.clone(), monitor.clone(), store.clone(), stop_rx.clone());
         let m = monitor.clone();
         let health: Health = Arc::new(move |w| crate::health::healthy(&m, w));
-        let catalog = registry::run(sources, health, monitor.subscribe(), stop_rx.clone());
+        // Virtual IPs stay with their names across restarts (`<data-dir>/vips.json`).
+        let vips = Arc::new(crate::vips::Vips::open(cfg.data_dir.join("vips.json")));
+        let catalog = registry::run(sources, health, monitor.subscribe(), stop_rx.clone(), vips);
 
         let proxies = Proxies::default();
         let bundle = vec![authority.root().to_vec()];

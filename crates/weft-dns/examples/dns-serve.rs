@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut table = Table { cluster: "bench".into(), services: Vec::new() };
+    let mut table = Table { cluster: "bench".into(), ..Default::default() };
     let mut hosts_text = String::new();
     for i in 0..services {
         let name = format!("svc-{i}");
@@ -37,7 +37,15 @@ fn main() -> ExitCode {
         table.services.push(ServiceEntry {
             name: name.clone(),
             namespace: "default".into(),
-            instances: vec![Instance { address: address(i), port: 8080, tags: Vec::new(), healthy: true, node: name }],
+            instances: vec![Instance {
+                address: address(i),
+                port: 8080,
+                tags: Vec::new(),
+                healthy: true,
+                node: name,
+                cluster: String::new(),
+            }],
+            ..Default::default()
         });
     }
     if let Err(e) = std::fs::write(hosts, hosts_text) {

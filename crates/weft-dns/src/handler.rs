@@ -4,7 +4,7 @@
 //! |----------------------------------------|-------------------|-------------|
 //! | in the table (even with no healthy instance) | answered here | answered here |
 //! | in our zones, not in the table         | NXDOMAIN          | NXDOMAIN    |
-//! | another Consul datacenter's (`*.service.<dc>.consul`) | forwarded | NXDOMAIN |
+//! | another Consul datacenter's, not linked (`*.service.<dc>.consul`) | forwarded | NXDOMAIN |
 //! | outside our zones                      | forwarded         | REFUSED     |
 //!
 //! hickory-server owns the sockets, framing, truncation and FORMERR for unparsable messages; this
@@ -123,10 +123,15 @@ impl Handler {
         metadata.authoritative = true;
         metadata.recursion_available = self.forwarder.is_some();
         match resolution {
-            Resolution::Found { zone, mut answers, additionals } => {
-                if !answers.is_empty() {
-                    let turn = self.rotation.fetch_add(1, Ordering::Relaxed) % answers.len();
-                    answers.rotate_left(turn);
+            Resolution::Found { zone, mut answers, additionals, lead } => {
+                // This cluster's answers stay first; each group turns on its own.
+                let turn = self.rotation.fetch_add(1, Ordering::Relaxed);
+                let lead = lead.min(answers.len());
+                let (local, remote) = answers.split_at_mut(lead);
+                for group in [local, remote] {
+                    if !group.is_empty() {
+                        group.rotate_left(turn % group.len());
+                    }
                 }
                 // NODATA carries the SOA so that resolvers cache the absence (RFC 2308).
                 let authorities = if answers.is_empty() { vec![index.soa(zone)] } else { Vec::new() };

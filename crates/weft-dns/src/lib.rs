@@ -26,13 +26,17 @@
 //! | name | types | answer |
 //! |------|-------|--------|
 //! | `<svc>.<ns>.svc.cluster.local` | A, AAAA | addresses of the service's instances |
-//! | `_<port>._<proto>.<svc>.<ns>.svc.cluster.local` | SRV | one per instance: priority 1, weight 1, the instance port, target `<node>.<svc>.<ns>.svc.cluster.local.`, with A/AAAA additionals. Any port name is accepted (instances carry no port names) |
+//! | `_<port>._<proto>.<svc>.<ns>.svc.cluster.local` | SRV | one per instance: priority 1 (2 for another cluster's instance), weight 1, the instance port, target `<node>.<svc>.<ns>.svc.cluster.local.`, with A/AAAA additionals. Any port name is accepted (instances carry no port names) |
 //! | `<node>.<svc>.<ns>.svc.cluster.local` | A, AAAA | that instance's address (the SRV targets above) |
 //! | `<svc>.service.consul`, `<svc>.service.<dc>.consul` | A, AAAA, SRV | addresses; for SRV as below |
 //! | `<tag>.<svc>.service.consul`, `<tag>.<svc>.service.<dc>.consul` | A, AAAA, SRV | only instances carrying the tag |
 //! | `_<svc>._tcp.service.consul`, `_<svc>._tcp.service.<dc>.consul` | SRV | RFC 2782: priority 1, weight 1, the instance port, target `<node>.node.<dc>.consul.`, with A/AAAA additionals for the targets. As in Consul, `_<svc>._<tag>` filters by tag |
 //! | `<node>.node.<dc>.consul`, `<node>.node.consul` | A, AAAA | addresses of the node's healthy instances |
-//! | `cluster.local`, `consul` | SOA | the synthesized zone SOA; other types NODATA |
+//! | `<svc>-<cluster>.<ns>.svc.cluster.local` | A, AAAA, SRV | the mirror of one cluster (Linkerd): only that cluster's instances |
+//! | `<svc>.<ns>.global`, `<svc>.<ns>.<cluster>.global` | A, AAAA | every cluster's instances; one cluster's |
+//! | `[<tag>.]<svc>.service.<dc>.consul`, `_<svc>._tcp.service.<dc>.consul` with `<dc>` a linked cluster | A, AAAA, SRV | that cluster's instances |
+//! | `<svc>.<ns>.svc.clusterset.local`, `_<port>._<proto>.<svc>.<ns>.svc.clusterset.local` | A, AAAA, SRV | every cluster's instances (Kubernetes MCS) |
+//! | `cluster.local`, `clusterset.local`, `global`, `consul` | SOA | the synthesized zone SOA; other types NODATA |
 //!
 //! Choices, for the cases the name forms leave open:
 //! - **No healthy instance.** A service in the table whose instances are all unhealthy exists
@@ -52,12 +56,37 @@
 //!   over the instances. Records carry [`DnsConfig::ttl`]; negative answers carry the zone SOA
 //!   whose minimum is the same TTL (RFC 2308).
 //!
+//! # Names across clusters
+//!
+//! [`Table::links`] names the linked clusters and whether each link is up; each
+//! [`Instance::cluster`] says where it runs; [`ServiceEntry::vips`] carries virtual IPs.
+//! - **Spanning names** (`<svc>.<ns>.svc.cluster.local`, `<svc>.<ns>.global`,
+//!   `<svc>.<ns>.svc.clusterset.local`) answer every cluster's healthy instances, **this
+//!   cluster's first**: rotation turns this cluster's answers among themselves and the others
+//!   among themselves, so a first-pick client always gets a local instance while there is one.
+//! - **One-cluster names** (`<svc>-<cluster>.<ns>.svc.cluster.local`, `<svc>.<ns>.<cluster>.global`,
+//!   `<svc>.service.<dc>.consul`) answer only that cluster's instances. A real service named
+//!   `<svc>-<cluster>` wins over the mirror name. `<svc>.service.consul` (no datacenter) stays
+//!   this cluster's own, as Consul answers the agent's datacenter only.
+//! - **Virtual IPs.** A name whose instances may be in another cluster answers its virtual IP
+//!   instead of addresses: a spanning name when the service has instances in another cluster
+//!   (whatever their health, so the answer does not flip with it), and a one-cluster name of
+//!   another cluster. Names that only this cluster's instances answer keep their addresses. A
+//!   name with no healthy instance answers NODATA, VIP or not. SRV for a VIP name (and for
+//!   every `clusterset.local` and linked-datacenter SRV) has one record per port the instances
+//!   listen on, whose target is the service's own name, with its A/AAAA as additionals.
+//! - **A link that is down** (not `active` or `restored`): that cluster's instances leave every
+//!   answer, and its one-cluster names answer an empty NOERROR (NODATA), not a stale answer —
+//!   `.global` and Consul names of that cluster for any service, mirror names for a service known
+//!   here. Unknown clusters and services are NXDOMAIN; a Consul datacenter that is not linked is
+//!   forwarded as before.
+//!
 //! # Names not in the table
 //!
 //! | name | with [`DnsConfig::upstream`] | without |
 //! |------|------------------------------|---------|
-//! | in our zones (`cluster.local.`, `consul.`), not in the table | NXDOMAIN | NXDOMAIN |
-//! | another Consul datacenter's (`….service.<dc>.consul`, `….node.<dc>.consul`, `<dc>` not ours) | forwarded | NXDOMAIN |
+//! | in our zones (`cluster.local.`, `clusterset.local.`, `global.`, `consul.`), not in the table | NXDOMAIN | NXDOMAIN |
+//! | another Consul datacenter's (`….service.<dc>.consul`, `….node.<dc>.consul`, `<dc>` neither ours nor linked) | forwarded | NXDOMAIN |
 //! | outside our zones | forwarded | REFUSED |
 //!
 //! We are authoritative for our zones: a name there that the table lacks does not exist, and the
@@ -89,4 +118,4 @@ pub use server::{
     DnsConfig, DnsError, DnsServer, DEFAULT_FORWARD_TIMEOUT, DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TTL,
     DEFAULT_UDP_RECEIVE_BUFFER, MAX_UDP_TASKS,
 };
-pub use table::{Instance, ServiceEntry, Table, CONSUL_NAMESPACE};
+pub use table::{Instance, Link, ServiceEntry, Table, VirtualIp, CONSUL_NAMESPACE};

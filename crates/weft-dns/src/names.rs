@@ -3,13 +3,29 @@
 //! Works on lowercase labels (hickory hands the handler a `LowerName`), which is what makes every
 //! lookup case-insensitive.
 
-/// The two zones this server is authoritative for.
+/// The zones this server is authoritative for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Zone {
     /// `cluster.local.`
     Kube,
     /// `consul.`
     Consul,
+    /// `clusterset.local.` (Kubernetes Multi-Cluster Services).
+    ClusterSet,
+    /// `global.` (Istio's older multi-cluster names).
+    Global,
+}
+
+impl Zone {
+    /// The zone's apex, absolute.
+    pub(crate) fn apex(self) -> &'static str {
+        match self {
+            Zone::Kube => "cluster.local.",
+            Zone::Consul => "consul.",
+            Zone::ClusterSet => "clusterset.local.",
+            Zone::Global => "global.",
+        }
+    }
 }
 
 /// What a name in (or out of) our zones refers to.
@@ -25,8 +41,19 @@ pub(crate) enum MeshName<'a> {
     KubeNamespace { namespace: &'a str },
     /// `[<tag>.]<svc>.service[.<dc>].consul` or `_<svc>._<tag|tcp>.service[.<dc>].consul`
     ConsulService { service: &'a str, tag: Option<&'a str> },
+    /// `[<tag>.]<svc>.service.<dc>.consul` or `_<svc>._<tag|tcp>.service.<dc>.consul` with `<dc>`
+    /// not this cluster: a linked cluster's instances, or another datacenter's name.
+    PeerConsulService { service: &'a str, tag: Option<&'a str>, dc: &'a str },
     /// `<node>.node[.<dc>].consul`
     ConsulNode { node: String },
+    /// `<svc>.<ns>.svc.clusterset.local` (MCS): every cluster's instances.
+    SetService { service: &'a str, namespace: &'a str },
+    /// `_<port>._<proto>.<svc>.<ns>.svc.clusterset.local` (SRV).
+    SetSrv { service: &'a str, namespace: &'a str },
+    /// `<ns>.svc.clusterset.local`, `<ns>.global`: exist when some service lives in the namespace.
+    Namespace { zone: Zone, namespace: &'a str },
+    /// `<svc>.<ns>.global` (every cluster) or `<svc>.<ns>.<cluster>.global` (one cluster).
+    GlobalService { service: &'a str, namespace: &'a str, cluster: Option<&'a str> },
     /// A name that exists only because names below it do: a zone apex (`apex`), `svc.cluster.local`,
     /// `service.consul`, `<dc>.consul`…
     Structural { zone: Zone, apex: bool },
@@ -44,8 +71,34 @@ pub(crate) enum MeshName<'a> {
 pub(crate) fn parse<'a>(labels: &[&'a str], dc: &str) -> MeshName<'a> {
     match labels {
         [rest @ .., "cluster", "local"] => parse_kube(rest),
+        [rest @ .., "clusterset", "local"] => parse_clusterset(rest),
+        [rest @ .., "global"] => parse_global(rest),
         [rest @ .., "consul"] => parse_consul(rest, dc),
         _ => MeshName::Outside,
+    }
+}
+
+fn parse_clusterset<'a>(rest: &[&'a str]) -> MeshName<'a> {
+    let structural = MeshName::Structural { zone: Zone::ClusterSet, apex: rest.is_empty() };
+    match rest {
+        [] | ["svc"] => structural,
+        [namespace, "svc"] => MeshName::Namespace { zone: Zone::ClusterSet, namespace },
+        [service, namespace, "svc"] => MeshName::SetService { service, namespace },
+        [port, proto, service, namespace, "svc"] if is_underscored(port) && is_underscored(proto) => {
+            MeshName::SetSrv { service, namespace }
+        }
+        [proto, _, _, "svc"] if is_underscored(proto) => structural,
+        _ => MeshName::Unknown(Zone::ClusterSet),
+    }
+}
+
+fn parse_global<'a>(rest: &[&'a str]) -> MeshName<'a> {
+    match rest {
+        [] => MeshName::Structural { zone: Zone::Global, apex: true },
+        [namespace] => MeshName::Namespace { zone: Zone::Global, namespace },
+        [service, namespace] => MeshName::GlobalService { service, namespace, cluster: None },
+        [service, namespace, cluster] => MeshName::GlobalService { service, namespace, cluster: Some(cluster) },
+        _ => MeshName::Unknown(Zone::Global),
     }
 }
 
@@ -78,7 +131,11 @@ fn parse_consul<'a>(rest: &[&'a str], dc: &str) -> MeshName<'a> {
             [prefix @ .., "node"] => parse_consul_node(prefix),
             _ => MeshName::Unknown(Zone::Consul),
         },
-        [.., "service" | "node", _other_dc] => MeshName::OtherDatacenter,
+        [prefix @ .., "service", other_dc] => match parse_consul_service(prefix) {
+            MeshName::ConsulService { service, tag } => MeshName::PeerConsulService { service, tag, dc: other_dc },
+            _ => MeshName::OtherDatacenter,
+        },
+        [.., "node", _other_dc] => MeshName::OtherDatacenter,
         _ => MeshName::Unknown(Zone::Consul),
     }
 }

@@ -17,10 +17,12 @@ pub struct Instance {
     /// Instance name, used for SRV targets (`<node>.node.<dc>.consul.`). Must be a valid DNS name
     /// (one or more labels); an instance whose node is not gets no SRV record.
     pub node: String,
+    /// The cluster the instance runs in; empty: this one ([`Table::cluster`]).
+    pub cluster: String,
 }
 
 /// A service and its instances.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceEntry {
     /// Service name (one DNS label), compared case-insensitively.
     pub name: String,
@@ -28,6 +30,30 @@ pub struct ServiceEntry {
     pub namespace: String,
     /// All instances, healthy or not.
     pub instances: Vec<Instance>,
+    /// The clusters that have this service (define it, or export it to this one), besides those
+    /// its instances name; a mirror name (`<svc>-<cluster>…`) exists for each. When neither
+    /// names any, the service is this cluster's.
+    pub clusters: Vec<String>,
+    /// Its virtual IPs: the whole service's and each mirror's (see the crate docs for which
+    /// names answer them).
+    pub vips: Vec<VirtualIp>,
+}
+
+/// A virtual IP the proxies intercept and route to a service, or to one cluster's instances.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualIp {
+    /// Empty: the whole service (every cluster); else the mirror of that cluster.
+    pub cluster: String,
+    pub address: IpAddr,
+}
+
+/// A linked cluster and whether its link is up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub cluster: String,
+    /// False while the link is down: names of that cluster answer nothing (an empty NOERROR),
+    /// and its instances leave every answer.
+    pub up: bool,
 }
 
 /// Everything the server answers for one cluster.
@@ -37,6 +63,9 @@ pub struct Table {
     pub cluster: String,
     /// Services; two entries with the same namespace and name are merged.
     pub services: Vec<ServiceEntry>,
+    /// Linked clusters. A cluster that instances name but no link does (a remote cluster of a
+    /// primary) counts as up.
+    pub links: Vec<Link>,
 }
 
 /// The namespace whose services Consul-style names (`*.consul`) answer for; Consul itself has

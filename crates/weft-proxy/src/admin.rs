@@ -51,6 +51,10 @@ fn config_dump(ctx: &Ctx) -> serde_json::Value {
         "inbound_ports_from_control_plane": routes.inbound_ports().iter()
             .map(|(port, proto)| json!({ "port": port, "protocol": proto }))
             .collect::<Vec<_>>(),
+        // `<svc>.<ns>` or a mirror's `<svc>.<ns>@<cluster>`.
+        "virtual_ips": routes.virtual_ips().iter()
+            .map(|(ip, to)| json!({ "address": ip.to_string(), "routes_to": to }))
+            .collect::<Vec<_>>(),
     })
 }
 

@@ -48,6 +48,11 @@ pub enum Cmd {
         /// Inbound ports not to redirect (comma-separated), e.g. the admin port.
         #[arg(long, value_delimiter = ',', default_value = "15000")]
         exclude_inbound_ports: Vec<u16>,
+        /// The mesh's virtual IP range (MeshConfig `virtualIps.range`): routed to this namespace
+        /// itself (`ip route replace local <range> dev lo`), so an app in a pod with no route
+        /// there still connects and is intercepted. Empty: no route.
+        #[arg(long, default_value = weft_api::kinds::DEFAULT_VIP_RANGE)]
+        virtual_ip_range: String,
         /// Print the rules instead of installing them.
         #[arg(long)]
         dry_run: bool,
@@ -161,9 +166,30 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Init { inbound_port, outbound_port, proxy_mark, proxy_uid, exclude_inbound_ports, dry_run, remove } => {
+        Cmd::Init {
+            inbound_port,
+            outbound_port,
+            proxy_mark,
+            proxy_uid,
+            exclude_inbound_ports,
+            virtual_ip_range,
+            dry_run,
+            remove,
+        } => {
+            let range = (!virtual_ip_range.is_empty()).then(|| {
+                weft_api::kinds::VirtualIps { range: virtual_ip_range.clone() }.parse().map_err(|e| {
+                    anyhow::anyhow!("--virtual-ip-range: {}", e.to_string().replace("virtualIps.range", ""))
+                })
+            });
+            if let Some(Err(e)) = range {
+                return Err(e);
+            }
+            let range = range.map(|_| virtual_ip_range);
             if remove {
                 iptables::remove()?;
+                if let Some(r) = &range {
+                    iptables::remove_vip_route(r);
+                }
                 println!("removed weft interception rules");
                 return Ok(());
             }
@@ -172,10 +198,16 @@ pub fn run(cmd: Cmd) -> anyhow::Result<()> {
                 for r in iptables::chain_setup().into_iter().chain(iptables::rules(&o)) {
                     println!("iptables {}", r.join(" "));
                 }
+                if let Some(r) = &range {
+                    println!("ip {}", iptables::vip_route(r).join(" "));
+                }
                 return Ok(());
             }
             for line in iptables::apply(&o)? {
                 println!("iptables {line}");
+            }
+            if let Some(r) = &range {
+                println!("ip {}", iptables::add_vip_route(r)?);
             }
             Ok(())
         }

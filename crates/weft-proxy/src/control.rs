@@ -272,12 +272,37 @@ pub fn inbound_from(update: &pb::ProxyUpdate) -> Result<Vec<weft_api::proxy::App
         .collect()
 }
 
+/// The virtual IPs an update carries as (service key, cluster or empty, address), naming the bad
+/// field on error.
+pub fn virtual_ips_from(update: &pb::ProxyUpdate) -> Result<Vec<(String, String, std::net::IpAddr)>, ConfigError> {
+    update
+        .virtual_ips
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let address = v.address.parse().map_err(|_| {
+                ConfigError::invalid(
+                    format!("virtual_ips[{i}].address"),
+                    format!("{:?} is not an IP address", v.address),
+                )
+            })?;
+            Ok((format!("{}.{}", v.service, v.namespace), v.cluster.clone(), address))
+        })
+        .collect()
+}
+
 /// Applies one update: all of it or none of it.
 fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
     let services = services_from(update).map_err(|e| e.to_string())?;
     let inbound = inbound_from(update).map_err(|e| e.to_string())?;
+    let vips = virtual_ips_from(update).map_err(|e| e.to_string())?;
     ctx.apps.add_ports(inbound.iter().map(|p| p.port));
-    let routes = crate::Routes::from_services(&services).map_err(|e| e.to_string())?.with_inbound(&inbound);
+    // The control plane names the cluster the proxy runs in (its own config may not).
+    let cluster = if update.cluster.is_empty() { &ctx.cfg.cluster } else { &update.cluster };
+    let routes = crate::Routes::from_services(&services)
+        .map_err(|e| e.to_string())?
+        .with_inbound(&inbound)
+        .with_names(cluster, &vips);
     if !update.bundle_der.is_empty() || !update.bundles.is_empty() {
         let bundle = bundle_from(&update.bundles, &update.bundle_der).map_err(|e| e.to_string())?;
         let now = ctx.certs.bundle();
@@ -386,5 +411,27 @@ pub async fn rotation_loop(ctx: Arc<Ctx>, control: Control) {
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod virtual_ip_tests {
+    use super::*;
+
+    #[test]
+    fn virtual_ips_of_an_update_are_checked_and_the_bad_one_named() {
+        let vip = |address: &str| pb::VirtualIp {
+            service: "api".into(),
+            namespace: "shop".into(),
+            cluster: "west".into(),
+            address: address.into(),
+        };
+        let update = pb::ProxyUpdate { virtual_ips: vec![vip("240.240.0.1")], ..Default::default() };
+        assert_eq!(
+            virtual_ips_from(&update).unwrap(),
+            vec![("api.shop".to_string(), "west".to_string(), "240.240.0.1".parse().unwrap())]
+        );
+        let update = pb::ProxyUpdate { virtual_ips: vec![vip("240.240.0.1"), vip("nope")], ..Default::default() };
+        assert!(virtual_ips_from(&update).unwrap_err().to_string().contains("virtual_ips[1].address"));
     }
 }

@@ -6,7 +6,9 @@
 //! nat OUTPUT     ─► WEFT_OUTPUT:  proxy's own traffic (SO_MARK, or its uid) RETURN; 127.0.0.0/8 RETURN;
 //!                                 other TCP ─► REDIRECT :15001
 //! ```
-//! The rules are idempotent: the chains are flushed and rebuilt on every run.
+//! The rules are idempotent: the chains are flushed and rebuilt on every run. The virtual IP
+//! range (MeshConfig `virtualIps.range`) is routed locally (`ip route replace local <range> dev
+//! lo`) so connections to VIPs reach the OUTPUT rules in any pod.
 
 use std::process::Command;
 
@@ -107,6 +109,30 @@ pub fn apply(o: &InitOptions) -> Result<Vec<String>, InitError> {
         done.push(a.join(" "));
     }
     Ok(done)
+}
+
+/// The `ip` arguments that route the virtual IP range to this namespace itself, so that an
+/// app connects to a VIP even in a pod with no route there (it would get ENETUNREACH before
+/// the OUTPUT rules see the connection) and is redirected like any other outgoing TCP.
+pub fn vip_route(range: &str) -> Vec<String> {
+    strs(&["route", "replace", "local", range, "dev", "lo"])
+}
+
+/// Installs [`vip_route`] (idempotent). Returns the command run.
+pub fn add_vip_route(range: &str) -> Result<String, InitError> {
+    let args = vip_route(range);
+    let cmd = format!("ip {}", args.join(" "));
+    let out =
+        Command::new("ip").args(&args).output().map_err(|source| InitError::Spawn { cmd: cmd.clone(), source })?;
+    if !out.status.success() {
+        return Err(InitError::Failed { cmd, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+    }
+    Ok(args.join(" "))
+}
+
+/// Removes [`vip_route`], if present.
+pub fn remove_vip_route(range: &str) {
+    let _ = Command::new("ip").args(["route", "del", "local", range, "dev", "lo"]).output();
 }
 
 /// Removes the jumps and the chains.

@@ -29,6 +29,7 @@ mod inbound;
 pub mod iptables;
 mod loglimit;
 pub mod metrics;
+pub mod naming;
 pub mod net;
 mod opaque;
 mod outbound;

@@ -35,6 +35,9 @@ pub struct Target {
     /// Destination port; `None`: the endpoint's own port.
     pub port: Option<u16>,
     pub protocol: Protocol,
+    /// Intercepted (transparent mode): a request whose `Host` is a mesh name goes where that
+    /// name says (see [`crate::naming`]).
+    pub by_host: bool,
 }
 
 impl Target {
@@ -79,7 +82,7 @@ pub async fn serve_upstream(ctx: Arc<Ctx>, listener: TcpListener, up: Upstream) 
                 (Protocol::Auto, Some(port)) => service.protocol(port),
                 (p, _) => p,
             };
-            let target = Target { service, pinned: None, port: up.port, protocol };
+            let target = Target { service, pinned: None, port: up.port, protocol, by_host: false };
             handle(ctx, stream, target).await;
         }
     })
@@ -102,14 +105,26 @@ pub async fn serve_transparent(ctx: Arc<Ctx>, listener: TcpListener) {
                 return;
             }
         };
-        let found = ctx.routes.load().by_address(&dst).cloned();
-        match found {
-            Some((service, ep)) => {
+        let (found, vip) = {
+            let routes = ctx.routes.load();
+            (routes.by_address(&dst).cloned(), routes.by_vip(dst.ip()).cloned())
+        };
+        match (found, vip) {
+            (Some((service, ep)), _) => {
                 let protocol = service.protocol(dst.port());
-                let target = Target { service, pinned: Some(ep), port: Some(dst.port()), protocol };
+                let target = Target { service, pinned: Some(ep), port: Some(dst.port()), protocol, by_host: true };
                 handle(ctx, stream, target).await;
             }
-            None => passthrough(ctx, stream, dst).await,
+            // A virtual IP, on any port: balanced over its service (or its cluster's mirror),
+            // to the port the app dialled when the service declares it, else to each
+            // endpoint's own port (instances may listen on different ones).
+            (None, Some(service)) => {
+                let protocol = service.protocol(dst.port());
+                let port = service.protocols.contains_key(&dst.port()).then_some(dst.port());
+                let target = Target { service, pinned: None, port, protocol, by_host: true };
+                handle(ctx, stream, target).await;
+            }
+            (None, None) => passthrough(ctx, stream, dst).await,
         }
     })
     .await;
@@ -238,9 +253,23 @@ fn route(ctx: &Ctx, target: &mut Target, host: Option<&str>) -> Result<Arc<Endpo
     // keep-alive connection must not keep sending to a deregistered or unhealthy endpoint.
     // Transparent mode: the app dialled one endpoint's IP, but a request whose Host names the
     // service (`api`, `api.default.svc.cluster.local`, `api.service.consul`...) is balanced over
-    // the whole service, as Linkerd does. One addressed by IP stays where it was sent.
-    if target.pinned.is_some() && host.is_some_and(|h| target.service.is_named_by(h)) {
-        (target.pinned, target.port) = (None, None);
+    // the whole service, as Linkerd does. One addressed by IP stays where it was sent. A full
+    // mesh name of another service, or of one cluster's mirror, goes there (`crate::naming`).
+    if let Some(h) = host.filter(|_| target.by_host) {
+        if let Some(named) = ctx.routes.load().by_host(h) {
+            if !Arc::ptr_eq(named, &target.service) {
+                // The port dialled was the other service's: each endpoint's own port then.
+                if named.name != target.service.name || named.namespace != target.service.namespace {
+                    target.port = None;
+                }
+                target.service = named.clone();
+            }
+            if target.pinned.take().is_some() {
+                target.port = None;
+            }
+        } else if target.pinned.is_some() && target.service.is_named_by(h) {
+            (target.pinned, target.port) = (None, None);
+        }
     }
     if target.pinned.is_none() {
         match ctx.routes.load().service_by_key(target.service.key()) {

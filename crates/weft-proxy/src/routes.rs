@@ -42,6 +42,33 @@ pub struct Service {
 }
 
 impl Service {
+    /// A service over `endpoints`; `key` is `name.namespace` (a mirror's: see [`crate::naming`]).
+    pub fn new(
+        name: String,
+        namespace: String,
+        key: String,
+        protocols: HashMap<u16, Protocol>,
+        endpoints: Vec<Arc<Endpoint>>,
+    ) -> Service {
+        Service {
+            label: crate::metrics::Name::new(key.clone()),
+            name,
+            namespace,
+            key,
+            protocols,
+            endpoints,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The mirror of this service in `cluster`: the same service (name, namespace, ports; the
+    /// SNI still names the service) over only that cluster's endpoints.
+    pub fn view(&self, cluster: &str) -> Service {
+        let endpoints = self.endpoints.iter().filter(|e| e.cluster.eq_ignore_ascii_case(cluster)).cloned().collect();
+        let key = crate::naming::view_key(self, cluster);
+        Service::new(self.name.clone(), self.namespace.clone(), key, self.protocols.clone(), endpoints)
+    }
+
     /// `name.namespace`.
     pub fn key(&self) -> &str {
         &self.key
@@ -101,6 +128,8 @@ pub struct Routes {
     inbound: HashMap<u16, Protocol>,
     /// Those of them that allow CONNECT tunnels.
     inbound_connect: std::collections::HashSet<u16>,
+    /// Mesh names, mirrors and virtual IPs (see [`crate::naming`]).
+    names: crate::naming::Names,
 }
 
 impl Routes {
@@ -108,9 +137,31 @@ impl Routes {
         self.by_name.get(&format!("{name}.{namespace}"))
     }
 
-    /// By `name.namespace`, without allocating (the request path uses it).
+    /// By `name.namespace` (or a mirror's key), without allocating (the request path uses it).
     pub fn service_by_key(&self, key: &str) -> Option<&Arc<Service>> {
-        self.by_name.get(key)
+        self.by_name.get(key).or_else(|| self.names.view(key))
+    }
+
+    /// The service or mirror a full mesh name names (a request's `Host`), without allocating.
+    pub fn by_host(&self, host: &str) -> Option<&Arc<Service>> {
+        self.names.by_host(host)
+    }
+
+    /// The service or mirror whose virtual IP is `ip` (transparent interception).
+    pub fn by_vip(&self, ip: std::net::IpAddr) -> Option<&Arc<Service>> {
+        self.names.by_vip(ip)
+    }
+
+    /// Every virtual IP and what it names.
+    pub fn virtual_ips(&self) -> Vec<(std::net::IpAddr, String)> {
+        self.names.vips()
+    }
+
+    /// Indexes the mesh names of the services, their mirrors and `vips` (service key, cluster or
+    /// empty, address); `cluster` is this proxy's. Called once per table, after the services.
+    pub fn with_names(mut self, cluster: &str, vips: &[(String, String, std::net::IpAddr)]) -> Self {
+        self.names = crate::naming::Names::build(self.by_name.values(), cluster, vips);
+        self
     }
 
     /// The service and endpoint whose workload address is `addr` (transparent interception).
@@ -151,7 +202,15 @@ impl TryFrom<&ProxyConfig> for Routes {
     type Error = ConfigError;
 
     fn try_from(cfg: &ProxyConfig) -> Result<Self, ConfigError> {
-        Routes::from_services(&cfg.services)
+        let vips: Vec<(String, String, std::net::IpAddr)> = cfg
+            .virtual_ips
+            .iter()
+            .map(|v| {
+                let key = cfg.service(&v.service).map_or_else(|| v.service.clone(), |s| s.key());
+                (key, v.cluster.clone().unwrap_or_default(), v.address)
+            })
+            .collect();
+        Ok(Routes::from_services(&cfg.services)?.with_names(&cfg.cluster, &vips))
     }
 }
 
@@ -188,15 +247,13 @@ impl Routes {
                     labels: e.labels.clone(),
                 }));
             }
-            let svc = Arc::new(Service {
-                name: s.name.clone(),
-                namespace: s.namespace.clone(),
-                key: s.key(),
-                label: crate::metrics::Name::new(s.key()),
-                protocols: s.ports.iter().map(|p| (p.port, p.protocol)).collect(),
+            let svc = Arc::new(Service::new(
+                s.name.clone(),
+                s.namespace.clone(),
+                s.key(),
+                s.ports.iter().map(|p| (p.port, p.protocol)).collect(),
                 endpoints,
-                next: AtomicUsize::new(0),
-            });
+            ));
             for ep in &svc.endpoints {
                 routes.by_addr.insert(ep.address, (svc.clone(), ep.clone()));
             }

@@ -34,6 +34,16 @@ pub fn render_export(cat: &Catalog) -> Vec<pb::Service> {
         .filter(|s| cat.services.get(&(s.namespace.clone(), s.name.clone())).is_some_and(|c| c.export))
         .map(|mut s| {
             s.endpoints.retain(|e| e.cluster == cat.mesh.cluster.name);
+            // Consul tags travel with the link (`<tag>.<svc>.service.<dc>.consul` on the peer).
+            if let Some(c) = cat.services.get(&(s.namespace.clone(), s.name.clone())) {
+                let by_addr: std::collections::HashMap<String, &crate::catalog::Instance> =
+                    c.instances.iter().map(|i| (i.address.to_string(), i)).collect();
+                for e in &mut s.endpoints {
+                    if let Some(i) = by_addr.get(&e.address) {
+                        e.tags = c.tags.iter().chain(&i.tags).cloned().collect();
+                    }
+                }
+            }
             s
         })
         .collect()

@@ -371,7 +371,7 @@ fn convert(name: &str, spec: &LinkSpec, snap: pb::ExportSnapshot) -> Result<Conv
                 network: e.network,
                 locality: e.locality,
                 labels: Default::default(),
-                tags: vec![],
+                tags: e.tags,
                 healthy: true,
                 visibility: None,
             });
@@ -390,6 +390,7 @@ fn convert(name: &str, spec: &LinkSpec, snap: pb::ExportSnapshot) -> Result<Conv
             tags: vec![],
             export: false,
             instances,
+            clusters: vec![name.to_string()],
         });
     }
     if dropped > 0 {

@@ -162,9 +162,19 @@ impl Federation {
         self.tx.send_modify(|v| *v += 1);
     }
 
-    /// Updates a link's status (not its imports: no catalog change).
+    /// Updates a link's status. The catalog changes only when the link turns up or down (DNS
+    /// answers nothing for a cluster whose link is down) or is first heard of.
     pub fn set_status(&self, cluster: &str, f: impl FnOnce(&mut LinkStatus)) {
-        self.with(|s| f(&mut s.links.entry(cluster.to_string()).or_default().status));
+        let changed = self.with(|s| {
+            let new = !s.links.contains_key(cluster);
+            let status = &mut s.links.entry(cluster.to_string()).or_default().status;
+            let was = link_up(status.state);
+            f(status);
+            new || was != link_up(status.state)
+        });
+        if changed {
+            self.changed();
+        }
     }
 
     /// Replaces everything imported from `cluster` (a full snapshot), with its network and
@@ -179,13 +189,17 @@ impl Federation {
     ) {
         let changed = self.with(|s| {
             let l = s.links.entry(cluster.to_string()).or_default();
+            let was_up = link_up(l.status.state);
             l.status.state = "active";
             l.status.error = None;
             l.status.last_sync_unix = Some(unix_now());
             l.status.imported_services = services.len();
             l.status.imported_endpoints = services.iter().map(|s| s.instances.len()).sum();
-            let changed =
-                l.trust_domain != trust_domain || l.roots != roots || l.services != services || l.network != network;
+            let changed = !was_up
+                || l.trust_domain != trust_domain
+                || l.roots != roots
+                || l.services != services
+                || l.network != network;
             l.trust_domain = trust_domain.to_string();
             l.roots = roots;
             l.services = services;
@@ -226,6 +240,12 @@ impl Federation {
     }
 }
 
+/// Whether a link in `state` counts as up: its imports are current (`active`) or restored from
+/// the last snapshot after a restart, until the peer answers (`restored`).
+pub fn link_up(state: &str) -> bool {
+    matches!(state, "active" | "restored")
+}
+
 impl Source for Federation {
     fn name(&self) -> &'static str {
         "federation"
@@ -240,6 +260,7 @@ impl Source for Federation {
         self.with(|s| {
             let mut out = Imported::default();
             for (cluster, l) in &s.links {
+                out.links.insert(cluster.clone(), link_up(l.status.state));
                 out.services.extend(l.services.iter().cloned());
                 out.networks.insert(cluster.clone(), l.network.clone());
                 if !l.trust_domain.is_empty() {

@@ -10,11 +10,13 @@ fn inst(addr: &str, node: &str, tags: &[&str], healthy: bool) -> Instance {
         tags: tags.iter().map(|t| t.to_string()).collect(),
         healthy,
         node: node.into(),
+        cluster: String::new(),
     }
 }
 
 fn index() -> Index {
     let table = Table {
+        links: vec![],
         cluster: "East".into(),
         services: vec![
             ServiceEntry {
@@ -25,16 +27,19 @@ fn index() -> Index {
                     inst("10.0.0.2", "web-2", &[], false),
                     inst("fd00::1", "web-3", &[], true),
                 ],
+                ..Default::default()
             },
             ServiceEntry {
                 name: "db".into(),
                 namespace: "shop".into(),
                 instances: vec![inst("10.0.1.1", "db-1", &[], true)],
+                ..Default::default()
             },
             ServiceEntry {
                 name: "down".into(),
                 namespace: "default".into(),
                 instances: vec![inst("10.0.2.1", "down-1", &[], false)],
+                ..Default::default()
             },
         ],
     };

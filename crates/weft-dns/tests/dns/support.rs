@@ -15,7 +15,7 @@ pub const ANSWER_BOUND: Duration = Duration::from_secs(10);
 
 /// `Table` builder: `table("east").service("default", "web", [inst(..), ..])`.
 pub fn table(cluster: &str) -> Table {
-    Table { cluster: cluster.into(), services: Vec::new() }
+    Table { cluster: cluster.into(), ..Default::default() }
 }
 
 pub trait TableExt {
@@ -28,6 +28,7 @@ impl TableExt for Table {
             name: name.into(),
             namespace: namespace.into(),
             instances: instances.into_iter().collect(),
+            ..Default::default()
         });
         self
     }
@@ -41,6 +42,7 @@ pub fn inst(node: &str, address: &str, tags: &[&str]) -> Instance {
         tags: tags.iter().map(|t| t.to_string()).collect(),
         healthy: true,
         node: node.into(),
+        cluster: String::new(),
     }
 }
 

@@ -1,0 +1,158 @@
+//! Mesh names and virtual IPs → services, for transparent mode: a request whose `Host` is a
+//! mesh name goes to what that name names, and a connection to a virtual IP (any port) to its
+//! service. Built once with the routing table (see [`crate::Routes`]); looking a name up
+//! allocates nothing.
+//!
+//! | name (case-insensitive, trailing dot allowed) | routes to |
+//! |---|---|
+//! | `<svc>.<ns>.svc.cluster.local`, `<svc>.<ns>.global`, `<svc>.<ns>.svc.clusterset.local` | the service: every cluster's endpoints |
+//! | `<svc>-<cluster>.<ns>.svc.cluster.local`, `<svc>.<ns>.<cluster>.global` | only that cluster's endpoints (its mirror) |
+//! | `[<tag>.]<svc>.service.<cluster>.consul` (namespace `default`) | only that cluster's endpoints |
+//! | `[<tag>.]<svc>.service.consul` | only this cluster's endpoints (Consul answers the local datacenter) |
+//!
+//! A real service named `<svc>-<cluster>` wins over the mirror name. Mirrors are per-cluster
+//! [`Service`]s over the same endpoints, made here once per table, so picking an endpoint of a
+//! mirror is the same as picking one of a service. Shorter names (`api`, `api.ns`, another
+//! cluster domain) still re-balance a connection the app made to one endpoint of that same
+//! service ([`Service::is_named_by`]).
+
+use crate::routes::Service;
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use weft_api::proxy::DEFAULT_NAMESPACE;
+
+/// The longest DNS name (RFC 1035), and so the longest host looked up.
+const MAX_NAME: usize = 253;
+
+#[derive(Debug, Default)]
+pub struct Names {
+    /// Lowercase full names, without the trailing dot.
+    by_name: HashMap<Box<str>, Arc<Service>>,
+    by_vip: HashMap<IpAddr, Arc<Service>>,
+    /// Mirrors by key (`<svc>.<ns>@<cluster>`), so a request on a kept-alive connection finds
+    /// the current table's mirror.
+    views: HashMap<String, Arc<Service>>,
+}
+
+/// The key of the mirror of `service` in `cluster`.
+pub fn view_key(service: &Service, cluster: &str) -> String {
+    format!("{}@{cluster}", service.key())
+}
+
+impl Names {
+    /// Indexes `services`; `local` is this proxy's cluster; `vips` are (service key, cluster,
+    /// address) with an empty cluster for the whole service. A VIP of an unknown service is
+    /// dropped (the service may not be visible to this proxy).
+    pub fn build<'a>(
+        services: impl Iterator<Item = &'a Arc<Service>> + Clone,
+        local: &str,
+        vips: &[(String, String, IpAddr)],
+    ) -> Names {
+        let mut names = Names::default();
+        let lower = |s: &str| s.to_ascii_lowercase();
+        let by_key: HashMap<&str, &Arc<Service>> = services.clone().map(|s| (s.key(), s)).collect();
+        // Clusters per service: its endpoints' and those its VIPs name.
+        let mut clusters: HashMap<&str, BTreeSet<String>> = HashMap::new();
+        for s in services.clone() {
+            let set = clusters.entry(s.key()).or_default();
+            set.extend(s.endpoints.iter().map(|e| lower(&e.cluster)));
+            set.insert(lower(local));
+        }
+        for (key, cluster, _) in vips {
+            if let Some(set) = clusters.get_mut(key.as_str()) {
+                if !cluster.is_empty() {
+                    set.insert(lower(cluster));
+                }
+            }
+        }
+        // Whole services first: a real `<svc>-<cluster>` wins over a mirror's name.
+        for s in services.clone() {
+            let (n, ns) = (lower(&s.name), lower(&s.namespace));
+            for name in [
+                format!("{n}.{ns}.svc.cluster.local"),
+                format!("{n}.{ns}.global"),
+                format!("{n}.{ns}.svc.clusterset.local"),
+            ] {
+                names.by_name.insert(name.into(), s.clone());
+            }
+        }
+        // Two mirrors may share a name (`x` of cluster `a-b`, `x-a` of `b`): the shorter service
+        // name wins, as in DNS.
+        let mut ordered: Vec<&Arc<Service>> = services.collect();
+        ordered.sort_by(|a, b| a.name.len().cmp(&b.name.len()).then_with(|| a.key().cmp(b.key())));
+        for s in ordered {
+            let (n, ns) = (lower(&s.name), lower(&s.namespace));
+            for c in clusters.get(s.key()).into_iter().flatten() {
+                let view = Arc::new(s.view(c));
+                let mut add = |name: String| {
+                    names.by_name.entry(name.into()).or_insert_with(|| view.clone());
+                };
+                add(format!("{n}-{c}.{ns}.svc.cluster.local"));
+                add(format!("{n}.{ns}.{c}.global"));
+                if ns == DEFAULT_NAMESPACE {
+                    add(format!("{n}.service.{c}.consul"));
+                    if *c == lower(local) {
+                        add(format!("{n}.service.consul"));
+                    }
+                }
+                names.views.insert(view_key(s, c), view);
+            }
+        }
+        for (key, cluster, ip) in vips {
+            let target = if cluster.is_empty() {
+                by_key.get(key.as_str()).map(|s| (*s).clone())
+            } else {
+                names.views.get(&format!("{key}@{}", lower(cluster))).cloned()
+            };
+            match target {
+                Some(t) => {
+                    names.by_vip.insert(*ip, t);
+                }
+                None => {
+                    tracing::debug!(service = %key, %cluster, %ip, "virtual IP of a service this proxy does not see")
+                }
+            }
+        }
+        names
+    }
+
+    /// The service or mirror a full mesh name names (`Host` without its port), if any.
+    pub fn by_host(&self, host: &str) -> Option<&Arc<Service>> {
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let mut buf = [0u8; MAX_NAME];
+        let lower = buf.get_mut(..host.len())?;
+        lower.copy_from_slice(host.as_bytes());
+        lower.make_ascii_lowercase();
+        let lower = std::str::from_utf8(lower).ok()?;
+        if let Some(s) = self.by_name.get(lower) {
+            return Some(s);
+        }
+        // A Consul tag in front: `<tag>.<svc>.service[.<dc>].consul` (tags do not select here).
+        let (_, rest) = lower.split_once('.')?;
+        if rest.ends_with(".consul") {
+            return self.by_name.get(rest);
+        }
+        None
+    }
+
+    /// The service or mirror a virtual IP names.
+    pub fn by_vip(&self, ip: IpAddr) -> Option<&Arc<Service>> {
+        self.by_vip.get(&ip)
+    }
+
+    /// A mirror by its key ([`view_key`]).
+    pub fn view(&self, key: &str) -> Option<&Arc<Service>> {
+        self.views.get(key)
+    }
+
+    /// Every virtual IP and the key of what it names, sorted (for `/config_dump`).
+    pub fn vips(&self) -> Vec<(IpAddr, String)> {
+        let mut v: Vec<(IpAddr, String)> = self.by_vip.iter().map(|(ip, s)| (*ip, s.key().to_string())).collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests;
