@@ -249,6 +249,8 @@ async fn link_all(clusters: &[Cluster]) -> anyhow::Result<()> {
     for (i, a) in clusters.iter().enumerate() {
         for b in &clusters[i + 1..] {
             for (from, to) in [(a, b), (b, a)] {
+                // A link kept in --data-dir from an earlier run points at that run's addresses.
+                let _ = from.conn.call("DELETE", &format!("/v1/links/{}", to.name), String::new()).await;
                 let cred = crate::link::create(&to.conn, None)
                     .await
                     .with_context(|| format!("weft link create on {}", to.name))?;

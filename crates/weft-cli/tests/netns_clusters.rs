@@ -62,8 +62,9 @@ fn east_calls_a_west_only_service_through_west_gateway_and_the_wan_carries_only_
     let api = routes.iter().find(|r| r["name"] == "api").expect("api routed");
     assert_eq!(api["endpoints"][0]["address"], format!("{}:{APP_PORT}", api_w.ip), "{api}");
     assert_eq!(api["endpoints"][0]["proxy"], gw, "{api}");
-    // East's DNS answers the west-only service's name (with west's endpoint).
-    assert_eq!(mesh.resolve("east", "web", API_NAME), [api_w.ip.to_string()]);
+    // East's DNS answers the west-only service's name (today with west's endpoint address; the
+    // call below is what matters, whatever address the name resolves to).
+    assert!(!mesh.resolve("east", "web", API_NAME).is_empty(), "{API_NAME} does not resolve in east");
 
     let capture = mesh.capture_wan();
     let marker = format!("/wan-marker-{}", std::process::id());
