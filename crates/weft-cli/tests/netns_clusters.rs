@@ -45,13 +45,14 @@ fn unreachable_from(mesh: &Mesh, ns: &str, addr: &str) {
 
 /// The call works across the WAN, by name, with mTLS end to end through west's gateway; the
 /// callee sees east's caller; the WAN carries only TLS; nothing but the gateway port crosses
-/// between the clusters; a credential pointed through the wrong cluster's gateway is refused.
+/// between the clusters; a west endpoint failing its check leaves east's proxies and DNS and comes
+/// back; a credential pointed through the wrong cluster's gateway is refused.
 #[test]
 fn east_calls_a_west_only_service_through_west_gateway_and_the_wan_carries_only_tls() {
     if mcnet::skip("east_calls_a_west_only_service_through_west_gateway_and_the_wan_carries_only_tls") {
         return;
     }
-    let mesh = east_web_west_api(&[]);
+    let mut mesh = east_web_west_api(&[]);
     let tag = mesh.tag.clone();
     let (east, west) = (mesh.cluster("east"), mesh.cluster("west"));
     let api_w = mesh.pod("west", "api-w");
@@ -116,6 +117,21 @@ fn east_calls_a_west_only_service_through_west_gateway_and_the_wan_carries_only_
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     unreachable_from(&mesh, &east.gw_ns, &west_pod_admin);
     unreachable_from(&mesh, &east.gw_ns, &west_control);
+
+    // Health travels with the link: west's app dies, fails its check in west, and leaves east's
+    // proxies and east's DNS; restarted, it comes back.
+    mesh.stop_app("west", "api-w");
+    eventually("api-w leaves east's routes", Duration::from_secs(15), || {
+        mesh.routed_clusters("east", "web", "api").is_empty().then_some(())
+    });
+    eventually("api leaves east's DNS", Duration::from_secs(10), || {
+        mesh.resolve("east", "web", API_NAME).is_empty().then_some(())
+    });
+    mesh.start_app("west", "api-w");
+    eventually("api-w is back in east's routes", Duration::from_secs(15), || {
+        (mesh.routed_clusters("east", "web", "api") == ["west"]).then_some(())
+    });
+    assert_eq!(call_api_via_web(&mesh, "/back")["upstream_status"], 200);
 
     // A credential of east pointed through west's gateway, applied on west: west's gateway
     // refuses east's control-plane SNI, the link never becomes active, and `weft link check`

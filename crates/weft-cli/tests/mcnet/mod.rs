@@ -389,8 +389,8 @@ impl Mesh {
     }
 
     /// A pod `name` of `service` in `cluster`, with interception, its sidecar and `app`; its
-    /// Service (exported) and Workload are applied. The sidecar's connect timeout is 2 s so a
-    /// cut WAN is reported quickly.
+    /// Service (exported) and Workload (an echo with an HTTP check) are applied. The sidecar's
+    /// connect timeout is 2 s so a cut WAN is reported quickly.
     pub fn add_pod(&mut self, cluster: &str, name: &str, service: &str, app: App) {
         let ns = format!("{}-{name}", self.cluster(cluster).ns);
         self.namespaces.push(ns.clone());
@@ -427,6 +427,7 @@ impl Mesh {
             .unwrap();
         assert!(init.status.success(), "proxy init in {ns}: {}", String::from_utf8_lossy(&init.stderr));
         let sidecar = spawn(&ns, WEFT, &["proxy", "run", "--config", &cfg], &[], "ready");
+        let is_echo = matches!(app, App::Echo);
         let app_argv: Vec<String> = match app {
             App::Echo => {
                 vec!["demo-app".into(), "--name".into(), name.into(), "--listen".into(), "0.0.0.0:8080".into()]
@@ -443,8 +444,16 @@ impl Mesh {
         };
         let argv: Vec<&str> = app_argv.iter().map(String::as_str).collect();
         let app = Some(spawn(&ns, WEFT, &argv, &[], "listening"));
+        // An echo is health-checked through its sidecar's /app-health (its app port takes mTLS
+        // only), so a killed app leaves its cluster's catalog, and the linked clusters', in about
+        // a second.
+        let check = if is_echo {
+            format!(", checks: [{{ name: http, http: \"http://{ip}:15000/app-health/{APP_PORT}/health\", interval: 1s, timeout: 1s }}]")
+        } else {
+            String::new()
+        };
         let docs = format!(
-            "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {service} }}\nspec: {{ export: true }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec: {{ service: {service}, address: {ip}, port: {APP_PORT}, sidecar: \"{ip}:15006\" }}\n"
+            "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {service} }}\nspec: {{ export: true }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec: {{ service: {service}, address: {ip}, port: {APP_PORT}, sidecar: \"{ip}:15006\"{check} }}\n"
         );
         self.apply_in(c, &docs);
         let pod = Pod { name: name.into(), service: service.into(), ns, ip, sidecar, app, app_argv };
