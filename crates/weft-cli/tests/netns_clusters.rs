@@ -27,6 +27,12 @@ fn east_web_west_api(extra_east_pods: &[(&str, &str)]) -> Mesh {
     eventually("east's web routes api to west", Duration::from_secs(20), || {
         (mesh.routed_clusters("east", "web", "api") == ["west"]).then_some(())
     });
+    for (_, service) in extra_east_pods {
+        // Routed once its health check passes.
+        eventually(&format!("east's web routes {service}"), Duration::from_secs(20), || {
+            (mesh.routed_clusters("east", "web", service) == ["east"]).then_some(())
+        });
+    }
     mesh
 }
 
