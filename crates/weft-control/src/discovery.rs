@@ -100,6 +100,9 @@ pub struct Renders(Arc<Mutex<RenderCache>>);
 pub struct View {
     pub upstreams: Vec<String>,
     pub visibility: Option<Vec<String>>,
+    /// The proxy's cluster and network (primary-remote, [`crate::remote`]): endpoints of other
+    /// networks are rendered through their cluster's gateways. `None`: as the catalog holds them.
+    pub place: Option<crate::remote::Place>,
 }
 
 /// The catalog revision the cache is for, and the updates rendered for it by view.
@@ -146,6 +149,7 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
         .services
         .values()
         .filter(|s| wanted(&s.name, &s.namespace))
+        .map(|s| crate::remote::for_proxy(cat, view.place.as_ref(), s))
         .map(|s| pb::Service {
             name: s.name.clone(),
             namespace: s.namespace.clone(),
@@ -177,7 +181,8 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
         version: 0,
         services,
         bundle_der: bundle.to_vec(),
-        cluster: cat.mesh.cluster.name.clone(),
+        // The proxy's own cluster (a remote cluster's gateway routes the SNI names of it).
+        cluster: view.place.as_ref().map_or_else(|| cat.mesh.cluster.name.clone(), |p| p.cluster.clone()),
         inbound: None,
         // The mesh's roots, bound to its trust domain; then each linked cluster's, bound to its
         // own (a proxy verifies a peer only against the roots of the peer's trust domain).
@@ -291,6 +296,9 @@ impl pb::discovery_server::Discovery for DiscoveryService {
 
     async fn stream(&self, req: Request<Streaming<pb::ProxyMessage>>) -> Result<Response<UpdateStream>, Status> {
         let id = bootstrap_identity(&self.tokens, &self.trust_domain, &req)?;
+        // The cluster the token names for a remote cluster's proxy (primary-remote).
+        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let token_cluster = self.tokens.verify_header_in(header).ok().and_then(|(_, c)| c);
         // The identity of the client certificate, when the proxy presented one: it must be the
         // token's, and it is what `/v1/proxies` shows.
         let certified = req.extensions().get::<crate::grpc_tls::ConnInfo>().and_then(|c| c.identity.clone());
@@ -356,6 +364,13 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                 let view = View {
                     upstreams: upstreams.clone(),
                     visibility: visibility_for(&cat, &identity, &namespace, &workload),
+                    place: Some(crate::remote::place_for(
+                        &cat,
+                        token_cluster.as_deref(),
+                        &identity,
+                        &namespace,
+                        &workload,
+                    )),
                 };
                 let update = renders.get(&cat, &view, &bundle);
                 let inbound = inbound_for(&cat, &identity, &namespace, &workload);
