@@ -124,7 +124,7 @@ async fn remote_cluster_follows_the_primary_through_its_gateway() {
         proxy_following(pgw_addr, &token, "default/api-r", Some("api-r-1"), "inbound: { listen: \"127.0.0.1:0\" }\n")
             .await;
     let docs = format!(
-        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api-p }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-p-1 }}\nspec: {{ service: api-p, address: 127.0.0.1, port: {}, sidecar: \"{}\" }}\n---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api-r }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-r-1 }}\nspec: {{ service: api-r, address: 127.0.0.1, port: {}, sidecar: \"{}\", cluster: remote }}\n",
+        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api-p }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-p-1 }}\nspec: {{ service: api-p, address: 127.0.0.1, port: {}, sidecar: \"{}\" }}\n---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api-r }}\nspec: {{ export: true }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-r-1 }}\nspec: {{ service: api-r, address: 127.0.0.1, port: {}, sidecar: \"{}\", cluster: remote }}\n",
         app_p.port(),
         server_p.addrs.inbound.unwrap(),
         app_r.port(),
@@ -164,7 +164,31 @@ async fn remote_cluster_follows_the_primary_through_its_gateway() {
     let (_, v) = api(&primary, "GET", "/v1/proxies", "").await;
     let synced = v["proxies"].as_array().map(|a| a.iter().filter(|p| p["status"] == "SYNCED").count()).unwrap_or(0);
     assert!(synced >= 6, "{v}");
-    drop((server_p, server_r, client_r, client_p, rgw));
+
+    // A third cluster, far (net-far), links to the primary: the exported api-r travels on the
+    // link with its own cluster and network, and far's client reaches it through the remote
+    // cluster's gateway (the link stream itself through the primary's gateway).
+    let far = control("far", "far.example", "net-far").await;
+    let primary_ref = &primary;
+    let cred = eventually("the primary's credential names its gateway", WAIT, || async move {
+        let (_, v) = api(primary_ref, "POST", "/v1/links/credential", "").await;
+        let c = v["credential"].as_str()?.to_string();
+        weft_api::link::Credential::decode(&c).ok().filter(|c| !c.gateways.is_empty()).map(|_| c)
+    })
+    .await;
+    let (status, v) = api(&far, "POST", "/v1/links", &cred).await;
+    assert_eq!(status, 200, "{v}");
+    let client_f = sidecar(&far, "default/web-f", None, &upstream("api-r")).await;
+    let via_rgw = forwarded(&rgw, "api-r.default");
+    let body = call(client_f.addrs.upstreams[0], "far's client calls api-r in the remote cluster").await;
+    assert_eq!(body["app"], "api-in-remote", "{body}");
+    assert_eq!(body["peer_identity"], "spiffe://far.example/ns/default/sa/web-f", "{body}");
+    assert!(forwarded(&rgw, "api-r.default") > via_rgw, "{}", rgw.metrics_text());
+    let cat = far.catalog.borrow().clone();
+    let imported = &cat.services[&("default".to_string(), "api-r".to_string())].instances[0];
+    assert_eq!((imported.cluster.as_str(), imported.network.as_str()), ("remote", "net-r"));
+    assert_eq!(imported.sidecar, rgw_addr, "far dials the remote cluster's gateway");
+    drop((server_p, server_r, client_r, client_p, client_f, rgw));
 }
 
 /// A proxy of the remote cluster is given the primary's endpoints through the primary's gateway,
