@@ -176,8 +176,24 @@ async fn remote_cluster_follows_the_primary_through_its_gateway() {
         weft_api::link::Credential::decode(&c).ok().filter(|c| !c.gateways.is_empty()).map(|_| c)
     })
     .await;
-    let (status, v) = api(&far, "POST", "/v1/links", &cred).await;
-    assert_eq!(status, 200, "{v}");
+    // Refused while far declares the primary as one of its own remote clusters.
+    let far_mesh = "apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: { name: mesh }\nspec:\n  trustDomain: far.example\n  cluster: { name: far, network: net-far }\n  remoteClusters: [{ name: primary, network: net-far }]\n";
+    assert_eq!(api(&far, "POST", "/v1/apply", far_mesh).await.0, 200);
+    let (far_ref, cred_ref) = (&far, &cred);
+    let v = eventually("the declaration is live", WAIT, || async move {
+        let (status, v) = api(far_ref, "POST", "/v1/links", cred_ref).await;
+        (status == 400).then_some(v)
+    })
+    .await;
+    assert!(v["error"].as_str().unwrap().contains("one of this cluster's remote clusters"), "{v}");
+    let far_mesh = far_mesh.replace("  remoteClusters: [{ name: primary, network: net-far }]\n", "");
+    assert_eq!(api(&far, "POST", "/v1/apply", &far_mesh).await.0, 200);
+    let v = eventually("far links to the primary", WAIT, || async move {
+        let (status, v) = api(far_ref, "POST", "/v1/links", cred_ref).await;
+        (status == 200).then_some(v)
+    })
+    .await;
+    assert!(v["results"][0].as_str().unwrap().contains("primary"), "{v}");
     let client_f = sidecar(&far, "default/web-f", None, &upstream("api-r")).await;
     let via_rgw = forwarded(&rgw, "api-r.default");
     let body = call(client_f.addrs.upstreams[0], "far's client calls api-r in the remote cluster").await;

@@ -349,7 +349,7 @@ fn warn_gateway_cluster(ctx: &Ctx, update: &pb::ProxyUpdate) {
         tracing::warn!(
             configured = %ctx.cfg.cluster,
             control_plane = %update.cluster,
-            "this gateway's `cluster` is {:?} but its control plane's cluster is {:?}: it refuses every connection for {:?} (`wrong-cluster`); set `cluster: {}` in its config",
+            "this gateway's `cluster` is {:?} but its control plane's cluster is {:?}: it refuses every connection for {:?} (`wrong-cluster`); set `cluster: {}` in its config, or, for the gateway of a remote cluster (primary-remote), give it a token made with `weft token create --cluster <its cluster>`",
             ctx.cfg.cluster,
             update.cluster,
             update.cluster,
