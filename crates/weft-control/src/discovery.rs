@@ -46,6 +46,10 @@ pub struct ProxyStatus {
     pub error: Option<String>,
     /// `SYNCED` or `STALE`.
     pub status: &'static str,
+    /// Where discovery placed the proxy (primary-remote, [`crate::remote::place_for`]): its
+    /// cluster and network, as of its latest update.
+    pub cluster: String,
+    pub network: String,
 }
 
 /// The connected proxies, by connection.
@@ -345,6 +349,8 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     acked: 0,
                     error: None,
                     status: "STALE",
+                    cluster: String::new(),
+                    network: String::new(),
                 },
             )
         });
@@ -361,16 +367,11 @@ impl pb::discovery_server::Discovery for DiscoveryService {
             let mut last: Option<(Arc<pb::ProxyUpdate>, pb::Inbound)> = None;
             loop {
                 let cat = catalog.borrow_and_update().clone();
+                let place = crate::remote::place_for(&cat, token_cluster.as_deref(), &identity, &namespace, &workload);
                 let view = View {
                     upstreams: upstreams.clone(),
                     visibility: visibility_for(&cat, &identity, &namespace, &workload),
-                    place: Some(crate::remote::place_for(
-                        &cat,
-                        token_cluster.as_deref(),
-                        &identity,
-                        &namespace,
-                        &workload,
-                    )),
+                    place: Some(place.clone()),
                 };
                 let update = renders.get(&cat, &view, &bundle);
                 let inbound = inbound_for(&cat, &identity, &namespace, &workload);
@@ -386,7 +387,10 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     if tx.send(Ok(out)).await.is_err() {
                         break;
                     }
-                    proxies.update(conn, |p| p.sent = version);
+                    proxies.update(conn, |p| {
+                        p.sent = version;
+                        (p.cluster, p.network) = (place.cluster, place.network);
+                    });
                     last = Some((update, inbound));
                 }
                 tokio::select! {

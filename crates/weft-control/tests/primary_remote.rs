@@ -164,6 +164,14 @@ async fn remote_cluster_follows_the_primary_through_its_gateway() {
     let (_, v) = api(&primary, "GET", "/v1/proxies", "").await;
     let synced = v["proxies"].as_array().map(|a| a.iter().filter(|p| p["status"] == "SYNCED").count()).unwrap_or(0);
     assert!(synced >= 6, "{v}");
+    // Each proxy is shown where discovery placed it.
+    let placed = |id: &str| {
+        let p = v["proxies"].as_array().unwrap().iter().find(|p| p["proxy_id"] == id).cloned().unwrap_or_default();
+        (p["cluster"].as_str().unwrap_or_default().to_string(), p["network"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(placed("default-web-r"), ("remote".into(), "net-r".into()), "by its token: {v}");
+    assert_eq!(placed("default-api-r"), ("remote".into(), "net-r".into()), "by its Workload: {v}");
+    assert_eq!(placed("default-web-p"), ("primary".into(), "net-p".into()), "{v}");
 
     // A third cluster, far (net-far), links to the primary: the exported api-r travels on the
     // link with its own cluster and network, and far's client reaches it through the remote
