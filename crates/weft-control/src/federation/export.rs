@@ -24,16 +24,18 @@ pub struct ExportService {
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::ExportSnapshot, Status>> + Send>>;
 
-/// The exported services of `cat` with their healthy endpoints of this cluster (imported
-/// endpoints are never passed on).
+/// The exported services of `cat` with their healthy endpoints of this cluster and of its remote
+/// clusters (primary-remote; imported endpoints are never passed on).
 pub fn render_export(cat: &Catalog) -> Vec<pb::Service> {
     let view = crate::discovery::View::default();
     let all = crate::discovery::render(cat, &view, &[]);
+    let mesh = &cat.mesh;
+    let ours = |c: &str| c == mesh.cluster.name || mesh.remote_clusters.iter().any(|r| r.name == c);
     all.services
         .into_iter()
         .filter(|s| cat.services.get(&(s.namespace.clone(), s.name.clone())).is_some_and(|c| c.export))
         .map(|mut s| {
-            s.endpoints.retain(|e| e.cluster == cat.mesh.cluster.name);
+            s.endpoints.retain(|e| ours(&e.cluster));
             // Consul tags travel with the link (`<tag>.<svc>.service.<dc>.consul` on the peer).
             if let Some(c) = cat.services.get(&(s.namespace.clone(), s.name.clone())) {
                 let by_addr: std::collections::HashMap<String, &crate::catalog::Instance> =
@@ -45,6 +47,19 @@ pub fn render_export(cat: &Catalog) -> Vec<pb::Service> {
                 }
             }
             s
+        })
+        .collect()
+}
+
+/// This cluster's remote clusters, as a snapshot carries them.
+fn remote_clusters(cat: &Catalog) -> Vec<pb::RemoteClusterNetwork> {
+    cat.mesh
+        .remote_clusters
+        .iter()
+        .map(|r| pb::RemoteClusterNetwork {
+            name: r.name.clone(),
+            network: r.network.clone(),
+            gateways: r.gateways.clone(),
         })
         .collect()
 }
@@ -123,7 +138,8 @@ impl pb::federation_server::Federation for ExportService {
         let stream_issued_ms = if establishing { super::unix_now_ms() } else { issued_ms };
         tokio::spawn(async move {
             let mut version = 0u64;
-            let mut last: Option<(Vec<pb::Service>, String, Vec<String>)> = None;
+            type Sent = (Vec<pb::Service>, String, Vec<String>, Vec<pb::RemoteClusterNetwork>);
+            let mut last: Option<Sent> = None;
             loop {
                 // Revoked while open: the stream ends with the reason.
                 if let Err(e) = federation.check_revoked(&importer, stream_issued_ms, false) {
@@ -132,7 +148,12 @@ impl pb::federation_server::Federation for ExportService {
                 }
                 let cat = catalog.borrow_and_update().clone();
                 // What the snapshot says; a change of this cluster's network or gateways is sent too.
-                let now = (render_export(&cat), cat.mesh.cluster.network.clone(), cat.mesh.cluster.gateways.clone());
+                let now = (
+                    render_export(&cat),
+                    cat.mesh.cluster.network.clone(),
+                    cat.mesh.cluster.gateways.clone(),
+                    remote_clusters(&cat),
+                );
                 if last.as_ref() != Some(&now) {
                     version += 1;
                     let snap = pb::ExportSnapshot {
@@ -146,6 +167,7 @@ impl pb::federation_server::Federation for ExportService {
                         stream_secret: std::mem::take(&mut stream_secret),
                         network: now.1.clone(),
                         gateways: now.2.clone(),
+                        remote_clusters: now.3.clone(),
                     };
                     if tx.send(Ok(snap)).await.is_err() {
                         break;
