@@ -91,6 +91,13 @@ pub struct ProxyConfig {
     /// Limits that protect the proxy from misbehaving clients.
     #[serde(default)]
     pub limits: Limits,
+    /// `region/zone/subzone` of the workload this proxy fronts, for locality priority (with a
+    /// control plane: the Workload's own, sent on the discovery stream, unless set here).
+    #[serde(default)]
+    pub locality: String,
+    /// When an endpoint is ejected from load balancing (docs/proxy.md, `outlier_detection`).
+    #[serde(default)]
+    pub outlier_detection: crate::traffic::OutlierDetection,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -297,6 +304,14 @@ pub struct Service {
     pub ports: Vec<AppPort>,
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// Clusters to fail over to, in order, when this proxy's own cluster has too few healthy
+    /// endpoints; other clusters get no traffic (docs/multicluster.md, "Failover between clusters").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover: Vec<String>,
+    /// A fixed split of traffic between clusters (`{ east: 90, west: 10 }`); clusters not listed
+    /// get none. Exclusive with `failover`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cluster_weights: BTreeMap<String, u32>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -633,6 +648,10 @@ impl ProxyConfig {
                     ));
                 }
             }
+            crate::traffic::check_cluster_policy(
+                (&format!("{f}.failover"), &s.failover),
+                (&format!("{f}.cluster_weights"), &s.cluster_weights),
+            )?;
             if !seen.insert(s.key()) {
                 return Err(ConfigError::invalid(
                     format!("{f}.name"),
@@ -725,6 +744,7 @@ impl ProxyConfig {
             ));
         }
         self.limits.check()?;
+        self.outlier_detection.check("outlier_detection")?;
         for (field, d, min) in [
             (
                 "identity.reload_interval",

@@ -37,6 +37,11 @@ pub struct CatalogService {
     /// Shared with linked clusters (`spec.export`).
     pub export: bool,
     pub instances: Vec<Instance>,
+    /// Clusters to fail over to, in order (`spec.failover`); this cluster's own policy, never
+    /// imported.
+    pub failover: Vec<String>,
+    /// A fixed split between clusters (`spec.clusterWeights`).
+    pub cluster_weights: BTreeMap<String, u32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -116,6 +121,8 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                     },
                     export: spec.export,
                     instances: vec![],
+                    failover: spec.failover.clone(),
+                    cluster_weights: spec.cluster_weights.clone(),
                 },
             );
         }
@@ -173,6 +180,8 @@ pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
             None => {
                 let mut s = s.clone();
                 s.export = false;
+                // A peer's routing policy is its own: here, this cluster's Service decides.
+                (s.failover, s.cluster_weights) = (vec![], BTreeMap::new());
                 cat.services.insert(key, s);
             }
         }

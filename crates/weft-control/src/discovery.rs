@@ -171,6 +171,8 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
                     labels: Default::default(),
                 })
                 .collect(),
+            failover: s.failover.clone(),
+            cluster_weights: s.cluster_weights.iter().map(|(c, w)| (c.clone(), *w)).collect(),
         })
         .collect();
     pb::ProxyUpdate {
@@ -179,6 +181,7 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
         bundle_der: bundle.to_vec(),
         cluster: cat.mesh.cluster.name.clone(),
         inbound: None,
+        placement: None,
         // The mesh's roots, bound to its trust domain; then each linked cluster's, bound to its
         // own (a proxy verifies a peer only against the roots of the peer's trust domain).
         bundles: std::iter::once(pb::TrustDomainBundle {
@@ -220,6 +223,27 @@ pub fn inbound_for(cat: &Catalog, identity: &str, namespace: &str, workload: &st
     }
     ports.sort_by_key(|p| p.port);
     pb::Inbound { ports }
+}
+
+/// Where the proxy of `identity` (fronting `workload`, or the first Workload that runs as it) runs:
+/// that Workload's cluster and locality; the mesh's cluster and region/zone when none matches.
+pub fn placement_for(cat: &Catalog, identity: &str, namespace: &str, workload: &str) -> pb::Placement {
+    let mine = cat
+        .services
+        .values()
+        .filter(|s| s.namespace == namespace)
+        .flat_map(|s| s.instances.iter())
+        .filter(|i| i.identity == identity && (workload.is_empty() || i.name == workload))
+        .min_by(|a, b| a.name.cmp(&b.name));
+    match mine {
+        Some(i) => pb::Placement { cluster: i.cluster.clone(), locality: i.locality.clone() },
+        None => {
+            let c = &cat.mesh.cluster;
+            let parts = [c.region.as_str(), c.zone.as_str()];
+            let locality = parts.iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join("/");
+            pb::Placement { cluster: c.name.clone(), locality }
+        }
+    }
 }
 
 /// Checks what a proxy reports about itself before it is stored or shown.
@@ -350,7 +374,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         let (identity, namespace, workload) = (id.to_string(), id.namespace().to_string(), hello.workload.clone());
         tokio::spawn(async move {
             let mut version = 0u64;
-            let mut last: Option<(Arc<pb::ProxyUpdate>, pb::Inbound)> = None;
+            let mut last: Option<(Arc<pb::ProxyUpdate>, (pb::Inbound, pb::Placement))> = None;
             loop {
                 let cat = catalog.borrow_and_update().clone();
                 let view = View {
@@ -358,7 +382,10 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     visibility: visibility_for(&cat, &identity, &namespace, &workload),
                 };
                 let update = renders.get(&cat, &view, &bundle);
-                let inbound = inbound_for(&cat, &identity, &namespace, &workload);
+                let inbound = (
+                    inbound_for(&cat, &identity, &namespace, &workload),
+                    placement_for(&cat, &identity, &namespace, &workload),
+                );
                 let changed = match &last {
                     Some((l, i)) => (!Arc::ptr_eq(l, &update) && **l != *update) || *i != inbound,
                     None => true,
@@ -367,7 +394,8 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     version += 1;
                     let mut out = (*update).clone();
                     out.version = version;
-                    out.inbound = Some(inbound.clone());
+                    out.inbound = Some(inbound.0.clone());
+                    out.placement = Some(inbound.1.clone());
                     if tx.send(Ok(out)).await.is_err() {
                         break;
                     }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub fn encode_metrics(ctx: &Ctx) -> String {
+    ctx.outlier_metrics.refresh(&ctx.routes.load(), &ctx.outliers.clock);
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &ctx.registry).is_err() {
         out.clear();

@@ -250,7 +250,14 @@ pub fn services_from(update: &pb::ProxyUpdate) -> Result<Vec<Service>, ConfigErr
                 .map_err(|_| ConfigError::invalid(format!("services[{i}].ports[{j}].port"), "out of range"))?;
             ports.push(weft_api::proxy::AppPort { port, protocol, allow_connect: p.allow_connect });
         }
-        out.push(Service { name: s.name.clone(), namespace: s.namespace.clone(), ports, endpoints });
+        out.push(Service {
+            name: s.name.clone(),
+            namespace: s.namespace.clone(),
+            ports,
+            endpoints,
+            failover: s.failover.clone(),
+            cluster_weights: s.cluster_weights.iter().map(|(c, w)| (c.clone(), *w)).collect(),
+        });
     }
     Ok(out)
 }
@@ -277,7 +284,10 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
     let services = services_from(update).map_err(|e| e.to_string())?;
     let inbound = inbound_from(update).map_err(|e| e.to_string())?;
     ctx.apps.add_ports(inbound.iter().map(|p| p.port));
-    let routes = crate::Routes::from_services(&services).map_err(|e| e.to_string())?.with_inbound(&inbound);
+    if let Some(p) = &update.placement {
+        ctx.set_place(&p.cluster, &p.locality);
+    }
+    let routes = ctx.routes_for(&services).map_err(|e| e.to_string())?.with_inbound(&inbound);
     if !update.bundle_der.is_empty() || !update.bundles.is_empty() {
         let bundle = bundle_from(&update.bundles, &update.bundle_der).map_err(|e| e.to_string())?;
         let now = ctx.certs.bundle();

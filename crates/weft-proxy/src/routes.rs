@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 use weft_api::proxy::{Protocol, ProxyConfig};
 use weft_api::ConfigError;
 use weft_identity::SpiffeId;
@@ -26,6 +26,8 @@ pub struct Endpoint {
     pub sni: String,
     /// Outbound HTTP metrics towards this endpoint, resolved at its first request.
     pub http_series: std::sync::OnceLock<crate::metrics::HttpSeries>,
+    /// Outlier detection state, kept across routing tables (see [`crate::outlier`]).
+    pub health: Arc<crate::outlier::Health>,
 }
 
 #[derive(Debug)]
@@ -38,7 +40,8 @@ pub struct Service {
     /// Declared protocol per port; other ports are detected.
     pub protocols: HashMap<u16, Protocol>,
     pub endpoints: Vec<Arc<Endpoint>>,
-    next: AtomicUsize,
+    /// Picks among `endpoints` by priority and health (see [`crate::balance`]).
+    pub balance: crate::balance::Balancer,
 }
 
 impl Service {
@@ -75,13 +78,24 @@ impl Service {
         host.split_once('.').and_then(|(_, h)| strip_label(h, &self.name)).is_some_and(consul)
     }
 
-    /// Round robin over the endpoints (one atomic add; no lock).
+    /// The next endpoint by priority and health (see [`crate::balance`]).
     pub fn pick(&self) -> Option<&Arc<Endpoint>> {
-        if self.endpoints.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        self.endpoints.get(i)
+        self.pick_at(Instant::now())
+    }
+
+    /// [`Service::pick`] with the time the caller already read (the request's start).
+    pub fn pick_at(&self, now: Instant) -> Option<&Arc<Endpoint>> {
+        self.balance.pick(&self.endpoints, now)
+    }
+
+    /// Another endpoint after a failed connect to each of `tried` (nothing was sent).
+    pub fn pick_other(&self, tried: &[Arc<Endpoint>], now: Instant) -> Option<&Arc<Endpoint>> {
+        self.balance.pick_other(&self.endpoints, tried, now)
+    }
+
+    /// Counts what happened on `ep` for outlier detection; `Some` when it is ejected now.
+    pub fn report(&self, ep: &Endpoint, outcome: crate::outlier::Outcome) -> Option<crate::outlier::Ejection> {
+        self.balance.report(&self.endpoints, ep, outcome)
     }
 }
 
@@ -156,9 +170,26 @@ impl TryFrom<&ProxyConfig> for Routes {
 }
 
 impl Routes {
-    /// Builds the table from services in config form (the file's, or the control plane's after
-    /// conversion). Errors name the field (`services[i].endpoints[j].identity`).
+    /// Builds the table from services in config form, seen from cluster `local` with default
+    /// outlier detection and fresh health (tests, config checks). See [`Routes::from_services_with`].
     pub fn from_services(services: &[weft_api::proxy::Service]) -> Result<Self, ConfigError> {
+        let (outlier, store) = (Default::default(), Default::default());
+        let env = crate::balance::Env {
+            cluster: weft_api::proxy::DEFAULT_CLUSTER,
+            locality: "",
+            outlier: &outlier,
+            store: &store,
+        };
+        Routes::from_services_with(services, &env)
+    }
+
+    /// Builds the table from services in config form (the file's, or the control plane's after
+    /// conversion), balanced from where `env` says this proxy is, with endpoint health from
+    /// `env.store`. Errors name the field (`services[i].endpoints[j].identity`).
+    pub fn from_services_with(
+        services: &[weft_api::proxy::Service],
+        env: &crate::balance::Env<'_>,
+    ) -> Result<Self, ConfigError> {
         let mut routes = Routes::default();
         for (i, s) in services.iter().enumerate() {
             let mut endpoints = Vec::with_capacity(s.endpoints.len());
@@ -173,14 +204,15 @@ impl Routes {
                     cluster: e.cluster.clone(),
                 }
                 .to_sni();
+                let proxy =
+                    e.proxy.unwrap_or_else(|| SocketAddr::new(e.address.ip(), weft_api::proxy::DEFAULT_INBOUND_PORT));
                 endpoints.push(Arc::new(Endpoint {
+                    health: env.store.endpoint(&s.key(), e.address, proxy),
                     label: crate::metrics::Name::new(identity.to_string()),
                     sni,
                     http_series: std::sync::OnceLock::new(),
                     address: e.address,
-                    proxy: e
-                        .proxy
-                        .unwrap_or_else(|| SocketAddr::new(e.address.ip(), weft_api::proxy::DEFAULT_INBOUND_PORT)),
+                    proxy,
                     identity,
                     cluster: e.cluster.clone(),
                     network: e.network.clone(),
@@ -194,8 +226,13 @@ impl Routes {
                 key: s.key(),
                 label: crate::metrics::Name::new(s.key()),
                 protocols: s.ports.iter().map(|p| (p.port, p.protocol)).collect(),
+                balance: crate::balance::Balancer::new(
+                    &endpoints,
+                    crate::balance::Policy { failover: &s.failover, cluster_weights: Some(&s.cluster_weights) },
+                    env,
+                    env.store.service(&s.key()),
+                ),
                 endpoints,
-                next: AtomicUsize::new(0),
             });
             for ep in &svc.endpoints {
                 routes.by_addr.insert(ep.address, (svc.clone(), ep.clone()));
@@ -218,7 +255,17 @@ mod tests {
             label: crate::metrics::Name::new("api.shop"),
             protocols: HashMap::new(),
             endpoints: vec![],
-            next: AtomicUsize::new(0),
+            balance: crate::balance::Balancer::new(
+                &[],
+                Default::default(),
+                &crate::balance::Env {
+                    cluster: "local",
+                    locality: "",
+                    outlier: &Default::default(),
+                    store: &Default::default(),
+                },
+                Default::default(),
+            ),
         }
     }
 

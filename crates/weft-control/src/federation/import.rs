@@ -343,6 +343,8 @@ fn convert(name: &str, spec: &LinkSpec, snap: pb::ExportSnapshot) -> Result<Snap
                 .collect(),
             tags: vec![],
             export: false,
+            failover: vec![],
+            cluster_weights: Default::default(),
             instances,
         });
     }
