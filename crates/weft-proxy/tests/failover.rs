@@ -120,7 +120,6 @@ async fn pump(mut r: impl AsyncRead + Unpin, mut w: impl AsyncWrite + Unpin, cut
 
 /// One endpoint: app ← its sidecar ← switch.
 struct Endpoint {
-    name: String,
     cluster: &'static str,
     app: SocketAddr,
     status: Arc<AtomicU16>,
@@ -140,7 +139,7 @@ async fn endpoint(pki: &Pki, cluster: &'static str, i: usize) -> Endpoint {
     .expect("endpoint config");
     let sidecar = Proxy::start(cfg, pki.store(SERVER.0, SERVER.1)).await.expect("endpoint sidecar");
     let switch = Switch::new(sidecar.addrs.inbound.expect("inbound")).await;
-    Endpoint { name, cluster, app, status, switch, _sidecar: sidecar }
+    Endpoint { cluster, app, status, switch, _sidecar: sidecar }
 }
 
 struct Mesh {
