@@ -36,6 +36,7 @@ fn config_dump(ctx: &Ctx) -> serde_json::Value {
                     "identity": e.identity.to_string(), "cluster": e.cluster, "network": e.network,
                     "locality": e.locality, "labels": e.labels,
                 })).collect::<Vec<_>>(),
+                "balance": s.balance.describe(&s.endpoints),
             })
         })
         .collect();

@@ -55,6 +55,8 @@ struct Tier {
 #[derive(Debug)]
 pub struct Balancer {
     tiers: Vec<Tier>,
+    /// What the layout was made from, for `/config_dump`.
+    described: serde_json::Value,
     next: AtomicUsize,
     shared: Arc<ServiceHealth>,
     settings: Settings,
@@ -145,7 +147,13 @@ fn take(avail: f64, left: &mut f64) -> f64 {
 impl Balancer {
     pub fn new(eps: &[Arc<Endpoint>], policy: Policy<'_>, env: &Env<'_>, shared: Arc<ServiceHealth>) -> Self {
         let places: Vec<(&str, &str)> = eps.iter().map(|e| (e.cluster.as_str(), e.locality.as_str())).collect();
+        let described = serde_json::json!({
+            "own": { "cluster": env.cluster, "locality": env.locality },
+            "failover": policy.failover,
+            "cluster_weights": policy.cluster_weights,
+        });
         Balancer {
+            described,
             tiers: layout((env.cluster, env.locality), &places, policy),
             next: AtomicUsize::new(0),
             shared,
@@ -285,14 +293,34 @@ impl Balancer {
         Some(ejection)
     }
 
-    /// The tier of each endpoint (by index; `None`: the policy gives it no traffic), for
-    /// `/config_dump`.
-    pub fn tier_of(&self, i: usize) -> Option<usize> {
-        self.tiers.iter().position(|t| t.groups.iter().any(|g| g.members.contains(&i)))
-    }
-
-    pub fn clock(&self) -> &Clock {
-        &self.clock
+    /// The policy, the tiers (endpoint addresses by group, with weights) and the endpoints
+    /// ejected now with the milliseconds left, for `/config_dump`.
+    pub fn describe(&self, eps: &[Arc<Endpoint>]) -> serde_json::Value {
+        let now = self.clock.ms(Instant::now());
+        let tiers: Vec<Vec<serde_json::Value>> = self
+            .tiers
+            .iter()
+            .map(|t| {
+                t.groups
+                    .iter()
+                    .map(|g| {
+                        let members: Vec<String> = g.members.iter().map(|&i| eps[i].address.to_string()).collect();
+                        serde_json::json!({ "weight": g.weight, "endpoints": members })
+                    })
+                    .collect()
+            })
+            .collect();
+        let ejected: serde_json::Map<String, serde_json::Value> = eps
+            .iter()
+            .filter_map(|e| {
+                let left = e.health.ejected_for(now)?;
+                Some((e.address.to_string(), serde_json::json!({ "ms_left": left })))
+            })
+            .collect();
+        let mut v = self.described.clone();
+        v["tiers"] = tiers.into();
+        v["ejected"] = ejected.into();
+        v
     }
 }
 

@@ -82,6 +82,12 @@ impl Health {
         self.until.load(Relaxed) > now_ms
     }
 
+    /// Milliseconds of ejection left at `now_ms`; `None` when not ejected.
+    pub fn ejected_for(&self, now_ms: u64) -> Option<u64> {
+        let until = self.until.load(Relaxed);
+        (until > now_ms).then(|| until - now_ms)
+    }
+
     /// Counts `outcome`; `Some(reason)` when a threshold is reached now.
     pub fn record(&self, outcome: Outcome, s: &Settings) -> Option<&'static str> {
         let bump = |c: &AtomicU32, threshold: u32, reason| {
