@@ -109,6 +109,10 @@ pub struct ServiceSpec {
     /// not listed get none. Exclusive with `failover`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub cluster_weights: std::collections::BTreeMap<String, u32>,
+    /// When callers' proxies eject an endpoint of this service; each field set replaces the
+    /// proxy's own `outlier_detection` value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<crate::traffic::ServiceOutlierDetection>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -150,6 +154,9 @@ impl Validate for ServiceSpec {
             }
         }
         crate::traffic::check_cluster_policy(("failover", &self.failover), ("clusterWeights", &self.cluster_weights))?;
+        if let Some(o) = &self.outlier_detection {
+            o.check()?;
+        }
         Ok(())
     }
 }

@@ -312,6 +312,10 @@ pub struct Service {
     /// get none. Exclusive with `failover`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cluster_weights: BTreeMap<String, u32>,
+    /// This service's own outlier detection: each field set replaces the top-level
+    /// `outlier_detection` value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<crate::traffic::OutlierOverrides>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -652,6 +656,9 @@ impl ProxyConfig {
                 (&format!("{f}.failover"), &s.failover),
                 (&format!("{f}.cluster_weights"), &s.cluster_weights),
             )?;
+            if let Some(o) = &s.outlier_detection {
+                self.outlier_detection.with(o).check(&format!("{f}.outlier_detection"))?;
+            }
             if !seen.insert(s.key()) {
                 return Err(ConfigError::invalid(
                     format!("{f}.name"),

@@ -4,6 +4,7 @@
 //! clusters"; the proxy applies them in `weft-proxy`'s `balance` and `outlier` modules.
 
 use crate::{valid_name, ConfigError, Duration};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 
@@ -95,6 +96,91 @@ impl OutlierDetection {
     }
 }
 
+/// A service's own outlier detection settings: each field set replaces the proxy's
+/// `outlier_detection` value for that service (proxy config form, snake_case).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_connect_failures: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_5xx: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ejection_time: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_time: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_percent: Option<u32>,
+}
+
+/// The Service resource's `outlierDetection` (camelCase); the same fields as
+/// [`OutlierOverrides`], which it converts into.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceOutlierDetection {
+    /// Consecutive failed connects that eject an endpoint (0: never). Proxy default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_connect_failures: Option<u32>,
+    /// Consecutive 5xx that eject an endpoint (0: never). Proxy default 5.
+    #[serde(default, rename = "consecutive5xx", skip_serializing_if = "Option::is_none")]
+    pub consecutive_5xx: Option<u32>,
+    /// First ejection's length; the n-th in a row lasts n times it. Proxy default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ejection_time: Option<Duration>,
+    /// No ejection lasts longer. Proxy default 300s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_time: Option<Duration>,
+    /// Share of the service's endpoints that may be out at once (0-100). Proxy default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_percent: Option<u32>,
+}
+
+impl From<&ServiceOutlierDetection> for OutlierOverrides {
+    fn from(s: &ServiceOutlierDetection) -> Self {
+        OutlierOverrides {
+            consecutive_connect_failures: s.consecutive_connect_failures,
+            consecutive_5xx: s.consecutive_5xx,
+            base_ejection_time: s.base_ejection_time,
+            max_ejection_time: s.max_ejection_time,
+            max_ejection_percent: s.max_ejection_percent,
+        }
+    }
+}
+
+impl ServiceOutlierDetection {
+    /// The rules that hold whatever the proxy's own settings (`outlierDetection.*`).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.max_ejection_percent.is_some_and(|p| p > 100) {
+            return Err(ConfigError::invalid("outlierDetection.maxEjectionPercent", "must be 0-100"));
+        }
+        if self.base_ejection_time.is_some_and(|d| d < Duration::from_millis(1)) {
+            return Err(ConfigError::invalid("outlierDetection.baseEjectionTime", "must be at least 1ms"));
+        }
+        if let (Some(base), Some(max)) = (self.base_ejection_time, self.max_ejection_time) {
+            if max < base {
+                return Err(ConfigError::invalid(
+                    "outlierDetection.maxEjectionTime",
+                    format!("{max} is shorter than baseEjectionTime {base}; make it at least as long"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OutlierDetection {
+    /// These settings with a service's overrides applied.
+    pub fn with(&self, o: &OutlierOverrides) -> OutlierDetection {
+        OutlierDetection {
+            consecutive_connect_failures: o.consecutive_connect_failures.unwrap_or(self.consecutive_connect_failures),
+            consecutive_5xx: o.consecutive_5xx.unwrap_or(self.consecutive_5xx),
+            base_ejection_time: o.base_ejection_time.unwrap_or(self.base_ejection_time),
+            max_ejection_time: o.max_ejection_time.unwrap_or(self.max_ejection_time),
+            max_ejection_percent: o.max_ejection_percent.unwrap_or(self.max_ejection_percent),
+        }
+    }
+}
+
 /// Checks a service's `failover` list and cluster weights; `f` names each field as the file
 /// spells it (`failover`, `clusterWeights` / `cluster_weights`).
 pub fn check_cluster_policy(
@@ -162,6 +248,22 @@ mod tests {
         assert!(check(&[], &[("east", 0), ("west", 0)]).unwrap_err().starts_with("clusterWeights: every weight is 0"));
         assert!(check(&[], &[("East", 1)]).unwrap_err().starts_with("clusterWeights.East"));
         assert!(check(&["west"], &[("east", 1)]).unwrap_err().starts_with("failover: set either"));
+    }
+
+    #[test]
+    fn service_overrides_replace_only_what_they_set() {
+        let o = OutlierOverrides { consecutive_5xx: Some(2), ..Default::default() };
+        let merged = OutlierDetection::default().with(&o);
+        assert_eq!(merged.consecutive_5xx, 2);
+        assert_eq!(merged.base_ejection_time, DEFAULT_BASE_EJECTION_TIME);
+        let bad = ServiceOutlierDetection { max_ejection_percent: Some(150), ..Default::default() };
+        assert!(bad.check().unwrap_err().to_string().starts_with("outlierDetection.maxEjectionPercent"));
+        let bad = ServiceOutlierDetection {
+            base_ejection_time: Some(Duration::from_secs(10)),
+            max_ejection_time: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        assert!(bad.check().unwrap_err().to_string().starts_with("outlierDetection.maxEjectionTime"));
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct CatalogService {
     pub failover: Vec<String>,
     /// A fixed split between clusters (`spec.clusterWeights`).
     pub cluster_weights: BTreeMap<String, u32>,
+    /// `spec.outlierDetection`.
+    pub outlier_detection: Option<weft_api::traffic::ServiceOutlierDetection>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -123,6 +125,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                     instances: vec![],
                     failover: spec.failover.clone(),
                     cluster_weights: spec.cluster_weights.clone(),
+                    outlier_detection: spec.outlier_detection.clone(),
                 },
             );
         }
@@ -181,7 +184,7 @@ pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
                 let mut s = s.clone();
                 s.export = false;
                 // A peer's routing policy is its own: here, this cluster's Service decides.
-                (s.failover, s.cluster_weights) = (vec![], BTreeMap::new());
+                (s.failover, s.cluster_weights, s.outlier_detection) = (vec![], BTreeMap::new(), None);
                 cat.services.insert(key, s);
             }
         }

@@ -173,6 +173,7 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
                 .collect(),
             failover: s.failover.clone(),
             cluster_weights: s.cluster_weights.iter().map(|(c, w)| (c.clone(), *w)).collect(),
+            outlier_detection: s.outlier_detection.as_ref().map(wire_outlier),
         })
         .collect();
     pb::ProxyUpdate {
@@ -195,6 +196,17 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
                 .map(|(td, roots)| pb::TrustDomainBundle { trust_domain: td.clone(), roots_der: roots.clone() }),
         )
         .collect(),
+    }
+}
+
+fn wire_outlier(o: &weft_api::traffic::ServiceOutlierDetection) -> pb::OutlierDetection {
+    let ms = |d: weft_api::Duration| std::time::Duration::from(d).as_millis() as u64;
+    pb::OutlierDetection {
+        consecutive_connect_failures: o.consecutive_connect_failures,
+        consecutive_5xx: o.consecutive_5xx,
+        base_ejection_time_ms: o.base_ejection_time.map(ms),
+        max_ejection_time_ms: o.max_ejection_time.map(ms),
+        max_ejection_percent: o.max_ejection_percent,
     }
 }
 

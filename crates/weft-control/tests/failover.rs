@@ -1,5 +1,6 @@
 //! A Service's `failover` and `clusterWeights` reach the proxies on the discovery stream, and a
-//! proxy learns its own cluster and locality from the Workload it fronts (Placement).
+//! proxy learns its own cluster and locality from the Workload it fronts (Placement). A Service's
+//! `outlierDetection` replaces the proxy's settings field by field.
 
 use std::time::Duration;
 use weft_control::{ControlConfig, ControlPlane};
@@ -12,7 +13,7 @@ const RESOURCES: &str = r#"
 apiVersion: weft.io/v1alpha1
 kind: Service
 metadata: { name: api }
-spec: { ports: [{ port: 8080 }], failover: [west, central] }
+spec: { ports: [{ port: 8080 }], failover: [west, central], outlierDetection: { consecutive5xx: 2, baseEjectionTime: 10s } }
 ---
 apiVersion: weft.io/v1alpha1
 kind: Service
@@ -36,7 +37,7 @@ spec: { service: api, address: 127.0.0.3, port: 8080, cluster: east }
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn service_failover_and_cluster_weights_reach_the_proxy() {
+async fn service_failover_cluster_weights_and_outlier_detection_reach_the_proxy() {
     weft_testkit::init_tracing();
     let dir = tempdir("failover-fields");
     let mut cfg = ControlConfig::new(dir.clone());
@@ -71,6 +72,10 @@ async fn service_failover_and_cluster_weights_reach_the_proxy() {
         "placement from the Workload the proxy fronts: {api_svc}"
     );
     assert_eq!(api_svc["balance"]["tiers"], serde_json::json!([[{ "weight": 1, "endpoints": ["127.0.0.3:8080"] }]]));
+    let outlier = &api_svc["balance"]["outlier_detection"];
+    assert_eq!(outlier["consecutive_5xx"], 2, "the Service's own setting: {outlier}");
+    assert_eq!(outlier["base_ejection_time"], "10s", "{outlier}");
+    assert_eq!(outlier["consecutive_connect_failures"], 5, "the proxy's default for what it leaves out: {outlier}");
     let db = service("db");
     assert_eq!(db["balance"]["cluster_weights"], serde_json::json!({ "east": 90, "west": 10 }), "{db}");
 

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
-use weft_api::traffic::{OutlierDetection, OVERPROVISIONING_FACTOR};
+use weft_api::traffic::{OutlierDetection, OutlierOverrides, OVERPROVISIONING_FACTOR};
 
 /// What a routing table is built with: where this proxy is, and how outliers are detected.
 pub struct Env<'a> {
@@ -37,6 +37,8 @@ pub struct Env<'a> {
 pub struct Policy<'a> {
     pub failover: &'a [String],
     pub cluster_weights: Option<&'a BTreeMap<String, u32>>,
+    /// The service's own outlier settings over the proxy's.
+    pub outlier: Option<&'a OutlierOverrides>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -147,17 +149,19 @@ fn take(avail: f64, left: &mut f64) -> f64 {
 impl Balancer {
     pub fn new(eps: &[Arc<Endpoint>], policy: Policy<'_>, env: &Env<'_>, shared: Arc<ServiceHealth>) -> Self {
         let places: Vec<(&str, &str)> = eps.iter().map(|e| (e.cluster.as_str(), e.locality.as_str())).collect();
+        let outlier = policy.outlier.map_or_else(|| env.outlier.clone(), |o| env.outlier.with(o));
         let described = serde_json::json!({
             "own": { "cluster": env.cluster, "locality": env.locality },
             "failover": policy.failover,
             "cluster_weights": policy.cluster_weights,
+            "outlier_detection": outlier,
         });
         Balancer {
             described,
             tiers: layout((env.cluster, env.locality), &places, policy),
             next: AtomicUsize::new(0),
             shared,
-            settings: Settings::from(env.outlier),
+            settings: Settings::from(&outlier),
             clock: env.store.clock,
         }
     }

@@ -257,6 +257,13 @@ pub fn services_from(update: &pb::ProxyUpdate) -> Result<Vec<Service>, ConfigErr
             endpoints,
             failover: s.failover.clone(),
             cluster_weights: s.cluster_weights.iter().map(|(c, w)| (c.clone(), *w)).collect(),
+            outlier_detection: s.outlier_detection.as_ref().map(|o| weft_api::traffic::OutlierOverrides {
+                consecutive_connect_failures: o.consecutive_connect_failures,
+                consecutive_5xx: o.consecutive_5xx,
+                base_ejection_time: o.base_ejection_time_ms.map(weft_api::Duration::from_millis),
+                max_ejection_time: o.max_ejection_time_ms.map(weft_api::Duration::from_millis),
+                max_ejection_percent: o.max_ejection_percent,
+            }),
         });
     }
     Ok(out)

@@ -228,7 +228,11 @@ impl Routes {
                 protocols: s.ports.iter().map(|p| (p.port, p.protocol)).collect(),
                 balance: crate::balance::Balancer::new(
                     &endpoints,
-                    crate::balance::Policy { failover: &s.failover, cluster_weights: Some(&s.cluster_weights) },
+                    crate::balance::Policy {
+                        failover: &s.failover,
+                        cluster_weights: Some(&s.cluster_weights),
+                        outlier: s.outlier_detection.as_ref(),
+                    },
                     env,
                     env.store.service(&s.key()),
                 ),

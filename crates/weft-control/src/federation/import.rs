@@ -345,6 +345,7 @@ fn convert(name: &str, spec: &LinkSpec, snap: pb::ExportSnapshot) -> Result<Snap
             export: false,
             failover: vec![],
             cluster_weights: Default::default(),
+            outlier_detection: None,
             instances,
         });
     }

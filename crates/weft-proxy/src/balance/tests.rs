@@ -35,7 +35,7 @@ fn default_tiers_are_zone_then_region_then_the_rest() {
 fn failover_follows_the_list_and_leaves_out_other_clusters() {
     let eps = places(&[("central", ""), ("west", ""), ("east", ""), ("south", ""), ("west", "")]);
     let list = vec!["west".to_string(), "east".to_string(), "central".to_string()];
-    let tiers = layout(("east", ""), &eps, Policy { failover: &list, cluster_weights: None });
+    let tiers = layout(("east", ""), &eps, Policy { failover: &list, cluster_weights: None, outlier: None });
     assert_eq!(members(&tiers), vec![vec![vec![2]], vec![vec![1, 4]], vec![vec![0]]], "own first, listed once");
 }
 
@@ -43,7 +43,7 @@ fn failover_follows_the_list_and_leaves_out_other_clusters() {
 fn cluster_weights_make_one_weighted_tier() {
     let eps = places(&[("east", ""), ("west", ""), ("east", ""), ("central", "")]);
     let w: BTreeMap<String, u32> = [("east".into(), 90), ("west".into(), 10), ("central".into(), 0)].into();
-    let tiers = layout(("east", ""), &eps, Policy { failover: &[], cluster_weights: Some(&w) });
+    let tiers = layout(("east", ""), &eps, Policy { failover: &[], cluster_weights: Some(&w), outlier: None });
     assert_eq!(tiers.len(), 1);
     assert_eq!(
         tiers[0].groups,
@@ -87,6 +87,7 @@ fn svc(eps: &[(&str, &str)], failover: &[&str], weights: &[(&str, u32)]) -> SvcC
         endpoints,
         failover: failover.iter().map(|s| s.to_string()).collect(),
         cluster_weights: weights.iter().map(|(c, w)| (c.to_string(), *w)).collect(),
+        outlier_detection: None,
     }
 }
 
@@ -195,4 +196,16 @@ fn pick_other_skips_what_was_tried() {
     let c = s.pick_other(&[a.clone(), b.clone()], now).unwrap();
     assert_eq!(c.cluster, "west", "the local tier is exhausted: the next tier");
     assert!(s.pick_other(&[a, b, c.clone()], now).is_none(), "every endpoint tried");
+}
+
+#[test]
+fn a_service_outlier_setting_replaces_the_proxy_one() {
+    let (store, outlier) = (Store::default(), OutlierDetection::default());
+    let mut cfg = svc(&[("east", ""), ("east", "")], &[], &[]);
+    cfg.outlier_detection =
+        Some(weft_api::traffic::OutlierOverrides { consecutive_connect_failures: Some(1), ..Default::default() });
+    let r = routes(&cfg, &store, &outlier);
+    let s = r.service("api", "default").unwrap();
+    let ep = s.endpoints[0].clone();
+    assert!(s.report(&ep, Outcome::ConnectFailure).is_some(), "one failure is the service's threshold (proxy's: 5)");
 }
