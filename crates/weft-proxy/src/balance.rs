@@ -14,7 +14,8 @@
 //! no allocation. The layout is computed once per routing table, not per request.
 //!
 //! Default tiers (no policy), by the proxy's own cluster and locality (`region/zone/...`):
-//! 0: same cluster, region and zone; 1: same region (other zones, other clusters); 2: the rest.
+//! 0: same cluster, and same region and zone (or either locality unknown); 1: same cluster in
+//! another zone, or another cluster in the same region; 2: the rest.
 
 use crate::outlier::{Clock, Ejection, Outcome, ServiceHealth, Settings, Store};
 use crate::routes::Endpoint;
@@ -93,10 +94,18 @@ fn layout(own: (&str, &str), eps: &[(&str, &str)], policy: Policy<'_>) -> Vec<Ti
         let mut by_priority: [Vec<usize>; 3] = Default::default();
         for (i, (cluster, locality)) in eps.iter().enumerate() {
             let (r, z) = region_zone(locality);
-            let p = match (*cluster == own.0 && r == region && z == zone, r == region) {
-                (true, _) => 0,
-                (false, true) => 1,
-                _ => 2,
+            let unknown = own.1.is_empty() || locality.is_empty();
+            let p = if *cluster == own.0 {
+                // In the own cluster, an unknown locality (ours or the endpoint's) is no reason to wait.
+                if unknown || (r == region && z == zone) {
+                    0
+                } else {
+                    1
+                }
+            } else if !region.is_empty() && r == region {
+                1
+            } else {
+                2
             };
             by_priority[p].push(i);
         }

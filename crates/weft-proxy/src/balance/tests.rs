@@ -26,6 +26,12 @@ fn default_tiers_are_zone_then_region_then_the_rest() {
     // No localities anywhere: own cluster first, then every other cluster.
     let eps = places(&[("west", ""), ("east", ""), ("central", "")]);
     assert_eq!(members(&layout(("east", ""), &eps, Policy::default())), vec![vec![vec![1]], vec![vec![0, 2]]]);
+    // The proxy's own locality unknown: its cluster first (localities or not), then the rest.
+    let eps = places(&[("west", "us/a"), ("east", "us/a"), ("east", "")]);
+    assert_eq!(members(&layout(("east", ""), &eps, Policy::default())), vec![vec![vec![1, 2]], vec![vec![0]]]);
+    // An own-cluster endpoint of unknown locality is not put behind the same region's others.
+    let eps = places(&[("west", "us/a"), ("east", "")]);
+    assert_eq!(members(&layout(("east", "us/a"), &eps, Policy::default())), vec![vec![vec![1]], vec![vec![0]]]);
     // Only remote endpoints: the first non-empty tier is the first tier.
     let eps = places(&[("west", "")]);
     assert_eq!(members(&layout(("east", ""), &eps, Policy::default())), vec![vec![vec![0]]]);
