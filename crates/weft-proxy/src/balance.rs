@@ -292,9 +292,19 @@ impl Balancer {
         allowed().find(|e| untried(e) && !e.health.is_ejected(now_ms)).or_else(|| allowed().find(|e| untried(e)))
     }
 
+    /// Whether a connection to an endpoint of this service failed or broke within
+    /// [`crate::outlier::REPLAY_WINDOW_MS`] of `now` (one atomic load).
+    pub fn recently_broken(&self, now: Instant) -> bool {
+        let last = self.shared.last_broken.load(Relaxed);
+        last != 0 && self.clock.ms(now) < last.saturating_add(crate::outlier::REPLAY_WINDOW_MS)
+    }
+
     /// Counts what happened on `ep`; ejects it at a threshold, within the service's max percent.
     /// The clock is read only when a threshold is reached.
     pub fn report(&self, eps: &[Arc<Endpoint>], ep: &Endpoint, outcome: Outcome) -> Option<Ejection> {
+        if matches!(outcome, Outcome::ConnectFailure | Outcome::GatewayError) {
+            self.shared.last_broken.fetch_max(self.clock.ms(Instant::now()), Relaxed);
+        }
         let reason = ep.health.record(outcome, &self.settings)?;
         let now_ms = self.clock.ms(Instant::now());
         let ejected = eps.iter().filter(|e| e.health.is_ejected(now_ms)).count();

@@ -398,7 +398,7 @@ async fn request(ctx: &Ctx, mut target: Target, mut req: Request<Body>) -> Respo
         Ok(ep) => ep,
         Err(e) => return unrouted(ctx, &target, &e, started),
     };
-    let (ep, result) = forward(ctx, &target, ep, req).await;
+    let (ep, result) = forward(ctx, &target, ep, req, started).await;
     finish(ctx, &ep, result, started)
 }
 
@@ -424,11 +424,19 @@ async fn upgrade(ctx: &Ctx, mut target: Target, mut req: Request<Body>, downstre
 /// Sends the request to `ep` or, when it cannot be sent there (a failed connect: nothing went
 /// out), to another endpoint at once. Every outcome counts for outlier detection. Returns the
 /// endpoint that answered (or last failed).
+///
+/// A request that went out on a pooled connection which then broke (its peer was killed, say)
+/// fails, except one that is safe to send again (an idempotent method, no body; RFC 9110
+/// §9.2.2) while its service has seen a connection fail in the last
+/// [`crate::outlier::REPLAY_WINDOW_MS`]: that one goes to another endpoint, once. So when every
+/// local endpoint dies, a client connection sees at most the one failure that was in flight, not
+/// one more for each pooled connection not yet known dead. Outside the window nothing is copied.
 async fn forward(
     ctx: &Ctx,
     target: &Target,
     mut ep: Arc<Endpoint>,
     mut req: Request<Body>,
+    started: Instant,
 ) -> (Arc<Endpoint>, Result<Response<Body>, ProxyError>) {
     let orig_h1 = req.version() != http::Version::HTTP_2;
     *req.uri_mut() = absolute_uri(&req, target.service.key());
@@ -439,6 +447,8 @@ async fn forward(
         req.headers_mut().insert(h::ORIG_PROTO, HeaderValue::from_static(h::ORIG_PROTO_HTTP1));
     }
     *req.version_mut() = http::Version::HTTP_2;
+    let mut replay =
+        (target.pinned.is_none() && target.service.recently_broken(started)).then(|| replayable_head(&req)).flatten();
     let mut tried = Vec::new();
     loop {
         match send(ctx, target, &ep, req).await {
@@ -446,16 +456,27 @@ async fn forward(
                 report(ctx, &target.service, &ep, Outcome::Status(resp.status().as_u16()));
                 return (ep, Ok(resp));
             }
-            Err((unsent, e)) => {
+            Err(failed) => {
+                let (unsent, broke, e) = match failed {
+                    Failed::Unsent(req, e) => (Some(*req), false, e),
+                    Failed::Broken(e) => (None, true, e),
+                    Failed::Other(e) => (None, false, e),
+                };
                 if let Some(outcome) = outcome_of(&e) {
                     report(ctx, &target.service, &ep, outcome);
                 }
-                let Some(unsent) = unsent else { return (ep, Err(e)) };
+                let again = match unsent {
+                    Some(req) => req,
+                    None => match (broke, replay.take()) {
+                        (true, Some(head)) => Request::from_parts(head, h::full("")),
+                        _ => return (ep, Err(e)),
+                    },
+                };
                 tried.push(ep.clone());
                 match target.other_endpoint(&tried) {
                     Some(next) => {
-                        tracing::debug!(error = %e, next = %next.proxy, "request not sent; trying another endpoint");
-                        (ep, req) = (next, unsent);
+                        tracing::debug!(error = %e, next = %next.proxy, "request not sent or safe to repeat; trying another endpoint");
+                        (ep, req) = (next, again);
                     }
                     None => return (ep, Err(e)),
                 }
@@ -464,14 +485,36 @@ async fn forward(
     }
 }
 
-/// One endpoint's try: the request back with the error when it was not sent (a failed connect, or
-/// a connection that broke before the request went out, twice).
-async fn send(
-    ctx: &Ctx,
-    target: &Target,
-    ep: &Endpoint,
-    mut req: Request<Body>,
-) -> Result<Response<Body>, (Option<Request<Body>>, ProxyError)> {
+/// A copy of the head of a request that may be sent again after its connection broke: an
+/// idempotent method and no body.
+fn replayable_head(req: &Request<Body>) -> Option<http::request::Parts> {
+    use http::Method;
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    if !idempotent || !http_body::Body::is_end_stream(req.body()) {
+        return None;
+    }
+    let mut head = Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    *head.headers_mut() = req.headers().clone();
+    Some(head.into_parts().0)
+}
+
+/// Why one endpoint's try failed.
+enum Failed {
+    /// Not sent (a failed connect, or a connection that broke before the request went out,
+    /// twice): the request is handed back.
+    Unsent(Box<Request<Body>>, ProxyError),
+    /// Sent on a connection that broke before the response came.
+    Broken(ProxyError),
+    Other(ProxyError),
+}
+
+async fn send(ctx: &Ctx, target: &Target, ep: &Endpoint, mut req: Request<Body>) -> Result<Response<Body>, Failed> {
     let sni = target.sni(ep);
     let settings = ctx.pool_settings();
     // A pooled connection can close between the check and the send; the request is then handed
@@ -481,8 +524,10 @@ async fn send(
         attempts += 1;
         let (conn, slot) = match ctx.pool.get(ep, &sni, &settings).await {
             Ok(c) => c,
-            Err(e) if matches!(outcome_of(&e), Some(Outcome::ConnectFailure)) => return Err((Some(req), e)),
-            Err(e) => return Err((None, e)),
+            Err(e) if matches!(outcome_of(&e), Some(Outcome::ConnectFailure)) => {
+                return Err(Failed::Unsent(Box::new(req), e))
+            }
+            Err(e) => return Err(Failed::Other(e)),
         };
         match conn.send(req).await {
             Ok(mut resp) => {
@@ -490,17 +535,19 @@ async fn send(
                 return Ok(resp);
             }
             Err(e) => {
-                if e.broke_connection() {
+                let broke = e.broke_connection();
+                if broke {
                     ctx.pool.evict(ep, &sni, slot);
                 }
                 match e {
                     SendError::Unsent(unsent, _) if attempts < 2 => req = *unsent,
                     SendError::Unsent(unsent, e) => {
                         let e = ProxyError::Connect { addr: ep.proxy, source: std::io::Error::other(e) };
-                        return Err((Some(*unsent), e));
+                        return Err(Failed::Unsent(unsent, e));
                     }
-                    SendError::Unresponsive(_) => return Err((None, ProxyError::PeerUnresponsive(ep.proxy))),
-                    e => return Err((None, ProxyError::Upstream(e.into_error().into()))),
+                    SendError::Unresponsive(_) => return Err(Failed::Other(ProxyError::PeerUnresponsive(ep.proxy))),
+                    e if broke => return Err(Failed::Broken(ProxyError::Upstream(e.into_error().into()))),
+                    e => return Err(Failed::Other(ProxyError::Upstream(e.into_error().into()))),
                 }
             }
         }

@@ -146,7 +146,16 @@ impl Health {
 #[derive(Debug, Default)]
 pub struct ServiceHealth {
     pub max_until: AtomicU64,
+    /// When a connection to one of its endpoints last failed or broke (ms on the [`Clock`]; 0:
+    /// never): for [`REPLAY_WINDOW_MS`] after it, requests keep a copy of their head so one that
+    /// meets a dead pooled connection can go to another endpoint.
+    pub last_broken: AtomicU64,
 }
+
+/// How long after a connection failure in a service its body-less idempotent requests can be
+/// replayed (see `outbound::forward`). Outside it, nothing is copied: the common path stays as it
+/// was.
+pub const REPLAY_WINDOW_MS: u64 = 10_000;
 
 /// [`OutlierDetection`] in the units the data path uses.
 #[derive(Clone, Copy, Debug)]

@@ -93,6 +93,12 @@ impl Service {
         self.balance.pick_other(&self.endpoints, tried, now)
     }
 
+    /// Whether a connection to one of its endpoints failed or broke lately (see
+    /// [`crate::outlier::REPLAY_WINDOW_MS`]).
+    pub fn recently_broken(&self, now: Instant) -> bool {
+        self.balance.recently_broken(now)
+    }
+
     /// Counts what happened on `ep` for outlier detection; `Some` when it is ejected now.
     pub fn report(&self, ep: &Endpoint, outcome: crate::outlier::Outcome) -> Option<crate::outlier::Ejection> {
         self.balance.report(&self.endpoints, ep, outcome)

@@ -53,29 +53,49 @@ struct Switch {
     addr: SocketAddr,
     to: SocketAddr,
     cut: Arc<AtomicBool>,
+    /// Each connection closes (unforwarded) at the next bytes the client side sends: a peer that
+    /// died while its connections looked open.
+    die: Arc<AtomicBool>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Switch {
     async fn new(to: SocketAddr) -> Switch {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let s = Switch { addr: l.local_addr().expect("addr"), to, cut: Arc::default(), task: Mutex::default() };
+        let s = Switch {
+            addr: l.local_addr().expect("addr"),
+            to,
+            cut: Arc::default(),
+            die: Arc::default(),
+            task: Mutex::default(),
+        };
         s.serve(l);
         s
     }
 
     fn serve(&self, l: TcpListener) {
-        let (to, cut) = (self.to, self.cut.clone());
+        let (to, cut, die) = (self.to, self.cut.clone(), self.die.clone());
         // The connections live in the accept task's JoinSet: aborting the task closes them all.
         let task = tokio::spawn(async move {
             let mut conns = JoinSet::new();
             while let Ok((down, _)) = l.accept().await {
-                let cut = cut.clone();
+                let (cut, die) = (cut.clone(), die.clone());
                 conns.spawn(async move {
                     let Ok(up) = TcpStream::connect(to).await else { return };
                     let (dr, dw) = down.into_split();
                     let (ur, uw) = up.into_split();
-                    tokio::join!(pump(dr, uw, cut.clone()), pump(ur, dw, cut));
+                    // Both ways until both end, unless `die`: then both sockets close at once.
+                    let up_cut = cut.clone();
+                    let upstream = async move {
+                        if pump(dr, uw, up_cut, Some(die)).await {
+                            return;
+                        }
+                        std::future::pending::<()>().await
+                    };
+                    tokio::select! {
+                        _ = upstream => {}
+                        _ = pump(ur, dw, cut, None) => {}
+                    }
                 });
             }
         });
@@ -102,11 +122,19 @@ impl Switch {
     }
 }
 
-async fn pump(mut r: impl AsyncRead + Unpin, mut w: impl AsyncWrite + Unpin, cut: Arc<AtomicBool>) {
+/// Copies `r` to `w`; `true` when it stopped because `die` was set (nothing more is written, not
+/// even a shutdown).
+async fn pump(
+    mut r: impl AsyncRead + Unpin,
+    mut w: impl AsyncWrite + Unpin,
+    cut: Arc<AtomicBool>,
+    die: Option<Arc<AtomicBool>>,
+) -> bool {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
+            Ok(_) if die.as_ref().is_some_and(|d| d.load(Ordering::SeqCst)) => return true,
             Ok(_) if cut.load(Ordering::SeqCst) => continue,
             Ok(n) => {
                 if w.write_all(&buf[..n]).await.is_err() {
@@ -116,6 +144,7 @@ async fn pump(mut r: impl AsyncRead + Unpin, mut w: impl AsyncWrite + Unpin, cut
         }
     }
     let _ = w.shutdown().await;
+    false
 }
 
 /// One endpoint: app ← its sidecar ← switch.
@@ -173,10 +202,11 @@ impl Mesh {
                 )
             })
             .collect();
+        let timeouts = if extra.contains("timeouts:") { "" } else { "timeouts: { connect: 2s }" };
         let cfg = ProxyConfig::from_yaml(&format!(
             "identity: {{ cert: unused, key: unused, bundle: unused }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\n\
-             cluster: east\noutbound:\n  upstreams: [{{ listen: \"127.0.0.1:0\", service: api }}]\n\
-             timeouts: {{ connect: 2s }}\n{extra}\nservices:\n  - name: api\n    {service_extra}\n    endpoints:\n{eps}"
+             cluster: east\noutbound:\n  connections_per_peer: 4\n  upstreams: [{{ listen: \"127.0.0.1:0\", service: api }}]\n\
+             {timeouts}\n{extra}\nservices:\n  - name: api\n    {service_extra}\n    endpoints:\n{eps}"
         ))
         .expect("client config");
         let client = Proxy::start(cfg, pki.store(CLIENT.0, CLIENT.1)).await.expect("client sidecar");
@@ -434,4 +464,26 @@ async fn a_partitioned_endpoint_is_ejected() {
     }
     let gauge = metric(&mesh.client.metrics_text(), "weft_outlier_ejected{service=\"api.default\"}");
     assert_eq!(gauge, 1.0, "the gauge counts the endpoint while it is out");
+}
+
+/// An endpoint dies while its pooled connections look open: the first request on one fails (it
+/// was sent, and may have reached the app), and the next ones on the others do not: a GET
+/// without a body is safe to send again, and goes to another endpoint.
+#[tokio::test]
+async fn requests_on_pooled_connections_to_a_dead_endpoint_fail_at_most_once() {
+    // Long keep-alive: no PING reveals the dead connections before the requests do.
+    let mesh = Mesh::start(&[("east", 2)], "", "timeouts: { connect: 2s, peer_keepalive: 60s }").await;
+    let mut conn = AppConn::new(mesh.http);
+    // Open every pooled connection (4 per endpoint) to both endpoints.
+    for _ in 0..40 {
+        conn.get().await.expect("both endpoints serve");
+    }
+    mesh.endpoints[0].switch.die.store(true, Ordering::SeqCst);
+    let mut got = vec![];
+    for _ in 0..20 {
+        got.push(conn.get().await);
+    }
+    let failures: Vec<_> = got.iter().filter_map(|a| a.as_ref().err()).collect();
+    assert!(failures.len() <= 1, "one failure at most, not one per pooled connection: {failures:?}");
+    assert!(got.iter().flatten().all(|n| n == "east-1"), "{got:?}");
 }
