@@ -198,6 +198,7 @@ impl Routes {
     ) -> Result<Self, ConfigError> {
         let mut routes = Routes::default();
         for (i, s) in services.iter().enumerate() {
+            let key = s.key();
             let mut endpoints = Vec::with_capacity(s.endpoints.len());
             for (j, e) in s.endpoints.iter().enumerate() {
                 let identity: SpiffeId = e.identity.parse().map_err(|err: weft_identity::Error| {
@@ -213,7 +214,7 @@ impl Routes {
                 let proxy =
                     e.proxy.unwrap_or_else(|| SocketAddr::new(e.address.ip(), weft_api::proxy::DEFAULT_INBOUND_PORT));
                 endpoints.push(Arc::new(Endpoint {
-                    health: env.store.endpoint(&s.key(), e.address, proxy),
+                    health: env.store.endpoint(&key, e.address, proxy),
                     label: crate::metrics::Name::new(identity.to_string()),
                     sni,
                     http_series: std::sync::OnceLock::new(),
@@ -240,7 +241,7 @@ impl Routes {
                         outlier: s.outlier_detection.as_ref(),
                     },
                     env,
-                    env.store.service(&s.key()),
+                    env.store.service(&key),
                 ),
                 endpoints,
             });
