@@ -622,9 +622,35 @@ pub struct LinkSpec {
     /// link stream goes through them (reserved SNI `control.weft-system.<cluster>.weft`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
+    /// Only the peer's exported services of these namespaces are imported (empty: every
+    /// namespace). Set with `weft link apply --namespaces shop,web`, changed with
+    /// `weft link namespaces <cluster> ...`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+}
+
+/// Checks a link's namespace restriction (`namespaces`): DNS labels, no repeats.
+pub fn validate_link_namespaces(namespaces: &[String]) -> Result<(), ConfigError> {
+    for (i, ns) in namespaces.iter().enumerate() {
+        if !valid_name(ns) {
+            return Err(ConfigError::invalid(
+                format!("namespaces[{i}]"),
+                format!("{ns:?} is not a namespace name (a DNS label: lowercase letters, digits, '-')"),
+            ));
+        }
+        if namespaces[..i].contains(ns) {
+            return Err(ConfigError::invalid(format!("namespaces[{i}]"), format!("{ns:?} is listed twice")));
+        }
+    }
+    Ok(())
 }
 
 impl LinkSpec {
+    /// Whether services of `namespace` are imported over this link.
+    pub fn imports_namespace(&self, namespace: &str) -> bool {
+        self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace)
+    }
+
     /// Where the link stream may be opened, in order: the peer's gateways when it has any, else
     /// `address` (its control plane's gRPC listener).
     pub fn dial_addresses(&self) -> Vec<String> {
@@ -667,6 +693,7 @@ impl Validate for LinkSpec {
             return Err(ConfigError::invalid("secret", "must hold the link secret from `weft link create`"));
         }
         validate_gateways("gateways", &self.gateways)?;
+        validate_link_namespaces(&self.namespaces)?;
         Ok(())
     }
 }

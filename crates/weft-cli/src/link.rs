@@ -20,9 +20,28 @@ pub enum LinkCmd {
     Apply {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
+        /// Import only the services of these namespaces, e.g. shop,web (default: every namespace).
+        #[arg(long, value_delimiter = ',')]
+        namespaces: Vec<String>,
     },
     /// Link to the cluster whose credential is given on the command line.
-    Add { credential: String },
+    Add {
+        credential: String,
+        /// Import only the services of these namespaces, e.g. shop,web (default: every namespace).
+        #[arg(long, value_delimiter = ',')]
+        namespaces: Vec<String>,
+    },
+    /// Change which namespaces the link to a cluster imports (services of the others are
+    /// withdrawn at once).
+    Namespaces {
+        cluster: String,
+        /// The namespaces to import, e.g. shop,web.
+        #[arg(value_delimiter = ',', required_unless_present = "all")]
+        namespaces: Vec<String>,
+        /// Import every namespace again.
+        #[arg(long, conflicts_with = "namespaces")]
+        all: bool,
+    },
     /// Every link: state, last sync, imported services and endpoints, credential expiry.
     List {
         /// `table` or `json`.
@@ -60,15 +79,23 @@ pub async fn run(cmd: LinkCmd, conn: &crate::client::Conn) -> anyhow::Result<()>
         LinkCmd::Create { expires } => {
             crate::outln!("{}", create(conn, expires).await?)?;
         }
-        LinkCmd::Apply { file } => {
+        LinkCmd::Apply { file, namespaces } => {
             let text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())?
             } else {
                 std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?
             };
-            apply(conn, text).await?;
+            apply(conn, text, namespaces).await?;
         }
-        LinkCmd::Add { credential } => apply(conn, credential).await?,
+        LinkCmd::Add { credential, namespaces } => apply(conn, credential, namespaces).await?,
+        LinkCmd::Namespaces { cluster, namespaces, all } => {
+            let namespaces = if all { vec![] } else { namespaces };
+            let body = json!({ "namespaces": namespaces }).to_string();
+            let v = conn.call("PUT", &format!("/v1/links/{cluster}/namespaces"), body).await?;
+            for r in v["results"].as_array().into_iter().flatten() {
+                crate::outln!("{}", r.as_str().unwrap_or_default())?;
+            }
+        }
         LinkCmd::List { output } => {
             let v = conn.call("GET", "/v1/links", String::new()).await?;
             let links = v["links"].as_array().cloned().unwrap_or_default();
@@ -91,12 +118,27 @@ pub async fn run(cmd: LinkCmd, conn: &crate::client::Conn) -> anyhow::Result<()>
                         format!("{}/{}", l["importedServices"], l["importedEndpoints"]),
                         ago(l["expiresUnix"].as_u64()),
                         s(&l["address"]),
+                        match l["namespaces"].as_array() {
+                            Some(ns) if !ns.is_empty() => {
+                                ns.iter().filter_map(|n| n.as_str()).collect::<Vec<_>>().join(",")
+                            }
+                            _ => "*".into(),
+                        },
                         l["error"].as_str().unwrap_or("").to_string(),
                     ]
                 })
                 .collect();
             table(
-                &["CLUSTER", "STATE", "LAST SYNC", "SERVICES/ENDPOINTS", "CREDENTIAL EXPIRES", "ADDRESS", "ERROR"],
+                &[
+                    "CLUSTER",
+                    "STATE",
+                    "LAST SYNC",
+                    "SERVICES/ENDPOINTS",
+                    "CREDENTIAL EXPIRES",
+                    "ADDRESS",
+                    "NAMESPACES",
+                    "ERROR",
+                ],
                 rows,
             )?;
         }
@@ -117,8 +159,8 @@ pub async fn run(cmd: LinkCmd, conn: &crate::client::Conn) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn apply(conn: &crate::client::Conn, credential: String) -> anyhow::Result<()> {
-    for r in apply_credential(conn, &credential).await? {
+async fn apply(conn: &crate::client::Conn, credential: String, namespaces: Vec<String>) -> anyhow::Result<()> {
+    for r in apply_scoped(conn, &credential, &namespaces).await? {
         crate::outln!("{r}")?;
     }
     Ok(())
@@ -133,9 +175,24 @@ pub async fn create(conn: &crate::client::Conn, expires: Option<String>) -> anyh
 
 /// `weft link apply`: links `conn`'s cluster to the credential's; returns the API's result lines.
 pub async fn apply_credential(conn: &crate::client::Conn, credential: &str) -> anyhow::Result<Vec<String>> {
+    apply_scoped(conn, credential, &[]).await
+}
+
+/// `weft link apply --namespaces`: as [`apply_credential`], importing only `namespaces` (empty:
+/// every namespace).
+async fn apply_scoped(
+    conn: &crate::client::Conn,
+    credential: &str,
+    namespaces: &[String],
+) -> anyhow::Result<Vec<String>> {
     // Checked here first, so a damaged paste is named before anything is sent.
     weft_api::link::Credential::decode(credential).map_err(anyhow::Error::msg)?;
-    let v = conn.call("POST", "/v1/links", credential.trim().to_string()).await?;
+    let body = if namespaces.is_empty() {
+        credential.trim().to_string()
+    } else {
+        json!({ "credential": credential.trim(), "namespaces": namespaces }).to_string()
+    };
+    let v = conn.call("POST", "/v1/links", body).await?;
     Ok(v["results"].as_array().into_iter().flatten().map(|r| r.as_str().unwrap_or_default().to_string()).collect())
 }
 

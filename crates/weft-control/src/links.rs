@@ -4,6 +4,8 @@
 //! - `POST /v1/links` (admin), body: the credential line: checks it and stores a `Link`;
 //! - `GET /v1/links` (read): every link with its state, last sync, imported counts and expiry;
 //! - `DELETE /v1/links/{cluster}` (admin): removes the link; its imports are withdrawn at once;
+//! - `PUT /v1/links/{cluster}/namespaces` (admin) `{"namespaces": ["shop"]}`: which namespaces the
+//!   link imports (empty: all); services of others are withdrawn at once;
 //! - `GET /v1/links/{cluster}/check` (read): probes the link now (`weft link check`).
 
 use crate::api::{bad, blocking, require_read, require_write, ApiError, ApiState};
@@ -34,6 +36,28 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/v1/links/{cluster}", delete(remove))
         .route("/v1/links/{cluster}/revoke", post(revoke))
         .route("/v1/links/{cluster}/check", get(check_link))
+        .route("/v1/links/{cluster}/namespaces", axum::routing::put(set_namespaces))
+}
+
+/// `POST /v1/links` as JSON: the credential and which namespaces to import (empty: all).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyRequest {
+    credential: String,
+    #[serde(default)]
+    namespaces: Vec<String>,
+}
+
+/// `PUT /v1/links/{cluster}/namespaces`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespacesRequest {
+    namespaces: Vec<String>,
+}
+
+fn check_namespaces(namespaces: &[String]) -> Result<(), ApiError> {
+    weft_api::kinds::validate_link_namespaces(namespaces)
+        .map_err(|e| bad(format!("{e}; list namespaces like shop,web (none: every namespace)")))
 }
 
 #[derive(Deserialize, Default)]
@@ -127,6 +151,7 @@ fn check(st: &ApiState, cred: &Credential, existing: &[Resource]) -> Result<Link
         expires_unix: cred.expires_unix,
         network: cred.network.clone(),
         gateways: cred.gateways.clone(),
+        namespaces: vec![],
     };
     spec.validate().map_err(|e| bad(format!("the link credential: {e}")))?;
     let bundle = weft_identity::TrustBundle::from_pem(&spec.root_pem)
@@ -167,9 +192,18 @@ fn check(st: &ApiState, cred: &Credential, existing: &[Resource]) -> Result<Link
 
 async fn apply(State(st): S, headers: HeaderMap, body: String) -> Result<Json<Value>, ApiError> {
     require_write(&st, &headers)?;
-    let cred = Credential::decode(&body).map_err(bad)?;
+    // The bare credential line, or JSON with the namespaces to import.
+    let (line, namespaces) = if body.trim_start().starts_with('{') {
+        let req: ApplyRequest = serde_json::from_str(&body).map_err(|e| bad(format!("link request: {e}")))?;
+        (req.credential, req.namespaces)
+    } else {
+        (body, vec![])
+    };
+    check_namespaces(&namespaces)?;
+    let cred = Credential::decode(&line).map_err(bad)?;
     let existing = st.store.list(Some(Kind::Link), None)?;
-    let spec = check(&st, &cred, &existing)?;
+    let mut spec = check(&st, &cred, &existing)?;
+    spec.namespaces = namespaces;
     let name = spec.cluster.clone();
     let r = Resource::Link(Typed {
         metadata: Metadata {
@@ -204,6 +238,7 @@ async fn list(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError>
                 "address": l.spec.address,
                 "network": l.spec.network,
                 "gateways": l.spec.gateways,
+                "namespaces": l.spec.namespaces,
                 "expiresUnix": l.spec.expires_unix,
                 "state": status.state,
                 "lastSyncUnix": status.last_sync_unix,
@@ -230,6 +265,36 @@ async fn remove(State(st): S, headers: HeaderMap, Path(cluster): Path<String>) -
     st.federation.withdraw(&cluster);
     tracing::info!(%cluster, "link removed");
     Ok(Json(json!({ "results": [format!("link to cluster {cluster} removed; its services are withdrawn")] })))
+}
+
+/// `weft link namespaces <cluster>`: changes which namespaces the link imports. Services of the
+/// namespaces left out are withdrawn now; the link reconnects and its next snapshot is filtered
+/// the new way.
+async fn set_namespaces(
+    State(st): S,
+    headers: HeaderMap,
+    Path(cluster): Path<String>,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    require_write(&st, &headers)?;
+    let req: NamespacesRequest =
+        serde_json::from_str(&body).map_err(|e| bad(format!("link namespaces request: {e}")))?;
+    check_namespaces(&req.namespaces)?;
+    let key = Key { kind: Kind::Link, namespace: DEFAULT_NAMESPACE.into(), name: cluster.clone() };
+    let Some(Resource::Link(mut l)) = st.store.get(&key)? else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no link to cluster {cluster:?}; `weft link list` shows the links"),
+        ));
+    };
+    l.spec.namespaces = req.namespaces.clone();
+    l.metadata.resource_version = None;
+    let link = Resource::Link(l);
+    blocking(&st.store, move |s| s.apply(vec![link])).await?;
+    st.federation.restrict(&cluster, &req.namespaces);
+    let scope = if req.namespaces.is_empty() { "every namespace".to_string() } else { req.namespaces.join(", ") };
+    tracing::info!(%cluster, %scope, "link namespaces changed");
+    Ok(Json(json!({ "results": [format!("link to cluster {cluster} imports {scope}")] })))
 }
 
 /// `weft link revoke <cluster>` on the exporting side: the cluster's link secret stops working

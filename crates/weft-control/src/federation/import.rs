@@ -360,6 +360,9 @@ fn convert(name: &str, spec: &LinkSpec, local: &str, snap: pb::ExportSnapshot) -
             dropped += 1;
             continue;
         }
+        if !spec.imports_namespace(&s.namespace) {
+            continue; // the link imports other namespaces only (`LinkSpec.namespaces`)
+        }
         let ports = s
             .ports
             .iter()

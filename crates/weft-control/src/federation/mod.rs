@@ -216,6 +216,25 @@ impl Federation {
         }
     }
 
+    /// Drops what was imported from `cluster` outside `namespaces` (empty: keeps all), at once
+    /// (the link's next snapshot is filtered the same way).
+    pub fn restrict(&self, cluster: &str, namespaces: &[String]) {
+        if namespaces.is_empty() {
+            return;
+        }
+        let changed = self.with(|s| {
+            let Some(l) = s.links.get_mut(cluster) else { return false };
+            let before = l.services.len();
+            l.services.retain(|svc| namespaces.contains(&svc.namespace));
+            l.status.imported_services = l.services.len();
+            l.status.imported_endpoints = l.services.iter().map(|s| s.instances.len()).sum();
+            l.services.len() != before
+        });
+        if changed {
+            self.changed();
+        }
+    }
+
     /// Forgets everything imported from `cluster`, at once (`weft link remove`).
     pub fn withdraw(&self, cluster: &str) {
         if self.with(|s| s.links.remove(cluster).is_some()) {

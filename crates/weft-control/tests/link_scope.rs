@@ -1,0 +1,110 @@
+//! The scope of a link, on 127.0.0.1 with two real control planes: which namespaces a link
+//! imports (`LinkSpec.namespaces`), services kept to their own cluster (`clusterLocal`), and the
+//! exporting side's list of the clusters that import from it.
+
+use std::time::Duration;
+use weft_api::kinds::MeshConfigSpec;
+use weft_control::{ControlConfig, ControlPlane};
+use weft_testkit::eventually;
+
+mod common;
+use common::{admin_api as api, tempdir};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn control(name: &str, trust_domain: &str) -> ControlPlane {
+    let mut cfg = ControlConfig::new(tempdir(name));
+    cfg.grpc = "127.0.0.1:0".parse().unwrap();
+    cfg.api = "127.0.0.1:0".parse().unwrap();
+    let mut mesh = MeshConfigSpec { trust_domain: trust_domain.into(), ..Default::default() };
+    mesh.cluster.name = name.into();
+    cfg.mesh = mesh;
+    ControlPlane::start(cfg).await.expect("control plane")
+}
+
+/// An exported service `api` in `namespace` with one workload at 127.0.0.1:`port`.
+fn exported(namespace: &str, port: u16) -> String {
+    format!(
+        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api, namespace: {namespace} }}\nspec: {{ export: true }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-1, namespace: {namespace} }}\nspec: {{ service: api, address: 127.0.0.1, port: {port} }}\n"
+    )
+}
+
+/// The namespaces of `cp`'s catalog services named `api` that have an endpoint of `cluster`.
+async fn namespaces_from(cp: &ControlPlane, cluster: &str) -> Vec<String> {
+    let (_, cat) = api(cp, "GET", "/v1/catalog", "").await;
+    let mut out: Vec<String> = cat["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["name"] == "api")
+        .filter(|s| s["instances"].as_array().into_iter().flatten().any(|i| i["cluster"] == cluster))
+        .filter_map(|s| s["namespace"].as_str().map(String::from))
+        .collect();
+    out.sort();
+    out
+}
+
+async fn wait_for_namespaces(cp: &ControlPlane, cluster: &str, want: &[&str], what: &str) {
+    eventually(what, WAIT, || async move { (namespaces_from(cp, cluster).await == want).then_some(()) }).await;
+}
+
+/// A link applied with namespaces imports only those; narrowing the list withdraws the others,
+/// widening it back imports them again; bad namespaces are refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_imports_only_the_namespaces_it_names() {
+    weft_testkit::init_tracing();
+    let west = control("west", "west.example").await;
+    let east = control("east", "east.example").await;
+    for (n, ns) in ["shop", "web", "other"].into_iter().enumerate() {
+        let (status, v) = api(&west, "POST", "/v1/apply", &exported(ns, 18080 + n as u16)).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let (status, v) = api(&west, "POST", "/v1/links/credential", r#"{"expires":"1h"}"#).await;
+    assert_eq!(status, 200, "{v}");
+    let cred = v["credential"].as_str().unwrap().to_string();
+
+    // Refused, naming the field; nothing stored.
+    let body = serde_json::json!({ "credential": cred, "namespaces": ["shop", "Bad_NS"] }).to_string();
+    let (status, v) = api(&east, "POST", "/v1/links", &body).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("namespaces[1]"), "{v}");
+    assert_eq!(api(&east, "GET", "/v1/links", "").await.1["links"], serde_json::json!([]));
+
+    let body = serde_json::json!({ "credential": cred, "namespaces": ["shop", "web"] }).to_string();
+    let (status, v) = api(&east, "POST", "/v1/links", &body).await;
+    assert_eq!(status, 200, "{v}");
+    wait_for_namespaces(&east, "west", &["shop", "web"], "east imports shop and web from west").await;
+    let (_, v) = api(&east, "GET", "/v1/links", "").await;
+    assert_eq!(v["links"][0]["namespaces"], serde_json::json!(["shop", "web"]), "{v}");
+    // Kept once the link's long-lived secret is stored (the Link is rewritten then).
+    let key = weft_api::resource::Key {
+        kind: weft_api::resource::Kind::Link,
+        namespace: "default".into(),
+        name: "west".into(),
+    };
+    let original = weft_api::link::Credential::decode(&cred).unwrap().secret;
+    let (east_ref, key_ref, original_ref) = (&east, &key, &original);
+    eventually("east stores the link's stream secret", WAIT, || async move {
+        match east_ref.store.get(key_ref).unwrap() {
+            Some(weft_api::resource::Resource::Link(l)) if l.spec.secret != *original_ref => Some(l.spec.namespaces),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(namespaces_from(&east, "west").await, ["shop", "web"]);
+
+    // Narrowed: web is withdrawn.
+    let (status, v) = api(&east, "PUT", "/v1/links/west/namespaces", r#"{"namespaces":["shop"]}"#).await;
+    assert_eq!(status, 200, "{v}");
+    wait_for_namespaces(&east, "west", &["shop"], "web is withdrawn").await;
+    // Bad input: named, nothing changed.
+    let (status, v) = api(&east, "PUT", "/v1/links/west/namespaces", r#"{"namespaces":["shop","shop"]}"#).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("namespaces[1]"), "{v}");
+    let (status, v) = api(&east, "PUT", "/v1/links/nowhere/namespaces", r#"{"namespaces":[]}"#).await;
+    assert_eq!(status, 404, "{v}");
+    // Every namespace again.
+    let (status, v) = api(&east, "PUT", "/v1/links/west/namespaces", r#"{"namespaces":[]}"#).await;
+    assert_eq!(status, 200, "{v}");
+    wait_for_namespaces(&east, "west", &["other", "shop", "web"], "every namespace is imported again").await;
+}
