@@ -287,6 +287,11 @@ pub struct ServiceSpec {
     /// proxy's own `outlier_detection` value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<crate::traffic::ServiceOutlierDetection>,
+    /// Keep this service to its own cluster (Istio's `clusterLocal` hosts): it is never exported,
+    /// and linked clusters' services of the same name and namespace are not merged into it, so
+    /// this cluster's callers reach only its own endpoints. Exclusive with `export`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster_local: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -326,6 +331,12 @@ impl Validate for ServiceSpec {
                     "must be a DNS label (it becomes part of DNS names)",
                 ));
             }
+        }
+        if self.cluster_local && self.export {
+            return Err(ConfigError::invalid(
+                "clusterLocal",
+                "cannot be true together with export: true: a cluster-local service is never shared with linked clusters; drop one of the two",
+            ));
         }
         crate::traffic::check_cluster_policy(("failover", &self.failover), ("clusterWeights", &self.cluster_weights))?;
         if let Some(o) = &self.outlier_detection {

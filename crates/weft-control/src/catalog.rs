@@ -98,6 +98,9 @@ pub struct CatalogService {
     pub tags: Vec<String>,
     /// Shared with linked clusters (`spec.export`).
     pub export: bool,
+    /// Kept to this cluster (`spec.clusterLocal`): never exported, and linked clusters' services
+    /// of the same name and namespace are not merged into it.
+    pub cluster_local: bool,
     pub instances: Vec<Instance>,
     /// The clusters that have this service: this one when it is defined here, and each linked
     /// cluster that exports it (whether or not it has endpoints now).
@@ -210,6 +213,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                         spec.tags.clone()
                     },
                     export: spec.export,
+                    cluster_local: spec.cluster_local,
                     instances: vec![],
                     clusters: vec![mesh.cluster.name.clone()],
                     failover: spec.failover.clone(),
@@ -275,6 +279,8 @@ pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
         let s = &through_gateways(&local_cluster, &local_network, &imported.networks, s);
         let key = (s.namespace.clone(), s.name.clone());
         match cat.services.get_mut(&key) {
+            // Cluster-local: this cluster's callers see only its own endpoints.
+            Some(local) if local.cluster_local => {}
             Some(local) => {
                 // This cluster's instances stay first (DNS answers them first).
                 local.instances.extend(s.instances.iter().cloned());
@@ -341,6 +347,7 @@ mod gateway_tests {
             connect_ports: vec![],
             tags: vec![],
             export: false,
+            cluster_local: false,
             failover: vec![],
             cluster_weights: Default::default(),
             outlier_detection: None,

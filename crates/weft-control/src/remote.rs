@@ -113,6 +113,7 @@ mod tests {
             connect_ports: vec![],
             tags: vec![],
             export: false,
+            cluster_local: false,
             failover: vec![],
             cluster_weights: Default::default(),
             outlier_detection: None,

@@ -108,3 +108,84 @@ async fn a_link_imports_only_the_namespaces_it_names() {
     assert_eq!(status, 200, "{v}");
     wait_for_namespaces(&east, "west", &["other", "shop", "web"], "every namespace is imported again").await;
 }
+
+/// The instances' clusters of `namespace/name` in `cp`'s catalog, sorted.
+async fn clusters_of(cp: &ControlPlane, namespace: &str, name: &str) -> Vec<String> {
+    let (_, cat) = api(cp, "GET", "/v1/catalog", "").await;
+    let mut out: Vec<String> = cat["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["name"] == name && s["namespace"] == namespace)
+        .flat_map(|s| s["instances"].as_array().cloned().unwrap_or_default())
+        .filter_map(|i| i["cluster"].as_str().map(String::from))
+        .collect();
+    out.sort();
+    out
+}
+
+/// A cluster-local service is never exported (`export: true` with it is refused, naming both
+/// fields) and never merged with a linked cluster's service of the same name: this cluster's
+/// callers get only its own endpoints, while a service next to it that is not cluster-local
+/// does get the peer's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_local_service_keeps_to_its_own_cluster() {
+    weft_testkit::init_tracing();
+    let west = control("west", "west.example").await;
+    let east = control("east", "east.example").await;
+    // Refused, naming both fields; nothing stored.
+    let both = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\nspec: { export: true, clusterLocal: true }\n";
+    let (status, v) = api(&west, "POST", "/v1/apply", both).await;
+    assert_eq!(status, 400, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("clusterLocal") && e.contains("export"), "{v}");
+
+    let workload = |name: &str, port: u16| {
+        format!("---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {name}-1 }}\nspec: {{ service: {name}, address: 127.0.0.1, port: {port} }}\n")
+    };
+    let svc = |name: &str, spec: &str| {
+        format!("---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {name} }}\nspec: {spec}\n")
+    };
+    // West exports api and web; east has both too, api cluster-local, web exported.
+    let yaml = [
+        svc("api", "{ export: true }"),
+        workload("api", 18181),
+        svc("web", "{ export: true }"),
+        workload("web", 18182),
+    ];
+    let (status, v) = api(&west, "POST", "/v1/apply", &yaml.concat()).await;
+    assert_eq!(status, 200, "{v}");
+    let yaml = [
+        svc("api", "{ clusterLocal: true }"),
+        workload("api", 18281),
+        svc("web", "{ export: true }"),
+        workload("web", 18282),
+    ];
+    let (status, v) = api(&east, "POST", "/v1/apply", &yaml.concat()).await;
+    assert_eq!(status, 200, "{v}");
+
+    let (_, v) = api(&west, "POST", "/v1/links/credential", r#"{"expires":"1h"}"#).await;
+    let (status, v) = api(&east, "POST", "/v1/links", v["credential"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{v}");
+    // web gets west's endpoint (so the snapshot holding api has been imported) ...
+    let east_ref = &east;
+    eventually("east's web merges west's", WAIT, || async move {
+        (clusters_of(east_ref, "default", "web").await == ["east", "west"]).then_some(())
+    })
+    .await;
+    let (_, v) = api(&east, "GET", "/v1/links", "").await;
+    assert_eq!(v["links"][0]["importedServices"], 2, "{v}");
+    // ... api keeps east's only.
+    assert_eq!(clusters_of(&east, "default", "api").await, ["east"]);
+
+    // Linked the other way, west imports east's web but never its cluster-local api.
+    let (_, v) = api(&east, "POST", "/v1/links/credential", r#"{"expires":"1h"}"#).await;
+    let (status, v) = api(&west, "POST", "/v1/links", v["credential"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{v}");
+    let west_ref = &west;
+    eventually("west's web merges east's", WAIT, || async move {
+        (clusters_of(west_ref, "default", "web").await == ["east", "west"]).then_some(())
+    })
+    .await;
+    assert_eq!(clusters_of(&west, "default", "api").await, ["west"]);
+}

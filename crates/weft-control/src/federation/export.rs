@@ -33,7 +33,9 @@ pub fn render_export(cat: &Catalog) -> Vec<pb::Service> {
     let ours = |c: &str| c == mesh.cluster.name || mesh.remote_clusters.iter().any(|r| r.name == c);
     all.services
         .into_iter()
-        .filter(|s| cat.services.get(&(s.namespace.clone(), s.name.clone())).is_some_and(|c| c.export))
+        .filter(|s| {
+            cat.services.get(&(s.namespace.clone(), s.name.clone())).is_some_and(|c| c.export && !c.cluster_local)
+        })
         .map(|mut s| {
             s.endpoints.retain(|e| ours(&e.cluster));
             // Consul tags travel with the link (`<tag>.<svc>.service.<dc>.consul` on the peer).

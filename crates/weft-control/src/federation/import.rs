@@ -409,6 +409,7 @@ fn convert(name: &str, spec: &LinkSpec, local: &str, snap: pb::ExportSnapshot) -
                 .collect(),
             tags: vec![],
             export: false,
+            cluster_local: false,
             failover: vec![],
             cluster_weights: Default::default(),
             outlier_detection: None,

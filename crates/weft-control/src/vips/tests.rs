@@ -9,6 +9,7 @@ fn service(ns: &str, name: &str, clusters: &[&str]) -> CatalogService {
         connect_ports: vec![],
         tags: vec![],
         export: false,
+        cluster_local: false,
         failover: vec![],
         cluster_weights: Default::default(),
         outlier_detection: None,
