@@ -48,6 +48,13 @@ pub enum LinkCmd {
         #[arg(short = 'o', long, default_value = "table")]
         output: String,
     },
+    /// On the exporting cluster: the clusters that import from this one (opened a link stream
+    /// since this control plane started), with whether their stream is open now.
+    Importers {
+        /// `table` or `json`.
+        #[arg(short = 'o', long, default_value = "table")]
+        output: String,
+    },
     /// Remove the link to a cluster; everything imported from it is withdrawn at once.
     Remove { cluster: String },
     /// On the exporting cluster: stop a cluster from importing (its link is cut and its imports
@@ -142,6 +149,7 @@ pub async fn run(cmd: LinkCmd, conn: &crate::client::Conn) -> anyhow::Result<()>
                 rows,
             )?;
         }
+        LinkCmd::Importers { output } => importers(conn, &output).await?,
         LinkCmd::Revoke { cluster } => {
             let v = conn.call("POST", &format!("/v1/links/{cluster}/revoke"), String::new()).await?;
             for r in v["results"].as_array().into_iter().flatten() {
@@ -156,6 +164,44 @@ pub async fn run(cmd: LinkCmd, conn: &crate::client::Conn) -> anyhow::Result<()>
             }
         }
     }
+    Ok(())
+}
+
+/// `weft link importers`: one row per importing cluster.
+async fn importers(conn: &crate::client::Conn, output: &str) -> anyhow::Result<()> {
+    if output != "table" && output != "json" {
+        anyhow::bail!("--output: {output:?} is not a format; use table or json");
+    }
+    let v = conn.call("GET", "/v1/importers", String::new()).await?;
+    let importers = v["importers"].as_array().cloned().unwrap_or_default();
+    if output == "json" {
+        crate::outln!("{}", serde_json::to_string_pretty(&importers)?)?;
+        return Ok(());
+    }
+    if importers.is_empty() {
+        crate::outln!("No cluster has imported from this one since its control plane started.")?;
+        return Ok(());
+    }
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let rows = importers
+        .iter()
+        .map(|i| {
+            let stream = if i["streamOpen"] == true {
+                "open".to_string()
+            } else {
+                format!("closed {}", ago(i["disconnectedUnix"].as_u64()))
+            };
+            vec![
+                s(&i["cluster"]),
+                s(&i["trustDomain"]),
+                ago(i["sinceUnix"].as_u64()),
+                ago(i["connectedUnix"].as_u64()),
+                stream,
+                s(&i["peer"]),
+            ]
+        })
+        .collect();
+    table(&["CLUSTER", "TRUST DOMAIN", "SINCE", "LAST CONNECTED", "STREAM", "FROM"], rows)?;
     Ok(())
 }
 

@@ -6,7 +6,9 @@
 //! - `DELETE /v1/links/{cluster}` (admin): removes the link; its imports are withdrawn at once;
 //! - `PUT /v1/links/{cluster}/namespaces` (admin) `{"namespaces": ["shop"]}`: which namespaces the
 //!   link imports (empty: all); services of others are withdrawn at once;
-//! - `GET /v1/links/{cluster}/check` (read): probes the link now (`weft link check`).
+//! - `GET /v1/links/{cluster}/check` (read): probes the link now (`weft link check`);
+//! - `GET /v1/importers` (read): the exporting side's view, the clusters that import from this
+//!   one (`weft link importers`).
 
 use crate::api::{bad, blocking, require_read, require_write, ApiError, ApiState};
 use crate::federation::unix_now;
@@ -37,6 +39,14 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/v1/links/{cluster}/revoke", post(revoke))
         .route("/v1/links/{cluster}/check", get(check_link))
         .route("/v1/links/{cluster}/namespaces", axum::routing::put(set_namespaces))
+        .route("/v1/importers", get(importers))
+}
+
+/// `weft link importers`: the clusters that opened an Export stream to this one since it started,
+/// with whether one is open now.
+async fn importers(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    require_read(&st, &headers)?;
+    Ok(Json(json!({ "importers": st.federation.importers() })))
 }
 
 /// `POST /v1/links` as JSON: the credential and which namespaces to import (empty: all).

@@ -189,3 +189,42 @@ async fn a_cluster_local_service_keeps_to_its_own_cluster() {
     .await;
     assert_eq!(clusters_of(&west, "default", "api").await, ["west"]);
 }
+
+/// The exporting side lists the clusters that import from it: name, trust domain, since when,
+/// and whether the stream is open; it shows closed once the importer removes its link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exporter_lists_the_clusters_that_import_from_it() {
+    weft_testkit::init_tracing();
+    let west = control("west", "west.example").await;
+    let east = control("east", "east.example").await;
+    let (status, v) = api(&west, "GET", "/v1/importers", "").await;
+    assert_eq!((status, &v["importers"]), (200, &serde_json::json!([])), "{v}");
+
+    let (_, v) = api(&west, "POST", "/v1/links/credential", r#"{"expires":"1h"}"#).await;
+    let (status, v) = api(&east, "POST", "/v1/links", v["credential"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{v}");
+    let west_ref = &west;
+    let importer = |open: bool| async move {
+        let (_, v) = api(west_ref, "GET", "/v1/importers", "").await;
+        let list = v["importers"].as_array().cloned().unwrap_or_default();
+        (list.len() == 1 && list[0]["streamOpen"] == open).then(|| list[0].clone())
+    };
+    let i = eventually("west lists east with its stream open", WAIT, || importer(true)).await;
+    assert_eq!((i["cluster"].as_str(), i["trustDomain"].as_str()), (Some("east"), Some("east.example")), "{i}");
+    let since = i["sinceUnix"].as_u64().unwrap();
+    assert!(since > 0 && i["connectedUnix"].as_u64().unwrap() >= since && i["disconnectedUnix"].is_null(), "{i}");
+    assert!(i["peer"].as_str().is_some_and(|p| p.starts_with("127.0.0.1:")), "{i}");
+
+    // East removes its link: its stream ends, and west shows it closed (still listed).
+    let (status, v) = api(&east, "DELETE", "/v1/links/west", "").await;
+    assert_eq!(status, 200, "{v}");
+    let i = eventually("west shows east's stream closed", WAIT, || importer(false)).await;
+    assert_eq!(i["sinceUnix"].as_u64(), Some(since), "{i}");
+    assert!(i["disconnectedUnix"].as_u64().is_some(), "{i}");
+
+    // Revoked: no longer listed.
+    let (status, v) = api(&west, "POST", "/v1/links/east/revoke", "").await;
+    assert_eq!(status, 200, "{v}");
+    let (_, v) = api(&west, "GET", "/v1/importers", "").await;
+    assert_eq!(v["importers"], serde_json::json!([]), "{v}");
+}

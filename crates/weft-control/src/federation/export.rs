@@ -125,6 +125,7 @@ impl pb::federation_server::Federation for ExportService {
         let (td, roots) = check_request(&self.catalog.borrow(), &r)?;
         self.federation.check_revoked(&r.cluster, issued_ms, establishing).map_err(Status::permission_denied)?;
         self.federation.add_importer(&r.cluster, &td, roots);
+        let open = self.federation.importer_connected(&r.cluster, &td, peer.to_string());
         tracing::info!(importer = %r.cluster, trust_domain = %td, %peer, "linked cluster connected");
 
         let (tx, rx) = mpsc::channel::<Result<pb::ExportSnapshot, Status>>(2);
@@ -139,6 +140,7 @@ impl pb::federation_server::Federation for ExportService {
         let (federation, mut revocations) = (self.federation.clone(), self.federation.watch());
         let stream_issued_ms = if establishing { super::unix_now_ms() } else { issued_ms };
         tokio::spawn(async move {
+            let _open = open; // `weft link importers`: open until this task ends
             let mut version = 0u64;
             type Sent = (Vec<pb::Service>, String, Vec<String>, Vec<pb::RemoteClusterNetwork>);
             let mut last: Option<Sent> = None;

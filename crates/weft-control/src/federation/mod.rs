@@ -70,6 +70,49 @@ struct State {
     links: BTreeMap<String, LinkState>,
     /// Clusters that import from this one: their trust domain and roots (from their Export call).
     importers: BTreeMap<String, (String, Vec<Vec<u8>>)>,
+    /// What `weft link importers` shows of each cluster that opened an Export stream here since
+    /// this control plane started.
+    importer_streams: BTreeMap<String, ImporterStatus>,
+}
+
+/// A cluster that imports from this one, as `weft link importers` (`GET /v1/importers`) shows it.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImporterStatus {
+    pub cluster: String,
+    pub trust_domain: String,
+    /// When it first opened an Export stream since this control plane started (Unix seconds).
+    pub since_unix: u64,
+    /// When its last stream opened (Unix seconds).
+    pub connected_unix: u64,
+    /// When its last stream ended (Unix seconds; none while one is open or before any ended).
+    pub disconnected_unix: Option<u64>,
+    /// Whether an Export stream of it is open now.
+    pub stream_open: bool,
+    /// Where its last stream came from (its control plane, or a gateway in front of it).
+    pub peer: String,
+    #[serde(skip)]
+    open: usize,
+}
+
+/// Marks an importer's Export stream open until dropped (the stream's task ends or is aborted).
+pub struct ImporterStream {
+    federation: std::sync::Arc<Federation>,
+    cluster: String,
+}
+
+impl Drop for ImporterStream {
+    fn drop(&mut self) {
+        self.federation.with(|s| {
+            if let Some(i) = s.importer_streams.get_mut(&self.cluster) {
+                i.open = i.open.saturating_sub(1);
+                i.stream_open = i.open > 0;
+                if !i.stream_open {
+                    i.disconnected_unix = Some(unix_now());
+                }
+            }
+        });
+    }
 }
 
 /// Imported services and peer roots, shared by the link tasks, the Export service and the
@@ -129,6 +172,7 @@ impl Federation {
         self.with(|s| {
             s.revoked = r;
             s.importers.remove(cluster);
+            s.importer_streams.remove(cluster);
         });
         self.changed();
         Ok(())
@@ -250,6 +294,36 @@ impl Federation {
         if changed {
             self.changed();
         }
+    }
+
+    /// Records that `cluster` (of `trust_domain`) opened an Export stream from `peer`; it counts
+    /// as open until the returned guard is dropped.
+    pub fn importer_connected(
+        self: &std::sync::Arc<Self>,
+        cluster: &str,
+        trust_domain: &str,
+        peer: String,
+    ) -> ImporterStream {
+        let now = unix_now();
+        self.with(|s| {
+            let i = s.importer_streams.entry(cluster.to_string()).or_insert_with(|| ImporterStatus {
+                cluster: cluster.to_string(),
+                since_unix: now,
+                ..Default::default()
+            });
+            i.trust_domain = trust_domain.to_string();
+            i.connected_unix = now;
+            i.disconnected_unix = None;
+            i.peer = peer;
+            i.open += 1;
+            i.stream_open = true;
+        });
+        ImporterStream { federation: self.clone(), cluster: cluster.to_string() }
+    }
+
+    /// The clusters that imported from this one since it started, by name.
+    pub fn importers(&self) -> Vec<ImporterStatus> {
+        self.with(|s| s.importer_streams.values().cloned().collect())
     }
 
     /// The network and gateways `cluster`'s last snapshot named (`None` before one).
