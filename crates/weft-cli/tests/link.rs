@@ -189,3 +189,59 @@ fn link_check_passes_a_healthy_link_and_names_the_fix_when_the_peer_is_down() {
     assert!(stderr.contains("error: link check failed: west-chk (reachable"), "{stderr}");
     let _ = std::fs::remove_dir_all(west_grpc_dir);
 }
+
+/// Polls `weft <args>` on `cp` until its stdout satisfies `done`, with a deadline.
+fn stdout_until(cp: &Control, args: &[&str], done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = cp.weft(args);
+        let stdout = text(&out.stdout);
+        if done(&stdout) {
+            return stdout;
+        }
+        assert!(Instant::now() < deadline, "weft {args:?} never got there:\n{stdout}\n{}", text(&out.stderr));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `weft link apply --namespaces`, `weft link namespaces` and, on the exporting side,
+/// `weft link importers`.
+#[test]
+fn link_namespaces_and_importers() {
+    let west = Control::start("west-ns", "west-ns.example");
+    let east = Control::start("east-ns", "east-ns.example");
+    let out = west.weft(&["link", "importers"]);
+    assert!(text(&out.stdout).starts_with("No cluster has imported"), "{}", text(&out.stdout));
+
+    let out = west.weft(&["link", "create"]);
+    let file = west.dir.join("west.link");
+    std::fs::write(&file, text(&out.stdout)).unwrap();
+    // A bad namespace: one error naming it, nothing stored.
+    let out = east.weft(&["link", "apply", "-f", file.to_str().unwrap(), "--namespaces", "shop,Web"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("namespaces[1]"), "{}", text(&out.stderr));
+    let out = east.weft(&["link", "apply", "-f", file.to_str().unwrap(), "--namespaces", "shop,web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = stdout_until(&east, &["link", "list"], |l| l.contains("active"));
+    assert!(list.lines().any(|l| l.starts_with("west-ns") && l.contains("shop,web")), "{list}");
+
+    let out = east.weft(&["link", "namespaces", "west-ns", "shop"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("imports shop"), "{}", text(&out.stdout));
+    let out = east.weft(&["link", "namespaces", "west-ns", "--all"]);
+    assert!(text(&out.stdout).contains("imports every namespace"), "{}", text(&out.stdout));
+    // Kept (the link task storing its stream secret meanwhile does not undo it).
+    let list = stdout_until(&east, &["link", "list"], |l| l.contains("active"));
+    assert!(list.lines().any(|l| l.starts_with("west-ns") && l.split_whitespace().any(|c| c == "*")), "{list}");
+
+    // West lists east as an importer with its stream open (east's link reconnects after each
+    // change of its Link, so the stream may show closed for a moment).
+    let open = |l: &str| l.lines().any(|r| r.starts_with("east-ns") && r.split_whitespace().any(|c| c == "open"));
+    let rows = stdout_until(&west, &["link", "importers"], open);
+    assert!(rows.starts_with("CLUSTER") && rows.contains("east-ns.example"), "{rows}");
+    let json = stdout_until(&west, &["link", "importers", "-o", "json"], |o| {
+        serde_json::from_str::<serde_json::Value>(o).is_ok_and(|v| v[0]["streamOpen"] == true)
+    });
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v[0]["cluster"], "east-ns", "{v}");
+}

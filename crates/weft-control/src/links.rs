@@ -290,21 +290,39 @@ async fn set_namespaces(
     let req: NamespacesRequest =
         serde_json::from_str(&body).map_err(|e| bad(format!("link namespaces request: {e}")))?;
     check_namespaces(&req.namespaces)?;
-    let key = Key { kind: Kind::Link, namespace: DEFAULT_NAMESPACE.into(), name: cluster.clone() };
-    let Some(Resource::Link(mut l)) = st.store.get(&key)? else {
+    let namespaces = req.namespaces.clone();
+    let c = cluster.clone();
+    let found = blocking(&st.store, move |s| update_link(s, &c, |spec| spec.namespaces = namespaces.clone())).await?;
+    if !found {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no link to cluster {cluster:?}; `weft link list` shows the links"),
         ));
-    };
-    l.spec.namespaces = req.namespaces.clone();
-    l.metadata.resource_version = None;
-    let link = Resource::Link(l);
-    blocking(&st.store, move |s| s.apply(vec![link])).await?;
+    }
     st.federation.restrict(&cluster, &req.namespaces);
     let scope = if req.namespaces.is_empty() { "every namespace".to_string() } else { req.namespaces.join(", ") };
     tracing::info!(%cluster, %scope, "link namespaces changed");
     Ok(Json(json!({ "results": [format!("link to cluster {cluster} imports {scope}")] })))
+}
+
+/// Changes the stored Link to `cluster` with `f`, as a compare-and-swap on its resource version
+/// (retried on a conflict), so writers of different fields (its namespaces here, its stream
+/// secret in the link task) never undo each other. False when there is no such Link. Blocks.
+pub(crate) fn update_link(
+    store: &weft_store::Store,
+    cluster: &str,
+    f: impl Fn(&mut LinkSpec),
+) -> Result<bool, weft_store::StoreError> {
+    let key = Key { kind: Kind::Link, namespace: DEFAULT_NAMESPACE.into(), name: cluster.to_string() };
+    let mut attempt = 0;
+    loop {
+        let Some(Resource::Link(mut l)) = store.get(&key)? else { return Ok(false) };
+        f(&mut l.spec);
+        match store.apply(vec![Resource::Link(l)]) {
+            Err(weft_store::StoreError::Conflict { .. }) if attempt < 16 => attempt += 1,
+            r => return r.map(|_| true),
+        }
+    }
 }
 
 /// `weft link revoke <cluster>` on the exporting side: the cluster's link secret stops working

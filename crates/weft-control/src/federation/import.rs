@@ -260,17 +260,12 @@ async fn session(
 async fn keep_stream_secret(store: &Store, name: &str, secret: String) -> Result<(), String> {
     let (store, name) = (store.clone(), name.to_string());
     tokio::task::spawn_blocking(move || {
-        let key = weft_api::resource::Key {
-            kind: Kind::Link,
-            namespace: weft_api::resource::DEFAULT_NAMESPACE.into(),
-            name: name.clone(),
-        };
-        let Some(Resource::Link(mut l)) = store.get(&key).map_err(|e| e.to_string())? else {
+        // Compare-and-swap: a concurrent change of the Link's other fields (its namespaces) is kept.
+        let found = crate::links::update_link(&store, &name, |spec| spec.secret = secret.clone())
+            .map_err(|e| format!("cannot store the link's secret: {e}"))?;
+        if !found {
             return Ok(()); // removed meanwhile
-        };
-        l.spec.secret = secret;
-        l.metadata.resource_version = None;
-        store.apply(vec![Resource::Link(l)]).map_err(|e| format!("cannot store the link's secret: {e}"))?;
+        }
         tracing::info!(cluster = %name, "link established: its long-lived secret is stored");
         Ok(())
     })
