@@ -75,7 +75,7 @@ async fn create(State(st): S, headers: HeaderMap, body: String) -> Result<Json<V
         }
         None => st.grpc_addr.to_string(),
     };
-    let root = weft_identity::TrustBundle::new(vec![st.ca.root().to_vec().into()]);
+    let root = weft_identity::TrustBundle::new(st.ca.roots().into_iter().map(Into::into).collect());
     let cred = Credential {
         cluster: st.mesh.cluster.name.clone(),
         trust_domain: st.mesh.trust_domain.clone(),

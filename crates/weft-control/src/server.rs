@@ -167,12 +167,13 @@ impl ControlPlane {
                 cfg.mesh.clone()
             }
         };
-        let authority = Arc::new(ca::load_or_create(
+        let ca_state = crate::rotation::CaState::open(
             &cfg.data_dir,
             &mesh.trust_domain,
             &mesh.cluster.name,
             cfg.plugin_ca.as_ref(),
-        )?);
+        )?;
+        let authority = ca_state.serving_ca();
 
         // Everything weft keeps there, made now or by an older version: 0700 / 0600.
         crate::datadir::secure(&cfg.data_dir).map_err(dir_err)?;
@@ -189,11 +190,13 @@ impl ControlPlane {
         let link_local = crate::federation::import::Local {
             cluster: mesh.cluster.name.clone(),
             trust_domain: mesh.trust_domain.clone(),
-            roots: vec![authority.root().to_vec()],
+            roots: ca_state.roots(),
             dir: cfg.data_dir.join("links"),
         };
         crate::federation::import::restore(&store, &federation, &link_local);
         sources.push(federation.clone());
+        // The CA's roots (both during a root rotation) reach proxies and links through the catalog.
+        sources.push(ca_state.clone());
         // Stored script and Docker checks run only while the flag is on (not just when written).
         // Check state is saved in the store and resumed from it.
         let saved = Arc::new(crate::health::StoreCheckState(store.downgrade()));
@@ -230,7 +233,7 @@ impl ControlPlane {
             stop: stop_rx.clone(),
         };
         let identity = ca::IdentityService {
-            ca: authority.clone(),
+            ca: ca_state.clone(),
             tokens: tokens.clone(),
             leaf_lifetime: mesh.leaf_lifetime.into(),
         };
@@ -239,7 +242,14 @@ impl ControlPlane {
         let mut tasks = vec![];
         let serving = crate::grpc_tls::serving_identity(&authority)?;
         let grpc_tls = weft_identity::control::server_config(&serving)?;
-        tasks.push(tokio::spawn(crate::grpc_tls::renew(authority.clone(), serving, stop_rx.clone())));
+        tasks.push(tokio::spawn(crate::grpc_tls::renew(ca_state.clone(), serving.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(crate::rotation::run(
+            ca_state.clone(),
+            proxies.clone(),
+            tokens.clone(),
+            serving,
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(async move {
             // HTTP/2 PINGs find proxies that vanished without closing their stream, so
             // `proxy-status` stops listing them within ~40 s.
@@ -283,7 +293,7 @@ impl ControlPlane {
             store: store.clone(),
             tokens: tokens.clone(),
             proxies: proxies.clone(),
-            ca: authority,
+            ca: ca_state,
             catalog: catalog.clone(),
             monitor: monitor.clone(),
             enable_script_checks: cfg.enable_script_checks,

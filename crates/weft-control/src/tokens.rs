@@ -92,7 +92,7 @@ pub struct Tokens {
     key: hmac::Key,
     /// Put in every bootstrap token once the CA is known (`set_ca`): the root's pin and the
     /// trust domain.
-    ca: std::sync::OnceLock<(String, String)>,
+    ca: std::sync::RwLock<Option<(String, String)>>,
 }
 
 impl Tokens {
@@ -130,14 +130,17 @@ impl Tokens {
         Ok(Tokens { key: hmac::Key::new(hmac::HMAC_SHA256, &secret), ca: Default::default() })
     }
 
-    /// The root CA's SHA-256 and the trust domain, for bootstrap tokens issued from now on.
+    /// The root CA's SHA-256 and the trust domain, for bootstrap tokens issued from now on (set
+    /// again when a root rotation finishes).
     pub fn set_ca(&self, pin: &[u8; 32], trust_domain: &str) {
-        let _ = self.ca.set((hex(pin), trust_domain.to_string()));
+        *self.ca.write().unwrap_or_else(|p| p.into_inner()) = Some((hex(pin), trust_domain.to_string()));
     }
 
     pub fn issue(&self, grant: Grant, ttl: Option<std::time::Duration>) -> String {
         let exp = ttl.map(|t| now() + t.as_secs());
-        let ca = matches!(grant, Grant::Bootstrap { .. }).then(|| self.ca.get().cloned()).flatten();
+        let ca = matches!(grant, Grant::Bootstrap { .. })
+            .then(|| self.ca.read().unwrap_or_else(|p| p.into_inner()).clone())
+            .flatten();
         let (ca, td) = ca.map_or((None, None), |(pin, td)| (Some(pin), Some(td)));
         let payload = serde_json::to_vec(&Payload { grant, exp, nonce: hex(&random(8)), ca, td }).unwrap_or_default();
         let mac = hmac::sign(&self.key, &payload);

@@ -123,7 +123,7 @@ impl pb::federation_server::Federation for ExportService {
         let stream_issued_ms = if establishing { super::unix_now_ms() } else { issued_ms };
         tokio::spawn(async move {
             let mut version = 0u64;
-            let mut last: Option<(Vec<pb::Service>, String, Vec<String>)> = None;
+            let mut last: Option<(Vec<pb::Service>, String, Vec<String>, Vec<Vec<u8>>)> = None;
             loop {
                 // Revoked while open: the stream ends with the reason.
                 if let Err(e) = federation.check_revoked(&importer, stream_issued_ms, false) {
@@ -132,7 +132,10 @@ impl pb::federation_server::Federation for ExportService {
                 }
                 let cat = catalog.borrow_and_update().clone();
                 // What the snapshot says; a change of this cluster's network or gateways is sent too.
-                let now = (render_export(&cat), cat.mesh.cluster.network.clone(), cat.mesh.cluster.gateways.clone());
+                // This cluster's roots as the catalog has them (both during a root rotation).
+                let roots = if cat.ca.roots.is_empty() { own_roots.clone() } else { cat.ca.roots.clone() };
+                let now =
+                    (render_export(&cat), cat.mesh.cluster.network.clone(), cat.mesh.cluster.gateways.clone(), roots);
                 if last.as_ref() != Some(&now) {
                     version += 1;
                     let snap = pb::ExportSnapshot {
@@ -140,7 +143,7 @@ impl pb::federation_server::Federation for ExportService {
                         cluster: cat.mesh.cluster.name.clone(),
                         bundle: Some(pb::TrustDomainBundle {
                             trust_domain: cat.mesh.trust_domain.clone(),
-                            roots_der: own_roots.clone(),
+                            roots_der: now.3.clone(),
                         }),
                         services: now.0.clone(),
                         stream_secret: std::mem::take(&mut stream_secret),

@@ -193,6 +193,12 @@ async fn session(
             format!("through its east-west gateway {addr}")
         };
         let labelled = TrustBundle::from_pem(&spec.root_pem).map_err(|e| format!("the link's root: {e}"))?;
+        // And the roots the peer sent over this verified link since (its root rotation).
+        let sent = federation.peer_roots(name).into_iter().map(|r| (Some(spec.trust_domain.clone()), r.into()));
+        let labelled = match TrustBundle::labelled(sent.collect()) {
+            Ok(b) if !b.roots().is_empty() => labelled.merged(&b),
+            _ => labelled,
+        };
         let tls = weft_identity::control::client_config(ControlTrust::Roots(labelled), &spec.trust_domain, None)
             .map_err(|e| e.to_string())?;
         let channel = Endpoint::from_shared(format!("http://{addr}"))

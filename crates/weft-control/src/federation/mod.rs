@@ -179,6 +179,12 @@ impl Federation {
 
     /// Replaces everything imported from `cluster` (a full snapshot), with its network and
     /// gateways.
+    /// The roots `cluster` sent in its latest snapshot (empty: none yet). The link trusts them
+    /// besides the credential's root, so a peer's root rotation does not cut the link.
+    pub fn peer_roots(&self, cluster: &str) -> Vec<Vec<u8>> {
+        self.with(|s| s.links.get(cluster).map(|l| l.roots.clone()).unwrap_or_default())
+    }
+
     pub fn import(
         &self,
         cluster: &str,

@@ -1,0 +1,214 @@
+//! `weft ca rotate`: root rotation with an overlap, on real control planes and real proxies with
+//! mTLS on 127.0.0.1. Requests flow through a sidecar pair the whole time; none may fail.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use weft_api::kinds::MeshConfigSpec;
+use weft_control::{ControlConfig, ControlPlane};
+use weft_identity::TrustBundle;
+use weft_testkit::{eventually, http1_get};
+
+mod common;
+use common::{admin_api as api, sidecar, tempdir};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn control_in(dir: std::path::PathBuf, name: &str, trust_domain: &str) -> ControlPlane {
+    let mut cfg = ControlConfig::new(dir);
+    cfg.grpc = "127.0.0.1:0".parse().unwrap();
+    cfg.api = "127.0.0.1:0".parse().unwrap();
+    let mut mesh = MeshConfigSpec { trust_domain: trust_domain.into(), ..Default::default() };
+    mesh.cluster.name = name.into();
+    cfg.mesh = mesh;
+    ControlPlane::start(cfg).await.expect("control plane")
+}
+
+fn workload(app: SocketAddr, sidecar: SocketAddr) -> String {
+    format!(
+        "apiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-1 }}\nspec: {{ service: api, address: 127.0.0.1, port: {}, sidecar: \"{sidecar}\" }}\n",
+        app.port()
+    )
+}
+
+async fn ok(upstream: SocketAddr) -> bool {
+    http1_get(upstream, "/hello").await.map(|r| r.status() == 200).unwrap_or(false)
+}
+
+/// Calls `upstream` back to back until stopped, counting answers and failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(upstream: SocketAddr) -> Load {
+        let (stop, sent, failed): (_, Arc<AtomicU64>, Arc<AtomicU64>) =
+            (Arc::new(AtomicBool::new(false)), Arc::default(), Arc::default());
+        let (s, n, f) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&failed));
+        let task = tokio::spawn(async move {
+            while !s.load(Ordering::Relaxed) {
+                if !ok(upstream).await {
+                    f.fetch_add(1, Ordering::Relaxed);
+                }
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Load { stop, sent, failed, task }
+    }
+
+    /// Waits until `more` further requests were answered, so the load covers what came before.
+    async fn go_on(&self, more: u64) {
+        let target = self.sent.load(Ordering::Relaxed) + more;
+        let sent = &self.sent;
+        eventually("more requests under load", WAIT, || async move {
+            (sent.load(Ordering::Relaxed) >= target).then_some(())
+        })
+        .await;
+    }
+
+    async fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        (self.sent.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    }
+}
+
+/// The DER of the roots `GET /v1/ca` lists, by their fingerprints.
+fn fingerprint(der: &[u8]) -> String {
+    weft_identity::control::sha256(der).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+}
+
+/// Waits until the control plane says no rotation is in progress.
+async fn rotation_done(cp: &ControlPlane) -> serde_json::Value {
+    eventually("the rotation finishes", WAIT, || async move {
+        let (_, v) = api(cp, "GET", "/v1/ca", "").await;
+        v["rotation"].is_null().then_some(v)
+    })
+    .await
+}
+
+/// The proxy's leaf chains to `root` and its bundle holds `root` and no other root of `td`.
+fn only_under(p: &weft_proxy::Proxy, td: &str, root: &str) -> bool {
+    let bundle = p.certs().bundle();
+    let own = bundle.roots_for(td, td);
+    own.len() == 1
+        && fingerprint(&own[0]) == root
+        && p.certs().leaf().verify_chain(&TrustBundle::new(own.clone())).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_root_under_load_fails_no_request() {
+    weft_testkit::init_tracing();
+    let cp = control_in(tempdir("rotate-load"), "east", "rotate.example").await;
+    let app = weft_testkit::http_echo("api").await;
+    let server = sidecar(&cp, "default/api", Some("api-1"), "inbound: { listen: \"127.0.0.1:0\" }\n").await;
+    let svc = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\nspec: {}\n---\n";
+    let (status, v) =
+        api(&cp, "POST", "/v1/apply", &format!("{svc}{}", workload(app, server.addrs.inbound.unwrap()))).await;
+    assert_eq!(status, 200, "{v}");
+    let client =
+        sidecar(&cp, "default/web", None, "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n")
+            .await;
+    let upstream = client.addrs.upstreams[0];
+    eventually("web calls api", WAIT, || async move { ok(upstream).await.then_some(()) }).await;
+    let (_, before) = api(&cp, "GET", "/v1/ca", "").await;
+    let old_root = before["root"]["sha256_fingerprint"].as_str().unwrap().to_string();
+
+    let load = Load::start(upstream);
+    load.go_on(20).await;
+    let (status, v) = api(&cp, "POST", "/v1/ca/rotate", r#"{"overlap":"0s"}"#).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["rotation"]["phase"], "trust-both", "{v}");
+    let after = rotation_done(&cp).await;
+    let new_root = after["root"]["sha256_fingerprint"].as_str().unwrap().to_string();
+    assert_ne!(new_root, old_root, "{after}");
+    assert_eq!(after["roots"].as_array().unwrap().len(), 1, "only the new root is trusted: {after}");
+    let (server_ref, client_ref, root_ref) = (&server, &client, &new_root);
+    eventually("both proxies hold only the new root and a leaf from it", WAIT, || async move {
+        (only_under(server_ref, "rotate.example", root_ref) && only_under(client_ref, "rotate.example", root_ref))
+            .then_some(())
+    })
+    .await;
+    load.go_on(20).await;
+    let (sent, failed) = load.finish().await;
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed during the rotation");
+
+    // New connections: a sidecar started now (its token pins the new root) calls the server,
+    // which presents a leaf of the new root.
+    let late =
+        sidecar(&cp, "default/late", None, "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n")
+            .await;
+    let late_up = late.addrs.upstreams[0];
+    eventually("a new sidecar calls api", WAIT, || async move { ok(late_up).await.then_some(()) }).await;
+    assert!(only_under(&late, "rotate.example", &new_root));
+    // proxy-status shows the root each proxy's certificate chains to.
+    let (_, v) = api(&cp, "GET", "/v1/proxies", "").await;
+    let want = new_root.replace(':', "").to_lowercase();
+    for p in v["proxies"].as_array().unwrap() {
+        assert_eq!(p["leaf_root"], want.as_str(), "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_rotation_resumes_its_phase_and_bad_requests_are_refused() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("rotate-restart");
+    let cp = control_in(dir.clone(), "east", "restart.example").await;
+    let (_, before) = api(&cp, "GET", "/v1/ca", "").await;
+    assert!(before["rotation"].is_null(), "{before}");
+
+    // Bad input first: a malformed overlap, and a read token.
+    let (status, v) = api(&cp, "POST", "/v1/ca/rotate", r#"{"overlap":"soon"}"#).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("overlap"), "{v}");
+    let (status, v) = api(&cp, "POST", "/v1/ca/rotate", r#"{"overlap":"1h","extra":1}"#).await;
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = api(&cp, "DELETE", "/v1/ca/rotate", "").await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("nothing to abort"), "{v}");
+    let (_, t) = api(&cp, "POST", "/v1/tokens", r#"{"kind":"read"}"#).await;
+    let (status, _) = common::api(&cp, "POST", "/v1/ca/rotate", t["token"].as_str().unwrap(), "").await;
+    assert_eq!(status, 403);
+
+    // A long overlap: with no proxy to wait for, the rotation reaches sign-new and stays there.
+    let (status, v) = api(&cp, "POST", "/v1/ca/rotate", r#"{"overlap":"1h"}"#).await;
+    assert_eq!(status, 200, "{v}");
+    let new_root = v["rotation"]["new_root_sha256"].as_str().unwrap().to_string();
+    let cp_ref = &cp;
+    eventually("phase sign-new", WAIT, || async move {
+        let (_, v) = api(cp_ref, "GET", "/v1/ca", "").await;
+        (v["rotation"]["phase"] == "sign-new").then_some(())
+    })
+    .await;
+    let (status, v) = api(&cp, "POST", "/v1/ca/rotate", "").await;
+    assert_eq!(status, 409, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("already in progress") && e.contains("sign-new") && e.contains("--status"), "{v}");
+    let (status, v) = api(&cp, "DELETE", "/v1/ca/rotate", "").await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("can no longer be aborted"), "{v}");
+
+    // Restart: the same phase, the same new root; a new sidecar gets a leaf of the new root and
+    // trusts both.
+    cp.shutdown().await;
+    let cp = control_in(dir, "east", "restart.example").await;
+    let (_, v) = api(&cp, "GET", "/v1/ca", "").await;
+    assert_eq!(v["rotation"]["phase"], "sign-new", "{v}");
+    assert_eq!(v["rotation"]["new_root_sha256"], new_root.as_str(), "{v}");
+    assert_eq!(v["roots"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["root"]["sha256_fingerprint"], before["root"]["sha256_fingerprint"], "serving root unchanged: {v}");
+    let p = sidecar(&cp, "default/web", None, "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n")
+        .await;
+    let bundle = p.certs().bundle();
+    assert_eq!(bundle.roots_for("restart.example", "restart.example").len(), 2);
+    let new_der: Vec<_> = bundle
+        .roots_for("restart.example", "restart.example")
+        .into_iter()
+        .filter(|r| weft_control::rotation::fingerprint(r) == new_root)
+        .collect();
+    assert!(p.certs().leaf().verify_chain(&TrustBundle::new(new_der)).is_ok(), "leaf from the new root");
+}
