@@ -20,6 +20,7 @@
 use crate::ca::{self, CaError, PluginCa};
 use crate::catalog::{CaView, Imported};
 use crate::discovery::ProxyStatus;
+use crate::federation::Federation;
 use crate::tokens::write_private;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -292,8 +293,9 @@ impl CaState {
         Ok(())
     }
 
-    /// What the rotation waits for now, given the connected proxies (`None`: nothing, advance).
-    fn waiting_for(&self, proxies: &[ProxyStatus], now: u64) -> Option<String> {
+    /// What the rotation waits for now, given the connected proxies and the clusters importing
+    /// from this one (`None`: nothing, advance).
+    fn waiting_for(&self, proxies: &[ProxyStatus], federation: &Federation, now: u64) -> Option<String> {
         let (phase, new, saved) =
             self.with(|i| i.rotation.as_ref().map(|r| (r.saved.phase, fingerprint(r.new.root()), r.saved.clone())))?;
         match phase {
@@ -303,7 +305,12 @@ impl CaState {
                     .filter(|p| p.status != "SYNCED" || !p.roots.contains(&new))
                     .map(|p| p.proxy_id.as_str())
                     .collect();
-                (!behind.is_empty()).then(|| format!("proxies without the new root yet: {}", behind.join(", ")))
+                if !behind.is_empty() {
+                    return Some(format!("proxies without the new root yet: {}", behind.join(", ")));
+                }
+                let clusters = federation.importers_lacking(&new);
+                (!clusters.is_empty())
+                    .then(|| format!("linked clusters whose proxies lack the new root yet: {}", clusters.join(", ")))
             }
             Phase::SignNew => {
                 let since = saved.signing_since_unix.unwrap_or(saved.started_unix);
@@ -398,6 +405,7 @@ fn finish_files(dir: &Path, saved: &Saved) -> Result<(), CaError> {
 pub async fn run(
     ca: Arc<CaState>,
     proxies: crate::discovery::Proxies,
+    federation: Arc<Federation>,
     tokens: Arc<crate::tokens::Tokens>,
     serving: CertStore,
     mut stop: watch::Receiver<bool>,
@@ -412,7 +420,7 @@ pub async fn run(
             }
         }
         if ca.phase().is_some() {
-            match ca.waiting_for(&proxies.list(), unix_now()) {
+            match ca.waiting_for(&proxies.list(), &federation, unix_now()) {
                 Some(w) => {
                     if w != said {
                         tracing::info!(phase = ?ca.phase(), waiting_for = %w, "root rotation");

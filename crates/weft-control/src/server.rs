@@ -185,6 +185,7 @@ impl ControlPlane {
             sources.push(Arc::new(FileSource::start(f.clone(), admit).map_err(ControlError::RegistryFile)?));
         }
         sources.push(Arc::new(store.clone()));
+        let proxies = Proxies::default();
         // Linked clusters' services and roots (`weft link`).
         let federation = Arc::new(crate::federation::Federation::open(&cfg.data_dir.join("links")));
         let link_local = crate::federation::import::Local {
@@ -192,6 +193,7 @@ impl ControlPlane {
             trust_domain: mesh.trust_domain.clone(),
             roots: ca_state.roots(),
             dir: cfg.data_dir.join("links"),
+            proxies: proxies.clone(),
         };
         crate::federation::import::restore(&store, &federation, &link_local);
         sources.push(federation.clone());
@@ -208,7 +210,6 @@ impl ControlPlane {
         let vips = Arc::new(crate::vips::Vips::open(cfg.data_dir.join("vips.json")));
         let catalog = registry::run(sources, health, monitor.subscribe(), stop_rx.clone(), vips);
 
-        let proxies = Proxies::default();
         let bundle = vec![authority.root().to_vec()];
         // Bootstrap tokens carry the root's SHA-256: proxies check the gRPC listener against it.
         // and the trust domain: proxies expect that domain's control identity.
@@ -246,6 +247,7 @@ impl ControlPlane {
         tasks.push(tokio::spawn(crate::rotation::run(
             ca_state.clone(),
             proxies.clone(),
+            federation.clone(),
             tokens.clone(),
             serving,
             stop_rx.clone(),

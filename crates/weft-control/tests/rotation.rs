@@ -8,7 +8,7 @@ use std::time::Duration;
 use weft_api::kinds::MeshConfigSpec;
 use weft_control::{ControlConfig, ControlPlane};
 use weft_identity::TrustBundle;
-use weft_testkit::{eventually, http1_get};
+use weft_testkit::eventually;
 
 mod common;
 use common::{admin_api as api, sidecar, tempdir};
@@ -25,6 +25,15 @@ async fn control_in(dir: std::path::PathBuf, name: &str, trust_domain: &str) -> 
     ControlPlane::start(cfg).await.expect("control plane")
 }
 
+/// Service `api` (a TCP port, `export` as given) and its one Workload.
+fn service(app: SocketAddr, sidecar: SocketAddr, export: bool) -> String {
+    format!(
+        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api }}\nspec: {{ export: {export}, ports: [{{ port: {}, protocol: tcp }}] }}\n---\n{}",
+        app.port(),
+        workload(app, sidecar)
+    )
+}
+
 fn workload(app: SocketAddr, sidecar: SocketAddr) -> String {
     format!(
         "apiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-1 }}\nspec: {{ service: api, address: 127.0.0.1, port: {}, sidecar: \"{sidecar}\" }}\n",
@@ -32,8 +41,18 @@ fn workload(app: SocketAddr, sidecar: SocketAddr) -> String {
     )
 }
 
+/// One round trip over a fresh connection to a TCP (opaque) service: every call is a new mTLS
+/// handshake between the sidecars, so each one checks the certificates and bundles in force.
 async fn ok(upstream: SocketAddr) -> bool {
-    http1_get(upstream, "/hello").await.map(|r| r.status() == 200).unwrap_or(false)
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let round = async {
+        let mut s = tokio::net::TcpStream::connect(upstream).await.ok()?;
+        s.write_all(b"ping").await.ok()?;
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.ok()?;
+        (&buf == b"ping").then_some(())
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(10), round).await, Ok(Some(())))
 }
 
 /// Calls `upstream` back to back until stopped, counting answers and failures.
@@ -104,11 +123,9 @@ fn only_under(p: &weft_proxy::Proxy, td: &str, root: &str) -> bool {
 async fn rotating_the_root_under_load_fails_no_request() {
     weft_testkit::init_tracing();
     let cp = control_in(tempdir("rotate-load"), "east", "rotate.example").await;
-    let app = weft_testkit::http_echo("api").await;
+    let app = weft_testkit::tcp_echo().await;
     let server = sidecar(&cp, "default/api", Some("api-1"), "inbound: { listen: \"127.0.0.1:0\" }\n").await;
-    let svc = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\nspec: {}\n---\n";
-    let (status, v) =
-        api(&cp, "POST", "/v1/apply", &format!("{svc}{}", workload(app, server.addrs.inbound.unwrap()))).await;
+    let (status, v) = api(&cp, "POST", "/v1/apply", &service(app, server.addrs.inbound.unwrap(), false)).await;
     assert_eq!(status, 200, "{v}");
     let client =
         sidecar(&cp, "default/web", None, "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n")
@@ -211,4 +228,51 @@ async fn a_restart_mid_rotation_resumes_its_phase_and_bad_requests_are_refused()
         .filter(|r| weft_control::rotation::fingerprint(r) == new_root)
         .collect();
     assert!(p.certs().leaf().verify_chain(&TrustBundle::new(new_der)).is_ok(), "leaf from the new root");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_a_linked_clusters_root_reaches_the_peers_proxies_and_fails_no_request() {
+    weft_testkit::init_tracing();
+    let west = control_in(tempdir("rotate-west"), "west", "west.example").await;
+    let east = control_in(tempdir("rotate-east"), "east", "east.example").await;
+    let app = weft_testkit::tcp_echo().await;
+    let server = sidecar(&west, "default/api", Some("api-1"), "inbound: { listen: \"127.0.0.1:0\" }\n").await;
+    let (status, v) = api(&west, "POST", "/v1/apply", &service(app, server.addrs.inbound.unwrap(), true)).await;
+    assert_eq!(status, 200, "{v}");
+    let client =
+        sidecar(&east, "default/web", None, "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n")
+            .await;
+    let upstream = client.addrs.upstreams[0];
+    let (status, v) = api(&west, "POST", "/v1/links/credential", r#"{"expires":"1h"}"#).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = api(&east, "POST", "/v1/links", v["credential"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{v}");
+    eventually("east calls api in west", WAIT, || async move { ok(upstream).await.then_some(()) }).await;
+    let (_, before) = api(&west, "GET", "/v1/ca", "").await;
+    let old_root = before["root"]["sha256_fingerprint"].as_str().unwrap().to_string();
+
+    let load = Load::start(upstream);
+    load.go_on(20).await;
+    let (status, v) = api(&west, "POST", "/v1/ca/rotate", r#"{"overlap":"0s"}"#).await;
+    assert_eq!(status, 200, "{v}");
+    let after = rotation_done(&west).await;
+    let new_root = after["root"]["sha256_fingerprint"].as_str().unwrap().to_string();
+    assert_ne!(new_root, old_root);
+    let (server_ref, client_ref, root_ref) = (&server, &client, &new_root);
+    eventually("west's new root alone, in west's server and in east's client", WAIT, || async move {
+        let east_has = {
+            let b = client_ref.certs().bundle();
+            let west_roots = b.roots_for("west.example", "east.example");
+            west_roots.len() == 1 && fingerprint(&west_roots[0]) == *root_ref
+        };
+        (only_under(server_ref, "west.example", root_ref) && east_has).then_some(())
+    })
+    .await;
+    load.go_on(20).await;
+    let (sent, failed) = load.finish().await;
+    assert_eq!(failed, 0, "{failed} of {sent} requests from east to west failed during west's rotation");
+    // The link stays up, and east's own root is untouched.
+    let (_, v) = api(&east, "GET", "/v1/links", "").await;
+    assert_eq!(v["links"][0]["state"], "active", "{v}");
+    assert_eq!(client.certs().bundle().roots_for("east.example", "east.example").len(), 1);
 }

@@ -83,6 +83,21 @@ fn check_request(cat: &Catalog, r: &pb::ExportRequest) -> Result<(String, Vec<Ve
 impl pb::federation_server::Federation for ExportService {
     type ExportStream = SnapshotStream;
 
+    async fn trusts(&self, req: Request<pb::TrustsRequest>) -> Result<Response<pb::TrustsReply>, Status> {
+        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let cluster = &req.get_ref().cluster;
+        let (establishing, issued_ms) = match self.tokens.verify_header(header) {
+            Ok(Grant::Link { issued_ms }) => (true, issued_ms),
+            Ok(Grant::LinkStream { cluster: c, issued_ms }) if c == *cluster => (false, issued_ms),
+            Ok(_) => return Err(Status::permission_denied("Trusts needs this importer's link secret")),
+            Err(e) => return Err(Status::unauthenticated(format!("link secret: {e}"))),
+        };
+        self.federation.check_revoked(cluster, issued_ms, establishing).map_err(Status::permission_denied)?;
+        let roots = req.get_ref().roots_sha256.iter().map(|r| r.iter().map(|b| format!("{b:02x}")).collect());
+        self.federation.set_trusts(cluster, roots.collect());
+        Ok(Response::new(pb::TrustsReply {}))
+    }
+
     async fn export(&self, req: Request<pb::ExportRequest>) -> Result<Response<SnapshotStream>, Status> {
         let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
         // An establishment secret (from a credential) or the stream secret of this very importer.
@@ -120,8 +135,10 @@ impl pb::federation_server::Federation for ExportService {
         };
         let importer = r.cluster;
         let (federation, mut revocations) = (self.federation.clone(), self.federation.watch());
+        let open = self.federation.stream_opened(&importer);
         let stream_issued_ms = if establishing { super::unix_now_ms() } else { issued_ms };
         tokio::spawn(async move {
+            let _open = open;
             let mut version = 0u64;
             let mut last: Option<(Vec<pb::Service>, String, Vec<String>, Vec<Vec<u8>>)> = None;
             loop {

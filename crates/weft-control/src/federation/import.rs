@@ -41,6 +41,8 @@ pub struct Local {
     pub roots: Vec<Vec<u8>>,
     /// `<data-dir>/links`.
     pub dir: std::path::PathBuf,
+    /// This cluster's proxies: the link tells the peer once they all trust its roots (`Trusts`).
+    pub proxies: crate::discovery::Proxies,
 }
 
 impl Local {
@@ -234,6 +236,8 @@ async fn session(
             format!("the peer refused the link: {}", s.message())
         };
         let mut stream = client.export(req).await.map_err(refused)?.into_inner();
+        // The peer's roots this session last confirmed (or is confirming) to it.
+        let (mut confirmed, mut _confirming): (Option<Vec<Vec<u8>>>, Option<AbortOnDrop>) = (None, None);
         loop {
             let mut snap = match stream.message().await {
                 Ok(Some(s)) => s,
@@ -245,6 +249,11 @@ async fn session(
             };
             let stream_secret = std::mem::take(&mut snap.stream_secret);
             let c = convert(name, spec, snap.clone())?;
+            if confirmed.as_ref() != Some(&c.roots) {
+                confirmed = Some(c.roots.clone());
+                let task = confirm_trust(client.clone(), local.clone(), spec.secret.clone(), c.roots.clone());
+                _confirming = Some(AbortOnDrop(tokio::spawn(task)));
+            }
             federation.import(name, &c.trust_domain, c.roots, c.services, c.network);
             local.save(name, &snap).await;
             if !stream_secret.is_empty() && stream_secret != spec.secret {
@@ -259,6 +268,35 @@ async fn session(
     match run.await {
         Ok(()) => "ended".to_string(),
         Err(e) => e,
+    }
+}
+
+/// Tells the peer (`Trusts`) once every connected proxy of this cluster trusts `roots` (the
+/// peer's, from its latest snapshot): during the peer's root rotation it signs with its new root
+/// only after that.
+async fn confirm_trust(
+    mut client: pb::federation_client::FederationClient<tonic::transport::Channel>,
+    local: Local,
+    secret: String,
+    roots: Vec<Vec<u8>>,
+) {
+    let want: Vec<String> = roots.iter().map(|r| crate::rotation::fingerprint(r)).collect();
+    loop {
+        let proxies = local.proxies.list();
+        if proxies.iter().all(|p| p.status == "SYNCED" && want.iter().all(|w| p.roots.contains(w))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let roots_sha256 = roots.iter().map(|r| weft_identity::control::sha256(r).to_vec()).collect();
+    let mut req = tonic::Request::new(pb::TrustsRequest { cluster: local.cluster.clone(), roots_sha256 });
+    if let Ok(bearer) = format!("Bearer {secret}").parse() {
+        req.metadata_mut().insert("authorization", bearer);
+    }
+    match client.trusts(req).await {
+        Ok(_) => tracing::debug!("told the peer which of its roots this cluster's proxies trust"),
+        // An older peer has no Trusts: it does not rotate through links either.
+        Err(s) => tracing::debug!(error = %s.message(), "cannot tell the peer which of its roots are trusted"),
     }
 }
 

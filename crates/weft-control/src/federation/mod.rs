@@ -24,7 +24,7 @@ use crate::catalog::{CatalogService, Imported, PeerNetwork};
 use crate::registry::Source;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::watch;
 use weft_api::resource::Resource;
@@ -68,6 +68,11 @@ struct State {
     links: BTreeMap<String, LinkState>,
     /// Clusters that import from this one: their trust domain and roots (from their Export call).
     importers: BTreeMap<String, (String, Vec<Vec<u8>>)>,
+    /// Open Export streams per importing cluster.
+    streams: BTreeMap<String, usize>,
+    /// Per importing cluster: hex SHA-256 of this cluster's roots that all its proxies trust (its
+    /// latest `Trusts` call; root rotation waits on these).
+    trusts: BTreeMap<String, Vec<String>>,
 }
 
 /// Imported services and peer roots, shared by the link tasks, the Export service and the
@@ -77,6 +82,26 @@ pub struct Federation {
     tx: watch::Sender<u64>,
     /// Where revocations are saved (none: kept in memory).
     revoked_path: Option<std::path::PathBuf>,
+}
+
+/// Counts an open Export stream (see [`Federation::stream_opened`]).
+pub struct StreamGuard {
+    federation: Arc<Federation>,
+    cluster: String,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.federation.with(|s| {
+            if let Some(n) = s.streams.get_mut(&self.cluster) {
+                *n -= 1;
+                if *n == 0 {
+                    s.streams.remove(&self.cluster);
+                    s.trusts.remove(&self.cluster);
+                }
+            }
+        });
+    }
 }
 
 impl Default for Federation {
@@ -179,6 +204,28 @@ impl Federation {
 
     /// Replaces everything imported from `cluster` (a full snapshot), with its network and
     /// gateways.
+    /// An Export stream of `cluster` opened; it counts as connected until the guard drops.
+    pub fn stream_opened(self: &Arc<Self>, cluster: &str) -> StreamGuard {
+        self.with(|s| *s.streams.entry(cluster.to_string()).or_default() += 1);
+        StreamGuard { federation: self.clone(), cluster: cluster.to_string() }
+    }
+
+    /// Records which of this cluster's roots every proxy of importing `cluster` trusts.
+    pub fn set_trusts(&self, cluster: &str, roots_hex: Vec<String>) {
+        self.with(|s| s.trusts.insert(cluster.to_string(), roots_hex));
+    }
+
+    /// The importing clusters connected now whose proxies do not all trust root `root_hex` yet.
+    pub fn importers_lacking(&self, root_hex: &str) -> Vec<String> {
+        self.with(|s| {
+            s.streams
+                .keys()
+                .filter(|c| !s.trusts.get(*c).is_some_and(|t| t.iter().any(|r| r == root_hex)))
+                .cloned()
+                .collect()
+        })
+    }
+
     /// The roots `cluster` sent in its latest snapshot (empty: none yet). The link trusts them
     /// besides the credential's root, so a peer's root rotation does not cut the link.
     pub fn peer_roots(&self, cluster: &str) -> Vec<Vec<u8>> {
