@@ -308,7 +308,8 @@ impl CaState {
                 if !behind.is_empty() {
                     return Some(format!("proxies without the new root yet: {}", behind.join(", ")));
                 }
-                let clusters = federation.importers_lacking(&new);
+                let mut clusters = federation.importers_lacking(&new);
+                clusters.extend(federation.links_lacking(&new));
                 (!clusters.is_empty())
                     .then(|| format!("linked clusters whose proxies lack the new root yet: {}", clusters.join(", ")))
             }

@@ -191,7 +191,7 @@ impl ControlPlane {
         let link_local = crate::federation::import::Local {
             cluster: mesh.cluster.name.clone(),
             trust_domain: mesh.trust_domain.clone(),
-            roots: ca_state.roots(),
+            ca: ca_state.clone(),
             dir: cfg.data_dir.join("links"),
             proxies: proxies.clone(),
         };
@@ -231,6 +231,7 @@ impl ControlPlane {
             catalog: catalog.clone(),
             federation: federation.clone(),
             roots: vec![authority.root().to_vec()],
+            proxies: proxies.clone(),
             stop: stop_rx.clone(),
         };
         let identity = ca::IdentityService {

@@ -231,7 +231,7 @@ async fn a_restart_mid_rotation_resumes_its_phase_and_bad_requests_are_refused()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotating_a_linked_clusters_root_reaches_the_peers_proxies_and_fails_no_request() {
+async fn rotating_either_linked_clusters_root_reaches_the_peers_proxies_and_fails_no_request() {
     weft_testkit::init_tracing();
     let west = control_in(tempdir("rotate-west"), "west", "west.example").await;
     let east = control_in(tempdir("rotate-east"), "east", "east.example").await;
@@ -257,7 +257,7 @@ async fn rotating_a_linked_clusters_root_reaches_the_peers_proxies_and_fails_no_
     assert_eq!(status, 200, "{v}");
     let after = rotation_done(&west).await;
     let new_root = after["root"]["sha256_fingerprint"].as_str().unwrap().to_string();
-    assert_ne!(new_root, old_root);
+    assert_ne!(new_root, old_root, "{after}");
     let (server_ref, client_ref, root_ref) = (&server, &client, &new_root);
     eventually("west's new root alone, in west's server and in east's client", WAIT, || async move {
         let east_has = {
@@ -269,10 +269,36 @@ async fn rotating_a_linked_clusters_root_reaches_the_peers_proxies_and_fails_no_
     })
     .await;
     load.go_on(20).await;
-    let (sent, failed) = load.finish().await;
-    assert_eq!(failed, 0, "{failed} of {sent} requests from east to west failed during west's rotation");
-    // The link stays up, and east's own root is untouched.
-    let (_, v) = api(&east, "GET", "/v1/links", "").await;
-    assert_eq!(v["links"][0]["state"], "active", "{v}");
+    // East's own root is untouched.
     assert_eq!(client.certs().bundle().roots_for("east.example", "east.example").len(), 1);
+
+    // Now the importing side: east rotates while it keeps calling west. West's server sidecar
+    // must trust east's new root before east's client presents a certificate of it.
+    let (_, before) = api(&east, "GET", "/v1/ca", "").await;
+    let east_old = before["root"]["sha256_fingerprint"].as_str().unwrap().to_string();
+    let (status, v) = api(&east, "POST", "/v1/ca/rotate", r#"{"overlap":"0s"}"#).await;
+    assert_eq!(status, 200, "{v}");
+    let after = rotation_done(&east).await;
+    let east_new = after["root"]["sha256_fingerprint"].as_str().unwrap().to_string();
+    assert_ne!(east_new, east_old, "{after}");
+    let east_ref = &east_new;
+    eventually("east's new root alone, in east's client and in west's server", WAIT, || async move {
+        let west_has = {
+            let b = server_ref.certs().bundle();
+            let east_roots = b.roots_for("east.example", "west.example");
+            east_roots.len() == 1 && fingerprint(&east_roots[0]) == *east_ref
+        };
+        (only_under(client_ref, "east.example", east_ref) && west_has).then_some(())
+    })
+    .await;
+    load.go_on(20).await;
+    let (sent, failed) = load.finish().await;
+    assert_eq!(failed, 0, "{failed} of {sent} requests from east to west failed during the rotations");
+    let (east_ref, server_ref) = (&east, &server);
+    eventually("the link is active again", WAIT, || async move {
+        let (_, v) = api(east_ref, "GET", "/v1/links", "").await;
+        (v["links"][0]["state"] == "active").then_some(())
+    })
+    .await;
+    let _ = server_ref;
 }

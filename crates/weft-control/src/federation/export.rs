@@ -19,6 +19,8 @@ pub struct ExportService {
     pub federation: Arc<Federation>,
     /// This cluster's roots (DER).
     pub roots: Vec<Vec<u8>>,
+    /// This cluster's proxies: each snapshot says which of the importer's roots they all trust.
+    pub proxies: crate::discovery::Proxies,
     pub stop: watch::Receiver<bool>,
 }
 
@@ -79,6 +81,19 @@ fn check_request(cat: &Catalog, r: &pb::ExportRequest) -> Result<(String, Vec<Ve
     Ok((b.trust_domain.clone(), b.roots_der.clone()))
 }
 
+/// SHA-256 of each of `roots` that every connected proxy trusts (acked an update holding it).
+fn trusted_by_all(proxies: &crate::discovery::Proxies, roots: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let list = proxies.list();
+    roots
+        .iter()
+        .filter(|r| {
+            let hex = crate::rotation::fingerprint(r);
+            list.iter().all(|p| p.status == "SYNCED" && p.roots.contains(&hex))
+        })
+        .map(|r| weft_identity::control::sha256(r).to_vec())
+        .collect()
+}
+
 #[tonic::async_trait]
 impl pb::federation_server::Federation for ExportService {
     type ExportStream = SnapshotStream;
@@ -121,6 +136,8 @@ impl pb::federation_server::Federation for ExportService {
         let peer = crate::grpc_tls::peer_of(&req);
         let r = req.into_inner();
         let (td, roots) = check_request(&self.catalog.borrow(), &r)?;
+        let importer_roots = roots.clone();
+        let proxies = self.proxies.clone();
         self.federation.check_revoked(&r.cluster, issued_ms, establishing).map_err(Status::permission_denied)?;
         self.federation.add_importer(&r.cluster, &td, roots);
         tracing::info!(importer = %r.cluster, trust_domain = %td, %peer, "linked cluster connected");
@@ -140,7 +157,7 @@ impl pb::federation_server::Federation for ExportService {
         tokio::spawn(async move {
             let _open = open;
             let mut version = 0u64;
-            let mut last: Option<(Vec<pb::Service>, String, Vec<String>, Vec<Vec<u8>>)> = None;
+            let mut last: Option<(Vec<pb::Service>, String, Vec<String>, Vec<Vec<u8>>, Vec<Vec<u8>>)> = None;
             loop {
                 // Revoked while open: the stream ends with the reason.
                 if let Err(e) = federation.check_revoked(&importer, stream_issued_ms, false) {
@@ -151,8 +168,15 @@ impl pb::federation_server::Federation for ExportService {
                 // What the snapshot says; a change of this cluster's network or gateways is sent too.
                 // This cluster's roots as the catalog has them (both during a root rotation).
                 let roots = if cat.ca.roots.is_empty() { own_roots.clone() } else { cat.ca.roots.clone() };
-                let now =
-                    (render_export(&cat), cat.mesh.cluster.network.clone(), cat.mesh.cluster.gateways.clone(), roots);
+                let trusted = trusted_by_all(&proxies, &importer_roots);
+                let all_trusted = trusted.len() == importer_roots.len();
+                let now = (
+                    render_export(&cat),
+                    cat.mesh.cluster.network.clone(),
+                    cat.mesh.cluster.gateways.clone(),
+                    roots,
+                    trusted,
+                );
                 if last.as_ref() != Some(&now) {
                     version += 1;
                     let snap = pb::ExportSnapshot {
@@ -166,6 +190,7 @@ impl pb::federation_server::Federation for ExportService {
                         stream_secret: std::mem::take(&mut stream_secret),
                         network: now.1.clone(),
                         gateways: now.2.clone(),
+                        trusted_importer_roots: now.4.clone(),
                     };
                     if tx.send(Ok(snap)).await.is_err() {
                         break;
@@ -178,7 +203,9 @@ impl pb::federation_server::Federation for ExportService {
                     _ = tx.closed() => break,
                     _ = stop.wait_for(|s| *s) => break,
                     // Nothing to send: the stream stays open; HTTP/2 PINGs watch the connection.
-                    () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                    // Until this cluster's proxies trust all the importer's roots (its root
+                    // rotation), their acks are checked often.
+                    () = tokio::time::sleep(if all_trusted { Duration::from_secs(3600) } else { Duration::from_millis(200) }) => {}
                 }
             }
             tracing::info!(%importer, "linked cluster disconnected");

@@ -38,9 +38,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct Local {
     pub cluster: String,
     pub trust_domain: String,
-    pub roots: Vec<Vec<u8>>,
     /// `<data-dir>/links`.
     pub dir: std::path::PathBuf,
+    /// This cluster's CA: its roots go to the peer in every ExportRequest (a change reconnects).
+    pub ca: Arc<crate::rotation::CaState>,
     /// This cluster's proxies: the link tells the peer once they all trust its roots (`Trusts`).
     pub proxies: crate::discovery::Proxies,
 }
@@ -153,6 +154,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Why a session ends when this cluster's roots change (a root rotation): it reconnects at once.
+const ROOTS_CHANGED: &str = "this cluster's roots changed (root rotation): reconnecting to send them to the peer";
+
 async fn follow(name: String, spec: LinkSpec, federation: Arc<Federation>, local: Local, store: Store) {
     let mut backoff = Duration::from_millis(100);
     let addresses = spec.dial_addresses();
@@ -161,6 +165,11 @@ async fn follow(name: String, spec: LinkSpec, federation: Arc<Federation>, local
         let got_snapshot = std::sync::atomic::AtomicBool::new(false);
         let address = &addresses[attempt % addresses.len()];
         let err = session(&name, &spec, address, &federation, &local, &store, &got_snapshot).await;
+        if err == ROOTS_CHANGED {
+            // A deliberate reconnect: the link stays up (a root rotation waits for it), at once.
+            tracing::info!(cluster = %name, "reconnecting the link to send this cluster's new roots");
+            continue;
+        }
         if got_snapshot.load(std::sync::atomic::Ordering::Relaxed) {
             backoff = Duration::from_millis(100);
         }
@@ -217,11 +226,13 @@ async fn session(
             .await
             .map_err(|e| format!("cannot reach the peer control plane {via}: {}", source_chain(&e)))?;
         let mut client = pb::federation_client::FederationClient::new(channel);
+        let mut ca_changes = crate::registry::Source::subscribe(local.ca.as_ref());
+        let sent_roots = local.ca.roots();
         let mut req = tonic::Request::new(pb::ExportRequest {
             cluster: local.cluster.clone(),
             bundle: Some(pb::TrustDomainBundle {
                 trust_domain: local.trust_domain.clone(),
-                roots_der: local.roots.clone(),
+                roots_der: sent_roots.clone(),
             }),
         });
         let bearer =
@@ -239,7 +250,17 @@ async fn session(
         // The peer's roots this session last confirmed (or is confirming) to it.
         let (mut confirmed, mut _confirming): (Option<Vec<Vec<u8>>>, Option<AbortOnDrop>) = (None, None);
         loop {
-            let mut snap = match stream.message().await {
+            let next = tokio::select! {
+                m = stream.message() => m,
+                // This cluster's roots changed (a root rotation): reconnect to send them.
+                _ = ca_changes.changed() => {
+                    if local.ca.roots() == sent_roots {
+                        continue;
+                    }
+                    return Err(ROOTS_CHANGED.to_string());
+                }
+            };
+            let mut snap = match next {
                 Ok(Some(s)) => s,
                 Ok(None) => return Err("the peer closed the link stream".to_string()),
                 Err(s) if matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) => {
@@ -254,7 +275,9 @@ async fn session(
                 let task = confirm_trust(client.clone(), local.clone(), spec.secret.clone(), c.roots.clone());
                 _confirming = Some(AbortOnDrop(tokio::spawn(task)));
             }
+            let trusted = snap.trusted_importer_roots.iter().map(|r| r.iter().map(|b| format!("{b:02x}")).collect());
             federation.import(name, &c.trust_domain, c.roots, c.services, c.network);
+            federation.set_peer_trusts(name, trusted.collect());
             local.save(name, &snap).await;
             if !stream_secret.is_empty() && stream_secret != spec.secret {
                 // The credential's expiring secret is exchanged for this link's long-lived one;

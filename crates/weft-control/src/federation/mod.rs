@@ -49,6 +49,8 @@ struct LinkState {
     roots: Vec<Vec<u8>>,
     services: Vec<CatalogService>,
     network: PeerNetwork,
+    /// Hex SHA-256 of this cluster's roots that all the peer's proxies trust (its latest snapshot).
+    trusts: Vec<String>,
 }
 
 /// What `weft link revoke` voided, kept in `<data-dir>/links/revoked.json`.
@@ -213,6 +215,27 @@ impl Federation {
     /// Records which of this cluster's roots every proxy of importing `cluster` trusts.
     pub fn set_trusts(&self, cluster: &str, roots_hex: Vec<String>) {
         self.with(|s| s.trusts.insert(cluster.to_string(), roots_hex));
+    }
+
+    /// Records which of this cluster's roots all proxies of linked cluster `cluster` trust.
+    pub fn set_peer_trusts(&self, cluster: &str, roots_hex: Vec<String>) {
+        self.with(|s| {
+            if let Some(l) = s.links.get_mut(cluster) {
+                l.trusts = roots_hex;
+            }
+        });
+    }
+
+    /// The linked clusters this one imports from, with their link up now, whose proxies do not
+    /// all trust this cluster's root `root_hex` yet.
+    pub fn links_lacking(&self, root_hex: &str) -> Vec<String> {
+        self.with(|s| {
+            s.links
+                .iter()
+                .filter(|(_, l)| l.status.state == "active" && !l.trusts.iter().any(|r| r == root_hex))
+                .map(|(c, _)| c.clone())
+                .collect()
+        })
     }
 
     /// The importing clusters connected now whose proxies do not all trust root `root_hex` yet.
