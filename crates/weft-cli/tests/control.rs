@@ -309,6 +309,25 @@ async fn runs_with_the_root_key_offline() {
     })
     .await;
     assert!(!root_key.exists(), "nothing recreated the root key");
+
+    // `weft ca rotate` with the old root's key offline: a new root is made here; real proxy
+    // processes keep serving requests throughout, and none fails.
+    let (ok, out) = cp.weft(&["ca", "rotate", "--overlap", "soon"]);
+    assert!(!ok && out.contains("--overlap") && out.contains("24h"), "{out}");
+    let (ok, out) = cp.weft(&["ca", "rotate", "--help"]);
+    assert!(ok && out.contains("trust-both") && out.contains("--abort"), "{out}");
+    let traffic = Traffic::start(upstream);
+    traffic.more("traffic before the rotation", 5).await;
+    let (ok, out) = cp.weft(&["ca", "rotate", "--overlap", "0s", "--wait"]);
+    assert!(ok && out.contains("rotation started: phase trust-both") && out.contains("done"), "{out}");
+    traffic.more("traffic after the rotation", 10).await;
+    let failures = traffic.stop().await;
+    assert!(failures.is_empty(), "requests failed during the rotation: {failures:?}");
+    let (ok, out) = cp.weft(&["ca"]);
+    assert!(ok && out.contains("none in progress") && out.contains("trusted roots 1"), "{out}");
+    assert!(root_key.exists(), "the new root's key is written like the first one's (to be moved offline)");
+    let (ok, out) = cp.weft(&["ca", "rotate", "--abort"]);
+    assert!(!ok && out.contains("nothing to abort"), "{out}");
 }
 
 /// `PUT /v1/agent/check/pass/<check>` with the admin token; the HTTP status.
