@@ -382,7 +382,8 @@ fn finish_files(dir: &Path, saved: &Saved) -> Result<(), CaError> {
     if next.join("intermediate.pem").exists() {
         for f in files {
             let (from, to) = (dir.join(f), retired.join(f));
-            if from.exists() {
+            // While `next/<f>` is there, `<f>` is still the old one (the new ones move in after).
+            if from.exists() && next.join(f).exists() {
                 std::fs::rename(&from, &to).map_err(io_err(&from))?;
             }
         }
@@ -467,5 +468,61 @@ fn advance(ca: &CaState, tokens: &crate::tokens::Tokens, serving: &CertStore) {
     };
     if let Err(e) = result {
         tracing::error!(error = %e, "root rotation: cannot save its state; retrying");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("weft-rotation-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_crash_mid_finish_is_completed_at_the_next_start() {
+        let d = dir("finish");
+        let ca = CaState::open(&d, "td.example", "east", None).unwrap();
+        let old = fingerprint(ca.serving_ca().root());
+        ca.start(Duration::from_secs(0)).unwrap();
+        ca.set_phase(Phase::SignNew).unwrap();
+        let new = fingerprint(ca.signer().root());
+        // The crash: phase saved as finishing, the old files already moved away, the new ones not.
+        ca.set_phase(Phase::Finishing).unwrap();
+        let saved = read_saved(&d.join("ca")).unwrap().unwrap();
+        let retired = d.join("ca").join(format!("retired-{}", saved.started_unix));
+        std::fs::create_dir_all(&retired).unwrap();
+        for f in ["intermediate.pem", "intermediate-key.pem", "root.pem", "root-key.pem"] {
+            std::fs::rename(d.join("ca").join(f), retired.join(f)).unwrap();
+        }
+        drop(ca);
+        let ca = CaState::open(&d, "td.example", "east", None).unwrap();
+        assert_eq!(ca.phase(), None, "the finish was completed");
+        assert_eq!(fingerprint(ca.serving_ca().root()), new, "the new root is the CA's");
+        assert_eq!(ca.roots().len(), 1);
+        assert!(retired.join("root.pem").exists() && !d.join("ca/next").exists());
+        assert_ne!(old, new);
+    }
+
+    #[test]
+    fn abort_only_before_anything_is_signed_by_the_new_root() {
+        let d = dir("abort");
+        let ca = CaState::open(&d, "td.example", "east", None).unwrap();
+        let old = fingerprint(ca.serving_ca().root());
+        assert!(matches!(ca.abort(), Err(RotateError::NotRotating)));
+        ca.start(Duration::from_secs(60)).unwrap();
+        assert_eq!(ca.roots().len(), 2);
+        assert_eq!(fingerprint(ca.signer().root()), old, "trust-both still signs with the old root");
+        assert!(matches!(ca.start(Duration::from_secs(60)), Err(RotateError::InProgress { .. })));
+        ca.abort().unwrap();
+        assert_eq!(ca.roots().len(), 1);
+        assert!(!d.join("ca/rotation.json").exists() && !d.join("ca/next").exists());
+        ca.start(Duration::from_secs(60)).unwrap();
+        ca.set_phase(Phase::SignNew).unwrap();
+        assert_ne!(fingerprint(ca.signer().root()), old, "sign-new signs with the new root");
+        let err = ca.abort().unwrap_err().to_string();
+        assert!(err.contains("can no longer be aborted"), "{err}");
     }
 }
