@@ -370,12 +370,14 @@ fn rotation_line(r: &serde_json::Value) -> String {
         return "none in progress".into();
     }
     let short = |k: &str| r[k].as_str().unwrap_or("").chars().take(16).collect::<String>();
+    let waiting = r["waiting_for"].as_str().filter(|w| !w.is_empty());
     format!(
-        "phase {} (old root {}…, new root {}…, overlap {}s)",
+        "phase {} (old root {}…, new root {}…, overlap {}s){}",
         r["phase"].as_str().unwrap_or("?"),
         short("old_root_sha256"),
         short("new_root_sha256"),
-        r["overlap_seconds"]
+        r["overlap_seconds"],
+        waiting.map(|w| format!("; waiting for {w}")).unwrap_or_default()
     )
 }
 

@@ -73,6 +73,8 @@ struct Rotation {
 struct Inner {
     current: Arc<Authority>,
     rotation: Option<Rotation>,
+    /// What the rotation waits for now (shown by `weft ca`).
+    waiting_for: String,
 }
 
 /// Why a rotation cannot start or stop.
@@ -148,7 +150,7 @@ impl CaState {
             dir,
             cluster: cluster.to_string(),
             plugin: plugin.is_some(),
-            inner: Mutex::new(Inner { current, rotation }),
+            inner: Mutex::new(Inner { current, rotation, waiting_for: String::new() }),
             tx: watch::channel(0).0,
         }))
     }
@@ -206,6 +208,7 @@ impl CaState {
                 "signing_since_unix": r.saved.signing_since_unix,
                 "old_root_sha256": fingerprint(i.current.root()),
                 "new_root_sha256": fingerprint(r.new.root()),
+                "waiting_for": i.waiting_for,
             }),
         })
     }
@@ -262,6 +265,7 @@ impl CaState {
 
     fn set_phase(&self, phase: Phase) -> Result<(), CaError> {
         let saved = self.with(|i| {
+            i.waiting_for.clear();
             i.rotation.as_mut().map(|r| {
                 r.saved.phase = phase;
                 if phase == Phase::SignNew {
@@ -424,6 +428,7 @@ pub async fn run(
         if ca.phase().is_some() {
             match ca.waiting_for(&proxies.list(), &federation, unix_now()) {
                 Some(w) => {
+                    ca.with(|i| i.waiting_for.clone_from(&w));
                     if w != said {
                         tracing::info!(phase = ?ca.phase(), waiting_for = %w, "root rotation");
                         said = w;

@@ -201,6 +201,11 @@ async fn a_restart_mid_rotation_resumes_its_phase_and_bad_requests_are_refused()
         (v["rotation"]["phase"] == "sign-new").then_some(())
     })
     .await;
+    eventually("the rotation says it waits for the overlap", WAIT, || async move {
+        let (_, v) = api(cp_ref, "GET", "/v1/ca", "").await;
+        v["rotation"]["waiting_for"].as_str()?.contains("the overlap, until").then_some(())
+    })
+    .await;
     let (status, v) = api(&cp, "POST", "/v1/ca/rotate", "").await;
     assert_eq!(status, 409, "{v}");
     let e = v["error"].as_str().unwrap();
