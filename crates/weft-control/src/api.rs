@@ -330,7 +330,7 @@ async fn ca(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
             .unwrap_or(0);
         json!({ "subject": subject, "not_after": not_after, "expires_in_seconds": expires_in, "sha256_fingerprint": fingerprint })
     };
-    let (serving, signer) = (st.ca.serving_ca(), st.ca.signer());
+    let (serving, signer, roots, rotation) = st.ca.snapshot();
     Ok(Json(json!({
         "trust_domain": serving.trust_domain(),
         "root": describe(serving.root()),
@@ -338,8 +338,8 @@ async fn ca(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
         // Labelled with the trust domain it signs for (`# trust_domain: <td>`).
         "root_pem": root_pem(&serving),
         // Every root trusted now (two during a rotation), and the rotation in progress.
-        "roots": st.ca.roots().iter().map(|r| describe(r)).collect::<Vec<_>>(),
-        "rotation": st.ca.status(),
+        "roots": roots.iter().map(|r| describe(r)).collect::<Vec<_>>(),
+        "rotation": rotation,
     })))
 }
 

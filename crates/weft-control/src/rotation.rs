@@ -197,9 +197,27 @@ impl CaState {
         self.with(|i| i.rotation.as_ref().map(|r| r.saved.phase))
     }
 
+    /// One consistent view for `GET /v1/ca`: the serving CA, the signing CA, every root trusted
+    /// and the rotation's status, all read at once (a rotation may finish between two reads).
+    pub fn snapshot(&self) -> (Arc<Authority>, Arc<Authority>, Vec<Vec<u8>>, serde_json::Value) {
+        self.with(|i| {
+            let signer = match &i.rotation {
+                Some(r) if r.saved.phase != Phase::TrustBoth => r.new.clone(),
+                _ => i.current.clone(),
+            };
+            let mut roots = vec![i.current.root().to_vec()];
+            roots.extend(i.rotation.as_ref().map(|r| r.new.root().to_vec()));
+            (i.current.clone(), signer, roots, Self::status_of(i))
+        })
+    }
+
     /// What `GET /v1/ca` says about the rotation.
     pub fn status(&self) -> serde_json::Value {
-        self.with(|i| match &i.rotation {
+        self.with(|i| Self::status_of(i))
+    }
+
+    fn status_of(i: &Inner) -> serde_json::Value {
+        match &i.rotation {
             None => serde_json::Value::Null,
             Some(r) => serde_json::json!({
                 "phase": r.saved.phase.to_string(),
@@ -210,7 +228,7 @@ impl CaState {
                 "new_root_sha256": fingerprint(r.new.root()),
                 "waiting_for": i.waiting_for,
             }),
-        })
+        }
     }
 
     /// Starts a rotation: a new root and intermediate (files in `ca/next/`), phase trust-both.
