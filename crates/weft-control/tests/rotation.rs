@@ -16,10 +16,19 @@ use common::{admin_api as api, sidecar, tempdir};
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn control_in(dir: std::path::PathBuf, name: &str, trust_domain: &str) -> ControlPlane {
+    control_with(dir, name, trust_domain, MeshConfigSpec::default().leaf_lifetime).await
+}
+
+async fn control_with(
+    dir: std::path::PathBuf,
+    name: &str,
+    trust_domain: &str,
+    leaf_lifetime: weft_api::Duration,
+) -> ControlPlane {
     let mut cfg = ControlConfig::new(dir);
     cfg.grpc = "127.0.0.1:0".parse().unwrap();
     cfg.api = "127.0.0.1:0".parse().unwrap();
-    let mut mesh = MeshConfigSpec { trust_domain: trust_domain.into(), ..Default::default() };
+    let mut mesh = MeshConfigSpec { trust_domain: trust_domain.into(), leaf_lifetime, ..Default::default() };
     mesh.cluster.name = name.into();
     cfg.mesh = mesh;
     ControlPlane::start(cfg).await.expect("control plane")
@@ -306,4 +315,35 @@ async fn rotating_either_linked_clusters_root_reaches_the_peers_proxies_and_fail
     })
     .await;
     let _ = server_ref;
+}
+
+/// A renewal at half-life (not a rotation) keeps the linked cluster's roots that discovery
+/// installed: the Sign answer holds only this mesh's roots, and once replaced the bundle by it,
+/// so that calls to the linked cluster failed until the next discovery update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_at_half_life_keeps_the_linked_clusters_roots() {
+    weft_testkit::init_tracing();
+    let west = control_in(tempdir("renew-west"), "west", "west.example").await;
+    // East's leaves live 4 s: its client renews every ~2 s.
+    let east = control_with(tempdir("renew-east"), "east", "east.example", "4s".parse().unwrap()).await;
+    let app = weft_testkit::tcp_echo().await;
+    let server = sidecar(&west, "default/api", Some("api-1"), "inbound: { listen: \"127.0.0.1:0\" }\n").await;
+    let (status, v) = api(&west, "POST", "/v1/apply", &service(app, server.addrs.inbound.unwrap(), true)).await;
+    assert_eq!(status, 200, "{v}");
+    let client =
+        sidecar(&east, "default/web", None, "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n")
+            .await;
+    let upstream = client.addrs.upstreams[0];
+    let (_, v) = api(&west, "POST", "/v1/links/credential", r#"{"expires":"1h"}"#).await;
+    let (status, v) = api(&east, "POST", "/v1/links", v["credential"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{v}");
+    eventually("east calls api in west", WAIT, || async move { ok(upstream).await.then_some(()) }).await;
+    let first = client.certs().leaf().chain()[0].clone();
+    let (client_ref, first) = (&client, &first);
+    eventually("east's client renews its certificate", WAIT, || async move {
+        (client_ref.certs().leaf().chain()[0] != *first).then_some(())
+    })
+    .await;
+    assert_eq!(client.certs().bundle().roots_for("west.example", "east.example").len(), 1, "west's root kept");
+    assert!(ok(upstream).await, "east still calls west after renewing");
 }

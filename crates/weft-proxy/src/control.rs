@@ -427,6 +427,22 @@ fn leaf_root(certs: &CertStore) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// `own` (the Sign answer: this mesh's roots only) plus the roots of other trust domains that
+/// discovery installed (linked clusters'), so that a renewal does not drop them.
+fn with_other_domains(own: TrustBundle, certs: &CertStore) -> TrustBundle {
+    let td = certs.id().trust_domain().to_string();
+    let current = certs.bundle();
+    let others: Vec<_> = current
+        .domains()
+        .filter(|(d, _)| d.is_some_and(|d| d != td))
+        .map(|(d, r)| (d.map(String::from), r.clone()))
+        .collect();
+    match TrustBundle::labelled(others) {
+        Ok(b) => own.merged(&b),
+        Err(_) => own,
+    }
+}
+
 /// Gets a certificate from the CA's signing root now (root rotation), keeping the bundle that
 /// discovery installed (it holds linked clusters' roots too).
 async fn renew_now(ctx: &Ctx, control: &Control) -> Result<(), ControlError> {
@@ -443,7 +459,7 @@ pub async fn rotation_loop(ctx: Arc<Ctx>, control: Control) {
     loop {
         tokio::time::sleep(ctx.certs.leaf().remaining() / 2).await;
         match sign_knowing(&control, ctx.mark(), Some(&ctx.certs)).await {
-            Ok((leaf, bundle)) => match ctx.certs.replace(leaf, Some(bundle)) {
+            Ok((leaf, bundle)) => match ctx.certs.replace(leaf, Some(with_other_domains(bundle, &ctx.certs))) {
                 Ok(()) => {
                     ctx.metrics.cert_rotations.inc();
                     ctx.metrics.cert_expiry.set(crate::identity::expiry_secs(&ctx.certs.leaf()));
