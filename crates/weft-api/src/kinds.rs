@@ -29,6 +29,11 @@ pub struct MeshConfigSpec {
     /// "Naming across clusters").
     #[serde(default, skip_serializing_if = "VirtualIps::is_default")]
     pub virtual_ips: VirtualIps,
+    /// Clusters with no control plane of their own that this one serves (primary-remote): their
+    /// proxies follow this control plane through its gateways, and their Workloads (`cluster:
+    /// <name>`) register here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_clusters: Vec<RemoteCluster>,
 }
 
 /// Where the control plane takes per-service virtual IPs from: one for each service and one for
@@ -89,6 +94,65 @@ impl VirtualIps {
         }
         Ok(Some((addr, prefix)))
     }
+}
+
+/// A remote cluster of a primary (MeshConfig `remoteClusters`): its name, network and east-west
+/// gateways, as other networks reach them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RemoteCluster {
+    /// The remote cluster's name: the `cluster` of its Workloads and of its proxies' bootstrap
+    /// tokens (`weft token create --cluster`), and its gateway's `cluster`.
+    pub name: String,
+    /// Its network (the default `network` of its Workloads); empty: the same as every network.
+    #[serde(default)]
+    pub network: String,
+    /// `ip:port` of its east-west gateways: proxies on other networks reach its endpoints
+    /// through them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
+}
+
+/// The most remote clusters a MeshConfig may declare.
+pub const MAX_REMOTE_CLUSTERS: usize = 64;
+
+/// Checks `remoteClusters` against this cluster (`cluster`): each name a DNS label, not this
+/// cluster's and not repeated; gateways as [`validate_gateways`]; a remote cluster on another
+/// network than this one names at least one gateway (its endpoints are reached only through it).
+pub fn validate_remote_clusters(cluster: &ClusterSpec, remotes: &[RemoteCluster]) -> Result<(), ConfigError> {
+    if remotes.len() > MAX_REMOTE_CLUSTERS {
+        return Err(ConfigError::invalid("remoteClusters", format!("at most {MAX_REMOTE_CLUSTERS} remote clusters")));
+    }
+    for (i, r) in remotes.iter().enumerate() {
+        let f = |k: &str| format!("remoteClusters[{i}].{k}");
+        if !valid_name(&r.name) {
+            return Err(ConfigError::invalid(f("name"), format!("{:?} must be a DNS label (a-z, 0-9, '-')", r.name)));
+        }
+        if r.name == cluster.name {
+            return Err(ConfigError::invalid(
+                f("name"),
+                format!(
+                    "{:?} is this cluster's own name (cluster.name); a remote cluster needs a name of its own",
+                    r.name
+                ),
+            ));
+        }
+        if remotes[..i].iter().any(|o| o.name == r.name) {
+            return Err(ConfigError::invalid(f("name"), format!("{:?} is declared twice", r.name)));
+        }
+        validate_gateways(&f("gateways"), &r.gateways)?;
+        let same = r.network.is_empty() || cluster.network.is_empty() || r.network == cluster.network;
+        if !same && r.gateways.is_empty() {
+            return Err(ConfigError::invalid(
+                f("gateways"),
+                format!(
+                    "remote cluster {:?} is on network {:?}, not this cluster's {:?}: its endpoints are reached only through its east-west gateways; name at least one (ip:port), or give it this cluster's network",
+                    r.name, r.network, cluster.network
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -159,6 +223,7 @@ impl Default for MeshConfigSpec {
             cluster: ClusterSpec::default(),
             leaf_lifetime: default_leaf_lifetime(),
             virtual_ips: VirtualIps::default(),
+            remote_clusters: vec![],
         }
     }
 }
@@ -186,6 +251,7 @@ impl Validate for MeshConfigSpec {
             return Err(ConfigError::invalid("cluster.name", "must be a DNS label"));
         }
         validate_gateways("cluster.gateways", &self.cluster.gateways)?;
+        validate_remote_clusters(&self.cluster, &self.remote_clusters)?;
         if self.leaf_lifetime < Duration::from_secs(1) {
             return Err(ConfigError::invalid("leafLifetime", "must be at least 1s"));
         }

@@ -14,6 +14,8 @@ struct Payload {
     ca: Option<String>,
     #[serde(default)]
     td: Option<String>,
+    #[serde(default)]
+    cp: Option<String>,
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -38,6 +40,16 @@ pub fn trust_domain(token: &str) -> Option<String> {
     let (payload, _mac) = body.split_once('.')?;
     let payload: Payload = serde_json::from_slice(&unhex(payload)?).ok()?;
     payload.td.filter(|t| !t.is_empty())
+}
+
+/// The cluster of the control plane that issued a bootstrap token (`cp`): the proxy sends that
+/// control plane's reserved SNI ([`crate::link::control_sni`]), so an east-west gateway in front
+/// of it forwards the connection (primary-remote). Tokens issued before weft carried it have none.
+pub fn control_cluster(token: &str) -> Option<String> {
+    let body = token.trim().strip_prefix("wft_")?;
+    let (payload, _mac) = body.split_once('.')?;
+    let payload: Payload = serde_json::from_slice(&unhex(payload)?).ok()?;
+    payload.cp.filter(|c| crate::valid_name(c))
 }
 
 /// The kind (`link`, `link-stream`, ...) and expiry (Unix seconds, if any) a `wft_` token
@@ -67,13 +79,16 @@ mod tests {
     #[test]
     fn reads_the_pin_and_nothing_else() {
         let pin = [7u8; 32];
-        let payload = format!(r#"{{"kind":"bootstrap","ca":"{}","td":"td.example","nonce":"x"}}"#, pin_hex(&pin));
+        let payload =
+            format!(r#"{{"kind":"bootstrap","ca":"{}","td":"td.example","cp":"east","nonce":"x"}}"#, pin_hex(&pin));
         let hex: String = payload.bytes().map(|b| format!("{b:02x}")).collect();
         assert_eq!(ca_pin(&format!("wft_{hex}.00")), Some(pin));
         assert_eq!(trust_domain(&format!("wft_{hex}.00")).as_deref(), Some("td.example"));
+        assert_eq!(control_cluster(&format!("wft_{hex}.00")).as_deref(), Some("east"));
         let no_ca: String = br#"{"kind":"admin"}"#.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(ca_pin(&format!("wft_{no_ca}.00")), None);
         assert_eq!(trust_domain(&format!("wft_{no_ca}.00")), None);
+        assert_eq!(control_cluster(&format!("wft_{no_ca}.00")), None);
         for bad in ["", "wft_", "wft_zz.00", "token", "wft_7b7d"] {
             assert_eq!(ca_pin(bad), None, "{bad}");
         }

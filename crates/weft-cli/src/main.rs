@@ -26,10 +26,12 @@ mod client;
 mod control;
 mod link;
 mod netns;
+mod netns_wan;
 mod tls;
 mod up;
 mod up_multi;
 mod up_netns;
+mod up_netns_clusters;
 mod upfile;
 mod verbs;
 

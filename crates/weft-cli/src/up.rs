@@ -62,7 +62,9 @@ pub struct UpArgs {
     /// As root: run each workload in its own network namespace (a "pod" on a bridge), with its
     /// sidecar as a separate process and iptables interception, as in Kubernetes. Apps call each
     /// other by mesh DNS name; nothing in them knows about the mesh. Everything is removed on exit.
-    /// One cluster only for now (implies --clusters 1).
+    /// Alone, or with a file: one cluster. With --clusters N (2 or more): the demo's clusters,
+    /// each on its own bridge with its control plane and pods, joined only through their
+    /// east-west gateways on a shared WAN bridge.
     #[arg(long)]
     pub(crate) netns: bool,
 }
@@ -174,6 +176,8 @@ enum Layout {
         demo: bool,
     },
     Netns(crate::up_netns::Plan),
+    /// The demo over N clusters, each on its own network in namespaces, joined through gateways.
+    NetnsClusters(usize),
 }
 
 fn layout(args: &UpArgs) -> anyhow::Result<Layout> {
@@ -195,12 +199,12 @@ fn layout(args: &UpArgs) -> anyhow::Result<Layout> {
     let several = file.as_ref().map(|f| !f.clusters.is_empty()).unwrap_or(args.clusters != Some(1));
     if args.netns {
         if let Some(n) = args.clusters.filter(|&n| n > 1) {
-            anyhow::bail!("--clusters {n}: --netns runs a single cluster for now; drop --clusters or --netns");
+            return Ok(Layout::NetnsClusters(n));
         }
         if let (Some(f), Some(path)) = (&file, &args.file) {
             if !f.clusters.is_empty() {
                 anyhow::bail!(
-                    "{}: clusters: --netns runs a single cluster for now; run this file without --netns",
+                    "{}: clusters: --netns runs a file as a single cluster for now (the built-in demo runs on several with --netns --clusters N); run this file without --netns",
                     path.display()
                 );
             }
@@ -225,6 +229,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let result = rt.block_on(async move {
         match layout {
             Layout::Netns(plan) => crate::up_netns::up(plan, &args).await,
+            Layout::NetnsClusters(n) => crate::up_netns_clusters::up(n, &args).await,
             Layout::Multi { file, demo } => crate::up_multi::up(file, demo, &args).await,
             Layout::Single(file) => up(args, file).await,
         }

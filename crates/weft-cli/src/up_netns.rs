@@ -182,7 +182,7 @@ async fn spawn_in(pod: &Pod, args: &[&str], marker: &str) -> anyhow::Result<Chil
 }
 
 /// SIGTERM (the proxies drain), then SIGKILL for what is left after 5 s.
-async fn stop(children: Vec<Child>) {
+pub(crate) async fn stop(children: Vec<Child>) {
     for c in &children {
         if let Some(pid) = c.id() {
             let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();

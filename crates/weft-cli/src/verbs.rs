@@ -141,6 +141,10 @@ pub enum TokenCmd {
         /// Lifetime, e.g. 24h; default: no expiry.
         #[arg(long)]
         ttl: Option<String>,
+        /// For a proxy of a remote cluster (primary-remote): its cluster, declared in MeshConfig
+        /// `remoteClusters`. Default: this control plane's cluster.
+        #[arg(long)]
+        cluster: Option<String>,
     },
 }
 
@@ -310,9 +314,12 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
             }
         }
         Verb::Link { cmd, .. } => crate::link::run(cmd, conn).await?,
-        Verb::Token { cmd: TokenCmd::Create { identity, kind, ttl }, .. } => {
+        Verb::Token { cmd: TokenCmd::Create { identity, kind, ttl, cluster }, .. } => {
             let kind = kind.unwrap_or_else(|| if identity.is_some() { "bootstrap".into() } else { "read".into() });
-            let req = json!({ "kind": kind, "identity": identity, "ttl": ttl });
+            let mut req = json!({ "kind": kind, "identity": identity, "ttl": ttl });
+            if let Some(c) = cluster {
+                req["cluster"] = json!(c);
+            }
             let v = conn.call("POST", "/v1/tokens", req.to_string()).await?;
             outln!("{}", v["token"].as_str().unwrap_or_default())?;
         }

@@ -252,6 +252,11 @@ fn cli_verbs_explain_their_errors() {
     assert!(ok && out.contains("db"), "{out}");
     let (ok, out) = cp.weft(&["token", "create", "--identity", "not-an-identity"]);
     assert!(!ok && out.contains("<namespace>/<service-account>"), "{out}");
+    // A token for a remote cluster that is not declared (MeshConfig remoteClusters) is refused.
+    let (ok, out) = cp.weft(&["token", "create", "--identity", "default/web", "--cluster", "edge"]);
+    assert!(!ok && out.contains("cluster") && out.contains("remoteClusters"), "{out}");
+    let (ok, out) = cp.weft(&["token", "create", "--identity", "default/web", "--cluster", "local"]);
+    assert!(ok && out.starts_with("wft_"), "this cluster's own name: {out}");
     let (ok, out) = cp.weft(&["ca"]);
     assert!(ok && out.contains("sha256"), "{out}");
     let (ok, out) = cp.weft(&["ca", "--pem"]);

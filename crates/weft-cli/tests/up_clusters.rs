@@ -213,7 +213,7 @@ fn weft_up_refuses_bad_cluster_layouts() {
     };
     refused(&["--clusters", "0"], "--clusters: 0 is not a number of clusters");
     refused(&["--clusters", "9"], "give 1 (a single cluster) to 8");
-    refused(&["--netns", "--clusters", "2"], "--netns runs a single cluster for now");
+    refused(&["--netns", "--clusters", "9"], "give 1 (a single cluster) to 8");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     refused(&["--web-port", &port], "pick another --web-port");

@@ -284,6 +284,10 @@ struct TokenRequest {
     identity: Option<String>,
     /// e.g. 24h; absent: no expiry.
     ttl: Option<weft_api::Duration>,
+    /// Bootstrap tokens of a remote cluster's proxies (primary-remote): the cluster, one of
+    /// MeshConfig `remoteClusters` (or this cluster's own name).
+    #[serde(default)]
+    cluster: Option<String>,
 }
 
 async fn create_token(State(st): S, headers: HeaderMap, body: String) -> Result<Json<Value>, ApiError> {
@@ -314,7 +318,34 @@ async fn create_token(State(st): S, headers: HeaderMap, body: String) -> Result<
         }
         (other, _) => return Err(bad(format!("kind: {other:?} is not admin, read or bootstrap"))),
     };
-    Ok(Json(json!({ "token": st.tokens.issue(grant, req.ttl.map(Into::into)) })))
+    let cluster = match req.cluster {
+        Some(c) if !matches!(grant, Grant::Bootstrap { .. }) => {
+            return Err(bad(format!("cluster: only bootstrap tokens name a cluster, not {} ({c:?})", req.kind)))
+        }
+        Some(c) => {
+            let mesh = st.catalog.borrow().mesh.clone();
+            // A MeshConfig applied a moment ago is in the store before the catalog is rebuilt:
+            // a script that declares a remote cluster and then makes its token must not race.
+            let stored = st.store.list(Some(weft_api::resource::Kind::MeshConfig), None).unwrap_or_default();
+            let declared_in_store = stored.iter().any(|r| match r {
+                weft_api::resource::Resource::MeshConfig(m) => m.spec.remote_clusters.iter().any(|r| r.name == c),
+                _ => false,
+            });
+            if c == mesh.cluster.name {
+                None
+            } else if declared_in_store || mesh.remote_clusters.iter().any(|r| r.name == c) {
+                Some(c)
+            } else {
+                let known: Vec<&str> = mesh.remote_clusters.iter().map(|r| r.name.as_str()).collect();
+                return Err(bad(format!(
+                    "cluster: {c:?} is neither this cluster ({:?}) nor one of its remote clusters {known:?}; declare it first in MeshConfig `remoteClusters` (name, network, gateways)",
+                    mesh.cluster.name
+                )));
+            }
+        }
+        None => None,
+    };
+    Ok(Json(json!({ "token": st.tokens.issue_in(grant, req.ttl.map(Into::into), cluster) })))
 }
 
 async fn ca(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {

@@ -21,6 +21,11 @@ pub struct Catalog {
     /// Virtual IPs (see [`crate::vips`]) by (namespace, service, cluster); an empty cluster is
     /// the whole service's, another one its mirror's.
     pub vips: BTreeMap<VipKey, std::net::Ipv4Addr>,
+    /// Every cluster this catalog knows the place of, by name: this one (`cluster.network`,
+    /// `cluster.gateways`), its remote clusters (`remoteClusters`) and the linked clusters (their
+    /// snapshots). Discovery reroutes each proxy's endpoints of other networks through them
+    /// ([`crate::remote`]).
+    pub networks: BTreeMap<String, PeerNetwork>,
     /// This mesh's own roots and the one new certificates are signed under (see
     /// [`crate::rotation`]); empty until the CA's source has contributed them.
     pub ca: CaView,
@@ -65,12 +70,14 @@ pub fn same_network(a: &str, b: &str) -> bool {
     a.is_empty() || b.is_empty() || a == b
 }
 
-/// An imported service as this cluster's proxies dial it: each instance on another network than
-/// `local_network` gets one of its cluster's gateways as its sidecar address (spread over them in
+/// A service as the proxies of cluster `local_cluster` on network `local_network` dial it: each
+/// instance of another cluster on another network than `local_network` gets one of its cluster's gateways as its sidecar address (spread over them in
 /// turn; it keeps its SNI, which names its cluster, so that gateway routes it); an instance on
 /// another network whose cluster has no gateway is left out (it cannot be reached). Instances on
-/// the same network are dialled directly, as they are.
-fn through_gateways(
+/// the same network, and those of `local_cluster` itself, are dialled as they are. Used at import
+/// time (catalog-wide, for this cluster's network) and per proxy by discovery.
+pub(crate) fn through_gateways(
+    local_cluster: &str,
     local_network: &str,
     networks: &BTreeMap<String, PeerNetwork>,
     s: &CatalogService,
@@ -78,6 +85,9 @@ fn through_gateways(
     let mut s = s.clone();
     let mut turn = 0usize;
     s.instances.retain_mut(|i| {
+        if i.cluster == local_cluster {
+            return true;
+        }
         let peer = networks.get(&i.cluster);
         let network =
             if i.network.is_empty() { peer.map(|p| p.network.clone()).unwrap_or_default() } else { i.network.clone() };
@@ -188,6 +198,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
         })
         .unwrap_or_default();
     let mut services: BTreeMap<(String, String), CatalogService> = BTreeMap::new();
+    let networks = crate::remote::declared_networks(&mesh);
     for r in &resources {
         if let Resource::Service(s) = r {
             let spec = &s.spec;
@@ -223,7 +234,11 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                 sidecar: w.spec.sidecar(),
                 identity,
                 cluster: w.spec.cluster.clone().unwrap_or_else(|| mesh.cluster.name.clone()),
-                network: w.spec.network.clone().unwrap_or_else(|| mesh.cluster.network.clone()),
+                // A remote cluster's Workload is on that cluster's declared network by default.
+                network: w.spec.network.clone().unwrap_or_else(|| match &w.spec.cluster {
+                    Some(c) => networks.get(c).map(|n| n.network.clone()).unwrap_or_default(),
+                    None => mesh.cluster.network.clone(),
+                }),
                 locality: w.spec.locality.clone().unwrap_or_else(|| {
                     [mesh.cluster.region.as_str(), mesh.cluster.zone.as_str()]
                         .iter()
@@ -251,6 +266,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
         peer_bundles: BTreeMap::new(),
         links: BTreeMap::new(),
         vips: BTreeMap::new(),
+        networks,
         ca: CaView::default(),
     }
 }
@@ -262,9 +278,9 @@ pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
     if let Some(ca) = &imported.ca {
         cat.ca = ca.clone();
     }
-    let local_network = cat.mesh.cluster.network.clone();
+    let (local_cluster, local_network) = (cat.mesh.cluster.name.clone(), cat.mesh.cluster.network.clone());
     for s in &imported.services {
-        let s = &through_gateways(&local_network, &imported.networks, s);
+        let s = &through_gateways(&local_cluster, &local_network, &imported.networks, s);
         let key = (s.namespace.clone(), s.name.clone());
         match cat.services.get_mut(&key) {
             Some(local) => {
@@ -287,6 +303,10 @@ pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
                 cat.services.insert(key, s);
             }
         }
+    }
+    for (cluster, n) in &imported.networks {
+        // A linked cluster never takes the place of this one or of a declared remote cluster.
+        cat.networks.entry(cluster.clone()).or_insert_with(|| n.clone());
     }
     for (td, roots) in &imported.peer_bundles {
         cat.peer_bundles.entry(td.clone()).or_default().extend(roots.iter().cloned());
@@ -336,7 +356,7 @@ mod gateway_tests {
                 instance(5, "north", "net-north"), // another network and no gateway: unreachable
             ],
         };
-        let got = through_gateways("net-east", &networks, &svc);
+        let got = through_gateways("east", "net-east", &networks, &svc);
         let sidecars: Vec<String> = got.instances.iter().map(|i| format!("{} {}", i.name, i.sidecar)).collect();
         assert_eq!(
             sidecars,
@@ -345,6 +365,9 @@ mod gateway_tests {
         // Addresses (what transparent interception and DNS use) are kept.
         assert_eq!(got.instances[0].address, svc.instances[0].address);
         // An importer with no network is on every network: everything is dialled directly.
-        assert_eq!(through_gateways("", &networks, &svc), svc);
+        assert_eq!(through_gateways("east", "", &networks, &svc), svc);
+        // Instances of the proxy's own cluster are dialled as they are, whatever their network.
+        let own = through_gateways("west", "net-east", &networks, &svc);
+        assert_eq!(own.instances[..4], svc.instances[..4]);
     }
 }

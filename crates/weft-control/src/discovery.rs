@@ -46,6 +46,10 @@ pub struct ProxyStatus {
     pub error: Option<String>,
     /// `SYNCED` or `STALE`.
     pub status: &'static str,
+    /// Where discovery placed the proxy (primary-remote, [`crate::remote::place_for`]): its
+    /// cluster and network, as of its latest update.
+    pub cluster: String,
+    pub network: String,
     /// Hex SHA-256 of every root (all trust domains) in the latest update sent: with `SYNCED`,
     /// the roots the proxy trusts (root rotation waits on these).
     pub roots: Vec<String>,
@@ -106,6 +110,9 @@ pub struct Renders(Arc<Mutex<RenderCache>>);
 pub struct View {
     pub upstreams: Vec<String>,
     pub visibility: Option<Vec<String>>,
+    /// The proxy's cluster and network (primary-remote, [`crate::remote`]): endpoints of other
+    /// networks are rendered through their cluster's gateways. `None`: as the catalog holds them.
+    pub place: Option<crate::remote::Place>,
 }
 
 /// The catalog revision the cache is for, and the updates rendered for it by view.
@@ -154,6 +161,7 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
         .services
         .values()
         .filter(|s| wanted(&s.name, &s.namespace))
+        .map(|s| crate::remote::for_proxy(cat, view.place.as_ref(), s))
         .map(|s| pb::Service {
             name: s.name.clone(),
             namespace: s.namespace.clone(),
@@ -200,7 +208,8 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
         services,
         virtual_ips,
         bundle_der: bundle.to_vec(),
-        cluster: cat.mesh.cluster.name.clone(),
+        // The proxy's own cluster (a remote cluster's gateway routes the SNI names of it).
+        cluster: view.place.as_ref().map_or_else(|| cat.mesh.cluster.name.clone(), |p| p.cluster.clone()),
         inbound: None,
         // The mesh's roots, bound to its trust domain; then each linked cluster's, bound to its
         // own (a proxy verifies a peer only against the roots of the peer's trust domain).
@@ -314,6 +323,9 @@ impl pb::discovery_server::Discovery for DiscoveryService {
 
     async fn stream(&self, req: Request<Streaming<pb::ProxyMessage>>) -> Result<Response<UpdateStream>, Status> {
         let id = bootstrap_identity(&self.tokens, &self.trust_domain, &req)?;
+        // The cluster the token names for a remote cluster's proxy (primary-remote).
+        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let token_cluster = self.tokens.verify_header_in(header).ok().and_then(|(_, c)| c);
         // The identity of the client certificate, when the proxy presented one: it must be the
         // token's, and it is what `/v1/proxies` shows.
         let certified = req.extensions().get::<crate::grpc_tls::ConnInfo>().and_then(|c| c.identity.clone());
@@ -360,6 +372,8 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     acked: 0,
                     error: None,
                     status: "STALE",
+                    cluster: String::new(),
+                    network: String::new(),
                     roots: vec![],
                     leaf_root: String::new(),
                 },
@@ -378,9 +392,11 @@ impl pb::discovery_server::Discovery for DiscoveryService {
             let mut last: Option<(Arc<pb::ProxyUpdate>, pb::Inbound)> = None;
             loop {
                 let cat = catalog.borrow_and_update().clone();
+                let place = crate::remote::place_for(&cat, token_cluster.as_deref(), &identity, &namespace, &workload);
                 let view = View {
                     upstreams: upstreams.clone(),
                     visibility: visibility_for(&cat, &identity, &namespace, &workload),
+                    place: Some(place.clone()),
                 };
                 let update = renders.get(&cat, &view, &bundle);
                 let inbound = inbound_for(&cat, &identity, &namespace, &workload);
@@ -405,6 +421,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     proxies.update(conn, |p| {
                         p.sent = version;
                         p.roots = roots;
+                        (p.cluster, p.network) = (place.cluster, place.network);
                     });
                     last = Some((update, inbound));
                 }

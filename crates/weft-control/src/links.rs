@@ -106,6 +106,12 @@ fn check(st: &ApiState, cred: &Credential, existing: &[Resource]) -> Result<Link
             cred.cluster
         )));
     }
+    if st.catalog.borrow().mesh.remote_clusters.iter().any(|r| r.name == cred.cluster) {
+        return Err(bad(format!(
+            "the link credential is for cluster {:?}, which is one of this cluster's remote clusters (MeshConfig remoteClusters): its proxies follow this control plane, so there is no other control plane to link to; if it now runs its own, remove it from remoteClusters first",
+            cred.cluster
+        )));
+    }
     if cred.trust_domain == st.mesh.trust_domain {
         return Err(bad(format!(
             "cluster {:?} uses trust domain {:?}, the same as this cluster: linked clusters need distinct trust domains, because each cluster's root vouches only for its own; give one of them another MeshConfig trustDomain (set before its first start)",

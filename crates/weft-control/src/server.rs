@@ -214,6 +214,9 @@ impl ControlPlane {
         // Bootstrap tokens carry the root's SHA-256: proxies check the gRPC listener against it.
         // and the trust domain: proxies expect that domain's control identity.
         tokens.set_ca(&weft_identity::control::sha256(authority.root()), &mesh.trust_domain);
+        // And this cluster's name: proxies send its reserved SNI, so a gateway in front of this
+        // control plane (primary-remote) forwards them here.
+        tokens.set_cluster(&mesh.cluster.name);
         let discovery = DiscoveryService {
             streams: Default::default(),
             max_streams_per_token: cfg.max_streams_per_token,

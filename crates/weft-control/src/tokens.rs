@@ -55,6 +55,15 @@ struct Payload {
     /// to expect (see `weft_api::token::trust_domain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     td: Option<String>,
+    /// Bootstrap tokens: the issuing control plane's cluster, so that the proxy sends the reserved
+    /// SNI `control.weft-system.<cp>.weft` and an east-west gateway in front of that control plane
+    /// forwards its connection (see `weft_api::token::control_cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cp: Option<String>,
+    /// Bootstrap tokens of a remote cluster's proxies (primary-remote, `weft token create
+    /// --cluster`): the cluster the proxy runs in. Absent: the control plane's own cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    proxy_cluster: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -93,6 +102,8 @@ pub struct Tokens {
     /// Put in every bootstrap token once the CA is known (`set_ca`): the root's pin and the
     /// trust domain.
     ca: std::sync::RwLock<Option<(String, String)>>,
+    /// Put in every bootstrap token once known (`set_cluster`): this control plane's cluster.
+    cluster: std::sync::OnceLock<String>,
 }
 
 impl Tokens {
@@ -127,7 +138,11 @@ impl Tokens {
                 s
             }
         };
-        Ok(Tokens { key: hmac::Key::new(hmac::HMAC_SHA256, &secret), ca: Default::default() })
+        Ok(Tokens {
+            key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
+            ca: Default::default(),
+            cluster: Default::default(),
+        })
     }
 
     /// The root CA's SHA-256 and the trust domain, for bootstrap tokens issued from now on (set
@@ -136,18 +151,37 @@ impl Tokens {
         *self.ca.write().unwrap_or_else(|p| p.into_inner()) = Some((hex(pin), trust_domain.to_string()));
     }
 
+    /// This control plane's cluster name, for bootstrap tokens issued from now on.
+    pub fn set_cluster(&self, cluster: &str) {
+        let _ = self.cluster.set(cluster.to_string());
+    }
+
     pub fn issue(&self, grant: Grant, ttl: Option<std::time::Duration>) -> String {
+        self.issue_in(grant, ttl, None)
+    }
+
+    /// [`Tokens::issue`]; a bootstrap token with `proxy_cluster` is for a proxy of that (remote)
+    /// cluster.
+    pub fn issue_in(&self, grant: Grant, ttl: Option<std::time::Duration>, proxy_cluster: Option<String>) -> String {
         let exp = ttl.map(|t| now() + t.as_secs());
-        let ca = matches!(grant, Grant::Bootstrap { .. })
-            .then(|| self.ca.read().unwrap_or_else(|p| p.into_inner()).clone())
-            .flatten();
+        let bootstrap = matches!(grant, Grant::Bootstrap { .. });
+        let ca = bootstrap.then(|| self.ca.read().unwrap_or_else(|p| p.into_inner()).clone()).flatten();
         let (ca, td) = ca.map_or((None, None), |(pin, td)| (Some(pin), Some(td)));
-        let payload = serde_json::to_vec(&Payload { grant, exp, nonce: hex(&random(8)), ca, td }).unwrap_or_default();
+        let cp = bootstrap.then(|| self.cluster.get().cloned()).flatten();
+        let proxy_cluster = proxy_cluster.filter(|_| bootstrap);
+        let payload = Payload { grant, exp, nonce: hex(&random(8)), ca, td, cp, proxy_cluster };
+        let payload = serde_json::to_vec(&payload).unwrap_or_default();
         let mac = hmac::sign(&self.key, &payload);
         format!("wft_{}.{}", hex(&payload), hex(mac.as_ref()))
     }
 
     pub fn verify(&self, token: &str) -> Result<Grant, TokenError> {
+        self.verify_in(token).map(|(g, _)| g)
+    }
+
+    /// [`Tokens::verify`], with the cluster a bootstrap token names for its proxy (`None`: this
+    /// control plane's own).
+    pub fn verify_in(&self, token: &str) -> Result<(Grant, Option<String>), TokenError> {
         let body = token.trim().strip_prefix("wft_").ok_or(TokenError::Invalid)?;
         let (p, m) = body.split_once('.').ok_or(TokenError::Invalid)?;
         let (payload, mac) = (unhex(p).ok_or(TokenError::Invalid)?, unhex(m).ok_or(TokenError::Invalid)?);
@@ -163,18 +197,23 @@ impl Tokens {
                 ));
             }
         }
-        Ok(payload.grant)
+        Ok((payload.grant, payload.proxy_cluster))
     }
 
     /// The grant of an `authorization: Bearer <token>` header value.
     pub fn verify_header(&self, value: Option<&str>) -> Result<Grant, TokenError> {
+        self.verify_header_in(value).map(|(g, _)| g)
+    }
+
+    /// [`Tokens::verify_header`] with the proxy's cluster, as [`Tokens::verify_in`].
+    pub fn verify_header_in(&self, value: Option<&str>) -> Result<(Grant, Option<String>), TokenError> {
         let v = value.ok_or(TokenError::Missing)?.trim();
         // The scheme is case-insensitive (RFC 9110 §11.1): `Bearer`, `bearer`, `BEARER`.
         let (scheme, token) = v.split_once(' ').ok_or(TokenError::Missing)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(TokenError::Missing);
         }
-        self.verify(token.trim())
+        self.verify_in(token.trim())
     }
 }
 
@@ -227,7 +266,11 @@ mod tests {
         }
         assert_eq!(t.verify_header(None), Err(TokenError::Missing));
         // Another control plane's key does not verify ours.
-        let other = Tokens { key: hmac::Key::new(hmac::HMAC_SHA256, &random(32)), ca: Default::default() };
+        let other = Tokens {
+            key: hmac::Key::new(hmac::HMAC_SHA256, &random(32)),
+            ca: Default::default(),
+            cluster: Default::default(),
+        };
         assert_eq!(other.verify(&tok), Err(TokenError::Invalid));
     }
 
@@ -270,7 +313,15 @@ mod tests {
         let t = tokens();
         let tok = t.issue(Grant::Read, Some(std::time::Duration::from_secs(3600)));
         assert_eq!(t.verify(&tok).unwrap(), Grant::Read);
-        let payload = Payload { grant: Grant::Read, exp: Some(1), nonce: "x".into(), ca: None, td: None };
+        let payload = Payload {
+            grant: Grant::Read,
+            exp: Some(1),
+            nonce: "x".into(),
+            ca: None,
+            td: None,
+            cp: None,
+            proxy_cluster: None,
+        };
         let p = serde_json::to_vec(&payload).unwrap();
         let expired = format!("wft_{}.{}", hex(&p), hex(hmac::sign(&t.key, &p).as_ref()));
         assert_eq!(t.verify(&expired), Err(TokenError::Expired));

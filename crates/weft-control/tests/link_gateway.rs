@@ -14,7 +14,7 @@ use weft_proxy::Proxy;
 use weft_testkit::{eventually, http1_get};
 
 mod common;
-use common::{admin_api as api, sidecar, tempdir};
+use common::{admin_api as api, forwarded, metric, sidecar, tempdir};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -51,19 +51,6 @@ async fn declare_gateways(
     );
     let (status, v) = api(cp, "POST", "/v1/apply", &mesh).await;
     assert_eq!(status, 200, "{v}");
-}
-
-/// The sum of the samples of `name` whose labels contain every one of `labels`.
-fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Connections the gateway forwarded to `dst` (`service.namespace`, or `control.weft-system`).
-fn forwarded(gw: &Proxy, dst: &str) -> f64 {
-    metric(&gw.metrics_text(), "weft_tcp_open_total", &["direction=\"gateway\"", &format!("dst=\"{dst}\"")])
 }
 
 fn refusals(gw: &Proxy, reason: &str) -> f64 {

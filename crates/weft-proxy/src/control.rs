@@ -84,6 +84,9 @@ fn trust(control: &Control, token: &str, known: Option<&CertStore>) -> Result<Co
 struct ControlConnector {
     addr: SocketAddr,
     mark: u32,
+    /// The SNI sent: the reserved name of the token's control plane when the token names its
+    /// cluster (an east-west gateway in front of it forwards that name), else `control.weft`.
+    sni: String,
     tls: tokio_rustls::TlsConnector,
 }
 
@@ -99,11 +102,10 @@ impl tower_service::Service<http::Uri> for ControlConnector {
     }
 
     fn call(&mut self, _: http::Uri) -> Self::Future {
-        let ControlConnector { addr, mark, tls } = self.clone();
+        let ControlConnector { addr, mark, sni, tls } = self.clone();
         Box::pin(async move {
             let tcp = crate::net::tcp_connect(addr, mark, CONNECT_TIMEOUT).await?;
-            let name = rustls_pki_types::ServerName::try_from(weft_identity::control::CONTROL_SERVER_NAME)
-                .expect("a valid DNS name");
+            let name = rustls_pki_types::ServerName::try_from(sni)?;
             let handshake = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, tcp));
             match handshake.await {
                 Ok(Ok(s)) => Ok(hyper_util::rt::TokioIo::new(s)),
@@ -144,9 +146,12 @@ async fn channel(
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true);
-    ep.connect_with_connector(ControlConnector { addr, mark, tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) })
-        .await
-        .map_err(|source| ControlError::Connect { addr, source })
+    // The TLS checks do not depend on the SNI: the control plane is verified by its root (pin or
+    // `ca_file`), its control identity and marker, also through a gateway.
+    let sni = weft_api::token::control_cluster(token)
+        .map_or_else(|| weft_identity::control::CONTROL_SERVER_NAME.to_string(), |c| weft_api::link::control_sni(&c));
+    let connector = ControlConnector { addr, mark, sni, tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) };
+    ep.connect_with_connector(connector).await.map_err(|source| ControlError::Connect { addr, source })
 }
 
 fn with_token<T>(msg: T, token: &str) -> Result<Request<T>, ControlError> {
@@ -388,7 +393,7 @@ fn warn_gateway_cluster(ctx: &Ctx, update: &pb::ProxyUpdate) {
         tracing::warn!(
             configured = %ctx.cfg.cluster,
             control_plane = %update.cluster,
-            "this gateway's `cluster` is {:?} but its control plane's cluster is {:?}: it refuses every connection for {:?} (`wrong-cluster`); set `cluster: {}` in its config",
+            "this gateway's `cluster` is {:?} but its control plane's cluster is {:?}: it refuses every connection for {:?} (`wrong-cluster`); set `cluster: {}` in its config, or, for the gateway of a remote cluster (primary-remote), give it a token made with `weft token create --cluster <its cluster>`",
             ctx.cfg.cluster,
             update.cluster,
             update.cluster,

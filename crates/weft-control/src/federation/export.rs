@@ -26,16 +26,18 @@ pub struct ExportService {
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::ExportSnapshot, Status>> + Send>>;
 
-/// The exported services of `cat` with their healthy endpoints of this cluster (imported
-/// endpoints are never passed on).
+/// The exported services of `cat` with their healthy endpoints of this cluster and of its remote
+/// clusters (primary-remote; imported endpoints are never passed on).
 pub fn render_export(cat: &Catalog) -> Vec<pb::Service> {
     let view = crate::discovery::View::default();
     let all = crate::discovery::render(cat, &view, &[]);
+    let mesh = &cat.mesh;
+    let ours = |c: &str| c == mesh.cluster.name || mesh.remote_clusters.iter().any(|r| r.name == c);
     all.services
         .into_iter()
         .filter(|s| cat.services.get(&(s.namespace.clone(), s.name.clone())).is_some_and(|c| c.export))
         .map(|mut s| {
-            s.endpoints.retain(|e| e.cluster == cat.mesh.cluster.name);
+            s.endpoints.retain(|e| ours(&e.cluster));
             // Consul tags travel with the link (`<tag>.<svc>.service.<dc>.consul` on the peer).
             if let Some(c) = cat.services.get(&(s.namespace.clone(), s.name.clone())) {
                 let by_addr: std::collections::HashMap<String, &crate::catalog::Instance> =
@@ -47,6 +49,19 @@ pub fn render_export(cat: &Catalog) -> Vec<pb::Service> {
                 }
             }
             s
+        })
+        .collect()
+}
+
+/// This cluster's remote clusters, as a snapshot carries them.
+fn remote_clusters(cat: &Catalog) -> Vec<pb::RemoteClusterNetwork> {
+    cat.mesh
+        .remote_clusters
+        .iter()
+        .map(|r| pb::RemoteClusterNetwork {
+            name: r.name.clone(),
+            network: r.network.clone(),
+            gateways: r.gateways.clone(),
         })
         .collect()
 }
@@ -157,7 +172,9 @@ impl pb::federation_server::Federation for ExportService {
         tokio::spawn(async move {
             let _open = open;
             let mut version = 0u64;
-            let mut last: Option<(Vec<pb::Service>, String, Vec<String>, Vec<Vec<u8>>, Vec<Vec<u8>>)> = None;
+            type Sent =
+                (Vec<pb::Service>, String, Vec<String>, Vec<pb::RemoteClusterNetwork>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+            let mut last: Option<Sent> = None;
             loop {
                 // Revoked while open: the stream ends with the reason.
                 if let Err(e) = federation.check_revoked(&importer, stream_issued_ms, false) {
@@ -174,6 +191,7 @@ impl pb::federation_server::Federation for ExportService {
                     render_export(&cat),
                     cat.mesh.cluster.network.clone(),
                     cat.mesh.cluster.gateways.clone(),
+                    remote_clusters(&cat),
                     roots,
                     trusted,
                 );
@@ -184,13 +202,14 @@ impl pb::federation_server::Federation for ExportService {
                         cluster: cat.mesh.cluster.name.clone(),
                         bundle: Some(pb::TrustDomainBundle {
                             trust_domain: cat.mesh.trust_domain.clone(),
-                            roots_der: now.3.clone(),
+                            roots_der: now.4.clone(),
                         }),
                         services: now.0.clone(),
                         stream_secret: std::mem::take(&mut stream_secret),
                         network: now.1.clone(),
                         gateways: now.2.clone(),
-                        trusted_importer_roots: now.4.clone(),
+                        remote_clusters: now.3.clone(),
+                        trusted_importer_roots: now.5.clone(),
                     };
                     if tx.send(Ok(snap)).await.is_err() {
                         break;

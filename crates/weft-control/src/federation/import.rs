@@ -88,9 +88,9 @@ pub fn restore(store: &Store, federation: &Federation, local: &Local) {
         let Resource::Link(l) = r else { continue };
         let name = &l.metadata.name;
         let Some(saved) = local.load(name) else { continue };
-        match convert(name, &l.spec, saved) {
-            Ok(Converted { trust_domain, roots, services, network }) => {
-                federation.import(name, &trust_domain, roots, services, network);
+        match convert(name, &l.spec, &local.cluster, saved) {
+            Ok(Converted { trust_domain, roots, services, network, remotes }) => {
+                federation.import(name, &trust_domain, roots, services, network, remotes);
                 federation.set_status(name, |s| s.state = "restored");
                 tracing::info!(cluster = %name, "link: restored its last snapshot until the peer answers");
             }
@@ -269,14 +269,14 @@ async fn session(
                 Err(s) => return Err(format!("link stream: {}", s.message())),
             };
             let stream_secret = std::mem::take(&mut snap.stream_secret);
-            let c = convert(name, spec, snap.clone())?;
+            let c = convert(name, spec, &local.cluster, snap.clone())?;
             if confirmed.as_ref() != Some(&c.roots) {
                 confirmed = Some(c.roots.clone());
                 let task = confirm_trust(client.clone(), local.clone(), spec.secret.clone(), c.roots.clone());
                 _confirming = Some(AbortOnDrop(tokio::spawn(task)));
             }
             let trusted = snap.trusted_importer_roots.iter().map(|r| r.iter().map(|b| format!("{b:02x}")).collect());
-            federation.import(name, &c.trust_domain, c.roots, c.services, c.network);
+            federation.import(name, &c.trust_domain, c.roots, c.services, c.network, c.remotes);
             federation.set_peer_trusts(name, trusted.collect());
             local.save(name, &snap).await;
             if !stream_secret.is_empty() && stream_secret != spec.secret {
@@ -365,6 +365,8 @@ struct Converted {
     /// The peer's network and gateways: the snapshot's, or the link's when the snapshot names no
     /// gateway (an older peer).
     network: PeerNetwork,
+    /// The peer's remote clusters (primary-remote), by name, with their networks and gateways.
+    remotes: BTreeMap<String, PeerNetwork>,
 }
 
 /// What a failed TLS handshake with the peer control plane means: a connection closed before
@@ -378,8 +380,10 @@ pub(crate) fn tls_error(e: &std::io::Error) -> String {
 }
 
 /// A snapshot in catalog form, checked: it must come from the linked cluster, and every endpoint
-/// must belong to it (its cluster and an identity of its trust domain); others are dropped.
-fn convert(name: &str, spec: &LinkSpec, snap: pb::ExportSnapshot) -> Result<Converted, String> {
+/// must belong to it (its cluster, or one of the remote clusters it serves, and an identity of
+/// its trust domain); others are dropped. A remote cluster named like this cluster (`local`) or
+/// the peer itself is ignored.
+fn convert(name: &str, spec: &LinkSpec, local: &str, snap: pb::ExportSnapshot) -> Result<Converted, String> {
     if snap.cluster != name {
         return Err(format!(
             "the peer at {} says it is cluster {:?}, but this link is to {name:?}: the credential was made on another cluster",
@@ -404,6 +408,19 @@ fn convert(name: &str, spec: &LinkSpec, snap: pb::ExportSnapshot) -> Result<Conv
             .take(weft_api::kinds::MAX_GATEWAYS)
             .collect(),
     };
+    let mut remotes = BTreeMap::new();
+    for r in &snap.remote_clusters {
+        if !weft_api::valid_name(&r.name) || r.name == name || r.name == local {
+            dropped += 1;
+            continue;
+        }
+        let gateways = r.gateways.iter().filter_map(|g| g.parse::<SocketAddr>().ok());
+        let n = PeerNetwork {
+            network: r.network.clone(),
+            gateways: gateways.take(weft_api::kinds::MAX_GATEWAYS).collect(),
+        };
+        remotes.insert(r.name.clone(), n);
+    }
     let mut services = vec![];
     for s in snap.services {
         if !weft_api::valid_name(&s.name) || !weft_api::valid_name(&s.namespace) {
@@ -424,7 +441,7 @@ fn convert(name: &str, spec: &LinkSpec, snap: pb::ExportSnapshot) -> Result<Conv
                 dropped += 1;
                 continue;
             };
-            if e.cluster != name || !e.identity.starts_with(&prefix) {
+            if (e.cluster != name && !remotes.contains_key(&e.cluster)) || !e.identity.starts_with(&prefix) {
                 dropped += 1;
                 continue;
             }
@@ -463,7 +480,7 @@ fn convert(name: &str, spec: &LinkSpec, snap: pb::ExportSnapshot) -> Result<Conv
     if dropped > 0 {
         tracing::warn!(cluster = %name, dropped, "link snapshot: dropped services or endpoints that are not the peer's own");
     }
-    Ok(Converted { trust_domain: bundle.trust_domain, roots: bundle.roots_der, services, network })
+    Ok(Converted { trust_domain: bundle.trust_domain, roots: bundle.roots_der, services, network, remotes })
 }
 
 #[derive(Clone)]

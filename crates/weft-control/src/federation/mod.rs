@@ -49,6 +49,8 @@ struct LinkState {
     roots: Vec<Vec<u8>>,
     services: Vec<CatalogService>,
     network: PeerNetwork,
+    /// The peer's remote clusters (primary-remote), whose endpoints it exports too.
+    remotes: BTreeMap<String, PeerNetwork>,
     /// Hex SHA-256 of this cluster's roots that all the peer's proxies trust (its latest snapshot).
     trusts: Vec<String>,
 }
@@ -204,8 +206,6 @@ impl Federation {
         }
     }
 
-    /// Replaces everything imported from `cluster` (a full snapshot), with its network and
-    /// gateways.
     /// An Export stream of `cluster` opened; it counts as connected until the guard drops.
     pub fn stream_opened(self: &Arc<Self>, cluster: &str) -> StreamGuard {
         self.with(|s| *s.streams.entry(cluster.to_string()).or_default() += 1);
@@ -255,6 +255,8 @@ impl Federation {
         self.with(|s| s.links.get(cluster).map(|l| l.roots.clone()).unwrap_or_default())
     }
 
+    /// Replaces everything imported from `cluster` (a full snapshot), with its network and
+    /// gateways, and those of the remote clusters it serves (`remotes`).
     pub fn import(
         &self,
         cluster: &str,
@@ -262,6 +264,7 @@ impl Federation {
         roots: Vec<Vec<u8>>,
         services: Vec<CatalogService>,
         network: PeerNetwork,
+        remotes: BTreeMap<String, PeerNetwork>,
     ) {
         let changed = self.with(|s| {
             let l = s.links.entry(cluster.to_string()).or_default();
@@ -275,7 +278,9 @@ impl Federation {
                 || l.trust_domain != trust_domain
                 || l.roots != roots
                 || l.services != services
-                || l.network != network;
+                || l.network != network
+                || l.remotes != remotes;
+            l.remotes = remotes;
             l.trust_domain = trust_domain.to_string();
             l.roots = roots;
             l.services = services;
@@ -337,8 +342,20 @@ impl Source for Federation {
             let mut out = Imported::default();
             for (cluster, l) in &s.links {
                 out.links.insert(cluster.clone(), link_up(l.status.state));
-                out.services.extend(l.services.iter().cloned());
+                // A peer's remote cluster never stands for another linked cluster: its endpoints
+                // named so are dropped, and the link's own network wins.
+                let theirs = |c: &str| c == cluster || (l.remotes.contains_key(c) && !s.links.contains_key(c));
+                out.services.extend(l.services.iter().map(|svc| {
+                    let mut svc = svc.clone();
+                    svc.instances.retain(|i| theirs(&i.cluster));
+                    svc
+                }));
                 out.networks.insert(cluster.clone(), l.network.clone());
+                for (remote, n) in &l.remotes {
+                    if !s.links.contains_key(remote) {
+                        out.networks.entry(remote.clone()).or_insert_with(|| n.clone());
+                    }
+                }
                 if !l.trust_domain.is_empty() {
                     out.peer_bundles.entry(l.trust_domain.clone()).or_default().extend(l.roots.iter().cloned());
                 }
@@ -353,5 +370,59 @@ impl Source for Federation {
             }
             Some(out)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Instance;
+
+    fn service(clusters: &[&str]) -> CatalogService {
+        CatalogService {
+            name: "api".into(),
+            namespace: "default".into(),
+            ports: vec![],
+            connect_ports: vec![],
+            tags: vec![],
+            export: false,
+            clusters: vec![],
+            instances: clusters
+                .iter()
+                .enumerate()
+                .map(|(n, c)| Instance {
+                    name: format!("{c}-{n}"),
+                    address: format!("10.0.0.{n}:80").parse().unwrap(),
+                    sidecar: format!("10.0.0.{n}:15006").parse().unwrap(),
+                    identity: "spiffe://core.example/ns/default/sa/api".into(),
+                    cluster: c.to_string(),
+                    network: String::new(),
+                    locality: String::new(),
+                    labels: Default::default(),
+                    tags: vec![],
+                    healthy: true,
+                    visibility: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// A primary's remote clusters come with its link; one named like another linked cluster
+    /// never stands for it (its endpoints are dropped, the linked cluster's network is kept).
+    #[test]
+    fn a_peers_remote_clusters_are_imported_but_never_as_another_link() {
+        let f = Federation::default();
+        let net = |n: &str, gw: &str| PeerNetwork { network: n.into(), gateways: vec![gw.parse().unwrap()] };
+        f.import("west", "west.example", vec![vec![1]], vec![], net("net-west", "192.0.2.9:15443"), BTreeMap::new());
+        let remotes: BTreeMap<String, PeerNetwork> =
+            [("edge".to_string(), net("net-edge", "192.0.2.2:15443")), ("west".to_string(), net("x", "192.0.2.3:1"))]
+                .into();
+        let services = vec![service(&["core", "edge", "west"])];
+        f.import("core", "core.example", vec![vec![2]], services, net("net-core", "192.0.2.1:15443"), remotes);
+        let got = f.imported().unwrap();
+        let clusters: Vec<&str> = got.services[0].instances.iter().map(|i| i.cluster.as_str()).collect();
+        assert_eq!(clusters, ["core", "edge"]);
+        assert_eq!(got.networks["edge"], net("net-edge", "192.0.2.2:15443"));
+        assert_eq!(got.networks["west"], net("net-west", "192.0.2.9:15443"));
     }
 }

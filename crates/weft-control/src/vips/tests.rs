@@ -25,6 +25,7 @@ fn catalog(range: &str, services: Vec<CatalogService>) -> Catalog {
         peer_bundles: Default::default(),
         links: Default::default(),
         vips: Default::default(),
+        networks: Default::default(),
         ca: Default::default(),
     }
 }

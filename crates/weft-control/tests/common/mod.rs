@@ -43,10 +43,21 @@ pub async fn bootstrap_token(cp: &ControlPlane, identity: &str) -> String {
 /// from the control plane).
 pub async fn sidecar(cp: &ControlPlane, identity: &str, workload: Option<&str>, extra: &str) -> Proxy {
     let token = bootstrap_token(cp, identity).await;
+    proxy_following(cp.grpc_addr, &token, identity, workload, extra).await
+}
+
+/// A proxy following the control plane at `address` (its gRPC listener, or a gateway in front of
+/// it) with bootstrap `token` of `identity`.
+pub async fn proxy_following(
+    address: SocketAddr,
+    token: &str,
+    identity: &str,
+    workload: Option<&str>,
+    extra: &str,
+) -> Proxy {
     let workload = workload.map(|w| format!(", workload: {w}")).unwrap_or_default();
     let cfg = ProxyConfig::from_yaml(&format!(
-        "control: {{ address: \"{}\", token: \"{token}\", proxy_id: \"{}\"{workload} }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\n{extra}",
-        cp.grpc_addr,
+        "control: {{ address: \"{address}\", token: \"{token}\", proxy_id: \"{}\"{workload} }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\n{extra}",
         identity.replace('/', "-")
     ))
     .unwrap();
@@ -94,4 +105,17 @@ pub async fn query_a(dns: SocketAddr, name: &str) -> Vec<String> {
 /// [`api`] with the control plane's admin token.
 pub async fn admin_api(cp: &ControlPlane, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
     api(cp, method, path, &cp.admin_token, body).await
+}
+
+/// The sum of the samples of `name` whose labels contain every one of `labels`.
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Connections gateway `gw` forwarded to `dst` (`service.namespace`, or `control.weft-system`).
+pub fn forwarded(gw: &Proxy, dst: &str) -> f64 {
+    metric(&gw.metrics_text(), "weft_tcp_open_total", &["direction=\"gateway\"", &format!("dst=\"{dst}\"")])
 }
