@@ -267,7 +267,8 @@ async fn check_link(State(st): S, headers: HeaderMap, Path(cluster): Path<String
     let status = st.federation.status(&cluster);
     let local_network = st.catalog.borrow().mesh.cluster.network.clone();
     let peer = st.federation.peer_network(&cluster);
-    let checks = crate::federation::check::check(&cluster, &l.spec, &status, &local_network, peer).await;
+    let peer_roots = st.federation.peer_roots(&cluster);
+    let checks = crate::federation::check::check(&cluster, &l.spec, &status, &local_network, peer, peer_roots).await;
     let ok = checks.iter().all(|c| c.verdict != crate::federation::check::Verdict::Fail);
     Ok(Json(json!({ "cluster": cluster, "address": l.spec.address, "ok": ok, "checks": checks })))
 }

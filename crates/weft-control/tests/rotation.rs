@@ -315,6 +315,10 @@ async fn rotating_either_linked_clusters_root_reaches_the_peers_proxies_and_fail
     })
     .await;
     let _ = server_ref;
+    // `weft link check` trusts west's new root too (it was sent over the verified link).
+    let (_, v) = api(&east, "GET", "/v1/links/west/check", "").await;
+    let trusted = v["checks"].as_array().unwrap().iter().find(|c| c["name"] == "trusted").cloned();
+    assert_eq!(trusted.as_ref().map(|c| c["verdict"].clone()), Some("pass".into()), "{v}");
 }
 
 /// A renewal at half-life (not a rotation) keeps the linked cluster's roots that discovery

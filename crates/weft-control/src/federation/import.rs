@@ -154,6 +154,17 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The roots a link trusts for the peer's control plane: the credential's, and those the peer sent
+/// over the verified link since (its root rotation, `weft ca rotate`).
+pub(crate) fn link_roots(spec: &LinkSpec, sent: Vec<Vec<u8>>) -> Result<TrustBundle, String> {
+    let stored = TrustBundle::from_pem(&spec.root_pem).map_err(|e| format!("the link's root: {e}"))?;
+    let sent = sent.into_iter().map(|r| (Some(spec.trust_domain.clone()), r.into()));
+    Ok(match TrustBundle::labelled(sent.collect()) {
+        Ok(b) if !b.roots().is_empty() => stored.merged(&b),
+        _ => stored,
+    })
+}
+
 /// Why a session ends when this cluster's roots change (a root rotation): it reconnects at once.
 const ROOTS_CHANGED: &str = "this cluster's roots changed (root rotation): reconnecting to send them to the peer";
 
@@ -203,13 +214,7 @@ async fn session(
         } else {
             format!("through its east-west gateway {addr}")
         };
-        let labelled = TrustBundle::from_pem(&spec.root_pem).map_err(|e| format!("the link's root: {e}"))?;
-        // And the roots the peer sent over this verified link since (its root rotation).
-        let sent = federation.peer_roots(name).into_iter().map(|r| (Some(spec.trust_domain.clone()), r.into()));
-        let labelled = match TrustBundle::labelled(sent.collect()) {
-            Ok(b) if !b.roots().is_empty() => labelled.merged(&b),
-            _ => labelled,
-        };
+        let labelled = link_roots(spec, federation.peer_roots(name))?;
         let tls = weft_identity::control::client_config(ControlTrust::Roots(labelled), &spec.trust_domain, None)
             .map_err(|e| e.to_string())?;
         let channel = Endpoint::from_shared(format!("http://{addr}"))
