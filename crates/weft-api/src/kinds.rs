@@ -274,6 +274,19 @@ pub struct ServiceSpec {
     /// Default false: a service stays in its own cluster unless exported.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub export: bool,
+    /// Clusters to fail over to, in order, when the caller's own cluster has too few healthy
+    /// endpoints (Consul's service-resolver failover); clusters not listed get no traffic.
+    /// Empty: locality priority (same zone, same region, other clusters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover: Vec<String>,
+    /// A fixed split of traffic between clusters, by weight (`{east: 90, west: 10}`); clusters
+    /// not listed get none. Exclusive with `failover`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub cluster_weights: std::collections::BTreeMap<String, u32>,
+    /// When callers' proxies eject an endpoint of this service; each field set replaces the
+    /// proxy's own `outlier_detection` value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<crate::traffic::ServiceOutlierDetection>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -313,6 +326,10 @@ impl Validate for ServiceSpec {
                     "must be a DNS label (it becomes part of DNS names)",
                 ));
             }
+        }
+        crate::traffic::check_cluster_policy(("failover", &self.failover), ("clusterWeights", &self.cluster_weights))?;
+        if let Some(o) = &self.outlier_detection {
+            o.check()?;
         }
         Ok(())
     }

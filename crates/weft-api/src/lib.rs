@@ -18,6 +18,7 @@ pub mod link;
 pub mod proxy;
 pub mod resource;
 pub mod token;
+pub mod traffic;
 
 pub use duration::Duration;
 

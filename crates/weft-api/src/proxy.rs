@@ -96,6 +96,13 @@ pub struct ProxyConfig {
     /// Limits that protect the proxy from misbehaving clients.
     #[serde(default)]
     pub limits: Limits,
+    /// `region/zone/subzone` of the workload this proxy fronts, for locality priority (with a
+    /// control plane: the Workload's own, sent on the discovery stream, unless set here).
+    #[serde(default)]
+    pub locality: String,
+    /// When an endpoint is ejected from load balancing (docs/proxy.md, `outlier_detection`).
+    #[serde(default)]
+    pub outlier_detection: crate::traffic::OutlierDetection,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -326,6 +333,18 @@ pub struct Service {
     pub ports: Vec<AppPort>,
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// Clusters to fail over to, in order, when this proxy's own cluster has too few healthy
+    /// endpoints; other clusters get no traffic (docs/multicluster.md, "Failover between clusters").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover: Vec<String>,
+    /// A fixed split of traffic between clusters (`{ east: 90, west: 10 }`); clusters not listed
+    /// get none. Exclusive with `failover`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cluster_weights: BTreeMap<String, u32>,
+    /// This service's own outlier detection: each field set replaces the top-level
+    /// `outlier_detection` value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<crate::traffic::OutlierOverrides>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -670,6 +689,13 @@ impl ProxyConfig {
                     ));
                 }
             }
+            crate::traffic::check_cluster_policy(
+                (&format!("{f}.failover"), &s.failover),
+                (&format!("{f}.cluster_weights"), &s.cluster_weights),
+            )?;
+            if let Some(o) = &s.outlier_detection {
+                self.outlier_detection.with(o).check(&format!("{f}.outlier_detection"))?;
+            }
             if !seen.insert(s.key()) {
                 return Err(ConfigError::invalid(
                     format!("{f}.name"),
@@ -784,6 +810,7 @@ impl ProxyConfig {
             ));
         }
         self.limits.check()?;
+        self.outlier_detection.check("outlier_detection")?;
         for (field, d, min) in [
             (
                 "identity.reload_interval",

@@ -205,9 +205,17 @@ async fn link_all(clusters: &[Cluster]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Service resource for `s`, applied in every cluster: exported.
-fn service_resource(s: &FileService) -> String {
-    let spec = "export: true";
+/// The Service resource for `s`, applied in every cluster: exported. The demo's api also splits
+/// its traffic evenly between the clusters that run it (`clusterWeights`): with locality priority
+/// (the default) web in east would otherwise call only east's api while it is healthy, and the
+/// demo would never cross to west.
+fn service_resource(s: &FileService, demo: bool) -> String {
+    let mut spec = "export: true".to_string();
+    if demo && s.name == "api" {
+        let hosts: BTreeSet<&str> = s.workloads.iter().filter_map(|w| w.cluster.as_deref()).collect();
+        let weights: Vec<String> = hosts.iter().map(|c| format!("{c}: 1")).collect();
+        spec.push_str(&format!(", clusterWeights: {{ {} }}", weights.join(", ")));
+    }
     format!("---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {} }}\nspec: {{ {spec} }}\n", s.name)
 }
 
@@ -333,7 +341,7 @@ async fn run(file: &UpFile, demo: bool, args: &UpArgs, base: &std::path::Path) -
     link_all(&clusters).await?;
 
     // Every service exists, exported, in every cluster; each workload runs in its own.
-    let services: String = file.services.iter().map(service_resource).collect();
+    let services: String = file.services.iter().map(|s| service_resource(s, demo)).collect();
     let mut hosts: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for c in &clusters {
         c.cp.store.apply(parse_documents(&services)?)?;

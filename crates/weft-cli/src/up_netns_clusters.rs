@@ -109,9 +109,14 @@ async fn run(
             "apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: {{ name: mesh }}\nspec: {{ trustDomain: {td}, cluster: {{ name: {0}, network: net-{0}, gateways: [\"{gw}\"] }} }}\n",
             c.name
         );
-        let services = ["api", "web"].map(|s| {
-            format!("---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {s} }}\nspec: {{ export: true }}\n")
-        });
+        // api runs in every cluster and splits its calls evenly between them (`clusterWeights`):
+        // with locality priority (the default) web in east would call only east's api.
+        let weights: Vec<String> = net.clusters.iter().map(|c| format!("{}: 1", c.name)).collect();
+        let services = [("api", format!(", clusterWeights: {{ {} }}", weights.join(", "))), ("web", String::new())].map(
+            |(s, extra)| {
+                format!("---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {s} }}\nspec: {{ export: true{extra} }}\n")
+            },
+        );
         apply(&conn, mesh + &services.concat()).await.with_context(|| format!("cluster {}: MeshConfig", c.name))?;
         let token = token_file(&conn, "east-west-gateway", &dir, "gateway.token").await?;
         let gw_cfg = dir.join("gateway.yaml");

@@ -116,6 +116,13 @@ pub struct CatalogService {
     /// The clusters that have this service: this one when it is defined here, and each linked
     /// cluster that exports it (whether or not it has endpoints now).
     pub clusters: Vec<String>,
+    /// Clusters to fail over to, in order (`spec.failover`); this cluster's own policy, never
+    /// imported.
+    pub failover: Vec<String>,
+    /// A fixed split between clusters (`spec.clusterWeights`).
+    pub cluster_weights: BTreeMap<String, u32>,
+    /// `spec.outlierDetection`.
+    pub outlier_detection: Option<weft_api::traffic::ServiceOutlierDetection>,
 }
 
 impl CatalogService {
@@ -219,6 +226,9 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                     export: spec.export,
                     instances: vec![],
                     clusters: vec![mesh.cluster.name.clone()],
+                    failover: spec.failover.clone(),
+                    cluster_weights: spec.cluster_weights.clone(),
+                    outlier_detection: spec.outlier_detection.clone(),
                 },
             );
         }
@@ -300,6 +310,8 @@ pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
             None => {
                 let mut s = s.clone();
                 s.export = false;
+                // A peer's routing policy is its own: here, this cluster's Service decides.
+                (s.failover, s.cluster_weights, s.outlier_detection) = (vec![], BTreeMap::new(), None);
                 cat.services.insert(key, s);
             }
         }
@@ -347,6 +359,9 @@ mod gateway_tests {
             connect_ports: vec![],
             tags: vec![],
             export: false,
+            failover: vec![],
+            cluster_weights: Default::default(),
+            outlier_detection: None,
             clusters: vec![],
             instances: vec![
                 instance(1, "west", "net-west"),

@@ -188,6 +188,9 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
                     tags: vec![],
                 })
                 .collect(),
+            failover: s.failover.clone(),
+            cluster_weights: s.cluster_weights.iter().map(|(c, w)| (c.clone(), *w)).collect(),
+            outlier_detection: s.outlier_detection.as_ref().map(wire_outlier),
         })
         .collect();
     // The virtual IPs of the services sent, and of their mirrors.
@@ -211,6 +214,7 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
         // The proxy's own cluster (a remote cluster's gateway routes the SNI names of it).
         cluster: view.place.as_ref().map_or_else(|| cat.mesh.cluster.name.clone(), |p| p.cluster.clone()),
         inbound: None,
+        placement: None,
         // The mesh's roots, bound to its trust domain; then each linked cluster's, bound to its
         // own (a proxy verifies a peer only against the roots of the peer's trust domain).
         bundles: std::iter::once(pb::TrustDomainBundle {
@@ -224,6 +228,17 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
                 .map(|(td, roots)| pb::TrustDomainBundle { trust_domain: td.clone(), roots_der: roots.clone() }),
         )
         .collect(),
+    }
+}
+
+fn wire_outlier(o: &weft_api::traffic::ServiceOutlierDetection) -> pb::OutlierDetection {
+    let ms = |d: weft_api::Duration| std::time::Duration::from(d).as_millis() as u64;
+    pb::OutlierDetection {
+        consecutive_connect_failures: o.consecutive_connect_failures,
+        consecutive_5xx: o.consecutive_5xx,
+        base_ejection_time_ms: o.base_ejection_time.map(ms),
+        max_ejection_time_ms: o.max_ejection_time.map(ms),
+        max_ejection_percent: o.max_ejection_percent,
     }
 }
 
@@ -252,6 +267,27 @@ pub fn inbound_for(cat: &Catalog, identity: &str, namespace: &str, workload: &st
     }
     ports.sort_by_key(|p| p.port);
     pb::Inbound { ports }
+}
+
+/// Where the proxy of `identity` (fronting `workload`, or the first Workload that runs as it) runs:
+/// that Workload's cluster and locality; the mesh's cluster and region/zone when none matches.
+pub fn placement_for(cat: &Catalog, identity: &str, namespace: &str, workload: &str) -> pb::Placement {
+    let mine = cat
+        .services
+        .values()
+        .filter(|s| s.namespace == namespace)
+        .flat_map(|s| s.instances.iter())
+        .filter(|i| i.identity == identity && (workload.is_empty() || i.name == workload))
+        .min_by(|a, b| a.name.cmp(&b.name));
+    match mine {
+        Some(i) => pb::Placement { cluster: i.cluster.clone(), locality: i.locality.clone() },
+        None => {
+            let c = &cat.mesh.cluster;
+            let parts = [c.region.as_str(), c.zone.as_str()];
+            let locality = parts.iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join("/");
+            pb::Placement { cluster: c.name.clone(), locality }
+        }
+    }
 }
 
 /// Checks what a proxy reports about itself before it is stored or shown.
@@ -389,7 +425,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         let (identity, namespace, workload) = (id.to_string(), id.namespace().to_string(), hello.workload.clone());
         tokio::spawn(async move {
             let mut version = 0u64;
-            let mut last: Option<(Arc<pb::ProxyUpdate>, pb::Inbound)> = None;
+            let mut last: Option<(Arc<pb::ProxyUpdate>, (pb::Inbound, pb::Placement))> = None;
             loop {
                 let cat = catalog.borrow_and_update().clone();
                 let place = crate::remote::place_for(&cat, token_cluster.as_deref(), &identity, &namespace, &workload);
@@ -399,7 +435,10 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     place: Some(place.clone()),
                 };
                 let update = renders.get(&cat, &view, &bundle);
-                let inbound = inbound_for(&cat, &identity, &namespace, &workload);
+                let inbound = (
+                    inbound_for(&cat, &identity, &namespace, &workload),
+                    placement_for(&cat, &identity, &namespace, &workload),
+                );
                 let changed = match &last {
                     Some((l, i)) => (!Arc::ptr_eq(l, &update) && **l != *update) || *i != inbound,
                     None => true,
@@ -408,7 +447,8 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     version += 1;
                     let mut out = (*update).clone();
                     out.version = version;
-                    out.inbound = Some(inbound.clone());
+                    out.inbound = Some(inbound.0.clone());
+                    out.placement = Some(inbound.1.clone());
                     let roots: Vec<String> = out
                         .bundles
                         .iter()

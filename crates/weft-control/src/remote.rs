@@ -113,6 +113,9 @@ mod tests {
             connect_ports: vec![],
             tags: vec![],
             export: false,
+            failover: vec![],
+            cluster_weights: Default::default(),
+            outlier_detection: None,
             clusters: vec![],
             instances: vec![instance("p", "primary", "net-p"), instance("r", "remote", "net-r")],
         };

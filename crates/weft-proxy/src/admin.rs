@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub fn encode_metrics(ctx: &Ctx) -> String {
+    ctx.outlier_metrics.refresh(&ctx.routes.load(), &ctx.outliers.clock);
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &ctx.registry).is_err() {
         out.clear();
@@ -35,6 +36,7 @@ fn config_dump(ctx: &Ctx) -> serde_json::Value {
                     "identity": e.identity.to_string(), "cluster": e.cluster, "network": e.network,
                     "locality": e.locality, "labels": e.labels,
                 })).collect::<Vec<_>>(),
+                "balance": s.balance.describe(&s.endpoints),
             })
         })
         .collect();

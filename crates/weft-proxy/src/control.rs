@@ -269,7 +269,21 @@ pub fn services_from(update: &pb::ProxyUpdate) -> Result<Vec<Service>, ConfigErr
                 .map_err(|_| ConfigError::invalid(format!("services[{i}].ports[{j}].port"), "out of range"))?;
             ports.push(weft_api::proxy::AppPort { port, protocol, allow_connect: p.allow_connect });
         }
-        out.push(Service { name: s.name.clone(), namespace: s.namespace.clone(), ports, endpoints });
+        out.push(Service {
+            name: s.name.clone(),
+            namespace: s.namespace.clone(),
+            ports,
+            endpoints,
+            failover: s.failover.clone(),
+            cluster_weights: s.cluster_weights.iter().map(|(c, w)| (c.clone(), *w)).collect(),
+            outlier_detection: s.outlier_detection.as_ref().map(|o| weft_api::traffic::OutlierOverrides {
+                consecutive_connect_failures: o.consecutive_connect_failures,
+                consecutive_5xx: o.consecutive_5xx,
+                base_ejection_time: o.base_ejection_time_ms.map(weft_api::Duration::from_millis),
+                max_ejection_time: o.max_ejection_time_ms.map(weft_api::Duration::from_millis),
+                max_ejection_percent: o.max_ejection_percent,
+            }),
+        });
     }
     Ok(out)
 }
@@ -316,12 +330,13 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
     let inbound = inbound_from(update).map_err(|e| e.to_string())?;
     let vips = virtual_ips_from(update).map_err(|e| e.to_string())?;
     ctx.apps.add_ports(inbound.iter().map(|p| p.port));
+    if let Some(p) = &update.placement {
+        ctx.set_place(&p.cluster, &p.locality);
+    }
     // The control plane names the cluster the proxy runs in (its own config may not).
     let cluster = if update.cluster.is_empty() { &ctx.cfg.cluster } else { &update.cluster };
-    let routes = crate::Routes::from_services(&services)
-        .map_err(|e| e.to_string())?
-        .with_inbound(&inbound)
-        .with_names(cluster, &vips);
+    let routes =
+        ctx.routes_for(&services).map_err(|e| e.to_string())?.with_inbound(&inbound).with_names(cluster, &vips);
     if !update.bundle_der.is_empty() || !update.bundles.is_empty() {
         let bundle = bundle_from(&update.bundles, &update.bundle_der).map_err(|e| e.to_string())?;
         let now = ctx.certs.bundle();

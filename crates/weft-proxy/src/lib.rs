@@ -12,6 +12,7 @@
 
 mod admin;
 mod app;
+pub mod balance;
 mod budget;
 pub mod cli;
 pub mod control;
@@ -33,6 +34,7 @@ pub mod naming;
 pub mod net;
 mod opaque;
 mod outbound;
+pub mod outlier;
 mod peer;
 mod pool;
 pub mod routes;
@@ -96,6 +98,12 @@ pub struct Ctx {
     bound: std::sync::OnceLock<Addrs>,
     /// Rate limits of the warnings a remote party can trigger (see [`loglimit`]).
     logs: loglimit::LogLimits,
+    /// Endpoint health that outlives routing tables (see [`outlier`]).
+    outliers: outlier::Store,
+    outlier_metrics: outlier::Metrics,
+    /// Where this proxy runs (cluster, locality), for locality priority: the config's, or what
+    /// the control plane says of the Workload it fronts.
+    place: std::sync::Mutex<(String, String)>,
 }
 
 impl Ctx {
@@ -106,6 +114,30 @@ impl Ctx {
 
     fn mark(&self) -> u32 {
         self.cfg.mark()
+    }
+
+    /// A routing table for `services`, balanced from where this proxy runs, with the endpoint
+    /// health this proxy has seen so far.
+    pub fn routes_for(&self, services: &[weft_api::proxy::Service]) -> Result<Routes, weft_api::ConfigError> {
+        let place = self.place.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let env = balance::Env {
+            cluster: &place.0,
+            locality: &place.1,
+            outlier: &self.cfg.outlier_detection,
+            store: &self.outliers,
+        };
+        Routes::from_services_with(services, &env)
+    }
+
+    /// Where the control plane says this proxy's workload runs (a locality in the config wins).
+    pub fn set_place(&self, cluster: &str, locality: &str) {
+        let mut place = self.place.lock().unwrap_or_else(|p| p.into_inner());
+        if !cluster.is_empty() {
+            place.0 = cluster.to_string();
+        }
+        if self.cfg.locality.is_empty() {
+            place.1 = locality.to_string();
+        }
     }
 
     /// The protocol of an inbound app port: the local `inbound.ports` first, then the ports the
@@ -191,9 +223,20 @@ impl Proxy {
     /// see [`workers`]); listeners, admin and control-plane tasks run on the current runtime.
     pub async fn start_on(cfg: ProxyConfig, certs: CertStore, workers: workers::Workers) -> Result<Proxy, StartError> {
         cfg.validate()?;
-        let routes = Routes::try_from(&cfg)?;
+        let outliers = outlier::Store::default();
+        let routes = Routes::from_services_with(
+            &cfg.services,
+            &balance::Env {
+                cluster: &cfg.cluster,
+                locality: &cfg.locality,
+                outlier: &cfg.outlier_detection,
+                store: &outliers,
+            },
+        )?
+        .with_names(&cfg.cluster, &Routes::config_vips(&cfg));
         let mut registry = Registry::default();
         let metrics = metrics::Metrics::new(&mut registry);
+        let outlier_metrics = outlier::Metrics::register(&mut registry);
         metrics.cert_expiry.set(identity::expiry_secs(&certs.leaf()));
         let mut server = hyper::server::conn::http1::Builder::new();
         server
@@ -246,6 +289,9 @@ impl Proxy {
             ready: AtomicBool::new(false),
             bound: std::sync::OnceLock::new(),
             logs: loglimit::LogLimits::default(),
+            outliers,
+            outlier_metrics,
+            place: std::sync::Mutex::new((cfg.cluster.clone(), cfg.locality.clone())),
             cfg,
         });
 

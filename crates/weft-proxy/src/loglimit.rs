@@ -36,6 +36,8 @@ pub enum Kind {
     ConnectionLimit,
     /// The gateway refused a connection, for this reason (its metric label).
     GatewayRefusal(&'static str),
+    /// Outlier detection ejected an endpoint (source: the endpoint's proxy host).
+    Ejection,
 }
 
 impl Kind {
@@ -47,6 +49,7 @@ impl Kind {
             Kind::HeaderRead => "header-read-timeout",
             Kind::ConnectionLimit => "connection-limit",
             Kind::GatewayRefusal(reason) => reason,
+            Kind::Ejection => "ejection",
         }
     }
 }

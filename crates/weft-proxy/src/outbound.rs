@@ -12,6 +12,7 @@ use crate::error::ProxyError;
 use crate::httputil::{self as h, Body};
 use crate::metrics::{Direction, HttpSeries, Name, Peer, Proto};
 use crate::net::{self, Alpn};
+use crate::outlier::Outcome;
 use crate::peer::SendError;
 use crate::routes::{Endpoint, Service};
 use crate::sni::SniTarget;
@@ -41,10 +42,21 @@ pub struct Target {
 }
 
 impl Target {
-    fn endpoint(&self) -> Result<Arc<Endpoint>, ProxyError> {
+    fn endpoint(&self, now: Instant) -> Result<Arc<Endpoint>, ProxyError> {
         match &self.pinned {
             Some(ep) => Ok(ep.clone()),
-            None => self.service.pick().cloned().ok_or_else(|| ProxyError::NoEndpoint(self.service.key().to_string())),
+            None => {
+                self.service.pick_at(now).cloned().ok_or_else(|| ProxyError::NoEndpoint(self.service.key().to_string()))
+            }
+        }
+    }
+
+    /// Another endpoint after failed connects to each of `tried`: none for a pinned target (the
+    /// app dialled that address itself).
+    fn other_endpoint(&self, tried: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
+        match self.pinned {
+            Some(_) => None,
+            None => self.service.pick_other(tried, Instant::now()).cloned(),
         }
     }
 
@@ -186,26 +198,93 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, target: Target) {
 }
 
 async fn tcp(ctx: Arc<Ctx>, mut io: Prefixed<TcpStream>, target: Target) {
-    let ep = match target.endpoint() {
+    let ep = match target.endpoint(Instant::now()) {
         Ok(ep) => ep,
         Err(e) => {
             tracing::debug!(error = %e, "tcp: no endpoint");
             return;
         }
     };
+    let (ep, connected) = connect(&ctx, &target, ep, Alpn::Tcp).await;
     let mut guard =
         ctx.metrics.tcp_conn(Peer { direction: Direction::outbound, src: ctx.id_label.clone(), dst: ep.label.clone() });
-    let sni = target.sni(&ep);
-    match net::connect_peer(&ctx.tls, &ep, &sni, Alpn::Tcp, ctx.mark(), ctx.cfg.timeouts.connect.into()).await {
+    match connected {
         Ok(mut up) => {
             if let Ok((rx, tx)) = tokio::io::copy_bidirectional(&mut io, &mut up).await {
                 (guard.rx, guard.tx) = (rx, tx);
             }
         }
-        Err(e) => {
-            record_connect_error(&ctx, &e);
-            tracing::warn!(error = %e, "tcp: cannot reach peer");
+        Err(e) => tracing::warn!(error = %e, "tcp: cannot reach peer"),
+    }
+}
+
+/// An mTLS connection to `ep` or, when that connect fails (nothing was sent yet), to another
+/// endpoint at once; every failure counts for outlier detection. Returns the endpoint last tried.
+async fn connect(
+    ctx: &Ctx,
+    target: &Target,
+    mut ep: Arc<Endpoint>,
+    alpn: Alpn,
+) -> (Arc<Endpoint>, Result<tokio_rustls::client::TlsStream<TcpStream>, ProxyError>) {
+    let mut tried = Vec::new();
+    loop {
+        let result = {
+            let sni = target.sni(&ep);
+            net::connect_peer(&ctx.tls, &ep, &sni, alpn, ctx.mark(), ctx.cfg.timeouts.connect.into()).await
+        };
+        match result {
+            Ok(stream) => {
+                report(ctx, &target.service, &ep, Outcome::Connected);
+                return (ep, Ok(stream));
+            }
+            Err(e) => {
+                record_connect_error(ctx, &e);
+                report(ctx, &target.service, &ep, Outcome::ConnectFailure);
+                tried.push(ep.clone());
+                match target.other_endpoint(&tried) {
+                    Some(next) => {
+                        tracing::debug!(error = %e, next = %next.proxy, "connect failed; trying another endpoint");
+                        ep = next;
+                    }
+                    None => return (ep, Err(e)),
+                }
+            }
         }
+    }
+}
+
+/// Counts `outcome` on `ep` for outlier detection; an ejection is counted
+/// (`weft_outlier_ejections_total`) and logged, rate limited per endpoint host.
+fn report(ctx: &Ctx, service: &Service, ep: &Endpoint, outcome: Outcome) {
+    let Some(e) = service.report(ep, outcome) else { return };
+    let labels = crate::outlier::EjectionLabels { service: service.label.clone(), reason: e.reason };
+    ctx.outlier_metrics.ejections.get_or_create(&labels).inc();
+    crate::loglimit::warn_limited!(
+        ctx.logs,
+        crate::loglimit::Kind::Ejection,
+        ep.proxy.ip(),
+        service = service.key(),
+        endpoint = %ep.address,
+        proxy = %ep.proxy,
+        cluster = %ep.cluster,
+        reason = e.reason,
+        ejections_in_a_row = e.times,
+        duration = ?e.duration,
+        "outbound: endpoint ejected from load balancing"
+    );
+}
+
+/// What a failed request says about its endpoint: connect failures (the peer-unresponsive 504
+/// of a dead pooled connection among them) and gateway errors (502 upstream).
+fn outcome_of(e: &ProxyError) -> Option<Outcome> {
+    match e {
+        ProxyError::Connect { .. }
+        | ProxyError::ConnectTimeout(_)
+        | ProxyError::Tls { .. }
+        | ProxyError::WrongIdentity { .. }
+        | ProxyError::PeerUnresponsive(_) => Some(Outcome::ConnectFailure),
+        ProxyError::Upstream(_) => Some(Outcome::GatewayError),
+        _ => None,
     }
 }
 
@@ -247,8 +326,8 @@ fn absolute_uri<B>(req: &Request<B>, fallback: &str) -> Uri {
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("http://invalid/"))
 }
 
-/// Picks the endpoint for a request whose host is `host`.
-fn route(ctx: &Ctx, target: &mut Target, host: Option<&str>) -> Result<Arc<Endpoint>, ProxyError> {
+/// Picks the endpoint for a request whose host is `host`, at `now`.
+fn route(ctx: &Ctx, target: &mut Target, host: Option<&str>, now: Instant) -> Result<Arc<Endpoint>, ProxyError> {
     // Balance over the endpoints in force now, not those of when the app connected: a
     // keep-alive connection must not keep sending to a deregistered or unhealthy endpoint.
     // Transparent mode: the app dialled one endpoint's IP, but a request whose Host names the
@@ -278,7 +357,7 @@ fn route(ctx: &Ctx, target: &mut Target, host: Option<&str>) -> Result<Arc<Endpo
             None => return Err(ProxyError::NoEndpoint(target.service.key().to_string())),
         }
     }
-    target.endpoint()
+    target.endpoint(now)
 }
 
 /// The answer to a request no endpoint can take, counted against the service.
@@ -344,11 +423,11 @@ async fn request(ctx: &Ctx, mut target: Target, mut req: Request<Body>) -> Respo
     if let Err(e) = h::check_host(&mut req) {
         return unrouted(ctx, &target, &e, started);
     }
-    let ep = match route(ctx, &mut target, host_of(&req)) {
+    let ep = match route(ctx, &mut target, host_of(&req), started) {
         Ok(ep) => ep,
         Err(e) => return unrouted(ctx, &target, &e, started),
     };
-    let result = forward(ctx, &target, &ep, req).await;
+    let (ep, result) = forward(ctx, &target, ep, req, started).await;
     finish(ctx, &ep, result, started)
 }
 
@@ -359,26 +438,35 @@ async fn upgrade(ctx: &Ctx, mut target: Target, mut req: Request<Body>, downstre
     if let Err(e) = h::check_host(&mut req) {
         return unrouted(ctx, &target, &e, started);
     }
-    let ep = match route(ctx, &mut target, host_of(&req)) {
+    let ep = match route(ctx, &mut target, host_of(&req), started) {
         Ok(ep) => ep,
         Err(e) => return unrouted(ctx, &target, &e, started),
     };
-    let sni = target.sni(&ep);
-    let result = async {
-        let tls =
-            net::connect_peer(&ctx.tls, &ep, &sni, Alpn::Http1, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
-        h::forward_upgrade(req, downstream, tls, ctx.drain.conn()).await
+    let (ep, connected) = connect(ctx, &target, ep, Alpn::Http1).await;
+    let result = match connected {
+        Ok(tls) => h::forward_upgrade(req, downstream, tls, ctx.drain.conn()).await,
+        Err(e) => Err(e),
     };
-    finish(ctx, &ep, result.await, started)
+    finish(ctx, &ep, result, started)
 }
 
+/// Sends the request to `ep` or, when it cannot be sent there (a failed connect: nothing went
+/// out), to another endpoint at once. Every outcome counts for outlier detection. Returns the
+/// endpoint that answered (or last failed).
+///
+/// A request that went out on a pooled connection which then broke (its peer was killed, say)
+/// fails, except one that is safe to send again (an idempotent method, no body; RFC 9110
+/// §9.2.2) while its service has seen a connection fail in the last
+/// [`crate::outlier::REPLAY_WINDOW_MS`]: that one goes to another endpoint, once. So when every
+/// local endpoint dies, a client connection sees at most the one failure that was in flight, not
+/// one more for each pooled connection not yet known dead. Outside the window nothing is copied.
 async fn forward(
     ctx: &Ctx,
     target: &Target,
-    ep: &Endpoint,
+    mut ep: Arc<Endpoint>,
     mut req: Request<Body>,
-) -> Result<Response<Body>, ProxyError> {
-    let sni = target.sni(ep);
+    started: Instant,
+) -> (Arc<Endpoint>, Result<Response<Body>, ProxyError>) {
     let orig_h1 = req.version() != http::Version::HTTP_2;
     *req.uri_mut() = absolute_uri(&req, target.service.key());
     h::strip_hop_by_hop(req.headers_mut());
@@ -388,26 +476,107 @@ async fn forward(
         req.headers_mut().insert(h::ORIG_PROTO, HeaderValue::from_static(h::ORIG_PROTO_HTTP1));
     }
     *req.version_mut() = http::Version::HTTP_2;
+    let mut replay =
+        (target.pinned.is_none() && target.service.recently_broken(started)).then(|| replayable_head(&req)).flatten();
+    let mut tried = Vec::new();
+    loop {
+        match send(ctx, target, &ep, req).await {
+            Ok(resp) => {
+                report(ctx, &target.service, &ep, Outcome::Status(resp.status().as_u16()));
+                return (ep, Ok(resp));
+            }
+            Err(failed) => {
+                let (unsent, broke, e) = match failed {
+                    Failed::Unsent(req, e) => (Some(*req), false, e),
+                    Failed::Broken(e) => (None, true, e),
+                    Failed::Other(e) => (None, false, e),
+                };
+                if let Some(outcome) = outcome_of(&e) {
+                    report(ctx, &target.service, &ep, outcome);
+                }
+                let again = match unsent {
+                    Some(req) => req,
+                    None => match (broke, replay.take()) {
+                        (true, Some(head)) => Request::from_parts(head, h::full("")),
+                        _ => return (ep, Err(e)),
+                    },
+                };
+                tried.push(ep.clone());
+                match target.other_endpoint(&tried) {
+                    Some(next) => {
+                        tracing::debug!(error = %e, next = %next.proxy, "request not sent or safe to repeat; trying another endpoint");
+                        (ep, req) = (next, again);
+                    }
+                    None => return (ep, Err(e)),
+                }
+            }
+        }
+    }
+}
+
+/// A copy of the head of a request that may be sent again after its connection broke: an
+/// idempotent method and no body.
+fn replayable_head(req: &Request<Body>) -> Option<http::request::Parts> {
+    use http::Method;
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    if !idempotent || !http_body::Body::is_end_stream(req.body()) {
+        return None;
+    }
+    let mut head = Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    *head.headers_mut() = req.headers().clone();
+    Some(head.into_parts().0)
+}
+
+/// Why one endpoint's try failed.
+enum Failed {
+    /// Not sent (a failed connect, or a connection that broke before the request went out,
+    /// twice): the request is handed back.
+    Unsent(Box<Request<Body>>, ProxyError),
+    /// Sent on a connection that broke before the response came.
+    Broken(ProxyError),
+    Other(ProxyError),
+}
+
+async fn send(ctx: &Ctx, target: &Target, ep: &Endpoint, mut req: Request<Body>) -> Result<Response<Body>, Failed> {
+    let sni = target.sni(ep);
     let settings = ctx.pool_settings();
     // A pooled connection can close between the check and the send; the request is then handed
     // back unsent and goes out once more on a fresh connection.
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (conn, slot) = ctx.pool.get(ep, &sni, &settings).await?;
+        let (conn, slot) = match ctx.pool.get(ep, &sni, &settings).await {
+            Ok(c) => c,
+            Err(e) if matches!(outcome_of(&e), Some(Outcome::ConnectFailure)) => {
+                return Err(Failed::Unsent(Box::new(req), e))
+            }
+            Err(e) => return Err(Failed::Other(e)),
+        };
         match conn.send(req).await {
             Ok(mut resp) => {
                 h::strip_hop_by_hop(resp.headers_mut());
                 return Ok(resp);
             }
             Err(e) => {
-                if e.broke_connection() {
+                let broke = e.broke_connection();
+                if broke {
                     ctx.pool.evict(ep, &sni, slot);
                 }
                 match e {
                     SendError::Unsent(unsent, _) if attempts < 2 => req = *unsent,
-                    SendError::Unresponsive(_) => return Err(ProxyError::PeerUnresponsive(ep.proxy)),
-                    e => return Err(ProxyError::Upstream(e.into_error().into())),
+                    SendError::Unsent(unsent, e) => {
+                        let e = ProxyError::Connect { addr: ep.proxy, source: std::io::Error::other(e) };
+                        return Err(Failed::Unsent(unsent, e));
+                    }
+                    SendError::Unresponsive(_) => return Err(Failed::Other(ProxyError::PeerUnresponsive(ep.proxy))),
+                    e if broke => return Err(Failed::Broken(ProxyError::Upstream(e.into_error().into()))),
+                    e => return Err(Failed::Other(ProxyError::Upstream(e.into_error().into()))),
                 }
             }
         }

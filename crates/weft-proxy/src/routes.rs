@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 use weft_api::proxy::{Protocol, ProxyConfig};
 use weft_api::ConfigError;
 use weft_identity::SpiffeId;
@@ -26,6 +26,8 @@ pub struct Endpoint {
     pub sni: String,
     /// Outbound HTTP metrics towards this endpoint, resolved at its first request.
     pub http_series: std::sync::OnceLock<crate::metrics::HttpSeries>,
+    /// Outlier detection state, kept across routing tables (see [`crate::outlier`]).
+    pub health: Arc<crate::outlier::Health>,
 }
 
 #[derive(Debug)]
@@ -38,35 +40,28 @@ pub struct Service {
     /// Declared protocol per port; other ports are detected.
     pub protocols: HashMap<u16, Protocol>,
     pub endpoints: Vec<Arc<Endpoint>>,
-    next: AtomicUsize,
+    /// Picks among `endpoints` by priority and health (see [`crate::balance`]).
+    pub balance: crate::balance::Balancer,
 }
 
 impl Service {
-    /// A service over `endpoints`; `key` is `name.namespace` (a mirror's: see [`crate::naming`]).
-    pub fn new(
-        name: String,
-        namespace: String,
-        key: String,
-        protocols: HashMap<u16, Protocol>,
-        endpoints: Vec<Arc<Endpoint>>,
-    ) -> Service {
+    /// The mirror of this service in `cluster`: the same service (name, namespace, ports; the
+    /// SNI still names the service) over only that cluster's endpoints, balanced with this
+    /// service's endpoint health (an endpoint ejected here is ejected in the mirror too).
+    pub fn view(&self, cluster: &str) -> Service {
+        let endpoints: Vec<Arc<Endpoint>> =
+            self.endpoints.iter().filter(|e| e.cluster.eq_ignore_ascii_case(cluster)).cloned().collect();
+        let key = crate::naming::view_key(self, cluster);
+        let balance = self.balance.subset(&endpoints, (cluster, ""));
         Service {
             label: crate::metrics::Name::new(key.clone()),
-            name,
-            namespace,
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
             key,
-            protocols,
+            protocols: self.protocols.clone(),
             endpoints,
-            next: AtomicUsize::new(0),
+            balance,
         }
-    }
-
-    /// The mirror of this service in `cluster`: the same service (name, namespace, ports; the
-    /// SNI still names the service) over only that cluster's endpoints.
-    pub fn view(&self, cluster: &str) -> Service {
-        let endpoints = self.endpoints.iter().filter(|e| e.cluster.eq_ignore_ascii_case(cluster)).cloned().collect();
-        let key = crate::naming::view_key(self, cluster);
-        Service::new(self.name.clone(), self.namespace.clone(), key, self.protocols.clone(), endpoints)
     }
 
     /// `name.namespace`.
@@ -102,13 +97,30 @@ impl Service {
         host.split_once('.').and_then(|(_, h)| strip_label(h, &self.name)).is_some_and(consul)
     }
 
-    /// Round robin over the endpoints (one atomic add; no lock).
+    /// The next endpoint by priority and health (see [`crate::balance`]).
     pub fn pick(&self) -> Option<&Arc<Endpoint>> {
-        if self.endpoints.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        self.endpoints.get(i)
+        self.pick_at(Instant::now())
+    }
+
+    /// [`Service::pick`] with the time the caller already read (the request's start).
+    pub fn pick_at(&self, now: Instant) -> Option<&Arc<Endpoint>> {
+        self.balance.pick(&self.endpoints, now)
+    }
+
+    /// Another endpoint after a failed connect to each of `tried` (nothing was sent).
+    pub fn pick_other(&self, tried: &[Arc<Endpoint>], now: Instant) -> Option<&Arc<Endpoint>> {
+        self.balance.pick_other(&self.endpoints, tried, now)
+    }
+
+    /// Whether a connection to one of its endpoints failed or broke lately (see
+    /// [`crate::outlier::REPLAY_WINDOW_MS`]).
+    pub fn recently_broken(&self, now: Instant) -> bool {
+        self.balance.recently_broken(now)
+    }
+
+    /// Counts what happened on `ep` for outlier detection; `Some` when it is ejected now.
+    pub fn report(&self, ep: &Endpoint, outcome: crate::outlier::Outcome) -> Option<crate::outlier::Ejection> {
+        self.balance.report(&self.endpoints, ep, outcome)
     }
 }
 
@@ -202,24 +214,46 @@ impl TryFrom<&ProxyConfig> for Routes {
     type Error = ConfigError;
 
     fn try_from(cfg: &ProxyConfig) -> Result<Self, ConfigError> {
-        let vips: Vec<(String, String, std::net::IpAddr)> = cfg
-            .virtual_ips
+        Ok(Routes::from_services(&cfg.services)?.with_names(&cfg.cluster, &Routes::config_vips(cfg)))
+    }
+}
+
+impl Routes {
+    /// The config file's `virtual_ips` as [`Routes::with_names`] takes them: (service key,
+    /// cluster or empty, address).
+    pub fn config_vips(cfg: &ProxyConfig) -> Vec<(String, String, std::net::IpAddr)> {
+        cfg.virtual_ips
             .iter()
             .map(|v| {
                 let key = cfg.service(&v.service).map_or_else(|| v.service.clone(), |s| s.key());
                 (key, v.cluster.clone().unwrap_or_default(), v.address)
             })
-            .collect();
-        Ok(Routes::from_services(&cfg.services)?.with_names(&cfg.cluster, &vips))
+            .collect()
     }
-}
 
-impl Routes {
-    /// Builds the table from services in config form (the file's, or the control plane's after
-    /// conversion). Errors name the field (`services[i].endpoints[j].identity`).
+    /// Builds the table from services in config form, seen from cluster `local` with default
+    /// outlier detection and fresh health (tests, config checks). See [`Routes::from_services_with`].
     pub fn from_services(services: &[weft_api::proxy::Service]) -> Result<Self, ConfigError> {
+        let (outlier, store) = (Default::default(), Default::default());
+        let env = crate::balance::Env {
+            cluster: weft_api::proxy::DEFAULT_CLUSTER,
+            locality: "",
+            outlier: &outlier,
+            store: &store,
+        };
+        Routes::from_services_with(services, &env)
+    }
+
+    /// Builds the table from services in config form (the file's, or the control plane's after
+    /// conversion), balanced from where `env` says this proxy is, with endpoint health from
+    /// `env.store`. Errors name the field (`services[i].endpoints[j].identity`).
+    pub fn from_services_with(
+        services: &[weft_api::proxy::Service],
+        env: &crate::balance::Env<'_>,
+    ) -> Result<Self, ConfigError> {
         let mut routes = Routes::default();
         for (i, s) in services.iter().enumerate() {
+            let key = s.key();
             let mut endpoints = Vec::with_capacity(s.endpoints.len());
             for (j, e) in s.endpoints.iter().enumerate() {
                 let identity: SpiffeId = e.identity.parse().map_err(|err: weft_identity::Error| {
@@ -232,14 +266,15 @@ impl Routes {
                     cluster: e.cluster.clone(),
                 }
                 .to_sni();
+                let proxy =
+                    e.proxy.unwrap_or_else(|| SocketAddr::new(e.address.ip(), weft_api::proxy::DEFAULT_INBOUND_PORT));
                 endpoints.push(Arc::new(Endpoint {
+                    health: env.store.endpoint(&key, e.address, proxy),
                     label: crate::metrics::Name::new(identity.to_string()),
                     sni,
                     http_series: std::sync::OnceLock::new(),
                     address: e.address,
-                    proxy: e
-                        .proxy
-                        .unwrap_or_else(|| SocketAddr::new(e.address.ip(), weft_api::proxy::DEFAULT_INBOUND_PORT)),
+                    proxy,
                     identity,
                     cluster: e.cluster.clone(),
                     network: e.network.clone(),
@@ -247,13 +282,24 @@ impl Routes {
                     labels: e.labels.clone(),
                 }));
             }
-            let svc = Arc::new(Service::new(
-                s.name.clone(),
-                s.namespace.clone(),
-                s.key(),
-                s.ports.iter().map(|p| (p.port, p.protocol)).collect(),
+            let svc = Arc::new(Service {
+                name: s.name.clone(),
+                namespace: s.namespace.clone(),
+                key: s.key(),
+                label: crate::metrics::Name::new(s.key()),
+                protocols: s.ports.iter().map(|p| (p.port, p.protocol)).collect(),
+                balance: crate::balance::Balancer::new(
+                    &endpoints,
+                    crate::balance::Policy {
+                        failover: &s.failover,
+                        cluster_weights: Some(&s.cluster_weights),
+                        outlier: s.outlier_detection.as_ref(),
+                    },
+                    env,
+                    env.store.service(&key),
+                ),
                 endpoints,
-            ));
+            });
             for ep in &svc.endpoints {
                 routes.by_addr.insert(ep.address, (svc.clone(), ep.clone()));
             }
@@ -275,7 +321,17 @@ mod tests {
             label: crate::metrics::Name::new("api.shop"),
             protocols: HashMap::new(),
             endpoints: vec![],
-            next: AtomicUsize::new(0),
+            balance: crate::balance::Balancer::new(
+                &[],
+                Default::default(),
+                &crate::balance::Env {
+                    cluster: "local",
+                    locality: "",
+                    outlier: &Default::default(),
+                    store: &Default::default(),
+                },
+                Default::default(),
+            ),
         }
     }
 

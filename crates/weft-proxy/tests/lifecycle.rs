@@ -182,8 +182,15 @@ async fn route_changes_apply_to_open_keep_alive_connections() {
         || http::Request::get("/").header("host", "t").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
     assert_eq!(send.send_request(get()).await.unwrap().status(), 200);
     // The endpoint leaves the routes (deregistered, or its health checks failed).
-    let empty =
-        weft_api::proxy::Service { name: "api".into(), namespace: "default".into(), ports: vec![], endpoints: vec![] };
+    let empty = weft_api::proxy::Service {
+        name: "api".into(),
+        namespace: "default".into(),
+        ports: vec![],
+        endpoints: vec![],
+        failover: vec![],
+        cluster_weights: Default::default(),
+        outlier_detection: None,
+    };
     p.client.set_routes(weft_proxy::Routes::from_services(&[empty]).unwrap());
     let resp = send.send_request(get()).await.unwrap();
     assert_eq!(resp.status(), 503, "the same keep-alive connection sees the new routes");

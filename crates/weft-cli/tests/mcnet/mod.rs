@@ -152,6 +152,8 @@ pub struct Pod {
     pub ns: String,
     pub ip: Ipv4Addr,
     sidecar: Proc,
+    /// The sidecar's config file (to start it again after [`Mesh::kill_pod`]).
+    sidecar_cfg: String,
     app: Option<Proc>,
     app_argv: Vec<String>,
 }
@@ -456,7 +458,7 @@ impl Mesh {
             "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {service} }}\nspec: {{ export: true }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec: {{ service: {service}, address: {ip}, port: {APP_PORT}, sidecar: \"{ip}:15006\"{check} }}\n"
         );
         self.apply_in(c, &docs);
-        let pod = Pod { name: name.into(), service: service.into(), ns, ip, sidecar, app, app_argv };
+        let pod = Pod { name: name.into(), service: service.into(), ns, ip, sidecar, sidecar_cfg: cfg, app, app_argv };
         self.cluster_mut(cluster).pods.push(pod);
     }
 
@@ -477,6 +479,26 @@ impl Mesh {
     pub fn start_app(&mut self, cluster: &str, pod: &str) {
         let c = self.cluster_mut(cluster);
         let p = c.pods.iter_mut().find(|p| p.name == pod).expect("pod");
+        let argv: Vec<&str> = p.app_argv.iter().map(String::as_str).collect();
+        p.app = Some(spawn(&p.ns, WEFT, &argv, &[], "listening"));
+    }
+
+    /// Kills a pod's app and its sidecar (kill -9 of the whole endpoint): connections to it are
+    /// refused from then on. For failover checks; [`Mesh::restart_pod`] brings it back.
+    pub fn kill_pod(&mut self, cluster: &str, pod: &str) {
+        let c = self.cluster_mut(cluster);
+        let p = c.pods.iter_mut().find(|p| p.name == pod).expect("pod");
+        if let Some(mut app) = p.app.take() {
+            app.kill();
+        }
+        p.sidecar.kill();
+    }
+
+    /// Starts a pod's sidecar and app again (after [`Mesh::kill_pod`]).
+    pub fn restart_pod(&mut self, cluster: &str, pod: &str) {
+        let c = self.cluster_mut(cluster);
+        let p = c.pods.iter_mut().find(|p| p.name == pod).expect("pod");
+        p.sidecar = spawn(&p.ns, WEFT, &["proxy", "run", "--config", &p.sidecar_cfg], &[], "ready");
         let argv: Vec<&str> = p.app_argv.iter().map(String::as_str).collect();
         p.app = Some(spawn(&p.ns, WEFT, &argv, &[], "listening"));
     }

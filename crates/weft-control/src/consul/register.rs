@@ -232,7 +232,7 @@ pub async fn register(State(st): State<Arc<ApiState>>, headers: HeaderMap, body:
                 resource_version: None,
             },
             // Tags are per instance (the Workload's); the Service has none of its own.
-            spec: ServiceSpec { ports: vec![], tags: vec![], export: false },
+            spec: ServiceSpec { ports: vec![], tags: vec![], export: false, ..Default::default() },
         }));
     }
     let spec = WorkloadSpec {

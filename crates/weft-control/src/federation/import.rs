@@ -478,6 +478,9 @@ fn convert(name: &str, spec: &LinkSpec, local: &str, snap: pb::ExportSnapshot) -
                 .collect(),
             tags: vec![],
             export: false,
+            failover: vec![],
+            cluster_weights: Default::default(),
+            outlier_detection: None,
             instances,
             clusters: vec![name.to_string()],
         });

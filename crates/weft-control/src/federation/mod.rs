@@ -386,6 +386,9 @@ mod tests {
             connect_ports: vec![],
             tags: vec![],
             export: false,
+            failover: vec![],
+            cluster_weights: Default::default(),
+            outlier_detection: None,
             clusters: vec![],
             instances: clusters
                 .iter()

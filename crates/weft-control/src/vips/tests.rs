@@ -9,6 +9,9 @@ fn service(ns: &str, name: &str, clusters: &[&str]) -> CatalogService {
         connect_ports: vec![],
         tags: vec![],
         export: false,
+        failover: vec![],
+        cluster_weights: Default::default(),
+        outlier_detection: None,
         instances: vec![],
         clusters: clusters.iter().map(|c| c.to_string()).collect(),
     }
