@@ -228,6 +228,7 @@ impl ControlPlane {
             federation: federation.clone(),
             roots: vec![authority.root().to_vec()],
             stop: stop_rx.clone(),
+            renders: Default::default(),
         };
         let identity = ca::IdentityService {
             ca: authority.clone(),
