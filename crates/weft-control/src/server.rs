@@ -236,6 +236,7 @@ impl ControlPlane {
             roots: vec![authority.root().to_vec()],
             proxies: proxies.clone(),
             stop: stop_rx.clone(),
+            renders: Default::default(),
         };
         let identity = ca::IdentityService {
             ca: ca_state.clone(),

@@ -20,6 +20,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest discovery update accepted: every update is a complete snapshot, and one holding
+/// every service of a large mesh (a gateway, a sidecar in transparent mode) passes tonic's
+/// default of 4 MiB at about 45,000 endpoints. The control plane is trusted (TLS, pinned root).
+pub const MAX_UPDATE_BYTES: usize = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -352,7 +356,8 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
     let token = control.read_token()?;
     let mut client = pb::discovery_client::DiscoveryClient::new(
         channel(control, &token, ctx.mark(), presentable(&ctx.certs), Some(&ctx.certs)).await?,
-    );
+    )
+    .max_decoding_message_size(MAX_UPDATE_BYTES);
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::ProxyMessage>(8);
     let hello = pb::Hello {
         proxy_id: proxy_id.to_string(),

@@ -31,6 +31,10 @@ use weft_store::Store;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The largest link snapshot accepted: each is a full snapshot of the peer's exported services,
+/// which passes tonic's default of 4 MiB at about 50,000 endpoints. The peer is verified as its
+/// cluster's control plane.
+const MAX_SNAPSHOT_BYTES: usize = 256 << 20;
 
 /// This cluster, as it presents itself to the peers it links to, and where it keeps the last
 /// snapshot of each link.
@@ -230,7 +234,8 @@ async fn session(
             })
             .await
             .map_err(|e| format!("cannot reach the peer control plane {via}: {}", source_chain(&e)))?;
-        let mut client = pb::federation_client::FederationClient::new(channel);
+        let mut client =
+            pb::federation_client::FederationClient::new(channel).max_decoding_message_size(MAX_SNAPSHOT_BYTES);
         let mut ca_changes = crate::registry::Source::subscribe(local.ca.as_ref());
         let sent_roots = local.ca.roots();
         let mut req = tonic::Request::new(pb::ExportRequest {
