@@ -5,6 +5,7 @@
 //!   reference), written up as Markdown.
 
 mod load;
+mod mcscale;
 mod pool;
 mod procstat;
 mod report;
@@ -96,6 +97,9 @@ enum Cmd {
     /// Run the whole comparison (needs the release `weft` and `weft-proxy`, haproxy, nginx and
     /// openssl) and print the Markdown report.
     Suite(suite::SuiteArgs),
+    /// Multi-cluster scale simulation: N linked control planes with many exported services
+    /// (bench/multicluster.sh).
+    Mcscale(mcscale::McScaleArgs),
 }
 
 fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -120,6 +124,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Mcscale(a) => mcscale::run(&a),
         Cmd::Suite(a) => {
             let outcome = suite::run(&a)?;
             let machine = report::Machine::detect(&a);

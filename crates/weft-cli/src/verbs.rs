@@ -110,11 +110,13 @@ pub enum Verb {
         #[command(flatten)]
         conn: Conn,
     },
-    /// The mesh CA: root and intermediate, expiry, fingerprints.
+    /// The mesh CA: root and intermediate, expiry, fingerprints; `rotate` its root.
     Ca {
         /// Print only the root certificate (PEM), e.g. for a proxy's `control.ca_file`.
         #[arg(long)]
         pem: bool,
+        #[command(subcommand)]
+        cmd: Option<CaCmd>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -299,6 +301,8 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
                         p["identity"].as_str().unwrap_or("").into(),
                         format!("{}/{}", p["acked"], p["sent"]),
                         p["status"].as_str().unwrap_or("").into(),
+                        // The root the proxy's certificate chains to (root rotation), shortened.
+                        p["leaf_root"].as_str().unwrap_or("").chars().take(16).collect(),
                         p["error"].as_str().unwrap_or("").into(),
                     ]
                 })
@@ -306,7 +310,7 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
             if rows.is_empty() {
                 outln!("No proxies connected.")?;
             } else {
-                table(&["PROXY", "IDENTITY", "ACKED/SENT", "STATUS", "ERROR"], rows)?;
+                table(&["PROXY", "IDENTITY", "ACKED/SENT", "STATUS", "CERT ROOT", "ERROR"], rows)?;
             }
         }
         Verb::Link { cmd, .. } => crate::link::run(cmd, conn).await?,
@@ -318,6 +322,9 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
             }
             let v = conn.call("POST", "/v1/tokens", req.to_string()).await?;
             outln!("{}", v["token"].as_str().unwrap_or_default())?;
+        }
+        Verb::Ca { cmd: Some(CaCmd::Rotate { overlap, status, abort, wait }), .. } => {
+            ca_rotate(conn, overlap.as_deref(), status, abort, wait).await?
         }
         Verb::Ca { pem: true, .. } => {
             let v = conn.call("GET", "/v1/ca", String::new()).await?;
@@ -332,10 +339,89 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
                 outln!("{:<13} expires {}", "", c["not_after"].as_str().unwrap_or(""))?;
                 outln!("{:<13} sha256 {}", "", c["sha256_fingerprint"].as_str().unwrap_or(""))?;
             }
+            let roots = v["roots"].as_array().map(Vec::len).unwrap_or(1);
+            outln!("{:<13} {roots}", "trusted roots")?;
+            outln!("rotation      {}", rotation_line(&v["rotation"]))?;
         }
         Verb::Check { .. } => check(conn).await?,
     }
     Ok(())
+}
+
+/// `weft ca rotate`'s subcommand.
+#[derive(clap::Subcommand, Debug)]
+pub enum CaCmd {
+    /// Rotate the root: a new root and intermediate, trusted everywhere (own proxies and linked
+    /// clusters) before anything is signed with them; the old root is dropped after the overlap,
+    /// once no proxy uses a certificate of it. Phases: trust-both, sign-new, done.
+    Rotate {
+        /// How long both roots stay trusted after signing switches to the new root (e.g. 24h,
+        /// 30m); default: the mesh's leaf lifetime, after which every old certificate has expired.
+        #[arg(long)]
+        overlap: Option<String>,
+        /// Show the rotation in progress (phase, roots) and start nothing.
+        #[arg(long, conflicts_with_all = ["abort", "overlap"])]
+        status: bool,
+        /// Abort the rotation in progress (only in phase trust-both: nothing is signed by the new
+        /// root yet).
+        #[arg(long, conflicts_with = "overlap")]
+        abort: bool,
+        /// Follow the rotation, one line per phase, until it is done.
+        #[arg(long, conflicts_with = "abort")]
+        wait: bool,
+    },
+}
+
+fn rotation_line(r: &serde_json::Value) -> String {
+    if r.is_null() {
+        return "none in progress".into();
+    }
+    let short = |k: &str| r[k].as_str().unwrap_or("").chars().take(16).collect::<String>();
+    let waiting = r["waiting_for"].as_str().filter(|w| !w.is_empty());
+    format!(
+        "phase {} (old root {}…, new root {}…, overlap {}s){}",
+        r["phase"].as_str().unwrap_or("?"),
+        short("old_root_sha256"),
+        short("new_root_sha256"),
+        r["overlap_seconds"],
+        waiting.map(|w| format!("; waiting for {w}")).unwrap_or_default()
+    )
+}
+
+async fn ca_rotate(conn: &Conn, overlap: Option<&str>, status: bool, abort: bool, wait: bool) -> anyhow::Result<()> {
+    if abort {
+        conn.call("DELETE", "/v1/ca/rotate", String::new()).await?;
+        outln!("rotation aborted: the new root leaves every bundle")?;
+        return Ok(());
+    }
+    if !status {
+        if let Some(o) = overlap {
+            o.parse::<weft_api::Duration>()
+                .map_err(|e| anyhow::anyhow!("--overlap {o:?}: {e} (e.g. 24h, 30m, 90s)"))?;
+        }
+        let body = match overlap {
+            Some(o) => json!({ "overlap": o }).to_string(),
+            None => String::new(),
+        };
+        let v = conn.call("POST", "/v1/ca/rotate", body).await?;
+        outln!("rotation started: {}", rotation_line(&v["rotation"]))?;
+    }
+    let mut last = String::new();
+    loop {
+        let v = conn.call("GET", "/v1/ca", String::new()).await?;
+        let line = rotation_line(&v["rotation"]);
+        if line != last {
+            outln!("{line}")?;
+            last = line;
+        }
+        if !wait || v["rotation"].is_null() {
+            if wait {
+                outln!("done: only the new root is trusted")?;
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 /// `linkerd check`-style: one line per item, non-zero exit if any failed.

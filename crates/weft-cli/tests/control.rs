@@ -314,6 +314,35 @@ async fn runs_with_the_root_key_offline() {
     })
     .await;
     assert!(!root_key.exists(), "nothing recreated the root key");
+
+    // `weft ca rotate` with the old root's key offline: a new root is made here; real proxy
+    // processes keep serving requests throughout, and none fails.
+    let (ok, out) = cp.weft(&["ca", "rotate", "--overlap", "soon"]);
+    assert!(!ok && out.contains("--overlap") && out.contains("24h"), "{out}");
+    let (ok, out) = cp.weft(&["ca", "rotate", "--help"]);
+    assert!(ok && out.contains("trust-both") && out.contains("--abort"), "{out}");
+    let traffic = Traffic::start(upstream);
+    traffic.more("traffic before the rotation", 5).await;
+    let (ok, out) = cp.weft(&["ca", "rotate", "--overlap", "0s", "--wait"]);
+    assert!(ok && out.contains("rotation started: phase trust-both") && out.contains("done"), "{out}");
+    traffic.more("traffic after the rotation", 10).await;
+    let failures = traffic.stop().await;
+    assert!(failures.is_empty(), "requests failed during the rotation: {failures:?}");
+    let (ok, out) = cp.weft(&["ca"]);
+    assert!(ok && out.contains("none in progress") && out.contains("trusted roots 1"), "{out}");
+    // proxy-status names the root of each proxy's certificate: the new one.
+    let root_sha = out.lines().find_map(|l| l.trim().strip_prefix("sha256 ")).unwrap();
+    let prefix: String = root_sha.replace(':', "").to_lowercase().chars().take(16).collect();
+    let prefix = &prefix;
+    let cp_ref = &cp;
+    eventually("both proxies report a certificate of the new root", Duration::from_secs(20), || async move {
+        let (ok, out) = cp_ref.weft(&["proxy-status"]);
+        (ok && out.contains("CERT ROOT") && out.matches(prefix.as_str()).count() == 2).then_some(())
+    })
+    .await;
+    assert!(root_key.exists(), "the new root's key is written like the first one's (to be moved offline)");
+    let (ok, out) = cp.weft(&["ca", "rotate", "--abort"]);
+    assert!(!ok && out.contains("nothing to abort"), "{out}");
 }
 
 /// `PUT /v1/agent/check/pass/<check>` with the admin token; the HTTP status.

@@ -4,8 +4,8 @@
 //! are on the shared WAN bridge (harness and diagram: `tests/mcnet/mod.rs`). East links to west
 //! with `weft link create` / `weft link apply`, as an operator does.
 //!
-//! Later checks (cross-cluster naming forms, failover when every local endpoint dies) go here,
-//! on the same harness: `Mesh::resolve`, `Mesh::stop_app` / `Mesh::start_app`, `Mesh::routes`.
+//! More checks go here, on the same harness: `Mesh::resolve`, `Mesh::stop_app` /
+//! `Mesh::start_app`, `Mesh::kill_pod` / `Mesh::restart_pod`, `Mesh::routes`.
 
 mod mcnet;
 
@@ -293,4 +293,53 @@ fn weft_up_netns_clusters_runs_the_demo_on_separate_networks() {
     assert!(text.contains("stopped after 8 requests (0 failed)"), "{text}");
     assert_nothing_left(&format!("weft{tag}-"));
     assert_nothing_left(&format!("wft{tag}h"));
+}
+
+/// Failover across the WAN: east's web prefers east's own api (locality priority); when every
+/// east endpoint dies (app and sidecar, kill -9), web's calls are answered by west through west's
+/// gateway, with at most one failed call; when east's endpoint returns, traffic comes back to it.
+#[test]
+fn every_local_endpoint_killed_fails_over_to_west_and_comes_back() {
+    if mcnet::skip("every_local_endpoint_killed_fails_over_to_west_and_comes_back") {
+        return;
+    }
+    let mut mesh = east_web_west_api(&[]);
+    mesh.add_pod("east", "api-e", "api", App::Echo);
+    // A short ejection (default 30 s), so the return to east is quick to see.
+    mesh.apply(
+        "east",
+        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\nspec: { export: true, outlierDetection: { baseEjectionTime: 2s } }\n",
+    );
+    eventually("east's web routes api to east and west", Duration::from_secs(20), || {
+        (mesh.routed_clusters("east", "web", "api") == ["east", "west"]).then_some(())
+    });
+    let answered = |mesh: &Mesh, path: &str| -> Option<String> {
+        let (status, body) = mesh.call("east", "web", &format!("127.0.0.1:{APP_PORT}"), path);
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (status.contains("200") && v["upstream_status"] == 200)
+            .then(|| v["upstream"]["app"].as_str().unwrap_or_default().to_string())
+    };
+    // Local first: every call is answered in east.
+    for i in 0..5 {
+        assert_eq!(answered(&mesh, &format!("/before-{i}")).as_deref(), Some("api-e"), "locality priority");
+    }
+
+    mesh.kill_pod("east", "api-e");
+    let mut failed = 0;
+    let mut by = vec![];
+    for i in 0..20 {
+        match answered(&mesh, &format!("/during-{i}")) {
+            Some(app) => by.push(app),
+            None => failed += 1,
+        }
+    }
+    assert!(failed <= 1, "{failed} of 20 calls failed after east's only endpoint died (answers: {by:?})");
+    assert!(by.iter().all(|a| a == "api-w"), "answered in west while east is dead: {by:?}");
+
+    mesh.restart_pod("east", "api-e");
+    // Back once its health check passes again and its ejection (2 s) has ended.
+    eventually("traffic returns to east's api", Duration::from_secs(30), || {
+        (answered(&mesh, "/after").as_deref() == Some("api-e")).then_some(())
+    });
+    drop(mesh);
 }

@@ -149,7 +149,11 @@ async fn main() {
                 }
                 let _ = tx
                     .send(pb::ProxyMessage {
-                        kind: Some(pb::proxy_message::Kind::Ack(pb::Ack { version: u.version, error: String::new() })),
+                        kind: Some(pb::proxy_message::Kind::Ack(pb::Ack {
+                            version: u.version,
+                            error: String::new(),
+                            ..Default::default()
+                        })),
                     })
                     .await;
                 if first {

@@ -22,7 +22,7 @@ pub struct ApiState {
     pub store: Store,
     pub tokens: Arc<Tokens>,
     pub proxies: Proxies,
-    pub ca: Arc<Authority>,
+    pub ca: Arc<crate::rotation::CaState>,
     pub catalog: tokio::sync::watch::Receiver<Arc<crate::catalog::Catalog>>,
     pub monitor: weft_health::Monitor,
     pub enable_script_checks: bool,
@@ -196,6 +196,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/proxies", get(proxies))
         .route("/v1/tokens", post(create_token))
         .route("/v1/ca", get(ca))
+        .route("/v1/ca/rotate", post(rotate).delete(abort_rotation))
         .route("/v1/catalog", get(catalog))
         .route("/v1/health/workload/{namespace}/{name}", get(workload_health))
         .merge(crate::links::routes())
@@ -360,12 +361,16 @@ async fn ca(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
             .unwrap_or(0);
         json!({ "subject": subject, "not_after": not_after, "expires_in_seconds": expires_in, "sha256_fingerprint": fingerprint })
     };
+    let (serving, signer, roots, rotation) = st.ca.snapshot();
     Ok(Json(json!({
-        "trust_domain": st.ca.trust_domain(),
-        "root": describe(st.ca.root()),
-        "intermediate": describe(st.ca.cert()),
+        "trust_domain": serving.trust_domain(),
+        "root": describe(serving.root()),
+        "intermediate": describe(signer.cert()),
         // Labelled with the trust domain it signs for (`# trust_domain: <td>`).
-        "root_pem": root_pem(&st.ca),
+        "root_pem": root_pem(&serving),
+        // Every root trusted now (two during a rotation), and the rotation in progress.
+        "roots": roots.iter().map(|r| describe(r)).collect::<Vec<_>>(),
+        "rotation": rotation,
     })))
 }
 
@@ -412,4 +417,41 @@ async fn catalog(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiErr
         })
         .collect();
     Ok(Json(json!({ "revision": cat.revision, "services": services })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateRequest {
+    /// How long both roots stay trusted after signing switches to the new one; absent: the mesh's
+    /// leaf lifetime (every certificate of the old root has expired by then).
+    overlap: Option<weft_api::Duration>,
+}
+
+/// `POST /v1/ca/rotate`: starts a root rotation (see [`crate::rotation`]).
+async fn rotate(State(st): S, headers: HeaderMap, body: String) -> Result<Json<Value>, ApiError> {
+    require_write(&st, &headers)?;
+    let req: RotateRequest = if body.trim().is_empty() {
+        RotateRequest::default()
+    } else {
+        serde_json::from_str(&body).map_err(|e| bad(format!("rotate request: {e} (send {{\"overlap\": \"24h\"}})")))?
+    };
+    let overlap: std::time::Duration = req.overlap.map(Into::into).unwrap_or_else(|| st.mesh.leaf_lifetime.into());
+    st.ca.start(overlap).map_err(rotate_error)?;
+    Ok(Json(json!({ "rotation": st.ca.status() })))
+}
+
+/// `DELETE /v1/ca/rotate`: aborts a rotation still in phase trust-both.
+async fn abort_rotation(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    require_write(&st, &headers)?;
+    st.ca.abort().map_err(rotate_error)?;
+    Ok(Json(json!({ "rotation": Value::Null })))
+}
+
+fn rotate_error(e: crate::rotation::RotateError) -> ApiError {
+    use crate::rotation::RotateError as R;
+    let status = match &e {
+        R::InProgress { .. } | R::NotRotating | R::TooLate(_) | R::PlugIn => StatusCode::CONFLICT,
+        R::Ca(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError(status, e.to_string())
 }

@@ -139,7 +139,8 @@ pub(crate) fn bootstrap_identity<T>(tokens: &Tokens, trust_domain: &str, req: &R
 }
 
 pub struct IdentityService {
-    pub ca: Arc<Authority>,
+    /// Signs with [`crate::rotation::CaState::signer`]; the bundle sent is every root trusted now.
+    pub ca: Arc<crate::rotation::CaState>,
     pub tokens: Arc<Tokens>,
     pub leaf_lifetime: Duration,
 }
@@ -147,8 +148,9 @@ pub struct IdentityService {
 #[tonic::async_trait]
 impl pb::identity_server::Identity for IdentityService {
     async fn sign(&self, req: Request<pb::SignRequest>) -> Result<Response<pb::SignResponse>, Status> {
-        let id = bootstrap_identity(&self.tokens, self.ca.trust_domain(), &req)?;
-        let chain = self.ca.sign_csr(&req.get_ref().csr_der, &id, self.leaf_lifetime).map_err(|e| match e {
+        let signer = self.ca.signer();
+        let id = bootstrap_identity(&self.tokens, signer.trust_domain(), &req)?;
+        let chain = signer.sign_csr(&req.get_ref().csr_der, &id, self.leaf_lifetime).map_err(|e| match e {
             weft_identity::Error::IdentityMismatch { .. }
             | weft_identity::Error::Reserved { .. }
             | weft_identity::Error::OutsideTrustDomain { .. } => Status::permission_denied(e.to_string()),
@@ -159,10 +161,10 @@ impl pb::identity_server::Identity for IdentityService {
         tracing::info!(identity = %id, expires = %expires.as_deref().unwrap_or("unknown"), %peer, "signed a workload certificate");
         Ok(Response::new(pb::SignResponse {
             chain_der: chain.iter().map(|c| c.to_vec()).collect(),
-            bundle_der: vec![self.ca.root().to_vec()],
+            bundle_der: self.ca.roots(),
             bundles: vec![pb::TrustDomainBundle {
-                trust_domain: self.ca.trust_domain().to_string(),
-                roots_der: vec![self.ca.root().to_vec()],
+                trust_domain: signer.trust_domain().to_string(),
+                roots_der: self.ca.roots(),
             }],
         }))
     }

@@ -26,6 +26,18 @@ pub struct Catalog {
     /// snapshots). Discovery reroutes each proxy's endpoints of other networks through them
     /// ([`crate::remote`]).
     pub networks: BTreeMap<String, PeerNetwork>,
+    /// This mesh's own roots and the one new certificates are signed under (see
+    /// [`crate::rotation`]); empty until the CA's source has contributed them.
+    pub ca: CaView,
+}
+
+/// The CA as proxies and linked clusters see it: during a root rotation both roots are trusted.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CaView {
+    /// DER, the mesh's trust domain's roots.
+    pub roots: Vec<Vec<u8>>,
+    /// SHA-256 of the root new certificates chain to.
+    pub signing_root: Vec<u8>,
 }
 
 /// (namespace, service, cluster): what a virtual IP names; cluster empty: the whole service.
@@ -41,6 +53,8 @@ pub struct Imported {
     pub networks: BTreeMap<String, PeerNetwork>,
     /// Every linked cluster, and whether its link is up.
     pub links: BTreeMap<String, bool>,
+    /// The CA's roots (only the CA's own source sets it).
+    pub ca: Option<CaView>,
 }
 
 /// A linked cluster's network and the `ip:port` of its east-west gateways.
@@ -267,6 +281,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
         links: BTreeMap::new(),
         vips: BTreeMap::new(),
         networks,
+        ca: CaView::default(),
     }
 }
 
@@ -274,6 +289,9 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
 /// gets the remote instances too (namespace sameness, local instances first); others are added
 /// as they are. Imported services are never exported again.
 pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
+    if let Some(ca) = &imported.ca {
+        cat.ca = ca.clone();
+    }
     let (local_cluster, local_network) = (cat.mesh.cluster.name.clone(), cat.mesh.cluster.network.clone());
     for s in &imported.services {
         let s = &through_gateways(&local_cluster, &local_network, &imported.networks, s);

@@ -50,6 +50,12 @@ pub struct ProxyStatus {
     /// cluster and network, as of its latest update.
     pub cluster: String,
     pub network: String,
+    /// Hex SHA-256 of every root (all trust domains) in the latest update sent: with `SYNCED`,
+    /// the roots the proxy trusts (root rotation waits on these).
+    pub roots: Vec<String>,
+    /// Hex SHA-256 of the root the proxy's certificate chains to, as its latest Ack said (empty:
+    /// not said, an older proxy).
+    pub leaf_root: String,
 }
 
 /// The connected proxies, by connection.
@@ -144,6 +150,8 @@ type UpdateStream = Pin<Box<dyn Stream<Item = Result<pb::ProxyUpdate, Status>> +
 /// The part of the catalog a proxy needs, as sent on the wire (without its version): only what
 /// proxies use (no labels, tags or health details), and only the services `view` allows.
 pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate {
+    // The CA's roots as the catalog has them (both during a root rotation), else those given.
+    let bundle = if cat.ca.roots.is_empty() { bundle } else { &cat.ca.roots };
     let upstreams = &view.upstreams;
     let visible = |ns: &str| view.visibility.as_ref().is_none_or(|v| v.iter().any(|n| n == ns));
     let wanted = |name: &str, ns: &str| {
@@ -198,6 +206,7 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
         })
         .collect();
     pb::ProxyUpdate {
+        signing_root: cat.ca.signing_root.clone(),
         version: 0,
         services,
         virtual_ips,
@@ -401,6 +410,8 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     status: "STALE",
                     cluster: String::new(),
                     network: String::new(),
+                    roots: vec![],
+                    leaf_root: String::new(),
                 },
             )
         });
@@ -438,11 +449,18 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     out.version = version;
                     out.inbound = Some(inbound.0.clone());
                     out.placement = Some(inbound.1.clone());
+                    let roots: Vec<String> = out
+                        .bundles
+                        .iter()
+                        .flat_map(|b| &b.roots_der)
+                        .map(|r| crate::rotation::fingerprint(r))
+                        .collect();
                     if tx.send(Ok(out)).await.is_err() {
                         break;
                     }
                     proxies.update(conn, |p| {
                         p.sent = version;
+                        p.roots = roots;
                         (p.cluster, p.network) = (place.cluster, place.network);
                     });
                     last = Some((update, inbound));
@@ -464,9 +482,11 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     if let Some(e) = &error {
                         tracing::warn!(proxy = %proxy_id, version = a.version, error = %e, "proxy rejected its update");
                     }
+                    let leaf_root: String = a.leaf_root.iter().map(|b| format!("{b:02x}")).collect();
                     proxies.update(conn, |p| {
                         p.acked = a.version;
                         p.error = error;
+                        p.leaf_root = leaf_root;
                     });
                 }
             }

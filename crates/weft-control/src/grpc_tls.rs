@@ -39,14 +39,14 @@ pub fn serving_identity(ca: &Authority) -> Result<CertStore, weft_identity::Erro
 }
 
 /// Renews the serving certificate at half its remaining life until `stop`.
-pub async fn renew(ca: Arc<Authority>, store: CertStore, mut stop: watch::Receiver<bool>) {
+pub async fn renew(ca: Arc<crate::rotation::CaState>, store: CertStore, mut stop: watch::Receiver<bool>) {
     loop {
         let wait = (store.leaf().remaining() / 2).max(Duration::from_secs(1));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let next = ca.issue_control_plane(SERVING_LIFETIME).and_then(|leaf| store.replace(leaf, None));
+        let next = ca.serving_ca().issue_control_plane(SERVING_LIFETIME).and_then(|leaf| store.replace(leaf, None));
         match next {
             Ok(()) => tracing::info!("renewed the control plane's serving certificate"),
             Err(e) => {

@@ -109,7 +109,7 @@ async fn create(State(st): S, headers: HeaderMap, body: String) -> Result<Json<V
         }
         None => st.grpc_addr.to_string(),
     };
-    let root = weft_identity::TrustBundle::new(vec![st.ca.root().to_vec().into()]);
+    let root = weft_identity::TrustBundle::new(st.ca.roots().into_iter().map(Into::into).collect());
     let cred = Credential {
         cluster: st.mesh.cluster.name.clone(),
         trust_domain: st.mesh.trust_domain.clone(),
@@ -360,7 +360,8 @@ async fn check_link(State(st): S, headers: HeaderMap, Path(cluster): Path<String
     let status = st.federation.status(&cluster);
     let local_network = st.catalog.borrow().mesh.cluster.network.clone();
     let peer = st.federation.peer_network(&cluster);
-    let checks = crate::federation::check::check(&cluster, &l.spec, &status, &local_network, peer).await;
+    let peer_roots = st.federation.peer_roots(&cluster);
+    let checks = crate::federation::check::check(&cluster, &l.spec, &status, &local_network, peer, peer_roots).await;
     let ok = checks.iter().all(|c| c.verdict != crate::federation::check::Verdict::Fail);
     Ok(Json(json!({ "cluster": cluster, "address": l.spec.address, "ok": ok, "checks": checks })))
 }

@@ -177,7 +177,8 @@ pub fn run(
                     && old.mesh == cat.mesh
                     && old.peer_bundles == cat.peer_bundles
                     && old.links == cat.links
-                    && old.vips == cat.vips;
+                    && old.vips == cat.vips
+                    && old.ca == cat.ca;
                 if !same {
                     *old = cat;
                 }

@@ -128,6 +128,7 @@ mod tests {
             peer_bundles: BTreeMap::new(),
             links: BTreeMap::new(),
             vips: BTreeMap::new(),
+            ca: Default::default(),
         }
     }
 

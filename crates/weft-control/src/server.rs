@@ -167,12 +167,13 @@ impl ControlPlane {
                 cfg.mesh.clone()
             }
         };
-        let authority = Arc::new(ca::load_or_create(
+        let ca_state = crate::rotation::CaState::open(
             &cfg.data_dir,
             &mesh.trust_domain,
             &mesh.cluster.name,
             cfg.plugin_ca.as_ref(),
-        )?);
+        )?;
+        let authority = ca_state.serving_ca();
 
         // Everything weft keeps there, made now or by an older version: 0700 / 0600.
         crate::datadir::secure(&cfg.data_dir).map_err(dir_err)?;
@@ -184,16 +185,20 @@ impl ControlPlane {
             sources.push(Arc::new(FileSource::start(f.clone(), admit).map_err(ControlError::RegistryFile)?));
         }
         sources.push(Arc::new(store.clone()));
+        let proxies = Proxies::default();
         // Linked clusters' services and roots (`weft link`).
         let federation = Arc::new(crate::federation::Federation::open(&cfg.data_dir.join("links")));
         let link_local = crate::federation::import::Local {
             cluster: mesh.cluster.name.clone(),
             trust_domain: mesh.trust_domain.clone(),
-            roots: vec![authority.root().to_vec()],
+            ca: ca_state.clone(),
             dir: cfg.data_dir.join("links"),
+            proxies: proxies.clone(),
         };
         crate::federation::import::restore(&store, &federation, &link_local);
         sources.push(federation.clone());
+        // The CA's roots (both during a root rotation) reach proxies and links through the catalog.
+        sources.push(ca_state.clone());
         // Stored script and Docker checks run only while the flag is on (not just when written).
         // Check state is saved in the store and resumed from it.
         let saved = Arc::new(crate::health::StoreCheckState(store.downgrade()));
@@ -205,7 +210,6 @@ impl ControlPlane {
         let vips = Arc::new(crate::vips::Vips::open(cfg.data_dir.join("vips.json")));
         let catalog = registry::run(sources, health, monitor.subscribe(), stop_rx.clone(), vips);
 
-        let proxies = Proxies::default();
         let bundle = vec![authority.root().to_vec()];
         // Bootstrap tokens carry the root's SHA-256: proxies check the gRPC listener against it.
         // and the trust domain: proxies expect that domain's control identity.
@@ -230,10 +234,12 @@ impl ControlPlane {
             catalog: catalog.clone(),
             federation: federation.clone(),
             roots: vec![authority.root().to_vec()],
+            proxies: proxies.clone(),
             stop: stop_rx.clone(),
+            renders: Default::default(),
         };
         let identity = ca::IdentityService {
-            ca: authority.clone(),
+            ca: ca_state.clone(),
             tokens: tokens.clone(),
             leaf_lifetime: mesh.leaf_lifetime.into(),
         };
@@ -242,7 +248,15 @@ impl ControlPlane {
         let mut tasks = vec![];
         let serving = crate::grpc_tls::serving_identity(&authority)?;
         let grpc_tls = weft_identity::control::server_config(&serving)?;
-        tasks.push(tokio::spawn(crate::grpc_tls::renew(authority.clone(), serving, stop_rx.clone())));
+        tasks.push(tokio::spawn(crate::grpc_tls::renew(ca_state.clone(), serving.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(crate::rotation::run(
+            ca_state.clone(),
+            proxies.clone(),
+            federation.clone(),
+            tokens.clone(),
+            serving,
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(async move {
             // HTTP/2 PINGs find proxies that vanished without closing their stream, so
             // `proxy-status` stops listing them within ~40 s.
@@ -286,7 +300,7 @@ impl ControlPlane {
             store: store.clone(),
             tokens: tokens.clone(),
             proxies: proxies.clone(),
-            ca: authority,
+            ca: ca_state,
             catalog: catalog.clone(),
             monitor: monitor.clone(),
             enable_script_checks: cfg.enable_script_checks,

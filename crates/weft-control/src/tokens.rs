@@ -101,7 +101,7 @@ pub struct Tokens {
     key: hmac::Key,
     /// Put in every bootstrap token once the CA is known (`set_ca`): the root's pin and the
     /// trust domain.
-    ca: std::sync::OnceLock<(String, String)>,
+    ca: std::sync::RwLock<Option<(String, String)>>,
     /// Put in every bootstrap token once known (`set_cluster`): this control plane's cluster.
     cluster: std::sync::OnceLock<String>,
 }
@@ -145,9 +145,10 @@ impl Tokens {
         })
     }
 
-    /// The root CA's SHA-256 and the trust domain, for bootstrap tokens issued from now on.
+    /// The root CA's SHA-256 and the trust domain, for bootstrap tokens issued from now on (set
+    /// again when a root rotation finishes).
     pub fn set_ca(&self, pin: &[u8; 32], trust_domain: &str) {
-        let _ = self.ca.set((hex(pin), trust_domain.to_string()));
+        *self.ca.write().unwrap_or_else(|p| p.into_inner()) = Some((hex(pin), trust_domain.to_string()));
     }
 
     /// This control plane's cluster name, for bootstrap tokens issued from now on.
@@ -164,7 +165,7 @@ impl Tokens {
     pub fn issue_in(&self, grant: Grant, ttl: Option<std::time::Duration>, proxy_cluster: Option<String>) -> String {
         let exp = ttl.map(|t| now() + t.as_secs());
         let bootstrap = matches!(grant, Grant::Bootstrap { .. });
-        let ca = bootstrap.then(|| self.ca.get().cloned()).flatten();
+        let ca = bootstrap.then(|| self.ca.read().unwrap_or_else(|p| p.into_inner()).clone()).flatten();
         let (ca, td) = ca.map_or((None, None), |(pin, td)| (Some(pin), Some(td)));
         let cp = bootstrap.then(|| self.cluster.get().cloned()).flatten();
         let proxy_cluster = proxy_cluster.filter(|_| bootstrap);

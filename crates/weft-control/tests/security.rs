@@ -313,7 +313,7 @@ async fn proxy_reported_fields_are_bounded_and_the_listed_identity_is_verified()
     let (tx, updates) = open_stream(&cp, &token, hello("web-1"), Some(&certs)).await;
     let mut updates = updates.unwrap();
     let first = updates.message().await.unwrap().unwrap();
-    let ack = weft_api::pb::Ack { version: first.version, error: "e".repeat(1 << 20) };
+    let ack = weft_api::pb::Ack { version: first.version, error: "e".repeat(1 << 20), ..Default::default() };
     tx.send(weft_api::pb::ProxyMessage { kind: Some(weft_api::pb::proxy_message::Kind::Ack(ack)) }).await.unwrap();
     let cp_ref = &cp;
     let listed = eventually("web-1 listed with its error", DEADLINE, || async move {

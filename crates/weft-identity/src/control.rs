@@ -69,10 +69,8 @@ pub enum ControlTrust {
 /// one that is sent must chain to the roots of `store`'s trust domain, and
 /// [`tls::peer_identity`](crate::tls::peer_identity) then names the proxy.
 pub fn server_config(store: &CertStore) -> Result<ServerConfig, Error> {
-    let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(store.own_roots(), crate::provider())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| Error::BadCert(format!("control plane trust bundle: {e}")))?;
+    // Checked against the store's bundle *now* (it gains the new root during a root rotation).
+    let clients = Arc::new(OptionalClientCert(store.clone()));
     let mut cfg = ServerConfig::builder_with_provider(crate::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(clients)
@@ -83,6 +81,56 @@ pub fn server_config(store: &CertStore) -> Result<ServerConfig, Error> {
 
 #[derive(Debug)]
 struct Current(CertStore);
+
+/// A client certificate is optional; one that is sent is verified by the store's current
+/// verifier (its bundle's roots of its trust domain), so a bundle change applies to the next
+/// handshake.
+struct OptionalClientCert(CertStore);
+
+impl std::fmt::Debug for OptionalClientCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OptionalClientCert")
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for OptionalClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.0.client_verifier().verify_client_cert(end_entity, intermediates, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.client_verifier().verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.client_verifier().verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.client_verifier().supported_verify_schemes()
+    }
+}
 
 impl ResolvesServerCert for Current {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {

@@ -20,6 +20,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest discovery update accepted: every update is a complete snapshot, and one holding
+/// every service of a large mesh (a gateway, a sidecar in transparent mode) passes tonic's
+/// default of 4 MiB at about 45,000 endpoints. The control plane is trusted (TLS, pinned root).
+pub const MAX_UPDATE_BYTES: usize = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -55,14 +59,18 @@ impl From<tonic::Status> for ControlError {
 }
 
 /// How this proxy verifies the control plane's TLS certificate: the roots in `control.ca_file`,
-/// else the root fingerprint its bootstrap token carries.
-fn trust(control: &Control, token: &str) -> Result<ControlTrust, ControlError> {
+/// else, once it has a trust bundle from the control plane (`known`), that bundle's roots (so a
+/// root rotation carries it along), else the root fingerprint its bootstrap token carries.
+fn trust(control: &Control, token: &str, known: Option<&CertStore>) -> Result<ControlTrust, ControlError> {
     if let Some(f) = &control.ca_file {
         let pem = std::fs::read_to_string(f)
             .map_err(|e| ConfigError::invalid("control.ca_file", format!("cannot read {f}: {e}")))?;
         let bundle =
             TrustBundle::from_pem(&pem).map_err(|e| ConfigError::invalid("control.ca_file", format!("{f}: {e}")))?;
         return Ok(ControlTrust::Roots(bundle));
+    }
+    if let Some(store) = known {
+        return Ok(ControlTrust::Roots((*store.bundle()).clone()));
     }
     match weft_api::token::ca_pin(token) {
         Some(pin) => Ok(ControlTrust::Pin(pin)),
@@ -130,9 +138,10 @@ async fn channel(
     token: &str,
     mark: u32,
     certs: Option<&CertStore>,
+    known: Option<&CertStore>,
 ) -> Result<Channel, ControlError> {
     let addr = control.address;
-    let tls = weft_identity::control::client_config(trust(control, token)?, &trust_domain(token)?, certs)?;
+    let tls = weft_identity::control::client_config(trust(control, token, known)?, &trust_domain(token)?, certs)?;
     let ep = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|source| ControlError::Connect { addr, source })?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -161,7 +170,7 @@ fn with_token<T>(msg: T, token: &str) -> Result<Request<T>, ControlError> {
 /// A gRPC channel to the control plane, TLS verified as the proxy does it (`control.ca_file`, else
 /// the pin in `control`'s token), for tools and tests that speak the protocol themselves.
 pub async fn connect(control: &Control, mark: u32) -> Result<Channel, ControlError> {
-    channel(control, &control.read_token()?, mark, None).await
+    channel(control, &control.read_token()?, mark, None, None).await
 }
 
 /// The certificate to present to the control plane, unless it has expired (the control plane
@@ -172,15 +181,24 @@ fn presentable(certs: &CertStore) -> Option<&CertStore> {
 
 /// As [`connect`], presenting `certs` (this proxy's certificate) as the discovery stream does.
 pub async fn connect_presenting(control: &Control, mark: u32, certs: &CertStore) -> Result<Channel, ControlError> {
-    channel(control, &control.read_token()?, mark, Some(certs)).await
+    channel(control, &control.read_token()?, mark, Some(certs), Some(certs)).await
 }
 
 /// Gets a new certificate: key made here, CSR sent, chain and bundle back. `mark` is the
 /// proxy's SO_MARK (`outbound.mark`; 0 for none), so interception rules let the call through.
 pub async fn sign(control: &Control, mark: u32) -> Result<(Leaf, TrustBundle), ControlError> {
+    sign_knowing(control, mark, None).await
+}
+
+/// As [`sign`], verifying the control plane against `known`'s bundle when given.
+async fn sign_knowing(
+    control: &Control,
+    mark: u32,
+    known: Option<&CertStore>,
+) -> Result<(Leaf, TrustBundle), ControlError> {
     let token = control.read_token()?;
     let key = LeafKey::generate_unnamed()?;
-    let mut client = pb::identity_client::IdentityClient::new(channel(control, &token, mark, None).await?);
+    let mut client = pb::identity_client::IdentityClient::new(channel(control, &token, mark, None, known).await?);
     let resp = client.sign(with_token(pb::SignRequest { csr_der: key.csr_der()? }, &token)?).await?.into_inner();
     let bundle = bundle_from(&resp.bundles, &resp.bundle_der).map_err(ControlError::Config)?;
     let chain = resp.chain_der.into_iter().map(Into::into).collect();
@@ -337,8 +355,9 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
 async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(), ControlError> {
     let token = control.read_token()?;
     let mut client = pb::discovery_client::DiscoveryClient::new(
-        channel(control, &token, ctx.mark(), presentable(&ctx.certs)).await?,
-    );
+        channel(control, &token, ctx.mark(), presentable(&ctx.certs), Some(&ctx.certs)).await?,
+    )
+    .max_decoding_message_size(MAX_UPDATE_BYTES);
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::ProxyMessage>(8);
     let hello = pb::Hello {
         proxy_id: proxy_id.to_string(),
@@ -353,6 +372,11 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
         while let Some(update) = updates.message().await? {
             let error = match apply(ctx, &update) {
                 Ok(()) => {
+                    // Root rotation: a certificate of another root than the signing one is renewed
+                    // now (a failure reconnects, and the next first update retries).
+                    if !update.signing_root.is_empty() && leaf_root(&ctx.certs) != update.signing_root {
+                        renew_now(ctx, control).await?;
+                    }
                     ctx.metrics.config_version.set(update.version as i64);
                     ctx.ready.store(true, std::sync::atomic::Ordering::Release);
                     tracing::info!(version = update.version, services = update.services.len(), "applied config from the control plane");
@@ -364,7 +388,7 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
                     e
                 }
             };
-            let ack = pb::Ack { version: update.version, error };
+            let ack = pb::Ack { version: update.version, error, leaf_root: leaf_root(&ctx.certs) };
             if tx.send(pb::ProxyMessage { kind: Some(pb::proxy_message::Kind::Ack(ack)) }).await.is_err() {
                 break;
             }
@@ -414,12 +438,53 @@ pub async fn discovery_loop(ctx: Arc<Ctx>, control: Control, proxy_id: String) {
     }
 }
 
+/// SHA-256 of the root (of the proxy's own trust domain, in its bundle) its certificate chains
+/// to; empty when none does.
+fn leaf_root(certs: &CertStore) -> Vec<u8> {
+    let leaf = certs.leaf();
+    let td = leaf.id().trust_domain();
+    certs
+        .bundle()
+        .roots_for(td, td)
+        .into_iter()
+        .find(|r| leaf.verify_chain(&TrustBundle::new(vec![r.clone()])).is_ok())
+        .map(|r| weft_identity::control::sha256(&r).to_vec())
+        .unwrap_or_default()
+}
+
+/// `own` (the Sign answer: this mesh's roots only) plus the roots of other trust domains that
+/// discovery installed (linked clusters'), so that a renewal does not drop them.
+fn with_other_domains(own: TrustBundle, certs: &CertStore) -> TrustBundle {
+    let td = certs.id().trust_domain().to_string();
+    let current = certs.bundle();
+    let others: Vec<_> = current
+        .domains()
+        .filter(|(d, _)| d.is_some_and(|d| d != td))
+        .map(|(d, r)| (d.map(String::from), r.clone()))
+        .collect();
+    match TrustBundle::labelled(others) {
+        Ok(b) => own.merged(&b),
+        Err(_) => own,
+    }
+}
+
+/// Gets a certificate from the CA's signing root now (root rotation), keeping the bundle that
+/// discovery installed (it holds linked clusters' roots too).
+async fn renew_now(ctx: &Ctx, control: &Control) -> Result<(), ControlError> {
+    let (leaf, _) = sign_knowing(control, ctx.mark(), Some(&ctx.certs)).await?;
+    ctx.certs.set_leaf(leaf)?;
+    ctx.metrics.cert_rotations.inc();
+    ctx.metrics.cert_expiry.set(crate::identity::expiry_secs(&ctx.certs.leaf()));
+    tracing::info!("renewed the certificate under the CA's new root (root rotation)");
+    Ok(())
+}
+
 /// Renews the certificate at half its remaining life, with no dropped connection.
 pub async fn rotation_loop(ctx: Arc<Ctx>, control: Control) {
     loop {
         tokio::time::sleep(ctx.certs.leaf().remaining() / 2).await;
-        match sign(&control, ctx.mark()).await {
-            Ok((leaf, bundle)) => match ctx.certs.replace(leaf, Some(bundle)) {
+        match sign_knowing(&control, ctx.mark(), Some(&ctx.certs)).await {
+            Ok((leaf, bundle)) => match ctx.certs.replace(leaf, Some(with_other_domains(bundle, &ctx.certs))) {
                 Ok(()) => {
                     ctx.metrics.cert_rotations.inc();
                     ctx.metrics.cert_expiry.set(crate::identity::expiry_secs(&ctx.certs.leaf()));

@@ -1,5 +1,5 @@
 //! A multi-cluster mesh in network namespaces (root): each cluster on its own bridge, only the
-//! east-west gateways also on a shared "WAN" bridge. Used by `tests/netns_clusters.rs`.
+//! east-west gateways also on a shared "WAN" bridge. Used by `tests/netns_clusters.rs` and `tests/netns_remote.rs`.
 //!
 //! ```text
 //!  netns <p>-east (cluster "node")           netns <p>-wan            netns <p>-west
@@ -24,7 +24,8 @@
 //!
 //! Seams for later checks: [`Mesh::resolve`] (naming forms through a pod's resolver),
 //! [`Mesh::stop_app`] / [`Mesh::start_app`] (kill and restart a pod's app, for failover),
-//! [`Mesh::routes`] (what a sidecar routes to), [`Mesh::weft`] (any CLI verb against a cluster).
+//! [`Mesh::routes`] (what a sidecar routes to), [`Mesh::weft`] (any CLI verb against a cluster),
+//! [`Mesh::add_remote`] (a remote cluster of a primary: no control plane, used by `tests/netns_remote.rs`).
 
 #![allow(dead_code)] // Not every test file uses every helper.
 
@@ -152,6 +153,8 @@ pub struct Pod {
     pub ns: String,
     pub ip: Ipv4Addr,
     sidecar: Proc,
+    /// The sidecar's config file (to start it again after [`Mesh::kill_pod`]).
+    sidecar_cfg: String,
     app: Option<Proc>,
     app_argv: Vec<String>,
 }
@@ -170,6 +173,9 @@ pub struct Cluster {
     pub pods: Vec<Pod>,
     control: Option<Proc>,
     gateway: Option<Proc>,
+    /// For a remote cluster (primary-remote, [`Mesh::add_remote`]): the primary's name. Such a
+    /// cluster has no control plane: its proxies follow the primary through the primary's gateway.
+    pub primary: Option<String>,
 }
 
 impl Cluster {
@@ -257,37 +263,9 @@ impl Mesh {
             pods: vec![],
             control: None,
             gateway: None,
+            primary: None,
         };
-        for n in [&ns, &gw_ns] {
-            self.namespaces.push(n.clone());
-            create_ns(n);
-        }
-        // The cluster's bridge, with the control plane's address.
-        run(&["ip", "-n", &ns, "link", "add", "br0", "type", "bridge"]);
-        run(&["ip", "-n", &ns, "addr", "add", &format!("{}/24", c.control_ip()), "dev", "br0"]);
-        run(&["ip", "-n", &ns, "link", "set", "br0", "up"]);
-        // The gateway: a leg on the cluster's bridge, one on the WAN.
-        veth(&gw_ns, "eth0", &ns, "vgw");
-        run(&["ip", "-n", &ns, "link", "set", "vgw", "master", "br0", "up"]);
-        run(&["ip", "-n", &gw_ns, "addr", "add", &format!("{}/24", c.gateway_leg()), "dev", "eth0"]);
-        run(&["ip", "-n", &gw_ns, "link", "set", "eth0", "up"]);
-        let wan_end = format!("g{name}");
-        veth(&gw_ns, "wan0", &self.wan_ns, &wan_end[..wan_end.len().min(15)]);
-        run(&["ip", "-n", &self.wan_ns, "link", "set", &wan_end[..wan_end.len().min(15)], "master", "br0", "up"]);
-        run(&["ip", "-n", &gw_ns, "addr", "add", &format!("{}/24", c.gateway_wan), "dev", "wan0"]);
-        run(&["ip", "-n", &gw_ns, "link", "set", "wan0", "up"]);
-        // The gateway's namespace routes its cluster onto the WAN (masqueraded) and lets only
-        // answers back in: nothing on the WAN reaches the cluster except through the gateway's port.
-        ns_run(&gw_ns, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
-        ns_run(&gw_ns, &["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"]);
-        ns_run(&gw_ns, &["iptables", "-A", "FORWARD", "-i", "eth0", "-o", "wan0", "-j", "ACCEPT"]);
-        ns_run(
-            &gw_ns,
-            &["iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
-        );
-        ns_run(&gw_ns, &["iptables", "-A", "FORWARD", "-j", "REJECT"]);
-        // The control plane's namespace reaches the WAN through the gateway (links go out there).
-        run(&["ip", "-n", &ns, "route", "add", "default", "via", &c.gateway_leg().to_string()]);
+        self.wire_cluster(&c);
 
         // The control plane.
         let cip = c.control_ip();
@@ -314,22 +292,124 @@ impl Mesh {
             "ready",
         ));
         // Its network and gateway (as `weft apply` of the MeshConfig), before any credential.
-        let mesh = format!(
-            "apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: {{ name: mesh }}\nspec: {{ trustDomain: {}, cluster: {{ name: {name}, network: net-{name}, gateways: [\"{}:{GATEWAY_PORT}\"] }} }}\n",
-            c.trust_domain(),
-            c.gateway_wan
+        self.apply_in(&c, &self.mesh_config(&c));
+        self.start_gateway(c);
+    }
+
+    /// A cluster's namespaces: its bridge, and its gateway's with legs on the bridge and the WAN.
+    fn wire_cluster(&mut self, c: &Cluster) {
+        let (ns, gw_ns, name) = (c.ns.as_str(), c.gw_ns.as_str(), c.name.as_str());
+        for n in [ns, gw_ns] {
+            self.namespaces.push(n.to_string());
+            create_ns(n);
+        }
+        // The cluster's bridge, with the control plane's address.
+        run(&["ip", "-n", ns, "link", "add", "br0", "type", "bridge"]);
+        run(&["ip", "-n", ns, "addr", "add", &format!("{}/24", c.control_ip()), "dev", "br0"]);
+        run(&["ip", "-n", ns, "link", "set", "br0", "up"]);
+        // The gateway: a leg on the cluster's bridge, one on the WAN.
+        veth(gw_ns, "eth0", ns, "vgw");
+        run(&["ip", "-n", ns, "link", "set", "vgw", "master", "br0", "up"]);
+        run(&["ip", "-n", gw_ns, "addr", "add", &format!("{}/24", c.gateway_leg()), "dev", "eth0"]);
+        run(&["ip", "-n", gw_ns, "link", "set", "eth0", "up"]);
+        let wan_end = format!("g{name}");
+        veth(gw_ns, "wan0", &self.wan_ns, &wan_end[..wan_end.len().min(15)]);
+        run(&["ip", "-n", &self.wan_ns, "link", "set", &wan_end[..wan_end.len().min(15)], "master", "br0", "up"]);
+        run(&["ip", "-n", gw_ns, "addr", "add", &format!("{}/24", c.gateway_wan), "dev", "wan0"]);
+        run(&["ip", "-n", gw_ns, "link", "set", "wan0", "up"]);
+        // The gateway's namespace routes its cluster onto the WAN (masqueraded) and lets only
+        // answers back in: nothing on the WAN reaches the cluster except through the gateway's port.
+        ns_run(gw_ns, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+        ns_run(gw_ns, &["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"]);
+        ns_run(gw_ns, &["iptables", "-A", "FORWARD", "-i", "eth0", "-o", "wan0", "-j", "ACCEPT"]);
+        ns_run(
+            gw_ns,
+            &["iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
         );
-        self.apply_in(&c, &mesh);
-        // The gateway, following the control plane.
+        ns_run(gw_ns, &["iptables", "-A", "FORWARD", "-j", "REJECT"]);
+        // The control plane's namespace reaches the WAN through the gateway (links go out there).
+        run(&["ip", "-n", ns, "route", "add", "default", "via", &c.gateway_leg().to_string()]);
+    }
+
+    /// The MeshConfig of a cluster with a control plane: its network and gateway, and every remote
+    /// cluster it is the primary of.
+    fn mesh_config(&self, c: &Cluster) -> String {
+        let remotes: Vec<String> = self
+            .clusters
+            .iter()
+            .filter(|r| r.primary.as_deref() == Some(c.name.as_str()))
+            .map(|r| {
+                format!("{{ name: {0}, network: net-{0}, gateways: [\"{1}:{GATEWAY_PORT}\"] }}", r.name, r.gateway_wan)
+            })
+            .collect();
+        format!(
+            "apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: {{ name: mesh }}\nspec: {{ trustDomain: {}, cluster: {{ name: {1}, network: net-{1}, gateways: [\"{2}:{GATEWAY_PORT}\"] }}, remoteClusters: [{3}] }}\n",
+            c.trust_domain(),
+            c.name,
+            c.gateway_wan,
+            remotes.join(", ")
+        )
+    }
+
+    /// Where a cluster's proxies follow their control plane: its own (gRPC on the bridge) or, for
+    /// a remote cluster, the primary's gateway on the WAN.
+    fn control_address(&self, c: &Cluster) -> String {
+        match &c.primary {
+            Some(p) => format!("{}:{GATEWAY_PORT}", self.cluster(p).gateway_wan),
+            None => format!("{}:15012", c.control_ip()),
+        }
+    }
+
+    /// Starts a cluster's east-west gateway (admin on its namespace's loopback :15000) and adds
+    /// the cluster to the mesh.
+    fn start_gateway(&mut self, mut c: Cluster) {
+        let name = c.name.clone();
         let token = self.token_file(&c, "east-west-gateway");
+        let control = self.control_address(&c);
         let cfg = self.write(
             &format!("{name}-gateway.yaml"),
             &format!(
-                "mode: gateway\ncluster: {name}\ngateway: {{ listen: \"0.0.0.0:{GATEWAY_PORT}\" }}\ncontrol: {{ address: \"{cip}:15012\", token_file: \"{token}\", proxy_id: {name}-gateway }}\n"
+                "mode: gateway\ncluster: {name}\ngateway: {{ listen: \"0.0.0.0:{GATEWAY_PORT}\" }}\nadmin: {{ listen: \"127.0.0.1:15000\" }}\ncontrol: {{ address: \"{control}\", token_file: \"{token}\", proxy_id: {name}-gateway }}\n"
             ),
         );
-        c.gateway = Some(spawn(&gw_ns, WEFT, &["proxy", "run", "--config", &cfg], &[], "ready"));
+        c.gateway = Some(spawn(&c.gw_ns, WEFT, &["proxy", "run", "--config", &cfg], &[], "ready"));
         self.clusters.push(c);
+    }
+
+    /// A remote cluster `name` of `primary` (primary-remote): a bridge and a gateway like any
+    /// cluster's, but no control plane. The primary's MeshConfig declares it in `remoteClusters`
+    /// (network `net-<name>`, its gateway's WAN address); its gateway and pods follow the primary
+    /// through the primary's gateway, with tokens made on the primary with `--cluster <name>`, and
+    /// its Workloads are applied to the primary (`cluster: <name>`). Its pods have no mesh DNS
+    /// (the primary's is on the primary's bridge, which the remote network does not reach): their
+    /// apps call by address (an endpoint's or a VIP), which their sidecar routes.
+    pub fn add_remote(&mut self, name: &str, primary: &str) {
+        let i = self.clusters.len() as u8;
+        let ns = format!("{}-{name}", self.tag);
+        let gw_ns = format!("{ns}-gw");
+        let c = Cluster {
+            name: name.into(),
+            ns: ns.clone(),
+            gw_ns: gw_ns.clone(),
+            subnet: 20 + i,
+            gateway_wan: Ipv4Addr::new(10, 77, 99, 1 + i),
+            data_dir: self.dir.join(name),
+            pods: vec![],
+            control: None,
+            gateway: None,
+            primary: Some(primary.into()),
+        };
+        self.wire_cluster(&c);
+        // Declared on the primary before any token of it is made.
+        let mut mesh = self.mesh_config(self.cluster(primary));
+        let decl = format!("{{ name: {name}, network: net-{name}, gateways: [\"{}:{GATEWAY_PORT}\"] }}", c.gateway_wan);
+        mesh = if mesh.contains("remoteClusters: []") {
+            mesh.replace("remoteClusters: []", &format!("remoteClusters: [{decl}]"))
+        } else {
+            mesh.replace("remoteClusters: [", &format!("remoteClusters: [{decl}, "))
+        };
+        self.apply(primary, &mesh);
+        self.start_gateway(c);
     }
 
     fn write(&self, name: &str, text: &str) -> String {
@@ -357,9 +437,15 @@ impl Mesh {
             .unwrap()
     }
 
-    /// `weft <args>` against cluster `cluster`'s control plane (run in its namespace).
+    /// The cluster whose control plane serves `c`: `c`, or a remote cluster's primary.
+    fn control_of<'a>(&'a self, c: &'a Cluster) -> &'a Cluster {
+        c.primary.as_deref().map_or(c, |p| self.cluster(p))
+    }
+
+    /// `weft <args>` against cluster `cluster`'s control plane (run in its namespace; a remote
+    /// cluster's primary's).
     pub fn weft(&self, cluster: &str, args: &[&str]) -> Output {
-        Self::cli(self.cluster(cluster), args)
+        Self::cli(self.control_of(self.cluster(cluster)), args)
     }
 
     /// As [`Mesh::weft`], asserting success; stdout.
@@ -371,7 +457,7 @@ impl Mesh {
 
     fn apply_in(&self, c: &Cluster, yaml: &str) {
         let file = self.write(&format!("{}-apply-{}.yaml", c.name, rand()), yaml);
-        let out = Self::cli(c, &["apply", "-f", &file]);
+        let out = Self::cli(self.control_of(c), &["apply", "-f", &file]);
         assert!(out.status.success(), "weft apply on {}: {}", c.name, String::from_utf8_lossy(&out.stderr));
     }
 
@@ -380,9 +466,15 @@ impl Mesh {
         self.apply_in(self.cluster(cluster), yaml);
     }
 
-    /// A bootstrap token file for `default/<sa>` of cluster `c`.
+    /// A bootstrap token file for `default/<sa>` of cluster `c` (of a remote cluster: made on its
+    /// primary with `--cluster <c>`).
     fn token_file(&self, c: &Cluster, sa: &str) -> String {
-        let out = Self::cli(c, &["token", "create", "--identity", &format!("default/{sa}")]);
+        let identity = format!("default/{sa}");
+        let mut args = vec!["token", "create", "--identity", &identity];
+        if c.primary.is_some() {
+            args.extend(["--cluster", &c.name]);
+        }
+        let out = Self::cli(self.control_of(c), &args);
         assert!(out.status.success(), "weft token create on {}: {}", c.name, String::from_utf8_lossy(&out.stderr));
         let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
         self.write(&format!("{}-{sa}-{}.token", c.name, rand()), &token)
@@ -404,12 +496,15 @@ impl Mesh {
         run(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
         run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
         run(&["ip", "-n", &ns, "route", "add", "default", "via", &c.gateway_leg().to_string()]);
-        // `ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf.
+        // `ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf. A
+        // remote cluster's pods get no mesh DNS (see [`Mesh::add_remote`]): a resolver on their
+        // own loopback, where nothing answers.
         let etc = Path::new("/etc/netns").join(&ns);
         std::fs::create_dir_all(&etc).unwrap();
+        let resolver = if c.primary.is_some() { Ipv4Addr::LOCALHOST } else { c.control_ip() };
         std::fs::write(
             etc.join("resolv.conf"),
-            format!("nameserver {}\noptions ndots:1 timeout:1 attempts:1\n", c.control_ip()),
+            format!("nameserver {resolver}\noptions ndots:1 timeout:1 attempts:1\n"),
         )
         .unwrap();
 
@@ -417,8 +512,8 @@ impl Mesh {
         let cfg = self.write(
             &format!("{}-{name}-sidecar.yaml", c.name),
             &format!(
-                "control: {{ address: \"{}:15012\", token_file: \"{token}\", proxy_id: {name}, workload: {name} }}\nadmin: {{ listen: \"0.0.0.0:15000\" }}\ninbound: {{ listen: \"0.0.0.0:15006\" }}\noutbound: {{ transparent: \"127.0.0.1:15001\" }}\ntimeouts: {{ connect: 2s }}\n",
-                c.control_ip()
+                "control: {{ address: \"{}\", token_file: \"{token}\", proxy_id: {name}, workload: {name} }}\nadmin: {{ listen: \"0.0.0.0:15000\" }}\ninbound: {{ listen: \"0.0.0.0:15006\" }}\noutbound: {{ transparent: \"127.0.0.1:15001\" }}\ntimeouts: {{ connect: 2s }}\n",
+                self.control_address(c)
             ),
         );
         let init = Command::new("ip")
@@ -428,6 +523,7 @@ impl Mesh {
         assert!(init.status.success(), "proxy init in {ns}: {}", String::from_utf8_lossy(&init.stderr));
         let sidecar = spawn(&ns, WEFT, &["proxy", "run", "--config", &cfg], &[], "ready");
         let is_echo = matches!(app, App::Echo);
+        let placed = c.primary.as_ref().map(|_| format!(", cluster: {}", c.name)).unwrap_or_default();
         let app_argv: Vec<String> = match app {
             App::Echo => {
                 vec!["demo-app".into(), "--name".into(), name.into(), "--listen".into(), "0.0.0.0:8080".into()]
@@ -446,17 +542,18 @@ impl Mesh {
         let app = Some(spawn(&ns, WEFT, &argv, &[], "listening"));
         // An echo is health-checked through its sidecar's /app-health (its app port takes mTLS
         // only), so a killed app leaves its cluster's catalog, and the linked clusters', in about
-        // a second.
-        let check = if is_echo {
+        // a second. Not in a remote cluster: the primary's control plane runs checks, and it does
+        // not reach the remote network.
+        let check = if is_echo && c.primary.is_none() {
             format!(", checks: [{{ name: http, http: \"http://{ip}:15000/app-health/{APP_PORT}/health\", interval: 1s, timeout: 1s }}]")
         } else {
             String::new()
         };
         let docs = format!(
-            "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {service} }}\nspec: {{ export: true }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec: {{ service: {service}, address: {ip}, port: {APP_PORT}, sidecar: \"{ip}:15006\"{check} }}\n"
+            "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {service} }}\nspec: {{ export: true }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec: {{ service: {service}, address: {ip}, port: {APP_PORT}, sidecar: \"{ip}:15006\"{check}{placed} }}\n"
         );
         self.apply_in(c, &docs);
-        let pod = Pod { name: name.into(), service: service.into(), ns, ip, sidecar, app, app_argv };
+        let pod = Pod { name: name.into(), service: service.into(), ns, ip, sidecar, sidecar_cfg: cfg, app, app_argv };
         self.cluster_mut(cluster).pods.push(pod);
     }
 
@@ -477,6 +574,26 @@ impl Mesh {
     pub fn start_app(&mut self, cluster: &str, pod: &str) {
         let c = self.cluster_mut(cluster);
         let p = c.pods.iter_mut().find(|p| p.name == pod).expect("pod");
+        let argv: Vec<&str> = p.app_argv.iter().map(String::as_str).collect();
+        p.app = Some(spawn(&p.ns, WEFT, &argv, &[], "listening"));
+    }
+
+    /// Kills a pod's app and its sidecar (kill -9 of the whole endpoint): connections to it are
+    /// refused from then on. For failover checks; [`Mesh::restart_pod`] brings it back.
+    pub fn kill_pod(&mut self, cluster: &str, pod: &str) {
+        let c = self.cluster_mut(cluster);
+        let p = c.pods.iter_mut().find(|p| p.name == pod).expect("pod");
+        if let Some(mut app) = p.app.take() {
+            app.kill();
+        }
+        p.sidecar.kill();
+    }
+
+    /// Starts a pod's sidecar and app again (after [`Mesh::kill_pod`]).
+    pub fn restart_pod(&mut self, cluster: &str, pod: &str) {
+        let c = self.cluster_mut(cluster);
+        let p = c.pods.iter_mut().find(|p| p.name == pod).expect("pod");
+        p.sidecar = spawn(&p.ns, WEFT, &["proxy", "run", "--config", &p.sidecar_cfg], &[], "ready");
         let argv: Vec<&str> = p.app_argv.iter().map(String::as_str).collect();
         p.app = Some(spawn(&p.ns, WEFT, &argv, &[], "listening"));
     }

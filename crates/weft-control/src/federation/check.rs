@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use weft_api::kinds::LinkSpec;
 use weft_identity::control::ControlTrust;
-use weft_identity::TrustBundle;
 
 /// How long each network step of the probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,6 +73,7 @@ pub async fn check(
     status: &LinkStatus,
     local_network: &str,
     peer: Option<PeerNetwork>,
+    peer_roots: Vec<Vec<u8>>,
 ) -> Vec<CheckLine> {
     let relink = format!(
         "run `weft link create` on cluster {cluster}, then here `weft link remove {cluster}` and `weft link apply -f <the new credential>`"
@@ -138,7 +138,7 @@ pub async fn check(
     } else {
         let mut failed = vec![];
         for (a, tcp) in open {
-            if let Err(e) = handshake(cluster, spec, tcp).await {
+            if let Err(e) = handshake(cluster, spec, &peer_roots, tcp).await {
                 failed.push(format!("through {}: {e}", what(&a)));
             }
         }
@@ -284,8 +284,15 @@ fn network_line(cluster: &str, local: &str, peer: &PeerNetwork) -> CheckLine {
 
 /// A TLS handshake as the link stream makes it: the peer must present its trust domain's control
 /// identity, chained to the stored root.
-async fn handshake(cluster: &str, spec: &LinkSpec, tcp: tokio::net::TcpStream) -> Result<(), String> {
-    let roots = TrustBundle::from_pem(&spec.root_pem).map_err(|e| format!("the stored root of the link: {e}"))?;
+async fn handshake(
+    cluster: &str,
+    spec: &LinkSpec,
+    peer_roots: &[Vec<u8>],
+    tcp: tokio::net::TcpStream,
+) -> Result<(), String> {
+    // As the link trusts it: the stored root and the roots the peer sent since.
+    let roots = super::import::link_roots(spec, peer_roots.to_vec())
+        .map_err(|e| format!("the stored root of the link: {e}"))?;
     let tls = weft_identity::control::client_config(ControlTrust::Roots(roots), &spec.trust_domain, None)
         .map_err(|e| e.to_string())?;
     let name =

@@ -19,27 +19,48 @@ pub struct ExportService {
     pub federation: Arc<Federation>,
     /// This cluster's roots (DER).
     pub roots: Vec<Vec<u8>>,
+    /// This cluster's proxies: each snapshot says which of the importer's roots they all trust.
+    pub proxies: crate::discovery::Proxies,
     pub stop: watch::Receiver<bool>,
+    /// Shared by the streams of every importer.
+    pub renders: Arc<ExportRenders>,
 }
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::ExportSnapshot, Status>> + Send>>;
 
 /// The exported services of `cat` with their healthy endpoints of this cluster and of its remote
-/// clusters (primary-remote; imported endpoints are never passed on).
+/// clusters (primary-remote; imported endpoints are never passed on). Only the exported services
+/// are rendered, not the whole catalog (which holds every linked cluster's imports too).
 pub fn render_export(cat: &Catalog) -> Vec<pb::Service> {
-    let view = crate::discovery::View::default();
-    let all = crate::discovery::render(cat, &view, &[]);
     let mesh = &cat.mesh;
     let ours = |c: &str| c == mesh.cluster.name || mesh.remote_clusters.iter().any(|r| r.name == c);
+    let own = Catalog {
+        revision: cat.revision,
+        mesh: cat.mesh.clone(),
+        services: cat
+            .services
+            .iter()
+            .filter(|(_, s)| s.export && !s.cluster_local)
+            .map(|(k, s)| {
+                let mut s = s.clone();
+                s.instances.retain(|i| ours(&i.cluster));
+                (k.clone(), s)
+            })
+            .collect(),
+        peer_bundles: Default::default(),
+        links: Default::default(),
+        vips: Default::default(),
+        networks: cat.networks.clone(),
+        ca: Default::default(),
+    };
+    let view = crate::discovery::View::default();
+    let all = crate::discovery::render(&own, &view, &[]);
     all.services
         .into_iter()
-        .filter(|s| {
-            cat.services.get(&(s.namespace.clone(), s.name.clone())).is_some_and(|c| c.export && !c.cluster_local)
-        })
         .map(|mut s| {
             s.endpoints.retain(|e| ours(&e.cluster));
             // Consul tags travel with the link (`<tag>.<svc>.service.<dc>.consul` on the peer).
-            if let Some(c) = cat.services.get(&(s.namespace.clone(), s.name.clone())) {
+            if let Some(c) = own.services.get(&(s.namespace.clone(), s.name.clone())) {
                 let by_addr: std::collections::HashMap<String, &crate::catalog::Instance> =
                     c.instances.iter().map(|i| (i.address.to_string(), i)).collect();
                 for e in &mut s.endpoints {
@@ -64,6 +85,27 @@ fn remote_clusters(cat: &Catalog) -> Vec<pb::RemoteClusterNetwork> {
             gateways: r.gateways.clone(),
         })
         .collect()
+}
+
+/// The export of one catalog revision, rendered once and shared by every importer's stream
+/// (each stream rendered it itself on every catalog change, so a cluster linked with N others
+/// rendered it N times per change).
+#[derive(Default)]
+pub struct ExportRenders(std::sync::Mutex<Option<(u64, Arc<Vec<pb::Service>>)>>);
+
+impl ExportRenders {
+    /// The export of `cat` (rendered now unless a stream already did for its revision).
+    pub fn get(&self, cat: &Catalog) -> Arc<Vec<pb::Service>> {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match &*g {
+            Some((revision, r)) if *revision == cat.revision => r.clone(),
+            _ => {
+                let r = Arc::new(render_export(cat));
+                *g = Some((cat.revision, r.clone()));
+                r
+            }
+        }
+    }
 }
 
 fn check_request(cat: &Catalog, r: &pb::ExportRequest) -> Result<(String, Vec<Vec<u8>>), Status> {
@@ -96,9 +138,37 @@ fn check_request(cat: &Catalog, r: &pb::ExportRequest) -> Result<(String, Vec<Ve
     Ok((b.trust_domain.clone(), b.roots_der.clone()))
 }
 
+/// SHA-256 of each of `roots` that every connected proxy trusts (acked an update holding it).
+fn trusted_by_all(proxies: &crate::discovery::Proxies, roots: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let list = proxies.list();
+    roots
+        .iter()
+        .filter(|r| {
+            let hex = crate::rotation::fingerprint(r);
+            list.iter().all(|p| p.status == "SYNCED" && p.roots.contains(&hex))
+        })
+        .map(|r| weft_identity::control::sha256(r).to_vec())
+        .collect()
+}
+
 #[tonic::async_trait]
 impl pb::federation_server::Federation for ExportService {
     type ExportStream = SnapshotStream;
+
+    async fn trusts(&self, req: Request<pb::TrustsRequest>) -> Result<Response<pb::TrustsReply>, Status> {
+        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let cluster = &req.get_ref().cluster;
+        let (establishing, issued_ms) = match self.tokens.verify_header(header) {
+            Ok(Grant::Link { issued_ms }) => (true, issued_ms),
+            Ok(Grant::LinkStream { cluster: c, issued_ms }) if c == *cluster => (false, issued_ms),
+            Ok(_) => return Err(Status::permission_denied("Trusts needs this importer's link secret")),
+            Err(e) => return Err(Status::unauthenticated(format!("link secret: {e}"))),
+        };
+        self.federation.check_revoked(cluster, issued_ms, establishing).map_err(Status::permission_denied)?;
+        let roots = req.get_ref().roots_sha256.iter().map(|r| r.iter().map(|b| format!("{b:02x}")).collect());
+        self.federation.set_trusts(cluster, roots.collect());
+        Ok(Response::new(pb::TrustsReply {}))
+    }
 
     async fn export(&self, req: Request<pb::ExportRequest>) -> Result<Response<SnapshotStream>, Status> {
         let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
@@ -123,13 +193,16 @@ impl pb::federation_server::Federation for ExportService {
         let peer = crate::grpc_tls::peer_of(&req);
         let r = req.into_inner();
         let (td, roots) = check_request(&self.catalog.borrow(), &r)?;
+        let importer_roots = roots.clone();
+        let proxies = self.proxies.clone();
         self.federation.check_revoked(&r.cluster, issued_ms, establishing).map_err(Status::permission_denied)?;
         self.federation.add_importer(&r.cluster, &td, roots);
-        let open = self.federation.importer_connected(&r.cluster, &td, peer.to_string());
+        let listed = self.federation.importer_connected(&r.cluster, &td, peer.to_string());
         tracing::info!(importer = %r.cluster, trust_domain = %td, %peer, "linked cluster connected");
 
         let (tx, rx) = mpsc::channel::<Result<pb::ExportSnapshot, Status>>(2);
         let (mut catalog, mut stop, own_roots) = (self.catalog.clone(), self.stop.clone(), self.roots.clone());
+        let renders = self.renders.clone();
         let mut stream_secret = if establishing {
             let grant = Grant::LinkStream { cluster: r.cluster.clone(), issued_ms: super::unix_now_ms() };
             self.tokens.issue(grant, None)
@@ -138,11 +211,14 @@ impl pb::federation_server::Federation for ExportService {
         };
         let importer = r.cluster;
         let (federation, mut revocations) = (self.federation.clone(), self.federation.watch());
+        let open = self.federation.stream_opened(&importer);
         let stream_issued_ms = if establishing { super::unix_now_ms() } else { issued_ms };
         tokio::spawn(async move {
-            let _open = open; // `weft link importers`: open until this task ends
+            let _open = open;
+            let _listed = listed; // `weft link importers`: open until this task ends
             let mut version = 0u64;
-            type Sent = (Vec<pb::Service>, String, Vec<String>, Vec<pb::RemoteClusterNetwork>);
+            type Sent =
+                (Arc<Vec<pb::Service>>, String, Vec<String>, Vec<pb::RemoteClusterNetwork>, Vec<Vec<u8>>, Vec<Vec<u8>>);
             let mut last: Option<Sent> = None;
             loop {
                 // Revoked while open: the stream ends with the reason.
@@ -152,26 +228,38 @@ impl pb::federation_server::Federation for ExportService {
                 }
                 let cat = catalog.borrow_and_update().clone();
                 // What the snapshot says; a change of this cluster's network or gateways is sent too.
+                // This cluster's roots as the catalog has them (both during a root rotation).
+                let roots = if cat.ca.roots.is_empty() { own_roots.clone() } else { cat.ca.roots.clone() };
+                let trusted = trusted_by_all(&proxies, &importer_roots);
+                let all_trusted = trusted.len() == importer_roots.len();
                 let now = (
-                    render_export(&cat),
+                    renders.get(&cat),
                     cat.mesh.cluster.network.clone(),
                     cat.mesh.cluster.gateways.clone(),
                     remote_clusters(&cat),
+                    roots,
+                    trusted,
                 );
-                if last.as_ref() != Some(&now) {
+                // The rendered export is shared per catalog revision: compared by pointer first.
+                let same = last.as_ref().is_some_and(|l| {
+                    (Arc::ptr_eq(&l.0, &now.0) || l.0 == now.0)
+                        && (&l.1, &l.2, &l.3, &l.4, &l.5) == (&now.1, &now.2, &now.3, &now.4, &now.5)
+                });
+                if !same {
                     version += 1;
                     let snap = pb::ExportSnapshot {
                         version,
                         cluster: cat.mesh.cluster.name.clone(),
                         bundle: Some(pb::TrustDomainBundle {
                             trust_domain: cat.mesh.trust_domain.clone(),
-                            roots_der: own_roots.clone(),
+                            roots_der: now.4.clone(),
                         }),
-                        services: now.0.clone(),
+                        services: now.0.as_ref().clone(),
                         stream_secret: std::mem::take(&mut stream_secret),
                         network: now.1.clone(),
                         gateways: now.2.clone(),
                         remote_clusters: now.3.clone(),
+                        trusted_importer_roots: now.5.clone(),
                     };
                     if tx.send(Ok(snap)).await.is_err() {
                         break;
@@ -184,12 +272,42 @@ impl pb::federation_server::Federation for ExportService {
                     _ = tx.closed() => break,
                     _ = stop.wait_for(|s| *s) => break,
                     // Nothing to send: the stream stays open; HTTP/2 PINGs watch the connection.
-                    () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                    // Until this cluster's proxies trust all the importer's roots (its root
+                    // rotation), their acks are checked often.
+                    () = tokio::time::sleep(if all_trusted { Duration::from_secs(3600) } else { Duration::from_millis(200) }) => {}
                 }
             }
             tracing::info!(%importer, "linked cluster disconnected");
         });
         let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RESOURCES: &str = "apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: { name: mesh }\nspec: { cluster: { name: west } }\n---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\nspec: { export: true }\n---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: hidden }\nspec: {}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: api-1 }\nspec: { service: api, address: 10.0.0.1, port: 8080 }\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: hidden-1 }\nspec: { service: hidden, address: 10.0.0.2, port: 8080 }\n";
+
+    /// Every importer's stream shares one render per catalog revision, which holds only the
+    /// exported services with this cluster's endpoints (not the imports of other links).
+    #[test]
+    fn the_export_is_rendered_once_per_revision_with_only_local_exported_endpoints() {
+        let rs = weft_api::resource::parse_documents(RESOURCES).unwrap();
+        let mut cat = crate::catalog::build(7, rs.iter(), &|_| true);
+        // An endpoint imported from another cluster into the same service is not passed on.
+        let api = cat.services.get_mut(&("default".to_string(), "api".to_string())).unwrap();
+        let mut imported = api.instances[0].clone();
+        imported.cluster = "north".into();
+        imported.address = "10.9.0.1:8080".parse().unwrap();
+        api.instances.push(imported);
+        let renders = ExportRenders::default();
+        let (a, b) = (renders.get(&cat), renders.get(&cat));
+        assert!(Arc::ptr_eq(&a, &b), "one render per revision, shared");
+        assert_eq!(a.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["api"]);
+        assert_eq!(a[0].endpoints.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(), ["10.0.0.1:8080"]);
+        cat.revision = 8;
+        assert!(!Arc::ptr_eq(&a, &renders.get(&cat)), "a new revision is rendered again");
     }
 }

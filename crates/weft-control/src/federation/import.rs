@@ -31,6 +31,10 @@ use weft_store::Store;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The largest link snapshot accepted: each is a full snapshot of the peer's exported services,
+/// which passes tonic's default of 4 MiB at about 50,000 endpoints. The peer is verified as its
+/// cluster's control plane.
+const MAX_SNAPSHOT_BYTES: usize = 256 << 20;
 
 /// This cluster, as it presents itself to the peers it links to, and where it keeps the last
 /// snapshot of each link.
@@ -38,9 +42,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct Local {
     pub cluster: String,
     pub trust_domain: String,
-    pub roots: Vec<Vec<u8>>,
     /// `<data-dir>/links`.
     pub dir: std::path::PathBuf,
+    /// This cluster's CA: its roots go to the peer in every ExportRequest (a change reconnects).
+    pub ca: Arc<crate::rotation::CaState>,
+    /// This cluster's proxies: the link tells the peer once they all trust its roots (`Trusts`).
+    pub proxies: crate::discovery::Proxies,
 }
 
 impl Local {
@@ -151,6 +158,20 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The roots a link trusts for the peer's control plane: the credential's, and those the peer sent
+/// over the verified link since (its root rotation, `weft ca rotate`).
+pub(crate) fn link_roots(spec: &LinkSpec, sent: Vec<Vec<u8>>) -> Result<TrustBundle, String> {
+    let stored = TrustBundle::from_pem(&spec.root_pem).map_err(|e| format!("the link's root: {e}"))?;
+    let sent = sent.into_iter().map(|r| (Some(spec.trust_domain.clone()), r.into()));
+    Ok(match TrustBundle::labelled(sent.collect()) {
+        Ok(b) if !b.roots().is_empty() => stored.merged(&b),
+        _ => stored,
+    })
+}
+
+/// Why a session ends when this cluster's roots change (a root rotation): it reconnects at once.
+const ROOTS_CHANGED: &str = "this cluster's roots changed (root rotation): reconnecting to send them to the peer";
+
 async fn follow(name: String, spec: LinkSpec, federation: Arc<Federation>, local: Local, store: Store) {
     let mut backoff = Duration::from_millis(100);
     let addresses = spec.dial_addresses();
@@ -159,6 +180,11 @@ async fn follow(name: String, spec: LinkSpec, federation: Arc<Federation>, local
         let got_snapshot = std::sync::atomic::AtomicBool::new(false);
         let address = &addresses[attempt % addresses.len()];
         let err = session(&name, &spec, address, &federation, &local, &store, &got_snapshot).await;
+        if err == ROOTS_CHANGED {
+            // A deliberate reconnect: the link stays up (a root rotation waits for it), at once.
+            tracing::info!(cluster = %name, "reconnecting the link to send this cluster's new roots");
+            continue;
+        }
         if got_snapshot.load(std::sync::atomic::Ordering::Relaxed) {
             backoff = Duration::from_millis(100);
         }
@@ -192,7 +218,7 @@ async fn session(
         } else {
             format!("through its east-west gateway {addr}")
         };
-        let labelled = TrustBundle::from_pem(&spec.root_pem).map_err(|e| format!("the link's root: {e}"))?;
+        let labelled = link_roots(spec, federation.peer_roots(name))?;
         let tls = weft_identity::control::client_config(ControlTrust::Roots(labelled), &spec.trust_domain, None)
             .map_err(|e| e.to_string())?;
         let channel = Endpoint::from_shared(format!("http://{addr}"))
@@ -208,12 +234,15 @@ async fn session(
             })
             .await
             .map_err(|e| format!("cannot reach the peer control plane {via}: {}", source_chain(&e)))?;
-        let mut client = pb::federation_client::FederationClient::new(channel);
+        let mut client =
+            pb::federation_client::FederationClient::new(channel).max_decoding_message_size(MAX_SNAPSHOT_BYTES);
+        let mut ca_changes = crate::registry::Source::subscribe(local.ca.as_ref());
+        let sent_roots = local.ca.roots();
         let mut req = tonic::Request::new(pb::ExportRequest {
             cluster: local.cluster.clone(),
             bundle: Some(pb::TrustDomainBundle {
                 trust_domain: local.trust_domain.clone(),
-                roots_der: local.roots.clone(),
+                roots_der: sent_roots.clone(),
             }),
         });
         let bearer =
@@ -228,8 +257,20 @@ async fn session(
             format!("the peer refused the link: {}", s.message())
         };
         let mut stream = client.export(req).await.map_err(refused)?.into_inner();
+        // The peer's roots this session last confirmed (or is confirming) to it.
+        let (mut confirmed, mut _confirming): (Option<Vec<Vec<u8>>>, Option<AbortOnDrop>) = (None, None);
         loop {
-            let mut snap = match stream.message().await {
+            let next = tokio::select! {
+                m = stream.message() => m,
+                // This cluster's roots changed (a root rotation): reconnect to send them.
+                _ = ca_changes.changed() => {
+                    if local.ca.roots() == sent_roots {
+                        continue;
+                    }
+                    return Err(ROOTS_CHANGED.to_string());
+                }
+            };
+            let mut snap = match next {
                 Ok(Some(s)) => s,
                 Ok(None) => return Err("the peer closed the link stream".to_string()),
                 Err(s) if matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) => {
@@ -239,7 +280,14 @@ async fn session(
             };
             let stream_secret = std::mem::take(&mut snap.stream_secret);
             let c = convert(name, spec, &local.cluster, snap.clone())?;
+            if confirmed.as_ref() != Some(&c.roots) {
+                confirmed = Some(c.roots.clone());
+                let task = confirm_trust(client.clone(), local.clone(), spec.secret.clone(), c.roots.clone());
+                _confirming = Some(AbortOnDrop(tokio::spawn(task)));
+            }
+            let trusted = snap.trusted_importer_roots.iter().map(|r| r.iter().map(|b| format!("{b:02x}")).collect());
             federation.import(name, &c.trust_domain, c.roots, c.services, c.network, c.remotes);
+            federation.set_peer_trusts(name, trusted.collect());
             local.save(name, &snap).await;
             if !stream_secret.is_empty() && stream_secret != spec.secret {
                 // The credential's expiring secret is exchanged for this link's long-lived one;
@@ -253,6 +301,35 @@ async fn session(
     match run.await {
         Ok(()) => "ended".to_string(),
         Err(e) => e,
+    }
+}
+
+/// Tells the peer (`Trusts`) once every connected proxy of this cluster trusts `roots` (the
+/// peer's, from its latest snapshot): during the peer's root rotation it signs with its new root
+/// only after that.
+async fn confirm_trust(
+    mut client: pb::federation_client::FederationClient<tonic::transport::Channel>,
+    local: Local,
+    secret: String,
+    roots: Vec<Vec<u8>>,
+) {
+    let want: Vec<String> = roots.iter().map(|r| crate::rotation::fingerprint(r)).collect();
+    loop {
+        let proxies = local.proxies.list();
+        if proxies.iter().all(|p| p.status == "SYNCED" && want.iter().all(|w| p.roots.contains(w))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let roots_sha256 = roots.iter().map(|r| weft_identity::control::sha256(r).to_vec()).collect();
+    let mut req = tonic::Request::new(pb::TrustsRequest { cluster: local.cluster.clone(), roots_sha256 });
+    if let Ok(bearer) = format!("Bearer {secret}").parse() {
+        req.metadata_mut().insert("authorization", bearer);
+    }
+    match client.trusts(req).await {
+        Ok(_) => tracing::debug!("told the peer which of its roots this cluster's proxies trust"),
+        // An older peer has no Trusts: it does not rotate through links either.
+        Err(s) => tracing::debug!(error = %s.message(), "cannot tell the peer which of its roots are trusted"),
     }
 }
 

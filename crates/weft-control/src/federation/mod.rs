@@ -24,7 +24,7 @@ use crate::catalog::{CatalogService, Imported, PeerNetwork};
 use crate::registry::Source;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::watch;
 use weft_api::resource::Resource;
@@ -51,6 +51,8 @@ struct LinkState {
     network: PeerNetwork,
     /// The peer's remote clusters (primary-remote), whose endpoints it exports too.
     remotes: BTreeMap<String, PeerNetwork>,
+    /// Hex SHA-256 of this cluster's roots that all the peer's proxies trust (its latest snapshot).
+    trusts: Vec<String>,
 }
 
 /// What `weft link revoke` voided, kept in `<data-dir>/links/revoked.json`.
@@ -73,6 +75,11 @@ struct State {
     /// What `weft link importers` shows of each cluster that opened an Export stream here since
     /// this control plane started.
     importer_streams: BTreeMap<String, ImporterStatus>,
+    /// Open Export streams per importing cluster.
+    streams: BTreeMap<String, usize>,
+    /// Per importing cluster: hex SHA-256 of this cluster's roots that all its proxies trust (its
+    /// latest `Trusts` call; root rotation waits on these).
+    trusts: BTreeMap<String, Vec<String>>,
 }
 
 /// A cluster that imports from this one, as `weft link importers` (`GET /v1/importers`) shows it.
@@ -122,6 +129,26 @@ pub struct Federation {
     tx: watch::Sender<u64>,
     /// Where revocations are saved (none: kept in memory).
     revoked_path: Option<std::path::PathBuf>,
+}
+
+/// Counts an open Export stream (see [`Federation::stream_opened`]).
+pub struct StreamGuard {
+    federation: Arc<Federation>,
+    cluster: String,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.federation.with(|s| {
+            if let Some(n) = s.streams.get_mut(&self.cluster) {
+                *n -= 1;
+                if *n == 0 {
+                    s.streams.remove(&self.cluster);
+                    s.trusts.remove(&self.cluster);
+                }
+            }
+        });
+    }
 }
 
 impl Default for Federation {
@@ -221,6 +248,55 @@ impl Federation {
         if changed {
             self.changed();
         }
+    }
+
+    /// An Export stream of `cluster` opened; it counts as connected until the guard drops.
+    pub fn stream_opened(self: &Arc<Self>, cluster: &str) -> StreamGuard {
+        self.with(|s| *s.streams.entry(cluster.to_string()).or_default() += 1);
+        StreamGuard { federation: self.clone(), cluster: cluster.to_string() }
+    }
+
+    /// Records which of this cluster's roots every proxy of importing `cluster` trusts.
+    pub fn set_trusts(&self, cluster: &str, roots_hex: Vec<String>) {
+        self.with(|s| s.trusts.insert(cluster.to_string(), roots_hex));
+    }
+
+    /// Records which of this cluster's roots all proxies of linked cluster `cluster` trust.
+    pub fn set_peer_trusts(&self, cluster: &str, roots_hex: Vec<String>) {
+        self.with(|s| {
+            if let Some(l) = s.links.get_mut(cluster) {
+                l.trusts = roots_hex;
+            }
+        });
+    }
+
+    /// The linked clusters this one imports from, with their link up now, whose proxies do not
+    /// all trust this cluster's root `root_hex` yet.
+    pub fn links_lacking(&self, root_hex: &str) -> Vec<String> {
+        self.with(|s| {
+            s.links
+                .iter()
+                .filter(|(_, l)| l.status.state == "active" && !l.trusts.iter().any(|r| r == root_hex))
+                .map(|(c, _)| c.clone())
+                .collect()
+        })
+    }
+
+    /// The importing clusters connected now whose proxies do not all trust root `root_hex` yet.
+    pub fn importers_lacking(&self, root_hex: &str) -> Vec<String> {
+        self.with(|s| {
+            s.streams
+                .keys()
+                .filter(|c| !s.trusts.get(*c).is_some_and(|t| t.iter().any(|r| r == root_hex)))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// The roots `cluster` sent in its latest snapshot (empty: none yet). The link trusts them
+    /// besides the credential's root, so a peer's root rotation does not cut the link.
+    pub fn peer_roots(&self, cluster: &str) -> Vec<Vec<u8>> {
+        self.with(|s| s.links.get(cluster).map(|l| l.roots.clone()).unwrap_or_default())
     }
 
     /// Replaces everything imported from `cluster` (a full snapshot), with its network and

@@ -30,6 +30,7 @@ fn catalog(range: &str, services: Vec<CatalogService>) -> Catalog {
         links: Default::default(),
         vips: Default::default(),
         networks: Default::default(),
+        ca: Default::default(),
     }
 }
 
