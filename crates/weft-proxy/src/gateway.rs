@@ -13,7 +13,7 @@
 //! other name in the `weft-system` namespace is refused (`reserved-sni`).
 //! Forwarded only when the SNI names this gateway's cluster, a service it knows and one of that
 //! service's ports, and the endpoint picked is in this cluster and not on this host (loopback),
-//! unless the gateway itself listens on loopback. Each refusal is counted under its own reason
+//! unless the gateway itself listens on loopback, and never to the gateway itself. Each refusal is counted under its own reason
 //! and logged with the SNI, at most once per reason and caller per 10 s (see [`crate::loglimit`]).
 
 use crate::detect::Prefixed;
@@ -138,8 +138,24 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     }
     // The SNI is the caller's word: the endpoint picked must itself be one the gateway may reach.
     let loopback_ok = ctx.cfg.gateway.as_ref().is_some_and(|g| g.listen.ip().to_canonical().is_loopback());
-    let allowed = |ep: &Endpoint| ep.cluster == ctx.cfg.cluster && (loopback_ok || !is_local_host(ep.proxy.ip()));
+    // An endpoint whose `proxy` is this very gateway would be forwarded back to it, and again, one
+    // new connection per hop: a remote cluster's gateway placed in the primary (its token made
+    // without `--cluster`) gets its own cluster's endpoints pointed at itself.
+    let this_gateway = stream.local_addr().ok();
+    let is_self = |ep: &Endpoint| Some(ep.proxy) == this_gateway;
+    let allowed =
+        |ep: &Endpoint| ep.cluster == ctx.cfg.cluster && (loopback_ok || !is_local_host(ep.proxy.ip())) && !is_self(ep);
     let ep = (0..service.endpoints.len()).filter_map(|_| service.pick()).find(|ep| allowed(ep)).cloned();
+    if ep.is_none() && service.endpoints.iter().any(|e| is_self(e)) {
+        let why = format_args!(
+            "the endpoints of {} are sent to this gateway itself ({}): its control plane placed it outside cluster {:?}; for the gateway of a remote cluster (primary-remote) make its token with `weft token create --cluster {}`",
+            service.key(),
+            this_gateway.map(|a| a.to_string()).unwrap_or_default(),
+            ctx.cfg.cluster,
+            ctx.cfg.cluster
+        );
+        return refuse(&ctx, "endpoint-is-this-gateway", remote, &sni, why);
+    }
     let Some(ep) = ep else {
         let why = format_args!(
             "every endpoint of {} is in another cluster than {:?} or on this host (loopback); not forwarded",

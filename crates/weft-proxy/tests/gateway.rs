@@ -276,6 +276,48 @@ services:
     hello(local.addrs.gateway.unwrap()).await.expect("a loopback gateway reaches loopback endpoints");
 }
 
+/// An endpoint whose `proxy` is the gateway itself (a remote cluster's gateway that its control
+/// plane placed in the primary) is refused with its own reason, not forwarded back to the gateway
+/// in a loop of new connections.
+#[tokio::test]
+async fn gateway_never_forwards_to_itself() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    let app = weft_testkit::http_echo("api").await;
+    let yaml = |proxy: SocketAddr| {
+        format!(
+            r#"
+mode: gateway
+identity: {{ cert: u, key: u, bundle: u }}
+admin: {{ listen: "127.0.0.1:0" }}
+gateway: {{ listen: "127.0.0.1:0" }}
+services:
+  - name: api
+    endpoints: [{{ address: "{app}", proxy: "{proxy}", identity: "{id}" }}]
+"#,
+            id = api_id()
+        )
+    };
+    let gw =
+        Proxy::start(ProxyConfig::from_yaml(&yaml(app)).unwrap(), pki.store("istio-system", "gateway")).await.unwrap();
+    let gw_addr = gw.addrs.gateway.unwrap();
+    // The routes as a control plane would send them: the endpoint's proxy is this gateway.
+    let looped = ProxyConfig::from_yaml(&yaml(gw_addr)).unwrap();
+    gw.set_routes(weft_proxy::Routes::try_from(&looped).unwrap());
+    let sni = format!("{}.api.default.local.weft", app.port());
+    // Bounded: before the fix the handshake never ended (each hop a new connection to itself).
+    let refused = tokio::time::timeout(Duration::from_secs(20), hello(&pki, gw_addr, &sni)).await;
+    assert!(matches!(refused, Ok(Err(_))), "refused at once, not forwarded to itself: {refused:?}");
+    let m = gw.metrics_text();
+    assert_eq!(
+        metric(&m, "weft_protocol_errors_total{direction=\"gateway\",reason=\"endpoint-is-this-gateway\"}"),
+        1.0,
+        "{m}"
+    );
+    // One refusal, not a chain of connections to itself.
+    assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"gateway\",reason=\"eof\"}"), 0.0, "{m}");
+}
+
 /// The reserved SNI `control.weft-system.<cluster>.weft` is forwarded, still encrypted, to the
 /// gateway's own control plane (`gateway.control_plane`), and only its own cluster's; any other
 /// name in the reserved namespace is refused, and so is the control-plane SNI when the gateway
