@@ -7,7 +7,7 @@ use weft_api::kinds::MeshConfigSpec;
 use weft_api::proxy::Protocol;
 use weft_api::resource::Resource;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Catalog {
     /// Changes whenever anything in the catalog may have changed.
     pub revision: u64,
@@ -102,7 +102,8 @@ pub(crate) fn through_gateways(
     s
 }
 
-#[derive(Clone, Debug, PartialEq)]
+/// `Default` is an empty, unexported service with no name (tests fill in what they need).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct CatalogService {
     pub name: String,
     pub namespace: String,
@@ -361,15 +362,6 @@ mod gateway_tests {
         let svc = CatalogService {
             name: "api".into(),
             namespace: "default".into(),
-            ports: vec![],
-            connect_ports: vec![],
-            tags: vec![],
-            export: false,
-            cluster_local: false,
-            failover: vec![],
-            cluster_weights: Default::default(),
-            outlier_detection: None,
-            clusters: vec![],
             instances: vec![
                 instance(1, "west", "net-west"),
                 instance(2, "west", ""), // the cluster's network
@@ -377,6 +369,7 @@ mod gateway_tests {
                 instance(4, "west", "net-west"),
                 instance(5, "north", "net-north"), // another network and no gateway: unreachable
             ],
+            ..Default::default()
         };
         let got = through_gateways("east", "net-east", &networks, &svc);
         let sidecars: Vec<String> = got.instances.iter().map(|i| format!("{} {}", i.name, i.sidecar)).collect();

@@ -109,26 +109,15 @@ mod tests {
         let svc = CatalogService {
             name: "api".into(),
             namespace: "default".into(),
-            ports: vec![],
-            connect_ports: vec![],
-            tags: vec![],
-            export: false,
-            cluster_local: false,
-            failover: vec![],
-            cluster_weights: Default::default(),
-            outlier_detection: None,
-            clusters: vec![],
             instances: vec![instance("p", "primary", "net-p"), instance("r", "remote", "net-r")],
+            ..Default::default()
         };
         Catalog {
             revision: 1,
             networks: declared_networks(&mesh),
             mesh,
             services: [(("default".to_string(), "api".to_string()), svc)].into(),
-            peer_bundles: BTreeMap::new(),
-            links: BTreeMap::new(),
-            vips: BTreeMap::new(),
-            ca: Default::default(),
+            ..Default::default()
         }
     }
 

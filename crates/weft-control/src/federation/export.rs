@@ -47,11 +47,8 @@ pub fn render_export(cat: &Catalog) -> Vec<pb::Service> {
                 (k.clone(), s)
             })
             .collect(),
-        peer_bundles: Default::default(),
-        links: Default::default(),
-        vips: Default::default(),
         networks: cat.networks.clone(),
-        ca: Default::default(),
+        ..Default::default()
     };
     let view = crate::discovery::View::default();
     let all = crate::discovery::render(&own, &view, &[]);

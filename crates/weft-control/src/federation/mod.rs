@@ -475,15 +475,6 @@ mod tests {
         CatalogService {
             name: "api".into(),
             namespace: "default".into(),
-            ports: vec![],
-            connect_ports: vec![],
-            tags: vec![],
-            export: false,
-            cluster_local: false,
-            failover: vec![],
-            cluster_weights: Default::default(),
-            outlier_detection: None,
-            clusters: vec![],
             instances: clusters
                 .iter()
                 .enumerate()
@@ -501,6 +492,7 @@ mod tests {
                     visibility: None,
                 })
                 .collect(),
+            ..Default::default()
         }
     }
 

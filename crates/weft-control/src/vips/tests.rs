@@ -5,16 +5,9 @@ fn service(ns: &str, name: &str, clusters: &[&str]) -> CatalogService {
     CatalogService {
         name: name.into(),
         namespace: ns.into(),
-        ports: vec![],
-        connect_ports: vec![],
-        tags: vec![],
-        export: false,
-        cluster_local: false,
-        failover: vec![],
-        cluster_weights: Default::default(),
-        outlier_detection: None,
         instances: vec![],
         clusters: clusters.iter().map(|c| c.to_string()).collect(),
+        ..Default::default()
     }
 }
 
@@ -26,11 +19,7 @@ fn catalog(range: &str, services: Vec<CatalogService>) -> Catalog {
         revision: 0,
         mesh,
         services: services.into_iter().map(|s| ((s.namespace.clone(), s.name.clone()), s)).collect(),
-        peer_bundles: Default::default(),
-        links: Default::default(),
-        vips: Default::default(),
-        networks: Default::default(),
-        ca: Default::default(),
+        ..Default::default()
     }
 }
 
