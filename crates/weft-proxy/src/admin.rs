@@ -41,10 +41,29 @@ fn config_dump(ctx: &Ctx) -> serde_json::Value {
         })
         .collect();
     services.sort_by_key(|s| s["name"].as_str().unwrap_or_default().to_string());
+    // Roots by their hex SHA-256 (as `GET /v1/ca` and `weft ca rotate` show them, without colons),
+    // each with the trust domain it may sign for: what a root rotation is checked against.
+    let bundle = ctx.certs.bundle();
+    let local = leaf.id().trust_domain().to_string();
+    let hex = |der: &[u8]| weft_identity::control::sha256(der).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let trust_bundle: Vec<_> = bundle
+        .domains()
+        .map(|(td, root)| json!({ "trust_domain": td.unwrap_or(&local), "sha256": hex(root) }))
+        .collect();
+    // The root (of this proxy's own trust domain) that its certificate chains to.
+    let issuing_root = bundle
+        .roots_for(&local, &local)
+        .into_iter()
+        .find(|r| leaf.verify_chain(&weft_identity::TrustBundle::new(vec![r.clone()])).is_ok());
     json!({
         "identity": leaf.id().to_string(),
-        "certificate": { "expires_in_seconds": leaf.remaining().as_secs(), "chain_length": leaf.chain().len() },
-        "trust_bundle_roots": ctx.certs.bundle().roots().len(),
+        "certificate": {
+            "expires_in_seconds": leaf.remaining().as_secs(),
+            "chain_length": leaf.chain().len(),
+            "root_sha256": issuing_root.map(|r| hex(&r)),
+        },
+        "trust_bundle_roots": bundle.roots().len(),
+        "trust_bundle": trust_bundle,
         "draining": ctx.drain.is_draining(),
         "open_connections": ctx.drain.open_connections(),
         "listeners": ctx.bound.get(),

@@ -158,6 +158,12 @@ async fn admin_endpoints() {
     assert!(!up.ends_with(":0"), "bound ports, not configured ones: {up}");
     assert_eq!(v["routes"][0]["endpoints"][0]["identity"], api_id());
     assert!(v["certificate"]["expires_in_seconds"].as_u64().unwrap() > 23 * 3600);
+    // The roots it trusts, by trust domain, and the one its certificate chains to.
+    let bundle = v["trust_bundle"].as_array().unwrap();
+    assert_eq!(bundle.len(), 1, "{v}");
+    assert_eq!(bundle[0]["trust_domain"].as_str(), web_id().split('/').nth(2), "{v}");
+    assert_eq!(bundle[0]["sha256"].as_str().map(str::len), Some(64), "{v}");
+    assert_eq!(v["certificate"]["root_sha256"], bundle[0]["sha256"], "{v}");
     assert_eq!(http1_get(admin, "/nope").await.unwrap().status(), 404);
 
     // Health checks from outside the pod go through the server's admin port to its app.
