@@ -37,6 +37,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub use hickory_proto::op::ResponseCode;
+pub use hickory_proto::rr::RecordType;
+
 pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 /// The app port of every pod (each pod has its own IP).
 pub const APP_PORT: u16 = 8080;
@@ -195,6 +198,11 @@ impl Cluster {
 
     pub fn pod(&self, name: &str) -> &Pod {
         self.pods.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no pod {name} in {}", self.name))
+    }
+
+    /// The control plane's data directory (its CA, token key, store).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 }
 
@@ -412,7 +420,8 @@ impl Mesh {
         self.start_gateway(c);
     }
 
-    fn write(&self, name: &str, text: &str) -> String {
+    /// Writes `text` to `name` in the harness's directory (removed on drop); returns its path.
+    pub fn write(&self, name: &str, text: &str) -> String {
         let p = self.dir.join(name);
         std::fs::write(&p, text).unwrap();
         p.to_string_lossy().into_owned()
@@ -694,6 +703,42 @@ impl Mesh {
         ips
     }
 
+    /// A DNS query from a pod to its cluster's DNS (the server in its resolv.conf): the response
+    /// code and the answers (A as addresses, SRV as `port target`).
+    pub fn dns(&self, cluster: &str, pod: &str, name: &str, qtype: RecordType) -> (ResponseCode, Vec<String>) {
+        dns_query(&self.pod(cluster, pod).ns, self.cluster(cluster).control_ip(), name, qtype)
+    }
+
+    /// An unmodified app's call by name from inside a pod: `name` resolved through the pod's
+    /// resolver (weft DNS), the first address dialled on `port` with `Host: name:port`. Returns the
+    /// address dialled, the status line and the body (`ERR: ...` as the status when the call or
+    /// the resolution failed).
+    pub fn call_name(&self, cluster: &str, pod: &str, name: &str, port: u16, path: &str) -> (String, String, String) {
+        let Some(ip) = self.resolve(cluster, pod, name).into_iter().next() else {
+            return (String::new(), format!("ERR: {name} does not resolve"), String::new());
+        };
+        let p = self.pod(cluster, pod);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &p.ns, WEFT, "demo-call", &format!("{ip}:{port}"), "--path", path])
+            .args(["--host", &format!("{name}:{port}")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            return (ip, format!("ERR: {}", String::from_utf8_lossy(&out.stderr).trim()), text);
+        }
+        let (status, body) = text.split_once('\n').unwrap_or((&text, ""));
+        (ip, status.to_string(), body.trim().to_string())
+    }
+
+    /// A proxy's `/config_dump` (its admin on `127.0.0.1:15000` of namespace `ns`: a pod's or a
+    /// gateway's).
+    pub fn config_dump(&self, ns: &str) -> serde_json::Value {
+        let (status, body) = self.call_from(ns, "127.0.0.1:15000", "/config_dump");
+        assert!(status.contains("200"), "config_dump in {ns}: {status} {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("config_dump in {ns}: {e}: {body}"))
+    }
+
     /// Cuts (`down`) or heals (`up`) a cluster's gateway leg on the WAN.
     pub fn set_wan(&self, cluster: &str, up: bool) {
         let c = self.cluster(cluster);
@@ -762,6 +807,47 @@ impl Drop for Mesh {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A DNS query sent from inside namespace `ns` (a thread of this process enters it) to
+/// `server:53`: the response code and the answers (A as addresses, SRV as `port target`).
+/// Retried twice when no answer comes within 2 s.
+pub fn dns_query(ns: &str, server: Ipv4Addr, name: &str, qtype: RecordType) -> (ResponseCode, Vec<String>) {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData};
+    use std::os::fd::AsRawFd;
+    let (ns, name) = (ns.to_string(), name.to_string());
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap_or_else(|e| panic!("netns {ns}: {e}"));
+        // SAFETY: setns on this thread only (a new thread, ended below); the fd is open.
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut q = Message::query();
+        q.metadata.id = 7;
+        q.add_query(Query::query(Name::from_ascii(&name).unwrap(), qtype));
+        let bytes = q.to_vec().unwrap();
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..3 {
+            sock.send_to(&bytes, (server, 53)).unwrap();
+            let Ok(n) = sock.recv(&mut buf) else { continue };
+            let m = Message::from_vec(&buf[..n]).unwrap();
+            let answers = m
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(a.0.to_string()),
+                    RData::SRV(s) => Some(format!("{} {}", s.port, s.target.to_ascii())),
+                    _ => None,
+                })
+                .collect();
+            return (m.metadata.response_code, answers);
+        }
+        panic!("no DNS answer from {server}:53 in {ns} for {name}")
+    })
+    .join()
+    .unwrap()
 }
 
 /// Polls `f` (every 100 ms) until it returns `Some`, at most `within`.
