@@ -304,7 +304,7 @@ async fn handshake(
             let _ = s.shutdown().await;
             Ok(())
         }
-        Ok(Err(e)) => Err(super::import::tls_error(&e)),
+        Ok(Err(e)) => Err(super::import::tls_error(&e, cluster)),
         Err(_) => Err(format!("TLS with the peer control plane timed out after {PROBE_TIMEOUT:?}")),
     }
 }

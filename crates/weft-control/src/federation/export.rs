@@ -174,10 +174,10 @@ impl pb::federation_server::Federation for ExportService {
             Ok(Grant::Link { issued_ms }) => (true, issued_ms),
             Ok(Grant::LinkStream { cluster, issued_ms }) if cluster == req.get_ref().cluster => (false, issued_ms),
             Ok(Grant::LinkStream { cluster, .. }) => {
+                let (this, importer) = (self.catalog.borrow().mesh.cluster.name.clone(), &req.get_ref().cluster);
                 return Err(Status::permission_denied(format!(
-                    "this link secret belongs to cluster {cluster:?}, not to {:?}: each cluster links with its own credential",
-                    req.get_ref().cluster
-                )))
+                    "this link secret belongs to cluster {cluster:?}, not to {importer:?}: each cluster links with its own credential; run `weft link create` on cluster {this:?} and `weft link apply` that credential on {importer:?}"
+                )));
             }
             Ok(_) => return Err(Status::permission_denied("Export needs a link secret (from `weft link create`)")),
             Err(TokenError::Expired) => {

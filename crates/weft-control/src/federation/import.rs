@@ -231,6 +231,7 @@ async fn session(
                 addr,
                 sni: weft_api::link::control_sni(name),
                 tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+                cluster: name.to_string(),
             })
             .await
             .map_err(|e| format!("cannot reach the peer control plane {via}: {}", source_chain(&e)))?;
@@ -354,8 +355,13 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut s = e.source();
     while let Some(c) = s {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
+        // A cause that its wrapper's text already ends with (hyper's connect error shows its
+        // cause) is said once.
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         s = c.source();
     }
     out
@@ -374,10 +380,17 @@ struct Converted {
     remotes: BTreeMap<String, PeerNetwork>,
 }
 
-/// What a failed TLS handshake with the peer control plane means: a connection closed before
-/// the server answered is, through a gateway, the gateway refusing the control-plane SNI.
-pub(crate) fn tls_error(e: &std::io::Error) -> String {
-    if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) {
+/// What a failed TLS handshake with the peer control plane `cluster` means: a connection closed
+/// before the server answered is, through a gateway, the gateway refusing the control-plane SNI;
+/// a certificate that does not verify is another root than the link trusts (or another cluster).
+pub(crate) fn tls_error(e: &std::io::Error, cluster: &str) -> String {
+    let bad_certificate = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+    if bad_certificate {
+        format!("TLS with the peer control plane: its certificate does not verify against the root this link trusts for cluster {cluster:?} ({e}): its root is not the one in the credential (its CA was made anew), or this address is another cluster's; run `weft link create` on cluster {cluster:?}, then here `weft link remove {cluster}` and `weft link apply` the new credential")
+    } else if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) {
         format!("TLS with the peer control plane: the connection was closed before the handshake ended ({e}); a gateway closes it when it does not route the control-plane SNI (not that cluster's gateway, no control plane configured) or cannot reach its control plane: see the gateway's log")
     } else {
         format!("TLS with the peer control plane: {e}")
@@ -502,6 +515,8 @@ struct Connector {
     /// plane dialled directly ignores it).
     sni: String,
     tls: tokio_rustls::TlsConnector,
+    /// The peer cluster's name (for errors).
+    cluster: String,
 }
 
 type Io = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
@@ -516,7 +531,7 @@ impl tower_service::Service<http::Uri> for Connector {
     }
 
     fn call(&mut self, _: http::Uri) -> Self::Future {
-        let Connector { addr, sni, tls } = self.clone();
+        let Connector { addr, sni, tls, cluster } = self.clone();
         Box::pin(async move {
             let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
                 .await
@@ -524,7 +539,7 @@ impl tower_service::Service<http::Uri> for Connector {
             let name = rustls::pki_types::ServerName::try_from(sni)?;
             match tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, tcp)).await {
                 Ok(Ok(s)) => Ok(hyper_util::rt::TokioIo::new(s)),
-                Ok(Err(e)) => Err(tls_error(&e).into()),
+                Ok(Err(e)) => Err(tls_error(&e, &cluster).into()),
                 Err(_) => Err("TLS with the peer control plane: timed out".into()),
             }
         })

@@ -1,0 +1,246 @@
+//! Trust between linked clusters in network namespaces (root; CI runs it as root, elsewhere it
+//! skips with a message): `east`, `west` and `north`, each on its own bridge with its own control
+//! plane and root CA (independent roots, one trust domain each), joined only through their
+//! gateways on the WAN (harness: `tests/mcnet/mod.rs`). East links to west; north tries to link to
+//! west with bad credentials; then west rotates its root while east calls west under load. The
+//! loopback versions are `crates/weft-control/tests/link.rs` and `tests/rotation.rs`.
+
+mod mcnet;
+
+use mcnet::{assert_nothing_left, dns_query, eventually, App, Mesh, RecordType, ResponseCode, APP_PORT};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use weft_api::link::Credential;
+use weft_control::tokens::{Grant, Tokens};
+
+const API_NAME: &str = "api.default.svc.cluster.local";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// The hex SHA-256 of a cluster's serving root, from `weft ca` (`sha256 AB:CD:...` under `root`).
+fn root_of(mesh: &Mesh, cluster: &str) -> String {
+    let out = mesh.weft_ok(cluster, &["ca"]);
+    let line = out.lines().find(|l| l.trim_start().starts_with("sha256")).unwrap_or_else(|| panic!("{out}"));
+    line.trim_start().trim_start_matches("sha256").trim().replace(':', "").to_lowercase()
+}
+
+/// The roots a proxy (its admin in namespace `ns`) trusts for trust domain `td`.
+fn roots_for(dump: &serde_json::Value, td: &str) -> Vec<String> {
+    dump["trust_bundle"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no trust_bundle in {dump}"))
+        .iter()
+        .filter(|r| r["trust_domain"] == td)
+        .map(|r| r["sha256"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// North imported nothing from west: its link (if any) has no services, and north's DNS does not
+/// know west's service.
+fn nothing_imported(mesh: &Mesh) {
+    let link = mesh.link_status("north", "west");
+    if !link.is_null() {
+        assert_ne!(link["state"], "active", "{link}");
+        assert_eq!(
+            (link["importedServices"].as_u64(), link["importedEndpoints"].as_u64()),
+            (Some(0), Some(0)),
+            "{link}"
+        );
+    }
+    let north = mesh.cluster("north");
+    let (code, answers) = dns_query(&north.ns, north.control_ip(), API_NAME, RecordType::A);
+    assert_eq!((code, answers), (ResponseCode::NXDomain, vec![]), "north's DNS knows west's api");
+}
+
+/// The error north's link to west shows once west refused it (polled until it contains `what`).
+fn link_error(mesh: &Mesh, what: &str) -> String {
+    let err = eventually(&format!("north's link to west fails with {what:?}"), Duration::from_secs(30), || {
+        let l = mesh.link_status("north", "west");
+        l["error"].as_str().filter(|e| e.contains(what)).map(str::to_string)
+    });
+    eprintln!("north's link to west: {err}");
+    err
+}
+
+/// Steady load: east's web (an unmodified app calling `api` by name, answered in west) called back
+/// to back from another thread, counting answers and recording failures.
+struct Load {
+    stop: AtomicBool,
+    ok: AtomicU64,
+    failures: Mutex<Vec<String>>,
+}
+
+impl Load {
+    fn run(&self, mesh: &Mesh) {
+        let mut i = 0;
+        while !self.stop.load(Ordering::Relaxed) {
+            i += 1;
+            let (status, body) = mesh.call("east", "web", &format!("127.0.0.1:{APP_PORT}"), &format!("/load-{i}"));
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if status.contains("200") && v["upstream_status"] == 200 && v["upstream"]["app"] == "api-w" {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.failures.lock().unwrap().push(format!("{status} {body}"));
+            }
+        }
+    }
+
+    /// Waits until `more` further calls were answered, so the load covers what came before.
+    fn go_on(&self, more: u64) {
+        let target = self.ok.load(Ordering::Relaxed) + more;
+        eventually("the load goes on", Duration::from_secs(60), || {
+            (self.ok.load(Ordering::Relaxed) >= target || !self.failures.lock().unwrap().is_empty()).then_some(())
+        });
+    }
+}
+
+/// Bad credentials, in north (nothing imported each time, the error says what to do): east's link
+/// secret presented by north; an expired credential (refused at `weft link apply`); a credential
+/// whose secret expired (refused by west); a credential whose root is not west's (west's
+/// certificate does not verify). Then independent roots: west rotates its root while east's web
+/// calls west's api under steady load; no call fails, and at the end east's and west's proxies
+/// trust only west's new root for west's trust domain, west's proxies hold certificates of it,
+/// east's own root is untouched, and east's `weft link check` trusts west's new certificate.
+#[test]
+fn bad_credentials_are_refused_and_a_root_rotation_under_load_fails_no_call() {
+    if mcnet::skip("bad_credentials_are_refused_and_a_root_rotation_under_load_fails_no_call") {
+        return;
+    }
+    let mut mesh = Mesh::new(&["east", "west", "north"]);
+    let tag = mesh.tag.clone();
+    mesh.add_pod("west", "api-w", "api", App::Echo);
+    mesh.add_pod("east", "web", "web", App::Frontend { upstream: format!("{API_NAME}:{APP_PORT}") });
+    mesh.link("east", "west");
+    eventually("east's web routes api to west", Duration::from_secs(30), || {
+        (mesh.routed_clusters("east", "web", "api") == ["west"]).then_some(())
+    });
+    let cred = Credential::decode(mesh.weft_ok("west", &["link", "create"]).trim()).unwrap();
+    // West's token key signs its link secrets: with it the test makes the secrets west gave out.
+    let west_tokens = Tokens::open(mesh.cluster("west").data_dir()).unwrap();
+
+    // 1. East's link secret (west issues it to east when east's link is established), presented by
+    // north with west's otherwise valid credential: refused by west, naming whose secret it is.
+    let mut stolen = cred.clone();
+    stolen.secret = west_tokens.issue(Grant::LinkStream { cluster: "east".into(), issued_ms: now_ms() }, None);
+    mesh.weft_ok("north", &["link", "add", &stolen.encode()]);
+    let err = link_error(&mesh, "belongs to cluster \"east\"");
+    assert!(err.contains("weft link create"), "the error says what to do: {err}");
+    nothing_imported(&mesh);
+    let importers = mesh.weft_ok("west", &["link", "importers", "-o", "json"]);
+    assert!(!importers.contains("north"), "west lists north as an importer: {importers}");
+    mesh.weft_ok("north", &["link", "remove", "west"]);
+
+    // 2. An expired credential: refused by `weft link apply`, nothing stored.
+    let mut expired = cred.clone();
+    expired.expires_unix = 1;
+    let out = mesh.weft("north", &["link", "add", &expired.encode()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an expired credential was accepted");
+    assert!(stderr.contains("expired") && stderr.contains("weft link create"), "{stderr}");
+    assert!(mesh.link_status("north", "west").is_null(), "an expired credential was stored");
+    nothing_imported(&mesh);
+
+    // 3. A credential whose secret itself has expired (its own expiry, signed by west, passed
+    // though the credential's says otherwise): west refuses the stream.
+    let short = west_tokens.issue(Grant::Link { issued_ms: now_ms() }, Some(Duration::ZERO));
+    eventually("the short secret expires", Duration::from_secs(5), || {
+        matches!(west_tokens.verify(&short), Err(weft_control::tokens::TokenError::Expired)).then_some(())
+    });
+    let mut lapsed = cred.clone();
+    lapsed.secret = short;
+    mesh.weft_ok("north", &["link", "add", &lapsed.encode()]);
+    let err = link_error(&mesh, "has expired");
+    assert!(err.contains("weft link create"), "the error says what to do: {err}");
+    nothing_imported(&mesh);
+    mesh.weft_ok("north", &["link", "remove", "west"]);
+
+    // 4. A peer whose certificate does not verify against the credential's root: west's
+    // credential with another root of west's trust domain (as after west was re-created).
+    let ca_dir = mesh.write("other-ca", "");
+    std::fs::remove_file(&ca_dir).unwrap();
+    let out = std::process::Command::new(mcnet::WEFT)
+        .args(["tls", "ca-create", "--dir", &ca_dir, "--trust-domain", &mesh.cluster("west").trust_domain()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut untrusted = cred.clone();
+    untrusted.root_pem = std::fs::read_to_string(format!("{ca_dir}/ca.pem")).unwrap();
+    mesh.weft_ok("north", &["link", "add", &untrusted.encode()]);
+    let err = link_error(&mesh, "TLS with the peer control plane");
+    assert!(err.contains("weft link create"), "the error says what to do: {err}");
+    assert_eq!(err.matches("does not verify").count(), 1, "said once: {err}");
+    let check = mesh.weft("north", &["link", "check", "west", "-o", "json"]);
+    assert!(!check.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    let trusted = v[0]["checks"].as_array().unwrap().iter().find(|c| c["name"] == "trusted").unwrap().clone();
+    assert_eq!(trusted["verdict"], "fail", "{trusted}");
+    assert!(trusted["fix"].as_str().unwrap().contains("weft link remove west"), "{trusted}");
+    nothing_imported(&mesh);
+    mesh.weft_ok("north", &["link", "remove", "west"]);
+    // East's link was never disturbed.
+    assert_eq!(mesh.link_status("east", "west")["state"], "active");
+
+    // 5. West rotates its root while east calls west.
+    let (west_old, east_root) = (root_of(&mesh, "west"), root_of(&mesh, "east"));
+    let load = Load { stop: AtomicBool::new(false), ok: AtomicU64::new(0), failures: Mutex::new(vec![]) };
+    std::thread::scope(|s| {
+        // The load stops when this scope ends, also when a check in it panics (the scope joins
+        // the load's thread before the panic goes on).
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&load.stop);
+        s.spawn(|| load.run(&mesh));
+        load.go_on(5);
+        mesh.weft_ok("west", &["ca", "rotate", "--overlap", "0s"]);
+        eventually("west's rotation finishes", Duration::from_secs(90), || {
+            mesh.weft_ok("west", &["ca"]).contains("rotation      none in progress").then_some(())
+        });
+        let west_new = root_of(&mesh, "west");
+        assert_ne!(west_new, west_old);
+        let west_proxies = [mesh.pod("west", "api-w").ns.clone(), mesh.cluster("west").gw_ns.clone()];
+        let east_proxies = [mesh.pod("east", "web").ns.clone(), mesh.cluster("east").gw_ns.clone()];
+        eventually("only west's new root, in west's and east's proxies", Duration::from_secs(60), || {
+            let west_ok = west_proxies.iter().all(|ns| {
+                let d = mesh.config_dump(ns);
+                d["certificate"]["root_sha256"] == west_new.as_str()
+                    && roots_for(&d, "west.local") == [west_new.clone()]
+            });
+            let east_ok = east_proxies.iter().all(|ns| {
+                let d = mesh.config_dump(ns);
+                roots_for(&d, "west.local") == [west_new.clone()] && roots_for(&d, "east.local") == [east_root.clone()]
+            });
+            (west_ok && east_ok).then_some(())
+        });
+        load.go_on(5);
+    });
+    let failures = load.failures.lock().unwrap().clone();
+    let ok = load.ok.load(Ordering::Relaxed);
+    let sent = ok + failures.len() as u64;
+    assert!(failures.is_empty(), "{} of {sent} calls failed during west's rotation: {failures:?}", failures.len());
+    eprintln!("{sent} calls from east to west during west's root rotation, none failed");
+    assert_eq!(root_of(&mesh, "east"), east_root, "east's own root is untouched");
+    // East's link follows west's new certificate (the new root came over the verified link).
+    assert_eq!(mesh.link_status("east", "west")["state"], "active");
+    let check = mesh.weft("east", &["link", "check", "west", "-o", "json"]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    // A new connection (east's web restarted: no pooled connection to west left) is a handshake
+    // under the new root only, both ways.
+    mesh.kill_pod("east", "web");
+    mesh.restart_pod("east", "web");
+    let v = eventually("east's restarted web reaches west", Duration::from_secs(30), || {
+        let (status, body) = mesh.call("east", "web", &format!("127.0.0.1:{APP_PORT}"), "/after-rotation");
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (status.contains("200") && v["upstream_status"] == 200).then_some(v)
+    });
+    assert_eq!(v["upstream"]["peer_identity"], "spiffe://east.local/ns/default/sa/web", "{v}");
+
+    drop(mesh);
+    assert_nothing_left(&tag);
+}
