@@ -19,7 +19,19 @@ use tokio::process::Child;
 
 const APP_PORT: u16 = 8080;
 const API_NAME: &str = "api.default.svc.cluster.local";
-const READY_WITHIN: Duration = Duration::from_secs(30);
+/// The least time given to the mesh to be ready (links active, web answered from every cluster)
+/// once everything is started; on a slow machine it is longer: see [`ready_within`].
+const READY_AT_LEAST: Duration = Duration::from_secs(30);
+/// How often the wait for the mesh says what it still waits for.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// How long to wait for the mesh to be ready, given how long starting its processes took: at
+/// least [`READY_AT_LEAST`], and twice the start-up time on a machine slow enough (or loaded
+/// enough) that starting took longer, since the links and the first health checks are slow
+/// there in the same proportion.
+fn ready_within(started_in: Duration) -> Duration {
+    READY_AT_LEAST.max(started_in * 2)
+}
 
 struct Cluster {
     name: String,
@@ -88,6 +100,7 @@ async fn run(
     children: &mut Vec<Child>,
 ) -> anyhow::Result<Option<(u64, u64)>> {
     let exe = std::env::current_exe().context("cannot find the weft binary")?;
+    let start = std::time::Instant::now();
     println!("    WAN      {} (bridge in netns {}; only the gateways are on it)", net.wan_subnet, net.wan_ns);
     let mut clusters = vec![];
     for c in &net.clusters {
@@ -198,11 +211,17 @@ async fn run(
     let web = pods.iter().find(|(_, s)| *s == "web").map(|(p, _)| p.clone()).context("web pod")?;
     let web_addr = SocketAddr::new(web.ip.into(), APP_PORT);
 
-    // Bounded wait: links active, and web answered from every cluster.
+    // Bounded wait: links active, and web answered from every cluster. The bound scales with how
+    // long starting took (a slow or loaded machine), and the wait says what it waits for.
+    let within = ready_within(start.elapsed());
+    let waiting = std::time::Instant::now();
+    println!("    waiting (at most {}s) for the links and for web to reach api in every cluster", within.as_secs());
     let mut answered = std::collections::BTreeSet::new();
-    let ready = tokio::time::timeout(READY_WITHIN, async {
+    let mut next_progress = waiting + PROGRESS_EVERY;
+    let ready = tokio::time::timeout(within, async {
         loop {
-            if inactive_links(&clusters).await.is_empty() {
+            let inactive = inactive_links(&clusters).await;
+            if inactive.is_empty() {
                 if let Ok((_, body)) = crate::call::http_get(web_addr, "/").await {
                     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                     if v["upstream_status"] == 200 {
@@ -212,6 +231,11 @@ async fn run(
                 if answered.len() == clusters.len() {
                     return;
                 }
+            }
+            if std::time::Instant::now() >= next_progress {
+                next_progress += PROGRESS_EVERY;
+                let links = if inactive.is_empty() { "all active".to_string() } else { inactive.join(", ") };
+                println!("    ... {}s: links {links}; web has reached {answered:?}", waiting.elapsed().as_secs());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -292,4 +316,17 @@ async fn inactive_links(clusters: &[Cluster]) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wait for the mesh scales with how long starting took: a start-up of 110 s (a loaded
+    /// 2-core machine) gets 220 s, not the 30 s that made such a run fail its demo requests.
+    #[test]
+    fn the_ready_wait_scales_with_the_start_up_time() {
+        assert_eq!(ready_within(Duration::from_secs(3)), READY_AT_LEAST);
+        assert_eq!(ready_within(Duration::from_secs(110)), Duration::from_secs(220));
+    }
 }
