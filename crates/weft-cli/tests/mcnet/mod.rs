@@ -213,6 +213,9 @@ pub enum App {
     /// `weft demo-app` frontend on `127.0.0.1:8080` calling `upstream` (host:port, by name
     /// through the pod's resolver: weft DNS).
     Frontend { upstream: String },
+    /// `weft demo-app --tcp` echo on `0.0.0.0:8080`; its Service declares the port `tcp`
+    /// (opaque: each connection between sidecars is a TLS handshake of its own). No health check.
+    TcpEcho,
 }
 
 pub struct Mesh {
@@ -532,11 +535,24 @@ impl Mesh {
         assert!(init.status.success(), "proxy init in {ns}: {}", String::from_utf8_lossy(&init.stderr));
         let sidecar = spawn(&ns, WEFT, &["proxy", "run", "--config", &cfg], &[], "ready");
         let is_echo = matches!(app, App::Echo);
+        let ports = if matches!(app, App::TcpEcho) {
+            format!(", ports: [{{ port: {APP_PORT}, protocol: tcp }}]")
+        } else {
+            String::new()
+        };
         let placed = c.primary.as_ref().map(|_| format!(", cluster: {}", c.name)).unwrap_or_default();
         let app_argv: Vec<String> = match app {
             App::Echo => {
                 vec!["demo-app".into(), "--name".into(), name.into(), "--listen".into(), "0.0.0.0:8080".into()]
             }
+            App::TcpEcho => vec![
+                "demo-app".into(),
+                "--name".into(),
+                name.into(),
+                "--listen".into(),
+                "0.0.0.0:8080".into(),
+                "--tcp".into(),
+            ],
             App::Frontend { upstream } => vec![
                 "demo-app".into(),
                 "--name".into(),
@@ -559,7 +575,7 @@ impl Mesh {
             String::new()
         };
         let docs = format!(
-            "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {service} }}\nspec: {{ export: true }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec: {{ service: {service}, address: {ip}, port: {APP_PORT}, sidecar: \"{ip}:15006\"{check}{placed} }}\n"
+            "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {service} }}\nspec: {{ export: true{ports} }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec: {{ service: {service}, address: {ip}, port: {APP_PORT}, sidecar: \"{ip}:15006\"{check}{placed} }}\n"
         );
         self.apply_in(c, &docs);
         let pod = Pod { name: name.into(), service: service.into(), ns, ip, sidecar, sidecar_cfg: cfg, app, app_argv };
@@ -729,6 +745,18 @@ impl Mesh {
         }
         let (status, body) = text.split_once('\n').unwrap_or((&text, ""));
         (ip, status.to_string(), body.trim().to_string())
+    }
+
+    /// An unmodified app's TCP exchange from inside a pod: `data` sent to `addr`, half-closed,
+    /// and what came back (`weft demo-call --tcp`); `Err` with the error when it failed.
+    pub fn tcp_call(&self, cluster: &str, pod: &str, addr: &str, data: &str) -> Result<String, String> {
+        let p = self.pod(cluster, pod);
+        let out =
+            Command::new("ip").args(["netns", "exec", &p.ns, WEFT, "demo-call", addr, "--tcp", data]).output().unwrap();
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// A proxy's `/config_dump` (its admin on `127.0.0.1:15000` of namespace `ns`: a pod's or a
