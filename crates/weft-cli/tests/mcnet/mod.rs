@@ -1,5 +1,6 @@
 //! A multi-cluster mesh in network namespaces (root): each cluster on its own bridge, only the
-//! east-west gateways also on a shared "WAN" bridge. Used by `tests/netns_clusters.rs` and `tests/netns_remote.rs`.
+//! east-west gateways also on a shared "WAN" bridge. Used by `tests/netns_clusters.rs`,
+//! `tests/netns_remote.rs`, `tests/netns_naming.rs` and `tests/netns_trust.rs`.
 //!
 //! ```text
 //!  netns <p>-east (cluster "node")           netns <p>-wan            netns <p>-west
@@ -25,7 +26,10 @@
 //! Seams for later checks: [`Mesh::resolve`] (naming forms through a pod's resolver),
 //! [`Mesh::stop_app`] / [`Mesh::start_app`] (kill and restart a pod's app, for failover),
 //! [`Mesh::routes`] (what a sidecar routes to), [`Mesh::weft`] (any CLI verb against a cluster),
-//! [`Mesh::add_remote`] (a remote cluster of a primary: no control plane, used by `tests/netns_remote.rs`).
+//! [`Mesh::add_remote`] (a remote cluster of a primary: no control plane, used by `tests/netns_remote.rs`),
+//! [`Mesh::dns`] / [`dns_query`] (a DNS query, A or SRV, with its response code, from inside a
+//! namespace), [`Mesh::call_name`] (an unmodified call by name), [`Mesh::tcp_call`],
+//! [`Mesh::config_dump`] (a sidecar's or gateway's roots and certificate).
 
 #![allow(dead_code)] // Not every test file uses every helper.
 
