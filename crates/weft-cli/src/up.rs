@@ -90,11 +90,17 @@ async fn spawn_app(args: &[&str]) -> anyhow::Result<App> {
     Ok(App { child, addr })
 }
 
-/// Reads `child`'s stdout until a line containing `marker` (at most 30 s) and returns that line;
-/// the rest of its output is drained in the background so it never blocks on a full pipe.
+/// How long a started process (control plane, proxy, app) may take to print its ready line. A
+/// bound for a process that hangs, not a timing: one that fails exits and is reported at once, and
+/// on a loaded 2-core machine a start can take tens of seconds.
+const PROCESS_READY_WITHIN: Duration = Duration::from_secs(90);
+
+/// Reads `child`'s stdout until a line containing `marker` (at most [`PROCESS_READY_WITHIN`]) and
+/// returns that line; the rest of its output is drained in the background so it never blocks on a
+/// full pipe.
 pub(crate) async fn wait_for_line(child: &mut Child, marker: &str, what: &str) -> anyhow::Result<String> {
     let mut lines = BufReader::new(child.stdout.take().context("stdout not piped")?).lines();
-    let found = tokio::time::timeout(Duration::from_secs(30), async {
+    let found = tokio::time::timeout(PROCESS_READY_WITHIN, async {
         while let Ok(Some(l)) = lines.next_line().await {
             if l.contains(marker) {
                 return Some(l);
@@ -106,7 +112,7 @@ pub(crate) async fn wait_for_line(child: &mut Child, marker: &str, what: &str) -
     let line = match found {
         Ok(Some(l)) => l,
         Ok(None) => anyhow::bail!("{what} exited at start"),
-        Err(_) => anyhow::bail!("{what} not ready within 30s"),
+        Err(_) => anyhow::bail!("{what} not ready within {}s", PROCESS_READY_WITHIN.as_secs()),
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(line)

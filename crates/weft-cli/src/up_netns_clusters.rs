@@ -38,7 +38,7 @@ struct Cluster {
     conn: Conn,
 }
 
-/// Starts `weft args` in `ns` and waits (at most 30 s) for a stdout line containing `marker`.
+/// Starts `weft args` in `ns` and waits (bounded: `up::wait_for_line`) for a stdout line containing `marker`.
 async fn spawn_in(ns: &Pod, args: &[&str], marker: &str) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("cannot find the weft binary")?;
     let mut cmd = ns.command(&exe);

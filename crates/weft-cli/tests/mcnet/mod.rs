@@ -50,8 +50,9 @@ pub const APP_PORT: u16 = 8080;
 /// Where each cluster's control plane serves its HTTP API, inside the cluster's namespace.
 const API: &str = "127.0.0.1:15080";
 const GATEWAY_PORT: u16 = 15443;
-/// Bound for every wait on start-up (processes ready, links active, routes synced).
-pub const WAIT: Duration = Duration::from_secs(25);
+/// Bound for every process's start-up (its ready line). A bound, not a timing: on a loaded
+/// 2-core CI machine a start can take tens of seconds.
+pub const WAIT: Duration = Duration::from_secs(60);
 
 /// True when this machine cannot run the harness; prints why (the test then returns: skipped).
 pub fn skip(test: &str) -> bool {
