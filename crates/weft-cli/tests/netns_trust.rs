@@ -113,7 +113,8 @@ impl Load {
 /// certificate does not verify). Then independent roots: west rotates its root, then east does,
 /// while east calls west under steady load (HTTP, and TCP with a TLS handshake per call); no call
 /// fails, and after each rotation every proxy of both clusters trusts only the current root of
-/// each trust domain and holds a certificate of its own cluster's; east's `weft link check`
+/// each trust domain and holds a certificate of its own cluster's, and east's link to west trusts
+/// only west's current root (not the credential's, retired one); east's `weft link check`
 /// trusts west's new certificate, and new connections after both work.
 #[test]
 fn bad_credentials_are_refused_and_a_root_rotation_under_load_fails_no_call() {
@@ -228,6 +229,7 @@ fn bad_credentials_are_refused_and_a_root_rotation_under_load_fails_no_call() {
         ];
         let east_proxies = [mesh.pod("east", "web").ns.clone(), mesh.cluster("east").gw_ns.clone()];
         let mut roots = [("west", root_of(&mesh, "west")), ("east", root_of(&mesh, "east"))];
+        assert_eq!(mesh.link_status("east", "west")["trustedRoots"], serde_json::json!([roots[0].1]));
         for i in 0..2 {
             let (rotated, old) = roots[i].clone();
             mesh.weft_ok(rotated, &["ca", "rotate", "--overlap", "0s"]);
@@ -250,7 +252,10 @@ fn bad_credentials_are_refused_and_a_root_rotation_under_load_fails_no_call() {
                             && roots_for(&d, "west.local") == [west_root.clone()]
                             && roots_for(&d, "east.local") == [east_root.clone()]
                     };
-                    (west_proxies.iter().all(|ns| fine(ns, &west_root))
+                    // East's link verifies west's control plane against west's current root only.
+                    let link = mesh.link_status("east", "west");
+                    (link["trustedRoots"] == serde_json::json!([west_root])
+                        && west_proxies.iter().all(|ns| fine(ns, &west_root))
                         && east_proxies.iter().all(|ns| fine(ns, &east_root)))
                     .then_some(())
                 },

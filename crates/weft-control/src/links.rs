@@ -241,6 +241,11 @@ async fn list(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError>
         })
         .map(|l| {
             let status = st.federation.status(&l.metadata.name);
+            // The peer roots the link verifies the peer's control plane against (hex SHA-256).
+            let trusted_roots: Vec<String> =
+                crate::federation::import::link_roots(&l.spec, st.federation.peer_roots(&l.metadata.name))
+                    .map(|b| b.roots().iter().map(|r| crate::rotation::fingerprint(r)).collect())
+                    .unwrap_or_default();
             // The secret is not shown.
             json!({
                 "cluster": l.metadata.name,
@@ -254,6 +259,7 @@ async fn list(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError>
                 "lastSyncUnix": status.last_sync_unix,
                 "importedServices": status.imported_services,
                 "importedEndpoints": status.imported_endpoints,
+                "trustedRoots": trusted_roots,
                 "error": status.error,
             })
         })

@@ -158,13 +158,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The roots a link trusts for the peer's control plane: the credential's, and those the peer sent
-/// over the verified link since (its root rotation, `weft ca rotate`).
-pub(crate) fn link_roots(spec: &LinkSpec, sent: Vec<Vec<u8>>) -> Result<TrustBundle, String> {
+/// The roots a link trusts for the peer's control plane: those the peer sent in its latest
+/// snapshot over the verified link (both during its root rotation, `weft ca rotate`, then only the
+/// new one), else, before any snapshot, the credential's. Once the peer has sent its roots the
+/// credential's no longer counts: a root the peer retired is not trusted by the link any more.
+pub fn link_roots(spec: &LinkSpec, sent: Vec<Vec<u8>>) -> Result<TrustBundle, String> {
     let stored = TrustBundle::from_pem(&spec.root_pem).map_err(|e| format!("the link's root: {e}"))?;
     let sent = sent.into_iter().map(|r| (Some(spec.trust_domain.clone()), r.into()));
     Ok(match TrustBundle::labelled(sent.collect()) {
-        Ok(b) if !b.roots().is_empty() => stored.merged(&b),
+        Ok(b) if !b.roots().is_empty() => b,
         _ => stored,
     })
 }
@@ -543,5 +545,37 @@ impl tower_service::Service<http::Uri> for Connector {
                 Err(_) => Err("TLS with the peer control plane: timed out".into()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_identity::Authority;
+
+    /// After the peer's root rotation its snapshots carry only the new root: the link then trusts
+    /// only that, not the credential's (retired) root as well.
+    #[test]
+    fn the_peers_sent_roots_replace_the_credentials_root() {
+        let day = Duration::from_secs(86_400);
+        let (old, new) =
+            (Authority::new_root("west.example", day).unwrap(), Authority::new_root("west.example", day).unwrap());
+        let spec = LinkSpec {
+            cluster: "west".into(),
+            trust_domain: "west.example".into(),
+            address: "127.0.0.1:1".into(),
+            root_pem: old.cert_pem(),
+            secret: "x".into(),
+            expires_unix: 1,
+            network: String::new(),
+            gateways: vec![],
+            namespaces: vec![],
+        };
+        // Before any snapshot: the credential's root.
+        assert_eq!(link_roots(&spec, vec![]).unwrap().roots(), std::slice::from_ref(old.root()));
+        // During the peer's rotation (both roots sent), then after it (only the new one).
+        let both = link_roots(&spec, vec![old.root().to_vec(), new.root().to_vec()]).unwrap();
+        assert_eq!(both.roots(), [old.root().clone(), new.root().clone()]);
+        assert_eq!(link_roots(&spec, vec![new.root().to_vec()]).unwrap().roots(), std::slice::from_ref(new.root()));
     }
 }
