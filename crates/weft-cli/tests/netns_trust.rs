@@ -282,3 +282,58 @@ fn bad_credentials_are_refused_and_a_root_rotation_under_load_fails_no_call() {
     drop(mesh);
     assert_nothing_left(&tag);
 }
+
+/// A link that is down for the whole of the peer's root rotation (east's WAN leg cut while west
+/// rotates): west does not wait for it, and when the WAN heals east's link cannot verify west's
+/// certificate of the new root (east never got it over the link, and trusting a root offered by
+/// the peer unverified would defeat the check). The link's error says so and names the fix; east's
+/// imports stay as they were (not replaced by anything unverified). Linking again (`weft link
+/// create` on west, `weft link remove` + `weft link apply` on east) brings the link and the calls
+/// back, under west's new root.
+#[test]
+fn a_link_down_during_the_peers_rotation_names_the_fix_and_linking_again_restores_it() {
+    if mcnet::skip("a_link_down_during_the_peers_rotation_names_the_fix_and_linking_again_restores_it") {
+        return;
+    }
+    let mut mesh = Mesh::new(&["east", "west"]);
+    let tag = mesh.tag.clone();
+    mesh.add_pod("west", "api-w", "api", App::Echo);
+    mesh.add_pod("east", "web", "web", App::Frontend { upstream: format!("{API_NAME}:{APP_PORT}") });
+    mesh.link("east", "west");
+    let answered = |mesh: &Mesh| {
+        let (status, body) = mesh.call("east", "web", &format!("127.0.0.1:{APP_PORT}"), "/");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        status.contains("200") && v["upstream_status"] == 200
+    };
+    eventually("east's web reaches west's api", Duration::from_secs(30), || answered(&mesh).then_some(()));
+    let west_old = root_of(&mesh, "west");
+
+    mesh.set_wan("east", false);
+    mesh.wait_link_state("east", "west", "failing");
+    mesh.weft_ok("west", &["ca", "rotate", "--overlap", "0s"]);
+    eventually("west's rotation finishes without east", Duration::from_secs(90), || {
+        mesh.weft_ok("west", &["ca"]).contains("rotation      none in progress").then_some(())
+    });
+    let west_new = root_of(&mesh, "west");
+    assert_ne!(west_new, west_old);
+    mesh.set_wan("east", true);
+    let err = eventually("east's link names the fix", Duration::from_secs(60), || {
+        let l = mesh.link_status("east", "west");
+        l["error"].as_str().filter(|e| e.contains("does not verify")).map(str::to_string)
+    });
+    assert!(err.contains("weft link create") && err.contains("weft link remove west"), "{err}");
+    let link = mesh.link_status("east", "west");
+    assert_ne!(link["state"], "active", "{link}");
+    assert_eq!(link["trustedRoots"], serde_json::json!([west_old]), "nothing unverified is trusted: {link}");
+
+    // Linking again, as the error says.
+    mesh.weft_ok("east", &["link", "remove", "west"]);
+    mesh.link("east", "west");
+    assert_eq!(mesh.link_status("east", "west")["trustedRoots"], serde_json::json!([west_new]));
+    eventually("east's web reaches west's api again", Duration::from_secs(30), || answered(&mesh).then_some(()));
+    let web = mesh.config_dump(&mesh.pod("east", "web").ns);
+    assert_eq!(roots_for(&web, "west.local"), [west_new]);
+
+    drop(mesh);
+    assert_nothing_left(&tag);
+}
