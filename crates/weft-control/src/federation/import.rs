@@ -391,7 +391,7 @@ pub(crate) fn tls_error(e: &std::io::Error, cluster: &str) -> String {
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
     if bad_certificate {
-        format!("TLS with the peer control plane: its certificate does not verify against the root this link trusts for cluster {cluster:?} ({e}): its root is not the one in the credential (its CA was made anew), or this address is another cluster's; run `weft link create` on cluster {cluster:?}, then here `weft link remove {cluster}` and `weft link apply` the new credential")
+        format!("TLS with the peer control plane: its certificate does not verify against the root this link trusts for cluster {cluster:?} ({e}): it has a root this link never got over a verified link (its CA was made anew, or it rotated its root while this link was down), or this address is another cluster's; run `weft link create` on cluster {cluster:?}, then here `weft link remove {cluster}` and `weft link apply` the new credential")
     } else if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) {
         format!("TLS with the peer control plane: the connection was closed before the handshake ended ({e}); a gateway closes it when it does not route the control-plane SNI (not that cluster's gateway, no control plane configured) or cannot reach its control plane: see the gateway's log")
     } else {
