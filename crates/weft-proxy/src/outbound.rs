@@ -335,12 +335,6 @@ fn absolute_uri<B>(req: &Request<B>, fallback: &str) -> Uri {
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("http://invalid/"))
 }
 
-/// Picks the endpoint for a request whose host is `host`, at `now`.
-fn route(ctx: &Ctx, target: &mut Target, host: Option<&str>, now: Instant) -> Result<Arc<Endpoint>, ProxyError> {
-    resolve(ctx, target, host)?;
-    target.endpoint(now)
-}
-
 /// The service (or pinned endpoint) a request whose host is `host` goes to, from the routing
 /// table in force now.
 fn resolve(ctx: &Ctx, target: &mut Target, host: Option<&str>) -> Result<(), ProxyError> {
@@ -518,7 +512,16 @@ async fn upgrade(ctx: &Ctx, mut target: Target, mut req: Request<Body>, downstre
     if let Err(e) = h::check_host(&mut req) {
         return unrouted(ctx, &target, &e, started);
     }
-    let ep = match route(ctx, &mut target, host_of(&req), started) {
+    if let Err(e) = resolve(ctx, &mut target, host_of(&req)) {
+        return unrouted(ctx, &target, &e, started);
+    }
+    // Routes pick the backend of a tunnel too (its filters do not apply to a byte stream).
+    if target.pinned.is_none() {
+        if let Err(resp) = crate::route::tunnel_backend(ctx, &mut target, &req) {
+            return *resp;
+        }
+    }
+    let ep = match target.endpoint(started) {
         Ok(ep) => ep,
         Err(e) => return unrouted(ctx, &target, &e, started),
     };

@@ -42,7 +42,7 @@ impl Mirror {
     }
 
     /// Whether this request is one of the share copied (evenly spread, no random numbers).
-    fn chosen(&self) -> bool {
+    pub(super) fn chosen(&self) -> bool {
         if self.per_million >= 1_000_000 {
             return true;
         }

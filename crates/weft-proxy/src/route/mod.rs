@@ -231,6 +231,32 @@ fn decide_in(
     }
 }
 
+/// For an upgrade or CONNECT: the backend of the rule that matches (a redirect or a missing
+/// match answers as for a request; other filters do not apply to a tunnel).
+pub fn tunnel_backend<B>(
+    ctx: &crate::Ctx,
+    target: &mut crate::outbound::Target,
+    req: &Request<B>,
+) -> Result<(), Box<Response<Body>>> {
+    let Some(table) = target.service.route.clone() else { return Ok(()) };
+    let rule = if table.routes_http() {
+        let Some((m, rule)) = table.find(req, target.port) else {
+            let text = format!("no route of {} matches {} {}", target.service.key(), req.method(), req.uri().path());
+            return Err(Box::new(local(StatusCode::NOT_FOUND, "route-not-matched", text)));
+        };
+        if let Some(resp) = rule.filters.redirect(req, m.prefix()) {
+            return Err(Box::new(resp));
+        }
+        rule.clone()
+    } else {
+        match &table.tcp {
+            Some(rule) => rule.clone(),
+            None => return Ok(()),
+        }
+    };
+    to_backend(ctx, &rule, target)
+}
+
 /// Points `target` at the backend `rule` picks next. `Err`: the answer when there is none.
 pub fn to_backend(
     ctx: &crate::Ctx,

@@ -102,3 +102,23 @@ fn filters_rewrite_redirect_and_modify_headers() {
     rule.filters.on_response(&mut resp);
     assert_eq!(resp.headers()["x-served-by"], "route");
 }
+
+#[test]
+fn a_mirror_copies_its_share_of_requests() {
+    let m: weft_api::route::RequestMirror =
+        serde_json::from_str(r#"{"backendRef":{"name":"shadow"},"percent":25}"#).unwrap();
+    let mirror = Mirror::new(&m, "default");
+    // Evenly spread: 25 of every 100 consecutive requests, within 2.
+    let chosen: Vec<bool> = (0..10_000).map(|_| mirror.chosen()).collect();
+    for w in chosen.chunks(100) {
+        let n = w.iter().filter(|x| **x).count();
+        assert!((23..=27).contains(&n), "{n} of 100 copied");
+    }
+    let all: weft_api::route::RequestMirror = serde_json::from_str(r#"{"backendRef":{"name":"shadow"}}"#).unwrap();
+    let mirror = Mirror::new(&all, "default");
+    assert!((0..100).all(|_| mirror.chosen()));
+    let none: weft_api::route::RequestMirror =
+        serde_json::from_str(r#"{"backendRef":{"name":"shadow"},"fraction":{"numerator":0,"denominator":7}}"#).unwrap();
+    let mirror = Mirror::new(&none, "default");
+    assert!((0..100).all(|_| !mirror.chosen()));
+}
