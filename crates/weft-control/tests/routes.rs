@@ -448,6 +448,23 @@ async fn bad_routes_are_refused_and_missing_backends_are_reported() {
     let mut h2 = h2.clone();
     assert_eq!(call(&mut h2, "GET", "/other", &[]).await.2, "api-v1");
 
+    // An HTTP/1.1 upgrade takes the matching rule's backend (api has no endpoints of its own),
+    // and the tunnel echoes.
+    let mut s = tokio::net::TcpStream::connect(m.upstream).await.unwrap();
+    s.write_all(b"GET /chat HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    s.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+
     // The effective routes of api, in the order they apply.
     let (status, v) = admin_api(cp, "GET", "/v1/services/default/api/routes", "").await;
     assert_eq!(status, 200, "{v}");
