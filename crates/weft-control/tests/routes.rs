@@ -159,6 +159,18 @@ async fn a_90_10_split_holds_and_a_weight_change_under_load_drops_nothing() {
     // Binomial(2000, 0.1): mean 200, σ = 13.4; 4σ = 54.
     println!("90/10 split over {N} requests: api-v2 got {v2} (expected 200 ± 54)");
     assert!((146..=254).contains(&v2), "api-v2 got {v2} of {N}");
+    // Per-route metrics, and the routes in /config_dump in the order they apply.
+    let metrics = m._client.metrics_text();
+    let split =
+        common::metric(&metrics, "weft_route_requests_total", &["route=\"default/api-split\"", "rule=\"rules[1]\""]);
+    assert!(split >= N as f64, "weft_route_requests_total for the split rule: {split}");
+    let admin = m._client.addrs.admin.unwrap();
+    let dump = weft_testkit::http1_get(admin, "/config_dump").await.unwrap();
+    let dump: serde_json::Value = serde_json::from_slice(dump.body()).unwrap();
+    let api = dump["routes"].as_array().unwrap().iter().find(|s| s["name"] == "api").unwrap().clone();
+    let http = &api["routes"]["http"];
+    assert_eq!(http[0]["match"], "PathPrefix /, header x-canary=on", "{api}");
+    assert_eq!(http[1]["backends"][1]["weight"], 10, "{api}");
 
     // Weight change under load: 4 loops keep calling while the weights move to 0/100; every
     // request must succeed, and once the change is in force only api-v2 answers.

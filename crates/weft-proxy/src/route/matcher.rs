@@ -51,6 +51,8 @@ pub struct Match {
     method: Option<http::Method>,
     headers: Vec<(HeaderName, Value)>,
     query: Vec<(String, Value)>,
+    /// The match in words (`/config_dump`).
+    pub desc: String,
 }
 
 /// `content-type: application/grpc[+proto|...]`.
@@ -84,6 +86,7 @@ impl Match {
                         method: None,
                         headers: vec![],
                         query: vec![],
+                        desc: String::new(),
                     });
                 };
                 let path = match &m.path {
@@ -105,7 +108,7 @@ impl Match {
                     .iter()
                     .map(|q| Ok((q.name.clone(), Value::compile(q)?)))
                     .collect::<Result<_, String>>()?;
-                Ok(Match { grpc: false, port, path, method, headers: headers(&m.headers)?, query })
+                Ok(Match { grpc: false, port, path, method, headers: headers(&m.headers)?, query, desc: String::new() })
             }
             RouteSpec::GRPCRoute(s) => {
                 let Some(m) = matched.map(|i| &s.rules[rule].matches[i]) else {
@@ -116,6 +119,7 @@ impl Match {
                         method: None,
                         headers: vec![],
                         query: vec![],
+                        desc: String::new(),
                     });
                 };
                 let path =
@@ -135,7 +139,15 @@ impl Match {
                             (_, None, None) => Path::Any,
                         },
                     };
-                Ok(Match { grpc: true, port, path, method: None, headers: headers(&m.headers)?, query: vec![] })
+                Ok(Match {
+                    grpc: true,
+                    port,
+                    path,
+                    method: None,
+                    headers: headers(&m.headers)?,
+                    query: vec![],
+                    desc: String::new(),
+                })
             }
             RouteSpec::TCPRoute(_) => Err("a TCPRoute has no HTTP match".into()),
         }

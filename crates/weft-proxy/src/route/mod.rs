@@ -136,7 +136,10 @@ impl Table {
                 },
             };
             match Match::compile(e.route, e.rule, e.matched) {
-                Ok(m) => t.entries.push((m, rule)),
+                Ok(mut m) => {
+                    m.desc = weft_api::route::order::describe_match(&e);
+                    t.entries.push((m, rule))
+                }
                 Err(err) => t.dropped.push(format!("{} {id} rules[{}]: {err}", e.route.route.kind_str(), e.rule)),
             }
         }
@@ -159,6 +162,37 @@ impl Table {
             t.dropped.push(format!("TCPRoute {}: another TCPRoute of this service comes first by name", c.id()));
         }
         t
+    }
+
+    /// What `/config_dump` shows: the entries in the order they apply, the TCPRoute, and what
+    /// was dropped.
+    pub fn describe(&self) -> serde_json::Value {
+        let rule = |r: &Rule| {
+            serde_json::json!({
+                "route": r.route.0.as_ref(),
+                "rule": r.rule.0.as_ref(),
+                "backends": r.backends.list.iter().map(|b| serde_json::json!({
+                    "service": b.key, "port": b.port, "weight": b.weight,
+                })).collect::<Vec<_>>(),
+                "timeout_ms": r.timeout.map(|t| t.as_millis() as u64),
+                "redirect": r.filters.redirect.is_some(),
+                "rewrite": r.filters.rewrite.is_some(),
+                "request_headers": r.filters.request_headers.is_some(),
+                "response_headers": r.filters.response_headers.is_some(),
+                "mirrors": r.filters.mirrors.iter().map(|m| serde_json::json!({
+                    "service": m.key, "percent": f64::from(m.per_million) / 10_000.0,
+                })).collect::<Vec<_>>(),
+            })
+        };
+        serde_json::json!({
+            "http": self.entries.iter().map(|(m, r)| {
+                let mut v = rule(r);
+                v["match"] = serde_json::Value::String(m.desc.clone());
+                v
+            }).collect::<Vec<_>>(),
+            "tcp": self.tcp.as_deref().map(rule),
+            "dropped": self.dropped,
+        })
     }
 
     /// Whether it routes HTTP (else a request keeps the service's own balancing).
