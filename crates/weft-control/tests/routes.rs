@@ -332,13 +332,14 @@ async fn tcp_connections_are_shifted_by_weight() {
     assert!((265..=335).contains(&a), "db-a got {a} of {N}");
 }
 
-/// An HTTP/1.1 server that reads request heads, counts them, and never answers.
-async fn black_hole(heads: Arc<AtomicUsize>) -> SocketAddr {
+/// An HTTP/1.1 server that reads requests, counts their heads, keeps every byte, and never
+/// answers.
+async fn black_hole(heads: Arc<AtomicUsize>, bytes: Arc<std::sync::Mutex<Vec<u8>>>) -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
-            let heads = heads.clone();
+            let (heads, bytes) = (heads.clone(), bytes.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 let mut seen = Vec::new();
@@ -347,6 +348,7 @@ async fn black_hole(heads: Arc<AtomicUsize>) -> SocketAddr {
                         break;
                     }
                     seen.extend_from_slice(&buf[..n]);
+                    bytes.lock().unwrap().extend_from_slice(&buf[..n]);
                     while let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                         heads.fetch_add(1, Ordering::Relaxed);
                         seen.drain(..i + 4);
@@ -363,7 +365,8 @@ async fn mirroring_delivers_copies_and_a_mirror_that_never_answers_does_not_hold
     weft_testkit::init_tracing();
     let m = canary("mirror").await;
     let heads = Arc::new(AtomicUsize::new(0));
-    let _mirror = backend(&m.cp, "shadow", black_hole(heads.clone()).await, "http1").await;
+    let bytes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let _mirror = backend(&m.cp, "shadow", black_hole(heads.clone(), bytes.clone()).await, "http1").await;
     apply(
         &m.cp,
         &route(
@@ -394,6 +397,24 @@ async fn mirroring_delivers_copies_and_a_mirror_that_never_answers_does_not_hold
     eventually("every copy arrived", WAIT, || {
         let heads = heads.clone();
         async move { (heads.load(Ordering::Relaxed) >= before + N).then_some(()) }
+    })
+    .await;
+    // A request with a body (of a known length): the backend and the mirror both get it.
+    let post = http::Request::post("http://api/orders")
+        .header("content-length", "21")
+        .body(Full::new(Bytes::from_static(b"mirror-body-marker-42")))
+        .unwrap();
+    let resp = h2.send_request(post).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((v["app"].as_str(), v["body"].as_str()), (Some("api-v1"), Some("mirror-body-marker-42")));
+    eventually("the mirror got the body", WAIT, || {
+        let bytes = bytes.clone();
+        async move {
+            let seen = bytes.lock().unwrap();
+            seen.windows(21).any(|w| w == b"mirror-body-marker-42").then_some(())
+        }
     })
     .await;
 }

@@ -463,6 +463,12 @@ async fn request(ctx: &Arc<Ctx>, mut target: Target, mut req: Request<Body>) -> 
         let (ep, result) = forward(ctx, &target, ep, req, started).await;
         return finish(ctx, &ep, result, started);
     };
+    if !rule.filters.mirrors.is_empty() {
+        if let Err(resp) = crate::route::mirror_copies(ctx, &rule, &mut req).await {
+            rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
+            return *resp;
+        }
+    }
     let (ep, result) = match rule.timeout {
         None => forward(ctx, &target, ep, req, started).await,
         Some(limit) => {

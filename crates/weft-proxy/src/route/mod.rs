@@ -33,7 +33,7 @@ use weft_api::route::{AttachedRoute, BackendRef, RouteSpec};
 
 pub use filters::Filters;
 pub use matcher::Match;
-pub use mirror::Mirror;
+pub use mirror::{copies as mirror_copies, Mirror};
 
 /// One service's compiled routes.
 #[derive(Debug, Default)]
@@ -247,9 +247,6 @@ fn decide_in(
             return Decision::Respond(resp, Some(rule));
         }
         rule.filters.on_request(req, m.prefix());
-        for mirror in &rule.filters.mirrors {
-            mirror.copy(ctx, &rule, req);
-        }
         rule
     } else {
         // Only a TCPRoute: HTTP requests on the service are shifted by its weights too.
