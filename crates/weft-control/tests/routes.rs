@@ -177,11 +177,14 @@ async fn a_90_10_split_holds_and_a_weight_change_under_load_drops_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(std::sync::Mutex::new(Vec::new())));
     let mut loops = vec![];
-    for _ in 0..4 {
+    // Four loops of quick requests and two of slow ones (300 ms at the app), so requests are in
+    // flight at the moment each change lands.
+    for i in 0..6 {
         let (mut h2, stop, ok, failed) = (h2.clone(), stop.clone(), ok.clone(), failed.clone());
+        let path = if i < 4 { "/load" } else { "/delay/300" };
         loops.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let (status, err, _) = call(&mut h2, "GET", "/load", &[]).await;
+                let (status, err, _) = call(&mut h2, "GET", path, &[]).await;
                 if status == 200 {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else {
