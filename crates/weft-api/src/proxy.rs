@@ -673,6 +673,14 @@ impl ProxyConfig {
         let mut seen = HashSet::new();
         for (i, s) in self.services.iter().enumerate() {
             let f = format!("services[{i}]");
+            for (j, r) in s.routes.iter().enumerate() {
+                r.route.validate().map_err(|e| match e {
+                    ConfigError::Invalid { field, message } => {
+                        ConfigError::invalid(format!("{f}.routes[{j}].spec.{field}"), message)
+                    }
+                    other => other,
+                })?;
+            }
             if !valid_name(&s.name) {
                 return Err(ConfigError::invalid(
                     format!("{f}.name"),

@@ -506,6 +506,15 @@ impl RouteSpec {
         out
     }
 
+    /// The kind's own rules (what the control plane checks at apply).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            RouteSpec::HTTPRoute(s) => s.validate(),
+            RouteSpec::GRPCRoute(s) => s.validate(),
+            RouteSpec::TCPRoute(s) => s.validate(),
+        }
+    }
+
     /// The spec alone as JSON (the wire form of discovery's `Route.spec_json`).
     pub fn spec_json(&self) -> String {
         match self {

@@ -122,3 +122,30 @@ fn a_mirror_copies_its_share_of_requests() {
     let mirror = Mirror::new(&none, "default");
     assert!((0..100).all(|_| !mirror.chosen()));
 }
+
+#[test]
+fn a_config_file_carries_routes_and_its_bad_ones_are_named() {
+    let yaml = |re: &str| {
+        format!(
+            "identity: {{ cert: c.pem, key: k.pem, bundle: b.pem }}\noutbound: {{ upstreams: [{{ listen: \"127.0.0.1:0\", service: api }}] }}\nservices:\n  - name: api\n    routes:\n      - name: r\n        namespace: default\n        kind: HTTPRoute\n        spec:\n          parentRefs: [{{ name: api }}]\n          rules:\n            - matches: [{{ path: {{ type: RegularExpression, value: \"{re}\" }} }}]\n              backendRefs: [{{ name: api-v2 }}]\n  - name: api-v2\n"
+        )
+    };
+    let cfg = weft_api::proxy::ProxyConfig::from_yaml(&yaml("/v[0-9]+")).unwrap();
+    let routes = crate::routes::Routes::try_from(&cfg).unwrap();
+    let table = routes.service("api", "default").unwrap().route.clone().unwrap();
+    assert_eq!(table.entries.len(), 1);
+    let err = weft_api::proxy::ProxyConfig::from_yaml(&yaml("/v(")).unwrap_err().to_string();
+    assert!(err.contains("services[0].routes[0].spec.rules[0].matches[0].path.value"), "{err}");
+}
+
+#[test]
+fn an_attached_route_with_an_unknown_field_is_refused() {
+    let r: Result<AttachedRoute, _> = serde_json::from_str(
+        r#"{"name":"r","namespace":"default","kind":"TCPRoute","spec":{"parentRefs":[{"name":"db"}],"rules":[{"backendRefs":[{"name":"a"}]}]},"colour":"red"}"#,
+    );
+    assert!(r.is_err(), "{r:?}");
+    let r: Result<AttachedRoute, _> = serde_json::from_str(
+        r#"{"name":"r","namespace":"default","kind":"TCPRoute","spec":{"parentRefs":[{"name":"db"}],"rules":[{"backendRefs":[{"name":"a"}]}]}}"#,
+    );
+    assert!(r.is_ok(), "{r:?}");
+}
