@@ -304,7 +304,7 @@ impl Routes {
                 ),
                 endpoints,
                 route: (!s.routes.is_empty()).then(|| {
-                    let table = crate::route::Table::compile(&s.routes);
+                    let table = crate::route::Table::compile(&key, &s.routes);
                     for d in &table.dropped {
                         tracing::warn!(service = %key, "route not applied: {d}");
                     }

@@ -71,11 +71,20 @@ fn headers(list: &[ValueMatch]) -> Result<Vec<(HeaderName, Value)>, String> {
 }
 
 impl Match {
-    pub fn compile(route: &AttachedRoute, rule: usize, matched: Option<usize>) -> Result<Match, String> {
-        // The port this route applies to, when its parentRef for the service names one. (The
-        // table is per service; a route naming the service twice with two ports applies to both.)
-        let ports: Vec<Option<u16>> = route.route.parent_refs().iter().map(|p| p.port).collect();
-        let port = if ports.iter().any(Option::is_none) { None } else { ports.first().copied().flatten() };
+    pub fn compile(service: &str, route: &AttachedRoute, rule: usize, matched: Option<usize>) -> Result<Match, String> {
+        // The port this route applies to, when its parentRefs naming this service (`service`,
+        // `name.namespace`) all name one; a parentRef without a port: every port.
+        let ports: Vec<Option<u16>> = route
+            .route
+            .parent_refs()
+            .iter()
+            .filter(|p| format!("{}.{}", p.name, p.namespace.as_deref().unwrap_or(&route.namespace)) == service)
+            .map(|p| p.port)
+            .collect();
+        let port = match ports.as_slice() {
+            [Some(p), rest @ ..] if rest.iter().all(|x| *x == Some(*p)) => Some(*p),
+            _ => None,
+        };
         match &route.route {
             RouteSpec::HTTPRoute(s) => {
                 let Some(m) = matched.map(|i| &s.rules[rule].matches[i]) else {

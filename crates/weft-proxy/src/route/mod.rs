@@ -113,10 +113,10 @@ impl Backends {
 }
 
 impl Table {
-    /// Compiles the routes attached to one service. A route that cannot be compiled (it passed
+    /// Compiles the routes attached to one service (`service`: its `name.namespace`). A route that cannot be compiled (it passed
     /// the control plane's checks, so only a newer or hand-written config gets here) is dropped
     /// alone and named in `dropped`.
-    pub fn compile(routes: &[AttachedRoute]) -> Table {
+    pub fn compile(service: &str, routes: &[AttachedRoute]) -> Table {
         let mut t = Table::default();
         let mut rules: std::collections::HashMap<(String, usize), Arc<Rule>> = Default::default();
         for e in weft_api::route::order::http_entries(routes) {
@@ -135,7 +135,7 @@ impl Table {
                     }
                 },
             };
-            match Match::compile(e.route, e.rule, e.matched) {
+            match Match::compile(service, e.route, e.rule, e.matched) {
                 Ok(mut m) => {
                     m.desc = weft_api::route::order::describe_match(&e);
                     t.entries.push((m, rule))

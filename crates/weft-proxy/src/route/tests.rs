@@ -11,7 +11,7 @@ fn table(yaml: &str) -> Table {
             route: r.route().unwrap(),
         })
         .collect();
-    let t = Table::compile(&routes);
+    let t = Table::compile("api.default", &routes);
     assert!(t.dropped.is_empty(), "{:?}", t.dropped);
     t
 }
@@ -148,4 +148,15 @@ fn an_attached_route_with_an_unknown_field_is_refused() {
         r#"{"name":"r","namespace":"default","kind":"TCPRoute","spec":{"parentRefs":[{"name":"db"}],"rules":[{"backendRefs":[{"name":"a"}]}]}}"#,
     );
     assert!(r.is_ok(), "{r:?}");
+}
+
+#[test]
+fn a_parent_port_limits_the_route_to_that_port_of_that_service() {
+    let t = table(
+        "apiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: r }\nspec:\n  parentRefs: [{ name: web, port: 9090 }, { name: api, port: 8080 }]\n  rules: [{ backendRefs: [{ name: v2 }] }]\n",
+    );
+    let r = req("GET", "/", &[]);
+    assert!(t.find(&r, Some(8080)).is_some());
+    assert!(t.find(&r, Some(9090)).is_none(), "9090 is web's port, not api's");
+    assert!(t.find(&r, None).is_some(), "a port unknown to the proxy (each endpoint's own) matches");
 }
