@@ -504,8 +504,9 @@ pub(crate) async fn send_copy(ctx: &Ctx, service: Arc<Service>, port: Option<u16
     *req.version_mut() = http::Version::HTTP_2;
     match send(ctx, &target, &ep, req).await {
         Ok(resp) => {
-            // Read to the end so the stream closes cleanly; the body is dropped as it comes.
-            let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+            // Read to the end so the stream closes cleanly, dropping each frame as it comes.
+            let mut body = resp.into_body();
+            while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
         }
         Err(_) => tracing::debug!(service = %target.service.key(), "mirror copy failed (the caller is not affected)"),
     }
