@@ -17,6 +17,7 @@ pub mod kinds;
 pub mod link;
 pub mod proxy;
 pub mod resource;
+pub mod route;
 pub mod token;
 pub mod traffic;
 

@@ -345,6 +345,11 @@ pub struct Service {
     /// `outlier_detection` value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<crate::traffic::OutlierOverrides>,
+    /// Routes attached to this service (HTTPRoute, GRPCRoute, TCPRoute; docs/traffic.md), each
+    /// `{ name, namespace, kind, spec }` with the resource's spec. The Services they send to must
+    /// be in `services` too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<crate::route::AttachedRoute>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -668,6 +673,14 @@ impl ProxyConfig {
         let mut seen = HashSet::new();
         for (i, s) in self.services.iter().enumerate() {
             let f = format!("services[{i}]");
+            for (j, r) in s.routes.iter().enumerate() {
+                r.route.validate().map_err(|e| match e {
+                    ConfigError::Invalid { field, message } => {
+                        ConfigError::invalid(format!("{f}.routes[{j}].spec.{field}"), message)
+                    }
+                    other => other,
+                })?;
+            }
             if !valid_name(&s.name) {
                 return Err(ConfigError::invalid(
                     format!("{f}.name"),

@@ -5,6 +5,7 @@
 //! ([`Resource`]) with the path of any bad field (`spec.ports[0].port`), then validated.
 
 use crate::kinds::{LinkSpec, MeshConfigSpec, ServiceSpec, WorkloadSpec};
+use crate::route::{GrpcRouteSpec, HttpRouteSpec, RouteSpec, TcpRouteSpec};
 use crate::{valid_name, ConfigError};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -27,10 +28,17 @@ pub enum Kind {
     /// A link to another cluster (`weft link apply`): its control plane's address, the root to
     /// verify it with and the link secret it issued. The name is the peer cluster's.
     Link,
+    /// Gateway API HTTPRoute: HTTP routing for calls to a Service (docs/traffic.md).
+    HTTPRoute,
+    /// Gateway API GRPCRoute: gRPC routing by service and method.
+    GRPCRoute,
+    /// Gateway API TCPRoute: weighted per-connection shifting of TCP.
+    TCPRoute,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::MeshConfig, Kind::Service, Kind::Workload, Kind::Link];
+    pub const ALL: [Kind; 7] =
+        [Kind::MeshConfig, Kind::Service, Kind::Workload, Kind::Link, Kind::HTTPRoute, Kind::GRPCRoute, Kind::TCPRoute];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -38,6 +46,9 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Workload => "Workload",
             Kind::Link => "Link",
+            Kind::HTTPRoute => "HTTPRoute",
+            Kind::GRPCRoute => "GRPCRoute",
+            Kind::TCPRoute => "TCPRoute",
         }
     }
 
@@ -48,6 +59,9 @@ impl Kind {
             "service" | "services" | "svc" => Some(Kind::Service),
             "workload" | "workloads" | "wl" => Some(Kind::Workload),
             "link" | "links" => Some(Kind::Link),
+            "httproute" | "httproutes" => Some(Kind::HTTPRoute),
+            "grpcroute" | "grpcroutes" => Some(Kind::GRPCRoute),
+            "tcproute" | "tcproutes" => Some(Kind::TCPRoute),
             _ => None,
         }
     }
@@ -109,6 +123,9 @@ pub enum Resource {
     Service(Typed<ServiceSpec>),
     Workload(Typed<WorkloadSpec>),
     Link(Typed<LinkSpec>),
+    HTTPRoute(Typed<HttpRouteSpec>),
+    GRPCRoute(Typed<GrpcRouteSpec>),
+    TCPRoute(Typed<TcpRouteSpec>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -165,6 +182,9 @@ impl TryFrom<Object> for Resource {
             Kind::Service => Resource::Service(typed(o.metadata, o.spec).map_err(within)?),
             Kind::Workload => Resource::Workload(typed(o.metadata, o.spec).map_err(within)?),
             Kind::Link => Resource::Link(typed(o.metadata, o.spec).map_err(within)?),
+            Kind::HTTPRoute => Resource::HTTPRoute(typed(o.metadata, o.spec).map_err(within)?),
+            Kind::GRPCRoute => Resource::GRPCRoute(typed(o.metadata, o.spec).map_err(within)?),
+            Kind::TCPRoute => Resource::TCPRoute(typed(o.metadata, o.spec).map_err(within)?),
         };
         Ok(r)
     }
@@ -177,6 +197,9 @@ impl Resource {
             Resource::Service(_) => Kind::Service,
             Resource::Workload(_) => Kind::Workload,
             Resource::Link(_) => Kind::Link,
+            Resource::HTTPRoute(_) => Kind::HTTPRoute,
+            Resource::GRPCRoute(_) => Kind::GRPCRoute,
+            Resource::TCPRoute(_) => Kind::TCPRoute,
         }
     }
 
@@ -186,6 +209,19 @@ impl Resource {
             Resource::Service(t) => &t.metadata,
             Resource::Workload(t) => &t.metadata,
             Resource::Link(t) => &t.metadata,
+            Resource::HTTPRoute(t) => &t.metadata,
+            Resource::GRPCRoute(t) => &t.metadata,
+            Resource::TCPRoute(t) => &t.metadata,
+        }
+    }
+
+    /// The route of a route kind (HTTPRoute, GRPCRoute, TCPRoute).
+    pub fn route(&self) -> Option<RouteSpec> {
+        match self {
+            Resource::HTTPRoute(t) => Some(RouteSpec::HTTPRoute(t.spec.clone())),
+            Resource::GRPCRoute(t) => Some(RouteSpec::GRPCRoute(t.spec.clone())),
+            Resource::TCPRoute(t) => Some(RouteSpec::TCPRoute(t.spec.clone())),
+            _ => None,
         }
     }
 
@@ -195,6 +231,9 @@ impl Resource {
             Resource::Service(t) => &mut t.metadata,
             Resource::Workload(t) => &mut t.metadata,
             Resource::Link(t) => &mut t.metadata,
+            Resource::HTTPRoute(t) => &mut t.metadata,
+            Resource::GRPCRoute(t) => &mut t.metadata,
+            Resource::TCPRoute(t) => &mut t.metadata,
         }
     }
 
@@ -210,6 +249,9 @@ impl Resource {
             Resource::Service(t) => serde_json::to_value(&t.spec),
             Resource::Workload(t) => serde_json::to_value(&t.spec),
             Resource::Link(t) => serde_json::to_value(&t.spec),
+            Resource::HTTPRoute(t) => serde_json::to_value(&t.spec),
+            Resource::GRPCRoute(t) => serde_json::to_value(&t.spec),
+            Resource::TCPRoute(t) => serde_json::to_value(&t.spec),
         }
         .unwrap_or_default();
         Object { api_version: API_VERSION.into(), kind: self.kind(), metadata: self.metadata().clone(), spec }
@@ -294,7 +336,9 @@ pub fn check_references<'a>(all: impl IntoIterator<Item = &'a Resource> + Clone)
             Resource::Workload(_) => {
                 workloads.insert((m.namespace.as_str(), m.name.as_str()));
             }
-            Resource::Link(_) => {}
+            // Routes name Services they may not find: accepted, with a status condition
+            // (`route::conditions`), as the Gateway API does.
+            Resource::Link(_) | Resource::HTTPRoute(_) | Resource::GRPCRoute(_) | Resource::TCPRoute(_) => {}
             Resource::MeshConfig(_) => {
                 if let Some(first) = mesh.replace(r.key()) {
                     return Err(ConfigError::invalid(

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use weft_api::kinds::{LinkSpec, MeshConfigSpec, ServiceSpec, WorkloadSpec};
 use weft_api::resource::{check_references, parse_documents, Kind, Metadata, API_VERSION};
+use weft_api::route::{GrpcRouteSpec, HttpRouteSpec, TcpRouteSpec};
 
 const UPDATE_VAR: &str = "WEFT_UPDATE_SCHEMA";
 
@@ -101,6 +102,27 @@ fn expected() -> Vec<(String, Value)> {
                     "A link to another cluster, stored by `weft link apply` from the peer's credential.",
                 ),
             ),
+            Kind::HTTPRoute => (
+                spec_schema::<HttpRouteSpec>(),
+                resource_schema::<HttpRouteSpec>(
+                    kind,
+                    "Gateway API HTTPRoute attached to a Service (GAMMA): matches, filters, weighted backends.",
+                ),
+            ),
+            Kind::GRPCRoute => (
+                spec_schema::<GrpcRouteSpec>(),
+                resource_schema::<GrpcRouteSpec>(
+                    kind,
+                    "Gateway API GRPCRoute attached to a Service (GAMMA): gRPC service/method matches, weighted backends.",
+                ),
+            ),
+            Kind::TCPRoute => (
+                spec_schema::<TcpRouteSpec>(),
+                resource_schema::<TcpRouteSpec>(
+                    kind,
+                    "Gateway API TCPRoute attached to a Service (GAMMA): weighted per-connection shifting.",
+                ),
+            ),
         };
         files.push((format!("{name}.json"), spec));
         files.push((format!("{name}-resource.json"), resource));
@@ -150,7 +172,17 @@ fn committed_schemas_match_the_types() {
 /// rules. Examples of invalid input are written in other fences.
 #[test]
 fn examples_in_resources_md_are_valid() {
-    let path = docs_dir().join("resources.md");
+    examples_are_valid("resources.md");
+}
+
+/// The same for the worked examples of `docs/traffic.md` (routes and the Services they name).
+#[test]
+fn examples_in_traffic_md_are_valid() {
+    examples_are_valid("traffic.md");
+}
+
+fn examples_are_valid(page: &str) {
+    let path = docs_dir().join(page);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;

@@ -27,6 +27,7 @@ mod control;
 mod link;
 mod netns;
 mod netns_wan;
+mod routes_out;
 mod tls;
 mod up;
 mod up_multi;

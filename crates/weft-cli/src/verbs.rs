@@ -149,9 +149,11 @@ pub enum TokenCmd {
 }
 
 fn kind_path(kind: &str) -> anyhow::Result<&'static str> {
-    weft_api::resource::Kind::parse_loose(kind)
-        .map(|k| k.as_str())
-        .with_context(|| format!("unknown kind {kind:?}: use services, workloads, meshconfig or links"))
+    weft_api::resource::Kind::parse_loose(kind).map(|k| k.as_str()).with_context(|| {
+        format!(
+            "unknown kind {kind:?}: use services, workloads, meshconfig, links, httproutes, grpcroutes or tcproutes"
+        )
+    })
 }
 
 impl Verb {
@@ -216,6 +218,7 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
                     let detail = match k {
                         "Workload" => format!("{}  {}:{}", s(&spec["service"]), s(&spec["address"]), s(&spec["port"])),
                         "Service" => format!("ports {}  tags {}", spec["ports"], spec["tags"]),
+                        "HTTPRoute" | "GRPCRoute" | "TCPRoute" => crate::routes_out::get_detail(o),
                         _ => {
                             format!("trust domain {}  cluster {}", s(&spec["trustDomain"]), s(&spec["cluster"]["name"]))
                         }
@@ -229,6 +232,13 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
             let k = kind_path(&kind)?;
             let v = conn.call("GET", &format!("/v1/resources/{k}/{namespace}/{name}"), String::new()).await?;
             outln!("{}", serde_json::to_string_pretty(&v)?)?;
+            if matches!(k, "HTTPRoute" | "GRPCRoute" | "TCPRoute") {
+                crate::routes_out::describe_route(&v)?;
+            }
+            if k == "Service" {
+                let r = conn.call("GET", &format!("/v1/services/{namespace}/{name}/routes"), String::new()).await?;
+                crate::routes_out::describe_service(&r)?;
+            }
             if k == "Workload" {
                 let h = conn.call("GET", &format!("/v1/health/workload/{namespace}/{name}"), String::new()).await?;
                 outln!("health: {}", h["status"].as_str().unwrap_or("no checks"))?;

@@ -558,3 +558,44 @@ async fn control_logs_connects_signings_and_check_changes_at_the_default_level()
     assert!(line.contains(id), "{line}");
     assert!(logs.line_with(&["\u{1b}["]).is_none(), "no colour codes in logs to a pipe");
 }
+
+/// Routes in the CLI: `weft get httproutes` shows each route's Gateway API conditions (a missing
+/// backend is accepted and reported), `weft describe service` the routes in the order they
+/// apply, and `weft describe httproute` the conditions in words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_describe_show_routes_their_status_and_their_order() {
+    let dir = std::env::temp_dir().join(format!("weft-control-routes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cp = Cp {
+        dir: dir.clone(),
+        grpc: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        api: format!("127.0.0.1:{}", free_port()),
+    };
+    let _control = cp.run();
+    let file = dir.join("routes.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\n---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api-v1 }\n---\napiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: canary }\nspec:\n  parentRefs: [{ name: api }]\n  rules:\n    - name: split\n      backendRefs: [{ name: api-v1, weight: 90 }, { name: api-v2, weight: 10 }]\n    - name: testers\n      matches: [{ headers: [{ name: x-canary, value: \"on\" }] }]\n      backendRefs: [{ name: api-v2 }]\n",
+    )
+    .unwrap();
+    let (ok, out) = cp.weft(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(ok && out.contains("HTTPRoute default/canary created"), "{out}");
+    // Conditions come from the catalog, rebuilt just after the write.
+    let out = eventually("the route's conditions", Duration::from_secs(10), || {
+        let r = cp.weft(&["get", "httproutes"]);
+        async move { (r.0 && r.1.contains("Accepted=True")).then_some(r.1) }
+    })
+    .await;
+    assert!(out.contains("canary") && out.contains("ResolvedRefs=False"), "{out}");
+    let (ok, out) = cp.weft(&["describe", "httproute", "canary"]);
+    assert!(ok && out.contains("BackendNotFound") && out.contains("api-v2.default"), "{out}");
+    let (ok, out) = cp.weft(&["describe", "service", "api"]);
+    assert!(ok, "{out}");
+    // The header rule applies first although it is second in the route (more header matches).
+    let testers = out.find("testers").unwrap_or_else(|| panic!("{out}"));
+    let split = out.find("split").unwrap_or_else(|| panic!("{out}"));
+    assert!(testers < split, "{out}");
+    assert!(out.contains("api-v1.default 90%") && out.contains("(not found: 500)"), "{out}");
+    let (ok, out) = cp.weft(&["describe", "service", "api-v1"]);
+    assert!(ok && out.contains("routes: none"), "{out}");
+}

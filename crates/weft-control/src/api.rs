@@ -198,6 +198,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/ca", get(ca))
         .route("/v1/ca/rotate", post(rotate).delete(abort_rotation))
         .route("/v1/catalog", get(catalog))
+        .route("/v1/services/{namespace}/{name}/routes", get(crate::routes_api::effective))
         .route("/v1/health/workload/{namespace}/{name}", get(workload_health))
         .merge(crate::links::routes())
         .merge(consul::routes())
@@ -223,7 +224,9 @@ struct ListQuery {
 }
 
 fn kind(s: &str) -> Result<Kind, ApiError> {
-    Kind::parse_loose(s).ok_or_else(|| bad(format!("unknown kind {s:?}: use MeshConfig, Service or Workload")))
+    Kind::parse_loose(s).ok_or_else(|| {
+        bad(format!("unknown kind {s:?}: use MeshConfig, Service, Workload, Link, HTTPRoute, GRPCRoute or TCPRoute"))
+    })
 }
 
 /// A resource as the API shows it: a Link's secret is never shown (it lets its holder read this
@@ -241,7 +244,12 @@ fn shown(r: &weft_api::resource::Resource) -> weft_api::resource::Object {
 async fn list(State(st): S, headers: HeaderMap, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     require_read(&st, &headers)?;
     let k = q.kind.as_deref().map(kind).transpose()?;
-    let items: Vec<_> = st.store.list(k, q.namespace.as_deref())?.iter().map(shown).collect();
+    let items: Vec<_> = st
+        .store
+        .list(k, q.namespace.as_deref())?
+        .iter()
+        .map(|r| crate::routes_api::with_status(&st, r, shown(r)))
+        .collect();
     Ok(Json(json!({ "revision": st.store.revision(), "items": items })))
 }
 
@@ -253,7 +261,7 @@ async fn get_one(
     require_read(&st, &headers)?;
     let key = Key { kind: kind(&k)?, namespace, name };
     match st.store.get(&key)? {
-        Some(r) => Ok(Json(serde_json::to_value(shown(&r)).unwrap_or_default())),
+        Some(r) => Ok(Json(crate::routes_api::with_status(&st, &r, shown(&r)))),
         None => Err(ApiError(StatusCode::NOT_FOUND, format!("{key} not found"))),
     }
 }

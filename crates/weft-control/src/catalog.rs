@@ -29,6 +29,27 @@ pub struct Catalog {
     /// This mesh's own roots and the one new certificates are signed under (see
     /// [`crate::rotation`]); empty until the CA's source has contributed them.
     pub ca: CaView,
+    /// Every HTTPRoute, GRPCRoute and TCPRoute, by (namespace, name, kind); discovery sends each
+    /// with the Services its parentRefs name.
+    pub routes: Vec<CatalogRoute>,
+}
+
+/// A route as discovery sends it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CatalogRoute {
+    pub name: String,
+    pub namespace: String,
+    pub route: weft_api::route::RouteSpec,
+    /// `name.namespace` of its parents and of the Services it sends to (backends, mirrors).
+    pub parents: Vec<String>,
+    pub backends: Vec<String>,
+}
+
+impl Catalog {
+    /// The routes attached to the service `key` (`name.namespace`).
+    pub fn routes_of<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a CatalogRoute> + 'a {
+        self.routes.iter().filter(move |r| r.parents.iter().any(|p| p == key))
+    }
 }
 
 /// The CA as proxies and linked clusters see it: during a root rotation both roots are trusted.
@@ -274,7 +295,24 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
     for s in services.values_mut() {
         s.instances.sort_by(|a, b| a.name.cmp(&b.name));
     }
+    let mut routes: Vec<CatalogRoute> = resources
+        .iter()
+        .filter_map(|r| {
+            let route = r.route()?;
+            let m = r.metadata();
+            Some(CatalogRoute {
+                parents: route.parent_keys(&m.namespace),
+                backends: route.backend_keys(&m.namespace),
+                name: m.name.clone(),
+                namespace: m.namespace.clone(),
+                route,
+            })
+        })
+        .collect();
+    routes
+        .sort_by(|a, b| (&a.namespace, &a.name, a.route.kind_str()).cmp(&(&b.namespace, &b.name, b.route.kind_str())));
     Catalog {
+        routes,
         revision,
         mesh,
         services,

@@ -154,8 +154,22 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
     let bundle = if cat.ca.roots.is_empty() { bundle } else { &cat.ca.roots };
     let upstreams = &view.upstreams;
     let visible = |ns: &str| view.visibility.as_ref().is_none_or(|v| v.iter().any(|n| n == ns));
-    let wanted = |name: &str, ns: &str| {
+    let asked = |name: &str, ns: &str| {
         visible(ns) && (upstreams.is_empty() || upstreams.iter().any(|u| u == &format!("{name}.{ns}")))
+    };
+    // The Services that routes of the services asked for send to (backends, mirrors): a proxy
+    // calling `api` needs `api-v2` when a route of `api` sends there.
+    let routed: std::collections::HashSet<&str> = if upstreams.is_empty() {
+        Default::default()
+    } else {
+        cat.routes
+            .iter()
+            .filter(|r| r.parents.iter().any(|p| p.split_once('.').is_some_and(|(name, ns)| asked(name, ns))))
+            .flat_map(|r| r.backends.iter().map(String::as_str))
+            .collect()
+    };
+    let wanted = |name: &str, ns: &str| {
+        asked(name, ns) || (visible(ns) && !routed.is_empty() && routed.contains(format!("{name}.{ns}").as_str()))
     };
     let services = cat
         .services
@@ -191,6 +205,15 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
             failover: s.failover.clone(),
             cluster_weights: s.cluster_weights.iter().map(|(c, w)| (c.clone(), *w)).collect(),
             outlier_detection: s.outlier_detection.as_ref().map(wire_outlier),
+            routes: cat
+                .routes_of(&format!("{}.{}", s.name, s.namespace))
+                .map(|r| pb::Route {
+                    kind: r.route.kind_str().into(),
+                    name: r.name.clone(),
+                    namespace: r.namespace.clone(),
+                    spec_json: r.route.spec_json(),
+                })
+                .collect(),
         })
         .collect();
     // The virtual IPs of the services sent, and of their mirrors.

@@ -24,6 +24,7 @@ pub mod loglimit;
 pub mod registry;
 pub mod remote;
 pub mod rotation;
+pub mod routes_api;
 pub mod server;
 pub mod tokens;
 pub mod vips;

@@ -178,7 +178,8 @@ pub fn run(
                     && old.peer_bundles == cat.peer_bundles
                     && old.links == cat.links
                     && old.vips == cat.vips
-                    && old.ca == cat.ca;
+                    && old.ca == cat.ca
+                    && old.routes == cat.routes;
                 if !same {
                     *old = cat;
                 }

@@ -37,6 +37,7 @@ fn config_dump(ctx: &Ctx) -> serde_json::Value {
                     "locality": e.locality, "labels": e.labels,
                 })).collect::<Vec<_>>(),
                 "balance": s.balance.describe(&s.endpoints),
+                "routes": s.route.as_ref().map(|t| t.describe()),
             })
         })
         .collect();

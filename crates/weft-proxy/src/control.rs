@@ -287,9 +287,34 @@ pub fn services_from(update: &pb::ProxyUpdate) -> Result<Vec<Service>, ConfigErr
                 max_ejection_time: o.max_ejection_time_ms.map(weft_api::Duration::from_millis),
                 max_ejection_percent: o.max_ejection_percent,
             }),
+            routes: routes_from(i, s),
         });
     }
     Ok(out)
+}
+
+/// A service's routes. One that does not read or validate is dropped alone, with a warning
+/// naming it and why (the control plane checked it, so only a newer control plane's route can
+/// fail here); the rest of the update applies.
+fn routes_from(i: usize, s: &pb::Service) -> Vec<weft_api::route::AttachedRoute> {
+    s.routes
+        .iter()
+        .enumerate()
+        .filter_map(|(j, r)| match weft_api::route::RouteSpec::from_json(&r.kind, &r.spec_json) {
+            Ok(route) => {
+                Some(weft_api::route::AttachedRoute { name: r.name.clone(), namespace: r.namespace.clone(), route })
+            }
+            Err(e) => {
+                tracing::warn!(
+                    route = %format!("{} {}/{}", r.kind, r.namespace, r.name),
+                    field = %format!("services[{i}].routes[{j}]"),
+                    error = %e,
+                    "route dropped: it does not read as this proxy's version of the kind"
+                );
+                None
+            }
+        })
+        .collect()
 }
 
 /// The inbound ports an update carries, naming the bad field on error.

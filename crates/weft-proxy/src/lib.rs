@@ -37,6 +37,7 @@ mod outbound;
 pub mod outlier;
 mod peer;
 mod pool;
+pub mod route;
 pub mod routes;
 pub mod sni;
 pub mod workers;
@@ -101,6 +102,8 @@ pub struct Ctx {
     /// Endpoint health that outlives routing tables (see [`outlier`]).
     outliers: outlier::Store,
     outlier_metrics: outlier::Metrics,
+    /// `weft_route_*` (see [`route`]).
+    route_metrics: route::Metrics,
     /// Where this proxy runs (cluster, locality), for locality priority: the config's, or what
     /// the control plane says of the Workload it fronts.
     place: std::sync::Mutex<(String, String)>,
@@ -237,6 +240,7 @@ impl Proxy {
         let mut registry = Registry::default();
         let metrics = metrics::Metrics::new(&mut registry);
         let outlier_metrics = outlier::Metrics::register(&mut registry);
+        let route_metrics = route::Metrics::register(&mut registry);
         metrics.cert_expiry.set(identity::expiry_secs(&certs.leaf()));
         let mut server = hyper::server::conn::http1::Builder::new();
         server
@@ -291,6 +295,7 @@ impl Proxy {
             logs: loglimit::LogLimits::default(),
             outliers,
             outlier_metrics,
+            route_metrics,
             place: std::sync::Mutex::new((cfg.cluster.clone(), cfg.locality.clone())),
             cfg,
         });

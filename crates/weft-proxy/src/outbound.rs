@@ -197,7 +197,16 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, target: Target) {
     }
 }
 
-async fn tcp(ctx: Arc<Ctx>, mut io: Prefixed<TcpStream>, target: Target) {
+async fn tcp(ctx: Arc<Ctx>, mut io: Prefixed<TcpStream>, mut target: Target) {
+    // A TCPRoute of the service picks the backend Service of this connection by weight.
+    if let Some(rule) = target.service.route.as_ref().and_then(|t| t.tcp.clone()).filter(|_| target.pinned.is_none()) {
+        if crate::route::to_backend(&ctx, &rule, &mut target).is_err() {
+            tracing::debug!(route = %rule.route.0, "tcp: the route's backend does not exist");
+            return;
+        }
+        let labels = crate::route::RouteLabels { route: rule.route.clone(), rule: rule.rule.clone() };
+        ctx.route_metrics.tcp_connections.get_or_create(&labels).inc();
+    }
     let ep = match target.endpoint(Instant::now()) {
         Ok(ep) => ep,
         Err(e) => {
@@ -326,8 +335,9 @@ fn absolute_uri<B>(req: &Request<B>, fallback: &str) -> Uri {
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("http://invalid/"))
 }
 
-/// Picks the endpoint for a request whose host is `host`, at `now`.
-fn route(ctx: &Ctx, target: &mut Target, host: Option<&str>, now: Instant) -> Result<Arc<Endpoint>, ProxyError> {
+/// The service (or pinned endpoint) a request whose host is `host` goes to, from the routing
+/// table in force now.
+fn resolve(ctx: &Ctx, target: &mut Target, host: Option<&str>) -> Result<(), ProxyError> {
     // Balance over the endpoints in force now, not those of when the app connected: a
     // keep-alive connection must not keep sending to a deregistered or unhealthy endpoint.
     // Transparent mode: the app dialled one endpoint's IP, but a request whose Host names the
@@ -357,7 +367,7 @@ fn route(ctx: &Ctx, target: &mut Target, host: Option<&str>, now: Instant) -> Re
             None => return Err(ProxyError::NoEndpoint(target.service.key().to_string())),
         }
     }
-    target.endpoint(now)
+    Ok(())
 }
 
 /// The answer to a request no endpoint can take, counted against the service.
@@ -418,17 +428,88 @@ impl Handler for AppConn {
     }
 }
 
-async fn request(ctx: &Ctx, mut target: Target, mut req: Request<Body>) -> Response<Body> {
+async fn request(ctx: &Arc<Ctx>, mut target: Target, mut req: Request<Body>) -> Response<Body> {
     let started = Instant::now();
     if let Err(e) = h::check_host(&mut req) {
         return unrouted(ctx, &target, &e, started);
     }
-    let ep = match route(ctx, &mut target, host_of(&req), started) {
-        Ok(ep) => ep,
-        Err(e) => return unrouted(ctx, &target, &e, started),
+    if let Err(e) = resolve(ctx, &mut target, host_of(&req)) {
+        return unrouted(ctx, &target, &e, started);
+    }
+    // The service's routes (HTTPRoute, GRPCRoute; see `crate::route`), if it has any.
+    let rule = match target.pinned.is_none().then(|| crate::route::decide(ctx, &mut target, &mut req)).flatten() {
+        None => None,
+        Some(crate::route::Decision::Forward(rule)) => Some(rule),
+        Some(crate::route::Decision::Respond(mut resp, rule)) => {
+            if let Some(rule) = rule {
+                rule.filters.on_response(&mut resp);
+                rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
+            }
+            return resp;
+        }
     };
-    let (ep, result) = forward(ctx, &target, ep, req, started).await;
-    finish(ctx, &ep, result, started)
+    let ep = match target.endpoint(started) {
+        Ok(ep) => ep,
+        Err(e) => {
+            let mut resp = unrouted(ctx, &target, &e, started);
+            if let Some(rule) = rule {
+                rule.filters.on_response(&mut resp);
+                rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
+            }
+            return resp;
+        }
+    };
+    let Some(rule) = rule else {
+        let (ep, result) = forward(ctx, &target, ep, req, started).await;
+        return finish(ctx, &ep, result, started);
+    };
+    if !rule.filters.mirrors.is_empty() {
+        if let Err(resp) = crate::route::mirror_copies(ctx, &rule, &mut req).await {
+            rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
+            return *resp;
+        }
+    }
+    let (ep, result) = match rule.timeout {
+        None => forward(ctx, &target, ep, req, started).await,
+        Some(limit) => {
+            let first = ep.clone();
+            match tokio::time::timeout(limit, forward(ctx, &target, ep, req, started)).await {
+                Ok(done) => done,
+                Err(_) => {
+                    let text =
+                        format!("route {} rule {}: no response within {limit:?} (timeouts)", rule.route.0, rule.rule.0);
+                    (first, Ok(crate::route::local(http::StatusCode::GATEWAY_TIMEOUT, "route-timeout", text)))
+                }
+            }
+        }
+    };
+    let mut resp = finish(ctx, &ep, result, started);
+    rule.filters.on_response(&mut resp);
+    rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
+    resp
+}
+
+/// A mirror's copy of a request (see `crate::route::mirror`): sent to an endpoint of `service`
+/// like any request, its response dropped. The caller of the original never waits for it.
+pub(crate) async fn send_copy(ctx: &Ctx, service: Arc<Service>, port: Option<u16>, mut req: Request<Body>) {
+    let target = Target { service, pinned: None, port, protocol: Protocol::Auto, by_host: false };
+    let Ok(ep) = target.endpoint(Instant::now()) else { return };
+    let orig_h1 = req.version() != http::Version::HTTP_2;
+    *req.uri_mut() = absolute_uri(&req, target.service.key());
+    h::strip_hop_by_hop(req.headers_mut());
+    req.headers_mut().remove(h::ORIG_PROTO);
+    if orig_h1 {
+        req.headers_mut().insert(h::ORIG_PROTO, HeaderValue::from_static(h::ORIG_PROTO_HTTP1));
+    }
+    *req.version_mut() = http::Version::HTTP_2;
+    match send(ctx, &target, &ep, req).await {
+        Ok(resp) => {
+            // Read to the end so the stream closes cleanly, dropping each frame as it comes.
+            let mut body = resp.into_body();
+            while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+        }
+        Err(_) => tracing::debug!(service = %target.service.key(), "mirror copy failed (the caller is not affected)"),
+    }
 }
 
 /// An HTTP/1.1 upgrade (WebSocket) or a CONNECT (HTTP/1.1 or HTTP/2): carried to the peer as an
@@ -438,7 +519,16 @@ async fn upgrade(ctx: &Ctx, mut target: Target, mut req: Request<Body>, downstre
     if let Err(e) = h::check_host(&mut req) {
         return unrouted(ctx, &target, &e, started);
     }
-    let ep = match route(ctx, &mut target, host_of(&req), started) {
+    if let Err(e) = resolve(ctx, &mut target, host_of(&req)) {
+        return unrouted(ctx, &target, &e, started);
+    }
+    // Routes pick the backend of a tunnel too (its filters do not apply to a byte stream).
+    if target.pinned.is_none() {
+        if let Err(resp) = crate::route::tunnel_backend(ctx, &mut target, &req) {
+            return *resp;
+        }
+    }
+    let ep = match target.endpoint(started) {
         Ok(ep) => ep,
         Err(e) => return unrouted(ctx, &target, &e, started),
     };

@@ -42,6 +42,8 @@ pub struct Service {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Picks among `endpoints` by priority and health (see [`crate::balance`]).
     pub balance: crate::balance::Balancer,
+    /// Its routes, compiled (see [`crate::route`]); `None`: none, and requests take the plain path.
+    pub route: Option<Arc<crate::route::Table>>,
 }
 
 impl Service {
@@ -61,6 +63,8 @@ impl Service {
             protocols: self.protocols.clone(),
             endpoints,
             balance,
+            // A mirror is one cluster's endpoints of the service, reached by name: no routes.
+            route: None,
         }
     }
 
@@ -299,6 +303,13 @@ impl Routes {
                     env.store.service(&key),
                 ),
                 endpoints,
+                route: (!s.routes.is_empty()).then(|| {
+                    let table = crate::route::Table::compile(&key, &s.routes);
+                    for d in &table.dropped {
+                        tracing::warn!(service = %key, "route not applied: {d}");
+                    }
+                    Arc::new(table)
+                }),
             });
             for ep in &svc.endpoints {
                 routes.by_addr.insert(ep.address, (svc.clone(), ep.clone()));
@@ -332,6 +343,7 @@ mod tests {
                 },
                 Default::default(),
             ),
+            route: None,
         }
     }
 

@@ -1,0 +1,511 @@
+//! Routes end to end on 127.0.0.1: a real control plane, real sidecars for each backend and a
+//! client sidecar, HTTPRoute / GRPCRoute / TCPRoute applied over the HTTP API.
+//!
+//! Statistics: a split is asserted within 4 standard deviations of a binomial draw with the
+//! route's weights (what even a random picker meets but for about 1 run in 15,000); the proxy's
+//! picks are low-discrepancy, so the counts printed land within a few requests of the weights.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_control::{ControlConfig, ControlPlane};
+use weft_proxy::Proxy;
+use weft_testkit::{eventually, http2_client};
+
+mod common;
+use common::{admin_api, sidecar, tempdir};
+
+// Generous: the machine is shared; nothing here is timed, only bounded.
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn control(name: &str) -> ControlPlane {
+    let mut cfg = ControlConfig::new(tempdir(name));
+    cfg.grpc = "127.0.0.1:0".parse().unwrap();
+    cfg.api = "127.0.0.1:0".parse().unwrap();
+    ControlPlane::start(cfg).await.expect("control plane")
+}
+
+async fn apply(cp: &ControlPlane, yaml: &str) {
+    let (status, v) = admin_api(cp, "POST", "/v1/apply", yaml).await;
+    assert_eq!(status, 200, "{v}\n{yaml}");
+}
+
+/// A Service `name` with one Workload at `app` fronted by a new sidecar (identity
+/// `default/<name>`), applied; `protocol` for its port. Returns the sidecar (keep it alive).
+async fn backend(cp: &ControlPlane, name: &str, app: SocketAddr, protocol: &str) -> Proxy {
+    let wl = format!("{name}-1");
+    let server = sidecar(cp, &format!("default/{name}"), Some(&wl), "inbound: { listen: \"127.0.0.1:0\" }\n").await;
+    apply(
+        cp,
+        &format!(
+            "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {name} }}\nspec: {{ ports: [{{ port: {}, protocol: {protocol} }}] }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {wl} }}\nspec: {{ service: {name}, address: 127.0.0.1, port: {}, sidecar: \"{}\" }}\n",
+            app.port(),
+            app.port(),
+            server.addrs.inbound.unwrap()
+        ),
+    )
+    .await;
+    server
+}
+
+fn service(name: &str) -> String {
+    format!("apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {name} }}\n")
+}
+
+fn route(kind: &str, name: &str, spec: &str) -> String {
+    format!("apiVersion: weft.io/v1alpha1\nkind: {kind}\nmetadata: {{ name: {name} }}\nspec:\n{spec}")
+}
+
+type H2 = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+/// One request over the client's HTTP/2 connection to its upstream listener: status, the
+/// `x-weft-error` header, and the echo's `app` (which backend answered).
+async fn call(h2: &mut H2, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    let mut b = http::Request::builder().method(method).uri(format!("http://api{path}"));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = match h2.send_request(b.body(Full::new(Bytes::new())).unwrap()).await {
+        Ok(r) => r,
+        Err(e) => return (0, format!("send: {e}"), String::new()),
+    };
+    let status = resp.status().as_u16();
+    let err = resp.headers().get("x-weft-error").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    (status, err, v["app"].as_str().unwrap_or("").to_string())
+}
+
+struct Canary {
+    cp: ControlPlane,
+    _servers: Vec<Proxy>,
+    _client: Proxy,
+    upstream: SocketAddr,
+}
+
+/// api (no endpoints of its own: the route's parent), api-v1 and api-v2 (echo apps with
+/// sidecars), and a client sidecar with an upstream listener for api.
+async fn canary(name: &str) -> Canary {
+    let cp = control(name).await;
+    let v1 = backend(&cp, "api-v1", weft_testkit::http_echo("api-v1").await, "auto").await;
+    let v2 = backend(&cp, "api-v2", weft_testkit::http_echo("api-v2").await, "auto").await;
+    apply(&cp, &service("api")).await;
+    let client =
+        sidecar(&cp, "default/web", None, "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n")
+            .await;
+    let upstream = client.addrs.upstreams[0];
+    Canary { cp, _servers: vec![v1, v2], _client: client, upstream }
+}
+
+fn weights(v1: u32, v2: u32) -> String {
+    route(
+        "HTTPRoute",
+        "api-split",
+        &format!(
+            "  parentRefs: [{{ name: api }}]\n  rules:\n    - matches: [{{ headers: [{{ name: x-canary, value: \"on\" }}] }}]\n      backendRefs: [{{ name: api-v2 }}]\n    - backendRefs: [{{ name: api-v1, weight: {v1} }}, {{ name: api-v2, weight: {v2} }}]\n"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_90_10_split_holds_and_a_weight_change_under_load_drops_nothing() {
+    weft_testkit::init_tracing();
+    let m = canary("split").await;
+    apply(&m.cp, &weights(90, 10)).await;
+    let mut h2 = http2_client(m.upstream).await.unwrap();
+    // The route is in force and both backends answer (the header rule pins api-v2).
+    eventually("the route and both backends are in force", WAIT, || {
+        let mut h2 = h2.clone();
+        async move {
+            let canary = call(&mut h2, "GET", "/", &[("x-canary", "on")]).await;
+            let plain = call(&mut h2, "GET", "/", &[]).await;
+            (canary.2 == "api-v2" && plain.0 == 200).then_some(())
+        }
+    })
+    .await;
+
+    // The same over HTTP/1.1 (a fresh connection each): the header rule, then the split.
+    let canary =
+        http::Request::get("/").header("host", "api").header("x-canary", "on").body(Full::new(Bytes::new())).unwrap();
+    let r = weft_testkit::http1_request(m.upstream, canary).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    assert_eq!(v["app"], "api-v2", "HTTP/1.1 header match");
+    assert_eq!(v["version"], "HTTP/1.1");
+
+    // 2,000 requests from 4 concurrent streams.
+    const N: usize = 2000;
+    let v2 = Arc::new(AtomicUsize::new(0));
+    let mut tasks = vec![];
+    for _ in 0..4 {
+        let (mut h2, v2) = (h2.clone(), v2.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..N / 4 {
+                let (status, err, app) = call(&mut h2, "GET", "/split", &[]).await;
+                assert_eq!(status, 200, "{err}");
+                if app == "api-v2" {
+                    v2.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let v2 = v2.load(Ordering::Relaxed);
+    // Binomial(2000, 0.1): mean 200, σ = 13.4; 4σ = 54.
+    println!("90/10 split over {N} requests: api-v2 got {v2} (expected 200 ± 54)");
+    assert!((146..=254).contains(&v2), "api-v2 got {v2} of {N}");
+    // Per-route metrics, and the routes in /config_dump in the order they apply.
+    let metrics = m._client.metrics_text();
+    let split =
+        common::metric(&metrics, "weft_route_requests_total", &["route=\"default/api-split\"", "rule=\"rules[1]\""]);
+    assert!(split >= N as f64, "weft_route_requests_total for the split rule: {split}");
+    let admin = m._client.addrs.admin.unwrap();
+    let dump = weft_testkit::http1_get(admin, "/config_dump").await.unwrap();
+    let dump: serde_json::Value = serde_json::from_slice(dump.body()).unwrap();
+    let api = dump["routes"].as_array().unwrap().iter().find(|s| s["name"] == "api").unwrap().clone();
+    let http = &api["routes"]["http"];
+    assert_eq!(http[0]["match"], "PathPrefix /, header x-canary=on", "{api}");
+    assert_eq!(http[1]["backends"][1]["weight"], 10, "{api}");
+
+    // Weight change under load: 4 loops keep calling while the weights move to 0/100; every
+    // request must succeed, and once the change is in force only api-v2 answers.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(std::sync::Mutex::new(Vec::new())));
+    let mut loops = vec![];
+    // Four loops of quick requests and two of slow ones (300 ms at the app), so requests are in
+    // flight at the moment each change lands.
+    for i in 0..6 {
+        let (mut h2, stop, ok, failed) = (h2.clone(), stop.clone(), ok.clone(), failed.clone());
+        let path = if i < 4 { "/load" } else { "/delay/300" };
+        loops.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let (status, err, _) = call(&mut h2, "GET", path, &[]).await;
+                if status == 200 {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.lock().unwrap().push(format!("{status} {err}"));
+                }
+            }
+        }));
+    }
+    let ok2 = ok.clone();
+    eventually("load is flowing", WAIT, || {
+        let ok = ok2.clone();
+        async move { (ok.load(Ordering::Relaxed) > 50).then_some(()) }
+    })
+    .await;
+    apply(&m.cp, &weights(0, 100)).await;
+    eventually("only api-v2 answers after the change", WAIT, || {
+        let mut h2 = h2.clone();
+        async move {
+            for _ in 0..20 {
+                if call(&mut h2, "GET", "/", &[]).await.2 != "api-v2" {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    apply(&m.cp, &weights(100, 0)).await;
+    eventually("and back to api-v1 only", WAIT, || {
+        let mut h2 = h2.clone();
+        async move {
+            for _ in 0..20 {
+                if call(&mut h2, "GET", "/", &[]).await.2 != "api-v1" {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.unwrap();
+    }
+    let failed = failed.lock().unwrap().clone();
+    println!("weight changes under load: {} requests succeeded, {} failed", ok.load(Ordering::Relaxed), failed.len());
+    assert!(failed.is_empty(), "requests failed during weight changes: {failed:?}");
+    let _ = call(&mut h2, "GET", "/", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_are_routed_by_service_and_method() {
+    weft_testkit::init_tracing();
+    let m = canary("grpc").await;
+    apply(
+        &m.cp,
+        &route(
+            "GRPCRoute",
+            "echo",
+            "  parentRefs: [{ name: api }]\n  rules:\n    - matches: [{ method: { service: echo.Echo, method: Say } }]\n      backendRefs: [{ name: api-v2 }]\n    - matches: [{ method: { service: echo.Echo } }]\n      backendRefs: [{ name: api-v1 }]\n",
+        ),
+    )
+    .await;
+    let h2 = http2_client(m.upstream).await.unwrap();
+    let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
+    eventually("Say goes to api-v2", WAIT, || {
+        let mut h2 = h2.clone();
+        async move { (call(&mut h2, "POST", "/echo.Echo/Say", &grpc).await.2 == "api-v2").then_some(()) }
+    })
+    .await;
+    let mut h2 = h2.clone();
+    for _ in 0..20 {
+        assert_eq!(call(&mut h2, "POST", "/echo.Echo/Say", &grpc).await.2, "api-v2");
+        assert_eq!(call(&mut h2, "POST", "/echo.Echo/Shout", &grpc).await.2, "api-v1");
+    }
+    // No rule matches: 404 (GAMMA), from the proxy.
+    let (status, err, _) = call(&mut h2, "POST", "/other.Svc/Say", &grpc).await;
+    assert_eq!((status, err.as_str()), (404, "route-not-matched"));
+    // A GRPCRoute applies to gRPC requests only.
+    let (status, err, _) = call(&mut h2, "GET", "/echo.Echo/Say", &[]).await;
+    assert_eq!((status, err.as_str()), (404, "route-not-matched"));
+}
+
+/// A TCP server that writes `name` to each connection, then closes it.
+async fn tcp_namer(name: &'static str) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(name.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_are_shifted_by_weight() {
+    weft_testkit::init_tracing();
+    let cp = control("tcp").await;
+    let _a = backend(&cp, "db-a", tcp_namer("db-a").await, "tcp").await;
+    let _b = backend(&cp, "db-b", tcp_namer("db-b").await, "tcp").await;
+    apply(&cp, &service("db")).await;
+    apply(
+        &cp,
+        &route(
+            "TCPRoute",
+            "db",
+            "  parentRefs: [{ name: db }]\n  rules: [{ backendRefs: [{ name: db-a, weight: 3 }, { name: db-b, weight: 1 }] }]\n",
+        ),
+    )
+    .await;
+    let client = sidecar(
+        &cp,
+        "default/web",
+        None,
+        "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: db, protocol: tcp }] }\n",
+    )
+    .await;
+    let upstream = client.addrs.upstreams[0];
+    let read = move || async move {
+        let mut s = tokio::net::TcpStream::connect(upstream).await.ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.ok()?;
+        Some(out)
+    };
+    eventually("both TCP backends answer", WAIT, || async move {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..8 {
+            seen.insert(read().await?);
+        }
+        (seen.contains("db-a") && seen.contains("db-b")).then_some(())
+    })
+    .await;
+    const N: usize = 400;
+    let mut a = 0;
+    for _ in 0..N {
+        match read().await.as_deref() {
+            Some("db-a") => a += 1,
+            Some("db-b") => {}
+            other => panic!("a connection got {other:?}"),
+        }
+    }
+    // Binomial(400, 0.75): mean 300, σ = 8.7; 4σ = 35.
+    println!("3:1 TCP shift over {N} connections: db-a got {a} (expected 300 ± 35)");
+    assert!((265..=335).contains(&a), "db-a got {a} of {N}");
+}
+
+/// An HTTP/1.1 server that reads requests, counts their heads, keeps every byte, and never
+/// answers.
+async fn black_hole(heads: Arc<AtomicUsize>, bytes: Arc<std::sync::Mutex<Vec<u8>>>) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let (heads, bytes) = (heads.clone(), bytes.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut seen = Vec::new();
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    bytes.lock().unwrap().extend_from_slice(&buf[..n]);
+                    while let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        heads.fetch_add(1, Ordering::Relaxed);
+                        seen.drain(..i + 4);
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirroring_delivers_copies_and_a_mirror_that_never_answers_does_not_hold_the_caller() {
+    weft_testkit::init_tracing();
+    let m = canary("mirror").await;
+    let heads = Arc::new(AtomicUsize::new(0));
+    let bytes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let _mirror = backend(&m.cp, "shadow", black_hole(heads.clone(), bytes.clone()).await, "http1").await;
+    apply(
+        &m.cp,
+        &route(
+            "HTTPRoute",
+            "api-mirror",
+            "  parentRefs: [{ name: api }]\n  rules:\n    - filters: [{ type: RequestMirror, requestMirror: { backendRef: { name: shadow } } }]\n      backendRefs: [{ name: api-v1 }]\n",
+        ),
+    )
+    .await;
+    let h2 = http2_client(m.upstream).await.unwrap();
+    let heads2 = heads.clone();
+    eventually("copies reach the mirror", WAIT, || {
+        let (mut h2, heads) = (h2.clone(), heads2.clone());
+        async move {
+            let (status, _, app) = call(&mut h2, "GET", "/first", &[]).await;
+            (status == 200 && app == "api-v1" && heads.load(Ordering::Relaxed) > 0).then_some(())
+        }
+    })
+    .await;
+    // The mirror never answers: if a caller waited for it, these would never complete.
+    let before = heads.load(Ordering::Relaxed);
+    let mut h2 = h2.clone();
+    const N: usize = 50;
+    for i in 0..N {
+        let (status, err, app) = call(&mut h2, "GET", &format!("/req/{i}"), &[]).await;
+        assert_eq!((status, app.as_str()), (200, "api-v1"), "{err}");
+    }
+    eventually("every copy arrived", WAIT, || {
+        let heads = heads.clone();
+        async move { (heads.load(Ordering::Relaxed) >= before + N).then_some(()) }
+    })
+    .await;
+    // A request with a body (of a known length): the backend and the mirror both get it.
+    let post = http::Request::post("http://api/orders")
+        .header("content-length", "21")
+        .body(Full::new(Bytes::from_static(b"mirror-body-marker-42")))
+        .unwrap();
+    let resp = h2.send_request(post).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((v["app"].as_str(), v["body"].as_str()), (Some("api-v1"), Some("mirror-body-marker-42")));
+    eventually("the mirror got the body", WAIT, || {
+        let bytes = bytes.clone();
+        async move {
+            let seen = bytes.lock().unwrap();
+            seen.windows(21).any(|w| w == b"mirror-body-marker-42").then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_routes_are_refused_and_missing_backends_are_reported() {
+    weft_testkit::init_tracing();
+    let m = canary("badroutes").await;
+    let cp = &m.cp;
+    for (spec, field) in [
+        (
+            "  parentRefs: [{ name: api }]\n  rules: [{ matches: [{ path: { type: RegularExpression, value: \"/(a\" } }], backendRefs: [{ name: api-v1 }] }]\n",
+            "spec.rules[0].matches[0].path.value",
+        ),
+        (
+            "  parentRefs: [{ name: api }]\n  rules: [{ backendRefs: [{ name: api-v1, weight: 0 }] }]\n",
+            "spec.rules[0].backendRefs",
+        ),
+        (
+            "  parentRefs: [{ name: api }]\n  rules: [{ filters: [{ type: Teleport }], backendRefs: [{ name: api-v1 }] }]\n",
+            "spec.rules[0].filters[0].type",
+        ),
+        (
+            "  parentRefs: [{ name: api }]\n  rules:\n    - matches: [{ path: { type: Exact, value: /a } }]\n      filters: [{ type: RequestRedirect, requestRedirect: { path: { type: ReplaceFullPath, replaceFullPath: /a } } }]\n",
+            "spec.rules[0].filters",
+        ),
+    ] {
+        let (status, v) = admin_api(cp, "POST", "/v1/apply", &route("HTTPRoute", "bad", spec)).await;
+        let msg = v.to_string();
+        assert_eq!(status, 400, "{msg}");
+        assert!(msg.contains(&format!("HTTPRoute default/bad: {field}")), "{msg}");
+        let (status, _) = admin_api(cp, "GET", "/v1/resources/httproute/default/bad", "").await;
+        assert_eq!(status, 404, "nothing applied");
+    }
+
+    // A backend that does not exist: accepted, reported, and its requests answered 500.
+    apply(
+        cp,
+        &route(
+            "HTTPRoute",
+            "ghost",
+            "  parentRefs: [{ name: api }]\n  rules:\n    - matches: [{ path: { type: PathPrefix, value: /ghost } }]\n      backendRefs: [{ name: nowhere }]\n    - backendRefs: [{ name: api-v1 }]\n",
+        ),
+    )
+    .await;
+    let v = eventually("status says the backend is missing", WAIT, || async {
+        let (_, v) = admin_api(cp, "GET", "/v1/resources/httproute/default/ghost", "").await;
+        (v["status"]["conditions"][1]["status"] == "False").then_some(v)
+    })
+    .await;
+    let c = &v["status"]["conditions"];
+    assert_eq!((c[0]["type"].as_str(), c[0]["status"].as_str()), (Some("Accepted"), Some("True")), "{v}");
+    assert_eq!(c[1]["reason"], "BackendNotFound", "{v}");
+    assert!(c[1]["message"].as_str().unwrap().contains("nowhere.default"), "{v}");
+    let h2 = http2_client(m.upstream).await.unwrap();
+    eventually("the missing backend's requests are answered 500", WAIT, || {
+        let mut h2 = h2.clone();
+        async move {
+            let (status, err, _) = call(&mut h2, "GET", "/ghost/x", &[]).await;
+            (status == 500 && err == "route-backend-not-found").then_some(())
+        }
+    })
+    .await;
+    let mut h2 = h2.clone();
+    assert_eq!(call(&mut h2, "GET", "/other", &[]).await.2, "api-v1");
+
+    // An HTTP/1.1 upgrade takes the matching rule's backend (api has no endpoints of its own),
+    // and the tunnel echoes.
+    let mut s = tokio::net::TcpStream::connect(m.upstream).await.unwrap();
+    s.write_all(b"GET /chat HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    s.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+
+    // The effective routes of api, in the order they apply.
+    let (status, v) = admin_api(cp, "GET", "/v1/services/default/api/routes", "").await;
+    assert_eq!(status, 200, "{v}");
+    let order: Vec<String> =
+        v["http"].as_array().unwrap().iter().map(|e| e["match"].as_str().unwrap().to_string()).collect();
+    assert_eq!(order, ["PathPrefix /ghost", "PathPrefix /"], "{v}");
+    assert_eq!(v["http"][0]["backends"][0]["found"], false, "{v}");
+}
