@@ -50,6 +50,8 @@ pub struct ProxyStatus {
     /// cluster and network, as of its latest update.
     pub cluster: String,
     pub network: String,
+    /// `sidecar` or `gateway`, as the proxy's Hello said (empty: an older proxy).
+    pub mode: String,
     /// Hex SHA-256 of every root (all trust domains) in the latest update sent: with `SYNCED`,
     /// the roots the proxy trusts (root rotation waits on these).
     pub roots: Vec<String>,
@@ -315,6 +317,18 @@ fn check_hello(hello: &pb::Hello) -> Result<(), Status> {
             hello.workload.chars().take(64).collect::<String>()
         )));
     }
+    if !hello.cluster.is_empty() && !weft_api::valid_name(&hello.cluster) {
+        return Err(Status::invalid_argument(format!(
+            "Hello.cluster {:?} must be a cluster's name (a DNS label; set the proxy's `cluster:`)",
+            hello.cluster.chars().take(64).collect::<String>()
+        )));
+    }
+    if !matches!(hello.mode.as_str(), "" | "sidecar" | "gateway") {
+        return Err(Status::invalid_argument(format!(
+            "Hello.mode {:?} must be `sidecar` or `gateway`",
+            hello.mode.chars().take(64).collect::<String>()
+        )));
+    }
     Ok(())
 }
 
@@ -394,6 +408,15 @@ impl pb::discovery_server::Discovery for DiscoveryService {
             _ => return Err(Status::invalid_argument("the first message on the stream must be Hello")),
         };
         check_hello(&hello)?;
+        // Primary-remote: the token's cluster, else the one the proxy's config names.
+        let mesh = self.catalog.borrow().mesh.clone();
+        let token_cluster =
+            crate::remote::asserted_cluster(&mesh, token_cluster.as_deref(), &hello.cluster, &hello.mode).map_err(
+                |e| {
+                    tracing::warn!(proxy = %hello.proxy_id, identity = %id, %peer, error = %e, "proxy refused");
+                    Status::failed_precondition(e.to_string())
+                },
+            )?;
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         self.proxies.with(|m| {
             m.insert(
@@ -410,6 +433,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     status: "STALE",
                     cluster: String::new(),
                     network: String::new(),
+                    mode: hello.mode.chars().take(16).collect(),
                     roots: vec![],
                     leaf_root: String::new(),
                 },

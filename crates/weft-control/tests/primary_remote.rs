@@ -260,3 +260,106 @@ async fn each_proxy_gets_the_endpoints_as_its_network_reaches_them() {
     .await;
     assert_eq!(got, ["10.0.0.1:80 10.0.0.1:15006", "10.1.0.1:80 127.0.0.3:15443"]);
 }
+
+/// Opens a discovery stream as `token`'s proxy with `hello` and returns the error it is refused
+/// with (`None`: accepted).
+async fn hello_refused(cp: &ControlPlane, token: &str, hello: weft_api::pb::Hello) -> Option<tonic::Status> {
+    use futures_util::StreamExt;
+    let control = weft_api::proxy::Control::new(cp.grpc_addr, token.to_string());
+    let channel = weft_proxy::control::connect(&control, 0).await.unwrap();
+    let mut client = weft_api::pb::discovery_client::DiscoveryClient::new(channel);
+    let msg = weft_api::pb::ProxyMessage { kind: Some(weft_api::pb::proxy_message::Kind::Hello(hello)) };
+    let mut req = tonic::Request::new(futures_util::stream::iter(vec![msg]).chain(futures_util::stream::pending()));
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    match client.stream(req).await {
+        Ok(mut s) => s.get_mut().message().await.err(),
+        Err(e) => Some(e),
+    }
+}
+
+/// A remote cluster's gateway whose token names no cluster (`weft token create` without
+/// `--cluster`) is placed in the cluster its config names (`cluster: remote`, sent in its Hello),
+/// not in the primary: it routes the remote cluster's SNI names to that cluster's endpoints, so a
+/// primary sidecar reaches a remote workload through it. A Hello cluster that contradicts the
+/// token's, or that the MeshConfig does not declare, is refused with the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_is_placed_in_the_cluster_its_config_names() {
+    weft_testkit::init_tracing();
+    let primary = control("primary-h", "primary-h.example", "net-p").await;
+    let mesh = |rgw: &str| {
+        format!(
+            "apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: {{ name: mesh }}\nspec:\n  trustDomain: primary-h.example\n  cluster: {{ name: primary-h, network: net-p, gateways: [\"127.0.0.1:1\"] }}\n  remoteClusters:\n  - {{ name: remote-h, network: net-r, gateways: [\"{rgw}\"] }}\n"
+        )
+    };
+    let (status, v) = api(&primary, "POST", "/v1/apply", &mesh("127.0.0.1:2")).await;
+    assert_eq!(status, 200, "{v}");
+
+    // The remote gateway: a token without --cluster, its config names its cluster.
+    let gw_token = common::bootstrap_token(&primary, "default/east-west-gateway").await;
+    let rgw = proxy_following(
+        primary.grpc_addr,
+        &gw_token,
+        "default/east-west-gateway",
+        None,
+        "mode: gateway\ncluster: remote-h\ngateway: { listen: \"127.0.0.1:0\" }\n",
+    )
+    .await;
+    let rgw_addr = rgw.addrs.gateway.unwrap();
+    let (status, v) = api(&primary, "POST", "/v1/apply", &mesh(&rgw_addr.to_string())).await;
+    assert_eq!(status, 200, "{v}");
+
+    // A remote workload (its sidecar's token names no cluster either; its Workload places it).
+    let app_r = weft_testkit::http_echo("api-in-remote-h").await;
+    let server_r = sidecar(&primary, "default/api-r", Some("api-r-1"), "inbound: { listen: \"127.0.0.1:0\" }\n").await;
+    let docs = format!(
+        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api-r }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-r-1 }}\nspec: {{ service: api-r, address: 127.0.0.1, port: {}, sidecar: \"{}\", cluster: remote-h }}\n",
+        app_r.port(),
+        server_r.addrs.inbound.unwrap()
+    );
+    let (status, v) = api(&primary, "POST", "/v1/apply", &docs).await;
+    assert_eq!(status, 200, "{v}");
+
+    // A primary client reaches it through the remote gateway.
+    let client_p = sidecar(
+        &primary,
+        "default/web-p",
+        None,
+        "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api-r }] }\n",
+    )
+    .await;
+    let body = call(client_p.addrs.upstreams[0], "the primary client calls api-r through the remote gateway").await;
+    assert_eq!(body["app"], "api-in-remote-h", "{body}");
+    assert_eq!(body["peer_identity"], "spiffe://primary-h.example/ns/default/sa/web-p", "{body}");
+    assert!(forwarded(&rgw, "api-r.default") >= 1.0, "{}", rgw.metrics_text());
+    let (_, v) = api(&primary, "GET", "/v1/proxies", "").await;
+    let gw = v["proxies"].as_array().unwrap().iter().find(|p| p["proxy_id"] == "default-east-west-gateway").cloned();
+    let gw = gw.unwrap_or_default();
+    assert_eq!(
+        (gw["cluster"].as_str(), gw["network"].as_str(), gw["mode"].as_str()),
+        (Some("remote-h"), Some("net-r"), Some("gateway")),
+        "{v}"
+    );
+
+    // Refused: a Hello cluster contradicting the token's, and one the MeshConfig does not declare.
+    let hello = |cluster: &str| weft_api::pb::Hello {
+        proxy_id: "probe".into(),
+        cluster: cluster.into(),
+        mode: "gateway".into(),
+        ..Default::default()
+    };
+    let (status, v) = remote_token(&primary, "default/probe", "remote-h").await;
+    assert_eq!(status, 200, "{v}");
+    let token = v["token"].as_str().unwrap();
+    let e = hello_refused(&primary, token, hello("primary-h")).await.expect("refused");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("cluster \"primary-h\"") && e.message().contains("--cluster remote-h"), "{e}");
+    assert!(hello_refused(&primary, token, hello("remote-h")).await.is_none(), "the token's own cluster");
+    let token = common::bootstrap_token(&primary, "default/probe").await;
+    let e = hello_refused(&primary, &token, hello("far-h")).await.expect("refused");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("\"far-h\"") && e.message().contains("remoteClusters"), "{e}");
+    let e = hello_refused(&primary, &token, hello("Far_H")).await.expect("refused");
+    assert!(e.message().contains("Hello.cluster"), "{e}");
+    assert!(hello_refused(&primary, &token, hello("primary-h")).await.is_none(), "the primary's own cluster");
+    drop((server_r, client_p, rgw));
+}
