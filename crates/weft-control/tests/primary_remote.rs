@@ -363,3 +363,68 @@ async fn a_proxy_is_placed_in_the_cluster_its_config_names() {
     assert!(hello_refused(&primary, &token, hello("primary-h")).await.is_none(), "the primary's own cluster");
     drop((server_r, client_p, rgw));
 }
+
+/// The naming table `token`'s `weft dns` gets for `cluster` (empty: the token's), or its refusal.
+async fn naming_table(
+    cp: &ControlPlane,
+    token: &str,
+    cluster: &str,
+) -> Result<weft_api::pb::NamingTable, tonic::Status> {
+    naming_table_as(cp, token, token, cluster).await
+}
+
+/// As [`naming_table`], connecting (TLS) with `token` and presenting `auth` on the call.
+async fn naming_table_as(
+    cp: &ControlPlane,
+    token: &str,
+    auth: &str,
+    cluster: &str,
+) -> Result<weft_api::pb::NamingTable, tonic::Status> {
+    let control = weft_api::proxy::Control::new(cp.grpc_addr, token.to_string());
+    let channel = weft_proxy::control::connect(&control, 0).await.unwrap();
+    let mut client = weft_api::pb::naming_client::NamingClient::new(channel);
+    let mut req = tonic::Request::new(weft_api::pb::NamingRequest { cluster: cluster.into() });
+    req.metadata_mut().insert("authorization", format!("Bearer {auth}").parse().unwrap());
+    let mut tables = client.table(req).await?.into_inner();
+    Ok(tables.message().await?.expect("a first table"))
+}
+
+/// A remote cluster's `weft dns` is sent the primary's catalog with the remote cluster as its
+/// own (`Naming.Table`): every instance names its cluster, the primary's included. The cluster is
+/// the token's, else the one asked for if the MeshConfig declares it; a token is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_clusters_dns_gets_the_primarys_names_as_its_own_cluster() {
+    weft_testkit::init_tracing();
+    let primary = control("primary-n", "primary-n.example", "net-p").await;
+    let doc = "apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: { name: mesh }\nspec:\n  trustDomain: primary-n.example\n  cluster: { name: primary-n, network: net-p, gateways: [\"127.0.0.2:15443\"] }\n  remoteClusters:\n  - { name: remote-n, network: net-r, gateways: [\"127.0.0.3:15443\"] }\n---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: api-p }\nspec: { service: api, address: 10.0.0.1, port: 80 }\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: api-r }\nspec: { service: api, address: 10.1.0.1, port: 80, cluster: remote-n }\n";
+    let (status, v) = api(&primary, "POST", "/v1/apply", doc).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, v) = remote_token(&primary, "default/dns", "remote-n").await;
+    let token = v["token"].as_str().unwrap().to_string();
+    let (primary_ref, token_ref) = (&primary, &token);
+    let t = eventually("the remote's table has api", WAIT, || async move {
+        let t = naming_table(primary_ref, token_ref, "").await.ok()?;
+        t.services.iter().any(|s| s.name == "api" && s.instances.len() == 2).then_some(t)
+    })
+    .await;
+    assert_eq!(t.cluster, "remote-n");
+    let api_svc = t.services.iter().find(|s| s.name == "api").unwrap();
+    let mut placed: Vec<String> = api_svc.instances.iter().map(|i| format!("{} {}", i.address, i.cluster)).collect();
+    placed.sort();
+    assert_eq!(placed, ["10.0.0.1 primary-n", "10.1.0.1 remote-n"]);
+    // The DNS answers from it as weft DNS of the remote cluster.
+    let table = weft_control::naming::dns_table_from(&t).unwrap();
+    assert_eq!(table.cluster, "remote-n");
+
+    // A token's cluster cannot be traded for another; an undeclared cluster is refused.
+    let e = naming_table(&primary, &token, "primary-n").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("--cluster remote-n"), "{e}");
+    let plain = common::bootstrap_token(&primary, "default/dns").await;
+    let e = naming_table(&primary, &plain, "far").await.unwrap_err();
+    assert!(e.message().contains("remoteClusters"), "{e}");
+    assert_eq!(naming_table(&primary, &plain, "remote-n").await.unwrap().cluster, "remote-n");
+    assert_eq!(naming_table(&primary, &plain, "").await.unwrap().cluster, "primary-n");
+    let e = naming_table_as(&primary, &plain, "not-a-token", "").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+}
