@@ -204,7 +204,7 @@ fn layout(args: &UpArgs) -> anyhow::Result<Layout> {
         if let (Some(f), Some(path)) = (&file, &args.file) {
             if !f.clusters.is_empty() {
                 anyhow::bail!(
-                    "{}: clusters: --netns runs a file as a single cluster for now (the built-in demo runs on several with --netns --clusters N); run this file without --netns",
+                    "{}: clusters: weft up --netns runs a file as one cluster only; run this file without --netns (its clusters then share this host's network, each with its own gateway), or drop its `clusters:` list to run it in namespaces as one cluster (several clusters on separate networks: the built-in demo, --netns --clusters N)",
                     path.display()
                 );
             }
