@@ -346,9 +346,30 @@ fn bounded_error(mut e: String) -> String {
 }
 
 /// Releases a token's stream slot when the stream ends.
-struct StreamSlot {
+pub(crate) struct StreamSlot {
     streams: Arc<Mutex<HashMap<String, usize>>>,
     token: String,
+}
+
+impl StreamSlot {
+    /// A slot of `token` (its `authorization` value) among `streams`, or `RESOURCE_EXHAUSTED`
+    /// when it already holds `max` (`what`: the kind of stream, for the error).
+    pub(crate) fn take(
+        streams: &Arc<Mutex<HashMap<String, usize>>>,
+        token: &str,
+        max: usize,
+        what: &str,
+    ) -> Result<StreamSlot, Status> {
+        let mut m = streams.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(token.to_string()).or_default();
+        if *n >= max {
+            return Err(Status::resource_exhausted(format!(
+                "this token already holds {max} {what} streams, the most one token may (`weft control --max-streams-per-token`); give each proxy its own token"
+            )));
+        }
+        *n += 1;
+        Ok(StreamSlot { streams: streams.clone(), token: token.to_string() })
+    }
 }
 
 impl Drop for StreamSlot {
@@ -390,18 +411,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
             }
         }
         let token = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-        let slot = {
-            let mut m = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-            let n = m.entry(token.clone()).or_default();
-            if *n >= self.max_streams_per_token {
-                return Err(Status::resource_exhausted(format!(
-                    "this token already holds {} discovery streams, the most one token may (`weft control --max-streams-per-token`); give each proxy its own token",
-                    self.max_streams_per_token
-                )));
-            }
-            *n += 1;
-            StreamSlot { streams: self.streams.clone(), token }
-        };
+        let slot = StreamSlot::take(&self.streams, &token, self.max_streams_per_token, "discovery")?;
         let mut inbound = req.into_inner();
         let hello = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
             Ok(Ok(Some(pb::ProxyMessage { kind: Some(Kind::Hello(h)) }))) => h,

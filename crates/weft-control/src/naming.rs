@@ -113,6 +113,9 @@ pub fn dns_table_from(t: &pb::NamingTable) -> Result<weft_dns::Table, TableError
 
 /// gRPC `Naming`: the naming table, streamed to a remote cluster's weft DNS.
 pub struct NamingService {
+    /// Open naming streams per token, at most `max_streams_per_token` each (as discovery's).
+    pub streams: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    pub max_streams_per_token: usize,
     pub catalog: watch::Receiver<Arc<Catalog>>,
     pub tokens: Arc<Tokens>,
     pub trust_domain: String,
@@ -140,10 +143,15 @@ impl pb::naming_server::Naming for NamingService {
         let cluster = crate::remote::asserted_cluster(&mesh, token_cluster.as_deref(), asked, "weft dns")
             .map_err(|e| Status::failed_precondition(e.to_string()))?
             .unwrap_or_else(|| mesh.cluster.name.clone());
+        let token = header.unwrap_or_default().to_string();
+        let slot =
+            crate::discovery::StreamSlot::take(&self.streams, &token, self.max_streams_per_token, "naming table")?;
         tracing::info!(identity = %id, %cluster, "weft dns follows the naming table");
         let (tx, rx) = mpsc::channel::<Result<pb::NamingTable, Status>>(2);
         let (mut catalog, mut stop) = (self.catalog.clone(), self.stop.clone());
         tokio::spawn(async move {
+            // Held for as long as the stream is open.
+            let _slot = slot;
             let mut last: Option<pb::NamingTable> = None;
             loop {
                 let table = table_for(&catalog.borrow_and_update(), &cluster);

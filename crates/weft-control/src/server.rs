@@ -239,6 +239,8 @@ impl ControlPlane {
             renders: Default::default(),
         };
         let naming = crate::naming::NamingService {
+            streams: Default::default(),
+            max_streams_per_token: cfg.max_streams_per_token,
             catalog: catalog.clone(),
             tokens: tokens.clone(),
             trust_domain: mesh.trust_domain.clone(),

@@ -427,4 +427,23 @@ async fn a_remote_clusters_dns_gets_the_primarys_names_as_its_own_cluster() {
     assert_eq!(naming_table(&primary, &plain, "").await.unwrap().cluster, "primary-n");
     let e = naming_table_as(&primary, &plain, "not-a-token", "").await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+
+    // One token holds at most --max-streams-per-token naming streams at once.
+    let mut cfg = ControlConfig::new(tempdir("naming-limit"));
+    cfg.grpc = "127.0.0.1:0".parse().unwrap();
+    cfg.api = "127.0.0.1:0".parse().unwrap();
+    cfg.max_streams_per_token = 1;
+    let limited = ControlPlane::start(cfg).await.expect("control plane");
+    let token = common::bootstrap_token(&limited, "default/dns").await;
+    let control = weft_api::proxy::Control::new(limited.grpc_addr, token.clone());
+    let mut client =
+        weft_api::pb::naming_client::NamingClient::new(weft_proxy::control::connect(&control, 0).await.unwrap());
+    let mut req = tonic::Request::new(weft_api::pb::NamingRequest::default());
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut held = client.table(req).await.unwrap().into_inner();
+    held.message().await.unwrap().expect("a first table");
+    let e = naming_table(&limited, &token, "").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+    assert!(e.message().contains("naming table streams") && e.message().contains("--max-streams-per-token"), "{e}");
+    drop(held);
 }
