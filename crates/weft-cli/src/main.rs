@@ -24,6 +24,7 @@ macro_rules! out {
 mod call;
 mod client;
 mod control;
+mod dns;
 mod link;
 mod netns;
 mod netns_wan;
@@ -54,6 +55,9 @@ enum Cmd {
     Up(up::UpArgs),
     /// Run a control plane: registry, store, CA, discovery for proxies, health checks, DNS, API.
     Control(control::ControlArgs),
+    /// Run weft's mesh DNS in a cluster without a control plane (a primary's remote cluster),
+    /// answering from the primary's catalog through the primary's east-west gateway.
+    Dns(dns::DnsArgs),
     #[command(flatten)]
     Verb(verbs::Verb),
     /// The data-plane proxy (same as the `weft-proxy` binary).
@@ -107,13 +111,14 @@ fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The proxy and the control plane log at info (connects, signings, health changes: what an
     // operator follows); the demo and tools only warn.
-    let level = if matches!(cli.cmd, Cmd::Proxy { .. } | Cmd::Control(_)) { "info" } else { "warn" };
+    let level = if matches!(cli.cmd, Cmd::Proxy { .. } | Cmd::Control(_) | Cmd::Dns(_)) { "info" } else { "warn" };
     weft_proxy::cli::init_logging(level);
     match cli.cmd {
         Cmd::Proxy { cmd } => weft_proxy::cli::run(cmd),
         Cmd::Tls { cmd } => tls::run(cmd),
         Cmd::Up(args) => up::run(args),
         Cmd::Control(args) => control::run(args),
+        Cmd::Dns(args) => dns::run(args),
         Cmd::Verb(verb) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(verbs::run(verb))

@@ -184,6 +184,8 @@ enum Layout {
     Netns(crate::up_netns::Plan),
     /// The demo over N clusters, each on its own network in namespaces, joined through gateways.
     NetnsClusters(usize),
+    /// A file's clusters, each on its own network in namespaces, joined through gateways.
+    NetnsFileClusters(crate::up_netns::Plan, Vec<crate::upfile::FileCluster>),
 }
 
 fn layout(args: &UpArgs) -> anyhow::Result<Layout> {
@@ -207,18 +209,15 @@ fn layout(args: &UpArgs) -> anyhow::Result<Layout> {
         if let Some(n) = args.clusters.filter(|&n| n > 1) {
             return Ok(Layout::NetnsClusters(n));
         }
-        if let (Some(f), Some(path)) = (&file, &args.file) {
-            if !f.clusters.is_empty() {
-                anyhow::bail!(
-                    "{}: clusters: --netns runs a file as a single cluster for now (the built-in demo runs on several with --netns --clusters N); run this file without --netns",
-                    path.display()
-                );
+        return Ok(match file {
+            // A file's clusters, each on its own network.
+            Some(mut f) if !f.clusters.is_empty() => {
+                let clusters = std::mem::take(&mut f.clusters);
+                Layout::NetnsFileClusters(crate::up_netns::Plan::from_file(f)?, clusters)
             }
-        }
-        return Ok(Layout::Netns(match file {
-            Some(f) => crate::up_netns::Plan::from_file(f)?,
-            None => crate::up_netns::Plan::demo(),
-        }));
+            Some(f) => Layout::Netns(crate::up_netns::Plan::from_file(f)?),
+            None => Layout::Netns(crate::up_netns::Plan::demo()),
+        });
     }
     Ok(match file {
         Some(file) if several => Layout::Multi { file, demo: false },
@@ -236,6 +235,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         match layout {
             Layout::Netns(plan) => crate::up_netns::up(plan, &args).await,
             Layout::NetnsClusters(n) => crate::up_netns_clusters::up(n, &args).await,
+            Layout::NetnsFileClusters(plan, clusters) => {
+                crate::up_netns_clusters::up_file(plan, &clusters, &args).await
+            }
             Layout::Multi { file, demo } => crate::up_multi::up(file, demo, &args).await,
             Layout::Single(file) => up(args, file).await,
         }

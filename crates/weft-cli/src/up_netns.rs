@@ -31,25 +31,27 @@ const API_NAME: &str = "api.default.svc.cluster.local";
 
 /// What to run: pods, each with one workload of a service.
 pub struct Plan {
-    pods: Vec<PodPlan>,
+    pub(crate) pods: Vec<PodPlan>,
     /// The file's `mesh`, if it has one.
     mesh: Option<weft_api::kinds::MeshConfigSpec>,
     /// The built-in demo (web → api-v1/api-v2, with demo traffic) or the user's file.
     demo: bool,
 }
 
-struct PodPlan {
-    service: String,
-    name: String,
-    port: u16,
+pub(crate) struct PodPlan {
+    pub(crate) service: String,
+    pub(crate) name: String,
+    pub(crate) port: u16,
+    /// The file's `cluster` of the workload (a file with `clusters`); `None`: the first.
+    pub(crate) cluster: Option<String>,
     /// Program and arguments, placeholders filled in; `weft` means this binary.
-    argv: Vec<String>,
+    pub(crate) argv: Vec<String>,
     /// Path for an HTTP health check through the sidecar's `/app-health`.
     http_check: Option<(String, weft_api::Duration)>,
     labels: std::collections::BTreeMap<String, String>,
     tags: Vec<String>,
     /// The app port stays reachable from the host without mTLS.
-    expose: bool,
+    pub(crate) expose: bool,
 }
 
 impl Plan {
@@ -66,6 +68,7 @@ impl Plan {
             service: "api".into(),
             name: name.into(),
             port: APP_PORT,
+            cluster: None,
             argv: demo_app(name, &[]),
             http_check: Some(("/health".into(), weft_api::Duration::from_secs(2))),
             labels: [("version".to_string(), version.to_string())].into(),
@@ -77,6 +80,7 @@ impl Plan {
             service: "web".into(),
             name: "web".into(),
             port: APP_PORT,
+            cluster: None,
             argv: demo_app("web", &["--upstream", &upstream]),
             http_check: None,
             labels: Default::default(),
@@ -114,6 +118,7 @@ impl Plan {
                     service: svc.name.clone(),
                     name: w.name.clone(),
                     port,
+                    cluster: w.cluster.clone(),
                     argv,
                     http_check,
                     labels: w.labels.clone(),
@@ -129,8 +134,18 @@ impl Plan {
 
     /// Service and Workload resources for the pods, at their addresses.
     fn resources(&self, pods: &[Pod]) -> String {
+        let mut out = self.services(false);
+        for (plan, pod) in self.pods.iter().zip(pods) {
+            out.push_str(&Self::workload(plan, pod));
+        }
+        out
+    }
+
+    /// The Service resources of the pods' services (`export`: shared with linked clusters).
+    pub(crate) fn services(&self, export: bool) -> String {
         let mut out = String::new();
         let mut services: Vec<&str> = self.pods.iter().map(|p| p.service.as_str()).collect();
+        services.sort_unstable();
         services.dedup();
         for svc in services {
             let mut ports: Vec<u16> = self.pods.iter().filter(|p| p.service == svc).map(|p| p.port).collect();
@@ -138,31 +153,33 @@ impl Plan {
             ports.dedup();
             let ports: Vec<String> = ports.iter().map(|p| format!("{{ port: {p}, protocol: auto }}")).collect();
             out.push_str(&format!(
-                "---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {svc} }}\nspec: {{ ports: [{}] }}\n",
+                "---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {svc} }}\nspec: {{ export: {export}, ports: [{}] }}\n",
                 ports.join(", ")
             ));
         }
-        for (plan, pod) in self.pods.iter().zip(pods) {
-            let labels: Vec<String> = plan.labels.iter().map(|(k, v)| format!("{k}: \"{v}\"")).collect();
-            let check = match &plan.http_check {
-                Some((path, interval)) => format!(
-                    "  checks: [{{ name: http, http: \"http://{}:15000/app-health/{}{path}\", interval: {interval}, timeout: 1s }}]\n",
-                    pod.ip, plan.port
-                ),
-                None => String::new(),
-            };
-            out.push_str(&format!(
-                "---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {}, labels: {{ {} }} }}\nspec:\n  service: {}\n  address: {}\n  port: {}\n  sidecar: \"{}:15006\"\n  tags: [{}]\n{check}",
-                plan.name,
-                labels.join(", "),
-                plan.service,
-                pod.ip,
-                plan.port,
-                pod.ip,
-                plan.tags.join(", ")
-            ));
-        }
         out
+    }
+
+    /// The Workload resource of pod `plan` at `pod`'s address.
+    pub(crate) fn workload(plan: &PodPlan, pod: &Pod) -> String {
+        let labels: Vec<String> = plan.labels.iter().map(|(k, v)| format!("{k}: \"{v}\"")).collect();
+        let check = match &plan.http_check {
+            Some((path, interval)) => format!(
+                "  checks: [{{ name: http, http: \"http://{}:15000/app-health/{}{path}\", interval: {interval}, timeout: 1s }}]\n",
+                pod.ip, plan.port
+            ),
+            None => String::new(),
+        };
+        format!(
+            "---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {}, labels: {{ {} }} }}\nspec:\n  service: {}\n  address: {}\n  port: {}\n  sidecar: \"{}:15006\"\n  tags: [{}]\n{check}",
+            plan.name,
+            labels.join(", "),
+            plan.service,
+            pod.ip,
+            plan.port,
+            pod.ip,
+            plan.tags.join(", ")
+        )
     }
 }
 

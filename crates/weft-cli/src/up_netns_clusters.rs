@@ -1,5 +1,7 @@
 //! `weft up --netns --clusters N` (root): the multi-cluster demo with each cluster on its own
-//! network, joined only through the east-west gateways on a shared WAN (layout: netns_wan.rs).
+//! network, joined only through the east-west gateways on a shared WAN (layout: netns_wan.rs);
+//! `weft up --netns -f` of a file with `clusters:` lays out the file's clusters and workloads the
+//! same way ([`up_file`]).
 //! Every cluster runs `weft control` in its node namespace, a gateway (`weft proxy run`, `mode:
 //! gateway`) in its gateway namespace, and its pods (sidecar, app, `weft proxy init`
 //! interception). Clusters are linked both ways as `weft link create` / `weft link apply` do.
@@ -99,29 +101,10 @@ async fn run(
     controls: &mut Vec<Child>,
     children: &mut Vec<Child>,
 ) -> anyhow::Result<Option<(u64, u64)>> {
-    let exe = std::env::current_exe().context("cannot find the weft binary")?;
     let start = std::time::Instant::now();
     println!("    WAN      {} (bridge in netns {}; only the gateways are on it)", net.wan_subnet, net.wan_ns);
     let mut clusters = vec![];
     for c in &net.clusters {
-        let dir = base.join(&c.name);
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let cip = c.control_ip();
-        let d = dir.to_string_lossy().into_owned();
-        let (grpc, api, dns) = (format!("{cip}:15012"), format!("{cip}:15080"), format!("{cip}:53"));
-        let td = format!("{}.local", c.name);
-        let control = ["control", "--data-dir", &d, "--grpc", &grpc, "--api", &api, "--dns", &dns];
-        let mut argv = control.to_vec();
-        argv.extend(["--trust-domain", &td, "--cluster", &c.name]);
-        controls.push(spawn_in(&c.node, &argv, "ready").await.with_context(|| format!("cluster {}", c.name))?);
-        let token = std::fs::read_to_string(dir.join("admin.token")).context("the control plane's admin token")?;
-        let conn = Conn { server: api.clone(), token: Some(token.trim().to_string()), data_dir: None };
-        // Its network and gateway, declared before any credential is made; the demo's services.
-        let gw = SocketAddr::new(c.gateway_wan.into(), GATEWAY_PORT);
-        let mesh = format!(
-            "apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: {{ name: mesh }}\nspec: {{ trustDomain: {td}, cluster: {{ name: {0}, network: net-{0}, gateways: [\"{gw}\"] }} }}\n",
-            c.name
-        );
         // api runs in every cluster and splits its calls evenly between them (`clusterWeights`):
         // with locality priority (the default) web in east would call only east's api.
         let weights: Vec<String> = net.clusters.iter().map(|c| format!("{}: 1", c.name)).collect();
@@ -130,28 +113,8 @@ async fn run(
                 format!("---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {s} }}\nspec: {{ export: true{extra} }}\n")
             },
         );
-        apply(&conn, mesh + &services.concat()).await.with_context(|| format!("cluster {}: MeshConfig", c.name))?;
-        let token = token_file(&conn, "east-west-gateway", &dir, "gateway.token").await?;
-        let gw_cfg = dir.join("gateway.yaml");
-        std::fs::write(
-            &gw_cfg,
-            format!(
-                "mode: gateway\ncluster: {}\ngateway: {{ listen: \"0.0.0.0:{GATEWAY_PORT}\" }}\ncontrol: {{ address: \"{grpc}\", token_file: \"{}\", proxy_id: {}-gateway }}\n",
-                c.name,
-                token.display(),
-                c.name
-            ),
-        )?;
-        let gw_cfg = gw_cfg.to_string_lossy().into_owned();
-        children.push(spawn_in(&c.gateway, &["proxy", "run", "--config", &gw_cfg], "ready").await?);
-        println!(
-            "    cluster {:<5} bridge {} in netns {}: control plane {cip} (gRPC :15012, DNS :53, API :15080); gateway {gw} on the WAN (netns {})",
-            c.name,
-            c.subnet(),
-            c.node.netns,
-            c.gateway.netns
-        );
-        clusters.push(Cluster { name: c.name.clone(), conn });
+        let site = Site { trust_domain: format!("{}.local", c.name), region: "", zone: "" };
+        clusters.push(start_cluster(c, base, &site, &services.concat(), controls, children).await?);
     }
     link_all(&clusters).await?;
 
@@ -161,29 +124,10 @@ async fn run(
     let mut pods: Vec<(Pod, &str)> = vec![];
     let mut apps = std::collections::BTreeMap::new();
     for (i, name, service) in placed {
-        let pod = net.pod(i, &name)?;
         let c = &clusters[i];
-        let dir = base.join(&c.name);
-        let token = token_file(&c.conn, service, &dir, &format!("{name}.token")).await?;
-        let cfg = dir.join(format!("{name}-proxy.yaml"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "control: {{ address: \"{}:15012\", token_file: \"{}\", proxy_id: {name}, workload: {name} }}\nadmin: {{ listen: \"0.0.0.0:15000\" }}\ninbound: {{ listen: \"0.0.0.0:15006\" }}\noutbound: {{ transparent: \"127.0.0.1:15001\" }}\n",
-                net.clusters[i].control_ip(),
-                token.display()
-            ),
-        )?;
         // web's app port stays reachable from the host (the demo traffic); the rest take mTLS only.
-        let exclude = if service == "web" { format!("15000,{APP_PORT}") } else { "15000".into() };
-        let init = pod.command(&exe).args(["proxy", "init", "--exclude-inbound-ports", &exclude]).output().await?;
-        anyhow::ensure!(
-            init.status.success(),
-            "installing the interception rules in pod {name}: {}",
-            String::from_utf8_lossy(&init.stderr).trim()
-        );
-        let cfg = cfg.to_string_lossy().into_owned();
-        children.push(spawn_in(&pod, &["proxy", "run", "--config", &cfg], "ready").await?);
+        let expose = (service == "web").then_some(APP_PORT);
+        let pod = start_sidecar(net, i, c, base, &name, service, expose, children).await?;
         let listen = format!("0.0.0.0:{APP_PORT}");
         let upstream = format!("{API_NAME}:{APP_PORT}");
         let mut argv = vec!["demo-app", "--name", &name, "--listen", &listen];
@@ -270,6 +214,195 @@ async fn run(
         }
     }
     Ok(Some(result))
+}
+
+/// What a cluster's MeshConfig says besides its name, network and gateway.
+struct Site<'a> {
+    trust_domain: String,
+    region: &'a str,
+    zone: &'a str,
+}
+
+/// One cluster on its network: its control plane in its node namespace (gRPC, DNS and API on the
+/// bridge), its MeshConfig (network, gateway, locality) and `resources`, and its gateway.
+async fn start_cluster(
+    c: &crate::netns_wan::ClusterNet,
+    base: &std::path::Path,
+    site: &Site<'_>,
+    resources: &str,
+    controls: &mut Vec<Child>,
+    children: &mut Vec<Child>,
+) -> anyhow::Result<Cluster> {
+    let dir = base.join(&c.name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cip = c.control_ip();
+    let d = dir.to_string_lossy().into_owned();
+    let (grpc, api, dns) = (format!("{cip}:15012"), format!("{cip}:15080"), format!("{cip}:53"));
+    let td = site.trust_domain.as_str();
+    let control = ["control", "--data-dir", &d, "--grpc", &grpc, "--api", &api, "--dns", &dns];
+    let mut argv = control.to_vec();
+    argv.extend(["--trust-domain", td, "--cluster", &c.name]);
+    controls.push(spawn_in(&c.node, &argv, "ready").await.with_context(|| format!("cluster {}", c.name))?);
+    let token = std::fs::read_to_string(dir.join("admin.token")).context("the control plane's admin token")?;
+    let conn = Conn { server: api.clone(), token: Some(token.trim().to_string()), data_dir: None };
+    // Its network and gateway, declared before any credential is made; then the resources.
+    let gw = SocketAddr::new(c.gateway_wan.into(), GATEWAY_PORT);
+    let mesh = format!(
+        "apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: {{ name: mesh }}\nspec: {{ trustDomain: {td}, cluster: {{ name: {0}, network: net-{0}, gateways: [\"{gw}\"], region: \"{1}\", zone: \"{2}\" }} }}\n",
+        c.name, site.region, site.zone
+    );
+    apply(&conn, mesh + resources).await.with_context(|| format!("cluster {}: MeshConfig", c.name))?;
+    let token = token_file(&conn, "east-west-gateway", &dir, "gateway.token").await?;
+    let gw_cfg = dir.join("gateway.yaml");
+    std::fs::write(
+        &gw_cfg,
+        format!(
+            "mode: gateway\ncluster: {}\ngateway: {{ listen: \"0.0.0.0:{GATEWAY_PORT}\" }}\ncontrol: {{ address: \"{grpc}\", token_file: \"{}\", proxy_id: {}-gateway }}\n",
+            c.name,
+            token.display(),
+            c.name
+        ),
+    )?;
+    let gw_cfg = gw_cfg.to_string_lossy().into_owned();
+    children.push(spawn_in(&c.gateway, &["proxy", "run", "--config", &gw_cfg], "ready").await?);
+    println!(
+        "    cluster {:<5} bridge {} in netns {}: control plane {cip} (gRPC :15012, DNS :53, API :15080); gateway {gw} on the WAN (netns {})",
+        c.name,
+        c.subnet(),
+        c.node.netns,
+        c.gateway.netns
+    );
+    Ok(Cluster { name: c.name.clone(), conn })
+}
+
+/// A pod `name` of `service` in cluster `i` (`c`): its namespace, interception rules (`expose`: an
+/// app port left reachable without mTLS) and sidecar, following `c`'s control plane.
+#[allow(clippy::too_many_arguments)]
+async fn start_sidecar(
+    net: &mut WanNetworks,
+    i: usize,
+    c: &Cluster,
+    base: &std::path::Path,
+    name: &str,
+    service: &str,
+    expose: Option<u16>,
+    children: &mut Vec<Child>,
+) -> anyhow::Result<Pod> {
+    let exe = std::env::current_exe().context("cannot find the weft binary")?;
+    let pod = net.pod(i, name)?;
+    let dir = base.join(&c.name);
+    let token = token_file(&c.conn, service, &dir, &format!("{name}.token")).await?;
+    let cfg = dir.join(format!("{name}-proxy.yaml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "control: {{ address: \"{}:15012\", token_file: \"{}\", proxy_id: {name}, workload: {name} }}\nadmin: {{ listen: \"0.0.0.0:15000\" }}\ninbound: {{ listen: \"0.0.0.0:15006\" }}\noutbound: {{ transparent: \"127.0.0.1:15001\" }}\n",
+            net.clusters[i].control_ip(),
+            token.display()
+        ),
+    )?;
+    let exclude = expose.map_or_else(|| "15000".to_string(), |p| format!("15000,{p}"));
+    let init = pod.command(&exe).args(["proxy", "init", "--exclude-inbound-ports", &exclude]).output().await?;
+    anyhow::ensure!(
+        init.status.success(),
+        "installing the interception rules in pod {name}: {}",
+        String::from_utf8_lossy(&init.stderr).trim()
+    );
+    let cfg = cfg.to_string_lossy().into_owned();
+    children.push(spawn_in(&pod, &["proxy", "run", "--config", &cfg], "ready").await?);
+    Ok(pod)
+}
+
+/// `weft up --netns -f` of a file with `clusters`: each cluster on its own network as above,
+/// linked both ways, every service exported from every cluster; each workload in its own pod of
+/// its cluster, its command run unmodified (`{upstream.<svc>}` is the service's mesh DNS name).
+pub async fn up_file(
+    plan: crate::up_netns::Plan,
+    file_clusters: &[crate::upfile::FileCluster],
+    args: &UpArgs,
+) -> anyhow::Result<()> {
+    let names: Vec<String> = file_clusters.iter().map(|c| c.name.clone()).collect();
+    println!(
+        "==> weft up --netns: {} linked clusters ({}), each on its own bridge, joined only through their east-west gateways on a WAN bridge",
+        names.len(),
+        names.join(", ")
+    );
+    let mut net = WanNetworks::create(&names)?;
+    println!("    removing the namespaces, bridges and the host's legs on exit");
+    let base =
+        args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("weft-up-{}", std::process::id())));
+    std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
+    let (mut controls, mut children) = (vec![], vec![]);
+    let result = run_file(&plan, file_clusters, &mut net, &base, args, &mut controls, &mut children).await;
+    println!("==> stopping");
+    crate::up_netns::stop(children).await;
+    crate::up_netns::stop(controls).await;
+    if args.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&base);
+    }
+    drop(net);
+    result?;
+    println!("==> stopped");
+    Ok(())
+}
+
+async fn run_file(
+    plan: &crate::up_netns::Plan,
+    file_clusters: &[crate::upfile::FileCluster],
+    net: &mut WanNetworks,
+    base: &std::path::Path,
+    args: &UpArgs,
+    controls: &mut Vec<Child>,
+    children: &mut Vec<Child>,
+) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the weft binary")?;
+    println!("    WAN      {} (bridge in netns {}; only the gateways are on it)", net.wan_subnet, net.wan_ns);
+    let services = plan.services(true);
+    let mut clusters = vec![];
+    for (c, f) in net.clusters.iter().zip(file_clusters) {
+        let site = Site { trust_domain: f.trust_domain(), region: &f.region, zone: &f.zone };
+        clusters.push(start_cluster(c, base, &site, &services, controls, children).await?);
+    }
+    link_all(&clusters).await?;
+    for p in &plan.pods {
+        let i = p.cluster.as_ref().and_then(|n| clusters.iter().position(|c| &c.name == n)).unwrap_or(0);
+        let c = &clusters[i];
+        let pod = start_sidecar(net, i, c, base, &p.name, &p.service, p.expose.then_some(p.port), children).await?;
+        let program = if p.argv[0] == "weft" { exe.clone() } else { std::path::PathBuf::from(&p.argv[0]) };
+        let mut cmd = pod.command(&program);
+        cmd.args(&p.argv[1..]).stdout(Stdio::null()).stderr(Stdio::inherit()).kill_on_drop(true);
+        children.push(cmd.spawn().with_context(|| format!("cannot start {} in pod {}", p.argv.join(" "), p.name))?);
+        apply(&c.conn, crate::up_netns::Plan::workload(p, &pod))
+            .await
+            .with_context(|| format!("workload {} in {}", p.name, c.name))?;
+        println!(
+            "    pod {:<10} {:<15} cluster {:<5} netns {}  app :{}  {}",
+            p.name,
+            pod.ip,
+            c.name,
+            pod.netns,
+            p.port,
+            p.argv.join(" ")
+        );
+    }
+    println!("==> mesh is up: {} clusters, each on its own network, joined only through the gateways", clusters.len());
+    for c in clusters.iter() {
+        println!(
+            "    {:<8} export WEFT_SERVER={} WEFT_TOKEN={}",
+            c.name,
+            c.conn.server,
+            c.conn.token.clone().unwrap_or_default()
+        );
+    }
+    println!("    (Ctrl-C stops everything)");
+    crate::up::run_until_stopped(args).await;
+    // The links go first, so no link sees its peer stop.
+    for c in &clusters {
+        for peer in clusters.iter().filter(|p| p.name != c.name) {
+            let _ = c.conn.call("DELETE", &format!("/v1/links/{}", peer.name), String::new()).await;
+        }
+    }
+    Ok(())
 }
 
 /// Every pair linked both ways (`weft link create` on one, `weft link apply` on the other).

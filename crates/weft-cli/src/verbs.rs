@@ -311,6 +311,9 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
                         p["identity"].as_str().unwrap_or("").into(),
                         format!("{}/{}", p["acked"], p["sent"]),
                         p["status"].as_str().unwrap_or("").into(),
+                        // Where discovery placed it (primary-remote), and its mode.
+                        p["cluster"].as_str().unwrap_or("").into(),
+                        p["mode"].as_str().unwrap_or("").into(),
                         // The root the proxy's certificate chains to (root rotation), shortened.
                         p["leaf_root"].as_str().unwrap_or("").chars().take(16).collect(),
                         p["error"].as_str().unwrap_or("").into(),
@@ -320,7 +323,7 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
             if rows.is_empty() {
                 outln!("No proxies connected.")?;
             } else {
-                table(&["PROXY", "IDENTITY", "ACKED/SENT", "STATUS", "CERT ROOT", "ERROR"], rows)?;
+                table(&["PROXY", "IDENTITY", "ACKED/SENT", "STATUS", "CLUSTER", "MODE", "CERT ROOT", "ERROR"], rows)?;
             }
         }
         Verb::Link { cmd, .. } => crate::link::run(cmd, conn).await?,

@@ -217,6 +217,12 @@ async fn kill_9_mid_apply_then_restart_keeps_state_and_proxies_resync() {
     })
     .await;
     assert!(out.contains("default-web") && out.contains("spiffe://cluster.local/ns/default/sa/web"), "{out}");
+    // Where each proxy was placed, and its mode.
+    let web = out.lines().find(|l| l.contains("default-web")).unwrap_or_default();
+    assert!(
+        out.contains("CLUSTER") && out.contains("MODE") && web.contains(" local ") && web.contains(" sidecar "),
+        "{out}"
+    );
     assert_eq!(http1_get(upstream, "/after").await.unwrap().status(), 200);
 
     let (ok, out) = cp.weft(&["check"]);

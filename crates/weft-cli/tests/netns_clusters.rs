@@ -297,6 +297,99 @@ fn weft_up_netns_clusters_runs_the_demo_on_separate_networks() {
     assert_nothing_left(&format!("wft{tag}h"));
 }
 
+/// `weft up --netns -f` of a file with `clusters`: each cluster on its own network, joined only
+/// through the gateways; web (east, the first cluster) calls `{upstream.api}` by name and is
+/// answered by api in west, which sees east's caller; SIGTERM removes everything.
+#[test]
+fn weft_up_netns_runs_a_files_clusters_on_separate_networks() {
+    if mcnet::skip("weft_up_netns_runs_a_files_clusters_on_separate_networks") {
+        return;
+    }
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("weft-up-netns-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mesh.yaml");
+    std::fs::write(
+        &file,
+        "clusters: [{ name: east }, { name: west }]\nservices:\n  - name: api\n    workloads:\n      - name: api-west\n        cluster: west\n        command: [weft, demo-app, --name, api-west, --listen, \"0.0.0.0:{port}\"]\n        check: { http: /health, interval: 1s }\n  - name: web\n    workloads:\n      - name: web\n        command: [weft, demo-app, --name, web, --listen, \"0.0.0.0:{port}\", --upstream, \"{upstream.api}\"]\n        expose: true\n",
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    let mut child = std::process::Command::new(mcnet::WEFT)
+        .args(["up", "--netns", "-f", file.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let tag = child.id() % 1_000_000;
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").args(["-TERM", &self.0.to_string()]).status();
+        }
+    }
+    let guard = Kill(child.id());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut out: Vec<String> = vec![];
+    // Bounds the start-up only (six processes and two links; slow when the whole suite runs).
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+        let up = l.contains("==> mesh is up");
+        out.push(l);
+        if up {
+            break;
+        }
+    }
+    let text = out.join("\n");
+    let logs = || std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+    assert!(text.contains("==> mesh is up: 2 clusters"), "{text}\n{}", logs());
+    // web's pod, as printed: `pod web <ip> cluster east netns <ns> ...`.
+    let web_ns = out
+        .iter()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next()? == "pod" && w.next()? == "web").then(|| l.split("netns ").nth(1)?.split_whitespace().next())?
+        })
+        .unwrap_or_else(|| panic!("web's pod is printed: {text}"))
+        .to_string();
+    assert!(text.contains("api-west") && text.contains("cluster west"), "{text}");
+    let v: serde_json::Value = eventually("east's web reaches api in west by name", Duration::from_secs(30), || {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &web_ns,
+                mcnet::WEFT,
+                "demo-call",
+                &format!("127.0.0.1:{APP_PORT}"),
+                "--path",
+                "/f",
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let v: serde_json::Value = serde_json::from_str(text.split_once('\n')?.1.trim()).ok()?;
+        (v["upstream_status"] == 200).then_some(v)
+    });
+    assert_eq!(v["upstream"]["app"], "api-west", "{v}");
+    assert_eq!(v["upstream"]["peer_identity"], "spiffe://east.local/ns/default/sa/web", "{v}");
+    drop(guard);
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(status.success(), "{}", rest.join("\n"));
+    assert!(rest.iter().any(|l| l.contains("==> stopped")), "{}", rest.join("\n"));
+    assert_nothing_left(&format!("weft{tag}-"));
+    assert_nothing_left(&format!("wft{tag}h"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Failover across the WAN: east's web prefers east's own api (locality priority); when every
 /// east endpoint dies (app and sidecar, kill -9), web's calls are answered by west through west's
 /// gateway, with at most one failed call; when east's endpoint returns, traffic comes back to it.

@@ -5,8 +5,9 @@
 //! core's gateway, and each side reaches the other's workloads through the other's gateway
 //! (harness and diagram: `tests/mcnet/mod.rs`).
 //!
-//! Edge's pods have no mesh DNS (core's resolver is on core's bridge, out of edge's reach): edge's
-//! app calls core's service by its endpoint's address, which its sidecar intercepts and routes
+//! Core's resolver is on core's bridge, out of edge's reach: edge's pods resolve through a
+//! `weft dns` on edge's bridge that follows core's control plane through core's gateway. Edge's
+//! apps call core's service by name (and by its endpoint's address), which their sidecar routes
 //! through core's gateway. Core's app calls edge's service by name through core's DNS.
 
 mod mcnet;
@@ -46,6 +47,12 @@ fn remote_cluster_follows_the_primary_through_its_gateway_and_each_side_reaches_
         App::Frontend { upstream: format!("cart.default.svc.cluster.local:{APP_PORT}") },
     );
     mesh.add_pod("edge", "cart-e", "cart", App::Echo);
+    mesh.add_pod(
+        "edge",
+        "shop-e",
+        "shop",
+        App::Frontend { upstream: format!("api.default.svc.cluster.local:{APP_PORT}") },
+    );
     let (core, edge) = (mesh.cluster("core"), mesh.cluster("edge"));
     let core_gw = format!("{}:15443", core.gateway_wan);
     let edge_gw = format!("{}:15443", edge.gateway_wan);
@@ -92,6 +99,49 @@ fn remote_cluster_follows_the_primary_through_its_gateway_and_each_side_reaches_
     assert_eq!(v["app"], "api-c", "answered in core: {v}");
     assert_eq!(v["path"], "/from-edge", "{v}");
     assert_eq!(v["peer_identity"], "spiffe://core.local/ns/default/sa/cart", "{v}");
+    assert!(gateway_opens(&mesh, &core.gw_ns, "api.default") > via_core_gw, "not through core's gateway");
+
+    // Edge's pods resolve every naming form through edge's `weft dns`, answered from core's
+    // catalog with edge as "this cluster": core-only api answers its virtual IP (core gives one
+    // to every name, as it has remote clusters), which edge's sidecars intercept; the mirror of
+    // core its own; `<svc>.service.consul` is edge's own.
+    let resolve = |name: &str| mesh.resolve("edge", "shop-e", name);
+    let vip = eventually("edge resolves core's api by name", Duration::from_secs(20), || {
+        let v = resolve("api.default.svc.cluster.local");
+        (!v.is_empty()).then_some(v)
+    });
+    assert!(vip.len() == 1 && vip[0].starts_with("240.240."), "api's virtual IP: {vip:?}");
+    for name in ["api.default.global", "api.default.svc.clusterset.local"] {
+        assert_eq!(resolve(name), vip, "{name}");
+    }
+    let mirror = resolve("api-core.default.svc.cluster.local");
+    assert!(mirror.len() == 1 && mirror[0].starts_with("240.240.") && mirror != vip, "core's mirror: {mirror:?}");
+    for name in ["api.default.core.global", "api.service.core.consul"] {
+        assert_eq!(resolve(name), mirror, "{name}");
+    }
+    // Core's own DNS still answers api's address (its instances are all in core).
+    let api_ip = vec![mesh.pod("core", "api-c").ip.to_string()];
+    assert_eq!(mesh.resolve("core", "web", "api.default.svc.cluster.local"), api_ip);
+    // Cart is defined on core (a primary holds every cluster's Services) and runs in edge: its
+    // spanning names answer its virtual IP, its Consul names (edge's own) its address.
+    let vip = resolve("cart.default.svc.cluster.local");
+    assert!(vip.len() == 1 && vip[0].starts_with("240.240."), "cart's virtual IP: {vip:?}");
+    let cart_ip = vec![mesh.pod("edge", "cart-e").ip.to_string()];
+    for name in ["cart.service.consul", "cart.service.edge.consul", "cart-edge.default.svc.cluster.local"] {
+        assert_eq!(resolve(name), cart_ip, "{name}");
+    }
+    assert_eq!(resolve("api.service.consul"), Vec::<String>::new(), "edge has no api instance of its own");
+
+    // Edge's shop (an unmodified app) calls core's api by name: its sidecar routes the virtual IP
+    // through core's gateway, and api's app sees shop's identity.
+    let via_core_gw = gateway_opens(&mesh, &core.gw_ns, "api.default");
+    let v: serde_json::Value = eventually("edge's shop reaches core's api by name", Duration::from_secs(20), || {
+        let (status, body) = mesh.call("edge", "shop-e", &format!("127.0.0.1:{APP_PORT}"), "/from-edge-by-name");
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (status.contains("200") && v["upstream_status"] == 200).then_some(v)
+    });
+    assert_eq!(v["upstream"]["app"], "api-c", "answered in core: {v}");
+    assert_eq!(v["upstream"]["peer_identity"], "spiffe://core.local/ns/default/sa/shop", "{v}");
     assert!(gateway_opens(&mesh, &core.gw_ns, "api.default") > via_core_gw, "not through core's gateway");
 
     drop(mesh);

@@ -240,6 +240,14 @@ fn weft_up_refuses_bad_cluster_layouts() {
     std::fs::write(&file, format!("mesh: {{ trustDomain: x.org }}\nclusters: [{{ name: a }}]\n{service}")).unwrap();
     refused(&["-f", f], "mesh: describes one cluster");
     refused(&["-f", f, "--clusters", "2"], "lays out its own clusters");
+    // A file with clusters in network namespaces is checked as one with a single cluster, before
+    // anything starts.
+    std::fs::write(
+        &file,
+        format!("clusters: [{{ name: east }}, {{ name: west }}]\n{service}        check: {{ tcp: true }}\n"),
+    )
+    .unwrap();
+    refused(&["--netns", "-f", f], "services[0].workloads[0].check.tcp: with --netns the app port takes mTLS only");
 }
 
 /// `--data-dir` keeps each cluster's state in `<dir>/<cluster>`; the links (which point at one

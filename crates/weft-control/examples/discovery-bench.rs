@@ -126,7 +126,7 @@ async fn main() {
                 kind: Some(pb::proxy_message::Kind::Hello(pb::Hello {
                     proxy_id: format!("sim-{i}"),
                     upstreams: vec!["api.default".into()],
-                    workload: String::new(),
+                    ..Default::default()
                 })),
             })
             .await

@@ -50,6 +50,8 @@ pub struct ProxyStatus {
     /// cluster and network, as of its latest update.
     pub cluster: String,
     pub network: String,
+    /// `sidecar` or `gateway`, as the proxy's Hello said (empty: an older proxy).
+    pub mode: String,
     /// Hex SHA-256 of every root (all trust domains) in the latest update sent: with `SYNCED`,
     /// the roots the proxy trusts (root rotation waits on these).
     pub roots: Vec<String>,
@@ -338,6 +340,18 @@ fn check_hello(hello: &pb::Hello) -> Result<(), Status> {
             hello.workload.chars().take(64).collect::<String>()
         )));
     }
+    if !hello.cluster.is_empty() && !weft_api::valid_name(&hello.cluster) {
+        return Err(Status::invalid_argument(format!(
+            "Hello.cluster {:?} must be a cluster's name (a DNS label; set the proxy's `cluster:`)",
+            hello.cluster.chars().take(64).collect::<String>()
+        )));
+    }
+    if !matches!(hello.mode.as_str(), "" | "sidecar" | "gateway") {
+        return Err(Status::invalid_argument(format!(
+            "Hello.mode {:?} must be `sidecar` or `gateway`",
+            hello.mode.chars().take(64).collect::<String>()
+        )));
+    }
     Ok(())
 }
 
@@ -355,9 +369,30 @@ fn bounded_error(mut e: String) -> String {
 }
 
 /// Releases a token's stream slot when the stream ends.
-struct StreamSlot {
+pub(crate) struct StreamSlot {
     streams: Arc<Mutex<HashMap<String, usize>>>,
     token: String,
+}
+
+impl StreamSlot {
+    /// A slot of `token` (its `authorization` value) among `streams`, or `RESOURCE_EXHAUSTED`
+    /// when it already holds `max` (`what`: the kind of stream, for the error).
+    pub(crate) fn take(
+        streams: &Arc<Mutex<HashMap<String, usize>>>,
+        token: &str,
+        max: usize,
+        what: &str,
+    ) -> Result<StreamSlot, Status> {
+        let mut m = streams.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(token.to_string()).or_default();
+        if *n >= max {
+            return Err(Status::resource_exhausted(format!(
+                "this token already holds {max} {what} streams, the most one token may (`weft control --max-streams-per-token`); give each proxy its own token"
+            )));
+        }
+        *n += 1;
+        Ok(StreamSlot { streams: streams.clone(), token: token.to_string() })
+    }
 }
 
 impl Drop for StreamSlot {
@@ -399,24 +434,22 @@ impl pb::discovery_server::Discovery for DiscoveryService {
             }
         }
         let token = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-        let slot = {
-            let mut m = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-            let n = m.entry(token.clone()).or_default();
-            if *n >= self.max_streams_per_token {
-                return Err(Status::resource_exhausted(format!(
-                    "this token already holds {} discovery streams, the most one token may (`weft control --max-streams-per-token`); give each proxy its own token",
-                    self.max_streams_per_token
-                )));
-            }
-            *n += 1;
-            StreamSlot { streams: self.streams.clone(), token }
-        };
+        let slot = StreamSlot::take(&self.streams, &token, self.max_streams_per_token, "discovery")?;
         let mut inbound = req.into_inner();
         let hello = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
             Ok(Ok(Some(pb::ProxyMessage { kind: Some(Kind::Hello(h)) }))) => h,
             _ => return Err(Status::invalid_argument("the first message on the stream must be Hello")),
         };
         check_hello(&hello)?;
+        // Primary-remote: the token's cluster, else the one the proxy's config names.
+        let mesh = self.catalog.borrow().mesh.clone();
+        let token_cluster =
+            crate::remote::asserted_cluster(&mesh, token_cluster.as_deref(), &hello.cluster, &hello.mode).map_err(
+                |e| {
+                    tracing::warn!(proxy = %hello.proxy_id, identity = %id, %peer, error = %e, "proxy refused");
+                    Status::failed_precondition(e.to_string())
+                },
+            )?;
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         self.proxies.with(|m| {
             m.insert(
@@ -433,6 +466,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     status: "STALE",
                     cluster: String::new(),
                     network: String::new(),
+                    mode: hello.mode.chars().take(16).collect(),
                     roots: vec![],
                     leaf_root: String::new(),
                 },

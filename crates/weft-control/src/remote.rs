@@ -45,8 +45,56 @@ pub fn declared_networks(mesh: &MeshConfigSpec) -> BTreeMap<String, PeerNetwork>
     out
 }
 
+/// Why a proxy's Hello names a cluster that cannot be where it runs.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HelloClusterError {
+    /// The proxy's config names another cluster than its bootstrap token.
+    #[error(
+        "this {mode} names cluster {hello:?} in its config (`cluster:`) but its bootstrap token was made for cluster {token:?} (`weft token create --cluster {token}`); set `cluster: {token}` in the proxy's config, or give it a token made with `--cluster {hello}`"
+    )]
+    Contradicts { mode: String, hello: String, token: String },
+    /// The proxy's config names a cluster that this control plane does not serve.
+    #[error(
+        "this {mode} names cluster {hello:?} in its config (`cluster:`), which is neither this control plane's cluster ({own:?}) nor one of its remote clusters [{remotes}]; declare it in MeshConfig `remoteClusters` (name, network, gateways), or fix the proxy's `cluster:`"
+    )]
+    Undeclared { mode: String, hello: String, own: String, remotes: String },
+}
+
+/// The cluster a proxy is placed in by what it was given (primary-remote): its token's cluster
+/// when the token names one, else the cluster its config names in its Hello (`hello`, empty for
+/// none), else none (its Workload's, then this control plane's, [`place_for`]). A Hello cluster
+/// that contradicts the token, or that `mesh` declares neither as its own cluster nor in
+/// `remoteClusters`, is refused.
+pub fn asserted_cluster(
+    mesh: &MeshConfigSpec,
+    token: Option<&str>,
+    hello: &str,
+    mode: &str,
+) -> Result<Option<String>, HelloClusterError> {
+    let mode = if mode.is_empty() { "proxy" } else { mode }.to_string();
+    if hello.is_empty() {
+        return Ok(token.map(str::to_string));
+    }
+    if let Some(token) = token {
+        if token != hello {
+            return Err(HelloClusterError::Contradicts { mode, hello: hello.into(), token: token.into() });
+        }
+        return Ok(Some(token.into()));
+    }
+    if hello != mesh.cluster.name && !mesh.remote_clusters.iter().any(|r| r.name == hello) {
+        let remotes = mesh.remote_clusters.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ");
+        return Err(HelloClusterError::Undeclared {
+            mode,
+            hello: hello.into(),
+            own: mesh.cluster.name.clone(),
+            remotes,
+        });
+    }
+    Ok(Some(hello.into()))
+}
+
 /// Where the proxy of `identity` (fronting `workload`, or any Workload running as it) runs: the
-/// cluster its bootstrap token names (`token_cluster`), else its Workload's, else this control
+/// cluster its token or its Hello names (`token_cluster`, [`asserted_cluster`]), else its Workload's, else this control
 /// plane's; the network of its Workload (in that cluster), else its cluster's declared network.
 pub fn place_for(cat: &Catalog, token_cluster: Option<&str>, identity: &str, namespace: &str, workload: &str) -> Place {
     let mine = |i: &&Instance| i.identity == identity && (workload.is_empty() || i.name == workload);
@@ -134,6 +182,22 @@ mod tests {
         assert_eq!(sidecars(&remote), ["p 192.0.2.1:15443", "r 10.0.0.1:15006"]);
         // No place: as the catalog holds it.
         assert!(matches!(for_proxy(&cat, None, s), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_hello_cluster_places_a_proxy_unless_it_contradicts_the_token_or_is_undeclared() {
+        let cat = catalog();
+        let m = &cat.mesh;
+        assert_eq!(asserted_cluster(m, None, "", "sidecar"), Ok(None));
+        assert_eq!(asserted_cluster(m, Some("remote"), "", "sidecar"), Ok(Some("remote".into())));
+        assert_eq!(asserted_cluster(m, None, "remote", "gateway"), Ok(Some("remote".into())));
+        assert_eq!(asserted_cluster(m, None, "primary", "gateway"), Ok(Some("primary".into())));
+        assert_eq!(asserted_cluster(m, Some("remote"), "remote", "gateway"), Ok(Some("remote".into())));
+        let e = asserted_cluster(m, Some("remote"), "primary", "gateway").unwrap_err().to_string();
+        assert!(e.contains("\"primary\"") && e.contains("--cluster remote") && e.contains("cluster: remote"), "{e}");
+        let e = asserted_cluster(m, None, "far", "sidecar").unwrap_err().to_string();
+        assert!(e.starts_with("this sidecar names cluster \"far\""), "{e}");
+        assert!(e.contains("remoteClusters") && e.contains("[remote]"), "{e}");
     }
 
     #[test]

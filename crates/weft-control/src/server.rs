@@ -238,6 +238,14 @@ impl ControlPlane {
             stop: stop_rx.clone(),
             renders: Default::default(),
         };
+        let naming = crate::naming::NamingService {
+            streams: Default::default(),
+            max_streams_per_token: cfg.max_streams_per_token,
+            catalog: catalog.clone(),
+            tokens: tokens.clone(),
+            trust_domain: mesh.trust_domain.clone(),
+            stop: stop_rx.clone(),
+        };
         let identity = ca::IdentityService {
             ca: ca_state.clone(),
             tokens: tokens.clone(),
@@ -266,6 +274,7 @@ impl ControlPlane {
                 .add_service(pb::identity_server::IdentityServer::new(identity))
                 .add_service(pb::discovery_server::DiscoveryServer::new(discovery))
                 .add_service(pb::federation_server::FederationServer::new(export))
+                .add_service(pb::naming_server::NamingServer::new(naming))
                 .serve_with_incoming(crate::grpc_tls::incoming(grpc, grpc_tls))
                 .await;
             if let Err(e) = r {

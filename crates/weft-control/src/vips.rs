@@ -1,6 +1,8 @@
 //! Virtual IPs: one per service that has instances in another cluster, and one per other
 //! cluster's mirror of a service (`<svc>-<cluster>`, `<svc>.<ns>.<cluster>.global`,
-//! `<svc>.service.<cluster>.consul`), from MeshConfig `virtualIps.range` (240.240.0.0/16 by
+//! `<svc>.service.<cluster>.consul`); with remote clusters (primary-remote), whose pods see this
+//! cluster as another one, one per service and per mirror of every cluster. They come from
+//! MeshConfig `virtualIps.range` (240.240.0.0/16 by
 //! default, as Istio's DNS auto-allocation). DNS answers them for names that reach other
 //! clusters and proxies intercept them, so an app whose pod has no route to a remote network
 //! still reaches a remote service by name.
@@ -65,15 +67,18 @@ impl Vips {
     pub fn assign(&self, cat: &mut Catalog) {
         let Ok(Some((base, prefix))) = cat.mesh.virtual_ips.parse() else { return };
         let local = cat.mesh.cluster.name.as_str();
+        // Primary-remote: the remote clusters' proxies and DNS (`weft dns`) see this cluster as
+        // another one, so every service and every cluster's mirror gets its address.
+        let seen_from_elsewhere = !cat.mesh.remote_clusters.is_empty();
         let mut wanted: BTreeSet<VipKey> = BTreeSet::new();
         for s in cat.services.values() {
             let clusters = s.all_clusters();
-            if clusters.iter().all(|c| *c == local) {
+            if !seen_from_elsewhere && clusters.iter().all(|c| *c == local) {
                 continue;
             }
             let key = |c: &str| (s.namespace.clone(), s.name.clone(), c.to_string());
             wanted.insert(key(""));
-            wanted.extend(clusters.iter().filter(|c| **c != local).map(|c| key(c)));
+            wanted.extend(clusters.iter().filter(|c| seen_from_elsewhere || **c != local).map(|c| key(c)));
         }
         let mut given = self.given.lock().unwrap_or_else(|p| p.into_inner());
         let range = Range { base: u32::from(base), size: 1u32 << (32 - prefix) };

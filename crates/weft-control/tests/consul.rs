@@ -342,3 +342,92 @@ async fn an_applied_services_tags_join_each_instances_own_once() {
     .await;
     assert_eq!(r[0]["ServiceTags"], json!(["primary", "green"]));
 }
+
+/// A control plane of cluster `name` (trust domain `<name>.example`), for linking.
+async fn cluster(name: &str) -> ControlPlane {
+    let mut cfg = ControlConfig::new(tempdir(name));
+    cfg.grpc = "127.0.0.1:0".parse().unwrap();
+    cfg.api = "127.0.0.1:0".parse().unwrap();
+    cfg.mesh.trust_domain = format!("{name}.example");
+    cfg.mesh.cluster.name = name.into();
+    ControlPlane::start(cfg).await.expect("control plane")
+}
+
+/// `(Datacenter, Node)` of each item of a catalog or health answer, sorted.
+fn placed(v: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|i| {
+            let n = if i["Node"].is_object() { &i["Node"] } else { i };
+            (n["Datacenter"].as_str().unwrap_or("?").to_string(), n["Node"].as_str().unwrap_or("?").to_string())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A linked cluster is another Consul datacenter: catalog and health reads list this cluster's
+/// instances unless `?dc` names the linked one, whose instances then carry its name as
+/// `Datacenter`; `/v1/catalog/datacenters` lists both; an unknown `?dc` is refused as Consul does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_cluster_is_a_datacenter_that_dc_selects() {
+    let (east, west) = (cluster("east-dc").await, cluster("west-dc").await);
+    let svc = |name: &str, node: &str, port: u16| {
+        format!(
+            "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {name} }}\nspec: {{ export: true, tags: [v1] }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {node} }}\nspec: {{ service: {name}, address: 127.0.0.1, port: {port} }}\n---\n"
+        )
+    };
+    let (status, v) =
+        common::admin_api(&west, "POST", "/v1/apply", &(svc("api", "api-w", 9001) + &svc("pay", "pay-w", 9002))).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = common::admin_api(&east, "POST", "/v1/apply", &svc("api", "api-e", 9003)).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, v) = common::admin_api(&west, "POST", "/v1/links/credential", "").await;
+    let (status, v) = common::admin_api(&east, "POST", "/v1/links", v["credential"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{v}");
+    let east_ref = &east;
+    eventually("east imports west's services", DEADLINE, || async move {
+        let cat = east_ref.catalog.borrow().clone();
+        cat.services.get(&("default".to_string(), "pay".to_string())).filter(|s| !s.instances.is_empty()).map(|_| ())
+    })
+    .await;
+
+    // Without ?dc: east's own (the agent's datacenter), as Consul answers.
+    let r = consul(&east, "GET", "/v1/catalog/service/api", "").await;
+    assert_eq!(placed(&r.body), [("east-dc".to_string(), "api-e".to_string())], "{}", r.body);
+    let r = consul(&east, "GET", "/v1/catalog/services", "").await;
+    assert_eq!(r.body, json!({ "api": ["v1"] }));
+    let r = consul(&east, "GET", "/v1/health/service/api", "").await;
+    assert_eq!(placed(&r.body), [("east-dc".to_string(), "api-e".to_string())], "{}", r.body);
+    let r = consul(&east, "GET", "/v1/agent/services", "").await;
+    assert_eq!(r.body.as_object().unwrap().keys().collect::<Vec<_>>(), ["api-e"], "{}", r.body);
+
+    // ?dc=west-dc: west's, with its datacenter (imported instances are named after their cluster
+    // and address).
+    let r = consul(&east, "GET", "/v1/catalog/service/api?dc=west-dc", "").await;
+    assert_eq!(placed(&r.body), [("west-dc".to_string(), "west-dc-127-0-0-1-9001".to_string())], "{}", r.body);
+    assert_eq!(r.body[0]["ServicePort"], 9001, "{}", r.body);
+    let r = consul(&east, "GET", "/v1/catalog/services?dc=west-dc", "").await;
+    assert_eq!(r.body, json!({ "api": ["v1"], "pay": ["v1"] }));
+    let r = consul(&east, "GET", "/v1/health/service/pay?dc=west-dc&passing=1", "").await;
+    assert_eq!(placed(&r.body), [("west-dc".to_string(), "west-dc-127-0-0-1-9002".to_string())], "{}", r.body);
+    assert_eq!(r.body[0]["Service"]["Datacenter"], "west-dc", "{}", r.body);
+    let r = consul(&east, "GET", "/v1/catalog/nodes?dc=west-dc", "").await;
+    assert_eq!(
+        placed(&r.body),
+        [
+            ("west-dc".to_string(), "west-dc-127-0-0-1-9001".to_string()),
+            ("west-dc".to_string(), "west-dc-127-0-0-1-9002".to_string())
+        ]
+    );
+    let r = consul(&east, "GET", "/v1/catalog/datacenters", "").await;
+    assert_eq!(r.body, json!(["east-dc", "west-dc"]));
+
+    // A datacenter east does not know.
+    let r = consul(&east, "GET", "/v1/catalog/service/api?dc=north", "").await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    let err = r.body["error"].as_str().unwrap_or_default();
+    assert!(err.starts_with("No path to datacenter") && err.contains("\"north\"") && err.contains("west-dc"), "{err}");
+}

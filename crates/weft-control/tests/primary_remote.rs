@@ -260,3 +260,190 @@ async fn each_proxy_gets_the_endpoints_as_its_network_reaches_them() {
     .await;
     assert_eq!(got, ["10.0.0.1:80 10.0.0.1:15006", "10.1.0.1:80 127.0.0.3:15443"]);
 }
+
+/// Opens a discovery stream as `token`'s proxy with `hello` and returns the error it is refused
+/// with (`None`: accepted).
+async fn hello_refused(cp: &ControlPlane, token: &str, hello: weft_api::pb::Hello) -> Option<tonic::Status> {
+    use futures_util::StreamExt;
+    let control = weft_api::proxy::Control::new(cp.grpc_addr, token.to_string());
+    let channel = weft_proxy::control::connect(&control, 0).await.unwrap();
+    let mut client = weft_api::pb::discovery_client::DiscoveryClient::new(channel);
+    let msg = weft_api::pb::ProxyMessage { kind: Some(weft_api::pb::proxy_message::Kind::Hello(hello)) };
+    let mut req = tonic::Request::new(futures_util::stream::iter(vec![msg]).chain(futures_util::stream::pending()));
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    match client.stream(req).await {
+        Ok(mut s) => s.get_mut().message().await.err(),
+        Err(e) => Some(e),
+    }
+}
+
+/// A remote cluster's gateway whose token names no cluster (`weft token create` without
+/// `--cluster`) is placed in the cluster its config names (`cluster: remote`, sent in its Hello),
+/// not in the primary: it routes the remote cluster's SNI names to that cluster's endpoints, so a
+/// primary sidecar reaches a remote workload through it. A Hello cluster that contradicts the
+/// token's, or that the MeshConfig does not declare, is refused with the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_is_placed_in_the_cluster_its_config_names() {
+    weft_testkit::init_tracing();
+    let primary = control("primary-h", "primary-h.example", "net-p").await;
+    let mesh = |rgw: &str| {
+        format!(
+            "apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: {{ name: mesh }}\nspec:\n  trustDomain: primary-h.example\n  cluster: {{ name: primary-h, network: net-p, gateways: [\"127.0.0.1:1\"] }}\n  remoteClusters:\n  - {{ name: remote-h, network: net-r, gateways: [\"{rgw}\"] }}\n"
+        )
+    };
+    let (status, v) = api(&primary, "POST", "/v1/apply", &mesh("127.0.0.1:2")).await;
+    assert_eq!(status, 200, "{v}");
+
+    // The remote gateway: a token without --cluster, its config names its cluster.
+    let gw_token = common::bootstrap_token(&primary, "default/east-west-gateway").await;
+    let rgw = proxy_following(
+        primary.grpc_addr,
+        &gw_token,
+        "default/east-west-gateway",
+        None,
+        "mode: gateway\ncluster: remote-h\ngateway: { listen: \"127.0.0.1:0\" }\n",
+    )
+    .await;
+    let rgw_addr = rgw.addrs.gateway.unwrap();
+    let (status, v) = api(&primary, "POST", "/v1/apply", &mesh(&rgw_addr.to_string())).await;
+    assert_eq!(status, 200, "{v}");
+
+    // A remote workload (its sidecar's token names no cluster either; its Workload places it).
+    let app_r = weft_testkit::http_echo("api-in-remote-h").await;
+    let server_r = sidecar(&primary, "default/api-r", Some("api-r-1"), "inbound: { listen: \"127.0.0.1:0\" }\n").await;
+    let docs = format!(
+        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api-r }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-r-1 }}\nspec: {{ service: api-r, address: 127.0.0.1, port: {}, sidecar: \"{}\", cluster: remote-h }}\n",
+        app_r.port(),
+        server_r.addrs.inbound.unwrap()
+    );
+    let (status, v) = api(&primary, "POST", "/v1/apply", &docs).await;
+    assert_eq!(status, 200, "{v}");
+
+    // A primary client reaches it through the remote gateway.
+    let client_p = sidecar(
+        &primary,
+        "default/web-p",
+        None,
+        "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api-r }] }\n",
+    )
+    .await;
+    let body = call(client_p.addrs.upstreams[0], "the primary client calls api-r through the remote gateway").await;
+    assert_eq!(body["app"], "api-in-remote-h", "{body}");
+    assert_eq!(body["peer_identity"], "spiffe://primary-h.example/ns/default/sa/web-p", "{body}");
+    assert!(forwarded(&rgw, "api-r.default") >= 1.0, "{}", rgw.metrics_text());
+    let (_, v) = api(&primary, "GET", "/v1/proxies", "").await;
+    let gw = v["proxies"].as_array().unwrap().iter().find(|p| p["proxy_id"] == "default-east-west-gateway").cloned();
+    let gw = gw.unwrap_or_default();
+    assert_eq!(
+        (gw["cluster"].as_str(), gw["network"].as_str(), gw["mode"].as_str()),
+        (Some("remote-h"), Some("net-r"), Some("gateway")),
+        "{v}"
+    );
+
+    // Refused: a Hello cluster contradicting the token's, and one the MeshConfig does not declare.
+    let hello = |cluster: &str| weft_api::pb::Hello {
+        proxy_id: "probe".into(),
+        cluster: cluster.into(),
+        mode: "gateway".into(),
+        ..Default::default()
+    };
+    let (status, v) = remote_token(&primary, "default/probe", "remote-h").await;
+    assert_eq!(status, 200, "{v}");
+    let token = v["token"].as_str().unwrap();
+    let e = hello_refused(&primary, token, hello("primary-h")).await.expect("refused");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("cluster \"primary-h\"") && e.message().contains("--cluster remote-h"), "{e}");
+    assert!(hello_refused(&primary, token, hello("remote-h")).await.is_none(), "the token's own cluster");
+    let token = common::bootstrap_token(&primary, "default/probe").await;
+    let e = hello_refused(&primary, &token, hello("far-h")).await.expect("refused");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("\"far-h\"") && e.message().contains("remoteClusters"), "{e}");
+    let e = hello_refused(&primary, &token, hello("Far_H")).await.expect("refused");
+    assert!(e.message().contains("Hello.cluster"), "{e}");
+    assert!(hello_refused(&primary, &token, hello("primary-h")).await.is_none(), "the primary's own cluster");
+    drop((server_r, client_p, rgw));
+}
+
+/// The naming table `token`'s `weft dns` gets for `cluster` (empty: the token's), or its refusal.
+async fn naming_table(
+    cp: &ControlPlane,
+    token: &str,
+    cluster: &str,
+) -> Result<weft_api::pb::NamingTable, tonic::Status> {
+    naming_table_as(cp, token, token, cluster).await
+}
+
+/// As [`naming_table`], connecting (TLS) with `token` and presenting `auth` on the call.
+async fn naming_table_as(
+    cp: &ControlPlane,
+    token: &str,
+    auth: &str,
+    cluster: &str,
+) -> Result<weft_api::pb::NamingTable, tonic::Status> {
+    let control = weft_api::proxy::Control::new(cp.grpc_addr, token.to_string());
+    let channel = weft_proxy::control::connect(&control, 0).await.unwrap();
+    let mut client = weft_api::pb::naming_client::NamingClient::new(channel);
+    let mut req = tonic::Request::new(weft_api::pb::NamingRequest { cluster: cluster.into() });
+    req.metadata_mut().insert("authorization", format!("Bearer {auth}").parse().unwrap());
+    let mut tables = client.table(req).await?.into_inner();
+    Ok(tables.message().await?.expect("a first table"))
+}
+
+/// A remote cluster's `weft dns` is sent the primary's catalog with the remote cluster as its
+/// own (`Naming.Table`): every instance names its cluster, the primary's included. The cluster is
+/// the token's, else the one asked for if the MeshConfig declares it; a token is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_clusters_dns_gets_the_primarys_names_as_its_own_cluster() {
+    weft_testkit::init_tracing();
+    let primary = control("primary-n", "primary-n.example", "net-p").await;
+    let doc = "apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: { name: mesh }\nspec:\n  trustDomain: primary-n.example\n  cluster: { name: primary-n, network: net-p, gateways: [\"127.0.0.2:15443\"] }\n  remoteClusters:\n  - { name: remote-n, network: net-r, gateways: [\"127.0.0.3:15443\"] }\n---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: api-p }\nspec: { service: api, address: 10.0.0.1, port: 80 }\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: api-r }\nspec: { service: api, address: 10.1.0.1, port: 80, cluster: remote-n }\n";
+    let (status, v) = api(&primary, "POST", "/v1/apply", doc).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, v) = remote_token(&primary, "default/dns", "remote-n").await;
+    let token = v["token"].as_str().unwrap().to_string();
+    let (primary_ref, token_ref) = (&primary, &token);
+    let t = eventually("the remote's table has api", WAIT, || async move {
+        let t = naming_table(primary_ref, token_ref, "").await.ok()?;
+        t.services.iter().any(|s| s.name == "api" && s.instances.len() == 2).then_some(t)
+    })
+    .await;
+    assert_eq!(t.cluster, "remote-n");
+    let api_svc = t.services.iter().find(|s| s.name == "api").unwrap();
+    let mut placed: Vec<String> = api_svc.instances.iter().map(|i| format!("{} {}", i.address, i.cluster)).collect();
+    placed.sort();
+    assert_eq!(placed, ["10.0.0.1 primary-n", "10.1.0.1 remote-n"]);
+    // The DNS answers from it as weft DNS of the remote cluster.
+    let table = weft_control::naming::dns_table_from(&t).unwrap();
+    assert_eq!(table.cluster, "remote-n");
+
+    // A token's cluster cannot be traded for another; an undeclared cluster is refused.
+    let e = naming_table(&primary, &token, "primary-n").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("--cluster remote-n"), "{e}");
+    let plain = common::bootstrap_token(&primary, "default/dns").await;
+    let e = naming_table(&primary, &plain, "far").await.unwrap_err();
+    assert!(e.message().contains("remoteClusters"), "{e}");
+    assert_eq!(naming_table(&primary, &plain, "remote-n").await.unwrap().cluster, "remote-n");
+    assert_eq!(naming_table(&primary, &plain, "").await.unwrap().cluster, "primary-n");
+    let e = naming_table_as(&primary, &plain, "not-a-token", "").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+
+    // One token holds at most --max-streams-per-token naming streams at once.
+    let mut cfg = ControlConfig::new(tempdir("naming-limit"));
+    cfg.grpc = "127.0.0.1:0".parse().unwrap();
+    cfg.api = "127.0.0.1:0".parse().unwrap();
+    cfg.max_streams_per_token = 1;
+    let limited = ControlPlane::start(cfg).await.expect("control plane");
+    let token = common::bootstrap_token(&limited, "default/dns").await;
+    let control = weft_api::proxy::Control::new(limited.grpc_addr, token.clone());
+    let mut client =
+        weft_api::pb::naming_client::NamingClient::new(weft_proxy::control::connect(&control, 0).await.unwrap());
+    let mut req = tonic::Request::new(weft_api::pb::NamingRequest::default());
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut held = client.table(req).await.unwrap().into_inner();
+    held.message().await.unwrap().expect("a first table");
+    let e = naming_table(&limited, &token, "").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+    assert!(e.message().contains("naming table streams") && e.message().contains("--max-streams-per-token"), "{e}");
+    drop(held);
+}

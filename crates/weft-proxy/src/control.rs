@@ -388,6 +388,18 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
         proxy_id: proxy_id.to_string(),
         upstreams: control.upstreams.clone(),
         workload: control.workload.clone().unwrap_or_default(),
+        // Primary-remote: where this proxy runs, so a control plane serving several clusters
+        // places it there (the default `local` names none).
+        cluster: if ctx.cfg.cluster == weft_api::proxy::DEFAULT_CLUSTER {
+            String::new()
+        } else {
+            ctx.cfg.cluster.clone()
+        },
+        mode: match ctx.cfg.mode {
+            weft_api::proxy::Mode::Sidecar => "sidecar",
+            weft_api::proxy::Mode::Gateway => "gateway",
+        }
+        .into(),
     };
     let _ = tx.send(pb::ProxyMessage { kind: Some(pb::proxy_message::Kind::Hello(hello)) }).await;
     let outbound = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });

@@ -26,7 +26,8 @@
 //! Seams for later checks: [`Mesh::resolve`] (naming forms through a pod's resolver),
 //! [`Mesh::stop_app`] / [`Mesh::start_app`] (kill and restart a pod's app, for failover),
 //! [`Mesh::routes`] (what a sidecar routes to), [`Mesh::weft`] (any CLI verb against a cluster),
-//! [`Mesh::add_remote`] (a remote cluster of a primary: no control plane, used by `tests/netns_remote.rs`),
+//! [`Mesh::add_remote`] (a remote cluster of a primary: no control plane, a `weft dns` following
+//! the primary; used by `tests/netns_remote.rs`),
 //! [`Mesh::dns`] / [`dns_query`] (a DNS query, A or SRV, with its response code, from inside a
 //! namespace), [`Mesh::call_name`] (an unmodified call by name), [`Mesh::tcp_call`],
 //! [`Mesh::config_dump`] (a sidecar's or gateway's roots and certificate).
@@ -180,6 +181,8 @@ pub struct Cluster {
     data_dir: PathBuf,
     pub pods: Vec<Pod>,
     control: Option<Proc>,
+    /// A remote cluster's `weft dns` (on the bridge's address, :53), following the primary.
+    dns: Option<Proc>,
     gateway: Option<Proc>,
     /// For a remote cluster (primary-remote, [`Mesh::add_remote`]): the primary's name. Such a
     /// cluster has no control plane: its proxies follow the primary through the primary's gateway.
@@ -278,6 +281,7 @@ impl Mesh {
             data_dir,
             pods: vec![],
             control: None,
+            dns: None,
             gateway: None,
             primary: None,
         };
@@ -396,9 +400,10 @@ impl Mesh {
     /// cluster's, but no control plane. The primary's MeshConfig declares it in `remoteClusters`
     /// (network `net-<name>`, its gateway's WAN address); its gateway and pods follow the primary
     /// through the primary's gateway, with tokens made on the primary with `--cluster <name>`, and
-    /// its Workloads are applied to the primary (`cluster: <name>`). Its pods have no mesh DNS
-    /// (the primary's is on the primary's bridge, which the remote network does not reach): their
-    /// apps call by address (an endpoint's or a VIP), which their sidecar routes.
+    /// its Workloads are applied to the primary (`cluster: <name>`). Its pods' resolver is a
+    /// `weft dns` on its bridge (the primary's DNS is on the primary's bridge, which the remote
+    /// network does not reach) that follows the primary through the primary's gateway and answers
+    /// from the primary's catalog.
     pub fn add_remote(&mut self, name: &str, primary: &str) {
         let i = self.clusters.len() as u8;
         let ns = format!("{}-{name}", self.tag);
@@ -412,6 +417,7 @@ impl Mesh {
             data_dir: self.dir.join(name),
             pods: vec![],
             control: None,
+            dns: None,
             gateway: None,
             primary: Some(primary.into()),
         };
@@ -426,6 +432,13 @@ impl Mesh {
         };
         self.apply(primary, &mesh);
         self.start_gateway(c);
+        let c = self.cluster(name);
+        let token = self.token_file(c, "dns");
+        let control = self.control_address(c);
+        let listen = format!("{}:53", c.control_ip());
+        let args = ["dns", "--control", &control, "--token-file", &token, "--listen", &listen];
+        let dns = spawn(&c.ns, WEFT, &args, &[], "ready");
+        self.cluster_mut(name).dns = Some(dns);
     }
 
     /// Writes `text` to `name` in the harness's directory (removed on drop); returns its path.
@@ -513,12 +526,12 @@ impl Mesh {
         run(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
         run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
         run(&["ip", "-n", &ns, "route", "add", "default", "via", &c.gateway_leg().to_string()]);
-        // `ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf. A
-        // remote cluster's pods get no mesh DNS (see [`Mesh::add_remote`]): a resolver on their
-        // own loopback, where nothing answers.
+        // `ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf. The
+        // cluster's weft DNS is on its bridge: its control plane's, or a remote cluster's
+        // `weft dns` (see [`Mesh::add_remote`]).
         let etc = Path::new("/etc/netns").join(&ns);
         std::fs::create_dir_all(&etc).unwrap();
-        let resolver = if c.primary.is_some() { Ipv4Addr::LOCALHOST } else { c.control_ip() };
+        let resolver = c.control_ip();
         std::fs::write(
             etc.join("resolv.conf"),
             format!("nameserver {resolver}\noptions ndots:1 timeout:1 attempts:1\n"),
@@ -832,6 +845,9 @@ impl Drop for Mesh {
             }
             if let Some(mut cp) = c.control.take() {
                 cp.kill();
+            }
+            if let Some(mut d) = c.dns.take() {
+                d.kill();
             }
         }
         for ns in self.namespaces.iter().rev() {

@@ -46,6 +46,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/v1/agent/services", get(read::agent_services))
         .route("/v1/agent/checks", get(read::agent_checks))
         .route("/v1/agent/self", get(read::agent_self))
+        .route("/v1/catalog/datacenters", get(read::catalog_datacenters))
         .route("/v1/catalog/services", get(read::catalog_services))
         .route("/v1/catalog/service/{name}", get(read::catalog_service))
         .route("/v1/catalog/nodes", get(read::catalog_nodes))

@@ -22,6 +22,8 @@ struct Params {
     ns: String,
     tag: Vec<String>,
     passing: bool,
+    /// `?dc`: the datacenter (cluster) whose instances the catalog and health reads list.
+    dc: Option<String>,
 }
 
 fn params(uri: &Uri) -> Params {
@@ -31,7 +33,40 @@ fn params(uri: &Uri) -> Params {
         ns: pairs.iter().find(|(k, _)| k == "ns").map(|(_, v)| v.clone()).unwrap_or_else(|| "default".into()),
         tag: pairs.iter().filter(|(k, _)| k == "tag").map(|(_, v)| v.clone()).collect(),
         passing,
+        dc: pairs.iter().find(|(k, v)| k == "dc" && !v.is_empty()).map(|(_, v)| v.to_ascii_lowercase()),
     }
+}
+
+/// The datacenters a catalog knows, this cluster first: this cluster, its linked clusters, its
+/// remote clusters (primary-remote), and any other cluster an instance names (a linked primary's
+/// remote clusters).
+fn datacenters(cat: &Catalog) -> Vec<String> {
+    let mut out = vec![cat.mesh.cluster.name.clone()];
+    let others = cat.links.keys().chain(cat.mesh.remote_clusters.iter().map(|r| &r.name));
+    for c in others.chain(cat.services.values().flat_map(|s| s.instances.iter().map(|i| &i.cluster))) {
+        if !c.is_empty() && !out.contains(c) {
+            out.push(c.clone());
+        }
+    }
+    out[1..].sort();
+    out
+}
+
+/// The datacenter a read lists, as Consul picks it: `?dc`, else the agent's own (this cluster).
+/// A datacenter the catalog does not know answers 500 `No path to datacenter`, as Consul does.
+fn dc_of(cat: &Catalog, p: &Params) -> Result<String, ApiError> {
+    let Some(dc) = &p.dc else { return Ok(cat.mesh.cluster.name.clone()) };
+    let known = datacenters(cat);
+    if known.contains(dc) {
+        return Ok(dc.clone());
+    }
+    Err(ApiError(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        format!(
+            "No path to datacenter: dc {dc:?} is neither this cluster nor a linked or remote cluster (known: {}); link it (`weft link add`) or fix ?dc",
+            known.join(", ")
+        ),
+    ))
 }
 
 /// An instance's tags: its own, and its Service's if the Service declares some.
@@ -90,18 +125,38 @@ fn checks(st: &ApiState, cat: &Catalog, s: &CatalogService, i: &Instance) -> (Ve
     (list, worst)
 }
 
-fn instances<'a>(cat: &'a Catalog, ns: &'a str) -> impl Iterator<Item = (&'a CatalogService, &'a Instance)> {
-    cat.services.values().filter(move |s| s.namespace == ns).flat_map(|s| s.instances.iter().map(move |i| (s, i)))
+/// The instances of namespace `ns` in datacenter `dc`.
+fn instances<'a>(
+    cat: &'a Catalog,
+    ns: &'a str,
+    dc: &'a str,
+) -> impl Iterator<Item = (&'a CatalogService, &'a Instance)> {
+    cat.services
+        .values()
+        .filter(move |s| s.namespace == ns)
+        .flat_map(move |s| s.instances.iter().filter(move |i| i.cluster == dc).map(move |i| (s, i)))
 }
 
-/// `GET /v1/catalog/services`: every service of `?ns` that has instances, with their tags.
+/// `GET /v1/catalog/datacenters`: this cluster, then every other cluster it knows, sorted.
+pub async fn catalog_datacenters(State(st): S, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
+    crate::api::require_read(&st, &headers)?;
+    let cat = catalog_for(&st, &uri).await?;
+    Ok(answer(&cat, json!(datacenters(&cat))))
+}
+
+/// `GET /v1/catalog/services`: every service of `?ns` that has instances in `?dc`, with their tags.
 pub async fn catalog_services(State(st): S, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
     crate::api::require_read(&st, &headers)?;
     let p = params(&uri);
     let cat = catalog_for(&st, &uri).await?;
+    let dc = dc_of(&cat, &p)?;
     let mut out = Map::new();
-    for s in cat.services.values().filter(|s| s.namespace == p.ns && !s.instances.is_empty()) {
-        let mut t: Vec<String> = s.instances.iter().flat_map(|i| tags(s, i)).collect();
+    for s in cat.services.values().filter(|s| s.namespace == p.ns) {
+        let mut here = s.instances.iter().filter(|i| i.cluster == dc).peekable();
+        if here.peek().is_none() {
+            continue;
+        }
+        let mut t: Vec<String> = here.flat_map(|i| tags(s, i)).collect();
         t.sort();
         t.dedup();
         out.insert(s.name.clone(), json!(t));
@@ -109,7 +164,7 @@ pub async fn catalog_services(State(st): S, headers: HeaderMap, uri: Uri) -> Res
     Ok(answer(&cat, Value::Object(out)))
 }
 
-/// `GET /v1/catalog/service/<name>`: its instances (`?tag` filters), critical ones included.
+/// `GET /v1/catalog/service/<name>`: its instances in `?dc` (`?tag` filters), critical ones included.
 pub async fn catalog_service(
     State(st): S,
     headers: HeaderMap,
@@ -119,6 +174,7 @@ pub async fn catalog_service(
     crate::api::require_read(&st, &headers)?;
     let p = params(&uri);
     let cat = catalog_for(&st, &uri).await?;
+    let dc = dc_of(&cat, &p)?;
     let index = super::index_of(&cat);
     let items: Vec<Value> = cat
         .services
@@ -126,7 +182,7 @@ pub async fn catalog_service(
         .map(|s| {
             s.instances
                 .iter()
-                .filter(|i| has_tags(s, i, &p.tag))
+                .filter(|i| i.cluster == dc && has_tags(s, i, &p.tag))
                 .map(|i| {
                     json!({
                         "ID": "", "Node": i.name, "Address": i.address.ip().to_string(), "Datacenter": i.cluster,
@@ -145,12 +201,13 @@ pub async fn catalog_service(
     Ok(answer(&cat, Value::Array(items)))
 }
 
-/// `GET /v1/catalog/nodes`: one node per instance, every namespace.
+/// `GET /v1/catalog/nodes`: one node per instance in `?dc`, every namespace.
 pub async fn catalog_nodes(State(st): S, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
     crate::api::require_read(&st, &headers)?;
     let cat = catalog_for(&st, &uri).await?;
+    let dc = dc_of(&cat, &params(&uri))?;
     let mut nodes: BTreeMap<&str, Value> = BTreeMap::new();
-    for i in cat.services.values().flat_map(|s| &s.instances) {
+    for i in cat.services.values().flat_map(|s| &s.instances).filter(|i| i.cluster == dc) {
         nodes.entry(i.name.as_str()).or_insert_with(|| node(i));
     }
     Ok(answer(&cat, Value::Array(nodes.into_values().collect())))
@@ -167,9 +224,10 @@ pub async fn health_service(
     crate::api::require_read(&st, &headers)?;
     let p = params(&uri);
     let cat = catalog_for(&st, &uri).await?;
+    let dc = dc_of(&cat, &p)?;
     let mut out = vec![];
     if let Some(s) = cat.services.get(&(p.ns.clone(), name)) {
-        for i in s.instances.iter().filter(|i| has_tags(s, i, &p.tag)) {
+        for i in s.instances.iter().filter(|i| i.cluster == dc && has_tags(s, i, &p.tag)) {
             let (list, worst) = checks(&st, &cat, s, i);
             if p.passing && worst != Status::Passing {
                 continue;
@@ -190,9 +248,10 @@ pub async fn health_checks(
     crate::api::require_read(&st, &headers)?;
     let p = params(&uri);
     let cat = catalog_for(&st, &uri).await?;
+    let dc = dc_of(&cat, &p)?;
     let mut out = vec![];
     if let Some(s) = cat.services.get(&(p.ns.clone(), name)) {
-        for i in &s.instances {
+        for i in s.instances.iter().filter(|i| i.cluster == dc) {
             out.extend(checks(&st, &cat, s, i).0);
         }
     }
@@ -212,29 +271,33 @@ pub async fn health_state(
     }
     let p = params(&uri);
     let cat = catalog_for(&st, &uri).await?;
+    let dc = dc_of(&cat, &p)?;
     let mut out = vec![];
-    for (s, i) in instances(&cat, &p.ns) {
+    for (s, i) in instances(&cat, &p.ns, &dc) {
         out.extend(checks(&st, &cat, s, i).0.into_iter().filter(|c| state == "any" || c["Status"] == state.as_str()));
     }
     Ok(answer(&cat, Value::Array(out)))
 }
 
-/// `GET /v1/agent/services`: every instance of `?ns`, by ID.
+/// `GET /v1/agent/services`: every instance of `?ns` in this cluster (the agent's), by ID.
 pub async fn agent_services(State(st): S, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
     crate::api::require_read(&st, &headers)?;
     let p = params(&uri);
     let cat = catalog_for(&st, &uri).await?;
-    let out: Map<String, Value> = instances(&cat, &p.ns).map(|(s, i)| (i.name.clone(), agent_service(s, i))).collect();
+    let own = cat.mesh.cluster.name.clone();
+    let out: Map<String, Value> =
+        instances(&cat, &p.ns, &own).map(|(s, i)| (i.name.clone(), agent_service(s, i))).collect();
     Ok(answer(&cat, Value::Object(out)))
 }
 
-/// `GET /v1/agent/checks`: every check of `?ns`, by Consul check id.
+/// `GET /v1/agent/checks`: every check of `?ns` in this cluster (the agent's), by Consul check id.
 pub async fn agent_checks(State(st): S, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
     crate::api::require_read(&st, &headers)?;
     let p = params(&uri);
     let cat = catalog_for(&st, &uri).await?;
+    let own = cat.mesh.cluster.name.clone();
     let mut out = Map::new();
-    for (s, i) in instances(&cat, &p.ns) {
+    for (s, i) in instances(&cat, &p.ns, &own) {
         for c in checks(&st, &cat, s, i).0 {
             out.insert(c["CheckID"].as_str().unwrap_or_default().to_string(), c);
         }

@@ -63,6 +63,29 @@ fn one_per_spanning_service_and_per_other_clusters_mirror_none_for_local_only() 
 }
 
 #[test]
+fn with_remote_clusters_every_service_and_every_clusters_mirror_has_one() {
+    let vips = Vips::in_memory();
+    let mut cat = catalog(
+        "240.240.0.0/16",
+        vec![service("default", "local", &["east"]), service("default", "web", &["east", "edge"])],
+    );
+    cat.mesh.remote_clusters =
+        vec![weft_api::kinds::RemoteCluster { name: "edge".into(), network: "net-edge".into(), gateways: vec![] }];
+    vips.assign(&mut cat);
+    let keys: Vec<&VipKey> = cat.vips.keys().collect();
+    assert_eq!(
+        keys,
+        vec![
+            &key("default", "local", ""),
+            &key("default", "local", "east"),
+            &key("default", "web", ""),
+            &key("default", "web", "east"),
+            &key("default", "web", "edge"),
+        ]
+    );
+}
+
+#[test]
 fn addresses_survive_a_restart_and_new_names_do_not_move_old_ones() {
     let dir = tempdir();
     let path = dir.join("vips.json");
