@@ -27,10 +27,13 @@ pub enum Kind {
     /// A link to another cluster (`weft link apply`): its control plane's address, the root to
     /// verify it with and the link secret it issued. The name is the peer cluster's.
     Link,
+    /// How callers treat a Service's endpoints: load balancer, connection limits, outlier
+    /// detection (`spec.targetRef` names the Service).
+    BackendPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::MeshConfig, Kind::Service, Kind::Workload, Kind::Link];
+    pub const ALL: [Kind; 5] = [Kind::MeshConfig, Kind::Service, Kind::Workload, Kind::Link, Kind::BackendPolicy];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -38,6 +41,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Workload => "Workload",
             Kind::Link => "Link",
+            Kind::BackendPolicy => "BackendPolicy",
         }
     }
 
@@ -48,6 +52,7 @@ impl Kind {
             "service" | "services" | "svc" => Some(Kind::Service),
             "workload" | "workloads" | "wl" => Some(Kind::Workload),
             "link" | "links" => Some(Kind::Link),
+            "backendpolicy" | "backendpolicies" | "bp" => Some(Kind::BackendPolicy),
             _ => None,
         }
     }
@@ -75,6 +80,10 @@ pub struct Metadata {
     /// (optimistic concurrency); omit it to overwrite unconditionally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_version: Option<String>,
+    /// The store revision that created the resource (set by the store, kept across updates;
+    /// a value sent is ignored). Orders policies on one target: the oldest wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_revision: Option<u64>,
 }
 
 /// A resource with its spec still untyped, as read from a file or the API.
@@ -109,6 +118,7 @@ pub enum Resource {
     Service(Typed<ServiceSpec>),
     Workload(Typed<WorkloadSpec>),
     Link(Typed<LinkSpec>),
+    BackendPolicy(Typed<crate::backend_policy::BackendPolicySpec>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -165,6 +175,7 @@ impl TryFrom<Object> for Resource {
             Kind::Service => Resource::Service(typed(o.metadata, o.spec).map_err(within)?),
             Kind::Workload => Resource::Workload(typed(o.metadata, o.spec).map_err(within)?),
             Kind::Link => Resource::Link(typed(o.metadata, o.spec).map_err(within)?),
+            Kind::BackendPolicy => Resource::BackendPolicy(typed(o.metadata, o.spec).map_err(within)?),
         };
         Ok(r)
     }
@@ -177,6 +188,7 @@ impl Resource {
             Resource::Service(_) => Kind::Service,
             Resource::Workload(_) => Kind::Workload,
             Resource::Link(_) => Kind::Link,
+            Resource::BackendPolicy(_) => Kind::BackendPolicy,
         }
     }
 
@@ -186,6 +198,7 @@ impl Resource {
             Resource::Service(t) => &t.metadata,
             Resource::Workload(t) => &t.metadata,
             Resource::Link(t) => &t.metadata,
+            Resource::BackendPolicy(t) => &t.metadata,
         }
     }
 
@@ -195,6 +208,7 @@ impl Resource {
             Resource::Service(t) => &mut t.metadata,
             Resource::Workload(t) => &mut t.metadata,
             Resource::Link(t) => &mut t.metadata,
+            Resource::BackendPolicy(t) => &mut t.metadata,
         }
     }
 
@@ -210,6 +224,7 @@ impl Resource {
             Resource::Service(t) => serde_json::to_value(&t.spec),
             Resource::Workload(t) => serde_json::to_value(&t.spec),
             Resource::Link(t) => serde_json::to_value(&t.spec),
+            Resource::BackendPolicy(t) => serde_json::to_value(&t.spec),
         }
         .unwrap_or_default();
         Object { api_version: API_VERSION.into(), kind: self.kind(), metadata: self.metadata().clone(), spec }
@@ -294,7 +309,8 @@ pub fn check_references<'a>(all: impl IntoIterator<Item = &'a Resource> + Clone)
             Resource::Workload(_) => {
                 workloads.insert((m.namespace.as_str(), m.name.as_str()));
             }
-            Resource::Link(_) => {}
+            // A policy naming a missing Service is accepted (Gateway API): describe says so.
+            Resource::Link(_) | Resource::BackendPolicy(_) => {}
             Resource::MeshConfig(_) => {
                 if let Some(first) = mesh.replace(r.key()) {
                     return Err(ConfigError::invalid(

@@ -17,6 +17,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
+use weft_api::backend_policy::BackendPolicySpec;
 use weft_api::kinds::{LinkSpec, MeshConfigSpec, ServiceSpec, WorkloadSpec};
 use weft_api::resource::{check_references, parse_documents, Kind, Metadata, API_VERSION};
 
@@ -99,6 +100,13 @@ fn expected() -> Vec<(String, Value)> {
                 resource_schema::<LinkSpec>(
                     kind,
                     "A link to another cluster, stored by `weft link apply` from the peer's credential.",
+                ),
+            ),
+            Kind::BackendPolicy => (
+                spec_schema::<BackendPolicySpec>(),
+                resource_schema::<BackendPolicySpec>(
+                    kind,
+                    "How callers treat one Service's endpoints: load balancer, connection limits, outlier detection.",
                 ),
             ),
         };

@@ -29,6 +29,8 @@ pub struct Catalog {
     /// This mesh's own roots and the one new certificates are signed under (see
     /// [`crate::rotation`]); empty until the CA's source has contributed them.
     pub ca: CaView,
+    /// Every BackendPolicy's condition (see [`crate::policies`]).
+    pub policies: Vec<crate::policies::PolicyStatus>,
 }
 
 /// The CA as proxies and linked clusters see it: during a root rotation both roots are trusted.
@@ -125,8 +127,10 @@ pub struct CatalogService {
     pub failover: Vec<String>,
     /// A fixed split between clusters (`spec.clusterWeights`).
     pub cluster_weights: BTreeMap<String, u32>,
-    /// `spec.outlierDetection`.
+    /// `spec.outlierDetection`, with the BackendPolicy's `outlierDetection` fields over it.
     pub outlier_detection: Option<weft_api::traffic::ServiceOutlierDetection>,
+    /// The BackendPolicy in force (the oldest naming this Service; see [`crate::policies`]).
+    pub backend_policy: Option<weft_api::backend_policy::BackendPolicy>,
 }
 
 impl CatalogService {
@@ -156,6 +160,8 @@ pub struct Instance {
     pub healthy: bool,
     /// The namespaces whose services its proxy receives; `None`: every namespace.
     pub visibility: Option<Vec<String>>,
+    /// Its share of load balancing (Workload `weight`, default 1).
+    pub weight: u32,
 }
 
 /// The DNS server's view of the catalog: services with their instances (and each instance's
@@ -234,6 +240,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                     failover: spec.failover.clone(),
                     cluster_weights: spec.cluster_weights.clone(),
                     outlier_detection: spec.outlier_detection.clone(),
+                    backend_policy: None,
                 },
             );
         }
@@ -268,13 +275,31 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                 // monitor has not probed yet is not routed).
                 healthy: w.spec.checks.is_empty() || healthy(&format!("{}/{}", m.namespace, m.name)),
                 visibility: w.spec.visibility.clone(),
+                weight: w.spec.weight.unwrap_or(weft_api::proxy::DEFAULT_ENDPOINT_WEIGHT),
             });
         }
     }
     for s in services.values_mut() {
         s.instances.sort_by(|a, b| a.name.cmp(&b.name));
     }
+    let policies: Vec<_> = resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::BackendPolicy(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let (winners, policies) =
+        crate::policies::resolve(&policies, |ns, name| services.contains_key(&(ns.to_string(), name.to_string())));
+    for (key, p) in winners {
+        let Some(s) = services.get_mut(&key) else { continue };
+        s.backend_policy = Some(p.spec.effective(&p.metadata.name));
+        if let Some(o) = &p.spec.outlier_detection {
+            s.outlier_detection = Some(s.outlier_detection.clone().unwrap_or_default().overlaid(o));
+        }
+    }
     Catalog {
+        policies,
         revision,
         mesh,
         services,
@@ -319,6 +344,7 @@ pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
                 s.export = false;
                 // A peer's routing policy is its own: here, this cluster's Service decides.
                 (s.failover, s.cluster_weights, s.outlier_detection) = (vec![], BTreeMap::new(), None);
+                s.backend_policy = None;
                 cat.services.insert(key, s);
             }
         }
@@ -350,6 +376,7 @@ mod gateway_tests {
             tags: vec![],
             healthy: true,
             visibility: None,
+            weight: 1,
         }
     }
 

@@ -21,6 +21,7 @@ pub mod health;
 pub mod http_serve;
 pub mod links;
 pub mod loglimit;
+pub mod policies;
 pub mod registry;
 pub mod remote;
 pub mod rotation;

@@ -93,6 +93,7 @@ mod tests {
             tags: vec![],
             healthy: true,
             visibility: None,
+            weight: 1,
         }
     }
 

@@ -41,7 +41,8 @@ fn default_tiers_are_zone_then_region_then_the_rest() {
 fn failover_follows_the_list_and_leaves_out_other_clusters() {
     let eps = places(&[("central", ""), ("west", ""), ("east", ""), ("south", ""), ("west", "")]);
     let list = vec!["west".to_string(), "east".to_string(), "central".to_string()];
-    let tiers = layout(("east", ""), &eps, Policy { failover: &list, cluster_weights: None, outlier: None });
+    let tiers =
+        layout(("east", ""), &eps, Policy { failover: &list, cluster_weights: None, outlier: None, backend: None });
     assert_eq!(members(&tiers), vec![vec![vec![2]], vec![vec![1, 4]], vec![vec![0]]], "own first, listed once");
 }
 
@@ -49,7 +50,8 @@ fn failover_follows_the_list_and_leaves_out_other_clusters() {
 fn cluster_weights_make_one_weighted_tier() {
     let eps = places(&[("east", ""), ("west", ""), ("east", ""), ("central", "")]);
     let w: BTreeMap<String, u32> = [("east".into(), 90), ("west".into(), 10), ("central".into(), 0)].into();
-    let tiers = layout(("east", ""), &eps, Policy { failover: &[], cluster_weights: Some(&w), outlier: None });
+    let tiers =
+        layout(("east", ""), &eps, Policy { failover: &[], cluster_weights: Some(&w), outlier: None, backend: None });
     assert_eq!(tiers.len(), 1);
     assert_eq!(
         tiers[0].groups,
@@ -84,6 +86,7 @@ fn svc(eps: &[(&str, &str)], failover: &[&str], weights: &[(&str, u32)]) -> SvcC
             network: String::new(),
             locality: locality.to_string(),
             labels: Default::default(),
+            weight: 1,
         })
         .collect();
     SvcConfig {
@@ -94,6 +97,7 @@ fn svc(eps: &[(&str, &str)], failover: &[&str], weights: &[(&str, u32)]) -> SvcC
         failover: failover.iter().map(|s| s.to_string()).collect(),
         cluster_weights: weights.iter().map(|(c, w)| (c.to_string(), *w)).collect(),
         outlier_detection: None,
+        backend_policy: None,
     }
 }
 
