@@ -149,9 +149,9 @@ pub enum TokenCmd {
 }
 
 fn kind_path(kind: &str) -> anyhow::Result<&'static str> {
-    weft_api::resource::Kind::parse_loose(kind)
-        .map(|k| k.as_str())
-        .with_context(|| format!("unknown kind {kind:?}: use services, workloads, meshconfig or links"))
+    weft_api::resource::Kind::parse_loose(kind).map(|k| k.as_str()).with_context(|| {
+        format!("unknown kind {kind:?}: use services, workloads, meshconfig, links or backendpolicies")
+    })
 }
 
 impl Verb {
@@ -216,6 +216,13 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
                     let detail = match k {
                         "Workload" => format!("{}  {}:{}", s(&spec["service"]), s(&spec["address"]), s(&spec["port"])),
                         "Service" => format!("ports {}  tags {}", spec["ports"], spec["tags"]),
+                        "BackendPolicy" => format!(
+                            "target {}/{}  loadBalancer {}  {}",
+                            s(&spec["targetRef"]["kind"]),
+                            s(&spec["targetRef"]["name"]),
+                            spec["loadBalancer"]["type"].as_str().unwrap_or("RoundRobin"),
+                            o["status"]["conditions"][0]["type"]["type"].as_str().unwrap_or("-")
+                        ),
                         _ => {
                             format!("trust domain {}  cluster {}", s(&spec["trustDomain"]), s(&spec["cluster"]["name"]))
                         }
@@ -229,6 +236,9 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
             let k = kind_path(&kind)?;
             let v = conn.call("GET", &format!("/v1/resources/{k}/{namespace}/{name}"), String::new()).await?;
             outln!("{}", serde_json::to_string_pretty(&v)?)?;
+            for line in crate::describe::policy_lines(k, &v) {
+                outln!("{line}")?;
+            }
             if k == "Workload" {
                 let h = conn.call("GET", &format!("/v1/health/workload/{namespace}/{name}"), String::new()).await?;
                 outln!("health: {}", h["status"].as_str().unwrap_or("no checks"))?;

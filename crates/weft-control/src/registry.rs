@@ -178,7 +178,9 @@ pub fn run(
                     && old.peer_bundles == cat.peer_bundles
                     && old.links == cat.links
                     && old.vips == cat.vips
-                    && old.ca == cat.ca;
+                    && old.ca == cat.ca
+                    // A policy's condition can change with no change to what proxies get.
+                    && old.policies == cat.policies;
                 if !same {
                     *old = cat;
                 }

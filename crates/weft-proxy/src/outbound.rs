@@ -39,15 +39,20 @@ pub struct Target {
     /// Intercepted (transparent mode): a request whose `Host` is a mesh name goes where that
     /// name says (see [`crate::naming`]).
     pub by_host: bool,
+    /// The app's address (the `sourceIP` hash key); set once the connection is accepted.
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl Target {
-    fn endpoint(&self, now: Instant) -> Result<Arc<Endpoint>, ProxyError> {
+    /// The endpoint for a request (or connection) whose hash key is `key`.
+    fn endpoint(&self, now: Instant, key: Option<u64>) -> Result<Arc<Endpoint>, ProxyError> {
         match &self.pinned {
             Some(ep) => Ok(ep.clone()),
-            None => {
-                self.service.pick_at(now).cloned().ok_or_else(|| ProxyError::NoEndpoint(self.service.key().to_string()))
-            }
+            None => self
+                .service
+                .pick_keyed(now, key)
+                .cloned()
+                .ok_or_else(|| ProxyError::NoEndpoint(self.service.key().to_string())),
         }
     }
 
@@ -94,7 +99,7 @@ pub async fn serve_upstream(ctx: Arc<Ctx>, listener: TcpListener, up: Upstream) 
                 (Protocol::Auto, Some(port)) => service.protocol(port),
                 (p, _) => p,
             };
-            let target = Target { service, pinned: None, port: up.port, protocol, by_host: false };
+            let target = Target { service, pinned: None, port: up.port, protocol, by_host: false, client: None };
             handle(ctx, stream, target).await;
         }
     })
@@ -124,7 +129,8 @@ pub async fn serve_transparent(ctx: Arc<Ctx>, listener: TcpListener) {
         match (found, vip) {
             (Some((service, ep)), _) => {
                 let protocol = service.protocol(dst.port());
-                let target = Target { service, pinned: Some(ep), port: Some(dst.port()), protocol, by_host: true };
+                let target =
+                    Target { service, pinned: Some(ep), port: Some(dst.port()), protocol, by_host: true, client: None };
                 handle(ctx, stream, target).await;
             }
             // A virtual IP, on any port: balanced over its service (or its cluster's mirror),
@@ -133,7 +139,7 @@ pub async fn serve_transparent(ctx: Arc<Ctx>, listener: TcpListener) {
             (None, Some(service)) => {
                 let protocol = service.protocol(dst.port());
                 let port = service.protocols.contains_key(&dst.port()).then_some(dst.port());
-                let target = Target { service, pinned: None, port, protocol, by_host: true };
+                let target = Target { service, pinned: None, port, protocol, by_host: true, client: None };
                 handle(ctx, stream, target).await;
             }
             (None, None) => passthrough(ctx, stream, dst).await,
@@ -166,7 +172,7 @@ async fn passthrough(ctx: Arc<Ctx>, mut stream: TcpStream, dst: SocketAddr) {
     }
 }
 
-async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, target: Target) {
+async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, mut target: Target) {
     let detected = match target.protocol {
         Protocol::Tcp => Ok((Detected::Tcp, vec![])),
         // Declared HTTP: only the version is read, from the preface, within the time an HTTP
@@ -176,6 +182,7 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, target: Target) {
     };
     let Ok((proto, prefix)) = detected else { return };
     let src = stream.peer_addr().unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    target.client = Some(src.ip());
     ctx.metrics.detected.get_or_create(&Proto { direction: Direction::outbound, protocol: proto.as_str() }).inc();
     let io = Prefixed::new(prefix, stream);
     match proto {
@@ -198,7 +205,26 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, target: Target) {
 }
 
 async fn tcp(ctx: Arc<Ctx>, mut io: Prefixed<TcpStream>, target: Target) {
-    let ep = match target.endpoint(Instant::now()) {
+    // Circuit breaking: each TCP stream is a connection to the service (held until it ends).
+    let _permit = match target.service.balance.acquire(crate::balance::limits::Limit::Connections) {
+        Ok(p) => p,
+        Err(limit) => {
+            overflowed(&ctx, &target.service, limit);
+            return;
+        }
+    };
+    // A TCP connection hashes on the source IP only (it has no headers, cookies or query).
+    let key = match target.service.balance.hash_on() {
+        Some(crate::balance::hash::HashOn::SourceIp) => target.client.map(|ip| {
+            let octets = match ip {
+                std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+                std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+            };
+            crate::balance::hash::hash64(&octets, 0)
+        }),
+        _ => None,
+    };
+    let ep = match target.endpoint(Instant::now(), key) {
         Ok(ep) => ep,
         Err(e) => {
             tracing::debug!(error = %e, "tcp: no endpoint");
@@ -253,10 +279,23 @@ async fn connect(
     }
 }
 
-/// Counts `outcome` on `ep` for outlier detection; an ejection is counted
-/// (`weft_outlier_ejections_total`) and logged, rate limited per endpoint host.
+/// Counts a request or connection refused at a circuit-breaking limit
+/// (`weft_overflow_total{service,limit}`).
+fn overflowed(ctx: &Ctx, service: &Service, limit: crate::balance::limits::Limit) {
+    let labels = crate::outlier::OverflowLabels { service: service.label.clone(), limit: limit.as_str() };
+    ctx.outlier_metrics.overflows.get_or_create(&labels).inc();
+}
+
+/// Counts `outcome` on `ep` for outlier detection; an ejection (of `ep`, or of another endpoint
+/// for its success rate) is counted (`weft_outlier_ejections_total`) and logged, rate limited
+/// per endpoint host.
 fn report(ctx: &Ctx, service: &Service, ep: &Endpoint, outcome: Outcome) {
-    let Some(e) = service.report(ep, outcome) else { return };
+    let mut others = |other: &Endpoint, e: crate::outlier::Ejection| ejected(ctx, service, other, e);
+    let Some(e) = service.report_with(ep, outcome, &mut others) else { return };
+    ejected(ctx, service, ep, e);
+}
+
+fn ejected(ctx: &Ctx, service: &Service, ep: &Endpoint, e: crate::outlier::Ejection) {
     let labels = crate::outlier::EjectionLabels { service: service.label.clone(), reason: e.reason };
     ctx.outlier_metrics.ejections.get_or_create(&labels).inc();
     crate::loglimit::warn_limited!(
@@ -326,8 +365,15 @@ fn absolute_uri<B>(req: &Request<B>, fallback: &str) -> Uri {
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("http://invalid/"))
 }
 
-/// Picks the endpoint for a request whose host is `host`, at `now`.
-fn route(ctx: &Ctx, target: &mut Target, host: Option<&str>, now: Instant) -> Result<Arc<Endpoint>, ProxyError> {
+/// Picks the endpoint for `req`, at `now`; with the cookie to set on its response when the
+/// service hashes on a cookie the request did not carry.
+fn route<B>(
+    ctx: &Ctx,
+    target: &mut Target,
+    req: &Request<B>,
+    now: Instant,
+) -> Result<(Arc<Endpoint>, Option<HeaderValue>), ProxyError> {
+    let host = host_of(req);
     // Balance over the endpoints in force now, not those of when the app connected: a
     // keep-alive connection must not keep sending to a deregistered or unhealthy endpoint.
     // Transparent mode: the app dialled one endpoint's IP, but a request whose Host names the
@@ -357,7 +403,12 @@ fn route(ctx: &Ctx, target: &mut Target, host: Option<&str>, now: Instant) -> Re
             None => return Err(ProxyError::NoEndpoint(target.service.key().to_string())),
         }
     }
-    target.endpoint(now)
+    // Only a hashing balancer reads the request: round robin costs one branch here.
+    let key = match (target.pinned.is_none(), target.service.balance.hash_on()) {
+        (true, Some(how)) => crate::balance::hash::key_of(how, req, target.client),
+        _ => Default::default(),
+    };
+    Ok((target.endpoint(now, key.hash)?, key.set_cookie))
 }
 
 /// The answer to a request no endpoint can take, counted against the service.
@@ -423,12 +474,24 @@ async fn request(ctx: &Ctx, mut target: Target, mut req: Request<Body>) -> Respo
     if let Err(e) = h::check_host(&mut req) {
         return unrouted(ctx, &target, &e, started);
     }
-    let ep = match route(ctx, &mut target, host_of(&req), started) {
-        Ok(ep) => ep,
+    let (ep, set_cookie) = match route(ctx, &mut target, &req, started) {
+        Ok(found) => found,
         Err(e) => return unrouted(ctx, &target, &e, started),
     };
+    // Circuit breaking: a request over the service's limit is answered here, at once.
+    let _permit = match target.service.balance.acquire(crate::balance::limits::Limit::Requests) {
+        Ok(p) => p,
+        Err(limit) => {
+            overflowed(ctx, &target.service, limit);
+            return unrouted(ctx, &target, &ProxyError::Overflow(limit), started);
+        }
+    };
     let (ep, result) = forward(ctx, &target, ep, req, started).await;
-    finish(ctx, &ep, result, started)
+    let mut resp = finish(ctx, &ep, result, started);
+    if let Some(c) = set_cookie {
+        resp.headers_mut().append(http::header::SET_COOKIE, c);
+    }
+    resp
 }
 
 /// An HTTP/1.1 upgrade (WebSocket) or a CONNECT (HTTP/1.1 or HTTP/2): carried to the peer as an
@@ -438,8 +501,8 @@ async fn upgrade(ctx: &Ctx, mut target: Target, mut req: Request<Body>, downstre
     if let Err(e) = h::check_host(&mut req) {
         return unrouted(ctx, &target, &e, started);
     }
-    let ep = match route(ctx, &mut target, host_of(&req), started) {
-        Ok(ep) => ep,
+    let ep = match route(ctx, &mut target, &req, started) {
+        Ok((ep, _)) => ep,
         Err(e) => return unrouted(ctx, &target, &e, started),
     };
     let (ep, connected) = connect(ctx, &target, ep, Alpn::Http1).await;
@@ -480,7 +543,11 @@ async fn forward(
         (target.pinned.is_none() && target.service.recently_broken(started)).then(|| replayable_head(&req)).flatten();
     let mut tried = Vec::new();
     loop {
-        match send(ctx, target, &ep, req).await {
+        // LeastRequest and PeakEWMA: in flight until the response head (or failure) is back.
+        let in_flight = target.service.balance.tracks_load().then(|| crate::balance::load::Load::start(&ep.health));
+        let sent = send(ctx, target, &ep, req).await;
+        drop(in_flight);
+        match sent {
             Ok(resp) => {
                 report(ctx, &target.service, &ep, Outcome::Status(resp.status().as_u16()));
                 return (ep, Ok(resp));
@@ -551,7 +618,18 @@ async fn send(ctx: &Ctx, target: &Target, ep: &Endpoint, mut req: Request<Body>)
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (conn, slot) = match ctx.pool.get(ep, &sni, &settings).await {
+        // Circuit breaking: waiting for a connection counts as pending (a ready pooled one
+        // returns at once).
+        let pending = match target.service.balance.acquire(crate::balance::limits::Limit::PendingRequests) {
+            Ok(p) => p,
+            Err(limit) => {
+                overflowed(ctx, &target.service, limit);
+                return Err(Failed::Other(ProxyError::Overflow(limit)));
+            }
+        };
+        let got = ctx.pool.get(ep, &sni, &settings).await;
+        drop(pending);
+        let (conn, slot) = match got {
             Ok(c) => c,
             Err(e) if matches!(outcome_of(&e), Some(Outcome::ConnectFailure)) => {
                 return Err(Failed::Unsent(Box::new(req), e))

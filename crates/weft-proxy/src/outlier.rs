@@ -318,10 +318,18 @@ pub struct ServiceLabel {
     pub service: crate::metrics::Name,
 }
 
-/// `weft_outlier_ejections_total{service,reason}` and `weft_outlier_ejected{service}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OverflowLabels {
+    pub service: crate::metrics::Name,
+    pub limit: &'static str,
+}
+
+/// `weft_outlier_ejections_total{service,reason}`, `weft_outlier_ejected{service}` and
+/// `weft_overflow_total{service,limit}` (circuit breaking, see [`crate::balance::limits`]).
 #[derive(Clone, Default)]
 pub struct Metrics {
     pub ejections: Family<EjectionLabels, Counter>,
+    pub overflows: Family<OverflowLabels, Counter>,
     /// Set when scraped (see [`Metrics::refresh`]): ejections end by time, with no event.
     pub ejected: Family<ServiceLabel, Gauge>,
 }
@@ -329,6 +337,11 @@ pub struct Metrics {
 impl Metrics {
     pub fn register(reg: &mut Registry) -> Self {
         let m = Metrics::default();
+        reg.register(
+            "weft_overflow",
+            "Requests and connections refused at a BackendPolicy connection limit, by service and limit",
+            m.overflows.clone(),
+        );
         let r = reg.sub_registry_with_prefix("weft_outlier");
         r.register("ejections", "Endpoints ejected from load balancing, by service and reason", m.ejections.clone());
         r.register("ejected", "Endpoints ejected from load balancing now, by service", m.ejected.clone());

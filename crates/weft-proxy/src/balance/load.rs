@@ -52,8 +52,13 @@ impl Load {
         f64::from_bits(bits) * (-elapsed / DECAY_NS).exp()
     }
 
-    /// PeakEWMA's cost: latency × (requests in flight + 1).
+    /// PeakEWMA's cost: latency × (requests in flight + 1). An endpoint not measured yet costs
+    /// nothing while idle, so a new endpoint is tried at once (as Finagle's starts at 0), and
+    /// the default latency per request in flight, so a burst does not all go to it.
     pub fn cost(&self, now: u64) -> f64 {
+        if self.ewma.load(Relaxed) == 0 {
+            return DEFAULT_RTT_NS * f64::from(self.in_flight());
+        }
         self.rtt(now) * f64::from(self.in_flight() + 1)
     }
 
@@ -101,6 +106,7 @@ mod tests {
     fn the_average_takes_peaks_at_once_and_decays() {
         let l = Load::default();
         assert_eq!(l.rtt(1), DEFAULT_RTT_NS, "unmeasured: the default");
+        assert_eq!(l.cost(1), 0.0, "unmeasured and idle: free, so a new endpoint is tried");
         l.observe(1e6, 1);
         assert_eq!(l.rtt(1), 1e6);
         l.observe(100e6, 2);
