@@ -177,7 +177,7 @@ impl Within {
                 if self.cum.is_empty() {
                     n % len
                 } else {
-                    self.draw(len, super::spread(n ^ 0x5bd1_e995))
+                    self.draw(len, super::spread2(n))
                 }
             }
             (Algorithm::LeastRequest | Algorithm::PeakEwma, _, _) if len > 1 => {

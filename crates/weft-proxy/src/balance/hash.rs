@@ -47,7 +47,7 @@ pub fn random() -> u64 {
 }
 
 /// Where a request's hash key comes from, compiled from the policy.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum HashOn {
     Header(HeaderName),
     Cookie { name: String, max_age: u64, path: String },

@@ -143,6 +143,12 @@ fn scaled(n: usize, total: u64) -> u64 {
     ((u128::from(spread(n)) * u128::from(total)) >> 64) as u64
 }
 
+/// A second even sequence (the R₂ constant, from the plastic number), independent of
+/// [`spread`]: a weighted round robin picks the endpoint with it after `spread` picked the group.
+pub(crate) fn spread2(n: usize) -> u64 {
+    (n as u64).wrapping_mul(0xC13F_A9A9_02A6_328F)
+}
+
 fn fraction(n: usize) -> f64 {
     (spread(n) >> 11) as f64 / (1u64 << 53) as f64
 }
@@ -242,8 +248,8 @@ impl Balancer {
 
     /// A balancer over `eps`, a subset of this one's endpoints (a mirror: one cluster's), that
     /// shares this one's health, clock and outlier settings, so an ejection seen through either
-    /// applies to both. Plain round robin by zone within the subset (no failover or weights: a
-    /// mirror names one cluster).
+    /// applies to both. By zone within the subset (no failover or cluster weights: a mirror names
+    /// one cluster), with this one's load balancer, hash key and limits.
     pub fn subset(&self, eps: &[Arc<Endpoint>], own: (&str, &str)) -> Self {
         let places: Vec<(&str, &str)> = eps.iter().map(|e| (e.cluster.as_str(), e.locality.as_str())).collect();
         let tiers = layout(own, &places, Policy::default());
@@ -256,7 +262,7 @@ impl Balancer {
             settings: self.settings,
             clock: self.clock,
             algo: self.algo,
-            hash_on: None,
+            hash_on: self.hash_on.clone(),
             limits: self.limits,
             sizes: self.sizes,
         }
