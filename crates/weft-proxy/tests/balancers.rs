@@ -308,3 +308,96 @@ async fn an_endpoint_is_ejected_after_consecutive_gateway_errors_and_returns() {
         assert!(tokio::time::Instant::now() < deadline, "the ejected endpoint never came back");
     }
 }
+
+/// A client sidecar whose `api` service has `policy` and one endpoint whose mTLS goes to `via`,
+/// with an HTTP upstream and a TCP one (to `app_tcp`'s port).
+async fn client_with(pki: &Pki, app: SocketAddr, app_tcp: SocketAddr, via: SocketAddr, policy: &str) -> Proxy {
+    let cfg = ProxyConfig::from_yaml(&format!(
+        "identity: {{ cert: unused, key: unused, bundle: unused }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\n\
+         timeouts: {{ connect: 20s }}\n\
+         outbound:\n  upstreams:\n    - {{ listen: \"127.0.0.1:0\", service: api, port: {} }}\n    \
+         - {{ listen: \"127.0.0.1:0\", service: api, port: {}, protocol: tcp }}\n\
+         services:\n  - name: api\n    {policy}\n    endpoints:\n      \
+         - {{ address: \"{app}\", proxy: \"{via}\", identity: \"{}\" }}\n",
+        app.port(),
+        app_tcp.port(),
+        api_id()
+    ))
+    .expect("client config");
+    Proxy::start(cfg, pki.store(CLIENT.0, CLIENT.1)).await.expect("client sidecar")
+}
+
+#[tokio::test]
+async fn a_request_waiting_for_a_connection_past_max_pending_is_refused_at_once() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    // The endpoint's proxy accepts and never answers the TLS handshake: a connect that hangs.
+    let hole = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let via = hole.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((s, _)) = hole.accept().await {
+            a.fetch_add(1, SeqCst);
+            held.push(s);
+        }
+    });
+    let app: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let client =
+        client_with(&pki, app, app, via, "backend_policy: { connection_limits: { maxPendingRequests: 1 } }").await;
+    let http = client.addrs.upstreams[0];
+    // The first request waits for its connection...
+    let first = tokio::spawn(async move { AppConn::new(http).get(&[]).await.status });
+    let a = accepted.clone();
+    eventually("the first request is connecting", Duration::from_secs(20), || {
+        let a = a.clone();
+        async move { (a.load(SeqCst) >= 1).then_some(()) }
+    })
+    .await;
+    // ...so the second, which would wait too, is refused at once.
+    let second = AppConn::new(http).get(&[]).await;
+    assert_eq!(second.status, 503, "{}", second.body);
+    assert_eq!(second.headers.get("x-weft-overflow").map(|v| v.to_str().unwrap()), Some("max-pending-requests"));
+    let sample = "weft_overflow_total{service=\"api.default\",limit=\"max-pending-requests\"}";
+    assert_eq!(metric(&client.metrics_text(), sample), 1.0);
+    first.abort();
+}
+
+#[tokio::test]
+async fn a_tcp_connection_past_max_connections_is_closed_and_counted() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    let app_http = weft_testkit::http_echo("api").await;
+    let app_tcp = weft_testkit::tcp_echo().await;
+    let server = start_server(&pki, app_http, app_tcp, "").await;
+    let via = server.addrs.inbound.expect("inbound");
+    let client =
+        client_with(&pki, app_http, app_tcp, via, "backend_policy: { connection_limits: { maxConnections: 1 } }").await;
+    let tcp = client.addrs.upstreams[1];
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The first connection is carried (an echo)...
+    let mut one = TcpStream::connect(tcp).await.expect("connect");
+    one.write_all(b"ping").await.expect("write");
+    let mut buf = [0u8; 4];
+    one.read_exact(&mut buf).await.expect("echo");
+    assert_eq!(&buf, b"ping");
+    // ...the second, while it is open, is closed without a byte.
+    let mut two = TcpStream::connect(tcp).await.expect("connect");
+    let _ = two.write_all(b"ping").await;
+    let mut rest = vec![];
+    let read = tokio::time::timeout(Duration::from_secs(20), two.read_to_end(&mut rest)).await.expect("closed");
+    assert!(read.is_err() || rest.is_empty(), "nothing echoed: {rest:?}");
+    let sample = "weft_overflow_total{service=\"api.default\",limit=\"max-connections\"}";
+    assert_eq!(metric(&client.metrics_text(), sample), 1.0);
+    // Closed, the first frees its place.
+    drop(one);
+    eventually("a connection is carried again", Duration::from_secs(20), || async move {
+        let mut s = TcpStream::connect(tcp).await.ok()?;
+        s.write_all(b"pong").await.ok()?;
+        let mut buf = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf)).await.ok()?.ok()?;
+        (&buf == b"pong").then_some(())
+    })
+    .await;
+}
