@@ -221,7 +221,7 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
                             s(&spec["targetRef"]["kind"]),
                             s(&spec["targetRef"]["name"]),
                             spec["loadBalancer"]["type"].as_str().unwrap_or("RoundRobin"),
-                            o["status"]["conditions"][0]["type"]["type"].as_str().unwrap_or("-")
+                            o["status"]["conditions"][0]["type"].as_str().unwrap_or("-")
                         ),
                         _ => {
                             format!("trust domain {}  cluster {}", s(&spec["trustDomain"]), s(&spec["cluster"]["name"]))

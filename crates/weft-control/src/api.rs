@@ -250,8 +250,8 @@ fn with_status(st: &ApiState, r: &weft_api::resource::Resource) -> Value {
             let p = cat.policies.iter().find(|p| p.namespace == m.namespace && p.name == m.name);
             // Applied but not in the catalog yet (the catalog follows the store within moments).
             let conditions = match p {
-                Some(p) => json!([{ "type": p.condition, "message": p.message() }]),
-                None => json!([{ "type": { "type": "Pending" }, "message": "Pending: not in the catalog yet" }]),
+                Some(p) => json!([{ "type": p.condition.kind(), "message": p.message() }]),
+                None => json!([{ "type": "Pending", "message": "Pending: not in the catalog yet" }]),
             };
             Some(json!({ "conditions": conditions }))
         }

@@ -32,6 +32,17 @@ pub struct PolicyStatus {
     pub condition: Condition,
 }
 
+impl Condition {
+    /// The condition's type, as Kubernetes conditions name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Condition::Accepted => "Accepted",
+            Condition::TargetNotFound => "TargetNotFound",
+            Condition::Conflicted { .. } => "Conflicted",
+        }
+    }
+}
+
 impl PolicyStatus {
     /// The words `weft describe` prints.
     pub fn message(&self) -> String {

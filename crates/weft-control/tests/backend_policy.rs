@@ -103,6 +103,8 @@ async fn a_backend_policy_reaches_the_proxy_and_the_oldest_wins() {
     assert!(later.starts_with("Conflicted: BackendPolicy first is older"), "{later}");
     let orphan = condition("orphan").await;
     assert!(orphan.starts_with("TargetNotFound: Service default/db"), "{orphan}");
+    let (_, v) = api(&cp, "GET", "/v1/resources/BackendPolicy/default/orphan", &cp.admin_token, "").await;
+    assert_eq!(v["status"]["conditions"][0]["type"], "TargetNotFound", "{v}");
     let (_, svc) = api(&cp, "GET", "/v1/resources/Service/default/api", &cp.admin_token, "").await;
     assert_eq!(svc["status"]["backendPolicy"], "first", "{svc}");
     assert_eq!(svc["status"]["backendPolicies"].as_array().map(Vec::len), Some(2), "both naming it are shown: {svc}");

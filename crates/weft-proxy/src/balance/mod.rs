@@ -500,7 +500,7 @@ impl Balancer {
             })
             .collect();
         let mut v = self.described.clone();
-        v["load_balancer"] = serde_json::json!(format!("{:?}", self.algo));
+        v["load_balancer"] = serde_json::to_value(self.algo).unwrap_or_default();
         v["connection_limits"] = self.describe_limits();
         v["tiers"] = tiers.into();
         v["ejected"] = ejected.into();
