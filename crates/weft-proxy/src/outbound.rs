@@ -215,13 +215,7 @@ async fn tcp(ctx: Arc<Ctx>, mut io: Prefixed<TcpStream>, target: Target) {
     };
     // A TCP connection hashes on the source IP only (it has no headers, cookies or query).
     let key = match target.service.balance.hash_on() {
-        Some(crate::balance::hash::HashOn::SourceIp) => target.client.map(|ip| {
-            let octets = match ip {
-                std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
-                std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
-            };
-            crate::balance::hash::hash64(&octets, 0)
-        }),
+        Some(crate::balance::hash::HashOn::SourceIp) => target.client.map(crate::balance::hash::ip_key),
         _ => None,
     };
     let ep = match target.endpoint(Instant::now(), key) {
@@ -281,7 +275,7 @@ async fn connect(
 
 /// Counts a request or connection refused at a circuit-breaking limit
 /// (`weft_overflow_total{service,limit}`).
-fn overflowed(ctx: &Ctx, service: &Service, limit: crate::balance::limits::Limit) {
+pub(crate) fn overflowed(ctx: &Ctx, service: &Service, limit: crate::balance::limits::Limit) {
     let labels = crate::outlier::OverflowLabels { service: service.label.clone(), limit: limit.as_str() };
     ctx.outlier_metrics.overflows.get_or_create(&labels).inc();
 }

@@ -96,6 +96,14 @@ fn query<'a>(q: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The `sourceIP` key of a request or TCP connection from `ip`.
+pub fn ip_key(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(v4) => hash64(&v4.octets(), 0),
+        IpAddr::V6(v6) => hash64(&v6.octets(), 0),
+    }
+}
+
 /// The key of `req` (from the app at `client`). A missing header or query parameter gives no
 /// key (the balancer then spreads the request at random); a missing cookie gets a new random
 /// value, set on the response so the client's next requests keep their endpoint.
@@ -109,13 +117,7 @@ pub fn key_of<B>(how: &HashOn, req: &Request<B>, client: Option<IpAddr>) -> Requ
             hash: req.uri().query().and_then(|s| query(s, q)).and_then(|v| hash(v.as_bytes())),
             set_cookie: None,
         },
-        HashOn::SourceIp => RequestKey {
-            hash: client.and_then(|ip| match ip {
-                IpAddr::V4(v4) => hash(&v4.octets()),
-                IpAddr::V6(v6) => hash(&v6.octets()),
-            }),
-            set_cookie: None,
-        },
+        HashOn::SourceIp => RequestKey { hash: client.map(ip_key), set_cookie: None },
         HashOn::Cookie { name, max_age, path } => match cookie(req, name) {
             Some(v) => RequestKey { hash: hash(v.as_bytes()), set_cookie: None },
             None => {
