@@ -11,7 +11,8 @@
 //! WEFT_UPDATE_SCHEMA=1 cargo test -p weft-api --test schema
 //! ```
 //!
-//! It also checks that every complete example in `docs/resources.md` is accepted.
+//! It also checks that every complete example in `docs/resources.md` and `docs/traffic.md` is
+//! accepted.
 
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
@@ -158,7 +159,17 @@ fn committed_schemas_match_the_types() {
 /// rules. Examples of invalid input are written in other fences.
 #[test]
 fn examples_in_resources_md_are_valid() {
-    let path = docs_dir().join("resources.md");
+    examples_are_valid("resources.md");
+}
+
+/// The same for `docs/traffic.md`: its worked examples (Service policy, BackendPolicy).
+#[test]
+fn examples_in_traffic_md_are_valid() {
+    examples_are_valid("traffic.md");
+}
+
+fn examples_are_valid(file: &str) {
+    let path = docs_dir().join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
