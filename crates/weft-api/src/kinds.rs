@@ -379,6 +379,10 @@ pub struct WorkloadSpec {
     /// (mesh-wide). It narrows what the proxy learns, not who may call whom.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visibility: Option<Vec<String>>,
+    /// This instance's share of load balancing against its service's other instances (1-10000;
+    /// default 1), honoured by every load balancer within a locality tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
 }
 
 impl WorkloadSpec {
@@ -421,6 +425,9 @@ impl Validate for WorkloadSpec {
                     format!("{ns:?} must be a namespace (a DNS label); leave visibility out for every namespace"),
                 ));
             }
+        }
+        if let Some(w) = self.weight.filter(|w| !(1..=crate::proxy::MAX_ENDPOINT_WEIGHT).contains(w)) {
+            return Err(ConfigError::invalid("weight", format!("{w} must be 1-{}", crate::proxy::MAX_ENDPOINT_WEIGHT)));
         }
         let mut names = HashSet::new();
         for (i, c) in self.checks.iter().enumerate() {

@@ -350,6 +350,10 @@ pub struct Service {
     /// be in `services` too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<crate::route::AttachedRoute>,
+    /// The load balancer and connection limits for this service (a BackendPolicy's spec, less
+    /// `targetRef` and `outlierDetection`; docs/traffic.md). Default: round robin, no limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_policy: Option<crate::backend_policy::BackendPolicy>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -372,6 +376,18 @@ pub struct Endpoint {
     pub locality: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Its share of load balancing against the service's other endpoints (1-10000; default 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+/// An endpoint's weight when none is given.
+pub const DEFAULT_ENDPOINT_WEIGHT: u32 = 1;
+/// The largest endpoint weight (so weight sums stay far from overflow and tables small).
+pub const MAX_ENDPOINT_WEIGHT: u32 = 10_000;
+
+fn default_weight() -> u32 {
+    DEFAULT_ENDPOINT_WEIGHT
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -709,6 +725,9 @@ impl ProxyConfig {
             if let Some(o) = &s.outlier_detection {
                 self.outlier_detection.with(o).check(&format!("{f}.outlier_detection"))?;
             }
+            if let Some(p) = &s.backend_policy {
+                p.check(&format!("{f}.backend_policy"))?;
+            }
             if !seen.insert(s.key()) {
                 return Err(ConfigError::invalid(
                     format!("{f}.name"),
@@ -727,6 +746,12 @@ impl ProxyConfig {
                 }
                 if !valid_name(&e.cluster) {
                     return Err(ConfigError::invalid(format!("{f}.endpoints[{j}].cluster"), "must be a DNS label"));
+                }
+                if !(1..=MAX_ENDPOINT_WEIGHT).contains(&e.weight) {
+                    return Err(ConfigError::invalid(
+                        format!("{f}.endpoints[{j}].weight"),
+                        format!("{} must be 1-{MAX_ENDPOINT_WEIGHT}", e.weight),
+                    ));
                 }
             }
         }

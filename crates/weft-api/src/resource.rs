@@ -34,11 +34,22 @@ pub enum Kind {
     GRPCRoute,
     /// Gateway API TCPRoute: weighted per-connection shifting of TCP.
     TCPRoute,
+    /// How callers treat a Service's endpoints: load balancer, connection limits, outlier
+    /// detection (`spec.targetRef` names the Service).
+    BackendPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] =
-        [Kind::MeshConfig, Kind::Service, Kind::Workload, Kind::Link, Kind::HTTPRoute, Kind::GRPCRoute, Kind::TCPRoute];
+    pub const ALL: [Kind; 8] = [
+        Kind::MeshConfig,
+        Kind::Service,
+        Kind::Workload,
+        Kind::Link,
+        Kind::HTTPRoute,
+        Kind::GRPCRoute,
+        Kind::TCPRoute,
+        Kind::BackendPolicy,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,6 +60,7 @@ impl Kind {
             Kind::HTTPRoute => "HTTPRoute",
             Kind::GRPCRoute => "GRPCRoute",
             Kind::TCPRoute => "TCPRoute",
+            Kind::BackendPolicy => "BackendPolicy",
         }
     }
 
@@ -62,6 +74,7 @@ impl Kind {
             "httproute" | "httproutes" => Some(Kind::HTTPRoute),
             "grpcroute" | "grpcroutes" => Some(Kind::GRPCRoute),
             "tcproute" | "tcproutes" => Some(Kind::TCPRoute),
+            "backendpolicy" | "backendpolicies" | "bp" => Some(Kind::BackendPolicy),
             _ => None,
         }
     }
@@ -89,6 +102,10 @@ pub struct Metadata {
     /// (optimistic concurrency); omit it to overwrite unconditionally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_version: Option<String>,
+    /// The store revision that created the resource (set by the store, kept across updates;
+    /// a value sent is ignored). Orders policies on one target: the oldest wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_revision: Option<u64>,
 }
 
 /// A resource with its spec still untyped, as read from a file or the API.
@@ -126,6 +143,7 @@ pub enum Resource {
     HTTPRoute(Typed<HttpRouteSpec>),
     GRPCRoute(Typed<GrpcRouteSpec>),
     TCPRoute(Typed<TcpRouteSpec>),
+    BackendPolicy(Typed<crate::backend_policy::BackendPolicySpec>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -185,6 +203,7 @@ impl TryFrom<Object> for Resource {
             Kind::HTTPRoute => Resource::HTTPRoute(typed(o.metadata, o.spec).map_err(within)?),
             Kind::GRPCRoute => Resource::GRPCRoute(typed(o.metadata, o.spec).map_err(within)?),
             Kind::TCPRoute => Resource::TCPRoute(typed(o.metadata, o.spec).map_err(within)?),
+            Kind::BackendPolicy => Resource::BackendPolicy(typed(o.metadata, o.spec).map_err(within)?),
         };
         Ok(r)
     }
@@ -200,6 +219,7 @@ impl Resource {
             Resource::HTTPRoute(_) => Kind::HTTPRoute,
             Resource::GRPCRoute(_) => Kind::GRPCRoute,
             Resource::TCPRoute(_) => Kind::TCPRoute,
+            Resource::BackendPolicy(_) => Kind::BackendPolicy,
         }
     }
 
@@ -212,6 +232,7 @@ impl Resource {
             Resource::HTTPRoute(t) => &t.metadata,
             Resource::GRPCRoute(t) => &t.metadata,
             Resource::TCPRoute(t) => &t.metadata,
+            Resource::BackendPolicy(t) => &t.metadata,
         }
     }
 
@@ -234,6 +255,7 @@ impl Resource {
             Resource::HTTPRoute(t) => &mut t.metadata,
             Resource::GRPCRoute(t) => &mut t.metadata,
             Resource::TCPRoute(t) => &mut t.metadata,
+            Resource::BackendPolicy(t) => &mut t.metadata,
         }
     }
 
@@ -252,6 +274,7 @@ impl Resource {
             Resource::HTTPRoute(t) => serde_json::to_value(&t.spec),
             Resource::GRPCRoute(t) => serde_json::to_value(&t.spec),
             Resource::TCPRoute(t) => serde_json::to_value(&t.spec),
+            Resource::BackendPolicy(t) => serde_json::to_value(&t.spec),
         }
         .unwrap_or_default();
         Object { api_version: API_VERSION.into(), kind: self.kind(), metadata: self.metadata().clone(), spec }
@@ -338,7 +361,11 @@ pub fn check_references<'a>(all: impl IntoIterator<Item = &'a Resource> + Clone)
             }
             // Routes name Services they may not find: accepted, with a status condition
             // (`route::conditions`), as the Gateway API does.
-            Resource::Link(_) | Resource::HTTPRoute(_) | Resource::GRPCRoute(_) | Resource::TCPRoute(_) => {}
+            Resource::Link(_)
+            | Resource::HTTPRoute(_)
+            | Resource::GRPCRoute(_)
+            | Resource::TCPRoute(_)
+            | Resource::BackendPolicy(_) => {}
             Resource::MeshConfig(_) => {
                 if let Some(first) = mesh.replace(r.key()) {
                     return Err(ConfigError::invalid(

@@ -26,6 +26,62 @@ pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 100;
 /// A tier keeps all its traffic while `healthy share × 1.4 ≥ 100%` (Envoy's overprovisioning
 /// factor): with 5 endpoints, one may be ejected before the next tier gets any.
 pub const OVERPROVISIONING_FACTOR: f64 = 1.4;
+/// Consecutive gateway errors (502, 503, 504, or a request that failed after it was sent) that
+/// eject an endpoint; 0 (the default): off, as `consecutive_5xx` already counts them.
+pub const DEFAULT_CONSECUTIVE_GATEWAY_ERRORS: u32 = 0;
+/// How often success rates are compared (Envoy's and Istio's `interval`).
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// Success-rate ejection: endpoints with at least this many requests in an interval count...
+pub const DEFAULT_SUCCESS_RATE_REQUEST_VOLUME: u32 = 100;
+/// ...and at least this many of them are needed to compare (Envoy's defaults).
+pub const DEFAULT_SUCCESS_RATE_MINIMUM_HOSTS: u32 = 5;
+/// An endpoint whose success rate is below `mean − factor/1000 × stdev` is ejected.
+pub const DEFAULT_SUCCESS_RATE_STDEV_FACTOR: u32 = 1900;
+
+/// Success-rate based ejection (Envoy's): each `interval`, among endpoints with at least
+/// `requestVolume` requests in it, when there are at least `minimumHosts` of them, those whose
+/// success rate is below `mean − stdevFactor/1000 × stdev` are ejected (within the max percent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SuccessRate {
+    #[serde(default = "d_sr_hosts", alias = "minimum_hosts")]
+    pub minimum_hosts: u32,
+    #[serde(default = "d_sr_volume", alias = "request_volume")]
+    pub request_volume: u32,
+    #[serde(default = "d_sr_factor", alias = "stdev_factor")]
+    pub stdev_factor: u32,
+}
+
+impl Default for SuccessRate {
+    fn default() -> Self {
+        SuccessRate { minimum_hosts: d_sr_hosts(), request_volume: d_sr_volume(), stdev_factor: d_sr_factor() }
+    }
+}
+
+fn d_sr_hosts() -> u32 {
+    DEFAULT_SUCCESS_RATE_MINIMUM_HOSTS
+}
+fn d_sr_volume() -> u32 {
+    DEFAULT_SUCCESS_RATE_REQUEST_VOLUME
+}
+fn d_sr_factor() -> u32 {
+    DEFAULT_SUCCESS_RATE_STDEV_FACTOR
+}
+fn d_gw() -> u32 {
+    DEFAULT_CONSECUTIVE_GATEWAY_ERRORS
+}
+fn d_interval() -> Duration {
+    DEFAULT_INTERVAL
+}
+
+impl SuccessRate {
+    fn check(&self, f: &str) -> Result<(), ConfigError> {
+        if self.minimum_hosts == 0 || self.request_volume == 0 {
+            return Err(ConfigError::invalid(f, "minimumHosts and requestVolume must be at least 1"));
+        }
+        Ok(())
+    }
+}
 
 /// The proxy config's `outlier_detection` (every field optional; 0 turns a detector off).
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -41,6 +97,13 @@ pub struct OutlierDetection {
     pub max_ejection_time: Duration,
     #[serde(default = "d_pct")]
     pub max_ejection_percent: u32,
+    #[serde(default = "d_gw")]
+    pub consecutive_gateway_errors: u32,
+    #[serde(default = "d_interval")]
+    pub interval: Duration,
+    /// Off unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<SuccessRate>,
 }
 
 impl Default for OutlierDetection {
@@ -51,6 +114,9 @@ impl Default for OutlierDetection {
             base_ejection_time: d_base(),
             max_ejection_time: d_max(),
             max_ejection_percent: d_pct(),
+            consecutive_gateway_errors: d_gw(),
+            interval: d_interval(),
+            success_rate: None,
         }
     }
 }
@@ -83,6 +149,12 @@ impl OutlierDetection {
         if self.base_ejection_time < Duration::from_millis(1) {
             return Err(ConfigError::invalid(format!("{field}.base_ejection_time"), "must be at least 1ms"));
         }
+        if self.interval < Duration::from_millis(10) {
+            return Err(ConfigError::invalid(format!("{field}.interval"), "must be at least 10ms"));
+        }
+        if let Some(sr) = &self.success_rate {
+            sr.check(&format!("{field}.success_rate"))?;
+        }
         if self.max_ejection_time < self.base_ejection_time {
             return Err(ConfigError::invalid(
                 format!("{field}.max_ejection_time"),
@@ -111,6 +183,12 @@ pub struct OutlierOverrides {
     pub max_ejection_time: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejection_percent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_gateway_errors: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<SuccessRate>,
 }
 
 /// The Service resource's `outlierDetection` (camelCase); the same fields as
@@ -133,6 +211,16 @@ pub struct ServiceOutlierDetection {
     /// Share of the service's endpoints that may be out at once (0-100). Proxy default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejection_percent: Option<u32>,
+    /// Consecutive gateway errors (502, 503, 504, or a request that failed after it was sent)
+    /// that eject an endpoint (0: never). Proxy default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_gateway_errors: Option<u32>,
+    /// How often success rates are compared. Proxy default 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    /// Success-rate based ejection (off unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<SuccessRate>,
 }
 
 impl From<&ServiceOutlierDetection> for OutlierOverrides {
@@ -143,6 +231,9 @@ impl From<&ServiceOutlierDetection> for OutlierOverrides {
             base_ejection_time: s.base_ejection_time,
             max_ejection_time: s.max_ejection_time,
             max_ejection_percent: s.max_ejection_percent,
+            consecutive_gateway_errors: s.consecutive_gateway_errors,
+            interval: s.interval,
+            success_rate: s.success_rate,
         }
     }
 }
@@ -155,6 +246,12 @@ impl ServiceOutlierDetection {
         }
         if self.base_ejection_time.is_some_and(|d| d < Duration::from_millis(1)) {
             return Err(ConfigError::invalid("outlierDetection.baseEjectionTime", "must be at least 1ms"));
+        }
+        if self.interval.is_some_and(|d| d < Duration::from_millis(10)) {
+            return Err(ConfigError::invalid("outlierDetection.interval", "must be at least 10ms"));
+        }
+        if let Some(sr) = &self.success_rate {
+            sr.check("outlierDetection.successRate")?;
         }
         if let (Some(base), Some(max)) = (self.base_ejection_time, self.max_ejection_time) {
             if max < base {
@@ -177,6 +274,25 @@ impl OutlierDetection {
             base_ejection_time: o.base_ejection_time.unwrap_or(self.base_ejection_time),
             max_ejection_time: o.max_ejection_time.unwrap_or(self.max_ejection_time),
             max_ejection_percent: o.max_ejection_percent.unwrap_or(self.max_ejection_percent),
+            consecutive_gateway_errors: o.consecutive_gateway_errors.unwrap_or(self.consecutive_gateway_errors),
+            interval: o.interval.unwrap_or(self.interval),
+            success_rate: o.success_rate.or(self.success_rate),
+        }
+    }
+}
+
+impl ServiceOutlierDetection {
+    /// `over`'s fields where set, else these (a BackendPolicy's over its Service's).
+    pub fn overlaid(&self, over: &ServiceOutlierDetection) -> ServiceOutlierDetection {
+        ServiceOutlierDetection {
+            consecutive_connect_failures: over.consecutive_connect_failures.or(self.consecutive_connect_failures),
+            consecutive_5xx: over.consecutive_5xx.or(self.consecutive_5xx),
+            base_ejection_time: over.base_ejection_time.or(self.base_ejection_time),
+            max_ejection_time: over.max_ejection_time.or(self.max_ejection_time),
+            max_ejection_percent: over.max_ejection_percent.or(self.max_ejection_percent),
+            consecutive_gateway_errors: over.consecutive_gateway_errors.or(self.consecutive_gateway_errors),
+            interval: over.interval.or(self.interval),
+            success_rate: over.success_rate.or(self.success_rate),
         }
     }
 }

@@ -11,12 +11,14 @@
 //! WEFT_UPDATE_SCHEMA=1 cargo test -p weft-api --test schema
 //! ```
 //!
-//! It also checks that every complete example in `docs/resources.md` is accepted.
+//! It also checks that every complete example in `docs/resources.md` and `docs/traffic.md` is
+//! accepted.
 
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
+use weft_api::backend_policy::BackendPolicySpec;
 use weft_api::kinds::{LinkSpec, MeshConfigSpec, ServiceSpec, WorkloadSpec};
 use weft_api::resource::{check_references, parse_documents, Kind, Metadata, API_VERSION};
 use weft_api::route::{GrpcRouteSpec, HttpRouteSpec, TcpRouteSpec};
@@ -121,6 +123,13 @@ fn expected() -> Vec<(String, Value)> {
                 resource_schema::<TcpRouteSpec>(
                     kind,
                     "Gateway API TCPRoute attached to a Service (GAMMA): weighted per-connection shifting.",
+                ),
+            ),
+            Kind::BackendPolicy => (
+                spec_schema::<BackendPolicySpec>(),
+                resource_schema::<BackendPolicySpec>(
+                    kind,
+                    "How callers treat one Service's endpoints: load balancer, connection limits, outlier detection.",
                 ),
             ),
         };

@@ -24,6 +24,7 @@ macro_rules! out {
 mod call;
 mod client;
 mod control;
+mod describe;
 mod dns;
 mod link;
 mod netns;

@@ -151,7 +151,7 @@ pub enum TokenCmd {
 fn kind_path(kind: &str) -> anyhow::Result<&'static str> {
     weft_api::resource::Kind::parse_loose(kind).map(|k| k.as_str()).with_context(|| {
         format!(
-            "unknown kind {kind:?}: use services, workloads, meshconfig, links, httproutes, grpcroutes or tcproutes"
+            "unknown kind {kind:?}: use services, workloads, meshconfig, links, httproutes, grpcroutes, tcproutes or backendpolicies"
         )
     })
 }
@@ -219,6 +219,13 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
                         "Workload" => format!("{}  {}:{}", s(&spec["service"]), s(&spec["address"]), s(&spec["port"])),
                         "Service" => format!("ports {}  tags {}", spec["ports"], spec["tags"]),
                         "HTTPRoute" | "GRPCRoute" | "TCPRoute" => crate::routes_out::get_detail(o),
+                        "BackendPolicy" => format!(
+                            "target {}/{}  loadBalancer {}  {}",
+                            s(&spec["targetRef"]["kind"]),
+                            s(&spec["targetRef"]["name"]),
+                            spec["loadBalancer"]["type"].as_str().unwrap_or("RoundRobin"),
+                            o["status"]["conditions"][0]["type"].as_str().unwrap_or("-")
+                        ),
                         _ => {
                             format!("trust domain {}  cluster {}", s(&spec["trustDomain"]), s(&spec["cluster"]["name"]))
                         }
@@ -232,6 +239,9 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
             let k = kind_path(&kind)?;
             let v = conn.call("GET", &format!("/v1/resources/{k}/{namespace}/{name}"), String::new()).await?;
             outln!("{}", serde_json::to_string_pretty(&v)?)?;
+            for line in crate::describe::policy_lines(k, &v) {
+                outln!("{line}")?;
+            }
             if matches!(k, "HTTPRoute" | "GRPCRoute" | "TCPRoute") {
                 crate::routes_out::describe_route(&v)?;
             }

@@ -225,7 +225,9 @@ struct ListQuery {
 
 fn kind(s: &str) -> Result<Kind, ApiError> {
     Kind::parse_loose(s).ok_or_else(|| {
-        bad(format!("unknown kind {s:?}: use MeshConfig, Service, Workload, Link, HTTPRoute, GRPCRoute or TCPRoute"))
+        bad(format!(
+            "unknown kind {s:?}: use MeshConfig, Service, Workload, Link, HTTPRoute, GRPCRoute, TCPRoute or BackendPolicy"
+        ))
     })
 }
 
@@ -241,15 +243,56 @@ fn shown(r: &weft_api::resource::Resource) -> weft_api::resource::Object {
     o
 }
 
+/// [`shown`], with a `status` for the kinds that have one: a BackendPolicy's condition, and on a
+/// Service the BackendPolicy in force and every one that names it (from the catalog in force).
+fn with_status(st: &ApiState, r: &weft_api::resource::Resource) -> Value {
+    // Routes carry their Gateway API conditions (`routes_api`); the kinds below add theirs.
+    let mut v = crate::routes_api::with_status(st, r, shown(r));
+    let m = r.metadata();
+    let status = match r.kind() {
+        Kind::BackendPolicy => {
+            let cat = st.catalog.borrow();
+            let p = cat.policies.iter().find(|p| p.namespace == m.namespace && p.name == m.name);
+            // Applied but not in the catalog yet (the catalog follows the store within moments).
+            let conditions = match p {
+                Some(p) => json!([{ "type": p.condition.kind(), "message": p.message() }]),
+                None => json!([{ "type": "Pending", "message": "Pending: not in the catalog yet" }]),
+            };
+            Some(json!({ "conditions": conditions }))
+        }
+        Kind::Service => {
+            let cat = st.catalog.borrow();
+            let target = format!("{}/{}", m.namespace, m.name);
+            let naming: Vec<Value> = cat
+                .policies
+                .iter()
+                .filter(|p| p.target == target)
+                .map(|p| json!({ "name": p.name, "condition": p.message() }))
+                .collect();
+            let in_force =
+                cat.services.get(&(m.namespace.clone(), m.name.clone())).and_then(|s| s.backend_policy.clone());
+            let outlier =
+                cat.services.get(&(m.namespace.clone(), m.name.clone())).and_then(|s| s.outlier_detection.clone());
+            (!naming.is_empty()).then(|| {
+                json!({
+                    "backendPolicy": in_force.map(|p| p.name),
+                    "effectiveOutlierDetection": outlier,
+                    "backendPolicies": naming,
+                })
+            })
+        }
+        _ => None,
+    };
+    if let Some(s) = status {
+        v["status"] = s;
+    }
+    v
+}
+
 async fn list(State(st): S, headers: HeaderMap, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     require_read(&st, &headers)?;
     let k = q.kind.as_deref().map(kind).transpose()?;
-    let items: Vec<_> = st
-        .store
-        .list(k, q.namespace.as_deref())?
-        .iter()
-        .map(|r| crate::routes_api::with_status(&st, r, shown(r)))
-        .collect();
+    let items: Vec<_> = st.store.list(k, q.namespace.as_deref())?.iter().map(|r| with_status(&st, r)).collect();
     Ok(Json(json!({ "revision": st.store.revision(), "items": items })))
 }
 
@@ -261,7 +304,7 @@ async fn get_one(
     require_read(&st, &headers)?;
     let key = Key { kind: kind(&k)?, namespace, name };
     match st.store.get(&key)? {
-        Some(r) => Ok(Json(crate::routes_api::with_status(&st, &r, shown(&r)))),
+        Some(r) => Ok(Json(with_status(&st, &r))),
         None => Err(ApiError(StatusCode::NOT_FOUND, format!("{key} not found"))),
     }
 }

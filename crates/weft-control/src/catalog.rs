@@ -32,6 +32,8 @@ pub struct Catalog {
     /// Every HTTPRoute, GRPCRoute and TCPRoute, by (namespace, name, kind); discovery sends each
     /// with the Services its parentRefs name.
     pub routes: Vec<CatalogRoute>,
+    /// Every BackendPolicy's condition (see [`crate::policies`]).
+    pub policies: Vec<crate::policies::PolicyStatus>,
 }
 
 /// A route as discovery sends it.
@@ -146,8 +148,10 @@ pub struct CatalogService {
     pub failover: Vec<String>,
     /// A fixed split between clusters (`spec.clusterWeights`).
     pub cluster_weights: BTreeMap<String, u32>,
-    /// `spec.outlierDetection`.
+    /// `spec.outlierDetection`, with the BackendPolicy's `outlierDetection` fields over it.
     pub outlier_detection: Option<weft_api::traffic::ServiceOutlierDetection>,
+    /// The BackendPolicy in force (the oldest naming this Service; see [`crate::policies`]).
+    pub backend_policy: Option<weft_api::backend_policy::BackendPolicy>,
 }
 
 impl CatalogService {
@@ -177,6 +181,8 @@ pub struct Instance {
     pub healthy: bool,
     /// The namespaces whose services its proxy receives; `None`: every namespace.
     pub visibility: Option<Vec<String>>,
+    /// Its share of load balancing (Workload `weight`, default 1).
+    pub weight: u32,
 }
 
 /// The DNS server's view of the catalog: services with their instances (and each instance's
@@ -255,6 +261,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                     failover: spec.failover.clone(),
                     cluster_weights: spec.cluster_weights.clone(),
                     outlier_detection: spec.outlier_detection.clone(),
+                    backend_policy: None,
                 },
             );
         }
@@ -289,6 +296,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                 // monitor has not probed yet is not routed).
                 healthy: w.spec.checks.is_empty() || healthy(&format!("{}/{}", m.namespace, m.name)),
                 visibility: w.spec.visibility.clone(),
+                weight: w.spec.weight.unwrap_or(weft_api::proxy::DEFAULT_ENDPOINT_WEIGHT),
             });
         }
     }
@@ -311,8 +319,25 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
         .collect();
     routes
         .sort_by(|a, b| (&a.namespace, &a.name, a.route.kind_str()).cmp(&(&b.namespace, &b.name, b.route.kind_str())));
+    let policies: Vec<_> = resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::BackendPolicy(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let (winners, policies) =
+        crate::policies::resolve(&policies, |ns, name| services.contains_key(&(ns.to_string(), name.to_string())));
+    for (key, p) in winners {
+        let Some(s) = services.get_mut(&key) else { continue };
+        s.backend_policy = Some(p.spec.effective(&p.metadata.name));
+        if let Some(o) = &p.spec.outlier_detection {
+            s.outlier_detection = Some(s.outlier_detection.clone().unwrap_or_default().overlaid(o));
+        }
+    }
     Catalog {
         routes,
+        policies,
         revision,
         mesh,
         services,
@@ -357,6 +382,7 @@ pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
                 s.export = false;
                 // A peer's routing policy is its own: here, this cluster's Service decides.
                 (s.failover, s.cluster_weights, s.outlier_detection) = (vec![], BTreeMap::new(), None);
+                s.backend_policy = None;
                 cat.services.insert(key, s);
             }
         }
@@ -388,6 +414,7 @@ mod gateway_tests {
             tags: vec![],
             healthy: true,
             visibility: None,
+            weight: 1,
         }
     }
 

@@ -202,6 +202,7 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
                     // proxy needs to know.
                     labels: Default::default(),
                     tags: vec![],
+                    weight: i.weight,
                 })
                 .collect(),
             failover: s.failover.clone(),
@@ -216,6 +217,7 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
                     spec_json: r.route.spec_json(),
                 })
                 .collect(),
+            backend_policy: s.backend_policy.as_ref().map(Into::into),
         })
         .collect();
     // The virtual IPs of the services sent, and of their mirrors.
@@ -264,6 +266,13 @@ fn wire_outlier(o: &weft_api::traffic::ServiceOutlierDetection) -> pb::OutlierDe
         base_ejection_time_ms: o.base_ejection_time.map(ms),
         max_ejection_time_ms: o.max_ejection_time.map(ms),
         max_ejection_percent: o.max_ejection_percent,
+        consecutive_gateway_errors: o.consecutive_gateway_errors,
+        interval_ms: o.interval.map(ms),
+        success_rate: o.success_rate.map(|sr| pb::SuccessRate {
+            minimum_hosts: sr.minimum_hosts,
+            request_volume: sr.request_volume,
+            stdev_factor: sr.stdev_factor,
+        }),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod http_serve;
 pub mod links;
 pub mod loglimit;
 pub mod naming;
+pub mod policies;
 pub mod registry;
 pub mod remote;
 pub mod rotation;

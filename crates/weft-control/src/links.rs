@@ -221,6 +221,7 @@ async fn apply(State(st): S, headers: HeaderMap, body: String) -> Result<Json<Va
             namespace: DEFAULT_NAMESPACE.into(),
             labels: Default::default(),
             resource_version: None,
+            creation_revision: None,
         },
         spec,
     });

@@ -196,6 +196,7 @@ mod tests {
                 tags: vec!["v1".into()],
                 healthy: true,
                 visibility: None,
+                weight: 1,
             }],
             ..Default::default()
         };

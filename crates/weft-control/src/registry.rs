@@ -179,7 +179,9 @@ pub fn run(
                     && old.links == cat.links
                     && old.vips == cat.vips
                     && old.ca == cat.ca
-                    && old.routes == cat.routes;
+                    && old.routes == cat.routes
+                    // A policy's condition can change with no change to what proxies get.
+                    && old.policies == cat.policies;
                 if !same {
                     *old = cat;
                 }

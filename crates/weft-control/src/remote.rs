@@ -141,6 +141,7 @@ mod tests {
             tags: vec![],
             healthy: true,
             visibility: None,
+            weight: 1,
         }
     }
 

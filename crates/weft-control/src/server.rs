@@ -160,6 +160,7 @@ impl ControlPlane {
                         namespace: "default".into(),
                         labels: Default::default(),
                         resource_version: None,
+                        creation_revision: None,
                     },
                     spec: cfg.mesh.clone(),
                 });

@@ -258,6 +258,7 @@ pub fn services_from(update: &pb::ProxyUpdate) -> Result<Vec<Service>, ConfigErr
                 network: e.network.clone(),
                 locality: e.locality.clone(),
                 labels: e.labels.clone().into_iter().collect::<BTreeMap<_, _>>(),
+                weight: e.weight.clamp(1, weft_api::proxy::MAX_ENDPOINT_WEIGHT),
             });
         }
         let mut ports = Vec::with_capacity(s.ports.len());
@@ -286,8 +287,22 @@ pub fn services_from(update: &pb::ProxyUpdate) -> Result<Vec<Service>, ConfigErr
                 base_ejection_time: o.base_ejection_time_ms.map(weft_api::Duration::from_millis),
                 max_ejection_time: o.max_ejection_time_ms.map(weft_api::Duration::from_millis),
                 max_ejection_percent: o.max_ejection_percent,
+                consecutive_gateway_errors: o.consecutive_gateway_errors,
+                interval: o.interval_ms.map(weft_api::Duration::from_millis),
+                success_rate: o.success_rate.map(|sr| weft_api::traffic::SuccessRate {
+                    minimum_hosts: sr.minimum_hosts,
+                    request_volume: sr.request_volume,
+                    stdev_factor: sr.stdev_factor,
+                }),
             }),
             routes: routes_from(i, s),
+            backend_policy: s
+                .backend_policy
+                .as_ref()
+                .map(|p| {
+                    weft_api::backend_policy::BackendPolicy::from_wire(p, &format!("services[{i}].backend_policy"))
+                })
+                .transpose()?,
         });
     }
     Ok(out)

@@ -29,13 +29,19 @@ pub enum ProxyError {
     ConnectNotAllowed(u16),
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A BackendPolicy `connectionLimits` limit of the service was reached (circuit breaking):
+    /// not forwarded.
+    #[error("the service's {} limit (BackendPolicy connectionLimits) is reached; retry later", .0.as_str())]
+    Overflow(crate::balance::limits::Limit),
 }
 
 impl ProxyError {
     /// The HTTP status a client sees for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoEndpoint(_) | ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoint(_) | ProxyError::Overloaded(_) | ProxyError::Overflow(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::ConnectTimeout(_) | ProxyError::PeerUnresponsive(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ConnectNotAllowed(_) => StatusCode::FORBIDDEN,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -57,6 +63,7 @@ impl ProxyError {
             ProxyError::Overloaded(_) => "overloaded",
             ProxyError::ConnectNotAllowed(_) => "connect-not-allowed",
             ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::Overflow(_) => "overflow",
         }
     }
 }

@@ -59,6 +59,9 @@ pub const ORIG_PROTO: HeaderName = HeaderName::from_static("x-weft-orig-proto");
 pub const ORIG_PROTO_HTTP1: &str = "HTTP/1.1";
 /// Set on responses the proxy itself generated, naming the reason.
 pub const PROXY_ERROR: HeaderName = HeaderName::from_static("x-weft-error");
+/// On a 503 for circuit breaking: which limit (`max-requests`, `max-pending-requests`,
+/// `max-connections`, `max-retries`).
+pub const OVERFLOW: HeaderName = HeaderName::from_static("x-weft-overflow");
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -244,6 +247,9 @@ pub fn rescue(err: &ProxyError) -> Response<Body> {
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     if let Ok(v) = HeaderValue::from_str(err.kind()) {
         resp.headers_mut().insert(PROXY_ERROR, v);
+    }
+    if let ProxyError::Overflow(limit) = err {
+        resp.headers_mut().insert(OVERFLOW, HeaderValue::from_static(limit.as_str()));
     }
     resp
 }

@@ -39,15 +39,20 @@ pub struct Target {
     /// Intercepted (transparent mode): a request whose `Host` is a mesh name goes where that
     /// name says (see [`crate::naming`]).
     pub by_host: bool,
+    /// The app's address (the `sourceIP` hash key); set once the connection is accepted.
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl Target {
-    fn endpoint(&self, now: Instant) -> Result<Arc<Endpoint>, ProxyError> {
+    /// The endpoint for a request (or connection) whose hash key is `key`.
+    fn endpoint(&self, now: Instant, key: Option<u64>) -> Result<Arc<Endpoint>, ProxyError> {
         match &self.pinned {
             Some(ep) => Ok(ep.clone()),
-            None => {
-                self.service.pick_at(now).cloned().ok_or_else(|| ProxyError::NoEndpoint(self.service.key().to_string()))
-            }
+            None => self
+                .service
+                .pick_keyed(now, key)
+                .cloned()
+                .ok_or_else(|| ProxyError::NoEndpoint(self.service.key().to_string())),
         }
     }
 
@@ -94,7 +99,7 @@ pub async fn serve_upstream(ctx: Arc<Ctx>, listener: TcpListener, up: Upstream) 
                 (Protocol::Auto, Some(port)) => service.protocol(port),
                 (p, _) => p,
             };
-            let target = Target { service, pinned: None, port: up.port, protocol, by_host: false };
+            let target = Target { service, pinned: None, port: up.port, protocol, by_host: false, client: None };
             handle(ctx, stream, target).await;
         }
     })
@@ -124,7 +129,8 @@ pub async fn serve_transparent(ctx: Arc<Ctx>, listener: TcpListener) {
         match (found, vip) {
             (Some((service, ep)), _) => {
                 let protocol = service.protocol(dst.port());
-                let target = Target { service, pinned: Some(ep), port: Some(dst.port()), protocol, by_host: true };
+                let target =
+                    Target { service, pinned: Some(ep), port: Some(dst.port()), protocol, by_host: true, client: None };
                 handle(ctx, stream, target).await;
             }
             // A virtual IP, on any port: balanced over its service (or its cluster's mirror),
@@ -133,7 +139,7 @@ pub async fn serve_transparent(ctx: Arc<Ctx>, listener: TcpListener) {
             (None, Some(service)) => {
                 let protocol = service.protocol(dst.port());
                 let port = service.protocols.contains_key(&dst.port()).then_some(dst.port());
-                let target = Target { service, pinned: None, port, protocol, by_host: true };
+                let target = Target { service, pinned: None, port, protocol, by_host: true, client: None };
                 handle(ctx, stream, target).await;
             }
             (None, None) => passthrough(ctx, stream, dst).await,
@@ -166,7 +172,7 @@ async fn passthrough(ctx: Arc<Ctx>, mut stream: TcpStream, dst: SocketAddr) {
     }
 }
 
-async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, target: Target) {
+async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, mut target: Target) {
     let detected = match target.protocol {
         Protocol::Tcp => Ok((Detected::Tcp, vec![])),
         // Declared HTTP: only the version is read, from the preface, within the time an HTTP
@@ -176,6 +182,7 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, target: Target) {
     };
     let Ok((proto, prefix)) = detected else { return };
     let src = stream.peer_addr().unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    target.client = Some(src.ip());
     ctx.metrics.detected.get_or_create(&Proto { direction: Direction::outbound, protocol: proto.as_str() }).inc();
     let io = Prefixed::new(prefix, stream);
     match proto {
@@ -207,7 +214,20 @@ async fn tcp(ctx: Arc<Ctx>, mut io: Prefixed<TcpStream>, mut target: Target) {
         let labels = crate::route::RouteLabels { route: rule.route.clone(), rule: rule.rule.clone() };
         ctx.route_metrics.tcp_connections.get_or_create(&labels).inc();
     }
-    let ep = match target.endpoint(Instant::now()) {
+    // Circuit breaking: each TCP stream is a connection to the service (held until it ends).
+    let _permit = match target.service.balance.acquire(crate::balance::limits::Limit::Connections) {
+        Ok(p) => p,
+        Err(limit) => {
+            overflowed(&ctx, &target.service, limit);
+            return;
+        }
+    };
+    // A TCP connection hashes on the source IP only (it has no headers, cookies or query).
+    let key = match target.service.balance.hash_on() {
+        Some(crate::balance::hash::HashOn::SourceIp) => target.client.map(crate::balance::hash::ip_key),
+        _ => None,
+    };
+    let ep = match target.endpoint(Instant::now(), key) {
         Ok(ep) => ep,
         Err(e) => {
             tracing::debug!(error = %e, "tcp: no endpoint");
@@ -262,10 +282,23 @@ async fn connect(
     }
 }
 
-/// Counts `outcome` on `ep` for outlier detection; an ejection is counted
-/// (`weft_outlier_ejections_total`) and logged, rate limited per endpoint host.
+/// Counts a request or connection refused at a circuit-breaking limit
+/// (`weft_overflow_total{service,limit}`).
+pub(crate) fn overflowed(ctx: &Ctx, service: &Service, limit: crate::balance::limits::Limit) {
+    let labels = crate::outlier::OverflowLabels { service: service.label.clone(), limit: limit.as_str() };
+    ctx.outlier_metrics.overflows.get_or_create(&labels).inc();
+}
+
+/// Counts `outcome` on `ep` for outlier detection; an ejection (of `ep`, or of another endpoint
+/// for its success rate) is counted (`weft_outlier_ejections_total`) and logged, rate limited
+/// per endpoint host.
 fn report(ctx: &Ctx, service: &Service, ep: &Endpoint, outcome: Outcome) {
-    let Some(e) = service.report(ep, outcome) else { return };
+    let mut others = |other: &Endpoint, e: crate::outlier::Ejection| ejected(ctx, service, other, e);
+    let Some(e) = service.report_with(ep, outcome, &mut others) else { return };
+    ejected(ctx, service, ep, e);
+}
+
+fn ejected(ctx: &Ctx, service: &Service, ep: &Endpoint, e: crate::outlier::Ejection) {
     let labels = crate::outlier::EjectionLabels { service: service.label.clone(), reason: e.reason };
     ctx.outlier_metrics.ejections.get_or_create(&labels).inc();
     crate::loglimit::warn_limited!(
@@ -370,6 +403,22 @@ fn resolve(ctx: &Ctx, target: &mut Target, host: Option<&str>) -> Result<(), Pro
     Ok(())
 }
 
+/// Picks the endpoint for `req` at `now` in the service `resolve` (and the routes) chose; with
+/// the cookie to set on its response when the service hashes on a cookie the request did not
+/// carry.
+fn pick<B>(
+    target: &Target,
+    req: &Request<B>,
+    now: Instant,
+) -> Result<(Arc<Endpoint>, Option<HeaderValue>), ProxyError> {
+    // Only a hashing balancer reads the request: round robin costs one branch here.
+    let key = match (target.pinned.is_none(), target.service.balance.hash_on()) {
+        (true, Some(how)) => crate::balance::hash::key_of(how, req, target.client),
+        _ => Default::default(),
+    };
+    Ok((target.endpoint(now, key.hash)?, key.set_cookie))
+}
+
 /// The answer to a request no endpoint can take, counted against the service.
 fn unrouted(ctx: &Ctx, target: &Target, e: &ProxyError, started: Instant) -> Response<Body> {
     let resp = h::rescue(e);
@@ -448,8 +497,8 @@ async fn request(ctx: &Arc<Ctx>, mut target: Target, mut req: Request<Body>) -> 
             return resp;
         }
     };
-    let ep = match target.endpoint(started) {
-        Ok(ep) => ep,
+    let (ep, set_cookie) = match pick(&target, &req, started) {
+        Ok(found) => found,
         Err(e) => {
             let mut resp = unrouted(ctx, &target, &e, started);
             if let Some(rule) = rule {
@@ -459,41 +508,64 @@ async fn request(ctx: &Arc<Ctx>, mut target: Target, mut req: Request<Body>) -> 
             return resp;
         }
     };
-    let Some(rule) = rule else {
-        let (ep, result) = forward(ctx, &target, ep, req, started).await;
-        return finish(ctx, &ep, result, started);
-    };
-    if !rule.filters.mirrors.is_empty() {
-        if let Err(resp) = crate::route::mirror_copies(ctx, &rule, &mut req).await {
-            rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
-            return *resp;
+    // Circuit breaking: a request over the service's limit is answered here, at once.
+    let _permit = match target.service.balance.acquire(crate::balance::limits::Limit::Requests) {
+        Ok(p) => p,
+        Err(limit) => {
+            overflowed(ctx, &target.service, limit);
+            let mut resp = unrouted(ctx, &target, &ProxyError::Overflow(limit), started);
+            if let Some(rule) = rule {
+                rule.filters.on_response(&mut resp);
+                rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
+            }
+            return resp;
         }
-    }
-    let (ep, result) = match rule.timeout {
-        None => forward(ctx, &target, ep, req, started).await,
-        Some(limit) => {
-            let first = ep.clone();
-            match tokio::time::timeout(limit, forward(ctx, &target, ep, req, started)).await {
-                Ok(done) => done,
-                Err(_) => {
-                    let text =
-                        format!("route {} rule {}: no response within {limit:?} (timeouts)", rule.route.0, rule.rule.0);
-                    (first, Ok(crate::route::local(http::StatusCode::GATEWAY_TIMEOUT, "route-timeout", text)))
+    };
+    let mut resp = match rule {
+        None => {
+            let (ep, result) = forward(ctx, &target, ep, req, started).await;
+            finish(ctx, &ep, result, started)
+        }
+        Some(rule) => {
+            if !rule.filters.mirrors.is_empty() {
+                if let Err(resp) = crate::route::mirror_copies(ctx, &rule, &mut req).await {
+                    rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
+                    return *resp;
                 }
             }
+            let (ep, result) = match rule.timeout {
+                None => forward(ctx, &target, ep, req, started).await,
+                Some(limit) => {
+                    let first = ep.clone();
+                    match tokio::time::timeout(limit, forward(ctx, &target, ep, req, started)).await {
+                        Ok(done) => done,
+                        Err(_) => {
+                            let text = format!(
+                                "route {} rule {}: no response within {limit:?} (timeouts)",
+                                rule.route.0, rule.rule.0
+                            );
+                            (first, Ok(crate::route::local(http::StatusCode::GATEWAY_TIMEOUT, "route-timeout", text)))
+                        }
+                    }
+                }
+            };
+            let mut resp = finish(ctx, &ep, result, started);
+            rule.filters.on_response(&mut resp);
+            rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
+            resp
         }
     };
-    let mut resp = finish(ctx, &ep, result, started);
-    rule.filters.on_response(&mut resp);
-    rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
+    if let Some(c) = set_cookie {
+        resp.headers_mut().append(http::header::SET_COOKIE, c);
+    }
     resp
 }
 
 /// A mirror's copy of a request (see `crate::route::mirror`): sent to an endpoint of `service`
 /// like any request, its response dropped. The caller of the original never waits for it.
 pub(crate) async fn send_copy(ctx: &Ctx, service: Arc<Service>, port: Option<u16>, mut req: Request<Body>) {
-    let target = Target { service, pinned: None, port, protocol: Protocol::Auto, by_host: false };
-    let Ok(ep) = target.endpoint(Instant::now()) else { return };
+    let target = Target { service, pinned: None, port, protocol: Protocol::Auto, by_host: false, client: None };
+    let Ok(ep) = target.endpoint(Instant::now(), None) else { return };
     let orig_h1 = req.version() != http::Version::HTTP_2;
     *req.uri_mut() = absolute_uri(&req, target.service.key());
     h::strip_hop_by_hop(req.headers_mut());
@@ -528,8 +600,8 @@ async fn upgrade(ctx: &Ctx, mut target: Target, mut req: Request<Body>, downstre
             return *resp;
         }
     }
-    let ep = match target.endpoint(started) {
-        Ok(ep) => ep,
+    let ep = match pick(&target, &req, started) {
+        Ok((ep, _)) => ep,
         Err(e) => return unrouted(ctx, &target, &e, started),
     };
     let (ep, connected) = connect(ctx, &target, ep, Alpn::Http1).await;
@@ -570,7 +642,11 @@ async fn forward(
         (target.pinned.is_none() && target.service.recently_broken(started)).then(|| replayable_head(&req)).flatten();
     let mut tried = Vec::new();
     loop {
-        match send(ctx, target, &ep, req).await {
+        // LeastRequest and PeakEWMA: in flight until the response head (or failure) is back.
+        let in_flight = target.service.balance.tracks_load().then(|| crate::balance::load::Load::start(&ep.health));
+        let sent = send(ctx, target, &ep, req).await;
+        drop(in_flight);
+        match sent {
             Ok(resp) => {
                 report(ctx, &target.service, &ep, Outcome::Status(resp.status().as_u16()));
                 return (ep, Ok(resp));
@@ -641,7 +717,18 @@ async fn send(ctx: &Ctx, target: &Target, ep: &Endpoint, mut req: Request<Body>)
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (conn, slot) = match ctx.pool.get(ep, &sni, &settings).await {
+        // Circuit breaking: waiting for a connection counts as pending (a ready pooled one
+        // returns at once).
+        let pending = match target.service.balance.acquire(crate::balance::limits::Limit::PendingRequests) {
+            Ok(p) => p,
+            Err(limit) => {
+                overflowed(ctx, &target.service, limit);
+                return Err(Failed::Other(ProxyError::Overflow(limit)));
+            }
+        };
+        let got = ctx.pool.get(ep, &sni, &settings).await;
+        drop(pending);
+        let (conn, slot) = match got {
             Ok(c) => c,
             Err(e) if matches!(outcome_of(&e), Some(Outcome::ConnectFailure)) => {
                 return Err(Failed::Unsent(Box::new(req), e))

@@ -1,5 +1,8 @@
 //! Client-side outlier detection: each endpoint (local or in another cluster) counts its
-//! consecutive connect failures and consecutive 5xx; at the threshold it is ejected from load
+//! consecutive connect failures, consecutive 5xx and consecutive gateway errors (502/503/504,
+//! or a request that failed after it was sent); and, when success-rate detection is on, its
+//! requests and successes per `interval`, compared across the service's endpoints at the end of
+//! each (an endpoint below `mean − stdevFactor/1000 × stdev` is an outlier). At a threshold it is ejected from load
 //! balancing for `base_ejection_time × n` (n: its ejections in a row, capped at
 //! `max_ejection_time`), unless that would eject more than `max_ejection_percent` of the service.
 //! It comes back by itself when its time is up: ejection is a deadline, not a state to undo.
@@ -44,6 +47,8 @@ pub enum Outcome {
 /// Why an endpoint was ejected (the `reason` label).
 pub const REASON_CONNECT: &str = "consecutive-connect-failures";
 pub const REASON_5XX: &str = "consecutive-5xx";
+pub const REASON_GATEWAY: &str = "consecutive-gateway-errors";
+pub const REASON_SUCCESS_RATE: &str = "success-rate";
 
 /// An ejection just made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +80,12 @@ pub struct Health {
     until: AtomicU64,
     /// Ejections in a row (the multiplier of the next ejection's length).
     times: AtomicU32,
+    gateway_errors: AtomicU32,
+    /// Requests and successes in the current success-rate interval (counted only when on).
+    sr_total: AtomicU32,
+    sr_ok: AtomicU32,
+    /// Requests in flight and latency, for the load-aware balancers.
+    pub load: crate::balance::load::Load,
 }
 
 impl Health {
@@ -99,6 +110,20 @@ impl Health {
                 c.store(0, Relaxed);
             }
         };
+        if s.success_rate.is_some() {
+            let failed = match outcome {
+                Outcome::Status(st) => Some(st >= 500),
+                Outcome::GatewayError => Some(true),
+                _ => None,
+            };
+            if let Some(failed) = failed {
+                self.sr_total.fetch_add(1, Relaxed);
+                if !failed {
+                    self.sr_ok.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        let gateway = matches!(outcome, Outcome::Status(502..=504) | Outcome::GatewayError);
         match outcome {
             Outcome::Connected => {
                 reset(&self.connect_failures);
@@ -107,12 +132,23 @@ impl Health {
             Outcome::ConnectFailure => bump(&self.connect_failures, s.connect_failures, REASON_CONNECT),
             Outcome::Status(status) if status >= 500 => {
                 reset(&self.connect_failures);
-                bump(&self.errors_5xx, s.errors_5xx, REASON_5XX)
+                let a = bump(&self.errors_5xx, s.errors_5xx, REASON_5XX);
+                let b = if gateway {
+                    bump(&self.gateway_errors, s.gateway_errors, REASON_GATEWAY)
+                } else {
+                    reset(&self.gateway_errors);
+                    None
+                };
+                a.or(b)
             }
-            Outcome::GatewayError => bump(&self.errors_5xx, s.errors_5xx, REASON_5XX),
+            Outcome::GatewayError => {
+                let a = bump(&self.errors_5xx, s.errors_5xx, REASON_5XX);
+                bump(&self.gateway_errors, s.gateway_errors, REASON_GATEWAY).or(a)
+            }
             Outcome::Status(_) => {
                 reset(&self.connect_failures);
                 reset(&self.errors_5xx);
+                reset(&self.gateway_errors);
                 None
             }
         }
@@ -137,8 +173,34 @@ impl Health {
         self.times.store(times, Relaxed);
         self.connect_failures.store(0, Relaxed);
         self.errors_5xx.store(0, Relaxed);
+        self.gateway_errors.store(0, Relaxed);
         Some((until, Ejection { reason, duration: Duration::from_millis(ms), times }))
     }
+
+    /// This interval's (requests, successes), and a new interval begun.
+    pub fn take_rate(&self) -> (u32, u32) {
+        (self.sr_total.swap(0, Relaxed), self.sr_ok.swap(0, Relaxed))
+    }
+}
+
+/// Which of `rates` (an endpoint's requests and successes in one interval) are success-rate
+/// outliers: among those with at least `request_volume` requests, when there are at least
+/// `minimum_hosts` of them, those below `mean − stdev_factor/1000 × stdev` (Envoy's rule).
+pub fn success_rate_outliers(rates: &[(u32, u32)], sr: &weft_api::traffic::SuccessRate) -> Vec<usize> {
+    let counted: Vec<(usize, f64)> = rates
+        .iter()
+        .enumerate()
+        .filter(|(_, (total, _))| *total >= sr.request_volume.max(1))
+        .map(|(i, (total, ok))| (i, f64::from(*ok) / f64::from(*total)))
+        .collect();
+    if counted.len() < sr.minimum_hosts.max(1) as usize {
+        return vec![];
+    }
+    let n = counted.len() as f64;
+    let mean = counted.iter().map(|c| c.1).sum::<f64>() / n;
+    let stdev = (counted.iter().map(|c| (c.1 - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let threshold = mean - f64::from(sr.stdev_factor) / 1000.0 * stdev;
+    counted.into_iter().filter(|c| c.1 < threshold).map(|c| c.0).collect()
 }
 
 /// Per service: the latest deadline of any of its ejections, so a pick knows in one load that
@@ -150,6 +212,10 @@ pub struct ServiceHealth {
     /// never): for [`REPLAY_WINDOW_MS`] after it, requests keep a copy of their head so one that
     /// meets a dead pooled connection can go to another endpoint.
     pub last_broken: AtomicU64,
+    /// When the next success-rate evaluation is due (ms on the [`Clock`]; 0: not started).
+    pub next_eval: AtomicU64,
+    /// Connections, pending requests, requests and retries in use (circuit breaking).
+    pub limits: crate::balance::limits::Counters,
 }
 
 /// How long after a connection failure in a service its body-less idempotent requests can be
@@ -165,6 +231,9 @@ pub struct Settings {
     pub base_ms: u64,
     pub max_ms: u64,
     pub max_percent: u32,
+    pub gateway_errors: u32,
+    pub interval_ms: u64,
+    pub success_rate: Option<weft_api::traffic::SuccessRate>,
 }
 
 impl From<&OutlierDetection> for Settings {
@@ -176,6 +245,9 @@ impl From<&OutlierDetection> for Settings {
             base_ms: ms(o.base_ejection_time),
             max_ms: ms(o.max_ejection_time),
             max_percent: o.max_ejection_percent,
+            gateway_errors: o.consecutive_gateway_errors,
+            interval_ms: ms(o.interval).max(1),
+            success_rate: o.success_rate,
         }
     }
 }
@@ -246,10 +318,18 @@ pub struct ServiceLabel {
     pub service: crate::metrics::Name,
 }
 
-/// `weft_outlier_ejections_total{service,reason}` and `weft_outlier_ejected{service}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OverflowLabels {
+    pub service: crate::metrics::Name,
+    pub limit: &'static str,
+}
+
+/// `weft_outlier_ejections_total{service,reason}`, `weft_outlier_ejected{service}` and
+/// `weft_overflow_total{service,limit}` (circuit breaking, see [`crate::balance::limits`]).
 #[derive(Clone, Default)]
 pub struct Metrics {
     pub ejections: Family<EjectionLabels, Counter>,
+    pub overflows: Family<OverflowLabels, Counter>,
     /// Set when scraped (see [`Metrics::refresh`]): ejections end by time, with no event.
     pub ejected: Family<ServiceLabel, Gauge>,
 }
@@ -257,6 +337,11 @@ pub struct Metrics {
 impl Metrics {
     pub fn register(reg: &mut Registry) -> Self {
         let m = Metrics::default();
+        reg.register(
+            "weft_overflow",
+            "Requests and connections refused at a BackendPolicy connection limit, by service and limit",
+            m.overflows.clone(),
+        );
         let r = reg.sub_registry_with_prefix("weft_outlier");
         r.register("ejections", "Endpoints ejected from load balancing, by service and reason", m.ejections.clone());
         r.register("ejected", "Endpoints ejected from load balancing now, by service", m.ejected.clone());
@@ -281,7 +366,16 @@ mod tests {
     use super::*;
 
     fn settings() -> Settings {
-        Settings { connect_failures: 3, errors_5xx: 2, base_ms: 1000, max_ms: 2500, max_percent: 50 }
+        Settings {
+            connect_failures: 3,
+            errors_5xx: 2,
+            base_ms: 1000,
+            max_ms: 2500,
+            max_percent: 50,
+            gateway_errors: 0,
+            interval_ms: 10_000,
+            success_rate: None,
+        }
     }
 
     #[test]
@@ -325,5 +419,33 @@ mod tests {
         assert!(!Settings { max_percent: 0, ..s }.may_eject(0, 4));
         let all = Settings { max_percent: 100, ..s };
         assert!(all.may_eject(3, 4) && !all.may_eject(4, 4));
+    }
+
+    #[test]
+    fn gateway_errors_count_502_503_504_and_failed_sends_only() {
+        let h = Health::default();
+        let s = Settings { errors_5xx: 0, gateway_errors: 3, ..settings() };
+        assert_eq!(h.record(Outcome::Status(502), &s), None);
+        assert_eq!(h.record(Outcome::Status(500), &s), None, "a 500 is no gateway error: resets the count");
+        assert_eq!(h.record(Outcome::Status(503), &s), None);
+        assert_eq!(h.record(Outcome::GatewayError, &s), None);
+        assert_eq!(h.record(Outcome::Status(504), &s), Some(REASON_GATEWAY), "the third in a row");
+        assert_eq!(h.record(Outcome::Status(200), &s), None);
+        assert_eq!(h.record(Outcome::Status(502), &s), None, "a success started the count again");
+    }
+
+    #[test]
+    fn success_rate_outliers_are_below_mean_minus_k_stdev() {
+        let sr = weft_api::traffic::SuccessRate { minimum_hosts: 3, request_volume: 10, stdev_factor: 1000 };
+        // Four at 100% and one at 50%: mean 0.9, stdev 0.2, threshold 0.7.
+        let rates = [(100, 100), (100, 100), (100, 100), (100, 100), (100, 50)];
+        assert_eq!(success_rate_outliers(&rates, &sr), vec![4]);
+        // The same, but the bad one under the request volume: not counted, nothing ejected.
+        let rates = [(100, 100), (100, 100), (100, 100), (100, 100), (9, 0)];
+        assert!(success_rate_outliers(&rates, &sr).is_empty());
+        // Too few endpoints with enough requests to compare.
+        assert!(success_rate_outliers(&[(100, 100), (100, 0)], &sr).is_empty());
+        // All equally bad: no outlier (it is the service, not one endpoint).
+        assert!(success_rate_outliers(&[(100, 10); 5], &sr).is_empty());
     }
 }

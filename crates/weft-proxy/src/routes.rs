@@ -28,6 +28,8 @@ pub struct Endpoint {
     pub http_series: std::sync::OnceLock<crate::metrics::HttpSeries>,
     /// Outlier detection state, kept across routing tables (see [`crate::outlier`]).
     pub health: Arc<crate::outlier::Health>,
+    /// Its share of load balancing within its group (1 unless set).
+    pub weight: u32,
 }
 
 #[derive(Debug)]
@@ -111,6 +113,12 @@ impl Service {
         self.balance.pick(&self.endpoints, now)
     }
 
+    /// [`Service::pick_at`] for a request whose hash key is `key` (see
+    /// [`crate::balance::hash`]).
+    pub fn pick_keyed(&self, now: Instant, key: Option<u64>) -> Option<&Arc<Endpoint>> {
+        self.balance.pick_keyed(&self.endpoints, now, key)
+    }
+
     /// Another endpoint after a failed connect to each of `tried` (nothing was sent).
     pub fn pick_other(&self, tried: &[Arc<Endpoint>], now: Instant) -> Option<&Arc<Endpoint>> {
         self.balance.pick_other(&self.endpoints, tried, now)
@@ -125,6 +133,17 @@ impl Service {
     /// Counts what happened on `ep` for outlier detection; `Some` when it is ejected now.
     pub fn report(&self, ep: &Endpoint, outcome: crate::outlier::Outcome) -> Option<crate::outlier::Ejection> {
         self.balance.report(&self.endpoints, ep, outcome)
+    }
+
+    /// [`Service::report`], with every endpoint ejected now (success-rate outliers too) handed
+    /// to `ejected`.
+    pub fn report_with(
+        &self,
+        ep: &Endpoint,
+        outcome: crate::outlier::Outcome,
+        ejected: &mut dyn FnMut(&Endpoint, crate::outlier::Ejection),
+    ) -> Option<crate::outlier::Ejection> {
+        self.balance.report_with(&self.endpoints, ep, outcome, ejected)
     }
 }
 
@@ -284,6 +303,7 @@ impl Routes {
                     network: e.network.clone(),
                     locality: e.locality.clone(),
                     labels: e.labels.clone(),
+                    weight: e.weight.max(1),
                 }));
             }
             let svc = Arc::new(Service {
@@ -298,6 +318,7 @@ impl Routes {
                         failover: &s.failover,
                         cluster_weights: Some(&s.cluster_weights),
                         outlier: s.outlier_detection.as_ref(),
+                        backend: s.backend_policy.as_ref(),
                     },
                     env,
                     env.store.service(&key),

@@ -197,6 +197,7 @@ async fn route_changes_apply_to_open_keep_alive_connections() {
         cluster_weights: Default::default(),
         outlier_detection: None,
         routes: vec![],
+        backend_policy: None,
     };
     p.client.set_routes(weft_proxy::Routes::from_services(&[empty]).unwrap());
     let resp = send.send_request(get()).await.unwrap();

@@ -235,6 +235,9 @@ impl Store {
                     return Err(StoreError::Conflict { key, expected: expected.clone(), current });
                 }
             }
+            let mut resource = resource;
+            // Set by the store alone: kept from the stored resource, or set below on creation.
+            resource.metadata_mut().creation_revision = stored.and_then(|s| s.metadata().creation_revision);
             match stored {
                 Some(stored) if same_content(stored, &resource) => {
                     results.push(Applied::Unchanged(key, current.unwrap_or(0)));
@@ -263,6 +266,8 @@ impl Store {
         let mut puts = Vec::with_capacity(writes.len());
         for resource in &mut writes {
             resource.metadata_mut().resource_version = Some(revision.to_string());
+            let created = &mut resource.metadata_mut().creation_revision;
+            created.get_or_insert(revision);
             let value = codec::encode(resource)
                 .map_err(|e| StoreError::Storage(format!("cannot encode {}: {e}", resource.key())))?;
             puts.push((storage_key(&resource.key()), value));

@@ -230,6 +230,7 @@ pub async fn register(State(st): State<Arc<ApiState>>, headers: HeaderMap, body:
                 namespace: namespace.clone(),
                 labels: self::labels(BTreeMap::new()),
                 resource_version: None,
+                creation_revision: None,
             },
             // Tags are per instance (the Workload's); the Service has none of its own.
             spec: ServiceSpec { ports: vec![], tags: vec![], export: false, ..Default::default() },
@@ -247,12 +248,13 @@ pub async fn register(State(st): State<Arc<ApiState>>, headers: HeaderMap, body:
         tags: reg.tags,
         checks,
         visibility: None,
+        weight: None,
     };
     spec.validate().map_err(|e| bad(e.to_string()))?;
     let (wanted, wl_ns, wl_id) =
         ((SocketAddr::new(spec.address, spec.port), spec.tags.clone()), namespace.clone(), id.clone());
     write.push(Resource::Workload(Typed {
-        metadata: Metadata { name: id, namespace, labels, resource_version: None },
+        metadata: Metadata { name: id, namespace, labels, resource_version: None, creation_revision: None },
         spec,
     }));
     crate::api::admit(&st, &write)?;

@@ -481,6 +481,7 @@ fn convert(name: &str, spec: &LinkSpec, local: &str, snap: pb::ExportSnapshot) -
                 tags: e.tags,
                 healthy: true,
                 visibility: None,
+                weight: e.weight.clamp(1, weft_api::proxy::MAX_ENDPOINT_WEIGHT),
             });
         }
         instances.sort_by(|a, b| a.name.cmp(&b.name));
@@ -500,6 +501,7 @@ fn convert(name: &str, spec: &LinkSpec, local: &str, snap: pb::ExportSnapshot) -
             failover: vec![],
             cluster_weights: Default::default(),
             outlier_detection: None,
+            backend_policy: None,
             instances,
             clusters: vec![name.to_string()],
         });

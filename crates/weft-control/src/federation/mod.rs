@@ -490,6 +490,7 @@ mod tests {
                     tags: vec![],
                     healthy: true,
                     visibility: None,
+                    weight: 1,
                 })
                 .collect(),
             ..Default::default()

@@ -41,7 +41,8 @@ fn default_tiers_are_zone_then_region_then_the_rest() {
 fn failover_follows_the_list_and_leaves_out_other_clusters() {
     let eps = places(&[("central", ""), ("west", ""), ("east", ""), ("south", ""), ("west", "")]);
     let list = vec!["west".to_string(), "east".to_string(), "central".to_string()];
-    let tiers = layout(("east", ""), &eps, Policy { failover: &list, cluster_weights: None, outlier: None });
+    let tiers =
+        layout(("east", ""), &eps, Policy { failover: &list, cluster_weights: None, outlier: None, backend: None });
     assert_eq!(members(&tiers), vec![vec![vec![2]], vec![vec![1, 4]], vec![vec![0]]], "own first, listed once");
 }
 
@@ -49,7 +50,8 @@ fn failover_follows_the_list_and_leaves_out_other_clusters() {
 fn cluster_weights_make_one_weighted_tier() {
     let eps = places(&[("east", ""), ("west", ""), ("east", ""), ("central", "")]);
     let w: BTreeMap<String, u32> = [("east".into(), 90), ("west".into(), 10), ("central".into(), 0)].into();
-    let tiers = layout(("east", ""), &eps, Policy { failover: &[], cluster_weights: Some(&w), outlier: None });
+    let tiers =
+        layout(("east", ""), &eps, Policy { failover: &[], cluster_weights: Some(&w), outlier: None, backend: None });
     assert_eq!(tiers.len(), 1);
     assert_eq!(
         tiers[0].groups,
@@ -84,6 +86,7 @@ fn svc(eps: &[(&str, &str)], failover: &[&str], weights: &[(&str, u32)]) -> SvcC
             network: String::new(),
             locality: locality.to_string(),
             labels: Default::default(),
+            weight: 1,
         })
         .collect();
     SvcConfig {
@@ -95,6 +98,7 @@ fn svc(eps: &[(&str, &str)], failover: &[&str], weights: &[(&str, u32)]) -> SvcC
         cluster_weights: weights.iter().map(|(c, w)| (c.to_string(), *w)).collect(),
         outlier_detection: None,
         routes: vec![],
+        backend_policy: None,
     }
 }
 
@@ -215,4 +219,47 @@ fn a_service_outlier_setting_replaces_the_proxy_one() {
     let s = r.service("api", "default").unwrap();
     let ep = s.endpoints[0].clone();
     assert!(s.report(&ep, Outcome::ConnectFailure).is_some(), "one failure is the service's threshold (proxy's: 5)");
+}
+
+#[test]
+fn success_rate_outliers_are_ejected_at_the_end_of_an_interval_and_come_back() {
+    use weft_api::traffic::SuccessRate;
+    let store = Store::default();
+    let outlier = OutlierDetection {
+        consecutive_5xx: 0,
+        interval: weft_api::Duration::from_millis(10),
+        base_ejection_time: weft_api::Duration::from_millis(50),
+        max_ejection_time: weft_api::Duration::from_millis(50),
+        success_rate: Some(SuccessRate { minimum_hosts: 3, request_volume: 20, stdev_factor: 1000 }),
+        ..Default::default()
+    };
+    let cfg = svc(&[("east", ""); 5], &[], &[]);
+    let r = routes(&cfg, &store, &outlier);
+    let s = r.service("api", "default").unwrap();
+    let mut ejected = vec![];
+    // Polled with a deadline: each round is 20 responses per endpoint, endpoint 0 failing them all;
+    // the first report after an interval ends compares the rates.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while ejected.is_empty() {
+        for (i, ep) in s.endpoints.iter().enumerate() {
+            for _ in 0..20 {
+                let status = if i == 0 { 503 } else { 200 };
+                let mut seen = |e: &Endpoint, j: Ejection| ejected.push((e.address, j.reason));
+                if let Some(j) = s.report_with(ep, Outcome::Status(status), &mut seen) {
+                    panic!("no consecutive-error detector is on, yet {:?}", j.reason);
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no success-rate ejection within 10s");
+    }
+    assert_eq!(ejected, vec![(s.endpoints[0].address, crate::outlier::REASON_SUCCESS_RATE)], "only the outlier");
+    let now = Instant::now();
+    assert!((0..100).all(|_| s.pick_at(now).unwrap().address != s.endpoints[0].address), "not picked while out");
+    // Its time is up: back (polled with a deadline).
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let clock = store.clock;
+    while s.endpoints[0].health.is_ejected(clock.ms(Instant::now())) {
+        assert!(Instant::now() < deadline, "never came back");
+        std::thread::yield_now();
+    }
 }

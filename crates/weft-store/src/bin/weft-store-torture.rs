@@ -80,6 +80,7 @@ fn object(kind: Kind, name: &str, batch: u64, spec: serde_json::Value) -> Object
             namespace: DEFAULT_NAMESPACE.into(),
             labels: BTreeMap::from([("batch".to_string(), batch.to_string())]),
             resource_version: None,
+            creation_revision: None,
         },
         spec,
     }

@@ -1,0 +1,61 @@
+//! The summary lines `weft describe` prints under a resource for the policies that apply: on a
+//! Service, the BackendPolicy in force and each other one naming it (in the order the control
+//! plane resolved them: the oldest applies); on a BackendPolicy, its condition.
+
+use serde_json::Value;
+
+pub fn policy_lines(kind: &str, v: &Value) -> Vec<String> {
+    let status = &v["status"];
+    match kind {
+        "Service" => {
+            let mut out = vec![];
+            let Some(all) = status["backendPolicies"].as_array() else { return out };
+            match status["backendPolicy"].as_str() {
+                Some(p) => out.push(format!("backend policy: {p} (applies)")),
+                None => out.push("backend policy: none applies".to_string()),
+            }
+            for p in all {
+                out.push(format!(
+                    "  {:<24} {}",
+                    p["name"].as_str().unwrap_or(""),
+                    p["condition"].as_str().unwrap_or("")
+                ));
+            }
+            out
+        }
+        "BackendPolicy" => status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| format!("condition: {}", c["message"].as_str().unwrap_or("")))
+            .collect(),
+        _ => vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_service_shows_the_policy_in_force_then_the_others() {
+        let v = json!({ "status": {
+            "backendPolicy": "old",
+            "backendPolicies": [
+                { "name": "new", "condition": "Conflicted: BackendPolicy old is older and applies" },
+                { "name": "old", "condition": "Accepted: applies to Service default/api" },
+            ]
+        }});
+        let lines = policy_lines("Service", &v);
+        assert_eq!(lines[0], "backend policy: old (applies)");
+        assert!(lines[1].contains("new") && lines[1].contains("Conflicted"));
+        assert!(policy_lines("Service", &json!({})).is_empty(), "no policy: nothing printed");
+        let p =
+            json!({ "status": { "conditions": [{ "message": "TargetNotFound: Service default/x does not exist" }] } });
+        assert_eq!(
+            policy_lines("BackendPolicy", &p),
+            vec!["condition: TargetNotFound: Service default/x does not exist"]
+        );
+    }
+}
