@@ -16,6 +16,7 @@ pub mod pb {
 pub mod kinds;
 pub mod link;
 pub mod proxy;
+pub mod resilience;
 pub mod resource;
 pub mod token;
 pub mod traffic;

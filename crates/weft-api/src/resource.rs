@@ -5,6 +5,7 @@
 //! ([`Resource`]) with the path of any bad field (`spec.ports[0].port`), then validated.
 
 use crate::kinds::{LinkSpec, MeshConfigSpec, ServiceSpec, WorkloadSpec};
+use crate::resilience::ResiliencePolicySpec;
 use crate::{valid_name, ConfigError};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -27,10 +28,13 @@ pub enum Kind {
     /// A link to another cluster (`weft link apply`): its control plane's address, the root to
     /// verify it with and the link secret it issued. The name is the peer cluster's.
     Link,
+    /// Retries with a budget, timeouts, fault injection and a local rate limit for one Service
+    /// or HTTPRoute rule (`spec.targetRef`).
+    ResiliencePolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::MeshConfig, Kind::Service, Kind::Workload, Kind::Link];
+    pub const ALL: [Kind; 5] = [Kind::MeshConfig, Kind::Service, Kind::Workload, Kind::Link, Kind::ResiliencePolicy];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -38,6 +42,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Workload => "Workload",
             Kind::Link => "Link",
+            Kind::ResiliencePolicy => "ResiliencePolicy",
         }
     }
 
@@ -48,6 +53,7 @@ impl Kind {
             "service" | "services" | "svc" => Some(Kind::Service),
             "workload" | "workloads" | "wl" => Some(Kind::Workload),
             "link" | "links" => Some(Kind::Link),
+            "resiliencepolicy" | "resiliencepolicies" | "rp" => Some(Kind::ResiliencePolicy),
             _ => None,
         }
     }
@@ -109,6 +115,7 @@ pub enum Resource {
     Service(Typed<ServiceSpec>),
     Workload(Typed<WorkloadSpec>),
     Link(Typed<LinkSpec>),
+    ResiliencePolicy(Typed<ResiliencePolicySpec>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -165,6 +172,7 @@ impl TryFrom<Object> for Resource {
             Kind::Service => Resource::Service(typed(o.metadata, o.spec).map_err(within)?),
             Kind::Workload => Resource::Workload(typed(o.metadata, o.spec).map_err(within)?),
             Kind::Link => Resource::Link(typed(o.metadata, o.spec).map_err(within)?),
+            Kind::ResiliencePolicy => Resource::ResiliencePolicy(typed(o.metadata, o.spec).map_err(within)?),
         };
         Ok(r)
     }
@@ -177,6 +185,7 @@ impl Resource {
             Resource::Service(_) => Kind::Service,
             Resource::Workload(_) => Kind::Workload,
             Resource::Link(_) => Kind::Link,
+            Resource::ResiliencePolicy(_) => Kind::ResiliencePolicy,
         }
     }
 
@@ -186,6 +195,7 @@ impl Resource {
             Resource::Service(t) => &t.metadata,
             Resource::Workload(t) => &t.metadata,
             Resource::Link(t) => &t.metadata,
+            Resource::ResiliencePolicy(t) => &t.metadata,
         }
     }
 
@@ -195,6 +205,7 @@ impl Resource {
             Resource::Service(t) => &mut t.metadata,
             Resource::Workload(t) => &mut t.metadata,
             Resource::Link(t) => &mut t.metadata,
+            Resource::ResiliencePolicy(t) => &mut t.metadata,
         }
     }
 
@@ -210,6 +221,7 @@ impl Resource {
             Resource::Service(t) => serde_json::to_value(&t.spec),
             Resource::Workload(t) => serde_json::to_value(&t.spec),
             Resource::Link(t) => serde_json::to_value(&t.spec),
+            Resource::ResiliencePolicy(t) => serde_json::to_value(&t.spec),
         }
         .unwrap_or_default();
         Object { api_version: API_VERSION.into(), kind: self.kind(), metadata: self.metadata().clone(), spec }
@@ -294,7 +306,8 @@ pub fn check_references<'a>(all: impl IntoIterator<Item = &'a Resource> + Clone)
             Resource::Workload(_) => {
                 workloads.insert((m.namespace.as_str(), m.name.as_str()));
             }
-            Resource::Link(_) => {}
+            // A policy naming a missing target is accepted (Gateway API): its status says so.
+            Resource::Link(_) | Resource::ResiliencePolicy(_) => {}
             Resource::MeshConfig(_) => {
                 if let Some(first) = mesh.replace(r.key()) {
                     return Err(ConfigError::invalid(

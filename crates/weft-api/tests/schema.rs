@@ -18,6 +18,7 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use weft_api::kinds::{LinkSpec, MeshConfigSpec, ServiceSpec, WorkloadSpec};
+use weft_api::resilience::ResiliencePolicySpec;
 use weft_api::resource::{check_references, parse_documents, Kind, Metadata, API_VERSION};
 
 const UPDATE_VAR: &str = "WEFT_UPDATE_SCHEMA";
@@ -99,6 +100,13 @@ fn expected() -> Vec<(String, Value)> {
                 resource_schema::<LinkSpec>(
                     kind,
                     "A link to another cluster, stored by `weft link apply` from the peer's credential.",
+                ),
+            ),
+            Kind::ResiliencePolicy => (
+                spec_schema::<ResiliencePolicySpec>(),
+                resource_schema::<ResiliencePolicySpec>(
+                    kind,
+                    "Retries with a budget, timeouts, fault injection and a local rate limit for a Service or HTTPRoute rule.",
                 ),
             ),
         };

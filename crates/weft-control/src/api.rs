@@ -223,7 +223,8 @@ struct ListQuery {
 }
 
 fn kind(s: &str) -> Result<Kind, ApiError> {
-    Kind::parse_loose(s).ok_or_else(|| bad(format!("unknown kind {s:?}: use MeshConfig, Service or Workload")))
+    Kind::parse_loose(s)
+        .ok_or_else(|| bad(format!("unknown kind {s:?}: use MeshConfig, Service, Workload, Link or ResiliencePolicy")))
 }
 
 /// A resource as the API shows it: a Link's secret is never shown (it lets its holder read this
@@ -238,10 +239,30 @@ fn shown(r: &weft_api::resource::Resource) -> weft_api::resource::Object {
     o
 }
 
+/// [`shown`] as JSON, with a `status` for the kinds that have one (a policy: whether its
+/// target exists; see [`crate::resilience::status`]). `all` is every stored resource.
+fn shown_with_status(r: &weft_api::resource::Resource, all: &[&weft_api::resource::Resource]) -> Value {
+    let mut v = serde_json::to_value(shown(r)).unwrap_or_default();
+    if let weft_api::resource::Resource::ResiliencePolicy(p) = r {
+        v["status"] = crate::resilience::status(p, all);
+    }
+    v
+}
+
+/// Every stored resource, when `kind` needs them for its status.
+fn all_for_status(st: &ApiState, kind: Option<Kind>) -> Result<Vec<weft_api::resource::Resource>, ApiError> {
+    match kind {
+        Some(Kind::ResiliencePolicy) | None => Ok(st.store.list(None, None)?),
+        _ => Ok(vec![]),
+    }
+}
+
 async fn list(State(st): S, headers: HeaderMap, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     require_read(&st, &headers)?;
     let k = q.kind.as_deref().map(kind).transpose()?;
-    let items: Vec<_> = st.store.list(k, q.namespace.as_deref())?.iter().map(shown).collect();
+    let all = all_for_status(&st, k)?;
+    let all: Vec<_> = all.iter().collect();
+    let items: Vec<_> = st.store.list(k, q.namespace.as_deref())?.iter().map(|r| shown_with_status(r, &all)).collect();
     Ok(Json(json!({ "revision": st.store.revision(), "items": items })))
 }
 
@@ -253,7 +274,10 @@ async fn get_one(
     require_read(&st, &headers)?;
     let key = Key { kind: kind(&k)?, namespace, name };
     match st.store.get(&key)? {
-        Some(r) => Ok(Json(serde_json::to_value(shown(&r)).unwrap_or_default())),
+        Some(r) => {
+            let all = all_for_status(&st, Some(key.kind))?;
+            Ok(Json(shown_with_status(&r, &all.iter().collect::<Vec<_>>())))
+        }
         None => Err(ApiError(StatusCode::NOT_FOUND, format!("{key} not found"))),
     }
 }

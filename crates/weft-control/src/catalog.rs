@@ -127,6 +127,9 @@ pub struct CatalogService {
     pub cluster_weights: BTreeMap<String, u32>,
     /// `spec.outlierDetection`.
     pub outlier_detection: Option<weft_api::traffic::ServiceOutlierDetection>,
+    /// The ResiliencePolicy attached to it ([`crate::resilience`]); this cluster's own, never
+    /// imported.
+    pub resilience: Option<weft_api::resilience::Resilience>,
 }
 
 impl CatalogService {
@@ -234,6 +237,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                     failover: spec.failover.clone(),
                     cluster_weights: spec.cluster_weights.clone(),
                     outlier_detection: spec.outlier_detection.clone(),
+                    resilience: None,
                 },
             );
         }
@@ -274,6 +278,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
     for s in services.values_mut() {
         s.instances.sort_by(|a, b| a.name.cmp(&b.name));
     }
+    crate::resilience::attach(&resources, &mut services);
     Catalog {
         revision,
         mesh,
@@ -319,6 +324,7 @@ pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
                 s.export = false;
                 // A peer's routing policy is its own: here, this cluster's Service decides.
                 (s.failover, s.cluster_weights, s.outlier_detection) = (vec![], BTreeMap::new(), None);
+                s.resilience = None;
                 cat.services.insert(key, s);
             }
         }

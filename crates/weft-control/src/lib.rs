@@ -23,6 +23,7 @@ pub mod links;
 pub mod loglimit;
 pub mod registry;
 pub mod remote;
+pub mod resilience;
 pub mod rotation;
 pub mod server;
 pub mod tokens;

@@ -29,6 +29,12 @@ pub enum ProxyError {
     ConnectNotAllowed(u16),
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A ResiliencePolicy's `timeouts.request` passed before the response head.
+    #[error("no response within {0:?} (ResiliencePolicy timeouts.request)")]
+    RequestTimeout(std::time::Duration),
+    /// A ResiliencePolicy's `timeouts.perTry` passed before the response head (and no retry).
+    #[error("no response within {0:?} (ResiliencePolicy timeouts.perTry)")]
+    PerTryTimeout(std::time::Duration),
 }
 
 impl ProxyError {
@@ -36,7 +42,10 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoEndpoint(_) | ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::ConnectTimeout(_) | ProxyError::PeerUnresponsive(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ConnectTimeout(_)
+            | ProxyError::PeerUnresponsive(_)
+            | ProxyError::RequestTimeout(_)
+            | ProxyError::PerTryTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ConnectNotAllowed(_) => StatusCode::FORBIDDEN,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
@@ -57,6 +66,8 @@ impl ProxyError {
             ProxyError::Overloaded(_) => "overloaded",
             ProxyError::ConnectNotAllowed(_) => "connect-not-allowed",
             ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::RequestTimeout(_) => "request-timeout",
+            ProxyError::PerTryTimeout(_) => "per-try-timeout",
         }
     }
 }

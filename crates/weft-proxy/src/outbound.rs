@@ -42,7 +42,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn endpoint(&self, now: Instant) -> Result<Arc<Endpoint>, ProxyError> {
+    pub(crate) fn endpoint(&self, now: Instant) -> Result<Arc<Endpoint>, ProxyError> {
         match &self.pinned {
             Some(ep) => Ok(ep.clone()),
             None => {
@@ -53,7 +53,7 @@ impl Target {
 
     /// Another endpoint after failed connects to each of `tried`: none for a pinned target (the
     /// app dialled that address itself).
-    fn other_endpoint(&self, tried: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
+    pub(crate) fn other_endpoint(&self, tried: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
         match self.pinned {
             Some(_) => None,
             None => self.service.pick_other(tried, Instant::now()).cloned(),
@@ -427,7 +427,11 @@ async fn request(ctx: &Ctx, mut target: Target, mut req: Request<Body>) -> Respo
         Ok(ep) => ep,
         Err(e) => return unrouted(ctx, &target, &e, started),
     };
-    let (ep, result) = forward(ctx, &target, ep, req, started).await;
+    // A service with a ResiliencePolicy: faults, timeouts, retries (see `crate::resilience`).
+    let (ep, result) = match &target.service.resilience {
+        None => forward(ctx, &target, ep, req, started).await,
+        Some(p) => crate::resilience::forward(ctx, &target, p, ep, req, started).await,
+    };
     finish(ctx, &ep, result, started)
 }
 
@@ -463,9 +467,22 @@ async fn upgrade(ctx: &Ctx, mut target: Target, mut req: Request<Body>, downstre
 async fn forward(
     ctx: &Ctx,
     target: &Target,
+    ep: Arc<Endpoint>,
+    req: Request<Body>,
+    started: Instant,
+) -> (Arc<Endpoint>, Result<Response<Body>, ProxyError>) {
+    forward_with(ctx, target, ep, req, started, None).await
+}
+
+/// [`forward`] with a connect timeout for new connections other than the proxy's own
+/// `timeouts.connect` (a ResiliencePolicy's `timeouts.connect`).
+pub(crate) async fn forward_with(
+    ctx: &Ctx,
+    target: &Target,
     mut ep: Arc<Endpoint>,
     mut req: Request<Body>,
     started: Instant,
+    connect_timeout: Option<std::time::Duration>,
 ) -> (Arc<Endpoint>, Result<Response<Body>, ProxyError>) {
     let orig_h1 = req.version() != http::Version::HTTP_2;
     *req.uri_mut() = absolute_uri(&req, target.service.key());
@@ -480,7 +497,7 @@ async fn forward(
         (target.pinned.is_none() && target.service.recently_broken(started)).then(|| replayable_head(&req)).flatten();
     let mut tried = Vec::new();
     loop {
-        match send(ctx, target, &ep, req).await {
+        match send(ctx, target, &ep, req, connect_timeout).await {
             Ok(resp) => {
                 report(ctx, &target.service, &ep, Outcome::Status(resp.status().as_u16()));
                 return (ep, Ok(resp));
@@ -543,9 +560,18 @@ enum Failed {
     Other(ProxyError),
 }
 
-async fn send(ctx: &Ctx, target: &Target, ep: &Endpoint, mut req: Request<Body>) -> Result<Response<Body>, Failed> {
+async fn send(
+    ctx: &Ctx,
+    target: &Target,
+    ep: &Endpoint,
+    mut req: Request<Body>,
+    connect_timeout: Option<std::time::Duration>,
+) -> Result<Response<Body>, Failed> {
     let sni = target.sni(ep);
-    let settings = ctx.pool_settings();
+    let mut settings = ctx.pool_settings();
+    if let Some(t) = connect_timeout {
+        settings.connect_timeout = t;
+    }
     // A pooled connection can close between the check and the send; the request is then handed
     // back unsent and goes out once more on a fresh connection.
     let mut attempts = 0;

@@ -42,6 +42,8 @@ pub struct Service {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Picks among `endpoints` by priority and health (see [`crate::balance`]).
     pub balance: crate::balance::Balancer,
+    /// Retries, timeouts and faults for requests to it (see [`crate::resilience`]).
+    pub resilience: Option<Arc<crate::resilience::Policy>>,
 }
 
 impl Service {
@@ -61,6 +63,7 @@ impl Service {
             protocols: self.protocols.clone(),
             endpoints,
             balance,
+            resilience: self.resilience.clone(),
         }
     }
 
@@ -251,6 +254,16 @@ impl Routes {
         services: &[weft_api::proxy::Service],
         env: &crate::balance::Env<'_>,
     ) -> Result<Self, ConfigError> {
+        Routes::from_services_in(services, env, &HashMap::new())
+    }
+
+    /// [`Routes::from_services_with`], each service with its compiled policy from `policies`
+    /// (by service key; see [`crate::resilience::State::compile`]).
+    pub fn from_services_in(
+        services: &[weft_api::proxy::Service],
+        env: &crate::balance::Env<'_>,
+        policies: &HashMap<String, Arc<crate::resilience::Policy>>,
+    ) -> Result<Self, ConfigError> {
         let mut routes = Routes::default();
         for (i, s) in services.iter().enumerate() {
             let key = s.key();
@@ -298,6 +311,7 @@ impl Routes {
                     env,
                     env.store.service(&key),
                 ),
+                resilience: policies.get(&key).cloned(),
                 endpoints,
             });
             for ep in &svc.endpoints {
@@ -332,6 +346,7 @@ mod tests {
                 },
                 Default::default(),
             ),
+            resilience: None,
         }
     }
 

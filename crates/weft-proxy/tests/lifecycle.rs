@@ -190,6 +190,7 @@ async fn route_changes_apply_to_open_keep_alive_connections() {
         failover: vec![],
         cluster_weights: Default::default(),
         outlier_detection: None,
+        resilience: None,
     };
     p.client.set_routes(weft_proxy::Routes::from_services(&[empty]).unwrap());
     let resp = send.send_request(get()).await.unwrap();

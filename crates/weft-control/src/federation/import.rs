@@ -485,6 +485,7 @@ fn convert(name: &str, spec: &LinkSpec, local: &str, snap: pb::ExportSnapshot) -
             failover: vec![],
             cluster_weights: Default::default(),
             outlier_detection: None,
+            resilience: None,
             instances,
             clusters: vec![name.to_string()],
         });

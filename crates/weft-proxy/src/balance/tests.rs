@@ -94,6 +94,7 @@ fn svc(eps: &[(&str, &str)], failover: &[&str], weights: &[(&str, u32)]) -> SvcC
         failover: failover.iter().map(|s| s.to_string()).collect(),
         cluster_weights: weights.iter().map(|(c, w)| (c.to_string(), *w)).collect(),
         outlier_detection: None,
+        resilience: None,
     }
 }
 
