@@ -33,7 +33,8 @@ impl Seen {
 }
 
 /// `/flaky`: every third request (the 1st, 4th...) is 503. `/down`: always 503. `/slow-once`:
-/// the first request hangs for a minute, the others answer at once. Anything else: 200.
+/// the first request hangs for a minute, the others answer at once. `/hang`: every request
+/// hangs for a minute. Anything else: 200.
 async fn app() -> (SocketAddr, Seen) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -59,6 +60,10 @@ async fn app() -> (SocketAddr, Seen) {
                         let status = match path.as_str() {
                             "/flaky" if n % 3 == 1 => 503,
                             "/down" => 503,
+                            "/hang" => {
+                                tokio::time::sleep(Duration::from_secs(60)).await;
+                                200
+                            }
                             "/slow-once" if n == 1 => {
                                 tokio::time::sleep(Duration::from_secs(60)).await;
                                 200
@@ -170,7 +175,7 @@ impl Mesh {
 async fn retries_recover_a_503_rate_and_the_budget_caps_them_under_an_outage() {
     let m = mesh("resilience-retry").await;
     m.policy(
-        "retry: { attempts: 2, retryOn: [5xx], backoff: { base: 1ms, max: 5ms }, budget: { ratio: 1, minPerSecond: 100 } }, timeouts: { perTry: 500ms }",
+        "retry: { attempts: 2, retryOn: [5xx], backoff: { base: 1ms, max: 5ms }, budget: { ratio: 1, minPerSecond: 100 } }, timeouts: { request: 2s, perTry: 1s }",
         false,
     )
     .await;
@@ -187,6 +192,12 @@ async fn retries_recover_a_503_rate_and_the_budget_caps_them_under_an_outage() {
     assert_eq!(m.get("/slow-once").await, 200);
     assert_eq!(m.seen.count("/slow-once"), 2);
     assert_eq!(metric(&m.client.metrics_text(), "weft_request_timeouts_total", &["timeout=\"per-try\""]), 1.0);
+    // Every try hangs: the request timeout (2 s) ends it during the second try (1 s each).
+    let req = http::Request::get("/hang").header("host", "api").body(Full::new(Bytes::new())).unwrap();
+    let resp = weft_testkit::http1_request(m.upstream, req).await.unwrap();
+    assert_eq!(resp.status(), 504);
+    assert_eq!(resp.headers()["x-weft-error"], "request-timeout");
+    assert_eq!(m.seen.count("/hang"), 2);
 
     // Not idempotent: sent once.
     assert_eq!(m.send("POST", "/down", Bytes::from("x")).await, 503);

@@ -406,6 +406,23 @@ mod tests {
         assert!((0..100).map(|_| r.backoff(3)).collect::<std::collections::HashSet<_>>().len() > 10, "jitter");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_response_body_idle_past_its_timeout_is_cut() {
+        let counter = prometheus_client::metrics::counter::Counter::default();
+        let chunks = futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from("a")))]);
+        let stalls = BodyExt::boxed(http_body_util::StreamBody::new(futures_util::StreamExt::chain(
+            chunks,
+            futures_util::stream::pending(),
+        )));
+        let mut body = IdleBody::new(stalls, Duration::from_secs(5), counter.clone());
+        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "a");
+        let t = tokio::time::Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("timeouts.idle"), "{err}");
+        assert_eq!(t.elapsed(), Duration::from_secs(5));
+        assert_eq!(counter.get(), 1);
+    }
+
     #[tokio::test]
     async fn only_allowed_methods_and_small_bodies_are_kept_for_replay() {
         let r = rule(r#"{"maxBodyBytes":4}"#);
