@@ -354,6 +354,10 @@ pub struct Service {
     /// `targetRef` and `outlierDetection`; docs/traffic.md). Default: round robin, no limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_policy: Option<crate::backend_policy::BackendPolicy>,
+    /// Retries, timeouts, faults (at callers) and a rate limit (at this service's own proxies):
+    /// a ResiliencePolicy's sections (docs/traffic.md, "Resilience").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resilience: Option<crate::resilience::Resilience>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -717,6 +721,20 @@ impl ProxyConfig {
                         "must be 1-65535 and listed once",
                     ));
                 }
+            }
+            if let Some(r) = &s.resilience {
+                if r.rate_limit.is_some() {
+                    return Err(ConfigError::invalid(
+                        format!("{f}.resilience.rateLimit"),
+                        "a rate limit applies at the service's own proxies, which take it from the control plane (a ResiliencePolicy); remove it here",
+                    ));
+                }
+                r.validate().map_err(|e| match e {
+                    ConfigError::Invalid { field, message } => {
+                        ConfigError::invalid(format!("{f}.resilience.{field}"), message)
+                    }
+                    other => other,
+                })?;
             }
             crate::traffic::check_cluster_policy(
                 (&format!("{f}.failover"), &s.failover),

@@ -5,6 +5,7 @@
 //! ([`Resource`]) with the path of any bad field (`spec.ports[0].port`), then validated.
 
 use crate::kinds::{LinkSpec, MeshConfigSpec, ServiceSpec, WorkloadSpec};
+use crate::resilience::ResiliencePolicySpec;
 use crate::route::{GrpcRouteSpec, HttpRouteSpec, RouteSpec, TcpRouteSpec};
 use crate::{valid_name, ConfigError};
 use schemars::JsonSchema;
@@ -37,10 +38,13 @@ pub enum Kind {
     /// How callers treat a Service's endpoints: load balancer, connection limits, outlier
     /// detection (`spec.targetRef` names the Service).
     BackendPolicy,
+    /// Retries with a budget, timeouts, fault injection and a local rate limit for one Service
+    /// or HTTPRoute rule (`spec.targetRef`).
+    ResiliencePolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::MeshConfig,
         Kind::Service,
         Kind::Workload,
@@ -49,6 +53,7 @@ impl Kind {
         Kind::GRPCRoute,
         Kind::TCPRoute,
         Kind::BackendPolicy,
+        Kind::ResiliencePolicy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +66,7 @@ impl Kind {
             Kind::GRPCRoute => "GRPCRoute",
             Kind::TCPRoute => "TCPRoute",
             Kind::BackendPolicy => "BackendPolicy",
+            Kind::ResiliencePolicy => "ResiliencePolicy",
         }
     }
 
@@ -75,6 +81,7 @@ impl Kind {
             "grpcroute" | "grpcroutes" => Some(Kind::GRPCRoute),
             "tcproute" | "tcproutes" => Some(Kind::TCPRoute),
             "backendpolicy" | "backendpolicies" | "bp" => Some(Kind::BackendPolicy),
+            "resiliencepolicy" | "resiliencepolicies" | "rp" => Some(Kind::ResiliencePolicy),
             _ => None,
         }
     }
@@ -144,6 +151,7 @@ pub enum Resource {
     GRPCRoute(Typed<GrpcRouteSpec>),
     TCPRoute(Typed<TcpRouteSpec>),
     BackendPolicy(Typed<crate::backend_policy::BackendPolicySpec>),
+    ResiliencePolicy(Typed<ResiliencePolicySpec>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -204,6 +212,7 @@ impl TryFrom<Object> for Resource {
             Kind::GRPCRoute => Resource::GRPCRoute(typed(o.metadata, o.spec).map_err(within)?),
             Kind::TCPRoute => Resource::TCPRoute(typed(o.metadata, o.spec).map_err(within)?),
             Kind::BackendPolicy => Resource::BackendPolicy(typed(o.metadata, o.spec).map_err(within)?),
+            Kind::ResiliencePolicy => Resource::ResiliencePolicy(typed(o.metadata, o.spec).map_err(within)?),
         };
         Ok(r)
     }
@@ -220,6 +229,7 @@ impl Resource {
             Resource::GRPCRoute(_) => Kind::GRPCRoute,
             Resource::TCPRoute(_) => Kind::TCPRoute,
             Resource::BackendPolicy(_) => Kind::BackendPolicy,
+            Resource::ResiliencePolicy(_) => Kind::ResiliencePolicy,
         }
     }
 
@@ -233,6 +243,7 @@ impl Resource {
             Resource::GRPCRoute(t) => &t.metadata,
             Resource::TCPRoute(t) => &t.metadata,
             Resource::BackendPolicy(t) => &t.metadata,
+            Resource::ResiliencePolicy(t) => &t.metadata,
         }
     }
 
@@ -256,6 +267,7 @@ impl Resource {
             Resource::GRPCRoute(t) => &mut t.metadata,
             Resource::TCPRoute(t) => &mut t.metadata,
             Resource::BackendPolicy(t) => &mut t.metadata,
+            Resource::ResiliencePolicy(t) => &mut t.metadata,
         }
     }
 
@@ -275,6 +287,7 @@ impl Resource {
             Resource::GRPCRoute(t) => serde_json::to_value(&t.spec),
             Resource::TCPRoute(t) => serde_json::to_value(&t.spec),
             Resource::BackendPolicy(t) => serde_json::to_value(&t.spec),
+            Resource::ResiliencePolicy(t) => serde_json::to_value(&t.spec),
         }
         .unwrap_or_default();
         Object { api_version: API_VERSION.into(), kind: self.kind(), metadata: self.metadata().clone(), spec }
@@ -365,7 +378,8 @@ pub fn check_references<'a>(all: impl IntoIterator<Item = &'a Resource> + Clone)
             | Resource::HTTPRoute(_)
             | Resource::GRPCRoute(_)
             | Resource::TCPRoute(_)
-            | Resource::BackendPolicy(_) => {}
+            | Resource::BackendPolicy(_)
+            | Resource::ResiliencePolicy(_) => {}
             Resource::MeshConfig(_) => {
                 if let Some(first) = mesh.replace(r.key()) {
                     return Err(ConfigError::invalid(

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use weft_api::backend_policy::BackendPolicySpec;
 use weft_api::kinds::{LinkSpec, MeshConfigSpec, ServiceSpec, WorkloadSpec};
+use weft_api::resilience::ResiliencePolicySpec;
 use weft_api::resource::{check_references, parse_documents, Kind, Metadata, API_VERSION};
 use weft_api::route::{GrpcRouteSpec, HttpRouteSpec, TcpRouteSpec};
 
@@ -130,6 +131,13 @@ fn expected() -> Vec<(String, Value)> {
                 resource_schema::<BackendPolicySpec>(
                     kind,
                     "How callers treat one Service's endpoints: load balancer, connection limits, outlier detection.",
+                ),
+            ),
+            Kind::ResiliencePolicy => (
+                spec_schema::<ResiliencePolicySpec>(),
+                resource_schema::<ResiliencePolicySpec>(
+                    kind,
+                    "Retries with a budget, timeouts, fault injection and a local rate limit for a Service or HTTPRoute rule.",
                 ),
             ),
         };

@@ -454,8 +454,20 @@ pub(crate) async fn demo_traffic(
     (sent, failures)
 }
 
+/// A port free on 127.0.0.1 now, never one this process handed out before: the kernel may give
+/// a just-released port again, and two processes of the mesh told the same port (an app and its
+/// sidecar) fail with "Address already in use".
 pub(crate) fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed.insert(port) {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port on 127.0.0.1 that was not handed out already")
 }
 
 /// A file's workload, running: its sidecar and its command.
@@ -552,4 +564,14 @@ async fn from_file(cp: &ControlPlane, file: crate::upfile::UpFile, args: &UpArgs
     }
     println!("==> stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod port_tests {
+    #[test]
+    fn free_port_never_hands_out_a_port_twice() {
+        let ports: Vec<u16> = (0..2000).map(|_| super::free_port().unwrap()).collect();
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len());
+    }
 }

@@ -226,6 +226,7 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
                             spec["loadBalancer"]["type"].as_str().unwrap_or("RoundRobin"),
                             o["status"]["conditions"][0]["type"].as_str().unwrap_or("-")
                         ),
+                        "ResiliencePolicy" => policy_detail(o),
                         _ => {
                             format!("trust domain {}  cluster {}", s(&spec["trustDomain"]), s(&spec["cluster"]["name"]))
                         }
@@ -248,6 +249,24 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
             if k == "Service" {
                 let r = conn.call("GET", &format!("/v1/services/{namespace}/{name}/routes"), String::new()).await?;
                 crate::routes_out::describe_service(&r)?;
+                let v = conn
+                    .call("GET", &format!("/v1/resources?kind=ResiliencePolicy&namespace={namespace}"), String::new())
+                    .await?;
+                let attached: Vec<&Value> = v["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["spec"]["targetRef"]["kind"] == "Service" && p["spec"]["targetRef"]["name"] == *name)
+                    .collect();
+                outln!("resilience policies:{}", if attached.is_empty() { " none" } else { "" })?;
+                for p in attached {
+                    outln!("  {}", policy_detail(p))?;
+                    if p["status"]["conditions"][0]["status"] == "True" {
+                        for line in policy_steps(&p["spec"]) {
+                            outln!("    {line}")?;
+                        }
+                    }
+                }
             }
             if k == "Workload" {
                 let h = conn.call("GET", &format!("/v1/health/workload/{namespace}/{name}"), String::new()).await?;
@@ -393,6 +412,56 @@ pub enum CaCmd {
         #[arg(long, conflicts_with = "abort")]
         wait: bool,
     },
+}
+
+/// One line for a ResiliencePolicy: name, target, sections, and its `Accepted` condition.
+fn policy_detail(o: &Value) -> String {
+    let spec = &o["spec"];
+    let t = &spec["targetRef"];
+    let section = t["sectionName"].as_str().map(|s| format!("#{s}")).unwrap_or_default();
+    let sections: Vec<&str> =
+        ["retry", "timeouts", "faults", "rateLimit"].into_iter().filter(|s| !spec[*s].is_null()).collect();
+    let c = &o["status"]["conditions"][0];
+    format!(
+        "{} -> {} {}{}  [{}]  {} ({})",
+        o["metadata"]["name"].as_str().unwrap_or(""),
+        t["kind"].as_str().unwrap_or(""),
+        t["name"].as_str().unwrap_or(""),
+        section,
+        sections.join(","),
+        c["reason"].as_str().unwrap_or("-"),
+        c["message"].as_str().unwrap_or("")
+    )
+}
+
+/// A policy's sections in the order a request meets them.
+fn policy_steps(spec: &Value) -> Vec<String> {
+    let mut out = vec![];
+    let mut n = 0;
+    let mut step = |what: String| {
+        n += 1;
+        out.push(format!("{n}. {what}"));
+    };
+    if !spec["rateLimit"].is_null() {
+        step(format!("rate limit at this service's proxies: {}", spec["rateLimit"]));
+    }
+    if !spec["faults"].is_null() {
+        step(format!("faults at callers: {}", spec["faults"]));
+    }
+    let t = &spec["timeouts"];
+    if !t["request"].is_null() {
+        step(format!("request timeout {}", t["request"]));
+    }
+    let per_try: Vec<String> =
+        ["perTry", "connect"].into_iter().filter(|k| !t[*k].is_null()).map(|k| format!("{k} {}", t[k])).collect();
+    step(format!("try{}", if per_try.is_empty() { String::new() } else { format!(" ({})", per_try.join(", ")) }));
+    if !spec["retry"].is_null() {
+        step(format!("retry: {}", spec["retry"]));
+    }
+    if !t["idle"].is_null() {
+        step(format!("response body idle timeout {}", t["idle"]));
+    }
+    out
 }
 
 fn rotation_line(r: &serde_json::Value) -> String {

@@ -226,7 +226,7 @@ struct ListQuery {
 fn kind(s: &str) -> Result<Kind, ApiError> {
     Kind::parse_loose(s).ok_or_else(|| {
         bad(format!(
-            "unknown kind {s:?}: use MeshConfig, Service, Workload, Link, HTTPRoute, GRPCRoute, TCPRoute or BackendPolicy"
+            "unknown kind {s:?}: use MeshConfig, Service, Workload, Link, HTTPRoute, GRPCRoute, TCPRoute, BackendPolicy or ResiliencePolicy"
         ))
     })
 }
@@ -244,8 +244,10 @@ fn shown(r: &weft_api::resource::Resource) -> weft_api::resource::Object {
 }
 
 /// [`shown`], with a `status` for the kinds that have one: a BackendPolicy's condition, and on a
-/// Service the BackendPolicy in force and every one that names it (from the catalog in force).
-fn with_status(st: &ApiState, r: &weft_api::resource::Resource) -> Value {
+/// Service the BackendPolicy in force and every one that names it (from the catalog in force); a
+/// ResiliencePolicy's, whether its target exists (see [`crate::resilience::status`]; `all` is
+/// every stored resource).
+fn with_status(st: &ApiState, r: &weft_api::resource::Resource, all: &[&weft_api::resource::Resource]) -> Value {
     // Routes carry their Gateway API conditions (`routes_api`); the kinds below add theirs.
     let mut v = crate::routes_api::with_status(st, r, shown(r));
     let m = r.metadata();
@@ -286,13 +288,26 @@ fn with_status(st: &ApiState, r: &weft_api::resource::Resource) -> Value {
     if let Some(s) = status {
         v["status"] = s;
     }
+    if let weft_api::resource::Resource::ResiliencePolicy(p) = r {
+        v["status"] = crate::resilience::status(p, all);
+    }
     v
+}
+
+/// Every stored resource, when `kind` needs them for its status.
+fn all_for_status(st: &ApiState, kind: Option<Kind>) -> Result<Vec<weft_api::resource::Resource>, ApiError> {
+    match kind {
+        Some(Kind::ResiliencePolicy) | None => Ok(st.store.list(None, None)?),
+        _ => Ok(vec![]),
+    }
 }
 
 async fn list(State(st): S, headers: HeaderMap, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     require_read(&st, &headers)?;
     let k = q.kind.as_deref().map(kind).transpose()?;
-    let items: Vec<_> = st.store.list(k, q.namespace.as_deref())?.iter().map(|r| with_status(&st, r)).collect();
+    let all = all_for_status(&st, k)?;
+    let all: Vec<_> = all.iter().collect();
+    let items: Vec<_> = st.store.list(k, q.namespace.as_deref())?.iter().map(|r| with_status(&st, r, &all)).collect();
     Ok(Json(json!({ "revision": st.store.revision(), "items": items })))
 }
 
@@ -304,7 +319,10 @@ async fn get_one(
     require_read(&st, &headers)?;
     let key = Key { kind: kind(&k)?, namespace, name };
     match st.store.get(&key)? {
-        Some(r) => Ok(Json(with_status(&st, &r))),
+        Some(r) => {
+            let all = all_for_status(&st, Some(key.kind))?;
+            Ok(Json(with_status(&st, &r, &all.iter().collect::<Vec<_>>())))
+        }
         None => Err(ApiError(StatusCode::NOT_FOUND, format!("{key} not found"))),
     }
 }

@@ -152,6 +152,9 @@ pub struct CatalogService {
     pub outlier_detection: Option<weft_api::traffic::ServiceOutlierDetection>,
     /// The BackendPolicy in force (the oldest naming this Service; see [`crate::policies`]).
     pub backend_policy: Option<weft_api::backend_policy::BackendPolicy>,
+    /// The ResiliencePolicy attached to it ([`crate::resilience`]); this cluster's own, never
+    /// imported.
+    pub resilience: Option<weft_api::resilience::Resilience>,
 }
 
 impl CatalogService {
@@ -262,6 +265,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                     cluster_weights: spec.cluster_weights.clone(),
                     outlier_detection: spec.outlier_detection.clone(),
                     backend_policy: None,
+                    resilience: None,
                 },
             );
         }
@@ -335,6 +339,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
             s.outlier_detection = Some(s.outlier_detection.clone().unwrap_or_default().overlaid(o));
         }
     }
+    crate::resilience::attach(&resources, &mut services);
     Catalog {
         routes,
         policies,
@@ -383,6 +388,7 @@ pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
                 // A peer's routing policy is its own: here, this cluster's Service decides.
                 (s.failover, s.cluster_weights, s.outlier_detection) = (vec![], BTreeMap::new(), None);
                 s.backend_policy = None;
+                s.resilience = None;
                 cat.services.insert(key, s);
             }
         }

@@ -218,6 +218,7 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
                 })
                 .collect(),
             backend_policy: s.backend_policy.as_ref().map(Into::into),
+            resilience: s.resilience.as_ref().and_then(|r| wire_resilience(r, &s.name, &s.namespace)),
         })
         .collect();
     // The virtual IPs of the services sent, and of their mirrors.
@@ -276,6 +277,11 @@ fn wire_outlier(o: &weft_api::traffic::ServiceOutlierDetection) -> pb::OutlierDe
     }
 }
 
+/// A policy as sent: its JSON (see `pb::Resilience`).
+fn wire_resilience(r: &weft_api::resilience::Resilience, name: &str, ns: &str) -> Option<pb::Resilience> {
+    Some(pb::Resilience { json: serde_json::to_string(r).ok()?, service: format!("{name}.{ns}") })
+}
+
 fn wire_port(port: u16, proto: weft_api::proxy::Protocol, allow_connect: bool) -> pb::Port {
     pb::Port {
         port: u32::from(port),
@@ -289,9 +295,23 @@ fn wire_port(port: u16, proto: weft_api::proxy::Protocol, allow_connect: bool) -
 /// with the protocol its Service declares for that port.
 pub fn inbound_for(cat: &Catalog, identity: &str, namespace: &str, workload: &str) -> pb::Inbound {
     let mut ports: Vec<pb::Port> = vec![];
+    let mut resilience = None;
     for s in cat.services.values().filter(|s| s.namespace == namespace) {
         let mine = s.instances.iter().filter(|i| i.identity == identity && (workload.is_empty() || i.name == workload));
         for i in mine {
+            // The rate limit of the (first) service the proxy fronts.
+            if resilience.is_none() {
+                resilience = s
+                    .resilience
+                    .as_ref()
+                    .filter(|r| r.rate_limit.is_some())
+                    .map(|r| weft_api::resilience::Resilience {
+                        rate_limit: r.rate_limit.clone(),
+                        policy: r.policy.clone(),
+                        ..Default::default()
+                    })
+                    .and_then(|r| wire_resilience(&r, &s.name, &s.namespace));
+            }
             let port = i.address.port();
             let proto = s.ports.iter().find(|(p, _)| *p == port).map(|(_, proto)| *proto).unwrap_or_default();
             if !ports.iter().any(|p| p.port == u32::from(port)) {
@@ -300,7 +320,7 @@ pub fn inbound_for(cat: &Catalog, identity: &str, namespace: &str, workload: &st
         }
     }
     ports.sort_by_key(|p| p.port);
-    pb::Inbound { ports }
+    pb::Inbound { ports, resilience }
 }
 
 /// Where the proxy of `identity` (fronting `workload`, or the first Workload that runs as it) runs:

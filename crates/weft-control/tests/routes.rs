@@ -98,6 +98,13 @@ async fn canary(name: &str) -> Canary {
         sidecar(&cp, "default/web", None, "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n")
             .await;
     let upstream = client.addrs.upstreams[0];
+    // The client's sidecar closes a connection accepted before it knows `api` (the tests keep
+    // one connection), so wait until it answers.
+    eventually("the client's sidecar knows api", WAIT, || async move {
+        let mut h2 = http2_client(upstream).await.ok()?;
+        (call(&mut h2, "GET", "/", &[]).await.0 != 0).then_some(())
+    })
+    .await;
     Canary { cp, _servers: vec![v1, v2], _client: client, upstream }
 }
 
@@ -116,15 +123,13 @@ async fn a_90_10_split_holds_and_a_weight_change_under_load_drops_nothing() {
     weft_testkit::init_tracing();
     let m = canary("split").await;
     apply(&m.cp, &weights(90, 10)).await;
-    let mut h2 = http2_client(m.upstream).await.unwrap();
-    // The route is in force and both backends answer (the header rule pins api-v2).
-    eventually("the route and both backends are in force", WAIT, || {
-        let mut h2 = h2.clone();
-        async move {
-            let canary = call(&mut h2, "GET", "/", &[("x-canary", "on")]).await;
-            let plain = call(&mut h2, "GET", "/", &[]).await;
-            (canary.2 == "api-v2" && plain.0 == 200).then_some(())
-        }
+    // The route is in force and both backends answer (the header rule pins api-v2). A fresh
+    // connection per try: the client's sidecar closes one accepted before it knew `api`.
+    let mut h2 = eventually("the route and both backends are in force", WAIT, || async move {
+        let mut h2 = http2_client(m.upstream).await.ok()?;
+        let canary = call(&mut h2, "GET", "/", &[("x-canary", "on")]).await;
+        let plain = call(&mut h2, "GET", "/", &[]).await;
+        (canary.2 == "api-v2" && plain.0 == 200).then_some(h2)
     })
     .await;
 

@@ -38,6 +38,7 @@ fn config_dump(ctx: &Ctx) -> serde_json::Value {
                 })).collect::<Vec<_>>(),
                 "balance": s.balance.describe(&s.endpoints),
                 "routes": s.route.as_ref().map(|t| t.describe()),
+                "resilience": s.resilience.as_ref().map(|p| p.describe()),
             })
         })
         .collect();
@@ -70,6 +71,8 @@ fn config_dump(ctx: &Ctx) -> serde_json::Value {
         "listeners": ctx.bound.get(),
         "config": ctx.cfg,
         "routes": services,
+        // The rate limit of the service this proxy fronts (ResiliencePolicy `rateLimit`).
+        "inbound_resilience": ctx.resilience.inbound().map(|p| p.describe()),
         "inbound_ports_from_control_plane": routes.inbound_ports().iter()
             .map(|(port, proto)| json!({ "port": port, "protocol": proto }))
             .collect::<Vec<_>>(),

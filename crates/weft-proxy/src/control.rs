@@ -303,6 +303,17 @@ pub fn services_from(update: &pb::ProxyUpdate) -> Result<Vec<Service>, ConfigErr
                     weft_api::backend_policy::BackendPolicy::from_wire(p, &format!("services[{i}].backend_policy"))
                 })
                 .transpose()?,
+            resilience: s
+                .resilience
+                .as_ref()
+                .map(|r| resilience_from(r, &format!("services[{i}].resilience")))
+                .transpose()?
+                // Callers apply the rest; the rate limit is for the service's own proxies.
+                .map(|mut r| {
+                    r.rate_limit = None;
+                    r
+                })
+                .filter(|r| r.retry.is_some() || r.timeouts.is_some() || !r.faults.is_empty()),
         });
     }
     Ok(out)
@@ -330,6 +341,25 @@ fn routes_from(i: usize, s: &pb::Service) -> Vec<weft_api::route::AttachedRoute>
             }
         })
         .collect()
+}
+
+/// A policy as the control plane sends it, checked as the config file's would be.
+fn resilience_from(r: &pb::Resilience, field: &str) -> Result<weft_api::resilience::Resilience, ConfigError> {
+    let spec: weft_api::resilience::Resilience = serde_json::from_str(&r.json)
+        .map_err(|e| ConfigError::invalid(field, format!("not a resilience policy: {e}")))?;
+    spec.validate().map_err(|e| match e {
+        ConfigError::Invalid { field: f, message } => ConfigError::invalid(format!("{field}.{f}"), message),
+        other => other,
+    })?;
+    Ok(spec)
+}
+
+/// The rate limit of the service this proxy fronts, if the update carries one: (service, policy).
+pub fn inbound_resilience_from(
+    update: &pb::ProxyUpdate,
+) -> Result<Option<(String, weft_api::resilience::Resilience)>, ConfigError> {
+    let Some(r) = update.inbound.as_ref().and_then(|i| i.resilience.as_ref()) else { return Ok(None) };
+    Ok(Some((r.service.clone(), resilience_from(r, "inbound.resilience")?)))
 }
 
 /// The inbound ports an update carries, naming the bad field on error.
@@ -373,6 +403,7 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
     let services = services_from(update).map_err(|e| e.to_string())?;
     let inbound = inbound_from(update).map_err(|e| e.to_string())?;
     let vips = virtual_ips_from(update).map_err(|e| e.to_string())?;
+    let limit = inbound_resilience_from(update).map_err(|e| e.to_string())?;
     ctx.apps.add_ports(inbound.iter().map(|p| p.port));
     if let Some(p) = &update.placement {
         ctx.set_place(&p.cluster, &p.locality);
@@ -389,6 +420,10 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
         }
     }
     ctx.routes.store(Arc::new(routes));
+    match &limit {
+        Some((service, spec)) => ctx.resilience.update_inbound(Some(spec), service),
+        None => ctx.resilience.update_inbound(None, ""),
+    }
     Ok(())
 }
 

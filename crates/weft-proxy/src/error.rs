@@ -33,6 +33,12 @@ pub enum ProxyError {
     /// not forwarded.
     #[error("the service's {} limit (BackendPolicy connectionLimits) is reached; retry later", .0.as_str())]
     Overflow(crate::balance::limits::Limit),
+    /// A ResiliencePolicy's `timeouts.request` passed before the response head.
+    #[error("no response within {0:?} (ResiliencePolicy timeouts.request)")]
+    RequestTimeout(std::time::Duration),
+    /// A ResiliencePolicy's `timeouts.perTry` passed before the response head (and no retry).
+    #[error("no response within {0:?} (ResiliencePolicy timeouts.perTry)")]
+    PerTryTimeout(std::time::Duration),
 }
 
 impl ProxyError {
@@ -42,7 +48,10 @@ impl ProxyError {
             ProxyError::NoEndpoint(_) | ProxyError::Overloaded(_) | ProxyError::Overflow(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ProxyError::ConnectTimeout(_) | ProxyError::PeerUnresponsive(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ConnectTimeout(_)
+            | ProxyError::PeerUnresponsive(_)
+            | ProxyError::RequestTimeout(_)
+            | ProxyError::PerTryTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ConnectNotAllowed(_) => StatusCode::FORBIDDEN,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
@@ -64,6 +73,8 @@ impl ProxyError {
             ProxyError::ConnectNotAllowed(_) => "connect-not-allowed",
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::Overflow(_) => "overflow",
+            ProxyError::RequestTimeout(_) => "request-timeout",
+            ProxyError::PerTryTimeout(_) => "per-try-timeout",
         }
     }
 }

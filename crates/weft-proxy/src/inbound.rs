@@ -190,6 +190,10 @@ impl Conn {
 impl Handler for Conn {
     async fn request(&self, mut req: Request<Body>) -> Response<Body> {
         let started = Instant::now();
+        // The rate limit of the service this proxy fronts (ResiliencePolicy `rateLimit`).
+        if let Some(refused) = crate::resilience::limit_inbound(&self.ctx.resilience, &self.label.src) {
+            return self.finish(Ok(refused), started);
+        }
         if let Err(e) = h::check_host(&mut req) {
             return self.finish(Err(e), started);
         }

@@ -37,6 +37,7 @@ mod outbound;
 pub mod outlier;
 mod peer;
 mod pool;
+pub mod resilience;
 pub mod route;
 pub mod routes;
 pub mod sni;
@@ -107,6 +108,8 @@ pub struct Ctx {
     /// Where this proxy runs (cluster, locality), for locality priority: the config's, or what
     /// the control plane says of the Workload it fronts.
     place: std::sync::Mutex<(String, String)>,
+    /// Compiled ResiliencePolicies, their metrics and the inbound rate limit (see [`resilience`]).
+    resilience: resilience::State,
 }
 
 impl Ctx {
@@ -129,7 +132,8 @@ impl Ctx {
             outlier: &self.cfg.outlier_detection,
             store: &self.outliers,
         };
-        Routes::from_services_with(services, &env)
+        let policies = self.resilience.compile(services.iter().filter_map(|s| Some((s.key(), s.resilience.as_ref()?))));
+        Routes::from_services_in(services, &env, &policies)
     }
 
     /// Where the control plane says this proxy's workload runs (a locality in the config wins).
@@ -227,7 +231,10 @@ impl Proxy {
     pub async fn start_on(cfg: ProxyConfig, certs: CertStore, workers: workers::Workers) -> Result<Proxy, StartError> {
         cfg.validate()?;
         let outliers = outlier::Store::default();
-        let routes = Routes::from_services_with(
+        let mut registry = Registry::default();
+        let resilience = resilience::State::new(resilience::Metrics::register(&mut registry));
+        let policies = resilience.compile(cfg.services.iter().filter_map(|s| Some((s.key(), s.resilience.as_ref()?))));
+        let routes = Routes::from_services_in(
             &cfg.services,
             &balance::Env {
                 cluster: &cfg.cluster,
@@ -235,9 +242,9 @@ impl Proxy {
                 outlier: &cfg.outlier_detection,
                 store: &outliers,
             },
+            &policies,
         )?
         .with_names(&cfg.cluster, &Routes::config_vips(&cfg));
-        let mut registry = Registry::default();
         let metrics = metrics::Metrics::new(&mut registry);
         let outlier_metrics = outlier::Metrics::register(&mut registry);
         let route_metrics = route::Metrics::register(&mut registry);
@@ -297,6 +304,7 @@ impl Proxy {
             outlier_metrics,
             route_metrics,
             place: std::sync::Mutex::new((cfg.cluster.clone(), cfg.locality.clone())),
+            resilience,
             cfg,
         });
 

@@ -45,7 +45,7 @@ pub struct Target {
 
 impl Target {
     /// The endpoint for a request (or connection) whose hash key is `key`.
-    fn endpoint(&self, now: Instant, key: Option<u64>) -> Result<Arc<Endpoint>, ProxyError> {
+    pub(crate) fn endpoint(&self, now: Instant, key: Option<u64>) -> Result<Arc<Endpoint>, ProxyError> {
         match &self.pinned {
             Some(ep) => Ok(ep.clone()),
             None => self
@@ -58,7 +58,7 @@ impl Target {
 
     /// Another endpoint after failed connects to each of `tried`: none for a pinned target (the
     /// app dialled that address itself).
-    fn other_endpoint(&self, tried: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
+    pub(crate) fn other_endpoint(&self, tried: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
         match self.pinned {
             Some(_) => None,
             None => self.service.pick_other(tried, Instant::now()).cloned(),
@@ -523,7 +523,7 @@ async fn request(ctx: &Arc<Ctx>, mut target: Target, mut req: Request<Body>) -> 
     };
     let mut resp = match rule {
         None => {
-            let (ep, result) = forward(ctx, &target, ep, req, started).await;
+            let (ep, result) = forward_policy(ctx, &target, ep, req, started).await;
             finish(ctx, &ep, result, started)
         }
         Some(rule) => {
@@ -534,10 +534,10 @@ async fn request(ctx: &Arc<Ctx>, mut target: Target, mut req: Request<Body>) -> 
                 }
             }
             let (ep, result) = match rule.timeout {
-                None => forward(ctx, &target, ep, req, started).await,
+                None => forward_policy(ctx, &target, ep, req, started).await,
                 Some(limit) => {
                     let first = ep.clone();
-                    match tokio::time::timeout(limit, forward(ctx, &target, ep, req, started)).await {
+                    match tokio::time::timeout(limit, forward_policy(ctx, &target, ep, req, started)).await {
                         Ok(done) => done,
                         Err(_) => {
                             let text = format!(
@@ -574,13 +574,28 @@ pub(crate) async fn send_copy(ctx: &Ctx, service: Arc<Service>, port: Option<u16
         req.headers_mut().insert(h::ORIG_PROTO, HeaderValue::from_static(h::ORIG_PROTO_HTTP1));
     }
     *req.version_mut() = http::Version::HTTP_2;
-    match send(ctx, &target, &ep, req).await {
+    match send(ctx, &target, &ep, req, None).await {
         Ok(resp) => {
             // Read to the end so the stream closes cleanly, dropping each frame as it comes.
             let mut body = resp.into_body();
             while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
         }
         Err(_) => tracing::debug!(service = %target.service.key(), "mirror copy failed (the caller is not affected)"),
+    }
+}
+
+/// Forwards `req` with the service's ResiliencePolicy (faults, timeouts, retries; see
+/// `crate::resilience`) when it has one; else as [`forward`] does.
+async fn forward_policy(
+    ctx: &Ctx,
+    target: &Target,
+    ep: Arc<Endpoint>,
+    req: Request<Body>,
+    started: Instant,
+) -> (Arc<Endpoint>, Result<Response<Body>, ProxyError>) {
+    match &target.service.resilience {
+        None => forward(ctx, target, ep, req, started).await,
+        Some(p) => crate::resilience::forward(ctx, target, p, ep, req, started).await,
     }
 }
 
@@ -625,9 +640,22 @@ async fn upgrade(ctx: &Ctx, mut target: Target, mut req: Request<Body>, downstre
 async fn forward(
     ctx: &Ctx,
     target: &Target,
+    ep: Arc<Endpoint>,
+    req: Request<Body>,
+    started: Instant,
+) -> (Arc<Endpoint>, Result<Response<Body>, ProxyError>) {
+    forward_with(ctx, target, ep, req, started, None).await
+}
+
+/// [`forward`] with a connect timeout for new connections other than the proxy's own
+/// `timeouts.connect` (a ResiliencePolicy's `timeouts.connect`).
+pub(crate) async fn forward_with(
+    ctx: &Ctx,
+    target: &Target,
     mut ep: Arc<Endpoint>,
     mut req: Request<Body>,
     started: Instant,
+    connect_timeout: Option<std::time::Duration>,
 ) -> (Arc<Endpoint>, Result<Response<Body>, ProxyError>) {
     let orig_h1 = req.version() != http::Version::HTTP_2;
     *req.uri_mut() = absolute_uri(&req, target.service.key());
@@ -644,7 +672,7 @@ async fn forward(
     loop {
         // LeastRequest and PeakEWMA: in flight until the response head (or failure) is back.
         let in_flight = target.service.balance.tracks_load().then(|| crate::balance::load::Load::start(&ep.health));
-        let sent = send(ctx, target, &ep, req).await;
+        let sent = send(ctx, target, &ep, req, connect_timeout).await;
         drop(in_flight);
         match sent {
             Ok(resp) => {
@@ -709,9 +737,18 @@ enum Failed {
     Other(ProxyError),
 }
 
-async fn send(ctx: &Ctx, target: &Target, ep: &Endpoint, mut req: Request<Body>) -> Result<Response<Body>, Failed> {
+async fn send(
+    ctx: &Ctx,
+    target: &Target,
+    ep: &Endpoint,
+    mut req: Request<Body>,
+    connect_timeout: Option<std::time::Duration>,
+) -> Result<Response<Body>, Failed> {
     let sni = target.sni(ep);
-    let settings = ctx.pool_settings();
+    let mut settings = ctx.pool_settings();
+    if let Some(t) = connect_timeout {
+        settings.connect_timeout = t;
+    }
     // A pooled connection can close between the check and the send; the request is then handed
     // back unsent and goes out once more on a fresh connection.
     let mut attempts = 0;

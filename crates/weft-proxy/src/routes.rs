@@ -46,6 +46,8 @@ pub struct Service {
     pub balance: crate::balance::Balancer,
     /// Its routes, compiled (see [`crate::route`]); `None`: none, and requests take the plain path.
     pub route: Option<Arc<crate::route::Table>>,
+    /// Retries, timeouts and faults for requests to it (see [`crate::resilience`]).
+    pub resilience: Option<Arc<crate::resilience::Policy>>,
 }
 
 impl Service {
@@ -67,6 +69,7 @@ impl Service {
             balance,
             // A mirror is one cluster's endpoints of the service, reached by name: no routes.
             route: None,
+            resilience: self.resilience.clone(),
         }
     }
 
@@ -274,6 +277,16 @@ impl Routes {
         services: &[weft_api::proxy::Service],
         env: &crate::balance::Env<'_>,
     ) -> Result<Self, ConfigError> {
+        Routes::from_services_in(services, env, &HashMap::new())
+    }
+
+    /// [`Routes::from_services_with`], each service with its compiled policy from `policies`
+    /// (by service key; see [`crate::resilience::State::compile`]).
+    pub fn from_services_in(
+        services: &[weft_api::proxy::Service],
+        env: &crate::balance::Env<'_>,
+        policies: &HashMap<String, Arc<crate::resilience::Policy>>,
+    ) -> Result<Self, ConfigError> {
         let mut routes = Routes::default();
         for (i, s) in services.iter().enumerate() {
             let key = s.key();
@@ -323,6 +336,7 @@ impl Routes {
                     env,
                     env.store.service(&key),
                 ),
+                resilience: policies.get(&key).cloned(),
                 endpoints,
                 route: (!s.routes.is_empty()).then(|| {
                     let table = crate::route::Table::compile(&key, &s.routes);
@@ -365,6 +379,7 @@ mod tests {
                 Default::default(),
             ),
             route: None,
+            resilience: None,
         }
     }
 

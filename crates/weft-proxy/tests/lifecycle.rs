@@ -198,6 +198,7 @@ async fn route_changes_apply_to_open_keep_alive_connections() {
         outlier_detection: None,
         routes: vec![],
         backend_policy: None,
+        resilience: None,
     };
     p.client.set_routes(weft_proxy::Routes::from_services(&[empty]).unwrap());
     let resp = send.send_request(get()).await.unwrap();

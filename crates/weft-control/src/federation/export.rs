@@ -56,6 +56,8 @@ pub fn render_export(cat: &Catalog) -> Vec<pb::Service> {
         .into_iter()
         .map(|mut s| {
             s.endpoints.retain(|e| ours(&e.cluster));
+            // This cluster's ResiliencePolicy is for its own callers; a peer decides its own.
+            s.resilience = None;
             // Consul tags travel with the link (`<tag>.<svc>.service.<dc>.consul` on the peer).
             if let Some(c) = own.services.get(&(s.namespace.clone(), s.name.clone())) {
                 let by_addr: std::collections::HashMap<String, &crate::catalog::Instance> =

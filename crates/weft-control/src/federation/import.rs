@@ -502,6 +502,7 @@ fn convert(name: &str, spec: &LinkSpec, local: &str, snap: pb::ExportSnapshot) -
             cluster_weights: Default::default(),
             outlier_detection: None,
             backend_policy: None,
+            resilience: None,
             instances,
             clusters: vec![name.to_string()],
         });

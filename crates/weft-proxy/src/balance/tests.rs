@@ -99,6 +99,7 @@ fn svc(eps: &[(&str, &str)], failover: &[&str], weights: &[(&str, u32)]) -> SvcC
         outlier_detection: None,
         routes: vec![],
         backend_policy: None,
+        resilience: None,
     }
 }
 

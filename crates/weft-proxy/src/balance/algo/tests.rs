@@ -44,6 +44,7 @@ fn config(weights: &[u32], algo: Algorithm) -> SvcConfig {
         cluster_weights: Default::default(),
         outlier_detection: None,
         routes: vec![],
+        resilience: None,
         backend_policy: Some(BackendPolicy {
             name: "p".into(),
             load_balancer: Some(LoadBalancer {
