@@ -127,6 +127,7 @@ async fn main() {
                     proxy_id: format!("sim-{i}"),
                     upstreams: vec!["api.default".into()],
                     workload: String::new(),
+                    accepts_delta: false,
                 })),
             })
             .await

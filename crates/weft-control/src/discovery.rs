@@ -56,6 +56,10 @@ pub struct ProxyStatus {
     /// Hex SHA-256 of the root the proxy's certificate chains to, as its latest Ack said (empty:
     /// not said, an older proxy).
     pub leaf_root: String,
+    /// Updates sent on this stream: full ones (the first, and every one to a proxy that does not
+    /// apply deltas) and deltas (only the services that changed for it).
+    pub updates_full: u64,
+    pub updates_delta: u64,
 }
 
 /// The connected proxies, by connection.
@@ -162,36 +166,7 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
         .values()
         .filter(|s| wanted(&s.name, &s.namespace))
         .map(|s| crate::remote::for_proxy(cat, view.place.as_ref(), s))
-        .map(|s| pb::Service {
-            name: s.name.clone(),
-            namespace: s.namespace.clone(),
-            ports: s
-                .ports
-                .iter()
-                .map(|(port, proto)| wire_port(*port, *proto, s.connect_ports.contains(port)))
-                .collect(),
-            // Unhealthy instances leave the proxies' load balancers.
-            endpoints: s
-                .instances
-                .iter()
-                .filter(|i| i.healthy)
-                .map(|i| pb::Endpoint {
-                    address: i.address.to_string(),
-                    proxy: i.sidecar.to_string(),
-                    identity: i.identity.clone(),
-                    cluster: i.cluster.clone(),
-                    network: i.network.clone(),
-                    locality: i.locality.clone(),
-                    // Not sent: proxies do not route on labels, and they may say more than a
-                    // proxy needs to know.
-                    labels: Default::default(),
-                    tags: vec![],
-                })
-                .collect(),
-            failover: s.failover.clone(),
-            cluster_weights: s.cluster_weights.iter().map(|(c, w)| (c.clone(), *w)).collect(),
-            outlier_detection: s.outlier_detection.as_ref().map(wire_outlier),
-        })
+        .map(|s| render_service(&s))
         .collect();
     // The virtual IPs of the services sent, and of their mirrors.
     let virtual_ips = cat
@@ -208,6 +183,10 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
     pb::ProxyUpdate {
         signing_root: cat.ca.signing_root.clone(),
         version: 0,
+        // A full update; the stream turns it into a delta for a proxy that applies them.
+        delta: false,
+        base_version: 0,
+        removed_services: vec![],
         services,
         virtual_ips,
         bundle_der: bundle.to_vec(),
@@ -228,6 +207,37 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
                 .map(|(td, roots)| pb::TrustDomainBundle { trust_domain: td.clone(), roots_der: roots.clone() }),
         )
         .collect(),
+    }
+}
+
+/// One service as proxies get it: only what they use (no labels, tags or health details), its
+/// unhealthy instances left out.
+pub fn render_service(s: &crate::catalog::CatalogService) -> pb::Service {
+    pb::Service {
+        name: s.name.clone(),
+        namespace: s.namespace.clone(),
+        ports: s.ports.iter().map(|(port, proto)| wire_port(*port, *proto, s.connect_ports.contains(port))).collect(),
+        // Unhealthy instances leave the proxies' load balancers.
+        endpoints: s
+            .instances
+            .iter()
+            .filter(|i| i.healthy)
+            .map(|i| pb::Endpoint {
+                address: i.address.to_string(),
+                proxy: i.sidecar.to_string(),
+                identity: i.identity.clone(),
+                cluster: i.cluster.clone(),
+                network: i.network.clone(),
+                locality: i.locality.clone(),
+                // Not sent: proxies do not route on labels, and they may say more than a
+                // proxy needs to know.
+                labels: Default::default(),
+                tags: vec![],
+            })
+            .collect(),
+        failover: s.failover.clone(),
+        cluster_weights: s.cluster_weights.iter().map(|(c, w)| (c.clone(), *w)).collect(),
+        outlier_detection: s.outlier_detection.as_ref().map(wire_outlier),
     }
 }
 
@@ -412,6 +422,8 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     network: String::new(),
                     roots: vec![],
                     leaf_root: String::new(),
+                    updates_full: 0,
+                    updates_delta: 0,
                 },
             )
         });
@@ -422,12 +434,16 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         let mut stop = self.stop.clone();
         let renders = self.renders.clone();
         let upstreams = hello.upstreams.clone();
+        // A proxy that applies deltas gets, after its first full update, only the services that
+        // changed for it (issue 16: one endpoint change is not a full update of every proxy).
+        let deltas = hello.accepts_delta;
         let (identity, namespace, workload) = (id.to_string(), id.namespace().to_string(), hello.workload.clone());
         tokio::spawn(async move {
             let mut version = 0u64;
             let mut last: Option<(Arc<pb::ProxyUpdate>, (pb::Inbound, pb::Placement))> = None;
             loop {
                 let cat = catalog.borrow_and_update().clone();
+                let started = std::time::Instant::now();
                 let place = crate::remote::place_for(&cat, token_cluster.as_deref(), &identity, &namespace, &workload);
                 let view = View {
                     upstreams: upstreams.clone(),
@@ -444,8 +460,18 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     None => true,
                 };
                 if changed {
+                    let base_version = version;
                     version += 1;
-                    let mut out = (*update).clone();
+                    let mut out = match &last {
+                        Some((l, _)) if deltas => {
+                            let (services, removed_services) =
+                                crate::federation::export::diff(&l.services, &update.services);
+                            // Every other field is whole, as in a full update.
+                            let rest = pb::ProxyUpdate { services: vec![], ..(*update).clone() };
+                            pb::ProxyUpdate { services, removed_services, delta: true, base_version, ..rest }
+                        }
+                        _ => (*update).clone(),
+                    };
                     out.version = version;
                     out.inbound = Some(inbound.0.clone());
                     out.placement = Some(inbound.1.clone());
@@ -455,10 +481,21 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                         .flat_map(|b| &b.roots_der)
                         .map(|r| crate::rotation::fingerprint(r))
                         .collect();
+                    let delta = out.delta;
+                    let took_us = started.elapsed().as_micros() as u64;
+                    tracing::debug!(
+                        conn,
+                        version,
+                        delta,
+                        services = out.services.len(),
+                        took_us,
+                        "proxy update rendered"
+                    );
                     if tx.send(Ok(out)).await.is_err() {
                         break;
                     }
                     proxies.update(conn, |p| {
+                        *(if delta { &mut p.updates_delta } else { &mut p.updates_full }) += 1;
                         p.sent = version;
                         p.roots = roots;
                         (p.cluster, p.network) = (place.cluster, place.network);

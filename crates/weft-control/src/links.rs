@@ -255,6 +255,8 @@ async fn list(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError>
                 "importedServices": status.imported_services,
                 "importedEndpoints": status.imported_endpoints,
                 "error": status.error,
+                // Messages applied on the link's streams: full snapshots, deltas, resyncs.
+                "updates": status.updates,
             })
         })
         .collect();

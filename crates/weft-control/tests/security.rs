@@ -167,7 +167,12 @@ async fn first_update(cp: &ControlPlane, token: &str, workload: &str) -> weft_ap
     let control = Control::new(cp.grpc_addr, token.to_string());
     let channel = weft_proxy::control::connect(&control, 0).await.unwrap();
     let mut client = weft_api::pb::discovery_client::DiscoveryClient::new(channel);
-    let hello = weft_api::pb::Hello { proxy_id: "probe".into(), upstreams: vec![], workload: workload.into() };
+    let hello = weft_api::pb::Hello {
+        proxy_id: "probe".into(),
+        upstreams: vec![],
+        workload: workload.into(),
+        ..Default::default()
+    };
     let msg = weft_api::pb::ProxyMessage { kind: Some(weft_api::pb::proxy_message::Kind::Hello(hello)) };
     let mut req = tonic::Request::new(futures_util::stream::iter(vec![msg]).chain(futures_util::stream::pending()));
     req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
@@ -284,7 +289,7 @@ async fn open_stream(
 }
 
 fn hello(proxy_id: &str) -> weft_api::pb::Hello {
-    weft_api::pb::Hello { proxy_id: proxy_id.into(), upstreams: vec![], workload: String::new() }
+    weft_api::pb::Hello { proxy_id: proxy_id.into(), ..Default::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
