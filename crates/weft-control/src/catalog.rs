@@ -295,7 +295,8 @@ pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
     }
     let (local_cluster, local_network) = (cat.mesh.cluster.name.clone(), cat.mesh.cluster.network.clone());
     for s in &imported.services {
-        let s = &through_gateways(&local_cluster, &local_network, &imported.networks, s);
+        // Owned: moved into the catalog below, not cloned again.
+        let s = through_gateways(&local_cluster, &local_network, &imported.networks, s);
         let key = (s.namespace.clone(), s.name.clone());
         match cat.services.get_mut(&key) {
             // Cluster-local: this cluster's callers see only its own endpoints.
@@ -315,7 +316,7 @@ pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
                 }
             }
             None => {
-                let mut s = s.clone();
+                let mut s = s;
                 s.export = false;
                 // A peer's routing policy is its own: here, this cluster's Service decides.
                 (s.failover, s.cluster_weights, s.outlier_detection) = (vec![], BTreeMap::new(), None);
