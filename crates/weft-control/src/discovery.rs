@@ -8,7 +8,7 @@ use crate::catalog::Catalog;
 use crate::tokens::Tokens;
 use futures_util::Stream;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -119,16 +119,53 @@ pub struct View {
     pub place: Option<crate::remote::Place>,
 }
 
-/// The catalog revision the cache is for, and the updates rendered for it by view.
-type RenderCache = (u64, HashMap<View, Arc<pb::ProxyUpdate>>);
+/// The catalog revision the cache is for, the updates rendered for it by view, and each service's
+/// render by where it is rendered for (see [`ServiceRenders`]).
+type RenderCache = (u64, HashMap<View, Arc<pb::ProxyUpdate>>, ServiceRenders);
+
+/// Each service as rendered for a proxy's place, with the catalog revision in which the service
+/// last changed (`Catalog::service_revisions`): a new catalog renders again only the services
+/// that changed, not every service of every view. Cleared when the catalog's networks change
+/// (the place's gateways are part of a render).
+#[derive(Default)]
+pub struct ServiceRenders {
+    networks: BTreeMap<String, crate::catalog::PeerNetwork>,
+    by_service: HashMap<(String, String, Option<crate::remote::Place>), (u64, pb::Service)>,
+}
 
 impl Renders {
     fn get(&self, cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> Arc<pb::ProxyUpdate> {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if g.0 != cat.revision {
-            *g = (cat.revision, HashMap::new());
+        let (revision, views, services) = &mut *g;
+        if *revision != cat.revision {
+            (*revision, *views) = (cat.revision, HashMap::new());
+            if services.networks != cat.networks {
+                *services = ServiceRenders { networks: cat.networks.clone(), ..Default::default() };
+            }
+            // Renders of services gone, or changed since, are dropped.
+            services
+                .by_service
+                .retain(|(ns, name, _), (rev, _)| cat.service_revisions.get(&(ns.clone(), name.clone())) == Some(rev));
         }
-        g.1.entry(view.clone()).or_insert_with(|| Arc::new(render(cat, view, bundle))).clone()
+        if let Some(u) = views.get(view) {
+            return u.clone();
+        }
+        let update = Arc::new(render_with(cat, view, bundle, &mut |s| {
+            let key = (s.namespace.clone(), s.name.clone(), view.place.clone());
+            let rev = cat.service_revisions.get(&(s.namespace.clone(), s.name.clone())).copied();
+            if let (Some(rev), Some((r, out))) = (rev, services.by_service.get(&key)) {
+                if *r == rev {
+                    return out.clone();
+                }
+            }
+            let out = render_service(&crate::remote::for_proxy(cat, view.place.as_ref(), s));
+            if let Some(rev) = rev {
+                services.by_service.insert(key, (rev, out.clone()));
+            }
+            out
+        }));
+        views.insert(view.clone(), update.clone());
+        update
     }
 }
 
@@ -154,6 +191,16 @@ type UpdateStream = Pin<Box<dyn Stream<Item = Result<pb::ProxyUpdate, Status>> +
 /// The part of the catalog a proxy needs, as sent on the wire (without its version): only what
 /// proxies use (no labels, tags or health details), and only the services `view` allows.
 pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate {
+    render_with(cat, view, bundle, &mut |s| render_service(&crate::remote::for_proxy(cat, view.place.as_ref(), s)))
+}
+
+/// [`render`], with each service rendered by `one`.
+fn render_with(
+    cat: &Catalog,
+    view: &View,
+    bundle: &[Vec<u8>],
+    one: &mut dyn FnMut(&crate::catalog::CatalogService) -> pb::Service,
+) -> pb::ProxyUpdate {
     // The CA's roots as the catalog has them (both during a root rotation), else those given.
     let bundle = if cat.ca.roots.is_empty() { bundle } else { &cat.ca.roots };
     let upstreams = &view.upstreams;
@@ -161,13 +208,7 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
     let wanted = |name: &str, ns: &str| {
         visible(ns) && (upstreams.is_empty() || upstreams.iter().any(|u| u == &format!("{name}.{ns}")))
     };
-    let services = cat
-        .services
-        .values()
-        .filter(|s| wanted(&s.name, &s.namespace))
-        .map(|s| crate::remote::for_proxy(cat, view.place.as_ref(), s))
-        .map(|s| render_service(&s))
-        .collect();
+    let services = cat.services.values().filter(|s| wanted(&s.name, &s.namespace)).map(one).collect();
     // The virtual IPs of the services sent, and of their mirrors.
     let virtual_ips = cat
         .vips
@@ -532,5 +573,74 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         });
         let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+    use crate::catalog::{CatalogService, Instance};
+
+    fn service(name: &str, addresses: &[&str]) -> CatalogService {
+        let instance = |a: &&str| Instance {
+            name: a.replace(['.', ':'], "-"),
+            address: a.parse().unwrap(),
+            sidecar: a.parse().unwrap(),
+            identity: format!("spiffe://td/ns/default/sa/{name}"),
+            cluster: "west".into(),
+            network: String::new(),
+            locality: String::new(),
+            labels: Default::default(),
+            tags: vec![],
+            healthy: true,
+            visibility: None,
+        };
+        CatalogService {
+            name: name.into(),
+            namespace: "default".into(),
+            instances: addresses.iter().map(instance).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn catalog(revision: u64, services: Vec<(CatalogService, u64)>) -> Catalog {
+        let mut cat = Catalog { revision, ..Default::default() };
+        for (s, rev) in services {
+            let key = (s.namespace.clone(), s.name.clone());
+            cat.service_revisions.insert(key.clone(), rev);
+            cat.services.insert(key, s);
+        }
+        cat
+    }
+
+    fn endpoints(u: &pb::ProxyUpdate, name: &str) -> Vec<String> {
+        u.services.iter().find(|s| s.name == name).unwrap().endpoints.iter().map(|e| e.address.clone()).collect()
+    }
+
+    /// A new catalog renders again only the services that changed in it; the others' renders are
+    /// reused, and what a proxy gets is the same as a render from scratch.
+    #[test]
+    fn only_changed_services_are_rendered_again() {
+        let renders = Renders::default();
+        let view = View {
+            place: Some(crate::remote::Place { cluster: "east".into(), network: String::new() }),
+            ..Default::default()
+        };
+        let one = catalog(1, vec![(service("api", &["10.0.0.1:80"]), 1), (service("web", &["10.0.0.2:80"]), 1)]);
+        let first = renders.get(&one, &view, &[]);
+        assert_eq!(endpoints(&first, "api"), ["10.0.0.1:80"]);
+        let two = catalog(
+            2,
+            vec![(service("api", &["10.0.0.1:80", "10.0.0.3:80"]), 2), (service("web", &["10.0.0.2:80"]), 1)],
+        );
+        let second = renders.get(&two, &view, &[]);
+        assert_eq!(endpoints(&second, "api"), ["10.0.0.1:80", "10.0.0.3:80"], "the changed service is rendered again");
+        assert_eq!(*second, render(&two, &view, &[]), "the same as a render from scratch");
+        let g = renders.0.lock().unwrap();
+        let revs: Vec<u64> = ["api", "web"]
+            .iter()
+            .map(|n| g.2.by_service[&("default".to_string(), n.to_string(), view.place.clone())].0)
+            .collect();
+        assert_eq!(revs, [2, 1], "web's render is kept from the first catalog");
     }
 }

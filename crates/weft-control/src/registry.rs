@@ -151,13 +151,15 @@ pub fn run(
         let mut cat = base.clone();
         cat.revision = revision;
         for imported in sources.iter().filter_map(|s| s.imported()) {
-            catalog::merge_imported(&mut cat, &imported);
+            catalog::merge_imported(&mut cat, imported);
         }
         vips.assign(&mut cat);
-        Arc::new(cat)
+        cat
     };
     let mut own = base(&sources, &health);
-    let (tx, rx) = watch::channel(build(0, &own, &sources));
+    let mut first = build(0, &own, &sources);
+    first.service_revisions = first.services.keys().map(|k| (k.clone(), 0)).collect();
+    let (tx, rx) = watch::channel(Arc::new(first));
     let mut subs: Vec<watch::Receiver<u64>> = sources.iter().map(|s| s.subscribe()).collect();
     tokio::spawn(async move {
         let mut revision = 0u64;
@@ -187,7 +189,17 @@ pub fn run(
             if resources_changed {
                 own = base(&sources, &health);
             }
-            let cat = build(revision, &own, &sources);
+            let mut cat = build(revision, &own, &sources);
+            // Each service keeps the revision it last changed in (compared with the last catalog).
+            cat.service_revisions = {
+                let old = tx.borrow();
+                let kept = |k: &(String, String), s: &catalog::CatalogService| match old.services.get(k) {
+                    Some(o) if o == s => old.service_revisions.get(k).copied(),
+                    _ => None,
+                };
+                cat.services.iter().map(|(k, s)| (k.clone(), kept(k, s).unwrap_or(revision))).collect()
+            };
+            let cat = Arc::new(cat);
             tracing::debug!(
                 revision,
                 resources_changed,
@@ -196,7 +208,8 @@ pub fn run(
             );
             // Publish only real changes: proxies get a push per change, not per write.
             tx.send_if_modified(|old| {
-                let same = old.services == cat.services
+                // Equal revisions for the same services: no service changed.
+                let same = old.service_revisions == cat.service_revisions
                     && old.mesh == cat.mesh
                     && old.peer_bundles == cat.peer_bundles
                     && old.links == cat.links
