@@ -133,7 +133,9 @@ fn start_cp(weft: &Path, root: &Path, name: &str) -> anyhow::Result<Cp> {
         .arg(dir.join("data"))
         .args(["--grpc", &grpc.to_string(), "--api", &api.to_string(), "--dns", "off", "--cluster", name])
         .args(["--trust-domain", &format!("{name}.local")])
-        .env("RUST_LOG", "warn")
+        // MCSCALE_CP_LOG (e.g. `weft_control=debug`, which logs how long each catalog build
+        // took) sets the control planes' log filter; their logs are then kept.
+        .env("RUST_LOG", std::env::var("MCSCALE_CP_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -266,6 +268,7 @@ pub fn run(a: &McScaleArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&root)?;
     let r = run_in(a, &root);
     match &r {
+        Ok(()) if std::env::var_os("MCSCALE_CP_LOG").is_some() => eprintln!("logs kept in {}", root.display()),
         Ok(()) => {
             let _ = std::fs::remove_dir_all(&root);
         }
@@ -429,6 +432,17 @@ fn run_in(a: &McScaleArgs, root: &Path) -> anyhow::Result<()> {
         "per change (including the 50 ms pauses between changes): CPU-ms of each control plane {}",
         cpu.iter().enumerate().map(|(i, c)| format!("c{i} {c:.1}")).collect::<Vec<_>>().join(", ")
     );
+    // What carried the changes: c0's link to c1 (full snapshots, deltas, resyncs) and c0's proxies.
+    let links = ok(http(cps[0].api, "GET", "/v1/links", &cps[0].token, ""), "links")?;
+    let links: serde_json::Value = serde_json::from_str(&links)?;
+    if let Some(l) = links["links"].as_array().and_then(|v| v.iter().find(|l| l["cluster"] == "c1")) {
+        println!("c0's link to c1 applied (since the start): {}", l["updates"]);
+    }
+    let proxies = ok(http(cps[0].api, "GET", "/v1/proxies", &cps[0].token, ""), "proxies")?;
+    let proxies: serde_json::Value = serde_json::from_str(&proxies)?;
+    for p in proxies["proxies"].as_array().into_iter().flatten() {
+        println!("c0's proxy {}: updates full {}, delta {}", p["proxy_id"], p["updates_full"], p["updates_delta"]);
+    }
     let fin: Vec<u64> = pids.iter().map(|p| procstat::rss_kb(&[*p])).collect();
     println!(
         "RSS MiB after the changes: {}; proxies: narrow {:.1}, every service {:.1}",

@@ -34,6 +34,10 @@ pub struct Catalog {
     pub routes: Vec<CatalogRoute>,
     /// Every BackendPolicy's condition (see [`crate::policies`]).
     pub policies: Vec<crate::policies::PolicyStatus>,
+    /// Per service: the catalog revision in which it last changed (set by the registry): what
+    /// discovery keeps each service's render by, so one service's change renders that service
+    /// again, not every service a proxy sees.
+    pub service_revisions: BTreeMap<(String, String), u64>,
 }
 
 /// A route as discovery sends it.
@@ -106,23 +110,44 @@ pub(crate) fn through_gateways(
     s: &CatalogService,
 ) -> CatalogService {
     let mut s = s.clone();
+    reroute(local_cluster, local_network, networks, &mut s);
+    s
+}
+
+/// Whether [`through_gateways`] changes instance `i` (gives it a gateway, or leaves it out).
+pub(crate) fn rerouted(
+    local_cluster: &str,
+    local_network: &str,
+    networks: &BTreeMap<String, PeerNetwork>,
+    i: &Instance,
+) -> bool {
+    if i.cluster == local_cluster || local_network.is_empty() {
+        return false;
+    }
+    let network = if i.network.is_empty() {
+        networks.get(&i.cluster).map(|p| p.network.as_str()).unwrap_or_default()
+    } else {
+        i.network.as_str()
+    };
+    !same_network(local_network, network)
+}
+
+/// [`through_gateways`] in place.
+fn reroute(local_cluster: &str, local_network: &str, networks: &BTreeMap<String, PeerNetwork>, s: &mut CatalogService) {
     let mut turn = 0usize;
     s.instances.retain_mut(|i| {
         if i.cluster == local_cluster {
             return true;
         }
-        let peer = networks.get(&i.cluster);
-        let network =
-            if i.network.is_empty() { peer.map(|p| p.network.clone()).unwrap_or_default() } else { i.network.clone() };
-        if same_network(local_network, &network) {
+        if !rerouted(local_cluster, local_network, networks, i) {
             return true;
         }
+        let peer = networks.get(&i.cluster);
         let Some(gateways) = peer.map(|p| &p.gateways).filter(|g| !g.is_empty()) else { return false };
         i.sidecar = gateways[turn % gateways.len()];
         turn += 1;
         true
     });
-    s
 }
 
 /// `Default` is an empty, unexported service with no name (tests fill in what they need).
@@ -351,19 +376,21 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
         vips: BTreeMap::new(),
         networks,
         ca: CaView::default(),
+        service_revisions: BTreeMap::new(),
     }
 }
 
 /// Adds what linked clusters export: a service of the same name and namespace as a local one
 /// gets the remote instances too (namespace sameness, local instances first); others are added
 /// as they are. Imported services are never exported again.
-pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
+pub fn merge_imported(cat: &mut Catalog, imported: Imported) {
     if let Some(ca) = &imported.ca {
         cat.ca = ca.clone();
     }
     let (local_cluster, local_network) = (cat.mesh.cluster.name.clone(), cat.mesh.cluster.network.clone());
-    for s in &imported.services {
-        let s = &through_gateways(&local_cluster, &local_network, &imported.networks, s);
+    for mut s in imported.services {
+        // Rerouted in place and moved into the catalog below, not cloned again.
+        reroute(&local_cluster, &local_network, &imported.networks, &mut s);
         let key = (s.namespace.clone(), s.name.clone());
         match cat.services.get_mut(&key) {
             // Cluster-local: this cluster's callers see only its own endpoints.
@@ -383,7 +410,7 @@ pub fn merge_imported(cat: &mut Catalog, imported: &Imported) {
                 }
             }
             None => {
-                let mut s = s.clone();
+                let mut s = s;
                 s.export = false;
                 // A peer's routing policy is its own: here, this cluster's Service decides.
                 (s.failover, s.cluster_weights, s.outlier_detection) = (vec![], BTreeMap::new(), None);

@@ -8,7 +8,7 @@ use crate::catalog::Catalog;
 use crate::tokens::Tokens;
 use futures_util::Stream;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,6 +58,10 @@ pub struct ProxyStatus {
     /// Hex SHA-256 of the root the proxy's certificate chains to, as its latest Ack said (empty:
     /// not said, an older proxy).
     pub leaf_root: String,
+    /// Updates sent on this stream: full ones (the first, and every one to a proxy that does not
+    /// apply deltas) and deltas (only the services that changed for it).
+    pub updates_full: u64,
+    pub updates_delta: u64,
 }
 
 /// The connected proxies, by connection.
@@ -117,16 +121,53 @@ pub struct View {
     pub place: Option<crate::remote::Place>,
 }
 
-/// The catalog revision the cache is for, and the updates rendered for it by view.
-type RenderCache = (u64, HashMap<View, Arc<pb::ProxyUpdate>>);
+/// The catalog revision the cache is for, the updates rendered for it by view, and each service's
+/// render by where it is rendered for (see [`ServiceRenders`]).
+type RenderCache = (u64, HashMap<View, Arc<pb::ProxyUpdate>>, ServiceRenders);
+
+/// Each service as rendered for a proxy's place, with the catalog revision in which the service
+/// last changed (`Catalog::service_revisions`): a new catalog renders again only the services
+/// that changed, not every service of every view. Cleared when the catalog's networks change
+/// (the place's gateways are part of a render).
+#[derive(Default)]
+pub struct ServiceRenders {
+    networks: BTreeMap<String, crate::catalog::PeerNetwork>,
+    by_service: HashMap<(String, String, Option<crate::remote::Place>), (u64, pb::Service)>,
+}
 
 impl Renders {
     fn get(&self, cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> Arc<pb::ProxyUpdate> {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if g.0 != cat.revision {
-            *g = (cat.revision, HashMap::new());
+        let (revision, views, services) = &mut *g;
+        if *revision != cat.revision {
+            (*revision, *views) = (cat.revision, HashMap::new());
+            if services.networks != cat.networks {
+                *services = ServiceRenders { networks: cat.networks.clone(), ..Default::default() };
+            }
+            // Renders of services gone, or changed since, are dropped.
+            services
+                .by_service
+                .retain(|(ns, name, _), (rev, _)| cat.service_revisions.get(&(ns.clone(), name.clone())) == Some(rev));
         }
-        g.1.entry(view.clone()).or_insert_with(|| Arc::new(render(cat, view, bundle))).clone()
+        if let Some(u) = views.get(view) {
+            return u.clone();
+        }
+        let update = Arc::new(render_with(cat, view, bundle, &mut |s| {
+            let key = (s.namespace.clone(), s.name.clone(), view.place.clone());
+            let rev = cat.service_revisions.get(&(s.namespace.clone(), s.name.clone())).copied();
+            if let (Some(rev), Some((r, out))) = (rev, services.by_service.get(&key)) {
+                if *r == rev {
+                    return out.clone();
+                }
+            }
+            let out = render_service_in(cat, &crate::remote::for_proxy(cat, view.place.as_ref(), s));
+            if let Some(rev) = rev {
+                services.by_service.insert(key, (rev, out.clone()));
+            }
+            out
+        }));
+        views.insert(view.clone(), update.clone());
+        update
     }
 }
 
@@ -152,6 +193,18 @@ type UpdateStream = Pin<Box<dyn Stream<Item = Result<pb::ProxyUpdate, Status>> +
 /// The part of the catalog a proxy needs, as sent on the wire (without its version): only what
 /// proxies use (no labels, tags or health details), and only the services `view` allows.
 pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate {
+    render_with(cat, view, bundle, &mut |s| {
+        render_service_in(cat, &crate::remote::for_proxy(cat, view.place.as_ref(), s))
+    })
+}
+
+/// [`render`], with each service rendered by `one`.
+fn render_with(
+    cat: &Catalog,
+    view: &View,
+    bundle: &[Vec<u8>],
+    one: &mut dyn FnMut(&crate::catalog::CatalogService) -> pb::Service,
+) -> pb::ProxyUpdate {
     // The CA's roots as the catalog has them (both during a root rotation), else those given.
     let bundle = if cat.ca.roots.is_empty() { bundle } else { &cat.ca.roots };
     let upstreams = &view.upstreams;
@@ -173,54 +226,7 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
     let wanted = |name: &str, ns: &str| {
         asked(name, ns) || (visible(ns) && !routed.is_empty() && routed.contains(format!("{name}.{ns}").as_str()))
     };
-    let services = cat
-        .services
-        .values()
-        .filter(|s| wanted(&s.name, &s.namespace))
-        .map(|s| crate::remote::for_proxy(cat, view.place.as_ref(), s))
-        .map(|s| pb::Service {
-            name: s.name.clone(),
-            namespace: s.namespace.clone(),
-            ports: s
-                .ports
-                .iter()
-                .map(|(port, proto)| wire_port(*port, *proto, s.connect_ports.contains(port)))
-                .collect(),
-            // Unhealthy instances leave the proxies' load balancers.
-            endpoints: s
-                .instances
-                .iter()
-                .filter(|i| i.healthy)
-                .map(|i| pb::Endpoint {
-                    address: i.address.to_string(),
-                    proxy: i.sidecar.to_string(),
-                    identity: i.identity.clone(),
-                    cluster: i.cluster.clone(),
-                    network: i.network.clone(),
-                    locality: i.locality.clone(),
-                    // Not sent: proxies do not route on labels, and they may say more than a
-                    // proxy needs to know.
-                    labels: Default::default(),
-                    tags: vec![],
-                    weight: i.weight,
-                })
-                .collect(),
-            failover: s.failover.clone(),
-            cluster_weights: s.cluster_weights.iter().map(|(c, w)| (c.clone(), *w)).collect(),
-            outlier_detection: s.outlier_detection.as_ref().map(wire_outlier),
-            routes: cat
-                .routes_of(&format!("{}.{}", s.name, s.namespace))
-                .map(|r| pb::Route {
-                    kind: r.route.kind_str().into(),
-                    name: r.name.clone(),
-                    namespace: r.namespace.clone(),
-                    spec_json: r.route.spec_json(),
-                })
-                .collect(),
-            backend_policy: s.backend_policy.as_ref().map(Into::into),
-            resilience: s.resilience.as_ref().and_then(|r| wire_resilience(r, &s.name, &s.namespace)),
-        })
-        .collect();
+    let services = cat.services.values().filter(|s| wanted(&s.name, &s.namespace)).map(one).collect();
     // The virtual IPs of the services sent, and of their mirrors.
     let virtual_ips = cat
         .vips
@@ -236,6 +242,10 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
     pb::ProxyUpdate {
         signing_root: cat.ca.signing_root.clone(),
         version: 0,
+        // A full update; the stream turns it into a delta for a proxy that applies them.
+        delta: false,
+        base_version: 0,
+        removed_services: vec![],
         services,
         virtual_ips,
         bundle_der: bundle.to_vec(),
@@ -257,6 +267,59 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
         )
         .collect(),
     }
+}
+
+/// One service as proxies get it: only what they use (no labels, tags or health details), its
+/// unhealthy instances left out.
+pub fn render_service(s: &crate::catalog::CatalogService) -> pb::Service {
+    pb::Service {
+        name: s.name.clone(),
+        namespace: s.namespace.clone(),
+        ports: s.ports.iter().map(|(port, proto)| wire_port(*port, *proto, s.connect_ports.contains(port))).collect(),
+        // Unhealthy instances leave the proxies' load balancers.
+        endpoints: s
+            .instances
+            .iter()
+            .filter(|i| i.healthy)
+            .map(|i| pb::Endpoint {
+                address: i.address.to_string(),
+                proxy: i.sidecar.to_string(),
+                identity: i.identity.clone(),
+                cluster: i.cluster.clone(),
+                network: i.network.clone(),
+                locality: i.locality.clone(),
+                // Not sent: proxies do not route on labels, and they may say more than a
+                // proxy needs to know.
+                labels: Default::default(),
+                tags: vec![],
+                weight: i.weight,
+            })
+            .collect(),
+        failover: s.failover.clone(),
+        cluster_weights: s.cluster_weights.iter().map(|(c, w)| (c.clone(), *w)).collect(),
+        outlier_detection: s.outlier_detection.as_ref().map(wire_outlier),
+        // A proxy's routes are added by [`render_service_in`] (they live in the catalog).
+        routes: vec![],
+        backend_policy: s.backend_policy.as_ref().map(Into::into),
+        resilience: s.resilience.as_ref().and_then(|r| wire_resilience(r, &s.name, &s.namespace)),
+    }
+}
+
+/// [`render_service`] with the routes attached to `s` in `cat` (HTTPRoute, GRPCRoute, TCPRoute):
+/// what a proxy gets. The registry gives a service a new revision when its routes change, so the
+/// per-service render cache never serves stale routes.
+pub fn render_service_in(cat: &Catalog, s: &crate::catalog::CatalogService) -> pb::Service {
+    let mut out = render_service(s);
+    out.routes = cat
+        .routes_of(&format!("{}.{}", s.name, s.namespace))
+        .map(|r| pb::Route {
+            kind: r.route.kind_str().into(),
+            name: r.name.clone(),
+            namespace: r.namespace.clone(),
+            spec_json: r.route.spec_json(),
+        })
+        .collect();
+    out
 }
 
 fn wire_outlier(o: &weft_api::traffic::ServiceOutlierDetection) -> pb::OutlierDetection {
@@ -498,6 +561,8 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     mode: hello.mode.chars().take(16).collect(),
                     roots: vec![],
                     leaf_root: String::new(),
+                    updates_full: 0,
+                    updates_delta: 0,
                 },
             )
         });
@@ -508,12 +573,16 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         let mut stop = self.stop.clone();
         let renders = self.renders.clone();
         let upstreams = hello.upstreams.clone();
+        // A proxy that applies deltas gets, after its first full update, only the services that
+        // changed for it (issue 16: one endpoint change is not a full update of every proxy).
+        let deltas = hello.accepts_delta;
         let (identity, namespace, workload) = (id.to_string(), id.namespace().to_string(), hello.workload.clone());
         tokio::spawn(async move {
             let mut version = 0u64;
             let mut last: Option<(Arc<pb::ProxyUpdate>, (pb::Inbound, pb::Placement))> = None;
             loop {
                 let cat = catalog.borrow_and_update().clone();
+                let started = std::time::Instant::now();
                 let place = crate::remote::place_for(&cat, token_cluster.as_deref(), &identity, &namespace, &workload);
                 let view = View {
                     upstreams: upstreams.clone(),
@@ -530,8 +599,18 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     None => true,
                 };
                 if changed {
+                    let base_version = version;
                     version += 1;
-                    let mut out = (*update).clone();
+                    let mut out = match &last {
+                        Some((l, _)) if deltas => {
+                            let (services, removed_services) =
+                                crate::federation::export::diff(&l.services, &update.services);
+                            // Every other field is whole, as in a full update.
+                            let rest = pb::ProxyUpdate { services: vec![], ..(*update).clone() };
+                            pb::ProxyUpdate { services, removed_services, delta: true, base_version, ..rest }
+                        }
+                        _ => (*update).clone(),
+                    };
                     out.version = version;
                     out.inbound = Some(inbound.0.clone());
                     out.placement = Some(inbound.1.clone());
@@ -541,10 +620,21 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                         .flat_map(|b| &b.roots_der)
                         .map(|r| crate::rotation::fingerprint(r))
                         .collect();
+                    let delta = out.delta;
+                    let took_us = started.elapsed().as_micros() as u64;
+                    tracing::debug!(
+                        conn,
+                        version,
+                        delta,
+                        services = out.services.len(),
+                        took_us,
+                        "proxy update rendered"
+                    );
                     if tx.send(Ok(out)).await.is_err() {
                         break;
                     }
                     proxies.update(conn, |p| {
+                        *(if delta { &mut p.updates_delta } else { &mut p.updates_full }) += 1;
                         p.sent = version;
                         p.roots = roots;
                         (p.cluster, p.network) = (place.cluster, place.network);
@@ -581,5 +671,75 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         });
         let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+    use crate::catalog::{CatalogService, Instance};
+
+    fn service(name: &str, addresses: &[&str]) -> CatalogService {
+        let instance = |a: &&str| Instance {
+            name: a.replace(['.', ':'], "-"),
+            address: a.parse().unwrap(),
+            sidecar: a.parse().unwrap(),
+            identity: format!("spiffe://td/ns/default/sa/{name}"),
+            cluster: "west".into(),
+            network: String::new(),
+            locality: String::new(),
+            labels: Default::default(),
+            tags: vec![],
+            healthy: true,
+            visibility: None,
+            weight: 1,
+        };
+        CatalogService {
+            name: name.into(),
+            namespace: "default".into(),
+            instances: addresses.iter().map(instance).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn catalog(revision: u64, services: Vec<(CatalogService, u64)>) -> Catalog {
+        let mut cat = Catalog { revision, ..Default::default() };
+        for (s, rev) in services {
+            let key = (s.namespace.clone(), s.name.clone());
+            cat.service_revisions.insert(key.clone(), rev);
+            cat.services.insert(key, s);
+        }
+        cat
+    }
+
+    fn endpoints(u: &pb::ProxyUpdate, name: &str) -> Vec<String> {
+        u.services.iter().find(|s| s.name == name).unwrap().endpoints.iter().map(|e| e.address.clone()).collect()
+    }
+
+    /// A new catalog renders again only the services that changed in it; the others' renders are
+    /// reused, and what a proxy gets is the same as a render from scratch.
+    #[test]
+    fn only_changed_services_are_rendered_again() {
+        let renders = Renders::default();
+        let view = View {
+            place: Some(crate::remote::Place { cluster: "east".into(), network: String::new() }),
+            ..Default::default()
+        };
+        let one = catalog(1, vec![(service("api", &["10.0.0.1:80"]), 1), (service("web", &["10.0.0.2:80"]), 1)]);
+        let first = renders.get(&one, &view, &[]);
+        assert_eq!(endpoints(&first, "api"), ["10.0.0.1:80"]);
+        let two = catalog(
+            2,
+            vec![(service("api", &["10.0.0.1:80", "10.0.0.3:80"]), 2), (service("web", &["10.0.0.2:80"]), 1)],
+        );
+        let second = renders.get(&two, &view, &[]);
+        assert_eq!(endpoints(&second, "api"), ["10.0.0.1:80", "10.0.0.3:80"], "the changed service is rendered again");
+        assert_eq!(*second, render(&two, &view, &[]), "the same as a render from scratch");
+        let g = renders.0.lock().unwrap();
+        let revs: Vec<u64> = ["api", "web"]
+            .iter()
+            .map(|n| g.2.by_service[&("default".to_string(), n.to_string(), view.place.clone())].0)
+            .collect();
+        assert_eq!(revs, [2, 1], "web's render is kept from the first catalog");
     }
 }

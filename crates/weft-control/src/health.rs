@@ -46,7 +46,10 @@ pub fn healthy(monitor: &Monitor, workload: &str) -> bool {
 /// The first pass runs before this returns, so a catalog built afterwards already sees every
 /// Workload's (restored) health; saved state of checks no Workload has any more is then dropped.
 pub fn sync_checks(sources: Vec<Arc<dyn Source>>, monitor: Monitor, store: Store, mut stop: watch::Receiver<bool>) {
-    let mut subs: Vec<watch::Receiver<u64>> = sources.iter().map(|s| s.subscribe()).collect();
+    // Only sources of resources can change a Workload's checks: a link's imports (or the CA's
+    // roots) changing does not read every resource again.
+    let mut subs: Vec<watch::Receiver<u64>> =
+        sources.iter().filter(|s| s.has_resources()).map(|s| s.subscribe()).collect();
     for s in &mut subs {
         s.borrow_and_update();
     }
@@ -59,7 +62,12 @@ pub fn sync_checks(sources: Vec<Arc<dyn Source>>, monitor: Monitor, store: Store
             let changed = futures_util::future::select_all(subs.iter_mut().map(|r| Box::pin(r.changed())));
             tokio::select! {
                 _ = changed => {}
-                _ = expiry.tick() => deregister_expired(&monitor, &store),
+                // A deregistration writes the store, which syncs on its own: the tick does not
+                // read every resource again each second.
+                _ = expiry.tick() => {
+                    deregister_expired(&monitor, &store);
+                    continue;
+                }
                 _ = stop.wait_for(|s| *s) => break,
             }
             sync_once(&sources, &monitor, &mut current);

@@ -262,6 +262,8 @@ async fn list(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError>
                 "importedEndpoints": status.imported_endpoints,
                 "trustedRoots": trusted_roots,
                 "error": status.error,
+                // Messages applied on the link's streams: full snapshots, deltas, resyncs.
+                "updates": status.updates,
             })
         })
         .collect();

@@ -29,6 +29,11 @@ pub trait Source: Send + Sync {
     fn imported(&self) -> Option<catalog::Imported> {
         None
     }
+    /// Whether `resources` can hold anything. A source that only contributes [`Source::imported`]
+    /// says no, so a change of it does not rebuild the catalog from every resource again.
+    fn has_resources(&self) -> bool {
+        true
+    }
 }
 
 impl Source for Store {
@@ -135,16 +140,26 @@ pub fn run(
     mut stop: watch::Receiver<bool>,
     vips: Arc<crate::vips::Vips>,
 ) -> watch::Receiver<Arc<Catalog>> {
-    let build = move |revision: u64, sources: &[Arc<dyn Source>], health: &Health| {
+    // The catalog of every source's resources, before the imports are merged in: built again
+    // only when a source of resources (or health) changed, not for every change of a link's
+    // imports (which would rebuild it from every resource per imported endpoint change).
+    let base = move |sources: &[Arc<dyn Source>], health: &Health| {
         let merged = merge(sources);
-        let mut cat = catalog::build(revision, merged.iter(), &|w| health(w));
+        catalog::build(0, merged.iter(), &|w| health(w))
+    };
+    let build = move |revision: u64, base: &catalog::Catalog, sources: &[Arc<dyn Source>]| {
+        let mut cat = base.clone();
+        cat.revision = revision;
         for imported in sources.iter().filter_map(|s| s.imported()) {
-            catalog::merge_imported(&mut cat, &imported);
+            catalog::merge_imported(&mut cat, imported);
         }
         vips.assign(&mut cat);
-        Arc::new(cat)
+        cat
     };
-    let (tx, rx) = watch::channel(build(0, &sources, &health));
+    let mut own = base(&sources, &health);
+    let mut first = build(0, &own, &sources);
+    first.service_revisions = first.services.keys().map(|k| (k.clone(), 0)).collect();
+    let (tx, rx) = watch::channel(Arc::new(first));
     let mut subs: Vec<watch::Receiver<u64>> = sources.iter().map(|s| s.subscribe()).collect();
     tokio::spawn(async move {
         let mut revision = 0u64;
@@ -156,24 +171,51 @@ pub fn run(
                 }
             };
             let stopped = stop.wait_for(|s| *s);
-            if subs.is_empty() {
+            let resources_changed = if subs.is_empty() {
                 tokio::select! {
-                    () = extra_changed => {}
+                    () = extra_changed => true,
                     _ = stopped => break,
                 }
             } else {
                 let changed = futures_util::future::select_all(subs.iter_mut().map(|r| Box::pin(r.changed())));
                 tokio::select! {
-                    (res, _, _) = changed => if res.is_err() { break },
-                    () = extra_changed => {}
+                    (res, i, _) = changed => if res.is_err() { break } else { sources[i].has_resources() },
+                    () = extra_changed => true,
                     _ = stopped => break,
                 }
-            }
+            };
             revision += 1;
-            let cat = build(revision, &sources, &health);
+            let started = std::time::Instant::now();
+            if resources_changed {
+                own = base(&sources, &health);
+            }
+            let mut cat = build(revision, &own, &sources);
+            // Each service keeps the revision it last changed in (compared with the last catalog).
+            cat.service_revisions = {
+                let old = tx.borrow();
+                // Its routes travel with it (`discovery::render_service_in`): a route change is a
+                // change of the service.
+                let same_routes = |k: &(String, String)| {
+                    let key = format!("{}.{}", k.1, k.0);
+                    old.routes_of(&key).eq(cat.routes_of(&key))
+                };
+                let kept = |k: &(String, String), s: &catalog::CatalogService| match old.services.get(k) {
+                    Some(o) if o == s && same_routes(k) => old.service_revisions.get(k).copied(),
+                    _ => None,
+                };
+                cat.services.iter().map(|(k, s)| (k.clone(), kept(k, s).unwrap_or(revision))).collect()
+            };
+            let cat = Arc::new(cat);
+            tracing::debug!(
+                revision,
+                resources_changed,
+                took_us = started.elapsed().as_micros() as u64,
+                "catalog built"
+            );
             // Publish only real changes: proxies get a push per change, not per write.
             tx.send_if_modified(|old| {
-                let same = old.services == cat.services
+                // Equal revisions for the same services: no service changed.
+                let same = old.service_revisions == cat.service_revisions
                     && old.mesh == cat.mesh
                     && old.peer_bundles == cat.peer_bundles
                     && old.links == cat.links
@@ -190,4 +232,61 @@ pub fn run(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A source of resources that counts how often they are read.
+    struct Counting {
+        tx: watch::Sender<u64>,
+        reads: AtomicUsize,
+    }
+
+    impl Source for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn resources(&self) -> Vec<Resource> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            vec![]
+        }
+        fn subscribe(&self) -> watch::Receiver<u64> {
+            self.tx.subscribe()
+        }
+    }
+
+    /// A change of a link's imports merges the imports into the catalog of the resources as last
+    /// built; it does not read and build every resource again (that made each imported endpoint
+    /// change cost the whole catalog). A change of the resources does.
+    #[tokio::test]
+    async fn an_import_change_does_not_rebuild_the_catalog_from_every_resource() {
+        let dir = std::env::temp_dir().join(format!("weft-registry-{}", std::process::id()));
+        let resources = Arc::new(Counting { tx: watch::channel(0).0, reads: AtomicUsize::new(0) });
+        let federation = Arc::new(crate::federation::Federation::default());
+        let (_stop_tx, stop) = watch::channel(false);
+        let (_extra_tx, extra) = watch::channel(0u64);
+        let vips = Arc::new(crate::vips::Vips::open(dir.join("vips.json")));
+        let sources: Vec<Arc<dyn Source>> = vec![resources.clone(), federation.clone()];
+        let mut catalog = run(sources, Arc::new(|_: &str| true), extra, stop, vips);
+        let reads = resources.reads.load(Ordering::SeqCst);
+        let api =
+            crate::catalog::CatalogService { name: "api".into(), namespace: "default".into(), ..Default::default() };
+        federation.import("west", "west.example", vec![vec![1]], vec![api], Default::default(), BTreeMap::new());
+        let deadline = Duration::from_secs(10);
+        tokio::time::timeout(deadline, catalog.changed()).await.expect("the import reaches the catalog").unwrap();
+        assert!(catalog.borrow().services.contains_key(&("default".to_string(), "api".to_string())));
+        assert_eq!(resources.reads.load(Ordering::SeqCst), reads, "the resources were not read again");
+        resources.tx.send_modify(|v| *v += 1);
+        tokio::time::timeout(deadline, async {
+            while resources.reads.load(Ordering::SeqCst) == reads {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("a change of the resources reads them again");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -116,7 +116,8 @@ pub fn place_for(cat: &Catalog, token_cluster: Option<&str>, identity: &str, nam
 /// another cluster on another network go through that cluster's gateways.
 pub fn for_proxy<'a>(cat: &Catalog, place: Option<&Place>, s: &'a CatalogService) -> Cow<'a, CatalogService> {
     match place {
-        Some(p) if s.instances.iter().any(|i| i.cluster != p.cluster) => {
+        // Cloned only when an instance changes (not for every other cluster's service).
+        Some(p) if s.instances.iter().any(|i| crate::catalog::rerouted(&p.cluster, &p.network, &cat.networks, i)) => {
             Cow::Owned(crate::catalog::through_gateways(&p.cluster, &p.network, &cat.networks, s))
         }
         _ => Cow::Borrowed(s),

@@ -358,6 +358,9 @@ impl crate::registry::Source for CaState {
     fn resources(&self) -> Vec<Resource> {
         vec![]
     }
+    fn has_resources(&self) -> bool {
+        false
+    }
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.tx.subscribe()
     }

@@ -304,6 +304,7 @@ impl Monitor {
         }
         let runtime = tokio::runtime::Handle::try_current();
         let mut w = Workload { epoch, status: aggregate(&entries), checks: entries, tasks: Vec::new() };
+        let has_checks = !w.checks.is_empty();
         let workload: Arc<str> = workload.into();
         let replaced = {
             let mut state = self.write();
@@ -332,9 +333,15 @@ impl Monitor {
             let old = replaced.iter().flat_map(|w| &w.checks).map(|c| (workload.to_string(), c.spec.name.clone()));
             p.mark(fresh.into_iter().chain(old), true);
         }
+        // A workload without checks, before and after, changes nothing a watcher reads (it is
+        // routable whatever its status): no bump, so registering one does not rebuild the catalog
+        // a second time.
+        let observable = has_checks || replaced.as_ref().is_some_and(|r| !r.checks.is_empty());
         // Dropping the old entry aborts its tasks; outside the lock.
         drop(replaced);
-        self.bump();
+        if observable {
+            self.bump();
+        }
     }
 
     /// Stops and forgets the checks of `workload` (and their saved state).
@@ -344,8 +351,11 @@ impl Monitor {
             if let Some(p) = &self.inner.persist {
                 p.mark(w.checks.iter().map(|c| (workload.to_string(), c.spec.name.clone())), true);
             }
+            let observable = !w.checks.is_empty();
             drop(w);
-            self.bump();
+            if observable {
+                self.bump();
+            }
         }
     }
 

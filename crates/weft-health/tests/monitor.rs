@@ -317,3 +317,22 @@ fn outside_a_runtime_checks_are_critical_and_say_why() {
     assert_eq!(checks[0].1.status, Status::Critical);
     assert!(checks[0].1.output.contains("Tokio runtime"), "{checks:?}");
 }
+
+/// A workload without checks, before and after, changes nothing a watcher reads (it is routable
+/// whatever its status): its registration and removal do not bump the watch, so a registry does
+/// not rebuild its catalog a second time for it. Checks added or dropped do.
+#[tokio::test]
+async fn a_workload_without_checks_does_not_bump_the_watch() {
+    let m = Monitor::new();
+    let mut changes = m.subscribe();
+    changes.borrow_and_update();
+    m.set_checks("default/api-1", vec![]);
+    assert!(!changes.has_changed().unwrap());
+    m.remove("default/api-1");
+    assert!(!changes.has_changed().unwrap());
+    m.set_checks("default/api-1", vec![ttl("heartbeat", 1)]);
+    assert!(changes.has_changed().unwrap());
+    changes.borrow_and_update();
+    m.set_checks("default/api-1", vec![]);
+    assert!(changes.has_changed().unwrap(), "its checks dropped");
+}

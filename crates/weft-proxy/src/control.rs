@@ -35,6 +35,9 @@ pub enum ControlError {
     Config(#[from] ConfigError),
     #[error("identity: {0}")]
     Identity(#[from] weft_identity::Error),
+    /// A delta update that does not apply on top of what the stream sent before.
+    #[error("{0}")]
+    Resync(String),
 }
 
 /// An error with its causes, `a: b: c` (tonic's transport error alone says only "transport error").
@@ -450,13 +453,19 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
             weft_api::proxy::Mode::Gateway => "gateway",
         }
         .into(),
+        // Incremental updates: only the services that changed, after the first full update.
+        accepts_delta: true,
     };
     let _ = tx.send(pb::ProxyMessage { kind: Some(pb::proxy_message::Kind::Hello(hello)) }).await;
     let outbound = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     let mut updates = client.stream(with_token(outbound, &token)?).await?.into_inner();
     ctx.metrics.control_connected.set(1);
     let result = async {
-        while let Some(update) = updates.message().await? {
+        let mut held = Held::default();
+        while let Some(mut update) = updates.message().await? {
+            // A delta is made whole from what the stream sent before; one that does not apply
+            // on top of it ends the stream, and the next one starts with a full update.
+            held.apply(&mut update).map_err(ControlError::Resync)?;
             let error = match apply(ctx, &update) {
                 Ok(()) => {
                     // Root rotation: a certificate of another root than the signing one is renewed
@@ -485,6 +494,42 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
     .await;
     ctx.metrics.control_connected.set(0);
     result
+}
+
+/// The services a discovery stream sent so far, by (namespace, name), and the version they are of
+/// (0: none yet): what a delta update applies to.
+#[derive(Default)]
+struct Held {
+    version: u64,
+    services: std::collections::BTreeMap<(String, String), pb::Service>,
+}
+
+impl Held {
+    /// Makes `update` whole: a delta is applied to what is held and its `services` become all
+    /// of them; a full update replaces what is held. A delta on top of another version than the
+    /// held one is refused (nothing changes).
+    fn apply(&mut self, update: &mut pb::ProxyUpdate) -> Result<(), String> {
+        if update.delta {
+            if self.version == 0 || self.version != update.base_version {
+                return Err(format!(
+                    "the control plane sent a delta against version {} of the stream, but this proxy holds {}; reconnecting for a full update",
+                    update.base_version, self.version
+                ));
+            }
+            for r in &update.removed_services {
+                self.services.remove(&(r.namespace.clone(), r.name.clone()));
+            }
+            for s in std::mem::take(&mut update.services) {
+                self.services.insert((s.namespace.clone(), s.name.clone()), s);
+            }
+            update.services = self.services.values().cloned().collect();
+        } else {
+            self.services =
+                update.services.iter().map(|s| ((s.namespace.clone(), s.name.clone()), s.clone())).collect();
+        }
+        self.version = update.version;
+        Ok(())
+    }
 }
 
 /// Follows the discovery stream for as long as the proxy runs.
@@ -605,5 +650,49 @@ mod virtual_ip_tests {
         );
         let update = pb::ProxyUpdate { virtual_ips: vec![vip("240.240.0.1"), vip("nope")], ..Default::default() };
         assert!(virtual_ips_from(&update).unwrap_err().to_string().contains("virtual_ips[1].address"));
+    }
+}
+
+#[cfg(test)]
+mod delta_tests {
+    use super::*;
+
+    fn svc(name: &str, endpoints: usize) -> pb::Service {
+        let endpoint = |n: usize| pb::Endpoint { address: format!("10.0.0.{n}:80"), ..Default::default() };
+        pb::Service {
+            name: name.into(),
+            namespace: "default".into(),
+            endpoints: (1..=endpoints).map(endpoint).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn update(version: u64, base: Option<u64>, services: Vec<pb::Service>, removed: &[&str]) -> pb::ProxyUpdate {
+        pb::ProxyUpdate {
+            version,
+            delta: base.is_some(),
+            base_version: base.unwrap_or_default(),
+            services,
+            removed_services: removed
+                .iter()
+                .map(|n| pb::ServiceRef { namespace: "default".into(), name: n.to_string() })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A delta is made whole from what the stream sent before (changed services replaced,
+    /// removed ones gone); one against a version the proxy does not hold is refused.
+    #[test]
+    fn a_delta_applies_only_on_top_of_the_version_it_was_made_against() {
+        let mut held = Held::default();
+        assert!(held.apply(&mut update(1, Some(0), vec![], &[])).is_err(), "a stream starts with a full update");
+        held.apply(&mut update(1, None, vec![svc("api", 1), svc("web", 1)], &[])).unwrap();
+        let mut u = update(2, Some(1), vec![svc("api", 2)], &["web"]);
+        held.apply(&mut u).unwrap();
+        assert_eq!(u.services, vec![svc("api", 2)], "whole: api changed, web removed");
+        let err = held.apply(&mut update(4, Some(3), vec![svc("db", 0)], &[])).unwrap_err();
+        assert!(err.contains("against version 3") && err.contains("holds 2"), "{err}");
+        assert_eq!(held.version, 2);
     }
 }

@@ -3,7 +3,7 @@
 //! their healthy local endpoints (a full snapshot at once and on every change).
 
 use super::Federation;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, CatalogService};
 use crate::tokens::{Grant, TokenError, Tokens};
 use futures_util::Stream;
 use std::pin::Pin;
@@ -32,45 +32,51 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::ExportSnapshot, Statu
 /// clusters (primary-remote; imported endpoints are never passed on). Only the exported services
 /// are rendered, not the whole catalog (which holds every linked cluster's imports too).
 pub fn render_export(cat: &Catalog) -> Vec<pb::Service> {
-    let mesh = &cat.mesh;
+    exported(cat).map(|s| render_one(&cat.mesh, s)).collect()
+}
+
+/// The services of `cat` this cluster exports.
+fn exported(cat: &Catalog) -> impl Iterator<Item = &CatalogService> {
+    cat.services.values().filter(|s| s.export && !s.cluster_local)
+}
+
+/// One exported service as the link carries it: its healthy endpoints of this cluster and of its
+/// remote clusters, each with its Consul tags.
+fn render_one(mesh: &weft_api::kinds::MeshConfigSpec, s: &CatalogService) -> pb::Service {
     let ours = |c: &str| c == mesh.cluster.name || mesh.remote_clusters.iter().any(|r| r.name == c);
-    let own = Catalog {
-        revision: cat.revision,
-        mesh: cat.mesh.clone(),
-        services: cat
-            .services
-            .iter()
-            .filter(|(_, s)| s.export && !s.cluster_local)
-            .map(|(k, s)| {
-                let mut s = s.clone();
-                s.instances.retain(|i| ours(&i.cluster));
-                (k.clone(), s)
-            })
-            .collect(),
-        networks: cat.networks.clone(),
-        ..Default::default()
-    };
-    let view = crate::discovery::View::default();
-    let all = crate::discovery::render(&own, &view, &[]);
-    all.services
-        .into_iter()
-        .map(|mut s| {
-            s.endpoints.retain(|e| ours(&e.cluster));
-            // This cluster's ResiliencePolicy is for its own callers; a peer decides its own.
-            s.resilience = None;
-            // Consul tags travel with the link (`<tag>.<svc>.service.<dc>.consul` on the peer).
-            if let Some(c) = own.services.get(&(s.namespace.clone(), s.name.clone())) {
-                let by_addr: std::collections::HashMap<String, &crate::catalog::Instance> =
-                    c.instances.iter().map(|i| (i.address.to_string(), i)).collect();
-                for e in &mut s.endpoints {
-                    if let Some(i) = by_addr.get(&e.address) {
-                        e.tags = c.tags.iter().chain(&i.tags).cloned().collect();
-                    }
-                }
-            }
-            s
-        })
-        .collect()
+    let mut own = s.clone();
+    own.instances.retain(|i| ours(&i.cluster));
+    let mut out = crate::discovery::render_service(&own);
+    // This cluster's ResiliencePolicy is for its own callers; a peer decides its own.
+    out.resilience = None;
+    // Consul tags travel with the link (`<tag>.<svc>.service.<dc>.consul` on the peer).
+    let by_addr: std::collections::HashMap<String, &crate::catalog::Instance> =
+        own.instances.iter().map(|i| (i.address.to_string(), i)).collect();
+    for e in &mut out.endpoints {
+        if let Some(i) = by_addr.get(&e.address) {
+            e.tags = own.tags.iter().chain(&i.tags).cloned().collect();
+        }
+    }
+    out
+}
+
+/// What changed from the export `old` to `new`: the services added or changed (whole), and those
+/// removed (by name).
+pub fn diff(old: &[pb::Service], new: &[pb::Service]) -> (Vec<pb::Service>, Vec<pb::ServiceRef>) {
+    use std::collections::HashMap;
+    if std::ptr::eq(old, new) {
+        return (vec![], vec![]);
+    }
+    let key = |s: &pb::Service| (s.namespace.clone(), s.name.clone());
+    let before: HashMap<(String, String), &pb::Service> = old.iter().map(|s| (key(s), s)).collect();
+    let changed = new.iter().filter(|s| before.get(&key(s)) != Some(s)).cloned().collect();
+    let after: std::collections::HashSet<(String, String)> = new.iter().map(key).collect();
+    let removed = old
+        .iter()
+        .filter(|s| !after.contains(&key(s)))
+        .map(|s| pb::ServiceRef { namespace: s.namespace.clone(), name: s.name.clone() })
+        .collect();
+    (changed, removed)
 }
 
 /// This cluster's remote clusters, as a snapshot carries them.
@@ -88,22 +94,47 @@ fn remote_clusters(cat: &Catalog) -> Vec<pb::RemoteClusterNetwork> {
 
 /// The export of one catalog revision, rendered once and shared by every importer's stream
 /// (each stream rendered it itself on every catalog change, so a cluster linked with N others
-/// rendered it N times per change).
+/// rendered it N times per change). Each service is rendered again only when it changed: a
+/// change of one service, or of the imports only, does not render the whole export again, and
+/// an unchanged export is the same `Arc` as before.
 #[derive(Default)]
-pub struct ExportRenders(std::sync::Mutex<Option<(u64, Arc<Vec<pb::Service>>)>>);
+pub struct ExportRenders(std::sync::Mutex<Rendered>);
+
+#[derive(Default)]
+pub struct Rendered {
+    revision: Option<u64>,
+    mesh: weft_api::kinds::MeshConfigSpec,
+    export: Arc<Vec<pb::Service>>,
+    /// Per exported service: the catalog's service it was rendered from, and the render.
+    by_service: std::collections::HashMap<(String, String), (CatalogService, pb::Service)>,
+}
 
 impl ExportRenders {
     /// The export of `cat` (rendered now unless a stream already did for its revision).
     pub fn get(&self, cat: &Catalog) -> Arc<Vec<pb::Service>> {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match &*g {
-            Some((revision, r)) if *revision == cat.revision => r.clone(),
-            _ => {
-                let r = Arc::new(render_export(cat));
-                *g = Some((cat.revision, r.clone()));
-                r
-            }
+        if g.revision == Some(cat.revision) {
+            return g.export.clone();
         }
+        if g.revision.is_none() || g.mesh != cat.mesh {
+            g.by_service.clear();
+            g.mesh = cat.mesh.clone();
+        }
+        g.revision = Some(cat.revision);
+        let mut before = std::mem::take(&mut g.by_service);
+        let mut changed = false;
+        for s in exported(cat) {
+            let key = (s.namespace.clone(), s.name.clone());
+            let kept = before.remove(&key).filter(|(from, _)| from == s);
+            changed |= kept.is_none();
+            let entry = kept.unwrap_or_else(|| (s.clone(), render_one(&cat.mesh, s)));
+            g.by_service.insert(key, entry);
+        }
+        if changed || !before.is_empty() || g.export.len() != g.by_service.len() {
+            let export = exported(cat).filter_map(|s| g.by_service.get(&(s.namespace.clone(), s.name.clone())));
+            g.export = Arc::new(export.map(|(_, r)| r.clone()).collect());
+        }
+        g.export.clone()
     }
 }
 
@@ -209,6 +240,9 @@ impl pb::federation_server::Federation for ExportService {
             String::new()
         };
         let importer = r.cluster;
+        // An importer that applies deltas gets one per change after the first full snapshot;
+        // an older one, a full snapshot every time.
+        let deltas = r.accepts_delta;
         let (federation, mut revocations) = (self.federation.clone(), self.federation.watch());
         let open = self.federation.stream_opened(&importer);
         let stream_issued_ms = if establishing { super::unix_now_ms() } else { issued_ms };
@@ -226,6 +260,7 @@ impl pb::federation_server::Federation for ExportService {
                     break;
                 }
                 let cat = catalog.borrow_and_update().clone();
+                let started = std::time::Instant::now();
                 // What the snapshot says; a change of this cluster's network or gateways is sent too.
                 // This cluster's roots as the catalog has them (both during a root rotation).
                 let roots = if cat.ca.roots.is_empty() { own_roots.clone() } else { cat.ca.roots.clone() };
@@ -245,21 +280,34 @@ impl pb::federation_server::Federation for ExportService {
                         && (&l.1, &l.2, &l.3, &l.4, &l.5) == (&now.1, &now.2, &now.3, &now.4, &now.5)
                 });
                 if !same {
+                    let base_version = version;
                     version += 1;
+                    let (services, delta, removed_services) = match &last {
+                        Some(l) if deltas => {
+                            let (changed, removed) = diff(&l.0, &now.0);
+                            (changed, true, removed)
+                        }
+                        _ => (now.0.as_ref().clone(), false, vec![]),
+                    };
                     let snap = pb::ExportSnapshot {
                         version,
+                        delta,
+                        base_version: if delta { base_version } else { 0 },
+                        removed_services,
                         cluster: cat.mesh.cluster.name.clone(),
                         bundle: Some(pb::TrustDomainBundle {
                             trust_domain: cat.mesh.trust_domain.clone(),
                             roots_der: now.4.clone(),
                         }),
-                        services: now.0.as_ref().clone(),
+                        services,
                         stream_secret: std::mem::take(&mut stream_secret),
                         network: now.1.clone(),
                         gateways: now.2.clone(),
                         remote_clusters: now.3.clone(),
                         trusted_importer_roots: now.5.clone(),
                     };
+                    let took_us = started.elapsed().as_micros() as u64;
+                    tracing::debug!(%importer, version, delta, services = snap.services.len(), took_us, "link message rendered");
                     if tx.send(Ok(snap)).await.is_err() {
                         break;
                     }
@@ -307,6 +355,10 @@ mod tests {
         assert_eq!(a.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["api"]);
         assert_eq!(a[0].endpoints.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(), ["10.0.0.1:8080"]);
         cat.revision = 8;
-        assert!(!Arc::ptr_eq(&a, &renders.get(&cat)), "a new revision is rendered again");
+        assert!(Arc::ptr_eq(&a, &renders.get(&cat)), "a new revision with the same export is the same render");
+        cat.services.get_mut(&("default".to_string(), "api".to_string())).unwrap().instances.truncate(0);
+        cat.revision = 9;
+        let c = renders.get(&cat);
+        assert!(!Arc::ptr_eq(&a, &c) && c[0].endpoints.is_empty(), "a changed service is rendered again");
     }
 }

@@ -55,10 +55,9 @@ impl Local {
         self.dir.join(format!("{cluster}.snapshot"))
     }
 
-    /// Saves a link's last snapshot (off the async threads: it syncs to disk).
-    async fn save(&self, cluster: &str, snap: &pb::ExportSnapshot) {
-        use prost::Message;
-        let (dir, path, bytes) = (self.dir.clone(), self.snapshot_path(cluster), snap.encode_to_vec());
+    /// Saves a link's last snapshot, encoded (off the async threads: it syncs to disk).
+    async fn save(&self, cluster: &str, bytes: Vec<u8>) {
+        let (dir, path) = (self.dir.clone(), self.snapshot_path(cluster));
         let r = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             crate::datadir::create_private(&dir)?;
             let tmp = path.with_extension("snapshot.tmp");
@@ -174,20 +173,112 @@ pub fn link_roots(spec: &LinkSpec, sent: Vec<Vec<u8>>) -> Result<TrustBundle, St
 /// Why a session ends when this cluster's roots change (a root rotation): it reconnects at once.
 const ROOTS_CHANGED: &str = "this cluster's roots changed (root rotation): reconnecting to send them to the peer";
 
+/// Why a session ends when a delta does not apply on top of what the link holds: it reconnects
+/// at once, and the new stream starts with a full snapshot.
+const RESYNC: &str = "resync";
+
+/// How often at most a link's held snapshot is saved to disk while deltas arrive: the save (an
+/// encode and an fsync of the whole export) is off the path of an update, and a burst of deltas
+/// is saved once.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// What a link holds of its peer's export, in wire form: the base a delta applies to
+/// (`version`, of the current stream; 0: none yet), and what is saved to disk.
+#[derive(Default)]
+struct Held {
+    version: u64,
+    /// The latest message without its services.
+    header: pb::ExportSnapshot,
+    services: BTreeMap<(String, String), pb::Service>,
+}
+
+impl Held {
+    /// The held export as one full snapshot, encoded (as an older version saved it).
+    fn encode(&self) -> Vec<u8> {
+        use prost::Message;
+        let mut header = self.header.clone();
+        (header.delta, header.base_version, header.removed_services) = (false, 0, vec![]);
+        header.stream_secret.clear();
+        let mut buf = header.encode_to_vec();
+        for svc in self.services.values() {
+            prost::encoding::message::encode(4, svc, &mut buf);
+        }
+        buf
+    }
+
+    /// Applies a message (`header`, its services and removed services taken out) to what is
+    /// held. A delta applies only on top of exactly the version it was made against: otherwise
+    /// nothing changes and the error (starting with [`RESYNC`]) ends the session.
+    fn apply(
+        &mut self,
+        header: &pb::ExportSnapshot,
+        services: Vec<pb::Service>,
+        removed: &[pb::ServiceRef],
+    ) -> Result<(), String> {
+        if header.delta {
+            if self.version == 0 || self.version != header.base_version {
+                return Err(format!(
+                    "{RESYNC}: the peer sent a delta against version {} of the stream, but this link holds {}",
+                    header.base_version, self.version
+                ));
+            }
+            for r in removed {
+                self.services.remove(&(r.namespace.clone(), r.name.clone()));
+            }
+        } else {
+            self.services.clear();
+        }
+        for svc in services {
+            self.services.insert((svc.namespace.clone(), svc.name.clone()), svc);
+        }
+        self.version = header.version;
+        self.header = header.clone();
+        Ok(())
+    }
+}
+
+/// Saves the link's held snapshot whenever it changes (`dirty`), at most every [`SAVE_EVERY`].
+async fn saver(name: String, local: Local, held: Arc<std::sync::Mutex<Held>>, mut dirty: watch::Receiver<u64>) {
+    while dirty.changed().await.is_ok() {
+        let bytes = held.lock().unwrap_or_else(|p| p.into_inner()).encode();
+        local.save(&name, bytes).await;
+        tokio::time::sleep(SAVE_EVERY).await;
+    }
+}
+
 async fn follow(name: String, spec: LinkSpec, federation: Arc<Federation>, local: Local, store: Store) {
     let mut backoff = Duration::from_millis(100);
     let addresses = spec.dial_addresses();
     let mut attempt = 0usize;
+    let held = Arc::new(std::sync::Mutex::new(Held::default()));
+    let (dirty, dirty_rx) = watch::channel(0u64);
+    let _saver = AbortOnDrop(tokio::spawn(saver(name.clone(), local.clone(), held.clone(), dirty_rx)));
+    let link = Link {
+        name: &name,
+        spec: &spec,
+        federation: &federation,
+        local: &local,
+        store: &store,
+        held: &held,
+        dirty: &dirty,
+    };
     loop {
         let got_snapshot = std::sync::atomic::AtomicBool::new(false);
         let address = &addresses[attempt % addresses.len()];
-        let err = session(&name, &spec, address, &federation, &local, &store, &got_snapshot).await;
+        let err = session(&link, address, &got_snapshot).await;
+        let got_snapshot = got_snapshot.load(std::sync::atomic::Ordering::Relaxed);
         if err == ROOTS_CHANGED {
             // A deliberate reconnect: the link stays up (a root rotation waits for it), at once.
             tracing::info!(cluster = %name, "reconnecting the link to send this cluster's new roots");
             continue;
         }
-        if got_snapshot.load(std::sync::atomic::Ordering::Relaxed) {
+        if err.starts_with(RESYNC) && got_snapshot {
+            // The imports stay as they are until the new stream's full snapshot replaces them.
+            tracing::info!(cluster = %name, reason = %err, "reconnecting the link for a full snapshot");
+            federation.count_resync(&name);
+            continue;
+        }
+        if got_snapshot {
             backoff = Duration::from_millis(100);
         }
         // The next try goes to the next gateway (when the peer has several).
@@ -202,17 +293,24 @@ async fn follow(name: String, spec: LinkSpec, federation: Arc<Federation>, local
     }
 }
 
+/// One link, as its sessions see it.
+struct Link<'a> {
+    name: &'a str,
+    spec: &'a LinkSpec,
+    federation: &'a Federation,
+    local: &'a Local,
+    store: &'a Store,
+    held: &'a std::sync::Mutex<Held>,
+    /// Bumped when `held` changed: [`saver`] saves it.
+    dirty: &'a watch::Sender<u64>,
+}
+
 /// One stream, opened at `address` (the peer's control plane, or one of its gateways): returns
 /// why it ended.
-async fn session(
-    name: &str,
-    spec: &LinkSpec,
-    address: &str,
-    federation: &Federation,
-    local: &Local,
-    store: &Store,
-    got_snapshot: &std::sync::atomic::AtomicBool,
-) -> String {
+async fn session(link: &Link<'_>, address: &str, got_snapshot: &std::sync::atomic::AtomicBool) -> String {
+    let Link { name, spec, federation, local, store, .. } = *link;
+    // A new stream starts with a full snapshot: nothing is held of it yet.
+    link.held.lock().unwrap_or_else(|p| p.into_inner()).version = 0;
     let run = async {
         let addr: SocketAddr = address.parse().map_err(|_| format!("address {address:?} is not ip:port"))?;
         let via = if spec.gateways.is_empty() {
@@ -247,6 +345,7 @@ async fn session(
                 trust_domain: local.trust_domain.clone(),
                 roots_der: sent_roots.clone(),
             }),
+            accepts_delta: true,
         });
         let bearer =
             format!("Bearer {}", spec.secret).parse().map_err(|_| "the link secret is malformed".to_string())?;
@@ -281,24 +380,45 @@ async fn session(
                 }
                 Err(s) => return Err(format!("link stream: {}", s.message())),
             };
+            let started = std::time::Instant::now();
             let stream_secret = std::mem::take(&mut snap.stream_secret);
-            let c = convert(name, spec, &local.cluster, snap.clone())?;
-            if confirmed.as_ref() != Some(&c.roots) {
-                confirmed = Some(c.roots.clone());
-                let task = confirm_trust(client.clone(), local.clone(), spec.secret.clone(), c.roots.clone());
+            let services = std::mem::take(&mut snap.services);
+            let removed = std::mem::take(&mut snap.removed_services);
+            let header = convert_header(name, spec, &local.cluster, &snap)?;
+            if confirmed.as_ref() != Some(&header.roots) {
+                confirmed = Some(header.roots.clone());
+                let task = confirm_trust(client.clone(), local.clone(), spec.secret.clone(), header.roots.clone());
                 _confirming = Some(AbortOnDrop(tokio::spawn(task)));
             }
+            let mut dropped = header.dropped;
+            let converted: Vec<CatalogService> = services
+                .iter()
+                .filter_map(|s| convert_service(name, spec, &header.remotes, s.clone(), &mut dropped))
+                .collect();
+            if dropped > 0 {
+                tracing::warn!(cluster = %name, dropped, "link snapshot: dropped services or endpoints that are not the peer's own");
+            }
+            link.held.lock().unwrap_or_else(|p| p.into_inner()).apply(&snap, services, &removed)?;
             let trusted = snap.trusted_importer_roots.iter().map(|r| r.iter().map(|b| format!("{b:02x}")).collect());
-            federation.import(name, &c.trust_domain, c.roots, c.services, c.network, c.remotes);
+            let Header { trust_domain, roots, network, remotes, .. } = header;
+            if snap.delta {
+                let removed: Vec<(String, String)> = removed.into_iter().map(|r| (r.namespace, r.name)).collect();
+                let peer = super::Peer { trust_domain: &trust_domain, roots, network, remotes };
+                federation.import_delta(name, peer, converted, &removed);
+            } else {
+                federation.import(name, &trust_domain, roots, converted, network, remotes);
+            }
+            federation.count_update(name, snap.delta);
             federation.set_peer_trusts(name, trusted.collect());
-            local.save(name, &snap).await;
+            link.dirty.send_modify(|v| *v += 1);
             if !stream_secret.is_empty() && stream_secret != spec.secret {
                 // The credential's expiring secret is exchanged for this link's long-lived one;
                 // storing it restarts this task with it.
                 keep_stream_secret(store, name, stream_secret).await?;
             }
             got_snapshot.store(true, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(cluster = %name, at = unix_now(), "link snapshot imported");
+            let (delta, took_us) = (snap.delta, started.elapsed().as_micros() as u64);
+            tracing::debug!(cluster = %name, at = unix_now(), delta, took_us, "link message imported");
         }
     };
     match run.await {
@@ -403,21 +523,43 @@ pub(crate) fn tls_error(e: &std::io::Error, cluster: &str) -> String {
 /// must belong to it (its cluster, or one of the remote clusters it serves, and an identity of
 /// its trust domain); others are dropped. A remote cluster named like this cluster (`local`) or
 /// the peer itself is ignored.
-fn convert(name: &str, spec: &LinkSpec, local: &str, snap: pb::ExportSnapshot) -> Result<Converted, String> {
+fn convert(name: &str, spec: &LinkSpec, local: &str, mut snap: pb::ExportSnapshot) -> Result<Converted, String> {
+    let services = std::mem::take(&mut snap.services);
+    let header = convert_header(name, spec, local, &snap)?;
+    let mut dropped = header.dropped;
+    let services =
+        services.into_iter().filter_map(|s| convert_service(name, spec, &header.remotes, s, &mut dropped)).collect();
+    if dropped > 0 {
+        tracing::warn!(cluster = %name, dropped, "link snapshot: dropped services or endpoints that are not the peer's own");
+    }
+    let Header { trust_domain, roots, network, remotes, .. } = header;
+    Ok(Converted { trust_domain, roots, services, network, remotes })
+}
+
+/// What a snapshot (full or delta) says besides its services, checked as [`convert`] says.
+struct Header {
+    trust_domain: String,
+    roots: Vec<Vec<u8>>,
+    network: PeerNetwork,
+    remotes: BTreeMap<String, PeerNetwork>,
+    /// Gateways and remote clusters dropped (malformed or not the peer's to name).
+    dropped: usize,
+}
+
+fn convert_header(name: &str, spec: &LinkSpec, local: &str, snap: &pb::ExportSnapshot) -> Result<Header, String> {
     if snap.cluster != name {
         return Err(format!(
             "the peer at {} says it is cluster {:?}, but this link is to {name:?}: the credential was made on another cluster",
             spec.address, snap.cluster
         ));
     }
-    let bundle = snap.bundle.unwrap_or_default();
+    let bundle = snap.bundle.clone().unwrap_or_default();
     if bundle.trust_domain != spec.trust_domain || bundle.roots_der.is_empty() {
         return Err(format!(
             "the peer sent roots for trust domain {:?}, but the link is to trust domain {:?}",
             bundle.trust_domain, spec.trust_domain
         ));
     }
-    let prefix = format!("spiffe://{}/", spec.trust_domain);
     let mut dropped = 0usize;
     let gateways = if snap.gateways.is_empty() { &spec.gateways } else { &snap.gateways };
     let network = PeerNetwork {
@@ -441,76 +583,78 @@ fn convert(name: &str, spec: &LinkSpec, local: &str, snap: pb::ExportSnapshot) -
         };
         remotes.insert(r.name.clone(), n);
     }
-    let mut services = vec![];
-    for s in snap.services {
-        if !weft_api::valid_name(&s.name) || !weft_api::valid_name(&s.namespace) {
-            dropped += 1;
+    Ok(Header { trust_domain: bundle.trust_domain, roots: bundle.roots_der, network, remotes, dropped })
+}
+
+/// One service of a snapshot in catalog form (`None`: not imported: a malformed name, counted
+/// in `dropped`, or a namespace the link does not import), without the endpoints that are not
+/// the peer's own (counted in `dropped`).
+fn convert_service(
+    name: &str,
+    spec: &LinkSpec,
+    remotes: &BTreeMap<String, PeerNetwork>,
+    s: pb::Service,
+    dropped: &mut usize,
+) -> Option<CatalogService> {
+    if !weft_api::valid_name(&s.name) || !weft_api::valid_name(&s.namespace) {
+        *dropped += 1;
+        return None;
+    }
+    if !spec.imports_namespace(&s.namespace) {
+        return None; // the link imports other namespaces only (`LinkSpec.namespaces`)
+    }
+    let prefix = format!("spiffe://{}/", spec.trust_domain);
+    let ports = s
+        .ports
+        .iter()
+        .filter_map(|p| {
+            let proto = serde_json::from_value(serde_json::Value::String(p.protocol.clone())).unwrap_or_default();
+            u16::try_from(p.port).ok().filter(|p| *p != 0).map(|n| (n, proto))
+        })
+        .collect();
+    let mut instances = vec![];
+    for e in s.endpoints {
+        let (Ok(address), Ok(sidecar)) = (e.address.parse::<SocketAddr>(), e.proxy.parse::<SocketAddr>()) else {
+            *dropped += 1;
+            continue;
+        };
+        if (e.cluster != name && !remotes.contains_key(&e.cluster)) || !e.identity.starts_with(&prefix) {
+            *dropped += 1;
             continue;
         }
-        if !spec.imports_namespace(&s.namespace) {
-            continue; // the link imports other namespaces only (`LinkSpec.namespaces`)
-        }
-        let ports = s
-            .ports
-            .iter()
-            .filter_map(|p| {
-                let proto = serde_json::from_value(serde_json::Value::String(p.protocol.clone())).unwrap_or_default();
-                u16::try_from(p.port).ok().filter(|p| *p != 0).map(|n| (n, proto))
-            })
-            .collect();
-        let mut instances = vec![];
-        for e in s.endpoints {
-            let (Ok(address), Ok(sidecar)) = (e.address.parse::<SocketAddr>(), e.proxy.parse::<SocketAddr>()) else {
-                dropped += 1;
-                continue;
-            };
-            if (e.cluster != name && !remotes.contains_key(&e.cluster)) || !e.identity.starts_with(&prefix) {
-                dropped += 1;
-                continue;
-            }
-            instances.push(Instance {
-                // A DNS-safe name (DNS and the Consul reads use it as the node name).
-                name: format!("{name}-{}", address.to_string().replace(['.', ':', '[', ']'], "-")),
-                address,
-                sidecar,
-                identity: e.identity,
-                cluster: e.cluster,
-                network: e.network,
-                locality: e.locality,
-                labels: Default::default(),
-                tags: e.tags,
-                healthy: true,
-                visibility: None,
-                weight: e.weight.clamp(1, weft_api::proxy::MAX_ENDPOINT_WEIGHT),
-            });
-        }
-        instances.sort_by(|a, b| a.name.cmp(&b.name));
-        services.push(CatalogService {
-            name: s.name,
-            namespace: s.namespace,
-            ports,
-            connect_ports: s
-                .ports
-                .iter()
-                .filter(|p| p.allow_connect)
-                .filter_map(|p| u16::try_from(p.port).ok())
-                .collect(),
-            tags: vec![],
-            export: false,
-            cluster_local: false,
-            failover: vec![],
-            cluster_weights: Default::default(),
-            outlier_detection: None,
-            backend_policy: None,
-            resilience: None,
-            instances,
-            clusters: vec![name.to_string()],
+        instances.push(Instance {
+            // A DNS-safe name (DNS and the Consul reads use it as the node name).
+            name: format!("{name}-{}", address.to_string().replace(['.', ':', '[', ']'], "-")),
+            address,
+            sidecar,
+            identity: e.identity,
+            cluster: e.cluster,
+            network: e.network,
+            locality: e.locality,
+            labels: Default::default(),
+            tags: e.tags,
+            healthy: true,
+            visibility: None,
+            weight: e.weight.clamp(1, weft_api::proxy::MAX_ENDPOINT_WEIGHT),
         });
     }
-    if dropped > 0 {
-        tracing::warn!(cluster = %name, dropped, "link snapshot: dropped services or endpoints that are not the peer's own");
-    }
-    Ok(Converted { trust_domain: bundle.trust_domain, roots: bundle.roots_der, services, network, remotes })
+    instances.sort_by(|a, b| a.name.cmp(&b.name));
+    Some(CatalogService {
+        name: s.name,
+        namespace: s.namespace,
+        ports,
+        connect_ports: s.ports.iter().filter(|p| p.allow_connect).filter_map(|p| u16::try_from(p.port).ok()).collect(),
+        tags: vec![],
+        export: false,
+        cluster_local: false,
+        failover: vec![],
+        cluster_weights: Default::default(),
+        outlier_detection: None,
+        backend_policy: None,
+        resilience: None,
+        instances,
+        clusters: vec![name.to_string()],
+    })
 }
 
 #[derive(Clone)]
@@ -580,5 +724,53 @@ mod tests {
         let both = link_roots(&spec, vec![old.root().to_vec(), new.root().to_vec()]).unwrap();
         assert_eq!(both.roots(), [old.root().clone(), new.root().clone()]);
         assert_eq!(link_roots(&spec, vec![new.root().to_vec()]).unwrap().roots(), std::slice::from_ref(new.root()));
+    }
+
+    fn svc(name: &str, endpoints: &[&str]) -> pb::Service {
+        pb::Service {
+            name: name.into(),
+            namespace: "default".into(),
+            endpoints: endpoints
+                .iter()
+                .map(|a| pb::Endpoint { address: a.to_string(), ..Default::default() })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn msg(version: u64, delta: Option<u64>) -> pb::ExportSnapshot {
+        pb::ExportSnapshot {
+            version,
+            delta: delta.is_some(),
+            base_version: delta.unwrap_or_default(),
+            cluster: "west".into(),
+            ..Default::default()
+        }
+    }
+
+    /// A delta applies only on top of the version it was made against: one against a version
+    /// the link missed (or on a stream that sent no full snapshot yet) changes nothing and asks
+    /// for a resync; a full snapshot always applies and replaces everything.
+    #[test]
+    fn a_delta_against_a_missed_version_forces_a_resync() {
+        let mut held = Held::default();
+        let first = held.apply(&msg(1, Some(0)), vec![svc("api", &["10.0.0.1:80"])], &[]);
+        assert!(first.unwrap_err().starts_with(RESYNC), "a stream starts with a full snapshot");
+        held.apply(&msg(1, None), vec![svc("api", &["10.0.0.1:80"]), svc("web", &["10.0.0.2:80"])], &[]).unwrap();
+        let gone = pb::ServiceRef { namespace: "default".into(), name: "web".into() };
+        held.apply(&msg(2, Some(1)), vec![svc("api", &["10.0.0.1:80", "10.0.0.3:80"])], &[gone]).unwrap();
+        assert_eq!(held.services.len(), 1);
+        assert_eq!(held.services[&("default".to_string(), "api".to_string())].endpoints.len(), 2);
+        // Version 3 was missed: the delta of version 4 (against 3) does not apply.
+        let err = held.apply(&msg(4, Some(3)), vec![svc("db", &[])], &[]).unwrap_err();
+        assert!(err.starts_with(RESYNC), "{err}");
+        assert_eq!((held.version, held.services.len()), (2, 1), "nothing applied");
+        // What is saved is one full snapshot of what is held.
+        use prost::Message;
+        let saved = pb::ExportSnapshot::decode(held.encode().as_slice()).unwrap();
+        assert!(!saved.delta && saved.removed_services.is_empty());
+        assert_eq!(saved.services, vec![svc("api", &["10.0.0.1:80", "10.0.0.3:80"])]);
+        held.apply(&msg(1, None), vec![svc("db", &[])], &[]).unwrap();
+        assert_eq!(held.services.keys().map(|k| k.1.as_str()).collect::<Vec<_>>(), ["db"], "a full snapshot replaces");
     }
 }

@@ -40,14 +40,30 @@ pub struct LinkStatus {
     pub imported_services: usize,
     pub imported_endpoints: usize,
     pub error: Option<String>,
+    /// Link messages applied since this control plane started (see [`LinkUpdates`]).
+    pub updates: LinkUpdates,
 }
+
+/// What a link's stream carried since this control plane started: full snapshots (the first
+/// message of every stream, or every message from an exporter without incremental updates),
+/// deltas, and resyncs (a delta that did not apply on top of what the link held, so the link
+/// reconnected for a full snapshot).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct LinkUpdates {
+    pub full: u64,
+    pub delta: u64,
+    pub resyncs: u64,
+}
+
+/// A service's key in the catalog: (namespace, name).
+pub type ServiceKey = (String, String);
 
 #[derive(Default)]
 struct LinkState {
     status: LinkStatus,
     trust_domain: String,
     roots: Vec<Vec<u8>>,
-    services: Vec<CatalogService>,
+    services: BTreeMap<ServiceKey, CatalogService>,
     network: PeerNetwork,
     /// The peer's remote clusters (primary-remote), whose endpoints it exports too.
     remotes: BTreeMap<String, PeerNetwork>,
@@ -129,6 +145,15 @@ pub struct Federation {
     tx: watch::Sender<u64>,
     /// Where revocations are saved (none: kept in memory).
     revoked_path: Option<std::path::PathBuf>,
+}
+
+/// What a link's messages say about the peer besides its services: its trust domain and roots,
+/// its network and gateways, and its remote clusters'.
+pub struct Peer<'a> {
+    pub trust_domain: &'a str,
+    pub roots: Vec<Vec<u8>>,
+    pub network: PeerNetwork,
+    pub remotes: BTreeMap<String, PeerNetwork>,
 }
 
 /// Counts an open Export stream (see [`Federation::stream_opened`]).
@@ -310,30 +335,86 @@ impl Federation {
         network: PeerNetwork,
         remotes: BTreeMap<String, PeerNetwork>,
     ) {
+        let peer = Peer { trust_domain, roots, network, remotes };
+        self.import_with(cluster, peer, |held| {
+            let services: BTreeMap<ServiceKey, CatalogService> =
+                services.into_iter().map(|s| ((s.namespace.clone(), s.name.clone()), s)).collect();
+            let changed = *held != services;
+            *held = services;
+            changed
+        });
+    }
+
+    /// Applies a delta of `cluster`'s exported services to what was imported from it:
+    /// `changed` replaces the services of the same key (or adds them), `removed` are withdrawn;
+    /// the peer's roots, network and remote clusters are replaced as in [`Federation::import`].
+    pub fn import_delta(&self, cluster: &str, peer: Peer<'_>, changed: Vec<CatalogService>, removed: &[ServiceKey]) {
+        self.import_with(cluster, peer, |held| {
+            let mut any = false;
+            for key in removed {
+                any |= held.remove(key).is_some();
+            }
+            for s in changed {
+                let key = (s.namespace.clone(), s.name.clone());
+                if held.get(&key) != Some(&s) {
+                    held.insert(key, s);
+                    any = true;
+                }
+            }
+            any
+        });
+    }
+
+    fn import_with(
+        &self,
+        cluster: &str,
+        peer: Peer<'_>,
+        services: impl FnOnce(&mut BTreeMap<ServiceKey, CatalogService>) -> bool,
+    ) {
+        let Peer { trust_domain, roots, network, remotes } = peer;
         let changed = self.with(|s| {
             let l = s.links.entry(cluster.to_string()).or_default();
             let was_up = link_up(l.status.state);
             l.status.state = "active";
             l.status.error = None;
             l.status.last_sync_unix = Some(unix_now());
-            l.status.imported_services = services.len();
-            l.status.imported_endpoints = services.iter().map(|s| s.instances.len()).sum();
+            let services_changed = services(&mut l.services);
+            l.status.imported_services = l.services.len();
+            l.status.imported_endpoints = l.services.values().map(|s| s.instances.len()).sum();
             let changed = !was_up
+                || services_changed
                 || l.trust_domain != trust_domain
                 || l.roots != roots
-                || l.services != services
                 || l.network != network
                 || l.remotes != remotes;
             l.remotes = remotes;
             l.trust_domain = trust_domain.to_string();
             l.roots = roots;
-            l.services = services;
             l.network = network;
             changed
         });
         if changed {
             self.changed();
         }
+    }
+
+    /// Counts a message applied on `cluster`'s link stream (`delta`: an incremental one).
+    pub fn count_update(&self, cluster: &str, delta: bool) {
+        self.with(|s| {
+            if let Some(l) = s.links.get_mut(cluster) {
+                let u = &mut l.status.updates;
+                *(if delta { &mut u.delta } else { &mut u.full }) += 1;
+            }
+        });
+    }
+
+    /// Counts a resync of `cluster`'s link (a delta that did not apply: it reconnected).
+    pub fn count_resync(&self, cluster: &str) {
+        self.with(|s| {
+            if let Some(l) = s.links.get_mut(cluster) {
+                l.status.updates.resyncs += 1;
+            }
+        });
     }
 
     /// Drops what was imported from `cluster` outside `namespaces` (empty: keeps all), at once
@@ -345,9 +426,9 @@ impl Federation {
         let changed = self.with(|s| {
             let Some(l) = s.links.get_mut(cluster) else { return false };
             let before = l.services.len();
-            l.services.retain(|svc| namespaces.contains(&svc.namespace));
+            l.services.retain(|(ns, _), _| namespaces.contains(ns));
             l.status.imported_services = l.services.len();
-            l.status.imported_endpoints = l.services.iter().map(|s| s.instances.len()).sum();
+            l.status.imported_endpoints = l.services.values().map(|s| s.instances.len()).sum();
             l.services.len() != before
         });
         if changed {
@@ -427,6 +508,9 @@ impl Source for Federation {
     fn resources(&self) -> Vec<Resource> {
         vec![]
     }
+    fn has_resources(&self) -> bool {
+        false
+    }
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.tx.subscribe()
     }
@@ -438,7 +522,7 @@ impl Source for Federation {
                 // A peer's remote cluster never stands for another linked cluster: its endpoints
                 // named so are dropped, and the link's own network wins.
                 let theirs = |c: &str| c == cluster || (l.remotes.contains_key(c) && !s.links.contains_key(c));
-                out.services.extend(l.services.iter().map(|svc| {
+                out.services.extend(l.services.values().map(|svc| {
                     let mut svc = svc.clone();
                     svc.instances.retain(|i| theirs(&i.cluster));
                     svc
