@@ -557,13 +557,17 @@ impl RouteSpec {
 
 /// A route as the proxy receives it with a service: which route (kind, namespace, name) and its
 /// spec. The proxy config file takes the same form under a service's `routes`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttachedRoute {
     pub name: String,
     pub namespace: String,
     #[serde(flatten)]
     pub route: RouteSpec,
+    /// ResiliencePolicies of its rules, by rule name (`rules[i]` for a rule without one): a
+    /// request a rule matches takes that rule's policy instead of its Service's.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub resilience: std::collections::BTreeMap<String, crate::resilience::Resilience>,
 }
 
 impl AttachedRoute {

@@ -49,6 +49,9 @@ pub struct CatalogRoute {
     /// `name.namespace` of its parents and of the Services it sends to (backends, mirrors).
     pub parents: Vec<String>,
     pub backends: Vec<String>,
+    /// The ResiliencePolicy of each rule that has one, by rule name (see
+    /// [`crate::resilience::attach_routes`]).
+    pub resilience: BTreeMap<String, weft_api::resilience::Resilience>,
 }
 
 impl Catalog {
@@ -343,6 +346,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                 name: m.name.clone(),
                 namespace: m.namespace.clone(),
                 route,
+                resilience: BTreeMap::new(),
             })
         })
         .collect();
@@ -365,6 +369,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
         }
     }
     crate::resilience::attach(&resources, &mut services);
+    crate::resilience::attach_routes(&resources, &mut routes);
     Catalog {
         routes,
         policies,

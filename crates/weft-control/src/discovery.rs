@@ -317,6 +317,11 @@ pub fn render_service_in(cat: &Catalog, s: &crate::catalog::CatalogService) -> p
             name: r.name.clone(),
             namespace: r.namespace.clone(),
             spec_json: r.route.spec_json(),
+            rule_resilience: r
+                .resilience
+                .iter()
+                .filter_map(|(rule, p)| Some((rule.clone(), wire_resilience(p, &s.name, &s.namespace)?)))
+                .collect(),
         })
         .collect();
     out

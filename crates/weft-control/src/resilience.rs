@@ -5,8 +5,12 @@
 //! missing target is accepted and stored, as the Gateway API does, with `Accepted: False,
 //! TargetNotFound`; it applies as soon as the target exists. When several policies target one
 //! Service, the first by name wins (the Gateway API's tie-break; weft keeps no creation time)
-//! and the others say `Conflicted`. A policy for an HTTPRoute rule is stored and shown but
-//! applies only once routes are served (the route kinds are another part of the issue).
+//! and the others say `Conflicted`.
+//!
+//! A policy may instead target an HTTPRoute of its namespace (every rule) or one rule of it
+//! (`sectionName` = the rule's `name`). A rule's requests take the rule's policy in place of
+//! their Service's: the policy naming the rule wins over one naming the whole route, and among
+//! policies of one target the first by name wins (the others say `Conflicted`).
 
 use crate::catalog::CatalogService;
 use serde_json::{json, Value};
@@ -42,17 +46,132 @@ pub fn attach(resources: &[&Resource], services: &mut BTreeMap<(String, String),
     }
 }
 
+/// The rules of the HTTPRoute `ns/name` by name (`rules[i]` for a rule without one); `None`
+/// when there is no such HTTPRoute.
+fn route_rules(all: &[&Resource], ns: &str, name: &str) -> Option<Vec<(String, bool)>> {
+    all.iter().find_map(|r| match r {
+        Resource::HTTPRoute(t) if t.metadata.namespace == ns && t.metadata.name == name => Some(
+            t.spec
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, rule)| match &rule.name {
+                    Some(n) => (n.clone(), true),
+                    None => (format!("rules[{i}]"), false),
+                })
+                .collect(),
+        ),
+        _ => None,
+    })
+}
+
+/// The policy that wins for rule `rule` of HTTPRoute `ns/route`: the first by name naming the
+/// rule, else the first by name naming the whole route.
+fn rule_winner<'a>(
+    policies: &[&'a Typed<ResiliencePolicySpec>],
+    ns: &str,
+    route: &str,
+    rule: &str,
+) -> Option<&'a Typed<ResiliencePolicySpec>> {
+    let of = |section: Option<&str>| {
+        policies.iter().copied().find(|p| {
+            p.metadata.namespace == ns
+                && p.spec.target_ref.kind == TargetKind::HttpRoute
+                && p.spec.target_ref.name == route
+                && p.spec.target_ref.section_name.as_deref() == section
+        })
+    };
+    of(Some(rule)).or_else(|| of(None))
+}
+
+/// Sets each HTTPRoute's per-rule `resilience` from the policies that win for its rules.
+pub fn attach_routes(resources: &[&Resource], routes: &mut [crate::catalog::CatalogRoute]) {
+    let ps = policies(resources);
+    if !ps.iter().any(|p| p.spec.target_ref.kind == TargetKind::HttpRoute) {
+        return;
+    }
+    for r in routes.iter_mut() {
+        let weft_api::route::RouteSpec::HTTPRoute(spec) = &r.route else { continue };
+        for (i, rule) in spec.rules.iter().enumerate() {
+            let name = rule.name.clone().unwrap_or_else(|| format!("rules[{i}]"));
+            if let Some(p) = rule_winner(&ps, &r.namespace, &r.name, &name) {
+                let policy = p.spec.resilience(format!("{}/{}", p.metadata.namespace, p.metadata.name));
+                r.resilience.insert(name, policy);
+            }
+        }
+    }
+}
+
 /// The `status` of `policy` among `all` resources: Gateway API style conditions.
 pub fn status(policy: &Typed<ResiliencePolicySpec>, all: &[&Resource]) -> Value {
     let ns = &policy.metadata.namespace;
     let t = &policy.spec.target_ref;
     let condition = |ok: bool, reason: &str, message: String| json!({ "conditions": [{ "type": "Accepted", "status": if ok { "True" } else { "False" }, "reason": reason, "message": message }] });
     match t.kind {
-        TargetKind::HttpRoute => condition(
-            false,
-            "TargetNotFound",
-            format!("no HTTPRoute {ns}/{} is served: the policy is stored and applies once it is", t.name),
-        ),
+        TargetKind::HttpRoute => {
+            let Some(rules) = route_rules(all, ns, &t.name) else {
+                return condition(
+                    false,
+                    "TargetNotFound",
+                    format!("no HTTPRoute {ns}/{}: the policy is stored and applies once the route exists", t.name),
+                );
+            };
+            let ps = policies(all);
+            match t.section_name.as_deref() {
+                Some(section) => {
+                    if !rules.iter().any(|(n, named)| *named && n == section) {
+                        let names: Vec<&str> =
+                            rules.iter().filter(|(_, named)| *named).map(|(n, _)| n.as_str()).collect();
+                        return condition(
+                            false,
+                            "TargetNotFound",
+                            format!(
+                                "HTTPRoute {ns}/{} has no rule named {section:?} (its named rules: {}): set sectionName to one of them, or give the rule that name",
+                                t.name,
+                                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                            ),
+                        );
+                    }
+                    match rule_winner(&ps, ns, &t.name, section) {
+                        Some(w) if w.metadata.name != policy.metadata.name => condition(
+                            false,
+                            "Conflicted",
+                            format!(
+                                "ResiliencePolicy {ns}/{} already attaches to rule {section} of HTTPRoute {ns}/{} (the first by name wins); merge the two",
+                                w.metadata.name, t.name
+                            ),
+                        ),
+                        _ => condition(true, "Accepted", format!("applies to rule {section} of HTTPRoute {ns}/{}", t.name)),
+                    }
+                }
+                None => {
+                    let first = ps.iter().find(|p| {
+                        p.metadata.namespace == *ns
+                            && p.spec.target_ref.kind == TargetKind::HttpRoute
+                            && p.spec.target_ref.name == t.name
+                            && p.spec.target_ref.section_name.is_none()
+                    });
+                    match first {
+                        Some(w) if w.metadata.name != policy.metadata.name => condition(
+                            false,
+                            "Conflicted",
+                            format!(
+                                "ResiliencePolicy {ns}/{} already attaches to HTTPRoute {ns}/{} (the first by name wins); merge the two",
+                                w.metadata.name, t.name
+                            ),
+                        ),
+                        _ => condition(
+                            true,
+                            "Accepted",
+                            format!(
+                                "applies to HTTPRoute {ns}/{} (rules with a policy of their own keep theirs)",
+                                t.name
+                            ),
+                        ),
+                    }
+                }
+            }
+        }
         TargetKind::Service => {
             let exists = all
                 .iter()
@@ -107,5 +226,32 @@ mod tests {
             status(p, &all)["conditions"][0]["reason"].as_str().unwrap().to_string()
         };
         assert_eq!((st(1), st(2), st(3)), ("Conflicted".into(), "Accepted".into(), "TargetNotFound".into()));
+    }
+
+    #[test]
+    fn a_rule_policy_wins_over_the_route_policy_and_missing_rules_are_named() {
+        let rs = parse_documents(
+            "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\n---\n\
+             apiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: r }\nspec: { parentRefs: [{ name: api }], rules: [{ name: a, backendRefs: [{ name: api }] }, { backendRefs: [{ name: api }] }] }\n---\n\
+             apiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: whole }\nspec: { targetRef: { kind: HTTPRoute, name: r }, retry: { attempts: 1 } }\n---\n\
+             apiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: rule-a }\nspec: { targetRef: { kind: HTTPRoute, name: r, sectionName: a }, retry: { attempts: 2 } }\n---\n\
+             apiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: typo }\nspec: { targetRef: { kind: HTTPRoute, name: r, sectionName: b }, retry: { attempts: 2 } }\n",
+        )
+        .unwrap();
+        let all: Vec<&Resource> = rs.iter().collect();
+        let cat = crate::catalog::build(1, all.iter().copied(), &|_| true);
+        let r = &cat.routes[0].resilience;
+        assert_eq!(r["a"].policy, "default/rule-a");
+        assert_eq!(r["rules[1]"].policy, "default/whole");
+        let st = |i: usize| {
+            let Resource::ResiliencePolicy(p) = &rs[i] else { panic!() };
+            let c = &status(p, &all)["conditions"][0];
+            (c["reason"].as_str().unwrap().to_string(), c["message"].as_str().unwrap().to_string())
+        };
+        assert_eq!(st(2).0, "Accepted");
+        assert_eq!(st(3).0, "Accepted");
+        let (reason, message) = st(4);
+        assert_eq!(reason, "TargetNotFound");
+        assert!(message.contains("no rule named \"b\" (its named rules: a)"), "{message}");
     }
 }

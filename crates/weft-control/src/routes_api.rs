@@ -60,7 +60,12 @@ pub fn effective_routes(cat: &Catalog, namespace: &str, name: &str) -> Value {
     let exists = exists(cat);
     let attached: Vec<AttachedRoute> = cat
         .routes_of(&key)
-        .map(|r| AttachedRoute { name: r.name.clone(), namespace: r.namespace.clone(), route: r.route.clone() })
+        .map(|r| AttachedRoute {
+            name: r.name.clone(),
+            namespace: r.namespace.clone(),
+            route: r.route.clone(),
+            resilience: r.resilience.clone(),
+        })
         .collect();
     let http: Vec<Value> = http_entries(&attached)
         .iter()

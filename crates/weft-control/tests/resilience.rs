@@ -306,3 +306,89 @@ async fn faults_rate_limits_bad_input_and_missing_targets() {
     assert_eq!((c["status"].as_str(), c["reason"].as_str()), (Some("False"), Some("TargetNotFound")), "{stored}");
     m.done();
 }
+
+/// Waits until the client's `/config_dump` shows, for rule `rule` of the HTTPRoute on `api`,
+/// the policy `policy` (`None`: no policy of its own).
+async fn rule_policy_in_force(m: &Mesh, rule: &str, policy: Option<&str>) {
+    let admin = m.client.addrs.admin.unwrap();
+    eventually("the client has the rule's policy", Duration::from_secs(10), || async move {
+        let r = http1_get(admin, "/config_dump").await.ok()?;
+        let v: serde_json::Value = serde_json::from_slice(r.body()).ok()?;
+        let api = v["routes"].as_array()?.iter().find(|s| s["name"] == "api")?.clone();
+        let entry = api["routes"]["http"].as_array()?.iter().find(|e| e["rule"] == rule)?.clone();
+        (entry["resilience"]["policy"].as_str() == policy).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_policy_applies_to_its_rule_only_and_wins_over_the_service_policy() {
+    let m = mesh("resilience-rule").await;
+    let apply = |doc: String| {
+        let cp = &m.cp;
+        async move {
+            let (status, v) = admin_api(cp, "POST", "/v1/apply", &doc).await;
+            assert_eq!(status, 200, "{v}\n{doc}");
+        }
+    };
+    apply(
+        "apiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: api-rules }\nspec:\n  parentRefs: [{ name: api }]\n  rules:\n    - name: broken\n      matches: [{ path: { type: PathPrefix, value: /broken } }]\n      backendRefs: [{ name: api }]\n    - name: fine\n      backendRefs: [{ name: api }]\n"
+            .to_string(),
+    )
+    .await;
+    let policy = |name: &str, target: &str, status: u16| {
+        format!(
+            "apiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{ name: {name} }}\nspec: {{ targetRef: {target}, faults: [{{ abort: {{ httpStatus: {status}, percent: 100 }} }}] }}\n"
+        )
+    };
+    apply(policy("broken-fault", "{ kind: HTTPRoute, name: api-rules, sectionName: broken }", 418)).await;
+    rule_policy_in_force(&m, "broken", Some("default/broken-fault")).await;
+    let (_, stored) = admin_api(&m.cp, "GET", "/v1/resources/ResiliencePolicy/default/broken-fault", "").await;
+    assert_eq!(stored["status"]["conditions"][0]["reason"], "Accepted", "{stored}");
+
+    // Every request of rule `broken` is aborted here; rule `fine`'s reach the app untouched.
+    for i in 0..20 {
+        assert_eq!(m.get("/broken/x").await, 418, "request {i}");
+        assert_eq!(m.get("/fine").await, 200, "request {i}");
+    }
+    assert_eq!(m.seen.count("/broken/x"), 0, "an aborted request never reaches the app");
+    assert_eq!(m.seen.count("/fine"), 20);
+
+    // A Service policy aborting everything with 502: rule `broken` keeps its own policy (the
+    // rule's wins), rule `fine`, with none of its own, takes the Service's.
+    apply(policy("api", "{ kind: Service, name: api }", 502)).await;
+    let admin = m.client.addrs.admin.unwrap();
+    eventually("the client has the Service policy", Duration::from_secs(10), || async move {
+        let r = http1_get(admin, "/config_dump").await.ok()?;
+        let v: serde_json::Value = serde_json::from_slice(r.body()).ok()?;
+        let api = v["routes"].as_array()?.iter().find(|s| s["name"] == "api")?.clone();
+        (api["resilience"]["policy"] == "default/api").then_some(())
+    })
+    .await;
+    for i in 0..10 {
+        assert_eq!(m.get("/broken/x").await, 418, "request {i}");
+        assert_eq!(m.get("/fine").await, 502, "request {i}");
+    }
+    assert_eq!(m.seen.count("/fine"), 20);
+
+    // A policy naming a rule the route does not have: stored, not applied, and its status
+    // names what is missing.
+    apply(policy("typo", "{ kind: HTTPRoute, name: api-rules, sectionName: brokn }", 503)).await;
+    let (_, stored) = admin_api(&m.cp, "GET", "/v1/resources/ResiliencePolicy/default/typo", "").await;
+    let c = &stored["status"]["conditions"][0];
+    assert_eq!((c["status"].as_str(), c["reason"].as_str()), (Some("False"), Some("TargetNotFound")), "{stored}");
+    let msg = c["message"].as_str().unwrap();
+    assert!(msg.contains("\"brokn\"") && msg.contains("broken, fine"), "{msg}");
+    // And one naming a route that does not exist.
+    apply(policy("nowhere", "{ kind: HTTPRoute, name: ghost-route }", 503)).await;
+    let (_, stored) = admin_api(&m.cp, "GET", "/v1/resources/ResiliencePolicy/default/nowhere", "").await;
+    let c = &stored["status"]["conditions"][0];
+    assert_eq!(c["reason"], "TargetNotFound", "{stored}");
+    assert!(c["message"].as_str().unwrap().contains("HTTPRoute default/ghost-route"), "{stored}");
+    // Removing the rule's policy puts the rule back on the Service's.
+    let (status, v) = admin_api(&m.cp, "DELETE", "/v1/resources/ResiliencePolicy/default/broken-fault", "").await;
+    assert_eq!(status, 200, "{v}");
+    rule_policy_in_force(&m, "broken", None).await;
+    assert_eq!(m.get("/broken/x").await, 502);
+    m.done();
+}

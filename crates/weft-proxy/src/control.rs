@@ -329,18 +329,30 @@ fn routes_from(i: usize, s: &pb::Service) -> Vec<weft_api::route::AttachedRoute>
     s.routes
         .iter()
         .enumerate()
-        .filter_map(|(j, r)| match weft_api::route::RouteSpec::from_json(&r.kind, &r.spec_json) {
-            Ok(route) => {
-                Some(weft_api::route::AttachedRoute { name: r.name.clone(), namespace: r.namespace.clone(), route })
-            }
-            Err(e) => {
-                tracing::warn!(
-                    route = %format!("{} {}/{}", r.kind, r.namespace, r.name),
-                    field = %format!("services[{i}].routes[{j}]"),
-                    error = %e,
-                    "route dropped: it does not read as this proxy's version of the kind"
-                );
-                None
+        .filter_map(|(j, r)| {
+            match weft_api::route::RouteSpec::from_json(&r.kind, &r.spec_json).and_then(|route| {
+                let mut resilience = std::collections::BTreeMap::new();
+                for (rule, p) in &r.rule_resilience {
+                    let spec = resilience_from(p, &format!("services[{i}].routes[{j}].rule_resilience[{rule}]"))?;
+                    resilience.insert(rule.clone(), spec);
+                }
+                Ok((route, resilience))
+            }) {
+                Ok((route, resilience)) => Some(weft_api::route::AttachedRoute {
+                    name: r.name.clone(),
+                    namespace: r.namespace.clone(),
+                    route,
+                    resilience,
+                }),
+                Err(e) => {
+                    tracing::warn!(
+                        route = %format!("{} {}/{}", r.kind, r.namespace, r.name),
+                        field = %format!("services[{i}].routes[{j}]"),
+                        error = %e,
+                        "route dropped: it does not read as this proxy's version of the kind"
+                    );
+                    None
+                }
             }
         })
         .collect()

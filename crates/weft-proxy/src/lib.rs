@@ -132,7 +132,7 @@ impl Ctx {
             outlier: &self.cfg.outlier_detection,
             store: &self.outliers,
         };
-        let policies = self.resilience.compile(services.iter().filter_map(|s| Some((s.key(), s.resilience.as_ref()?))));
+        let policies = self.resilience.compile(wanted_policies(services));
         Routes::from_services_in(services, &env, &policies)
     }
 
@@ -233,7 +233,7 @@ impl Proxy {
         let outliers = outlier::Store::default();
         let mut registry = Registry::default();
         let resilience = resilience::State::new(resilience::Metrics::register(&mut registry));
-        let policies = resilience.compile(cfg.services.iter().filter_map(|s| Some((s.key(), s.resilience.as_ref()?))));
+        let policies = resilience.compile(wanted_policies(&cfg.services));
         let routes = Routes::from_services_in(
             &cfg.services,
             &balance::Env {
@@ -593,4 +593,15 @@ async fn flush_logs(ctx: std::sync::Weak<Ctx>) {
         let Some(ctx) = ctx.upgrade() else { return };
         ctx.logs.flush(std::time::Instant::now());
     }
+}
+
+/// Every ResiliencePolicy of `services` to compile: each service's (by its key) and each route
+/// rule's (by [`route::policy_key`]).
+fn wanted_policies(
+    services: &[weft_api::proxy::Service],
+) -> impl Iterator<Item = (String, &weft_api::resilience::Resilience)> + '_ {
+    services
+        .iter()
+        .filter_map(|s| Some((s.key(), s.resilience.as_ref()?)))
+        .chain(services.iter().flat_map(|s| route::rule_policies(&s.routes)))
 }

@@ -523,7 +523,7 @@ async fn request(ctx: &Arc<Ctx>, mut target: Target, mut req: Request<Body>) -> 
     };
     let mut resp = match rule {
         None => {
-            let (ep, result) = forward_policy(ctx, &target, ep, req, started).await;
+            let (ep, result) = forward_policy(ctx, &target, None, ep, req, started).await;
             finish(ctx, &ep, result, started)
         }
         Some(rule) => {
@@ -534,10 +534,11 @@ async fn request(ctx: &Arc<Ctx>, mut target: Target, mut req: Request<Body>) -> 
                 }
             }
             let (ep, result) = match rule.timeout {
-                None => forward_policy(ctx, &target, ep, req, started).await,
+                None => forward_policy(ctx, &target, Some(&rule), ep, req, started).await,
                 Some(limit) => {
                     let first = ep.clone();
-                    match tokio::time::timeout(limit, forward_policy(ctx, &target, ep, req, started)).await {
+                    match tokio::time::timeout(limit, forward_policy(ctx, &target, Some(&rule), ep, req, started)).await
+                    {
                         Ok(done) => done,
                         Err(_) => {
                             let text = format!(
@@ -584,16 +585,18 @@ pub(crate) async fn send_copy(ctx: &Ctx, service: Arc<Service>, port: Option<u16
     }
 }
 
-/// Forwards `req` with the service's ResiliencePolicy (faults, timeouts, retries; see
-/// `crate::resilience`) when it has one; else as [`forward`] does.
+/// Forwards `req` with the ResiliencePolicy (faults, timeouts, retries; see
+/// `crate::resilience`) of its route rule, else of its service, when there is one; else as
+/// [`forward`] does.
 async fn forward_policy(
     ctx: &Ctx,
     target: &Target,
+    rule: Option<&crate::route::Rule>,
     ep: Arc<Endpoint>,
     req: Request<Body>,
     started: Instant,
 ) -> (Arc<Endpoint>, Result<Response<Body>, ProxyError>) {
-    match &target.service.resilience {
+    match rule.and_then(|r| r.resilience.as_ref()).or(target.service.resilience.as_ref()) {
         None => forward(ctx, target, ep, req, started).await,
         Some(p) => crate::resilience::forward(ctx, target, p, ep, req, started).await,
     }

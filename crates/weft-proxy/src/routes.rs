@@ -339,7 +339,7 @@ impl Routes {
                 resilience: policies.get(&key).cloned(),
                 endpoints,
                 route: (!s.routes.is_empty()).then(|| {
-                    let table = crate::route::Table::compile(&key, &s.routes);
+                    let table = crate::route::Table::compile_with(&key, &s.routes, policies);
                     for d in &table.dropped {
                         tracing::warn!(service = %key, "route not applied: {d}");
                     }

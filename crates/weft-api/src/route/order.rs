@@ -188,6 +188,7 @@ mod tests {
                 name: r.metadata().name.clone(),
                 namespace: r.metadata().namespace.clone(),
                 route: r.route().unwrap(),
+                resilience: Default::default(),
             })
             .collect()
     }

@@ -56,6 +56,9 @@ pub struct Rule {
     pub filters: Filters,
     /// `timeouts.request` and `timeouts.backendRequest` (with no retries, the shorter one wins).
     pub timeout: Option<Duration>,
+    /// The rule's ResiliencePolicy (targetRef HTTPRoute): its requests take it in place of
+    /// their Service's.
+    pub resilience: Option<Arc<crate::resilience::Policy>>,
     series: OnceLock<RuleSeries>,
 }
 
@@ -117,6 +120,16 @@ impl Table {
     /// the control plane's checks, so only a newer or hand-written config gets here) is dropped
     /// alone and named in `dropped`.
     pub fn compile(service: &str, routes: &[AttachedRoute]) -> Table {
+        Table::compile_with(service, routes, &std::collections::HashMap::new())
+    }
+
+    /// [`Table::compile`], each rule with its compiled ResiliencePolicy from `policies` (by
+    /// [`policy_key`]).
+    pub fn compile_with(
+        service: &str,
+        routes: &[AttachedRoute],
+        policies: &std::collections::HashMap<String, Arc<crate::resilience::Policy>>,
+    ) -> Table {
         let mut t = Table::default();
         let mut rules: std::collections::HashMap<(String, usize), Arc<Rule>> = Default::default();
         for e in weft_api::route::order::http_entries(routes) {
@@ -124,7 +137,8 @@ impl Table {
             let rule = match rules.get(&(id.clone(), e.rule)) {
                 Some(r) => r.clone(),
                 None => match Rule::http(e.route, e.rule) {
-                    Ok(r) => {
+                    Ok(mut r) => {
+                        r.resilience = policies.get(&policy_key(&id, &r.rule.0)).cloned();
                         let r = Arc::new(r);
                         rules.insert((id.clone(), e.rule), r.clone());
                         r
@@ -153,6 +167,7 @@ impl Table {
                         backends: Backends::new(&rule.backend_refs, &r.namespace),
                         filters: Filters::default(),
                         timeout: None,
+                        resilience: None,
                         series: OnceLock::new(),
                     }));
                 }
@@ -175,6 +190,7 @@ impl Table {
                     "service": b.key, "port": b.port, "weight": b.weight,
                 })).collect::<Vec<_>>(),
                 "timeout_ms": r.timeout.map(|t| t.as_millis() as u64),
+                "resilience": r.resilience.as_ref().map(|p| p.describe()),
                 "redirect": r.filters.redirect.is_some(),
                 "rewrite": r.filters.rewrite.is_some(),
                 "request_headers": r.filters.request_headers.is_some(),
@@ -205,6 +221,19 @@ impl Table {
         let grpc = matcher::is_grpc(req);
         self.entries.iter().find(|(m, _)| m.holds(req, grpc, port)).map(|(m, r)| (m, r))
     }
+}
+
+/// The key of the compiled policy of rule `rule` of route `route` (`namespace/name`), in
+/// [`crate::resilience::State::compile`] and its metric label: `namespace/name#rule`.
+pub fn policy_key(route: &str, rule: &str) -> String {
+    format!("{route}#{rule}")
+}
+
+/// The (key, spec) of every rule policy of `routes`, for [`crate::resilience::State::compile`].
+pub fn rule_policies(
+    routes: &[AttachedRoute],
+) -> impl Iterator<Item = (String, &weft_api::resilience::Resilience)> + '_ {
+    routes.iter().flat_map(|r| r.resilience.iter().map(move |(rule, p)| (policy_key(&r.id(), rule), p)))
 }
 
 /// What the routes of a request's service decided.
@@ -339,6 +368,7 @@ impl Rule {
             backends: Backends::new(refs, ns),
             filters: Filters::compile(filters, ns)?,
             timeout,
+            resilience: None,
             series: OnceLock::new(),
         })
     }

@@ -9,6 +9,7 @@ fn table(yaml: &str) -> Table {
             name: r.metadata().name.clone(),
             namespace: r.metadata().namespace.clone(),
             route: r.route().unwrap(),
+            resilience: Default::default(),
         })
         .collect();
     let t = Table::compile("api.default", &routes);
