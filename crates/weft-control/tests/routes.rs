@@ -140,6 +140,25 @@ async fn a_connection_accepted_before_its_service_exists_is_routed_once_it_does(
     .await;
 }
 
+/// The same for opaque TCP: a connection accepted before its service is applied waits (up to
+/// 10 s) for it, then reaches its endpoint, with the bytes the app sent meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_connection_accepted_before_its_service_exists_waits_for_it() {
+    weft_testkit::init_tracing();
+    let cp = control("late-tcp").await;
+    let config = "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: db, protocol: tcp }] }\n";
+    let client = sidecar(&cp, "default/web", None, config).await;
+    let mut conn = tokio::net::TcpStream::connect(client.addrs.upstreams[0]).await.expect("connect");
+    conn.write_all(b"hello").await.unwrap();
+    let _server = backend(&cp, "db", weft_testkit::tcp_echo().await, "tcp").await;
+    let mut got = [0u8; 5];
+    tokio::time::timeout(WAIT, conn.read_exact(&mut got))
+        .await
+        .expect("bounded")
+        .expect("the connection is kept until db exists, then carried to it");
+    assert_eq!(&got, b"hello");
+}
+
 fn weights(v1: u32, v2: u32) -> String {
     route(
         "HTTPRoute",
