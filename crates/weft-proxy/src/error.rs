@@ -7,6 +7,10 @@ use thiserror::Error;
 pub enum ProxyError {
     #[error("no endpoint available for service {0}")]
     NoEndpoint(String),
+    /// The service is not in this proxy's routing table (yet): the control plane has not sent
+    /// it, or it is not applied. Answered like [`ProxyError::NoEndpoint`] (`503 no-endpoint`).
+    #[error("this proxy has no config for service {0} yet (is the Service applied, and has the control plane reached this proxy?)")]
+    NoConfig(String),
     #[error("connect to {addr} failed: {source}")]
     Connect { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("connect to {0} timed out; is the peer proxy running and reachable?")]
@@ -45,9 +49,10 @@ impl ProxyError {
     /// The HTTP status a client sees for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoEndpoint(_) | ProxyError::Overloaded(_) | ProxyError::Overflow(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoEndpoint(_)
+            | ProxyError::NoConfig(_)
+            | ProxyError::Overloaded(_)
+            | ProxyError::Overflow(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectTimeout(_)
             | ProxyError::PeerUnresponsive(_)
             | ProxyError::RequestTimeout(_)
@@ -61,7 +66,7 @@ impl ProxyError {
     /// A short stable name, used as a metric label and in the `x-weft-error` header.
     pub fn kind(&self) -> &'static str {
         match self {
-            ProxyError::NoEndpoint(_) => "no-endpoint",
+            ProxyError::NoEndpoint(_) | ProxyError::NoConfig(_) => "no-endpoint",
             ProxyError::Connect { .. } => "connect",
             ProxyError::ConnectTimeout(_) => "connect-timeout",
             ProxyError::PeerUnresponsive(_) => "peer-unresponsive",

@@ -89,11 +89,15 @@ pub async fn serve_upstream(ctx: Arc<Ctx>, listener: TcpListener, up: Upstream) 
     crate::accept_loop(&ctx, listener, crate::Side::App, move |ctx, stream, _peer| {
         let service = ctx.routes.load().service(&name, &ns).cloned();
         let up = up.clone();
+        let (name, ns) = (name.clone(), ns.clone());
         async move {
-            let Some(service) = service else {
-                tracing::warn!(service = %up.service, "upstream service has no routes");
-                return;
-            };
+            // Not known yet (before the control plane's first update, or before the Service is
+            // applied): accepted all the same. Each HTTP request resolves the service by key
+            // (`503 no-endpoint` until it exists); opaque TCP waits for it (see `tcp`).
+            let service = service.unwrap_or_else(|| {
+                tracing::debug!(service = %up.service, "upstream service not known yet; resolving it per request");
+                Arc::new(Service::unknown(&name, &ns))
+            });
             // The upstream's own setting wins; otherwise what the service declares for the port.
             let protocol = match (up.protocol, up.port) {
                 (Protocol::Auto, Some(port)) => service.protocol(port),
@@ -204,7 +208,48 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, mut target: Target) {
     }
 }
 
+/// How long an opaque TCP connection to a service this proxy does not know yet waits for it
+/// (to appear with an endpoint or a TCPRoute) before it is closed.
+pub const TCP_SERVICE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `target`'s service as the routing table has it. One the table lacks is waited for, polled
+/// up to [`TCP_SERVICE_WAIT`] (or until drain), until it is there with an endpoint or a route;
+/// `false` if it never appeared.
+async fn wait_for_service(ctx: &Ctx, target: &mut Target) -> bool {
+    let deadline = tokio::time::Instant::now() + TCP_SERVICE_WAIT;
+    let mut drain = std::pin::pin!(ctx.drain.signaled());
+    let mut waited = false;
+    loop {
+        let found = ctx.routes.load().service_by_key(target.service.key()).cloned();
+        let next = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+        match found {
+            // Known from the start: as it is (no endpoint is then answered at once, as before).
+            Some(s) if !waited || !s.endpoints.is_empty() || s.route.is_some() || next > deadline => {
+                target.service = s;
+                return true;
+            }
+            None if next > deadline => return false,
+            _ => {}
+        }
+        waited = true;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = &mut drain => return false,
+        }
+    }
+}
+
 async fn tcp(ctx: Arc<Ctx>, mut io: Prefixed<TcpStream>, mut target: Target) {
+    // An upstream service this proxy does not know yet: wait a bounded time for it rather than
+    // close at once. (A known one with endpoints or a route costs these two checks.)
+    if target.pinned.is_none()
+        && target.service.endpoints.is_empty()
+        && target.service.route.is_none()
+        && !wait_for_service(&ctx, &mut target).await
+    {
+        tracing::warn!(service = %target.service.key(), waited = ?TCP_SERVICE_WAIT, "tcp: this proxy has no config for the upstream service; closing");
+        return;
+    }
     // A TCPRoute of the service picks the backend Service of this connection by weight.
     if let Some(rule) = target.service.route.as_ref().and_then(|t| t.tcp.clone()).filter(|_| target.pinned.is_none()) {
         if crate::route::to_backend(&ctx, &rule, &mut target).is_err() {
@@ -397,7 +442,7 @@ fn resolve(ctx: &Ctx, target: &mut Target, host: Option<&str>) -> Result<(), Pro
         match ctx.routes.load().service_by_key(target.service.key()) {
             Some(current) if !Arc::ptr_eq(current, &target.service) => target.service = current.clone(),
             Some(_) => {}
-            None => return Err(ProxyError::NoEndpoint(target.service.key().to_string())),
+            None => return Err(ProxyError::NoConfig(target.service.key().to_string())),
         }
     }
     Ok(())

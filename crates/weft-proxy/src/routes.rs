@@ -73,6 +73,26 @@ impl Service {
         }
     }
 
+    /// A stand-in for a service not in the routing table (yet): no endpoints, no ports, no
+    /// routes. An upstream listener accepts connections with it; each request resolves the
+    /// real one by key (see `crate::outbound`).
+    pub fn unknown(name: &str, namespace: &str) -> Service {
+        let key = format!("{name}.{namespace}");
+        let (outlier, store) = (Default::default(), Default::default());
+        let env = crate::balance::Env { cluster: "", locality: "", outlier: &outlier, store: &store };
+        Service {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            label: crate::metrics::Name::new(key.clone()),
+            key,
+            protocols: HashMap::new(),
+            endpoints: vec![],
+            balance: crate::balance::Balancer::new(&[], Default::default(), &env, Default::default()),
+            route: None,
+            resilience: None,
+        }
+    }
+
     /// `name.namespace`.
     pub fn key(&self) -> &str {
         &self.key
