@@ -9,6 +9,10 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::path::PathBuf;
 
+/// How long to wait for the control plane to accept a connection: a lost SYN is retried by the
+/// kernel for two minutes, which is no answer a user waits for.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 pub const DEFAULT_SERVER: &str = "127.0.0.1:15080";
 
 /// The default data directory of `weft control`: `$WEFT_DATA_DIR`, else `$HOME/.weft`.
@@ -64,9 +68,16 @@ impl Conn {
     pub async fn call(&self, method: &str, path: &str, body: String) -> anyhow::Result<Value> {
         let addr = self.server.trim_start_matches("http://").trim_end_matches('/').to_string();
         let token = self.token()?;
-        let stream = tokio::net::TcpStream::connect(&addr).await.with_context(|| {
-            format!("cannot reach the control plane at {addr} (is `weft control` running? set --server)")
-        })?;
+        let connect = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&addr));
+        let stream = match connect.await {
+            Ok(s) => s.with_context(|| {
+                format!("cannot reach the control plane at {addr} (is `weft control` running? set --server)")
+            })?,
+            Err(_) => bail!(
+                "no answer from the control plane at {addr} within {}s (is the address reachable from here? set --server)",
+                CONNECT_TIMEOUT.as_secs()
+            ),
+        };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let req = http::Request::builder()

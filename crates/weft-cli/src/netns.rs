@@ -42,6 +42,17 @@ fn run(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A fixed MAC for a bridge whose subnet's third octet is `octet` (locally administered, unicast).
+///
+/// A Linux bridge created without an address takes the lowest MAC of its ports and changes it when
+/// a port with a lower one joins. Peers that already resolved the bridge's address (the host's
+/// leg, the gateway) keep sending to the old MAC, which the bridge no longer takes as its own, so
+/// connections to the control plane stall for up to a minute until their ARP entry expires. An
+/// address set at creation never changes.
+pub fn bridge_mac(octet: u8, n: u8) -> String {
+    format!("02:77:0a:d5:{octet:02x}:{n:02x}")
+}
+
 /// Why this machine cannot run pods, if it cannot (not root, iproute2 or iptables missing).
 pub fn unavailable() -> Option<String> {
     let root = run(&["id", "-u"]).map(|o| o.trim() == "0").unwrap_or(false);
@@ -72,7 +83,7 @@ impl PodNetwork {
             .context("no free 10.213.x.0/24 subnet on this host")?;
         let prefix = [10, 213, third as u8];
         let net = PodNetwork { tag, bridge, prefix, pods: vec![] };
-        run(&["ip", "link", "add", &net.bridge, "type", "bridge"])?;
+        run(&["ip", "link", "add", &net.bridge, "address", &bridge_mac(third as u8, 0), "type", "bridge"])?;
         run(&["ip", "addr", "add", &format!("{}/24", net.gateway()), "dev", &net.bridge])?;
         run(&["ip", "link", "set", &net.bridge, "up"])?;
         Ok(net)

@@ -110,7 +110,9 @@ impl WanNetworks {
             host_links: vec![],
         };
         net.add_ns(&net.wan_ns.clone())?;
-        run(&["ip", "-n", &net.wan_ns, "link", "add", "br0", "type", "bridge"])?;
+        // A fixed MAC: see `netns::bridge_mac`.
+        let mac = crate::netns::bridge_mac(wan[2], 1);
+        run(&["ip", "-n", &net.wan_ns, "link", "add", "br0", "address", &mac, "type", "bridge"])?;
         run(&["ip", "-n", &net.wan_ns, "link", "set", "br0", "up"])?;
         for (i, name) in names.iter().enumerate() {
             let prefix = next()?;
@@ -141,7 +143,8 @@ impl WanNetworks {
         };
         self.add_ns(&node_ns)?;
         self.add_ns(&gw_ns)?;
-        run(&["ip", "-n", &node_ns, "link", "add", "br0", "type", "bridge"])?;
+        let mac = crate::netns::bridge_mac(prefix[2], 0);
+        run(&["ip", "-n", &node_ns, "link", "add", "br0", "address", &mac, "type", "bridge"])?;
         run(&["ip", "-n", &node_ns, "addr", "add", &format!("{}/24", c.control_ip()), "dev", "br0"])?;
         run(&["ip", "-n", &node_ns, "link", "set", "br0", "up"])?;
         // The host's leg on the bridge.

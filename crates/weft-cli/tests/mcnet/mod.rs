@@ -260,7 +260,9 @@ impl Mesh {
         let mut mesh = Mesh { wan_ns: format!("{tag}-wan"), tag, clusters: vec![], dir, namespaces: vec![] };
         mesh.namespaces.push(mesh.wan_ns.clone());
         create_ns(&mesh.wan_ns);
-        run(&["ip", "-n", &mesh.wan_ns, "link", "add", "br0", "type", "bridge"]);
+        // Bridges get a fixed MAC: one created without takes its lowest port's and changes it as
+        // ports join, and peers holding the old one in their ARP cache stall for a minute.
+        run(&["ip", "-n", &mesh.wan_ns, "link", "add", "br0", "address", "02:77:0a:4d:63:01", "type", "bridge"]);
         run(&["ip", "-n", &mesh.wan_ns, "link", "set", "br0", "up"]);
         for (i, name) in names.iter().enumerate() {
             mesh.add_cluster(name, i as u8);
@@ -324,7 +326,8 @@ impl Mesh {
             create_ns(n);
         }
         // The cluster's bridge, with the control plane's address.
-        run(&["ip", "-n", ns, "link", "add", "br0", "type", "bridge"]);
+        let mac = format!("02:77:0a:4d:{:02x}:00", c.subnet);
+        run(&["ip", "-n", ns, "link", "add", "br0", "address", &mac, "type", "bridge"]);
         run(&["ip", "-n", ns, "addr", "add", &format!("{}/24", c.control_ip()), "dev", "br0"]);
         run(&["ip", "-n", ns, "link", "set", "br0", "up"]);
         // The gateway: a leg on the cluster's bridge, one on the WAN.
