@@ -12,6 +12,7 @@
 
 mod admin;
 mod app;
+pub mod authn;
 pub mod balance;
 mod budget;
 pub mod cli;
