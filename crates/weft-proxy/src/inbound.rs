@@ -6,7 +6,8 @@
 //!                                                                                      └─ ALPN weft-tcp ─► TCP to app
 //! ```
 //! (opaque TCP never carries HTTP: see [`crate::opaque`])
-//! Plaintext, an untrusted or expired peer certificate, or an unknown port: refused, counted.
+//! Plaintext, an untrusted, expired or not yet valid peer certificate, a peer of a trust domain
+//! without a root here, or an unknown port: refused, counted.
 
 use crate::app::AppProto;
 use crate::detect::{detect, Detected, Prefixed};
@@ -35,10 +36,14 @@ fn tls_reason(e: &std::io::Error) -> &'static str {
     let s = e.to_string();
     if s.contains("Expired") || s.contains("expired") {
         "expired-cert"
+    } else if s.contains("NotValidYet") || s.contains("not valid yet") {
+        "not-yet-valid-cert"
     } else if s.contains("UnknownIssuer") || s.contains("unknown issuer") || s.contains("BadSignature") {
         "untrusted-cert"
     } else if s.contains("peer sent no certificates") || s.contains("NoCertificatesPresented") {
         "no-client-cert"
+    } else if s.contains("outside trust domain") {
+        "foreign-trust-domain"
     } else if s.contains("spiffe") {
         "no-spiffe-id"
     } else {

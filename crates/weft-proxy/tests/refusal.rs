@@ -106,6 +106,63 @@ async fn expired_client_certificate_is_refused() {
     still_serves(&p).await;
 }
 
+/// A certificate that is valid from an hour from now (a clock ahead, or a pre-issued one): refused
+/// until then, counted as `not-yet-valid-cert`.
+#[tokio::test]
+async fn not_yet_valid_client_certificate_is_refused() {
+    let p = pair().await;
+    let id = Pki::id("default", "web");
+    let key = LeafKey::generate(&id).unwrap();
+    let now = weft_identity::time::OffsetDateTime::now_utc();
+    let chain = p
+        .pki
+        .intermediate
+        .sign_csr_between(
+            &key.csr_der().unwrap(),
+            &id,
+            now + Duration::from_secs(3600),
+            now + Duration::from_secs(7200),
+        )
+        .unwrap();
+    let early = CertStore::new(key.into_leaf(chain).unwrap(), p.pki.bundle()).unwrap();
+    let res = raw_mtls_exchange(&early, p.server.addrs.inbound.unwrap(), p.app_http.port()).await;
+    assert!(res.is_err(), "a not yet valid client was served: {res:?}");
+    eventually("not yet valid cert counted", Duration::from_secs(5), || {
+        let m = p.server.metrics_text();
+        async move {
+            (metric(&m, "weft_tls_handshake_errors_total{direction=\"inbound\",reason=\"not-yet-valid-cert\"}") == 1.0)
+                .then_some(())
+        }
+    })
+    .await;
+    still_serves(&p).await;
+}
+
+/// A workload of another trust domain (its own root, which this mesh does not trust, and an
+/// identity `spiffe://other.example/...`): refused.
+#[tokio::test]
+async fn certificate_of_another_trust_domain_is_refused() {
+    let p = pair().await;
+    let root = weft_identity::Authority::new_root("other.example", weft_identity::DEFAULT_CA_LIFETIME).unwrap();
+    let id = weft_identity::SpiffeId::workload("other.example", "default", "web").unwrap();
+    let leaf = root.issue(&id, weft_identity::DEFAULT_LEAF_LIFETIME).unwrap();
+    // It trusts this mesh's root too, so the handshake gets as far as its own certificate.
+    let roots = weft_identity::TrustBundle::new(vec![root.root().clone(), p.pki.root.root().clone()]);
+    let foreign = CertStore::new(leaf, roots).unwrap();
+    let res = raw_mtls_exchange(&foreign, p.server.addrs.inbound.unwrap(), p.app_http.port()).await;
+    assert!(res.is_err(), "a workload of another trust domain was served: {res:?}");
+    eventually("foreign trust domain counted", Duration::from_secs(5), || {
+        let m = p.server.metrics_text();
+        async move {
+            (metric(&m, "weft_tls_handshake_errors_total{direction=\"inbound\",reason=\"foreign-trust-domain\"}")
+                == 1.0)
+                .then_some(())
+        }
+    })
+    .await;
+    still_serves(&p).await;
+}
+
 #[tokio::test]
 async fn server_with_unexpected_identity_is_refused_by_the_client() {
     weft_testkit::init_tracing();
