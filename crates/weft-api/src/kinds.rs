@@ -34,6 +34,10 @@ pub struct MeshConfigSpec {
     /// <name>`) register here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote_clusters: Vec<RemoteCluster>,
+    /// The mesh's default mTLS mode (docs/security.md, "Peer authentication"); STRICT when
+    /// absent. PeerAuthentication resources override it per namespace, workload and port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<crate::peer_authentication::MeshMtls>,
 }
 
 /// Where the control plane takes per-service virtual IPs from: one for each service and one for
@@ -224,6 +228,7 @@ impl Default for MeshConfigSpec {
             leaf_lifetime: default_leaf_lifetime(),
             virtual_ips: VirtualIps::default(),
             remote_clusters: vec![],
+            mtls: None,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod pb {
 pub mod backend_policy;
 pub mod kinds;
 pub mod link;
+pub mod peer_authentication;
 pub mod proxy;
 pub mod resilience;
 pub mod resource;

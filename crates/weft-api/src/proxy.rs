@@ -214,6 +214,15 @@ pub struct Inbound {
     /// The app's ports that the mesh may reach.
     #[serde(default)]
     pub ports: Vec<AppPort>,
+    /// Whether callers must use mTLS (STRICT, the default), may also send plaintext
+    /// (PERMISSIVE) or must send plaintext (DISABLE), for ports that set no `mtls` of their own.
+    /// A control plane sends every port's mode (PeerAuthentication), which wins.
+    #[serde(default, skip_serializing_if = "crate::proxy::is_strict")]
+    pub mtls: crate::peer_authentication::MtlsMode,
+}
+
+fn is_strict(m: &crate::peer_authentication::MtlsMode) -> bool {
+    *m == crate::peer_authentication::MtlsMode::Strict
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -234,6 +243,9 @@ pub struct AppPort {
     /// `x-weft-peer-identity`, so only a port whose app is a forward proxy should allow it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_connect: bool,
+    /// Inbound only: this port's mTLS mode (see `inbound.mtls`, which applies when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<crate::peer_authentication::MtlsMode>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
@@ -383,6 +395,10 @@ pub struct Endpoint {
     /// Its share of load balancing against the service's other endpoints (1-10000; default 1).
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Its workload has mTLS DISABLE (PeerAuthentication): connections go to `address` as
+    /// plaintext, not over mTLS to `proxy`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plaintext: bool,
 }
 
 /// An endpoint's weight when none is given.

@@ -41,10 +41,13 @@ pub enum Kind {
     /// Retries with a budget, timeouts, fault injection and a local rate limit for one Service
     /// or HTTPRoute rule (`spec.targetRef`).
     ResiliencePolicy,
+    /// Whether workloads require mTLS from callers (STRICT, PERMISSIVE, DISABLE) for a
+    /// namespace, a Service's workloads, a Workload or one of its ports.
+    PeerAuthentication,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::MeshConfig,
         Kind::Service,
         Kind::Workload,
@@ -54,6 +57,7 @@ impl Kind {
         Kind::TCPRoute,
         Kind::BackendPolicy,
         Kind::ResiliencePolicy,
+        Kind::PeerAuthentication,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +71,7 @@ impl Kind {
             Kind::TCPRoute => "TCPRoute",
             Kind::BackendPolicy => "BackendPolicy",
             Kind::ResiliencePolicy => "ResiliencePolicy",
+            Kind::PeerAuthentication => "PeerAuthentication",
         }
     }
 
@@ -82,6 +87,7 @@ impl Kind {
             "tcproute" | "tcproutes" => Some(Kind::TCPRoute),
             "backendpolicy" | "backendpolicies" | "bp" => Some(Kind::BackendPolicy),
             "resiliencepolicy" | "resiliencepolicies" | "rp" => Some(Kind::ResiliencePolicy),
+            "peerauthentication" | "peerauthentications" | "pa" => Some(Kind::PeerAuthentication),
             _ => None,
         }
     }
@@ -152,6 +158,7 @@ pub enum Resource {
     TCPRoute(Typed<TcpRouteSpec>),
     BackendPolicy(Typed<crate::backend_policy::BackendPolicySpec>),
     ResiliencePolicy(Typed<ResiliencePolicySpec>),
+    PeerAuthentication(Typed<crate::peer_authentication::PeerAuthenticationSpec>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -213,6 +220,7 @@ impl TryFrom<Object> for Resource {
             Kind::TCPRoute => Resource::TCPRoute(typed(o.metadata, o.spec).map_err(within)?),
             Kind::BackendPolicy => Resource::BackendPolicy(typed(o.metadata, o.spec).map_err(within)?),
             Kind::ResiliencePolicy => Resource::ResiliencePolicy(typed(o.metadata, o.spec).map_err(within)?),
+            Kind::PeerAuthentication => Resource::PeerAuthentication(typed(o.metadata, o.spec).map_err(within)?),
         };
         Ok(r)
     }
@@ -230,6 +238,7 @@ impl Resource {
             Resource::TCPRoute(_) => Kind::TCPRoute,
             Resource::BackendPolicy(_) => Kind::BackendPolicy,
             Resource::ResiliencePolicy(_) => Kind::ResiliencePolicy,
+            Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
         }
     }
 
@@ -244,6 +253,7 @@ impl Resource {
             Resource::TCPRoute(t) => &t.metadata,
             Resource::BackendPolicy(t) => &t.metadata,
             Resource::ResiliencePolicy(t) => &t.metadata,
+            Resource::PeerAuthentication(t) => &t.metadata,
         }
     }
 
@@ -268,6 +278,7 @@ impl Resource {
             Resource::TCPRoute(t) => &mut t.metadata,
             Resource::BackendPolicy(t) => &mut t.metadata,
             Resource::ResiliencePolicy(t) => &mut t.metadata,
+            Resource::PeerAuthentication(t) => &mut t.metadata,
         }
     }
 
@@ -288,6 +299,7 @@ impl Resource {
             Resource::TCPRoute(t) => serde_json::to_value(&t.spec),
             Resource::BackendPolicy(t) => serde_json::to_value(&t.spec),
             Resource::ResiliencePolicy(t) => serde_json::to_value(&t.spec),
+            Resource::PeerAuthentication(t) => serde_json::to_value(&t.spec),
         }
         .unwrap_or_default();
         Object { api_version: API_VERSION.into(), kind: self.kind(), metadata: self.metadata().clone(), spec }
@@ -379,7 +391,8 @@ pub fn check_references<'a>(all: impl IntoIterator<Item = &'a Resource> + Clone)
             | Resource::GRPCRoute(_)
             | Resource::TCPRoute(_)
             | Resource::BackendPolicy(_)
-            | Resource::ResiliencePolicy(_) => {}
+            | Resource::ResiliencePolicy(_)
+            | Resource::PeerAuthentication(_) => {}
             Resource::MeshConfig(_) => {
                 if let Some(first) = mesh.replace(r.key()) {
                     return Err(ConfigError::invalid(

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use weft_api::backend_policy::BackendPolicySpec;
 use weft_api::kinds::{LinkSpec, MeshConfigSpec, ServiceSpec, WorkloadSpec};
+use weft_api::peer_authentication::PeerAuthenticationSpec;
 use weft_api::resilience::ResiliencePolicySpec;
 use weft_api::resource::{check_references, parse_documents, Kind, Metadata, API_VERSION};
 use weft_api::route::{GrpcRouteSpec, HttpRouteSpec, TcpRouteSpec};
@@ -138,6 +139,13 @@ fn expected() -> Vec<(String, Value)> {
                 resource_schema::<ResiliencePolicySpec>(
                     kind,
                     "Retries with a budget, timeouts, fault injection and a local rate limit for a Service or HTTPRoute rule.",
+                ),
+            ),
+            Kind::PeerAuthentication => (
+                spec_schema::<PeerAuthenticationSpec>(),
+                resource_schema::<PeerAuthenticationSpec>(
+                    kind,
+                    "Whether workloads require mTLS from callers (STRICT, PERMISSIVE, DISABLE): per namespace, Service, Workload or port.",
                 ),
             ),
         };

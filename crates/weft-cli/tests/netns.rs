@@ -184,8 +184,31 @@ async fn plaintext_from_outside_the_mesh_is_refused() {
     if skip_unless_root("plaintext_from_outside_the_mesh_is_refused") {
         return;
     }
+    let (out, refusals) = plaintext_from_outside("wp", "").await;
+    assert!(!out.status.success(), "plaintext reached the app: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(refusals.contains("reason=\"plaintext\"} 1"), "the refusal is counted: {refusals}");
+}
+
+/// Peer authentication PERMISSIVE: the same pod outside the mesh reaches the workload (through
+/// its sidecar, which admits the plaintext it intercepted), so a workload joins the mesh without
+/// cutting off callers that have not.
+#[tokio::test]
+async fn plaintext_from_outside_the_mesh_reaches_a_permissive_workload() {
+    if skip_unless_root("plaintext_from_outside_the_mesh_reaches_a_permissive_workload") {
+        return;
+    }
+    let (out, _) = plaintext_from_outside("wq", "mtls: PERMISSIVE, ").await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.starts_with("HTTP/1.1 200"), "PERMISSIVE refused plaintext: {stdout}");
+    assert!(stdout.contains("\"peer_identity\":null"), "plaintext carries no identity: {stdout}");
+}
+
+/// Pod B: the demo app on 8080 behind an intercepting sidecar (`inbound` begins with `mtls`);
+/// pod A has no sidecar and calls B's app by IP. Returns A's `demo-call` and B's sidecar's
+/// `weft_protocol_errors_total` lines.
+async fn plaintext_from_outside(prefix: &str, mtls: &str) -> (std::process::Output, String) {
     let tag = std::process::id() % 100_000;
-    let (a, b) = (Netns::new(&format!("wpa{tag}")), Netns::new(&format!("wpb{tag}")));
+    let (a, b) = (Netns::new(&format!("{prefix}a{tag}")), Netns::new(&format!("{prefix}b{tag}")));
     link(&a, "10.77.1.1/24", &b, "10.77.1.2/24");
     let dir = tempdir();
     let d = dir.to_str().unwrap();
@@ -197,7 +220,8 @@ async fn plaintext_from_outside_the_mesh_is_refused() {
         &format!(
             r#"
 identity: {{ cert: {d}/api.pem, key: {d}/api-key.pem, bundle: {d}/bundle.pem }}
-inbound: {{ listen: "0.0.0.0:15006", ports: [{{ port: 8080 }}] }}
+admin: {{ listen: "127.0.0.1:15000" }}
+inbound: {{ {mtls}listen: "0.0.0.0:15006", ports: [{{ port: 8080 }}] }}
 outbound: {{ transparent: "127.0.0.1:15001", mark: 1337 }}
 "#
         ),
@@ -205,9 +229,15 @@ outbound: {{ transparent: "127.0.0.1:15001", mark: 1337 }}
     let _api = spawn_in(&b, WEFT, &["demo-app", "--listen", "0.0.0.0:8080"], "listening").await;
     let _sb = spawn_in(&b, WEFT, &["proxy", "run", "--config", &b_cfg], "ready").await;
     b.exec(&[WEFT, "proxy", "init"]);
-    // Pod A has no sidecar: its plaintext call is redirected to B's inbound and refused there.
-    let out = a.command(WEFT).args(["demo-call", "10.77.1.2:8080"]).output().unwrap();
-    assert!(!out.status.success(), "plaintext reached the app: {}", String::from_utf8_lossy(&out.stdout));
+    // Pod A has no sidecar: its plaintext call is redirected to B's inbound, where B's mode decides.
+    let out = a.command(WEFT).args(["demo-call", "10.77.1.2:8080", "--path", "/who"]).output().unwrap();
+    let metrics = b.command(WEFT).args(["demo-call", "127.0.0.1:15000", "--path", "/metrics"]).output().unwrap();
+    let errors = String::from_utf8_lossy(&metrics.stdout)
+        .lines()
+        .filter(|l| l.starts_with("weft_protocol_errors_total"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (out, errors)
 }
 
 fn tempdir() -> std::path::PathBuf {

@@ -226,7 +226,7 @@ struct ListQuery {
 fn kind(s: &str) -> Result<Kind, ApiError> {
     Kind::parse_loose(s).ok_or_else(|| {
         bad(format!(
-            "unknown kind {s:?}: use MeshConfig, Service, Workload, Link, HTTPRoute, GRPCRoute, TCPRoute, BackendPolicy or ResiliencePolicy"
+            "unknown kind {s:?}: use MeshConfig, Service, Workload, Link, HTTPRoute, GRPCRoute, TCPRoute, BackendPolicy, ResiliencePolicy or PeerAuthentication"
         ))
     })
 }

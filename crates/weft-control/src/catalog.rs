@@ -214,6 +214,9 @@ pub struct Instance {
     pub visibility: Option<Vec<String>>,
     /// Its share of load balancing (Workload `weight`, default 1).
     pub weight: u32,
+    /// Whether its proxy requires mTLS on its port: MeshConfig `mtls` and PeerAuthentication
+    /// resolved ([`weft_api::peer_authentication::resolve`]). Imported instances: STRICT.
+    pub mtls: weft_api::peer_authentication::MtlsMode,
 }
 
 /// The DNS server's view of the catalog: services with their instances (and each instance's
@@ -329,9 +332,11 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
                 healthy: w.spec.checks.is_empty() || healthy(&format!("{}/{}", m.namespace, m.name)),
                 visibility: w.spec.visibility.clone(),
                 weight: w.spec.weight.unwrap_or(weft_api::proxy::DEFAULT_ENDPOINT_WEIGHT),
+                mtls: Default::default(),
             });
         }
     }
+    resolve_mtls(&mesh, &resources, &mut services);
     for s in services.values_mut() {
         s.instances.sort_by(|a, b| a.name.cmp(&b.name));
     }
@@ -382,6 +387,33 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
         networks,
         ca: CaView::default(),
         service_revisions: BTreeMap::new(),
+    }
+}
+
+/// Gives every local instance its mTLS mode (MeshConfig `mtls`, then PeerAuthentication).
+fn resolve_mtls(
+    mesh: &MeshConfigSpec,
+    resources: &[&Resource],
+    services: &mut BTreeMap<(String, String), CatalogService>,
+) {
+    use weft_api::peer_authentication::{resolve, Policy};
+    let policies: Vec<Policy<'_>> = resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::PeerAuthentication(p) => Some(Policy {
+                namespace: &p.metadata.namespace,
+                name: &p.metadata.name,
+                created: p.metadata.creation_revision.unwrap_or(u64::MAX),
+                spec: &p.spec,
+            }),
+            _ => None,
+        })
+        .collect();
+    let default = mesh.mtls.map(|m| m.mode).unwrap_or_default();
+    for s in services.values_mut() {
+        for i in &mut s.instances {
+            i.mtls = resolve(default, &policies, &s.namespace, &s.name, &i.name, i.address.port());
+        }
     }
 }
 
@@ -453,6 +485,7 @@ mod gateway_tests {
             healthy: true,
             visibility: None,
             weight: 1,
+            mtls: Default::default(),
         }
     }
 

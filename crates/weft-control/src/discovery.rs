@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 use weft_api::pb;
 use weft_api::pb::proxy_message::Kind;
+use weft_api::peer_authentication::MtlsMode;
 
 pub use weft_api::proxy::MAX_PROXY_ID;
 /// The most `Hello.upstreams` accepted.
@@ -293,6 +294,8 @@ pub fn render_service(s: &crate::catalog::CatalogService) -> pb::Service {
                 labels: Default::default(),
                 tags: vec![],
                 weight: i.weight,
+                // Peer authentication DISABLE: callers send plaintext to `address`.
+                plaintext: i.mtls == MtlsMode::Disable,
             })
             .collect(),
         failover: s.failover.clone(),
@@ -354,6 +357,8 @@ fn wire_port(port: u16, proto: weft_api::proxy::Protocol, allow_connect: bool) -
     pb::Port {
         port: u32::from(port),
         allow_connect,
+        // Set on inbound ports only (see [`inbound_for`]).
+        mtls: String::new(),
         protocol: serde_json::to_value(proto).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
     }
 }
@@ -383,7 +388,10 @@ pub fn inbound_for(cat: &Catalog, identity: &str, namespace: &str, workload: &st
             let port = i.address.port();
             let proto = s.ports.iter().find(|(p, _)| *p == port).map(|(_, proto)| *proto).unwrap_or_default();
             if !ports.iter().any(|p| p.port == u32::from(port)) {
-                ports.push(wire_port(port, proto, s.connect_ports.contains(&port)));
+                let mut p = wire_port(port, proto, s.connect_ports.contains(&port));
+                // Its mode as PeerAuthentication resolved it (see `catalog::build`).
+                p.mtls = i.mtls.as_str().into();
+                ports.push(p);
             }
         }
     }
@@ -698,6 +706,7 @@ mod render_tests {
             healthy: true,
             visibility: None,
             weight: 1,
+            mtls: Default::default(),
         };
         CatalogService {
             name: name.into(),
@@ -746,5 +755,21 @@ mod render_tests {
             .map(|n| g.2.by_service[&("default".to_string(), n.to_string(), view.place.clone())].0)
             .collect();
         assert_eq!(revs, [2, 1], "web's render is kept from the first catalog");
+    }
+
+    /// Peer authentication: a workload's port carries its resolved mode to its own proxy, and a
+    /// DISABLE workload's endpoint is marked plaintext for its callers (the others are not).
+    #[test]
+    fn mtls_modes_reach_the_inbound_port_and_mark_disabled_endpoints() {
+        let mut api = service("api", &["10.0.0.1:80", "10.0.0.2:80"]);
+        api.instances[0].mtls = MtlsMode::Disable;
+        api.instances[1].mtls = MtlsMode::Permissive;
+        let cat = catalog(1, vec![(api, 1)]);
+        let rendered = render_service(&cat.services[&("default".to_string(), "api".to_string())]);
+        let plaintext: Vec<bool> = rendered.endpoints.iter().map(|e| e.plaintext).collect();
+        assert_eq!(plaintext, [true, false]);
+        let one = |workload: &str| inbound_for(&cat, "spiffe://td/ns/default/sa/api", "default", workload).ports;
+        assert_eq!(one("10-0-0-1-80")[0].mtls, "DISABLE");
+        assert_eq!(one("10-0-0-2-80")[0].mtls, "PERMISSIVE");
     }
 }

@@ -197,6 +197,7 @@ mod tests {
                 healthy: true,
                 visibility: None,
                 weight: 1,
+                mtls: Default::default(),
             }],
             ..Default::default()
         };

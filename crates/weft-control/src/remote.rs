@@ -143,6 +143,7 @@ mod tests {
             healthy: true,
             visibility: None,
             weight: 1,
+            mtls: Default::default(),
         }
     }
 

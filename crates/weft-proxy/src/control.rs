@@ -262,6 +262,7 @@ pub fn services_from(update: &pb::ProxyUpdate) -> Result<Vec<Service>, ConfigErr
                 locality: e.locality.clone(),
                 labels: e.labels.clone().into_iter().collect::<BTreeMap<_, _>>(),
                 weight: e.weight.clamp(1, weft_api::proxy::MAX_ENDPOINT_WEIGHT),
+                plaintext: e.plaintext,
             });
         }
         let mut ports = Vec::with_capacity(s.ports.len());
@@ -275,7 +276,7 @@ pub fn services_from(update: &pb::ProxyUpdate) -> Result<Vec<Service>, ConfigErr
                 })?;
             let port = u16::try_from(p.port)
                 .map_err(|_| ConfigError::invalid(format!("services[{i}].ports[{j}].port"), "out of range"))?;
-            ports.push(weft_api::proxy::AppPort { port, protocol, allow_connect: p.allow_connect });
+            ports.push(weft_api::proxy::AppPort { port, protocol, allow_connect: p.allow_connect, mtls: None });
         }
         out.push(Service {
             name: s.name.clone(),
@@ -389,7 +390,13 @@ pub fn inbound_from(update: &pb::ProxyUpdate) -> Result<Vec<weft_api::proxy::App
                 .map_err(|_| ConfigError::invalid(f("protocol"), format!("unknown protocol {:?}", p.protocol)))?;
             let port = u16::try_from(p.port).ok().filter(|p| *p != 0);
             let port = port.ok_or_else(|| ConfigError::invalid(f("port"), "must be 1-65535"))?;
-            Ok(weft_api::proxy::AppPort { port, protocol, allow_connect: p.allow_connect })
+            let mtls = weft_api::peer_authentication::MtlsMode::parse(&p.mtls).ok_or_else(|| {
+                ConfigError::invalid(
+                    f("mtls"),
+                    format!("unknown mTLS mode {:?}; expected STRICT, PERMISSIVE or DISABLE", p.mtls),
+                )
+            })?;
+            Ok(weft_api::proxy::AppPort { port, protocol, allow_connect: p.allow_connect, mtls: Some(mtls) })
         })
         .collect()
 }

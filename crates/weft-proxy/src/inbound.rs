@@ -2,12 +2,15 @@
 //! is terminated here and delivered to the local app.
 //!
 //! ```text
-//! accept ─► must be TLS ─► mTLS handshake (peer SPIFFE ID) ─► SNI names the app port ─┬─ ALPN h2/http1 ─► HTTP to app
-//!                                                                                      └─ ALPN weft-tcp ─► TCP to app
+//! accept ─► TLS? ─ no ─► plaintext: the port's mTLS mode decides (see `peerauth`)
+//!             │ yes
+//!             ▼
+//!   mTLS handshake (peer SPIFFE ID) ─► SNI names the app port ─┬─ ALPN h2/http1 ─► HTTP to app
+//!                                                               └─ ALPN weft-tcp ─► TCP to app
 //! ```
 //! (opaque TCP never carries HTTP: see [`crate::opaque`])
-//! Plaintext, an untrusted, expired or not yet valid peer certificate, a peer of a trust domain
-//! without a root here, or an unknown port: refused, counted.
+//! Plaintext on a STRICT port, an untrusted, expired or not yet valid peer certificate, or an
+//! unknown port: refused, counted.
 
 use crate::app::AppProto;
 use crate::detect::{detect, Detected, Prefixed};
@@ -58,9 +61,7 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
         Err(_) => return,
     };
     if proto != Detected::Tls {
-        // Strict mTLS: the mesh never accepts plaintext from outside.
-        ctx.metrics.protocol_error(Direction::inbound, "plaintext");
-        tracing::debug!(%remote, detected = proto.as_str(), "refused non-mTLS inbound connection");
+        crate::peerauth::plaintext(ctx, stream, prefix, proto, remote).await;
         return;
     }
     let accept = ctx.tls.acceptor.accept(Prefixed::new(prefix, stream));
@@ -96,6 +97,25 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     };
     let app = SocketAddr::new(ctx.app_host(), port);
     let label = Peer { direction: Direction::inbound, src: Name::new(peer_id.to_string()), dst: ctx.id_label.clone() };
+    serve_app(ctx, tls, remote, app, (port, protocol), label, alpn, Some(peer_id.to_string())).await;
+}
+
+/// Serves one authenticated (mTLS) or admitted plaintext connection to the app: HTTP/2 (`alpn`
+/// h2), opaque TCP (`alpn` weft-tcp) or HTTP/1. `peer` is the verified identity, `None` for
+/// plaintext (the identity header is then removed, never set).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn serve_app<T>(
+    ctx: Arc<Ctx>,
+    tls: T,
+    remote: SocketAddr,
+    app: SocketAddr,
+    (port, protocol): (u16, Protocol),
+    label: Peer,
+    alpn: Option<Vec<u8>>,
+    peer: Option<String>,
+) where
+    T: crate::cork::Session + Send + 'static,
+{
     if alpn.as_deref() == Some(net::ALPN_TCP) {
         // Opaque TCP only where no HTTP can pass (see `opaque`).
         crate::opaque::serve(ctx, tls, app, protocol, label).await;
@@ -110,8 +130,10 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
         .inc();
     // Built once per connection: every request on it carries the same verified identity and
     // counts in the same metric series (a service call clones one `Arc`).
-    let Ok(peer_header) = HeaderValue::from_str(&peer_id.to_string()) else {
-        return;
+    let peer_header = match peer.map(|p| HeaderValue::from_str(&p)) {
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => return,
+        None => None,
     };
     let allow_connect = ctx.allows_connect(port);
     let conn =
@@ -130,8 +152,9 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
 /// What every request of one inbound HTTP connection shares.
 struct Conn {
     ctx: Arc<Ctx>,
-    /// The verified peer identity, as the `x-weft-peer-identity` value.
-    peer_header: HeaderValue,
+    /// The verified peer identity, as the `x-weft-peer-identity` value; `None` for plaintext
+    /// (admitted by PERMISSIVE or DISABLE), whose requests carry no identity header at all.
+    peer_header: Option<HeaderValue>,
     label: Peer,
     series: OnceLock<HttpSeries>,
     app: SocketAddr,
@@ -154,7 +177,9 @@ impl Conn {
         // The app may trust this header: any copy from outside, in any spelling an app could
         // read as it, is replaced by the verified identity.
         h::strip_peer_identity(req.headers_mut());
-        req.headers_mut().insert(h::PEER_IDENTITY, self.peer_header.clone());
+        if let Some(v) = &self.peer_header {
+            req.headers_mut().insert(h::PEER_IDENTITY, v.clone());
+        }
         // Only the exact value the client sidecar sets counts; anything else is dropped.
         let orig_h1 = req.headers_mut().remove(h::ORIG_PROTO).is_some_and(|v| v == h::ORIG_PROTO_HTTP1)
             || req.version() != http::Version::HTTP_2;

@@ -37,6 +37,7 @@ mod opaque;
 mod outbound;
 pub mod outlier;
 mod peer;
+mod peerauth;
 mod pool;
 pub mod resilience;
 pub mod route;
@@ -160,6 +161,14 @@ impl Ctx {
     fn allows_connect(&self, port: u16) -> bool {
         let local = self.cfg.inbound.as_ref().and_then(|i| i.ports.iter().find(|p| p.port == port));
         local.map(|p| p.allow_connect).unwrap_or_else(|| self.routes.load().inbound_allows_connect(port))
+    }
+
+    /// The mTLS mode of an inbound app port (from the same place as [`Ctx::app_port`]'s
+    /// protocol): the port's own `mtls`, else the control plane's for it, else `inbound.mtls`.
+    fn mtls_mode(&self, port: u16) -> weft_api::peer_authentication::MtlsMode {
+        let inbound = self.cfg.inbound.as_ref();
+        let local = inbound.and_then(|i| i.ports.iter().find(|p| p.port == port)).and_then(|p| p.mtls);
+        local.or_else(|| self.routes.load().inbound_mtls(port)).or(inbound.map(|i| i.mtls)).unwrap_or_default()
     }
 
     fn h2_settings(&self) -> h2server::Settings {

@@ -38,6 +38,8 @@ pub enum Kind {
     GatewayRefusal(&'static str),
     /// Outlier detection ejected an endpoint (source: the endpoint's proxy host).
     Ejection,
+    /// Plaintext refused by an inbound port whose mTLS mode is STRICT.
+    Plaintext,
 }
 
 impl Kind {
@@ -50,6 +52,7 @@ impl Kind {
             Kind::ConnectionLimit => "connection-limit",
             Kind::GatewayRefusal(reason) => reason,
             Kind::Ejection => "ejection",
+            Kind::Plaintext => "plaintext",
         }
     }
 }

@@ -103,3 +103,10 @@ pub async fn connect_peer(
         }),
     }
 }
+
+/// The destination a redirected (iptables `REDIRECT`) connection was addressed to.
+pub(crate) fn original_dst(stream: &TcpStream) -> std::io::Result<SocketAddr> {
+    let sock = socket2::SockRef::from(stream);
+    let addr = if stream.local_addr()?.is_ipv4() { sock.original_dst_v4()? } else { sock.original_dst_v6()? };
+    addr.as_socket().ok_or_else(|| std::io::Error::other("original destination is not an IP address"))
+}

@@ -114,7 +114,7 @@ pub async fn serve_upstream(ctx: Arc<Ctx>, listener: TcpListener, up: Upstream) 
 pub async fn serve_transparent(ctx: Arc<Ctx>, listener: TcpListener) {
     let own = listener.local_addr().ok();
     crate::accept_loop(&ctx, listener, crate::Side::App, move |ctx, stream, _peer| async move {
-        let dst = match original_dst(&stream) {
+        let dst = match crate::net::original_dst(&stream) {
             Ok(d) if Some(d) != own => d,
             Ok(_) => {
                 ctx.metrics.protocol_error(Direction::outbound, "loop");
@@ -150,12 +150,6 @@ pub async fn serve_transparent(ctx: Arc<Ctx>, listener: TcpListener) {
         }
     })
     .await;
-}
-
-fn original_dst(stream: &TcpStream) -> std::io::Result<SocketAddr> {
-    let sock = socket2::SockRef::from(stream);
-    let addr = if stream.local_addr()?.is_ipv4() { sock.original_dst_v4()? } else { sock.original_dst_v6()? };
-    addr.as_socket().ok_or_else(|| std::io::Error::other("original destination is not an IP address"))
 }
 
 /// A destination outside the mesh: forwarded as it is (Istio's PassthroughCluster).

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use weft_api::peer_authentication::MtlsMode;
 use weft_api::proxy::{Protocol, ProxyConfig};
 use weft_api::ConfigError;
 use weft_identity::SpiffeId;
@@ -186,6 +187,8 @@ pub struct Routes {
     inbound: HashMap<u16, Protocol>,
     /// Those of them that allow CONNECT tunnels.
     inbound_connect: std::collections::HashSet<u16>,
+    /// The mTLS mode of each inbound app port the control plane sent (PeerAuthentication).
+    inbound_mtls: HashMap<u16, MtlsMode>,
     /// Mesh names, mirrors and virtual IPs (see [`crate::naming`]).
     names: crate::naming::Names,
 }
@@ -235,7 +238,13 @@ impl Routes {
     pub fn with_inbound(mut self, ports: &[weft_api::proxy::AppPort]) -> Self {
         self.inbound = ports.iter().map(|p| (p.port, p.protocol)).collect();
         self.inbound_connect = ports.iter().filter(|p| p.allow_connect).map(|p| p.port).collect();
+        self.inbound_mtls = ports.iter().filter_map(|p| Some((p.port, p.mtls?))).collect();
         self
+    }
+
+    /// The mTLS mode the control plane sent for an inbound app port.
+    pub fn inbound_mtls(&self, port: u16) -> Option<MtlsMode> {
+        self.inbound_mtls.get(&port).copied()
     }
 
     /// The protocol of an inbound app port the control plane sent, if it sent that port.

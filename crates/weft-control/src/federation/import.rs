@@ -636,6 +636,7 @@ fn convert_service(
             healthy: true,
             visibility: None,
             weight: e.weight.clamp(1, weft_api::proxy::MAX_ENDPOINT_WEIGHT),
+            mtls: Default::default(),
         });
     }
     instances.sort_by(|a, b| a.name.cmp(&b.name));

@@ -575,6 +575,7 @@ mod tests {
                     healthy: true,
                     visibility: None,
                     weight: 1,
+                    mtls: Default::default(),
                 })
                 .collect(),
             ..Default::default()

@@ -87,6 +87,7 @@ fn svc(eps: &[(&str, &str)], failover: &[&str], weights: &[(&str, u32)]) -> SvcC
             locality: locality.to_string(),
             labels: Default::default(),
             weight: 1,
+            plaintext: false,
         })
         .collect();
     SvcConfig {

@@ -32,6 +32,7 @@ fn config(weights: &[u32], algo: Algorithm) -> SvcConfig {
             locality: String::new(),
             labels: Default::default(),
             weight: *w,
+            plaintext: false,
         })
         .collect();
     let hashing = matches!(algo, Algorithm::RingHash | Algorithm::Maglev);

@@ -1,0 +1,134 @@
+//! Peer authentication on real connections: plaintext against a STRICT port is refused (counted
+//! and logged), accepted under PERMISSIVE beside mTLS and under DISABLE, and never carries an
+//! identity; a port's own mode beats the sidecar's.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use weft_api::proxy::ProxyConfig;
+use weft_proxy::Proxy;
+use weft_testkit::Pki;
+
+const FORGED: &str = "spiffe://cluster.local/ns/default/sa/forged";
+
+/// A server sidecar with one app port (so plaintext, which names no port, is for that one).
+async fn server(pki: &Pki, app: SocketAddr, inbound_mtls: &str, port_extra: &str) -> Proxy {
+    let cfg = ProxyConfig::from_yaml(&format!(
+        r#"
+identity: {{ cert: unused, key: unused, bundle: unused }}
+admin: {{ listen: "127.0.0.1:0" }}
+inbound:
+  listen: "127.0.0.1:0"
+  {inbound_mtls}
+  ports: [{{ port: {port} {port_extra} }}]
+"#,
+        port = app.port()
+    ))
+    .expect("server config");
+    Proxy::start(cfg, pki.store(SERVER.0, SERVER.1)).await.expect("server sidecar")
+}
+
+/// Writes `req` as plaintext to `addr`; everything that comes back until close (empty: refused).
+async fn plaintext(addr: SocketAddr, req: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(req).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn who() -> Vec<u8> {
+    format!("GET /who HTTP/1.1\r\nHost: api\r\nx-weft-peer-identity: {FORGED}\r\nConnection: close\r\n\r\n")
+        .into_bytes()
+}
+
+fn body_json(resp: &str) -> serde_json::Value {
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not a JSON answer ({e}): {resp}"))
+}
+
+fn plaintext_refusals(p: &Proxy) -> f64 {
+    metric(&p.metrics_text(), "weft_protocol_errors_total{direction=\"inbound\",reason=\"plaintext\"}")
+}
+
+#[tokio::test]
+async fn strict_refuses_plaintext_and_counts_it() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    let app = weft_testkit::http_echo("api").await;
+    let s = server(&pki, app, "", "").await;
+    let resp = plaintext(s.addrs.inbound.unwrap(), &who()).await;
+    assert!(resp.is_empty(), "STRICT answered plaintext: {resp}");
+    assert_eq!(plaintext_refusals(&s), 1.0, "{}", s.metrics_text());
+}
+
+#[tokio::test]
+async fn permissive_serves_plaintext_beside_mtls_without_an_identity() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    let app = weft_testkit::http_echo("api").await;
+    let s = server(&pki, app, "mtls: PERMISSIVE", "").await;
+    let inbound = s.addrs.inbound.unwrap();
+    // A caller outside the mesh: served, and a forged identity header never reaches the app.
+    let resp = plaintext(inbound, &who()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(!resp.contains(FORGED), "the forged identity reached the app: {resp}");
+    assert!(body_json(&resp)["peer_identity"].is_null(), "{resp}");
+    // Opaque TCP that is not HTTP goes through too (the http echo answers 400 to garbage).
+    let resp = plaintext(inbound, b"\x00\x01hello\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    // A mesh caller, over mTLS, on the same port: served with its verified identity.
+    let tcp = weft_testkit::tcp_echo().await;
+    let client = start_client(pki.store(CLIENT.0, CLIENT.1), app, tcp, inbound, &api_id(), "").await;
+    let resp = weft_testkit::http1_get(client.addrs.upstreams[0], "/who").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(v["peer_identity"], web_id(), "{v}");
+    assert_eq!(plaintext_refusals(&s), 0.0);
+    let m = s.metrics_text();
+    assert!(m.contains("src=\"unauthenticated\""), "plaintext is counted as unauthenticated: {m}");
+}
+
+#[tokio::test]
+async fn a_ports_own_mode_beats_the_sidecars() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    let app = weft_testkit::http_echo("api").await;
+    let strict_port = server(&pki, app, "mtls: PERMISSIVE", ", mtls: STRICT").await;
+    let resp = plaintext(strict_port.addrs.inbound.unwrap(), &who()).await;
+    assert!(resp.is_empty(), "the port is STRICT: {resp}");
+    assert_eq!(plaintext_refusals(&strict_port), 1.0);
+    let disabled_port = server(&pki, app, "", ", mtls: DISABLE").await;
+    let resp = plaintext(disabled_port.addrs.inbound.unwrap(), &who()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "the port is DISABLE: {resp}");
+}
+
+#[tokio::test]
+async fn disable_serves_plaintext_http2_and_tcp() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    let tcp = weft_testkit::tcp_echo().await;
+    let s = server(&pki, tcp, "mtls: DISABLE", ", protocol: tcp").await;
+    let mut c = TcpStream::connect(s.addrs.inbound.unwrap()).await.unwrap();
+    c.write_all(b"hello").await.unwrap();
+    let mut buf = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf, b"hello");
+    // HTTP/2 with prior knowledge, to an HTTP app.
+    let app = weft_testkit::http_echo("api").await;
+    let s = server(&pki, app, "mtls: DISABLE", "").await;
+    let mut h2 = weft_testkit::http2_client(s.addrs.inbound.unwrap()).await.unwrap();
+    let req = http::Request::get("http://api/who")
+        .header("x-weft-peer-identity", FORGED)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["peer_identity"].is_null(), "{v}");
+}
