@@ -38,6 +38,7 @@ mod outbound;
 pub mod outlier;
 mod peer;
 mod peerauth;
+mod plainout;
 mod pool;
 pub mod resilience;
 pub mod route;
@@ -93,6 +94,8 @@ pub struct Ctx {
     /// peers (upgrades).
     server: hyper::server::conn::http1::Builder,
     apps: app::AppClients,
+    /// HTTP clients for endpoints whose workload has mTLS DISABLE (see [`plainout`]).
+    plain: plainout::PlainClients,
     /// Where accepted connections run (see [`workers`]).
     workers: workers::Workers,
     /// This proxy's SPIFFE ID, as a metric label.
@@ -305,6 +308,12 @@ impl Proxy {
                 ),
                 None => app::AppClients::default(),
             },
+            plain: plainout::PlainClients::new(
+                cfg.outbound.as_ref().map(|o| o.effective_mark()).unwrap_or(0),
+                connect_timeout,
+                workers.count(),
+                budget.clone(),
+            ),
             workers,
             budget,
             ready: AtomicBool::new(false),

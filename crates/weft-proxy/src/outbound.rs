@@ -66,6 +66,12 @@ impl Target {
     }
 
     /// The SNI naming this target on `ep`; precomputed unless the port differs from the endpoint's.
+    /// Where plaintext to `ep` goes (its workload has mTLS DISABLE): its address, at the port
+    /// called.
+    fn plain_addr(&self, ep: &Endpoint) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(ep.address.ip(), self.port.unwrap_or(ep.address.port()))
+    }
+
     fn sni<'a>(&self, ep: &'a Endpoint) -> Cow<'a, str> {
         match self.port {
             Some(port) if port != ep.address.port() => Cow::Owned(
@@ -273,6 +279,10 @@ async fn tcp(ctx: Arc<Ctx>, mut io: Prefixed<TcpStream>, mut target: Target) {
             return;
         }
     };
+    if ep.plaintext {
+        plain_tcp(&ctx, &target, &ep, io).await;
+        return;
+    }
     let (ep, connected) = connect(&ctx, &target, ep, Alpn::Tcp).await;
     let mut guard =
         ctx.metrics.tcp_conn(Peer { direction: Direction::outbound, src: ctx.id_label.clone(), dst: ep.label.clone() });
@@ -283,6 +293,27 @@ async fn tcp(ctx: Arc<Ctx>, mut io: Prefixed<TcpStream>, mut target: Target) {
             }
         }
         Err(e) => tracing::warn!(error = %e, "tcp: cannot reach peer"),
+    }
+}
+
+/// Opaque TCP to an endpoint whose workload has mTLS DISABLE: spliced in plaintext to its
+/// address at the port called (see [`crate::plainout`]).
+async fn plain_tcp(ctx: &Ctx, target: &Target, ep: &Arc<Endpoint>, mut io: Prefixed<TcpStream>) {
+    let addr = target.plain_addr(ep);
+    let mut guard =
+        ctx.metrics.tcp_conn(Peer { direction: Direction::outbound, src: ctx.id_label.clone(), dst: ep.label.clone() });
+    match net::tcp_connect(addr, ctx.mark(), ctx.cfg.timeouts.connect.into()).await {
+        Ok(mut up) => {
+            report(ctx, &target.service, ep, Outcome::Connected);
+            if let Ok((rx, tx)) = tokio::io::copy_bidirectional(&mut io, &mut up).await {
+                (guard.rx, guard.tx) = (rx, tx);
+            }
+        }
+        Err(e) => {
+            record_connect_error(ctx, &e);
+            report(ctx, &target.service, ep, Outcome::ConnectFailure);
+            tracing::warn!(error = %e, %addr, "tcp: cannot reach plaintext (mTLS DISABLE) endpoint");
+        }
     }
 }
 
@@ -786,6 +817,10 @@ async fn send(
     mut req: Request<Body>,
     connect_timeout: Option<std::time::Duration>,
 ) -> Result<Response<Body>, Failed> {
+    if ep.plaintext {
+        // mTLS DISABLE: in the clear to the workload's address (see `plainout`).
+        return ctx.plain.send(target.plain_addr(ep), req).await.map_err(Failed::Other);
+    }
     let sni = target.sni(ep);
     let mut settings = ctx.pool_settings();
     if let Some(t) = connect_timeout {

@@ -10,8 +10,8 @@
 //!                               (x-weft-peer-identity removed, never set)
 //! ```
 //! Plaintext carries no identity, so the peer label of its metrics is [`UNAUTHENTICATED`].
-//! A DISABLE port still accepts mTLS from mesh proxies for now: callers' proxies do not yet send
-//! plaintext to endpoints the control plane marks `plaintext` (docs/security.md says so).
+//! A DISABLE port still accepts mTLS from mesh proxies: callers send it plaintext (see
+//! `plainout`) except for upgrades (WebSocket, CONNECT), which still go over mTLS.
 
 use crate::detect::{Detected, Prefixed};
 use crate::loglimit::{warn_limited, Kind};

@@ -31,6 +31,8 @@ pub struct Endpoint {
     pub health: Arc<crate::outlier::Health>,
     /// Its share of load balancing within its group (1 unless set).
     pub weight: u32,
+    /// Its workload has mTLS DISABLE: reached in plaintext at `address` (see `plainout`).
+    pub plaintext: bool,
 }
 
 #[derive(Debug)]
@@ -346,6 +348,7 @@ impl Routes {
                     locality: e.locality.clone(),
                     labels: e.labels.clone(),
                     weight: e.weight.max(1),
+                    plaintext: e.plaintext,
                 }));
             }
             let svc = Arc::new(Service {

@@ -132,3 +132,51 @@ async fn disable_serves_plaintext_http2_and_tcp() {
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert!(v["peer_identity"].is_null(), "{v}");
 }
+
+/// A client sidecar whose endpoints are marked `plaintext` (their workloads have mTLS DISABLE):
+/// it sends HTTP and opaque TCP in the clear to the endpoint's address (seen on the wire by a
+/// tap), where the DISABLE server sidecar admits them; the app sees no identity.
+#[tokio::test]
+async fn callers_send_plaintext_to_disable_endpoints() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    let app = weft_testkit::http_echo("api").await;
+    let http_server = server(&pki, app, "mtls: DISABLE", "").await;
+    let http_tap = weft_testkit::Tap::start(http_server.addrs.inbound.unwrap()).await;
+    let echo = weft_testkit::tcp_echo().await;
+    let tcp_server = server(&pki, echo, "mtls: DISABLE", ", protocol: tcp").await;
+    let tcp_tap = weft_testkit::Tap::start(tcp_server.addrs.inbound.unwrap()).await;
+    let cfg = ProxyConfig::from_yaml(&format!(
+        r#"
+identity: {{ cert: unused, key: unused, bundle: unused }}
+admin: {{ listen: "127.0.0.1:0" }}
+outbound:
+  upstreams:
+    - {{ listen: "127.0.0.1:0", service: api, port: {hp} }}
+    - {{ listen: "127.0.0.1:0", service: echo, port: {tp}, protocol: tcp }}
+services:
+  - name: api
+    endpoints: [{{ address: "{ha}", identity: "{id}", plaintext: true }}]
+  - name: echo
+    endpoints: [{{ address: "{ta}", identity: "{id}", plaintext: true }}]
+"#,
+        hp = http_tap.addr.port(),
+        tp = tcp_tap.addr.port(),
+        ha = http_tap.addr,
+        ta = tcp_tap.addr,
+        id = api_id(),
+    ))
+    .expect("client config");
+    let client = Proxy::start(cfg, pki.store(CLIENT.0, CLIENT.1)).await.expect("client sidecar");
+    let resp = weft_testkit::http1_get(client.addrs.upstreams[0], "/who").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
+    assert!(v["peer_identity"].is_null(), "plaintext carries no identity: {v}");
+    assert!(http_tap.saw(b"GET /who HTTP/1.1"), "the request went in the clear");
+    let mut c = TcpStream::connect(client.addrs.upstreams[1]).await.unwrap();
+    c.write_all(b"hello").await.unwrap();
+    let mut buf = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf, b"hello");
+    assert!(tcp_tap.saw(b"hello"), "the bytes went in the clear");
+}
