@@ -34,6 +34,10 @@ pub struct MeshConfigSpec {
     /// <name>`) register here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote_clusters: Vec<RemoteCluster>,
+    /// Who may call a workload no ALLOW AuthorizationPolicy selects: mesh-wide and per
+    /// namespace (docs/security.md, "Authorization").
+    #[serde(default, skip_serializing_if = "crate::authz::AuthorizationConfig::is_default")]
+    pub authorization: crate::authz::AuthorizationConfig,
 }
 
 /// Where the control plane takes per-service virtual IPs from: one for each service and one for
@@ -224,6 +228,7 @@ impl Default for MeshConfigSpec {
             leaf_lifetime: default_leaf_lifetime(),
             virtual_ips: VirtualIps::default(),
             remote_clusters: vec![],
+            authorization: Default::default(),
         }
     }
 }
@@ -256,6 +261,7 @@ impl Validate for MeshConfigSpec {
             return Err(ConfigError::invalid("leafLifetime", "must be at least 1s"));
         }
         self.virtual_ips.parse()?;
+        self.authorization.validate()?;
         Ok(())
     }
 }

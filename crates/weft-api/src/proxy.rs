@@ -214,6 +214,11 @@ pub struct Inbound {
     /// The app's ports that the mesh may reach.
     #[serde(default)]
     pub ports: Vec<AppPort>,
+    /// Authorization without a control plane: the default policy and AuthorizationPolicies
+    /// (`{ default: deny, policies: [{ name: ns/p, spec: {...} }] }`). What the control plane
+    /// sends replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<crate::authz::Authorization>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -785,6 +790,14 @@ impl ProxyConfig {
                         format!("port {} is listed twice", p.port),
                     ));
                 }
+            }
+            if let Some(a) = &inb.authorization {
+                a.validate().map_err(|e| match e {
+                    ConfigError::Invalid { field, message } => {
+                        ConfigError::invalid(format!("inbound.authorization.{field}"), message)
+                    }
+                    other => other,
+                })?;
             }
         }
         let mut addresses = std::collections::HashMap::new();

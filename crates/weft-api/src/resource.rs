@@ -41,10 +41,12 @@ pub enum Kind {
     /// Retries with a budget, timeouts, fault injection and a local rate limit for one Service
     /// or HTTPRoute rule (`spec.targetRef`).
     ResiliencePolicy,
+    /// Who may call a workload, and what: ALLOW, DENY, AUDIT or CUSTOM rules (docs/security.md).
+    AuthorizationPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::MeshConfig,
         Kind::Service,
         Kind::Workload,
@@ -54,6 +56,7 @@ impl Kind {
         Kind::TCPRoute,
         Kind::BackendPolicy,
         Kind::ResiliencePolicy,
+        Kind::AuthorizationPolicy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +70,7 @@ impl Kind {
             Kind::TCPRoute => "TCPRoute",
             Kind::BackendPolicy => "BackendPolicy",
             Kind::ResiliencePolicy => "ResiliencePolicy",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
         }
     }
 
@@ -82,6 +86,7 @@ impl Kind {
             "tcproute" | "tcproutes" => Some(Kind::TCPRoute),
             "backendpolicy" | "backendpolicies" | "bp" => Some(Kind::BackendPolicy),
             "resiliencepolicy" | "resiliencepolicies" | "rp" => Some(Kind::ResiliencePolicy),
+            "authorizationpolicy" | "authorizationpolicies" | "ap" => Some(Kind::AuthorizationPolicy),
             _ => None,
         }
     }
@@ -152,6 +157,7 @@ pub enum Resource {
     TCPRoute(Typed<TcpRouteSpec>),
     BackendPolicy(Typed<crate::backend_policy::BackendPolicySpec>),
     ResiliencePolicy(Typed<ResiliencePolicySpec>),
+    AuthorizationPolicy(Typed<crate::authz::AuthorizationPolicySpec>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -213,6 +219,7 @@ impl TryFrom<Object> for Resource {
             Kind::TCPRoute => Resource::TCPRoute(typed(o.metadata, o.spec).map_err(within)?),
             Kind::BackendPolicy => Resource::BackendPolicy(typed(o.metadata, o.spec).map_err(within)?),
             Kind::ResiliencePolicy => Resource::ResiliencePolicy(typed(o.metadata, o.spec).map_err(within)?),
+            Kind::AuthorizationPolicy => Resource::AuthorizationPolicy(typed(o.metadata, o.spec).map_err(within)?),
         };
         Ok(r)
     }
@@ -230,6 +237,7 @@ impl Resource {
             Resource::TCPRoute(_) => Kind::TCPRoute,
             Resource::BackendPolicy(_) => Kind::BackendPolicy,
             Resource::ResiliencePolicy(_) => Kind::ResiliencePolicy,
+            Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
         }
     }
 
@@ -244,6 +252,7 @@ impl Resource {
             Resource::TCPRoute(t) => &t.metadata,
             Resource::BackendPolicy(t) => &t.metadata,
             Resource::ResiliencePolicy(t) => &t.metadata,
+            Resource::AuthorizationPolicy(t) => &t.metadata,
         }
     }
 
@@ -268,6 +277,7 @@ impl Resource {
             Resource::TCPRoute(t) => &mut t.metadata,
             Resource::BackendPolicy(t) => &mut t.metadata,
             Resource::ResiliencePolicy(t) => &mut t.metadata,
+            Resource::AuthorizationPolicy(t) => &mut t.metadata,
         }
     }
 
@@ -288,6 +298,7 @@ impl Resource {
             Resource::TCPRoute(t) => serde_json::to_value(&t.spec),
             Resource::BackendPolicy(t) => serde_json::to_value(&t.spec),
             Resource::ResiliencePolicy(t) => serde_json::to_value(&t.spec),
+            Resource::AuthorizationPolicy(t) => serde_json::to_value(&t.spec),
         }
         .unwrap_or_default();
         Object { api_version: API_VERSION.into(), kind: self.kind(), metadata: self.metadata().clone(), spec }
@@ -379,7 +390,8 @@ pub fn check_references<'a>(all: impl IntoIterator<Item = &'a Resource> + Clone)
             | Resource::GRPCRoute(_)
             | Resource::TCPRoute(_)
             | Resource::BackendPolicy(_)
-            | Resource::ResiliencePolicy(_) => {}
+            | Resource::ResiliencePolicy(_)
+            | Resource::AuthorizationPolicy(_) => {}
             Resource::MeshConfig(_) => {
                 if let Some(first) = mesh.replace(r.key()) {
                     return Err(ConfigError::invalid(
@@ -390,6 +402,7 @@ pub fn check_references<'a>(all: impl IntoIterator<Item = &'a Resource> + Clone)
             }
         }
     }
+    crate::authz::check_l4_ports(all.clone())?;
     // Two workloads at one address and port (on one network) would be one endpoint twice: a
     // proxy intercepting a connection to it could not tell which identity to expect.
     let mut at: std::collections::HashMap<(&str, std::net::IpAddr, u16), Key> = Default::default();

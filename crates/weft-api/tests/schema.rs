@@ -140,6 +140,13 @@ fn expected() -> Vec<(String, Value)> {
                     "Retries with a budget, timeouts, fault injection and a local rate limit for a Service or HTTPRoute rule.",
                 ),
             ),
+            Kind::AuthorizationPolicy => (
+                spec_schema::<weft_api::authz::AuthorizationPolicySpec>(),
+                resource_schema::<weft_api::authz::AuthorizationPolicySpec>(
+                    kind,
+                    "Who may call a workload, and what: ALLOW, DENY, AUDIT or CUSTOM rules on source identity, request and JWT.",
+                ),
+            ),
         };
         files.push((format!("{name}.json"), spec));
         files.push((format!("{name}-resource.json"), resource));
