@@ -108,6 +108,41 @@ pub fn render(cat: &Catalog, identity: &str, namespace: &str, workload: &str) ->
     Some(pb::Authorization { json: serde_json::to_string(&a).ok()? })
 }
 
+/// What `weft describe service|workload` shows: the default in force for `namespace` and the
+/// policies that apply to the instances of `service` (with `workload`, to that Workload), each
+/// with its action. `workload` empty: policies naming one Workload of the Service are listed
+/// with `workload` set.
+pub fn status(cat: &Catalog, namespace: &str, service: &str, workload: &str) -> serde_json::Value {
+    let instances: Vec<&str> = cat
+        .services
+        .get(&(namespace.to_string(), service.to_string()))
+        .map(|s| s.instances.iter().map(|i| i.name.as_str()).collect())
+        .unwrap_or_default();
+    let policies: Vec<serde_json::Value> = cat
+        .authz
+        .policies
+        .iter()
+        .filter_map(|p| {
+            let name = format!("{}/{}", p.metadata.namespace, p.metadata.name);
+            let action = serde_json::to_value(p.spec.action).unwrap_or_default();
+            if applies(p, namespace, service, workload) {
+                return Some(serde_json::json!({ "name": name, "action": action }));
+            }
+            // On a Service: the policies of one of its Workloads.
+            let t = p.spec.target_ref.as_ref()?;
+            (workload.is_empty()
+                && p.metadata.namespace == namespace
+                && t.kind == TargetKind::Workload
+                && instances.contains(&t.name.as_str()))
+            .then(|| serde_json::json!({ "name": name, "action": action, "workload": t.name }))
+        })
+        .collect();
+    serde_json::json!({
+        "default": cat.mesh.authorization.for_namespace(namespace),
+        "policies": policies,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +206,22 @@ spec: {rules: [{}]}
         let a: Authorization = serde_json::from_str(&json).unwrap();
         assert_eq!(a.clusters.get(&cat.mesh.trust_domain), Some(&cat.mesh.cluster.name));
         assert_eq!(a.policies.len(), 4);
+        // What `weft describe` shows.
+        let st = status(&cat, "shop", "api", "");
+        assert_eq!(st["default"], "all-authenticated");
+        let names: Vec<String> = st["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {}{}",
+                    p["name"].as_str().unwrap(),
+                    p["action"].as_str().unwrap(),
+                    p["workload"].as_str().map(|w| format!(" @{w}")).unwrap_or_default()
+                )
+            })
+            .collect();
+        assert_eq!(names, ["shop/ns ALLOW", "shop/svc ALLOW", "shop/wl ALLOW @api-1", "weft-system/mesh DENY"]);
     }
 }

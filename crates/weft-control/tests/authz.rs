@@ -99,6 +99,14 @@ async fn policies_applied_through_the_api_decide_requests_at_the_server_proxy() 
     assert_eq!(status, 200, "{v}");
     m.until("/public", 200).await;
     m.until("/admin/x", 403).await;
+    // `weft describe service api` / `workload api-1` show what applies.
+    for path in ["/v1/resources/Service/default/api", "/v1/resources/Workload/default/api-1"] {
+        let (_, v) = admin_api(&m.cp, "GET", path, "").await;
+        let a = &v["status"]["authorization"];
+        assert_eq!(a["default"], "all-authenticated", "{v}");
+        let names: Vec<&str> = a["policies"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+        assert_eq!(names, ["default/from-ops", "default/no-admin", "default/web-to-api"], "{v}");
+    }
     let text = m.server.metrics_text();
     assert!(metric(&text, "weft_authz_denied_total", &["policy=\"default/no-admin\""]) >= 1.0, "{text}");
     assert!(metric(&text, "weft_authz_denied_total", &["policy=\"no-allow-matched\""]) >= 1.0, "{text}");
