@@ -38,6 +38,10 @@ pub struct MeshConfigSpec {
     /// absent. PeerAuthentication resources override it per namespace, workload and port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<crate::peer_authentication::MeshMtls>,
+    /// Who may call a workload no ALLOW AuthorizationPolicy selects: mesh-wide and per
+    /// namespace (docs/security.md, "Authorization").
+    #[serde(default, skip_serializing_if = "crate::authz::AuthorizationConfig::is_default")]
+    pub authorization: crate::authz::AuthorizationConfig,
 }
 
 /// Where the control plane takes per-service virtual IPs from: one for each service and one for
@@ -229,6 +233,7 @@ impl Default for MeshConfigSpec {
             virtual_ips: VirtualIps::default(),
             remote_clusters: vec![],
             mtls: None,
+            authorization: Default::default(),
         }
     }
 }
@@ -261,6 +266,7 @@ impl Validate for MeshConfigSpec {
             return Err(ConfigError::invalid("leafLifetime", "must be at least 1s"));
         }
         self.virtual_ips.parse()?;
+        self.authorization.validate()?;
         Ok(())
     }
 }

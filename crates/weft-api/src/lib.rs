@@ -13,6 +13,7 @@ pub mod pb {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("weft.mesh.v1");
 }
+pub mod authz;
 pub mod backend_policy;
 pub mod kinds;
 pub mod link;

@@ -219,6 +219,11 @@ pub struct Inbound {
     /// A control plane sends every port's mode (PeerAuthentication), which wins.
     #[serde(default, skip_serializing_if = "crate::proxy::is_strict")]
     pub mtls: crate::peer_authentication::MtlsMode,
+    /// Authorization without a control plane: the default policy and AuthorizationPolicies
+    /// (`{ default: deny, policies: [{ name: ns/p, spec: {...} }] }`). What the control plane
+    /// sends replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<crate::authz::Authorization>,
 }
 
 fn is_strict(m: &crate::peer_authentication::MtlsMode) -> bool {
@@ -801,6 +806,14 @@ impl ProxyConfig {
                         format!("port {} is listed twice", p.port),
                     ));
                 }
+            }
+            if let Some(a) = &inb.authorization {
+                a.validate().map_err(|e| match e {
+                    ConfigError::Invalid { field, message } => {
+                        ConfigError::invalid(format!("inbound.authorization.{field}"), message)
+                    }
+                    other => other,
+                })?;
             }
         }
         let mut addresses = std::collections::HashMap::new();

@@ -44,10 +44,12 @@ pub enum Kind {
     /// Whether workloads require mTLS from callers (STRICT, PERMISSIVE, DISABLE) for a
     /// namespace, a Service's workloads, a Workload or one of its ports.
     PeerAuthentication,
+    /// Who may call a workload, and what: ALLOW, DENY, AUDIT or CUSTOM rules (docs/security.md).
+    AuthorizationPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::MeshConfig,
         Kind::Service,
         Kind::Workload,
@@ -58,6 +60,7 @@ impl Kind {
         Kind::BackendPolicy,
         Kind::ResiliencePolicy,
         Kind::PeerAuthentication,
+        Kind::AuthorizationPolicy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +75,7 @@ impl Kind {
             Kind::BackendPolicy => "BackendPolicy",
             Kind::ResiliencePolicy => "ResiliencePolicy",
             Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
         }
     }
 
@@ -88,6 +92,7 @@ impl Kind {
             "backendpolicy" | "backendpolicies" | "bp" => Some(Kind::BackendPolicy),
             "resiliencepolicy" | "resiliencepolicies" | "rp" => Some(Kind::ResiliencePolicy),
             "peerauthentication" | "peerauthentications" | "pa" => Some(Kind::PeerAuthentication),
+            "authorizationpolicy" | "authorizationpolicies" | "ap" => Some(Kind::AuthorizationPolicy),
             _ => None,
         }
     }
@@ -159,6 +164,7 @@ pub enum Resource {
     BackendPolicy(Typed<crate::backend_policy::BackendPolicySpec>),
     ResiliencePolicy(Typed<ResiliencePolicySpec>),
     PeerAuthentication(Typed<crate::peer_authentication::PeerAuthenticationSpec>),
+    AuthorizationPolicy(Typed<crate::authz::AuthorizationPolicySpec>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -221,6 +227,7 @@ impl TryFrom<Object> for Resource {
             Kind::BackendPolicy => Resource::BackendPolicy(typed(o.metadata, o.spec).map_err(within)?),
             Kind::ResiliencePolicy => Resource::ResiliencePolicy(typed(o.metadata, o.spec).map_err(within)?),
             Kind::PeerAuthentication => Resource::PeerAuthentication(typed(o.metadata, o.spec).map_err(within)?),
+            Kind::AuthorizationPolicy => Resource::AuthorizationPolicy(typed(o.metadata, o.spec).map_err(within)?),
         };
         Ok(r)
     }
@@ -239,6 +246,7 @@ impl Resource {
             Resource::BackendPolicy(_) => Kind::BackendPolicy,
             Resource::ResiliencePolicy(_) => Kind::ResiliencePolicy,
             Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
         }
     }
 
@@ -254,6 +262,7 @@ impl Resource {
             Resource::BackendPolicy(t) => &t.metadata,
             Resource::ResiliencePolicy(t) => &t.metadata,
             Resource::PeerAuthentication(t) => &t.metadata,
+            Resource::AuthorizationPolicy(t) => &t.metadata,
         }
     }
 
@@ -279,6 +288,7 @@ impl Resource {
             Resource::BackendPolicy(t) => &mut t.metadata,
             Resource::ResiliencePolicy(t) => &mut t.metadata,
             Resource::PeerAuthentication(t) => &mut t.metadata,
+            Resource::AuthorizationPolicy(t) => &mut t.metadata,
         }
     }
 
@@ -300,6 +310,7 @@ impl Resource {
             Resource::BackendPolicy(t) => serde_json::to_value(&t.spec),
             Resource::ResiliencePolicy(t) => serde_json::to_value(&t.spec),
             Resource::PeerAuthentication(t) => serde_json::to_value(&t.spec),
+            Resource::AuthorizationPolicy(t) => serde_json::to_value(&t.spec),
         }
         .unwrap_or_default();
         Object { api_version: API_VERSION.into(), kind: self.kind(), metadata: self.metadata().clone(), spec }
@@ -392,7 +403,8 @@ pub fn check_references<'a>(all: impl IntoIterator<Item = &'a Resource> + Clone)
             | Resource::TCPRoute(_)
             | Resource::BackendPolicy(_)
             | Resource::ResiliencePolicy(_)
-            | Resource::PeerAuthentication(_) => {}
+            | Resource::PeerAuthentication(_)
+            | Resource::AuthorizationPolicy(_) => {}
             Resource::MeshConfig(_) => {
                 if let Some(first) = mesh.replace(r.key()) {
                     return Err(ConfigError::invalid(
@@ -403,6 +415,7 @@ pub fn check_references<'a>(all: impl IntoIterator<Item = &'a Resource> + Clone)
             }
         }
     }
+    crate::authz::check_l4_ports(all.clone())?;
     // Two workloads at one address and port (on one network) would be one endpoint twice: a
     // proxy intercepting a connection to it could not tell which identity to expect.
     let mut at: std::collections::HashMap<(&str, std::net::IpAddr, u16), Key> = Default::default();

@@ -148,6 +148,13 @@ fn expected() -> Vec<(String, Value)> {
                     "Whether workloads require mTLS from callers (STRICT, PERMISSIVE, DISABLE): per namespace, Service, Workload or port.",
                 ),
             ),
+            Kind::AuthorizationPolicy => (
+                spec_schema::<weft_api::authz::AuthorizationPolicySpec>(),
+                resource_schema::<weft_api::authz::AuthorizationPolicySpec>(
+                    kind,
+                    "Who may call a workload, and what: ALLOW, DENY, AUDIT or CUSTOM rules on source identity, request and JWT.",
+                ),
+            ),
         };
         files.push((format!("{name}.json"), spec));
         files.push((format!("{name}-resource.json"), resource));

@@ -6,6 +6,27 @@ use serde_json::Value;
 
 pub fn policy_lines(kind: &str, v: &Value) -> Vec<String> {
     let status = &v["status"];
+    let mut out = authorization_lines(&status["authorization"]);
+    out.extend(other_policy_lines(kind, status));
+    out
+}
+
+/// On a Service or Workload: the AuthorizationPolicies that apply and the default in force.
+fn authorization_lines(a: &Value) -> Vec<String> {
+    let Some(policies) = a["policies"].as_array() else { return vec![] };
+    let mut out = vec![format!(
+        "authorization: default {}{}",
+        a["default"].as_str().unwrap_or("all-unauthenticated"),
+        if policies.is_empty() { ", no policies" } else { "" }
+    )];
+    for p in policies {
+        let on = p["workload"].as_str().map(|w| format!(" (on Workload {w})")).unwrap_or_default();
+        out.push(format!("  {:<8} {}{on}", p["action"].as_str().unwrap_or(""), p["name"].as_str().unwrap_or("")));
+    }
+    out
+}
+
+fn other_policy_lines(kind: &str, status: &Value) -> Vec<String> {
     match kind {
         "Service" => {
             let mut out = vec![];
@@ -57,5 +78,23 @@ mod tests {
             policy_lines("BackendPolicy", &p),
             vec!["condition: TargetNotFound: Service default/x does not exist"]
         );
+    }
+
+    #[test]
+    fn a_service_or_workload_shows_the_authorization_policies_that_apply() {
+        let v = json!({ "status": { "authorization": { "default": "deny", "policies": [
+            { "name": "default/web-to-api", "action": "ALLOW" },
+            { "name": "default/one", "action": "DENY", "workload": "api-1" },
+        ]}}});
+        assert_eq!(
+            policy_lines("Workload", &v),
+            [
+                "authorization: default deny",
+                "  ALLOW    default/web-to-api",
+                "  DENY     default/one (on Workload api-1)"
+            ]
+        );
+        let none = json!({ "status": { "authorization": { "default": "all-authenticated", "policies": [] } } });
+        assert_eq!(policy_lines("Service", &none), ["authorization: default all-authenticated, no policies"]);
     }
 }

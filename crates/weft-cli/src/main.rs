@@ -26,6 +26,7 @@ mod client;
 mod control;
 mod describe;
 mod dns;
+mod intention;
 mod link;
 mod netns;
 mod netns_wan;

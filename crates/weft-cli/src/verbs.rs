@@ -126,6 +126,22 @@ pub enum Verb {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Consul-style intention: `weft intention allow web api` lets Service `web` call Service
+    /// `api` (an AuthorizationPolicy `web-to-api`); `deny` refuses it.
+    Intention {
+        /// `allow` or `deny`.
+        action: String,
+        source: String,
+        destination: String,
+        /// The destination's namespace (where the policy is written).
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// The source's namespace (default: the destination's).
+        #[arg(long)]
+        source_namespace: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Subcommand)]
@@ -151,7 +167,7 @@ pub enum TokenCmd {
 fn kind_path(kind: &str) -> anyhow::Result<&'static str> {
     weft_api::resource::Kind::parse_loose(kind).map(|k| k.as_str()).with_context(|| {
         format!(
-            "unknown kind {kind:?}: use services, workloads, meshconfig, links, httproutes, grpcroutes, tcproutes or backendpolicies"
+            "unknown kind {kind:?}: use services, workloads, meshconfig, links, httproutes, grpcroutes, tcproutes, backendpolicies, resiliencepolicies or authorizationpolicies"
         )
     })
 }
@@ -170,7 +186,8 @@ impl Verb {
             | Verb::Token { conn, .. }
             | Verb::Link { conn, .. }
             | Verb::Ca { conn, .. }
-            | Verb::Check { conn } => conn,
+            | Verb::Check { conn }
+            | Verb::Intention { conn, .. } => conn,
         }
     }
 }
@@ -227,6 +244,15 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
                             o["status"]["conditions"][0]["type"].as_str().unwrap_or("-")
                         ),
                         "ResiliencePolicy" => policy_detail(o),
+                        "AuthorizationPolicy" => format!(
+                            "{}  target {}  rules {}",
+                            spec["action"].as_str().unwrap_or("ALLOW"),
+                            spec["targetRef"]["name"]
+                                .as_str()
+                                .map(|n| format!("{} {n}", s(&spec["targetRef"]["kind"])))
+                                .unwrap_or_else(|| "namespace".into()),
+                            spec["rules"].as_array().map_or(0, Vec::len)
+                        ),
                         _ => {
                             format!("trust domain {}  cluster {}", s(&spec["trustDomain"]), s(&spec["cluster"]["name"]))
                         }
@@ -279,6 +305,14 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
                         c["output"].as_str().unwrap_or("")
                     )?;
                 }
+            }
+        }
+        Verb::Intention { action, source, destination, namespace, source_namespace, .. } => {
+            let src_ns = source_namespace.as_deref().unwrap_or(&namespace);
+            let doc = crate::intention::policy(&action, &source, &destination, &namespace, src_ns)?;
+            let v = conn.call("POST", "/v1/apply", doc).await?;
+            for r in v["results"].as_array().into_iter().flatten() {
+                outln!("{}", r.as_str().unwrap_or_default())?;
             }
         }
         Verb::Delete { kind, name, namespace, .. } => {

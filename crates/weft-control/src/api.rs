@@ -291,6 +291,15 @@ fn with_status(st: &ApiState, r: &weft_api::resource::Resource, all: &[&weft_api
     if let weft_api::resource::Resource::ResiliencePolicy(p) = r {
         v["status"] = crate::resilience::status(p, all);
     }
+    // Which AuthorizationPolicies apply (`weft describe service|workload`).
+    let (service, workload) = match r {
+        weft_api::resource::Resource::Service(_) => (Some(m.name.as_str()), ""),
+        weft_api::resource::Resource::Workload(w) => (Some(w.spec.service.as_str()), m.name.as_str()),
+        _ => (None, ""),
+    };
+    if let Some(service) = service {
+        v["status"]["authorization"] = crate::authz::status(&st.catalog.borrow(), &m.namespace, service, workload);
+    }
     v
 }
 

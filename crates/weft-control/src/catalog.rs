@@ -38,6 +38,8 @@ pub struct Catalog {
     /// discovery keeps each service's render by, so one service's change renders that service
     /// again, not every service a proxy sees.
     pub service_revisions: BTreeMap<(String, String), u64>,
+    /// AuthorizationPolicies and what rendering them needs (see [`crate::authz`]).
+    pub authz: crate::authz::AuthzCatalog,
 }
 
 /// A route as discovery sends it.
@@ -375,7 +377,9 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
     }
     crate::resilience::attach(&resources, &mut services);
     crate::resilience::attach_routes(&resources, &mut routes);
+    let authz = crate::authz::AuthzCatalog::build(&resources, &mesh);
     Catalog {
+        authz,
         routes,
         policies,
         revision,

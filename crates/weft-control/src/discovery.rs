@@ -396,7 +396,8 @@ pub fn inbound_for(cat: &Catalog, identity: &str, namespace: &str, workload: &st
         }
     }
     ports.sort_by_key(|p| p.port);
-    pb::Inbound { ports, resilience }
+    let authorization = crate::authz::render(cat, identity, namespace, workload);
+    pb::Inbound { ports, resilience, authorization }
 }
 
 /// Where the proxy of `identity` (fronting `workload`, or the first Workload that runs as it) runs:

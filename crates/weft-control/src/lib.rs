@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod authz;
 pub mod ca;
 pub mod catalog;
 pub mod consul;

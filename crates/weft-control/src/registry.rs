@@ -223,7 +223,8 @@ pub fn run(
                     && old.ca == cat.ca
                     && old.routes == cat.routes
                     // A policy's condition can change with no change to what proxies get.
-                    && old.policies == cat.policies;
+                    && old.policies == cat.policies
+                    && old.authz == cat.authz;
                 if !same {
                     *old = cat;
                 }

@@ -378,6 +378,21 @@ pub fn inbound_resilience_from(
     Ok(Some((r.service.clone(), resilience_from(r, "inbound.resilience")?)))
 }
 
+/// The authorization an update carries (policies and default), checked as the control plane
+/// checked it; `None`: none sent (the local config's applies).
+pub fn authorization_from(update: &pb::ProxyUpdate) -> Result<Option<weft_api::authz::Authorization>, ConfigError> {
+    let Some(a) = update.inbound.as_ref().and_then(|i| i.authorization.as_ref()) else { return Ok(None) };
+    let spec: weft_api::authz::Authorization = serde_json::from_str(&a.json)
+        .map_err(|e| ConfigError::invalid("inbound.authorization", format!("not an authorization: {e}")))?;
+    spec.validate().map_err(|e| match e {
+        ConfigError::Invalid { field, message } => {
+            ConfigError::invalid(format!("inbound.authorization.{field}"), message)
+        }
+        other => other,
+    })?;
+    Ok(Some(spec))
+}
+
 /// The inbound ports an update carries, naming the bad field on error.
 pub fn inbound_from(update: &pb::ProxyUpdate) -> Result<Vec<weft_api::proxy::AppPort>, ConfigError> {
     let ports = update.inbound.as_ref().map(|i| i.ports.as_slice()).unwrap_or_default();
@@ -426,6 +441,7 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
     let inbound = inbound_from(update).map_err(|e| e.to_string())?;
     let vips = virtual_ips_from(update).map_err(|e| e.to_string())?;
     let limit = inbound_resilience_from(update).map_err(|e| e.to_string())?;
+    let authz = authorization_from(update).map_err(|e| e.to_string())?;
     ctx.apps.add_ports(inbound.iter().map(|p| p.port));
     if let Some(p) = &update.placement {
         ctx.set_place(&p.cluster, &p.locality);
@@ -446,6 +462,7 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
         Some((service, spec)) => ctx.resilience.update_inbound(Some(spec), service),
         None => ctx.resilience.update_inbound(None, ""),
     }
+    ctx.authz.update(authz.as_ref());
     Ok(())
 }
 

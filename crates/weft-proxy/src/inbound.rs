@@ -97,12 +97,20 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
     };
     let app = SocketAddr::new(ctx.app_host(), port);
     let label = Peer { direction: Direction::inbound, src: Name::new(peer_id.to_string()), dst: ctx.id_label.clone() };
-    serve_app(ctx, tls, remote, app, (port, protocol), label, alpn, Some(peer_id.to_string())).await;
+    let source = crate::authz::compile::Source::mtls(&peer_id, remote.ip());
+    // Authorization of an opaque connection: what L4 knows, once; denied is a reset.
+    if alpn.as_deref() == Some(net::ALPN_TCP) && crate::authz::check_tcp(&ctx, &source, port).is_err() {
+        let (io, _) = tls.get_ref();
+        let _ = socket2::SockRef::from(io.get_ref()).set_linger(Some(std::time::Duration::ZERO));
+        return;
+    }
+    serve_app(ctx, tls, remote, app, (port, protocol), label, alpn, Some(peer_id.to_string()), source).await;
 }
 
 /// Serves one authenticated (mTLS) or admitted plaintext connection to the app: HTTP/2 (`alpn`
 /// h2), opaque TCP (`alpn` weft-tcp) or HTTP/1. `peer` is the verified identity, `None` for
-/// plaintext (the identity header is then removed, never set).
+/// plaintext (the identity header is then removed, never set). An opaque connection's
+/// authorization (`source`, the port) is checked by the caller, which can reset the socket.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve_app<T>(
     ctx: Arc<Ctx>,
@@ -113,6 +121,7 @@ pub(crate) async fn serve_app<T>(
     label: Peer,
     alpn: Option<Vec<u8>>,
     peer: Option<String>,
+    source: crate::authz::compile::Source,
 ) where
     T: crate::cork::Session + Send + 'static,
 {
@@ -136,8 +145,17 @@ pub(crate) async fn serve_app<T>(
         None => None,
     };
     let allow_connect = ctx.allows_connect(port);
-    let conn =
-        Conn { ctx: ctx.clone(), peer_header, label, series: OnceLock::new(), app, protocol, allow_connect, remote };
+    let conn = Conn {
+        ctx: ctx.clone(),
+        peer_header,
+        label,
+        series: OnceLock::new(),
+        app,
+        protocol,
+        allow_connect,
+        remote,
+        source,
+    };
     // Corked: responses to many requests on one connection leave in one write (see `cork`).
     let io = crate::cork::Corked::new(tls);
     if alpn.as_deref() == Some(net::ALPN_H2) {
@@ -163,6 +181,8 @@ struct Conn {
     allow_connect: bool,
     /// The peer proxy's address, for rate-limited warnings.
     remote: SocketAddr,
+    /// Who the peer is, for authorization (see [`crate::authz`]).
+    source: crate::authz::compile::Source,
 }
 
 impl Conn {
@@ -230,6 +250,12 @@ impl Handler for Conn {
         // Before the identity is set: a `Connection` header must not name it away.
         h::strip_hop_by_hop(req.headers_mut());
         let proto = self.prepare(&mut req);
+        // After `prepare`: a condition on a header sees the verified identity, never a copy
+        // from outside.
+        if let Err(denied) = crate::authz::check_http(&self.ctx, &self.source, self.remote, self.app.port(), &req).await
+        {
+            return self.finish(Ok(denied), started);
+        }
         self.finish(forward(&self.ctx, self.app, proto, req).await, started)
     }
 
@@ -253,6 +279,10 @@ impl Handler for Conn {
             return self.finish(Err(e), started);
         }
         self.prepare(&mut req);
+        if let Err(denied) = crate::authz::check_http(&self.ctx, &self.source, self.remote, self.app.port(), &req).await
+        {
+            return self.finish(Ok(denied), started);
+        }
         let (ctx, app) = (&self.ctx, self.app);
         let result = async {
             let tcp = crate::app::connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;

@@ -13,6 +13,7 @@
 mod admin;
 mod app;
 pub mod authn;
+pub mod authz;
 pub mod balance;
 mod budget;
 pub mod cli;
@@ -115,6 +116,8 @@ pub struct Ctx {
     place: std::sync::Mutex<(String, String)>,
     /// Compiled ResiliencePolicies, their metrics and the inbound rate limit (see [`resilience`]).
     resilience: resilience::State,
+    /// Compiled AuthorizationPolicies and their metrics (see [`authz`]).
+    authz: authz::State,
 }
 
 impl Ctx {
@@ -246,6 +249,11 @@ impl Proxy {
         let outliers = outlier::Store::default();
         let mut registry = Registry::default();
         let resilience = resilience::State::new(resilience::Metrics::register(&mut registry));
+        let authz = authz::State::new(
+            authz::Metrics::register(&mut registry),
+            cfg.inbound.as_ref().and_then(|i| i.authorization.as_ref()),
+            certs.id().trust_domain(),
+        );
         let policies = resilience.compile(wanted_policies(&cfg.services));
         let routes = Routes::from_services_in(
             &cfg.services,
@@ -324,6 +332,7 @@ impl Proxy {
             route_metrics,
             place: std::sync::Mutex::new((cfg.cluster.clone(), cfg.locality.clone())),
             resilience,
+            authz,
             cfg,
         });
 

@@ -64,7 +64,13 @@ pub(crate) async fn plaintext(ctx: Arc<Ctx>, stream: TcpStream, prefix: Vec<u8>,
         Detected::Http1 => None,
         Detected::Tcp | Detected::Tls => Some(net::ALPN_TCP.to_vec()),
     };
+    let source = crate::authz::compile::Source::plaintext(remote.ip());
+    // Authorization of an opaque connection: what L4 knows, once; denied is a reset.
+    if alpn.as_deref() == Some(net::ALPN_TCP) && crate::authz::check_tcp(&ctx, &source, port).is_err() {
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+        return;
+    }
     // Held until flush like the mTLS path's writes (see `cork`).
     let io = crate::cork::Buffered::new(Prefixed::new(prefix, stream));
-    crate::inbound::serve_app(ctx, io, remote, app, (port, protocol), label, alpn, None).await;
+    crate::inbound::serve_app(ctx, io, remote, app, (port, protocol), label, alpn, None, source).await;
 }

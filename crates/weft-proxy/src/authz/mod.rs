@@ -1,0 +1,266 @@
+//! Authorization at the server's proxy: AuthorizationPolicies (docs/security.md,
+//! "Authorization"), compiled when they arrive ([`compile`]) and checked on every inbound
+//! request (HTTP) or connection (opaque TCP) before the app sees it.
+//!
+//! ```text
+//! inbound request ─► CUSTOM match? ─► provider (custom::check) ─ no ─► denied
+//!                  ─► DENY match? ─────────────────────────────── yes ─► denied
+//!                  ─► ALLOW policies? ─ yes: one matches? ─ no ─► denied
+//!                                    └─ no: the default policy ─ refuses ─► denied
+//!                  AUDIT matches are counted and logged; they never decide.
+//! denied: HTTP 403, gRPC PERMISSION_DENIED (7), TCP reset; `weft_authz_denied_total{policy}`.
+//! ```
+
+pub mod compile;
+pub mod custom;
+mod glob;
+#[cfg(test)]
+mod tests;
+
+use crate::httputil::{self as h, Body};
+use arc_swap::ArcSwap;
+use compile::{Attrs, Compiled, Denied, HttpAttrs, Source};
+use http::{HeaderValue, Request, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use weft_api::authz::{Action, Authorization};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabel {
+    /// `namespace/name`, or `no-allow-matched`, or `default-<policy>`.
+    pub policy: String,
+}
+
+/// `weft_authz_denied_total{policy}`, `weft_authz_audit_total{policy}`.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    pub denied: Family<PolicyLabel, Counter>,
+    pub audit: Family<PolicyLabel, Counter>,
+}
+
+impl Metrics {
+    pub fn register(reg: &mut Registry) -> Self {
+        let m = Metrics::default();
+        let r = reg.sub_registry_with_prefix("weft_authz");
+        r.register("denied", "Inbound requests and connections denied by authorization, by policy", m.denied.clone());
+        r.register("audit", "Inbound requests an AUDIT AuthorizationPolicy matched, by policy", m.audit.clone());
+        m
+    }
+}
+
+/// The policies in force and their metrics.
+pub struct State {
+    current: ArcSwap<Compiled>,
+    metrics: Metrics,
+    /// The proxy config file's `inbound.authorization`: in force when the control plane sends none.
+    local: Authorization,
+    own_trust_domain: String,
+}
+
+impl State {
+    pub fn new(metrics: Metrics, local: Option<&Authorization>, own_trust_domain: &str) -> State {
+        let local = local.cloned().unwrap_or_default();
+        let s = State {
+            current: ArcSwap::from_pointee(Compiled::new(&Authorization::default(), own_trust_domain, &|_, _| {
+                Counter::default()
+            })),
+            metrics,
+            local,
+            own_trust_domain: own_trust_domain.into(),
+        };
+        s.update(None);
+        s
+    }
+
+    /// Compiles and installs `spec` (the control plane's; `None`: the local config's). An
+    /// unchanged set is kept as it is.
+    pub fn update(&self, spec: Option<&Authorization>) {
+        let spec = spec.unwrap_or(&self.local);
+        if self.current.load().spec == *spec {
+            return;
+        }
+        let m = &self.metrics;
+        let counter = |name: &str, action: Action| {
+            let label = PolicyLabel { policy: name.to_string() };
+            match action {
+                Action::Audit => m.audit.get_or_create(&label).clone(),
+                _ => m.denied.get_or_create(&label).clone(),
+            }
+        };
+        self.current.store(Arc::new(Compiled::new(spec, &self.own_trust_domain, &counter)));
+    }
+
+    pub fn load(&self) -> Arc<Compiled> {
+        self.current.load_full()
+    }
+
+    /// For `/config_dump`.
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::to_value(&self.current.load().spec).unwrap_or_default()
+    }
+
+    fn count_denied(&self, c: &Compiled, d: &Denied) {
+        match d {
+            Denied::Policy(p) | Denied::Custom { policy: p, .. } => {
+                if let Some(p) = c.deny.iter().chain(&c.custom).find(|x| x.name == *p) {
+                    p.counter.inc();
+                    return;
+                }
+                self.metrics.denied.get_or_create(&PolicyLabel { policy: p.to_string() }).inc();
+            }
+            other => {
+                self.metrics.denied.get_or_create(&PolicyLabel { policy: other.label() }).inc();
+            }
+        }
+    }
+
+    fn audit(&self, c: &Compiled, a: &Attrs<'_>, what: &str) {
+        for p in c.audits(a) {
+            p.counter.inc();
+            tracing::debug!(policy = %p.name, src = ?a.source.principal, ip = %a.source.ip, port = a.port, request = what, "authz: AUDIT policy matched");
+        }
+    }
+}
+
+/// Host without port, lowercase.
+fn host_of(req: &Request<Body>) -> String {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.host().to_string())
+        .or_else(|| req.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string))
+        .unwrap_or_default();
+    let host = match raw.rsplit_once(':') {
+        Some((h, p)) if !raw.ends_with(']') && p.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
+        _ => raw,
+    };
+    host.to_ascii_lowercase()
+}
+
+fn is_grpc(req: &Request<Body>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// The response to a denied request: 403, or for gRPC a trailers-only PERMISSION_DENIED.
+fn denied_response(grpc: bool, d: &Denied) -> Response<Body> {
+    let msg = match d {
+        Denied::Custom { .. } => "RBAC: access denied by the extension provider".to_string(),
+        _ => "RBAC: access denied".to_string(),
+    };
+    let mut resp = if grpc {
+        let mut r = Response::new(h::full(""));
+        let hs = r.headers_mut();
+        hs.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        hs.insert("grpc-status", HeaderValue::from_static("7"));
+        if let Ok(v) = HeaderValue::from_str(&msg) {
+            hs.insert("grpc-message", v);
+        }
+        r
+    } else {
+        let mut r = Response::new(h::full(format!("{msg}\n")));
+        *r.status_mut() = http::StatusCode::FORBIDDEN;
+        r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        r
+    };
+    resp.headers_mut().insert(h::PROXY_ERROR, HeaderValue::from_static("authz-denied"));
+    resp
+}
+
+/// The hook for one inbound HTTP request on app port `port`: `Err` is the response to send
+/// instead of forwarding. Reads the JWT's [`crate::authn::RequestPrincipal`] from the request's
+/// extensions, so it runs after request authentication.
+pub async fn check_http(
+    ctx: &crate::Ctx,
+    source: &Source,
+    remote: std::net::SocketAddr,
+    port: u16,
+    req: &Request<Body>,
+) -> Result<(), Response<Body>> {
+    let c = ctx.authz.load();
+    if c.is_open() && source.principal.is_some() {
+        return Ok(());
+    }
+    let host = host_of(req);
+    let grpc = is_grpc(req);
+    let a = Attrs {
+        source,
+        cluster: c.cluster_of(source.trust_domain.as_deref()),
+        port,
+        http: Some(HttpAttrs {
+            host: &host,
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            grpc,
+            headers: req.headers(),
+            principal: req.extensions().get::<crate::authn::RequestPrincipal>(),
+        }),
+    };
+    ctx.authz.audit(&c, &a, req.uri().path());
+    let verdict = match c.custom(&a) {
+        Some(p) => {
+            let provider = p.provider.clone().unwrap_or_default();
+            let check = custom::CheckRequest {
+                method: req.method(),
+                uri: req.uri(),
+                headers: req.headers(),
+                principal: source.principal.as_deref(),
+                source: remote,
+            };
+            match custom::check(ctx, &provider, &check).await {
+                custom::Decision::Allow => c.decide(&a),
+                custom::Decision::Deny { reason, response } => {
+                    let d = Denied::Custom { policy: p.name.clone(), reason };
+                    if let Some(r) = response {
+                        ctx.authz.count_denied(&c, &d);
+                        log_denied(&d, source, port, req.uri().path());
+                        return Err(r);
+                    }
+                    Err(d)
+                }
+            }
+        }
+        None => c.decide(&a),
+    };
+    verdict.map_err(|d| {
+        ctx.authz.count_denied(&c, &d);
+        log_denied(&d, source, port, req.uri().path());
+        denied_response(grpc, &d)
+    })
+}
+
+fn log_denied(d: &Denied, source: &Source, port: u16, what: &str) {
+    let reason = match d {
+        Denied::Custom { reason, .. } => reason.as_str(),
+        _ => "",
+    };
+    tracing::debug!(policy = %d.label(), reason, src = ?source.principal, ip = %source.ip, port, request = what, "authz: denied");
+}
+
+/// The hook for one opaque TCP connection to app port `port`: only what L4 knows is checked
+/// (a rule field that needs HTTP never matches for ALLOW and AUDIT, and always does for DENY
+/// and CUSTOM). A matching CUSTOM policy denies: providers are asked about HTTP requests only.
+pub fn check_tcp(ctx: &crate::Ctx, source: &Source, port: u16) -> Result<(), Denied> {
+    let c = ctx.authz.load();
+    if c.is_open() && source.principal.is_some() {
+        return Ok(());
+    }
+    let a = Attrs { source, cluster: c.cluster_of(source.trust_domain.as_deref()), port, http: None };
+    ctx.authz.audit(&c, &a, "tcp");
+    let verdict = match c.custom(&a) {
+        Some(p) => Err(Denied::Custom {
+            policy: p.name.clone(),
+            reason: "a CUSTOM policy matched an opaque TCP connection: providers decide HTTP requests only".into(),
+        }),
+        None => c.decide(&a),
+    };
+    verdict.inspect_err(|d| {
+        ctx.authz.count_denied(&c, d);
+        log_denied(d, source, port, "tcp");
+    })
+}
