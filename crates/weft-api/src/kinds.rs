@@ -34,6 +34,10 @@ pub struct MeshConfigSpec {
     /// <name>`) register here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote_clusters: Vec<RemoteCluster>,
+    /// External authorization services that CUSTOM authorization rules name (docs/security.md,
+    /// "External authorization").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extension_providers: Vec<crate::ext_authz::ExtensionProvider>,
 }
 
 /// Where the control plane takes per-service virtual IPs from: one for each service and one for
@@ -224,6 +228,7 @@ impl Default for MeshConfigSpec {
             leaf_lifetime: default_leaf_lifetime(),
             virtual_ips: VirtualIps::default(),
             remote_clusters: vec![],
+            extension_providers: vec![],
         }
     }
 }
@@ -256,6 +261,7 @@ impl Validate for MeshConfigSpec {
             return Err(ConfigError::invalid("leafLifetime", "must be at least 1s"));
         }
         self.virtual_ips.parse()?;
+        crate::ext_authz::validate_providers(&self.extension_providers)?;
         Ok(())
     }
 }
