@@ -13,6 +13,7 @@
 mod admin;
 mod app;
 pub mod authn;
+pub mod authz;
 pub mod balance;
 mod budget;
 pub mod cli;
@@ -111,6 +112,9 @@ pub struct Ctx {
     place: std::sync::Mutex<(String, String)>,
     /// Compiled ResiliencePolicies, their metrics and the inbound rate limit (see [`resilience`]).
     resilience: resilience::State,
+    /// MeshConfig `extensionProviders` from the control plane: the external authorizers of CUSTOM
+    /// authorization (see [`authz::custom::check`]).
+    pub ext_authz: authz::ext::Providers,
 }
 
 impl Ctx {
@@ -306,6 +310,7 @@ impl Proxy {
             route_metrics,
             place: std::sync::Mutex::new((cfg.cluster.clone(), cfg.locality.clone())),
             resilience,
+            ext_authz: authz::ext::Providers::new(cfg.mark()),
             cfg,
         });
 
