@@ -50,8 +50,35 @@ fn python_with_grpcio() -> Result<PathBuf, String> {
     if has(&python) {
         return Ok(python);
     }
-    // Built aside and renamed into place, so a half-made venv is never used (tests of this file
-    // run in parallel processes; the first rename wins, the others use it).
+    // One test process installs; the others (nextest runs each test in its own) wait for it
+    // rather than download the same packages at once. A lock left by a killed run is taken over
+    // after ten minutes.
+    let lock = venv.with_extension("lock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(900);
+    while std::fs::create_dir(&lock).is_err() {
+        if has(&python) {
+            return Ok(python);
+        }
+        let stale = std::fs::metadata(&lock)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(600));
+        if stale {
+            let _ = std::fs::remove_dir(&lock);
+        }
+        assert!(std::time::Instant::now() < deadline, "another test has held {} for 15 minutes", lock.display());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    struct Unlock(PathBuf);
+    impl Drop for Unlock {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _unlock = Unlock(lock);
+    if has(&python) {
+        return Ok(python);
+    }
+    // Built aside and renamed into place, so a half-made venv is never used.
     let partial = venv.with_extension(format!("partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&partial);
     let out = Command::new("python3").args(["-m", "venv"]).arg(&partial).output().unwrap_or_else(|e| {
@@ -75,11 +102,8 @@ fn python_with_grpcio() -> Result<PathBuf, String> {
         }
         panic!("pip install {PACKAGES:?} failed: {text}");
     }
-    if !has(&python) && std::fs::rename(&partial, &venv).is_err() {
-        // Another test process put its venv in place first.
-        let _ = std::fs::remove_dir_all(&partial);
-    }
-    let _ = std::fs::remove_dir_all(&partial);
+    let _ = std::fs::remove_dir_all(&venv);
+    std::fs::rename(&partial, &venv).unwrap();
     assert!(has(&python), "grpcio installed but `import grpc, grpc_tools.protoc` fails");
     Ok(python)
 }
@@ -89,6 +113,8 @@ struct Authorizer {
     child: Child,
     grpc: SocketAddr,
     http: SocketAddr,
+    /// Where it generated its stubs (removed with it).
+    stubs: PathBuf,
 }
 
 impl Drop for Authorizer {
@@ -96,6 +122,7 @@ impl Drop for Authorizer {
         drop(self.child.stdin.take());
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.stubs);
     }
 }
 
@@ -134,7 +161,7 @@ fn authorizer() -> Option<Authorizer> {
     };
     let grpc = port("GRPC");
     let http = port("HTTP");
-    Some(Authorizer { child, grpc, http })
+    Some(Authorizer { child, grpc, http, stubs })
 }
 
 fn provider(yaml: &str) -> ExtensionProvider {
