@@ -118,6 +118,12 @@ async fn extension_providers_reach_proxies_and_decide_through_them() {
         Decision::Allow(a) => panic!("allowed: {a:?}"),
     }
 
+    let text = proxy.metrics_text();
+    for result in ["allow", "deny"] {
+        let line = format!("weft_ext_authz_checks_total{{provider=\"ext\",result=\"{result}\"}} 1");
+        assert!(text.contains(&line), "no {line:?} in\n{text}");
+    }
+
     // Removed from the MeshConfig: gone from the proxy, and a check naming it denies.
     let (status, v) = set_providers(&cp, serde_json::json!([])).await;
     assert_eq!(status, 200, "{v}");
@@ -129,5 +135,6 @@ async fn extension_providers_reach_proxies_and_decide_through_them() {
         Decision::Deny(d) => assert!(d.failed && d.reason.contains("no extension provider"), "{}", d.reason),
         Decision::Allow(a) => panic!("allowed: {a:?}"),
     }
+    assert!(proxy.metrics_text().contains("weft_ext_authz_checks_total{provider=\"ext\",result=\"failed_closed\"} 1"));
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -253,6 +253,7 @@ impl Proxy {
         let metrics = metrics::Metrics::new(&mut registry);
         let outlier_metrics = outlier::Metrics::register(&mut registry);
         let route_metrics = route::Metrics::register(&mut registry);
+        let ext_authz = authz::ext::Providers::with_metrics(cfg.mark(), authz::ext::Metrics::register(&mut registry));
         metrics.cert_expiry.set(identity::expiry_secs(&certs.leaf()));
         let mut server = hyper::server::conn::http1::Builder::new();
         server
@@ -310,7 +311,7 @@ impl Proxy {
             route_metrics,
             place: std::sync::Mutex::new((cfg.cluster.clone(), cfg.locality.clone())),
             resilience,
-            ext_authz: authz::ext::Providers::new(cfg.mark()),
+            ext_authz,
             cfg,
         });
 

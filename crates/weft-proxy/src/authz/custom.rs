@@ -95,18 +95,24 @@ pub async fn check(ctx: &CheckContext<'_>, provider: &str, req: &http::request::
             ctx.providers.names()
         );
         tracing::warn!(provider, "CUSTOM authorization denied the request: {reason}");
+        ctx.providers.count(provider, "failed_closed");
         return Decision::Deny(Denial::failed(StatusCode::FORBIDDEN, reason));
     };
     match p.ask(ctx, req).await {
-        Ok(d) => d,
+        Ok(d) => {
+            ctx.providers.count(provider, if matches!(d, Decision::Allow(_)) { "allow" } else { "deny" });
+            d
+        }
         Err(e) => {
             let spec = p.spec();
             let reason = format!("extension provider {provider:?} at {} failed: {e}", spec.address);
             if spec.fail_open {
                 tracing::warn!(provider, "{reason}; allowing the request (failOpen)");
+                ctx.providers.count(provider, "failed_open");
                 Decision::Allow(Allow::default())
             } else {
                 tracing::warn!(provider, "{reason}; denying the request (fail closed)");
+                ctx.providers.count(provider, "failed_closed");
                 let status = StatusCode::from_u16(spec.status_on_error).unwrap_or(StatusCode::FORBIDDEN);
                 Decision::Deny(Denial::failed(status, reason))
             }

@@ -16,6 +16,10 @@ mod http;
 
 use crate::authz::custom::{CheckContext, Decision};
 use arc_swap::ArcSwap;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use weft_api::ext_authz::{ExtensionProvider, ProviderKind};
@@ -75,15 +79,52 @@ impl Provider {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub provider: String,
+    /// `allow`, `deny` (the authorizer's answers), `failed_closed` (no usable answer, or no such
+    /// provider: denied), `failed_open` (no usable answer, `failOpen`: allowed).
+    pub result: &'static str,
+}
+
+/// `weft_ext_authz_checks_total{provider,result}`.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    pub checks: Family<CheckLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn register(reg: &mut Registry) -> Self {
+        let m = Metrics::default();
+        reg.sub_registry_with_prefix("weft").register(
+            "ext_authz_checks",
+            "Checks of external authorizers (CUSTOM authorization), by provider and result",
+            m.checks.clone(),
+        );
+        m
+    }
+}
+
 /// The providers this proxy knows, by name.
 pub struct Providers {
     mark: u32,
     by_name: ArcSwap<BTreeMap<String, Arc<Provider>>>,
+    metrics: Metrics,
 }
 
 impl Providers {
+    /// No provider yet; the metrics counted but registered nowhere (see [`Providers::with_metrics`]).
     pub fn new(mark: u32) -> Self {
-        Providers { mark, by_name: ArcSwap::from_pointee(BTreeMap::new()) }
+        Providers::with_metrics(mark, Metrics::default())
+    }
+
+    pub fn with_metrics(mark: u32, metrics: Metrics) -> Self {
+        Providers { mark, by_name: ArcSwap::from_pointee(BTreeMap::new()), metrics }
+    }
+
+    /// Counts one check of `provider`.
+    pub(crate) fn count(&self, provider: &str, result: &'static str) {
+        self.metrics.checks.get_or_create(&CheckLabels { provider: provider.to_string(), result }).inc();
     }
 
     /// The provider called `name`, if the mesh declares one.
