@@ -204,6 +204,20 @@ fn validate_address(field: &str, address: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Headers that frame a message or belong to one connection: never sent in a check, nor copied
+/// from an authorizer's answer onto the request (a `content-length` from the authorizer would
+/// reframe the request's body).
+pub const FRAMING_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "te",
+    "trailer",
+];
+
 /// Header names: HTTP tokens, lowercase, no pseudo-headers, no repeats.
 fn validate_header_names(field: &str, names: &[String]) -> Result<(), ConfigError> {
     if names.len() > MAX_HEADER_NAMES {
@@ -216,6 +230,12 @@ fn validate_header_names(field: &str, names: &[String]) -> Result<(), ConfigErro
             return Err(ConfigError::invalid(
                 format!("{field}[{i}]"),
                 format!("{n:?} is not a lowercase HTTP header name, e.g. x-user-id"),
+            ));
+        }
+        if FRAMING_HEADERS.contains(&n.as_str()) && !field.ends_with("headersToDownstreamOnDeny") {
+            return Err(ConfigError::invalid(
+                format!("{field}[{i}]"),
+                format!("{n:?} frames the message or belongs to one connection: the proxy sets it itself; remove it"),
             ));
         }
         if names[..i].contains(n) {
@@ -266,6 +286,10 @@ mod tests {
         assert!(e.contains(".pathPrefix"), "{e}");
         let e = error("name: opa\nkind: http\naddress: a:1\nheadersToUpstreamOnAllow: [X-User]\n");
         assert!(e.contains("headersToUpstreamOnAllow[0]") && e.contains("lowercase"), "{e}");
+        let e = error("name: opa\nkind: http\naddress: a:1\nheadersToUpstreamOnAllow: [x-user, content-length]\n");
+        assert!(e.contains("headersToUpstreamOnAllow[1]") && e.contains("sets it itself"), "{e}");
+        let e = error("name: opa\nkind: http\naddress: a:1\nincludeRequestHeadersInCheck: [transfer-encoding]\n");
+        assert!(e.contains("includeRequestHeadersInCheck[0]"), "{e}");
         let unknown = serde_saphyr::from_str::<ExtensionProvider>("name: a\nkind: tcp\naddress: a:1\n").unwrap_err();
         assert!(unknown.to_string().contains("tcp"), "{unknown}");
     }

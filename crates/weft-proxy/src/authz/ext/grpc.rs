@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use tonic::transport::{Channel, Endpoint};
 use weft_api::envoy_auth as pb;
 use weft_api::envoy_auth::authorization_client::AuthorizationClient;
-use weft_api::ext_authz::ExtensionProvider;
+use weft_api::ext_authz::{ExtensionProvider, FRAMING_HEADERS};
 use weft_api::ConfigError;
 
 /// The largest CheckResponse read.
@@ -115,9 +115,14 @@ fn check_request(ctx: &CheckContext<'_>, req: &http::request::Parts) -> pb::Chec
     }
 }
 
+/// A header the authorizer sets; `None` for one that is not a valid header or that frames the
+/// message (the proxy's own: an authorizer's `content-length` would reframe the request).
 fn header(o: &pb::HeaderValueOption) -> Option<(HeaderName, HeaderValue, bool)> {
     let h = o.header.as_ref()?;
     let name = HeaderName::from_bytes(h.key.as_bytes()).ok()?;
+    if FRAMING_HEADERS.contains(&name.as_str()) {
+        return None;
+    }
     let raw = if h.raw_value.is_empty() { h.value.as_bytes() } else { &h.raw_value };
     let value = HeaderValue::from_bytes(raw).ok()?;
     // Envoy: in these messages `append` defaults to false (the value replaces the request's).
@@ -131,8 +136,12 @@ fn decision(provider: &str, r: pb::CheckResponse) -> Decision {
         let mut allow = Allow::default();
         if let Some(pb::check_response::HttpResponse::OkResponse(ok)) = &r.http_response {
             allow.headers = ok.headers.iter().filter_map(header).collect();
-            allow.remove =
-                ok.headers_to_remove.iter().filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()).collect();
+            allow.remove = ok
+                .headers_to_remove
+                .iter()
+                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                .filter(|n| !FRAMING_HEADERS.contains(&n.as_str()))
+                .collect();
             allow.response_headers =
                 ok.response_headers_to_add.iter().filter_map(header).map(|(n, v, _)| (n, v)).collect();
         }
@@ -150,9 +159,7 @@ fn decision(provider: &str, r: pb::CheckResponse) -> Decision {
             }
         }
         for (n, v, _) in d.headers.iter().filter_map(header) {
-            if n != http::header::CONTENT_LENGTH && n != http::header::TRANSFER_ENCODING {
-                headers.append(n, v);
-            }
+            headers.append(n, v);
         }
         body = d.body.into();
     }
@@ -187,12 +194,23 @@ mod tests {
         let ok = pb::CheckResponse {
             status: Some(pb::Status { code: 0, message: String::new() }),
             http_response: Some(pb::check_response::HttpResponse::OkResponse(pb::OkHttpResponse {
-                headers: vec![pb::HeaderValueOption {
-                    header: Some(pb::HeaderValue { key: "x-user".into(), value: "ann".into(), raw_value: vec![] }),
-                    append: None,
-                    append_action: 0,
-                }],
-                headers_to_remove: vec!["authorization".into()],
+                headers: vec![
+                    pb::HeaderValueOption {
+                        header: Some(pb::HeaderValue { key: "x-user".into(), value: "ann".into(), raw_value: vec![] }),
+                        append: None,
+                        append_action: 0,
+                    },
+                    pb::HeaderValueOption {
+                        header: Some(pb::HeaderValue {
+                            key: "content-length".into(),
+                            value: "0".into(),
+                            raw_value: vec![],
+                        }),
+                        append: None,
+                        append_action: 0,
+                    },
+                ],
+                headers_to_remove: vec!["authorization".into(), "transfer-encoding".into()],
                 response_headers_to_add: vec![],
             })),
         };
@@ -200,7 +218,11 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-user", HeaderValue::from_static("mallory"));
         h.insert("authorization", HeaderValue::from_static("Bearer x"));
+        h.insert("content-length", HeaderValue::from_static("5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         a.apply(&mut h);
+        assert_eq!(h["content-length"], "5", "an authorizer does not reframe the request");
+        assert_eq!(h["transfer-encoding"], "chunked");
         assert_eq!(h.get_all("x-user").iter().collect::<Vec<_>>(), ["ann"]);
         assert!(h.get("authorization").is_none());
     }

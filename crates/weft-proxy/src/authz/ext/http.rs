@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
-use weft_api::ext_authz::ExtensionProvider;
+use weft_api::ext_authz::{ExtensionProvider, FRAMING_HEADERS};
 
 /// The largest denial body passed to the caller.
 const MAX_BODY: usize = 64 << 10;
@@ -19,10 +19,6 @@ const MAX_BODY: usize = 64 << 10;
 /// Headers always sent, whatever the provider lists (Envoy's: `:authority` as `host`, and
 /// `authorization`).
 const ALWAYS_SENT: &[&str] = &["authorization"];
-
-/// Headers never copied from the service's answer: framing and hop-by-hop.
-const NEVER_COPIED: &[&str] =
-    &["content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "host"];
 
 pub struct HttpClient {
     client: Client<Connector, Empty<Bytes>>,
@@ -112,7 +108,8 @@ fn allow(spec: &ExtensionProvider, answer: &HeaderMap) -> Allow {
 
 fn deny(spec: &ExtensionProvider, status: StatusCode, answer: &HeaderMap, body: Bytes) -> Denial {
     let wanted = |n: &HeaderName| {
-        !NEVER_COPIED.contains(&n.as_str())
+        !FRAMING_HEADERS.contains(&n.as_str())
+            && n != http::header::HOST
             && (spec.headers_to_downstream_on_deny.is_empty()
                 || spec.headers_to_downstream_on_deny.iter().any(|w| w == n.as_str()))
     };
