@@ -9,8 +9,9 @@ need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
-# The py-consul test (crates/weft-cli/tests/consul_client.rs) makes a venv and pip-installs
-# py-consul from PyPI into target/: it needs python3 with its venv module.
+# The py-consul test (crates/weft-cli/tests/consul_client.rs) and the external authorizer tests
+# (crates/weft-proxy/tests/ext_authz.rs: grpcio, grpcio-tools) make venvs and pip-install from
+# PyPI into target/: they need python3 with its venv module.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -5,6 +5,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Build scripts run single-threaded; PROTOC is how prost-build finds protoc.
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=proto");
-    tonic_prost_build::configure().compile_protos(&["proto/weft/mesh/v1/mesh.proto"], &["proto"])?;
+    tonic_prost_build::configure().compile_protos(
+        &["proto/weft/mesh/v1/mesh.proto", "proto/envoy/service/auth/v3/external_auth.proto"],
+        &["proto"],
+    )?;
     Ok(())
 }

@@ -42,6 +42,10 @@ pub struct MeshConfigSpec {
     /// namespace (docs/security.md, "Authorization").
     #[serde(default, skip_serializing_if = "crate::authz::AuthorizationConfig::is_default")]
     pub authorization: crate::authz::AuthorizationConfig,
+    /// External authorization services that CUSTOM authorization rules name (docs/security.md,
+    /// "External authorization").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extension_providers: Vec<crate::ext_authz::ExtensionProvider>,
 }
 
 /// Where the control plane takes per-service virtual IPs from: one for each service and one for
@@ -234,6 +238,7 @@ impl Default for MeshConfigSpec {
             remote_clusters: vec![],
             mtls: None,
             authorization: Default::default(),
+            extension_providers: vec![],
         }
     }
 }
@@ -267,6 +272,7 @@ impl Validate for MeshConfigSpec {
         }
         self.virtual_ips.parse()?;
         self.authorization.validate()?;
+        crate::ext_authz::validate_providers(&self.extension_providers)?;
         Ok(())
     }
 }

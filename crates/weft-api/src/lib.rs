@@ -14,7 +14,14 @@ pub mod pb {
     tonic::include_proto!("weft.mesh.v1");
 }
 pub mod authz;
+/// gRPC types of `proto/envoy/service/auth/v3/external_auth.proto`: the subset of Envoy's
+/// external authorization API that the proxy calls (`Authorization/Check`).
+pub mod envoy_auth {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("envoy.service.auth.v3");
+}
 pub mod backend_policy;
+pub mod ext_authz;
 pub mod kinds;
 pub mod link;
 pub mod peer_authentication;

@@ -254,6 +254,13 @@ fn render_with(
         cluster: view.place.as_ref().map_or_else(|| cat.mesh.cluster.name.clone(), |p| p.cluster.clone()),
         inbound: None,
         placement: None,
+        // Every MeshConfig `extensionProviders` entry (a handful; CUSTOM rules name them).
+        extension_providers: cat
+            .mesh
+            .extension_providers
+            .iter()
+            .map(|p| pb::ExtensionProvider { json: serde_json::to_string(p).unwrap_or_default() })
+            .collect(),
         // The mesh's roots, bound to its trust domain; then each linked cluster's, bound to its
         // own (a proxy verifies a peer only against the roots of the peer's trust domain).
         bundles: std::iter::once(pb::TrustDomainBundle {

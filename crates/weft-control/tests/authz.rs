@@ -159,3 +159,74 @@ async fn an_http_rule_on_an_opaque_tcp_port_is_refused_when_applied() {
         .await;
     assert_eq!(status, 200, "{v}");
 }
+
+/// An HTTP authorizer (Envoy's HTTP `ext_authz` service semantics): 200 with `x-user: ann` for
+/// a check of a path under `/guarded/ok`, else 403 `no` with `x-why: policy`.
+async fn authorizer() -> SocketAddr {
+    use http_body_util::Full;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let ok = req.uri().path().starts_with("/guarded/ok");
+                    let r = http::Response::builder()
+                        .status(if ok { 200 } else { 403 })
+                        .header(if ok { "x-user" } else { "x-why" }, if ok { "ann" } else { "policy" })
+                        .body(Full::new(bytes::Bytes::from(if ok { "" } else { "no" })))
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// CUSTOM end to end: MeshConfig declares an HTTP authorizer, a CUSTOM policy sends the paths it
+/// matches to it, and the server's sidecar forwards what it allows and returns its denial
+/// (status, headers, body) as is (the headers an allow adds: `weft-proxy` tests/ext_authz.rs).
+/// Paths the policy does not match never reach the authorizer. With the authorizer gone, the
+/// matched paths fail closed.
+#[tokio::test]
+async fn a_custom_policy_asks_the_external_authorizer_through_the_sidecar() {
+    let m = mesh("authz-custom", false).await;
+    let authz = authorizer().await;
+    let (status, mut mesh) = admin_api(&m.cp, "GET", "/v1/resources/MeshConfig/default/mesh", "").await;
+    assert_eq!(status, 200, "{mesh}");
+    mesh["spec"]["extensionProviders"] = serde_json::json!([
+        { "name": "authz", "kind": "http", "address": authz.to_string(), "headersToUpstreamOnAllow": ["x-user"] }
+    ]);
+    let doc = serde_json::json!({ "apiVersion": mesh["apiVersion"], "kind": "MeshConfig", "metadata": { "name": "mesh" }, "spec": mesh["spec"] });
+    let (status, v) = m.apply(&doc.to_string()).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = m
+        .apply(&policy(
+            "ask-authz",
+            "{ targetRef: { kind: Service, name: api }, action: CUSTOM, provider: { name: authz }, rules: [{ to: [{ operation: { paths: [\"/guarded/*\"] } }] }] }",
+        ))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    m.until("/guarded/no", 403).await;
+    let r = http1_get(m.upstream, "/guarded/no").await.unwrap();
+    assert_eq!(r.body().as_ref(), b"no", "the authorizer's own denial reaches the caller");
+    assert_eq!(r.headers().get("x-why").map(|v| v.as_bytes()), Some(&b"policy"[..]));
+    let r = http1_get(m.upstream, "/guarded/ok").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http1_get(m.upstream, "/public").await.unwrap();
+    assert_eq!(r.status(), 200, "a path no CUSTOM rule matches is not sent to the authorizer");
+    // No authorizer: the provider removed from MeshConfig, CUSTOM fails closed.
+    mesh["spec"]["extensionProviders"] = serde_json::json!([]);
+    let doc = serde_json::json!({ "apiVersion": mesh["apiVersion"], "kind": "MeshConfig", "metadata": { "name": "mesh" }, "spec": mesh["spec"] });
+    let (status, v) = m.apply(&doc.to_string()).await;
+    assert_eq!(status, 200, "{v}");
+    m.until("/guarded/ok", 403).await;
+    m.until("/public", 200).await;
+    let text = m.server.metrics_text();
+    assert!(metric(&text, "weft_authz_denied_total", &["policy=\"default/ask-authz\""]) >= 1.0, "{text}");
+}

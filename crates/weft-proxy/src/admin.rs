@@ -77,6 +77,8 @@ fn config_dump(ctx: &Ctx) -> serde_json::Value {
         "inbound_ports_from_control_plane": routes.inbound_ports().iter()
             .map(|(port, proto)| json!({ "port": port, "protocol": proto }))
             .collect::<Vec<_>>(),
+        // MeshConfig `extensionProviders`, as the control plane sent them (CUSTOM authorization).
+        "extension_providers": ctx.ext_authz.specs(),
         // `<svc>.<ns>` or a mirror's `<svc>.<ns>@<cluster>`.
         "virtual_ips": routes.virtual_ips().iter()
             .map(|(ip, to)| json!({ "address": ip.to_string(), "routes_to": to }))

@@ -41,7 +41,7 @@ pub enum ControlError {
 }
 
 /// An error with its causes, `a: b: c` (tonic's transport error alone says only "transport error").
-fn causes(e: &dyn std::error::Error) -> String {
+pub(crate) fn causes(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut next = e.source();
     while let Some(s) = next {
@@ -442,6 +442,7 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
     let vips = virtual_ips_from(update).map_err(|e| e.to_string())?;
     let limit = inbound_resilience_from(update).map_err(|e| e.to_string())?;
     let authz = authorization_from(update).map_err(|e| e.to_string())?;
+    let providers = crate::authz::ext::providers_from(update).map_err(|e| e.to_string())?;
     ctx.apps.add_ports(inbound.iter().map(|p| p.port));
     if let Some(p) = &update.placement {
         ctx.set_place(&p.cluster, &p.locality);
@@ -463,6 +464,7 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
         None => ctx.resilience.update_inbound(None, ""),
     }
     ctx.authz.update(authz.as_ref());
+    ctx.ext_authz.update(&providers).map_err(|e| e.to_string())?;
     Ok(())
 }
 

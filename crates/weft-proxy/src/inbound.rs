@@ -252,11 +252,19 @@ impl Handler for Conn {
         let proto = self.prepare(&mut req);
         // After `prepare`: a condition on a header sees the verified identity, never a copy
         // from outside.
-        if let Err(denied) = crate::authz::check_http(&self.ctx, &self.source, self.remote, self.app.port(), &req).await
-        {
-            return self.finish(Ok(denied), started);
+        let extra =
+            match crate::authz::check_http(&self.ctx, &self.source, self.remote, self.app.port(), &mut req).await {
+                Ok(extra) => extra,
+                Err(denied) => return self.finish(Ok(denied), started),
+            };
+        let mut result = forward(&self.ctx, self.app, proto, req).await;
+        // Headers an external authorizer (CUSTOM) asked for on the response.
+        if let (false, Ok(resp)) = (extra.is_empty(), &mut result) {
+            for (name, value) in extra {
+                resp.headers_mut().append(name, value);
+            }
         }
-        self.finish(forward(&self.ctx, self.app, proto, req).await, started)
+        self.finish(result, started)
     }
 
     /// Joined to the app over a fresh connection.
@@ -279,7 +287,8 @@ impl Handler for Conn {
             return self.finish(Err(e), started);
         }
         self.prepare(&mut req);
-        if let Err(denied) = crate::authz::check_http(&self.ctx, &self.source, self.remote, self.app.port(), &req).await
+        if let Err(denied) =
+            crate::authz::check_http(&self.ctx, &self.source, self.remote, self.app.port(), &mut req).await
         {
             return self.finish(Ok(denied), started);
         }

@@ -118,6 +118,9 @@ pub struct Ctx {
     resilience: resilience::State,
     /// Compiled AuthorizationPolicies and their metrics (see [`authz`]).
     authz: authz::State,
+    /// MeshConfig `extensionProviders` from the control plane: the external authorizers of CUSTOM
+    /// authorization (see [`authz::custom::check`]).
+    pub ext_authz: authz::ext::Providers,
 }
 
 impl Ctx {
@@ -269,6 +272,7 @@ impl Proxy {
         let metrics = metrics::Metrics::new(&mut registry);
         let outlier_metrics = outlier::Metrics::register(&mut registry);
         let route_metrics = route::Metrics::register(&mut registry);
+        let ext_authz = authz::ext::Providers::with_metrics(cfg.mark(), authz::ext::Metrics::register(&mut registry));
         metrics.cert_expiry.set(identity::expiry_secs(&certs.leaf()));
         let mut server = hyper::server::conn::http1::Builder::new();
         server
@@ -333,6 +337,7 @@ impl Proxy {
             place: std::sync::Mutex::new((cfg.cluster.clone(), cfg.locality.clone())),
             resilience,
             authz,
+            ext_authz,
             cfg,
         });
 

@@ -13,6 +13,7 @@
 
 pub mod compile;
 pub mod custom;
+pub mod ext;
 mod glob;
 #[cfg(test)]
 mod tests;
@@ -172,66 +173,100 @@ fn denied_response(grpc: bool, d: &Denied) -> Response<Body> {
     resp
 }
 
+/// What an allowing external authorizer adds to the app's response (`custom::Allow`); empty
+/// (no allocation) on every request that no CUSTOM policy matched.
+pub type ResponseHeaders = Vec<(http::HeaderName, HeaderValue)>;
+
 /// The hook for one inbound HTTP request on app port `port`: `Err` is the response to send
-/// instead of forwarding. Reads the JWT's [`crate::authn::RequestPrincipal`] from the request's
-/// extensions, so it runs after request authentication.
+/// instead of forwarding; `Ok` carries headers for the app's response (from an external
+/// authorizer that allowed). Reads the JWT's [`crate::authn::RequestPrincipal`] from the
+/// request's extensions, so it runs after request authentication. An allowing authorizer's
+/// header changes are applied to `req`.
 pub async fn check_http(
     ctx: &crate::Ctx,
     source: &Source,
     remote: std::net::SocketAddr,
     port: u16,
-    req: &Request<Body>,
-) -> Result<(), Response<Body>> {
+    req: &mut Request<Body>,
+) -> Result<ResponseHeaders, Response<Body>> {
     let c = ctx.authz.load();
     if c.is_open() && source.principal.is_some() {
-        return Ok(());
+        return Ok(vec![]);
     }
     let host = host_of(req);
     let grpc = is_grpc(req);
-    let a = Attrs {
+    let custom = {
+        let a = attrs(&c, source, port, &host, grpc, req);
+        ctx.authz.audit(&c, &a, req.uri().path());
+        c.custom(&a).map(|p| (p.name.clone(), p.provider.clone().unwrap_or_default()))
+    };
+    let mut extra = vec![];
+    if let Some((policy, provider)) = custom {
+        let own = ctx.certs.id().to_string();
+        let check = custom::CheckContext {
+            providers: &ctx.ext_authz,
+            source: remote,
+            destination: std::net::SocketAddr::new(ctx.app_host(), port),
+            source_principal: source.principal.as_deref(),
+            destination_principal: Some(&own),
+        };
+        // The authorizer sees the head and may change its headers: taken apart and put back.
+        let (mut parts, body) = std::mem::replace(req, Request::new(h::full(""))).into_parts();
+        let decision = custom::check(&check, &provider, &parts).await;
+        match decision {
+            custom::Decision::Allow(allow) => {
+                allow.apply(&mut parts.headers);
+                extra = allow.response_headers;
+                *req = Request::from_parts(parts, body);
+            }
+            custom::Decision::Deny(denial) => {
+                *req = Request::from_parts(parts, body);
+                let d = Denied::Custom { policy, reason: denial.reason.clone() };
+                ctx.authz.count_denied(&c, &d);
+                log_denied(&d, source, port, req.uri().path());
+                // The authorizer's own answer (status, headers, body); a gRPC caller gets
+                // PERMISSION_DENIED, which it can read, unless the authorizer answered gRPC.
+                if grpc && !denial.headers.contains_key("grpc-status") {
+                    return Err(denied_response(true, &d));
+                }
+                let mut r = denial.response().map(h::full);
+                r.headers_mut().insert(h::PROXY_ERROR, HeaderValue::from_static("authz-denied"));
+                return Err(r);
+            }
+        }
+    }
+    let a = attrs(&c, source, port, &host, grpc, req);
+    match c.decide(&a) {
+        Ok(()) => Ok(extra),
+        Err(d) => {
+            ctx.authz.count_denied(&c, &d);
+            log_denied(&d, source, port, req.uri().path());
+            Err(denied_response(grpc, &d))
+        }
+    }
+}
+
+fn attrs<'a>(
+    c: &'a Compiled,
+    source: &'a Source,
+    port: u16,
+    host: &'a str,
+    grpc: bool,
+    req: &'a Request<Body>,
+) -> Attrs<'a> {
+    Attrs {
         source,
         cluster: c.cluster_of(source.trust_domain.as_deref()),
         port,
         http: Some(HttpAttrs {
-            host: &host,
+            host,
             method: req.method().as_str(),
             path: req.uri().path(),
             grpc,
             headers: req.headers(),
             principal: req.extensions().get::<crate::authn::RequestPrincipal>(),
         }),
-    };
-    ctx.authz.audit(&c, &a, req.uri().path());
-    let verdict = match c.custom(&a) {
-        Some(p) => {
-            let provider = p.provider.clone().unwrap_or_default();
-            let check = custom::CheckRequest {
-                method: req.method(),
-                uri: req.uri(),
-                headers: req.headers(),
-                principal: source.principal.as_deref(),
-                source: remote,
-            };
-            match custom::check(ctx, &provider, &check).await {
-                custom::Decision::Allow => c.decide(&a),
-                custom::Decision::Deny { reason, response } => {
-                    let d = Denied::Custom { policy: p.name.clone(), reason };
-                    if let Some(r) = response {
-                        ctx.authz.count_denied(&c, &d);
-                        log_denied(&d, source, port, req.uri().path());
-                        return Err(r);
-                    }
-                    Err(d)
-                }
-            }
-        }
-        None => c.decide(&a),
-    };
-    verdict.map_err(|d| {
-        ctx.authz.count_denied(&c, &d);
-        log_denied(&d, source, port, req.uri().path());
-        denied_response(grpc, &d)
-    })
+    }
 }
 
 fn log_denied(d: &Denied, source: &Source, port: u16, what: &str) {
