@@ -17,6 +17,7 @@ pub mod backend_policy;
 pub mod kinds;
 pub mod link;
 pub mod proxy;
+pub mod request_authn;
 pub mod resilience;
 pub mod resource;
 pub mod route;

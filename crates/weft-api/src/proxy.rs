@@ -214,6 +214,10 @@ pub struct Inbound {
     /// The app's ports that the mesh may reach.
     #[serde(default)]
     pub ports: Vec<AppPort>,
+    /// JWTs accepted on inbound HTTP requests: RequestAuthentication specs (docs/security.md),
+    /// with any a control plane sends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_authentication: Vec<crate::request_authn::RequestAuthenticationSpec>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -785,6 +789,9 @@ impl ProxyConfig {
                         format!("port {} is listed twice", p.port),
                     ));
                 }
+            }
+            for (i, ra) in inb.request_authentication.iter().enumerate() {
+                crate::request_authn::validate_at(ra, &format!("inbound.request_authentication[{i}]"))?;
             }
         }
         let mut addresses = std::collections::HashMap::new();

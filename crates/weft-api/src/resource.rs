@@ -5,6 +5,7 @@
 //! ([`Resource`]) with the path of any bad field (`spec.ports[0].port`), then validated.
 
 use crate::kinds::{LinkSpec, MeshConfigSpec, ServiceSpec, WorkloadSpec};
+use crate::request_authn::RequestAuthenticationSpec;
 use crate::resilience::ResiliencePolicySpec;
 use crate::route::{GrpcRouteSpec, HttpRouteSpec, RouteSpec, TcpRouteSpec};
 use crate::{valid_name, ConfigError};
@@ -41,10 +42,13 @@ pub enum Kind {
     /// Retries with a budget, timeouts, fault injection and a local rate limit for one Service
     /// or HTTPRoute rule (`spec.targetRef`).
     ResiliencePolicy,
+    /// Which JWTs a workload accepts on inbound HTTP requests: issuers, keys (JWKS or OpenID
+    /// Connect discovery), audiences (docs/security.md).
+    RequestAuthentication,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::MeshConfig,
         Kind::Service,
         Kind::Workload,
@@ -54,6 +58,7 @@ impl Kind {
         Kind::TCPRoute,
         Kind::BackendPolicy,
         Kind::ResiliencePolicy,
+        Kind::RequestAuthentication,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +72,7 @@ impl Kind {
             Kind::TCPRoute => "TCPRoute",
             Kind::BackendPolicy => "BackendPolicy",
             Kind::ResiliencePolicy => "ResiliencePolicy",
+            Kind::RequestAuthentication => "RequestAuthentication",
         }
     }
 
@@ -82,6 +88,7 @@ impl Kind {
             "tcproute" | "tcproutes" => Some(Kind::TCPRoute),
             "backendpolicy" | "backendpolicies" | "bp" => Some(Kind::BackendPolicy),
             "resiliencepolicy" | "resiliencepolicies" | "rp" => Some(Kind::ResiliencePolicy),
+            "requestauthentication" | "requestauthentications" | "ra" => Some(Kind::RequestAuthentication),
             _ => None,
         }
     }
@@ -152,6 +159,7 @@ pub enum Resource {
     TCPRoute(Typed<TcpRouteSpec>),
     BackendPolicy(Typed<crate::backend_policy::BackendPolicySpec>),
     ResiliencePolicy(Typed<ResiliencePolicySpec>),
+    RequestAuthentication(Typed<RequestAuthenticationSpec>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -213,6 +221,7 @@ impl TryFrom<Object> for Resource {
             Kind::TCPRoute => Resource::TCPRoute(typed(o.metadata, o.spec).map_err(within)?),
             Kind::BackendPolicy => Resource::BackendPolicy(typed(o.metadata, o.spec).map_err(within)?),
             Kind::ResiliencePolicy => Resource::ResiliencePolicy(typed(o.metadata, o.spec).map_err(within)?),
+            Kind::RequestAuthentication => Resource::RequestAuthentication(typed(o.metadata, o.spec).map_err(within)?),
         };
         Ok(r)
     }
@@ -230,6 +239,7 @@ impl Resource {
             Resource::TCPRoute(_) => Kind::TCPRoute,
             Resource::BackendPolicy(_) => Kind::BackendPolicy,
             Resource::ResiliencePolicy(_) => Kind::ResiliencePolicy,
+            Resource::RequestAuthentication(_) => Kind::RequestAuthentication,
         }
     }
 
@@ -244,6 +254,7 @@ impl Resource {
             Resource::TCPRoute(t) => &t.metadata,
             Resource::BackendPolicy(t) => &t.metadata,
             Resource::ResiliencePolicy(t) => &t.metadata,
+            Resource::RequestAuthentication(t) => &t.metadata,
         }
     }
 
@@ -268,6 +279,7 @@ impl Resource {
             Resource::TCPRoute(t) => &mut t.metadata,
             Resource::BackendPolicy(t) => &mut t.metadata,
             Resource::ResiliencePolicy(t) => &mut t.metadata,
+            Resource::RequestAuthentication(t) => &mut t.metadata,
         }
     }
 
@@ -288,6 +300,7 @@ impl Resource {
             Resource::TCPRoute(t) => serde_json::to_value(&t.spec),
             Resource::BackendPolicy(t) => serde_json::to_value(&t.spec),
             Resource::ResiliencePolicy(t) => serde_json::to_value(&t.spec),
+            Resource::RequestAuthentication(t) => serde_json::to_value(&t.spec),
         }
         .unwrap_or_default();
         Object { api_version: API_VERSION.into(), kind: self.kind(), metadata: self.metadata().clone(), spec }
@@ -379,7 +392,8 @@ pub fn check_references<'a>(all: impl IntoIterator<Item = &'a Resource> + Clone)
             | Resource::GRPCRoute(_)
             | Resource::TCPRoute(_)
             | Resource::BackendPolicy(_)
-            | Resource::ResiliencePolicy(_) => {}
+            | Resource::ResiliencePolicy(_)
+            | Resource::RequestAuthentication(_) => {}
             Resource::MeshConfig(_) => {
                 if let Some(first) = mesh.replace(r.key()) {
                     return Err(ConfigError::invalid(

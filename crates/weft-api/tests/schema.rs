@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use weft_api::backend_policy::BackendPolicySpec;
 use weft_api::kinds::{LinkSpec, MeshConfigSpec, ServiceSpec, WorkloadSpec};
+use weft_api::request_authn::RequestAuthenticationSpec;
 use weft_api::resilience::ResiliencePolicySpec;
 use weft_api::resource::{check_references, parse_documents, Kind, Metadata, API_VERSION};
 use weft_api::route::{GrpcRouteSpec, HttpRouteSpec, TcpRouteSpec};
@@ -138,6 +139,13 @@ fn expected() -> Vec<(String, Value)> {
                 resource_schema::<ResiliencePolicySpec>(
                     kind,
                     "Retries with a budget, timeouts, fault injection and a local rate limit for a Service or HTTPRoute rule.",
+                ),
+            ),
+            Kind::RequestAuthentication => (
+                spec_schema::<RequestAuthenticationSpec>(),
+                resource_schema::<RequestAuthenticationSpec>(
+                    kind,
+                    "Which JWTs a workload accepts on inbound HTTP requests: issuers, keys (JWKS or OpenID Connect discovery), audiences.",
                 ),
             ),
         };

@@ -38,6 +38,8 @@ pub struct Catalog {
     /// discovery keeps each service's render by, so one service's change renders that service
     /// again, not every service a proxy sees.
     pub service_revisions: BTreeMap<(String, String), u64>,
+    /// Every RequestAuthentication, oldest first (see [`crate::request_authn`]).
+    pub request_authn: Vec<crate::request_authn::Policy>,
 }
 
 /// A route as discovery sends it.
@@ -382,6 +384,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
         networks,
         ca: CaView::default(),
         service_revisions: BTreeMap::new(),
+        request_authn: crate::request_authn::collect(resources.iter().copied()),
     }
 }
 

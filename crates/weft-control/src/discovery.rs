@@ -388,7 +388,8 @@ pub fn inbound_for(cat: &Catalog, identity: &str, namespace: &str, workload: &st
         }
     }
     ports.sort_by_key(|p| p.port);
-    pb::Inbound { ports, resilience }
+    let request_authentication = crate::request_authn::for_proxy(cat, identity, namespace, workload);
+    pb::Inbound { ports, resilience, request_authentication }
 }
 
 /// Where the proxy of `identity` (fronting `workload`, or the first Workload that runs as it) runs:

@@ -200,6 +200,10 @@ impl Handler for Conn {
         // Before the identity is set: a `Connection` header must not name it away.
         h::strip_hop_by_hop(req.headers_mut());
         let proto = self.prepare(&mut req);
+        // RequestAuthentication: a bad token (or none, where one is required) ends here.
+        if let Err(refused) = self.ctx.jwt.authenticate(&mut req).await {
+            return self.finish(Ok(refused), started);
+        }
         self.finish(forward(&self.ctx, self.app, proto, req).await, started)
     }
 
@@ -223,6 +227,9 @@ impl Handler for Conn {
             return self.finish(Err(e), started);
         }
         self.prepare(&mut req);
+        if let Err(refused) = self.ctx.jwt.authenticate(&mut req).await {
+            return self.finish(Ok(refused), started);
+        }
         let (ctx, app) = (&self.ctx, self.app);
         let result = async {
             let tcp = crate::app::connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;

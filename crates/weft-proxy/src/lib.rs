@@ -29,6 +29,7 @@ pub mod httputil;
 mod identity;
 mod inbound;
 pub mod iptables;
+pub mod jwt;
 mod loglimit;
 pub mod metrics;
 pub mod naming;
@@ -111,6 +112,8 @@ pub struct Ctx {
     place: std::sync::Mutex<(String, String)>,
     /// Compiled ResiliencePolicies, their metrics and the inbound rate limit (see [`resilience`]).
     resilience: resilience::State,
+    /// RequestAuthentication in force on inbound HTTP (see [`jwt`]).
+    jwt: jwt::State,
 }
 
 impl Ctx {
@@ -234,6 +237,8 @@ impl Proxy {
         let outliers = outlier::Store::default();
         let mut registry = Registry::default();
         let resilience = resilience::State::new(resilience::Metrics::register(&mut registry));
+        let jwt = jwt::State::new(jwt::Metrics::register(&mut registry));
+        jwt.update(&jwt::from_config(&cfg));
         let policies = resilience.compile(wanted_policies(&cfg.services));
         let routes = Routes::from_services_in(
             &cfg.services,
@@ -306,6 +311,7 @@ impl Proxy {
             route_metrics,
             place: std::sync::Mutex::new((cfg.cluster.clone(), cfg.locality.clone())),
             resilience,
+            jwt,
             cfg,
         });
 
