@@ -8,7 +8,8 @@ use super::fetch;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Keys from a URL or discovery are fetched again after this long.
 pub const REFRESH: Duration = Duration::from_secs(600);
@@ -187,4 +188,45 @@ pub async fn discover(issuer: &str) -> Result<String, String> {
         return Err(format!("{url}: `jwks_uri` {jwks:?} is not an http(s) URL"));
     }
     Ok(jwks.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwks(kids: &[&str]) -> String {
+        let keys: Vec<String> = kids
+            .iter()
+            .map(|k| format!(r#"{{"kty":"oct","kid":"{k}","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"}}"#))
+            .collect();
+        format!(r#"{{"keys":[{}]}}"#, keys.join(","))
+    }
+
+    /// A token naming an unknown `kid` makes the proxy fetch the keys again, but not more than
+    /// once per MIN_REFETCH: a flood of made-up kids costs the issuer one fetch per interval.
+    #[tokio::test]
+    async fn an_unknown_kid_refetches_at_most_once_per_interval() {
+        let path = std::env::temp_dir().join(format!("weft-jwks-{}-{:?}.json", std::process::id(), Instant::now()));
+        std::fs::write(&path, jwks(&["a"])).unwrap();
+        let keys = Keys::new(Source::File(path.to_string_lossy().into_owned()));
+        tokio::time::pause();
+        assert_eq!(keys.find(Some("a"), Algorithm::HS256).await.unwrap().len(), 1);
+        std::fs::write(&path, jwks(&["a", "b"])).unwrap();
+        assert!(keys.find(Some("b"), Algorithm::HS256).await.unwrap().is_empty(), "fetched again at once");
+        tokio::time::advance(MIN_REFETCH).await;
+        assert_eq!(keys.find(Some("b"), Algorithm::HS256).await.unwrap().len(), 1, "not fetched after the interval");
+        // A key of another type never fits: an RSA key is not an HMAC key.
+        assert!(keys.find(Some("b"), Algorithm::RS256).await.unwrap().is_empty());
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn jwks_entries_of_unknown_types_are_skipped_not_fatal() {
+        let doc: serde_json::Value = serde_json::from_str(
+            r#"{"keys":[{"kty":"RSA","use":"enc","n":"AQAB","e":"AQAB","kid":"enc"},{"kty":"weird"},{"kty":"oct","kid":"ok","k":"c2VjcmV0"}]}"#,
+        )
+        .unwrap();
+        let keys = parse_jwks(&doc).unwrap();
+        assert_eq!(keys.iter().map(|k| k.kid.clone().unwrap()).collect::<Vec<_>>(), ["ok"]);
+    }
 }
