@@ -26,6 +26,7 @@ pub mod kinds;
 pub mod link;
 pub mod peer_authentication;
 pub mod proxy;
+pub mod request_authn;
 pub mod resilience;
 pub mod resource;
 pub mod route;

@@ -224,6 +224,10 @@ pub struct Inbound {
     /// sends replaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<crate::authz::Authorization>,
+    /// JWTs accepted on inbound HTTP requests: RequestAuthentication specs (docs/security.md),
+    /// with any a control plane sends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_authentication: Vec<crate::request_authn::RequestAuthenticationSpec>,
 }
 
 fn is_strict(m: &crate::peer_authentication::MtlsMode) -> bool {
@@ -814,6 +818,9 @@ impl ProxyConfig {
                     }
                     other => other,
                 })?;
+            }
+            for (i, ra) in inb.request_authentication.iter().enumerate() {
+                crate::request_authn::validate_at(ra, &format!("inbound.request_authentication[{i}]"))?;
             }
         }
         let mut addresses = std::collections::HashMap::new();

@@ -5,6 +5,7 @@
 //! ([`Resource`]) with the path of any bad field (`spec.ports[0].port`), then validated.
 
 use crate::kinds::{LinkSpec, MeshConfigSpec, ServiceSpec, WorkloadSpec};
+use crate::request_authn::RequestAuthenticationSpec;
 use crate::resilience::ResiliencePolicySpec;
 use crate::route::{GrpcRouteSpec, HttpRouteSpec, RouteSpec, TcpRouteSpec};
 use crate::{valid_name, ConfigError};
@@ -46,10 +47,13 @@ pub enum Kind {
     PeerAuthentication,
     /// Who may call a workload, and what: ALLOW, DENY, AUDIT or CUSTOM rules (docs/security.md).
     AuthorizationPolicy,
+    /// Which JWTs a workload accepts on inbound HTTP requests: issuers, keys (JWKS or OpenID
+    /// Connect discovery), audiences (docs/security.md).
+    RequestAuthentication,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::MeshConfig,
         Kind::Service,
         Kind::Workload,
@@ -61,6 +65,7 @@ impl Kind {
         Kind::ResiliencePolicy,
         Kind::PeerAuthentication,
         Kind::AuthorizationPolicy,
+        Kind::RequestAuthentication,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +81,7 @@ impl Kind {
             Kind::ResiliencePolicy => "ResiliencePolicy",
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::RequestAuthentication => "RequestAuthentication",
         }
     }
 
@@ -93,6 +99,7 @@ impl Kind {
             "resiliencepolicy" | "resiliencepolicies" | "rp" => Some(Kind::ResiliencePolicy),
             "peerauthentication" | "peerauthentications" | "pa" => Some(Kind::PeerAuthentication),
             "authorizationpolicy" | "authorizationpolicies" | "ap" => Some(Kind::AuthorizationPolicy),
+            "requestauthentication" | "requestauthentications" | "ra" => Some(Kind::RequestAuthentication),
             _ => None,
         }
     }
@@ -165,6 +172,7 @@ pub enum Resource {
     ResiliencePolicy(Typed<ResiliencePolicySpec>),
     PeerAuthentication(Typed<crate::peer_authentication::PeerAuthenticationSpec>),
     AuthorizationPolicy(Typed<crate::authz::AuthorizationPolicySpec>),
+    RequestAuthentication(Typed<RequestAuthenticationSpec>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -228,6 +236,7 @@ impl TryFrom<Object> for Resource {
             Kind::ResiliencePolicy => Resource::ResiliencePolicy(typed(o.metadata, o.spec).map_err(within)?),
             Kind::PeerAuthentication => Resource::PeerAuthentication(typed(o.metadata, o.spec).map_err(within)?),
             Kind::AuthorizationPolicy => Resource::AuthorizationPolicy(typed(o.metadata, o.spec).map_err(within)?),
+            Kind::RequestAuthentication => Resource::RequestAuthentication(typed(o.metadata, o.spec).map_err(within)?),
         };
         Ok(r)
     }
@@ -247,6 +256,7 @@ impl Resource {
             Resource::ResiliencePolicy(_) => Kind::ResiliencePolicy,
             Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
             Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            Resource::RequestAuthentication(_) => Kind::RequestAuthentication,
         }
     }
 
@@ -263,6 +273,7 @@ impl Resource {
             Resource::ResiliencePolicy(t) => &t.metadata,
             Resource::PeerAuthentication(t) => &t.metadata,
             Resource::AuthorizationPolicy(t) => &t.metadata,
+            Resource::RequestAuthentication(t) => &t.metadata,
         }
     }
 
@@ -289,6 +300,7 @@ impl Resource {
             Resource::ResiliencePolicy(t) => &mut t.metadata,
             Resource::PeerAuthentication(t) => &mut t.metadata,
             Resource::AuthorizationPolicy(t) => &mut t.metadata,
+            Resource::RequestAuthentication(t) => &mut t.metadata,
         }
     }
 
@@ -311,6 +323,7 @@ impl Resource {
             Resource::ResiliencePolicy(t) => serde_json::to_value(&t.spec),
             Resource::PeerAuthentication(t) => serde_json::to_value(&t.spec),
             Resource::AuthorizationPolicy(t) => serde_json::to_value(&t.spec),
+            Resource::RequestAuthentication(t) => serde_json::to_value(&t.spec),
         }
         .unwrap_or_default();
         Object { api_version: API_VERSION.into(), kind: self.kind(), metadata: self.metadata().clone(), spec }
@@ -404,7 +417,8 @@ pub fn check_references<'a>(all: impl IntoIterator<Item = &'a Resource> + Clone)
             | Resource::BackendPolicy(_)
             | Resource::ResiliencePolicy(_)
             | Resource::PeerAuthentication(_)
-            | Resource::AuthorizationPolicy(_) => {}
+            | Resource::AuthorizationPolicy(_)
+            | Resource::RequestAuthentication(_) => {}
             Resource::MeshConfig(_) => {
                 if let Some(first) = mesh.replace(r.key()) {
                     return Err(ConfigError::invalid(

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use weft_api::backend_policy::BackendPolicySpec;
 use weft_api::kinds::{LinkSpec, MeshConfigSpec, ServiceSpec, WorkloadSpec};
 use weft_api::peer_authentication::PeerAuthenticationSpec;
+use weft_api::request_authn::RequestAuthenticationSpec;
 use weft_api::resilience::ResiliencePolicySpec;
 use weft_api::resource::{check_references, parse_documents, Kind, Metadata, API_VERSION};
 use weft_api::route::{GrpcRouteSpec, HttpRouteSpec, TcpRouteSpec};
@@ -153,6 +154,13 @@ fn expected() -> Vec<(String, Value)> {
                 resource_schema::<weft_api::authz::AuthorizationPolicySpec>(
                     kind,
                     "Who may call a workload, and what: ALLOW, DENY, AUDIT or CUSTOM rules on source identity, request and JWT.",
+                ),
+            ),
+            Kind::RequestAuthentication => (
+                spec_schema::<RequestAuthenticationSpec>(),
+                resource_schema::<RequestAuthenticationSpec>(
+                    kind,
+                    "Which JWTs a workload accepts on inbound HTTP requests: issuers, keys (JWKS or OpenID Connect discovery), audiences.",
                 ),
             ),
         };

@@ -40,6 +40,8 @@ pub struct Catalog {
     pub service_revisions: BTreeMap<(String, String), u64>,
     /// AuthorizationPolicies and what rendering them needs (see [`crate::authz`]).
     pub authz: crate::authz::AuthzCatalog,
+    /// Every RequestAuthentication, oldest first (see [`crate::request_authn`]).
+    pub request_authn: Vec<crate::request_authn::Policy>,
 }
 
 /// A route as discovery sends it.
@@ -391,6 +393,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
         networks,
         ca: CaView::default(),
         service_revisions: BTreeMap::new(),
+        request_authn: crate::request_authn::collect(resources.iter().copied()),
     }
 }
 

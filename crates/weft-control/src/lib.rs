@@ -26,6 +26,7 @@ pub mod naming;
 pub mod policies;
 pub mod registry;
 pub mod remote;
+pub mod request_authn;
 pub mod resilience;
 pub mod rotation;
 pub mod routes_api;

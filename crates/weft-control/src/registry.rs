@@ -224,7 +224,8 @@ pub fn run(
                     && old.routes == cat.routes
                     // A policy's condition can change with no change to what proxies get.
                     && old.policies == cat.policies
-                    && old.authz == cat.authz;
+                    && old.authz == cat.authz
+                    && old.request_authn == cat.request_authn;
                 if !same {
                     *old = cat;
                 }

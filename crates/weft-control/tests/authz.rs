@@ -230,3 +230,23 @@ async fn a_custom_policy_asks_the_external_authorizer_through_the_sidecar() {
     let text = m.server.metrics_text();
     assert!(metric(&text, "weft_authz_denied_total", &["policy=\"default/ask-authz\""]) >= 1.0, "{text}");
 }
+
+/// A RequestAuthentication applied on its own through the API reaches the server's sidecar: a
+/// request without a token gets 401 once `requireToken` is set, and 200 again once the policy
+/// is deleted. (The catalog is published only when a compared part changes; this failed when
+/// RequestAuthentication was not compared.)
+#[tokio::test]
+async fn a_request_authentication_applied_alone_reaches_the_server_proxy() {
+    let m = mesh("authz-jwt-alone", false).await;
+    m.until("/public", 200).await;
+    let jwks = r#"{\"keys\":[{\"kty\":\"oct\",\"kid\":\"k1\",\"alg\":\"HS256\",\"k\":\"c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0zMmJ5dGVz\"}]}"#;
+    let doc = format!(
+        "apiVersion: weft.io/v1alpha1\nkind: RequestAuthentication\nmetadata: {{ name: jwt }}\nspec: {{ targetRef: {{ kind: Service, name: api }}, requireToken: true, jwtRules: [{{ issuer: \"https://idp.test\", allowHmac: true, jwks: \"{jwks}\" }}] }}\n"
+    );
+    let (status, v) = m.apply(&doc).await;
+    assert_eq!(status, 200, "{v}");
+    m.until("/public", 401).await;
+    let (status, v) = admin_api(&m.cp, "DELETE", "/v1/resources/RequestAuthentication/default/jwt", "").await;
+    assert_eq!(status, 200, "{v}");
+    m.until("/public", 200).await;
+}

@@ -416,6 +416,23 @@ pub fn inbound_from(update: &pb::ProxyUpdate) -> Result<Vec<weft_api::proxy::App
         .collect()
 }
 
+/// The RequestAuthentications an update carries, (name, spec), each validated again.
+pub fn request_authn_from(
+    update: &pb::ProxyUpdate,
+) -> Result<Vec<(String, weft_api::request_authn::RequestAuthenticationSpec)>, ConfigError> {
+    let list = update.inbound.as_ref().map(|i| i.request_authentication.as_slice()).unwrap_or_default();
+    list.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let at = format!("inbound.request_authentication[{i}]");
+            let spec: weft_api::request_authn::RequestAuthenticationSpec = serde_json::from_str(&p.spec_json)
+                .map_err(|e| ConfigError::invalid(&at, format!("not a RequestAuthentication spec: {e}")))?;
+            weft_api::request_authn::validate_at(&spec, &at)?;
+            Ok((p.name.clone(), spec))
+        })
+        .collect()
+}
+
 /// The virtual IPs an update carries as (service key, cluster or empty, address), naming the bad
 /// field on error.
 pub fn virtual_ips_from(update: &pb::ProxyUpdate) -> Result<Vec<(String, String, std::net::IpAddr)>, ConfigError> {
@@ -443,6 +460,7 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
     let limit = inbound_resilience_from(update).map_err(|e| e.to_string())?;
     let authz = authorization_from(update).map_err(|e| e.to_string())?;
     let providers = crate::authz::ext::providers_from(update).map_err(|e| e.to_string())?;
+    let authn = request_authn_from(update).map_err(|e| e.to_string())?;
     ctx.apps.add_ports(inbound.iter().map(|p| p.port));
     if let Some(p) = &update.placement {
         ctx.set_place(&p.cluster, &p.locality);
@@ -465,6 +483,10 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
     }
     ctx.authz.update(authz.as_ref());
     ctx.ext_authz.update(&providers).map_err(|e| e.to_string())?;
+    // The config file's policies first: they win an issuer both name.
+    let mut policies = crate::jwt::from_config(&ctx.cfg);
+    policies.extend(authn);
+    ctx.jwt.update(&policies);
     Ok(())
 }
 

@@ -250,6 +250,10 @@ impl Handler for Conn {
         // Before the identity is set: a `Connection` header must not name it away.
         h::strip_hop_by_hop(req.headers_mut());
         let proto = self.prepare(&mut req);
+        // RequestAuthentication: a bad token (or none, where one is required) ends here.
+        if let Err(refused) = self.ctx.jwt.authenticate(&mut req).await {
+            return self.finish(Ok(refused), started);
+        }
         // After `prepare`: a condition on a header sees the verified identity, never a copy
         // from outside.
         let extra =
@@ -287,6 +291,9 @@ impl Handler for Conn {
             return self.finish(Err(e), started);
         }
         self.prepare(&mut req);
+        if let Err(refused) = self.ctx.jwt.authenticate(&mut req).await {
+            return self.finish(Ok(refused), started);
+        }
         if let Err(denied) =
             crate::authz::check_http(&self.ctx, &self.source, self.remote, self.app.port(), &mut req).await
         {

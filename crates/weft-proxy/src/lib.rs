@@ -30,6 +30,7 @@ pub mod httputil;
 mod identity;
 mod inbound;
 pub mod iptables;
+pub mod jwt;
 mod loglimit;
 pub mod metrics;
 pub mod naming;
@@ -121,6 +122,8 @@ pub struct Ctx {
     /// MeshConfig `extensionProviders` from the control plane: the external authorizers of CUSTOM
     /// authorization (see [`authz::custom::check`]).
     pub ext_authz: authz::ext::Providers,
+    /// RequestAuthentication in force on inbound HTTP (see [`jwt`]).
+    jwt: jwt::State,
 }
 
 impl Ctx {
@@ -257,6 +260,8 @@ impl Proxy {
             cfg.inbound.as_ref().and_then(|i| i.authorization.as_ref()),
             certs.id().trust_domain(),
         );
+        let jwt = jwt::State::new(jwt::Metrics::register(&mut registry));
+        jwt.update(&jwt::from_config(&cfg));
         let policies = resilience.compile(wanted_policies(&cfg.services));
         let routes = Routes::from_services_in(
             &cfg.services,
@@ -338,6 +343,7 @@ impl Proxy {
             resilience,
             authz,
             ext_authz,
+            jwt,
             cfg,
         });
 
