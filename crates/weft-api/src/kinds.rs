@@ -34,6 +34,10 @@ pub struct MeshConfigSpec {
     /// <name>`) register here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote_clusters: Vec<RemoteCluster>,
+    /// Which CA signs workload certificates: weft's own (default) or an external one
+    /// ([`crate::ca::CaSpec`], docs/security.md).
+    #[serde(default, skip_serializing_if = "crate::ca::CaSpec::is_builtin")]
+    pub ca: crate::ca::CaSpec,
 }
 
 /// Where the control plane takes per-service virtual IPs from: one for each service and one for
@@ -224,6 +228,7 @@ impl Default for MeshConfigSpec {
             leaf_lifetime: default_leaf_lifetime(),
             virtual_ips: VirtualIps::default(),
             remote_clusters: vec![],
+            ca: Default::default(),
         }
     }
 }
@@ -256,6 +261,7 @@ impl Validate for MeshConfigSpec {
             return Err(ConfigError::invalid("leafLifetime", "must be at least 1s"));
         }
         self.virtual_ips.parse()?;
+        self.ca.validate()?;
         Ok(())
     }
 }

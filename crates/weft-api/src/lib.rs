@@ -14,6 +14,7 @@ pub mod pb {
     tonic::include_proto!("weft.mesh.v1");
 }
 pub mod backend_policy;
+pub mod ca;
 pub mod kinds;
 pub mod link;
 pub mod proxy;
