@@ -218,6 +218,14 @@ async fn sidecars_serve_mtls_under(cp: &ControlPlane, root: &[u8]) {
         || echo(upstream),
     )
     .await;
+    // Each proxy reports its certificate's expiry in its Acks (`weft check` warns from it).
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    weft_testkit::eventually("proxies report their leaf's expiry", Duration::from_secs(30), || async {
+        let (_, v) = api(cp, "GET", "/v1/proxies", "").await;
+        let list = v["proxies"].as_array()?.clone();
+        (list.len() == 2 && list.iter().all(|p| p["leaf_not_after_unix"].as_u64().unwrap_or(0) > now)).then_some(())
+    })
+    .await;
 }
 
 /// The DER of the first certificate in `pem`.

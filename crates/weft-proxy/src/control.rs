@@ -520,7 +520,17 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
                     e
                 }
             };
-            let ack = pb::Ack { version: update.version, error, leaf_root: leaf_root(&ctx.certs) };
+            let ack = pb::Ack {
+                version: update.version,
+                error,
+                leaf_root: leaf_root(&ctx.certs),
+                leaf_not_after_unix: ctx
+                    .certs
+                    .leaf()
+                    .not_after()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            };
             if tx.send(pb::ProxyMessage { kind: Some(pb::proxy_message::Kind::Ack(ack)) }).await.is_err() {
                 break;
             }
