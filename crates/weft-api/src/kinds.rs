@@ -46,6 +46,10 @@ pub struct MeshConfigSpec {
     /// "External authorization").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extension_providers: Vec<crate::ext_authz::ExtensionProvider>,
+    /// Which CA signs workload certificates: weft's own (default) or an external one
+    /// ([`crate::ca::CaSpec`], docs/security.md).
+    #[serde(default, skip_serializing_if = "crate::ca::CaSpec::is_builtin")]
+    pub ca: crate::ca::CaSpec,
 }
 
 /// Where the control plane takes per-service virtual IPs from: one for each service and one for
@@ -239,6 +243,7 @@ impl Default for MeshConfigSpec {
             mtls: None,
             authorization: Default::default(),
             extension_providers: vec![],
+            ca: Default::default(),
         }
     }
 }
@@ -273,6 +278,7 @@ impl Validate for MeshConfigSpec {
         self.virtual_ips.parse()?;
         self.authorization.validate()?;
         crate::ext_authz::validate_providers(&self.extension_providers)?;
+        self.ca.validate()?;
         Ok(())
     }
 }

@@ -21,6 +21,7 @@ pub mod envoy_auth {
     tonic::include_proto!("envoy.service.auth.v3");
 }
 pub mod backend_policy;
+pub mod ca;
 pub mod ext_authz;
 pub mod kinds;
 pub mod link;

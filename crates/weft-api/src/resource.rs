@@ -159,6 +159,9 @@ impl fmt::Display for Key {
 }
 
 /// A resource with its typed, validated spec.
+// MeshConfig is the largest spec by far and there is one per mesh; resources are handled per
+// write and per catalog build, never per request, so boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Resource {
     MeshConfig(Typed<MeshConfigSpec>),

@@ -71,6 +71,8 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     if let (Some(cert), Some(key), Some(chain)) = (args.ca_cert, args.ca_key, args.ca_chain) {
         cfg.plugin_ca = Some(PluginCa { cert, key, chain });
     }
+    // The secrets of an external CA (MeshConfig `ca`), from the environment only.
+    cfg.ca_credentials = weft_control::signer::CaCredentials::from_env().map_err(|e| anyhow::anyhow!(e))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let cp = ControlPlane::start(cfg).await?;

@@ -551,6 +551,61 @@ async fn ca_rotate(conn: &Conn, overlap: Option<&str>, status: bool, abort: bool
 }
 
 /// `linkerd check`-style: one line per item, non-zero exit if any failed.
+/// `weft check` warns when a root or intermediate expires within this.
+const CA_EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+/// MeshConfig's default `leafLifetime`, when the MeshConfig cannot be read.
+const LEAF_LIFETIME_FALLBACK: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Every CA certificate `GET /v1/ca` lists, deduplicated: (what, detail, seconds left).
+/// The roots trusted now (several during a rotation), the signing intermediate, and an external
+/// CA's roots and intermediates.
+fn ca_expiries(v: &Value) -> Vec<(String, String, i64)> {
+    let mut out: Vec<(String, String, i64)> = vec![];
+    let mut seen = std::collections::HashSet::new();
+    let mut add = |what: String, c: &Value| {
+        let fp = c["sha256_fingerprint"].as_str().unwrap_or("").to_string();
+        if c.is_null() || !seen.insert(fp.clone()) {
+            return;
+        }
+        let short: String = fp.chars().take(11).collect();
+        let not_after = c["not_after"].as_str().unwrap_or("").to_string();
+        let left = c["expires_in_seconds"].as_i64().unwrap_or(0);
+        out.push((what, format!("expires {not_after} (sha256 {short}...)"), left));
+    };
+    add("root CA certificate".into(), &v["root"]);
+    for r in v["roots"].as_array().into_iter().flatten() {
+        add("root CA certificate".into(), r);
+    }
+    add("intermediate CA certificate".into(), &v["intermediate"]);
+    let ext = &v["external"];
+    let kind = ext["kind"].as_str().unwrap_or("external");
+    for r in ext["roots"].as_array().into_iter().flatten() {
+        add(format!("{kind} root CA certificate"), r);
+    }
+    for r in ext["intermediates"].as_array().into_iter().flatten() {
+        add(format!("{kind} intermediate CA certificate"), r);
+    }
+    out
+}
+
+/// Proxies whose certificate has less than a quarter of `lifetime` left (or has expired): they
+/// renew at half-life, so their renewal is failing. Proxies that did not say are left out.
+fn expiring_leaves(proxies: &[Value], lifetime: std::time::Duration, now: u64) -> Vec<String> {
+    proxies
+        .iter()
+        .filter_map(|p| {
+            let not_after = p["leaf_not_after_unix"].as_u64().filter(|t| *t > 0)?;
+            let left = not_after.saturating_sub(now);
+            (left < lifetime.as_secs() / 4)
+                .then(|| format!("{} ({}s left)", p["proxy_id"].as_str().unwrap_or("?"), left))
+        })
+        .collect()
+}
+
 async fn check(conn: &Conn) -> anyhow::Result<()> {
     let mut failed = 0;
     // The first error writing to stdout (a closed pipe), returned once every check has run.
@@ -568,25 +623,27 @@ async fn check(conn: &Conn) -> anyhow::Result<()> {
             failed += 1;
         }
     };
-    match conn.call("GET", "/v1/resources?kind=MeshConfig", String::new()).await {
+    let mesh_leaf_lifetime = match conn.call("GET", "/v1/resources?kind=MeshConfig", String::new()).await {
         Ok(v) => {
-            report(true, "control plane API reachable and token accepted", format!("store revision {}", v["revision"]))
+            report(true, "control plane API reachable and token accepted", format!("store revision {}", v["revision"]));
+            v["items"][0]["spec"]["leafLifetime"]
+                .as_str()
+                .and_then(|d| d.parse::<weft_api::Duration>().ok())
+                .map(std::time::Duration::from)
         }
         Err(e) => {
             report(false, "control plane API reachable and token accepted", e.to_string());
             bail!("1 check failed");
         }
-    }
+    };
     match conn.call("GET", "/v1/ca", String::new()).await {
         Ok(v) => {
-            for which in ["root", "intermediate"] {
-                let not_after = v[which]["not_after"].as_str().unwrap_or("");
-                // Expired, or under 30 days left: time to rotate the CA.
-                let left = v[which]["expires_in_seconds"].as_u64().unwrap_or(0);
+            for (what, detail, left) in ca_expiries(&v) {
+                // Expired, or under 30 days left: time to rotate (or renew) the CA.
                 report(
-                    left > 30 * 24 * 3600,
-                    &format!("{which} CA certificate is valid for more than 30 days"),
-                    format!("expires {not_after}"),
+                    left > CA_EXPIRY_WARNING.as_secs() as i64,
+                    &format!("{what} is valid for more than 30 days"),
+                    detail,
                 );
             }
         }
@@ -600,6 +657,17 @@ async fn check(conn: &Conn) -> anyhow::Result<()> {
                 .filter(|p| p["status"] != "SYNCED")
                 .map(|p| p["proxy_id"].as_str().unwrap_or("?").to_string())
                 .collect();
+            let leaf_lifetime = mesh_leaf_lifetime.unwrap_or(LEAF_LIFETIME_FALLBACK);
+            let expiring = expiring_leaves(&list, leaf_lifetime, unix_now());
+            report(
+                expiring.is_empty(),
+                "proxies' certificates are renewed in time",
+                if expiring.is_empty() {
+                    format!("none has less than a quarter of its {}s lifetime left", leaf_lifetime.as_secs())
+                } else {
+                    format!("RENEWAL FAILING: {}", expiring.join(", "))
+                },
+            );
             report(
                 stale.is_empty(),
                 "proxies are in sync",
@@ -637,4 +705,41 @@ async fn check(conn: &Conn) -> anyhow::Result<()> {
         bail!("{failed} check(s) failed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_warns_about_every_ca_certificate_and_leaves_whose_renewal_fails() {
+        let cert =
+            |fp: &str, left: i64| json!({ "sha256_fingerprint": fp, "not_after": "t", "expires_in_seconds": left });
+        let v = json!({
+            "root": cert("AA:01", 9_000_000),
+            "roots": [cert("AA:01", 9_000_000), cert("BB:02", 100)],
+            "intermediate": cert("CC:03", 9_000_000),
+            "external": { "kind": "awsPca", "roots": [cert("DD:04", 50)], "intermediates": [] },
+        });
+        let got = ca_expiries(&v);
+        assert_eq!(got.len(), 4, "{got:?}");
+        let short: Vec<(&str, &str)> =
+            got.iter().filter(|(_, _, l)| *l < 30 * 86400).map(|(w, d, _)| (w.as_str(), d.as_str())).collect();
+        assert_eq!(
+            short,
+            [
+                ("root CA certificate", "expires t (sha256 BB:02...)"),
+                ("awsPca root CA certificate", "expires t (sha256 DD:04...)")
+            ]
+        );
+
+        let day = std::time::Duration::from_secs(86400);
+        let proxies = [
+            json!({ "proxy_id": "fresh", "leaf_not_after_unix": 1000 + 86400 }),
+            json!({ "proxy_id": "stuck", "leaf_not_after_unix": 1000 + 3600 }),
+            json!({ "proxy_id": "expired", "leaf_not_after_unix": 10 }),
+            json!({ "proxy_id": "old-proxy", "leaf_not_after_unix": 0 }),
+        ];
+        assert_eq!(expiring_leaves(&proxies, day, 1000), ["stuck (3600s left)", "expired (0s left)"]);
+    }
 }

@@ -228,6 +228,7 @@ async fn kill_9_mid_apply_then_restart_keeps_state_and_proxies_resync() {
     let (ok, out) = cp.weft(&["check"]);
     assert!(out.contains("√ proxies are in sync"), "{out}");
     assert!(out.contains("√ intermediate CA certificate is valid for more than 30 days"), "{out}");
+    assert!(out.contains("√ proxies' certificates are renewed in time"), "{out}");
     let _ = ok;
 }
 

@@ -449,6 +449,20 @@ async fn ca(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
         // Every root trusted now (two during a rotation), and the rotation in progress.
         "roots": roots.iter().map(|r| describe(r)).collect::<Vec<_>>(),
         "rotation": rotation,
+        // MeshConfig `ca`: null for weft's own CA; else the external CA's state and roots.
+        "external": match st.ca.selected() {
+            crate::signer::Selected::Builtin => Value::Null,
+            crate::signer::Selected::Failed { spec, error } => json!({ "kind": spec.kind, "status": "failed", "error": error }),
+            crate::signer::Selected::External(ext) => json!({
+                "kind": ext.spec.kind,
+                "status": "ready",
+                "roots": ext.roots.iter().map(|r| describe(r)).collect::<Vec<_>>(),
+                "intermediates": ext.intermediates.iter().map(|r| describe(r)).collect::<Vec<_>>(),
+                "roots_pem": weft_identity::TrustBundle::labelled(
+                    ext.roots.iter().map(|r| (Some(serving.trust_domain().to_string()), r.clone())).collect()
+                ).map(|b| b.to_pem()).unwrap_or_default(),
+            }),
+        },
     })))
 }
 

@@ -8,11 +8,13 @@
 //! intermediate, so it can be kept offline: without it the control plane runs as before, with
 //! the root's certificate (`ca/root.pem`) as the trust anchor ([`RootKey::Offline`]).
 
+use crate::signer::{sign_external, Selected, SignError};
 use crate::tokens::{write_private, Grant, TokenError, Tokens};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
+use weft_api::ca::CSR_IDENTITY_METADATA;
 use weft_api::pb;
 use weft_identity::{Authority, SpiffeId, DEFAULT_CA_LIFETIME};
 
@@ -138,6 +140,28 @@ pub(crate) fn bootstrap_identity<T>(tokens: &Tokens, trust_domain: &str, req: &R
     }
 }
 
+fn identity_status(e: weft_identity::Error) -> Status {
+    match e {
+        weft_identity::Error::IdentityMismatch { .. }
+        | weft_identity::Error::Reserved { .. }
+        | weft_identity::Error::OutsideTrustDomain { .. } => Status::permission_denied(e.to_string()),
+        other => Status::invalid_argument(format!("cannot sign this CSR: {other}")),
+    }
+}
+
+/// An external CA copies the identity from the CSR: a proxy that sent an unnamed CSR is told which
+/// identity to name (metadata [`CSR_IDENTITY_METADATA`]) and sends a new CSR for its own key.
+fn needs_named_csr(id: &SpiffeId) -> Status {
+    let mut status = Status::failed_precondition(format!(
+        "this mesh's CA is external and signs only CSRs that name the identity: send a CSR with the URI SAN {}",
+        id.uri()
+    ));
+    if let Ok(v) = id.uri().parse() {
+        status.metadata_mut().insert(CSR_IDENTITY_METADATA, v);
+    }
+    status
+}
+
 pub struct IdentityService {
     /// Signs with [`crate::rotation::CaState::signer`]; the bundle sent is every root trusted now.
     pub ca: Arc<crate::rotation::CaState>,
@@ -150,12 +174,24 @@ impl pb::identity_server::Identity for IdentityService {
     async fn sign(&self, req: Request<pb::SignRequest>) -> Result<Response<pb::SignResponse>, Status> {
         let signer = self.ca.signer();
         let id = bootstrap_identity(&self.tokens, signer.trust_domain(), &req)?;
-        let chain = signer.sign_csr(&req.get_ref().csr_der, &id, self.leaf_lifetime).map_err(|e| match e {
-            weft_identity::Error::IdentityMismatch { .. }
-            | weft_identity::Error::Reserved { .. }
-            | weft_identity::Error::OutsideTrustDomain { .. } => Status::permission_denied(e.to_string()),
-            other => Status::invalid_argument(format!("cannot sign this CSR: {other}")),
-        })?;
+        let csr = &req.get_ref().csr_der;
+        let chain = match self.ca.selected() {
+            Selected::Builtin => signer.sign_csr(csr, &id, self.leaf_lifetime).map_err(identity_status)?,
+            Selected::Failed { spec, error } => {
+                return Err(Status::unavailable(format!("MeshConfig ca.kind {} cannot sign yet: {error}", spec.kind)))
+            }
+            Selected::External(ext) => {
+                match sign_external(&ext, csr, &id, signer.trust_domain(), self.leaf_lifetime).await {
+                    Ok(Some(chain)) => chain,
+                    Ok(None) => return Err(needs_named_csr(&id)),
+                    Err(SignError::Identity(e)) => return Err(identity_status(e)),
+                    Err(e) => {
+                        tracing::warn!(identity = %id, kind = %ext.spec.kind, error = %e, "the external CA did not sign");
+                        return Err(Status::unavailable(format!("MeshConfig ca.kind {}: {e}", ext.spec.kind)));
+                    }
+                }
+            }
+        };
         let expires = chain.first().and_then(|c| weft_identity::tls::describe(c).ok()).map(|(_, t)| t);
         let peer = crate::grpc_tls::peer_of(&req);
         tracing::info!(identity = %id, expires = %expires.as_deref().unwrap_or("unknown"), %peer, "signed a workload certificate");

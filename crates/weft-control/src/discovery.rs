@@ -59,6 +59,8 @@ pub struct ProxyStatus {
     /// Hex SHA-256 of the root the proxy's certificate chains to, as its latest Ack said (empty:
     /// not said, an older proxy).
     pub leaf_root: String,
+    /// When the proxy's certificate expires (Unix seconds), as its latest Ack said (0: not said).
+    pub leaf_not_after_unix: u64,
     /// Updates sent on this stream: full ones (the first, and every one to a proxy that does not
     /// apply deltas) and deltas (only the services that changed for it).
     pub updates_full: u64,
@@ -583,6 +585,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     mode: hello.mode.chars().take(16).collect(),
                     roots: vec![],
                     leaf_root: String::new(),
+                    leaf_not_after_unix: 0,
                     updates_full: 0,
                     updates_delta: 0,
                 },
@@ -685,6 +688,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                         p.acked = a.version;
                         p.error = error;
                         p.leaf_root = leaf_root;
+                        p.leaf_not_after_unix = a.leaf_not_after_unix;
                     });
                 }
             }

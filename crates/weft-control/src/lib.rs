@@ -31,6 +31,7 @@ pub mod resilience;
 pub mod rotation;
 pub mod routes_api;
 pub mod server;
+pub mod signer;
 pub mod tokens;
 pub mod vips;
 

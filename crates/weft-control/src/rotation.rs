@@ -21,6 +21,7 @@ use crate::ca::{self, CaError, PluginCa};
 use crate::catalog::{CaView, Imported};
 use crate::discovery::ProxyStatus;
 use crate::federation::Federation;
+use crate::signer::Selected;
 use crate::tokens::write_private;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -75,6 +76,8 @@ struct Inner {
     rotation: Option<Rotation>,
     /// What the rotation waits for now (shown by `weft ca`).
     waiting_for: String,
+    /// MeshConfig `ca` as installed by [`crate::signer::run`].
+    selected: Selected,
 }
 
 /// Why a rotation cannot start or stop.
@@ -150,7 +153,7 @@ impl CaState {
             dir,
             cluster: cluster.to_string(),
             plugin: plugin.is_some(),
-            inner: Mutex::new(Inner { current, rotation, waiting_for: String::new() }),
+            inner: Mutex::new(Inner { current, rotation, waiting_for: String::new(), selected: Selected::Builtin }),
             tx: watch::channel(0).0,
         }))
     }
@@ -177,19 +180,42 @@ impl CaState {
         self.with(|i| i.current.clone())
     }
 
-    /// Every root of this mesh trusted now (DER): the current one, and the new one while rotating.
+    /// Every root of this mesh trusted now (DER): the current one, the new one while rotating, and
+    /// an external CA's roots while MeshConfig `ca` selects one (weft's own stay trusted, so
+    /// switching CAs breaks no connection while proxies renew).
     pub fn roots(&self) -> Vec<Vec<u8>> {
         self.with(|i| {
             let mut out = vec![i.current.root().to_vec()];
             if let Some(r) = &i.rotation {
                 out.push(r.new.root().to_vec());
             }
+            if let Selected::External(e) = &i.selected {
+                out.extend(e.roots.iter().map(|r| r.to_vec()).filter(|r| !out.contains(r)).collect::<Vec<_>>());
+            }
             out
         })
     }
 
     pub fn view(&self) -> CaView {
-        CaView { roots: self.roots(), signing_root: weft_identity::control::sha256(self.signer().root()).to_vec() }
+        let signing_root = match self.selected() {
+            Selected::External(e) => e.roots.first().map(|r| weft_identity::control::sha256(r).to_vec()),
+            _ => None,
+        };
+        CaView {
+            roots: self.roots(),
+            signing_root: signing_root.unwrap_or_else(|| weft_identity::control::sha256(self.signer().root()).to_vec()),
+        }
+    }
+
+    /// What MeshConfig `ca` selects now ([`crate::signer::run`] installs it).
+    pub fn selected(&self) -> Selected {
+        self.with(|i| i.selected.clone())
+    }
+
+    /// Installs the CA MeshConfig `ca` selects; proxies get its roots through the catalog.
+    pub fn select(&self, selected: Selected) {
+        self.with(|i| i.selected = selected);
+        self.changed();
     }
 
     /// The phase of the rotation in progress.

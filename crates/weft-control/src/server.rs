@@ -43,6 +43,9 @@ pub struct ControlConfig {
     pub max_streams_per_token: usize,
     /// The HTTP API's header-read and request timeouts and connection cap.
     pub api_limits: crate::http_serve::Limits,
+    /// Secrets of the external CA MeshConfig `ca` may select (`weft control` reads them from its
+    /// environment: [`crate::signer::CaCredentials::from_env`]).
+    pub ca_credentials: crate::signer::CaCredentials,
 }
 
 impl ControlConfig {
@@ -60,6 +63,7 @@ impl ControlConfig {
             enable_script_checks: false,
             max_streams_per_token: crate::discovery::DEFAULT_MAX_STREAMS_PER_TOKEN,
             api_limits: crate::http_serve::DEFAULT_LIMITS,
+            ca_credentials: Default::default(),
         }
     }
 }
@@ -258,6 +262,13 @@ impl ControlPlane {
         let serving = crate::grpc_tls::serving_identity(&authority)?;
         let grpc_tls = weft_identity::control::server_config(&serving)?;
         tasks.push(tokio::spawn(crate::grpc_tls::renew(ca_state.clone(), serving.clone(), stop_rx.clone())));
+        // MeshConfig `ca`: weft's own CA or an external one (AWS Private CA, cfssl, Vault).
+        tasks.push(tokio::spawn(crate::signer::run(
+            ca_state.clone(),
+            catalog.clone(),
+            cfg.ca_credentials.clone(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(crate::rotation::run(
             ca_state.clone(),
             proxies.clone(),

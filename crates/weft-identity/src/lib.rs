@@ -18,6 +18,7 @@ mod ca;
 pub mod control;
 mod csr;
 mod error;
+pub mod external;
 mod spiffe;
 mod store;
 pub mod tls;

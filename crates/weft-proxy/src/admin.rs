@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 
 pub fn encode_metrics(ctx: &Ctx) -> String {
     ctx.outlier_metrics.refresh(&ctx.routes.load(), &ctx.outliers.clock);
+    ctx.metrics.refresh_ca_expiry(&ctx.certs);
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &ctx.registry).is_err() {
         out.clear();

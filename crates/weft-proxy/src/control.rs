@@ -200,9 +200,22 @@ async fn sign_knowing(
     known: Option<&CertStore>,
 ) -> Result<(Leaf, TrustBundle), ControlError> {
     let token = control.read_token()?;
-    let key = LeafKey::generate_unnamed()?;
+    let mut key = LeafKey::generate_unnamed()?;
     let mut client = pb::identity_client::IdentityClient::new(channel(control, &token, mark, None, known).await?);
-    let resp = client.sign(with_token(pb::SignRequest { csr_der: key.csr_der()? }, &token)?).await?.into_inner();
+    let resp = match client.sign(with_token(pb::SignRequest { csr_der: key.csr_der()? }, &token)?).await {
+        Ok(r) => r.into_inner(),
+        // An external CA copies the identity from the CSR: name the one the control plane says
+        // this token may have, in a CSR for a new key (which still never leaves this process).
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            let named = s.metadata().get(weft_api::ca::CSR_IDENTITY_METADATA).and_then(|v| v.to_str().ok());
+            let Some(id) = named.and_then(|u| u.parse::<weft_identity::SpiffeId>().ok()) else {
+                return Err(s.into());
+            };
+            key = LeafKey::generate(&id)?;
+            client.sign(with_token(pb::SignRequest { csr_der: key.csr_der()? }, &token)?).await?.into_inner()
+        }
+        Err(s) => return Err(s.into()),
+    };
     let bundle = bundle_from(&resp.bundles, &resp.bundle_der).map_err(ControlError::Config)?;
     let chain = resp.chain_der.into_iter().map(Into::into).collect();
     Ok((key.into_leaf(chain)?, bundle))
@@ -215,13 +228,24 @@ pub async fn bootstrap(control: &Control, mark: u32) -> Result<CertStore, Contro
     loop {
         match sign(control, mark).await {
             Ok((leaf, bundle)) => return Ok(CertStore::new(leaf, bundle)?),
-            Err(e @ ControlError::Connect { .. }) => {
+            // Unreachable, or its CA (an external one) cannot sign yet: both pass.
+            Err(e) if passing(&e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "waiting for the control plane");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Whether a failed first signing is worth retrying: the control plane is unreachable, or it
+/// answers UNAVAILABLE (its external CA is unreachable or not set up yet).
+fn passing(e: &ControlError) -> bool {
+    match e {
+        ControlError::Connect { .. } => true,
+        ControlError::Refused(s) => s.code() == tonic::Code::Unavailable,
+        _ => false,
     }
 }
 
@@ -544,7 +568,17 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
                     e
                 }
             };
-            let ack = pb::Ack { version: update.version, error, leaf_root: leaf_root(&ctx.certs) };
+            let ack = pb::Ack {
+                version: update.version,
+                error,
+                leaf_root: leaf_root(&ctx.certs),
+                leaf_not_after_unix: ctx
+                    .certs
+                    .leaf()
+                    .not_after()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            };
             if tx.send(pb::ProxyMessage { kind: Some(pb::proxy_message::Kind::Ack(ack)) }).await.is_err() {
                 break;
             }

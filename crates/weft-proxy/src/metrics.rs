@@ -38,6 +38,12 @@ pub enum Direction {
     gateway,
 }
 
+/// `kind` of `weft_ca_cert_expiry_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaCertKind {
+    pub kind: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Peer {
     pub direction: Direction,
@@ -99,6 +105,10 @@ pub struct Metrics {
     pub peer_reuses: Counter,
     pub cert_expiry: Gauge,
     pub cert_rotations: Counter,
+    /// Seconds until the earliest expiry of each kind of certificate this proxy relies on
+    /// (`root`: its trust domain's roots; `intermediate`: its chain's; `leaf`: its own),
+    /// negative once expired; refreshed at each scrape ([`Metrics::refresh_ca_expiry`]).
+    pub ca_expiry: Family<CaCertKind, Gauge>,
     /// 1 while the discovery stream is up.
     pub control_connected: Gauge,
     /// Version of the config last applied from the control plane.
@@ -130,6 +140,37 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
+    /// Sets `weft_ca_cert_expiry_seconds` from the certificates in use now: the leaf, the
+    /// intermediates of its chain and the roots of its own trust domain (the earliest of each).
+    pub fn refresh_ca_expiry(&self, certs: &weft_identity::CertStore) {
+        let now = std::time::SystemTime::now();
+        let left = |der: &rustls::pki_types::CertificateDer<'_>| {
+            weft_identity::tls::not_after(der).ok().map(|t| match t.duration_since(now) {
+                Ok(d) => d.as_secs() as i64,
+                Err(e) => -(e.duration().as_secs() as i64),
+            })
+        };
+        let leaf = certs.leaf();
+        let td = leaf.id().trust_domain().to_string();
+        let chain = leaf.chain();
+        let roots = certs.bundle().roots_for(&td, &td);
+        let kinds: [(&'static str, Option<i64>); 3] = [
+            ("leaf", chain.first().and_then(left)),
+            ("intermediate", chain.iter().skip(1).filter_map(left).min()),
+            ("root", roots.iter().filter_map(left).min()),
+        ];
+        for (kind, secs) in kinds {
+            match secs {
+                Some(s) => {
+                    self.ca_expiry.get_or_create(&CaCertKind { kind }).set(s);
+                }
+                None => {
+                    self.ca_expiry.remove(&CaCertKind { kind });
+                }
+            }
+        }
+    }
+
     pub fn new(reg: &mut Registry) -> Self {
         let m = Metrics {
             requests: Family::default(),
@@ -146,6 +187,7 @@ impl Metrics {
             peer_reuses: Counter::default(),
             cert_expiry: Gauge::default(),
             cert_rotations: Counter::default(),
+            ca_expiry: Family::default(),
             control_connected: Gauge::default(),
             config_version: Gauge::default(),
             http2_buffered: Gauge::default(),
@@ -174,6 +216,11 @@ impl Metrics {
             m.cert_expiry.clone(),
         );
         r.register("cert_rotations", "Workload certificates installed after start", m.cert_rotations.clone());
+        r.register(
+            "ca_cert_expiry_seconds",
+            "Seconds until the earliest root, intermediate or leaf certificate in use expires (negative: expired)",
+            m.ca_expiry.clone(),
+        );
         r.register(
             "control_connected",
             "1 while the discovery stream to the control plane is up",
@@ -308,5 +355,36 @@ impl Drop for TcpGuard {
                 Bytes { direction: self.peer.direction, src: self.peer.src.clone(), dst: self.peer.dst.clone(), flow };
             m.tcp_bytes.get_or_create(&l).inc_by(n);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use weft_identity::{Authority, CertStore, SpiffeId};
+
+    /// The gauge of `kind` in the encoded metrics.
+    fn gauge(text: &str, kind: &str) -> i64 {
+        let prefix = format!("weft_ca_cert_expiry_seconds{{kind=\"{kind}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)?.parse().ok()).unwrap_or_else(|| panic!("{kind}: {text}"))
+    }
+
+    #[test]
+    fn ca_expiry_reports_the_leaf_the_intermediate_and_the_root_in_use() {
+        let day = 86400;
+        let root = Authority::new_root("td", Duration::from_secs(10 * day)).unwrap();
+        let inter = root.new_intermediate("c", Duration::from_secs(5 * day)).unwrap();
+        let id = SpiffeId::workload("td", "ns", "sa").unwrap();
+        let certs = CertStore::new(inter.issue(&id, Duration::from_secs(3600)).unwrap(), inter.bundle()).unwrap();
+        let mut reg = Registry::default();
+        let m = Metrics::new(&mut reg);
+        m.refresh_ca_expiry(&certs);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        let near = |got: i64, want: u64| got <= want as i64 && got > want as i64 - 120;
+        assert!(near(gauge(&text, "leaf"), 3600), "{text}");
+        assert!(near(gauge(&text, "intermediate"), 5 * day), "{text}");
+        assert!(near(gauge(&text, "root"), 10 * day), "{text}");
     }
 }
