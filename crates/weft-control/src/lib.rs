@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod ca;
 pub mod catalog;
 pub mod consul;
@@ -29,7 +30,9 @@ pub mod resilience;
 pub mod rotation;
 pub mod routes_api;
 pub mod server;
+pub mod token_store;
 pub mod tokens;
+pub mod tokens_api;
 pub mod vips;
 
 pub use server::{ControlConfig, ControlError, ControlPlane};
