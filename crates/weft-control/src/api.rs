@@ -151,12 +151,16 @@ pub fn grant(st: &ApiState, headers: &HeaderMap) -> Result<Grant, ApiError> {
 
 /// [`grant`], with the token's record (name, id, role).
 pub fn verified(st: &ApiState, headers: &HeaderMap) -> Result<Verified, ApiError> {
+    Ok(verify_token(st, headers)?)
+}
+
+fn verify_token(st: &ApiState, headers: &HeaderMap) -> Result<Verified, TokenError> {
     if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
-        return Ok(st.tokens.verify_header_full(Some(v.to_str().map_err(|_| TokenError::Invalid)?))?);
+        return st.tokens.verify_header_full(Some(v.to_str().map_err(|_| TokenError::Invalid)?));
     }
     match headers.get(CONSUL_TOKEN) {
-        Some(v) => Ok(st.tokens.verify_full(v.to_str().map_err(|_| TokenError::Invalid)?.trim())?),
-        None => Err(TokenError::Missing.into()),
+        Some(v) => st.tokens.verify_full(v.to_str().map_err(|_| TokenError::Invalid)?.trim()),
+        None => Err(TokenError::Missing),
     }
 }
 
@@ -247,12 +251,12 @@ async fn audit_writes(State(st): S, req: axum::extract::Request, next: axum::mid
         return next.run(req).await;
     }
     let (method, path) = (req.method().to_string(), req.uri().path().to_string());
-    let who = match verified(&st, req.headers()) {
+    let who = match verify_token(&st, req.headers()) {
         Ok(v) => {
             let (name, id) = v.record.map_or_else(|| (v.grant.role().to_string(), None), |r| (r.name, Some(r.id)));
             (name, id, Some(v.grant.role().to_string()))
         }
-        Err(ApiError(_, msg)) if msg == TokenError::Missing.to_string() => ("(none)".to_string(), None, None),
+        Err(TokenError::Missing) => ("(none)".to_string(), None, None),
         Err(_) => ("(invalid)".to_string(), None, None),
     };
     let resp = next.run(req).await;
