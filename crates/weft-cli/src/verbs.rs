@@ -146,14 +146,22 @@ pub enum Verb {
 
 #[derive(Subcommand)]
 pub enum TokenCmd {
-    /// Create a token. With --identity: a bootstrap token for a proxy of that identity.
+    /// Create a token (shown once; the control plane keeps only its SHA-256). With --identity: a
+    /// bootstrap token for a proxy of that identity.
     Create {
         /// `<namespace>/<service-account>`: the identity a proxy with this token may have.
         #[arg(long)]
         identity: Option<String>,
-        /// admin, read or bootstrap (default: bootstrap with --identity, else read).
-        #[arg(long)]
+        /// The role: admin, operator, read, writer (with --namespace) or bootstrap (default:
+        /// bootstrap with --identity, writer with --namespace, else read).
+        #[arg(long, alias = "role")]
         kind: Option<String>,
+        /// A writer's namespace (repeat for several).
+        #[arg(long = "namespace")]
+        namespaces: Vec<String>,
+        /// A name for `weft token list` and the audit log (default: `<role>-<id>`).
+        #[arg(long)]
+        name: Option<String>,
         /// Lifetime, e.g. 24h; default: no expiry.
         #[arg(long)]
         ttl: Option<String>,
@@ -161,6 +169,19 @@ pub enum TokenCmd {
         /// `remoteClusters`. Default: this control plane's cluster.
         #[arg(long)]
         cluster: Option<String>,
+    },
+    /// Every token issued (name, id, role, expiry, revoked), never the tokens themselves.
+    List,
+    /// Revoke a token by its id or name: it is refused from the next call on.
+    Revoke {
+        /// The id or name `weft token list` shows.
+        id: String,
+    },
+    /// The last writes to the API (who, what, the answer), from the audit log.
+    Audit {
+        /// How many entries (at most 1000; the file `<data-dir>/audit.log` keeps them all).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
     },
 }
 
@@ -390,14 +411,82 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
             }
         }
         Verb::Link { cmd, .. } => crate::link::run(cmd, conn).await?,
-        Verb::Token { cmd: TokenCmd::Create { identity, kind, ttl, cluster }, .. } => {
-            let kind = kind.unwrap_or_else(|| if identity.is_some() { "bootstrap".into() } else { "read".into() });
+        Verb::Token { cmd: TokenCmd::Create { identity, kind, namespaces, name, ttl, cluster }, .. } => {
+            let kind = kind.unwrap_or_else(|| match (&identity, namespaces.is_empty()) {
+                (Some(_), _) => "bootstrap".into(),
+                (None, false) => "writer".into(),
+                (None, true) => "read".into(),
+            });
             let mut req = json!({ "kind": kind, "identity": identity, "ttl": ttl });
-            if let Some(c) = cluster {
-                req["cluster"] = json!(c);
+            for (k, v) in [("cluster", cluster.map(|c| json!(c))), ("name", name.map(|n| json!(n)))] {
+                if let Some(v) = v {
+                    req[k] = v;
+                }
+            }
+            if !namespaces.is_empty() {
+                req["namespaces"] = json!(namespaces);
             }
             let v = conn.call("POST", "/v1/tokens", req.to_string()).await?;
             outln!("{}", v["token"].as_str().unwrap_or_default())?;
+        }
+        Verb::Token { cmd: TokenCmd::List, .. } => {
+            let v = conn.call("GET", "/v1/tokens", String::new()).await?;
+            let secs = |v: &Value| v.as_u64().map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+            let rows = v["tokens"]
+                .as_array()
+                .map(|a| a.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .map(|t| {
+                    let scope = t["identity"].as_str().map(str::to_string).unwrap_or_else(|| {
+                        let ns: Vec<&str> =
+                            t["namespaces"].as_array().into_iter().flatten().filter_map(|n| n.as_str()).collect();
+                        ns.join(",")
+                    });
+                    vec![
+                        t["name"].as_str().unwrap_or_default().to_string(),
+                        t["id"].as_str().unwrap_or_default().to_string(),
+                        t["role"].as_str().unwrap_or_default().to_string(),
+                        if scope.is_empty() { "-".into() } else { scope },
+                        secs(&t["created"]),
+                        secs(&t["expires"]),
+                        secs(&t["revoked"]),
+                    ]
+                })
+                .collect();
+            table(&["NAME", "ID", "ROLE", "SCOPE", "CREATED", "EXPIRES", "REVOKED"], rows)?;
+        }
+        Verb::Token { cmd: TokenCmd::Revoke { id }, .. } => {
+            let v = conn.call("DELETE", &format!("/v1/tokens/{id}"), String::new()).await?;
+            outln!(
+                "token {} ({}) revoked",
+                v["revoked"]["name"].as_str().unwrap_or(&id),
+                v["revoked"]["id"].as_str().unwrap_or_default()
+            )?;
+        }
+        Verb::Token { cmd: TokenCmd::Audit { limit }, .. } => {
+            let v = conn.call("GET", &format!("/v1/audit?limit={limit}"), String::new()).await?;
+            let rows = v["entries"]
+                .as_array()
+                .map(|a| a.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .map(|e| {
+                    vec![
+                        e["timeMs"].as_u64().unwrap_or_default().to_string(),
+                        e["token"].as_str().unwrap_or_default().to_string(),
+                        e["role"].as_str().unwrap_or("-").to_string(),
+                        format!(
+                            "{} {}",
+                            e["method"].as_str().unwrap_or_default(),
+                            e["path"].as_str().unwrap_or_default()
+                        ),
+                        e["status"].as_u64().unwrap_or_default().to_string(),
+                        e["detail"].as_str().unwrap_or_default().to_string(),
+                    ]
+                })
+                .collect();
+            table(&["TIME (UNIX MS)", "TOKEN", "ROLE", "REQUEST", "STATUS", "DETAIL"], rows)?;
         }
         Verb::Ca { cmd: Some(CaCmd::Rotate { overlap, status, abort, wait }), .. } => {
             ca_rotate(conn, overlap.as_deref(), status, abort, wait).await?

@@ -606,3 +606,43 @@ async fn get_and_describe_show_routes_their_status_and_their_order() {
     let (ok, out) = cp.weft(&["describe", "service", "api-v1"]);
     assert!(ok && out.contains("routes: none"), "{out}");
 }
+
+#[test]
+fn tokens_are_created_listed_revoked_and_audited_from_the_cli() {
+    let dir = std::env::temp_dir().join(format!("weft-control-tokens-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cp = Cp {
+        dir: dir.clone(),
+        grpc: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        api: format!("127.0.0.1:{}", free_port()),
+    };
+    let _control = cp.run();
+    let (ok, token) = cp.weft(&["token", "create", "--namespace", "shop", "--name", "shop-ci", "--ttl", "1h"]);
+    assert!(ok && token.starts_with("wft_"), "{token}");
+    let token = token.trim().to_string();
+    let file = |ns: &str| {
+        let f = dir.join(format!("{ns}.yaml"));
+        std::fs::write(&f, format!("apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: cart, namespace: {ns} }}\nspec: {{}}\n")).unwrap();
+        f.display().to_string()
+    };
+    let (ok, out) = cp.weft(&["apply", "-f", &file("shop"), "--token", &token]);
+    assert!(ok, "a writer of shop writes shop: {out}");
+    let (ok, out) = cp.weft(&["apply", "-f", &file("default"), "--token", &token]);
+    assert!(!ok && out.contains("not \"default\"") && out.contains("HTTP 403"), "{out}");
+    let (ok, out) = cp.weft(&["token", "list"]);
+    let row = out.lines().find(|l| l.starts_with("shop-ci")).unwrap_or_default().to_string();
+    assert!(ok && row.contains("writer") && row.contains("shop"), "{out}");
+    assert!(!out.contains(&token), "the list never shows a token: {out}");
+    let (ok, out) = cp.weft(&["token", "list", "--token", &token]);
+    assert!(!ok && out.contains("admin token"), "a writer cannot list tokens: {out}");
+    let (ok, out) = cp.weft(&["token", "revoke", "shop-ci"]);
+    assert!(ok && out.contains("shop-ci") && out.contains("revoked"), "{out}");
+    let (ok, out) = cp.weft(&["get", "services", "--token", &token]);
+    assert!(!ok && out.contains("revoked") && out.contains("HTTP 401"), "{out}");
+    let (ok, out) = cp.weft(&["token", "audit"]);
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.iter().any(|l| l.contains("shop-ci") && l.contains("POST /v1/apply") && l.contains("200")), "{out}");
+    assert!(lines.iter().any(|l| l.contains("shop-ci") && l.contains("403")), "{out}");
+    assert!(lines.iter().any(|l| l.contains("bootstrap-admin") && l.contains("DELETE /v1/tokens/shop-ci")), "{out}");
+}

@@ -1,11 +1,13 @@
 //! The HTTP API (JSON) that the CLI uses; documented in docs/api.md. Every call needs a token:
-//! `read` tokens may read, `admin` tokens may do everything. Errors are JSON `{"error": "..."}`
+//! `read` tokens may read, `writer` tokens may also write resources of their namespaces,
+//! `operator` tokens may write every resource (not tokens or the CA), `admin` tokens may do
+//! everything. Every write is recorded in the audit log (`audit.rs`). Errors are JSON `{"error": "..."}`
 //! with the field path and the fix, and the right status (400 invalid, 401/403 token, 404, 409
 //! conflict).
 
 use crate::consul;
 use crate::discovery::Proxies;
-use crate::tokens::{Grant, TokenError, Tokens};
+use crate::tokens::{Grant, TokenError, Tokens, Verified};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +35,8 @@ pub struct ApiState {
     /// Where the gRPC listener is (a link credential names it as the federation address).
     pub grpc_addr: std::net::SocketAddr,
     pub federation: Arc<crate::federation::Federation>,
+    /// Every write, with the caller's token name.
+    pub audit: Arc<crate::audit::Audit>,
 }
 
 /// Rules the control plane adds to a write: script/Docker checks only when enabled; the trust
@@ -142,12 +146,21 @@ pub const CONSUL_TOKEN: &str = "x-consul-token";
 /// `authorization: Bearer <token>` (the scheme in any case), `X-Consul-Token: <token>`, or
 /// `?token=<token>` (which [`token_from_query`] moves into `X-Consul-Token`).
 pub fn grant(st: &ApiState, headers: &HeaderMap) -> Result<Grant, ApiError> {
+    verified(st, headers).map(|v| v.grant)
+}
+
+/// [`grant`], with the token's record (name, id, role).
+pub fn verified(st: &ApiState, headers: &HeaderMap) -> Result<Verified, ApiError> {
+    Ok(verify_token(st, headers)?)
+}
+
+fn verify_token(st: &ApiState, headers: &HeaderMap) -> Result<Verified, TokenError> {
     if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
-        return Ok(st.tokens.verify_header(Some(v.to_str().map_err(|_| TokenError::Invalid)?))?);
+        return st.tokens.verify_header_full(Some(v.to_str().map_err(|_| TokenError::Invalid)?));
     }
     match headers.get(CONSUL_TOKEN) {
-        Some(v) => Ok(st.tokens.verify(v.to_str().map_err(|_| TokenError::Invalid)?.trim())?),
-        None => Err(TokenError::Missing.into()),
+        Some(v) => st.tokens.verify_full(v.to_str().map_err(|_| TokenError::Invalid)?.trim()),
+        None => Err(TokenError::Missing),
     }
 }
 
@@ -171,7 +184,7 @@ pub fn query_pairs(uri: &axum::http::Uri) -> Vec<(String, String)> {
 
 pub fn require_read(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     match grant(st, headers)? {
-        Grant::Admin | Grant::Read => Ok(()),
+        Grant::Admin | Grant::Operator | Grant::Read | Grant::Writer { .. } => Ok(()),
         Grant::Bootstrap { .. } => {
             Err(TokenError::Forbidden("a bootstrap token is for proxies; use a read or admin token").into())
         }
@@ -181,11 +194,84 @@ pub fn require_read(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> 
     }
 }
 
+/// Writes that are not one namespace's resources (registrations, links): admin or operator.
 pub fn require_write(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     match grant(st, headers)? {
-        Grant::Admin => Ok(()),
-        _ => Err(TokenError::Forbidden("writing needs an admin token").into()),
+        Grant::Admin | Grant::Operator => Ok(()),
+        Grant::Writer { .. } => Err(TokenError::Forbidden(
+            "a namespace writer may only apply and delete resources of its namespaces; this needs an operator or admin token",
+        )
+        .into()),
+        _ => Err(TokenError::Forbidden("writing needs an operator or admin token").into()),
     }
+}
+
+/// Tokens, the CA and the audit log: admin only.
+pub fn require_admin(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match grant(st, headers)? {
+        Grant::Admin => Ok(()),
+        _ => Err(TokenError::Forbidden("tokens, the CA and the audit log need an admin token").into()),
+    }
+}
+
+/// Writes of these resources (kind, namespace): admin and operator tokens may write any; a
+/// writer only namespaced kinds (not MeshConfig, which is mesh-wide) in its namespaces.
+pub fn require_write_of<'a>(
+    st: &ApiState,
+    headers: &HeaderMap,
+    targets: impl IntoIterator<Item = (Kind, &'a str)>,
+) -> Result<(), ApiError> {
+    let namespaces = match grant(st, headers)? {
+        Grant::Admin | Grant::Operator => return Ok(()),
+        Grant::Writer { namespaces } => namespaces,
+        _ => return Err(TokenError::Forbidden("writing needs a writer, operator or admin token").into()),
+    };
+    for (kind, ns) in targets {
+        if kind == Kind::MeshConfig {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "this token may not do that: MeshConfig is mesh-wide and a namespace writer may not change it; use an operator or admin token".into(),
+            ));
+        }
+        if !namespaces.iter().any(|n| n == ns) {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("this token may not do that: it may write the namespaces {namespaces:?}, not {ns:?} ({kind}); use a writer token of {ns:?}, or an operator token"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Records every write (see [`crate::audit`]): who (the token's name and role), what (method,
+/// path without its query, the handler's [`crate::audit::Note`]) and the answer's status.
+async fn audit_writes(State(st): S, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+    let who = match verify_token(&st, req.headers()) {
+        Ok(v) => {
+            let (name, id) = v.record.map_or_else(|| (v.grant.role().to_string(), None), |r| (r.name, Some(r.id)));
+            (name, id, Some(v.grant.role().to_string()))
+        }
+        Err(TokenError::Missing) => ("(none)".to_string(), None, None),
+        Err(_) => ("(invalid)".to_string(), None, None),
+    };
+    let resp = next.run(req).await;
+    let detail = resp.extensions().get::<crate::audit::Note>().map(|n| n.0.clone());
+    st.audit.record(crate::audit::Entry {
+        time_ms: crate::audit::now_ms(),
+        token: who.0,
+        token_id: who.1,
+        role: who.2,
+        method,
+        path,
+        status: resp.status().as_u16(),
+        detail,
+    });
+    resp
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -194,7 +280,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/resources", get(list))
         .route("/v1/resources/{kind}/{namespace}/{name}", get(get_one).delete(delete_one))
         .route("/v1/proxies", get(proxies))
-        .route("/v1/tokens", post(create_token))
+        .merge(crate::tokens_api::routes())
         .route("/v1/ca", get(ca))
         .route("/v1/ca/rotate", post(rotate).delete(abort_rotation))
         .route("/v1/catalog", get(catalog))
@@ -205,16 +291,21 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/live", get(|| async { "live\n" }))
         .fallback(consul::fallback)
         .method_not_allowed_fallback(consul::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit_writes))
         .layer(axum::middleware::from_fn(token_from_query))
         .with_state(state)
 }
 
-async fn apply(State(st): S, headers: HeaderMap, body: String) -> Result<Json<Value>, ApiError> {
-    require_write(&st, &headers)?;
+async fn apply(State(st): S, headers: HeaderMap, body: String) -> Result<Response, ApiError> {
+    // A token that may not write anything is refused before the body is read.
+    require_write_of(&st, &headers, std::iter::empty::<(Kind, &str)>())?;
     let resources = parse_documents(&body).map_err(|e| bad(e.to_string()))?;
+    require_write_of(&st, &headers, resources.iter().map(|r| (r.kind(), r.metadata().namespace.as_str())))?;
     admit(&st, &resources)?;
     let applied = blocking(&st.store, move |s| s.apply(resources)).await?;
-    Ok(Json(json!({ "results": applied.iter().map(|a| a.to_string()).collect::<Vec<_>>() })))
+    let results: Vec<String> = applied.iter().map(|a| a.to_string()).collect();
+    let note = crate::audit::Note(results.join("; "));
+    Ok((axum::Extension(note), Json(json!({ "results": results }))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -341,8 +432,8 @@ async fn delete_one(
     headers: HeaderMap,
     Path((k, namespace, name)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    require_write(&st, &headers)?;
     let key = Key { kind: kind(&k)?, namespace, name };
+    require_write_of(&st, &headers, [(key.kind, key.namespace.as_str())])?;
     let k = key.clone();
     blocking(&st.store, move |s| s.delete(std::slice::from_ref(&k))).await?;
     Ok(Json(json!({ "results": [format!("{key} deleted")] })))
@@ -351,79 +442,6 @@ async fn delete_one(
 async fn proxies(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     require_read(&st, &headers)?;
     Ok(Json(json!({ "proxies": st.proxies.list() })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenRequest {
-    /// admin, read or bootstrap.
-    kind: String,
-    /// `<namespace>/<service-account>`, for bootstrap tokens.
-    identity: Option<String>,
-    /// e.g. 24h; absent: no expiry.
-    ttl: Option<weft_api::Duration>,
-    /// Bootstrap tokens of a remote cluster's proxies (primary-remote): the cluster, one of
-    /// MeshConfig `remoteClusters` (or this cluster's own name).
-    #[serde(default)]
-    cluster: Option<String>,
-}
-
-async fn create_token(State(st): S, headers: HeaderMap, body: String) -> Result<Json<Value>, ApiError> {
-    require_write(&st, &headers)?;
-    // Any content type: curl users forget the header.
-    let req: TokenRequest = serde_json::from_str(&body).map_err(|e| bad(format!("token request: {e}")))?;
-    let grant = match (req.kind.as_str(), req.identity) {
-        ("admin", None) => Grant::Admin,
-        ("read", None) => Grant::Read,
-        ("bootstrap", Some(id)) => {
-            let (ns, sa) =
-                id.split_once('/').ok_or_else(|| bad("identity: write it as <namespace>/<service-account>"))?;
-            if !weft_api::valid_name(ns) || !weft_api::valid_name(sa) {
-                return Err(bad("identity: namespace and service account must be DNS labels"));
-            }
-            if weft_identity::control::is_reserved_namespace(ns) {
-                return Err(bad(format!(
-                    "identity: the namespace {ns:?} is reserved for the control plane's own identity; pick another namespace"
-                )));
-            }
-            Grant::Bootstrap { namespace: ns.into(), service_account: sa.into() }
-        }
-        ("bootstrap", None) => {
-            return Err(bad("identity: a bootstrap token names an identity: <namespace>/<service-account>"))
-        }
-        (k @ ("admin" | "read"), Some(_)) => {
-            return Err(bad(format!("identity: only bootstrap tokens name an identity, not {k}")))
-        }
-        (other, _) => return Err(bad(format!("kind: {other:?} is not admin, read or bootstrap"))),
-    };
-    let cluster = match req.cluster {
-        Some(c) if !matches!(grant, Grant::Bootstrap { .. }) => {
-            return Err(bad(format!("cluster: only bootstrap tokens name a cluster, not {} ({c:?})", req.kind)))
-        }
-        Some(c) => {
-            let mesh = st.catalog.borrow().mesh.clone();
-            // A MeshConfig applied a moment ago is in the store before the catalog is rebuilt:
-            // a script that declares a remote cluster and then makes its token must not race.
-            let stored = st.store.list(Some(weft_api::resource::Kind::MeshConfig), None).unwrap_or_default();
-            let declared_in_store = stored.iter().any(|r| match r {
-                weft_api::resource::Resource::MeshConfig(m) => m.spec.remote_clusters.iter().any(|r| r.name == c),
-                _ => false,
-            });
-            if c == mesh.cluster.name {
-                None
-            } else if declared_in_store || mesh.remote_clusters.iter().any(|r| r.name == c) {
-                Some(c)
-            } else {
-                let known: Vec<&str> = mesh.remote_clusters.iter().map(|r| r.name.as_str()).collect();
-                return Err(bad(format!(
-                    "cluster: {c:?} is neither this cluster ({:?}) nor one of its remote clusters {known:?}; declare it first in MeshConfig `remoteClusters` (name, network, gateways)",
-                    mesh.cluster.name
-                )));
-            }
-        }
-        None => None,
-    };
-    Ok(Json(json!({ "token": st.tokens.issue_in(grant, req.ttl.map(Into::into), cluster) })))
 }
 
 async fn ca(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
@@ -521,7 +539,7 @@ struct RotateRequest {
 
 /// `POST /v1/ca/rotate`: starts a root rotation (see [`crate::rotation`]).
 async fn rotate(State(st): S, headers: HeaderMap, body: String) -> Result<Json<Value>, ApiError> {
-    require_write(&st, &headers)?;
+    require_admin(&st, &headers)?;
     let req: RotateRequest = if body.trim().is_empty() {
         RotateRequest::default()
     } else {
@@ -534,7 +552,7 @@ async fn rotate(State(st): S, headers: HeaderMap, body: String) -> Result<Json<V
 
 /// `DELETE /v1/ca/rotate`: aborts a rotation still in phase trust-both.
 async fn abort_rotation(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    require_write(&st, &headers)?;
+    require_admin(&st, &headers)?;
     st.ca.abort().map_err(rotate_error)?;
     Ok(Json(json!({ "rotation": Value::Null })))
 }

@@ -121,7 +121,9 @@ pub fn load_or_create(
 
 pub(crate) fn token_status(e: TokenError) -> Status {
     match e {
-        TokenError::Missing | TokenError::Invalid | TokenError::Expired => Status::unauthenticated(e.to_string()),
+        TokenError::Missing | TokenError::Invalid | TokenError::Expired | TokenError::Revoked | TokenError::Unknown => {
+            Status::unauthenticated(e.to_string())
+        }
         TokenError::Forbidden(_) => Status::permission_denied(e.to_string()),
     }
 }

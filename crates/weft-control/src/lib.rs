@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod authz;
 pub mod ca;
 pub mod catalog;
@@ -32,7 +33,9 @@ pub mod rotation;
 pub mod routes_api;
 pub mod server;
 pub mod signer;
+pub mod token_store;
 pub mod tokens;
+pub mod tokens_api;
 pub mod vips;
 
 pub use server::{ControlConfig, ControlError, ControlPlane};

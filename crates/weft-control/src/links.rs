@@ -10,7 +10,7 @@
 //! - `GET /v1/importers` (read): the exporting side's view, the clusters that import from this
 //!   one (`weft link importers`).
 
-use crate::api::{bad, blocking, require_read, require_write, ApiError, ApiState};
+use crate::api::{bad, blocking, require_admin, require_read, require_write, ApiError, ApiState};
 use crate::federation::unix_now;
 use crate::tokens::Grant;
 use axum::extract::{Path, State};
@@ -79,7 +79,8 @@ struct CreateRequest {
 }
 
 async fn create(State(st): S, headers: HeaderMap, body: String) -> Result<Json<Value>, ApiError> {
-    require_write(&st, &headers)?;
+    // A link credential is a token: admin only.
+    require_admin(&st, &headers)?;
     let req: CreateRequest = if body.trim().is_empty() {
         CreateRequest::default()
     } else {
@@ -338,7 +339,7 @@ pub(crate) fn update_link(
 /// (its open stream is cut, its roots leave this cluster's proxies), and every credential made
 /// before now is void too (an unused one could otherwise re-link it).
 async fn revoke(State(st): S, headers: HeaderMap, Path(cluster): Path<String>) -> Result<Json<Value>, ApiError> {
-    require_write(&st, &headers)?;
+    require_admin(&st, &headers)?;
     if !weft_api::valid_name(&cluster) {
         return Err(bad("cluster: must be a cluster's name (a DNS label)"));
     }

@@ -145,14 +145,24 @@ impl ControlPlane {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let tokens = Arc::new(Tokens::open(&cfg.data_dir).map_err(dir_err)?);
         let admin_path = cfg.data_dir.join("admin.token");
+        // The bootstrap admin token: made at first start (and again if it was revoked or no longer
+        // verifies), printed once in the log and kept in `admin.token` (0600) for the CLI on this
+        // host.
         let admin_token = match std::fs::read_to_string(&admin_path) {
             Ok(t) if tokens.verify(&t) == Ok(Grant::Admin) => t.trim().to_string(),
             _ => {
-                let t = tokens.issue(Grant::Admin, None);
+                let (t, _) = tokens
+                    .create(Grant::Admin, None, None, Some("bootstrap-admin".into()))
+                    .map_err(|(_, e)| dir_err(e))?;
                 write_private(&admin_path, t.as_bytes()).map_err(dir_err)?;
+                tracing::warn!(
+                    path = %admin_path.display(),
+                    "a new bootstrap admin token was issued (shown once here; also in the file, 0600): {t}"
+                );
                 t
             }
         };
+        let audit = Arc::new(crate::audit::Audit::open(&cfg.data_dir).map_err(dir_err)?);
 
         // The mesh's settings: stored on first start so that every later start agrees.
         let mesh = match store.list(Some(Kind::MeshConfig), None)?.into_iter().next() {
@@ -329,6 +339,7 @@ impl ControlPlane {
             api_addr,
             grpc_addr,
             federation,
+            audit,
         });
         tasks.push(tokio::spawn(crate::http_serve::serve(api_listener, api::router(state), cfg.api_limits, api_stop)));
         tracing::info!(%grpc_addr, %api_addr, trust_domain = %mesh.trust_domain, cluster = %mesh.cluster.name, "control plane ready");

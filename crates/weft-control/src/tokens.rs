@@ -1,12 +1,17 @@
 //! Control-plane tokens: signed, self-describing, verified without a database.
 //!
 //! `wft_<hex(payload JSON)>.<hex(HMAC-SHA256(key, payload))>`; the key is generated at first start
-//! and kept in the data directory (0600). Kinds:
+//! and kept in the data directory (0600). Every token but a link secret is also recorded, by its
+//! SHA-256, in `token_store` (name, role, expiry, revocation); it verifies only while its record
+//! exists and is not revoked. Kinds (roles):
 //! - `admin`: every API call;
+//! - `operator`: resources (apply, delete, registrations, links' namespaces), not tokens or the CA;
 //! - `read`: read-only API calls;
+//! - `writer`: reads, and writes of resources in its namespaces only;
 //! - `bootstrap`: names one workload identity (`<namespace>/<service-account>`); a proxy holding it
 //!   may get a certificate for that identity only, and open its discovery stream.
 
+use crate::token_store::{TokenRecord, TokenStore};
 use aws_lc_rs::hmac;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -16,7 +21,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[serde(rename_all = "lowercase", tag = "kind")]
 pub enum Grant {
     Admin,
+    /// Resources, not tokens or the CA.
+    Operator,
     Read,
+    /// Reads, and writes of namespaced resources in these namespaces.
+    Writer {
+        namespaces: Vec<String>,
+    },
     Bootstrap {
         namespace: String,
         service_account: String,
@@ -76,6 +87,39 @@ pub enum TokenError {
     Expired,
     #[error("this token may not do that: {0}")]
     Forbidden(&'static str),
+    #[error("the token has been revoked; create a new one with `weft token create`")]
+    Revoked,
+    #[error("the token is not in this control plane's token list (issued before tokens were recorded, or the list was restored from an older backup); create a new one with `weft token create`")]
+    Unknown,
+}
+
+impl Grant {
+    /// The role's name, as `weft token list` shows it.
+    pub fn role(&self) -> &'static str {
+        match self {
+            Grant::Admin => "admin",
+            Grant::Operator => "operator",
+            Grant::Read => "read",
+            Grant::Writer { .. } => "writer",
+            Grant::Bootstrap { .. } => "bootstrap",
+            Grant::Link { .. } => "link",
+            Grant::LinkStream { .. } => "link-stream",
+        }
+    }
+
+    /// Link secrets are revoked per link (`weft link revoke`), not recorded one by one.
+    fn recorded(&self) -> bool {
+        !matches!(self, Grant::Link { .. } | Grant::LinkStream { .. })
+    }
+}
+
+/// A verified token: its grant, the cluster a bootstrap token names, and its record.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    pub grant: Grant,
+    pub proxy_cluster: Option<String>,
+    /// Absent for link secrets.
+    pub record: Option<TokenRecord>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -104,6 +148,8 @@ pub struct Tokens {
     ca: std::sync::RwLock<Option<(String, String)>>,
     /// Put in every bootstrap token once known (`set_cluster`): this control plane's cluster.
     cluster: std::sync::OnceLock<String>,
+    /// Every issued token's record (`<data-dir>/tokens.json`).
+    store: TokenStore,
 }
 
 impl Tokens {
@@ -142,6 +188,7 @@ impl Tokens {
             key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
             ca: Default::default(),
             cluster: Default::default(),
+            store: TokenStore::open(dir)?,
         })
     }
 
@@ -156,6 +203,8 @@ impl Tokens {
         let _ = self.cluster.set(cluster.to_string());
     }
 
+    /// Issues and records a token (named after its role and id). A token whose record cannot be
+    /// saved is logged and returned; it does not verify.
     pub fn issue(&self, grant: Grant, ttl: Option<std::time::Duration>) -> String {
         self.issue_in(grant, ttl, None)
     }
@@ -163,16 +212,69 @@ impl Tokens {
     /// [`Tokens::issue`]; a bootstrap token with `proxy_cluster` is for a proxy of that (remote)
     /// cluster.
     pub fn issue_in(&self, grant: Grant, ttl: Option<std::time::Duration>, proxy_cluster: Option<String>) -> String {
-        let exp = ttl.map(|t| now() + t.as_secs());
+        match self.create(grant, ttl, proxy_cluster, None) {
+            Ok((t, _)) => t,
+            Err((t, e)) => {
+                tracing::error!(error = %e, "a token was issued but could not be recorded: it will not verify");
+                t
+            }
+        }
+    }
+
+    /// Issues a token named `name` (default: `<role>-<id>`) and records it; returns the token
+    /// and its record (none for link secrets). Err: the record could not be saved (with the
+    /// token, which will not verify).
+    #[allow(clippy::result_large_err)]
+    pub fn create(
+        &self,
+        grant: Grant,
+        ttl: Option<std::time::Duration>,
+        proxy_cluster: Option<String>,
+        name: Option<String>,
+    ) -> Result<(String, Option<TokenRecord>), (String, std::io::Error)> {
+        let created = now();
+        let exp = ttl.map(|t| created + t.as_secs());
         let bootstrap = matches!(grant, Grant::Bootstrap { .. });
         let ca = bootstrap.then(|| self.ca.read().unwrap_or_else(|p| p.into_inner()).clone()).flatten();
         let (ca, td) = ca.map_or((None, None), |(pin, td)| (Some(pin), Some(td)));
         let cp = bootstrap.then(|| self.cluster.get().cloned()).flatten();
         let proxy_cluster = proxy_cluster.filter(|_| bootstrap);
-        let payload = Payload { grant, exp, nonce: hex(&random(8)), ca, td, cp, proxy_cluster };
+        let id = hex(&random(8));
+        let record = grant.recorded().then(|| {
+            let (namespaces, identity) = match &grant {
+                Grant::Writer { namespaces } => (namespaces.clone(), None),
+                Grant::Bootstrap { namespace, service_account } => {
+                    (vec![namespace.clone()], Some(format!("{namespace}/{service_account}")))
+                }
+                _ => (vec![], None),
+            };
+            TokenRecord {
+                name: name.unwrap_or_else(|| format!("{}-{id}", grant.role())),
+                id: id.clone(),
+                role: grant.role().to_string(),
+                namespaces,
+                identity,
+                sha256: String::new(),
+                created,
+                expires: exp,
+                revoked: None,
+            }
+        });
+        let payload = Payload { grant, exp, nonce: id, ca, td, cp, proxy_cluster };
         let payload = serde_json::to_vec(&payload).unwrap_or_default();
         let mac = hmac::sign(&self.key, &payload);
-        format!("wft_{}.{}", hex(&payload), hex(mac.as_ref()))
+        let token = format!("wft_{}.{}", hex(&payload), hex(mac.as_ref()));
+        let Some(mut record) = record else { return Ok((token, None)) };
+        record.sha256 = crate::token_store::sha256_hex(&token);
+        match self.store.insert(record.clone()) {
+            Ok(()) => Ok((token, Some(record))),
+            Err(e) => Err((token, e)),
+        }
+    }
+
+    /// The token store: list and revoke.
+    pub fn store(&self) -> &TokenStore {
+        &self.store
     }
 
     pub fn verify(&self, token: &str) -> Result<Grant, TokenError> {
@@ -182,6 +284,12 @@ impl Tokens {
     /// [`Tokens::verify`], with the cluster a bootstrap token names for its proxy (`None`: this
     /// control plane's own).
     pub fn verify_in(&self, token: &str) -> Result<(Grant, Option<String>), TokenError> {
+        self.verify_full(token).map(|v| (v.grant, v.proxy_cluster))
+    }
+
+    /// [`Tokens::verify`], with everything known about the token: the MAC, the expiry, the
+    /// reserved namespace, then its record (present and not revoked).
+    pub fn verify_full(&self, token: &str) -> Result<Verified, TokenError> {
         let body = token.trim().strip_prefix("wft_").ok_or(TokenError::Invalid)?;
         let (p, m) = body.split_once('.').ok_or(TokenError::Invalid)?;
         let (payload, mac) = (unhex(p).ok_or(TokenError::Invalid)?, unhex(m).ok_or(TokenError::Invalid)?);
@@ -197,7 +305,16 @@ impl Tokens {
                 ));
             }
         }
-        Ok((payload.grant, payload.proxy_cluster))
+        let record = if payload.grant.recorded() {
+            let r = self.store.lookup(token).ok_or(TokenError::Unknown)?;
+            if r.revoked.is_some() {
+                return Err(TokenError::Revoked);
+            }
+            Some(r)
+        } else {
+            None
+        };
+        Ok(Verified { grant: payload.grant, proxy_cluster: payload.proxy_cluster, record })
     }
 
     /// The grant of an `authorization: Bearer <token>` header value.
@@ -207,13 +324,18 @@ impl Tokens {
 
     /// [`Tokens::verify_header`] with the proxy's cluster, as [`Tokens::verify_in`].
     pub fn verify_header_in(&self, value: Option<&str>) -> Result<(Grant, Option<String>), TokenError> {
+        self.verify_header_full(value).map(|v| (v.grant, v.proxy_cluster))
+    }
+
+    /// [`Tokens::verify_full`] of an `authorization: Bearer <token>` header value.
+    pub fn verify_header_full(&self, value: Option<&str>) -> Result<Verified, TokenError> {
         let v = value.ok_or(TokenError::Missing)?.trim();
         // The scheme is case-insensitive (RFC 9110 §11.1): `Bearer`, `bearer`, `BEARER`.
         let (scheme, token) = v.split_once(' ').ok_or(TokenError::Missing)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(TokenError::Missing);
         }
-        self.verify_in(token.trim())
+        self.verify_full(token.trim())
     }
 }
 
@@ -270,6 +392,7 @@ mod tests {
             key: hmac::Key::new(hmac::HMAC_SHA256, &random(32)),
             ca: Default::default(),
             cluster: Default::default(),
+            store: TokenStore::open(&std::env::temp_dir().join("weft-tokens-no-such-dir")).unwrap(),
         };
         assert_eq!(other.verify(&tok), Err(TokenError::Invalid));
     }

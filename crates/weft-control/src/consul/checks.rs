@@ -106,10 +106,13 @@ pub async fn update(
 /// checks of workloads that run as its identity (`<namespace>/<workload>/<check>`), and only those.
 fn may_report(st: &ApiState, cat: &Catalog, headers: &HeaderMap, check_id: &str) -> Result<(), ApiError> {
     let (namespace, service_account) = match crate::api::grant(st, headers)? {
-        Grant::Admin => return Ok(()),
-        Grant::Read | Grant::Link { .. } | Grant::LinkStream { .. } => {
+        Grant::Admin | Grant::Operator => return Ok(()),
+        Grant::Writer { namespaces } if namespaces.iter().any(|n| check_id.split('/').next() == Some(n)) => {
+            return Ok(())
+        }
+        Grant::Read | Grant::Writer { .. } | Grant::Link { .. } | Grant::LinkStream { .. } => {
             return Err(TokenError::Forbidden(
-                "reporting a TTL check needs an admin token or the workload's bootstrap token",
+                "reporting a TTL check needs an operator or admin token, a writer token of the workload's namespace, or the workload's bootstrap token",
             )
             .into())
         }
