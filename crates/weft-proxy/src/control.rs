@@ -730,6 +730,25 @@ mod virtual_ip_tests {
     use super::*;
 
     #[test]
+    fn an_update_with_a_bad_authorization_is_refused_naming_the_field() {
+        let update = |json: &str| pb::ProxyUpdate {
+            inbound: Some(pb::Inbound {
+                authorization: Some(pb::Authorization { json: json.into() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(authorization_from(&pb::ProxyUpdate::default()).unwrap(), None);
+        let ok = authorization_from(&update(r#"{"default":"deny"}"#)).unwrap().unwrap();
+        assert_eq!(ok.default, weft_api::authz::DefaultPolicy::Deny);
+        let e = authorization_from(&update("{")).unwrap_err().to_string();
+        assert!(e.starts_with("inbound.authorization"), "{e}");
+        let bad = r#"{"policies":[{"name":"ns/p","spec":{"rules":[{"from":[{"source":{"ipBlocks":["nope"]}}]}]}}]}"#;
+        let e = authorization_from(&update(bad)).unwrap_err().to_string();
+        assert!(e.contains("inbound.authorization.policies[0] (ns/p).spec.rules[0].from[0].source.ipBlocks[0]"), "{e}");
+    }
+
+    #[test]
     fn virtual_ips_of_an_update_are_checked_and_the_bad_one_named() {
         let vip = |address: &str| pb::VirtualIp {
             service: "api".into(),
