@@ -28,56 +28,16 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Words in pip's output that mean the package index could not be reached.
-const UNREACHABLE: &[&str] = &[
-    "Temporary failure in name resolution",
-    "Failed to establish a new connection",
-    "Network is unreachable",
-    "Connection refused",
-    "ConnectTimeoutError",
-    "Max retries exceeded",
-    "No matching distribution found",
-    "Could not fetch URL",
-];
-
 /// The venv's python with py-consul, made on first use; `Err` with the reason when PyPI cannot
 /// be reached.
 fn python_with_py_consul() -> Result<PathBuf, String> {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-consul-venv");
-    let python = venv.join("bin/python");
-    let has = |py: &Path| {
-        Command::new(py).args(["-c", "import consul"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-    };
-    if has(&python) {
-        return Ok(python);
-    }
-    // Built aside and renamed into place, so a half-made venv is never used.
-    let partial = venv.with_extension(format!("partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&partial);
-    let out = Command::new("python3").args(["-m", "venv"]).arg(&partial).output().unwrap_or_else(|e| {
-        panic!("python3 is needed for the py-consul test ({e}); scripts/test.sh installs it (apt-get install python3 python3-venv)")
-    });
-    assert!(
-        out.status.success(),
-        "python3 -m venv failed (scripts/test.sh installs python3-venv): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new(partial.join("bin/python"))
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", PY_CONSUL])
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        let _ = std::fs::remove_dir_all(&partial);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        if UNREACHABLE.iter().any(|w| text.contains(w)) {
-            return Err(text);
-        }
-        panic!("pip install {PY_CONSUL} failed: {text}");
-    }
-    let _ = std::fs::remove_dir_all(&venv);
-    std::fs::rename(&partial, &venv).unwrap();
-    assert!(has(&python), "py-consul installed but `import consul` fails");
-    Ok(python)
+    weft_testkit::python::venv(
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "py-consul-venv",
+        &[PY_CONSUL],
+        "consul",
+        "the py-consul test",
+    )
 }
 
 /// `weft control` on ports the kernel picks; returns it with its HTTP API address and admin token.

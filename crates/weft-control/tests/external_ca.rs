@@ -34,53 +34,15 @@ impl Drop for Proc {
     }
 }
 
-/// Words in pip's output that mean the package index could not be reached.
-const UNREACHABLE: &[&str] = &[
-    "Temporary failure in name resolution",
-    "Failed to establish a new connection",
-    "Network is unreachable",
-    "Max retries exceeded",
-    "No matching distribution found",
-    "Could not fetch URL",
-];
-
 /// The venv's python with moto and boto3, made on first use; `Err` when PyPI cannot be reached.
 fn python_with_moto() -> Result<PathBuf, String> {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("moto-venv");
-    let python = venv.join("bin/python");
-    let has = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import moto.server, boto3"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if has(&python) {
-        return Ok(python);
-    }
-    // Built aside and renamed into place, so a half-made venv is never used.
-    let partial = venv.with_extension(format!("partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&partial);
-    let out = Command::new("python3").args(["-m", "venv"]).arg(&partial).output().unwrap_or_else(|e| {
-        panic!("python3 is needed for the moto test ({e}); scripts/test.sh installs it (apt-get install python3 python3-venv)")
-    });
-    assert!(out.status.success(), "python3 -m venv failed: {}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new(partial.join("bin/python"))
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", MOTO])
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        let _ = std::fs::remove_dir_all(&partial);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        if UNREACHABLE.iter().any(|w| text.contains(w)) {
-            return Err(text);
-        }
-        panic!("pip install {MOTO} failed: {text}");
-    }
-    let _ = std::fs::remove_dir_all(&venv);
-    std::fs::rename(&partial, &venv).unwrap();
-    assert!(has(&python), "moto installed but `import moto.server, boto3` fails");
-    Ok(python)
+    weft_testkit::python::venv(
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "moto-venv",
+        &[MOTO],
+        "moto.server, boto3",
+        "the moto test",
+    )
 }
 
 /// moto's server with a root CA made in it: the child, its endpoint and the CA's ARN.

@@ -21,91 +21,18 @@ use weft_proxy::authz::ext::Providers;
 /// The releases the authorizer was written against.
 const PACKAGES: &[&str] = &["grpcio==1.85.4", "grpcio-tools==1.85.4"];
 
-/// Words in pip's output that mean the package index could not be reached.
-const UNREACHABLE: &[&str] = &[
-    "Temporary failure in name resolution",
-    "Failed to establish a new connection",
-    "Network is unreachable",
-    "Connection refused",
-    "ConnectTimeoutError",
-    "Max retries exceeded",
-    "No matching distribution found",
-    "Could not fetch URL",
-];
-
 const CALLER: &str = "spiffe://cluster.local/ns/default/sa/web";
 
 /// The venv's python with grpcio and grpcio-tools, made on first use; `Err` with the reason when
 /// PyPI cannot be reached.
 fn python_with_grpcio() -> Result<PathBuf, String> {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ext-authz-venv");
-    let python = venv.join("bin/python");
-    let has = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import grpc, grpc_tools.protoc"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if has(&python) {
-        return Ok(python);
-    }
-    // One test process installs; the others (nextest runs each test in its own) wait for it
-    // rather than download the same packages at once. A lock left by a killed run is taken over
-    // after ten minutes.
-    let lock = venv.with_extension("lock");
-    let deadline = std::time::Instant::now() + Duration::from_secs(900);
-    while std::fs::create_dir(&lock).is_err() {
-        if has(&python) {
-            return Ok(python);
-        }
-        let stale = std::fs::metadata(&lock)
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(600));
-        if stale {
-            let _ = std::fs::remove_dir(&lock);
-        }
-        assert!(std::time::Instant::now() < deadline, "another test has held {} for 15 minutes", lock.display());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    struct Unlock(PathBuf);
-    impl Drop for Unlock {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir(&self.0);
-        }
-    }
-    let _unlock = Unlock(lock);
-    if has(&python) {
-        return Ok(python);
-    }
-    // Built aside and renamed into place, so a half-made venv is never used.
-    let partial = venv.with_extension(format!("partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&partial);
-    let out = Command::new("python3").args(["-m", "venv"]).arg(&partial).output().unwrap_or_else(|e| {
-        panic!("python3 is needed for the ext_authz tests ({e}); scripts/test.sh installs it (apt-get install python3 python3-venv)")
-    });
-    assert!(
-        out.status.success(),
-        "python3 -m venv failed (scripts/test.sh installs python3-venv): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new(partial.join("bin/python"))
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-        .args(PACKAGES)
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        let _ = std::fs::remove_dir_all(&partial);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        if UNREACHABLE.iter().any(|w| text.contains(w)) {
-            return Err(text);
-        }
-        panic!("pip install {PACKAGES:?} failed: {text}");
-    }
-    let _ = std::fs::remove_dir_all(&venv);
-    std::fs::rename(&partial, &venv).unwrap();
-    assert!(has(&python), "grpcio installed but `import grpc, grpc_tools.protoc` fails");
-    Ok(python)
+    weft_testkit::python::venv(
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "ext-authz-venv",
+        PACKAGES,
+        "grpc, grpc_tools.protoc",
+        "the ext_authz tests",
+    )
 }
 
 /// The authorizer process: ends when its stdin closes (dropped), killed if it does not.
