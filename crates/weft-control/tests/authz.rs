@@ -197,6 +197,15 @@ async fn authorizer() -> SocketAddr {
 async fn a_custom_policy_asks_the_external_authorizer_through_the_sidecar() {
     let m = mesh("authz-custom", false).await;
     let authz = authorizer().await;
+    let ask = policy(
+        "ask-authz",
+        "{ targetRef: { kind: Service, name: api }, action: CUSTOM, provider: { name: authz }, rules: [{ to: [{ operation: { paths: [\"/guarded/*\"] } }] }] }",
+    );
+    // A provider MeshConfig does not declare: refused, naming the field and the fix.
+    let (status, v) = m.apply(&ask).await;
+    assert_eq!(status, 400, "{v}");
+    let e = v.to_string();
+    assert!(e.contains("spec.provider.name") && e.contains("MeshConfig extensionProviders"), "{e}");
     let (status, mut mesh) = admin_api(&m.cp, "GET", "/v1/resources/MeshConfig/default/mesh", "").await;
     assert_eq!(status, 200, "{mesh}");
     mesh["spec"]["extensionProviders"] = serde_json::json!([
@@ -205,12 +214,7 @@ async fn a_custom_policy_asks_the_external_authorizer_through_the_sidecar() {
     let doc = serde_json::json!({ "apiVersion": mesh["apiVersion"], "kind": "MeshConfig", "metadata": { "name": "mesh" }, "spec": mesh["spec"] });
     let (status, v) = m.apply(&doc.to_string()).await;
     assert_eq!(status, 200, "{v}");
-    let (status, v) = m
-        .apply(&policy(
-            "ask-authz",
-            "{ targetRef: { kind: Service, name: api }, action: CUSTOM, provider: { name: authz }, rules: [{ to: [{ operation: { paths: [\"/guarded/*\"] } }] }] }",
-        ))
-        .await;
+    let (status, v) = m.apply(&ask).await;
     assert_eq!(status, 200, "{v}");
     m.until("/guarded/no", 403).await;
     let r = http1_get(m.upstream, "/guarded/no").await.unwrap();
