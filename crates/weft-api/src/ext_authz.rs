@@ -18,6 +18,8 @@
 //!   headersToUpstreamOnAllow: [x-user-id]
 //! ```
 
+use crate::authz::Action;
+use crate::resource::{Key, Resource};
 use crate::{valid_name, ConfigError, Duration};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -167,6 +169,61 @@ pub fn validate_providers(providers: &[ExtensionProvider]) -> Result<(), ConfigE
     Ok(())
 }
 
+/// The providers the MeshConfig among `all` declares (none without a MeshConfig).
+fn declared<'a>(all: impl IntoIterator<Item = &'a Resource>) -> Vec<&'a str> {
+    all.into_iter()
+        .filter_map(|r| match r {
+            Resource::MeshConfig(m) => Some(m.spec.extension_providers.iter().map(|p| p.name.as_str())),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// The CUSTOM AuthorizationPolicies among `all` whose `provider.name` the MeshConfig among `all`
+/// does not declare, with that name: they deny what their rules match (fail closed).
+pub fn policies_without_provider<'a>(all: impl IntoIterator<Item = &'a Resource> + Clone) -> Vec<(Key, String)> {
+    let providers = declared(all.clone());
+    all.into_iter()
+        .filter_map(|r| match r {
+            Resource::AuthorizationPolicy(p) if p.spec.action == Action::Custom => {
+                let name = p.spec.provider.as_ref().map_or("", |p| p.name.as_str());
+                (!providers.contains(&name)).then(|| (r.key(), name.to_string()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A CUSTOM AuthorizationPolicy being written (`written`) names a provider that the MeshConfig
+/// of the resulting set (`all`) declares. Only written policies are checked: removing a provider
+/// a stored policy still names stays allowed (that policy then fails closed), so that an
+/// operator can take a broken authorizer out of service.
+pub fn check_custom_providers<'a>(
+    written: impl IntoIterator<Item = &'a Resource>,
+    all: impl IntoIterator<Item = &'a Resource> + Clone,
+) -> Result<(), ConfigError> {
+    let providers = declared(all);
+    for r in written {
+        if let Resource::AuthorizationPolicy(p) = r {
+            let Some(provider) = p.spec.provider.as_ref().filter(|_| p.spec.action == Action::Custom) else {
+                continue;
+            };
+            if !providers.contains(&provider.name.as_str()) {
+                let known = if providers.is_empty() { "none".to_string() } else { providers.join(", ") };
+                return Err(ConfigError::invalid(
+                    format!("{}: spec.provider.name", r.key()),
+                    format!(
+                        "no extension provider {:?} is declared (declared: {known}); declare it in MeshConfig extensionProviders (in the same apply or before), or name a declared one",
+                        provider.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `host:port`: a non-zero port after the last ':', an IP (IPv6 in brackets) or a DNS name.
 fn validate_address(field: &str, address: &str) -> Result<(), ConfigError> {
     let bad = |why: &str| {
@@ -292,6 +349,29 @@ mod tests {
         assert!(e.contains("includeRequestHeadersInCheck[0]"), "{e}");
         let unknown = serde_saphyr::from_str::<ExtensionProvider>("name: a\nkind: tcp\naddress: a:1\n").unwrap_err();
         assert!(unknown.to_string().contains("tcp"), "{unknown}");
+    }
+
+    #[test]
+    fn a_custom_policy_must_name_a_declared_provider() {
+        let policy = "apiVersion: weft.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: { name: ask }\nspec: { action: CUSTOM, provider: { name: opa }, rules: [{}] }\n";
+        let mesh = "---\napiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: { name: mesh }\nspec: { extensionProviders: [{ name: opa, kind: grpc, address: \"127.0.0.1:9191\" }] }\n";
+        let alone = crate::resource::parse_documents(policy).unwrap();
+        let e = check_custom_providers(&alone, &alone).unwrap_err().to_string();
+        assert!(e.starts_with("AuthorizationPolicy default/ask: spec.provider.name"), "{e}");
+        assert!(e.contains("\"opa\"") && e.contains("MeshConfig extensionProviders"), "{e}");
+        let both = crate::resource::parse_documents(&format!("{policy}{mesh}")).unwrap();
+        check_custom_providers(&both, &both).unwrap();
+        assert!(policies_without_provider(&both).is_empty());
+        // A stored policy left without its provider is not refused, only reported.
+        let without = crate::resource::parse_documents(&mesh.replace("opa", "other")).unwrap();
+        let stored: Vec<_> = both[..1].iter().chain(&without).collect();
+        check_custom_providers(&without, stored.iter().copied()).unwrap();
+        let orphans = policies_without_provider(stored.iter().copied());
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(
+            (orphans[0].0.to_string().as_str(), orphans[0].1.as_str()),
+            ("AuthorizationPolicy default/ask", "opa")
+        );
     }
 
     #[test]

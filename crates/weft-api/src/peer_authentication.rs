@@ -121,6 +121,17 @@ pub enum Scope {
     Workload,
 }
 
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Mesh => "mesh",
+            Scope::Namespace => "namespace",
+            Scope::Service => "service",
+            Scope::Workload => "workload",
+        }
+    }
+}
+
 impl PeerAuthenticationSpec {
     /// The scope of a policy in `namespace`.
     pub fn scope(&self, namespace: &str) -> Scope {
@@ -202,6 +213,19 @@ pub fn resolve(
     workload: &str,
     port: u16,
 ) -> MtlsMode {
+    resolve_with_source(mesh, policies, namespace, service, workload, port).0
+}
+
+/// [`resolve`], with the policy that set the mode and its scope (`None`: the mesh default), for
+/// `weft describe`.
+pub fn resolve_with_source<'p>(
+    mesh: MtlsMode,
+    policies: &'p [Policy<'p>],
+    namespace: &str,
+    service: &str,
+    workload: &str,
+    port: u16,
+) -> (MtlsMode, Option<(&'p Policy<'p>, Scope)>) {
     let mut applicable: Vec<(&Policy<'_>, Scope)> = policies
         .iter()
         .filter_map(|p| {
@@ -228,10 +252,10 @@ pub fn resolve(
         }
         seen = Some(scope);
         if let Some(m) = p.spec.mode_for(port) {
-            return m;
+            return (m, Some((p, scope)));
         }
     }
-    mesh
+    (mesh, None)
 }
 
 #[cfg(test)]
@@ -259,6 +283,28 @@ mod tests {
         assert_eq!(r("shop", "api", "api-2", 8080), MtlsMode::Strict, "namespace beats mesh");
         assert_eq!(r("other", "api", "api-1", 8080), MtlsMode::Permissive, "mesh-wide policy");
         assert_eq!(resolve(MtlsMode::Disable, &[], "x", "y", "z", 1), MtlsMode::Disable, "MeshConfig default");
+    }
+
+    #[test]
+    fn the_source_names_the_policy_and_level_that_set_the_mode() {
+        let ns = spec("mtls: {mode: PERMISSIVE}");
+        let svc = spec("targetRef: {kind: Service, name: api}\nportLevelMtls: {'9090': {mode: DISABLE}}");
+        let all = [
+            Policy { namespace: "shop", name: "n", created: 1, spec: &ns },
+            Policy { namespace: "shop", name: "s", created: 1, spec: &svc },
+        ];
+        let r = |port| {
+            let (mode, source) = resolve_with_source(MtlsMode::Strict, &all, "shop", "api", "api-1", port);
+            (mode, source.map(|(p, scope)| (p.name, scope.as_str())))
+        };
+        assert_eq!(r(9090), (MtlsMode::Disable, Some(("s", "service"))));
+        assert_eq!(
+            r(8080),
+            (MtlsMode::Permissive, Some(("n", "namespace"))),
+            "the service policy says nothing of 8080"
+        );
+        assert_eq!(resolve_with_source(MtlsMode::Strict, &all, "other", "a", "b", 1).0, MtlsMode::Strict);
+        assert!(resolve_with_source(MtlsMode::Strict, &all, "other", "a", "b", 1).1.is_none(), "the mesh default");
     }
 
     #[test]

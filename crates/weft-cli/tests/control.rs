@@ -603,6 +603,8 @@ async fn get_and_describe_show_routes_their_status_and_their_order() {
     let split = out.find("split").unwrap_or_else(|| panic!("{out}"));
     assert!(testers < split, "{out}");
     assert!(out.contains("api-v1.default 90%") && out.contains("(not found: 500)"), "{out}");
+    // The security lines: the mTLS mode per port and the RequestAuthentications (none here).
+    assert!(out.contains("\nmtls:") && out.contains("request authentication: none"), "{out}");
     let (ok, out) = cp.weft(&["describe", "service", "api-v1"]);
     assert!(ok && out.contains("routes: none"), "{out}");
 }

@@ -389,7 +389,14 @@ fn with_status(st: &ApiState, r: &weft_api::resource::Resource, all: &[&weft_api
         _ => (None, ""),
     };
     if let Some(service) = service {
-        v["status"]["authorization"] = crate::authz::status(&st.catalog.borrow(), &m.namespace, service, workload);
+        let cat = st.catalog.borrow().clone();
+        v["status"]["authorization"] = crate::authz::status(&cat, &m.namespace, service, workload);
+        // The mTLS mode per port and the RequestAuthentications that apply (docs/security.md).
+        let mut stored = st.store.list(Some(Kind::PeerAuthentication), None).unwrap_or_default();
+        stored.extend(st.store.list(Some(Kind::Workload), Some(&m.namespace)).unwrap_or_default());
+        v["status"]["mtls"] = crate::security_status::mtls(&cat, &stored, &m.namespace, service, workload);
+        v["status"]["requestAuthentications"] =
+            crate::security_status::request_authentications(&cat, &m.namespace, service, workload);
     }
     v
 }

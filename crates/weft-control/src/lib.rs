@@ -31,6 +31,7 @@ pub mod request_authn;
 pub mod resilience;
 pub mod rotation;
 pub mod routes_api;
+pub mod security_status;
 pub mod server;
 pub mod signer;
 pub mod token_store;

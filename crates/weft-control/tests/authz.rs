@@ -197,6 +197,15 @@ async fn authorizer() -> SocketAddr {
 async fn a_custom_policy_asks_the_external_authorizer_through_the_sidecar() {
     let m = mesh("authz-custom", false).await;
     let authz = authorizer().await;
+    let ask = policy(
+        "ask-authz",
+        "{ targetRef: { kind: Service, name: api }, action: CUSTOM, provider: { name: authz }, rules: [{ to: [{ operation: { paths: [\"/guarded/*\"] } }] }] }",
+    );
+    // A provider MeshConfig does not declare: refused, naming the field and the fix.
+    let (status, v) = m.apply(&ask).await;
+    assert_eq!(status, 400, "{v}");
+    let e = v.to_string();
+    assert!(e.contains("spec.provider.name") && e.contains("MeshConfig extensionProviders"), "{e}");
     let (status, mut mesh) = admin_api(&m.cp, "GET", "/v1/resources/MeshConfig/default/mesh", "").await;
     assert_eq!(status, 200, "{mesh}");
     mesh["spec"]["extensionProviders"] = serde_json::json!([
@@ -205,12 +214,7 @@ async fn a_custom_policy_asks_the_external_authorizer_through_the_sidecar() {
     let doc = serde_json::json!({ "apiVersion": mesh["apiVersion"], "kind": "MeshConfig", "metadata": { "name": "mesh" }, "spec": mesh["spec"] });
     let (status, v) = m.apply(&doc.to_string()).await;
     assert_eq!(status, 200, "{v}");
-    let (status, v) = m
-        .apply(&policy(
-            "ask-authz",
-            "{ targetRef: { kind: Service, name: api }, action: CUSTOM, provider: { name: authz }, rules: [{ to: [{ operation: { paths: [\"/guarded/*\"] } }] }] }",
-        ))
-        .await;
+    let (status, v) = m.apply(&ask).await;
     assert_eq!(status, 200, "{v}");
     m.until("/guarded/no", 403).await;
     let r = http1_get(m.upstream, "/guarded/no").await.unwrap();
@@ -246,6 +250,20 @@ async fn a_request_authentication_applied_alone_reaches_the_server_proxy() {
     let (status, v) = m.apply(&doc).await;
     assert_eq!(status, 200, "{v}");
     m.until("/public", 401).await;
+    // `weft describe service api` / `workload api-1` show it, and the mTLS mode per port with
+    // the PeerAuthentication (and its level) that set it.
+    let pa = "apiVersion: weft.io/v1alpha1\nkind: PeerAuthentication\nmetadata: { name: migrate }\nspec: { targetRef: { kind: Service, name: api }, mtls: { mode: PERMISSIVE } }\n";
+    let (status, v) = m.apply(pa).await;
+    assert_eq!(status, 200, "{v}");
+    for path in ["/v1/resources/Service/default/api", "/v1/resources/Workload/default/api-1"] {
+        let (_, v) = admin_api(&m.cp, "GET", path, "").await;
+        assert_eq!(v["status"]["requestAuthentications"], serde_json::json!([{ "name": "default/jwt" }]), "{v}");
+        let mtls = &v["status"]["mtls"];
+        assert_eq!(mtls.as_array().map(Vec::len), Some(1), "{v}");
+        assert_eq!(mtls[0]["workload"], "api-1", "{v}");
+        assert_eq!(mtls[0]["mode"], "PERMISSIVE", "{v}");
+        assert_eq!(mtls[0]["setBy"], "PeerAuthentication default/migrate (service level)", "{v}");
+    }
     let (status, v) = admin_api(&m.cp, "DELETE", "/v1/resources/RequestAuthentication/default/jwt", "").await;
     assert_eq!(status, 200, "{v}");
     m.until("/public", 200).await;

@@ -260,6 +260,10 @@ impl Store {
         let after: Vec<&Resource> =
             state.resources.iter().filter(|(key, _)| !written.contains(*key)).map(|(_, r)| r).chain(&writes).collect();
         check_references(after.iter().copied())?;
+        weft_api::ext_authz::check_custom_providers(&writes, after.iter().copied())?;
+        if written.iter().any(|k| k.kind == Kind::MeshConfig) {
+            warn_policies_without_provider(&after);
+        }
 
         let revision = next_revision(&state)?;
         drop(state); // Only writers change it, and this one holds the writer lock.
@@ -330,6 +334,9 @@ impl Store {
             state.resources.iter().filter(|(key, _)| !keys.contains(key)).map(|(_, r)| r).collect();
         check_not_in_use(&keys, &remaining)?;
         check_references(remaining.iter().copied())?;
+        if keys.iter().any(|k| k.kind == Kind::MeshConfig) {
+            warn_policies_without_provider(&remaining);
+        }
 
         let revision = next_revision(&state)?;
         drop(state);
@@ -388,6 +395,20 @@ fn next_revision(state: &State) -> Result<u64, StoreError> {
     state.revision.checked_add(1).ok_or_else(|| {
         StoreError::Storage("the store revision is at its maximum; the file is damaged or tampered with".into())
     })
+}
+
+/// A MeshConfig write may remove an extension provider that CUSTOM AuthorizationPolicies still
+/// name: allowed (those policies then deny what they match), but said, naming them.
+fn warn_policies_without_provider(after: &[&Resource]) {
+    let orphans = weft_api::ext_authz::policies_without_provider(after.iter().copied());
+    if !orphans.is_empty() {
+        let policies: Vec<String> =
+            orphans.iter().map(|(key, provider)| format!("{key} (provider {provider:?})")).collect();
+        tracing::warn!(
+            policies = %policies.join(", "),
+            "CUSTOM AuthorizationPolicies name an extension provider MeshConfig no longer declares; they deny the requests they match until it is declared again or they are changed"
+        );
+    }
 }
 
 /// A deletion must not leave a Workload naming a deleted Service, or a check aliasing a deleted

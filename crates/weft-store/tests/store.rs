@@ -340,3 +340,30 @@ fn check_states_persist_beside_the_resources_without_a_revision() {
     assert_eq!(store.revision(), revision);
     assert_eq!(store.list(None, None).unwrap().len(), 2);
 }
+
+/// A CUSTOM AuthorizationPolicy naming a provider MeshConfig does not declare is refused with
+/// the whole batch; declared in the same batch, it is accepted; removing the provider later is
+/// allowed (the policy then fails closed).
+#[test]
+fn a_custom_policy_needs_a_declared_extension_provider() {
+    let dir = TestDir::new("custom-provider");
+    let store = Store::open(dir.path()).unwrap();
+    let policy = "apiVersion: weft.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: { name: ask }\nspec: { action: CUSTOM, provider: { name: opa }, rules: [{}] }\n";
+    let mesh = |providers: &str| {
+        format!("---\napiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: {{ name: mesh }}\nspec: {{ extensionProviders: [{providers}] }}\n")
+    };
+    let opa = "{ name: opa, kind: grpc, address: \"127.0.0.1:9191\" }";
+    let err = store.apply(docs(&format!("{API}---\n{policy}"))).unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    let e = err.to_string();
+    assert!(
+        e.contains("AuthorizationPolicy default/ask: spec.provider.name")
+            && e.contains("MeshConfig extensionProviders"),
+        "{e}"
+    );
+    assert!(store.list(None, None).unwrap().is_empty(), "the whole batch is refused");
+    store.apply(docs(&format!("{policy}{}", mesh(opa)))).unwrap();
+    store.apply(docs(&mesh(""))).expect("removing a provider still named is allowed");
+    let err = store.apply(docs(&policy.replace("rules: [{}]", "rules: []"))).unwrap_err().to_string();
+    assert!(err.contains("spec.provider.name"), "changing the policy needs the provider again: {err}");
+}
