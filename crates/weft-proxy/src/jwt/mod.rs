@@ -270,6 +270,69 @@ fn extract(req: &Request<Body>, loc: &Location) -> Option<String> {
     (!token.is_empty()).then_some(token)
 }
 
+/// The header and claims of a token, before any signature check: what picks the rule and the key.
+fn decode_unverified(token: &str) -> Result<(jsonwebtoken::Header, Map<String, Value>), Refused> {
+    if token.len() > MAX_TOKEN {
+        return Err(refused("malformed", "the token is too long"));
+    }
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|e| refused("malformed", format!("not a signed JWT with a supported alg: {e}")))?;
+    let unverified: Map<String, Value> = jsonwebtoken::dangerous::insecure_decode_claims(token)
+        .map_err(|e| refused("malformed", format!("the claims do not parse: {e}")))?;
+    Ok((header, unverified))
+}
+
+/// Entry points for the fuzzers in `fuzz/` (docs/operations.md, "Fuzzing"): the parsing a request's
+/// token goes through before any signature check. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{decode_unverified, extract, Location};
+    use crate::authn::RequestPrincipal;
+    use crate::httputil::full;
+    use http::{HeaderName, HeaderValue, Request};
+
+    /// Decodes `token`'s header and claims as a request's check does before picking a key;
+    /// the error is the 401's `error_description`.
+    pub fn decode(token: &str) -> Result<(jsonwebtoken::Header, serde_json::Map<String, serde_json::Value>), String> {
+        decode_unverified(token).map_err(|r| r.detail)
+    }
+
+    /// Reads a token from `raw` used as the `Authorization` header (prefix `Bearer `), a custom
+    /// header without prefix, the query string and a cookie, and decodes each found. Claim paths
+    /// from `raw` are looked up in the claims, as `outputClaimToHeaders` does.
+    pub fn request(raw: &[u8]) {
+        let text = String::from_utf8_lossy(raw);
+        let query: String = text.chars().filter(|c| !c.is_control() && !matches!(c, ' ' | '#')).collect();
+        let mut req = Request::builder();
+        if let Ok(uri) = format!("/p?{query}").parse::<http::Uri>() {
+            req = req.uri(uri);
+        }
+        let mut req = req.body(full("")).expect("a request from parts");
+        if let Ok(v) = HeaderValue::from_bytes(raw) {
+            req.headers_mut().insert(http::header::AUTHORIZATION, v.clone());
+            req.headers_mut().insert(HeaderName::from_static("x-jwt"), v.clone());
+            req.headers_mut().insert(http::header::COOKIE, v);
+        }
+        let locations = [
+            Location::Header { name: http::header::AUTHORIZATION, prefix: "Bearer ".into() },
+            Location::Header { name: HeaderName::from_static("x-jwt"), prefix: String::new() },
+            Location::Param("access_token".into()),
+            Location::Cookie("session".into()),
+        ];
+        for loc in &locations {
+            if let Some(token) = extract(&req, loc) {
+                if let Ok((_, claims)) = decode_unverified(&token) {
+                    let principal =
+                        RequestPrincipal { issuer: String::new(), subject: String::new(), audiences: vec![], claims };
+                    let path: Vec<&str> = text.split('.').take(8).collect();
+                    let _ = principal.claim(&path);
+                    let _ = principal.claim_values(&path);
+                }
+            }
+        }
+    }
+}
+
 /// `Ok(true)`: a valid token, principal set; `Ok(false)`: no token.
 async fn check(c: &Compiled, req: &mut Request<Body>) -> Result<bool, Refused> {
     let mut found: Option<(String, Vec<usize>)> = None;
@@ -286,13 +349,7 @@ async fn check(c: &Compiled, req: &mut Request<Body>) -> Result<bool, Refused> {
         }
     }
     let Some((token, candidates)) = found else { return Ok(false) };
-    if token.len() > MAX_TOKEN {
-        return Err(refused("malformed", "the token is too long"));
-    }
-    let header = jsonwebtoken::decode_header(&token)
-        .map_err(|e| refused("malformed", format!("not a signed JWT with a supported alg: {e}")))?;
-    let unverified: Map<String, Value> = jsonwebtoken::dangerous::insecure_decode_claims(&token)
-        .map_err(|e| refused("malformed", format!("the claims do not parse: {e}")))?;
+    let (header, unverified) = decode_unverified(&token)?;
     let iss = unverified.get("iss").and_then(Value::as_str).unwrap_or_default();
     let Some(rule) = candidates.iter().map(|i| &c.rules[*i]).find(|r| r.issuer == iss) else {
         return Err(refused("issuer", format!("issuer {iss:?} is not accepted here")));

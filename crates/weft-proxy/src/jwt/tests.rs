@@ -107,3 +107,20 @@ fn tokens_are_found_in_headers_params_and_cookies() {
     let r = Request::get("/").header("authorization", "Basic xyz").body(h::full("")).unwrap();
     assert_eq!(extract(&r, &hdr), None);
 }
+
+/// The fuzzer's entry points (fuzz/fuzz_targets/jwt.rs) decode what `check` decodes, and refuse
+/// what is not a JWT with the 401's description, never a panic.
+#[test]
+fn fuzzing_entry_points_decode_as_check_does() {
+    let t = token(serde_json::json!({ "iss": "https://idp", "sub": "alice", "exp": now() + 60 }));
+    let (header, claims) = fuzzing::decode(&t).unwrap();
+    assert_eq!(header.alg, Algorithm::HS256);
+    assert_eq!(claims.get("sub").and_then(Value::as_str), Some("alice"));
+    for bad in ["", ".", "..", "a.b.c", "e30.e30.", "eyJhbGciOiJub25lIn0.e30.", &"a".repeat(MAX_TOKEN + 1)] {
+        let e = fuzzing::decode(bad).unwrap_err();
+        assert!(e.contains("JWT") || e.contains("claims") || e.contains("too long"), "{bad:?}: {e}");
+    }
+    for raw in [format!("Bearer {t}").as_bytes(), b"\xff\xfe", b"session=\"", b"access_token=&=", b"Bearer"] {
+        fuzzing::request(raw);
+    }
+}
