@@ -15,6 +15,7 @@ pub mod authz;
 pub mod ca;
 pub mod catalog;
 pub mod consul;
+pub mod dashboard;
 pub mod datadir;
 pub mod discovery;
 pub mod federation;

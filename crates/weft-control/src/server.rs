@@ -46,6 +46,8 @@ pub struct ControlConfig {
     /// Secrets of the external CA MeshConfig `ca` may select (`weft control` reads them from its
     /// environment: [`crate::signer::CaCredentials::from_env`]).
     pub ca_credentials: crate::signer::CaCredentials,
+    /// Serve the web dashboard here (loopback only; [`crate::dashboard`]). None: no dashboard.
+    pub dashboard: Option<SocketAddr>,
 }
 
 impl ControlConfig {
@@ -64,6 +66,7 @@ impl ControlConfig {
             max_streams_per_token: crate::discovery::DEFAULT_MAX_STREAMS_PER_TOKEN,
             api_limits: crate::http_serve::DEFAULT_LIMITS,
             ca_credentials: Default::default(),
+            dashboard: None,
         }
     }
 }
@@ -82,6 +85,8 @@ pub enum ControlError {
     Dns(#[from] weft_dns::DnsError),
     #[error("the control plane's serving certificate: {0}")]
     Serving(#[from] weft_identity::Error),
+    #[error(transparent)]
+    Dashboard(#[from] crate::dashboard::DashboardError),
     #[error("cannot listen for {what} on {addr}: {source} (is another control plane running?)")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
 }
@@ -101,6 +106,8 @@ pub struct ControlPlane {
     pub monitor: weft_health::Monitor,
     /// The catalog as discovery and DNS see it, updated on every change.
     pub catalog: tokio::sync::watch::Receiver<Arc<crate::catalog::Catalog>>,
+    /// The web dashboard, when `ControlConfig::dashboard` asked for one: its address and login URLs.
+    pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
     tasks: Vec<JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -304,6 +311,10 @@ impl ControlPlane {
             }
         }));
         let api_listener = bind("the HTTP API", cfg.api).await?;
+        let dashboard = match cfg.dashboard {
+            Some(addr) => Some(crate::dashboard::bind(addr).await?),
+            None => None,
+        };
         let api_stop = stop_rx.clone();
         let api_addr = api_listener.local_addr().map_err(dir_err)?;
         let mut dns_addr = None;
@@ -340,6 +351,20 @@ impl ControlPlane {
             grpc_addr,
             federation,
             audit,
+            dashboard: dashboard.as_ref().map(|(_, d)| d.clone()),
+        });
+        if let Some((_, dash)) = &dashboard {
+            tracing::info!(url = %dash.url(), "dashboard ready");
+        }
+        let dashboard = dashboard.map(|(listener, dash)| {
+            tasks.push(tokio::spawn(crate::dashboard::serve(
+                listener,
+                dash.clone(),
+                state.clone(),
+                cfg.api_limits,
+                stop_rx.clone(),
+            )));
+            dash
         });
         tasks.push(tokio::spawn(crate::http_serve::serve(api_listener, api::router(state), cfg.api_limits, api_stop)));
         tracing::info!(%grpc_addr, %api_addr, trust_domain = %mesh.trust_domain, cluster = %mesh.cluster.name, "control plane ready");
@@ -354,6 +379,7 @@ impl ControlPlane {
             root_key: ca::root_key(&cfg.data_dir, cfg.plugin_ca.as_ref()),
             monitor,
             catalog,
+            dashboard,
             tasks,
             stop,
         })
