@@ -62,6 +62,8 @@ pub(crate) async fn forward(State(ctx): C, Extension(s): Extension<Session>, req
         Err(_) => return StatusCode::BAD_REQUEST.into_response(),
     };
     parts.headers.remove(ACT_HEADER);
+    // A fresh request to the API: the dashboard's own route parameters and session stay here.
+    parts.extensions = Default::default();
     call(&ctx.api, &s.token, Request::from_parts(parts, body)).await
 }
 
