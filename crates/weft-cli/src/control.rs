@@ -40,6 +40,11 @@ pub struct ControlArgs {
     /// The most discovery streams one token may hold open at once (each proxy holds one).
     #[arg(long, default_value_t = weft_control::discovery::DEFAULT_MAX_STREAMS_PER_TOKEN)]
     max_streams_per_token: usize,
+    /// Serve the web dashboard on this address (loopback only: it is plain HTTP; default
+    /// 127.0.0.1:15090 when given without a value). Log in with an API token, or with the one-time
+    /// URL `weft dashboard` prints. See docs/dashboard.md.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = weft_control::dashboard::DEFAULT_DASHBOARD)]
+    dashboard: Option<SocketAddr>,
     /// Plug-in CA (Istio's model): the intermediate's certificate...
     #[arg(long, requires_all = ["ca_key", "ca_chain"])]
     ca_cert: Option<PathBuf>,
@@ -66,6 +71,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     cfg.registry_file = args.registry_file;
     cfg.enable_script_checks = args.enable_script_checks;
     cfg.max_streams_per_token = args.max_streams_per_token;
+    cfg.dashboard = args.dashboard;
     cfg.mesh.trust_domain = args.trust_domain;
     cfg.mesh.cluster.name = args.cluster;
     if let (Some(cert), Some(key), Some(chain)) = (args.ca_cert, args.ca_key, args.ca_chain) {
@@ -81,6 +87,9 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         println!("    root key   {}", cp.root_key);
         println!("    gRPC       {}   (proxies: certificates and discovery)", cp.grpc_addr);
         println!("    HTTP API   http://{}   (admin token in {})", cp.api_addr, data_dir.join("admin.token").display());
+        if let Some(d) = &cp.dashboard {
+            println!("    dashboard  {}   (log in with an API token; `weft dashboard` prints a one-time login URL)", d.url());
+        }
         if let Some(d) = cp.dns_addr {
             println!("    DNS        {d}   (try: dig @{} -p {} api.service.consul)", d.ip(), d.port());
         }

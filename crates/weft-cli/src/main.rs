@@ -24,6 +24,7 @@ macro_rules! out {
 mod call;
 mod client;
 mod control;
+mod dashboard;
 mod describe;
 mod dns;
 mod intention;
@@ -60,6 +61,9 @@ enum Cmd {
     /// Run weft's mesh DNS in a cluster without a control plane (a primary's remote cluster),
     /// answering from the primary's catalog through the primary's east-west gateway.
     Dns(dns::DnsArgs),
+    /// Print a one-time URL that logs a browser into the control plane's web dashboard (as the
+    /// token in use; the dashboard runs with `weft control --dashboard` and in `weft up`).
+    Dashboard(dashboard::DashboardArgs),
     #[command(flatten)]
     Verb(verbs::Verb),
     /// The data-plane proxy (same as the `weft-proxy` binary).
@@ -121,6 +125,10 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::Up(args) => up::run(args),
         Cmd::Control(args) => control::run(args),
         Cmd::Dns(args) => dns::run(args),
+        Cmd::Dashboard(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(dashboard::run(args))
+        }
         Cmd::Verb(verb) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(verbs::run(verb))

@@ -140,6 +140,7 @@ async fn start_cluster(c: &FileCluster, base: &std::path::Path, args: &UpArgs) -
     cfg.grpc = "127.0.0.1:0".parse()?;
     cfg.api = "127.0.0.1:0".parse()?;
     cfg.dns = Some("127.0.0.1:0".parse()?);
+    cfg.dashboard = (!args.no_dashboard).then(|| ([127, 0, 0, 1], 0).into());
     cfg.mesh.trust_domain = c.trust_domain();
     cfg.mesh.cluster.name = c.name.clone();
     cfg.mesh.cluster.network = net.network.clone();
@@ -497,6 +498,7 @@ fn print_up(clusters: &[Cluster], demo: bool) {
                 );
             }
         }
+        crate::dashboard::print_up(&c.cp, "      ");
         println!("      export WEFT_SERVER={} WEFT_TOKEN={}", c.cp.api_addr, c.cp.admin_token);
     }
     if let Some(port) = web {

@@ -260,6 +260,7 @@ async fn run(
     cfg.api = "127.0.0.1:0".parse()?;
     cfg.dns = Some(SocketAddr::new(gw.into(), 53));
     cfg.dns_upstream = host_resolver();
+    cfg.dashboard = (!args.no_dashboard).then(|| ([127, 0, 0, 1], 0).into());
     cfg.mesh = mesh;
     let cp = ControlPlane::start(cfg).await.context("cannot start the control plane on the bridge")?;
     println!(
@@ -337,6 +338,7 @@ fn file_mesh_up(cp: &ControlPlane, net: &PodNetwork, plan: &Plan, pods: &[Pod]) 
         println!("    {:<10} http://{}:{}/ ({how})   ip netns exec {} <command>", p.name, pod.ip, p.port, pod.netns);
     }
     println!("    DNS      dig @{} <service>.default.svc.cluster.local", net.gateway());
+    crate::dashboard::print_up(cp, "    ");
     println!("    and:     export WEFT_SERVER={} WEFT_TOKEN={}", cp.api_addr, cp.admin_token);
     println!("             weft get workloads; weft proxy-status; weft check   (Ctrl-C stops everything)");
 }
@@ -374,6 +376,7 @@ async fn demo(cp: &ControlPlane, net: &PodNetwork, pods: &[Pod], args: &UpArgs) 
     println!("    try:     curl http://{}:{APP_PORT}/", web.ip);
     println!("             curl http://{}:{APP_PORT}/   (refused: plaintext into the mesh)", api1.ip);
     println!("             ip netns exec {} curl -s http://{API_NAME}:{APP_PORT}/", web.netns);
+    crate::dashboard::print_up(cp, "    ");
     println!("    and:     export WEFT_SERVER={} WEFT_TOKEN={}", cp.api_addr, cp.admin_token);
     println!("             weft get workloads; weft proxy-status; weft check");
     // web's app may still be starting: its port answers before the first demo call.
