@@ -198,7 +198,7 @@ pub fn f(v: &serde_json::Value, key: &str) -> Option<f64> {
 /// A badge for a state word: green for good states, red for bad ones.
 pub fn badge(state: &str) -> String {
     let cls = match state.to_ascii_lowercase().as_str() {
-        "synced" | "active" | "connected" | "passing" | "healthy" | "ok" | "pass" | "yes" | "established" => "good",
+        "synced" | "active" | "serving" | "connected" | "passing" | "healthy" | "ok" | "pass" | "yes" | "established" => "good",
         "stale" | "pending" | "connecting" | "warning" | "warn" | "skip" => "warn",
         "" => "",
         _ => "bad",

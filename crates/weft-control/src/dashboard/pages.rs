@@ -333,8 +333,15 @@ fn service_row(ns: &str, name: &str, cluster: &str, instances: &str, stat: Optio
         Some(r) => stat_cells(r),
         None => "<td>–</td>".repeat(7),
     };
+    // The raw numbers, for scripts and tests comparing with `weft stat -o json`.
+    let raw = stat
+        .map(|r| {
+            let num = |k: &str| f(r, k).map(|x| format!("{x:.4}")).unwrap_or_default();
+            format!(" data-success=\"{}\" data-rps=\"{}\"", num("success_rate"), num("rps"))
+        })
+        .unwrap_or_default();
     format!(
-        "<tr data-service=\"{id}\"><td><a href=\"/services/{nss}/{names}\">{name}</a><small>.{ns}</small></td><td>{cluster}</td><td>{instances}</td><td>{meshed}</td>{cells}</tr>",
+        "<tr data-service=\"{id}\"{raw}><td><a href=\"/services/{nss}/{names}\">{name}</a><small>.{ns}</small></td><td>{cluster}</td><td>{instances}</td><td>{meshed}</td>{cells}</tr>",
         id = esc(&node_id(cluster, ns, name)),
         nss = html::seg(ns),
         names = html::seg(name),
