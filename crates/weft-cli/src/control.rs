@@ -88,7 +88,10 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         println!("    gRPC       {}   (proxies: certificates and discovery)", cp.grpc_addr);
         println!("    HTTP API   http://{}   (admin token in {})", cp.api_addr, data_dir.join("admin.token").display());
         if let Some(d) = &cp.dashboard {
-            println!("    dashboard  {}   (log in with an API token; `weft dashboard` prints a one-time login URL)", d.url());
+            println!(
+                "    dashboard  {}   (log in with an API token; `weft dashboard` prints a one-time login URL)",
+                d.url()
+            );
         }
         if let Some(d) = cp.dns_addr {
             println!("    DNS        {d}   (try: dig @{} -p {} api.service.consul)", d.ip(), d.port());

@@ -208,7 +208,8 @@ fn every_page_renders_in_chromium_without_script_errors() {
     assert!(service.contains("<table id=\"instances\"") && service.contains("api-v1"), "{service}");
 
     let proxies = b.dom("/proxies");
-    let first = proxies.split("data-proxy=\"").nth(1).and_then(|r| r.split('"').next()).expect("a proxy row").to_string();
+    let first =
+        proxies.split("data-proxy=\"").nth(1).and_then(|r| r.split('"').next()).expect("a proxy row").to_string();
     assert!(proxies.contains("badge good\">SYNCED"), "{proxies}");
     let proxy_page = format!("/proxies/{first}");
     let proxy = b.dom(&proxy_page);
@@ -233,9 +234,18 @@ fn every_page_renders_in_chromium_without_script_errors() {
         assert!(!rows.is_empty(), "{v}");
         let services = b.dom("/services");
         for r in rows {
-            let id = format!("{}.{}@{}", r["service"].as_str().unwrap(), r["namespace"].as_str().unwrap(), r["cluster"].as_str().unwrap());
+            let id = format!(
+                "{}.{}@{}",
+                r["service"].as_str().unwrap(),
+                r["namespace"].as_str().unwrap(),
+                r["cluster"].as_str().unwrap()
+            );
             if let Some(x) = r["success_rate"].as_f64() {
-                assert_eq!(row_success(&services, &id).as_deref(), Some(format!("{x:.4}").as_str()), "{id}: {services}");
+                assert_eq!(
+                    row_success(&services, &id).as_deref(),
+                    Some(format!("{x:.4}").as_str()),
+                    "{id}: {services}"
+                );
             }
         }
         assert!(tap.contains("Ended after") || tap.contains("Tapping…"), "{tap}");

@@ -26,7 +26,14 @@ struct Resp {
     body: String,
 }
 
-async fn call(addr: SocketAddr, method: &str, path: &str, cookie: Option<&str>, extra: &[(&str, &str)], body: &str) -> Resp {
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    extra: &[(&str, &str)],
+    body: &str,
+) -> Resp {
     let mut b = http::Request::builder().method(method).uri(path).header("host", addr.to_string());
     if let Some(c) = cookie {
         b = b.header("cookie", format!("weft_session={c}"));
@@ -44,7 +51,15 @@ async fn call(addr: SocketAddr, method: &str, path: &str, cookie: Option<&str>, 
 
 /// Logs in with `token` through the form; the session cookie's value.
 async fn login(addr: SocketAddr, token: &str) -> String {
-    let r = call(addr, "POST", "/login", None, &[("content-type", "application/x-www-form-urlencoded")], &format!("token={token}&next=%2Fproxies")).await;
+    let r = call(
+        addr,
+        "POST",
+        "/login",
+        None,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &format!("token={token}&next=%2Fproxies"),
+    )
+    .await;
     assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(r.headers["location"], "/proxies");
     cookie_of(&r)
@@ -140,13 +155,15 @@ async fn a_read_session_sees_and_cannot_act_an_admin_session_acts() {
     assert_eq!(r.status, 403);
     assert!(r.body.contains("x-weft-dashboard"), "{}", r.body);
     // With it, the API refuses the read token.
-    let r = call(d, "DELETE", "/api/v1/resources/service/default/shop", Some(&rc), &[("x-weft-dashboard", "1")], "").await;
+    let r =
+        call(d, "DELETE", "/api/v1/resources/service/default/shop", Some(&rc), &[("x-weft-dashboard", "1")], "").await;
     assert_eq!(r.status, 403, "{}", r.body);
 
     let ac = login(d, &cp.admin_token).await;
     let page = call(d, "GET", "/services/default/shop", Some(&ac), &[], "").await;
     assert!(page.body.contains("data-url=\"/api/v1/resources/service/default/shop\""), "{}", page.body);
-    let r = call(d, "DELETE", "/api/v1/resources/service/default/shop", Some(&ac), &[("x-weft-dashboard", "1")], "").await;
+    let r =
+        call(d, "DELETE", "/api/v1/resources/service/default/shop", Some(&ac), &[("x-weft-dashboard", "1")], "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let (status, _) = admin_api(&cp, "GET", "/v1/resources/service/default/shop", "").await;
     assert_eq!(status, 404);

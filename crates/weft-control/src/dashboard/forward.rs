@@ -99,7 +99,8 @@ pub(crate) async fn get_json(ctx: &Ctx, s: &Session, path: &str) -> Got {
         Err(e) => return Got::Failed(e.to_string()),
     };
     let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let msg = || v.get("error").and_then(|e| e.as_str()).map(str::to_string).unwrap_or_else(|| format!("HTTP {status}"));
+    let msg =
+        || v.get("error").and_then(|e| e.as_str()).map(str::to_string).unwrap_or_else(|| format!("HTTP {status}"));
     match status {
         s if s.is_success() => Got::Json(v),
         StatusCode::NOT_FOUND | StatusCode::NOT_IMPLEMENTED => Got::Missing,

@@ -55,7 +55,13 @@ pub struct Page<'a> {
 }
 
 impl<'a> Page<'a> {
-    pub fn new(title: &'a str, active: &'a str, session: Option<&'a Session>, cluster: &'a str, refresh: &'a str) -> Self {
+    pub fn new(
+        title: &'a str,
+        active: &'a str,
+        session: Option<&'a Session>,
+        cluster: &'a str,
+        refresh: &'a str,
+    ) -> Self {
         Page { title, active, session, cluster, refresh }
     }
 
@@ -85,7 +91,8 @@ impl<'a> Page<'a> {
             ),
             None => (format!("<style>{}</style>", include_str!("assets/dash.css")), ""),
         };
-        let refresh = if self.refresh.is_empty() { String::new() } else { format!(" data-refresh=\"{}\"", self.refresh) };
+        let refresh =
+            if self.refresh.is_empty() { String::new() } else { format!(" data-refresh=\"{}\"", self.refresh) };
         let role = self.session.map(|s| s.role.as_str()).unwrap_or("");
         axum::response::Html(format!(
             r#"<!doctype html>
@@ -123,7 +130,13 @@ pub fn rate(v: Option<f64>) -> String {
 pub fn pct(v: Option<f64>) -> String {
     match v {
         Some(x) => {
-            let cls = if x >= 0.99 { "good" } else if x >= 0.95 { "warn" } else { "bad" };
+            let cls = if x >= 0.99 {
+                "good"
+            } else if x >= 0.95 {
+                "warn"
+            } else {
+                "bad"
+            };
             format!("<span class=\"{cls}\">{:.2}%</span>", x * 100.0)
         }
         None => "–".into(),
@@ -158,7 +171,13 @@ pub fn until(unix: u64) -> String {
     let now = now_unix();
     if unix >= now {
         let left = unix - now;
-        let cls = if left < 3600 { "bad" } else if left < 24 * 3600 { "warn" } else { "good" };
+        let cls = if left < 3600 {
+            "bad"
+        } else if left < 24 * 3600 {
+            "warn"
+        } else {
+            "good"
+        };
         format!("<span class=\"{cls}\">in {}</span>", span(left))
     } else {
         format!("<span class=\"bad\">expired {} ago</span>", span(now - unix))
@@ -198,7 +217,8 @@ pub fn f(v: &serde_json::Value, key: &str) -> Option<f64> {
 /// A badge for a state word: green for good states, red for bad ones.
 pub fn badge(state: &str) -> String {
     let cls = match state.to_ascii_lowercase().as_str() {
-        "synced" | "active" | "serving" | "connected" | "passing" | "healthy" | "ok" | "pass" | "yes" | "established" => "good",
+        "synced" | "active" | "serving" | "connected" | "passing" | "healthy" | "ok" | "pass" | "yes"
+        | "established" => "good",
         "stale" | "pending" | "connecting" | "warning" | "warn" | "skip" => "warn",
         "" => "",
         _ => "bad",

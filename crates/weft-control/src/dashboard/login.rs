@@ -43,9 +43,7 @@ pub(crate) fn check_token(st: &ApiState, token: &str) -> Result<String, String> 
 }
 
 fn login_page(ctx: &Ctx, next: &str, error: Option<&str>) -> Response {
-    let err = error
-        .map(|e| format!("<p class=\"error\" id=\"login-error\">{}</p>", html::esc(e)))
-        .unwrap_or_default();
+    let err = error.map(|e| format!("<p class=\"error\" id=\"login-error\">{}</p>", html::esc(e))).unwrap_or_default();
     let body = format!(
         r#"<section class="login">
 <h1>weft dashboard</h1>
@@ -68,10 +66,8 @@ fn login_page(ctx: &Ctx, next: &str, error: Option<&str>) -> Response {
 
 fn with_session(ctx: &Ctx, token: String, role: String, to: &str) -> Response {
     let id = ctx.dash.sessions.open(token, role);
-    let cookie = format!(
-        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        session::SESSION_LIFETIME.as_secs()
-    );
+    let cookie =
+        format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", session::SESSION_LIFETIME.as_secs());
     let mut resp = Redirect::to(to).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -100,7 +96,11 @@ pub(crate) async fn page(State(ctx): C, Query(q): Query<LoginQuery>) -> Response
 pub(crate) async fn submit(State(ctx): C, body: String) -> Response {
     let next = safe_next(form_field(&body, "next").as_deref());
     let Some(token) = form_field(&body, "token").filter(|t| !t.trim().is_empty()) else {
-        return login_page(&ctx, &next, Some("token: empty; paste an API token (the admin token is in <data-dir>/admin.token)"));
+        return login_page(
+            &ctx,
+            &next,
+            Some("token: empty; paste an API token (the admin token is in <data-dir>/admin.token)"),
+        );
     };
     match check_token(&ctx.state, &token) {
         Ok(role) => with_session(&ctx, token.trim().to_string(), role, &next),
@@ -122,7 +122,10 @@ pub(crate) async fn logout(State(ctx): C, headers: HeaderMap) -> Response {
 }
 
 /// `POST /v1/dashboard/login` (API, any token that may read): `{"url": "http://.../login?code=..."}`.
-pub(crate) async fn api_login_url(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+pub(crate) async fn api_login_url(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
     crate::api::require_read(&st, &headers)?;
     let Some(dash) = &st.dashboard else {
         return Err(ApiError(
@@ -137,7 +140,9 @@ pub(crate) async fn api_login_url(State(st): State<Arc<ApiState>>, headers: Head
         .and_then(|v| v.trim().split_once(' ').map(|(_, t)| t.trim().to_string()))
         .or_else(|| headers.get(crate::api::CONSUL_TOKEN).and_then(|v| v.to_str().ok()).map(|t| t.trim().to_string()))
         .unwrap_or_default();
-    Ok(Json(json!({ "url": dash.login_url(&token), "dashboard": dash.url(), "expires_in_seconds": session::CODE_LIFETIME.as_secs() })))
+    Ok(Json(
+        json!({ "url": dash.login_url(&token), "dashboard": dash.url(), "expires_in_seconds": session::CODE_LIFETIME.as_secs() }),
+    ))
 }
 
 #[cfg(test)]

@@ -112,7 +112,10 @@ pub fn router(dash: Arc<Dashboard>, state: Arc<ApiState>) -> Router {
         .route("/proxies", get(pages_more::proxies))
         .route("/proxies/{id}", get(pages_more::proxy))
         .route("/tap", get(pages_more::tap))
-        .route("/assets/dash.js", get(|| async { asset("text/javascript; charset=utf-8", include_str!("assets/dash.js")) }))
+        .route(
+            "/assets/dash.js",
+            get(|| async { asset("text/javascript; charset=utf-8", include_str!("assets/dash.js")) }),
+        )
         .route("/assets/dash.css", get(|| async { asset("text/css; charset=utf-8", include_str!("assets/dash.css")) }))
         .route("/api/{*rest}", axum::routing::any(forward::forward))
         .route("/logout", axum::routing::post(login::logout))

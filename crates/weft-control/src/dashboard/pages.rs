@@ -97,7 +97,11 @@ pub(crate) async fn overview(State(ctx): C, Extension(sess): Extension<Session>)
     body.push_str(&format!(
         "<div class=\"cards\">{}{}{}{}{}</div>",
         card("Services", &services.len().to_string(), "/services"),
-        card("Proxies", &format!("{} <small>{} synced</small>", proxy_list.len(), proxy_list.len() - stale.len()), "/proxies"),
+        card(
+            "Proxies",
+            &format!("{} <small>{} synced</small>", proxy_list.len(), proxy_list.len() - stale.len()),
+            "/proxies"
+        ),
         card("Linked clusters", &format!("{} <small>{active} active</small>", link_list.len()), "#links"),
         card("Services with errors", &erroring.len().to_string(), "/services"),
         card("Unhealthy instances", &unhealthy.len().to_string(), "/services"),
@@ -106,13 +110,29 @@ pub(crate) async fn overview(State(ctx): C, Extension(sess): Extension<Session>)
     // Mesh health: what needs looking at.
     let mut problems = vec![];
     for p in &stale {
-        problems.push(format!("proxy <a href=\"/proxies/{}\">{}</a> is {} (sent version {}, acknowledged {})", html::seg(&s(p, "proxy_id")), esc(&s(p, "proxy_id")), esc(&s(p, "status")), u(p, "sent"), u(p, "acked")));
+        problems.push(format!(
+            "proxy <a href=\"/proxies/{}\">{}</a> is {} (sent version {}, acknowledged {})",
+            html::seg(&s(p, "proxy_id")),
+            esc(&s(p, "proxy_id")),
+            esc(&s(p, "status")),
+            u(p, "sent"),
+            u(p, "acked")
+        ));
     }
     for p in &rejecting {
-        problems.push(format!("proxy <a href=\"/proxies/{}\">{}</a> rejected its latest update: {}", html::seg(&s(p, "proxy_id")), esc(&s(p, "proxy_id")), esc(&s(p, "error"))));
+        problems.push(format!(
+            "proxy <a href=\"/proxies/{}\">{}</a> rejected its latest update: {}",
+            html::seg(&s(p, "proxy_id")),
+            esc(&s(p, "proxy_id")),
+            esc(&s(p, "error"))
+        ));
     }
     for p in &soon {
-        problems.push(format!("proxy {}'s certificate expires {}", esc(&s(p, "proxy_id")), html::until(u(p, "leaf_not_after_unix"))));
+        problems.push(format!(
+            "proxy {}'s certificate expires {}",
+            esc(&s(p, "proxy_id")),
+            html::until(u(p, "leaf_not_after_unix"))
+        ));
     }
     for (svc, inst) in &unhealthy {
         problems.push(format!("instance {} of {} is failing its health checks", esc(inst), esc(svc)));
@@ -120,7 +140,12 @@ pub(crate) async fn overview(State(ctx): C, Extension(sess): Extension<Session>)
     for r in &erroring {
         problems.push(format!(
             "service <a href=\"/services/{}/{}\">{}.{}</a> in {} succeeds {}",
-            html::seg(&s(r, "namespace")), html::seg(&s(r, "service")), esc(&s(r, "service")), esc(&s(r, "namespace")), esc(&s(r, "cluster")), html::pct(f(r, "success_rate"))
+            html::seg(&s(r, "namespace")),
+            html::seg(&s(r, "service")),
+            esc(&s(r, "service")),
+            esc(&s(r, "namespace")),
+            esc(&s(r, "cluster")),
+            html::pct(f(r, "success_rate"))
         ));
     }
     for l in link_list.iter().filter(|l| !s(l, "error").is_empty()) {
@@ -146,7 +171,11 @@ pub(crate) async fn overview(State(ctx): C, Extension(sess): Extension<Session>)
     let ca_v = ca.json().cloned().unwrap_or(Value::Null);
     let expiry = |k: &str| {
         let secs = ca_v.get(k).map(|x| u(x, "expires_in_seconds")).unwrap_or(0);
-        if secs == 0 { "–".to_string() } else { html::until(now + secs) }
+        if secs == 0 {
+            "–".to_string()
+        } else {
+            html::until(now + secs)
+        }
     };
     body.push_str("<table id=\"clusters\"><thead><tr><th>Cluster</th><th>State</th><th>Trust domain</th><th>Address</th><th>Last sync</th><th>Imported</th><th>Trust / certificate</th><th>Round trip</th><th></th></tr></thead><tbody>");
     body.push_str(&format!(
@@ -164,7 +193,12 @@ pub(crate) async fn overview(State(ctx): C, Extension(sess): Extension<Session>)
         let roots = l.get("trustedRoots").and_then(|r| r.as_array()).map(|r| r.len()).unwrap_or(0);
         let err = s(l, "error");
         let remove = if may_act(&sess) {
-            act("DELETE", &format!("/api/v1/links/{}", html::seg(&c)), "Remove link", &format!("Remove the link to {c}? Its services are withdrawn at once."))
+            act(
+                "DELETE",
+                &format!("/api/v1/links/{}", html::seg(&c)),
+                "Remove link",
+                &format!("Remove the link to {c}? Its services are withdrawn at once."),
+            )
         } else {
             String::new()
         };
@@ -184,7 +218,10 @@ pub(crate) async fn overview(State(ctx): C, Extension(sess): Extension<Session>)
     }
     body.push_str("</tbody></table>");
     if link_list.is_empty() && links.json().is_some() {
-        body.push_str(&note("", "No linked clusters: `weft link create` on one cluster, `weft link apply` on the other."));
+        body.push_str(&note(
+            "",
+            "No linked clusters: `weft link create` on one cluster, `weft link apply` on the other.",
+        ));
     }
     if let Some(st) = stats.json() {
         let cl = items_of(st, "clusters");
@@ -393,7 +430,8 @@ pub(crate) fn graph(ctx: &Ctx, catalog: &Got, edges: &[Value], only: Option<(&st
     let mut nodes: BTreeMap<String, svg::Node> = BTreeMap::new();
     let mut add = |cluster: String, ns: String, svc: String| {
         let id = node_id(&cluster, &ns, &svc);
-        let href = if svc == "unmeshed" { String::new() } else { format!("/services/{}/{}", html::seg(&ns), html::seg(&svc)) };
+        let href =
+            if svc == "unmeshed" { String::new() } else { format!("/services/{}/{}", html::seg(&ns), html::seg(&svc)) };
         nodes.entry(id.clone()).or_insert(svg::Node { id, service: svc, namespace: ns, cluster, href });
     };
     let touches = |e: &Value| match only {

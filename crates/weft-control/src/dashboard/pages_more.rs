@@ -56,16 +56,25 @@ pub(crate) async fn service(
             }
             body.push_str("</tbody></table>");
         }
-        None => body.push_str(&note("", "Not in the catalog (no instance registered, or not visible to this cluster).")),
+        None => {
+            body.push_str(&note("", "Not in the catalog (no instance registered, or not visible to this cluster)."))
+        }
     }
 
     body.push_str("<h2>Golden metrics by workload</h2>");
     body.push_str(&why(&stats, "metrics (/v1/stats)"));
     let rows: Vec<&Value> = items(&stats, "rows").iter().filter(|r| s(r, "service") == name).collect();
     if !rows.is_empty() {
-        body.push_str(&format!("<table id=\"workload-stats\"><thead><tr><th>Workload</th><th>Cluster</th>{STAT_HEAD}</tr></thead><tbody>"));
+        body.push_str(&format!(
+            "<table id=\"workload-stats\"><thead><tr><th>Workload</th><th>Cluster</th>{STAT_HEAD}</tr></thead><tbody>"
+        ));
         for r in rows {
-            body.push_str(&format!("<tr><td>{}</td><td>{}</td>{}</tr>", esc(&s(r, "workload")), esc(&s(r, "cluster")), stat_cells(r)));
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td>{}</tr>",
+                esc(&s(r, "workload")),
+                esc(&s(r, "cluster")),
+                stat_cells(r)
+            ));
         }
         body.push_str("</tbody></table>");
     }
@@ -82,9 +91,17 @@ pub(crate) async fn service(
     if edges.json().is_some() {
         body.push_str(&graph(&ctx, &catalog, all, Some((&ns, &name))));
         body.push_str("<h3>Callers</h3>");
-        body.push_str(&if callers.is_empty() { note("", "No callers in the last minute.") } else { edge_table("callers", &callers) });
+        body.push_str(&if callers.is_empty() {
+            note("", "No callers in the last minute.")
+        } else {
+            edge_table("callers", &callers)
+        });
         body.push_str("<h3>Callees</h3>");
-        body.push_str(&if callees.is_empty() { note("", "No callees in the last minute.") } else { edge_table("callees", &callees) });
+        body.push_str(&if callees.is_empty() {
+            note("", "No callees in the last minute.")
+        } else {
+            edge_table("callees", &callees)
+        });
     }
 
     body.push_str("<h2>Routes</h2>");
@@ -152,7 +169,12 @@ pub(crate) async fn proxies(State(ctx): C, Extension(sess): Extension<Session>) 
             let spec = w.get("spec").cloned().unwrap_or(Value::Null);
             let (ns, name) = (s(&m, "namespace"), s(&m, "name"));
             let del = if may_act(&sess) || sess.role == "writer" {
-                act("DELETE", &format!("/api/v1/resources/workload/{}/{}", html::seg(&ns), html::seg(&name)), "Delete", &format!("Delete the Workload {ns}/{name}?"))
+                act(
+                    "DELETE",
+                    &format!("/api/v1/resources/workload/{}/{}", html::seg(&ns), html::seg(&name)),
+                    "Delete",
+                    &format!("Delete the Workload {ns}/{name}?"),
+                )
             } else {
                 String::new()
             };
@@ -173,17 +195,27 @@ pub(crate) async fn proxies(State(ctx): C, Extension(sess): Extension<Session>) 
 
 pub(crate) async fn proxy(State(ctx): C, Extension(sess): Extension<Session>, Path(id): Path<String>) -> Html<String> {
     let config_path = format!("/v1/proxies/{}/config", html::seg(&id));
-    let (proxies, config) =
-        tokio::join!(get_json(&ctx, &sess, "/v1/proxies"), get_json(&ctx, &sess, &config_path));
+    let (proxies, config) = tokio::join!(get_json(&ctx, &sess, "/v1/proxies"), get_json(&ctx, &sess, &config_path));
     let mut body = format!("<h1>Proxy {}</h1>", esc(&id));
     match items(&proxies, "proxies").iter().find(|p| s(p, "proxy_id") == id) {
         Some(p) => {
             body.push_str("<table class=\"kv\" id=\"proxy-status\"><tbody>");
             let rows = [
-                ("Identity", format!("{} <small>(from its {})</small>", esc(&s(p, "identity")), esc(&s(p, "identity_from")))),
+                (
+                    "Identity",
+                    format!("{} <small>(from its {})</small>", esc(&s(p, "identity")), esc(&s(p, "identity_from"))),
+                ),
                 ("Mode", esc(&s(p, "mode"))),
                 ("Cluster / network", format!("{} / {}", esc(&s(p, "cluster")), esc(&s(p, "network")))),
-                ("Sync", format!("{} (version sent {}, acknowledged {})", badge(&s(p, "status")), u(p, "sent"), u(p, "acked"))),
+                (
+                    "Sync",
+                    format!(
+                        "{} (version sent {}, acknowledged {})",
+                        badge(&s(p, "status")),
+                        u(p, "sent"),
+                        u(p, "acked")
+                    ),
+                ),
                 ("Rejected update", esc(&s(p, "error"))),
                 ("Certificate expires", html::until(u(p, "leaf_not_after_unix"))),
                 ("Certificate's root", format!("<small>{}</small>", esc(&s(p, "leaf_root")))),

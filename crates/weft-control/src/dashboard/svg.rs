@@ -117,7 +117,15 @@ pub fn topology(nodes: &[Node], edges: &[Edge]) -> String {
         } else {
             // A call back to an earlier column (or within one): around the top.
             let top = pos[s].1.min(pos[d].1) - 22.0;
-            format!("M {:.1} {:.1} C {:.1} {top:.1}, {:.1} {top:.1}, {:.1} {:.1}", pos[s].0 + NODE_W / 2.0, pos[s].1, pos[s].0 + NODE_W / 2.0, pos[d].0 + NODE_W / 2.0, pos[d].0 + NODE_W / 2.0, pos[d].1)
+            format!(
+                "M {:.1} {:.1} C {:.1} {top:.1}, {:.1} {top:.1}, {:.1} {:.1}",
+                pos[s].0 + NODE_W / 2.0,
+                pos[s].1,
+                pos[s].0 + NODE_W / 2.0,
+                pos[d].0 + NODE_W / 2.0,
+                pos[d].0 + NODE_W / 2.0,
+                pos[d].1
+            )
         };
         let bad = e.success.is_some_and(|x| x < 0.95);
         let cls = format!("edge{}{}", if bad { " bad" } else { "" }, if e.mtls { "" } else { " plaintext" });
@@ -165,13 +173,26 @@ mod tests {
     use super::*;
 
     fn node(id: &str, cluster: &str) -> Node {
-        Node { id: id.into(), service: id.into(), namespace: "demo".into(), cluster: cluster.into(), href: String::new() }
+        Node {
+            id: id.into(),
+            service: id.into(),
+            namespace: "demo".into(),
+            cluster: cluster.into(),
+            href: String::new(),
+        }
     }
 
     #[test]
     fn callers_sit_left_of_callees_and_cycles_end() {
         let nodes = vec![node("api", "east"), node("web", "east"), node("db", "west")];
-        let edge = |s: &str, d: &str| Edge { src: s.into(), dst: d.into(), rps: Some(1.0), success: Some(1.0), p99_ms: None, mtls: true };
+        let edge = |s: &str, d: &str| Edge {
+            src: s.into(),
+            dst: d.into(),
+            rps: Some(1.0),
+            success: Some(1.0),
+            p99_ms: None,
+            mtls: true,
+        };
         let svg = topology(&nodes, &[edge("web", "api"), edge("api", "db"), edge("db", "web")]);
         assert!(svg.contains("data-edge=\"web to api\""), "{svg}");
         assert!(svg.contains("data-node=\"db\""));
