@@ -108,3 +108,38 @@ pub(crate) async fn get_json(ctx: &Ctx, s: &Session, path: &str) -> Got {
         _ => Got::Failed(msg()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+
+    /// A streamed answer (the tap's NDJSON) comes through as it is written, not when it ends.
+    #[tokio::test]
+    async fn answers_stream_through() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(Some(rx)));
+        let api = Router::new().route(
+            "/v1/stream",
+            get(move |h: axum::http::HeaderMap| {
+                let rx = rx.lock().unwrap().take().unwrap();
+                async move {
+                    assert_eq!(h[header::AUTHORIZATION], "Bearer tok");
+                    assert!(h.get(header::COOKIE).is_none());
+                    let stream =
+                        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+                    Body::from_stream(stream)
+                }
+            }),
+        );
+        let req = Request::get("/v1/stream").header(header::COOKIE, "weft_session=x").body(Body::empty()).unwrap();
+        let resp = call(&api, "tok", req).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut body = resp.into_body();
+        tx.send(Ok(bytes::Bytes::from_static(b"{\"n\":1}\n"))).await.unwrap();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"{\"n\":1}\n");
+        drop(tx);
+        assert!(body.frame().await.is_none());
+    }
+}

@@ -4,7 +4,7 @@ use super::forward::{get_json, Got};
 use super::html::{self, badge, esc, f, note, s, u, Page};
 use super::session::Session;
 use super::svg;
-use super::{Ctx, C};
+use super::C;
 use axum::extract::State;
 use axum::response::Html;
 use axum::Extension;
@@ -426,7 +426,7 @@ pub(crate) fn edge_table(id: &str, edges: &[Value]) -> String {
 }
 
 /// The graph of `edges`, with every catalog service as a node even without traffic.
-pub(crate) fn graph(ctx: &Ctx, catalog: &Got, edges: &[Value], only: Option<(&str, &str)>) -> String {
+pub(crate) fn graph(local_cluster: &str, catalog: &Got, edges: &[Value], only: Option<(&str, &str)>) -> String {
     let mut nodes: BTreeMap<String, svg::Node> = BTreeMap::new();
     let mut add = |cluster: String, ns: String, svc: String| {
         let id = node_id(&cluster, &ns, &svc);
@@ -460,7 +460,7 @@ pub(crate) fn graph(ctx: &Ctx, catalog: &Got, edges: &[Value], only: Option<(&st
         for svc in items(catalog, "services") {
             for i in items_of(svc, "instances") {
                 let cluster = s(i, "cluster");
-                let cluster = if cluster.is_empty() { ctx.cluster.clone() } else { cluster };
+                let cluster = if cluster.is_empty() { local_cluster.to_string() } else { cluster };
                 add(cluster, s(svc, "namespace"), s(svc, "name"));
             }
         }
@@ -474,6 +474,71 @@ pub(crate) async fn topology(State(ctx): C, Extension(sess): Extension<Session>)
         tokio::join!(get_json(&ctx, &sess, "/v1/catalog"), get_json(&ctx, &sess, "/v1/edges?window=1m&cluster=all"));
     let mut body = String::from("<h1>Topology</h1><p class=\"muted\">Who calls whom, across clusters, over the last minute: requests per second and success rate on each edge. Click a service for its callers and callees.</p>");
     body.push_str(&why(&edges, "edges (/v1/edges)"));
-    body.push_str(&graph(&ctx, &catalog, items(&edges, "edges"), None));
+    body.push_str(&graph(&ctx.cluster, &catalog, items(&edges, "edges"), None));
     Page::new("Topology", "/topology", Some(&sess), &ctx.cluster, REFRESH).render(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `/v1/stats` and `/v1/edges` answers as the contract (ctx19) shapes them.
+    fn stats() -> Value {
+        json!({"window_seconds":60,"generated_unix":1796000000u64,"source":"buffer",
+            "rows":[{"cluster":"east","namespace":"demo","service":"api","workload":null,"route":null,
+                "requests":120,"rps":2.0,"success_rate":0.992,"p50_ms":1.1,"p95_ms":3.0,"p99_ms":7.9,
+                "tcp_connections":0,"meshed":true,
+                "history":[{"t_unix":1795996400u64,"rps":2.0,"success_rate":1.0,"p99_ms":7.0},
+                           {"t_unix":1795996460u64,"rps":3.0,"success_rate":0.9,"p99_ms":9.0}]}],
+            "clusters":[{"name":"west","reachable":true,"error":null}]})
+    }
+
+    fn edges() -> Value {
+        json!({"window_seconds":60,"edges":[
+            {"src":{"cluster":"east","namespace":"demo","service":"web","identity":"spiffe://east.local/ns/demo/sa/web"},
+             "dst":{"cluster":"west","namespace":"demo","service":"api","identity":"spiffe://west.local/ns/demo/sa/api"},
+             "requests":120,"rps":2.0,"success_rate":0.5,"p99_ms":8.0,"mtls":true},
+            {"src":{"cluster":"east","namespace":null,"service":"unmeshed","identity":null},
+             "dst":{"cluster":"east","namespace":"demo","service":"web","identity":"spiffe://east.local/ns/demo/sa/web"},
+             "requests":3,"rps":0.05,"success_rate":1.0,"p99_ms":2.0,"mtls":false}]})
+    }
+
+    #[test]
+    fn a_stats_row_shows_its_numbers_and_sparklines() {
+        let v = stats();
+        let row = &v["rows"][0];
+        let html = service_row("demo", "api", "east", "2/2 healthy", Some(row));
+        assert!(html.contains("data-service=\"api.demo@east\""), "{html}");
+        assert!(html.contains("data-success=\"0.9920\" data-rps=\"2.0000\""), "{html}");
+        assert!(html.contains("99.20%") && html.contains("7.9 ms") && html.contains("2.00"), "{html}");
+        assert_eq!(html.matches("<polyline").count(), 2, "RPS and success sparklines: {html}");
+        let none = service_row("demo", "db", "east", "1/1 healthy", None);
+        assert!(!none.contains("data-success"), "{none}");
+    }
+
+    #[test]
+    fn edges_draw_the_graph_and_the_mtls_table() {
+        let e = edges();
+        let list = e["edges"].as_array().unwrap();
+        let g = graph("east", &Got::Json(json!({"services": []})), list, None);
+        assert!(g.contains("data-edge=\"web.demo@east to api.demo@west\""), "{g}");
+        assert!(g.contains("class=\"edge bad\""), "success 50% is drawn red: {g}");
+        assert!(g.contains("class=\"edge plaintext\""), "the unmeshed caller is not mTLS: {g}");
+        assert!(g.contains("data-node=\"unmeshed.@east\""), "{g}");
+        // The unmeshed caller has no page to link to.
+        assert!(!g.contains("href=\"/services//unmeshed\""), "{g}");
+        let only = graph("east", &Got::Json(json!({})), list, Some(("demo", "api")));
+        assert!(only.contains("api.demo@west") && !only.contains("unmeshed"), "{only}");
+        let t = edge_table("edges", list);
+        assert!(t.contains("spiffe://west.local/ns/demo/sa/api") && t.contains("badge bad\">no"), "{t}");
+    }
+
+    #[test]
+    fn missing_endpoints_say_no_data_yet() {
+        assert!(why(&Got::Missing, "edges (/v1/edges)").contains("No data yet"));
+        assert!(why(&Got::Denied("x".into()), "the audit log").contains("may not read"));
+        assert!(why(&Got::Json(json!({})), "x").is_empty());
+        assert!(items(&Got::Missing, "rows").is_empty());
+    }
 }

@@ -89,7 +89,7 @@ pub(crate) async fn service(
     body.push_str("<h2>Callers and callees</h2>");
     body.push_str(&why(&edges, "edges (/v1/edges)"));
     if edges.json().is_some() {
-        body.push_str(&graph(&ctx, &catalog, all, Some((&ns, &name))));
+        body.push_str(&graph(&ctx.cluster, &catalog, all, Some((&ns, &name))));
         body.push_str("<h3>Callers</h3>");
         body.push_str(&if callers.is_empty() {
             note("", "No callers in the last minute.")

@@ -41,8 +41,8 @@ pub struct Sessions {
 /// 256 random bits, hex.
 pub fn random_id() -> String {
     let mut b = [0u8; 32];
-    // The system RNG does not fail on Linux; on failure the id is still unique per process
-    // (time), but never accepted as a guess: we refuse to serve rather than use it.
+    // The system RNG does not fail on Linux (getrandom). Were it to, a guessable session id
+    // would hand out the token it stands for: stopping is the only safe answer.
     if aws_lc_rs::rand::fill(&mut b).is_err() {
         panic!("the system random number generator failed");
     }
