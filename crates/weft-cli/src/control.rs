@@ -61,6 +61,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     let mut cfg = ControlConfig::new(data_dir.clone());
     cfg.grpc = args.grpc;
     cfg.api = args.api;
+    cfg.dashboard = args.dashboard;
     cfg.dns = if args.dns == "off" {
         None
     } else {
@@ -71,7 +72,6 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     cfg.registry_file = args.registry_file;
     cfg.enable_script_checks = args.enable_script_checks;
     cfg.max_streams_per_token = args.max_streams_per_token;
-    cfg.dashboard = args.dashboard;
     cfg.mesh.trust_domain = args.trust_domain;
     cfg.mesh.cluster.name = args.cluster;
     if let (Some(cert), Some(key), Some(chain)) = (args.ca_cert, args.ca_key, args.ca_chain) {

@@ -58,12 +58,12 @@ enum Cmd {
     Up(up::UpArgs),
     /// Run a control plane: registry, store, CA, discovery for proxies, health checks, DNS, API.
     Control(control::ControlArgs),
-    /// Run weft's mesh DNS in a cluster without a control plane (a primary's remote cluster),
-    /// answering from the primary's catalog through the primary's east-west gateway.
-    Dns(dns::DnsArgs),
     /// Print a one-time URL that logs a browser into the control plane's web dashboard (as the
     /// token in use; the dashboard runs with `weft control --dashboard` and in `weft up`).
     Dashboard(dashboard::DashboardArgs),
+    /// Run weft's mesh DNS in a cluster without a control plane (a primary's remote cluster),
+    /// answering from the primary's catalog through the primary's east-west gateway.
+    Dns(dns::DnsArgs),
     #[command(flatten)]
     Verb(verbs::Verb),
     /// The data-plane proxy (same as the `weft-proxy` binary).
@@ -122,13 +122,13 @@ fn real_main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Proxy { cmd } => weft_proxy::cli::run(cmd),
         Cmd::Tls { cmd } => tls::run(cmd),
-        Cmd::Up(args) => up::run(args),
-        Cmd::Control(args) => control::run(args),
-        Cmd::Dns(args) => dns::run(args),
         Cmd::Dashboard(args) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(dashboard::run(args))
         }
+        Cmd::Up(args) => up::run(args),
+        Cmd::Control(args) => control::run(args),
+        Cmd::Dns(args) => dns::run(args),
         Cmd::Verb(verb) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(verbs::run(verb))

@@ -32,13 +32,13 @@ pub struct ApiState {
     pub mesh: weft_api::kinds::MeshConfigSpec,
     /// Where this API listens (Consul's `/v1/agent/self` names it).
     pub api_addr: std::net::SocketAddr,
+    /// The web dashboard, when it runs (`POST /v1/dashboard/login` makes login URLs for it).
+    pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
     /// Where the gRPC listener is (a link credential names it as the federation address).
     pub grpc_addr: std::net::SocketAddr,
     pub federation: Arc<crate::federation::Federation>,
     /// Every write, with the caller's token name.
     pub audit: Arc<crate::audit::Audit>,
-    /// The web dashboard, when it runs (`POST /v1/dashboard/login` makes login URLs for it).
-    pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
 }
 
 /// Rules the control plane adds to a write: script/Docker checks only when enabled; the trust
@@ -282,6 +282,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/resources", get(list))
         .route("/v1/resources/{kind}/{namespace}/{name}", get(get_one).delete(delete_one))
         .route("/v1/proxies", get(proxies))
+        .merge(crate::dashboard::api_routes())
         .merge(crate::tokens_api::routes())
         .route("/v1/ca", get(ca))
         .route("/v1/ca/rotate", post(rotate).delete(abort_rotation))
@@ -289,7 +290,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/services/{namespace}/{name}/routes", get(crate::routes_api::effective))
         .route("/v1/health/workload/{namespace}/{name}", get(workload_health))
         .merge(crate::links::routes())
-        .merge(crate::dashboard::api_routes())
         .merge(consul::routes())
         .route("/live", get(|| async { "live\n" }))
         .fallback(consul::fallback)

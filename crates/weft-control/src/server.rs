@@ -25,6 +25,8 @@ pub struct ControlConfig {
     pub data_dir: PathBuf,
     pub grpc: SocketAddr,
     pub api: SocketAddr,
+    /// Serve the web dashboard here (loopback only; [`crate::dashboard`]). None: no dashboard.
+    pub dashboard: Option<SocketAddr>,
     pub plugin_ca: Option<PluginCa>,
     /// Resources read from a file (the registry's first source).
     pub registry_file: Option<PathBuf>,
@@ -46,8 +48,6 @@ pub struct ControlConfig {
     /// Secrets of the external CA MeshConfig `ca` may select (`weft control` reads them from its
     /// environment: [`crate::signer::CaCredentials::from_env`]).
     pub ca_credentials: crate::signer::CaCredentials,
-    /// Serve the web dashboard here (loopback only; [`crate::dashboard`]). None: no dashboard.
-    pub dashboard: Option<SocketAddr>,
 }
 
 impl ControlConfig {
@@ -56,6 +56,7 @@ impl ControlConfig {
             data_dir,
             grpc: DEFAULT_GRPC.parse().expect("constant"),
             api: DEFAULT_API.parse().expect("constant"),
+            dashboard: None,
             plugin_ca: None,
             registry_file: None,
             mesh: MeshConfigSpec::default(),
@@ -66,7 +67,6 @@ impl ControlConfig {
             max_streams_per_token: crate::discovery::DEFAULT_MAX_STREAMS_PER_TOKEN,
             api_limits: crate::http_serve::DEFAULT_LIMITS,
             ca_credentials: Default::default(),
-            dashboard: None,
         }
     }
 }
@@ -348,10 +348,10 @@ impl ControlPlane {
             enable_script_checks: cfg.enable_script_checks,
             mesh: mesh.clone(),
             api_addr,
+            dashboard: dashboard.as_ref().map(|(_, d)| d.clone()),
             grpc_addr,
             federation,
             audit,
-            dashboard: dashboard.as_ref().map(|(_, d)| d.clone()),
         });
         if let Some((_, dash)) = &dashboard {
             tracing::info!(url = %dash.url(), "dashboard ready");
