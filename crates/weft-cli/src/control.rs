@@ -61,7 +61,6 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     let mut cfg = ControlConfig::new(data_dir.clone());
     cfg.grpc = args.grpc;
     cfg.api = args.api;
-    cfg.dashboard = args.dashboard;
     cfg.dns = if args.dns == "off" {
         None
     } else {
@@ -70,6 +69,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     cfg.dns_upstream = args.dns_upstream;
     cfg.dns_udp_receive_buffer = args.dns_udp_buffer;
     cfg.registry_file = args.registry_file;
+    cfg.dashboard = args.dashboard;
     cfg.enable_script_checks = args.enable_script_checks;
     cfg.max_streams_per_token = args.max_streams_per_token;
     cfg.mesh.trust_domain = args.trust_domain;
@@ -87,14 +87,14 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         println!("    root key   {}", cp.root_key);
         println!("    gRPC       {}   (proxies: certificates and discovery)", cp.grpc_addr);
         println!("    HTTP API   http://{}   (admin token in {})", cp.api_addr, data_dir.join("admin.token").display());
+        if let Some(d) = cp.dns_addr {
+            println!("    DNS        {d}   (try: dig @{} -p {} api.service.consul)", d.ip(), d.port());
+        }
         if let Some(d) = &cp.dashboard {
             println!(
                 "    dashboard  {}   (log in with an API token; `weft dashboard` prints a one-time login URL)",
                 d.url()
             );
-        }
-        if let Some(d) = cp.dns_addr {
-            println!("    DNS        {d}   (try: dig @{} -p {} api.service.consul)", d.ip(), d.port());
         }
         println!("    next: weft token create --identity default/web   |   weft apply -f mesh.yaml   |   weft check");
         println!("ready");

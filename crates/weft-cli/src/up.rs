@@ -560,9 +560,9 @@ async fn from_file(cp: &ControlPlane, file: crate::upfile::UpFile, args: &UpArgs
     }
     cp.store.apply(parse_documents(&resources)?)?;
     println!("==> mesh is up ({} workloads)", running.len());
-    crate::dashboard::print_up(cp, "    ");
     println!("    and:     export WEFT_SERVER={} WEFT_TOKEN={}", cp.api_addr, cp.admin_token);
     println!("             weft get workloads; weft proxy-status; weft check   (Ctrl-C stops everything)");
+    crate::dashboard::print_up(cp, "    ");
     run_until_stopped(args).await;
     println!("==> stopping");
     for (proxy, mut child) in running {

@@ -473,6 +473,7 @@ fn print_up(clusters: &[Cluster], demo: bool) {
             c.network,
             c.gateway.addrs.gateway.map(|a| a.to_string()).unwrap_or_default()
         );
+        crate::dashboard::print_up(&c.cp, "      ");
         for (name, s) in &c.running {
             if demo && name == "web" {
                 web = Some(s.port);
@@ -498,7 +499,6 @@ fn print_up(clusters: &[Cluster], demo: bool) {
                 );
             }
         }
-        crate::dashboard::print_up(&c.cp, "      ");
         println!("      export WEFT_SERVER={} WEFT_TOKEN={}", c.cp.api_addr, c.cp.admin_token);
     }
     if let Some(port) = web {

@@ -337,8 +337,8 @@ fn file_mesh_up(cp: &ControlPlane, net: &PodNetwork, plan: &Plan, pods: &[Pod]) 
         let how = if p.expose { "reachable from the host" } else { "mTLS only" };
         println!("    {:<10} http://{}:{}/ ({how})   ip netns exec {} <command>", p.name, pod.ip, p.port, pod.netns);
     }
-    println!("    DNS      dig @{} <service>.default.svc.cluster.local", net.gateway());
     crate::dashboard::print_up(cp, "    ");
+    println!("    DNS      dig @{} <service>.default.svc.cluster.local", net.gateway());
     println!("    and:     export WEFT_SERVER={} WEFT_TOKEN={}", cp.api_addr, cp.admin_token);
     println!("             weft get workloads; weft proxy-status; weft check   (Ctrl-C stops everything)");
 }
@@ -373,10 +373,10 @@ async fn demo(cp: &ControlPlane, net: &PodNetwork, pods: &[Pod], args: &UpArgs) 
     );
     println!("    metrics  http://{}:15000/metrics (each pod's sidecar admin port)", api1.ip);
     println!("    DNS      dig @{} {API_NAME}   (also api.service.consul)", net.gateway());
+    crate::dashboard::print_up(cp, "    ");
     println!("    try:     curl http://{}:{APP_PORT}/", web.ip);
     println!("             curl http://{}:{APP_PORT}/   (refused: plaintext into the mesh)", api1.ip);
     println!("             ip netns exec {} curl -s http://{API_NAME}:{APP_PORT}/", web.netns);
-    crate::dashboard::print_up(cp, "    ");
     println!("    and:     export WEFT_SERVER={} WEFT_TOKEN={}", cp.api_addr, cp.admin_token);
     println!("             weft get workloads; weft proxy-status; weft check");
     // web's app may still be starting: its port answers before the first demo call.

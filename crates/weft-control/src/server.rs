@@ -77,6 +77,8 @@ pub enum ControlError {
     DataDir { path: String, source: std::io::Error },
     #[error("store: {0}")]
     Store(#[from] weft_store::StoreError),
+    #[error(transparent)]
+    Dashboard(#[from] crate::dashboard::DashboardError),
     #[error("CA: {0}")]
     Ca(#[from] ca::CaError),
     #[error("registry file: {0}")]
@@ -85,8 +87,6 @@ pub enum ControlError {
     Dns(#[from] weft_dns::DnsError),
     #[error("the control plane's serving certificate: {0}")]
     Serving(#[from] weft_identity::Error),
-    #[error(transparent)]
-    Dashboard(#[from] crate::dashboard::DashboardError),
     #[error("cannot listen for {what} on {addr}: {source} (is another control plane running?)")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
 }
@@ -101,13 +101,13 @@ pub struct ControlPlane {
     /// The admin token (also in `<data-dir>/admin.token`, 0600).
     pub admin_token: String,
     pub dns_addr: Option<SocketAddr>,
+    /// The web dashboard, when `ControlConfig::dashboard` asked for one: its address and login URLs.
+    pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
     /// Where the root CA's key is (on this host, offline, or a plug-in CA's).
     pub root_key: crate::ca::RootKey,
     pub monitor: weft_health::Monitor,
     /// The catalog as discovery and DNS see it, updated on every change.
     pub catalog: tokio::sync::watch::Receiver<Arc<crate::catalog::Catalog>>,
-    /// The web dashboard, when `ControlConfig::dashboard` asked for one: its address and login URLs.
-    pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
     tasks: Vec<JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -376,10 +376,10 @@ impl ControlPlane {
             proxies,
             admin_token,
             dns_addr,
+            dashboard,
             root_key: ca::root_key(&cfg.data_dir, cfg.plugin_ca.as_ref()),
             monitor,
             catalog,
-            dashboard,
             tasks,
             stop,
         })
