@@ -70,6 +70,8 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     cfg.dns_udp_receive_buffer = args.dns_udp_buffer;
     cfg.registry_file = args.registry_file;
     cfg.dashboard = args.dashboard;
+    // Refused before the data directory is made.
+    args.dashboard.map(weft_control::dashboard::check_addr).transpose()?;
     cfg.enable_script_checks = args.enable_script_checks;
     cfg.max_streams_per_token = args.max_streams_per_token;
     cfg.mesh.trust_domain = args.trust_domain;

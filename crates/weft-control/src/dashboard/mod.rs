@@ -73,11 +73,17 @@ impl Dashboard {
     }
 }
 
+/// Refuses an address that is not loopback (the dashboard is plain HTTP).
+pub fn check_addr(addr: SocketAddr) -> Result<(), DashboardError> {
+    match addr.ip().is_loopback() {
+        true => Ok(()),
+        false => Err(DashboardError::NotLoopback(addr)),
+    }
+}
+
 /// Binds the dashboard's listener; refuses an address that is not loopback.
 pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, Arc<Dashboard>), DashboardError> {
-    if !addr.ip().is_loopback() {
-        return Err(DashboardError::NotLoopback(addr));
-    }
+    check_addr(addr)?;
     let l = TcpListener::bind(addr).await.map_err(|source| DashboardError::Bind { addr, source })?;
     let addr = l.local_addr().map_err(|source| DashboardError::Bind { addr, source })?;
     Ok((l, Arc::new(Dashboard { addr, sessions: Default::default() })))
