@@ -166,6 +166,32 @@ impl Browser {
     }
 }
 
+/// Polls `check` until it holds, up to `deadline` (proxies report their metrics every 10 s).
+fn poll(what: &str, deadline: std::time::Duration, mut check: impl FnMut() -> Option<String>) -> String {
+    let end = std::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < end, "{what}: not within {deadline:?}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// `weft edges -o json` of the east cluster, when web → api shows in both clusters.
+fn demo_edges(b: &Browser) -> Option<String> {
+    let out =
+        Command::new(WEFT).args(["edges", "-o", "json", "--server", &b.server, "--token", &b.token]).output().ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let edges = v["edges"].as_array()?;
+    let to = |cluster: &str| {
+        edges
+            .iter()
+            .any(|e| e["src"]["service"] == "web" && e["dst"]["service"] == "api" && e["dst"]["cluster"] == cluster)
+    };
+    (to("east") && to("west")).then(|| v.to_string())
+}
+
 /// `service.namespace@cluster` → the services page row's `data-success`.
 fn row_success(dom: &str, id: &str) -> Option<String> {
     let i = dom.find(&format!("data-service=\"{id}\""))?;
@@ -191,6 +217,10 @@ fn every_page_renders_in_chromium_without_script_errors() {
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).unwrap();
     let b = Browser { server, token, profile: scratch.join("profile") };
+    if STATS_API_MERGED {
+        // The first reports of the demo's traffic (every 10 s) before the pages are loaded.
+        poll("web -> api in both clusters in `weft edges`", std::time::Duration::from_secs(90), || demo_edges(&b));
+    }
 
     let overview = b.dom("/");
     assert!(overview.contains("Clusters and links") && overview.contains("data-link=\"west\""), "{overview}");
