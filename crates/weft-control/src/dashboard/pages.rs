@@ -315,20 +315,25 @@ pub(crate) async fn services(State(ctx): C, Extension(sess): Extension<Session>)
     for svc in items(&catalog, "services") {
         let (ns, name) = (s(svc, "namespace"), s(svc, "name"));
         let inst = items_of(svc, "instances");
-        let healthy = inst.iter().filter(|i| i.get("healthy").and_then(|h| h.as_bool()) != Some(false)).count();
+        // Instances (healthy/total) of one cluster, or of all with `None`.
+        let count = |cluster: Option<&str>| {
+            let of: Vec<&Value> = inst.iter().filter(|i| cluster.is_none_or(|c| s(i, "cluster") == c)).collect();
+            let healthy = of.iter().filter(|i| i.get("healthy").and_then(|h| h.as_bool()) != Some(false)).count();
+            format!("{healthy}/{} healthy", of.len())
+        };
         let mut clusters: Vec<String> = inst.iter().map(|i| s(i, "cluster")).collect();
         clusters.sort();
         clusters.dedup();
-        let instances = format!("{healthy}/{} healthy", inst.len());
         let key = (ns.clone(), name.clone());
         seen.insert(key.clone());
         match by_service.get(&key) {
             Some(stat_rows) => {
                 for r in stat_rows {
-                    rows.push(service_row(&ns, &name, &s(r, "cluster"), &instances, Some(r)));
+                    let cluster = s(r, "cluster");
+                    rows.push(service_row(&ns, &name, &cluster, &count(Some(&cluster)), Some(r)));
                 }
             }
-            None => rows.push(service_row(&ns, &name, &clusters.join(", "), &instances, None)),
+            None => rows.push(service_row(&ns, &name, &clusters.join(", "), &count(None), None)),
         }
     }
     // Services with traffic but not in the catalog (e.g. unmeshed callers' targets).
