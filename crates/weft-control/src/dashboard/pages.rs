@@ -63,7 +63,7 @@ pub(crate) async fn overview(State(ctx): C, Extension(sess): Extension<Session>)
         get_json(&ctx, &sess, "/v1/proxies"),
         get_json(&ctx, &sess, "/v1/catalog"),
         get_json(&ctx, &sess, "/v1/ca"),
-        get_json(&ctx, &sess, "/v1/audit?limit=12"),
+        get_json(&ctx, &sess, "/v1/audit?limit=100"),
         get_json(&ctx, &sess, "/v1/stats?by=service&window=1m"),
     );
     let proxy_list = items(&proxies, "proxies");
@@ -239,8 +239,10 @@ pub(crate) async fn overview(State(ctx): C, Extension(sess): Extension<Session>)
     body.push_str("<h2>Recent changes</h2>");
     match &audit {
         Got::Json(v) => {
-            let entries = items_of(v, "entries");
-            let entries = if entries.is_empty() { items_of(v, "audit") } else { entries };
+            // Changes to the mesh: not the dashboard's own login links (they stay in the audit log).
+            let all = items_of(v, "entries");
+            let kept: Vec<&Value> = all.iter().filter(|e| s(e, "path") != "/v1/dashboard/login").collect();
+            let entries = &kept[kept.len().saturating_sub(12)..];
             if entries.is_empty() {
                 body.push_str(&note("", "No changes yet."));
             } else {
