@@ -18,6 +18,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+/// Where weft's own CA keeps its root certificate, under the data directory: what API clients on
+/// the control plane's host trust by default.
+pub const ROOT_FILE: &str = "ca/root.pem";
+
 /// Names every API certificate carries.
 pub const DEFAULT_NAMES: [&str; 2] = ["localhost", weft_identity::control::CONTROL_SERVER_NAME];
 

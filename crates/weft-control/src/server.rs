@@ -97,6 +97,9 @@ pub struct ControlPlane {
     pub api_addr: SocketAddr,
     /// Whether the HTTP API is on TLS (the default; plaintext only with `--api-plaintext`).
     pub api_tls: bool,
+    /// A file holding the root the API's certificate chains to, for clients on this host
+    /// (`WEFT_CA_FILE`): `<data-dir>/ca/root.pem`, or a plug-in CA's chain file.
+    pub api_ca_file: PathBuf,
     pub store: Store,
     pub tokens: Arc<Tokens>,
     pub proxies: Proxies,
@@ -388,6 +391,10 @@ impl ControlPlane {
             grpc_addr,
             api_addr,
             api_tls: api_is_tls,
+            api_ca_file: match &cfg.plugin_ca {
+                Some(p) => p.chain.clone(),
+                None => cfg.data_dir.join(crate::api_tls::ROOT_FILE),
+            },
             store,
             tokens,
             proxies,
