@@ -158,10 +158,17 @@ impl ControlPlane {
         crate::api::root_pem(&self.ca.serving_ca())
     }
 
-    /// A client config for the HTTP API that trusts [`ControlPlane::api_root_pem`] (for tests and
-    /// in-process callers).
+    /// A client config for the HTTP API that trusts this mesh's roots (for tests and in-process
+    /// callers): [`ControlPlane::api_root_pem`], and the new root too during a `weft ca rotate`,
+    /// so that no call fails while the serving certificate switches roots.
     pub fn api_client_config(&self) -> Result<rustls::ClientConfig, weft_identity::Error> {
-        weft_identity::https::client_config(std::slice::from_ref(self.ca.serving_ca().root()))
+        let roots: Vec<_> = self.ca.roots().into_iter().map(rustls::pki_types::CertificateDer::from).collect();
+        weft_identity::https::client_config(&roots)
+    }
+
+    /// [`ControlPlane::api_client_config`] when the API is on TLS; `None` with `--api-plaintext`.
+    pub fn api_client_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.api_tls.then(|| self.api_client_config().map(Arc::new).ok()).flatten()
     }
 
     pub async fn start(cfg: ControlConfig) -> Result<ControlPlane, ControlError> {
