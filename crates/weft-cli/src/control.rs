@@ -18,7 +18,7 @@ pub struct ControlArgs {
     #[arg(long, default_value = weft_control::server::DEFAULT_API)]
     api: SocketAddr,
     /// Serve the HTTP API in plaintext instead of TLS; refused unless --api is a loopback address
-    /// (clients then use --server http://ADDR).
+    /// (clients then call http://ADDR).
     #[arg(long)]
     api_plaintext: bool,
     /// An extra name for the API's certificate (repeatable): a DNS name or IP address clients dial
