@@ -21,8 +21,8 @@ use crate::procstat;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(clap::Args, Clone)]
@@ -110,7 +110,13 @@ fn http(addr: SocketAddr, method: &str, path: &str, token: &str, body: &str) -> 
     exchange(s, method, path, token, body)
 }
 
-fn exchange(mut s: impl Read + Write, method: &str, path: &str, token: &str, body: &str) -> anyhow::Result<(u16, String)> {
+fn exchange(
+    mut s: impl Read + Write,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     let auth = if token.is_empty() { String::new() } else { format!("Authorization: Bearer {token}\r\n") };
     write!(
         s,
@@ -179,7 +185,9 @@ fn start_cp(weft: &Path, root: &Path, name: &str) -> anyhow::Result<Cp> {
     let mut child = child;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let (Ok(t), Ok(api)) = (std::fs::read_to_string(dir.join("data/admin.token")), Api::new(api, &dir.join("data"))) {
+        if let (Ok(t), Ok(api)) =
+            (std::fs::read_to_string(dir.join("data/admin.token")), Api::new(api, &dir.join("data")))
+        {
             if https(&api, "GET", "/live", "", "").is_ok_and(|(s, _)| s == 200) {
                 return Ok(Cp { dir: dir.clone(), api, grpc, token: t.trim().to_string(), child });
             }
@@ -220,8 +228,10 @@ fn register(cp: &Cp, c: usize, a: &McScaleArgs) -> anyhow::Result<Duration> {
 }
 
 fn bootstrap_token(cp: &Cp) -> anyhow::Result<String> {
-    let body =
-        ok(https(&cp.api, "POST", "/v1/tokens", &cp.token, r#"{"kind":"bootstrap","identity":"default/web"}"#), "token")?;
+    let body = ok(
+        https(&cp.api, "POST", "/v1/tokens", &cp.token, r#"{"kind":"bootstrap","identity":"default/web"}"#),
+        "token",
+    )?;
     let v: serde_json::Value = serde_json::from_str(&body)?;
     Ok(v["token"].as_str().unwrap_or_default().to_string())
 }

@@ -160,7 +160,9 @@ impl Conn {
                  plane's host (it is <data-dir>/{ROOT_FILE} there); or --data-dir DIR for a control plane on this host",
                 path.display()
             ),
-            Err(e) => bail!("cannot read the root CA {} ({from}): {e}; pass --ca-file or set WEFT_CA_FILE", path.display()),
+            Err(e) => {
+                bail!("cannot read the root CA {} ({from}): {e}; pass --ca-file or set WEFT_CA_FILE", path.display())
+            }
         };
         let roots = weft_identity::https::certs_from_pem(&text, "the root CA file").with_context(|| {
             format!("{} ({from}): expected the PEM that `weft ca --pem` prints (pass --ca-file)", path.display())
@@ -193,7 +195,10 @@ impl Conn {
         match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
             Ok(Ok(tls)) => Ok(Box::new(tls)),
             Ok(Err(e)) => Err(tls_error(&e, t, &ca_from)),
-            Err(_) => bail!("the control plane at {addr} did not complete the TLS handshake within {}s", CONNECT_TIMEOUT.as_secs()),
+            Err(_) => bail!(
+                "the control plane at {addr} did not complete the TLS handshake within {}s",
+                CONNECT_TIMEOUT.as_secs()
+            ),
         }
     }
 

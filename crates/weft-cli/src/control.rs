@@ -93,7 +93,10 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         println!("    gRPC       {}   (proxies: certificates and discovery)", cp.grpc_addr);
         println!("    HTTP API   {}   (admin token in {})", cp.api_url(), data_dir.join("admin.token").display());
         if cp.api_tls {
-            println!("    API CA     {}   (clients: --ca-file / WEFT_CA_FILE; curl --cacert)", cp.api_ca_file.display());
+            println!(
+                "    API CA     {}   (clients: --ca-file / WEFT_CA_FILE; curl --cacert)",
+                cp.api_ca_file.display()
+            );
         }
         if let Some(d) = cp.dns_addr {
             println!("    DNS        {d}   (try: dig @{} -p {} api.service.consul)", d.ip(), d.port());

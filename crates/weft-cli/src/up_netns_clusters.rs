@@ -240,7 +240,10 @@ async fn start_cluster(
     argv.extend(["--trust-domain", td, "--cluster", &c.name]);
     controls.push(spawn_in(&c.node, &argv, "ready").await.with_context(|| format!("cluster {}", c.name))?);
     let token = std::fs::read_to_string(dir.join("admin.token")).context("the control plane's admin token")?;
-    let conn = Conn { ca_file: Some(dir.join(crate::client::ROOT_FILE)), ..Conn::new(api_url, Some(token.trim().to_string())) };
+    let conn = Conn {
+        ca_file: Some(dir.join(crate::client::ROOT_FILE)),
+        ..Conn::new(api_url, Some(token.trim().to_string()))
+    };
     // Its network and gateway, declared before any credential is made; then the resources.
     let gw = SocketAddr::new(c.gateway_wan.into(), GATEWAY_PORT);
     let mesh = format!(

@@ -103,7 +103,8 @@ fn the_cli_calls_the_tls_api_and_explains_a_wrong_root_or_scheme() {
     let other = dir.join("other.pem");
     let stranger = weft_identity::Authority::new_root("cluster.local", weft_identity::DEFAULT_CA_LIFETIME).unwrap();
     std::fs::write(&other, stranger.cert_pem()).unwrap();
-    let out = weft(&["get", "workloads", "--server", &api, "--data-dir", data, "--ca-file", other.to_str().unwrap()], &[]);
+    let out =
+        weft(&["get", "workloads", "--server", &api, "--data-dir", data, "--ca-file", other.to_str().unwrap()], &[]);
     let err = text(&out);
     assert!(!out.status.success(), "{err}");
     for fix in ["--ca-file", "WEFT_CA_FILE", "weft ca --pem", "does not chain"] {
@@ -128,7 +129,8 @@ fn api_plaintext_works_on_loopback_with_http_and_is_refused_elsewhere() {
     let data = dir.to_str().unwrap();
     let grpc = format!("127.0.0.1:{}", free_port());
     let wild = format!("0.0.0.0:{}", free_port());
-    let out = weft(&["control", "--data-dir", data, "--grpc", &grpc, "--api", &wild, "--dns", "off", "--api-plaintext"], &[]);
+    let out =
+        weft(&["control", "--data-dir", data, "--grpc", &grpc, "--api", &wild, "--dns", "off", "--api-plaintext"], &[]);
     let err = text(&out);
     assert!(!out.status.success() && err.contains("--api-plaintext") && err.contains(&wild), "{err}");
 

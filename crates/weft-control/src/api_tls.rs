@@ -140,7 +140,10 @@ mod tests {
             tls.names("0.0.0.0:1".parse().unwrap()),
             ["localhost", "control.weft", "127.0.0.1", "::1", "cp.example.com"]
         );
-        assert_eq!(tls.names("10.0.0.5:1".parse().unwrap()), ["localhost", "control.weft", "10.0.0.5", "cp.example.com"]);
+        assert_eq!(
+            tls.names("10.0.0.5:1".parse().unwrap()),
+            ["localhost", "control.weft", "10.0.0.5", "cp.example.com"]
+        );
     }
 
     #[test]

@@ -252,14 +252,13 @@ impl Authority {
         if let Some(names) = control_plane {
             params.subject_alt_names.push(SanType::DnsName(crate::control::CONTROL_SERVER_NAME.try_into()?));
             for name in names.iter().filter(|n| n.as_str() != crate::control::CONTROL_SERVER_NAME) {
-                let san = match name.parse::<std::net::IpAddr>() {
-                    Ok(ip) => SanType::IpAddress(ip),
-                    Err(_) => SanType::DnsName(
-                        name.as_str()
-                            .try_into()
-                            .map_err(|_| Error::BadCert(format!("{name:?} is neither an IP address nor a DNS name")))?,
-                    ),
-                };
+                let san =
+                    match name.parse::<std::net::IpAddr>() {
+                        Ok(ip) => SanType::IpAddress(ip),
+                        Err(_) => SanType::DnsName(name.as_str().try_into().map_err(|_| {
+                            Error::BadCert(format!("{name:?} is neither an IP address nor a DNS name"))
+                        })?),
+                    };
                 if !params.subject_alt_names.contains(&san) {
                     params.subject_alt_names.push(san);
                 }
