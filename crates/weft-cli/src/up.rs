@@ -554,7 +554,7 @@ async fn from_file(cp: &ControlPlane, file: crate::upfile::UpFile, args: &UpArgs
     }
     cp.store.apply(parse_documents(&resources)?)?;
     println!("==> mesh is up ({} workloads)", running.len());
-    println!("    and:     {}", crate::client::export_cp(&cp));
+    println!("    and:     {}", crate::client::export_cp(cp));
     println!("             weft get workloads; weft proxy-status; weft check   (Ctrl-C stops everything)");
     run_until_stopped(args).await;
     println!("==> stopping");
