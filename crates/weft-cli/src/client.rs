@@ -152,8 +152,14 @@ impl Conn {
                 (dir.join(ROOT_FILE), format!("{ROOT_FILE} in {from}"))
             }
         };
+        // A weft data directory's root during a root rotation: the new root waits in
+        // `ca/next/root.pem` until the rotation finishes, and the API switches to it just before
+        // the files move, so trust it too.
+        let next = rotation_root(&path).and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
         let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
+            Ok(t) => t + "\n" + &next,
+            // Between the moves of a finishing rotation, only `next/` holds a root.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !next.is_empty() => next,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
                 "no root CA to verify the control plane's API with: {} ({from}) does not exist. Pass --ca-file FILE \
                  or set WEFT_CA_FILE=FILE, FILE holding the root that `weft ca --pem` prints on the control \
@@ -170,8 +176,18 @@ impl Conn {
         Ok((roots, format!("{} ({from})", path.display())))
     }
 
-    /// Connects to the API (TLS unless `http://`), with every failure explained.
+    /// Connects to the API (TLS unless `http://`), with every failure explained. A certificate
+    /// of an unknown root is tried once more with the CA files read again: a root rotation
+    /// finishing on the control plane's host swaps the server's certificate and the files within
+    /// a moment of each other.
     async fn connect(&self, t: &Target) -> anyhow::Result<Box<dyn Io>> {
+        match self.connect_once(t).await {
+            Err(Attempt::UnknownRoot(_)) => self.connect_once(t).await.map_err(Attempt::into_error),
+            r => r.map_err(Attempt::into_error),
+        }
+    }
+
+    async fn connect_once(&self, t: &Target) -> Result<Box<dyn Io>, Attempt> {
         // Read before connecting: a missing CA file is the user's to fix, whatever the network does.
         let roots = if t.tls { Some(self.roots()?) } else { None };
         let connect = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&t.addr));
@@ -180,10 +196,13 @@ impl Conn {
             Ok(s) => s.with_context(|| {
                 format!("cannot reach the control plane at {addr} (is `weft control` running? set --server)")
             })?,
-            Err(_) => bail!(
-                "no answer from the control plane at {addr} within {}s (is the address reachable from here? set --server)",
-                CONNECT_TIMEOUT.as_secs()
-            ),
+            Err(_) => {
+                return Err(anyhow::anyhow!(
+                    "no answer from the control plane at {addr} within {}s (is the address reachable from here? set --server)",
+                    CONNECT_TIMEOUT.as_secs()
+                )
+                .into())
+            }
         };
         let Some((roots, ca_from)) = roots else {
             return Ok(Box::new(tcp));
@@ -194,11 +213,13 @@ impl Conn {
         let handshake = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp);
         match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
             Ok(Ok(tls)) => Ok(Box::new(tls)),
-            Ok(Err(e)) => Err(tls_error(&e, t, &ca_from)),
-            Err(_) => bail!(
+            Ok(Err(e)) if unknown_root(&e) => Err(Attempt::UnknownRoot(tls_error(&e, t, &ca_from))),
+            Ok(Err(e)) => Err(tls_error(&e, t, &ca_from).into()),
+            Err(_) => Err(anyhow::anyhow!(
                 "the control plane at {addr} did not complete the TLS handshake within {}s",
                 CONNECT_TIMEOUT.as_secs()
-            ),
+            )
+            .into()),
         }
     }
 
@@ -237,6 +258,40 @@ impl Conn {
         }
         Ok(v)
     }
+}
+
+/// Why a connection attempt failed: an unknown root is worth one more try (see [`Conn::connect`]).
+enum Attempt {
+    UnknownRoot(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Attempt {
+    fn from(e: anyhow::Error) -> Self {
+        Attempt::Other(e)
+    }
+}
+
+impl Attempt {
+    fn into_error(self) -> anyhow::Error {
+        match self {
+            Attempt::UnknownRoot(e) | Attempt::Other(e) => e,
+        }
+    }
+}
+
+/// `<dir>/ca/next/root.pem` for `<dir>/ca/root.pem` (a weft data directory's root file).
+fn rotation_root(path: &std::path::Path) -> Option<PathBuf> {
+    let ca = path.parent().filter(|p| p.file_name() == Some("ca".as_ref()))?;
+    (path.file_name() == Some("root.pem".as_ref())).then(|| ca.join("next").join("root.pem"))
+}
+
+fn unknown_root(e: &std::io::Error) -> bool {
+    use rustls::{CertificateError, Error as TlsError};
+    matches!(
+        e.get_ref().and_then(|r| r.downcast_ref::<TlsError>()),
+        Some(TlsError::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature))
+    )
 }
 
 /// A failed TLS handshake, said in the user's terms: which side is wrong and the flag that fixes it.
@@ -307,6 +362,24 @@ mod tests {
         for bad in ["ftp://x:1", "https://x", "x:notaport", ":15080"] {
             assert!(target(bad).unwrap_err().to_string().contains("--server"), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_data_directorys_root_brings_the_rotations_new_root() {
+        let dir = std::env::temp_dir().join(format!("weft-client-roots-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("ca/next")).unwrap();
+        let root = |td| weft_identity::Authority::new_root(td, weft_identity::DEFAULT_CA_LIFETIME).unwrap().cert_pem();
+        std::fs::write(dir.join("ca/root.pem"), root("a")).unwrap();
+        let conn = Conn { data_dir: Some(dir.clone()), ..Conn::new("127.0.0.1:1", None) };
+        assert_eq!(conn.roots().unwrap().0.len(), 1);
+        std::fs::write(dir.join("ca/next/root.pem"), root("a")).unwrap();
+        assert_eq!(conn.roots().unwrap().0.len(), 2, "old and new during a rotation");
+        std::fs::remove_file(dir.join("ca/root.pem")).unwrap();
+        assert_eq!(conn.roots().unwrap().0.len(), 1, "between the moves of a finishing rotation");
+        let other = Conn { ca_file: Some(dir.join("ca/next/root.pem")), ..conn };
+        assert_eq!(other.roots().unwrap().0.len(), 1, "any other file is read alone");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
