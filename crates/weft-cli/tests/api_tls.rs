@@ -46,7 +46,11 @@ fn text(out: &Output) -> String {
 /// `weft control` in `dir` with `extra` flags, ready; returns it, its API address and its stdout
 /// up to `ready`.
 fn control(dir: &Path, extra: &[&str]) -> (Proc, String, String) {
-    let api = format!("127.0.0.1:{}", free_port());
+    control_on(dir, &format!("127.0.0.1:{}", free_port()), extra)
+}
+
+fn control_on(dir: &Path, api: &str, extra: &[&str]) -> (Proc, String, String) {
+    let api = api.to_string();
     let grpc = format!("127.0.0.1:{}", free_port());
     let mut child = Command::new(WEFT)
         .args(["control", "--data-dir", dir.to_str().unwrap(), "--grpc", &grpc, "--api", &api, "--dns", "off"])
@@ -142,5 +146,22 @@ fn api_plaintext_works_on_loopback_with_http_and_is_refused_elsewhere() {
     let out = weft(&["get", "workloads", "--server", &api, "--data-dir", data], &[]);
     let err = text(&out);
     assert!(!out.status.success() && err.contains("plaintext") && err.contains(&format!("http://{api}")), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_wildcard_api_answers_on_loopback_and_names_api_san_for_other_addresses() {
+    let dir = tempdir("wild");
+    let data = dir.to_str().unwrap();
+    let port = free_port();
+    let (_cp, _, _) = control_on(&dir, &format!("0.0.0.0:{port}"), &["--api-san", "127.0.0.3"]);
+    for host in ["127.0.0.1", "localhost", "127.0.0.3"] {
+        let out = weft(&["get", "workloads", "--server", &format!("{host}:{port}"), "--data-dir", data], &[]);
+        assert!(out.status.success(), "{host}: {}", text(&out));
+    }
+    // An address the certificate does not name: the error says which flag adds it.
+    let out = weft(&["get", "workloads", "--server", &format!("127.0.0.2:{port}"), "--data-dir", data], &[]);
+    let err = text(&out);
+    assert!(!out.status.success() && err.contains("--api-san 127.0.0.2"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
