@@ -112,6 +112,8 @@ pub struct ControlPlane {
     /// The catalog as discovery and DNS see it, updated on every change.
     pub catalog: tokio::sync::watch::Receiver<Arc<crate::catalog::Catalog>>,
     ca: Arc<crate::rotation::CaState>,
+    /// The serving certificate (gRPC and the HTTP API), renewed in place.
+    serving: weft_identity::CertStore,
     tasks: Vec<JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -164,6 +166,12 @@ impl ControlPlane {
     pub fn api_client_config(&self) -> Result<rustls::ClientConfig, weft_identity::Error> {
         let roots: Vec<_> = self.ca.roots().into_iter().map(rustls::pki_types::CertificateDer::from).collect();
         weft_identity::https::client_config(&roots)
+    }
+
+    /// A server config presenting the HTTP API's certificate (renewed with it), for another
+    /// HTTPS listener of this control plane to serve with ([`crate::http_serve::serve`] takes it).
+    pub fn https_server_config(&self) -> Result<rustls::ServerConfig, weft_identity::Error> {
+        weft_identity::https::server_config(&self.serving)
     }
 
     /// [`ControlPlane::api_client_config`] when the API is on TLS; `None` with `--api-plaintext`.
@@ -328,7 +336,7 @@ impl ControlPlane {
             proxies.clone(),
             federation.clone(),
             tokens.clone(),
-            serving,
+            serving.clone(),
             stop_rx.clone(),
         )));
         tasks.push(tokio::spawn(async move {
@@ -411,6 +419,7 @@ impl ControlPlane {
             monitor,
             catalog,
             ca: ca_state,
+            serving,
             tasks,
             stop,
         })

@@ -167,3 +167,27 @@ async fn after_weft_ca_rotate_new_connections_get_the_new_roots_certificate() {
     );
     cp.shutdown().await;
 }
+
+/// Another listener of the control plane (e.g. a dashboard) serves HTTPS with the API's
+/// certificate through `http_serve::serve`.
+#[tokio::test]
+async fn another_listener_serves_with_the_apis_certificate() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("apitls-other");
+    let cp = ControlPlane::start(config(&dir)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = axum_router();
+    let tls = Arc::new(cp.https_server_config().unwrap());
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(weft_control::http_serve::serve(listener, router, Default::default(), Some(tls), rx));
+    let resp =
+        https1_request(addr, Arc::new(cp.api_client_config().unwrap()), "localhost", get("/hi", "")).await.unwrap();
+    assert_eq!((resp.status().as_u16(), resp.body().as_ref()), (200, b"hi".as_ref()));
+    stop.send_replace(true);
+    cp.shutdown().await;
+}
+
+fn axum_router() -> axum::Router {
+    axum::Router::new().route("/hi", axum::routing::get(|| async { "hi" }))
+}
