@@ -287,11 +287,7 @@ pub fn inject(headers: &mut HeaderMap, formats: Formats, out: &Outgoing<'_>) {
 /// The formats a trace this proxy starts is written in: W3C, and B3 as `X-B3-*` (what Envoy and
 /// most B3 libraries read).
 pub fn new_trace_formats(allowed: &[Propagation]) -> Formats {
-    Formats {
-        w3c: allowed.contains(&Propagation::W3c),
-        b3_single: false,
-        b3_multi: allowed.contains(&Propagation::B3),
-    }
+    Formats { w3c: allowed.contains(&Propagation::W3c), b3_single: false, b3_multi: allowed.contains(&Propagation::B3) }
 }
 
 /// Lowercase hex, for logs and tests.

@@ -66,7 +66,10 @@ fn malformed_traceparent_is_ignored_not_a_panic() {
 
 #[test]
 fn b3_single_and_multi_are_read() {
-    let t = trace(extract(&headers(&[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90")]), BOTH));
+    let t = trace(extract(
+        &headers(&[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90")]),
+        BOTH,
+    ));
     assert_eq!(to_hex(&t.trace_id), "80f198ee56343ba864fe8b2a57d3eff7");
     assert_eq!(to_hex(&t.parent_id), "e457b5a2e4d86bd1");
     assert_eq!((t.sampled, t.formats.b3_single, t.b3_short), (Some(true), true, false));
@@ -144,7 +147,13 @@ fn tracer(sampling: f64) -> Arc<Tracer> {
     };
     let (queue, rx) = tokio::sync::mpsc::channel(1);
     std::mem::forget(rx);
-    Arc::new(Tracer { threshold: threshold(sampling), spec, queue, metrics: Metrics::default(), cluster: "east".into() })
+    Arc::new(Tracer {
+        threshold: threshold(sampling),
+        spec,
+        queue,
+        metrics: Metrics::default(),
+        cluster: "east".into(),
+    })
 }
 
 fn request(pairs: &[(&str, &str)]) -> Request<()> {
@@ -156,7 +165,11 @@ fn request(pairs: &[(&str, &str)]) -> Request<()> {
 #[test]
 fn a_caller_trace_is_continued_with_this_span_as_parent() {
     let t = tracer(0.0);
-    let mut req = request(&[("traceparent", TP), ("X-B3-TraceId", "4bf92f3577b34da6a3ce929d0e0e4736"), ("X-B3-SpanId", "00f067aa0ba902b7")]);
+    let mut req = request(&[
+        ("traceparent", TP),
+        ("X-B3-TraceId", "4bf92f3577b34da6a3ce929d0e0e4736"),
+        ("X-B3-SpanId", "00f067aa0ba902b7"),
+    ]);
     let span = t.start(Kind::Client, &mut req).expect("the caller sampled it: kept even at 0 %");
     assert_eq!(to_hex(span.trace_id()), "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(span.parent_id, Some(*b"\x00\xf0\x67\xaa\x0b\xa9\x02\xb7"));
