@@ -105,7 +105,7 @@ async fn get(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -
     serde_json::from_slice(resp.body()).unwrap()
 }
 
-fn one<'a>(spans: &'a [Value], kind: i64) -> &'a Value {
+fn one(spans: &[Value], kind: i64) -> &Value {
     let of: Vec<&Value> = spans.iter().filter(|s| s["kind"] == kind).collect();
     assert_eq!(of.len(), 1, "one span of kind {kind}: {spans:#?}");
     of[0]

@@ -268,7 +268,15 @@ impl Tracer {
             }
             Found::DecisionOnly(false) => return None,
             Found::DecisionOnly(true) => (trace_id(), None, true, propagation::new_trace_formats(allowed), false),
-            Found::None => (trace_id(), None, self.sample(), propagation::new_trace_formats(allowed), false),
+            Found::None => {
+                if !self.sample() {
+                    // Only the decision goes on, in the cheapest form: a `traceparent` with the
+                    // sampled flag off (W3C needs ids) and `b3: 0` (B3's deny-only header).
+                    propagation::inject_unsampled(req.headers_mut(), allowed, &trace_id());
+                    return None;
+                }
+                (trace_id(), None, true, propagation::new_trace_formats(allowed), false)
+            }
         };
         let span_id = span_id();
         let out = Outgoing { trace_id: &trace_id, span_id: &span_id, parent_id: parent_id.as_ref(), sampled, b3_short };

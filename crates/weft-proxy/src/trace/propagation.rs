@@ -284,6 +284,24 @@ pub fn inject(headers: &mut HeaderMap, formats: Formats, out: &Outgoing<'_>) {
     }
 }
 
+/// A new trace this proxy did not sample: only the decision, so that the next proxies do not
+/// sample it again.
+pub fn inject_unsampled(headers: &mut HeaderMap, allowed: &[Propagation], trace_id: &[u8; 16]) {
+    if allowed.contains(&Propagation::W3c) {
+        let span_id: [u8; 8] = trace_id[8..].try_into().unwrap_or([1; 8]);
+        let mut v = Vec::with_capacity(55);
+        v.extend_from_slice(b"00-");
+        hex(trace_id, &mut v);
+        v.push(b'-');
+        hex(&span_id, &mut v);
+        v.extend_from_slice(b"-00");
+        headers.insert(TRACEPARENT, value(v));
+    }
+    if allowed.contains(&Propagation::B3) {
+        headers.insert(B3, HeaderValue::from_static("0"));
+    }
+}
+
 /// The formats a trace this proxy starts is written in: W3C, and B3 as `X-B3-*` (what Envoy and
 /// most B3 libraries read).
 pub fn new_trace_formats(allowed: &[Propagation]) -> Formats {

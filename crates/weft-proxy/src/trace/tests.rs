@@ -140,10 +140,14 @@ fn inject_round_trips_in_every_format() {
 }
 
 fn tracer(sampling: f64) -> Arc<Tracer> {
+    tracer_with(sampling, BOTH)
+}
+
+fn tracer_with(sampling: f64, propagation: &[Propagation]) -> Arc<Tracer> {
     let spec = TracingSpec {
         sampling,
         otlp: OtlpExporter { endpoint: "http://127.0.0.1:9".into(), timeout: weft_api::Duration::from_secs(1) },
-        propagation: BOTH.to_vec(),
+        propagation: propagation.to_vec(),
     };
     let (queue, rx) = tokio::sync::mpsc::channel(1);
     std::mem::forget(rx);
@@ -198,6 +202,11 @@ fn a_new_trace_is_sampled_per_the_rate_and_carries_its_decision() {
     let mut req = request(&[]);
     assert!(tracer(0.0).start(Kind::Client, &mut req).is_none());
     assert_eq!(trace(extract(req.headers(), BOTH)).sampled, Some(false), "the next hop keeps the decision");
+    assert_eq!(req.headers()["b3"], "0", "B3's deny-only form");
+    assert!(!req.headers().contains_key("x-b3-traceid"));
+    let mut b3_only = request(&[]);
+    assert!(tracer_with(0.0, &[Propagation::B3]).start(Kind::Client, &mut b3_only).is_none());
+    assert_eq!(extract(b3_only.headers(), BOTH), Found::DecisionOnly(false));
 
     let sampled = (0..10_000).filter(|_| tracer(10.0).start(Kind::Client, &mut request(&[])).is_some()).count();
     assert!((500..1500).contains(&sampled), "about 10 % of 10,000: {sampled}");
