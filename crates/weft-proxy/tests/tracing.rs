@@ -209,3 +209,45 @@ async fn a_collector_that_is_down_costs_no_request() {
     })
     .await;
 }
+
+/// Through an east-west gateway (SNI passthrough, no TLS termination): the caller's trace id
+/// reaches the server sidecar, whose span is the client span's child.
+#[tokio::test]
+async fn a_trace_id_survives_the_gateway_hop() {
+    let Some(rx) = receiver() else { return };
+    weft_testkit::init_tracing();
+    let pki = weft_testkit::Pki::new();
+    let app_http = weft_testkit::http_echo("api").await;
+    let app_tcp = weft_testkit::tcp_echo().await;
+    let yaml = tracing_yaml(rx.port, "0");
+    let server = start_server(&pki, app_http, app_tcp, &yaml).await;
+    let gw_cfg = weft_api::proxy::ProxyConfig::from_yaml(&format!(
+        r#"
+mode: gateway
+identity: {{ cert: u, key: u, bundle: u }}
+admin: {{ listen: "127.0.0.1:0" }}
+gateway: {{ listen: "127.0.0.1:0" }}
+services:
+  - name: api
+    endpoints: [{{ address: "{app_http}", proxy: "{inbound}", identity: "{id}" }}]
+"#,
+        inbound = server.addrs.inbound.unwrap(),
+        id = api_id()
+    ))
+    .unwrap();
+    let gw = weft_proxy::Proxy::start(gw_cfg, pki.store("istio-system", "gateway")).await.unwrap();
+    let via = gw.addrs.gateway.unwrap();
+    let client = start_client(pki.store(CLIENT.0, CLIENT.1), app_http, app_tcp, via, &api_id(), &yaml).await;
+
+    // Sampling 0 %: only the caller's sampled trace is recorded.
+    let caller_trace = "0af7651916cd43dd8448eb211c80319c";
+    let tp = format!("00-{caller_trace}-b7ad6b7169203331-01");
+    let seen = get(client.addrs.upstreams[0], "/via-gw", &[("traceparent", &tp)]).await;
+    let spans = rx.trace(caller_trace, 2).await;
+    let (c, s) = (one(&spans, CLIENT_KIND), one(&spans, SERVER_KIND));
+    assert_eq!(c["parent_span_id"], "b7ad6b7169203331");
+    assert_eq!(s["parent_span_id"], c["span_id"], "the server span is the client span's child across the gateway");
+    assert_eq!(parent_of(&seen["traceparent"]), s["span_id"].as_str().unwrap());
+    assert_eq!(c["attributes"]["weft.peer.identity"], api_id().as_str());
+    assert_eq!(s["attributes"]["weft.peer.identity"], web_id().as_str(), "the caller's identity crossed it too");
+}
