@@ -583,7 +583,12 @@ async fn routed(
     // The service's routes (HTTPRoute, GRPCRoute; see `crate::route`), if it has any.
     let rule = match target.pinned.is_none().then(|| crate::route::decide(ctx, &mut target, &mut req)).flatten() {
         None => None,
-        Some(crate::route::Decision::Forward(rule)) => Some(rule),
+        Some(crate::route::Decision::Forward(rule)) => {
+            if let Some(span) = span.as_mut() {
+                span.route = Some(rule.route.0.clone());
+            }
+            Some(rule)
+        }
         Some(crate::route::Decision::Respond(mut resp, rule)) => {
             if let Some(rule) = rule {
                 rule.filters.on_response(&mut resp);

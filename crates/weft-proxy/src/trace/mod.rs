@@ -241,6 +241,8 @@ pub struct Span {
     pub peer_identity: Option<String>,
     /// Where the request went: the endpoint (client) or the app (server).
     pub upstream: Option<std::net::SocketAddr>,
+    /// `namespace/name` of the route that matched (client spans of services with routes).
+    pub route: Option<Arc<str>>,
 }
 
 impl Tracer {
@@ -303,6 +305,7 @@ impl Tracer {
             authority,
             peer_identity: None,
             upstream: None,
+            route: None,
         })
     }
 }
@@ -343,6 +346,9 @@ impl Span {
         }
         if let Some(id) = &self.peer_identity {
             attributes.push(kv("weft.peer.identity", s(id.as_str())));
+        }
+        if let Some(r) = &self.route {
+            attributes.push(kv("weft.route", s(&**r)));
         }
         if let Some(a) = self.upstream {
             attributes.push(kv("weft.upstream.address", s(a.to_string())));
