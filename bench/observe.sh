@@ -7,7 +7,7 @@
 #   tap    a `weft tap` open on the server sidecar (needs obs-tap: printed as such until merged)
 # against the demo app called directly (direct) and, when BASE_PROXY names one, the same pair
 # run by another weft-proxy binary (base: e.g. main's, "today's proxy"). Spans go to a real
-# OTLP/gRPC receiver (the Python one of crates/weft-proxy/tests/tracing/, its output discarded).
+# OTLP/gRPC receiver (crates/weft-testkit/src/otlp_receiver.py, its output discarded).
 # Every pair is loaded in turn, the order rotated each round. One line per point: rps, latency
 # percentiles, and both sidecars' CPU (utime + stime from /proc, in 10 ms ticks) over the
 # measured window only (a separate warm-up run precedes it); CPU per request is
@@ -40,7 +40,7 @@ if ! $VENV/bin/python -c 'import grpc, opentelemetry.proto.collector.trace.v1.tr
   fi
 fi
 mkfifo $W/receiver.in
-$VENV/bin/python crates/weft-proxy/tests/tracing/receiver.py < $W/receiver.in > $W/receiver.out 2>&1 & pids+=($!)
+$VENV/bin/python crates/weft-testkit/src/otlp_receiver.py < $W/receiver.in > $W/receiver.out 2>&1 & pids+=($!)
 exec 9> $W/receiver.in   # held open: the receiver runs until this script ends
 for t in $(seq 100); do grep -q '^OTLP ' $W/receiver.out && break; sleep 0.1; done
 OTLP=$(sed -n 's/^OTLP \([0-9]*\)$/\1/p' $W/receiver.out | head -1)

@@ -512,7 +512,9 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
     let mut policies = crate::jwt::from_config(&ctx.cfg);
     policies.extend(authn);
     ctx.jwt.update(&policies);
-    ctx.tracing.update(tracing.as_ref());
+    // Spans name the cluster the workload runs in, as the control plane places it.
+    let placed = update.placement.as_ref().map(|p| p.cluster.as_str()).filter(|c| !c.is_empty());
+    ctx.tracing.update(tracing.as_ref(), placed.unwrap_or(&update.cluster));
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! Tracing against a real OTLP receiver: a Python process (`tests/tracing/receiver.py`) serving
+//! Tracing against a real OTLP receiver: a Python process (`weft_testkit::otlp`) serving
 //! OpenTelemetry's `TraceService/Export` with grpcio and the `opentelemetry-proto` package's own
 //! generated code, so what weft sends is read by OpenTelemetry's definition of OTLP, not weft's.
 //! A request goes client sidecar → server sidecar → app on 127.0.0.1; both proxies export to the
@@ -12,33 +12,20 @@ mod support;
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::*;
 
-const PACKAGES: &[&str] = &["grpcio==1.85.4", "opentelemetry-proto==1.45.2"];
-
-/// The receiver process: ends when its stdin closes (dropped), killed if it does not.
-struct Receiver {
-    child: Child,
-    port: u16,
-    spans: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The receiver, with the spans it got as JSON.
+struct Receiver(weft_testkit::otlp::Receiver);
 
 impl Receiver {
+    fn port(&self) -> u16 {
+        self.0.port
+    }
+
     fn spans(&self) -> Vec<Value> {
-        self.spans.lock().unwrap().clone()
+        self.0.spans().iter().map(|s| serde_json::from_str(s).expect("a span line is JSON")).collect()
     }
 
     /// The spans of `trace_id` once there are `n` of them.
@@ -53,42 +40,7 @@ impl Receiver {
 
 /// Starts the receiver; `None` (the test skips) when PyPI cannot be reached.
 fn receiver() -> Option<Receiver> {
-    let python = match weft_testkit::python::venv(
-        Path::new(env!("CARGO_TARGET_TMPDIR")),
-        "otlp-venv",
-        PACKAGES,
-        "grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc",
-        "the tracing test",
-    ) {
-        Ok(p) => p,
-        Err(why) => {
-            eprintln!("SKIPPED: grpcio and opentelemetry-proto could not be installed from PyPI: {why}");
-            return None;
-        }
-    };
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tracing/receiver.py");
-    let mut child = Command::new(python)
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the OTLP receiver");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let spans = Arc::new(Mutex::new(vec![]));
-    let sink = spans.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(json) = line.strip_prefix("SPAN ") {
-                sink.lock().unwrap().push(serde_json::from_str(json).expect("a span line is JSON"));
-            } else if let Some(port) = line.strip_prefix("OTLP ") {
-                let _ = tx.send(port.parse::<u16>().expect("a port"));
-            }
-        }
-    });
-    let port = rx.recv_timeout(Duration::from_secs(60)).expect("the receiver printed its port");
-    Some(Receiver { child, port, spans })
+    weft_testkit::otlp::Receiver::start(Path::new(env!("CARGO_TARGET_TMPDIR"))).map(Receiver)
 }
 
 fn tracing_yaml(port: u16, sampling: &str) -> String {
@@ -127,7 +79,7 @@ async fn one_request_through_two_proxies_is_one_trace_at_the_otlp_receiver() {
     let pki = weft_testkit::Pki::new();
     let app_http = weft_testkit::http_echo("api").await;
     let app_tcp = weft_testkit::tcp_echo().await;
-    let yaml = tracing_yaml(rx.port, "100");
+    let yaml = tracing_yaml(rx.port(), "100");
     let server = start_server(&pki, app_http, app_tcp, &yaml).await;
     let inbound = server.addrs.inbound.unwrap();
     let client = start_client(pki.store(CLIENT.0, CLIENT.1), app_http, app_tcp, inbound, &api_id(), &yaml).await;
@@ -219,7 +171,7 @@ async fn a_trace_id_survives_the_gateway_hop() {
     let pki = weft_testkit::Pki::new();
     let app_http = weft_testkit::http_echo("api").await;
     let app_tcp = weft_testkit::tcp_echo().await;
-    let yaml = tracing_yaml(rx.port, "0");
+    let yaml = tracing_yaml(rx.port(), "0");
     let server = start_server(&pki, app_http, app_tcp, &yaml).await;
     let gw_cfg = weft_api::proxy::ProxyConfig::from_yaml(&format!(
         r#"

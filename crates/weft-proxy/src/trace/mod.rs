@@ -88,10 +88,10 @@ pub struct State {
     on: AtomicBool,
     tracer: ArcSwapOption<Tracer>,
     from_file: Option<TracingSpec>,
-    /// The spec in force, to keep the tracer (and its export connection) while it is unchanged.
-    current: Mutex<Option<TracingSpec>>,
+    /// The spec in force and the resource it exports as (its cluster from the control plane, when
+    /// it names one), to keep the tracer (and its export connection) while they are unchanged.
+    current: Mutex<(Option<TracingSpec>, Resource)>,
     mark: u32,
-    resource: Resource,
     metrics: Metrics,
 }
 
@@ -103,20 +103,28 @@ impl State {
             on: AtomicBool::new(false),
             tracer: ArcSwapOption::empty(),
             from_file,
-            current: Mutex::new(None),
+            current: Mutex::new((None, resource)),
             mark,
-            resource,
             metrics,
         };
-        state.update(None);
+        state.apply(state.from_file.as_ref(), None);
         state
     }
 
-    /// The control plane's MeshConfig `tracing` (the config file's wins when it has one).
-    pub fn update(&self, from_control: Option<&TracingSpec>) {
-        let wanted = self.from_file.as_ref().or(from_control);
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if current.as_ref() == wanted {
+    /// The control plane's MeshConfig `tracing` (the config file's wins when it has one), and the
+    /// cluster it says this proxy runs in (empty: the config's).
+    pub fn update(&self, from_control: Option<&TracingSpec>, cluster: &str) {
+        self.apply(self.from_file.as_ref().or(from_control), Some(cluster).filter(|c| !c.is_empty()));
+    }
+
+    fn apply(&self, wanted: Option<&TracingSpec>, cluster: Option<&str>) {
+        let mut guard = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let (current, resource) = &mut *guard;
+        let moved = cluster.is_some_and(|c| c != resource.cluster);
+        if let Some(c) = cluster {
+            resource.cluster = c.to_string();
+        }
+        if current.as_ref() == wanted && !(moved && wanted.is_some()) {
             return;
         }
         match wanted {
@@ -126,14 +134,14 @@ impl State {
                 tracing::info!("tracing off");
             }
             Some(spec) => {
-                let queue = export::spawn(&spec.otlp, self.mark, &self.resource, self.metrics.clone());
+                let queue = export::spawn(&spec.otlp, self.mark, &*resource, self.metrics.clone());
                 let threshold = threshold(spec.sampling);
                 let tracer = Tracer {
                     spec: spec.clone(),
                     threshold,
                     queue,
                     metrics: self.metrics.clone(),
-                    cluster: self.resource.cluster.clone(),
+                    cluster: resource.cluster.clone(),
                 };
                 self.tracer.store(Some(Arc::new(tracer)));
                 self.on.store(true, Ordering::Release);
@@ -154,7 +162,7 @@ impl State {
 
     /// The spec in force, for `/config_dump`.
     pub fn spec(&self) -> Option<TracingSpec> {
-        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
 }
 

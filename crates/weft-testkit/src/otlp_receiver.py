@@ -3,7 +3,7 @@ opentelemetry.proto.collector.trace.v1.TraceService/Export, from the `openteleme
 package on PyPI (its generated messages and grpcio stubs), on a port the kernel picks, printed as
 `OTLP <port>`. Every span received is printed as one JSON line `SPAN {...}` (ids in hex).
 
-Usage: receiver.py. Exits when its stdin closes.
+Usage: otlp_receiver.py (or python -c with its text). Exits when its stdin closes.
 """
 
 import json
