@@ -267,7 +267,13 @@ impl Tracer {
     /// decision on).
     pub fn start<B>(self: &Arc<Self>, kind: Kind, req: &mut Request<B>) -> Option<Span> {
         let allowed = &self.spec.propagation;
-        let (trace_id, parent_id, sampled, formats, b3_short) = match propagation::extract(req.headers(), allowed) {
+        let found = propagation::extract(req.headers(), allowed);
+        if !matches!(found, Found::Trace(_)) {
+            // A new trace: a `tracestate` belongs to the trace it came with (W3C Trace Context
+            // §3.3: ignored with a bad `traceparent`), not to this one.
+            req.headers_mut().remove(propagation::TRACESTATE);
+        }
+        let (trace_id, parent_id, sampled, formats, b3_short) = match found {
             Found::Trace(t) => {
                 let sampled = t.sampled.unwrap_or_else(|| self.sample());
                 if t.sampled == Some(false) {

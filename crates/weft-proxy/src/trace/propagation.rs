@@ -8,6 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use weft_api::trace::Propagation;
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 pub const B3: HeaderName = HeaderName::from_static("b3");
 pub const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
 pub const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");

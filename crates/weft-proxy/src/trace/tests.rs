@@ -199,6 +199,12 @@ fn a_new_trace_is_sampled_per_the_rate_and_carries_its_decision() {
     assert_eq!((next.trace_id, next.parent_id, next.sampled), (*span.trace_id(), *span.span_id(), Some(true)));
     assert!(next.formats.w3c && next.formats.b3_multi);
 
+    // A bad traceparent starts a new trace, and its tracestate goes with it.
+    let mut req = request(&[("traceparent", "00-zz"), ("tracestate", "k=v")]);
+    let span = tracer(100.0).start(Kind::Client, &mut req).unwrap();
+    assert_eq!(span.parent_id, None);
+    assert!(!req.headers().contains_key("tracestate"));
+
     let mut req = request(&[]);
     assert!(tracer(0.0).start(Kind::Client, &mut req).is_none());
     assert_eq!(trace(extract(req.headers(), BOTH)).sampled, Some(false), "the next hop keeps the decision");
