@@ -317,17 +317,17 @@ fn every_page_renders_in_chromium_without_script_errors() {
 }
 
 #[test]
-fn weft_control_refuses_a_dashboard_off_loopback() {
+fn weft_control_refuses_a_dashboard_off_loopback_with_a_plaintext_api() {
     let dir = std::env::temp_dir().join(format!("weft-dash-refuse-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let out = Command::new(WEFT)
-        .args(["control", "--api", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--dns", "off"])
+        .args(["control", "--api", "127.0.0.1:0", "--api-plaintext", "--grpc", "127.0.0.1:0", "--dns", "off"])
         .args(["--dashboard", "0.0.0.0:15090", "--data-dir"])
         .arg(&dir)
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--dashboard 0.0.0.0:15090") && err.contains("loopback"), "{err}");
+    assert!(err.contains("--dashboard 0.0.0.0:15090") && err.contains("--api-plaintext"), "{err}");
     assert!(!dir.exists(), "refused before the data directory is made");
 }

@@ -208,13 +208,36 @@ async fn a_one_time_login_url_works_once() {
 }
 
 #[tokio::test]
-async fn the_dashboard_listens_on_loopback_only() {
-    let mut cfg = ControlConfig::new(tempdir("dash-loopback"));
+async fn off_loopback_the_dashboard_is_https_or_refused() {
+    // With the API in plaintext, a dashboard off loopback is refused.
+    let mut cfg = ControlConfig::new(tempdir("dash-plain"));
+    cfg.grpc = "127.0.0.1:0".parse().unwrap();
+    cfg.api = "127.0.0.1:0".parse().unwrap();
+    cfg.api_tls.plaintext = true;
+    cfg.dashboard = Some("0.0.0.0:0".parse().unwrap());
+    let err = ControlPlane::start(cfg).await.err().expect("refused").to_string();
+    assert!(err.contains("--api-plaintext") && err.contains("loopback"), "{err}");
+
+    // With the API on TLS (the default), it is served over HTTPS with the API's certificate, and
+    // its cookie is `Secure`.
+    let mut cfg = ControlConfig::new(tempdir("dash-https"));
     cfg.grpc = "127.0.0.1:0".parse().unwrap();
     cfg.api = "127.0.0.1:0".parse().unwrap();
     cfg.dashboard = Some("0.0.0.0:0".parse().unwrap());
-    let err = ControlPlane::start(cfg).await.err().expect("refused").to_string();
-    assert!(err.contains("loopback") && err.contains("TLS"), "{err}");
+    let cp = ControlPlane::start(cfg).await.unwrap();
+    let dash = cp.dashboard.as_ref().unwrap();
+    assert!(dash.url().starts_with("https://"), "{}", dash.url());
+    let addr: SocketAddr = ([127, 0, 0, 1], dash.addr().port()).into();
+    let tls = std::sync::Arc::new(cp.api_client_config().unwrap());
+    let req = http::Request::post("/login")
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::from(format!("token={}", cp.admin_token))))
+        .unwrap();
+    let resp = weft_testkit::https1_request(addr, tls, "127.0.0.1", req).await.unwrap();
+    assert_eq!(resp.status(), 303, "{:?}", resp.body());
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("Secure") && cookie.contains("HttpOnly"), "{cookie}");
+
     // Without a dashboard, the API says how to get one.
     let mut cfg = ControlConfig::new(tempdir("dash-none"));
     cfg.grpc = "127.0.0.1:0".parse().unwrap();

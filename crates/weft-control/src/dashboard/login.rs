@@ -66,8 +66,12 @@ fn login_page(ctx: &Ctx, next: &str, error: Option<&str>) -> Response {
 
 fn with_session(ctx: &Ctx, token: String, role: String, to: &str) -> Response {
     let id = ctx.dash.sessions.open(token, role);
-    let cookie =
-        format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", session::SESSION_LIFETIME.as_secs());
+    // `Secure` over HTTPS (off loopback); a browser keeps it to https:// then.
+    let secure = if ctx.dash.is_tls() { "; Secure" } else { "" };
+    let cookie = format!(
+        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        session::SESSION_LIFETIME.as_secs()
+    );
     let mut resp = Redirect::to(to).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);

@@ -13,8 +13,8 @@
 //! Every piece of data comes from the HTTP API, called in-process with the session's token, so
 //! the API's roles decide what a session sees (read tokens) and may do (admin/operator tokens:
 //! removing a link, deleting a resource), and every action lands in the audit log under the
-//! token's name. Plain HTTP is served only on a loopback address: TLS for the dashboard comes with
-//! the API's.
+//! token's name. On a loopback address it serves plain HTTP; elsewhere HTTPS with the API's own
+//! certificate (so only when the API is on TLS), with `Secure` cookies.
 
 mod forward;
 mod html;
@@ -43,7 +43,7 @@ pub const COOKIE: &str = "weft_session";
 #[derive(Debug, thiserror::Error)]
 pub enum DashboardError {
     #[error(
-        "--dashboard {0}: the dashboard serves plain HTTP and only on a loopback address (127.0.0.1 or ::1); TLS for the dashboard comes with the API's TLS. Use --dashboard 127.0.0.1:15090 and an SSH tunnel to reach it from elsewhere"
+        "--dashboard {0}: off a loopback address the dashboard is served over HTTPS with the API's certificate, and the API runs with --api-plaintext; drop --api-plaintext, or use a loopback address (--dashboard 127.0.0.1:15090) and an SSH tunnel"
     )]
     NotLoopback(SocketAddr),
     #[error("cannot listen for the dashboard on {addr}: {source} (is another control plane running? pick another --dashboard port)")]
@@ -54,6 +54,8 @@ pub enum DashboardError {
 /// make one-time login URLs with it.
 pub struct Dashboard {
     addr: SocketAddr,
+    /// Served over HTTPS (off loopback), with `Secure` cookies.
+    tls: bool,
     pub sessions: session::Sessions,
 }
 
@@ -62,31 +64,38 @@ impl Dashboard {
         self.addr
     }
 
-    /// `http://<addr>/`.
+    /// Whether it is served over HTTPS (off loopback) rather than plain HTTP (on loopback).
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// `http://<addr>/`, or `https://` off loopback.
     pub fn url(&self) -> String {
-        format!("http://{}/", self.addr)
+        format!("{}://{}/", if self.tls { "https" } else { "http" }, self.addr)
     }
 
     /// A URL that logs the browser in once as `token` (valid for [`session::CODE_LIFETIME`]).
     pub fn login_url(&self, token: &str) -> String {
-        format!("http://{}/login?code={}", self.addr, self.sessions.code_for(token))
+        format!("{}login?code={}", self.url(), self.sessions.code_for(token))
     }
 }
 
-/// Refuses an address that is not loopback (the dashboard is plain HTTP).
-pub fn check_addr(addr: SocketAddr) -> Result<(), DashboardError> {
-    match addr.ip().is_loopback() {
+/// On a loopback address the dashboard serves plain HTTP; elsewhere HTTPS with the API's
+/// certificate, so only when the API is on TLS (`api_tls`). Refuses the rest.
+pub fn check_addr(addr: SocketAddr, api_tls: bool) -> Result<(), DashboardError> {
+    match addr.ip().is_loopback() || api_tls {
         true => Ok(()),
         false => Err(DashboardError::NotLoopback(addr)),
     }
 }
 
-/// Binds the dashboard's listener; refuses an address that is not loopback.
-pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, Arc<Dashboard>), DashboardError> {
-    check_addr(addr)?;
+/// Binds the dashboard's listener ([`check_addr`] first).
+pub async fn bind(addr: SocketAddr, api_tls: bool) -> Result<(TcpListener, Arc<Dashboard>), DashboardError> {
+    check_addr(addr, api_tls)?;
     let l = TcpListener::bind(addr).await.map_err(|source| DashboardError::Bind { addr, source })?;
     let addr = l.local_addr().map_err(|source| DashboardError::Bind { addr, source })?;
-    Ok((l, Arc::new(Dashboard { addr, sessions: Default::default() })))
+    let tls = !addr.ip().is_loopback();
+    Ok((l, Arc::new(Dashboard { addr, tls, sessions: Default::default() })))
 }
 
 /// What every handler of the dashboard holds.
@@ -134,15 +143,16 @@ pub fn router(dash: Arc<Dashboard>, state: Arc<ApiState>) -> Router {
         .with_state(ctx)
 }
 
-/// Serves the dashboard until `stop`, with the API server's limits.
+/// Serves the dashboard until `stop`, with the API server's limits; over TLS with `tls`.
 pub async fn serve(
     listener: TcpListener,
     dash: Arc<Dashboard>,
     state: Arc<ApiState>,
     limits: crate::http_serve::Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    crate::http_serve::serve(listener, router(dash, state), limits, stop).await
+    crate::http_serve::serve(listener, router(dash, state), limits, tls, stop).await
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
