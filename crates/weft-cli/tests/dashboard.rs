@@ -87,24 +87,27 @@ impl Drop for Up {
     }
 }
 
-/// The east cluster's API server and admin token, from its `export` line.
-fn east_env(out: &str) -> (String, String) {
+/// The east cluster's API server, admin token and API CA file, from its `export` line.
+fn east_env(out: &str) -> (String, String, String) {
     let line = out.lines().find(|l| l.trim().starts_with("export WEFT_SERVER=")).expect("an export line");
     let mut server = String::new();
     let mut token = String::new();
+    let mut ca_file = String::new();
     for kv in line.trim().trim_start_matches("export ").split_whitespace() {
         match kv.split_once('=') {
             Some(("WEFT_SERVER", v)) => server = v.into(),
             Some(("WEFT_TOKEN", v)) => token = v.into(),
+            Some(("WEFT_CA_FILE", v)) => ca_file = v.into(),
             _ => {}
         }
     }
-    (server, token)
+    (server, token, ca_file)
 }
 
 struct Browser {
     server: String,
     token: String,
+    ca_file: String,
     profile: PathBuf,
 }
 
@@ -113,6 +116,7 @@ impl Browser {
     fn login_url(&self, page: &str) -> String {
         let out = Command::new(WEFT)
             .args(["dashboard", "--url-only", "--server", &self.server, "--token", &self.token])
+            .args(["--ca-file", &self.ca_file])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -180,8 +184,10 @@ fn poll(what: &str, deadline: std::time::Duration, mut check: impl FnMut() -> Op
 
 /// `weft edges -o json` of the east cluster, when web → api shows in both clusters.
 fn demo_edges(b: &Browser) -> Option<String> {
-    let out =
-        Command::new(WEFT).args(["edges", "-o", "json", "--server", &b.server, "--token", &b.token]).output().ok()?;
+    let out = Command::new(WEFT)
+        .args(["edges", "-o", "json", "--server", &b.server, "--token", &b.token, "--ca-file", &b.ca_file])
+        .output()
+        .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     let edges = v["edges"].as_array()?;
     let to = |cluster: &str| {
@@ -211,12 +217,12 @@ fn every_page_renders_in_chromium_without_script_errors() {
     // A few requests across both clusters.
     up.until(200, |l| l.contains("-> api-v2 (west) over mTLS: 200"));
     up.until(200, |l| l.contains("-> api-v1 (east) over mTLS: 200"));
-    let (server, token) = east_env(&up.seen);
+    let (server, token, ca_file) = east_env(&up.seen);
     assert!(up.seen.contains("dashboard: http://127.0.0.1:"), "weft up prints the dashboard: {}", up.seen);
     let scratch = std::env::temp_dir().join(format!("weft-dash-browser-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).unwrap();
-    let b = Browser { server, token, profile: scratch.join("profile") };
+    let b = Browser { server, token, ca_file, profile: scratch.join("profile") };
     if STATS_API_MERGED {
         // The first reports of the demo's traffic (every 10 s) before the pages are loaded.
         poll("web -> api in both clusters in `weft edges`", std::time::Duration::from_secs(90), || demo_edges(&b));
@@ -260,6 +266,7 @@ fn every_page_renders_in_chromium_without_script_errors() {
         // The numbers the CLI prints: the same success rate per service and cluster.
         let out = Command::new(WEFT)
             .args(["stat", "service", "-o", "json", "--server", &b.server, "--token", &b.token])
+            .args(["--ca-file", &b.ca_file])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
