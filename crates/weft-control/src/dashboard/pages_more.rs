@@ -266,6 +266,7 @@ const TAP_FIELDS: &[(&str, &str, &str)] = &[
     ("status", "Status", "200 or 5xx"),
     ("max", "Max events", "100"),
     ("seconds", "Seconds", "30"),
+    ("cluster", "Cluster", "all, or a linked one"),
 ];
 
 pub(crate) async fn tap(
