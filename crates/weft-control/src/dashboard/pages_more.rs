@@ -220,7 +220,15 @@ pub(crate) async fn proxy(State(ctx): C, Extension(sess): Extension<Session>, Pa
                 ("Certificate expires", html::until(u(p, "leaf_not_after_unix"))),
                 ("Certificate's root", format!("<small>{}</small>", esc(&s(p, "leaf_root")))),
                 ("Connected", html::ago(u(p, "connected_at_unix"))),
-                ("Upstreams asked for", esc(&p.get("upstreams").map(|x| x.to_string()).unwrap_or_default())),
+                ("Upstreams asked for", {
+                    let ups: Vec<String> =
+                        items_of(p, "upstreams").iter().filter_map(|x| x.as_str().map(esc)).collect();
+                    if ups.is_empty() {
+                        "all (none named)".to_string()
+                    } else {
+                        ups.join(", ")
+                    }
+                }),
             ];
             for (k, v) in rows {
                 body.push_str(&format!("<tr><th>{k}</th><td>{v}</td></tr>"));
