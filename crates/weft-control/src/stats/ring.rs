@@ -177,10 +177,10 @@ mod tests {
         let mut r = Ring::default();
         let t = 1_800_000_000;
         r.add(t - 700, &delta(100)); // outside 10 min, inside the hour
-        r.add(t - 55, &delta(3));
+        r.add(t - 45, &delta(3));
         r.add(t - 5, &delta(4));
         assert_eq!(r.sum(t, 60).requests, 7);
-        assert_eq!(r.sum(t, 10).requests, 4);
+        assert_eq!(r.sum(t - 1, 10).requests, 4);
         assert_eq!(r.sum(t, 3600).requests, 107);
         // A slot reused after it aged out starts empty.
         r.add(t + 600, &delta(1));
