@@ -115,7 +115,10 @@ async fn stats(State(st): S, headers: HeaderMap, Params(p): Params<HashMap<Strin
             let rows = prom.rows(&cat, &q).await.map_err(|e| ApiError(axum::http::StatusCode::BAD_GATEWAY, e))?;
             ("prometheus", rows)
         }
-        (_, None) => ("buffer", st.stats.with(|i| crate::stats::query::rows(i, &cat, &q, now))),
+        (_, None) => ("buffer", {
+            let domains = crate::stats::federation::domains(Some(&st.store), &st.federation);
+            st.stats.with(|i| crate::stats::query::rows(i, &cat, &domains, &q, now))
+        }),
     };
     let req = pb::StatsRequest {
         cluster: String::new(),
@@ -153,7 +156,10 @@ async fn edges(State(st): S, headers: HeaderMap, Params(p): Params<HashMap<Strin
     let now = crate::stats::unix_now();
     let mut edges = match sc {
         Scope::Peer(_) => vec![],
-        _ => st.stats.with(|i| crate::stats::query::edges(i, &cat, window, namespace.as_deref(), now)),
+        _ => {
+            let domains = crate::stats::federation::domains(Some(&st.store), &st.federation);
+            st.stats.with(|i| crate::stats::query::edges(i, &cat, &domains, window, namespace.as_deref(), now))
+        }
     };
     let req = pb::StatsRequest {
         cluster: String::new(),

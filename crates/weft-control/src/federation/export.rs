@@ -214,7 +214,8 @@ impl pb::federation_server::Federation for ExportService {
         };
         self.federation.check_revoked(cluster, issued_ms, establishing).map_err(Status::permission_denied)?;
         let cat = self.catalog.borrow().clone();
-        crate::stats::federation::serve(&self.stats, &cat, req.get_ref()).await.map(Response::new)
+        let domains = crate::stats::federation::domains(None, &self.federation);
+        crate::stats::federation::serve(&self.stats, &cat, &domains, req.get_ref()).await.map(Response::new)
     }
 
     async fn export(&self, req: Request<pb::ExportRequest>) -> Result<Response<SnapshotStream>, Status> {

@@ -105,11 +105,27 @@ async fn ask(
     Err(last)
 }
 
+/// Linked clusters by trust domain: those this one links to (`store`'s Links, when given) and
+/// those that import from it.
+pub fn domains(store: Option<&weft_store::Store>, federation: &crate::federation::Federation) -> super::query::Domains {
+    let mut out: super::query::Domains =
+        federation.importers().into_iter().map(|i| (i.trust_domain, i.cluster)).collect();
+    if let Some(Ok(links)) = store.map(|s| s.list(Some(Kind::Link), None)) {
+        for r in links {
+            if let Resource::Link(l) = r {
+                out.insert(l.spec.trust_domain.clone(), l.metadata.name.clone());
+            }
+        }
+    }
+    out
+}
+
 /// This cluster's answer to a linked cluster's `Federation.Stats` (its caller already
 /// authenticated).
 pub async fn serve(
     stats: &super::Stats,
     cat: &crate::catalog::Catalog,
+    domains: &super::query::Domains,
     req: &pb::StatsRequest,
 ) -> Result<pb::StatsReply, Status> {
     let window = req.window_seconds.clamp(10, 3600);
@@ -117,7 +133,7 @@ pub async fn serve(
     let namespace = (!req.namespace.is_empty()).then(|| req.namespace.clone());
     let json = match req.query.as_str() {
         "edges" => {
-            let edges = stats.with(|i| super::query::edges(i, cat, window, namespace.as_deref(), now));
+            let edges = stats.with(|i| super::query::edges(i, cat, domains, window, namespace.as_deref(), now));
             serde_json::to_string(&edges)
         }
         "stats" => {
@@ -126,7 +142,7 @@ pub async fn serve(
             let q = Query { by, window, namespace, history: req.history };
             let rows = match &stats.prometheus {
                 Some(p) => p.rows(cat, &q).await.map_err(Status::unavailable)?,
-                None => stats.with(|i| super::query::rows(i, cat, &q, now)),
+                None => stats.with(|i| super::query::rows(i, cat, domains, &q, now)),
             };
             serde_json::to_string(&rows)
         }

@@ -104,7 +104,8 @@ pub fn parse_vector(body: &[u8]) -> Result<Vec<(BTreeMap<String, String>, f64)>,
 
 /// Rows from the answers of [`queries`].
 pub fn assemble(cat: &Catalog, q: &Query, answers: &[(Measure, Vec<(BTreeMap<String, String>, f64)>)]) -> Vec<Row> {
-    let r = Resolver::new(cat);
+    let none = super::query::Domains::new();
+    let r = Resolver::new(cat, &none);
     let local = r.local().to_string();
     let mut rows: BTreeMap<(Option<String>, Option<String>, Option<String>, Option<String>), Row> = BTreeMap::new();
     let l = label(q.by);

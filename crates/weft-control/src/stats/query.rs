@@ -137,9 +137,14 @@ impl Acc {
     }
 }
 
+/// Linked clusters by trust domain (links and importers): where a caller of another trust
+/// domain comes from.
+pub type Domains = BTreeMap<String, String>;
+
 /// Where identities and proxies belong, from the catalog.
 pub struct Resolver<'a> {
     cat: &'a Catalog,
+    domains: &'a Domains,
     /// identity → (cluster, namespace, service, workload) of every instance with it.
     by_identity: BTreeMap<&'a str, Vec<(&'a str, &'a str, &'a str, &'a str)>>,
 }
@@ -155,7 +160,7 @@ fn spiffe_parts(id: &str) -> Option<(&str, &str, &str)> {
 }
 
 impl<'a> Resolver<'a> {
-    pub fn new(cat: &'a Catalog) -> Self {
+    pub fn new(cat: &'a Catalog, domains: &'a Domains) -> Self {
         let mut by_identity: BTreeMap<&str, Vec<_>> = BTreeMap::new();
         for s in cat.services.values() {
             for i in &s.instances {
@@ -167,7 +172,7 @@ impl<'a> Resolver<'a> {
                 ));
             }
         }
-        Resolver { cat, by_identity }
+        Resolver { cat, domains, by_identity }
     }
 
     pub fn local(&self) -> &str {
@@ -179,6 +184,9 @@ impl<'a> Resolver<'a> {
     fn cluster_of_domain(&self, td: &str) -> Option<String> {
         if td == self.cat.mesh.trust_domain {
             return Some(self.local().to_string());
+        }
+        if let Some(c) = self.domains.get(td) {
+            return Some(c.clone());
         }
         self.by_identity
             .iter()
@@ -260,8 +268,8 @@ impl Group {
 }
 
 /// The rows of this cluster's buffer for `q` at `now`.
-pub fn rows(inner: &Inner, cat: &Catalog, q: &Query, now: u64) -> Vec<Row> {
-    let r = Resolver::new(cat);
+pub fn rows(inner: &Inner, cat: &Catalog, domains: &Domains, q: &Query, now: u64) -> Vec<Row> {
+    let r = Resolver::new(cat, domains);
     let mut groups: BTreeMap<RowKey, Group> = BTreeMap::new();
     let ns_ok = |ns: &str| q.namespace.as_deref().is_none_or(|want| want == ns);
     let local = r.local().to_string();
@@ -396,8 +404,15 @@ pub fn rate(requests: u64, window: u64) -> f64 {
 }
 
 /// The edges of this cluster's buffer over `window` seconds at `now`.
-pub fn edges(inner: &Inner, cat: &Catalog, window: u64, namespace: Option<&str>, now: u64) -> Vec<Edge> {
-    let r = Resolver::new(cat);
+pub fn edges(
+    inner: &Inner,
+    cat: &Catalog,
+    domains: &Domains,
+    window: u64,
+    namespace: Option<&str>,
+    now: u64,
+) -> Vec<Edge> {
+    let r = Resolver::new(cat, domains);
     let mut groups: BTreeMap<(End, End), Acc> = BTreeMap::new();
     for (key, s) in &inner.series {
         let SeriesKind::Http { direction, src, .. } = &key.kind else { continue };
@@ -508,7 +523,7 @@ mod tests {
         stats.ingest(&api, &report("unauthenticated", 4, 0), t);
         let cat = catalog();
         let q = Query { by: By::Service, window: 60, namespace: None, history: true };
-        let rows = stats.with(|i| rows(i, &cat, &q, t + 5));
+        let rows = stats.with(|i| rows(i, &cat, &Domains::new(), &q, t + 5));
         assert_eq!(rows.len(), 2, "{rows:?}");
         let api_row = rows.iter().find(|r| r.service.as_deref() == Some("api")).unwrap();
         assert_eq!(api_row.requests, 14);
@@ -519,7 +534,7 @@ mod tests {
         let web_row = rows.iter().find(|r| r.service.as_deref() == Some("web")).unwrap();
         assert_eq!((web_row.requests, web_row.success_rate), (0, None));
 
-        let edges = stats.with(|i| edges(i, &cat, 60, None, t + 5));
+        let edges = stats.with(|i| edges(i, &cat, &Domains::new(), 60, None, t + 5));
         assert_eq!(edges.len(), 2, "{edges:?}");
         let meshed = edges.iter().find(|e| e.mtls).unwrap();
         assert_eq!((meshed.src.service.as_str(), meshed.dst.service.as_str(), meshed.requests), ("web", "api", 10));
@@ -536,8 +551,12 @@ mod tests {
         s.instances[0].cluster = "west".into();
         s.name = "web".into();
         cat.services.insert(("demo".into(), "web".into()), s);
-        let r = Resolver::new(&cat);
+        let none = Domains::new();
+        let r = Resolver::new(&cat, &none);
         let e = r.caller("spiffe://west.td/ns/demo/sa/other");
         assert_eq!((e.cluster.as_deref(), e.service.as_str()), (Some("west"), "other"));
+        let linked = Domains::from([("north.td".to_string(), "north".to_string())]);
+        let e = Resolver::new(&cat, &linked).caller("spiffe://north.td/ns/demo/sa/web");
+        assert_eq!(e.cluster.as_deref(), Some("north"));
     }
 }
