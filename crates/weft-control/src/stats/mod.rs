@@ -57,7 +57,8 @@ pub struct SeriesKey {
 }
 
 pub struct Series {
-    pub ring: Ring,
+    /// Boxed: the map holds a pointer, so its spare capacity costs pointers, not rings.
+    pub ring: Box<Ring>,
     last: Cumulative,
     /// Latency bucket bounds (seconds) of the proxy's histogram.
     pub bounds: Arc<[f64]>,
@@ -157,7 +158,7 @@ impl Stats {
                 None if full => inner.dropped_series += 1,
                 None => {
                     // The first report of a series: everything it counted so far is new to us.
-                    let mut ring = Ring::default();
+                    let mut ring = Box::<Ring>::default();
                     ring.add(now, &now_counts.since(&Cumulative::default()));
                     inner.series.insert(key, Series { ring, last: now_counts, bounds: bounds.clone(), seen: now });
                 }

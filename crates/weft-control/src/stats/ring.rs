@@ -1,9 +1,9 @@
 //! One series' history: fixed arrays of 10 s points (last 10 min) and 1 min points (last hour),
 //! indexed by time slot, so a series costs the same memory however long it lives.
 
-/// Latency buckets kept per point: a proxy's histogram bounds plus +Inf, folded into the last
-/// one beyond this.
-pub const BUCKETS: usize = 20;
+/// Latency buckets kept per point: a proxy's histogram bounds plus +Inf (the proxy's
+/// `weft_http_response_latency_seconds` has 18 bounds), folded into the last one beyond this.
+pub const BUCKETS: usize = 19;
 /// 10 s points kept: 10 minutes.
 pub const FINE_POINTS: usize = 60;
 pub const FINE_SECONDS: u64 = 10;
@@ -15,7 +15,8 @@ pub const COARSE_SECONDS: u64 = 60;
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Point {
     /// The slot (`unix / slot seconds`) these counts belong to; a stale slot reads as empty.
-    pub slot: u64,
+    /// (u32: 10 s slots last until the year 3331.)
+    pub slot: u32,
     pub requests: u32,
     pub failures: u32,
     /// Cumulative counts per latency bucket (bucket `i` holds every request at or under bound `i`).
@@ -93,7 +94,8 @@ impl Default for Ring {
 }
 
 fn put(points: &mut [Point], slot: u64, d: &Delta) {
-    let p = &mut points[(slot % points.len() as u64) as usize];
+    let slot = slot as u32;
+    let p = &mut points[(slot as usize) % points.len()];
     if p.slot != slot {
         *p = Point { slot, ..Point::default() };
     }
@@ -119,7 +121,7 @@ impl Ring {
         let n = window.div_ceil(secs).min(points.len() as u64);
         let first = (last + 1).saturating_sub(n);
         let mut out = Point::default();
-        for p in points.iter().filter(|p| p.slot >= first && p.slot <= last && p.requests > 0) {
+        for p in points.iter().filter(|p| u64::from(p.slot) >= first && u64::from(p.slot) <= last && p.requests > 0) {
             out.add(&Delta { requests: p.requests, failures: p.failures, buckets: p.buckets });
         }
         out
@@ -128,16 +130,16 @@ impl Ring {
     /// The 1 min point of minute slot `slot`, empty if none.
     pub fn minute(&self, slot: u64) -> Point {
         let p = self.coarse[(slot % COARSE_POINTS as u64) as usize];
-        if p.slot == slot {
+        if u64::from(p.slot) == slot {
             p
         } else {
-            Point { slot, ..Point::default() }
+            Point { slot: slot as u32, ..Point::default() }
         }
     }
 
     /// The latest second anything was added (0: never).
     pub fn last_unix(&self) -> u64 {
-        self.coarse.iter().filter(|p| p.requests > 0).map(|p| p.slot * COARSE_SECONDS + COARSE_SECONDS).max().unwrap_or(0)
+        self.coarse.iter().filter(|p| p.requests > 0).map(|p| u64::from(p.slot) * COARSE_SECONDS + COARSE_SECONDS).max().unwrap_or(0)
     }
 }
 
