@@ -144,6 +144,8 @@ async fn stats(State(st): S, headers: HeaderMap, Params(p): Params<HashMap<Strin
         "source": source,
         "rows": rows,
         "clusters": clusters,
+        // Beyond the contract: this cluster's buffer (series kept, cap, dropped).
+        "buffer": st.stats.buffer_json(),
     })))
 }
 

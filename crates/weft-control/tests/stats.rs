@@ -85,7 +85,7 @@ fn row<'a>(v: &'a serde_json::Value, cluster: &str, service: &str) -> Option<&'a
 async fn stats_and_edges_count_the_requests_sent() {
     weft_testkit::init_tracing();
     let cp = control("solo", "solo.example").await;
-    let _server = api_server(&cp, false).await;
+    let server = api_server(&cp, false).await;
     let client =
         sidecar(&cp, "default/web", None, "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n")
             .await;
@@ -146,6 +146,47 @@ async fn stats_and_edges_count_the_requests_sent() {
     assert_eq!(status, 200);
     let (status, _) = api(&cp, "GET", "/v1/stats", "", "").await;
     assert_eq!(status, 401);
+
+    // A caller outside the mesh (plaintext, once the port is PERMISSIVE): an `unmeshed` edge.
+    let permissive = "apiVersion: weft.io/v1alpha1\nkind: PeerAuthentication\nmetadata: { name: mesh, namespace: weft-system }\nspec: { mtls: { mode: PERMISSIVE } }\n";
+    assert_eq!(admin_api(&cp, "POST", "/v1/apply", permissive).await.0, 200);
+    let inbound = server.addrs.inbound.unwrap();
+    eventually("plaintext is served", WAIT, || async move { plaintext_ok(inbound).await.then_some(()) }).await;
+    for _ in 0..2 {
+        assert!(plaintext_ok(inbound).await);
+    }
+    let e = until(&cp, "/v1/edges?window=10m", "the unmeshed edge counts 3 requests", |v| {
+        v["edges"].as_array()?.iter().find(|e| e["src"]["service"] == "unmeshed" && e["requests"] == 3).cloned()
+    })
+    .await;
+    assert_eq!((e["src"]["identity"].clone(), e["mtls"].as_bool()), (serde_json::Value::Null, Some(false)), "{e}");
+    assert_eq!((e["src"]["cluster"].as_str(), e["dst"]["service"].as_str()), (Some("solo"), Some("api")), "{e}");
+
+    // A route: its requests by route, as the caller's proxy counts them.
+    let route = "apiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: api-route }\nspec:\n  parentRefs: [{ name: api }]\n  rules:\n    - backendRefs: [{ name: api }]\n";
+    let (status, v) = admin_api(&cp, "POST", "/v1/apply", route).await;
+    assert_eq!(status, 200, "{v}");
+    let upstream = client.addrs.upstreams[0];
+    let cp_ref = &cp;
+    let r = eventually("api-route has a row", WAIT, || async move {
+        assert_eq!(http1_get(upstream, "/routed").await.ok()?.status(), 200);
+        let (_, v) = admin_api(cp_ref, "GET", "/v1/stats?by=route&window=10m", "").await;
+        v["rows"].as_array()?.iter().find(|r| r["route"] == "api-route" && r["requests"].as_u64() > Some(0)).cloned()
+    })
+    .await;
+    assert_eq!((r["namespace"].as_str(), r["success_rate"].as_f64()), (Some("default"), Some(1.0)), "{r}");
+}
+
+/// Whether a plaintext `GET /` to the sidecar's inbound listener is answered 200.
+async fn plaintext_ok(inbound: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(inbound).await else { return false };
+    if s.write_all(b"GET / HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n").await.is_err() {
+        return false;
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    out.starts_with(b"HTTP/1.1 200")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

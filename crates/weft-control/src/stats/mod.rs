@@ -25,6 +25,11 @@ use weft_api::pb;
 
 /// The most series kept by default (`weft control --stats-max-series`): ≈110 MB at most.
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
+/// The most series one report may add or update (a sidecar has a few dozen); the rest are
+/// dropped and counted, so one proxy cannot take the whole cap.
+pub const MAX_SERIES_PER_REPORT: usize = 1000;
+/// The longest label value kept (a SPIFFE ID is well under it); a longer one drops its series.
+pub const MAX_LABEL_BYTES: usize = 512;
 /// How long a series with no new report is kept: its whole history.
 const FORGET_AFTER_SECONDS: u64 = 3600;
 /// TCP gauges older than this are not counted (the proxy stopped reporting).
@@ -126,6 +131,18 @@ impl Stats {
         self.with(|i| (i.series.len(), i.dropped_series))
     }
 
+    /// What `/v1/stats` says of the buffer: series kept, the cap, series dropped, reports taken.
+    pub fn buffer_json(&self) -> serde_json::Value {
+        self.with(|i| {
+            serde_json::json!({
+                "series": i.series.len(),
+                "max_series": self.max_series,
+                "dropped_series": i.dropped_series,
+                "reports": i.reports,
+            })
+        })
+    }
+
     /// Takes one report of `proxy` received at `now` (Unix seconds).
     pub fn ingest(&self, proxy: &ProxyMeta, report: &pb::StatsReport, now: u64) {
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -142,7 +159,15 @@ impl Stats {
             let kind = SeriesKind::Route { route: r.route.clone(), rule: r.rule.clone() };
             (kind, Cumulative::new(r.requests, r.failures, &r.latency_buckets), &route_bounds)
         });
-        for (kind, now_counts, bounds) in http.chain(routes) {
+        for (n, (kind, now_counts, bounds)) in http.chain(routes).enumerate() {
+            let too_long = match &kind {
+                SeriesKind::Http { direction, src, dst } => [direction, src, dst].iter().any(|l| l.len() > MAX_LABEL_BYTES),
+                SeriesKind::Route { route, rule } => route.len() > MAX_LABEL_BYTES || rule.len() > MAX_LABEL_BYTES,
+            };
+            if n >= MAX_SERIES_PER_REPORT || too_long || bounds.len() > 64 {
+                inner.dropped_series += 1;
+                continue;
+            }
             let key = SeriesKey { proxy: meta.clone(), kind };
             let full = inner.series.len() >= self.max_series;
             match inner.series.get_mut(&key) {
@@ -164,7 +189,7 @@ impl Stats {
                 }
             }
         }
-        for t in &report.tcp {
+        for t in report.tcp.iter().take(MAX_SERIES_PER_REPORT).filter(|t| t.src.len() + t.dst.len() <= 2 * MAX_LABEL_BYTES) {
             let key = (meta.clone(), t.direction.clone(), t.src.clone(), t.dst.clone());
             inner.tcp.insert(key, TcpGauge { active: t.active, seen: now });
         }
@@ -227,6 +252,17 @@ mod tests {
             s.ingest(&meta(id), &report(1, 0), 1_800_000_000);
         }
         assert_eq!(s.counts(), (2, 2));
+    }
+
+    #[test]
+    fn one_report_cannot_flood_the_buffer() {
+        let s = Stats::default();
+        let mut r = report(1, 0);
+        let one = r.http[0].clone();
+        r.http = (0..MAX_SERIES_PER_REPORT + 5).map(|i| pb::HttpStats { src: format!("src-{i}"), ..one.clone() }).collect();
+        r.http.push(pb::HttpStats { src: "x".repeat(MAX_LABEL_BYTES + 1), ..one });
+        s.ingest(&meta("greedy"), &r, 1_800_000_000);
+        assert_eq!(s.counts(), (MAX_SERIES_PER_REPORT, 6));
     }
 
     #[test]
