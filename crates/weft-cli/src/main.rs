@@ -129,8 +129,12 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::Up(args) => up::run(args),
         Cmd::Control(args) => control::run(args),
         Cmd::Dns(args) => dns::run(args),
-        Cmd::Stat(args) => tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(stat::stat(args)),
-        Cmd::Edges(args) => tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(stat::edges(args)),
+        Cmd::Stat(args) => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(stat::stat(args))
+        }
+        Cmd::Edges(args) => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(stat::edges(args))
+        }
         Cmd::Verb(verb) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(verbs::run(verb))

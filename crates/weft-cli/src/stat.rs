@@ -98,16 +98,7 @@ pub fn stat_table(by: &str, v: &Value) -> (Vec<&'static str>, Vec<Vec<String>>) 
     if by != "cluster" {
         header.push("NAMESPACE");
     }
-    header.extend([
-        "NAME",
-        "MESHED",
-        "SUCCESS",
-        "RPS",
-        "LATENCY_P50",
-        "LATENCY_P95",
-        "LATENCY_P99",
-        "TCP_CONN",
-    ]);
+    header.extend(["NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99", "TCP_CONN"]);
     let rows = v["rows"]
         .as_array()
         .into_iter()
@@ -248,12 +239,26 @@ mod tests {
             "dst":{"cluster":"east","namespace":"demo","service":"web","identity":"spiffe://e/ns/demo/sa/web"},
             "requests":3,"rps":0.05,"success_rate":1.0,"p99_ms":1.0,"mtls":false}]});
         let (_, rows) = edges_table(&v);
-        assert_eq!(rows[0], ["web.demo@east", "api.demo@west", "spiffe://e/ns/demo/sa/web", "spiffe://w/ns/demo/sa/api", "yes", "2.00rps", "100.00%"]);
+        assert_eq!(
+            rows[0],
+            [
+                "web.demo@east",
+                "api.demo@west",
+                "spiffe://e/ns/demo/sa/web",
+                "spiffe://w/ns/demo/sa/api",
+                "yes",
+                "2.00rps",
+                "100.00%"
+            ]
+        );
         assert_eq!(rows[1][..5], ["unmeshed@east", "web.demo@east", "-", "spiffe://e/ns/demo/sa/web", "no"]);
     }
 
     #[test]
     fn query_strings_skip_unset_values_and_encode_the_rest() {
-        assert_eq!(query(&[("by", Some("service")), ("namespace", None), ("window", Some("1 m"))]), "by=service&window=1%20m");
+        assert_eq!(
+            query(&[("by", Some("service")), ("namespace", None), ("window", Some("1 m"))]),
+            "by=service&window=1%20m"
+        );
     }
 }

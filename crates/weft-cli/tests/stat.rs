@@ -15,8 +15,11 @@ const WAIT: Duration = Duration::from_secs(20);
 
 async fn follower(cp: &ControlPlane, sa: &str, workload: Option<&str>, yaml: &str) -> Proxy {
     let token = cp.tokens.issue(Grant::Bootstrap { namespace: "default".into(), service_account: sa.into() }, None);
-    let control =
-        Control { proxy_id: Some(sa.into()), workload: workload.map(String::from), ..Control::new(cp.grpc_addr, token) };
+    let control = Control {
+        proxy_id: Some(sa.into()),
+        workload: workload.map(String::from),
+        ..Control::new(cp.grpc_addr, token)
+    };
     let mut cfg = ProxyConfig::from_yaml(&format!(
         "control: {{ address: \"{}\", token: t }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\n{yaml}",
         cp.grpc_addr

@@ -94,7 +94,11 @@ async fn peers(
     Ok(out)
 }
 
-async fn stats(State(st): S, headers: HeaderMap, Params(p): Params<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+async fn stats(
+    State(st): S,
+    headers: HeaderMap,
+    Params(p): Params<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     require_read(&st, &headers)?;
     check_params(&p, &["by", "window", "cluster", "namespace", "history"])?;
     let by_s = p.get("by").map_or("service", String::as_str);
@@ -149,7 +153,11 @@ async fn stats(State(st): S, headers: HeaderMap, Params(p): Params<HashMap<Strin
     })))
 }
 
-async fn edges(State(st): S, headers: HeaderMap, Params(p): Params<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+async fn edges(
+    State(st): S,
+    headers: HeaderMap,
+    Params(p): Params<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     require_read(&st, &headers)?;
     check_params(&p, &["window", "cluster", "namespace"])?;
     let (window, namespace) = common(&p)?;

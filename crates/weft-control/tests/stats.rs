@@ -230,7 +230,10 @@ async fn cluster_all_answers_for_linked_clusters_too() {
         .clone();
     assert_eq!(e["src"]["cluster"], "east", "{e}");
     assert_eq!(e["src"]["identity"], "spiffe://east.example/ns/default/sa/web", "{e}");
-    assert_eq!((e["dst"]["service"].as_str(), e["requests"].as_u64(), e["mtls"].as_bool()), (Some("api"), Some(sent), Some(true)));
+    assert_eq!(
+        (e["dst"]["service"].as_str(), e["requests"].as_u64(), e["mtls"].as_bool()),
+        (Some("api"), Some(sent), Some(true))
+    );
 
     // West gone: east still answers, saying west is unreachable.
     west.shutdown().await;

@@ -86,11 +86,7 @@ fn a_thousand_proxies_fit_the_documented_bound() {
     let (series, dropped) = stats.counts();
     assert_eq!((series, dropped), (4000, 0));
     let per_series = used as f64 / series as f64;
-    println!(
-        "1000 proxies, {series} series: {:.1} MB, {:.0} bytes per series",
-        used as f64 / 1e6,
-        per_series
-    );
+    println!("1000 proxies, {series} series: {:.1} MB, {:.0} bytes per series", used as f64 / 1e6, per_series);
     // The bound docs/observability.md states: under 12.5 KB per series.
     assert!(per_series < 12_500.0, "{per_series} bytes per series");
 }

@@ -103,10 +103,8 @@ pub fn from_text(text: &str) -> pb::StatsReport {
         };
         match s.name {
             "weft_http_requests_total" => http.entry(key()).or_default().requests = n,
-            "weft_http_responses_total" => {
-                if s.label("status").starts_with('5') {
-                    http.entry(key()).or_default().failures += n;
-                }
+            "weft_http_responses_total" if s.label("status").starts_with('5') => {
+                http.entry(key()).or_default().failures += n
             }
             "weft_http_response_latency_seconds_bucket" => {
                 if let Some(le) = le() {
@@ -141,8 +139,11 @@ pub fn from_text(text: &str) -> pb::StatsReport {
         .map(|((direction, src, dst), s)| pb::HttpStats { direction, src, dst, ..s })
         .filter(|s| s.requests > 0)
         .collect();
-    report.routes =
-        routes.into_iter().map(|((route, rule), s)| pb::RouteStats { route, rule, ..s }).filter(|s| s.requests > 0).collect();
+    report.routes = routes
+        .into_iter()
+        .map(|((route, rule), s)| pb::RouteStats { route, rule, ..s })
+        .filter(|s| s.requests > 0)
+        .collect();
     report.tcp = tcp.into_iter().map(|((direction, src, dst), s)| pb::TcpStats { direction, src, dst, ..s }).collect();
     report
 }

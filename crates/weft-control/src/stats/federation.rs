@@ -76,8 +76,7 @@ async fn ask(
 ) -> Result<PeerAnswer, String> {
     let mut last = format!("cluster {name}: no address to dial");
     for address in spec.dial_addresses() {
-        let mut client = match crate::federation::import::federation_client(name, spec, roots.clone(), &address).await
-        {
+        let mut client = match crate::federation::import::federation_client(name, spec, roots.clone(), &address).await {
             Ok(c) => c,
             Err(e) => {
                 last = e;
@@ -137,8 +136,12 @@ pub async fn serve(
             serde_json::to_string(&edges)
         }
         "stats" => {
-            let by = super::query::By::parse(&req.by)
-                .ok_or_else(|| Status::invalid_argument(format!("StatsRequest.by {:?} is not service, workload, route or cluster", req.by)))?;
+            let by = super::query::By::parse(&req.by).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "StatsRequest.by {:?} is not service, workload, route or cluster",
+                    req.by
+                ))
+            })?;
             let q = Query { by, window, namespace, history: req.history };
             let rows = match &stats.prometheus {
                 Some(p) => p.rows(cat, &q).await.map_err(Status::unavailable)?,

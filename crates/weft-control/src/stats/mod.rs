@@ -161,7 +161,9 @@ impl Stats {
         });
         for (n, (kind, now_counts, bounds)) in http.chain(routes).enumerate() {
             let too_long = match &kind {
-                SeriesKind::Http { direction, src, dst } => [direction, src, dst].iter().any(|l| l.len() > MAX_LABEL_BYTES),
+                SeriesKind::Http { direction, src, dst } => {
+                    [direction, src, dst].iter().any(|l| l.len() > MAX_LABEL_BYTES)
+                }
                 SeriesKind::Route { route, rule } => route.len() > MAX_LABEL_BYTES || rule.len() > MAX_LABEL_BYTES,
             };
             if n >= MAX_SERIES_PER_REPORT || too_long || bounds.len() > 64 {
@@ -189,7 +191,9 @@ impl Stats {
                 }
             }
         }
-        for t in report.tcp.iter().take(MAX_SERIES_PER_REPORT).filter(|t| t.src.len() + t.dst.len() <= 2 * MAX_LABEL_BYTES) {
+        for t in
+            report.tcp.iter().take(MAX_SERIES_PER_REPORT).filter(|t| t.src.len() + t.dst.len() <= 2 * MAX_LABEL_BYTES)
+        {
             let key = (meta.clone(), t.direction.clone(), t.src.clone(), t.dst.clone());
             inner.tcp.insert(key, TcpGauge { active: t.active, seen: now });
         }
@@ -228,7 +232,12 @@ mod tests {
     }
 
     fn meta(id: &str) -> ProxyMeta {
-        ProxyMeta { proxy_id: id.into(), identity: "spiffe://td/ns/demo/sa/api".into(), cluster: "east".into(), ..Default::default() }
+        ProxyMeta {
+            proxy_id: id.into(),
+            identity: "spiffe://td/ns/demo/sa/api".into(),
+            cluster: "east".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -259,7 +268,8 @@ mod tests {
         let s = Stats::default();
         let mut r = report(1, 0);
         let one = r.http[0].clone();
-        r.http = (0..MAX_SERIES_PER_REPORT + 5).map(|i| pb::HttpStats { src: format!("src-{i}"), ..one.clone() }).collect();
+        r.http =
+            (0..MAX_SERIES_PER_REPORT + 5).map(|i| pb::HttpStats { src: format!("src-{i}"), ..one.clone() }).collect();
         r.http.push(pb::HttpStats { src: "x".repeat(MAX_LABEL_BYTES + 1), ..one });
         s.ingest(&meta("greedy"), &r, 1_800_000_000);
         assert_eq!(s.counts(), (MAX_SERIES_PER_REPORT, 6));

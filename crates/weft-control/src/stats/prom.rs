@@ -79,15 +79,17 @@ pub fn queries(q: &Query) -> Vec<(Measure, String)> {
     ]
 }
 
+/// One sample of an instant vector: its labels and value.
+pub type Sample = (BTreeMap<String, String>, f64);
+/// A row's labels: namespace, service, workload, route.
+type RowKey = (Option<String>, Option<String>, Option<String>, Option<String>);
+
 /// The samples of an instant-vector answer of `/api/v1/query`: (labels, value).
-pub fn parse_vector(body: &[u8]) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
+pub fn parse_vector(body: &[u8]) -> Result<Vec<Sample>, String> {
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("Prometheus answered something that is not JSON: {e}"))?;
     if v["status"] != "success" {
-        return Err(format!(
-            "Prometheus refused the query: {}",
-            v["error"].as_str().unwrap_or("no error given")
-        ));
+        return Err(format!("Prometheus refused the query: {}", v["error"].as_str().unwrap_or("no error given")));
     }
     let result = v["data"]["result"].as_array().ok_or("Prometheus' answer has no data.result array")?;
     let mut out = vec![];
@@ -103,11 +105,11 @@ pub fn parse_vector(body: &[u8]) -> Result<Vec<(BTreeMap<String, String>, f64)>,
 }
 
 /// Rows from the answers of [`queries`].
-pub fn assemble(cat: &Catalog, q: &Query, answers: &[(Measure, Vec<(BTreeMap<String, String>, f64)>)]) -> Vec<Row> {
+pub fn assemble(cat: &Catalog, q: &Query, answers: &[(Measure, Vec<Sample>)]) -> Vec<Row> {
     let none = super::query::Domains::new();
     let r = Resolver::new(cat, &none);
     let local = r.local().to_string();
-    let mut rows: BTreeMap<(Option<String>, Option<String>, Option<String>, Option<String>), Row> = BTreeMap::new();
+    let mut rows: BTreeMap<RowKey, Row> = BTreeMap::new();
     let l = label(q.by);
     for (m, samples) in answers {
         for (labels, value) in samples {
@@ -121,11 +123,8 @@ pub fn assemble(cat: &Catalog, q: &Query, answers: &[(Measure, Vec<(BTreeMap<Str
                 _ => {
                     let end = r.caller(key);
                     let w = (q.by == By::Workload).then(|| {
-                        let p = super::ProxyMeta {
-                            identity: key.clone(),
-                            cluster: local.clone(),
-                            ..Default::default()
-                        };
+                        let p =
+                            super::ProxyMeta { identity: key.clone(), cluster: local.clone(), ..Default::default() };
                         r.proxy(&p).1
                     });
                     (end.namespace, Some(end.service), w.filter(|w| !w.is_empty()), None)
@@ -157,8 +156,7 @@ pub fn assemble(cat: &Catalog, q: &Query, answers: &[(Measure, Vec<(BTreeMap<Str
     rows.into_values()
         .map(|mut row| {
             let failures = row.success_rate.take().unwrap_or(0.0);
-            row.success_rate =
-                (row.requests > 0).then(|| (1.0 - failures / row.requests as f64).clamp(0.0, 1.0));
+            row.success_rate = (row.requests > 0).then(|| (1.0 - failures / row.requests as f64).clamp(0.0, 1.0));
             row.rps = rate(row.requests, q.window);
             row
         })
@@ -167,7 +165,7 @@ pub fn assemble(cat: &Catalog, q: &Query, answers: &[(Measure, Vec<(BTreeMap<Str
 
 impl Prometheus {
     /// Runs one PromQL instant query.
-    async fn query(&self, promql: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
+    async fn query(&self, promql: &str) -> Result<Vec<Sample>, String> {
         let body = format!("query={}", form_encode(promql));
         let path = format!("{}/api/v1/query", self.prefix);
         let headers = [("content-type".to_string(), "application/x-www-form-urlencoded".to_string())];
@@ -234,7 +232,8 @@ mod tests {
         let fails = vec![(BTreeMap::from([("dst".to_string(), "spiffe://east.td/ns/demo/sa/api".to_string())]), 3.0)];
         let p99 = vec![(BTreeMap::from([("dst".to_string(), "spiffe://east.td/ns/demo/sa/api".to_string())]), 0.0079)];
         let q = Query { by: By::Service, window: 60, namespace: None, history: false };
-        let rows = assemble(&cat, &q, &[(Measure::Requests, requests), (Measure::Failures, fails), (Measure::P99, p99)]);
+        let rows =
+            assemble(&cat, &q, &[(Measure::Requests, requests), (Measure::Failures, fails), (Measure::P99, p99)]);
         let api = rows.iter().find(|r| r.service.as_deref() == Some("api")).unwrap();
         assert_eq!((api.cluster.as_str(), api.namespace.as_deref(), api.requests), ("east", Some("demo"), 120));
         assert_eq!(api.rps, 2.0);

@@ -248,6 +248,8 @@ impl<'a> Resolver<'a> {
 }
 
 type RowKey = (String, Option<String>, Option<String>, Option<String>, Option<String>);
+/// A proxy's services (namespace, name) and workload name.
+type ProxyPlace = (Vec<(String, String)>, String);
 
 struct Group {
     acc: Acc,
@@ -278,7 +280,7 @@ pub fn rows(inner: &Inner, cat: &Catalog, domains: &Domains, q: &Query, now: u64
         By::Service | By::Workload => {
             for s in cat.services.values().filter(|s| ns_ok(&s.namespace)) {
                 let mine: Vec<_> = s.instances.iter().filter(|i| i.cluster == local).collect();
-                let defined_here = s.clusters.iter().any(|c| *c == local);
+                let defined_here = s.clusters.contains(&local);
                 if mine.is_empty() && !defined_here {
                     continue;
                 }
@@ -306,7 +308,7 @@ pub fn rows(inner: &Inner, cat: &Catalog, domains: &Domains, q: &Query, now: u64
         By::Route => {}
     }
     let first_minute = (now / COARSE_SECONDS + 1).saturating_sub(COARSE_POINTS as u64);
-    let mut proxies: BTreeMap<*const ProxyMeta, (Vec<(String, String)>, String)> = BTreeMap::new();
+    let mut proxies: BTreeMap<*const ProxyMeta, ProxyPlace> = BTreeMap::new();
     let mut keys_of = |p: &std::sync::Arc<ProxyMeta>, kind: &SeriesKind| -> Vec<RowKey> {
         let (services, workload) = proxies.entry(std::sync::Arc::as_ptr(p)).or_insert_with(|| r.proxy(p)).clone();
         match (q.by, kind) {
@@ -360,7 +362,8 @@ pub fn rows(inner: &Inner, cat: &Catalog, domains: &Domains, q: &Query, now: u64
         if direction != "inbound" || t.seen + super::TCP_STALE_SECONDS <= now || q.by == By::Route {
             continue;
         }
-        for rk in keys_of(proxy, &SeriesKind::Http { direction: String::new(), src: String::new(), dst: String::new() }) {
+        for rk in keys_of(proxy, &SeriesKind::Http { direction: String::new(), src: String::new(), dst: String::new() })
+        {
             if let Some(g) = groups.get_mut(&rk) {
                 g.tcp += t.active.max(0);
             }

@@ -115,8 +115,11 @@ impl Ring {
     /// The sum of the points of the last `window` seconds up to `now` (10 s points for windows
     /// up to 10 min, 1 min points beyond).
     pub fn sum(&self, now: u64, window: u64) -> Point {
-        let (points, secs): (&[Point], u64) =
-            if window <= FINE_SECONDS * FINE_POINTS as u64 { (&self.fine, FINE_SECONDS) } else { (&self.coarse, COARSE_SECONDS) };
+        let (points, secs): (&[Point], u64) = if window <= FINE_SECONDS * FINE_POINTS as u64 {
+            (&self.fine, FINE_SECONDS)
+        } else {
+            (&self.coarse, COARSE_SECONDS)
+        };
         let last = now / secs;
         let n = window.div_ceil(secs).min(points.len() as u64);
         let first = (last + 1).saturating_sub(n);
@@ -139,7 +142,12 @@ impl Ring {
 
     /// The latest second anything was added (0: never).
     pub fn last_unix(&self) -> u64 {
-        self.coarse.iter().filter(|p| p.requests > 0).map(|p| u64::from(p.slot) * COARSE_SECONDS + COARSE_SECONDS).max().unwrap_or(0)
+        self.coarse
+            .iter()
+            .filter(|p| p.requests > 0)
+            .map(|p| u64::from(p.slot) * COARSE_SECONDS + COARSE_SECONDS)
+            .max()
+            .unwrap_or(0)
     }
 }
 
