@@ -148,13 +148,18 @@ pub fn from_text(text: &str) -> pb::StatsReport {
     report
 }
 
+/// When this process made its first report (`StatsReport.first_report_unix`).
+static FIRST_REPORT_UNIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
 /// The report of the proxy's metrics now.
 pub fn snapshot(registry: &prometheus_client::registry::Registry) -> pb::StatsReport {
+    let first = *FIRST_REPORT_UNIX
+        .get_or_init(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
-        return pb::StatsReport::default();
+        return pb::StatsReport { first_report_unix: first, ..Default::default() };
     }
-    from_text(&text)
+    pb::StatsReport { first_report_unix: first, ..from_text(&text) }
 }
 
 #[cfg(test)]

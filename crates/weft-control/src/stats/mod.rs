@@ -99,6 +99,9 @@ pub struct Stats {
     pub interval_ms: u64,
     /// `weft control --prometheus-url`: `/v1/stats` asks Prometheus instead of the buffer.
     pub prometheus: Option<prom::Prometheus>,
+    /// When this history started (Unix seconds): a proxy that reported before it counted its
+    /// requests to an earlier control plane (see `StatsReport.first_report_unix`).
+    pub started_unix: u64,
 }
 
 impl Default for Stats {
@@ -119,7 +122,7 @@ pub fn unix_now() -> u64 {
 
 impl Stats {
     pub fn new(max_series: usize) -> Self {
-        Stats { inner: Default::default(), max_series, interval_ms: 0, prometheus: None }
+        Stats { inner: Default::default(), max_series, interval_ms: 0, prometheus: None, started_unix: unix_now() }
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&Inner) -> R) -> R {
@@ -149,6 +152,8 @@ impl Stats {
         let inner = &mut *guard;
         inner.reports += 1;
         let meta = inner.proxies.entry(proxy.clone()).or_insert_with(|| Arc::new(proxy.clone())).clone();
+        // Counted by an earlier control plane: new series start from what they report now.
+        let baseline_only = report.first_report_unix != 0 && report.first_report_unix < self.started_unix;
         let http_bounds: Arc<[f64]> = report.http_bounds.clone().into();
         let route_bounds: Arc<[f64]> = report.route_bounds.clone().into();
         let http = report.http.iter().map(|h| {
@@ -186,7 +191,9 @@ impl Stats {
                 None => {
                     // The first report of a series: everything it counted so far is new to us.
                     let mut ring = Box::<Ring>::default();
-                    ring.add(now, &now_counts.since(&Cumulative::default()));
+                    if !baseline_only {
+                        ring.add(now, &now_counts.since(&Cumulative::default()));
+                    }
                     inner.series.insert(key, Series { ring, last: now_counts, bounds: bounds.clone(), seen: now });
                 }
             }
@@ -252,6 +259,22 @@ mod tests {
             assert_eq!((p.requests, p.failures), (12, 2));
             assert_eq!(series.ring.sum(t + 10, 10).requests, 7);
         });
+    }
+
+    #[test]
+    fn after_a_restart_a_proxy_older_than_the_history_starts_from_a_baseline() {
+        let mut s = Stats::default();
+        s.started_unix = 1_800_000_000;
+        let t = s.started_unix + 5;
+        let older = pb::StatsReport { first_report_unix: s.started_unix - 100, ..report(50, 0) };
+        s.ingest(&meta("old"), &older, t);
+        let newer = pb::StatsReport { first_report_unix: s.started_unix + 1, ..report(7, 0) };
+        s.ingest(&meta("new"), &newer, t);
+        s.ingest(&meta("old"), &pb::StatsReport { first_report_unix: s.started_unix - 100, ..report(53, 0) }, t + 10);
+        let by = |id: &str| {
+            s.with(|i| i.series.iter().find(|(k, _)| k.proxy.proxy_id == id).unwrap().1.ring.sum(t + 10, 60).requests)
+        };
+        assert_eq!((by("old"), by("new")), (3, 7));
     }
 
     #[test]
