@@ -61,6 +61,7 @@ fn report(i: usize, round: u64) -> (ProxyMeta, pb::StatsReport) {
             latency_buckets: buckets(n)[..17].to_vec(),
         }],
         tcp: vec![],
+        first_report_unix: 0,
     };
     let meta = ProxyMeta {
         proxy_id: format!("svc-{i}-7f9c"),
