@@ -94,20 +94,15 @@ fn name(by: &str, r: &Value) -> String {
 /// The header and cells of `weft stat`'s table for an answer of `/v1/stats`.
 pub fn stat_table(by: &str, v: &Value) -> (Vec<&'static str>, Vec<Vec<String>>) {
     let by = v.get("by").and_then(Value::as_str).unwrap_or(by);
-    let mut header = vec!["CLUSTER"];
-    if by != "cluster" {
-        header.push("NAMESPACE");
-    }
+    // By cluster, the cluster is the name.
+    let mut header = if by == "cluster" { vec![] } else { vec!["CLUSTER", "NAMESPACE"] };
     header.extend(["NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99", "TCP_CONN"]);
     let rows = v["rows"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|r| {
-            let mut cells = vec![s(&r["cluster"])];
-            if by != "cluster" {
-                cells.push(s(&r["namespace"]));
-            }
+            let mut cells = if by == "cluster" { vec![] } else { vec![s(&r["cluster"]), s(&r["namespace"])] };
             cells.extend([
                 name(by, r),
                 if r["meshed"] == true { "yes".into() } else { "no".into() },
@@ -226,8 +221,8 @@ mod tests {
         assert_eq!(h[..4], ["CLUSTER", "NAMESPACE", "NAME", "MESHED"]);
         assert_eq!(rows[0], ["east", "demo", "api", "yes", "99.20%", "2.00rps", "1.1ms", "3.0ms", "18ms", "0"]);
         assert_eq!(rows[1], ["east", "demo", "db", "no", "-", "0.00rps", "-", "-", "-", "2"]);
-        let (h, rows) = stat_table("cluster", &json!({"rows":[{"cluster":"west","rps":1.5,"meshed":true}]}));
-        assert_eq!((h[1], rows[0][1].as_str()), ("NAME", "west"));
+        let (h, rows) = stat_table("cluster", &json!({"rows":[{"cluster":"west","rps":150.0,"meshed":true}]}));
+        assert_eq!((h[0], rows[0][0].as_str(), rows[0][3].as_str()), ("NAME", "west", "150.00rps"));
     }
 
     #[test]

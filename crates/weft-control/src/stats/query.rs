@@ -279,9 +279,10 @@ pub fn rows(inner: &Inner, cat: &Catalog, domains: &Domains, q: &Query, now: u64
     match q.by {
         By::Service | By::Workload => {
             for s in cat.services.values().filter(|s| ns_ok(&s.namespace)) {
+                // Only where it runs: a Service defined here with no Workload here has no row
+                // (its numbers are in the cluster that runs it).
                 let mine: Vec<_> = s.instances.iter().filter(|i| i.cluster == local).collect();
-                let defined_here = s.clusters.contains(&local);
-                if mine.is_empty() && !defined_here {
+                if mine.is_empty() {
                     continue;
                 }
                 let meshed = mine.iter().any(|i| i.sidecar.port() != 0);
