@@ -263,8 +263,7 @@ mod tests {
 
     #[test]
     fn after_a_restart_a_proxy_older_than_the_history_starts_from_a_baseline() {
-        let mut s = Stats::default();
-        s.started_unix = 1_800_000_000;
+        let s = Stats { started_unix: 1_800_000_000, ..Stats::default() };
         let t = s.started_unix + 5;
         let older = pb::StatsReport { first_report_unix: s.started_unix - 100, ..report(50, 0) };
         s.ingest(&meta("old"), &older, t);
