@@ -133,7 +133,7 @@ fn end(e: &Value) -> String {
 
 /// The header and cells of `weft edges`' table for an answer of `/v1/edges`.
 pub fn edges_table(v: &Value) -> (Vec<&'static str>, Vec<Vec<String>>) {
-    let header = vec!["SRC", "DST", "SRC_ID", "DST_ID", "MTLS", "RPS", "SUCCESS"];
+    let header = vec!["SRC", "DST", "SRC_ID", "DST_ID", "MTLS", "RPS", "SUCCESS", "TCP_CONN"];
     let rows = v["edges"]
         .as_array()
         .into_iter()
@@ -147,6 +147,7 @@ pub fn edges_table(v: &Value) -> (Vec<&'static str>, Vec<Vec<String>>) {
                 if e["mtls"] == true { "yes".into() } else { "no".into() },
                 rps(&e["rps"]),
                 pct(&e["success_rate"]),
+                e["tcp_connections"].as_u64().unwrap_or(0).to_string(),
             ]
         })
         .collect();
@@ -243,7 +244,8 @@ mod tests {
                 "spiffe://w/ns/demo/sa/api",
                 "yes",
                 "2.00rps",
-                "100.00%"
+                "100.00%",
+                "0"
             ]
         );
         assert_eq!(rows[1][..5], ["unmeshed@east", "web.demo@east", "-", "spiffe://e/ns/demo/sa/web", "no"]);

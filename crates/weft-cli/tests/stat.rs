@@ -119,7 +119,8 @@ async fn stat_and_edges_print_the_requests_sent() {
             "spiffe://cluster.local/ns/default/sa/api",
             "yes",
             "0.02rps",
-            "91.67%"
+            "91.67%",
+            "0"
         ],
         "{table}"
     );

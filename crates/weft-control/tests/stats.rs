@@ -177,6 +177,66 @@ async fn stats_and_edges_count_the_requests_sent() {
     assert_eq!((r["namespace"].as_str(), r["success_rate"].as_f64()), (Some("default"), Some(1.0)), "{r}");
 }
 
+/// One round trip through a TCP upstream to the echo: `ping` back.
+async fn tcp_ping(upstream: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let round = async {
+        let mut s = tokio::net::TcpStream::connect(upstream).await.ok()?;
+        s.write_all(b"ping").await.ok()?;
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.ok()?;
+        (&buf == b"ping").then_some(())
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(10), round).await, Ok(Some(())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_tcp_connections_are_edges_and_open_connections() {
+    weft_testkit::init_tracing();
+    let cp = control("tcp", "tcp.example").await;
+    let app = weft_testkit::tcp_echo().await;
+    let server = sidecar(&cp, "default/db", Some("db-1"), "inbound: { listen: \"127.0.0.1:0\" }\n").await;
+    let doc = format!(
+        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: db }}\nspec: {{ ports: [{{ port: {0}, protocol: tcp }}] }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: db-1 }}\nspec: {{ service: db, address: 127.0.0.1, port: {0}, sidecar: \"{1}\" }}\n",
+        app.port(),
+        server.addrs.inbound.unwrap()
+    );
+    assert_eq!(admin_api(&cp, "POST", "/v1/apply", &doc).await.0, 200);
+    let s = &server;
+    eventually("the db sidecar gets its app port", WAIT, || async move {
+        (!s.ctx().routes.load().inbound_ports().is_empty()).then_some(())
+    })
+    .await;
+    let client =
+        sidecar(&cp, "default/web", None, "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: db }] }\n")
+            .await;
+    let upstream = client.addrs.upstreams[0];
+    eventually("a first connection reaches db", WAIT, || async move { tcp_ping(upstream).await.then_some(()) }).await;
+    for _ in 0..2 {
+        assert!(tcp_ping(upstream).await);
+    }
+    let e = until(&cp, "/v1/edges?window=10m", "the web → db edge counts 3 connections", |v| {
+        v["edges"].as_array()?.iter().find(|e| e["dst"]["service"] == "db" && e["tcp_connections"] == 3).cloned()
+    })
+    .await;
+    assert_eq!(
+        (e["src"]["service"].as_str(), e["mtls"].as_bool(), e["requests"].as_u64()),
+        (Some("web"), Some(true), Some(0)),
+        "{e}"
+    );
+    // Connections are not requests; one held open shows in TCP_CONN.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut held = tokio::net::TcpStream::connect(upstream).await.unwrap();
+    held.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    held.read_exact(&mut buf).await.unwrap();
+    let row = until(&cp, "/v1/stats?window=10m", "db shows one open connection", |v| {
+        row(v, "tcp", "db").filter(|r| r["tcp_connections"] == 1).cloned()
+    })
+    .await;
+    assert_eq!((row["requests"].as_u64(), row["success_rate"].is_null()), (Some(0), true), "{row}");
+}
+
 /// Whether a plaintext `GET /` to the sidecar's inbound listener is answered 200.
 async fn plaintext_ok(inbound: SocketAddr) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

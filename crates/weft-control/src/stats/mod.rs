@@ -53,6 +53,9 @@ pub enum SeriesKind {
     Http { direction: String, src: String, dst: String },
     /// `weft_route_*`: route (`namespace/name`) and rule.
     Route { route: String, rule: String },
+    /// `weft_tcp_open_total` of opaque TCP connections: connections opened count as requests
+    /// (no failures, no latency).
+    Tcp { direction: String, src: String, dst: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -164,9 +167,15 @@ impl Stats {
             let kind = SeriesKind::Route { route: r.route.clone(), rule: r.rule.clone() };
             (kind, Cumulative::new(r.requests, r.failures, &r.latency_buckets), &route_bounds)
         });
-        for (n, (kind, now_counts, bounds)) in http.chain(routes).enumerate() {
+        let no_bounds: Arc<[f64]> = Arc::from(vec![]);
+        // Only the callee's side: what edges show.
+        let tcp = report.tcp.iter().filter(|t| t.direction == "inbound").map(|t| {
+            let kind = SeriesKind::Tcp { direction: t.direction.clone(), src: t.src.clone(), dst: t.dst.clone() };
+            (kind, Cumulative::new(t.opened, 0, &[]), &no_bounds)
+        });
+        for (n, (kind, now_counts, bounds)) in http.chain(routes).chain(tcp).enumerate() {
             let too_long = match &kind {
-                SeriesKind::Http { direction, src, dst } => {
+                SeriesKind::Http { direction, src, dst } | SeriesKind::Tcp { direction, src, dst } => {
                     [direction, src, dst].iter().any(|l| l.len() > MAX_LABEL_BYTES)
                 }
                 SeriesKind::Route { route, rule } => route.len() > MAX_LABEL_BYTES || rule.len() > MAX_LABEL_BYTES,

@@ -96,6 +96,10 @@ pub struct Edge {
     pub success_rate: Option<f64>,
     pub p99_ms: Option<f64>,
     pub mtls: bool,
+    /// Beyond the contract: opaque TCP connections opened in the window (an edge of a TCP
+    /// service has these and no requests).
+    #[serde(default)]
+    pub tcp_connections: u64,
 }
 
 /// Counts summed over series.
@@ -342,10 +346,11 @@ pub fn rows(inner: &Inner, cat: &Catalog, domains: &Domains, q: &Query, now: u64
         }
     };
     for (key, s) in &inner.series {
-        if let SeriesKind::Http { direction, .. } = &key.kind {
-            if direction != "inbound" {
-                continue;
-            }
+        match &key.kind {
+            SeriesKind::Http { direction, .. } if direction != "inbound" => continue,
+            // Connections, not requests: in `tcp_connections` (open now) and in edges.
+            SeriesKind::Tcp { .. } => continue,
+            _ => {}
         }
         let sum = s.ring.sum(now, q.window);
         for rk in keys_of(&key.proxy, &key.kind) {
@@ -417,9 +422,13 @@ pub fn edges(
     now: u64,
 ) -> Vec<Edge> {
     let r = Resolver::new(cat, domains);
-    let mut groups: BTreeMap<(End, End), Acc> = BTreeMap::new();
+    let mut groups: BTreeMap<(End, End), (Acc, u64)> = BTreeMap::new();
     for (key, s) in &inner.series {
-        let SeriesKind::Http { direction, src, .. } = &key.kind else { continue };
+        let (direction, src, tcp) = match &key.kind {
+            SeriesKind::Http { direction, src, .. } => (direction, src, false),
+            SeriesKind::Tcp { direction, src, .. } => (direction, src, true),
+            SeriesKind::Route { .. } => continue,
+        };
         if direction != "inbound" {
             continue;
         }
@@ -442,11 +451,16 @@ pub fn edges(
             service: svc,
             identity: Some(key.proxy.identity.clone()),
         };
-        groups.entry((src, dst)).or_default().add(&sum, &s.bounds);
+        let g = groups.entry((src, dst)).or_default();
+        if tcp {
+            g.1 += u64::from(sum.requests);
+        } else {
+            g.0.add(&sum, &s.bounds);
+        }
     }
     groups
         .into_iter()
-        .map(|((src, dst), a)| Edge {
+        .map(|((src, dst), (a, tcp))| Edge {
             mtls: src.identity.is_some(),
             src,
             dst,
@@ -454,6 +468,7 @@ pub fn edges(
             rps: rate(a.requests, window),
             success_rate: a.success_rate(),
             p99_ms: a.ms(0.99),
+            tcp_connections: tcp,
         })
         .collect()
 }
