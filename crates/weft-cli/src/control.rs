@@ -83,6 +83,10 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     }
     cfg.stats_interval_ms = interval.as_millis() as u64;
     cfg.stats_max_series = args.stats_max_series;
+    if let Some(url) = &args.prometheus_url {
+        // Checked before anything starts.
+        weft_control::stats::prom::Prometheus::parse(url).map_err(|e| anyhow::anyhow!(e))?;
+    }
     cfg.prometheus_url = args.prometheus_url;
     cfg.mesh.trust_domain = args.trust_domain;
     cfg.mesh.cluster.name = args.cluster;
