@@ -237,8 +237,22 @@ impl Conn {
     }
 }
 
-impl Handler for Conn {
-    async fn request(&self, mut req: Request<Body>) -> Response<Body> {
+impl Conn {
+    /// One request from a peer: with tracing on, inside a server span (see [`crate::trace`]);
+    /// off, one branch.
+    async fn traced(&self, mut req: Request<Body>) -> Response<Body> {
+        let Some(tracer) = self.ctx.tracing.tracer() else { return self.serve(req).await };
+        let Some(mut span) = tracer.start(crate::trace::Kind::Server, &mut req) else {
+            return self.serve(req).await;
+        };
+        span.upstream = Some(self.app);
+        span.peer_identity = self.peer_header.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string);
+        let resp = self.serve(req).await;
+        span.end(resp.status().as_u16());
+        resp
+    }
+
+    async fn serve(&self, mut req: Request<Body>) -> Response<Body> {
         let started = Instant::now();
         // The rate limit of the service this proxy fronts (ResiliencePolicy `rateLimit`).
         if let Some(refused) = crate::resilience::limit_inbound(&self.ctx.resilience, &self.label.src) {
@@ -269,6 +283,12 @@ impl Handler for Conn {
             }
         }
         self.finish(result, started)
+    }
+}
+
+impl Handler for Conn {
+    async fn request(&self, req: Request<Body>) -> Response<Body> {
+        self.traced(req).await
     }
 
     /// Joined to the app over a fresh connection.
