@@ -32,11 +32,14 @@ async fn follower(cp: &ControlPlane, sa: &str, workload: Option<&str>, yaml: &st
     p
 }
 
-/// `weft <args> --server <cp> --token <admin>` (run off the async runtime's threads).
+/// `weft <args> --server <cp> --token <admin> --ca-file <its API's root>` (run off the async
+/// runtime's threads).
 async fn weft(cp: &ControlPlane, args: &[&str]) -> Output {
     let mut cmd = Command::new(WEFT);
     cmd.args(args)
-        .args(["--server", &cp.api_addr.to_string(), "--token", &cp.admin_token])
+        .args(["--server", &cp.api_url(), "--token", &cp.admin_token])
+        .arg("--ca-file")
+        .arg(&cp.api_ca_file)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default());
     tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
