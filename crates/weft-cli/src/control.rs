@@ -65,6 +65,17 @@ pub struct ControlArgs {
     /// ...and the chain up to and including the root.
     #[arg(long)]
     ca_chain: Option<PathBuf>,
+    /// How often proxies send their golden metrics for `weft stat` / `/v1/stats` (100ms to 1h).
+    #[arg(long, default_value = "10s")]
+    stats_interval: weft_api::Duration,
+    /// The most metric series the history keeps (≈11 KB each; a new series past it is dropped
+    /// and counted, see docs/observability.md "Metrics history").
+    #[arg(long, default_value_t = weft_control::stats::DEFAULT_MAX_SERIES)]
+    stats_max_series: usize,
+    /// Answer `/v1/stats` (`weft stat`) from this Prometheus (`http://host:9090`) instead of the
+    /// control plane's own history; it must scrape the proxies (deploy/prometheus/).
+    #[arg(long)]
+    prometheus_url: Option<String>,
 }
 
 pub fn run(args: ControlArgs) -> anyhow::Result<()> {
@@ -86,6 +97,17 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     args.dashboard.map(|a| weft_control::dashboard::check_addr(a, !args.api_plaintext)).transpose()?;
     cfg.enable_script_checks = args.enable_script_checks;
     cfg.max_streams_per_token = args.max_streams_per_token;
+    let interval = std::time::Duration::from(args.stats_interval);
+    if interval < std::time::Duration::from_millis(100) || interval > std::time::Duration::from_secs(3600) {
+        anyhow::bail!("--stats-interval must be between 100ms and 1h");
+    }
+    cfg.stats_interval_ms = interval.as_millis() as u64;
+    cfg.stats_max_series = args.stats_max_series;
+    if let Some(url) = &args.prometheus_url {
+        // Checked before anything starts.
+        weft_control::stats::prom::Prometheus::parse(url).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    cfg.prometheus_url = args.prometheus_url;
     cfg.mesh.trust_domain = args.trust_domain;
     cfg.mesh.cluster.name = args.cluster;
     if let (Some(cert), Some(key), Some(chain)) = (args.ca_cert, args.ca_key, args.ca_chain) {

@@ -32,6 +32,7 @@ mod link;
 mod netns;
 mod netns_wan;
 mod routes_out;
+mod stat;
 mod tls;
 mod up;
 mod up_multi;
@@ -66,6 +67,13 @@ enum Cmd {
     Dns(dns::DnsArgs),
     #[command(flatten)]
     Verb(verbs::Verb),
+    /// Golden metrics (success rate, requests per second, latency p50/p95/p99, open TCP
+    /// connections) by service, workload, route or cluster, across linked clusters, from the
+    /// control plane's history (or its Prometheus): `weft stat [service|workload|route|cluster]`.
+    Stat(stat::StatArgs),
+    /// Who calls whom: each pair of services with traffic, their identities, mTLS, RPS and
+    /// success rate, across linked clusters.
+    Edges(stat::EdgesArgs),
     /// The data-plane proxy (same as the `weft-proxy` binary).
     Proxy {
         #[command(subcommand)]
@@ -129,6 +137,12 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::Up(args) => up::run(args),
         Cmd::Control(args) => control::run(args),
         Cmd::Dns(args) => dns::run(args),
+        Cmd::Stat(args) => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(stat::stat(args))
+        }
+        Cmd::Edges(args) => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(stat::edges(args))
+        }
         Cmd::Verb(verb) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(verbs::run(verb))

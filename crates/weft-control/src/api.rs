@@ -39,6 +39,8 @@ pub struct ApiState {
     pub federation: Arc<crate::federation::Federation>,
     /// Every write, with the caller's token name.
     pub audit: Arc<crate::audit::Audit>,
+    /// Golden metrics history (`/v1/stats`, `/v1/edges`; see [`crate::stats`]).
+    pub stats: crate::stats::Stats,
 }
 
 /// Rules the control plane adds to a write: script/Docker checks only when enabled; the trust
@@ -290,6 +292,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/services/{namespace}/{name}/routes", get(crate::routes_api::effective))
         .route("/v1/health/workload/{namespace}/{name}", get(workload_health))
         .merge(crate::links::routes())
+        .merge(crate::stats_api::routes())
         .merge(consul::routes())
         .route("/live", get(|| async { "live\n" }))
         .fallback(consul::fallback)

@@ -36,6 +36,8 @@ pub mod routes_api;
 pub mod security_status;
 pub mod server;
 pub mod signer;
+pub mod stats;
+pub mod stats_api;
 pub mod token_store;
 pub mod tokens;
 pub mod tokens_api;

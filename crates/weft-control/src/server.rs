@@ -50,6 +50,12 @@ pub struct ControlConfig {
     /// Secrets of the external CA MeshConfig `ca` may select (`weft control` reads them from its
     /// environment: [`crate::signer::CaCredentials::from_env`]).
     pub ca_credentials: crate::signer::CaCredentials,
+    /// How often proxies send their golden metrics (`--stats-interval`); 0: their default, 10 s.
+    pub stats_interval_ms: u64,
+    /// The most metric series the history keeps (`--stats-max-series`).
+    pub stats_max_series: usize,
+    /// Answer `/v1/stats` from this Prometheus (`--prometheus-url`) instead of the history.
+    pub prometheus_url: Option<String>,
 }
 
 impl ControlConfig {
@@ -70,6 +76,9 @@ impl ControlConfig {
             api_limits: crate::http_serve::DEFAULT_LIMITS,
             api_tls: Default::default(),
             ca_credentials: Default::default(),
+            stats_interval_ms: 0,
+            stats_max_series: crate::stats::DEFAULT_MAX_SERIES,
+            prometheus_url: None,
         }
     }
 }
@@ -94,6 +103,8 @@ pub enum ControlError {
     ApiTls(#[from] crate::api_tls::ApiTlsError),
     #[error("cannot listen for {what} on {addr}: {source} (is another control plane running?)")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("metrics history: {0}")]
+    Stats(String),
 }
 
 /// A running control plane.
@@ -286,6 +297,11 @@ impl ControlPlane {
         // And this cluster's name: proxies send its reserved SNI, so a gateway in front of this
         // control plane (primary-remote) forwards them here.
         tokens.set_cluster(&mesh.cluster.name);
+        let mut stats = crate::stats::Stats::new(cfg.stats_max_series);
+        stats.interval_ms = cfg.stats_interval_ms;
+        if let Some(url) = &cfg.prometheus_url {
+            stats.prometheus = Some(crate::stats::prom::Prometheus::parse(url).map_err(ControlError::Stats)?);
+        }
         let discovery = DiscoveryService {
             streams: Default::default(),
             max_streams_per_token: cfg.max_streams_per_token,
@@ -297,6 +313,7 @@ impl ControlPlane {
             next_conn: AtomicU64::new(1),
             stop: stop_rx.clone(),
             renders: Default::default(),
+            stats: stats.clone(),
         };
         let export = crate::federation::export::ExportService {
             tokens: tokens.clone(),
@@ -306,6 +323,7 @@ impl ControlPlane {
             proxies: proxies.clone(),
             stop: stop_rx.clone(),
             renders: Default::default(),
+            stats: stats.clone(),
         };
         let naming = crate::naming::NamingService {
             streams: Default::default(),
@@ -404,6 +422,7 @@ impl ControlPlane {
             grpc_addr,
             federation,
             audit,
+            stats,
         });
         if let Some((_, dash)) = &dashboard {
             tracing::info!(url = %dash.url(), "dashboard ready");
