@@ -24,7 +24,7 @@ const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 ///   the page shows live requests and a proxy's page its configuration.
 ///
 /// While `false`, those parts of the pages must say "No data yet".
-const STATS_API_MERGED: bool = false;
+const STATS_API_MERGED: bool = true;
 const TAP_API_MERGED: bool = false;
 
 fn is_root() -> bool {
