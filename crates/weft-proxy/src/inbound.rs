@@ -237,8 +237,9 @@ impl Conn {
     }
 }
 
-impl Handler for Conn {
-    async fn request(&self, mut req: Request<Body>) -> Response<Body> {
+impl Conn {
+    /// Serves one request; `log` (access log on) takes the AUDIT mark.
+    async fn serve(&self, mut req: Request<Body>, log: &mut Option<crate::accesslog::Pending>) -> Response<Body> {
         let started = Instant::now();
         // The rate limit of the service this proxy fronts (ResiliencePolicy `rateLimit`).
         if let Some(refused) = crate::resilience::limit_inbound(&self.ctx.resilience, &self.label.src) {
@@ -256,11 +257,14 @@ impl Handler for Conn {
         }
         // After `prepare`: a condition on a header sees the verified identity, never a copy
         // from outside.
-        let extra =
-            match crate::authz::check_http(&self.ctx, &self.source, self.remote, self.app.port(), &mut req).await {
-                Ok(extra) => extra,
-                Err(denied) => return self.finish(Ok(denied), started),
-            };
+        let checked = crate::authz::check_http(&self.ctx, &self.source, self.remote, self.app.port(), &mut req).await;
+        if let Some(log) = log {
+            log.take_audit(&mut req);
+        }
+        let extra = match checked {
+            Ok(extra) => extra,
+            Err(denied) => return self.finish(Ok(denied), started),
+        };
         let mut result = forward(&self.ctx, self.app, proto, req).await;
         // Headers an external authorizer (CUSTOM) asked for on the response.
         if let (false, Ok(resp)) = (extra.is_empty(), &mut result) {
@@ -269,6 +273,22 @@ impl Handler for Conn {
             }
         }
         self.finish(result, started)
+    }
+}
+
+impl Handler for Conn {
+    async fn request(&self, req: Request<Body>) -> Response<Body> {
+        // Access log: while it is off, this one check is all the request pays.
+        let Some(log) = self.ctx.access_log.begin(&req) else {
+            return self.serve(req, &mut None).await;
+        };
+        let mut log = Some(log);
+        let resp = self.serve(req, &mut log).await;
+        if let Some(log) = log {
+            let src = self.peer_header.as_ref().map(|_| &self.label.src);
+            log.inbound(src, &self.ctx.id_label, self.app, &resp);
+        }
+        resp
     }
 
     /// Joined to the app over a fresh connection.
