@@ -34,6 +34,7 @@ pub mod routes_api;
 pub mod security_status;
 pub mod server;
 pub mod signer;
+pub mod telemetry;
 pub mod token_store;
 pub mod tokens;
 pub mod tokens_api;
