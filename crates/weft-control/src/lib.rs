@@ -16,6 +16,7 @@ pub mod ca;
 pub mod catalog;
 pub mod consul;
 pub mod datadir;
+pub mod diagnose;
 pub mod discovery;
 pub mod federation;
 pub mod grpc_tls;

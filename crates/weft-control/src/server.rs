@@ -340,6 +340,7 @@ impl ControlPlane {
             grpc_addr,
             federation,
             audit,
+            dns_addr,
         });
         tasks.push(tokio::spawn(crate::http_serve::serve(api_listener, api::router(state), cfg.api_limits, api_stop)));
         tracing::info!(%grpc_addr, %api_addr, trust_domain = %mesh.trust_domain, cluster = %mesh.cluster.name, "control plane ready");
