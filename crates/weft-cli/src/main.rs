@@ -25,6 +25,7 @@ mod call;
 mod client;
 mod control;
 mod describe;
+mod diagnose;
 mod dns;
 mod intention;
 mod link;
@@ -62,6 +63,10 @@ enum Cmd {
     Dns(dns::DnsArgs),
     #[command(flatten)]
     Verb(verbs::Verb),
+    /// Diagnose the mesh: control plane reachable, CA and proxy certificates, links and their
+    /// trust, proxies in sync, DNS answering, resources referring to things that do not exist;
+    /// each finding with its fix. Exits non-zero when any check fails.
+    Diagnose(diagnose::DiagnoseArgs),
     /// The data-plane proxy (same as the `weft-proxy` binary).
     Proxy {
         #[command(subcommand)]
@@ -121,6 +126,10 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::Up(args) => up::run(args),
         Cmd::Control(args) => control::run(args),
         Cmd::Dns(args) => dns::run(args),
+        Cmd::Diagnose(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(diagnose::run(args))
+        }
         Cmd::Verb(verb) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(verbs::run(verb))
