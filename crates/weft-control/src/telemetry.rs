@@ -72,28 +72,43 @@ pub fn for_proxy(cat: &Catalog, identity: &str, namespace: &str, workload: &str)
     })
 }
 
-/// Telemetries that select nothing: a `targetRef` naming a Service or Workload that does not
-/// exist in its namespace, as `(namespace/name, what is missing)`. For `weft diagnose`.
-pub fn selecting_nothing(cat: &Catalog) -> Vec<(String, String)> {
-    use weft_api::authz::TargetKind;
-    cat.telemetry
-        .iter()
-        .filter_map(|t| {
-            let r = t.spec.target_ref.as_ref()?;
-            let ns = &t.metadata.namespace;
-            let found = match r.kind {
-                TargetKind::Service => cat.services.contains_key(&(ns.clone(), r.name.clone())),
-                TargetKind::Workload => cat
-                    .services
-                    .values()
-                    .filter(|s| &s.namespace == ns)
-                    .any(|s| s.instances.iter().any(|i| i.name == r.name)),
-            };
-            let kind = match r.kind {
-                TargetKind::Service => "Service",
-                TargetKind::Workload => "Workload",
-            };
-            (!found).then(|| (format!("{ns}/{}", t.metadata.name), format!("{kind} {ns}/{}", r.name)))
-        })
-        .collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_api::resource::parse_documents;
+
+    fn catalog(yaml: &str) -> Catalog {
+        let resources = parse_documents(yaml).expect("resources");
+        crate::catalog::build(1, resources.iter(), &|_: &str| true)
+    }
+
+    const BASE: &str = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\nspec: { ports: [{ port: 8080 }] }\n---\n\
+        apiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: api-1 }\nspec: { service: api, address: 10.0.0.1, port: 8080 }\n---\n\
+        apiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: api-2 }\nspec: { service: api, address: 10.0.0.2, port: 8080 }\n";
+
+    fn t(name: &str, ns: &str, target: &str, path: &str) -> String {
+        format!("---\napiVersion: weft.io/v1alpha1\nkind: Telemetry\nmetadata: {{ name: {name}, namespace: {ns} }}\nspec: {{ {target} accessLogging: {{ enabled: true, path: {path} }} }}\n")
+    }
+
+    #[test]
+    fn the_most_specific_telemetry_decides_each_workload() {
+        let id = "spiffe://cluster.local/ns/default/sa/api";
+        let cat = catalog(&format!(
+            "{BASE}{}{}{}",
+            t("mesh", "weft-system", "", "/m"),
+            t("ns", "default", "", "/n"),
+            t("one", "default", "targetRef: { kind: Workload, name: api-2 },", "/w")
+        ));
+        let path = |wl: &str| {
+            let t = for_proxy(&cat, id, "default", wl).expect("a telemetry applies");
+            serde_json::from_str::<serde_json::Value>(&t.access_log_json).unwrap()["path"].as_str().unwrap().to_string()
+        };
+        assert_eq!(path("api-1"), "/n", "the namespace's beats the mesh's");
+        assert_eq!(path("api-2"), "/w", "the Workload's beats the namespace's");
+        assert_eq!(
+            for_proxy(&cat, "spiffe://cluster.local/ns/other/sa/x", "other", "").unwrap().name,
+            "weft-system/mesh"
+        );
+        assert!(for_proxy(&catalog(BASE), id, "default", "api-1").is_none(), "none: off");
+    }
 }
