@@ -140,3 +140,59 @@ async fn a_telemetry_with_a_bad_path_is_refused_naming_the_field() {
     let text = v.to_string();
     assert!(text.contains("spec.accessLogging.path") && text.contains("absolute"), "{text}");
 }
+
+/// Sends `GET path` until a line for it with response flags `flags` shows up in `log`.
+async fn flagged(
+    m: &Mesh,
+    log: &Path,
+    path: &'static str,
+    direction: &'static str,
+    flags: &'static str,
+) -> serde_json::Value {
+    let upstream = m.upstream;
+    eventually(&format!("{direction} {path} flagged {flags}"), Duration::from_secs(10), || async move {
+        http1_get(upstream, path).await.ok()?;
+        lines(log)
+            .into_iter()
+            .find(|v| v["path"] == path && v["direction"] == direction && v["response_flags"] == flags)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn response_flags_show_retries_used_up_injected_faults_and_rate_limits() {
+    let m = mesh("telemetry-flags").await;
+    let dir = tempdir("telemetry-flags-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let spec = format!("{{ accessLogging: {{ enabled: true, path: \"{}\" }} }}", log.display());
+    let (status, v) = admin_api(&m.cp, "POST", "/v1/apply", &telemetry("logs", "default", &spec)).await;
+    assert_eq!(status, 200, "{v}");
+    let policy = |spec: &str| {
+        format!("apiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{ name: api }}\nspec: {{ targetRef: {{ kind: Service, name: api }}, {spec} }}\n")
+    };
+    let (status, v) = admin_api(
+        &m.cp,
+        "POST",
+        "/v1/apply",
+        &policy(
+            "retry: { attempts: 2, retryOn: [5xx], backoff: { base: 1ms, max: 2ms }, budget: { ratio: 1, minPerSecond: 100 } }, \
+             faults: [{ match: { pathPrefix: /fault }, abort: { httpStatus: 418, percent: 100 } }]",
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    // The app answers 503 to every try: the retries are used up.
+    let urx = flagged(&m, &log, "/status/503", "outbound", "URX").await;
+    assert_eq!(urx["status"], 503, "{urx}");
+    let fi = flagged(&m, &log, "/fault", "outbound", "FI").await;
+    assert_eq!((fi["status"].as_u64(), fi["error"].as_str()), (Some(418), Some("fault-abort")), "{fi}");
+    // A rate limit at the server's proxy: RL on its line and on the caller's.
+    let (status, v) =
+        admin_api(&m.cp, "POST", "/v1/apply", &policy("rateLimit: { maxTokens: 1, fillInterval: 1h }")).await;
+    assert_eq!(status, 200, "{v}");
+    let rl = flagged(&m, &log, "/limited", "inbound", "RL").await;
+    assert_eq!(rl["status"], 429, "{rl}");
+    flagged(&m, &log, "/limited", "outbound", "RL").await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
