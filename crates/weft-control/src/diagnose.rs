@@ -296,16 +296,24 @@ fn target_ref(r: &Resource) -> Option<(String, String)> {
 
 fn references(st: &ApiState, resources: &[Resource]) -> Vec<Finding> {
     let all: Vec<&Resource> = resources.iter().collect();
-    let exists = |kind: Kind, ns: &str, name: &str| {
-        resources.iter().any(|r| r.kind() == kind && r.metadata().namespace == ns && r.metadata().name == name)
-    };
+    let named: BTreeSet<(Kind, &str, &str)> = resources
+        .iter()
+        .filter(|r| matches!(r.kind(), Kind::Service | Kind::Workload))
+        .map(|r| (r.kind(), r.metadata().namespace.as_str(), r.metadata().name.as_str()))
+        .collect();
+    let exists = |kind: Kind, ns: &str, name: &str| named.contains(&(kind, ns, name));
     let namespaces_with_workloads: BTreeSet<&str> =
         resources.iter().filter(|r| r.kind() == Kind::Workload).map(|r| r.metadata().namespace.as_str()).collect();
     let mut out = vec![];
     for r in resources {
         let key = format!("{} {}/{}", r.kind(), r.metadata().namespace, r.metadata().name);
-        // Routes, BackendPolicies and ResiliencePolicies: the conditions their status shows.
-        let v = crate::api::with_status(st, r, &all);
+        // Routes, BackendPolicies and ResiliencePolicies: the conditions their status shows
+        // (only these: a Service's or Workload's status reads the store again).
+        let conditioned = matches!(
+            r.kind(),
+            Kind::HTTPRoute | Kind::GRPCRoute | Kind::TCPRoute | Kind::BackendPolicy | Kind::ResiliencePolicy
+        );
+        let v = if conditioned { crate::api::with_status(st, r, &all) } else { Value::Null };
         for c in v["status"]["conditions"].as_array().into_iter().flatten() {
             let bad = c["status"] == "False" || matches!(c["type"].as_str(), Some("TargetNotFound" | "Conflicted"));
             if bad {
