@@ -51,6 +51,9 @@ where
     let (rest, rx, tx) = match first_bytes(&mut tls, &mut up).await {
         Ok(First::Http(d)) => {
             ctx.metrics.protocol_error(Direction::inbound, "http-over-tcp");
+            if let Some(l) = &mut log {
+                l.failed("DPE", "http-over-tcp");
+            }
             tracing::info!(src = %src.0, port = app.port(), detected = d.as_str(),
                 "inbound: HTTP over opaque TCP refused; HTTP must be carried as HTTP (ALPN h2)");
             return;
