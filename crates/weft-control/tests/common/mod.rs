@@ -9,7 +9,7 @@ use std::time::Duration;
 use weft_api::proxy::ProxyConfig;
 use weft_control::ControlPlane;
 use weft_proxy::Proxy;
-use weft_testkit::http1_request;
+use weft_testkit::api_request;
 
 pub fn tempdir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("weft-cp-{name}-{}", std::process::id()));
@@ -17,7 +17,8 @@ pub fn tempdir(name: &str) -> std::path::PathBuf {
     d
 }
 
-/// Calls the control plane's HTTP API.
+/// Calls the control plane's HTTP API (over TLS, trusting its root; plaintext only when the
+/// control plane runs with `--api-plaintext`).
 pub async fn api(cp: &ControlPlane, method: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
     let req = http::Request::builder()
         .method(method)
@@ -26,7 +27,7 @@ pub async fn api(cp: &ControlPlane, method: &str, path: &str, token: &str, body:
         .header("authorization", format!("Bearer {token}"))
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap();
-    let resp = http1_request(cp.api_addr, req).await.unwrap();
+    let resp = api_request(cp.api_addr, cp.api_client_tls(), req).await.unwrap();
     let v = serde_json::from_slice(resp.body()).unwrap_or(serde_json::Value::Null);
     (resp.status().as_u16(), v)
 }
