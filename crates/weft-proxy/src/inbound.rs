@@ -274,6 +274,50 @@ impl Conn {
         }
         self.finish(result, started)
     }
+
+    /// An upgrade or CONNECT: joined to the app over a fresh connection; `log` (access log on)
+    /// takes the AUDIT mark.
+    async fn tunnel(
+        &self,
+        mut req: Request<Body>,
+        downstream: h::Downstream,
+        log: &mut Option<crate::accesslog::Pending>,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        // A tunnel's bytes reach the app raw, past the identity header: only where allowed.
+        if req.method() == http::Method::CONNECT && !self.allow_connect {
+            tracing::info!(src = %self.label.src.0, port = self.app.port(), "inbound: CONNECT refused (allow_connect is off)");
+            return self.finish(Err(ProxyError::ConnectNotAllowed(self.app.port())), started);
+        }
+        // An upgrade to HTTP (h2c) would hand the app a raw stream of requests the sidecar never
+        // sees: it is served as the ordinary request it also is (a server may ignore Upgrade,
+        // RFC 9110 §7.8).
+        if h::upgrades_to_http(&req) {
+            h::strip_hop_by_hop(req.headers_mut());
+            req.headers_mut().remove("http2-settings");
+            return self.serve(req, log).await;
+        }
+        if let Err(e) = h::check_host(&mut req) {
+            return self.finish(Err(e), started);
+        }
+        self.prepare(&mut req);
+        if let Err(refused) = self.ctx.jwt.authenticate(&mut req).await {
+            return self.finish(Ok(refused), started);
+        }
+        let checked = crate::authz::check_http(&self.ctx, &self.source, self.remote, self.app.port(), &mut req).await;
+        if let Some(log) = log {
+            log.take_audit(&mut req);
+        }
+        if let Err(denied) = checked {
+            return self.finish(Ok(denied), started);
+        }
+        let (ctx, app) = (&self.ctx, self.app);
+        let result = async {
+            let tcp = crate::app::connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
+            crate::app::upgraded(app, h::forward_upgrade(req, downstream, tcp, ctx.drain.conn()).await)
+        };
+        self.finish(result.await, started)
+    }
 }
 
 impl Handler for Conn {
@@ -291,40 +335,18 @@ impl Handler for Conn {
         resp
     }
 
-    /// Joined to the app over a fresh connection.
-    async fn upgrade(&self, mut req: Request<Body>, downstream: h::Downstream) -> Response<Body> {
-        let started = Instant::now();
-        // A tunnel's bytes reach the app raw, past the identity header: only where allowed.
-        if req.method() == http::Method::CONNECT && !self.allow_connect {
-            tracing::info!(src = %self.label.src.0, port = self.app.port(), "inbound: CONNECT refused (allow_connect is off)");
-            return self.finish(Err(ProxyError::ConnectNotAllowed(self.app.port())), started);
-        }
-        // An upgrade to HTTP (h2c) would hand the app a raw stream of requests the sidecar never
-        // sees: it is served as the ordinary request it also is (a server may ignore Upgrade,
-        // RFC 9110 §7.8).
-        if h::upgrades_to_http(&req) {
-            h::strip_hop_by_hop(req.headers_mut());
-            req.headers_mut().remove("http2-settings");
-            return self.request(req).await;
-        }
-        if let Err(e) = h::check_host(&mut req) {
-            return self.finish(Err(e), started);
-        }
-        self.prepare(&mut req);
-        if let Err(refused) = self.ctx.jwt.authenticate(&mut req).await {
-            return self.finish(Ok(refused), started);
-        }
-        if let Err(denied) =
-            crate::authz::check_http(&self.ctx, &self.source, self.remote, self.app.port(), &mut req).await
-        {
-            return self.finish(Ok(denied), started);
-        }
-        let (ctx, app) = (&self.ctx, self.app);
-        let result = async {
-            let tcp = crate::app::connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await?;
-            crate::app::upgraded(app, h::forward_upgrade(req, downstream, tcp, ctx.drain.conn()).await)
+    /// Joined to the app over a fresh connection (see `tunnel`), with its access log line.
+    async fn upgrade(&self, req: Request<Body>, downstream: h::Downstream) -> Response<Body> {
+        let Some(log) = self.ctx.access_log.begin(&req) else {
+            return self.tunnel(req, downstream, &mut None).await;
         };
-        self.finish(result.await, started)
+        let mut log = Some(log);
+        let resp = self.tunnel(req, downstream, &mut log).await;
+        if let Some(log) = log {
+            let src = self.peer_header.as_ref().map(|_| &self.label.src);
+            log.inbound(src, &self.ctx.id_label, self.app, &resp);
+        }
+        resp
     }
 }
 

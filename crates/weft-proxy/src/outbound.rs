@@ -617,7 +617,14 @@ impl Handler for AppConn {
     }
 
     fn upgrade(&self, req: Request<Body>, downstream: h::Downstream) -> impl Future<Output = Response<Body>> + Send {
-        upgrade(&self.ctx, self.target.clone(), req, downstream)
+        let log = self.ctx.access_log.begin(&req);
+        async move {
+            let resp = upgrade(&self.ctx, self.target.clone(), req, downstream).await;
+            if let Some(log) = log {
+                log.outbound(&self.ctx.id_label, &resp);
+            }
+            resp
+        }
     }
 }
 

@@ -141,6 +141,20 @@ async fn json_lines_carry_identities_status_flags_and_audit_marks() {
     let t = line(&server_log, "the inbound TCP line", |v| v["protocol"] == "tcp").await;
     assert_eq!((t["src"].as_str(), t["upstream"].as_str()), (Some(web_id().as_str()), Some(&*app_tcp.to_string())));
 
+    // A WebSocket upgrade: one line per side, answered 101 when the tunnel opens.
+    let mut ws = tokio::net::TcpStream::connect(http).await.unwrap();
+    ws.write_all(b"GET /ws HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    ws.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101", "{}", String::from_utf8_lossy(&head));
+    drop(ws);
+    let up = line(&client_log, "the outbound upgrade", |v| v["path"] == "/ws").await;
+    assert_eq!((up["status"].as_u64(), up["dst"].as_str()), (Some(101), Some(api_id().as_str())), "{up}");
+    let up = line(&server_log, "the inbound upgrade", |v| v["path"] == "/ws").await;
+    assert_eq!((up["status"].as_u64(), up["src"].as_str()), (Some(101), Some(web_id().as_str())), "{up}");
+
     // The counter agrees with the file.
     let written = metric(&server.metrics_text(), "weft_access_log_lines_total");
     assert_eq!(written as usize, lines(&server_log).len());
