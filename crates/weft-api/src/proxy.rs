@@ -107,6 +107,10 @@ pub struct ProxyConfig {
     /// control plane applies to this proxy's workload. Off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<crate::telemetry::AccessLogging>,
+    /// Distributed tracing (docs/observability.md, "Tracing"): wins over a control plane's
+    /// MeshConfig `tracing`. Off when absent (and the control plane sends none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<crate::trace::TracingSpec>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -910,6 +914,9 @@ impl ProxyConfig {
         }
         self.limits.check()?;
         self.outlier_detection.check("outlier_detection")?;
+        if let Some(t) = &self.tracing {
+            t.validate("tracing")?;
+        }
         for (field, d, min) in [
             (
                 "identity.reload_interval",

@@ -238,7 +238,20 @@ impl Conn {
 }
 
 impl Conn {
-    /// Serves one request; `log` (access log on) takes the AUDIT mark.
+    /// One request from a peer: with tracing on, inside a server span (see [`crate::trace`]);
+    /// off, one branch. `log` (access log on) takes the AUDIT mark.
+    async fn traced(&self, mut req: Request<Body>, log: &mut Option<crate::accesslog::Pending>) -> Response<Body> {
+        let Some(tracer) = self.ctx.tracing.tracer() else { return self.serve(req, log).await };
+        let Some(mut span) = tracer.start(crate::trace::Kind::Server, &mut req) else {
+            return self.serve(req, log).await;
+        };
+        span.upstream = Some(self.app);
+        span.peer_identity = self.peer_header.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string);
+        let resp = self.serve(req, log).await;
+        span.end(resp.status().as_u16());
+        resp
+    }
+
     async fn serve(&self, mut req: Request<Body>, log: &mut Option<crate::accesslog::Pending>) -> Response<Body> {
         let started = Instant::now();
         // The rate limit of the service this proxy fronts (ResiliencePolicy `rateLimit`).
@@ -295,7 +308,7 @@ impl Conn {
         if h::upgrades_to_http(&req) {
             h::strip_hop_by_hop(req.headers_mut());
             req.headers_mut().remove("http2-settings");
-            return self.serve(req, log).await;
+            return self.traced(req, log).await;
         }
         if let Err(e) = h::check_host(&mut req) {
             return self.finish(Err(e), started);
@@ -324,10 +337,10 @@ impl Handler for Conn {
     async fn request(&self, req: Request<Body>) -> Response<Body> {
         // Access log: while it is off, this one check is all the request pays.
         let Some(log) = self.ctx.access_log.begin(&req) else {
-            return self.serve(req, &mut None).await;
+            return self.traced(req, &mut None).await;
         };
         let mut log = Some(log);
-        let resp = self.serve(req, &mut log).await;
+        let resp = self.traced(req, &mut log).await;
         if let Some(log) = log {
             let src = self.peer_header.as_ref().map(|_| &self.label.src);
             log.inbound(src, &self.ctx.id_label, self.app, &resp);

@@ -581,7 +581,7 @@ fn finish(
 }
 
 /// Names the route whose rule `resp` answered in the access log.
-fn routed(ctx: &Ctx, target: &Target, resp: &mut Response<Body>, rule: &crate::route::Rule) {
+fn log_route(ctx: &Ctx, target: &Target, resp: &mut Response<Body>, rule: &crate::route::Rule) {
     if ctx.access_log.on() {
         match resp.extensions_mut().get_mut::<crate::accesslog::Upstream>() {
             Some(up) => up.route = Some(rule.route.clone()),
@@ -628,7 +628,32 @@ impl Handler for AppConn {
     }
 }
 
-async fn request(ctx: &Arc<Ctx>, mut target: Target, mut req: Request<Body>) -> Response<Body> {
+/// One request from the app: with tracing on, inside a client span (see [`crate::trace`]); off,
+/// one branch.
+async fn request(ctx: &Arc<Ctx>, target: Target, mut req: Request<Body>) -> Response<Body> {
+    let Some(tracer) = ctx.tracing.tracer() else { return routed(ctx, target, req, None).await };
+    let Some(mut span) = tracer.start(crate::trace::Kind::Client, &mut req) else {
+        return routed(ctx, target, req, None).await;
+    };
+    let resp = routed(ctx, target, req, Some(&mut span)).await;
+    span.end(resp.status().as_u16());
+    resp
+}
+
+/// Where the endpoint a request went to is recorded on its client span.
+fn traced(span: &mut Option<&mut crate::trace::Span>, ep: &Endpoint) {
+    if let Some(span) = span {
+        span.upstream = Some(ep.address);
+        span.peer_identity = Some(ep.identity.to_string());
+    }
+}
+
+async fn routed(
+    ctx: &Arc<Ctx>,
+    mut target: Target,
+    mut req: Request<Body>,
+    mut span: Option<&mut crate::trace::Span>,
+) -> Response<Body> {
     let started = Instant::now();
     if let Err(e) = h::check_host(&mut req) {
         return unrouted(ctx, &target, &e, started);
@@ -639,10 +664,15 @@ async fn request(ctx: &Arc<Ctx>, mut target: Target, mut req: Request<Body>) -> 
     // The service's routes (HTTPRoute, GRPCRoute; see `crate::route`), if it has any.
     let rule = match target.pinned.is_none().then(|| crate::route::decide(ctx, &mut target, &mut req)).flatten() {
         None => None,
-        Some(crate::route::Decision::Forward(rule)) => Some(rule),
+        Some(crate::route::Decision::Forward(rule)) => {
+            if let Some(span) = span.as_mut() {
+                span.route = Some(rule.route.0.clone());
+            }
+            Some(rule)
+        }
         Some(crate::route::Decision::Respond(mut resp, rule)) => {
             if let Some(rule) = rule {
-                routed(ctx, &target, &mut resp, &rule);
+                log_route(ctx, &target, &mut resp, &rule);
                 rule.filters.on_response(&mut resp);
                 rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
             }
@@ -654,7 +684,7 @@ async fn request(ctx: &Arc<Ctx>, mut target: Target, mut req: Request<Body>) -> 
         Err(e) => {
             let mut resp = unrouted(ctx, &target, &e, started);
             if let Some(rule) = rule {
-                routed(ctx, &target, &mut resp, &rule);
+                log_route(ctx, &target, &mut resp, &rule);
                 rule.filters.on_response(&mut resp);
                 rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
             }
@@ -668,7 +698,7 @@ async fn request(ctx: &Arc<Ctx>, mut target: Target, mut req: Request<Body>) -> 
             overflowed(ctx, &target.service, limit);
             let mut resp = unrouted(ctx, &target, &ProxyError::Overflow(limit), started);
             if let Some(rule) = rule {
-                routed(ctx, &target, &mut resp, &rule);
+                log_route(ctx, &target, &mut resp, &rule);
                 rule.filters.on_response(&mut resp);
                 rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
             }
@@ -678,6 +708,7 @@ async fn request(ctx: &Arc<Ctx>, mut target: Target, mut req: Request<Body>) -> 
     let mut resp = match rule {
         None => {
             let (ep, result) = forward_policy(ctx, &target, None, ep, req, started).await;
+            traced(&mut span, &ep);
             finish(ctx, &target, &ep, result, started)
         }
         Some(rule) => {
@@ -704,8 +735,9 @@ async fn request(ctx: &Arc<Ctx>, mut target: Target, mut req: Request<Body>) -> 
                     }
                 }
             };
+            traced(&mut span, &ep);
             let mut resp = finish(ctx, &target, &ep, result, started);
-            routed(ctx, &target, &mut resp, &rule);
+            log_route(ctx, &target, &mut resp, &rule);
             rule.filters.on_response(&mut resp);
             rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
             resp
