@@ -32,6 +32,8 @@ pub struct ApiState {
     pub mesh: weft_api::kinds::MeshConfigSpec,
     /// Where this API listens (Consul's `/v1/agent/self` names it).
     pub api_addr: std::net::SocketAddr,
+    /// The web dashboard, when it runs (`POST /v1/dashboard/login` makes login URLs for it).
+    pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
     /// Where the gRPC listener is (a link credential names it as the federation address).
     pub grpc_addr: std::net::SocketAddr,
     pub federation: Arc<crate::federation::Federation>,
@@ -39,6 +41,8 @@ pub struct ApiState {
     pub audit: Arc<crate::audit::Audit>,
     /// The control plane's own DNS server, when it runs one (`weft diagnose` queries it).
     pub dns_addr: Option<std::net::SocketAddr>,
+    /// Golden metrics history (`/v1/stats`, `/v1/edges`; see [`crate::stats`]).
+    pub stats: crate::stats::Stats,
 }
 
 /// Rules the control plane adds to a write: script/Docker checks only when enabled; the trust
@@ -285,11 +289,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(crate::tokens_api::routes())
         .route("/v1/ca", get(ca))
         .route("/v1/ca/rotate", post(rotate).delete(abort_rotation))
+        .merge(crate::dashboard::api_routes())
         .route("/v1/catalog", get(catalog))
         .route("/v1/services/{namespace}/{name}/routes", get(crate::routes_api::effective))
         .route("/v1/health/workload/{namespace}/{name}", get(workload_health))
         .route("/v1/diagnose", get(crate::diagnose::handler))
         .merge(crate::links::routes())
+        .merge(crate::stats_api::routes())
         .merge(consul::routes())
         .route("/live", get(|| async { "live\n" }))
         .fallback(consul::fallback)

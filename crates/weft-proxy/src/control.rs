@@ -566,12 +566,21 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
     let outbound = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     let mut updates = client.stream(with_token(outbound, &token)?).await?.into_inner();
     ctx.metrics.control_connected.set(1);
+    // Golden metrics for the control plane's history, every `stats_interval_ms` (see `stats`).
+    let (interval_tx, interval_rx) = tokio::sync::watch::channel(crate::stats::DEFAULT_INTERVAL);
+    let reporter = tokio::spawn(report_stats(ctx.clone(), tx.clone(), interval_rx));
+    let _reporter = AbortOnDrop(reporter);
     let result = async {
         let mut held = Held::default();
         while let Some(mut update) = updates.message().await? {
             // A delta is made whole from what the stream sent before; one that does not apply
             // on top of it ends the stream, and the next one starts with a full update.
             held.apply(&mut update).map_err(ControlError::Resync)?;
+            let every = match update.stats_interval_ms {
+                0 => crate::stats::DEFAULT_INTERVAL,
+                ms => Duration::from_millis(ms.max(100)),
+            };
+            interval_tx.send_if_modified(|i| std::mem::replace(i, every) != every);
             let error = match apply(ctx, &update) {
                 Ok(()) => {
                     // Root rotation: a certificate of another root than the signing one is renewed
@@ -610,6 +619,35 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
     .await;
     ctx.metrics.control_connected.set(0);
     result
+}
+
+/// Aborts its task when dropped (the stream ended).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends a `StatsReport` on the stream every interval, until the stream ends.
+async fn report_stats(
+    ctx: Arc<Ctx>,
+    tx: tokio::sync::mpsc::Sender<pb::ProxyMessage>,
+    mut every: tokio::sync::watch::Receiver<Duration>,
+) {
+    loop {
+        let wait = *every.borrow_and_update();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            // A new interval starts a new wait.
+            r = every.changed() => if r.is_err() { return } else { continue },
+        }
+        let report = crate::stats::snapshot(&ctx.registry);
+        if tx.send(pb::ProxyMessage { kind: Some(pb::proxy_message::Kind::Stats(report)) }).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The services a discovery stream sent so far, by (namespace, name), and the version they are of

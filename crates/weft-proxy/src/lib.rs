@@ -47,6 +47,7 @@ pub mod resilience;
 pub mod route;
 pub mod routes;
 pub mod sni;
+pub mod stats;
 pub mod trace;
 pub mod workers;
 
