@@ -26,6 +26,7 @@ mod client;
 mod control;
 mod dashboard;
 mod describe;
+mod diagnose;
 mod dns;
 mod intention;
 mod link;
@@ -67,6 +68,10 @@ enum Cmd {
     Dns(dns::DnsArgs),
     #[command(flatten)]
     Verb(verbs::Verb),
+    /// Diagnose the mesh: control plane reachable, CA and proxy certificates, links and their
+    /// trust, proxies in sync, DNS answering, resources referring to things that do not exist;
+    /// each finding with its fix. Exits non-zero when any check fails.
+    Diagnose(diagnose::DiagnoseArgs),
     /// Golden metrics (success rate, requests per second, latency p50/p95/p99, open TCP
     /// connections) by service, workload, route or cluster, across linked clusters, from the
     /// control plane's history (or its Prometheus): `weft stat [service|workload|route|cluster]`.
@@ -137,6 +142,10 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::Up(args) => up::run(args),
         Cmd::Control(args) => control::run(args),
         Cmd::Dns(args) => dns::run(args),
+        Cmd::Diagnose(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(diagnose::run(args))
+        }
         Cmd::Stat(args) => {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(stat::stat(args))
         }
