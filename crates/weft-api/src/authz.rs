@@ -444,12 +444,7 @@ impl Authorization {
     pub fn validate(&self) -> Result<(), ConfigError> {
         use crate::resource::Validate;
         for (i, p) in self.policies.iter().enumerate() {
-            p.spec.validate().map_err(|e| match e {
-                ConfigError::Invalid { field, message } => {
-                    ConfigError::invalid(format!("policies[{i}] ({}).spec.{field}", p.name), message)
-                }
-                other => other,
-            })?;
+            p.spec.validate().map_err(|e| e.under(format_args!("policies[{i}] ({}).spec", p.name)))?;
         }
         Ok(())
     }

@@ -461,12 +461,7 @@ impl Validate for WorkloadSpec {
         }
         let mut names = HashSet::new();
         for (i, c) in self.checks.iter().enumerate() {
-            c.validate().map_err(|e| match e {
-                ConfigError::Invalid { field, message } => {
-                    ConfigError::invalid(format!("checks[{i}].{field}"), message)
-                }
-                other => other,
-            })?;
+            c.validate().map_err(|e| e.under(format_args!("checks[{i}]")))?;
             if !names.insert(c.name.as_str()) {
                 return Err(ConfigError::invalid(
                     format!("checks[{i}].name"),

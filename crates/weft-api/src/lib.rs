@@ -90,4 +90,18 @@ impl ConfigError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError::Invalid { field: field.into(), message: message.into() }
     }
+
+    /// The same error with its field path under `prefix` (`prefix.field`); a parse error is left
+    /// as it is. For validators of a part of a larger document.
+    pub fn under(self, prefix: impl std::fmt::Display) -> Self {
+        self.map_field(|field| format!("{prefix}.{field}"))
+    }
+
+    /// The same error with its field path rewritten by `f`; a parse error is left as it is.
+    pub fn map_field(self, f: impl FnOnce(String) -> String) -> Self {
+        match self {
+            ConfigError::Invalid { field, message } => ConfigError::Invalid { field: f(field), message },
+            other => other,
+        }
+    }
 }

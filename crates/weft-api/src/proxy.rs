@@ -730,12 +730,7 @@ impl ProxyConfig {
         for (i, s) in self.services.iter().enumerate() {
             let f = format!("services[{i}]");
             for (j, r) in s.routes.iter().enumerate() {
-                r.route.validate().map_err(|e| match e {
-                    ConfigError::Invalid { field, message } => {
-                        ConfigError::invalid(format!("{f}.routes[{j}].spec.{field}"), message)
-                    }
-                    other => other,
-                })?;
+                r.route.validate().map_err(|e| e.under(format_args!("{f}.routes[{j}].spec")))?;
             }
             if !valid_name(&s.name) {
                 return Err(ConfigError::invalid(
@@ -765,12 +760,7 @@ impl ProxyConfig {
                         "a rate limit applies at the service's own proxies, which take it from the control plane (a ResiliencePolicy); remove it here",
                     ));
                 }
-                r.validate().map_err(|e| match e {
-                    ConfigError::Invalid { field, message } => {
-                        ConfigError::invalid(format!("{f}.resilience.{field}"), message)
-                    }
-                    other => other,
-                })?;
+                r.validate().map_err(|e| e.under(format_args!("{f}.resilience")))?;
             }
             crate::traffic::check_cluster_policy(
                 (&format!("{f}.failover"), &s.failover),
@@ -823,12 +813,7 @@ impl ProxyConfig {
                 }
             }
             if let Some(a) = &inb.authorization {
-                a.validate().map_err(|e| match e {
-                    ConfigError::Invalid { field, message } => {
-                        ConfigError::invalid(format!("inbound.authorization.{field}"), message)
-                    }
-                    other => other,
-                })?;
+                a.validate().map_err(|e| e.under("inbound.authorization"))?;
             }
             for (i, ra) in inb.request_authentication.iter().enumerate() {
                 crate::request_authn::validate_at(ra, &format!("inbound.request_authentication[{i}]"))?;

@@ -251,15 +251,11 @@ impl Validate for RequestAuthenticationSpec {
 /// [`Validate::validate`], with field paths under `at` instead of `spec` (a proxy config file's
 /// `inbound.request_authentication[0]`, a discovery update's policy).
 pub fn validate_at(spec: &RequestAuthenticationSpec, at: &str) -> Result<(), ConfigError> {
-    spec.validate().map_err(|e| match e {
-        ConfigError::Invalid { field, message } => {
-            let field = match field.strip_prefix("spec") {
-                Some(rest) => format!("{at}{rest}"),
-                None => field,
-            };
-            ConfigError::Invalid { field, message }
-        }
-        other => other,
+    spec.validate().map_err(|e| {
+        e.map_field(|field| match field.strip_prefix("spec") {
+            Some(rest) => format!("{at}{rest}"),
+            None => field,
+        })
     })
 }
 

@@ -202,10 +202,7 @@ fn typed<S: DeserializeOwned + Validate>(meta: Metadata, spec: serde_json::Value
         let field = if path == "." { "spec".to_string() } else { format!("spec.{path}") };
         ConfigError::invalid(field, e.into_inner().to_string())
     })?;
-    spec.validate().map_err(|e| match e {
-        ConfigError::Invalid { field, message } => ConfigError::invalid(format!("spec.{field}"), message),
-        other => other,
-    })?;
+    spec.validate().map_err(|e| e.under("spec"))?;
     Ok(Typed { metadata: meta, spec })
 }
 
@@ -214,10 +211,7 @@ impl TryFrom<Object> for Resource {
 
     fn try_from(o: Object) -> Result<Self, ConfigError> {
         let what = format!("{} {}/{}", o.kind, o.metadata.namespace, o.metadata.name);
-        let within = |e: ConfigError| match e {
-            ConfigError::Invalid { field, message } => ConfigError::invalid(format!("{what}: {field}"), message),
-            other => other,
-        };
+        let within = |e: ConfigError| e.map_field(|field| format!("{what}: {field}"));
         if o.api_version != API_VERSION {
             return Err(within(ConfigError::invalid(
                 "apiVersion",

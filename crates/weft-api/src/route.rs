@@ -531,10 +531,7 @@ impl RouteSpec {
             let mut de = serde_json::Deserializer::from_str(json);
             let s: S = serde_path_to_error::deserialize(&mut de)
                 .map_err(|e| ConfigError::invalid(format!("spec.{}", e.path()), e.into_inner().to_string()))?;
-            s.validate().map_err(|e| match e {
-                ConfigError::Invalid { field, message } => ConfigError::invalid(format!("spec.{field}"), message),
-                other => other,
-            })?;
+            s.validate().map_err(|e| e.under("spec"))?;
             Ok(s)
         }
         Ok(match kind {
