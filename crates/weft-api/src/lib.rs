@@ -31,6 +31,7 @@ pub mod request_authn;
 pub mod resilience;
 pub mod resource;
 pub mod route;
+pub mod tap;
 pub mod token;
 pub mod traffic;
 
