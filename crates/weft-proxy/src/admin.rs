@@ -24,7 +24,7 @@ pub fn encode_metrics(ctx: &Ctx) -> String {
     out
 }
 
-fn config_dump(ctx: &Ctx) -> serde_json::Value {
+pub(crate) fn config_dump(ctx: &Ctx) -> serde_json::Value {
     let leaf = ctx.certs.leaf();
     let routes = ctx.routes.load();
     let mut services: Vec<_> = routes

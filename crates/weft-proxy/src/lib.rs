@@ -46,6 +46,7 @@ pub mod resilience;
 pub mod route;
 pub mod routes;
 pub mod sni;
+pub mod tap;
 pub mod workers;
 
 use arc_swap::ArcSwap;
@@ -124,6 +125,8 @@ pub struct Ctx {
     pub ext_authz: authz::ext::Providers,
     /// RequestAuthentication in force on inbound HTTP (see [`jwt`]).
     jwt: jwt::State,
+    /// Live taps open on this proxy (see [`tap`]).
+    pub taps: tap::Taps,
 }
 
 impl Ctx {
@@ -297,6 +300,7 @@ impl Proxy {
         let peer_slots = slots(&cfg, &metrics, "peer");
         let app_slots = slots(&cfg, &metrics, "app");
         let ctx = Arc::new(Ctx {
+            taps: tap::Taps::default(),
             routes: ArcSwap::from_pointee(routes),
             tls: net::Tls::new(&certs)?,
             id_label: metrics::Name::new(certs.id().to_string()),

@@ -539,7 +539,7 @@ struct AppConn {
 
 impl Handler for AppConn {
     fn request(&self, req: Request<Body>) -> impl Future<Output = Response<Body>> + Send {
-        request(&self.ctx, self.target.clone(), req)
+        tapped(&self.ctx, self.target.clone(), req)
     }
 
     fn upgrade(&self, req: Request<Body>, downstream: h::Downstream) -> impl Future<Output = Response<Body>> + Send {
@@ -547,12 +547,35 @@ impl Handler for AppConn {
     }
 }
 
-async fn request(ctx: &Arc<Ctx>, mut target: Target, mut req: Request<Body>) -> Response<Body> {
+/// [`request`], summarized for the live tap when one is open (one atomic load otherwise).
+async fn tapped(ctx: &Arc<Ctx>, target: Target, req: Request<Body>) -> Response<Body> {
+    let mut tap = crate::tap::Tapped::start(&ctx.taps, &req);
+    if tap.is_none() {
+        return request(ctx, target, req, &mut None).await;
+    }
+    let client = target.client;
+    let resp = request(ctx, target, req, &mut tap).await;
+    if let Some(t) = tap {
+        t.outbound(&ctx.taps, &ctx.id_label.0, client, resp.status().as_u16());
+    }
+    resp
+}
+
+async fn request(
+    ctx: &Arc<Ctx>,
+    mut target: Target,
+    mut req: Request<Body>,
+    tap: &mut Option<Box<crate::tap::Tapped>>,
+) -> Response<Body> {
     let started = Instant::now();
     if let Err(e) = h::check_host(&mut req) {
         return unrouted(ctx, &target, &e, started);
     }
-    if let Err(e) = resolve(ctx, &mut target, host_of(&req)) {
+    let resolved = resolve(ctx, &mut target, host_of(&req));
+    if let Some(t) = tap {
+        t.service(&target.service);
+    }
+    if let Err(e) = resolved {
         return unrouted(ctx, &target, &e, started);
     }
     // The service's routes (HTTPRoute, GRPCRoute; see `crate::route`), if it has any.
@@ -591,9 +614,15 @@ async fn request(ctx: &Arc<Ctx>, mut target: Target, mut req: Request<Body>) -> 
             return resp;
         }
     };
+    if let (Some(t), Some(rule)) = (tap.as_mut(), &rule) {
+        t.route(&rule.route.0);
+    }
     let mut resp = match rule {
         None => {
             let (ep, result) = forward_policy(ctx, &target, None, ep, req, started).await;
+            if let Some(t) = tap {
+                t.endpoint(&ep);
+            }
             finish(ctx, &ep, result, started)
         }
         Some(rule) => {
@@ -620,6 +649,9 @@ async fn request(ctx: &Arc<Ctx>, mut target: Target, mut req: Request<Body>) -> 
                     }
                 }
             };
+            if let Some(t) = tap {
+                t.endpoint(&ep);
+            }
             let mut resp = finish(ctx, &ep, result, started);
             rule.filters.on_response(&mut resp);
             rule.record(&ctx.route_metrics, resp.status().as_u16(), started);

@@ -1,0 +1,316 @@
+//! Live tap (`weft tap`): while the control plane has taps open on this proxy (ProxyUpdate
+//! `taps`), each HTTP request that matches one is summarized (method, authority, path, status,
+//! duration, who called whom; never bodies or other headers) and sent back over the discovery
+//! stream (ProxyMessage `tap_events`).
+//!
+//! ```text
+//!  request path ── Taps::on()? ── no ──► nothing more (one atomic load)
+//!                      │ yes
+//!                      ▼
+//!  Tapped::start (copies method/authority/path) ─► response ─► Taps::emit: filters, per-tap
+//!  rate limit ─► bounded queue (full: dropped, counted) ─► discovery stream, in batches
+//! ```
+
+use crate::routes::{Endpoint, Service};
+use http::Request;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime};
+use tokio::sync::mpsc;
+use weft_api::pb;
+use weft_api::tap::{Destination, Source, TapEvent, TapFilter};
+
+/// Events queued for the discovery stream at most; more are dropped and counted.
+pub const QUEUE: usize = 1024;
+/// Events sent in one ProxyMessage at most.
+pub const BATCH: usize = 128;
+
+/// One open tap as this proxy applies it.
+struct Open {
+    id: u64,
+    filter: TapFilter,
+    expires_unix_ms: u64,
+    per_second: u32,
+    /// The second (Unix) being counted, and the events sent in it.
+    window: u64,
+    sent: u32,
+}
+
+/// The taps open on this proxy, and where their events go.
+#[derive(Default)]
+pub struct Taps {
+    /// Some tap is open: the only thing the request path reads when none is.
+    on: AtomicBool,
+    open: Mutex<Vec<Open>>,
+    tx: Mutex<Option<mpsc::Sender<pb::TapEvent>>>,
+    dropped: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Taps {
+    /// Whether any tap is open (one relaxed atomic load).
+    #[inline]
+    pub fn on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
+    /// Events dropped (rate limit, full queue, no stream) since the proxy started.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The taps the control plane sent (all of them, replacing those before). A tap kept from
+    /// before keeps its rate-limit window.
+    pub fn set(&self, taps: &[pb::Tap]) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = Vec::with_capacity(taps.len());
+        for t in taps {
+            let filter = TapFilter::from(t);
+            if let Err(e) = filter.validate() {
+                tracing::warn!(tap = t.id, error = %e, "tap refused");
+                continue;
+            }
+            let (window, sent) = open.iter().find(|o| o.id == t.id).map_or((0, 0), |o| (o.window, o.sent));
+            let per_second =
+                if t.max_per_second == 0 { weft_api::tap::DEFAULT_PER_SECOND } else { t.max_per_second };
+            next.push(Open { id: t.id, filter, expires_unix_ms: t.expires_unix_ms, per_second, window, sent });
+        }
+        *open = next;
+        self.on.store(!open.is_empty(), Ordering::Relaxed);
+    }
+
+    /// A new queue for a new discovery stream (the old one, if any, is dropped).
+    pub fn connect(&self) -> mpsc::Receiver<pb::TapEvent> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
+    }
+
+    /// The discovery stream ended: its taps end with it (the control plane sends them again on
+    /// the next stream if they are still open).
+    pub fn disconnect(&self) {
+        self.set(&[]);
+        *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Sends `e` for every open tap it matches, within each tap's rate.
+    pub fn emit(&self, e: TapEvent) {
+        let now = now_ms();
+        let second = now / 1000;
+        let mut ids = vec![];
+        {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            open.retain(|o| o.expires_unix_ms == 0 || o.expires_unix_ms > now);
+            if open.is_empty() {
+                self.on.store(false, Ordering::Relaxed);
+                return;
+            }
+            for o in open.iter_mut().filter(|o| o.filter.matches(&e)) {
+                if o.window != second {
+                    (o.window, o.sent) = (second, 0);
+                }
+                if o.sent >= o.per_second {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                o.sent += 1;
+                ids.push(o.id);
+            }
+        }
+        if ids.is_empty() {
+            return;
+        }
+        let mut wire = e.to_wire();
+        wire.taps = ids;
+        let sent = match &*self.tx.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(tx) => tx.try_send(wire).is_ok(),
+            None => false,
+        };
+        if !sent {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Up to [`BATCH`] events: the first one waited for, the rest that are already queued.
+pub async fn next_batch(rx: &mut mpsc::Receiver<pb::TapEvent>) -> Option<Vec<pb::TapEvent>> {
+    let first = rx.recv().await?;
+    let mut out = vec![first];
+    while out.len() < BATCH {
+        match rx.try_recv() {
+            Ok(e) => out.push(e),
+            Err(_) => break,
+        }
+    }
+    Some(out)
+}
+
+/// Sends this proxy's tap events up the discovery stream (`tx`) in batches, with the count of
+/// events dropped so far, until the stream ends.
+pub async fn forward(
+    mut rx: mpsc::Receiver<pb::TapEvent>,
+    ctx: std::sync::Arc<crate::Ctx>,
+    tx: mpsc::Sender<pb::ProxyMessage>,
+) {
+    while let Some(events) = next_batch(&mut rx).await {
+        let batch = pb::TapEvents { events, dropped: ctx.taps.dropped() };
+        let msg = pb::ProxyMessage { kind: Some(pb::proxy_message::Kind::TapEvents(batch)) };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A request being tapped: what its head said when it arrived, and what the proxy learns of
+/// where it goes.
+pub struct Tapped {
+    started: Instant,
+    event: TapEvent,
+}
+
+impl Tapped {
+    /// `None` (at the cost of one atomic load) unless a tap is open.
+    #[inline]
+    pub fn start<B>(taps: &crate::tap::Taps, req: &Request<B>) -> Option<Box<Tapped>> {
+        if !taps.on() {
+            return None;
+        }
+        Some(Box::new(Tapped::of(req)))
+    }
+
+    #[cold]
+    fn of<B>(req: &Request<B>) -> Tapped {
+        let authority = match req.uri().authority() {
+            Some(a) => a.as_str().to_string(),
+            None => req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string(),
+        };
+        Tapped {
+            started: Instant::now(),
+            event: TapEvent {
+                t_unix_ms: now_ms(),
+                method: req.method().as_str().to_string(),
+                authority,
+                path: req.uri().path().to_string(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The service the request goes to (outbound).
+    pub fn service(&mut self, s: &Service) {
+        self.event.dst.namespace = Some(s.namespace.clone());
+        self.event.dst.service = Some(s.name.clone());
+    }
+
+    /// The endpoint that took it (outbound).
+    pub fn endpoint(&mut self, ep: &Endpoint) {
+        self.event.dst.endpoint = Some(ep.address.to_string());
+        self.event.dst.identity = Some(ep.identity.to_string());
+        self.event.mtls = !ep.plaintext;
+    }
+
+    /// The route (`namespace/name`) whose rule it matched (outbound).
+    pub fn route(&mut self, route: &str) {
+        self.event.route = Some(route.to_string());
+    }
+
+    /// An outbound request from this proxy's app (`client`: the app's address) has its answer.
+    pub fn outbound(self: Box<Self>, taps: &Taps, own: &str, client: Option<std::net::IpAddr>, status: u16) {
+        let mut t = *self;
+        t.event.direction = "outbound".into();
+        t.event.src = Source { identity: Some(own.to_string()), address: client.map(|c| c.to_string()) };
+        t.finish(taps, status);
+    }
+
+    /// An inbound request from `peer` (its identity, `None` for plaintext) to the app at `app`
+    /// has its answer.
+    pub fn inbound(
+        self: Box<Self>,
+        taps: &Taps,
+        (own, namespace): (&str, &str),
+        peer: Option<&str>,
+        remote: std::net::SocketAddr,
+        app: std::net::SocketAddr,
+        status: u16,
+    ) {
+        let mut t = *self;
+        t.event.direction = "inbound".into();
+        t.event.mtls = peer.is_some();
+        t.event.src = Source { identity: peer.map(str::to_string), address: Some(remote.to_string()) };
+        t.event.dst = Destination {
+            namespace: Some(namespace.to_string()),
+            // The control plane names the service (it knows which this workload's port is).
+            service: None,
+            endpoint: Some(app.to_string()),
+            identity: Some(own.to_string()),
+        };
+        t.finish(taps, status);
+    }
+
+    fn finish(mut self, taps: &Taps, status: u16) {
+        self.event.status = status;
+        self.event.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        taps.emit(self.event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tap(id: u64, path: &str, per_second: u32) -> pb::Tap {
+        pb::Tap { id, path: path.into(), max_per_second: per_second, ..Default::default() }
+    }
+
+    fn event(path: &str) -> TapEvent {
+        TapEvent { path: path.into(), status: 200, ..Default::default() }
+    }
+
+    #[test]
+    fn off_until_a_tap_opens_and_off_again_when_it_closes() {
+        let taps = Taps::default();
+        assert!(!taps.on());
+        let req = Request::get("http://api/x").body(()).unwrap();
+        assert!(Tapped::start(&taps, &req).is_none());
+        taps.set(&[tap(1, "", 0)]);
+        assert!(taps.on());
+        let t = Tapped::start(&taps, &req).expect("tapped");
+        assert_eq!((t.event.method.as_str(), t.event.authority.as_str(), t.event.path.as_str()), ("GET", "api", "/x"));
+        taps.set(&[]);
+        assert!(!taps.on());
+    }
+
+    #[tokio::test]
+    async fn events_carry_the_taps_they_match_within_each_taps_rate() {
+        let taps = Taps::default();
+        let mut rx = taps.connect();
+        taps.set(&[tap(1, "/a", 2), tap(2, "", 100)]);
+        for _ in 0..3 {
+            taps.emit(event("/a"));
+        }
+        taps.emit(event("/b"));
+        let got = next_batch(&mut rx).await.unwrap();
+        let ids: Vec<Vec<u64>> = got.iter().map(|e| e.taps.clone()).collect();
+        // The third /a is over tap 1's rate (2/s) unless the second turned in between.
+        assert!(
+            ids == [vec![1, 2], vec![1, 2], vec![2], vec![2]] || ids[..2] == [vec![1, 2], vec![1, 2]],
+            "{ids:?}"
+        );
+        assert_eq!(got.last().unwrap().path, "/b");
+    }
+
+    #[test]
+    fn expired_taps_turn_tapping_off_and_a_full_queue_counts_drops() {
+        let taps = Taps::default();
+        taps.set(&[pb::Tap { id: 1, expires_unix_ms: 1, ..Default::default() }]);
+        assert!(taps.on());
+        taps.emit(event("/"));
+        assert!(!taps.on(), "an expired tap is gone");
+        taps.set(&[tap(2, "", 0)]);
+        taps.emit(event("/"));
+        assert_eq!(taps.dropped(), 1, "no stream to send on");
+    }
+}
