@@ -33,6 +33,8 @@ pub mod rotation;
 pub mod routes_api;
 pub mod security_status;
 pub mod server;
+pub mod tap;
+pub mod tap_api;
 pub mod signer;
 pub mod token_store;
 pub mod tokens;

@@ -44,6 +44,8 @@ pub struct Taps {
     open: Mutex<Vec<Open>>,
     tx: Mutex<Option<mpsc::Sender<pb::TapEvent>>>,
     dropped: AtomicU64,
+    /// `(service, namespace)` of this proxy's workload by app port (from the taps).
+    inbound: Mutex<std::collections::HashMap<u16, (String, String)>>,
 }
 
 fn now_ms() -> u64 {
@@ -79,6 +81,11 @@ impl Taps {
             next.push(Open { id: t.id, filter, expires_unix_ms: t.expires_unix_ms, per_second, window, sent });
         }
         *open = next;
+        let inbound = taps.first().map(|t| &t.inbound_services).into_iter().flatten().filter_map(|(port, name)| {
+            let (svc, ns) = name.split_once('.')?;
+            Some((u16::try_from(*port).ok()?, (svc.to_string(), ns.to_string())))
+        });
+        *self.inbound.lock().unwrap_or_else(|p| p.into_inner()) = inbound.collect();
         self.on.store(!open.is_empty(), Ordering::Relaxed);
     }
 
@@ -97,8 +104,15 @@ impl Taps {
     }
 
     /// Sends `e` for every open tap it matches, within each tap's rate.
-    pub fn emit(&self, e: TapEvent) {
+    pub fn emit(&self, mut e: TapEvent) {
         let now = now_ms();
+        if e.direction == "inbound" && e.dst.service.is_none() {
+            let port = e.dst.endpoint.as_deref().and_then(|a| a.parse::<std::net::SocketAddr>().ok()).map(|a| a.port());
+            let names = self.inbound.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((svc, ns)) = port.and_then(|p| names.get(&p)) {
+                (e.dst.service, e.dst.namespace) = (Some(svc.clone()), Some(ns.clone()));
+            }
+        }
         let second = now / 1000;
         let mut ids = vec![];
         {
@@ -242,7 +256,7 @@ impl Tapped {
         t.event.src = Source { identity: peer.map(str::to_string), address: Some(remote.to_string()) };
         t.event.dst = Destination {
             namespace: Some(namespace.to_string()),
-            // The control plane names the service (it knows which this workload's port is).
+            // Named by the taps' `inbound_services` in `Taps::emit`.
             service: None,
             endpoint: Some(app.to_string()),
             identity: Some(own.to_string()),
