@@ -99,6 +99,59 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Calls `GET path` and hands each line of the answer (NDJSON, `GET /v1/tap`) to `on_line`
+    /// as it arrives, until the answer ends or `on_line` returns `false` (which closes the
+    /// connection: the server ends what it streams). An error answer is returned as [`Conn::call`]
+    /// returns it.
+    pub async fn stream_lines(
+        &self,
+        path: &str,
+        mut on_line: impl FnMut(&str) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        let addr = self.server.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let token = self.token()?;
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&addr)).await {
+            Ok(s) => s.with_context(|| {
+                format!("cannot reach the control plane at {addr} (is `weft control` running? set --server)")
+            })?,
+            Err(_) => bail!("no answer from the control plane at {addr} within {}s (set --server)", CONNECT_TIMEOUT.as_secs()),
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .method("GET")
+            .uri(path)
+            .header("host", &addr)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await?.to_bytes();
+            let v: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+            let msg = v.get("error").and_then(|e| e.as_str()).map(str::to_string).unwrap_or_else(|| v.to_string());
+            bail!("{msg} (HTTP {})", status.as_u16());
+        }
+        let mut buf: Vec<u8> = vec![];
+        while let Some(frame) = body.frame().await {
+            if let Some(data) = frame?.data_ref() {
+                buf.extend_from_slice(data);
+            }
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                let text = String::from_utf8_lossy(&line[..i]);
+                if !text.trim().is_empty() && !on_line(&text)? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Prints rows as aligned columns.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> std::io::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

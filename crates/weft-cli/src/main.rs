@@ -31,6 +31,7 @@ mod link;
 mod netns;
 mod netns_wan;
 mod routes_out;
+mod tap;
 mod tls;
 mod up;
 mod up_multi;
@@ -62,6 +63,12 @@ enum Cmd {
     Dns(dns::DnsArgs),
     #[command(flatten)]
     Verb(verbs::Verb),
+    /// A live line per request the proxies see (like `linkerd viz tap`): `weft tap svc/api -n demo`.
+    Tap(tap::TapArgs),
+    /// The busiest paths seen by a live tap, refreshing in the terminal (`--once` prints once).
+    Top(tap::TopArgs),
+    /// What one proxy runs, as it reports it: certificate, routes, endpoints, policies.
+    ProxyConfig(tap::ProxyConfigArgs),
     /// The data-plane proxy (same as the `weft-proxy` binary).
     Proxy {
         #[command(subcommand)]
@@ -121,6 +128,11 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::Up(args) => up::run(args),
         Cmd::Control(args) => control::run(args),
         Cmd::Dns(args) => dns::run(args),
+        Cmd::Tap(args) => tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(tap::tap(args)),
+        Cmd::Top(args) => tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(tap::top(args)),
+        Cmd::ProxyConfig(args) => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(tap::proxy_config(args))
+        }
         Cmd::Verb(verb) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(verbs::run(verb))
