@@ -63,6 +63,9 @@ pub struct TopArgs {
     /// How long to watch, in seconds (at most 600).
     #[arg(long, default_value_t = 30)]
     pub seconds: u64,
+    /// Stop after this many tapped requests (at most 10000).
+    #[arg(long, default_value_t = weft_api::tap::MAX_EVENTS)]
+    pub max: u64,
     /// Print the table once, when `--seconds` are over, instead of refreshing it (the default
     /// when stdout is not a terminal).
     #[arg(long)]
@@ -270,7 +273,7 @@ impl Top {
 
 pub async fn top(args: TopArgs) -> anyhow::Result<()> {
     let refresh = !args.once && std::io::stdout().is_terminal();
-    let path = tap_path(&args.filters, weft_api::tap::MAX_EVENTS, args.seconds)?;
+    let path = tap_path(&args.filters, args.max, args.seconds)?;
     let want = if args.outbound { "outbound" } else { "inbound" };
     let mut top = Top::default();
     let mut drawn = Instant::now();
