@@ -84,6 +84,12 @@ async fn mesh(name: &str) -> Mesh {
 /// Runs `weft <args>` in the background, sends `paths` through the mesh once `proxies` tap, and
 /// returns what the command printed.
 async fn while_tapping(m: &Mesh, args: &[&str], proxies: &[&Proxy], paths: &[&str]) -> String {
+    // The taps of a command before are gone (else a proxy still tapping for it passes for one
+    // tapping for this one).
+    eventually("no tap left", Duration::from_secs(20), || async {
+        [&m.server, &m.client].iter().all(|p| !p.ctx().taps.on()).then_some(())
+    })
+    .await;
     let mut cmd = std::process::Command::new(WEFT);
     cmd.args(args).args(["--server", &m.cp.api_addr.to_string(), "--token", &m.cp.admin_token]);
     let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
