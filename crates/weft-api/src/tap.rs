@@ -79,9 +79,13 @@ pub struct TapFilter {
 impl TapFilter {
     /// Checks every field, naming the bad one and the fix.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in
-            [("src", &self.src), ("dst", &self.dst), ("path", &self.path), ("method", &self.method), ("status", &self.status)]
-        {
+        for (name, v) in [
+            ("src", &self.src),
+            ("dst", &self.dst),
+            ("path", &self.path),
+            ("method", &self.method),
+            ("status", &self.status),
+        ] {
             if v.len() > MAX_FILTER {
                 return Err(format!("{name}: longer than {MAX_FILTER} characters"));
             }

@@ -115,7 +115,9 @@ impl Conn {
             Ok(s) => s.with_context(|| {
                 format!("cannot reach the control plane at {addr} (is `weft control` running? set --server)")
             })?,
-            Err(_) => bail!("no answer from the control plane at {addr} within {}s (set --server)", CONNECT_TIMEOUT.as_secs()),
+            Err(_) => {
+                bail!("no answer from the control plane at {addr} within {}s (set --server)", CONNECT_TIMEOUT.as_secs())
+            }
         };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);

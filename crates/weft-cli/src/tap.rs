@@ -266,7 +266,8 @@ impl Top {
     }
 
     fn print(&self, n: usize) -> std::io::Result<()> {
-        const HEADER: [&str; 9] = ["SOURCE", "DESTINATION", "METHOD", "PATH", "COUNT", "BEST", "WORST", "LAST", "SUCCESS"];
+        const HEADER: [&str; 9] =
+            ["SOURCE", "DESTINATION", "METHOD", "PATH", "COUNT", "BEST", "WORST", "LAST", "SUCCESS"];
         table(&HEADER, self.table(n))
     }
 }
@@ -363,15 +364,16 @@ pub async fn proxy_config(args: ProxyConfigArgs) -> anyhow::Result<()> {
     table(&["SERVICE", "ENDPOINTS", "BALANCE", "ROUTE RULES", "RESILIENCE"], rows)?;
     outln!()?;
     outln!("ENDPOINTS")?;
-    let rows = services
-        .iter()
-        .flat_map(|r| {
-            let name = format!("{}.{}", s(&r["name"]), s(&r["namespace"]));
-            r["endpoints"].as_array().cloned().unwrap_or_default().into_iter().map(move |e| {
-                vec![name.clone(), s(&e["address"]), s(&e["proxy"]), s(&e["identity"]), s(&e["cluster"])]
+    let rows =
+        services
+            .iter()
+            .flat_map(|r| {
+                let name = format!("{}.{}", s(&r["name"]), s(&r["namespace"]));
+                r["endpoints"].as_array().cloned().unwrap_or_default().into_iter().map(move |e| {
+                    vec![name.clone(), s(&e["address"]), s(&e["proxy"]), s(&e["identity"]), s(&e["cluster"])]
+                })
             })
-        })
-        .collect();
+            .collect();
     table(&["SERVICE", "ADDRESS", "VIA", "IDENTITY", "CLUSTER"], rows)?;
     outln!()?;
     outln!("POLICIES")?;
@@ -394,15 +396,7 @@ mod tests {
     use weft_api::tap::{Destination, Source};
 
     fn filters() -> TapFilters {
-        TapFilters {
-            resource: None,
-            namespace: None,
-            from: None,
-            to: None,
-            path: None,
-            method: None,
-            status: None,
-        }
+        TapFilters { resource: None, namespace: None, from: None, to: None, path: None, method: None, status: None }
     }
 
     #[test]

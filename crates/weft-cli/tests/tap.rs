@@ -112,23 +112,28 @@ async fn tap_top_and_proxy_config_from_the_cli() {
     let m = mesh("tap").await;
 
     // One line per request and proxy; -o json gives the API's lines.
-    let out = while_tapping(&m, &["tap", "--max", "4", "--path", "/t"], &[&m.server, &m.client], &["/t/1", "/t/2"]).await;
+    let out =
+        while_tapping(&m, &["tap", "--max", "4", "--path", "/t"], &[&m.server, &m.client], &["/t/1", "/t/2"]).await;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 4, "{out}");
-    assert!(lines.iter().any(|l| l.starts_with("in  src=web.default dst=api.default :method=GET") && l.contains(":path=/t/1")), "{out}");
-    assert!(lines.iter().any(|l| l.starts_with("out src=web.default dst=api.default") && l.contains(":status=200")), "{out}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("in  src=web.default dst=api.default :method=GET") && l.contains(":path=/t/1")),
+        "{out}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("out src=web.default dst=api.default") && l.contains(":status=200")),
+        "{out}"
+    );
     let out = while_tapping(&m, &["tap", "svc/api", "-o", "json", "--max", "1"], &[&m.server], &["/j"]).await;
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!((v["direction"].as_str(), v["path"].as_str()), (Some("inbound"), Some("/j")));
 
     // Top, printed once: the busiest path first.
-    let out = while_tapping(
-        &m,
-        &["top", "svc/api", "--once", "--max", "3"],
-        &[&m.server],
-        &["/busy", "/busy", "/quiet"],
-    )
-    .await;
+    let out =
+        while_tapping(&m, &["top", "svc/api", "--once", "--max", "3"], &[&m.server], &["/busy", "/busy", "/quiet"])
+            .await;
     let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows[0], ["SOURCE", "DESTINATION", "METHOD", "PATH", "COUNT", "BEST", "WORST", "LAST", "SUCCESS"]);
     assert_eq!(rows[1][..5], ["web.default", "api.default", "GET", "/busy", "2"], "{out}");

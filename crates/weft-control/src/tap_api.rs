@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime};
 use weft_api::tap::{TapFilter, DEFAULT_EVENTS, DEFAULT_SECONDS, MAX_EVENTS, MAX_SECONDS};
 
 /// The query parameters `GET /v1/tap` takes.
-pub const PARAMS: [&str; 10] = ["namespace", "service", "workload", "src", "dst", "path", "method", "status", "max", "seconds"];
+pub const PARAMS: [&str; 10] =
+    ["namespace", "service", "workload", "src", "dst", "path", "method", "status", "max", "seconds"];
 
 /// A tap request as read from the query string.
 #[derive(Debug, Default, PartialEq)]
@@ -54,7 +55,8 @@ pub fn parse(pairs: &[(String, String)]) -> Result<TapQuery, String> {
             _ => {}
         }
     }
-    for (name, v) in [("namespace", &q.target.namespace), ("workload", &q.target.workload), ("service", &q.target.service)]
+    for (name, v) in
+        [("namespace", &q.target.namespace), ("workload", &q.target.workload), ("service", &q.target.service)]
     {
         if !v.is_empty() && !weft_api::valid_name(v) {
             return Err(format!("{name}: {v:?} is not a name (lowercase letters, digits, '-')"));

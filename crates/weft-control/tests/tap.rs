@@ -99,7 +99,10 @@ async fn a_tap_streams_each_request_as_both_proxies_saw_it() {
         assert_eq!(e["dst"]["service"], "api");
         assert_eq!(e["dst"]["namespace"], "default");
         assert_eq!(e["dst"]["endpoint"], app.to_string());
-        assert_eq!((e["method"].as_str(), e["status"].as_u64(), e["mtls"].as_bool()), (Some("GET"), Some(200), Some(true)));
+        assert_eq!(
+            (e["method"].as_str(), e["status"].as_u64(), e["mtls"].as_bool()),
+            (Some("GET"), Some(200), Some(true))
+        );
         assert!(e["duration_ms"].as_f64().unwrap() >= 0.0 && e["t_unix_ms"].as_u64().unwrap() > 0);
         assert_eq!(e["cluster"], "local");
     }
@@ -139,10 +142,8 @@ async fn filters_pick_the_proxies_and_the_requests() {
     // A dst filter on the service name matches web's outbound and api's inbound events. (The
     // first tap is gone first: a proxy still tapping for it would pass for one tapping for this.)
     drop(s);
-    eventually("the first tap is gone", Duration::from_secs(10), || async {
-        (!server.ctx().taps.on()).then_some(())
-    })
-    .await;
+    eventually("the first tap is gone", Duration::from_secs(10), || async { (!server.ctx().taps.on()).then_some(()) })
+        .await;
     let mut s = api_stream(&cp, "/v1/tap?dst=api.default&method=GET&max=2", &cp.admin_token).await;
     tapping(&[&server, &client]).await;
     get(upstream, "/x").await;

@@ -246,7 +246,14 @@ impl Handler for Conn {
         let resp = self.serve(req).await;
         let id = self.ctx.certs.id();
         let peer = self.peer_header.as_ref().and_then(|v| v.to_str().ok());
-        tap.inbound(&self.ctx.taps, (&self.ctx.id_label.0, id.namespace()), peer, self.remote, self.app, resp.status().as_u16());
+        tap.inbound(
+            &self.ctx.taps,
+            (&self.ctx.id_label.0, id.namespace()),
+            peer,
+            self.remote,
+            self.app,
+            resp.status().as_u16(),
+        );
         resp
     }
 

@@ -76,8 +76,7 @@ impl Taps {
                 continue;
             }
             let (window, sent) = open.iter().find(|o| o.id == t.id).map_or((0, 0), |o| (o.window, o.sent));
-            let per_second =
-                if t.max_per_second == 0 { weft_api::tap::DEFAULT_PER_SECOND } else { t.max_per_second };
+            let per_second = if t.max_per_second == 0 { weft_api::tap::DEFAULT_PER_SECOND } else { t.max_per_second };
             next.push(Open { id: t.id, filter, expires_unix_ms: t.expires_unix_ms, per_second, window, sent });
         }
         *open = next;
@@ -309,10 +308,7 @@ mod tests {
         let got = next_batch(&mut rx).await.unwrap();
         let ids: Vec<Vec<u64>> = got.iter().map(|e| e.taps.clone()).collect();
         // The third /a is over tap 1's rate (2/s) unless the second turned in between.
-        assert!(
-            ids == [vec![1, 2], vec![1, 2], vec![2], vec![2]] || ids[..2] == [vec![1, 2], vec![1, 2]],
-            "{ids:?}"
-        );
+        assert!(ids == [vec![1, 2], vec![1, 2], vec![2], vec![2]] || ids[..2] == [vec![1, 2], vec![1, 2]], "{ids:?}");
         assert_eq!(got.last().unwrap().path, "/b");
     }
 

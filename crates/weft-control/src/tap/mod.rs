@@ -246,7 +246,11 @@ pub fn for_proxy(open: &[Arc<OpenTap>], cat: &Catalog, stream: &Stream) -> Vec<p
     let runs = |w: &str| {
         stream.workload == w
             || (stream.workload.is_empty()
-                && cat.services.values().flat_map(|s| &s.instances).any(|i| i.name == w && i.identity == stream.identity))
+                && cat
+                    .services
+                    .values()
+                    .flat_map(|s| &s.instances)
+                    .any(|i| i.name == w && i.identity == stream.identity))
     };
     open.iter()
         .filter(|t| tap_applies(&t.target, Some(&own), stream))

@@ -148,8 +148,7 @@ impl ApiStream {
 /// Calls `GET path` on the HTTP API and returns as soon as the answer's head arrives.
 pub async fn api_stream(cp: &ControlPlane, path: &str, token: &str) -> ApiStream {
     let stream = tokio::net::TcpStream::connect(cp.api_addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     let req = http::Request::get(path)
         .header("host", "cp")
