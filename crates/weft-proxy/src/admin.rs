@@ -62,6 +62,7 @@ pub(crate) fn config_dump(ctx: &Ctx) -> serde_json::Value {
         "identity": leaf.id().to_string(),
         "certificate": {
             "expires_in_seconds": leaf.remaining().as_secs(),
+            "not_after_unix": leaf.not_after().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             "chain_length": leaf.chain().len(),
             "root_sha256": issuing_root.map(|r| hex(&r)),
         },

@@ -299,8 +299,10 @@ impl Proxy {
         };
         let peer_slots = slots(&cfg, &metrics, "peer");
         let app_slots = slots(&cfg, &metrics, "app");
+        let taps = tap::Taps::default();
+        taps.register(&mut registry);
         let ctx = Arc::new(Ctx {
-            taps: tap::Taps::default(),
+            taps,
             routes: ArcSwap::from_pointee(routes),
             tls: net::Tls::new(&certs)?,
             id_label: metrics::Name::new(certs.id().to_string()),

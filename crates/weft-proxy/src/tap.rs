@@ -13,7 +13,8 @@
 
 use crate::routes::{Endpoint, Service};
 use http::Request;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use prometheus_client::metrics::counter::Counter;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -43,7 +44,8 @@ pub struct Taps {
     on: AtomicBool,
     open: Mutex<Vec<Open>>,
     tx: Mutex<Option<mpsc::Sender<pb::TapEvent>>>,
-    dropped: AtomicU64,
+    /// `weft_tap_events_dropped_total`.
+    dropped: Counter,
     /// `(service, namespace)` of this proxy's workload by app port (from the taps).
     inbound: Mutex<std::collections::HashMap<u16, (String, String)>>,
 }
@@ -61,7 +63,16 @@ impl Taps {
 
     /// Events dropped (rate limit, full queue, no stream) since the proxy started.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped.get()
+    }
+
+    /// Registers `weft_tap_events_dropped_total`.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.sub_registry_with_prefix("weft").register(
+            "tap_events_dropped",
+            "Live tap events this proxy dropped: over a tap's rate (100/s), or its queue to the control plane full",
+            self.dropped.clone(),
+        );
     }
 
     /// The taps the control plane sent (all of them, replacing those before). A tap kept from
@@ -126,7 +137,7 @@ impl Taps {
                     (o.window, o.sent) = (second, 0);
                 }
                 if o.sent >= o.per_second {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.dropped.inc();
                     continue;
                 }
                 o.sent += 1;
@@ -143,7 +154,7 @@ impl Taps {
             None => false,
         };
         if !sent {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped.inc();
         }
     }
 }
