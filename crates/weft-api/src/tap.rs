@@ -207,6 +207,8 @@ impl TapEvent {
             duration_ms: self.duration_ms,
             mtls: self.mtls,
             route: self.route.clone().unwrap_or_default(),
+            cluster: self.cluster.clone(),
+            proxy: self.proxy.clone(),
         }
     }
 

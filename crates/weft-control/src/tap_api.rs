@@ -3,18 +3,21 @@
 //! Read tokens may tap. See [`crate::tap`] for how the proxies are asked.
 
 use crate::api::{bad, query_pairs, require_read, ApiError, ApiState};
-use crate::tap::{Tap, Target};
+use crate::tap::Target;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use weft_api::pb;
+use weft_api::tap::TapEvent;
 use weft_api::tap::{TapFilter, DEFAULT_EVENTS, DEFAULT_SECONDS, MAX_EVENTS, MAX_SECONDS};
 
 /// The query parameters `GET /v1/tap` takes.
-pub const PARAMS: [&str; 10] =
-    ["namespace", "service", "workload", "src", "dst", "path", "method", "status", "max", "seconds"];
+pub const PARAMS: [&str; 11] =
+    ["namespace", "service", "workload", "src", "dst", "path", "method", "status", "max", "seconds", "cluster"];
 
 /// A tap request as read from the query string.
 #[derive(Debug, Default, PartialEq)]
@@ -23,6 +26,8 @@ pub struct TapQuery {
     pub filter: TapFilter,
     pub max: u64,
     pub seconds: u64,
+    /// `None`: this cluster; `all`: this one and every linked one; else one cluster's name.
+    pub cluster: Option<String>,
 }
 
 fn number(name: &str, v: &str, max: u64) -> Result<u64, String> {
@@ -52,6 +57,8 @@ pub fn parse(pairs: &[(String, String)]) -> Result<TapQuery, String> {
             "status" => q.filter.status = v.clone(),
             "max" => q.max = number("max", v, MAX_EVENTS)?,
             "seconds" => q.seconds = number("seconds", v, MAX_SECONDS)?,
+            "cluster" if v == "all" || weft_api::valid_name(v) => q.cluster = Some(v.clone()),
+            "cluster" => return Err(format!("cluster: {v:?} must be a cluster's name or `all`")),
             _ => {}
         }
     }
@@ -74,20 +81,78 @@ fn now_ms() -> u64 {
 pub async fn tap(State(st): State<Arc<ApiState>>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
     require_read(&st, &headers)?;
     let q = parse(&query_pairs(&uri)).map_err(bad)?;
-    let expires = now_ms() + q.seconds * 1000;
-    let tap = st.proxies.tap().open(q.target, q.filter, expires);
-    tracing::info!(tap = tap.id, max = q.max, seconds = q.seconds, "tap opened");
+    let local = st.mesh.cluster.name.clone();
+    let peers = crate::tap::remote::peers(&st.store, &st.federation);
+    let (here, peers): (bool, Vec<_>) = match q.cluster.as_deref() {
+        None => (true, vec![]),
+        Some("all") => (true, peers),
+        Some(c) if c == local => (true, vec![]),
+        Some(c) => match peers.into_iter().find(|p| p.cluster == c) {
+            Some(p) => (false, vec![p]),
+            None => {
+                return Err(ApiError(
+                    StatusCode::NOT_FOUND,
+                    format!("cluster: this cluster ({local}) has no link to {c:?} (see `weft link list`)"),
+                ))
+            }
+        },
+    };
+    // Every source (this cluster's tap, each linked cluster's) sends into one channel; the body
+    // dropped (client gone, or done) closes it, and each source ends with it.
+    let (tx, rx) = mpsc::channel::<Result<TapEvent, String>>(crate::tap::SINK);
+    if here {
+        let mut tap = st.proxies.tap().open(q.target.clone(), q.filter.clone(), now_ms() + q.seconds * 1000);
+        tracing::info!(tap = tap.id, max = q.max, seconds = q.seconds, "tap opened");
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    e = tap.events.recv() => match e {
+                        Some(e) => if tx.send(Ok(e)).await.is_err() { break },
+                        None => break,
+                    },
+                    _ = tx.closed() => break,
+                }
+            }
+        });
+    }
+    for peer in peers {
+        let req = pb::FederationTapRequest {
+            cluster: String::new(),
+            namespace: q.target.namespace.clone(),
+            service: q.target.service.clone(),
+            workload: q.target.workload.clone(),
+            filter: Some(pb::Tap {
+                src: q.filter.src.clone(),
+                dst: q.filter.dst.clone(),
+                path: q.filter.path.clone(),
+                method: q.filter.method.clone(),
+                status: q.filter.status.clone(),
+                ..Default::default()
+            }),
+            max: q.max,
+            seconds: q.seconds,
+        };
+        tokio::spawn(crate::tap::remote::follow(peer, local.clone(), req, tx.clone()));
+    }
+    drop(tx);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.seconds);
-    // The tap lives in the stream's state: the body dropped (client gone, or done) closes it.
-    let state = (tap, q.max, deadline);
-    let lines = futures_util::stream::unfold(state, |(mut tap, left, deadline): (Tap, u64, _)| async move {
+    let lines = futures_util::stream::unfold((rx, q.max), move |(mut rx, left)| async move {
         if left == 0 {
             return None;
         }
-        let event = tokio::time::timeout_at(deadline, tap.events.recv()).await.ok().flatten()?;
+        let next = async {
+            loop {
+                match rx.recv().await? {
+                    Ok(e) => return Some(e),
+                    Err(e) => tracing::warn!(error = %e, "tap of a linked cluster failed"),
+                }
+            }
+        };
+        let event = tokio::time::timeout_at(deadline, next).await.ok().flatten()?;
         let mut line = serde_json::to_vec(&event).unwrap_or_default();
         line.push(b'\n');
-        Some((Ok::<_, std::convert::Infallible>(bytes::Bytes::from(line)), (tap, left - 1, deadline)))
+        Some((Ok::<_, std::convert::Infallible>(bytes::Bytes::from(line)), (rx, left - 1)))
     });
     let mut resp = (StatusCode::OK, Body::from_stream(lines)).into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));

@@ -193,3 +193,64 @@ async fn proxy_config_shows_what_a_running_sidecar_runs() {
     assert_eq!(status, 404);
     assert!(v["error"].as_str().unwrap().contains("\"nope\""), "{v}");
 }
+
+/// A tap through a link: east (which links to west) taps west's proxies, alone or with its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tap_reaches_the_proxies_of_a_linked_cluster() {
+    weft_testkit::init_tracing();
+    let start = |name: &'static str| async move {
+        let mut cfg = ControlConfig::new(tempdir(&format!("tap-link-{name}")));
+        cfg.grpc = "127.0.0.1:0".parse().unwrap();
+        cfg.api = "127.0.0.1:0".parse().unwrap();
+        let mut mesh =
+            weft_api::kinds::MeshConfigSpec { trust_domain: format!("{name}.example"), ..Default::default() };
+        mesh.cluster.name = name.into();
+        cfg.mesh = mesh;
+        ControlPlane::start(cfg).await.expect("control plane")
+    };
+    let (west, east) = (start("west").await, start("east").await);
+    // West: api and a web sidecar calling it, in west.
+    let app = weft_testkit::http_echo("api").await;
+    let server = sidecar(&west, "default/api", Some("api-1"), "inbound: { listen: \"127.0.0.1:0\" }\n").await;
+    let client =
+        sidecar(&west, "default/web", None, "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n")
+            .await;
+    let yaml = format!(
+        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api }}\nspec: {{ export: true }}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-1 }}\nspec: {{ service: api, address: 127.0.0.1, port: {}, sidecar: \"127.0.0.1:{}\" }}\n",
+        app.port(),
+        server.addrs.inbound.unwrap().port()
+    );
+    assert_eq!(api(&west, "POST", "/v1/apply", &west.admin_token, &yaml).await.0, 200);
+    let upstream = client.addrs.upstreams[0];
+    // East links to west.
+    let (status, v) = api(&west, "POST", "/v1/links/credential", &west.admin_token, r#"{"expires":"1h"}"#).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = api(&east, "POST", "/v1/links", &east.admin_token, v["credential"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{v}");
+    eventually("east imports west's api", Duration::from_secs(15), || async {
+        let (_, v) = api(&east, "GET", "/v1/catalog", &east.admin_token, "").await;
+        v.to_string().contains("api").then_some(())
+    })
+    .await;
+
+    for (query, want) in [("cluster=west&service=api", 2), ("cluster=all&service=api", 2)] {
+        eventually("no tap left in west", Duration::from_secs(10), || async {
+            (!server.ctx().taps.on()).then_some(())
+        })
+        .await;
+        let mut s = api_stream(&east, &format!("/v1/tap?{query}&max={want}"), &east.admin_token).await;
+        assert_eq!(s.status, 200, "{query}");
+        tapping(&[&server]).await;
+        get(upstream, "/west/1").await;
+        get(upstream, "/west/2").await;
+        let events = lines(&mut s, want).await;
+        for e in &events {
+            assert_eq!((e["cluster"].as_str(), e["proxy"].as_str()), (Some("west"), Some("default-api")), "{e}");
+            assert_eq!(e["src"]["identity"], "spiffe://west.example/ns/default/sa/web");
+            assert_eq!(e["direction"], "inbound");
+        }
+    }
+    let (status, v) = api(&east, "GET", "/v1/tap?cluster=north", &east.admin_token, "").await;
+    assert_eq!(status, 404, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("no link to \"north\""), "{v}");
+}

@@ -200,6 +200,16 @@ impl pb::federation_server::Federation for ExportService {
         Ok(Response::new(pb::TrustsReply {}))
     }
 
+    type TapStream = crate::tap::remote::TapStream;
+
+    async fn tap(
+        &self,
+        req: Request<pb::FederationTapRequest>,
+    ) -> Result<Response<crate::tap::remote::TapStream>, Status> {
+        let cluster = self.catalog.borrow().mesh.cluster.name.clone();
+        crate::tap::remote::serve(&self.tokens, &self.federation, self.proxies.tap(), &cluster, req)
+    }
+
     async fn export(&self, req: Request<pb::ExportRequest>) -> Result<Response<SnapshotStream>, Status> {
         let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
         // An establishment secret (from a credential) or the stream secret of this very importer.

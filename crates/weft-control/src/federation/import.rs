@@ -658,15 +658,16 @@ fn convert_service(
     })
 }
 
+/// Dials a peer's control plane over TLS (also used by `crate::tap::remote`).
 #[derive(Clone)]
-struct Connector {
-    addr: SocketAddr,
+pub(crate) struct Connector {
+    pub(crate) addr: SocketAddr,
     /// The reserved SNI of the peer's control plane (what its gateway routes on; a control
     /// plane dialled directly ignores it).
-    sni: String,
-    tls: tokio_rustls::TlsConnector,
+    pub(crate) sni: String,
+    pub(crate) tls: tokio_rustls::TlsConnector,
     /// The peer cluster's name (for errors).
-    cluster: String,
+    pub(crate) cluster: String,
 }
 
 type Io = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;

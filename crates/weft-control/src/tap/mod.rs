@@ -12,6 +12,8 @@
 //! A tap ends when its [`Tap`] is dropped: the API client went away, or `max` events or
 //! `seconds` passed. The streams then send their proxies the taps left (none: tapping off).
 
+pub mod remote;
+
 use crate::catalog::Catalog;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
