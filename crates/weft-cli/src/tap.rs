@@ -36,6 +36,10 @@ pub struct TapFilters {
     /// Only this status (`200`) or class (`5xx`).
     #[arg(long)]
     pub status: Option<String>,
+    /// Tap the proxies of this linked cluster (through the link), or `all` for this cluster's
+    /// and every linked one's. Default: this cluster's.
+    #[arg(long)]
+    pub cluster: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -125,6 +129,7 @@ pub fn tap_path(f: &TapFilters, max: u64, seconds: u64) -> anyhow::Result<String
         ("path", &f.path),
         ("method", &f.method),
         ("status", &f.status),
+        ("cluster", &f.cluster),
     ] {
         if let Some(v) = v {
             if !(k == "namespace" && q.iter().any(|(k, _)| *k == "namespace")) {
@@ -396,7 +401,16 @@ mod tests {
     use weft_api::tap::{Destination, Source};
 
     fn filters() -> TapFilters {
-        TapFilters { resource: None, namespace: None, from: None, to: None, path: None, method: None, status: None }
+        TapFilters {
+            resource: None,
+            namespace: None,
+            from: None,
+            to: None,
+            path: None,
+            method: None,
+            status: None,
+            cluster: None,
+        }
     }
 
     #[test]
@@ -406,11 +420,12 @@ mod tests {
             namespace: Some("demo".into()),
             path: Some("/a b".into()),
             status: Some("5xx".into()),
+            cluster: Some("all".into()),
             ..filters()
         };
         assert_eq!(
             tap_path(&f, 5, 10).unwrap(),
-            "/v1/tap?service=api&namespace=demo&path=/a%20b&status=5xx&max=5&seconds=10"
+            "/v1/tap?service=api&namespace=demo&path=/a%20b&status=5xx&cluster=all&max=5&seconds=10"
         );
         let f = TapFilters { resource: Some("ns/demo".into()), namespace: Some("other".into()), ..filters() };
         assert_eq!(tap_path(&f, 1, 1).unwrap(), "/v1/tap?namespace=demo&max=1&seconds=1");
