@@ -226,13 +226,19 @@ pub struct Row {
 #[derive(Default)]
 pub struct Top {
     pub rows: HashMap<(String, String, String, String), Row>,
+    /// Name the destination's cluster (`api.demo@west`): when tapping other clusters.
+    pub by_cluster: bool,
 }
 
 impl Top {
     pub fn add(&mut self, e: &TapEvent) {
+        let dst = match self.by_cluster && !e.cluster.is_empty() {
+            true => format!("{}@{}", dst_name(e), e.cluster),
+            false => dst_name(e),
+        };
         let key = (
             who(e.src.identity.as_deref(), e.src.address.as_deref()),
-            dst_name(e),
+            dst,
             e.method.clone(),
             e.path.split('?').next().unwrap_or("").to_string(),
         );
@@ -281,7 +287,8 @@ pub async fn top(args: TopArgs) -> anyhow::Result<()> {
     let refresh = !args.once && std::io::stdout().is_terminal();
     let path = tap_path(&args.filters, args.max, args.seconds)?;
     let want = if args.outbound { "outbound" } else { "inbound" };
-    let mut top = Top::default();
+    // The cluster is named when other clusters' proxies are tapped.
+    let mut top = Top { by_cluster: args.filters.cluster.is_some(), ..Default::default() };
     let mut drawn = Instant::now();
     let draw = |top: &Top, clear: bool| -> std::io::Result<()> {
         if clear {
