@@ -254,3 +254,27 @@ async fn a_tap_reaches_the_proxies_of_a_linked_cluster() {
     assert_eq!(status, 404, "{v}");
     assert!(v["error"].as_str().unwrap().contains("no link to \"north\""), "{v}");
 }
+
+/// The caller's proxy names the route whose rule it applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_event_names_the_route_that_matched() {
+    weft_testkit::init_tracing();
+    let Mesh { cp, server, client, upstream, .. } = mesh("tap-route").await;
+    let route = "apiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: api-rules }\nspec:\n  parentRefs: [{ name: api }]\n  rules:\n    - matches: [{ path: { type: PathPrefix, value: /routed } }]\n      backendRefs: [{ name: api }]\n";
+    let (status, v) = api(&cp, "POST", "/v1/apply", &cp.admin_token, route).await;
+    assert_eq!(status, 200, "{v}");
+    eventually("web's proxy has api's route", Duration::from_secs(10), || async {
+        let (_, v) = api(&cp, "GET", "/v1/proxies/default-web/config", &cp.admin_token, "").await;
+        let routes = v["routes"].as_array()?.iter().find(|r| r["name"] == "api")?["routes"].clone();
+        (!routes.is_null()).then_some(())
+    })
+    .await;
+    let mut s = api_stream(&cp, "/v1/tap?path=/routed&max=2", &cp.admin_token).await;
+    tapping(&[&server, &client]).await;
+    get(upstream, "/routed/1").await;
+    let events = lines(&mut s, 2).await;
+    let out = events.iter().find(|e| e["direction"] == "outbound").expect("the caller's event");
+    assert_eq!(out["route"], "default/api-rules", "{out}");
+    let inb = events.iter().find(|e| e["direction"] == "inbound").expect("the callee's event");
+    assert_eq!(inb["route"], serde_json::Value::Null);
+}
