@@ -2,7 +2,8 @@
 
 Each call the library makes for service registration and discovery, with a token and without.
 Run by crates/weft-cli/tests/consul_client.rs, which starts the control plane and passes
-WEFT_HOST, WEFT_PORT and WEFT_TOKEN. Prints one line per test and `N passed, N failed`; exits 1
+WEFT_HOST, WEFT_PORT, WEFT_TOKEN and WEFT_CA_FILE (the root the API's TLS certificate chains to,
+as `weft ca --pem` prints it). Prints one line per test and `N passed, N failed`; exits 1
 on any failure.
 """
 
@@ -14,8 +15,10 @@ import traceback
 import consul
 
 HOST, PORT, TOKEN = os.environ["WEFT_HOST"], int(os.environ["WEFT_PORT"]), os.environ["WEFT_TOKEN"]
-c = consul.Consul(host=HOST, port=PORT, token=TOKEN)
-anon = consul.Consul(host=HOST, port=PORT)
+# The API is on TLS with the control plane's own certificate: verify it against weft's root.
+CA = os.environ["WEFT_CA_FILE"]
+c = consul.Consul(host=HOST, port=PORT, token=TOKEN, scheme="https", verify=CA)
+anon = consul.Consul(host=HOST, port=PORT, scheme="https", verify=CA)
 TESTS = []
 
 

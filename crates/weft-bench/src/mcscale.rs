@@ -22,6 +22,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(clap::Args, Clone)]
@@ -48,7 +49,7 @@ pub struct McScaleArgs {
 
 struct Cp {
     dir: PathBuf,
-    api: SocketAddr,
+    api: Api,
     grpc: SocketAddr,
     token: String,
     child: Child,
@@ -78,18 +79,59 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
-/// One HTTP/1.1 request with `Connection: close`; returns (status, body).
+/// A control plane's HTTP API: TLS, trusting the root in its data directory.
+struct Api {
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Api {
+    /// Once `weft control` has written its root (`<data>/ca/root.pem`).
+    fn new(addr: SocketAddr, data: &Path) -> anyhow::Result<Api> {
+        let pem = std::fs::read_to_string(data.join("ca/root.pem"))?;
+        let roots = weft_identity::https::certs_from_pem(&pem, "ca/root.pem")?;
+        Ok(Api { addr, tls: Arc::new(weft_identity::https::client_config(&roots)?) })
+    }
+}
+
+/// One HTTP/1.1 request over TLS to a control plane's API, `Connection: close`; (status, body).
+fn https(api: &Api, method: &str, path: &str, token: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    let tcp = TcpStream::connect_timeout(&api.addr, Duration::from_secs(5))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let name = rustls::pki_types::ServerName::from(api.addr.ip());
+    let conn = rustls::ClientConnection::new(api.tls.clone(), name)?;
+    exchange(rustls::StreamOwned::new(conn, tcp), method, path, token, body)
+}
+
+/// One plaintext HTTP/1.1 request with `Connection: close` (a proxy's admin port); (status, body).
 fn http(addr: SocketAddr, method: &str, path: &str, token: &str, body: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    exchange(s, method, path, token, body)
+}
+
+fn exchange(
+    mut s: impl Read + Write,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     let auth = if token.is_empty() { String::new() } else { format!("Authorization: Bearer {token}\r\n") };
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: bench\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
+    s.flush()?;
     let mut out = Vec::new();
-    s.read_to_end(&mut out)?;
+    // A TLS server may close without close_notify once it has answered.
+    match s.read_to_end(&mut out) {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
+        r => {
+            r?;
+        }
+    }
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(h, b)| dechunk(h, b)).unwrap_or_default();
@@ -140,16 +182,21 @@ fn start_cp(weft: &Path, root: &Path, name: &str) -> anyhow::Result<Cp> {
         .stderr(log)
         .spawn()
         .map_err(|e| anyhow::anyhow!("start {}: {e}", weft.display()))?;
-    let mut cp = Cp { dir: dir.clone(), api, grpc, token: String::new(), child };
+    let mut child = child;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(t) = std::fs::read_to_string(dir.join("data/admin.token")) {
-            if http(api, "GET", "/live", "", "").is_ok_and(|(s, _)| s == 200) {
-                cp.token = t.trim().to_string();
-                return Ok(cp);
+        if let (Ok(t), Ok(api)) =
+            (std::fs::read_to_string(dir.join("data/admin.token")), Api::new(api, &dir.join("data")))
+        {
+            if https(&api, "GET", "/live", "", "").is_ok_and(|(s, _)| s == 200) {
+                return Ok(Cp { dir: dir.clone(), api, grpc, token: t.trim().to_string(), child });
             }
         }
-        anyhow::ensure!(Instant::now() < deadline, "control plane {name} did not start (see {name}.log)");
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("control plane {name} did not start (see {name}.log)");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -175,14 +222,16 @@ fn register(cp: &Cp, c: usize, a: &McScaleArgs) -> anyhow::Result<Duration> {
     }
     for batch in docs.chunks(1000) {
         let body = serde_json::Value::Array(batch.to_vec()).to_string();
-        ok(http(cp.api, "POST", "/v1/apply", &cp.token, &body), "register")?;
+        ok(https(&cp.api, "POST", "/v1/apply", &cp.token, &body), "register")?;
     }
     Ok(t.elapsed())
 }
 
 fn bootstrap_token(cp: &Cp) -> anyhow::Result<String> {
-    let body =
-        ok(http(cp.api, "POST", "/v1/tokens", &cp.token, r#"{"kind":"bootstrap","identity":"default/web"}"#), "token")?;
+    let body = ok(
+        https(&cp.api, "POST", "/v1/tokens", &cp.token, r#"{"kind":"bootstrap","identity":"default/web"}"#),
+        "token",
+    )?;
     let v: serde_json::Value = serde_json::from_str(&body)?;
     Ok(v["token"].as_str().unwrap_or_default().to_string())
 }
@@ -249,7 +298,7 @@ fn pctl(v: &mut [f64], p: f64) -> f64 {
 }
 
 fn links_done(cp: &Cp, a: &McScaleArgs, want: usize) -> bool {
-    let Ok((200, body)) = http(cp.api, "GET", "/v1/links", &cp.token, "") else { return false };
+    let Ok((200, body)) = https(&cp.api, "GET", "/v1/links", &cp.token, "") else { return false };
     let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else { return false };
     let links = v["links"].as_array().cloned().unwrap_or_default();
     links.len() == want
@@ -307,7 +356,7 @@ fn run_in(a: &McScaleArgs, root: &Path) -> anyhow::Result<()> {
     let creds: Vec<String> = cps
         .iter()
         .map(|cp| {
-            let b = ok(http(cp.api, "POST", "/v1/links/credential", &cp.token, "{}"), "credential")?;
+            let b = ok(https(&cp.api, "POST", "/v1/links/credential", &cp.token, "{}"), "credential")?;
             let v: serde_json::Value = serde_json::from_str(&b)?;
             Ok(v["credential"].as_str().unwrap_or_default().to_string())
         })
@@ -321,7 +370,7 @@ fn run_in(a: &McScaleArgs, root: &Path) -> anyhow::Result<()> {
     let wall0 = now_of_day();
     let t0 = Instant::now();
     for (i, j) in &pairs {
-        ok(http(cps[*i].api, "POST", "/v1/links", &cps[*i].token, &creds[*j]), "link apply")?;
+        ok(https(&cps[*i].api, "POST", "/v1/links", &cps[*i].token, &creds[*j]), "link apply")?;
     }
     let applied = t0.elapsed();
     let mut done: Vec<Option<Duration>> = vec![None; n];
@@ -397,7 +446,7 @@ fn run_in(a: &McScaleArgs, root: &Path) -> anyhow::Result<()> {
             "metadata": {"name": format!("chg{c:05}")},
             "spec": {"service": svc_name(1, 0), "address": addr, "port": 8080}});
         let t = Instant::now();
-        ok(http(cps[1].api, "POST", "/v1/apply", &cps[1].token, &w.to_string()), "change")?;
+        ok(https(&cps[1].api, "POST", "/v1/apply", &cps[1].token, &w.to_string()), "change")?;
         let (mut seen_n, mut seen_w) = (None, None);
         let deadline = Instant::now() + Duration::from_secs(60);
         while seen_n.is_none() || seen_w.is_none() {
@@ -433,12 +482,12 @@ fn run_in(a: &McScaleArgs, root: &Path) -> anyhow::Result<()> {
         cpu.iter().enumerate().map(|(i, c)| format!("c{i} {c:.1}")).collect::<Vec<_>>().join(", ")
     );
     // What carried the changes: c0's link to c1 (full snapshots, deltas, resyncs) and c0's proxies.
-    let links = ok(http(cps[0].api, "GET", "/v1/links", &cps[0].token, ""), "links")?;
+    let links = ok(https(&cps[0].api, "GET", "/v1/links", &cps[0].token, ""), "links")?;
     let links: serde_json::Value = serde_json::from_str(&links)?;
     if let Some(l) = links["links"].as_array().and_then(|v| v.iter().find(|l| l["cluster"] == "c1")) {
         println!("c0's link to c1 applied (since the start): {}", l["updates"]);
     }
-    let proxies = ok(http(cps[0].api, "GET", "/v1/proxies", &cps[0].token, ""), "proxies")?;
+    let proxies = ok(https(&cps[0].api, "GET", "/v1/proxies", &cps[0].token, ""), "proxies")?;
     let proxies: serde_json::Value = serde_json::from_str(&proxies)?;
     for p in proxies["proxies"].as_array().into_iter().flatten() {
         println!("c0's proxy {}: updates full {}, delta {}", p["proxy_id"], p["updates_full"], p["updates_delta"]);

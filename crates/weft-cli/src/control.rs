@@ -13,9 +13,19 @@ pub struct ControlArgs {
     /// gRPC for proxies (certificates, discovery).
     #[arg(long, default_value = weft_control::server::DEFAULT_GRPC)]
     grpc: SocketAddr,
-    /// HTTP API for the CLI and registrations.
+    /// HTTP API for the CLI and registrations, on TLS: the control plane's own certificate, which
+    /// chains to the root of `weft ca --pem` (<data-dir>/ca/root.pem).
     #[arg(long, default_value = weft_control::server::DEFAULT_API)]
     api: SocketAddr,
+    /// Serve the HTTP API in plaintext instead of TLS; refused unless --api is a loopback address
+    /// (clients then call http://ADDR).
+    #[arg(long)]
+    api_plaintext: bool,
+    /// An extra name for the API's certificate (repeatable): a DNS name or IP address clients dial
+    /// (it always names localhost, control.weft and the --api address; 127.0.0.1 and ::1 when
+    /// --api is a wildcard).
+    #[arg(long = "api-san", value_name = "NAME")]
+    api_sans: Vec<String>,
     /// DNS for mesh names (UDP and TCP); `off` disables it.
     #[arg(long, default_value = "127.0.0.1:15053")]
     dns: String,
@@ -56,6 +66,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     let mut cfg = ControlConfig::new(data_dir.clone());
     cfg.grpc = args.grpc;
     cfg.api = args.api;
+    cfg.api_tls = weft_control::api_tls::ApiTls { plaintext: args.api_plaintext, sans: args.api_sans };
     cfg.dns = if args.dns == "off" {
         None
     } else {
@@ -80,7 +91,13 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         println!("    data       {}", data_dir.display());
         println!("    root key   {}", cp.root_key);
         println!("    gRPC       {}   (proxies: certificates and discovery)", cp.grpc_addr);
-        println!("    HTTP API   http://{}   (admin token in {})", cp.api_addr, data_dir.join("admin.token").display());
+        println!("    HTTP API   {}   (admin token in {})", cp.api_url(), data_dir.join("admin.token").display());
+        if cp.api_tls {
+            println!(
+                "    API CA     {}   (clients: --ca-file / WEFT_CA_FILE; curl --cacert)",
+                cp.api_ca_file.display()
+            );
+        }
         if let Some(d) = cp.dns_addr {
             println!("    DNS        {d}   (try: dig @{} -p {} api.service.consul)", d.ip(), d.port());
         }

@@ -341,7 +341,7 @@ async fn up(args: UpArgs, file: Option<crate::upfile::UpFile>) -> anyhow::Result
         );
     }
     println!("    try:     curl http://{}/", web.addr);
-    println!("    and:     export WEFT_SERVER={} WEFT_TOKEN={}", cp.api_addr, cp.admin_token);
+    println!("    and:     {}", crate::client::export_cp(&cp));
     println!("             weft get workloads; weft proxy-status; weft check");
     println!("==> demo traffic (Ctrl-C stops everything)");
 
@@ -554,7 +554,7 @@ async fn from_file(cp: &ControlPlane, file: crate::upfile::UpFile, args: &UpArgs
     }
     cp.store.apply(parse_documents(&resources)?)?;
     println!("==> mesh is up ({} workloads)", running.len());
-    println!("    and:     export WEFT_SERVER={} WEFT_TOKEN={}", cp.api_addr, cp.admin_token);
+    println!("    and:     {}", crate::client::export_cp(cp));
     println!("             weft get workloads; weft proxy-status; weft check   (Ctrl-C stops everything)");
     run_until_stopped(args).await;
     println!("==> stopping");

@@ -129,7 +129,7 @@ struct Cluster {
 
 impl Cluster {
     fn conn(&self) -> Conn {
-        Conn { server: self.cp.api_addr.to_string(), token: Some(self.cp.admin_token.clone()), data_dir: None }
+        crate::client::conn_cp(&self.cp)
     }
 }
 
@@ -331,7 +331,7 @@ async fn run(file: &UpFile, demo: bool, args: &UpArgs, base: &std::path::Path) -
         println!(
             "    {:<8} control plane {} (trust domain {}, store in {}), gateway {}",
             cl.name,
-            cl.cp.api_addr,
+            cl.cp.api_url(),
             cl.trust_domain,
             cl.dir.display(),
             cl.gateway.addrs.gateway.map(|a| a.to_string()).unwrap_or_default()
@@ -497,7 +497,7 @@ fn print_up(clusters: &[Cluster], demo: bool) {
                 );
             }
         }
-        println!("      export WEFT_SERVER={} WEFT_TOKEN={}", c.cp.api_addr, c.cp.admin_token);
+        println!("      {}", crate::client::export_cp(&c.cp));
     }
     if let Some(port) = web {
         println!("    try:     curl http://127.0.0.1:{port}/");

@@ -266,7 +266,7 @@ async fn run(
         "    bridge {} ({gw}/24): control plane gRPC {} and DNS {gw}:53 for the pods; HTTP API {}",
         net.bridge(),
         cp.grpc_addr,
-        cp.api_addr
+        cp.api_url()
     );
     let mut children = vec![];
     let result = start_pods(plan, net, data_dir, &cp, &mut children).await;
@@ -337,7 +337,7 @@ fn file_mesh_up(cp: &ControlPlane, net: &PodNetwork, plan: &Plan, pods: &[Pod]) 
         println!("    {:<10} http://{}:{}/ ({how})   ip netns exec {} <command>", p.name, pod.ip, p.port, pod.netns);
     }
     println!("    DNS      dig @{} <service>.default.svc.cluster.local", net.gateway());
-    println!("    and:     export WEFT_SERVER={} WEFT_TOKEN={}", cp.api_addr, cp.admin_token);
+    println!("    and:     {}", crate::client::export_cp(cp));
     println!("             weft get workloads; weft proxy-status; weft check   (Ctrl-C stops everything)");
 }
 
@@ -374,7 +374,7 @@ async fn demo(cp: &ControlPlane, net: &PodNetwork, pods: &[Pod], args: &UpArgs) 
     println!("    try:     curl http://{}:{APP_PORT}/", web.ip);
     println!("             curl http://{}:{APP_PORT}/   (refused: plaintext into the mesh)", api1.ip);
     println!("             ip netns exec {} curl -s http://{API_NAME}:{APP_PORT}/", web.netns);
-    println!("    and:     export WEFT_SERVER={} WEFT_TOKEN={}", cp.api_addr, cp.admin_token);
+    println!("    and:     {}", crate::client::export_cp(cp));
     println!("             weft get workloads; weft proxy-status; weft check");
     // web's app may still be starting: its port answers before the first demo call.
     let web_addr = SocketAddr::new(web.ip.into(), APP_PORT);

@@ -197,12 +197,7 @@ async fn run(
     println!("             ip netns exec {} curl -s http://{API_NAME}:{APP_PORT}/", web.netns);
     println!("             ip netns exec {} tcpdump -ni br0 tcp   (the WAN: TLS only)", net.wan_ns);
     for c in &clusters {
-        println!(
-            "    {:<8} export WEFT_SERVER={} WEFT_TOKEN={}",
-            c.name,
-            c.conn.server,
-            c.conn.token.clone().unwrap_or_default()
-        );
+        println!("    {:<8} {}", c.name, c.conn.export_line());
     }
     println!("==> demo traffic (Ctrl-C stops everything)");
     let placement = Placement { web: clusters[0].name.clone(), apps };
@@ -238,13 +233,17 @@ async fn start_cluster(
     let cip = c.control_ip();
     let d = dir.to_string_lossy().into_owned();
     let (grpc, api, dns) = (format!("{cip}:15012"), format!("{cip}:15080"), format!("{cip}:53"));
+    let api_url = format!("https://{api}");
     let td = site.trust_domain.as_str();
     let control = ["control", "--data-dir", &d, "--grpc", &grpc, "--api", &api, "--dns", &dns];
     let mut argv = control.to_vec();
     argv.extend(["--trust-domain", td, "--cluster", &c.name]);
     controls.push(spawn_in(&c.node, &argv, "ready").await.with_context(|| format!("cluster {}", c.name))?);
     let token = std::fs::read_to_string(dir.join("admin.token")).context("the control plane's admin token")?;
-    let conn = Conn { server: api.clone(), token: Some(token.trim().to_string()), data_dir: None };
+    let conn = Conn {
+        ca_file: Some(dir.join(crate::client::ROOT_FILE)),
+        ..Conn::new(api_url, Some(token.trim().to_string()))
+    };
     // Its network and gateway, declared before any credential is made; then the resources.
     let gw = SocketAddr::new(c.gateway_wan.into(), GATEWAY_PORT);
     let mesh = format!(
@@ -387,12 +386,7 @@ async fn run_file(
     }
     println!("==> mesh is up: {} clusters, each on its own network, joined only through the gateways", clusters.len());
     for c in clusters.iter() {
-        println!(
-            "    {:<8} export WEFT_SERVER={} WEFT_TOKEN={}",
-            c.name,
-            c.conn.server,
-            c.conn.token.clone().unwrap_or_default()
-        );
+        println!("    {:<8} {}", c.name, c.conn.export_line());
     }
     println!("    (Ctrl-C stops everything)");
     crate::up::run_until_stopped(args).await;

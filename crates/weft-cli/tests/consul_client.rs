@@ -63,7 +63,7 @@ fn control(dir: &Path) -> (Proc, String, String) {
             break;
         }
         if let Some(rest) = l.strip_prefix("HTTP API") {
-            api = rest.trim().strip_prefix("http://").and_then(|r| r.split_whitespace().next()).map(String::from);
+            api = rest.trim().strip_prefix("https://").and_then(|r| r.split_whitespace().next()).map(String::from);
         }
         lines.push(l);
     }
@@ -92,6 +92,8 @@ fn py_consul_works_unchanged_with_and_without_a_token() {
         .env("WEFT_HOST", host)
         .env("WEFT_PORT", port)
         .env("WEFT_TOKEN", &token)
+        // The API is on TLS: py-consul verifies it against the control plane's root.
+        .env("WEFT_CA_FILE", dir.join("ca/root.pem"))
         // py-consul prefers these over its arguments.
         .env_remove("CONSUL_HTTP_TOKEN")
         .env_remove("CONSUL_HTTP_ADDR")

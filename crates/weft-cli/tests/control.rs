@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use weft_testkit::{eventually, http1_get, http1_request};
+use weft_testkit::{eventually, http1_get};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
@@ -360,7 +360,10 @@ async fn ttl_pass(cp: &Cp, check: &str, note: &str) -> u16 {
         .header("authorization", format!("Bearer {}", token.trim()))
         .body(http_body_util::Full::new(bytes::Bytes::from(note.to_string())))
         .unwrap();
-    match http1_request(cp.api.parse().unwrap(), req).await {
+    let pem = std::fs::read_to_string(cp.dir.join("ca/root.pem")).unwrap();
+    let roots = weft_identity::https::certs_from_pem(&pem, "root.pem").unwrap();
+    let tls = std::sync::Arc::new(weft_identity::https::client_config(&roots).unwrap());
+    match weft_testkit::api_request(cp.api.parse().unwrap(), Some(tls), req).await {
         Ok(r) => r.status().as_u16(),
         Err(_) => 0,
     }

@@ -19,15 +19,21 @@ async fn admin(cp: &ControlPlane, method: &str, path: &str, body: &str) -> serde
         .header("authorization", format!("Bearer {}", cp.admin_token))
         .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
         .unwrap();
-    let resp = weft_testkit::http1_request(cp.api_addr, req).await.unwrap();
+    let resp = weft_testkit::api_request(cp.api_addr, cp.api_client_tls(), req).await.unwrap();
     assert!(resp.status().is_success(), "{path}: {:?}", resp.body());
     serde_json::from_slice(resp.body()).unwrap()
+}
+
+/// `--server`, `--token` and `--ca-file` for `cp`'s API.
+fn conn_args(cp: &ControlPlane) -> Vec<String> {
+    let ca = cp.api_ca_file.display().to_string();
+    ["--server", &cp.api_url(), "--token", &cp.admin_token, "--ca-file", &ca].map(String::from).to_vec()
 }
 
 fn weft(cp: &ControlPlane, args: &[&str]) -> Output {
     Command::new(WEFT)
         .args(args)
-        .args(["--server", &cp.api_addr.to_string(), "--token", &cp.admin_token])
+        .args(conn_args(cp))
         .stdin(Stdio::null())
         .output()
         .unwrap()
@@ -91,7 +97,7 @@ async fn while_tapping(m: &Mesh, args: &[&str], proxies: &[&Proxy], paths: &[&st
     })
     .await;
     let mut cmd = std::process::Command::new(WEFT);
-    cmd.args(args).args(["--server", &m.cp.api_addr.to_string(), "--token", &m.cp.admin_token]);
+    cmd.args(args).args(conn_args(&m.cp));
     let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let waiting = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
     eventually("the proxies tap", Duration::from_secs(20), || async {

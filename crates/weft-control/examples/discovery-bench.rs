@@ -56,17 +56,31 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn api(api: &str, token: &str, method: &str, path: &str, body: String) -> String {
-    let mut s = tokio::net::TcpStream::connect(api).await.expect("api");
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: cp\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+/// The control plane's HTTP API (TLS, trusting the root in its data directory).
+struct Api {
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Api {
+    fn new(addr: &str, dir: &std::path::Path) -> Api {
+        let pem = std::fs::read_to_string(dir.join(weft_control::api_tls::ROOT_FILE)).expect("the root CA");
+        let roots = weft_identity::https::certs_from_pem(&pem, "root.pem").expect("root.pem");
+        let tls = Arc::new(weft_identity::https::client_config(&roots).expect("client config"));
+        Api { addr: addr.parse().expect("api address"), tls }
+    }
+}
+
+async fn api(api: &Api, token: &str, method: &str, path: &str, body: String) -> String {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "cp")
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let resp = weft_testkit::api_request(api.addr, Some(api.tls.clone()), req).await.expect("api");
+    format!("HTTP/1.1 {}\r\n\r\n{}", resp.status(), String::from_utf8_lossy(resp.body()))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -101,6 +115,7 @@ async fn main() {
         assert!(Instant::now() < deadline, "control plane did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let api_addr = Api::new(&api_addr, &dir);
     let base_rss = rss_kib(cp.id());
     let svc = "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\n".to_string();
     api(&api_addr, &admin, "POST", "/v1/apply", svc).await;

@@ -495,7 +495,7 @@ async fn ca(State(st): S, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
 
 /// The root in PEM, bound to the CA's trust domain; a plug-in root whose own SAN names another
 /// domain is shown as it is.
-fn root_pem(ca: &Authority) -> String {
+pub fn root_pem(ca: &Authority) -> String {
     let root = ca.root().clone();
     weft_identity::TrustBundle::labelled(vec![(Some(ca.trust_domain().to_string()), root.clone())])
         .unwrap_or_else(|_| weft_identity::TrustBundle::new(vec![root]))

@@ -32,10 +32,16 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const SERVING_LIFETIME: Duration = weft_identity::DEFAULT_LEAF_LIFETIME;
 
-/// The control plane's serving certificate (with the marker only it carries), kept fresh by
-/// [`renew`].
-pub fn serving_identity(ca: &Authority) -> Result<CertStore, weft_identity::Error> {
-    CertStore::new(ca.issue_control_plane(SERVING_LIFETIME)?, ca.bundle())
+/// The control plane's serving certificate (with the marker only it carries, and `names`: the
+/// HTTP API's names, see [`crate::api_tls`]), kept fresh by [`renew`]. The gRPC listener and the
+/// HTTP API present the same certificate.
+pub fn serving_identity(ca: &Authority, names: &[String]) -> Result<CertStore, weft_identity::Error> {
+    CertStore::new(issue(ca, names)?, ca.bundle())
+}
+
+/// A new serving certificate from `ca` naming `names` (at start, at half-life, after a rotation).
+pub fn issue(ca: &Authority, names: &[String]) -> Result<weft_identity::Leaf, weft_identity::Error> {
+    ca.issue_control_plane_named(SERVING_LIFETIME, names)
 }
 
 /// Renews the serving certificate at half its remaining life until `stop`.
@@ -46,7 +52,7 @@ pub async fn renew(ca: Arc<crate::rotation::CaState>, store: CertStore, mut stop
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let next = ca.serving_ca().issue_control_plane(SERVING_LIFETIME).and_then(|leaf| store.replace(leaf, None));
+        let next = issue(&ca.serving_ca(), &ca.serving_names()).and_then(|leaf| store.replace(leaf, None));
         match next {
             Ok(()) => tracing::info!("renewed the control plane's serving certificate"),
             Err(e) => {

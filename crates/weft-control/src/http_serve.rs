@@ -11,6 +11,8 @@
 //! - **`request`** (30 s): a handler that takes longer is answered `503` with a JSON error. A
 //!   Consul blocking query (`?index=`) gets its `?wait` (at most 10 min) on top.
 //! - **`max_connections`** (1,024): connections beyond it are not accepted until one closes.
+//! - **TLS** (the default, [`crate::api_tls`]): the handshake counts against `header_read`; a
+//!   client that speaks plaintext HTTP to the TLS listener gets a 400 saying so, no API answer.
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -60,9 +62,17 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Serves `router` on `listener` until `stop` turns true; open connections end with it.
-pub async fn serve(listener: TcpListener, router: Router, limits: Limits, mut stop: watch::Receiver<bool>) {
+/// Serves `router` on `listener` until `stop` turns true; open connections end with it. With
+/// `tls`, every connection is TLS ([`crate::api_tls`]); without, plaintext HTTP.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut stop: watch::Receiver<bool>,
+) {
     let router = with_request_timeout(router, limits.request);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -84,18 +94,67 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, mut st
             }
         };
         let service = TowerToHyperService::new(router.clone());
+        let acceptor = acceptor.clone();
         conns.spawn(async move {
             let _permit = permit;
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read)
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "HTTP API connection ended");
+            let Some(acceptor) = acceptor else {
+                return serve_connection(tcp, service, limits, peer).await;
+            };
+            match tokio::time::timeout(limits.header_read, handshake(&acceptor, tcp)).await {
+                Ok(Ok(Some(tls))) => serve_connection(tls, service, limits, peer).await,
+                Ok(Ok(None)) => tracing::debug!(%peer, "HTTP API: plaintext HTTP on the TLS listener; answered 400"),
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "HTTP API: TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "HTTP API: TLS handshake not done in time; closed"),
             }
         });
     }
+}
+
+type Service = TowerToHyperService<Router>;
+
+async fn serve_connection<I>(io: I, service: Service, limits: Limits, peer: std::net::SocketAddr)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "HTTP API connection ended");
+    }
+}
+
+/// The TLS handshake; `None` when the client spoke plaintext HTTP (it was answered 400).
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+) -> std::io::Result<Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut first = [0u8; 1];
+    if tcp.peek(&mut first).await? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    if !crate::api_tls::is_tls_record(first[0]) {
+        let mut tcp = tcp;
+        if first[0].is_ascii_uppercase() {
+            // Read the request head first: closing with it unread would reset the connection
+            // before the client reads the answer.
+            let mut head = Vec::with_capacity(1024);
+            let mut buf = [0u8; 1024];
+            while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tcp.read(&mut buf).await? {
+                    0 => break,
+                    n => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            tcp.write_all(&crate::api_tls::plaintext_refusal()).await?;
+        }
+        let _ = tcp.shutdown().await;
+        return Ok(None);
+    }
+    acceptor.accept(tcp).await.map(Some)
 }
 
 #[cfg(test)]
@@ -111,7 +170,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let limits = Limits { request: Duration::from_millis(100), ..DEFAULT_LIMITS };
         let (stop, rx) = watch::channel(false);
-        tokio::spawn(serve(listener, router, limits, rx));
+        tokio::spawn(serve(listener, router, limits, None, rx));
         let slow = weft_testkit::http1_get(addr, "/slow").await.unwrap();
         assert_eq!(slow.status(), 503);
         let body = String::from_utf8_lossy(slow.body()).to_string();

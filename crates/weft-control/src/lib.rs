@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod api_tls;
 pub mod audit;
 pub mod authz;
 pub mod ca;

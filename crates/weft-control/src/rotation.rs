@@ -78,6 +78,8 @@ struct Inner {
     waiting_for: String,
     /// MeshConfig `ca` as installed by [`crate::signer::run`].
     selected: Selected,
+    /// The names the serving certificate carries besides its identity ([`crate::api_tls`]).
+    serving_names: Vec<String>,
 }
 
 /// Why a rotation cannot start or stop.
@@ -153,7 +155,13 @@ impl CaState {
             dir,
             cluster: cluster.to_string(),
             plugin: plugin.is_some(),
-            inner: Mutex::new(Inner { current, rotation, waiting_for: String::new(), selected: Selected::Builtin }),
+            inner: Mutex::new(Inner {
+                current,
+                rotation,
+                waiting_for: String::new(),
+                selected: Selected::Builtin,
+                serving_names: vec![],
+            }),
             tx: watch::channel(0).0,
         }))
     }
@@ -164,6 +172,16 @@ impl CaState {
 
     fn changed(&self) {
         self.tx.send_modify(|v| *v += 1);
+    }
+
+    /// The names (IP addresses, DNS names) the control plane's serving certificate carries besides
+    /// its identity; every renewal keeps them.
+    pub fn serving_names(&self) -> Vec<String> {
+        self.with(|i| i.serving_names.clone())
+    }
+
+    pub fn set_serving_names(&self, names: Vec<String>) {
+        self.with(|i| i.serving_names = names);
     }
 
     /// The CA that signs proxies' certificates now.
@@ -502,10 +520,7 @@ fn advance(ca: &CaState, tokens: &crate::tokens::Tokens, serving: &CertStore) {
             let new = ca.signer();
             // Serve with the new root first (proxies trust both), then drop the old one.
             let bundle = TrustBundle::new(vec![new.root().clone()]);
-            match new
-                .issue_control_plane(weft_identity::DEFAULT_LEAF_LIFETIME)
-                .and_then(|l| serving.replace(l, Some(bundle)))
-            {
+            match crate::grpc_tls::issue(&new, &ca.serving_names()).and_then(|l| serving.replace(l, Some(bundle))) {
                 Ok(()) => {
                     tokens.set_ca(&weft_identity::control::sha256(new.root()), new.trust_domain());
                     ca.finish()

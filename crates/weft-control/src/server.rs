@@ -43,6 +43,8 @@ pub struct ControlConfig {
     pub max_streams_per_token: usize,
     /// The HTTP API's header-read and request timeouts and connection cap.
     pub api_limits: crate::http_serve::Limits,
+    /// TLS on the HTTP API (the default) or plaintext on loopback, and the certificate's extra names.
+    pub api_tls: crate::api_tls::ApiTls,
     /// Secrets of the external CA MeshConfig `ca` may select (`weft control` reads them from its
     /// environment: [`crate::signer::CaCredentials::from_env`]).
     pub ca_credentials: crate::signer::CaCredentials,
@@ -63,6 +65,7 @@ impl ControlConfig {
             enable_script_checks: false,
             max_streams_per_token: crate::discovery::DEFAULT_MAX_STREAMS_PER_TOKEN,
             api_limits: crate::http_serve::DEFAULT_LIMITS,
+            api_tls: Default::default(),
             ca_credentials: Default::default(),
         }
     }
@@ -82,6 +85,8 @@ pub enum ControlError {
     Dns(#[from] weft_dns::DnsError),
     #[error("the control plane's serving certificate: {0}")]
     Serving(#[from] weft_identity::Error),
+    #[error("{0}")]
+    ApiTls(#[from] crate::api_tls::ApiTlsError),
     #[error("cannot listen for {what} on {addr}: {source} (is another control plane running?)")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
 }
@@ -90,6 +95,11 @@ pub enum ControlError {
 pub struct ControlPlane {
     pub grpc_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// Whether the HTTP API is on TLS (the default; plaintext only with `--api-plaintext`).
+    pub api_tls: bool,
+    /// A file holding the root the API's certificate chains to, for clients on this host
+    /// (`WEFT_CA_FILE`): `<data-dir>/ca/root.pem`, or a plug-in CA's chain file.
+    pub api_ca_file: PathBuf,
     pub store: Store,
     pub tokens: Arc<Tokens>,
     pub proxies: Proxies,
@@ -101,6 +111,9 @@ pub struct ControlPlane {
     pub monitor: weft_health::Monitor,
     /// The catalog as discovery and DNS see it, updated on every change.
     pub catalog: tokio::sync::watch::Receiver<Arc<crate::catalog::Catalog>>,
+    ca: Arc<crate::rotation::CaState>,
+    /// The serving certificate (gRPC and the HTTP API), renewed in place.
+    serving: weft_identity::CertStore,
     tasks: Vec<JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -136,7 +149,39 @@ impl ControlPlane {
         }
     }
 
+    /// The API's URL: `https://ADDR`, or `http://ADDR` with `--api-plaintext`.
+    pub fn api_url(&self) -> String {
+        format!("{}://{}", if self.api_tls { "https" } else { "http" }, self.api_addr)
+    }
+
+    /// The root that the HTTP API's certificate chains to (PEM; what `weft ca --pem` prints and
+    /// `<data-dir>/ca/root.pem` holds for weft's own CA).
+    pub fn api_root_pem(&self) -> String {
+        crate::api::root_pem(&self.ca.serving_ca())
+    }
+
+    /// A client config for the HTTP API that trusts this mesh's roots (for tests and in-process
+    /// callers): [`ControlPlane::api_root_pem`], and the new root too during a `weft ca rotate`,
+    /// so that no call fails while the serving certificate switches roots.
+    pub fn api_client_config(&self) -> Result<rustls::ClientConfig, weft_identity::Error> {
+        let roots: Vec<_> = self.ca.roots().into_iter().map(rustls::pki_types::CertificateDer::from).collect();
+        weft_identity::https::client_config(&roots)
+    }
+
+    /// A server config presenting the HTTP API's certificate (renewed with it), for another
+    /// HTTPS listener of this control plane to serve with ([`crate::http_serve::serve`] takes it).
+    pub fn https_server_config(&self) -> Result<rustls::ServerConfig, weft_identity::Error> {
+        weft_identity::https::server_config(&self.serving)
+    }
+
+    /// [`ControlPlane::api_client_config`] when the API is on TLS; `None` with `--api-plaintext`.
+    pub fn api_client_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.api_tls.then(|| self.api_client_config().map(Arc::new).ok()).flatten()
+    }
+
     pub async fn start(cfg: ControlConfig) -> Result<ControlPlane, ControlError> {
+        // Plaintext only on loopback, and only when asked for: refused before anything is made.
+        cfg.api_tls.validate(cfg.api)?;
         let dir_err = |source| ControlError::DataDir { path: cfg.data_dir.display().to_string(), source };
         // Only its owner may read the data directory (CA keys, token key): 0700 before anything
         // is written into it.
@@ -189,6 +234,8 @@ impl ControlPlane {
             cfg.plugin_ca.as_ref(),
         )?;
         let authority = ca_state.serving_ca();
+        // The serving certificate (gRPC and the HTTP API) names the API's addresses.
+        ca_state.set_serving_names(cfg.api_tls.names(cfg.api));
 
         // Everything weft keeps there, made now or by an older version: 0700 / 0600.
         crate::datadir::secure(&cfg.data_dir).map_err(dir_err)?;
@@ -269,8 +316,13 @@ impl ControlPlane {
         let grpc = bind("gRPC", cfg.grpc).await?;
         let grpc_addr = grpc.local_addr().map_err(dir_err)?;
         let mut tasks = vec![];
-        let serving = crate::grpc_tls::serving_identity(&authority)?;
+        let serving = crate::grpc_tls::serving_identity(&authority, &ca_state.serving_names())?;
         let grpc_tls = weft_identity::control::server_config(&serving)?;
+        // The HTTP API presents the same certificate, renewed with it (api_tls.rs).
+        let api_tls = match cfg.api_tls.plaintext {
+            true => None,
+            false => Some(Arc::new(weft_identity::https::server_config(&serving)?)),
+        };
         tasks.push(tokio::spawn(crate::grpc_tls::renew(ca_state.clone(), serving.clone(), stop_rx.clone())));
         // MeshConfig `ca`: weft's own CA or an external one (AWS Private CA, cfssl, Vault).
         tasks.push(tokio::spawn(crate::signer::run(
@@ -284,7 +336,7 @@ impl ControlPlane {
             proxies.clone(),
             federation.clone(),
             tokens.clone(),
-            serving,
+            serving.clone(),
             stop_rx.clone(),
         )));
         tasks.push(tokio::spawn(async move {
@@ -331,7 +383,7 @@ impl ControlPlane {
             store: store.clone(),
             tokens: tokens.clone(),
             proxies: proxies.clone(),
-            ca: ca_state,
+            ca: ca_state.clone(),
             catalog: catalog.clone(),
             monitor: monitor.clone(),
             enable_script_checks: cfg.enable_script_checks,
@@ -341,11 +393,23 @@ impl ControlPlane {
             federation,
             audit,
         });
-        tasks.push(tokio::spawn(crate::http_serve::serve(api_listener, api::router(state), cfg.api_limits, api_stop)));
-        tracing::info!(%grpc_addr, %api_addr, trust_domain = %mesh.trust_domain, cluster = %mesh.cluster.name, "control plane ready");
+        let api_is_tls = api_tls.is_some();
+        tasks.push(tokio::spawn(crate::http_serve::serve(
+            api_listener,
+            api::router(state),
+            cfg.api_limits,
+            api_tls,
+            api_stop,
+        )));
+        tracing::info!(%grpc_addr, %api_addr, api_tls = api_is_tls, trust_domain = %mesh.trust_domain, cluster = %mesh.cluster.name, "control plane ready");
         Ok(ControlPlane {
             grpc_addr,
             api_addr,
+            api_tls: api_is_tls,
+            api_ca_file: match &cfg.plugin_ca {
+                Some(p) => p.chain.clone(),
+                None => cfg.data_dir.join(crate::api_tls::ROOT_FILE),
+            },
             store,
             tokens,
             proxies,
@@ -354,6 +418,8 @@ impl ControlPlane {
             root_key: ca::root_key(&cfg.data_dir, cfg.plugin_ca.as_ref()),
             monitor,
             catalog,
+            ca: ca_state,
+            serving,
             tasks,
             stop,
         })

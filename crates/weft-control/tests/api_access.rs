@@ -169,7 +169,7 @@ async fn raw(cp: &ControlPlane, method: &str, path: &str, body: &str) -> u16 {
         .header("host", "cp")
         .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
         .unwrap();
-    weft_testkit::http1_request(cp.api_addr, req).await.unwrap().status().as_u16()
+    weft_testkit::api_request(cp.api_addr, cp.api_client_tls(), req).await.unwrap().status().as_u16()
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use http_body_util::Full;
 use serde_json::{json, Value};
 use std::time::Duration;
 use weft_control::{ControlConfig, ControlPlane};
-use weft_testkit::{eventually, http1_request};
+use weft_testkit::{api_request, eventually};
 
 mod common;
 use common::{query_a, tempdir};
@@ -35,7 +35,8 @@ async fn call(cp: &ControlPlane, method: &str, path: &str, headers: &[(&str, &st
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = http1_request(cp.api_addr, req.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await.unwrap();
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    let resp = api_request(cp.api_addr, cp.api_client_tls(), req).await.unwrap();
     let body = serde_json::from_slice(resp.body()).unwrap_or_else(|_| Value::String(format!("{:?}", resp.body())));
     Resp { status: resp.status().as_u16(), headers: resp.headers().clone(), body }
 }
@@ -99,14 +100,14 @@ async fn reads_carry_the_index_headers_and_block_until_the_catalog_moves() {
 
     // A registration moves the catalog: the blocked read returns with it.
     let blocked = {
-        let (addr, tok) = (cp.api_addr, cp.admin_token.clone());
+        let (addr, tok, tls) = (cp.api_addr, cp.admin_token.clone(), cp.api_client_tls());
         tokio::spawn(async move {
             let req = http::Request::get(format!("/v1/health/service/api?index={n}&wait=60s"))
                 .header("host", "cp")
                 .header("x-consul-token", tok)
                 .body(Full::new(Bytes::new()))
                 .unwrap();
-            http1_request(addr, req).await.unwrap()
+            api_request(addr, tls, req).await.unwrap()
         })
     };
     register(&cp, json!({"ID": "api-1", "Name": "api", "Address": "127.0.0.1", "Port": 8080})).await;

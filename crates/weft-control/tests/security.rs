@@ -7,7 +7,7 @@ use http_body_util::Full;
 use std::time::Duration;
 use weft_api::proxy::Control;
 use weft_control::{ControlConfig, ControlPlane};
-use weft_testkit::{eventually, http1_request};
+use weft_testkit::eventually;
 
 mod common;
 use common::{api, bootstrap_token, tempdir};
@@ -99,7 +99,7 @@ async fn stored_script_checks_stop_when_the_flag_is_off_after_a_restart() {
     let (status, v) = api(&cp, "POST", "/v1/apply", &cp.admin_token, &yaml).await;
     assert_eq!(status, 200, "{v}");
     let health = |cp: &ControlPlane| {
-        let (addr, token) = (cp.api_addr, cp.admin_token.clone());
+        let (addr, token, tls) = (cp.api_addr, cp.admin_token.clone(), cp.api_client_tls());
         async move {
             let req = http::Request::builder()
                 .uri("/v1/health/workload/default/w")
@@ -107,7 +107,7 @@ async fn stored_script_checks_stop_when_the_flag_is_off_after_a_restart() {
                 .header("authorization", format!("Bearer {token}"))
                 .body(Full::new(Bytes::new()))
                 .unwrap();
-            let resp = http1_request(addr, req).await.ok()?;
+            let resp = weft_testkit::api_request(addr, tls, req).await.ok()?;
             serde_json::from_slice::<serde_json::Value>(resp.body()).ok()
         }
     };
@@ -387,8 +387,10 @@ async fn the_http_api_closes_slow_heads_and_caps_connections() {
     cfg.api_limits.max_connections = 2;
     let cp = ControlPlane::start(cfg).await.unwrap();
 
-    // A head that never completes: closed after header_read.
-    let mut slow = tokio::net::TcpStream::connect(cp.api_addr).await.unwrap();
+    // A head that never completes (after the TLS handshake): closed after header_read.
+    let tcp = tokio::net::TcpStream::connect(cp.api_addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cp.api_client_tls().unwrap());
+    let mut slow = tls.connect(rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(), tcp).await.unwrap();
     slow.write_all(b"GET /v1/resources HTTP/1.1\r\nhost: cp\r\n").await.unwrap();
     let mut buf = [0u8; 256];
     let closed = tokio::time::timeout(DEADLINE, async {
@@ -406,7 +408,7 @@ async fn the_http_api_closes_slow_heads_and_caps_connections() {
     let idle1 = tokio::net::TcpStream::connect(cp.api_addr).await.unwrap();
     let idle2 = tokio::net::TcpStream::connect(cp.api_addr).await.unwrap();
     let mut third = tokio::spawn({
-        let (addr, token) = (cp.api_addr, cp.admin_token.clone());
+        let (addr, token, tls) = (cp.api_addr, cp.admin_token.clone(), cp.api_client_tls());
         async move {
             let req = http::Request::builder()
                 .uri("/v1/proxies")
@@ -414,7 +416,7 @@ async fn the_http_api_closes_slow_heads_and_caps_connections() {
                 .header("authorization", format!("Bearer {token}"))
                 .body(Full::new(Bytes::new()))
                 .unwrap();
-            http1_request(addr, req).await.map(|r| r.status().as_u16())
+            weft_testkit::api_request(addr, tls, req).await.map(|r| r.status().as_u16())
         }
     });
     assert!(tokio::time::timeout(Duration::from_millis(300), &mut third).await.is_err(), "served beyond the cap");

@@ -219,18 +219,19 @@ impl Authority {
     ) -> Result<Vec<CertificateDer<'static>>, Error> {
         Self::check_not_reserved(authorised)?;
         self.check_own_domain(authorised)?;
-        self.sign_leaf(csr_der, authorised, not_before, not_after, false)
+        self.sign_leaf(csr_der, authorised, not_before, not_after, None)
     }
 
     /// Signs a leaf; `control_plane` adds the marker only the control plane's certificate carries
-    /// (the DNS SAN [`crate::control::CONTROL_SERVER_NAME`]); workload leaves carry the URI SAN alone.
+    /// (the DNS SAN [`crate::control::CONTROL_SERVER_NAME`]) and its other names (IP addresses or
+    /// DNS names); workload leaves carry the URI SAN alone.
     fn sign_leaf(
         &self,
         csr_der: &[u8],
         authorised: &SpiffeId,
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
-        control_plane: bool,
+        control_plane: Option<&[String]>,
     ) -> Result<Vec<CertificateDer<'static>>, Error> {
         let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))?;
         for san in &csr.params.subject_alt_names {
@@ -248,8 +249,20 @@ impl Authority {
         dn.push(DnType::OrganizationName, "weft");
         params.distinguished_name = dn;
         params.subject_alt_names = vec![SanType::URI(authorised.uri().try_into()?)];
-        if control_plane {
+        if let Some(names) = control_plane {
             params.subject_alt_names.push(SanType::DnsName(crate::control::CONTROL_SERVER_NAME.try_into()?));
+            for name in names.iter().filter(|n| n.as_str() != crate::control::CONTROL_SERVER_NAME) {
+                let san =
+                    match name.parse::<std::net::IpAddr>() {
+                        Ok(ip) => SanType::IpAddress(ip),
+                        Err(_) => SanType::DnsName(name.as_str().try_into().map_err(|_| {
+                            Error::BadCert(format!("{name:?} is neither an IP address nor a DNS name"))
+                        })?),
+                    };
+                if !params.subject_alt_names.contains(&san) {
+                    params.subject_alt_names.push(san);
+                }
+            }
         }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
@@ -280,6 +293,13 @@ impl Authority {
     /// and the root appended to the chain so that a proxy holding only the root's SHA-256 (from
     /// its token) can verify it.
     pub fn issue_control_plane(&self, lifetime: Duration) -> Result<crate::Leaf, Error> {
+        self.issue_control_plane_named(lifetime, &[])
+    }
+
+    /// [`Authority::issue_control_plane`] that also names `names` (each an IP address, or else a
+    /// DNS name), so that HTTPS clients of the control plane's API can verify it by the name they
+    /// dial (`localhost`, its listen IP, `--api-san` extras).
+    pub fn issue_control_plane_named(&self, lifetime: Duration, names: &[String]) -> Result<crate::Leaf, Error> {
         let id = crate::control::control_identity(&self.trust_domain)?;
         let key = LeafKey::generate(&id)?;
         let now = OffsetDateTime::now_utc();
@@ -287,7 +307,8 @@ impl Authority {
         if ca_expiry <= now {
             return Err(Error::CaExpired { expired: ca_expiry.to_string() });
         }
-        let mut chain = self.sign_leaf(&key.csr_der()?, &id, now - BACKDATE, (now + lifetime).min(ca_expiry), true)?;
+        let mut chain =
+            self.sign_leaf(&key.csr_der()?, &id, now - BACKDATE, (now + lifetime).min(ca_expiry), Some(names))?;
         if !self.is_root() {
             chain.push(self.root.clone());
         }

@@ -19,6 +19,7 @@ pub mod control;
 mod csr;
 mod error;
 pub mod external;
+pub mod https;
 mod spiffe;
 mod store;
 pub mod tls;

@@ -180,3 +180,77 @@ services:
     assert_eq!(&buf, b"hello");
     assert!(tcp_tap.saw(b"hello"), "the bytes went in the clear");
 }
+
+/// A STRICT refusal is logged with the source address of the refused connection: a real
+/// `weft-proxy` process, its stderr read after it stops.
+#[tokio::test]
+async fn strict_refusal_logs_the_source_address() {
+    use std::io::{BufRead, Read};
+    let pki = Pki::new();
+    let app = weft_testkit::http_echo("api").await;
+    let dir = std::env::temp_dir().join(format!("weft-strict-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (c, k, b) = pki.write_files(&dir, SERVER.0, SERVER.1);
+    let yaml = format!(
+        "identity: {{ cert: {c}, key: {k}, bundle: {b} }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\ninbound:\n  listen: \"127.0.0.1:0\"\n  ports: [{{ port: {} }}]\n",
+        app.port()
+    );
+    std::fs::write(dir.join("sidecar.yaml"), yaml).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft-proxy"))
+        .args(["run", "--config"])
+        .arg(dir.join("sidecar.yaml"))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stops the child if an assertion fails before the clean stop below.
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+        }
+    }
+    let stop = KillOnDrop(child.id());
+    let (mut admin, mut inbound) = (None, None);
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(a) = line.strip_prefix("admin ") {
+            admin = Some(a.parse::<SocketAddr>().unwrap());
+        }
+        if let Some(a) = line.strip_prefix("inbound ") {
+            inbound = Some(a.parse::<SocketAddr>().unwrap());
+        }
+        if line == "ready" {
+            break;
+        }
+    }
+    let (admin, inbound) = (admin.expect("admin address printed"), inbound.expect("inbound address printed"));
+    // Plaintext from a socket whose address we know.
+    let mut s = TcpStream::connect(inbound).await.unwrap();
+    let source = s.local_addr().unwrap();
+    s.write_all(&who()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(out.is_empty(), "STRICT answered plaintext: {}", String::from_utf8_lossy(&out));
+    // Counted (so the refusal, and its log line, happened) before the process stops.
+    weft_testkit::eventually("the refusal counted", Duration::from_secs(20), || async move {
+        let m = weft_testkit::http1_get(admin, "/metrics").await.ok()?;
+        let m = String::from_utf8_lossy(m.body()).into_owned();
+        (metric(&m, "weft_protocol_errors_total{direction=\"inbound\",reason=\"plaintext\"}") == 1.0).then_some(())
+    })
+    .await;
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    child.wait().unwrap();
+    std::mem::forget(stop);
+    let refused: Vec<&str> = log.lines().filter(|l| l.contains("plaintext refused")).collect();
+    assert_eq!(refused.len(), 1, "{log}");
+    assert!(refused[0].contains("WARN"), "{}", refused[0]);
+    assert!(refused[0].contains(&format!("remote={source}")), "the line names the source {source}: {}", refused[0]);
+    assert!(refused[0].contains("STRICT"), "{}", refused[0]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

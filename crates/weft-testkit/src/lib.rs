@@ -2,6 +2,7 @@
 //! - [`Pki`]: a real root + intermediate CA and workload certificates, in memory or as files
 //! - [`eventually`]: poll a condition with a deadline (tests never sleep to wait)
 //! - [`http_echo`], [`tcp_echo`]: the demo apps on `127.0.0.1:0`
+//! - [`https1_request`]: one HTTP/1.1 request over TLS (the control plane's API is on TLS)
 //! - [`Tap`]: a TCP relay that records the bytes it carries, to prove what is on the wire
 //! - [`netns`]: network namespaces with veth links, for tests that need a real network (root)
 
@@ -131,6 +132,37 @@ pub async fn http1_request(addr: SocketAddr, req: http::Request<Full<Bytes>>) ->
     let resp = sender.send_request(req).await?;
     let (parts, body) = resp.into_parts();
     Ok(http::Response::from_parts(parts, body.collect().await?.to_bytes()))
+}
+
+/// [`http1_request`] over TLS with `tls` (e.g. `ControlPlane::api_client_config`), the server
+/// verified as `server_name` (an IP address or DNS name its certificate carries).
+pub async fn https1_request(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    server_name: &str,
+    req: http::Request<Full<Bytes>>,
+) -> anyhow::Result<http::Response<Bytes>> {
+    let stream = TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_string())?;
+    let stream = tokio_rustls::TlsConnector::from(tls).connect(name, stream).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await?;
+    let (parts, body) = resp.into_parts();
+    Ok(http::Response::from_parts(parts, body.collect().await?.to_bytes()))
+}
+
+/// A request to an HTTP API at `addr`: over TLS verified by its IP address with `tls`, or in
+/// plaintext without.
+pub async fn api_request(
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    req: http::Request<Full<Bytes>>,
+) -> anyhow::Result<http::Response<Bytes>> {
+    match tls {
+        Some(tls) => https1_request(addr, tls, &addr.ip().to_string(), req).await,
+        None => http1_request(addr, req).await,
+    }
 }
 
 /// `GET path` over HTTP/1.1.

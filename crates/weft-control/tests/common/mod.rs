@@ -9,7 +9,7 @@ use std::time::Duration;
 use weft_api::proxy::ProxyConfig;
 use weft_control::ControlPlane;
 use weft_proxy::Proxy;
-use weft_testkit::http1_request;
+use weft_testkit::api_request;
 
 pub fn tempdir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("weft-cp-{name}-{}", std::process::id()));
@@ -17,7 +17,8 @@ pub fn tempdir(name: &str) -> std::path::PathBuf {
     d
 }
 
-/// Calls the control plane's HTTP API.
+/// Calls the control plane's HTTP API (over TLS, trusting its root; plaintext only when the
+/// control plane runs with `--api-plaintext`).
 pub async fn api(cp: &ControlPlane, method: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
     let req = http::Request::builder()
         .method(method)
@@ -26,7 +27,7 @@ pub async fn api(cp: &ControlPlane, method: &str, path: &str, token: &str, body:
         .header("authorization", format!("Bearer {token}"))
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap();
-    let resp = http1_request(cp.api_addr, req).await.unwrap();
+    let resp = api_request(cp.api_addr, cp.api_client_tls(), req).await.unwrap();
     let v = serde_json::from_slice(resp.body()).unwrap_or(serde_json::Value::Null);
     (resp.status().as_u16(), v)
 }
@@ -120,6 +121,10 @@ pub fn forwarded(gw: &Proxy, dst: &str) -> f64 {
     metric(&gw.metrics_text(), "weft_tcp_open_total", &["direction=\"gateway\"", &format!("dst=\"{dst}\"")])
 }
 
+/// A connection to the HTTP API: TLS, or plaintext.
+pub trait ApiIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> ApiIo for T {}
+
 /// A streaming answer of the HTTP API (`GET /v1/tap`, NDJSON): its status and its lines as they
 /// come. Dropping it closes the connection (the client going away).
 pub struct ApiStream {
@@ -145,10 +150,18 @@ impl ApiStream {
     }
 }
 
-/// Calls `GET path` on the HTTP API and returns as soon as the answer's head arrives.
+/// Calls `GET path` on the HTTP API (over TLS as [`api`] does) and returns as soon as the
+/// answer's head arrives.
 pub async fn api_stream(cp: &ControlPlane, path: &str, token: &str) -> ApiStream {
-    let stream = tokio::net::TcpStream::connect(cp.api_addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(cp.api_addr).await.unwrap();
+    let io: Box<dyn ApiIo> = match cp.api_client_tls() {
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::try_from(cp.api_addr.ip().to_string()).unwrap();
+            Box::new(tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.unwrap())
+        }
+        None => Box::new(tcp),
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await.unwrap();
     tokio::spawn(conn);
     let req = http::Request::get(path)
         .header("host", "cp")
