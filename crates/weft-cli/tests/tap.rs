@@ -31,12 +31,7 @@ fn conn_args(cp: &ControlPlane) -> Vec<String> {
 }
 
 fn weft(cp: &ControlPlane, args: &[&str]) -> Output {
-    Command::new(WEFT)
-        .args(args)
-        .args(conn_args(cp))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    Command::new(WEFT).args(args).args(conn_args(cp)).stdin(Stdio::null()).output().unwrap()
 }
 
 async fn sidecar(cp: &ControlPlane, identity: &str, workload: &str, extra: &str) -> Proxy {
