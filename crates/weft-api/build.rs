@@ -6,7 +6,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=proto");
     tonic_prost_build::configure().compile_protos(
-        &["proto/weft/mesh/v1/mesh.proto", "proto/envoy/service/auth/v3/external_auth.proto"],
+        &[
+            "proto/weft/mesh/v1/mesh.proto",
+            "proto/envoy/service/auth/v3/external_auth.proto",
+            "proto/opentelemetry/proto/collector/trace/v1/trace_service.proto",
+        ],
         &["proto"],
     )?;
     Ok(())

@@ -50,6 +50,9 @@ pub struct MeshConfigSpec {
     /// ([`crate::ca::CaSpec`], docs/security.md).
     #[serde(default, skip_serializing_if = "crate::ca::CaSpec::is_builtin")]
     pub ca: crate::ca::CaSpec,
+    /// Distributed tracing from every proxy (docs/observability.md, "Tracing"); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<crate::trace::TracingSpec>,
 }
 
 /// Where the control plane takes per-service virtual IPs from: one for each service and one for
@@ -244,6 +247,7 @@ impl Default for MeshConfigSpec {
             authorization: Default::default(),
             extension_providers: vec![],
             ca: Default::default(),
+            tracing: None,
         }
     }
 }
@@ -279,6 +283,9 @@ impl Validate for MeshConfigSpec {
         self.authorization.validate()?;
         crate::ext_authz::validate_providers(&self.extension_providers)?;
         self.ca.validate()?;
+        if let Some(t) = &self.tracing {
+            t.validate("tracing")?;
+        }
         Ok(())
     }
 }

@@ -20,6 +20,33 @@ pub mod envoy_auth {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("envoy.service.auth.v3");
 }
+/// gRPC types of `proto/opentelemetry/`: the subset of OTLP's trace export that the proxy's span
+/// exporter speaks (`opentelemetry.proto.collector.trace.v1.TraceService/Export`).
+pub mod otlp {
+    #![allow(clippy::all, missing_docs)]
+    pub mod common {
+        pub mod v1 {
+            tonic::include_proto!("opentelemetry.proto.common.v1");
+        }
+    }
+    pub mod resource {
+        pub mod v1 {
+            tonic::include_proto!("opentelemetry.proto.resource.v1");
+        }
+    }
+    pub mod trace {
+        pub mod v1 {
+            tonic::include_proto!("opentelemetry.proto.trace.v1");
+        }
+    }
+    pub mod collector {
+        pub mod trace {
+            pub mod v1 {
+                tonic::include_proto!("opentelemetry.proto.collector.trace.v1");
+            }
+        }
+    }
+}
 pub mod backend_policy;
 pub mod ca;
 pub mod ext_authz;
@@ -33,6 +60,7 @@ pub mod resource;
 pub mod route;
 pub mod tap;
 pub mod token;
+pub mod trace;
 pub mod traffic;
 
 pub use duration::Duration;

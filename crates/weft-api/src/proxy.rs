@@ -103,6 +103,10 @@ pub struct ProxyConfig {
     /// When an endpoint is ejected from load balancing (docs/proxy.md, `outlier_detection`).
     #[serde(default)]
     pub outlier_detection: crate::traffic::OutlierDetection,
+    /// Distributed tracing (docs/observability.md, "Tracing"): wins over a control plane's
+    /// MeshConfig `tracing`. Off when absent (and the control plane sends none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<crate::trace::TracingSpec>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -903,6 +907,9 @@ impl ProxyConfig {
         }
         self.limits.check()?;
         self.outlier_detection.check("outlier_detection")?;
+        if let Some(t) = &self.tracing {
+            t.validate("tracing")?;
+        }
         for (field, d, min) in [
             (
                 "identity.reload_interval",

@@ -272,6 +272,9 @@ fn render_with(
             .iter()
             .map(|p| pb::ExtensionProvider { json: serde_json::to_string(p).unwrap_or_default() })
             .collect(),
+        // MeshConfig `tracing` (absent: off). `registry::run` publishes a catalog whose MeshConfig
+        // changed, so a change to it alone reaches every proxy.
+        tracing: cat.mesh.tracing.as_ref().map(|t| pb::Tracing { json: serde_json::to_string(t).unwrap_or_default() }),
         // The mesh's roots, bound to its trust domain; then each linked cluster's, bound to its
         // own (a proxy verifies a peer only against the roots of the peer's trust domain).
         bundles: std::iter::once(pb::TrustDomainBundle {

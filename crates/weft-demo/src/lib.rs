@@ -97,6 +97,8 @@ async fn handle(name: &str, mut req: Request<Incoming>) -> Response<Body> {
     let host = header_str(req.headers(), "host").or_else(|| req.uri().authority().map(|a| a.to_string()));
     let forged_count = req.headers().get_all(PEER_IDENTITY).iter().count();
     let mut identity_like = identity_like_in(req.headers(), "header");
+    let h = req.headers();
+    let trace = (header_str(h, "traceparent"), header_str(h, "b3"), header_str(h, "x-b3-spanid"));
     let body = match req.into_body().collect().await {
         Ok(b) => {
             if let Some(t) = b.trailers() {
@@ -110,6 +112,8 @@ async fn handle(name: &str, mut req: Request<Incoming>) -> Response<Body> {
         "app": name, "method": method, "path": path, "version": version, "host": host,
         "peer_identity": peer, "peer_identity_headers": forged_count, "identity_like": identity_like,
         "body_len": body.len(),
+        // Trace context as the app got it (docs/observability.md, "Tracing").
+        "traceparent": trace.0, "b3": trace.1, "x_b3_spanid": trace.2,
         "body": String::from_utf8_lossy(&body[..body.len().min(4096)]),
     });
     let mut r = with_status(StatusCode::OK, json.to_string());

@@ -81,6 +81,8 @@ pub(crate) fn config_dump(ctx: &Ctx) -> serde_json::Value {
             .collect::<Vec<_>>(),
         // MeshConfig `extensionProviders`, as the control plane sent them (CUSTOM authorization).
         "extension_providers": ctx.ext_authz.specs(),
+        // Tracing in force: the config file's `tracing`, else MeshConfig `tracing`.
+        "tracing": ctx.tracing.spec(),
         // `<svc>.<ns>` or a mirror's `<svc>.<ns>@<cluster>`.
         "virtual_ips": routes.virtual_ips().iter()
             .map(|(ip, to)| json!({ "address": ip.to_string(), "routes_to": to }))

@@ -485,6 +485,7 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
     let authz = authorization_from(update).map_err(|e| e.to_string())?;
     let providers = crate::authz::ext::providers_from(update).map_err(|e| e.to_string())?;
     let authn = request_authn_from(update).map_err(|e| e.to_string())?;
+    let tracing = crate::trace::tracing_from(update).map_err(|e| e.to_string())?;
     ctx.apps.add_ports(inbound.iter().map(|p| p.port));
     if let Some(p) = &update.placement {
         ctx.set_place(&p.cluster, &p.locality);
@@ -511,6 +512,9 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
     let mut policies = crate::jwt::from_config(&ctx.cfg);
     policies.extend(authn);
     ctx.jwt.update(&policies);
+    // Spans name the cluster the workload runs in, as the control plane places it.
+    let placed = update.placement.as_ref().map(|p| p.cluster.as_str()).filter(|c| !c.is_empty());
+    ctx.tracing.update(tracing.as_ref(), placed.unwrap_or(&update.cluster));
     Ok(())
 }
 

@@ -237,13 +237,62 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// One request from a peer: with tracing on, inside a server span (see [`crate::trace`]);
+    /// off, one branch.
+    async fn traced(&self, mut req: Request<Body>) -> Response<Body> {
+        let Some(tracer) = self.ctx.tracing.tracer() else { return self.serve(req).await };
+        let Some(mut span) = tracer.start(crate::trace::Kind::Server, &mut req) else {
+            return self.serve(req).await;
+        };
+        span.upstream = Some(self.app);
+        span.peer_identity = self.peer_header.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string);
+        let resp = self.serve(req).await;
+        span.end(resp.status().as_u16());
+        resp
+    }
+
+    async fn serve(&self, mut req: Request<Body>) -> Response<Body> {
+        let started = Instant::now();
+        // The rate limit of the service this proxy fronts (ResiliencePolicy `rateLimit`).
+        if let Some(refused) = crate::resilience::limit_inbound(&self.ctx.resilience, &self.label.src) {
+            return self.finish(Ok(refused), started);
+        }
+        if let Err(e) = h::check_host(&mut req) {
+            return self.finish(Err(e), started);
+        }
+        // Before the identity is set: a `Connection` header must not name it away.
+        h::strip_hop_by_hop(req.headers_mut());
+        let proto = self.prepare(&mut req);
+        // RequestAuthentication: a bad token (or none, where one is required) ends here.
+        if let Err(refused) = self.ctx.jwt.authenticate(&mut req).await {
+            return self.finish(Ok(refused), started);
+        }
+        // After `prepare`: a condition on a header sees the verified identity, never a copy
+        // from outside.
+        let extra =
+            match crate::authz::check_http(&self.ctx, &self.source, self.remote, self.app.port(), &mut req).await {
+                Ok(extra) => extra,
+                Err(denied) => return self.finish(Ok(denied), started),
+            };
+        let mut result = forward(&self.ctx, self.app, proto, req).await;
+        // Headers an external authorizer (CUSTOM) asked for on the response.
+        if let (false, Ok(resp)) = (extra.is_empty(), &mut result) {
+            for (name, value) in extra {
+                resp.headers_mut().append(name, value);
+            }
+        }
+        self.finish(result, started)
+    }
+}
+
 impl Handler for Conn {
     async fn request(&self, req: Request<Body>) -> Response<Body> {
         // Live tap: one atomic load unless a tap is open (see `crate::tap`).
         let Some(tap) = crate::tap::Tapped::start(&self.ctx.taps, &req) else {
-            return self.serve(req).await;
+            return self.traced(req).await;
         };
-        let resp = self.serve(req).await;
+        let resp = self.traced(req).await;
         let id = self.ctx.certs.id();
         let peer = self.peer_header.as_ref().and_then(|v| v.to_str().ok());
         tap.inbound(
@@ -291,42 +340,6 @@ impl Handler for Conn {
             crate::app::upgraded(app, h::forward_upgrade(req, downstream, tcp, ctx.drain.conn()).await)
         };
         self.finish(result.await, started)
-    }
-}
-
-impl Conn {
-    /// A request, served (see [`Handler::request`], which taps it when a tap is open).
-    async fn serve(&self, mut req: Request<Body>) -> Response<Body> {
-        let started = Instant::now();
-        // The rate limit of the service this proxy fronts (ResiliencePolicy `rateLimit`).
-        if let Some(refused) = crate::resilience::limit_inbound(&self.ctx.resilience, &self.label.src) {
-            return self.finish(Ok(refused), started);
-        }
-        if let Err(e) = h::check_host(&mut req) {
-            return self.finish(Err(e), started);
-        }
-        // Before the identity is set: a `Connection` header must not name it away.
-        h::strip_hop_by_hop(req.headers_mut());
-        let proto = self.prepare(&mut req);
-        // RequestAuthentication: a bad token (or none, where one is required) ends here.
-        if let Err(refused) = self.ctx.jwt.authenticate(&mut req).await {
-            return self.finish(Ok(refused), started);
-        }
-        // After `prepare`: a condition on a header sees the verified identity, never a copy
-        // from outside.
-        let extra =
-            match crate::authz::check_http(&self.ctx, &self.source, self.remote, self.app.port(), &mut req).await {
-                Ok(extra) => extra,
-                Err(denied) => return self.finish(Ok(denied), started),
-            };
-        let mut result = forward(&self.ctx, self.app, proto, req).await;
-        // Headers an external authorizer (CUSTOM) asked for on the response.
-        if let (false, Ok(resp)) = (extra.is_empty(), &mut result) {
-            for (name, value) in extra {
-                resp.headers_mut().append(name, value);
-            }
-        }
-        self.finish(result, started)
     }
 }
 

@@ -47,6 +47,7 @@ pub mod route;
 pub mod routes;
 pub mod sni;
 pub mod tap;
+pub mod trace;
 pub mod workers;
 
 use arc_swap::ArcSwap;
@@ -127,6 +128,8 @@ pub struct Ctx {
     jwt: jwt::State,
     /// Live taps open on this proxy (see [`tap`]).
     pub taps: tap::Taps,
+    /// Distributed tracing: spans and their export (see [`trace`]); off unless configured.
+    pub tracing: trace::State,
 }
 
 impl Ctx {
@@ -282,6 +285,17 @@ impl Proxy {
         let route_metrics = route::Metrics::register(&mut registry);
         let ext_authz = authz::ext::Providers::with_metrics(cfg.mark(), authz::ext::Metrics::register(&mut registry));
         metrics.cert_expiry.set(identity::expiry_secs(&certs.leaf()));
+        let tracing = trace::State::new(
+            trace::Metrics::register(&mut registry),
+            cfg.mark(),
+            cfg.tracing.clone(),
+            trace::Resource {
+                identity: certs.id().to_string(),
+                namespace: certs.id().namespace().to_string(),
+                service_account: certs.id().service_account().to_string(),
+                cluster: cfg.cluster.clone(),
+            },
+        );
         let mut server = hyper::server::conn::http1::Builder::new();
         server
             .timer(TokioTimer::new())
@@ -350,6 +364,7 @@ impl Proxy {
             authz,
             ext_authz,
             jwt,
+            tracing,
             cfg,
         });
 

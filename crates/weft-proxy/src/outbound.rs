@@ -561,10 +561,36 @@ async fn tapped(ctx: &Arc<Ctx>, target: Target, req: Request<Body>) -> Response<
     resp
 }
 
+/// One request from the app: with tracing on, inside a client span (see [`crate::trace`]); off,
+/// one branch.
 async fn request(
+    ctx: &Arc<Ctx>,
+    target: Target,
+    mut req: Request<Body>,
+    tap: &mut Option<Box<crate::tap::Tapped>>,
+) -> Response<Body> {
+    let Some(tracer) = ctx.tracing.tracer() else { return routed(ctx, target, req, None, tap).await };
+    let Some(mut span) = tracer.start(crate::trace::Kind::Client, &mut req) else {
+        return routed(ctx, target, req, None, tap).await;
+    };
+    let resp = routed(ctx, target, req, Some(&mut span), tap).await;
+    span.end(resp.status().as_u16());
+    resp
+}
+
+/// Where the endpoint a request went to is recorded on its client span.
+fn traced(span: &mut Option<&mut crate::trace::Span>, ep: &Endpoint) {
+    if let Some(span) = span {
+        span.upstream = Some(ep.address);
+        span.peer_identity = Some(ep.identity.to_string());
+    }
+}
+
+async fn routed(
     ctx: &Arc<Ctx>,
     mut target: Target,
     mut req: Request<Body>,
+    mut span: Option<&mut crate::trace::Span>,
     tap: &mut Option<Box<crate::tap::Tapped>>,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -581,7 +607,12 @@ async fn request(
     // The service's routes (HTTPRoute, GRPCRoute; see `crate::route`), if it has any.
     let rule = match target.pinned.is_none().then(|| crate::route::decide(ctx, &mut target, &mut req)).flatten() {
         None => None,
-        Some(crate::route::Decision::Forward(rule)) => Some(rule),
+        Some(crate::route::Decision::Forward(rule)) => {
+            if let Some(span) = span.as_mut() {
+                span.route = Some(rule.route.0.clone());
+            }
+            Some(rule)
+        }
         Some(crate::route::Decision::Respond(mut resp, rule)) => {
             if let Some(rule) = rule {
                 rule.filters.on_response(&mut resp);
@@ -623,6 +654,7 @@ async fn request(
             if let Some(t) = tap {
                 t.endpoint(&ep);
             }
+            traced(&mut span, &ep);
             finish(ctx, &ep, result, started)
         }
         Some(rule) => {
@@ -652,6 +684,7 @@ async fn request(
             if let Some(t) = tap {
                 t.endpoint(&ep);
             }
+            traced(&mut span, &ep);
             let mut resp = finish(ctx, &ep, result, started);
             rule.filters.on_response(&mut resp);
             rule.record(&ctx.route_metrics, resp.status().as_u16(), started);

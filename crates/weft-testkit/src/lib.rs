@@ -7,6 +7,7 @@
 //! - [`netns`]: network namespaces with veth links, for tests that need a real network (root)
 
 pub mod netns;
+pub mod otlp;
 pub mod python;
 
 use bytes::Bytes;

@@ -10,7 +10,7 @@
 //! Every failure (unreachable, timed out, a malformed answer, a 5xx of an HTTP service) fails
 //! closed, denying with the provider's `statusOnError`, unless the provider sets `failOpen`.
 
-mod connect;
+pub(crate) mod connect;
 mod grpc;
 mod http;
 
