@@ -278,3 +278,26 @@ async fn an_outbound_event_names_the_route_that_matched() {
     let inb = events.iter().find(|e| e["direction"] == "inbound").expect("the callee's event");
     assert_eq!(inb["route"], serde_json::Value::Null);
 }
+
+/// A proxy taps itself on its admin port (loopback callers), with no control plane involved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_taps_itself_on_its_admin_port() {
+    weft_testkit::init_tracing();
+    let Mesh { server, upstream, .. } = mesh("tap-admin").await;
+    let admin = server.addrs.admin.expect("an admin listener");
+    let tapping = tokio::spawn(async move { http1_get(admin, "/tap?path=/adm&max=1&seconds=30").await.unwrap() });
+    eventually("the admin tap is open", Duration::from_secs(10), || async { server.ctx().taps.on().then_some(()) })
+        .await;
+    get(upstream, "/adm/1").await;
+    let resp = tokio::time::timeout(Duration::from_secs(30), tapping).await.expect("the tap ends at max").unwrap();
+    assert_eq!(resp.status(), 200);
+    let e: serde_json::Value = serde_json::from_slice(resp.body()).expect("one JSON line");
+    assert_eq!((e["path"].as_str(), e["direction"].as_str()), (Some("/adm/1"), Some("inbound")), "{e}");
+    assert_eq!(e["proxy"], "default-api");
+    eventually("the admin tap is closed", Duration::from_secs(10), || async {
+        (!server.ctx().taps.on()).then_some(())
+    })
+    .await;
+    let r = http1_get(admin, "/tap?color=red").await.unwrap();
+    assert_eq!(r.status(), 400);
+}

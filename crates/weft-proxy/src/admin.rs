@@ -144,9 +144,9 @@ fn handle(ctx: &Ctx, req: &Request<Incoming>, local_caller: bool) -> Response<Bo
         "/metrics" => {
             text(StatusCode::OK, encode_metrics(ctx), "application/openmetrics-text; version=1.0.0; charset=utf-8")
         }
-        "/config_dump" if !local_caller => text(
+        "/config_dump" | "/tap" if !local_caller => text(
             StatusCode::FORBIDDEN,
-            "/config_dump is only served to callers on this host (loopback)\n".into(),
+            format!("{} is only served to callers on this host (loopback)\n", req.uri().path()),
             "text/plain",
         ),
         "/config_dump" => {
@@ -155,7 +155,7 @@ fn handle(ctx: &Ctx, req: &Request<Incoming>, local_caller: bool) -> Response<Bo
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "try /live /ready /metrics /config_dump /app-health/<port>/<path>\n".into(),
+            "try /live /ready /metrics /config_dump /tap /app-health/<port>/<path>\n".into(),
             "text/plain",
         ),
     }
@@ -176,6 +176,10 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
                 async move {
                     let resp = match req.uri().path().strip_prefix("/app-health/") {
                         Some(rest) => app_health(&ctx, rest).await,
+                        // Live tap of this proxy alone (see `crate::tap::admin_tap`).
+                        None if req.uri().path() == "/tap" && local_caller => {
+                            crate::tap::admin_tap(ctx.clone(), req.uri().query())
+                        }
                         None => handle(&ctx, &req, local_caller),
                     };
                     Ok::<_, std::convert::Infallible>(resp)

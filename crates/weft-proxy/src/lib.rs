@@ -3,7 +3,7 @@
 //! ```text
 //!  sidecar:   app ──► outbound (explicit 127.0.0.1:<port> | transparent :15001) ══mTLS══► peer inbound :15006 ──► app
 //!  gateway:   peer ══mTLS (SNI)══► gateway :15443 ══same TLS, not terminated══► local sidecar inbound
-//!  admin:     :15000  /live /ready /metrics /config_dump
+//!  admin:     :15000  /live /ready /metrics /config_dump /tap
 //! ```
 //!
 //! [`Proxy::start`] binds every listener (port 0 works and reports what it bound) and runs them on

@@ -25,6 +25,8 @@ use weft_api::tap::{Destination, Source, TapEvent, TapFilter};
 pub const QUEUE: usize = 1024;
 /// Events sent in one ProxyMessage at most.
 pub const BATCH: usize = 128;
+/// Taps opened on the admin port (`/tap`) have ids from here up; the control plane's are below.
+const LOCAL_IDS: u64 = 1 << 63;
 
 /// One open tap as this proxy applies it.
 struct Open {
@@ -48,6 +50,9 @@ pub struct Taps {
     dropped: Counter,
     /// `(service, namespace)` of this proxy's workload by app port (from the taps).
     inbound: Mutex<std::collections::HashMap<u16, (String, String)>>,
+    /// Where the events of admin-port taps go, by tap id.
+    local: Mutex<std::collections::HashMap<u64, mpsc::Sender<TapEvent>>>,
+    next_local: std::sync::atomic::AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -75,11 +80,12 @@ impl Taps {
         );
     }
 
-    /// The taps the control plane sent (all of them, replacing those before). A tap kept from
-    /// before keeps its rate-limit window.
+    /// The taps the control plane sent (all of them, replacing those before; the admin port's
+    /// stay). A tap kept from before keeps its rate-limit window.
     pub fn set(&self, taps: &[pb::Tap]) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = Vec::with_capacity(taps.len());
+        next.extend(open.drain(..).filter(|o| o.id >= LOCAL_IDS));
         for t in taps {
             let filter = TapFilter::from(t);
             if let Err(e) = filter.validate() {
@@ -96,6 +102,27 @@ impl Taps {
             Some((u16::try_from(*port).ok()?, (svc.to_string(), ns.to_string())))
         });
         *self.inbound.lock().unwrap_or_else(|p| p.into_inner()) = inbound.collect();
+        self.on.store(!open.is_empty(), Ordering::Relaxed);
+    }
+
+    /// Opens a tap on this proxy alone (the admin port's `/tap`): its events arrive on the
+    /// receiver until [`Taps::close_local`] with the id returned.
+    pub fn open_local(&self, filter: TapFilter, expires_unix_ms: u64) -> (u64, mpsc::Receiver<TapEvent>) {
+        let id = LOCAL_IDS + self.next_local.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        self.local.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        let per_second = weft_api::tap::DEFAULT_PER_SECOND;
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.push(Open { id, filter, expires_unix_ms, per_second, window: 0, sent: 0 });
+        self.on.store(true, Ordering::Relaxed);
+        (id, rx)
+    }
+
+    /// Closes an admin-port tap.
+    pub fn close_local(&self, id: u64) {
+        self.local.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|o| o.id != id);
         self.on.store(!open.is_empty(), Ordering::Relaxed);
     }
 
@@ -143,6 +170,15 @@ impl Taps {
                 o.sent += 1;
                 ids.push(o.id);
             }
+        }
+        if ids.iter().any(|id| *id >= LOCAL_IDS) {
+            let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+            for id in ids.iter().filter(|id| **id >= LOCAL_IDS) {
+                if local.get(id).is_none_or(|tx| tx.try_send(e.clone()).is_err()) {
+                    self.dropped.inc();
+                }
+            }
+            ids.retain(|id| *id < LOCAL_IDS);
         }
         if ids.is_empty() {
             return;
@@ -281,6 +317,101 @@ impl Tapped {
     }
 }
 
+/// Closes an admin-port tap when its answer is dropped (done, or the caller gone).
+struct LocalTap {
+    ctx: std::sync::Arc<crate::Ctx>,
+    id: u64,
+}
+
+impl Drop for LocalTap {
+    fn drop(&mut self) {
+        self.ctx.taps.close_local(self.id);
+    }
+}
+
+/// `%XX` and `+` decoded (a bad escape is kept as it is).
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+            (b'+', _) => out.push(b' '),
+            (c, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The admin port's `GET /tap?src=&dst=&path=&method=&status=&max=&seconds=`: this proxy's own
+/// requests, as NDJSON lines of the same shape as the control plane's `GET /v1/tap`, for a proxy
+/// without a control plane (and for the bench). Loopback callers only (checked by the caller).
+pub fn admin_tap(ctx: std::sync::Arc<crate::Ctx>, query: Option<&str>) -> http::Response<crate::httputil::Body> {
+    use http_body_util::StreamBody;
+    let bad = |msg: String| {
+        let mut r = http::Response::new(crate::httputil::full(format!("{msg}\n")));
+        *r.status_mut() = http::StatusCode::BAD_REQUEST;
+        r
+    };
+    let (mut filter, mut max, mut seconds) =
+        (TapFilter::default(), weft_api::tap::DEFAULT_EVENTS, weft_api::tap::DEFAULT_SECONDS);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = decode(v);
+        let number = |max: u64| v.parse::<u64>().ok().filter(|n| (1..=max).contains(n));
+        match k {
+            "src" => filter.src = v,
+            "dst" => filter.dst = v,
+            "path" => filter.path = v,
+            "method" => filter.method = v,
+            "status" => filter.status = v,
+            "max" => match number(weft_api::tap::MAX_EVENTS) {
+                Some(n) => max = n,
+                None => return bad(format!("max: {v:?} must be 1 to {}", weft_api::tap::MAX_EVENTS)),
+            },
+            "seconds" => match number(weft_api::tap::MAX_SECONDS) {
+                Some(n) => seconds = n,
+                None => return bad(format!("seconds: {v:?} must be 1 to {}", weft_api::tap::MAX_SECONDS)),
+            },
+            _ => {
+                return bad(format!("unknown parameter {k:?}: /tap takes src, dst, path, method, status, max, seconds"))
+            }
+        }
+    }
+    if let Err(e) = filter.validate() {
+        return bad(e);
+    }
+    let (id, rx) = ctx.taps.open_local(filter, now_ms() + seconds * 1000);
+    let cluster = ctx.cfg.cluster.clone();
+    let proxy = ctx.cfg.control.as_ref().and_then(|c| c.proxy_id.clone()).unwrap_or_else(|| "local".into());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let guard = LocalTap { ctx, id };
+    let lines = futures_util::stream::unfold((guard, rx, max), move |(guard, mut rx, left)| {
+        let (cluster, proxy) = (cluster.clone(), proxy.clone());
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let mut e = tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()?;
+            (e.cluster, e.proxy) = (cluster, proxy);
+            let mut line = serde_json::to_vec(&e).unwrap_or_default();
+            line.push(b'\n');
+            let frame = http_body::Frame::data(bytes::Bytes::from(line));
+            Some((Ok::<_, crate::httputil::BoxError>(frame), (guard, rx, left - 1)))
+        }
+    });
+    let mut r = http::Response::new(crate::httputil::Body::new(StreamBody::new(lines)));
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-ndjson"));
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +452,28 @@ mod tests {
         // The third /a is over tap 1's rate (2/s) unless the second turned in between.
         assert!(ids == [vec![1, 2], vec![1, 2], vec![2], vec![2]] || ids[..2] == [vec![1, 2], vec![1, 2]], "{ids:?}");
         assert_eq!(got.last().unwrap().path, "/b");
+    }
+
+    #[test]
+    fn query_values_are_decoded_and_bad_escapes_kept() {
+        assert_eq!(decode("/a%20b+c%2Fd"), "/a b c/d");
+        assert_eq!(decode("%zz%2"), "%zz%2");
+        assert_eq!(decode("%C3%A9é"), "éé");
+    }
+
+    #[tokio::test]
+    async fn an_admin_tap_gets_its_own_events_and_survives_the_control_planes_taps() {
+        let taps = Taps::default();
+        let (id, mut rx) = taps.open_local(TapFilter { path: "/a".into(), ..Default::default() }, 0);
+        assert!(taps.on());
+        taps.set(&[]);
+        assert!(taps.on(), "the control plane's (empty) taps leave the admin port's open");
+        taps.emit(event("/a"));
+        taps.emit(event("/b"));
+        assert_eq!(rx.recv().await.unwrap().path, "/a");
+        assert!(rx.try_recv().is_err());
+        taps.close_local(id);
+        assert!(!taps.on());
     }
 
     #[test]
