@@ -50,6 +50,12 @@ pub struct ControlArgs {
     /// The most discovery streams one token may hold open at once (each proxy holds one).
     #[arg(long, default_value_t = weft_control::discovery::DEFAULT_MAX_STREAMS_PER_TOKEN)]
     max_streams_per_token: usize,
+    /// Serve the web dashboard on this address (default 127.0.0.1:15090 when given without a
+    /// value): plain HTTP on a loopback address, HTTPS with the API's certificate elsewhere (not
+    /// with --api-plaintext). Log in with an API token, or with the one-time URL `weft dashboard`
+    /// prints. See docs/dashboard.md.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = weft_control::dashboard::DEFAULT_DASHBOARD)]
+    dashboard: Option<SocketAddr>,
     /// Plug-in CA (Istio's model): the intermediate's certificate...
     #[arg(long, requires_all = ["ca_key", "ca_chain"])]
     ca_cert: Option<PathBuf>,
@@ -59,6 +65,17 @@ pub struct ControlArgs {
     /// ...and the chain up to and including the root.
     #[arg(long)]
     ca_chain: Option<PathBuf>,
+    /// How often proxies send their golden metrics for `weft stat` / `/v1/stats` (100ms to 1h).
+    #[arg(long, default_value = "10s")]
+    stats_interval: weft_api::Duration,
+    /// The most metric series the history keeps (≈11 KB each; a new series past it is dropped
+    /// and counted, see docs/observability.md "Metrics history").
+    #[arg(long, default_value_t = weft_control::stats::DEFAULT_MAX_SERIES)]
+    stats_max_series: usize,
+    /// Answer `/v1/stats` (`weft stat`) from this Prometheus (`http://host:9090`) instead of the
+    /// control plane's own history; it must scrape the proxies (deploy/prometheus/).
+    #[arg(long)]
+    prometheus_url: Option<String>,
 }
 
 pub fn run(args: ControlArgs) -> anyhow::Result<()> {
@@ -75,8 +92,22 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     cfg.dns_upstream = args.dns_upstream;
     cfg.dns_udp_receive_buffer = args.dns_udp_buffer;
     cfg.registry_file = args.registry_file;
+    cfg.dashboard = args.dashboard;
+    // Refused before the data directory is made.
+    args.dashboard.map(|a| weft_control::dashboard::check_addr(a, !args.api_plaintext)).transpose()?;
     cfg.enable_script_checks = args.enable_script_checks;
     cfg.max_streams_per_token = args.max_streams_per_token;
+    let interval = std::time::Duration::from(args.stats_interval);
+    if interval < std::time::Duration::from_millis(100) || interval > std::time::Duration::from_secs(3600) {
+        anyhow::bail!("--stats-interval must be between 100ms and 1h");
+    }
+    cfg.stats_interval_ms = interval.as_millis() as u64;
+    cfg.stats_max_series = args.stats_max_series;
+    if let Some(url) = &args.prometheus_url {
+        // Checked before anything starts.
+        weft_control::stats::prom::Prometheus::parse(url).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    cfg.prometheus_url = args.prometheus_url;
     cfg.mesh.trust_domain = args.trust_domain;
     cfg.mesh.cluster.name = args.cluster;
     if let (Some(cert), Some(key), Some(chain)) = (args.ca_cert, args.ca_key, args.ca_chain) {
@@ -100,6 +131,12 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         }
         if let Some(d) = cp.dns_addr {
             println!("    DNS        {d}   (try: dig @{} -p {} api.service.consul)", d.ip(), d.port());
+        }
+        if let Some(d) = &cp.dashboard {
+            println!(
+                "    dashboard  {}   (log in with an API token; `weft dashboard` prints a one-time login URL)",
+                d.url()
+            );
         }
         println!("    next: weft token create --identity default/web   |   weft apply -f mesh.yaml   |   weft check");
         println!("ready");

@@ -24,6 +24,7 @@ macro_rules! out {
 mod call;
 mod client;
 mod control;
+mod dashboard;
 mod describe;
 mod dns;
 mod intention;
@@ -31,6 +32,7 @@ mod link;
 mod netns;
 mod netns_wan;
 mod routes_out;
+mod stat;
 mod tap;
 mod tls;
 mod up;
@@ -58,6 +60,9 @@ enum Cmd {
     Up(up::UpArgs),
     /// Run a control plane: registry, store, CA, discovery for proxies, health checks, DNS, API.
     Control(control::ControlArgs),
+    /// Print a one-time URL that logs a browser into the control plane's web dashboard (as the
+    /// token in use; the dashboard runs with `weft control --dashboard` and in `weft up`).
+    Dashboard(dashboard::DashboardArgs),
     /// Run weft's mesh DNS in a cluster without a control plane (a primary's remote cluster),
     /// answering from the primary's catalog through the primary's east-west gateway.
     Dns(dns::DnsArgs),
@@ -69,6 +74,13 @@ enum Cmd {
     Top(tap::TopArgs),
     /// What one proxy runs, as it reports it: certificate, routes, endpoints, policies.
     ProxyConfig(tap::ProxyConfigArgs),
+    /// Golden metrics (success rate, requests per second, latency p50/p95/p99, open TCP
+    /// connections) by service, workload, route or cluster, across linked clusters, from the
+    /// control plane's history (or its Prometheus): `weft stat [service|workload|route|cluster]`.
+    Stat(stat::StatArgs),
+    /// Who calls whom: each pair of services with traffic, their identities, mTLS, RPS and
+    /// success rate, across linked clusters.
+    Edges(stat::EdgesArgs),
     /// The data-plane proxy (same as the `weft-proxy` binary).
     Proxy {
         #[command(subcommand)]
@@ -125,6 +137,10 @@ fn real_main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Proxy { cmd } => weft_proxy::cli::run(cmd),
         Cmd::Tls { cmd } => tls::run(cmd),
+        Cmd::Dashboard(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(dashboard::run(args))
+        }
         Cmd::Up(args) => up::run(args),
         Cmd::Control(args) => control::run(args),
         Cmd::Dns(args) => dns::run(args),
@@ -132,6 +148,12 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::Top(args) => tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(tap::top(args)),
         Cmd::ProxyConfig(args) => {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(tap::proxy_config(args))
+        }
+        Cmd::Stat(args) => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(stat::stat(args))
+        }
+        Cmd::Edges(args) => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(stat::edges(args))
         }
         Cmd::Verb(verb) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

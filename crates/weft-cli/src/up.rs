@@ -67,6 +67,10 @@ pub struct UpArgs {
     /// east-west gateways on a shared WAN bridge.
     #[arg(long)]
     pub(crate) netns: bool,
+    /// Do not serve the web dashboard (by default each control plane serves one on a free
+    /// 127.0.0.1 port, printed with a one-time login URL; see docs/dashboard.md).
+    #[arg(long)]
+    pub(crate) no_dashboard: bool,
 }
 
 struct App {
@@ -271,6 +275,7 @@ async fn up(args: UpArgs, file: Option<crate::upfile::UpFile>) -> anyhow::Result
     cfg.grpc = "127.0.0.1:0".parse()?;
     cfg.api = "127.0.0.1:0".parse()?;
     cfg.dns = Some("127.0.0.1:0".parse()?);
+    cfg.dashboard = (!args.no_dashboard).then(|| ([127, 0, 0, 1], 0).into());
     let leaf_lifetime = mesh.leaf_lifetime;
     cfg.mesh = mesh;
     let cp = ControlPlane::start(cfg).await?;
@@ -340,6 +345,7 @@ async fn up(args: UpArgs, file: Option<crate::upfile::UpFile>) -> anyhow::Result
             d.port()
         );
     }
+    crate::dashboard::print_up(&cp, "    ");
     println!("    try:     curl http://{}/", web.addr);
     println!("    and:     {}", crate::client::export_cp(&cp));
     println!("             weft get workloads; weft proxy-status; weft check");
@@ -556,6 +562,7 @@ async fn from_file(cp: &ControlPlane, file: crate::upfile::UpFile, args: &UpArgs
     println!("==> mesh is up ({} workloads)", running.len());
     println!("    and:     {}", crate::client::export_cp(cp));
     println!("             weft get workloads; weft proxy-status; weft check   (Ctrl-C stops everything)");
+    crate::dashboard::print_up(cp, "    ");
     run_until_stopped(args).await;
     println!("==> stopping");
     for (proxy, mut child) in running {

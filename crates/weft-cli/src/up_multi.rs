@@ -140,6 +140,7 @@ async fn start_cluster(c: &FileCluster, base: &std::path::Path, args: &UpArgs) -
     cfg.grpc = "127.0.0.1:0".parse()?;
     cfg.api = "127.0.0.1:0".parse()?;
     cfg.dns = Some("127.0.0.1:0".parse()?);
+    cfg.dashboard = (!args.no_dashboard).then(|| ([127, 0, 0, 1], 0).into());
     cfg.mesh.trust_domain = c.trust_domain();
     cfg.mesh.cluster.name = c.name.clone();
     cfg.mesh.cluster.network = net.network.clone();
@@ -472,6 +473,7 @@ fn print_up(clusters: &[Cluster], demo: bool) {
             c.network,
             c.gateway.addrs.gateway.map(|a| a.to_string()).unwrap_or_default()
         );
+        crate::dashboard::print_up(&c.cp, "      ");
         for (name, s) in &c.running {
             if demo && name == "web" {
                 web = Some(s.port);

@@ -260,6 +260,7 @@ async fn run(
     cfg.api = "127.0.0.1:0".parse()?;
     cfg.dns = Some(SocketAddr::new(gw.into(), 53));
     cfg.dns_upstream = host_resolver();
+    cfg.dashboard = (!args.no_dashboard).then(|| ([127, 0, 0, 1], 0).into());
     cfg.mesh = mesh;
     let cp = ControlPlane::start(cfg).await.context("cannot start the control plane on the bridge")?;
     println!(
@@ -336,6 +337,7 @@ fn file_mesh_up(cp: &ControlPlane, net: &PodNetwork, plan: &Plan, pods: &[Pod]) 
         let how = if p.expose { "reachable from the host" } else { "mTLS only" };
         println!("    {:<10} http://{}:{}/ ({how})   ip netns exec {} <command>", p.name, pod.ip, p.port, pod.netns);
     }
+    crate::dashboard::print_up(cp, "    ");
     println!("    DNS      dig @{} <service>.default.svc.cluster.local", net.gateway());
     println!("    and:     {}", crate::client::export_cp(cp));
     println!("             weft get workloads; weft proxy-status; weft check   (Ctrl-C stops everything)");
@@ -371,6 +373,7 @@ async fn demo(cp: &ControlPlane, net: &PodNetwork, pods: &[Pod], args: &UpArgs) 
     );
     println!("    metrics  http://{}:15000/metrics (each pod's sidecar admin port)", api1.ip);
     println!("    DNS      dig @{} {API_NAME}   (also api.service.consul)", net.gateway());
+    crate::dashboard::print_up(cp, "    ");
     println!("    try:     curl http://{}:{APP_PORT}/", web.ip);
     println!("             curl http://{}:{APP_PORT}/   (refused: plaintext into the mesh)", api1.ip);
     println!("             ip netns exec {} curl -s http://{API_NAME}:{APP_PORT}/", web.netns);

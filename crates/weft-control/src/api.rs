@@ -32,11 +32,15 @@ pub struct ApiState {
     pub mesh: weft_api::kinds::MeshConfigSpec,
     /// Where this API listens (Consul's `/v1/agent/self` names it).
     pub api_addr: std::net::SocketAddr,
+    /// The web dashboard, when it runs (`POST /v1/dashboard/login` makes login URLs for it).
+    pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
     /// Where the gRPC listener is (a link credential names it as the federation address).
     pub grpc_addr: std::net::SocketAddr,
     pub federation: Arc<crate::federation::Federation>,
     /// Every write, with the caller's token name.
     pub audit: Arc<crate::audit::Audit>,
+    /// Golden metrics history (`/v1/stats`, `/v1/edges`; see [`crate::stats`]).
+    pub stats: crate::stats::Stats,
 }
 
 /// Rules the control plane adds to a write: script/Docker checks only when enabled; the trust
@@ -285,10 +289,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(crate::tokens_api::routes())
         .route("/v1/ca", get(ca))
         .route("/v1/ca/rotate", post(rotate).delete(abort_rotation))
+        .merge(crate::dashboard::api_routes())
         .route("/v1/catalog", get(catalog))
         .route("/v1/services/{namespace}/{name}/routes", get(crate::routes_api::effective))
         .route("/v1/health/workload/{namespace}/{name}", get(workload_health))
         .merge(crate::links::routes())
+        .merge(crate::stats_api::routes())
         .merge(consul::routes())
         .route("/live", get(|| async { "live\n" }))
         .fallback(consul::fallback)

@@ -112,6 +112,8 @@ pub struct DiscoveryService {
     /// Turns true when the control plane stops: every stream ends.
     pub stop: watch::Receiver<bool>,
     pub renders: Renders,
+    /// Where proxies' StatsReports go (and how often they send them).
+    pub stats: crate::stats::Stats,
 }
 
 /// Rendered updates, one per (catalog revision, set of upstreams, visibility): a change is
@@ -265,6 +267,8 @@ fn render_with(
         // Per stream (see `crate::tap`).
         taps: vec![],
         config_dump_request: 0,
+        // Set per stream (the control plane's `--stats-interval`).
+        stats_interval_ms: 0,
         // Every MeshConfig `extensionProviders` entry (a handful; CUSTOM rules name them).
         extension_providers: cat
             .mesh
@@ -609,6 +613,8 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         let (mut catalog, proxies, bundle) = (self.catalog.clone(), self.proxies.clone(), self.bundle.clone());
         let mut stop = self.stop.clone();
         let renders = self.renders.clone();
+        let stats_interval_ms = self.stats.interval_ms;
+        let reporter_cluster = token_cluster.clone().unwrap_or_else(|| mesh.cluster.name.clone());
         let upstreams = hello.upstreams.clone();
         // A proxy that applies deltas gets, after its first full update, only the services that
         // changed for it (issue 16: one endpoint change is not a full update of every proxy).
@@ -664,6 +670,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                         _ => (*update).clone(),
                     };
                     out.version = version;
+                    out.stats_interval_ms = stats_interval_ms;
                     out.inbound = Some(inbound.0.clone());
                     out.placement = Some(inbound.1.clone());
                     out.taps = taps.clone();
@@ -706,10 +713,22 @@ impl pb::discovery_server::Discovery for DiscoveryService {
             }
         });
         let (proxies, proxy_id, identity) = (self.proxies.clone(), hello.proxy_id, id.to_string());
+        let (stats, reporter) = (
+            self.stats.clone(),
+            crate::stats::ProxyMeta {
+                proxy_id: proxy_id.clone(),
+                identity: identity.clone(),
+                workload: hello.workload.clone(),
+                cluster: reporter_cluster,
+            },
+        );
         tokio::spawn(async move {
             // Held for as long as the proxy's side of the stream is open.
             let _slot = slot;
             while let Ok(Some(msg)) = inbound.message().await {
+                if let Some(Kind::Stats(report)) = &msg.kind {
+                    stats.ingest(&reporter, report, crate::stats::unix_now());
+                }
                 match msg.kind {
                     Some(Kind::TapEvents(batch)) => {
                         let cluster = proxies.with(|m| m.get(&conn).map(|p| p.cluster.clone())).unwrap_or_default();

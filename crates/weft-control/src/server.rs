@@ -25,6 +25,8 @@ pub struct ControlConfig {
     pub data_dir: PathBuf,
     pub grpc: SocketAddr,
     pub api: SocketAddr,
+    /// Serve the web dashboard here (loopback only; [`crate::dashboard`]). None: no dashboard.
+    pub dashboard: Option<SocketAddr>,
     pub plugin_ca: Option<PluginCa>,
     /// Resources read from a file (the registry's first source).
     pub registry_file: Option<PathBuf>,
@@ -48,6 +50,12 @@ pub struct ControlConfig {
     /// Secrets of the external CA MeshConfig `ca` may select (`weft control` reads them from its
     /// environment: [`crate::signer::CaCredentials::from_env`]).
     pub ca_credentials: crate::signer::CaCredentials,
+    /// How often proxies send their golden metrics (`--stats-interval`); 0: their default, 10 s.
+    pub stats_interval_ms: u64,
+    /// The most metric series the history keeps (`--stats-max-series`).
+    pub stats_max_series: usize,
+    /// Answer `/v1/stats` from this Prometheus (`--prometheus-url`) instead of the history.
+    pub prometheus_url: Option<String>,
 }
 
 impl ControlConfig {
@@ -56,6 +64,7 @@ impl ControlConfig {
             data_dir,
             grpc: DEFAULT_GRPC.parse().expect("constant"),
             api: DEFAULT_API.parse().expect("constant"),
+            dashboard: None,
             plugin_ca: None,
             registry_file: None,
             mesh: MeshConfigSpec::default(),
@@ -67,6 +76,9 @@ impl ControlConfig {
             api_limits: crate::http_serve::DEFAULT_LIMITS,
             api_tls: Default::default(),
             ca_credentials: Default::default(),
+            stats_interval_ms: 0,
+            stats_max_series: crate::stats::DEFAULT_MAX_SERIES,
+            prometheus_url: None,
         }
     }
 }
@@ -77,6 +89,8 @@ pub enum ControlError {
     DataDir { path: String, source: std::io::Error },
     #[error("store: {0}")]
     Store(#[from] weft_store::StoreError),
+    #[error(transparent)]
+    Dashboard(#[from] crate::dashboard::DashboardError),
     #[error("CA: {0}")]
     Ca(#[from] ca::CaError),
     #[error("registry file: {0}")]
@@ -89,6 +103,8 @@ pub enum ControlError {
     ApiTls(#[from] crate::api_tls::ApiTlsError),
     #[error("cannot listen for {what} on {addr}: {source} (is another control plane running?)")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("metrics history: {0}")]
+    Stats(String),
 }
 
 /// A running control plane.
@@ -106,6 +122,8 @@ pub struct ControlPlane {
     /// The admin token (also in `<data-dir>/admin.token`, 0600).
     pub admin_token: String,
     pub dns_addr: Option<SocketAddr>,
+    /// The web dashboard, when `ControlConfig::dashboard` asked for one: its address and login URLs.
+    pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
     /// Where the root CA's key is (on this host, offline, or a plug-in CA's).
     pub root_key: crate::ca::RootKey,
     pub monitor: weft_health::Monitor,
@@ -279,6 +297,11 @@ impl ControlPlane {
         // And this cluster's name: proxies send its reserved SNI, so a gateway in front of this
         // control plane (primary-remote) forwards them here.
         tokens.set_cluster(&mesh.cluster.name);
+        let mut stats = crate::stats::Stats::new(cfg.stats_max_series);
+        stats.interval_ms = cfg.stats_interval_ms;
+        if let Some(url) = &cfg.prometheus_url {
+            stats.prometheus = Some(crate::stats::prom::Prometheus::parse(url).map_err(ControlError::Stats)?);
+        }
         let discovery = DiscoveryService {
             streams: Default::default(),
             max_streams_per_token: cfg.max_streams_per_token,
@@ -290,6 +313,7 @@ impl ControlPlane {
             next_conn: AtomicU64::new(1),
             stop: stop_rx.clone(),
             renders: Default::default(),
+            stats: stats.clone(),
         };
         let export = crate::federation::export::ExportService {
             tokens: tokens.clone(),
@@ -299,6 +323,7 @@ impl ControlPlane {
             proxies: proxies.clone(),
             stop: stop_rx.clone(),
             renders: Default::default(),
+            stats: stats.clone(),
         };
         let naming = crate::naming::NamingService {
             streams: Default::default(),
@@ -356,6 +381,10 @@ impl ControlPlane {
             }
         }));
         let api_listener = bind("the HTTP API", cfg.api).await?;
+        let dashboard = match cfg.dashboard {
+            Some(addr) => Some(crate::dashboard::bind(addr, !cfg.api_tls.plaintext).await?),
+            None => None,
+        };
         let api_stop = stop_rx.clone();
         let api_addr = api_listener.local_addr().map_err(dir_err)?;
         let mut dns_addr = None;
@@ -389,9 +418,27 @@ impl ControlPlane {
             enable_script_checks: cfg.enable_script_checks,
             mesh: mesh.clone(),
             api_addr,
+            dashboard: dashboard.as_ref().map(|(_, d)| d.clone()),
             grpc_addr,
             federation,
             audit,
+            stats,
+        });
+        if let Some((_, dash)) = &dashboard {
+            tracing::info!(url = %dash.url(), "dashboard ready");
+        }
+        let dashboard = dashboard.map(|(listener, dash)| {
+            // HTTPS with the API's certificate off loopback; plain HTTP on loopback.
+            let tls = dash.is_tls().then(|| api_tls.clone()).flatten();
+            tasks.push(tokio::spawn(crate::dashboard::serve(
+                listener,
+                dash.clone(),
+                state.clone(),
+                cfg.api_limits,
+                tls,
+                stop_rx.clone(),
+            )));
+            dash
         });
         let api_is_tls = api_tls.is_some();
         tasks.push(tokio::spawn(crate::http_serve::serve(
@@ -415,6 +462,7 @@ impl ControlPlane {
             proxies,
             admin_token,
             dns_addr,
+            dashboard,
             root_key: ca::root_key(&cfg.data_dir, cfg.plugin_ca.as_ref()),
             monitor,
             catalog,

@@ -550,6 +550,10 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
     ctx.metrics.control_connected.set(1);
     // Live tap: events go up this stream, in batches, while it lasts.
     let forward_taps = tokio::spawn(crate::tap::forward(ctx.taps.connect(), ctx.clone(), tx.clone()));
+    // Golden metrics for the control plane's history, every `stats_interval_ms` (see `stats`).
+    let (interval_tx, interval_rx) = tokio::sync::watch::channel(crate::stats::DEFAULT_INTERVAL);
+    let reporter = tokio::spawn(report_stats(ctx.clone(), tx.clone(), interval_rx));
+    let _reporter = AbortOnDrop(reporter);
     let result = async {
         let mut held = Held::default();
         let mut applied: Option<pb::ProxyUpdate> = None;
@@ -563,6 +567,11 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
                 let dump = pb::ConfigDump { request: update.config_dump_request, json };
                 let _ = tx.send(pb::ProxyMessage { kind: Some(pb::proxy_message::Kind::ConfigDump(dump)) }).await;
             }
+            let every = match update.stats_interval_ms {
+                0 => crate::stats::DEFAULT_INTERVAL,
+                ms => Duration::from_millis(ms.max(100)),
+            };
+            interval_tx.send_if_modified(|i| std::mem::replace(i, every) != every);
             // An update that changes only taps or asks for the config is acked, not applied again.
             let unchanged = applied.as_mut().is_some_and(|a| same_config(a, &mut update));
             let error = match if unchanged { Ok(()) } else { apply(ctx, &update) } {
@@ -630,6 +639,35 @@ fn same_config(a: &mut pb::ProxyUpdate, b: &mut pb::ProxyUpdate) -> bool {
     let same = bare(a) == bare(b);
     (a.services, b.services) = (sa, sb);
     same
+}
+
+/// Aborts its task when dropped (the stream ended).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends a `StatsReport` on the stream every interval, until the stream ends.
+async fn report_stats(
+    ctx: Arc<Ctx>,
+    tx: tokio::sync::mpsc::Sender<pb::ProxyMessage>,
+    mut every: tokio::sync::watch::Receiver<Duration>,
+) {
+    loop {
+        let wait = *every.borrow_and_update();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            // A new interval starts a new wait.
+            r = every.changed() => if r.is_err() { return } else { continue },
+        }
+        let report = crate::stats::snapshot(&ctx.registry);
+        if tx.send(pb::ProxyMessage { kind: Some(pb::proxy_message::Kind::Stats(report)) }).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The services a discovery stream sent so far, by (namespace, name), and the version they are of

@@ -46,6 +46,7 @@ pub mod resilience;
 pub mod route;
 pub mod routes;
 pub mod sni;
+pub mod stats;
 pub mod tap;
 pub mod trace;
 pub mod workers;

@@ -24,6 +24,8 @@ pub struct ExportService {
     pub stop: watch::Receiver<bool>,
     /// Shared by the streams of every importer.
     pub renders: Arc<ExportRenders>,
+    /// This cluster's metrics history, for linked clusters' `Federation.Stats`.
+    pub stats: crate::stats::Stats,
 }
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::ExportSnapshot, Status>> + Send>>;
@@ -208,6 +210,22 @@ impl pb::federation_server::Federation for ExportService {
     ) -> Result<Response<crate::tap::remote::TapStream>, Status> {
         let cluster = self.catalog.borrow().mesh.cluster.name.clone();
         crate::tap::remote::serve(&self.tokens, &self.federation, self.proxies.tap(), &cluster, req)
+    }
+
+    async fn stats(&self, req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsReply>, Status> {
+        // As Trusts: the caller's link secret (or the credential's, before the link stream set one).
+        let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let cluster = &req.get_ref().cluster;
+        let (establishing, issued_ms) = match self.tokens.verify_header(header) {
+            Ok(Grant::Link { issued_ms }) => (true, issued_ms),
+            Ok(Grant::LinkStream { cluster: c, issued_ms }) if c == *cluster => (false, issued_ms),
+            Ok(_) => return Err(Status::permission_denied("Stats needs this cluster's link secret")),
+            Err(e) => return Err(Status::unauthenticated(format!("link secret: {e}"))),
+        };
+        self.federation.check_revoked(cluster, issued_ms, establishing).map_err(Status::permission_denied)?;
+        let cat = self.catalog.borrow().clone();
+        let domains = crate::stats::federation::domains(None, &self.federation);
+        crate::stats::federation::serve(&self.stats, &cat, &domains, req.get_ref()).await.map(Response::new)
     }
 
     async fn export(&self, req: Request<pb::ExportRequest>) -> Result<Response<SnapshotStream>, Status> {

@@ -658,6 +658,33 @@ fn convert_service(
     })
 }
 
+/// A Federation client to the peer `name`'s control plane at `address` (one of
+/// `spec.dial_addresses()`), verified as the link stream verifies it; for one-shot calls
+/// (`Federation.Stats`, see `crate::stats::federation`).
+pub(crate) async fn federation_client(
+    name: &str,
+    spec: &LinkSpec,
+    peer_roots: Vec<Vec<u8>>,
+    address: &str,
+) -> Result<pb::federation_client::FederationClient<tonic::transport::Channel>, String> {
+    let addr: SocketAddr = address.parse().map_err(|_| format!("address {address:?} is not ip:port"))?;
+    let labelled = link_roots(spec, peer_roots)?;
+    let tls = weft_identity::control::client_config(ControlTrust::Roots(labelled), &spec.trust_domain, None)
+        .map_err(|e| e.to_string())?;
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_with_connector(Connector {
+            addr,
+            sni: weft_api::link::control_sni(name),
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            cluster: name.to_string(),
+        })
+        .await
+        .map_err(|e| format!("cannot reach the peer control plane at {addr}: {}", source_chain(&e)))?;
+    Ok(pb::federation_client::FederationClient::new(channel))
+}
+
 /// Dials a peer's control plane over TLS (also used by `crate::tap::remote`).
 #[derive(Clone)]
 pub(crate) struct Connector {
