@@ -685,16 +685,15 @@ pub(crate) async fn federation_client(
     Ok(pb::federation_client::FederationClient::new(channel))
 }
 
-/// Dials a peer's control plane over TLS (also used by `crate::tap::remote`).
 #[derive(Clone)]
-pub(crate) struct Connector {
-    pub(crate) addr: SocketAddr,
+struct Connector {
+    addr: SocketAddr,
     /// The reserved SNI of the peer's control plane (what its gateway routes on; a control
     /// plane dialled directly ignores it).
-    pub(crate) sni: String,
-    pub(crate) tls: tokio_rustls::TlsConnector,
+    sni: String,
+    tls: tokio_rustls::TlsConnector,
     /// The peer cluster's name (for errors).
-    pub(crate) cluster: String,
+    cluster: String,
 }
 
 type Io = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;

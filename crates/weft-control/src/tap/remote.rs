@@ -13,15 +13,12 @@ use crate::federation::Federation;
 use crate::tokens::{Grant, Tokens};
 use futures_util::Stream;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tonic::{Request, Response, Status};
 use weft_api::pb;
 use weft_api::tap::{TapEvent, TapFilter, MAX_EVENTS, MAX_SECONDS};
 
 pub type TapStream = Pin<Box<dyn Stream<Item = Result<pb::TapEvents, Status>> + Send>>;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -112,39 +109,21 @@ pub async fn follow(
     let name = peer.cluster.clone();
     req.cluster = local_cluster;
     let run = async {
-        let labelled = crate::federation::import::link_roots(&peer.spec, peer.roots)?;
-        let tls = weft_identity::control::client_config(
-            weft_identity::control::ControlTrust::Roots(labelled),
-            &peer.spec.trust_domain,
-            None,
-        )
-        .map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(tls));
         let mut last = String::new();
         for address in peer.spec.dial_addresses() {
-            let Ok(addr) = address.parse() else { continue };
-            let connector = crate::federation::import::Connector {
-                addr,
-                sni: weft_api::link::control_sni(&name),
-                tls: tls.clone(),
-                cluster: name.clone(),
-            };
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| e.to_string())?
-                .connect_timeout(CONNECT_TIMEOUT)
-                .connect_with_connector(connector)
-                .await;
-            let channel = match channel {
+            // Dialled and verified as the link stream does it.
+            let client =
+                crate::federation::import::federation_client(&name, &peer.spec, peer.roots.clone(), &address).await;
+            let mut client = match client {
                 Ok(c) => c,
                 Err(e) => {
-                    last = format!("cannot reach the peer control plane at {addr}: {e}");
+                    last = e;
                     continue;
                 }
             };
             let mut call = Request::new(req.clone());
             let bearer = format!("Bearer {}", peer.spec.secret).parse().map_err(|_| "the link secret is malformed")?;
             call.metadata_mut().insert("authorization", bearer);
-            let mut client = pb::federation_client::FederationClient::new(channel);
             let mut stream = client.tap(call).await.map_err(|s| s.message().to_string())?.into_inner();
             loop {
                 tokio::select! {
