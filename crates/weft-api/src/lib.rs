@@ -59,6 +59,7 @@ pub mod resilience;
 pub mod resource;
 pub mod route;
 pub mod tap;
+pub mod telemetry;
 pub mod token;
 pub mod trace;
 pub mod traffic;

@@ -103,6 +103,10 @@ pub struct ProxyConfig {
     /// When an endpoint is ejected from load balancing (docs/proxy.md, `outlier_detection`).
     #[serde(default)]
     pub outlier_detection: crate::traffic::OutlierDetection,
+    /// Access logs (docs/observability.md, "Access logs"): in force while no Telemetry from the
+    /// control plane applies to this proxy's workload. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<crate::telemetry::AccessLogging>,
     /// Distributed tracing (docs/observability.md, "Tracing"): wins over a control plane's
     /// MeshConfig `tracing`. Off when absent (and the control plane sends none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -649,6 +653,9 @@ impl ProxyConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(a) = &self.access_log {
+            a.validate_at("access_log")?;
+        }
         if !valid_name(&self.cluster) {
             return Err(ConfigError::invalid(
                 "cluster",

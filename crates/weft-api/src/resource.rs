@@ -50,10 +50,12 @@ pub enum Kind {
     /// Which JWTs a workload accepts on inbound HTTP requests: issuers, keys (JWKS or OpenID
     /// Connect discovery), audiences (docs/security.md).
     RequestAuthentication,
+    /// What workloads' proxies record beyond metrics: access logs (docs/observability.md).
+    Telemetry,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::MeshConfig,
         Kind::Service,
         Kind::Workload,
@@ -66,6 +68,7 @@ impl Kind {
         Kind::PeerAuthentication,
         Kind::AuthorizationPolicy,
         Kind::RequestAuthentication,
+        Kind::Telemetry,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +85,7 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::RequestAuthentication => "RequestAuthentication",
+            Kind::Telemetry => "Telemetry",
         }
     }
 
@@ -100,6 +104,7 @@ impl Kind {
             "peerauthentication" | "peerauthentications" | "pa" => Some(Kind::PeerAuthentication),
             "authorizationpolicy" | "authorizationpolicies" | "ap" => Some(Kind::AuthorizationPolicy),
             "requestauthentication" | "requestauthentications" | "ra" => Some(Kind::RequestAuthentication),
+            "telemetry" | "telemetries" => Some(Kind::Telemetry),
             _ => None,
         }
     }
@@ -176,6 +181,7 @@ pub enum Resource {
     PeerAuthentication(Typed<crate::peer_authentication::PeerAuthenticationSpec>),
     AuthorizationPolicy(Typed<crate::authz::AuthorizationPolicySpec>),
     RequestAuthentication(Typed<RequestAuthenticationSpec>),
+    Telemetry(Typed<crate::telemetry::TelemetrySpec>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -240,6 +246,7 @@ impl TryFrom<Object> for Resource {
             Kind::PeerAuthentication => Resource::PeerAuthentication(typed(o.metadata, o.spec).map_err(within)?),
             Kind::AuthorizationPolicy => Resource::AuthorizationPolicy(typed(o.metadata, o.spec).map_err(within)?),
             Kind::RequestAuthentication => Resource::RequestAuthentication(typed(o.metadata, o.spec).map_err(within)?),
+            Kind::Telemetry => Resource::Telemetry(typed(o.metadata, o.spec).map_err(within)?),
         };
         Ok(r)
     }
@@ -260,6 +267,7 @@ impl Resource {
             Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
             Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Resource::RequestAuthentication(_) => Kind::RequestAuthentication,
+            Resource::Telemetry(_) => Kind::Telemetry,
         }
     }
 
@@ -277,6 +285,7 @@ impl Resource {
             Resource::PeerAuthentication(t) => &t.metadata,
             Resource::AuthorizationPolicy(t) => &t.metadata,
             Resource::RequestAuthentication(t) => &t.metadata,
+            Resource::Telemetry(t) => &t.metadata,
         }
     }
 
@@ -304,6 +313,7 @@ impl Resource {
             Resource::PeerAuthentication(t) => &mut t.metadata,
             Resource::AuthorizationPolicy(t) => &mut t.metadata,
             Resource::RequestAuthentication(t) => &mut t.metadata,
+            Resource::Telemetry(t) => &mut t.metadata,
         }
     }
 
@@ -327,6 +337,7 @@ impl Resource {
             Resource::PeerAuthentication(t) => serde_json::to_value(&t.spec),
             Resource::AuthorizationPolicy(t) => serde_json::to_value(&t.spec),
             Resource::RequestAuthentication(t) => serde_json::to_value(&t.spec),
+            Resource::Telemetry(t) => serde_json::to_value(&t.spec),
         }
         .unwrap_or_default();
         Object { api_version: API_VERSION.into(), kind: self.kind(), metadata: self.metadata().clone(), spec }
@@ -421,7 +432,8 @@ pub fn check_references<'a>(all: impl IntoIterator<Item = &'a Resource> + Clone)
             | Resource::ResiliencePolicy(_)
             | Resource::PeerAuthentication(_)
             | Resource::AuthorizationPolicy(_)
-            | Resource::RequestAuthentication(_) => {}
+            | Resource::RequestAuthentication(_)
+            | Resource::Telemetry(_) => {}
             Resource::MeshConfig(_) => {
                 if let Some(first) = mesh.replace(r.key()) {
                     return Err(ConfigError::invalid(

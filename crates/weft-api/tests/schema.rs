@@ -163,6 +163,13 @@ fn expected() -> Vec<(String, Value)> {
                     "Which JWTs a workload accepts on inbound HTTP requests: issuers, keys (JWKS or OpenID Connect discovery), audiences.",
                 ),
             ),
+            Kind::Telemetry => (
+                spec_schema::<weft_api::telemetry::TelemetrySpec>(),
+                resource_schema::<weft_api::telemetry::TelemetrySpec>(
+                    kind,
+                    "What workloads' proxies record beyond metrics: access logs, on or off, JSON or text, to stdout or a file.",
+                ),
+            ),
         };
         files.push((format!("{name}.json"), spec));
         files.push((format!("{name}-resource.json"), resource));

@@ -26,6 +26,7 @@ mod client;
 mod control;
 mod dashboard;
 mod describe;
+mod diagnose;
 mod dns;
 mod intention;
 mod link;
@@ -74,6 +75,10 @@ enum Cmd {
     Top(tap::TopArgs),
     /// What one proxy runs, as it reports it: certificate, routes, endpoints, policies.
     ProxyConfig(tap::ProxyConfigArgs),
+    /// Diagnose the mesh: control plane reachable, CA and proxy certificates, links and their
+    /// trust, proxies in sync, DNS answering, resources referring to things that do not exist;
+    /// each finding with its fix. Exits non-zero when any check fails.
+    Diagnose(diagnose::DiagnoseArgs),
     /// Golden metrics (success rate, requests per second, latency p50/p95/p99, open TCP
     /// connections) by service, workload, route or cluster, across linked clusters, from the
     /// control plane's history (or its Prometheus): `weft stat [service|workload|route|cluster]`.
@@ -148,6 +153,10 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::Top(args) => tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(tap::top(args)),
         Cmd::ProxyConfig(args) => {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(tap::proxy_config(args))
+        }
+        Cmd::Diagnose(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(diagnose::run(args))
         }
         Cmd::Stat(args) => {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(stat::stat(args))

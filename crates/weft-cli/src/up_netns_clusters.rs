@@ -114,7 +114,7 @@ async fn run(
             },
         );
         let site = Site { trust_domain: format!("{}.local", c.name), region: "", zone: "" };
-        clusters.push(start_cluster(c, base, &site, &services.concat(), controls, children).await?);
+        clusters.push(start_cluster(c, base, &site, &services.concat(), !args.no_dashboard, controls, children).await?);
     }
     link_all(&clusters).await?;
 
@@ -198,6 +198,7 @@ async fn run(
     println!("             ip netns exec {} tcpdump -ni br0 tcp   (the WAN: TLS only)", net.wan_ns);
     for c in &clusters {
         println!("    {:<8} {}", c.name, c.conn.export_line());
+        print_dashboard(c).await;
     }
     println!("==> demo traffic (Ctrl-C stops everything)");
     let placement = Placement { web: clusters[0].name.clone(), apps };
@@ -209,6 +210,18 @@ async fn run(
         }
     }
     Ok(Some(result))
+}
+
+/// The line for a cluster's dashboard: its URL and a one-time login URL (nothing without one).
+async fn print_dashboard(c: &Cluster) {
+    if let Ok(v) = c.conn.call("POST", "/v1/dashboard/login", String::new()).await {
+        let root = c.conn.ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        println!(
+            "             dashboard: {}  (log in once: {}; HTTPS: trust {root})",
+            v["dashboard"].as_str().unwrap_or_default(),
+            v["url"].as_str().unwrap_or_default()
+        );
+    }
 }
 
 /// What a cluster's MeshConfig says besides its name, network and gateway.
@@ -225,6 +238,7 @@ async fn start_cluster(
     base: &std::path::Path,
     site: &Site<'_>,
     resources: &str,
+    dashboard: bool,
     controls: &mut Vec<Child>,
     children: &mut Vec<Child>,
 ) -> anyhow::Result<Cluster> {
@@ -238,6 +252,12 @@ async fn start_cluster(
     let control = ["control", "--data-dir", &d, "--grpc", &grpc, "--api", &api, "--dns", &dns];
     let mut argv = control.to_vec();
     argv.extend(["--trust-domain", td, "--cluster", &c.name]);
+    // The dashboard on the control plane's bridge address, so the host reaches it: off loopback
+    // it is HTTPS with the API's certificate (the browser must trust the cluster's root).
+    let dash = format!("{cip}:15090");
+    if dashboard {
+        argv.extend(["--dashboard", &dash]);
+    }
     controls.push(spawn_in(&c.node, &argv, "ready").await.with_context(|| format!("cluster {}", c.name))?);
     let token = std::fs::read_to_string(dir.join("admin.token")).context("the control plane's admin token")?;
     let conn = Conn {
@@ -360,7 +380,7 @@ async fn run_file(
     let mut clusters = vec![];
     for (c, f) in net.clusters.iter().zip(file_clusters) {
         let site = Site { trust_domain: f.trust_domain(), region: &f.region, zone: &f.zone };
-        clusters.push(start_cluster(c, base, &site, &services, controls, children).await?);
+        clusters.push(start_cluster(c, base, &site, &services, !args.no_dashboard, controls, children).await?);
     }
     link_all(&clusters).await?;
     for p in &plan.pods {
@@ -387,6 +407,7 @@ async fn run_file(
     println!("==> mesh is up: {} clusters, each on its own network, joined only through the gateways", clusters.len());
     for c in clusters.iter() {
         println!("    {:<8} {}", c.name, c.conn.export_line());
+        print_dashboard(c).await;
     }
     println!("    (Ctrl-C stops everything)");
     crate::up::run_until_stopped(args).await;

@@ -651,3 +651,43 @@ fn tokens_are_created_listed_revoked_and_audited_from_the_cli() {
     assert!(lines.iter().any(|l| l.contains("shop-ci") && l.contains("403")), "{out}");
     assert!(lines.iter().any(|l| l.contains("bootstrap-admin") && l.contains("DELETE /v1/tokens/shop-ci")), "{out}");
 }
+
+/// `weft diagnose` as a user runs it: exit 0 on a healthy control plane, non-zero with the
+/// finding and its fix once a resource refers to nothing, `-o json` the API's findings, and a
+/// finding of its own (non-zero) when no control plane answers.
+#[test]
+fn weft_diagnose_fails_on_a_broken_reference_with_its_fix() {
+    let dir = std::env::temp_dir().join(format!("weft-control-diagnose-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cp = Cp {
+        dir: dir.clone(),
+        grpc: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        api: format!("127.0.0.1:{}", free_port()),
+    };
+    let (ok, out) = cp.weft(&["diagnose"]);
+    assert!(!ok && out.contains("× [control-plane]") && out.contains("fix:"), "{out}");
+    let _control = cp.run();
+    let (ok, out) = cp.weft(&["diagnose", "--all"]);
+    assert!(ok && out.contains("√ [certificates]") && out.contains("0 failure(s)"), "{out}");
+    let f = dir.join("telemetry.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: weft.io/v1alpha1\nkind: Telemetry\nmetadata: { name: logs }\n\
+         spec: { targetRef: { kind: Service, name: nowhere }, accessLogging: { enabled: true } }\n",
+    )
+    .unwrap();
+    let (ok, out) = cp.weft(&["apply", "-f", f.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let (ok, out) = cp.weft(&["diagnose"]);
+    assert!(!ok, "a failing check exits non-zero: {out}");
+    assert!(out.contains("× [resources] Telemetry default/logs") && out.contains("Service default/nowhere"), "{out}");
+    assert!(out.contains("fix: apply Service default/nowhere"), "{out}");
+    let (_, out) = cp.weft(&["diagnose", "-o", "json"]);
+    let json = &out[..out.rfind('}').map_or(0, |i| i + 1)];
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(
+        v["findings"].as_array().unwrap().iter().any(|f| f["check"] == "resources" && f["status"] == "fail"),
+        "{v}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -293,6 +293,8 @@ fn weft_up_netns_clusters_runs_the_demo_on_separate_networks() {
     assert!(text.contains(&format!("web (east) -> api-v2 (west) {caller}")), "{text}");
     assert!(text.contains(&format!("web (east) -> api-v1 (east) {caller}")), "{text}");
     assert!(text.contains("stopped after 8 requests (0 failed)"), "{text}");
+    // Each cluster's dashboard, on its control plane's bridge address (HTTPS off loopback).
+    assert_eq!(text.matches("dashboard: https://").count(), 2, "{text}");
     assert_nothing_left(&format!("weft{tag}-"));
     assert_nothing_left(&format!("wft{tag}h"));
 }

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub federation: Arc<crate::federation::Federation>,
     /// Every write, with the caller's token name.
     pub audit: Arc<crate::audit::Audit>,
+    /// The control plane's own DNS server, when it runs one (`weft diagnose` queries it).
+    pub dns_addr: Option<std::net::SocketAddr>,
     /// Golden metrics history (`/v1/stats`, `/v1/edges`; see [`crate::stats`]).
     pub stats: crate::stats::Stats,
 }
@@ -293,6 +295,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/catalog", get(catalog))
         .route("/v1/services/{namespace}/{name}/routes", get(crate::routes_api::effective))
         .route("/v1/health/workload/{namespace}/{name}", get(workload_health))
+        .route("/v1/diagnose", get(crate::diagnose::handler))
         .merge(crate::links::routes())
         .merge(crate::stats_api::routes())
         .merge(consul::routes())
@@ -346,7 +349,11 @@ fn shown(r: &weft_api::resource::Resource) -> weft_api::resource::Object {
 /// Service the BackendPolicy in force and every one that names it (from the catalog in force); a
 /// ResiliencePolicy's, whether its target exists (see [`crate::resilience::status`]; `all` is
 /// every stored resource).
-fn with_status(st: &ApiState, r: &weft_api::resource::Resource, all: &[&weft_api::resource::Resource]) -> Value {
+pub(crate) fn with_status(
+    st: &ApiState,
+    r: &weft_api::resource::Resource,
+    all: &[&weft_api::resource::Resource],
+) -> Value {
     // Routes carry their Gateway API conditions (`routes_api`); the kinds below add theirs.
     let mut v = crate::routes_api::with_status(st, r, shown(r));
     let m = r.metadata();

@@ -42,6 +42,8 @@ pub struct Catalog {
     pub authz: crate::authz::AuthzCatalog,
     /// Every RequestAuthentication, oldest first (see [`crate::request_authn`]).
     pub request_authn: Vec<crate::request_authn::Policy>,
+    /// Every Telemetry, by namespace and name (see [`crate::telemetry`]).
+    pub telemetry: Vec<weft_api::resource::Typed<weft_api::telemetry::TelemetrySpec>>,
 }
 
 /// A route as discovery sends it.
@@ -394,6 +396,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
         ca: CaView::default(),
         service_revisions: BTreeMap::new(),
         request_authn: crate::request_authn::collect(resources.iter().copied()),
+        telemetry: crate::telemetry::collect(resources.iter().copied()),
     }
 }
 

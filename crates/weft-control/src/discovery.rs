@@ -423,7 +423,8 @@ pub fn inbound_for(cat: &Catalog, identity: &str, namespace: &str, workload: &st
     ports.sort_by_key(|p| p.port);
     let authorization = crate::authz::render(cat, identity, namespace, workload);
     let request_authentication = crate::request_authn::for_proxy(cat, identity, namespace, workload);
-    pb::Inbound { ports, resilience, authorization, request_authentication }
+    let telemetry = crate::telemetry::for_proxy(cat, identity, namespace, workload);
+    pb::Inbound { ports, resilience, authorization, request_authentication, telemetry }
 }
 
 /// Where the proxy of `identity` (fronting `workload`, or the first Workload that runs as it) runs:

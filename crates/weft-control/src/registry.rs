@@ -225,7 +225,8 @@ pub fn run(
                     // A policy's condition can change with no change to what proxies get.
                     && old.policies == cat.policies
                     && old.authz == cat.authz
-                    && old.request_authn == cat.request_authn;
+                    && old.request_authn == cat.request_authn
+                    && old.telemetry == cat.telemetry;
                 if !same {
                     *old = cat;
                 }

@@ -422,6 +422,7 @@ impl ControlPlane {
             grpc_addr,
             federation,
             audit,
+            dns_addr,
             stats,
         });
         if let Some((_, dash)) = &dashboard {

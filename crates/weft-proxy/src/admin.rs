@@ -76,6 +76,7 @@ pub(crate) fn config_dump(ctx: &Ctx) -> serde_json::Value {
         // The rate limit of the service this proxy fronts (ResiliencePolicy `rateLimit`).
         "inbound_resilience": ctx.resilience.inbound().map(|p| p.describe()),
         "authorization": ctx.authz.describe(),
+        "access_log": ctx.access_log.describe(),
         "inbound_ports_from_control_plane": routes.inbound_ports().iter()
             .map(|(port, proto)| json!({ "port": port, "protocol": proto }))
             .collect::<Vec<_>>(),

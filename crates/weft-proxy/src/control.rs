@@ -417,6 +417,22 @@ pub fn authorization_from(update: &pb::ProxyUpdate) -> Result<Option<weft_api::a
     Ok(Some(spec))
 }
 
+/// The access-log config of the Telemetry an update carries, as (Telemetry name, config),
+/// checked as the config file's `access_log` is; `None`: none sent (the config file's applies).
+pub fn telemetry_from(
+    update: &pb::ProxyUpdate,
+) -> Result<Option<(String, weft_api::telemetry::AccessLogging)>, ConfigError> {
+    let Some(t) = update.inbound.as_ref().and_then(|i| i.telemetry.as_ref()) else { return Ok(None) };
+    if t.access_log_json.is_empty() {
+        return Ok(None);
+    }
+    let at = "inbound.telemetry.access_log_json";
+    let cfg: weft_api::telemetry::AccessLogging = serde_json::from_str(&t.access_log_json)
+        .map_err(|e| ConfigError::invalid(at, format!("not an accessLogging: {e}")))?;
+    cfg.validate_at(at)?;
+    Ok(Some((t.name.clone(), cfg)))
+}
+
 /// The inbound ports an update carries, naming the bad field on error.
 pub fn inbound_from(update: &pb::ProxyUpdate) -> Result<Vec<weft_api::proxy::AppPort>, ConfigError> {
     let ports = update.inbound.as_ref().map(|i| i.ports.as_slice()).unwrap_or_default();
@@ -485,6 +501,7 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
     let authz = authorization_from(update).map_err(|e| e.to_string())?;
     let providers = crate::authz::ext::providers_from(update).map_err(|e| e.to_string())?;
     let authn = request_authn_from(update).map_err(|e| e.to_string())?;
+    let telemetry = telemetry_from(update).map_err(|e| e.to_string())?;
     let tracing = crate::trace::tracing_from(update).map_err(|e| e.to_string())?;
     ctx.apps.add_ports(inbound.iter().map(|p| p.port));
     if let Some(p) = &update.placement {
@@ -512,6 +529,7 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
     let mut policies = crate::jwt::from_config(&ctx.cfg);
     policies.extend(authn);
     ctx.jwt.update(&policies);
+    ctx.access_log.update(telemetry.as_ref().map(|(name, cfg)| (name.as_str(), cfg)));
     // Spans name the cluster the workload runs in, as the control plane places it.
     let placed = update.placement.as_ref().map(|p| p.cluster.as_str()).filter(|c| !c.is_empty());
     ctx.tracing.update(tracing.as_ref(), placed.unwrap_or(&update.cluster));

@@ -239,20 +239,20 @@ impl Conn {
 
 impl Conn {
     /// One request from a peer: with tracing on, inside a server span (see [`crate::trace`]);
-    /// off, one branch.
-    async fn traced(&self, mut req: Request<Body>) -> Response<Body> {
-        let Some(tracer) = self.ctx.tracing.tracer() else { return self.serve(req).await };
+    /// off, one branch. `log` (access log on) takes the AUDIT mark.
+    async fn traced(&self, mut req: Request<Body>, log: &mut Option<crate::accesslog::Pending>) -> Response<Body> {
+        let Some(tracer) = self.ctx.tracing.tracer() else { return self.serve(req, log).await };
         let Some(mut span) = tracer.start(crate::trace::Kind::Server, &mut req) else {
-            return self.serve(req).await;
+            return self.serve(req, log).await;
         };
         span.upstream = Some(self.app);
         span.peer_identity = self.peer_header.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string);
-        let resp = self.serve(req).await;
+        let resp = self.serve(req, log).await;
         span.end(resp.status().as_u16());
         resp
     }
 
-    async fn serve(&self, mut req: Request<Body>) -> Response<Body> {
+    async fn serve(&self, mut req: Request<Body>, log: &mut Option<crate::accesslog::Pending>) -> Response<Body> {
         let started = Instant::now();
         // The rate limit of the service this proxy fronts (ResiliencePolicy `rateLimit`).
         if let Some(refused) = crate::resilience::limit_inbound(&self.ctx.resilience, &self.label.src) {
@@ -270,11 +270,14 @@ impl Conn {
         }
         // After `prepare`: a condition on a header sees the verified identity, never a copy
         // from outside.
-        let extra =
-            match crate::authz::check_http(&self.ctx, &self.source, self.remote, self.app.port(), &mut req).await {
-                Ok(extra) => extra,
-                Err(denied) => return self.finish(Ok(denied), started),
-            };
+        let checked = crate::authz::check_http(&self.ctx, &self.source, self.remote, self.app.port(), &mut req).await;
+        if let Some(log) = log {
+            log.take_audit(&mut req);
+        }
+        let extra = match checked {
+            Ok(extra) => extra,
+            Err(denied) => return self.finish(Ok(denied), started),
+        };
         let mut result = forward(&self.ctx, self.app, proto, req).await;
         // Headers an external authorizer (CUSTOM) asked for on the response.
         if let (false, Ok(resp)) = (extra.is_empty(), &mut result) {
@@ -284,30 +287,15 @@ impl Conn {
         }
         self.finish(result, started)
     }
-}
 
-impl Handler for Conn {
-    async fn request(&self, req: Request<Body>) -> Response<Body> {
-        // Live tap: one atomic load unless a tap is open (see `crate::tap`).
-        let Some(tap) = crate::tap::Tapped::start(&self.ctx.taps, &req) else {
-            return self.traced(req).await;
-        };
-        let resp = self.traced(req).await;
-        let id = self.ctx.certs.id();
-        let peer = self.peer_header.as_ref().and_then(|v| v.to_str().ok());
-        tap.inbound(
-            &self.ctx.taps,
-            (&self.ctx.id_label.0, id.namespace()),
-            peer,
-            self.remote,
-            self.app,
-            resp.status().as_u16(),
-        );
-        resp
-    }
-
-    /// Joined to the app over a fresh connection.
-    async fn upgrade(&self, mut req: Request<Body>, downstream: h::Downstream) -> Response<Body> {
+    /// An upgrade or CONNECT: joined to the app over a fresh connection; `log` (access log on)
+    /// takes the AUDIT mark.
+    async fn tunnel(
+        &self,
+        mut req: Request<Body>,
+        downstream: h::Downstream,
+        log: &mut Option<crate::accesslog::Pending>,
+    ) -> Response<Body> {
         let started = Instant::now();
         // A tunnel's bytes reach the app raw, past the identity header: only where allowed.
         if req.method() == http::Method::CONNECT && !self.allow_connect {
@@ -320,7 +308,7 @@ impl Handler for Conn {
         if h::upgrades_to_http(&req) {
             h::strip_hop_by_hop(req.headers_mut());
             req.headers_mut().remove("http2-settings");
-            return self.request(req).await;
+            return self.traced(req, log).await;
         }
         if let Err(e) = h::check_host(&mut req) {
             return self.finish(Err(e), started);
@@ -329,9 +317,11 @@ impl Handler for Conn {
         if let Err(refused) = self.ctx.jwt.authenticate(&mut req).await {
             return self.finish(Ok(refused), started);
         }
-        if let Err(denied) =
-            crate::authz::check_http(&self.ctx, &self.source, self.remote, self.app.port(), &mut req).await
-        {
+        let checked = crate::authz::check_http(&self.ctx, &self.source, self.remote, self.app.port(), &mut req).await;
+        if let Some(log) = log {
+            log.take_audit(&mut req);
+        }
+        if let Err(denied) = checked {
             return self.finish(Ok(denied), started);
         }
         let (ctx, app) = (&self.ctx, self.app);
@@ -340,6 +330,47 @@ impl Handler for Conn {
             crate::app::upgraded(app, h::forward_upgrade(req, downstream, tcp, ctx.drain.conn()).await)
         };
         self.finish(result.await, started)
+    }
+}
+
+impl Handler for Conn {
+    async fn request(&self, req: Request<Body>) -> Response<Body> {
+        // Live tap: one atomic load unless a tap is open (see `crate::tap`).
+        let tap = crate::tap::Tapped::start(&self.ctx.taps, &req);
+        // Access log: while it is off, this one check is all the request pays.
+        let resp = match self.ctx.access_log.begin(&req) {
+            None => self.traced(req, &mut None).await,
+            Some(log) => {
+                let mut log = Some(log);
+                let resp = self.traced(req, &mut log).await;
+                if let Some(log) = log {
+                    let src = self.peer_header.as_ref().map(|_| &self.label.src);
+                    log.inbound(src, &self.ctx.id_label, self.app, &resp);
+                }
+                resp
+            }
+        };
+        if let Some(tap) = tap {
+            let id = self.ctx.certs.id();
+            let peer = self.peer_header.as_ref().and_then(|v| v.to_str().ok());
+            let status = resp.status().as_u16();
+            tap.inbound(&self.ctx.taps, (&self.ctx.id_label.0, id.namespace()), peer, self.remote, self.app, status);
+        }
+        resp
+    }
+
+    /// Joined to the app over a fresh connection (see `tunnel`), with its access log line.
+    async fn upgrade(&self, req: Request<Body>, downstream: h::Downstream) -> Response<Body> {
+        let Some(log) = self.ctx.access_log.begin(&req) else {
+            return self.tunnel(req, downstream, &mut None).await;
+        };
+        let mut log = Some(log);
+        let resp = self.tunnel(req, downstream, &mut log).await;
+        if let Some(log) = log {
+            let src = self.peer_header.as_ref().map(|_| &self.label.src);
+            log.inbound(src, &self.ctx.id_label, self.app, &resp);
+        }
+        resp
     }
 }
 

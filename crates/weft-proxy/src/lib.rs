@@ -10,6 +10,7 @@
 //! the current tokio runtime. Routes and certificates are swapped atomically while it runs.
 #![forbid(unsafe_code)]
 
+pub mod accesslog;
 mod admin;
 mod app;
 pub mod authn;
@@ -129,6 +130,8 @@ pub struct Ctx {
     jwt: jwt::State,
     /// Live taps open on this proxy (see [`tap`]).
     pub taps: tap::Taps,
+    /// Access logs, when a Telemetry or the config file turns them on (see [`accesslog`]).
+    pub access_log: accesslog::AccessLog,
     /// Distributed tracing: spans and their export (see [`trace`]); off unless configured.
     pub tracing: trace::State,
 }
@@ -268,6 +271,8 @@ impl Proxy {
             certs.id().trust_domain(),
         );
         let jwt = jwt::State::new(jwt::Metrics::register(&mut registry));
+        let access_log =
+            accesslog::AccessLog::new(accesslog::Metrics::register(&mut registry), cfg.access_log.as_ref());
         jwt.update(&jwt::from_config(&cfg));
         let policies = resilience.compile(wanted_policies(&cfg.services));
         let routes = Routes::from_services_in(
@@ -365,6 +370,7 @@ impl Proxy {
             authz,
             ext_authz,
             jwt,
+            access_log,
             tracing,
             cfg,
         });

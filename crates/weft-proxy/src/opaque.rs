@@ -36,17 +36,24 @@ where
     }
     ctx.metrics.detected.get_or_create(&Proto { direction: Direction::inbound, protocol: "tcp" }).inc();
     let src = label.src.clone();
+    let mut log = ctx.access_log.tcp(Direction::inbound, &label.src, &ctx.id_label, Some(app));
     let mut guard = ctx.metrics.tcp_conn(label);
     let mut up = match crate::net::tcp_connect(app, ctx.mark(), ctx.cfg.timeouts.connect.into()).await {
         Ok(up) => up,
         Err(e) => {
             tracing::warn!(error = %e, "inbound: local app not reachable");
+            if let Some(l) = &mut log {
+                l.failed("UF", "app");
+            }
             return;
         }
     };
     let (rest, rx, tx) = match first_bytes(&mut tls, &mut up).await {
         Ok(First::Http(d)) => {
             ctx.metrics.protocol_error(Direction::inbound, "http-over-tcp");
+            if let Some(l) = &mut log {
+                l.failed("DPE", "http-over-tcp");
+            }
             tracing::info!(src = %src.0, port = app.port(), detected = d.as_str(),
                 "inbound: HTTP over opaque TCP refused; HTTP must be carried as HTTP (ALPN h2)");
             return;
@@ -59,6 +66,9 @@ where
     }
     if let Ok((rx_rest, tx_rest)) = tokio::io::copy_bidirectional(&mut tls, &mut up).await {
         (guard.rx, guard.tx) = (rx + rest.len() as u64 + rx_rest, tx + tx_rest);
+    }
+    if let Some(l) = &mut log {
+        l.bytes(guard.rx, guard.tx);
     }
 }
 

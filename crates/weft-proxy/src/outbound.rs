@@ -166,13 +166,22 @@ async fn passthrough(ctx: Arc<Ctx>, mut stream: TcpStream, dst: SocketAddr) {
         // One label for all non-mesh destinations: raw addresses would grow without bound.
         dst: Name::new("passthrough"),
     });
+    let mut log = ctx.access_log.tcp(Direction::outbound, &ctx.id_label, &Name::new("passthrough"), Some(dst));
     match net::tcp_connect(dst, ctx.mark(), ctx.cfg.timeouts.connect.into()).await {
         Ok(mut up) => {
             if let Ok((rx, tx)) = tokio::io::copy_bidirectional(&mut stream, &mut up).await {
                 (guard.rx, guard.tx) = (rx, tx);
             }
         }
-        Err(e) => tracing::debug!(error = %e, "passthrough connect failed"),
+        Err(e) => {
+            tracing::debug!(error = %e, "passthrough connect failed");
+            if let Some(l) = &mut log {
+                l.failed("UF", "connect");
+            }
+        }
+    }
+    if let Some(l) = &mut log {
+        l.bytes(guard.rx, guard.tx);
     }
 }
 
@@ -286,13 +295,25 @@ async fn tcp(ctx: Arc<Ctx>, mut io: Prefixed<TcpStream>, mut target: Target) {
     let (ep, connected) = connect(&ctx, &target, ep, Alpn::Tcp).await;
     let mut guard =
         ctx.metrics.tcp_conn(Peer { direction: Direction::outbound, src: ctx.id_label.clone(), dst: ep.label.clone() });
+    let mut log = ctx.access_log.tcp(Direction::outbound, &ctx.id_label, &ep.label, Some(ep.address));
+    if let Some(l) = &mut log {
+        l.set_service(&target.service.label);
+    }
     match connected {
         Ok(mut up) => {
             if let Ok((rx, tx)) = tokio::io::copy_bidirectional(&mut io, &mut up).await {
                 (guard.rx, guard.tx) = (rx, tx);
             }
         }
-        Err(e) => tracing::warn!(error = %e, "tcp: cannot reach peer"),
+        Err(e) => {
+            tracing::warn!(error = %e, "tcp: cannot reach peer");
+            if let Some(l) = &mut log {
+                l.failed(crate::accesslog::flag_of(e.kind()).unwrap_or("UF"), e.kind());
+            }
+        }
+    }
+    if let Some(l) = &mut log {
+        l.bytes(guard.rx, guard.tx);
     }
 }
 
@@ -302,14 +323,24 @@ async fn plain_tcp(ctx: &Ctx, target: &Target, ep: &Arc<Endpoint>, mut io: Prefi
     let addr = target.plain_addr(ep);
     let mut guard =
         ctx.metrics.tcp_conn(Peer { direction: Direction::outbound, src: ctx.id_label.clone(), dst: ep.label.clone() });
+    let mut log = ctx.access_log.tcp(Direction::outbound, &ctx.id_label, &ep.label, Some(addr));
+    if let Some(l) = &mut log {
+        l.set_service(&target.service.label);
+    }
     match net::tcp_connect(addr, ctx.mark(), ctx.cfg.timeouts.connect.into()).await {
         Ok(mut up) => {
             report(ctx, &target.service, ep, Outcome::Connected);
             if let Ok((rx, tx)) = tokio::io::copy_bidirectional(&mut io, &mut up).await {
                 (guard.rx, guard.tx) = (rx, tx);
             }
+            if let Some(l) = &mut log {
+                l.bytes(guard.rx, guard.tx);
+            }
         }
         Err(e) => {
+            if let Some(l) = &mut log {
+                l.failed("UF", "connect");
+            }
             record_connect_error(ctx, &e);
             report(ctx, &target.service, ep, Outcome::ConnectFailure);
             tracing::warn!(error = %e, %addr, "tcp: cannot reach plaintext (mTLS DISABLE) endpoint");
@@ -491,15 +522,25 @@ fn pick<B>(
 
 /// The answer to a request no endpoint can take, counted against the service.
 fn unrouted(ctx: &Ctx, target: &Target, e: &ProxyError, started: Instant) -> Response<Body> {
-    let resp = h::rescue(e);
+    let mut resp = h::rescue(e);
     let peer = Peer { direction: Direction::outbound, src: ctx.id_label.clone(), dst: target.service.label.clone() };
     ctx.metrics.http(&peer, resp.status().as_u16(), started);
+    if ctx.access_log.on() {
+        let up = crate::accesslog::Upstream { service: target.service.label.clone(), endpoint: None, route: None };
+        resp.extensions_mut().insert(up);
+    }
     resp
 }
 
 /// The response to send back to the app (a failure answered by the proxy), counted.
-fn finish(ctx: &Ctx, ep: &Endpoint, result: Result<Response<Body>, ProxyError>, started: Instant) -> Response<Body> {
-    let resp = match result {
+fn finish(
+    ctx: &Ctx,
+    target: &Target,
+    ep: &Endpoint,
+    result: Result<Response<Body>, ProxyError>,
+    started: Instant,
+) -> Response<Body> {
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
             record_connect_error(ctx, &e);
@@ -528,7 +569,32 @@ fn finish(ctx: &Ctx, ep: &Endpoint, result: Result<Response<Body>, ProxyError>, 
             HttpSeries::new(&ctx.metrics, peer)
         })
         .record(resp.status().as_u16(), started);
+    if ctx.access_log.on() {
+        let up = crate::accesslog::Upstream {
+            service: target.service.label.clone(),
+            endpoint: Some((ep.address, ep.label.clone())),
+            route: None,
+        };
+        resp.extensions_mut().insert(up);
+    }
     resp
+}
+
+/// Names the route whose rule `resp` answered in the access log.
+fn log_route(ctx: &Ctx, target: &Target, resp: &mut Response<Body>, rule: &crate::route::Rule) {
+    if ctx.access_log.on() {
+        match resp.extensions_mut().get_mut::<crate::accesslog::Upstream>() {
+            Some(up) => up.route = Some(rule.route.clone()),
+            None => {
+                let up = crate::accesslog::Upstream {
+                    service: target.service.label.clone(),
+                    endpoint: None,
+                    route: Some(rule.route.clone()),
+                };
+                resp.extensions_mut().insert(up);
+            }
+        }
+    }
 }
 
 /// One HTTP connection from the app, and where its requests go.
@@ -539,11 +605,26 @@ struct AppConn {
 
 impl Handler for AppConn {
     fn request(&self, req: Request<Body>) -> impl Future<Output = Response<Body>> + Send {
-        tapped(&self.ctx, self.target.clone(), req)
+        // Access log: while it is off, this one check is all the request pays.
+        let log = self.ctx.access_log.begin(&req);
+        async move {
+            let resp = tapped(&self.ctx, self.target.clone(), req).await;
+            if let Some(log) = log {
+                log.outbound(&self.ctx.id_label, &resp);
+            }
+            resp
+        }
     }
 
     fn upgrade(&self, req: Request<Body>, downstream: h::Downstream) -> impl Future<Output = Response<Body>> + Send {
-        upgrade(&self.ctx, self.target.clone(), req, downstream)
+        let log = self.ctx.access_log.begin(&req);
+        async move {
+            let resp = upgrade(&self.ctx, self.target.clone(), req, downstream).await;
+            if let Some(log) = log {
+                log.outbound(&self.ctx.id_label, &resp);
+            }
+            resp
+        }
     }
 }
 
@@ -615,6 +696,7 @@ async fn routed(
         }
         Some(crate::route::Decision::Respond(mut resp, rule)) => {
             if let Some(rule) = rule {
+                log_route(ctx, &target, &mut resp, &rule);
                 rule.filters.on_response(&mut resp);
                 rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
             }
@@ -626,6 +708,7 @@ async fn routed(
         Err(e) => {
             let mut resp = unrouted(ctx, &target, &e, started);
             if let Some(rule) = rule {
+                log_route(ctx, &target, &mut resp, &rule);
                 rule.filters.on_response(&mut resp);
                 rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
             }
@@ -639,6 +722,7 @@ async fn routed(
             overflowed(ctx, &target.service, limit);
             let mut resp = unrouted(ctx, &target, &ProxyError::Overflow(limit), started);
             if let Some(rule) = rule {
+                log_route(ctx, &target, &mut resp, &rule);
                 rule.filters.on_response(&mut resp);
                 rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
             }
@@ -655,7 +739,7 @@ async fn routed(
                 t.endpoint(&ep);
             }
             traced(&mut span, &ep);
-            finish(ctx, &ep, result, started)
+            finish(ctx, &target, &ep, result, started)
         }
         Some(rule) => {
             if !rule.filters.mirrors.is_empty() {
@@ -685,7 +769,8 @@ async fn routed(
                 t.endpoint(&ep);
             }
             traced(&mut span, &ep);
-            let mut resp = finish(ctx, &ep, result, started);
+            let mut resp = finish(ctx, &target, &ep, result, started);
+            log_route(ctx, &target, &mut resp, &rule);
             rule.filters.on_response(&mut resp);
             rule.record(&ctx.route_metrics, resp.status().as_u16(), started);
             resp
@@ -762,7 +847,7 @@ async fn upgrade(ctx: &Ctx, mut target: Target, mut req: Request<Body>, downstre
         Ok(tls) => h::forward_upgrade(req, downstream, tls, ctx.drain.conn()).await,
         Err(e) => Err(e),
     };
-    finish(ctx, &ep, result, started)
+    finish(ctx, &target, &ep, result, started)
 }
 
 /// Sends the request to `ep` or, when it cannot be sent there (a failed connect: nothing went

@@ -367,7 +367,9 @@ pub(crate) async fn services(State(ctx): C, Extension(sess): Extension<Session>)
 
     body.push_str("<h2>Edges and mTLS</h2>");
     body.push_str(&why(&edges, "edges (/v1/edges)"));
-    body.push_str(&edge_table("edges", items(&edges, "edges")));
+    if edges.json().is_some() {
+        body.push_str(&edge_table("edges", items(&edges, "edges")));
+    }
     Page::new("Services", "/services", Some(&sess), &ctx.cluster, REFRESH).render(body)
 }
 
@@ -409,7 +411,7 @@ fn end_name(e: &Value, side: &str) -> String {
 /// A table of edges: source, destination, their identities, mTLS, RPS, success, p99.
 pub(crate) fn edge_table(id: &str, edges: &[Value]) -> String {
     if edges.is_empty() {
-        return String::new();
+        return format!("<p class=\"empty\" id=\"{id}-empty\">No traffic seen in this window yet.</p>");
     }
     let mut o = format!("<table id=\"{id}\"><thead><tr><th>Source</th><th>Destination</th><th>Source identity</th><th>Destination identity</th><th>mTLS</th><th>RPS</th><th>Success</th><th>p99</th></tr></thead><tbody>");
     for e in edges {

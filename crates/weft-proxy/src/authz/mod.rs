@@ -125,11 +125,22 @@ impl State {
         }
     }
 
-    fn audit(&self, c: &Compiled, a: &Attrs<'_>, what: &str) {
+    /// Counts the AUDIT policies that match; with `mark`, returns their names (comma separated)
+    /// for the access log.
+    fn audit(&self, c: &Compiled, a: &Attrs<'_>, what: &str, mark: bool) -> Option<String> {
+        let mut names: Option<String> = None;
         for p in c.audits(a) {
             p.counter.inc();
             tracing::debug!(policy = %p.name, src = ?a.source.principal, ip = %a.source.ip, port = a.port, request = what, "authz: AUDIT policy matched");
+            if mark {
+                let n = names.get_or_insert_with(String::new);
+                if !n.is_empty() {
+                    n.push(',');
+                }
+                n.push_str(&p.name);
+            }
         }
+        names
     }
 }
 
@@ -201,11 +212,15 @@ pub async fn check_http(
     };
     let host = host_of(req);
     let grpc = is_grpc(req);
-    let custom = {
+    let (custom, audited) = {
         let a = attrs(&c, source, port, &host, grpc, req);
-        ctx.authz.audit(&c, &a, req.uri().path());
-        c.custom(&a).map(|p| (p.name.clone(), p.provider.clone().unwrap_or_default()))
+        let audited = ctx.authz.audit(&c, &a, req.uri().path(), ctx.access_log.on());
+        (c.custom(&a).map(|p| (p.name.clone(), p.provider.clone().unwrap_or_default())), audited)
     };
+    // AUDIT marks the request in the access log (see `crate::accesslog`).
+    if let Some(names) = audited {
+        req.extensions_mut().insert(crate::accesslog::AuditMark(names.into()));
+    }
     let mut extra = vec![];
     if let Some((policy, provider)) = custom {
         let own = ctx.certs.id().to_string();
@@ -291,7 +306,7 @@ pub fn check_tcp(ctx: &crate::Ctx, source: &Source, port: u16) -> Result<(), Den
         return Ok(());
     };
     let a = Attrs { source, cluster: c.cluster_of(source.trust_domain.as_deref()), port, http: None };
-    ctx.authz.audit(&c, &a, "tcp");
+    ctx.authz.audit(&c, &a, "tcp", false);
     let verdict = match c.custom(&a) {
         Some(p) => Err(Denied::Custom {
             policy: p.name.clone(),

@@ -229,19 +229,24 @@ pub async fn forward(
     started: Instant,
 ) -> (Arc<Endpoint>, Result<Response<Body>, ProxyError>) {
     let mut abort = None;
+    let mut delayed = false;
     if let Some(rule) = p.faults.iter().find(|f| f.matches(&req)) {
         match rule.roll() {
             Injected::None => {}
             Injected::Delay(d, then) => {
                 p.counters.delays.inc();
                 tokio::time::sleep(d).await;
+                delayed = true;
                 abort = then;
             }
             Injected::Abort(resp) => abort = Some(resp),
         }
     }
-    if let Some(resp) = abort {
+    if let Some(mut resp) = abort {
         p.counters.aborts.inc();
+        if delayed {
+            crate::accesslog::flag(&ctx.access_log, &mut resp, "DI");
+        }
         return (ep, Ok(resp));
     }
     let first = ep.clone();
@@ -255,6 +260,13 @@ pub async fn forward(
                 (first, Err(ProxyError::RequestTimeout(limit)))
             }
         },
+    };
+    let result = match (delayed, result) {
+        (true, Ok(mut resp)) => {
+            crate::accesslog::flag(&ctx.access_log, &mut resp, "DI");
+            Ok(resp)
+        }
+        (_, result) => result,
     };
     let result = match (p.idle_timeout, result) {
         (Some(idle), Ok(resp)) => {
@@ -304,7 +316,13 @@ async fn tries(
             },
         };
         let (Some(rule), Some(_)) = (&p.retry, &replay) else { return (used, result) };
-        if n >= rule.attempts || !rule.retries(&outcome(&result)) {
+        let retriable = rule.retries(&outcome(&result));
+        if n >= rule.attempts || !retriable {
+            // The last try failed as one that would be retried: the retry limit (URX).
+            let mut result = result;
+            if let (true, true, Ok(resp)) = (retriable, n >= rule.attempts, &mut result) {
+                crate::accesslog::flag(&ctx.access_log, resp, "URX");
+            }
             return (used, result);
         }
         if !rule.budget.withdraw() {
