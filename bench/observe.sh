@@ -4,7 +4,9 @@
 #   off    tracing off (the default)
 #   p1     tracing on, 1 % of new traces sampled
 #   p100   tracing on, every request sampled
-#   tap    a `weft tap` open on the server sidecar (needs obs-tap: printed as such until merged)
+#   tap    tracing off, a tap open on the server sidecar all along (its admin port's `/tap`, the
+#          same tap the control plane opens for `weft tap`: every request summarized and filtered,
+#          100 events/s sent, the rest dropped and counted)
 # against the demo app called directly (direct) and, when BASE_PROXY names one, the same pair
 # run by another weft-proxy binary (base: e.g. main's, "today's proxy"). Spans go to a real
 # OTLP/gRPC receiver (crates/weft-testkit/src/otlp_receiver.py, its output discarded).
@@ -56,18 +58,18 @@ APP=$(sed -n 's/.*listening 127.0.0.1:\([0-9]*\).*/\1/p' $W/app.log | head -1)
 tracing() { # percent
   printf 'tracing: { sampling: %s, otlp: { endpoint: "http://127.0.0.1:%s" } }' "$1" "$OTLP"
 }
-declare -A EXTRA=([off]="" [p1]="$(tracing 1)" [p100]="$(tracing 100)")
-declare -A PROXY=([off]=$BIN/weft-proxy [p1]=$BIN/weft-proxy [p100]=$BIN/weft-proxy)
-SETUPS="off p1 p100"
+declare -A EXTRA=([off]="" [p1]="$(tracing 1)" [p100]="$(tracing 100)" [tap]="")
+declare -A PROXY=([off]=$BIN/weft-proxy [p1]=$BIN/weft-proxy [p100]=$BIN/weft-proxy [tap]=$BIN/weft-proxy)
+SETUPS="off p1 p100 tap"
 if [ -n "${BASE_PROXY:-}" ]; then
   EXTRA[base]=""; PROXY[base]=$(realpath "$BASE_PROXY"); SETUPS="base $SETUPS"
 fi
-declare -A CPORT SPID CPID
+declare -A CPORT SPID CPID SADMIN
 for s in $SETUPS; do
-  HOP=$(free); H1=$(free)
+  HOP=$(free); H1=$(free); SADMIN[$s]=$(free)
   cat > $W/server-$s.yaml <<YAML
 identity: { cert: "$W/tls/api.pem", key: "$W/tls/api-key.pem", bundle: "$W/tls/bundle.pem" }
-admin: { listen: "127.0.0.1:0" }
+admin: { listen: "127.0.0.1:${SADMIN[$s]}" }
 inbound:
   listen: "127.0.0.1:$HOP"
   ports: [{ port: $APP }]
@@ -94,6 +96,10 @@ for s in $SETUPS; do
   for i in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:${CPORT[$s]}/bytes/10" && ok=1 && break; sleep 0.1; done
   [ -n "$ok" ] || { echo "setup $s does not answer 200"; cat $W/server-$s.log $W/client-$s.log; exit 1; }
 done
+# The tap setup's server sidecar is tapped for as long as the script runs (a tap ends after 10,000
+# events or 600 s: it is opened again at once).
+( while true; do curl -sfN -o /dev/null "http://127.0.0.1:${SADMIN[tap]}/tap?seconds=600&max=10000" || sleep 0.2; done ) &
+pids+=($!)
 # A traced pair must really export (else its figures measure nothing).
 for t in $(seq 100); do grep -q '^SPAN ' $W/receiver.out && break; sleep 0.1; done
 grep -q '^SPAN ' $W/receiver.out || { echo "no span reached the OTLP receiver"; cat $W/client-p100.log; exit 1; }
@@ -122,4 +128,6 @@ for r in $(seq $ROUNDS); do
   done
   set -- "${@:2}" "$1"
 done
-echo "tap needs obs-tap: a tap open on the server sidecar is measured once \`weft tap\` is merged"
+# The tap must have seen requests (else its figures measure nothing).
+[ "$(curl -sf "http://127.0.0.1:${SADMIN[tap]}/metrics" | sed -n 's/^weft_tap_events_dropped_total \([0-9]*\).*/\1/p')" != "0" ] \
+  || echo "warning: the tap setup's server dropped no tap event (was the tap open?)"

@@ -58,6 +58,7 @@ pub mod request_authn;
 pub mod resilience;
 pub mod resource;
 pub mod route;
+pub mod tap;
 pub mod telemetry;
 pub mod token;
 pub mod trace;

@@ -260,6 +260,43 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Calls `GET path` and hands each line of the answer (NDJSON, `GET /v1/tap`) to `on_line`
+    /// as it arrives, until the answer ends or `on_line` returns `false` (which closes the
+    /// connection: the server ends what it streams). An error answer is returned as [`Conn::call`]
+    /// returns it.
+    pub async fn stream_lines(
+        &self,
+        path: &str,
+        mut on_line: impl FnMut(&str) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        let resp = self.request("GET", path, String::new()).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await?.to_bytes();
+            let v: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+            let msg = v.get("error").and_then(|e| e.as_str()).map(str::to_string).unwrap_or_else(|| v.to_string());
+            bail!("{msg} (HTTP {})", status.as_u16());
+        }
+        let mut buf: Vec<u8> = vec![];
+        while let Some(frame) = body.frame().await {
+            if let Some(data) = frame?.data_ref() {
+                buf.extend_from_slice(data);
+            }
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                let text = String::from_utf8_lossy(&line[..i]);
+                if !text.trim().is_empty() && !on_line(&text)? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Why a connection attempt failed: an unknown root is worth one more try (see [`Conn::connect`]).
 enum Attempt {
     UnknownRoot(anyhow::Error),

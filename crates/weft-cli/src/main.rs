@@ -34,6 +34,7 @@ mod netns;
 mod netns_wan;
 mod routes_out;
 mod stat;
+mod tap;
 mod tls;
 mod up;
 mod up_multi;
@@ -68,6 +69,12 @@ enum Cmd {
     Dns(dns::DnsArgs),
     #[command(flatten)]
     Verb(verbs::Verb),
+    /// A live line per request the proxies see (like `linkerd viz tap`): `weft tap svc/api -n demo`.
+    Tap(tap::TapArgs),
+    /// The busiest paths seen by a live tap, refreshing in the terminal (`--once` prints once).
+    Top(tap::TopArgs),
+    /// What one proxy runs, as it reports it: certificate, routes, endpoints, policies.
+    ProxyConfig(tap::ProxyConfigArgs),
     /// Diagnose the mesh: control plane reachable, CA and proxy certificates, links and their
     /// trust, proxies in sync, DNS answering, resources referring to things that do not exist;
     /// each finding with its fix. Exits non-zero when any check fails.
@@ -142,6 +149,11 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::Up(args) => up::run(args),
         Cmd::Control(args) => control::run(args),
         Cmd::Dns(args) => dns::run(args),
+        Cmd::Tap(args) => tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(tap::tap(args)),
+        Cmd::Top(args) => tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(tap::top(args)),
+        Cmd::ProxyConfig(args) => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(tap::proxy_config(args))
+        }
         Cmd::Diagnose(args) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(diagnose::run(args))

@@ -286,6 +286,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/resources", get(list))
         .route("/v1/resources/{kind}/{namespace}/{name}", get(get_one).delete(delete_one))
         .route("/v1/proxies", get(proxies))
+        .route("/v1/proxies/{id}/config", get(crate::tap_api::proxy_config))
+        .route("/v1/tap", get(crate::tap_api::tap))
         .merge(crate::tokens_api::routes())
         .route("/v1/ca", get(ca))
         .route("/v1/ca/rotate", post(rotate).delete(abort_rotation))

@@ -67,9 +67,10 @@ pub struct ProxyStatus {
     pub updates_delta: u64,
 }
 
-/// The connected proxies, by connection.
+/// The connected proxies, by connection; with the live taps and config dumps that go over their
+/// streams (see [`crate::tap`]).
 #[derive(Clone, Default)]
-pub struct Proxies(Arc<Mutex<HashMap<u64, ProxyStatus>>>);
+pub struct Proxies(Arc<Mutex<HashMap<u64, ProxyStatus>>>, crate::tap::TapHub);
 
 impl Proxies {
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<u64, ProxyStatus>) -> R) -> R {
@@ -83,6 +84,11 @@ impl Proxies {
                 p.status = if p.acked == p.sent && p.error.is_none() { "SYNCED" } else { "STALE" };
             }
         });
+    }
+
+    /// Live taps and config dumps (see [`crate::tap`]).
+    pub fn tap(&self) -> &crate::tap::TapHub {
+        &self.1
     }
 
     /// Every connected proxy, sorted by id.
@@ -258,6 +264,9 @@ fn render_with(
         cluster: view.place.as_ref().map_or_else(|| cat.mesh.cluster.name.clone(), |p| p.cluster.clone()),
         inbound: None,
         placement: None,
+        // Per stream (see `crate::tap`).
+        taps: vec![],
+        config_dump_request: 0,
         // Set per stream (the control plane's `--stats-interval`).
         stats_interval_ms: 0,
         // Every MeshConfig `extensionProviders` entry (a handful; CUSTOM rules name them).
@@ -612,9 +621,22 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         // changed for it (issue 16: one endpoint change is not a full update of every proxy).
         let deltas = hello.accepts_delta;
         let (identity, namespace, workload) = (id.to_string(), id.namespace().to_string(), hello.workload.clone());
+        // Live tap and config dumps (see `crate::tap`).
+        let hub = self.proxies.tap().clone();
+        let mut open_taps = hub.subscribe();
+        let mut dump_asks = hub.register(conn, &hello.proxy_id);
+        let tap_stream = Arc::new(crate::tap::Stream {
+            conn,
+            proxy_id: hello.proxy_id.clone(),
+            identity: identity.clone(),
+            namespace: namespace.clone(),
+            workload: workload.clone(),
+        });
+        let for_reader = tap_stream.clone();
         tokio::spawn(async move {
             let mut version = 0u64;
             let mut last: Option<(Arc<pb::ProxyUpdate>, (pb::Inbound, pb::Placement))> = None;
+            let (mut last_taps, mut dump_request) = (vec![], 0u64);
             loop {
                 let cat = catalog.borrow_and_update().clone();
                 let started = std::time::Instant::now();
@@ -629,10 +651,12 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     inbound_for(&cat, &identity, &namespace, &workload),
                     placement_for(&cat, &identity, &namespace, &workload),
                 );
+                let taps = crate::tap::for_proxy(&open_taps.borrow_and_update(), &cat, &tap_stream);
                 let changed = match &last {
                     Some((l, i)) => (!Arc::ptr_eq(l, &update) && **l != *update) || *i != inbound,
                     None => true,
-                };
+                } || taps != last_taps
+                    || dump_request != 0;
                 if changed {
                     let base_version = version;
                     version += 1;
@@ -650,6 +674,8 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     out.stats_interval_ms = stats_interval_ms;
                     out.inbound = Some(inbound.0.clone());
                     out.placement = Some(inbound.1.clone());
+                    out.taps = taps.clone();
+                    out.config_dump_request = std::mem::take(&mut dump_request);
                     let roots: Vec<String> = out
                         .bundles
                         .iter()
@@ -676,9 +702,12 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                         (p.cluster, p.network) = (place.cluster, place.network);
                     });
                     last = Some((update, inbound));
+                    last_taps = taps;
                 }
                 tokio::select! {
                     changed = catalog.changed() => if changed.is_err() { break },
+                    changed = open_taps.changed() => if changed.is_err() { break },
+                    Some(request) = dump_asks.recv() => dump_request = request,
                     _ = tx.closed() => break,
                     _ = stop.wait_for(|s| *s) => break,
                 }
@@ -701,6 +730,18 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                 if let Some(Kind::Stats(report)) = &msg.kind {
                     stats.ingest(&reporter, report, crate::stats::unix_now());
                 }
+                match msg.kind {
+                    Some(Kind::TapEvents(batch)) => {
+                        let cluster = proxies.with(|m| m.get(&conn).map(|p| p.cluster.clone())).unwrap_or_default();
+                        proxies.tap().deliver(&for_reader, &cluster, batch);
+                        continue;
+                    }
+                    Some(Kind::ConfigDump(d)) => {
+                        proxies.tap().answer(d.request, d.json);
+                        continue;
+                    }
+                    _ => {}
+                }
                 if let Some(Kind::Ack(a)) = msg.kind {
                     let error = (!a.error.is_empty()).then(|| bounded_error(a.error));
                     if let Some(e) = &error {
@@ -716,6 +757,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                 }
             }
             tracing::info!(proxy = %proxy_id, %identity, %peer, "proxy disconnected");
+            proxies.tap().unregister(conn);
             proxies.with(|m| m.remove(&conn));
         });
         let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });

@@ -39,6 +39,8 @@ pub mod server;
 pub mod signer;
 pub mod stats;
 pub mod stats_api;
+pub mod tap;
+pub mod tap_api;
 pub mod telemetry;
 pub mod token_store;
 pub mod tokens;

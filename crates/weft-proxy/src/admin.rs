@@ -24,7 +24,7 @@ pub fn encode_metrics(ctx: &Ctx) -> String {
     out
 }
 
-fn config_dump(ctx: &Ctx) -> serde_json::Value {
+pub(crate) fn config_dump(ctx: &Ctx) -> serde_json::Value {
     let leaf = ctx.certs.leaf();
     let routes = ctx.routes.load();
     let mut services: Vec<_> = routes
@@ -62,6 +62,7 @@ fn config_dump(ctx: &Ctx) -> serde_json::Value {
         "identity": leaf.id().to_string(),
         "certificate": {
             "expires_in_seconds": leaf.remaining().as_secs(),
+            "not_after_unix": leaf.not_after().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             "chain_length": leaf.chain().len(),
             "root_sha256": issuing_root.map(|r| hex(&r)),
         },
@@ -144,9 +145,9 @@ fn handle(ctx: &Ctx, req: &Request<Incoming>, local_caller: bool) -> Response<Bo
         "/metrics" => {
             text(StatusCode::OK, encode_metrics(ctx), "application/openmetrics-text; version=1.0.0; charset=utf-8")
         }
-        "/config_dump" if !local_caller => text(
+        "/config_dump" | "/tap" if !local_caller => text(
             StatusCode::FORBIDDEN,
-            "/config_dump is only served to callers on this host (loopback)\n".into(),
+            format!("{} is only served to callers on this host (loopback)\n", req.uri().path()),
             "text/plain",
         ),
         "/config_dump" => {
@@ -155,7 +156,7 @@ fn handle(ctx: &Ctx, req: &Request<Incoming>, local_caller: bool) -> Response<Bo
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "try /live /ready /metrics /config_dump /app-health/<port>/<path>\n".into(),
+            "try /live /ready /metrics /config_dump /tap /app-health/<port>/<path>\n".into(),
             "text/plain",
         ),
     }
@@ -176,6 +177,10 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener) {
                 async move {
                     let resp = match req.uri().path().strip_prefix("/app-health/") {
                         Some(rest) => app_health(&ctx, rest).await,
+                        // Live tap of this proxy alone (see `crate::tap::admin_tap`).
+                        None if req.uri().path() == "/tap" && local_caller => {
+                            crate::tap::admin_tap(ctx.clone(), req.uri().query())
+                        }
                         None => handle(&ctx, &req, local_caller),
                     };
                     Ok::<_, std::convert::Infallible>(resp)

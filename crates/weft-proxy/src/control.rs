@@ -566,22 +566,33 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
     let outbound = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     let mut updates = client.stream(with_token(outbound, &token)?).await?.into_inner();
     ctx.metrics.control_connected.set(1);
+    // Live tap: events go up this stream, in batches, while it lasts.
+    let forward_taps = tokio::spawn(crate::tap::forward(ctx.taps.connect(), ctx.clone(), tx.clone()));
     // Golden metrics for the control plane's history, every `stats_interval_ms` (see `stats`).
     let (interval_tx, interval_rx) = tokio::sync::watch::channel(crate::stats::DEFAULT_INTERVAL);
     let reporter = tokio::spawn(report_stats(ctx.clone(), tx.clone(), interval_rx));
     let _reporter = AbortOnDrop(reporter);
     let result = async {
         let mut held = Held::default();
+        let mut applied: Option<pb::ProxyUpdate> = None;
         while let Some(mut update) = updates.message().await? {
             // A delta is made whole from what the stream sent before; one that does not apply
             // on top of it ends the stream, and the next one starts with a full update.
             held.apply(&mut update).map_err(ControlError::Resync)?;
+            ctx.taps.set(&update.taps);
+            if update.config_dump_request != 0 {
+                let json = serde_json::to_string(&crate::admin::config_dump(ctx)).unwrap_or_default();
+                let dump = pb::ConfigDump { request: update.config_dump_request, json };
+                let _ = tx.send(pb::ProxyMessage { kind: Some(pb::proxy_message::Kind::ConfigDump(dump)) }).await;
+            }
             let every = match update.stats_interval_ms {
                 0 => crate::stats::DEFAULT_INTERVAL,
                 ms => Duration::from_millis(ms.max(100)),
             };
             interval_tx.send_if_modified(|i| std::mem::replace(i, every) != every);
-            let error = match apply(ctx, &update) {
+            // An update that changes only taps or asks for the config is acked, not applied again.
+            let unchanged = applied.as_mut().is_some_and(|a| same_config(a, &mut update));
+            let error = match if unchanged { Ok(()) } else { apply(ctx, &update) } {
                 Ok(()) => {
                     // Root rotation: a certificate of another root than the signing one is renewed
                     // now (a failure reconnects, and the next first update retries).
@@ -599,6 +610,7 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
                     e
                 }
             };
+            let ok = error.is_empty();
             let ack = pb::Ack {
                 version: update.version,
                 error,
@@ -610,6 +622,7 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
             };
+            applied = ok.then_some(update);
             if tx.send(pb::ProxyMessage { kind: Some(pb::proxy_message::Kind::Ack(ack)) }).await.is_err() {
                 break;
             }
@@ -617,8 +630,33 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
         Ok::<_, ControlError>(())
     }
     .await;
+    forward_taps.abort();
+    ctx.taps.disconnect();
     ctx.metrics.control_connected.set(0);
     result
+}
+
+/// Whether `b` (made whole) carries the same config as `a`: they differ at most in their
+/// version, their delta fields, their taps and a config dump request. Every other field counts,
+/// those added later included.
+fn same_config(a: &mut pb::ProxyUpdate, b: &mut pb::ProxyUpdate) -> bool {
+    if a.services != b.services {
+        return false;
+    }
+    // The services (the bulk of an update) are set aside, not copied, for the comparison.
+    let (sa, sb) = (std::mem::take(&mut a.services), std::mem::take(&mut b.services));
+    let bare = |u: &pb::ProxyUpdate| pb::ProxyUpdate {
+        version: 0,
+        delta: false,
+        base_version: 0,
+        removed_services: vec![],
+        taps: vec![],
+        config_dump_request: 0,
+        ..u.clone()
+    };
+    let same = bare(a) == bare(b);
+    (a.services, b.services) = (sa, sb);
+    same
 }
 
 /// Aborts its task when dropped (the stream ended).

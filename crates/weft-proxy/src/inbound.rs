@@ -335,15 +335,26 @@ impl Conn {
 
 impl Handler for Conn {
     async fn request(&self, req: Request<Body>) -> Response<Body> {
+        // Live tap: one atomic load unless a tap is open (see `crate::tap`).
+        let tap = crate::tap::Tapped::start(&self.ctx.taps, &req);
         // Access log: while it is off, this one check is all the request pays.
-        let Some(log) = self.ctx.access_log.begin(&req) else {
-            return self.traced(req, &mut None).await;
+        let resp = match self.ctx.access_log.begin(&req) {
+            None => self.traced(req, &mut None).await,
+            Some(log) => {
+                let mut log = Some(log);
+                let resp = self.traced(req, &mut log).await;
+                if let Some(log) = log {
+                    let src = self.peer_header.as_ref().map(|_| &self.label.src);
+                    log.inbound(src, &self.ctx.id_label, self.app, &resp);
+                }
+                resp
+            }
         };
-        let mut log = Some(log);
-        let resp = self.traced(req, &mut log).await;
-        if let Some(log) = log {
-            let src = self.peer_header.as_ref().map(|_| &self.label.src);
-            log.inbound(src, &self.ctx.id_label, self.app, &resp);
+        if let Some(tap) = tap {
+            let id = self.ctx.certs.id();
+            let peer = self.peer_header.as_ref().and_then(|v| v.to_str().ok());
+            let status = resp.status().as_u16();
+            tap.inbound(&self.ctx.taps, (&self.ctx.id_label.0, id.namespace()), peer, self.remote, self.app, status);
         }
         resp
     }

@@ -3,7 +3,7 @@
 //! ```text
 //!  sidecar:   app ──► outbound (explicit 127.0.0.1:<port> | transparent :15001) ══mTLS══► peer inbound :15006 ──► app
 //!  gateway:   peer ══mTLS (SNI)══► gateway :15443 ══same TLS, not terminated══► local sidecar inbound
-//!  admin:     :15000  /live /ready /metrics /config_dump
+//!  admin:     :15000  /live /ready /metrics /config_dump /tap
 //! ```
 //!
 //! [`Proxy::start`] binds every listener (port 0 works and reports what it bound) and runs them on
@@ -48,6 +48,7 @@ pub mod route;
 pub mod routes;
 pub mod sni;
 pub mod stats;
+pub mod tap;
 pub mod trace;
 pub mod workers;
 
@@ -127,6 +128,8 @@ pub struct Ctx {
     pub ext_authz: authz::ext::Providers,
     /// RequestAuthentication in force on inbound HTTP (see [`jwt`]).
     jwt: jwt::State,
+    /// Live taps open on this proxy (see [`tap`]).
+    pub taps: tap::Taps,
     /// Access logs, when a Telemetry or the config file turns them on (see [`accesslog`]).
     pub access_log: accesslog::AccessLog,
     /// Distributed tracing: spans and their export (see [`trace`]); off unless configured.
@@ -316,7 +319,10 @@ impl Proxy {
         };
         let peer_slots = slots(&cfg, &metrics, "peer");
         let app_slots = slots(&cfg, &metrics, "app");
+        let taps = tap::Taps::default();
+        taps.register(&mut registry);
         let ctx = Arc::new(Ctx {
+            taps,
             routes: ArcSwap::from_pointee(routes),
             tls: net::Tls::new(&certs)?,
             id_label: metrics::Name::new(certs.id().to_string()),

@@ -608,7 +608,7 @@ impl Handler for AppConn {
         // Access log: while it is off, this one check is all the request pays.
         let log = self.ctx.access_log.begin(&req);
         async move {
-            let resp = request(&self.ctx, self.target.clone(), req).await;
+            let resp = tapped(&self.ctx, self.target.clone(), req).await;
             if let Some(log) = log {
                 log.outbound(&self.ctx.id_label, &resp);
             }
@@ -628,14 +628,33 @@ impl Handler for AppConn {
     }
 }
 
+/// [`request`], summarized for the live tap when one is open (one atomic load otherwise).
+async fn tapped(ctx: &Arc<Ctx>, target: Target, req: Request<Body>) -> Response<Body> {
+    let mut tap = crate::tap::Tapped::start(&ctx.taps, &req);
+    if tap.is_none() {
+        return request(ctx, target, req, &mut None).await;
+    }
+    let client = target.client;
+    let resp = request(ctx, target, req, &mut tap).await;
+    if let Some(t) = tap {
+        t.outbound(&ctx.taps, &ctx.id_label.0, client, resp.status().as_u16());
+    }
+    resp
+}
+
 /// One request from the app: with tracing on, inside a client span (see [`crate::trace`]); off,
 /// one branch.
-async fn request(ctx: &Arc<Ctx>, target: Target, mut req: Request<Body>) -> Response<Body> {
-    let Some(tracer) = ctx.tracing.tracer() else { return routed(ctx, target, req, None).await };
+async fn request(
+    ctx: &Arc<Ctx>,
+    target: Target,
+    mut req: Request<Body>,
+    tap: &mut Option<Box<crate::tap::Tapped>>,
+) -> Response<Body> {
+    let Some(tracer) = ctx.tracing.tracer() else { return routed(ctx, target, req, None, tap).await };
     let Some(mut span) = tracer.start(crate::trace::Kind::Client, &mut req) else {
-        return routed(ctx, target, req, None).await;
+        return routed(ctx, target, req, None, tap).await;
     };
-    let resp = routed(ctx, target, req, Some(&mut span)).await;
+    let resp = routed(ctx, target, req, Some(&mut span), tap).await;
     span.end(resp.status().as_u16());
     resp
 }
@@ -653,12 +672,17 @@ async fn routed(
     mut target: Target,
     mut req: Request<Body>,
     mut span: Option<&mut crate::trace::Span>,
+    tap: &mut Option<Box<crate::tap::Tapped>>,
 ) -> Response<Body> {
     let started = Instant::now();
     if let Err(e) = h::check_host(&mut req) {
         return unrouted(ctx, &target, &e, started);
     }
-    if let Err(e) = resolve(ctx, &mut target, host_of(&req)) {
+    let resolved = resolve(ctx, &mut target, host_of(&req));
+    if let Some(t) = tap {
+        t.service(&target.service);
+    }
+    if let Err(e) = resolved {
         return unrouted(ctx, &target, &e, started);
     }
     // The service's routes (HTTPRoute, GRPCRoute; see `crate::route`), if it has any.
@@ -705,9 +729,15 @@ async fn routed(
             return resp;
         }
     };
+    if let (Some(t), Some(rule)) = (tap.as_mut(), &rule) {
+        t.route(&rule.route.0);
+    }
     let mut resp = match rule {
         None => {
             let (ep, result) = forward_policy(ctx, &target, None, ep, req, started).await;
+            if let Some(t) = tap {
+                t.endpoint(&ep);
+            }
             traced(&mut span, &ep);
             finish(ctx, &target, &ep, result, started)
         }
@@ -735,6 +765,9 @@ async fn routed(
                     }
                 }
             };
+            if let Some(t) = tap {
+                t.endpoint(&ep);
+            }
             traced(&mut span, &ep);
             let mut resp = finish(ctx, &target, &ep, result, started);
             log_route(ctx, &target, &mut resp, &rule);

@@ -202,6 +202,16 @@ impl pb::federation_server::Federation for ExportService {
         Ok(Response::new(pb::TrustsReply {}))
     }
 
+    type TapStream = crate::tap::remote::TapStream;
+
+    async fn tap(
+        &self,
+        req: Request<pb::FederationTapRequest>,
+    ) -> Result<Response<crate::tap::remote::TapStream>, Status> {
+        let cluster = self.catalog.borrow().mesh.cluster.name.clone();
+        crate::tap::remote::serve(&self.tokens, &self.federation, self.proxies.tap(), &cluster, req)
+    }
+
     async fn stats(&self, req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsReply>, Status> {
         // As Trusts: the caller's link secret (or the credential's, before the link stream set one).
         let header = req.metadata().get("authorization").and_then(|v| v.to_str().ok());

@@ -120,3 +120,54 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
 pub fn forwarded(gw: &Proxy, dst: &str) -> f64 {
     metric(&gw.metrics_text(), "weft_tcp_open_total", &["direction=\"gateway\"", &format!("dst=\"{dst}\"")])
 }
+
+/// A connection to the HTTP API: TLS, or plaintext.
+pub trait ApiIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> ApiIo for T {}
+
+/// A streaming answer of the HTTP API (`GET /v1/tap`, NDJSON): its status and its lines as they
+/// come. Dropping it closes the connection (the client going away).
+pub struct ApiStream {
+    pub status: u16,
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+}
+
+impl ApiStream {
+    /// The next line, or `None` when the answer ended.
+    pub async fn next_line(&mut self) -> Option<String> {
+        use http_body_util::BodyExt;
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return Some(String::from_utf8_lossy(&line[..i]).into_owned());
+            }
+            match self.body.frame().await? {
+                Ok(f) => self.buf.extend_from_slice(f.data_ref().map(|d| &d[..]).unwrap_or_default()),
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// Calls `GET path` on the HTTP API (over TLS as [`api`] does) and returns as soon as the
+/// answer's head arrives.
+pub async fn api_stream(cp: &ControlPlane, path: &str, token: &str) -> ApiStream {
+    let tcp = tokio::net::TcpStream::connect(cp.api_addr).await.unwrap();
+    let io: Box<dyn ApiIo> = match cp.api_client_tls() {
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::try_from(cp.api_addr.ip().to_string()).unwrap();
+            Box::new(tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.unwrap())
+        }
+        None => Box::new(tcp),
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "cp")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    ApiStream { status: resp.status().as_u16(), body: resp.into_body(), buf: vec![] }
+}
