@@ -16,17 +16,6 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
-/// **Switches for the coordinator**, flipped to `true` when the API they name is merged:
-/// - `STATS_API_MERGED`: `/v1/stats` and `/v1/edges` (obs-stats). Then the test also checks that
-///   the topology shows the demo's edges (web in east → api in east and in west) and that the
-///   services page's success rates are the numbers `weft stat -o json` prints.
-/// - `TAP_API_MERGED`: `/v1/tap` and `/v1/proxies/{id}/config` (obs-tap). Then a tap started by
-///   the page shows live requests and a proxy's page its configuration.
-///
-/// While `false`, those parts of the pages must say "No data yet".
-const STATS_API_MERGED: bool = true;
-const TAP_API_MERGED: bool = false;
-
 fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
@@ -162,6 +151,59 @@ impl Browser {
         dom
     }
 
+    /// The page's DOM once `condition` (a script expression) holds in it, for content that
+    /// arrives after the load event (`--dump-dom` would dump before it): chromium with its
+    /// DevTools port, asked by `browser/cdp_wait.py` (PyPI `websocket-client`). The same checks as
+    /// [`Browser::dom`].
+    fn dom_when(&self, page: &str, condition: &str, seconds: u32) -> String {
+        let python = weft_testkit::python::venv(
+            Path::new(env!("CARGO_TARGET_TMPDIR")),
+            "cdp-venv",
+            &["websocket-client==1.8.0"],
+            "websocket",
+            "the dashboard browser test",
+        )
+        .expect("PyPI reachable for websocket-client");
+        let mut chromium = Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+            .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            .arg("--remote-debugging-port=0")
+            .arg(format!("--user-data-dir={}", self.profile.display()))
+            .arg(self.login_url(page))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        struct Kill(Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let stderr = chromium.stderr.take().unwrap();
+        let chromium = Kill(chromium);
+        // Chromium says where its DevTools listen once they do; it runs until killed, so this ends.
+        let port = BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.split("DevTools listening on ws://127.0.0.1:").nth(1)?.split('/').next().map(String::from))
+            .expect("chromium prints its DevTools address");
+        let path = page.split('?').next().unwrap_or(page);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/cdp_wait.py");
+        let out = Command::new(python)
+            .arg(script)
+            .args([port.as_str(), path, condition, &seconds.to_string()])
+            .output()
+            .unwrap();
+        drop(chromium);
+        let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{page}: {}\n{dom}", String::from_utf8_lossy(&out.stderr));
+        assert!(!dom.contains("data-errors="), "{page}: script errors: {dom}");
+        assert!(dom.contains("id=\"page-errors\" hidden"), "{page}: {dom}");
+        dom
+    }
+
     fn screenshot(&self, page: &str, file: &Path) {
         let _ = std::fs::remove_file(file);
         self.chromium(&[&format!("--screenshot={}", file.display())], &self.login_url(page));
@@ -223,10 +265,8 @@ fn every_page_renders_in_chromium_without_script_errors() {
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).unwrap();
     let b = Browser { server, token, ca_file, profile: scratch.join("profile") };
-    if STATS_API_MERGED {
-        // The first reports of the demo's traffic (every 10 s) before the pages are loaded.
-        poll("web -> api in both clusters in `weft edges`", std::time::Duration::from_secs(90), || demo_edges(&b));
-    }
+    // The first reports of the demo's traffic (every 10 s) before the pages are loaded.
+    poll("web -> api in both clusters in `weft edges`", std::time::Duration::from_secs(90), || demo_edges(&b));
 
     let overview = b.dom("/");
     assert!(overview.contains("Clusters and links") && overview.contains("data-link=\"west\""), "{overview}");
@@ -259,47 +299,35 @@ fn every_page_renders_in_chromium_without_script_errors() {
     let tap = b.dom(tap_page);
     assert!(tap.contains("id=\"tap-form\""), "{tap}");
 
-    if STATS_API_MERGED {
-        // The demo's edges: web in east calls api in east and, through the gateways, in west.
-        assert!(topology.contains("data-edge=\"web.default@east to api.default@east\""), "{topology}");
-        assert!(topology.contains("data-edge=\"web.default@east to api.default@west\""), "{topology}");
-        // The numbers the CLI prints: the same success rate per service and cluster.
-        let out = Command::new(WEFT)
-            .args(["stat", "service", "-o", "json", "--server", &b.server, "--token", &b.token])
-            .args(["--ca-file", &b.ca_file])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let rows = v["rows"].as_array().expect("weft stat -o json has rows");
-        assert!(!rows.is_empty(), "{v}");
-        let services = b.dom("/services");
-        for r in rows {
-            let id = format!(
-                "{}.{}@{}",
-                r["service"].as_str().unwrap_or_default(),
-                r["namespace"].as_str().unwrap_or_default(),
-                r["cluster"].as_str().unwrap_or_default()
-            );
-            if let Some(x) = r["success_rate"].as_f64() {
-                assert_eq!(
-                    row_success(&services, &id).as_deref(),
-                    Some(format!("{x:.4}").as_str()),
-                    "{id}: {services}"
-                );
-            }
+    // The demo's edges: web in east calls api in east and, through the gateways, in west.
+    assert!(topology.contains("data-edge=\"web.default@east to api.default@east\""), "{topology}");
+    assert!(topology.contains("data-edge=\"web.default@east to api.default@west\""), "{topology}");
+    // The numbers the CLI prints: the same success rate per service and cluster.
+    let out = Command::new(WEFT)
+        .args(["stat", "service", "-o", "json", "--server", &b.server, "--token", &b.token])
+        .args(["--ca-file", &b.ca_file])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["rows"].as_array().expect("weft stat -o json has rows");
+    assert!(!rows.is_empty(), "{v}");
+    let services = b.dom("/services");
+    for r in rows {
+        let id = format!(
+            "{}.{}@{}",
+            r["service"].as_str().unwrap_or_default(),
+            r["namespace"].as_str().unwrap_or_default(),
+            r["cluster"].as_str().unwrap_or_default()
+        );
+        if let Some(x) = r["success_rate"].as_f64() {
+            assert_eq!(row_success(&services, &id).as_deref(), Some(format!("{x:.4}").as_str()), "{id}: {services}");
         }
-    } else {
-        assert!(topology.contains("No data yet"), "{topology}");
-        assert!(services.contains("No data yet"), "{services}");
     }
-    if TAP_API_MERGED {
-        assert!(tap.matches("<tr>").count() > 1, "tap events: {tap}");
-        assert!(proxy.contains("data-section="), "the proxy's configuration: {proxy}");
-    } else {
-        assert!(tap.contains("No data yet"), "{tap}");
-        assert!(proxy.contains("No data yet"), "{proxy}");
-    }
+    // The tap's rows arrive on a streaming fetch, after the load event.
+    let tap = b.dom_when(tap_page, "document.querySelectorAll('#tap-events tbody tr').length > 0", 60);
+    assert!(tap.contains("web.default") || tap.contains("api.default"), "tap events: {tap}");
+    assert!(proxy.contains("data-section="), "the proxy's configuration: {proxy}");
 
     // Screenshots of each page.
     let update = std::env::var("WEFT_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1");
