@@ -408,12 +408,7 @@ pub fn authorization_from(update: &pb::ProxyUpdate) -> Result<Option<weft_api::a
     let Some(a) = update.inbound.as_ref().and_then(|i| i.authorization.as_ref()) else { return Ok(None) };
     let spec: weft_api::authz::Authorization = serde_json::from_str(&a.json)
         .map_err(|e| ConfigError::invalid("inbound.authorization", format!("not an authorization: {e}")))?;
-    spec.validate().map_err(|e| match e {
-        ConfigError::Invalid { field, message } => {
-            ConfigError::invalid(format!("inbound.authorization.{field}"), message)
-        }
-        other => other,
-    })?;
+    spec.validate().map_err(|e| e.under("inbound.authorization"))?;
     Ok(Some(spec))
 }
 
