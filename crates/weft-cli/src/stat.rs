@@ -44,17 +44,15 @@ pub struct EdgesArgs {
     pub conn: Conn,
 }
 
-/// `k=v&…` of the values given, percent-encoding what needs it.
+/// `k=v&…` of the values given, form-encoded.
 fn query(pairs: &[(&str, Option<&str>)]) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-                b => format!("%{b:02X}"),
-            })
-            .collect()
-    };
-    pairs.iter().filter_map(|(k, v)| v.map(|v| format!("{k}={}", enc(v)))).collect::<Vec<_>>().join("&")
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        if let Some(v) = v {
+            q.append_pair(k, v);
+        }
+    }
+    q.finish()
 }
 
 fn check_output(o: &str) -> anyhow::Result<bool> {
@@ -255,7 +253,7 @@ mod tests {
     fn query_strings_skip_unset_values_and_encode_the_rest() {
         assert_eq!(
             query(&[("by", Some("service")), ("namespace", None), ("window", Some("1 m"))]),
-            "by=service&window=1%20m"
+            "by=service&window=1+m"
         );
     }
 }

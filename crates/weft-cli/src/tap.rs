@@ -96,7 +96,7 @@ pub struct ProxyConfigArgs {
     pub conn: Conn,
 }
 
-/// `%`-encodes a query value.
+/// `%`-encodes a path segment (a proxy id).
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -139,8 +139,8 @@ pub fn tap_path(f: &TapFilters, max: u64, seconds: u64) -> anyhow::Result<String
     }
     q.push(("max", max.to_string()));
     q.push(("seconds", seconds.to_string()));
-    let query: Vec<String> = q.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect();
-    Ok(format!("/v1/tap?{}", query.join("&")))
+    let query = form_urlencoded::Serializer::new(String::new()).extend_pairs(q).finish();
+    Ok(format!("/v1/tap?{query}"))
 }
 
 /// `sa.namespace` of a workload identity, else the identity; the address for a caller without one.
@@ -432,7 +432,7 @@ mod tests {
         };
         assert_eq!(
             tap_path(&f, 5, 10).unwrap(),
-            "/v1/tap?service=api&namespace=demo&path=/a%20b&status=5xx&cluster=all&max=5&seconds=10"
+            "/v1/tap?service=api&namespace=demo&path=%2Fa+b&status=5xx&cluster=all&max=5&seconds=10"
         );
         let f = TapFilters { resource: Some("ns/demo".into()), namespace: Some("other".into()), ..filters() };
         assert_eq!(tap_path(&f, 1, 1).unwrap(), "/v1/tap?namespace=demo&max=1&seconds=1");

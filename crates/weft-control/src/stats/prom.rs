@@ -166,7 +166,7 @@ pub fn assemble(cat: &Catalog, q: &Query, answers: &[(Measure, Vec<Sample>)]) ->
 impl Prometheus {
     /// Runs one PromQL instant query.
     async fn query(&self, promql: &str) -> Result<Vec<Sample>, String> {
-        let body = format!("query={}", form_encode(promql));
+        let body = form_urlencoded::Serializer::new(String::new()).append_pair("query", promql).finish();
         let path = format!("{}/api/v1/query", self.prefix);
         let headers = [("content-type".to_string(), "application/x-www-form-urlencoded".to_string())];
         let (status, answer) = request(&self.endpoint, "POST", &path, &headers, body.into_bytes(), QUERY_TIMEOUT)
@@ -186,17 +186,6 @@ impl Prometheus {
         }
         Ok(assemble(cat, q, &answers))
     }
-}
-
-/// `application/x-www-form-urlencoded` of a value.
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            b' ' => "+".into(),
-            b => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]
