@@ -410,6 +410,7 @@ pub struct Metrics {
     pub latency: Family<RouteLabels, Histogram>,
     pub mirrored: Family<RouteLabels, Counter>,
     pub mirror_skipped: Family<RouteLabels, Counter>,
+    pub mirror_abandoned: Family<RouteLabels, Counter>,
     pub tcp_connections: Family<RouteLabels, Counter>,
 }
 
@@ -423,6 +424,7 @@ impl Metrics {
             }),
             mirrored: Family::default(),
             mirror_skipped: Family::default(),
+            mirror_abandoned: Family::default(),
             tcp_connections: Family::default(),
         };
         let r = reg.sub_registry_with_prefix("weft_route");
@@ -432,8 +434,13 @@ impl Metrics {
         r.register("mirrored", "Request copies sent to a mirror", m.mirrored.clone());
         r.register(
             "mirror_skipped",
-            "Request copies not sent (a body, or too many copies in flight)",
+            "Request copies not sent (a body longer than the mirror limit, too many copies in flight, or an unknown mirror service)",
             m.mirror_skipped.clone(),
+        );
+        r.register(
+            "mirror_abandoned",
+            "Request copies given up while the body streamed (past the mirror limit, or the caller's body failed or was not read to its end)",
+            m.mirror_abandoned.clone(),
         );
         r.register("tcp_connections", "TCP connections routed by a TCPRoute", m.tcp_connections.clone());
         m
