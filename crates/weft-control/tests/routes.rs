@@ -323,6 +323,55 @@ async fn grpc_calls_are_routed_by_service_and_method() {
     assert_eq!((status, err.as_str()), (404, "route-not-matched"));
 }
 
+/// A ResiliencePolicy may target a GRPCRoute or one of its rules (`sectionName`), as it may an
+/// HTTPRoute: a fault naming rule `say` aborts the calls that rule matches, and only those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_targeting_a_grpcroute_rule_applies_to_that_rule_only() {
+    weft_testkit::init_tracing();
+    let m = canary("grpc-policy").await;
+    apply(
+        &m.cp,
+        &route(
+            "GRPCRoute",
+            "echo",
+            "  parentRefs: [{ name: api }]\n  rules:\n    - name: say\n      matches: [{ method: { service: echo.Echo, method: Say } }]\n      backendRefs: [{ name: api-v2 }]\n    - matches: [{ method: { service: echo.Echo } }]\n      backendRefs: [{ name: api-v1 }]\n",
+        ),
+    )
+    .await;
+    apply(
+        &m.cp,
+        "apiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: say-fault }\nspec: { targetRef: { kind: GRPCRoute, name: echo, sectionName: say }, faults: [{ abort: { httpStatus: 418, percent: 100 } }] }\n",
+    )
+    .await;
+    let (_, stored) = admin_api(&m.cp, "GET", "/v1/resources/ResiliencePolicy/default/say-fault", "").await;
+    let c = &stored["status"]["conditions"][0];
+    assert_eq!(c["reason"], "Accepted", "{stored}");
+    assert_eq!(c["message"], "applies to rule say of GRPCRoute default/echo", "{stored}");
+    let h2 = http2_client(m.upstream).await.unwrap();
+    let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
+    eventually("Say is aborted by its rule's policy", WAIT, || {
+        let mut h2 = h2.clone();
+        async move { (call(&mut h2, "POST", "/echo.Echo/Say", &grpc).await.0 == 418).then_some(()) }
+    })
+    .await;
+    let mut h2 = h2.clone();
+    for i in 0..20 {
+        assert_eq!(call(&mut h2, "POST", "/echo.Echo/Say", &grpc).await.0, 418, "call {i}");
+        let (status, err, app) = call(&mut h2, "POST", "/echo.Echo/Shout", &grpc).await;
+        assert_eq!((status, app.as_str()), (200, "api-v1"), "call {i}: the other rule has no policy: {err}");
+    }
+    // A policy naming a rule the GRPCRoute does not have says so.
+    apply(
+        &m.cp,
+        "apiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: typo }\nspec: { targetRef: { kind: GRPCRoute, name: echo, sectionName: shout }, faults: [{ abort: { httpStatus: 503, percent: 100 } }] }\n",
+    )
+    .await;
+    let (_, stored) = admin_api(&m.cp, "GET", "/v1/resources/ResiliencePolicy/default/typo", "").await;
+    let c = &stored["status"]["conditions"][0];
+    assert_eq!(c["reason"], "TargetNotFound", "{stored}");
+    assert!(c["message"].as_str().unwrap().contains("GRPCRoute default/echo has no rule named \"shout\""), "{stored}");
+}
+
 /// A TCP server that writes `name` to each connection, then closes it.
 async fn tcp_namer(name: &'static str) -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
