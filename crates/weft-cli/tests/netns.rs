@@ -518,9 +518,9 @@ fn left_behind(pid: u32) -> Option<String> {
     (!left.is_empty()).then(|| left.join(", "))
 }
 
-/// SIGTERM to `weft up <args>` once its first namespace exists, while it is still starting: it
-/// stops, says why, and removes every namespace, veth and bridge it made.
-async fn sigterm_while_starting_leaves_nothing(args: &[&str]) {
+/// SIGTERM to `weft up <args>` once `namespaces` of its namespaces exist, while it is still
+/// starting: it stops, says why, and removes every namespace, veth and bridge it made.
+async fn sigterm_while_starting_leaves_nothing(args: &[&str], namespaces: usize) {
     let mut child =
         Command::new(WEFT).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn().unwrap();
     let pid = child.id().unwrap();
@@ -538,10 +538,14 @@ async fn sigterm_while_starting_leaves_nothing(args: &[&str]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let list = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
-        if String::from_utf8_lossy(&list.stdout).contains(&format!("weft{tag}-")) {
+        let made = String::from_utf8_lossy(&list.stdout).matches(&format!("weft{tag}-")).count();
+        if made >= namespaces {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "weft {args:?} made no namespace within 60s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "weft {args:?} made {made} of {namespaces} namespaces within 60s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
@@ -568,7 +572,10 @@ async fn sigterm_while_weft_up_netns_starts_removes_what_it_made() {
     if skip_unless_root("sigterm_while_weft_up_netns_starts_removes_what_it_made") {
         return;
     }
-    sigterm_while_starting_leaves_nothing(&["up", "--netns", "--no-dashboard"]).await;
+    // At the first namespace (nothing runs in it yet), and at the second (the first pod's sidecar
+    // and app run: they are stopped too, and its namespace goes with them).
+    sigterm_while_starting_leaves_nothing(&["up", "--netns", "--no-dashboard"], 1).await;
+    sigterm_while_starting_leaves_nothing(&["up", "--netns", "--no-dashboard"], 2).await;
 }
 
 /// The same with two clusters (the WAN namespace, each cluster's node and gateway namespaces, the
@@ -578,5 +585,5 @@ async fn sigterm_while_weft_up_netns_clusters_starts_removes_what_it_made() {
     if skip_unless_root("sigterm_while_weft_up_netns_clusters_starts_removes_what_it_made") {
         return;
     }
-    sigterm_while_starting_leaves_nothing(&["up", "--netns", "--clusters", "2", "--no-dashboard"]).await;
+    sigterm_while_starting_leaves_nothing(&["up", "--netns", "--clusters", "2", "--no-dashboard"], 1).await;
 }
