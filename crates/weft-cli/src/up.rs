@@ -429,6 +429,8 @@ pub(crate) async fn demo_traffic(
     tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
+            // A signal that came before the first tick (while starting) ends it before any call.
+            biased;
             _ = &mut ctrl_c => break,
             _ = tick.tick() => {}
         }

@@ -382,6 +382,10 @@ async fn run(
     // Bounded wait: links active, and each caller routes to its services in every cluster.
     let ready = tokio::time::timeout(READY_WITHIN, async {
         loop {
+            // Ctrl-C/SIGTERM: on to the demo loop, which ends at once, and the cleanup.
+            if interrupt.interrupted() {
+                return;
+            }
             if inactive_links(&clusters).await.is_empty() && unrouted(&clusters, &hosts).is_empty() {
                 return;
             }
