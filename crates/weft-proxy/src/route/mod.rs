@@ -149,7 +149,7 @@ impl Table {
                     }
                 },
             };
-            match Match::compile(service, e.route, e.rule, e.matched) {
+            match Match::compile(service, &e) {
                 Ok(mut m) => {
                     m.desc = weft_api::route::order::describe_match(&e);
                     t.entries.push((m, rule))
