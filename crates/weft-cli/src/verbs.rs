@@ -291,7 +291,12 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
                 outln!("{line}")?;
             }
             if matches!(k, "HTTPRoute" | "GRPCRoute" | "TCPRoute") {
-                crate::routes_out::describe_route(&v)?;
+                crate::routes_out::describe_route(k, &v)?;
+            }
+            if k == "ResiliencePolicy" {
+                for line in crate::resilience_out::describe(&v) {
+                    outln!("{line}")?;
+                }
             }
             if k == "Service" {
                 let r = conn.call("GET", &format!("/v1/services/{namespace}/{name}/routes"), String::new()).await?;
