@@ -392,3 +392,141 @@ async fn a_rule_policy_applies_to_its_rule_only_and_wins_over_the_service_policy
     assert_eq!(m.get("/broken/x").await, 502);
     m.done();
 }
+
+/// `rateLimit.perCaller`: each caller identity has its own bucket at the server's sidecar. Two
+/// real client sidecars (`default/web`, `default/batch`): web, past its 3 tokens, is answered
+/// 429 `rate-limited` by the server's sidecar (counted in `weft_rate_limited_total`); batch,
+/// calling after it, still has its 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_caller_rate_limit_limits_one_caller_and_not_another() {
+    let m = mesh("resilience-per-caller").await;
+    let batch =
+        sidecar(&m.cp, "default/batch", None, "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n")
+            .await;
+    let batch_up = batch.addrs.upstreams[0];
+    // Reachable before the limit is set, so the first limited request is the 4th.
+    eventually("batch routes to api", Duration::from_secs(10), || async move {
+        (http1_get(batch_up, "/ready").await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    m.policy("rateLimit: { maxTokens: 3, fillInterval: 1h, perCaller: true }", true).await;
+    let get = |addr: SocketAddr| async move {
+        let req = http::Request::get("/limited").header("host", "api").body(Full::new(Bytes::new())).unwrap();
+        let resp = weft_testkit::http1_request(addr, req).await.expect("a response");
+        let err = resp.headers().get("x-weft-error").map(|v| v.to_str().unwrap().to_string());
+        (resp.status().as_u16(), err)
+    };
+    let mut web = vec![];
+    for _ in 0..5 {
+        web.push(get(m.upstream).await);
+    }
+    let limited = (429, Some("rate-limited".to_string()));
+    assert_eq!(web, vec![(200, None), (200, None), (200, None), limited.clone(), limited]);
+    for i in 0..3 {
+        assert_eq!(get(batch_up).await, (200, None), "batch's request {i}: its own bucket");
+    }
+    assert_eq!(get(batch_up).await.0, 429, "and batch too is limited past its own 3");
+    assert_eq!(m.seen.count("/limited"), 6);
+    assert_eq!(metric(&m.server.metrics_text(), "weft_rate_limited_total", &["service=\"api.default\""]), 3.0);
+    drop(batch);
+    m.done();
+}
+
+/// A gRPC abort (`abort.grpcStatus`) seen by a real gRPC client (tonic's health client over the
+/// client sidecar's upstream listener): the call fails with that status and message, the app
+/// never sees it; and on the wire the answer is trailers-only (one HEADERS frame with
+/// END_STREAM, `:status 200`, no DATA), which is what gRPC clients require of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_abort_is_a_trailers_only_status_a_grpc_client_reads() {
+    let m = mesh("resilience-grpc-abort").await;
+    m.policy(
+        "faults: [{ match: { pathPrefix: /grpc.health.v1.Health }, abort: { grpcStatus: unavailable, percent: 100 } }]",
+        false,
+    )
+    .await;
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", m.upstream))
+        .unwrap()
+        .connect()
+        .await
+        .expect("the upstream listener speaks HTTP/2");
+    let mut client = tonic_health::pb::health_client::HealthClient::new(ch);
+    for _ in 0..5 {
+        let err = client
+            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .await
+            .expect_err("every call is aborted");
+        assert_eq!((err.code(), err.message()), (tonic::Code::Unavailable, "fault injected"), "{err:?}");
+    }
+    assert_eq!(m.seen.count("/grpc.health.v1.Health/Check"), 0, "an aborted call never reaches the app");
+    assert_eq!(
+        metric(&m.client.metrics_text(), "weft_faults_injected_total", &["fault=\"abort\""]),
+        5.0,
+        "{}",
+        m.client.metrics_text()
+    );
+
+    // The frames themselves.
+    let frames = raw_h2_call(m.upstream, "/grpc.health.v1.Health/Check").await;
+    let on_stream: Vec<&(u8, u8, Vec<u8>)> = frames.iter().filter(|f| f.0 == 0x1 || f.0 == 0x0).collect();
+    assert_eq!(on_stream.len(), 1, "one HEADERS frame and no DATA: {frames:?}");
+    let (kind, flags, _) = on_stream[0];
+    assert_eq!((*kind, flags & 0x5), (0x1, 0x5), "HEADERS with END_STREAM and END_HEADERS");
+    m.done();
+}
+
+/// One gRPC request on stream 1 of a fresh HTTP/2 connection, frames written by hand; returns
+/// the (type, flags, payload) of each frame the server sent on stream 1, up to its END_STREAM.
+async fn raw_h2_call(addr: SocketAddr, path: &str) -> Vec<(u8, u8, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend([kind, flags]);
+        f.extend(stream.to_be_bytes());
+        f.extend(payload);
+        f
+    };
+    // HPACK: literal header fields without indexing, new names, no Huffman (RFC 7541 §6.2.2).
+    let mut block = vec![];
+    for (k, v) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "api"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        block.push(0x00);
+        block.push(k.len() as u8);
+        block.extend(k.as_bytes());
+        block.push(v.len() as u8);
+        block.extend(v.as_bytes());
+    }
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    out.extend(frame(0x1, 0x4, 1, &block));
+    // An empty message (5-byte gRPC prefix), ending the request.
+    out.extend(frame(0x0, 0x1, 1, &[0, 0, 0, 0, 0]));
+    s.write_all(&out).await.unwrap();
+    let mut got = vec![];
+    loop {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).await.expect("the server answers stream 1 before closing");
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.unwrap();
+        match (stream, kind) {
+            // SETTINGS from the server: acknowledge it.
+            (0, 0x4) if flags & 0x1 == 0 => s.write_all(&frame(0x4, 0x1, 0, &[])).await.unwrap(),
+            (1, _) => {
+                got.push((kind, flags, payload));
+                if flags & 0x1 != 0 || kind == 0x3 {
+                    return got;
+                }
+            }
+            _ => {}
+        }
+    }
+}
