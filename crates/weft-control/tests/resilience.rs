@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -529,4 +530,123 @@ async fn raw_h2_call(addr: SocketAddr, path: &str) -> Vec<(u8, u8, Vec<u8>)> {
             _ => {}
         }
     }
+}
+
+/// A gRPC app on HTTP/2 that counts calls by path. `/grpc.health.v1.Health/Check`: the first
+/// call is answered UNAVAILABLE in a trailers-only response (after its request has been read
+/// whole, as a unary handler does), the next ones SERVING. `.../Watch`: a response head without
+/// a status, no message, then UNAVAILABLE in real trailers.
+async fn grpc_app() -> (SocketAddr, Seen) {
+    use http_body_util::combinators::BoxBody;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Seen::default();
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = l.accept().await else { return };
+            let s = s.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let s = s.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let _ = req.into_body().collect().await;
+                        let n = {
+                            let mut g = s.0.lock().unwrap();
+                            let n = g.0.entry(path.clone()).or_default();
+                            *n += 1;
+                            *n
+                        };
+                        let grpc = |b: BoxBody<Bytes, std::convert::Infallible>| {
+                            http::Response::builder().header("content-type", "application/grpc").body(b).unwrap()
+                        };
+                        let trailers = |code: &str| {
+                            let mut t = http::HeaderMap::new();
+                            t.insert("grpc-status", code.parse().unwrap());
+                            Frame::trailers(t)
+                        };
+                        let resp = match (path.as_str(), n) {
+                            ("/grpc.health.v1.Health/Check", 1) => {
+                                let mut r = grpc(Full::new(Bytes::new()).boxed());
+                                r.headers_mut().insert("grpc-status", "14".parse().unwrap());
+                                r
+                            }
+                            ("/grpc.health.v1.Health/Check", _) => {
+                                // HealthCheckResponse { status: SERVING }: field 1, varint 1.
+                                let frames =
+                                    [Frame::data(Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01])), trailers("0")];
+                                grpc(
+                                    http_body_util::StreamBody::new(futures_util::stream::iter(frames.map(Ok))).boxed(),
+                                )
+                            }
+                            _ => grpc(
+                                http_body_util::StreamBody::new(futures_util::stream::iter([Ok(trailers("14"))]))
+                                    .boxed(),
+                            ),
+                        };
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Retries on a gRPC status: a real gRPC client (tonic's health client) calls through its
+/// sidecar a real HTTP/2 app that fails the first Check with UNAVAILABLE (trailers-only): the
+/// call is retried (POST, yet a gRPC call is retried on its listed gRPC statuses, gRFC A6) and
+/// succeeds. A status that comes in real trailers after a response head is not retried: the head
+/// was forwarded, the call committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_is_retried_on_a_trailers_only_unavailable() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("resilience-grpc-retry");
+    let mut cfg = ControlConfig::new(dir.clone());
+    cfg.grpc = "127.0.0.1:0".parse().unwrap();
+    cfg.api = "127.0.0.1:0".parse().unwrap();
+    let cp = ControlPlane::start(cfg).await.expect("control plane");
+    let (app, seen) = grpc_app().await;
+    let server = sidecar(&cp, "default/api", Some("api-1"), "inbound: { listen: \"127.0.0.1:0\" }\n").await;
+    let client =
+        sidecar(&cp, "default/web", None, "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n")
+            .await;
+    let resources = format!(
+        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api }}\nspec: {{ ports: [{{ port: {}, protocol: http2 }}] }}\n---\n\
+         apiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-1 }}\nspec: {{ service: api, address: 127.0.0.1, port: {}, sidecar: \"{}\" }}\n",
+        app.port(),
+        app.port(),
+        server.addrs.inbound.unwrap()
+    );
+    let (status, v) = admin_api(&cp, "POST", "/v1/apply", &resources).await;
+    assert_eq!(status, 200, "{v}");
+    let upstream = client.addrs.upstreams[0];
+    let m = Mesh { cp, dir, seen, server, client, upstream };
+    m.policy("retry: { attempts: 1, retryOn: [connect-failure], grpcStatusCodes: [unavailable], backoff: { base: 1ms, max: 2ms } }", false)
+        .await;
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{upstream}")).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+    let resp = health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect("the UNAVAILABLE try is retried and the retry succeeds");
+    assert_eq!(resp.into_inner().status, 1, "SERVING");
+    assert_eq!(m.seen.count("/grpc.health.v1.Health/Check"), 2);
+    assert_eq!(m.client_metric("weft_retries_total"), 1.0);
+
+    // UNAVAILABLE in real trailers: the head went to the client, so no retry.
+    let mut stream = health
+        .watch(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect("the head carries no status")
+        .into_inner();
+    let err = stream.message().await.expect_err("the trailers carry UNAVAILABLE");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert_eq!(m.seen.count("/grpc.health.v1.Health/Watch"), 1, "not retried");
+    assert_eq!(m.client_metric("weft_retries_total"), 1.0);
+    m.done();
 }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use weft_api::route::{AttachedRoute, BackendRef, RouteSpec};
 
 pub use filters::Filters;
-pub use matcher::Match;
+pub use matcher::{is_grpc, Match};
 pub use mirror::{copies as mirror_copies, Mirror};
 
 /// One service's compiled routes.
