@@ -71,6 +71,34 @@ pub fn describe(o: &Value) -> Vec<String> {
     out
 }
 
+/// Which requests the policy `id` (`namespace/name`) covers, from the effective routes of the
+/// Services involved (`GET /v1/services/.../routes`): for a Service target, the route rules
+/// whose requests take another policy instead; for a whole-route target (`route`:
+/// `namespace/name`), each rule of it and the policy it takes.
+pub fn coverage(id: &str, route: Option<&str>, services: &[Value]) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = vec![];
+    for svc in services {
+        for e in svc["http"].as_array().into_iter().flatten() {
+            let (r, rule) = (e["route"].as_str().unwrap_or(""), e["rule"].as_str().unwrap_or(""));
+            if route.is_some_and(|want| want != r) || !seen.insert((r.to_string(), rule.to_string())) {
+                continue;
+            }
+            let taken = e["resilience"].as_str();
+            match (route, taken) {
+                (None, Some(other)) => {
+                    out.push(format!("  except rule {rule} of HTTPRoute {r}: ResiliencePolicy {other} instead"))
+                }
+                (None, None) => {}
+                (Some(_), Some(p)) if p == id => out.push(format!("  rule {rule}: this policy")),
+                (Some(_), Some(p)) => out.push(format!("  rule {rule}: ResiliencePolicy {p} (its own)")),
+                (Some(_), None) => out.push(format!("  rule {rule}: not attached to any Service yet")),
+            }
+        }
+    }
+    out
+}
+
 fn rate_limit(r: &RateLimit, target: &str) -> String {
     format!(
         "rate limit at {target}'s own proxies: bucket of {} requests, {} more every {}, {}; empty: 429 rate-limited (weft_rate_limited_total)",
@@ -157,6 +185,24 @@ fn retry(r: &Retry) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn coverage_names_the_rules_that_take_another_policy() {
+        let svc = json!({ "http": [
+            { "route": "default/r", "rule": "slow", "resilience": "default/slow-res" },
+            { "route": "default/r", "rule": "slow", "resilience": "default/slow-res" },
+            { "route": "default/r", "rule": "rest", "resilience": null },
+            { "route": "default/other", "rule": "x", "resilience": "default/whole" },
+        ]});
+        assert_eq!(
+            coverage("default/api-res", None, std::slice::from_ref(&svc)),
+            [
+                "  except rule slow of HTTPRoute default/r: ResiliencePolicy default/slow-res instead",
+                "  except rule x of HTTPRoute default/other: ResiliencePolicy default/whole instead"
+            ]
+        );
+        assert_eq!(coverage("default/whole", Some("default/other"), &[svc]), ["  rule x: this policy"]);
+    }
 
     #[test]
     fn a_policy_shows_its_target_condition_and_settings_with_defaults() {

@@ -619,13 +619,17 @@ async fn get_and_describe_show_routes_their_status_and_their_order() {
     let file = dir.join("policies.yaml");
     std::fs::write(
         &file,
-        "apiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: api-res }\nspec:\n  targetRef: { kind: Service, name: api }\n  rateLimit: { maxTokens: 5, fillInterval: 1s, perCaller: true }\n  timeouts: { request: 2s }\n  retry: { attempts: 1, grpcStatusCodes: [unavailable] }\n---\napiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: ghost-res }\nspec:\n  targetRef: { kind: Service, name: ghost }\n  timeouts: { perTry: 300ms }\n",
+        "apiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: api-res }\nspec:\n  targetRef: { kind: Service, name: api }\n  rateLimit: { maxTokens: 5, fillInterval: 1s, perCaller: true }\n  timeouts: { request: 2s }\n  retry: { attempts: 1, grpcStatusCodes: [unavailable] }\n---\napiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: ghost-res }\nspec:\n  targetRef: { kind: Service, name: ghost }\n  timeouts: { perTry: 300ms }\n---\napiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: testers-res }\nspec:\n  targetRef: { kind: HTTPRoute, name: canary, sectionName: testers }\n  timeouts: { request: 1s }\n---\napiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: route-res }\nspec:\n  targetRef: { kind: HTTPRoute, name: canary }\n  timeouts: { request: 3s }\n",
     )
     .unwrap();
     let (ok, out) = cp.weft(&["apply", "-f", file.to_str().unwrap()]);
     assert!(ok, "{out}");
-    let (ok, out) = cp.weft(&["describe", "resiliencepolicy", "api-res"]);
-    assert!(ok, "{out}");
+    // The routes' policies come from the catalog, rebuilt just after the write.
+    let out = eventually("the catalog has the rule policies", Duration::from_secs(10), || {
+        let r = cp.weft(&["describe", "resiliencepolicy", "api-res"]);
+        async move { (r.0 && r.1.contains("default/route-res instead")).then_some(r.1) }
+    })
+    .await;
     for want in [
         "target: Service default/api",
         "Accepted  True   Accepted        applies to Service default/api",
@@ -634,6 +638,9 @@ async fn get_and_describe_show_routes_their_status_and_their_order() {
         "3. try: per-try timeout none",
         "4. retry: up to 1 more tries (2 in all) on connect-failure, gateway-error, reset, grpc-status unavailable",
         "budget 20% of requests + 10/s over 10s",
+        "applies to: every call to Service default/api:",
+        "except rule testers of HTTPRoute default/canary: ResiliencePolicy default/testers-res instead",
+        "except rule split of HTTPRoute default/canary: ResiliencePolicy default/route-res instead",
     ] {
         assert!(out.contains(want), "{want:?} not in:\n{out}");
     }
@@ -641,6 +648,14 @@ async fn get_and_describe_show_routes_their_status_and_their_order() {
     assert!(ok, "{out}");
     assert!(out.contains("TargetNotFound") && out.contains("no Service default/ghost"), "{out}");
     assert!(out.contains("NOT in force") && out.contains("per-try timeout 300ms"), "{out}");
+    let out = eventually("the route policy covers its rules", Duration::from_secs(10), || {
+        let r = cp.weft(&["describe", "resiliencepolicy", "route-res"]);
+        async move { (r.0 && r.1.contains("rule split:")).then_some(r.1) }
+    })
+    .await;
+    assert!(out.contains("target: HTTPRoute default/canary (each rule without a policy of its own)"), "{out}");
+    assert!(out.contains("rule split: this policy"), "{out}");
+    assert!(out.contains("rule testers: ResiliencePolicy default/testers-res (its own)"), "{out}");
 }
 
 #[test]
