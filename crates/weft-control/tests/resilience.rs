@@ -551,6 +551,9 @@ async fn grpc_app() -> (SocketAddr, Seen) {
                     let s = s.clone();
                     async move {
                         let path = req.uri().path().to_string();
+                        if path == "/echo.Echo/Chat" {
+                            return Ok(chat(req.into_body()));
+                        }
                         let _ = req.into_body().collect().await;
                         let n = {
                             let mut g = s.0.lock().unwrap();
@@ -595,6 +598,29 @@ async fn grpc_app() -> (SocketAddr, Seen) {
         }
     });
     (addr, seen)
+}
+
+/// A bidirectional stream: each request frame echoed back at once as it comes, then
+/// `grpc-status: 0` when the request ends.
+fn chat(
+    body: hyper::body::Incoming,
+) -> http::Response<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>> {
+    let frames = futures_util::stream::unfold(Some(body), |body| async move {
+        let mut body = body?;
+        let next = match body.frame().await {
+            Some(Ok(f)) if f.is_data() => return Some((Ok(f), Some(body))),
+            Some(Ok(_)) | Some(Err(_)) | None => {
+                let mut t = http::HeaderMap::new();
+                t.insert("grpc-status", "0".parse().unwrap());
+                Frame::trailers(t)
+            }
+        };
+        Some((Ok(next), None))
+    });
+    http::Response::builder()
+        .header("content-type", "application/grpc")
+        .body(http_body_util::StreamBody::new(frames).boxed())
+        .unwrap()
 }
 
 /// Retries on a gRPC status: a real gRPC client (tonic's health client) calls through its
@@ -648,5 +674,40 @@ async fn a_grpc_call_is_retried_on_a_trailers_only_unavailable() {
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert_eq!(m.seen.count("/grpc.health.v1.Health/Watch"), 1, "not retried");
     assert_eq!(m.client_metric("weft_retries_total"), 1.0);
+
+    // A streaming call to the same service (so retryable on its gRPC status) is not held back
+    // for a copy: the first message is answered while the request is still open, and the next
+    // message goes only after that answer (ping-pong), which would never happen were the
+    // request body read whole before the first try.
+    let stream = tokio::net::TcpStream::connect(upstream).await.unwrap();
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let body = http_body_util::StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+    }))
+    .boxed_unsync();
+    let req = http::Request::post("http://api/echo.Echo/Chat")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    // Bounded, not timed: a request held back would wait here for ever.
+    let bound = Duration::from_secs(30);
+    tx.send(Bytes::from_static(b"\0\0\0\0\x03one")).await.unwrap();
+    let resp = tokio::time::timeout(bound, h2.send_request(req)).await.expect("the head comes while the call is open");
+    let mut body = resp.unwrap().into_body();
+    async fn next(body: &mut hyper::body::Incoming, bound: Duration) -> Frame<Bytes> {
+        tokio::time::timeout(bound, body.frame()).await.expect("a frame").expect("not the end").unwrap()
+    }
+    assert_eq!(next(&mut body, bound).await.into_data().unwrap(), &b"\0\0\0\0\x03one"[..]);
+    tx.send(Bytes::from_static(b"\0\0\0\0\x03two")).await.unwrap();
+    assert_eq!(next(&mut body, bound).await.into_data().unwrap(), &b"\0\0\0\0\x03two"[..]);
+    drop(tx);
+    let trailers = next(&mut body, bound).await.into_trailers().expect("trailers after the end of the request");
+    assert_eq!(trailers["grpc-status"], "0");
     m.done();
 }
