@@ -2,8 +2,10 @@
 //! sidecar in front of an app that fails on purpose and counts what reaches it. Retries recover a
 //! 503 rate; the budget caps them under a full outage; a per-try timeout moves on; POST and large
 //! bodies are sent once; fault rates hold; a delay is applied; the rate limit answers 429 past its
-//! bucket; bad input is refused naming the field; a policy for a missing Service is accepted and
-//! says so.
+//! bucket, per caller identity when asked; bad input is refused naming the field; a policy for a
+//! missing Service is accepted and says so. gRPC: an abort is a trailers-only status a real gRPC
+//! client reads; a trailers-only UNAVAILABLE is retried, a status in real trailers is not, and a
+//! streaming call is never held back for a copy.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
