@@ -357,6 +357,37 @@ async fn route_hostnames_scope_requests_by_host() {
         "{v}"
     );
 
+    // GRPCRoute hostnames: gRPC calls for grpc.example.com go to api-v2; the same call for
+    // another host has no GRPCRoute entry and takes the HTTPRoute for every host.
+    apply(
+        &m.cp,
+        &route(
+            "GRPCRoute",
+            "grpc-by-host",
+            "  parentRefs: [{ name: api }]\n  hostnames: [grpc.example.com]\n  rules:\n    - matches: [{ method: { service: echo.Echo } }]\n      backendRefs: [{ name: api-v2 }]\n",
+        ),
+    )
+    .await;
+    let grpc_at = |host: &'static str| {
+        let mut h2 = h2.clone();
+        async move {
+            let req = http::Request::post(format!("http://{host}/echo.Echo/Say"))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = h2.send_request(req).await.ok()?;
+            let body = resp.into_body().collect().await.ok()?.to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+            Some(v["app"].as_str().unwrap_or("").to_string())
+        }
+    };
+    eventually("the GRPCRoute is in force", WAIT, || async {
+        (grpc_at("grpc.example.com").await? == "api-v2").then_some(())
+    })
+    .await;
+    assert_eq!(grpc_at("other.example.com").await.as_deref(), Some("api-v1"));
+
     // A hostname that is not one: refused, naming the field.
     let (status, v) = admin_api(
         &m.cp,
