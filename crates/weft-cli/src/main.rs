@@ -33,6 +33,7 @@ mod interrupt;
 mod link;
 mod netns;
 mod netns_wan;
+mod resilience_out;
 mod routes_out;
 mod stat;
 mod tap;
