@@ -237,7 +237,7 @@ fn render_with(
     let wanted = |name: &str, ns: &str| {
         asked(name, ns) || (visible(ns) && !routed.is_empty() && routed.contains(format!("{name}.{ns}").as_str()))
     };
-    let services = cat.services.values().filter(|s| wanted(&s.name, &s.namespace)).map(one).collect();
+    let services = cat.services.values().filter(|s| wanted(&s.name, &s.namespace)).map(|s| one(s)).collect();
     // The virtual IPs of the services sent, and of their mirrors.
     let virtual_ips = cat
         .vips
@@ -799,7 +799,7 @@ mod render_tests {
         for (s, rev) in services {
             let key = (s.namespace.clone(), s.name.clone());
             cat.service_revisions.insert(key.clone(), rev);
-            cat.services.insert(key, s);
+            cat.services.insert(key, s.into());
         }
         cat
     }

@@ -33,6 +33,9 @@ pub struct Names {
     /// Mirrors by key (`<svc>.<ns>@<cluster>`), so a request on a kept-alive connection finds
     /// the current table's mirror.
     views: HashMap<String, Arc<Service>>,
+    /// The service each mirror in `views` was made from (by the same key): a later table whose
+    /// service is still that very `Arc` keeps the mirror ([`Names::build_from`]).
+    parents: HashMap<String, Arc<Service>>,
 }
 
 /// The key of the mirror of `service` in `cluster`.
@@ -48,6 +51,18 @@ impl Names {
         services: impl Iterator<Item = &'a Arc<Service>> + Clone,
         local: &str,
         vips: &[(String, String, IpAddr)],
+    ) -> Names {
+        Names::build_from(services, local, vips, None)
+    }
+
+    /// [`Names::build`], taking from `prev` the mirror of every service that is the very `Arc`
+    /// it was made from (same endpoints, balancer and health): an update rebuilds the mirrors of
+    /// the services it changed, and the others keep theirs and their balancer state.
+    pub fn build_from<'a>(
+        services: impl Iterator<Item = &'a Arc<Service>> + Clone,
+        local: &str,
+        vips: &[(String, String, IpAddr)],
+        prev: Option<&Names>,
     ) -> Names {
         let mut names = Names::default();
         let lower = |s: &str| s.to_ascii_lowercase();
@@ -84,7 +99,12 @@ impl Names {
         for s in ordered {
             let (n, ns) = (lower(&s.name), lower(&s.namespace));
             for c in clusters.get(s.key()).into_iter().flatten() {
-                let view = Arc::new(s.view(c));
+                let key = view_key(s, c);
+                let kept = prev.and_then(|p| Some((p.parents.get(&key)?, p.views.get(&key)?)));
+                let view = match kept {
+                    Some((parent, view)) if Arc::ptr_eq(parent, s) => view.clone(),
+                    _ => Arc::new(s.view(c)),
+                };
                 let mut add = |name: String| {
                     names.by_name.entry(name.into()).or_insert_with(|| view.clone());
                 };
@@ -96,7 +116,8 @@ impl Names {
                         add(format!("{n}.service.consul"));
                     }
                 }
-                names.views.insert(view_key(s, c), view);
+                names.parents.insert(key.clone(), (*s).clone());
+                names.views.insert(key, view);
             }
         }
         for (key, cluster, ip) in vips {

@@ -223,7 +223,7 @@ impl Routes {
     /// Indexes the mesh names of the services, their mirrors and `vips` (service key, cluster or
     /// empty, address); `cluster` is this proxy's. Called once per table, after the services.
     pub fn with_names(mut self, cluster: &str, vips: &[(String, String, std::net::IpAddr)]) -> Self {
-        self.names = crate::naming::Names::build(self.by_name.values(), cluster, vips);
+        self.names = crate::naming::Names::build_from(self.by_name.values(), cluster, vips, None);
         self
     }
 
@@ -320,64 +320,7 @@ impl Routes {
     ) -> Result<Self, ConfigError> {
         let mut routes = Routes::default();
         for (i, s) in services.iter().enumerate() {
-            let key = s.key();
-            let mut endpoints = Vec::with_capacity(s.endpoints.len());
-            for (j, e) in s.endpoints.iter().enumerate() {
-                let identity: SpiffeId = e.identity.parse().map_err(|err: weft_identity::Error| {
-                    ConfigError::invalid(format!("services[{i}].endpoints[{j}].identity"), err.to_string())
-                })?;
-                let sni = crate::sni::SniTarget {
-                    port: e.address.port(),
-                    service: s.name.clone(),
-                    namespace: s.namespace.clone(),
-                    cluster: e.cluster.clone(),
-                }
-                .to_sni();
-                let proxy =
-                    e.proxy.unwrap_or_else(|| SocketAddr::new(e.address.ip(), weft_api::proxy::DEFAULT_INBOUND_PORT));
-                endpoints.push(Arc::new(Endpoint {
-                    health: env.store.endpoint(&key, e.address, proxy),
-                    label: crate::metrics::Name::new(identity.to_string()),
-                    sni,
-                    http_series: std::sync::OnceLock::new(),
-                    address: e.address,
-                    proxy,
-                    identity,
-                    cluster: e.cluster.clone(),
-                    network: e.network.clone(),
-                    locality: e.locality.clone(),
-                    labels: e.labels.clone(),
-                    weight: e.weight.max(1),
-                    plaintext: e.plaintext,
-                }));
-            }
-            let svc = Arc::new(Service {
-                name: s.name.clone(),
-                namespace: s.namespace.clone(),
-                key: s.key(),
-                label: crate::metrics::Name::new(s.key()),
-                protocols: s.ports.iter().map(|p| (p.port, p.protocol)).collect(),
-                balance: crate::balance::Balancer::new(
-                    &endpoints,
-                    crate::balance::Policy {
-                        failover: &s.failover,
-                        cluster_weights: Some(&s.cluster_weights),
-                        outlier: s.outlier_detection.as_ref(),
-                        backend: s.backend_policy.as_ref(),
-                    },
-                    env,
-                    env.store.service(&key),
-                ),
-                resilience: policies.get(&key).cloned(),
-                endpoints,
-                route: (!s.routes.is_empty()).then(|| {
-                    let table = crate::route::Table::compile_with(&key, &s.routes, policies);
-                    for d in &table.dropped {
-                        tracing::warn!(service = %key, "route not applied: {d}");
-                    }
-                    Arc::new(table)
-                }),
-            });
+            let svc = build_service(i, s, env, policies)?;
             for ep in &svc.endpoints {
                 routes.by_addr.insert(ep.address, (svc.clone(), ep.clone()));
             }
@@ -385,6 +328,122 @@ impl Routes {
         }
         Ok(routes)
     }
+
+    /// The table after an incremental update, from `prev` (the table of the update it applies
+    /// to): `keys` are every service's key (`name.namespace`) after the update, in the update's
+    /// order; the services in `changed` are built from config (errors name `services[i]` of
+    /// `changed`), and every other one is `prev`'s very `Arc` — its balancer, endpoint health and
+    /// compiled routes carry on. A key neither changed nor in `prev` is an error (the update
+    /// does not apply on top of `prev`). The inbound ports are `prev`'s; call
+    /// [`Routes::with_inbound`] and [`Routes::with_names_from`] after, as after a full build.
+    ///
+    /// Costs the changed services' builds, plus one pass over every endpoint's address (the
+    /// address index is rebuilt in the update's order, so it equals a full build's).
+    pub fn from_changes(
+        prev: &Routes,
+        keys: &[String],
+        changed: &[weft_api::proxy::Service],
+        env: &crate::balance::Env<'_>,
+        policies: &HashMap<String, Arc<crate::resilience::Policy>>,
+    ) -> Result<Self, ConfigError> {
+        let mut built: HashMap<String, Arc<Service>> = HashMap::with_capacity(changed.len());
+        for (i, s) in changed.iter().enumerate() {
+            let svc = build_service(i, s, env, policies)?;
+            built.insert(svc.key.clone(), svc);
+        }
+        let mut routes = Routes { by_name: HashMap::with_capacity(keys.len()), ..Routes::default() };
+        for key in keys {
+            let svc = match built.remove(key) {
+                Some(s) => s,
+                None => prev.by_name.get(key).cloned().ok_or_else(|| {
+                    ConfigError::invalid("services", format!("{key} is neither in this update nor in the one before"))
+                })?,
+            };
+            for ep in &svc.endpoints {
+                routes.by_addr.insert(ep.address, (svc.clone(), ep.clone()));
+            }
+            routes.by_name.insert(key.clone(), svc);
+        }
+        Ok(routes)
+    }
+
+    /// [`Routes::with_names`], reusing `prev`'s mirror of every service that is `prev`'s very
+    /// `Arc` (its balancer state carries on); the mirrors of the others are built again.
+    pub fn with_names_from(
+        mut self,
+        cluster: &str,
+        vips: &[(String, String, std::net::IpAddr)],
+        prev: &Routes,
+    ) -> Self {
+        self.names = crate::naming::Names::build_from(self.by_name.values(), cluster, vips, Some(&prev.names));
+        self
+    }
+}
+
+/// One service of the table from its config form (`services[i]`, for errors).
+fn build_service(
+    i: usize,
+    s: &weft_api::proxy::Service,
+    env: &crate::balance::Env<'_>,
+    policies: &HashMap<String, Arc<crate::resilience::Policy>>,
+) -> Result<Arc<Service>, ConfigError> {
+    let key = s.key();
+    let mut endpoints = Vec::with_capacity(s.endpoints.len());
+    for (j, e) in s.endpoints.iter().enumerate() {
+        let identity: SpiffeId = e.identity.parse().map_err(|err: weft_identity::Error| {
+            ConfigError::invalid(format!("services[{i}].endpoints[{j}].identity"), err.to_string())
+        })?;
+        let sni = crate::sni::SniTarget {
+            port: e.address.port(),
+            service: s.name.clone(),
+            namespace: s.namespace.clone(),
+            cluster: e.cluster.clone(),
+        }
+        .to_sni();
+        let proxy = e.proxy.unwrap_or_else(|| SocketAddr::new(e.address.ip(), weft_api::proxy::DEFAULT_INBOUND_PORT));
+        endpoints.push(Arc::new(Endpoint {
+            health: env.store.endpoint(&key, e.address, proxy),
+            label: crate::metrics::Name::new(identity.to_string()),
+            sni,
+            http_series: std::sync::OnceLock::new(),
+            address: e.address,
+            proxy,
+            identity,
+            cluster: e.cluster.clone(),
+            network: e.network.clone(),
+            locality: e.locality.clone(),
+            labels: e.labels.clone(),
+            weight: e.weight.max(1),
+            plaintext: e.plaintext,
+        }));
+    }
+    Ok(Arc::new(Service {
+        name: s.name.clone(),
+        namespace: s.namespace.clone(),
+        key: s.key(),
+        label: crate::metrics::Name::new(s.key()),
+        protocols: s.ports.iter().map(|p| (p.port, p.protocol)).collect(),
+        balance: crate::balance::Balancer::new(
+            &endpoints,
+            crate::balance::Policy {
+                failover: &s.failover,
+                cluster_weights: Some(&s.cluster_weights),
+                outlier: s.outlier_detection.as_ref(),
+                backend: s.backend_policy.as_ref(),
+            },
+            env,
+            env.store.service(&key),
+        ),
+        resilience: policies.get(&key).cloned(),
+        endpoints,
+        route: (!s.routes.is_empty()).then(|| {
+            let table = crate::route::Table::compile_with(&key, &s.routes, policies);
+            for d in &table.dropped {
+                tracing::warn!(service = %key, "route not applied: {d}");
+            }
+            Arc::new(table)
+        }),
+    }))
 }
 
 #[cfg(test)]
