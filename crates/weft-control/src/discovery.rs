@@ -295,6 +295,49 @@ fn render_with(
     }
 }
 
+/// `u` without its services, which are not copied (they are the bulk of an update). Every
+/// other field is named: a field added to the message does not compile here until it is copied.
+fn without_services(u: &pb::ProxyUpdate) -> pb::ProxyUpdate {
+    let pb::ProxyUpdate {
+        signing_root,
+        version,
+        delta,
+        base_version,
+        removed_services,
+        services: _,
+        virtual_ips,
+        bundle_der,
+        cluster,
+        inbound,
+        placement,
+        taps,
+        config_dump_request,
+        stats_interval_ms,
+        extension_providers,
+        tracing,
+        bundles,
+    } = u;
+    pb::ProxyUpdate {
+        signing_root: signing_root.clone(),
+        version: *version,
+        delta: *delta,
+        base_version: *base_version,
+        removed_services: removed_services.clone(),
+        services: vec![],
+        virtual_ips: virtual_ips.clone(),
+        bundle_der: bundle_der.clone(),
+        cluster: cluster.clone(),
+        inbound: inbound.clone(),
+        placement: placement.clone(),
+        taps: taps.clone(),
+        config_dump_request: *config_dump_request,
+        stats_interval_ms: *stats_interval_ms,
+        extension_providers: extension_providers.clone(),
+        tracing: tracing.clone(),
+        bundles: bundles.clone(),
+    }
+}
+
 /// One service as proxies get it: only what they use (no labels, tags or health details), its
 /// unhealthy instances left out.
 pub fn render_service(s: &crate::catalog::CatalogService) -> pb::Service {
@@ -665,7 +708,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                             let (services, removed_services) =
                                 crate::federation::export::diff(&l.services, &update.services);
                             // Every other field is whole, as in a full update.
-                            let rest = pb::ProxyUpdate { services: vec![], ..(*update).clone() };
+                            let rest = without_services(&update);
                             pb::ProxyUpdate { services, removed_services, delta: true, base_version, ..rest }
                         }
                         _ => (*update).clone(),

@@ -120,6 +120,40 @@ fn one_endpoint_change_at_10k_endpoints() {
     println!("exporter: catalog built from its {} resources: median {:?}", resources.len(), median(builds));
     println!("importer: one endpoint change applied to the link's imports: median {:?}", median(imports));
     println!("importer: catalog after it (imports merged, compared with the last): median {:?}", median(steps));
+
+    // Per proxy (what a discovery stream does per catalog change, without its per-service render
+    // cache, so an upper bound for the render): its place, visibility, inbound ports and
+    // placement (four scans of the catalog), the render of its view, and the diff against the
+    // last update sent. A sidecar of c0-s0000 asking for one service, and a proxy of every service.
+    let (identity, ns, workload) = ("spiffe://cluster.local/ns/default/sa/default", "default", "c0-s0000-0");
+    let mut scans = vec![];
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        let _ = weft_control::remote::place_for(&last, None, identity, ns, workload);
+        let _ = weft_control::discovery::visibility_for(&last, identity, ns, workload);
+        let _ = weft_control::discovery::inbound_for(&last, identity, ns, workload);
+        let _ = weft_control::discovery::placement_for(&last, identity, ns, workload);
+        scans.push(t.elapsed());
+    }
+    println!("per proxy: place, visibility, inbound, placement: median {:?}", median(scans));
+    for (what, upstreams) in [("one service", vec!["c1-s0000.default".to_string()]), ("every service", vec![])] {
+        let view = weft_control::discovery::View { upstreams, ..Default::default() };
+        let before = weft_control::discovery::render(&last, &view, &[]);
+        let (mut renders, mut diffs) = (vec![], vec![]);
+        for _ in 0..ROUNDS {
+            let t = Instant::now();
+            let update = weft_control::discovery::render(&last, &view, &[]);
+            renders.push(t.elapsed());
+            let t = Instant::now();
+            let _ = weft_control::federation::export::diff(&before.services, &update.services);
+            diffs.push(t.elapsed());
+        }
+        println!(
+            "per proxy of {what}: render (uncached) median {:?}, diff with the last update median {:?}",
+            median(renders),
+            median(diffs)
+        );
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

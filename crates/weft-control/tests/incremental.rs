@@ -15,7 +15,7 @@ use common::{admin_api as api, sidecar, tempdir};
 const WAIT: Duration = Duration::from_secs(20);
 
 fn service(name: &str) -> String {
-    format!("apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {name} }}\nspec: {{ ports: [{{ port: 9, protocol: http }}] }}\n---\n")
+    format!("apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {name} }}\nspec: {{}}\n---\n")
 }
 
 fn workload(service: &str, n: u8) -> String {
@@ -24,7 +24,7 @@ fn workload(service: &str, n: u8) -> String {
 
 /// What a routing table routes, in a form that compares: each service's ports, endpoints,
 /// routes and policy, the service of each endpoint address, and the virtual IPs.
-fn summary(routes: &Routes) -> Vec<String> {
+fn summary(routes: &Routes, cluster: &str) -> Vec<String> {
     let mut out: Vec<String> = routes
         .services()
         .map(|s| {
@@ -40,8 +40,23 @@ fn summary(routes: &Routes) -> Vec<String> {
                 .iter()
                 .map(|e| routes.by_address(&e.address).map(|(s, _)| s.key().to_string()).unwrap_or_default())
                 .collect();
+            // What its mesh names and its mirrors' names resolve to.
+            let (n, ns) = (s.name.as_str(), s.namespace.as_str());
+            let hosts: Vec<String> = [
+                format!("{n}.{ns}.svc.cluster.local"),
+                format!("{n}.{ns}.global"),
+                format!("{n}-{cluster}.{ns}.svc.cluster.local"),
+                format!("{n}.{ns}.{cluster}.global"),
+                format!("{n}.service.consul"),
+            ]
+            .iter()
+            .map(|h| {
+                let target = routes.by_host(h);
+                format!("{h} -> {:?} {:?}", target.map(|t| t.key()), target.map(|t| t.endpoints.len()))
+            })
+            .collect();
             format!(
-                "{} ports {ports:?} endpoints {endpoints:?} indexed {by_addr:?} route {} policy {}",
+                "{} ports {ports:?} endpoints {endpoints:?} indexed {by_addr:?} names {hosts:?} route {} policy {}",
                 s.key(),
                 s.route.is_some(),
                 s.resilience.is_some()
@@ -63,9 +78,11 @@ async fn one_services_change_leaves_every_other_service_the_same_object() {
     let docs =
         [service("api"), workload("api", 1), workload("api", 2), service("web"), workload("web", 5), service("db")]
             .concat();
-    assert_eq!(api(&cp, "POST", "/v1/apply", &docs).await.0, 200);
+    let (status, v) = api(&cp, "POST", "/v1/apply", &docs).await;
+    assert_eq!(status, 200, "{v}");
     // No upstreams: it gets every service (as a gateway or a transparent sidecar does).
-    let proxy = sidecar(&cp, "default/client", None, "").await;
+    let inbound = "inbound: { listen: \"127.0.0.1:0\", ports: [{ port: 8080 }] }\n";
+    let proxy = sidecar(&cp, "default/client", None, inbound).await;
     let ctx = proxy.ctx().clone();
     let table = |ctx: &Arc<weft_proxy::Ctx>| ctx.routes.load_full();
     let endpoints = |r: &Routes, name: &str| r.service(name, "default").map(|s| s.endpoints.len());
@@ -116,12 +133,14 @@ async fn one_services_change_leaves_every_other_service_the_same_object() {
     let full = ctx.routes_for(&services).unwrap();
     let vips = weft_proxy::control::virtual_ips_from(&update).unwrap();
     let full = full.with_names(&cat_after.mesh.cluster.name, &vips);
-    assert_eq!(summary(&after), summary(&full));
+    assert_eq!(summary(&after, &cluster), summary(&full, &cluster));
     assert_eq!(mirror(&full, "web").unwrap().endpoints.len(), web_after.endpoints.len());
 
     // A removal: `web` goes, `db` stays the same object.
-    let (status, v) = api(&cp, "DELETE", "/v1/resources/service/default/web", "").await;
-    assert_eq!(status, 200, "{v}");
+    for path in ["/v1/resources/workload/default/web-5", "/v1/resources/service/default/web"] {
+        let (status, v) = api(&cp, "DELETE", path, "").await;
+        assert_eq!(status, 200, "{v}");
+    }
     eventually("web leaves the sidecar", WAIT, || async move {
         table(ctx_ref).service("web", "default").is_none().then_some(())
     })

@@ -185,6 +185,9 @@ pub struct Routes {
     /// By `name.namespace`.
     by_name: HashMap<String, Arc<Service>>,
     by_addr: HashMap<SocketAddr, (Arc<Service>, Arc<Endpoint>)>,
+    /// The addresses more than one service has (the later service in the update wins in
+    /// `by_addr`): an incremental update touching one of them indexes every address again.
+    shared_addrs: std::collections::HashSet<SocketAddr>,
     /// App ports from the control plane (the local config's `inbound.ports` come first).
     inbound: HashMap<u16, Protocol>,
     /// Those of them that allow CONNECT tunnels.
@@ -321,12 +324,21 @@ impl Routes {
         let mut routes = Routes::default();
         for (i, s) in services.iter().enumerate() {
             let svc = build_service(i, s, env, policies)?;
-            for ep in &svc.endpoints {
-                routes.by_addr.insert(ep.address, (svc.clone(), ep.clone()));
-            }
+            routes.index_addresses(&svc);
             routes.by_name.insert(svc.key.clone(), svc);
         }
         Ok(routes)
+    }
+
+    /// Adds `svc`'s endpoints to the address index (over any other service's of the same address).
+    fn index_addresses(&mut self, svc: &Arc<Service>) {
+        for ep in &svc.endpoints {
+            if let Some((other, _)) = self.by_addr.insert(ep.address, (svc.clone(), ep.clone())) {
+                if !Arc::ptr_eq(&other, svc) {
+                    self.shared_addrs.insert(ep.address);
+                }
+            }
+        }
     }
 
     /// The table after an incremental update, from `prev` (the table of the update it applies
@@ -351,18 +363,49 @@ impl Routes {
             let svc = build_service(i, s, env, policies)?;
             built.insert(svc.key.clone(), svc);
         }
-        let mut routes = Routes { by_name: HashMap::with_capacity(keys.len()), ..Routes::default() };
+        let mut by_name = HashMap::with_capacity(keys.len());
         for key in keys {
-            let svc = match built.remove(key) {
-                Some(s) => s,
+            let svc = match built.get(key) {
+                Some(s) => s.clone(),
                 None => prev.by_name.get(key).cloned().ok_or_else(|| {
                     ConfigError::invalid("services", format!("{key} is neither in this update nor in the one before"))
                 })?,
             };
-            for ep in &svc.endpoints {
-                routes.by_addr.insert(ep.address, (svc.clone(), ep.clone()));
+            by_name.insert(key.clone(), svc);
+        }
+        // The address index: `prev`'s, with the old endpoints of the services changed or gone
+        // taken out and the new ones put in, unless an address two services share is touched
+        // (then which one wins depends on the order of every service: indexed again).
+        let gone: Vec<&Arc<Service>> = prev
+            .by_name
+            .iter()
+            .filter(|(k, s)| by_name.get(*k).is_none_or(|n| !Arc::ptr_eq(n, s)))
+            .map(|(_, s)| s)
+            .collect();
+        let touches_shared = |addr: &SocketAddr| prev.shared_addrs.contains(addr);
+        let mut routes = Routes { by_name, ..Routes::default() };
+        let simple = gone.iter().all(|s| !s.endpoints.iter().any(|e| touches_shared(&e.address)));
+        if simple {
+            let (mut by_addr, mut shared) = (prev.by_addr.clone(), false);
+            for old in &gone {
+                for e in &old.endpoints {
+                    by_addr.remove(&e.address);
+                }
             }
-            routes.by_name.insert(key.clone(), svc);
+            for svc in built.values() {
+                for ep in &svc.endpoints {
+                    shared |= by_addr.insert(ep.address, (svc.clone(), ep.clone())).is_some();
+                }
+            }
+            if !shared {
+                routes.by_addr = by_addr;
+                routes.shared_addrs = prev.shared_addrs.clone();
+                return Ok(routes);
+            }
+        }
+        for key in keys {
+            let svc = routes.by_name[key].clone();
+            routes.index_addresses(&svc);
         }
         Ok(routes)
     }
