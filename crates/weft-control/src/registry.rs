@@ -240,21 +240,36 @@ pub fn next(
             of(&old.routes) == of(new_routes)
         }
     };
-    let mut revisions = BTreeMap::new();
+    // One pass over both catalogs' services in key order (a merge, not a lookup per service).
+    let revision_of = |k: &(String, String)| old.service_revisions.get(k).copied();
+    let mut olds = old.services.iter().peekable();
+    let mut changed: Vec<(String, String)> = vec![];
+    let mut revisions: Vec<((String, String), u64)> = Vec::with_capacity(cat.services.len());
     for (k, s) in cat.services.iter_mut() {
-        let kept = match old.services.get(k) {
-            Some(o) if (Arc::ptr_eq(o, s) || o == s) && same_routes(k) => {
+        while let Some((ok, _)) = olds.next_if(|(ok, _)| *ok < k) {
+            changed.push(ok.clone()); // gone
+        }
+        let o = olds.next_if(|(ok, _)| *ok == k).map(|(_, o)| o);
+        let kept = match o {
+            Some(o) if (Arc::ptr_eq(o, s) || **o == **s) && same_routes(k) => {
                 // Equal: the old `Arc`, so the next comparison (and discovery's) is a pointer's.
-                *s = o.clone();
-                old.service_revisions.get(k).copied()
+                if !Arc::ptr_eq(o, s) {
+                    *s = o.clone();
+                }
+                revision_of(k)
             }
             _ => None,
         };
-        revisions.insert(k.clone(), kept.unwrap_or(revision));
+        if kept.is_none() {
+            changed.push(k.clone());
+        }
+        revisions.push((k.clone(), kept.unwrap_or(revision)));
     }
-    cat.service_revisions = revisions;
-    // After the comparison: only the services that are not `old`'s `Arc` are looked at.
-    vips.assign_after(&mut cat, old);
+    changed.extend(olds.map(|(k, _)| k.clone()));
+    // Sorted already: built in one pass.
+    cat.service_revisions = revisions.into_iter().collect();
+    // After the comparison: only the services that changed are looked at.
+    vips.assign_after(&mut cat, old, &changed);
     cat
 }
 

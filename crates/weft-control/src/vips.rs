@@ -109,11 +109,11 @@ impl Vips {
         }
     }
 
-    /// [`Vips::assign`] for a catalog built from `old` (assigned already): only the services
-    /// that are not `old`'s very `Arc` (changed, added or gone) are looked at, the rest keep
-    /// their addresses from `old.vips`. A change of the settings, or a range that runs out,
-    /// assigns everything as [`Vips::assign`] does.
-    pub fn assign_after(&self, cat: &mut Catalog, old: &Catalog) {
+    /// [`Vips::assign`] for a catalog built from `old` (assigned already) in which only the
+    /// services `changed` changed, were added or are gone: only those are looked at, the rest
+    /// keep their addresses from `old.vips`. A change of the settings, or a range that runs
+    /// out, assigns everything as [`Vips::assign`] does.
+    pub fn assign_after(&self, cat: &mut Catalog, old: &Catalog, changed: &[(String, String)]) {
         let (m, o) = (&cat.mesh, &old.mesh);
         let same_settings = m.virtual_ips == o.virtual_ips
             && m.cluster.name == o.cluster.name
@@ -122,13 +122,6 @@ impl Vips {
         if !same_settings {
             return self.assign(cat);
         }
-        let changed: Vec<(String, String)> = cat
-            .services
-            .iter()
-            .filter(|(k, s)| old.services.get(*k).is_none_or(|o| !std::sync::Arc::ptr_eq(o, s)))
-            .map(|(k, _)| k.clone())
-            .chain(old.services.keys().filter(|k| !cat.services.contains_key(*k)).cloned())
-            .collect();
         let mut vips = old.vips.clone();
         if changed.is_empty() {
             cat.vips = vips;
@@ -136,7 +129,7 @@ impl Vips {
         }
         let (local, seen_from_elsewhere) = (cat.mesh.cluster.name.as_str(), !cat.mesh.remote_clusters.is_empty());
         let mut wanted: BTreeSet<VipKey> = BTreeSet::new();
-        for (ns, name) in &changed {
+        for (ns, name) in changed {
             let first = (ns.clone(), name.clone(), String::new());
             let theirs: Vec<VipKey> =
                 vips.range(first..).take_while(|((n, s, _), _)| n == ns && s == name).map(|(k, _)| k.clone()).collect();
