@@ -99,6 +99,7 @@ fn one_endpoint_change_at_10k_endpoints() {
     let sources: Vec<Arc<dyn Source>> = vec![federation.clone()];
     let vips = weft_control::vips::Vips::open(dir.join("vips.json"));
     let mut last = step(0, &own, &sources, &vips, None);
+    let mut catalogs = vec![last.clone()];
     let (mut imports, mut steps) = (vec![], vec![]);
     for round in 1..=ROUNDS {
         let changed = peer_services(1, round).swap_remove(0);
@@ -110,6 +111,7 @@ fn one_endpoint_change_at_10k_endpoints() {
         let t = Instant::now();
         last = step(round as u64, &own, &sources, &vips, Some(&last));
         steps.push(t.elapsed());
+        catalogs.push(last.clone());
     }
     let endpoints: usize = last.services.values().map(|s| s.instances.len()).sum();
     println!(
@@ -152,6 +154,36 @@ fn one_endpoint_change_at_10k_endpoints() {
             "per proxy of {what}: render (uncached) median {:?}, diff with the last update median {:?}",
             median(renders),
             median(diffs)
+        );
+    }
+    // What a stream does: its view of each new catalog from the shared render cache, compared
+    // with the last one it sent, and the delta made of it.
+    for (what, upstreams) in [("one service", vec!["c1-s0000.default".to_string()]), ("every service", vec![])] {
+        let view = weft_control::discovery::View { upstreams, ..Default::default() };
+        let renders = weft_control::discovery::Renders::default();
+        let mut sent = renders.get(&catalogs[0], &view, &[]);
+        let (mut times, mut copies) = (vec![], vec![]);
+        for cat in &catalogs[1..] {
+            let t = Instant::now();
+            let update = renders.get(cat, &view, &[]);
+            let changed = !update.same_as(&sent);
+            let (services, _) = update.delta_from(&sent);
+            times.push(t.elapsed());
+            assert!(changed && services.len() == 1, "c1-s0000 changed, in both views");
+            // Before: the view's update held every service's render copied, and the stream
+            // compared and diffed them by value.
+            let (old, new) = (sent.full(), update.full());
+            let t = Instant::now();
+            let new = new.clone();
+            let _ = old != new;
+            let _ = weft_control::federation::export::diff(&old.services, &new.services);
+            copies.push(t.elapsed());
+            sent = update;
+        }
+        println!(
+            "per proxy stream of {what}: cached render + comparison + delta: median {:?} (the copy, comparison and diff by value it replaces: {:?})",
+            median(times),
+            median(copies)
         );
     }
     let _ = std::fs::remove_dir_all(dir);
