@@ -199,8 +199,11 @@ impl Rendered {
 #[derive(Default)]
 pub struct ServiceRenders {
     networks: BTreeMap<String, crate::catalog::PeerNetwork>,
-    by_service: HashMap<(String, String, Option<crate::remote::Place>), (u64, Arc<pb::Service>)>,
+    by_service: HashMap<RenderKey, (u64, Arc<pb::Service>)>,
 }
+
+/// A service's render by (namespace, name, the place it is rendered for).
+type RenderKey = (String, String, Option<crate::remote::Place>);
 
 impl Renders {
     /// `view` of `cat` as rendered (once per catalog revision and view), each service's render
@@ -268,6 +271,11 @@ pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate
     .into_full()
 }
 
+/// Whether `key` is `name.ns` (compared in place: a view's filter runs over every service).
+fn is_key(key: &str, name: &str, ns: &str) -> bool {
+    key.strip_prefix(name).and_then(|r| r.strip_prefix('.')) == Some(ns)
+}
+
 /// [`render`], with each service rendered by `one`.
 fn render_with(
     cat: &Catalog,
@@ -279,9 +287,8 @@ fn render_with(
     let bundle = if cat.ca.roots.is_empty() { bundle } else { &cat.ca.roots };
     let upstreams = &view.upstreams;
     let visible = |ns: &str| view.visibility.as_ref().is_none_or(|v| v.iter().any(|n| n == ns));
-    let asked = |name: &str, ns: &str| {
-        visible(ns) && (upstreams.is_empty() || upstreams.iter().any(|u| u == &format!("{name}.{ns}")))
-    };
+    let asked =
+        |name: &str, ns: &str| visible(ns) && (upstreams.is_empty() || upstreams.iter().any(|u| is_key(u, name, ns)));
     // The Services that routes of the services asked for send to (backends, mirrors): a proxy
     // calling `api` needs `api-v2` when a route of `api` sends there.
     let routed: std::collections::HashSet<&str> = if upstreams.is_empty() {

@@ -234,10 +234,8 @@ pub fn next(
     let same_routes = |k: &(String, String)| {
         routes_same || {
             let key = format!("{}.{}", k.1, k.0);
-            let of = |routes: &[catalog::CatalogRoute]| {
-                routes.iter().filter(|r| r.parents.iter().any(|p| *p == key)).cloned().collect::<Vec<_>>()
-            };
-            of(&old.routes) == of(new_routes)
+            let of = |r: &&catalog::CatalogRoute| r.parents.contains(&key);
+            old.routes.iter().filter(of).eq(new_routes.iter().filter(of))
         }
     };
     // One pass over both catalogs' services in key order (a merge, not a lookup per service).
