@@ -132,14 +132,17 @@ pub struct Retry {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub status_codes: Vec<u16>,
     /// gRPC statuses retried on (the `grpc-status` of a trailers-only response), by name
-    /// (`unavailable`, `resource-exhausted`, `deadline-exceeded`...) or number.
+    /// (`unavailable`, `resource-exhausted`, `deadline-exceeded`...) or number. A gRPC call is
+    /// retried on these whatever `methods` says (gRFC A6); a status in real trailers, after a
+    /// response head, is never retried (the call is committed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grpc_status_codes: Vec<GrpcCode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
-    /// Largest request body buffered for replay (bytes). Default 65536, at most 16 MiB.
+    /// Largest request body kept for replay (bytes): buffered when its length is known, copied
+    /// as it streams when not (then retried only if it had ended). Default 65536, at most 16 MiB.
     #[serde(default = "d_max_body", rename = "maxBodyBytes")]
     pub max_body_bytes: u64,
     /// Methods retried. Default: the idempotent ones (GET, HEAD, OPTIONS, TRACE, PUT, DELETE).

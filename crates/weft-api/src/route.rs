@@ -21,6 +21,7 @@ pub const MAX_FILTERS: usize = 16;
 pub const MAX_BACKENDS: usize = 16;
 pub const MAX_HEADER_MATCHES: usize = 16;
 pub const MAX_PARENTS: usize = 32;
+pub const MAX_HOSTNAMES: usize = 16;
 /// Longest regular expression accepted, in bytes.
 pub const MAX_REGEX_LEN: usize = 1024;
 /// Most memory one compiled regular expression may take (the `regex` crate's size limit); one
@@ -45,6 +46,37 @@ pub fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
             ),
             e => format!("{pattern:?} is not a valid regular expression (RE2 syntax): {}", first_line(&e.to_string())),
         })
+}
+
+/// Whether a request's `host` (from `Host` or `:authority`, port already stripped) matches a
+/// route hostname `pattern` (validated, lowercase): the same name, ignoring ASCII case and one
+/// trailing dot, or for `*.suffix` any name that ends in `.suffix` with at least one label
+/// before it (the Gateway API's wildcard: `*.example.com` takes `a.b.example.com`, not
+/// `example.com`). Allocates nothing.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    match pattern.strip_prefix('*') {
+        // `suffix` keeps its leading '.'.
+        Some(suffix) => {
+            host.len() > suffix.len()
+                && host.is_char_boundary(host.len() - suffix.len())
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        }
+        None => host.eq_ignore_ascii_case(pattern),
+    }
+}
+
+/// A request's host without its port: `api.example.com:8080` → `api.example.com`, `[::1]:80` →
+/// `[::1]`.
+pub fn strip_port(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((h, p))
+            if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) =>
+        {
+            h
+        }
+        _ => authority,
+    }
 }
 
 fn first_line(s: &str) -> String {
@@ -360,7 +392,9 @@ pub struct HttpRouteRule {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpRouteSpec {
     pub parent_refs: Vec<ParentRef>,
-    /// Accepted for compatibility and ignored: in a mesh the parent Service says which calls.
+    /// The route applies only to requests whose host (`Host` or `:authority`, without its
+    /// port) is one of these: `api.example.com` exactly, or `*.example.com` for any name under
+    /// `example.com` (not `example.com` itself). None listed: every host. See [`host_matches`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hostnames: Vec<String>,
     #[serde(default)]
@@ -416,6 +450,7 @@ pub struct GrpcRouteRule {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GrpcRouteSpec {
     pub parent_refs: Vec<ParentRef>,
+    /// As HTTPRoute's `hostnames`: only requests to these hosts (`:authority`); none: every host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hostnames: Vec<String>,
     #[serde(default)]
@@ -461,6 +496,15 @@ impl RouteSpec {
             RouteSpec::HTTPRoute(_) => "HTTPRoute",
             RouteSpec::GRPCRoute(_) => "GRPCRoute",
             RouteSpec::TCPRoute(_) => "TCPRoute",
+        }
+    }
+
+    /// The route's `hostnames` (a TCPRoute has none).
+    pub fn hostnames(&self) -> &[String] {
+        match self {
+            RouteSpec::HTTPRoute(s) => &s.hostnames,
+            RouteSpec::GRPCRoute(s) => &s.hostnames,
+            RouteSpec::TCPRoute(_) => &[],
         }
     }
 

@@ -32,6 +32,7 @@ mod intention;
 mod link;
 mod netns;
 mod netns_wan;
+mod resilience_out;
 mod routes_out;
 mod stat;
 mod tap;

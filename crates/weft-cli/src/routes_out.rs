@@ -17,11 +17,22 @@ pub fn get_detail(o: &Value) -> String {
             .map(|c| format!("{}={}", k, c["status"].as_str().unwrap_or("?")))
             .unwrap_or_else(|| format!("{k}=?"))
     };
-    format!("parents {}  {}  {}", parents.join(","), c("Accepted"), c("ResolvedRefs"))
+    let hosts: Vec<&str> = o["spec"]["hostnames"].as_array().into_iter().flatten().filter_map(|h| h.as_str()).collect();
+    let hosts = if hosts.is_empty() { String::new() } else { format!("  hosts {}", hosts.join(",")) };
+    format!("parents {}{hosts}  {}  {}", parents.join(","), c("Accepted"), c("ResolvedRefs"))
 }
 
-/// After the route's JSON: its conditions in words.
-pub fn describe_route(o: &Value) -> std::io::Result<()> {
+/// After the route's JSON: the hosts it applies to and its conditions in words.
+pub fn describe_route(kind: &str, o: &Value) -> std::io::Result<()> {
+    if kind != "TCPRoute" {
+        let hosts: Vec<&str> =
+            o["spec"]["hostnames"].as_array().into_iter().flatten().filter_map(|h| h.as_str()).collect();
+        if hosts.is_empty() {
+            outln!("hostnames: every host")?;
+        } else {
+            outln!("hostnames: {} (other hosts: not this route)", hosts.join(", "))?;
+        }
+    }
     outln!("conditions:")?;
     for c in o["status"]["conditions"].as_array().into_iter().flatten() {
         outln!(

@@ -291,7 +291,45 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
                 outln!("{line}")?;
             }
             if matches!(k, "HTTPRoute" | "GRPCRoute" | "TCPRoute") {
-                crate::routes_out::describe_route(&v)?;
+                crate::routes_out::describe_route(k, &v)?;
+            }
+            if k == "ResiliencePolicy" {
+                for line in crate::resilience_out::describe(&v) {
+                    outln!("{line}")?;
+                }
+                // Which requests it covers: the effective routes of the Services involved.
+                let t = &v["spec"]["targetRef"];
+                let target = t["name"].as_str().unwrap_or("");
+                let id = format!("{namespace}/{name}");
+                let in_force = v["status"]["conditions"][0]["status"] == "True";
+                if in_force && t["kind"] == "Service" {
+                    let r =
+                        conn.call("GET", &format!("/v1/services/{namespace}/{target}/routes"), String::new()).await?;
+                    let lines = crate::resilience_out::coverage(&id, None, &[r]);
+                    outln!(
+                        "applies to: every call to Service {namespace}/{target}{}",
+                        if lines.is_empty() { "" } else { ":" }
+                    )?;
+                    for line in lines {
+                        outln!("{line}")?;
+                    }
+                } else if in_force && t["kind"] == "HTTPRoute" && t["sectionName"].is_null() {
+                    let route = conn
+                        .call("GET", &format!("/v1/resources/httproute/{namespace}/{target}"), String::new())
+                        .await?;
+                    let mut services = vec![];
+                    for p in route["spec"]["parentRefs"].as_array().into_iter().flatten() {
+                        let ns = p["namespace"].as_str().unwrap_or(namespace.as_str());
+                        let svc = p["name"].as_str().unwrap_or("");
+                        services
+                            .push(conn.call("GET", &format!("/v1/services/{ns}/{svc}/routes"), String::new()).await?);
+                    }
+                    outln!("applies to, rule by rule:")?;
+                    for line in crate::resilience_out::coverage(&id, Some(&format!("{namespace}/{target}")), &services)
+                    {
+                        outln!("{line}")?;
+                    }
+                }
             }
             if k == "Service" {
                 let r = conn.call("GET", &format!("/v1/services/{namespace}/{name}/routes"), String::new()).await?;

@@ -585,7 +585,7 @@ async fn get_and_describe_show_routes_their_status_and_their_order() {
     let file = dir.join("routes.yaml");
     std::fs::write(
         &file,
-        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\n---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api-v1 }\n---\napiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: canary }\nspec:\n  parentRefs: [{ name: api }]\n  rules:\n    - name: split\n      backendRefs: [{ name: api-v1, weight: 90 }, { name: api-v2, weight: 10 }]\n    - name: testers\n      matches: [{ headers: [{ name: x-canary, value: \"on\" }] }]\n      backendRefs: [{ name: api-v2 }]\n",
+        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\n---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api-v1 }\n---\napiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: canary }\nspec:\n  parentRefs: [{ name: api }]\n  hostnames: [api.example.com]\n  rules:\n    - name: split\n      backendRefs: [{ name: api-v1, weight: 90 }, { name: api-v2, weight: 10 }]\n    - name: testers\n      matches: [{ headers: [{ name: x-canary, value: \"on\" }] }]\n      backendRefs: [{ name: api-v2 }]\n",
     )
     .unwrap();
     let (ok, out) = cp.weft(&["apply", "-f", file.to_str().unwrap()]);
@@ -597,8 +597,10 @@ async fn get_and_describe_show_routes_their_status_and_their_order() {
     })
     .await;
     assert!(out.contains("canary") && out.contains("ResolvedRefs=False"), "{out}");
+    assert!(out.contains("hosts api.example.com"), "{out}");
     let (ok, out) = cp.weft(&["describe", "httproute", "canary"]);
     assert!(ok && out.contains("BackendNotFound") && out.contains("api-v2.default"), "{out}");
+    assert!(out.contains("hostnames: api.example.com"), "{out}");
     let (ok, out) = cp.weft(&["describe", "service", "api"]);
     assert!(ok, "{out}");
     // The header rule applies first although it is second in the route (more header matches).
@@ -606,10 +608,54 @@ async fn get_and_describe_show_routes_their_status_and_their_order() {
     let split = out.find("split").unwrap_or_else(|| panic!("{out}"));
     assert!(testers < split, "{out}");
     assert!(out.contains("api-v1.default 90%") && out.contains("(not found: 500)"), "{out}");
+    assert!(out.contains("host api.example.com, PathPrefix /, header x-canary=on"), "{out}");
     // The security lines: the mTLS mode per port and the RequestAuthentications (none here).
     assert!(out.contains("\nmtls:") && out.contains("request authentication: none"), "{out}");
     let (ok, out) = cp.weft(&["describe", "service", "api-v1"]);
     assert!(ok && out.contains("routes: none"), "{out}");
+
+    // `weft describe resiliencepolicy`: its target, its condition, and its settings with every
+    // default filled in, in the order a request meets them; one naming a missing Service says so.
+    let file = dir.join("policies.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: api-res }\nspec:\n  targetRef: { kind: Service, name: api }\n  rateLimit: { maxTokens: 5, fillInterval: 1s, perCaller: true }\n  timeouts: { request: 2s }\n  retry: { attempts: 1, grpcStatusCodes: [unavailable] }\n---\napiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: ghost-res }\nspec:\n  targetRef: { kind: Service, name: ghost }\n  timeouts: { perTry: 300ms }\n---\napiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: testers-res }\nspec:\n  targetRef: { kind: HTTPRoute, name: canary, sectionName: testers }\n  timeouts: { request: 1s }\n---\napiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: route-res }\nspec:\n  targetRef: { kind: HTTPRoute, name: canary }\n  timeouts: { request: 3s }\n",
+    )
+    .unwrap();
+    let (ok, out) = cp.weft(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    // The routes' policies come from the catalog, rebuilt just after the write.
+    let out = eventually("the catalog has the rule policies", Duration::from_secs(10), || {
+        let r = cp.weft(&["describe", "resiliencepolicy", "api-res"]);
+        async move { (r.0 && r.1.contains("default/route-res instead")).then_some(r.1) }
+    })
+    .await;
+    for want in [
+        "target: Service default/api",
+        "Accepted  True   Accepted        applies to Service default/api",
+        "1. rate limit at api's own proxies: bucket of 5 requests, 5 more every 1s, one bucket per caller identity",
+        "2. request timeout: 2s",
+        "3. try: per-try timeout none",
+        "4. retry: up to 1 more tries (2 in all) on connect-failure, gateway-error, reset, grpc-status unavailable",
+        "budget 20% of requests + 10/s over 10s",
+        "applies to: every call to Service default/api:",
+        "except rule testers of HTTPRoute default/canary: ResiliencePolicy default/testers-res instead",
+        "except rule split of HTTPRoute default/canary: ResiliencePolicy default/route-res instead",
+    ] {
+        assert!(out.contains(want), "{want:?} not in:\n{out}");
+    }
+    let (ok, out) = cp.weft(&["describe", "resiliencepolicy", "ghost-res"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("TargetNotFound") && out.contains("no Service default/ghost"), "{out}");
+    assert!(out.contains("NOT in force") && out.contains("per-try timeout 300ms"), "{out}");
+    let out = eventually("the route policy covers its rules", Duration::from_secs(10), || {
+        let r = cp.weft(&["describe", "resiliencepolicy", "route-res"]);
+        async move { (r.0 && r.1.contains("rule split:")).then_some(r.1) }
+    })
+    .await;
+    assert!(out.contains("target: HTTPRoute default/canary (each rule without a policy of its own)"), "{out}");
+    assert!(out.contains("rule split: this policy"), "{out}");
+    assert!(out.contains("rule testers: ResiliencePolicy default/testers-res (its own)"), "{out}");
 }
 
 #[test]

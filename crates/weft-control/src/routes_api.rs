@@ -85,6 +85,9 @@ pub fn effective_routes(cat: &Catalog, namespace: &str, name: &str) -> Value {
                 "match": describe_match(e),
                 "filters": filters(fs),
                 "backends": backends(refs, ns, &exists),
+                // The ResiliencePolicy of the rule, which its requests take instead of the
+                // Service's; null: the Service's (if any).
+                "resilience": e.route.resilience.get(&rule_name(e.route, e.rule)).map(|r| r.policy.clone()),
             })
         })
         .collect();
@@ -93,9 +96,15 @@ pub fn effective_routes(cat: &Catalog, namespace: &str, name: &str) -> Value {
         let RouteSpec::TCPRoute(s) = &r.route else { unreachable!("tcp_route returns TCPRoutes") };
         json!({ "route": r.id(), "backends": backends(&s.rules[0].backend_refs, &r.namespace, &exists) })
     });
+    let service_policy = cat
+        .services
+        .get(&(namespace.to_string(), name.to_string()))
+        .and_then(|s| s.resilience.as_ref())
+        .map(|r| r.policy.clone());
     json!({
         "service": key,
         "found": exists(&key),
+        "resilience": service_policy,
         "http": http,
         "tcp": tcp,
         "conflicted": conflicted.iter().map(|r| json!({

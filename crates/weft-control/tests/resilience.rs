@@ -2,11 +2,14 @@
 //! sidecar in front of an app that fails on purpose and counts what reaches it. Retries recover a
 //! 503 rate; the budget caps them under a full outage; a per-try timeout moves on; POST and large
 //! bodies are sent once; fault rates hold; a delay is applied; the rate limit answers 429 past its
-//! bucket; bad input is refused naming the field; a policy for a missing Service is accepted and
-//! says so.
+//! bucket, per caller identity when asked; bad input is refused naming the field; a policy for a
+//! missing Service is accepted and says so. gRPC: an abort is a trailers-only status a real gRPC
+//! client reads; a trailers-only UNAVAILABLE is retried, a status in real trailers is not, and a
+//! streaming call is never held back for a copy.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -390,5 +393,323 @@ async fn a_rule_policy_applies_to_its_rule_only_and_wins_over_the_service_policy
     assert_eq!(status, 200, "{v}");
     rule_policy_in_force(&m, "broken", None).await;
     assert_eq!(m.get("/broken/x").await, 502);
+    m.done();
+}
+
+/// `rateLimit.perCaller`: each caller identity has its own bucket at the server's sidecar. Two
+/// real client sidecars (`default/web`, `default/batch`): web, past its 3 tokens, is answered
+/// 429 `rate-limited` by the server's sidecar (counted in `weft_rate_limited_total`); batch,
+/// calling after it, still has its 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_caller_rate_limit_limits_one_caller_and_not_another() {
+    let m = mesh("resilience-per-caller").await;
+    let batch =
+        sidecar(&m.cp, "default/batch", None, "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n")
+            .await;
+    let batch_up = batch.addrs.upstreams[0];
+    // Reachable before the limit is set, so the first limited request is the 4th.
+    eventually("batch routes to api", Duration::from_secs(10), || async move {
+        (http1_get(batch_up, "/ready").await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    m.policy("rateLimit: { maxTokens: 3, fillInterval: 1h, perCaller: true }", true).await;
+    let get = |addr: SocketAddr| async move {
+        let req = http::Request::get("/limited").header("host", "api").body(Full::new(Bytes::new())).unwrap();
+        let resp = weft_testkit::http1_request(addr, req).await.expect("a response");
+        let err = resp.headers().get("x-weft-error").map(|v| v.to_str().unwrap().to_string());
+        (resp.status().as_u16(), err)
+    };
+    let mut web = vec![];
+    for _ in 0..5 {
+        web.push(get(m.upstream).await);
+    }
+    let limited = (429, Some("rate-limited".to_string()));
+    assert_eq!(web, vec![(200, None), (200, None), (200, None), limited.clone(), limited]);
+    for i in 0..3 {
+        assert_eq!(get(batch_up).await, (200, None), "batch's request {i}: its own bucket");
+    }
+    assert_eq!(get(batch_up).await.0, 429, "and batch too is limited past its own 3");
+    assert_eq!(m.seen.count("/limited"), 6);
+    assert_eq!(metric(&m.server.metrics_text(), "weft_rate_limited_total", &["service=\"api.default\""]), 3.0);
+    drop(batch);
+    m.done();
+}
+
+/// A gRPC abort (`abort.grpcStatus`) seen by a real gRPC client (tonic's health client over the
+/// client sidecar's upstream listener): the call fails with that status and message, the app
+/// never sees it; and on the wire the answer is trailers-only (one HEADERS frame with
+/// END_STREAM, `:status 200`, no DATA), which is what gRPC clients require of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_abort_is_a_trailers_only_status_a_grpc_client_reads() {
+    let m = mesh("resilience-grpc-abort").await;
+    m.policy(
+        "faults: [{ match: { pathPrefix: /grpc.health.v1.Health }, abort: { grpcStatus: unavailable, percent: 100 } }]",
+        false,
+    )
+    .await;
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", m.upstream))
+        .unwrap()
+        .connect()
+        .await
+        .expect("the upstream listener speaks HTTP/2");
+    let mut client = tonic_health::pb::health_client::HealthClient::new(ch);
+    for _ in 0..5 {
+        let err = client
+            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .await
+            .expect_err("every call is aborted");
+        assert_eq!((err.code(), err.message()), (tonic::Code::Unavailable, "fault injected"), "{err:?}");
+    }
+    assert_eq!(m.seen.count("/grpc.health.v1.Health/Check"), 0, "an aborted call never reaches the app");
+    assert_eq!(
+        metric(&m.client.metrics_text(), "weft_faults_injected_total", &["fault=\"abort\""]),
+        5.0,
+        "{}",
+        m.client.metrics_text()
+    );
+
+    // The frames themselves.
+    let frames = raw_h2_call(m.upstream, "/grpc.health.v1.Health/Check").await;
+    let on_stream: Vec<&(u8, u8, Vec<u8>)> = frames.iter().filter(|f| f.0 == 0x1 || f.0 == 0x0).collect();
+    assert_eq!(on_stream.len(), 1, "one HEADERS frame and no DATA: {frames:?}");
+    let (kind, flags, _) = on_stream[0];
+    assert_eq!((*kind, flags & 0x5), (0x1, 0x5), "HEADERS with END_STREAM and END_HEADERS");
+    m.done();
+}
+
+/// One gRPC request on stream 1 of a fresh HTTP/2 connection, frames written by hand; returns
+/// the (type, flags, payload) of each frame the server sent on stream 1, up to its END_STREAM.
+async fn raw_h2_call(addr: SocketAddr, path: &str) -> Vec<(u8, u8, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend([kind, flags]);
+        f.extend(stream.to_be_bytes());
+        f.extend(payload);
+        f
+    };
+    // HPACK: literal header fields without indexing, new names, no Huffman (RFC 7541 §6.2.2).
+    let mut block = vec![];
+    for (k, v) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "api"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        block.push(0x00);
+        block.push(k.len() as u8);
+        block.extend(k.as_bytes());
+        block.push(v.len() as u8);
+        block.extend(v.as_bytes());
+    }
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    out.extend(frame(0x1, 0x4, 1, &block));
+    // An empty message (5-byte gRPC prefix), ending the request.
+    out.extend(frame(0x0, 0x1, 1, &[0, 0, 0, 0, 0]));
+    s.write_all(&out).await.unwrap();
+    let mut got = vec![];
+    loop {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).await.expect("the server answers stream 1 before closing");
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.unwrap();
+        match (stream, kind) {
+            // SETTINGS from the server: acknowledge it.
+            (0, 0x4) if flags & 0x1 == 0 => s.write_all(&frame(0x4, 0x1, 0, &[])).await.unwrap(),
+            (1, _) => {
+                got.push((kind, flags, payload));
+                if flags & 0x1 != 0 || kind == 0x3 {
+                    return got;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A gRPC app on HTTP/2 that counts calls by path. `/grpc.health.v1.Health/Check`: the first
+/// call is answered UNAVAILABLE in a trailers-only response (after its request has been read
+/// whole, as a unary handler does), the next ones SERVING. `.../Watch`: a response head without
+/// a status, no message, then UNAVAILABLE in real trailers.
+async fn grpc_app() -> (SocketAddr, Seen) {
+    use http_body_util::combinators::BoxBody;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Seen::default();
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = l.accept().await else { return };
+            let s = s.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let s = s.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        if path == "/echo.Echo/Chat" {
+                            return Ok(chat(req.into_body()));
+                        }
+                        let _ = req.into_body().collect().await;
+                        let n = {
+                            let mut g = s.0.lock().unwrap();
+                            let n = g.0.entry(path.clone()).or_default();
+                            *n += 1;
+                            *n
+                        };
+                        let grpc = |b: BoxBody<Bytes, std::convert::Infallible>| {
+                            http::Response::builder().header("content-type", "application/grpc").body(b).unwrap()
+                        };
+                        let trailers = |code: &str| {
+                            let mut t = http::HeaderMap::new();
+                            t.insert("grpc-status", code.parse().unwrap());
+                            Frame::trailers(t)
+                        };
+                        let resp = match (path.as_str(), n) {
+                            ("/grpc.health.v1.Health/Check", 1) => {
+                                let mut r = grpc(Full::new(Bytes::new()).boxed());
+                                r.headers_mut().insert("grpc-status", "14".parse().unwrap());
+                                r
+                            }
+                            ("/grpc.health.v1.Health/Check", _) => {
+                                // HealthCheckResponse { status: SERVING }: field 1, varint 1.
+                                let frames =
+                                    [Frame::data(Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01])), trailers("0")];
+                                grpc(
+                                    http_body_util::StreamBody::new(futures_util::stream::iter(frames.map(Ok))).boxed(),
+                                )
+                            }
+                            _ => grpc(
+                                http_body_util::StreamBody::new(futures_util::stream::iter([Ok(trailers("14"))]))
+                                    .boxed(),
+                            ),
+                        };
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A bidirectional stream: each request frame echoed back at once as it comes, then
+/// `grpc-status: 0` when the request ends.
+fn chat(
+    body: hyper::body::Incoming,
+) -> http::Response<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>> {
+    let frames = futures_util::stream::unfold(Some(body), |body| async move {
+        let mut body = body?;
+        let next = match body.frame().await {
+            Some(Ok(f)) if f.is_data() => return Some((Ok(f), Some(body))),
+            Some(Ok(_)) | Some(Err(_)) | None => {
+                let mut t = http::HeaderMap::new();
+                t.insert("grpc-status", "0".parse().unwrap());
+                Frame::trailers(t)
+            }
+        };
+        Some((Ok(next), None))
+    });
+    http::Response::builder()
+        .header("content-type", "application/grpc")
+        .body(http_body_util::StreamBody::new(frames).boxed())
+        .unwrap()
+}
+
+/// Retries on a gRPC status: a real gRPC client (tonic's health client) calls through its
+/// sidecar a real HTTP/2 app that fails the first Check with UNAVAILABLE (trailers-only): the
+/// call is retried (POST, yet a gRPC call is retried on its listed gRPC statuses, gRFC A6) and
+/// succeeds. A status that comes in real trailers after a response head is not retried: the head
+/// was forwarded, the call committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_is_retried_on_a_trailers_only_unavailable() {
+    weft_testkit::init_tracing();
+    let dir = tempdir("resilience-grpc-retry");
+    let mut cfg = ControlConfig::new(dir.clone());
+    cfg.grpc = "127.0.0.1:0".parse().unwrap();
+    cfg.api = "127.0.0.1:0".parse().unwrap();
+    let cp = ControlPlane::start(cfg).await.expect("control plane");
+    let (app, seen) = grpc_app().await;
+    let server = sidecar(&cp, "default/api", Some("api-1"), "inbound: { listen: \"127.0.0.1:0\" }\n").await;
+    let client =
+        sidecar(&cp, "default/web", None, "outbound: { upstreams: [{ listen: \"127.0.0.1:0\", service: api }] }\n")
+            .await;
+    let resources = format!(
+        "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: api }}\nspec: {{ ports: [{{ port: {}, protocol: http2 }}] }}\n---\n\
+         apiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: api-1 }}\nspec: {{ service: api, address: 127.0.0.1, port: {}, sidecar: \"{}\" }}\n",
+        app.port(),
+        app.port(),
+        server.addrs.inbound.unwrap()
+    );
+    let (status, v) = admin_api(&cp, "POST", "/v1/apply", &resources).await;
+    assert_eq!(status, 200, "{v}");
+    let upstream = client.addrs.upstreams[0];
+    let m = Mesh { cp, dir, seen, server, client, upstream };
+    m.policy("retry: { attempts: 1, retryOn: [connect-failure], grpcStatusCodes: [unavailable], backoff: { base: 1ms, max: 2ms } }", false)
+        .await;
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{upstream}")).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+    let resp = health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect("the UNAVAILABLE try is retried and the retry succeeds");
+    assert_eq!(resp.into_inner().status, 1, "SERVING");
+    assert_eq!(m.seen.count("/grpc.health.v1.Health/Check"), 2);
+    assert_eq!(m.client_metric("weft_retries_total"), 1.0);
+
+    // UNAVAILABLE in real trailers: the head went to the client, so no retry.
+    let mut stream = health
+        .watch(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect("the head carries no status")
+        .into_inner();
+    let err = stream.message().await.expect_err("the trailers carry UNAVAILABLE");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert_eq!(m.seen.count("/grpc.health.v1.Health/Watch"), 1, "not retried");
+    assert_eq!(m.client_metric("weft_retries_total"), 1.0);
+
+    // A streaming call to the same service (so retryable on its gRPC status) is not held back
+    // for a copy: the first message is answered while the request is still open, and the next
+    // message goes only after that answer (ping-pong), which would never happen were the
+    // request body read whole before the first try.
+    let stream = tokio::net::TcpStream::connect(upstream).await.unwrap();
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let body = http_body_util::StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+    }))
+    .boxed_unsync();
+    let req = http::Request::post("http://api/echo.Echo/Chat")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    // Bounded, not timed: a request held back would wait here for ever.
+    let bound = Duration::from_secs(30);
+    tx.send(Bytes::from_static(b"\0\0\0\0\x03one")).await.unwrap();
+    let resp = tokio::time::timeout(bound, h2.send_request(req)).await.expect("the head comes while the call is open");
+    let mut body = resp.unwrap().into_body();
+    async fn next(body: &mut hyper::body::Incoming, bound: Duration) -> Frame<Bytes> {
+        tokio::time::timeout(bound, body.frame()).await.expect("a frame").expect("not the end").unwrap()
+    }
+    assert_eq!(next(&mut body, bound).await.into_data().unwrap(), &b"\0\0\0\0\x03one"[..]);
+    tx.send(Bytes::from_static(b"\0\0\0\0\x03two")).await.unwrap();
+    assert_eq!(next(&mut body, bound).await.into_data().unwrap(), &b"\0\0\0\0\x03two"[..]);
+    drop(tx);
+    let trailers = next(&mut body, bound).await.into_trailers().expect("trailers after the end of the request");
+    assert_eq!(trailers["grpc-status"], "0");
     m.done();
 }

@@ -290,6 +290,116 @@ async fn a_90_10_split_holds_and_a_weight_change_under_load_drops_nothing() {
     let _ = call(&mut h2, "GET", "/", &[]).await;
 }
 
+/// `hostnames`: a route applies only to requests for its hosts (`:authority` over HTTP/2, `Host`
+/// over HTTP/1, port stripped; exact or `*.suffix`), and the most specific host comes before any
+/// path rule; a request for another host falls through to the route without hostnames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_hostnames_scope_requests_by_host() {
+    weft_testkit::init_tracing();
+    let m = canary("hostnames").await;
+    apply(
+        &m.cp,
+        &format!(
+            "{}---\n{}",
+            route(
+                "HTTPRoute",
+                "by-host",
+                "  parentRefs: [{ name: api }]\n  hostnames: [v2.example.com, \"*.canary.example.com\"]\n  rules:\n    - backendRefs: [{ name: api-v2 }]\n",
+            ),
+            route(
+                "HTTPRoute",
+                "rest",
+                "  parentRefs: [{ name: api }]\n  rules:\n    - matches: [{ path: { type: Exact, value: /pinned } }]\n      backendRefs: [{ name: api-v1 }]\n    - backendRefs: [{ name: api-v1 }]\n",
+            )
+        ),
+    )
+    .await;
+    let h2 = http2_client(m.upstream).await.unwrap();
+    let at = |host: &'static str, path: &'static str| {
+        let mut h2 = h2.clone();
+        async move {
+            let req = http::Request::get(format!("http://{host}{path}")).body(Full::new(Bytes::new())).unwrap();
+            let resp = h2.send_request(req).await.ok()?;
+            let body = resp.into_body().collect().await.ok()?.to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+            Some(v["app"].as_str().unwrap_or("").to_string())
+        }
+    };
+    eventually("v2.example.com goes to api-v2", WAIT, || async {
+        (at("v2.example.com", "/").await? == "api-v2").then_some(())
+    })
+    .await;
+    for _ in 0..10 {
+        // An exact hostname beats the Exact path rule of the route for every host.
+        assert_eq!(at("v2.example.com:8080", "/pinned").await.as_deref(), Some("api-v2"));
+        assert_eq!(at("a.b.canary.example.com", "/x").await.as_deref(), Some("api-v2"));
+        assert_eq!(at("canary.example.com", "/x").await.as_deref(), Some("api-v1"), "*. needs a label before");
+        assert_eq!(at("api", "/").await.as_deref(), Some("api-v1"));
+    }
+    // HTTP/1.1: the Host header, with its port.
+    let req = http::Request::get("/pinned").header("host", "V2.example.com:80").body(Full::new(Bytes::new())).unwrap();
+    let resp = weft_testkit::http1_request(m.upstream, req).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(v["app"], "api-v2", "{v}");
+
+    // describe service shows the hosts, in the order they apply.
+    let (status, v) = admin_api(&m.cp, "GET", "/v1/services/default/api/routes", "").await;
+    assert_eq!(status, 200, "{v}");
+    let order: Vec<&str> = v["http"].as_array().unwrap().iter().map(|e| e["match"].as_str().unwrap()).collect();
+    assert_eq!(
+        order,
+        [
+            "host v2.example.com, PathPrefix /",
+            "host *.canary.example.com, PathPrefix /",
+            "Exact /pinned",
+            "PathPrefix /"
+        ],
+        "{v}"
+    );
+
+    // GRPCRoute hostnames: gRPC calls for grpc.example.com go to api-v2; the same call for
+    // another host has no GRPCRoute entry and takes the HTTPRoute for every host.
+    apply(
+        &m.cp,
+        &route(
+            "GRPCRoute",
+            "grpc-by-host",
+            "  parentRefs: [{ name: api }]\n  hostnames: [grpc.example.com]\n  rules:\n    - matches: [{ method: { service: echo.Echo } }]\n      backendRefs: [{ name: api-v2 }]\n",
+        ),
+    )
+    .await;
+    let grpc_at = |host: &'static str| {
+        let mut h2 = h2.clone();
+        async move {
+            let req = http::Request::post(format!("http://{host}/echo.Echo/Say"))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = h2.send_request(req).await.ok()?;
+            let body = resp.into_body().collect().await.ok()?.to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+            Some(v["app"].as_str().unwrap_or("").to_string())
+        }
+    };
+    eventually("the GRPCRoute is in force", WAIT, || async {
+        (grpc_at("grpc.example.com").await? == "api-v2").then_some(())
+    })
+    .await;
+    assert_eq!(grpc_at("other.example.com").await.as_deref(), Some("api-v1"));
+
+    // A hostname that is not one: refused, naming the field.
+    let (status, v) = admin_api(
+        &m.cp,
+        "POST",
+        "/v1/apply",
+        &route("HTTPRoute", "bad", "  parentRefs: [{ name: api }]\n  hostnames: [ok.example, \"a.example:80\"]\n  rules: [{ backendRefs: [{ name: api-v1 }] }]\n"),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v.to_string().contains("HTTPRoute default/bad: spec.hostnames[1]"), "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_calls_are_routed_by_service_and_method() {
     weft_testkit::init_tracing();

@@ -2,10 +2,13 @@
 //! for both the proxy (which compiles routes in this order) and `weft describe service` (which
 //! shows it). docs/traffic.md has the table.
 //!
-//! HTTP and gRPC: every (route, rule, match) is one entry; a request takes the first entry that
-//! matches. GRPCRoute entries come first and apply only to gRPC requests (`content-type:
-//! application/grpc...`); then HTTPRoute entries, for every request. Within each kind, most
-//! specific first:
+//! HTTP and gRPC: every (route, hostname, rule, match) is one entry; a request takes the first
+//! entry that matches. GRPCRoute entries come first and apply only to gRPC requests
+//! (`content-type: application/grpc...`); then HTTPRoute entries, for every request. Within each
+//! kind, the route hostname the request matched comes first (the Gateway API's rule: the most
+//! characters in a matching exact hostname, then the most characters in a matching wildcard
+//! hostname; a route without hostnames matches every host and comes last), then the most
+//! specific match:
 //!
 //! | HTTPRoute, in order | GRPCRoute, in order |
 //! |---|---|
@@ -29,11 +32,29 @@ pub struct Entry<'a> {
     pub rule: usize,
     /// The match within the rule; `None`: the rule has no match (it takes every request).
     pub matched: Option<usize>,
+    /// The route hostname (index in `hostnames`) this entry is for; `None`: the route lists none
+    /// and the entry takes every host.
+    pub host: Option<usize>,
 }
 
 impl<'a> Entry<'a> {
     pub fn is_grpc(&self) -> bool {
         matches!(self.route.route, RouteSpec::GRPCRoute(_))
+    }
+
+    /// The route hostname this entry applies to (`None`: every host).
+    pub fn hostname(&self) -> Option<&'a str> {
+        self.host.and_then(|i| self.route.route.hostnames().get(i)).map(String::as_str)
+    }
+}
+
+/// Hostname rank, larger first: (characters of an exact hostname, characters of the hostname).
+/// An exact name beats any wildcard; a longer wildcard beats a shorter one; none comes last.
+fn host_rank(h: Option<&str>) -> [usize; 2] {
+    match h {
+        None => [0, 0],
+        Some(h) if h.starts_with('*') => [0, h.len()],
+        Some(h) => [h.len(), h.len()],
     }
 }
 
@@ -48,10 +69,15 @@ fn path_rank(m: Option<&HttpRouteMatch>) -> (u8, usize) {
     }
 }
 
-/// Sort key, larger first: (grpc, specificity...), then id/rule/match ascending.
-type Key = (bool, [usize; 5]);
+/// Sort key, larger first: (grpc, hostname, specificity...), then id/rule/match ascending.
+type Key = (bool, [usize; 2], [usize; 5]);
 
 fn key_of(e: &Entry<'_>) -> Key {
+    let (grpc, rest) = match_key(e);
+    (grpc, host_rank(e.hostname()), rest)
+}
+
+fn match_key(e: &Entry<'_>) -> (bool, [usize; 5]) {
     match &e.route.route {
         RouteSpec::HTTPRoute(s) => {
             let m = e.matched.map(|i| &s.rules[e.rule].matches[i]);
@@ -99,12 +125,18 @@ pub fn http_entries(routes: &[AttachedRoute]) -> Vec<Entry<'_>> {
             RouteSpec::GRPCRoute(s) => s.rules.iter().map(|r| r.matches.len()).collect(),
             RouteSpec::TCPRoute(_) => continue,
         };
-        for (rule, n) in rules.into_iter().enumerate() {
-            if n == 0 {
-                out.push(Entry { route, rule, matched: None });
-            }
-            for m in 0..n {
-                out.push(Entry { route, rule, matched: Some(m) });
+        let hosts: Vec<Option<usize>> = match route.route.hostnames().len() {
+            0 => vec![None],
+            n => (0..n).map(Some).collect(),
+        };
+        for host in hosts {
+            for (rule, &n) in rules.iter().enumerate() {
+                if n == 0 {
+                    out.push(Entry { route, rule, matched: None, host });
+                }
+                for m in 0..n {
+                    out.push(Entry { route, rule, matched: Some(m), host });
+                }
             }
         }
     }
@@ -112,7 +144,7 @@ pub fn http_entries(routes: &[AttachedRoute]) -> Vec<Entry<'_>> {
         let (ka, kb) = (key_of(a), key_of(b));
         kb.cmp(&ka)
             .then_with(|| (&a.route.namespace, &a.route.name).cmp(&(&b.route.namespace, &b.route.name)))
-            .then_with(|| (a.rule, a.matched).cmp(&(b.rule, b.matched)))
+            .then_with(|| (a.host, a.rule, a.matched).cmp(&(b.host, b.rule, b.matched)))
     });
     out
 }
@@ -133,9 +165,15 @@ pub fn describe_match(e: &Entry<'_>) -> String {
         ValueMatchType::Present => format!("{} present", v.name),
     };
     let mut parts = Vec::new();
+    if let Some(h) = e.hostname() {
+        parts.push(format!("host {h}"));
+    }
     match &e.route.route {
         RouteSpec::HTTPRoute(s) => {
-            let Some(m) = e.matched.map(|i| &s.rules[e.rule].matches[i]) else { return "PathPrefix /".into() };
+            let Some(m) = e.matched.map(|i| &s.rules[e.rule].matches[i]) else {
+                parts.push("PathPrefix /".into());
+                return parts.join(", ");
+            };
             match &m.path {
                 Some(p) => parts.push(format!("{:?} {}", p.kind, p.value)),
                 None => parts.push("PathPrefix /".into()),
@@ -147,7 +185,10 @@ pub fn describe_match(e: &Entry<'_>) -> String {
             parts.extend(m.query_params.iter().map(|q| format!("query {}", vm(q, "="))));
         }
         RouteSpec::GRPCRoute(s) => {
-            let Some(m) = e.matched.map(|i| &s.rules[e.rule].matches[i]) else { return "grpc *".into() };
+            let Some(m) = e.matched.map(|i| &s.rules[e.rule].matches[i]) else {
+                parts.push("grpc *".into());
+                return parts.join(", ");
+            };
             if let Some(mm) = &m.method {
                 let re = if mm.kind == GrpcMethodMatchType::RegularExpression { "~" } else { "" };
                 parts.push(format!(
@@ -209,5 +250,22 @@ mod tests {
         // gRPC first (most specific first); then Exact; then /v2 with a header; then /v2 by
         // route name (a before b); then the catch-all.
         assert_eq!(order, ["svc-method", "svc", "exact", "prefix-header", "prefix-a", "prefix", "all"]);
+    }
+
+    #[test]
+    fn a_more_specific_hostname_comes_before_any_path_rule() {
+        let rs = routes(
+            "apiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: a-any }\nspec:\n  parentRefs: [{ name: api }]\n  rules:\n    - matches: [{ path: { type: Exact, value: /x } }]\n      backendRefs: [{ name: any }]\n---\napiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: b-wild }\nspec:\n  parentRefs: [{ name: api }]\n  hostnames: [\"*.example.com\", \"*.a.example.com\"]\n  rules:\n    - backendRefs: [{ name: wild }]\n---\napiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: c-exact }\nspec:\n  parentRefs: [{ name: api }]\n  hostnames: [b.example.com]\n  rules:\n    - backendRefs: [{ name: exact }]\n",
+        );
+        let order: Vec<String> = http_entries(&rs).iter().map(describe_match).collect();
+        assert_eq!(
+            order,
+            [
+                "host b.example.com, PathPrefix /",
+                "host *.a.example.com, PathPrefix /",
+                "host *.example.com, PathPrefix /",
+                "Exact /x"
+            ]
+        );
     }
 }

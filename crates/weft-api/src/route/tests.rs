@@ -115,3 +115,32 @@ fn missing_services_are_accepted_with_conditions() {
     let c = conditions(&route, "default", &|_| false);
     assert_eq!((c[0].status.as_str(), c[0].reason.as_str()), ("False", "NoMatchingParent"));
 }
+
+#[test]
+fn hostnames_are_checked_and_matched_as_the_gateway_api_says() {
+    http("  parentRefs: [{ name: api }]\n  hostnames: [api.example.com, \"*.example.org\"]\n  rules: [{ backendRefs: [{ name: a }] }]\n").unwrap();
+    for (h, why) in [
+        ("Api.example.com", "lowercase"),
+        ("api.example.com:80", "port"),
+        ("a*.example.com", "wildcard"),
+        ("*", "wildcard"),
+        ("10.0.0.1", "IP address"),
+        ("-a.example.com", "not a hostname"),
+    ] {
+        let e = err(&format!("  parentRefs: [{{ name: api }}]\n  hostnames: [ok.example, {h:?}]\n  rules: [{{ backendRefs: [{{ name: a }}] }}]\n"));
+        assert!(e.contains("spec.hostnames[1]") && e.contains(why), "{h}: {e}");
+    }
+    let e = err("  parentRefs: [{ name: api }]\n  hostnames: [a.b, a.b]\n  rules: [{ backendRefs: [{ name: a }] }]\n");
+    assert!(e.contains("spec.hostnames[1]") && e.contains("twice"), "{e}");
+
+    assert!(host_matches("api.example.com", "API.example.com."));
+    assert!(!host_matches("api.example.com", "xapi.example.com"));
+    assert!(host_matches("*.example.com", "a.example.com"));
+    assert!(host_matches("*.example.com", "a.b.example.com"));
+    assert!(!host_matches("*.example.com", "example.com"));
+    assert!(!host_matches("*.example.com", "aexample.com"));
+    assert_eq!(strip_port("api.example.com:8080"), "api.example.com");
+    assert_eq!(strip_port("api"), "api");
+    assert_eq!(strip_port("[::1]:80"), "[::1]");
+    assert_eq!(strip_port("::1"), "::1");
+}

@@ -189,6 +189,49 @@ fn check_hostname(h: &str, at: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// A route's `hostnames`: the Gateway API's form, a lowercase DNS name or one with a leading
+/// `*.` wildcard label (`*.example.com`), no IP address, no port, at most [`MAX_HOSTNAMES`].
+fn check_route_hostnames(hosts: &[String]) -> Result<(), ConfigError> {
+    if hosts.len() > MAX_HOSTNAMES {
+        return Err(f("hostnames", format!("at most {MAX_HOSTNAMES} (the Gateway API's limit); split the route")));
+    }
+    for (i, h) in hosts.iter().enumerate() {
+        let at = format!("hostnames[{i}]");
+        let name = h.strip_prefix("*.").unwrap_or(h);
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if h.len() > 253 || !name.split('.').all(label_ok) {
+            let hint = if h.bytes().any(|b| b.is_ascii_uppercase()) {
+                "; write it in lowercase"
+            } else if h.contains(':') {
+                "; leave the port out (the route's parentRefs[].port says which port)"
+            } else if h.contains('*') {
+                "; a wildcard is only a whole first label: *.example.com"
+            } else {
+                ""
+            };
+            return Err(f(
+                at,
+                format!(
+                    "{h:?} is not a hostname (DNS labels of a-z, 0-9 and '-', optionally after a leading \"*.\"){hint}"
+                ),
+            ));
+        }
+        if name.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+            return Err(f(at, format!("{h:?} is an IP address; the Gateway API takes hostnames only")));
+        }
+        if hosts[..i].contains(h) {
+            return Err(f(at, format!("{h:?} is listed twice; keep one")));
+        }
+    }
+    Ok(())
+}
+
 /// Checks one rule's filters. `prefix_matched`: every match is a PathPrefix match; `grpc`: only
 /// the filters GRPCRoute allows.
 fn check_filters(filters: &[HttpRouteFilter], at: &str, prefix_matched: bool, grpc: bool) -> Result<(), ConfigError> {
@@ -318,6 +361,7 @@ fn check_rule_names<'a>(names: impl Iterator<Item = &'a Option<String>>) -> Resu
 impl Validate for HttpRouteSpec {
     fn validate(&self) -> Result<(), ConfigError> {
         check_parents(&self.parent_refs)?;
+        check_route_hostnames(&self.hostnames)?;
         if self.rules.len() > MAX_RULES {
             return Err(f("rules", format!("at most {MAX_RULES} rules (the Gateway API's limit); split the route")));
         }
@@ -458,6 +502,7 @@ fn check_redirect_loops(spec: &HttpRouteSpec) -> Result<(), ConfigError> {
 impl Validate for GrpcRouteSpec {
     fn validate(&self) -> Result<(), ConfigError> {
         check_parents(&self.parent_refs)?;
+        check_route_hostnames(&self.hostnames)?;
         if self.rules.len() > MAX_RULES {
             return Err(f("rules", format!("at most {MAX_RULES} rules")));
         }

@@ -5,8 +5,17 @@
 //! of the response body.
 //!
 //! Only a request that can be sent again is retried: a method the policy allows (by default the
-//! idempotent ones, RFC 9110 §9.2.2) and a body of at most `maxBodyBytes`, buffered before the
-//! first try. A larger body is streamed once as it comes, never retried.
+//! idempotent ones, RFC 9110 §9.2.2) and a body of at most `maxBodyBytes`. A body of known
+//! length is buffered before the first try; one of unknown length (chunked, HTTP/2 and gRPC
+//! streams) is sent as it comes while a copy is kept ([`Tee`]), so a streaming call is never held
+//! back, and it can be sent again only if it had ended, within `maxBodyBytes`, when the failed
+//! answer came. A larger body is streamed once, never retried.
+//!
+//! gRPC (gRFC A6): a gRPC call (`content-type: application/grpc...`, always POST) is retried on
+//! the policy's `grpcStatusCodes` whatever `methods` says; its other conditions (5xx, reset...)
+//! need POST in `methods`. The gRPC status counts only in a trailers-only response (`grpc-status`
+//! in the response head, as Envoy and gRFC A6 read it): a call whose head came without one is
+//! committed, its head forwarded at once, and a status in its trailers is never retried.
 
 use super::budget::Budget;
 use super::fault::Injected;
@@ -110,11 +119,21 @@ impl Rule {
     }
 
     /// The request ready for its first try, and what is needed to send it again (`None`: it
-    /// cannot be retried). A body is read here, up to `max_body` bytes; one that turns out
-    /// larger goes on as it came (the part read first, then the rest).
+    /// cannot be retried). A body of known length is read here; one of unknown length goes on
+    /// at once through a [`Tee`] that keeps a copy up to `max_body` bytes.
     async fn prepare(&self, req: Request<Body>) -> (Request<Body>, Option<Replay>) {
-        if !self.allows(req.method()) || req.body().size_hint().lower() > self.max_body {
+        let allowed = self.allows(req.method());
+        let grpc_only = !allowed && !self.grpc_codes.is_empty() && crate::route::is_grpc(&req);
+        let hint = req.body().size_hint();
+        if !(allowed || grpc_only) || hint.lower() > self.max_body {
             return (req, None);
+        }
+        if hint.exact().is_none() {
+            let (parts, body) = req.into_parts();
+            let copy = Arc::new(std::sync::Mutex::new(Copy::default()));
+            let tee = Tee { inner: body, copy: copy.clone(), max: self.max_body };
+            let replay = Replay { head: head_copy(&parts), body: ReplayBody::Tee(copy), grpc_only };
+            return (Request::from_parts(parts, BodyExt::boxed(tee)), Some(replay));
         }
         let (parts, mut body) = req.into_parts();
         let mut chunks: Vec<Bytes> = vec![];
@@ -139,7 +158,7 @@ impl Rule {
         match rest {
             None => {
                 let bytes = concat(chunks);
-                let replay = Replay { head: head_copy(&parts), body: bytes.clone() };
+                let replay = Replay { head: head_copy(&parts), body: ReplayBody::Whole(bytes.clone()), grpc_only };
                 (Request::from_parts(parts, h::full(bytes)), Some(replay))
             }
             Some(rest) => (Request::from_parts(parts, chained(chunks, rest)), None),
@@ -178,7 +197,96 @@ fn error_body(chunks: Vec<Bytes>, e: BoxError) -> Body {
 /// its whole body.
 struct Replay {
     head: http::request::Parts,
-    body: Bytes,
+    body: ReplayBody,
+    /// A gRPC call whose method the policy does not list: retried on its gRPC statuses only.
+    grpc_only: bool,
+}
+
+enum ReplayBody {
+    /// Read before the first try.
+    Whole(Bytes),
+    /// Copied as the first try sent it.
+    Tee(Arc<std::sync::Mutex<Copy>>),
+}
+
+/// The copy a [`Tee`] keeps.
+#[derive(Default)]
+struct Copy {
+    chunks: Vec<Bytes>,
+    len: u64,
+    state: CopyState,
+}
+
+#[derive(Default, PartialEq, Debug)]
+enum CopyState {
+    #[default]
+    Reading,
+    /// The body ended within the limit: the copy is all of it.
+    Complete,
+    /// Over the limit, trailers, or an error: it cannot be sent again.
+    Unreplayable,
+}
+
+impl Copy {
+    fn end(&mut self) {
+        if self.state == CopyState::Reading {
+            self.state = CopyState::Complete;
+        }
+    }
+}
+
+/// A request body passed on frame by frame as the try sends it, copied on the way (one
+/// uncontended lock per frame). The copy is complete once the body has ended, which happens
+/// before the try's request can end upstream, so before any answer to a whole request.
+struct Tee {
+    inner: Body,
+    copy: Arc<std::sync::Mutex<Copy>>,
+    max: u64,
+}
+
+impl http_body::Body for Tee {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let mut c = this.copy.lock().unwrap_or_else(|p| p.into_inner());
+        match &polled {
+            Poll::Pending => {}
+            Poll::Ready(None) => c.end(),
+            Poll::Ready(Some(Err(_))) => c.state = CopyState::Unreplayable,
+            Poll::Ready(Some(Ok(frame))) if c.state == CopyState::Reading => match frame.data_ref() {
+                Some(data) => {
+                    c.len += data.len() as u64;
+                    if c.len > this.max {
+                        c.state = CopyState::Unreplayable;
+                        c.chunks = Vec::new();
+                    } else {
+                        c.chunks.push(data.clone());
+                        if this.inner.is_end_stream() {
+                            c.end();
+                        }
+                    }
+                }
+                None => c.state = CopyState::Unreplayable,
+            },
+            Poll::Ready(Some(Ok(_))) => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            self.copy.lock().unwrap_or_else(|p| p.into_inner()).end();
+        }
+        end
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 fn head_copy(parts: &http::request::Parts) -> http::request::Parts {
@@ -191,8 +299,25 @@ fn head_copy(parts: &http::request::Parts) -> http::request::Parts {
 }
 
 impl Replay {
-    fn request(&self) -> Request<Body> {
-        Request::from_parts(head_copy(&self.head), h::full(self.body.clone()))
+    /// The request again; `None` when its body cannot be sent again (a tee'd body that had not
+    /// ended, or was over the limit).
+    fn request(&self) -> Option<Request<Body>> {
+        let body = match &self.body {
+            ReplayBody::Whole(b) => b.clone(),
+            ReplayBody::Tee(copy) => {
+                let c = copy.lock().unwrap_or_else(|p| p.into_inner());
+                if c.state != CopyState::Complete {
+                    return None;
+                }
+                concat(c.chunks.clone())
+            }
+        };
+        Some(Request::from_parts(head_copy(&self.head), h::full(body)))
+    }
+
+    /// Whether outcome `o` of this request is retried under `rule`.
+    fn retries(&self, rule: &Rule, o: &Outcome) -> bool {
+        rule.retries(o) && (!self.grpc_only || matches!(o, Outcome::Grpc(_)))
     }
 }
 
@@ -286,7 +411,7 @@ async fn tries(
     req: Request<Body>,
     started: Instant,
 ) -> (Arc<Endpoint>, Result<Response<Body>, ProxyError>) {
-    let (mut first, replay) = match &p.retry {
+    let (mut next, replay) = match &p.retry {
         Some(rule) => {
             rule.budget.deposit();
             let (req, replay) = rule.prepare(req).await;
@@ -299,11 +424,7 @@ async fn tries(
     // Held while a retry is under way (until the next retry or the answer).
     let mut _retry_permit = None;
     loop {
-        let req = match (first.take(), &replay) {
-            (Some(req), _) => req,
-            (None, Some(replay)) => replay.request(),
-            (None, None) => unreachable!("a retry has a replay"),
-        };
+        let Some(req) = next.take() else { unreachable!("each try has its request") };
         let attempt = crate::outbound::forward_with(ctx, target, ep.clone(), req, started, p.connect_timeout);
         let (used, result) = match p.per_try_timeout {
             None => attempt.await,
@@ -315,8 +436,8 @@ async fn tries(
                 }
             },
         };
-        let (Some(rule), Some(_)) = (&p.retry, &replay) else { return (used, result) };
-        let retriable = rule.retries(&outcome(&result));
+        let (Some(rule), Some(replay)) = (&p.retry, &replay) else { return (used, result) };
+        let retriable = replay.retries(rule, &outcome(&result));
         if n >= rule.attempts || !retriable {
             // The last try failed as one that would be retried: the retry limit (URX).
             let mut result = result;
@@ -325,6 +446,8 @@ async fn tries(
             }
             return (used, result);
         }
+        // A streamed body that had not ended (or outgrew the limit) cannot be sent again.
+        let Some(again) = replay.request() else { return (used, result) };
         if !rule.budget.withdraw() {
             p.counters.budget_exhausted.inc();
             return (used, result);
@@ -339,6 +462,7 @@ async fn tries(
             }
         };
         n += 1;
+        next = Some(again);
         p.counters.retries.inc();
         // The failed response's body is dropped unread: its stream is reset.
         drop(result);
@@ -459,20 +583,37 @@ mod tests {
         assert!(r.prepare(req("GET", "")).await.1.is_some());
         assert!(r.prepare(req("POST", "")).await.1.is_none(), "not idempotent");
         let (sent, replay) = r.prepare(req("PUT", "abcd")).await;
-        assert_eq!(replay.unwrap().body, "abcd");
+        assert!(matches!(replay.unwrap().body, ReplayBody::Whole(b) if b == "abcd"));
         assert_eq!(sent.into_body().collect().await.unwrap().to_bytes(), "abcd");
         // Over the limit by its declared length: not read at all.
         assert!(r.prepare(req("PUT", "abcde")).await.1.is_none());
-        // Over the limit as it streams (no length): what was read goes out first, then the rest.
-        let stream = http_body_util::StreamBody::new(futures_util::stream::iter(
-            ["ab", "cd", "ef"].map(|c| Ok::<_, BoxError>(Frame::data(Bytes::from(c)))),
-        ))
-        .boxed();
-        let (sent, replay) = r.prepare(Request::builder().method("PUT").body(stream).unwrap()).await;
-        assert!(replay.is_none());
+        // No length: streamed as it comes, copied; over the limit, it cannot be sent again.
+        let stream = |chunks: &'static [&'static str]| {
+            http_body_util::StreamBody::new(futures_util::stream::iter(
+                chunks.iter().map(|c| Ok::<_, BoxError>(Frame::data(Bytes::from(*c)))),
+            ))
+            .boxed()
+        };
+        let (sent, replay) =
+            r.prepare(Request::builder().method("PUT").body(stream(&["ab", "cd", "ef"])).unwrap()).await;
+        let replay = replay.expect("a streamed body is copied as it goes");
+        assert!(replay.request().is_none(), "not ended yet");
         assert_eq!(sent.into_body().collect().await.unwrap().to_bytes(), "abcdef");
+        assert!(replay.request().is_none(), "over the limit");
+        let (sent, replay) = r.prepare(Request::builder().method("PUT").body(stream(&["ab", "cd"])).unwrap()).await;
+        assert_eq!(sent.into_body().collect().await.unwrap().to_bytes(), "abcd");
+        let again = replay.unwrap().request().expect("ended within the limit");
+        assert_eq!(again.into_body().collect().await.unwrap().to_bytes(), "abcd");
         let post = rule(r#"{"methods":["POST"]}"#);
         assert!(post.prepare(req("POST", "x")).await.1.is_some());
         assert!(post.prepare(req("GET", "")).await.1.is_none(), "the list replaces the default");
+        // gRPC (POST): retried on the listed gRPC statuses only, whatever `methods` says.
+        let g = rule(r#"{"retryOn":["5xx"],"grpcStatusCodes":["unavailable"]}"#);
+        let call =
+            || Request::builder().method("POST").header("content-type", "application/grpc").body(h::full("x")).unwrap();
+        let replay = g.prepare(call()).await.1.expect("a gRPC call is kept for its gRPC statuses");
+        assert!(replay.retries(&g, &Outcome::Grpc(14)));
+        assert!(!replay.retries(&g, &Outcome::Grpc(13)) && !replay.retries(&g, &Outcome::Status(503)));
+        assert!(rule(r#"{"retryOn":["5xx"]}"#).prepare(call()).await.1.is_none(), "no gRPC status listed");
     }
 }

@@ -3,8 +3,10 @@
 use http::header::HeaderName;
 use http::Request;
 use regex::Regex;
+use weft_api::route::order::Entry;
 use weft_api::route::{
-    compile_regex, AttachedRoute, GrpcMethodMatchType, PathMatchType, RouteSpec, ValueMatch, ValueMatchType,
+    compile_regex, host_matches, strip_port, AttachedRoute, GrpcMethodMatchType, PathMatchType, RouteSpec, ValueMatch,
+    ValueMatchType,
 };
 
 #[derive(Debug)]
@@ -45,6 +47,9 @@ impl Value {
 pub struct Match {
     /// Only gRPC requests (a GRPCRoute's entry).
     grpc: bool,
+    /// Only requests to this host (the route's hostname of this entry, `*.suffix` or exact);
+    /// `None`: every host.
+    host: Option<String>,
     /// The parentRef's port, when the route attached to one port of the service.
     port: Option<u16>,
     path: Path,
@@ -70,8 +75,29 @@ fn headers(list: &[ValueMatch]) -> Result<Vec<(HeaderName, Value)>, String> {
         .collect()
 }
 
+/// The request's host without its port: the URI's authority (HTTP/2 `:authority`, an absolute
+/// HTTP/1 target), else the `Host` header.
+pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.host()),
+        None => req.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()).map(strip_port),
+    }
+}
+
 impl Match {
-    pub fn compile(service: &str, route: &AttachedRoute, rule: usize, matched: Option<usize>) -> Result<Match, String> {
+    /// Compiles one entry of [`weft_api::route::order::http_entries`].
+    pub fn compile(service: &str, e: &Entry<'_>) -> Result<Match, String> {
+        let mut m = Match::compile_match(service, e.route, e.rule, e.matched)?;
+        m.host = e.hostname().map(str::to_string);
+        Ok(m)
+    }
+
+    fn compile_match(
+        service: &str,
+        route: &AttachedRoute,
+        rule: usize,
+        matched: Option<usize>,
+    ) -> Result<Match, String> {
         // The port this route applies to, when its parentRefs naming this service (`service`,
         // `name.namespace`) all name one; a parentRef without a port: every port.
         let ports: Vec<Option<u16>> = route
@@ -90,6 +116,7 @@ impl Match {
                 let Some(m) = matched.map(|i| &s.rules[rule].matches[i]) else {
                     return Ok(Match {
                         grpc: false,
+                        host: None,
                         port,
                         path: Path::Any,
                         method: None,
@@ -117,12 +144,22 @@ impl Match {
                     .iter()
                     .map(|q| Ok((q.name.clone(), Value::compile(q)?)))
                     .collect::<Result<_, String>>()?;
-                Ok(Match { grpc: false, port, path, method, headers: headers(&m.headers)?, query, desc: String::new() })
+                Ok(Match {
+                    grpc: false,
+                    host: None,
+                    port,
+                    path,
+                    method,
+                    headers: headers(&m.headers)?,
+                    query,
+                    desc: String::new(),
+                })
             }
             RouteSpec::GRPCRoute(s) => {
                 let Some(m) = matched.map(|i| &s.rules[rule].matches[i]) else {
                     return Ok(Match {
                         grpc: true,
+                        host: None,
                         port,
                         path: Path::Any,
                         method: None,
@@ -150,6 +187,7 @@ impl Match {
                     };
                 Ok(Match {
                     grpc: true,
+                    host: None,
                     port,
                     path,
                     method: None,
@@ -178,6 +216,11 @@ impl Match {
         }
         if let (Some(want), Some(got)) = (self.port, port) {
             if want != got {
+                return false;
+            }
+        }
+        if let Some(h) = &self.host {
+            if !request_host(req).is_some_and(|got| host_matches(h, got)) {
                 return false;
             }
         }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use weft_api::route::{AttachedRoute, BackendRef, RouteSpec};
 
 pub use filters::Filters;
-pub use matcher::Match;
+pub use matcher::{is_grpc, Match};
 pub use mirror::{copies as mirror_copies, Mirror};
 
 /// One service's compiled routes.
@@ -149,7 +149,7 @@ impl Table {
                     }
                 },
             };
-            match Match::compile(service, e.route, e.rule, e.matched) {
+            match Match::compile(service, &e) {
                 Ok(mut m) => {
                     m.desc = weft_api::route::order::describe_match(&e);
                     t.entries.push((m, rule))

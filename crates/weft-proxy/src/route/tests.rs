@@ -161,3 +161,19 @@ fn a_parent_port_limits_the_route_to_that_port_of_that_service() {
     assert!(t.find(&r, Some(9090)).is_none(), "9090 is web's port, not api's");
     assert!(t.find(&r, None).is_some(), "a port unknown to the proxy (each endpoint's own) matches");
 }
+
+#[test]
+fn hostnames_scope_a_route_and_the_most_specific_host_comes_first() {
+    let t = table(
+        "apiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: any }\nspec:\n  parentRefs: [{ name: api }]\n  rules:\n    - matches: [{ path: { type: Exact, value: /x } }]\n      backendRefs: [{ name: any }]\n---\napiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: wild }\nspec:\n  parentRefs: [{ name: api }]\n  hostnames: [\"*.example.com\"]\n  rules:\n    - matches: [{ path: { type: PathPrefix, value: /y } }]\n      backendRefs: [{ name: wild }]\n---\napiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: exact }\nspec:\n  parentRefs: [{ name: api }]\n  hostnames: [a.example.com]\n  rules:\n    - backendRefs: [{ name: exact }]\n",
+    );
+    let b = |u: &str, h: &[(&str, &str)]| backend_of(&t, &req("GET", u, h));
+    // HTTP/2 (:authority, here the URI's) and HTTP/1 (Host header), ports stripped.
+    assert_eq!(b("http://a.example.com:8080/x", &[]).unwrap(), "exact.default", "an exact host before any path rule");
+    assert_eq!(b("/x", &[("host", "A.Example.com")]).unwrap(), "exact.default");
+    assert_eq!(b("http://b.example.com/y/1", &[]).unwrap(), "wild.default");
+    assert_eq!(b("http://b.example.com/x", &[]).unwrap(), "any.default", "falls through to a route for every host");
+    assert_eq!(b("http://example.com/y", &[]), None, "*.example.com does not take example.com");
+    assert_eq!(b("/x", &[("host", "api")]).unwrap(), "any.default");
+    assert_eq!(b("/y", &[]), None, "no host: only routes without hostnames apply");
+}
