@@ -200,7 +200,8 @@ fn weft_up_clusters_3_links_every_pair() {
         if answered.len() == 3 {
             break;
         }
-        let line = up.until(1, |l| l.contains(" over mTLS: 200; api saw caller spiffe://east.local/"));
+        // (2 lines: every 20 answers the demo prints a line with their split.)
+        let line = up.until(2, |l| l.contains(" over mTLS: 200; api saw caller spiffe://east.local/"));
         for (app, cluster) in [("api-v1", "east"), ("api-v2", "west"), ("api-v3", "c3")] {
             if line.contains(&format!("web (east) -> {app} ({cluster}) over")) {
                 answered.insert(cluster);
@@ -321,13 +322,14 @@ fn weft_up_runs_again_on_its_data_dir() {
     let _ = std::fs::remove_dir_all(&dir);
     for run in 0..2 {
         let out = Command::new(WEFT)
-            .args(["up", "--data-dir", dir.to_str().unwrap(), "--requests", "4", "--interval", "100ms"])
+            // 20 requests: the demo's route sends 1 in 10 to api-v2 in west.
+            .args(["up", "--data-dir", dir.to_str().unwrap(), "--requests", "20", "--interval", "100ms"])
             .output()
             .unwrap();
         let t = text(&out.stdout);
         assert!(out.status.success(), "run {run}: {t}{}", text(&out.stderr));
         assert!(t.contains("web (east) -> api-v2 (west) over mTLS: 200"), "run {run}: {t}");
-        assert!(t.contains("stopped after 4 requests (0 failed)"), "run {run}: {t}");
+        assert!(t.contains("stopped after 20 requests (0 failed)"), "run {run}: {t}");
         // No link of this run is left to point at its ports, so the next run logs no failing link.
         let err = text(&out.stderr);
         assert!(!err.contains("link to cluster failing"), "run {run}: {err}");
