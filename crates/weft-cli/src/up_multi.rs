@@ -574,5 +574,21 @@ mod tests {
             .collect();
         assert_eq!(placed, [("api-v1", "east"), ("api-v2", "west"), ("api-v3", "c3"), ("web", "east")]);
         assert_eq!(d.clusters[2].trust_domain(), "c3.local");
+        let services: Vec<&str> = d.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(services, ["api", "api-v1", "api-v2", "api-v3", "web"], "api has no workloads: its route splits it");
+    }
+
+    #[test]
+    fn demo_routes_are_valid_resources_that_split_90_10() {
+        let weights = |n: usize| -> Vec<(String, u32)> {
+            let docs = parse_documents(&demo_routes(n)).expect("the demo's route and policy parse and validate");
+            assert!(matches!(&docs[1], weft_api::resource::Resource::ResiliencePolicy(_)), "{docs:?}");
+            let weft_api::resource::Resource::HTTPRoute(r) = &docs[0] else { panic!("an HTTPRoute first: {docs:?}") };
+            assert_eq!(r.spec.parent_refs[0].name, "api");
+            r.spec.rules[0].backend_refs.iter().map(|b| (b.name.clone(), b.weight())).collect()
+        };
+        assert_eq!(weights(2), [("api-v1".to_string(), 90), ("api-v2".to_string(), 10)]);
+        // api-v1 keeps 90 %; the others share the rest.
+        assert_eq!(weights(3), [("api-v1".to_string(), 180), ("api-v2".to_string(), 10), ("api-v3".to_string(), 10)]);
     }
 }

@@ -267,7 +267,9 @@ fn every_page_renders_in_chromium_without_script_errors() {
     std::fs::create_dir_all(&scratch).unwrap();
     let b = Browser { server, token, ca_file, profile: scratch.join("profile") };
     // The first reports of the demo's traffic (every 10 s) before the pages are loaded.
-    poll("web -> api-v1 (east) and api-v2 (west) in `weft edges`", std::time::Duration::from_secs(90), || demo_edges(&b));
+    poll("web -> api-v1 (east) and api-v2 (west) in `weft edges`", std::time::Duration::from_secs(90), || {
+        demo_edges(&b)
+    });
 
     let overview = b.dom("/");
     assert!(overview.contains("Clusters and links") && overview.contains("data-link=\"west\""), "{overview}");
