@@ -96,7 +96,11 @@ impl Backends {
                 sum
             })
             .collect();
-        Backends { list, cumulative, next: AtomicU64::new(0) }
+        // From a random point of the sequence: a table is rebuilt on discovery updates (the
+        // backends' endpoints changing, say), and a sequence restarted at 0 each time would give
+        // the first few picks after every rebuild to the first backend (with 90/10, eight in a
+        // row), skewing the split when updates come often.
+        Backends { list, cumulative, next: AtomicU64::new(crate::balance::hash::random()) }
     }
 
     /// The next backend by weight; `None` when there is none (or every weight is 0).

@@ -46,6 +46,22 @@ fn weighted_picks_hold_their_share_over_every_window() {
 }
 
 #[test]
+fn a_split_holds_when_the_table_is_rebuilt_every_few_requests() {
+    // Discovery updates rebuild the table; each rebuilt one must not start the sequence over.
+    let refs: Vec<BackendRef> =
+        serde_json::from_str(r#"[{"name":"v1","weight":90},{"name":"v2","weight":10}]"#).unwrap();
+    let v2 = (0..2_000)
+        .flat_map(|_| {
+            let b = Backends::new(&refs, "default");
+            (0..5).map(move |_| b.pick().unwrap().key == "v2.default").collect::<Vec<_>>()
+        })
+        .filter(|x| *x)
+        .count();
+    // 10,000 picks at 10 %: 1,000 expected; a restart at 0 each time would give none.
+    assert!((850..=1150).contains(&v2), "v2 got {v2} of 10,000 picks");
+}
+
+#[test]
 fn matches_apply_in_precedence_order() {
     let t = table(
         "apiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: r }\nspec:\n  parentRefs: [{ name: api }]\n  rules:\n    - backendRefs: [{ name: all }]\n    - matches: [{ path: { type: PathPrefix, value: /v2/ } }]\n      backendRefs: [{ name: prefix }]\n    - matches: [{ path: { type: PathPrefix, value: /v2 }, headers: [{ name: X-Canary, value: \"on\" }] }]\n      backendRefs: [{ name: canary }]\n    - matches: [{ path: { type: Exact, value: /v2/exact }, method: POST }]\n      backendRefs: [{ name: exact }]\n    - matches: [{ path: { type: RegularExpression, value: \"/users/[0-9]+\" }, queryParams: [{ name: debug, value: \"1\" }] }]\n      backendRefs: [{ name: regex }]\n",
