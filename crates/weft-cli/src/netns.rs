@@ -53,6 +53,24 @@ pub fn bridge_mac(octet: u8, n: u8) -> String {
     format!("02:77:0a:d5:{octet:02x}:{n:02x}")
 }
 
+/// Held while a run picks its free 10.213.x.0/24 subnets and puts its addresses on them: another
+/// `weft up --netns` starting at the same moment then sees them as used (without it, both could
+/// read the host's addresses before either added its own and take the same subnet). Released
+/// when dropped.
+pub fn subnet_lock() -> anyhow::Result<std::fs::File> {
+    let dir =
+        if std::path::Path::new("/run").is_dir() { std::path::PathBuf::from("/run") } else { std::env::temp_dir() };
+    let path = dir.join("weft-netns-subnets.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
+    Ok(file)
+}
+
 /// Why this machine cannot run pods, if it cannot (not root, iproute2 or iptables missing).
 pub fn unavailable() -> Option<String> {
     let root = run(&["id", "-u"]).map(|o| o.trim() == "0").unwrap_or(false);
@@ -76,6 +94,7 @@ impl PodNetwork {
         }
         let tag = (std::process::id() % 1_000_000).to_string();
         let bridge = format!("wft{tag}");
+        let _picking = subnet_lock()?;
         let used = run(&["ip", "-o", "-4", "addr", "show"])?;
         let third = (0..250u16)
             .map(|i| ((std::process::id() as u16 % 200) + i) % 250 + 1)

@@ -95,6 +95,8 @@ impl WanNetworks {
             bail!(why);
         }
         let tag = (std::process::id() % 1_000_000).to_string();
+        // Until every cluster's host leg has its address (see `netns::subnet_lock`).
+        let _picking = crate::netns::subnet_lock()?;
         let used = run(&["ip", "-o", "-4", "addr", "show"])?;
         let mut free = (0..250u16)
             .map(|i| ((std::process::id() as u16 % 200) + i) % 250 + 1)
