@@ -261,6 +261,8 @@ async fn run(
     cfg.dns = Some(SocketAddr::new(gw.into(), 53));
     cfg.dns_upstream = host_resolver();
     cfg.dashboard = (!args.no_dashboard).then(|| ([127, 0, 0, 1], 0).into());
+    // The control plane's own /metrics, on a free loopback port (printed with the dashboard).
+    cfg.metrics = Some(([127, 0, 0, 1], 0).into());
     cfg.mesh = mesh;
     let cp = ControlPlane::start(cfg).await.context("cannot start the control plane on the bridge")?;
     println!(
