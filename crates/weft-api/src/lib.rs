@@ -52,6 +52,7 @@ pub mod ca;
 pub mod ext_authz;
 pub mod kinds;
 pub mod link;
+pub mod loglimit;
 pub mod peer_authentication;
 pub mod proxy;
 pub mod request_authn;

@@ -1,5 +1,5 @@
 //! `ResiliencePolicy`: retries with a budget, timeouts, fault injection and a local rate limit for
-//! one Service (or one HTTPRoute rule), attached Gateway-API style through `spec.targetRef`.
+//! one Service (or one HTTPRoute or GRPCRoute, or one of its rules), attached Gateway-API style through `spec.targetRef`.
 //!
 //! One kind with four sections rather than four kinds: they apply to the same requests in one
 //! fixed order (rate limit at the server's proxy; then fault, request timeout, tries with their
@@ -40,6 +40,25 @@ pub enum TargetKind {
     /// A Gateway API HTTPRoute, or one of its rules (`sectionName`: the rule's name).
     #[serde(rename = "HTTPRoute")]
     HttpRoute,
+    /// A Gateway API GRPCRoute, or one of its rules (`sectionName`: the rule's name).
+    #[serde(rename = "GRPCRoute")]
+    GrpcRoute,
+}
+
+impl TargetKind {
+    /// The kind as written in `targetRef.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Service => "Service",
+            TargetKind::HttpRoute => "HTTPRoute",
+            TargetKind::GrpcRoute => "GRPCRoute",
+        }
+    }
+
+    /// A route kind (its rules are sections a policy may name).
+    pub fn is_route(self) -> bool {
+        matches!(self, TargetKind::HttpRoute | TargetKind::GrpcRoute)
+    }
 }
 
 /// What the policy attaches to, in the policy's namespace (Gateway API `LocalPolicyTargetReference`
@@ -47,10 +66,10 @@ pub enum TargetKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TargetRef {
-    /// `Service` or `HTTPRoute`.
+    /// `Service`, `HTTPRoute` or `GRPCRoute`.
     pub kind: TargetKind,
     pub name: String,
-    /// With `kind: HTTPRoute`: the name of one rule of the route.
+    /// With `kind: HTTPRoute` or `GRPCRoute`: the name of one rule of the route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub section_name: Option<String>,
 }
@@ -571,7 +590,7 @@ impl crate::resource::Validate for ResiliencePolicySpec {
             (TargetKind::Service, Some(_)) => {
                 return Err(ConfigError::invalid(
                     "targetRef.sectionName",
-                    "only an HTTPRoute has sections (rules); remove it or target the HTTPRoute",
+                    "only an HTTPRoute or a GRPCRoute has sections (rules); remove it or target the route",
                 ))
             }
             (_, Some(s)) if !valid_name(s) => {
@@ -579,7 +598,7 @@ impl crate::resource::Validate for ResiliencePolicySpec {
             }
             _ => {}
         }
-        if self.target_ref.kind == TargetKind::HttpRoute && self.rate_limit.is_some() {
+        if self.target_ref.kind.is_route() && self.rate_limit.is_some() {
             return Err(ConfigError::invalid(
                 "rateLimit",
                 "applies at the target Service's own proxies; attach it to the Service (targetRef.kind: Service)",

@@ -29,6 +29,7 @@ mod describe;
 mod diagnose;
 mod dns;
 mod intention;
+mod interrupt;
 mod link;
 mod netns;
 mod netns_wan;

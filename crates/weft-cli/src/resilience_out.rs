@@ -20,9 +20,11 @@ pub fn describe(o: &Value) -> Vec<String> {
                 t.name
             )
         }
-        (TargetKind::HttpRoute, Some(rule)) => format!("target: rule {rule} of HTTPRoute {ns}/{}", t.name),
-        (TargetKind::HttpRoute, None) => {
-            format!("target: HTTPRoute {ns}/{} (each rule without a policy of its own)", t.name)
+        (TargetKind::HttpRoute | TargetKind::GrpcRoute, Some(rule)) => {
+            format!("target: rule {rule} of {} {ns}/{}", t.kind.as_str(), t.name)
+        }
+        (TargetKind::HttpRoute | TargetKind::GrpcRoute, None) => {
+            format!("target: {} {ns}/{} (each rule without a policy of its own)", t.kind.as_str(), t.name)
         }
     }];
     out.push("conditions:".into());
@@ -73,21 +75,25 @@ pub fn describe(o: &Value) -> Vec<String> {
 
 /// Which requests the policy `id` (`namespace/name`) covers, from the effective routes of the
 /// Services involved (`GET /v1/services/.../routes`): for a Service target, the route rules
-/// whose requests take another policy instead; for a whole-route target (`route`:
-/// `namespace/name`), each rule of it and the policy it takes.
-pub fn coverage(id: &str, route: Option<&str>, services: &[Value]) -> Vec<String> {
+/// whose requests take another policy instead; for a whole-route target (`route`: its kind,
+/// `HTTPRoute` or `GRPCRoute`, and `namespace/name`), each rule of it and the policy it takes.
+pub fn coverage(id: &str, route: Option<(&str, &str)>, services: &[Value]) -> Vec<String> {
     let mut seen = std::collections::BTreeSet::new();
     let mut out = vec![];
     for svc in services {
         for e in svc["http"].as_array().into_iter().flatten() {
             let (r, rule) = (e["route"].as_str().unwrap_or(""), e["rule"].as_str().unwrap_or(""));
-            if route.is_some_and(|want| want != r) || !seen.insert((r.to_string(), rule.to_string())) {
+            // Entries from before the API said each route's kind are HTTPRoutes.
+            let kind = e["kind"].as_str().unwrap_or("HTTPRoute");
+            if route.is_some_and(|(k, want)| want != r || k != kind)
+                || !seen.insert((kind.to_string(), r.to_string(), rule.to_string()))
+            {
                 continue;
             }
             let taken = e["resilience"].as_str();
             match (route, taken) {
                 (None, Some(other)) => {
-                    out.push(format!("  except rule {rule} of HTTPRoute {r}: ResiliencePolicy {other} instead"))
+                    out.push(format!("  except rule {rule} of {kind} {r}: ResiliencePolicy {other} instead"))
                 }
                 (None, None) => {}
                 (Some(_), Some(p)) if p == id => out.push(format!("  rule {rule}: this policy")),
@@ -193,15 +199,23 @@ mod tests {
             { "route": "default/r", "rule": "slow", "resilience": "default/slow-res" },
             { "route": "default/r", "rule": "rest", "resilience": null },
             { "route": "default/other", "rule": "x", "resilience": "default/whole" },
+            { "kind": "GRPCRoute", "route": "default/other", "rule": "x", "resilience": "default/g" },
         ]});
         assert_eq!(
             coverage("default/api-res", None, std::slice::from_ref(&svc)),
             [
                 "  except rule slow of HTTPRoute default/r: ResiliencePolicy default/slow-res instead",
-                "  except rule x of HTTPRoute default/other: ResiliencePolicy default/whole instead"
+                "  except rule x of HTTPRoute default/other: ResiliencePolicy default/whole instead",
+                "  except rule x of GRPCRoute default/other: ResiliencePolicy default/g instead"
             ]
         );
-        assert_eq!(coverage("default/whole", Some("default/other"), &[svc]), ["  rule x: this policy"]);
+        let whole = |kind| coverage("default/whole", Some((kind, "default/other")), std::slice::from_ref(&svc));
+        assert_eq!(whole("HTTPRoute"), ["  rule x: this policy"]);
+        assert_eq!(
+            whole("GRPCRoute"),
+            ["  rule x: ResiliencePolicy default/g (its own)"],
+            "a GRPCRoute of the same name"
+        );
     }
 
     #[test]

@@ -236,14 +236,16 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let layout = layout(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = rt.block_on(async move {
+        // Before anything is made: a signal while starting cleans up what was made so far.
+        let interrupt = crate::interrupt::Interrupt::listen();
         match layout {
-            Layout::Netns(plan) => crate::up_netns::up(plan, &args).await,
-            Layout::NetnsClusters(n) => crate::up_netns_clusters::up(n, &args).await,
+            Layout::Netns(plan) => crate::up_netns::up(plan, &args, &interrupt).await,
+            Layout::NetnsClusters(n) => crate::up_netns_clusters::up(n, &args, &interrupt).await,
             Layout::NetnsFileClusters(plan, clusters) => {
-                crate::up_netns_clusters::up_file(plan, &clusters, &args).await
+                crate::up_netns_clusters::up_file(plan, &clusters, &args, &interrupt).await
             }
-            Layout::Multi { file, demo } => crate::up_multi::up(file, demo, &args).await,
-            Layout::Single(file) => up(args, file).await,
+            Layout::Multi { file, demo } => crate::up_multi::up(file, demo, &args, &interrupt).await,
+            Layout::Single(file) => up(args, file, &interrupt).await,
         }
     });
     rt.shutdown_timeout(Duration::from_millis(200));
@@ -264,7 +266,11 @@ pub(crate) fn mesh_config(
     mesh
 }
 
-async fn up(args: UpArgs, file: Option<crate::upfile::UpFile>) -> anyhow::Result<()> {
+async fn up(
+    args: UpArgs,
+    file: Option<crate::upfile::UpFile>,
+    interrupt: &crate::interrupt::Interrupt,
+) -> anyhow::Result<()> {
     let mesh = mesh_config(&args, file.as_ref().and_then(|f| f.mesh.as_ref()));
     if crate::netns::unavailable().is_none() {
         println!("    (running as root: `weft up --netns` puts each workload in its own network namespace)");
@@ -282,7 +288,7 @@ async fn up(args: UpArgs, file: Option<crate::upfile::UpFile>) -> anyhow::Result
     cfg.mesh = mesh;
     let cp = ControlPlane::start(cfg).await?;
     if let Some(file) = file {
-        let result = from_file(&cp, file, &args).await;
+        let result = from_file(&cp, file, &args, interrupt).await;
         drop(cp);
         if args.data_dir.is_none() {
             let _ = std::fs::remove_dir_all(&data_dir);
@@ -355,7 +361,7 @@ async fn up(args: UpArgs, file: Option<crate::upfile::UpFile>) -> anyhow::Result
 
     let sidecars = [("web", &web_sidecar), ("api-v1", &s1), ("api-v2", &s2)];
     let mut expiry: Vec<_> = sidecars.iter().map(|(_, p)| p.certs().leaf().not_after()).collect();
-    let (sent, failures) = demo_traffic(web.addr, &args, None, || {
+    let (sent, failures) = demo_traffic(web.addr, &args, interrupt, None, || {
         for (i, (name, p)) in sidecars.iter().enumerate() {
             let now = p.certs().leaf().not_after();
             if now != expiry[i] {
@@ -383,8 +389,8 @@ async fn up(args: UpArgs, file: Option<crate::upfile::UpFile>) -> anyhow::Result
 }
 
 /// Waits for Ctrl-C/SIGTERM or, with `--requests n`, for n intervals (for scripts and tests).
-pub(crate) async fn run_until_stopped(args: &UpArgs) {
-    let ctrl_c = weft_proxy::cli::shutdown_signal();
+pub(crate) async fn run_until_stopped(args: &UpArgs, interrupt: &crate::interrupt::Interrupt) {
+    let ctrl_c = interrupt.wait();
     match args.requests {
         Some(n) => tokio::select! {
             _ = ctrl_c => {}
@@ -415,15 +421,18 @@ pub(crate) struct Placement {
 pub(crate) async fn demo_traffic(
     web: SocketAddr,
     args: &UpArgs,
+    interrupt: &crate::interrupt::Interrupt,
     placement: Option<&Placement>,
     mut each: impl FnMut(),
 ) -> (u64, u64) {
     let mut tick = tokio::time::interval(args.interval.into());
     let (mut sent, mut failures) = (0u64, 0u64);
-    let ctrl_c = weft_proxy::cli::shutdown_signal();
+    let ctrl_c = interrupt.wait();
     tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
+            // A signal that came before the first tick (while starting) ends it before any call.
+            biased;
             _ = &mut ctrl_c => break,
             _ = tick.tick() => {}
         }
@@ -538,7 +547,12 @@ pub(crate) async fn start_workload(
 }
 
 /// `weft up -f`: the file's workloads, each with its sidecar, registered and health-checked.
-async fn from_file(cp: &ControlPlane, file: crate::upfile::UpFile, args: &UpArgs) -> anyhow::Result<()> {
+async fn from_file(
+    cp: &ControlPlane,
+    file: crate::upfile::UpFile,
+    args: &UpArgs,
+    interrupt: &crate::interrupt::Interrupt,
+) -> anyhow::Result<()> {
     let mut resources = String::new();
     let mut running = vec![];
     for svc in &file.services {
@@ -565,7 +579,7 @@ async fn from_file(cp: &ControlPlane, file: crate::upfile::UpFile, args: &UpArgs
     println!("    and:     {}", crate::client::export_cp(cp));
     println!("             weft get workloads; weft proxy-status; weft check   (Ctrl-C stops everything)");
     crate::dashboard::print_up(cp, "    ");
-    run_until_stopped(args).await;
+    run_until_stopped(args, interrupt).await;
     println!("==> stopping");
     for (proxy, mut child) in running {
         proxy.shutdown().await;

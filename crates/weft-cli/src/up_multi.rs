@@ -305,7 +305,12 @@ async fn wait_listening(s: &mut Started, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn up(file: UpFile, demo: bool, args: &UpArgs) -> anyhow::Result<()> {
+pub async fn up(
+    file: UpFile,
+    demo: bool,
+    args: &UpArgs,
+    interrupt: &crate::interrupt::Interrupt,
+) -> anyhow::Result<()> {
     let names: Vec<&str> = file.clusters.iter().map(|c| c.name.as_str()).collect();
     println!(
         "==> weft up: {} linked clusters ({}), each with its own control plane, root CA, trust domain and east-west gateway",
@@ -314,14 +319,20 @@ pub async fn up(file: UpFile, demo: bool, args: &UpArgs) -> anyhow::Result<()> {
     );
     let base =
         args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("weft-up-{}", std::process::id())));
-    let result = run(&file, demo, args, &base).await;
+    let result = run(&file, demo, args, interrupt, &base).await;
     if args.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&base);
     }
     result
 }
 
-async fn run(file: &UpFile, demo: bool, args: &UpArgs, base: &std::path::Path) -> anyhow::Result<()> {
+async fn run(
+    file: &UpFile,
+    demo: bool,
+    args: &UpArgs,
+    interrupt: &crate::interrupt::Interrupt,
+    base: &std::path::Path,
+) -> anyhow::Result<()> {
     if demo && args.web_port != 0 {
         // Checked first: web would exit on a taken port, but the port would still answer.
         std::net::TcpListener::bind(("127.0.0.1", args.web_port)).with_context(|| {
@@ -373,6 +384,10 @@ async fn run(file: &UpFile, demo: bool, args: &UpArgs, base: &std::path::Path) -
     // Bounded wait: links active, and each caller routes to its services in every cluster.
     let ready = tokio::time::timeout(READY_WITHIN, async {
         loop {
+            // Ctrl-C/SIGTERM: on to the demo loop, which ends at once, and the cleanup.
+            if interrupt.interrupted() {
+                return;
+            }
             if inactive_links(&clusters).await.is_empty() && unrouted(&clusters, &hosts).is_empty() {
                 return;
             }
@@ -414,7 +429,7 @@ async fn run(file: &UpFile, demo: bool, args: &UpArgs, base: &std::path::Path) -
                 .collect();
             let mut expiry: Vec<_> = sidecars.iter().map(|(_, p)| p.certs().leaf().not_after()).collect();
             let web_addr = SocketAddr::from(([127, 0, 0, 1], port));
-            crate::up::demo_traffic(web_addr, args, Some(&placement), || {
+            crate::up::demo_traffic(web_addr, args, interrupt, Some(&placement), || {
                 for (i, (name, p)) in sidecars.iter().enumerate() {
                     let now = p.certs().leaf().not_after();
                     if now != expiry[i] {
@@ -430,7 +445,7 @@ async fn run(file: &UpFile, demo: bool, args: &UpArgs, base: &std::path::Path) -
         }
         None => {
             println!("    (Ctrl-C stops everything)");
-            crate::up::run_until_stopped(args).await;
+            crate::up::run_until_stopped(args, interrupt).await;
             (0, 0)
         }
     };

@@ -13,6 +13,7 @@
 //! Health checks reach the apps through their sidecars' admin port (`/app-health/8080/health`),
 //! since the app port itself only takes mTLS.
 
+use crate::interrupt::Interrupt;
 use crate::netns::{Pod, PodNetwork};
 use crate::up::UpArgs;
 use anyhow::Context;
@@ -231,7 +232,10 @@ fn sidecar_config(cp: &ControlPlane, token_file: &std::path::Path, workload: &st
     )
 }
 
-pub async fn up(plan: Plan, args: &UpArgs) -> anyhow::Result<()> {
+/// Everything made here (the bridge, each pod's namespace, the processes) is removed when this
+/// returns, also when Ctrl-C/SIGTERM (`stop`, listened for before the bridge is made) comes while
+/// it is still starting.
+pub async fn up(plan: Plan, args: &UpArgs, interrupt: &Interrupt) -> anyhow::Result<()> {
     let mesh = crate::up::mesh_config(args, plan.mesh.as_ref());
     println!("    --netns: pods in network namespaces, traffic intercepted by iptables");
     let mut net = PodNetwork::create()?;
@@ -239,7 +243,7 @@ pub async fn up(plan: Plan, args: &UpArgs) -> anyhow::Result<()> {
     let data_dir =
         args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("weft-up-{}", std::process::id())));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let result = run(&plan, mesh, &mut net, &data_dir, args).await;
+    let result = run(&plan, mesh, &mut net, &data_dir, args, interrupt).await;
     if args.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&data_dir);
     }
@@ -253,6 +257,7 @@ async fn run(
     net: &mut PodNetwork,
     data_dir: &std::path::Path,
     args: &UpArgs,
+    interrupt: &Interrupt,
 ) -> anyhow::Result<()> {
     let gw = net.gateway();
     let mut cfg = ControlConfig::new(data_dir.to_path_buf());
@@ -264,7 +269,11 @@ async fn run(
     // The control plane's own /metrics, on a free loopback port (printed with the dashboard).
     cfg.metrics = Some(([127, 0, 0, 1], 0).into());
     cfg.mesh = mesh;
-    let cp = ControlPlane::start(cfg).await.context("cannot start the control plane on the bridge")?;
+    let cp = interrupt
+        .unless_interrupted(async {
+            ControlPlane::start(cfg).await.context("cannot start the control plane on the bridge")
+        })
+        .await?;
     println!(
         "    bridge {} ({gw}/24): control plane gRPC {} and DNS {gw}:53 for the pods; HTTP API {}",
         net.bridge(),
@@ -272,12 +281,14 @@ async fn run(
         cp.api_url()
     );
     let mut children = vec![];
-    let result = start_pods(plan, net, data_dir, &cp, &mut children).await;
+    // A signal while the pods start drops the start where it stands; the processes started so far
+    // are in `children` and are stopped below, the namespaces go with `net`.
+    let result = interrupt.unless_interrupted(start_pods(plan, net, data_dir, &cp, &mut children)).await;
     let result = match result {
-        Ok(pods) if plan.demo => demo(&cp, net, &pods, args).await.map(Some),
+        Ok(pods) if plan.demo => demo(&cp, net, &pods, args, interrupt).await.map(Some),
         Ok(pods) => {
             file_mesh_up(&cp, net, plan, &pods);
-            crate::up::run_until_stopped(args).await;
+            crate::up::run_until_stopped(args, interrupt).await;
             Ok(None)
         }
         Err(e) => Err(e),
@@ -346,11 +357,20 @@ fn file_mesh_up(cp: &ControlPlane, net: &PodNetwork, plan: &Plan, pods: &[Pod]) 
 }
 
 /// The demo: waits for the api pods, prints where to look, sends demo traffic.
-async fn demo(cp: &ControlPlane, net: &PodNetwork, pods: &[Pod], args: &UpArgs) -> anyhow::Result<(u64, u64)> {
+async fn demo(
+    cp: &ControlPlane,
+    net: &PodNetwork,
+    pods: &[Pod],
+    args: &UpArgs,
+    interrupt: &Interrupt,
+) -> anyhow::Result<(u64, u64)> {
     // Wait (bounded) until both api versions pass their health checks and every sidecar has the
     // latest config.
     let ready = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
+            if interrupt.interrupted() {
+                return;
+            }
             let cat = cp.catalog.borrow().clone();
             let healthy = cat.services.values().filter(|s| s.name == "api").flat_map(|s| &s.instances);
             let healthy = healthy.filter(|i| i.healthy).count();
@@ -362,6 +382,9 @@ async fn demo(cp: &ControlPlane, net: &PodNetwork, pods: &[Pod], args: &UpArgs) 
         }
     })
     .await;
+    if interrupt.interrupted() {
+        return Ok((0, 0));
+    }
     if ready.is_err() {
         println!(
             "    (api is not routable yet: its health checks may be failing; see `weft describe workload api-v1`)"
@@ -390,7 +413,7 @@ async fn demo(cp: &ControlPlane, net: &PodNetwork, pods: &[Pod], args: &UpArgs) 
     })
     .await;
     println!("==> demo traffic (Ctrl-C stops everything)");
-    Ok(crate::up::demo_traffic(web_addr, args, None, || {}).await)
+    Ok(crate::up::demo_traffic(web_addr, args, interrupt, None, || {}).await)
 }
 
 #[cfg(test)]

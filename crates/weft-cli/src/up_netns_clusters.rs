@@ -10,6 +10,7 @@
 //! endpoints through their gateways on the WAN, with mTLS from sidecar to sidecar.
 
 use crate::client::Conn;
+use crate::interrupt::Interrupt;
 use crate::netns::Pod;
 use crate::netns_wan::{WanNetworks, GATEWAY_PORT};
 use crate::up::{Placement, UpArgs};
@@ -67,7 +68,10 @@ async fn apply(conn: &Conn, yaml: String) -> anyhow::Result<()> {
     conn.call("POST", "/v1/apply", yaml).await.map(|_| ())
 }
 
-pub async fn up(n: usize, args: &UpArgs) -> anyhow::Result<()> {
+/// Everything made here (namespaces, bridges, the host's legs, the processes) is removed when
+/// this returns, also when Ctrl-C/SIGTERM (`stop`, listened for before the first namespace is
+/// made) comes while it is still starting.
+pub async fn up(n: usize, args: &UpArgs, interrupt: &Interrupt) -> anyhow::Result<()> {
     let names = crate::up_multi::cluster_names(n);
     println!(
         "==> weft up --netns: {n} linked clusters ({}), each on its own bridge, joined only through their east-west gateways on a WAN bridge",
@@ -79,7 +83,7 @@ pub async fn up(n: usize, args: &UpArgs) -> anyhow::Result<()> {
         args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("weft-up-{}", std::process::id())));
     std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
     let (mut controls, mut children) = (vec![], vec![]);
-    let result = run(&mut net, &base, args, &mut controls, &mut children).await;
+    let result = run(&mut net, &base, args, interrupt, &mut controls, &mut children).await;
     println!("==> stopping");
     // Pods and gateways first, so none sees its control plane go away.
     crate::up_netns::stop(children).await;
@@ -98,60 +102,68 @@ async fn run(
     net: &mut WanNetworks,
     base: &std::path::Path,
     args: &UpArgs,
+    interrupt: &Interrupt,
     controls: &mut Vec<Child>,
     children: &mut Vec<Child>,
 ) -> anyhow::Result<Option<(u64, u64)>> {
     let start = std::time::Instant::now();
     println!("    WAN      {} (bridge in netns {}; only the gateways are on it)", net.wan_subnet, net.wan_ns);
-    let mut clusters = vec![];
-    for c in &net.clusters {
-        // api runs in every cluster and splits its calls evenly between them (`clusterWeights`):
-        // with locality priority (the default) web in east would call only east's api.
-        let weights: Vec<String> = net.clusters.iter().map(|c| format!("{}: 1", c.name)).collect();
-        let services = [("api", format!(", clusterWeights: {{ {} }}", weights.join(", "))), ("web", String::new())].map(
-            |(s, extra)| {
-                format!("---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {s} }}\nspec: {{ export: true{extra} }}\n")
-            },
-        );
-        let site = Site { trust_domain: format!("{}.local", c.name), region: "", zone: "" };
-        clusters.push(start_cluster(c, base, &site, &services.concat(), !args.no_dashboard, controls, children).await?);
-    }
-    link_all(&clusters).await?;
+    // A signal while starting drops the start where it stands: the processes started so far are
+    // in `controls` and `children`, the namespaces in `net`; the caller removes them.
+    let (clusters, pods, apps) = interrupt
+        .unless_interrupted(async {
+            let mut clusters = vec![];
+            for c in &net.clusters {
+                // api runs in every cluster and splits its calls evenly between them (`clusterWeights`):
+                // with locality priority (the default) web in east would call only east's api.
+                let weights: Vec<String> = net.clusters.iter().map(|c| format!("{}: 1", c.name)).collect();
+                let services = [("api", format!(", clusterWeights: {{ {} }}", weights.join(", "))), ("web", String::new())].map(
+                    |(s, extra)| {
+                        format!("---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {s} }}\nspec: {{ export: true{extra} }}\n")
+                    },
+                );
+                let site = Site { trust_domain: format!("{}.local", c.name), region: "", zone: "" };
+                clusters.push(start_cluster(c, base, &site, &services.concat(), !args.no_dashboard, controls, children).await?);
+            }
+            link_all(&clusters).await?;
 
-    // Pods: api-vK in the K-th cluster, web (a frontend calling api by name) in the first.
-    let placed =
-        (0..clusters.len()).map(|i| (i, format!("api-v{}", i + 1), "api")).chain([(0, "web".to_string(), "web")]);
-    let mut pods: Vec<(Pod, &str)> = vec![];
-    let mut apps = std::collections::BTreeMap::new();
-    for (i, name, service) in placed {
-        let c = &clusters[i];
-        // web's app port stays reachable from the host (the demo traffic); the rest take mTLS only.
-        let expose = (service == "web").then_some(APP_PORT);
-        let pod = start_sidecar(net, i, c, base, &name, service, expose, children).await?;
-        let listen = format!("0.0.0.0:{APP_PORT}");
-        let upstream = format!("{API_NAME}:{APP_PORT}");
-        let mut argv = vec!["demo-app", "--name", &name, "--listen", &listen];
-        if service == "web" {
-            argv.extend(["--upstream", &upstream]);
-        }
-        children.push(spawn_in(&pod, &argv, "listening").await?);
-        let check = if service == "api" {
-            format!(
-                "  checks: [{{ name: http, http: \"http://{}:15000/app-health/{APP_PORT}/health\", interval: 1s, timeout: 1s }}]\n",
-                pod.ip
-            )
-        } else {
-            String::new()
-        };
-        let workload = format!(
-            "apiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec:\n  service: {service}\n  address: {}\n  port: {APP_PORT}\n  sidecar: \"{}:15006\"\n{check}",
-            pod.ip, pod.ip
-        );
-        apply(&c.conn, workload).await.with_context(|| format!("workload {name} in {}", c.name))?;
-        println!("    pod {:<7} {:<15} cluster {:<5} netns {}", name, pod.ip, c.name, pod.netns);
-        apps.insert(name.clone(), c.name.clone());
-        pods.push((pod, service));
-    }
+            // Pods: api-vK in the K-th cluster, web (a frontend calling api by name) in the first.
+            let placed =
+                (0..clusters.len()).map(|i| (i, format!("api-v{}", i + 1), "api")).chain([(0, "web".to_string(), "web")]);
+            let mut pods: Vec<(Pod, &str)> = vec![];
+            let mut apps = std::collections::BTreeMap::new();
+            for (i, name, service) in placed {
+                let c = &clusters[i];
+                // web's app port stays reachable from the host (the demo traffic); the rest take mTLS only.
+                let expose = (service == "web").then_some(APP_PORT);
+                let pod = start_sidecar(net, i, c, base, &name, service, expose, children).await?;
+                let listen = format!("0.0.0.0:{APP_PORT}");
+                let upstream = format!("{API_NAME}:{APP_PORT}");
+                let mut argv = vec!["demo-app", "--name", &name, "--listen", &listen];
+                if service == "web" {
+                    argv.extend(["--upstream", &upstream]);
+                }
+                children.push(spawn_in(&pod, &argv, "listening").await?);
+                let check = if service == "api" {
+                    format!(
+                        "  checks: [{{ name: http, http: \"http://{}:15000/app-health/{APP_PORT}/health\", interval: 1s, timeout: 1s }}]\n",
+                        pod.ip
+                    )
+                } else {
+                    String::new()
+                };
+                let workload = format!(
+                    "apiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: {{ name: {name} }}\nspec:\n  service: {service}\n  address: {}\n  port: {APP_PORT}\n  sidecar: \"{}:15006\"\n{check}",
+                    pod.ip, pod.ip
+                );
+                apply(&c.conn, workload).await.with_context(|| format!("workload {name} in {}", c.name))?;
+                println!("    pod {:<7} {:<15} cluster {:<5} netns {}", name, pod.ip, c.name, pod.netns);
+                apps.insert(name.clone(), c.name.clone());
+                pods.push((pod, service));
+            }
+            Ok((clusters, pods, apps))
+        })
+        .await?;
     let web = pods.iter().find(|(_, s)| *s == "web").map(|(p, _)| p.clone()).context("web pod")?;
     let web_addr = SocketAddr::new(web.ip.into(), APP_PORT);
 
@@ -164,6 +176,9 @@ async fn run(
     let mut next_progress = waiting + PROGRESS_EVERY;
     let ready = tokio::time::timeout(within, async {
         loop {
+            if interrupt.interrupted() {
+                return;
+            }
             let inactive = inactive_links(&clusters).await;
             if inactive.is_empty() {
                 if let Ok((_, body)) = crate::call::http_get(web_addr, "/").await {
@@ -185,24 +200,32 @@ async fn run(
         }
     })
     .await;
-    if ready.is_err() {
-        for what in inactive_links(&clusters).await {
-            println!("    (link not active yet: {what}; see `weft link check`)");
+    // Interrupted while waiting: straight to the cleanup.
+    let result = if interrupt.interrupted() {
+        (0, 0)
+    } else {
+        if ready.is_err() {
+            for what in inactive_links(&clusters).await {
+                println!("    (link not active yet: {what}; see `weft link check`)");
+            }
+            println!("    (web has reached {:?} so far: some api pods may not be routable yet)", answered);
         }
-        println!("    (web has reached {:?} so far: some api pods may not be routable yet)", answered);
-    }
-    println!("==> mesh is up: {} clusters, each on its own network, joined only through the gateways", clusters.len());
-    println!("    web      http://{web_addr}/   calls http://{API_NAME}:{APP_PORT}/ (weft DNS; intercepted; mTLS; other clusters through their gateways)");
-    println!("    try:     curl http://{web_addr}/");
-    println!("             ip netns exec {} curl -s http://{API_NAME}:{APP_PORT}/", web.netns);
-    println!("             ip netns exec {} tcpdump -ni br0 tcp   (the WAN: TLS only)", net.wan_ns);
-    for c in &clusters {
-        println!("    {:<8} {}", c.name, c.conn.export_line());
-        print_dashboard(c).await;
-    }
-    println!("==> demo traffic (Ctrl-C stops everything)");
-    let placement = Placement { web: clusters[0].name.clone(), apps };
-    let result = crate::up::demo_traffic(web_addr, args, Some(&placement), || {}).await;
+        println!(
+            "==> mesh is up: {} clusters, each on its own network, joined only through the gateways",
+            clusters.len()
+        );
+        println!("    web      http://{web_addr}/   calls http://{API_NAME}:{APP_PORT}/ (weft DNS; intercepted; mTLS; other clusters through their gateways)");
+        println!("    try:     curl http://{web_addr}/");
+        println!("             ip netns exec {} curl -s http://{API_NAME}:{APP_PORT}/", web.netns);
+        println!("             ip netns exec {} tcpdump -ni br0 tcp   (the WAN: TLS only)", net.wan_ns);
+        for c in &clusters {
+            println!("    {:<8} {}", c.name, c.conn.export_line());
+            print_dashboard(c).await;
+        }
+        println!("==> demo traffic (Ctrl-C stops everything)");
+        let placement = Placement { web: clusters[0].name.clone(), apps };
+        crate::up::demo_traffic(web_addr, args, interrupt, Some(&placement), || {}).await
+    };
     // The links go first, so no link sees its peer stop.
     for c in &clusters {
         for peer in clusters.iter().filter(|p| p.name != c.name) {
@@ -339,6 +362,7 @@ pub async fn up_file(
     plan: crate::up_netns::Plan,
     file_clusters: &[crate::upfile::FileCluster],
     args: &UpArgs,
+    interrupt: &Interrupt,
 ) -> anyhow::Result<()> {
     let names: Vec<String> = file_clusters.iter().map(|c| c.name.clone()).collect();
     println!(
@@ -352,7 +376,7 @@ pub async fn up_file(
         args.data_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("weft-up-{}", std::process::id())));
     std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
     let (mut controls, mut children) = (vec![], vec![]);
-    let result = run_file(&plan, file_clusters, &mut net, &base, args, &mut controls, &mut children).await;
+    let result = run_file(&plan, file_clusters, &mut net, &base, args, interrupt, &mut controls, &mut children).await;
     println!("==> stopping");
     crate::up_netns::stop(children).await;
     crate::up_netns::stop(controls).await;
@@ -365,52 +389,62 @@ pub async fn up_file(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_file(
     plan: &crate::up_netns::Plan,
     file_clusters: &[crate::upfile::FileCluster],
     net: &mut WanNetworks,
     base: &std::path::Path,
     args: &UpArgs,
+    interrupt: &Interrupt,
     controls: &mut Vec<Child>,
     children: &mut Vec<Child>,
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the weft binary")?;
     println!("    WAN      {} (bridge in netns {}; only the gateways are on it)", net.wan_subnet, net.wan_ns);
     let services = plan.services(true);
-    let mut clusters = vec![];
-    for (c, f) in net.clusters.iter().zip(file_clusters) {
-        let site = Site { trust_domain: f.trust_domain(), region: &f.region, zone: &f.zone };
-        clusters.push(start_cluster(c, base, &site, &services, !args.no_dashboard, controls, children).await?);
-    }
-    link_all(&clusters).await?;
-    for p in &plan.pods {
-        let i = p.cluster.as_ref().and_then(|n| clusters.iter().position(|c| &c.name == n)).unwrap_or(0);
-        let c = &clusters[i];
-        let pod = start_sidecar(net, i, c, base, &p.name, &p.service, p.expose.then_some(p.port), children).await?;
-        let program = if p.argv[0] == "weft" { exe.clone() } else { std::path::PathBuf::from(&p.argv[0]) };
-        let mut cmd = pod.command(&program);
-        cmd.args(&p.argv[1..]).stdout(Stdio::null()).stderr(Stdio::inherit()).kill_on_drop(true);
-        children.push(cmd.spawn().with_context(|| format!("cannot start {} in pod {}", p.argv.join(" "), p.name))?);
-        apply(&c.conn, crate::up_netns::Plan::workload(p, &pod))
-            .await
-            .with_context(|| format!("workload {} in {}", p.name, c.name))?;
-        println!(
-            "    pod {:<10} {:<15} cluster {:<5} netns {}  app :{}  {}",
-            p.name,
-            pod.ip,
-            c.name,
-            pod.netns,
-            p.port,
-            p.argv.join(" ")
-        );
-    }
+    // A signal while starting drops the start where it stands (see `run`).
+    let clusters = interrupt
+        .unless_interrupted(async {
+            let mut clusters = vec![];
+            for (c, f) in net.clusters.iter().zip(file_clusters) {
+                let site = Site { trust_domain: f.trust_domain(), region: &f.region, zone: &f.zone };
+                clusters.push(start_cluster(c, base, &site, &services, !args.no_dashboard, controls, children).await?);
+            }
+            link_all(&clusters).await?;
+            for p in &plan.pods {
+                let i = p.cluster.as_ref().and_then(|n| clusters.iter().position(|c| &c.name == n)).unwrap_or(0);
+                let c = &clusters[i];
+                let pod =
+                    start_sidecar(net, i, c, base, &p.name, &p.service, p.expose.then_some(p.port), children).await?;
+                let program = if p.argv[0] == "weft" { exe.clone() } else { std::path::PathBuf::from(&p.argv[0]) };
+                let mut cmd = pod.command(&program);
+                cmd.args(&p.argv[1..]).stdout(Stdio::null()).stderr(Stdio::inherit()).kill_on_drop(true);
+                children
+                    .push(cmd.spawn().with_context(|| format!("cannot start {} in pod {}", p.argv.join(" "), p.name))?);
+                apply(&c.conn, crate::up_netns::Plan::workload(p, &pod))
+                    .await
+                    .with_context(|| format!("workload {} in {}", p.name, c.name))?;
+                println!(
+                    "    pod {:<10} {:<15} cluster {:<5} netns {}  app :{}  {}",
+                    p.name,
+                    pod.ip,
+                    c.name,
+                    pod.netns,
+                    p.port,
+                    p.argv.join(" ")
+                );
+            }
+            Ok(clusters)
+        })
+        .await?;
     println!("==> mesh is up: {} clusters, each on its own network, joined only through the gateways", clusters.len());
     for c in clusters.iter() {
         println!("    {:<8} {}", c.name, c.conn.export_line());
         print_dashboard(c).await;
     }
     println!("    (Ctrl-C stops everything)");
-    crate::up::run_until_stopped(args).await;
+    crate::up::run_until_stopped(args, interrupt).await;
     // The links go first, so no link sees its peer stop.
     for c in &clusters {
         for peer in clusters.iter().filter(|p| p.name != c.name) {

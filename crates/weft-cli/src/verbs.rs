@@ -313,9 +313,17 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
                     for line in lines {
                         outln!("{line}")?;
                     }
-                } else if in_force && t["kind"] == "HTTPRoute" && t["sectionName"].is_null() {
+                } else if in_force
+                    && (t["kind"] == "HTTPRoute" || t["kind"] == "GRPCRoute")
+                    && t["sectionName"].is_null()
+                {
+                    let kind = t["kind"].as_str().unwrap_or("HTTPRoute");
                     let route = conn
-                        .call("GET", &format!("/v1/resources/httproute/{namespace}/{target}"), String::new())
+                        .call(
+                            "GET",
+                            &format!("/v1/resources/{}/{namespace}/{target}", kind.to_ascii_lowercase()),
+                            String::new(),
+                        )
                         .await?;
                     let mut services = vec![];
                     for p in route["spec"]["parentRefs"].as_array().into_iter().flatten() {
@@ -325,7 +333,8 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
                             .push(conn.call("GET", &format!("/v1/services/{ns}/{svc}/routes"), String::new()).await?);
                     }
                     outln!("applies to, rule by rule:")?;
-                    for line in crate::resilience_out::coverage(&id, Some(&format!("{namespace}/{target}")), &services)
+                    for line in
+                        crate::resilience_out::coverage(&id, Some((kind, &format!("{namespace}/{target}"))), &services)
                     {
                         outln!("{line}")?;
                     }

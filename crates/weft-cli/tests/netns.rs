@@ -495,3 +495,95 @@ virtual_ips:
     assert!(String::from_utf8_lossy(&out.stdout).contains("local"), "{}", String::from_utf8_lossy(&out.stdout));
     drop(apps);
 }
+
+/// Whether anything `weft up` (process `pid`) made is still there: a namespace, a host link
+/// (bridge, veth, host leg) or an `/etc/netns` entry carrying its tag. `None`: nothing.
+fn left_behind(pid: u32) -> Option<String> {
+    let tag = pid % 1_000_000;
+    let (ns, link) = (format!("weft{tag}-"), format!("wft{tag}"));
+    let out = |args: &[&str]| {
+        let o = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let mut left: Vec<String> =
+        out(&["ip", "netns", "list"]).lines().filter(|l| l.contains(&ns)).map(String::from).collect();
+    // `ip -o link` names each link as `N: name@peer: ...`.
+    let links = out(&["ip", "-o", "link"]);
+    left.extend(links.lines().filter_map(|l| l.split(": ").nth(1)).filter(|n| n.starts_with(&link)).map(String::from));
+    if let Ok(d) = std::fs::read_dir("/etc/netns") {
+        left.extend(
+            d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.contains(&ns)),
+        );
+    }
+    (!left.is_empty()).then(|| left.join(", "))
+}
+
+/// SIGTERM to `weft up <args>` once `namespaces` of its namespaces exist, while it is still
+/// starting: it stops, says why, and removes every namespace, veth and bridge it made.
+async fn sigterm_while_starting_leaves_nothing(args: &[&str], namespaces: usize) {
+    let mut child =
+        Command::new(WEFT).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn().unwrap();
+    let pid = child.id().unwrap();
+    let tag = pid % 1_000_000;
+    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let read = |r: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+        tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut BufReader::new(r), &mut text).await;
+            text
+        })
+    };
+    let (stdout, stderr) = (read(Box::new(stdout)), read(Box::new(stderr)));
+    // Poll for the first namespace (a bound, not a timing).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+        let made = String::from_utf8_lossy(&list.stdout).matches(&format!("weft{tag}-")).count();
+        if made >= namespaces {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "weft {args:?} made {made} of {namespaces} namespaces within 60s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.expect("exited within 60s").unwrap();
+    let (out, err) = (stdout.await.unwrap(), stderr.await.unwrap());
+    assert!(!out.contains("==> mesh is up"), "the signal came after the start (the test did not test a start): {out}");
+    assert!(!status.success(), "an interrupted start is not a success: {out}\n{err}");
+    assert!(err.contains("stopped by Ctrl-C/SIGTERM while starting"), "{out}\n{err}");
+    // Deleting a namespace is immediate, its veths go when its last process has gone: poll.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Some(left) = left_behind(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "left behind after SIGTERM while starting: {left}\n{out}\n{err}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 16: SIGTERM while `weft up --netns` is starting used to kill it with its namespaces,
+/// veths and bridge left behind; the handler is now active before the first namespace is made.
+#[tokio::test]
+async fn sigterm_while_weft_up_netns_starts_removes_what_it_made() {
+    if skip_unless_root("sigterm_while_weft_up_netns_starts_removes_what_it_made") {
+        return;
+    }
+    // At the first namespace (nothing runs in it yet), and at the second (the first pod's sidecar
+    // and app run: they are stopped too, and its namespace goes with them).
+    sigterm_while_starting_leaves_nothing(&["up", "--netns", "--no-dashboard"], 1).await;
+    sigterm_while_starting_leaves_nothing(&["up", "--netns", "--no-dashboard"], 2).await;
+}
+
+/// The same with two clusters (the WAN namespace, each cluster's node and gateway namespaces, the
+/// host's legs, the control plane processes).
+#[tokio::test]
+async fn sigterm_while_weft_up_netns_clusters_starts_removes_what_it_made() {
+    if skip_unless_root("sigterm_while_weft_up_netns_clusters_starts_removes_what_it_made") {
+        return;
+    }
+    sigterm_while_starting_leaves_nothing(&["up", "--netns", "--clusters", "2", "--no-dashboard"], 1).await;
+}

@@ -119,6 +119,9 @@ pub struct DiscoveryService {
     pub renders: Renders,
     /// Where proxies' StatsReports go (and how often they send them).
     pub stats: crate::stats::Stats,
+    /// Rate limits of the refusal lines (a refused proxy retries: one line per source per
+    /// interval, see [`crate::loglimit`]).
+    pub logs: Arc<crate::loglimit::LogLimits>,
 }
 
 /// Rendered updates, one per (catalog revision, set of upstreams, visibility): a change is
@@ -563,6 +566,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         let certified = req.extensions().get::<crate::grpc_tls::ConnInfo>().and_then(|c| c.identity.clone());
         // For the connect and disconnect log lines: who, from where, and how we know who.
         let peer = crate::grpc_tls::peer_of(&req);
+        let peer_ip = crate::grpc_tls::peer_addr(&req).map(|a| a.ip());
         let identity_from = if certified.is_some() { "certificate" } else { "token" };
         if let Some(cert) = &certified {
             if *cert != id {
@@ -584,7 +588,11 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         let token_cluster =
             crate::remote::asserted_cluster(&mesh, token_cluster.as_deref(), &hello.cluster, &hello.mode).map_err(
                 |e| {
-                    tracing::warn!(proxy = %hello.proxy_id, identity = %id, %peer, error = %e, "proxy refused");
+                    // A refused proxy retries with backoff, forever: one line per source per
+                    // interval, the next one saying how many were left out.
+                    let src = peer_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+                    weft_api::warn_limited!(self.logs, crate::loglimit::Kind::ProxyRefused, src,
+                        proxy = %hello.proxy_id, identity = %id, %peer, error = %e, "proxy refused");
                     Status::failed_precondition(e.to_string())
                 },
             )?;

@@ -12,10 +12,10 @@
 //!
 //! Each connection must complete its TLS handshake and then send the HTTP/2 connection preface
 //! within [`HANDSHAKE_TIMEOUT`], or it is closed before tonic sees it. Refused and timed-out
-//! connections are logged at info, at most one line of each kind per
+//! connections are logged at info, at most one line of each kind and source IP per
 //! [`crate::loglimit::DEFAULT_EVERY`], with the count of those left out.
 
-use crate::loglimit::{self, LogLimit};
+use crate::loglimit::{Kind, LogLimits};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -79,8 +79,12 @@ pub struct ConnInfo {
 
 /// The peer address of a gRPC request, for log lines: `ip:port`, or `unknown`.
 pub fn peer_of<T>(req: &tonic::Request<T>) -> String {
-    let peer = req.extensions().get::<ConnInfo>().and_then(|c| c.peer).or_else(|| req.remote_addr());
-    peer.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+    peer_addr(req).map_or_else(|| "unknown".to_string(), |p| p.to_string())
+}
+
+/// The caller's address, when known.
+pub fn peer_addr<T>(req: &tonic::Request<T>) -> Option<SocketAddr> {
+    req.extensions().get::<ConnInfo>().and_then(|c| c.peer).or_else(|| req.remote_addr())
 }
 
 impl tonic::transport::server::Connected for TlsConn {
@@ -143,11 +147,12 @@ impl AsyncWrite for TlsConn {
 pub fn incoming(
     listener: TcpListener,
     config: rustls::ServerConfig,
+    limits: Arc<LogLimits>,
 ) -> impl futures_util::Stream<Item = Result<TlsConn, std::io::Error>> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let (tx, rx) = mpsc::channel::<TlsConn>(64);
-    // Refusals are logged at most once per kind per interval: a scan must not flood the log.
-    let limits = Arc::new([LogLimit::new(loglimit::DEFAULT_EVERY), LogLimit::new(loglimit::DEFAULT_EVERY)]);
+    // Refusals are logged at most once per kind and source per interval: a scan must not flood
+    // the log.
     tokio::spawn(async move {
         loop {
             // When tonic stops (the control plane shuts down), the receiver goes: close the
@@ -167,18 +172,17 @@ pub fn incoming(
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx, limits) = (acceptor.clone(), tx.clone(), limits.clone());
             tokio::spawn(async move {
-                let [refused, slow] = &*limits;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept(&acceptor, tcp)).await {
                     Ok(Ok(conn)) => {
                         let _ = tx.send(conn).await;
                     }
                     Ok(Err(e)) => {
-                        if let Some(suppressed) = refused.check(Instant::now()) {
+                        if let Some(suppressed) = limits.check(Kind::GrpcRefused, peer.ip(), Instant::now()) {
                             tracing::info!(%peer, error = %e, suppressed, "gRPC: connection refused");
                         }
                     }
                     Err(_) => {
-                        if let Some(suppressed) = slow.check(Instant::now()) {
+                        if let Some(suppressed) = limits.check(Kind::GrpcSlow, peer.ip(), Instant::now()) {
                             tracing::info!(%peer, suppressed, "gRPC: TLS handshake and HTTP/2 preface not done in time; closed");
                         }
                     }

@@ -1,62 +1,48 @@
-//! Rate limits for log lines that a remote party can trigger at will (a port scan, a client
-//! retrying with a bad certificate): at most one line of a kind per interval. The next line that
-//! is written carries how many were left out since the previous one, so the count is never lost.
+//! The control plane's rate-limited log lines: what a remote party can trigger at will (a port
+//! scan of the gRPC port, a client retrying a bad certificate, a proxy reconnecting again and
+//! again with a Hello the control plane refuses) is written at most once per kind and source IP
+//! per [`DEFAULT_EVERY`], and the next line of that kind and source carries how many were left out
+//! (`suppressed=N`). The limiter is shared with the proxy ([`weft_api::loglimit`]); a task of the
+//! control plane flushes, every interval, counts no later line would report.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+pub use weft_api::loglimit::DEFAULT_EVERY;
 
-/// How often the control plane's refusal lines may be written, per kind.
-pub const DEFAULT_EVERY: Duration = Duration::from_secs(10);
+/// The control plane's rate limits (one per control plane, shared by its listeners).
+pub type LogLimits = weft_api::loglimit::LogLimits<Kind>;
 
-/// One kind of log line, limited to one per `every`.
-pub struct LogLimit {
-    every: Duration,
-    state: Mutex<State>,
+/// What a line is about, as its `kind` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A gRPC connection whose TLS handshake failed (logged at info: anyone can open one).
+    GrpcRefused,
+    /// A gRPC connection that did not finish its handshake and HTTP/2 preface in time (info).
+    GrpcSlow,
+    /// A proxy's discovery stream refused after its Hello (for instance a cluster its token or
+    /// the MeshConfig does not allow): the proxy retries, so each retry would be a line.
+    ProxyRefused,
 }
 
-#[derive(Default)]
-struct State {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl LogLimit {
-    pub fn new(every: Duration) -> Self {
-        LogLimit { every, state: Mutex::default() }
-    }
-
-    /// Whether a line may be written at `now`: `Some(n)`, with `n` the lines left out since the
-    /// last one written; `None` (and counted) when the last one was written less than `every` ago.
-    pub fn check(&self, now: Instant) -> Option<u64> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match s.last {
-            Some(last) if now.saturating_duration_since(last) < self.every => {
-                s.suppressed += 1;
-                None
-            }
-            _ => {
-                s.last = Some(now);
-                Some(std::mem::take(&mut s.suppressed))
-            }
+impl weft_api::loglimit::LogKind for Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::GrpcRefused => "grpc-refused",
+            Kind::GrpcSlow => "grpc-handshake-timeout",
+            Kind::ProxyRefused => "proxy-refused",
         }
+    }
+    fn quiet(self) -> bool {
+        matches!(self, Kind::GrpcRefused | Kind::GrpcSlow)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_line_per_interval_and_the_next_counts_the_rest() {
-        let limit = LogLimit::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        assert_eq!(limit.check(t0), Some(0), "the first line is written");
-        for i in 1..=500 {
-            assert_eq!(limit.check(t0 + Duration::from_millis(i)), None, "a burst is left out");
+/// Writes, every interval until the control plane stops, the counts held back that no later
+/// line reported.
+pub async fn flush(limits: std::sync::Arc<LogLimits>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(limits.every());
+    loop {
+        tokio::select! {
+            _ = tick.tick() => weft_api::flush_limited!(limits),
+            _ = stop.wait_for(|s| *s) => return,
         }
-        assert_eq!(limit.check(t0 + Duration::from_secs(10)), Some(500), "the next line counts what was left out");
-        assert_eq!(limit.check(t0 + Duration::from_secs(11)), None);
-        assert_eq!(limit.check(t0 + Duration::from_secs(25)), Some(1));
-        assert_eq!(limit.check(t0 + Duration::from_secs(60)), Some(0));
     }
 }

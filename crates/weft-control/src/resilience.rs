@@ -7,8 +7,9 @@
 //! Service, the first by name wins (the Gateway API's tie-break; weft keeps no creation time)
 //! and the others say `Conflicted`.
 //!
-//! A policy may instead target an HTTPRoute of its namespace (every rule) or one rule of it
-//! (`sectionName` = the rule's `name`). A rule's requests take the rule's policy in place of
+//! A policy may instead target an HTTPRoute or a GRPCRoute of its namespace (every rule) or one
+//! rule of it (`sectionName` = the rule's `name`); the two kinds are told apart (an HTTPRoute and
+//! a GRPCRoute may share a name). A rule's requests take the rule's policy in place of
 //! their Service's: the policy naming the rule wins over one naming the whole route, and among
 //! policies of one target the first by name wins (the others say `Conflicted`).
 
@@ -46,29 +47,35 @@ pub fn attach(resources: &[&Resource], services: &mut BTreeMap<(String, String),
     }
 }
 
-/// The rules of the HTTPRoute `ns/name` by name (`rules[i]` for a rule without one); `None`
-/// when there is no such HTTPRoute.
-fn route_rules(all: &[&Resource], ns: &str, name: &str) -> Option<Vec<(String, bool)>> {
-    all.iter().find_map(|r| match r {
-        Resource::HTTPRoute(t) if t.metadata.namespace == ns && t.metadata.name == name => Some(
-            t.spec
-                .rules
-                .iter()
-                .enumerate()
-                .map(|(i, rule)| match &rule.name {
-                    Some(n) => (n.clone(), true),
-                    None => (format!("rules[{i}]"), false),
-                })
-                .collect(),
-        ),
+/// The rules of the route `ns/name` of `kind` (HTTPRoute or GRPCRoute) by name (`rules[i]` for
+/// a rule without one, and whether it has a name); `None` when there is no such route.
+fn route_rules(all: &[&Resource], kind: TargetKind, ns: &str, name: &str) -> Option<Vec<(String, bool)>> {
+    let names = |names: Vec<Option<&String>>| {
+        names
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| match n {
+                Some(n) => (n.clone(), true),
+                None => (format!("rules[{i}]"), false),
+            })
+            .collect()
+    };
+    all.iter().find_map(|r| match (kind, r) {
+        (TargetKind::HttpRoute, Resource::HTTPRoute(t)) if t.metadata.namespace == ns && t.metadata.name == name => {
+            Some(names(t.spec.rules.iter().map(|r| r.name.as_ref()).collect()))
+        }
+        (TargetKind::GrpcRoute, Resource::GRPCRoute(t)) if t.metadata.namespace == ns && t.metadata.name == name => {
+            Some(names(t.spec.rules.iter().map(|r| r.name.as_ref()).collect()))
+        }
         _ => None,
     })
 }
 
-/// The policy that wins for rule `rule` of HTTPRoute `ns/route`: the first by name naming the
-/// rule, else the first by name naming the whole route.
+/// The policy that wins for rule `rule` of route `ns/route` of `kind`: the first by name naming
+/// the rule, else the first by name naming the whole route.
 fn rule_winner<'a>(
     policies: &[&'a Typed<ResiliencePolicySpec>],
+    kind: TargetKind,
     ns: &str,
     route: &str,
     rule: &str,
@@ -76,7 +83,7 @@ fn rule_winner<'a>(
     let of = |section: Option<&str>| {
         policies.iter().copied().find(|p| {
             p.metadata.namespace == ns
-                && p.spec.target_ref.kind == TargetKind::HttpRoute
+                && p.spec.target_ref.kind == kind
                 && p.spec.target_ref.name == route
                 && p.spec.target_ref.section_name.as_deref() == section
         })
@@ -84,21 +91,31 @@ fn rule_winner<'a>(
     of(Some(rule)).or_else(|| of(None))
 }
 
-/// Sets each HTTPRoute's per-rule `resilience` from the policies that win for its rules.
+/// Sets each HTTPRoute's and GRPCRoute's per-rule `resilience` from the policies that win for
+/// its rules.
 pub fn attach_routes(resources: &[&Resource], routes: &mut [crate::catalog::CatalogRoute]) {
     let ps = policies(resources);
-    if !ps.iter().any(|p| p.spec.target_ref.kind == TargetKind::HttpRoute) {
+    if !ps.iter().any(|p| p.spec.target_ref.kind.is_route()) {
         return;
     }
     for r in routes.iter_mut() {
-        let weft_api::route::RouteSpec::HTTPRoute(spec) = &r.route else { continue };
-        for (i, rule) in spec.rules.iter().enumerate() {
-            let name = rule.name.clone().unwrap_or_else(|| format!("rules[{i}]"));
-            if let Some(p) = rule_winner(&ps, &r.namespace, &r.name, &name) {
-                let policy = p.spec.resilience(format!("{}/{}", p.metadata.namespace, p.metadata.name));
-                r.resilience.insert(name, policy);
+        let (kind, rules): (TargetKind, Vec<Option<&String>>) = match &r.route {
+            weft_api::route::RouteSpec::HTTPRoute(spec) => {
+                (TargetKind::HttpRoute, spec.rules.iter().map(|r| r.name.as_ref()).collect())
+            }
+            weft_api::route::RouteSpec::GRPCRoute(spec) => {
+                (TargetKind::GrpcRoute, spec.rules.iter().map(|r| r.name.as_ref()).collect())
+            }
+            weft_api::route::RouteSpec::TCPRoute(_) => continue,
+        };
+        let mut attached = BTreeMap::new();
+        for (i, name) in rules.into_iter().enumerate() {
+            let name = name.cloned().unwrap_or_else(|| format!("rules[{i}]"));
+            if let Some(p) = rule_winner(&ps, kind, &r.namespace, &r.name, &name) {
+                attached.insert(name, p.spec.resilience(format!("{}/{}", p.metadata.namespace, p.metadata.name)));
             }
         }
+        r.resilience.extend(attached);
     }
 }
 
@@ -108,12 +125,13 @@ pub fn status(policy: &Typed<ResiliencePolicySpec>, all: &[&Resource]) -> Value 
     let t = &policy.spec.target_ref;
     let condition = |ok: bool, reason: &str, message: String| json!({ "conditions": [{ "type": "Accepted", "status": if ok { "True" } else { "False" }, "reason": reason, "message": message }] });
     match t.kind {
-        TargetKind::HttpRoute => {
-            let Some(rules) = route_rules(all, ns, &t.name) else {
+        kind @ (TargetKind::HttpRoute | TargetKind::GrpcRoute) => {
+            let k = kind.as_str();
+            let Some(rules) = route_rules(all, kind, ns, &t.name) else {
                 return condition(
                     false,
                     "TargetNotFound",
-                    format!("no HTTPRoute {ns}/{}: the policy is stored and applies once the route exists", t.name),
+                    format!("no {k} {ns}/{}: the policy is stored and applies once the route exists", t.name),
                 );
             };
             let ps = policies(all);
@@ -126,28 +144,28 @@ pub fn status(policy: &Typed<ResiliencePolicySpec>, all: &[&Resource]) -> Value 
                             false,
                             "TargetNotFound",
                             format!(
-                                "HTTPRoute {ns}/{} has no rule named {section:?} (its named rules: {}): set sectionName to one of them, or give the rule that name",
+                                "{k} {ns}/{} has no rule named {section:?} (its named rules: {}): set sectionName to one of them, or give the rule that name",
                                 t.name,
                                 if names.is_empty() { "none".to_string() } else { names.join(", ") }
                             ),
                         );
                     }
-                    match rule_winner(&ps, ns, &t.name, section) {
+                    match rule_winner(&ps, kind, ns, &t.name, section) {
                         Some(w) if w.metadata.name != policy.metadata.name => condition(
                             false,
                             "Conflicted",
                             format!(
-                                "ResiliencePolicy {ns}/{} already attaches to rule {section} of HTTPRoute {ns}/{} (the first by name wins); merge the two",
+                                "ResiliencePolicy {ns}/{} already attaches to rule {section} of {k} {ns}/{} (the first by name wins); merge the two",
                                 w.metadata.name, t.name
                             ),
                         ),
-                        _ => condition(true, "Accepted", format!("applies to rule {section} of HTTPRoute {ns}/{}", t.name)),
+                        _ => condition(true, "Accepted", format!("applies to rule {section} of {k} {ns}/{}", t.name)),
                     }
                 }
                 None => {
                     let first = ps.iter().find(|p| {
                         p.metadata.namespace == *ns
-                            && p.spec.target_ref.kind == TargetKind::HttpRoute
+                            && p.spec.target_ref.kind == kind
                             && p.spec.target_ref.name == t.name
                             && p.spec.target_ref.section_name.is_none()
                     });
@@ -156,7 +174,7 @@ pub fn status(policy: &Typed<ResiliencePolicySpec>, all: &[&Resource]) -> Value 
                             false,
                             "Conflicted",
                             format!(
-                                "ResiliencePolicy {ns}/{} already attaches to HTTPRoute {ns}/{} (the first by name wins); merge the two",
+                                "ResiliencePolicy {ns}/{} already attaches to {k} {ns}/{} (the first by name wins); merge the two",
                                 w.metadata.name, t.name
                             ),
                         ),
@@ -164,7 +182,7 @@ pub fn status(policy: &Typed<ResiliencePolicySpec>, all: &[&Resource]) -> Value 
                             true,
                             "Accepted",
                             format!(
-                                "applies to HTTPRoute {ns}/{} (rules with a policy of their own keep theirs)",
+                                "applies to {k} {ns}/{} (rules with a policy of their own keep theirs)",
                                 t.name
                             ),
                         ),
@@ -253,5 +271,50 @@ mod tests {
         let (reason, message) = st(4);
         assert_eq!(reason, "TargetNotFound");
         assert!(message.contains("no rule named \"b\" (its named rules: a)"), "{message}");
+    }
+
+    #[test]
+    fn a_grpcroute_and_its_rules_take_policies_apart_from_an_httproute_of_the_same_name() {
+        let rs = parse_documents(
+            "apiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\n---\n\
+             apiVersion: weft.io/v1alpha1\nkind: GRPCRoute\nmetadata: { name: r }\nspec: { parentRefs: [{ name: api }], rules: [{ name: say, matches: [{ method: { service: echo.Echo, method: Say } }], backendRefs: [{ name: api }] }, { backendRefs: [{ name: api }] }] }\n---\n\
+             apiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: r }\nspec: { parentRefs: [{ name: api }], rules: [{ name: say, backendRefs: [{ name: api }] }] }\n---\n\
+             apiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: g-say }\nspec: { targetRef: { kind: GRPCRoute, name: r, sectionName: say }, retry: { attempts: 2 } }\n---\n\
+             apiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: g-whole }\nspec: { targetRef: { kind: GRPCRoute, name: r }, retry: { attempts: 1 } }\n---\n\
+             apiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: g-typo }\nspec: { targetRef: { kind: GRPCRoute, name: r, sectionName: shout }, retry: { attempts: 1 } }\n---\n\
+             apiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: g-ghost }\nspec: { targetRef: { kind: GRPCRoute, name: ghost }, retry: { attempts: 1 } }\n---\n\
+             apiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: g-later }\nspec: { targetRef: { kind: GRPCRoute, name: r, sectionName: say }, retry: { attempts: 3 } }\n",
+        )
+        .unwrap();
+        let all: Vec<&Resource> = rs.iter().collect();
+        let cat = crate::catalog::build(1, all.iter().copied(), &|_| true);
+        let route = |kind: &str| {
+            cat.routes.iter().find(|r| r.route.kind_str() == kind).unwrap_or_else(|| panic!("no {kind}")).clone()
+        };
+        let grpc = route("GRPCRoute");
+        assert_eq!(grpc.resilience["say"].policy, "default/g-later", "the first by name that names the rule");
+        assert_eq!(grpc.resilience["rules[1]"].policy, "default/g-whole", "the route's policy for the others");
+        assert!(route("HTTPRoute").resilience.is_empty(), "an HTTPRoute of the same name takes none of them");
+        let st = |i: usize| {
+            let Resource::ResiliencePolicy(p) = &rs[i] else { panic!() };
+            let c = &status(p, &all)["conditions"][0];
+            (c["reason"].as_str().unwrap().to_string(), c["message"].as_str().unwrap().to_string())
+        };
+        assert_eq!(st(3).0, "Conflicted", "{:?}", st(3));
+        assert!(st(3).1.contains("g-later") && st(3).1.contains("GRPCRoute default/r"), "{:?}", st(3));
+        assert_eq!(
+            st(4),
+            ("Accepted".into(), "applies to GRPCRoute default/r (rules with a policy of their own keep theirs)".into())
+        );
+        let (reason, message) = st(5);
+        assert_eq!(reason, "TargetNotFound");
+        assert!(
+            message.contains("GRPCRoute default/r has no rule named \"shout\" (its named rules: say)"),
+            "{message}"
+        );
+        let (reason, message) = st(6);
+        assert_eq!(reason, "TargetNotFound");
+        assert!(message.contains("no GRPCRoute default/ghost"), "{message}");
+        assert_eq!(st(7), ("Accepted".into(), "applies to rule say of GRPCRoute default/r".into()));
     }
 }

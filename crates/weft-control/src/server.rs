@@ -308,7 +308,11 @@ impl ControlPlane {
         if let Some(url) = &cfg.prometheus_url {
             stats.prometheus = Some(crate::stats::prom::Prometheus::parse(url).map_err(ControlError::Stats)?);
         }
+        // Rate limits of the lines a remote party can trigger (refused connections and proxies),
+        // flushed by a task of their own.
+        let logs = Arc::new(crate::loglimit::LogLimits::default());
         let discovery = DiscoveryService {
+            logs: logs.clone(),
             streams: Default::default(),
             max_streams_per_token: cfg.max_streams_per_token,
             catalog: catalog.clone(),
@@ -370,6 +374,7 @@ impl ControlPlane {
             serving.clone(),
             stop_rx.clone(),
         )));
+        tasks.push(tokio::spawn(crate::loglimit::flush(logs.clone(), stop_rx.clone())));
         tasks.push(tokio::spawn(async move {
             // HTTP/2 PINGs find proxies that vanished without closing their stream, so
             // `proxy-status` stops listing them within ~40 s.
@@ -380,7 +385,7 @@ impl ControlPlane {
                 .add_service(pb::discovery_server::DiscoveryServer::new(discovery))
                 .add_service(pb::federation_server::FederationServer::new(export))
                 .add_service(pb::naming_server::NamingServer::new(naming))
-                .serve_with_incoming(crate::grpc_tls::incoming(grpc, grpc_tls))
+                .serve_with_incoming(crate::grpc_tls::incoming(grpc, grpc_tls, logs))
                 .await;
             if let Err(e) = r {
                 tracing::error!(error = %e, "gRPC server stopped");

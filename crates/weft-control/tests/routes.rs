@@ -433,6 +433,55 @@ async fn grpc_calls_are_routed_by_service_and_method() {
     assert_eq!((status, err.as_str()), (404, "route-not-matched"));
 }
 
+/// A ResiliencePolicy may target a GRPCRoute or one of its rules (`sectionName`), as it may an
+/// HTTPRoute: a fault naming rule `say` aborts the calls that rule matches, and only those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_targeting_a_grpcroute_rule_applies_to_that_rule_only() {
+    weft_testkit::init_tracing();
+    let m = canary("grpc-policy").await;
+    apply(
+        &m.cp,
+        &route(
+            "GRPCRoute",
+            "echo",
+            "  parentRefs: [{ name: api }]\n  rules:\n    - name: say\n      matches: [{ method: { service: echo.Echo, method: Say } }]\n      backendRefs: [{ name: api-v2 }]\n    - matches: [{ method: { service: echo.Echo } }]\n      backendRefs: [{ name: api-v1 }]\n",
+        ),
+    )
+    .await;
+    apply(
+        &m.cp,
+        "apiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: say-fault }\nspec: { targetRef: { kind: GRPCRoute, name: echo, sectionName: say }, faults: [{ abort: { httpStatus: 418, percent: 100 } }] }\n",
+    )
+    .await;
+    let (_, stored) = admin_api(&m.cp, "GET", "/v1/resources/ResiliencePolicy/default/say-fault", "").await;
+    let c = &stored["status"]["conditions"][0];
+    assert_eq!(c["reason"], "Accepted", "{stored}");
+    assert_eq!(c["message"], "applies to rule say of GRPCRoute default/echo", "{stored}");
+    let h2 = http2_client(m.upstream).await.unwrap();
+    let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
+    eventually("Say is aborted by its rule's policy", WAIT, || {
+        let mut h2 = h2.clone();
+        async move { (call(&mut h2, "POST", "/echo.Echo/Say", &grpc).await.0 == 418).then_some(()) }
+    })
+    .await;
+    let mut h2 = h2.clone();
+    for i in 0..20 {
+        assert_eq!(call(&mut h2, "POST", "/echo.Echo/Say", &grpc).await.0, 418, "call {i}");
+        let (status, err, app) = call(&mut h2, "POST", "/echo.Echo/Shout", &grpc).await;
+        assert_eq!((status, app.as_str()), (200, "api-v1"), "call {i}: the other rule has no policy: {err}");
+    }
+    // A policy naming a rule the GRPCRoute does not have says so.
+    apply(
+        &m.cp,
+        "apiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: { name: typo }\nspec: { targetRef: { kind: GRPCRoute, name: echo, sectionName: shout }, faults: [{ abort: { httpStatus: 503, percent: 100 } }] }\n",
+    )
+    .await;
+    let (_, stored) = admin_api(&m.cp, "GET", "/v1/resources/ResiliencePolicy/default/typo", "").await;
+    let c = &stored["status"]["conditions"][0];
+    assert_eq!(c["reason"], "TargetNotFound", "{stored}");
+    assert!(c["message"].as_str().unwrap().contains("GRPCRoute default/echo has no rule named \"shout\""), "{stored}");
+}
+
 /// A TCP server that writes `name` to each connection, then closes it.
 async fn tcp_namer(name: &'static str) -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -585,6 +634,120 @@ async fn mirroring_delivers_copies_and_a_mirror_that_never_answers_does_not_hold
         }
     })
     .await;
+}
+
+/// An HTTP/1.1 server that answers 200 to every request and keeps each request's whole body.
+async fn body_recorder(bodies: Arc<std::sync::Mutex<Vec<Bytes>>>) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let bodies = bodies.clone();
+            let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let bodies = bodies.clone();
+                async move {
+                    let body = req.into_body().collect().await?.to_bytes();
+                    bodies.lock().unwrap().push(body);
+                    Ok::<_, hyper::Error>(http::Response::new(Full::new(Bytes::from_static(b"recorded"))))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(s), svc),
+            );
+        }
+    });
+    addr
+}
+
+/// A real chunked upload (HTTP/1.1, no `content-length`) of `chunks` to the client's upstream
+/// listener, each chunk written as the request streams; the echo's JSON answer.
+async fn chunked_upload(upstream: SocketAddr, chunks: Vec<Bytes>) -> serde_json::Value {
+    let stream = tokio::net::TcpStream::connect(upstream).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let frames =
+        futures_util::stream::iter(chunks.into_iter().map(|c| Ok::<_, std::io::Error>(hyper::body::Frame::data(c))));
+    let req = http::Request::post("http://api/upload")
+        .header("host", "api")
+        .body(http_body_util::StreamBody::new(frames))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Issue 17: a streamed request body (chunked, length unknown) is mirrored by teeing it as it
+/// streams to the real backend: the mirror gets the whole body; a body that streams past the
+/// mirror limit (64 KiB) still reaches the real backend whole, and its copy is abandoned and
+/// counted (the mirror never gets a truncated body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_is_mirrored_as_it_streams_and_abandoned_past_the_limit() {
+    weft_testkit::init_tracing();
+    let m = canary("mirror-stream").await;
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::<Bytes>::new()));
+    let _mirror = backend(&m.cp, "recorder", body_recorder(bodies.clone()).await, "http1").await;
+    apply(
+        &m.cp,
+        &route(
+            "HTTPRoute",
+            "api-mirror",
+            "  parentRefs: [{ name: api }]\n  rules:\n    - filters: [{ type: RequestMirror, requestMirror: { backendRef: { name: recorder } } }]\n      backendRefs: [{ name: api-v1 }]\n",
+        ),
+    )
+    .await;
+    // Five chunks, sent as the body streams; the route is in force once a copy arrives.
+    let chunks: Vec<Bytes> = (0..5).map(|i| Bytes::from(format!("chunk-{i}-{}|", "x".repeat(100)))).collect();
+    let whole: Bytes = chunks.concat().into();
+    let upstream = m.upstream;
+    let (bodies2, chunks2, whole2) = (bodies.clone(), chunks.clone(), whole.clone());
+    eventually("a streamed body reaches the backend and, whole, the mirror", WAIT, || {
+        let (bodies, chunks, whole) = (bodies2.clone(), chunks2.clone(), whole2.clone());
+        async move {
+            let v = chunked_upload(upstream, chunks).await;
+            if v["app"] != "api-v1" {
+                return None;
+            }
+            assert_eq!(v["body"].as_str().map(str::as_bytes), Some(&whole[..]), "the real backend got the whole body");
+            let seen = bodies.lock().unwrap().clone();
+            seen.contains(&whole).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        bodies.lock().unwrap().iter().all(|b| *b == whole),
+        "every copy the mirror got is the whole body, never a part"
+    );
+
+    // Past the limit: 100 chunks of 1 KiB. The real backend gets all of it; the copy is abandoned.
+    let big: Vec<Bytes> = (0..100).map(|i| Bytes::from(format!("{i:04}").repeat(256))).collect();
+    let big_whole: Bytes = big.concat().into();
+    let v = chunked_upload(upstream, big).await;
+    assert_eq!(v["app"], "api-v1");
+    assert_eq!(v["body_len"].as_u64(), Some(big_whole.len() as u64), "the real backend got the whole body");
+    let client = &m._client;
+    let abandoned = eventually("the abandoned copy is counted", WAIT, || {
+        let text = client.metrics_text();
+        async move {
+            let line = text.lines().find(|l| l.starts_with("weft_route_mirror_abandoned_total{"))?.to_string();
+            line.ends_with(" 1").then_some(line)
+        }
+    })
+    .await;
+    assert!(abandoned.contains("route=\"default/api-mirror\""), "{abandoned}");
+    // A small body after it is still copied; the big one never reached the mirror.
+    let n = bodies.lock().unwrap().len();
+    let small = vec![Bytes::from_static(b"after-the-big-one")];
+    chunked_upload(upstream, small).await;
+    let bodies3 = bodies.clone();
+    eventually("the next copy arrives", WAIT, || {
+        let bodies = bodies3.clone();
+        async move { (bodies.lock().unwrap().len() > n).then_some(()) }
+    })
+    .await;
+    let seen = bodies.lock().unwrap().clone();
+    assert!(seen.iter().all(|b| b.len() < big_whole.len()), "no part of the big body was sent as a copy");
+    assert_eq!(seen.last().map(|b| &b[..]), Some(&b"after-the-big-one"[..]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

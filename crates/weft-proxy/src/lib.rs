@@ -658,7 +658,7 @@ async fn flush_logs(ctx: std::sync::Weak<Ctx>) {
     loop {
         tick.tick().await;
         let Some(ctx) = ctx.upgrade() else { return };
-        ctx.logs.flush(std::time::Instant::now());
+        weft_api::flush_limited!(ctx.logs);
     }
 }
 

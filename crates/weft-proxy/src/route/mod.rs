@@ -131,16 +131,18 @@ impl Table {
         policies: &std::collections::HashMap<String, Arc<crate::resilience::Policy>>,
     ) -> Table {
         let mut t = Table::default();
-        let mut rules: std::collections::HashMap<(String, usize), Arc<Rule>> = Default::default();
+        // By kind too: an HTTPRoute and a GRPCRoute may share a name.
+        let mut rules: std::collections::HashMap<(&str, String, usize), Arc<Rule>> = Default::default();
         for e in weft_api::route::order::http_entries(routes) {
             let id = e.route.id();
-            let rule = match rules.get(&(id.clone(), e.rule)) {
+            let kind = e.route.route.kind_str();
+            let rule = match rules.get(&(kind, id.clone(), e.rule)) {
                 Some(r) => r.clone(),
                 None => match Rule::http(e.route, e.rule) {
                     Ok(mut r) => {
-                        r.resilience = policies.get(&policy_key(&id, &r.rule.0)).cloned();
+                        r.resilience = policies.get(&policy_key(e.route, &r.rule.0)).cloned();
                         let r = Arc::new(r);
-                        rules.insert((id.clone(), e.rule), r.clone());
+                        rules.insert((kind, id.clone(), e.rule), r.clone());
                         r
                     }
                     Err(err) => {
@@ -223,17 +225,22 @@ impl Table {
     }
 }
 
-/// The key of the compiled policy of rule `rule` of route `route` (`namespace/name`), in
-/// [`crate::resilience::State::compile`] and its metric label: `namespace/name#rule`.
-pub fn policy_key(route: &str, rule: &str) -> String {
-    format!("{route}#{rule}")
+/// The key of the compiled policy of rule `rule` of `route`, in
+/// [`crate::resilience::State::compile`] and its metric label: `namespace/name#rule` for an
+/// HTTPRoute, `grpc:namespace/name#rule` for a GRPCRoute (an HTTPRoute and a GRPCRoute may share
+/// a name, and their rules take different policies).
+pub fn policy_key(route: &AttachedRoute, rule: &str) -> String {
+    match route.route {
+        RouteSpec::GRPCRoute(_) => format!("grpc:{}#{rule}", route.id()),
+        _ => format!("{}#{rule}", route.id()),
+    }
 }
 
 /// The (key, spec) of every rule policy of `routes`, for [`crate::resilience::State::compile`].
 pub fn rule_policies(
     routes: &[AttachedRoute],
 ) -> impl Iterator<Item = (String, &weft_api::resilience::Resilience)> + '_ {
-    routes.iter().flat_map(|r| r.resilience.iter().map(move |(rule, p)| (policy_key(&r.id(), rule), p)))
+    routes.iter().flat_map(|r| r.resilience.iter().map(move |(rule, p)| (policy_key(r, rule), p)))
 }
 
 /// What the routes of a request's service decided.
@@ -410,6 +417,7 @@ pub struct Metrics {
     pub latency: Family<RouteLabels, Histogram>,
     pub mirrored: Family<RouteLabels, Counter>,
     pub mirror_skipped: Family<RouteLabels, Counter>,
+    pub mirror_abandoned: Family<RouteLabels, Counter>,
     pub tcp_connections: Family<RouteLabels, Counter>,
 }
 
@@ -423,6 +431,7 @@ impl Metrics {
             }),
             mirrored: Family::default(),
             mirror_skipped: Family::default(),
+            mirror_abandoned: Family::default(),
             tcp_connections: Family::default(),
         };
         let r = reg.sub_registry_with_prefix("weft_route");
@@ -432,8 +441,13 @@ impl Metrics {
         r.register("mirrored", "Request copies sent to a mirror", m.mirrored.clone());
         r.register(
             "mirror_skipped",
-            "Request copies not sent (a body, or too many copies in flight)",
+            "Request copies not sent (a body longer than the mirror limit, too many copies in flight, or an unknown mirror service)",
             m.mirror_skipped.clone(),
+        );
+        r.register(
+            "mirror_abandoned",
+            "Request copies given up while the body streamed (past the mirror limit, or the caller's body failed or was not read to its end)",
+            m.mirror_abandoned.clone(),
         );
         r.register("tcp_connections", "TCP connections routed by a TCPRoute", m.tcp_connections.clone());
         m

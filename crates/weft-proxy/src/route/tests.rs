@@ -105,6 +105,25 @@ fn filters_rewrite_redirect_and_modify_headers() {
 }
 
 #[test]
+fn an_httproute_and_a_grpcroute_of_one_name_keep_their_rules_and_policies_apart() {
+    let t = table(
+        "apiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: r }\nspec: { parentRefs: [{ name: api }], rules: [{ backendRefs: [{ name: web }] }] }\n---\n\
+         apiVersion: weft.io/v1alpha1\nkind: GRPCRoute\nmetadata: { name: r }\nspec: { parentRefs: [{ name: api }], rules: [{ backendRefs: [{ name: echo }] }] }\n",
+    );
+    let grpc = [("content-type", "application/grpc")];
+    assert_eq!(backend_of(&t, &req("POST", "http://api/echo.Echo/Say", &grpc)).unwrap(), "echo.default");
+    assert_eq!(backend_of(&t, &req("GET", "http://api/", &[])).unwrap(), "web.default");
+    let route = |kind: &str| AttachedRoute {
+        name: "r".into(),
+        namespace: "default".into(),
+        route: serde_json::from_value(serde_json::json!({ "kind": kind, "spec": { "parentRefs": [], "rules": [] } })).unwrap(),
+        resilience: Default::default(),
+    };
+    assert_eq!(policy_key(&route("HTTPRoute"), "rules[0]"), "default/r#rules[0]");
+    assert_eq!(policy_key(&route("GRPCRoute"), "rules[0]"), "grpc:default/r#rules[0]");
+}
+
+#[test]
 fn a_mirror_copies_its_share_of_requests() {
     let m: weft_api::route::RequestMirror =
         serde_json::from_str(r#"{"backendRef":{"name":"shadow"},"percent":25}"#).unwrap();
