@@ -116,7 +116,8 @@ fn an_httproute_and_a_grpcroute_of_one_name_keep_their_rules_and_policies_apart(
     let route = |kind: &str| AttachedRoute {
         name: "r".into(),
         namespace: "default".into(),
-        route: serde_json::from_value(serde_json::json!({ "kind": kind, "spec": { "parentRefs": [], "rules": [] } })).unwrap(),
+        route: serde_json::from_value(serde_json::json!({ "kind": kind, "spec": { "parentRefs": [], "rules": [] } }))
+            .unwrap(),
         resilience: Default::default(),
     };
     assert_eq!(policy_key(&route("HTTPRoute"), "rules[0]"), "default/r#rules[0]");
