@@ -114,6 +114,11 @@ enum Cmd {
         /// `api.default.svc.cluster.local:8080` with weft's DNS, in transparent mode).
         #[arg(long)]
         upstream: Option<String>,
+        /// The version of the app this echo is (e.g. `v2`): in every answer, as `app_version` in
+        /// the JSON and the `x-app-version` header, so a traffic split shows which version
+        /// answered (the demo's api-v1 and api-v2).
+        #[arg(long, value_name = "VERSION")]
+        app_version: Option<String>,
     },
     /// Call a service the way an unmodified app does: a plain HTTP/1.1 GET (or, with --tcp, send
     /// bytes, half-close and read the answer) to an address. Prints what came back.
@@ -184,7 +189,7 @@ fn real_main() -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
-        Cmd::DemoApp { name, listen, tcp, upstream } => {
+        Cmd::DemoApp { name, listen, tcp, upstream, app_version } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async move {
                 let l = tokio::net::TcpListener::bind(listen).await?;
@@ -192,7 +197,7 @@ fn real_main() -> anyhow::Result<()> {
                 match (tcp, upstream) {
                     (true, _) => weft_demo::serve_tcp_echo(l).await,
                     (false, Some(up)) => weft_demo::serve_frontend(l, &name, &up).await,
-                    (false, None) => weft_demo::serve_http_echo(l, &name).await,
+                    (false, None) => weft_demo::serve_http_echo_version(l, &name, app_version.as_deref()).await,
                 }
                 anyhow::Ok(())
             })

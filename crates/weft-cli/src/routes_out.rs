@@ -88,11 +88,16 @@ pub fn describe_service(r: &Value) -> std::io::Result<()> {
                     e["match"].as_str().unwrap_or("").into(),
                     if filters.is_empty() { "-".into() } else { filters.join(", ") },
                     backends(&e["backends"]),
+                    // The rule's own ResiliencePolicy; `-`: the Service's, if it has one.
+                    e["resilience"].as_str().unwrap_or("-").into(),
                 ]
             })
             .collect();
-        table(&["#", "ROUTE", "RULE", "MATCH", "FILTERS", "BACKENDS"], rows)?;
+        table(&["#", "ROUTE", "RULE", "MATCH", "FILTERS", "BACKENDS", "RESILIENCE"], rows)?;
         outln!("  a request that no entry matches is answered 404 (the Gateway API's rule)")?;
+        if http.iter().any(|e| e["resilience"].is_string()) {
+            outln!("  RESILIENCE: the ResiliencePolicy a rule's requests take instead of the Service's (`weft describe resiliencepolicy NAME`)")?;
+        }
     }
     if !r["tcp"].is_null() {
         outln!("TCP: {} → {}", r["tcp"]["route"].as_str().unwrap_or(""), backends(&r["tcp"]["backends"]))?;

@@ -301,8 +301,8 @@ async fn up(
         leaf_lifetime
     );
 
-    let v1 = spawn_app(&["--name", "api-v1"]).await?;
-    let v2 = spawn_app(&["--name", "api-v2"]).await?;
+    let v1 = spawn_app(&["--name", "api-v1", "--app-version", "v1"]).await?;
+    let v2 = spawn_app(&["--name", "api-v2", "--app-version", "v2"]).await?;
     // No app ports here: the control plane sends each sidecar its Workload's port.
     let inbound = "inbound: { listen: \"127.0.0.1:0\" }\n";
     let s1 = sidecar(&cp, "api", "api-v1", inbound).await?;
@@ -415,9 +415,13 @@ pub(crate) struct Placement {
     pub apps: std::collections::BTreeMap<String, String>,
 }
 
+/// How many answers [`demo_traffic`] sums up in each of its split lines.
+const SPLIT_WINDOW: u64 = 20;
+
 /// Calls the web frontend every `--interval` until Ctrl-C/SIGTERM or `--requests`, printing what
-/// each call shows of the mesh path (with `placement`, which cluster each side is in); `each` runs
-/// before every call. Returns (sent, failed).
+/// each call shows of the mesh path (with `placement`, which cluster each side is in) and, every
+/// [`SPLIT_WINDOW`] answers, how they were split between the api versions; `each` runs before
+/// every call. Returns (sent, failed).
 pub(crate) async fn demo_traffic(
     web: SocketAddr,
     args: &UpArgs,
@@ -427,6 +431,7 @@ pub(crate) async fn demo_traffic(
 ) -> (u64, u64) {
     let mut tick = tokio::time::interval(args.interval.into());
     let (mut sent, mut failures) = (0u64, 0u64);
+    let mut window: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     let ctrl_c = interrupt.wait();
     tokio::pin!(ctrl_c);
     loop {
@@ -453,22 +458,38 @@ pub(crate) async fn demo_traffic(
                         format!("web ({}) -> {app} ({})", p.web, p.apps.get(app).map(String::as_str).unwrap_or("?"))
                     }
                 };
+                let version =
+                    v["upstream"]["app_version"].as_str().map(|v| format!("; version {v}")).unwrap_or_default();
                 println!(
-                    "    {path} over mTLS: 200; api saw caller {}",
+                    "    {path} over mTLS: 200; api saw caller {}{version}",
                     v["upstream"]["peer_identity"].as_str().unwrap_or("?")
-                )
+                );
+                *window.entry(app.to_string()).or_default() += 1;
             }
             Ok(v) => {
                 failures += 1;
+                *window.entry("failed".to_string()).or_default() += 1;
                 println!("    web -> api failed: {v}");
             }
             Err(e) => {
                 failures += 1;
+                *window.entry("failed".to_string()).or_default() += 1;
                 println!("    web unreachable: {e}");
             }
         }
+        if sent % SPLIT_WINDOW == 0 {
+            println!("{}", split_line(&std::mem::take(&mut window)));
+        }
     }
     (sent, failures)
+}
+
+/// `    split of the last 20 answers: api-v1 18 (90%), api-v2 2 (10%)`.
+fn split_line(window: &std::collections::BTreeMap<String, u64>) -> String {
+    let total: u64 = window.values().sum();
+    let parts: Vec<String> =
+        window.iter().map(|(app, n)| format!("{app} {n} ({:.0}%)", *n as f64 * 100.0 / total.max(1) as f64)).collect();
+    format!("    split of the last {total} answers: {}", parts.join(", "))
 }
 
 /// A port free on 127.0.0.1 now, never one this process handed out before: the kernel may give

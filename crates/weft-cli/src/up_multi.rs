@@ -46,35 +46,36 @@ pub fn cluster_names(n: usize) -> Vec<String> {
         .collect()
 }
 
-/// The built-in demo over `n` clusters (n ≥ 2): web and api-v1 in the first (east), api-v2 in the
-/// second (west), api-vK in the K-th; api (exported everywhere) is called by web through its
-/// sidecar, which balances over every cluster's instance.
+/// The built-in demo over `n` clusters (n ≥ 2), GAMMA style: callers call Service `api`, which
+/// has no workloads of its own; each version is a Service of its own (`api-v1` in the first
+/// cluster, east; `api-v2` in the second, west; `api-vK` in the K-th), and the HTTPRoute of
+/// [`demo_routes`] splits `api` between them. web (in east) calls api through its sidecar.
 pub fn demo(n: usize, web_port: u16) -> UpFile {
     let names = cluster_names(n);
     let app = |name: &str| -> Vec<String> {
         ["weft", "demo-app", "--name", name, "--listen", "127.0.0.1:{port}"].map(String::from).to_vec()
     };
-    let api = names
-        .iter()
-        .enumerate()
-        .map(|(i, cluster)| {
-            let name = format!("api-v{}", i + 1);
-            FileWorkload {
-                command: app(&name),
-                cluster: Some(cluster.clone()),
-                port: None,
-                labels: BTreeMap::from([("version".to_string(), format!("v{}", i + 1))]),
-                upstreams: vec![],
-                check: Some(FileCheck {
-                    http: Some("/health".into()),
-                    tcp: false,
-                    interval: Some(weft_api::Duration::from_secs(1)),
-                }),
-                expose: false,
-                name,
-            }
-        })
-        .collect();
+    let versions = names.iter().enumerate().map(|(i, cluster)| {
+        let version = format!("v{}", i + 1);
+        let name = format!("api-{version}");
+        let mut command = app(&name);
+        command.extend(["--app-version".to_string(), version.clone()]);
+        let workload = FileWorkload {
+            command,
+            cluster: Some(cluster.clone()),
+            port: None,
+            labels: BTreeMap::from([("version".to_string(), version)]),
+            upstreams: vec![],
+            check: Some(FileCheck {
+                http: Some("/health".into()),
+                tcp: false,
+                interval: Some(weft_api::Duration::from_secs(1)),
+            }),
+            expose: false,
+            name: name.clone(),
+        };
+        FileService { name, workloads: vec![workload] }
+    });
     let mut web_cmd = app("web");
     web_cmd.extend(["--upstream".to_string(), "{upstream.api}".to_string()]);
     let web = FileWorkload {
@@ -87,17 +88,35 @@ pub fn demo(n: usize, web_port: u16) -> UpFile {
         check: None,
         expose: false,
     };
+    let mut services = vec![FileService { name: "api".into(), workloads: vec![] }];
+    services.extend(versions);
+    services.push(FileService { name: "web".into(), workloads: vec![web] });
     UpFile {
         mesh: None,
         clusters: names
             .into_iter()
             .map(|name| FileCluster { name, trust_domain: None, region: String::new(), zone: String::new() })
             .collect(),
-        services: vec![
-            FileService { name: "api".into(), workloads: api },
-            FileService { name: "web".into(), workloads: vec![web] },
-        ],
+        services,
     }
+}
+
+/// The demo's HTTPRoute name (docs/getting-started.md applies new weights to it).
+pub const DEMO_ROUTE: &str = "api-split";
+
+/// The demo's traffic management, applied in web's cluster (the caller's: a GAMMA route is
+/// applied where the calls are made): the HTTPRoute `api-split` attached to Service `api`
+/// (`parentRefs`) sending 90 % to `api-v1` and the rest to the other versions (with two clusters:
+/// 90/10 to `api-v1`/`api-v2`), and a ResiliencePolicy on that route with retries and timeouts.
+pub fn demo_routes(n: usize) -> String {
+    let n = n.max(2) as u32;
+    // api-v1 takes 90 %; the other n-1 versions share the other 10 % equally.
+    let refs: String = (1..=n)
+        .map(|v| format!("        - {{ name: api-v{v}, weight: {} }}\n", if v == 1 { 90 * (n - 1) } else { 10 }))
+        .collect();
+    format!(
+        "---\napiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: {{ name: {DEMO_ROUTE} }}\nspec:\n  parentRefs: [{{ name: api }}]\n  rules:\n    - name: split\n      backendRefs:\n{refs}---\napiVersion: weft.io/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{ name: api-resilience }}\nspec:\n  targetRef: {{ kind: HTTPRoute, name: {DEMO_ROUTE} }}\n  retry: {{ attempts: 2, retryOn: [gateway-error, connect-failure, reset] }}\n  timeouts: {{ request: 5s, perTry: 2s }}\n"
+    )
 }
 
 /// Where a cluster sits: its network (MeshConfig `cluster.network`, carried by its endpoints) and
@@ -208,18 +227,12 @@ async fn link_all(clusters: &[Cluster]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Service resource for `s`, applied in every cluster: exported. The demo's api also splits
-/// its traffic evenly between the clusters that run it (`clusterWeights`): with locality priority
-/// (the default) web in east would otherwise call only east's api while it is healthy, and the
-/// demo would never cross to west.
-fn service_resource(s: &FileService, demo: bool) -> String {
-    let mut spec = "export: true".to_string();
-    if demo && s.name == "api" {
-        let hosts: BTreeSet<&str> = s.workloads.iter().filter_map(|w| w.cluster.as_deref()).collect();
-        let weights: Vec<String> = hosts.iter().map(|c| format!("{c}: 1")).collect();
-        spec.push_str(&format!(", clusterWeights: {{ {} }}", weights.join(", ")));
-    }
-    format!("---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {} }}\nspec: {{ {spec} }}\n", s.name)
+/// The Service resource for `s`, applied in every cluster: exported.
+fn service_resource(s: &FileService) -> String {
+    format!(
+        "---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: {{ name: {} }}\nspec: {{ export: true }}\n",
+        s.name
+    )
 }
 
 /// `weft link remove` of every link of every cluster (errors ignored: this is the way out).
@@ -255,25 +268,42 @@ async fn inactive_links(clusters: &[Cluster]) -> Vec<String> {
 }
 
 /// What each caller's sidecar cannot route yet: `(caller, service)` pairs whose routes lack an
-/// endpoint of some cluster that runs the service.
-fn unrouted(clusters: &[Cluster], hosts: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+/// endpoint of some cluster that runs the service. A called service in `routed` (the demo's
+/// `api`) is reached through its HTTPRoute: the caller needs that route in force and the
+/// endpoints of every backend it lists.
+fn unrouted(
+    clusters: &[Cluster],
+    hosts: &BTreeMap<String, BTreeSet<String>>,
+    routed: &BTreeMap<String, Vec<String>>,
+) -> Vec<String> {
     let mut out = vec![];
     for c in clusters {
         for (name, s) in &c.running {
+            let routes = s.proxy.ctx().routes.load();
             for svc in s.upstreams.keys() {
-                let want = hosts.get(svc).cloned().unwrap_or_default();
-                let routes = s.proxy.ctx().routes.load();
-                let have: BTreeSet<String> = routes
-                    .service(svc, "default")
-                    .map(|r| r.endpoints.iter().map(|e| e.cluster.clone()).collect())
-                    .unwrap_or_default();
-                let missing: Vec<&String> = want.difference(&have).collect();
-                if !missing.is_empty() {
-                    out.push(format!(
-                        "{name} ({}) has no route to {svc} in {}",
-                        c.name,
-                        missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-                    ));
+                let targets = match routed.get(svc) {
+                    Some(backends) => {
+                        if routes.service(svc, "default").and_then(|r| r.route.as_ref()).is_none() {
+                            out.push(format!("{name} ({}) has no HTTPRoute for {svc}", c.name));
+                        }
+                        backends.clone()
+                    }
+                    None => vec![svc.clone()],
+                };
+                for target in &targets {
+                    let want = hosts.get(target).cloned().unwrap_or_default();
+                    let have: BTreeSet<String> = routes
+                        .service(target, "default")
+                        .map(|r| r.endpoints.iter().map(|e| e.cluster.clone()).collect())
+                        .unwrap_or_default();
+                    let missing: Vec<&String> = want.difference(&have).collect();
+                    if !missing.is_empty() {
+                        out.push(format!(
+                            "{name} ({}) has no route to {target} in {}",
+                            c.name,
+                            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                        ));
+                    }
                 }
             }
         }
@@ -355,10 +385,17 @@ async fn run(
     link_all(&clusters).await?;
 
     // Every service exists, exported, in every cluster; each workload runs in its own.
-    let services: String = file.services.iter().map(|s| service_resource(s, demo)).collect();
+    let services: String = file.services.iter().map(service_resource).collect();
     let mut hosts: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for c in &clusters {
         c.cp.store.apply(parse_documents(&services)?)?;
+    }
+    // The demo's route and policy, in web's cluster (the first): the caller's side, as GAMMA has it.
+    let mut routed = BTreeMap::new();
+    if let Some(first) = clusters.first().filter(|_| demo) {
+        first.cp.store.apply(parse_documents(&demo_routes(clusters.len()))?).context("the demo's HTTPRoute")?;
+        let versions = file.services.iter().filter(|s| s.name.starts_with("api-")).map(|s| s.name.clone());
+        routed.insert("api".to_string(), versions.collect::<Vec<_>>());
     }
     for svc in &file.services {
         for w in &svc.workloads {
@@ -388,7 +425,7 @@ async fn run(
             if interrupt.interrupted() {
                 return;
             }
-            if inactive_links(&clusters).await.is_empty() && unrouted(&clusters, &hosts).is_empty() {
+            if inactive_links(&clusters).await.is_empty() && unrouted(&clusters, &hosts, &routed).is_empty() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -399,7 +436,7 @@ async fn run(
         for what in inactive_links(&clusters).await {
             println!("    (link not active yet: {what}; see `weft link check`)");
         }
-        for what in unrouted(&clusters, &hosts) {
+        for what in unrouted(&clusters, &hosts, &routed) {
             println!("    ({what} yet: its health checks may be failing; see `weft get workloads`)");
         }
     }
@@ -519,7 +556,22 @@ fn print_up(clusters: &[Cluster], demo: bool) {
         println!("      {}", crate::client::export_cp(&c.cp));
     }
     if let Some(port) = web {
+        let n = clusters.len();
+        let split: Vec<String> = (1..=n)
+            .map(|v| {
+                format!("api-v{v} {}", if v == 1 { "90%".into() } else { format!("{:.0}%", 10.0 / (n - 1) as f64) })
+            })
+            .collect();
+        println!(
+            "    routes   HTTPRoute {DEMO_ROUTE} (in {}): api -> {}; ResiliencePolicy api-resilience: 2 retries, timeouts 5s (2s a try)",
+            clusters[0].name,
+            split.join(", ")
+        );
         println!("    try:     curl http://127.0.0.1:{port}/");
+        println!(
+            "             weft get httproutes; weft describe service api; weft stat service   (after {}'s export line)",
+            clusters[0].name
+        );
     }
     println!("             weft link list; weft link check; weft get workloads   (after a cluster's export line)");
 }
@@ -539,5 +591,21 @@ mod tests {
             .collect();
         assert_eq!(placed, [("api-v1", "east"), ("api-v2", "west"), ("api-v3", "c3"), ("web", "east")]);
         assert_eq!(d.clusters[2].trust_domain(), "c3.local");
+        let services: Vec<&str> = d.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(services, ["api", "api-v1", "api-v2", "api-v3", "web"], "api has no workloads: its route splits it");
+    }
+
+    #[test]
+    fn demo_routes_are_valid_resources_that_split_90_10() {
+        let weights = |n: usize| -> Vec<(String, u32)> {
+            let docs = parse_documents(&demo_routes(n)).expect("the demo's route and policy parse and validate");
+            assert!(matches!(&docs[1], weft_api::resource::Resource::ResiliencePolicy(_)), "{docs:?}");
+            let weft_api::resource::Resource::HTTPRoute(r) = &docs[0] else { panic!("an HTTPRoute first: {docs:?}") };
+            assert_eq!(r.spec.parent_refs[0].name, "api");
+            r.spec.rules[0].backend_refs.iter().map(|b| (b.name.clone(), b.weight())).collect()
+        };
+        assert_eq!(weights(2), [("api-v1".to_string(), 90), ("api-v2".to_string(), 10)]);
+        // api-v1 keeps 90 %; the others share the rest.
+        assert_eq!(weights(3), [("api-v1".to_string(), 180), ("api-v2".to_string(), 10), ("api-v3".to_string(), 10)]);
     }
 }

@@ -352,7 +352,14 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
                     .flatten()
                     .filter(|p| p["spec"]["targetRef"]["kind"] == "Service" && p["spec"]["targetRef"]["name"] == *name)
                     .collect();
-                outln!("resilience policies:{}", if attached.is_empty() { " none" } else { "" })?;
+                outln!(
+                    "resilience policies on this Service:{}",
+                    if attached.is_empty() {
+                        " none (a route rule's own policy is in its RESILIENCE column)"
+                    } else {
+                        ""
+                    }
+                )?;
                 for p in attached {
                     outln!("  {}", policy_detail(p))?;
                     if p["status"]["conditions"][0]["status"] == "True" {

@@ -224,7 +224,8 @@ fn poll(what: &str, deadline: std::time::Duration, mut check: impl FnMut() -> Op
     }
 }
 
-/// `weft edges -o json` of the east cluster, when web → api shows in both clusters.
+/// `weft edges -o json` of the east cluster, when web → api's two versions show: the demo's
+/// HTTPRoute sends web's calls to api on to Service api-v1 (east) and api-v2 (west).
 fn demo_edges(b: &Browser) -> Option<String> {
     let out = Command::new(WEFT)
         .args(["edges", "-o", "json", "--server", &b.server, "--token", &b.token, "--ca-file", &b.ca_file])
@@ -232,12 +233,12 @@ fn demo_edges(b: &Browser) -> Option<String> {
         .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     let edges = v["edges"].as_array()?;
-    let to = |cluster: &str| {
+    let to = |service: &str, cluster: &str| {
         edges
             .iter()
-            .any(|e| e["src"]["service"] == "web" && e["dst"]["service"] == "api" && e["dst"]["cluster"] == cluster)
+            .any(|e| e["src"]["service"] == "web" && e["dst"]["service"] == service && e["dst"]["cluster"] == cluster)
     };
-    (to("east") && to("west")).then(|| v.to_string())
+    (to("api-v1", "east") && to("api-v2", "west")).then(|| v.to_string())
 }
 
 /// `service.namespace@cluster` → the services page row's `data-success`.
@@ -266,7 +267,9 @@ fn every_page_renders_in_chromium_without_script_errors() {
     std::fs::create_dir_all(&scratch).unwrap();
     let b = Browser { server, token, ca_file, profile: scratch.join("profile") };
     // The first reports of the demo's traffic (every 10 s) before the pages are loaded.
-    poll("web -> api in both clusters in `weft edges`", std::time::Duration::from_secs(90), || demo_edges(&b));
+    poll("web -> api-v1 (east) and api-v2 (west) in `weft edges`", std::time::Duration::from_secs(90), || {
+        demo_edges(&b)
+    });
 
     let overview = b.dom("/");
     assert!(overview.contains("Clusters and links") && overview.contains("data-link=\"west\""), "{overview}");
@@ -274,17 +277,17 @@ fn every_page_renders_in_chromium_without_script_errors() {
     assert!(overview.contains("<table id=\"audit\""), "recent changes: {overview}");
 
     let services = b.dom("/services");
-    for id in ["web.default@east", "api.default@east"] {
+    for id in ["web.default@east", "api-v1.default@east"] {
         assert!(services.contains(&format!("data-service=\"{id}")), "{id}: {services}");
     }
 
     let topology = b.dom("/topology");
     assert!(topology.contains("id=\"topology\""), "{topology}");
-    for node in ["web.default@east", "api.default@east", "api.default@west"] {
+    for node in ["web.default@east", "api-v1.default@east", "api-v2.default@west"] {
         assert!(topology.contains(&format!("data-node=\"{node}\"")), "{node}: {topology}");
     }
 
-    let service = b.dom("/services/default/api");
+    let service = b.dom("/services/default/api-v1");
     assert!(service.contains("<table id=\"instances\"") && service.contains("api-v1"), "{service}");
 
     let proxies = b.dom("/proxies");
@@ -299,9 +302,9 @@ fn every_page_renders_in_chromium_without_script_errors() {
     let tap = b.dom(tap_page);
     assert!(tap.contains("id=\"tap-form\""), "{tap}");
 
-    // The demo's edges: web in east calls api in east and, through the gateways, in west.
-    assert!(topology.contains("data-edge=\"web.default@east to api.default@east\""), "{topology}");
-    assert!(topology.contains("data-edge=\"web.default@east to api.default@west\""), "{topology}");
+    // The demo's edges: web in east calls api-v1 in east and, through the gateways, api-v2 in west.
+    assert!(topology.contains("data-edge=\"web.default@east to api-v1.default@east\""), "{topology}");
+    assert!(topology.contains("data-edge=\"web.default@east to api-v2.default@west\""), "{topology}");
     // The numbers the CLI prints: the same success rate per service and cluster.
     let out = Command::new(WEFT)
         .args(["stat", "service", "-o", "json", "--server", &b.server, "--token", &b.token])
@@ -326,7 +329,7 @@ fn every_page_renders_in_chromium_without_script_errors() {
     }
     // The tap's rows arrive on a streaming fetch, after the load event.
     let tap = b.dom_when(tap_page, "document.querySelectorAll('#tap-events tbody tr').length > 0", 60);
-    assert!(tap.contains("web.default") || tap.contains("api.default"), "tap events: {tap}");
+    assert!(tap.contains("web.default") || tap.contains("api-v1.default"), "tap events: {tap}");
     assert!(proxy.contains("data-section="), "the proxy's configuration: {proxy}");
 
     // Screenshots of each page.
@@ -336,7 +339,7 @@ fn every_page_renders_in_chromium_without_script_errors() {
         ("overview", "/"),
         ("services", "/services"),
         ("topology", "/topology"),
-        ("service", "/services/default/api"),
+        ("service", "/services/default/api-v1"),
         ("proxies", "/proxies"),
         ("proxy", proxy_page.as_str()),
         ("tap", tap_page),

@@ -119,11 +119,73 @@ fn weft_up_runs_east_and_west_linked_and_crosses_between_them() {
 
     // The demo answers from both clusters; west's api saw east's web identity.
     let crossed = "web (east) -> api-v2 (west) over mTLS: 200; api saw caller spiffe://east.local/ns/default/sa/web";
-    up.until(20, |l| l.contains(crossed));
-    up.until(20, |l| l.contains("web (east) -> api-v1 (east) over mTLS: 200"));
+    // The demo's HTTPRoute sends 1 request in 10 to api-v2 (in west), spread evenly: within 40.
+    up.until(40, |l| l.contains(crossed));
+    up.until(40, |l| l.contains("web (east) -> api-v1 (east) over mTLS: 200"));
     let (out, ok) = up.stop();
     assert!(ok, "clean stop: {out}");
     assert!(out.contains("(0 failed)"), "{out}");
+}
+
+/// The demo is a GAMMA canary: web calls Service api, whose HTTPRoute (in east) sends 90 % to
+/// Service api-v1 (east) and 10 % to api-v2 (west). Over 200 answers api-v2's share is about 10 %;
+/// after `weft apply` of weights 0/100 (the docs' blue/green cut-over) every answer is api-v2's,
+/// and no request fails across the change.
+#[test]
+fn weft_up_splits_api_90_10_and_cuts_over_to_v2() {
+    let mut up = Up::start(&["--interval", "20ms"]);
+    up.until(200, |l| l.starts_with("==> demo traffic"));
+    let east = cluster_envs(&up.seen).remove("east").expect("east's export line");
+    let out = weft(&east, &["get", "httproutes"]);
+    let got = text(&out.stdout);
+    assert!(out.status.success() && got.contains("api-split") && got.contains("Accepted=True"), "{got}");
+    let out = weft(&east, &["describe", "service", "api"]);
+    let described = text(&out.stdout);
+    assert!(described.contains("api-v1.default 90%, api-v2.default 10%"), "{described}");
+    assert!(described.contains("api-resilience"), "the route's policy: {described}");
+
+    let answered = |l: &str| l.contains(" over mTLS: 200; ");
+    let is_v2 = |l: &str| {
+        let v2 = l.contains("web (east) -> api-v2 (west) ");
+        assert!(
+            (v2 && l.ends_with("; version v2"))
+                || (l.contains("web (east) -> api-v1 (east) ") && l.ends_with("; version v1")),
+            "an answer of api-v1 or api-v2, naming its version: {l}"
+        );
+        v2
+    };
+    // The route's pick is low-discrepancy (route::tests: 100 ± 3 in every 1,000), so 20 of 200
+    // give or take a few; the tolerance is loose.
+    let v2 = (0..200).filter(|_| is_v2(&up.until(5, answered))).count();
+    assert!((10..=35).contains(&v2), "api-v2 answered {v2} of 200 (about 10 % expected): {}", up.seen);
+
+    let dir = std::env::temp_dir().join(format!("weft-up-split-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("api-split.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: weft.io/v1alpha1\nkind: HTTPRoute\nmetadata: { name: api-split }\nspec:\n  parentRefs: [{ name: api }]\n  rules:\n    - name: split\n      backendRefs:\n        - { name: api-v1, weight: 0 }\n        - { name: api-v2, weight: 100 }\n",
+    )
+    .unwrap();
+    let out = weft(&east, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    // Once web's sidecar has the new weights, every answer is api-v2's. 20 in a row mark that
+    // moment (the 90/10 split never gives more than 1 in a row); bounded in answers, not time.
+    let mut in_a_row = 0;
+    for _ in 0..5000 {
+        if in_a_row == 20 {
+            break;
+        }
+        in_a_row = if is_v2(&up.until(5, answered)) { in_a_row + 1 } else { 0 };
+    }
+    assert_eq!(in_a_row, 20, "api-v2 never took every request after 0/100: {}", up.seen);
+    for _ in 0..100 {
+        let line = up.until(5, answered);
+        assert!(is_v2(&line), "after the cut-over, api-v1 still answered: {line}");
+    }
+    let (out, ok) = up.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ok && out.contains("(0 failed)"), "no request failed across the weight change: {out}");
 }
 
 #[test]
@@ -138,7 +200,8 @@ fn weft_up_clusters_3_links_every_pair() {
         if answered.len() == 3 {
             break;
         }
-        let line = up.until(1, |l| l.contains(" over mTLS: 200; api saw caller spiffe://east.local/"));
+        // (2 lines: every 20 answers the demo prints a line with their split.)
+        let line = up.until(2, |l| l.contains(" over mTLS: 200; api saw caller spiffe://east.local/"));
         for (app, cluster) in [("api-v1", "east"), ("api-v2", "west"), ("api-v3", "c3")] {
             if line.contains(&format!("web (east) -> {app} ({cluster}) over")) {
                 answered.insert(cluster);
@@ -259,13 +322,14 @@ fn weft_up_runs_again_on_its_data_dir() {
     let _ = std::fs::remove_dir_all(&dir);
     for run in 0..2 {
         let out = Command::new(WEFT)
-            .args(["up", "--data-dir", dir.to_str().unwrap(), "--requests", "4", "--interval", "100ms"])
+            // 20 requests: the demo's route sends 1 in 10 to api-v2 in west.
+            .args(["up", "--data-dir", dir.to_str().unwrap(), "--requests", "20", "--interval", "100ms"])
             .output()
             .unwrap();
         let t = text(&out.stdout);
         assert!(out.status.success(), "run {run}: {t}{}", text(&out.stderr));
         assert!(t.contains("web (east) -> api-v2 (west) over mTLS: 200"), "run {run}: {t}");
-        assert!(t.contains("stopped after 4 requests (0 failed)"), "run {run}: {t}");
+        assert!(t.contains("stopped after 20 requests (0 failed)"), "run {run}: {t}");
         // No link of this run is left to point at its ports, so the next run logs no failing link.
         let err = text(&out.stderr);
         assert!(!err.contains("link to cluster failing"), "run {run}: {err}");

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use weft_api::kinds::MeshConfigSpec;
 use weft_api::proxy::Protocol;
 use weft_api::resource::Resource;
@@ -12,7 +13,10 @@ pub struct Catalog {
     /// Changes whenever anything in the catalog may have changed.
     pub revision: u64,
     pub mesh: MeshConfigSpec,
-    pub services: BTreeMap<(String, String), CatalogService>,
+    /// Each service behind its own `Arc`: a catalog built from the last one shares every
+    /// service that did not change (pointer-equal), so cloning a catalog, merging imports and
+    /// comparing with the last one cost the services that changed, not every service.
+    pub services: BTreeMap<(String, String), Arc<CatalogService>>,
     /// The roots of linked clusters' trust domains (`weft link`), by trust domain: proxies
     /// accept a peer of one of these domains only under that domain's roots.
     pub peer_bundles: BTreeMap<String, Vec<Vec<u8>>>,
@@ -82,8 +86,9 @@ pub type VipKey = (String, String, String);
 /// What linked clusters contribute to the catalog (see [`crate::federation`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Imported {
-    /// Services of other clusters with their instances (already marked with their cluster).
-    pub services: Vec<CatalogService>,
+    /// Services of other clusters with their instances (already marked with their cluster),
+    /// shared with the link's state: an unchanged service is the same `Arc` in every import.
+    pub services: Vec<Arc<CatalogService>>,
     pub peer_bundles: BTreeMap<String, Vec<Vec<u8>>>,
     /// Per linked cluster: its network and east-west gateways (multi-network).
     pub networks: BTreeMap<String, PeerNetwork>,
@@ -388,7 +393,7 @@ pub fn build<'a>(revision: u64, resources: impl IntoIterator<Item = &'a Resource
         policies,
         revision,
         mesh,
-        services,
+        services: services.into_iter().map(|(k, s)| (k, Arc::new(s))).collect(),
         peer_bundles: BTreeMap::new(),
         links: BTreeMap::new(),
         vips: BTreeMap::new(),
@@ -430,19 +435,28 @@ fn resolve_mtls(
 /// Adds what linked clusters export: a service of the same name and namespace as a local one
 /// gets the remote instances too (namespace sameness, local instances first); others are added
 /// as they are. Imported services are never exported again.
+///
+/// An imported service that needs no change here (nothing to reroute through a gateway, no
+/// exporter's policy to drop) enters the catalog as the very `Arc` the link holds: an import
+/// costs the services that need work, not a copy of every imported one.
 pub fn merge_imported(cat: &mut Catalog, imported: Imported) {
     if let Some(ca) = &imported.ca {
         cat.ca = ca.clone();
     }
     let (local_cluster, local_network) = (cat.mesh.cluster.name.clone(), cat.mesh.cluster.network.clone());
     for mut s in imported.services {
-        // Rerouted in place and moved into the catalog below, not cloned again.
-        reroute(&local_cluster, &local_network, &imported.networks, &mut s);
+        // An importer with no network is on every network: nothing to look at.
+        let needs_reroute = !local_network.is_empty()
+            && s.instances.iter().any(|i| rerouted(&local_cluster, &local_network, &imported.networks, i));
+        if needs_reroute {
+            reroute(&local_cluster, &local_network, &imported.networks, Arc::make_mut(&mut s));
+        }
         let key = (s.namespace.clone(), s.name.clone());
         match cat.services.get_mut(&key) {
             // Cluster-local: this cluster's callers see only its own endpoints.
             Some(local) if local.cluster_local => {}
             Some(local) => {
+                let local = Arc::make_mut(local);
                 // This cluster's instances stay first (DNS answers them first).
                 local.instances.extend(s.instances.iter().cloned());
                 for c in &s.clusters {
@@ -457,12 +471,14 @@ pub fn merge_imported(cat: &mut Catalog, imported: Imported) {
                 }
             }
             None => {
-                let mut s = s;
-                s.export = false;
-                // A peer's routing policy is its own: here, this cluster's Service decides.
-                (s.failover, s.cluster_weights, s.outlier_detection) = (vec![], BTreeMap::new(), None);
-                s.backend_policy = None;
-                s.resilience = None;
+                if !is_bare_import(&s) {
+                    let s = Arc::make_mut(&mut s);
+                    s.export = false;
+                    // A peer's routing policy is its own: here, this cluster's Service decides.
+                    (s.failover, s.cluster_weights, s.outlier_detection) = (vec![], BTreeMap::new(), None);
+                    s.backend_policy = None;
+                    s.resilience = None;
+                }
                 cat.services.insert(key, s);
             }
         }
@@ -475,6 +491,29 @@ pub fn merge_imported(cat: &mut Catalog, imported: Imported) {
         cat.peer_bundles.entry(td.clone()).or_default().extend(roots.iter().cloned());
     }
     cat.links.extend(imported.links.iter().map(|(c, up)| (c.clone(), *up)));
+}
+
+/// Whether an imported service already has none of what [`merge_imported`] drops from a peer's
+/// service (its export flag and its routing policy): the link stores services so
+/// ([`strip_for_import`]), and they then enter the catalog unchanged.
+fn is_bare_import(s: &CatalogService) -> bool {
+    !s.export
+        && s.failover.is_empty()
+        && s.cluster_weights.is_empty()
+        && s.outlier_detection.is_none()
+        && s.backend_policy.is_none()
+        && s.resilience.is_none()
+}
+
+/// A peer's service as an importer keeps it: not exported again, without the peer's routing
+/// policy (this cluster's Service decides). What [`merge_imported`] would drop, dropped once
+/// when the link receives it rather than on every catalog build.
+pub fn strip_for_import(mut s: CatalogService) -> CatalogService {
+    s.export = false;
+    (s.failover, s.cluster_weights, s.outlier_detection) = (vec![], BTreeMap::new(), None);
+    s.backend_policy = None;
+    s.resilience = None;
+    s
 }
 
 #[cfg(test)]

@@ -142,7 +142,63 @@ pub struct View {
 
 /// The catalog revision the cache is for, the updates rendered for it by view, and each service's
 /// render by where it is rendered for (see [`ServiceRenders`]).
-type RenderCache = (u64, HashMap<View, Arc<pb::ProxyUpdate>>, ServiceRenders);
+type RenderCache = (u64, HashMap<View, Arc<Rendered>>, ServiceRenders);
+
+/// A view's update as rendered for one catalog revision: every field but the services, and
+/// each service's render, shared (the same `Arc`) with the renders of other revisions while the
+/// service does not change. A stream compares two of them by pointer per service, and a delta
+/// copies only the services that changed.
+#[derive(Debug)]
+pub struct Rendered {
+    /// The update without its services.
+    pub rest: pb::ProxyUpdate,
+    /// Its services, in the catalog's order.
+    pub services: Vec<Arc<pb::Service>>,
+}
+
+impl Rendered {
+    /// The whole update (its services copied).
+    pub fn full(&self) -> pb::ProxyUpdate {
+        pb::ProxyUpdate { services: self.services.iter().map(|s| (**s).clone()).collect(), ..self.rest.clone() }
+    }
+
+    /// [`Rendered::full`], not copying a service no one else holds.
+    fn into_full(self) -> pb::ProxyUpdate {
+        let services = self.services.into_iter().map(|s| Arc::try_unwrap(s).unwrap_or_else(|s| (*s).clone())).collect();
+        pb::ProxyUpdate { services, ..self.rest }
+    }
+
+    /// Whether `self` carries the same as `old`: services compared by pointer first (a service
+    /// that did not change is the same render), by value only when the pointers differ.
+    pub fn same_as(&self, old: &Rendered) -> bool {
+        self.services.len() == old.services.len()
+            && self.services.iter().zip(&old.services).all(|(a, b)| Arc::ptr_eq(a, b) || **a == **b)
+            && self.rest == old.rest
+    }
+
+    /// The services that are new or changed since `old` (copied) and those gone, as a delta
+    /// carries them. Costs a pointer comparison per unchanged service.
+    pub fn delta_from(&self, old: &Rendered) -> (Vec<pb::Service>, Vec<pb::ServiceRef>) {
+        fn key(s: &Arc<pb::Service>) -> (&str, &str) {
+            (s.namespace.as_str(), s.name.as_str())
+        }
+        let before: HashMap<(&str, &str), &Arc<pb::Service>> = old.services.iter().map(|s| (key(s), s)).collect();
+        let changed = self
+            .services
+            .iter()
+            .filter(|s| before.get(&key(s)).is_none_or(|o| !Arc::ptr_eq(o, s) && ***o != ***s))
+            .map(|s| (**s).clone())
+            .collect();
+        let after: std::collections::HashSet<(&str, &str)> = self.services.iter().map(key).collect();
+        let removed = old
+            .services
+            .iter()
+            .filter(|s| !after.contains(&key(s)))
+            .map(|s| pb::ServiceRef { namespace: s.namespace.clone(), name: s.name.clone() })
+            .collect();
+        (changed, removed)
+    }
+}
 
 /// Each service as rendered for a proxy's place, with the catalog revision in which the service
 /// last changed (`Catalog::service_revisions`): a new catalog renders again only the services
@@ -151,11 +207,16 @@ type RenderCache = (u64, HashMap<View, Arc<pb::ProxyUpdate>>, ServiceRenders);
 #[derive(Default)]
 pub struct ServiceRenders {
     networks: BTreeMap<String, crate::catalog::PeerNetwork>,
-    by_service: HashMap<(String, String, Option<crate::remote::Place>), (u64, pb::Service)>,
+    by_service: HashMap<RenderKey, (u64, Arc<pb::Service>)>,
 }
 
+/// A service's render by (namespace, name, the place it is rendered for).
+type RenderKey = (String, String, Option<crate::remote::Place>);
+
 impl Renders {
-    fn get(&self, cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> Arc<pb::ProxyUpdate> {
+    /// `view` of `cat` as rendered (once per catalog revision and view), each service's render
+    /// reused from earlier revisions while it does not change.
+    pub fn get(&self, cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> Arc<Rendered> {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let (revision, views, services) = &mut *g;
         if *revision != cat.revision {
@@ -179,7 +240,7 @@ impl Renders {
                     return out.clone();
                 }
             }
-            let out = render_service_in(cat, &crate::remote::for_proxy(cat, view.place.as_ref(), s));
+            let out = Arc::new(render_service_in(cat, &crate::remote::for_proxy(cat, view.place.as_ref(), s)));
             if let Some(rev) = rev {
                 services.by_service.insert(key, (rev, out.clone()));
             }
@@ -213,8 +274,14 @@ type UpdateStream = Pin<Box<dyn Stream<Item = Result<pb::ProxyUpdate, Status>> +
 /// proxies use (no labels, tags or health details), and only the services `view` allows.
 pub fn render(cat: &Catalog, view: &View, bundle: &[Vec<u8>]) -> pb::ProxyUpdate {
     render_with(cat, view, bundle, &mut |s| {
-        render_service_in(cat, &crate::remote::for_proxy(cat, view.place.as_ref(), s))
+        Arc::new(render_service_in(cat, &crate::remote::for_proxy(cat, view.place.as_ref(), s)))
     })
+    .into_full()
+}
+
+/// Whether `key` is `name.ns` (compared in place: a view's filter runs over every service).
+fn is_key(key: &str, name: &str, ns: &str) -> bool {
+    key.strip_prefix(name).and_then(|r| r.strip_prefix('.')) == Some(ns)
 }
 
 /// [`render`], with each service rendered by `one`.
@@ -222,15 +289,14 @@ fn render_with(
     cat: &Catalog,
     view: &View,
     bundle: &[Vec<u8>],
-    one: &mut dyn FnMut(&crate::catalog::CatalogService) -> pb::Service,
-) -> pb::ProxyUpdate {
+    one: &mut dyn FnMut(&crate::catalog::CatalogService) -> Arc<pb::Service>,
+) -> Rendered {
     // The CA's roots as the catalog has them (both during a root rotation), else those given.
     let bundle = if cat.ca.roots.is_empty() { bundle } else { &cat.ca.roots };
     let upstreams = &view.upstreams;
     let visible = |ns: &str| view.visibility.as_ref().is_none_or(|v| v.iter().any(|n| n == ns));
-    let asked = |name: &str, ns: &str| {
-        visible(ns) && (upstreams.is_empty() || upstreams.iter().any(|u| u == &format!("{name}.{ns}")))
-    };
+    let asked =
+        |name: &str, ns: &str| visible(ns) && (upstreams.is_empty() || upstreams.iter().any(|u| is_key(u, name, ns)));
     // The Services that routes of the services asked for send to (backends, mirrors): a proxy
     // calling `api` needs `api-v2` when a route of `api` sends there.
     let routed: std::collections::HashSet<&str> = if upstreams.is_empty() {
@@ -245,7 +311,7 @@ fn render_with(
     let wanted = |name: &str, ns: &str| {
         asked(name, ns) || (visible(ns) && !routed.is_empty() && routed.contains(format!("{name}.{ns}").as_str()))
     };
-    let services = cat.services.values().filter(|s| wanted(&s.name, &s.namespace)).map(one).collect();
+    let services = cat.services.values().filter(|s| wanted(&s.name, &s.namespace)).map(|s| one(s)).collect();
     // The virtual IPs of the services sent, and of their mirrors.
     let virtual_ips = cat
         .vips
@@ -258,14 +324,14 @@ fn render_with(
             address: ip.to_string(),
         })
         .collect();
-    pb::ProxyUpdate {
+    let rest = pb::ProxyUpdate {
         signing_root: cat.ca.signing_root.clone(),
         version: 0,
         // A full update; the stream turns it into a delta for a proxy that applies them.
         delta: false,
         base_version: 0,
         removed_services: vec![],
-        services,
+        services: vec![],
         virtual_ips,
         bundle_der: bundle.to_vec(),
         // The proxy's own cluster (a remote cluster's gateway routes the SNI names of it).
@@ -300,7 +366,8 @@ fn render_with(
                 .map(|(td, roots)| pb::TrustDomainBundle { trust_domain: td.clone(), roots_der: roots.clone() }),
         )
         .collect(),
-    }
+    };
+    Rendered { rest, services }
 }
 
 /// One service as proxies get it: only what they use (no labels, tags or health details), its
@@ -648,7 +715,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         let for_reader = tap_stream.clone();
         tokio::spawn(async move {
             let mut version = 0u64;
-            let mut last: Option<(Arc<pb::ProxyUpdate>, (pb::Inbound, pb::Placement))> = None;
+            let mut last: Option<(Arc<Rendered>, (pb::Inbound, pb::Placement))> = None;
             let (mut last_taps, mut dump_request) = (vec![], 0u64);
             loop {
                 let cat = catalog.borrow_and_update().clone();
@@ -666,7 +733,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                 );
                 let taps = crate::tap::for_proxy(&open_taps.borrow_and_update(), &cat, &tap_stream);
                 let changed = match &last {
-                    Some((l, i)) => (!Arc::ptr_eq(l, &update) && **l != *update) || *i != inbound,
+                    Some((l, i)) => (!Arc::ptr_eq(l, &update) && !update.same_as(l)) || *i != inbound,
                     None => true,
                 } || taps != last_taps
                     || dump_request != 0;
@@ -675,13 +742,18 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     version += 1;
                     let mut out = match &last {
                         Some((l, _)) if deltas => {
-                            let (services, removed_services) =
-                                crate::federation::export::diff(&l.services, &update.services);
-                            // Every other field is whole, as in a full update.
-                            let rest = pb::ProxyUpdate { services: vec![], ..(*update).clone() };
-                            pb::ProxyUpdate { services, removed_services, delta: true, base_version, ..rest }
+                            // Only the services that changed are copied; every other field is
+                            // whole, as in a full update.
+                            let (services, removed_services) = update.delta_from(l);
+                            pb::ProxyUpdate {
+                                services,
+                                removed_services,
+                                delta: true,
+                                base_version,
+                                ..update.rest.clone()
+                            }
                         }
-                        _ => (*update).clone(),
+                        _ => update.full(),
                     };
                     out.version = version;
                     out.stats_interval_ms = stats_interval_ms;
@@ -813,7 +885,7 @@ mod render_tests {
         for (s, rev) in services {
             let key = (s.namespace.clone(), s.name.clone());
             cat.service_revisions.insert(key.clone(), rev);
-            cat.services.insert(key, s);
+            cat.services.insert(key, s.into());
         }
         cat
     }
@@ -833,14 +905,22 @@ mod render_tests {
         };
         let one = catalog(1, vec![(service("api", &["10.0.0.1:80"]), 1), (service("web", &["10.0.0.2:80"]), 1)]);
         let first = renders.get(&one, &view, &[]);
-        assert_eq!(endpoints(&first, "api"), ["10.0.0.1:80"]);
+        assert_eq!(endpoints(&first.full(), "api"), ["10.0.0.1:80"]);
         let two = catalog(
             2,
             vec![(service("api", &["10.0.0.1:80", "10.0.0.3:80"]), 2), (service("web", &["10.0.0.2:80"]), 1)],
         );
         let second = renders.get(&two, &view, &[]);
-        assert_eq!(endpoints(&second, "api"), ["10.0.0.1:80", "10.0.0.3:80"], "the changed service is rendered again");
-        assert_eq!(*second, render(&two, &view, &[]), "the same as a render from scratch");
+        assert_eq!(
+            endpoints(&second.full(), "api"),
+            ["10.0.0.1:80", "10.0.0.3:80"],
+            "the changed service is rendered again"
+        );
+        assert_eq!(second.full(), render(&two, &view, &[]), "the same as a render from scratch");
+        let web = |r: &Rendered| r.services.iter().find(|s| s.name == "web").unwrap().clone();
+        assert!(Arc::ptr_eq(&web(&first), &web(&second)), "web's render is shared, not copied");
+        let (changed, removed) = second.delta_from(&first);
+        assert_eq!((changed.len(), changed[0].name.as_str(), removed.len()), (1, "api", 0), "a delta of api alone");
         let g = renders.0.lock().unwrap();
         let revs: Vec<u64> = ["api", "web"]
             .iter()

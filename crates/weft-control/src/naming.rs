@@ -201,7 +201,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        cat.services.insert(("default".into(), "api".into()), svc);
+        cat.services.insert(("default".into(), "api".into()), svc.into());
         cat.vips.insert(("default".into(), "api".into(), String::new()), "240.0.0.1".parse().unwrap());
         let t = table_for(&cat, "edge");
         assert_eq!(t.cluster, "edge");

@@ -147,17 +147,8 @@ pub fn run(
         let merged = merge(sources);
         catalog::build(0, merged.iter(), &|w| health(w))
     };
-    let build = move |revision: u64, base: &catalog::Catalog, sources: &[Arc<dyn Source>]| {
-        let mut cat = base.clone();
-        cat.revision = revision;
-        for imported in sources.iter().filter_map(|s| s.imported()) {
-            catalog::merge_imported(&mut cat, imported);
-        }
-        vips.assign(&mut cat);
-        cat
-    };
     let mut own = base(&sources, &health);
-    let mut first = build(0, &own, &sources);
+    let mut first = next(0, &own, &sources, &vips, None);
     first.service_revisions = first.services.keys().map(|k| (k.clone(), 0)).collect();
     let (tx, rx) = watch::channel(Arc::new(first));
     let mut subs: Vec<watch::Receiver<u64>> = sources.iter().map(|s| s.subscribe()).collect();
@@ -189,23 +180,8 @@ pub fn run(
             if resources_changed {
                 own = base(&sources, &health);
             }
-            let mut cat = build(revision, &own, &sources);
-            // Each service keeps the revision it last changed in (compared with the last catalog).
-            cat.service_revisions = {
-                let old = tx.borrow();
-                // Its routes travel with it (`discovery::render_service_in`): a route change is a
-                // change of the service.
-                let same_routes = |k: &(String, String)| {
-                    let key = format!("{}.{}", k.1, k.0);
-                    old.routes_of(&key).eq(cat.routes_of(&key))
-                };
-                let kept = |k: &(String, String), s: &catalog::CatalogService| match old.services.get(k) {
-                    Some(o) if o == s && same_routes(k) => old.service_revisions.get(k).copied(),
-                    _ => None,
-                };
-                cat.services.iter().map(|(k, s)| (k.clone(), kept(k, s).unwrap_or(revision))).collect()
-            };
-            let cat = Arc::new(cat);
+            let old = tx.borrow().clone();
+            let cat = Arc::new(next(revision, &own, &sources, &vips, Some(&old)));
             tracing::debug!(
                 revision,
                 resources_changed,
@@ -214,19 +190,7 @@ pub fn run(
             );
             // Publish only real changes: proxies get a push per change, not per write.
             tx.send_if_modified(|old| {
-                // Equal revisions for the same services: no service changed.
-                let same = old.service_revisions == cat.service_revisions
-                    && old.mesh == cat.mesh
-                    && old.peer_bundles == cat.peer_bundles
-                    && old.links == cat.links
-                    && old.vips == cat.vips
-                    && old.ca == cat.ca
-                    && old.routes == cat.routes
-                    // A policy's condition can change with no change to what proxies get.
-                    && old.policies == cat.policies
-                    && old.authz == cat.authz
-                    && old.request_authn == cat.request_authn
-                    && old.telemetry == cat.telemetry;
+                let same = same_for_proxies(old, &cat);
                 if !same {
                     *old = cat;
                 }
@@ -235,6 +199,93 @@ pub fn run(
         }
     });
     rx
+}
+
+/// The catalog at `revision`: `own` (the catalog of this cluster's resources) with every
+/// source's imports merged in and virtual IPs assigned, compared with `old` (the last one
+/// published): a service equal to its old self is `old`'s very `Arc` and keeps the revision it
+/// last changed in; one that changed (or is new) gets `revision`. With no `old`, every service
+/// gets `revision`.
+///
+/// What it costs per change: a clone of `own`'s map of `Arc`s, the imports merged (an imported
+/// service that needs no rerouting is shared, not copied), and one comparison per service that
+/// is pointer-equal for every service that did not change.
+pub fn next(
+    revision: u64,
+    own: &Catalog,
+    sources: &[Arc<dyn Source>],
+    vips: &crate::vips::Vips,
+    old: Option<&Catalog>,
+) -> Catalog {
+    let mut cat = own.clone();
+    cat.revision = revision;
+    for imported in sources.iter().filter_map(|s| s.imported()) {
+        catalog::merge_imported(&mut cat, imported);
+    }
+    let Some(old) = old else {
+        vips.assign(&mut cat);
+        cat.service_revisions = cat.services.keys().map(|k| (k.clone(), revision)).collect();
+        return cat;
+    };
+    // A service's routes travel with it (`discovery::render_service_in`): a route change is a
+    // change of the service. Compared per service only when some route changed.
+    let routes_same = old.routes == cat.routes;
+    let new_routes = &cat.routes;
+    let same_routes = |k: &(String, String)| {
+        routes_same || {
+            let key = format!("{}.{}", k.1, k.0);
+            let of = |r: &&catalog::CatalogRoute| r.parents.contains(&key);
+            old.routes.iter().filter(of).eq(new_routes.iter().filter(of))
+        }
+    };
+    // One pass over both catalogs' services in key order (a merge, not a lookup per service).
+    let revision_of = |k: &(String, String)| old.service_revisions.get(k).copied();
+    let mut olds = old.services.iter().peekable();
+    let mut changed: Vec<(String, String)> = vec![];
+    let mut revisions: Vec<((String, String), u64)> = Vec::with_capacity(cat.services.len());
+    for (k, s) in cat.services.iter_mut() {
+        while let Some((ok, _)) = olds.next_if(|(ok, _)| *ok < k) {
+            changed.push(ok.clone()); // gone
+        }
+        let o = olds.next_if(|(ok, _)| *ok == k).map(|(_, o)| o);
+        let kept = match o {
+            Some(o) if (Arc::ptr_eq(o, s) || **o == **s) && same_routes(k) => {
+                // Equal: the old `Arc`, so the next comparison (and discovery's) is a pointer's.
+                if !Arc::ptr_eq(o, s) {
+                    *s = o.clone();
+                }
+                revision_of(k)
+            }
+            _ => None,
+        };
+        if kept.is_none() {
+            changed.push(k.clone());
+        }
+        revisions.push((k.clone(), kept.unwrap_or(revision)));
+    }
+    changed.extend(olds.map(|(k, _)| k.clone()));
+    // Sorted already: built in one pass.
+    cat.service_revisions = revisions.into_iter().collect();
+    // After the comparison: only the services that changed are looked at.
+    vips.assign_after(&mut cat, old, &changed);
+    cat
+}
+
+/// Whether proxies would get the same from `new` as from `old`: equal revisions for the same
+/// services (no service changed, see [`next`]) and the same catalog-wide parts.
+pub fn same_for_proxies(old: &Catalog, new: &Catalog) -> bool {
+    old.service_revisions == new.service_revisions
+        && old.mesh == new.mesh
+        && old.peer_bundles == new.peer_bundles
+        && old.links == new.links
+        && old.vips == new.vips
+        && old.ca == new.ca
+        && old.routes == new.routes
+        // A policy's condition can change with no change to what proxies get.
+        && old.policies == new.policies
+        && old.authz == new.authz
+        && old.request_authn == new.request_authn
+        && old.telemetry == new.telemetry
 }
 
 #[cfg(test)]
@@ -291,5 +342,95 @@ mod tests {
         .await
         .expect("a change of the resources reads them again");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn imported(name: &str, addrs: &[&str]) -> crate::catalog::CatalogService {
+        crate::catalog::CatalogService {
+            name: name.into(),
+            namespace: "default".into(),
+            export: true,
+            clusters: vec!["west".into()],
+            instances: addrs
+                .iter()
+                .enumerate()
+                .map(|(n, a)| crate::catalog::Instance {
+                    name: format!("{name}-{n}"),
+                    address: a.parse().unwrap(),
+                    sidecar: a.parse().unwrap(),
+                    identity: "spiffe://west.example/ns/default/sa/x".into(),
+                    cluster: "west".into(),
+                    network: String::new(),
+                    locality: String::new(),
+                    labels: BTreeMap::new(),
+                    tags: vec![],
+                    healthy: true,
+                    visibility: None,
+                    weight: 1,
+                    mtls: Default::default(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// One imported service's change makes a catalog in which every other service is the last
+    /// catalog's very `Arc` (and keeps its revision), the local service merged with imports of
+    /// the same name included; it equals the catalog a full rebuild makes; a step with nothing
+    /// changed is not published.
+    #[test]
+    fn a_change_shares_every_unchanged_service_and_equals_a_full_rebuild() {
+        const RESOURCES: &str = "apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata: { name: mesh }\nspec: { cluster: { name: east } }\n---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: api }\nspec: { export: true }\n---\napiVersion: weft.io/v1alpha1\nkind: Service\nmetadata: { name: solo }\nspec: {}\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: api-1 }\nspec: { service: api, address: 10.0.0.1, port: 8080 }\n---\napiVersion: weft.io/v1alpha1\nkind: Workload\nmetadata: { name: solo-1 }\nspec: { service: solo, address: 10.0.0.2, port: 8080 }\n";
+        let rs = weft_api::resource::parse_documents(RESOURCES).unwrap();
+        let own = catalog::build(0, rs.iter(), &|_| true);
+        let federation = Arc::new(crate::federation::Federation::default());
+        let west = || crate::federation::Peer {
+            trust_domain: "west.example",
+            roots: vec![vec![1]],
+            network: Default::default(),
+            remotes: BTreeMap::new(),
+        };
+        let services = vec![
+            imported("api", &["10.1.0.1:8080"]),
+            imported("w1", &["10.1.0.2:8080"]),
+            imported("w2", &["10.1.0.3:8080"]),
+        ];
+        federation.import_delta("west", west(), services, &[]);
+        let sources: Vec<Arc<dyn Source>> = vec![federation.clone()];
+        let vips = crate::vips::Vips::in_memory();
+        let first = next(1, &own, &sources, &vips, None);
+        assert_eq!(first.services[&("default".to_string(), "api".to_string())].instances.len(), 2, "merged");
+        assert!(!first.vips.is_empty(), "the imported services have virtual IPs");
+
+        federation.import_delta("west", west(), vec![imported("w1", &["10.1.0.2:8080", "10.1.0.4:8080"])], &[]);
+        let second = next(2, &own, &sources, &vips, Some(&first));
+        let key = |n: &str| ("default".to_string(), n.to_string());
+        for name in ["api", "solo", "w2"] {
+            assert!(Arc::ptr_eq(&first.services[&key(name)], &second.services[&key(name)]), "{name} is shared");
+            assert_eq!(second.service_revisions[&key(name)], 1, "{name} keeps its revision");
+        }
+        assert!(!Arc::ptr_eq(&first.services[&key("w1")], &second.services[&key("w1")]));
+        assert_eq!(second.service_revisions[&key("w1")], 2);
+        assert_eq!(second.services[&key("w1")].instances.len(), 2);
+        assert!(!same_for_proxies(&first, &second));
+
+        let full = next(2, &own, &sources, &vips, None);
+        assert_eq!(full.services, second.services, "equal to a full rebuild");
+        assert_eq!(full.vips, second.vips);
+        assert_eq!(
+            (&full.networks, &full.links, &full.peer_bundles),
+            (&second.networks, &second.links, &second.peer_bundles)
+        );
+
+        // A service withdrawn: it leaves, with its virtual IPs; the rest stay shared.
+        federation.import_delta("west", west(), vec![], &[key("w2")]);
+        let third = next(3, &own, &sources, &vips, Some(&second));
+        assert!(!third.services.contains_key(&key("w2")));
+        assert!(third.vips.keys().all(|(_, name, _)| name != "w2"), "{:?}", third.vips);
+        assert!(Arc::ptr_eq(&second.services[&key("w1")], &third.services[&key("w1")]));
+        assert_eq!(next(3, &own, &sources, &vips, None).vips, third.vips);
+
+        // Nothing changed: the same for proxies (not published).
+        let fourth = next(4, &own, &sources, &vips, Some(&third));
+        assert!(same_for_proxies(&third, &fourth));
     }
 }

@@ -167,7 +167,7 @@ mod tests {
             revision: 1,
             networks: declared_networks(&mesh),
             mesh,
-            services: [(("default".to_string(), "api".to_string()), svc)].into(),
+            services: [(("default".to_string(), "api".to_string()), svc.into())].into(),
             ..Default::default()
         }
     }

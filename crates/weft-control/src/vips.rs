@@ -14,7 +14,7 @@
 //! upwards past taken ones. Names that are gone keep their address until the range runs out;
 //! only then are theirs reused. Changing the range re-allocates the names outside it.
 
-use crate::catalog::{Catalog, VipKey};
+use crate::catalog::{Catalog, CatalogService, VipKey};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -72,13 +72,7 @@ impl Vips {
         let seen_from_elsewhere = !cat.mesh.remote_clusters.is_empty();
         let mut wanted: BTreeSet<VipKey> = BTreeSet::new();
         for s in cat.services.values() {
-            let clusters = s.all_clusters();
-            if !seen_from_elsewhere && clusters.iter().all(|c| *c == local) {
-                continue;
-            }
-            let key = |c: &str| (s.namespace.clone(), s.name.clone(), c.to_string());
-            wanted.insert(key(""));
-            wanted.extend(clusters.iter().filter(|c| seen_from_elsewhere || **c != local).map(|c| key(c)));
+            wanted.extend(wanted_by(s, local, seen_from_elsewhere));
         }
         let mut given = self.given.lock().unwrap_or_else(|p| p.into_inner());
         let range = Range { base: u32::from(base), size: 1u32 << (32 - prefix) };
@@ -115,6 +109,63 @@ impl Vips {
         }
     }
 
+    /// [`Vips::assign`] for a catalog built from `old` (assigned already) in which only the
+    /// services `changed` changed, were added or are gone: only those are looked at, the rest
+    /// keep their addresses from `old.vips`. A change of the settings, or a range that runs
+    /// out, assigns everything as [`Vips::assign`] does.
+    pub fn assign_after(&self, cat: &mut Catalog, old: &Catalog, changed: &[(String, String)]) {
+        let (m, o) = (&cat.mesh, &old.mesh);
+        let same_settings = m.virtual_ips == o.virtual_ips
+            && m.cluster.name == o.cluster.name
+            && m.remote_clusters.is_empty() == o.remote_clusters.is_empty();
+        let Ok(Some((base, prefix))) = cat.mesh.virtual_ips.parse() else { return };
+        if !same_settings {
+            return self.assign(cat);
+        }
+        let mut vips = old.vips.clone();
+        if changed.is_empty() {
+            cat.vips = vips;
+            return;
+        }
+        let (local, seen_from_elsewhere) = (cat.mesh.cluster.name.as_str(), !cat.mesh.remote_clusters.is_empty());
+        let mut wanted: BTreeSet<VipKey> = BTreeSet::new();
+        for (ns, name) in changed {
+            let first = (ns.clone(), name.clone(), String::new());
+            let theirs: Vec<VipKey> =
+                vips.range(first..).take_while(|((n, s, _), _)| n == ns && s == name).map(|(k, _)| k.clone()).collect();
+            for k in theirs {
+                vips.remove(&k);
+            }
+            if let Some(s) = cat.services.get(&(ns.clone(), name.clone())) {
+                wanted.extend(wanted_by(s, local, seen_from_elsewhere));
+            }
+        }
+        let mut given = self.given.lock().unwrap_or_else(|p| p.into_inner());
+        let range = Range { base: u32::from(base), size: 1u32 << (32 - prefix) };
+        let mut taken: Option<BTreeSet<Ipv4Addr>> = None;
+        let mut added = false;
+        for key in &wanted {
+            if let Some(ip) = given.get(key) {
+                vips.insert(key.clone(), *ip);
+                continue;
+            }
+            let taken = taken.get_or_insert_with(|| given.values().copied().collect());
+            let Some(ip) = range.first_free(key, taken) else {
+                // Out of addresses: the whole assignment decides which names give theirs back.
+                drop(given);
+                return self.assign(cat);
+            };
+            taken.insert(ip);
+            given.insert(key.clone(), ip);
+            vips.insert(key.clone(), ip);
+            added = true;
+        }
+        cat.vips = vips;
+        if added {
+            self.save(&given);
+        }
+    }
+
     /// Writes the allocations (blocking; small, and only when they change).
     fn save(&self, given: &BTreeMap<VipKey, Ipv4Addr>) {
         let Some(path) = &self.path else { return };
@@ -134,6 +185,18 @@ impl Vips {
             tracing::error!(file = %path.display(), error = %e, "cannot save the virtual IP allocations; a restart may change them");
         }
     }
+}
+
+/// The names of `s` that need a virtual IP (see the module docs), seen from cluster `local`.
+fn wanted_by(s: &CatalogService, local: &str, seen_from_elsewhere: bool) -> Vec<VipKey> {
+    let clusters = s.all_clusters();
+    if !seen_from_elsewhere && clusters.iter().all(|c| *c == local) {
+        return vec![];
+    }
+    let key = |c: &str| (s.namespace.clone(), s.name.clone(), c.to_string());
+    std::iter::once(key(""))
+        .chain(clusters.iter().filter(|c| seen_from_elsewhere || **c != local).map(|c| key(c)))
+        .collect()
 }
 
 /// The usable addresses of a CIDR: all but its first and last.

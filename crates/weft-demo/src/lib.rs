@@ -2,7 +2,9 @@
 //! the app. Real servers on real sockets.
 //!
 //! HTTP echo (HTTP/1.1 and HTTP/2 on one port):
-//! - `GET /anything` → JSON: app name, method, path, HTTP version, the caller's
+//! - `GET /anything` → JSON: app name, app version (`app_version`, also the `x-app-version`
+//!   response header, when the app was given one: the demo's api-v1 and api-v2), method, path,
+//!   HTTP version, the caller's
 //!   `x-weft-peer-identity`, request body length, and every header or trailer that a framework
 //!   could read as that header (`identity_like`: any case, `_` for `-`, as CGI-style servers fold
 //!   them)
@@ -30,6 +32,9 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 /// Header the destination sidecar sets to the caller's verified SPIFFE ID.
 pub const PEER_IDENTITY: &str = "x-weft-peer-identity";
 
+/// Response header naming the version of the app that answered (`weft demo-app --app-version`).
+pub const APP_VERSION: &str = "x-app-version";
+
 fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
@@ -53,15 +58,29 @@ async fn accept(listener: &TcpListener) -> tokio::net::TcpStream {
 
 /// Serves the HTTP echo on `listener` until the task is dropped. `name` appears in every answer.
 pub async fn serve_http_echo(listener: TcpListener, name: &str) {
+    serve_http_echo_version(listener, name, None).await
+}
+
+/// [`serve_http_echo`] as one version of a service: `version` (e.g. `v2`) is in every answer, as
+/// `app_version` in the JSON and as the `x-app-version` header, so a caller sees which version of
+/// a split answered.
+pub async fn serve_http_echo_version(listener: TcpListener, name: &str, version: Option<&str>) {
     let name: Arc<str> = name.into();
+    let version: Option<HeaderValue> = version.and_then(|v| HeaderValue::from_str(v).ok());
     loop {
         let stream = accept(&listener).await;
         let _ = stream.set_nodelay(true);
-        let name = name.clone();
+        let (name, version) = (name.clone(), version.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let name = name.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&name, req).await) }
+                let (name, version) = (name.clone(), version.clone());
+                async move {
+                    let mut resp = handle(&name, version.as_ref(), req).await;
+                    if let Some(v) = version {
+                        resp.headers_mut().insert(APP_VERSION, v);
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
@@ -70,7 +89,7 @@ pub async fn serve_http_echo(listener: TcpListener, name: &str) {
     }
 }
 
-async fn handle(name: &str, mut req: Request<Incoming>) -> Response<Body> {
+async fn handle(name: &str, app_version: Option<&HeaderValue>, mut req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     if req.headers().contains_key(header::UPGRADE) || req.method() == http::Method::CONNECT {
         return upgrade_echo(&mut req);
@@ -108,7 +127,7 @@ async fn handle(name: &str, mut req: Request<Incoming>) -> Response<Body> {
         }
         Err(e) => return with_status(StatusCode::BAD_REQUEST, format!("body: {e}\n")),
     };
-    let json = serde_json::json!({
+    let mut json = serde_json::json!({
         "app": name, "method": method, "path": path, "version": version, "host": host,
         "peer_identity": peer, "peer_identity_headers": forged_count, "identity_like": identity_like,
         "body_len": body.len(),
@@ -116,6 +135,9 @@ async fn handle(name: &str, mut req: Request<Incoming>) -> Response<Body> {
         "traceparent": trace.0, "b3": trace.1, "x_b3_spanid": trace.2,
         "body": String::from_utf8_lossy(&body[..body.len().min(4096)]),
     });
+    if let Some(v) = app_version.and_then(|v| v.to_str().ok()) {
+        json["app_version"] = v.into();
+    }
     let mut r = with_status(StatusCode::OK, json.to_string());
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r

@@ -137,21 +137,22 @@ impl AccessLog {
 
     /// Starts the line of one HTTP request; `None` (nothing to do) while logging is off.
     #[inline]
-    pub fn begin<B>(&self, req: &Request<B>) -> Option<Pending> {
+    pub fn begin<B>(&self, req: &Request<B>) -> Option<Box<Pending>> {
         if !self.on() {
             return None;
         }
         self.begin_slow(req)
     }
 
-    fn begin_slow<B>(&self, req: &Request<B>) -> Option<Pending> {
+    /// Boxed: the line's fields are not carried by every request's future while logging is off.
+    fn begin_slow<B>(&self, req: &Request<B>) -> Option<Box<Pending>> {
         let sink = self.sink.load_full()?;
         let authority = req
             .uri()
             .authority()
             .map(|a| a.as_str().to_string())
             .or_else(|| req.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string));
-        Some(Pending {
+        Some(Box::new(Pending {
             sink,
             time: SystemTime::now(),
             started: Instant::now(),
@@ -160,7 +161,7 @@ impl AccessLog {
             path: req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into()),
             bytes_received: content_length(req.headers()),
             audit: None,
-        })
+        }))
     }
 
     /// Starts the line of one opaque TCP connection, written when the returned value drops;

@@ -3,6 +3,7 @@
 //! versioned update atomically and acknowledging it. While the control plane is away the proxy
 //! keeps serving with its last good config and certificate, and reconnects with backoff.
 
+use crate::routes::Routes;
 use crate::Ctx;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -269,8 +270,16 @@ pub fn bundle_from(bundles: &[pb::TrustDomainBundle], plain: &[Vec<u8>]) -> Resu
 
 /// Converts an update into config-form services, naming the bad field on error.
 pub fn services_from(update: &pb::ProxyUpdate) -> Result<Vec<Service>, ConfigError> {
-    let mut out = Vec::with_capacity(update.services.len());
-    for (i, s) in update.services.iter().enumerate() {
+    services_at(update.services.iter().enumerate())
+}
+
+/// Converts services into config form; each comes with its index in the update, which errors
+/// name (`services[i]...`).
+fn services_at<'a>(
+    services: impl ExactSizeIterator<Item = (usize, &'a pb::Service)>,
+) -> Result<Vec<Service>, ConfigError> {
+    let mut out = Vec::with_capacity(services.len());
+    for (i, s) in services {
         let mut endpoints = Vec::with_capacity(s.endpoints.len());
         for (j, e) in s.endpoints.iter().enumerate() {
             let f = |k: &str| format!("services[{i}].endpoints[{j}].{k}");
@@ -487,9 +496,18 @@ pub fn virtual_ips_from(update: &pb::ProxyUpdate) -> Result<Vec<(String, String,
         .collect()
 }
 
-/// Applies one update: all of it or none of it.
-fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
-    let services = services_from(update).map_err(|e| e.to_string())?;
+/// Applies one update: all of it or none of it. `held` holds every service after it, `changes`
+/// says which it changed; `prev` is the routing table the stream's last applied update
+/// installed, when it is still the one in use. A delta on top of `prev`, from the same place,
+/// builds only the services it changed (see [`Routes::from_changes`]); otherwise every service
+/// is built. Returns the table installed.
+fn apply(
+    ctx: &Ctx,
+    update: &pb::ProxyUpdate,
+    held: &Held,
+    changes: &Changes,
+    prev: Option<&Arc<Routes>>,
+) -> Result<Arc<Routes>, String> {
     let inbound = inbound_from(update).map_err(|e| e.to_string())?;
     let vips = virtual_ips_from(update).map_err(|e| e.to_string())?;
     let limit = inbound_resilience_from(update).map_err(|e| e.to_string())?;
@@ -499,13 +517,30 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
     let telemetry = telemetry_from(update).map_err(|e| e.to_string())?;
     let tracing = crate::trace::tracing_from(update).map_err(|e| e.to_string())?;
     ctx.apps.add_ports(inbound.iter().map(|p| p.port));
+    let place = ctx.place();
     if let Some(p) = &update.placement {
         ctx.set_place(&p.cluster, &p.locality);
     }
     // The control plane names the cluster the proxy runs in (its own config may not).
     let cluster = if update.cluster.is_empty() { &ctx.cfg.cluster } else { &update.cluster };
-    let routes =
-        ctx.routes_for(&services).map_err(|e| e.to_string())?.with_inbound(&inbound).with_names(cluster, &vips);
+    // Balancers are built for a place: a new one builds every service again.
+    let routes = match prev.filter(|_| !changes.full && ctx.place() == place) {
+        Some(prev) => {
+            let changed = changes.changed.iter().map(|i| (*i, &update.services[*i]));
+            let services = services_at(changed).map_err(|e| e.to_string())?;
+            let keys: Vec<String> = held.services.keys().map(|(ns, name)| format!("{name}.{ns}")).collect();
+            ctx.routes_changed(prev, &keys, &services)
+                .map_err(|e| e.to_string())?
+                .with_inbound(&inbound)
+                .with_names_from(cluster, &vips, prev)
+        }
+        None => {
+            let services =
+                if changes.full { services_from(update) } else { services_at(held.services.values().enumerate()) };
+            let services = services.map_err(|e| e.to_string())?;
+            ctx.routes_for(&services).map_err(|e| e.to_string())?.with_inbound(&inbound).with_names(cluster, &vips)
+        }
+    };
     if !update.bundle_der.is_empty() || !update.bundles.is_empty() {
         let bundle = bundle_from(&update.bundles, &update.bundle_der).map_err(|e| e.to_string())?;
         let now = ctx.certs.bundle();
@@ -513,7 +548,8 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
             ctx.certs.set_bundle(bundle).map_err(|e| e.to_string())?;
         }
     }
-    ctx.routes.store(Arc::new(routes));
+    let routes = Arc::new(routes);
+    ctx.routes.store(routes.clone());
     match &limit {
         Some((service, spec)) => ctx.resilience.update_inbound(Some(spec), service),
         None => ctx.resilience.update_inbound(None, ""),
@@ -528,7 +564,7 @@ fn apply(ctx: &Ctx, update: &pb::ProxyUpdate) -> Result<(), String> {
     // Spans name the cluster the workload runs in, as the control plane places it.
     let placed = update.placement.as_ref().map(|p| p.cluster.as_str()).filter(|c| !c.is_empty());
     ctx.tracing.update(tracing.as_ref(), placed.unwrap_or(&update.cluster));
-    Ok(())
+    Ok(routes)
 }
 
 async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(), ControlError> {
@@ -569,11 +605,13 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
     let _reporter = AbortOnDrop(reporter);
     let result = async {
         let mut held = Held::default();
-        let mut applied: Option<pb::ProxyUpdate> = None;
+        // The last update applied, without its services (`held` has them), and the routing
+        // table it installed: what the next delta is applied on top of.
+        let mut applied: Option<(pb::ProxyUpdate, Arc<Routes>)> = None;
         while let Some(mut update) = updates.message().await? {
-            // A delta is made whole from what the stream sent before; one that does not apply
-            // on top of it ends the stream, and the next one starts with a full update.
-            held.apply(&mut update).map_err(ControlError::Resync)?;
+            // A delta applies on top of what the stream sent before; one that does not ends the
+            // stream, and the next one starts with a full update.
+            let changes = held.apply(&update).map_err(ControlError::Resync)?;
             ctx.taps.set(&update.taps);
             if update.config_dump_request != 0 {
                 let json = serde_json::to_string(&crate::admin::config_dump(ctx)).unwrap_or_default();
@@ -586,9 +624,15 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
             };
             interval_tx.send_if_modified(|i| std::mem::replace(i, every) != every);
             // An update that changes only taps or asks for the config is acked, not applied again.
-            let unchanged = applied.as_mut().is_some_and(|a| same_config(a, &mut update));
-            let error = match if unchanged { Ok(()) } else { apply(ctx, &update) } {
-                Ok(()) => {
+            let unchanged = changes.is_empty() && applied.as_ref().is_some_and(|(a, _)| same_config(a, &mut update));
+            // The table the last update installed, if nothing replaced it since (a reload).
+            let prev = applied.as_ref().map(|(_, r)| r).filter(|r| Arc::ptr_eq(r, &ctx.routes.load_full()));
+            let result = match &applied {
+                Some((_, routes)) if unchanged => Ok(routes.clone()),
+                _ => apply(ctx, &update, &held, &changes, prev),
+            };
+            let error = match result {
+                Ok(routes) => {
                     // Root rotation: a certificate of another root than the signing one is renewed
                     // now (a failure reconnects, and the next first update retries).
                     if !update.signing_root.is_empty() && leaf_root(&ctx.certs) != update.signing_root {
@@ -596,16 +640,25 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
                     }
                     ctx.metrics.config_version.set(update.version as i64);
                     ctx.ready.store(true, std::sync::atomic::Ordering::Release);
-                    tracing::info!(version = update.version, services = update.services.len(), "applied config from the control plane");
+                    tracing::info!(
+                        version = update.version,
+                        services = held.services.len(),
+                        changed = changes.changed.len(),
+                        removed = changes.removed.len(),
+                        full = changes.full,
+                        "applied config from the control plane"
+                    );
                     warn_gateway_cluster(ctx, &update);
+                    applied = Some((bare(&mut update), routes));
                     String::new()
                 }
                 Err(e) => {
                     tracing::error!(version = update.version, error = %e, "rejected config from the control plane; keeping the previous one");
+                    // The next update is built whole (the table in use is not this stream's).
+                    applied = None;
                     e
                 }
             };
-            let ok = error.is_empty();
             let ack = pb::Ack {
                 version: update.version,
                 error,
@@ -617,7 +670,6 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
             };
-            applied = ok.then_some(update);
             if tx.send(pb::ProxyMessage { kind: Some(pb::proxy_message::Kind::Ack(ack)) }).await.is_err() {
                 break;
             }
@@ -631,16 +683,19 @@ async fn follow(ctx: &Arc<Ctx>, control: &Control, proxy_id: &str) -> Result<(),
     result
 }
 
-/// Whether `b` (made whole) carries the same config as `a`: they differ at most in their
-/// version, their delta fields, their taps and a config dump request. Every other field counts,
-/// those added later included.
-fn same_config(a: &mut pb::ProxyUpdate, b: &mut pb::ProxyUpdate) -> bool {
-    if a.services != b.services {
-        return false;
-    }
-    // The services (the bulk of an update) are set aside, not copied, for the comparison.
-    let (sa, sb) = (std::mem::take(&mut a.services), std::mem::take(&mut b.services));
-    let bare = |u: &pb::ProxyUpdate| pb::ProxyUpdate {
+/// Whether `b` carries the same config as `a` (a [`bare`] update) besides its services (which
+/// [`Held::apply`] compares): they differ at most in their version, their delta fields, their
+/// taps and a config dump request. Every other field counts, those added later included.
+fn same_config(a: &pb::ProxyUpdate, b: &mut pb::ProxyUpdate) -> bool {
+    *a == bare(b)
+}
+
+/// `u` without its services (the bulk of an update), version, delta fields, taps and config
+/// dump request: what [`same_config`] compares.
+fn bare(u: &mut pb::ProxyUpdate) -> pb::ProxyUpdate {
+    // The services are set aside, not copied.
+    let services = std::mem::take(&mut u.services);
+    let b = pb::ProxyUpdate {
         version: 0,
         delta: false,
         base_version: 0,
@@ -649,9 +704,8 @@ fn same_config(a: &mut pb::ProxyUpdate, b: &mut pb::ProxyUpdate) -> bool {
         config_dump_request: 0,
         ..u.clone()
     };
-    let same = bare(a) == bare(b);
-    (a.services, b.services) = (sa, sb);
-    same
+    u.services = services;
+    b
 }
 
 /// Aborts its task when dropped (the stream ended).
@@ -691,11 +745,32 @@ struct Held {
     services: std::collections::BTreeMap<(String, String), pb::Service>,
 }
 
+/// What an update changed in the services a stream holds.
+#[derive(Debug, Default, PartialEq)]
+struct Changes {
+    /// A full update: every service is new.
+    full: bool,
+    /// The index in the update of each service it added or changed (one equal to the one held
+    /// is not counted).
+    changed: Vec<usize>,
+    /// The services it withdrew that were held.
+    removed: Vec<(String, String)>,
+}
+
+impl Changes {
+    /// Whether the update left the services as they were.
+    fn is_empty(&self) -> bool {
+        !self.full && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
 impl Held {
-    /// Makes `update` whole: a delta is applied to what is held and its `services` become all
-    /// of them; a full update replaces what is held. A delta on top of another version than the
-    /// held one is refused (nothing changes).
-    fn apply(&mut self, update: &mut pb::ProxyUpdate) -> Result<(), String> {
+    /// Applies `update`'s services to what is held: a delta replaces the services it carries and
+    /// withdraws its removed ones; a full update replaces everything. A delta on top of another
+    /// version than the held one is refused (nothing changes). Costs what the update carries
+    /// (a delta: its services, each compared with the one held).
+    fn apply(&mut self, update: &pb::ProxyUpdate) -> Result<Changes, String> {
+        let mut changes = Changes::default();
         if update.delta {
             if self.version == 0 || self.version != update.base_version {
                 return Err(format!(
@@ -704,18 +779,25 @@ impl Held {
                 ));
             }
             for r in &update.removed_services {
-                self.services.remove(&(r.namespace.clone(), r.name.clone()));
+                let key = (r.namespace.clone(), r.name.clone());
+                if self.services.remove(&key).is_some() {
+                    changes.removed.push(key);
+                }
             }
-            for s in std::mem::take(&mut update.services) {
-                self.services.insert((s.namespace.clone(), s.name.clone()), s);
+            for (i, s) in update.services.iter().enumerate() {
+                let key = (s.namespace.clone(), s.name.clone());
+                if self.services.get(&key) != Some(s) {
+                    self.services.insert(key, s.clone());
+                    changes.changed.push(i);
+                }
             }
-            update.services = self.services.values().cloned().collect();
         } else {
             self.services =
                 update.services.iter().map(|s| ((s.namespace.clone(), s.name.clone()), s.clone())).collect();
+            changes.full = true;
         }
         self.version = update.version;
-        Ok(())
+        Ok(changes)
     }
 }
 
@@ -887,18 +969,23 @@ mod delta_tests {
         }
     }
 
-    /// A delta is made whole from what the stream sent before (changed services replaced,
-    /// removed ones gone); one against a version the proxy does not hold is refused.
+    /// A delta applies on top of what the stream sent before (changed services replaced,
+    /// removed ones gone) and says what it changed; one against a version the proxy does not
+    /// hold is refused.
     #[test]
     fn a_delta_applies_only_on_top_of_the_version_it_was_made_against() {
         let mut held = Held::default();
-        assert!(held.apply(&mut update(1, Some(0), vec![], &[])).is_err(), "a stream starts with a full update");
-        held.apply(&mut update(1, None, vec![svc("api", 1), svc("web", 1)], &[])).unwrap();
-        let mut u = update(2, Some(1), vec![svc("api", 2)], &["web"]);
-        held.apply(&mut u).unwrap();
-        assert_eq!(u.services, vec![svc("api", 2)], "whole: api changed, web removed");
-        let err = held.apply(&mut update(4, Some(3), vec![svc("db", 0)], &[])).unwrap_err();
-        assert!(err.contains("against version 3") && err.contains("holds 2"), "{err}");
-        assert_eq!(held.version, 2);
+        assert!(held.apply(&update(1, Some(0), vec![], &[])).is_err(), "a stream starts with a full update");
+        let full = held.apply(&update(1, None, vec![svc("api", 1), svc("web", 1), svc("db", 1)], &[])).unwrap();
+        assert!(full.full);
+        // `db` is sent again unchanged: not a change.
+        let u = update(2, Some(1), vec![svc("db", 1), svc("api", 2)], &["web", "gone"]);
+        let changes = held.apply(&u).unwrap();
+        assert_eq!(changes, Changes { full: false, changed: vec![1], removed: vec![("default".into(), "web".into())] });
+        assert_eq!(held.services.values().cloned().collect::<Vec<_>>(), vec![svc("api", 2), svc("db", 1)]);
+        assert!(held.apply(&update(3, Some(2), vec![svc("db", 1)], &[])).unwrap().is_empty());
+        let err = held.apply(&update(5, Some(4), vec![svc("db", 0)], &[])).unwrap_err();
+        assert!(err.contains("against version 4") && err.contains("holds 3"), "{err}");
+        assert_eq!(held.version, 3);
     }
 }

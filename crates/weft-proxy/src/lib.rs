@@ -149,7 +149,7 @@ impl Ctx {
     /// A routing table for `services`, balanced from where this proxy runs, with the endpoint
     /// health this proxy has seen so far.
     pub fn routes_for(&self, services: &[weft_api::proxy::Service]) -> Result<Routes, weft_api::ConfigError> {
-        let place = self.place.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let place = self.place();
         let env = balance::Env {
             cluster: &place.0,
             locality: &place.1,
@@ -158,6 +158,32 @@ impl Ctx {
         };
         let policies = self.resilience.compile(wanted_policies(services));
         Routes::from_services_in(services, &env, &policies)
+    }
+
+    /// The routing table after an incremental update on top of `prev` (see
+    /// [`Routes::from_changes`]): `keys` are every service's key after it, `changed` the
+    /// services it added or changed. Only those are built (and their policies compiled); every
+    /// other service is `prev`'s, balancer and all.
+    pub fn routes_changed(
+        &self,
+        prev: &Routes,
+        keys: &[String],
+        changed: &[weft_api::proxy::Service],
+    ) -> Result<Routes, weft_api::ConfigError> {
+        let place = self.place();
+        let env = balance::Env {
+            cluster: &place.0,
+            locality: &place.1,
+            outlier: &self.cfg.outlier_detection,
+            store: &self.outliers,
+        };
+        let policies = self.resilience.compile_more(wanted_policies(changed));
+        Routes::from_changes(prev, keys, changed, &env, &policies)
+    }
+
+    /// Where this proxy's workload runs, as balancing sees it: (cluster, locality).
+    pub fn place(&self) -> (String, String) {
+        self.place.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Where the control plane says this proxy's workload runs (a locality in the config wins).

@@ -651,11 +651,13 @@ async fn request(
     tap: &mut Option<Box<crate::tap::Tapped>>,
 ) -> Response<Body> {
     let Some(tracer) = ctx.tracing.tracer() else { return routed(ctx, target, req, None, tap).await };
-    let Some(mut span) = tracer.start(crate::trace::Kind::Client, &mut req) else {
+    let Some(span) = tracer.start(crate::trace::Kind::Client, &mut req) else {
         return routed(ctx, target, req, None, tap).await;
     };
-    let resp = routed(ctx, target, req, Some(&mut span), tap).await;
-    span.end(resp.status().as_u16());
+    // Boxed: a sampled request's span is not carried by every request's future.
+    let mut span = Box::new(span);
+    let resp = routed(ctx, target, req, Some(&mut *span), tap).await;
+    (*span).end(resp.status().as_u16());
     resp
 }
 
@@ -752,8 +754,10 @@ async fn routed(
                 None => forward_policy(ctx, &target, Some(&rule), ep, req, started).await,
                 Some(limit) => {
                     let first = ep.clone();
-                    match tokio::time::timeout(limit, forward_policy(ctx, &target, Some(&rule), ep, req, started)).await
-                    {
+                    let timed =
+                        tokio::time::timeout(limit, forward_policy(ctx, &target, Some(&rule), ep, req, started));
+                    // Boxed: only a route with a timeout carries the timer.
+                    match Box::pin(timed).await {
                         Ok(done) => done,
                         Err(_) => {
                             let text = format!(
@@ -818,7 +822,8 @@ async fn forward_policy(
 ) -> (Arc<Endpoint>, Result<Response<Body>, ProxyError>) {
     match rule.and_then(|r| r.resilience.as_ref()).or(target.service.resilience.as_ref()) {
         None => forward(ctx, target, ep, req, started).await,
-        Some(p) => crate::resilience::forward(ctx, target, p, ep, req, started).await,
+        // Boxed: a request without a policy does not carry the policy path's larger future.
+        Some(p) => Box::pin(crate::resilience::forward(ctx, target, p, ep, req, started)).await,
     }
 }
 
@@ -996,7 +1001,8 @@ async fn send(
 ) -> Result<Response<Body>, Failed> {
     if ep.plaintext {
         // mTLS DISABLE: in the clear to the workload's address (see `plainout`).
-        return ctx.plain.send(target.plain_addr(ep), req).await.map_err(Failed::Other);
+        // Boxed: plaintext is rare, and its future would otherwise grow every request's.
+        return Box::pin(ctx.plain.send(target.plain_addr(ep), req)).await.map_err(Failed::Other);
     }
     let sni = target.sni(ep);
     let mut settings = ctx.pool_settings();
@@ -1073,5 +1079,18 @@ mod tests {
         assert_eq!(r("https://x/p", None), "http://x/p");
         assert_eq!(r("/p", None), "http://api.default/p");
         assert_eq!(r("/p", Some("bad host")), "http://invalid/");
+    }
+
+    fn future_size<'a, A, F>(_: impl FnOnce(&'a AppConn, A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// As `inbound`'s test of the same name: the future of a request with every feature off is
+    /// moved per request (into hyper's dispatcher, or a stream's task), so rare paths are boxed.
+    #[test]
+    fn a_request_future_stays_small() {
+        let size = future_size(<AppConn as Handler>::request);
+        eprintln!("outbound request future: {size} bytes");
+        assert!(size <= 6 * 1024, "the outbound request future grew to {size} bytes");
     }
 }

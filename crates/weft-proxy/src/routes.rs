@@ -185,6 +185,9 @@ pub struct Routes {
     /// By `name.namespace`.
     by_name: HashMap<String, Arc<Service>>,
     by_addr: HashMap<SocketAddr, (Arc<Service>, Arc<Endpoint>)>,
+    /// The addresses more than one service has (the later service in the update wins in
+    /// `by_addr`): an incremental update touching one of them indexes every address again.
+    shared_addrs: std::collections::HashSet<SocketAddr>,
     /// App ports from the control plane (the local config's `inbound.ports` come first).
     inbound: HashMap<u16, Protocol>,
     /// Those of them that allow CONNECT tunnels.
@@ -223,7 +226,7 @@ impl Routes {
     /// Indexes the mesh names of the services, their mirrors and `vips` (service key, cluster or
     /// empty, address); `cluster` is this proxy's. Called once per table, after the services.
     pub fn with_names(mut self, cluster: &str, vips: &[(String, String, std::net::IpAddr)]) -> Self {
-        self.names = crate::naming::Names::build(self.by_name.values(), cluster, vips);
+        self.names = crate::naming::Names::build_from(self.by_name.values(), cluster, vips, None);
         self
     }
 
@@ -320,71 +323,170 @@ impl Routes {
     ) -> Result<Self, ConfigError> {
         let mut routes = Routes::default();
         for (i, s) in services.iter().enumerate() {
-            let key = s.key();
-            let mut endpoints = Vec::with_capacity(s.endpoints.len());
-            for (j, e) in s.endpoints.iter().enumerate() {
-                let identity: SpiffeId = e.identity.parse().map_err(|err: weft_identity::Error| {
-                    ConfigError::invalid(format!("services[{i}].endpoints[{j}].identity"), err.to_string())
-                })?;
-                let sni = crate::sni::SniTarget {
-                    port: e.address.port(),
-                    service: s.name.clone(),
-                    namespace: s.namespace.clone(),
-                    cluster: e.cluster.clone(),
-                }
-                .to_sni();
-                let proxy =
-                    e.proxy.unwrap_or_else(|| SocketAddr::new(e.address.ip(), weft_api::proxy::DEFAULT_INBOUND_PORT));
-                endpoints.push(Arc::new(Endpoint {
-                    health: env.store.endpoint(&key, e.address, proxy),
-                    label: crate::metrics::Name::new(identity.to_string()),
-                    sni,
-                    http_series: std::sync::OnceLock::new(),
-                    address: e.address,
-                    proxy,
-                    identity,
-                    cluster: e.cluster.clone(),
-                    network: e.network.clone(),
-                    locality: e.locality.clone(),
-                    labels: e.labels.clone(),
-                    weight: e.weight.max(1),
-                    plaintext: e.plaintext,
-                }));
-            }
-            let svc = Arc::new(Service {
-                name: s.name.clone(),
-                namespace: s.namespace.clone(),
-                key: s.key(),
-                label: crate::metrics::Name::new(s.key()),
-                protocols: s.ports.iter().map(|p| (p.port, p.protocol)).collect(),
-                balance: crate::balance::Balancer::new(
-                    &endpoints,
-                    crate::balance::Policy {
-                        failover: &s.failover,
-                        cluster_weights: Some(&s.cluster_weights),
-                        outlier: s.outlier_detection.as_ref(),
-                        backend: s.backend_policy.as_ref(),
-                    },
-                    env,
-                    env.store.service(&key),
-                ),
-                resilience: policies.get(&key).cloned(),
-                endpoints,
-                route: (!s.routes.is_empty()).then(|| {
-                    let table = crate::route::Table::compile_with(&key, &s.routes, policies);
-                    for d in &table.dropped {
-                        tracing::warn!(service = %key, "route not applied: {d}");
-                    }
-                    Arc::new(table)
-                }),
-            });
-            for ep in &svc.endpoints {
-                routes.by_addr.insert(ep.address, (svc.clone(), ep.clone()));
-            }
+            let svc = build_service(i, s, env, policies)?;
+            routes.index_addresses(&svc);
             routes.by_name.insert(svc.key.clone(), svc);
         }
         Ok(routes)
     }
+
+    /// Adds `svc`'s endpoints to the address index (over any other service's of the same address).
+    fn index_addresses(&mut self, svc: &Arc<Service>) {
+        for ep in &svc.endpoints {
+            if let Some((other, _)) = self.by_addr.insert(ep.address, (svc.clone(), ep.clone())) {
+                if !Arc::ptr_eq(&other, svc) {
+                    self.shared_addrs.insert(ep.address);
+                }
+            }
+        }
+    }
+
+    /// The table after an incremental update, from `prev` (the table of the update it applies
+    /// to): `keys` are every service's key (`name.namespace`) after the update, in the update's
+    /// order; the services in `changed` are built from config (errors name `services[i]` of
+    /// `changed`), and every other one is `prev`'s very `Arc` — its balancer, endpoint health and
+    /// compiled routes carry on. A key neither changed nor in `prev` is an error (the update
+    /// does not apply on top of `prev`). The inbound ports are `prev`'s; call
+    /// [`Routes::with_inbound`] and [`Routes::with_names_from`] after, as after a full build.
+    ///
+    /// Costs the changed services' builds, plus one pass over every endpoint's address (the
+    /// address index is rebuilt in the update's order, so it equals a full build's).
+    pub fn from_changes(
+        prev: &Routes,
+        keys: &[String],
+        changed: &[weft_api::proxy::Service],
+        env: &crate::balance::Env<'_>,
+        policies: &HashMap<String, Arc<crate::resilience::Policy>>,
+    ) -> Result<Self, ConfigError> {
+        let mut built: HashMap<String, Arc<Service>> = HashMap::with_capacity(changed.len());
+        for (i, s) in changed.iter().enumerate() {
+            let svc = build_service(i, s, env, policies)?;
+            built.insert(svc.key.clone(), svc);
+        }
+        let mut by_name = HashMap::with_capacity(keys.len());
+        for key in keys {
+            let svc = match built.get(key) {
+                Some(s) => s.clone(),
+                None => prev.by_name.get(key).cloned().ok_or_else(|| {
+                    ConfigError::invalid("services", format!("{key} is neither in this update nor in the one before"))
+                })?,
+            };
+            by_name.insert(key.clone(), svc);
+        }
+        // The address index: `prev`'s, with the old endpoints of the services changed or gone
+        // taken out and the new ones put in, unless an address two services share is touched
+        // (then which one wins depends on the order of every service: indexed again).
+        let gone: Vec<&Arc<Service>> = prev
+            .by_name
+            .iter()
+            .filter(|(k, s)| by_name.get(*k).is_none_or(|n| !Arc::ptr_eq(n, s)))
+            .map(|(_, s)| s)
+            .collect();
+        let touches_shared = |addr: &SocketAddr| prev.shared_addrs.contains(addr);
+        let mut routes = Routes { by_name, ..Routes::default() };
+        let simple = gone.iter().all(|s| !s.endpoints.iter().any(|e| touches_shared(&e.address)));
+        if simple {
+            let (mut by_addr, mut shared) = (prev.by_addr.clone(), false);
+            for old in &gone {
+                for e in &old.endpoints {
+                    by_addr.remove(&e.address);
+                }
+            }
+            for svc in built.values() {
+                for ep in &svc.endpoints {
+                    shared |= by_addr.insert(ep.address, (svc.clone(), ep.clone())).is_some();
+                }
+            }
+            if !shared {
+                routes.by_addr = by_addr;
+                routes.shared_addrs = prev.shared_addrs.clone();
+                return Ok(routes);
+            }
+        }
+        for key in keys {
+            let svc = routes.by_name[key].clone();
+            routes.index_addresses(&svc);
+        }
+        Ok(routes)
+    }
+
+    /// [`Routes::with_names`], reusing `prev`'s mirror of every service that is `prev`'s very
+    /// `Arc` (its balancer state carries on); the mirrors of the others are built again.
+    pub fn with_names_from(
+        mut self,
+        cluster: &str,
+        vips: &[(String, String, std::net::IpAddr)],
+        prev: &Routes,
+    ) -> Self {
+        self.names = crate::naming::Names::build_from(self.by_name.values(), cluster, vips, Some(&prev.names));
+        self
+    }
+}
+
+/// One service of the table from its config form (`services[i]`, for errors).
+fn build_service(
+    i: usize,
+    s: &weft_api::proxy::Service,
+    env: &crate::balance::Env<'_>,
+    policies: &HashMap<String, Arc<crate::resilience::Policy>>,
+) -> Result<Arc<Service>, ConfigError> {
+    let key = s.key();
+    let mut endpoints = Vec::with_capacity(s.endpoints.len());
+    for (j, e) in s.endpoints.iter().enumerate() {
+        let identity: SpiffeId = e.identity.parse().map_err(|err: weft_identity::Error| {
+            ConfigError::invalid(format!("services[{i}].endpoints[{j}].identity"), err.to_string())
+        })?;
+        let sni = crate::sni::SniTarget {
+            port: e.address.port(),
+            service: s.name.clone(),
+            namespace: s.namespace.clone(),
+            cluster: e.cluster.clone(),
+        }
+        .to_sni();
+        let proxy = e.proxy.unwrap_or_else(|| SocketAddr::new(e.address.ip(), weft_api::proxy::DEFAULT_INBOUND_PORT));
+        endpoints.push(Arc::new(Endpoint {
+            health: env.store.endpoint(&key, e.address, proxy),
+            label: crate::metrics::Name::new(identity.to_string()),
+            sni,
+            http_series: std::sync::OnceLock::new(),
+            address: e.address,
+            proxy,
+            identity,
+            cluster: e.cluster.clone(),
+            network: e.network.clone(),
+            locality: e.locality.clone(),
+            labels: e.labels.clone(),
+            weight: e.weight.max(1),
+            plaintext: e.plaintext,
+        }));
+    }
+    Ok(Arc::new(Service {
+        name: s.name.clone(),
+        namespace: s.namespace.clone(),
+        key: s.key(),
+        label: crate::metrics::Name::new(s.key()),
+        protocols: s.ports.iter().map(|p| (p.port, p.protocol)).collect(),
+        balance: crate::balance::Balancer::new(
+            &endpoints,
+            crate::balance::Policy {
+                failover: &s.failover,
+                cluster_weights: Some(&s.cluster_weights),
+                outlier: s.outlier_detection.as_ref(),
+                backend: s.backend_policy.as_ref(),
+            },
+            env,
+            env.store.service(&key),
+        ),
+        resilience: policies.get(&key).cloned(),
+        endpoints,
+        route: (!s.routes.is_empty()).then(|| {
+            let table = crate::route::Table::compile_with(&key, &s.routes, policies);
+            for d in &table.dropped {
+                tracing::warn!(service = %key, "route not applied: {d}");
+            }
+            Arc::new(table)
+        }),
+    }))
 }
 
 #[cfg(test)]

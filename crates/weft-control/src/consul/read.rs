@@ -134,7 +134,7 @@ fn instances<'a>(
     cat.services
         .values()
         .filter(move |s| s.namespace == ns)
-        .flat_map(move |s| s.instances.iter().filter(move |i| i.cluster == dc).map(move |i| (s, i)))
+        .flat_map(move |s| s.instances.iter().filter(move |i| i.cluster == dc).map(move |i| (&**s, i)))
 }
 
 /// `GET /v1/catalog/datacenters`: this cluster, then every other cluster it knows, sorted.

@@ -39,7 +39,7 @@ pub fn render_export(cat: &Catalog) -> Vec<pb::Service> {
 
 /// The services of `cat` this cluster exports.
 fn exported(cat: &Catalog) -> impl Iterator<Item = &CatalogService> {
-    cat.services.values().filter(|s| s.export && !s.cluster_local)
+    cat.services.values().map(|s| &**s).filter(|s| s.export && !s.cluster_local)
 }
 
 /// One exported service as the link carries it: its healthy endpoints of this cluster and of its
@@ -372,7 +372,7 @@ mod tests {
         let rs = weft_api::resource::parse_documents(RESOURCES).unwrap();
         let mut cat = crate::catalog::build(7, rs.iter(), &|_| true);
         // An endpoint imported from another cluster into the same service is not passed on.
-        let api = cat.services.get_mut(&("default".to_string(), "api".to_string())).unwrap();
+        let api = Arc::make_mut(cat.services.get_mut(&("default".to_string(), "api".to_string())).unwrap());
         let mut imported = api.instances[0].clone();
         imported.cluster = "north".into();
         imported.address = "10.9.0.1:8080".parse().unwrap();
@@ -384,7 +384,7 @@ mod tests {
         assert_eq!(a[0].endpoints.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(), ["10.0.0.1:8080"]);
         cat.revision = 8;
         assert!(Arc::ptr_eq(&a, &renders.get(&cat)), "a new revision with the same export is the same render");
-        cat.services.get_mut(&("default".to_string(), "api".to_string())).unwrap().instances.truncate(0);
+        Arc::make_mut(cat.services.get_mut(&("default".to_string(), "api".to_string())).unwrap()).instances.truncate(0);
         cat.revision = 9;
         let c = renders.get(&cat);
         assert!(!Arc::ptr_eq(&a, &c) && c[0].endpoints.is_empty(), "a changed service is rendered again");

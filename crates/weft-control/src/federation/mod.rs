@@ -63,7 +63,9 @@ struct LinkState {
     status: LinkStatus,
     trust_domain: String,
     roots: Vec<Vec<u8>>,
-    services: BTreeMap<ServiceKey, CatalogService>,
+    /// As the catalog takes them ([`crate::catalog::strip_for_import`]), each behind an `Arc`
+    /// that stays the same while the service does (the catalog shares it).
+    services: BTreeMap<ServiceKey, Arc<CatalogService>>,
     network: PeerNetwork,
     /// The peer's remote clusters (primary-remote), whose endpoints it exports too.
     remotes: BTreeMap<String, PeerNetwork>,
@@ -331,15 +333,29 @@ impl Federation {
         cluster: &str,
         trust_domain: &str,
         roots: Vec<Vec<u8>>,
-        services: Vec<CatalogService>,
+        services_in: Vec<CatalogService>,
         network: PeerNetwork,
         remotes: BTreeMap<String, PeerNetwork>,
     ) {
         let peer = Peer { trust_domain, roots, network, remotes };
         self.import_with(cluster, peer, |held| {
-            let services: BTreeMap<ServiceKey, CatalogService> =
-                services.into_iter().map(|s| ((s.namespace.clone(), s.name.clone()), s)).collect();
-            let changed = *held != services;
+            let mut changed = false;
+            let mut services = BTreeMap::new();
+            for s in services_in {
+                let s = crate::catalog::strip_for_import(s);
+                let key = (s.namespace.clone(), s.name.clone());
+                // An unchanged service keeps its `Arc` (and the catalog its render).
+                let s = match held.remove(&key) {
+                    Some(old) if *old == s => old,
+                    _ => {
+                        changed = true;
+                        Arc::new(s)
+                    }
+                };
+                services.insert(key, s);
+            }
+            // Whatever is left was withdrawn.
+            changed |= !held.is_empty();
             *held = services;
             changed
         });
@@ -355,9 +371,10 @@ impl Federation {
                 any |= held.remove(key).is_some();
             }
             for s in changed {
+                let s = crate::catalog::strip_for_import(s);
                 let key = (s.namespace.clone(), s.name.clone());
-                if held.get(&key) != Some(&s) {
-                    held.insert(key, s);
+                if held.get(&key).map(|h| &**h) != Some(&s) {
+                    held.insert(key, Arc::new(s));
                     any = true;
                 }
             }
@@ -369,7 +386,7 @@ impl Federation {
         &self,
         cluster: &str,
         peer: Peer<'_>,
-        services: impl FnOnce(&mut BTreeMap<ServiceKey, CatalogService>) -> bool,
+        services: impl FnOnce(&mut BTreeMap<ServiceKey, Arc<CatalogService>>) -> bool,
     ) {
         let Peer { trust_domain, roots, network, remotes } = peer;
         let changed = self.with(|s| {
@@ -523,9 +540,12 @@ impl Source for Federation {
                 // named so are dropped, and the link's own network wins.
                 let theirs = |c: &str| c == cluster || (l.remotes.contains_key(c) && !s.links.contains_key(c));
                 out.services.extend(l.services.values().map(|svc| {
-                    let mut svc = svc.clone();
+                    if svc.instances.iter().all(|i| theirs(&i.cluster)) {
+                        return svc.clone();
+                    }
+                    let mut svc = (**svc).clone();
                     svc.instances.retain(|i| theirs(&i.cluster));
-                    svc
+                    Arc::new(svc)
                 }));
                 out.networks.insert(cluster.clone(), l.network.clone());
                 for (remote, n) in &l.remotes {

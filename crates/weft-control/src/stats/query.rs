@@ -501,13 +501,13 @@ mod tests {
         for (svc, sa) in [("api", "api"), ("web", "web")] {
             cat.services.insert(
                 ("demo".into(), svc.into()),
-                crate::catalog::CatalogService {
+                std::sync::Arc::new(crate::catalog::CatalogService {
                     name: svc.into(),
                     namespace: "demo".into(),
                     instances: vec![inst(&format!("{svc}-v1"), sa)],
                     clusters: vec!["east".into()],
                     ..Default::default()
-                },
+                }),
             );
         }
         cat
@@ -565,11 +565,11 @@ mod tests {
     #[test]
     fn a_caller_of_a_linked_trust_domain_is_placed_in_its_cluster() {
         let mut cat = catalog();
-        let mut s = cat.services[&("demo".to_string(), "web".to_string())].clone();
+        let mut s = (*cat.services[&("demo".to_string(), "web".to_string())]).clone();
         s.instances[0].identity = "spiffe://west.td/ns/demo/sa/web".into();
         s.instances[0].cluster = "west".into();
         s.name = "web".into();
-        cat.services.insert(("demo".into(), "web".into()), s);
+        cat.services.insert(("demo".into(), "web".into()), s.into());
         let none = Domains::new();
         let r = Resolver::new(&cat, &none);
         let e = r.caller("spiffe://west.td/ns/demo/sa/other");

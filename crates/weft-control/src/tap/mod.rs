@@ -300,7 +300,7 @@ mod tests {
                 instances: vec![inst],
                 ..Default::default()
             };
-            cat.services.insert(("demo".into(), svc.into()), s);
+            cat.services.insert(("demo".into(), svc.into()), s.into());
         }
         cat
     }

@@ -18,7 +18,7 @@ fn catalog(range: &str, services: Vec<CatalogService>) -> Catalog {
     Catalog {
         revision: 0,
         mesh,
-        services: services.into_iter().map(|s| ((s.namespace.clone(), s.name.clone()), s)).collect(),
+        services: services.into_iter().map(|s| ((s.namespace.clone(), s.name.clone()), s.into())).collect(),
         ..Default::default()
     }
 }

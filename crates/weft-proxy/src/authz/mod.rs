@@ -233,7 +233,9 @@ pub async fn check_http(
         };
         // The authorizer sees the head and may change its headers: taken apart and put back.
         let (mut parts, body) = std::mem::replace(req, Request::new(h::full(""))).into_parts();
-        let decision = custom::check(&check, &provider, &parts).await;
+        // Boxed: an external authorizer's call is rare and large, and would otherwise grow every
+        // request's future (see `crate::h2server`'s stream futures).
+        let decision = Box::pin(custom::check(&check, &provider, &parts)).await;
         match decision {
             custom::Decision::Allow(allow) => {
                 allow.apply(&mut parts.headers);

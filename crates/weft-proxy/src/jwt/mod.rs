@@ -164,7 +164,9 @@ impl State {
             }
         }
         req.extensions_mut().remove::<RequestPrincipal>();
-        let result = check(&compiled, req).await;
+        // Boxed: only requests under a RequestAuthentication pay for the check's future (it
+        // may fetch keys), not every request's future.
+        let result = Box::pin(check(&compiled, req)).await;
         let (labels, resp) = match result {
             Ok(true) => (ResultLabels { result: "ok", reason: "none" }, Ok(())),
             Ok(false) if !compiled.require => return Ok(()),

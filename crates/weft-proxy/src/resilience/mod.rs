@@ -205,6 +205,26 @@ impl State {
         out
     }
 
+    /// [`State::compile`] for an incremental update: the policies of the services it changed
+    /// (`wanted`), compiled or kept as there; the others' stay in the cache as they are (the
+    /// next full update drops those no service names any more).
+    pub fn compile_more<'a>(
+        &self,
+        wanted: impl IntoIterator<Item = (String, &'a Resilience)>,
+    ) -> HashMap<String, Arc<Policy>> {
+        let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = HashMap::new();
+        for (key, spec) in wanted {
+            let policy = match cache.get(&key) {
+                Some(p) if p.spec == *spec => p.clone(),
+                _ => Arc::new(Policy::compile(spec, &Name::new(&key), &self.metrics)),
+            };
+            cache.insert(key.clone(), policy.clone());
+            out.insert(key, policy);
+        }
+        out
+    }
+
     /// Installs the rate limit of `service`, the service this proxy fronts (`None`: no limit);
     /// an unchanged one keeps its buckets.
     pub fn update_inbound(&self, spec: Option<&Resilience>, service: &str) {
