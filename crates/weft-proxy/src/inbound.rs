@@ -297,7 +297,7 @@ impl Conn {
         &self,
         mut req: Request<Body>,
         downstream: h::Downstream,
-        log: &mut Option<crate::accesslog::Pending>,
+        log: &mut Option<Box<crate::accesslog::Pending>>,
     ) -> Response<Body> {
         let tracer = if h::upgrades_to_http(&req) { None } else { self.ctx.tracing.tracer() };
         let Some(tracer) = tracer else { return self.tunnel(req, downstream, log).await };
