@@ -56,6 +56,11 @@ pub struct ControlArgs {
     /// prints. See docs/dashboard.md.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = weft_control::dashboard::DEFAULT_DASHBOARD)]
     dashboard: Option<SocketAddr>,
+    /// Serve the control plane's own Prometheus metrics at `/metrics` on this address (default
+    /// 127.0.0.1:15014, istiod's port, when given without a value): plain HTTP, no token; off
+    /// unless given. See docs/observability.md "The control plane's metrics".
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = weft_control::metrics::DEFAULT_METRICS)]
+    metrics: Option<SocketAddr>,
     /// Plug-in CA (Istio's model): the intermediate's certificate...
     #[arg(long, requires_all = ["ca_key", "ca_chain"])]
     ca_cert: Option<PathBuf>,
@@ -93,6 +98,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     cfg.dns_udp_receive_buffer = args.dns_udp_buffer;
     cfg.registry_file = args.registry_file;
     cfg.dashboard = args.dashboard;
+    cfg.metrics = args.metrics;
     // Refused before the data directory is made.
     args.dashboard.map(|a| weft_control::dashboard::check_addr(a, !args.api_plaintext)).transpose()?;
     cfg.enable_script_checks = args.enable_script_checks;
@@ -131,6 +137,9 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         }
         if let Some(d) = cp.dns_addr {
             println!("    DNS        {d}   (try: dig @{} -p {} api.service.consul)", d.ip(), d.port());
+        }
+        if let Some(m) = cp.metrics_addr {
+            println!("    metrics    http://{m}/metrics   (Prometheus: deploy/prometheus/prometheus.yml)");
         }
         if let Some(d) = &cp.dashboard {
             println!(

@@ -30,6 +30,9 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
 
 /// Prints `weft up`'s line for a control plane's dashboard (nothing when it runs without one).
 pub fn print_up(cp: &weft_control::ControlPlane, indent: &str) {
+    if let Some(m) = cp.metrics_addr {
+        println!("{indent}metrics: http://{m}/metrics  (the control plane's own Prometheus metrics)");
+    }
     if let Some(d) = &cp.dashboard {
         println!(
             "{indent}dashboard: {}  (log in once: {}  or with the admin token below; `weft dashboard` makes another link)",

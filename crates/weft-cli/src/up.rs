@@ -282,6 +282,8 @@ async fn up(
     cfg.api = "127.0.0.1:0".parse()?;
     cfg.dns = Some("127.0.0.1:0".parse()?);
     cfg.dashboard = (!args.no_dashboard).then(|| ([127, 0, 0, 1], 0).into());
+    // The control plane's own /metrics, on a free loopback port (printed with the dashboard).
+    cfg.metrics = Some(([127, 0, 0, 1], 0).into());
     let leaf_lifetime = mesh.leaf_lifetime;
     cfg.mesh = mesh;
     let cp = ControlPlane::start(cfg).await?;

@@ -160,6 +160,8 @@ async fn start_cluster(c: &FileCluster, base: &std::path::Path, args: &UpArgs) -
     cfg.api = "127.0.0.1:0".parse()?;
     cfg.dns = Some("127.0.0.1:0".parse()?);
     cfg.dashboard = (!args.no_dashboard).then(|| ([127, 0, 0, 1], 0).into());
+    // The control plane's own /metrics, on a free loopback port (printed with the dashboard).
+    cfg.metrics = Some(([127, 0, 0, 1], 0).into());
     cfg.mesh.trust_domain = c.trust_domain();
     cfg.mesh.cluster.name = c.name.clone();
     cfg.mesh.cluster.network = net.network.clone();

@@ -266,6 +266,8 @@ async fn run(
     cfg.dns = Some(SocketAddr::new(gw.into(), 53));
     cfg.dns_upstream = host_resolver();
     cfg.dashboard = (!args.no_dashboard).then(|| ([127, 0, 0, 1], 0).into());
+    // The control plane's own /metrics, on a free loopback port (printed with the dashboard).
+    cfg.metrics = Some(([127, 0, 0, 1], 0).into());
     cfg.mesh = mesh;
     let cp = interrupt
         .unless_interrupted(async {

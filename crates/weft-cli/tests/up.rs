@@ -153,8 +153,12 @@ fn weft_up_registers_every_demo_workload() {
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let stop = Stop(child);
     let mut env = None;
+    let mut metrics = None;
     for line in lines.by_ref() {
         let line = line.unwrap();
+        if let Some(rest) = line.trim().strip_prefix("metrics: http://") {
+            metrics = rest.split('/').next().map(str::to_string);
+        }
         if let Some(rest) = line.trim().strip_prefix("and:     export ") {
             let vars: Vec<(String, String)> = rest
                 .split_whitespace()
@@ -176,5 +180,20 @@ fn weft_up_registers_every_demo_workload() {
         items.as_array().unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap()).collect();
     names.sort_unstable();
     assert_eq!(names, ["api-v1", "api-v2", "web"], "the workloads weft up --netns registers");
+    // And the control plane's own /metrics, at the address it printed.
+    let metrics = metrics.expect("weft up prints the control plane's metrics address");
+    let mut conn = std::net::TcpStream::connect(&metrics).unwrap();
+    use std::io::{Read, Write};
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: m\r\nconnection: close\r\n\r\n").unwrap();
+    let mut scrape = String::new();
+    conn.read_to_string(&mut scrape).unwrap();
+    assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+    let value = |name: &str| -> f64 {
+        let line =
+            scrape.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {scrape}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("weft_control_plane_endpoints") >= 3.0, "api-v1, api-v2 and web: {scrape}");
+    assert!(value("weft_control_plane_proxies_connected") >= 1.0, "the demo's sidecars: {scrape}");
     drop(stop);
 }

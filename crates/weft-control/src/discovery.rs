@@ -68,9 +68,9 @@ pub struct ProxyStatus {
 }
 
 /// The connected proxies, by connection; with the live taps and config dumps that go over their
-/// streams (see [`crate::tap`]).
+/// streams (see [`crate::tap`]), and the control plane's event counters ([`crate::metrics`]).
 #[derive(Clone, Default)]
-pub struct Proxies(Arc<Mutex<HashMap<u64, ProxyStatus>>>, crate::tap::TapHub);
+pub struct Proxies(Arc<Mutex<HashMap<u64, ProxyStatus>>>, crate::tap::TapHub, crate::metrics::ControlMetrics);
 
 impl Proxies {
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<u64, ProxyStatus>) -> R) -> R {
@@ -89,6 +89,11 @@ impl Proxies {
     /// Live taps and config dumps (see [`crate::tap`]).
     pub fn tap(&self) -> &crate::tap::TapHub {
         &self.1
+    }
+
+    /// The control plane's counters (`/metrics` on `--metrics`).
+    pub fn metrics(&self) -> &crate::metrics::ControlMetrics {
+        &self.2
     }
 
     /// Every connected proxy, sorted by id.
@@ -775,6 +780,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
                     if tx.send(Ok(out)).await.is_err() {
                         break;
                     }
+                    proxies.metrics().update_sent(delta);
                     proxies.update(conn, |p| {
                         *(if delta { &mut p.updates_delta } else { &mut p.updates_full }) += 1;
                         p.sent = version;

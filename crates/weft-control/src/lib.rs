@@ -26,6 +26,7 @@ pub mod health;
 pub mod http_serve;
 pub mod links;
 pub mod loglimit;
+pub mod metrics;
 pub mod naming;
 pub mod policies;
 pub mod registry;

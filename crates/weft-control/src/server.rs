@@ -27,6 +27,9 @@ pub struct ControlConfig {
     pub api: SocketAddr,
     /// Serve the web dashboard here (loopback only; [`crate::dashboard`]). None: no dashboard.
     pub dashboard: Option<SocketAddr>,
+    /// Serve the control plane's Prometheus metrics here, plain HTTP, no token
+    /// ([`crate::metrics`]; istiod's 15014). None: no metrics listener.
+    pub metrics: Option<SocketAddr>,
     pub plugin_ca: Option<PluginCa>,
     /// Resources read from a file (the registry's first source).
     pub registry_file: Option<PathBuf>,
@@ -65,6 +68,7 @@ impl ControlConfig {
             grpc: DEFAULT_GRPC.parse().expect("constant"),
             api: DEFAULT_API.parse().expect("constant"),
             dashboard: None,
+            metrics: None,
             plugin_ca: None,
             registry_file: None,
             mesh: MeshConfigSpec::default(),
@@ -124,6 +128,8 @@ pub struct ControlPlane {
     pub dns_addr: Option<SocketAddr>,
     /// The web dashboard, when `ControlConfig::dashboard` asked for one: its address and login URLs.
     pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
+    /// Where `/metrics` is served (`ControlConfig::metrics`), as bound.
+    pub metrics_addr: Option<SocketAddr>,
     /// Where the root CA's key is (on this host, offline, or a plug-in CA's).
     pub root_key: crate::ca::RootKey,
     pub monitor: weft_health::Monitor,
@@ -390,6 +396,11 @@ impl ControlPlane {
             Some(addr) => Some(crate::dashboard::bind(addr, !cfg.api_tls.plaintext).await?),
             None => None,
         };
+        let metrics_listener = match cfg.metrics {
+            Some(addr) => Some(bind("metrics", addr).await?),
+            None => None,
+        };
+        let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose().map_err(dir_err)?;
         let api_stop = stop_rx.clone();
         let api_addr = api_listener.local_addr().map_err(dir_err)?;
         let mut dns_addr = None;
@@ -446,14 +457,16 @@ impl ControlPlane {
             )));
             dash
         });
+        let counters = proxies.metrics().clone();
+        if let Some(listener) = metrics_listener {
+            tracing::info!(addr = %metrics_addr.expect("bound"), "metrics ready");
+            let router = crate::metrics::router(state.clone(), counters.clone());
+            tasks.push(tokio::spawn(crate::http_serve::serve(listener, router, cfg.api_limits, None, stop_rx.clone())));
+        }
         let api_is_tls = api_tls.is_some();
-        tasks.push(tokio::spawn(crate::http_serve::serve(
-            api_listener,
-            api::router(state),
-            cfg.api_limits,
-            api_tls,
-            api_stop,
-        )));
+        let api_router =
+            api::router(state).layer(axum::middleware::from_fn_with_state(counters, crate::metrics::count_api));
+        tasks.push(tokio::spawn(crate::http_serve::serve(api_listener, api_router, cfg.api_limits, api_tls, api_stop)));
         tracing::info!(%grpc_addr, %api_addr, api_tls = api_is_tls, trust_domain = %mesh.trust_domain, cluster = %mesh.cluster.name, "control plane ready");
         Ok(ControlPlane {
             grpc_addr,
@@ -469,6 +482,7 @@ impl ControlPlane {
             admin_token,
             dns_addr,
             dashboard,
+            metrics_addr,
             root_key: ca::root_key(&cfg.data_dir, cfg.plugin_ca.as_ref()),
             monitor,
             catalog,

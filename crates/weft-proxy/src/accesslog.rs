@@ -363,6 +363,11 @@ impl TcpLog {
     pub fn set_service(&mut self, service: &Name) {
         self.entry.service = Some(service.clone());
     }
+
+    /// The name the connection asked for (a gateway's: the TLS SNI).
+    pub fn set_authority(&mut self, authority: &str) {
+        self.entry.authority = Some(authority.to_string());
+    }
 }
 
 impl Drop for TcpLog {

@@ -165,20 +165,44 @@ async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, remote: SocketAddr) {
         return refuse(&ctx, "endpoint-not-allowed", remote, &sni, why);
     };
     drop(routes);
-    let mut guard = ctx.metrics.tcp_conn(Peer {
-        direction: Direction::gateway,
-        src: Name::new("unknown"),
-        dst: Name::new(format!("{}.{}", target.service, target.namespace)),
-    });
+    let dst = Name::new(format!("{}.{}", target.service, target.namespace));
+    let mut guard =
+        ctx.metrics.tcp_conn(Peer { direction: Direction::gateway, src: Name::new("unknown"), dst: dst.clone() });
+    let mut log = splice_log(ctx.as_ref(), remote, &sni, &dst, ep.proxy);
     match net::tcp_connect(ep.proxy, ctx.mark(), ctx.cfg.timeouts.connect.into()).await {
         Ok(mut up) => {
             let mut down = Prefixed::new(buf, stream);
             if let Ok((rx, tx)) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
                 (guard.rx, guard.tx) = (rx, tx);
+                if let Some(log) = &mut log {
+                    log.bytes(rx, tx);
+                }
             }
         }
-        Err(e) => tracing::warn!(error = %e, %sni, "gateway: endpoint unreachable"),
+        Err(e) => {
+            tracing::warn!(error = %e, %sni, "gateway: endpoint unreachable");
+            if let Some(log) = &mut log {
+                log.failed("UF", "connect");
+            }
+        }
     }
+}
+
+/// The access log line of one spliced connection (access log on), written when it ends: the
+/// caller's address as `src` (the gateway passes TLS through and sees no identity), the SNI as
+/// `authority`, the service as `dst` and `service`, the endpoint's proxy as `upstream`, bytes each
+/// way and duration.
+fn splice_log(
+    ctx: &Ctx,
+    remote: SocketAddr,
+    sni: &str,
+    dst: &Name,
+    upstream: SocketAddr,
+) -> Option<crate::accesslog::TcpLog> {
+    let mut log = ctx.access_log.tcp(Direction::gateway, &Name::new(remote.to_string()), dst, Some(upstream))?;
+    log.set_service(dst);
+    log.set_authority(sni);
+    Some(log)
 }
 
 /// The reserved SNI of a control plane: forwarded to this cluster's own control plane only. The
@@ -199,20 +223,25 @@ async fn to_control_plane(ctx: &Ctx, stream: TcpStream, hello: Vec<u8>, remote: 
         );
         return refuse(ctx, "no-control-plane", remote, sni, why);
     };
-    let mut guard = ctx.metrics.tcp_conn(Peer {
-        direction: Direction::gateway,
-        src: Name::new("unknown"),
-        dst: Name::new(format!("control.{}", weft_api::link::RESERVED_NAMESPACE)),
-    });
+    let dst = Name::new(format!("control.{}", weft_api::link::RESERVED_NAMESPACE));
+    let mut guard =
+        ctx.metrics.tcp_conn(Peer { direction: Direction::gateway, src: Name::new("unknown"), dst: dst.clone() });
+    let mut log = splice_log(ctx, remote, sni, &dst, target);
     match net::tcp_connect(target, ctx.mark(), ctx.cfg.timeouts.connect.into()).await {
         Ok(mut up) => {
             let mut down = Prefixed::new(hello, stream);
             if let Ok((rx, tx)) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
                 (guard.rx, guard.tx) = (rx, tx);
+                if let Some(log) = &mut log {
+                    log.bytes(rx, tx);
+                }
             }
         }
         Err(e) => {
-            tracing::warn!(error = %e, %sni, control_plane = %target, "gateway: the control plane is unreachable")
+            tracing::warn!(error = %e, %sni, control_plane = %target, "gateway: the control plane is unreachable");
+            if let Some(log) = &mut log {
+                log.failed("UF", "connect");
+            }
         }
     }
 }

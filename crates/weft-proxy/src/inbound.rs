@@ -290,6 +290,29 @@ impl Conn {
         self.finish(result, started)
     }
 
+    /// [`Conn::tunnel`] inside a server span while tracing is on. As Envoy's, the span covers the
+    /// upgrade's request and response, not the life of the tunnel after it. An upgrade to HTTP
+    /// (h2c) is served as a request, which `traced` spans.
+    async fn traced_tunnel(
+        &self,
+        mut req: Request<Body>,
+        downstream: h::Downstream,
+        log: &mut Option<Box<crate::accesslog::Pending>>,
+    ) -> Response<Body> {
+        let tracer = if h::upgrades_to_http(&req) { None } else { self.ctx.tracing.tracer() };
+        let Some(tracer) = tracer else { return self.tunnel(req, downstream, log).await };
+        let Some(span) = tracer.start(crate::trace::Kind::Server, &mut req) else {
+            return self.tunnel(req, downstream, log).await;
+        };
+        // Boxed: the tunnel's future holds a pointer, not the span.
+        let mut span = Box::new(span);
+        span.upstream = Some(self.app);
+        span.peer_identity = self.peer_header.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string);
+        let resp = self.tunnel(req, downstream, log).await;
+        span.end(resp.status().as_u16());
+        resp
+    }
+
     /// An upgrade or CONNECT: joined to the app over a fresh connection; `log` (access log on)
     /// takes the AUDIT mark.
     async fn tunnel(
@@ -364,10 +387,10 @@ impl Handler for Conn {
     /// Joined to the app over a fresh connection (see `tunnel`), with its access log line.
     async fn upgrade(&self, req: Request<Body>, downstream: h::Downstream) -> Response<Body> {
         let Some(log) = self.ctx.access_log.begin(&req) else {
-            return self.tunnel(req, downstream, &mut None).await;
+            return self.traced_tunnel(req, downstream, &mut None).await;
         };
         let mut log = Some(log);
-        let resp = self.tunnel(req, downstream, &mut log).await;
+        let resp = self.traced_tunnel(req, downstream, &mut log).await;
         if let Some(log) = log {
             let src = self.peer_header.as_ref().map(|_| &self.label.src);
             log.inbound(src, &self.ctx.id_label, self.app, &resp);

@@ -619,7 +619,7 @@ impl Handler for AppConn {
     fn upgrade(&self, req: Request<Body>, downstream: h::Downstream) -> impl Future<Output = Response<Body>> + Send {
         let log = self.ctx.access_log.begin(&req);
         async move {
-            let resp = upgrade(&self.ctx, self.target.clone(), req, downstream).await;
+            let resp = traced_upgrade(&self.ctx, self.target.clone(), req, downstream).await;
             if let Some(log) = log {
                 log.outbound(&self.ctx.id_label, &resp);
             }
@@ -827,9 +827,35 @@ async fn forward_policy(
     }
 }
 
+/// [`upgrade`] inside a client span while tracing is on. As Envoy's, the span covers the upgrade's
+/// request and response (it ends at the `101`, the CONNECT's `200` or the refusal), not the life
+/// of the tunnel after it.
+async fn traced_upgrade(
+    ctx: &Ctx,
+    target: Target,
+    mut req: Request<Body>,
+    downstream: h::Downstream,
+) -> Response<Body> {
+    let Some(tracer) = ctx.tracing.tracer() else { return upgrade(ctx, target, req, downstream, None).await };
+    let Some(span) = tracer.start(crate::trace::Kind::Client, &mut req) else {
+        return upgrade(ctx, target, req, downstream, None).await;
+    };
+    // Boxed: the upgrade's future holds a pointer, not the span.
+    let mut span = Box::new(span);
+    let resp = upgrade(ctx, target, req, downstream, Some(&mut *span)).await;
+    span.end(resp.status().as_u16());
+    resp
+}
+
 /// An HTTP/1.1 upgrade (WebSocket) or a CONNECT (HTTP/1.1 or HTTP/2): carried to the peer as an
 /// HTTP/1.1 upgrade over a TLS connection of its own (ALPN http/1.1), then joined byte for byte.
-async fn upgrade(ctx: &Ctx, mut target: Target, mut req: Request<Body>, downstream: h::Downstream) -> Response<Body> {
+async fn upgrade(
+    ctx: &Ctx,
+    mut target: Target,
+    mut req: Request<Body>,
+    downstream: h::Downstream,
+    mut span: Option<&mut crate::trace::Span>,
+) -> Response<Body> {
     let started = Instant::now();
     if let Err(e) = h::check_host(&mut req) {
         return unrouted(ctx, &target, &e, started);
@@ -848,6 +874,7 @@ async fn upgrade(ctx: &Ctx, mut target: Target, mut req: Request<Body>, downstre
         Err(e) => return unrouted(ctx, &target, &e, started),
     };
     let (ep, connected) = connect(ctx, &target, ep, Alpn::Http1).await;
+    traced(&mut span, &ep);
     let result = match connected {
         Ok(tls) => h::forward_upgrade(req, downstream, tls, ctx.drain.conn()).await,
         Err(e) => Err(e),

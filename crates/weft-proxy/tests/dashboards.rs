@@ -3,66 +3,67 @@
 //! metrics, and every metric name a dashboard uses (in a query or a template variable) is one a
 //! running proxy exports — a counter as `<name>_total`, a histogram as `<name>_bucket`, `_sum` or
 //! `_count`, a gauge as itself — read from the `# TYPE` lines of a real scrape after traffic.
+//! The control plane's own names (`weft_control_plane_*`) are checked against a real control
+//! plane's scrape by weft-control's tests/metrics.rs; the helpers are `weft_testkit::dashboards`.
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_proxy::Proxy;
+use weft_testkit::dashboards::{exported, repo, used_names, CONTROL_PLANE_PREFIX};
 use weft_testkit::Pki;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+/// A service `shaped` (`api`'s app and sidecar, under another address) with what fills the per-route and per-backend
+/// families: an HTTPRoute with a mirror, a ResiliencePolicy (retries, a request timeout, an abort
+/// fault), a connection limit of one request and outlier detection ejecting at the first 5xx.
+fn shaped(app: std::net::SocketAddr, via: std::net::SocketAddr) -> String {
+    format!(
+        r#"  - name: shaped
+    endpoints:
+      - {{ address: "127.0.0.2:{port}", proxy: "{via}", identity: "{id}" }}
+    outlier_detection: {{ consecutive_5xx: 1, max_ejection_percent: 100 }}
+    backend_policy: {{ connection_limits: {{ maxRequests: 1 }} }}
+    resilience:
+      retry: {{ attempts: 1, retryOn: [5xx], budget: {{ ratio: 0.0, minPerSecond: 1, window: 10s }} }}
+      timeouts: {{ request: 200ms }}
+      faults: [{{ match: {{ pathPrefix: /fault }}, abort: {{ httpStatus: 503, percent: 100 }} }}]
+    routes:
+      - name: r
+        namespace: default
+        kind: HTTPRoute
+        spec:
+          parentRefs: [{{ name: shaped }}]
+          rules:
+            - matches: [{{ path: {{ type: PathPrefix, value: /mirror }} }}]
+              filters: [{{ type: RequestMirror, requestMirror: {{ backendRef: {{ name: api }} }} }}]
+              backendRefs: [{{ name: shaped }}]
+            - backendRefs: [{{ name: shaped }}]
+"#,
+        port = app.port(),
+        id = api_id()
+    )
 }
 
-/// Every name a proxy's `/metrics` text lets a query use, from its `# TYPE` lines and samples.
-fn exported(text: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    for l in text.lines() {
-        if let Some(rest) = l.strip_prefix("# TYPE ") {
-            let mut it = rest.split_whitespace();
-            let (Some(name), Some(kind)) = (it.next(), it.next()) else { continue };
-            let suffixes: &[&str] = match kind {
-                "counter" => &["_total"],
-                "histogram" => &["_bucket", "_sum", "_count"],
-                "info" => &["_info"],
-                _ => &[""],
-            };
-            names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
-        } else if !l.starts_with('#') && !l.is_empty() {
-            let name = l.split(['{', ' ']).next().unwrap_or_default();
-            names.insert(name.to_string());
-        }
-    }
-    names
+fn cfg_upstream(cfg: &mut weft_api::proxy::ProxyConfig, service: &str, port: u16) {
+    cfg.outbound.as_mut().unwrap().upstreams.push(
+        serde_json::from_value(serde_json::json!({ "listen": "127.0.0.1:0", "service": service, "port": port }))
+            .unwrap(),
+    );
 }
 
-/// The `weft_*` metric names in a PromQL expression.
-fn metric_names(expr: &str) -> Vec<String> {
-    let re = regex::Regex::new(r"\bweft_[a-zA-Z0-9_]+").unwrap();
-    re.find_iter(expr).map(|m| m.as_str().to_string()).collect()
-}
-
-/// Every query string of a dashboard (panel targets, template variables), with where it is.
-fn queries(v: &serde_json::Value, at: &str, out: &mut Vec<(String, String)>) {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, x) in m {
-                let here = format!("{at}.{k}");
-                match (k.as_str(), x) {
-                    ("expr" | "query" | "definition", serde_json::Value::String(s)) => out.push((here, s.clone())),
-                    _ => queries(x, &here, out),
-                }
-            }
-        }
-        serde_json::Value::Array(a) => {
-            for (i, x) in a.iter().enumerate() {
-                queries(x, &format!("{at}[{i}]"), out);
-            }
-        }
-        _ => {}
+/// Through `shaped`: a mirrored request, a fault, a request cut by the timeout, two at once past
+/// the limit, and 5xx answers retried until the budget is spent (and the endpoint ejected).
+async fn shaped_traffic(upstream: std::net::SocketAddr) {
+    let get = |path: &'static str| async move { weft_testkit::http1_get(upstream, path).await.map(|r| r.status()) };
+    let _ = get("/mirror").await;
+    let _ = get("/fault").await;
+    let _ = get("/delay/1000").await;
+    let _ = tokio::join!(get("/delay/300"), get("/delay/300"), get("/delay/300"));
+    // Last: the first 5xx ejects the endpoint.
+    for _ in 0..4 {
+        let _ = get("/status/500").await;
     }
 }
 
@@ -91,16 +92,13 @@ async fn busy_pair() -> (Proxy, Proxy) {
         }
     });
     let extra =
-        format!("  - name: closing\n    endpoints:\n      - {{ address: \"{closing}\", proxy: \"{closing}\", identity: \"{}\" }}\n", api_id());
+        format!("  - name: closing\n    endpoints:\n      - {{ address: \"{closing}\", proxy: \"{closing}\", identity: \"{}\" }}\n{}", api_id(), shaped(app_http, inbound));
     let mut cfg = client_config(app_http, app_tcp.port(), inbound, &api_id(), &extra);
-    cfg.outbound.as_mut().unwrap().upstreams.push(
-        serde_json::from_value(
-            serde_json::json!({ "listen": "127.0.0.1:0", "service": "closing", "port": closing.port() }),
-        )
-        .unwrap(),
-    );
+    cfg_upstream(&mut cfg, "closing", closing.port());
+    cfg_upstream(&mut cfg, "shaped", app_http.port());
     let client = Proxy::start(cfg, pki.store(CLIENT.0, CLIENT.1)).await.expect("client sidecar");
     let (http, tcp, closing) = (client.addrs.upstreams[0], client.addrs.upstreams[1], client.addrs.upstreams[2]);
+    shaped_traffic(client.addrs.upstreams[3]).await;
     for (path, want) in [("/a", 200), ("/audited", 200), ("/denied", 403)] {
         assert_eq!(weft_testkit::http1_get(http, path).await.unwrap().status(), want, "{path}");
     }
@@ -145,46 +143,15 @@ async fn dashboards_use_only_metric_names_a_running_proxy_exports() {
     let names = exported(&text);
     assert!(names.contains("weft_http_requests_total") && names.contains("weft_http_response_latency_seconds_bucket"));
 
-    // Every dashboard: valid JSON with a uid and panels, and only exported names.
-    let dir = repo().join("deploy/grafana");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("deploy/grafana")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 3, "mesh overview, service and proxy dashboards: {files:?}");
+    // Every dashboard (valid JSON with a uid and panels) uses only exported names; the control
+    // plane's are weft-control's tests/metrics.rs's to check.
     let mut unknown: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut used = 0;
-    for f in &files {
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap_or_else(|e| panic!("{f:?}: {e}"));
-        assert!(v["uid"].as_str().is_some_and(|u| !u.is_empty()), "{f:?}: uid");
-        assert!(v["panels"].as_array().is_some_and(|p| !p.is_empty()), "{f:?}: panels");
-        let mut qs = vec![];
-        queries(&v, "", &mut qs);
-        for (at, q) in qs {
-            for name in metric_names(&q) {
-                used += 1;
-                if !names.contains(&name) {
-                    unknown.entry(name).or_default().push(format!("{}{at}", f.file_name().unwrap().to_string_lossy()));
-                }
-            }
+    let used = used_names(|n| !n.starts_with(CONTROL_PLANE_PREFIX));
+    for (name, at) in &used {
+        if !names.contains(name) {
+            unknown.entry(name.clone()).or_default().push(at.clone());
         }
     }
-    assert!(used > 20, "the dashboards query weft metrics ({used} uses)");
+    assert!(used.len() > 20, "the dashboards query weft metrics ({} uses)", used.len());
     assert!(unknown.is_empty(), "names no proxy exports: {unknown:#?}\nexported: {names:#?}");
-}
-
-#[test]
-fn metric_names_are_found_in_queries_and_types_give_their_sample_names() {
-    assert_eq!(
-        metric_names("sum(rate(weft_http_requests_total{dst=~\"$s\"}[5m])) / weft_x"),
-        ["weft_http_requests_total", "weft_x"]
-    );
-    let n = exported("# TYPE weft_a counter\n# TYPE weft_b histogram\n# TYPE weft_c gauge\nweft_c 1\n");
-    for want in ["weft_a_total", "weft_b_bucket", "weft_b_sum", "weft_b_count", "weft_c"] {
-        assert!(n.contains(want), "{want}: {n:?}");
-    }
-    assert!(!n.contains("weft_a"), "a counter is queried with _total");
 }

@@ -378,3 +378,56 @@ async fn gateway_routes_the_reserved_control_plane_sni_to_its_own_control_plane_
     let m = gw.metrics_text();
     assert_eq!(metric(&m, "weft_protocol_errors_total{direction=\"gateway\",reason=\"no-control-plane\"}"), 1.0, "{m}");
 }
+
+/// With `access_log` on, the gateway writes one line per spliced connection, when it ends: the
+/// SNI it routed by, the caller's address, the service and endpoint, bytes each way, duration.
+#[tokio::test]
+async fn gateway_writes_an_access_log_line_per_spliced_connection() {
+    weft_testkit::init_tracing();
+    let pki = Pki::new();
+    let app_http = weft_testkit::http_echo("api").await;
+    let app_tcp = weft_testkit::tcp_echo().await;
+    let server = start_server(&pki, app_http, app_tcp, "").await;
+    let inbound = server.addrs.inbound.unwrap();
+    let dir = std::env::temp_dir().join(format!("weft-gw-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.log");
+    let _ = std::fs::remove_file(&path);
+    let yaml = format!(
+        "{}access_log: {{ enabled: true, format: json, path: \"{}\" }}\n",
+        gateway_yaml(inbound, app_http, app_tcp.port()),
+        path.display()
+    );
+    let gw = Proxy::start(ProxyConfig::from_yaml(&yaml).unwrap(), pki.store("istio-system", "gateway")).await.unwrap();
+    let client =
+        start_client(pki.store("default", "web"), app_http, app_tcp, gw.addrs.gateway.unwrap(), &api_id(), "").await;
+
+    let mut s = TcpStream::connect(client.addrs.upstreams[1]).await.unwrap();
+    s.write_all(b"through-the-gateway").await.unwrap();
+    let mut back = [0u8; 19];
+    s.read_exact(&mut back).await.unwrap();
+    drop(s);
+
+    let sni = format!("{}.api.default.local.weft", app_tcp.port());
+    let path_ref = &path;
+    let sni_ref = &sni;
+    let line = weft_testkit::eventually("the gateway's line", Duration::from_secs(10), || async move {
+        std::fs::read_to_string(path_ref)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .find(|v| v["authority"] == sni_ref.as_str())
+    })
+    .await;
+    assert_eq!(line["direction"], "gateway", "{line}");
+    assert_eq!(line["protocol"], "tcp", "{line}");
+    assert_eq!((line["dst"].as_str(), line["service"].as_str()), (Some("api.default"), Some("api.default")), "{line}");
+    assert_eq!(line["upstream"], inbound.to_string().as_str(), "{line}");
+    let src: SocketAddr = line["src"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+    assert!(src.ip().is_loopback(), "the caller's address: {line}");
+    // TLS records both ways: more than the 19 bytes of payload.
+    assert!(line["bytes_received"].as_u64() > Some(19) && line["bytes_sent"].as_u64() > Some(19), "{line}");
+    assert!(line["duration_ms"].as_f64().is_some(), "{line}");
+    assert_eq!(line["response_flags"], "-", "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

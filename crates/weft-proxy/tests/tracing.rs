@@ -203,3 +203,52 @@ services:
     assert_eq!(c["attributes"]["weft.peer.identity"], api_id().as_str());
     assert_eq!(s["attributes"]["weft.peer.identity"], web_id().as_str(), "the caller's identity crossed it too");
 }
+
+/// A WebSocket upgrade through both proxies gets a client and a server span of the caller's
+/// trace, as a request does; each covers the upgrade's request and its `101` (Envoy's rule), and
+/// ends then, while the tunnel stays open.
+#[tokio::test]
+async fn a_websocket_upgrade_gets_client_and_server_spans() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(rx) = receiver() else { return };
+    weft_testkit::init_tracing();
+    let pki = weft_testkit::Pki::new();
+    let app_http = weft_testkit::http_echo("api").await;
+    let app_tcp = weft_testkit::tcp_echo().await;
+    let yaml = tracing_yaml(rx.port(), "100");
+    let server = start_server(&pki, app_http, app_tcp, &yaml).await;
+    let inbound = server.addrs.inbound.unwrap();
+    let client = start_client(pki.store(CLIENT.0, CLIENT.1), app_http, app_tcp, inbound, &api_id(), &yaml).await;
+
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let mut s = tokio::net::TcpStream::connect(client.addrs.upstreams[0]).await.unwrap();
+    let head = format!(
+        "GET /ws HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\ntraceparent: 00-{trace}-00f067aa0ba902b7-01\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "the head ends before EOF: {got:?}");
+        got.push(b[0]);
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 101"), "{}", String::from_utf8_lossy(&got));
+
+    // Both spans arrive while the tunnel is still open, and it still carries bytes.
+    let spans = rx.trace(trace, 2).await;
+    let (c, sv) = (one(&spans, CLIENT_KIND), one(&spans, SERVER_KIND));
+    assert_eq!(c["parent_span_id"], "00f067aa0ba902b7", "the caller's span is the client span's parent");
+    assert_eq!(sv["parent_span_id"], c["span_id"], "the server span is the client span's child");
+    for span in [c, sv] {
+        let a = &span["attributes"];
+        assert_eq!(a["http.request.method"], "GET");
+        assert_eq!(a["url.path"], "/ws");
+        assert_eq!(a["http.response.status_code"], 101);
+    }
+    assert_eq!(c["attributes"]["weft.peer.identity"], api_id().as_str(), "the client span names the callee");
+    assert_eq!(sv["attributes"]["weft.peer.identity"], web_id().as_str(), "the server span the caller");
+    s.write_all(b"frame").await.unwrap();
+    let mut back = [0u8; 5];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"frame");
+}

@@ -6,6 +6,7 @@
 //! - [`Tap`]: a TCP relay that records the bytes it carries, to prove what is on the wire
 //! - [`netns`]: network namespaces with veth links, for tests that need a real network (root)
 
+pub mod dashboards;
 pub mod netns;
 pub mod otlp;
 pub mod python;
