@@ -133,7 +133,11 @@ async fn a_connection_accepted_before_its_service_exists_is_routed_once_it_does(
         let mut h2 = h2.clone();
         async move {
             let (status, err, app) = call(&mut h2, "GET", "/", &[]).await;
-            assert!(status == 200 || (status == 503 && err == "no-endpoint"), "{status} {err}");
+            // 502 `upstream` too, while it lasts: the Workload's endpoint reaches the client in
+            // the same catalog update that gives the server sidecar its inbound port, and a
+            // server sidecar that has not applied it yet closes a connection for that port.
+            let transient = (status == 503 && err == "no-endpoint") || (status == 502 && err == "upstream");
+            assert!(status == 200 || transient, "{status} {err}");
             (app == "api").then_some(())
         }
     })
