@@ -355,7 +355,7 @@ impl Prometheus {
     /// Runs one PromQL range query from `start` to `end` every `step` seconds.
     async fn query_range(&self, promql: &str, (start, end, step): (u64, u64, u64)) -> Result<Vec<Range>, String> {
         let (start, end, step) = (start.to_string(), end.to_string(), step.to_string());
-        let form = [("query", promql), ("start", &start), ("end", &end), ("step", &step)];
+        let form = [("query", promql), ("start", start.as_str()), ("end", end.as_str()), ("step", step.as_str())];
         parse_matrix(&self.post("/api/v1/query_range", &form).await?)
     }
 
