@@ -135,7 +135,11 @@ async fn stats_come_from_prometheus_when_configured() {
     let edge = eventually("the web → api edge from Prometheus", WAIT, || async move {
         let (status, v) = admin_api(cp_ref, "GET", "/v1/edges?window=1m", "").await;
         assert_eq!(status, 200, "{v}");
-        v["edges"].as_array()?.iter().find(|e| e["dst"]["service"] == "api" && e["requests"].as_u64() > Some(0)).cloned()
+        v["edges"]
+            .as_array()?
+            .iter()
+            .find(|e| e["dst"]["service"] == "api" && e["requests"].as_u64() > Some(0))
+            .cloned()
     })
     .await;
     assert_eq!((edge["src"]["service"].as_str(), edge["mtls"].as_bool()), (Some("web"), Some(true)), "{edge}");

@@ -143,7 +143,10 @@ pub fn history_range(now: u64) -> (u64, u64, u64) {
 /// The PromQL of a history: requests, failures and p99 of each minute.
 pub fn history_queries(q: &Query) -> Vec<(Measure, String)> {
     let minute = Query { window: COARSE_SECONDS, history: false, ..q.clone() };
-    queries(&minute).into_iter().filter(|(m, _)| matches!(m, Measure::Requests | Measure::Failures | Measure::P99)).collect()
+    queries(&minute)
+        .into_iter()
+        .filter(|(m, _)| matches!(m, Measure::Requests | Measure::Failures | Measure::P99))
+        .collect()
 }
 
 /// A row's place: namespace, service, workload, route.
@@ -171,7 +174,8 @@ pub fn attach_history(cat: &Catalog, q: &Query, rows: &mut [Row], answers: &[(Me
                 (*m, samples)
             })
             .collect();
-        let point_rows: BTreeMap<RowKey, Row> = assemble(cat, &minute, &at).into_iter().map(|r| (row_key(&r), r)).collect();
+        let point_rows: BTreeMap<RowKey, Row> =
+            assemble(cat, &minute, &at).into_iter().map(|r| (row_key(&r), r)).collect();
         for r in rows.iter_mut() {
             let p = point_rows.get(&row_key(r));
             let point = HistoryPoint {
@@ -332,13 +336,11 @@ pub fn assemble(cat: &Catalog, q: &Query, answers: &[(Measure, Vec<Sample>)]) ->
 impl Prometheus {
     /// Posts a form to `path` (under the prefix) and returns the answer's body.
     async fn post(&self, path: &str, form: &[(&str, &str)]) -> Result<Vec<u8>, String> {
-        let mut body = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in form {
-            body.append_pair(k, v);
-        }
+        // Finished before the await: the serializer is not `Send`.
+        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish().into_bytes();
         let path = format!("{}{path}", self.prefix);
         let headers = [("content-type".to_string(), "application/x-www-form-urlencoded".to_string())];
-        let (status, answer) = request(&self.endpoint, "POST", &path, &headers, body.finish().into_bytes(), QUERY_TIMEOUT)
+        let (status, answer) = request(&self.endpoint, "POST", &path, &headers, body, QUERY_TIMEOUT)
             .await
             .map_err(|e| format!("Prometheus at {}: {e}", self.endpoint.authority))?;
         if status >= 500 || status == 404 {
@@ -466,14 +468,31 @@ mod tests {
         assert_eq!((end, step, (end - start) / step + 1), (1_796_000_160, 60, COARSE_POINTS as u64));
         let q = Query { by: By::Service, window: 60, namespace: None, history: true };
         let hq = history_queries(&q);
-        assert_eq!(hq.iter().map(|(m, _)| *m).collect::<Vec<_>>(), [Measure::Requests, Measure::Failures, Measure::P99]);
+        assert_eq!(
+            hq.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
+            [Measure::Requests, Measure::Failures, Measure::P99]
+        );
         assert!(hq[0].1.contains("[60s]"), "{}", hq[0].1);
         let api = || BTreeMap::from([("dst".to_string(), "spiffe://east.td/ns/demo/sa/api".to_string())]);
         let fails = vec![(api(), vec![(1_796_000_100, 6.0)])];
         let p99 = vec![(api(), vec![(1_796_000_100, 0.004), (1_796_000_040, f64::NAN)])];
         let cat = east();
-        let mut rows = assemble(&cat, &q, &parse_vector(RECORDED.as_bytes()).unwrap().into_iter().map(|s| (Measure::Requests, vec![s])).collect::<Vec<_>>());
-        attach_history(&cat, &q, &mut rows, &[(Measure::Requests, ranges), (Measure::Failures, fails), (Measure::P99, p99)], now);
+        let mut rows = assemble(
+            &cat,
+            &q,
+            &parse_vector(RECORDED.as_bytes())
+                .unwrap()
+                .into_iter()
+                .map(|s| (Measure::Requests, vec![s]))
+                .collect::<Vec<_>>(),
+        );
+        attach_history(
+            &cat,
+            &q,
+            &mut rows,
+            &[(Measure::Requests, ranges), (Measure::Failures, fails), (Measure::P99, p99)],
+            now,
+        );
         let api = rows.iter().find(|r| r.service.as_deref() == Some("api")).unwrap();
         let h = api.history.as_ref().unwrap();
         assert_eq!(h.len(), COARSE_POINTS);
