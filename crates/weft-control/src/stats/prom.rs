@@ -208,6 +208,9 @@ pub fn edge_queries(window: u64) -> Vec<(Measure, String)> {
     ]
 }
 
+/// An edge's requests, failures, p99 (seconds) and TCP connections opened.
+type EdgeCounts<N> = (N, N, Option<f64>, N);
+
 /// Edges from the answers of [`edge_queries`], placed as the buffer places them.
 pub fn assemble_edges(
     cat: &Catalog,
@@ -219,7 +222,7 @@ pub fn assemble_edges(
     let r = Resolver::new(cat, domains);
     let local = r.local().to_string();
     // (requests, failures, p99 seconds, connections) by (src, dst) identity.
-    let mut counts: BTreeMap<(String, String), (f64, f64, Option<f64>, f64)> = BTreeMap::new();
+    let mut counts: BTreeMap<(String, String), EdgeCounts<f64>> = BTreeMap::new();
     for (m, samples) in answers {
         for (labels, v) in samples {
             let (Some(src), Some(dst)) = (labels.get("src"), labels.get("dst")) else { continue };
@@ -233,7 +236,7 @@ pub fn assemble_edges(
             }
         }
     }
-    let mut groups: BTreeMap<(End, End), (u64, u64, Option<f64>, u64)> = BTreeMap::new();
+    let mut groups: BTreeMap<(End, End), EdgeCounts<u64>> = BTreeMap::new();
     for ((src, dst), (requests, failures, p99, conns)) in counts {
         let (requests, failures, conns) = (requests.round() as u64, failures.round() as u64, conns.round() as u64);
         if requests == 0 && conns == 0 {
