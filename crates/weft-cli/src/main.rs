@@ -119,6 +119,10 @@ enum Cmd {
         /// answered (the demo's api-v1 and api-v2).
         #[arg(long, value_name = "VERSION")]
         app_version: Option<String>,
+        /// Answer every N-th request with 503 (a failure rate of 1/N, for trying retries; 0:
+        /// never). The HTTP echo only.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        fail_every: u64,
     },
     /// Call a service the way an unmodified app does: a plain HTTP/1.1 GET (or, with --tcp, send
     /// bytes, half-close and read the answer) to an address. Prints what came back.
@@ -189,7 +193,7 @@ fn real_main() -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
-        Cmd::DemoApp { name, listen, tcp, upstream, app_version } => {
+        Cmd::DemoApp { name, listen, tcp, upstream, app_version, fail_every } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async move {
                 let l = tokio::net::TcpListener::bind(listen).await?;
@@ -197,7 +201,9 @@ fn real_main() -> anyhow::Result<()> {
                 match (tcp, upstream) {
                     (true, _) => weft_demo::serve_tcp_echo(l).await,
                     (false, Some(up)) => weft_demo::serve_frontend(l, &name, &up).await,
-                    (false, None) => weft_demo::serve_http_echo_version(l, &name, app_version.as_deref()).await,
+                    (false, None) => {
+                        weft_demo::serve_http_echo_failing(l, &name, app_version.as_deref(), fail_every).await
+                    }
                 }
                 anyhow::Ok(())
             })

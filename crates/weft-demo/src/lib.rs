@@ -65,16 +65,28 @@ pub async fn serve_http_echo(listener: TcpListener, name: &str) {
 /// `app_version` in the JSON and as the `x-app-version` header, so a caller sees which version of
 /// a split answered.
 pub async fn serve_http_echo_version(listener: TcpListener, name: &str, version: Option<&str>) {
+    serve_http_echo_failing(listener, name, version, 0).await
+}
+
+/// [`serve_http_echo_version`] that answers every `fail_every`-th request (counted over all
+/// connections; 0: never) with `503`, for retry demos and benchmarks (a 1 % failure rate is
+/// `fail_every` 100).
+pub async fn serve_http_echo_failing(listener: TcpListener, name: &str, version: Option<&str>, fail_every: u64) {
     let name: Arc<str> = name.into();
     let version: Option<HeaderValue> = version.and_then(|v| HeaderValue::from_str(v).ok());
+    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
     loop {
         let stream = accept(&listener).await;
         let _ = stream.set_nodelay(true);
-        let (name, version) = (name.clone(), version.clone());
+        let (name, version, served) = (name.clone(), version.clone(), served.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let (name, version) = (name.clone(), version.clone());
+                let n = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 async move {
+                    if fail_every > 0 && n % fail_every == 0 {
+                        return Ok(with_status(StatusCode::SERVICE_UNAVAILABLE, "failed on purpose (--fail-every)\n"));
+                    }
                     let mut resp = handle(&name, version.as_ref(), req).await;
                     if let Some(v) = version {
                         resp.headers_mut().insert(APP_VERSION, v);
@@ -286,5 +298,31 @@ pub async fn serve_frontend(listener: TcpListener, name: &str, upstream: &str) {
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn status_of(addr: std::net::SocketAddr) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /bytes/1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out.lines().next().unwrap_or("").to_string()
+    }
+
+    #[tokio::test]
+    async fn fail_every_answers_every_nth_request_503() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { super::serve_http_echo_failing(l, "t", None, 3).await });
+        let mut got = vec![];
+        for _ in 0..6 {
+            got.push(status_of(addr).await);
+        }
+        let failed: Vec<usize> = (0..6).filter(|i| got[*i].contains(" 503 ")).collect();
+        assert_eq!(failed, vec![2, 5], "{got:?}");
     }
 }
