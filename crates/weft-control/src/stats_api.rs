@@ -168,7 +168,15 @@ async fn edges(
         Scope::Peer(_) => vec![],
         _ => {
             let domains = crate::stats::federation::domains(Some(&st.store), &st.federation);
-            st.stats.with(|i| crate::stats::query::edges(i, &cat, &domains, window, namespace.as_deref(), now))
+            match &st.stats.prometheus {
+                Some(prom) => prom
+                    .edges(&cat, &domains, window, namespace.as_deref())
+                    .await
+                    .map_err(|e| ApiError(axum::http::StatusCode::BAD_GATEWAY, e))?,
+                None => {
+                    st.stats.with(|i| crate::stats::query::edges(i, &cat, &domains, window, namespace.as_deref(), now))
+                }
+            }
         }
     };
     let req = pb::StatsRequest {

@@ -1,6 +1,7 @@
 //! `/v1/stats` from a real Prometheus (`weft control --prometheus-url`): Debian's `prometheus`
 //! (installed with apt-get when missing and this runs as root; skipped otherwise, saying so)
 //! scrapes two real sidecars' `/metrics`, and the control plane's rows come from PromQL.
+//! History points (`history=1`) come from `/api/v1/query_range` and edges from PromQL too.
 //! Prometheus' `increase()` extrapolates, so counts are checked as present, not exact (the
 //! buffer's exact counts are checked in tests/stats.rs).
 
@@ -119,4 +120,27 @@ async fn stats_come_from_prometheus_when_configured() {
     })
     .await;
     assert_eq!((row["cluster"].as_str(), row["namespace"].as_str()), (Some("local"), Some("default")), "{row}");
+
+    // The sparkline points too (range queries over the hour of minutes), and the edges.
+    let history = eventually("api's history from Prometheus", WAIT, || async move {
+        let _ = http1_get(upstream, "/").await;
+        let (status, v) = admin_api(cp_ref, "GET", "/v1/stats?window=1m&history=1", "").await;
+        assert_eq!(status, 200, "{v}");
+        let row = v["rows"].as_array()?.iter().find(|r| r["service"] == "api")?.clone();
+        let h = row["history"].as_array()?.clone();
+        h.iter().any(|p| p["rps"].as_f64().is_some_and(|r| r > 0.0)).then_some(h)
+    })
+    .await;
+    assert_eq!(history.len(), 60, "one point a minute over the hour, as the buffer's");
+    let edge = eventually("the web → api edge from Prometheus", WAIT, || async move {
+        let (status, v) = admin_api(cp_ref, "GET", "/v1/edges?window=1m", "").await;
+        assert_eq!(status, 200, "{v}");
+        v["edges"]
+            .as_array()?
+            .iter()
+            .find(|e| e["dst"]["service"] == "api" && e["requests"].as_u64() > Some(0))
+            .cloned()
+    })
+    .await;
+    assert_eq!((edge["src"]["service"].as_str(), edge["mtls"].as_bool()), (Some("web"), Some(true)), "{edge}");
 }

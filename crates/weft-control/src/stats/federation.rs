@@ -132,7 +132,10 @@ pub async fn serve(
     let namespace = (!req.namespace.is_empty()).then(|| req.namespace.clone());
     let json = match req.query.as_str() {
         "edges" => {
-            let edges = stats.with(|i| super::query::edges(i, cat, domains, window, namespace.as_deref(), now));
+            let edges = match &stats.prometheus {
+                Some(p) => p.edges(cat, domains, window, namespace.as_deref()).await.map_err(Status::unavailable)?,
+                None => stats.with(|i| super::query::edges(i, cat, domains, window, namespace.as_deref(), now)),
+            };
             serde_json::to_string(&edges)
         }
         "stats" => {

@@ -100,7 +100,8 @@ pub struct Stats {
     pub max_series: usize,
     /// How often proxies report (sent in every ProxyUpdate); 0: their default (10 s).
     pub interval_ms: u64,
-    /// `weft control --prometheus-url`: `/v1/stats` asks Prometheus instead of the buffer.
+    /// `weft control --prometheus-url`: `/v1/stats` (history included) and `/v1/edges` ask
+    /// Prometheus instead of the buffer.
     pub prometheus: Option<prom::Prometheus>,
     /// When this history started (Unix seconds): a proxy that reported before it counted its
     /// requests to an earlier control plane (see `StatsReport.first_report_unix`).
