@@ -5,8 +5,8 @@
 #
 #   none        no route, no policy: the plain meshed request
 #   base        the same through BASE_PROXY (another weft-proxy build, e.g. today's main), when set
-#   route100    an HTTPRoute of 100 rules; the request matches only the last one (every rule's
-#               match is tried first: the worst case of a linear table)
+#   route100    100 HTTPRoute rules (7 routes); the request matches only the one tried last
+#               (every other rule's match is tried first: the worst case of the table)
 #   Random, LeastRequest, PeakEWMA, RingHash, Maglev
 #               a BackendPolicy's balancer over the 3 endpoints, against none's round robin
 #               (RingHash hashes the query parameter `user`, Maglev the source IP: with one key
@@ -57,20 +57,24 @@ YAML
 HEALTHY=$(endpoints api 0)
 FAILING=$(endpoints api 100)
 
-# 100 rules: /r0/ ... /r98/ by prefix, then /bytes (the benchmark's path) last.
-ROUTE100="    routes:
-      - name: hundred
+# 100 rules in 7 HTTPRoutes (the Gateway API allows 16 rules a route): 99 by a longer path prefix
+# (/rule-000/ ... /rule-098/, so by the Gateway API's precedence they sort before it), then
+# /bytes (the benchmark's path), tried last.
+ROUTE100="    routes:"
+for r in $(seq 0 99); do
+  if [ $((r % 16)) = 0 ]; then
+    ROUTE100+="
+      - name: hundred-$((r / 16))
         namespace: default
         kind: HTTPRoute
         spec:
           parentRefs: [{ name: api }]
           rules:"
-for r in $(seq 0 98); do
+  fi
+  prefix=$(printf '/rule-%03d/' $r); [ $r = 99 ] && prefix=/bytes
   ROUTE100+="
-            - { matches: [{ path: { type: PathPrefix, value: /r$r/ } }], backendRefs: [{ name: api }] }"
+            - { matches: [{ path: { type: PathPrefix, value: $prefix } }], backendRefs: [{ name: api }] }"
 done
-ROUTE100+="
-            - { matches: [{ path: { type: PathPrefix, value: /bytes } }], backendRefs: [{ name: api }] }"
 
 declare -A EXTRA=(
   [none]="" [base]="" [route100]="$ROUTE100"
