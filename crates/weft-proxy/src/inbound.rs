@@ -241,17 +241,20 @@ impl Conn {
     /// One request from a peer: with tracing on, inside a server span (see [`crate::trace`]);
     /// off, one branch. `log` (access log on) takes the AUDIT mark.
     async fn traced(&self, mut req: Request<Body>, log: &mut Option<Box<crate::accesslog::Pending>>) -> Response<Body> {
-        let Some(tracer) = self.ctx.tracing.tracer() else { return self.serve(req, log).await };
-        let Some(span) = tracer.start(crate::trace::Kind::Server, &mut req) else {
-            return self.serve(req, log).await;
-        };
-        // Boxed: a sampled request's span is not carried by every request's future.
-        let mut span = Box::new(span);
+        let span = self.server_span(&mut req);
+        let resp = self.serve(req, log).await;
+        if let Some(span) = span {
+            span.end(resp.status().as_u16());
+        }
+        resp
+    }
+
+    /// The server span of a sampled request from this peer (see [`crate::trace`]).
+    fn server_span(&self, req: &mut Request<Body>) -> Option<Box<crate::trace::Span>> {
+        let mut span = self.ctx.tracing.span(crate::trace::Kind::Server, req)?;
         span.upstream = Some(self.app);
         span.peer_identity = self.peer_header.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string);
-        let resp = self.serve(req, log).await;
-        (*span).end(resp.status().as_u16());
-        resp
+        Some(span)
     }
 
     async fn serve(&self, mut req: Request<Body>, log: &mut Option<Box<crate::accesslog::Pending>>) -> Response<Body> {
@@ -299,17 +302,11 @@ impl Conn {
         downstream: h::Downstream,
         log: &mut Option<Box<crate::accesslog::Pending>>,
     ) -> Response<Body> {
-        let tracer = if h::upgrades_to_http(&req) { None } else { self.ctx.tracing.tracer() };
-        let Some(tracer) = tracer else { return self.tunnel(req, downstream, log).await };
-        let Some(span) = tracer.start(crate::trace::Kind::Server, &mut req) else {
-            return self.tunnel(req, downstream, log).await;
-        };
-        // Boxed: the tunnel's future holds a pointer, not the span.
-        let mut span = Box::new(span);
-        span.upstream = Some(self.app);
-        span.peer_identity = self.peer_header.as_ref().and_then(|v| v.to_str().ok()).map(str::to_string);
+        let span = if h::upgrades_to_http(&req) { None } else { self.server_span(&mut req) };
         let resp = self.tunnel(req, downstream, log).await;
-        span.end(resp.status().as_u16());
+        if let Some(span) = span {
+            span.end(resp.status().as_u16());
+        }
         resp
     }
 

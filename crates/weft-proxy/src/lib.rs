@@ -149,15 +149,8 @@ impl Ctx {
     /// A routing table for `services`, balanced from where this proxy runs, with the endpoint
     /// health this proxy has seen so far.
     pub fn routes_for(&self, services: &[weft_api::proxy::Service]) -> Result<Routes, weft_api::ConfigError> {
-        let place = self.place();
-        let env = balance::Env {
-            cluster: &place.0,
-            locality: &place.1,
-            outlier: &self.cfg.outlier_detection,
-            store: &self.outliers,
-        };
         let policies = self.resilience.compile(wanted_policies(services));
-        Routes::from_services_in(services, &env, &policies)
+        self.with_env(|env| Routes::from_services_in(services, env, &policies))
     }
 
     /// The routing table after an incremental update on top of `prev` (see
@@ -170,15 +163,19 @@ impl Ctx {
         keys: &[String],
         changed: &[weft_api::proxy::Service],
     ) -> Result<Routes, weft_api::ConfigError> {
+        let policies = self.resilience.compile_more(wanted_policies(changed));
+        self.with_env(|env| Routes::from_changes(prev, keys, changed, env, &policies))
+    }
+
+    /// Balancing's view of where this proxy runs and what it has seen of endpoint health.
+    fn with_env<R>(&self, f: impl FnOnce(&balance::Env) -> R) -> R {
         let place = self.place();
-        let env = balance::Env {
+        f(&balance::Env {
             cluster: &place.0,
             locality: &place.1,
             outlier: &self.cfg.outlier_detection,
             store: &self.outliers,
-        };
-        let policies = self.resilience.compile_more(wanted_policies(changed));
-        Routes::from_changes(prev, keys, changed, &env, &policies)
+        })
     }
 
     /// Where this proxy's workload runs, as balancing sees it: (cluster, locality).

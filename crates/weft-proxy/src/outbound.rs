@@ -650,14 +650,11 @@ async fn request(
     mut req: Request<Body>,
     tap: &mut Option<Box<crate::tap::Tapped>>,
 ) -> Response<Body> {
-    let Some(tracer) = ctx.tracing.tracer() else { return routed(ctx, target, req, None, tap).await };
-    let Some(span) = tracer.start(crate::trace::Kind::Client, &mut req) else {
-        return routed(ctx, target, req, None, tap).await;
-    };
-    // Boxed: a sampled request's span is not carried by every request's future.
-    let mut span = Box::new(span);
-    let resp = routed(ctx, target, req, Some(&mut *span), tap).await;
-    (*span).end(resp.status().as_u16());
+    let mut span = ctx.tracing.span(crate::trace::Kind::Client, &mut req);
+    let resp = routed(ctx, target, req, span.as_deref_mut(), tap).await;
+    if let Some(span) = span {
+        span.end(resp.status().as_u16());
+    }
     resp
 }
 
@@ -836,14 +833,11 @@ async fn traced_upgrade(
     mut req: Request<Body>,
     downstream: h::Downstream,
 ) -> Response<Body> {
-    let Some(tracer) = ctx.tracing.tracer() else { return upgrade(ctx, target, req, downstream, None).await };
-    let Some(span) = tracer.start(crate::trace::Kind::Client, &mut req) else {
-        return upgrade(ctx, target, req, downstream, None).await;
-    };
-    // Boxed: the upgrade's future holds a pointer, not the span.
-    let mut span = Box::new(span);
-    let resp = upgrade(ctx, target, req, downstream, Some(&mut *span)).await;
-    span.end(resp.status().as_u16());
+    let mut span = ctx.tracing.span(crate::trace::Kind::Client, &mut req);
+    let resp = upgrade(ctx, target, req, downstream, span.as_deref_mut()).await;
+    if let Some(span) = span {
+        span.end(resp.status().as_u16());
+    }
     resp
 }
 

@@ -193,14 +193,8 @@ impl State {
         wanted: impl IntoIterator<Item = (String, &'a Resilience)>,
     ) -> HashMap<String, Arc<Policy>> {
         let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = HashMap::new();
-        for (key, spec) in wanted {
-            let policy = match cache.get(&key) {
-                Some(p) if p.spec == *spec => p.clone(),
-                _ => Arc::new(Policy::compile(spec, &Name::new(&key), &self.metrics)),
-            };
-            out.insert(key, policy);
-        }
+        let out: HashMap<_, _> =
+            wanted.into_iter().map(|(key, spec)| (key.clone(), self.kept_or_compiled(&cache, key, spec))).collect();
         *cache = out.clone();
         out
     }
@@ -215,14 +209,20 @@ impl State {
         let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = HashMap::new();
         for (key, spec) in wanted {
-            let policy = match cache.get(&key) {
-                Some(p) if p.spec == *spec => p.clone(),
-                _ => Arc::new(Policy::compile(spec, &Name::new(&key), &self.metrics)),
-            };
+            let policy = self.kept_or_compiled(&cache, key.clone(), spec);
             cache.insert(key.clone(), policy.clone());
             out.insert(key, policy);
         }
         out
+    }
+
+    /// The cached policy of `key` while its spec is unchanged (its budget and buckets carry on),
+    /// else a new one.
+    fn kept_or_compiled(&self, cache: &HashMap<String, Arc<Policy>>, key: String, spec: &Resilience) -> Arc<Policy> {
+        match cache.get(&key) {
+            Some(p) if p.spec == *spec => p.clone(),
+            _ => Arc::new(Policy::compile(spec, &Name::new(&key), &self.metrics)),
+        }
     }
 
     /// Installs the rate limit of `service`, the service this proxy fronts (`None`: no limit);

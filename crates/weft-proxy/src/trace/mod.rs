@@ -160,6 +160,13 @@ impl State {
         self.tracer.load_full()
     }
 
+    /// The span of one request (see [`Tracer::start`]), when tracing is on and it is sampled.
+    /// Boxed: the future of a request that is not sampled carries a pointer, not the span.
+    #[inline]
+    pub fn span<B>(&self, kind: Kind, req: &mut Request<B>) -> Option<Box<Span>> {
+        self.tracer()?.start(kind, req).map(Box::new)
+    }
+
     /// The spec in force, for `/config_dump`.
     pub fn spec(&self) -> Option<TracingSpec> {
         self.current.lock().unwrap_or_else(|p| p.into_inner()).0.clone()
