@@ -664,8 +664,9 @@ async fn body_recorder(bodies: Arc<std::sync::Mutex<Vec<Bytes>>>) -> SocketAddr 
 }
 
 /// A real chunked upload (HTTP/1.1, no `content-length`) of `chunks` to the client's upstream
-/// listener, each chunk written as the request streams; the echo's JSON answer.
-async fn chunked_upload(upstream: SocketAddr, chunks: Vec<Bytes>) -> serde_json::Value {
+/// listener, each chunk written as the request streams; the echo's JSON answer, or the status of
+/// any other answer.
+async fn try_chunked_upload(upstream: SocketAddr, chunks: Vec<Bytes>) -> Result<serde_json::Value, u16> {
     let stream = tokio::net::TcpStream::connect(upstream).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
@@ -676,9 +677,15 @@ async fn chunked_upload(upstream: SocketAddr, chunks: Vec<Bytes>) -> serde_json:
         .body(http_body_util::StreamBody::new(frames))
         .unwrap();
     let resp = sender.send_request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
+    if resp.status() != 200 {
+        return Err(resp.status().as_u16());
+    }
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice(&body).unwrap()
+    Ok(serde_json::from_slice(&body).unwrap())
+}
+
+async fn chunked_upload(upstream: SocketAddr, chunks: Vec<Bytes>) -> serde_json::Value {
+    try_chunked_upload(upstream, chunks).await.expect("200")
 }
 
 /// Issue 17: a streamed request body (chunked, length unknown) is mirrored by teeing it as it
@@ -708,7 +715,14 @@ async fn a_chunked_body_is_mirrored_as_it_streams_and_abandoned_past_the_limit()
     eventually("a streamed body reaches the backend and, whole, the mirror", WAIT, || {
         let (bodies, chunks, whole) = (bodies2.clone(), chunks2.clone(), whole2.clone());
         async move {
-            let v = chunked_upload(upstream, chunks).await;
+            // 503 until the canary's services reach the client sidecar.
+            let v = match try_chunked_upload(upstream, chunks).await {
+                Ok(v) => v,
+                Err(status) => {
+                    assert_eq!(status, 503, "only 503 while the route is not in force");
+                    return None;
+                }
+            };
             if v["app"] != "api-v1" {
                 return None;
             }
